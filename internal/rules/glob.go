@@ -1,0 +1,174 @@
+package rules
+
+import (
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// globKind picks a fast path at compile time so that the common patterns
+// ("*", exact names, "prefix*") never run the general matcher.
+type globKind uint8
+
+const (
+	globAny globKind = iota
+	globExact
+	globPrefix
+	globGeneral
+)
+
+// Glob is a compiled, case-insensitive pattern in which '*' matches any run of
+// characters (including none) and '?' exactly one character. The zero Glob
+// matches everything. Globs are immutable and safe for concurrent use.
+type Glob struct {
+	kind    globKind
+	pattern string // lower-cased; for globPrefix without the trailing '*'
+}
+
+// CompileGlob compiles p. The empty pattern is treated as "*".
+func CompileGlob(p string) Glob {
+	if p == "" || strings.Trim(p, "*") == "" {
+		return Glob{kind: globAny}
+	}
+	lp := strings.ToLower(p)
+	wild := strings.IndexAny(lp, "*?")
+	switch {
+	case wild < 0:
+		return Glob{kind: globExact, pattern: lp}
+	case wild == len(lp)-1 && lp[wild] == '*':
+		return Glob{kind: globPrefix, pattern: lp[:wild]}
+	default:
+		return Glob{kind: globGeneral, pattern: lp}
+	}
+}
+
+// MatchesAll reports whether the glob matches every string, which is also the
+// only case in which it matches an absent value.
+func (g Glob) MatchesAll() bool { return g.kind == globAny }
+
+// String returns the lower-cased pattern.
+func (g Glob) String() string {
+	switch g.kind {
+	case globAny:
+		return "*"
+	case globPrefix:
+		return g.pattern + "*"
+	default:
+		return g.pattern
+	}
+}
+
+// Match reports whether s matches the glob, ignoring case. It does not
+// allocate.
+func (g Glob) Match(s string) bool {
+	switch g.kind {
+	case globAny:
+		return true
+	case globExact:
+		return hasPrefixFold(s, g.pattern, true)
+	case globPrefix:
+		return hasPrefixFold(s, g.pattern, false)
+	default:
+		return matchFold(g.pattern, s)
+	}
+}
+
+// MatchGlob compiles pattern and matches s against it; for one-off use.
+func MatchGlob(pattern, s string) bool { return CompileGlob(pattern).Match(s) }
+
+// hasPrefixFold reports whether s starts with the lower-case string lp,
+// ignoring case; with whole it must also end there.
+func hasPrefixFold(s, lp string, whole bool) bool {
+	i, j := 0, 0
+	for j < len(lp) {
+		if i >= len(s) {
+			return false
+		}
+		pc, sc := lp[j], s[i]
+		if pc < utf8.RuneSelf && sc < utf8.RuneSelf {
+			if lowerASCII(sc) != pc {
+				return false
+			}
+			i++
+			j++
+			continue
+		}
+		pr, pw := utf8.DecodeRuneInString(lp[j:])
+		sr, sw := utf8.DecodeRuneInString(s[i:])
+		if unicode.ToLower(sr) != pr {
+			return false
+		}
+		i += sw
+		j += pw
+	}
+	return !whole || i == len(s)
+}
+
+// matchFold matches s against the lower-case pattern p. It remembers only the
+// most recent '*' to backtrack to, which is enough for patterns made of
+// literals, '*' and '?', and keeps the match linear in practice and free of
+// allocation.
+func matchFold(p, s string) bool {
+	px, sx := 0, 0
+	nextPx, nextSx := 0, 0
+	for px < len(p) || sx < len(s) {
+		if px < len(p) {
+			switch c := p[px]; c {
+			case '*':
+				nextPx = px
+				nextSx = sx + 1
+				if sx < len(s) {
+					nextSx = sx + runeWidth(s[sx:])
+				}
+				px++
+				continue
+			case '?':
+				if sx < len(s) {
+					px++
+					sx += runeWidth(s[sx:])
+					continue
+				}
+			default:
+				if sx < len(s) {
+					sc := s[sx]
+					if c < utf8.RuneSelf && sc < utf8.RuneSelf {
+						if lowerASCII(sc) == c {
+							px++
+							sx++
+							continue
+						}
+					} else {
+						pr, pw := utf8.DecodeRuneInString(p[px:])
+						sr, sw := utf8.DecodeRuneInString(s[sx:])
+						if unicode.ToLower(sr) == pr {
+							px += pw
+							sx += sw
+							continue
+						}
+					}
+				}
+			}
+		}
+		if 0 < nextSx && nextSx <= len(s) {
+			px, sx = nextPx, nextSx
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+func runeWidth(s string) int {
+	if s[0] < utf8.RuneSelf {
+		return 1
+	}
+	_, w := utf8.DecodeRuneInString(s)
+	return w
+}
+
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + ('a' - 'A')
+	}
+	return c
+}

@@ -1,0 +1,172 @@
+// Package rules owns the sampling rule model: its fields and limits,
+// validation, glob matching and the order in which rules are tried. It does no
+// I/O, so the server, the CLI and the Go SDK share one definition of a valid
+// rule and of which rule a request matches.
+package rules
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Limits follow AWS X-Ray's sampling rule model, so that every rule can also be
+// served over the X-Ray API.
+const (
+	DefaultName         = "Default"
+	DefaultPriority     = 10000 // sorts after every other rule, as in X-Ray
+	MinPriority         = 1
+	MaxPriority         = 9999
+	MaxNameLen          = 32
+	MaxReservoirSize    = 1_000_000 // traces per second for the whole fleet
+	MaxServiceNameLen   = 64
+	MaxServiceTypeLen   = 64
+	MaxHostLen          = 64
+	MaxHTTPMethodLen    = 10
+	MaxURLPathLen       = 128
+	MaxResourceARNLen   = 500
+	MaxAttributes       = 16
+	MaxAttributeLen     = 32 // for keys and values
+	MaxDescriptionLen   = 512
+	MaxLabels           = 32
+	MaxLabelKeyLen      = 63
+	MaxLabelValueLen    = 63
+	DefaultFixedRate    = 0.05
+	DefaultReservoirTPS = 1
+)
+
+// Rule is one sampling rule. Empty match globs mean "*".
+type Rule struct {
+	Name          string
+	Priority      int32
+	FixedRate     float64
+	ReservoirSize int64
+
+	ServiceName string
+	ServiceType string
+	Host        string
+	HTTPMethod  string
+	URLPath     string
+	ResourceARN string
+	Attributes  map[string]string
+
+	Description string
+	Labels      map[string]string
+
+	// Revision counts edits of this rule; the store sets it and it is the
+	// rule's etag.
+	Revision   int64
+	CreateTime time.Time
+	UpdateTime time.Time
+}
+
+// Default returns the Default rule as it exists before anyone edits it:
+// everything matches, 1 trace/s for the fleet plus 5 %.
+func Default() Rule {
+	return Rule{
+		Name:          DefaultName,
+		Priority:      DefaultPriority,
+		FixedRate:     DefaultFixedRate,
+		ReservoirSize: DefaultReservoirTPS,
+		ServiceName:   "*",
+		ServiceType:   "*",
+		Host:          "*",
+		HTTPMethod:    "*",
+		URLPath:       "*",
+		ResourceARN:   "*",
+		Description:   "Applies when no other rule matches.",
+	}
+}
+
+// IsDefault reports whether r is the Default rule.
+func (r *Rule) IsDefault() bool { return r.Name == DefaultName }
+
+// Etag is the opaque version token clients send back to edit what they read.
+func (r *Rule) Etag() string { return strconv.FormatInt(r.Revision, 10) }
+
+// ParseEtag returns the revision an etag names.
+func ParseEtag(etag string) (int64, error) {
+	n, err := strconv.ParseInt(etag, 10, 64)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("malformed etag %q", etag)
+	}
+	return n, nil
+}
+
+// Clone returns a deep copy, so callers may edit maps freely.
+func (r Rule) Clone() Rule {
+	r.Attributes = maps.Clone(r.Attributes)
+	r.Labels = maps.Clone(r.Labels)
+	return r
+}
+
+// Normalize fills in what an empty field means: "*" for match globs, the
+// Default rule's fixed priority, and nil for empty maps.
+func (r Rule) Normalize() Rule {
+	for _, f := range []*string{&r.ServiceName, &r.ServiceType, &r.Host, &r.HTTPMethod, &r.URLPath, &r.ResourceARN} {
+		if *f == "" {
+			*f = "*"
+		}
+	}
+	if r.IsDefault() && r.Priority == 0 {
+		r.Priority = DefaultPriority
+	}
+	if len(r.Attributes) == 0 {
+		r.Attributes = nil
+	}
+	if len(r.Labels) == 0 {
+		r.Labels = nil
+	}
+	return r
+}
+
+// Compare orders rules as they are tried: by priority, then by name.
+func Compare(a, b *Rule) int {
+	if c := cmp.Compare(a.Priority, b.Priority); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Name, b.Name)
+}
+
+// Sort sorts rules in the order they are tried.
+func Sort(rs []Rule) {
+	slices.SortFunc(rs, func(a, b Rule) int { return Compare(&a, &b) })
+}
+
+// ErrDefaultRule is wrapped by errors for edits the Default rule does not
+// allow: deleting, renaming, re-prioritising or narrowing it.
+var ErrDefaultRule = errors.New("the Default rule can be re-rated but not deleted, renamed or narrowed")
+
+// CheckDefault returns an error wrapping ErrDefaultRule if r, which is the
+// Default rule after an edit, no longer matches everything.
+func CheckDefault(r *Rule) error {
+	if !r.IsDefault() {
+		return nil
+	}
+	var bad []string
+	if r.Priority != DefaultPriority {
+		bad = append(bad, "priority")
+	}
+	for _, f := range []struct {
+		name, v string
+	}{
+		{"service_name", r.ServiceName}, {"service_type", r.ServiceType}, {"host", r.Host},
+		{"http_method", r.HTTPMethod}, {"url_path", r.URLPath}, {"resource_arn", r.ResourceARN},
+	} {
+		if f.v != "*" && f.v != "" {
+			bad = append(bad, f.name)
+		}
+	}
+	if len(r.Attributes) > 0 {
+		bad = append(bad, "attributes")
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("%w (cannot change %s)", ErrDefaultRule, strings.Join(bad, ", "))
+	}
+	return nil
+}

@@ -1,0 +1,185 @@
+package rules
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// FieldViolation names one bad field of a rule, by its API field name
+// ("fixed_rate", "attributes.tier"), and says what is wrong with it.
+type FieldViolation struct {
+	Field       string
+	Description string
+}
+
+// ValidationError lists every bad field of a rule, so a user fixes them all in
+// one go. Callers prefix the field names with where the rule came from.
+type ValidationError struct {
+	Violations []FieldViolation
+}
+
+func (e *ValidationError) Error() string {
+	parts := make([]string, len(e.Violations))
+	for i, v := range e.Violations {
+		parts[i] = v.Field + ": " + v.Description
+	}
+	return "invalid rule: " + strings.Join(parts, "; ")
+}
+
+type violations []FieldViolation
+
+func (vs *violations) add(field, format string, args ...any) {
+	*vs = append(*vs, FieldViolation{Field: field, Description: fmt.Sprintf(format, args...)})
+}
+
+func (vs violations) err() error {
+	if len(vs) == 0 {
+		return nil
+	}
+	return &ValidationError{Violations: vs}
+}
+
+// Validate checks every field of r against the rule limits and returns a
+// *ValidationError naming each bad one, or nil. Empty globs are valid and mean
+// "*". The Default rule's fixed priority is accepted only on the Default rule.
+func Validate(r *Rule) error {
+	var vs violations
+	validateName(&vs, r.Name)
+	switch {
+	case r.IsDefault():
+		if r.Priority != DefaultPriority && r.Priority != 0 {
+			vs.add("priority", "the Default rule's priority is fixed at %d", DefaultPriority)
+		}
+	case r.Priority < MinPriority || r.Priority > MaxPriority:
+		vs.add("priority", "must be between %d and %d, got %d", MinPriority, MaxPriority, r.Priority)
+	}
+	if math.IsNaN(r.FixedRate) || r.FixedRate < 0 || r.FixedRate > 1 {
+		vs.add("fixed_rate", "must be between 0 and 1, got %v", r.FixedRate)
+	}
+	if r.ReservoirSize < 0 || r.ReservoirSize > MaxReservoirSize {
+		vs.add("reservoir_size", "must be between 0 and %d traces per second, got %d", MaxReservoirSize, r.ReservoirSize)
+	}
+	validateText(&vs, "service_name", r.ServiceName, 0, MaxServiceNameLen)
+	validateText(&vs, "service_type", r.ServiceType, 0, MaxServiceTypeLen)
+	validateText(&vs, "host", r.Host, 0, MaxHostLen)
+	validateText(&vs, "http_method", r.HTTPMethod, 0, MaxHTTPMethodLen)
+	validateText(&vs, "url_path", r.URLPath, 0, MaxURLPathLen)
+	validateText(&vs, "resource_arn", r.ResourceARN, 0, MaxResourceARNLen)
+	if len(r.Attributes) > MaxAttributes {
+		vs.add("attributes", "at most %d attributes, got %d", MaxAttributes, len(r.Attributes))
+	}
+	for _, k := range sortedKeys(r.Attributes) {
+		field := "attributes." + k
+		if !validText(k) || k == "" || utf8.RuneCountInString(k) > MaxAttributeLen {
+			vs.add(field, "attribute keys must be 1-%d printable characters", MaxAttributeLen)
+			continue
+		}
+		validateText(&vs, field, r.Attributes[k], 1, MaxAttributeLen)
+	}
+	if !utf8.ValidString(r.Description) {
+		vs.add("description", "must be valid UTF-8")
+	} else if n := utf8.RuneCountInString(r.Description); n > MaxDescriptionLen {
+		vs.add("description", "at most %d characters, got %d", MaxDescriptionLen, n)
+	}
+	validateLabels(&vs, "labels", r.Labels)
+	return vs.err()
+}
+
+// ValidateName checks a rule name alone, for calls that only carry one.
+func ValidateName(name string) error {
+	var vs violations
+	validateName(&vs, name)
+	return vs.err()
+}
+
+func validateName(vs *violations, name string) {
+	if name == "" {
+		vs.add("name", "is required")
+		return
+	}
+	if n := utf8.RuneCountInString(name); n > MaxNameLen {
+		vs.add("name", "at most %d characters, got %d", MaxNameLen, n)
+		return
+	}
+	for _, c := range name {
+		if !isNameChar(c) {
+			vs.add("name", "only letters, digits, '-' and '_' are allowed, got %q", c)
+			return
+		}
+	}
+}
+
+func isNameChar(c rune) bool {
+	return c < utf8.RuneSelf && (c == '-' || c == '_' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z')
+}
+
+func validateText(vs *violations, field, v string, minLen, maxLen int) {
+	if !validText(v) {
+		vs.add(field, "must be printable UTF-8 text")
+		return
+	}
+	n := utf8.RuneCountInString(v)
+	switch {
+	case n < minLen:
+		vs.add(field, "is required")
+	case n > maxLen:
+		vs.add(field, "at most %d characters, got %d", maxLen, n)
+	}
+}
+
+// validText rejects invalid UTF-8 and control characters, which no request
+// carries and which would corrupt tables and logs.
+func validText(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, c := range s {
+		if unicode.IsControl(c) {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidateLabels checks a label map; field prefixes each violation. Budgets
+// select rules by label, so the key syntax is kept simple to type in a
+// selector.
+func ValidateLabels(field string, labels map[string]string) []FieldViolation {
+	var vs violations
+	validateLabels(&vs, field, labels)
+	return vs
+}
+
+func validateLabels(vs *violations, field string, labels map[string]string) {
+	if len(labels) > MaxLabels {
+		vs.add(field, "at most %d labels, got %d", MaxLabels, len(labels))
+	}
+	for _, k := range sortedKeys(labels) {
+		f := field + "." + k
+		if k == "" || len(k) > MaxLabelKeyLen || strings.IndexFunc(k, func(c rune) bool { return !isLabelKeyChar(c) }) >= 0 {
+			vs.add(f, "label keys must be 1-%d characters of a-z, 0-9, '-', '_', '.' and '/'", MaxLabelKeyLen)
+			continue
+		}
+		v := labels[k]
+		if !validText(v) || utf8.RuneCountInString(v) > MaxLabelValueLen {
+			vs.add(f, "label values must be at most %d printable characters", MaxLabelValueLen)
+		}
+	}
+}
+
+func isLabelKeyChar(c rune) bool {
+	return c == '-' || c == '_' || c == '.' || c == '/' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z'
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
