@@ -18,11 +18,13 @@ const (
 )
 
 // Glob is a compiled, case-insensitive pattern in which '*' matches any run of
-// characters (including none) and '?' exactly one character. The zero Glob
-// matches everything. Globs are immutable and safe for concurrent use.
+// characters (including none) and '?' exactly one character. Case is ignored
+// as strings.EqualFold does (Unicode simple case folding), so "É" matches "é"
+// and "σ" matches "ς". The zero Glob matches everything. Globs are immutable
+// and safe for concurrent use.
 type Glob struct {
 	kind    globKind
-	pattern string // lower-cased; for globPrefix without the trailing '*'
+	pattern string // case-folded (see foldRune); for globPrefix without the trailing '*'
 }
 
 // CompileGlob compiles p. The empty pattern is treated as "*".
@@ -30,7 +32,7 @@ func CompileGlob(p string) Glob {
 	if p == "" || strings.Trim(p, "*") == "" {
 		return Glob{kind: globAny}
 	}
-	lp := strings.ToLower(p)
+	lp := strings.Map(foldRune, p)
 	wild := strings.IndexAny(lp, "*?")
 	switch {
 	case wild < 0:
@@ -46,7 +48,8 @@ func CompileGlob(p string) Glob {
 // only case in which it matches an absent value.
 func (g Glob) MatchesAll() bool { return g.kind == globAny }
 
-// String returns the lower-cased pattern.
+// String returns the pattern with every character in its case-folded form
+// (lower case for every letter that has one).
 func (g Glob) String() string {
 	switch g.kind {
 	case globAny:
@@ -76,7 +79,7 @@ func (g Glob) Match(s string) bool {
 // MatchGlob compiles pattern and matches s against it; for one-off use.
 func MatchGlob(pattern, s string) bool { return CompileGlob(pattern).Match(s) }
 
-// hasPrefixFold reports whether s starts with the lower-case string lp,
+// hasPrefixFold reports whether s starts with the case-folded string lp,
 // ignoring case; with whole it must also end there.
 func hasPrefixFold(s, lp string, whole bool) bool {
 	i, j := 0, 0
@@ -95,7 +98,7 @@ func hasPrefixFold(s, lp string, whole bool) bool {
 		}
 		pr, pw := utf8.DecodeRuneInString(lp[j:])
 		sr, sw := utf8.DecodeRuneInString(s[i:])
-		if unicode.ToLower(sr) != pr {
+		if foldRune(sr) != pr {
 			return false
 		}
 		i += sw
@@ -104,7 +107,7 @@ func hasPrefixFold(s, lp string, whole bool) bool {
 	return !whole || i == len(s)
 }
 
-// matchFold matches s against the lower-case pattern p. It remembers only the
+// matchFold matches s against the case-folded pattern p. It remembers only the
 // most recent '*' to backtrack to, which is enough for patterns made of
 // literals, '*' and '?', and keeps the match linear in practice and free of
 // allocation.
@@ -140,7 +143,7 @@ func matchFold(p, s string) bool {
 					} else {
 						pr, pw := utf8.DecodeRuneInString(p[px:])
 						sr, sw := utf8.DecodeRuneInString(s[sx:])
-						if unicode.ToLower(sr) == pr {
+						if foldRune(sr) == pr {
 							px += pw
 							sx += sw
 							continue
@@ -156,6 +159,37 @@ func matchFold(p, s string) bool {
 		return false
 	}
 	return true
+}
+
+// foldRune maps r to one representative of its case-folding orbit (the runes
+// unicode.SimpleFold cycles through, which are the runes strings.EqualFold
+// treats as equal), so that two runes are equal ignoring case exactly when
+// their representatives are. The representative is the lower case of the
+// orbit's smallest rune when that is in the orbit (so 'K', 'k' and the Kelvin
+// sign all become 'k', and 'Σ', 'σ', 'ς' become 'σ'), else the smallest rune.
+//
+// unicode.ToLower alone is not enough: it maps 'İ' to 'i' (which EqualFold
+// keeps apart) and leaves 'ς' and 'ſ' alone (which EqualFold equates with 'σ'
+// and 's'), so ignoring case by lower-casing is not what users of Go or of
+// regular expressions expect.
+func foldRune(r rune) rune {
+	if r < utf8.RuneSelf {
+		return rune(lowerASCII(byte(r)))
+	}
+	lo := r
+	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+		lo = min(lo, f)
+	}
+	l := unicode.ToLower(lo)
+	if l == lo {
+		return lo
+	}
+	for f := unicode.SimpleFold(lo); f != lo; f = unicode.SimpleFold(f) {
+		if f == l {
+			return l
+		}
+	}
+	return lo
 }
 
 func runeWidth(s string) int {

@@ -78,11 +78,14 @@ type Set struct {
 	rules []Compiled
 }
 
-// NewSet compiles rs and orders them by priority, then name. It does not
-// modify rs.
+// NewSet compiles rs and orders them by priority, then name, with the Default
+// rule last. It does not modify rs, and keeps deep copies, so later edits of
+// rs (or of their maps) do not reach the set.
 func NewSet(rs []Rule) *Set {
 	sorted := make([]Rule, len(rs))
-	copy(sorted, rs)
+	for i := range rs {
+		sorted[i] = rs[i].Clone()
+	}
 	Sort(sorted)
 	s := &Set{rules: make([]Compiled, len(sorted))}
 	for i, r := range sorted {

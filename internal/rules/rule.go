@@ -89,10 +89,12 @@ func (r *Rule) IsDefault() bool { return r.Name == DefaultName }
 // Etag is the opaque version token clients send back to edit what they read.
 func (r *Rule) Etag() string { return strconv.FormatInt(r.Revision, 10) }
 
-// ParseEtag returns the revision an etag names.
+// ParseEtag returns the revision an etag names. Only the exact form Etag
+// produces is accepted: etags are opaque and compared as strings, so "042" or
+// "+42" must not pass for revision 42.
 func ParseEtag(etag string) (int64, error) {
 	n, err := strconv.ParseInt(etag, 10, 64)
-	if err != nil || n < 1 {
+	if err != nil || n < 1 || strconv.FormatInt(n, 10) != etag {
 		return 0, fmt.Errorf("malformed etag %q", etag)
 	}
 	return n, nil
@@ -125,8 +127,17 @@ func (r Rule) Normalize() Rule {
 	return r
 }
 
-// Compare orders rules as they are tried: by priority, then by name.
+// Compare orders rules as they are tried: by priority, then by name, and the
+// Default rule after every other rule whatever its priority field says (it may
+// be unset, which Validate accepts and Normalize fills in; a Default tried
+// first would shadow every rule).
 func Compare(a, b *Rule) int {
+	if ad, bd := a.IsDefault(), b.IsDefault(); ad != bd {
+		if ad {
+			return 1
+		}
+		return -1
+	}
 	if c := cmp.Compare(a.Priority, b.Priority); c != 0 {
 		return c
 	}
@@ -143,13 +154,15 @@ func Sort(rs []Rule) {
 var ErrDefaultRule = errors.New("the Default rule can be re-rated but not deleted, renamed or narrowed")
 
 // CheckDefault returns an error wrapping ErrDefaultRule if r, which is the
-// Default rule after an edit, no longer matches everything.
+// Default rule after an edit, no longer matches everything or no longer comes
+// last. As in Validate and Normalize, an unset (zero) priority and empty globs
+// mean the Default's fixed priority and "*".
 func CheckDefault(r *Rule) error {
 	if !r.IsDefault() {
 		return nil
 	}
 	var bad []string
-	if r.Priority != DefaultPriority {
+	if r.Priority != DefaultPriority && r.Priority != 0 {
 		bad = append(bad, "priority")
 	}
 	for _, f := range []struct {

@@ -73,7 +73,7 @@ func Validate(r *Rule) error {
 		vs.add("attributes", "at most %d attributes, got %d", MaxAttributes, len(r.Attributes))
 	}
 	for _, k := range sortedKeys(r.Attributes) {
-		field := "attributes." + k
+		field := keyField("attributes", k)
 		if !validText(k) || k == "" || utf8.RuneCountInString(k) > MaxAttributeLen {
 			vs.add(field, "attribute keys must be 1-%d printable characters", MaxAttributeLen)
 			continue
@@ -159,7 +159,7 @@ func validateLabels(vs *violations, field string, labels map[string]string) {
 		vs.add(field, "at most %d labels, got %d", MaxLabels, len(labels))
 	}
 	for _, k := range sortedKeys(labels) {
-		f := field + "." + k
+		f := keyField(field, k)
 		if k == "" || len(k) > MaxLabelKeyLen || strings.IndexFunc(k, func(c rune) bool { return !isLabelKeyChar(c) }) >= 0 {
 			vs.add(f, "label keys must be 1-%d characters of a-z, 0-9, '-', '_', '.' and '/'", MaxLabelKeyLen)
 			continue
@@ -173,6 +173,14 @@ func validateLabels(vs *violations, field string, labels map[string]string) {
 
 func isLabelKeyChar(c rune) bool {
 	return c == '-' || c == '_' || c == '.' || c == '/' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z'
+}
+
+// keyField names the field of one map entry ("attributes.tier"). Field names
+// end up in gRPC BadRequest details, protobuf strings that must be valid
+// UTF-8 (or the whole error fails to marshal), so invalid bytes of a key are
+// shown as U+FFFD.
+func keyField(prefix, key string) string {
+	return prefix + "." + strings.ToValidUTF8(key, "\uFFFD")
 }
 
 func sortedKeys(m map[string]string) []string {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/rules"
 )
 
@@ -107,4 +108,35 @@ type Store interface {
 	Ping(ctx context.Context) error
 	// Close releases resources. It is safe to call more than once.
 	Close() error
+
+	LedgerStore
+}
+
+// RateUpdate is one rule's part of a client report, for the rule's fleet
+// ledger (see reservoir.Ledger).
+type RateUpdate struct {
+	Rule string
+	// Add is the client's request rate now, in the bucket of the report.
+	Add reservoir.Receipt
+	// Retract is the client's previous contribution, taken out if its bucket
+	// is still live; nil for a client's first report.
+	Retract *reservoir.Receipt
+}
+
+// ReportBatch is the store work for one or more client reports, done in one
+// atomic step (one round trip to Redis).
+type ReportBatch struct {
+	Now    time.Time
+	Ledger reservoir.Ledger
+	Rates  []RateUpdate
+}
+
+// LedgerStore keeps the fleet ledgers that reservoirs are split by. The
+// storage for a rule is a handful of buckets, whatever the number of clients.
+type LedgerStore interface {
+	// RecordReports applies every update in order and returns, for each
+	// update, its rule's fleet rate (the sum of the live buckets at b.Now)
+	// after all of them. A bucket never goes below zero; buckets that are no
+	// longer live are dropped.
+	RecordReports(ctx context.Context, b ReportBatch) ([]float64, error)
 }

@@ -1,0 +1,76 @@
+package sampler
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+)
+
+// benchRules returns n rules for service "shop": most look at method and
+// path, some at attributes, and the Default rule last. The benchmark request
+// matches rule number n-10 or so, after most of them failed.
+func benchRules(n int) []*pb.Rule {
+	methods := []string{"GET", "POST", "PUT", "DELETE"}
+	var rs []*pb.Rule
+	for i := 0; i < n-1; i++ {
+		r := &pb.Rule{
+			Name: fmt.Sprintf("rule-%02d", i), Priority: int32(i + 1), ServiceName: "shop*",
+			HttpMethod: methods[i%4], UrlPath: fmt.Sprintf("/api/v%d/items/*", i), FixedRate: 0.05, ReservoirSize: 5,
+		}
+		if i%5 == 0 {
+			r.Attributes = map[string]string{"tier": "gold"}
+		}
+		rs = append(rs, r)
+	}
+	rs = append(rs, &pb.Rule{Name: "Default", Priority: 10000, FixedRate: 0.05, ReservoirSize: 1})
+	return rs
+}
+
+func BenchmarkShouldSample(b *testing.B) {
+	s, err := newSampler(WithService("shop-api", ""), WithEndpoint("127.0.0.1:1"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	rs := benchRules(50)
+	s.applyRules(&pb.RuleSet{RulesVersion: 1, Rules: rs})
+	var targets []*pb.SamplingTarget
+	for _, r := range rs {
+		targets = append(targets, &pb.SamplingTarget{RuleName: r.GetName(), ReservoirQuota: 2, FixedRate: 0.05, ReservoirQuotaExpiry: timestamppb.New(time.Now().Add(time.Hour))})
+	}
+	s.applyTargets(&pb.TargetSet{RulesVersion: 1, Targets: targets, ReportInterval: durationpb.New(10 * time.Second)})
+	s.freshUntil.Store(time.Now().Add(time.Hour).UnixNano())
+	attrs := []attribute.KeyValue{
+		attribute.String("http.request.method", "GET"),
+		attribute.String("url.path", "/api/v40/items/42"),
+		attribute.String("server.address", "shop.example.com"),
+		attribute.String("tier", "gold"),
+	}
+	ids := make([]trace.TraceID, 1024)
+	rng := rand.New(rand.NewPCG(1, 1))
+	for i := range ids {
+		for j := range ids[i] {
+			ids[i][j] = byte(rng.Uint32())
+		}
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pbb *testing.PB) {
+		i := 0
+		for pbb.Next() {
+			s.ShouldSample(sdktrace.SamplingParameters{ParentContext: ctx, TraceID: ids[i&1023], Name: "GET /api", Kind: trace.SpanKindServer, Attributes: attrs})
+			i++
+		}
+	})
+}

@@ -1,0 +1,68 @@
+package sampler
+
+import "sync/atomic"
+
+// stripes spreads a rule's counters over cache lines, picked by a trace ID
+// byte, so that cores counting spans of one rule do not fight over one line.
+const stripes = 8
+
+type stripe struct {
+	requests atomic.Int64
+	sampled  atomic.Int64
+	borrowed atomic.Int64
+	_        [40]byte // pad to a 64-byte cache line
+}
+
+type counters struct {
+	s [stripes]stripe
+}
+
+// counts is one interval's totals of a rule.
+type counts struct {
+	requests, sampled, borrowed int64
+}
+
+func (c *counters) add(idx byte, sampled, borrowed bool) {
+	s := &c.s[idx%stripes]
+	s.requests.Add(1)
+	if sampled {
+		s.sampled.Add(1)
+		if borrowed {
+			s.borrowed.Add(1)
+		}
+	}
+}
+
+// take returns the totals since the last take and resets them. Spans are
+// counted while it runs, so a span may land partly in this take and partly in
+// the next; the excess that would break borrowed <= sampled <= requests is
+// left for the next take.
+func (c *counters) take() counts {
+	var t counts
+	for i := range c.s {
+		s := &c.s[i]
+		// The reverse of the order add increments them in.
+		t.borrowed += s.borrowed.Swap(0)
+		t.sampled += s.sampled.Swap(0)
+		t.requests += s.requests.Swap(0)
+	}
+	var excess counts
+	if t.sampled > t.requests {
+		excess.sampled, t.sampled = t.sampled-t.requests, t.requests
+	}
+	if t.borrowed > t.sampled {
+		excess.borrowed, t.borrowed = t.borrowed-t.sampled, t.sampled
+	}
+	if excess != (counts{}) {
+		c.giveBack(excess)
+	}
+	return t
+}
+
+// giveBack adds totals that could not be reported, for the next report.
+func (c *counters) giveBack(t counts) {
+	s := &c.s[0]
+	s.requests.Add(t.requests)
+	s.sampled.Add(t.sampled)
+	s.borrowed.Add(t.borrowed)
+}

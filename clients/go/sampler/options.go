@@ -1,0 +1,129 @@
+package sampler
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"os"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/resource"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// Option configures a Sampler.
+type Option func(*config)
+
+type config struct {
+	endpoint       string
+	dialOptions    []grpc.DialOption
+	creds          credentials.TransportCredentials
+	service        string
+	serviceType    string
+	resource       *resource.Resource
+	clientID       string
+	interval       time.Duration
+	log            *slog.Logger
+	clock          Clock
+	fallbackPerSec float64
+	fallbackRate   float64
+	backoffBase    time.Duration
+	backoffMax     time.Duration
+	firstReport    time.Duration
+	disableStreams bool
+}
+
+// WithEndpoint sets the control plane's gRPC address. Default: the
+// CONTROLPLANE_ENDPOINT environment variable, else "localhost:7070".
+func WithEndpoint(addr string) Option { return func(c *config) { c.endpoint = addr } }
+
+// WithTransportCredentials sets TLS (or other) credentials. Default: plaintext.
+func WithTransportCredentials(tc credentials.TransportCredentials) Option {
+	return func(c *config) { c.creds = tc }
+}
+
+// WithDialOptions adds gRPC dial options, e.g. per-RPC credentials or
+// interceptors.
+func WithDialOptions(opts ...grpc.DialOption) Option {
+	return func(c *config) { c.dialOptions = append(c.dialOptions, opts...) }
+}
+
+// WithService sets the service name and type that rules are resolved for.
+// Default: the resource's service.name (OTEL_SERVICE_NAME) and no type.
+func WithService(name, serviceType string) Option {
+	return func(c *config) { c.service, c.serviceType = name, serviceType }
+}
+
+// WithResource takes the service name from an OpenTelemetry resource, when
+// WithService is not given.
+func WithResource(r *resource.Resource) Option { return func(c *config) { c.resource = r } }
+
+// WithClientID sets this instance's id. Default: 12 random bytes in hex.
+func WithClientID(id string) Option { return func(c *config) { c.clientID = id } }
+
+// WithReportInterval overrides the report interval the control plane asks
+// for. Default: the server's (10 s unless configured otherwise).
+func WithReportInterval(d time.Duration) Option { return func(c *config) { c.interval = d } }
+
+// WithLogger sets the logger for connection events. Default: slog.Default().
+func WithLogger(l *slog.Logger) Option { return func(c *config) { c.log = l } }
+
+// WithClock replaces the clock, for tests. With it, every decision reads the
+// clock directly.
+func WithClock(clk Clock) Option { return func(c *config) { c.clock = clk } }
+
+// WithFallback sets the local default used before the first rules arrive and
+// after the last ones expire: tracesPerSecond, then fixedRate of the rest.
+// Default 1 and 0.05.
+func WithFallback(tracesPerSecond, fixedRate float64) Option {
+	return func(c *config) { c.fallbackPerSec, c.fallbackRate = tracesPerSecond, fixedRate }
+}
+
+// WithUnaryOnly makes the sampler poll with unary calls instead of holding a
+// stream, for environments that cannot keep a connection (functions).
+func WithUnaryOnly() Option { return func(c *config) { c.disableStreams = true } }
+
+func defaultConfig() config {
+	return config{
+		endpoint:       envOr("CONTROLPLANE_ENDPOINT", "localhost:7070"),
+		creds:          insecure.NewCredentials(),
+		fallbackPerSec: 1,
+		fallbackRate:   0.05,
+		backoffBase:    200 * time.Millisecond,
+		backoffMax:     30 * time.Second,
+		firstReport:    time.Second,
+	}
+}
+
+func (c *config) finish() {
+	if c.service == "" {
+		r := c.resource
+		if r == nil {
+			r = resource.Default()
+		}
+		if v, ok := r.Set().Value(attribute.Key("service.name")); ok {
+			c.service = v.AsString()
+		}
+	}
+	if c.service == "" {
+		c.service = "unknown_service"
+	}
+	if c.clientID == "" {
+		var b [12]byte
+		_, _ = rand.Read(b[:])
+		c.clientID = hex.EncodeToString(b[:])
+	}
+	if c.log == nil {
+		c.log = slog.Default()
+	}
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

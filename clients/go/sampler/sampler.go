@@ -1,0 +1,362 @@
+package sampler
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+
+	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/apiconv"
+	"github.com/tracesampling/controlplane/internal/reservoir"
+	"github.com/tracesampling/controlplane/internal/rules"
+)
+
+// Sampler is an sdktrace.Sampler driven by the control plane. Its methods are
+// safe for concurrent use. Close it to send the last counts and stop its
+// background work.
+type Sampler struct {
+	cfg    config
+	now    func() int64 // unix ns
+	coarse *coarseClock // nil with an injected clock
+
+	rules atomic.Pointer[ruleSet]
+	// freshUntil is when the last word from the control plane runs out: the
+	// latest quota expiry or rule set receipt plus two intervals. After it
+	// the local default decides.
+	freshUntil atomic.Int64
+	// interval is the report interval in force, ns.
+	interval atomic.Int64
+
+	fallbackBucket reservoir.Bucket
+	fallbackBits   uint64
+
+	reportMu   sync.Mutex // serialises reports and the runtimes' receipts
+	lastReport int64
+
+	conn     *grpc.ClientConn
+	client   pb.SamplingServiceClient
+	stop     context.CancelFunc
+	done     chan struct{}
+	closed   sync.Once
+	closeErr error
+}
+
+var _ sdktrace.Sampler = (*Sampler)(nil)
+
+// New returns a sampler and starts connecting to the control plane in the
+// background; until the first rules arrive it decides with the local default.
+// It fails only on bad options.
+func New(opts ...Option) (*Sampler, error) {
+	s, err := newSampler(opts...)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stop = cancel
+	s.done = make(chan struct{})
+	go s.run(ctx)
+	return s, nil
+}
+
+// newSampler builds a sampler without starting its connection loop.
+func newSampler(opts ...Option) (*Sampler, error) {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	cfg.finish()
+	if cfg.fallbackPerSec < 0 || !(cfg.fallbackRate >= 0 && cfg.fallbackRate <= 1) {
+		return nil, fmt.Errorf("sampler: fallback of %v/s + %v is out of range", cfg.fallbackPerSec, cfg.fallbackRate)
+	}
+	dial := append([]grpc.DialOption{grpc.WithTransportCredentials(cfg.creds)}, cfg.dialOptions...)
+	conn, err := grpc.NewClient(cfg.endpoint, dial...)
+	if err != nil {
+		return nil, fmt.Errorf("sampler: %w", err)
+	}
+	s := &Sampler{
+		cfg:          cfg,
+		done:         closed(),
+		fallbackBits: rateThreshold(cfg.fallbackRate),
+		conn:         conn,
+		client:       pb.NewSamplingServiceClient(conn),
+		stop:         func() {},
+	}
+	if cfg.clock != nil {
+		s.now = func() int64 { return cfg.clock.Now().UnixNano() }
+	} else {
+		s.coarse = newCoarseClock(time.Millisecond)
+		s.now = s.coarse.unixNano
+	}
+	s.fallbackBucket.SetRate(s.now(), cfg.fallbackPerSec, 0)
+	s.interval.Store(int64(10 * time.Second))
+	if cfg.interval > 0 {
+		s.interval.Store(int64(cfg.interval))
+	}
+	return s, nil
+}
+
+// Description implements sdktrace.Sampler.
+func (s *Sampler) Description() string {
+	return fmt.Sprintf("ControlPlaneSampler{service=%s,endpoint=%s}", s.cfg.service, s.cfg.endpoint)
+}
+
+// Reason says why a span was or was not sampled.
+type Reason string
+
+const (
+	ReasonParent    Reason = "parent"     // followed the parent span's decision
+	ReasonReservoir Reason = "reservoir"  // took a token of this instance's quota
+	ReasonBorrowed  Reason = "borrowed"   // no quota yet or an expired one: borrowed the once-a-second trace
+	ReasonFixedRate Reason = "fixed_rate" // the trace ID fell inside (or outside) the fixed rate
+	ReasonFallback  Reason = "fallback"   // no current word from the control plane: the local default decided
+)
+
+// ShouldSample implements sdktrace.Sampler. It does not allocate.
+func (s *Sampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
+	psc := trace.SpanContextFromContext(p.ParentContext)
+	if psc.IsValid() {
+		if psc.IsSampled() {
+			return sdktrace.SamplingResult{Decision: sdktrace.RecordAndSample, Tracestate: psc.TraceState()}
+		}
+		return sdktrace.SamplingResult{Decision: sdktrace.Drop, Tracestate: psc.TraceState()}
+	}
+	now := s.now()
+	sampled, _, _ := s.decide(now, p.TraceID, p.Attributes, true)
+	if sampled {
+		return sdktrace.SamplingResult{Decision: sdktrace.RecordAndSample, Tracestate: psc.TraceState()}
+	}
+	return sdktrace.SamplingResult{Decision: sdktrace.Drop, Tracestate: psc.TraceState()}
+}
+
+// decide runs steps 2-6 of a decision. With take false it only looks: no
+// token is taken and nothing is counted.
+func (s *Sampler) decide(now int64, id trace.TraceID, attrs []attribute.KeyValue, take bool) (bool, Reason, *matcher) {
+	set := s.rules.Load()
+	if set == nil || now > s.freshUntil.Load() {
+		return s.fallback(now, id, take), ReasonFallback, nil
+	}
+	req := request{attrs: attrs}
+	if set.needHTTP {
+		req.host, req.method, req.path = httpFields(attrs)
+	}
+	m := set.match(&req)
+	if m == nil {
+		return s.fallback(now, id, take), ReasonFallback, nil
+	}
+	rt := m.rt
+	sampled, borrowed, reason := false, false, ReasonFixedRate
+	switch {
+	case now <= rt.expiry.Load():
+		if takeOrPeek(&rt.quota, now, take) {
+			sampled, reason = true, ReasonReservoir
+		}
+	case takeOrPeek(&rt.borrow, now, take):
+		sampled, borrowed, reason = true, true, ReasonBorrowed
+	}
+	if !sampled {
+		sampled = traceIDBits(id) < rt.rateBits.Load()
+	}
+	if take {
+		rt.counters.add(id[15], sampled, borrowed)
+	}
+	return sampled, reason, m
+}
+
+func (s *Sampler) fallback(now int64, id trace.TraceID, take bool) bool {
+	return takeOrPeek(&s.fallbackBucket, now, take) || traceIDBits(id) < s.fallbackBits
+}
+
+func takeOrPeek(b *reservoir.Bucket, now int64, take bool) bool {
+	if take {
+		return b.Take(now)
+	}
+	return b.Available(now)
+}
+
+// Explanation is the answer to "why was this request traced?".
+type Explanation struct {
+	Sampled bool
+	Reason  Reason
+	// Rule is the rule that matched; empty for parent and fallback decisions.
+	Rule string
+	// RulesVersion is the rules version the decision used, 0 if none yet.
+	RulesVersion int64
+	// Detail says it in a sentence.
+	Detail string
+}
+
+// Explain says what ShouldSample would decide for p now, and why, without
+// taking a token or counting the span.
+func (s *Sampler) Explain(p sdktrace.SamplingParameters) Explanation {
+	psc := trace.SpanContextFromContext(p.ParentContext)
+	if psc.IsValid() {
+		return Explanation{Sampled: psc.IsSampled(), Reason: ReasonParent, Detail: fmt.Sprintf("the parent span was %s, and a trace stays whole", sampledWord(psc.IsSampled()))}
+	}
+	now := s.now()
+	sampled, reason, m := s.decide(now, p.TraceID, p.Attributes, false)
+	e := Explanation{Sampled: sampled, Reason: reason}
+	if set := s.rules.Load(); set != nil {
+		e.RulesVersion = set.version
+	}
+	if m == nil {
+		switch {
+		case s.rules.Load() == nil:
+			e.Detail = "no rules from the control plane yet"
+		case now > s.freshUntil.Load():
+			e.Detail = "the last rules and quotas from the control plane have expired"
+		default:
+			e.Detail = "no rule matched"
+		}
+		e.Detail += fmt.Sprintf(": the local default (%v/s + %v) %s it", s.cfg.fallbackPerSec, s.cfg.fallbackRate, sampledWord(sampled))
+		return e
+	}
+	e.Rule = m.rule.Name
+	rate := float64(m.rt.rateBits.Load()) / (1 << 63)
+	switch reason {
+	case ReasonReservoir:
+		e.Detail = fmt.Sprintf("rule %q matched and this instance's reservoir quota had a token", m.rule.Name)
+	case ReasonBorrowed:
+		e.Detail = fmt.Sprintf("rule %q matched; this instance has no current quota, so it borrowed its one trace per second", m.rule.Name)
+	default:
+		e.Detail = fmt.Sprintf("rule %q matched, its reservoir was used up, and the trace ID fell %s its fixed rate of %.4g", m.rule.Name, map[bool]string{true: "inside", false: "outside"}[sampled], math.Min(rate, 1))
+	}
+	return e
+}
+
+func sampledWord(b bool) string {
+	if b {
+		return "sampled"
+	}
+	return "dropped"
+}
+
+// applyRules installs a rule set received from the control plane.
+func (s *Sampler) applyRules(rs *pb.RuleSet) {
+	now := s.now()
+	rl := make([]rules.Rule, 0, len(rs.GetRules()))
+	for _, r := range rs.GetRules() {
+		rl = append(rl, apiconv.RuleFromProto(r).Normalize())
+	}
+	rules.Sort(rl)
+	s.reportMu.Lock()
+	defer s.reportMu.Unlock()
+	set := buildRuleSet(rs.GetRulesVersion(), rl, s.cfg.service, s.cfg.serviceType, s.rules.Load(), now)
+	for i := range set.matchers {
+		m := &set.matchers[i]
+		// A target at this rules version or later already has the fixed
+		// rate in force (a budget may have lowered it).
+		if m.rt.targetVersion < set.version {
+			m.rt.setFixedRate(m.rule.FixedRate)
+		}
+	}
+	s.rules.Store(set)
+	s.extendFresh(now + 2*s.interval.Load())
+}
+
+// applyTargets installs quotas received from the control plane.
+func (s *Sampler) applyTargets(ts *pb.TargetSet) {
+	now := s.now()
+	if d := ts.GetReportInterval().AsDuration(); d > 0 && s.cfg.interval == 0 {
+		s.interval.Store(int64(d))
+	}
+	s.reportMu.Lock()
+	defer s.reportMu.Unlock()
+	set := s.rules.Load()
+	if set == nil {
+		return
+	}
+	for _, t := range ts.GetTargets() {
+		rt := set.byName[t.GetRuleName()]
+		if rt == nil {
+			continue
+		}
+		expiry := t.GetReservoirQuotaExpiry().AsTime().UnixNano()
+		// Spread the first token of a fresh quota over its interval, so a
+		// fleet handed tiny quotas at once does not trace in lockstep.
+		rt.quota.SetRate(now, t.GetReservoirQuota(), phase(s.cfg.clientID, rt.name))
+		rt.expiry.Store(expiry)
+		if ts.GetRulesVersion() >= set.version {
+			rt.setFixedRate(t.GetFixedRate())
+			rt.targetVersion = ts.GetRulesVersion()
+		}
+		rt.receipt = t.GetReceipt()
+		s.extendFresh(expiry)
+	}
+}
+
+func (s *Sampler) extendFresh(until int64) {
+	for {
+		cur := s.freshUntil.Load()
+		if until <= cur || s.freshUntil.CompareAndSwap(cur, until) {
+			return
+		}
+	}
+}
+
+// phase is a stable pseudo-random number in [0, 1) per instance and rule.
+func phase(clientID, rule string) float64 {
+	h := uint64(14695981039346656037)
+	for _, b := range []byte(clientID + "\x00" + rule) {
+		h ^= uint64(b)
+		h *= 1099511628211
+	}
+	return float64(h>>11) / (1 << 53)
+}
+
+// takeReport collects every rule's counts since the last report. unary adds
+// the receipts that unary calls must echo.
+func (s *Sampler) takeReport(unary bool) []*pb.SamplingStatistics {
+	now := s.now()
+	s.reportMu.Lock()
+	defer s.reportMu.Unlock()
+	set := s.rules.Load()
+	if set == nil {
+		return nil
+	}
+	span := time.Duration(s.interval.Load())
+	if s.lastReport != 0 && now > s.lastReport {
+		span = time.Duration(now - s.lastReport)
+	}
+	s.lastReport = now
+	out := make([]*pb.SamplingStatistics, 0, len(set.matchers))
+	for i := range set.matchers {
+		rt := set.matchers[i].rt
+		c := rt.counters.take()
+		st := &pb.SamplingStatistics{
+			RuleName: rt.name, RequestCount: c.requests, SampledCount: c.sampled, BorrowCount: c.borrowed,
+			Timestamp: timestamp(now), Interval: duration(span),
+		}
+		if unary {
+			st.Receipt = rt.receipt
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// giveBack returns counts of a report that could not be sent, for the next.
+func (s *Sampler) giveBack(docs []*pb.SamplingStatistics) {
+	set := s.rules.Load()
+	if set == nil {
+		return
+	}
+	for _, d := range docs {
+		if rt := set.byName[d.GetRuleName()]; rt != nil {
+			rt.counters.giveBack(counts{requests: d.GetRequestCount(), sampled: d.GetSampledCount(), borrowed: d.GetBorrowCount()})
+		}
+	}
+}
+
+func closed() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}

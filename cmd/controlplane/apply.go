@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/apiconv"
+	"github.com/tracesampling/controlplane/internal/rules"
+)
+
+const applyAbout = `Makes the server's rules match a rules file, like 'kubectl apply'. Each
+rule in the file is its whole desired state: omitted globs mean "*",
+omitted numbers zero, an omitted description or map empty.
+
+The file is checked whole first (field values with the server's own rule
+limits, unknown fields, duplicate names); if anything is wrong, every problem
+is printed and nothing is changed (exit code 3). Otherwise apply reads the
+server's rules, prints the changes:
+
+  + create NAME
+  ~ update NAME: fixed_rate 0.5 -> 0.2, url_path "/a*" -> "/b*"
+  - delete NAME          (only with --prune)
+  = N unchanged
+
+and makes them: creates, then updates, then deletes. Updates and deletes
+carry the etag read, so a rule edited by someone else in the meantime fails
+with a conflict (exit code 5) instead of being overwritten. If a call fails,
+apply stops and says which changes were made and which were not.
+
+The Default rule may be in the file with its re-rating fields (fixed_rate,
+reservoir_size, description, labels); it is never pruned.`
+
+func runApply(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	var conn connConfig
+	fs := newFlagSet("apply", "apply -f FILE [--prune] [--dry-run] [flags]", applyAbout, stderr, &conn)
+	file := fs.String("f", "", "the rules `file` to apply; - reads stdin (required)")
+	prune := fs.Bool("prune", false, "also delete the rules that are not in the file (never the Default rule)")
+	dryRun := fs.Bool("dry-run", false, "only print the changes; change nothing")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs("apply", pos, 0, 0); err != nil {
+		return err
+	}
+	if *file == "" {
+		fs.Usage()
+		return usageError(errors.New("rules apply: -f FILE is required"))
+	}
+	entries, err := readRulesFile(*file, stdin)
+	if err != nil {
+		return invalidInput(err)
+	}
+	c, err := dial(conn)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	current, err := c.listRules(ctx, "", 1000)
+	if err != nil {
+		return err
+	}
+	plan := makePlan(entries, current, *prune)
+	plan.print(stdout, fileName(*file))
+	if *dryRun {
+		fmt.Fprintf(stdout, "dry run: %d to create, %d to update, %d to delete, %d unchanged; nothing was changed\n",
+			plan.count(opCreate), plan.count(opUpdate), plan.count(opDelete), plan.unchanged)
+		return nil
+	}
+	return plan.apply(ctx, c, stdout, stderr)
+}
+
+type opKind int
+
+const (
+	opCreate opKind = iota
+	opUpdate
+	opDelete
+)
+
+// applyOp is one change apply makes.
+type applyOp struct {
+	kind opKind
+	name string
+	// rule is the desired rule of a create or update; an update carries the
+	// etag read from the server.
+	rule    *pb.Rule
+	etag    string   // of a delete
+	changes []change // of an update
+}
+
+func (o *applyOp) String() string {
+	switch o.kind {
+	case opCreate:
+		return "+ create " + o.name
+	case opUpdate:
+		return "~ update " + o.name + ": " + joinChanges(o.changes)
+	}
+	return "- delete " + o.name
+}
+
+// applyPlan is every change that makes the server match the file.
+type applyPlan struct {
+	ops       []applyOp // creates, then updates, then deletes
+	unchanged int
+	kept      []string // not in the file, and kept without --prune
+}
+
+// makePlan compares the file's rules (normalized) with the server's.
+func makePlan(entries []fileEntry, current []*pb.Rule, prune bool) *applyPlan {
+	onServer := make(map[string]*pb.Rule, len(current))
+	for _, r := range current {
+		onServer[r.GetName()] = r
+	}
+	inFile := make(map[string]bool, len(entries))
+	p := &applyPlan{}
+	var creates, updates, deletes []applyOp
+	for _, e := range entries {
+		inFile[e.Rule.Name] = true
+		cur, ok := onServer[e.Rule.Name]
+		if !ok {
+			creates = append(creates, applyOp{kind: opCreate, name: e.Rule.Name, rule: apiconv.RuleToProto(&e.Rule)})
+			continue
+		}
+		have := normalized(cur)
+		cs := ruleChanges(&have, &e.Rule)
+		if len(cs) == 0 {
+			p.unchanged++
+			continue
+		}
+		want := apiconv.RuleToProto(&e.Rule)
+		want.Etag = cur.GetEtag()
+		updates = append(updates, applyOp{kind: opUpdate, name: e.Rule.Name, rule: want, changes: cs})
+	}
+	for _, r := range current {
+		if inFile[r.GetName()] || r.GetName() == rules.DefaultName {
+			continue
+		}
+		if prune {
+			deletes = append(deletes, applyOp{kind: opDelete, name: r.GetName(), etag: r.GetEtag()})
+		} else {
+			p.kept = append(p.kept, r.GetName())
+		}
+	}
+	p.ops = append(append(creates, updates...), deletes...)
+	return p
+}
+
+func (p *applyPlan) count(k opKind) int {
+	n := 0
+	for i := range p.ops {
+		if p.ops[i].kind == k {
+			n++
+		}
+	}
+	return n
+}
+
+func (p *applyPlan) print(w io.Writer, file string) {
+	for i := range p.ops {
+		fmt.Fprintln(w, p.ops[i].String())
+	}
+	if p.unchanged > 0 {
+		fmt.Fprintf(w, "= %d unchanged\n", p.unchanged)
+	}
+	if len(p.kept) > 0 {
+		fmt.Fprintf(w, "# kept, not in %s (--prune deletes them): %s\n", file, strings.Join(p.kept, ", "))
+	}
+}
+
+// apply makes the changes in order and stops at the first that fails,
+// reporting which were made and which were not.
+func (p *applyPlan) apply(ctx context.Context, c *client, stdout, stderr io.Writer) error {
+	var done [3]int
+	summary := func() {
+		fmt.Fprintf(stdout, "%d created, %d updated, %d deleted, %d unchanged\n", done[opCreate], done[opUpdate], done[opDelete], p.unchanged)
+	}
+	for i := range p.ops {
+		op := &p.ops[i]
+		var (
+			err  error
+			verb string
+		)
+		switch op.kind {
+		case opCreate:
+			verb = "create"
+			_, err = c.rules.CreateRule(ctx, &pb.CreateRuleRequest{Rule: op.rule})
+		case opUpdate:
+			verb = "update"
+			_, err = c.rules.UpdateRule(ctx, &pb.UpdateRuleRequest{Rule: op.rule, UpdateMask: &fieldmaskpb.FieldMask{Paths: maskPaths(op.changes)}})
+		case opDelete:
+			verb = "delete"
+			_, err = c.rules.DeleteRule(ctx, &pb.DeleteRuleRequest{Name: op.name, Etag: op.etag})
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "apply stopped: %d of %d changes made\n", i, len(p.ops))
+			if i > 0 {
+				fmt.Fprintln(stderr, "made:")
+				for j := range p.ops[:i] {
+					fmt.Fprintln(stderr, "  "+p.ops[j].String())
+				}
+			}
+			fmt.Fprintln(stderr, "not made:")
+			for j := range p.ops[i:] {
+				fmt.Fprintln(stderr, "  "+p.ops[i+j].String())
+			}
+			summary()
+			return c.wrap(fmt.Sprintf("%s rule %q", verb, op.name), err)
+		}
+		done[op.kind]++
+	}
+	summary()
+	return nil
+}

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"strings"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/server"
+)
+
+// connConfig says how to reach the server; every rules subcommand has these
+// flags.
+type connConfig struct {
+	server  string
+	tls     bool
+	timeout time.Duration
+}
+
+// client is a connection to the control plane's RuleService.
+type client struct {
+	conn  *grpc.ClientConn
+	rules pb.RuleServiceClient
+	addr  string
+	to    time.Duration
+}
+
+// dial prepares a connection; grpc connects lazily, so an unreachable server
+// shows up as the first call's UNAVAILABLE error. Every call carries the
+// caller's user@host as the audit-log actor and times out after c.timeout.
+func dial(c connConfig) (*client, error) {
+	creds := insecure.NewCredentials()
+	if c.tls {
+		creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12}) // system roots
+	}
+	actor := actorName()
+	timeout := c.timeout
+	conn, err := grpc.NewClient(c.server,
+		grpc.WithTransportCredentials(creds),
+		grpc.WithUserAgent("controlplane-cli"),
+		grpc.WithUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			ctx = metadata.AppendToOutgoingContext(ctx, server.ActorMetadataKey, actor)
+			if timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, timeout)
+				defer cancel()
+			}
+			return invoker(ctx, method, req, reply, cc, opts...)
+		}),
+	)
+	if err != nil {
+		return nil, usageError(fmt.Errorf("--server %q: %w", c.server, err))
+	}
+	return &client{conn: conn, rules: pb.NewRuleServiceClient(conn), addr: c.server, to: timeout}, nil
+}
+
+func (c *client) Close() error { return c.conn.Close() }
+
+// actorName is who the audit log says made an edit: $USER@hostname.
+func actorName() string {
+	name := os.Getenv("USER")
+	if name == "" {
+		if u, err := user.Current(); err == nil {
+			name = u.Username
+		}
+	}
+	if name == "" {
+		name = "unknown"
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "unknown"
+	}
+	return name + "@" + host
+}
+
+// listRules returns every rule matching filter, following page tokens.
+func (c *client) listRules(ctx context.Context, filter string, pageSize int32) ([]*pb.Rule, error) {
+	var all []*pb.Rule
+	token := ""
+	for {
+		resp, err := c.rules.ListRules(ctx, &pb.ListRulesRequest{PageSize: pageSize, PageToken: token, Filter: filter})
+		if err != nil {
+			return nil, c.wrap("list rules", err)
+		}
+		all = append(all, resp.GetRules()...)
+		token = resp.GetNextPageToken()
+		if token == "" {
+			return all, nil
+		}
+	}
+}
+
+// listEvents returns up to limit audit events (0: all), newest first.
+func (c *client) listEvents(ctx context.Context, rule string, limit int) ([]*pb.RuleEvent, error) {
+	const maxPage = 1000
+	var all []*pb.RuleEvent
+	token := ""
+	for {
+		size := maxPage
+		if limit > 0 {
+			size = min(limit-len(all), maxPage)
+		}
+		resp, err := c.rules.ListRuleEvents(ctx, &pb.ListRuleEventsRequest{PageSize: int32(size), PageToken: token, RuleName: rule})
+		if err != nil {
+			return nil, c.wrap("list rule events", err)
+		}
+		all = append(all, resp.GetEvents()...)
+		token = resp.GetNextPageToken()
+		if token == "" || limit > 0 && len(all) >= limit {
+			if limit > 0 && len(all) > limit {
+				all = all[:limit]
+			}
+			return all, nil
+		}
+	}
+}
+
+// rpcError is a failed call, printed as what was attempted, the server's
+// message, and each field violation on its own line. It unwraps to the gRPC
+// status error, so exitCode maps its code.
+type rpcError struct {
+	op   string // what was attempted, e.g. `update rule "checkout"`; may be empty
+	addr string
+	to   time.Duration
+	err  error
+}
+
+func (c *client) wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &rpcError{op: op, addr: c.addr, to: c.to, err: err}
+}
+
+func (e *rpcError) Unwrap() error { return e.err }
+
+func (e *rpcError) Error() string {
+	st := status.Convert(e.err)
+	msg := st.Message()
+	var violations []string
+	for _, d := range st.Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			for _, v := range br.GetFieldViolations() {
+				violations = append(violations, v.GetField()+": "+v.GetDescription())
+			}
+		}
+	}
+	// The server's message usually repeats the violations on one line;
+	// keep only its lead-in when it does, since they follow one per line.
+	if len(violations) > 0 {
+		if i := strings.Index(msg, violations[0]); i > 0 {
+			msg = strings.TrimRight(msg[:i], ": ")
+		}
+	}
+	switch st.Code() {
+	case codes.Unavailable:
+		msg = fmt.Sprintf("cannot reach the control plane at %s: %s", e.addr, msg)
+	case codes.DeadlineExceeded:
+		if errors.Is(e.err, context.DeadlineExceeded) || strings.Contains(msg, "deadline") {
+			msg = fmt.Sprintf("no answer from the control plane at %s within %v: %s", e.addr, e.to, msg)
+		}
+	}
+	var b strings.Builder
+	if e.op != "" {
+		b.WriteString(e.op + ": ")
+	}
+	b.WriteString(msg)
+	for _, v := range violations {
+		b.WriteString("\n  " + v)
+	}
+	return b.String()
+}

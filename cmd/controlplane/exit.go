@@ -1,0 +1,69 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"runtime/debug"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Exit codes, documented in the README so scripts can tell failures apart.
+const (
+	exitOK          = 0
+	exitFailure     = 1 // anything not listed below
+	exitUsage       = 2 // bad command line
+	exitInvalid     = 3 // invalid input: a bad rules file, or INVALID_ARGUMENT
+	exitNotFound    = 4 // NOT_FOUND
+	exitConflict    = 5 // ALREADY_EXISTS, ABORTED (stale etag), FAILED_PRECONDITION
+	exitUnavailable = 6 // the server cannot be reached, or UNAVAILABLE
+)
+
+// errSilent marks an error whose message was already printed.
+var errSilent = errors.New("already reported")
+
+type codedError struct {
+	code int
+	err  error
+}
+
+func (e *codedError) Error() string { return e.err.Error() }
+func (e *codedError) Unwrap() error { return e.err }
+
+func usageError(err error) error   { return &codedError{code: exitUsage, err: err} }
+func invalidInput(err error) error { return &codedError{code: exitInvalid, err: err} }
+
+// exitCode picks the process exit code for err.
+func exitCode(err error) int {
+	if err == nil {
+		return exitOK
+	}
+	var ce *codedError
+	if errors.As(err, &ce) {
+		return ce.code
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if st, ok := status.FromError(err); ok {
+		switch st.Code() {
+		case codes.InvalidArgument, codes.OutOfRange:
+			return exitInvalid
+		case codes.NotFound:
+			return exitNotFound
+		case codes.AlreadyExists, codes.Aborted, codes.FailedPrecondition:
+			return exitConflict
+		case codes.Unavailable, codes.DeadlineExceeded:
+			return exitUnavailable
+		}
+	}
+	return exitFailure
+}
+
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return "controlplane " + bi.Main.Version
+	}
+	return "controlplane (devel)"
+}

@@ -1,0 +1,92 @@
+// Package apiconv maps between the domain types (rules, store events) and the
+// public protobuf API, so that the server and the CLI agree on one mapping.
+package apiconv
+
+import (
+	"maps"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/internal/store"
+)
+
+// RuleToProto returns the API form of r, with its etag and times.
+func RuleToProto(r *rules.Rule) *pb.Rule {
+	p := &pb.Rule{
+		Name:          r.Name,
+		Priority:      r.Priority,
+		FixedRate:     r.FixedRate,
+		ReservoirSize: r.ReservoirSize,
+		ServiceName:   r.ServiceName,
+		ServiceType:   r.ServiceType,
+		Host:          r.Host,
+		HttpMethod:    r.HTTPMethod,
+		UrlPath:       r.URLPath,
+		ResourceArn:   r.ResourceARN,
+		Attributes:    maps.Clone(r.Attributes),
+		Description:   r.Description,
+		Labels:        maps.Clone(r.Labels),
+		CreateTime:    timestamp(r.CreateTime),
+		UpdateTime:    timestamp(r.UpdateTime),
+	}
+	if r.Revision > 0 {
+		p.Etag = r.Etag()
+	}
+	return p
+}
+
+// RuleFromProto returns the domain form of p. Output-only fields (etag,
+// times) are ignored; callers parse the etag themselves where it matters.
+func RuleFromProto(p *pb.Rule) rules.Rule {
+	return rules.Rule{
+		Name:          p.GetName(),
+		Priority:      p.GetPriority(),
+		FixedRate:     p.GetFixedRate(),
+		ReservoirSize: p.GetReservoirSize(),
+		ServiceName:   p.GetServiceName(),
+		ServiceType:   p.GetServiceType(),
+		Host:          p.GetHost(),
+		HTTPMethod:    p.GetHttpMethod(),
+		URLPath:       p.GetUrlPath(),
+		ResourceARN:   p.GetResourceArn(),
+		Attributes:    maps.Clone(p.GetAttributes()),
+		Description:   p.GetDescription(),
+		Labels:        maps.Clone(p.GetLabels()),
+	}
+}
+
+// EventToProto returns the API form of an audit entry.
+func EventToProto(e *store.Event) *pb.RuleEvent {
+	p := &pb.RuleEvent{
+		Id:           e.ID,
+		RuleName:     e.RuleName,
+		Actor:        e.Actor,
+		Time:         timestamp(e.Time),
+		RulesVersion: e.RulesVersion,
+	}
+	switch e.Action {
+	case store.ActionCreate:
+		p.Action = pb.RuleEvent_ACTION_CREATE
+	case store.ActionUpdate:
+		p.Action = pb.RuleEvent_ACTION_UPDATE
+	case store.ActionDelete:
+		p.Action = pb.RuleEvent_ACTION_DELETE
+	}
+	if e.Before != nil {
+		p.Before = RuleToProto(e.Before)
+	}
+	if e.After != nil {
+		p.After = RuleToProto(e.After)
+	}
+	return p
+}
+
+func timestamp(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}

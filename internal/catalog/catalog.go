@@ -1,0 +1,230 @@
+// Package catalog is a replica's view of the current rules: loaded from the
+// store, reloaded when another replica's edit is announced (and on a slow
+// periodic check, since announcements can be lost), and handed to SDK-facing
+// calls and streams without touching the store. It decides *what* the
+// current state is; the server decides how streams deliver it.
+package catalog
+
+import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/apiconv"
+	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/internal/store"
+)
+
+// Source is what the catalog reads from.
+type Source interface {
+	Snapshot(ctx context.Context) (store.Snapshot, error)
+	RulesVersion(ctx context.Context) (int64, error)
+	WatchChanges(ctx context.Context, notify func(store.Topic)) error
+}
+
+// Options configure a Catalog. Zero values take the defaults given.
+type Options struct {
+	// Poll is how often the rules version is checked even without an
+	// announcement. Default 5 s; each wait is jittered by ±20 %.
+	Poll time.Duration
+	// Logger. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Catalog holds the current View. It is safe for concurrent use.
+type Catalog struct {
+	src  Source
+	opts Options
+	cur  atomic.Pointer[View]
+	kick chan struct{} // one slot: "check the version now"
+
+	mu       sync.Mutex
+	watchers map[*Watcher]struct{}
+}
+
+// New returns a catalog that holds no rules until Load or Run succeeds.
+func New(src Source, opts Options) *Catalog {
+	if opts.Poll <= 0 {
+		opts.Poll = 5 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	c := &Catalog{src: src, opts: opts, kick: make(chan struct{}, 1), watchers: map[*Watcher]struct{}{}}
+	c.cur.Store(newView(store.Snapshot{}))
+	return c
+}
+
+// Current returns the latest view; never nil. Views are immutable.
+func (c *Catalog) Current() *View { return c.cur.Load() }
+
+// Load reads the rules if the store's version differs from the view's, and
+// wakes every watcher when it changed.
+func (c *Catalog) Load(ctx context.Context) error {
+	v, err := c.src.RulesVersion(ctx)
+	if err != nil {
+		return err
+	}
+	if v != 0 && v == c.Current().Version {
+		return nil
+	}
+	snap, err := c.src.Snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	if snap.Version <= c.Current().Version && c.Current().Version != 0 {
+		return nil // a concurrent load got there first
+	}
+	c.cur.Store(newView(snap))
+	c.opts.Logger.Debug("rules loaded", "version", snap.Version, "rules", len(snap.Rules))
+	c.notify()
+	return nil
+}
+
+// Run keeps the view current until ctx ends: it reloads on every change
+// announcement and on a jittered poll, and keeps serving the last view while
+// the store is unreachable.
+func (c *Catalog) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_ = c.src.WatchChanges(ctx, func(store.Topic) { c.Kick() })
+	}()
+	defer wg.Wait()
+	failing := false
+	for {
+		err := c.Load(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case err != nil && !failing:
+			c.opts.Logger.Warn("cannot reload rules; serving the last ones", "version", c.Current().Version, "err", err)
+		case err == nil && failing:
+			c.opts.Logger.Info("rules reloaded again", "version", c.Current().Version)
+		}
+		failing = err != nil
+		wait := time.Duration(float64(c.opts.Poll) * (0.8 + 0.4*rand.Float64()))
+		if failing {
+			wait = min(wait, time.Second)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-c.kick:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// Kick asks Run to check the version now; it never blocks.
+func (c *Catalog) Kick() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Watcher is told when the view changes. Its channel holds at most one
+// signal: a watcher that is slow to look sees one signal for many changes and
+// then reads only the latest view, so a slow stream never builds a queue.
+type Watcher struct {
+	C <-chan struct{}
+	c chan struct{}
+	k *Catalog
+}
+
+// Watch registers a watcher; Close it when done.
+func (c *Catalog) Watch() *Watcher {
+	ch := make(chan struct{}, 1)
+	w := &Watcher{C: ch, c: ch, k: c}
+	c.mu.Lock()
+	c.watchers[w] = struct{}{}
+	c.mu.Unlock()
+	return w
+}
+
+// Close unregisters the watcher.
+func (w *Watcher) Close() {
+	w.k.mu.Lock()
+	delete(w.k.watchers, w)
+	w.k.mu.Unlock()
+}
+
+// Watchers returns how many watchers are registered.
+func (c *Catalog) Watchers() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.watchers)
+}
+
+func (c *Catalog) notify() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for w := range c.watchers {
+		select {
+		case w.c <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// maxCachedServices bounds the per-service cache of a view, so that clients
+// inventing service names cannot grow memory without bound.
+const maxCachedServices = 10_000
+
+// View is one immutable rules version, with the per-service rule sets that
+// SDKs ask for computed once and shared.
+type View struct {
+	Version int64
+	Rules   []rules.Rule // in matching order
+	byName  map[string]*rules.Rule
+	set     *rules.Set
+
+	mu       sync.Mutex
+	services map[[2]string]*pb.RuleSet
+}
+
+func newView(snap store.Snapshot) *View {
+	v := &View{Version: snap.Version, Rules: snap.Rules, byName: make(map[string]*rules.Rule, len(snap.Rules)), services: map[[2]string]*pb.RuleSet{}}
+	rules.Sort(v.Rules)
+	for i := range v.Rules {
+		v.byName[v.Rules[i].Name] = &v.Rules[i]
+	}
+	v.set = rules.NewSet(v.Rules)
+	return v
+}
+
+// Rule returns the named rule, or nil. The caller must not modify it.
+func (v *View) Rule(name string) *rules.Rule { return v.byName[name] }
+
+// ForService returns the rules whose service globs match a service, as the
+// API sends them. The result is shared: the caller must not modify it.
+func (v *View) ForService(name, typ string) *pb.RuleSet {
+	key := [2]string{name, typ}
+	v.mu.Lock()
+	rs, ok := v.services[key]
+	v.mu.Unlock()
+	if ok {
+		return rs
+	}
+	rs = &pb.RuleSet{RulesVersion: v.Version}
+	for _, c := range v.set.Rules() {
+		if c.MatchesService(name, typ) {
+			rs.Rules = append(rs.Rules, apiconv.RuleToProto(&c.Rule))
+		}
+	}
+	v.mu.Lock()
+	if len(v.services) < maxCachedServices {
+		v.services[key] = rs
+	}
+	v.mu.Unlock()
+	return rs
+}

@@ -1,0 +1,306 @@
+package reservoir
+
+import (
+	"math"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestQuota(t *testing.T) {
+	tests := []struct {
+		name                   string
+		r, client, fleet, want float64
+	}{
+		{"proportional", 10, 25, 100, 2.5},
+		{"alone", 10, 40, 40, 10},
+		{"no history", 10, 0, 100, 0},
+		{"no reservoir", 0, 25, 100, 0},
+		{"fleet below client (rounding)", 10, 50, 49.9999, 10},
+		{"tiny share", 1, 1, 1000, 0.001},
+		{"NaN client", 10, math.NaN(), 100, 0},
+		{"NaN fleet", 10, 5, math.NaN(), 10},
+		{"infinite client", 10, math.Inf(1), 100, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Quota(tt.r, tt.client, tt.fleet); math.Abs(got-tt.want) > 1e-12 {
+				t.Errorf("Quota(%v, %v, %v) = %v, want %v", tt.r, tt.client, tt.fleet, got, tt.want)
+			}
+		})
+	}
+}
+
+// zipfRates returns n request rates whose sizes follow a Zipf law with
+// exponent s (a few huge instances, a long tail of small ones), shuffled, with
+// a share of idle instances.
+func zipfRates(rng *rand.Rand, n int, s, idleShare float64) []float64 {
+	rates := make([]float64, n)
+	for i := range rates {
+		if rng.Float64() < idleShare {
+			continue
+		}
+		rates[i] = 1000 / math.Pow(float64(i+1), s)
+	}
+	rng.Shuffle(n, func(i, j int) { rates[i], rates[j] = rates[j], rates[i] })
+	return rates
+}
+
+func TestSplitProperties(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	sizes := []int{1, 2, 3, 10, 100, 1000, 10_000}
+	for round := 0; round < 200; round++ {
+		n := sizes[round%len(sizes)]
+		if round >= len(sizes) {
+			n = 1 + rng.IntN(10_000)
+		}
+		r := []float64{0.5, 1, 5, 100, 1e6}[rng.IntN(5)]
+		rates := zipfRates(rng, n, 0.5+rng.Float64()*1.5, rng.Float64()*0.3)
+		shares := Split(r, rates)
+
+		var sum, total float64
+		for _, x := range rates {
+			total += x
+		}
+		for i, q := range shares {
+			sum += q
+			if q < 0 {
+				t.Fatalf("n=%d: negative share %v", n, q)
+			}
+			if rates[i] == 0 && q != 0 {
+				t.Fatalf("n=%d: idle client %d got %v", n, i, q)
+			}
+			// Each share is the client's proportion of r.
+			if want := r * rates[i] / total; math.Abs(q-want) > 1e-9*r {
+				t.Fatalf("n=%d: client %d share %v, want %v", n, i, q, want)
+			}
+		}
+		if sum > r {
+			t.Fatalf("n=%d r=%v: shares add up to %v, more than r", n, r, sum)
+		}
+		if total > 0 && sum < r*(1-1e-9) {
+			t.Fatalf("n=%d r=%v: shares add up to %v, less than r", n, r, sum)
+		}
+	}
+}
+
+func TestSplitEdgeCases(t *testing.T) {
+	tests := []struct {
+		name  string
+		r     float64
+		rates []float64
+		want  []float64
+	}{
+		{"empty fleet", 5, nil, []float64{}},
+		{"all idle", 5, []float64{0, 0}, []float64{0, 0}},
+		{"bad rates count as idle", 6, []float64{math.NaN(), -3, math.Inf(1), 1, 2}, []float64{0, 0, 0, 2, 4}},
+		{"zero reservoir", 0, []float64{1, 2}, []float64{0, 0}},
+		{"NaN reservoir", math.NaN(), []float64{1}, []float64{0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Split(tt.r, tt.rates)
+			if len(got) != len(tt.want) {
+				t.Fatalf("Split = %v, want %v", got, tt.want)
+			}
+			for i := range got {
+				if math.Abs(got[i]-tt.want[i]) > 1e-12 {
+					t.Fatalf("Split = %v, want %v", got, tt.want)
+				}
+			}
+		})
+	}
+}
+
+func TestLedgerBuckets(t *testing.T) {
+	l := Ledger{Interval: 10 * time.Second, Retain: 3}
+	t0 := time.Unix(1_700_000_000, 0)
+	if l.Bucket(t0.Add(9*time.Second)) != l.Bucket(t0) || l.Bucket(t0.Add(10*time.Second)) != l.Bucket(t0)+1 {
+		t.Error("buckets are not one interval long")
+	}
+	b := l.Bucket(t0)
+	tests := []struct {
+		at   time.Duration
+		live bool
+	}{{-10 * time.Second, false}, {0, true}, {20 * time.Second, true}, {30 * time.Second, false}}
+	for _, tt := range tests {
+		if got := l.Live(b, t0.Add(tt.at)); got != tt.live {
+			t.Errorf("Live(bucket of t0, t0%+v) = %v, want %v", tt.at, got, tt.live)
+		}
+	}
+}
+
+func TestReceiptRoundTrip(t *testing.T) {
+	for _, r := range []Receipt{{0, 0}, {170000000, 12.5}, {1 << 40, 1e-9}} {
+		got, err := DecodeReceipt(r.Encode())
+		if err != nil || got != r {
+			t.Errorf("round trip of %v = %v, %v", r, got, err)
+		}
+	}
+	for _, bad := range []string{"", "x", "AAAA", Receipt{Bucket: 1, Rate: -1}.Encode(), Receipt{Bucket: -5}.Encode()} {
+		if _, err := DecodeReceipt(bad); err == nil {
+			t.Errorf("DecodeReceipt(%q) accepted", bad)
+		}
+	}
+}
+
+// TestLedgerTracksFleet plays the server's part for a skewed fleet reporting
+// at random phases: each report adds the client's rate and retracts the one
+// its receipt names. The live buckets must add up to the fleet's rate exactly
+// while everyone reports, and clients that stop must drop out.
+func TestLedgerTracksFleet(t *testing.T) {
+	l := Ledger{Interval: 10 * time.Second, Retain: 3}
+	rng := rand.New(rand.NewPCG(3, 4))
+	rates := zipfRates(rng, 1000, 1, 0)
+	phase := make([]time.Duration, len(rates))
+	receipts := make([]*Receipt, len(rates))
+	for i := range rates {
+		phase[i] = time.Duration(rng.Int64N(int64(l.Interval))).Truncate(time.Second)
+	}
+	buckets := map[int64]float64{}
+	fleet := func(now time.Time) (sum float64) {
+		for b, s := range buckets {
+			if l.Live(b, now) {
+				sum += s
+			}
+		}
+		return sum
+	}
+	start := time.Unix(1_700_000_000, 0)
+	stopAt := start.Add(30 * l.Interval) // the even clients stop reporting here
+	for step := time.Duration(0); step < 40*l.Interval; step += time.Second {
+		now := start.Add(step)
+		var truth float64
+		for i, r := range rates {
+			stopped := i%2 == 0 && !now.Before(stopAt)
+			if stopped {
+				continue
+			}
+			if step%l.Interval != phase[i] {
+				truth += r
+				continue
+			}
+			if p := receipts[i]; p != nil && l.Live(p.Bucket, now) {
+				buckets[p.Bucket] -= p.Rate
+			}
+			// Traffic wobbles from one interval to the next.
+			r *= 0.9 + 0.2*rng.Float64()
+			rates[i] = r
+			buckets[l.Bucket(now)] += r
+			receipts[i] = &Receipt{Bucket: l.Bucket(now), Rate: r}
+			truth += r
+		}
+		switch got := fleet(now); {
+		case step < l.Interval:
+		case now.Before(stopAt):
+			if math.Abs(got-truth) > 1e-6*truth {
+				t.Fatalf("at %v: fleet rate %v, want exactly %v", step, got, truth)
+			}
+		case now.After(stopAt.Add(time.Duration(l.Retain) * l.Interval)):
+			if math.Abs(got-truth) > 1e-6*truth {
+				t.Fatalf("%v after the stop: fleet rate %v, want %v", now.Sub(stopAt), got, truth)
+			}
+		}
+	}
+}
+
+func TestBucketFractionalRate(t *testing.T) {
+	var b Bucket
+	const sec = int64(time.Second)
+	b.SetRate(0, 0.25, 0)
+	var taken []int64
+	for now := int64(0); now < 20*sec; now += sec / 10 {
+		if b.Take(now) {
+			taken = append(taken, now/sec)
+		}
+	}
+	if want := []int64{0, 4, 8, 12, 16}; !equal(taken, want) {
+		t.Errorf("0.25/s took tokens at seconds %v, want %v", taken, want)
+	}
+}
+
+func TestBucketBurstAndRate(t *testing.T) {
+	var b Bucket
+	const sec = int64(time.Second)
+	b.SetRate(0, 100, 0)
+	n := 0
+	for b.Take(0) {
+		n++
+	}
+	if n != 100 {
+		t.Errorf("burst of %d tokens, want 100", n)
+	}
+	n = 0
+	for now := int64(1); now <= 10*sec; now += sec / 1000 {
+		for b.Take(now) {
+			n++
+		}
+	}
+	if n < 995 || n > 1001 {
+		t.Errorf("%d tokens in 10 s at 100/s", n)
+	}
+}
+
+func TestBucketRateChanges(t *testing.T) {
+	var b Bucket
+	const sec = int64(time.Second)
+	if b.Take(0) {
+		t.Fatal("zero bucket gave a token")
+	}
+	b.SetRate(0, 0.001, 0) // one token every 1000 s
+	if !b.Take(0) || b.Take(sec) {
+		t.Fatal("want exactly the first token")
+	}
+	// A bigger quota must not wait for the 1000 s token.
+	b.SetRate(2*sec, 1, 0)
+	if !b.Take(3 * sec) {
+		t.Error("after raising the rate, no token within one new interval")
+	}
+	b.SetRate(4*sec, 0, 0)
+	if b.Take(100 * sec) {
+		t.Error("rate 0 gave a token")
+	}
+	// Phase delays the first token of a fresh bucket.
+	var c Bucket
+	c.SetRate(0, 0.1, 0.5)
+	if c.Take(4*sec) || !c.Take(5*sec) {
+		t.Error("phase 0.5 at 0.1/s should give the first token at 5 s")
+	}
+}
+
+func TestBucketConcurrentTakesNeverExceed(t *testing.T) {
+	var b Bucket
+	b.SetRate(0, 50, 0)
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 10_000; i++ {
+				if b.Take(int64(time.Second) / 2) {
+					n.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	// A full bucket holds one second's worth, however long it sat idle.
+	if got := n.Load(); got != 50 {
+		t.Errorf("%d tokens taken concurrently, want 50", got)
+	}
+}
+
+func equal(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,203 @@
+package rules
+
+import (
+	"math/bits"
+	"strings"
+	"unicode/utf8"
+)
+
+// MaxIndexed is the largest rule set an Index narrows; larger sets are
+// matched rule by rule.
+const MaxIndexed = 64 * indexWords
+
+const indexWords = 4
+
+// Candidates is a set of rule positions, lowest (highest priority) first.
+type Candidates [indexWords]uint64
+
+// Next removes and returns the first position, or -1 when empty.
+func (c *Candidates) Next() int {
+	for w := range c {
+		if c[w] != 0 {
+			i := bits.TrailingZeros64(c[w])
+			c[w] &= c[w] - 1
+			return w*64 + i
+		}
+	}
+	return -1
+}
+
+// Index narrows, for a request's HTTP method and URL path, the rules that can
+// match it, so that a span start checks a candidate or two instead of every
+// rule. It is a filter only: every candidate must still be matched in full,
+// and every rule that matches is a candidate. Build it once per rule set; it
+// is immutable and safe for concurrent use. Lookups do not allocate.
+//
+// Methods: rules whose method glob is a literal ("GET") are candidates only
+// for that method; others always. Paths: a radix tree over the literal
+// prefix of each path glob (up to its first wildcard) yields the rules whose
+// prefix starts the request's path.
+type Index struct {
+	ok      bool
+	methods []methodEntry
+	anyVerb Candidates // rules whose method glob is not a literal
+	nodes   []radixNode
+}
+
+type methodEntry struct {
+	method string // case-folded
+	set    Candidates
+}
+
+type radixNode struct {
+	label string // case-folded ASCII; its first byte selects it among siblings
+	here  Candidates
+	first []byte // first byte of each child's label
+	kids  []int32
+}
+
+// NewIndex indexes rules, which are in matching order.
+func NewIndex(rules []Compiled) *Index {
+	idx := &Index{}
+	if len(rules) > MaxIndexed {
+		return idx
+	}
+	idx.ok = true
+	type node struct {
+		kids map[byte]*node
+		here Candidates
+	}
+	root := &node{}
+	for i := range rules {
+		bit := Candidates{}
+		bit[i/64] |= 1 << (i % 64)
+		m := rules[i].HTTPMethod
+		if m.kind == globExact {
+			found := false
+			for j := range idx.methods {
+				if idx.methods[j].method == m.pattern {
+					idx.methods[j].set = union(idx.methods[j].set, bit)
+					found = true
+				}
+			}
+			if !found {
+				idx.methods = append(idx.methods, methodEntry{method: m.pattern, set: bit})
+			}
+		} else {
+			idx.anyVerb = union(idx.anyVerb, bit)
+		}
+		n := root
+		for _, c := range []byte(literalPrefix(rules[i].URLPath)) {
+			if n.kids == nil {
+				n.kids = map[byte]*node{}
+			}
+			if n.kids[c] == nil {
+				n.kids[c] = &node{}
+			}
+			n = n.kids[c]
+		}
+		n.here = union(n.here, bit)
+	}
+	for j := range idx.methods {
+		idx.methods[j].set = union(idx.methods[j].set, idx.anyVerb)
+	}
+	// Compress chains of single children that end no prefix into one label.
+	var build func(n *node, label []byte) int32
+	build = func(n *node, label []byte) int32 {
+		for len(label) > 0 && len(n.kids) == 1 && n.here == (Candidates{}) {
+			for c, k := range n.kids {
+				label = append(label, c)
+				n = k
+			}
+		}
+		pos := int32(len(idx.nodes))
+		idx.nodes = append(idx.nodes, radixNode{label: string(label), here: n.here})
+		for c := byte(0); ; c++ {
+			if k := n.kids[c]; k != nil {
+				child := build(k, []byte{c})
+				idx.nodes[pos].first = append(idx.nodes[pos].first, c)
+				idx.nodes[pos].kids = append(idx.nodes[pos].kids, child)
+			}
+			if c == 255 {
+				break
+			}
+		}
+		return pos
+	}
+	build(root, nil)
+	return idx
+}
+
+// literalPrefix is the case-folded part of a glob before its first wildcard,
+// cut at the first non-ASCII character (where folding may change lengths).
+func literalPrefix(g Glob) string {
+	p := g.pattern
+	switch g.kind {
+	case globAny:
+		return ""
+	case globGeneral:
+		p = p[:strings.IndexAny(p, "*?")]
+	}
+	for i := 0; i < len(p); i++ {
+		if p[i] >= utf8.RuneSelf {
+			return p[:i]
+		}
+	}
+	return p
+}
+
+func union(a, b Candidates) Candidates {
+	for i := range a {
+		a[i] |= b[i]
+	}
+	return a
+}
+
+// Candidates returns the rules that may match a request with this method and
+// path. ok is false for an unindexed (too large) set: then check every rule.
+func (idx *Index) Candidates(method, path string) (c Candidates, ok bool) {
+	if !idx.ok {
+		return c, false
+	}
+	verbs := idx.anyVerb
+	for i := range idx.methods {
+		if hasPrefixFold(method, idx.methods[i].method, true) {
+			verbs = idx.methods[i].set
+			break
+		}
+	}
+	n := &idx.nodes[0]
+	acc := n.here
+	pos := 0
+walk:
+	for pos < len(path) {
+		b := lowerASCII(path[pos])
+		next := -1
+		for j, f := range n.first {
+			if f == b {
+				next = int(n.kids[j])
+				break
+			}
+		}
+		if next < 0 {
+			break
+		}
+		child := &idx.nodes[next]
+		lab := child.label
+		if len(path)-pos < len(lab) {
+			break
+		}
+		for k := 1; k < len(lab); k++ {
+			if lowerASCII(path[pos+k]) != lab[k] {
+				break walk
+			}
+		}
+		pos += len(lab)
+		acc = union(acc, child.here)
+		n = child
+	}
+	for i := range acc {
+		acc[i] &= verbs[i]
+	}
+	return acc, true
+}

@@ -1,0 +1,91 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Readiness tracks whether the store answers, for /readyz and the gRPC health
+// service. The probe runs in the background so that a slow store never makes
+// a readiness check itself slow.
+type Readiness struct {
+	ready  atomic.Bool
+	server *Server
+	up     prometheus.Gauge
+}
+
+// NewReadiness starts out not ready; Run makes it follow the store.
+func NewReadiness(s *Server, reg prometheus.Registerer) *Readiness {
+	r := &Readiness{server: s, up: prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "controlplane_store_up",
+		Help: "1 when the last probe of the store succeeded.",
+	})}
+	reg.MustRegister(r.up)
+	return r
+}
+
+// Ready reports the outcome of the last probe.
+func (r *Readiness) Ready() bool { return r.ready.Load() }
+
+// Run probes the store with ping every interval until ctx ends, and then
+// reports not ready.
+func (r *Readiness) Run(ctx context.Context, ping func(context.Context) error, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, interval)
+		err := ping(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			r.set(false)
+			return
+		}
+		if ok := err == nil; ok != r.ready.Load() {
+			if ok {
+				r.server.log.Info("store reachable: ready")
+			} else {
+				r.server.log.Warn("store unreachable: not ready", "err", err)
+			}
+		}
+		r.set(err == nil)
+		select {
+		case <-ctx.Done():
+			r.set(false)
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (r *Readiness) set(ok bool) {
+	r.ready.Store(ok)
+	r.server.SetServing(ok)
+	if ok {
+		r.up.Set(1)
+	} else {
+		r.up.Set(0)
+	}
+}
+
+// HTTPHandler serves /healthz (the process is alive), /readyz (the store
+// answers) and /metrics for Prometheus.
+func HTTPHandler(ready *Readiness, gatherer prometheus.Gatherer) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Ready() {
+			http.Error(w, "store unreachable", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	return mux
+}

@@ -1,0 +1,103 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// rpcMetrics counts and times every RPC by method and status code.
+type rpcMetrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newRPCMetrics(reg prometheus.Registerer) *rpcMetrics {
+	m := &rpcMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "controlplane_grpc_requests_total",
+			Help: "gRPC calls handled, by method and status code.",
+		}, []string{"method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "controlplane_grpc_request_duration_seconds",
+			Help:    "Time to handle a unary gRPC call, or the lifetime of a stream.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}, []string{"method"}),
+	}
+	reg.MustRegister(m.requests, m.duration)
+	return m
+}
+
+func (m *rpcMetrics) observe(method string, start time.Time, err error) {
+	m.requests.WithLabelValues(method, status.Code(err).String()).Inc()
+	m.duration.WithLabelValues(method).Observe(time.Since(start).Seconds())
+}
+
+// unaryInterceptor recovers from panics, maps errors to statuses, and logs
+// and measures each call. It is one interceptor rather than a chain of four
+// because each step needs the outcome of the one inside it.
+func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+	start := time.Now()
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.ErrorContext(ctx, "panic in handler", "method", info.FullMethod, "panic", p, "stack", string(debug.Stack()))
+			resp, err = nil, status.Error(codes.Internal, "internal error")
+		}
+		s.metrics.observe(info.FullMethod, start, err)
+		s.logCall(ctx, info.FullMethod, start, err)
+	}()
+	resp, err = handler(ctx, req)
+	return resp, toStatus(ctx, s.log, info.FullMethod, err)
+}
+
+func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+	start := time.Now()
+	ctx := ss.Context()
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.ErrorContext(ctx, "panic in stream handler", "method", info.FullMethod, "panic", p, "stack", string(debug.Stack()))
+			err = status.Error(codes.Internal, "internal error")
+		}
+		s.metrics.observe(info.FullMethod, start, err)
+		s.logCall(ctx, info.FullMethod, start, err)
+	}()
+	return toStatus(ctx, s.log, info.FullMethod, handler(srv, ss))
+}
+
+func (s *Server) logCall(ctx context.Context, method string, start time.Time, err error) {
+	code := status.Code(err)
+	level := slog.LevelDebug
+	switch code {
+	case codes.OK, codes.Canceled, codes.NotFound, codes.AlreadyExists, codes.InvalidArgument, codes.Aborted, codes.FailedPrecondition:
+	default:
+		level = slog.LevelWarn
+	}
+	s.log.Log(ctx, level, "rpc", "method", method, "code", code.String(), "duration", time.Since(start))
+}
+
+// streamMetrics describe the SDK streams of this replica.
+type streamMetrics struct {
+	open     prometheus.Gauge
+	ruleSets prometheus.Counter
+}
+
+func newStreamMetrics(reg prometheus.Registerer) *streamMetrics {
+	m := &streamMetrics{
+		open: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "controlplane_sampling_streams",
+			Help: "SDK streams open on this replica.",
+		}),
+		ruleSets: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "controlplane_sampling_rule_sets_sent_total",
+			Help: "Rule sets pushed to SDK streams.",
+		}),
+	}
+	reg.MustRegister(m.open, m.ruleSets)
+	return m
+}

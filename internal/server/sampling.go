@@ -1,0 +1,305 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/reservoir"
+	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/internal/store"
+)
+
+const (
+	maxClientIDLen   = 64
+	maxStatistics    = 1000
+	maxFutureSkew    = time.Minute
+	maxReportSpan    = time.Hour
+	quotaTTLInterval = 2 // a quota outlives this many missed report intervals minus one
+)
+
+// Rejection codes of statistics documents, stable for clients to act on.
+const (
+	rejectUnknownRule  = "UNKNOWN_RULE"
+	rejectDuplicate    = "DUPLICATE_RULE"
+	rejectNegative     = "NEGATIVE_COUNT"
+	rejectInconsistent = "INCONSISTENT_COUNTS"
+	rejectFuture       = "FUTURE_TIMESTAMP"
+	rejectInterval     = "BAD_INTERVAL"
+	rejectReceipt      = "BAD_RECEIPT"
+)
+
+type samplingService struct {
+	pb.UnimplementedSamplingServiceServer
+	catalog  *catalog.Catalog
+	batcher  *reportBatcher
+	ledger   reservoir.Ledger
+	now      func() time.Time
+	log      *slog.Logger
+	streams  *streamMetrics
+	interval *durationpb.Duration
+}
+
+func (s *samplingService) GetSamplingRules(ctx context.Context, req *pb.GetSamplingRulesRequest) (*pb.GetSamplingRulesResponse, error) {
+	if err := validateService(req.GetServiceName(), req.GetServiceType()); err != nil {
+		return nil, err
+	}
+	v := s.catalog.Current()
+	if req.GetKnownRulesVersion() == v.Version {
+		return &pb.GetSamplingRulesResponse{RulesVersion: v.Version, Unchanged: true}, nil
+	}
+	rs := v.ForService(req.GetServiceName(), req.GetServiceType())
+	return &pb.GetSamplingRulesResponse{RulesVersion: rs.GetRulesVersion(), Rules: rs.GetRules()}, nil
+}
+
+func (s *samplingService) GetSamplingTargets(ctx context.Context, req *pb.GetSamplingTargetsRequest) (*pb.GetSamplingTargetsResponse, error) {
+	if err := validateClient(req.GetClientId(), req.GetServiceName(), req.GetServiceType()); err != nil {
+		return nil, err
+	}
+	if len(req.GetStatistics()) > maxStatistics {
+		return nil, invalid("statistics", fmt.Sprintf("at most %d documents per report, got %d", maxStatistics, len(req.GetStatistics())))
+	}
+	ts, err := s.report(ctx, req.GetStatistics(), nil)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.GetSamplingTargetsResponse{
+		Targets: ts.Targets, Rejected: ts.Rejected, RulesVersion: ts.RulesVersion, ReportInterval: ts.ReportInterval,
+	}, nil
+}
+
+// report processes one client report: every valid document updates its
+// rule's fleet ledger (one store round trip for all of them), and gets back
+// the client's quota. held carries the receipts a stream keeps for its
+// client; unary callers echo them in the documents instead (held is nil).
+func (s *samplingService) report(ctx context.Context, docs []*pb.SamplingStatistics, held map[string]reservoir.Receipt) (*pb.TargetSet, error) {
+	now := s.now()
+	view := s.catalog.Current()
+	out := &pb.TargetSet{RulesVersion: view.Version, ReportInterval: s.interval}
+	type accepted struct {
+		rule *rules.Rule
+		rate float64
+	}
+	var (
+		acc     []accepted
+		updates []store.RateUpdate
+		seen    = make(map[string]bool, len(docs))
+		bucket  = s.ledger.Bucket(now)
+	)
+	for i, d := range docs {
+		code, msg := s.checkDocument(d, view, seen, now)
+		var retract *reservoir.Receipt
+		if code == "" {
+			if r, ok := held[d.GetRuleName()]; ok {
+				retract = &r
+			} else if d.GetReceipt() != "" && held == nil {
+				r, err := reservoir.DecodeReceipt(d.GetReceipt())
+				if err != nil {
+					code, msg = rejectReceipt, "the receipt is not one this server issued"
+				}
+				retract = &r
+			}
+		}
+		if code != "" {
+			out.Rejected = append(out.Rejected, &pb.RejectedStatistics{RuleName: d.GetRuleName(), Index: int32(i), Code: code, Message: msg})
+			continue
+		}
+		seen[d.GetRuleName()] = true
+		if retract != nil && !s.ledger.Live(retract.Bucket, now) {
+			retract = nil
+		}
+		rate := float64(d.GetRequestCount()) / s.span(d).Seconds()
+		acc = append(acc, accepted{rule: view.Rule(d.GetRuleName()), rate: rate})
+		updates = append(updates, store.RateUpdate{Rule: d.GetRuleName(), Add: reservoir.Receipt{Bucket: bucket, Rate: rate}, Retract: retract})
+	}
+	if len(updates) == 0 {
+		return out, nil
+	}
+	fleet, err := s.batcher.record(ctx, updates)
+	if err != nil {
+		return nil, err
+	}
+	expiry := timestamppb.New(now.Add(quotaTTLInterval * s.ledger.Interval))
+	for i, a := range acc {
+		u := updates[i]
+		out.Targets = append(out.Targets, &pb.SamplingTarget{
+			RuleName:             a.rule.Name,
+			ReservoirQuota:       reservoir.Quota(float64(a.rule.ReservoirSize), a.rate, fleet[i]),
+			ReservoirQuotaExpiry: expiry,
+			FixedRate:            a.rule.FixedRate,
+			Receipt:              u.Add.Encode(),
+		})
+		if held != nil {
+			held[u.Rule] = u.Add
+		}
+	}
+	return out, nil
+}
+
+// span is the length of time a document's counts cover.
+func (s *samplingService) span(d *pb.SamplingStatistics) time.Duration {
+	if d.GetInterval() != nil {
+		return d.GetInterval().AsDuration()
+	}
+	return s.ledger.Interval
+}
+
+func (s *samplingService) checkDocument(d *pb.SamplingStatistics, view *catalog.View, seen map[string]bool, now time.Time) (code, msg string) {
+	switch {
+	case view.Rule(d.GetRuleName()) == nil:
+		return rejectUnknownRule, fmt.Sprintf("no rule %q at rules version %d", d.GetRuleName(), view.Version)
+	case seen[d.GetRuleName()]:
+		return rejectDuplicate, "the rule appears more than once in this report"
+	case d.GetRequestCount() < 0 || d.GetSampledCount() < 0 || d.GetBorrowCount() < 0:
+		return rejectNegative, "counts must not be negative"
+	case d.GetSampledCount() > d.GetRequestCount() || d.GetBorrowCount() > d.GetSampledCount():
+		return rejectInconsistent, "want borrow_count <= sampled_count <= request_count"
+	case d.GetTimestamp() != nil && (!d.GetTimestamp().IsValid() || d.GetTimestamp().AsTime().After(now.Add(maxFutureSkew))):
+		return rejectFuture, fmt.Sprintf("timestamp is more than %v ahead of the server's clock", maxFutureSkew)
+	case d.GetInterval() != nil && (!d.GetInterval().IsValid() || d.GetInterval().AsDuration() <= 0 || d.GetInterval().AsDuration() > maxReportSpan):
+		return rejectInterval, fmt.Sprintf("interval must be positive and at most %v", maxReportSpan)
+	}
+	return "", ""
+}
+
+func validateService(name, typ string) error {
+	var vs []rules.FieldViolation
+	if name == "" {
+		vs = append(vs, rules.FieldViolation{Field: "service_name", Description: "is required"})
+	} else if n := utf8.RuneCountInString(name); n > rules.MaxServiceNameLen || !utf8.ValidString(name) {
+		vs = append(vs, rules.FieldViolation{Field: "service_name", Description: fmt.Sprintf("at most %d characters of UTF-8", rules.MaxServiceNameLen)})
+	}
+	if n := utf8.RuneCountInString(typ); n > rules.MaxServiceTypeLen || !utf8.ValidString(typ) {
+		vs = append(vs, rules.FieldViolation{Field: "service_type", Description: fmt.Sprintf("at most %d characters of UTF-8", rules.MaxServiceTypeLen)})
+	}
+	if len(vs) > 0 {
+		return &rules.ValidationError{Violations: vs}
+	}
+	return nil
+}
+
+func validateClient(id, service, typ string) error {
+	err := validateService(service, typ)
+	if id == "" || len(id) > maxClientIDLen || !utf8.ValidString(id) {
+		v := rules.FieldViolation{Field: "client_id", Description: fmt.Sprintf("1-%d characters are required", maxClientIDLen)}
+		var ve *rules.ValidationError
+		if errors.As(err, &ve) {
+			ve.Violations = append([]rules.FieldViolation{v}, ve.Violations...)
+			return ve
+		}
+		return &rules.ValidationError{Violations: []rules.FieldViolation{v}}
+	}
+	return err
+}
+
+// StreamSampling serves one SDK instance for as long as it stays connected.
+// One goroutine owns the stream's sends; a second only receives. Rule changes
+// reach it through a one-slot watcher, so a client that is slow to read gets
+// the latest rule set once, never a backlog.
+func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplingServer) error {
+	ctx := stream.Context()
+	first, err := stream.Recv()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		return err
+	}
+	hello := first.GetHello()
+	if hello == nil {
+		return invalid("hello", "the first message on the stream must be a hello")
+	}
+	if err := validateClient(hello.GetClientId(), hello.GetServiceName(), hello.GetServiceType()); err != nil {
+		return prefixFields("hello.", err)
+	}
+	s.streams.open.Inc()
+	defer s.streams.open.Dec()
+	w := s.catalog.Watch()
+	defer w.Close()
+
+	sent := hello.GetKnownRulesVersion()
+	sendRules := func() error {
+		v := s.catalog.Current()
+		if v.Version == sent {
+			return nil
+		}
+		rs := v.ForService(hello.GetServiceName(), hello.GetServiceType())
+		if err := stream.Send(&pb.StreamSamplingResponse{Message: &pb.StreamSamplingResponse_Rules{Rules: rs}}); err != nil {
+			return err
+		}
+		s.streams.ruleSets.Inc()
+		sent = v.Version
+		return nil
+	}
+	if err := sendRules(); err != nil {
+		return err
+	}
+
+	reports := make(chan []*pb.SamplingStatistics)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			r := m.GetReport()
+			switch {
+			case r == nil:
+				recvErr <- invalid("hello", "only the first message may be a hello")
+				return
+			case len(r.GetStatistics()) > maxStatistics:
+				recvErr <- invalid("report.statistics", fmt.Sprintf("at most %d documents per report", maxStatistics))
+				return
+			}
+			select {
+			case reports <- r.GetStatistics():
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	held := map[string]reservoir.Receipt{}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-recvErr:
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		case <-w.C:
+			if err := sendRules(); err != nil {
+				return err
+			}
+		case docs := <-reports:
+			ts, err := s.report(ctx, docs, held)
+			if err != nil {
+				// Without the store there is no fleet to split by: keep the
+				// stream, and let the client spend its last quotas until
+				// they expire.
+				s.log.WarnContext(ctx, "report not recorded", "client_id", hello.GetClientId(), "err", err)
+				continue
+			}
+			if err := stream.Send(&pb.StreamSamplingResponse{Message: &pb.StreamSamplingResponse_Targets{Targets: ts}}); err != nil {
+				return err
+			}
+			// A report may show that the client's rules are out of date.
+			if err := sendRules(); err != nil {
+				return err
+			}
+		}
+	}
+}

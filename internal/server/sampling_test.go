@@ -1,0 +1,414 @@
+package server
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/catalog"
+)
+
+// fakeClock is a settable clock for exact quota and expiry assertions.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// samplingStore is what a full server needs: rules, ledgers, and the catalog's
+// source.
+type samplingStore interface {
+	RuleStore
+	LedgerStore
+	catalog.Source
+}
+
+type replica struct {
+	rules    pb.RuleServiceClient
+	sampling pb.SamplingServiceClient
+	catalog  *catalog.Catalog
+}
+
+// startReplica runs a complete server (rule and sampling services, catalog
+// following the store) on a loopback port.
+func startReplica(t *testing.T, st samplingStore, now func() time.Time) *replica {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cat := catalog.New(st, catalog.Options{Logger: log, Poll: time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := cat.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	catDone := make(chan struct{})
+	go func() {
+		defer close(catDone)
+		_ = cat.Run(ctx)
+	}()
+	srv := New(Options{Rules: st, Catalog: cat, Ledger: st, Logger: log, Now: now, ReportInterval: 10 * time.Second})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(lis) }()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		srv.Stop(sctx)
+		<-done
+		cancel()
+		<-catDone
+	})
+	return &replica{rules: pb.NewRuleServiceClient(conn), sampling: pb.NewSamplingServiceClient(conn), catalog: cat}
+}
+
+func newClock() *fakeClock {
+	return &fakeClock{t: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)}
+}
+
+func createRule(t *testing.T, rc pb.RuleServiceClient, r *pb.Rule) {
+	t.Helper()
+	if _, err := rc.CreateRule(ctxT(t), &pb.CreateRuleRequest{Rule: r}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func stats(rule string, requests, sampled int64, receipt string) *pb.SamplingStatistics {
+	return &pb.SamplingStatistics{RuleName: rule, RequestCount: requests, SampledCount: sampled, Interval: durationpb.New(10 * time.Second), Receipt: receipt}
+}
+
+func TestGetSamplingRules(t *testing.T) {
+	rep := startReplica(t, newMemStore(t), time.Now)
+	createRule(t, rep.rules, &pb.Rule{Name: "shop", Priority: 5, ServiceName: "shop-*", FixedRate: 0.1})
+	createRule(t, rep.rules, &pb.Rule{Name: "search", Priority: 6, ServiceName: "search", FixedRate: 0.1})
+	ctx := ctxT(t)
+	waitVersion(t, rep.catalog, 3)
+
+	resp, err := rep.sampling.GetSamplingRules(ctx, &pb.GetSamplingRulesRequest{ServiceName: "SHOP-api"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, r := range resp.GetRules() {
+		names = append(names, r.GetName())
+	}
+	if len(names) != 2 || names[0] != "shop" || names[1] != "Default" || resp.GetUnchanged() {
+		t.Errorf("rules for SHOP-api = %v (unchanged %v), want [shop Default]", names, resp.GetUnchanged())
+	}
+	again, err := rep.sampling.GetSamplingRules(ctx, &pb.GetSamplingRulesRequest{ServiceName: "shop-api", KnownRulesVersion: resp.GetRulesVersion()})
+	if err != nil || !again.GetUnchanged() || len(again.GetRules()) != 0 {
+		t.Errorf("with the current version: %v, %v; want unchanged and no rules", again, err)
+	}
+	_, err = rep.sampling.GetSamplingRules(ctx, &pb.GetSamplingRulesRequest{})
+	if status.Code(err) != codes.InvalidArgument || len(fieldViolations(t, err)) != 1 {
+		t.Errorf("without a service: %v", err)
+	}
+}
+
+// waitVersion waits until the catalog has loaded at least version v.
+func waitVersion(t *testing.T, c *catalog.Catalog, v int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Current().Version < v {
+		if time.Now().After(deadline) {
+			t.Fatalf("catalog stuck at version %d, want %d", c.Current().Version, v)
+		}
+		c.Kick()
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestTargetsSplitTheReservoir(t *testing.T) {
+	clock := newClock()
+	rep := startReplica(t, newMemStore(t), clock.Now)
+	createRule(t, rep.rules, &pb.Rule{Name: "checkout", Priority: 1, ReservoirSize: 8, FixedRate: 0.25})
+	waitVersion(t, rep.catalog, 2)
+	ctx := ctxT(t)
+	report := func(client string, requests int64, receipt string) *pb.SamplingTarget {
+		t.Helper()
+		resp, err := rep.sampling.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{
+			ClientId: client, ServiceName: "shop", Statistics: []*pb.SamplingStatistics{stats("checkout", requests, 0, receipt)},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.GetTargets()) != 1 || len(resp.GetRejected()) != 0 {
+			t.Fatalf("response %v", resp)
+		}
+		if resp.GetReportInterval().AsDuration() != 10*time.Second {
+			t.Errorf("report interval %v", resp.GetReportInterval().AsDuration())
+		}
+		return resp.GetTargets()[0]
+	}
+	a1 := report("a", 300, "") // 30 req/s, alone: the whole reservoir
+	if a1.GetReservoirQuota() != 8 || a1.GetFixedRate() != 0.25 {
+		t.Errorf("first client alone: %v", a1)
+	}
+	if got, want := a1.GetReservoirQuotaExpiry().AsTime(), clock.Now().Add(20*time.Second); !got.Equal(want) {
+		t.Errorf("expiry %v, want %v", got, want)
+	}
+	clock.Add(3 * time.Second)
+	b1 := report("b", 100, "") // 10 req/s next to a's 30
+	if math.Abs(b1.GetReservoirQuota()-2) > 1e-9 {
+		t.Errorf("second client: quota %v, want 8×10/40 = 2", b1.GetReservoirQuota())
+	}
+	clock.Add(7 * time.Second)
+	a2 := report("a", 300, a1.GetReceipt()) // replaces a's previous figure
+	if math.Abs(a2.GetReservoirQuota()-6) > 1e-9 {
+		t.Errorf("client a again: quota %v, want 8×30/40 = 6", a2.GetReservoirQuota())
+	}
+	// Client b goes idle: it gets nothing, and a gets everything.
+	clock.Add(time.Second)
+	b2 := report("b", 0, b1.GetReceipt())
+	if b2.GetReservoirQuota() != 0 {
+		t.Errorf("idle client: quota %v, want 0", b2.GetReservoirQuota())
+	}
+	clock.Add(9 * time.Second)
+	if a3 := report("a", 300, a2.GetReceipt()); math.Abs(a3.GetReservoirQuota()-8) > 1e-9 {
+		t.Errorf("after b went idle: a's quota %v, want 8", a3.GetReservoirQuota())
+	}
+	// A client that stops reporting drops out once its bucket ages out.
+	clock.Add(10 * time.Second)
+	report("c", 500, "")
+	clock.Add(40 * time.Second)
+	if a4 := report("a", 300, ""); math.Abs(a4.GetReservoirQuota()-8) > 1e-9 {
+		t.Errorf("after c stopped reporting: a's quota %v, want 8", a4.GetReservoirQuota())
+	}
+}
+
+func TestTargetsRejectBadDocuments(t *testing.T) {
+	clock := newClock()
+	rep := startReplica(t, newMemStore(t), clock.Now)
+	createRule(t, rep.rules, &pb.Rule{Name: "r1", Priority: 1, ReservoirSize: 4})
+	waitVersion(t, rep.catalog, 2)
+	ctx := ctxT(t)
+	future := timestamppb.New(clock.Now().Add(time.Hour))
+	docs := []*pb.SamplingStatistics{
+		stats("r1", 100, 10, ""),
+		stats("nope", 1, 0, ""),
+		stats("r1", 5, 0, ""),
+		{RuleName: "Default", RequestCount: -1},
+		{RuleName: "Default", RequestCount: 5, SampledCount: 6},
+		{RuleName: "Default", RequestCount: 5, Timestamp: future},
+		{RuleName: "Default", RequestCount: 5, Interval: durationpb.New(-time.Second)},
+		{RuleName: "Default", RequestCount: 5, Receipt: "forged"},
+		{RuleName: "Default", RequestCount: 50, SampledCount: 5, BorrowCount: 1},
+	}
+	resp, err := rep.sampling.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{ClientId: "c", ServiceName: "svc", Statistics: docs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRejected := map[int32]string{1: "UNKNOWN_RULE", 2: "DUPLICATE_RULE", 3: "NEGATIVE_COUNT", 4: "INCONSISTENT_COUNTS", 5: "FUTURE_TIMESTAMP", 6: "BAD_INTERVAL", 7: "BAD_RECEIPT"}
+	if len(resp.GetRejected()) != len(wantRejected) {
+		t.Errorf("rejected %v", resp.GetRejected())
+	}
+	for _, r := range resp.GetRejected() {
+		if wantRejected[r.GetIndex()] != r.GetCode() || r.GetMessage() == "" {
+			t.Errorf("document %d rejected as %s (%q), want %s", r.GetIndex(), r.GetCode(), r.GetMessage(), wantRejected[r.GetIndex()])
+		}
+	}
+	if len(resp.GetTargets()) != 2 || resp.GetTargets()[0].GetRuleName() != "r1" || resp.GetTargets()[1].GetRuleName() != "Default" {
+		t.Errorf("targets %v, want r1 and Default", resp.GetTargets())
+	}
+
+	tests := []struct {
+		name   string
+		req    *pb.GetSamplingTargetsRequest
+		fields int
+	}{
+		{"no client id", &pb.GetSamplingTargetsRequest{ServiceName: "svc"}, 1},
+		{"no client id nor service", &pb.GetSamplingTargetsRequest{}, 2},
+		{"too many documents", &pb.GetSamplingTargetsRequest{ClientId: "c", ServiceName: "svc", Statistics: make([]*pb.SamplingStatistics, maxStatistics+1)}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := rep.sampling.GetSamplingTargets(ctx, tt.req)
+			if status.Code(err) != codes.InvalidArgument || len(fieldViolations(t, err)) != tt.fields {
+				t.Errorf("got %v, want InvalidArgument with %d field violations", err, tt.fields)
+			}
+		})
+	}
+	// Nothing of the refused requests reached the ledger: a new client on r1
+	// shares only with the first report's 10 req/s.
+	resp, err = rep.sampling.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{ClientId: "d", ServiceName: "svc", Statistics: []*pb.SamplingStatistics{stats("r1", 100, 0, "")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q := resp.GetTargets()[0].GetReservoirQuota(); math.Abs(q-2) > 1e-9 {
+		t.Errorf("quota %v, want 4×10/20 = 2", q)
+	}
+}
+
+func TestStreamSampling(t *testing.T) {
+	rep := startReplica(t, newMemStore(t), time.Now)
+	createRule(t, rep.rules, &pb.Rule{Name: "shop", Priority: 5, ServiceName: "shop", ReservoirSize: 10, FixedRate: 0.1})
+	waitVersion(t, rep.catalog, 2)
+	ctx := ctxT(t)
+	stream, err := rep.sampling.StreamSampling(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Hello{Hello: &pb.Hello{ClientId: "c1", ServiceName: "shop"}}}); err != nil {
+		t.Fatal(err)
+	}
+	rs := recvRules(t, stream)
+	if len(rs.GetRules()) != 2 || rs.GetRulesVersion() != 2 {
+		t.Fatalf("first rule set %v", rs)
+	}
+	// An edit reaches the stream.
+	if _, err := rep.rules.UpdateRule(ctx, &pb.UpdateRuleRequest{Rule: &pb.Rule{Name: "shop", FixedRate: 0.5}, UpdateMask: mask("fixed_rate")}); err != nil {
+		t.Fatal(err)
+	}
+	rs = recvRules(t, stream)
+	if rs.GetRulesVersion() != 3 || rs.GetRules()[0].GetFixedRate() != 0.5 {
+		t.Fatalf("after the edit: %v", rs)
+	}
+	// A report gets targets, and the stream keeps the receipt itself.
+	for i := 0; i < 2; i++ {
+		if err := stream.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{Statistics: []*pb.SamplingStatistics{stats("shop", 100, 10, "")}}}}); err != nil {
+			t.Fatal(err)
+		}
+		m, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts := m.GetTargets()
+		if len(ts.GetTargets()) != 1 || ts.GetTargets()[0].GetReservoirQuota() != 10 || ts.GetTargets()[0].GetFixedRate() != 0.5 {
+			t.Fatalf("report %d: targets %v, want the whole reservoir of 10 (the stream retracts its own previous figure)", i, m)
+		}
+	}
+	// A second hello ends the stream with InvalidArgument.
+	if err := stream.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Hello{Hello: &pb.Hello{ClientId: "c1", ServiceName: "shop"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("second hello: %v, want InvalidArgument", err)
+	}
+}
+
+func TestStreamRefusesBadStart(t *testing.T) {
+	rep := startReplica(t, newMemStore(t), time.Now)
+	tests := []struct {
+		name  string
+		first *pb.StreamSamplingRequest
+	}{
+		{"report first", &pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{}}}},
+		{"empty message", &pb.StreamSamplingRequest{}},
+		{"hello without client id", &pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Hello{Hello: &pb.Hello{ServiceName: "x"}}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			stream, err := rep.sampling.StreamSampling(ctxT(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := stream.Send(tt.first); err != nil {
+				t.Fatal(err)
+			}
+			_, err = stream.Recv()
+			if status.Code(err) != codes.InvalidArgument || len(fieldViolations(t, err)) == 0 {
+				t.Errorf("got %v, want InvalidArgument with field violations", err)
+			}
+		})
+	}
+}
+
+// TestSlowStreamDoesNotBlockOthers: one client never reads; edits keep
+// reaching another client on the same replica, and the slow one, when it
+// finally reads, gets to the latest version.
+func TestSlowStreamDoesNotBlockOthers(t *testing.T) {
+	rep := startReplica(t, newMemStore(t), time.Now)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	hello := &pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Hello{Hello: &pb.Hello{ClientId: "x", ServiceName: "svc"}}}
+	slow, err := rep.sampling.StreamSampling(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := slow.Send(hello); err != nil {
+		t.Fatal(err)
+	}
+	fast, err := rep.sampling.StreamSampling(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fast.Send(hello); err != nil {
+		t.Fatal(err)
+	}
+	recvRules(t, fast)
+	// Big rule sets, so the slow stream's flow-control window fills up.
+	desc := make([]byte, 500)
+	for i := range desc {
+		desc[i] = 'd'
+	}
+	var last int64
+	for i := 0; i < 120; i++ {
+		r := &pb.Rule{Name: "r" + itoa(i), Priority: int32(1 + i), Description: string(desc), ServiceName: "svc"}
+		createRule(t, rep.rules, r)
+		last = int64(i + 2)
+		if i%40 == 39 {
+			waitRulesVersion(t, fast, last)
+		}
+	}
+	// The slow client, reading at last, catches up to the newest version.
+	waitRulesVersion(t, slow, last)
+}
+
+func waitRulesVersion(t *testing.T, s pb.SamplingService_StreamSamplingClient, v int64) {
+	t.Helper()
+	for {
+		rs := recvRules(t, s)
+		if rs.GetRulesVersion() == v {
+			return
+		}
+		if rs.GetRulesVersion() > v {
+			t.Fatalf("got version %d, want %d", rs.GetRulesVersion(), v)
+		}
+	}
+}
+
+func recvRules(t *testing.T, s pb.SamplingService_StreamSamplingClient) *pb.RuleSet {
+	t.Helper()
+	for {
+		m, err := s.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rs := m.GetRules(); rs != nil {
+			return rs
+		}
+	}
+}
+
+func itoa(i int) string {
+	return string(rune('a'+i/100%26)) + string(rune('a'+i/10%10)) + string(rune('a'+i%10))
+}

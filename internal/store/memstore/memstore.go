@@ -1,0 +1,428 @@
+// Package memstore is the embedded store: rules in process memory, optionally
+// kept in one JSON file, for a single replica that needs no Redis. It meets
+// the store.Store contract, checked by storetest like redisstore.
+package memstore
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"maps"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/internal/store"
+	"github.com/tracesampling/controlplane/internal/store/internal/record"
+)
+
+// Options configure a Store.
+type Options struct {
+	// DataDir is the directory that holds the state file (rules.json). It is
+	// created if missing. Default: empty, nothing is kept after exit.
+	DataDir string
+	// Now is the clock that stamps rules and audit events. Default: time.Now.
+	Now func() time.Time
+	// MaxEvents is how many audit events are kept; older ones are dropped.
+	// Default: 10000.
+	MaxEvents int
+}
+
+// DefaultMaxEvents is Options.MaxEvents when unset.
+const DefaultMaxEvents = 10000
+
+// systemActor is the actor of edits the store makes by itself.
+const systemActor = "system"
+
+// errClosed is returned by every call after Close.
+var errClosed = fmt.Errorf("memstore: %w: store closed", store.ErrUnavailable)
+
+// Store is the in-process store. It is safe for concurrent use; one mutex
+// orders every edit, and with a DataDir each edit is on disk before it is
+// visible or acknowledged.
+type Store struct {
+	dataDir   string
+	now       func() time.Time
+	maxEvents int
+
+	mu       sync.Mutex
+	st       state
+	closed   bool
+	lock     *os.File // holds the DataDir's lock; nil without a DataDir
+	watchers map[chan store.Topic]struct{}
+
+	ledgers ledgers
+}
+
+// state is everything the store holds. An edit builds the next state and
+// swaps it in only after it is on disk, so a failed write changes nothing.
+type state struct {
+	// rules values are never modified in place, so a state can share them
+	// with the next one.
+	rules   map[string]rules.Rule
+	version int64
+	// events are oldest first, with strictly increasing seq. An edit may
+	// append in place past len: the current state does not see that slot.
+	events  []entry
+	lastSeq int64
+}
+
+// entry is an audit event and its position in the log.
+type entry struct {
+	seq int64
+	ev  store.Event
+}
+
+// New opens a store. With a DataDir it loads the state kept there, if any.
+// A new store holds the Default rule at revision 1.
+func New(opts Options) (*Store, error) {
+	s := &Store{
+		dataDir:   opts.DataDir,
+		now:       opts.Now,
+		maxEvents: opts.MaxEvents,
+		watchers:  make(map[chan store.Topic]struct{}),
+		st:        state{rules: make(map[string]rules.Rule)},
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.maxEvents <= 0 {
+		s.maxEvents = DefaultMaxEvents
+	}
+	if s.dataDir != "" {
+		if err := os.MkdirAll(s.dataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("create data directory: %w", err)
+		}
+		lock, err := lockDir(s.dataDir)
+		if err != nil {
+			return nil, err
+		}
+		s.lock = lock
+		st, err := load(s.dataDir)
+		if err != nil {
+			_ = lock.Close()
+			return nil, err
+		}
+		if st != nil {
+			s.st = *st
+			if n := len(s.st.events) - s.maxEvents; n > 0 {
+				s.st.events = s.st.events[n:] // MaxEvents was lowered
+			}
+		}
+	}
+	if _, ok := s.st.rules[rules.DefaultName]; !ok {
+		d := rules.Default()
+		now := record.Timestamp(s.now())
+		d.Revision, d.CreateTime, d.UpdateTime = 1, now, now
+		if err := s.commit(store.ActionCreate, nil, &d, systemActor, now); err != nil {
+			_ = s.Close()
+			return nil, fmt.Errorf("seed the Default rule: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// Snapshot returns every rule in matching order and the version they were
+// read at.
+func (s *Store) Snapshot(context.Context) (store.Snapshot, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return store.Snapshot{}, errClosed
+	}
+	rs := make([]rules.Rule, 0, len(s.st.rules))
+	for _, r := range s.st.rules {
+		rs = append(rs, r.Clone())
+	}
+	rules.Sort(rs)
+	return store.Snapshot{Rules: rs, Version: s.st.version}, nil
+}
+
+// Rule returns the rule called name or an error wrapping store.ErrNotFound.
+func (s *Store) Rule(_ context.Context, name string) (rules.Rule, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return rules.Rule{}, errClosed
+	}
+	r, ok := s.st.rules[name]
+	if !ok {
+		return rules.Rule{}, fmt.Errorf("rule %q: %w", name, store.ErrNotFound)
+	}
+	return r.Clone(), nil
+}
+
+// CreateRule stores r at revision 1.
+func (s *Store) CreateRule(_ context.Context, r rules.Rule, actor string) (rules.Rule, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return rules.Rule{}, errClosed
+	}
+	if _, ok := s.st.rules[r.Name]; ok {
+		return rules.Rule{}, fmt.Errorf("create rule %q: %w", r.Name, store.ErrAlreadyExists)
+	}
+	now := record.Timestamp(s.now())
+	r = r.Clone()
+	r.Revision, r.CreateTime, r.UpdateTime = 1, now, now
+	if err := s.commit(store.ActionCreate, nil, &r, actor, now); err != nil {
+		return rules.Rule{}, fmt.Errorf("create rule %q: %w", r.Name, err)
+	}
+	return r.Clone(), nil
+}
+
+// UpdateRule replaces the rule called r.Name if it is at ifRevision.
+func (s *Store) UpdateRule(_ context.Context, r rules.Rule, ifRevision int64, actor string) (rules.Rule, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return rules.Rule{}, errClosed
+	}
+	cur, ok := s.st.rules[r.Name]
+	if !ok {
+		return rules.Rule{}, fmt.Errorf("update rule %q: %w", r.Name, store.ErrNotFound)
+	}
+	if cur.Revision != ifRevision {
+		return rules.Rule{}, fmt.Errorf("update rule %q at revision %d: %w (it is at %d)",
+			r.Name, ifRevision, store.ErrConflict, cur.Revision)
+	}
+	now := record.Timestamp(s.now())
+	r = r.Clone()
+	r.Revision, r.CreateTime, r.UpdateTime = cur.Revision+1, cur.CreateTime, now
+	if err := s.commit(store.ActionUpdate, &cur, &r, actor, now); err != nil {
+		return rules.Rule{}, fmt.Errorf("update rule %q: %w", r.Name, err)
+	}
+	return r.Clone(), nil
+}
+
+// DeleteRule removes the rule called name if it is at ifRevision, or at any
+// revision if ifRevision is 0. The Default rule cannot be deleted.
+func (s *Store) DeleteRule(_ context.Context, name string, ifRevision int64, actor string) error {
+	if name == rules.DefaultName {
+		return fmt.Errorf("delete rule %q: %w", name, rules.ErrDefaultRule)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errClosed
+	}
+	cur, ok := s.st.rules[name]
+	if !ok {
+		return fmt.Errorf("delete rule %q: %w", name, store.ErrNotFound)
+	}
+	if ifRevision != 0 && cur.Revision != ifRevision {
+		return fmt.Errorf("delete rule %q at revision %d: %w (it is at %d)",
+			name, ifRevision, store.ErrConflict, cur.Revision)
+	}
+	if err := s.commit(store.ActionDelete, &cur, nil, actor, record.Timestamp(s.now())); err != nil {
+		return fmt.Errorf("delete rule %q: %w", name, err)
+	}
+	return nil
+}
+
+// commit applies one edit with its audit event: it builds the next state,
+// writes it to disk if the store has a DataDir, and only then makes it
+// current and tells the watchers. The caller holds s.mu; before and after
+// are owned by the store from here on.
+func (s *Store) commit(action store.Action, before, after *rules.Rule, actor string, now time.Time) error {
+	var name string
+	if after != nil {
+		name = after.Name
+	} else {
+		name = before.Name
+	}
+	next := s.st
+	next.rules = maps.Clone(s.st.rules)
+	if after != nil {
+		next.rules[name] = *after
+	} else {
+		delete(next.rules, name)
+	}
+	next.version++
+	next.lastSeq++
+	ev := store.Event{
+		ID:           strconv.FormatInt(next.lastSeq, 10),
+		RuleName:     name,
+		Action:       action,
+		Actor:        actor,
+		Time:         now,
+		Before:       before,
+		After:        after,
+		RulesVersion: next.version,
+	}
+	next.events = append(next.events, entry{seq: next.lastSeq, ev: ev})
+	if n := len(next.events) - s.maxEvents; n > 0 {
+		// Not cleared: the current state may still see them. The array is
+		// replaced, and the dropped events freed, when append outgrows it.
+		next.events = next.events[n:]
+	}
+	if s.dataDir != "" {
+		if err := save(s.dataDir, &next); err != nil {
+			return err
+		}
+	}
+	s.st = next
+	s.broadcast(store.TopicRules)
+	return nil
+}
+
+// RuleEvents lists the audit log newest first, optionally for one rule.
+// pageSize 0 means 100; at most 1000 are returned.
+func (s *Store) RuleEvents(_ context.Context, ruleName string, pageSize int, pageToken string) (store.EventPage, error) {
+	size, err := record.PageSize(pageSize)
+	if err != nil {
+		return store.EventPage{}, fmt.Errorf("list rule events: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return store.EventPage{}, errClosed
+	}
+	events := s.st.events
+	end := len(events) // events[end:] were listed already
+	if pageToken != "" {
+		after, err := decodeToken(pageToken)
+		if err != nil {
+			return store.EventPage{}, fmt.Errorf("list rule events: %w", err)
+		}
+		end = sort.Search(len(events), func(i int) bool { return events[i].seq >= after })
+	}
+	var page store.EventPage
+	for i := end - 1; i >= 0; i-- {
+		e := &events[i]
+		if ruleName != "" && e.ev.RuleName != ruleName {
+			continue
+		}
+		if len(page.Events) == size {
+			// One more matching event exists: there is a next page.
+			page.NextToken = encodeToken(page.Events[size-1].ID)
+			break
+		}
+		page.Events = append(page.Events, cloneEvent(e.ev))
+	}
+	return page, nil
+}
+
+// RulesVersion returns the rules version.
+func (s *Store) RulesVersion(context.Context) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, errClosed
+	}
+	return s.st.version, nil
+}
+
+// WatchChanges calls notify once at once and then after every edit, until ctx
+// ends. Edits never wait for notify: each watcher has a one-slot buffer, so
+// notifications that arrive while notify runs collapse into one.
+func (s *Store) WatchChanges(ctx context.Context, notify func(store.Topic)) error {
+	ch := make(chan store.Topic, 1)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return errClosed
+	}
+	s.watchers[ch] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.watchers, ch)
+		s.mu.Unlock()
+	}()
+
+	notify(store.TopicRules)
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case topic := <-ch:
+			notify(topic)
+		}
+	}
+}
+
+// broadcast tells every watcher about topic without blocking: an unread
+// notification is replaced by the newest. The caller holds s.mu.
+func (s *Store) broadcast(topic store.Topic) {
+	for ch := range s.watchers {
+		select {
+		case <-ch:
+		default:
+		}
+		select {
+		case ch <- topic:
+		default:
+		}
+	}
+}
+
+// Ping fails only after Close: memory is always there.
+func (s *Store) Ping(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errClosed
+	}
+	return nil
+}
+
+// Close makes every later call fail with store.ErrUnavailable and releases
+// the DataDir for another store. Running WatchChanges calls end with their
+// contexts. It is safe to call more than once.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if s.lock != nil {
+		if err := s.lock.Close(); err != nil {
+			return fmt.Errorf("memstore: release data directory: %w", err)
+		}
+	}
+	return nil
+}
+
+func cloneEvent(ev store.Event) store.Event {
+	if ev.Before != nil {
+		b := ev.Before.Clone()
+		ev.Before = &b
+	}
+	if ev.After != nil {
+		a := ev.After.Clone()
+		ev.After = &a
+	}
+	return ev
+}
+
+// tokenPrefix marks memstore page tokens, so a token from another listing
+// API is rejected rather than misread.
+const tokenPrefix = "mem1:"
+
+// encodeToken returns the page token that lists events older than the
+// event with ID id.
+func encodeToken(id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(tokenPrefix + id))
+}
+
+func decodeToken(token string) (int64, error) {
+	b, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil {
+		return 0, record.InvalidPageToken()
+	}
+	rest, ok := strings.CutPrefix(string(b), tokenPrefix)
+	if !ok {
+		return 0, record.InvalidPageToken()
+	}
+	seq, err := strconv.ParseInt(rest, 10, 64)
+	if err != nil || seq < 1 {
+		return 0, record.InvalidPageToken()
+	}
+	return seq, nil
+}

@@ -1,0 +1,615 @@
+// Package redisstore keeps rules in Redis, so that every replica of the
+// control plane serves the same rules and version, and any replica can take
+// an edit. It works on a single node, Sentinel or Redis Cluster: every key
+// shares one hash tag, so each script touches one slot.
+//
+// Layout, for the default prefix "tsc":
+//
+//	{tsc}:rules                 hash: rule name -> rule JSON
+//	{tsc}:rules:version         counter, bumped by every edit
+//	{tsc}:rules:events          stream: audit log, all rules
+//	{tsc}:rules:events:<name>   stream: audit log of one rule
+//	{tsc}:changes               pub/sub channel, message "rules" per edit
+package redisstore
+
+import (
+	"context"
+	_ "embed"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/internal/store"
+	"github.com/tracesampling/controlplane/internal/store/internal/record"
+)
+
+// Options configure a Store.
+type Options struct {
+	// Prefix names the keys, inside a hash tag: "{Prefix}:rules". Stores
+	// with the same prefix share rules. Default: "tsc".
+	Prefix string
+	// Now is the clock that stamps rules and audit events; taking time from
+	// the replica rather than Redis keeps tests exact. Default: time.Now.
+	Now func() time.Time
+	// MaxEvents is how many audit entries are kept in the log of all rules
+	// and in each rule's log, trimmed approximately (Redis may keep up to
+	// about a hundred more). Default: 100000.
+	MaxEvents int64
+}
+
+// Defaults of Options.
+const (
+	DefaultPrefix    = "tsc"
+	DefaultMaxEvents = 100000
+)
+
+// Watch timing. A quiet subscription is pinged every watchPingInterval; one
+// that answers nothing for another interval is replaced. Failed
+// subscriptions are retried with jittered exponential backoff.
+const (
+	watchPingInterval = 10 * time.Second
+	watchMinBackoff   = 50 * time.Millisecond
+	watchMaxBackoff   = 2 * time.Second
+)
+
+// systemActor is the actor of edits the store makes by itself.
+const systemActor = "system"
+
+// updateAttempts bounds the retries of an update whose rule was deleted and
+// created again at the same revision between the read and the write.
+const updateAttempts = 3
+
+//go:embed edit.lua
+var editLua string
+
+// Statuses returned by edit.lua.
+const (
+	statusOK = iota
+	statusNotFound
+	statusExists
+	statusConflict
+	statusChanged
+)
+
+// errClosed is returned by every call after Close.
+var errClosed = fmt.Errorf("redisstore: %w: store closed", store.ErrUnavailable)
+
+// Store is a store.Store on Redis. It is safe for concurrent use; all
+// coordination between callers and replicas happens in Redis.
+type Store struct {
+	client    redis.UniversalClient
+	now       func() time.Time
+	maxEvents int64
+	edit      *redis.Script
+	ledger    *redis.Script
+	closed    atomic.Bool
+	tag       string
+
+	rulesKey   string
+	versionKey string
+	eventsKey  string
+	channel    string
+}
+
+// New returns a store on client and makes sure the Default rule exists: many
+// replicas may start at once, and exactly one of them seeds it. It fails,
+// with an error wrapping store.ErrUnavailable, if Redis cannot be reached.
+// The caller keeps ownership of client and closes it after Close.
+func New(ctx context.Context, client redis.UniversalClient, opts Options) (*Store, error) {
+	if opts.Prefix == "" {
+		opts.Prefix = DefaultPrefix
+	}
+	if strings.ContainsAny(opts.Prefix, "{}") {
+		return nil, fmt.Errorf("redisstore: prefix %q must not contain braces", opts.Prefix)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.MaxEvents <= 0 {
+		opts.MaxEvents = DefaultMaxEvents
+	}
+	tag := "{" + opts.Prefix + "}"
+	s := &Store{
+		client:     client,
+		now:        opts.Now,
+		maxEvents:  opts.MaxEvents,
+		edit:       redis.NewScript(editLua),
+		ledger:     redis.NewScript(ledgerLua),
+		tag:        tag,
+		rulesKey:   tag + ":rules",
+		versionKey: tag + ":rules:version",
+		eventsKey:  tag + ":rules:events",
+		channel:    tag + ":changes",
+	}
+	if err := s.seed(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// ruleEventsKey is the audit stream of one rule.
+func (s *Store) ruleEventsKey(name string) string { return s.eventsKey + ":" + name }
+
+// seed creates the Default rule if it is absent.
+func (s *Store) seed(ctx context.Context) error {
+	d := rules.Default()
+	now := record.Timestamp(s.now())
+	d.Revision, d.CreateTime, d.UpdateTime = 1, now, now
+	b, err := record.MarshalRule(&d)
+	if err != nil {
+		return err
+	}
+	res, err := s.runEdit(ctx, editArgs{op: store.ActionCreate, name: d.Name, rule: b, actor: systemActor, time: now})
+	if err != nil {
+		return fmt.Errorf("seed the Default rule: %w", err)
+	}
+	if res.status != statusOK && res.status != statusExists {
+		return fmt.Errorf("seed the Default rule: unexpected status %d", res.status)
+	}
+	return nil
+}
+
+// Snapshot returns every rule in matching order with the version they were
+// read at, both read in one transaction.
+func (s *Store) Snapshot(ctx context.Context) (store.Snapshot, error) {
+	if s.closed.Load() {
+		return store.Snapshot{}, errClosed
+	}
+	snap, err := s.snapshot(ctx)
+	if err != nil {
+		return store.Snapshot{}, err
+	}
+	if !hasDefault(snap.Rules) {
+		// Redis lost its data (a restart without persistence, a failover to
+		// an empty replica): put the Default rule back rather than serve a
+		// rule set that does not match every request.
+		if err := s.seed(ctx); err != nil {
+			return store.Snapshot{}, fmt.Errorf("snapshot: %w", err)
+		}
+		return s.snapshot(ctx)
+	}
+	return snap, nil
+}
+
+func (s *Store) snapshot(ctx context.Context) (store.Snapshot, error) {
+	var all *redis.MapStringStringCmd
+	var ver *redis.StringCmd
+	_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		all = p.HGetAll(ctx, s.rulesKey)
+		ver = p.Get(ctx, s.versionKey)
+		return nil
+	})
+	if err != nil && !(errors.Is(err, redis.Nil) && all.Err() == nil) {
+		return store.Snapshot{}, unavailable("snapshot", err)
+	}
+	version, err := parseVersion(ver)
+	if err != nil {
+		return store.Snapshot{}, fmt.Errorf("snapshot: %w", err)
+	}
+	snap := store.Snapshot{Rules: make([]rules.Rule, 0, len(all.Val())), Version: version}
+	for name, b := range all.Val() {
+		r, err := record.UnmarshalRule([]byte(b))
+		if err != nil {
+			return store.Snapshot{}, fmt.Errorf("snapshot: rule %q: %w", name, err)
+		}
+		snap.Rules = append(snap.Rules, r)
+	}
+	rules.Sort(snap.Rules)
+	return snap, nil
+}
+
+func hasDefault(rs []rules.Rule) bool {
+	for i := range rs {
+		if rs[i].IsDefault() {
+			return true
+		}
+	}
+	return false
+}
+
+// Rule returns the rule called name or an error wrapping store.ErrNotFound.
+func (s *Store) Rule(ctx context.Context, name string) (rules.Rule, error) {
+	if s.closed.Load() {
+		return rules.Rule{}, errClosed
+	}
+	r, _, err := s.read(ctx, name)
+	if err != nil {
+		return rules.Rule{}, fmt.Errorf("rule %q: %w", name, err)
+	}
+	return r, nil
+}
+
+// read returns a rule and its stored JSON.
+func (s *Store) read(ctx context.Context, name string) (rules.Rule, string, error) {
+	b, err := s.client.HGet(ctx, s.rulesKey, name).Result()
+	if errors.Is(err, redis.Nil) {
+		return rules.Rule{}, "", store.ErrNotFound
+	}
+	if err != nil {
+		return rules.Rule{}, "", unavailable("read", err)
+	}
+	r, err := record.UnmarshalRule([]byte(b))
+	if err != nil {
+		return rules.Rule{}, "", err
+	}
+	return r, b, nil
+}
+
+// CreateRule stores r at revision 1.
+func (s *Store) CreateRule(ctx context.Context, r rules.Rule, actor string) (rules.Rule, error) {
+	if s.closed.Load() {
+		return rules.Rule{}, errClosed
+	}
+	now := record.Timestamp(s.now())
+	r = r.Clone()
+	r.Revision, r.CreateTime, r.UpdateTime = 1, now, now
+	b, err := record.MarshalRule(&r)
+	if err != nil {
+		return rules.Rule{}, err
+	}
+	res, err := s.runEdit(ctx, editArgs{op: store.ActionCreate, name: r.Name, rule: b, actor: actor, time: now})
+	if err != nil {
+		return rules.Rule{}, fmt.Errorf("create rule %q: %w", r.Name, err)
+	}
+	switch res.status {
+	case statusOK:
+		return r, nil
+	case statusExists:
+		return rules.Rule{}, fmt.Errorf("create rule %q: %w", r.Name, store.ErrAlreadyExists)
+	}
+	return rules.Rule{}, fmt.Errorf("create rule %q: unexpected status %d", r.Name, res.status)
+}
+
+// UpdateRule replaces the rule called r.Name if it is at ifRevision. It reads
+// the rule first to keep its create time; the script then checks that the
+// rule is still what was read.
+func (s *Store) UpdateRule(ctx context.Context, r rules.Rule, ifRevision int64, actor string) (rules.Rule, error) {
+	if s.closed.Load() {
+		return rules.Rule{}, errClosed
+	}
+	for range updateAttempts {
+		cur, curJSON, err := s.read(ctx, r.Name)
+		if err != nil {
+			return rules.Rule{}, fmt.Errorf("update rule %q: %w", r.Name, err)
+		}
+		if cur.Revision != ifRevision {
+			return rules.Rule{}, conflict("update", r.Name, ifRevision, cur.Revision)
+		}
+		now := record.Timestamp(s.now())
+		next := r.Clone()
+		next.Revision, next.CreateTime, next.UpdateTime = cur.Revision+1, cur.CreateTime, now
+		b, err := record.MarshalRule(&next)
+		if err != nil {
+			return rules.Rule{}, err
+		}
+		res, err := s.runEdit(ctx, editArgs{
+			op: store.ActionUpdate, name: r.Name, rule: b, read: curJSON,
+			ifRevision: ifRevision, actor: actor, time: now,
+		})
+		if err != nil {
+			return rules.Rule{}, fmt.Errorf("update rule %q: %w", r.Name, err)
+		}
+		switch res.status {
+		case statusOK:
+			return next, nil
+		case statusNotFound:
+			return rules.Rule{}, fmt.Errorf("update rule %q: %w", r.Name, store.ErrNotFound)
+		case statusConflict:
+			return rules.Rule{}, fmt.Errorf("update rule %q at revision %d: %w", r.Name, ifRevision, store.ErrConflict)
+		case statusChanged:
+			continue
+		default:
+			return rules.Rule{}, fmt.Errorf("update rule %q: unexpected status %d", r.Name, res.status)
+		}
+	}
+	return rules.Rule{}, fmt.Errorf("update rule %q at revision %d: %w (replaced while updating)",
+		r.Name, ifRevision, store.ErrConflict)
+}
+
+// DeleteRule removes the rule called name if it is at ifRevision, or at any
+// revision if ifRevision is 0. The Default rule cannot be deleted.
+func (s *Store) DeleteRule(ctx context.Context, name string, ifRevision int64, actor string) error {
+	if name == rules.DefaultName {
+		return fmt.Errorf("delete rule %q: %w", name, rules.ErrDefaultRule)
+	}
+	if s.closed.Load() {
+		return errClosed
+	}
+	res, err := s.runEdit(ctx, editArgs{
+		op: store.ActionDelete, name: name, ifRevision: ifRevision, actor: actor, time: record.Timestamp(s.now()),
+	})
+	if err != nil {
+		return fmt.Errorf("delete rule %q: %w", name, err)
+	}
+	switch res.status {
+	case statusOK:
+		return nil
+	case statusNotFound:
+		return fmt.Errorf("delete rule %q: %w", name, store.ErrNotFound)
+	case statusConflict:
+		return fmt.Errorf("delete rule %q at revision %d: %w", name, ifRevision, store.ErrConflict)
+	}
+	return fmt.Errorf("delete rule %q: unexpected status %d", name, res.status)
+}
+
+func conflict(op, name string, ifRevision, revision int64) error {
+	return fmt.Errorf("%s rule %q at revision %d: %w (it is at %d)", op, name, ifRevision, store.ErrConflict, revision)
+}
+
+// editArgs are the arguments of edit.lua.
+type editArgs struct {
+	op         store.Action
+	name       string
+	rule       []byte // the new rule; create and update
+	read       string // the stored rule as read; update
+	ifRevision int64
+	actor      string
+	time       time.Time
+}
+
+type editResult struct {
+	status  int64
+	version int64
+	id      string
+}
+
+func (s *Store) runEdit(ctx context.Context, a editArgs) (editResult, error) {
+	keys := []string{s.rulesKey, s.versionKey, s.eventsKey, s.ruleEventsKey(a.name)}
+	v, err := s.edit.Run(ctx, s.client, keys,
+		a.op.String(), a.name, a.rule, a.read, a.ifRevision, a.actor,
+		a.time.Format(time.RFC3339Nano), s.maxEvents, s.channel,
+	).Slice()
+	if err != nil {
+		return editResult{}, unavailable("run edit script", err)
+	}
+	var res editResult
+	var ok bool
+	if len(v) < 1 {
+		return editResult{}, fmt.Errorf("edit script returned %v", v)
+	}
+	if res.status, ok = v[0].(int64); !ok {
+		return editResult{}, fmt.Errorf("edit script returned %v", v)
+	}
+	if res.status == statusOK {
+		if len(v) != 3 {
+			return editResult{}, fmt.Errorf("edit script returned %v", v)
+		}
+		res.version, _ = v[1].(int64)
+		res.id, _ = v[2].(string)
+	}
+	return res, nil
+}
+
+// RuleEvents lists the audit log newest first, optionally for one rule.
+// pageSize 0 means 100; at most 1000 are returned. Page tokens hold the ID
+// of the last entry returned, so entries added meanwhile are not listed twice.
+func (s *Store) RuleEvents(ctx context.Context, ruleName string, pageSize int, pageToken string) (store.EventPage, error) {
+	if s.closed.Load() {
+		return store.EventPage{}, errClosed
+	}
+	size, err := record.PageSize(pageSize)
+	if err != nil {
+		return store.EventPage{}, fmt.Errorf("list rule events: %w", err)
+	}
+	newest := "+"
+	if pageToken != "" {
+		id, err := decodeToken(pageToken)
+		if err != nil {
+			return store.EventPage{}, fmt.Errorf("list rule events: %w", err)
+		}
+		newest = "(" + id
+	}
+	key := s.eventsKey
+	if ruleName != "" {
+		key = s.ruleEventsKey(ruleName)
+	}
+	msgs, err := s.client.XRevRangeN(ctx, key, newest, "-", int64(size)+1).Result()
+	if err != nil {
+		return store.EventPage{}, unavailable("list rule events", err)
+	}
+	var page store.EventPage
+	if len(msgs) > size {
+		msgs = msgs[:size]
+		page.NextToken = encodeToken(msgs[size-1].ID)
+	}
+	page.Events = make([]store.Event, len(msgs))
+	for i, m := range msgs {
+		if page.Events[i], err = decodeEvent(m); err != nil {
+			return store.EventPage{}, fmt.Errorf("list rule events: entry %s: %w", m.ID, err)
+		}
+	}
+	return page, nil
+}
+
+func decodeEvent(m redis.XMessage) (store.Event, error) {
+	field := func(name string) string {
+		v, _ := m.Values[name].(string)
+		return v
+	}
+	ev := store.Event{ID: m.ID, RuleName: field("rule"), Actor: field("actor")}
+	var err error
+	if ev.Action, err = record.ParseAction(field("action")); err != nil {
+		return store.Event{}, err
+	}
+	if ev.Time, err = time.Parse(time.RFC3339Nano, field("time")); err != nil {
+		return store.Event{}, fmt.Errorf("time: %w", err)
+	}
+	if ev.RulesVersion, err = strconv.ParseInt(field("version"), 10, 64); err != nil {
+		return store.Event{}, fmt.Errorf("version: %w", err)
+	}
+	for _, f := range []struct {
+		name string
+		dst  **rules.Rule
+	}{{"before", &ev.Before}, {"after", &ev.After}} {
+		b := field(f.name)
+		if b == "" {
+			continue
+		}
+		r, err := record.UnmarshalRule([]byte(b))
+		if err != nil {
+			return store.Event{}, fmt.Errorf("%s: %w", f.name, err)
+		}
+		*f.dst = &r
+	}
+	return ev, nil
+}
+
+// tokenPrefix marks redisstore page tokens, so that a token of another
+// listing is rejected rather than misread.
+const tokenPrefix = "redis1:"
+
+func encodeToken(id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(tokenPrefix + id))
+}
+
+// decodeToken returns the stream entry ID a page token holds, checked to be
+// one, since it goes into a Redis command.
+func decodeToken(token string) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil {
+		return "", record.InvalidPageToken()
+	}
+	id, ok := strings.CutPrefix(string(b), tokenPrefix)
+	if !ok {
+		return "", record.InvalidPageToken()
+	}
+	ms, seq, ok := strings.Cut(id, "-")
+	if !ok {
+		return "", record.InvalidPageToken()
+	}
+	if _, err := strconv.ParseUint(ms, 10, 64); err != nil {
+		return "", record.InvalidPageToken()
+	}
+	if _, err := strconv.ParseUint(seq, 10, 64); err != nil {
+		return "", record.InvalidPageToken()
+	}
+	return id, nil
+}
+
+// RulesVersion returns the rules version.
+func (s *Store) RulesVersion(ctx context.Context) (int64, error) {
+	if s.closed.Load() {
+		return 0, errClosed
+	}
+	v, err := parseVersion(s.client.Get(ctx, s.versionKey))
+	if err != nil {
+		return 0, fmt.Errorf("rules version: %w", err)
+	}
+	return v, nil
+}
+
+// parseVersion reads a GET of the version key; a missing key is version 0.
+func parseVersion(cmd *redis.StringCmd) (int64, error) {
+	v, err := cmd.Int64()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return 0, nil
+	case err != nil && cmd.Err() != nil:
+		return 0, unavailable("read version", err)
+	case err != nil:
+		return 0, fmt.Errorf("malformed version %q: %w", cmd.Val(), err)
+	}
+	return v, nil
+}
+
+// WatchChanges subscribes to the change channel and calls notify once per
+// (re)subscription and once per message, until ctx ends. Redis going away
+// does not end it: it subscribes again with backoff, and the new
+// subscription's notify covers any messages missed meanwhile.
+func (s *Store) WatchChanges(ctx context.Context, notify func(store.Topic)) error {
+	if s.closed.Load() {
+		return errClosed
+	}
+	backoff := watchMinBackoff
+	for {
+		subscribed := s.watch(ctx, notify)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if subscribed {
+			backoff = watchMinBackoff
+		}
+		// Jitter spreads the replicas' reconnects after a Redis restart.
+		t := time.NewTimer(backoff/2 + rand.N(backoff/2+1))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(2*backoff, watchMaxBackoff)
+	}
+}
+
+// watch runs one subscription until it fails or ctx ends, and reports
+// whether it got as far as subscribing. A Receive timeout is how a quiet
+// subscription notices a dead connection: it is pinged, and replaced if the
+// ping goes unanswered too.
+func (s *Store) watch(ctx context.Context, notify func(store.Topic)) (subscribed bool) {
+	ps := s.client.Subscribe(ctx, s.channel)
+	defer ps.Close()
+	// Receive does not watch ctx without a deadline; closing the PubSub
+	// unblocks it.
+	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
+	defer stop()
+
+	pinged := false
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, watchPingInterval)
+		if err != nil {
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() || pinged || ctx.Err() != nil {
+				return subscribed
+			}
+			if err := ps.Ping(ctx); err != nil {
+				return subscribed
+			}
+			pinged = true
+			continue
+		}
+		pinged = false
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				subscribed = true
+				notify(store.TopicRules)
+			}
+		case *redis.Message:
+			notify(store.Topic(m.Payload))
+		}
+	}
+}
+
+// Ping sends PING.
+func (s *Store) Ping(ctx context.Context) error {
+	if s.closed.Load() {
+		return errClosed
+	}
+	if err := s.client.Ping(ctx).Err(); err != nil {
+		return unavailable("ping", err)
+	}
+	return nil
+}
+
+// Close makes every later call fail with store.ErrUnavailable. It does not
+// close the client, which the caller owns and may share. It is safe to call
+// more than once.
+func (s *Store) Close() error {
+	s.closed.Store(true)
+	return nil
+}
+
+// unavailable wraps an error from Redis: callers match store.ErrUnavailable,
+// logs keep Redis's own message, and context errors stay visible.
+func unavailable(op string, err error) error {
+	return fmt.Errorf("redis: %s: %w: %w", op, store.ErrUnavailable, err)
+}

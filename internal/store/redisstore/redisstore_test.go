@@ -1,0 +1,405 @@
+package redisstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	"github.com/tracesampling/controlplane/internal/redistest"
+	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/internal/store"
+	"github.com/tracesampling/controlplane/internal/store/redisstore"
+	"github.com/tracesampling/controlplane/internal/store/storetest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// waitTimeout bounds waits for Redis to come back and notifications to arrive.
+const waitTimeout = 15 * time.Second
+
+func newStore(t testing.TB, c redis.UniversalClient, opts redisstore.Options) *redisstore.Store {
+	t.Helper()
+	s, err := redisstore.New(context.Background(), c, opts)
+	if err != nil {
+		t.Fatalf("redisstore.New: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	tests := []struct {
+		name   string
+		opts   redistest.Options
+		client func(t *testing.T, srv *redistest.Server) redis.UniversalClient
+	}{
+		{
+			name:   "single node",
+			client: func(t *testing.T, srv *redistest.Server) redis.UniversalClient { return srv.Client(t) },
+		},
+		{
+			// Redis Cluster refuses scripts and transactions whose keys lie
+			// in different slots, so this checks the hash tags.
+			name:   "cluster",
+			opts:   redistest.Options{Cluster: true},
+			client: func(t *testing.T, srv *redistest.Server) redis.UniversalClient { return srv.ClusterClient(t) },
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := redistest.StartWith(t, tt.opts)
+			var n atomic.Int64
+			storetest.Run(t, func(t *testing.T) storetest.Backend {
+				// Backends share the server; a prefix of their own keeps
+				// them apart.
+				prefix := fmt.Sprintf("t%d", n.Add(1))
+				return storetest.Backend{
+					Open: func(t *testing.T, now func() time.Time) store.Store {
+						// A client per store, as each replica has its own.
+						return newStore(t, tt.client(t, srv), redisstore.Options{Prefix: prefix, Now: now})
+					},
+					Shared:  true,
+					Durable: true,
+				}
+			})
+		})
+	}
+}
+
+func TestKeysShareOneHashTag(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	ctx := t.Context()
+	s := newStore(t, c, redisstore.Options{})
+	r, err := s.CreateRule(ctx, rules.Rule{Name: "a", Priority: 1}, "u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpdateRule(ctx, r, r.Revision, "u"); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := c.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) < 4 {
+		t.Fatalf("keys %q, want rules, version and two audit streams", keys)
+	}
+	for _, k := range keys {
+		if !strings.HasPrefix(k, "{tsc}:") {
+			t.Errorf("key %q is outside the {tsc} hash tag", k)
+		}
+	}
+}
+
+func TestNewRejectsBadPrefix(t *testing.T) {
+	srv := redistest.Start(t)
+	for _, p := range []string{"{x}", "a{b", "c}"} {
+		if s, err := redisstore.New(t.Context(), srv.Client(t), redisstore.Options{Prefix: p}); err == nil {
+			_ = s.Close()
+			t.Errorf("New accepted prefix %q", p)
+		}
+	}
+}
+
+// TestReplicasSeedOnce starts many replicas at once on an empty Redis:
+// exactly one seeds the Default rule.
+func TestReplicasSeedOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	const replicas = 12
+	stores := make([]*redisstore.Store, replicas)
+	errs := make([]error, replicas)
+	var wg sync.WaitGroup
+	for i := range replicas {
+		wg.Go(func() { stores[i], errs[i] = redisstore.New(context.Background(), srv.Client(t), redisstore.Options{}) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("replica %d: %v", i, err)
+		}
+	}
+	ctx := t.Context()
+	if v, err := stores[0].RulesVersion(ctx); err != nil || v != 1 {
+		t.Errorf("RulesVersion = %d, %v; want 1", v, err)
+	}
+	page, err := stores[replicas-1].RuleEvents(ctx, "", 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Events) != 1 {
+		t.Errorf("%d audit events, want 1 (the Default rule's creation)", len(page.Events))
+	}
+}
+
+func TestMaxEventsTrimsTheLog(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	ctx := t.Context()
+	s := newStore(t, c, redisstore.Options{MaxEvents: 10})
+	r, err := s.CreateRule(ctx, rules.Rule{Name: "busy", Priority: 1}, "u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const edits = 600
+	for range edits {
+		if r, err = s.UpdateRule(ctx, r, r.Revision, "u"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Trimming is approximate: Redis drops whole nodes of 100 entries.
+	for _, key := range []string{"{tsc}:rules:events", "{tsc}:rules:events:busy"} {
+		n, err := c.XLen(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n < 10 || n > 10+100 {
+			t.Errorf("%s holds %d entries, want about 10", key, n)
+		}
+	}
+	page, err := s.RuleEvents(ctx, "busy", 5, "")
+	if err != nil || len(page.Events) != 5 || page.Events[0].After.Revision != edits+1 {
+		t.Fatalf("RuleEvents after trimming = %+v, %v", page, err)
+	}
+}
+
+// TestRestartKeepsAcknowledgedEdits kills Redis (with an append-only file)
+// after a run of edits: every edit that was acknowledged is still there.
+func TestRestartKeepsAcknowledgedEdits(t *testing.T) {
+	srv := redistest.StartWith(t, redistest.Options{AppendOnly: true})
+	s := newStore(t, srv.Client(t), redisstore.Options{})
+	ctx := t.Context()
+	for i := range 50 {
+		r, err := s.CreateRule(ctx, rules.Rule{Name: fmt.Sprintf("r%02d", i), Priority: int32(i + 1)}, "u")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			r.FixedRate = 0.5
+			if _, err := s.UpdateRule(ctx, r, r.Revision, "u"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if i%5 == 0 {
+			if err := s.DeleteRule(ctx, r.Name, 0, "u"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	want, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantEvents, err := s.RuleEvents(ctx, "", 1000, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	srv.Restart()
+
+	got := snapshotEventually(t, s)
+	if got.Version != want.Version || len(got.Rules) != len(want.Rules) {
+		t.Fatalf("after restart: version %d with %d rules, want version %d with %d rules",
+			got.Version, len(got.Rules), want.Version, len(want.Rules))
+	}
+	for i := range want.Rules {
+		g, w := got.Rules[i], want.Rules[i]
+		if g.Name != w.Name || g.Revision != w.Revision || g.FixedRate != w.FixedRate || !g.UpdateTime.Equal(w.UpdateTime) {
+			t.Errorf("rule %d after restart = %+v, want %+v", i, g, w)
+		}
+	}
+	gotEvents, err := s.RuleEvents(ctx, "", 1000, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gotEvents.Events) != len(wantEvents.Events) || gotEvents.Events[0].ID != wantEvents.Events[0].ID {
+		t.Errorf("after restart: %d events, want %d", len(gotEvents.Events), len(wantEvents.Events))
+	}
+}
+
+// snapshotEventually reads a snapshot, retrying while the client reconnects.
+func snapshotEventually(t *testing.T, s store.Store) store.Snapshot {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		snap, err := s.Snapshot(t.Context())
+		if err == nil {
+			return snap
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Snapshot still failing after %v: %v", waitTimeout, err)
+		}
+		<-tick.C
+	}
+}
+
+// TestUnavailable stops Redis under a store: every call fails with
+// ErrUnavailable, and the same store works again once Redis is back.
+func TestUnavailable(t *testing.T) {
+	srv := redistest.StartWith(t, redistest.Options{AppendOnly: true})
+	s := newStore(t, srv.Client(t), redisstore.Options{})
+	ctx := t.Context()
+	r, err := s.CreateRule(ctx, rules.Rule{Name: "r", Priority: 1}, "u")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	calls := []struct {
+		name string
+		call func(ctx context.Context) error
+	}{
+		{"Ping", s.Ping},
+		{"Snapshot", func(ctx context.Context) error { _, err := s.Snapshot(ctx); return err }},
+		{"Rule", func(ctx context.Context) error { _, err := s.Rule(ctx, "r"); return err }},
+		{"RulesVersion", func(ctx context.Context) error { _, err := s.RulesVersion(ctx); return err }},
+		{"RuleEvents", func(ctx context.Context) error { _, err := s.RuleEvents(ctx, "", 10, ""); return err }},
+		{"CreateRule", func(ctx context.Context) error {
+			_, err := s.CreateRule(ctx, rules.Rule{Name: "new", Priority: 2}, "u")
+			return err
+		}},
+		{"UpdateRule", func(ctx context.Context) error { _, err := s.UpdateRule(ctx, r, r.Revision, "u"); return err }},
+		{"DeleteRule", func(ctx context.Context) error { return s.DeleteRule(ctx, "r", 0, "u") }},
+	}
+
+	srv.Stop()
+	for _, c := range calls {
+		err := c.call(ctx)
+		if !errors.Is(err, store.ErrUnavailable) {
+			t.Errorf("%s with Redis stopped: error = %v, want ErrUnavailable", c.name, err)
+		}
+	}
+	if _, err := redisstore.New(ctx, srv.Client(t), redisstore.Options{}); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("New with Redis stopped: error = %v, want ErrUnavailable", err)
+	}
+
+	srv.Restart()
+	snapshotEventually(t, s)
+	// Order matters: the update and delete need the rule the create left.
+	for _, c := range calls {
+		if err := c.call(ctx); err != nil {
+			t.Errorf("%s after Redis came back: %v", c.name, err)
+		}
+	}
+}
+
+// TestWatchSurvivesRestart checks that a watcher resubscribes on its own
+// after Redis restarts, says so with a notification, and then hears edits.
+func TestWatchSurvivesRestart(t *testing.T) {
+	srv := redistest.StartWith(t, redistest.Options{AppendOnly: true})
+	watcher := newStore(t, srv.Client(t), redisstore.Options{})
+	editor := newStore(t, srv.Client(t), redisstore.Options{})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	notes := make(chan store.Topic, 64)
+	done := make(chan error, 1)
+	go func() {
+		done <- watcher.WatchChanges(ctx, func(topic store.Topic) {
+			select {
+			case notes <- topic:
+			default:
+			}
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("WatchChanges returned %v, want context.Canceled", err)
+		}
+	}()
+	wait := func(what string) {
+		t.Helper()
+		select {
+		case <-notes:
+		case <-time.After(waitTimeout):
+			t.Fatalf("no notification %s within %v", what, waitTimeout)
+		}
+	}
+	wait("on subscribing")
+
+	srv.Restart()
+	wait("on resubscribing after a restart")
+
+	for len(notes) > 0 {
+		<-notes
+	}
+	snapshotEventually(t, editor)
+	if _, err := editor.CreateRule(t.Context(), rules.Rule{Name: "after-restart", Priority: 1}, "u"); err != nil {
+		t.Fatal(err)
+	}
+	wait("for an edit after the restart")
+}
+
+// TestSnapshotReseedsLostDefault covers Redis losing its data: the Default
+// rule is put back rather than serving a rule set that matches nothing.
+func TestSnapshotReseedsLostDefault(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	s := newStore(t, c, redisstore.Options{})
+	ctx := t.Context()
+	if err := c.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Rules) != 1 || !snap.Rules[0].IsDefault() || snap.Version < 1 {
+		t.Fatalf("Snapshot after losing data = %+v, want the Default rule", snap)
+	}
+}
+
+func BenchmarkCreateUpdate(b *testing.B) {
+	srv := redistest.Start(b)
+	s := newStore(b, srv.Client(b), redisstore.Options{})
+	ctx := context.Background()
+	base := rules.Rule{Name: "bench", Priority: 10, FixedRate: 0.1, ReservoirSize: 5, Labels: map[string]string{"team": "x"}}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		r := base
+		r.Name = fmt.Sprintf("bench-%d", i)
+		i++
+		created, err := s.CreateRule(ctx, r, "bench")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.UpdateRule(ctx, created, created.Revision, "bench"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkSnapshot200(b *testing.B) {
+	srv := redistest.Start(b)
+	s := newStore(b, srv.Client(b), redisstore.Options{})
+	ctx := context.Background()
+	for i := range 199 {
+		r := rules.Rule{
+			Name: fmt.Sprintf("rule-%03d", i), Priority: int32(i + 1), FixedRate: 0.05, ReservoirSize: 1,
+			ServiceName: "svc-*", URLPath: "/api/*", Attributes: map[string]string{"tier": "gold"},
+		}
+		if _, err := s.CreateRule(ctx, r, "bench"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		snap, err := s.Snapshot(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(snap.Rules) != 200 {
+			b.Fatalf("%d rules", len(snap.Rules))
+		}
+	}
+}
