@@ -41,6 +41,7 @@ type Catalog struct {
 	opts Options
 	cur  atomic.Pointer[View]
 	kick chan struct{} // one slot: "check the version now"
+	load sync.Mutex    // one load at a time, so an older snapshot never replaces a newer one
 
 	mu       sync.Mutex
 	watchers map[*Watcher]struct{}
@@ -63,8 +64,11 @@ func New(src Source, opts Options) *Catalog {
 func (c *Catalog) Current() *View { return c.cur.Load() }
 
 // Load reads the rules if the store's version differs from the view's, and
-// wakes every watcher when it changed.
+// wakes every watcher when it changed. A version lower than the view's is
+// taken too: the store lost its data and started again.
 func (c *Catalog) Load(ctx context.Context) error {
+	c.load.Lock()
+	defer c.load.Unlock()
 	v, err := c.src.RulesVersion(ctx)
 	if err != nil {
 		return err
@@ -76,8 +80,8 @@ func (c *Catalog) Load(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if snap.Version <= c.Current().Version && c.Current().Version != 0 {
-		return nil // a concurrent load got there first
+	if snap.Version == c.Current().Version {
+		return nil
 	}
 	c.cur.Store(newView(snap))
 	c.opts.Logger.Debug("rules loaded", "version", snap.Version, "rules", len(snap.Rules))

@@ -341,3 +341,5 @@ func TestErrors(t *testing.T) {
 }
 
 func mask(paths ...string) *fieldmaskpb.FieldMask { return &fieldmaskpb.FieldMask{Paths: paths} }
+
+func statusCode(err error) string { return status.Code(err).String() }
