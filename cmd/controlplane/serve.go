@@ -36,6 +36,7 @@ type serveConfig struct {
 	maxConnAge  time.Duration
 	shutdown    time.Duration
 	interval    time.Duration
+	debug       bool
 }
 
 // envPrefix: every serve flag --foo-bar can also be set as
@@ -55,6 +56,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.DurationVar(&c.maxConnAge, "max-connection-age", 30*time.Minute, "close client connections after this long so streams rebalance across replicas")
 	fs.DurationVar(&c.interval, "report-interval", 10*time.Second, "how often SDKs report their counts and get new quotas")
+	fs.BoolVar(&c.debug, "debug-endpoints", false, "serve Go's pprof profiles under /debug/pprof/ on --http-addr (do not expose publicly)")
 	fs.DurationVar(&c.shutdown, "shutdown-timeout", 20*time.Second, "how long a graceful stop waits for calls in flight")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: controlplane serve [flags]\n\nEvery flag can also be set as an environment variable, e.g. --redis-url as %sREDIS_URL.\n\n", envPrefix)
@@ -210,7 +212,7 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 	var hsrv *http.Server
 	httpAddr := ""
 	if hlis != nil {
-		hsrv = &http.Server{Handler: server.HTTPHandler(readiness, reg), ReadHeaderTimeout: 10 * time.Second}
+		hsrv = &http.Server{Handler: server.HTTPHandler(readiness, reg, c.debug), ReadHeaderTimeout: 10 * time.Second}
 		running++
 		httpAddr = hlis.Addr().String()
 		go func() {

@@ -226,9 +226,14 @@ func (v *View) ForService(name, typ string) *pb.RuleSet {
 		}
 	}
 	v.mu.Lock()
+	defer v.mu.Unlock()
+	// Callers woken together by one change all miss the cache at once; the
+	// first set stored is the one every caller shares.
+	if first, ok := v.services[key]; ok {
+		return first
+	}
 	if len(v.services) < maxCachedServices {
 		v.services[key] = rs
 	}
-	v.mu.Unlock()
 	return rs
 }

@@ -34,8 +34,9 @@ func (b *Bucket) SetRate(now int64, perSecond, phase float64) {
 	}
 	interval := int64(math.Max(1, math.Round(1e9/perSecond)))
 	capacity := math.Max(1, perSecond)
+	burst := int64((capacity - 1) * float64(interval))
 	wasEmpty := b.interval.Load() == 0
-	b.burst.Store(int64((capacity - 1) * float64(interval)))
+	b.burst.Store(burst)
 	b.interval.Store(interval)
 	for {
 		tat := b.tat.Load()
@@ -43,8 +44,11 @@ func (b *Bucket) SetRate(now int64, perSecond, phase float64) {
 		switch {
 		case wasEmpty:
 			next = now + int64(phase*float64(interval))
-		case tat > now+interval:
-			next = now + interval
+		case tat > now+burst+interval:
+			// The next token is due more than one new interval away
+			// (tokens come when tat <= now+burst): bring it closer, but
+			// hand out nothing now.
+			next = now + burst + interval
 		}
 		if next == tat || b.tat.CompareAndSwap(tat, next) {
 			return

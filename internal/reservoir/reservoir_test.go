@@ -304,3 +304,24 @@ func equal(a, b []int64) bool {
 	}
 	return true
 }
+
+// TestBucketRateUpdatesGiveNoTokens: an instance that spends its quota fully
+// and gets the same quota again every report must not gain tokens from the
+// update itself.
+func TestBucketRateUpdatesGiveNoTokens(t *testing.T) {
+	var b Bucket
+	const sec = int64(time.Second)
+	taken := 0
+	for now := int64(0); now < 100*sec; now += sec / 100 {
+		if now%(10*sec) == 0 {
+			b.SetRate(now, 10, 0.5)
+		}
+		for b.Take(now) {
+			taken++
+		}
+	}
+	// 100 s at 10/s plus the first full bucket of 10.
+	if taken < 1000 || taken > 1010 {
+		t.Errorf("%d tokens in 100 s at 10/s with an update every 10 s, want about 1000", taken)
+	}
+}

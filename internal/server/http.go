@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"net/http"
+	"net/http/pprof"
 	"sync/atomic"
 	"time"
 
@@ -73,8 +74,9 @@ func (r *Readiness) set(ok bool) {
 }
 
 // HTTPHandler serves /healthz (the process is alive), /readyz (the store
-// answers) and /metrics for Prometheus.
-func HTTPHandler(ready *Readiness, gatherer prometheus.Gatherer) http.Handler {
+// answers) and /metrics for Prometheus; with debug also Go's profiles under
+// /debug/pprof/, which the load generator reads heap figures from.
+func HTTPHandler(ready *Readiness, gatherer prometheus.Gatherer, debug bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
@@ -87,5 +89,11 @@ func HTTPHandler(ready *Readiness, gatherer prometheus.Gatherer) http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	if debug {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
