@@ -78,7 +78,7 @@ func applyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
 		name := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		if v, ok := lookup(name); ok {
 			if err := fs.Set(f.Name, v); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+				errs = append(errs, fmt.Errorf("%s=%q: %w", name, v, err))
 			}
 		}
 	})
@@ -126,7 +126,7 @@ func openStore(ctx context.Context, c *serveConfig, log *slog.Logger) (backend, 
 	}
 	client, err := redisstore.NewClient(c.redisURL)
 	if err != nil {
-		return nil, fmt.Errorf("--redis-url: %w", err)
+		return nil, usageError(fmt.Errorf("--redis-url: %w", err))
 	}
 	s, err := redisstore.New(ctx, client, redisstore.Options{Prefix: c.redisPrefix})
 	if err != nil {
@@ -150,6 +150,9 @@ func (b redisBackend) Close() error {
 func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	fs, c := serveFlags(stderr)
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return &codedError{code: exitOK, err: errSilent} // the usage was the output
+		}
 		return usageError(err)
 	}
 	if fs.NArg() > 0 {
@@ -175,6 +178,20 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 	}
 	defer st.Close()
 
+	// Listen before building the server: server.New starts goroutines that
+	// only srv.Stop ends, so no error return may come after it.
+	glis, err := net.Listen("tcp", c.grpcAddr)
+	if err != nil {
+		return fmt.Errorf("--grpc-addr: %w", err)
+	}
+	var hlis net.Listener
+	if c.httpAddr != "" {
+		if hlis, err = net.Listen("tcp", c.httpAddr); err != nil {
+			glis.Close()
+			return fmt.Errorf("--http-addr: %w", err)
+		}
+	}
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cat := catalog.New(st, catalog.Options{Logger: log})
@@ -191,18 +208,6 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 		MaxConnectionAge: c.maxConnAge,
 	})
 	readiness := server.NewReadiness(srv, reg)
-
-	glis, err := net.Listen("tcp", c.grpcAddr)
-	if err != nil {
-		return fmt.Errorf("--grpc-addr: %w", err)
-	}
-	var hlis net.Listener
-	if c.httpAddr != "" {
-		if hlis, err = net.Listen("tcp", c.httpAddr); err != nil {
-			glis.Close()
-			return fmt.Errorf("--http-addr: %w", err)
-		}
-	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

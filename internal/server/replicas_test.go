@@ -73,9 +73,10 @@ func TestTwoReplicasBehaveAsOne(t *testing.T) {
 // TestReportsWhileRedisIsDown: a unary report gets UNAVAILABLE, a stream
 // stays open and gets targets again once Redis is back.
 func TestReportsWhileRedisIsDown(t *testing.T) {
-	rs := redistest.Start(t)
+	rs := redistest.StartWith(t, redistest.Options{AppendOnly: true})
 	rep := startReplica(t, newRedisStore(t, rs), time.Now)
 	createRule(t, rep.rules, &pb.Rule{Name: "checkout", Priority: 1, ServiceName: "shop", ReservoirSize: 4})
+	waitVersion(t, rep.catalog, 2)
 	ctx := ctxT(t)
 	stream, err := rep.sampling.StreamSampling(ctx)
 	if err != nil {

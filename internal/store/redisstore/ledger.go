@@ -22,21 +22,36 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float
 	if len(b.Rates) == 0 {
 		return nil, nil
 	}
-	keyIndex := map[string]int{}
-	var keys []string
-	args := []any{b.Ledger.Bucket(b.Now), b.Ledger.Retain, b.Ledger.TTL().Milliseconds()}
+	// Net every update into one delta per rule and bucket. Retractions
+	// from buckets that are no longer live are dropped: those buckets are
+	// gone, and their contributions with them.
+	type ledgerDeltas struct {
+		key    string
+		deltas map[int64]float64
+	}
+	index := map[string]int{}
+	var ledgers []*ledgerDeltas
 	for _, u := range b.Rates {
-		k, ok := keyIndex[u.Rule]
+		i, ok := index[u.Rule]
 		if !ok {
-			keys = append(keys, s.ledgerKey(u.Rule))
-			k = len(keys)
-			keyIndex[u.Rule] = k
+			i = len(ledgers)
+			index[u.Rule] = i
+			ledgers = append(ledgers, &ledgerDeltas{key: s.ledgerKey(u.Rule), deltas: map[int64]float64{}})
 		}
-		rb, rr := int64(-1), 0.0
-		if u.Retract != nil {
-			rb, rr = u.Retract.Bucket, u.Retract.Rate
+		l := ledgers[i]
+		l.deltas[u.Add.Bucket] += u.Add.Rate
+		if r := u.Retract; r != nil && b.Ledger.Live(r.Bucket, b.Now) {
+			l.deltas[r.Bucket] -= r.Rate
 		}
-		args = append(args, k, u.Add.Bucket, strconv.FormatFloat(u.Add.Rate, 'g', -1, 64), rb, strconv.FormatFloat(rr, 'g', -1, 64))
+	}
+	keys := make([]string, len(ledgers))
+	args := []any{b.Ledger.Bucket(b.Now), b.Ledger.Retain, b.Ledger.TTL().Milliseconds()}
+	for i, l := range ledgers {
+		keys[i] = l.key
+		args = append(args, len(l.deltas))
+		for bucket, d := range l.deltas {
+			args = append(args, bucket, strconv.FormatFloat(d, 'g', -1, 64))
+		}
 	}
 	res, err := s.ledger.Run(ctx, s.client, keys, args...).StringSlice()
 	if err != nil {
@@ -53,7 +68,7 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float
 	}
 	out := make([]float64, len(b.Rates))
 	for i, u := range b.Rates {
-		out[i] = sums[keyIndex[u.Rule]-1]
+		out[i] = sums[index[u.Rule]]
 	}
 	return out, nil
 }

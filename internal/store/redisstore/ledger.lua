@@ -1,40 +1,38 @@
--- Applies a batch of fleet-ledger updates and returns each ledger's sum.
+-- Applies a batch of fleet-ledger deltas and returns each ledger's sum.
 -- KEYS: one hash per rule, field = bucket index, value = sum of rates.
 -- ARGV[1] current bucket, ARGV[2] buckets that stay live, ARGV[3] TTL in ms,
--- then five values per update: key index (1-based), bucket to add to, rate to
--- add, bucket to retract from (-1 for none), rate to retract.
+-- then per key, in KEYS order: the number of deltas n, then n pairs of
+-- bucket and delta. The caller has already netted every report of the batch
+-- into one delta per rule and bucket, so the work here does not grow with the
+-- number of reports.
 local cur = tonumber(ARGV[1])
-local retain = tonumber(ARGV[2])
+local oldest = cur - tonumber(ARGV[2]) + 1
 local ttl = ARGV[3]
-local oldest = cur - retain + 1
-local i = 4
-while i <= #ARGV do
-  local key = KEYS[tonumber(ARGV[i])]
-  redis.call('HINCRBYFLOAT', key, ARGV[i + 1], ARGV[i + 2])
-  local rb = tonumber(ARGV[i + 3])
-  if rb >= oldest and rb <= cur then
-    local v = redis.call('HGET', key, ARGV[i + 3])
-    if v then
-      local left = tonumber(v) - tonumber(ARGV[i + 4])
-      if left < 0 then left = 0 end
-      redis.call('HSET', key, ARGV[i + 3], string.format('%.17g', left))
-    end
-  end
-  i = i + 5
-end
+local a = 4
 local sums = {}
 for k = 1, #KEYS do
-  local all = redis.call('HGETALL', KEYS[k])
+  local key = KEYS[k]
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  for j = 1, n do
+    local b = ARGV[a]
+    local left = tonumber(redis.call('HINCRBYFLOAT', key, b, ARGV[a + 1]))
+    if left < 0 then
+      redis.call('HSET', key, b, '0')
+    end
+    a = a + 2
+  end
+  local all = redis.call('HGETALL', key)
   local sum = 0
   for j = 1, #all, 2 do
     local b = tonumber(all[j])
     if b >= oldest and b <= cur then
       sum = sum + tonumber(all[j + 1])
     else
-      redis.call('HDEL', KEYS[k], all[j])
+      redis.call('HDEL', key, all[j])
     end
   end
-  redis.call('PEXPIRE', KEYS[k], ttl)
+  redis.call('PEXPIRE', key, ttl)
   sums[k] = string.format('%.17g', sum)
 end
 return sums
