@@ -261,7 +261,7 @@ func TestServeRestartKeepsRules(t *testing.T) {
 			again := second.state(t)
 			evs := again.events.GetEvents()
 			if len(evs) != 9 || !proto.Equal(&pb.ListRuleEventsResponse{Events: evs[1:]}, before.events) {
-				t.Errorf("audit log after one more edit: %d events, want the 8 before it and one new", len(evs))
+				t.Fatalf("audit log after one more edit: %d events, want the 8 before it and one new", len(evs))
 			}
 			if evs[0].GetRulesVersion() <= before.events.GetEvents()[0].GetRulesVersion() {
 				t.Errorf("the rules version went from %d to %d after an edit", before.events.GetEvents()[0].GetRulesVersion(), evs[0].GetRulesVersion())
@@ -511,10 +511,10 @@ func TestApplyEnv(t *testing.T) {
 		grpcAddr: ":7070", httpAddr: ":7071", redisPrefix: "tsc", logLevel: "info", logFormat: "text",
 		maxConnAge: 30 * time.Minute, shutdown: 20 * time.Second, interval: 10 * time.Second,
 	}
-	with := func(edit func(c *serveConfig)) serveConfig {
-		c := defaults
-		edit(&c)
-		return c
+	// with returns base changed by edit.
+	with := func(base serveConfig, edit func(c *serveConfig)) serveConfig {
+		edit(&base)
+		return base
 	}
 	everyVariable := map[string]string{
 		"CONTROLPLANE_GRPC_ADDR":          "127.0.0.1:9000",
@@ -534,11 +534,10 @@ func TestApplyEnv(t *testing.T) {
 		logLevel: "debug", logFormat: "json",
 	}
 	for _, tc := range []struct {
-		name    string
-		args    []string
-		env     map[string]string
-		want    serveConfig
-		wantErr []string // each in the error
+		name string
+		args []string
+		env  map[string]string
+		want serveConfig
 	}{
 		{name: "defaults", want: defaults},
 		{name: "unrelated variables", env: map[string]string{"GRPC_ADDR": "x", "CONTROLPLANE_SERVER": "x"}, want: defaults},
@@ -547,8 +546,7 @@ func TestApplyEnv(t *testing.T) {
 			name: "flags beat env",
 			args: []string{"--grpc-addr", "127.0.0.1:1", "--max-connection-age", "1m", "--log-format", "text"},
 			env:  everyVariable,
-			want: with(func(c *serveConfig) {
-				*c = fromEnv
+			want: with(fromEnv, func(c *serveConfig) {
 				c.grpcAddr, c.maxConnAge, c.logFormat = "127.0.0.1:1", time.Minute, "text"
 			}),
 		},
@@ -562,28 +560,18 @@ func TestApplyEnv(t *testing.T) {
 			name: "an empty flag wins",
 			args: []string{"--http-addr="},
 			env:  map[string]string{"CONTROLPLANE_HTTP_ADDR": "127.0.0.1:1"},
-			want: with(func(c *serveConfig) { c.httpAddr = "" }),
+			want: with(defaults, func(c *serveConfig) { c.httpAddr = "" }),
 		},
 		{
 			name: "an empty variable sets an empty value",
 			env:  map[string]string{"CONTROLPLANE_HTTP_ADDR": ""},
-			want: with(func(c *serveConfig) { c.httpAddr = "" }),
-		},
-		{
-			name:    "bad duration",
-			env:     map[string]string{"CONTROLPLANE_MAX_CONNECTION_AGE": "banana"},
-			wantErr: []string{"CONTROLPLANE_MAX_CONNECTION_AGE", "banana"},
-		},
-		{
-			name:    "every bad variable is named",
-			env:     map[string]string{"CONTROLPLANE_SHUTDOWN_TIMEOUT": "soon", "CONTROLPLANE_REPORT_INTERVAL": "-"},
-			wantErr: []string{"CONTROLPLANE_SHUTDOWN_TIMEOUT", "CONTROLPLANE_REPORT_INTERVAL"},
+			want: with(defaults, func(c *serveConfig) { c.httpAddr = "" }),
 		},
 		{
 			name: "a bad variable under a flag is not read",
 			args: []string{"--max-connection-age", "1m"},
 			env:  map[string]string{"CONTROLPLANE_MAX_CONNECTION_AGE": "banana"},
-			want: with(func(c *serveConfig) { c.maxConnAge = time.Minute }),
+			want: with(defaults, func(c *serveConfig) { c.maxConnAge = time.Minute }),
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -591,28 +579,50 @@ func TestApplyEnv(t *testing.T) {
 			if err := fs.Parse(tc.args); err != nil {
 				t.Fatal(err)
 			}
-			err := applyEnv(fs, func(name string) (string, bool) {
-				v, ok := tc.env[name]
-				return v, ok
-			})
-			if len(tc.wantErr) > 0 {
-				if err == nil {
-					t.Fatalf("applyEnv succeeded with %+v, want an error", *c)
-				}
-				for _, want := range tc.wantErr {
-					if !strings.Contains(err.Error(), want) {
-						t.Errorf("error %q does not name %q", err, want)
-					}
-				}
-				return
-			}
-			if err != nil {
+			if err := applyEnv(fs, fakeEnv(tc.env)); err != nil {
 				t.Fatal(err)
 			}
 			if *c != tc.want {
 				t.Errorf("config\n%+v\nwant\n%+v", *c, tc.want)
 			}
 		})
+	}
+}
+
+func TestApplyEnvErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want []string // each in the error
+	}{
+		{
+			name: "bad duration",
+			env:  map[string]string{"CONTROLPLANE_MAX_CONNECTION_AGE": "banana"},
+			want: []string{"CONTROLPLANE_MAX_CONNECTION_AGE", "banana"},
+		},
+		{
+			name: "every bad variable is named",
+			env:  map[string]string{"CONTROLPLANE_SHUTDOWN_TIMEOUT": "soon", "CONTROLPLANE_REPORT_INTERVAL": "-"},
+			want: []string{"CONTROLPLANE_SHUTDOWN_TIMEOUT", "soon", "CONTROLPLANE_REPORT_INTERVAL"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs, _ := serveFlags(io.Discard)
+			err := applyEnv(fs, fakeEnv(tc.env))
+			for _, want := range tc.want {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Errorf("applyEnv = %v, want an error naming %q", err, want)
+				}
+			}
+		})
+	}
+}
+
+// fakeEnv is an environment for applyEnv that holds only env.
+func fakeEnv(env map[string]string) func(string) (string, bool) {
+	return func(name string) (string, bool) {
+		v, ok := env[name]
+		return v, ok
 	}
 }
 

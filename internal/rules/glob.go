@@ -83,6 +83,18 @@ func MatchGlob(pattern, s string) bool { return CompileGlob(pattern).Match(s) }
 // ignoring case; with whole it must also end there.
 func hasPrefixFold(s, lp string, whole bool) bool {
 	i, j := 0, 0
+	// Eight ASCII bytes at a time while both strings have them.
+	for len(lp)-j >= 8 && len(s)-i >= 8 {
+		pw, sw := load8(lp, j), load8(s, i)
+		if (pw|sw)&highBits != 0 {
+			break // non-ASCII: the rune-wise loop below handles it
+		}
+		if lower8(sw) != pw {
+			return false
+		}
+		i += 8
+		j += 8
+	}
 	for j < len(lp) {
 		if i >= len(s) {
 			return false
@@ -205,4 +217,27 @@ func lowerASCII(c byte) byte {
 		return c + ('a' - 'A')
 	}
 	return c
+}
+
+const (
+	ones     = 0x0101010101010101
+	highBits = 0x8080808080808080
+)
+
+// load8 reads 8 bytes of s from i, little-endian; the compiler turns it into
+// one load.
+func load8(s string, i int) uint64 {
+	_ = s[i+7]
+	return uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+		uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+}
+
+// lower8 lower-cases eight ASCII bytes at once: a byte gets 0x20 added when
+// it is at least 'A' and at most 'Z'. No sum carries into the next byte since
+// every byte is below 0x80.
+func lower8(w uint64) uint64 {
+	geA := w + (0x80-'A')*ones
+	gtZ := w + (0x7f-'Z')*ones
+	upper := geA &^ gtZ & highBits
+	return w | upper>>2
 }

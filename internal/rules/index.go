@@ -39,8 +39,10 @@ func (c *Candidates) Next() int {
 // prefix starts the request's path.
 type Index struct {
 	ok      bool
+	words   int // words of Candidates in use
 	methods []methodEntry
 	anyVerb Candidates // rules whose method glob is not a literal
+	decided Candidates // rules whose method and path a lookup settles fully
 	nodes   []radixNode
 }
 
@@ -63,6 +65,7 @@ func NewIndex(rules []Compiled) *Index {
 		return idx
 	}
 	idx.ok = true
+	idx.words = max(1, (len(rules)+63)/64)
 	type node struct {
 		kids map[byte]*node
 		here Candidates
@@ -97,6 +100,9 @@ func NewIndex(rules []Compiled) *Index {
 			n = n.kids[c]
 		}
 		n.here = union(n.here, bit)
+		if settled(rules[i].HTTPMethod, true) && settled(rules[i].URLPath, false) {
+			idx.decided = union(idx.decided, bit)
+		}
 	}
 	for j := range idx.methods {
 		idx.methods[j].set = union(idx.methods[j].set, idx.anyVerb)
@@ -127,6 +133,26 @@ func NewIndex(rules []Compiled) *Index {
 	build(root, nil)
 	return idx
 }
+
+// settled reports whether a candidate found through the index is known to
+// match g: "*" always; for methods a literal, which the method table matched
+// exactly; for paths a prefix glob whose prefix the radix tree walked in full.
+func settled(g Glob, method bool) bool {
+	switch g.kind {
+	case globAny:
+		return true
+	case globExact:
+		return method
+	case globPrefix:
+		return !method && literalPrefix(g) == g.pattern
+	}
+	return false
+}
+
+// Settled reports whether candidate i, returned by Candidates, is known to
+// match the request's method and path, so only its other conditions need
+// checking.
+func (idx *Index) Settled(i int) bool { return idx.decided[i/64]&(1<<(i%64)) != 0 }
 
 // literalPrefix is the case-folded part of a glob before its first wildcard,
 // cut at the first non-ASCII character (where folding may change lengths).
@@ -159,40 +185,35 @@ func (idx *Index) Candidates(method, path string) (c Candidates, ok bool) {
 	if !idx.ok {
 		return c, false
 	}
-	verbs := idx.anyVerb
+	verbs := &idx.anyVerb
 	for i := range idx.methods {
-		if hasPrefixFold(method, idx.methods[i].method, true) {
-			verbs = idx.methods[i].set
+		if len(method) == len(idx.methods[i].method) && hasPrefixFold(method, idx.methods[i].method, true) {
+			verbs = &idx.methods[i].set
 			break
 		}
 	}
 	n := &idx.nodes[0]
-	acc := n.here
-	pos := 0
-walk:
-	for pos < len(path) {
-		b := lowerASCII(path[pos])
-		next := -1
-		for j, f := range n.first {
-			if f == b {
-				next = int(n.kids[j])
+	if idx.words == 1 {
+		acc := n.here[0]
+		for pos := 0; ; {
+			child := idx.step(n, path, pos)
+			if child == nil {
 				break
 			}
+			pos += len(child.label)
+			acc |= child.here[0]
+			n = child
 		}
-		if next < 0 {
+		c[0] = acc & verbs[0]
+		return c, true
+	}
+	acc := n.here
+	for pos := 0; ; {
+		child := idx.step(n, path, pos)
+		if child == nil {
 			break
 		}
-		child := &idx.nodes[next]
-		lab := child.label
-		if len(path)-pos < len(lab) {
-			break
-		}
-		for k := 1; k < len(lab); k++ {
-			if lowerASCII(path[pos+k]) != lab[k] {
-				break walk
-			}
-		}
-		pos += len(lab)
+		pos += len(child.label)
 		acc = union(acc, child.here)
 		n = child
 	}
@@ -200,4 +221,30 @@ walk:
 		acc[i] &= verbs[i]
 	}
 	return acc, true
+}
+
+// step returns the child of n whose label path continues with at pos, or nil.
+func (idx *Index) step(n *radixNode, path string, pos int) *radixNode {
+	if pos >= len(path) {
+		return nil
+	}
+	b := lowerASCII(path[pos])
+	for j, f := range n.first {
+		if f != b {
+			continue
+		}
+		child := &idx.nodes[n.kids[j]]
+		lab := child.label
+		if len(path)-pos < len(lab) {
+			return nil
+		}
+		// Labels are folded ASCII, and their first byte already matched.
+		for k := 1; k < len(lab); k++ {
+			if lowerASCII(path[pos+k]) != lab[k] {
+				return nil
+			}
+		}
+		return child
+	}
+	return nil
 }

@@ -41,7 +41,11 @@ func TestIndexIsASupersetFilter(t *testing.T) {
 					continue
 				}
 				for i := c.Next(); i >= 0; i = c.Next() {
-					if set.Rules()[i].Matches(req) {
+					full := set.Rules()[i].Matches(req)
+					if idx.Settled(i) && !full {
+						t.Fatalf("%s %q: rule %s is settled by the index but does not match", m, p, name(&set.Rules()[i]))
+					}
+					if full {
 						got = &set.Rules()[i]
 						break
 					}

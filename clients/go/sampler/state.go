@@ -138,7 +138,15 @@ func (m *matcher) matches(req *request) bool {
 	if m.anyRequest {
 		return true
 	}
-	if !m.host.Match(req.host) || !m.method.Match(req.method) || !m.path.Match(req.path) {
+	if !m.method.Match(req.method) || !m.path.Match(req.path) {
+		return false
+	}
+	return m.matchesRest(req)
+}
+
+// matchesRest checks what the index does not: host and attributes.
+func (m *matcher) matchesRest(req *request) bool {
+	if !m.host.Match(req.host) {
 		return false
 	}
 	for i := range m.attrs {
@@ -166,8 +174,13 @@ func lookup(attrs []attribute.KeyValue, key string) (string, bool) {
 func (s *ruleSet) match(req *request) *matcher {
 	if c, ok := s.index.Candidates(req.method, req.path); ok {
 		for i := c.Next(); i >= 0; i = c.Next() {
-			if s.matchers[i].matches(req) {
-				return &s.matchers[i]
+			m := &s.matchers[i]
+			if s.index.Settled(i) {
+				if m.matchesRest(req) {
+					return m
+				}
+			} else if m.matches(req) {
+				return m
 			}
 		}
 		return nil
