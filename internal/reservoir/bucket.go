@@ -23,8 +23,9 @@ type Bucket struct {
 
 // SetRate changes the rate to perSecond tokens per second at now. Tokens
 // already earned are kept, but a bucket that was waiting for a slow token is
-// not left waiting longer than one interval of the new rate. phase in [0, 1)
-// delays the first token of a fresh bucket by that share of an interval, so
+// not left waiting longer than one interval of the new rate. A fresh bucket
+// starts full but for phase in [0, 1) of one token, which delays the first
+// token of a quota below one per second by that share of its interval, so
 // that a fleet of instances handed tiny quotas at the same moment does not
 // take its tokens in lockstep.
 func (b *Bucket) SetRate(now int64, perSecond, phase float64) {
@@ -43,7 +44,8 @@ func (b *Bucket) SetRate(now int64, perSecond, phase float64) {
 		next := tat
 		switch {
 		case wasEmpty:
-			next = now + int64(phase*float64(interval))
+			// A full bucket less phase of one token.
+			next = now - burst + int64(phase*float64(interval))
 		case tat > now+burst+interval:
 			// The next token is due more than one new interval away
 			// (tokens come when tat <= now+burst): bring it closer, but

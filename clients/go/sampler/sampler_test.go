@@ -1,0 +1,302 @@
+package sampler
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+)
+
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// newTestSampler returns a sampler on a fake clock that never connects.
+func newTestSampler(t *testing.T) (*Sampler, *fakeClock) {
+	t.Helper()
+	clk := &fakeClock{t: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)}
+	s, err := newSampler(WithService("shop-api", ""), WithEndpoint("127.0.0.1:1"), WithClock(clk), WithClientID("test-client"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, clk
+}
+
+// Trace IDs whose fixed-rate bits are as low or as high as can be: inside
+// any rate above zero, and outside any rate below one.
+var (
+	lowID  = trace.TraceID{0: 1}
+	highID = trace.TraceID{0: 1, 8: 0xff, 9: 0xff, 10: 0xff, 11: 0xff, 12: 0xff, 13: 0xff, 14: 0xff, 15: 0xff}
+)
+
+func params(id trace.TraceID, attrs ...attribute.KeyValue) sdktrace.SamplingParameters {
+	return sdktrace.SamplingParameters{ParentContext: context.Background(), TraceID: id, Name: "op", Attributes: attrs}
+}
+
+func rulesFor(version int64, rs ...*pb.Rule) *pb.RuleSet {
+	return &pb.RuleSet{RulesVersion: version, Rules: append(rs, &pb.Rule{Name: "Default", Priority: 10000, FixedRate: 0.05, ReservoirSize: 1})}
+}
+
+func targets(version int64, expiry time.Time, ts ...*pb.SamplingTarget) *pb.TargetSet {
+	for _, t := range ts {
+		t.ReservoirQuotaExpiry = timestamppb.New(expiry)
+	}
+	return &pb.TargetSet{RulesVersion: version, Targets: ts, ReportInterval: durationpb.New(10 * time.Second)}
+}
+
+func sampled(s *Sampler, p sdktrace.SamplingParameters) bool {
+	return s.ShouldSample(p).Decision == sdktrace.RecordAndSample
+}
+
+func TestFallbackBeforeRules(t *testing.T) {
+	s, clk := newTestSampler(t)
+	if e := s.Explain(params(highID)); e.Reason != ReasonFallback || !e.Sampled {
+		t.Errorf("Explain before rules = %+v, want fallback with its token", e)
+	}
+	// One trace per second, then 5 % by trace ID.
+	if !sampled(s, params(highID)) || sampled(s, params(highID)) || !sampled(s, params(lowID)) {
+		t.Error("local default is not 1/s + 5 %")
+	}
+	clk.Add(time.Second)
+	if !sampled(s, params(highID)) {
+		t.Error("no fallback token a second later")
+	}
+}
+
+func TestParentBased(t *testing.T) {
+	s, _ := newTestSampler(t)
+	for _, flags := range []trace.TraceFlags{0, trace.FlagsSampled} {
+		sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: lowID, SpanID: trace.SpanID{1}, TraceFlags: flags, Remote: true})
+		p := params(lowID)
+		p.ParentContext = trace.ContextWithRemoteSpanContext(context.Background(), sc)
+		want := sdktrace.Drop
+		if flags.IsSampled() {
+			want = sdktrace.RecordAndSample
+		}
+		if got := s.ShouldSample(p).Decision; got != want {
+			t.Errorf("parent sampled=%v: decision %v, want %v", flags.IsSampled(), got, want)
+		}
+		if e := s.Explain(p); e.Reason != ReasonParent || e.Sampled != flags.IsSampled() {
+			t.Errorf("Explain = %+v", e)
+		}
+	}
+}
+
+func TestRuleMatchingAndReasons(t *testing.T) {
+	s, clk := newTestSampler(t)
+	s.applyRules(rulesFor(3,
+		&pb.Rule{Name: "checkout", Priority: 10, FixedRate: 0.5, ReservoirSize: 5, ServiceName: "shop-*", HttpMethod: "POST", UrlPath: "/checkout*", Attributes: map[string]string{"tier": "gold"}},
+		&pb.Rule{Name: "health", Priority: 1, FixedRate: 0, ReservoirSize: 0, UrlPath: "/health"},
+		&pb.Rule{Name: "other-service", Priority: 2, FixedRate: 1, ServiceName: "search"},
+		&pb.Rule{Name: "arn", Priority: 3, FixedRate: 1, ResourceArn: "arn:aws:*"},
+	))
+	tests := []struct {
+		name  string
+		attrs []attribute.KeyValue
+		rule  string
+	}{
+		{"current conventions", []attribute.KeyValue{attribute.String("http.request.method", "post"), attribute.String("url.path", "/Checkout/cart"), attribute.String("tier", "gold")}, "checkout"},
+		{"older conventions, query stripped", []attribute.KeyValue{attribute.String("http.method", "POST"), attribute.String("http.target", "/checkout?x=1"), attribute.String("tier", "GOLD")}, "checkout"},
+		{"missing attribute matches only *", []attribute.KeyValue{attribute.String("http.method", "POST"), attribute.String("url.path", "/checkout")}, "Default"},
+		{"exact path", []attribute.KeyValue{attribute.String("url.path", "/health")}, "health"},
+		{"query is not part of the path", []attribute.KeyValue{attribute.String("http.target", "/health?deep=1")}, "health"},
+		{"nothing but the default", nil, "Default"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if e := s.Explain(params(highID, tt.attrs...)); e.Rule != tt.rule || e.RulesVersion != 3 {
+				t.Errorf("Explain = %+v, want rule %s", e, tt.rule)
+			}
+		})
+	}
+
+	checkout := []attribute.KeyValue{attribute.String("http.request.method", "POST"), attribute.String("url.path", "/checkout"), attribute.String("tier", "gold")}
+	// No quota yet: borrow one a second, then the fixed rate by trace ID.
+	if e := s.Explain(params(highID, checkout...)); e.Reason != ReasonBorrowed {
+		t.Errorf("before any target: %+v, want borrowed", e)
+	}
+	if !sampled(s, params(highID, checkout...)) || sampled(s, params(highID, checkout...)) || !sampled(s, params(lowID, checkout...)) {
+		t.Error("borrow once, then 50 % by trace ID")
+	}
+	// A quota of 2/s: two reservoir traces now, then fixed rate.
+	s.applyTargets(targets(3, clk.Now().Add(20*time.Second), &pb.SamplingTarget{RuleName: "checkout", ReservoirQuota: 2, FixedRate: 0.5}))
+	// (A fresh quota starts full but for a fraction of one token, so that
+	// a fleet does not trace in lockstep.)
+	var reasons []Reason
+	for i := 0; i < 3; i++ {
+		e := s.Explain(params(highID, checkout...))
+		reasons = append(reasons, e.Reason)
+		s.ShouldSample(params(highID, checkout...))
+	}
+	if reasons[0] != ReasonReservoir || reasons[2] != ReasonFixedRate {
+		t.Errorf("reasons %v, want the reservoir first and the fixed rate by the third", reasons)
+	}
+	// After the quota expires: borrow again.
+	clk.Add(21 * time.Second)
+	s.extendFresh(clk.Now().Add(time.Minute).UnixNano())
+	if e := s.Explain(params(highID, checkout...)); e.Reason != ReasonBorrowed {
+		t.Errorf("after the quota expired: %+v, want borrowed", e)
+	}
+	// Once nothing from the control plane is current, the local default.
+	clk.Add(2 * time.Minute)
+	if e := s.Explain(params(highID, checkout...)); e.Reason != ReasonFallback || e.Rule != "" {
+		t.Errorf("after everything expired: %+v, want fallback", e)
+	}
+}
+
+func TestFractionalQuota(t *testing.T) {
+	s, clk := newTestSampler(t)
+	s.applyRules(rulesFor(1, &pb.Rule{Name: "r", Priority: 1, FixedRate: 0, ReservoirSize: 1}))
+	s.applyTargets(targets(1, clk.Now().Add(time.Hour), &pb.SamplingTarget{RuleName: "r", ReservoirQuota: 0.25}))
+	n := 0
+	for i := 0; i < 400; i++ { // 40 s in steps of 100 ms, one span each
+		if sampled(s, params(highID)) {
+			n++
+		}
+		clk.Add(100 * time.Millisecond)
+	}
+	if n < 9 || n > 11 {
+		t.Errorf("%d traces in 40 s at 0.25/s, want 10", n)
+	}
+}
+
+// TestFixedRateMatchesOpenTelemetry: the same trace ID gets the same answer as
+// OpenTelemetry's TraceIDRatioBased at the same rate, so services using either
+// keep traces whole.
+func TestFixedRateMatchesOpenTelemetry(t *testing.T) {
+	s, clk := newTestSampler(t)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, rate := range []float64{0, 0.001, 0.05, 0.5, 0.999, 1} {
+		v := int64(rate*1000) + 10
+		s.applyRules(rulesFor(v, &pb.Rule{Name: "r", Priority: 1, FixedRate: rate}))
+		// A current quota of zero: neither reservoir nor borrowing decides.
+		s.applyTargets(targets(v, clk.Now().Add(time.Hour), &pb.SamplingTarget{RuleName: "r", FixedRate: rate}))
+		ref := sdktrace.TraceIDRatioBased(rate)
+		for i := 0; i < 2000; i++ {
+			var id trace.TraceID
+			for j := range id {
+				id[j] = byte(rng.Uint32())
+			}
+			p := params(id)
+			want := ref.ShouldSample(p).Decision == sdktrace.RecordAndSample
+			if got, _, _ := s.decide(s.now(), id, nil, false); got != want {
+				t.Fatalf("rate %v, trace %v: sampled %v, OpenTelemetry says %v", rate, id, got, want)
+			}
+		}
+	}
+}
+
+func TestBudgetRateFromTargets(t *testing.T) {
+	s, clk := newTestSampler(t)
+	s.applyRules(rulesFor(5, &pb.Rule{Name: "r", Priority: 1, FixedRate: 0.8}))
+	exp := clk.Now().Add(time.Hour)
+	mid := trace.TraceID{8: 0x40} // bits = 0x20.. /2^63 = 0.25
+	s.applyTargets(targets(5, exp, &pb.SamplingTarget{RuleName: "r", FixedRate: 0.1}))
+	if e := s.Explain(params(mid)); e.Sampled {
+		t.Errorf("target lowered the rate to 0.1 but a 0.25 trace was sampled: %+v", e)
+	}
+	// Targets from an older rules version do not override a newer rule set.
+	s.applyRules(rulesFor(6, &pb.Rule{Name: "r", Priority: 1, FixedRate: 0.8}))
+	s.applyTargets(targets(5, exp, &pb.SamplingTarget{RuleName: "r", FixedRate: 0.1}))
+	if e := s.Explain(params(mid)); !e.Sampled {
+		t.Errorf("a stale target overrode the new rule's rate: %+v", e)
+	}
+}
+
+func TestReportsCountAndCarryAcrossVersions(t *testing.T) {
+	s, clk := newTestSampler(t)
+	s.applyRules(rulesFor(1, &pb.Rule{Name: "r", Priority: 1, FixedRate: 1}))
+	for i := 0; i < 10; i++ {
+		s.ShouldSample(params(highID))
+	}
+	// A new version keeps the rule's counters.
+	s.applyRules(rulesFor(2, &pb.Rule{Name: "r", Priority: 1, FixedRate: 0}))
+	for i := 0; i < 5; i++ {
+		s.ShouldSample(params(highID))
+	}
+	clk.Add(7 * time.Second)
+	docs := s.takeReport(true)
+	got := map[string]*pb.SamplingStatistics{}
+	for _, d := range docs {
+		got[d.GetRuleName()] = d
+	}
+	r := got["r"]
+	// 15 requests: the first borrowed, nine more at rate 1, none of the 5
+	// at rate 0 (the borrowed trace of this second is spent).
+	if r.GetRequestCount() != 15 || r.GetSampledCount() != 10 || r.GetBorrowCount() != 1 {
+		t.Errorf("report %v, want 15 requests, 10 sampled, 1 borrowed", r)
+	}
+	if len(got) != 2 || got["Default"].GetRequestCount() != 0 {
+		t.Errorf("report %v, want r and Default", docs)
+	}
+	s.giveBack(docs)
+	again := s.takeReport(false)
+	if again[0].GetRequestCount() != 15 {
+		t.Errorf("counts given back were lost: %v", again)
+	}
+	if s.takeReport(false)[0].GetRequestCount() != 0 {
+		t.Error("a report does not reset the counts")
+	}
+}
+
+// TestMalformedMessagesDoNotPanic feeds the sampler what a broken or hostile
+// server might send.
+func TestMalformedMessagesDoNotPanic(t *testing.T) {
+	s, clk := newTestSampler(t)
+	s.applyTargets(&pb.TargetSet{}) // targets before any rules
+	s.applyRules(&pb.RuleSet{})
+	s.applyRules(&pb.RuleSet{RulesVersion: 2, Rules: []*pb.Rule{
+		nil,
+		{Name: "nan", FixedRate: math.NaN(), ReservoirSize: -5, UrlPath: "[[[", HttpMethod: "?*?*"},
+		{Name: "huge", FixedRate: 1e300, Attributes: map[string]string{"": ""}},
+	}})
+	s.applyTargets(&pb.TargetSet{RulesVersion: 2, Targets: []*pb.SamplingTarget{
+		nil,
+		{RuleName: "nan", ReservoirQuota: math.Inf(1)},
+		{RuleName: "huge", ReservoirQuota: -1, FixedRate: math.NaN()},
+		{RuleName: "unknown", ReservoirQuota: 5},
+	}, ReportInterval: durationpb.New(-time.Second)})
+	for i := 0; i < 100; i++ {
+		s.ShouldSample(params(highID, attribute.Int("status", 500), attribute.String("url.path", "/x")))
+		s.Explain(params(lowID))
+		clk.Add(time.Second)
+	}
+	_ = s.takeReport(true)
+}
+
+func TestShouldSampleDoesNotAllocate(t *testing.T) {
+	s, clk := newTestSampler(t)
+	s.applyRules(&pb.RuleSet{RulesVersion: 1, Rules: benchRules(50)})
+	s.applyTargets(targets(1, clk.Now().Add(time.Hour), &pb.SamplingTarget{RuleName: "rule-40", ReservoirQuota: 1}))
+	p := params(highID, attribute.String("http.request.method", "GET"), attribute.String("url.path", "/api/v40/items/1"), attribute.String("tier", "gold"))
+	if e := s.Explain(p); e.Rule != "rule-40" {
+		t.Fatalf("benchmark request matched %+v", e)
+	}
+	if n := testing.AllocsPerRun(1000, func() { s.ShouldSample(p) }); n != 0 {
+		t.Errorf("ShouldSample allocates %v times per call", n)
+	}
+}
