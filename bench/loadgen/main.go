@@ -52,7 +52,6 @@ type config struct {
 	zipf        float64
 	reservoir   int64
 	tick        time.Duration
-	idleHeap    bool
 	prefixRules string
 }
 
