@@ -1,0 +1,222 @@
+// Package budget owns monthly cost budgets: the model and its validation,
+// which traces a budget's scope covers, the month-end forecast, the
+// enforcement factor that lands a month under its cap, and when alerts fire.
+// The math is pure, with time passed in, so the server's controller and the
+// `simulate` command run the very same code, one on the wall clock and one on
+// a virtual month.
+package budget
+
+import (
+	"fmt"
+	"math"
+	"net/url"
+	"slices"
+	"time"
+	"unicode/utf8"
+
+	"github.com/tracesampling/controlplane/internal/rules"
+)
+
+// Mode is what a budget does about its cap.
+type Mode int
+
+const (
+	// Enforce lowers the fixed rates (then reservoirs) of the rules in scope.
+	Enforce Mode = iota
+	// AlertOnly never changes rates.
+	AlertOnly
+)
+
+func (m Mode) String() string {
+	if m == AlertOnly {
+		return "alert_only"
+	}
+	return "enforce"
+}
+
+// Defaults and limits.
+const (
+	DefaultCurrency        = "USD"
+	DefaultPricePerMillion = 5.00
+	MaxChannels            = 10
+	MaxThresholds          = 10
+	MaxServiceGlobs        = 32
+	MaxDescriptionLen      = 512
+	MaxURLLen              = 2048
+)
+
+// DefaultSpendThresholds and DefaultForecastThresholds are shares of the cap.
+var (
+	DefaultSpendThresholds    = []float64{0.5, 0.8, 1.0}
+	DefaultForecastThresholds = []float64{1.0}
+)
+
+// Scope selects the traces a budget counts. Both parts must hold when set.
+type Scope struct {
+	Services   []string          // globs over service names; empty = all
+	RuleLabels map[string]string // labels the rule must carry
+}
+
+// Covers reports whether a trace of service, sampled under rule r, counts.
+func (s Scope) Covers(service string, r *rules.Rule) bool {
+	if len(s.Services) > 0 && !slices.ContainsFunc(s.Services, func(g string) bool { return rules.MatchGlob(g, service) }) {
+		return false
+	}
+	for k, v := range s.RuleLabels {
+		if got, ok := r.Labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// Channel is a webhook that receives alerts.
+type Channel struct {
+	WebhookURL string
+	Secret     string
+}
+
+// Budget is a monthly cap on tracing spend.
+type Budget struct {
+	Name               string
+	Description        string
+	Scope              Scope
+	MonthlyAmount      float64
+	Currency           string
+	PricePerMillion    float64
+	FreeTraces         int64
+	Mode               Mode
+	SpendThresholds    []float64
+	ForecastThresholds []float64
+	Channels           []Channel
+	FloorPerSecond     float64
+
+	Revision   int64
+	CreateTime time.Time
+	UpdateTime time.Time
+}
+
+// Normalize fills in defaults for unset fields.
+func (b Budget) Normalize() Budget {
+	if b.Currency == "" {
+		b.Currency = DefaultCurrency
+	}
+	if b.PricePerMillion == 0 {
+		b.PricePerMillion = DefaultPricePerMillion
+	}
+	if len(b.SpendThresholds) == 0 {
+		b.SpendThresholds = slices.Clone(DefaultSpendThresholds)
+	}
+	if len(b.ForecastThresholds) == 0 {
+		b.ForecastThresholds = slices.Clone(DefaultForecastThresholds)
+	}
+	slices.Sort(b.SpendThresholds)
+	slices.Sort(b.ForecastThresholds)
+	return b
+}
+
+// CapTraces is the number of traces the month may record: what the amount
+// buys plus the free allowance.
+func (b *Budget) CapTraces() float64 {
+	return b.MonthlyAmount/b.PricePerMillion*1e6 + float64(b.FreeTraces)
+}
+
+// Cost is what n traces cost this month, after the free allowance.
+func (b *Budget) Cost(n float64) float64 {
+	return math.Max(0, n-float64(b.FreeTraces)) / 1e6 * b.PricePerMillion
+}
+
+// Etag is the budget's version token.
+func (b *Budget) Etag() string { return fmt.Sprint(b.Revision) }
+
+// Validate checks every field and returns a *rules.ValidationError naming
+// each bad one (field names as in the API), or nil.
+func Validate(b *Budget) error {
+	var vs []rules.FieldViolation
+	add := func(field, format string, args ...any) {
+		vs = append(vs, rules.FieldViolation{Field: field, Description: fmt.Sprintf(format, args...)})
+	}
+	if err := rules.ValidateName(b.Name); err != nil {
+		vs = append(vs, err.(*rules.ValidationError).Violations...)
+	}
+	if !utf8.ValidString(b.Description) || utf8.RuneCountInString(b.Description) > MaxDescriptionLen {
+		add("description", "at most %d characters of UTF-8", MaxDescriptionLen)
+	}
+	if len(b.Scope.Services) > MaxServiceGlobs {
+		add("scope.service_names", "at most %d globs", MaxServiceGlobs)
+	}
+	for i, g := range b.Scope.Services {
+		if g == "" || !utf8.ValidString(g) || utf8.RuneCountInString(g) > rules.MaxServiceNameLen {
+			add(fmt.Sprintf("scope.service_names[%d]", i), "a glob of 1-%d characters", rules.MaxServiceNameLen)
+		}
+	}
+	vs = append(vs, rules.ValidateLabels("scope.rule_labels", b.Scope.RuleLabels)...)
+	if !(b.MonthlyAmount > 0) || math.IsInf(b.MonthlyAmount, 0) || b.MonthlyAmount > 1e12 {
+		add("monthly_amount", "must be a positive amount, got %v", b.MonthlyAmount)
+	}
+	if len(b.Currency) != 3 || b.Currency[0] < 'A' || b.Currency[0] > 'Z' || b.Currency[1] < 'A' || b.Currency[1] > 'Z' || b.Currency[2] < 'A' || b.Currency[2] > 'Z' {
+		add("currency", "an ISO 4217 code such as USD, got %q", b.Currency)
+	}
+	if !(b.PricePerMillion > 0) || math.IsInf(b.PricePerMillion, 0) || b.PricePerMillion > 1e6 {
+		add("price_per_million", "must be positive, got %v", b.PricePerMillion)
+	}
+	if b.FreeTraces < 0 {
+		add("free_traces", "must not be negative")
+	}
+	if b.Mode != Enforce && b.Mode != AlertOnly {
+		add("mode", "enforce or alert_only")
+	}
+	checkThresholds := func(field string, ts []float64, allowZero bool) {
+		if len(ts) > MaxThresholds {
+			add(field, "at most %d thresholds", MaxThresholds)
+		}
+		for i, t := range ts {
+			if allowZero && len(ts) == 1 && t == 0 {
+				continue // turned off
+			}
+			if !(t > 0 && t <= 10) {
+				add(fmt.Sprintf("%s[%d]", field, i), "a share of the cap in (0, 10], got %v", t)
+			}
+		}
+		for i := 1; i < len(ts); i++ {
+			if ts[i] == ts[i-1] {
+				add(field, "threshold %v appears twice", ts[i])
+			}
+		}
+	}
+	checkThresholds("spend_thresholds", b.SpendThresholds, false)
+	checkThresholds("forecast_thresholds", b.ForecastThresholds, true)
+	if len(b.Channels) > MaxChannels {
+		add("channels", "at most %d channels", MaxChannels)
+	}
+	for i, c := range b.Channels {
+		u, err := url.Parse(c.WebhookURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(c.WebhookURL) > MaxURLLen {
+			add(fmt.Sprintf("channels[%d].webhook_url", i), "an http or https URL")
+		}
+		if len(c.Secret) > 256 {
+			add(fmt.Sprintf("channels[%d].secret", i), "at most 256 bytes")
+		}
+	}
+	if !(b.FloorPerSecond >= 0) || math.IsInf(b.FloorPerSecond, 0) || b.FloorPerSecond > rules.MaxReservoirSize {
+		add("floor_traces_per_second", "must be between 0 and %d", rules.MaxReservoirSize)
+	}
+	if len(vs) > 0 {
+		return &rules.ValidationError{Violations: vs}
+	}
+	return nil
+}
+
+// MonthStart returns the first instant (UTC) of t's month: spend resets there.
+func MonthStart(t time.Time) time.Time {
+	t = t.UTC()
+	return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
+}
+
+// MonthKey names t's month in storage: "202611".
+func MonthKey(t time.Time) string { return MonthStart(t).Format("200601") }
+
+// HoursIn is the number of hours in the month that starts at start.
+func HoursIn(start time.Time) int { return int(start.AddDate(0, 1, 0).Sub(start) / time.Hour) }
+
+func formatShare(f float64) string { return fmt.Sprintf("%g", f) }
