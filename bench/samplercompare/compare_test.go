@@ -199,9 +199,9 @@ func (cp *fakeControlPlane) StreamSampling(stream pb.SamplingService_StreamSampl
 // parses (jaeger.api_v2.SamplingStrategyResponse through gogo jsonpb).
 
 type jaegerStrategy struct {
-	StrategyType          string              `json:"strategyType"`
+	StrategyType          string               `json:"strategyType"`
 	ProbabilisticSampling *jaegerProbabilistic `json:"probabilisticSampling,omitempty"`
-	OperationSampling     *jaegerPerOperation `json:"operationSampling,omitempty"`
+	OperationSampling     *jaegerPerOperation  `json:"operationSampling,omitempty"`
 }
 
 type jaegerProbabilistic struct {
@@ -425,7 +425,13 @@ func (s *systems) start() error {
 	)
 
 	// X-Ray, its daemon address pointing at the fake endpoint. Its logger
-	// is quietened (it logs at Info on every rules refresh).
+	// is quietened (it logs at Info on every rules refresh). The endpoint is
+	// plain HTTP on loopback: the SDK's AWS session must not depend on the
+	// machine's AWS settings (a CA bundle that cannot be read would make it
+	// panic on its first decision).
+	for _, k := range []string{"AWS_CA_BUNDLE", "AWS_SDK_LOAD_CONFIG", "AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"} {
+		_ = os.Unsetenv(k)
+	}
 	xray.SetLogger(xraylog.NewDefaultLogger(io.Discard, xraylog.LogLevelError))
 	s.xFake = newFakeXRay()
 	s.xSrv = httptest.NewServer(s.xFake)
@@ -552,7 +558,7 @@ func (s *systems) checkJaeger() error {
 
 func hasAttr(attrs []attribute.KeyValue, key, value string) bool {
 	for _, a := range attrs {
-		if string(a.Key) == key && a.Value.Emit() == value {
+		if string(a.Key) == key && a.Value.String() == value {
 			return true
 		}
 	}
