@@ -6,14 +6,19 @@ import "sync/atomic"
 // byte, so that cores counting spans of one rule do not fight over one line.
 const stripes = 8
 
+// stripe is padded to two cache lines: one line apart would still be pulled
+// in pairs by adjacent-line prefetching.
 type stripe struct {
 	requests atomic.Int64
 	sampled  atomic.Int64
 	borrowed atomic.Int64
-	_        [40]byte // pad to a 64-byte cache line
+	_        [104]byte
 }
 
+// counters leads with padding too, so that the first stripe never shares a
+// line with the fields before it, which every span reads.
 type counters struct {
+	_ [128]byte
 	s [stripes]stripe
 }
 
