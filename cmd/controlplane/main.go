@@ -27,6 +27,8 @@ const usage = `controlplane: the trace-sampling control plane
 Usage:
   controlplane serve [flags]                   run the control plane
   controlplane rules list|get|create|update|delete|apply|history [flags]
+  controlplane budgets list|get|create|update|delete|status|alerts|watch [flags]
+  controlplane simulate [flags]                what rules cost under a traffic shape, with or without a budget
   controlplane version
 
 Run 'controlplane COMMAND -h' for a command's flags.
@@ -44,6 +46,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runServe(ctx, args[1:], stderr)
 	case "rules":
 		return runRules(ctx, args[1:], stdin, stdout, stderr)
+	case "budgets":
+		return runBudgets(ctx, args[1:], stdin, stdout, stderr)
+	case "simulate":
+		return runSimulate(args[1:], stdin, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version())
 		return nil

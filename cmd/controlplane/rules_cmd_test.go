@@ -330,7 +330,7 @@ func TestExitCodes(t *testing.T) {
 		{"narrow Default", []string{"update", "Default", "--service-name", "shop"}, exitConflict, "cannot change service_name"},
 		{"create existing", []string{"create", "--name", "checkout", "--priority", "3", "--fixed-rate", "0.1"}, exitConflict, "already exists"},
 		{"create invalid", []string{"create", "--name", "bad", "--priority", "0", "--fixed-rate", "1.5"}, exitInvalid,
-			"invalid rule\n  rule.priority: must be between 1 and 9999, got 0\n  rule.fixed_rate: must be between 0 and 1, got 1.5"},
+			"invalid argument\n  rule.priority: must be between 1 and 9999, got 0\n  rule.fixed_rate: must be between 0 and 1, got 1.5"},
 		{"update invalid", []string{"update", "checkout", "--fixed-rate", "-1"}, exitInvalid, "\n  rule.fixed_rate: must be between 0 and 1, got -1"},
 		{"bad filter", []string{"list", "--filter", "colour=red"}, exitInvalid, "unknown field"},
 		{"server down", []string{"list", "--server", down}, exitUnavailable, "cannot reach the control plane at " + down},

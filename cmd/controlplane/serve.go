@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tracesampling/controlplane/internal/budget/controller"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/server"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
@@ -104,6 +105,8 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 type backend interface {
 	server.RuleStore
 	server.LedgerStore
+	server.BudgetStore
+	controller.Store
 	catalog.Source
 	Ping(ctx context.Context) error
 	Close() error
@@ -202,6 +205,7 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 		Rules:            st,
 		Catalog:          cat,
 		Ledger:           st,
+		Budgets:          st,
 		ReportInterval:   c.interval,
 		Logger:           log,
 		Registerer:       reg,
@@ -228,8 +232,13 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 			errc <- nil
 		}()
 	}
+	ctl := controller.New(st, cat, controller.Options{Interval: c.interval, Logger: log, Registerer: reg})
 	var bg sync.WaitGroup
-	bg.Add(2)
+	bg.Add(3)
+	go func() {
+		defer bg.Done()
+		ctl.Run(ctx)
+	}()
 	go func() {
 		defer bg.Done()
 		readiness.Run(ctx, st.Ping, 2*time.Second)

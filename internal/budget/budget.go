@@ -219,4 +219,5 @@ func MonthKey(t time.Time) string { return MonthStart(t).Format("200601") }
 // HoursIn is the number of hours in the month that starts at start.
 func HoursIn(start time.Time) int { return int(start.AddDate(0, 1, 0).Sub(start) / time.Hour) }
 
-func formatShare(f float64) string { return fmt.Sprintf("%g", f) }
+// FormatShare prints a share of the cap as alerts and their keys do.
+func FormatShare(f float64) string { return fmt.Sprintf("%g", f) }

@@ -101,7 +101,7 @@ type Alert struct {
 // DedupKey identifies an alert for "fires once": budget, month, kind and
 // threshold.
 func (a *Alert) DedupKey() string {
-	return a.Budget + "|" + MonthKey(a.MonthStart) + "|" + a.Kind.String() + "|" + formatShare(a.Threshold)
+	return a.Budget + "|" + MonthKey(a.MonthStart) + "|" + a.Kind.String() + "|" + FormatShare(a.Threshold)
 }
 
 // State is what the controller last decided for a budget; every replica

@@ -7,14 +7,17 @@ package catalog
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/apiconv"
+	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 )
@@ -24,6 +27,13 @@ type Source interface {
 	Snapshot(ctx context.Context) (store.Snapshot, error)
 	RulesVersion(ctx context.Context) (int64, error)
 	WatchChanges(ctx context.Context, notify func(store.Topic)) error
+}
+
+// BudgetSource is what the catalog reads budgets and their enforcement
+// decisions from, when its Source offers them.
+type BudgetSource interface {
+	Budgets(ctx context.Context, pageSize int, pageToken string) (store.BudgetPage, error)
+	States(ctx context.Context) (map[string]budget.State, error)
 }
 
 // Options configure a Catalog. Zero values take the defaults given.
@@ -43,8 +53,11 @@ type Catalog struct {
 	kick chan struct{} // one slot: "check the version now"
 	load sync.Mutex    // one load at a time, so an older snapshot never replaces a newer one
 
-	mu       sync.Mutex
-	watchers map[*Watcher]struct{}
+	budgets atomic.Pointer[Budgets]
+
+	mu            sync.Mutex
+	watchers      map[*Watcher]struct{}
+	alertWatchers map[*Watcher]struct{}
 }
 
 // New returns a catalog that holds no rules until Load or Run succeeds.
@@ -55,8 +68,9 @@ func New(src Source, opts Options) *Catalog {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	c := &Catalog{src: src, opts: opts, kick: make(chan struct{}, 1), watchers: map[*Watcher]struct{}{}}
+	c := &Catalog{src: src, opts: opts, kick: make(chan struct{}, 1), watchers: map[*Watcher]struct{}{}, alertWatchers: map[*Watcher]struct{}{}}
 	c.cur.Store(newView(store.Snapshot{}))
+	c.budgets.Store(&Budgets{States: map[string]budget.State{}})
 	return c
 }
 
@@ -97,12 +111,18 @@ func (c *Catalog) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		_ = c.src.WatchChanges(ctx, func(store.Topic) { c.Kick() })
+		_ = c.src.WatchChanges(ctx, func(t store.Topic) {
+			if t == store.TopicAlerts {
+				c.notifyAlerts()
+				return
+			}
+			c.Kick()
+		})
 	}()
 	defer wg.Wait()
 	failing := false
 	for {
-		err := c.Load(ctx)
+		err := errors.Join(c.Load(ctx), c.LoadBudgets(ctx))
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
@@ -140,25 +160,39 @@ func (c *Catalog) Kick() {
 // signal: a watcher that is slow to look sees one signal for many changes and
 // then reads only the latest view, so a slow stream never builds a queue.
 type Watcher struct {
-	C <-chan struct{}
-	c chan struct{}
-	k *Catalog
+	C      <-chan struct{}
+	c      chan struct{}
+	k      *Catalog
+	alerts bool
 }
 
-// Watch registers a watcher; Close it when done.
-func (c *Catalog) Watch() *Watcher {
+// Watch registers a watcher of rule and budget changes; Close it when done.
+func (c *Catalog) Watch() *Watcher { return c.watch(false) }
+
+// WatchAlerts registers a watcher that is signalled when an alert fired on
+// any replica; it then reads the alert list.
+func (c *Catalog) WatchAlerts() *Watcher { return c.watch(true) }
+
+func (c *Catalog) watch(alerts bool) *Watcher {
 	ch := make(chan struct{}, 1)
-	w := &Watcher{C: ch, c: ch, k: c}
+	w := &Watcher{C: ch, c: ch, k: c, alerts: alerts}
 	c.mu.Lock()
-	c.watchers[w] = struct{}{}
+	c.set(alerts)[w] = struct{}{}
 	c.mu.Unlock()
 	return w
+}
+
+func (c *Catalog) set(alerts bool) map[*Watcher]struct{} {
+	if alerts {
+		return c.alertWatchers
+	}
+	return c.watchers
 }
 
 // Close unregisters the watcher.
 func (w *Watcher) Close() {
 	w.k.mu.Lock()
-	delete(w.k.watchers, w)
+	delete(w.k.set(w.alerts), w)
 	w.k.mu.Unlock()
 }
 
@@ -169,10 +203,14 @@ func (c *Catalog) Watchers() int {
 	return len(c.watchers)
 }
 
-func (c *Catalog) notify() {
+func (c *Catalog) notify() { c.signal(c.watchers) }
+
+func (c *Catalog) notifyAlerts() { c.signal(c.alertWatchers) }
+
+func (c *Catalog) signal(set map[*Watcher]struct{}) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for w := range c.watchers {
+	for w := range set {
 		select {
 		case w.c <- struct{}{}:
 		default:
@@ -236,4 +274,82 @@ func (v *View) ForService(name, typ string) *pb.RuleSet {
 		v.services[key] = rs
 	}
 	return rs
+}
+
+// Budgets is one generation of budgets and the controller's decisions for
+// them. It is immutable.
+type Budgets struct {
+	// Gen grows whenever budgets or decisions change, so streams know to
+	// send targets again.
+	Gen     int64
+	Budgets []budget.Budget
+	States  map[string]budget.State
+}
+
+// CurrentBudgets returns the latest budgets; never nil.
+func (c *Catalog) CurrentBudgets() *Budgets { return c.budgets.Load() }
+
+// LoadBudgets reads budgets and decisions if the source keeps them, and wakes
+// every watcher when they changed.
+func (c *Catalog) LoadBudgets(ctx context.Context) error {
+	bs, ok := c.src.(BudgetSource)
+	if !ok {
+		return nil
+	}
+	var all []budget.Budget
+	for token := ""; ; {
+		page, err := bs.Budgets(ctx, 1000, token)
+		if err != nil {
+			return err
+		}
+		all = append(all, page.Budgets...)
+		if token = page.NextToken; token == "" {
+			break
+		}
+	}
+	states, err := bs.States(ctx)
+	if err != nil {
+		return err
+	}
+	c.load.Lock()
+	defer c.load.Unlock()
+	cur := c.budgets.Load()
+	if reflect.DeepEqual(cur.Budgets, all) && reflect.DeepEqual(cur.States, states) {
+		return nil
+	}
+	c.budgets.Store(&Budgets{Gen: cur.Gen + 1, Budgets: all, States: states})
+	c.notify()
+	return nil
+}
+
+// Factors returns what the budgets in force do to a rule's targets for a
+// service: the fixed-rate and reservoir factors of the strictest enforcing
+// budget that covers them (1 and 1 when none does).
+func (b *Budgets) Factors(service string, r *rules.Rule) (fixed, reservoir float64) {
+	fixed, reservoir = 1, 1
+	for i := range b.Budgets {
+		bg := &b.Budgets[i]
+		if bg.Mode != budget.Enforce || !bg.Scope.Covers(service, r) {
+			continue
+		}
+		st, ok := b.States[bg.Name]
+		if !ok {
+			continue
+		}
+		fixed = min(fixed, st.Decision.FixedRateFactor)
+		reservoir = min(reservoir, st.Decision.ReservoirFactor)
+	}
+	return fixed, reservoir
+}
+
+// Covering returns the names of the budgets that count a rule's traces for a
+// service.
+func (b *Budgets) Covering(service string, r *rules.Rule) []string {
+	var names []string
+	for i := range b.Budgets {
+		if b.Budgets[i].Scope.Covers(service, r) {
+			names = append(names, b.Budgets[i].Name)
+		}
+	}
+	return names
 }

@@ -27,7 +27,7 @@ func (e *ValidationError) Error() string {
 	for i, v := range e.Violations {
 		parts[i] = v.Field + ": " + v.Description
 	}
-	return "invalid rule: " + strings.Join(parts, "; ")
+	return "invalid argument: " + strings.Join(parts, "; ")
 }
 
 type violations []FieldViolation

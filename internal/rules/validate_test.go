@@ -246,7 +246,7 @@ func TestValidationErrorMessage(t *testing.T) {
 	if err == nil {
 		t.Fatal("Validate() = nil, want an error")
 	}
-	const want = "invalid rule: name: is required; fixed_rate: must be between 0 and 1, got 2"
+	const want = "invalid argument: name: is required; fixed_rate: must be between 0 and 1, got 2"
 	if got := err.Error(); got != want {
 		t.Errorf("Error() = %q, want %q", got, want)
 	}

@@ -35,6 +35,7 @@ type reportBatcher struct {
 
 type pendingReport struct {
 	updates []store.RateUpdate
+	usage   []store.UsageIncrement
 	rates   []float64
 	err     error
 	done    chan struct{}
@@ -57,8 +58,8 @@ func newReportBatcher(st LedgerStore, ledger reservoir.Ledger, now func() time.T
 
 // record sends one report's updates to the store with the next batch and
 // returns each update's fleet rate.
-func (b *reportBatcher) record(ctx context.Context, updates []store.RateUpdate) ([]float64, error) {
-	p := &pendingReport{updates: updates, done: make(chan struct{})}
+func (b *reportBatcher) record(ctx context.Context, updates []store.RateUpdate, usage []store.UsageIncrement) ([]float64, error) {
+	p := &pendingReport{updates: updates, usage: usage, done: make(chan struct{})}
 	select {
 	case b.queue <- p:
 	case <-ctx.Done():
@@ -103,11 +104,13 @@ func (b *reportBatcher) run() {
 
 func (b *reportBatcher) flush(batch []*pendingReport, n int) {
 	updates := make([]store.RateUpdate, 0, n)
+	var usage []store.UsageIncrement
 	for _, p := range batch {
 		updates = append(updates, p.updates...)
+		usage = append(usage, p.usage...)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
-	rates, err := b.store.RecordReports(ctx, store.ReportBatch{Now: b.now(), Ledger: b.ledger, Rates: updates})
+	rates, err := b.store.RecordReports(ctx, store.ReportBatch{Now: b.now(), Ledger: b.ledger, Rates: updates, Usage: usage})
 	cancel()
 	if err == nil && len(rates) != len(updates) {
 		err = fmt.Errorf("store returned %d fleet rates for %d updates", len(rates), len(updates))

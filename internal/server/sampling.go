@@ -9,10 +9,12 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/rules"
@@ -68,22 +70,28 @@ func (s *samplingService) GetSamplingTargets(ctx context.Context, req *pb.GetSam
 	if len(req.GetStatistics()) > maxStatistics {
 		return nil, invalid("statistics", fmt.Sprintf("at most %d documents per report, got %d", maxStatistics, len(req.GetStatistics())))
 	}
-	ts, err := s.report(ctx, req.GetStatistics(), nil)
+	base, err := s.report(ctx, req.GetServiceName(), req.GetStatistics(), nil)
 	if err != nil {
 		return nil, err
 	}
+	ts := s.withBudgets(base, req.GetServiceName())
 	return &pb.GetSamplingTargetsResponse{
 		Targets: ts.Targets, Rejected: ts.Rejected, RulesVersion: ts.RulesVersion, ReportInterval: ts.ReportInterval,
 	}, nil
 }
 
 // report processes one client report: every valid document updates its
-// rule's fleet ledger (one store round trip for all of them), and gets back
-// the client's quota. held carries the receipts a stream keeps for its
-// client; unary callers echo them in the documents instead (held is nil).
-func (s *samplingService) report(ctx context.Context, docs []*pb.SamplingStatistics, held map[string]reservoir.Receipt) (*pb.TargetSet, error) {
+// rule's fleet ledger and the months of the budgets that count it (one store
+// round trip for all of them), and gets back the client's quota, before any
+// budget lowers it (see withBudgets). held carries the receipts a stream
+// keeps for its client; unary callers echo them in the documents instead
+// (held is nil).
+func (s *samplingService) report(ctx context.Context, service string, docs []*pb.SamplingStatistics, held map[string]reservoir.Receipt) (*pb.TargetSet, error) {
 	now := s.now()
 	view := s.catalog.Current()
+	budgets := s.catalog.CurrentBudgets()
+	var usage []store.UsageIncrement
+	hour := int(now.Sub(budget.MonthStart(now)) / time.Hour)
 	out := &pb.TargetSet{RulesVersion: view.Version, ReportInterval: s.interval}
 	type accepted struct {
 		rule *rules.Rule
@@ -118,13 +126,19 @@ func (s *samplingService) report(ctx context.Context, docs []*pb.SamplingStatist
 			retract = nil
 		}
 		rate := float64(d.GetRequestCount()) / s.span(d).Seconds()
-		acc = append(acc, accepted{rule: view.Rule(d.GetRuleName()), rate: rate})
+		rule := view.Rule(d.GetRuleName())
+		acc = append(acc, accepted{rule: rule, rate: rate})
+		if d.GetRequestCount() > 0 || d.GetSampledCount() > 0 {
+			for _, b := range budgets.Covering(service, rule) {
+				usage = append(usage, store.UsageIncrement{Budget: b, Month: now, Hour: hour, Rule: rule.Name, Requests: d.GetRequestCount(), Sampled: d.GetSampledCount()})
+			}
+		}
 		updates = append(updates, store.RateUpdate{Rule: d.GetRuleName(), Add: reservoir.Receipt{Bucket: bucket, Rate: rate}, Retract: retract})
 	}
 	if len(updates) == 0 {
 		return out, nil
 	}
-	fleet, err := s.batcher.record(ctx, updates)
+	fleet, err := s.batcher.record(ctx, updates, usage)
 	if err != nil {
 		return nil, err
 	}
@@ -143,6 +157,25 @@ func (s *samplingService) report(ctx context.Context, docs []*pb.SamplingStatist
 		}
 	}
 	return out, nil
+}
+
+// withBudgets returns the targets as the budgets in force have them: fixed
+// rates and reservoir quotas scaled by the strictest enforcing budget that
+// covers each rule for this service. base is not modified.
+func (s *samplingService) withBudgets(base *pb.TargetSet, service string) *pb.TargetSet {
+	budgets := s.catalog.CurrentBudgets()
+	view := s.catalog.Current()
+	out := &pb.TargetSet{RulesVersion: base.GetRulesVersion(), ReportInterval: base.GetReportInterval(), Rejected: base.GetRejected()}
+	for _, t := range base.GetTargets() {
+		t2 := proto.Clone(t).(*pb.SamplingTarget)
+		if r := view.Rule(t.GetRuleName()); r != nil {
+			f, g := budgets.Factors(service, r)
+			t2.FixedRate *= f
+			t2.ReservoirQuota *= g
+		}
+		out.Targets = append(out.Targets, t2)
+	}
+	return out
 }
 
 // span is the length of time a document's counts cover.
@@ -271,6 +304,12 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 	}()
 
 	held := map[string]reservoir.Receipt{}
+	var base *pb.TargetSet // the last targets before budgets, to re-send when budgets change
+	budgetGen := s.catalog.CurrentBudgets().Gen
+	sendTargets := func() error {
+		budgetGen = s.catalog.CurrentBudgets().Gen
+		return stream.Send(&pb.StreamSamplingResponse{Message: &pb.StreamSamplingResponse_Targets{Targets: s.withBudgets(base, hello.GetServiceName())}})
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -284,8 +323,13 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 			if err := sendRules(); err != nil {
 				return err
 			}
+			if base != nil && s.catalog.CurrentBudgets().Gen != budgetGen {
+				if err := sendTargets(); err != nil {
+					return err
+				}
+			}
 		case docs := <-reports:
-			ts, err := s.report(ctx, docs, held)
+			ts, err := s.report(ctx, hello.GetServiceName(), docs, held)
 			if err != nil {
 				// Without the store there is no fleet to split by: keep the
 				// stream, and let the client spend its last quotas until
@@ -293,7 +337,8 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 				s.log.WarnContext(ctx, "report not recorded", "client_id", hello.GetClientId(), "err", err)
 				continue
 			}
-			if err := stream.Send(&pb.StreamSamplingResponse{Message: &pb.StreamSamplingResponse_Targets{Targets: ts}}); err != nil {
+			base = ts
+			if err := sendTargets(); err != nil {
 				return err
 			}
 			// A report may show that the client's rules are out of date.

@@ -32,6 +32,9 @@ type Options struct {
 	// caller runs the catalog.
 	Catalog *catalog.Catalog
 	Ledger  LedgerStore
+	// Budgets keeps budgets and alerts; with it and Catalog the
+	// BudgetService is served.
+	Budgets BudgetStore
 	// ReportInterval is how often SDKs report, and the ledger's bucket
 	// length. Default 10 s.
 	ReportInterval time.Duration
@@ -114,6 +117,10 @@ func New(opts Options) *Server {
 			streams:  newStreamMetrics(opts.Registerer),
 			interval: durationpb.New(opts.ReportInterval),
 		})
+	}
+	if opts.Catalog != nil && opts.Budgets != nil {
+		pb.RegisterBudgetServiceServer(s.grpc, &budgetService{store: opts.Budgets, catalog: opts.Catalog})
+		opts.Registerer.MustRegister(&budgetCollector{catalog: opts.Catalog})
 	}
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/rules"
 )
@@ -73,8 +74,16 @@ type EventPage struct {
 // Topic names what changed in a change notification.
 type Topic string
 
-// TopicRules is published after every rule edit.
-const TopicRules Topic = "rules"
+// Topics of change notifications.
+const (
+	// TopicRules is published after every rule edit.
+	TopicRules Topic = "rules"
+	// TopicBudgets is published after every budget edit and every new set
+	// of budget states (enforcement factors).
+	TopicBudgets Topic = "budgets"
+	// TopicAlerts is published after an alert fires.
+	TopicAlerts Topic = "alerts"
+)
 
 // Store is the contract both implementations meet. All methods are safe for
 // concurrent use; returned rules are copies the caller owns. Rules are
@@ -100,8 +109,8 @@ type Store interface {
 	// RulesVersion returns the rules version, which grows on every edit.
 	RulesVersion(ctx context.Context) (int64, error)
 	// WatchChanges calls notify for every change notification until ctx ends,
-	// and once each time it (re)subscribes, since messages may have been
-	// missed meanwhile. Notifications are hints: re-read the version. It
+	// and once per topic each time it (re)subscribes, since messages may have
+	// been missed meanwhile. Notifications are hints: re-read the version. It
 	// returns ctx's error.
 	WatchChanges(ctx context.Context, notify func(Topic)) error
 	// Ping reports whether the store can serve requests now.
@@ -110,6 +119,51 @@ type Store interface {
 	Close() error
 
 	LedgerStore
+	BudgetStore
+}
+
+// BudgetPage is one page of budgets, by name.
+type BudgetPage struct {
+	Budgets   []budget.Budget
+	NextToken string
+}
+
+// AlertPage is one page of alerts, newest first.
+type AlertPage struct {
+	Alerts    []budget.Alert
+	NextToken string
+}
+
+// BudgetStore keeps budgets, their monthly usage, the controller's decisions
+// and the alerts. Validation is the caller's; the store enforces existence,
+// revisions and "fires once".
+type BudgetStore interface {
+	// Budgets lists budgets by name.
+	Budgets(ctx context.Context, pageSize int, pageToken string) (BudgetPage, error)
+	Budget(ctx context.Context, name string) (budget.Budget, error)
+	// CreateBudget stores b at revision 1, or ErrAlreadyExists.
+	CreateBudget(ctx context.Context, b budget.Budget) (budget.Budget, error)
+	// UpdateBudget replaces b.Name if at ifRevision (ErrConflict, ErrNotFound).
+	UpdateBudget(ctx context.Context, b budget.Budget, ifRevision int64) (budget.Budget, error)
+	// DeleteBudget removes a budget; ifRevision 0 means any. Its usage,
+	// state and alerts stay until they age out.
+	DeleteBudget(ctx context.Context, name string, ifRevision int64) error
+	// Usage returns a budget's month as recorded by RecordReports.
+	Usage(ctx context.Context, budgetName string, month time.Time) (budget.Usage, error)
+	// ClaimTick returns true for exactly one caller per tick (across
+	// replicas), so the controller runs once per interval for the whole
+	// control plane; a claim lapses after ttl.
+	ClaimTick(ctx context.Context, tick int64, ttl time.Duration) (bool, error)
+	// PutStates replaces the controller's decisions and publishes
+	// TopicBudgets.
+	PutStates(ctx context.Context, states []budget.State) error
+	// States returns the last decisions, by budget name.
+	States(ctx context.Context) (map[string]budget.State, error)
+	// FireAlert records a if no alert with its DedupKey fired before, gives
+	// it an ID, and publishes TopicAlerts; fired is false for a repeat.
+	FireAlert(ctx context.Context, a budget.Alert) (stored budget.Alert, fired bool, err error)
+	// Alerts lists alerts newest first, optionally of one budget.
+	Alerts(ctx context.Context, budgetName string, pageSize int, pageToken string) (AlertPage, error)
 }
 
 // RateUpdate is one rule's part of a client report, for the rule's fleet
@@ -129,6 +183,19 @@ type ReportBatch struct {
 	Now    time.Time
 	Ledger reservoir.Ledger
 	Rates  []RateUpdate
+	// Usage adds reported counts to budgets' months, in the same step.
+	Usage []UsageIncrement
+}
+
+// UsageIncrement adds counts to one budget's month: to an hour of it, and to
+// one rule's totals.
+type UsageIncrement struct {
+	Budget   string
+	Month    time.Time // any instant of the month; UTC months
+	Hour     int       // hour of the month, from 0
+	Rule     string
+	Requests int64
+	Sampled  int64
 }
 
 // LedgerStore keeps the fleet ledgers that reservoirs are split by. The

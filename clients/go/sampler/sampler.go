@@ -12,6 +12,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/apiconv"
@@ -76,7 +77,15 @@ func newSampler(opts ...Option) (*Sampler, error) {
 	if cfg.fallbackPerSec < 0 || !(cfg.fallbackRate >= 0 && cfg.fallbackRate <= 1) {
 		return nil, fmt.Errorf("sampler: fallback of %v/s + %v is out of range", cfg.fallbackPerSec, cfg.fallbackRate)
 	}
-	dial := append([]grpc.DialOption{grpc.WithTransportCredentials(cfg.creds)}, cfg.dialOptions...)
+	// gRPC's own reconnect backoff grows to 120 s: after a long outage the
+	// sampler would stay on the local default for minutes after the control
+	// plane is back. Cap it at the sampler's backoff.
+	reconnect := backoff.DefaultConfig
+	reconnect.MaxDelay = cfg.backoffMax
+	dial := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(cfg.creds),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: reconnect, MinConnectTimeout: 20 * time.Second}),
+	}, cfg.dialOptions...)
 	conn, err := grpc.NewClient(cfg.endpoint, dial...)
 	if err != nil {
 		return nil, fmt.Errorf("sampler: %w", err)
@@ -248,6 +257,11 @@ func (s *Sampler) applyRules(rs *pb.RuleSet) {
 	rules.Sort(rl)
 	s.reportMu.Lock()
 	defer s.reportMu.Unlock()
+	if s.lastReport == 0 {
+		// Counting starts with the first rules: the first report's
+		// interval runs from here, not a default interval back.
+		s.lastReport = now
+	}
 	set := buildRuleSet(rs.GetRulesVersion(), rl, s.cfg.service, s.cfg.serviceType, s.rules.Load(), now)
 	for i := range set.matchers {
 		m := &set.matchers[i]

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -70,7 +71,10 @@ func (s *Sampler) backoff(attempt int) time.Duration {
 func (s *Sampler) runStream(ctx context.Context) (progressed bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := s.client.StreamSampling(ctx)
+	// Waiting for the connection (rather than failing fast while gRPC backs
+	// off between attempts) lets the channel's backoff alone pace
+	// reconnection, so the stream opens as soon as the server is back.
+	stream, err := s.client.StreamSampling(ctx, grpc.WaitForReady(true))
 	if err != nil {
 		return false, err
 	}
@@ -106,7 +110,8 @@ func (s *Sampler) runStream(ctx context.Context) (progressed bool, err error) {
 	}()
 	// The first report goes out soon, so a new instance gets its quota
 	// without borrowing for a whole interval.
-	next := time.NewTimer(jitter(s.cfg.firstReport))
+	scheduled := s.interval.Load()
+	next := time.NewTimer(jitter(min(s.cfg.firstReport, time.Duration(scheduled))))
 	defer next.Stop()
 	for {
 		select {
@@ -120,11 +125,19 @@ func (s *Sampler) runStream(ctx context.Context) (progressed bool, err error) {
 			return progressed, err
 		case <-got:
 			progressed = true
+			// Targets may bring a new report interval (the first ones
+			// always do: until then it is the 10 s default), and the next
+			// report was scheduled by the old one.
+			if cur := s.interval.Load(); cur != scheduled {
+				scheduled = cur
+				next.Reset(jitter(time.Duration(cur)))
+			}
 		case <-next.C:
 			if err := s.sendStreamReport(stream); err != nil {
 				return progressed, recvErr(stream, err)
 			}
-			next.Reset(jitter(time.Duration(s.interval.Load())))
+			scheduled = s.interval.Load()
+			next.Reset(jitter(time.Duration(scheduled)))
 		}
 	}
 }
@@ -190,7 +203,9 @@ func (s *Sampler) fetchRules(ctx context.Context) error {
 	if set := s.rules.Load(); set != nil {
 		known = set.version
 	}
-	resp, err := s.client.GetSamplingRules(ctx, &pb.GetSamplingRulesRequest{ServiceName: s.cfg.service, ServiceType: s.cfg.serviceType, KnownRulesVersion: known})
+	// Each unary round starts here: wait for the connection, as a stream
+	// does. (The report that Close flushes fails fast instead.)
+	resp, err := s.client.GetSamplingRules(ctx, &pb.GetSamplingRulesRequest{ServiceName: s.cfg.service, ServiceType: s.cfg.serviceType, KnownRulesVersion: known}, grpc.WaitForReady(true))
 	if err != nil {
 		return err
 	}

@@ -2,35 +2,180 @@ package memstore
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"sync"
+	"time"
 
+	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/store"
+	"github.com/tracesampling/controlplane/internal/store/internal/record"
 )
 
-// ledgers keeps every rule's fleet ledger: bucket index → sum of rates. They
-// live only in memory: a ledger is rebuilt within one report interval, so
-// persisting it would buy nothing.
-type ledgers struct {
-	mu sync.Mutex
-	m  map[string]map[int64]float64
+// live is what changes with every report batch and controller tick: the
+// fleet ledgers, budget usage, budget states and tick claims. It has a mutex
+// of its own so that reports never wait for an edit's disk write.
+//
+// Ledgers and tick claims live only in memory: a ledger is rebuilt within
+// one report interval and a claim lapses within one tick, so persisting them
+// would buy nothing. Usage and states are written to the usage file by the
+// flusher and on Close; dirty says they changed since the last write.
+type live struct {
+	mu       sync.Mutex
+	closed   bool
+	dirty    bool
+	flushErr error                        // of the last write of the usage file
+	ledgers  map[string]map[int64]float64 // rule → bucket → sum of rates
+	usage    map[usageKey]*monthUsage
+	states   map[string]budget.State // values never modified in place
+	ticks    map[int64]time.Time     // claimed tick → when the claim lapses
 }
 
-// RecordReports implements store.LedgerStore.
+// usageKey names one budget's month.
+type usageKey struct {
+	budget string
+	month  string // budget.MonthKey
+}
+
+// monthUsage is one budget's month of counts.
+type monthUsage struct {
+	start    time.Time
+	requests []int64 // by hour of the month
+	sampled  []int64
+	rules    map[string]budget.RuleUsage
+}
+
+func newMonthUsage(start time.Time) *monthUsage {
+	n := budget.HoursIn(start)
+	return &monthUsage{start: start, requests: make([]int64, n), sampled: make([]int64, n), rules: map[string]budget.RuleUsage{}}
+}
+
+func (l *live) init() {
+	l.ledgers = map[string]map[int64]float64{}
+	l.usage = map[usageKey]*monthUsage{}
+	l.states = map[string]budget.State{}
+	l.ticks = map[int64]time.Time{}
+}
+
+// close refuses every later change.
+func (l *live) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+}
+
+// written records the outcome of writing a snapshot: after a failure, what
+// it held is still to be written.
+func (l *live) written(err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.flushErr = err
+	if err != nil {
+		l.dirty = true
+	}
+}
+
+func (l *live) flushError() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.flushErr
+}
+
+// snapshot returns the usage and states in their file form if they changed
+// since the last snapshot, and marks them clean; the caller reports the
+// write with written.
+func (l *live) snapshot() (_ fileLive, dirty bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.dirty {
+		return fileLive{}, false
+	}
+	l.dirty = false
+	out := fileLive{
+		Format: fileFormat,
+		Usage:  make([]fileUsage, 0, len(l.usage)),
+		States: make([]record.State, 0, len(l.states)),
+	}
+	for k, u := range l.usage {
+		fu := fileUsage{
+			Budget:   k.budget,
+			Month:    k.month,
+			Requests: trimZeros(u.requests),
+			Sampled:  trimZeros(u.sampled),
+			Rules:    make(map[string]record.RuleUsage, len(u.rules)),
+		}
+		for name, ru := range u.rules {
+			fu.Rules[name] = record.RuleUsage(ru)
+		}
+		out.Usage = append(out.Usage, fu)
+	}
+	for _, st := range l.states {
+		out.States = append(out.States, record.FromState(&st))
+	}
+	return out, true
+}
+
+// trimZeros returns a copy of counts without its trailing zeros: the hours
+// of the month still to come.
+func trimZeros(counts []int64) []int64 {
+	n := len(counts)
+	for n > 0 && counts[n-1] == 0 {
+		n--
+	}
+	return append([]int64(nil), counts[:n]...)
+}
+
+// restore loads usage and states read from the usage file, dropping months
+// past their retention at now.
+func (l *live) restore(f *fileLive, now time.Time) error {
+	for _, fu := range f.Usage {
+		start, err := time.Parse("200601", fu.Month)
+		if err != nil {
+			return fmt.Errorf("usage of budget %q: month %q: %w", fu.Budget, fu.Month, err)
+		}
+		if !now.Before(record.UsageExpiry(start)) {
+			continue
+		}
+		u := newMonthUsage(start)
+		if len(fu.Requests) > len(u.requests) || len(fu.Sampled) > len(u.sampled) {
+			return fmt.Errorf("usage of budget %q: more hours than %s has", fu.Budget, fu.Month)
+		}
+		copy(u.requests, fu.Requests)
+		copy(u.sampled, fu.Sampled)
+		for name, ru := range fu.Rules {
+			u.rules[name] = budget.RuleUsage(ru)
+		}
+		l.usage[usageKey{fu.Budget, fu.Month}] = u
+	}
+	for i := range f.States {
+		l.states[f.States[i].Budget] = f.States[i].ToState()
+	}
+	return nil
+}
+
+// RecordReports implements store.LedgerStore. Usage increments are checked
+// before anything is applied, so a batch is applied whole or not at all.
 func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float64, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	l := &s.ledgers
+	for _, u := range b.Usage {
+		if err := record.CheckUsage(u.Budget, u.Month, u.Hour, u.Requests, u.Sampled); err != nil {
+			return nil, fmt.Errorf("record reports: %w", err)
+		}
+	}
+	l := &s.live
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.m == nil {
-		l.m = map[string]map[int64]float64{}
+	if l.closed {
+		return nil, errClosed
 	}
+	l.addUsage(b.Usage, b.Now)
 	for _, u := range b.Rates {
-		buckets := l.m[u.Rule]
+		buckets := l.ledgers[u.Rule]
 		if buckets == nil {
 			buckets = map[int64]float64{}
-			l.m[u.Rule] = buckets
+			l.ledgers[u.Rule] = buckets
 		}
 		buckets[u.Add.Bucket] += u.Add.Rate
 		if r := u.Retract; r != nil && b.Ledger.Live(r.Bucket, b.Now) {
@@ -44,16 +189,70 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float
 	for i, u := range b.Rates {
 		sum, ok := sums[u.Rule]
 		if !ok {
-			for bucket, v := range l.m[u.Rule] {
+			for bucket, v := range l.ledgers[u.Rule] {
 				if b.Ledger.Live(bucket, b.Now) {
 					sum += v
 				} else {
-					delete(l.m[u.Rule], bucket)
+					delete(l.ledgers[u.Rule], bucket)
 				}
 			}
 			sums[u.Rule] = sum
 		}
 		out[i] = sum
 	}
+	return out, nil
+}
+
+// addUsage adds checked increments. A month seen for the first time is
+// when months past their retention are dropped. The caller holds l.mu.
+func (l *live) addUsage(incs []store.UsageIncrement, now time.Time) {
+	for _, inc := range incs {
+		if inc.Requests == 0 && inc.Sampled == 0 {
+			continue
+		}
+		k := usageKey{inc.Budget, budget.MonthKey(inc.Month)}
+		u := l.usage[k]
+		if u == nil {
+			maps.DeleteFunc(l.usage, func(_ usageKey, u *monthUsage) bool {
+				return !now.Before(record.UsageExpiry(u.start))
+			})
+			u = newMonthUsage(budget.MonthStart(inc.Month))
+			l.usage[k] = u
+		}
+		u.requests[inc.Hour] += inc.Requests
+		u.sampled[inc.Hour] += inc.Sampled
+		if inc.Rule != "" {
+			ru := u.rules[inc.Rule]
+			ru.Requests += inc.Requests
+			ru.Sampled += inc.Sampled
+			u.rules[inc.Rule] = ru
+		}
+		l.dirty = true
+	}
+}
+
+// Usage returns a budget's month as recorded so far; a month without
+// reports is empty.
+func (s *Store) Usage(ctx context.Context, budgetName string, month time.Time) (budget.Usage, error) {
+	if err := ctx.Err(); err != nil {
+		return budget.Usage{}, err
+	}
+	start := budget.MonthStart(month)
+	out := budget.NewUsage(start)
+	l := &s.live
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return budget.Usage{}, errClosed
+	}
+	u := l.usage[usageKey{budgetName, budget.MonthKey(start)}]
+	if u == nil {
+		return out, nil
+	}
+	for h := range out.Requests {
+		out.Requests[h] = float64(u.requests[h])
+		out.Sampled[h] = float64(u.sampled[h])
+	}
+	maps.Copy(out.Rules, u.rules)
 	return out, nil
 }

@@ -1,20 +1,32 @@
-// Package memstore is the embedded store: rules in process memory, optionally
-// kept in one JSON file, for a single replica that needs no Redis. It meets
-// the store.Store contract, checked by storetest like redisstore.
+// Package memstore is the embedded store: rules, budgets and alerts in
+// process memory, optionally kept in one JSON file, for a single replica that
+// needs no Redis. It meets the store.Store contract, checked by storetest
+// like redisstore.
+//
+// With a DataDir, every edit (rules, budgets) and every alert that fires is
+// in the state file (rules.json) before it is acknowledged. Budget usage and
+// budget states change with every report batch and controller tick, so they
+// go to a file of their own (usage.json), written by a timer every
+// Options.FlushInterval when they changed, and on Close: a crash (not a
+// Close) loses at most the last FlushInterval of usage, and neither edits
+// nor reports wait for the other's writes.
 package memstore
 
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/internal/record"
@@ -22,18 +34,31 @@ import (
 
 // Options configure a Store.
 type Options struct {
-	// DataDir is the directory that holds the state file (rules.json). It is
-	// created if missing. Default: empty, nothing is kept after exit.
+	// DataDir is the directory that holds the state file (rules.json: rules,
+	// audit log, budgets, alerts) and the usage file (usage.json: budget
+	// usage and states). It is created if missing. Default: empty, nothing
+	// is kept after exit.
 	DataDir string
 	// Now is the clock that stamps rules and audit events. Default: time.Now.
 	Now func() time.Time
 	// MaxEvents is how many audit events are kept; older ones are dropped.
 	// Default: 10000.
 	MaxEvents int
+	// MaxAlerts is how many alerts are kept; older ones are dropped.
+	// Default: 10000.
+	MaxAlerts int
+	// FlushInterval is how often budget usage and states that changed since
+	// the usage file was last written are written to it; only with a
+	// DataDir. A crash loses at most this much usage. Default: 5s.
+	FlushInterval time.Duration
 }
 
-// DefaultMaxEvents is Options.MaxEvents when unset.
-const DefaultMaxEvents = 10000
+// Defaults of Options.
+const (
+	DefaultMaxEvents     = 10000
+	DefaultMaxAlerts     = 10000
+	DefaultFlushInterval = 5 * time.Second
+)
 
 // systemActor is the actor of edits the store makes by itself.
 const systemActor = "system"
@@ -43,32 +68,58 @@ var errClosed = fmt.Errorf("memstore: %w: store closed", store.ErrUnavailable)
 
 // Store is the in-process store. It is safe for concurrent use; one mutex
 // orders every edit, and with a DataDir each edit is on disk before it is
-// visible or acknowledged.
+// visible or acknowledged. Report batches and controller decisions go to
+// live, under a mutex of their own, so they never wait for a disk write.
 type Store struct {
 	dataDir   string
 	now       func() time.Time
 	maxEvents int
+	maxAlerts int
 
-	mu       sync.Mutex
-	st       state
-	closed   bool
-	lock     *os.File // holds the DataDir's lock; nil without a DataDir
-	watchers map[chan store.Topic]struct{}
+	mu     sync.Mutex // orders edits
+	st     state
+	closed bool
+	lock   *os.File // holds the DataDir's lock; nil without a DataDir
 
-	ledgers ledgers
+	live live
+	// flushMu orders writes of the usage file; taken before live.mu.
+	flushMu sync.Mutex
+
+	wmu      sync.Mutex // guards watchers; taken last
+	watchers map[*watcher]struct{}
+
+	// The flusher writes live's changes with a DataDir; Close stops it.
+	flushStop chan struct{}
+	flushDone chan struct{}
+	closeOnce sync.Once
+	closeErr  error
 }
 
-// state is everything the store holds. An edit builds the next state and
-// swaps it in only after it is on disk, so a failed write changes nothing.
+// state is everything the store writes to disk on every edit. An edit builds
+// the next state and swaps it in only after it is on disk, so a failed write
+// changes nothing.
 type state struct {
-	// rules values are never modified in place, so a state can share them
-	// with the next one.
+	// rules and budgets values are never modified in place, so a state can
+	// share them with the next one.
 	rules   map[string]rules.Rule
 	version int64
 	// events are oldest first, with strictly increasing seq. An edit may
 	// append in place past len: the current state does not see that slot.
 	events  []entry
 	lastSeq int64
+
+	budgets map[string]budget.Budget
+	// alerts are oldest first, like events; fired maps the DedupKey of
+	// every alert that fired to when the mark may be dropped.
+	alerts   []alertEntry
+	alertSeq int64
+	fired    map[string]time.Time
+}
+
+// alertEntry is an alert and its position in the list.
+type alertEntry struct {
+	seq   int64
+	alert budget.Alert
 }
 
 // entry is an audit event and its position in the log.
@@ -84,14 +135,23 @@ func New(opts Options) (*Store, error) {
 		dataDir:   opts.DataDir,
 		now:       opts.Now,
 		maxEvents: opts.MaxEvents,
-		watchers:  make(map[chan store.Topic]struct{}),
-		st:        state{rules: make(map[string]rules.Rule)},
+		maxAlerts: opts.MaxAlerts,
+		watchers:  make(map[*watcher]struct{}),
+		st:        state{rules: map[string]rules.Rule{}, budgets: map[string]budget.Budget{}, fired: map[string]time.Time{}},
 	}
+	s.live.init()
 	if s.now == nil {
 		s.now = time.Now
 	}
 	if s.maxEvents <= 0 {
 		s.maxEvents = DefaultMaxEvents
+	}
+	if s.maxAlerts <= 0 {
+		s.maxAlerts = DefaultMaxAlerts
+	}
+	flushEvery := opts.FlushInterval
+	if flushEvery <= 0 {
+		flushEvery = DefaultFlushInterval
 	}
 	if s.dataDir != "" {
 		if err := os.MkdirAll(s.dataDir, 0o700); err != nil {
@@ -102,7 +162,7 @@ func New(opts Options) (*Store, error) {
 			return nil, err
 		}
 		s.lock = lock
-		st, err := load(s.dataDir)
+		st, err := load(s.dataDir, &s.live, s.now())
 		if err != nil {
 			_ = lock.Close()
 			return nil, err
@@ -111,6 +171,9 @@ func New(opts Options) (*Store, error) {
 			s.st = *st
 			if n := len(s.st.events) - s.maxEvents; n > 0 {
 				s.st.events = s.st.events[n:] // MaxEvents was lowered
+			}
+			if n := len(s.st.alerts) - s.maxAlerts; n > 0 {
+				s.st.alerts = s.st.alerts[n:]
 			}
 		}
 	}
@@ -122,6 +185,10 @@ func New(opts Options) (*Store, error) {
 			_ = s.Close()
 			return nil, fmt.Errorf("seed the Default rule: %w", err)
 		}
+	}
+	if s.dataDir != "" {
+		s.flushStop, s.flushDone = make(chan struct{}), make(chan struct{})
+		go s.flushLoop(flushEvery)
 	}
 	return s, nil
 }
@@ -260,14 +327,49 @@ func (s *Store) commit(action store.Action, before, after *rules.Rule, actor str
 		// replaced, and the dropped events freed, when append outgrows it.
 		next.events = next.events[n:]
 	}
+	return s.apply(&next, store.TopicRules)
+}
+
+// apply makes next the current state once it is on disk, and tells the
+// watchers about topic. The caller holds s.mu.
+func (s *Store) apply(next *state, topic store.Topic) error {
 	if s.dataDir != "" {
-		if err := save(s.dataDir, &next); err != nil {
+		if err := save(s.dataDir, next); err != nil {
 			return err
 		}
 	}
-	s.st = next
-	s.broadcast(store.TopicRules)
+	s.st = *next
+	s.broadcast(topic)
 	return nil
+}
+
+// flushLoop writes live changes every interval until Close.
+func (s *Store) flushLoop(every time.Duration) {
+	defer close(s.flushDone)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.flushStop:
+			return
+		case <-t.C:
+			_ = s.flush() // kept for Ping
+		}
+	}
+}
+
+// flush writes the usage file if usage or states changed since the last
+// write. A failure is kept for Ping, and the write is tried again next time.
+func (s *Store) flush() error {
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
+	lv, dirty := s.live.snapshot()
+	if !dirty {
+		return nil
+	}
+	err := saveLive(s.dataDir, &lv)
+	s.live.written(err)
+	return err
 }
 
 // RuleEvents lists the audit log newest first, optionally for one rule.
@@ -285,7 +387,7 @@ func (s *Store) RuleEvents(_ context.Context, ruleName string, pageSize int, pag
 	events := s.st.events
 	end := len(events) // events[end:] were listed already
 	if pageToken != "" {
-		after, err := decodeToken(pageToken)
+		after, err := decodeToken(tokenPrefix, pageToken)
 		if err != nil {
 			return store.EventPage{}, fmt.Errorf("list rule events: %w", err)
 		}
@@ -299,7 +401,7 @@ func (s *Store) RuleEvents(_ context.Context, ruleName string, pageSize int, pag
 		}
 		if len(page.Events) == size {
 			// One more matching event exists: there is a next page.
-			page.NextToken = encodeToken(page.Events[size-1].ID)
+			page.NextToken = encodeToken(tokenPrefix, page.Events[size-1].ID)
 			break
 		}
 		page.Events = append(page.Events, cloneEvent(e.ev))
@@ -317,76 +419,115 @@ func (s *Store) RulesVersion(context.Context) (int64, error) {
 	return s.st.version, nil
 }
 
-// WatchChanges calls notify once at once and then after every edit, until ctx
-// ends. Edits never wait for notify: each watcher has a one-slot buffer, so
-// notifications that arrive while notify runs collapse into one.
+// topics is every topic, in the order a watcher hears of pending ones.
+var topics = [...]store.Topic{store.TopicRules, store.TopicBudgets, store.TopicAlerts}
+
+// watcher is one WatchChanges call: the topics changed since it last looked
+// (a bit per entry of topics, under s.wmu) and a one-slot wake-up channel.
+type watcher struct {
+	wake    chan struct{}
+	pending uint8
+}
+
+// WatchChanges calls notify once for every topic at once, and then after
+// every change, until ctx ends. Changes never wait for notify: changes of a
+// topic that arrive while notify runs collapse into one notification, and
+// no topic is lost behind another.
 func (s *Store) WatchChanges(ctx context.Context, notify func(store.Topic)) error {
-	ch := make(chan store.Topic, 1)
+	w := &watcher{wake: make(chan struct{}, 1), pending: 1<<len(topics) - 1}
+	w.wake <- struct{}{}
 	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
 		return errClosed
 	}
-	s.watchers[ch] = struct{}{}
-	s.mu.Unlock()
+	s.wmu.Lock()
+	s.watchers[w] = struct{}{}
+	s.wmu.Unlock()
 	defer func() {
-		s.mu.Lock()
-		delete(s.watchers, ch)
-		s.mu.Unlock()
+		s.wmu.Lock()
+		delete(s.watchers, w)
+		s.wmu.Unlock()
 	}()
 
-	notify(store.TopicRules)
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case topic := <-ch:
-			notify(topic)
+		case <-w.wake:
+		}
+		s.wmu.Lock()
+		pending := w.pending
+		w.pending = 0
+		s.wmu.Unlock()
+		for i, topic := range topics {
+			if pending&(1<<i) != 0 {
+				notify(topic)
+			}
 		}
 	}
 }
 
-// broadcast tells every watcher about topic without blocking: an unread
-// notification is replaced by the newest. The caller holds s.mu.
+// broadcast tells every watcher about topic without blocking.
 func (s *Store) broadcast(topic store.Topic) {
-	for ch := range s.watchers {
+	bit := uint8(1 << slices.Index(topics[:], topic))
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	for w := range s.watchers {
+		w.pending |= bit
 		select {
-		case <-ch:
-		default:
-		}
-		select {
-		case ch <- topic:
+		case w.wake <- struct{}{}:
 		default:
 		}
 	}
 }
 
-// Ping fails only after Close: memory is always there.
+// Ping fails after Close, and while usage cannot be written to the usage
+// file: spend would be lost with a restart.
 func (s *Store) Ping(context.Context) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
 		return errClosed
+	}
+	if err := s.live.flushError(); err != nil {
+		return fmt.Errorf("memstore: %w: write usage file: %w", store.ErrUnavailable, err)
 	}
 	return nil
 }
 
-// Close makes every later call fail with store.ErrUnavailable and releases
-// the DataDir for another store. Running WatchChanges calls end with their
-// contexts. It is safe to call more than once.
+// Close makes every later call fail with store.ErrUnavailable, writes the
+// usage and states not yet written, and releases the DataDir for another
+// store. Running WatchChanges calls end with their contexts. It is safe to
+// call more than once; every call returns once the store is closed.
 func (s *Store) Close() error {
+	s.closeOnce.Do(func() { s.closeErr = s.close() })
+	return s.closeErr
+}
+
+func (s *Store) close() error {
+	if s.flushStop != nil {
+		close(s.flushStop)
+		<-s.flushDone
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return nil
-	}
 	s.closed = true
-	if s.lock != nil {
-		if err := s.lock.Close(); err != nil {
-			return fmt.Errorf("memstore: release data directory: %w", err)
+	s.live.close()
+	var errs []error
+	if s.dataDir != "" {
+		if err := s.flush(); err != nil {
+			errs = append(errs, fmt.Errorf("memstore: write usage on close: %w", err))
 		}
 	}
-	return nil
+	if s.lock != nil {
+		if err := s.lock.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("memstore: release data directory: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func cloneEvent(ev store.Event) store.Event {
@@ -401,22 +542,23 @@ func cloneEvent(ev store.Event) store.Event {
 	return ev
 }
 
-// tokenPrefix marks memstore page tokens, so a token from another listing
-// API is rejected rather than misread.
+// tokenPrefix marks memstore page tokens of the audit log, so a token from
+// another listing API is rejected rather than misread.
 const tokenPrefix = "mem1:"
 
-// encodeToken returns the page token that lists events older than the
-// event with ID id.
-func encodeToken(id string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(tokenPrefix + id))
+// encodeToken returns the page token that lists entries older than the
+// entry with ID id, in the listing whose tokens start with prefix.
+func encodeToken(prefix, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(prefix + id))
 }
 
-func decodeToken(token string) (int64, error) {
+// decodeToken returns the sequence number a token of encodeToken holds.
+func decodeToken(prefix, token string) (int64, error) {
 	b, err := base64.RawURLEncoding.DecodeString(token)
 	if err != nil {
 		return 0, record.InvalidPageToken()
 	}
-	rest, ok := strings.CutPrefix(string(b), tokenPrefix)
+	rest, ok := strings.CutPrefix(string(b), prefix)
 	if !ok {
 		return 0, record.InvalidPageToken()
 	}

@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
@@ -127,6 +128,9 @@ func TestFailedWriteChangesNothing(t *testing.T) {
 			if _, err := s.CreateRule(ctx, rules.Rule{Name: "before", Priority: 1}, "u"); err != nil {
 				t.Fatal(err)
 			}
+			if _, err := s.CreateBudget(ctx, budget.Budget{Name: "b", MonthlyAmount: 1}); err != nil {
+				t.Fatal(err)
+			}
 			want, err := s.Snapshot(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -147,6 +151,19 @@ func TestFailedWriteChangesNothing(t *testing.T) {
 					return err
 				},
 				"delete": func() error { return s.DeleteRule(ctx, "before", 0, "u") },
+				"create budget": func() error {
+					_, err := s.CreateBudget(ctx, budget.Budget{Name: "new", MonthlyAmount: 1})
+					return err
+				},
+				"update budget": func() error {
+					_, err := s.UpdateBudget(ctx, budget.Budget{Name: "b", MonthlyAmount: 2}, 1)
+					return err
+				},
+				"delete budget": func() error { return s.DeleteBudget(ctx, "b", 0) },
+				"fire alert": func() error {
+					_, _, err := s.FireAlert(ctx, budget.Alert{Budget: "b", Kind: budget.AlertSpend, Threshold: 1})
+					return err
+				},
 			}
 			for name, edit := range edits {
 				if err := edit(); err == nil {
@@ -162,6 +179,15 @@ func TestFailedWriteChangesNothing(t *testing.T) {
 			}
 			if page, err := s.RuleEvents(ctx, "", 0, ""); err != nil || len(page.Events) != 2 {
 				t.Fatalf("after failed edits: events %+v, %v; want the 2 from before", page.Events, err)
+			}
+			if b, err := s.Budget(ctx, "b"); err != nil || b.Revision != 1 || b.MonthlyAmount != 1 {
+				t.Fatalf("after failed edits: budget %+v, %v; want revision 1", b, err)
+			}
+			if _, err := s.Budget(ctx, "new"); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("after failed edits: a failed create left a budget (%v)", err)
+			}
+			if page, err := s.Alerts(ctx, "", 0, ""); err != nil || len(page.Alerts) != 0 {
+				t.Fatalf("after failed edits: alerts %+v, %v; want none", page.Alerts, err)
 			}
 			if after, err := os.ReadFile(savedAt); err != nil || string(after) != string(saved) {
 				t.Fatalf("state file changed by failed edits (err %v)", err)
@@ -182,6 +208,10 @@ func TestFailedWriteChangesNothing(t *testing.T) {
 			if v, err := s.RulesVersion(ctx); err != nil || v != want.Version+1 {
 				t.Errorf("version after repair = %d, %v; want %d", v, err, want.Version+1)
 			}
+			if _, fired, err := s.FireAlert(ctx, budget.Alert{Budget: "b", Kind: budget.AlertSpend, Threshold: 1}); err != nil || !fired {
+				t.Errorf("alert after repair: fired %v, %v; want fired", fired, err)
+			}
+
 		})
 	}
 }
@@ -244,6 +274,18 @@ func TestClosedStoreIsUnavailable(t *testing.T) {
 	_, calls["CreateRule"] = s.CreateRule(ctx, rules.Rule{Name: "x", Priority: 1}, "u")
 	_, calls["RulesVersion"] = s.RulesVersion(ctx)
 	_, calls["RuleEvents"] = s.RuleEvents(ctx, "", 0, "")
+	_, calls["RecordReports"] = s.RecordReports(ctx, store.ReportBatch{})
+	_, calls["Budgets"] = s.Budgets(ctx, 0, "")
+	_, calls["Budget"] = s.Budget(ctx, "b")
+	_, calls["CreateBudget"] = s.CreateBudget(ctx, budget.Budget{Name: "b"})
+	_, calls["UpdateBudget"] = s.UpdateBudget(ctx, budget.Budget{Name: "b"}, 1)
+	calls["DeleteBudget"] = s.DeleteBudget(ctx, "b", 0)
+	_, calls["Usage"] = s.Usage(ctx, "b", time.Now())
+	_, calls["ClaimTick"] = s.ClaimTick(ctx, 1, time.Second)
+	calls["PutStates"] = s.PutStates(ctx, nil)
+	_, calls["States"] = s.States(ctx)
+	_, _, calls["FireAlert"] = s.FireAlert(ctx, budget.Alert{Budget: "b"})
+	_, calls["Alerts"] = s.Alerts(ctx, "", 0, "")
 	for name, err := range calls {
 		if !errors.Is(err, store.ErrUnavailable) {
 			t.Errorf("%s after Close: error = %v, want ErrUnavailable", name, err)

@@ -1,15 +1,20 @@
 package memstore
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/internal/record"
@@ -18,19 +23,50 @@ import (
 // Files in Options.DataDir.
 const (
 	stateFile = "rules.json"
+	usageFile = "usage.json"
 	lockFile  = "rules.lock"
 )
 
-// fileFormat is the version of the state file's layout.
+// fileFormat is the version of the state file's layout. Fields added since
+// are optional, so files without them still load.
 const fileFormat = 1
 
-// fileState is the state file: the whole store, rewritten on every edit.
+// fileState is the state file: everything but usage and states, rewritten
+// on every edit.
 type fileState struct {
 	Format  int           `json:"format"`
 	Version int64         `json:"version"`
 	LastSeq int64         `json:"last_seq"`
 	Rules   []record.Rule `json:"rules"`
 	Events  []fileEvent   `json:"events"` // oldest first
+
+	Budgets  []json.RawMessage    `json:"budgets,omitempty"` // record.Budget, by name
+	AlertSeq int64                `json:"alert_seq,omitempty"`
+	Alerts   []fileAlert          `json:"alerts,omitempty"` // oldest first
+	Fired    map[string]time.Time `json:"fired,omitempty"`  // DedupKey → mark kept until
+}
+
+type fileAlert struct {
+	Seq int64 `json:"seq"`
+	record.Alert
+}
+
+// fileUsage is one budget's month; the hour arrays stop at the last hour
+// with counts.
+type fileUsage struct {
+	Budget   string                      `json:"budget"`
+	Month    string                      `json:"month"` // budget.MonthKey
+	Requests []int64                     `json:"requests"`
+	Sampled  []int64                     `json:"sampled"`
+	Rules    map[string]record.RuleUsage `json:"rules,omitempty"`
+}
+
+// fileLive is the usage file: budget usage and states, rewritten by the
+// flusher.
+type fileLive struct {
+	Format int            `json:"format"`
+	Usage  []fileUsage    `json:"usage"`
+	States []record.State `json:"states"`
 }
 
 type fileEvent struct {
@@ -44,9 +80,13 @@ type fileEvent struct {
 	RulesVersion int64        `json:"rules_version"`
 }
 
-// load reads the state kept in dir. It returns nil and no error if nothing
-// is kept there yet.
-func load(dir string) (*state, error) {
+// load reads the state kept in dir, and puts the usage and states kept
+// there in lv (dropping what aged out by now). It returns a nil state and no
+// error if no state is kept there yet.
+func load(dir string, lv *live, now time.Time) (*state, error) {
+	if err := loadLive(dir, lv, now); err != nil {
+		return nil, err
+	}
 	path := filepath.Join(dir, stateFile)
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -63,10 +103,14 @@ func load(dir string) (*state, error) {
 		return nil, fmt.Errorf("%s: unsupported format %d", path, f.Format)
 	}
 	st := &state{
-		rules:   make(map[string]rules.Rule, len(f.Rules)),
-		version: f.Version,
-		lastSeq: f.LastSeq,
-		events:  make([]entry, 0, len(f.Events)),
+		rules:    make(map[string]rules.Rule, len(f.Rules)),
+		version:  f.Version,
+		lastSeq:  f.LastSeq,
+		events:   make([]entry, 0, len(f.Events)),
+		budgets:  make(map[string]budget.Budget, len(f.Budgets)),
+		alertSeq: f.AlertSeq,
+		alerts:   make([]alertEntry, 0, len(f.Alerts)),
+		fired:    make(map[string]time.Time, len(f.Fired)),
 	}
 	for i := range f.Rules {
 		st.rules[f.Rules[i].Name] = f.Rules[i].ToRule()
@@ -90,7 +134,68 @@ func load(dir string) (*state, error) {
 			RulesVersion: fe.RulesVersion,
 		}})
 	}
+	for _, raw := range f.Budgets {
+		b, err := record.UnmarshalBudget(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		st.budgets[b.Name] = b
+	}
+	for _, fa := range f.Alerts {
+		if fa.Seq > st.alertSeq || len(st.alerts) > 0 && fa.Seq <= st.alerts[len(st.alerts)-1].seq {
+			return nil, fmt.Errorf("%s: alert %d out of order", path, fa.Seq)
+		}
+		a, err := fa.ToAlert(strconv.FormatInt(fa.Seq, 10))
+		if err != nil {
+			return nil, fmt.Errorf("%s: alert %d: %w", path, fa.Seq, err)
+		}
+		st.alerts = append(st.alerts, alertEntry{seq: fa.Seq, alert: a})
+	}
+	for k, until := range f.Fired {
+		if now.Before(until) {
+			st.fired[k] = until
+		}
+	}
 	return st, nil
+}
+
+func loadLive(dir string, lv *live, now time.Time) error {
+	path := filepath.Join(dir, usageFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read usage: %w", err)
+	}
+	var f fileLive
+	if err := json.Unmarshal(b, &f); err != nil {
+		return fmt.Errorf("decode %s: %w", path, err)
+	}
+	if f.Format != fileFormat {
+		return fmt.Errorf("%s: unsupported format %d", path, f.Format)
+	}
+	if err := lv.restore(&f, now); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// saveLive writes the usage file as save writes the state file.
+func saveLive(dir string, f *fileLive) error {
+	// Stable orders keep the file diffable.
+	slices.SortFunc(f.States, func(a, b record.State) int { return strings.Compare(a.Budget, b.Budget) })
+	slices.SortFunc(f.Usage, func(a, b fileUsage) int {
+		return cmp.Or(strings.Compare(a.Budget, b.Budget), strings.Compare(a.Month, b.Month))
+	})
+	b, err := json.Marshal(f)
+	if err != nil {
+		return fmt.Errorf("encode usage: %w", err)
+	}
+	if err := writeAtomic(dir, usageFile, b); err != nil {
+		return fmt.Errorf("save usage: %w", err)
+	}
+	return nil
 }
 
 // save writes st to dir so that the file is either the old state or the new
@@ -98,11 +203,14 @@ func load(dir string) (*state, error) {
 // state file, and the directory synced so the rename itself is durable.
 func save(dir string, st *state) error {
 	f := fileState{
-		Format:  fileFormat,
-		Version: st.version,
-		LastSeq: st.lastSeq,
-		Rules:   make([]record.Rule, 0, len(st.rules)),
-		Events:  make([]fileEvent, len(st.events)),
+		Format:   fileFormat,
+		Version:  st.version,
+		LastSeq:  st.lastSeq,
+		Rules:    make([]record.Rule, 0, len(st.rules)),
+		Events:   make([]fileEvent, len(st.events)),
+		AlertSeq: st.alertSeq,
+		Alerts:   make([]fileAlert, len(st.alerts)),
+		Fired:    st.fired,
 	}
 	rs := make([]rules.Rule, 0, len(st.rules))
 	for _, r := range st.rules {
@@ -123,6 +231,17 @@ func save(dir string, st *state) error {
 			After:        recordOf(e.ev.After),
 			RulesVersion: e.ev.RulesVersion,
 		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(st.budgets)) {
+		b := st.budgets[name]
+		raw, err := record.MarshalBudget(&b)
+		if err != nil {
+			return err
+		}
+		f.Budgets = append(f.Budgets, raw)
+	}
+	for i, e := range st.alerts {
+		f.Alerts[i] = fileAlert{Seq: e.seq, Alert: record.FromAlert(&e.alert)}
 	}
 	b, err := json.Marshal(&f)
 	if err != nil {

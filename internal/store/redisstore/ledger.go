@@ -5,22 +5,36 @@ import (
 	_ "embed"
 	"fmt"
 	"strconv"
+	"time"
 
+	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/store"
+	"github.com/tracesampling/controlplane/internal/store/internal/record"
 )
 
 //go:embed ledger.lua
 var ledgerLua string
 
-// RecordReports implements store.LedgerStore: the whole batch is one script,
-// one round trip. Each rule's ledger is one small hash under the store's hash
-// tag, so every key of the script is in one Cluster slot.
+// minUsageTTL is the shortest life a usage key is given, for increments of
+// a month already past its retention (a client with a wrong clock), so that
+// such a key still goes away.
+const minUsageTTL = time.Hour
+
+// RecordReports implements store.LedgerStore: the whole batch, ledgers and
+// budget usage, is one script, one round trip. Each rule's ledger and each
+// budget's month is one small hash under the store's hash tag, so every key
+// of the script is in one Cluster slot. Usage increments are checked before
+// anything is sent, so a batch is applied whole or not at all.
 func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float64, error) {
 	if s.closed.Load() {
 		return nil, errClosed
 	}
-	if len(b.Rates) == 0 {
+	if len(b.Rates) == 0 && len(b.Usage) == 0 {
 		return nil, nil
+	}
+	now := b.Now // for the usage keys' lives
+	if now.IsZero() {
+		now = s.now()
 	}
 	// Net every update into one delta per rule and bucket. Retractions
 	// from buckets that are no longer live are dropped: those buckets are
@@ -44,23 +58,97 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float
 			l.deltas[r.Bucket] -= r.Rate
 		}
 	}
-	keys := make([]string, len(ledgers))
-	args := []any{b.Ledger.Bucket(b.Now), b.Ledger.Retain, b.Ledger.TTL().Milliseconds()}
-	for i, l := range ledgers {
-		keys[i] = l.key
+	// Likewise one increment per budget month and field. Keys and field
+	// names are built once per distinct one, not per increment.
+	type month struct {
+		budget string
+		year   int
+		month  time.Month
+	}
+	type field struct {
+		kind byte // 'r', 's': an hour's requests, sampled; 'R', 'S': a rule's
+		hour int
+		rule string
+	}
+	type usageIncrements struct {
+		month  time.Time
+		fields map[field]int64
+	}
+	usageIndex := map[month]int{}
+	var usage []*usageIncrements
+	for _, inc := range b.Usage {
+		if err := record.CheckUsage(inc.Budget, inc.Month, inc.Hour, inc.Requests, inc.Sampled); err != nil {
+			return nil, fmt.Errorf("record reports: %w", err)
+		}
+		if inc.Requests == 0 && inc.Sampled == 0 {
+			continue
+		}
+		utc := inc.Month.UTC()
+		m := month{inc.Budget, utc.Year(), utc.Month()}
+		i, ok := usageIndex[m]
+		if !ok {
+			i = len(usage)
+			usageIndex[m] = i
+			usage = append(usage, &usageIncrements{month: budget.MonthStart(utc), fields: map[field]int64{}})
+		}
+		u := usage[i]
+		if inc.Requests != 0 {
+			u.fields[field{kind: 'r', hour: inc.Hour}] += inc.Requests
+		}
+		if inc.Sampled != 0 {
+			u.fields[field{kind: 's', hour: inc.Hour}] += inc.Sampled
+		}
+		if inc.Rule != "" && inc.Requests != 0 {
+			u.fields[field{kind: 'R', rule: inc.Rule}] += inc.Requests
+		}
+		if inc.Rule != "" && inc.Sampled != 0 {
+			u.fields[field{kind: 'S', rule: inc.Rule}] += inc.Sampled
+		}
+	}
+	if len(ledgers) == 0 && len(usage) == 0 {
+		return nil, nil
+	}
+
+	keys := make([]string, 0, len(ledgers)+len(usage))
+	args := []any{0, 0, 0, len(ledgers)}
+	if len(ledgers) > 0 { // a batch of usage alone may have no ledger configuration
+		args[0], args[1], args[2] = b.Ledger.Bucket(b.Now), b.Ledger.Retain, b.Ledger.TTL().Milliseconds()
+	}
+	for _, l := range ledgers {
+		keys = append(keys, l.key)
 		args = append(args, len(l.deltas))
 		for bucket, d := range l.deltas {
 			args = append(args, bucket, strconv.FormatFloat(d, 'g', -1, 64))
+		}
+	}
+	for m, i := range usageIndex {
+		u := usage[i]
+		keys = append(keys, s.usageKey(m.budget, u.month))
+		ttl := max(record.UsageExpiry(u.month).Sub(now), minUsageTTL)
+		args = append(args, ttl.Milliseconds(), len(u.fields))
+		for f, n := range u.fields {
+			var name string
+			switch f.kind {
+			case 'r':
+				name = "r:" + strconv.Itoa(f.hour)
+			case 's':
+				name = "s:" + strconv.Itoa(f.hour)
+			case 'R':
+				name = "rr:" + f.rule
+			case 'S':
+				name = "rs:" + f.rule
+			}
+			args = append(args, name, n)
 		}
 	}
 	res, err := s.ledger.Run(ctx, s.client, keys, args...).StringSlice()
 	if err != nil {
 		return nil, unavailable("record reports", err)
 	}
-	if len(res) != len(keys) {
-		return nil, fmt.Errorf("redis: record reports: %d sums for %d ledgers", len(res), len(keys))
+	if len(res) != len(ledgers) {
+		return nil, fmt.Errorf("redis: record reports: %d sums for %d ledgers", len(res), len(ledgers))
 	}
-	sums := make([]float64, len(keys))
+	sums := make([]float64, len(ledgers))
 	for i, r := range res {
 		if sums[i], err = strconv.ParseFloat(r, 64); err != nil {
 			return nil, fmt.Errorf("redis: record reports: bad sum %q: %w", r, err)
@@ -74,3 +162,8 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float
 }
 
 func (s *Store) ledgerKey(rule string) string { return s.tag + ":ledger:" + rule }
+
+// usageKey is the hash of one budget's month.
+func (s *Store) usageKey(budgetName string, month time.Time) string {
+	return s.tag + ":usage:" + budgetName + ":" + budget.MonthKey(month)
+}

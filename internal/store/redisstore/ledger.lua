@@ -1,16 +1,27 @@
--- Applies a batch of fleet-ledger deltas and returns each ledger's sum.
--- KEYS: one hash per rule, field = bucket index, value = sum of rates.
--- ARGV[1] current bucket, ARGV[2] buckets that stay live, ARGV[3] TTL in ms,
--- then per key, in KEYS order: the number of deltas n, then n pairs of
--- bucket and delta. The caller has already netted every report of the batch
--- into one delta per rule and bucket, so the work here does not grow with the
--- number of reports.
+-- ledger.lua applies one batch of client reports: fleet-ledger deltas, with
+-- each ledger's sum returned, and budget usage increments. One script is one
+-- round trip, and no replica sees half a batch.
+--
+-- KEYS[1..L]: one hash per rule, field = bucket index, value = sum of rates.
+-- KEYS[L+1..]: one hash per budget and month of usage, fields "r:<hour>" and
+-- "s:<hour>" (requests and sampled in an hour of the month) and "rr:<rule>"
+-- and "rs:<rule>" (a rule's totals).
+-- ARGV[1] current bucket, ARGV[2] buckets that stay live, ARGV[3] ledger TTL
+-- in ms, ARGV[4] L; then per ledger key, in KEYS order: the number of deltas
+-- n, then n pairs of bucket and delta; then per usage key, in KEYS order:
+-- its TTL in ms, the number of increments n, then n pairs of field and
+-- increment.
+--
+-- The caller has already netted every report of the batch into one delta per
+-- rule and bucket and one increment per usage field, so the work here does
+-- not grow with the number of reports.
 local cur = tonumber(ARGV[1])
 local oldest = cur - tonumber(ARGV[2]) + 1
 local ttl = ARGV[3]
-local a = 4
+local nledgers = tonumber(ARGV[4])
+local a = 5
 local sums = {}
-for k = 1, #KEYS do
+for k = 1, nledgers do
   local key = KEYS[k]
   local n = tonumber(ARGV[a])
   a = a + 1
@@ -34,5 +45,16 @@ for k = 1, #KEYS do
   end
   redis.call('PEXPIRE', key, ttl)
   sums[k] = string.format('%.17g', sum)
+end
+for k = nledgers + 1, #KEYS do
+  local key = KEYS[k]
+  local keyttl = ARGV[a]
+  local n = tonumber(ARGV[a + 1])
+  a = a + 2
+  for j = 1, n do
+    redis.call('HINCRBY', key, ARGV[a], ARGV[a + 1])
+    a = a + 2
+  end
+  redis.call('PEXPIRE', key, keyttl)
 end
 return sums

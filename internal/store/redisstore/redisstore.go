@@ -1,15 +1,29 @@
-// Package redisstore keeps rules in Redis, so that every replica of the
-// control plane serves the same rules and version, and any replica can take
-// an edit. It works on a single node, Sentinel or Redis Cluster: every key
+// Package redisstore keeps rules, budgets and their usage and alerts in
+// Redis, so that every replica of the control plane serves the same rules
+// and version, and any replica can take an edit. It works on a single node, Sentinel or Redis Cluster: every key
 // shares one hash tag, so each script touches one slot.
 //
 // Layout, for the default prefix "tsc":
 //
-//	{tsc}:rules                 hash: rule name -> rule JSON
-//	{tsc}:rules:version         counter, bumped by every edit
-//	{tsc}:rules:events          stream: audit log, all rules
-//	{tsc}:rules:events:<name>   stream: audit log of one rule
-//	{tsc}:changes               pub/sub channel, message "rules" per edit
+//	{tsc}:rules                  hash: rule name -> rule JSON
+//	{tsc}:rules:version          counter, bumped by every edit
+//	{tsc}:rules:events           stream: audit log, all rules
+//	{tsc}:rules:events:<name>    stream: audit log of one rule
+//	{tsc}:ledger:<rule>          hash: fleet ledger, bucket -> sum of rates
+//	{tsc}:budgets                hash: budget name -> budget JSON
+//	{tsc}:budgets:states         hash: budget name -> controller state JSON
+//	{tsc}:usage:<budget>:<YYYYMM> hash: a budget's month: "r:<hour>" and
+//	                             "s:<hour>" requests and sampled in an hour
+//	                             of the month, "rr:<rule>" and "rs:<rule>" a
+//	                             rule's totals; expires 70 days after the
+//	                             month ends
+//	{tsc}:alerts                 stream: every alert; entry ID = alert ID
+//	{tsc}:alerts:<budget>        stream: one budget's alerts, same IDs
+//	{tsc}:fired:<dedup key>      string: an alert fired (its ID); 70 days
+//	{tsc}:tick:<tick>            string: the controller tick is claimed
+//	{tsc}:changes                pub/sub channel; each message names the
+//	                             topic that changed: "rules", "budgets",
+//	                             "alerts"
 package redisstore
 
 import (
@@ -44,12 +58,17 @@ type Options struct {
 	// and in each rule's log, trimmed approximately (Redis may keep up to
 	// about a hundred more). Default: 100000.
 	MaxEvents int64
+	// MaxAlerts is how many alerts are kept in the list of all alerts and
+	// in each budget's, trimmed approximately like MaxEvents. Default:
+	// 10000.
+	MaxAlerts int64
 }
 
 // Defaults of Options.
 const (
 	DefaultPrefix    = "tsc"
 	DefaultMaxEvents = 100000
+	DefaultMaxAlerts = 10000
 )
 
 // Watch timing. A quiet subscription is pinged every watchPingInterval; one
@@ -86,13 +105,16 @@ var errClosed = fmt.Errorf("redisstore: %w: store closed", store.ErrUnavailable)
 // Store is a store.Store on Redis. It is safe for concurrent use; all
 // coordination between callers and replicas happens in Redis.
 type Store struct {
-	client    redis.UniversalClient
-	now       func() time.Time
-	maxEvents int64
-	edit      *redis.Script
-	ledger    *redis.Script
-	closed    atomic.Bool
-	tag       string
+	client     redis.UniversalClient
+	now        func() time.Time
+	maxEvents  int64
+	maxAlerts  int64
+	edit       *redis.Script
+	ledger     *redis.Script
+	budgetEdit *redis.Script
+	alert      *redis.Script
+	closed     atomic.Bool
+	tag        string
 
 	rulesKey   string
 	versionKey string
@@ -117,13 +139,19 @@ func New(ctx context.Context, client redis.UniversalClient, opts Options) (*Stor
 	if opts.MaxEvents <= 0 {
 		opts.MaxEvents = DefaultMaxEvents
 	}
+	if opts.MaxAlerts <= 0 {
+		opts.MaxAlerts = DefaultMaxAlerts
+	}
 	tag := "{" + opts.Prefix + "}"
 	s := &Store{
 		client:     client,
 		now:        opts.Now,
 		maxEvents:  opts.MaxEvents,
+		maxAlerts:  opts.MaxAlerts,
 		edit:       redis.NewScript(editLua),
 		ledger:     redis.NewScript(ledgerLua),
+		budgetEdit: redis.NewScript(budgetLua),
+		alert:      redis.NewScript(alertLua),
 		tag:        tag,
 		rulesKey:   tag + ":rules",
 		versionKey: tag + ":rules:version",
@@ -402,7 +430,7 @@ func (s *Store) RuleEvents(ctx context.Context, ruleName string, pageSize int, p
 	}
 	newest := "+"
 	if pageToken != "" {
-		id, err := decodeToken(pageToken)
+		id, err := decodeToken(tokenPrefix, pageToken)
 		if err != nil {
 			return store.EventPage{}, fmt.Errorf("list rule events: %w", err)
 		}
@@ -419,7 +447,7 @@ func (s *Store) RuleEvents(ctx context.Context, ruleName string, pageSize int, p
 	var page store.EventPage
 	if len(msgs) > size {
 		msgs = msgs[:size]
-		page.NextToken = encodeToken(msgs[size-1].ID)
+		page.NextToken = encodeToken(tokenPrefix, msgs[size-1].ID)
 	}
 	page.Events = make([]store.Event, len(msgs))
 	for i, m := range msgs {
@@ -463,22 +491,24 @@ func decodeEvent(m redis.XMessage) (store.Event, error) {
 	return ev, nil
 }
 
-// tokenPrefix marks redisstore page tokens, so that a token of another
-// listing is rejected rather than misread.
+// tokenPrefix marks redisstore page tokens of the audit log, so that a token
+// of another listing is rejected rather than misread.
 const tokenPrefix = "redis1:"
 
-func encodeToken(id string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(tokenPrefix + id))
+// encodeToken returns the page token, in the listing whose tokens start with
+// prefix, that lists the stream entries older than id.
+func encodeToken(prefix, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(prefix + id))
 }
 
 // decodeToken returns the stream entry ID a page token holds, checked to be
 // one, since it goes into a Redis command.
-func decodeToken(token string) (string, error) {
+func decodeToken(prefix, token string) (string, error) {
 	b, err := base64.RawURLEncoding.DecodeString(token)
 	if err != nil {
 		return "", record.InvalidPageToken()
 	}
-	id, ok := strings.CutPrefix(string(b), tokenPrefix)
+	id, ok := strings.CutPrefix(string(b), prefix)
 	if !ok {
 		return "", record.InvalidPageToken()
 	}
@@ -521,8 +551,8 @@ func parseVersion(cmd *redis.StringCmd) (int64, error) {
 	return v, nil
 }
 
-// WatchChanges subscribes to the change channel and calls notify once per
-// (re)subscription and once per message, until ctx ends. Redis going away
+// WatchChanges subscribes to the change channel and calls notify for every
+// topic once per (re)subscription and once per message, until ctx ends. Redis going away
 // does not end it: it subscribes again with backoff, and the new
 // subscription's notify covers any messages missed meanwhile.
 func (s *Store) WatchChanges(ctx context.Context, notify func(store.Topic)) error {
@@ -581,13 +611,20 @@ func (s *Store) watch(ctx context.Context, notify func(store.Topic)) (subscribed
 		case *redis.Subscription:
 			if m.Kind == "subscribe" {
 				subscribed = true
-				notify(store.TopicRules)
+				// Anything may have changed while unsubscribed.
+				for _, topic := range topics {
+					notify(topic)
+				}
 			}
 		case *redis.Message:
 			notify(store.Topic(m.Payload))
 		}
 	}
 }
+
+// topics is every topic, in the order WatchChanges announces them on
+// subscribing.
+var topics = [...]store.Topic{store.TopicRules, store.TopicBudgets, store.TopicAlerts}
 
 // Ping sends PING.
 func (s *Store) Ping(ctx context.Context) error {

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
+	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/redistest"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
@@ -86,12 +87,13 @@ func TestKeysShareOneHashTag(t *testing.T) {
 	if _, err := s.UpdateRule(ctx, r, r.Revision, "u"); err != nil {
 		t.Fatal(err)
 	}
+	touchBudgetKeys(t, s)
 	keys, err := c.Keys(ctx, "*").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(keys) < 4 {
-		t.Fatalf("keys %q, want rules, version and two audit streams", keys)
+	if len(keys) < 12 {
+		t.Fatalf("keys %q, want rules, version, two audit streams, a ledger, budgets, states, usage, two alert streams, a fired mark and a tick", keys)
 	}
 	for _, k := range keys {
 		if !strings.HasPrefix(k, "{tsc}:") {
@@ -226,13 +228,20 @@ func TestRestartKeepsAcknowledgedEdits(t *testing.T) {
 }
 
 // snapshotEventually reads a snapshot, retrying while the client reconnects.
+// It waits for a Ping too: after many failed dials go-redis fails plain
+// commands fast until its background dial succeeds, while a transaction
+// (Snapshot's) may already get through.
 func snapshotEventually(t *testing.T, s store.Store) store.Snapshot {
 	t.Helper()
 	deadline := time.Now().Add(waitTimeout)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		snap, err := s.Snapshot(t.Context())
+		err := s.Ping(t.Context())
+		var snap store.Snapshot
+		if err == nil {
+			snap, err = s.Snapshot(t.Context())
+		}
 		if err == nil {
 			return snap
 		}
@@ -254,11 +263,39 @@ func TestUnavailable(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	b, err := s.CreateBudget(ctx, budget.Budget{Name: "b", MonthlyAmount: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
 	calls := []struct {
 		name string
 		call func(ctx context.Context) error
 	}{
 		{"Ping", s.Ping},
+		{"Budgets", func(ctx context.Context) error { _, err := s.Budgets(ctx, 0, ""); return err }},
+		{"Budget", func(ctx context.Context) error { _, err := s.Budget(ctx, "b"); return err }},
+		{"CreateBudget", func(ctx context.Context) error {
+			_, err := s.CreateBudget(ctx, budget.Budget{Name: "new", MonthlyAmount: 1})
+			return err
+		}},
+		{"UpdateBudget", func(ctx context.Context) error { _, err := s.UpdateBudget(ctx, b, b.Revision); return err }},
+		{"DeleteBudget", func(ctx context.Context) error { return s.DeleteBudget(ctx, "b", 0) }},
+		{"RecordReports", func(ctx context.Context) error {
+			_, err := s.RecordReports(ctx, store.ReportBatch{Now: now, Usage: []store.UsageIncrement{
+				{Budget: "b", Month: now, Hour: 0, Requests: 1, Sampled: 1},
+			}})
+			return err
+		}},
+		{"Usage", func(ctx context.Context) error { _, err := s.Usage(ctx, "b", now); return err }},
+		{"ClaimTick", func(ctx context.Context) error { _, err := s.ClaimTick(ctx, 1, time.Minute); return err }},
+		{"PutStates", func(ctx context.Context) error { return s.PutStates(ctx, []budget.State{{Budget: "b"}}) }},
+		{"States", func(ctx context.Context) error { _, err := s.States(ctx); return err }},
+		{"FireAlert", func(ctx context.Context) error {
+			_, _, err := s.FireAlert(ctx, budget.Alert{Budget: "b", Kind: budget.AlertSpend, Threshold: 1})
+			return err
+		}},
+		{"Alerts", func(ctx context.Context) error { _, err := s.Alerts(ctx, "", 0, ""); return err }},
 		{"Snapshot", func(ctx context.Context) error { _, err := s.Snapshot(ctx); return err }},
 		{"Rule", func(ctx context.Context) error { _, err := s.Rule(ctx, "r"); return err }},
 		{"RulesVersion", func(ctx context.Context) error { _, err := s.RulesVersion(ctx); return err }},

@@ -1,6 +1,7 @@
 // Package record holds what memstore and redisstore share about keeping
-// rules: the JSON form a rule is stored in, and the checks of listing
-// arguments, so both stores accept and reject the same requests.
+// rules and budgets: the JSON forms rules, budgets, alerts and states are
+// stored in, and the checks of listing arguments and usage increments, so
+// both stores accept and reject the same requests.
 package record
 
 import (

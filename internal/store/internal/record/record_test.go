@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 )
@@ -92,5 +93,18 @@ func TestParseAction(t *testing.T) {
 	}
 	if _, err := ParseAction("unknown"); err == nil {
 		t.Error("ParseAction accepted \"unknown\"")
+	}
+}
+
+func TestHoursIn(t *testing.T) {
+	for y := 1999; y <= 2401; y++ {
+		for m := time.January; m <= time.December; m++ {
+			start := time.Date(y, m, 1, 0, 0, 0, 0, time.UTC)
+			for _, at := range []time.Time{start, start.AddDate(0, 1, 0).Add(-time.Nanosecond)} {
+				if got, want := hoursIn(at), budget.HoursIn(start); got != want {
+					t.Fatalf("hoursIn(%v) = %d, want %d", at, got, want)
+				}
+			}
+		}
 	}
 }

@@ -1,0 +1,655 @@
+package sampler_test
+
+// End-to-end tests: real samplers against a complete in-process control
+// plane (rule and sampling services, catalog, fleet ledger in a real Redis)
+// on a loopback port. The server reports every second, so quotas arrive fast
+// and expire two seconds after the last report.
+//
+// Nothing here asserts a propagation time tighter than a generous deadline:
+// machines are shared and noisy. The times are logged; the load generator's
+// benchmark is where they are measured.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	"github.com/tracesampling/controlplane/clients/go/sampler"
+	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/redistest"
+	"github.com/tracesampling/controlplane/internal/server"
+	"github.com/tracesampling/controlplane/internal/store/redisstore"
+)
+
+const (
+	// e2eInterval is the control plane's report interval in these tests.
+	e2eInterval = time.Second
+	// deadline bounds every wait for something the control plane pushes.
+	deadline = 10 * time.Second
+)
+
+var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// noLeaks checks, when the test ends, that every goroutine it started is
+// gone. It is a per-test check rather than goleak.VerifyTestMain so that it
+// does not compete with a TestMain of the package's internal tests (a test
+// binary has one).
+func noLeaks(t *testing.T) {
+	t.Helper()
+	opt := goleak.IgnoreCurrent()
+	// Registered first, so it runs after every other cleanup.
+	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
+}
+
+// controlPlane is one replica: store, catalog and gRPC server.
+type controlPlane struct {
+	addr    string
+	rules   pb.RuleServiceClient
+	catalog *catalog.Catalog
+	stop    func() // idempotent
+}
+
+// startControlPlane runs a replica on the Redis rs, listening on addr
+// ("127.0.0.1:0" for a free port). It is stopped when the test ends, if the
+// test has not stopped it.
+func startControlPlane(t *testing.T, rs *redistest.Server, addr string) *controlPlane {
+	t.Helper()
+	st, err := redisstore.New(context.Background(), rs.Client(t), redisstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat := catalog.New(st, catalog.Options{Logger: discard, Poll: time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := cat.Load(ctx); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	catDone := make(chan struct{})
+	go func() {
+		defer close(catDone)
+		_ = cat.Run(ctx)
+	}()
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		cancel()
+		<-catDone
+		t.Fatal(err)
+	}
+	srv := server.New(server.Options{Rules: st, Catalog: cat, Ledger: st, Logger: discard, ReportInterval: e2eInterval})
+	srv.SetServing(true)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			conn.Close()
+			// Streams never end by themselves: a short grace period, then
+			// every connection is closed (Serve closes the listener).
+			sctx, scancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer scancel()
+			srv.Stop(sctx)
+			<-served
+			cancel()
+			<-catDone
+			st.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return &controlPlane{addr: lis.Addr().String(), rules: pb.NewRuleServiceClient(conn), catalog: cat, stop: stop}
+}
+
+// createRule creates r and waits until the replica's catalog serves it.
+func (cp *controlPlane) createRule(t *testing.T, r *pb.Rule) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	if _, err := cp.rules.CreateRule(ctx, &pb.CreateRuleRequest{Rule: r}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, deadline, fmt.Sprintf("catalog to load rule %q", r.GetName()), func() bool {
+		return cp.catalog.Current().Rule(r.GetName()) != nil
+	})
+}
+
+// newSampler starts a sampler for service "shop" against addr and closes
+// it when the test ends.
+func newSampler(t *testing.T, addr string, opts ...sampler.Option) *sampler.Sampler {
+	t.Helper()
+	opts = append([]sampler.Option{sampler.WithEndpoint(addr), sampler.WithService("shop", ""), sampler.WithLogger(discard)}, opts...)
+	s, err := sampler.New(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// waitFor polls cond every 10 ms until it holds, and fails the test after
+// limit. It returns how long it waited.
+func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Since(start) > limit {
+			t.Fatalf("no %s within %v", what, limit)
+		}
+		<-tick.C
+	}
+	return time.Since(start)
+}
+
+var requestAttrs = []attribute.KeyValue{
+	attribute.String("http.request.method", "GET"),
+	attribute.String("url.path", "/cart/42"),
+	attribute.String("server.address", "shop.example.com"),
+}
+
+func params(rng *rand.Rand) sdktrace.SamplingParameters {
+	var id trace.TraceID
+	for i := range id {
+		id[i] = byte(rng.Uint32())
+	}
+	return sdktrace.SamplingParameters{ParentContext: context.Background(), TraceID: id, Name: "GET /cart/{id}", Kind: trace.SpanKindServer, Attributes: requestAttrs}
+}
+
+// explain asks s why a fresh root span would be sampled now.
+func explain(s *sampler.Sampler) sampler.Explanation {
+	return s.Explain(params(rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))))
+}
+
+// load is a steady stream of root spans into one sampler.
+type load struct {
+	calls, sampled atomic.Int64
+	slowest        atomic.Int64 // ns, the longest ShouldSample call
+}
+
+// runLoad starts spans on s at perSecond until the test ends, each with a
+// fresh random trace ID. The rate is kept by catching up on a 10 ms ticker,
+// so a late tick does not lower it.
+func runLoad(t *testing.T, s *sampler.Sampler, perSecond float64) *load {
+	l := &load{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		start := time.Now()
+		var n int64
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			for due := int64(perSecond * time.Since(start).Seconds()); n < due; n++ {
+				p := params(rng)
+				t0 := time.Now()
+				r := s.ShouldSample(p)
+				if d := int64(time.Since(t0)); d > l.slowest.Load() {
+					l.slowest.Store(d)
+				}
+				l.calls.Add(1)
+				if r.Decision == sdktrace.RecordAndSample {
+					l.sampled.Add(1)
+				}
+			}
+		}
+	}()
+	// Stops before the samplers close (cleanups run last-in first-out).
+	t.Cleanup(func() { cancel(); <-done })
+	return l
+}
+
+// TestE2EFleetSharesReservoir: three instances with different traffic share
+// one rule's reservoir, so the fleet traces about R per second in all, and the
+// busiest instance gets the biggest share.
+func TestE2EFleetSharesReservoir(t *testing.T) {
+	noLeaks(t)
+	rs := redistest.Start(t)
+	cp := startControlPlane(t, rs, "127.0.0.1:0")
+	const reservoir = 20
+	cp.createRule(t, &pb.Rule{Name: "shop-all", Priority: 1, ServiceName: "shop", ReservoirSize: reservoir, FixedRate: 0})
+
+	rates := []float64{300, 100, 30}
+	var samplers []*sampler.Sampler
+	var loads []*load
+	for _, r := range rates {
+		s := newSampler(t, cp.addr)
+		samplers = append(samplers, s)
+		loads = append(loads, runLoad(t, s, r))
+	}
+	for i, s := range samplers {
+		waitFor(t, deadline, fmt.Sprintf("rule on instance %d", i), func() bool { return explain(s).Rule == "shop-all" })
+	}
+	// Warm-up: the first reports, then quotas from rates measured over a
+	// whole interval.
+	time.Sleep(4 * e2eInterval)
+
+	const window = 6 * time.Second
+	before := make([]int64, len(loads))
+	calls := make([]int64, len(loads))
+	for i, l := range loads {
+		before[i], calls[i] = l.sampled.Load(), l.calls.Load()
+	}
+	start := time.Now()
+	time.Sleep(window)
+	elapsed := time.Since(start).Seconds()
+	var total float64
+	perInstance := make([]float64, len(loads))
+	for i, l := range loads {
+		perInstance[i] = float64(l.sampled.Load()-before[i]) / elapsed
+		total += perInstance[i]
+		calls[i] = l.calls.Load() - calls[i]
+	}
+	t.Logf("fleet traced %.2f/s (reservoir %d/s); per instance %.2f, %.2f, %.2f /s of %.0f, %.0f, %.0f req/s",
+		total, reservoir, perInstance[0], perInstance[1], perInstance[2],
+		float64(calls[0])/elapsed, float64(calls[1])/elapsed, float64(calls[2])/elapsed)
+	if math.Abs(total-reservoir) > 0.35*reservoir {
+		t.Errorf("fleet traced %.2f/s, want %d/s ± 35%%", total, reservoir)
+	}
+	if perInstance[0] <= perInstance[2] {
+		t.Errorf("the instance with %v req/s traced %.2f/s, not more than the one with %v req/s (%.2f/s)", rates[0], perInstance[0], rates[2], perInstance[2])
+	}
+}
+
+// TestE2ERuleEditReachesInstances: an edit on the server changes every
+// instance's decisions, with no restart and no poll.
+func TestE2ERuleEditReachesInstances(t *testing.T) {
+	noLeaks(t)
+	rs := redistest.Start(t)
+	cp := startControlPlane(t, rs, "127.0.0.1:0")
+	cp.createRule(t, &pb.Rule{Name: "shop-edit", Priority: 1, ServiceName: "shop", ReservoirSize: 0, FixedRate: 0})
+
+	var samplers []*sampler.Sampler
+	for range 3 {
+		samplers = append(samplers, newSampler(t, cp.addr))
+	}
+	// With a quota in force (of nothing: the reservoir is 0) an instance
+	// neither borrows nor samples.
+	for i, s := range samplers {
+		waitFor(t, deadline, fmt.Sprintf("rule and quota on instance %d", i), func() bool {
+			e := explain(s)
+			return e.Rule == "shop-edit" && e.Reason == sampler.ReasonFixedRate && !e.Sampled
+		})
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i, s := range samplers {
+		for range 100 {
+			if d := s.ShouldSample(params(rng)).Decision; d != sdktrace.Drop {
+				t.Fatalf("instance %d before the edit, at fixed rate 0: decision %v", i, d)
+			}
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	edited := time.Now()
+	_, err := cp.rules.UpdateRule(ctx, &pb.UpdateRuleRequest{
+		Rule:       &pb.Rule{Name: "shop-edit", FixedRate: 1},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"fixed_rate"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := make([]time.Duration, len(samplers))
+	for i, s := range samplers {
+		waitFor(t, deadline, fmt.Sprintf("fixed rate 1 on instance %d", i), func() bool {
+			e := explain(s)
+			return e.Rule == "shop-edit" && e.Reason == sampler.ReasonFixedRate && e.Sampled
+		})
+		took[i] = time.Since(edited)
+	}
+	t.Logf("edit in force on the three instances %v, %v, %v after the update returned", took[0], took[1], took[2])
+	for i, s := range samplers {
+		for range 100 {
+			if d := s.ShouldSample(params(rng)).Decision; d != sdktrace.RecordAndSample {
+				t.Fatalf("instance %d after the edit to fixed rate 1: decision %v", i, d)
+			}
+		}
+	}
+}
+
+// TestE2EControlPlaneOutage: with the control plane gone, instances keep
+// their last rules and quotas until the quotas expire, then decide by the
+// local default, never blocking a span start; a control plane started again
+// on the same address (and Redis) takes them back.
+func TestE2EControlPlaneOutage(t *testing.T) {
+	noLeaks(t)
+	rs := redistest.Start(t)
+	cp := startControlPlane(t, rs, "127.0.0.1:0")
+	// A reservoir far above the traffic: with a quota in force every span
+	// finds a token, so Explain tells a quota from borrowing.
+	cp.createRule(t, &pb.Rule{Name: "shop-out", Priority: 1, ServiceName: "shop", ReservoirSize: 1000, FixedRate: 0.2})
+
+	var samplers []*sampler.Sampler
+	var loads []*load
+	for range 2 {
+		// Reports every 200 ms, so the last quota before the outage is
+		// fresh and outlives the stop by well over a second.
+		s := newSampler(t, cp.addr, sampler.WithReportInterval(200*time.Millisecond))
+		samplers = append(samplers, s)
+		loads = append(loads, runLoad(t, s, 100))
+	}
+	onQuota := func(e sampler.Explanation) bool {
+		return e.Rule == "shop-out" && e.Reason == sampler.ReasonReservoir
+	}
+	for i, s := range samplers {
+		waitFor(t, deadline, fmt.Sprintf("rule and quota on instance %d", i), func() bool { return onQuota(explain(s)) })
+	}
+
+	cp.stop()
+	stopped := time.Now()
+	for i, s := range samplers {
+		if e := explain(s); !onQuota(e) {
+			t.Errorf("instance %d just after the control plane stopped: %+v, want the last rule and quota still in force", i, e)
+		}
+	}
+	calls := make([]int64, len(loads))
+	for i, l := range loads {
+		calls[i] = l.calls.Load()
+	}
+	for i, s := range samplers {
+		waitFor(t, deadline, fmt.Sprintf("fallback on instance %d", i), func() bool {
+			e := explain(s)
+			return e.Reason == sampler.ReasonFallback && e.Rule == ""
+		})
+		t.Logf("instance %d fell back to the local default %v after the stop", i, time.Since(stopped))
+	}
+	e := explain(samplers[0])
+	t.Logf("offline: %s", e.Detail)
+	for i, l := range loads {
+		if l.calls.Load() <= calls[i] {
+			t.Errorf("instance %d decided no span while the control plane was down", i)
+		}
+	}
+
+	restart := time.Now()
+	startControlPlane(t, rs, cp.addr)
+	for i, s := range samplers {
+		waitFor(t, 3*deadline, fmt.Sprintf("rule again on instance %d", i), func() bool { return explain(s).Rule == "shop-out" })
+		t.Logf("instance %d back on the rule %v after the restart", i, time.Since(restart))
+	}
+	for i, l := range loads {
+		slowest := time.Duration(l.slowest.Load())
+		t.Logf("instance %d: %d spans decided, slowest ShouldSample %v", i, l.calls.Load(), slowest)
+		if slowest > time.Second {
+			t.Errorf("instance %d: a ShouldSample call took %v: it must never wait for the network", i, slowest)
+		}
+	}
+}
+
+// proxy is a SamplingService in front of a real control plane: it forwards
+// every call, keeps what passed, and with refuseStreams answers
+// StreamSampling with UNIMPLEMENTED, as a server without streams would.
+type proxy struct {
+	pb.UnimplementedSamplingServiceServer
+	up            pb.SamplingServiceClient
+	refuseStreams bool
+
+	mu            sync.Mutex
+	streamCalls   int
+	streamReports []*pb.Report
+	reports       []*pb.GetSamplingTargetsRequest
+	answers       []*pb.GetSamplingTargetsResponse
+}
+
+func (p *proxy) GetSamplingRules(ctx context.Context, req *pb.GetSamplingRulesRequest) (*pb.GetSamplingRulesResponse, error) {
+	return p.up.GetSamplingRules(ctx, req)
+}
+
+func (p *proxy) GetSamplingTargets(ctx context.Context, req *pb.GetSamplingTargetsRequest) (*pb.GetSamplingTargetsResponse, error) {
+	resp, err := p.up.GetSamplingTargets(ctx, req)
+	if err == nil {
+		p.mu.Lock()
+		p.reports = append(p.reports, proto.Clone(req).(*pb.GetSamplingTargetsRequest))
+		p.answers = append(p.answers, proto.Clone(resp).(*pb.GetSamplingTargetsResponse))
+		p.mu.Unlock()
+	}
+	return resp, err
+}
+
+func (p *proxy) StreamSampling(down pb.SamplingService_StreamSamplingServer) error {
+	p.mu.Lock()
+	p.streamCalls++
+	p.mu.Unlock()
+	if p.refuseStreams {
+		return status.Error(codes.Unimplemented, "this server takes no streams")
+	}
+	up, err := p.up.StreamSampling(down.Context())
+	if err != nil {
+		return err
+	}
+	// Client to server. This goroutine ends when the client's side ends:
+	// Recv fails once the handler has returned, as in the real service.
+	go func() {
+		for {
+			m, err := down.Recv()
+			if err != nil {
+				_ = up.CloseSend()
+				return
+			}
+			if r := m.GetReport(); r != nil {
+				p.mu.Lock()
+				p.streamReports = append(p.streamReports, proto.Clone(r).(*pb.Report))
+				p.mu.Unlock()
+			}
+			if err := up.Send(m); err != nil {
+				return
+			}
+		}
+	}()
+	for {
+		m, err := up.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := down.Send(m); err != nil {
+			return err
+		}
+	}
+}
+
+// startProxy serves p on a loopback port in front of cp.
+func startProxy(t *testing.T, cp *controlPlane, p *proxy) string {
+	t.Helper()
+	conn, err := grpc.NewClient(cp.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.up = pb.NewSamplingServiceClient(conn)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	pb.RegisterSamplingServiceServer(gs, p)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = gs.Serve(lis)
+	}()
+	t.Cleanup(func() {
+		gs.Stop()
+		<-served
+		conn.Close()
+	})
+	return lis.Addr().String()
+}
+
+// quotaOf returns the rule's target in a response, or nil.
+func quotaOf(resp *pb.GetSamplingTargetsResponse, rule string) *pb.SamplingTarget {
+	for _, tg := range resp.GetTargets() {
+		if tg.GetRuleName() == rule {
+			return tg
+		}
+	}
+	return nil
+}
+
+func statsOf(req *pb.GetSamplingTargetsRequest, rule string) *pb.SamplingStatistics {
+	for _, st := range req.GetStatistics() {
+		if st.GetRuleName() == rule {
+			return st
+		}
+	}
+	return nil
+}
+
+// TestE2EUnaryFallback: against a server that refuses streams, the sampler
+// polls GetSamplingRules and GetSamplingTargets, echoing its receipts, so an
+// instance alone gets the whole reservoir from its second report on.
+func TestE2EUnaryFallback(t *testing.T) {
+	noLeaks(t)
+	rs := redistest.Start(t)
+	cp := startControlPlane(t, rs, "127.0.0.1:0")
+	const reservoir = 8
+	cp.createRule(t, &pb.Rule{Name: "shop-unary", Priority: 1, ServiceName: "shop", ReservoirSize: reservoir, FixedRate: 0})
+	p := &proxy{refuseStreams: true}
+	addr := startProxy(t, cp, p)
+
+	s := newSampler(t, addr)
+	runLoad(t, s, 50)
+	waitFor(t, deadline, "rule over unary calls", func() bool { return explain(s).Rule == "shop-unary" })
+	waitFor(t, 2*deadline, "three unary reports", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.reports) >= 3
+	})
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.streamCalls != 1 {
+		t.Errorf("%d stream attempts, want 1: after UNIMPLEMENTED the sampler polls", p.streamCalls)
+	}
+	for i := 1; i < len(p.reports); i++ {
+		prev := quotaOf(p.answers[i-1], "shop-unary")
+		st := statsOf(p.reports[i], "shop-unary")
+		if prev == nil || st == nil {
+			t.Fatalf("report %d: no statistics or no previous target for the rule: %v / %v", i, p.reports[i], p.answers[i-1])
+		}
+		if st.GetReceipt() != prev.GetReceipt() || st.GetReceipt() == "" {
+			t.Errorf("report %d echoes receipt %q, want the previous target's %q", i, st.GetReceipt(), prev.GetReceipt())
+		}
+		if len(p.answers[i].GetRejected()) > 0 {
+			t.Errorf("report %d: rejected %v", i, p.answers[i].GetRejected())
+		}
+		// Alone, with its previous rate retracted, the instance is the whole
+		// fleet.
+		q := quotaOf(p.answers[i], "shop-unary").GetReservoirQuota()
+		if st.GetRequestCount() > 0 && math.Abs(q-reservoir) > 1e-6 {
+			t.Errorf("report %d (%d requests): quota %v, want the whole reservoir %d", i, st.GetRequestCount(), q, reservoir)
+		}
+	}
+}
+
+// TestE2ECloseFlushes: the counts of spans decided since the last report
+// reach the server when the sampler closes, and Close is idempotent.
+func TestE2ECloseFlushes(t *testing.T) {
+	noLeaks(t)
+	rs := redistest.Start(t)
+	cp := startControlPlane(t, rs, "127.0.0.1:0")
+	cp.createRule(t, &pb.Rule{Name: "shop-flush", Priority: 1, ServiceName: "shop", ReservoirSize: 5, FixedRate: 0.1})
+	p := &proxy{}
+	addr := startProxy(t, cp, p)
+
+	// One report soon after connecting, then none for an hour: what
+	// follows can only reach the server by Close.
+	s, err := sampler.New(sampler.WithEndpoint(addr), sampler.WithService("shop", ""), sampler.WithLogger(discard), sampler.WithReportInterval(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	waitFor(t, deadline, "the first stream report", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.streamReports) > 0
+	})
+	// Its target: a quota of zero (no requests yet), so no borrowing.
+	waitFor(t, deadline, "the first target", func() bool {
+		e := explain(s)
+		return e.Rule == "shop-flush" && e.Reason == sampler.ReasonFixedRate
+	})
+
+	const spans = 500
+	var sampled int64
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range spans {
+		if s.ShouldSample(params(rng)).Decision == sdktrace.RecordAndSample {
+			sampled++
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.reports) != 1 {
+		t.Fatalf("%d unary reports after Close, want the one flush", len(p.reports))
+	}
+	st := statsOf(p.reports[0], "shop-flush")
+	if st.GetRequestCount() != spans || st.GetSampledCount() != sampled || st.GetBorrowCount() > st.GetSampledCount() {
+		t.Errorf("flushed %d requests, %d sampled, %d borrowed; want %d and %d", st.GetRequestCount(), st.GetSampledCount(), st.GetBorrowCount(), spans, sampled)
+	}
+	if st.GetReceipt() == "" {
+		t.Error("the flush echoes no receipt of the stream's last target")
+	}
+	if rej := p.answers[0].GetRejected(); len(rej) > 0 {
+		t.Errorf("the server rejected the flush: %v", rej)
+	}
+	var streamed int64
+	for _, r := range p.streamReports {
+		for _, d := range r.GetStatistics() {
+			streamed += d.GetRequestCount()
+		}
+	}
+	if streamed != 0 {
+		t.Errorf("the stream reported %d requests before any span: want 0", streamed)
+	}
+
+	done := make(chan error, 1)
+	go func() { done <- s.Close() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("second Close: %v", err)
+		}
+	case <-time.After(deadline):
+		t.Fatal("second Close did not return")
+	}
+	// Closed, it still decides, with the last rules.
+	if e := explain(s); e.Rule != "shop-flush" {
+		t.Errorf("after Close: %+v, want the last rule still in force", e)
+	}
+}

@@ -1,0 +1,1503 @@
+package main
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"math"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/apiconv"
+	"github.com/tracesampling/controlplane/internal/budget"
+	"github.com/tracesampling/controlplane/internal/rules"
+)
+
+const budgetsUsage = `Usage: controlplane budgets COMMAND [flags]
+
+Manage the monthly tracing cost budgets of a control plane server, see where
+each stands this month, and follow the alerts they raise.
+
+Commands:
+  list                  list budgets, by name
+  get NAME              show one budget
+  create NAME           create a budget from flags, or every budget of a file (-f)
+  update NAME           change the fields given as flags, and only those
+  delete NAME           delete a budget
+  status NAME           spend and forecast this month, enforcement, spend per rule
+  alerts                list the alerts that fired, newest first
+  watch                 print alerts as they fire, until interrupted (Ctrl-C)
+
+Flags of every command:
+  --server ADDR         gRPC address of the server (env CONTROLPLANE_SERVER; default localhost:7070)
+  --tls                 connect with TLS, trusting the system's root certificates
+  --timeout DURATION    time limit of each call to the server (default 10s; 0: none);
+                        watch's stream itself has none
+  -o table|json|yaml    output format (default table); for list and get, yaml is the
+                        budgets file format, which create -f reads back; watch takes
+                        table (one line per alert) or json (one object per line)
+
+Exit codes: 0 success (watch: also when interrupted), 1 other failure, 2 bad
+command line, 3 invalid input (a bad budgets file or budget), 4 not found,
+5 conflict (already exists, or a stale etag), 6 server unreachable.
+
+Run 'controlplane budgets COMMAND -h' for a command's flags.
+`
+
+// runBudgets dispatches `controlplane budgets COMMAND`.
+func runBudgets(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, budgetsUsage)
+		return usageError(errors.New("budgets: no command given"))
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "list":
+		return runBudgetList(ctx, rest, stdout, stderr)
+	case "get":
+		return runBudgetGet(ctx, rest, stdout, stderr)
+	case "create":
+		return runBudgetCreate(ctx, rest, stdin, stdout, stderr)
+	case "update":
+		return runBudgetUpdate(ctx, rest, stdout, stderr)
+	case "delete":
+		return runBudgetDelete(ctx, rest, stdout, stderr)
+	case "status":
+		return runBudgetStatus(ctx, rest, stdout, stderr)
+	case "alerts":
+		return runBudgetAlerts(ctx, rest, stdout, stderr)
+	case "watch":
+		return runBudgetWatch(ctx, rest, stdout, stderr)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, budgetsUsage)
+		return nil
+	}
+	fmt.Fprint(stderr, budgetsUsage)
+	return usageError(fmt.Errorf("budgets: unknown command %q", cmd))
+}
+
+// newBudgetFlagSet is newFlagSet (the connection flags every command has)
+// named and documented as a budgets command.
+func newBudgetFlagSet(name, synopsis, about string, stderr io.Writer, conn *connConfig) *flag.FlagSet {
+	fs := newFlagSet(name, synopsis, about, stderr, conn)
+	fs.Init("budgets "+name, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: controlplane budgets %s\n\n%s\n\nFlags:\n", synopsis, about)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func addBudgetOutputFlag(fs *flag.FlagSet, output *string) {
+	fs.StringVar(output, "o", formatTable, "output `format`: table, json or yaml (for list and get, the budgets file format)")
+}
+
+// wantBudgetArgs checks the number of arguments: from lo to hi budget names.
+func wantBudgetArgs(cmd string, pos []string, lo, hi int) error {
+	if len(pos) >= lo && len(pos) <= hi {
+		return nil
+	}
+	switch {
+	case hi == 0:
+		return usageError(fmt.Errorf("budgets %s takes no arguments, got %q", cmd, pos))
+	case lo == hi:
+		return usageError(fmt.Errorf("budgets %s takes exactly one budget name, got %d arguments", cmd, len(pos)))
+	}
+	return usageError(fmt.Errorf("budgets %s takes at most %d budget name, got %d arguments", cmd, hi, len(pos)))
+}
+
+// budgetAPI returns a BudgetService client on c's connection.
+func budgetAPI(c *client) pb.BudgetServiceClient { return pb.NewBudgetServiceClient(c.conn) }
+
+// listBudgets returns every budget, following page tokens.
+func listBudgets(ctx context.Context, c *client) ([]*pb.Budget, error) {
+	api := budgetAPI(c)
+	var all []*pb.Budget
+	for token := ""; ; {
+		resp, err := api.ListBudgets(ctx, &pb.ListBudgetsRequest{PageSize: 100, PageToken: token})
+		if err != nil {
+			return nil, c.wrap("list budgets", err)
+		}
+		all = append(all, resp.GetBudgets()...)
+		if token = resp.GetNextPageToken(); token == "" {
+			return all, nil
+		}
+	}
+}
+
+// listBudgetAlerts returns up to limit alerts (0: all), newest first.
+func listBudgetAlerts(ctx context.Context, c *client, budgetName string, limit int) ([]*pb.Alert, error) {
+	const maxPage = 1000
+	api := budgetAPI(c)
+	var all []*pb.Alert
+	for token := ""; ; {
+		size := maxPage
+		if limit > 0 {
+			size = min(limit-len(all), maxPage)
+		}
+		resp, err := api.ListAlerts(ctx, &pb.ListAlertsRequest{Budget: budgetName, PageSize: int32(size), PageToken: token})
+		if err != nil {
+			return nil, c.wrap("list alerts", err)
+		}
+		all = append(all, resp.GetAlerts()...)
+		token = resp.GetNextPageToken()
+		if token == "" || limit > 0 && len(all) >= limit {
+			if limit > 0 && len(all) > limit {
+				all = all[:limit]
+			}
+			return all, nil
+		}
+	}
+}
+
+func runBudgetList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var (
+		conn   connConfig
+		output string
+	)
+	fs := newBudgetFlagSet("list", "list [flags]", "Lists every budget, by name.", stderr, &conn)
+	addBudgetOutputFlag(fs, &output)
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantBudgetArgs("list", pos, 0, 0); err != nil {
+		return err
+	}
+	if err := checkFormat(output); err != nil {
+		return err
+	}
+	c, err := dial(conn)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	bs, err := listBudgets(ctx, c)
+	if err != nil {
+		return err
+	}
+	return writeBudgets(stdout, output, bs, false)
+}
+
+func runBudgetGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var (
+		conn   connConfig
+		output string
+	)
+	fs := newBudgetFlagSet("get", "get NAME [flags]",
+		"Shows one budget. With -o yaml it prints the budgets file format (webhook\nsecrets show as \"****\", as the server returns them).", stderr, &conn)
+	addBudgetOutputFlag(fs, &output)
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantBudgetArgs("get", pos, 1, 1); err != nil {
+		return err
+	}
+	if err := checkFormat(output); err != nil {
+		return err
+	}
+	c, err := dial(conn)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	resp, err := budgetAPI(c).GetBudget(ctx, &pb.GetBudgetRequest{Name: pos[0]})
+	if err != nil {
+		return c.wrap("", err)
+	}
+	return writeBudgets(stdout, output, []*pb.Budget{resp.GetBudget()}, true)
+}
+
+// budgetFlags are the fields of a budget as create and update take them.
+type budgetFlags struct {
+	description        string
+	services           budgetListFlag
+	ruleLabels         kvFlag
+	amount             float64
+	currency           string
+	pricePerMillion    float64
+	freeTraces         int64
+	mode               string
+	thresholds         budgetFloatsFlag
+	forecastThresholds budgetFloatsFlag
+	webhooks           budgetListFlag
+	webhookSecret      string
+	floor              float64
+}
+
+// register defines the flags. Create's defaults are the budget's; update's
+// are zero, since update sends only the flags given.
+func (bf *budgetFlags) register(fs *flag.FlagSet, update bool) {
+	currency, price, mode := budget.DefaultCurrency, budget.DefaultPricePerMillion, budget.Enforce.String()
+	onUpdate, secretOnUpdate := "", ""
+	if update {
+		currency, price, mode = "", 0, ""
+		onUpdate = "; on update it replaces the list, and '' empties it"
+		secretOnUpdate = "; without it, a webhook that was there before keeps its secret"
+	}
+	fs.StringVar(&bf.description, "description", "", "free `text` for people")
+	fs.Var(&bf.services, "service", "service name `glob` the budget covers (repeatable; none: every service"+onUpdate+")")
+	fs.Var(&bf.ruleLabels, "rule-label", "`key=value` label a rule must carry for its traces to count (repeatable"+onUpdate+")")
+	fs.Float64Var(&bf.amount, "amount", 0, "monthly cap in currency units (required on create)")
+	fs.StringVar(&bf.currency, "currency", currency, "ISO 4217 `code`; informational, nothing is converted")
+	fs.Float64Var(&bf.pricePerMillion, "price-per-million", price, "price of a million recorded traces")
+	fs.Int64Var(&bf.freeTraces, "free-traces", 0, "traces per month that cost nothing (a vendor's free tier)")
+	fs.StringVar(&bf.mode, "mode", mode, "enforce (lower the rates of the rules in scope to land under the cap) or alert_only")
+	fs.Var(&bf.thresholds, "threshold", "alert when this `share` of the cap is spent (repeatable; default 0.5, 0.8, 1"+onUpdate+")")
+	fs.Var(&bf.forecastThresholds, "forecast-threshold", "alert when the month-end forecast exceeds this `share` of the cap (repeatable; default 1; a single 0 turns forecast alerts off"+onUpdate+")")
+	fs.Var(&bf.webhooks, "webhook", "http(s) `URL` that alerts are POSTed to (repeatable"+onUpdate+")")
+	fs.StringVar(&bf.webhookSecret, "webhook-secret", "", "HMAC-SHA256 signing `secret` of every --webhook given with it (for different secrets, use create -f)"+secretOnUpdate)
+	fs.Float64Var(&bf.floor, "floor", 0, "traces per `second` kept in scope even when the budget is exhausted")
+}
+
+// budgetFlagPaths maps the budget flags to the API fields they set, in the
+// proto's field order, which is the order of an update_mask.
+var budgetFlagPaths = [][2]string{
+	{"description", "description"}, {"service", "scope"}, {"rule-label", "scope"}, {"amount", "monthly_amount"},
+	{"currency", "currency"}, {"price-per-million", "price_per_million"}, {"free-traces", "free_traces"}, {"mode", "mode"},
+	{"threshold", "spend_thresholds"}, {"forecast-threshold", "forecast_thresholds"}, {"webhook", "channels"},
+	{"floor", "floor_traces_per_second"},
+}
+
+// budgetGivenFlags returns the names of the flags given on the command line.
+func budgetGivenFlags(fs *flag.FlagSet) map[string]bool {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set
+}
+
+// givenBudgetPaths returns the API fields of the budget flags given.
+func givenBudgetPaths(given map[string]bool) []string {
+	var paths []string
+	for _, fp := range budgetFlagPaths {
+		if given[fp[0]] && !slices.Contains(paths, fp[1]) {
+			paths = append(paths, fp[1])
+		}
+	}
+	return paths
+}
+
+// proto returns the budget the flags describe. The one thing the API cannot
+// carry, a mode that is neither enforce nor alert_only, comes back as a
+// field violation. On update a webhook without --webhook-secret is sent with
+// the masked secret, which keeps the secret it had if it was there before.
+func (bf *budgetFlags) proto(name string, given map[string]bool, update bool) (*pb.Budget, []rules.FieldViolation) {
+	p := &pb.Budget{
+		Name:                 name,
+		Description:          bf.description,
+		MonthlyAmount:        bf.amount,
+		Currency:             bf.currency,
+		PricePerMillion:      bf.pricePerMillion,
+		FreeTraces:           bf.freeTraces,
+		SpendThresholds:      bf.thresholds.v,
+		ForecastThresholds:   bf.forecastThresholds.v,
+		FloorTracesPerSecond: bf.floor,
+	}
+	if len(bf.services.v) > 0 || len(bf.ruleLabels.m) > 0 {
+		p.Scope = &pb.BudgetScope{ServiceNames: bf.services.v, RuleLabels: bf.ruleLabels.m}
+	}
+	var vs []rules.FieldViolation
+	switch bf.mode {
+	case "enforce":
+		p.Mode = pb.Budget_MODE_ENFORCE
+	case "alert_only":
+		p.Mode = pb.Budget_MODE_ALERT_ONLY
+	case "":
+		if given["mode"] {
+			vs = append(vs, rules.FieldViolation{Field: "budget.mode", Description: "enforce or alert_only, got \"\""})
+		}
+	default:
+		vs = append(vs, rules.FieldViolation{Field: "budget.mode", Description: fmt.Sprintf("enforce or alert_only, got %q", bf.mode)})
+	}
+	for _, u := range bf.webhooks.v {
+		secret := bf.webhookSecret
+		if update && !given["webhook-secret"] {
+			secret = apiconv.SecretMask
+		}
+		p.Channels = append(p.Channels, &pb.NotificationChannel{WebhookUrl: u, Secret: secret})
+	}
+	return p, vs
+}
+
+// budgetListFlag is a repeatable text flag; "" given alone means an empty list.
+type budgetListFlag struct{ v []string }
+
+func (f *budgetListFlag) String() string {
+	if f == nil {
+		return ""
+	}
+	return strings.Join(f.v, ",")
+}
+
+func (f *budgetListFlag) Set(s string) error {
+	if s != "" {
+		f.v = append(f.v, s)
+	}
+	return nil
+}
+
+// budgetFloatsFlag is a repeatable number flag; "" given alone means an empty
+// list (the server's defaults).
+type budgetFloatsFlag struct{ v []float64 }
+
+func (f *budgetFloatsFlag) String() string {
+	if f == nil {
+		return ""
+	}
+	parts := make([]string, len(f.v))
+	for i, x := range f.v {
+		parts[i] = formatRate(x)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (f *budgetFloatsFlag) Set(s string) error {
+	if s == "" {
+		return nil
+	}
+	x, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return fmt.Errorf("want a number such as 0.8, got %q", s)
+	}
+	f.v = append(f.v, x)
+	return nil
+}
+
+// budgetLocalInvalid reports a budget that is not sent because the command line
+// cannot express it, in the form of the server's own answer.
+func budgetLocalInvalid(op string, vs []rules.FieldViolation) error {
+	order := func(field string) int {
+		top := strings.TrimPrefix(budgetTopField(field), "budget.")
+		for i, fp := range budgetFlagPaths {
+			if fp[1] == top {
+				return i
+			}
+		}
+		return -1 // the name
+	}
+	slices.SortStableFunc(vs, func(a, b rules.FieldViolation) int { return cmp.Compare(order(a.Field), order(b.Field)) })
+	var b strings.Builder
+	b.WriteString(op + ": invalid budget, nothing was sent")
+	for _, v := range vs {
+		b.WriteString("\n  " + v.Field + ": " + v.Description)
+	}
+	return invalidInput(errors.New(b.String()))
+}
+
+// budgetTopField is the top-level field of a field path: "channels" of
+// "channels[0].webhook_url", "budget.scope" of "budget.scope.service_names".
+func budgetTopField(field string) string {
+	prefix := ""
+	if rest, ok := strings.CutPrefix(field, "budget."); ok {
+		prefix, field = "budget.", rest
+	}
+	if i := strings.IndexAny(field, ".["); i >= 0 {
+		field = field[:i]
+	}
+	return prefix + field
+}
+
+const budgetCreateAbout = `Creates one budget from flags, or every budget of a budgets file (-f; -
+reads stdin). A budgets file is checked whole before anything is created:
+
+  budgets:
+    - name: shop
+      monthly_amount: 500
+      scope: {service_names: ["shop-*"], rule_labels: {team: payments}}
+      mode: enforce                     # or alert_only
+      spend_thresholds: [0.5, 0.8, 1]
+      forecast_thresholds: [1]          # [0]: no forecast alerts
+      channels:
+        - {webhook_url: "https://hooks.example.com/budget", secret: s3cret}
+      floor_traces_per_second: 1
+
+Fields are the API's, in snake_case; an unknown field is an error. Omitted
+fields take the server's defaults (USD, 5 per million traces, thresholds
+0.5, 0.8, 1 and forecast 1, enforce).
+
+--webhook-secret signs every --webhook given with it; to give webhooks
+different secrets, or to keep secrets off the command line, use a file.`
+
+func runBudgetCreate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	var (
+		conn   connConfig
+		output string
+		bf     budgetFlags
+	)
+	fs := newBudgetFlagSet("create", "create NAME --amount AMOUNT [flags]\n       controlplane budgets create -f FILE [flags]", budgetCreateAbout, stderr, &conn)
+	addBudgetOutputFlag(fs, &output)
+	bf.register(fs, false)
+	file := fs.String("f", "", "create every budget of this budgets `file` (- for stdin)")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := checkFormat(output); err != nil {
+		return err
+	}
+	given := budgetGivenFlags(fs)
+	var todo []*pb.Budget
+	if *file != "" {
+		delete(given, "f")
+		delete(given, "o")
+		delete(given, "server")
+		delete(given, "tls")
+		delete(given, "timeout")
+		if len(pos) > 0 || len(given) > 0 {
+			return usageError(errors.New("budgets create: give either -f FILE or NAME and budget flags, not both"))
+		}
+		if todo, err = readBudgetsFile(*file, stdin); err != nil {
+			return invalidInput(err)
+		}
+	} else {
+		if err := wantBudgetArgs("create", pos, 1, 1); err != nil {
+			return err
+		}
+		if !given["amount"] {
+			fs.Usage()
+			return usageError(errors.New("budgets create: --amount is required"))
+		}
+		if given["webhook-secret"] && len(bf.webhooks.v) == 0 {
+			return usageError(errors.New("budgets create: --webhook-secret signs the --webhook URLs given with it; give at least one"))
+		}
+		p, vs := bf.proto(pos[0], given, false)
+		if len(vs) > 0 {
+			// Nothing is sent: list every other problem too, with the one
+			// definition of a valid budget.
+			b := apiconv.BudgetFromProto(p).Normalize()
+			var ve *rules.ValidationError
+			if errors.As(budget.Validate(&b), &ve) {
+				for _, v := range ve.Violations {
+					vs = append(vs, rules.FieldViolation{Field: "budget." + v.Field, Description: v.Description})
+				}
+			}
+			return budgetLocalInvalid(fmt.Sprintf("create budget %q", pos[0]), vs)
+		}
+		todo = append(todo, p)
+	}
+	c, err := dial(conn)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	api := budgetAPI(c)
+	var created []*pb.Budget
+	for i, b := range todo {
+		resp, err := api.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: b})
+		if err != nil {
+			if len(todo) > 1 {
+				fmt.Fprintf(stderr, "created: %s\nnot created: %s\n", budgetNames(todo[:i]), budgetNames(todo[i:]))
+			}
+			return c.wrap(fmt.Sprintf("create budget %q", b.GetName()), err)
+		}
+		created = append(created, resp.GetBudget())
+	}
+	return writeBudgets(stdout, output, created, *file == "")
+}
+
+func budgetNames(bs []*pb.Budget) string {
+	if len(bs) == 0 {
+		return "(none)"
+	}
+	ns := make([]string, len(bs))
+	for i, b := range bs {
+		ns[i] = b.GetName()
+	}
+	return strings.Join(ns, ", ")
+}
+
+// budgetUpdateRetries is how often update re-reads a budget whose scope it merges
+// when someone else changed it in between.
+const budgetUpdateRetries = 3
+
+func runBudgetUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var (
+		conn   connConfig
+		output string
+		bf     budgetFlags
+	)
+	fs := newBudgetFlagSet("update", "update NAME [flags]",
+		`Changes the fields given as flags, and only those (the update mask is
+exactly the flags given). --service and --rule-label each replace their part
+of the scope and keep the other. --webhook replaces every webhook; one that
+was there before keeps its secret unless --webhook-secret is given. With
+--etag the update is refused if the budget changed since that etag was read.`, stderr, &conn)
+	addBudgetOutputFlag(fs, &output)
+	bf.register(fs, true)
+	etag := fs.String("etag", "", "update only if the budget's current etag is this `etag`")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantBudgetArgs("update", pos, 1, 1); err != nil {
+		return err
+	}
+	if err := checkFormat(output); err != nil {
+		return err
+	}
+	given := budgetGivenFlags(fs)
+	if given["webhook-secret"] && !given["webhook"] {
+		return usageError(errors.New("budgets update: --webhook-secret signs the --webhook URLs given with it; give them too"))
+	}
+	paths := givenBudgetPaths(given)
+	if len(paths) == 0 {
+		return usageError(errors.New("budgets update: nothing to change; give at least one field flag, e.g. --amount 800"))
+	}
+	p, vs := bf.proto(pos[0], given, true)
+	if len(vs) > 0 {
+		return budgetLocalInvalid(fmt.Sprintf("update budget %q", pos[0]), vs)
+	}
+	p.Etag = *etag
+	c, err := dial(conn)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	api := budgetAPI(c)
+	// The scope is one field of the API: to change one part of it, read the
+	// other and send it back, under the etag read unless one was given, so
+	// that a concurrent change to the scope is not undone.
+	mergeScope := given["service"] != given["rule-label"]
+	for attempt := 0; ; attempt++ {
+		if mergeScope {
+			resp, err := api.GetBudget(ctx, &pb.GetBudgetRequest{Name: pos[0]})
+			if err != nil {
+				return c.wrap("", err)
+			}
+			cur := resp.GetBudget()
+			scope := &pb.BudgetScope{ServiceNames: bf.services.v, RuleLabels: bf.ruleLabels.m}
+			if given["service"] {
+				scope.RuleLabels = cur.GetScope().GetRuleLabels()
+			} else {
+				scope.ServiceNames = cur.GetScope().GetServiceNames()
+			}
+			p.Scope = scope
+			if *etag == "" {
+				p.Etag = cur.GetEtag()
+			}
+		}
+		resp, err := api.UpdateBudget(ctx, &pb.UpdateBudgetRequest{Budget: p, UpdateMask: &fieldmaskpb.FieldMask{Paths: paths}})
+		if mergeScope && *etag == "" && status.Code(err) == codes.Aborted && attempt < budgetUpdateRetries {
+			continue
+		}
+		if err != nil {
+			return c.wrap("", err) // the server's errors name the budget
+		}
+		return writeBudgets(stdout, output, []*pb.Budget{resp.GetBudget()}, true)
+	}
+}
+
+func runBudgetDelete(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var conn connConfig
+	fs := newBudgetFlagSet("delete", "delete NAME [flags]",
+		"Deletes a budget; the rules it enforced go back to their own rates. With\n--etag the delete is refused if the budget changed since that etag was read.", stderr, &conn)
+	etag := fs.String("etag", "", "delete only if the budget's current etag is this `etag`")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantBudgetArgs("delete", pos, 1, 1); err != nil {
+		return err
+	}
+	c, err := dial(conn)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := budgetAPI(c).DeleteBudget(ctx, &pb.DeleteBudgetRequest{Name: pos[0], Etag: *etag}); err != nil {
+		return c.wrap("", err)
+	}
+	fmt.Fprintf(stdout, "deleted budget %q\n", pos[0])
+	return nil
+}
+
+func runBudgetStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var (
+		conn   connConfig
+		output string
+	)
+	fs := newBudgetFlagSet("status", "status NAME [flags]",
+		`Shows where a budget stands this month (UTC): money spent and the month-end
+forecast against the cap, the factors enforcement applies to the fixed rates
+and reservoirs of the rules in scope, whether the budget is exhausted, and
+the spend of each rule. -o json prints the API's BudgetStatus.`, stderr, &conn)
+	addBudgetOutputFlag(fs, &output)
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantBudgetArgs("status", pos, 1, 1); err != nil {
+		return err
+	}
+	if err := checkFormat(output); err != nil {
+		return err
+	}
+	c, err := dial(conn)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	api := budgetAPI(c)
+	resp, err := api.GetBudgetStatus(ctx, &pb.GetBudgetStatusRequest{Name: pos[0]})
+	if err != nil {
+		return c.wrap("", err)
+	}
+	st := resp.GetStatus()
+	switch output {
+	case formatJSON:
+		return writeJSON(stdout, st)
+	case formatYAML:
+		b, err := marshalJSON(st)
+		if err != nil {
+			return err
+		}
+		return writeBudgetYAML(stdout, b)
+	}
+	// The table also shows the cap in money and the mode, which are the
+	// budget's.
+	b, err := api.GetBudget(ctx, &pb.GetBudgetRequest{Name: pos[0]})
+	if err != nil {
+		return c.wrap("", err)
+	}
+	return writeBudgetStatus(stdout, b.GetBudget(), st)
+}
+
+func runBudgetAlerts(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var (
+		conn   connConfig
+		output string
+	)
+	fs := newBudgetFlagSet("alerts", "alerts [flags]",
+		"Lists the alerts that fired, newest first. Each fires once per budget,\nmonth and threshold.", stderr, &conn)
+	addBudgetOutputFlag(fs, &output)
+	name := fs.String("budget", "", "only this budget's alerts")
+	limit := fs.Int("limit", 50, "show at most this many alerts (0: all)")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantBudgetArgs("alerts", pos, 0, 0); err != nil {
+		return err
+	}
+	if err := checkFormat(output); err != nil {
+		return err
+	}
+	if *limit < 0 {
+		return usageError(fmt.Errorf("--limit: want 0 or more, got %d", *limit))
+	}
+	c, err := dial(conn)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	alerts, err := listBudgetAlerts(ctx, c, *name, *limit)
+	if err != nil {
+		return err
+	}
+	switch output {
+	case formatJSON:
+		return writeJSONList(stdout, "alerts", alerts)
+	case formatYAML:
+		b, err := jsonList("alerts", alerts)
+		if err != nil {
+			return err
+		}
+		return writeBudgetYAML(stdout, b)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tBUDGET\tKIND\tTHRESHOLD\tMESSAGE")
+	for _, a := range alerts {
+		fmt.Fprintln(tw, strings.Join(alertCells(a), "\t"))
+	}
+	return tw.Flush()
+}
+
+// Backoff between attempts to watch again after a lost stream.
+const (
+	watchBackoffMin = 250 * time.Millisecond
+	watchBackoffMax = 30 * time.Second
+)
+
+func runBudgetWatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var (
+		conn   connConfig
+		output string
+	)
+	fs := newBudgetFlagSet("watch", "watch [flags]",
+		`Prints each alert as it fires, on whichever replica, until interrupted
+(Ctrl-C, exit code 0): one line per alert (TIME BUDGET KIND THRESHOLD
+MESSAGE), or with -o json one JSON object per line. A lost stream (a server
+restart, a connection aged out) is watched again, and the alerts that fired
+in between are printed from the alert list.`, stderr, &conn)
+	fs.StringVar(&output, "o", formatTable, "output `format`: table (one line per alert) or json (one object per line)")
+	name := fs.String("budget", "", "only this budget's alerts")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantBudgetArgs("watch", pos, 0, 0); err != nil {
+		return err
+	}
+	if output != formatTable && output != formatJSON {
+		return usageError(fmt.Errorf("-o: watch prints table or json, got %q", output))
+	}
+	c, err := dial(conn)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	w := &alertWatch{c: c, api: budgetAPI(c), budget: *name, json: output == formatJSON, stdout: stdout, stderr: stderr}
+	err = w.run(ctx)
+	if ctx.Err() != nil {
+		return nil // interrupted: the normal way to stop watching
+	}
+	return err
+}
+
+// alertWatch follows WatchAlerts, watching again when the stream is lost.
+type alertWatch struct {
+	c      *client
+	api    pb.BudgetServiceClient
+	budget string
+	json   bool
+	stdout io.Writer
+	stderr io.Writer
+	last   string // ID of the newest alert printed or known when the watch began
+}
+
+func (w *alertWatch) run(ctx context.Context) error {
+	// These calls fail fast, so a wrong server, name or budget is reported
+	// at once; later losses of the stream are waited out.
+	if w.budget != "" {
+		if _, err := w.api.GetBudget(ctx, &pb.GetBudgetRequest{Name: w.budget}); err != nil {
+			return w.c.wrap("", err)
+		}
+	}
+	resp, err := w.api.ListAlerts(ctx, &pb.ListAlertsRequest{Budget: w.budget, PageSize: 1})
+	if err != nil {
+		return w.c.wrap("watch alerts", err)
+	}
+	if as := resp.GetAlerts(); len(as) > 0 {
+		w.last = as[0].GetId()
+	}
+	backoff := watchBackoffMin
+	for again := false; ; again = true {
+		start := time.Now()
+		err := w.stream(ctx, again)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !errors.Is(err, io.EOF) && status.Code(err) != codes.Unavailable {
+			return w.c.wrap("watch alerts", err)
+		}
+		if time.Since(start) > time.Minute {
+			backoff = watchBackoffMin
+		}
+		fmt.Fprintf(w.stderr, "watch: lost the alert stream (%s); watching again\n", status.Convert(err).Message())
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		backoff = min(2*backoff, watchBackoffMax)
+	}
+}
+
+// stream opens one WatchAlerts stream and prints what it sends until it
+// fails. When watching again, it waits for the server to be reachable, and
+// first prints the alerts that fired since the last one printed.
+func (w *alertWatch) stream(ctx context.Context, again bool) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := w.api.WatchAlerts(ctx, &pb.WatchAlertsRequest{Budget: w.budget}, grpc.WaitForReady(again))
+	if err != nil {
+		return err
+	}
+	var caughtUp map[string]bool
+	if again {
+		if caughtUp, err = w.catchUp(ctx); err != nil {
+			return err
+		}
+	}
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		a := resp.GetAlert()
+		if caughtUp[a.GetId()] {
+			continue
+		}
+		if err := w.print(a); err != nil {
+			return err
+		}
+	}
+}
+
+// catchUp prints, oldest first, the alerts newer than the last one printed
+// (at most 1000), and returns their IDs.
+func (w *alertWatch) catchUp(ctx context.Context) (map[string]bool, error) {
+	var missed []*pb.Alert
+	for token := ""; ; {
+		resp, err := w.api.ListAlerts(ctx, &pb.ListAlertsRequest{Budget: w.budget, PageSize: 100, PageToken: token})
+		if err != nil {
+			return nil, err
+		}
+		i := slices.IndexFunc(resp.GetAlerts(), func(a *pb.Alert) bool { return a.GetId() == w.last })
+		if i >= 0 {
+			missed = append(missed, resp.GetAlerts()[:i]...)
+			break
+		}
+		missed = append(missed, resp.GetAlerts()...)
+		if token = resp.GetNextPageToken(); token == "" || len(missed) >= 1000 {
+			break
+		}
+	}
+	ids := make(map[string]bool, len(missed))
+	for i := len(missed) - 1; i >= 0; i-- {
+		ids[missed[i].GetId()] = true
+		if err := w.print(missed[i]); err != nil {
+			return nil, err
+		}
+	}
+	return ids, nil
+}
+
+func (w *alertWatch) print(a *pb.Alert) error {
+	w.last = a.GetId()
+	if w.json {
+		b, err := marshalJSON(a)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(w.stdout, "%s\n", b)
+		return err
+	}
+	_, err := fmt.Fprintln(w.stdout, strings.Join(alertCells(a), "  "))
+	return err
+}
+
+// alertCells are an alert's TIME, BUDGET, KIND, THRESHOLD and MESSAGE.
+func alertCells(a *pb.Alert) []string {
+	threshold := "-"
+	if a.GetThreshold() > 0 {
+		threshold = budgetPercent(a.GetThreshold())
+	}
+	return []string{a.GetTime().AsTime().UTC().Format(time.RFC3339), a.GetBudget(), alertKindText(a.GetKind()), threshold, a.GetMessage()}
+}
+
+func alertKindText(k pb.Alert_Kind) string {
+	switch k {
+	case pb.Alert_KIND_SPEND_THRESHOLD:
+		return "spend_threshold"
+	case pb.Alert_KIND_FORECAST_OVER:
+		return "forecast_over"
+	case pb.Alert_KIND_ENFORCEMENT_STARTED:
+		return "enforcement_started"
+	case pb.Alert_KIND_EXHAUSTED:
+		return "exhausted"
+	}
+	return "unknown"
+}
+
+// percent prints a share as a percentage without float noise: 0.57 is
+// "57%", not "56.99999999999999%".
+func budgetPercent(share float64) string {
+	return strconv.FormatFloat(math.Round(share*1e6)/1e4, 'f', -1, 64) + "%"
+}
+
+func budgetMoney(x float64) string { return strconv.FormatFloat(x, 'f', 2, 64) }
+
+func budgetModeName(m pb.Budget_Mode) string {
+	if m == pb.Budget_MODE_ALERT_ONLY {
+		return budget.AlertOnly.String()
+	}
+	return budget.Enforce.String()
+}
+
+// writeBudgets prints budgets: a table, protojson ({"budgets": [...]}, or
+// the bare budget when one was asked for), or the budgets file format.
+func writeBudgets(w io.Writer, format string, bs []*pb.Budget, single bool) error {
+	switch format {
+	case formatJSON:
+		if single && len(bs) == 1 {
+			return writeJSON(w, bs[0])
+		}
+		return writeJSONList(w, "budgets", bs)
+	case formatYAML:
+		return writeBudgetsFile(w, bs)
+	}
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tMODE\tAMOUNT\tCURRENCY\tSCOPE\tTHRESHOLDS")
+	for _, b := range bs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", b.GetName(), budgetModeName(b.GetMode()), budgetMoney(b.GetMonthlyAmount()),
+			b.GetCurrency(), scopeText(b.GetScope()), thresholdsText(b))
+	}
+	return tw.Flush()
+}
+
+// scopeText sums up a scope without spaces, like a selector: "*", "shop-*",
+// "shop-*,search{team=payments}", "*{team=payments}".
+func scopeText(s *pb.BudgetScope) string {
+	text := "*"
+	if len(s.GetServiceNames()) > 0 {
+		text = strings.Join(s.GetServiceNames(), ",")
+	}
+	if len(s.GetRuleLabels()) > 0 {
+		var parts []string
+		for _, k := range slices.Sorted(maps.Keys(s.GetRuleLabels())) {
+			parts = append(parts, k+"="+s.GetRuleLabels()[k])
+		}
+		text += "{" + strings.Join(parts, ",") + "}"
+	}
+	return text
+}
+
+// thresholdsText is "50%,80%,100%; forecast 100%".
+func thresholdsText(b *pb.Budget) string {
+	list := func(ts []float64) string {
+		parts := make([]string, len(ts))
+		for i, t := range ts {
+			parts[i] = budgetPercent(t)
+		}
+		return strings.Join(parts, ",")
+	}
+	forecast := "forecast " + list(b.GetForecastThresholds())
+	if fts := b.GetForecastThresholds(); len(fts) == 0 || len(fts) == 1 && fts[0] == 0 {
+		forecast = "forecast off"
+	}
+	return list(b.GetSpendThresholds()) + "; " + forecast
+}
+
+// writeBudgetStatus prints a status as a block of fields and, when traces
+// were counted, a table of the spend per rule.
+func writeBudgetStatus(w io.Writer, b *pb.Budget, st *pb.BudgetStatus) error {
+	cur := " " + st.GetCurrency()
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintf(tw, "BUDGET\t%s (%s)\n", st.GetName(), budgetModeName(b.GetMode()))
+	if st.GetMonthStart() != nil {
+		fmt.Fprintf(tw, "MONTH\t%s (UTC)\n", st.GetMonthStart().AsTime().UTC().Format("2006-01"))
+	}
+	fmt.Fprintf(tw, "SPENT\t%s of %s (%s)\n", budgetMoney(st.GetSpent())+cur, budgetMoney(b.GetMonthlyAmount())+cur, budgetRatio(st.GetSpentRatio()))
+	fmt.Fprintf(tw, "FORECAST\t%s at month end (%s)\n", budgetMoney(st.GetForecast())+cur, budgetRatio(st.GetForecastRatio()))
+	fmt.Fprintf(tw, "TRACES\t%d sampled of %d requests; cap %d\n", st.GetSampledTraces(), st.GetRequests(), st.GetCapTraces())
+	fmt.Fprintf(tw, "FACTORS\tfixed rates x%s, reservoirs x%s\n", budgetFactorText(st.GetFixedRateFactor()), budgetFactorText(st.GetReservoirFactor()))
+	exhausted := "no"
+	if st.GetExhausted() {
+		exhausted = "yes: only the floor is traced"
+	}
+	fmt.Fprintf(tw, "EXHAUSTED\t%s\n", exhausted)
+	computed := "not yet: the controller has not decided for this budget"
+	if st.GetComputedTime() != nil {
+		computed = st.GetComputedTime().AsTime().UTC().Format(time.RFC3339)
+	}
+	fmt.Fprintf(tw, "COMPUTED\t%s\n", computed)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(st.GetRules()) == 0 {
+		_, err := fmt.Fprintln(w, "\nNo traces counted this month.")
+		return err
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "RULE\tREQUESTS\tSAMPLED\tSPENT")
+	for _, r := range st.GetRules() {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", r.GetRuleName(), r.GetRequests(), r.GetSampled(), budgetMoney(r.GetSpent()))
+	}
+	return tw.Flush()
+}
+
+func budgetRatio(r float64) string { return strconv.FormatFloat(r*100, 'f', 1, 64) + "%" }
+
+func budgetFactorText(f float64) string { return strconv.FormatFloat(f, 'g', 4, 64) }
+
+// writeBudgetYAML prints JSON as YAML, for outputs that are not a file the
+// CLI reads back.
+func writeBudgetYAML(w io.Writer, b []byte) error {
+	var v any
+	if err := yaml.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	enc := yaml.NewEncoder(w)
+	enc.SetIndent(2)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	return enc.Close()
+}
+
+// The budgets file is the YAML form of a list of budgets, with the API's
+// snake_case field names (see budgetCreateAbout). It is what `create -f`
+// reads and what `list -o yaml` and `get -o yaml` print. Output-only fields
+// (etag, times) are never printed and are refused on input; secrets are
+// printed masked, as the server returns them, and a masked secret is refused
+// on input.
+
+type budgetsFile struct {
+	Budgets []fileBudget `yaml:"budgets"`
+}
+
+// fileBudget is one budget as printed; the field order is the proto's.
+type fileBudget struct {
+	Name                 string        `yaml:"name"`
+	Description          string        `yaml:"description,omitempty"`
+	Scope                *fileScope    `yaml:"scope,omitempty"`
+	MonthlyAmount        float64       `yaml:"monthly_amount"`
+	Currency             string        `yaml:"currency"`
+	PricePerMillion      float64       `yaml:"price_per_million"`
+	FreeTraces           int64         `yaml:"free_traces,omitempty"`
+	Mode                 string        `yaml:"mode"`
+	SpendThresholds      []float64     `yaml:"spend_thresholds,flow"`
+	ForecastThresholds   []float64     `yaml:"forecast_thresholds,flow"`
+	Channels             []fileChannel `yaml:"channels,omitempty"`
+	FloorTracesPerSecond float64       `yaml:"floor_traces_per_second,omitempty"`
+}
+
+type fileScope struct {
+	ServiceNames []string          `yaml:"service_names,omitempty,flow"`
+	RuleLabels   map[string]string `yaml:"rule_labels,omitempty,flow"`
+}
+
+type fileChannel struct {
+	WebhookURL string `yaml:"webhook_url"`
+	Secret     string `yaml:"secret,omitempty"`
+}
+
+// writeBudgetsFile prints budgets in the budgets file format.
+func writeBudgetsFile(w io.Writer, bs []*pb.Budget) error {
+	doc := budgetsFile{Budgets: make([]fileBudget, 0, len(bs))}
+	for _, p := range bs {
+		f := fileBudget{
+			Name:                 p.GetName(),
+			Description:          p.GetDescription(),
+			MonthlyAmount:        p.GetMonthlyAmount(),
+			Currency:             p.GetCurrency(),
+			PricePerMillion:      p.GetPricePerMillion(),
+			FreeTraces:           p.GetFreeTraces(),
+			Mode:                 budgetModeName(p.GetMode()),
+			SpendThresholds:      p.GetSpendThresholds(),
+			ForecastThresholds:   p.GetForecastThresholds(),
+			FloorTracesPerSecond: p.GetFloorTracesPerSecond(),
+		}
+		if s := p.GetScope(); len(s.GetServiceNames()) > 0 || len(s.GetRuleLabels()) > 0 {
+			f.Scope = &fileScope{ServiceNames: s.GetServiceNames(), RuleLabels: s.GetRuleLabels()}
+		}
+		for _, c := range p.GetChannels() {
+			f.Channels = append(f.Channels, fileChannel{WebhookURL: c.GetWebhookUrl(), Secret: c.GetSecret()})
+		}
+		doc.Budgets = append(doc.Budgets, f)
+	}
+	enc := yaml.NewEncoder(w)
+	enc.SetIndent(2)
+	if err := enc.Encode(doc); err != nil {
+		return err
+	}
+	return enc.Close()
+}
+
+// readBudgetsFile reads path ("-" for stdin) and loads it.
+func readBudgetsFile(path string, stdin io.Reader) ([]*pb.Budget, error) {
+	var (
+		data []byte
+		err  error
+	)
+	if path == "-" {
+		data, err = io.ReadAll(stdin)
+	} else {
+		data, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return loadBudgets(fileName(path), data)
+}
+
+// loadBudgets decodes a budgets file strictly (an unknown or repeated field,
+// at any depth, is an error naming the budget and the field) and checks
+// every budget with budget.Validate, the one definition of a valid budget,
+// plus what only a file can get wrong: two budgets with one name, and a
+// secret copied masked from the server's output. It returns the budgets,
+// normalized, in file order, or an *invalidFileError with every problem.
+func loadBudgets(name string, data []byte) ([]*pb.Budget, error) {
+	l := &loader{file: name}
+	bs := loadBudgetsDoc(l, data)
+	if len(l.problems) > 0 {
+		slices.SortStableFunc(l.problems, func(a, b problem) int { return cmp.Compare(a.line, b.line) })
+		texts := make([]string, len(l.problems))
+		for i, p := range l.problems {
+			texts[i] = p.text
+		}
+		return nil, &invalidFileError{File: name, Problems: texts}
+	}
+	return bs, nil
+}
+
+func loadBudgetsDoc(l *loader, data []byte) []*pb.Budget {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			l.addf(0, `the file is empty; want a "budgets:" list`)
+		} else {
+			line, msg := syntaxError(err)
+			l.addf(line, "invalid YAML: %s", msg)
+		}
+		return nil
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		if err != nil {
+			line, msg := syntaxError(err)
+			l.addf(line, "invalid YAML: %s", msg)
+		} else {
+			l.addf(extra.Line, `only one YAML document is allowed; put every budget under one "budgets:" list`)
+		}
+		return nil
+	}
+	root := resolve(&doc)
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = resolve(root.Content[0])
+	}
+	if root.Kind != yaml.MappingNode {
+		l.addf(root.Line, `want a mapping with a "budgets:" list, got %s`, kindName(root))
+		return nil
+	}
+	pairs, errs := mappingPairs(root)
+	for _, e := range errs {
+		l.addf(e.line, "%s", e.msg)
+	}
+	var list *yaml.Node
+	for _, p := range pairs {
+		if p.key.Value != "budgets" {
+			l.addf(p.key.Line, `unknown field %q; the file has one field, "budgets"`, p.key.Value)
+			continue
+		}
+		list = resolve(p.val)
+	}
+	if list == nil {
+		if len(l.problems) == 0 {
+			l.addf(root.Line, `no "budgets:" list`)
+		}
+		return nil
+	}
+	if isNull(list) {
+		return nil
+	}
+	if list.Kind != yaml.SequenceNode {
+		l.addf(list.Line, `"budgets" must be a list of budgets, got %s`, kindName(list))
+		return nil
+	}
+	var (
+		out  []*pb.Budget
+		seen = map[string][2]int{} // name -> index, line
+	)
+	for i, item := range list.Content {
+		n := resolve(item)
+		b, ok := loadBudget(l, i+1, n)
+		if b.Name != "" {
+			if first, dup := seen[b.Name]; dup {
+				l.addf(n.Line, "budget %q (#%d): name: budget #%d (line %d) has the same name", b.Name, i+1, first[0], first[1])
+				continue
+			}
+			seen[b.Name] = [2]int{i + 1, n.Line}
+		}
+		if ok {
+			p := apiconv.BudgetToProto(&b)
+			for j := range p.Channels {
+				p.Channels[j].Secret = b.Channels[j].Secret // BudgetToProto masks them
+			}
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// budgetFields are the fields a budget has in a file, in the proto's order.
+var budgetFields = []string{"name", "description", "scope", "monthly_amount", "currency", "price_per_million",
+	"free_traces", "mode", "spend_thresholds", "forecast_thresholds", "channels", "floor_traces_per_second"}
+
+// budgetDecoder decodes one budget of a file, collecting problems by field.
+type budgetDecoder struct {
+	b      budget.Budget
+	lines  map[string]int  // field path, as Validate names it -> line
+	failed map[string]bool // top-level fields that did not decode
+	probs  []budgetProblem
+}
+
+type budgetProblem struct {
+	line  int
+	field string
+	msg   string
+}
+
+func (d *budgetDecoder) fail(line int, field, format string, args ...any) {
+	d.probs = append(d.probs, budgetProblem{line, field, fmt.Sprintf(format, args...)})
+	d.failed[budgetTopField(field)] = true
+}
+
+// loadBudget decodes and validates one budget; ok is false if it had
+// problems. The budget is returned either way, with as much as was read.
+func loadBudget(l *loader, index int, n *yaml.Node) (b budget.Budget, ok bool) {
+	if n.Kind != yaml.MappingNode {
+		l.addf(n.Line, "budget #%d: want a mapping of fields, got %s", index, kindName(n))
+		return b, false
+	}
+	pairs, perrs := mappingPairs(n)
+	d := &budgetDecoder{lines: map[string]int{}, failed: map[string]bool{}}
+	// Find the name first, so that every problem can name the budget.
+	for _, p := range pairs {
+		if v := resolve(p.val); p.key.Value == "name" && v.Kind == yaml.ScalarNode && !isNull(v) {
+			d.b.Name = v.Value
+		}
+	}
+	who := fmt.Sprintf("budget #%d", index)
+	if d.b.Name != "" {
+		who = fmt.Sprintf("budget %q (#%d)", d.b.Name, index)
+	}
+	before := len(l.problems)
+	for _, e := range perrs {
+		l.addf(e.line, "%s: %s", who, e.msg)
+	}
+	for _, p := range pairs {
+		d.lines[p.key.Value] = p.key.Line
+		d.field(p.key, p.key.Value, resolve(p.val))
+	}
+	for _, p := range d.probs {
+		l.addf(p.line, "%s: %s: %s", who, p.field, p.msg)
+	}
+	b = d.b.Normalize()
+	var ve *rules.ValidationError
+	if err := budget.Validate(&b); errors.As(err, &ve) {
+		for _, v := range ve.Violations {
+			if d.failed[budgetTopField(v.Field)] {
+				continue // already reported as undecodable
+			}
+			l.addf(d.lineOf(v.Field, n.Line), "%s: %s: %s", who, v.Field, v.Description)
+		}
+	}
+	return b, len(l.problems) == before
+}
+
+// lineOf is the line of a field, or of the nearest enclosing one that has
+// a line.
+func (d *budgetDecoder) lineOf(field string, fallback int) int {
+	for f := field; f != ""; {
+		if line, ok := d.lines[f]; ok {
+			return line
+		}
+		i := strings.LastIndexAny(f, ".[")
+		if i < 0 {
+			break
+		}
+		f = f[:i]
+	}
+	return fallback
+}
+
+// field decodes one top-level field of a budget.
+func (d *budgetDecoder) field(key *yaml.Node, field string, v *yaml.Node) {
+	b := &d.b
+	var err *nodeError
+	switch field {
+	case "name":
+		err = decodeString(v, &b.Name)
+	case "description":
+		err = decodeString(v, &b.Description)
+	case "scope":
+		d.scope(v)
+	case "monthly_amount":
+		err = decodeBudgetFloat(v, &b.MonthlyAmount)
+	case "currency":
+		err = decodeString(v, &b.Currency)
+	case "price_per_million":
+		err = decodeBudgetFloat(v, &b.PricePerMillion)
+	case "free_traces":
+		err = decodeBudgetInt(v, &b.FreeTraces)
+	case "mode":
+		var s string
+		if err = decodeString(v, &s); err == nil {
+			switch s {
+			case "", "enforce":
+				b.Mode = budget.Enforce
+			case "alert_only":
+				b.Mode = budget.AlertOnly
+			default:
+				err = errAt(v, "enforce or alert_only, got %q", s)
+			}
+		}
+	case "spend_thresholds":
+		err = decodeBudgetFloats(v, &b.SpendThresholds)
+	case "forecast_thresholds":
+		err = decodeBudgetFloats(v, &b.ForecastThresholds)
+	case "channels":
+		d.channels(v)
+	case "floor_traces_per_second":
+		err = decodeBudgetFloat(v, &b.FloorPerSecond)
+	case "etag", "create_time", "update_time":
+		err = errAt(v, "is output only and cannot be set in a file")
+	default:
+		d.unknown(key, field, budgetFields, "a budget")
+	}
+	if err != nil {
+		d.fail(err.line, field, "%s", err.msg)
+	}
+}
+
+// unknown reports a field that is not one of fields.
+func (d *budgetDecoder) unknown(key *yaml.Node, path string, fields []string, what string) {
+	name := path[strings.LastIndexAny(path, ".]")+1:]
+	if near := closest(name, fields); near != "" {
+		d.fail(key.Line, path, "unknown field; did you mean %q?", near)
+		return
+	}
+	d.fail(key.Line, path, "unknown field; %s has %s", what, strings.Join(fields, ", "))
+}
+
+func (d *budgetDecoder) scope(v *yaml.Node) {
+	if isNull(v) {
+		return
+	}
+	if v.Kind != yaml.MappingNode {
+		d.fail(v.Line, "scope", "want a mapping with service_names and rule_labels, got %s", kindName(v))
+		return
+	}
+	pairs, errs := mappingPairs(v)
+	for _, e := range errs {
+		d.fail(e.line, "scope", "%s", e.msg)
+	}
+	for _, p := range pairs {
+		path := "scope." + p.key.Value
+		d.lines[path] = p.key.Line
+		val := resolve(p.val)
+		switch p.key.Value {
+		case "service_names":
+			if isNull(val) {
+				continue
+			}
+			if val.Kind != yaml.SequenceNode {
+				d.fail(val.Line, path, "want a list of globs, got %s", kindName(val))
+				continue
+			}
+			for i, item := range val.Content {
+				item = resolve(item)
+				if item.Kind != yaml.ScalarNode || isNull(item) {
+					d.fail(item.Line, fmt.Sprintf("%s[%d]", path, i), "want a glob, got %s", kindName(item))
+					continue
+				}
+				d.lines[fmt.Sprintf("%s[%d]", path, i)] = item.Line
+				d.b.Scope.Services = append(d.b.Scope.Services, item.Value)
+			}
+		case "rule_labels":
+			if err := decodeMap(val, path, &d.b.Scope.RuleLabels, d.lines); err != nil {
+				d.fail(err.line, path, "%s", err.msg)
+			}
+		default:
+			d.unknown(p.key, path, []string{"service_names", "rule_labels"}, "a scope")
+		}
+	}
+}
+
+func (d *budgetDecoder) channels(v *yaml.Node) {
+	if isNull(v) {
+		return
+	}
+	if v.Kind != yaml.SequenceNode {
+		d.fail(v.Line, "channels", "want a list of {webhook_url, secret}, got %s", kindName(v))
+		return
+	}
+	for i, item := range v.Content {
+		item = resolve(item)
+		at := fmt.Sprintf("channels[%d]", i)
+		d.lines[at] = item.Line
+		if item.Kind != yaml.MappingNode {
+			d.fail(item.Line, at, "want a mapping with webhook_url and secret, got %s", kindName(item))
+			continue
+		}
+		var c budget.Channel
+		pairs, errs := mappingPairs(item)
+		for _, e := range errs {
+			d.fail(e.line, at, "%s", e.msg)
+		}
+		for _, p := range pairs {
+			path := at + "." + p.key.Value
+			d.lines[path] = p.key.Line
+			val := resolve(p.val)
+			var err *nodeError
+			switch p.key.Value {
+			case "webhook_url":
+				err = decodeString(val, &c.WebhookURL)
+			case "secret":
+				if err = decodeString(val, &c.Secret); err == nil && c.Secret == apiconv.SecretMask {
+					err = errAt(val, "%q is how the server masks a secret; write the secret itself, or leave secret out", apiconv.SecretMask)
+				}
+			default:
+				d.unknown(p.key, path, []string{"webhook_url", "secret"}, "a channel")
+			}
+			if err != nil {
+				d.fail(err.line, path, "%s", err.msg)
+			}
+		}
+		d.b.Channels = append(d.b.Channels, c)
+	}
+}
+
+func decodeBudgetFloat(v *yaml.Node, out *float64) *nodeError {
+	if isNull(v) {
+		return nil
+	}
+	if v.Kind != yaml.ScalarNode || v.Decode(out) != nil {
+		return errAt(v, "want a number, got %s", valueText(v))
+	}
+	return nil
+}
+
+// decodeBudgetInt decodes a whole number. It checks the tag itself because
+// the YAML library truncates 1.5 to 1 when decoding into an integer.
+func decodeBudgetInt(v *yaml.Node, out *int64) *nodeError {
+	if isNull(v) {
+		return nil
+	}
+	if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" || v.Decode(out) != nil {
+		return errAt(v, "want a whole number, got %s", valueText(v))
+	}
+	return nil
+}
+
+func decodeBudgetFloats(v *yaml.Node, out *[]float64) *nodeError {
+	if isNull(v) {
+		return nil
+	}
+	if v.Kind != yaml.SequenceNode {
+		return errAt(v, "want a list of numbers such as [0.5, 0.8, 1], got %s", kindName(v))
+	}
+	fs := make([]float64, 0, len(v.Content))
+	for _, item := range v.Content {
+		var f float64
+		if err := decodeBudgetFloat(resolve(item), &f); err != nil {
+			return err
+		}
+		fs = append(fs, f)
+	}
+	*out = fs
+	return nil
+}

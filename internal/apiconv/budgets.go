@@ -1,0 +1,133 @@
+package apiconv
+
+import (
+	"maps"
+	"slices"
+	"sort"
+
+	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/budget"
+)
+
+// SecretMask replaces webhook secrets in every response.
+const SecretMask = "****"
+
+// BudgetToProto returns the API form of b, secrets masked.
+func BudgetToProto(b *budget.Budget) *pb.Budget {
+	p := &pb.Budget{
+		Name:                 b.Name,
+		Description:          b.Description,
+		MonthlyAmount:        b.MonthlyAmount,
+		Currency:             b.Currency,
+		PricePerMillion:      b.PricePerMillion,
+		FreeTraces:           b.FreeTraces,
+		SpendThresholds:      slices.Clone(b.SpendThresholds),
+		ForecastThresholds:   slices.Clone(b.ForecastThresholds),
+		FloorTracesPerSecond: b.FloorPerSecond,
+		CreateTime:           timestamp(b.CreateTime),
+		UpdateTime:           timestamp(b.UpdateTime),
+		Mode:                 pb.Budget_MODE_ENFORCE,
+	}
+	if b.Mode == budget.AlertOnly {
+		p.Mode = pb.Budget_MODE_ALERT_ONLY
+	}
+	if len(b.Scope.Services) > 0 || len(b.Scope.RuleLabels) > 0 {
+		p.Scope = &pb.BudgetScope{ServiceNames: slices.Clone(b.Scope.Services), RuleLabels: maps.Clone(b.Scope.RuleLabels)}
+	}
+	for _, c := range b.Channels {
+		ch := &pb.NotificationChannel{WebhookUrl: c.WebhookURL}
+		if c.Secret != "" {
+			ch.Secret = SecretMask
+		}
+		p.Channels = append(p.Channels, ch)
+	}
+	if b.Revision > 0 {
+		p.Etag = b.Etag()
+	}
+	return p
+}
+
+// BudgetFromProto returns the domain form of p; output-only fields are
+// ignored.
+func BudgetFromProto(p *pb.Budget) budget.Budget {
+	b := budget.Budget{
+		Name:               p.GetName(),
+		Description:        p.GetDescription(),
+		MonthlyAmount:      p.GetMonthlyAmount(),
+		Currency:           p.GetCurrency(),
+		PricePerMillion:    p.GetPricePerMillion(),
+		FreeTraces:         p.GetFreeTraces(),
+		SpendThresholds:    slices.Clone(p.GetSpendThresholds()),
+		ForecastThresholds: slices.Clone(p.GetForecastThresholds()),
+		FloorPerSecond:     p.GetFloorTracesPerSecond(),
+		Scope:              budget.Scope{Services: slices.Clone(p.GetScope().GetServiceNames()), RuleLabels: maps.Clone(p.GetScope().GetRuleLabels())},
+	}
+	if p.GetMode() == pb.Budget_MODE_ALERT_ONLY {
+		b.Mode = budget.AlertOnly
+	}
+	for _, c := range p.GetChannels() {
+		b.Channels = append(b.Channels, budget.Channel{WebhookURL: c.GetWebhookUrl(), Secret: c.GetSecret()})
+	}
+	return b
+}
+
+// AlertKindToProto maps an alert kind.
+func AlertKindToProto(k budget.AlertKind) pb.Alert_Kind {
+	switch k {
+	case budget.AlertSpend:
+		return pb.Alert_KIND_SPEND_THRESHOLD
+	case budget.AlertForecast:
+		return pb.Alert_KIND_FORECAST_OVER
+	case budget.AlertEnforcementStarted:
+		return pb.Alert_KIND_ENFORCEMENT_STARTED
+	case budget.AlertExhausted:
+		return pb.Alert_KIND_EXHAUSTED
+	}
+	return pb.Alert_KIND_UNSPECIFIED
+}
+
+// AlertToProto returns the API form of an alert.
+func AlertToProto(a *budget.Alert) *pb.Alert {
+	return &pb.Alert{
+		Id: a.ID, Budget: a.Budget, Kind: AlertKindToProto(a.Kind), Threshold: a.Threshold,
+		Time: timestamp(a.Time), MonthStart: timestamp(a.MonthStart),
+		Spent: a.Spent, Forecast: a.Forecast, Cap: a.Cap, Currency: a.Currency, Message: a.Message,
+	}
+}
+
+// StatusToProto returns a budget's status from its last decision, in money.
+func StatusToProto(b *budget.Budget, st *budget.State) *pb.BudgetStatus {
+	capTraces := b.CapTraces()
+	p := &pb.BudgetStatus{
+		Name:            b.Name,
+		Currency:        b.Currency,
+		CapTraces:       int64(capTraces),
+		FixedRateFactor: 1,
+		ReservoirFactor: 1,
+	}
+	if st == nil {
+		return p
+	}
+	d := st.Decision
+	p.MonthStart = timestamp(st.MonthStart)
+	p.ComputedTime = timestamp(st.Computed)
+	p.SampledTraces = int64(d.Spent)
+	p.Requests = int64(st.Requests)
+	p.Spent = b.Cost(d.Spent)
+	p.Forecast = b.Cost(d.Forecast)
+	if capTraces > 0 {
+		p.SpentRatio = d.Spent / capTraces
+		p.ForecastRatio = d.Forecast / capTraces
+	}
+	p.FixedRateFactor, p.ReservoirFactor, p.Exhausted = d.FixedRateFactor, d.ReservoirFactor, d.Exhausted
+	names := make([]string, 0, len(st.Rules))
+	for n := range st.Rules {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		ru := st.Rules[n]
+		p.Rules = append(p.Rules, &pb.RuleSpend{RuleName: n, Requests: ru.Requests, Sampled: ru.Sampled, Spent: float64(ru.Sampled) / 1e6 * b.PricePerMillion})
+	}
+	return p
+}

@@ -1,0 +1,173 @@
+// Package controller runs the budget controller: once per interval for the
+// whole control plane (whichever replica claims the interval in the store), it
+// reads every budget's month, decides the enforcement factors and the alerts
+// that are due with package budget's math, stores the decisions for every
+// replica to apply to the targets it hands out, fires each alert once, and
+// delivers it to the budget's webhooks.
+package controller
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tracesampling/controlplane/internal/budget"
+	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/store"
+)
+
+// Store is what the controller needs from the store.
+type Store interface {
+	Usage(ctx context.Context, budgetName string, month time.Time) (budget.Usage, error)
+	ClaimTick(ctx context.Context, tick int64, ttl time.Duration) (bool, error)
+	PutStates(ctx context.Context, states []budget.State) error
+	States(ctx context.Context) (map[string]budget.State, error)
+	FireAlert(ctx context.Context, a budget.Alert) (budget.Alert, bool, error)
+}
+
+// Options configure a Controller. Zero values take the defaults given.
+type Options struct {
+	// Interval between decisions. Default 10 s.
+	Interval time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// Logger. Default slog.Default().
+	Logger *slog.Logger
+	// Webhook delivers alerts. Default: budget.Webhook's defaults.
+	Webhook *budget.Webhook
+	// Registerer receives the alert counter. Default: none.
+	Registerer prometheus.Registerer
+}
+
+// Controller decides budgets. Run it on every replica; only one of them
+// works on each interval.
+type Controller struct {
+	store   Store
+	catalog *catalog.Catalog
+	opts    Options
+	fired   *prometheus.CounterVec
+
+	deliveries sync.WaitGroup
+}
+
+// New returns a controller reading budgets and rules from cat.
+func New(st Store, cat *catalog.Catalog, opts Options) *Controller {
+	if opts.Interval <= 0 {
+		opts.Interval = 10 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Webhook == nil {
+		opts.Webhook = &budget.Webhook{}
+	}
+	c := &Controller{store: st, catalog: cat, opts: opts, fired: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "controlplane_budget_alerts_fired_total",
+		Help: "Budget alerts fired by this replica, by budget and kind.",
+	}, []string{"budget", "kind"})}
+	if opts.Registerer != nil {
+		opts.Registerer.MustRegister(c.fired)
+	}
+	return c
+}
+
+// Run decides every interval until ctx ends, then waits for webhook
+// deliveries in flight (they give up when ctx ends).
+func (c *Controller) Run(ctx context.Context) {
+	defer c.deliveries.Wait()
+	t := time.NewTicker(c.opts.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := c.Tick(ctx); err != nil && ctx.Err() == nil {
+				c.opts.Logger.Warn("budget controller: tick failed", "err", err)
+			}
+		}
+	}
+}
+
+// Wait waits for the webhook deliveries in flight.
+func (c *Controller) Wait() { c.deliveries.Wait() }
+
+// Tick claims the current interval and, if this replica got it, decides.
+func (c *Controller) Tick(ctx context.Context) error {
+	now := c.opts.Now()
+	tick := now.UnixNano() / int64(c.opts.Interval)
+	ok, err := c.store.ClaimTick(ctx, tick, 2*c.opts.Interval)
+	if err != nil || !ok {
+		return err
+	}
+	return c.Step(ctx, now)
+}
+
+// Step decides every budget at now, stores the decisions and fires the alerts
+// that are due.
+func (c *Controller) Step(ctx context.Context, now time.Time) error {
+	budgets := c.catalog.CurrentBudgets().Budgets
+	prev, err := c.store.States(ctx)
+	if err != nil {
+		return err
+	}
+	view := c.catalog.Current()
+	month := budget.MonthStart(now)
+	states := make([]budget.State, 0, len(budgets))
+	for i := range budgets {
+		b := budgets[i]
+		u, err := c.store.Usage(ctx, b.Name, now)
+		if err != nil {
+			return err
+		}
+		var models []budget.RuleModel
+		for name := range u.Rules {
+			if r := view.Rule(name); r != nil {
+				models = append(models, budget.RuleModel{Name: name, FixedRate: r.FixedRate, Reservoir: float64(r.ReservoirSize)})
+			}
+		}
+		d := budget.Decide(&b, u, models, now, c.opts.Interval)
+		before := budget.Decision{FixedRateFactor: 1, ReservoirFactor: 1}
+		if p, ok := prev[b.Name]; ok && p.MonthStart.Equal(month) {
+			before = p.Decision
+		}
+		requests, _ := u.Totals()
+		states = append(states, budget.State{Budget: b.Name, MonthStart: month, Computed: now, Decision: d, Requests: requests, Rules: u.Rules})
+		for _, a := range budget.DueAlerts(&b, d, before, now) {
+			stored, fired, err := c.store.FireAlert(ctx, a)
+			if err != nil {
+				return err
+			}
+			if !fired {
+				continue
+			}
+			c.fired.WithLabelValues(b.Name, a.Kind.String()).Inc()
+			c.opts.Logger.Warn("budget alert", "budget", b.Name, "kind", a.Kind.String(), "threshold", a.Threshold, "message", a.Message)
+			c.deliver(ctx, b.Channels, stored)
+		}
+	}
+	return c.store.PutStates(ctx, states)
+}
+
+// deliver posts the alert to each channel in the background; the store has
+// already recorded that it fired, so a slow receiver never holds up the
+// controller.
+func (c *Controller) deliver(ctx context.Context, channels []budget.Channel, a budget.Alert) {
+	for _, ch := range channels {
+		c.deliveries.Add(1)
+		go func() {
+			defer c.deliveries.Done()
+			if err := c.opts.Webhook.Deliver(ctx, ch, &a); err != nil {
+				c.opts.Logger.Error("alert not delivered", "budget", a.Budget, "alert", a.ID, "err", err)
+			}
+		}()
+	}
+}
+
+var _ Store = store.Store(nil)

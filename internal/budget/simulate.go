@@ -1,0 +1,467 @@
+package budget
+
+import (
+	"math"
+	"slices"
+	"time"
+
+	"github.com/tracesampling/controlplane/internal/rules"
+)
+
+// SimConfig describes a simulated month: the rules, the traffic, and
+// optionally a budget over them.
+type SimConfig struct {
+	// Rules to simulate; empty means the Default rule alone.
+	Rules []rules.Rule
+	// Shares splits the traffic among the rules: rule name → weight. Every
+	// request is counted once, by the one rule it matched, so the shares
+	// say which rule matches how much. Rules not named get no traffic; nil
+	// or all-zero splits the traffic evenly.
+	Shares map[string]float64
+	// RequestsPerDay is the mean traffic, requests per day.
+	RequestsPerDay float64
+	// Days to simulate; default 30.
+	Days int
+	// DailySwing is the amplitude of the daily cycle around the mean: 0.6
+	// is ±60 %. The rate is mean × (1 − swing × cos(2π × time of day)),
+	// lowest at 00:00 UTC and highest at 12:00 UTC, the mean of each day
+	// unchanged. Clamped to [0, 1].
+	DailySwing float64
+	// SpikeDays multiplies the whole traffic of a day: day (1-based, from
+	// Start) → factor.
+	SpikeDays map[int]float64
+	// Budget runs the controller (Decide and DueAlerts) over the month;
+	// nil prices the traffic alone. Its scope's rule labels select the
+	// rules it covers; its service globs are ignored, the simulated
+	// traffic having no services.
+	Budget *Budget
+	// PricePerMillion prices traces without a budget; default 5.00. With a
+	// budget, the budget's price is used.
+	PricePerMillion float64
+	// Interval is the controller's interval, and the simulation's step;
+	// default 1 minute; at most 1 hour. An interval that does not divide an
+	// hour puts each step's traffic in the hour the step starts in.
+	Interval time.Duration
+	// Start is the virtual clock's start; default 2026-11-01 00:00 UTC. The
+	// budget's month is the calendar month (UTC) as on the server: a run
+	// that crosses into the next month starts that month afresh, with
+	// nothing spent (see SimBudget).
+	Start time.Time
+}
+
+// DefaultSimStart is where a simulation starts unless told: the start of a
+// 30-day month.
+func DefaultSimStart() time.Time { return time.Date(2026, time.November, 1, 0, 0, 0, 0, time.UTC) }
+
+// SimResult is what a simulated month cost, and, with a budget, how the
+// budget fared. Money is in the budget's currency (USD without one).
+type SimResult struct {
+	Start           time.Time `json:"start"`
+	Days            int       `json:"days"`
+	IntervalSeconds float64   `json:"interval_seconds"`
+	Requests        float64   `json:"requests"`
+	// Traces is what was recorded, at the factors the budget decided.
+	Traces       float64 `json:"traces"`
+	TracesPerDay float64 `json:"traces_per_day"`
+	// Cost is the traces at the price per million, before any free
+	// allowance.
+	Cost          float64 `json:"cost"`
+	CostPer30Days float64 `json:"cost_per_30_days"`
+	Currency      string  `json:"currency"`
+	// UnenforcedTraces and UnenforcedCost are the same traffic at the rules'
+	// own rates, as if there were no budget.
+	UnenforcedTraces float64 `json:"unenforced_traces"`
+	UnenforcedCost   float64 `json:"unenforced_cost"`
+	// With a budget.
+	*SimBudget
+}
+
+// SimBudget is how a budget fared in a simulation. When the run spans more
+// than one calendar month, each month is a budget month of its own; Months
+// lists them and the top-level figures are those of the month that came
+// closest to its cap (the maxima and minima are over the whole run).
+type SimBudget struct {
+	Budget    float64 `json:"budget"`
+	Mode      string  `json:"mode"`
+	CapTraces float64 `json:"cap_traces"`
+	// Spent is money, SpentTraces traces, SpentRatio Spent over the cap.
+	Spent       float64 `json:"spent"`
+	SpentTraces float64 `json:"spent_traces"`
+	SpentRatio  float64 `json:"spent_ratio"`
+	// MaxForecastRatio is the highest month-end forecast at factors 1 over
+	// the cap (what the traffic would have cost); MaxEnforcedForecastRatio
+	// the highest at the factors decided.
+	MaxForecastRatio         float64 `json:"max_forecast_ratio"`
+	MaxEnforcedForecastRatio float64 `json:"max_enforced_forecast_ratio"`
+	// EnforcementMinFactor is the lowest fixed-rate factor decided, and
+	// EnforcementMinReservoirFactor the lowest reservoir factor (1: never
+	// lowered).
+	EnforcementMinFactor          float64 `json:"enforcement_min_factor"`
+	EnforcementMinReservoirFactor float64 `json:"enforcement_min_reservoir_factor"`
+	Exhausted                     bool    `json:"exhausted"`
+	// Alerts fired, each once per month, kind and threshold.
+	Alerts []SimAlert `json:"alerts"`
+	// SpendCrossings are when the spend reached each spend threshold, as
+	// the simulation (not the alerting) saw it.
+	SpendCrossings []SimCrossing `json:"spend_crossings"`
+	Months         []SimMonth    `json:"months,omitempty"`
+}
+
+// SimAlert is an alert at its simulated time. Spent and Forecast are money.
+type SimAlert struct {
+	Kind      string    `json:"kind"`
+	Threshold float64   `json:"threshold"`
+	At        time.Time `json:"at"`
+	AtHours   float64   `json:"at_hours"` // since Start
+	Spent     float64   `json:"spent"`
+	Forecast  float64   `json:"forecast"`
+	Message   string    `json:"message"`
+}
+
+// SimCrossing is when the spend first reached a share of the cap.
+type SimCrossing struct {
+	Threshold float64   `json:"threshold"`
+	At        time.Time `json:"at"`
+	AtHours   float64   `json:"at_hours"`
+}
+
+// SimMonth is one calendar month of a run that spans several.
+type SimMonth struct {
+	Month       string  `json:"month"` // "2026-11"
+	Spent       float64 `json:"spent"`
+	SpentTraces float64 `json:"spent_traces"`
+	SpentRatio  float64 `json:"spent_ratio"`
+}
+
+// simRule is a rule as the simulation runs it.
+type simRule struct {
+	rule    rules.Rule
+	share   float64
+	inScope bool
+}
+
+// Simulate runs a month of traffic through the rules on a virtual clock.
+// With a budget it runs the controller exactly as the server does: each
+// interval the traffic of the interval is sampled at the factors in force
+// (per rule, min(requests, g × reservoir × seconds) traced by the reservoir,
+// then f × fixed rate of the rest), added to the budget's Usage by hour and
+// rule, then Decide sets the factors for the next interval and DueAlerts'
+// alerts fire once each. Traffic and sampling are expected values, not
+// random draws, so a run is exactly repeatable.
+func Simulate(cfg SimConfig) SimResult {
+	cfg = cfg.withDefaults()
+	var b *Budget
+	price := cfg.PricePerMillion
+	currency := DefaultCurrency
+	if cfg.Budget != nil {
+		nb := cfg.Budget.Normalize()
+		if nb.Name == "" {
+			nb.Name = "simulated"
+		}
+		b = &nb
+		price, currency = nb.PricePerMillion, nb.Currency
+	}
+
+	sim := make([]simRule, len(cfg.Rules))
+	var totalShare float64
+	for i, r := range cfg.Rules {
+		sim[i].rule = r.Normalize()
+		if cfg.Shares != nil {
+			sim[i].share = clean(cfg.Shares[r.Name])
+		}
+		totalShare += sim[i].share
+	}
+	var models []RuleModel
+	for i := range sim {
+		if totalShare > 0 {
+			sim[i].share /= totalShare
+		} else {
+			sim[i].share = 1 / float64(len(sim))
+		}
+		if b != nil {
+			sim[i].inScope = Scope{RuleLabels: b.Scope.RuleLabels}.Covers("", &sim[i].rule)
+			if sim[i].inScope {
+				models = append(models, RuleModel{
+					Name:      sim[i].rule.Name,
+					FixedRate: sim[i].rule.FixedRate,
+					Reservoir: float64(sim[i].rule.ReservoirSize),
+				})
+			}
+		}
+	}
+
+	start := cfg.Start
+	end := start.Add(time.Duration(cfg.Days) * 24 * time.Hour)
+	res := SimResult{
+		Start:           start,
+		Days:            cfg.Days,
+		IntervalSeconds: cfg.Interval.Seconds(),
+		Currency:        currency,
+	}
+	var run *simRun
+	if b != nil {
+		run = newSimRun(b, models, start, cfg.Interval)
+		res.SimBudget = run.result
+	}
+	meanRate := clean(cfg.RequestsPerDay) / 86400
+	for t := start; t.Before(end); {
+		next := t.Add(cfg.Interval)
+		if next.After(end) {
+			next = end
+		}
+		secs := next.Sub(t).Seconds()
+		mid := t.Add(next.Sub(t) / 2)
+		rate := meanRate * cfg.shape(mid) * cfg.spike(int(t.Sub(start)/(24*time.Hour))+1)
+		if run != nil {
+			run.beginStep(t)
+		}
+		for i := range sim {
+			sr := &sim[i]
+			req := rate * sr.share * secs
+			fixed, resv := sr.rule.FixedRate, float64(sr.rule.ReservoirSize)
+			unenforced := sampleTraces(req, secs, fixed, resv)
+			traces := unenforced
+			if run != nil && sr.inScope {
+				traces = sampleTraces(req, secs, fixed*run.decision.FixedRateFactor, resv*run.decision.ReservoirFactor)
+				run.add(sr.rule.Name, req, traces)
+			}
+			res.Requests += req
+			res.Traces += traces
+			res.UnenforcedTraces += unenforced
+		}
+		if run != nil {
+			run.endStep(next)
+		}
+		t = next
+	}
+	if run != nil {
+		run.finish()
+	}
+	// Whole requests and traces, money in cents: the sums of a month of
+	// fractional expected values would otherwise print as 8499999999.999923.
+	res.Requests = math.Round(res.Requests)
+	res.Traces = math.Round(res.Traces)
+	res.UnenforcedTraces = math.Round(res.UnenforcedTraces)
+	res.TracesPerDay = math.Round(res.Traces / float64(cfg.Days))
+	res.Cost = cents(res.Traces / 1e6 * price)
+	res.CostPer30Days = cents(res.Traces / 1e6 * price / float64(cfg.Days) * 30)
+	res.UnenforcedCost = cents(res.UnenforcedTraces / 1e6 * price)
+	if sb := res.SimBudget; sb != nil {
+		sb.Spent = cents(sb.Spent)
+		sb.SpentTraces = math.Round(sb.SpentTraces)
+		for i := range sb.Alerts {
+			sb.Alerts[i].Spent = cents(sb.Alerts[i].Spent)
+			sb.Alerts[i].Forecast = cents(sb.Alerts[i].Forecast)
+		}
+		for i := range sb.Months {
+			sb.Months[i].Spent = cents(sb.Months[i].Spent)
+			sb.Months[i].SpentTraces = math.Round(sb.Months[i].SpentTraces)
+		}
+	}
+	return res
+}
+
+func cents(x float64) float64 { return math.Round(x*100) / 100 }
+
+// sampleTraces is the expected traces of req requests over secs seconds
+// under one rule: the reservoir first, then the fixed rate.
+func sampleTraces(req, secs, fixedRate, reservoir float64) float64 {
+	r := math.Min(req, reservoir*secs)
+	return r + fixedRate*(req-r)
+}
+
+func (cfg SimConfig) withDefaults() SimConfig {
+	if len(cfg.Rules) == 0 {
+		cfg.Rules = []rules.Rule{rules.Default()}
+	}
+	if cfg.Days <= 0 {
+		cfg.Days = 30
+	}
+	cfg.DailySwing = clamp01(cfg.DailySwing)
+	if !(cfg.PricePerMillion > 0) || math.IsInf(cfg.PricePerMillion, 0) {
+		cfg.PricePerMillion = DefaultPricePerMillion
+	}
+	switch {
+	case cfg.Interval <= 0:
+		cfg.Interval = time.Minute
+	case cfg.Interval > time.Hour:
+		cfg.Interval = time.Hour
+	}
+	if cfg.Start.IsZero() {
+		cfg.Start = DefaultSimStart()
+	}
+	cfg.Start = cfg.Start.UTC()
+	return cfg
+}
+
+// shape is the daily cycle's multiplier of the mean rate at t.
+func (cfg *SimConfig) shape(t time.Time) float64 {
+	y, m, d := t.Date()
+	day := t.Sub(time.Date(y, m, d, 0, 0, 0, 0, time.UTC)).Seconds() / 86400
+	return 1 - cfg.DailySwing*math.Cos(2*math.Pi*day)
+}
+
+// spike is the multiplier of day (1-based).
+func (cfg *SimConfig) spike(day int) float64 {
+	if f, ok := cfg.SpikeDays[day]; ok && f >= 0 && !math.IsInf(f, 0) {
+		return f
+	}
+	return 1
+}
+
+// alertKey is what Alert.DedupKey says, for one budget.
+type alertKey struct {
+	month     time.Time
+	kind      AlertKind
+	threshold float64
+}
+
+// simRun is the controller's side of a simulation: the budget's usage as
+// the server keeps it, the decision in force, and what the result records.
+type simRun struct {
+	b        *Budget
+	models   []RuleModel
+	start    time.Time
+	interval time.Duration
+	capT     float64
+
+	usage     Usage
+	ruleTotal map[string]*[2]float64 // requests, sampled
+	stepHour  int                    // hour of the month the step is in
+	decision  Decision
+	fired     map[alertKey]bool
+	crossed   map[float64]bool
+	months    []SimMonth
+	result    *SimBudget
+}
+
+func newSimRun(b *Budget, models []RuleModel, start time.Time, interval time.Duration) *simRun {
+	r := &simRun{
+		b:        b,
+		models:   models,
+		start:    start,
+		interval: interval,
+		capT:     b.CapTraces(),
+		fired:    map[alertKey]bool{},
+		crossed:  map[float64]bool{},
+		result: &SimBudget{
+			Budget:                        b.MonthlyAmount,
+			Mode:                          b.Mode.String(),
+			CapTraces:                     b.CapTraces(),
+			EnforcementMinFactor:          1,
+			EnforcementMinReservoirFactor: 1,
+			Alerts:                        []SimAlert{},
+			SpendCrossings:                []SimCrossing{},
+		},
+	}
+	r.newMonth(start)
+	return r
+}
+
+// newMonth starts the budget month of t afresh, as the server's usage keys
+// do; the factors in force carry over until the next decision.
+func (r *simRun) newMonth(t time.Time) {
+	r.usage = NewUsage(MonthStart(t))
+	r.ruleTotal = map[string]*[2]float64{}
+	r.crossed = map[float64]bool{}
+	r.months = append(r.months, SimMonth{Month: r.usage.MonthStart.Format("2006-01")})
+	r.decision = Decide(r.b, r.usage, r.models, t, r.interval)
+}
+
+func (r *simRun) beginStep(t time.Time) {
+	if !MonthStart(t).Equal(r.usage.MonthStart) {
+		r.newMonth(t)
+	}
+	r.stepHour = int(t.Sub(r.usage.MonthStart) / time.Hour)
+}
+
+// add counts one rule's requests and traces of the step, as client reports
+// do.
+func (r *simRun) add(rule string, req, traces float64) {
+	r.usage.Requests[r.stepHour] += req
+	r.usage.Sampled[r.stepHour] += traces
+	tot := r.ruleTotal[rule]
+	if tot == nil {
+		tot = new([2]float64)
+		r.ruleTotal[rule] = tot
+	}
+	tot[0] += req
+	tot[1] += traces
+}
+
+// endStep runs the controller at now, the end of the step. At the end of
+// a month it only closes the month: the server's controller, running at
+// that instant, works on the new month (see newMonth).
+func (r *simRun) endStep(now time.Time) {
+	for name, tot := range r.ruleTotal {
+		r.usage.Rules[name] = RuleUsage{Requests: int64(math.Round(tot[0])), Sampled: int64(math.Round(tot[1]))}
+	}
+	hours := now.Sub(r.start).Hours()
+	if !MonthStart(now).Equal(r.usage.MonthStart) {
+		_, spent := r.usage.Totals()
+		r.record(now, hours, spent)
+		return
+	}
+	d := Decide(r.b, r.usage, r.models, now, r.interval)
+	r.record(now, hours, d.Spent)
+	for _, a := range DueAlerts(r.b, d, r.decision, now) {
+		// The store's "fires once" (Alert.DedupKey), without formatting
+		// the key every interval.
+		if key := (alertKey{a.MonthStart, a.Kind, a.Threshold}); !r.fired[key] {
+			r.fired[key] = true
+			r.result.Alerts = append(r.result.Alerts, SimAlert{
+				Kind:      a.Kind.String(),
+				Threshold: a.Threshold,
+				At:        now,
+				AtHours:   hours,
+				Spent:     a.Spent,
+				Forecast:  a.Forecast,
+				Message:   a.Message,
+			})
+		}
+	}
+	res := r.result
+	if r.capT > 0 {
+		res.MaxForecastRatio = math.Max(res.MaxForecastRatio, d.ForecastUnenforced/r.capT)
+		res.MaxEnforcedForecastRatio = math.Max(res.MaxEnforcedForecastRatio, d.Forecast/r.capT)
+	}
+	res.EnforcementMinFactor = math.Min(res.EnforcementMinFactor, d.FixedRateFactor)
+	res.EnforcementMinReservoirFactor = math.Min(res.EnforcementMinReservoirFactor, d.ReservoirFactor)
+	res.Exhausted = res.Exhausted || d.Exhausted
+	r.decision = d
+}
+
+// record notes the month's spend at now, and the spend thresholds it
+// reached.
+func (r *simRun) record(now time.Time, hours, spent float64) {
+	spentMoney := r.b.Cost(spent)
+	for _, t := range r.b.SpendThresholds {
+		if !r.crossed[t] && spentMoney >= t*r.b.MonthlyAmount {
+			r.crossed[t] = true
+			r.result.SpendCrossings = append(r.result.SpendCrossings, SimCrossing{Threshold: t, At: now, AtHours: hours})
+		}
+	}
+	m := &r.months[len(r.months)-1]
+	m.SpentTraces = spent
+	m.Spent = spentMoney
+	if r.capT > 0 {
+		m.SpentRatio = spent / r.capT
+	}
+}
+
+// finish picks the month the top-level figures report.
+func (r *simRun) finish() {
+	worst := slices.MaxFunc(r.months, func(a, b SimMonth) int {
+		switch {
+		case a.SpentRatio < b.SpentRatio:
+			return -1
+		case a.SpentRatio > b.SpentRatio:
+			return 1
+		}
+		return 0
+	})
+	r.result.Spent, r.result.SpentTraces, r.result.SpentRatio = worst.Spent, worst.SpentTraces, worst.SpentRatio
+	if len(r.months) > 1 {
+		r.result.Months = r.months
+	}
+}

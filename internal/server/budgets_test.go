@@ -1,0 +1,315 @@
+package server
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/budget"
+	"github.com/tracesampling/controlplane/internal/budget/controller"
+	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/redistest"
+	"github.com/tracesampling/controlplane/internal/store"
+	"github.com/tracesampling/controlplane/internal/store/redisstore"
+)
+
+// budgetReplica is a full replica: rules, sampling and budgets, with its own
+// catalog and budget controller (ticked by the test).
+type budgetReplica struct {
+	rules    pb.RuleServiceClient
+	sampling pb.SamplingServiceClient
+	budgets  pb.BudgetServiceClient
+	catalog  *catalog.Catalog
+	ctl      *controller.Controller
+}
+
+func startBudgetReplica(t *testing.T, st store.Store, now func() time.Time, hook *budget.Webhook) *budgetReplica {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cat := catalog.New(st, catalog.Options{Logger: log, Poll: 200 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := cat.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	catDone := make(chan struct{})
+	go func() {
+		defer close(catDone)
+		_ = cat.Run(ctx)
+	}()
+	srv := New(Options{Rules: st, Catalog: cat, Ledger: st, Budgets: st, Logger: log, Now: now, ReportInterval: 10 * time.Second})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(lis) }()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl := controller.New(st, cat, controller.Options{Interval: 10 * time.Second, Now: now, Logger: log, Webhook: hook})
+	t.Cleanup(func() {
+		conn.Close()
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		srv.Stop(sctx)
+		<-done
+		cancel()
+		<-catDone
+		ctl.Wait()
+	})
+	return &budgetReplica{
+		rules: pb.NewRuleServiceClient(conn), sampling: pb.NewSamplingServiceClient(conn), budgets: pb.NewBudgetServiceClient(conn),
+		catalog: cat, ctl: ctl,
+	}
+}
+
+// waitBudgets waits until the catalog holds budgets satisfying ok.
+func waitBudgets(t *testing.T, c *catalog.Catalog, ok func(*catalog.Budgets) bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !ok(c.CurrentBudgets()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("catalog budgets never got there: %+v", c.CurrentBudgets())
+		}
+		c.Kick()
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestBudgetsAcrossReplicas: two replicas on one Redis. Spend reported
+// through either counts once; the controller runs once per interval whichever
+// replicas tick; its factor reaches SDK targets on both; each alert fires
+// once and reaches a webhook that fails twice exactly once; a new month
+// starts from nothing.
+func TestBudgetsAcrossReplicas(t *testing.T) {
+	rs := redistest.Start(t)
+	clock := &fakeClock{t: time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC)}
+	var hits, delivered atomic.Int32
+	var mu sync.Mutex
+	var kinds []string
+	hookSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hits.Add(1)%3 != 0 { // fails twice, then succeeds: per alert
+			http.Error(w, "try again", http.StatusBadGateway)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		if r.Header.Get(budget.SignatureHeader) != budget.Sign("s3cret", body) {
+			t.Errorf("bad signature on %s", body)
+		}
+		delivered.Add(1)
+		mu.Lock()
+		kinds = append(kinds, r.Header.Get("X-Controlplane-Alert-Id"))
+		mu.Unlock()
+	}))
+	defer hookSrv.Close()
+	hook := &budget.Webhook{Backoff: time.Millisecond}
+	newStore := func() store.Store {
+		st, err := redisstore.New(context.Background(), rs.Client(t), redisstore.Options{Now: clock.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}
+	a := startBudgetReplica(t, newStore(), clock.Now, hook)
+	b := startBudgetReplica(t, newStore(), clock.Now, hook)
+	ctx := ctxT(t)
+
+	// $5 at $5 per million: a cap of 1,000,000 traces, for service shop.
+	_, err := a.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{
+		Name: "shop", MonthlyAmount: 5, Scope: &pb.BudgetScope{ServiceNames: []string{"shop"}},
+		SpendThresholds: []float64{0.1}, ForecastThresholds: []float64{1},
+		Channels: []*pb.NotificationChannel{{WebhookUrl: hookSrv.URL, Secret: "s3cret"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []*budgetReplica{a, b} {
+		waitBudgets(t, r.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 1 })
+	}
+	// A day of traffic: every hour 2,500 sampled traces reported to each
+	// replica (120,000 in all, 12 % of the cap on the 10th: on course for
+	// 2.5 times the cap), and traffic of another service that the budget
+	// does not count.
+	for h := 0; h < 24; h++ {
+		for _, r := range []*budgetReplica{a, b} {
+			for _, svc := range []string{"shop", "search"} {
+				_, err := r.sampling.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{ClientId: "c-" + svc, ServiceName: svc,
+					Statistics: []*pb.SamplingStatistics{{RuleName: "Default", RequestCount: 50_000, SampledCount: 2_500}}})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		clock.Add(time.Hour)
+	}
+	// Both controllers tick the same interval: one decides.
+	for _, r := range []*budgetReplica{a, b} {
+		if err := r.ctl.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := b.budgets.GetBudgetStatus(ctx, &pb.GetBudgetStatusRequest{Name: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := st.GetStatus()
+	if s.GetSampledTraces() != 120_000 || s.GetSpentRatio() != 0.12 || s.GetSpent() != 0.6 {
+		t.Errorf("status %v, want 120,000 traces, 12 %% of the cap, $0.60", s)
+	}
+	if !(s.GetFixedRateFactor() < 1) || s.GetForecastRatio() > 1 {
+		t.Errorf("on course for 2.5 times the cap, the budget must enforce and forecast under it: %v", s)
+	}
+	// The factor reaches SDK targets on both replicas, for shop only.
+	for _, r := range []*budgetReplica{a, b} {
+		waitBudgets(t, r.catalog, func(bs *catalog.Budgets) bool { return len(bs.States) == 1 })
+		for svc, lowered := range map[string]bool{"shop": true, "search": false} {
+			resp, err := r.sampling.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{ClientId: "x-" + svc, ServiceName: svc,
+				Statistics: []*pb.SamplingStatistics{{RuleName: "Default", RequestCount: 10}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := resp.GetTargets()[0].GetFixedRate()
+			if want := 0.05 * s.GetFixedRateFactor(); lowered && got != want || !lowered && got != 0.05 {
+				t.Errorf("service %s: fixed rate %v (factor %v)", svc, got, s.GetFixedRateFactor())
+			}
+		}
+	}
+	// The 10 % spend and the forecast alerts fired once each, however many
+	// ticks.
+	clock.Add(10 * time.Second)
+	for _, r := range []*budgetReplica{a, b, a} {
+		if err := r.ctl.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alerts, err := b.budgets.ListAlerts(ctx, &pb.ListAlertsRequest{Budget: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, al := range alerts.GetAlerts() {
+		seen[al.GetKind().String()+"/"+formatThreshold(al.GetThreshold())]++
+	}
+	if seen["KIND_SPEND_THRESHOLD/0.1"] != 1 || seen["KIND_FORECAST_OVER/1"] != 1 {
+		t.Errorf("alerts %v, want the 10 %% and forecast alerts once each", seen)
+	}
+	a.ctl.Wait()
+	b.ctl.Wait()
+	if int(delivered.Load()) != len(alerts.GetAlerts()) {
+		t.Errorf("webhook got %d deliveries for %d alerts (%v)", delivered.Load(), len(alerts.GetAlerts()), kinds)
+	}
+
+	// December: nothing spent yet.
+	clock.Add(21 * 24 * time.Hour)
+	if err := a.ctl.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err = a.budgets.GetBudgetStatus(ctx, &pb.GetBudgetStatusRequest{Name: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.GetStatus().GetSampledTraces() != 0 || st.GetStatus().GetMonthStart().AsTime().Month() != time.December || st.GetStatus().GetFixedRateFactor() != 1 {
+		t.Errorf("after the month rolled over: %v", st.GetStatus())
+	}
+}
+
+func formatThreshold(f float64) string { return budget.FormatShare(f) }
+
+func TestBudgetErrors(t *testing.T) {
+	rep := startBudgetReplica(t, newMemStore(t), time.Now, nil)
+	ctx := ctxT(t)
+	good := &pb.Budget{Name: "b", MonthlyAmount: 100}
+	if _, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: good}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		call   func() error
+		code   codes.Code
+		fields []string
+	}{
+		{"no budget", func() error { _, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{}); return err }, codes.InvalidArgument, []string{"budget"}},
+		{"bad fields", func() error {
+			_, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{
+				Name: "x y", MonthlyAmount: -1, Currency: "dollars", SpendThresholds: []float64{0.5, 2000},
+				Channels: []*pb.NotificationChannel{{WebhookUrl: "ftp://x"}}, FloorTracesPerSecond: -1,
+			}})
+			return err
+		}, codes.InvalidArgument, []string{"budget.name", "budget.monthly_amount", "budget.currency", "budget.spend_thresholds[1]", "budget.channels[0].webhook_url", "budget.floor_traces_per_second"}},
+		{"duplicate", func() error {
+			_, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: good})
+			return err
+		}, codes.AlreadyExists, nil},
+		{"unknown", func() error { _, err := rep.budgets.GetBudget(ctx, &pb.GetBudgetRequest{Name: "nope"}); return err }, codes.NotFound, nil},
+		{"stale etag", func() error {
+			_, err := rep.budgets.UpdateBudget(ctx, &pb.UpdateBudgetRequest{Budget: &pb.Budget{Name: "b", MonthlyAmount: 5, Etag: "99"}, UpdateMask: mask("monthly_amount")})
+			return err
+		}, codes.Aborted, nil},
+		{"bad mask", func() error {
+			_, err := rep.budgets.UpdateBudget(ctx, &pb.UpdateBudgetRequest{Budget: &pb.Budget{Name: "b"}, UpdateMask: mask("name")})
+			return err
+		}, codes.InvalidArgument, []string{"update_mask"}},
+		{"bad update", func() error {
+			_, err := rep.budgets.UpdateBudget(ctx, &pb.UpdateBudgetRequest{Budget: &pb.Budget{Name: "b"}, UpdateMask: mask("monthly_amount")})
+			return err
+		}, codes.InvalidArgument, []string{"budget.monthly_amount"}},
+		{"delete unknown", func() error {
+			_, err := rep.budgets.DeleteBudget(ctx, &pb.DeleteBudgetRequest{Name: "nope"})
+			return err
+		}, codes.NotFound, nil},
+		{"simulate without traffic", func() error {
+			_, err := rep.budgets.SimulateCost(ctx, &pb.SimulateCostRequest{})
+			return err
+		}, codes.InvalidArgument, []string{"traffic.requests_per_day"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before, err := rep.budgets.ListBudgets(ctx, &pb.ListBudgetsRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = tt.call()
+			if got := status.Code(err); got != tt.code {
+				t.Fatalf("code = %v (%v), want %v", got, err, tt.code)
+			}
+			if got := fieldViolations(t, err); len(got) != len(tt.fields) || len(got) > 0 && got[0] != tt.fields[0] {
+				t.Errorf("field violations %v, want %v", got, tt.fields)
+			}
+			after, err := rep.budgets.ListBudgets(ctx, &pb.ListBudgetsRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(after.GetBudgets()) != len(before.GetBudgets()) || after.GetBudgets()[0].GetEtag() != before.GetBudgets()[0].GetEtag() {
+				t.Errorf("a refused call changed the budgets")
+			}
+		})
+	}
+}
+
+func TestSimulateCostDefaultRule(t *testing.T) {
+	rep := startBudgetReplica(t, newMemStore(t), time.Now, nil)
+	resp, err := rep.budgets.SimulateCost(ctxT(t), &pb.SimulateCostRequest{Traffic: &pb.TrafficShape{RequestsPerDay: 250e6}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 86,400 reservoir traces + 5 % of the rest, a day: about 12.58M; a
+	// 30-day month about $1,887.
+	if d := resp.GetTracesPerDay(); d < 12.5e6 || d > 12.7e6 || resp.GetCostPer_30Days() < 1870 || resp.GetCostPer_30Days() > 1900 {
+		t.Errorf("Default rule at 250M/day: %v traces/day, $%v per 30 days", d, resp.GetCostPer_30Days())
+	}
+}

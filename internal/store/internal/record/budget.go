@@ -1,0 +1,362 @@
+package record
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tracesampling/controlplane/internal/budget"
+)
+
+// Budget is the stored JSON form of budget.Budget. Its field names are part
+// of the stored format (redisstore's Lua reads "revision"), so they must not
+// change. Channel secrets are stored as given: masking them is the API's job.
+type Budget struct {
+	Name               string            `json:"name"`
+	Description        string            `json:"description,omitempty"`
+	Services           []string          `json:"scope_services,omitempty"`
+	RuleLabels         map[string]string `json:"scope_rule_labels,omitempty"`
+	MonthlyAmount      float64           `json:"monthly_amount"`
+	Currency           string            `json:"currency,omitempty"`
+	PricePerMillion    float64           `json:"price_per_million"`
+	FreeTraces         int64             `json:"free_traces,omitempty"`
+	Mode               string            `json:"mode"`
+	SpendThresholds    []float64         `json:"spend_thresholds,omitempty"`
+	ForecastThresholds []float64         `json:"forecast_thresholds,omitempty"`
+	Channels           []Channel         `json:"channels,omitempty"`
+	FloorPerSecond     float64           `json:"floor_per_second,omitempty"`
+	Revision           int64             `json:"revision"`
+	CreateTime         time.Time         `json:"create_time"`
+	UpdateTime         time.Time         `json:"update_time"`
+}
+
+// Channel is the stored form of budget.Channel.
+type Channel struct {
+	WebhookURL string `json:"webhook_url"`
+	Secret     string `json:"secret,omitempty"`
+}
+
+// CloneBudget returns a deep copy of b, sharing nothing with it.
+func CloneBudget(b budget.Budget) budget.Budget {
+	b.Scope.Services = slices.Clone(b.Scope.Services)
+	b.Scope.RuleLabels = maps.Clone(b.Scope.RuleLabels)
+	b.SpendThresholds = slices.Clone(b.SpendThresholds)
+	b.ForecastThresholds = slices.Clone(b.ForecastThresholds)
+	b.Channels = slices.Clone(b.Channels)
+	return b
+}
+
+// MarshalBudget encodes b in its stored form.
+func MarshalBudget(b *budget.Budget) ([]byte, error) {
+	rec := Budget{
+		Name:               b.Name,
+		Description:        b.Description,
+		Services:           b.Scope.Services,
+		RuleLabels:         b.Scope.RuleLabels,
+		MonthlyAmount:      b.MonthlyAmount,
+		Currency:           b.Currency,
+		PricePerMillion:    b.PricePerMillion,
+		FreeTraces:         b.FreeTraces,
+		Mode:               b.Mode.String(),
+		SpendThresholds:    b.SpendThresholds,
+		ForecastThresholds: b.ForecastThresholds,
+		FloorPerSecond:     b.FloorPerSecond,
+		Revision:           b.Revision,
+		CreateTime:         b.CreateTime,
+		UpdateTime:         b.UpdateTime,
+	}
+	for _, c := range b.Channels {
+		rec.Channels = append(rec.Channels, Channel(c))
+	}
+	out, err := json.Marshal(&rec)
+	if err != nil {
+		return nil, fmt.Errorf("encode budget %q: %w", b.Name, err)
+	}
+	return out, nil
+}
+
+// UnmarshalBudget decodes a budget stored by MarshalBudget.
+func UnmarshalBudget(data []byte) (budget.Budget, error) {
+	var rec Budget
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return budget.Budget{}, fmt.Errorf("decode stored budget: %w", err)
+	}
+	mode, err := parseMode(rec.Mode)
+	if err != nil {
+		return budget.Budget{}, fmt.Errorf("decode stored budget %q: %w", rec.Name, err)
+	}
+	b := budget.Budget{
+		Name:               rec.Name,
+		Description:        rec.Description,
+		Scope:              budget.Scope{Services: rec.Services, RuleLabels: rec.RuleLabels},
+		MonthlyAmount:      rec.MonthlyAmount,
+		Currency:           rec.Currency,
+		PricePerMillion:    rec.PricePerMillion,
+		FreeTraces:         rec.FreeTraces,
+		Mode:               mode,
+		SpendThresholds:    rec.SpendThresholds,
+		ForecastThresholds: rec.ForecastThresholds,
+		FloorPerSecond:     rec.FloorPerSecond,
+		Revision:           rec.Revision,
+		CreateTime:         rec.CreateTime,
+		UpdateTime:         rec.UpdateTime,
+	}
+	for _, c := range rec.Channels {
+		b.Channels = append(b.Channels, budget.Channel(c))
+	}
+	return b, nil
+}
+
+func parseMode(s string) (budget.Mode, error) {
+	for _, m := range []budget.Mode{budget.Enforce, budget.AlertOnly} {
+		if m.String() == s {
+			return m, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown budget mode %q", s)
+}
+
+// Alert is the stored JSON form of budget.Alert, without its ID: the store
+// assigns that and keeps it beside the record (a stream entry ID, a
+// sequence number).
+type Alert struct {
+	Budget     string    `json:"budget"`
+	Kind       string    `json:"kind"`
+	Threshold  float64   `json:"threshold"`
+	Time       time.Time `json:"time"`
+	MonthStart time.Time `json:"month_start"`
+	Spent      float64   `json:"spent"`
+	Forecast   float64   `json:"forecast"`
+	Cap        float64   `json:"cap"`
+	Currency   string    `json:"currency,omitempty"`
+	Message    string    `json:"message,omitempty"`
+}
+
+// NormalizeAlert returns a as a store keeps it: its times in UTC without a
+// monotonic reading, so that an alert read back equals the one FireAlert
+// returned.
+func NormalizeAlert(a budget.Alert) budget.Alert {
+	a.Time = Timestamp(a.Time)
+	a.MonthStart = Timestamp(a.MonthStart)
+	return a
+}
+
+// FromAlert returns a's stored form.
+func FromAlert(a *budget.Alert) Alert {
+	return Alert{
+		Budget:     a.Budget,
+		Kind:       a.Kind.String(),
+		Threshold:  a.Threshold,
+		Time:       a.Time,
+		MonthStart: a.MonthStart,
+		Spent:      a.Spent,
+		Forecast:   a.Forecast,
+		Cap:        a.Cap,
+		Currency:   a.Currency,
+		Message:    a.Message,
+	}
+}
+
+// ToAlert returns the alert rec stores, with the given ID.
+func (rec *Alert) ToAlert(id string) (budget.Alert, error) {
+	kind, err := parseKind(rec.Kind)
+	if err != nil {
+		return budget.Alert{}, err
+	}
+	return budget.Alert{
+		ID:         id,
+		Budget:     rec.Budget,
+		Kind:       kind,
+		Threshold:  rec.Threshold,
+		Time:       rec.Time,
+		MonthStart: rec.MonthStart,
+		Spent:      rec.Spent,
+		Forecast:   rec.Forecast,
+		Cap:        rec.Cap,
+		Currency:   rec.Currency,
+		Message:    rec.Message,
+	}, nil
+}
+
+// MarshalAlert encodes a in its stored form (without its ID).
+func MarshalAlert(a *budget.Alert) ([]byte, error) {
+	b, err := json.Marshal(FromAlert(a))
+	if err != nil {
+		return nil, fmt.Errorf("encode alert of budget %q: %w", a.Budget, err)
+	}
+	return b, nil
+}
+
+// UnmarshalAlert decodes an alert stored by MarshalAlert and gives it id.
+func UnmarshalAlert(data []byte, id string) (budget.Alert, error) {
+	var rec Alert
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return budget.Alert{}, fmt.Errorf("decode stored alert: %w", err)
+	}
+	return rec.ToAlert(id)
+}
+
+func parseKind(s string) (budget.AlertKind, error) {
+	for _, k := range []budget.AlertKind{budget.AlertSpend, budget.AlertForecast, budget.AlertEnforcementStarted, budget.AlertExhausted} {
+		if k.String() == s {
+			return k, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown alert kind %q", s)
+}
+
+// State is the stored JSON form of budget.State.
+type State struct {
+	Budget             string               `json:"budget"`
+	MonthStart         time.Time            `json:"month_start"`
+	Computed           time.Time            `json:"computed"`
+	Spent              float64              `json:"spent"`
+	Forecast           float64              `json:"forecast"`
+	ForecastUnenforced float64              `json:"forecast_unenforced"`
+	FixedRateFactor    float64              `json:"fixed_rate_factor"`
+	ReservoirFactor    float64              `json:"reservoir_factor"`
+	Exhausted          bool                 `json:"exhausted,omitempty"`
+	Requests           float64              `json:"requests"`
+	Rules              map[string]RuleUsage `json:"rules,omitempty"`
+}
+
+// RuleUsage is the stored form of budget.RuleUsage.
+type RuleUsage struct {
+	Requests int64 `json:"requests"`
+	Sampled  int64 `json:"sampled"`
+}
+
+// FromState returns st's stored form, with its times in UTC.
+func FromState(st *budget.State) State {
+	rec := State{
+		Budget:             st.Budget,
+		MonthStart:         Timestamp(st.MonthStart),
+		Computed:           Timestamp(st.Computed),
+		Spent:              st.Decision.Spent,
+		Forecast:           st.Decision.Forecast,
+		ForecastUnenforced: st.Decision.ForecastUnenforced,
+		FixedRateFactor:    st.Decision.FixedRateFactor,
+		ReservoirFactor:    st.Decision.ReservoirFactor,
+		Exhausted:          st.Decision.Exhausted,
+		Requests:           st.Requests,
+	}
+	if len(st.Rules) > 0 {
+		rec.Rules = make(map[string]RuleUsage, len(st.Rules))
+		for name, u := range st.Rules {
+			rec.Rules[name] = RuleUsage(u)
+		}
+	}
+	return rec
+}
+
+// ToState returns the state rec stores. It shares nothing with rec.
+func (rec *State) ToState() budget.State {
+	st := budget.State{
+		Budget:     rec.Budget,
+		MonthStart: rec.MonthStart,
+		Computed:   rec.Computed,
+		Decision: budget.Decision{
+			Spent:              rec.Spent,
+			Forecast:           rec.Forecast,
+			ForecastUnenforced: rec.ForecastUnenforced,
+			FixedRateFactor:    rec.FixedRateFactor,
+			ReservoirFactor:    rec.ReservoirFactor,
+			Exhausted:          rec.Exhausted,
+		},
+		Requests: rec.Requests,
+		Rules:    make(map[string]budget.RuleUsage, len(rec.Rules)),
+	}
+	for name, u := range rec.Rules {
+		st.Rules[name] = budget.RuleUsage(u)
+	}
+	return st
+}
+
+// MarshalState encodes st in its stored form.
+func MarshalState(st *budget.State) ([]byte, error) {
+	b, err := json.Marshal(FromState(st))
+	if err != nil {
+		return nil, fmt.Errorf("encode state of budget %q: %w", st.Budget, err)
+	}
+	return b, nil
+}
+
+// UnmarshalState decodes a state stored by MarshalState.
+func UnmarshalState(data []byte) (budget.State, error) {
+	var rec State
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return budget.State{}, fmt.Errorf("decode stored state: %w", err)
+	}
+	return rec.ToState(), nil
+}
+
+// UsageRetention is how long a budget's month of usage, and an alert's
+// "fired" mark, are kept after the month ends: long enough to answer for
+// last month's bill.
+const UsageRetention = 70 * 24 * time.Hour
+
+// UsageExpiry returns when a month's usage may be dropped.
+func UsageExpiry(month time.Time) time.Time {
+	return budget.MonthStart(month).AddDate(0, 1, 0).Add(UsageRetention)
+}
+
+// CheckUsage returns an error for an increment that does not name a place
+// in a month: stores check the whole batch before applying any of it.
+func CheckUsage(budgetName string, month time.Time, hour int, requests, sampled int64) error {
+	if budgetName == "" {
+		return fmt.Errorf("usage increment without a budget")
+	}
+	if month.IsZero() {
+		return fmt.Errorf("usage increment of budget %q without a month", budgetName)
+	}
+	if n := hoursIn(month); hour < 0 || hour >= n {
+		return fmt.Errorf("usage increment of budget %q: hour %d is outside %s (hours 0-%d)",
+			budgetName, hour, budget.MonthKey(month), n-1)
+	}
+	if requests < 0 || sampled < 0 {
+		return fmt.Errorf("usage increment of budget %q: negative counts %d/%d", budgetName, requests, sampled)
+	}
+	return nil
+}
+
+// hoursIn is budget.HoursIn(budget.MonthStart(t)) by arithmetic, as it is
+// asked for every increment of a report batch. UTC months have no daylight
+// saving changes, so a month is 24 hours a day.
+func hoursIn(t time.Time) int {
+	y, m, _ := t.UTC().Date()
+	days := [...]int{31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31}[m-1]
+	if m == time.February && y%4 == 0 && (y%100 != 0 || y%400 == 0) {
+		days = 29
+	}
+	return 24 * days
+}
+
+// EncodeNameToken returns a page token that lists the names after name in a
+// listing whose tokens start with prefix. The name is quoted, so a token
+// that was cut short or added to does not decode.
+func EncodeNameToken(prefix, name string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(prefix + strconv.Quote(name)))
+}
+
+// DecodeNameToken returns the name a token of EncodeNameToken holds, or the
+// error of InvalidPageToken.
+func DecodeNameToken(prefix, token string) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil {
+		return "", InvalidPageToken()
+	}
+	quoted, ok := strings.CutPrefix(string(b), prefix)
+	if !ok {
+		return "", InvalidPageToken()
+	}
+	name, err := strconv.Unquote(quoted)
+	if err != nil || !strings.HasPrefix(quoted, `"`) {
+		return "", InvalidPageToken()
+	}
+	return name, nil
+}

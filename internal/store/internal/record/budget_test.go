@@ -1,0 +1,140 @@
+package record
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/tracesampling/controlplane/internal/budget"
+)
+
+// checkAllSet fails if a field of v is zero: a fixture with every field set
+// makes a round-trip test fail when a field is added to the type but not to
+// its stored form.
+func checkAllSet(t *testing.T, v any) {
+	t.Helper()
+	rv := reflect.ValueOf(v)
+	for i := range rv.NumField() {
+		if rv.Field(i).IsZero() {
+			t.Errorf("%T fixture leaves %s unset", v, rv.Type().Field(i).Name)
+		}
+	}
+}
+
+func TestBudgetRoundTrip(t *testing.T) {
+	at := time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC)
+	b := budget.Budget{
+		Name: "full", Description: "ünïcode \"quoted\"",
+		Scope:         budget.Scope{Services: []string{"a*", "b"}, RuleLabels: map[string]string{"team": "x"}},
+		MonthlyAmount: 1234.5, Currency: "EUR", PricePerMillion: 0.1 + 0.2, FreeTraces: 1e6,
+		Mode: budget.AlertOnly, SpendThresholds: []float64{0.5, 1}, ForecastThresholds: []float64{1.2},
+		Channels:       []budget.Channel{{WebhookURL: "https://h.example/x", Secret: "s"}, {WebhookURL: "http://y"}},
+		FloorPerSecond: 0.25, Revision: 42, CreateTime: at, UpdateTime: at.Add(time.Hour),
+	}
+	checkAllSet(t, b)
+	for _, in := range []budget.Budget{b, {Name: "minimal", MonthlyAmount: 1}} {
+		raw, err := MarshalBudget(&in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := UnmarshalBudget(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, in) {
+			t.Errorf("round trip of %q:\ngot  %+v\nwant %+v", in.Name, got, in)
+		}
+	}
+	var m map[string]any
+	raw, _ := MarshalBudget(&b)
+	if err := json.Unmarshal(raw, &m); err != nil || m["revision"] != 42.0 {
+		t.Errorf("stored budget %s lacks revision 42 (budget.lua reads it)", raw)
+	}
+	if _, err := UnmarshalBudget([]byte(`{"name": "x", "mode": "explode"}`)); err == nil {
+		t.Error("UnmarshalBudget accepted an unknown mode")
+	}
+}
+
+func TestAlertRoundTrip(t *testing.T) {
+	a := NormalizeAlert(budget.Alert{
+		ID: "7-0", Budget: "b", Kind: budget.AlertExhausted, Threshold: 0.8,
+		Time: time.Date(2026, 3, 9, 1, 2, 3, 4, time.FixedZone("X", 3600)), MonthStart: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC),
+		Spent: 1, Forecast: 2, Cap: 3, Currency: "USD", Message: "m",
+	})
+	checkAllSet(t, a)
+	raw, err := MarshalAlert(&a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := UnmarshalAlert(raw, "7-0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, a) {
+		t.Errorf("round trip:\ngot  %+v\nwant %+v", got, a)
+	}
+	if _, err := UnmarshalAlert([]byte(`{"kind": "explode"}`), "1"); err == nil {
+		t.Error("UnmarshalAlert accepted an unknown kind")
+	}
+}
+
+func TestStateRoundTrip(t *testing.T) {
+	at := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	st := budget.State{
+		Budget: "b", MonthStart: at, Computed: at.Add(time.Hour),
+		Decision: budget.Decision{Spent: 1, Forecast: 2, ForecastUnenforced: 3, FixedRateFactor: 0.5, ReservoirFactor: 0.25, Exhausted: true},
+		Requests: 9, Rules: map[string]budget.RuleUsage{"a": {Requests: 4, Sampled: 2}},
+	}
+	checkAllSet(t, st)
+	checkAllSet(t, st.Decision)
+	raw, err := MarshalState(&st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := UnmarshalState(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, st) {
+		t.Errorf("round trip:\ngot  %+v\nwant %+v", got, st)
+	}
+}
+
+func TestNameToken(t *testing.T) {
+	for _, name := range []string{"", "a", "with \"quotes\" and ünïcode", "x:y|z"} {
+		tok := EncodeNameToken("p1:", name)
+		if got, err := DecodeNameToken("p1:", tok); err != nil || got != name {
+			t.Errorf("DecodeNameToken(EncodeNameToken(%q)) = %q, %v", name, got, err)
+		}
+		if _, err := DecodeNameToken("p2:", tok); err == nil {
+			t.Errorf("a token of %q decoded with another prefix", name)
+		}
+	}
+}
+
+func TestCheckUsage(t *testing.T) {
+	feb := time.Date(2028, 2, 10, 0, 0, 0, 0, time.UTC) // a leap year: 696 hours
+	tests := []struct {
+		name     string
+		budget   string
+		month    time.Time
+		hour     int
+		r, s     int64
+		accepted bool
+	}{
+		{"first hour", "b", feb, 0, 1, 1, true},
+		{"last hour of a leap February", "b", feb, 695, 1, 1, true},
+		{"past the month", "b", feb, 696, 1, 1, false},
+		{"negative hour", "b", feb, -1, 1, 1, false},
+		{"no budget", "", feb, 0, 1, 1, false},
+		{"no month", "b", time.Time{}, 0, 1, 1, false},
+		{"negative requests", "b", feb, 0, -1, 0, false},
+		{"negative sampled", "b", feb, 0, 0, -1, false},
+	}
+	for _, tt := range tests {
+		if err := CheckUsage(tt.budget, tt.month, tt.hour, tt.r, tt.s); (err == nil) != tt.accepted {
+			t.Errorf("%s: CheckUsage = %v, want accepted %v", tt.name, err, tt.accepted)
+		}
+	}
+}

@@ -1,0 +1,407 @@
+package redisstore
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tracesampling/controlplane/internal/budget"
+	"github.com/tracesampling/controlplane/internal/store"
+	"github.com/tracesampling/controlplane/internal/store/internal/record"
+)
+
+//go:embed budget.lua
+var budgetLua string
+
+//go:embed alert.lua
+var alertLua string
+
+// Page token prefixes of the budget listings, so that a token of one
+// listing is rejected by another rather than misread.
+const (
+	budgetTokenPrefix = "redisb1:"
+	alertTokenPrefix  = "redisa1:"
+)
+
+// The keys of budgets, states, alerts and ticks; see the package doc.
+func (s *Store) budgetsKey() string                       { return s.tag + ":budgets" }
+func (s *Store) statesKey() string                        { return s.tag + ":budgets:states" }
+func (s *Store) alertsKey() string                        { return s.tag + ":alerts" }
+func (s *Store) budgetAlertsKey(budgetName string) string { return s.tag + ":alerts:" + budgetName }
+func (s *Store) firedKey(dedupKey string) string          { return s.tag + ":fired:" + dedupKey }
+func (s *Store) tickKey(tick int64) string                { return s.tag + ":tick:" + strconv.FormatInt(tick, 10) }
+
+// Budgets lists budgets by name. pageSize 0 means 100; at most 1000 are
+// returned. Budgets are few, so a page is cut from all of them; a page token
+// holds the last name listed, so budgets created or deleted meanwhile do not
+// shift the pages.
+func (s *Store) Budgets(ctx context.Context, pageSize int, pageToken string) (store.BudgetPage, error) {
+	if s.closed.Load() {
+		return store.BudgetPage{}, errClosed
+	}
+	size, err := record.PageSize(pageSize)
+	if err != nil {
+		return store.BudgetPage{}, fmt.Errorf("list budgets: %w", err)
+	}
+	after, hasAfter := "", false
+	if pageToken != "" {
+		if after, err = record.DecodeNameToken(budgetTokenPrefix, pageToken); err != nil {
+			return store.BudgetPage{}, fmt.Errorf("list budgets: %w", err)
+		}
+		hasAfter = true
+	}
+	all, err := s.client.HGetAll(ctx, s.budgetsKey()).Result()
+	if err != nil {
+		return store.BudgetPage{}, unavailable("list budgets", err)
+	}
+	names := make([]string, 0, len(all))
+	for n := range all {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	if hasAfter {
+		names = names[sort.SearchStrings(names, after):]
+		if len(names) > 0 && names[0] == after {
+			names = names[1:]
+		}
+	}
+	var page store.BudgetPage
+	if len(names) > size {
+		names = names[:size]
+		page.NextToken = record.EncodeNameToken(budgetTokenPrefix, names[size-1])
+	}
+	page.Budgets = make([]budget.Budget, len(names))
+	for i, n := range names {
+		if page.Budgets[i], err = record.UnmarshalBudget([]byte(all[n])); err != nil {
+			return store.BudgetPage{}, fmt.Errorf("list budgets: %w", err)
+		}
+	}
+	return page, nil
+}
+
+// Budget returns the budget called name or an error wrapping
+// store.ErrNotFound.
+func (s *Store) Budget(ctx context.Context, name string) (budget.Budget, error) {
+	if s.closed.Load() {
+		return budget.Budget{}, errClosed
+	}
+	b, _, err := s.readBudget(ctx, name)
+	if err != nil {
+		return budget.Budget{}, fmt.Errorf("budget %q: %w", name, err)
+	}
+	return b, nil
+}
+
+// readBudget returns a budget and its stored JSON.
+func (s *Store) readBudget(ctx context.Context, name string) (budget.Budget, string, error) {
+	raw, err := s.client.HGet(ctx, s.budgetsKey(), name).Result()
+	if errors.Is(err, redis.Nil) {
+		return budget.Budget{}, "", store.ErrNotFound
+	}
+	if err != nil {
+		return budget.Budget{}, "", unavailable("read budget", err)
+	}
+	b, err := record.UnmarshalBudget([]byte(raw))
+	if err != nil {
+		return budget.Budget{}, "", err
+	}
+	return b, raw, nil
+}
+
+// CreateBudget stores b at revision 1, with both times now.
+func (s *Store) CreateBudget(ctx context.Context, b budget.Budget) (budget.Budget, error) {
+	if s.closed.Load() {
+		return budget.Budget{}, errClosed
+	}
+	now := record.Timestamp(s.now())
+	b = record.CloneBudget(b)
+	b.Revision, b.CreateTime, b.UpdateTime = 1, now, now
+	raw, err := record.MarshalBudget(&b)
+	if err != nil {
+		return budget.Budget{}, err
+	}
+	status, err := s.runBudgetEdit(ctx, budgetEdit{op: store.ActionCreate, name: b.Name, budget: raw})
+	if err != nil {
+		return budget.Budget{}, fmt.Errorf("create budget %q: %w", b.Name, err)
+	}
+	switch status {
+	case statusOK:
+		return b, nil
+	case statusExists:
+		return budget.Budget{}, fmt.Errorf("create budget %q: %w", b.Name, store.ErrAlreadyExists)
+	}
+	return budget.Budget{}, fmt.Errorf("create budget %q: unexpected status %d", b.Name, status)
+}
+
+// UpdateBudget replaces the budget called b.Name if it is at ifRevision. It
+// reads the budget first to keep its create time; the script then checks
+// that the budget is still what was read.
+func (s *Store) UpdateBudget(ctx context.Context, b budget.Budget, ifRevision int64) (budget.Budget, error) {
+	if s.closed.Load() {
+		return budget.Budget{}, errClosed
+	}
+	for range updateAttempts {
+		cur, curJSON, err := s.readBudget(ctx, b.Name)
+		if err != nil {
+			return budget.Budget{}, fmt.Errorf("update budget %q: %w", b.Name, err)
+		}
+		if cur.Revision != ifRevision {
+			return budget.Budget{}, fmt.Errorf("update budget %q at revision %d: %w (it is at %d)",
+				b.Name, ifRevision, store.ErrConflict, cur.Revision)
+		}
+		next := record.CloneBudget(b)
+		next.Revision, next.CreateTime, next.UpdateTime = cur.Revision+1, cur.CreateTime, record.Timestamp(s.now())
+		raw, err := record.MarshalBudget(&next)
+		if err != nil {
+			return budget.Budget{}, err
+		}
+		status, err := s.runBudgetEdit(ctx, budgetEdit{
+			op: store.ActionUpdate, name: b.Name, budget: raw, read: curJSON, ifRevision: ifRevision,
+		})
+		if err != nil {
+			return budget.Budget{}, fmt.Errorf("update budget %q: %w", b.Name, err)
+		}
+		switch status {
+		case statusOK:
+			return next, nil
+		case statusNotFound:
+			return budget.Budget{}, fmt.Errorf("update budget %q: %w", b.Name, store.ErrNotFound)
+		case statusConflict:
+			return budget.Budget{}, fmt.Errorf("update budget %q at revision %d: %w", b.Name, ifRevision, store.ErrConflict)
+		case statusChanged:
+			continue
+		default:
+			return budget.Budget{}, fmt.Errorf("update budget %q: unexpected status %d", b.Name, status)
+		}
+	}
+	return budget.Budget{}, fmt.Errorf("update budget %q at revision %d: %w (replaced while updating)",
+		b.Name, ifRevision, store.ErrConflict)
+}
+
+// DeleteBudget removes the budget called name if it is at ifRevision, or at
+// any revision if ifRevision is 0. Its usage, state and alerts stay until
+// they expire.
+func (s *Store) DeleteBudget(ctx context.Context, name string, ifRevision int64) error {
+	if s.closed.Load() {
+		return errClosed
+	}
+	status, err := s.runBudgetEdit(ctx, budgetEdit{op: store.ActionDelete, name: name, ifRevision: ifRevision})
+	if err != nil {
+		return fmt.Errorf("delete budget %q: %w", name, err)
+	}
+	switch status {
+	case statusOK:
+		return nil
+	case statusNotFound:
+		return fmt.Errorf("delete budget %q: %w", name, store.ErrNotFound)
+	case statusConflict:
+		return fmt.Errorf("delete budget %q at revision %d: %w", name, ifRevision, store.ErrConflict)
+	}
+	return fmt.Errorf("delete budget %q: unexpected status %d", name, status)
+}
+
+// budgetEdit are the arguments of budget.lua.
+type budgetEdit struct {
+	op         store.Action
+	name       string
+	budget     []byte // the new budget; create and update
+	read       string // the stored budget as read; update
+	ifRevision int64
+}
+
+func (s *Store) runBudgetEdit(ctx context.Context, a budgetEdit) (int64, error) {
+	status, err := s.budgetEdit.Run(ctx, s.client, []string{s.budgetsKey()},
+		a.op.String(), a.name, a.budget, a.read, a.ifRevision, s.channel,
+	).Int64Slice()
+	if err != nil {
+		return 0, unavailable("run budget script", err)
+	}
+	if len(status) != 1 {
+		return 0, fmt.Errorf("budget script returned %v", status)
+	}
+	return status[0], nil
+}
+
+// Usage returns a budget's month as RecordReports added it up. A month
+// without reports, or past its retention, is empty.
+func (s *Store) Usage(ctx context.Context, budgetName string, month time.Time) (budget.Usage, error) {
+	if s.closed.Load() {
+		return budget.Usage{}, errClosed
+	}
+	start := budget.MonthStart(month)
+	fields, err := s.client.HGetAll(ctx, s.usageKey(budgetName, start)).Result()
+	if err != nil {
+		return budget.Usage{}, unavailable("read usage", err)
+	}
+	u := budget.NewUsage(start)
+	for f, v := range fields {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return budget.Usage{}, fmt.Errorf("usage of budget %q: field %q: %w", budgetName, f, err)
+		}
+		kind, arg, _ := strings.Cut(f, ":")
+		switch kind {
+		case "r", "s":
+			h, err := strconv.Atoi(arg)
+			if err != nil || h < 0 || h >= len(u.Requests) {
+				continue // not written by RecordReports
+			}
+			if kind == "r" {
+				u.Requests[h] += float64(n)
+			} else {
+				u.Sampled[h] += float64(n)
+			}
+		case "rr", "rs":
+			ru := u.Rules[arg]
+			if kind == "rr" {
+				ru.Requests += n
+			} else {
+				ru.Sampled += n
+			}
+			u.Rules[arg] = ru
+		}
+	}
+	return u, nil
+}
+
+// ClaimTick sets the tick's key if it is absent (SET NX), with a random
+// value and a life of ttl: exactly one caller across replicas gets true.
+func (s *Store) ClaimTick(ctx context.Context, tick int64, ttl time.Duration) (bool, error) {
+	if s.closed.Load() {
+		return false, errClosed
+	}
+	if ttl <= 0 {
+		return false, fmt.Errorf("claim tick %d: ttl %v must be positive", tick, ttl)
+	}
+	ok, err := s.client.SetNX(ctx, s.tickKey(tick), strconv.FormatUint(rand.Uint64(), 36), ttl).Result()
+	if err != nil {
+		return false, unavailable("claim tick", err)
+	}
+	return ok, nil
+}
+
+// PutStates replaces the controller's decisions and publishes TopicBudgets,
+// in one transaction.
+func (s *Store) PutStates(ctx context.Context, states []budget.State) error {
+	if s.closed.Load() {
+		return errClosed
+	}
+	pairs := make([]any, 0, 2*len(states))
+	for i := range states {
+		raw, err := record.MarshalState(&states[i])
+		if err != nil {
+			return err
+		}
+		pairs = append(pairs, states[i].Budget, raw)
+	}
+	_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, s.statesKey())
+		if len(pairs) > 0 {
+			p.HSet(ctx, s.statesKey(), pairs...)
+		}
+		p.Publish(ctx, s.channel, string(store.TopicBudgets))
+		return nil
+	})
+	if err != nil {
+		return unavailable("put budget states", err)
+	}
+	return nil
+}
+
+// States returns the last decisions, by budget name.
+func (s *Store) States(ctx context.Context) (map[string]budget.State, error) {
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	all, err := s.client.HGetAll(ctx, s.statesKey()).Result()
+	if err != nil {
+		return nil, unavailable("read budget states", err)
+	}
+	out := make(map[string]budget.State, len(all))
+	for name, raw := range all {
+		st, err := record.UnmarshalState([]byte(raw))
+		if err != nil {
+			return nil, fmt.Errorf("budget states: %q: %w", name, err)
+		}
+		out[name] = st
+	}
+	return out, nil
+}
+
+// FireAlert records a unless an alert with its DedupKey fired in the last 70
+// days; the ID is the alert's stream entry ID. One script checks and sets
+// the mark, so an alert fires once however many replicas fire it at once.
+func (s *Store) FireAlert(ctx context.Context, a budget.Alert) (budget.Alert, bool, error) {
+	if s.closed.Load() {
+		return budget.Alert{}, false, errClosed
+	}
+	a = record.NormalizeAlert(a)
+	a.ID = ""
+	raw, err := record.MarshalAlert(&a)
+	if err != nil {
+		return budget.Alert{}, false, err
+	}
+	key := a.DedupKey()
+	keys := []string{s.firedKey(key), s.alertsKey(), s.budgetAlertsKey(a.Budget)}
+	id, err := s.alert.Run(ctx, s.client, keys,
+		raw, record.UsageRetention.Milliseconds(), s.maxAlerts, s.channel).Text()
+	if errors.Is(err, redis.Nil) {
+		return budget.Alert{}, false, nil
+	}
+	if err != nil {
+		return budget.Alert{}, false, unavailable(fmt.Sprintf("fire alert %s", key), err)
+	}
+	a.ID = id
+	return a, true, nil
+}
+
+// Alerts lists alerts newest first, optionally of one budget. pageSize 0
+// means 100; at most 1000 are returned. Page tokens hold the ID of the last
+// alert returned, so alerts that fire meanwhile are not listed twice.
+func (s *Store) Alerts(ctx context.Context, budgetName string, pageSize int, pageToken string) (store.AlertPage, error) {
+	if s.closed.Load() {
+		return store.AlertPage{}, errClosed
+	}
+	size, err := record.PageSize(pageSize)
+	if err != nil {
+		return store.AlertPage{}, fmt.Errorf("list alerts: %w", err)
+	}
+	newest := "+"
+	if pageToken != "" {
+		id, err := decodeToken(alertTokenPrefix, pageToken)
+		if err != nil {
+			return store.AlertPage{}, fmt.Errorf("list alerts: %w", err)
+		}
+		newest = "(" + id
+	}
+	key := s.alertsKey()
+	if budgetName != "" {
+		key = s.budgetAlertsKey(budgetName)
+	}
+	msgs, err := s.client.XRevRangeN(ctx, key, newest, "-", int64(size)+1).Result()
+	if err != nil {
+		return store.AlertPage{}, unavailable("list alerts", err)
+	}
+	var page store.AlertPage
+	if len(msgs) > size {
+		msgs = msgs[:size]
+		page.NextToken = encodeToken(alertTokenPrefix, msgs[size-1].ID)
+	}
+	page.Alerts = make([]budget.Alert, len(msgs))
+	for i, m := range msgs {
+		raw, _ := m.Values["alert"].(string)
+		if page.Alerts[i], err = record.UnmarshalAlert([]byte(raw), m.ID); err != nil {
+			return store.AlertPage{}, fmt.Errorf("list alerts: entry %s: %w", m.ID, err)
+		}
+	}
+	return page, nil
+}

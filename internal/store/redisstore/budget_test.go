@@ -1,0 +1,111 @@
+package redisstore_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/tracesampling/controlplane/internal/budget"
+	"github.com/tracesampling/controlplane/internal/redistest"
+	"github.com/tracesampling/controlplane/internal/reservoir"
+	"github.com/tracesampling/controlplane/internal/store"
+	"github.com/tracesampling/controlplane/internal/store/redisstore"
+)
+
+// touchBudgetKeys makes s write every kind of budget key once.
+func touchBudgetKeys(t *testing.T, s *redisstore.Store) {
+	t.Helper()
+	ctx := t.Context()
+	now := time.Now()
+	if _, err := s.CreateBudget(ctx, budget.Budget{Name: "b", MonthlyAmount: 1}); err != nil {
+		t.Fatal(err)
+	}
+	l := reservoir.Ledger{Interval: 10 * time.Second, Retain: 3}
+	if _, err := s.RecordReports(ctx, store.ReportBatch{
+		Now: now, Ledger: l,
+		Rates: []store.RateUpdate{{Rule: "a", Add: reservoir.Receipt{Bucket: l.Bucket(now), Rate: 1}}},
+		Usage: []store.UsageIncrement{{Budget: "b", Month: now, Hour: 0, Rule: "a", Requests: 1, Sampled: 1}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutStates(ctx, []budget.State{{Budget: "b"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.FireAlert(ctx, budget.Alert{Budget: "b", Kind: budget.AlertSpend, Threshold: 1, MonthStart: now}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ClaimTick(ctx, 1, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBudgetKeysExpire checks the lives of the keys that must go away by
+// themselves: a month of usage 70 days after the month ends, an alert's
+// fired mark after 70 days, a tick claim after its ttl.
+func TestBudgetKeysExpire(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	s := newStore(t, c, redisstore.Options{})
+	ctx := t.Context()
+	now := time.Date(2026, 3, 15, 12, 0, 0, 0, time.UTC)
+	inc := store.UsageIncrement{Budget: "b", Month: now, Hour: 14*24 + 12, Rule: "a", Requests: 3, Sampled: 1}
+	if _, err := s.RecordReports(ctx, store.ReportBatch{Now: now, Usage: []store.UsageIncrement{inc}}); err != nil {
+		t.Fatal(err)
+	}
+	fields, err := c.HGetAll(ctx, "{tsc}:usage:b:202603").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"r:348": "3", "s:348": "1", "rr:a": "3", "rs:a": "1"}
+	if fmt.Sprint(fields) != fmt.Sprint(want) {
+		t.Errorf("usage hash = %v, want %v", fields, want)
+	}
+	// March 15 12:00 to the end of March is 16.5 days; then 70 more.
+	checkTTL(t, c.PTTL(ctx, "{tsc}:usage:b:202603").Val(), (16*24+12)*time.Hour+70*24*time.Hour)
+
+	if _, _, err := s.FireAlert(ctx, budget.Alert{Budget: "b", Kind: budget.AlertSpend, Threshold: 0.5, MonthStart: now}); err != nil {
+		t.Fatal(err)
+	}
+	checkTTL(t, c.PTTL(ctx, "{tsc}:fired:b|202603|spend_threshold|0.5").Val(), 70*24*time.Hour)
+
+	if ok, err := s.ClaimTick(ctx, 42, 90*time.Second); err != nil || !ok {
+		t.Fatalf("ClaimTick = %v, %v", ok, err)
+	}
+	checkTTL(t, c.PTTL(ctx, "{tsc}:tick:42").Val(), 90*time.Second)
+}
+
+func checkTTL(t *testing.T, got, want time.Duration) {
+	t.Helper()
+	if got > want || got < want-time.Minute {
+		t.Errorf("TTL = %v, want %v", got, want)
+	}
+}
+
+// BenchmarkRecordReports is one group-committed batch: 1000 rate updates
+// over 10 rules and 1000 usage increments over 3 budgets, each in one hour
+// of the month and spread over the 10 rules.
+func BenchmarkRecordReports(b *testing.B) {
+	srv := redistest.Start(b)
+	s := newStore(b, srv.Client(b), redisstore.Options{})
+	ctx := context.Background()
+	l := reservoir.Ledger{Interval: 10 * time.Second, Retain: 3}
+	now := time.Now()
+	bucket := l.Bucket(now)
+	batch := store.ReportBatch{Now: now, Ledger: l}
+	for i := range 1000 {
+		rule := fmt.Sprintf("rule-%d", i%10)
+		prev := reservoir.Receipt{Bucket: bucket - 1, Rate: 2}
+		batch.Rates = append(batch.Rates, store.RateUpdate{Rule: rule, Add: reservoir.Receipt{Bucket: bucket, Rate: 2}, Retract: &prev})
+		batch.Usage = append(batch.Usage, store.UsageIncrement{
+			Budget: fmt.Sprintf("budget-%d", i%3), Month: now, Hour: int(now.Sub(budget.MonthStart(now)) / time.Hour),
+			Rule: rule, Requests: 20, Sampled: 1,
+		})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.RecordReports(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
