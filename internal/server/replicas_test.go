@@ -95,6 +95,34 @@ func TestReportsWhileRedisIsDown(t *testing.T) {
 	if err := stream.Send(report); err != nil {
 		t.Fatal(err)
 	}
+	// The stream had no quotas yet: nothing to renew, so no answer. Bring
+	// Redis back for one report, so the client holds a quota.
+	rs.Restart()
+	var last *pb.SamplingTarget
+	for last == nil {
+		if err := stream.Send(report); err != nil {
+			t.Fatal(err)
+		}
+		m, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ts := m.GetTargets().GetTargets(); len(ts) == 1 {
+			last = ts[0]
+		}
+	}
+	// Without Redis, the stream renews that quota instead of going silent.
+	rs.Stop()
+	if err := stream.Send(report); err != nil {
+		t.Fatal(err)
+	}
+	m, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.GetTargets().GetTargets(); len(got) != 1 || got[0].GetReservoirQuota() != last.GetReservoirQuota() {
+		t.Fatalf("without Redis: %v, want the last quota %v renewed", m, last.GetReservoirQuota())
+	}
 	rs.Restart()
 	// Reports sent after the restart get targets on the same stream.
 	deadline := time.Now().Add(8 * time.Second)

@@ -178,6 +178,15 @@ func (s *samplingService) withBudgets(base *pb.TargetSet, service string) *pb.Ta
 	return out
 }
 
+// renewed returns ts with every quota's expiry moved to expiry.
+func renewed(ts *pb.TargetSet, expiry *timestamppb.Timestamp) *pb.TargetSet {
+	out := proto.Clone(ts).(*pb.TargetSet)
+	for _, t := range out.GetTargets() {
+		t.ReservoirQuotaExpiry = expiry
+	}
+	return out
+}
+
 // span is the length of time a document's counts cover.
 func (s *samplingService) span(d *pb.SamplingStatistics) time.Duration {
 	if d.GetInterval() != nil {
@@ -331,10 +340,19 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 		case docs := <-reports:
 			ts, err := s.report(ctx, hello.GetServiceName(), docs, held)
 			if err != nil {
-				// Without the store there is no fleet to split by: keep the
-				// stream, and let the client spend its last quotas until
-				// they expire.
-				s.log.WarnContext(ctx, "report not recorded", "client_id", hello.GetClientId(), "err", err)
+				// Without the store there is no fleet to split by. Keep the
+				// stream and renew the client's last quotas: the split was
+				// right when the store last answered, and it never adds up
+				// to more than the reservoir, so the fleet stays within it
+				// instead of falling back to the local default.
+				s.log.WarnContext(ctx, "report not recorded; renewing the last quotas", "client_id", hello.GetClientId(), "err", err)
+				if base == nil {
+					continue
+				}
+				base = renewed(base, timestamppb.New(s.now().Add(quotaTTLInterval*s.ledger.Interval)))
+				if err := sendTargets(); err != nil {
+					return err
+				}
 				continue
 			}
 			base = ts
