@@ -76,6 +76,7 @@ func (c *Compiled) Matches(req *Request) bool {
 // for concurrent use.
 type Set struct {
 	rules []Compiled
+	index *Index
 }
 
 // NewSet compiles rs and orders them by priority, then name, with the Default
@@ -91,6 +92,7 @@ func NewSet(rs []Rule) *Set {
 	for i, r := range sorted {
 		s.rules[i] = Compile(r)
 	}
+	s.index = NewIndex(s.rules)
 	return s
 }
 
@@ -101,6 +103,14 @@ func (s *Set) Rules() []Compiled { return s.rules }
 // Match returns the first rule that matches req, or nil if none does (a set
 // that holds the Default rule always matches).
 func (s *Set) Match(req *Request) *Compiled {
+	if c, ok := s.index.Candidates(req.HTTPMethod, req.URLPath); ok {
+		for i := c.Next(); i >= 0; i = c.Next() {
+			if s.rules[i].Matches(req) {
+				return &s.rules[i]
+			}
+		}
+		return nil
+	}
 	for i := range s.rules {
 		if s.rules[i].Matches(req) {
 			return &s.rules[i]
