@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"bytes"
 	"math/bits"
 	"strings"
 	"unicode/utf8"
@@ -186,10 +187,18 @@ func (idx *Index) Candidates(method, path string) (c Candidates, ok bool) {
 		return c, false
 	}
 	verbs := &idx.anyVerb
-	for i := range idx.methods {
-		if len(method) == len(idx.methods[i].method) && hasPrefixFold(method, idx.methods[i].method, true) {
-			verbs = &idx.methods[i].set
-			break
+	// Fold the method once into a buffer, then compare whole strings.
+	var buf [16]byte
+	if len(method) <= len(buf) {
+		folded := buf[:len(method)]
+		for i := 0; i < len(method); i++ {
+			folded[i] = lowerASCII(method[i])
+		}
+		for i := range idx.methods {
+			if string(folded) == idx.methods[i].method {
+				verbs = &idx.methods[i].set
+				break
+			}
 		}
 	}
 	n := &idx.nodes[0]
@@ -228,23 +237,27 @@ func (idx *Index) step(n *radixNode, path string, pos int) *radixNode {
 	if pos >= len(path) {
 		return nil
 	}
-	b := lowerASCII(path[pos])
-	for j, f := range n.first {
-		if f != b {
-			continue
-		}
-		child := &idx.nodes[n.kids[j]]
-		lab := child.label
-		if len(path)-pos < len(lab) {
+	j := bytes.IndexByte(n.first, lowerASCII(path[pos]))
+	if j < 0 {
+		return nil
+	}
+	child := &idx.nodes[n.kids[j]]
+	lab := child.label
+	if len(path)-pos < len(lab) {
+		return nil
+	}
+	// Labels are folded ASCII, and their first byte already matched.
+	k := 1
+	for ; k+8 <= len(lab); k += 8 {
+		w := load8(path, pos+k)
+		if w&highBits != 0 || lower8(w) != load8(lab, k) {
 			return nil
 		}
-		// Labels are folded ASCII, and their first byte already matched.
-		for k := 1; k < len(lab); k++ {
-			if lowerASCII(path[pos+k]) != lab[k] {
-				return nil
-			}
-		}
-		return child
 	}
-	return nil
+	for ; k < len(lab); k++ {
+		if lowerASCII(path[pos+k]) != lab[k] {
+			return nil
+		}
+	}
+	return child
 }
