@@ -38,6 +38,9 @@ type Sampler struct {
 
 	fallbackBucket reservoir.Bucket
 	fallbackBits   uint64
+	// fallbackCounts counts the spans the local default decided; they are
+	// reported with the Default rule's, so budgets see those traces too.
+	fallbackCounts counters
 
 	reportMu   sync.Mutex // serialises reports and the runtimes' receipts
 	lastReport int64
@@ -180,7 +183,11 @@ func (s *Sampler) decide(now int64, id trace.TraceID, attrs []attribute.KeyValue
 }
 
 func (s *Sampler) fallback(now int64, id trace.TraceID, take bool) bool {
-	return takeOrPeek(&s.fallbackBucket, now, take) || traceIDBits(id) < s.fallbackBits
+	sampled := takeOrPeek(&s.fallbackBucket, now, take) || traceIDBits(id) < s.fallbackBits
+	if take {
+		s.fallbackCounts.add(id[15], sampled, false)
+	}
+	return sampled
 }
 
 func takeOrPeek(b *reservoir.Bucket, now int64, take bool) bool {
@@ -235,7 +242,14 @@ func (s *Sampler) Explain(p sdktrace.SamplingParameters) Explanation {
 	case ReasonBorrowed:
 		e.Detail = fmt.Sprintf("rule %q matched; this instance has no current quota, so it borrowed its one trace per second", m.rule.Name)
 	default:
-		e.Detail = fmt.Sprintf("rule %q matched, its reservoir was used up, and the trace ID fell %s its fixed rate of %.4g", m.rule.Name, map[bool]string{true: "inside", false: "outside"}[sampled], math.Min(rate, 1))
+		why := "its reservoir was used up"
+		switch {
+		case m.rule.ReservoirSize == 0:
+			why = "it has no reservoir"
+		case now > m.rt.expiry.Load():
+			why = "this instance has no current quota and already borrowed its trace this second"
+		}
+		e.Detail = fmt.Sprintf("rule %q matched, %s, and the trace ID fell %s its fixed rate of %.4g", m.rule.Name, why, map[bool]string{true: "inside", false: "outside"}[sampled], math.Min(rate, 1))
 	}
 	return e
 }
@@ -344,6 +358,10 @@ func (s *Sampler) takeReport(unary bool) []*pb.SamplingStatistics {
 	for i := range set.matchers {
 		rt := set.matchers[i].rt
 		c := rt.counters.take()
+		if rt.name == rules.DefaultName {
+			f := s.fallbackCounts.take()
+			c.requests, c.sampled = c.requests+f.requests, c.sampled+f.sampled
+		}
 		st := &pb.SamplingStatistics{
 			RuleName: rt.name, RequestCount: c.requests, SampledCount: c.sampled, BorrowCount: c.borrowed,
 			Timestamp: timestamp(now), Interval: duration(span),

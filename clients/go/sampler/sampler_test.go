@@ -87,6 +87,21 @@ func TestFallbackBeforeRules(t *testing.T) {
 	}
 }
 
+// TestFallbackSpansAreReported: spans the local default decided count with
+// the Default rule's, so budgets see every trace.
+func TestFallbackSpansAreReported(t *testing.T) {
+	s, _ := newTestSampler(t)
+	for i := 0; i < 4; i++ {
+		s.ShouldSample(params(lowID)) // before any rules: the local default
+	}
+	s.applyRules(rulesFor(1))
+	for _, d := range s.takeReport(false) {
+		if d.GetRuleName() == "Default" && (d.GetRequestCount() != 4 || d.GetSampledCount() != 4) {
+			t.Errorf("Default's report %v, want the 4 spans the local default sampled", d)
+		}
+	}
+}
+
 func TestParentBased(t *testing.T) {
 	s, _ := newTestSampler(t)
 	for _, flags := range []trace.TraceFlags{0, trace.FlagsSampled} {
