@@ -109,7 +109,7 @@ func TestExampleExplainsARule(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- run(runCtx, []string{"--endpoint", addr, "--rate", "200"}, &stdout, &stderr) }()
 
-	const want = `? rule "checkout" matched, its reservoir was used up, and the trace ID fell inside its fixed rate of 1 (reason fixed_rate, rule "checkout"`
+	const want = `? rule "checkout" matched, it has no reservoir, and the trace ID fell inside its fixed rate of 1 (reason fixed_rate, rule "checkout"`
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(stdout.String(), want) {
 		if time.Now().After(deadline) {
