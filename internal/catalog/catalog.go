@@ -314,7 +314,10 @@ func (c *Catalog) LoadBudgets(ctx context.Context) error {
 	c.load.Lock()
 	defer c.load.Unlock()
 	cur := c.budgets.Load()
-	if reflect.DeepEqual(cur.Budgets, all) && reflect.DeepEqual(cur.States, states) {
+	if reflect.DeepEqual(cur.Budgets, all) && sameDecisions(cur.States, states) {
+		// Only the figures moved: keep them for status and metrics, but
+		// streams have nothing new to send.
+		c.budgets.Store(&Budgets{Gen: cur.Gen, Budgets: all, States: states})
 		return nil
 	}
 	c.budgets.Store(&Budgets{Gen: cur.Gen + 1, Budgets: all, States: states})
@@ -322,18 +325,37 @@ func (c *Catalog) LoadBudgets(ctx context.Context) error {
 	return nil
 }
 
-// Factors returns what the budgets in force do to a rule's targets for a
-// service: the fixed-rate and reservoir factors of the strictest enforcing
-// budget that covers them (1 and 1 when none does).
-func (b *Budgets) Factors(service string, r *rules.Rule) (fixed, reservoir float64) {
+// sameDecisions reports whether two sets of states change targets alike:
+// same budgets, months, factors and exhaustion.
+func sameDecisions(a, b map[string]budget.State) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for name, x := range a {
+		y, ok := b[name]
+		if !ok || !x.MonthStart.Equal(y.MonthStart) || x.Decision.FixedRateFactor != y.Decision.FixedRateFactor ||
+			x.Decision.ReservoirFactor != y.Decision.ReservoirFactor || x.Decision.Exhausted != y.Decision.Exhausted {
+			return false
+		}
+	}
+	return true
+}
+
+// Factors returns what the budgets in force at now do to a rule's targets
+// for a service: the fixed-rate and reservoir factors of the strictest
+// enforcing budget that covers them (1 and 1 when none does). A decision made
+// for an earlier month does not count: a new month starts unenforced until
+// the controller decides it.
+func (b *Budgets) Factors(service string, r *rules.Rule, now time.Time) (fixed, reservoir float64) {
 	fixed, reservoir = 1, 1
+	month := budget.MonthStart(now)
 	for i := range b.Budgets {
 		bg := &b.Budgets[i]
 		if bg.Mode != budget.Enforce || !bg.Scope.Covers(service, r) {
 			continue
 		}
 		st, ok := b.States[bg.Name]
-		if !ok {
+		if !ok || !st.MonthStart.Equal(month) {
 			continue
 		}
 		fixed = min(fixed, st.Decision.FixedRateFactor)

@@ -32,9 +32,14 @@ type Ledger struct {
 func (l Ledger) Bucket(t time.Time) int64 { return t.UnixNano() / int64(l.Interval) }
 
 // Live reports whether bucket still holds live contributions at now.
+//
+// The bucket after now's counts as live too: replicas' clocks differ by a
+// little, and one that is ahead writes into the next bucket just before the
+// others reach it; its contributions must count, and must not be dropped as
+// stale, on every replica.
 func (l Ledger) Live(bucket int64, now time.Time) bool {
 	cur := l.Bucket(now)
-	return bucket <= cur && bucket > cur-int64(l.Retain)
+	return bucket <= cur+1 && bucket > cur-int64(l.Retain)
 }
 
 // TTL is how long storage must keep a bucket.
@@ -47,29 +52,43 @@ type Receipt struct {
 	Rate   float64
 }
 
-// Encode returns the receipt as an opaque token for clients to echo.
-func (r Receipt) Encode() string {
-	var b [16]byte
+// Encode returns the receipt as an opaque token for clients to echo, bound
+// to the rule it was issued for: a token echoed for another rule is refused
+// rather than retracting the wrong rule's traffic.
+func (r Receipt) Encode(rule string) string {
+	var b [24]byte
 	binary.BigEndian.PutUint64(b[:8], uint64(r.Bucket))
-	binary.BigEndian.PutUint64(b[8:], math.Float64bits(r.Rate))
+	binary.BigEndian.PutUint64(b[8:16], math.Float64bits(r.Rate))
+	binary.BigEndian.PutUint64(b[16:], ruleTag(rule))
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-// ErrBadReceipt is returned for a token that Encode did not produce.
+// ErrBadReceipt is returned for a token that Encode did not produce for the
+// rule.
 var ErrBadReceipt = errors.New("malformed receipt")
 
-// DecodeReceipt parses a token from Encode.
-func DecodeReceipt(s string) (Receipt, error) {
+// DecodeReceipt parses a token that Encode produced for rule.
+func DecodeReceipt(s, rule string) (Receipt, error) {
 	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil || len(b) != 16 {
+	if err != nil || len(b) != 24 || binary.BigEndian.Uint64(b[16:]) != ruleTag(rule) {
 		return Receipt{}, ErrBadReceipt
 	}
 	r := Receipt{
 		Bucket: int64(binary.BigEndian.Uint64(b[:8])),
-		Rate:   math.Float64frombits(binary.BigEndian.Uint64(b[8:])),
+		Rate:   math.Float64frombits(binary.BigEndian.Uint64(b[8:16])),
 	}
 	if !(r.Rate >= 0) || math.IsInf(r.Rate, 0) || r.Bucket < 0 {
 		return Receipt{}, ErrBadReceipt
 	}
 	return r, nil
+}
+
+// ruleTag is FNV-1a of the rule name.
+func ruleTag(rule string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(rule); i++ {
+		h ^= uint64(rule[i])
+		h *= 1099511628211
+	}
+	return h
 }

@@ -124,7 +124,7 @@ func TestLedgerBuckets(t *testing.T) {
 	tests := []struct {
 		at   time.Duration
 		live bool
-	}{{-10 * time.Second, false}, {0, true}, {20 * time.Second, true}, {30 * time.Second, false}}
+	}{{-20 * time.Second, false}, {-10 * time.Second, true}, {0, true}, {20 * time.Second, true}, {30 * time.Second, false}}
 	for _, tt := range tests {
 		if got := l.Live(b, t0.Add(tt.at)); got != tt.live {
 			t.Errorf("Live(bucket of t0, t0%+v) = %v, want %v", tt.at, got, tt.live)
@@ -134,13 +134,13 @@ func TestLedgerBuckets(t *testing.T) {
 
 func TestReceiptRoundTrip(t *testing.T) {
 	for _, r := range []Receipt{{0, 0}, {170000000, 12.5}, {1 << 40, 1e-9}} {
-		got, err := DecodeReceipt(r.Encode())
+		got, err := DecodeReceipt(r.Encode("checkout"), "checkout")
 		if err != nil || got != r {
 			t.Errorf("round trip of %v = %v, %v", r, got, err)
 		}
 	}
-	for _, bad := range []string{"", "x", "AAAA", Receipt{Bucket: 1, Rate: -1}.Encode(), Receipt{Bucket: -5}.Encode()} {
-		if _, err := DecodeReceipt(bad); err == nil {
+	for _, bad := range []string{"", "x", "AAAA", Receipt{Bucket: 1, Rate: -1}.Encode("checkout"), Receipt{Bucket: -5}.Encode("checkout"), Receipt{Bucket: 5, Rate: 1}.Encode("other")} {
+		if _, err := DecodeReceipt(bad, "checkout"); err == nil {
 			t.Errorf("DecodeReceipt(%q) accepted", bad)
 		}
 	}

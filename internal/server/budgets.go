@@ -289,8 +289,12 @@ func (s *budgetService) newestAlert(ctx context.Context, budgetName string) (str
 	return page.Alerts[0].ID, nil
 }
 
-// maxSimDays bounds SimulateCost's work: a day is 1,440 controller steps.
-const maxSimDays = 62
+// SimulateCost's work is bounded: a day is 1,440 controller steps, each over
+// every rule.
+const (
+	maxSimDays  = 62
+	maxSimRules = 100
+)
 
 func (s *budgetService) SimulateCost(ctx context.Context, req *pb.SimulateCostRequest) (*pb.SimulateCostResponse, error) {
 	cfg, err := simConfig(req)
@@ -357,6 +361,9 @@ func simConfig(req *pb.SimulateCostRequest) (budget.SimConfig, error) {
 			cfg.SpikeDays = map[int]float64{}
 		}
 		cfg.SpikeDays[int(day)] = f
+	}
+	if len(req.GetRules()) > maxSimRules {
+		add("rules", fmt.Sprintf("at most %d rules", maxSimRules))
 	}
 	for i, p := range req.GetRules() {
 		r := apiconv.RuleFromProto(p).Normalize()

@@ -22,11 +22,13 @@ import (
 )
 
 const (
-	maxClientIDLen   = 64
-	maxStatistics    = 1000
-	maxFutureSkew    = time.Minute
-	maxReportSpan    = time.Hour
-	quotaTTLInterval = 2 // a quota outlives this many missed report intervals minus one
+	maxClientIDLen = 64
+	maxStatistics  = 1000
+	maxFutureSkew  = time.Minute
+	maxReportSpan  = time.Hour
+	// maxRequestsPerSecond bounds what one instance may report for one rule.
+	maxRequestsPerSecond = 10_000_000
+	quotaTTLInterval     = 2 // a quota outlives this many missed report intervals minus one
 )
 
 // Rejection codes of statistics documents, stable for clients to act on.
@@ -38,6 +40,7 @@ const (
 	rejectFuture       = "FUTURE_TIMESTAMP"
 	rejectInterval     = "BAD_INTERVAL"
 	rejectReceipt      = "BAD_RECEIPT"
+	rejectTooLarge     = "COUNT_TOO_LARGE"
 )
 
 type samplingService struct {
@@ -110,7 +113,7 @@ func (s *samplingService) report(ctx context.Context, service string, docs []*pb
 			if r, ok := held[d.GetRuleName()]; ok {
 				retract = &r
 			} else if d.GetReceipt() != "" && held == nil {
-				r, err := reservoir.DecodeReceipt(d.GetReceipt())
+				r, err := reservoir.DecodeReceipt(d.GetReceipt(), d.GetRuleName())
 				if err != nil {
 					code, msg = rejectReceipt, "the receipt is not one this server issued"
 				}
@@ -150,7 +153,7 @@ func (s *samplingService) report(ctx context.Context, service string, docs []*pb
 			ReservoirQuota:       reservoir.Quota(float64(a.rule.ReservoirSize), a.rate, fleet[i]),
 			ReservoirQuotaExpiry: expiry,
 			FixedRate:            a.rule.FixedRate,
-			Receipt:              u.Add.Encode(),
+			Receipt:              u.Add.Encode(u.Rule),
 		})
 		if held != nil {
 			held[u.Rule] = u.Add
@@ -169,7 +172,7 @@ func (s *samplingService) withBudgets(base *pb.TargetSet, service string) *pb.Ta
 	for _, t := range base.GetTargets() {
 		t2 := proto.Clone(t).(*pb.SamplingTarget)
 		if r := view.Rule(t.GetRuleName()); r != nil {
-			f, g := budgets.Factors(service, r)
+			f, g := budgets.Factors(service, r, s.now())
 			t2.FixedRate *= f
 			t2.ReservoirQuota *= g
 		}
@@ -209,6 +212,10 @@ func (s *samplingService) checkDocument(d *pb.SamplingStatistics, view *catalog.
 		return rejectFuture, fmt.Sprintf("timestamp is more than %v ahead of the server's clock", maxFutureSkew)
 	case d.GetInterval() != nil && (!d.GetInterval().IsValid() || d.GetInterval().AsDuration() <= 0 || d.GetInterval().AsDuration() > maxReportSpan):
 		return rejectInterval, fmt.Sprintf("interval must be positive and at most %v", maxReportSpan)
+	case float64(d.GetRequestCount()) > maxRequestsPerSecond*s.span(d).Seconds():
+		// No instance serves this much; a count like it is a bug, and would
+		// swamp the fleet's ledger and exhaust budgets.
+		return rejectTooLarge, fmt.Sprintf("more than %g requests per second over the interval", float64(maxRequestsPerSecond))
 	}
 	return "", ""
 }

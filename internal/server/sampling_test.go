@@ -221,13 +221,14 @@ func TestTargetsRejectBadDocuments(t *testing.T) {
 		{RuleName: "Default", RequestCount: 5, Timestamp: future},
 		{RuleName: "Default", RequestCount: 5, Interval: durationpb.New(-time.Second)},
 		{RuleName: "Default", RequestCount: 5, Receipt: "forged"},
+		{RuleName: "Default", RequestCount: 9e18, SampledCount: 9e18},
 		{RuleName: "Default", RequestCount: 50, SampledCount: 5, BorrowCount: 1},
 	}
 	resp, err := rep.sampling.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{ClientId: "c", ServiceName: "svc", Statistics: docs})
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantRejected := map[int32]string{1: "UNKNOWN_RULE", 2: "DUPLICATE_RULE", 3: "NEGATIVE_COUNT", 4: "INCONSISTENT_COUNTS", 5: "FUTURE_TIMESTAMP", 6: "BAD_INTERVAL", 7: "BAD_RECEIPT"}
+	wantRejected := map[int32]string{1: "UNKNOWN_RULE", 2: "DUPLICATE_RULE", 3: "NEGATIVE_COUNT", 4: "INCONSISTENT_COUNTS", 5: "FUTURE_TIMESTAMP", 6: "BAD_INTERVAL", 7: "BAD_RECEIPT", 8: "COUNT_TOO_LARGE"}
 	if len(resp.GetRejected()) != len(wantRejected) {
 		t.Errorf("rejected %v", resp.GetRejected())
 	}

@@ -416,7 +416,8 @@ type RejectedStatistics struct {
 	// Position of the document in the request.
 	Index int32 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
 	// A stable code: UNKNOWN_RULE, DUPLICATE_RULE, NEGATIVE_COUNT,
-	// INCONSISTENT_COUNTS, FUTURE_TIMESTAMP, BAD_INTERVAL.
+	// INCONSISTENT_COUNTS, COUNT_TOO_LARGE (over 10 million requests per
+	// second), FUTURE_TIMESTAMP, BAD_INTERVAL, BAD_RECEIPT.
 	Code          string `protobuf:"bytes,3,opt,name=code,proto3" json:"code,omitempty"`
 	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
 	unknownFields protoimpl.UnknownFields

@@ -8,6 +8,8 @@ package controller
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -120,11 +122,18 @@ func (c *Controller) Step(ctx context.Context, now time.Time) error {
 	view := c.catalog.Current()
 	month := budget.MonthStart(now)
 	states := make([]budget.State, 0, len(budgets))
+	var failed error
 	for i := range budgets {
 		b := budgets[i]
 		u, err := c.store.Usage(ctx, b.Name, now)
 		if err != nil {
-			return err
+			// One unreadable budget must not freeze the others: keep its
+			// last decision and go on.
+			failed = errors.Join(failed, fmt.Errorf("budget %s: %w", b.Name, err))
+			if p, ok := prev[b.Name]; ok {
+				states = append(states, p)
+			}
+			continue
 		}
 		var models []budget.RuleModel
 		for name := range u.Rules {
@@ -142,7 +151,9 @@ func (c *Controller) Step(ctx context.Context, now time.Time) error {
 		for _, a := range budget.DueAlerts(&b, d, before, now) {
 			stored, fired, err := c.store.FireAlert(ctx, a)
 			if err != nil {
-				return err
+				// Still due next interval: the store never recorded it.
+				failed = errors.Join(failed, fmt.Errorf("budget %s: fire alert: %w", b.Name, err))
+				continue
 			}
 			if !fired {
 				continue
@@ -152,7 +163,7 @@ func (c *Controller) Step(ctx context.Context, now time.Time) error {
 			c.deliver(ctx, b.Channels, stored)
 		}
 	}
-	return c.store.PutStates(ctx, states)
+	return errors.Join(failed, c.store.PutStates(ctx, states))
 }
 
 // deliver posts the alert to each channel in the background; the store has

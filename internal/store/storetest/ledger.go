@@ -56,6 +56,14 @@ func testLedger(t *testing.T, b Backend) {
 	// Retracting from a bucket that is no longer live does nothing.
 	clk.Advance(30 * time.Second)
 	check("aged out", record(s, add("a", 7, &a2.Add)), []float64{7})
+	// A replica whose clock runs a little ahead writes into the next bucket;
+	// the others count it and do not drop it.
+	ahead := clk.Now().Add(l.Interval)
+	if _, err := other.RecordReports(ctx, store.ReportBatch{Now: ahead, Ledger: l, Rates: []store.RateUpdate{{Rule: "c", Add: reservoir.Receipt{Bucket: l.Bucket(ahead), Rate: 1000}}}}); err != nil {
+		t.Fatal(err)
+	}
+	check("skewed replica", record(s, add("c", 1, nil)), []float64{1001})
+	check("skewed replica, again", record(s, add("c", 1, nil)), []float64{1002})
 	if got, err := s.RecordReports(ctx, store.ReportBatch{Now: clk.Now(), Ledger: l}); err != nil || len(got) != 0 {
 		t.Errorf("empty batch: %v, %v", got, err)
 	}
