@@ -38,7 +38,7 @@ reservoir_size, description, labels); it is never pruned.`
 
 func runApply(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	var conn connConfig
-	fs := newFlagSet("apply", "apply -f FILE [--prune] [--dry-run] [flags]", applyAbout, stderr, &conn)
+	fs := newFlagSet("rules", "apply", "apply -f FILE [--prune] [--dry-run] [flags]", applyAbout, stderr, &conn)
 	file := fs.String("f", "", "the rules `file` to apply; - reads stdin (required)")
 	prune := fs.Bool("prune", false, "also delete the rules that are not in the file (never the Default rule)")
 	dryRun := fs.Bool("dry-run", false, "only print the changes; change nothing")
@@ -46,7 +46,7 @@ func runApply(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil {
 		return err
 	}
-	if err := wantArgs("apply", pos, 0, 0); err != nil {
+	if err := wantArgs("rules", "apply", pos, 0, 0); err != nil {
 		return err
 	}
 	if *file == "" {

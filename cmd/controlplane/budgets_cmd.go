@@ -92,34 +92,8 @@ func runBudgets(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	return usageError(fmt.Errorf("budgets: unknown command %q", cmd))
 }
 
-// newBudgetFlagSet is newFlagSet (the connection flags every command has)
-// named and documented as a budgets command.
-func newBudgetFlagSet(name, synopsis, about string, stderr io.Writer, conn *connConfig) *flag.FlagSet {
-	fs := newFlagSet(name, synopsis, about, stderr, conn)
-	fs.Init("budgets "+name, flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: controlplane budgets %s\n\n%s\n\nFlags:\n", synopsis, about)
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
 func addBudgetOutputFlag(fs *flag.FlagSet, output *string) {
 	fs.StringVar(output, "o", formatTable, "output `format`: table, json or yaml (for list and get, the budgets file format)")
-}
-
-// wantBudgetArgs checks the number of arguments: from lo to hi budget names.
-func wantBudgetArgs(cmd string, pos []string, lo, hi int) error {
-	if len(pos) >= lo && len(pos) <= hi {
-		return nil
-	}
-	switch {
-	case hi == 0:
-		return usageError(fmt.Errorf("budgets %s takes no arguments, got %q", cmd, pos))
-	case lo == hi:
-		return usageError(fmt.Errorf("budgets %s takes exactly one budget name, got %d arguments", cmd, len(pos)))
-	}
-	return usageError(fmt.Errorf("budgets %s takes at most %d budget name, got %d arguments", cmd, hi, len(pos)))
 }
 
 // budgetAPI returns a BudgetService client on c's connection.
@@ -171,13 +145,13 @@ func runBudgetList(ctx context.Context, args []string, stdout, stderr io.Writer)
 		conn   connConfig
 		output string
 	)
-	fs := newBudgetFlagSet("list", "list [flags]", "Lists every budget, by name.", stderr, &conn)
+	fs := newFlagSet("budgets", "list", "list [flags]", "Lists every budget, by name.", stderr, &conn)
 	addBudgetOutputFlag(fs, &output)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
-	if err := wantBudgetArgs("list", pos, 0, 0); err != nil {
+	if err := wantArgs("budgets", "list", pos, 0, 0); err != nil {
 		return err
 	}
 	if err := checkFormat(output); err != nil {
@@ -200,14 +174,14 @@ func runBudgetGet(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		conn   connConfig
 		output string
 	)
-	fs := newBudgetFlagSet("get", "get NAME [flags]",
+	fs := newFlagSet("budgets", "get", "get NAME [flags]",
 		"Shows one budget. With -o yaml it prints the budgets file format (webhook\nsecrets show as \"****\", as the server returns them).", stderr, &conn)
 	addBudgetOutputFlag(fs, &output)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
-	if err := wantBudgetArgs("get", pos, 1, 1); err != nil {
+	if err := wantArgs("budgets", "get", pos, 1, 1); err != nil {
 		return err
 	}
 	if err := checkFormat(output); err != nil {
@@ -441,7 +415,7 @@ func runBudgetCreate(ctx context.Context, args []string, stdin io.Reader, stdout
 		output string
 		bf     budgetFlags
 	)
-	fs := newBudgetFlagSet("create", "create NAME --amount AMOUNT [flags]\n       controlplane budgets create -f FILE [flags]", budgetCreateAbout, stderr, &conn)
+	fs := newFlagSet("budgets", "create", "create NAME --amount AMOUNT [flags]\n       controlplane budgets create -f FILE [flags]", budgetCreateAbout, stderr, &conn)
 	addBudgetOutputFlag(fs, &output)
 	bf.register(fs, false)
 	file := fs.String("f", "", "create every budget of this budgets `file` (- for stdin)")
@@ -467,7 +441,7 @@ func runBudgetCreate(ctx context.Context, args []string, stdin io.Reader, stdout
 			return invalidInput(err)
 		}
 	} else {
-		if err := wantBudgetArgs("create", pos, 1, 1); err != nil {
+		if err := wantArgs("budgets", "create", pos, 1, 1); err != nil {
 			return err
 		}
 		if !given["amount"] {
@@ -533,7 +507,7 @@ func runBudgetUpdate(ctx context.Context, args []string, stdout, stderr io.Write
 		output string
 		bf     budgetFlags
 	)
-	fs := newBudgetFlagSet("update", "update NAME [flags]",
+	fs := newFlagSet("budgets", "update", "update NAME [flags]",
 		`Changes the fields given as flags, and only those (the update mask is
 exactly the flags given). --service and --rule-label each replace their part
 of the scope and keep the other. --webhook replaces every webhook; one that
@@ -546,7 +520,7 @@ was there before keeps its secret unless --webhook-secret is given. With
 	if err != nil {
 		return err
 	}
-	if err := wantBudgetArgs("update", pos, 1, 1); err != nil {
+	if err := wantArgs("budgets", "update", pos, 1, 1); err != nil {
 		return err
 	}
 	if err := checkFormat(output); err != nil {
@@ -606,14 +580,14 @@ was there before keeps its secret unless --webhook-secret is given. With
 
 func runBudgetDelete(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var conn connConfig
-	fs := newBudgetFlagSet("delete", "delete NAME [flags]",
+	fs := newFlagSet("budgets", "delete", "delete NAME [flags]",
 		"Deletes a budget; the rules it enforced go back to their own rates. With\n--etag the delete is refused if the budget changed since that etag was read.", stderr, &conn)
 	etag := fs.String("etag", "", "delete only if the budget's current etag is this `etag`")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
-	if err := wantBudgetArgs("delete", pos, 1, 1); err != nil {
+	if err := wantArgs("budgets", "delete", pos, 1, 1); err != nil {
 		return err
 	}
 	c, err := dial(conn)
@@ -633,7 +607,7 @@ func runBudgetStatus(ctx context.Context, args []string, stdout, stderr io.Write
 		conn   connConfig
 		output string
 	)
-	fs := newBudgetFlagSet("status", "status NAME [flags]",
+	fs := newFlagSet("budgets", "status", "status NAME [flags]",
 		`Shows where a budget stands this month (UTC): money spent and the month-end
 forecast against the cap, the factors enforcement applies to the fixed rates
 and reservoirs of the rules in scope, whether the budget is exhausted, and
@@ -643,7 +617,7 @@ the spend of each rule. -o json prints the API's BudgetStatus.`, stderr, &conn)
 	if err != nil {
 		return err
 	}
-	if err := wantBudgetArgs("status", pos, 1, 1); err != nil {
+	if err := wantArgs("budgets", "status", pos, 1, 1); err != nil {
 		return err
 	}
 	if err := checkFormat(output); err != nil {
@@ -684,7 +658,7 @@ func runBudgetAlerts(ctx context.Context, args []string, stdout, stderr io.Write
 		conn   connConfig
 		output string
 	)
-	fs := newBudgetFlagSet("alerts", "alerts [flags]",
+	fs := newFlagSet("budgets", "alerts", "alerts [flags]",
 		"Lists the alerts that fired, newest first. Each fires once per budget,\nmonth and threshold.", stderr, &conn)
 	addBudgetOutputFlag(fs, &output)
 	name := fs.String("budget", "", "only this budget's alerts")
@@ -693,7 +667,7 @@ func runBudgetAlerts(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	if err := wantBudgetArgs("alerts", pos, 0, 0); err != nil {
+	if err := wantArgs("budgets", "alerts", pos, 0, 0); err != nil {
 		return err
 	}
 	if err := checkFormat(output); err != nil {
@@ -740,7 +714,7 @@ func runBudgetWatch(ctx context.Context, args []string, stdout, stderr io.Writer
 		conn   connConfig
 		output string
 	)
-	fs := newBudgetFlagSet("watch", "watch [flags]",
+	fs := newFlagSet("budgets", "watch", "watch [flags]",
 		`Prints each alert as it fires, on whichever replica, until interrupted
 (Ctrl-C, exit code 0): one line per alert (TIME BUDGET KIND THRESHOLD
 MESSAGE), or with -o json one JSON object per line. A lost stream (a server
@@ -752,7 +726,7 @@ in between are printed from the alert list.`, stderr, &conn)
 	if err != nil {
 		return err
 	}
-	if err := wantBudgetArgs("watch", pos, 0, 0); err != nil {
+	if err := wantArgs("budgets", "watch", pos, 0, 0); err != nil {
 		return err
 	}
 	if output != formatTable && output != formatJSON {

@@ -81,11 +81,11 @@ func runRules(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 
 // newFlagSet returns a subcommand's flag set, with the flags every command
 // has. Flag errors are printed to stderr with the command's usage.
-func newFlagSet(name, synopsis, about string, stderr io.Writer, conn *connConfig) *flag.FlagSet {
-	fs := flag.NewFlagSet("rules "+name, flag.ContinueOnError)
+func newFlagSet(group, name, synopsis, about string, stderr io.Writer, conn *connConfig) *flag.FlagSet {
+	fs := flag.NewFlagSet(group+" "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: controlplane rules %s\n\n%s\n\nFlags:\n", synopsis, about)
+		fmt.Fprintf(stderr, "Usage: controlplane %s %s\n\n%s\n\nFlags:\n", group, synopsis, about)
 		fs.PrintDefaults()
 	}
 	server := defaultServer
@@ -128,17 +128,18 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 }
 
 // wantArgs checks the number of arguments: from lo to hi rule names.
-func wantArgs(cmd string, pos []string, lo, hi int) error {
+func wantArgs(group, cmd string, pos []string, lo, hi int) error {
 	if len(pos) >= lo && len(pos) <= hi {
 		return nil
 	}
+	noun := strings.TrimSuffix(group, "s") + " name"
 	switch {
 	case hi == 0:
-		return usageError(fmt.Errorf("rules %s takes no arguments, got %q", cmd, pos))
+		return usageError(fmt.Errorf("%s %s takes no arguments, got %q", group, cmd, pos))
 	case lo == hi:
-		return usageError(fmt.Errorf("rules %s takes exactly one rule name, got %d arguments", cmd, len(pos)))
+		return usageError(fmt.Errorf("%s %s takes exactly one %s, got %d arguments", group, cmd, noun, len(pos)))
 	}
-	return usageError(fmt.Errorf("rules %s takes at most %d rule name, got %d arguments", cmd, hi, len(pos)))
+	return usageError(fmt.Errorf("%s %s takes at most %d %s, got %d arguments", group, cmd, hi, noun, len(pos)))
 }
 
 func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -146,7 +147,7 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		conn   connConfig
 		output string
 	)
-	fs := newFlagSet("list", "list [flags]",
+	fs := newFlagSet("rules", "list", "list [flags]",
 		"Lists every rule, in the order rules are tried (priority, then name),\nfollowing page tokens until the end.", stderr, &conn)
 	addOutputFlag(fs, &output)
 	filter := fs.String("filter", "", "only rules matching `terms`, e.g. 'service=shop-api AND labels.team=payments'")
@@ -155,7 +156,7 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	if err := wantArgs("list", pos, 0, 0); err != nil {
+	if err := wantArgs("rules", "list", pos, 0, 0); err != nil {
 		return err
 	}
 	if err := checkFormat(output); err != nil {
@@ -181,13 +182,13 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		conn   connConfig
 		output string
 	)
-	fs := newFlagSet("get", "get NAME [flags]", "Shows one rule. With -o yaml it prints a rules file that apply reads back.", stderr, &conn)
+	fs := newFlagSet("rules", "get", "get NAME [flags]", "Shows one rule. With -o yaml it prints a rules file that apply reads back.", stderr, &conn)
 	addOutputFlag(fs, &output)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
-	if err := wantArgs("get", pos, 1, 1); err != nil {
+	if err := wantArgs("rules", "get", pos, 1, 1); err != nil {
 		return err
 	}
 	if err := checkFormat(output); err != nil {
@@ -324,7 +325,7 @@ func runCreate(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		output string
 		rf     ruleFlags
 	)
-	fs := newFlagSet("create", "create --name NAME --priority N [flags]\n       controlplane rules create -f FILE [flags]",
+	fs := newFlagSet("rules", "create", "create --name NAME --priority N [flags]\n       controlplane rules create -f FILE [flags]",
 		`Creates one rule from flags, or every rule of a rules file (-f; - reads
 stdin). A rules file is checked whole before anything is created; the
 Default rule always exists, so a file for create must not contain it (use
@@ -336,7 +337,7 @@ apply). Omitted globs mean "*"; omitted numbers are zero.`, stderr, &conn)
 	if err != nil {
 		return err
 	}
-	if err := wantArgs("create", pos, 0, 0); err != nil {
+	if err := wantArgs("rules", "create", pos, 0, 0); err != nil {
 		return err
 	}
 	if err := checkFormat(output); err != nil {
@@ -416,7 +417,7 @@ func runUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		output string
 		rf     ruleFlags
 	)
-	fs := newFlagSet("update", "update NAME [flags]",
+	fs := newFlagSet("rules", "update", "update NAME [flags]",
 		`Changes the fields given as flags, and only those (the update mask is
 exactly the flags given). With --etag the update is refused if the rule
 changed since that etag was read.`, stderr, &conn)
@@ -427,7 +428,7 @@ changed since that etag was read.`, stderr, &conn)
 	if err != nil {
 		return err
 	}
-	if err := wantArgs("update", pos, 1, 1); err != nil {
+	if err := wantArgs("rules", "update", pos, 1, 1); err != nil {
 		return err
 	}
 	if err := checkFormat(output); err != nil {
@@ -456,14 +457,14 @@ changed since that etag was read.`, stderr, &conn)
 
 func runDelete(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var conn connConfig
-	fs := newFlagSet("delete", "delete NAME [flags]",
+	fs := newFlagSet("rules", "delete", "delete NAME [flags]",
 		"Deletes a rule. The Default rule cannot be deleted. With --etag the delete\nis refused if the rule changed since that etag was read.", stderr, &conn)
 	etag := fs.String("etag", "", "delete only if the rule's current etag is this `etag`")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
-	if err := wantArgs("delete", pos, 1, 1); err != nil {
+	if err := wantArgs("rules", "delete", pos, 1, 1); err != nil {
 		return err
 	}
 	c, err := dial(conn)
@@ -483,7 +484,7 @@ func runHistory(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		conn   connConfig
 		output string
 	)
-	fs := newFlagSet("history", "history [NAME] [flags]",
+	fs := newFlagSet("rules", "history", "history [NAME] [flags]",
 		"Shows the audit log, newest first: who changed which rule, when, and\nwhat changed. With NAME, only that rule's events.", stderr, &conn)
 	addOutputFlag(fs, &output)
 	limit := fs.Int("limit", 50, "show at most this many events (0: all)")
@@ -491,7 +492,7 @@ func runHistory(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	if err := wantArgs("history", pos, 0, 1); err != nil {
+	if err := wantArgs("rules", "history", pos, 0, 1); err != nil {
 		return err
 	}
 	if err := checkFormat(output); err != nil {
