@@ -246,7 +246,11 @@ func (idx *Index) step(n *radixNode, path string, pos int) *radixNode {
 	if len(path)-pos < len(lab) {
 		return nil
 	}
-	// Labels are folded ASCII, and their first byte already matched.
+	// Labels are folded ASCII, and their first byte already matched. Most
+	// paths are lower case already: one memory compare.
+	if path[pos:pos+len(lab)] == lab {
+		return child
+	}
 	k := 1
 	for ; k+8 <= len(lab); k += 8 {
 		w := load8(path, pos+k)

@@ -109,29 +109,49 @@ type request struct {
 // httpFields picks host, method and path out of span attributes, by the
 // current OpenTelemetry semantic conventions and by the older ones.
 func httpFields(attrs []attribute.KeyValue) (host, method, path string) {
+	// Dispatch on the key's length first: most attributes are none of
+	// these, and a length compare rejects them at once.
 	for i := range attrs {
-		switch attrs[i].Key {
-		case "http.request.method", "http.method":
-			method = attrs[i].Value.AsString()
-		case "url.path":
-			path = attrs[i].Value.AsString()
-		case "http.target":
-			if path == "" {
+		k := string(attrs[i].Key)
+		switch len(k) {
+		case len("url.path"):
+			if k == "url.path" {
 				path = attrs[i].Value.AsString()
-				for j := 0; j < len(path); j++ {
-					if path[j] == '?' || path[j] == '#' {
-						path = path[:j]
-						break
-					}
+			}
+		case len("http.host"):
+			if k == "http.host" && host == "" {
+				host = attrs[i].Value.AsString()
+			}
+		case len("http.method"): // and http.target
+			switch k {
+			case "http.method":
+				method = attrs[i].Value.AsString()
+			case "http.target":
+				if path == "" {
+					path = stripQuery(attrs[i].Value.AsString())
 				}
 			}
-		case "server.address", "http.host":
-			if host == "" {
+		case len("server.address"):
+			if k == "server.address" && host == "" {
 				host = attrs[i].Value.AsString()
+			}
+		case len("http.request.method"):
+			if k == "http.request.method" {
+				method = attrs[i].Value.AsString()
 			}
 		}
 	}
 	return host, method, path
+}
+
+// stripQuery cuts a request target at its query or fragment.
+func stripQuery(target string) string {
+	for j := 0; j < len(target); j++ {
+		if target[j] == '?' || target[j] == '#' {
+			return target[:j]
+		}
+	}
+	return target
 }
 
 func (m *matcher) matches(req *request) bool {
