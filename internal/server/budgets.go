@@ -28,8 +28,9 @@ type BudgetStore interface {
 
 type budgetService struct {
 	pb.UnimplementedBudgetServiceServer
-	store   BudgetStore
-	catalog *catalog.Catalog
+	store    BudgetStore
+	catalog  *catalog.Catalog
+	stopping <-chan struct{}
 }
 
 func (s *budgetService) CreateBudget(ctx context.Context, req *pb.CreateBudgetRequest) (*pb.CreateBudgetResponse, error) {
@@ -252,6 +253,8 @@ func (s *budgetService) WatchAlerts(req *pb.WatchAlertsRequest, stream pb.Budget
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-s.stopping:
+			return errShuttingDown
 		case <-w.C:
 		}
 		var fresh []budget.Alert

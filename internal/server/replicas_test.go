@@ -2,12 +2,22 @@ package server
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"math"
+	"net"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/redistest"
+	"github.com/tracesampling/controlplane/internal/store/memstore"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
 )
 
@@ -141,4 +151,58 @@ func TestReportsWhileRedisIsDown(t *testing.T) {
 			t.Fatal("no targets after Redis came back")
 		}
 	}
+}
+
+// TestStopEndsStreams: a stopping replica ends its SDK streams with
+// UNAVAILABLE at once, so a graceful stop does not wait out its timeout.
+func TestStopEndsStreams(t *testing.T) {
+	st := newMemStore(t)
+	srv := New(Options{Rules: st, Catalog: catalogFor(t, st), Ledger: st, Logger: discardLogger()})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(lis) }()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stream, err := pb.NewSamplingServiceClient(conn).StreamSampling(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Hello{Hello: &pb.Hello{ClientId: "c", ServiceName: "s"}}}); err != nil {
+		t.Fatal(err)
+	}
+	recvRules(t, stream)
+	// A stop with an hour of grace returns as soon as the stream is gone.
+	stopped := make(chan struct{})
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+		defer cancel()
+		srv.Stop(ctx)
+		close(stopped)
+	}()
+	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable {
+		t.Errorf("stream during stop: %v, want Unavailable", err)
+	}
+	<-stopped
+	if err := <-done; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// catalogFor returns a catalog loaded from st (not running: the test does
+// not edit rules).
+func catalogFor(t *testing.T, st *memstore.Store) *catalog.Catalog {
+	t.Helper()
+	cat := catalog.New(st, catalog.Options{Logger: discardLogger()})
+	if err := cat.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return cat
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -52,6 +54,7 @@ type samplingService struct {
 	log      *slog.Logger
 	streams  *streamMetrics
 	interval *durationpb.Duration
+	stopping <-chan struct{}
 }
 
 func (s *samplingService) GetSamplingRules(ctx context.Context, req *pb.GetSamplingRulesRequest) (*pb.GetSamplingRulesResponse, error) {
@@ -161,6 +164,10 @@ func (s *samplingService) report(ctx context.Context, service string, docs []*pb
 	}
 	return out, nil
 }
+
+// errShuttingDown ends streams when the replica stops: SDKs reconnect, and
+// their load balancer sends them to another replica.
+var errShuttingDown = status.Error(codes.Unavailable, "this replica is shutting down; reconnect")
 
 // withBudgets returns the targets as the budgets in force have them: fixed
 // rates and reservoir quotas scaled by the strictest enforcing budget that
@@ -330,6 +337,8 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-s.stopping:
+			return errShuttingDown
 		case err := <-recvErr:
 			if errors.Is(err, io.EOF) {
 				return nil

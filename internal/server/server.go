@@ -7,6 +7,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -60,6 +61,11 @@ type Server struct {
 	log     *slog.Logger
 	metrics *rpcMetrics
 	batcher *reportBatcher // nil without the sampling service
+	// stopping is closed when Stop begins, so that long-lived streams end
+	// and their clients move to another replica, instead of holding the
+	// graceful stop for its whole timeout.
+	stopping chan struct{}
+	stopOnce sync.Once
 }
 
 // New builds a Server; call Serve to accept connections.
@@ -83,9 +89,10 @@ func New(opts Options) *Server {
 		opts.ReportInterval = 10 * time.Second
 	}
 	s := &Server{
-		health:  health.NewServer(),
-		log:     opts.Logger,
-		metrics: newRPCMetrics(opts.Registerer),
+		stopping: make(chan struct{}),
+		health:   health.NewServer(),
+		log:      opts.Logger,
+		metrics:  newRPCMetrics(opts.Registerer),
 	}
 	s.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(opts.MaxRecvMsgBytes),
@@ -115,11 +122,12 @@ func New(opts Options) *Server {
 			now:      opts.Now,
 			log:      opts.Logger,
 			streams:  newStreamMetrics(opts.Registerer),
+			stopping: s.stopping,
 			interval: durationpb.New(opts.ReportInterval),
 		})
 	}
 	if opts.Catalog != nil && opts.Budgets != nil {
-		pb.RegisterBudgetServiceServer(s.grpc, &budgetService{store: opts.Budgets, catalog: opts.Catalog})
+		pb.RegisterBudgetServiceServer(s.grpc, &budgetService{store: opts.Budgets, catalog: opts.Catalog, stopping: s.stopping})
 		opts.Registerer.MustRegister(&budgetCollector{catalog: opts.Catalog})
 	}
 	healthpb.RegisterHealthServer(s.grpc, s.health)
@@ -150,6 +158,7 @@ func (s *Server) SetServing(ok bool) {
 // Stop reports NOT_SERVING so load balancers drain the replica, lets calls in
 // flight finish until ctx ends, then closes every connection.
 func (s *Server) Stop(ctx context.Context) {
+	s.stopOnce.Do(func() { close(s.stopping) })
 	s.health.Shutdown()
 	done := make(chan struct{})
 	go func() {
