@@ -127,7 +127,13 @@ func StatusToProto(b *budget.Budget, st *budget.State) *pb.BudgetStatus {
 	sort.Strings(names)
 	for _, n := range names {
 		ru := st.Rules[n]
-		p.Rules = append(p.Rules, &pb.RuleSpend{RuleName: n, Requests: ru.Requests, Sampled: ru.Sampled, Spent: float64(ru.Sampled) / 1e6 * b.PricePerMillion})
+		// Each rule's share of the spend, so that the free allowance is
+		// spread over the rules and their figures add up to the total.
+		var spent float64
+		if d.Spent > 0 {
+			spent = p.Spent * float64(ru.Sampled) / d.Spent
+		}
+		p.Rules = append(p.Rules, &pb.RuleSpend{RuleName: n, Requests: ru.Requests, Sampled: ru.Sampled, Spent: spent})
 	}
 	return p
 }

@@ -1,0 +1,42 @@
+package apiconv
+
+import (
+	"math"
+	"testing"
+	"time"
+
+	"github.com/tracesampling/controlplane/internal/budget"
+)
+
+func TestStatusSpreadsTheFreeAllowanceOverRules(t *testing.T) {
+	b := budget.Budget{Name: "b", MonthlyAmount: 10, PricePerMillion: 5, FreeTraces: 1_000_000, Currency: "USD"}
+	st := budget.State{
+		MonthStart: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC),
+		Decision:   budget.Decision{Spent: 3_000_000, Forecast: 3_000_000, FixedRateFactor: 1, ReservoirFactor: 1},
+		Rules:      map[string]budget.RuleUsage{"a": {Sampled: 2_000_000}, "b": {Sampled: 1_000_000}},
+	}
+	p := StatusToProto(&b, &st)
+	// (3M - 1M free) at $5 per million.
+	if p.GetSpent() != 10 {
+		t.Fatalf("spent %v, want 10", p.GetSpent())
+	}
+	var sum float64
+	for _, r := range p.GetRules() {
+		sum += r.GetSpent()
+	}
+	if math.Abs(sum-p.GetSpent()) > 1e-9 || math.Abs(p.GetRules()[0].GetSpent()-20.0/3) > 1e-9 {
+		t.Errorf("rules %v add up to %v, want the total %v split 2:1", p.GetRules(), sum, p.GetSpent())
+	}
+}
+
+func TestBudgetRoundTripMasksSecrets(t *testing.T) {
+	b := budget.Budget{Name: "b", MonthlyAmount: 1, Mode: budget.AlertOnly, Channels: []budget.Channel{{WebhookURL: "https://x", Secret: "s"}}, Revision: 3}
+	p := BudgetToProto(&b)
+	if p.GetChannels()[0].GetSecret() != SecretMask || p.GetEtag() != "3" {
+		t.Fatalf("proto %v", p)
+	}
+	back := BudgetFromProto(p)
+	if back.Mode != budget.AlertOnly || back.Channels[0].WebhookURL != "https://x" {
+		t.Errorf("round trip %+v", back)
+	}
+}
