@@ -28,6 +28,11 @@ type Ledger struct {
 	Retain int
 }
 
+// NewLedger returns the ledger of a control plane whose clients report every
+// interval: three live buckets, so that a report that comes up to one
+// interval late still finds its predecessor live.
+func NewLedger(interval time.Duration) Ledger { return Ledger{Interval: interval, Retain: 3} }
+
 // Bucket returns the index of the bucket that t falls in.
 func (l Ledger) Bucket(t time.Time) int64 { return t.UnixNano() / int64(l.Interval) }
 

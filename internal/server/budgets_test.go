@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -311,5 +312,60 @@ func TestSimulateCostDefaultRule(t *testing.T) {
 	// 30-day month about $1,887.
 	if d := resp.GetTracesPerDay(); d < 12.5e6 || d > 12.7e6 || resp.GetCostPer_30Days() < 1870 || resp.GetCostPer_30Days() > 1900 {
 		t.Errorf("Default rule at 250M/day: %v traces/day, $%v per 30 days", d, resp.GetCostPer_30Days())
+	}
+}
+
+// TestExhaustedBudgetKeepsItsFloor: a budget on one of two equal services
+// is exhausted; its clients keep the floor in traces per second, counted on
+// the part of the reservoir the service gets (half of it), not the whole.
+func TestExhaustedBudgetKeepsItsFloor(t *testing.T) {
+	clock := &fakeClock{t: time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC)}
+	st := newMemStore(t)
+	rep := startBudgetReplica(t, st, clock.Now, nil)
+	ctx := ctxT(t)
+	if _, err := rep.rules.UpdateRule(ctx, &pb.UpdateRuleRequest{Rule: &pb.Rule{Name: "Default", ReservoirSize: 100}, UpdateMask: mask("reservoir_size")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{
+		Name: "small", MonthlyAmount: 0.01, FloorTracesPerSecond: 10, Scope: &pb.BudgetScope{ServiceNames: []string{"small"}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	waitVersion(t, rep.catalog, 2)
+	waitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 1 })
+	// Two services of 1,000 req/s each, reporting every 10 s with their
+	// receipts, as SDKs do; small's 500 traces a report are far over a
+	// $0.01 cap of 2,000.
+	receipts := map[string]string{}
+	report := func(svc string) *pb.SamplingTarget {
+		t.Helper()
+		resp, err := rep.sampling.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{ClientId: "c-" + svc, ServiceName: svc,
+			Statistics: []*pb.SamplingStatistics{{RuleName: "Default", RequestCount: 10_000, SampledCount: 500, Receipt: receipts[svc]}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		receipts[svc] = resp.GetTargets()[0].GetReceipt()
+		return resp.GetTargets()[0]
+	}
+	for i := 0; i < 12; i++ {
+		clock.Add(10 * time.Second)
+		report("big")
+		report("small")
+	}
+	if err := rep.ctl.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.States) == 1 })
+	if s := rep.catalog.CurrentBudgets().States["small"].Decision; !s.Exhausted {
+		t.Fatalf("decision %+v, want exhausted", s)
+	}
+	// Alone in its service, the small client's quota is its half of the
+	// reservoir scaled to the floor: 10 traces/s.
+	clock.Add(10 * time.Second)
+	if q := report("small").GetReservoirQuota(); math.Abs(q-10) > 1e-6 {
+		t.Errorf("small's quota when exhausted: %v traces/s, want the floor of 10", q)
+	}
+	if q := report("big").GetReservoirQuota(); math.Abs(q-50) > 1e-6 {
+		t.Errorf("big's quota: %v, want its untouched half of 100", q)
 	}
 }

@@ -111,9 +111,7 @@ func New(opts Options) *Server {
 	)
 	pb.RegisterRuleServiceServer(s.grpc, &ruleService{store: opts.Rules, now: opts.Now})
 	if opts.Catalog != nil && opts.Ledger != nil {
-		// Three buckets: a report that comes up to one interval late still
-		// finds its predecessor live.
-		ledger := reservoir.Ledger{Interval: opts.ReportInterval, Retain: 3}
+		ledger := reservoir.NewLedger(opts.ReportInterval)
 		s.batcher = newReportBatcher(opts.Ledger, ledger, opts.Now)
 		pb.RegisterSamplingServiceServer(s.grpc, &samplingService{
 			catalog:  opts.Catalog,

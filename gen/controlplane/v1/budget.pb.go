@@ -156,7 +156,9 @@ type Budget struct {
 	ForecastThresholds []float64 `protobuf:"fixed64,10,rep,packed,name=forecast_thresholds,json=forecastThresholds,proto3" json:"forecast_thresholds,omitempty"`
 	// Where alerts go besides the alert list, the watch stream and metrics.
 	Channels []*NotificationChannel `protobuf:"bytes,11,rep,name=channels,proto3" json:"channels,omitempty"`
-	// Traces per second kept in scope even when the budget is exhausted.
+	// Traces per second kept in scope even when the budget is exhausted, taken
+	// from the reservoirs of the rules in scope; at most the part of those
+	// reservoirs that the scope's traffic gets.
 	FloorTracesPerSecond float64 `protobuf:"fixed64,12,opt,name=floor_traces_per_second,json=floorTracesPerSecond,proto3" json:"floor_traces_per_second,omitempty"`
 	// Output only.
 	Etag          string                 `protobuf:"bytes,13,opt,name=etag,proto3" json:"etag,omitempty"`

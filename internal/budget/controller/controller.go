@@ -18,11 +18,13 @@ import (
 
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/store"
 )
 
 // Store is what the controller needs from the store.
 type Store interface {
+	RecordReports(ctx context.Context, b store.ReportBatch) ([]float64, error)
 	Usage(ctx context.Context, budgetName string, month time.Time) (budget.Usage, error)
 	ClaimTick(ctx context.Context, tick int64, ttl time.Duration) (bool, error)
 	PutStates(ctx context.Context, states []budget.State) error
@@ -32,7 +34,8 @@ type Store interface {
 
 // Options configure a Controller. Zero values take the defaults given.
 type Options struct {
-	// Interval between decisions. Default 10 s.
+	// Interval between decisions, and the SDKs' report interval (the
+	// ledger's bucket length). Default 10 s.
 	Interval time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
@@ -141,6 +144,9 @@ func (c *Controller) Step(ctx context.Context, now time.Time) error {
 				models = append(models, budget.RuleModel{Name: name, FixedRate: r.FixedRate, Reservoir: float64(r.ReservoirSize)})
 			}
 		}
+		if err := c.scopeReservoirs(ctx, &u, models, now); err != nil {
+			failed = errors.Join(failed, fmt.Errorf("budget %s: %w", b.Name, err))
+		}
 		d := budget.Decide(&b, u, models, now, c.opts.Interval)
 		before := budget.Decision{FixedRateFactor: 1, ReservoirFactor: 1}
 		if p, ok := prev[b.Name]; ok && p.MonthStart.Equal(month) {
@@ -164,6 +170,58 @@ func (c *Controller) Step(ctx context.Context, now time.Time) error {
 		}
 	}
 	return errors.Join(failed, c.store.PutStates(ctx, states))
+}
+
+// scopeReservoirs scales each rule's fleet-wide reservoir down to the part of
+// it that the budget's scope gets. A client is given R × its rate / the fleet's
+// rate, so the clients in scope together get R × scope rate / fleet rate; the
+// forecast and the floor must count that, not R (a budget on one small
+// service would otherwise expect, and promise as its floor, the whole
+// fleet's reservoir). The fleet rates come from the ledger; adding nothing
+// to it reads them.
+func (c *Controller) scopeReservoirs(ctx context.Context, u *budget.Usage, models []budget.RuleModel, now time.Time) error {
+	if len(models) == 0 {
+		return nil
+	}
+	rate := recentRate(u, now)
+	var total int64
+	for _, ru := range u.Rules {
+		total += ru.Requests
+	}
+	if rate <= 0 || total <= 0 {
+		return nil
+	}
+	ledger := reservoir.NewLedger(c.opts.Interval)
+	reads := make([]store.RateUpdate, len(models))
+	for i, m := range models {
+		reads[i] = store.RateUpdate{Rule: m.Name, Add: reservoir.Receipt{Bucket: ledger.Bucket(now)}}
+	}
+	fleet, err := c.store.RecordReports(ctx, store.ReportBatch{Now: now, Ledger: ledger, Rates: reads})
+	if err != nil {
+		return err
+	}
+	for i := range models {
+		if fleet[i] <= 0 {
+			continue // no current traffic known: keep the whole reservoir
+		}
+		scope := rate * float64(u.Rules[models[i].Name].Requests) / float64(total)
+		models[i].Reservoir *= min(1, scope/fleet[i])
+	}
+	return nil
+}
+
+// recentRate is the scope's request rate over the last complete hour, or over
+// the current hour so far when there is none yet.
+func recentRate(u *budget.Usage, now time.Time) float64 {
+	h := int(now.Sub(u.MonthStart) / time.Hour)
+	if h >= 1 && h-1 < len(u.Requests) && u.Requests[h-1] > 0 {
+		return u.Requests[h-1] / 3600
+	}
+	if h >= 0 && h < len(u.Requests) {
+		elapsed := max(now.Sub(u.MonthStart.Add(time.Duration(h)*time.Hour)).Seconds(), 60)
+		return u.Requests[h] / elapsed
+	}
+	return 0
 }
 
 // deliver posts the alert to each channel in the background; the store has
