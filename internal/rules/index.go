@@ -45,6 +45,27 @@ type Index struct {
 	anyVerb Candidates // rules whose method glob is not a literal
 	decided Candidates // rules whose method and path a lookup settles fully
 	nodes   []radixNode
+
+	// For sets of up to 64 rules whose prefixes make few states, the same
+	// trie as a dense table: one load per path byte instead of a search
+	// among a node's children.
+	dense []denseState
+}
+
+// denseState is one trie state: the next state for each folded ASCII byte
+// (-1: none), and the rules whose prefix ends here.
+type denseState struct {
+	next [128]int16
+	here uint64
+}
+
+// maxDenseStates bounds the dense table at 128 KiB of transitions.
+const maxDenseStates = 512
+
+// node is a trie node while an Index is built.
+type node struct {
+	kids map[byte]*node
+	here Candidates
 }
 
 type methodEntry struct {
@@ -67,10 +88,6 @@ func NewIndex(rules []Compiled) *Index {
 	}
 	idx.ok = true
 	idx.words = max(1, (len(rules)+63)/64)
-	type node struct {
-		kids map[byte]*node
-		here Candidates
-	}
 	root := &node{}
 	for i := range rules {
 		bit := Candidates{}
@@ -132,7 +149,40 @@ func NewIndex(rules []Compiled) *Index {
 		return pos
 	}
 	build(root, nil)
+	if idx.words == 1 {
+		idx.buildDense(root)
+	}
 	return idx
+}
+
+// buildDense lays out the uncompressed trie as a dense transition table.
+func (idx *Index) buildDense(root *node) {
+	ids := map[*node]int{root: 0}
+	order := []*node{root}
+	for i := 0; i < len(order); i++ {
+		for c := 0; c < 128; c++ {
+			if k := order[i].kids[byte(c)]; k != nil {
+				ids[k] = len(order)
+				order = append(order, k)
+			}
+		}
+		if len(order) > maxDenseStates {
+			return
+		}
+	}
+	idx.dense = make([]denseState, len(order))
+	for i, n := range order {
+		d := &idx.dense[i]
+		for c := range d.next {
+			d.next[c] = -1
+		}
+		d.here = n.here[0]
+		for c, k := range n.kids {
+			if c < 128 {
+				d.next[c] = int16(ids[k])
+			}
+		}
+	}
 }
 
 // settled reports whether a candidate found through the index is known to
@@ -200,6 +250,24 @@ func (idx *Index) Candidates(method, path string) (c Candidates, ok bool) {
 				break
 			}
 		}
+	}
+	if idx.dense != nil {
+		d := &idx.dense[0]
+		acc := d.here
+		for i := 0; i < len(path); i++ {
+			b := path[i]
+			if b >= utf8.RuneSelf {
+				break
+			}
+			st := d.next[lowerASCII(b)&0x7f]
+			if st < 0 {
+				break
+			}
+			d = &idx.dense[st]
+			acc |= d.here
+		}
+		c[0] = acc & verbs[0]
+		return c, true
 	}
 	n := &idx.nodes[0]
 	if idx.words == 1 {
