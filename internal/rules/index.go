@@ -40,7 +40,6 @@ func (c *Candidates) Next() int {
 // prefix starts the request's path.
 type Index struct {
 	ok      bool
-	words   int // words of Candidates in use
 	methods []methodEntry
 	anyVerb Candidates // rules whose method glob is not a literal
 	decided Candidates // rules whose method and path a lookup settles fully
@@ -87,7 +86,6 @@ func NewIndex(rules []Compiled) *Index {
 		return idx
 	}
 	idx.ok = true
-	idx.words = max(1, (len(rules)+63)/64)
 	root := &node{}
 	for i := range rules {
 		bit := Candidates{}
@@ -149,7 +147,7 @@ func NewIndex(rules []Compiled) *Index {
 		return pos
 	}
 	build(root, nil)
-	if idx.words == 1 {
+	if len(rules) <= 64 {
 		idx.buildDense(root)
 	}
 	return idx
@@ -270,20 +268,6 @@ func (idx *Index) Candidates(method, path string) (c Candidates, ok bool) {
 		return c, true
 	}
 	n := &idx.nodes[0]
-	if idx.words == 1 {
-		acc := n.here[0]
-		for pos := 0; ; {
-			child := idx.step(n, path, pos)
-			if child == nil {
-				break
-			}
-			pos += len(child.label)
-			acc |= child.here[0]
-			n = child
-		}
-		c[0] = acc & verbs[0]
-		return c, true
-	}
 	acc := n.here
 	for pos := 0; ; {
 		child := idx.step(n, path, pos)
