@@ -311,6 +311,21 @@ func TestServeHTTP(t *testing.T) {
 	if code, _ := s.get(t, "/nope"); code != http.StatusNotFound {
 		t.Errorf("/nope = %d, want 404", code)
 	}
+	if code, _ := s.get(t, "/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("/debug/pprof/ without --debug-endpoints = %d, want 404", code)
+	}
+}
+
+// TestServeDebugEndpoints: --debug-endpoints serves Go's profiles, which the
+// load generator reads heap figures from.
+func TestServeDebugEndpoints(t *testing.T) {
+	c := testServeConfig(t)
+	c.debug = true
+	s := startServe(t, c)
+	code, body := s.get(t, "/debug/pprof/heap?gc=1&debug=1")
+	if code != http.StatusOK || !strings.Contains(body, "# HeapAlloc = ") {
+		t.Errorf("heap profile = %d, %.80q", code, body)
+	}
 }
 
 func TestServeWithoutHTTP(t *testing.T) {

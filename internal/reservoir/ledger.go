@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"hash/fnv"
 	"math"
 	"time"
 )
@@ -90,10 +91,7 @@ func DecodeReceipt(s, rule string) (Receipt, error) {
 
 // ruleTag is FNV-1a of the rule name.
 func ruleTag(rule string) uint64 {
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(rule); i++ {
-		h ^= uint64(rule[i])
-		h *= 1099511628211
-	}
-	return h
+	h := fnv.New64a()
+	h.Write([]byte(rule))
+	return h.Sum64()
 }

@@ -7,7 +7,6 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"time"
 
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
@@ -42,7 +41,6 @@ const (
 type ruleService struct {
 	pb.UnimplementedRuleServiceServer
 	store RuleStore
-	now   func() time.Time
 }
 
 func (s *ruleService) CreateRule(ctx context.Context, req *pb.CreateRuleRequest) (*pb.CreateRuleResponse, error) {

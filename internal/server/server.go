@@ -109,7 +109,7 @@ func New(opts Options) *Server {
 			PermitWithoutStream: true,
 		}),
 	)
-	pb.RegisterRuleServiceServer(s.grpc, &ruleService{store: opts.Rules, now: opts.Now})
+	pb.RegisterRuleServiceServer(s.grpc, &ruleService{store: opts.Rules})
 	if opts.Catalog != nil && opts.Ledger != nil {
 		ledger := reservoir.NewLedger(opts.ReportInterval)
 		s.batcher = newReportBatcher(opts.Ledger, ledger, opts.Now)

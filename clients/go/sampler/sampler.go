@@ -3,6 +3,7 @@ package sampler
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -331,12 +332,9 @@ func (s *Sampler) extendFresh(until int64) {
 
 // phase is a stable pseudo-random number in [0, 1) per instance and rule.
 func phase(clientID, rule string) float64 {
-	h := uint64(14695981039346656037)
-	for _, b := range []byte(clientID + "\x00" + rule) {
-		h ^= uint64(b)
-		h *= 1099511628211
-	}
-	return float64(h>>11) / (1 << 53)
+	h := fnv.New64a()
+	h.Write([]byte(clientID + "\x00" + rule))
+	return float64(h.Sum64()>>11) / (1 << 53)
 }
 
 // takeReport collects every rule's counts since the last report. unary adds

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -313,5 +314,32 @@ func TestShouldSampleDoesNotAllocate(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(1000, func() { s.ShouldSample(p) }); n != 0 {
 		t.Errorf("ShouldSample allocates %v times per call", n)
+	}
+}
+
+// TestOptions checks that the options users set take effect.
+func TestOptions(t *testing.T) {
+	clk := &fakeClock{t: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)}
+	res := resource.NewSchemaless(attribute.String("service.name", "from-resource"))
+	s, err := newSampler(WithEndpoint("127.0.0.1:1"), WithClock(clk), WithResource(res), WithFallback(2, 0), WithUnaryOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.cfg.service != "from-resource" || !s.cfg.disableStreams {
+		t.Errorf("service %q, unary only %v", s.cfg.service, s.cfg.disableStreams)
+	}
+	// A local default of 2/s and no fixed rate: two traces this second.
+	n := 0
+	for i := 0; i < 10; i++ {
+		if sampled(s, params(lowID)) {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Errorf("fallback of 2/s + 0 sampled %d of 10 in one second", n)
+	}
+	if _, err := newSampler(WithFallback(1, 1.5)); err == nil {
+		t.Error("a fallback rate over 1 was accepted")
 	}
 }
