@@ -64,9 +64,16 @@ func (g Glob) String() string {
 // Match reports whether s matches the glob, ignoring case. It does not
 // allocate.
 func (g Glob) Match(s string) bool {
-	switch g.kind {
-	case globAny:
+	// The common answers inline into the caller: "*", and subjects already
+	// in folded form.
+	if g.kind == globAny || g.kind == globExact && s == g.pattern {
 		return true
+	}
+	return g.match(s)
+}
+
+func (g Glob) match(s string) bool {
+	switch g.kind {
 	case globExact:
 		return hasPrefixFold(s, g.pattern, true)
 	case globPrefix:
@@ -231,9 +238,9 @@ const (
 // load8 reads 8 bytes of s from i, little-endian; the compiler turns it into
 // one load.
 func load8(s string, i int) uint64 {
-	_ = s[i+7]
-	return uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
-		uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+	s = s[i : i+8]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
 }
 
 // lower8 lower-cases eight ASCII bytes at once: a byte gets 0x20 added when

@@ -1,7 +1,6 @@
 package rules
 
 import (
-	"bytes"
 	"math/bits"
 	"strings"
 	"unicode/utf8"
@@ -34,49 +33,46 @@ func (c *Candidates) Next() int {
 // and every rule that matches is a candidate. Build it once per rule set; it
 // is immutable and safe for concurrent use. Lookups do not allocate.
 //
-// Methods: rules whose method glob is a literal ("GET") are candidates only
-// for that method; others always. Paths: a radix tree over the literal
-// prefix of each path glob (up to its first wildcard) yields the rules whose
-// prefix starts the request's path.
+// Methods: rules whose method glob is a short ASCII literal ("GET") are
+// candidates only for that method; others always. Paths: a radix tree over
+// the literal prefix of each path glob (up to its first wildcard) yields the
+// rules whose prefix starts the request's path. Every node holds the rules of
+// its own and its ancestors' prefixes, and a table of its children by the next
+// byte in either case, so a walk costs a load and a word compare per node.
 type Index struct {
 	ok      bool
 	methods []methodEntry
-	anyVerb Candidates // rules whose method glob is not a literal
+	anyVerb Candidates // rules whose method is not in methods
 	decided Candidates // rules whose method and path a lookup settles fully
-	nodes   []radixNode
-
-	// For sets of up to 64 rules whose prefixes make few states, the same
-	// trie as a dense table: one load per path byte instead of a search
-	// among a node's children.
-	dense []denseState
-}
-
-// denseState is one trie state: the next state for each folded ASCII byte
-// (-1: none), and the rules whose prefix ends here.
-type denseState struct {
-	next [128]int16
-	here uint64
-}
-
-// maxDenseStates bounds the dense table at 128 KiB of transitions.
-const maxDenseStates = 512
-
-// node is a trie node while an Index is built.
-type node struct {
-	kids map[byte]*node
-	here Candidates
+	// The radix tree, nodes[0] its root. kids holds each node's children by
+	// the next path byte in either case: the child of node n for byte b is
+	// kids[n<<7|b]; 0 is none. upTo holds, by node, the rules whose prefix
+	// is the node's path from the root or a prefix of it.
+	nodes []pathNode
+	kids  []int16
+	upTo  []Candidates
+	// small is set when every rule fits the first word of Candidates.
+	small bool
 }
 
 type methodEntry struct {
-	method string // case-folded
-	set    Candidates
+	word uint64 // the case-folded method, packed by packASCII
+	set  Candidates
 }
 
-type radixNode struct {
-	label string // case-folded ASCII; its first byte selects it among siblings
-	here  Candidates
-	first []byte // first byte of each child's label
-	kids  []int32
+// pathNode is the label of a radix tree node: the case-folded ASCII that
+// leads to it from its parent.
+type pathNode struct {
+	word  uint64 // the label's first 8 bytes, packed by packASCII
+	mask  uint64 // the bits of word that the label fills
+	size  int    // the label's length
+	label string
+}
+
+// trieNode is a node of the uncompressed trie while an Index is built.
+type trieNode struct {
+	kids map[byte]*trieNode
+	here Candidates
 }
 
 // NewIndex indexes rules, which are in matching order.
@@ -86,21 +82,24 @@ func NewIndex(rules []Compiled) *Index {
 		return idx
 	}
 	idx.ok = true
-	root := &node{}
+	idx.small = len(rules) <= 64
+	root := &trieNode{}
 	for i := range rules {
 		bit := Candidates{}
 		bit[i/64] |= 1 << (i % 64)
 		m := rules[i].HTTPMethod
-		if m.kind == globExact {
+		methodSettled := m.kind == globAny
+		if w, ok := methodWord(m); ok {
+			methodSettled = true
 			found := false
 			for j := range idx.methods {
-				if idx.methods[j].method == m.pattern {
+				if idx.methods[j].word == w {
 					idx.methods[j].set = union(idx.methods[j].set, bit)
 					found = true
 				}
 			}
 			if !found {
-				idx.methods = append(idx.methods, methodEntry{method: m.pattern, set: bit})
+				idx.methods = append(idx.methods, methodEntry{word: w, set: bit})
 			}
 		} else {
 			idx.anyVerb = union(idx.anyVerb, bit)
@@ -108,94 +107,69 @@ func NewIndex(rules []Compiled) *Index {
 		n := root
 		for _, c := range []byte(literalPrefix(rules[i].URLPath)) {
 			if n.kids == nil {
-				n.kids = map[byte]*node{}
+				n.kids = map[byte]*trieNode{}
 			}
 			if n.kids[c] == nil {
-				n.kids[c] = &node{}
+				n.kids[c] = &trieNode{}
 			}
 			n = n.kids[c]
 		}
 		n.here = union(n.here, bit)
-		if settled(rules[i].HTTPMethod, true) && settled(rules[i].URLPath, false) {
+		if methodSettled && pathSettled(rules[i].URLPath) {
 			idx.decided = union(idx.decided, bit)
 		}
 	}
 	for j := range idx.methods {
 		idx.methods[j].set = union(idx.methods[j].set, idx.anyVerb)
 	}
-	// Compress chains of single children that end no prefix into one label.
-	var build func(n *node, label []byte) int32
-	build = func(n *node, label []byte) int32 {
-		for len(label) > 0 && len(n.kids) == 1 && n.here == (Candidates{}) {
-			for c, k := range n.kids {
-				label = append(label, c)
-				n = k
-			}
-		}
-		pos := int32(len(idx.nodes))
-		idx.nodes = append(idx.nodes, radixNode{label: string(label), here: n.here})
-		for c := byte(0); ; c++ {
-			if k := n.kids[c]; k != nil {
-				child := build(k, []byte{c})
-				idx.nodes[pos].first = append(idx.nodes[pos].first, c)
-				idx.nodes[pos].kids = append(idx.nodes[pos].kids, child)
-			}
-			if c == 255 {
-				break
-			}
-		}
-		return pos
-	}
-	build(root, nil)
-	if len(rules) <= 64 {
-		idx.buildDense(root)
-	}
+	idx.build(root, nil, Candidates{})
 	return idx
 }
 
-// buildDense lays out the uncompressed trie as a dense transition table.
-func (idx *Index) buildDense(root *node) {
-	ids := map[*node]int{root: 0}
-	order := []*node{root}
-	for i := 0; i < len(order); i++ {
-		for c := 0; c < 128; c++ {
-			if k := order[i].kids[byte(c)]; k != nil {
-				ids[k] = len(order)
-				order = append(order, k)
-			}
-		}
-		if len(order) > maxDenseStates {
-			return
-		}
-	}
-	idx.dense = make([]denseState, len(order))
-	for i, n := range order {
-		d := &idx.dense[i]
-		for c := range d.next {
-			d.next[c] = -1
-		}
-		d.here = n.here[0]
+// build appends n, with chains of single children that end no prefix
+// compressed into its label, and its subtree; it returns n's position.
+func (idx *Index) build(n *trieNode, label []byte, upTo Candidates) int16 {
+	for len(label) > 0 && len(n.kids) == 1 && n.here == (Candidates{}) {
 		for c, k := range n.kids {
-			if c < 128 {
-				d.next[c] = int16(ids[k])
+			label = append(label, c)
+			n = k
+		}
+	}
+	pos := len(idx.nodes)
+	upTo = union(upTo, n.here)
+	idx.nodes = append(idx.nodes, pathNode{
+		word: packASCII(string(label)), mask: 1<<(8*min(len(label), 8)) - 1,
+		size: len(label), label: string(label),
+	})
+	idx.upTo = append(idx.upTo, upTo)
+	idx.kids = append(idx.kids, make([]int16, utf8.RuneSelf)...)
+	for c := byte(0); c < utf8.RuneSelf; c++ {
+		if k := n.kids[c]; k != nil {
+			child := idx.build(k, []byte{c}, upTo)
+			idx.kids[pos<<7|int(c)] = child
+			if 'a' <= c && c <= 'z' {
+				idx.kids[pos<<7|int(c-('a'-'A'))] = child
 			}
 		}
 	}
+	return int16(pos)
 }
 
-// settled reports whether a candidate found through the index is known to
-// match g: "*" always; for methods a literal, which the method table matched
-// exactly; for paths a prefix glob whose prefix the radix tree walked in full.
-func settled(g Glob, method bool) bool {
-	switch g.kind {
-	case globAny:
-		return true
-	case globExact:
-		return method
-	case globPrefix:
-		return !method && literalPrefix(g) == g.pattern
+// methodWord returns the packed method of a literal method glob that fits a
+// word; ok is false for every other glob.
+func methodWord(g Glob) (w uint64, ok bool) {
+	if g.kind != globExact || len(g.pattern) > 8 {
+		return 0, false
 	}
-	return false
+	w = packASCII(g.pattern)
+	return w, w&highBits == 0
+}
+
+// pathSettled reports whether a candidate found through the index is known
+// to match path glob g: "*", or a prefix glob whose whole prefix the walk
+// matched.
+func pathSettled(g Glob) bool {
+	return g.kind == globAny || g.kind == globPrefix && literalPrefix(g) == g.pattern
 }
 
 // Settled reports whether candidate i, returned by Candidates, is known to
@@ -229,91 +203,158 @@ func union(a, b Candidates) Candidates {
 }
 
 // Candidates returns the rules that may match a request with this method and
-// path. ok is false for an unindexed (too large) set: then check every rule.
+// path. ok is false when the index cannot narrow them: for an unindexed (too
+// large) set, and for a request whose method or path has a non-ASCII
+// character where it matters (Unicode case folding can turn one into ASCII,
+// "\u212a" into "k"). Then check every rule.
 func (idx *Index) Candidates(method, path string) (c Candidates, ok bool) {
 	if !idx.ok {
 		return c, false
 	}
 	verbs := &idx.anyVerb
-	// Fold the method once into a buffer, then compare whole strings.
-	var buf [16]byte
-	if len(method) <= len(buf) {
-		folded := buf[:len(method)]
-		for i := 0; i < len(method); i++ {
-			folded[i] = lowerASCII(method[i])
+	if len(method) <= 8 {
+		w := packASCII(method)
+		if w&highBits != 0 {
+			return c, false
 		}
+		w = lower8(w)
 		for i := range idx.methods {
-			if string(folded) == idx.methods[i].method {
+			if idx.methods[i].word == w {
 				verbs = &idx.methods[i].set
 				break
 			}
 		}
+	} else if !isASCII(method) {
+		return c, false
 	}
-	if idx.dense != nil {
-		d := &idx.dense[0]
-		acc := d.here
-		for i := 0; i < len(path); i++ {
-			b := path[i]
-			if b >= utf8.RuneSelf {
-				break
-			}
-			st := d.next[lowerASCII(b)&0x7f]
-			if st < 0 {
-				break
-			}
-			d = &idx.dense[st]
-			acc |= d.here
-		}
-		c[0] = acc & verbs[0]
+	n, ok := idx.walk(path)
+	if !ok {
+		return c, false
+	}
+	if idx.small {
+		c[0] = idx.upTo[n][0] & verbs[0]
 		return c, true
 	}
-	n := &idx.nodes[0]
-	acc := n.here
-	for pos := 0; ; {
-		child := idx.step(n, path, pos)
-		if child == nil {
-			break
-		}
-		pos += len(child.label)
-		acc = union(acc, child.here)
-		n = child
+	c = idx.upTo[n]
+	for i := range c {
+		c[i] &= verbs[i]
 	}
-	for i := range acc {
-		acc[i] &= verbs[i]
-	}
-	return acc, true
+	return c, true
 }
 
-// step returns the child of n whose label path continues with at pos, or nil.
-func (idx *Index) step(n *radixNode, path string, pos int) *radixNode {
-	if pos >= len(path) {
-		return nil
+// walk follows path down the tree as far as it matches and returns the last
+// node reached. ok is false if a non-ASCII byte came before the end of the
+// match: folding could have made it match further.
+func (idx *Index) walk(path string) (last int, ok bool) {
+	n, pos := 0, 0
+	kids, nodes := idx.kids, idx.nodes
+	// While a whole word of path is left and labels fit a word, a step is
+	// one load, one fold, a table load and a compare. The rest is
+	// walkTail's.
+	for pos+8 <= len(path) {
+		w := load8(path, pos)
+		if w&highBits != 0 {
+			return n, false
+		}
+		w = lower8(w)
+		k := int(kids[n<<7|int(w&0x7f)])
+		if k == 0 {
+			return n, true
+		}
+		nd := &nodes[k]
+		if nd.size > 8 {
+			break
+		}
+		if w&nd.mask != nd.word {
+			return n, true
+		}
+		pos += nd.size
+		n = k
 	}
-	j := bytes.IndexByte(n.first, lowerASCII(path[pos]))
-	if j < 0 {
-		return nil
+	return idx.walkTail(path, n, pos)
+}
+
+// walkTail is walk from node n at pos, for any label and path length.
+func (idx *Index) walkTail(path string, n, pos int) (last int, ok bool) {
+	for pos < len(path) {
+		b := path[pos]
+		if b >= utf8.RuneSelf {
+			return n, false
+		}
+		k := int(idx.kids[n<<7|int(b)])
+		if k == 0 {
+			break
+		}
+		nd := &idx.nodes[k]
+		// Folding never lengthens a string, so a path shorter than the
+		// label cannot match it.
+		rest := len(path) - pos
+		if rest < nd.size {
+			break
+		}
+		if nd.size <= 8 {
+			var w uint64
+			if rest >= 8 {
+				w = load8(path, pos) & nd.mask
+			} else {
+				w = loadTail(path, pos, nd.size)
+			}
+			if w&highBits != 0 {
+				return n, false
+			}
+			if lower8(w) != nd.word {
+				break
+			}
+		} else if !foldEqualLong(path[pos:pos+nd.size], nd.label, &ok) {
+			return n, ok
+		}
+		pos += nd.size
+		n = k
 	}
-	child := &idx.nodes[n.kids[j]]
-	lab := child.label
-	if len(path)-pos < len(lab) {
-		return nil
+	return n, true
+}
+
+// loadTail packs path[pos:pos+n], n <= 8, near the end of path.
+func loadTail(path string, pos, n int) uint64 {
+	if end := pos + n; end >= 8 {
+		return load8(path, end-8) >> (64 - 8*n)
 	}
-	// Labels are folded ASCII, and their first byte already matched. Most
-	// paths are lower case already: one memory compare.
-	if path[pos:pos+len(lab)] == lab {
-		return child
-	}
-	k := 1
-	for ; k+8 <= len(lab); k += 8 {
-		w := load8(path, pos+k)
-		if w&highBits != 0 || lower8(w) != load8(lab, k) {
-			return nil
+	return packASCII(path[pos : pos+n])
+}
+
+// foldEqualLong compares s with lab, a label longer than a word of the same
+// length, ignoring ASCII case. ascii is false if s has a non-ASCII byte.
+func foldEqualLong(s, lab string, ascii *bool) bool {
+	for i := 0; ; i += 8 {
+		if i+8 > len(lab) {
+			i = len(lab) - 8 // the last word overlaps the one before
+		}
+		w := load8(s, i)
+		*ascii = w&highBits == 0
+		if !*ascii || lower8(w) != load8(lab, i) {
+			return false
+		}
+		if i+8 == len(lab) {
+			return true
 		}
 	}
-	for ; k < len(lab); k++ {
-		if lowerASCII(path[pos+k]) != lab[k] {
-			return nil
+}
+
+// packASCII packs up to eight bytes of s into a word, first byte lowest, as
+// load8 does.
+func packASCII(s string) uint64 {
+	var w uint64
+	for i := 0; i < len(s) && i < 8; i++ {
+		w |= uint64(s[i]) << (8 * i)
+	}
+	return w
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
 		}
 	}
-	return child
+	return true
 }

@@ -10,10 +10,13 @@ import (
 // through the index finds exactly the rule a full scan finds.
 func TestIndexIsASupersetFilter(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
-	methods := []string{"GET", "get", "POST", "PUT", "*", "G*", "?ET", "DELETE", "pÖst"}
+	methods := []string{"GET", "get", "POST", "PUT", "*", "G*", "?ET", "DELETE", "pÖst", "LOCK", "PROPPATCH"}
 	paths := []string{"*", "/", "/api", "/api/*", "/API/v1/*", "/api/v1/items", "/api/v?/items/*", "*.json", "/a*b", "/Äpi/*", "/api/v1/items/*", "/health", "/x?"}
-	reqMethods := []string{"GET", "get", "POST", "PUT", "DELETE", "PATCH", "", "PÖST"}
-	reqPaths := []string{"", "/", "/api", "/api/v1/items", "/API/V1/ITEMS/42", "/api/v2/items/1.json", "/ab", "/axxb", "/äpi/x", "/health", "/healthz", "/xy", "/x"}
+	// The Kelvin sign and the long s fold to "k" and "s": a non-ASCII
+	// request can match an ASCII rule.
+	reqMethods := []string{"GET", "get", "POST", "PUT", "DELETE", "PATCH", "", "PÖST", "LOC\u212a", "lock", "PROPPATCH", "proppatcH"}
+	reqPaths := []string{"", "/", "/api", "/api/v1/items", "/API/V1/ITEMS/42", "/api/v2/items/1.json", "/ab", "/axxb", "/äpi/x", "/health", "/healthz", "/xy", "/x",
+		"/api/v1/itemſ", "/api/v1/itemſ/42", "/api/v1/items/a_long_tail_0123456789", "/API/V1/ITEMS", "/apı/v1/items", "/he"}
 	for round := 0; round < 300; round++ {
 		n := 1 + rng.IntN(80)
 		if round%50 == 0 {
@@ -35,7 +38,7 @@ func TestIndexIsASupersetFilter(t *testing.T) {
 				var got *Compiled
 				c, ok := idx.Candidates(m, p)
 				if !ok {
-					if n <= MaxIndexed {
+					if n <= MaxIndexed && isASCII(m) && isASCII(p) {
 						t.Fatalf("a set of %d rules was not indexed", n)
 					}
 					continue
@@ -84,5 +87,42 @@ func TestIndexNarrows(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { idx.Candidates("GET", "/api/v40/items") }); n != 0 {
 		t.Errorf("Candidates allocates %v times", n)
+	}
+}
+
+// TestIndexUnicodeFolding: a non-ASCII character of a request can fold into
+// the ASCII of a rule (the Kelvin sign into "k", the long s into "s"), so the
+// index must not rule such a request out.
+func TestIndexUnicodeFolding(t *testing.T) {
+	tests := []struct {
+		rule       Rule
+		method     string
+		path       string
+		wantMatch  bool
+		wantNarrow bool // the index may answer without a full scan
+	}{
+		{Rule{HTTPMethod: "LOCK", URLPath: "*"}, "LOC\u212a", "/", true, false},
+		{Rule{HTTPMethod: "*", URLPath: "/api/v1/items"}, "GET", "/api/v1/itemſ", true, false},
+		{Rule{HTTPMethod: "*", URLPath: "/api/v1/items/*"}, "GET", "/api/v1/itemſ/42", true, false},
+		{Rule{HTTPMethod: "*", URLPath: "/a/very/long/label/of/many/words/*"}, "GET", "/a/very/long/label/of/many/wordſ/x", true, false},
+		{Rule{HTTPMethod: "*", URLPath: "/api/*"}, "GET", "/\u212api/x", false, false},
+		{Rule{HTTPMethod: "GET", URLPath: "/api/*"}, "get", "/API/x", true, true},
+		{Rule{HTTPMethod: "GET", URLPath: "/api/*"}, "POST", "/api/x", false, true},
+		{Rule{HTTPMethod: "*", URLPath: "/api/v1/items"}, "GET", "/api/v2/itemſ", false, true},
+	}
+	for _, tt := range tests {
+		tt.rule.Name = "r"
+		set := NewSet([]Rule{tt.rule})
+		req := &Request{HTTPMethod: tt.method, URLPath: tt.path}
+		if got := set.Match(req) != nil; got != tt.wantMatch {
+			t.Errorf("%s %q against %s %s: match %v, want %v", tt.method, tt.path, tt.rule.HTTPMethod, tt.rule.URLPath, got, tt.wantMatch)
+		}
+		c, ok := NewIndex(set.Rules()).Candidates(tt.method, tt.path)
+		if ok && tt.wantMatch && c.Next() != 0 {
+			t.Errorf("%s %q: the index ruled out %s %s, which matches", tt.method, tt.path, tt.rule.HTTPMethod, tt.rule.URLPath)
+		}
+		if ok != tt.wantNarrow {
+			t.Errorf("%s %q: narrowed %v, want %v", tt.method, tt.path, ok, tt.wantNarrow)
+		}
 	}
 }

@@ -136,17 +136,28 @@ const (
 func (s *Sampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
 	psc := trace.SpanContextFromContext(p.ParentContext)
 	if psc.IsValid() {
-		if psc.IsSampled() {
-			return sdktrace.SamplingResult{Decision: sdktrace.RecordAndSample, Tracestate: psc.TraceState()}
-		}
-		return sdktrace.SamplingResult{Decision: sdktrace.Drop, Tracestate: psc.TraceState()}
+		return parentResult(psc)
 	}
-	now := s.now()
-	sampled, _, _ := s.decide(now, p.TraceID, p.Attributes, true)
-	if sampled {
-		return sdktrace.SamplingResult{Decision: sdktrace.RecordAndSample, Tracestate: psc.TraceState()}
+	var now int64
+	if s.coarse != nil {
+		now = s.coarse.unixNano()
+	} else {
+		now = s.now()
 	}
-	return sdktrace.SamplingResult{Decision: sdktrace.Drop, Tracestate: psc.TraceState()}
+	d := sdktrace.Drop
+	if sampled, _, _ := s.decide(now, p.TraceID, p.Attributes, true); sampled {
+		d = sdktrace.RecordAndSample
+	}
+	return sdktrace.SamplingResult{Decision: d, Tracestate: psc.TraceState()}
+}
+
+// parentResult follows the parent span's decision, as a trace stays whole.
+func parentResult(psc trace.SpanContext) sdktrace.SamplingResult {
+	d := sdktrace.Drop
+	if psc.IsSampled() {
+		d = sdktrace.RecordAndSample
+	}
+	return sdktrace.SamplingResult{Decision: d, Tracestate: psc.TraceState()}
 }
 
 // decide runs steps 2-6 of a decision. With take false it only looks: no
@@ -157,9 +168,7 @@ func (s *Sampler) decide(now int64, id trace.TraceID, attrs []attribute.KeyValue
 		return s.fallback(now, id, take), ReasonFallback, nil
 	}
 	req := request{attrs: attrs}
-	if set.needHTTP {
-		req.host, req.method, req.path = httpFields(attrs)
-	}
+	set.scan(&req)
 	m := set.match(&req)
 	if m == nil {
 		return s.fallback(now, id, take), ReasonFallback, nil

@@ -65,10 +65,10 @@ type ruleSet struct {
 	version  int64
 	matchers []matcher
 	byName   map[string]*runtime
-	// needHTTP is false when no rule looks at host, method or path, so their
-	// attributes need not be looked up.
-	needHTTP bool
 	index    *rules.Index
+	// need has a bit for each HTTP attribute (by the current conventions)
+	// that some rule looks at: scan stops once it has found them all.
+	need uint8
 }
 
 // buildRuleSet resolves rs (in matching order) for a service, reusing the
@@ -92,7 +92,14 @@ func buildRuleSet(version int64, rs []rules.Rule, service, serviceType string, p
 		set.byName[r.Name] = rt
 		m := matcher{host: c.Host, method: c.HTTPMethod, path: c.URLPath, attrs: c.Attributes, rt: rt, rule: r}
 		m.anyRequest = c.Host.MatchesAll() && c.HTTPMethod.MatchesAll() && c.URLPath.MatchesAll() && len(c.Attributes) == 0
-		set.needHTTP = set.needHTTP || !(c.Host.MatchesAll() && c.HTTPMethod.MatchesAll() && c.URLPath.MatchesAll())
+		for _, n := range []struct {
+			g   rules.Glob
+			bit uint8
+		}{{c.Host, 1 << serverAddress}, {c.HTTPMethod, 1 << requestMethod}, {c.URLPath, 1 << urlPath}} {
+			if !n.g.MatchesAll() {
+				set.need |= n.bit
+			}
+		}
 		set.matchers = append(set.matchers, m)
 		compiled = append(compiled, c)
 	}
@@ -106,42 +113,99 @@ type request struct {
 	attrs              []attribute.KeyValue
 }
 
-// httpFields picks host, method and path out of span attributes, by the
-// current OpenTelemetry semantic conventions and by the older ones.
-func httpFields(attrs []attribute.KeyValue) (host, method, path string) {
-	// Dispatch on the key's length first: most attributes are none of
-	// these, and a length compare rejects them at once.
+// The HTTP attribute keys a scan picks out.
+const (
+	serverAddress = iota
+	httpHost
+	requestMethod
+	httpMethod
+	urlPath
+	httpTarget
+	httpKeys
+)
+
+// scan picks host, method and path out of the span's attributes, by the
+// current OpenTelemetry semantic conventions or else by the older ones, as
+// far as the rules look at them. It stops as soon as it has every one the
+// rules need by the current conventions, and notes positions while it goes:
+// copying an attribute.Value costs more than the rest of a step.
+func (s *ruleSet) scan(req *request) {
+	need := s.need
+	if need == 0 {
+		return
+	}
+	attrs := req.attrs
+	// 1 + the position of the first attribute of each key; 0: none.
+	var at [httpKeys]int
+	var found uint8
 	for i := range attrs {
-		k := string(attrs[i].Key)
-		switch len(k) {
-		case len("url.path"):
-			if k == "url.path" {
-				path = attrs[i].Value.AsString()
-			}
-		case len("http.host"):
-			if k == "http.host" && host == "" {
-				host = attrs[i].Value.AsString()
-			}
-		case len("http.method"): // and http.target
-			switch k {
-			case "http.method":
-				method = attrs[i].Value.AsString()
-			case "http.target":
-				if path == "" {
-					path = stripQuery(attrs[i].Value.AsString())
-				}
-			}
-		case len("server.address"):
-			if k == "server.address" && host == "" {
-				host = attrs[i].Value.AsString()
-			}
-		case len("http.request.method"):
-			if k == "http.request.method" {
-				method = attrs[i].Value.AsString()
-			}
+		f := keyOf(string(attrs[i].Key))
+		if f < 0 || at[f] != 0 {
+			continue
+		}
+		at[f] = i + 1
+		if found |= 1 << f; found&need == need {
+			break
 		}
 	}
-	return host, method, path
+	if need&(1<<serverAddress) != 0 {
+		if p := max(at[serverAddress], at[httpHost]*b2i(at[serverAddress] == 0)); p > 0 {
+			req.host = attrs[p-1].Value.AsString()
+		}
+	}
+	if need&(1<<requestMethod) != 0 {
+		if p := max(at[requestMethod], at[httpMethod]*b2i(at[requestMethod] == 0)); p > 0 {
+			req.method = attrs[p-1].Value.AsString()
+		}
+	}
+	if need&(1<<urlPath) != 0 {
+		switch {
+		case at[urlPath] > 0:
+			req.path = attrs[at[urlPath]-1].Value.AsString()
+		case at[httpTarget] > 0:
+			req.path = stripQuery(attrs[at[httpTarget]-1].Value.AsString())
+		}
+	}
+}
+
+// keyOf says which HTTP attribute key k is, or -1. It dispatches on the
+// length first: most attributes are none of these, and a length compare
+// rejects them at once.
+func keyOf(k string) int {
+	switch len(k) {
+	case len("url.path"):
+		if k == "url.path" {
+			return urlPath
+		}
+	case len("http.host"):
+		if k == "http.host" {
+			return httpHost
+		}
+	case len("http.method"): // and http.target
+		switch k {
+		case "http.method":
+			return httpMethod
+		case "http.target":
+			return httpTarget
+		}
+	case len("server.address"):
+		if k == "server.address" {
+			return serverAddress
+		}
+	case len("http.request.method"):
+		// In two parts, each short enough to compare inline.
+		if k[:10] == "http.reque" && k[10:] == "st.method" {
+			return requestMethod
+		}
+	}
+	return -1
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // stripQuery cuts a request target at its query or fragment.
@@ -182,13 +246,18 @@ func (m *matcher) matchesRest(req *request) bool {
 func lookup(attrs []attribute.KeyValue, key string) (string, bool) {
 	for i := range attrs {
 		if string(attrs[i].Key) == key {
-			if attrs[i].Value.Type() == attribute.STRING {
-				return attrs[i].Value.AsString(), true
-			}
-			return attrs[i].Value.String(), true
+			return valueString(attrs[i].Value), true
 		}
 	}
 	return "", false
+}
+
+// valueString is an attribute's value as rules see it.
+func valueString(v attribute.Value) string {
+	if v.Type() == attribute.STRING {
+		return v.AsString()
+	}
+	return v.String()
 }
 
 func (s *ruleSet) match(req *request) *matcher {
