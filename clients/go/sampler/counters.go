@@ -27,9 +27,29 @@ type counts struct {
 	requests, sampled, borrowed int64
 }
 
-func (c *counters) add(idx byte, sampled, borrowed bool) {
-	s := &c.s[idx%stripes]
-	s.requests.Add(1)
+// A stripe counts its first exactPerStripe requests of an interval one by
+// one. Past that, it counts one span in sampleEvery, picked by trace ID
+// bits, as sampleEvery: a busy rule's span starts then mostly read a cache
+// line rather than write one that other cores hold, which costs more than
+// the rest of a decision. The count stays unbiased (trace IDs are random),
+// with a relative error of about sqrt(sampleEvery/n) at n requests: 1.3 %
+// at 100,000 an interval. Sampled and borrowed spans are always counted
+// exactly; they are few, and they are what budgets bill.
+const (
+	exactPerStripe = 512
+	sampleEvery    = 16
+)
+
+// add counts one span. stripe and pick are trace ID bytes: stripe picks the
+// stripe, pick whether a span past the exact count is the one in sampleEvery.
+func (c *counters) add(stripe, pick byte, sampled, borrowed bool) {
+	s := &c.s[stripe%stripes]
+	switch {
+	case s.requests.Load() < exactPerStripe:
+		s.requests.Add(1)
+	case pick%sampleEvery == 0:
+		s.requests.Add(sampleEvery)
+	}
 	if sampled {
 		s.sampled.Add(1)
 		if borrowed {

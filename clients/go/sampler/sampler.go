@@ -28,6 +28,9 @@ type Sampler struct {
 	cfg    config
 	now    func() int64 // unix ns
 	coarse *coarseClock // nil with an injected clock
+	// noSpan is what trace.SpanFromContext returns for a context without a
+	// span.
+	noSpan trace.Span
 
 	rules atomic.Pointer[ruleSet]
 	// freshUntil is when the last word from the control plane runs out: the
@@ -101,6 +104,7 @@ func newSampler(opts ...Option) (*Sampler, error) {
 		conn:         conn,
 		client:       pb.NewSamplingServiceClient(conn),
 		stop:         func() {},
+		noSpan:       trace.SpanFromContext(context.Background()),
 	}
 	if cfg.clock != nil {
 		s.now = func() int64 { return cfg.clock.Now().UnixNano() }
@@ -134,9 +138,17 @@ const (
 
 // ShouldSample implements sdktrace.Sampler. It does not allocate.
 func (s *Sampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
-	psc := trace.SpanContextFromContext(p.ParentContext)
-	if psc.IsValid() {
-		return parentResult(psc)
+	var ts trace.TraceState
+	// Most span starts have a parent: the span in the context. A context
+	// without one yields the no-op span, and telling that apart first
+	// spares copying its empty span context around, which costs more than
+	// a third of a decision.
+	if span := trace.SpanFromContext(p.ParentContext); span != s.noSpan {
+		psc := span.SpanContext()
+		if psc.IsValid() {
+			return parentResult(psc)
+		}
+		ts = psc.TraceState()
 	}
 	var now int64
 	if s.coarse != nil {
@@ -148,7 +160,7 @@ func (s *Sampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingR
 	if sampled, _, _ := s.decide(now, p.TraceID, p.Attributes, true); sampled {
 		d = sdktrace.RecordAndSample
 	}
-	return sdktrace.SamplingResult{Decision: d, Tracestate: psc.TraceState()}
+	return sdktrace.SamplingResult{Decision: d, Tracestate: ts}
 }
 
 // parentResult follows the parent span's decision, as a trace stays whole.
@@ -187,7 +199,7 @@ func (s *Sampler) decide(now int64, id trace.TraceID, attrs []attribute.KeyValue
 		sampled = traceIDBits(id) < rt.rateBits.Load()
 	}
 	if take {
-		rt.counters.add(id[15], sampled, borrowed)
+		rt.counters.add(id[15], id[14], sampled, borrowed)
 	}
 	return sampled, reason, m
 }
@@ -195,7 +207,7 @@ func (s *Sampler) decide(now int64, id trace.TraceID, attrs []attribute.KeyValue
 func (s *Sampler) fallback(now int64, id trace.TraceID, take bool) bool {
 	sampled := takeOrPeek(&s.fallbackBucket, now, take) || traceIDBits(id) < s.fallbackBits
 	if take {
-		s.fallbackCounts.add(id[15], sampled, false)
+		s.fallbackCounts.add(id[15], id[14], sampled, false)
 	}
 	return sampled
 }

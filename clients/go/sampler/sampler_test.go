@@ -343,3 +343,62 @@ func TestOptions(t *testing.T) {
 		t.Error("a fallback rate over 1 was accepted")
 	}
 }
+
+// TestParentWithoutValidContext: a context that holds a span whose context
+// is invalid has no parent; the rules decide, and its trace state is kept.
+func TestParentWithoutValidContext(t *testing.T) {
+	s, _ := newTestSampler(t)
+	ts, err := trace.ParseTraceState("vendor=x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := params(lowID)
+	p.ParentContext = trace.ContextWithSpanContext(context.Background(), trace.SpanContext{}.WithTraceState(ts))
+	r := s.ShouldSample(p)
+	if r.Tracestate.String() != "vendor=x" {
+		t.Errorf("trace state %q, want the context's", r.Tracestate.String())
+	}
+	if e := s.Explain(p); e.Reason != ReasonFallback {
+		t.Errorf("Explain = %+v, want the local default's decision", e)
+	}
+}
+
+// TestCountersPastTheExactCount: a stripe counts exactly up to its limit, and
+// beyond it by an unbiased sample; sampled and borrowed spans exactly.
+func TestCountersPastTheExactCount(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	tests := []struct {
+		spans     int
+		tolerance float64 // relative, on requests
+	}{
+		{spans: 100, tolerance: 0},
+		{spans: exactPerStripe * stripes / 2, tolerance: 0},
+		{spans: 200_000, tolerance: 0.03}, // about 3.5 standard errors
+	}
+	for _, tt := range tests {
+		var c counters
+		var wantSampled, wantBorrowed int64
+		for i := 0; i < tt.spans; i++ {
+			stripe, pick := byte(i), byte(rng.Uint32())
+			sampled := pick < 13
+			borrowed := sampled && pick < 2
+			if sampled {
+				wantSampled++
+			}
+			if borrowed {
+				wantBorrowed++
+			}
+			c.add(stripe, pick, sampled, borrowed)
+		}
+		got := c.take()
+		if d := math.Abs(float64(got.requests)-float64(tt.spans)) / float64(tt.spans); d > tt.tolerance {
+			t.Errorf("%d spans: counted %d requests, off by %.2f%%", tt.spans, got.requests, 100*d)
+		}
+		if got.sampled != wantSampled || got.borrowed != wantBorrowed {
+			t.Errorf("%d spans: sampled %d, borrowed %d; want exactly %d and %d", tt.spans, got.sampled, got.borrowed, wantSampled, wantBorrowed)
+		}
+		if again := c.take(); again != (counts{}) {
+			t.Errorf("a second take returned %+v", again)
+		}
+	}
+}
