@@ -246,14 +246,14 @@ func (m *matcher) matchesRest(req *request) bool {
 func lookup(attrs []attribute.KeyValue, key string) (string, bool) {
 	for i := range attrs {
 		if string(attrs[i].Key) == key {
-			return valueString(attrs[i].Value), true
+			return valueString(&attrs[i].Value), true
 		}
 	}
 	return "", false
 }
 
 // valueString is an attribute's value as rules see it.
-func valueString(v attribute.Value) string {
+func valueString(v *attribute.Value) string {
 	if v.Type() == attribute.STRING {
 		return v.AsString()
 	}
