@@ -46,10 +46,12 @@ type Index struct {
 	decided Candidates // rules whose method and path a lookup settles fully
 	// The radix tree, nodes[0] its root. kids holds each node's children by
 	// the next path byte in either case: the child of node n for byte b is
-	// kids[n<<7|b]; 0 is none. upTo holds, by node, the rules whose prefix
+	// kids[n<<7|b]>>4, and the low four bits are the child's label length
+	// (longLabel if it is longer than a word; 0: no child). A step of a walk
+	// then waits on one load, not two, before the next. upTo holds, by node, the rules whose prefix
 	// is the node's path from the root or a prefix of it.
 	nodes []pathNode
-	kids  []int16
+	kids  []uint16
 	upTo  []Candidates
 	// small is set when every rule fits the first word of Candidates.
 	small bool
@@ -128,7 +130,7 @@ func NewIndex(rules []Compiled) *Index {
 
 // build appends n, with chains of single children that end no prefix
 // compressed into its label, and its subtree; it returns n's position.
-func (idx *Index) build(n *trieNode, label []byte, upTo Candidates) int16 {
+func (idx *Index) build(n *trieNode, label []byte, upTo Candidates) int {
 	for len(label) > 0 && len(n.kids) == 1 && n.here == (Candidates{}) {
 		for c, k := range n.kids {
 			label = append(label, c)
@@ -142,17 +144,22 @@ func (idx *Index) build(n *trieNode, label []byte, upTo Candidates) int16 {
 		size: len(label), label: string(label),
 	})
 	idx.upTo = append(idx.upTo, upTo)
-	idx.kids = append(idx.kids, make([]int16, utf8.RuneSelf)...)
+	idx.kids = append(idx.kids, make([]uint16, utf8.RuneSelf)...)
 	for c := byte(0); c < utf8.RuneSelf; c++ {
 		if k := n.kids[c]; k != nil {
 			child := idx.build(k, []byte{c}, upTo)
-			idx.kids[pos<<7|int(c)] = child
+			size := idx.nodes[child].size
+			if size > 8 {
+				size = longLabel
+			}
+			e := uint16(child)<<4 | uint16(size)
+			idx.kids[pos<<7|int(c)] = e
 			if 'a' <= c && c <= 'z' {
-				idx.kids[pos<<7|int(c-('a'-'A'))] = child
+				idx.kids[pos<<7|int(c-('a'-'A'))] = e
 			}
 		}
 	}
-	return int16(pos)
+	return pos
 }
 
 // methodWord returns the packed method of a literal method glob that fits a
@@ -249,30 +256,34 @@ func (idx *Index) walk(path string) (last int, ok bool) {
 	n, pos := 0, 0
 	kids, nodes := idx.kids, idx.nodes
 	// While a whole word of path is left and labels fit a word, a step is
-	// one load, one fold, a table load and a compare. The rest is
-	// walkTail's.
+	// one load, a table load and a compare; the next step waits on the two
+	// loads alone. The rest is walkTail's.
 	for pos+8 <= len(path) {
 		w := load8(path, pos)
+		// The table has both cases of every letter: the raw byte will do.
+		e := int(kids[n<<7|int(w&0x7f)])
 		if w&highBits != 0 {
 			return n, false
 		}
-		w = lower8(w)
-		k := int(kids[n<<7|int(w&0x7f)])
-		if k == 0 {
+		size := e & 15
+		if size == 0 {
 			return n, true
 		}
-		nd := &nodes[k]
-		if nd.size > 8 {
+		if size == longLabel {
 			break
 		}
-		if w&nd.mask != nd.word {
+		k := e >> 4
+		if nd := &nodes[k]; lower8(w)&nd.mask != nd.word {
 			return n, true
 		}
-		pos += nd.size
+		pos += size
 		n = k
 	}
 	return idx.walkTail(path, n, pos)
 }
+
+// longLabel marks, in a kids entry, a label longer than a word.
+const longLabel = 15
 
 // walkTail is walk from node n at pos, for any label and path length.
 func (idx *Index) walkTail(path string, n, pos int) (last int, ok bool) {
@@ -281,7 +292,7 @@ func (idx *Index) walkTail(path string, n, pos int) (last int, ok bool) {
 		if b >= utf8.RuneSelf {
 			return n, false
 		}
-		k := int(idx.kids[n<<7|int(b)])
+		k := int(idx.kids[n<<7|int(b)] >> 4)
 		if k == 0 {
 			break
 		}
