@@ -279,6 +279,10 @@ func (idx *Index) walk(path string) (last int, ok bool) {
 		pos += size
 		n = k
 	}
+	// Most walks end at a node without a child for the next byte.
+	if pos < len(path) && path[pos] < utf8.RuneSelf && kids[n<<7|int(path[pos])] == 0 {
+		return n, true
+	}
 	return idx.walkTail(path, n, pos)
 }
 
