@@ -3,6 +3,7 @@ package rules
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -34,7 +35,7 @@ func TestIndexIsASupersetFilter(t *testing.T) {
 		for _, m := range reqMethods {
 			for _, p := range reqPaths {
 				req := &Request{HTTPMethod: m, URLPath: p}
-				want := set.Match(req)
+				want := fullScan(set, req)
 				var got *Compiled
 				c, ok := idx.Candidates(m, p)
 				if !ok {
@@ -125,4 +126,80 @@ func TestIndexUnicodeFolding(t *testing.T) {
 			t.Errorf("%s %q: narrowed %v, want %v", tt.method, tt.path, ok, tt.wantNarrow)
 		}
 	}
+}
+
+// TestIndexRandomPrefixes: rules and paths over a small alphabet, so that
+// prefixes share and split at every length, on both sides of the 8-byte
+// words a walk compares; the index must agree with a full scan.
+func TestIndexRandomPrefixes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	word := func(max int) string {
+		b := make([]byte, rng.IntN(max+1))
+		for i := range b {
+			b[i] = "abAB/"[rng.IntN(5)]
+		}
+		return string(b)
+	}
+	for round := 0; round < 200; round++ {
+		var rs []Rule
+		for i, n := 0, 1+rng.IntN(64); i < n; i++ {
+			p := word(20)
+			switch rng.IntN(3) {
+			case 0:
+				p += "*"
+			case 1:
+				p += "?" + word(3) + "*"
+			}
+			// The longest pattern first, so that the deepest prefix wins.
+			rs = append(rs, Rule{Name: fmt.Sprintf("r%02d", i), Priority: int32(100 - len(p)), URLPath: p})
+		}
+		set := NewSet(rs)
+		idx := NewIndex(set.Rules())
+		for j := 0; j < 200; j++ {
+			// Mostly a rule's pattern with its wildcards filled in, in
+			// mixed case, sometimes cut short or with one byte changed,
+			// so that walks go deep.
+			p := []byte(strings.NewReplacer("*", word(4), "?", "b").Replace(rs[rng.IntN(len(rs))].URLPath))
+			for k := range p {
+				if rng.IntN(2) == 0 && 'a' <= p[k] && p[k] <= 'z' {
+					p[k] -= 'a' - 'A'
+				}
+			}
+			switch rng.IntN(4) {
+			case 0:
+				p = p[:rng.IntN(len(p)+1)]
+			case 1:
+				if len(p) > 0 {
+					p[rng.IntN(len(p))] = "abAB/"[rng.IntN(5)]
+				}
+			}
+			path := string(p) + word(6)
+			req := &Request{URLPath: path}
+			want := fullScan(set, req)
+			c, ok := idx.Candidates("GET", path)
+			if !ok {
+				t.Fatalf("ASCII path %q not narrowed", path)
+			}
+			var got *Compiled
+			for i := c.Next(); i >= 0; i = c.Next() {
+				if set.Rules()[i].Matches(req) {
+					got = &set.Rules()[i]
+					break
+				}
+			}
+			if got != want {
+				t.Fatalf("round %d, %q: index found %v, full scan %v", round, path, name(got), name(want))
+			}
+		}
+	}
+}
+
+// fullScan is Set.Match without the index.
+func fullScan(set *Set, req *Request) *Compiled {
+	for i := range set.Rules() {
+		if set.Rules()[i].Matches(req) {
+			return &set.Rules()[i]
+		}
+	}
+	return nil
 }
