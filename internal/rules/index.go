@@ -218,9 +218,19 @@ func (idx *Index) Candidates(method, path string) (c Candidates, ok bool) {
 	if !idx.ok {
 		return c, false
 	}
+	n, ok := idx.walk(path)
+	if !ok {
+		return c, false
+	}
 	verbs := &idx.anyVerb
 	if len(method) <= 8 {
-		w := packASCII(method)
+		var w uint64
+		if len(method) >= 4 {
+			// Two 4-byte loads that overlap in the middle.
+			w = uint64(load4(method, 0)) | uint64(load4(method, len(method)-4))<<(8*(len(method)-4))
+		} else {
+			w = packASCII(method)
+		}
 		if w&highBits != 0 {
 			return c, false
 		}
@@ -232,10 +242,6 @@ func (idx *Index) Candidates(method, path string) (c Candidates, ok bool) {
 			}
 		}
 	} else if !isASCII(method) {
-		return c, false
-	}
-	n, ok := idx.walk(path)
-	if !ok {
 		return c, false
 	}
 	if idx.small {
@@ -363,6 +369,12 @@ func packASCII(s string) uint64 {
 		w |= uint64(s[i]) << (8 * i)
 	}
 	return w
+}
+
+// load4 reads 4 bytes of s from i, little-endian, in one load.
+func load4(s string, i int) uint32 {
+	s = s[i : i+4]
+	return uint32(s[0]) | uint32(s[1])<<8 | uint32(s[2])<<16 | uint32(s[3])<<24
 }
 
 func isASCII(s string) bool {
