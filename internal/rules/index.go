@@ -58,7 +58,11 @@ type Index struct {
 }
 
 type methodEntry struct {
-	word uint64 // the case-folded method, packed by packASCII
+	// The case-folded method, packed by packASCII, and its length: a NUL
+	// byte adds nothing to the word, so "GET" and "GET\x00" differ only
+	// there.
+	word uint64
+	size int
 	set  Candidates
 }
 
@@ -95,13 +99,13 @@ func NewIndex(rules []Compiled) *Index {
 			methodSettled = true
 			found := false
 			for j := range idx.methods {
-				if idx.methods[j].word == w {
+				if idx.methods[j].word == w && idx.methods[j].size == len(m.pattern) {
 					idx.methods[j].set = union(idx.methods[j].set, bit)
 					found = true
 				}
 			}
 			if !found {
-				idx.methods = append(idx.methods, methodEntry{word: w, set: bit})
+				idx.methods = append(idx.methods, methodEntry{word: w, size: len(m.pattern), set: bit})
 			}
 		} else {
 			idx.anyVerb = union(idx.anyVerb, bit)
@@ -236,7 +240,7 @@ func (idx *Index) Candidates(method, path string) (c Candidates, ok bool) {
 		}
 		w = lower8(w)
 		for i := range idx.methods {
-			if idx.methods[i].word == w {
+			if idx.methods[i].word == w && idx.methods[i].size == len(method) {
 				verbs = &idx.methods[i].set
 				break
 			}

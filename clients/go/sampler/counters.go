@@ -58,10 +58,10 @@ func (c *counters) add(stripe, pick byte, sampled, borrowed bool) {
 	}
 }
 
-// take returns the totals since the last take and resets them. Spans are
-// counted while it runs, so a span may land partly in this take and partly in
-// the next; the excess that would break borrowed <= sampled <= requests is
-// left for the next take.
+// take returns the totals since the last take and resets them, with
+// borrowed <= sampled <= requests. Spans are counted while it runs, so a
+// span may land partly in this take and partly in the next; borrowed spans
+// beyond the sampled ones are left for the next take.
 func (c *counters) take() counts {
 	var t counts
 	for i := range c.s {
@@ -71,15 +71,14 @@ func (c *counters) take() counts {
 		t.sampled += s.sampled.Swap(0)
 		t.requests += s.requests.Swap(0)
 	}
-	var excess counts
-	if t.sampled > t.requests {
-		excess.sampled, t.sampled = t.sampled-t.requests, t.requests
-	}
+	// Every sampled span was a request. Past the exact count requests are
+	// an estimate, which can fall below the exact sampled count when a
+	// rule samples nearly everything: report at least that many. (Holding
+	// sampled back instead would carry a growing backlog.)
+	t.requests = max(t.requests, t.sampled)
 	if t.borrowed > t.sampled {
-		excess.borrowed, t.borrowed = t.borrowed-t.sampled, t.sampled
-	}
-	if excess != (counts{}) {
-		c.giveBack(excess)
+		c.giveBack(counts{borrowed: t.borrowed - t.sampled})
+		t.borrowed = t.sampled
 	}
 	return t
 }

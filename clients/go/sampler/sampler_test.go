@@ -141,6 +141,15 @@ func TestRuleMatchingAndReasons(t *testing.T) {
 		{"exact path", []attribute.KeyValue{attribute.String("url.path", "/health")}, "health"},
 		{"query is not part of the path", []attribute.KeyValue{attribute.String("http.target", "/health?deep=1")}, "health"},
 		{"nothing but the default", nil, "Default"},
+		// Precedence: the current conventions over the older ones in any
+		// order, the older ones where the current are empty, and the last
+		// of repeated keys, as OpenTelemetry records them.
+		{"url.path over an earlier http.target", []attribute.KeyValue{attribute.String("http.target", "/checkout"), attribute.String("http.method", "POST"), attribute.String("url.path", "/health")}, "health"},
+		{"url.path over a later http.target", []attribute.KeyValue{attribute.String("url.path", "/health"), attribute.String("http.target", "/checkout")}, "health"},
+		{"an empty url.path leaves http.target", []attribute.KeyValue{attribute.String("url.path", ""), attribute.String("http.target", "/health?x")}, "health"},
+		{"http.request.method over http.method", []attribute.KeyValue{attribute.String("http.request.method", "POST"), attribute.String("http.method", "GET"), attribute.String("url.path", "/checkout"), attribute.String("tier", "gold")}, "checkout"},
+		{"the last of repeated keys", []attribute.KeyValue{attribute.String("url.path", "/checkout"), attribute.String("url.path", "/health")}, "health"},
+		{"the last of repeated rule attributes", []attribute.KeyValue{attribute.String("tier", "gold"), attribute.String("http.request.method", "POST"), attribute.String("url.path", "/checkout"), attribute.String("tier", "silver")}, "Default"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -399,6 +408,27 @@ func TestCountersPastTheExactCount(t *testing.T) {
 		}
 		if again := c.take(); again != (counts{}) {
 			t.Errorf("a second take returned %+v", again)
+		}
+	}
+}
+
+// TestCountersWhenEverySpanIsSampled: a rule that samples every span of a
+// busy interval reports sampled exactly and requests no fewer, interval
+// after interval, with nothing carried over.
+func TestCountersWhenEverySpanIsSampled(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	var c counters
+	const spans = 20_000
+	for interval := 0; interval < 200; interval++ {
+		for i := 0; i < spans; i++ {
+			c.add(byte(rng.Uint32()), byte(rng.Uint32()), true, false)
+		}
+		got := c.take()
+		if got.sampled != spans || got.requests < spans {
+			t.Fatalf("interval %d: %+v, want %d sampled and at least as many requests", interval, got, spans)
+		}
+		if got.requests > spans*11/10 {
+			t.Fatalf("interval %d: %d requests for %d spans", interval, got.requests, spans)
 		}
 	}
 }

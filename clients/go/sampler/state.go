@@ -124,47 +124,57 @@ const (
 	httpKeys
 )
 
-// scan picks host, method and path out of the span's attributes, by the
-// current OpenTelemetry semantic conventions or else by the older ones, as
-// far as the rules look at them. It stops as soon as it has every one the
-// rules need by the current conventions, and notes positions while it goes:
-// copying an attribute.Value costs more than the rest of a step.
+// scan picks host, method and path out of the span's attributes, as far as
+// the rules look at them: by the current OpenTelemetry semantic conventions
+// (server.address, http.request.method, url.path) or, where those are absent
+// or empty, by the older ones (http.host, http.method, http.target). As in
+// OpenTelemetry, the last of several attributes with one key counts, so it
+// scans from the end, and it stops once it has every value the rules need by
+// the current conventions. Values are read as they are found, positions of
+// the older keys noted for later: copying an attribute.Value costs more than
+// the rest of a step.
 func (s *ruleSet) scan(req *request) {
 	need := s.need
 	if need == 0 {
 		return
 	}
 	attrs := req.attrs
-	// 1 + the position of the first attribute of each key; 0: none.
-	var at [httpKeys]int
 	var found uint8
-	for i := range attrs {
+	var older [httpKeys]int // 1 + the position of the last http.host, http.method and http.target
+	for i := len(attrs) - 1; i >= 0 && found&need != need; i-- {
 		f := keyOf(string(attrs[i].Key))
-		if f < 0 || at[f] != 0 {
-			continue
-		}
-		at[f] = i + 1
-		if found |= 1 << f; found&need == need {
-			break
+		switch f {
+		case serverAddress, requestMethod, urlPath:
+			if need&^found&(1<<f) == 0 {
+				continue
+			}
+			v := attrs[i].Value.AsString()
+			if v == "" {
+				continue
+			}
+			switch f {
+			case serverAddress:
+				req.host = v
+			case requestMethod:
+				req.method = v
+			default:
+				req.path = v
+			}
+			found |= 1 << f
+		case httpHost, httpMethod, httpTarget:
+			if older[f] == 0 {
+				older[f] = i + 1
+			}
 		}
 	}
-	if need&(1<<serverAddress) != 0 {
-		if p := max(at[serverAddress], at[httpHost]*b2i(at[serverAddress] == 0)); p > 0 {
-			req.host = attrs[p-1].Value.AsString()
-		}
+	if need&^found&(1<<serverAddress) != 0 && older[httpHost] > 0 {
+		req.host = attrs[older[httpHost]-1].Value.AsString()
 	}
-	if need&(1<<requestMethod) != 0 {
-		if p := max(at[requestMethod], at[httpMethod]*b2i(at[requestMethod] == 0)); p > 0 {
-			req.method = attrs[p-1].Value.AsString()
-		}
+	if need&^found&(1<<requestMethod) != 0 && older[httpMethod] > 0 {
+		req.method = attrs[older[httpMethod]-1].Value.AsString()
 	}
-	if need&(1<<urlPath) != 0 {
-		switch {
-		case at[urlPath] > 0:
-			req.path = attrs[at[urlPath]-1].Value.AsString()
-		case at[httpTarget] > 0:
-			req.path = stripQuery(attrs[at[httpTarget]-1].Value.AsString())
-		}
+	if need&^found&(1<<urlPath) != 0 && older[httpTarget] > 0 {
+		req.path = stripQuery(attrs[older[httpTarget]-1].Value.AsString())
 	}
 }
 
@@ -199,13 +209,6 @@ func keyOf(k string) int {
 		}
 	}
 	return -1
-}
-
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // stripQuery cuts a request target at its query or fragment.
@@ -243,8 +246,10 @@ func (m *matcher) matchesRest(req *request) bool {
 	return true
 }
 
+// lookup returns the value of the last attribute with key, as OpenTelemetry
+// records it.
 func lookup(attrs []attribute.KeyValue, key string) (string, bool) {
-	for i := range attrs {
+	for i := len(attrs) - 1; i >= 0; i-- {
 		if string(attrs[i].Key) == key {
 			return valueString(&attrs[i].Value), true
 		}
