@@ -122,10 +122,11 @@ func TestApplyInvalidFileChangesNothing(t *testing.T) {
 		},
 		{
 			name: "wrong type",
-			file: "rules:\n  - name: checkout\n    priority: high\n    labels: [a, b]\n",
+			file: "rules:\n  - name: checkout\n    priority: high\n    labels: [a, b]\n    reservoir_size: 1.5\n",
 			want: []string{
 				`<stdin>:3: rule "checkout" (#1): priority: want a whole number, got "high"`,
 				`<stdin>:4: rule "checkout" (#1): labels: want a mapping of key: value, got a list`,
+				`<stdin>:5: rule "checkout" (#1): reservoir_size: want a whole number, got "1.5"`,
 			},
 		},
 		{

@@ -1306,7 +1306,7 @@ func (d *budgetDecoder) field(key *yaml.Node, field string, v *yaml.Node) {
 	case "price_per_million":
 		err = decodeBudgetFloat(v, &b.PricePerMillion)
 	case "free_traces":
-		err = decodeBudgetInt(v, &b.FreeTraces)
+		err = decodeInt(v, &b.FreeTraces)
 	case "mode":
 		var s string
 		if err = decodeString(v, &s); err == nil {
@@ -1441,18 +1441,6 @@ func decodeBudgetFloat(v *yaml.Node, out *float64) *nodeError {
 	}
 	if v.Kind != yaml.ScalarNode || v.Decode(out) != nil {
 		return errAt(v, "want a number, got %s", valueText(v))
-	}
-	return nil
-}
-
-// decodeBudgetInt decodes a whole number. It checks the tag itself because
-// the YAML library truncates 1.5 to 1 when decoding into an integer.
-func decodeBudgetInt(v *yaml.Node, out *int64) *nodeError {
-	if isNull(v) {
-		return nil
-	}
-	if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" || v.Decode(out) != nil {
-		return errAt(v, "want a whole number, got %s", valueText(v))
 	}
 	return nil
 }

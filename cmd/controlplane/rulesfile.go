@@ -429,11 +429,13 @@ func decodeString(v *yaml.Node, out *string) *nodeError {
 	return nil
 }
 
+// decodeInt decodes a whole number. It checks the tag itself because the
+// YAML library truncates 1.5 to 1 when it decodes into an integer.
 func decodeInt(v *yaml.Node, out *int64) *nodeError {
 	if isNull(v) {
 		return nil
 	}
-	if v.Kind != yaml.ScalarNode || v.Decode(out) != nil {
+	if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" || v.Decode(out) != nil {
 		return errAt(v, "want a whole number, got %s", valueText(v))
 	}
 	return nil
