@@ -49,7 +49,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "budgets":
 		return runBudgets(ctx, args[1:], stdin, stdout, stderr)
 	case "simulate":
-		return runSimulate(args[1:], stdin, stdout, stderr)
+		return runSimulate(ctx, args[1:], stdin, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version())
 		return nil

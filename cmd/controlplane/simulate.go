@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -59,7 +60,7 @@ type simFlags struct {
 	start          string
 }
 
-func runSimulate(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+func runSimulate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	f := simFlags{spikes: map[int]float64{}}
 	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -141,7 +142,10 @@ func runSimulate(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 		}
 	}
 
-	res := budget.Simulate(cfg)
+	res, err := budget.Simulate(ctx, cfg)
+	if err != nil {
+		return err
+	}
 	printSimSummary(stdout, &cfg, &res)
 	line, err := json.Marshal(res)
 	if err != nil {

@@ -1,6 +1,8 @@
 package budget
 
 import (
+	"context"
+	"fmt"
 	"math"
 	"slices"
 	"time"
@@ -147,8 +149,9 @@ type simRule struct {
 // then f × fixed rate of the rest), added to the budget's Usage by hour and
 // rule, then Decide sets the factors for the next interval and DueAlerts'
 // alerts fire once each. Traffic and sampling are expected values, not
-// random draws, so a run is exactly repeatable.
-func Simulate(cfg SimConfig) SimResult {
+// random draws, so a run is exactly repeatable. It stops with ctx's error
+// when ctx ends (checked every simulated hour).
+func Simulate(ctx context.Context, cfg SimConfig) (SimResult, error) {
 	cfg = cfg.withDefaults()
 	var b *Budget
 	price := cfg.PricePerMillion
@@ -204,7 +207,13 @@ func Simulate(cfg SimConfig) SimResult {
 		res.SimBudget = run.result
 	}
 	meanRate := clean(cfg.RequestsPerDay) / 86400
-	for t := start; t.Before(end); {
+	for t, hour := start, start; t.Before(end); {
+		if !t.Before(hour) {
+			if err := ctx.Err(); err != nil {
+				return SimResult{}, fmt.Errorf("simulate: %w", err)
+			}
+			hour = t.Add(time.Hour)
+		}
 		next := t.Add(cfg.Interval)
 		if next.After(end) {
 			next = end
@@ -258,7 +267,7 @@ func Simulate(cfg SimConfig) SimResult {
 			sb.Months[i].SpentTraces = math.Round(sb.Months[i].SpentTraces)
 		}
 	}
-	return res
+	return res, nil
 }
 
 func cents(x float64) float64 { return math.Round(x*100) / 100 }

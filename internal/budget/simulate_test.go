@@ -1,6 +1,8 @@
 package budget
 
 import (
+	"context"
+	"errors"
 	"math"
 	"testing"
 	"time"
@@ -51,7 +53,7 @@ func TestSimulateCostOnly(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res := Simulate(tt.cfg)
+			res := simulate(t, tt.cfg)
 			if res.SimBudget != nil {
 				t.Error("a budget result without a budget")
 			}
@@ -67,7 +69,7 @@ func TestSimulateCostOnly(t *testing.T) {
 		})
 	}
 	// The figure: ≈ $1,890 per 30-day month, within 1 %.
-	if got := Simulate(SimConfig{RequestsPerDay: 250e6}).CostPer30Days; math.Abs(got-1890) > 18.9 {
+	if got := simulate(t, SimConfig{RequestsPerDay: 250e6}).CostPer30Days; math.Abs(got-1890) > 18.9 {
 		t.Errorf("Default rule at 250M/day costs %.2f per 30 days, want ≈ $1,890", got)
 	}
 }
@@ -80,7 +82,7 @@ func TestSimulateTarget(t *testing.T) {
 	t.Parallel()
 	const interval = time.Minute
 	start := DefaultSimStart()
-	res := Simulate(SimConfig{
+	res := simulate(t, SimConfig{
 		RequestsPerDay: 250e6,
 		Days:           30,
 		DailySwing:     0.6,
@@ -154,7 +156,7 @@ func TestSimulateAlertOnly(t *testing.T) {
 	t.Parallel()
 	// Three days of the Default rule at 250M a day cost $188.73: a $100
 	// alert-only budget is blown on the second day and nothing is cut.
-	res := Simulate(SimConfig{
+	res := simulate(t, SimConfig{
 		RequestsPerDay: 250e6,
 		Days:           3,
 		Budget:         &Budget{Name: "obs", MonthlyAmount: 100, Mode: AlertOnly},
@@ -185,7 +187,7 @@ func TestSimulateMonthRollover(t *testing.T) {
 	t.Parallel()
 	// Two days from November 30th: the second is December's, with its own
 	// cap and its own alerts.
-	res := Simulate(SimConfig{
+	res := simulate(t, SimConfig{
 		RequestsPerDay: 250e6,
 		Days:           2,
 		Start:          time.Date(2026, time.November, 30, 0, 0, 0, 0, time.UTC),
@@ -209,5 +211,23 @@ func TestSimulateMonthRollover(t *testing.T) {
 	}
 	if forecastAlerts != 2 {
 		t.Errorf("%d forecast alerts, want one in each month: %+v", forecastAlerts, sb.Alerts)
+	}
+}
+
+// simulate is Simulate on a context that does not end.
+func simulate(t *testing.T, cfg SimConfig) SimResult {
+	t.Helper()
+	res, err := Simulate(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func TestSimulateStopsWhenItsContextEnds(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Simulate(ctx, SimConfig{RequestsPerDay: 250e6, Days: 62}); !errors.Is(err, context.Canceled) {
+		t.Errorf("Simulate on an ended context: %v, want context.Canceled", err)
 	}
 }

@@ -304,7 +304,10 @@ func (s *budgetService) SimulateCost(ctx context.Context, req *pb.SimulateCostRe
 	if err != nil {
 		return nil, err
 	}
-	res := budget.Simulate(cfg)
+	res, err := budget.Simulate(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
 	out := &pb.SimulateCostResponse{
 		Requests:       int64(res.Requests),
 		Traces:         int64(res.Traces),
