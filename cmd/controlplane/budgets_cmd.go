@@ -47,6 +47,7 @@ Commands:
 Flags of every command:
   --server ADDR         gRPC address of the server (env CONTROLPLANE_SERVER; default localhost:7070)
   --tls                 connect with TLS, trusting the system's root certificates
+  --tls-ca FILE         connect with TLS, trusting the CA certificates in FILE instead
   --timeout DURATION    time limit of each call to the server (default 10s; 0: none);
                         watch's stream itself has none
   -o table|json|yaml    output format (default table); for list and get, yaml is the
@@ -433,6 +434,7 @@ func runBudgetCreate(ctx context.Context, args []string, stdin io.Reader, stdout
 		delete(given, "o")
 		delete(given, "server")
 		delete(given, "tls")
+		delete(given, "tls-ca")
 		delete(given, "timeout")
 		if len(pos) > 0 || len(given) > 0 {
 			return usageError(errors.New("budgets create: give either -f FILE or NAME and budget flags, not both"))

@@ -27,6 +27,7 @@ import (
 type connConfig struct {
 	server  string
 	tls     bool
+	tlsCA   string // PEM file of the CAs to trust instead of the system's
 	timeout time.Duration
 }
 
@@ -43,8 +44,16 @@ type client struct {
 // caller's user@host as the audit-log actor and times out after c.timeout.
 func dial(c connConfig) (*client, error) {
 	creds := insecure.NewCredentials()
-	if c.tls {
-		creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12}) // system roots
+	if c.tls || c.tlsCA != "" {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12} // the system's roots
+		if c.tlsCA != "" {
+			pool, err := readCertPool(c.tlsCA)
+			if err != nil {
+				return nil, usageError(fmt.Errorf("--tls-ca: %w", err))
+			}
+			cfg.RootCAs = pool
+		}
+		creds = credentials.NewTLS(cfg)
 	}
 	actor := actorName()
 	timeout := c.timeout

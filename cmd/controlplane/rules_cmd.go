@@ -35,6 +35,7 @@ Commands:
 Flags of every command:
   --server ADDR         gRPC address of the server (env CONTROLPLANE_SERVER; default localhost:7070)
   --tls                 connect with TLS, trusting the system's root certificates
+  --tls-ca FILE         connect with TLS, trusting the CA certificates in FILE instead
   --timeout DURATION    time limit of each call to the server (default 10s; 0: none)
   -o table|json|yaml    output format of list, get, create, update and history (default table);
                         yaml is the rules file format, which apply reads back
@@ -94,6 +95,7 @@ func newFlagSet(group, name, synopsis, about string, stderr io.Writer, conn *con
 	}
 	fs.StringVar(&conn.server, "server", server, "gRPC `address` of the control plane (env CONTROLPLANE_SERVER)")
 	fs.BoolVar(&conn.tls, "tls", false, "connect with TLS, trusting the system's root certificates")
+	fs.StringVar(&conn.tlsCA, "tls-ca", "", "connect with TLS, trusting the CA certificates of this PEM `file` instead")
 	fs.DurationVar(&conn.timeout, "timeout", 10*time.Second, "time limit of each call to the server (0: none)")
 	return fs
 }

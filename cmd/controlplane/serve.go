@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/tracesampling/controlplane/internal/budget/controller"
 	"github.com/tracesampling/controlplane/internal/catalog"
@@ -38,6 +41,9 @@ type serveConfig struct {
 	shutdown    time.Duration
 	interval    time.Duration
 	debug       bool
+	tlsCert     string
+	tlsKey      string
+	tlsClientCA string
 }
 
 // envPrefix: every serve flag --foo-bar can also be set as
@@ -59,6 +65,9 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.DurationVar(&c.interval, "report-interval", 10*time.Second, "how often SDKs report their counts and get new quotas")
 	fs.BoolVar(&c.debug, "debug-endpoints", false, "serve Go's pprof profiles under /debug/pprof/ on --http-addr (do not expose publicly)")
 	fs.DurationVar(&c.shutdown, "shutdown-timeout", 20*time.Second, "how long a graceful stop waits for calls in flight")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM `file` of the gRPC server's TLS certificate chain (with --tls-key; empty: plaintext)")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM `file` of the TLS certificate's private key")
+	fs.StringVar(&c.tlsClientCA, "tls-client-ca", "", "PEM `file` of the CAs that client certificates must chain to; given, every client must present one (mutual TLS)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: controlplane serve [flags]\n\nEvery flag can also be set as an environment variable, e.g. --redis-url as %sREDIS_URL.\n\n", envPrefix)
 		fs.PrintDefaults()
@@ -175,6 +184,10 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 // the bound addresses once both listeners are up (tests use it to find
 // ports chosen by the kernel).
 func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [2]string) error {
+	creds, err := c.serverCredentials()
+	if err != nil {
+		return err
+	}
 	st, err := openStore(ctx, c, log)
 	if err != nil {
 		return err
@@ -210,6 +223,7 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 		Logger:           log,
 		Registerer:       reg,
 		MaxConnectionAge: c.maxConnAge,
+		Credentials:      creds,
 	})
 	readiness := server.NewReadiness(srv, reg)
 
@@ -247,7 +261,7 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 		defer bg.Done()
 		_ = cat.Run(ctx)
 	}()
-	log.Info("control plane serving", "grpc_addr", glis.Addr().String(), "http_addr", httpAddr)
+	log.Info("control plane serving", "grpc_addr", glis.Addr().String(), "http_addr", httpAddr, "tls", creds != nil, "client_certs", c.tlsClientCA != "")
 	if ready != nil {
 		ready <- [2]string{glis.Addr().String(), httpAddr}
 	}
@@ -275,4 +289,45 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 	}
 	log.Info("stopped")
 	return serveErr
+}
+
+// serverCredentials returns the gRPC server's TLS credentials, or nil for
+// plaintext. The certificate is read once, at start: a renewed one takes a
+// restart (a rolling one, with several replicas).
+func (c *serveConfig) serverCredentials() (credentials.TransportCredentials, error) {
+	if c.tlsCert == "" && c.tlsKey == "" {
+		if c.tlsClientCA != "" {
+			return nil, usageError(errors.New("--tls-client-ca needs --tls-cert and --tls-key"))
+		}
+		return nil, nil
+	}
+	if c.tlsCert == "" || c.tlsKey == "" {
+		return nil, usageError(errors.New("--tls-cert and --tls-key go together"))
+	}
+	cert, err := tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert, --tls-key: %w", err)
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	if c.tlsClientCA != "" {
+		pool, err := readCertPool(c.tlsClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-client-ca: %w", err)
+		}
+		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return credentials.NewTLS(cfg), nil
+}
+
+// readCertPool reads the PEM certificates of a file into a pool.
+func readCertPool(file string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("%s: no PEM certificate in it", file)
+	}
+	return pool, nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -52,6 +53,9 @@ type Options struct {
 	MaxConnectionAge time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// Credentials secure the connections (TLS). Default: plaintext, for a
+	// network that is private or for a proxy that terminates TLS.
+	Credentials credentials.TransportCredentials
 }
 
 // Server is the gRPC server with every control plane service registered.
@@ -94,7 +98,7 @@ func New(opts Options) *Server {
 		log:      opts.Logger,
 		metrics:  newRPCMetrics(opts.Registerer),
 	}
-	s.grpc = grpc.NewServer(
+	serverOpts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(opts.MaxRecvMsgBytes),
 		grpc.UnaryInterceptor(s.unaryInterceptor),
 		grpc.StreamInterceptor(s.streamInterceptor),
@@ -108,7 +112,11 @@ func New(opts Options) *Server {
 			MinTime:             10 * time.Second,
 			PermitWithoutStream: true,
 		}),
-	)
+	}
+	if opts.Credentials != nil {
+		serverOpts = append(serverOpts, grpc.Creds(opts.Credentials))
+	}
+	s.grpc = grpc.NewServer(serverOpts...)
 	pb.RegisterRuleServiceServer(s.grpc, &ruleService{store: opts.Rules})
 	if opts.Catalog != nil && opts.Ledger != nil {
 		ledger := reservoir.NewLedger(opts.ReportInterval)

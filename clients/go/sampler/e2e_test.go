@@ -11,6 +11,7 @@ package sampler_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -28,6 +29,7 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -39,6 +41,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/redistest"
 	"github.com/tracesampling/controlplane/internal/server"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
+	"github.com/tracesampling/controlplane/internal/testpki"
 )
 
 const (
@@ -74,6 +77,13 @@ type controlPlane struct {
 // test has not stopped it.
 func startControlPlane(t *testing.T, rs *redistest.Server, addr string) *controlPlane {
 	t.Helper()
+	return startControlPlaneTLS(t, rs, addr, nil, insecure.NewCredentials())
+}
+
+// startControlPlaneTLS is startControlPlane serving with serverCreds (nil:
+// plaintext); its own client dials with clientCreds.
+func startControlPlaneTLS(t *testing.T, rs *redistest.Server, addr string, serverCreds, clientCreds credentials.TransportCredentials) *controlPlane {
+	t.Helper()
 	st, err := redisstore.New(context.Background(), rs.Client(t), redisstore.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -95,11 +105,11 @@ func startControlPlane(t *testing.T, rs *redistest.Server, addr string) *control
 		<-catDone
 		t.Fatal(err)
 	}
-	srv := server.New(server.Options{Rules: st, Catalog: cat, Ledger: st, Logger: discard, ReportInterval: e2eInterval})
+	srv := server.New(server.Options{Rules: st, Catalog: cat, Ledger: st, Logger: discard, ReportInterval: e2eInterval, Credentials: serverCreds})
 	srv.SetServing(true)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(clientCreds))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -651,5 +661,38 @@ func TestE2ECloseFlushes(t *testing.T) {
 	// Closed, it still decides, with the last rules.
 	if e := explain(s); e.Rule != "shop-flush" {
 		t.Errorf("after Close: %+v, want the last rule still in force", e)
+	}
+}
+
+// TestE2ETLS: a sampler given TLS credentials gets its rules and quotas from
+// a control plane that serves TLS only, and one without them gets nothing.
+func TestE2ETLS(t *testing.T) {
+	noLeaks(t)
+	rs := redistest.Start(t)
+	pki := testpki.New(t)
+	cert, err := tls.LoadX509KeyPair(pki.CertFile, pki.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverCreds := credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	clientCreds := credentials.NewTLS(&tls.Config{RootCAs: pki.Pool, MinVersion: tls.VersionTLS12})
+	cp := startControlPlaneTLS(t, rs, "127.0.0.1:0", serverCreds, clientCreds)
+	cp.createRule(t, &pb.Rule{Name: "shop-tls", Priority: 1, ServiceName: "shop", ReservoirSize: 5, FixedRate: 0.1})
+
+	s, err := sampler.New(sampler.WithEndpoint(cp.addr), sampler.WithService("shop", ""), sampler.WithLogger(discard), sampler.WithTransportCredentials(clientCreds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	waitFor(t, deadline, "rules over TLS", func() bool { return explain(s).Rule == "shop-tls" })
+
+	plain, err := sampler.New(sampler.WithEndpoint(cp.addr), sampler.WithService("shop", ""), sampler.WithLogger(discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	time.Sleep(2 * e2eInterval)
+	if e := explain(plain); e.Reason != sampler.ReasonFallback || e.RulesVersion != 0 {
+		t.Errorf("a plaintext sampler against a TLS control plane: %+v, want the local default and no rules", e)
 	}
 }
