@@ -46,10 +46,12 @@ type Index struct {
 	decided Candidates // rules whose method and path a lookup settles fully
 	// The radix tree, nodes[0] its root. kids holds each node's children by
 	// the next path byte in either case: the child of node n for byte b is
-	// kids[n<<7|b]>>4, and the low four bits are the child's label length
-	// (longLabel if it is longer than a word; 0: no child). A step of a walk
-	// then waits on one load, not two, before the next. upTo holds, by node, the rules whose prefix
-	// is the node's path from the root or a prefix of it.
+	// kids[n<<7|b]>>4 (12 bits: a tree of MaxIndexed prefixes has at most
+	// 2×MaxIndexed+1 nodes), and the low four bits are the child's label
+	// length (longLabel if it is longer than a word; 0: no child), so a
+	// step of a walk waits on one load, not two, before the next. upTo
+	// holds, by node, the rules whose prefix is the node's path from the
+	// root or a prefix of it.
 	nodes []pathNode
 	kids  []uint16
 	upTo  []Candidates
@@ -330,8 +332,8 @@ func (idx *Index) walkTail(path string, n, pos int) (last int, ok bool) {
 			if lower8(w) != nd.word {
 				break
 			}
-		} else if !foldEqualLong(path[pos:pos+nd.size], nd.label, &ok) {
-			return n, ok
+		} else if equal, ascii := foldEqualLong(path[pos:pos+nd.size], nd.label); !equal {
+			return n, ascii
 		}
 		pos += nd.size
 		n = k
@@ -347,20 +349,22 @@ func loadTail(path string, pos, n int) uint64 {
 	return packASCII(path[pos : pos+n])
 }
 
-// foldEqualLong compares s with lab, a label longer than a word of the same
-// length, ignoring ASCII case. ascii is false if s has a non-ASCII byte.
-func foldEqualLong(s, lab string, ascii *bool) bool {
+// foldEqualLong compares s with lab, a label longer than a word, of the same
+// length, ignoring ASCII case. ascii is false if it met a non-ASCII byte.
+func foldEqualLong(s, lab string) (equal, ascii bool) {
 	for i := 0; ; i += 8 {
 		if i+8 > len(lab) {
 			i = len(lab) - 8 // the last word overlaps the one before
 		}
 		w := load8(s, i)
-		*ascii = w&highBits == 0
-		if !*ascii || lower8(w) != load8(lab, i) {
-			return false
+		if w&highBits != 0 {
+			return false, false
+		}
+		if lower8(w) != load8(lab, i) {
+			return false, true
 		}
 		if i+8 == len(lab) {
-			return true
+			return true, true
 		}
 	}
 }

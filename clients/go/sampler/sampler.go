@@ -139,10 +139,9 @@ const (
 // ShouldSample implements sdktrace.Sampler. It does not allocate.
 func (s *Sampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
 	var ts trace.TraceState
-	// Most span starts have a parent: the span in the context. A context
-	// without one yields the no-op span, and telling that apart first
-	// spares copying its empty span context around, which costs more than
-	// a third of a decision.
+	// A context without a span yields the no-op span: telling that apart
+	// first spares copying its empty span context around, which cost more
+	// than a third of a decision.
 	if span := trace.SpanFromContext(p.ParentContext); span != s.noSpan {
 		psc := span.SpanContext()
 		if psc.IsValid() {
@@ -150,9 +149,9 @@ func (s *Sampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingR
 		}
 		ts = psc.TraceState()
 	}
-	var now int64
+	now := int64(0)
 	if s.coarse != nil {
-		now = s.coarse.unixNano()
+		now = s.coarse.unixNano() // without the indirect call of s.now
 	} else {
 		now = s.now()
 	}
