@@ -720,8 +720,8 @@ func runBudgetWatch(ctx context.Context, args []string, stdout, stderr io.Writer
 		`Prints each alert as it fires, on whichever replica, until interrupted
 (Ctrl-C, exit code 0): one line per alert (TIME BUDGET KIND THRESHOLD
 MESSAGE), or with -o json one JSON object per line. A lost stream (a server
-restart, a connection aged out) is watched again, and the alerts that fired
-in between are printed from the alert list.`, stderr, &conn)
+restart, a connection aged out) is watched again from the last alert
+printed, so the alerts that fired in between are printed first.`, stderr, &conn)
 	fs.StringVar(&output, "o", formatTable, "output `format`: table (one line per alert) or json (one object per line)")
 	name := fs.String("budget", "", "only this budget's alerts")
 	pos, err := parseArgs(fs, args)
@@ -799,63 +799,25 @@ func (w *alertWatch) run(ctx context.Context) error {
 }
 
 // stream opens one WatchAlerts stream and prints what it sends until it
-// fails. When watching again, it waits for the server to be reachable, and
-// first prints the alerts that fired since the last one printed.
+// fails. It resumes after the last alert printed, so the server first sends
+// what fired while no stream was open. When watching again, it waits for the
+// server to be reachable.
 func (w *alertWatch) stream(ctx context.Context, again bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := w.api.WatchAlerts(ctx, &pb.WatchAlertsRequest{Budget: w.budget}, grpc.WaitForReady(again))
+	stream, err := w.api.WatchAlerts(ctx, &pb.WatchAlertsRequest{Budget: w.budget, AfterId: w.last}, grpc.WaitForReady(again))
 	if err != nil {
 		return err
-	}
-	var caughtUp map[string]bool
-	if again {
-		if caughtUp, err = w.catchUp(ctx); err != nil {
-			return err
-		}
 	}
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
 			return err
 		}
-		a := resp.GetAlert()
-		if caughtUp[a.GetId()] {
-			continue
-		}
-		if err := w.print(a); err != nil {
+		if err := w.print(resp.GetAlert()); err != nil {
 			return err
 		}
 	}
-}
-
-// catchUp prints, oldest first, the alerts newer than the last one printed
-// (at most 1000), and returns their IDs.
-func (w *alertWatch) catchUp(ctx context.Context) (map[string]bool, error) {
-	var missed []*pb.Alert
-	for token := ""; ; {
-		resp, err := w.api.ListAlerts(ctx, &pb.ListAlertsRequest{Budget: w.budget, PageSize: 100, PageToken: token})
-		if err != nil {
-			return nil, err
-		}
-		i := slices.IndexFunc(resp.GetAlerts(), func(a *pb.Alert) bool { return a.GetId() == w.last })
-		if i >= 0 {
-			missed = append(missed, resp.GetAlerts()[:i]...)
-			break
-		}
-		missed = append(missed, resp.GetAlerts()...)
-		if token = resp.GetNextPageToken(); token == "" || len(missed) >= 1000 {
-			break
-		}
-	}
-	ids := make(map[string]bool, len(missed))
-	for i := len(missed) - 1; i >= 0; i-- {
-		ids[missed[i].GetId()] = true
-		if err := w.print(missed[i]); err != nil {
-			return nil, err
-		}
-	}
-	return ids, nil
 }
 
 func (w *alertWatch) print(a *pb.Alert) error {

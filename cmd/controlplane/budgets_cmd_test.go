@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -12,8 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -44,6 +48,7 @@ type signalingStore struct {
 	once       sync.Once
 	subscribed chan struct{}
 	watching   chan struct{}
+	calls      sync.Map // WatchAlerts stream contexts that read the list already
 }
 
 func (s *signalingStore) WatchChanges(ctx context.Context, notify func(store.Topic)) error {
@@ -55,10 +60,13 @@ func (s *signalingStore) WatchChanges(ctx context.Context, notify func(store.Top
 
 func (s *signalingStore) Alerts(ctx context.Context, budgetName string, pageSize int, pageToken string) (store.AlertPage, error) {
 	page, err := s.Store.Alerts(ctx, budgetName, pageSize, pageToken)
-	// WatchAlerts reads the newest alert (one, from the top) once, after it
-	// registered for alert notifications.
-	if m, _ := grpc.Method(ctx); m == pb.BudgetService_WatchAlerts_FullMethodName && pageSize == 1 && pageToken == "" {
-		s.watching <- struct{}{}
+	// A WatchAlerts call reads the list first after it registered for alert
+	// notifications: the newest alert, or what fired after the one it
+	// resumes from.
+	if m, _ := grpc.Method(ctx); m == pb.BudgetService_WatchAlerts_FullMethodName {
+		if _, seen := s.calls.LoadOrStore(ctx, true); !seen {
+			s.watching <- struct{}{}
+		}
 	}
 	return page, err
 }
@@ -622,5 +630,58 @@ func TestBudgetsHelp(t *testing.T) {
 	}
 	if res := runCLI(t, "", "--help").mustOK(t); !strings.Contains(res.stdout, "controlplane budgets list|get") {
 		t.Errorf("--help lacks budgets:\n%s", res.stdout)
+	}
+}
+
+// TestWatchAlertsResumesAfterID: WatchAlerts with after_id first sends, oldest
+// first, what fired after that alert, then new alerts as they fire; a bad
+// after_id is refused with a field violation.
+func TestWatchAlertsResumesAfterID(t *testing.T) {
+	s := startBudgetServer(t)
+	waitFor(t, "catalog subscribed to the store", s.st.subscribed)
+	for i, threshold := range []float64{0.5, 0.8, 0.9} {
+		s.fire(t, "shop", budget.AlertSpend, threshold, fmt.Sprint("alert ", i))
+	}
+	list, err := s.api.ListAlerts(callCtx(t), &pb.ListAlertsRequest{Budget: "shop"})
+	if err != nil || len(list.GetAlerts()) != 3 {
+		t.Fatalf("ListAlerts: %v, %v", list, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), serveWait)
+	defer cancel()
+	stream, err := s.api.WatchAlerts(ctx, &pb.WatchAlertsRequest{Budget: "shop", AfterId: list.GetAlerts()[2].GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv := func() string {
+		t.Helper()
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.GetAlert().GetMessage()
+	}
+	if got := recv() + ", " + recv(); got != "alert 1, alert 2" {
+		t.Errorf("resumed with %s, want alert 1, alert 2", got)
+	}
+	s.fire(t, "shop", budget.AlertExhausted, 1, "alert 3")
+	if got := recv(); got != "alert 3" {
+		t.Errorf("then %s, want alert 3", got)
+	}
+
+	bad, err := s.api.WatchAlerts(callCtx(t), &pb.WatchAlertsRequest{AfterId: strings.Repeat("9", 200)})
+	if err == nil {
+		_, err = bad.Recv()
+	}
+	st := status.Convert(err)
+	var fields []string
+	for _, d := range st.Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			for _, v := range br.GetFieldViolations() {
+				fields = append(fields, v.GetField())
+			}
+		}
+	}
+	if st.Code() != codes.InvalidArgument || fmt.Sprint(fields) != "[after_id]" {
+		t.Errorf("a 200-character after_id: %v, field violations %v; want INVALID_ARGUMENT on after_id", err, fields)
 	}
 }

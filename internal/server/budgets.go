@@ -243,10 +243,20 @@ func (s *budgetService) WatchAlerts(req *pb.WatchAlertsRequest, stream pb.Budget
 			return prefixFields("budget_", err)
 		}
 	}
+	if n := len(req.GetAfterId()); n > maxAlertIDLen {
+		return invalid("after_id", fmt.Sprintf("at most %d characters, got %d", maxAlertIDLen, n))
+	}
+	// Subscribe before reading where to start, so that nothing fires
+	// unseen in between.
 	w := s.catalog.WatchAlerts()
 	defer w.Close()
-	last, err := s.newestAlert(ctx, req.GetBudget())
-	if err != nil {
+	last := req.GetAfterId()
+	if last == "" {
+		var err error
+		if last, err = s.newestAlert(ctx, req.GetBudget()); err != nil {
+			return err
+		}
+	} else if err := s.sendSince(ctx, stream, req.GetBudget(), &last); err != nil {
 		return err
 	}
 	for {
@@ -257,31 +267,49 @@ func (s *budgetService) WatchAlerts(req *pb.WatchAlertsRequest, stream pb.Budget
 			return errShuttingDown
 		case <-w.C:
 		}
-		var fresh []budget.Alert
-		for token := ""; ; {
-			page, err := s.store.Alerts(ctx, req.GetBudget(), 100, token)
-			if err != nil {
-				return err
-			}
-			stop := false
-			for _, a := range page.Alerts {
-				if a.ID == last {
-					stop = true
-					break
-				}
-				fresh = append(fresh, a)
-			}
-			if token = page.NextToken; stop || token == "" || last == "" {
-				break
-			}
-		}
-		for i := len(fresh) - 1; i >= 0; i-- {
-			if err := stream.Send(&pb.WatchAlertsResponse{Alert: apiconv.AlertToProto(&fresh[i])}); err != nil {
-				return err
-			}
-			last = fresh[i].ID
+		if err := s.sendSince(ctx, stream, req.GetBudget(), &last); err != nil {
+			return err
 		}
 	}
+}
+
+// maxAlertIDLen bounds after_id: the stores' IDs are far shorter.
+const maxAlertIDLen = 128
+
+// maxCatchUp is how many alerts one pass of sendSince sends at most: the
+// newest ones, when the alert last sent is older or no longer listed.
+const maxCatchUp = 1000
+
+// sendSince sends, oldest first, the alerts newer than *last, and moves
+// *last to the newest one sent. With *last empty, the newest page of alerts
+// is new.
+func (s *budgetService) sendSince(ctx context.Context, stream pb.BudgetService_WatchAlertsServer, budgetName string, last *string) error {
+	var fresh []budget.Alert
+	for token := ""; ; {
+		page, err := s.store.Alerts(ctx, budgetName, 100, token)
+		if err != nil {
+			return err
+		}
+		stop := false
+		for _, a := range page.Alerts {
+			if a.ID == *last {
+				stop = true
+				break
+			}
+			fresh = append(fresh, a)
+		}
+		if token = page.NextToken; stop || token == "" || *last == "" || len(fresh) >= maxCatchUp {
+			break
+		}
+	}
+	fresh = fresh[:min(len(fresh), maxCatchUp)]
+	for i := len(fresh) - 1; i >= 0; i-- {
+		if err := stream.Send(&pb.WatchAlertsResponse{Alert: apiconv.AlertToProto(&fresh[i])}); err != nil {
+			return err
+		}
+		*last = fresh[i].ID
+	}
+	return nil
 }
 
 func (s *budgetService) newestAlert(ctx context.Context, budgetName string) (string, error) {

@@ -1440,7 +1440,12 @@ func (x *ListAlertsResponse) GetNextPageToken() string {
 type WatchAlertsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only this budget's alerts when set.
-	Budget        string `protobuf:"bytes,1,opt,name=budget,proto3" json:"budget,omitempty"`
+	Budget string `protobuf:"bytes,1,opt,name=budget,proto3" json:"budget,omitempty"`
+	// Resume after this alert: the alerts that fired after it (up to 1000,
+	// oldest first) are sent before new ones, with no gap between the two.
+	// Empty: only alerts that fire from now on. An ID the list no longer holds
+	// sends the 1000 newest.
+	AfterId       string `protobuf:"bytes,2,opt,name=after_id,json=afterId,proto3" json:"after_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1478,6 +1483,13 @@ func (*WatchAlertsRequest) Descriptor() ([]byte, []int) {
 func (x *WatchAlertsRequest) GetBudget() string {
 	if x != nil {
 		return x.Budget
+	}
+	return ""
+}
+
+func (x *WatchAlertsRequest) GetAfterId() string {
+	if x != nil {
+		return x.AfterId
 	}
 	return ""
 }
@@ -1979,9 +1991,10 @@ const file_controlplane_v1_budget_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"l\n" +
 	"\x12ListAlertsResponse\x12.\n" +
 	"\x06alerts\x18\x01 \x03(\v2\x16.controlplane.v1.AlertR\x06alerts\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\",\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"G\n" +
 	"\x12WatchAlertsRequest\x12\x16\n" +
-	"\x06budget\x18\x01 \x01(\tR\x06budget\"C\n" +
+	"\x06budget\x18\x01 \x01(\tR\x06budget\x12\x19\n" +
+	"\bafter_id\x18\x02 \x01(\tR\aafterId\"C\n" +
 	"\x13WatchAlertsResponse\x12,\n" +
 	"\x05alert\x18\x01 \x01(\v2\x16.controlplane.v1.AlertR\x05alert\"\xf8\x01\n" +
 	"\fTrafficShape\x12(\n" +

@@ -50,7 +50,8 @@ type BudgetServiceClient interface {
 	GetBudgetStatus(ctx context.Context, in *GetBudgetStatusRequest, opts ...grpc.CallOption) (*GetBudgetStatusResponse, error)
 	// ListAlerts returns alerts that fired, newest first.
 	ListAlerts(ctx context.Context, in *ListAlertsRequest, opts ...grpc.CallOption) (*ListAlertsResponse, error)
-	// WatchAlerts streams alerts as they fire, on whichever replica.
+	// WatchAlerts streams alerts as they fire, on whichever replica; with
+	// after_id it first sends those a watcher missed.
 	WatchAlerts(ctx context.Context, in *WatchAlertsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchAlertsResponse], error)
 	// SimulateCost answers "what do these rules cost under this traffic?",
 	// optionally under a budget, by running the real forecast and enforcement
@@ -185,7 +186,8 @@ type BudgetServiceServer interface {
 	GetBudgetStatus(context.Context, *GetBudgetStatusRequest) (*GetBudgetStatusResponse, error)
 	// ListAlerts returns alerts that fired, newest first.
 	ListAlerts(context.Context, *ListAlertsRequest) (*ListAlertsResponse, error)
-	// WatchAlerts streams alerts as they fire, on whichever replica.
+	// WatchAlerts streams alerts as they fire, on whichever replica; with
+	// after_id it first sends those a watcher missed.
 	WatchAlerts(*WatchAlertsRequest, grpc.ServerStreamingServer[WatchAlertsResponse]) error
 	// SimulateCost answers "what do these rules cost under this traffic?",
 	// optionally under a budget, by running the real forecast and enforcement
