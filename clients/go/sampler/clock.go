@@ -13,8 +13,10 @@ type Clock interface {
 
 // coarseClock reads the wall clock once per tick and hands out the last
 // reading. Reading the clock costs tens of nanoseconds on many virtual
-// machines, which is most of a span start's budget; a token bucket needs only
-// millisecond precision.
+// machines, which is most of a span start's budget. A token bucket needs no
+// more than a few milliseconds of precision: a quota's burst capacity is a
+// second's worth of tokens (at least one), so a tick that releases several
+// at once keeps the rate; and a coarser tick wakes an idle process less.
 type coarseClock struct {
 	nanos atomic.Int64
 	stop  chan struct{}

@@ -59,6 +59,10 @@ type Sampler struct {
 
 var _ sdktrace.Sampler = (*Sampler)(nil)
 
+// clockTick is how often the sampler reads the wall clock: 200 wake-ups a
+// second, idle or not.
+const clockTick = 5 * time.Millisecond
+
 // New returns a sampler and starts connecting to the control plane in the
 // background; until the first rules arrive it decides with the local default.
 // It fails only on bad options.
@@ -109,7 +113,7 @@ func newSampler(opts ...Option) (*Sampler, error) {
 	if cfg.clock != nil {
 		s.now = func() int64 { return cfg.clock.Now().UnixNano() }
 	} else {
-		s.coarse = newCoarseClock(time.Millisecond)
+		s.coarse = newCoarseClock(clockTick)
 		s.now = s.coarse.unixNano
 	}
 	s.fallbackBucket.SetRate(s.now(), cfg.fallbackPerSec, 0)

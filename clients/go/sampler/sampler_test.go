@@ -209,6 +209,33 @@ func TestFractionalQuota(t *testing.T) {
 	}
 }
 
+// TestQuotaHoldsAtTheClockTick: the sampler reads the time every clockTick;
+// a quota of many traces a second still holds when every tick releases
+// several tokens at once.
+func TestQuotaHoldsAtTheClockTick(t *testing.T) {
+	for _, quota := range []float64{50, 1000} {
+		s, clk := newTestSampler(t)
+		s.applyRules(rulesFor(1, &pb.Rule{Name: "r", Priority: 1, FixedRate: 0, ReservoirSize: 1000}))
+		s.applyTargets(targets(1, clk.Now().Add(time.Hour), &pb.SamplingTarget{RuleName: "r", ReservoirQuota: quota}))
+		perSecond := func() int {
+			n := 0
+			for step := time.Duration(0); step < time.Second; step += clockTick {
+				for i := 0; i < int(quota); i++ { // more spans than tokens
+					if sampled(s, params(highID)) {
+						n++
+					}
+				}
+				clk.Add(clockTick)
+			}
+			return n
+		}
+		perSecond() // the full bucket a fresh quota starts with
+		if n := perSecond(); math.Abs(float64(n)-quota) > quota/100+1 {
+			t.Errorf("quota %v/s: %d traces in a second of %v ticks", quota, n, clockTick)
+		}
+	}
+}
+
 // TestFixedRateMatchesOpenTelemetry: the same trace ID gets the same answer as
 // OpenTelemetry's TraceIDRatioBased at the same rate, so services using either
 // keep traces whole.
