@@ -429,11 +429,19 @@ func decodeString(v *yaml.Node, out *string) *nodeError {
 	return nil
 }
 
-// decodeInt decodes a whole number. It checks the tag itself because the
-// YAML library truncates 1.5 to 1 when it decodes into an integer.
+// decodeInt decodes a whole number. A float is accepted when it is whole
+// ("1e3", "2.0"): the YAML library would truncate 1.5 to 1 when it decodes
+// into an integer, so the tag is checked here.
 func decodeInt(v *yaml.Node, out *int64) *nodeError {
 	if isNull(v) {
 		return nil
+	}
+	if v.Kind == yaml.ScalarNode && v.ShortTag() == "!!float" {
+		var f float64
+		if v.Decode(&f) == nil && f == math.Trunc(f) && math.Abs(f) < 1<<53 {
+			*out = int64(f)
+			return nil
+		}
 	}
 	if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" || v.Decode(out) != nil {
 		return errAt(v, "want a whole number, got %s", valueText(v))

@@ -56,6 +56,11 @@ func TestLoadRules(t *testing.T) {
 				Attributes: map[string]string{"code": "200"}, Labels: map[string]string{"n": "1.5"}})},
 		},
 		{
+			name: "whole numbers written as floats or in hex",
+			file: "rules:\n  - {name: a, priority: 2.0, reservoir_size: 1e3}\n  - {name: b, priority: 0x10}\n",
+			want: []rules.Rule{glob(rules.Rule{Name: "a", Priority: 2, ReservoirSize: 1000}), glob(rules.Rule{Name: "b", Priority: 16})},
+		},
+		{
 			name: "Default with its fixed priority and globs",
 			file: "rules:\n  - {name: Default, priority: 10000, fixed_rate: 0.1, service_name: '*'}\n",
 			want: []rules.Rule{glob(rules.Rule{Name: "Default", FixedRate: 0.1})},
