@@ -48,6 +48,8 @@ Flags of every command:
   --server ADDR         gRPC address of the server (env CONTROLPLANE_SERVER; default localhost:7070)
   --tls                 connect with TLS, trusting the system's root certificates
   --tls-ca FILE         connect with TLS, trusting the CA certificates in FILE instead
+  --tls-cert FILE, --tls-key FILE
+                        present this client certificate (a server with mutual TLS)
   --timeout DURATION    time limit of each call to the server (default 10s; 0: none);
                         watch's stream itself has none
   -o table|json|yaml    output format (default table); for list and get, yaml is the
@@ -435,6 +437,8 @@ func runBudgetCreate(ctx context.Context, args []string, stdin io.Reader, stdout
 		delete(given, "server")
 		delete(given, "tls")
 		delete(given, "tls-ca")
+		delete(given, "tls-cert")
+		delete(given, "tls-key")
 		delete(given, "timeout")
 		if len(pos) > 0 || len(given) > 0 {
 			return usageError(errors.New("budgets create: give either -f FILE or NAME and budget flags, not both"))
@@ -805,7 +809,10 @@ func (w *alertWatch) run(ctx context.Context) error {
 func (w *alertWatch) stream(ctx context.Context, again bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := w.api.WatchAlerts(ctx, &pb.WatchAlertsRequest{Budget: w.budget, AfterId: w.last}, grpc.WaitForReady(again))
+	// With no alert printed or listed yet, every alert the server lists is
+	// one to print.
+	req := &pb.WatchAlertsRequest{Budget: w.budget, AfterId: w.last, FromOldest: w.last == ""}
+	stream, err := w.api.WatchAlerts(ctx, req, grpc.WaitForReady(again))
 	if err != nil {
 		return err
 	}

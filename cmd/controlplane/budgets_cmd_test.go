@@ -685,3 +685,28 @@ func TestWatchAlertsResumesAfterID(t *testing.T) {
 		t.Errorf("a 200-character after_id: %v, field violations %v; want INVALID_ARGUMENT on after_id", err, fields)
 	}
 }
+
+// TestBudgetWatchFromAnEmptyList: no alert exists when the watch starts, and
+// the stream is lost before any is printed; the alert that fired meanwhile is
+// printed when it watches again.
+func TestBudgetWatchFromAnEmptyList(t *testing.T) {
+	s := startBudgetServer(t)
+	s.cli(t, "", "create", "shop", "--amount", "500").mustOK(t)
+	waitFor(t, "catalog subscribed to the store", s.st.subscribed)
+	p := startCutProxy(t, s.addr)
+
+	stdout, _, stop := startWatch(t, p.addr(), "--budget", "shop", "-o", "json")
+	waitFor(t, "the server watching", s.st.watching)
+	p.cut()
+	s.fire(t, "shop", budget.AlertSpend, 0.8, "while cut")
+	p.resume()
+	waitFor(t, "the server watching again", s.st.watching)
+	s.fire(t, "shop", budget.AlertSpend, 1, "after")
+	pollUntil(t, "the later alert printed", func() bool { return strings.Contains(stdout.String(), "after") })
+	if err := stop(); err != nil {
+		t.Errorf("watch ended with %v, want nil on cancel", err)
+	}
+	if out := stdout.String(); !strings.Contains(out, "while cut") || strings.Index(out, "while cut") > strings.Index(out, "after") {
+		t.Errorf("watch printed\n%s\nwant the alert fired while the stream was lost, then the later one", out)
+	}
+}

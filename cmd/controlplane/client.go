@@ -25,10 +25,13 @@ import (
 // connConfig says how to reach the server; every rules subcommand has these
 // flags.
 type connConfig struct {
-	server  string
-	tls     bool
-	tlsCA   string // PEM file of the CAs to trust instead of the system's
-	timeout time.Duration
+	server string
+	tls    bool
+	tlsCA  string // PEM file of the CAs to trust instead of the system's
+	// PEM files of a client certificate and key, for a server that wants
+	// one (mutual TLS).
+	tlsCert, tlsKey string
+	timeout         time.Duration
 }
 
 // client is a connection to the control plane's RuleService.
@@ -44,7 +47,7 @@ type client struct {
 // caller's user@host as the audit-log actor and times out after c.timeout.
 func dial(c connConfig) (*client, error) {
 	creds := insecure.NewCredentials()
-	if c.tls || c.tlsCA != "" {
+	if c.tls || c.tlsCA != "" || c.tlsCert != "" || c.tlsKey != "" {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12} // the system's roots
 		if c.tlsCA != "" {
 			pool, err := readCertPool(c.tlsCA)
@@ -52,6 +55,13 @@ func dial(c connConfig) (*client, error) {
 				return nil, usageError(fmt.Errorf("--tls-ca: %w", err))
 			}
 			cfg.RootCAs = pool
+		}
+		if c.tlsCert != "" || c.tlsKey != "" {
+			cert, err := tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
+			if err != nil {
+				return nil, usageError(fmt.Errorf("--tls-cert, --tls-key: %w", err))
+			}
+			cfg.Certificates = []tls.Certificate{cert}
 		}
 		creds = credentials.NewTLS(cfg)
 	}

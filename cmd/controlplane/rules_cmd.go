@@ -36,6 +36,8 @@ Flags of every command:
   --server ADDR         gRPC address of the server (env CONTROLPLANE_SERVER; default localhost:7070)
   --tls                 connect with TLS, trusting the system's root certificates
   --tls-ca FILE         connect with TLS, trusting the CA certificates in FILE instead
+  --tls-cert FILE, --tls-key FILE
+                        present this client certificate (a server with mutual TLS)
   --timeout DURATION    time limit of each call to the server (default 10s; 0: none)
   -o table|json|yaml    output format of list, get, create, update and history (default table);
                         yaml is the rules file format, which apply reads back
@@ -96,6 +98,8 @@ func newFlagSet(group, name, synopsis, about string, stderr io.Writer, conn *con
 	fs.StringVar(&conn.server, "server", server, "gRPC `address` of the control plane (env CONTROLPLANE_SERVER)")
 	fs.BoolVar(&conn.tls, "tls", false, "connect with TLS, trusting the system's root certificates")
 	fs.StringVar(&conn.tlsCA, "tls-ca", "", "connect with TLS, trusting the CA certificates of this PEM `file` instead")
+	fs.StringVar(&conn.tlsCert, "tls-cert", "", "connect with TLS, presenting the client certificate of this PEM `file` (with --tls-key; for mutual TLS)")
+	fs.StringVar(&conn.tlsKey, "tls-key", "", "PEM `file` of the client certificate's private key")
 	fs.DurationVar(&conn.timeout, "timeout", 10*time.Second, "time limit of each call to the server (0: none)")
 	return fs
 }

@@ -66,10 +66,19 @@ func TestServeMutualTLS(t *testing.T) {
 	if err := check(nil); err == nil {
 		t.Error("without a client certificate: the call went through")
 	}
+	// The CLI, with and without its certificate.
+	args := []string{"rules", "list", "--server", s.grpcAddr, "--tls-ca", pki.CAFile, "--timeout", "5s"}
+	runCLI(t, "", append(args, "--tls-cert", pki.ClientCertFile, "--tls-key", pki.ClientKeyFile)...).mustOK(t)
+	if r := runCLI(t, "", args...); r.code != exitUnavailable {
+		t.Errorf("the CLI without a client certificate: exit %d, want %d; %v", r.code, exitUnavailable, r.err)
+	}
+	if r := runCLI(t, "", append(args, "--tls-cert", pki.ClientCertFile)...); r.code != exitUsage {
+		t.Errorf("--tls-cert without --tls-key: exit %d, want %d; %v", r.code, exitUsage, r.err)
+	}
 }
 
 func TestServeTLSFlagErrors(t *testing.T) {
-	pki := testpki.New(t)
+	pki, other := testpki.New(t), testpki.New(t)
 	tests := []struct {
 		name          string
 		cert, key, ca string
@@ -78,7 +87,8 @@ func TestServeTLSFlagErrors(t *testing.T) {
 	}{
 		{name: "cert without key", cert: pki.CertFile, want: "--tls-cert and --tls-key go together", usage: true},
 		{name: "client CA without a certificate", ca: pki.CAFile, want: "--tls-client-ca needs --tls-cert and --tls-key", usage: true},
-		{name: "key that is not the certificate's", cert: pki.CertFile, key: pki.CAFile, want: "--tls-cert, --tls-key"},
+		{name: "key of another certificate", cert: pki.CertFile, key: other.KeyFile, want: "--tls-cert, --tls-key"},
+		{name: "no key in the key file", cert: pki.CertFile, key: pki.CAFile, want: "--tls-cert, --tls-key"},
 		{name: "missing file", cert: pki.CertFile + ".missing", key: pki.KeyFile, want: "--tls-cert, --tls-key"},
 	}
 	for _, tt := range tests {

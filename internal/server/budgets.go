@@ -251,13 +251,15 @@ func (s *budgetService) WatchAlerts(req *pb.WatchAlertsRequest, stream pb.Budget
 	w := s.catalog.WatchAlerts()
 	defer w.Close()
 	last := req.GetAfterId()
-	if last == "" {
+	if last != "" || req.GetFromOldest() {
+		if err := s.sendSince(ctx, stream, req.GetBudget(), &last); err != nil {
+			return err
+		}
+	} else {
 		var err error
 		if last, err = s.newestAlert(ctx, req.GetBudget()); err != nil {
 			return err
 		}
-	} else if err := s.sendSince(ctx, stream, req.GetBudget(), &last); err != nil {
-		return err
 	}
 	for {
 		select {
@@ -281,8 +283,7 @@ const maxAlertIDLen = 128
 const maxCatchUp = 1000
 
 // sendSince sends, oldest first, the alerts newer than *last, and moves
-// *last to the newest one sent. With *last empty, the newest page of alerts
-// is new.
+// *last to the newest one sent. With *last empty every alert listed is new.
 func (s *budgetService) sendSince(ctx context.Context, stream pb.BudgetService_WatchAlertsServer, budgetName string, last *string) error {
 	var fresh []budget.Alert
 	for token := ""; ; {
@@ -298,7 +299,7 @@ func (s *budgetService) sendSince(ctx context.Context, stream pb.BudgetService_W
 			}
 			fresh = append(fresh, a)
 		}
-		if token = page.NextToken; stop || token == "" || *last == "" || len(fresh) >= maxCatchUp {
+		if token = page.NextToken; stop || token == "" || len(fresh) >= maxCatchUp {
 			break
 		}
 	}

@@ -23,7 +23,9 @@ import (
 type PKI struct {
 	CAFile, CertFile, KeyFile string          // PEM files: the CA, the server's certificate and key
 	ClientCert                tls.Certificate // signed by the CA, for client authentication
-	Pool                      *x509.CertPool  // holds the CA
+	ClientCertFile            string          // ClientCert's certificate and key as PEM files
+	ClientKeyFile             string
+	Pool                      *x509.CertPool // holds the CA
 }
 
 // New makes one in a temporary directory of t.
@@ -85,5 +87,7 @@ func New(t testing.TB) *PKI {
 	p.KeyFile = write("server-key.pem", "EC PRIVATE KEY", keyDER(serverKey))
 	clientDER, clientKey := issue(3, x509.ExtKeyUsageClientAuth)
 	p.ClientCert = tls.Certificate{Certificate: [][]byte{clientDER}, PrivateKey: clientKey}
+	p.ClientCertFile = write("client.pem", "CERTIFICATE", clientDER)
+	p.ClientKeyFile = write("client-key.pem", "EC PRIVATE KEY", keyDER(clientKey))
 	return p
 }

@@ -1445,7 +1445,11 @@ type WatchAlertsRequest struct {
 	// oldest first) are sent before new ones, with no gap between the two.
 	// Empty: only alerts that fire from now on. An ID the list no longer holds
 	// sends the 1000 newest.
-	AfterId       string `protobuf:"bytes,2,opt,name=after_id,json=afterId,proto3" json:"after_id,omitempty"`
+	AfterId string `protobuf:"bytes,2,opt,name=after_id,json=afterId,proto3" json:"after_id,omitempty"`
+	// Without after_id: first send every alert listed (up to the 1000 newest,
+	// oldest first), for a watcher that saw the list empty and resumes from
+	// there.
+	FromOldest    bool `protobuf:"varint,3,opt,name=from_oldest,json=fromOldest,proto3" json:"from_oldest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1492,6 +1496,13 @@ func (x *WatchAlertsRequest) GetAfterId() string {
 		return x.AfterId
 	}
 	return ""
+}
+
+func (x *WatchAlertsRequest) GetFromOldest() bool {
+	if x != nil {
+		return x.FromOldest
+	}
+	return false
 }
 
 type WatchAlertsResponse struct {
@@ -1991,10 +2002,12 @@ const file_controlplane_v1_budget_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"l\n" +
 	"\x12ListAlertsResponse\x12.\n" +
 	"\x06alerts\x18\x01 \x03(\v2\x16.controlplane.v1.AlertR\x06alerts\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"G\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"h\n" +
 	"\x12WatchAlertsRequest\x12\x16\n" +
 	"\x06budget\x18\x01 \x01(\tR\x06budget\x12\x19\n" +
-	"\bafter_id\x18\x02 \x01(\tR\aafterId\"C\n" +
+	"\bafter_id\x18\x02 \x01(\tR\aafterId\x12\x1f\n" +
+	"\vfrom_oldest\x18\x03 \x01(\bR\n" +
+	"fromOldest\"C\n" +
 	"\x13WatchAlertsResponse\x12,\n" +
 	"\x05alert\x18\x01 \x01(\v2\x16.controlplane.v1.AlertR\x05alert\"\xf8\x01\n" +
 	"\fTrafficShape\x12(\n" +
