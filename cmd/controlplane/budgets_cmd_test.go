@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -420,42 +419,56 @@ func TestBudgetWatch(t *testing.T) {
 
 // TestBudgetWatchAgainAfterLostStream cuts the connection under a watch,
 // fires an alert while it is cut, and checks that the watch prints it once
-// it is back, then follows the new stream.
+// it is back, then follows the new stream: after an alert was printed, and
+// when the alert list was still empty (nothing to resume after).
 func TestBudgetWatchAgainAfterLostStream(t *testing.T) {
-	s := startBudgetServer(t)
-	s.cli(t, "", "create", "shop", "--amount", "500").mustOK(t)
-	waitFor(t, "catalog subscribed to the store", s.st.subscribed)
-	p := startCutProxy(t, s.addr)
+	for _, tt := range []struct {
+		name         string
+		firstPrinted bool
+		want         string
+	}{
+		{"after an alert printed", true, "first, while cut, after"},
+		{"from an empty alert list", false, "while cut, after"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := startBudgetServer(t)
+			s.cli(t, "", "create", "shop", "--amount", "500").mustOK(t)
+			waitFor(t, "catalog subscribed to the store", s.st.subscribed)
+			p := startCutProxy(t, s.addr)
 
-	stdout, stderr, stop := startWatch(t, p.addr(), "--budget", "shop", "-o", "json")
-	waitFor(t, "the server watching", s.st.watching)
-	s.fire(t, "other", budget.AlertSpend, 0.5, "not shop's")
-	s.fire(t, "shop", budget.AlertSpend, 0.5, "first")
-	pollUntil(t, "the first alert printed", func() bool { return strings.Contains(stdout.String(), "first") })
+			stdout, stderr, stop := startWatch(t, p.addr(), "--budget", "shop", "-o", "json")
+			waitFor(t, "the server watching", s.st.watching)
+			if tt.firstPrinted {
+				s.fire(t, "other", budget.AlertSpend, 0.5, "not shop's")
+				s.fire(t, "shop", budget.AlertSpend, 0.5, "first")
+				pollUntil(t, "the first alert printed", func() bool { return strings.Contains(stdout.String(), "first") })
+			}
 
-	p.cut()
-	s.fire(t, "shop", budget.AlertSpend, 0.8, "while cut")
-	p.resume()
-	waitFor(t, "the server watching again", s.st.watching)
-	s.fire(t, "shop", budget.AlertSpend, 1, "after")
-	pollUntil(t, "the third alert printed", func() bool { return strings.Contains(stdout.String(), "after") })
+			p.cut()
+			s.fire(t, "shop", budget.AlertSpend, 0.8, "while cut")
+			p.resume()
+			waitFor(t, "the server watching again", s.st.watching)
+			s.fire(t, "shop", budget.AlertSpend, 1, "after")
+			pollUntil(t, "the last alert printed", func() bool { return strings.Contains(stdout.String(), "after") })
 
-	if err := stop(); err != nil {
-		t.Errorf("watch ended with %v, want nil on cancel", err)
-	}
-	var messages []string
-	for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
-		var a pb.Alert
-		if err := protojson.Unmarshal([]byte(line), &a); err != nil {
-			t.Fatalf("watch -o json printed a line that is not an Alert: %v\n%s", err, line)
-		}
-		messages = append(messages, a.GetMessage())
-	}
-	if got := strings.Join(messages, ", "); got != "first, while cut, after" {
-		t.Errorf("watch printed %s; want first, while cut, after", got)
-	}
-	if !strings.Contains(stderr.String(), "lost the alert stream") {
-		t.Errorf("watch did not say it lost the stream; stderr:\n%s", stderr)
+			if err := stop(); err != nil {
+				t.Errorf("watch ended with %v, want nil on cancel", err)
+			}
+			var messages []string
+			for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+				var a pb.Alert
+				if err := protojson.Unmarshal([]byte(line), &a); err != nil {
+					t.Fatalf("watch -o json printed a line that is not an Alert: %v\n%s", err, line)
+				}
+				messages = append(messages, a.GetMessage())
+			}
+			if got := strings.Join(messages, ", "); got != tt.want {
+				t.Errorf("watch printed %s; want %s", got, tt.want)
+			}
+			if !strings.Contains(stderr.String(), "lost the alert stream") {
+				t.Errorf("watch did not say it lost the stream; stderr:\n%s", stderr)
+			}
+		})
 	}
 }
 
@@ -674,39 +687,10 @@ func TestWatchAlertsResumesAfterID(t *testing.T) {
 	}
 	st := status.Convert(err)
 	var fields []string
-	for _, d := range st.Details() {
-		if br, ok := d.(*errdetails.BadRequest); ok {
-			for _, v := range br.GetFieldViolations() {
-				fields = append(fields, v.GetField())
-			}
-		}
+	for _, v := range fieldViolations(st) {
+		fields = append(fields, v.GetField())
 	}
 	if st.Code() != codes.InvalidArgument || fmt.Sprint(fields) != "[after_id]" {
 		t.Errorf("a 200-character after_id: %v, field violations %v; want INVALID_ARGUMENT on after_id", err, fields)
-	}
-}
-
-// TestBudgetWatchFromAnEmptyList: no alert exists when the watch starts, and
-// the stream is lost before any is printed; the alert that fired meanwhile is
-// printed when it watches again.
-func TestBudgetWatchFromAnEmptyList(t *testing.T) {
-	s := startBudgetServer(t)
-	s.cli(t, "", "create", "shop", "--amount", "500").mustOK(t)
-	waitFor(t, "catalog subscribed to the store", s.st.subscribed)
-	p := startCutProxy(t, s.addr)
-
-	stdout, _, stop := startWatch(t, p.addr(), "--budget", "shop", "-o", "json")
-	waitFor(t, "the server watching", s.st.watching)
-	p.cut()
-	s.fire(t, "shop", budget.AlertSpend, 0.8, "while cut")
-	p.resume()
-	waitFor(t, "the server watching again", s.st.watching)
-	s.fire(t, "shop", budget.AlertSpend, 1, "after")
-	pollUntil(t, "the later alert printed", func() bool { return strings.Contains(stdout.String(), "after") })
-	if err := stop(); err != nil {
-		t.Errorf("watch ended with %v, want nil on cancel", err)
-	}
-	if out := stdout.String(); !strings.Contains(out, "while cut") || strings.Index(out, "while cut") > strings.Index(out, "after") {
-		t.Errorf("watch printed\n%s\nwant the alert fired while the stream was lost, then the later one", out)
 	}
 }

@@ -171,12 +171,8 @@ func (e *rpcError) Error() string {
 	st := status.Convert(e.err)
 	msg := st.Message()
 	var violations []string
-	for _, d := range st.Details() {
-		if br, ok := d.(*errdetails.BadRequest); ok {
-			for _, v := range br.GetFieldViolations() {
-				violations = append(violations, v.GetField()+": "+v.GetDescription())
-			}
-		}
+	for _, v := range fieldViolations(st) {
+		violations = append(violations, v.GetField()+": "+v.GetDescription())
 	}
 	// The server's message usually repeats the violations on one line;
 	// keep only its lead-in when it does, since they follow one per line.
@@ -202,4 +198,16 @@ func (e *rpcError) Error() string {
 		b.WriteString("\n  " + v)
 	}
 	return b.String()
+}
+
+// fieldViolations returns the field violations an InvalidArgument status
+// carries (google.rpc.BadRequest details).
+func fieldViolations(st *status.Status) []*errdetails.BadRequest_FieldViolation {
+	var out []*errdetails.BadRequest_FieldViolation
+	for _, d := range st.Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			out = append(out, br.GetFieldViolations()...)
+		}
+	}
+	return out
 }
