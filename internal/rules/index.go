@@ -221,44 +221,69 @@ func union(a, b Candidates) Candidates {
 // character where it matters (Unicode case folding can turn one into ASCII,
 // "\u212a" into "k"). Then check every rule.
 func (idx *Index) Candidates(method, path string) (c Candidates, ok bool) {
-	if !idx.ok {
-		return c, false
-	}
-	n, ok := idx.walk(path)
+	n, verbs, ok := idx.lookup(method, path)
 	if !ok {
 		return c, false
-	}
-	verbs := &idx.anyVerb
-	if len(method) <= 8 {
-		var w uint64
-		if len(method) >= 4 {
-			// Two 4-byte loads that overlap in the middle.
-			w = uint64(load4(method, 0)) | uint64(load4(method, len(method)-4))<<(8*(len(method)-4))
-		} else {
-			w = packASCII(method)
-		}
-		if w&highBits != 0 {
-			return c, false
-		}
-		w = lower8(w)
-		for i := range idx.methods {
-			if idx.methods[i].word == w && idx.methods[i].size == len(method) {
-				verbs = &idx.methods[i].set
-				break
-			}
-		}
-	} else if !isASCII(method) {
-		return c, false
-	}
-	if idx.small {
-		c[0] = idx.upTo[n][0] & verbs[0]
-		return c, true
 	}
 	c = idx.upTo[n]
 	for i := range c {
 		c[i] &= verbs[i]
 	}
 	return c, true
+}
+
+// Small reports whether the index holds at most 64 rules, so that
+// Candidates64 and Decided64 describe it in one word each.
+func (idx *Index) Small() bool { return idx.ok && idx.small }
+
+// Candidates64 is Candidates for a Small index, bit i for rule i: a span
+// start then neither copies nor scans four words.
+func (idx *Index) Candidates64(method, path string) (c uint64, ok bool) {
+	n, verbs, ok := idx.lookup(method, path)
+	if !ok {
+		return 0, false
+	}
+	return idx.upTo[n][0] & verbs[0], true
+}
+
+// Decided64 is Settled for every rule of a Small index, bit i for rule i.
+func (idx *Index) Decided64() uint64 { return idx.decided[0] }
+
+// lookup returns the last tree node path reaches and the rules the method
+// allows.
+func (idx *Index) lookup(method, path string) (n int, verbs *Candidates, ok bool) {
+	if !idx.ok {
+		return 0, nil, false
+	}
+	n, ok = idx.walk(path)
+	if !ok {
+		return 0, nil, false
+	}
+	verbs = &idx.anyVerb
+	if len(method) <= 8 {
+		var w uint64
+		switch {
+		case len(method) >= 4:
+			// Two 4-byte loads that overlap in the middle.
+			w = uint64(load4(method, 0)) | uint64(load4(method, len(method)-4))<<(8*(len(method)-4))
+		case len(method) > 0:
+			// First, middle and last byte, which overlap below three.
+			k := len(method)
+			w = uint64(method[0]) | uint64(method[k/2])<<(8*(k/2)) | uint64(method[k-1])<<(8*(k-1))
+		}
+		if w&highBits != 0 {
+			return 0, nil, false
+		}
+		w = lower8(w)
+		for i := range idx.methods {
+			if idx.methods[i].word == w && idx.methods[i].size == len(method) {
+				return n, &idx.methods[i].set, true
+			}
+		}
+	} else if !isASCII(method) {
+		return 0, nil, false
+	}
+	return n, verbs, true
 }
 
 // walk follows path down the tree as far as it matches and returns the last

@@ -38,6 +38,12 @@ func TestIndexIsASupersetFilter(t *testing.T) {
 				want := fullScan(set, req)
 				var got *Compiled
 				c, ok := idx.Candidates(m, p)
+				if idx.Small() != (n <= 64) {
+					t.Fatalf("a set of %d rules: Small() = %v", n, idx.Small())
+				}
+				if c64, ok64 := idx.Candidates64(m, p); idx.Small() && (ok64 != ok || c64 != c[0]) {
+					t.Fatalf("%s %q: Candidates64 = %x, %v; Candidates = %x, %v", m, p, c64, ok64, c, ok)
+				}
 				if !ok {
 					if n <= MaxIndexed && isASCII(m) && isASCII(p) {
 						t.Fatalf("a set of %d rules was not indexed", n)
@@ -46,6 +52,9 @@ func TestIndexIsASupersetFilter(t *testing.T) {
 				}
 				for i := c.Next(); i >= 0; i = c.Next() {
 					full := set.Rules()[i].Matches(req)
+					if idx.Small() && idx.Settled(i) != (idx.Decided64()&(1<<i) != 0) {
+						t.Fatalf("rule %d: Settled and Decided64 disagree", i)
+					}
 					if idx.Settled(i) && !full {
 						t.Fatalf("%s %q: rule %s is settled by the index but does not match", m, p, name(&set.Rules()[i]))
 					}

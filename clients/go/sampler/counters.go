@@ -2,6 +2,10 @@ package sampler
 
 import "sync/atomic"
 
+// cacheLinePair is the span of memory that a core pulls in at once: a cache
+// line and, by adjacent-line prefetching, its neighbour.
+const cacheLinePair = 128
+
 // stripes spreads a rule's counters over cache lines, picked by a trace ID
 // byte, so that cores counting spans of one rule do not fight over one line.
 const stripes = 8
@@ -12,14 +16,19 @@ type stripe struct {
 	requests atomic.Int64
 	sampled  atomic.Int64
 	borrowed atomic.Int64
-	_        [104]byte
+	_        [cacheLinePair - 24]byte
 }
 
 // counters leads with padding too, so that the first stripe never shares a
-// line with the fields before it, which every span reads.
+// line with the fields before it, which every span reads. busy has a line
+// of its own: every span reads it, and it changes at most twice a stripe an
+// interval, so cores keep it in their caches; reading the stripe's count
+// instead would miss whenever another core had just written it.
 type counters struct {
-	_ [128]byte
-	s [stripes]stripe
+	_    [cacheLinePair]byte
+	busy [stripes]atomic.Bool // the stripe is past its exact count
+	_    [cacheLinePair - stripes]byte
+	s    [stripes]stripe
 }
 
 // counts is one interval's totals of a rule.
@@ -43,10 +52,13 @@ const (
 // add counts one span. stripe and pick are trace ID bytes: stripe picks the
 // stripe, pick whether a span past the exact count is the one in sampleEvery.
 func (c *counters) add(stripe, pick byte, sampled, borrowed bool) {
-	s := &c.s[stripe%stripes]
+	stripe %= stripes
+	s := &c.s[stripe]
 	switch {
-	case s.requests.Load() < exactPerStripe:
-		s.requests.Add(1)
+	case !c.busy[stripe].Load():
+		if s.requests.Add(1) >= exactPerStripe {
+			c.busy[stripe].Store(true)
+		}
 	case pick%sampleEvery == 0:
 		s.requests.Add(sampleEvery)
 	}
@@ -70,6 +82,7 @@ func (c *counters) take() counts {
 		t.borrowed += s.borrowed.Swap(0)
 		t.sampled += s.sampled.Swap(0)
 		t.requests += s.requests.Swap(0)
+		c.busy[i].Store(false)
 	}
 	// Every sampled span was a request. Past the exact count requests are
 	// an estimate, which can fall below the exact sampled count when a

@@ -2,6 +2,7 @@ package sampler
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"sync"
@@ -16,6 +17,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/apiconv"
+	"github.com/tracesampling/controlplane/internal/rules"
 )
 
 type fakeClock struct {
@@ -400,7 +403,8 @@ func TestParentWithoutValidContext(t *testing.T) {
 }
 
 // TestCountersPastTheExactCount: a stripe counts exactly up to its limit, and
-// beyond it by an unbiased sample; sampled and borrowed spans exactly.
+// beyond it by an unbiased sample, until the next take; sampled and borrowed
+// spans exactly.
 func TestCountersPastTheExactCount(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 3))
 	tests := []struct {
@@ -410,9 +414,10 @@ func TestCountersPastTheExactCount(t *testing.T) {
 		{spans: 100, tolerance: 0},
 		{spans: exactPerStripe * stripes / 2, tolerance: 0},
 		{spans: 200_000, tolerance: 0.03}, // about 3.5 standard errors
+		{spans: 100, tolerance: 0},        // after a busy interval: counted exactly again
 	}
+	var c counters // one for all, so that each take must reset it
 	for _, tt := range tests {
-		var c counters
 		var wantSampled, wantBorrowed int64
 		for i := 0; i < tt.spans; i++ {
 			stripe, pick := byte(i), byte(rng.Uint32())
@@ -456,6 +461,55 @@ func TestCountersWhenEverySpanIsSampled(t *testing.T) {
 		}
 		if got.requests > spans*11/10 {
 			t.Fatalf("interval %d: %d requests for %d spans", interval, got.requests, spans)
+		}
+	}
+}
+
+// TestMatchAgreesWithAFullScan: for rule sets that the index narrows in one
+// word, in four words, and not at all, the sampler picks the rule that
+// trying every rule in order picks.
+func TestMatchAgreesWithAFullScan(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	methods := []string{"GET", "POST", "*", "G*", "DELETE"}
+	paths := []string{"*", "/api/*", "/api/v1/*", "/api/v1/items", "/api/v?/items/*", "/health", "*.json"}
+	hosts := []string{"*", "shop.example.com", "*.example.com"}
+	for _, n := range []int{10, 100, rules.MaxIndexed + 10} {
+		var rs []*pb.Rule
+		for i := 0; i < n; i++ {
+			r := &pb.Rule{Name: fmt.Sprintf("r%03d", i), Priority: int32(1 + rng.IntN(100)), FixedRate: 0.1,
+				HttpMethod: methods[rng.IntN(len(methods))], UrlPath: paths[rng.IntN(len(paths))], Host: hosts[rng.IntN(len(hosts))]}
+			if rng.IntN(4) == 0 {
+				r.Attributes = map[string]string{"tier": []string{"gold", "s*"}[rng.IntN(2)]}
+			}
+			rs = append(rs, r)
+		}
+		s, _ := newTestSampler(t)
+		set := rulesFor(1, rs...)
+		s.applyRules(set)
+		var want []rules.Rule
+		for _, r := range set.GetRules() {
+			want = append(want, apiconv.RuleFromProto(r).Normalize())
+		}
+		rules.Sort(want)
+		for j := 0; j < 300; j++ {
+			req := rules.Request{ServiceName: "shop-api", HTTPMethod: []string{"GET", "post", "DELETE", "PUT"}[rng.IntN(4)],
+				URLPath: []string{"/api/v1/items", "/API/v2/items/7", "/health", "/x.json", "/"}[rng.IntN(5)],
+				Host:    []string{"shop.example.com", "other.example.com", "x.org"}[rng.IntN(3)], Attributes: map[string]string{}}
+			attrs := []attribute.KeyValue{attribute.String("http.request.method", req.HTTPMethod), attribute.String("url.path", req.URLPath), attribute.String("server.address", req.Host)}
+			if tier := []string{"", "gold", "silver"}[rng.IntN(3)]; tier != "" {
+				req.Attributes["tier"] = tier
+				attrs = append(attrs, attribute.String("tier", tier))
+			}
+			wantRule := ""
+			for _, r := range want {
+				if c := rules.Compile(r); c.Matches(&req) {
+					wantRule = r.Name
+					break
+				}
+			}
+			if e := s.Explain(params(highID, attrs...)); e.Rule != wantRule {
+				t.Fatalf("%d rules, %+v: matched %q, want %q", n, req, e.Rule, wantRule)
+			}
 		}
 	}
 }

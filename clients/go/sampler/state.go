@@ -3,6 +3,7 @@ package sampler
 import (
 	"encoding/binary"
 	"math"
+	"math/bits"
 	"sync/atomic"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -266,6 +267,25 @@ func valueString(v *attribute.Value) string {
 }
 
 func (s *ruleSet) match(req *request) *matcher {
+	if s.index.Small() {
+		c, ok := s.index.Candidates64(req.method, req.path)
+		if !ok {
+			return s.matchAll(req)
+		}
+		decided := s.index.Decided64()
+		for ; c != 0; c &= c - 1 {
+			i := bits.TrailingZeros64(c)
+			m := &s.matchers[i]
+			if decided&(1<<i) != 0 {
+				if m.matchesRest(req) {
+					return m
+				}
+			} else if m.matches(req) {
+				return m
+			}
+		}
+		return nil
+	}
 	if c, ok := s.index.Candidates(req.method, req.path); ok {
 		for i := c.Next(); i >= 0; i = c.Next() {
 			m := &s.matchers[i]
@@ -279,6 +299,11 @@ func (s *ruleSet) match(req *request) *matcher {
 		}
 		return nil
 	}
+	return s.matchAll(req)
+}
+
+// matchAll tries every rule, for a request the index cannot narrow.
+func (s *ruleSet) matchAll(req *request) *matcher {
 	for i := range s.matchers {
 		if s.matchers[i].matches(req) {
 			return &s.matchers[i]
