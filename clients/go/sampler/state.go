@@ -1,6 +1,7 @@
 package sampler
 
 import (
+	"cmp"
 	"encoding/binary"
 	"math"
 	"math/bits"
@@ -135,47 +136,50 @@ const (
 // the older keys noted for later: copying an attribute.Value costs more than
 // the rest of a step.
 func (s *ruleSet) scan(req *request) {
-	need := s.need
-	if need == 0 {
+	missing := s.need
+	if missing == 0 {
 		return
 	}
 	attrs := req.attrs
-	var found uint8
-	var older [httpKeys]int // 1 + the position of the last http.host, http.method and http.target
-	for i := len(attrs) - 1; i >= 0 && found&need != need; i-- {
-		f := keyOf(string(attrs[i].Key))
-		switch f {
-		case serverAddress, requestMethod, urlPath:
-			if need&^found&(1<<f) == 0 {
-				continue
+	// 1 + the position of the last http.host, http.method and http.target.
+	var oldHost, oldMethod, oldTarget int
+	for i := len(attrs) - 1; i >= 0 && missing != 0; i-- {
+		a := &attrs[i]
+		switch keyOf(string(a.Key)) {
+		case serverAddress:
+			if missing&(1<<serverAddress) != 0 {
+				if req.host = a.Value.AsString(); req.host != "" {
+					missing &^= 1 << serverAddress
+				}
 			}
-			v := attrs[i].Value.AsString()
-			if v == "" {
-				continue
+		case requestMethod:
+			if missing&(1<<requestMethod) != 0 {
+				if req.method = a.Value.AsString(); req.method != "" {
+					missing &^= 1 << requestMethod
+				}
 			}
-			switch f {
-			case serverAddress:
-				req.host = v
-			case requestMethod:
-				req.method = v
-			default:
-				req.path = v
+		case urlPath:
+			if missing&(1<<urlPath) != 0 {
+				if req.path = a.Value.AsString(); req.path != "" {
+					missing &^= 1 << urlPath
+				}
 			}
-			found |= 1 << f
-		case httpHost, httpMethod, httpTarget:
-			if older[f] == 0 {
-				older[f] = i + 1
-			}
+		case httpHost:
+			oldHost = cmp.Or(oldHost, i+1)
+		case httpMethod:
+			oldMethod = cmp.Or(oldMethod, i+1)
+		case httpTarget:
+			oldTarget = cmp.Or(oldTarget, i+1)
 		}
 	}
-	if need&^found&(1<<serverAddress) != 0 && older[httpHost] > 0 {
-		req.host = attrs[older[httpHost]-1].Value.AsString()
+	if missing&(1<<serverAddress) != 0 && oldHost > 0 {
+		req.host = attrs[oldHost-1].Value.AsString()
 	}
-	if need&^found&(1<<requestMethod) != 0 && older[httpMethod] > 0 {
-		req.method = attrs[older[httpMethod]-1].Value.AsString()
+	if missing&(1<<requestMethod) != 0 && oldMethod > 0 {
+		req.method = attrs[oldMethod-1].Value.AsString()
 	}
-	if need&^found&(1<<urlPath) != 0 && older[httpTarget] > 0 {
-		req.path = stripQuery(attrs[older[httpTarget]-1].Value.AsString())
+	if missing&(1<<urlPath) != 0 && oldTarget > 0 {
+		req.path = stripQuery(attrs[oldTarget-1].Value.AsString())
 	}
 }
 
