@@ -11,11 +11,12 @@ import (
 // through the index finds exactly the rule a full scan finds.
 func TestIndexIsASupersetFilter(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
-	methods := []string{"GET", "get", "POST", "PUT", "*", "G*", "?ET", "DELETE", "pÖst", "LOCK", "PROPPATCH", "GET\x00"}
+	methods := []string{"GET", "get", "POST", "PUT", "*", "G*", "?ET", "DELETE", "pÖst", "LOCK", "PROPPATCH", "GET\x00", "A", "GE", "OPTIONS", "PROPFIND", "G\x00T"}
 	paths := []string{"*", "/", "/api", "/api/*", "/API/v1/*", "/api/v1/items", "/api/v?/items/*", "*.json", "/a*b", "/Äpi/*", "/api/v1/items/*", "/health", "/x?"}
 	// The Kelvin sign and the long s fold to "k" and "s": a non-ASCII
 	// request can match an ASCII rule.
-	reqMethods := []string{"GET", "get", "POST", "PUT", "DELETE", "PATCH", "", "PÖST", "LOC\u212a", "lock", "PROPPATCH", "proppatcH", "GET\x00", "\x00GET"}
+	reqMethods := []string{"GET", "get", "POST", "PUT", "DELETE", "PATCH", "", "PÖST", "LOC\u212a", "lock", "PROPPATCH", "proppatcH", "GET\x00", "\x00GET",
+		"A", "a", "GE", "ge", "G\x00T", "\x00", "G\xffT", "OPTIONS", "options", "PROPFIND", "propfinD"}
 	reqPaths := []string{"", "/", "/api", "/api/v1/items", "/API/V1/ITEMS/42", "/api/v2/items/1.json", "/ab", "/axxb", "/äpi/x", "/health", "/healthz", "/xy", "/x",
 		"/api/v1/itemſ", "/api/v1/itemſ/42", "/api/v1/items/a_long_tail_0123456789", "/API/V1/ITEMS", "/apı/v1/items", "/he"}
 	for round := 0; round < 300; round++ {

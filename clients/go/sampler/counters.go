@@ -1,6 +1,9 @@
 package sampler
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+	"unsafe"
+)
 
 // cacheLinePair is the span of memory that a core pulls in at once: a cache
 // line and, by adjacent-line prefetching, its neighbour.
@@ -20,15 +23,25 @@ type stripe struct {
 }
 
 // counters leads with padding too, so that the first stripe never shares a
-// line with the fields before it, which every span reads. busy has a line
-// of its own: every span reads it, and it changes at most twice a stripe an
-// interval, so cores keep it in their caches; reading the stripe's count
-// instead would miss whenever another core had just written it.
+// line with the fields before it, which every span reads. The flags have
+// lines of their own: every span reads them, and they change rarely (a take
+// bumps epoch; a stripe is marked past its exact count by the few spans that
+// cross it), so cores keep them in their caches. Reading the stripe's count instead would
+// miss whenever another core had just written it.
 type counters struct {
-	_    [cacheLinePair]byte
-	busy [stripes]atomic.Bool // the stripe is past its exact count
-	_    [cacheLinePair - stripes]byte
-	s    [stripes]stripe
+	_ [cacheLinePair]byte
+	f flags
+	_ [cacheLinePair - unsafe.Sizeof(flags{})]byte
+	s [stripes]stripe
+}
+
+type flags struct {
+	// epoch counts takes. A stripe is past its exact count this interval
+	// when past[stripe] == epoch+1: a take makes every mark stale at once,
+	// and a mark made late, by a span that counted into the interval just
+	// taken, is stale already.
+	epoch atomic.Uint32
+	past  [stripes]atomic.Uint32
 }
 
 // counts is one interval's totals of a rule.
@@ -54,10 +67,10 @@ const (
 func (c *counters) add(stripe, pick byte, sampled, borrowed bool) {
 	stripe %= stripes
 	s := &c.s[stripe]
-	switch {
-	case !c.busy[stripe].Load():
+	switch epoch := c.f.epoch.Load(); {
+	case c.f.past[stripe].Load() != epoch+1:
 		if s.requests.Add(1) >= exactPerStripe {
-			c.busy[stripe].Store(true)
+			c.f.past[stripe].Store(epoch + 1)
 		}
 	case pick%sampleEvery == 0:
 		s.requests.Add(sampleEvery)
@@ -82,8 +95,10 @@ func (c *counters) take() counts {
 		t.borrowed += s.borrowed.Swap(0)
 		t.sampled += s.sampled.Swap(0)
 		t.requests += s.requests.Swap(0)
-		c.busy[i].Store(false)
 	}
+	// After the swaps: a span that loads the old epoch and then counts
+	// into the new interval only counts exactly.
+	c.f.epoch.Add(1)
 	// Every sampled span was a request. Past the exact count requests are
 	// an estimate, which can fall below the exact sampled count when a
 	// rule samples nearly everything: report at least that many. (Holding

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -152,6 +153,8 @@ func TestRuleMatchingAndReasons(t *testing.T) {
 		{"an empty url.path leaves http.target", []attribute.KeyValue{attribute.String("url.path", ""), attribute.String("http.target", "/health?x")}, "health"},
 		{"http.request.method over http.method", []attribute.KeyValue{attribute.String("http.request.method", "POST"), attribute.String("http.method", "GET"), attribute.String("url.path", "/checkout"), attribute.String("tier", "gold")}, "checkout"},
 		{"the last of repeated keys", []attribute.KeyValue{attribute.String("url.path", "/checkout"), attribute.String("url.path", "/health")}, "health"},
+		{"an empty last url.path leaves http.target, not an earlier url.path", []attribute.KeyValue{attribute.String("url.path", "/checkout"), attribute.String("url.path", ""), attribute.String("http.target", "/health")}, "health"},
+		{"an empty last http.request.method leaves http.method", []attribute.KeyValue{attribute.String("http.method", "POST"), attribute.String("http.request.method", "GET"), attribute.String("http.request.method", ""), attribute.String("url.path", "/checkout"), attribute.String("tier", "gold")}, "checkout"},
 		{"the last of repeated rule attributes", []attribute.KeyValue{attribute.String("tier", "gold"), attribute.String("http.request.method", "POST"), attribute.String("url.path", "/checkout"), attribute.String("tier", "silver")}, "Default"},
 	}
 	for _, tt := range tests {
@@ -413,8 +416,9 @@ func TestCountersPastTheExactCount(t *testing.T) {
 	}{
 		{spans: 100, tolerance: 0},
 		{spans: exactPerStripe * stripes / 2, tolerance: 0},
-		{spans: 200_000, tolerance: 0.03}, // about 3.5 standard errors
-		{spans: 100, tolerance: 0},        // after a busy interval: counted exactly again
+		{spans: exactPerStripe * stripes, tolerance: 0}, // the most counted exactly
+		{spans: 200_000, tolerance: 0.03},               // about 3.5 standard errors
+		{spans: 100, tolerance: 0},                      // after a busy interval: counted exactly again
 	}
 	var c counters // one for all, so that each take must reset it
 	for _, tt := range tests {
@@ -444,6 +448,39 @@ func TestCountersPastTheExactCount(t *testing.T) {
 	}
 }
 
+// TestCountersSampleOnlyPastTheExactCount: one stripe counts its first
+// exactPerStripe spans one by one, then in steps of sampleEvery; and the
+// counters keep their stripes and flags on cache lines of their own.
+func TestCountersSampleOnlyPastTheExactCount(t *testing.T) {
+	var c counters
+	for i := 0; i < 10*exactPerStripe; i++ {
+		c.add(3, byte(i), false, false)
+	}
+	got := c.take().requests
+	if past := got - exactPerStripe; past <= 0 || past%sampleEvery != 0 || past > 9*exactPerStripe+sampleEvery {
+		t.Errorf("%d spans on one stripe counted as %d: want %d exactly, then steps of %d", 10*exactPerStripe, got, exactPerStripe, sampleEvery)
+	}
+	if off, size := unsafe.Offsetof(c.s), unsafe.Sizeof(stripe{}); off != 2*cacheLinePair || size != cacheLinePair {
+		t.Errorf("stripes at offset %d, %d bytes each; want %d and %d", off, size, 2*cacheLinePair, cacheLinePair)
+	}
+}
+
+// TestCountersLateMarkIsStale: a span that crossed the exact count in the
+// interval just taken, and marked its stripe only after the take, does not
+// make the next interval's count an estimate.
+func TestCountersLateMarkIsStale(t *testing.T) {
+	var c counters
+	epoch := c.f.epoch.Load() // the span loads the epoch and counts...
+	c.take()                  // ...a take runs...
+	c.f.past[3].Store(epoch + 1)
+	for i := 0; i < 100; i++ {
+		c.add(3, byte(i), false, false)
+	}
+	if got := c.take().requests; got != 100 {
+		t.Errorf("100 spans after a late mark counted as %d", got)
+	}
+}
+
 // TestCountersWhenEverySpanIsSampled: a rule that samples every span of a
 // busy interval reports sampled exactly and requests no fewer, interval
 // after interval, with nothing carried over.
@@ -470,8 +507,8 @@ func TestCountersWhenEverySpanIsSampled(t *testing.T) {
 // trying every rule in order picks.
 func TestMatchAgreesWithAFullScan(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 9))
-	methods := []string{"GET", "POST", "*", "G*", "DELETE"}
-	paths := []string{"*", "/api/*", "/api/v1/*", "/api/v1/items", "/api/v?/items/*", "/health", "*.json"}
+	methods := []string{"GET", "POST", "*", "G*", "DELETE", "A", "OPTIONS"}
+	paths := []string{"*", "/api/*", "/api/v1/*", "/api/v1/items", "/api/v?/items/*", "/health", "*.json", "/äpi/*"}
 	hosts := []string{"*", "shop.example.com", "*.example.com"}
 	for _, n := range []int{10, 100, rules.MaxIndexed + 10} {
 		var rs []*pb.Rule
@@ -492,8 +529,10 @@ func TestMatchAgreesWithAFullScan(t *testing.T) {
 		}
 		rules.Sort(want)
 		for j := 0; j < 300; j++ {
-			req := rules.Request{ServiceName: "shop-api", HTTPMethod: []string{"GET", "post", "DELETE", "PUT"}[rng.IntN(4)],
-				URLPath: []string{"/api/v1/items", "/API/v2/items/7", "/health", "/x.json", "/"}[rng.IntN(5)],
+			// Non-ASCII methods and paths the index cannot narrow: every
+			// rule is tried.
+			req := rules.Request{ServiceName: "shop-api", HTTPMethod: []string{"GET", "post", "DELETE", "PUT", "a", "OPTIONS", "GÉT"}[rng.IntN(7)],
+				URLPath: []string{"/api/v1/items", "/API/v2/items/7", "/health", "/x.json", "/", "/ÄPI/v1"}[rng.IntN(6)],
 				Host:    []string{"shop.example.com", "other.example.com", "x.org"}[rng.IntN(3)], Attributes: map[string]string{}}
 			attrs := []attribute.KeyValue{attribute.String("http.request.method", req.HTTPMethod), attribute.String("url.path", req.URLPath), attribute.String("server.address", req.Host)}
 			if tier := []string{"", "gold", "silver"}[rng.IntN(3)]; tier != "" {

@@ -130,8 +130,8 @@ const (
 // the rules look at them: by the current OpenTelemetry semantic conventions
 // (server.address, http.request.method, url.path) or, where those are absent
 // or empty, by the older ones (http.host, http.method, http.target). As in
-// OpenTelemetry, the last of several attributes with one key counts, so it
-// scans from the end, and it stops once it has every value the rules need by
+// OpenTelemetry, the last of several attributes with one key counts (if it is
+// empty, the older key does, not an earlier value), so it scans from the end, and it stops once it has every value the rules need by
 // the current conventions. Values are read as they are found, positions of
 // the older keys noted for later: copying an attribute.Value costs more than
 // the rest of a step.
@@ -141,25 +141,31 @@ func (s *ruleSet) scan(req *request) {
 		return
 	}
 	attrs := req.attrs
+	// open has the keys still missing whose own values may count: not those
+	// whose last value was empty, for which the older key counts.
+	open := missing
 	// 1 + the position of the last http.host, http.method and http.target.
 	var oldHost, oldMethod, oldTarget int
 	for i := len(attrs) - 1; i >= 0 && missing != 0; i-- {
 		a := &attrs[i]
 		switch keyOf(string(a.Key)) {
 		case serverAddress:
-			if missing&(1<<serverAddress) != 0 {
+			if open&(1<<serverAddress) != 0 {
+				open &^= 1 << serverAddress
 				if req.host = a.Value.AsString(); req.host != "" {
 					missing &^= 1 << serverAddress
 				}
 			}
 		case requestMethod:
-			if missing&(1<<requestMethod) != 0 {
+			if open&(1<<requestMethod) != 0 {
+				open &^= 1 << requestMethod
 				if req.method = a.Value.AsString(); req.method != "" {
 					missing &^= 1 << requestMethod
 				}
 			}
 		case urlPath:
-			if missing&(1<<urlPath) != 0 {
+			if open&(1<<urlPath) != 0 {
+				open &^= 1 << urlPath
 				if req.path = a.Value.AsString(); req.path != "" {
 					missing &^= 1 << urlPath
 				}
