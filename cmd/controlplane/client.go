@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -210,4 +211,13 @@ func fieldViolations(st *status.Status) []*errdetails.BadRequest_FieldViolation 
 		}
 	}
 	return out
+}
+
+// readCertPool reads the PEM certificates of a file into a pool.
+func readCertPool(file string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	return certPool(file, data)
 }

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -184,7 +182,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 // the bound addresses once both listeners are up (tests use it to find
 // ports chosen by the kernel).
 func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [2]string) error {
-	creds, err := c.serverCredentials()
+	creds, err := c.serverCredentials(log)
 	if err != nil {
 		return err
 	}
@@ -292,9 +290,8 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 }
 
 // serverCredentials returns the gRPC server's TLS credentials, or nil for
-// plaintext. The certificate is read once, at start: a renewed one takes a
-// restart (a rolling one, with several replicas).
-func (c *serveConfig) serverCredentials() (credentials.TransportCredentials, error) {
+// plaintext. The files are read again when they change (see tlsFiles).
+func (c *serveConfig) serverCredentials(log *slog.Logger) (credentials.TransportCredentials, error) {
 	if c.tlsCert == "" && c.tlsKey == "" {
 		if c.tlsClientCA != "" {
 			return nil, usageError(errors.New("--tls-client-ca needs --tls-cert and --tls-key"))
@@ -304,30 +301,9 @@ func (c *serveConfig) serverCredentials() (credentials.TransportCredentials, err
 	if c.tlsCert == "" || c.tlsKey == "" {
 		return nil, usageError(errors.New("--tls-cert and --tls-key go together"))
 	}
-	cert, err := tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
-	if err != nil {
-		return nil, fmt.Errorf("--tls-cert, --tls-key: %w", err)
-	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
-	if c.tlsClientCA != "" {
-		pool, err := readCertPool(c.tlsClientCA)
-		if err != nil {
-			return nil, fmt.Errorf("--tls-client-ca: %w", err)
-		}
-		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
-	}
-	return credentials.NewTLS(cfg), nil
-}
-
-// readCertPool reads the PEM certificates of a file into a pool.
-func readCertPool(file string) (*x509.CertPool, error) {
-	data, err := os.ReadFile(file)
+	files, err := newTLSFiles(c.tlsCert, c.tlsKey, c.tlsClientCA, log)
 	if err != nil {
 		return nil, err
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(data) {
-		return nil, fmt.Errorf("%s: no PEM certificate in it", file)
-	}
-	return pool, nil
+	return credentials.NewTLS(files.serverConfig()), nil
 }

@@ -3,6 +3,10 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -48,18 +52,7 @@ func TestServeMutualTLS(t *testing.T) {
 	c := testServeConfig(t)
 	c.tlsCert, c.tlsKey, c.tlsClientCA = pki.CertFile, pki.KeyFile, pki.CAFile
 	s := startServe(t, c)
-	check := func(certs []tls.Certificate) error {
-		creds := credentials.NewTLS(&tls.Config{RootCAs: pki.Pool, Certificates: certs, MinVersion: tls.VersionTLS12})
-		conn, err := grpc.NewClient(s.grpcAddr, grpc.WithTransportCredentials(creds))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
-		return err
-	}
+	check := func(certs []tls.Certificate) error { return healthOverTLS(t, s.grpcAddr, pki.Pool, certs) }
 	if err := check([]tls.Certificate{pki.ClientCert}); err != nil {
 		t.Errorf("with a client certificate: %v", err)
 	}
@@ -89,13 +82,15 @@ func TestServeTLSFlagErrors(t *testing.T) {
 		{name: "client CA without a certificate", ca: pki.CAFile, want: "--tls-client-ca needs --tls-cert and --tls-key", usage: true},
 		{name: "key of another certificate", cert: pki.CertFile, key: other.KeyFile, want: "--tls-cert, --tls-key"},
 		{name: "no key in the key file", cert: pki.CertFile, key: pki.CAFile, want: "--tls-cert, --tls-key"},
-		{name: "missing file", cert: pki.CertFile + ".missing", key: pki.KeyFile, want: "--tls-cert, --tls-key"},
+		{name: "missing file", cert: pki.CertFile + ".missing", key: pki.KeyFile, want: "--tls-cert"},
+		{name: "missing client CA file", cert: pki.CertFile, key: pki.KeyFile, ca: pki.CAFile + ".missing", want: "--tls-client-ca"},
+		{name: "client CA file without certificates", cert: pki.CertFile, key: pki.KeyFile, ca: pki.KeyFile, want: "--tls-client-ca"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := testServeConfig(t)
 			c.tlsCert, c.tlsKey, c.tlsClientCA = tt.cert, tt.key, tt.ca
-			_, err := c.serverCredentials()
+			_, err := c.serverCredentials(slog.New(slog.DiscardHandler))
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err %v, want %q", err, tt.want)
 			}
@@ -106,9 +101,78 @@ func TestServeTLSFlagErrors(t *testing.T) {
 	}
 }
 
+// healthOverTLS makes a health check on a new TLS connection that trusts
+// roots and presents certs.
+func healthOverTLS(t *testing.T, addr string, roots *x509.CertPool, certs []tls.Certificate) error {
+	t.Helper()
+	creds := credentials.NewTLS(&tls.Config{RootCAs: roots, Certificates: certs, MinVersion: tls.VersionTLS12})
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	return err
+}
+
 func errText(err error) string {
 	if err == nil {
 		return ""
 	}
 	return err.Error()
+}
+
+// TestServeTLSReloadsRenewedFiles: new connections get a renewed certificate
+// and client CAs without a restart; a renewal half written (a certificate
+// beside a key it does not belong to) keeps the previous files in use.
+func TestServeTLSReloadsRenewedFiles(t *testing.T) {
+	oldPKI, newPKI := testpki.New(t), testpki.New(t)
+	dir := t.TempDir()
+	cert, key, ca := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "ca.crt")
+	// As cert-manager and Kubernetes do: the new file is written aside and
+	// renamed over the old.
+	install := func(dst, src string) {
+		t.Helper()
+		data, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst+".new", data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(dst+".new", dst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	install(cert, oldPKI.CertFile)
+	install(key, oldPKI.KeyFile)
+	install(ca, oldPKI.CAFile)
+	c := testServeConfig(t)
+	c.tlsCert, c.tlsKey, c.tlsClientCA = cert, key, ca
+	s := startServe(t, c)
+	call := func(p *testpki.PKI) error {
+		return healthOverTLS(t, s.grpcAddr, p.Pool, []tls.Certificate{p.ClientCert})
+	}
+	steps := []struct {
+		name               string
+		install            [][2]string // file, source
+		oldWorks, newWorks bool
+	}{
+		{name: "as started", oldWorks: true},
+		{name: "new certificate, old key", install: [][2]string{{cert, newPKI.CertFile}}, oldWorks: true},
+		{name: "new key and client CAs", install: [][2]string{{key, newPKI.KeyFile}, {ca, newPKI.CAFile}}, newWorks: true},
+	}
+	for _, st := range steps {
+		for _, f := range st.install {
+			install(f[0], f[1])
+		}
+		if err := call(oldPKI); (err == nil) != st.oldWorks {
+			t.Errorf("%s: a client of the old CA: %v, want success %v", st.name, err, st.oldWorks)
+		}
+		if err := call(newPKI); (err == nil) != st.newWorks {
+			t.Errorf("%s: a client of the new CA: %v, want success %v", st.name, err, st.newWorks)
+		}
+	}
 }
