@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -42,6 +43,7 @@ type serveConfig struct {
 	tlsCert     string
 	tlsKey      string
 	tlsClientCA string
+	tlsPoll     time.Duration // how often to look for renewed TLS files; 0: tlsPollEvery (tests shorten it)
 }
 
 // envPrefix: every serve flag --foo-bar can also be set as
@@ -182,7 +184,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 // the bound addresses once both listeners are up (tests use it to find
 // ports chosen by the kernel).
 func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [2]string) error {
-	creds, err := c.serverCredentials(log)
+	creds, certs, err := c.serverCredentials(log)
 	if err != nil {
 		return err
 	}
@@ -246,6 +248,14 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 	}
 	ctl := controller.New(st, cat, controller.Options{Interval: c.interval, Logger: log, Registerer: reg})
 	var bg sync.WaitGroup
+	if certs != nil {
+		certs.register(reg)
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			certs.watch(ctx, cmp.Or(c.tlsPoll, tlsPollEvery))
+		}()
+	}
 	bg.Add(3)
 	go func() {
 		defer bg.Done()
@@ -289,21 +299,21 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 	return serveErr
 }
 
-// serverCredentials returns the gRPC server's TLS credentials, or nil for
-// plaintext. The files are read again when they change (see tlsFiles).
-func (c *serveConfig) serverCredentials(log *slog.Logger) (credentials.TransportCredentials, error) {
+// serverCredentials returns the gRPC server's TLS credentials and the files
+// they come from, or nil for plaintext.
+func (c *serveConfig) serverCredentials(log *slog.Logger) (credentials.TransportCredentials, *tlsFiles, error) {
 	if c.tlsCert == "" && c.tlsKey == "" {
 		if c.tlsClientCA != "" {
-			return nil, usageError(errors.New("--tls-client-ca needs --tls-cert and --tls-key"))
+			return nil, nil, usageError(errors.New("--tls-client-ca needs --tls-cert and --tls-key"))
 		}
-		return nil, nil
+		return nil, nil, nil
 	}
 	if c.tlsCert == "" || c.tlsKey == "" {
-		return nil, usageError(errors.New("--tls-cert and --tls-key go together"))
+		return nil, nil, usageError(errors.New("--tls-cert and --tls-key go together"))
 	}
 	files, err := newTLSFiles(c.tlsCert, c.tlsKey, c.tlsClientCA, log)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return credentials.NewTLS(files.serverConfig()), nil
+	return credentials.NewTLS(files.serverConfig()), files, nil
 }

@@ -54,6 +54,7 @@ type serving struct {
 	done    chan struct{}      // closed when serve has returned
 	err     error              // what serve returned; read after done
 	timeout time.Duration
+	logs    lockedBuffer // what serve logged
 }
 
 // startServe runs serve with c until the test ends or stop is called, and
@@ -63,7 +64,7 @@ func startServe(t *testing.T, c *serveConfig) *serving {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &serving{cancel: cancel, done: make(chan struct{}), timeout: c.shutdown}
 	ready := make(chan [2]string, 1)
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), &s.logs), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	go func() {
 		defer close(s.done)
 		s.err = serve(ctx, c, log, ready)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -90,7 +91,7 @@ func TestServeTLSFlagErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := testServeConfig(t)
 			c.tlsCert, c.tlsKey, c.tlsClientCA = tt.cert, tt.key, tt.ca
-			_, err := c.serverCredentials(slog.New(slog.DiscardHandler))
+			_, _, err := c.serverCredentials(slog.New(slog.DiscardHandler))
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err %v, want %q", err, tt.want)
 			}
@@ -126,7 +127,8 @@ func errText(err error) string {
 
 // TestServeTLSReloadsRenewedFiles: new connections get a renewed certificate
 // and client CAs without a restart; a renewal half written (a certificate
-// beside a key it does not belong to) keeps the previous files in use.
+// beside a key it does not belong to) is logged once and keeps the previous
+// files in use.
 func TestServeTLSReloadsRenewedFiles(t *testing.T) {
 	oldPKI, newPKI := testpki.New(t), testpki.New(t)
 	dir := t.TempDir()
@@ -150,29 +152,54 @@ func TestServeTLSReloadsRenewedFiles(t *testing.T) {
 	install(key, oldPKI.KeyFile)
 	install(ca, oldPKI.CAFile)
 	c := testServeConfig(t)
-	c.tlsCert, c.tlsKey, c.tlsClientCA = cert, key, ca
+	c.tlsCert, c.tlsKey, c.tlsClientCA, c.tlsPoll = cert, key, ca, 10*time.Millisecond
 	s := startServe(t, c)
-	call := func(p *testpki.PKI) error {
-		return healthOverTLS(t, s.grpcAddr, p.Pool, []tls.Certificate{p.ClientCert})
+	// call trusts roots' CA and presents client's certificate.
+	call := func(roots, client *testpki.PKI) error {
+		return healthOverTLS(t, s.grpcAddr, roots.Pool, []tls.Certificate{client.ClientCert})
 	}
-	steps := []struct {
-		name               string
-		install            [][2]string // file, source
-		oldWorks, newWorks bool
-	}{
-		{name: "as started", oldWorks: true},
-		{name: "new certificate, old key", install: [][2]string{{cert, newPKI.CertFile}}, oldWorks: true},
-		{name: "new key and client CAs", install: [][2]string{{key, newPKI.KeyFile}, {ca, newPKI.CAFile}}, newWorks: true},
+	if err := call(oldPKI, oldPKI); err != nil {
+		t.Fatalf("as started: %v", err)
 	}
-	for _, st := range steps {
-		for _, f := range st.install {
-			install(f[0], f[1])
-		}
-		if err := call(oldPKI); (err == nil) != st.oldWorks {
-			t.Errorf("%s: a client of the old CA: %v, want success %v", st.name, err, st.oldWorks)
-		}
-		if err := call(newPKI); (err == nil) != st.newWorks {
-			t.Errorf("%s: a client of the new CA: %v, want success %v", st.name, err, st.newWorks)
+
+	// Half a renewal: logged once, after a second look, and the old files
+	// stay in use.
+	install(cert, newPKI.CertFile)
+	eventually(t, "the half renewal logged", func() bool { return strings.Contains(s.logs.String(), "cannot be used") })
+	if err := call(oldPKI, oldPKI); err != nil {
+		t.Errorf("half way through a renewal: %v", err)
+	}
+	time.Sleep(5 * c.tlsPoll) // more polls of the same files
+	if n := strings.Count(s.logs.String(), "cannot be used"); n != 1 {
+		t.Errorf("the half renewal logged %d times, want once", n)
+	}
+
+	// The rest: the new certificate and client CAs serve new connections.
+	install(key, newPKI.KeyFile)
+	install(ca, newPKI.CAFile)
+	eventually(t, "the new certificate served", func() bool { return call(newPKI, newPKI) == nil })
+	if err := call(oldPKI, oldPKI); err == nil {
+		t.Error("a client trusting only the old CA still connects")
+	}
+	if err := call(newPKI, oldPKI); err == nil {
+		t.Error("a client certificate of the replaced CA is still accepted")
+	}
+	leaf, err := tls.LoadX509KeyPair(newPKI.CertFile, newPKI.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("controlplane_tls_certificate_expiry_timestamp_seconds %g", float64(leaf.Leaf.NotAfter.Unix()))
+	if _, body := s.get(t, "/metrics"); !strings.Contains(body, want) {
+		t.Errorf("/metrics lacks %q", want)
+	}
+}
+
+// eventually waits until cond holds.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(serveWait); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", serveWait, what)
 		}
 	}
 }

@@ -1,27 +1,36 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"os"
-	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
-// tlsFiles gives every TLS handshake the server certificate and the client
-// CAs from their files, and parses them again whenever a file's content has
-// changed, so that a renewed certificate (cert-manager, certbot) serves new
-// connections without a restart. Connections already open keep the old one
-// until they reconnect, at the latest after --max-connection-age. Reading
-// three small files costs far less than the handshake it serves.
+// tlsPollEvery is how often serve looks at its TLS files for a renewal.
+const tlsPollEvery = 30 * time.Second
+
+// tlsFiles serves the TLS certificate and client CAs from their files and
+// looks at them again every so often, so that a renewal (cert-manager,
+// certbot, a Kubernetes secret) serves new connections without a restart.
+// Handshakes only load the config in use: what a peer can trigger costs no
+// file reads, and a slow disk holds up no handshake.
 type tlsFiles struct {
 	certFile, keyFile, caFile string
 	log                       *slog.Logger
+	cfg                       atomic.Pointer[tls.Config]
+	notAfter                  atomic.Int64 // unix seconds: when the certificate in use expires
 
-	mu  sync.Mutex
-	raw [3]string // the files' content when cfg was made, or last tried
-	cfg *tls.Config
+	// Only poll touches these.
+	raw     [3]string // the files' content in use
+	lastErr string    // the last poll's failure, "" if it had none
+	warned  string    // the failure last logged
 }
 
 // newTLSFiles reads the files once; at start-up an unusable file is an error.
@@ -31,40 +40,80 @@ func newTLSFiles(certFile, keyFile, caFile string, log *slog.Logger) (*tlsFiles,
 	if err != nil {
 		return nil, err
 	}
-	if f.cfg, err = f.parse(raw); err != nil {
+	cfg, err := f.parse(raw)
+	if err != nil {
 		return nil, err
 	}
-	f.raw = raw
+	f.use(raw, cfg)
 	return f, nil
 }
 
 // serverConfig is what the gRPC server is given.
 func (f *tlsFiles) serverConfig() *tls.Config {
-	return &tls.Config{MinVersion: tls.VersionTLS12, GetConfigForClient: f.config}
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			return f.cfg.Load(), nil
+		},
+	}
 }
 
-// config is tls.Config.GetConfigForClient. A change that does not parse (a
-// renewal half written: a new certificate beside the old key) keeps the
-// previous files in use; the other half's arrival is a change again.
-func (f *tlsFiles) config(*tls.ClientHelloInfo) (*tls.Config, error) {
-	raw, err := f.read()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err != nil {
-		// Mid-rename, say: keep serving what was read before.
-		f.log.Warn("TLS files unreadable; the previous ones stay in use", "err", err)
-		return f.cfg, nil
-	}
-	if raw != f.raw {
-		f.raw = raw
-		if cfg, err := f.parse(raw); err != nil {
-			f.log.Warn("TLS files changed but cannot be used; the previous ones stay in use", "err", err)
-		} else {
-			f.cfg = cfg
-			f.log.Info("TLS files changed: new connections use them", "cert", f.certFile, "client_ca", f.caFile)
+// register exports the certificate's expiry, so that a renewal that never
+// lands can be alerted on before clients start failing.
+func (f *tlsFiles) register(reg prometheus.Registerer) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "controlplane_tls_certificate_expiry_timestamp_seconds",
+		Help: "When the gRPC server's TLS certificate in use expires, in unix seconds.",
+	}, func() float64 { return float64(f.notAfter.Load()) }))
+}
+
+// watch polls the files every interval until ctx ends.
+func (f *tlsFiles) watch(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f.poll()
 		}
 	}
-	return f.cfg, nil
+}
+
+// poll takes up the files if they changed and can be used. A rotation
+// replaces its files one by one, so a poll may catch them half way: a
+// failure is logged only when the next poll finds it again, and once, while
+// the previous files stay in use.
+func (f *tlsFiles) poll() {
+	raw, err := f.read()
+	if err == nil && raw == f.raw {
+		f.lastErr, f.warned = "", ""
+		return
+	}
+	var cfg *tls.Config
+	if err == nil {
+		cfg, err = f.parse(raw)
+	}
+	if err != nil {
+		if msg := err.Error(); msg == f.lastErr && msg != f.warned {
+			f.log.Warn("TLS files changed but cannot be used; the previous ones stay in use", "err", err)
+			f.warned = msg
+		} else {
+			f.lastErr = msg
+		}
+		return
+	}
+	f.use(raw, cfg)
+	f.lastErr, f.warned = "", ""
+	f.log.Info("TLS files changed: new connections use them", "cert", f.certFile, "client_ca", f.caFile,
+		"expires", time.Unix(f.notAfter.Load(), 0).UTC())
+}
+
+func (f *tlsFiles) use(raw [3]string, cfg *tls.Config) {
+	f.raw = raw
+	f.notAfter.Store(cfg.Certificates[0].Leaf.NotAfter.Unix())
+	f.cfg.Store(cfg)
 }
 
 func (f *tlsFiles) read() (raw [3]string, err error) {
@@ -86,9 +135,7 @@ func (f *tlsFiles) parse(raw [3]string) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--tls-cert, --tls-key: %w", err)
 	}
-	// The config a handshake gets replaces the server's whole config, so it
-	// names HTTP/2 itself: gRPC clients insist on it by ALPN.
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"}}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 	if f.caFile != "" {
 		pool, err := certPool(f.caFile, []byte(raw[2]))
 		if err != nil {
