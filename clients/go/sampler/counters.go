@@ -25,9 +25,9 @@ type stripe struct {
 // counters leads with padding too, so that the first stripe never shares a
 // line with the fields before it, which every span reads. The flags have
 // lines of their own: every span reads them, and they change rarely (a take
-// bumps epoch; a stripe is marked past its exact count by the few spans that
-// cross it), so cores keep them in their caches. Reading the stripe's count instead would
-// miss whenever another core had just written it.
+// bumps epoch; a stripe is marked past its exact count by the few spans
+// that cross it), so cores keep them in their caches. Reading the stripe's
+// count instead would miss whenever another core had just written it.
 type counters struct {
 	_ [cacheLinePair]byte
 	f flags

@@ -130,11 +130,12 @@ const (
 // the rules look at them: by the current OpenTelemetry semantic conventions
 // (server.address, http.request.method, url.path) or, where those are absent
 // or empty, by the older ones (http.host, http.method, http.target). As in
-// OpenTelemetry, the last of several attributes with one key counts (if it is
-// empty, the older key does, not an earlier value), so it scans from the end, and it stops once it has every value the rules need by
-// the current conventions. Values are read as they are found, positions of
-// the older keys noted for later: copying an attribute.Value costs more than
-// the rest of a step.
+// OpenTelemetry, the last of several attributes with one key counts (if it
+// is empty, the older key does, not an earlier value), so it scans from the
+// end, and it stops once it has every value the rules need by the current
+// conventions. Values are read as they are found, positions of the older
+// keys noted for later: copying an attribute.Value costs more than the rest
+// of a step.
 func (s *ruleSet) scan(req *request) {
 	missing := s.need
 	if missing == 0 {
