@@ -369,3 +369,68 @@ func TestExhaustedBudgetKeepsItsFloor(t *testing.T) {
 		t.Errorf("big's quota: %v, want its untouched half of 100", q)
 	}
 }
+
+// TestStreamUsageSurvivesAStoreOutage: the spend in stream reports that
+// arrive while Redis is down is held and recorded with the first report
+// after it is back, so a budget does not miss it. (The SDK counts a stream
+// report as sent; a unary caller is told UNAVAILABLE and reports again.)
+func TestStreamUsageSurvivesAStoreOutage(t *testing.T) {
+	rs := redistest.StartWith(t, redistest.Options{AppendOnly: true})
+	clock := &fakeClock{t: time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC)}
+	st, err := redisstore.New(context.Background(), rs.Client(t), redisstore.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	rep := startBudgetReplica(t, st, clock.Now, nil)
+	ctx := ctxT(t)
+	if _, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{Name: "shop", MonthlyAmount: 5, Scope: &pb.BudgetScope{ServiceNames: []string{"shop"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 1 })
+	stream, _ := openStream(ctx, t, rep.sampling, "c", "shop")
+	// report sends counts and waits for the targets that answer them: a
+	// quota, renewed while Redis is down.
+	report := func(requests, sampled int64) {
+		t.Helper()
+		m := &pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{Statistics: []*pb.SamplingStatistics{stats("Default", requests, sampled, "")}}}}
+		if err := stream.Send(m); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.GetTargets() != nil {
+				return
+			}
+		}
+	}
+	report(1000, 10)
+	rs.Stop()
+	report(1000, 20)
+	report(1000, 40)
+	rs.Restart()
+	clock.Add(time.Second)
+	// The store's client reconnects on its own; the first report that
+	// gets through carries the held spend. Later reports count nothing.
+	report(1000, 80)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if err := rep.ctl.Tick(ctx); err == nil {
+			resp, err := rep.budgets.GetBudgetStatus(ctx, &pb.GetBudgetStatusRequest{Name: "shop"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := resp.GetStatus()
+			if s.GetSampledTraces() == 150 && s.GetRequests() == 4000 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("status %v: want all 150 sampled traces and 4,000 requests, those reported while Redis was down too", s)
+			}
+		}
+		report(0, 0)
+	}
+}

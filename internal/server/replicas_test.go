@@ -41,14 +41,7 @@ func TestTwoReplicasBehaveAsOne(t *testing.T) {
 	b := startReplica(t, newRedisStore(t, rs), clock.Now)
 	ctx := ctxT(t)
 
-	stream, err := b.sampling.StreamSampling(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Hello{Hello: &pb.Hello{ClientId: "on-b", ServiceName: "shop"}}}); err != nil {
-		t.Fatal(err)
-	}
-	first := recvRules(t, stream)
+	stream, first := openStream(ctx, t, b.sampling, "on-b", "shop")
 	createRule(t, a.rules, &pb.Rule{Name: "checkout", Priority: 1, ServiceName: "shop", ReservoirSize: 12, FixedRate: 0.1})
 	got := recvRules(t, stream)
 	if got.GetRulesVersion() <= first.GetRulesVersion() || got.GetRules()[0].GetName() != "checkout" {
@@ -88,14 +81,7 @@ func TestReportsWhileRedisIsDown(t *testing.T) {
 	createRule(t, rep.rules, &pb.Rule{Name: "checkout", Priority: 1, ServiceName: "shop", ReservoirSize: 4})
 	waitVersion(t, rep.catalog, 2)
 	ctx := ctxT(t)
-	stream, err := rep.sampling.StreamSampling(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Hello{Hello: &pb.Hello{ClientId: "c", ServiceName: "shop"}}}); err != nil {
-		t.Fatal(err)
-	}
-	recvRules(t, stream)
+	stream, _ := openStream(ctx, t, rep.sampling, "c", "shop")
 	rs.Stop()
 	req := &pb.GetSamplingTargetsRequest{ClientId: "u", ServiceName: "shop", Statistics: []*pb.SamplingStatistics{stats("checkout", 10, 0, "")}}
 	if _, err := rep.sampling.GetSamplingTargets(ctx, req); statusCode(err) != "Unavailable" {
@@ -169,14 +155,7 @@ func TestStopEndsStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	stream, err := pb.NewSamplingServiceClient(conn).StreamSampling(ctxT(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Hello{Hello: &pb.Hello{ClientId: "c", ServiceName: "s"}}}); err != nil {
-		t.Fatal(err)
-	}
-	recvRules(t, stream)
+	stream, _ := openStream(ctxT(t), t, pb.NewSamplingServiceClient(conn), "c", "s")
 	// A stop with an hour of grace returns as soon as the stream is gone.
 	stopped := make(chan struct{})
 	go func() {

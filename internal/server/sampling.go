@@ -144,7 +144,7 @@ func (s *samplingService) report(ctx context.Context, service string, docs []*pb
 	if len(updates) == 0 {
 		return out, nil
 	}
-	fleet, err := s.batcher.record(ctx, updates, usage)
+	fleet, err := s.batcher.record(ctx, updates, usage, held != nil)
 	if err != nil {
 		return nil, err
 	}

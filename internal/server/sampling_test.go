@@ -274,14 +274,7 @@ func TestStreamSampling(t *testing.T) {
 	createRule(t, rep.rules, &pb.Rule{Name: "shop", Priority: 5, ServiceName: "shop", ReservoirSize: 10, FixedRate: 0.1})
 	waitVersion(t, rep.catalog, 2)
 	ctx := ctxT(t)
-	stream, err := rep.sampling.StreamSampling(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Hello{Hello: &pb.Hello{ClientId: "c1", ServiceName: "shop"}}}); err != nil {
-		t.Fatal(err)
-	}
-	rs := recvRules(t, stream)
+	stream, rs := openStream(ctx, t, rep.sampling, "c1", "shop")
 	if len(rs.GetRules()) != 2 || rs.GetRulesVersion() != 2 {
 		t.Fatalf("first rule set %v", rs)
 	}
@@ -395,6 +388,20 @@ func waitRulesVersion(t *testing.T, s pb.SamplingService_StreamSamplingClient, v
 			t.Fatalf("got version %d, want %d", rs.GetRulesVersion(), v)
 		}
 	}
+}
+
+// openStream opens a sampling stream, says hello as clientID of service and
+// returns it with the first rule set.
+func openStream(ctx context.Context, t *testing.T, c pb.SamplingServiceClient, clientID, service string) (pb.SamplingService_StreamSamplingClient, *pb.RuleSet) {
+	t.Helper()
+	stream, err := c.StreamSampling(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Hello{Hello: &pb.Hello{ClientId: clientID, ServiceName: service}}}); err != nil {
+		t.Fatal(err)
+	}
+	return stream, recvRules(t, stream)
 }
 
 func recvRules(t *testing.T, s pb.SamplingService_StreamSamplingClient) *pb.RuleSet {

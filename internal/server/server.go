@@ -120,7 +120,7 @@ func New(opts Options) *Server {
 	pb.RegisterRuleServiceServer(s.grpc, &ruleService{store: opts.Rules})
 	if opts.Catalog != nil && opts.Ledger != nil {
 		ledger := reservoir.NewLedger(opts.ReportInterval)
-		s.batcher = newReportBatcher(opts.Ledger, ledger, opts.Now)
+		s.batcher = newReportBatcher(opts.Ledger, ledger, opts.Now, opts.Logger, opts.Registerer)
 		pb.RegisterSamplingServiceServer(s.grpc, &samplingService{
 			catalog:  opts.Catalog,
 			batcher:  s.batcher,
