@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -33,11 +34,11 @@ type reportBatcher struct {
 	maxBatch int // rate updates per store call
 	queue    chan *pendingReport
 
-	// carried holds the budget usage of stream reports that the store did
-	// not take, summed by budget, month, hour and rule, for the next batch:
-	// a stream's client counts its report as sent, and the spend in it
-	// would be lost. (A unary client is told, and reports its counts again.)
-	// Only run touches it.
+	// carried holds the budget usage of stream reports that the store
+	// surely did not take (store.ErrNotApplied), summed by budget, month,
+	// hour and rule, until a batch goes through: a stream's client counts
+	// its report as sent, and the spend in it would be lost. (A unary client
+	// is told, and reports its counts again.) Only run touches it.
 	carried    map[usageKey]*store.UsageIncrement
 	maxCarried int
 	held       prometheus.Gauge
@@ -76,11 +77,11 @@ func newReportBatcher(st LedgerStore, ledger reservoir.Ledger, now func() time.T
 		maxCarried: 100_000,
 		held: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "controlplane_usage_held",
-			Help: "Budget usage entries (budget, month, hour, rule) from stream reports that the store has not taken yet; they go with the next batch.",
+			Help: "Budget usage entries (budget, month, hour, rule) from stream reports that the store has not taken yet; they are sent once a batch goes through.",
 		}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "controlplane_usage_dropped_total",
-			Help: "Budget usage entries lost: held past the limit while the store was unreachable, or at shutdown.",
+			Help: "Budget usage entries (budget, month, hour, rule, per report) lost: over the limit while the store was unreachable, refused or still held at shutdown, or held and then sent without an answer.",
 		}),
 		stop: make(chan struct{}),
 		done: make(chan struct{}),
@@ -92,7 +93,7 @@ func newReportBatcher(st LedgerStore, ledger reservoir.Ledger, now func() time.T
 
 // record sends one report's updates to the store with the next batch and
 // returns each update's fleet rate. With carry, the report's usage is held
-// for a later batch if the store fails.
+// for later if the store says it took nothing.
 func (b *reportBatcher) record(ctx context.Context, updates []store.RateUpdate, usage []store.UsageIncrement, carry bool) ([]float64, error) {
 	p := &pendingReport{updates: updates, usage: usage, carry: carry, done: make(chan struct{})}
 	select {
@@ -100,6 +101,9 @@ func (b *reportBatcher) record(ctx context.Context, updates []store.RateUpdate, 
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case <-b.stop:
+		if carry {
+			b.dropped.Add(float64(len(usage)))
+		}
 		return nil, store.ErrUnavailable
 	}
 	select {
@@ -120,6 +124,13 @@ func (b *reportBatcher) run() {
 			batch = append(batch, p)
 		case <-b.stop:
 			b.failQueued()
+			b.flushHeld()
+			if n := len(b.carried); n > 0 {
+				b.dropped.Add(float64(n))
+				b.log.Warn("stopping with budget usage the store never took: it is lost", "entries", n)
+				clear(b.carried)
+				b.held.Set(0)
+			}
 			return
 		}
 		n := len(batch[0].updates)
@@ -133,16 +144,16 @@ func (b *reportBatcher) run() {
 				break drain
 			}
 		}
-		b.flush(batch, n)
+		if b.flush(batch, n) {
+			b.flushHeld()
+		}
 	}
 }
 
-func (b *reportBatcher) flush(batch []*pendingReport, n int) {
+// flush sends a batch and reports whether the store took it.
+func (b *reportBatcher) flush(batch []*pendingReport, n int) bool {
 	updates := make([]store.RateUpdate, 0, n)
-	usage := make([]store.UsageIncrement, 0, len(b.carried))
-	for _, u := range b.carried {
-		usage = append(usage, *u)
-	}
+	var usage []store.UsageIncrement
 	for _, p := range batch {
 		updates = append(updates, p.updates...)
 		usage = append(usage, p.usage...)
@@ -153,16 +164,17 @@ func (b *reportBatcher) flush(batch []*pendingReport, n int) {
 	if err == nil && len(rates) != len(updates) {
 		err = fmt.Errorf("store returned %d fleet rates for %d updates", len(rates), len(updates))
 	}
-	if err == nil {
-		clear(b.carried)
-	} else {
-		for _, p := range batch {
-			if p.carry {
-				b.carry(p.usage)
-			}
+	// Only what the store surely did not take is held: usage sent twice
+	// would bill twice. The rest may be lost, and is counted so.
+	for _, p := range batch {
+		switch {
+		case err == nil || !p.carry:
+		case errors.Is(err, store.ErrNotApplied):
+			b.carry(p.usage)
+		default:
+			b.dropped.Add(float64(len(p.usage)))
 		}
 	}
-	b.held.Set(float64(len(b.carried)))
 	for _, p := range batch {
 		if err != nil {
 			p.err = err
@@ -171,10 +183,40 @@ func (b *reportBatcher) flush(batch []*pendingReport, n int) {
 		}
 		close(p.done)
 	}
+	return err == nil
 }
 
-// carry adds usage to what is held for the next batch.
+// flushHeld sends the usage held, in a call of its own, once the store is
+// back: while it is down, nothing is retried, and usage that the store
+// refuses for good fails only this call, not the reports.
+func (b *reportBatcher) flushHeld() {
+	if len(b.carried) > 0 {
+		usage := make([]store.UsageIncrement, 0, len(b.carried))
+		for _, u := range b.carried {
+			usage = append(usage, *u)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+		_, err := b.store.RecordReports(ctx, store.ReportBatch{Now: b.now(), Usage: usage})
+		cancel()
+		switch {
+		case err == nil:
+			b.log.Info("budget usage held while the store was unreachable is recorded", "entries", len(usage))
+			clear(b.carried)
+		case !errors.Is(err, store.ErrNotApplied):
+			// It may have landed: sending it again could bill twice.
+			b.dropped.Add(float64(len(usage)))
+			b.log.Warn("budget usage held while the store was unreachable may be lost", "entries", len(usage), "err", err)
+			clear(b.carried)
+		}
+	}
+	b.held.Set(float64(len(b.carried)))
+}
+
+// carry adds usage to what is held.
 func (b *reportBatcher) carry(usage []store.UsageIncrement) {
+	if len(b.carried) == 0 && len(usage) > 0 {
+		b.log.Warn("the store took no report: holding the budget usage of stream reports until it is back")
+	}
 	for _, u := range usage {
 		month := budget.MonthStart(u.Month)
 		k := usageKey{budget: u.Budget, rule: u.Rule, month: month.Unix(), hour: u.Hour}
@@ -189,12 +231,18 @@ func (b *reportBatcher) carry(usage []store.UsageIncrement) {
 			b.dropped.Inc()
 		}
 	}
+	b.held.Set(float64(len(b.carried)))
 }
 
+// failQueued fails the reports still queued at stop, holding their usage
+// for the last try.
 func (b *reportBatcher) failQueued() {
 	for {
 		select {
 		case p := <-b.queue:
+			if p.carry {
+				b.carry(p.usage)
+			}
 			p.err = store.ErrUnavailable
 			close(p.done)
 		default:
@@ -203,13 +251,9 @@ func (b *reportBatcher) failQueued() {
 	}
 }
 
-// close stops the batcher after the batch in flight; later reports fail, and
-// usage still held is lost (and logged).
+// close stops the batcher after the batch in flight; later reports fail.
+// Usage still held gets one more try, then is counted as dropped.
 func (b *reportBatcher) close() {
 	b.once.Do(func() { close(b.stop) })
 	<-b.done
-	if n := len(b.carried); n > 0 {
-		b.dropped.Add(float64(n))
-		b.log.Warn("stopping with budget usage the store never took: it is lost", "entries", n)
-	}
 }

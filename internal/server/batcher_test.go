@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -14,76 +15,119 @@ import (
 	"github.com/tracesampling/controlplane/internal/store"
 )
 
-// flakyLedger is a LedgerStore that fails while down and records the usage
-// of the calls it takes.
+// flakyLedger is a LedgerStore that fails while down (with an error that
+// says nothing was applied, or, when unsure, one that does not) and records
+// the usage of the calls it takes.
 type flakyLedger struct {
-	mu    sync.Mutex
-	down  bool
-	usage []store.UsageIncrement
+	mu     sync.Mutex
+	down   bool
+	unsure bool
+	calls  int
+	usage  []store.UsageIncrement
 }
 
 func (f *flakyLedger) RecordReports(_ context.Context, b store.ReportBatch) ([]float64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.down {
-		return nil, store.ErrUnavailable
+	f.calls++
+	switch {
+	case f.down && f.unsure:
+		return nil, fmt.Errorf("%w: timed out", store.ErrUnavailable)
+	case f.down:
+		return nil, fmt.Errorf("%w: %w: connection refused", store.ErrUnavailable, store.ErrNotApplied)
 	}
 	f.usage = append(f.usage, b.Usage...)
 	return make([]float64, len(b.Rates)), nil
 }
 
-func (f *flakyLedger) setDown(down bool) {
+func (f *flakyLedger) set(down, unsure bool) {
 	f.mu.Lock()
-	f.down = down
+	f.down, f.unsure = down, unsure
 	f.mu.Unlock()
 }
 
-// TestBatcherHoldsStreamUsage: while the store fails, the usage of carried
-// reports is summed by budget, month, hour and rule up to a limit, the rest
-// counted as dropped; uncarried (unary) usage is not kept; the first batch
-// the store takes brings what was held.
+// sampledBy sums the sampled counts the store took, by budget.
+func (f *flakyLedger) sampledBy() map[string]int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	got := map[string]int64{}
+	for _, u := range f.usage {
+		got[u.Budget] += u.Sampled
+	}
+	return got
+}
+
+var (
+	nov    = time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	update = []store.RateUpdate{{Rule: "r"}}
+)
+
+func usageOf(budget string, at time.Time, sampled int64) []store.UsageIncrement {
+	return []store.UsageIncrement{{Budget: budget, Month: at, Hour: 10, Rule: "r", Requests: 10 * sampled, Sampled: sampled}}
+}
+
+// TestBatcherHoldsStreamUsage: while the store takes nothing, the usage of
+// carried reports is summed by budget, month, hour and rule up to a limit,
+// the rest counted as dropped; uncarried (unary) usage and usage of a call
+// that may have landed are not kept; once a batch goes through, what was
+// held follows in a call of its own.
 func TestBatcherHoldsStreamUsage(t *testing.T) {
 	led := &flakyLedger{down: true}
-	reg := prometheus.NewRegistry()
-	b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), time.Now, discardLogger(), reg)
+	b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), time.Now, discardLogger(), prometheus.NewRegistry())
 	b.maxCarried = 2
 	defer b.close()
 	ctx := context.Background()
-	nov := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
-	update := []store.RateUpdate{{Rule: "r"}}
-	use := func(budget string, at time.Time, sampled int64) []store.UsageIncrement {
-		return []store.UsageIncrement{{Budget: budget, Month: at, Hour: 10, Rule: "r", Requests: 10 * sampled, Sampled: sampled}}
-	}
 	for _, r := range []struct {
-		usage []store.UsageIncrement
-		carry bool
+		usage  []store.UsageIncrement
+		carry  bool
+		unsure bool
 	}{
-		{use("a", nov, 1), true},
-		{use("a", nov.Add(time.Minute), 2), true}, // the same month and hour: summed
-		{use("b", nov, 4), false},                 // unary: its client reports again
-		{use("c", nov, 8), true},
-		{use("d", nov, 16), true}, // past the limit of two: dropped
+		{usage: usageOf("a", nov, 1), carry: true},
+		{usage: usageOf("a", nov.Add(time.Minute), 2), carry: true}, // the same month and hour: summed
+		{usage: usageOf("b", nov, 4)},                               // unary: its client reports again
+		{usage: usageOf("x", nov, 64), carry: true, unsure: true},   // may have landed: not sent again
+		{usage: usageOf("c", nov, 8), carry: true},
+		{usage: usageOf("d", nov, 16), carry: true}, // past the limit of two: dropped
 	} {
+		led.set(true, r.unsure)
 		if _, err := b.record(ctx, update, r.usage, r.carry); !errors.Is(err, store.ErrUnavailable) {
 			t.Fatalf("store down: %v", err)
 		}
 	}
-	if held, dropped := metricValue(t, b.held), metricValue(t, b.dropped); held != 2 || dropped != 1 {
-		t.Errorf("held %v, dropped %v; want 2 and 1", held, dropped)
+	if held, dropped := metricValue(t, b.held), metricValue(t, b.dropped); held != 2 || dropped != 2 {
+		t.Errorf("held %v, dropped %v; want 2 and 2 (the unsure report's and the one past the limit)", held, dropped)
 	}
-	led.setDown(false)
-	if _, err := b.record(ctx, update, use("e", nov, 32), true); err != nil {
+	led.set(false, false)
+	if _, err := b.record(ctx, update, usageOf("e", nov, 32), true); err != nil {
 		t.Fatal(err)
 	}
-	got := map[string]int64{}
-	for _, u := range led.usage {
-		got[u.Budget] += u.Sampled
+	// The held usage follows that batch; one more report waits for it.
+	if _, err := b.record(ctx, update, nil, true); err != nil {
+		t.Fatal(err)
 	}
-	if len(got) != 3 || got["a"] != 3 || got["c"] != 8 || got["e"] != 32 {
+	if got := led.sampledBy(); len(got) != 3 || got["a"] != 3 || got["c"] != 8 || got["e"] != 32 {
 		t.Errorf("the store got %v, want a:3 c:8 e:32", got)
 	}
 	if held := metricValue(t, b.held); held != 0 {
 		t.Errorf("still held: %v", held)
+	}
+}
+
+// TestBatcherTriesHeldUsageAtStop: usage still held when the server stops,
+// the store being back, is recorded then; if the store is still down, it is
+// counted as dropped.
+func TestBatcherTriesHeldUsageAtStop(t *testing.T) {
+	for _, back := range []bool{true, false} {
+		led := &flakyLedger{down: true}
+		b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), time.Now, discardLogger(), prometheus.NewRegistry())
+		if _, err := b.record(context.Background(), update, usageOf("a", nov, 1), true); err == nil {
+			t.Fatal("store down, yet the report went through")
+		}
+		led.set(!back, false)
+		b.close()
+		if got, dropped := led.sampledBy()["a"], metricValue(t, b.dropped); back && (got != 1 || dropped != 0) || !back && (got != 0 || dropped != 1) {
+			t.Errorf("store back %v: recorded %d, dropped %v", back, got, dropped)
+		}
 	}
 }
 

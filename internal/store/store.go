@@ -22,6 +22,11 @@ var (
 	ErrConflict = errors.New("revision conflict")
 	// ErrUnavailable: the backing service cannot be reached; retry later.
 	ErrUnavailable = errors.New("store unavailable")
+	// ErrNotApplied comes with another error when the store knows that the
+	// call changed nothing (it never reached the backing service), so that
+	// sending it again cannot count anything twice. Without it, a failed
+	// write may or may not have landed.
+	ErrNotApplied = errors.New("not applied")
 )
 
 // Action is what an edit did to a rule.

@@ -64,7 +64,7 @@ const (
 const systemActor = "system"
 
 // errClosed is returned by every call after Close.
-var errClosed = fmt.Errorf("memstore: %w: store closed", store.ErrUnavailable)
+var errClosed = fmt.Errorf("memstore: %w: %w: store closed", store.ErrUnavailable, store.ErrNotApplied)
 
 // Store is the in-process store. It is safe for concurrent use; one mutex
 // orders every edit, and with a DataDir each edit is on disk before it is

@@ -100,7 +100,7 @@ const (
 )
 
 // errClosed is returned by every call after Close.
-var errClosed = fmt.Errorf("redisstore: %w: store closed", store.ErrUnavailable)
+var errClosed = fmt.Errorf("redisstore: %w: %w: store closed", store.ErrUnavailable, store.ErrNotApplied)
 
 // Store is a store.Store on Redis. It is safe for concurrent use; all
 // coordination between callers and replicas happens in Redis.
@@ -646,7 +646,19 @@ func (s *Store) Close() error {
 }
 
 // unavailable wraps an error from Redis: callers match store.ErrUnavailable,
-// logs keep Redis's own message, and context errors stay visible.
+// logs keep Redis's own message, and context errors stay visible. An error
+// from before anything was sent also matches store.ErrNotApplied.
 func unavailable(op string, err error) error {
+	if notSent(err) {
+		return fmt.Errorf("redis: %s: %w: %w: %w", op, store.ErrUnavailable, store.ErrNotApplied, err)
+	}
 	return fmt.Errorf("redis: %s: %w: %w", op, store.ErrUnavailable, err)
+}
+
+// notSent reports whether err says that the command never reached Redis:
+// no connection could be made, or none was free in the pool. After a read
+// timeout or a dropped connection it may have run.
+func notSent(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial" || errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrClosed)
 }

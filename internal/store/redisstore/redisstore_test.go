@@ -252,6 +252,25 @@ func snapshotEventually(t *testing.T, s store.Store) store.Snapshot {
 	}
 }
 
+// TestTimeoutMayHaveApplied: a write whose answer timed out may still run
+// (here: once Redis ends a pause), so its error must not say it was not
+// applied, or a caller would send it again and count it twice.
+func TestTimeoutMayHaveApplied(t *testing.T) {
+	srv := redistest.Start(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), ReadTimeout: 100 * time.Millisecond, MaxRetries: -1})
+	t.Cleanup(func() { c.Close() })
+	s := newStore(t, c, redisstore.Options{})
+	ctx := t.Context()
+	if err := srv.Client(t).Do(ctx, "CLIENT", "PAUSE", 1000, "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	_, err := s.RecordReports(ctx, store.ReportBatch{Now: now, Usage: []store.UsageIncrement{{Budget: "b", Month: now, Requests: 1, Sampled: 1}}})
+	if !errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrNotApplied) {
+		t.Errorf("a timed-out write: %v, want ErrUnavailable without ErrNotApplied", err)
+	}
+}
+
 // TestUnavailable stops Redis under a store: every call fails with
 // ErrUnavailable, and the same store works again once Redis is back.
 func TestUnavailable(t *testing.T) {
@@ -310,9 +329,11 @@ func TestUnavailable(t *testing.T) {
 
 	srv.Stop()
 	for _, c := range calls {
+		// Nothing reached Redis: every error says so too, so that a
+		// caller may send the same write again.
 		err := c.call(ctx)
-		if !errors.Is(err, store.ErrUnavailable) {
-			t.Errorf("%s with Redis stopped: error = %v, want ErrUnavailable", c.name, err)
+		if !errors.Is(err, store.ErrUnavailable) || !errors.Is(err, store.ErrNotApplied) {
+			t.Errorf("%s with Redis stopped: error = %v, want ErrUnavailable and ErrNotApplied", c.name, err)
 		}
 	}
 	if _, err := redisstore.New(ctx, srv.Client(t), redisstore.Options{}); !errors.Is(err, store.ErrUnavailable) {
