@@ -3,14 +3,19 @@
 -- round trip, and no replica sees half a batch.
 --
 -- KEYS[1..L]: one hash per rule, field = bucket index, value = sum of rates.
--- KEYS[L+1..]: one hash per budget and month of usage, fields "r:<hour>" and
+-- KEYS[L+1..N-1]: one hash per budget and month of usage, fields "r:<hour>" and
 -- "s:<hour>" (requests and sampled in an hour of the month) and "rr:<rule>"
 -- and "rs:<rule>" (a rule's totals).
+-- KEYS[N]: the batch's own key.
 -- ARGV[1] current bucket, ARGV[2] buckets that stay live, ARGV[3] ledger TTL
--- in ms, ARGV[4] L; then per ledger key, in KEYS order: the number of deltas
+-- in ms, ARGV[4] L, ARGV[5] the batch key's TTL in ms; then per ledger key, in KEYS order: the number of deltas
 -- n, then n pairs of bucket and delta; then per usage key, in KEYS order:
 -- its TTL in ms, the number of increments n, then n pairs of field and
 -- increment.
+--
+-- The last key marks the batch as applied, for ARGV[5] ms: a client that
+-- sends the script again (go-redis does after a read timeout, when the first
+-- run may have happened) gets the sums without adding anything twice.
 --
 -- The caller has already netted every report of the batch into one delta per
 -- rule and bucket and one increment per usage field, so the work here does
@@ -19,7 +24,8 @@ local cur = tonumber(ARGV[1])
 local oldest = cur - tonumber(ARGV[2]) + 1
 local ttl = ARGV[3]
 local nledgers = tonumber(ARGV[4])
-local a = 5
+local apply = redis.call('SET', KEYS[#KEYS], '1', 'NX', 'PX', ARGV[5])
+local a = 6
 local sums = {}
 for k = 1, nledgers do
   local key = KEYS[k]
@@ -27,9 +33,11 @@ for k = 1, nledgers do
   a = a + 1
   for j = 1, n do
     local b = ARGV[a]
-    local left = tonumber(redis.call('HINCRBYFLOAT', key, b, ARGV[a + 1]))
-    if left < 0 then
-      redis.call('HSET', key, b, '0')
+    if apply then
+      local left = tonumber(redis.call('HINCRBYFLOAT', key, b, ARGV[a + 1]))
+      if left < 0 then
+        redis.call('HSET', key, b, '0')
+      end
     end
     a = a + 2
   end
@@ -48,15 +56,17 @@ for k = 1, nledgers do
   redis.call('PEXPIRE', key, ttl)
   sums[k] = string.format('%.17g', sum)
 end
-for k = nledgers + 1, #KEYS do
-  local key = KEYS[k]
-  local keyttl = ARGV[a]
-  local n = tonumber(ARGV[a + 1])
-  a = a + 2
-  for j = 1, n do
-    redis.call('HINCRBY', key, ARGV[a], ARGV[a + 1])
+if apply then
+  for k = nledgers + 1, #KEYS - 1 do
+    local key = KEYS[k]
+    local keyttl = ARGV[a]
+    local n = tonumber(ARGV[a + 1])
     a = a + 2
+    for j = 1, n do
+      redis.call('HINCRBY', key, ARGV[a], ARGV[a + 1])
+      a = a + 2
+    end
+    redis.call('PEXPIRE', key, keyttl)
   end
-  redis.call('PEXPIRE', key, keyttl)
 end
 return sums

@@ -21,6 +21,9 @@
 //	{tsc}:alerts:<budget>        stream: one budget's alerts, same IDs
 //	{tsc}:fired:<dedup key>      string: an alert fired (its ID); 70 days
 //	{tsc}:tick:<tick>            string: the controller tick is claimed
+//	{tsc}:batch:<random>         string: a batch of reports was applied
+//	                             (so that a retried script adds nothing);
+//	                             5 minutes
 //	{tsc}:changes                pub/sub channel; each message names the
 //	                             topic that changed: "rules", "budgets",
 //	                             "alerts"

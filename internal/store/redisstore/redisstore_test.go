@@ -15,6 +15,7 @@ import (
 
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/redistest"
+	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
@@ -459,5 +460,65 @@ func BenchmarkSnapshot200(b *testing.B) {
 		if len(snap.Rules) != 200 {
 			b.Fatalf("%d rules", len(snap.Rules))
 		}
+	}
+}
+
+// twiceHook runs each script call twice while on, as go-redis does when it
+// retries a call whose first run it did not hear back from.
+type twiceHook struct {
+	on   atomic.Bool
+	runs atomic.Int32
+}
+
+func (*twiceHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (*twiceHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (h *twiceHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if n := cmd.Name(); h.on.Load() && (n == "evalsha" || n == "eval") {
+			if err := next(ctx, cmd); err != nil {
+				return err
+			}
+			h.runs.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// TestRecordReportsAppliesARetriedBatchOnce: a batch whose script runs twice
+// adds its rates and usage once, and both runs return the same fleet rate.
+func TestRecordReportsAppliesARetriedBatchOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { c.Close() })
+	hook := &twiceHook{}
+	c.AddHook(hook)
+	s := newStore(t, c, redisstore.Options{})
+	ctx := t.Context()
+	now := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	ledger := reservoir.NewLedger(10 * time.Second)
+	hook.on.Store(true)
+	rates, err := s.RecordReports(ctx, store.ReportBatch{Now: now, Ledger: ledger,
+		Rates: []store.RateUpdate{{Rule: "r", Add: reservoir.Receipt{Bucket: ledger.Bucket(now), Rate: 5}}},
+		Usage: []store.UsageIncrement{{Budget: "b", Month: now, Hour: 10, Rule: "r", Requests: 100, Sampled: 3}},
+	})
+	hook.on.Store(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hook.runs.Load() == 0 {
+		t.Fatal("the script did not run twice")
+	}
+	if len(rates) != 1 || rates[0] != 5 {
+		t.Errorf("fleet rates %v, want [5]", rates)
+	}
+	u, err := s.Usage(ctx, "b", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := u.Rules["r"]; got.Requests != 100 || got.Sampled != 3 || u.Sampled[10] != 3 {
+		t.Errorf("usage %+v, hour 10 sampled %v; want 100 requests and 3 sampled, once", got, u.Sampled[10])
 	}
 }
