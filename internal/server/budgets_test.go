@@ -418,6 +418,8 @@ func TestStreamUsageSurvivesAStoreOutage(t *testing.T) {
 	report(1000, 80)
 	deadline := time.Now().Add(5 * time.Second) // within ctxT's 10 s
 	for {
+		// A tick decides once per interval: each try is in a new one.
+		clock.Add(10 * time.Second)
 		if err := rep.ctl.Tick(ctx); err == nil {
 			resp, err := rep.budgets.GetBudgetStatus(ctx, &pb.GetBudgetStatusRequest{Name: "shop"})
 			if err != nil {
