@@ -58,7 +58,7 @@ type usageKey struct {
 type pendingReport struct {
 	updates []store.RateUpdate
 	usage   []store.UsageIncrement
-	carry   bool // keep usage for a later batch if the store fails
+	carry   bool // hold the usage for later if the store took nothing
 	rates   []float64
 	err     error
 	done    chan struct{}
@@ -81,7 +81,7 @@ func newReportBatcher(st LedgerStore, ledger reservoir.Ledger, now func() time.T
 		}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "controlplane_usage_dropped_total",
-			Help: "Budget usage entries (budget, month, hour, rule, per report) lost: over the limit while the store was unreachable, refused or still held at shutdown, or held and then sent without an answer.",
+			Help: "Budget usage entries (budget, month, hour, rule, per report) of stream reports lost, or perhaps lost: over the limit while the store was unreachable, refused or still held at shutdown, or in a store call that failed without saying it changed nothing.",
 		}),
 		stop: make(chan struct{}),
 		done: make(chan struct{}),
