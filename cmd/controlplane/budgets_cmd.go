@@ -253,13 +253,6 @@ var budgetFlagPaths = [][2]string{
 	{"floor", "floor_traces_per_second"},
 }
 
-// budgetGivenFlags returns the names of the flags given on the command line.
-func budgetGivenFlags(fs *flag.FlagSet) map[string]bool {
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	return set
-}
-
 // givenBudgetPaths returns the API fields of the budget flags given.
 func givenBudgetPaths(given map[string]bool) []string {
 	var paths []string
@@ -420,6 +413,9 @@ func runBudgetCreate(ctx context.Context, args []string, stdin io.Reader, stdout
 	)
 	fs := newFlagSet("budgets", "create", "create NAME --amount AMOUNT [flags]\n       controlplane budgets create -f FILE [flags]", budgetCreateAbout, stderr, &conn)
 	addBudgetOutputFlag(fs, &output)
+	// The flags every command has, and -o, go with -f too.
+	withFile := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { withFile[f.Name] = true })
 	bf.register(fs, false)
 	file := fs.String("f", "", "create every budget of this budgets `file` (- for stdin)")
 	pos, err := parseArgs(fs, args)
@@ -429,17 +425,11 @@ func runBudgetCreate(ctx context.Context, args []string, stdin io.Reader, stdout
 	if err := checkFormat(output); err != nil {
 		return err
 	}
-	given := budgetGivenFlags(fs)
+	given := givenFlags(fs)
 	var todo []*pb.Budget
 	if *file != "" {
 		delete(given, "f")
-		delete(given, "o")
-		delete(given, "server")
-		delete(given, "tls")
-		delete(given, "tls-ca")
-		delete(given, "tls-cert")
-		delete(given, "tls-key")
-		delete(given, "timeout")
+		maps.DeleteFunc(given, func(name string, _ bool) bool { return withFile[name] })
 		if len(pos) > 0 || len(given) > 0 {
 			return usageError(errors.New("budgets create: give either -f FILE or NAME and budget flags, not both"))
 		}
@@ -532,7 +522,7 @@ was there before keeps its secret unless --webhook-secret is given. With
 	if err := checkFormat(output); err != nil {
 		return err
 	}
-	given := budgetGivenFlags(fs)
+	given := givenFlags(fs)
 	if given["webhook-secret"] && !given["webhook"] {
 		return usageError(errors.New("budgets update: --webhook-secret signs the --webhook URLs given with it; give them too"))
 	}

@@ -269,6 +269,7 @@ func TestBudgetsErrors(t *testing.T) {
 		{"amount missing", []string{"create", "x"}, exitUsage, []string{"--amount is required"}},
 		{"create without name", []string{"create", "--amount", "5"}, exitUsage, []string{"exactly one budget name"}},
 		{"file and flags", []string{"create", "x", "-f", "testdata/budgets.yaml"}, exitUsage, []string{"not both"}},
+		{"file and a webhook secret", []string{"create", "-f", "testdata/budgets.yaml", "--webhook-secret", "s"}, exitUsage, []string{"not both"}},
 		{"secret without webhook", []string{"create", "x", "--amount", "5", "--webhook-secret", "s"}, exitUsage, []string{"--webhook-secret"}},
 		{"update nothing", []string{"update", "shop"}, exitUsage, []string{"nothing to change"}},
 		{"bad threshold", []string{"update", "shop", "--threshold", "80%"}, exitUsage, nil},

@@ -104,6 +104,13 @@ func newFlagSet(group, name, synopsis, about string, stderr io.Writer, conn *con
 	return fs
 }
 
+// givenFlags returns the names of the flags given on the command line.
+func givenFlags(fs *flag.FlagSet) map[string]bool {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set
+}
+
 func addOutputFlag(fs *flag.FlagSet, output *string) {
 	fs.StringVar(output, "o", formatTable, "output `format`: table, json or yaml (the rules file format)")
 }
@@ -260,8 +267,7 @@ func flagPaths() [][2]string {
 
 // givenPaths returns the API fields of the rule flags given on the command line.
 func givenPaths(fs *flag.FlagSet) []string {
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	set := givenFlags(fs)
 	var paths []string
 	for _, fp := range flagPaths() {
 		if set[fp[0]] {

@@ -78,8 +78,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 // applyEnv sets every flag not given on the command line from its
 // environment variable.
 func applyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	set := givenFlags(fs)
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
 		if set[f.Name] {

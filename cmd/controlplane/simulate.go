@@ -114,8 +114,7 @@ func runSimulate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	if len(pos) > 0 {
 		return usageError(fmt.Errorf("simulate takes no arguments, got %q", pos))
 	}
-	set := map[string]bool{}
-	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	set := givenFlags(fs)
 
 	cfg, err := f.config(set["budget"])
 	if err != nil {
