@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"math"
@@ -434,5 +435,19 @@ func TestStreamUsageSurvivesAStoreOutage(t *testing.T) {
 			}
 		}
 		report(0, 0)
+	}
+}
+
+// TestSimulateCostStopsWhenCanceled: the RPC's simulation ends with the
+// call's context instead of running its months to the end.
+func TestSimulateCostStopsWhenCanceled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := (&budgetService{}).SimulateCost(ctx, &pb.SimulateCostRequest{Traffic: &pb.TrafficShape{RequestsPerDay: 250e6}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("a canceled SimulateCost: %v, want context.Canceled", err)
+	}
+	if code := status.Code(toStatus(ctx, discardLogger(), "SimulateCost", err)); code != codes.Canceled {
+		t.Errorf("status %v, want Canceled", code)
 	}
 }
