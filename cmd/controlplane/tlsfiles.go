@@ -25,7 +25,6 @@ type tlsFiles struct {
 	certFile, keyFile, caFile string
 	log                       *slog.Logger
 	cfg                       atomic.Pointer[tls.Config]
-	notAfter                  atomic.Int64 // unix seconds: when the certificate in use expires
 
 	// Only poll touches these.
 	raw     [3]string // the files' content in use
@@ -64,8 +63,11 @@ func (f *tlsFiles) register(reg prometheus.Registerer) {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "controlplane_tls_certificate_expiry_timestamp_seconds",
 		Help: "When the gRPC server's TLS certificate in use expires, in unix seconds.",
-	}, func() float64 { return float64(f.notAfter.Load()) }))
+	}, func() float64 { return float64(f.expiry().Unix()) }))
 }
+
+// expiry is when the certificate in use expires.
+func (f *tlsFiles) expiry() time.Time { return f.cfg.Load().Certificates[0].Leaf.NotAfter }
 
 // watch polls the files every interval until ctx ends.
 func (f *tlsFiles) watch(ctx context.Context, every time.Duration) {
@@ -99,20 +101,18 @@ func (f *tlsFiles) poll() {
 		if msg := err.Error(); msg == f.lastErr && msg != f.warned {
 			f.log.Warn("TLS files changed but cannot be used; the previous ones stay in use", "err", err)
 			f.warned = msg
-		} else {
-			f.lastErr = msg
 		}
+		f.lastErr = err.Error()
 		return
 	}
 	f.use(raw, cfg)
 	f.lastErr, f.warned = "", ""
 	f.log.Info("TLS files changed: new connections use them", "cert", f.certFile, "client_ca", f.caFile,
-		"expires", time.Unix(f.notAfter.Load(), 0).UTC())
+		"expires", f.expiry().UTC())
 }
 
 func (f *tlsFiles) use(raw [3]string, cfg *tls.Config) {
 	f.raw = raw
-	f.notAfter.Store(cfg.Certificates[0].Leaf.NotAfter.Unix())
 	f.cfg.Store(cfg)
 }
 
