@@ -55,7 +55,8 @@ type Index struct {
 	nodes []pathNode
 	kids  []uint16
 	upTo  []Candidates
-	// small is set when every rule fits the first word of Candidates.
+	// small is set when the index is built and every rule fits the first
+	// word of Candidates.
 	small bool
 }
 
@@ -234,7 +235,7 @@ func (idx *Index) Candidates(method, path string) (c Candidates, ok bool) {
 
 // Small reports whether the index holds at most 64 rules, so that
 // Candidates64 and Decided64 describe it in one word each.
-func (idx *Index) Small() bool { return idx.ok && idx.small }
+func (idx *Index) Small() bool { return idx.small }
 
 // Candidates64 is Candidates for a Small index, bit i for rule i: a span
 // start then neither copies nor scans four words.
@@ -259,7 +260,6 @@ func (idx *Index) lookup(method, path string) (n int, verbs *Candidates, ok bool
 	if !ok {
 		return 0, nil, false
 	}
-	verbs = &idx.anyVerb
 	if len(method) <= 8 {
 		var w uint64
 		switch {
@@ -283,7 +283,7 @@ func (idx *Index) lookup(method, path string) (n int, verbs *Candidates, ok bool
 	} else if !isASCII(method) {
 		return 0, nil, false
 	}
-	return n, verbs, true
+	return n, &idx.anyVerb, true
 }
 
 // walk follows path down the tree as far as it matches and returns the last

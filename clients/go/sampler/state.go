@@ -123,7 +123,6 @@ const (
 	httpMethod
 	urlPath
 	httpTarget
-	httpKeys
 )
 
 // scan picks host, method and path out of the span's attributes, as far as
