@@ -22,6 +22,7 @@ import (
 // certificate, the first two written as PEM files.
 type PKI struct {
 	CAFile, CertFile, KeyFile string          // PEM files: the CA, the server's certificate and key
+	ServerCert                tls.Certificate // what CertFile and KeyFile hold, Leaf parsed
 	ClientCert                tls.Certificate // signed by the CA, for client authentication
 	ClientCertFile            string          // ClientCert's certificate and key as PEM files
 	ClientKeyFile             string
@@ -85,6 +86,11 @@ func New(t testing.TB) *PKI {
 	serverDER, serverKey := issue(2, x509.ExtKeyUsageServerAuth)
 	p.CertFile = write("server.pem", "CERTIFICATE", serverDER)
 	p.KeyFile = write("server-key.pem", "EC PRIVATE KEY", keyDER(serverKey))
+	leaf, err := x509.ParseCertificate(serverDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.ServerCert = tls.Certificate{Certificate: [][]byte{serverDER}, PrivateKey: serverKey, Leaf: leaf}
 	clientDER, clientKey := issue(3, x509.ExtKeyUsageClientAuth)
 	p.ClientCert = tls.Certificate{Certificate: [][]byte{clientDER}, PrivateKey: clientKey}
 	p.ClientCertFile = write("client.pem", "CERTIFICATE", clientDER)

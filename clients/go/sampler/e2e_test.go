@@ -670,11 +670,7 @@ func TestE2ETLS(t *testing.T) {
 	noLeaks(t)
 	rs := redistest.Start(t)
 	pki := testpki.New(t)
-	cert, err := tls.LoadX509KeyPair(pki.CertFile, pki.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serverCreds := credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	serverCreds := credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{pki.ServerCert}, MinVersion: tls.VersionTLS12})
 	clientCreds := credentials.NewTLS(&tls.Config{RootCAs: pki.Pool, MinVersion: tls.VersionTLS12})
 	cp := startControlPlaneTLS(t, rs, "127.0.0.1:0", serverCreds, clientCreds)
 	cp.createRule(t, &pb.Rule{Name: "shop-tls", Priority: 1, ServiceName: "shop", ReservoirSize: 5, FixedRate: 0.1})
