@@ -7,6 +7,7 @@
 -- KEYS[2] counter: rules version
 -- KEYS[3] stream: audit log of all rules
 -- KEYS[4] stream: audit log of this rule (same entry IDs as KEYS[3])
+-- KEYS[5] string: this call's own key (see below)
 -- ARGV[1] op: create, update or delete
 -- ARGV[2] rule name
 -- ARGV[3] create, update: the rule's new JSON
@@ -17,14 +18,26 @@
 -- ARGV[7] time of the edit (RFC 3339)
 -- ARGV[8] audit entries to keep per stream (trimmed approximately)
 -- ARGV[9] change notification channel
+-- ARGV[10] how long KEYS[5] is kept, in milliseconds
 --
 -- Returns {0, version, entry id} on success, or {status}: 1 not found,
 -- 2 already exists, 3 revision conflict, 4 replaced since the caller read it
 -- at the same revision (deleted and created again), so read it again.
+--
+-- An edit that was applied marks KEYS[5] with its answer: a client that
+-- sends the script again (go-redis does after a read timeout, when the first
+-- run may have happened) gets that answer instead of "already exists" or a
+-- conflict with its own edit.
 
 local OK, NOT_FOUND, EXISTS, CONFLICT, CHANGED = 0, 1, 2, 3, 4
 local op, name, new, read = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local if_rev = tonumber(ARGV[5])
+
+local done = redis.call('GET', KEYS[5])
+if done then
+  local version, id = string.match(done, '^(%d+) (.+)$')
+  return {OK, tonumber(version), id}
+end
 
 local cur = redis.call('HGET', KEYS[1], name)
 if op == 'create' then
@@ -62,5 +75,6 @@ if op ~= 'delete' then
 end
 local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[8], '*', unpack(entry))
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], id, unpack(entry))
+redis.call('SET', KEYS[5], version .. ' ' .. id, 'PX', ARGV[10])
 redis.call('PUBLISH', ARGV[9], 'rules')
 return {OK, version, id}

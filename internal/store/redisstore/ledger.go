@@ -4,7 +4,6 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
-	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -15,16 +14,6 @@ import (
 
 //go:embed ledger.lua
 var ledgerLua string
-
-// batchTTL is how long a batch's key says it was applied: longer than any
-// client's retries of one call.
-const batchTTL = 5 * time.Minute
-
-// batchKey names one call of the ledger script, so that the same call run
-// twice applies once. 128 random bits: no two calls share one.
-func (s *Store) batchKey() string {
-	return fmt.Sprintf("%s:batch:%016x%016x", s.tag, rand.Uint64(), rand.Uint64())
-}
 
 // minUsageTTL is the shortest life a usage key is given, for increments of
 // a month already past its retention (a client with a wrong clock), so that
@@ -121,7 +110,7 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float
 	}
 
 	keys := make([]string, 0, len(ledgers)+len(usage)+1)
-	args := []any{0, 0, 0, len(ledgers), batchTTL.Milliseconds()}
+	args := []any{0, 0, 0, len(ledgers), callTTL.Milliseconds()}
 	if len(ledgers) > 0 { // a batch of usage alone may have no ledger configuration
 		args[0], args[1], args[2] = b.Ledger.Bucket(b.Now), b.Ledger.Retain, b.Ledger.TTL().Milliseconds()
 	}
@@ -152,7 +141,7 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float
 			args = append(args, name, n)
 		}
 	}
-	keys = append(keys, s.batchKey())
+	keys = append(keys, s.callKey())
 	res, err := s.ledger.Run(ctx, s.client, keys, args...).StringSlice()
 	if err != nil {
 		return nil, unavailable("record reports", err)

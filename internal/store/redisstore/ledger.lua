@@ -6,9 +6,9 @@
 -- KEYS[L+1..N-1]: one hash per budget and month of usage, fields "r:<hour>" and
 -- "s:<hour>" (requests and sampled in an hour of the month) and "rr:<rule>"
 -- and "rs:<rule>" (a rule's totals).
--- KEYS[N]: the batch's own key.
+-- KEYS[N]: this call's own key.
 -- ARGV[1] current bucket, ARGV[2] buckets that stay live, ARGV[3] ledger TTL
--- in ms, ARGV[4] L, ARGV[5] the batch key's TTL in ms; then per ledger key, in KEYS order: the number of deltas
+-- in ms, ARGV[4] L, ARGV[5] the call key's TTL in ms; then per ledger key, in KEYS order: the number of deltas
 -- n, then n pairs of bucket and delta; then per usage key, in KEYS order:
 -- its TTL in ms, the number of increments n, then n pairs of field and
 -- increment.

@@ -21,9 +21,9 @@
 //	{tsc}:alerts:<budget>        stream: one budget's alerts, same IDs
 //	{tsc}:fired:<dedup key>      string: an alert fired (its ID); 70 days
 //	{tsc}:tick:<tick>            string: the controller tick is claimed
-//	{tsc}:batch:<random>         string: a batch of reports was applied
-//	                             (so that a retried script adds nothing);
-//	                             5 minutes
+//	{tsc}:call:<random>          string: a script call was applied (so
+//	                             that the call sent again changes nothing
+//	                             and answers as the first run); 5 minutes
 //	{tsc}:changes                pub/sub channel; each message names the
 //	                             topic that changed: "rules", "budgets",
 //	                             "alerts"
@@ -165,6 +165,16 @@ func New(ctx context.Context, client redis.UniversalClient, opts Options) (*Stor
 		return nil, err
 	}
 	return s, nil
+}
+
+// callTTL is how long a call's key says the call was applied: longer than
+// go-redis's retries of one call.
+const callTTL = 5 * time.Minute
+
+// callKey names one call of a script that changes something, so that the
+// same call sent twice applies once. 128 random bits: no two calls share one.
+func (s *Store) callKey() string {
+	return fmt.Sprintf("%s:call:%016x%016x", s.tag, rand.Uint64(), rand.Uint64())
 }
 
 // ruleEventsKey is the audit stream of one rule.
@@ -394,10 +404,10 @@ type editResult struct {
 }
 
 func (s *Store) runEdit(ctx context.Context, a editArgs) (editResult, error) {
-	keys := []string{s.rulesKey, s.versionKey, s.eventsKey, s.ruleEventsKey(a.name)}
+	keys := []string{s.rulesKey, s.versionKey, s.eventsKey, s.ruleEventsKey(a.name), s.callKey()}
 	v, err := s.edit.Run(ctx, s.client, keys,
 		a.op.String(), a.name, a.rule, a.read, a.ifRevision, a.actor,
-		a.time.Format(time.RFC3339Nano), s.maxEvents, s.channel,
+		a.time.Format(time.RFC3339Nano), s.maxEvents, s.channel, callTTL.Milliseconds(),
 	).Slice()
 	if err != nil {
 		return editResult{}, unavailable("run edit script", err)

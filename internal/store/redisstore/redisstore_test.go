@@ -487,15 +487,21 @@ func (h *twiceHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	}
 }
 
-// TestRecordReportsAppliesARetriedBatchOnce: a batch whose script runs twice
-// adds its rates and usage once, and both runs return the same fleet rate.
-func TestRecordReportsAppliesARetriedBatchOnce(t *testing.T) {
+// storeSendingTwice returns a store on its own Redis whose script calls run
+// twice while the hook is on.
+func storeSendingTwice(t *testing.T) (*redisstore.Store, *twiceHook) {
 	srv := redistest.Start(t)
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	t.Cleanup(func() { c.Close() })
 	hook := &twiceHook{}
 	c.AddHook(hook)
-	s := newStore(t, c, redisstore.Options{})
+	return newStore(t, c, redisstore.Options{}), hook
+}
+
+// TestRecordReportsAppliesARetriedBatchOnce: a batch whose script runs twice
+// adds its rates and usage once, and both runs return the same fleet rate.
+func TestRecordReportsAppliesARetriedBatchOnce(t *testing.T) {
+	s, hook := storeSendingTwice(t)
 	ctx := t.Context()
 	now := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
 	ledger := reservoir.NewLedger(10 * time.Second)
@@ -520,5 +526,69 @@ func TestRecordReportsAppliesARetriedBatchOnce(t *testing.T) {
 	}
 	if got := u.Rules["r"]; got.Requests != 100 || got.Sampled != 3 || u.Sampled[10] != 3 {
 		t.Errorf("usage %+v, hour 10 sampled %v; want 100 requests and 3 sampled, once", got, u.Sampled[10])
+	}
+}
+
+// TestEditsSentTwiceApplyOnce: a rule or budget edit or an alert whose
+// script runs twice is applied once and answers as its first run did, not
+// "already exists", a conflict with itself or "fired before".
+func TestEditsSentTwiceApplyOnce(t *testing.T) {
+	s, hook := storeSendingTwice(t)
+	ctx := t.Context()
+	version, err := s.RulesVersion(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rules.Rule{Name: "r", Priority: 1, FixedRate: 0.1, ReservoirSize: 1}
+	b := budget.Budget{Name: "b", MonthlyAmount: 100}
+	var alert budget.Alert
+	steps := []struct {
+		name string
+		run  func() error
+	}{
+		{"create rule", func() error { _, err := s.CreateRule(ctx, r, "alice"); return err }},
+		{"update rule", func() error {
+			r.FixedRate = 0.2
+			_, err := s.UpdateRule(ctx, r, 1, "alice")
+			return err
+		}},
+		{"delete rule", func() error { return s.DeleteRule(ctx, r.Name, 2, "alice") }},
+		{"create budget", func() error { _, err := s.CreateBudget(ctx, b); return err }},
+		{"update budget", func() error {
+			b.MonthlyAmount = 200
+			_, err := s.UpdateBudget(ctx, b, 1)
+			return err
+		}},
+		{"delete budget", func() error { return s.DeleteBudget(ctx, b.Name, 2) }},
+		{"fire alert", func() error {
+			a, fired, err := s.FireAlert(ctx, budget.Alert{Budget: "b", Kind: budget.AlertSpend, Threshold: 0.5, MonthStart: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)})
+			if err == nil && (!fired || a.ID == "") {
+				err = fmt.Errorf("fired %v with ID %q, want the new alert's ID", fired, a.ID)
+			}
+			alert = a
+			return err
+		}},
+	}
+	for _, st := range steps {
+		runs := hook.runs.Load()
+		hook.on.Store(true)
+		err := st.run()
+		hook.on.Store(false)
+		if err != nil {
+			t.Errorf("%s, sent twice: %v", st.name, err)
+		}
+		if hook.runs.Load() == runs {
+			t.Errorf("%s: the script did not run twice", st.name)
+		}
+	}
+
+	if got, err := s.RulesVersion(ctx); err != nil || got != version+3 {
+		t.Errorf("rules version %d (%v), want %d: three edits, each once", got, err, version+3)
+	}
+	if page, err := s.RuleEvents(ctx, r.Name, 0, ""); err != nil || len(page.Events) != 3 {
+		t.Errorf("%d audit entries (%v), want 3", len(page.Events), err)
+	}
+	if page, err := s.Alerts(ctx, "b", 0, ""); err != nil || len(page.Alerts) != 1 || page.Alerts[0].ID != alert.ID {
+		t.Errorf("alerts %+v (%v), want the one alert %s", page.Alerts, err, alert.ID)
 	}
 }
