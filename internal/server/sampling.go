@@ -90,8 +90,10 @@ func (s *samplingService) GetSamplingTargets(ctx context.Context, req *pb.GetSam
 // rule's fleet ledger and the months of the budgets that count it (one store
 // round trip for all of them), and gets back the client's quota, before any
 // budget lowers it (see withBudgets). held carries the receipts a stream
-// keeps for its client; unary callers echo them in the documents instead
-// (held is nil).
+// keeps for its client (nil for unary calls). A document's own receipt
+// counts where held has none: unary callers echo every one, and an SDK
+// echoes its last ones in the first report of a new stream, so that a
+// reconnect replaces its previous figure instead of adding to it.
 func (s *samplingService) report(ctx context.Context, service string, docs []*pb.SamplingStatistics, held map[string]reservoir.Receipt) (*pb.TargetSet, error) {
 	now := s.now()
 	view := s.catalog.Current()
@@ -115,7 +117,7 @@ func (s *samplingService) report(ctx context.Context, service string, docs []*pb
 		if code == "" {
 			if r, ok := held[d.GetRuleName()]; ok {
 				retract = &r
-			} else if d.GetReceipt() != "" && held == nil {
+			} else if d.GetReceipt() != "" {
 				r, err := reservoir.DecodeReceipt(d.GetReceipt(), d.GetRuleName())
 				if err != nil {
 					code, msg = rejectReceipt, "the receipt is not one this server issued"

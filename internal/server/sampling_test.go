@@ -309,6 +309,65 @@ func TestStreamSampling(t *testing.T) {
 	}
 }
 
+// TestStreamReconnectReplacesItsFigure: a client that reconnects echoes its
+// last receipt in the new stream's first report, so its previous figure is
+// retracted and its share stays whole; later reports on the stream need no
+// receipt, and a bad one is rejected as on unary calls.
+func TestStreamReconnectReplacesItsFigure(t *testing.T) {
+	clock := newClock()
+	rep := startReplica(t, newMemStore(t), clock.Now)
+	createRule(t, rep.rules, &pb.Rule{Name: "checkout", Priority: 1, ReservoirSize: 8, FixedRate: 0.1})
+	waitVersion(t, rep.catalog, 2)
+	ctx := ctxT(t)
+	// Client b: 10 requests a second, over unary calls.
+	if _, err := rep.sampling.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{ClientId: "b", ServiceName: "shop", Statistics: []*pb.SamplingStatistics{stats("checkout", 100, 0, "")}}); err != nil {
+		t.Fatal(err)
+	}
+	report := func(stream pb.SamplingService_StreamSamplingClient, d *pb.SamplingStatistics) *pb.TargetSet {
+		t.Helper()
+		if err := stream.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{Statistics: []*pb.SamplingStatistics{d}}}}); err != nil {
+			t.Fatal(err)
+		}
+		return recvNext(t, stream, (*pb.StreamSamplingResponse).GetTargets)
+	}
+	quota := func(ts *pb.TargetSet) float64 {
+		t.Helper()
+		if len(ts.GetTargets()) != 1 || len(ts.GetRejected()) != 0 {
+			t.Fatalf("targets %v", ts)
+		}
+		return ts.GetTargets()[0].GetReservoirQuota()
+	}
+	// Client a: 30 requests a second on a stream, next to b's 10.
+	first, _ := openStream(ctx, t, rep.sampling, "a", "shop")
+	ts := report(first, stats("checkout", 300, 0, ""))
+	if q := quota(ts); math.Abs(q-6) > 1e-9 {
+		t.Fatalf("quota %v, want 8×30/40 = 6", q)
+	}
+	receipt := ts.GetTargets()[0].GetReceipt()
+	if err := first.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.Recv(); err != io.EOF {
+		t.Fatalf("first stream ends with %v, want EOF", err)
+	}
+
+	clock.Add(10 * time.Second)
+	second, _ := openStream(ctx, t, rep.sampling, "a", "shop")
+	if q := quota(report(second, stats("checkout", 300, 0, receipt))); math.Abs(q-6) > 1e-9 {
+		t.Errorf("first report on the new stream: quota %v, want 6 again (without the receipt, a's old 30 would stay: 8×30/70)", q)
+	}
+	clock.Add(10 * time.Second)
+	if q := quota(report(second, stats("checkout", 300, 0, ""))); math.Abs(q-6) > 1e-9 {
+		t.Errorf("next report on the stream, no receipt: quota %v, want 6 (the stream keeps the receipt)", q)
+	}
+
+	third, _ := openStream(ctx, t, rep.sampling, "c", "shop")
+	ts = report(third, stats("checkout", 300, 0, "not-a-receipt"))
+	if len(ts.GetRejected()) != 1 || ts.GetRejected()[0].GetCode() != rejectReceipt {
+		t.Errorf("a bad receipt on a stream: %v, want it rejected with %s", ts, rejectReceipt)
+	}
+}
+
 func TestStreamRefusesBadStart(t *testing.T) {
 	rep := startReplica(t, newMemStore(t), time.Now)
 	tests := []struct {
@@ -406,13 +465,21 @@ func openStream(ctx context.Context, t *testing.T, c pb.SamplingServiceClient, c
 
 func recvRules(t *testing.T, s pb.SamplingService_StreamSamplingClient) *pb.RuleSet {
 	t.Helper()
+	return recvNext(t, s, (*pb.StreamSamplingResponse).GetRules)
+}
+
+// recvNext reads the stream up to the next message of which get returns
+// something, and returns that.
+func recvNext[M comparable](t *testing.T, s pb.SamplingService_StreamSamplingClient, get func(*pb.StreamSamplingResponse) M) M {
+	t.Helper()
+	var none M
 	for {
 		m, err := s.Recv()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if rs := m.GetRules(); rs != nil {
-			return rs
+		if v := get(m); v != none {
+			return v
 		}
 	}
 }

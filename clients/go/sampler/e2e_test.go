@@ -426,9 +426,40 @@ type proxy struct {
 
 	mu            sync.Mutex
 	streamCalls   int
-	streamReports []*pb.Report
+	streamReports []onStream[*pb.Report]
+	streamTargets []onStream[*pb.TargetSet]
+	cuts          []context.CancelFunc
 	reports       []*pb.GetSamplingTargetsRequest
 	answers       []*pb.GetSamplingTargetsResponse
+}
+
+// onStream is a message and the stream it passed on, counted from 1.
+type onStream[M any] struct {
+	stream int
+	msg    M
+}
+
+// cut ends every stream open now, as a replica that goes away does.
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, cancel := range p.cuts {
+		cancel()
+	}
+	p.cuts = nil
+}
+
+// on returns the messages of ms that passed on stream n, under p.mu.
+func on[M any](p *proxy, ms *[]onStream[M], n int) []M {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []M
+	for _, m := range *ms {
+		if m.stream == n {
+			out = append(out, m.msg)
+		}
+	}
+	return out
 }
 
 func (p *proxy) GetSamplingRules(ctx context.Context, req *pb.GetSamplingRulesRequest) (*pb.GetSamplingRulesResponse, error) {
@@ -447,13 +478,17 @@ func (p *proxy) GetSamplingTargets(ctx context.Context, req *pb.GetSamplingTarge
 }
 
 func (p *proxy) StreamSampling(down pb.SamplingService_StreamSamplingServer) error {
+	ctx, cancel := context.WithCancel(down.Context())
+	defer cancel()
 	p.mu.Lock()
 	p.streamCalls++
+	n := p.streamCalls
+	p.cuts = append(p.cuts, cancel)
 	p.mu.Unlock()
 	if p.refuseStreams {
 		return status.Error(codes.Unimplemented, "this server takes no streams")
 	}
-	up, err := p.up.StreamSampling(down.Context())
+	up, err := p.up.StreamSampling(ctx)
 	if err != nil {
 		return err
 	}
@@ -468,7 +503,7 @@ func (p *proxy) StreamSampling(down pb.SamplingService_StreamSamplingServer) err
 			}
 			if r := m.GetReport(); r != nil {
 				p.mu.Lock()
-				p.streamReports = append(p.streamReports, proto.Clone(r).(*pb.Report))
+				p.streamReports = append(p.streamReports, onStream[*pb.Report]{n, proto.Clone(r).(*pb.Report)})
 				p.mu.Unlock()
 			}
 			if err := up.Send(m); err != nil {
@@ -481,11 +516,19 @@ func (p *proxy) StreamSampling(down pb.SamplingService_StreamSamplingServer) err
 		if err == io.EOF {
 			return nil
 		}
+		if ctx.Err() != nil && down.Context().Err() == nil {
+			return status.Error(codes.Unavailable, "stream cut by the proxy")
+		}
 		if err != nil {
 			return err
 		}
 		if err := down.Send(m); err != nil {
 			return err
+		}
+		if ts := m.GetTargets(); ts != nil {
+			p.mu.Lock()
+			p.streamTargets = append(p.streamTargets, onStream[*pb.TargetSet]{n, proto.Clone(ts).(*pb.TargetSet)})
+			p.mu.Unlock()
 		}
 	}
 }
@@ -583,6 +626,68 @@ func TestE2EUnaryFallback(t *testing.T) {
 	}
 }
 
+// TestE2EReconnectKeepsTheShare: when its stream is cut, the sampler opens
+// a new one and echoes its last receipts in the first report there, so the
+// control plane replaces what it reported on the old stream instead of
+// counting it twice: alone, the instance keeps the whole reservoir.
+func TestE2EReconnectKeepsTheShare(t *testing.T) {
+	noLeaks(t)
+	rs := redistest.Start(t)
+	cp := startControlPlane(t, rs, "127.0.0.1:0")
+	const reservoir = 8
+	cp.createRule(t, &pb.Rule{Name: "shop-reconnect", Priority: 1, ServiceName: "shop", ReservoirSize: reservoir, FixedRate: 0})
+	p := &proxy{}
+	addr := startProxy(t, cp, p)
+
+	s := newSampler(t, addr)
+	runLoad(t, s, 50)
+	waitFor(t, deadline, "the rule's target on the first stream", func() bool {
+		for _, ts := range on(p, &p.streamTargets, 1) {
+			if ts.GetRulesVersion() > 0 && len(ts.GetTargets()) > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	p.cut()
+	waitFor(t, 2*deadline, "a target on the second stream", func() bool { return len(on(p, &p.streamTargets, 2)) > 0 })
+
+	var last string // the receipt of the rule's last target on the first stream
+	for _, ts := range on(p, &p.streamTargets, 1) {
+		for _, tg := range ts.GetTargets() {
+			if tg.GetRuleName() == "shop-reconnect" {
+				last = tg.GetReceipt()
+			}
+		}
+	}
+	first := on(p, &p.streamReports, 2)[0]
+	var st *pb.SamplingStatistics
+	for _, d := range first.GetStatistics() {
+		if d.GetRuleName() == "shop-reconnect" {
+			st = d
+		}
+	}
+	if st == nil || last == "" || st.GetReceipt() != last {
+		t.Fatalf("the new stream's first report has %v, want the receipt %q of the last target", st, last)
+	}
+	for _, r := range on(p, &p.streamReports, 2)[1:] {
+		for _, d := range r.GetStatistics() {
+			if d.GetReceipt() != "" {
+				t.Errorf("a later report on the stream carries a receipt: %v", d)
+			}
+		}
+	}
+	ts := on(p, &p.streamTargets, 2)[0]
+	if len(ts.GetRejected()) > 0 {
+		t.Errorf("rejected: %v", ts.GetRejected())
+	}
+	for _, tg := range ts.GetTargets() {
+		if tg.GetRuleName() == "shop-reconnect" && st.GetRequestCount() > 0 && math.Abs(tg.GetReservoirQuota()-reservoir) > 1e-6 {
+			t.Errorf("quota after the reconnect %v, want the whole reservoir %d: the old stream's figure was counted as another instance", tg.GetReservoirQuota(), reservoir)
+		}
+	}
+}
+
 // TestE2ECloseFlushes: the counts of spans decided since the last report
 // reach the server when the sampler closes, and Close is idempotent.
 func TestE2ECloseFlushes(t *testing.T) {
@@ -640,7 +745,7 @@ func TestE2ECloseFlushes(t *testing.T) {
 	}
 	var streamed int64
 	for _, r := range p.streamReports {
-		for _, d := range r.GetStatistics() {
+		for _, d := range r.msg.GetStatistics() {
 			streamed += d.GetRequestCount()
 		}
 	}

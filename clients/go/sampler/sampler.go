@@ -361,9 +361,11 @@ func phase(clientID, rule string) float64 {
 	return float64(h.Sum64()>>11) / (1 << 53)
 }
 
-// takeReport collects every rule's counts since the last report. unary adds
-// the receipts that unary calls must echo.
-func (s *Sampler) takeReport(unary bool) []*pb.SamplingStatistics {
+// takeReport collects every rule's counts since the last report. receipts
+// adds the receipts of the last targets: every unary call echoes them, and
+// the first report of a stream, so that the server retracts what this
+// instance reported on its previous stream.
+func (s *Sampler) takeReport(receipts bool) []*pb.SamplingStatistics {
 	now := s.now()
 	s.reportMu.Lock()
 	defer s.reportMu.Unlock()
@@ -388,7 +390,7 @@ func (s *Sampler) takeReport(unary bool) []*pb.SamplingStatistics {
 			RuleName: rt.name, RequestCount: c.requests, SampledCount: c.sampled, BorrowCount: c.borrowed,
 			Timestamp: timestamp(now), Interval: duration(span),
 		}
-		if unary {
+		if receipts {
 			st.Receipt = rt.receipt
 		}
 		out = append(out, st)

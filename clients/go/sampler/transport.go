@@ -109,7 +109,10 @@ func (s *Sampler) runStream(ctx context.Context) (progressed bool, err error) {
 		}
 	}()
 	// The first report goes out soon, so a new instance gets its quota
-	// without borrowing for a whole interval.
+	// without borrowing for a whole interval. It carries the receipts of
+	// the last targets (from an earlier stream, if any); the server keeps
+	// the later ones itself.
+	first := true
 	scheduled := s.interval.Load()
 	next := time.NewTimer(jitter(min(s.cfg.firstReport, time.Duration(scheduled))))
 	defer next.Stop()
@@ -133,17 +136,18 @@ func (s *Sampler) runStream(ctx context.Context) (progressed bool, err error) {
 				next.Reset(jitter(time.Duration(cur)))
 			}
 		case <-next.C:
-			if err := s.sendStreamReport(stream); err != nil {
+			if err := s.sendStreamReport(stream, first); err != nil {
 				return progressed, recvErr(stream, err)
 			}
+			first = false
 			scheduled = s.interval.Load()
 			next.Reset(jitter(time.Duration(scheduled)))
 		}
 	}
 }
 
-func (s *Sampler) sendStreamReport(stream pb.SamplingService_StreamSamplingClient) error {
-	docs := s.takeReport(false)
+func (s *Sampler) sendStreamReport(stream pb.SamplingService_StreamSamplingClient, receipts bool) error {
+	docs := s.takeReport(receipts)
 	if len(docs) == 0 {
 		return nil
 	}

@@ -167,9 +167,11 @@ type SamplingStatistics struct {
 	Interval *durationpb.Duration `protobuf:"bytes,6,opt,name=interval,proto3" json:"interval,omitempty"`
 	// The receipt of the last target received for this rule, echoed back so
 	// that the server replaces this client's previous traffic figure instead of
-	// adding to it. Unary callers must echo it (streams need not: the server
-	// keeps it); a report without one counts as a new client until the old
-	// figure ages out, which only makes quotas smaller, never larger.
+	// adding to it. Unary callers must echo it. On a stream the server keeps it
+	// after the first report, so only that report needs it: a client that
+	// reconnects echoes its last receipts there. A report without one counts
+	// as a new client until the old figure ages out, which only makes quotas
+	// smaller, never larger.
 	Receipt       string `protobuf:"bytes,7,opt,name=receipt,proto3" json:"receipt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
