@@ -157,7 +157,7 @@ func (l *live) restore(f *fileLive, now time.Time) error {
 // before anything is applied, so a batch is applied whole or not at all.
 func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float64, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("record reports: %w: %w", err, store.ErrNotApplied)
 	}
 	for _, u := range b.Usage {
 		if err := record.CheckUsage(u.Budget, u.Month, u.Hour, u.Requests, u.Sampled); err != nil {
