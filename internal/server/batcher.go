@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -39,8 +40,14 @@ type reportBatcher struct {
 	// hour and rule, until a batch goes through: a stream's client counts
 	// its report as sent, and the spend in it would be lost. (A unary client
 	// is told, and reports its counts again.) Only run touches it.
-	carried    map[usageKey]*store.UsageIncrement
-	maxCarried int
+	carried map[usageKey]*store.UsageIncrement
+	// unsure holds the usage of stream reports in batches that failed
+	// without the store saying they changed nothing: they may have landed.
+	// Each is sent again under its batch's Key, which the store applies at
+	// most once, until the store's memory of the key runs out.
+	unsure     []unsureBatch
+	unsureN    int // usage entries in unsure
+	maxCarried int // entries, carried and unsure together
 	held       prometheus.Gauge
 	dropped    prometheus.Counter
 
@@ -54,6 +61,17 @@ type usageKey struct {
 	month        int64 // unix seconds of the month's start
 	hour         int
 }
+
+type unsureBatch struct {
+	key   string
+	sent  time.Time // when the batch was first sent
+	usage []store.UsageIncrement
+}
+
+// unsureWindow is how long after its first try an unsure batch is sent
+// again: within the store's memory of its Key (store.KeyWindow), with a
+// minute to spare for the time a call spends on the way.
+const unsureWindow = store.KeyWindow - time.Minute
 
 type pendingReport struct {
 	updates []store.RateUpdate
@@ -81,7 +99,7 @@ func newReportBatcher(st LedgerStore, ledger reservoir.Ledger, now func() time.T
 		}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "controlplane_usage_dropped_total",
-			Help: "Budget usage entries (budget, month, hour, rule, per report) of stream reports lost, or perhaps lost: over the limit while the store was unreachable, refused or still held at shutdown, or in a store call that failed without saying it changed nothing.",
+			Help: "Budget usage entries (budget, month, hour, rule, per report) of stream reports lost, or perhaps lost: over the limit while the store was unreachable, refused, still held at shutdown, or in a store call that failed without saying it changed nothing and could not be sent again within the store's memory of the call.",
 		}),
 		stop: make(chan struct{}),
 		done: make(chan struct{}),
@@ -125,10 +143,11 @@ func (b *reportBatcher) run() {
 		case <-b.stop:
 			b.failQueued()
 			b.flushHeld()
-			if n := len(b.carried); n > 0 {
+			if n := b.heldEntries(); n > 0 {
 				b.dropped.Add(float64(n))
-				b.log.Warn("stopping with budget usage the store never took: it is lost", "entries", n)
+				b.log.Warn("stopping with budget usage the store may not have taken: it may be lost", "entries", n)
 				clear(b.carried)
+				b.unsure, b.unsureN = nil, 0
 				b.held.Set(0)
 			}
 			return
@@ -159,21 +178,27 @@ func (b *reportBatcher) flush(batch []*pendingReport, n int) bool {
 		usage = append(usage, p.usage...)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
-	rates, err := b.store.RecordReports(ctx, store.ReportBatch{Now: b.now(), Ledger: b.ledger, Rates: updates, Usage: usage})
+	sent, key := b.now(), newBatchKey()
+	rates, err := b.store.RecordReports(ctx, store.ReportBatch{Now: sent, Ledger: b.ledger, Rates: updates, Usage: usage, Key: key})
 	cancel()
 	if err == nil && len(rates) != len(updates) {
 		err = fmt.Errorf("store returned %d fleet rates for %d updates", len(rates), len(updates))
 	}
-	// Only what the store surely did not take is held: usage sent twice
-	// would bill twice. The rest may be lost, and is counted so.
+	// What the store surely did not take is summed with the rest held. What
+	// it may have taken is kept apart, to go again under the batch's key:
+	// usage applied twice would bill twice.
+	var unsure []store.UsageIncrement
 	for _, p := range batch {
 		switch {
 		case err == nil || !p.carry:
 		case errors.Is(err, store.ErrNotApplied):
 			b.carry(p.usage)
 		default:
-			b.dropped.Add(float64(len(p.usage)))
+			unsure = append(unsure, p.usage...)
 		}
+	}
+	if len(unsure) > 0 {
+		b.holdUnsure(unsureBatch{key: key, sent: sent, usage: unsure})
 	}
 	for _, p := range batch {
 		if err != nil {
@@ -186,10 +211,11 @@ func (b *reportBatcher) flush(batch []*pendingReport, n int) bool {
 	return err == nil
 }
 
-// flushHeld sends the usage held, in a call of its own, once the store is
+// flushHeld sends the usage held, in calls of its own, once the store is
 // back: while it is down, nothing is retried, and usage that the store
-// refuses for good fails only this call, not the reports.
+// refuses for good fails only these calls, not the reports.
 func (b *reportBatcher) flushHeld() {
+	b.resendUnsure()
 	if len(b.carried) > 0 {
 		usage := make([]store.UsageIncrement, 0, len(b.carried))
 		for _, u := range b.carried {
@@ -209,7 +235,54 @@ func (b *reportBatcher) flushHeld() {
 			clear(b.carried)
 		}
 	}
-	b.held.Set(float64(len(b.carried)))
+	b.held.Set(float64(b.heldEntries()))
+}
+
+// resendUnsure sends the usage of each unsure batch again under the batch's
+// key: the store applies it now if the first try did not land, and changes
+// nothing if it did.
+func (b *reportBatcher) resendUnsure() {
+	kept := b.unsure[:0]
+	for _, u := range b.unsure {
+		if b.now().Sub(u.sent) >= unsureWindow {
+			// The store may have forgotten the key: sending it now
+			// could bill twice.
+			b.dropped.Add(float64(len(u.usage)))
+			b.unsureN -= len(u.usage)
+			b.log.Warn("budget usage of a store call that may have failed was not confirmed in time: it may be lost", "entries", len(u.usage))
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+		_, err := b.store.RecordReports(ctx, store.ReportBatch{Now: b.now(), Usage: u.usage, Key: u.key})
+		cancel()
+		if err != nil {
+			kept = append(kept, u)
+		} else {
+			b.unsureN -= len(u.usage)
+		}
+	}
+	clear(b.unsure[len(kept):])
+	b.unsure = kept
+}
+
+// holdUnsure keeps an unsure batch's usage, within the limit of entries.
+func (b *reportBatcher) holdUnsure(u unsureBatch) {
+	if b.heldEntries()+len(u.usage) > b.maxCarried {
+		b.dropped.Add(float64(len(u.usage)))
+		return
+	}
+	b.log.Warn("a store call failed and may have landed: its budget usage goes again under the call's key", "entries", len(u.usage))
+	b.unsure = append(b.unsure, u)
+	b.unsureN += len(u.usage)
+	b.held.Set(float64(b.heldEntries()))
+}
+
+// heldEntries counts the usage entries held, summed and unsure.
+func (b *reportBatcher) heldEntries() int { return len(b.carried) + b.unsureN }
+
+// newBatchKey names a store call: 128 random bits.
+func newBatchKey() string {
+	return fmt.Sprintf("%016x%016x", rand.Uint64(), rand.Uint64())
 }
 
 // carry adds usage to what is held.
@@ -224,14 +297,14 @@ func (b *reportBatcher) carry(usage []store.UsageIncrement) {
 		case held != nil:
 			held.Requests += u.Requests
 			held.Sampled += u.Sampled
-		case len(b.carried) < b.maxCarried:
+		case b.heldEntries() < b.maxCarried:
 			u.Month = month
 			b.carried[k] = &u
 		default:
 			b.dropped.Inc()
 		}
 	}
-	b.held.Set(float64(len(b.carried)))
+	b.held.Set(float64(b.heldEntries()))
 }
 
 // failQueued fails the reports still queued at stop, holding their usage

@@ -16,33 +16,45 @@ import (
 )
 
 // flakyLedger is a LedgerStore that fails while down (with an error that
-// says nothing was applied, or, when unsure, one that does not) and records
-// the usage of the calls it takes.
+// says nothing was applied, or, when unsure, one that does not, the call
+// having been applied if lands) and records the usage of the calls it
+// applies, each Key once.
 type flakyLedger struct {
 	mu     sync.Mutex
 	down   bool
 	unsure bool
-	calls  int
+	lands  bool
+	keys   map[string]bool
 	usage  []store.UsageIncrement
 }
 
 func (f *flakyLedger) RecordReports(_ context.Context, b store.ReportBatch) ([]float64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.calls++
 	switch {
-	case f.down && f.unsure:
-		return nil, fmt.Errorf("%w: timed out", store.ErrUnavailable)
-	case f.down:
+	case f.down && !f.unsure:
 		return nil, fmt.Errorf("%w: %w: connection refused", store.ErrUnavailable, store.ErrNotApplied)
+	case f.down && !f.lands:
+		return nil, fmt.Errorf("%w: timed out", store.ErrUnavailable)
 	}
-	f.usage = append(f.usage, b.Usage...)
+	if b.Key == "" || !f.keys[b.Key] {
+		f.usage = append(f.usage, b.Usage...)
+	}
+	if b.Key != "" {
+		if f.keys == nil {
+			f.keys = map[string]bool{}
+		}
+		f.keys[b.Key] = true
+	}
+	if f.down {
+		return nil, fmt.Errorf("%w: timed out after it was applied", store.ErrUnavailable)
+	}
 	return make([]float64, len(b.Rates)), nil
 }
 
-func (f *flakyLedger) set(down, unsure bool) {
+func (f *flakyLedger) set(down, unsure, lands bool) {
 	f.mu.Lock()
-	f.down, f.unsure = down, unsure
+	f.down, f.unsure, f.lands = down, unsure, lands
 	f.mu.Unlock()
 }
 
@@ -68,9 +80,8 @@ func usageOf(budget string, at time.Time, sampled int64) []store.UsageIncrement 
 
 // TestBatcherHoldsStreamUsage: while the store takes nothing, the usage of
 // carried reports is summed by budget, month, hour and rule up to a limit,
-// the rest counted as dropped; uncarried (unary) usage and usage of a call
-// that may have landed are not kept; once a batch goes through, what was
-// held follows in a call of its own.
+// the rest counted as dropped; uncarried (unary) usage is not kept; once a
+// batch goes through, what was held follows in a call of its own.
 func TestBatcherHoldsStreamUsage(t *testing.T) {
 	led := &flakyLedger{down: true}
 	b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), time.Now, discardLogger(), prometheus.NewRegistry())
@@ -78,26 +89,23 @@ func TestBatcherHoldsStreamUsage(t *testing.T) {
 	defer b.close()
 	ctx := context.Background()
 	for _, r := range []struct {
-		usage  []store.UsageIncrement
-		carry  bool
-		unsure bool
+		usage []store.UsageIncrement
+		carry bool
 	}{
 		{usage: usageOf("a", nov, 1), carry: true},
 		{usage: usageOf("a", nov.Add(time.Minute), 2), carry: true}, // the same month and hour: summed
 		{usage: usageOf("b", nov, 4)},                               // unary: its client reports again
-		{usage: usageOf("x", nov, 64), carry: true, unsure: true},   // may have landed: not sent again
 		{usage: usageOf("c", nov, 8), carry: true},
 		{usage: usageOf("d", nov, 16), carry: true}, // past the limit of two: dropped
 	} {
-		led.set(true, r.unsure)
 		if _, err := b.record(ctx, update, r.usage, r.carry); !errors.Is(err, store.ErrUnavailable) {
 			t.Fatalf("store down: %v", err)
 		}
 	}
-	if held, dropped := metricValue(t, b.held), metricValue(t, b.dropped); held != 2 || dropped != 2 {
-		t.Errorf("held %v, dropped %v; want 2 and 2 (the unsure report's and the one past the limit)", held, dropped)
+	if held, dropped := metricValue(t, b.held), metricValue(t, b.dropped); held != 2 || dropped != 1 {
+		t.Errorf("held %v, dropped %v; want 2 and 1 (the one past the limit)", held, dropped)
 	}
-	led.set(false, false)
+	led.set(false, false, false)
 	if _, err := b.record(ctx, update, usageOf("e", nov, 32), true); err != nil {
 		t.Fatal(err)
 	}
@@ -113,6 +121,55 @@ func TestBatcherHoldsStreamUsage(t *testing.T) {
 	}
 }
 
+// TestBatcherResendsUnsureUsageUnderItsKey: the usage of a batch that
+// failed without the store saying it changed nothing is sent again under the
+// batch's key once the store is back, so it counts once whether the first
+// try landed or not; past the window in which the store remembers the key,
+// it is dropped instead.
+func TestBatcherResendsUnsureUsageUnderItsKey(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		lands   bool
+		after   time.Duration // from the failed try to the store's return
+		want    int64         // x's sampled count in the store
+		dropped float64
+	}{
+		{"landed", true, time.Second, 64, 0},
+		{"not landed", false, time.Second, 64, 0},
+		{"landed, back too late", true, unsureWindow, 64, 1},
+		{"not landed, back too late", false, unsureWindow, 0, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			led := &flakyLedger{down: true, unsure: true, lands: tt.lands}
+			clock := &fakeClock{t: nov}
+			b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), clock.Now, discardLogger(), prometheus.NewRegistry())
+			defer b.close()
+			ctx := context.Background()
+			if _, err := b.record(ctx, update, usageOf("x", nov, 64), true); !errors.Is(err, store.ErrUnavailable) {
+				t.Fatalf("store timing out: %v", err)
+			}
+			if held := metricValue(t, b.held); held != 1 {
+				t.Errorf("held %v, want 1", held)
+			}
+			clock.Add(tt.after)
+			led.set(false, false, false)
+			if _, err := b.record(ctx, update, usageOf("e", nov, 32), true); err != nil {
+				t.Fatal(err)
+			}
+			// The held usage follows that batch; one more report waits for it.
+			if _, err := b.record(ctx, update, nil, true); err != nil {
+				t.Fatal(err)
+			}
+			if got := led.sampledBy(); got["x"] != tt.want || got["e"] != 32 {
+				t.Errorf("the store got %v, want x:%d e:32", got, tt.want)
+			}
+			if held, dropped := metricValue(t, b.held), metricValue(t, b.dropped); held != 0 || dropped != tt.dropped {
+				t.Errorf("held %v, dropped %v; want 0 and %v", held, dropped, tt.dropped)
+			}
+		})
+	}
+}
+
 // TestBatcherTriesHeldUsageAtStop: usage still held when the server stops,
 // the store being back, is recorded then; if the store is still down, it is
 // counted as dropped.
@@ -123,7 +180,7 @@ func TestBatcherTriesHeldUsageAtStop(t *testing.T) {
 		if _, err := b.record(context.Background(), update, usageOf("a", nov, 1), true); err == nil {
 			t.Fatal("store down, yet the report went through")
 		}
-		led.set(!back, false)
+		led.set(!back, false, false)
 		b.close()
 		if got, dropped := led.sampledBy()["a"], metricValue(t, b.dropped); back && (got != 1 || dropped != 0) || !back && (got != 0 || dropped != 1) {
 			t.Errorf("store back %v: recorded %d, dropped %v", back, got, dropped)

@@ -190,7 +190,15 @@ type ReportBatch struct {
 	Rates  []RateUpdate
 	// Usage adds reported counts to budgets' months, in the same step.
 	Usage []UsageIncrement
+	// Key names the batch, so that a batch sent again with the same Key
+	// within KeyWindow of the first (after an error that did not say it
+	// changed nothing) is applied once: a repeat changes nothing and
+	// returns the fleet rates as they are. Empty: every call is new.
+	Key string
 }
+
+// KeyWindow is how long a store remembers a ReportBatch's Key once applied.
+const KeyWindow = 5 * time.Minute
 
 // UsageIncrement adds counts to one budget's month: to an hour of it, and to
 // one rule's totals.

@@ -29,6 +29,35 @@ type live struct {
 	usage    map[usageKey]*monthUsage
 	states   map[string]budget.State // values never modified in place
 	ticks    map[int64]time.Time     // claimed tick → when the claim lapses
+	// keys are the Keys of the report batches applied in the last
+	// store.KeyWindow, oldest first, and the same as a set.
+	keys    []appliedKey
+	keySeen map[string]bool
+}
+
+type appliedKey struct {
+	key string
+	at  time.Time
+}
+
+// firstTime reports whether a batch with key is applied now, and remembers
+// the key for store.KeyWindow. The caller holds l.mu.
+func (l *live) firstTime(key string, now time.Time) bool {
+	if key == "" {
+		return true
+	}
+	n := 0
+	for n < len(l.keys) && now.Sub(l.keys[n].at) >= store.KeyWindow {
+		delete(l.keySeen, l.keys[n].key)
+		n++
+	}
+	l.keys = l.keys[n:]
+	if l.keySeen[key] {
+		return false
+	}
+	l.keySeen[key] = true
+	l.keys = append(l.keys, appliedKey{key, now})
+	return true
 }
 
 // usageKey names one budget's month.
@@ -55,6 +84,7 @@ func (l *live) init() {
 	l.usage = map[usageKey]*monthUsage{}
 	l.states = map[string]budget.State{}
 	l.ticks = map[int64]time.Time{}
+	l.keySeen = map[string]bool{}
 }
 
 // close refuses every later change.
@@ -170,19 +200,9 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float
 	if l.closed {
 		return nil, errClosed
 	}
-	l.addUsage(b.Usage, b.Now)
-	for _, u := range b.Rates {
-		buckets := l.ledgers[u.Rule]
-		if buckets == nil {
-			buckets = map[int64]float64{}
-			l.ledgers[u.Rule] = buckets
-		}
-		buckets[u.Add.Bucket] += u.Add.Rate
-		if r := u.Retract; r != nil && b.Ledger.Live(r.Bucket, b.Now) {
-			if _, ok := buckets[r.Bucket]; ok {
-				buckets[r.Bucket] = max(0, buckets[r.Bucket]-r.Rate)
-			}
-		}
+	if l.firstTime(b.Key, b.Now) {
+		l.addUsage(b.Usage, b.Now)
+		l.addRates(b)
 	}
 	sums := make(map[string]float64, len(b.Rates))
 	out := make([]float64, len(b.Rates))
@@ -201,6 +221,24 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float
 		out[i] = sum
 	}
 	return out, nil
+}
+
+// addRates applies a batch's rate updates to the ledgers. The caller holds
+// l.mu.
+func (l *live) addRates(b store.ReportBatch) {
+	for _, u := range b.Rates {
+		buckets := l.ledgers[u.Rule]
+		if buckets == nil {
+			buckets = map[int64]float64{}
+			l.ledgers[u.Rule] = buckets
+		}
+		buckets[u.Add.Bucket] += u.Add.Rate
+		if r := u.Retract; r != nil && b.Ledger.Live(r.Bucket, b.Now) {
+			if _, ok := buckets[r.Bucket]; ok {
+				buckets[r.Bucket] = max(0, buckets[r.Bucket]-r.Rate)
+			}
+		}
+	}
 }
 
 // addUsage adds checked increments. A month seen for the first time is

@@ -168,8 +168,9 @@ func New(ctx context.Context, client redis.UniversalClient, opts Options) (*Stor
 }
 
 // callTTL is how long a call's key says the call was applied: longer than
-// go-redis's retries of one call.
-const callTTL = 5 * time.Minute
+// go-redis's retries of one call, and the window in which a caller may send
+// a report batch again under its Key.
+const callTTL = store.KeyWindow
 
 // callKey names one call of a script that changes something, so that the
 // same call sent twice applies once. 128 random bits: no two calls share one.

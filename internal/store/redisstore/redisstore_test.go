@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -272,6 +273,32 @@ func TestTimeoutMayHaveApplied(t *testing.T) {
 	}
 }
 
+// TestLostAnswerBatchCountsOnce: a batch that ran but whose answer was lost
+// is not said to be unapplied; sent again under its Key, as the server does
+// with the usage in it, it adds nothing more.
+func TestLostAnswerBatchCountsOnce(t *testing.T) {
+	s, hook := storeSendingTwice(t)
+	ctx := t.Context()
+	now := time.Now()
+	batch := store.ReportBatch{Now: now, Key: "lost", Usage: []store.UsageIncrement{{Budget: "b", Month: now, Requests: 1, Sampled: 1}}}
+	hook.lose.Store(true)
+	_, err := s.RecordReports(ctx, batch)
+	hook.lose.Store(false)
+	if !errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrNotApplied) {
+		t.Fatalf("a batch whose answer was lost: %v, want ErrUnavailable without ErrNotApplied", err)
+	}
+	if _, err := s.RecordReports(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	u, err := s.Usage(ctx, "b", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, sampled := u.Totals(); sampled != 1 {
+		t.Errorf("%v sampled, want 1: the batch ran, then was sent again", sampled)
+	}
+}
+
 // TestUnavailable stops Redis under a store: every call fails with
 // ErrUnavailable, and the same store works again once Redis is back.
 func TestUnavailable(t *testing.T) {
@@ -464,9 +491,12 @@ func BenchmarkSnapshot200(b *testing.B) {
 }
 
 // twiceHook runs each script call twice while on, as go-redis does when it
-// retries a call whose first run it did not hear back from.
+// retries a call whose first run it did not hear back from. While lose is
+// on, it runs each script call once and loses the answer: the caller gets a
+// timeout.
 type twiceHook struct {
 	on   atomic.Bool
+	lose atomic.Bool
 	runs atomic.Int32
 }
 
@@ -477,13 +507,22 @@ func (*twiceHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proc
 
 func (h *twiceHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if n := cmd.Name(); h.on.Load() && (n == "evalsha" || n == "eval") {
+		n := cmd.Name()
+		if n != "evalsha" && n != "eval" {
+			return next(ctx, cmd)
+		}
+		if h.on.Load() {
 			if err := next(ctx, cmd); err != nil {
 				return err
 			}
 			h.runs.Add(1)
 		}
-		return next(ctx, cmd)
+		err := next(ctx, cmd)
+		if err == nil && h.lose.Load() {
+			err = fmt.Errorf("i/o timeout: %w", os.ErrDeadlineExceeded)
+			cmd.SetErr(err)
+		}
+		return err
 	}
 }
 

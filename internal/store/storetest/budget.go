@@ -550,6 +550,43 @@ func testUsage(t *testing.T, b Backend) {
 	checkUsage(t, "a budget without reports", mustUsage(t, s, "ghost", now), wantUsage{start: march})
 }
 
+// testReportKey: a report batch sent again under its Key, to any replica,
+// is applied once and answers the fleet rates as they are; batches under
+// other keys or none are applied each time.
+func testReportKey(t *testing.T, b Backend) {
+	clk := newClock()
+	s := open(t, b, clk)
+	other := peer(t, b, s, clk)
+	now := clk.Now()
+	l := testLedgerConfig()
+	batch := store.ReportBatch{Now: now, Ledger: l, Key: "batch-1",
+		Rates: []store.RateUpdate{rateUpdate(l, now, "a", 3)},
+		Usage: []store.UsageIncrement{{Budget: "team", Month: now, Hour: 5, Rule: "a", Requests: 10, Sampled: 1}}}
+	steps := []struct {
+		name string
+		st   store.Store
+		key  string
+		want float64
+	}{
+		{"first", s, "batch-1", 3},
+		{"again", s, "batch-1", 3},
+		{"again, to another replica", other, "batch-1", 3},
+		{"another key", other, "batch-2", 6},
+		{"no key", s, "", 9},
+		{"no key again", s, "", 12},
+	}
+	for _, st := range steps {
+		batch.Key = st.key
+		sums, err := st.st.RecordReports(t.Context(), batch)
+		if err != nil || !slices.Equal(sums, []float64{st.want}) {
+			t.Errorf("%s: fleet rates %v (%v), want [%v]", st.name, sums, err, st.want)
+		}
+	}
+	checkUsage(t, "team", mustUsage(t, s, "team", now), wantUsage{
+		start: march, hours: map[int][2]float64{5: {40, 4}}, rules: map[string]budget.RuleUsage{"a": {Requests: 40, Sampled: 4}},
+	})
+}
+
 func testLedgerConfig() reservoir.Ledger {
 	return reservoir.Ledger{Interval: 10 * time.Second, Retain: 3}
 }

@@ -71,6 +71,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"BudgetsReturnCopies", testBudgetsReturnCopies},
 		{"Usage", testUsage},
 		{"UsageMonths", testUsageMonths},
+		{"ReportKey", testReportKey},
 		{"UsageRefused", testUsageRefused},
 		{"UsageReopen", testUsageReopen},
 		{"ClaimTick", testClaimTick},
