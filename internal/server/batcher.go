@@ -95,7 +95,7 @@ func newReportBatcher(st LedgerStore, ledger reservoir.Ledger, now func() time.T
 		maxCarried: 100_000,
 		held: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "controlplane_usage_held",
-			Help: "Budget usage entries (budget, month, hour, rule) from stream reports that the store has not taken yet; they are sent once a batch goes through.",
+			Help: "Budget usage entries (budget, month, hour, rule) from stream reports that the store has not taken, or may not have taken (sent again under their call's key); they are sent once a batch goes through.",
 		}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "controlplane_usage_dropped_total",
@@ -193,13 +193,13 @@ func (b *reportBatcher) flush(batch []*pendingReport, n int) bool {
 		case err == nil || !p.carry:
 		case errors.Is(err, store.ErrNotApplied):
 			b.carry(p.usage)
-		default:
+		case errors.Is(err, store.ErrUnavailable):
 			unsure = append(unsure, p.usage...)
+		default: // refused: sending it again would not help
+			b.dropped.Add(float64(len(p.usage)))
 		}
 	}
-	if len(unsure) > 0 {
-		b.holdUnsure(unsureBatch{key: key, sent: sent, usage: unsure})
-	}
+	b.holdUnsure(unsureBatch{key: key, sent: sent, usage: unsure})
 	for _, p := range batch {
 		if err != nil {
 			p.err = err
@@ -222,16 +222,21 @@ func (b *reportBatcher) flushHeld() {
 			usage = append(usage, *u)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
-		_, err := b.store.RecordReports(ctx, store.ReportBatch{Now: b.now(), Usage: usage})
+		sent, key := b.now(), newBatchKey()
+		_, err := b.store.RecordReports(ctx, store.ReportBatch{Now: sent, Usage: usage, Key: key})
 		cancel()
 		switch {
 		case err == nil:
 			b.log.Info("budget usage held while the store was unreachable is recorded", "entries", len(usage))
 			clear(b.carried)
-		case !errors.Is(err, store.ErrNotApplied):
-			// It may have landed: sending it again could bill twice.
+		case errors.Is(err, store.ErrNotApplied):
+		case errors.Is(err, store.ErrUnavailable):
+			// It may have landed: it goes again under its key.
+			clear(b.carried)
+			b.holdUnsure(unsureBatch{key: key, sent: sent, usage: usage})
+		default:
 			b.dropped.Add(float64(len(usage)))
-			b.log.Warn("budget usage held while the store was unreachable may be lost", "entries", len(usage), "err", err)
+			b.log.Warn("the store refused budget usage held while it was unreachable", "entries", len(usage), "err", err)
 			clear(b.carried)
 		}
 	}
@@ -240,41 +245,76 @@ func (b *reportBatcher) flushHeld() {
 
 // resendUnsure sends the usage of each unsure batch again under the batch's
 // key: the store applies it now if the first try did not land, and changes
-// nothing if it did.
+// nothing if it did. It stops at the first failure, so that a store that
+// fails again costs the reports waiting one call, not one per batch.
 func (b *reportBatcher) resendUnsure() {
 	kept := b.unsure[:0]
+	failed := false
 	for _, u := range b.unsure {
-		if b.now().Sub(u.sent) >= unsureWindow {
+		switch {
+		case b.now().Sub(u.sent) >= unsureWindow:
 			// The store may have forgotten the key: sending it now
 			// could bill twice.
 			b.dropped.Add(float64(len(u.usage)))
 			b.unsureN -= len(u.usage)
 			b.log.Warn("budget usage of a store call that may have failed was not confirmed in time: it may be lost", "entries", len(u.usage))
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
-		_, err := b.store.RecordReports(ctx, store.ReportBatch{Now: b.now(), Usage: u.usage, Key: u.key})
-		cancel()
-		if err != nil {
+		case failed:
 			kept = append(kept, u)
-		} else {
-			b.unsureN -= len(u.usage)
+		default:
+			ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+			_, err := b.store.RecordReports(ctx, store.ReportBatch{Now: b.now(), Usage: u.usage, Key: u.key})
+			cancel()
+			switch {
+			case err == nil:
+				b.unsureN -= len(u.usage)
+			case errors.Is(err, store.ErrUnavailable):
+				failed = true
+				kept = append(kept, u)
+			default:
+				b.dropped.Add(float64(len(u.usage)))
+				b.unsureN -= len(u.usage)
+				b.log.Warn("the store refused budget usage sent again", "entries", len(u.usage), "err", err)
+			}
 		}
 	}
 	clear(b.unsure[len(kept):])
 	b.unsure = kept
 }
 
-// holdUnsure keeps an unsure batch's usage, within the limit of entries.
+// holdUnsure keeps the usage of a batch that may have landed, summed by
+// budget, month, hour and rule, within the limit of entries.
 func (b *reportBatcher) holdUnsure(u unsureBatch) {
-	if b.heldEntries()+len(u.usage) > b.maxCarried {
+	u.usage = summed(u.usage)
+	switch {
+	case len(u.usage) == 0:
+		return
+	case b.heldEntries()+len(u.usage) > b.maxCarried:
 		b.dropped.Add(float64(len(u.usage)))
 		return
+	case len(b.unsure) == 0:
+		b.log.Warn("a store call failed and may have landed: its budget usage goes again under the call's key", "entries", len(u.usage))
 	}
-	b.log.Warn("a store call failed and may have landed: its budget usage goes again under the call's key", "entries", len(u.usage))
 	b.unsure = append(b.unsure, u)
 	b.unsureN += len(u.usage)
 	b.held.Set(float64(b.heldEntries()))
+}
+
+// summed adds up usage by budget, month, hour and rule.
+func summed(usage []store.UsageIncrement) []store.UsageIncrement {
+	sums := map[usageKey]int{}
+	var out []store.UsageIncrement
+	for _, u := range usage {
+		u.Month = budget.MonthStart(u.Month)
+		k := usageKey{budget: u.Budget, rule: u.Rule, month: u.Month.Unix(), hour: u.Hour}
+		if i, ok := sums[k]; ok {
+			out[i].Requests += u.Requests
+			out[i].Sampled += u.Sampled
+			continue
+		}
+		sums[k] = len(out)
+		out = append(out, u)
+	}
+	return out
 }
 
 // heldEntries counts the usage entries held, summed and unsure.

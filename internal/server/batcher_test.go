@@ -24,13 +24,20 @@ type flakyLedger struct {
 	down   bool
 	unsure bool
 	lands  bool
-	keys   map[string]bool
-	usage  []store.UsageIncrement
+	// failResends fails that many calls of held usage (calls without
+	// rates) as unsure, even while the store is up.
+	failResends int
+	keys        map[string]bool
+	usage       []store.UsageIncrement
 }
 
 func (f *flakyLedger) RecordReports(_ context.Context, b store.ReportBatch) ([]float64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if len(b.Rates) == 0 && f.failResends > 0 {
+		f.failResends--
+		return nil, fmt.Errorf("%w: timed out", store.ErrUnavailable)
+	}
 	switch {
 	case f.down && !f.unsure:
 		return nil, fmt.Errorf("%w: %w: connection refused", store.ErrUnavailable, store.ErrNotApplied)
@@ -128,16 +135,19 @@ func TestBatcherHoldsStreamUsage(t *testing.T) {
 // it is dropped instead.
 func TestBatcherResendsUnsureUsageUnderItsKey(t *testing.T) {
 	for _, tt := range []struct {
-		name    string
-		lands   bool
-		after   time.Duration // from the failed try to the store's return
-		want    int64         // x's sampled count in the store
-		dropped float64
+		name        string
+		lands       bool
+		failResends int           // resends that fail again
+		after       time.Duration // from the failed try to the store's return
+		want        int64         // x's sampled count in the store
+		dropped     float64
 	}{
-		{"landed", true, time.Second, 64, 0},
-		{"not landed", false, time.Second, 64, 0},
-		{"landed, back too late", true, unsureWindow, 64, 1},
-		{"not landed, back too late", false, unsureWindow, 0, 1},
+		{"landed", true, 0, time.Second, 64, 0},
+		{"not landed", false, 0, time.Second, 64, 0},
+		{"not landed, first resend fails too", false, 1, time.Second, 64, 0},
+		{"landed, first resend fails too", true, 1, time.Second, 64, 0},
+		{"landed, back too late", true, 0, unsureWindow, 64, 1},
+		{"not landed, back too late", false, 0, unsureWindow, 0, 1},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			led := &flakyLedger{down: true, unsure: true, lands: tt.lands}
@@ -152,13 +162,18 @@ func TestBatcherResendsUnsureUsageUnderItsKey(t *testing.T) {
 				t.Errorf("held %v, want 1", held)
 			}
 			clock.Add(tt.after)
-			led.set(false, false, false)
+			led.mu.Lock()
+			led.down, led.failResends = false, tt.failResends
+			led.mu.Unlock()
 			if _, err := b.record(ctx, update, usageOf("e", nov, 32), true); err != nil {
 				t.Fatal(err)
 			}
-			// The held usage follows that batch; one more report waits for it.
-			if _, err := b.record(ctx, update, nil, true); err != nil {
-				t.Fatal(err)
+			// The held usage follows each batch until it goes through; the
+			// next reports wait for it.
+			for range 1 + tt.failResends {
+				if _, err := b.record(ctx, update, nil, true); err != nil {
+					t.Fatal(err)
+				}
 			}
 			if got := led.sampledBy(); got["x"] != tt.want || got["e"] != 32 {
 				t.Errorf("the store got %v, want x:%d e:32", got, tt.want)

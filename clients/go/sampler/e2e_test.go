@@ -423,6 +423,7 @@ type proxy struct {
 	pb.UnimplementedSamplingServiceServer
 	up            pb.SamplingServiceClient
 	refuseStreams bool
+	dropTargets   atomic.Bool // stream targets are not passed on
 
 	mu            sync.Mutex
 	streamCalls   int
@@ -521,6 +522,9 @@ func (p *proxy) StreamSampling(down pb.SamplingService_StreamSamplingServer) err
 		}
 		if err != nil {
 			return err
+		}
+		if m.GetTargets() != nil && p.dropTargets.Load() {
+			continue
 		}
 		if err := down.Send(m); err != nil {
 			return err
@@ -681,9 +685,29 @@ func TestE2EReconnectKeepsTheShare(t *testing.T) {
 	if len(ts.GetRejected()) > 0 {
 		t.Errorf("rejected: %v", ts.GetRejected())
 	}
+	if st.GetRequestCount() == 0 {
+		t.Fatal("no requests in the first report on the new stream: the load did not run")
+	}
+	var q *pb.SamplingTarget
 	for _, tg := range ts.GetTargets() {
-		if tg.GetRuleName() == "shop-reconnect" && st.GetRequestCount() > 0 && math.Abs(tg.GetReservoirQuota()-reservoir) > 1e-6 {
-			t.Errorf("quota after the reconnect %v, want the whole reservoir %d: the old stream's figure was counted as another instance", tg.GetReservoirQuota(), reservoir)
+		if tg.GetRuleName() == "shop-reconnect" {
+			q = tg
+		}
+	}
+	if q == nil || math.Abs(q.GetReservoirQuota()-reservoir) > 1e-6 {
+		t.Errorf("target after the reconnect %v, want the whole reservoir %d: the old stream's figure was counted as another instance", q, reservoir)
+	}
+
+	// A report whose answer never came may have been applied, its
+	// receipts retracted already: after the next cut, none is echoed.
+	p.dropTargets.Store(true)
+	sent := len(on(p, &p.streamReports, 2))
+	waitFor(t, 2*deadline, "an unanswered report", func() bool { return len(on(p, &p.streamReports, 2)) > sent })
+	p.cut()
+	waitFor(t, 2*deadline, "a report on the third stream", func() bool { return len(on(p, &p.streamReports, 3)) > 0 })
+	for _, d := range on(p, &p.streamReports, 3)[0].GetStatistics() {
+		if d.GetReceipt() != "" {
+			t.Errorf("the first report after an unanswered one echoes a receipt: %v", d)
 		}
 	}
 }

@@ -48,6 +48,8 @@ type Sampler struct {
 
 	reportMu   sync.Mutex // serialises reports and the runtimes' receipts
 	lastReport int64
+	// unanswered is set while a stream report awaits its targets.
+	unanswered atomic.Bool
 
 	conn     *grpc.ClientConn
 	client   pb.SamplingServiceClient

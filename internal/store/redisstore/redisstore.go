@@ -21,9 +21,10 @@
 //	{tsc}:alerts:<budget>        stream: one budget's alerts, same IDs
 //	{tsc}:fired:<dedup key>      string: an alert fired (its ID); 70 days
 //	{tsc}:tick:<tick>            string: the controller tick is claimed
-//	{tsc}:call:<random>          string: a script call was applied (so
+//	{tsc}:call:<id>              string: a script call was applied (so
 //	                             that the call sent again changes nothing
-//	                             and answers as the first run); 5 minutes
+//	                             and answers as the first run); id is
+//	                             random, or a report batch's Key; 5 minutes
 //	{tsc}:changes                pub/sub channel; each message names the
 //	                             topic that changed: "rules", "budgets",
 //	                             "alerts"
