@@ -258,18 +258,6 @@ func TestCorruptStateFile(t *testing.T) {
 	}
 }
 
-// TestRecordReportsCancelledIsNotApplied: a batch whose context ended
-// before it started says so, so that the caller may send it again.
-func TestRecordReportsCancelledIsNotApplied(t *testing.T) {
-	s := open(t, memstore.Options{})
-	ctx, cancel := context.WithCancel(t.Context())
-	cancel()
-	_, err := s.RecordReports(ctx, store.ReportBatch{Now: time.Now(), Usage: []store.UsageIncrement{{Budget: "b", Month: time.Now(), Rule: "r", Requests: 1}}})
-	if !errors.Is(err, context.Canceled) || !errors.Is(err, store.ErrNotApplied) {
-		t.Errorf("error %v, want context.Canceled and ErrNotApplied", err)
-	}
-}
-
 // TestReportKeyWindow: a batch's Key is remembered for store.KeyWindow.
 func TestReportKeyWindow(t *testing.T) {
 	s := open(t, memstore.Options{})

@@ -32,6 +32,10 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float
 	if len(b.Rates) == 0 && len(b.Usage) == 0 {
 		return nil, nil
 	}
+	if err := ctx.Err(); err != nil {
+		// Over before anything was sent; go-redis would not say so.
+		return nil, fmt.Errorf("redis: record reports: %w: %w: %w", store.ErrUnavailable, store.ErrNotApplied, err)
+	}
 	now := b.Now // for the usage keys' lives
 	if now.IsZero() {
 		now = s.now()

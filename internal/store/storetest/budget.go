@@ -552,7 +552,7 @@ func testUsage(t *testing.T, b Backend) {
 
 // testReportKey: a report batch sent again under its Key, to any replica,
 // is applied once and answers the fleet rates as they are; batches under
-// other keys or none are applied each time.
+// other keys or none are applied each time; a cancelled one, not at all.
 func testReportKey(t *testing.T, b Backend) {
 	clk := newClock()
 	s := open(t, b, clk)
@@ -581,6 +581,14 @@ func testReportKey(t *testing.T, b Backend) {
 		if err != nil || !slices.Equal(sums, []float64{st.want}) {
 			t.Errorf("%s: fleet rates %v (%v), want [%v]", st.name, sums, err, st.want)
 		}
+	}
+	// A batch whose context ended before it started says that it changed
+	// nothing, so that the caller may send it again.
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	batch.Key = "batch-3"
+	if _, err := s.RecordReports(ctx, batch); !errors.Is(err, context.Canceled) || !errors.Is(err, store.ErrNotApplied) {
+		t.Errorf("a cancelled batch: %v, want context.Canceled and ErrNotApplied", err)
 	}
 	checkUsage(t, "team", mustUsage(t, s, "team", now), wantUsage{
 		start: march, hours: map[int][2]float64{5: {40, 4}}, rules: map[string]budget.RuleUsage{"a": {Requests: 40, Sampled: 4}},
