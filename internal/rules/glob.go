@@ -89,8 +89,9 @@ func MatchGlob(pattern, s string) bool { return CompileGlob(pattern).Match(s) }
 // hasPrefixFold reports whether s starts with the case-folded string lp,
 // ignoring case; with whole it must also end there.
 func hasPrefixFold(s, lp string, whole bool) bool {
-	// Most subjects are already in folded form: one memory compare.
-	if whole && s == lp || !whole && len(s) >= len(lp) && s[:len(lp)] == lp {
+	// Most subjects are already in folded form: one memory compare. (Match
+	// made that compare for whole strings already.)
+	if !whole && len(s) >= len(lp) && s[:len(lp)] == lp {
 		return true
 	}
 	i, j := 0, 0

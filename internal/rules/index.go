@@ -74,7 +74,6 @@ type methodEntry struct {
 type pathNode struct {
 	word  uint64 // the label's first 8 bytes, packed by packASCII
 	mask  uint64 // the bits of word that the label fills
-	size  int    // the label's length
 	label string
 }
 
@@ -148,14 +147,14 @@ func (idx *Index) build(n *trieNode, label []byte, upTo Candidates) int {
 	upTo = union(upTo, n.here)
 	idx.nodes = append(idx.nodes, pathNode{
 		word: packASCII(string(label)), mask: 1<<(8*min(len(label), 8)) - 1,
-		size: len(label), label: string(label),
+		label: string(label),
 	})
 	idx.upTo = append(idx.upTo, upTo)
 	idx.kids = append(idx.kids, make([]uint16, utf8.RuneSelf)...)
 	for c := byte(0); c < utf8.RuneSelf; c++ {
 		if k := n.kids[c]; k != nil {
 			child := idx.build(k, []byte{c}, upTo)
-			size := idx.nodes[child].size
+			size := len(idx.nodes[child].label)
 			if size > 8 {
 				size = longLabel
 			}
@@ -338,18 +337,19 @@ func (idx *Index) walkTail(path string, n, pos int) (last int, ok bool) {
 			break
 		}
 		nd := &idx.nodes[k]
+		size := len(nd.label)
 		// Folding never lengthens a string, so a path shorter than the
 		// label cannot match it.
 		rest := len(path) - pos
-		if rest < nd.size {
+		if rest < size {
 			break
 		}
-		if nd.size <= 8 {
+		if size <= 8 {
 			var w uint64
 			if rest >= 8 {
 				w = load8(path, pos) & nd.mask
 			} else {
-				w = loadTail(path, pos, nd.size)
+				w = loadTail(path, pos, size)
 			}
 			if w&highBits != 0 {
 				return n, false
@@ -357,10 +357,10 @@ func (idx *Index) walkTail(path string, n, pos int) (last int, ok bool) {
 			if lower8(w) != nd.word {
 				break
 			}
-		} else if equal, ascii := foldEqualLong(path[pos:pos+nd.size], nd.label); !equal {
+		} else if equal, ascii := foldEqualLong(path[pos:pos+size], nd.label); !equal {
 			return n, ascii
 		}
-		pos += nd.size
+		pos += size
 		n = k
 	}
 	return n, true

@@ -46,7 +46,6 @@ type reportBatcher struct {
 	// Each is sent again under its batch's Key, which the store applies at
 	// most once, until the store's memory of the key runs out.
 	unsure     []unsureBatch
-	unsureN    int // usage entries in unsure
 	maxCarried int // entries, carried and unsure together
 	held       prometheus.Gauge
 	dropped    prometheus.Counter
@@ -147,7 +146,7 @@ func (b *reportBatcher) run() {
 				b.dropped.Add(float64(n))
 				b.log.Warn("stopping with budget usage the store may not have taken: it may be lost", "entries", n)
 				clear(b.carried)
-				b.unsure, b.unsureN = nil, 0
+				b.unsure = nil
 				b.held.Set(0)
 			}
 			return
@@ -177,10 +176,8 @@ func (b *reportBatcher) flush(batch []*pendingReport, n int) bool {
 		updates = append(updates, p.updates...)
 		usage = append(usage, p.usage...)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
 	sent, key := b.now(), newBatchKey()
-	rates, err := b.store.RecordReports(ctx, store.ReportBatch{Now: sent, Ledger: b.ledger, Rates: updates, Usage: usage, Key: key})
-	cancel()
+	rates, err := b.send(store.ReportBatch{Now: sent, Ledger: b.ledger, Rates: updates, Usage: usage, Key: key})
 	if err == nil && len(rates) != len(updates) {
 		err = fmt.Errorf("store returned %d fleet rates for %d updates", len(rates), len(updates))
 	}
@@ -221,10 +218,8 @@ func (b *reportBatcher) flushHeld() {
 		for _, u := range b.carried {
 			usage = append(usage, *u)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
 		sent, key := b.now(), newBatchKey()
-		_, err := b.store.RecordReports(ctx, store.ReportBatch{Now: sent, Usage: usage, Key: key})
-		cancel()
+		_, err := b.send(store.ReportBatch{Now: sent, Usage: usage, Key: key})
 		switch {
 		case err == nil:
 			b.log.Info("budget usage held while the store was unreachable is recorded", "entries", len(usage))
@@ -256,23 +251,18 @@ func (b *reportBatcher) resendUnsure() {
 			// The store may have forgotten the key: sending it now
 			// could bill twice.
 			b.dropped.Add(float64(len(u.usage)))
-			b.unsureN -= len(u.usage)
 			b.log.Warn("budget usage of a store call that may have failed was not confirmed in time: it may be lost", "entries", len(u.usage))
 		case failed:
 			kept = append(kept, u)
 		default:
-			ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
-			_, err := b.store.RecordReports(ctx, store.ReportBatch{Now: b.now(), Usage: u.usage, Key: u.key})
-			cancel()
+			_, err := b.send(store.ReportBatch{Now: b.now(), Usage: u.usage, Key: u.key})
 			switch {
 			case err == nil:
-				b.unsureN -= len(u.usage)
 			case errors.Is(err, store.ErrUnavailable):
 				failed = true
 				kept = append(kept, u)
 			default:
 				b.dropped.Add(float64(len(u.usage)))
-				b.unsureN -= len(u.usage)
 				b.log.Warn("the store refused budget usage sent again", "entries", len(u.usage), "err", err)
 			}
 		}
@@ -295,7 +285,6 @@ func (b *reportBatcher) holdUnsure(u unsureBatch) {
 		b.log.Warn("a store call failed and may have landed: its budget usage goes again under the call's key", "entries", len(u.usage))
 	}
 	b.unsure = append(b.unsure, u)
-	b.unsureN += len(u.usage)
 	b.held.Set(float64(b.heldEntries()))
 }
 
@@ -304,8 +293,7 @@ func summed(usage []store.UsageIncrement) []store.UsageIncrement {
 	sums := map[usageKey]int{}
 	var out []store.UsageIncrement
 	for _, u := range usage {
-		u.Month = budget.MonthStart(u.Month)
-		k := usageKey{budget: u.Budget, rule: u.Rule, month: u.Month.Unix(), hour: u.Hour}
+		k := keyOf(&u)
 		if i, ok := sums[k]; ok {
 			out[i].Requests += u.Requests
 			out[i].Sampled += u.Sampled
@@ -317,8 +305,28 @@ func summed(usage []store.UsageIncrement) []store.UsageIncrement {
 	return out
 }
 
+// keyOf is what held usage is summed by; it sets u's month to its start.
+func keyOf(u *store.UsageIncrement) usageKey {
+	u.Month = budget.MonthStart(u.Month)
+	return usageKey{budget: u.Budget, rule: u.Rule, month: u.Month.Unix(), hour: u.Hour}
+}
+
 // heldEntries counts the usage entries held, summed and unsure.
-func (b *reportBatcher) heldEntries() int { return len(b.carried) + b.unsureN }
+func (b *reportBatcher) heldEntries() int {
+	n := len(b.carried)
+	for _, u := range b.unsure {
+		n += len(u.usage)
+	}
+	return n
+}
+
+// send makes one store call, with the batcher's own deadline: a report's
+// caller giving up does not cut short the batch it shares with others.
+func (b *reportBatcher) send(batch store.ReportBatch) ([]float64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+	defer cancel()
+	return b.store.RecordReports(ctx, batch)
+}
 
 // newBatchKey names a store call: 128 random bits.
 func newBatchKey() string {
@@ -330,15 +338,15 @@ func (b *reportBatcher) carry(usage []store.UsageIncrement) {
 	if len(b.carried) == 0 && len(usage) > 0 {
 		b.log.Warn("the store took no report: holding the budget usage of stream reports until it is back")
 	}
+	room := b.maxCarried - b.heldEntries()
 	for _, u := range usage {
-		month := budget.MonthStart(u.Month)
-		k := usageKey{budget: u.Budget, rule: u.Rule, month: month.Unix(), hour: u.Hour}
+		k := keyOf(&u)
 		switch held := b.carried[k]; {
 		case held != nil:
 			held.Requests += u.Requests
 			held.Sampled += u.Sampled
-		case b.heldEntries() < b.maxCarried:
-			u.Month = month
+		case room > 0:
+			room--
 			b.carried[k] = &u
 		default:
 			b.dropped.Inc()

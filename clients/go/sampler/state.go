@@ -92,16 +92,19 @@ func buildRuleSet(version int64, rs []rules.Rule, service, serviceType string, p
 			rt = newRuntime(r.Name, now)
 		}
 		set.byName[r.Name] = rt
-		m := matcher{host: c.Host, method: c.HTTPMethod, path: c.URLPath, attrs: c.Attributes, rt: rt, rule: r}
-		m.anyRequest = c.Host.MatchesAll() && c.HTTPMethod.MatchesAll() && c.URLPath.MatchesAll() && len(c.Attributes) == 0
-		for _, n := range []struct {
-			g   rules.Glob
-			bit uint8
-		}{{c.Host, 1 << serverAddress}, {c.HTTPMethod, 1 << requestMethod}, {c.URLPath, 1 << urlPath}} {
-			if !n.g.MatchesAll() {
-				set.need |= n.bit
-			}
+		var need uint8 // the HTTP attributes this rule looks at
+		if !c.Host.MatchesAll() {
+			need |= 1 << serverAddress
 		}
+		if !c.HTTPMethod.MatchesAll() {
+			need |= 1 << requestMethod
+		}
+		if !c.URLPath.MatchesAll() {
+			need |= 1 << urlPath
+		}
+		set.need |= need
+		m := matcher{host: c.Host, method: c.HTTPMethod, path: c.URLPath, attrs: c.Attributes, rt: rt, rule: r,
+			anyRequest: need == 0 && len(c.Attributes) == 0}
 		set.matchers = append(set.matchers, m)
 		compiled = append(compiled, c)
 	}

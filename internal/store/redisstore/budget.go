@@ -219,7 +219,7 @@ type budgetEdit struct {
 }
 
 func (s *Store) runBudgetEdit(ctx context.Context, a budgetEdit) (int64, error) {
-	status, err := s.budgetEdit.Run(ctx, s.client, []string{s.budgetsKey(), s.callKey()},
+	status, err := s.budgetEdit.Run(ctx, s.client, []string{s.budgetsKey(), s.callKey("")},
 		a.op.String(), a.name, a.budget, a.read, a.ifRevision, s.channel, callTTL.Milliseconds(),
 	).Int64Slice()
 	if err != nil {
@@ -351,7 +351,7 @@ func (s *Store) FireAlert(ctx context.Context, a budget.Alert) (budget.Alert, bo
 		return budget.Alert{}, false, err
 	}
 	key := a.DedupKey()
-	keys := []string{s.firedKey(key), s.alertsKey(), s.budgetAlertsKey(a.Budget), s.callKey()}
+	keys := []string{s.firedKey(key), s.alertsKey(), s.budgetAlertsKey(a.Budget), s.callKey("")}
 	id, err := s.alert.Run(ctx, s.client, keys,
 		raw, record.UsageRetention.Milliseconds(), s.maxAlerts, s.channel, callTTL.Milliseconds()).Text()
 	if errors.Is(err, redis.Nil) {

@@ -145,11 +145,7 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float
 			args = append(args, name, n)
 		}
 	}
-	call := s.callKey()
-	if b.Key != "" {
-		call = s.tag + ":call:" + b.Key
-	}
-	keys = append(keys, call)
+	keys = append(keys, s.callKey(b.Key))
 	res, err := s.ledger.Run(ctx, s.client, keys, args...).StringSlice()
 	if err != nil {
 		return nil, unavailable("record reports", err)

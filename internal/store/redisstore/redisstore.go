@@ -174,9 +174,13 @@ func New(ctx context.Context, client redis.UniversalClient, opts Options) (*Stor
 const callTTL = store.KeyWindow
 
 // callKey names one call of a script that changes something, so that the
-// same call sent twice applies once. 128 random bits: no two calls share one.
-func (s *Store) callKey() string {
-	return fmt.Sprintf("%s:call:%016x%016x", s.tag, rand.Uint64(), rand.Uint64())
+// same call sent twice applies once: by id, or by 128 random bits, which no
+// two calls share.
+func (s *Store) callKey(id string) string {
+	if id == "" {
+		id = fmt.Sprintf("%016x%016x", rand.Uint64(), rand.Uint64())
+	}
+	return s.tag + ":call:" + id
 }
 
 // ruleEventsKey is the audit stream of one rule.
@@ -406,7 +410,7 @@ type editResult struct {
 }
 
 func (s *Store) runEdit(ctx context.Context, a editArgs) (editResult, error) {
-	keys := []string{s.rulesKey, s.versionKey, s.eventsKey, s.ruleEventsKey(a.name), s.callKey()}
+	keys := []string{s.rulesKey, s.versionKey, s.eventsKey, s.ruleEventsKey(a.name), s.callKey("")}
 	v, err := s.edit.Run(ctx, s.client, keys,
 		a.op.String(), a.name, a.rule, a.read, a.ifRevision, a.actor,
 		a.time.Format(time.RFC3339Nano), s.maxEvents, s.channel, callTTL.Milliseconds(),
