@@ -398,15 +398,7 @@ func TestStreamUsageSurvivesAStoreOutage(t *testing.T) {
 		if err := stream.Send(m); err != nil {
 			t.Fatal(err)
 		}
-		for {
-			resp, err := stream.Recv()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if resp.GetTargets() != nil {
-				return
-			}
-		}
+		recvNext(t, stream, (*pb.StreamSamplingResponse).GetTargets)
 	}
 	report(1000, 10)
 	rs.Stop()
@@ -435,6 +427,31 @@ func TestStreamUsageSurvivesAStoreOutage(t *testing.T) {
 			}
 		}
 		report(0, 0)
+	}
+}
+
+// TestTargetsSentUnaskedCarryNoReceipt: when a budget changes, a stream
+// gets its targets again. They answer no report, so they carry no receipt:
+// the client keeps the one of the last answer, which names what the server
+// holds.
+func TestTargetsSentUnaskedCarryNoReceipt(t *testing.T) {
+	rep := startBudgetReplica(t, newMemStore(t), time.Now, nil)
+	ctx := ctxT(t)
+	stream, _ := openStream(ctx, t, rep.sampling, "c", "shop")
+	m := &pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{Statistics: []*pb.SamplingStatistics{stats("Default", 100, 1, "")}}}}
+	if err := stream.Send(m); err != nil {
+		t.Fatal(err)
+	}
+	answer := recvNext(t, stream, (*pb.StreamSamplingResponse).GetTargets)
+	if len(answer.GetTargets()) != 1 || answer.GetTargets()[0].GetReceipt() == "" {
+		t.Fatalf("the answer to a report: %v, want a target with a receipt", answer)
+	}
+	if _, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{Name: "shop", MonthlyAmount: 5}}); err != nil {
+		t.Fatal(err)
+	}
+	pushed := recvNext(t, stream, (*pb.StreamSamplingResponse).GetTargets)
+	if len(pushed.GetTargets()) != 1 || pushed.GetTargets()[0].GetReceipt() != "" {
+		t.Errorf("targets sent after a budget change: %v, want the target without a receipt", pushed)
 	}
 }
 

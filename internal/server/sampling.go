@@ -377,6 +377,11 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 			if err := sendTargets(); err != nil {
 				return err
 			}
+			// Later sends of base (a budget changed, a renewal) answer no
+			// report: the client keeps the receipts this answer brought.
+			for _, t := range base.GetTargets() {
+				t.Receipt = ""
+			}
 			// A report may show that the client's rules are out of date.
 			if err := sendRules(); err != nil {
 				return err

@@ -48,8 +48,6 @@ type Sampler struct {
 
 	reportMu   sync.Mutex // serialises reports and the runtimes' receipts
 	lastReport int64
-	// unanswered is set while a stream report awaits its targets.
-	unanswered atomic.Bool
 
 	conn     *grpc.ClientConn
 	client   pb.SamplingServiceClient
@@ -342,7 +340,11 @@ func (s *Sampler) applyTargets(ts *pb.TargetSet) {
 			rt.setFixedRate(t.GetFixedRate())
 			rt.targetVersion = ts.GetRulesVersion()
 		}
-		rt.receipt = t.GetReceipt()
+		if r := t.GetReceipt(); r != "" {
+			// Targets the server sends unasked (a budget changed) carry
+			// none: they answer no report.
+			rt.receipt = r
+		}
 		s.extendFresh(expiry)
 	}
 }
@@ -363,11 +365,14 @@ func phase(clientID, rule string) float64 {
 	return float64(h.Sum64()>>11) / (1 << 53)
 }
 
-// takeReport collects every rule's counts since the last report. receipts
-// adds the receipts of the last targets: every unary call echoes them, and
-// the first report of a stream, so that the server retracts what this
-// instance reported on its previous stream.
-func (s *Sampler) takeReport(receipts bool) []*pb.SamplingStatistics {
+// takeReport collects every rule's counts since the last report. echo adds
+// the receipts of the last targets: every unary call echoes them, and the
+// first report of a stream, so that the server retracts what this instance
+// reported on its previous stream. Every report uses them up, echoed or not:
+// the server may retract them while handling it, and if its answer (the next
+// receipts) never comes, echoing them again would retract them twice and take
+// from other instances' share. Without them the old figure only ages out.
+func (s *Sampler) takeReport(echo bool) []*pb.SamplingStatistics {
 	now := s.now()
 	s.reportMu.Lock()
 	defer s.reportMu.Unlock()
@@ -392,9 +397,10 @@ func (s *Sampler) takeReport(receipts bool) []*pb.SamplingStatistics {
 			RuleName: rt.name, RequestCount: c.requests, SampledCount: c.sampled, BorrowCount: c.borrowed,
 			Timestamp: timestamp(now), Interval: duration(span),
 		}
-		if receipts {
+		if echo {
 			st.Receipt = rt.receipt
 		}
+		rt.receipt = ""
 		out = append(out, st)
 	}
 	return out

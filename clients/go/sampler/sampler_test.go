@@ -321,6 +321,44 @@ func TestReportsCountAndCarryAcrossVersions(t *testing.T) {
 	}
 }
 
+// TestReportsUseUpReceipts: a receipt is echoed at most once, and only if it
+// came with the answer to the last report; targets without one (the server
+// sent them unasked) keep it.
+func TestReportsUseUpReceipts(t *testing.T) {
+	s, _ := newTestSampler(t)
+	s.applyRules(rulesFor(1, &pb.Rule{Name: "r", Priority: 1, FixedRate: 1}))
+	expiry := time.Now().Add(time.Hour)
+	receipt := func(docs []*pb.SamplingStatistics) string {
+		for _, d := range docs {
+			if d.GetRuleName() == "r" {
+				return d.GetReceipt()
+			}
+		}
+		t.Fatalf("no statistics for r in %v", docs)
+		return ""
+	}
+	steps := []struct {
+		name     string
+		receipts []string // of targets applied first, in order; "" is a target without one
+		echo     bool
+		want     string
+	}{
+		{"an answer's receipt is echoed", []string{"r1"}, true, "r1"},
+		{"then it is used up", nil, true, ""},
+		{"targets sent unasked keep the last answer's", []string{"r2", ""}, true, "r2"},
+		{"a report that echoes nothing", []string{"r3"}, false, ""},
+		{"uses it up too", nil, true, ""},
+	}
+	for _, st := range steps {
+		for _, r := range st.receipts {
+			s.applyTargets(targets(1, expiry, &pb.SamplingTarget{RuleName: "r", ReservoirQuota: 1, FixedRate: 1, Receipt: r}))
+		}
+		if got := receipt(s.takeReport(st.echo)); got != st.want {
+			t.Errorf("%s: receipt %q, want %q", st.name, got, st.want)
+		}
+	}
+}
+
 // TestMalformedMessagesDoNotPanic feeds the sampler what a broken or hostile
 // server might send.
 func TestMalformedMessagesDoNotPanic(t *testing.T) {

@@ -101,7 +101,6 @@ func (s *Sampler) runStream(ctx context.Context) (progressed bool, err error) {
 				s.applyRules(msg.Rules)
 			case *pb.StreamSamplingResponse_Targets:
 				s.applyTargets(msg.Targets)
-				s.unanswered.Store(false)
 			}
 			select {
 			case got <- struct{}{}:
@@ -110,12 +109,9 @@ func (s *Sampler) runStream(ctx context.Context) (progressed bool, err error) {
 		}
 	}()
 	// The first report goes out soon, so a new instance gets its quota
-	// without borrowing for a whole interval. It carries the receipts of
-	// the last targets (from an earlier stream, if any), so that the server
-	// replaces what they name; it keeps the later ones itself. Not if the
-	// last report went unanswered: it may have been applied, its receipts
-	// already retracted, and retracting them twice would take from other
-	// instances' share.
+	// without borrowing for a whole interval. It echoes the receipts of the
+	// last targets (from an earlier stream, if any); the server keeps the
+	// later ones itself.
 	first := true
 	scheduled := s.interval.Load()
 	next := time.NewTimer(jitter(min(s.cfg.firstReport, time.Duration(scheduled))))
@@ -140,7 +136,7 @@ func (s *Sampler) runStream(ctx context.Context) (progressed bool, err error) {
 				next.Reset(jitter(time.Duration(cur)))
 			}
 		case <-next.C:
-			sent, err := s.sendStreamReport(stream, first && !s.unanswered.Load())
+			sent, err := s.sendStreamReport(stream, first)
 			if err != nil {
 				return progressed, recvErr(stream, err)
 			}
@@ -153,12 +149,11 @@ func (s *Sampler) runStream(ctx context.Context) (progressed bool, err error) {
 
 // sendStreamReport sends the counts since the last report, if there are
 // any rules to count for.
-func (s *Sampler) sendStreamReport(stream pb.SamplingService_StreamSamplingClient, receipts bool) (sent bool, err error) {
-	docs := s.takeReport(receipts)
+func (s *Sampler) sendStreamReport(stream pb.SamplingService_StreamSamplingClient, echo bool) (sent bool, err error) {
+	docs := s.takeReport(echo)
 	if len(docs) == 0 {
 		return false, nil
 	}
-	s.unanswered.Store(true)
 	err = stream.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{Statistics: docs}}})
 	if err != nil {
 		s.giveBack(docs)

@@ -340,7 +340,9 @@ type SamplingTarget struct {
 	// The share of the remaining requests to trace; lower than the rule's when
 	// a budget is being enforced.
 	FixedRate float64 `protobuf:"fixed64,4,opt,name=fixed_rate,json=fixedRate,proto3" json:"fixed_rate,omitempty"`
-	// Opaque; send it back in the next report for this rule.
+	// Opaque; send it back in the next report for this rule, once. Empty in
+	// targets a stream sends unasked (a budget changed): they answer no
+	// report, so keep the last one.
 	Receipt       string `protobuf:"bytes,5,opt,name=receipt,proto3" json:"receipt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
