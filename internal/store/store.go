@@ -193,7 +193,9 @@ type ReportBatch struct {
 	// Key names the batch, so that a batch sent again with the same Key
 	// within KeyWindow of the first (after an error that did not say it
 	// changed nothing) is applied once: a repeat changes nothing and
-	// returns the fleet rates as they are. Empty: every call is new.
+	// returns the fleet rates as they are. Empty: every call is new. A
+	// store whose every failure says ErrNotApplied or is a refusal is never
+	// sent a batch again, and may ignore Key.
 	Key string
 }
 

@@ -29,35 +29,6 @@ type live struct {
 	usage    map[usageKey]*monthUsage
 	states   map[string]budget.State // values never modified in place
 	ticks    map[int64]time.Time     // claimed tick → when the claim lapses
-	// keys are the Keys of the report batches applied in the last
-	// store.KeyWindow, oldest first, and the same as a set.
-	keys    []appliedKey
-	keySeen map[string]bool
-}
-
-type appliedKey struct {
-	key string
-	at  time.Time
-}
-
-// firstTime reports whether a batch with key is applied now, and remembers
-// the key for store.KeyWindow. The caller holds l.mu.
-func (l *live) firstTime(key string, now time.Time) bool {
-	if key == "" {
-		return true
-	}
-	n := 0
-	for n < len(l.keys) && now.Sub(l.keys[n].at) >= store.KeyWindow {
-		delete(l.keySeen, l.keys[n].key)
-		n++
-	}
-	l.keys = l.keys[n:]
-	if l.keySeen[key] {
-		return false
-	}
-	l.keySeen[key] = true
-	l.keys = append(l.keys, appliedKey{key, now})
-	return true
 }
 
 // usageKey names one budget's month.
@@ -84,7 +55,6 @@ func (l *live) init() {
 	l.usage = map[usageKey]*monthUsage{}
 	l.states = map[string]budget.State{}
 	l.ticks = map[int64]time.Time{}
-	l.keySeen = map[string]bool{}
 }
 
 // close refuses every later change.
@@ -200,10 +170,9 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float
 	if l.closed {
 		return nil, errClosed
 	}
-	if l.firstTime(b.Key, b.Now) {
-		l.addUsage(b.Usage, b.Now)
-		l.addRates(b)
-	}
+	// Key is ignored: every failure here says that it changed nothing.
+	l.addUsage(b.Usage, b.Now)
+	l.addRates(b)
 	sums := make(map[string]float64, len(b.Rates))
 	out := make([]float64, len(b.Rates))
 	for i, u := range b.Rates {

@@ -258,34 +258,6 @@ func TestCorruptStateFile(t *testing.T) {
 	}
 }
 
-// TestReportKeyWindow: a batch's Key is remembered for store.KeyWindow.
-func TestReportKeyWindow(t *testing.T) {
-	s := open(t, memstore.Options{})
-	start := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
-	for _, st := range []struct {
-		after time.Duration
-		key   string
-	}{
-		{0, "k"},
-		{time.Minute, "k"},         // remembered: not applied
-		{time.Minute, "other"},     // applied
-		{store.KeyWindow, "k"},     // forgotten: applied again
-		{store.KeyWindow, "other"}, // still remembered
-	} {
-		b := store.ReportBatch{Now: start.Add(st.after), Key: st.key, Usage: []store.UsageIncrement{{Budget: "b", Month: start, Hour: 1, Rule: "r", Requests: 1}}}
-		if _, err := s.RecordReports(t.Context(), b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	u, err := s.Usage(t.Context(), "b", start)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := u.Requests[1]; got != 3 {
-		t.Errorf("%v requests, want 3: k twice, other once", got)
-	}
-}
-
 func TestClosedStoreIsUnavailable(t *testing.T) {
 	s := open(t, memstore.Options{})
 	if err := s.Close(); err != nil {

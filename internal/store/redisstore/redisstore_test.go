@@ -69,8 +69,9 @@ func TestConformance(t *testing.T) {
 						// A client per store, as each replica has its own.
 						return newStore(t, tt.client(t, srv), redisstore.Options{Prefix: prefix, Now: now})
 					},
-					Shared:  true,
-					Durable: true,
+					Shared:        true,
+					Durable:       true,
+					RemembersKeys: true,
 				}
 			})
 		})

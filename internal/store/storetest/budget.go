@@ -550,49 +550,51 @@ func testUsage(t *testing.T, b Backend) {
 	checkUsage(t, "a budget without reports", mustUsage(t, s, "ghost", now), wantUsage{start: march})
 }
 
-// testReportKey: a report batch sent again under its Key, to any replica,
-// is applied once and answers the fleet rates as they are; batches under
-// other keys or none are applied each time; a cancelled one, not at all.
+// testReportKey: where the store remembers keys, a report batch sent again
+// under its Key, to any replica, is applied once and answers the fleet rates
+// as they are, and batches under other keys or none are applied each time.
+// Every store says that a batch whose context ended before it started
+// changed nothing, so that the caller may send it again.
 func testReportKey(t *testing.T, b Backend) {
 	clk := newClock()
 	s := open(t, b, clk)
 	other := peer(t, b, s, clk)
 	now := clk.Now()
 	l := testLedgerConfig()
-	batch := store.ReportBatch{Now: now, Ledger: l, Key: "batch-1",
+	batch := store.ReportBatch{Now: now, Ledger: l,
 		Rates: []store.RateUpdate{rateUpdate(l, now, "a", 3)},
 		Usage: []store.UsageIncrement{{Budget: "team", Month: now, Hour: 5, Rule: "a", Requests: 10, Sampled: 1}}}
-	steps := []struct {
-		name string
-		st   store.Store
-		key  string
-		want float64
-	}{
-		{"first", s, "batch-1", 3},
-		{"again", s, "batch-1", 3},
-		{"again, to another replica", other, "batch-1", 3},
-		{"another key", other, "batch-2", 6},
-		{"no key", s, "", 9},
-		{"no key again", s, "", 12},
-	}
-	for _, st := range steps {
-		batch.Key = st.key
-		sums, err := st.st.RecordReports(t.Context(), batch)
-		if err != nil || !slices.Equal(sums, []float64{st.want}) {
-			t.Errorf("%s: fleet rates %v (%v), want [%v]", st.name, sums, err, st.want)
+	want := wantUsage{start: march}
+	if b.RemembersKeys {
+		for _, st := range []struct {
+			name string
+			st   store.Store
+			key  string
+			want float64
+		}{
+			{"first", s, "batch-1", 3},
+			{"again", s, "batch-1", 3},
+			{"again, to another replica", other, "batch-1", 3},
+			{"another key", other, "batch-2", 6},
+			{"no key", s, "", 9},
+			{"no key again", s, "", 12},
+		} {
+			batch.Key = st.key
+			sums, err := st.st.RecordReports(t.Context(), batch)
+			if err != nil || !slices.Equal(sums, []float64{st.want}) {
+				t.Errorf("%s: fleet rates %v (%v), want [%v]", st.name, sums, err, st.want)
+			}
 		}
+		want.hours = map[int][2]float64{5: {40, 4}}
+		want.rules = map[string]budget.RuleUsage{"a": {Requests: 40, Sampled: 4}}
 	}
-	// A batch whose context ended before it started says that it changed
-	// nothing, so that the caller may send it again.
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	batch.Key = "batch-3"
 	if _, err := s.RecordReports(ctx, batch); !errors.Is(err, context.Canceled) || !errors.Is(err, store.ErrNotApplied) {
 		t.Errorf("a cancelled batch: %v, want context.Canceled and ErrNotApplied", err)
 	}
-	checkUsage(t, "team", mustUsage(t, s, "team", now), wantUsage{
-		start: march, hours: map[int][2]float64{5: {40, 4}}, rules: map[string]budget.RuleUsage{"a": {Requests: 40, Sampled: 4}},
-	})
+	checkUsage(t, "team", mustUsage(t, s, "team", now), want)
 }
 
 func testLedgerConfig() reservoir.Ledger {

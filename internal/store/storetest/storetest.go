@@ -32,6 +32,9 @@ type Backend struct {
 	// Durable means a store opened after another was closed finds everything
 	// the first one acknowledged. Otherwise it must start afresh.
 	Durable bool
+	// RemembersKeys means the store can fail without saying whether a
+	// report batch landed, and so applies a batch's Key at most once.
+	RemembersKeys bool
 }
 
 // watchTimeout bounds the wait for a change notification.
