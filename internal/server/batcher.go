@@ -45,10 +45,10 @@ type reportBatcher struct {
 	// without the store saying they changed nothing: they may have landed.
 	// Each is sent again under its batch's Key, which the store applies at
 	// most once, until the store's memory of the key runs out.
-	unsure     []unsureBatch
-	maxCarried int // entries, carried and unsure together
-	held       prometheus.Gauge
-	dropped    prometheus.Counter
+	unsure  []unsureBatch
+	maxHeld int // entries, carried and unsure together
+	held    prometheus.Gauge
+	dropped prometheus.Counter
 
 	stop chan struct{}
 	done chan struct{}
@@ -83,15 +83,15 @@ type pendingReport struct {
 
 func newReportBatcher(st LedgerStore, ledger reservoir.Ledger, now func() time.Time, log *slog.Logger, reg prometheus.Registerer) *reportBatcher {
 	b := &reportBatcher{
-		store:      st,
-		ledger:     ledger,
-		now:        now,
-		log:        log,
-		timeout:    5 * time.Second,
-		maxBatch:   4096,
-		queue:      make(chan *pendingReport, 1024),
-		carried:    map[usageKey]*store.UsageIncrement{},
-		maxCarried: 100_000,
+		store:    st,
+		ledger:   ledger,
+		now:      now,
+		log:      log,
+		timeout:  5 * time.Second,
+		maxBatch: 4096,
+		queue:    make(chan *pendingReport, 1024),
+		carried:  map[usageKey]*store.UsageIncrement{},
+		maxHeld:  100_000,
 		held: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "controlplane_usage_held",
 			Help: "Budget usage entries (budget, month, hour, rule) from stream reports that the store has not taken, or may not have taken (sent again under their call's key); they are sent once a batch goes through.",
@@ -212,7 +212,9 @@ func (b *reportBatcher) flush(batch []*pendingReport, n int) bool {
 // back: while it is down, nothing is retried, and usage that the store
 // refuses for good fails only these calls, not the reports.
 func (b *reportBatcher) flushHeld() {
-	b.resendUnsure()
+	if !b.resendUnsure() {
+		return // the store failed again: the rest waits for the next batch
+	}
 	if len(b.carried) > 0 {
 		usage := make([]store.UsageIncrement, 0, len(b.carried))
 		for _, u := range b.carried {
@@ -241,8 +243,9 @@ func (b *reportBatcher) flushHeld() {
 // resendUnsure sends the usage of each unsure batch again under the batch's
 // key: the store applies it now if the first try did not land, and changes
 // nothing if it did. It stops at the first failure, so that a store that
-// fails again costs the reports waiting one call, not one per batch.
-func (b *reportBatcher) resendUnsure() {
+// fails again costs the reports waiting one call, not one per batch, and
+// reports whether there was none.
+func (b *reportBatcher) resendUnsure() (ok bool) {
 	kept := b.unsure[:0]
 	failed := false
 	for _, u := range b.unsure {
@@ -269,6 +272,8 @@ func (b *reportBatcher) resendUnsure() {
 	}
 	clear(b.unsure[len(kept):])
 	b.unsure = kept
+	b.held.Set(float64(b.heldEntries()))
+	return !failed
 }
 
 // holdUnsure keeps the usage of a batch that may have landed, summed by
@@ -278,7 +283,7 @@ func (b *reportBatcher) holdUnsure(u unsureBatch) {
 	switch {
 	case len(u.usage) == 0:
 		return
-	case b.heldEntries()+len(u.usage) > b.maxCarried:
+	case b.heldEntries()+len(u.usage) > b.maxHeld:
 		b.dropped.Add(float64(len(u.usage)))
 		return
 	case len(b.unsure) == 0:
@@ -338,7 +343,7 @@ func (b *reportBatcher) carry(usage []store.UsageIncrement) {
 	if len(b.carried) == 0 && len(usage) > 0 {
 		b.log.Warn("the store took no report: holding the budget usage of stream reports until it is back")
 	}
-	room := b.maxCarried - b.heldEntries()
+	room := b.maxHeld - b.heldEntries()
 	for _, u := range usage {
 		k := keyOf(&u)
 		switch held := b.carried[k]; {

@@ -27,6 +27,7 @@ type flakyLedger struct {
 	// failResends fails that many calls of held usage (calls without
 	// rates) as unsure, even while the store is up.
 	failResends int
+	refuse      bool // every call fails with an error that is no outage
 	keys        map[string]bool
 	usage       []store.UsageIncrement
 }
@@ -34,6 +35,9 @@ type flakyLedger struct {
 func (f *flakyLedger) RecordReports(_ context.Context, b store.ReportBatch) ([]float64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.refuse {
+		return nil, errors.New("refused: bad usage")
+	}
 	if len(b.Rates) == 0 && f.failResends > 0 {
 		f.failResends--
 		return nil, fmt.Errorf("%w: timed out", store.ErrUnavailable)
@@ -92,7 +96,7 @@ func usageOf(budget string, at time.Time, sampled int64) []store.UsageIncrement 
 func TestBatcherHoldsStreamUsage(t *testing.T) {
 	led := &flakyLedger{down: true}
 	b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), time.Now, discardLogger(), prometheus.NewRegistry())
-	b.maxCarried = 2
+	b.maxHeld = 2
 	defer b.close()
 	ctx := context.Background()
 	for _, r := range []struct {
@@ -180,6 +184,65 @@ func TestBatcherResendsUnsureUsageUnderItsKey(t *testing.T) {
 			}
 			if held, dropped := metricValue(t, b.held), metricValue(t, b.dropped); held != 0 || dropped != tt.dropped {
 				t.Errorf("held %v, dropped %v; want 0 and %v", held, dropped, tt.dropped)
+			}
+		})
+	}
+}
+
+// TestBatcherDropsRefusedUsage: usage the store refuses (no outage) is not
+// held: sending it again would not help.
+func TestBatcherDropsRefusedUsage(t *testing.T) {
+	led := &flakyLedger{refuse: true}
+	b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), time.Now, discardLogger(), prometheus.NewRegistry())
+	defer b.close()
+	if _, err := b.record(context.Background(), update, usageOf("a", nov, 1), true); err == nil {
+		t.Fatal("the store refused, yet the report went through")
+	}
+	if held, dropped := metricValue(t, b.held), metricValue(t, b.dropped); held != 0 || dropped != 1 {
+		t.Errorf("held %v, dropped %v; want 0 and 1", held, dropped)
+	}
+}
+
+// TestBatcherUnsureUsageIsSummedAndCountsOnce: a report's usage whose store
+// call may have landed is held summed by budget, month, hour and rule, and
+// sent again under the call's key; so is usage held while the store was down
+// whose own call then times out. Either way it counts once.
+func TestBatcherUnsureUsageIsSummedAndCountsOnce(t *testing.T) {
+	for _, tt := range []struct {
+		name        string
+		unsure      bool // the report's call times out; else it surely fails
+		failResends int  // calls of held usage that time out afterwards
+	}{
+		{"the report's call times out", true, 0},
+		{"the held usage's own call times out", false, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			led := &flakyLedger{down: true, unsure: tt.unsure}
+			b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), time.Now, discardLogger(), prometheus.NewRegistry())
+			defer b.close()
+			ctx := context.Background()
+			twice := append(usageOf("a", nov, 1), usageOf("a", nov.Add(time.Minute), 2)...)
+			if _, err := b.record(ctx, update, twice, true); err == nil {
+				t.Fatal("store down, yet the report went through")
+			}
+			if held := metricValue(t, b.held); held != 1 {
+				t.Errorf("held %v, want 1: one budget, month, hour and rule", held)
+			}
+			led.mu.Lock()
+			led.down, led.failResends = false, tt.failResends
+			led.mu.Unlock()
+			// Each batch that goes through is followed by the held usage;
+			// the next report waits for that.
+			for range 2 + tt.failResends {
+				if _, err := b.record(ctx, update, nil, true); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := led.sampledBy(); got["a"] != 3 {
+				t.Errorf("the store got %v, want a:3", got)
+			}
+			if held, dropped := metricValue(t, b.held), metricValue(t, b.dropped); held != 0 || dropped != 0 {
+				t.Errorf("held %v, dropped %v; want 0 and 0", held, dropped)
 			}
 		})
 	}
