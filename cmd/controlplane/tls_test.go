@@ -39,7 +39,7 @@ func TestServeTLS(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := runCLI(t, "", append([]string{"rules", "list", "--server", s.grpcAddr, "--timeout", "5s"}, tt.args...)...)
-			if r.code != tt.code || !strings.Contains(r.stdout+r.stderr+errText(r.err), tt.want) {
+			if r.code != tt.code || !strings.Contains(r.stdout+r.stderr+fmt.Sprint(r.err), tt.want) {
 				t.Errorf("exit %d, want %d and %q in the output\nstdout: %s\nstderr: %s\nerr: %v", r.code, tt.code, tt.want, r.stdout, r.stderr, r.err)
 			}
 		})
@@ -118,13 +118,6 @@ func healthOverTLS(t *testing.T, addr string, roots *x509.CertPool, certs []tls.
 	return err
 }
 
-func errText(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
-}
-
 // TestServeTLSReloadsRenewedFiles: new connections get a renewed certificate
 // and client CAs without a restart; a renewal half written (a certificate
 // beside a key it does not belong to) is logged once and keeps the previous
@@ -165,7 +158,7 @@ func TestServeTLSReloadsRenewedFiles(t *testing.T) {
 	// Half a renewal: logged once, after a second look, and the old files
 	// stay in use.
 	install(cert, newPKI.CertFile)
-	eventually(t, "the half renewal logged", func() bool { return strings.Contains(s.logs.String(), "cannot be used") })
+	pollUntil(t, "the half renewal logged", func() bool { return strings.Contains(s.logs.String(), "cannot be used") })
 	if err := call(oldPKI, oldPKI); err != nil {
 		t.Errorf("half way through a renewal: %v", err)
 	}
@@ -177,7 +170,7 @@ func TestServeTLSReloadsRenewedFiles(t *testing.T) {
 	// The rest: the new certificate and client CAs serve new connections.
 	install(key, newPKI.KeyFile)
 	install(ca, newPKI.CAFile)
-	eventually(t, "the new certificate served", func() bool { return call(newPKI, newPKI) == nil })
+	pollUntil(t, "the new certificate served", func() bool { return call(newPKI, newPKI) == nil })
 	if err := call(oldPKI, oldPKI); err == nil {
 		t.Error("a client trusting only the old CA still connects")
 	}
@@ -187,15 +180,5 @@ func TestServeTLSReloadsRenewedFiles(t *testing.T) {
 	want := fmt.Sprintf("controlplane_tls_certificate_expiry_timestamp_seconds %g", float64(newPKI.ServerCert.Leaf.NotAfter.Unix()))
 	if _, body := s.get(t, "/metrics"); !strings.Contains(body, want) {
 		t.Errorf("/metrics lacks %q", want)
-	}
-}
-
-// eventually waits until cond holds.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(serveWait); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", serveWait, what)
-		}
 	}
 }

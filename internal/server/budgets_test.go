@@ -392,14 +392,7 @@ func TestStreamUsageSurvivesAStoreOutage(t *testing.T) {
 	stream, _ := openStream(ctx, t, rep.sampling, "c", "shop")
 	// report sends counts and waits for the targets that answer them: a
 	// quota, renewed while Redis is down.
-	report := func(requests, sampled int64) {
-		t.Helper()
-		m := &pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{Statistics: []*pb.SamplingStatistics{stats("Default", requests, sampled, "")}}}}
-		if err := stream.Send(m); err != nil {
-			t.Fatal(err)
-		}
-		recvNext(t, stream, (*pb.StreamSamplingResponse).GetTargets)
-	}
+	report := func(requests, sampled int64) { sendReport(t, stream, stats("Default", requests, sampled, "")) }
 	report(1000, 10)
 	rs.Stop()
 	report(1000, 20)
@@ -438,11 +431,7 @@ func TestTargetsSentUnaskedCarryNoReceipt(t *testing.T) {
 	rep := startBudgetReplica(t, newMemStore(t), time.Now, nil)
 	ctx := ctxT(t)
 	stream, _ := openStream(ctx, t, rep.sampling, "c", "shop")
-	m := &pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{Statistics: []*pb.SamplingStatistics{stats("Default", 100, 1, "")}}}}
-	if err := stream.Send(m); err != nil {
-		t.Fatal(err)
-	}
-	answer := recvNext(t, stream, (*pb.StreamSamplingResponse).GetTargets)
+	answer := sendReport(t, stream, stats("Default", 100, 1, ""))
 	if len(answer.GetTargets()) != 1 || answer.GetTargets()[0].GetReceipt() == "" {
 		t.Fatalf("the answer to a report: %v, want a target with a receipt", answer)
 	}

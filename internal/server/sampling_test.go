@@ -288,16 +288,9 @@ func TestStreamSampling(t *testing.T) {
 	}
 	// A report gets targets, and the stream keeps the receipt itself.
 	for i := 0; i < 2; i++ {
-		if err := stream.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{Statistics: []*pb.SamplingStatistics{stats("shop", 100, 10, "")}}}}); err != nil {
-			t.Fatal(err)
-		}
-		m, err := stream.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ts := m.GetTargets()
+		ts := sendReport(t, stream, stats("shop", 100, 10, ""))
 		if len(ts.GetTargets()) != 1 || ts.GetTargets()[0].GetReservoirQuota() != 10 || ts.GetTargets()[0].GetFixedRate() != 0.5 {
-			t.Fatalf("report %d: targets %v, want the whole reservoir of 10 (the stream retracts its own previous figure)", i, m)
+			t.Fatalf("report %d: targets %v, want the whole reservoir of 10 (the stream retracts its own previous figure)", i, ts)
 		}
 	}
 	// A second hello ends the stream with InvalidArgument.
@@ -323,13 +316,6 @@ func TestStreamReconnectReplacesItsFigure(t *testing.T) {
 	if _, err := rep.sampling.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{ClientId: "b", ServiceName: "shop", Statistics: []*pb.SamplingStatistics{stats("checkout", 100, 0, "")}}); err != nil {
 		t.Fatal(err)
 	}
-	report := func(stream pb.SamplingService_StreamSamplingClient, d *pb.SamplingStatistics) *pb.TargetSet {
-		t.Helper()
-		if err := stream.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{Statistics: []*pb.SamplingStatistics{d}}}}); err != nil {
-			t.Fatal(err)
-		}
-		return recvNext(t, stream, (*pb.StreamSamplingResponse).GetTargets)
-	}
 	quota := func(ts *pb.TargetSet) float64 {
 		t.Helper()
 		if len(ts.GetTargets()) != 1 || len(ts.GetRejected()) != 0 {
@@ -339,7 +325,7 @@ func TestStreamReconnectReplacesItsFigure(t *testing.T) {
 	}
 	// Client a: 30 requests a second on a stream, next to b's 10.
 	first, _ := openStream(ctx, t, rep.sampling, "a", "shop")
-	ts := report(first, stats("checkout", 300, 0, ""))
+	ts := sendReport(t, first, stats("checkout", 300, 0, ""))
 	if q := quota(ts); math.Abs(q-6) > 1e-9 {
 		t.Fatalf("quota %v, want 8×30/40 = 6", q)
 	}
@@ -353,16 +339,16 @@ func TestStreamReconnectReplacesItsFigure(t *testing.T) {
 
 	clock.Add(10 * time.Second)
 	second, _ := openStream(ctx, t, rep.sampling, "a", "shop")
-	if q := quota(report(second, stats("checkout", 300, 0, receipt))); math.Abs(q-6) > 1e-9 {
+	if q := quota(sendReport(t, second, stats("checkout", 300, 0, receipt))); math.Abs(q-6) > 1e-9 {
 		t.Errorf("first report on the new stream: quota %v, want 6 again (without the receipt, a's old 30 would stay: 8×30/70)", q)
 	}
 	clock.Add(10 * time.Second)
-	if q := quota(report(second, stats("checkout", 300, 0, ""))); math.Abs(q-6) > 1e-9 {
+	if q := quota(sendReport(t, second, stats("checkout", 300, 0, ""))); math.Abs(q-6) > 1e-9 {
 		t.Errorf("next report on the stream, no receipt: quota %v, want 6 (the stream keeps the receipt)", q)
 	}
 
 	third, _ := openStream(ctx, t, rep.sampling, "c", "shop")
-	ts = report(third, stats("checkout", 300, 0, "not-a-receipt"))
+	ts = sendReport(t, third, stats("checkout", 300, 0, "not-a-receipt"))
 	if len(ts.GetRejected()) != 1 || ts.GetRejected()[0].GetCode() != rejectReceipt {
 		t.Errorf("a bad receipt on a stream: %v, want it rejected with %s", ts, rejectReceipt)
 	}
@@ -461,6 +447,16 @@ func openStream(ctx context.Context, t *testing.T, c pb.SamplingServiceClient, c
 		t.Fatal(err)
 	}
 	return stream, recvRules(t, stream)
+}
+
+// sendReport sends one report on the stream and returns the targets that
+// answer it.
+func sendReport(t *testing.T, s pb.SamplingService_StreamSamplingClient, docs ...*pb.SamplingStatistics) *pb.TargetSet {
+	t.Helper()
+	if err := s.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{Statistics: docs}}}); err != nil {
+		t.Fatal(err)
+	}
+	return recvNext(t, s, (*pb.StreamSamplingResponse).GetTargets)
 }
 
 func recvRules(t *testing.T, s pb.SamplingService_StreamSamplingClient) *pb.RuleSet {
