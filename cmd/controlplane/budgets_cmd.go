@@ -1261,11 +1261,11 @@ func (d *budgetDecoder) field(key *yaml.Node, field string, v *yaml.Node) {
 	case "scope":
 		d.scope(v)
 	case "monthly_amount":
-		err = decodeBudgetFloat(v, &b.MonthlyAmount)
+		err = decodeFloat(v, &b.MonthlyAmount)
 	case "currency":
 		err = decodeString(v, &b.Currency)
 	case "price_per_million":
-		err = decodeBudgetFloat(v, &b.PricePerMillion)
+		err = decodeFloat(v, &b.PricePerMillion)
 	case "free_traces":
 		err = decodeInt(v, &b.FreeTraces)
 	case "mode":
@@ -1287,7 +1287,7 @@ func (d *budgetDecoder) field(key *yaml.Node, field string, v *yaml.Node) {
 	case "channels":
 		d.channels(v)
 	case "floor_traces_per_second":
-		err = decodeBudgetFloat(v, &b.FloorPerSecond)
+		err = decodeFloat(v, &b.FloorPerSecond)
 	case "etag", "create_time", "update_time":
 		err = errAt(v, "is output only and cannot be set in a file")
 	default:
@@ -1396,16 +1396,6 @@ func (d *budgetDecoder) channels(v *yaml.Node) {
 	}
 }
 
-func decodeBudgetFloat(v *yaml.Node, out *float64) *nodeError {
-	if isNull(v) {
-		return nil
-	}
-	if v.Kind != yaml.ScalarNode || v.Decode(out) != nil {
-		return errAt(v, "want a number, got %s", valueText(v))
-	}
-	return nil
-}
-
 func decodeBudgetFloats(v *yaml.Node, out *[]float64) *nodeError {
 	if isNull(v) {
 		return nil
@@ -1416,7 +1406,7 @@ func decodeBudgetFloats(v *yaml.Node, out *[]float64) *nodeError {
 	fs := make([]float64, 0, len(v.Content))
 	for _, item := range v.Content {
 		var f float64
-		if err := decodeBudgetFloat(resolve(item), &f); err != nil {
+		if err := decodeFloat(resolve(item), &f); err != nil {
 			return err
 		}
 		fs = append(fs, f)

@@ -58,6 +58,9 @@ func dial(c connConfig) (*client, error) {
 			cfg.RootCAs = pool
 		}
 		if c.tlsCert != "" || c.tlsKey != "" {
+			if c.tlsCert == "" || c.tlsKey == "" {
+				return nil, usageError(errors.New("--tls-cert and --tls-key go together"))
+			}
 			cert, err := tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
 			if err != nil {
 				return nil, usageError(fmt.Errorf("--tls-cert, --tls-key: %w", err))

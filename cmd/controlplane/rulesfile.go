@@ -348,13 +348,7 @@ func decodeField(r *rules.Rule, field string, v *yaml.Node, lines map[string]int
 		r.Priority = int32(n)
 		return nil
 	case "fixed_rate":
-		if isNull(v) {
-			return nil
-		}
-		if v.Kind != yaml.ScalarNode || v.Decode(&r.FixedRate) != nil {
-			return errAt(v, "want a number, got %s", valueText(v))
-		}
-		return nil
+		return decodeFloat(v, &r.FixedRate)
 	case "reservoir_size":
 		return decodeInt(v, &r.ReservoirSize)
 	case "service_name":
@@ -445,6 +439,16 @@ func decodeInt(v *yaml.Node, out *int64) *nodeError {
 	}
 	if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" || v.Decode(out) != nil {
 		return errAt(v, "want a whole number, got %s", valueText(v))
+	}
+	return nil
+}
+
+func decodeFloat(v *yaml.Node, out *float64) *nodeError {
+	if isNull(v) {
+		return nil
+	}
+	if v.Kind != yaml.ScalarNode || v.Decode(out) != nil {
+		return errAt(v, "want a number, got %s", valueText(v))
 	}
 	return nil
 }

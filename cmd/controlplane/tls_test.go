@@ -35,6 +35,7 @@ func TestServeTLS(t *testing.T) {
 		{"plaintext to a TLS server", nil, exitUnavailable, "cannot reach"},
 		{"TLS trusting only the system's roots", []string{"--tls"}, exitUnavailable, "cannot reach"},
 		{"a CA file without certificates", []string{"--tls-ca", pki.KeyFile}, exitUsage, "--tls-ca"},
+		{"a client certificate without its key", []string{"--tls-ca", pki.CAFile, "--tls-cert", pki.CertFile}, exitUsage, "--tls-cert and --tls-key go together"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
