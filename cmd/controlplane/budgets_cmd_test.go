@@ -648,8 +648,10 @@ func TestBudgetsHelp(t *testing.T) {
 }
 
 // TestWatchAlertsResumesAfterID: WatchAlerts with after_id first sends, oldest
-// first, what fired after that alert, then new alerts as they fire; a bad
-// after_id is refused with a field violation.
+// first, what fired after that alert, then new alerts as they fire; with an
+// after_id no longer kept, every alert kept; with neither after_id nor
+// from_oldest, only new alerts; a bad after_id is refused with a field
+// violation.
 func TestWatchAlertsResumesAfterID(t *testing.T) {
 	s := startBudgetServer(t)
 	waitFor(t, "catalog subscribed to the store", s.st.subscribed)
@@ -680,6 +682,51 @@ func TestWatchAlertsResumesAfterID(t *testing.T) {
 	s.fire(t, "shop", budget.AlertExhausted, 1, "alert 3")
 	if got := recv(); got != "alert 3" {
 		t.Errorf("then %s, want alert 3", got)
+	}
+
+	// An after_id no longer kept: every alert kept, oldest first.
+	gone, err := s.api.WatchAlerts(ctx, &pb.WatchAlertsRequest{Budget: "shop", AfterId: "trimmed-long-ago"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for range 4 {
+		resp, err := gone.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, resp.GetAlert().GetMessage())
+	}
+	if fmt.Sprint(got) != "[alert 0 alert 1 alert 2 alert 3]" {
+		t.Errorf("after an after_id no longer kept: %v, want alerts 0 to 3", got)
+	}
+	// Neither after_id nor from_oldest: only what fires after the call.
+	// The call cannot say when it has started, so new alerts fire until one
+	// arrives; none of those before it may.
+	fresh, err := s.api.WatchAlerts(ctx, &pb.WatchAlertsRequest{Budget: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan string, 1)
+	go func() {
+		resp, err := fresh.Recv()
+		if err != nil {
+			first <- err.Error()
+			return
+		}
+		first <- resp.GetAlert().GetMessage()
+	}()
+	for i := 0; ; i++ {
+		s.fire(t, "shop", budget.AlertForecast, float64(i+1), fmt.Sprint("new ", i))
+		select {
+		case m := <-first:
+			if !strings.HasPrefix(m, "new ") {
+				t.Errorf("a watch from now got %q first, want a new alert", m)
+			}
+		case <-time.After(50 * time.Millisecond):
+			continue
+		}
+		break
 	}
 
 	bad, err := s.api.WatchAlerts(callCtx(t), &pb.WatchAlertsRequest{AfterId: strings.Repeat("9", 200)})

@@ -233,9 +233,10 @@ func (s *budgetService) ListAlerts(ctx context.Context, req *pb.ListAlertsReques
 	return resp, nil
 }
 
-// WatchAlerts sends every alert that fires after the call, on any replica:
-// each "an alert fired" hint makes it read the newest alerts back to the last
-// one it sent.
+// WatchAlerts sends every alert that fires after the call, on any replica,
+// or after after_id, or from the oldest kept with from_oldest: each "an
+// alert fired" hint makes it read the newest alerts back to the last one it
+// sent (at most the 1,000 newest, if that one is no longer kept).
 func (s *budgetService) WatchAlerts(req *pb.WatchAlertsRequest, stream pb.BudgetService_WatchAlertsServer) error {
 	ctx := stream.Context()
 	if req.GetBudget() != "" {
