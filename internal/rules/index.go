@@ -287,7 +287,9 @@ func (idx *Index) lookup(method, path string) (n int, verbs *Candidates, ok bool
 
 // walk follows path down the tree as far as it matches and returns the last
 // node reached. ok is false if a non-ASCII byte came before the end of the
-// match: folding could have made it match further.
+// match, where folding could have made it match further, or within the word
+// it was reading when it stopped: the caller then falls back to a full scan,
+// which is always right.
 func (idx *Index) walk(path string) (last int, ok bool) {
 	n, pos := 0, 0
 	kids, nodes := idx.kids, idx.nodes
