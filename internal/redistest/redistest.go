@@ -43,7 +43,15 @@ type Options struct {
 	// different slots, as a real cluster would, so tests catch keys that
 	// lack a shared hash tag. Use ClusterClient. Default: off.
 	Cluster bool
+	// SentinelOf, when set, runs the server as a Redis Sentinel that
+	// monitors that server as the master named SentinelMaster, with a
+	// quorum of one. Default: nil, a data node.
+	SentinelOf *Server
 }
+
+// SentinelMaster is the name under which a Sentinel started with
+// Options.SentinelOf knows its master.
+const SentinelMaster = "mymaster"
 
 // Server is one redis-server process owned by a test. Its methods are safe
 // for concurrent use.
@@ -181,14 +189,26 @@ func (s *Server) start() error {
 	}
 	defer logFile.Close() // the child holds its own descriptor
 
-	args := []string{
+	var args []string
+	if m := s.opts.SentinelOf; m != nil {
+		// Sentinel wants a config file it can rewrite; a restart keeps it.
+		conf := filepath.Join(s.dir, "sentinel.conf")
+		if _, err := os.Stat(conf); err != nil {
+			monitor := fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 1\n", SentinelMaster, m.port)
+			if err := os.WriteFile(conf, []byte(monitor), 0o600); err != nil {
+				return err
+			}
+		}
+		args = append(args, conf, "--sentinel")
+	}
+	args = append(args,
 		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
 		"--dir", s.dir,
 		"--save", "",
 		"--daemonize", "no",
 		"--protected-mode", "yes",
-	}
+	)
 	if s.opts.Cluster {
 		args = append(args,
 			"--cluster-enabled", "yes",

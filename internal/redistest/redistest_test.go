@@ -3,9 +3,11 @@ package redistest_test
 import (
 	"context"
 	"errors"
+	"net"
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
@@ -110,5 +112,18 @@ func TestCluster(t *testing.T) {
 	got, err := c.Get(ctx, "{tag}:a").Result()
 	if err != nil || got != "1" {
 		t.Fatalf("GET after restart = %q, %v; want \"1\"", got, err)
+	}
+}
+
+func TestSentinel(t *testing.T) {
+	master := redistest.Start(t)
+	sentinel := redistest.StartWith(t, redistest.Options{SentinelOf: master})
+	got, err := sentinel.Client(t).Do(t.Context(), "SENTINEL", "GET-MASTER-ADDR-BY-NAME", redistest.SentinelMaster).StringSlice()
+	if err != nil {
+		t.Fatalf("SENTINEL GET-MASTER-ADDR-BY-NAME: %v", err)
+	}
+	host, port, _ := net.SplitHostPort(master.Addr())
+	if diff := cmp.Diff([]string{host, port}, got); diff != "" {
+		t.Errorf("master address (-want +got):\n%s", diff)
 	}
 }
