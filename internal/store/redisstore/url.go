@@ -165,7 +165,10 @@ func parseURL(rawURL string) (*ClientOptions, error) {
 	if err != nil {
 		return nil, withoutURL(err)
 	}
-	return o, o.finish()
+	if err := o.finish(); err != nil {
+		return nil, err
+	}
+	return o, nil
 }
 
 // finish sets what every client of the store needs, and refuses what
