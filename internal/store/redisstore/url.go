@@ -172,15 +172,16 @@ func parseURL(rawURL string) (*ClientOptions, error) {
 }
 
 // finish sets what every client of the store needs, and refuses what
-// go-redis would accept and then fail on: pool sizes that make it panic
-// when it builds a client, and a dial timeout "turned off" (0 or less),
-// which it passes on as -1 and so fails every dial.
+// go-redis would accept and then fail on: a negative database (it would
+// use database 0), pool sizes that make it panic when it builds a client,
+// and a dial timeout "turned off" (0 or less), which it passes on as -1
+// and so fails every dial.
 func (o *ClientOptions) finish() error {
 	switch {
 	case o.Node != nil:
 		n := o.Node
 		n.ContextTimeoutEnabled = true
-		return check(n.DialTimeout, n.PoolSize, n.MinIdleConns, n.MaxIdleConns, n.MaxActiveConns, n.PipelinePoolSize)
+		return check(n.DB, n.DialTimeout, n.PoolSize, n.MinIdleConns, n.MaxIdleConns, n.MaxActiveConns, n.PipelinePoolSize)
 	case o.Cluster != nil:
 		c := o.Cluster
 		c.ContextTimeoutEnabled = true
@@ -190,7 +191,7 @@ func (o *ClientOptions) finish() error {
 		if c.TLSConfig != nil {
 			c.TLSConfig.ServerName, c.TLSConfig.MinVersion = "", tls.VersionTLS12
 		}
-		return check(c.DialTimeout, c.PoolSize, c.MinIdleConns, c.MaxIdleConns, c.MaxActiveConns, c.PipelinePoolSize)
+		return check(0, c.DialTimeout, c.PoolSize, c.MinIdleConns, c.MaxIdleConns, c.MaxActiveConns, c.PipelinePoolSize)
 	default:
 		f := o.Failover
 		f.ContextTimeoutEnabled = true
@@ -198,11 +199,14 @@ func (o *ClientOptions) finish() error {
 		if f.TLSConfig != nil {
 			f.TLSConfig.ServerName = ""
 		}
-		return check(f.DialTimeout, f.PoolSize, f.MinIdleConns, f.MaxIdleConns, f.MaxActiveConns, f.PipelinePoolSize)
+		return check(f.DB, f.DialTimeout, f.PoolSize, f.MinIdleConns, f.MaxIdleConns, f.MaxActiveConns, f.PipelinePoolSize)
 	}
 }
 
-func check(dialTimeout time.Duration, pool, minIdle, maxIdle, maxActive, pipeline int) error {
+func check(db int, dialTimeout time.Duration, pool, minIdle, maxIdle, maxActive, pipeline int) error {
+	if db < 0 {
+		return fmt.Errorf("database number: want 0 or more, got %d", db)
+	}
 	if dialTimeout < 0 {
 		return errors.New("dial_timeout: want more than 0")
 	}

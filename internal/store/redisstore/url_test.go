@@ -191,6 +191,8 @@ func TestParseURLRejects(t *testing.T) {
 		{"several hosts, one node", "redis://a,b", "takes one host"},
 		{"bad port", "redis://cache:99999", "malformed port"},
 		{"bad database", "redis://cache/x", "invalid database number"},
+		{"negative database", "redis://cache/-1", "database number: want 0 or more"},
+		{"negative database parameter", "redis+sentinel://s/m?db=-2", "database number: want 0 or more"},
 		{"sentinel without master", "redis+sentinel://s1", "master name"},
 		{"cluster database", "redis+cluster://a/1", "no databases"},
 		{"cluster db parameter", "redis+cluster://a?db=1", "no databases"},
