@@ -79,6 +79,9 @@ type operation struct {
 
 // NewHandler returns a Handler that serves the X-Ray API from core.
 func NewHandler(core Core, opts Options) (*Handler, error) {
+	if core == nil {
+		return nil, errors.New("xray: no core")
+	}
 	if opts.Region == "" {
 		opts.Region = "us-east-1"
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/xray"
+	"github.com/tracesampling/controlplane/internal/xray/xraytest"
 )
 
 const arnPrefix = "arn:aws:xray:us-east-1:000000000000:sampling-rule/"
@@ -521,9 +522,12 @@ func TestSummaries(t *testing.T) {
 
 func TestNewHandlerOptions(t *testing.T) {
 	for _, o := range []xray.Options{{Region: "US-EAST-1"}, {Region: "us east"}, {Account: "12345"}, {Account: "12345678901x"}} {
-		if _, err := xray.NewHandler(nil, o); err == nil {
+		if _, err := xray.NewHandler(&xraytest.Core{}, o); err == nil {
 			t.Errorf("%+v accepted", o)
 		}
+	}
+	if _, err := xray.NewHandler(nil, xray.Options{}); err == nil {
+		t.Errorf("a nil core accepted")
 	}
 }
 

@@ -134,6 +134,8 @@ type Core interface {
 // Report is one client's GetSamplingTargets call.
 type Report struct {
 	// ClientID identifies the SDK instance: 24 hex digits, lower case.
+	// Empty when the request carried boost statistics only (boost
+	// documents name a service, not a client).
 	ClientID   string
 	Statistics []Statistics
 	Boosts     []BoostStatistics
