@@ -42,6 +42,8 @@ type Core struct {
 	// an error it returns is returned as is (to inject ErrUnavailable,
 	// ErrThrottled…).
 	Fail func(method string) error
+	// Observe, if set, is called with every report the Core takes.
+	Observe func(xray.Report)
 
 	mu       sync.Mutex
 	modified time.Time
@@ -319,6 +321,9 @@ func (c *Core) UntagRule(ctx context.Context, rule string, keys []string, actor 
 func (c *Core) Report(ctx context.Context, r xray.Report) (xray.Targets, error) {
 	if err := c.fail("Report"); err != nil {
 		return xray.Targets{}, err
+	}
+	if c.Observe != nil {
+		c.Observe(r)
 	}
 	snap, err := c.Store.Snapshot(ctx)
 	if err != nil {
