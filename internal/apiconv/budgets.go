@@ -48,7 +48,7 @@ func BudgetToProto(b *budget.Budget) *pb.Budget {
 }
 
 // BudgetFromProto returns the domain form of p; output-only fields are
-// ignored.
+// ignored. Validate the result: an unknown mode comes back invalid.
 func BudgetFromProto(p *pb.Budget) budget.Budget {
 	b := budget.Budget{
 		Name:               p.GetName(),
@@ -62,8 +62,15 @@ func BudgetFromProto(p *pb.Budget) budget.Budget {
 		FloorPerSecond:     p.GetFloorTracesPerSecond(),
 		Scope:              budget.Scope{Services: slices.Clone(p.GetScope().GetServiceNames()), RuleLabels: maps.Clone(p.GetScope().GetRuleLabels())},
 	}
-	if p.GetMode() == pb.Budget_MODE_ALERT_ONLY {
+	switch m := p.GetMode(); m {
+	case pb.Budget_MODE_UNSPECIFIED, pb.Budget_MODE_ENFORCE:
+		b.Mode = budget.Enforce
+	case pb.Budget_MODE_ALERT_ONLY:
 		b.Mode = budget.AlertOnly
+	default:
+		// A value the enum does not have keeps its number, which
+		// budget.Validate refuses: an unknown mode must not enforce.
+		b.Mode = budget.Mode(m)
 	}
 	for _, c := range p.GetChannels() {
 		b.Channels = append(b.Channels, budget.Channel{WebhookURL: c.GetWebhookUrl(), Secret: c.GetSecret()})

@@ -28,10 +28,13 @@ const (
 )
 
 func (m Mode) String() string {
-	if m == AlertOnly {
+	switch m {
+	case Enforce:
+		return "enforce"
+	case AlertOnly:
 		return "alert_only"
 	}
-	return "enforce"
+	return fmt.Sprintf("Mode(%d)", int(m))
 }
 
 // Defaults and limits.
@@ -164,7 +167,7 @@ func Validate(b *Budget) error {
 		add("free_traces", "must not be negative")
 	}
 	if b.Mode != Enforce && b.Mode != AlertOnly {
-		add("mode", "enforce or alert_only")
+		add("mode", "must be enforce or alert_only, got %d", int(b.Mode))
 	}
 	checkThresholds := func(field string, ts []float64, allowZero bool) {
 		if len(ts) > MaxThresholds {

@@ -270,6 +270,20 @@ func TestBudgetErrors(t *testing.T) {
 			_, err := rep.budgets.UpdateBudget(ctx, &pb.UpdateBudgetRequest{Budget: &pb.Budget{Name: "b"}, UpdateMask: mask("monthly_amount")})
 			return err
 		}, codes.InvalidArgument, []string{"budget.monthly_amount"}},
+		{"unknown mode on create", func() error {
+			_, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{Name: "m", MonthlyAmount: 100, Mode: 99}})
+			return err
+		}, codes.InvalidArgument, []string{"budget.mode"}},
+		{"unknown mode on update", func() error {
+			_, err := rep.budgets.UpdateBudget(ctx, &pb.UpdateBudgetRequest{Budget: &pb.Budget{Name: "b", Mode: -1}, UpdateMask: mask("mode")})
+			return err
+		}, codes.InvalidArgument, []string{"budget.mode"}},
+		{"unknown mode in a simulation", func() error {
+			_, err := rep.budgets.SimulateCost(ctx, &pb.SimulateCostRequest{
+				Traffic: &pb.TrafficShape{RequestsPerDay: 1000, Days: 1}, Budget: &pb.Budget{MonthlyAmount: 1, Mode: 3},
+			})
+			return err
+		}, codes.InvalidArgument, []string{"budget.mode"}},
 		{"delete unknown", func() error {
 			_, err := rep.budgets.DeleteBudget(ctx, &pb.DeleteBudgetRequest{Name: "nope"})
 			return err
