@@ -178,7 +178,7 @@ func runBudgetGet(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		output string
 	)
 	fs := newFlagSet("budgets", "get", "get NAME [flags]",
-		"Shows one budget. With -o yaml it prints the budgets file format (webhook\nsecrets show as \"****\", as the server returns them).", stderr, &conn)
+		"Shows one budget. With -o yaml it prints the budgets file format (webhook\nURLs redacted and secrets shown as \"****\", as the server returns them).", stderr, &conn)
 	addBudgetOutputFlag(fs, &output)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -299,7 +299,7 @@ func (bf *budgetFlags) proto(name string, given map[string]bool, update bool) (*
 	for _, u := range bf.webhooks.v {
 		secret := bf.webhookSecret
 		if update && !given["webhook-secret"] {
-			secret = apiconv.SecretMask
+			secret = budget.SecretMask
 		}
 		p.Channels = append(p.Channels, &pb.NotificationChannel{WebhookUrl: u, Secret: secret})
 	}
@@ -984,9 +984,9 @@ func writeBudgetYAML(w io.Writer, b []byte) error {
 // The budgets file is the YAML form of a list of budgets, with the API's
 // snake_case field names (see budgetCreateAbout). It is what `create -f`
 // reads and what `list -o yaml` and `get -o yaml` print. Output-only fields
-// (etag, times) are never printed and are refused on input; secrets are
-// printed masked, as the server returns them, and a masked secret is refused
-// on input.
+// (etag, times) are never printed and are refused on input; webhook URLs and
+// secrets are printed redacted and masked, as the server returns them, and
+// are refused so on input.
 
 type budgetsFile struct {
 	Budgets []fileBudget `yaml:"budgets"`
@@ -1157,11 +1157,7 @@ func loadBudgetsDoc(l *loader, data []byte) []*pb.Budget {
 			seen[b.Name] = [2]int{i + 1, n.Line}
 		}
 		if ok {
-			p := apiconv.BudgetToProto(&b)
-			for j := range p.Channels {
-				p.Channels[j].Secret = b.Channels[j].Secret // BudgetToProto masks them
-			}
-			out = append(out, p)
+			out = append(out, apiconv.BudgetToRequest(&b))
 		}
 	}
 	return out
@@ -1382,8 +1378,8 @@ func (d *budgetDecoder) channels(v *yaml.Node) {
 			case "webhook_url":
 				err = decodeString(val, &c.WebhookURL)
 			case "secret":
-				if err = decodeString(val, &c.Secret); err == nil && c.Secret == apiconv.SecretMask {
-					err = errAt(val, "%q is how the server masks a secret; write the secret itself, or leave secret out", apiconv.SecretMask)
+				if err = decodeString(val, &c.Secret); err == nil && c.Secret == budget.SecretMask {
+					err = errAt(val, "%q is how the server masks a secret; write the secret itself, or leave secret out", budget.SecretMask)
 				}
 			default:
 				d.unknown(p.key, path, []string{"webhook_url", "secret"}, "a channel")

@@ -164,8 +164,8 @@ func TestBudgetsCreateGetListUpdateDelete(t *testing.T) {
 		Mode:            pb.Budget_MODE_ENFORCE,
 		SpendThresholds: []float64{0.5, 0.8}, ForecastThresholds: []float64{1.2},
 		Channels: []*pb.NotificationChannel{
-			{WebhookUrl: "https://hooks.example.com/a", Secret: "****"},
-			{WebhookUrl: "http://alerts.internal/b", Secret: "****"},
+			{WebhookUrl: "https://hooks.example.com/…", Secret: "****"},
+			{WebhookUrl: "http://alerts.internal/…", Secret: "****"},
 		},
 		FloorTracesPerSecond: 1.5, Etag: "1",
 	}
@@ -607,14 +607,23 @@ func TestBudgetsFileRoundTrip(t *testing.T) {
 	before := s.cli(t, "", "list", "-o", "json").mustOK(t).stdout
 
 	// What list -o yaml prints creates the same budgets elsewhere once the
-	// masked secrets are written out again.
+	// masked secrets and redacted URLs are written out again.
 	out := s.cli(t, "", "list", "-o", "yaml").mustOK(t).stdout
 	other := startBudgetServer(t)
 	res := other.cli(t, out, "create", "-f", "-")
 	if res.code != exitInvalid || !strings.Contains(res.err.Error(), `channels[0].secret: "****" is how the server masks a secret`) {
 		t.Fatalf("create -f with masked secrets: exit %d, %v", res.code, res.err)
 	}
-	other.cli(t, strings.Replace(out, "'****'", "s3cret", 1), "create", "-f", "-").mustOK(t)
+	out = strings.Replace(out, "'****'", "s3cret", 1)
+	res = other.cli(t, out, "create", "-f", "-")
+	for _, want := range []string{`channels[0].webhook_url: a redacted URL`, `channels[1].webhook_url: a redacted URL`} {
+		if res.code != exitInvalid || !strings.Contains(res.err.Error(), want) {
+			t.Errorf("create -f with redacted URLs: exit %d, %v; want %q", res.code, res.err, want)
+		}
+	}
+	out = strings.NewReplacer("https://hooks.example.com/…", "https://hooks.example.com/platform",
+		"http://alerts.internal:8080/…", "http://alerts.internal:8080/budget").Replace(out)
+	other.cli(t, out, "create", "-f", "-").mustOK(t)
 	if after := other.cli(t, "", "list", "-o", "json").mustOK(t).stdout; stripTimes(after) != stripTimes(before) {
 		t.Errorf("budgets created from list -o yaml:\n%s\nwant\n%s", after, before)
 	}

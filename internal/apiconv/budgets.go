@@ -9,11 +9,22 @@ import (
 	"github.com/tracesampling/controlplane/internal/budget"
 )
 
-// SecretMask replaces webhook secrets in every response.
-const SecretMask = "****"
-
-// BudgetToProto returns the API form of b, secrets masked.
+// BudgetToProto returns the API form of b as answers show it: webhook URLs
+// redacted (budget.RedactURL) and secrets masked (budget.SecretMask).
 func BudgetToProto(b *budget.Budget) *pb.Budget {
+	p := BudgetToRequest(b)
+	for _, ch := range p.Channels {
+		ch.WebhookUrl = budget.RedactURL(ch.WebhookUrl)
+		if ch.Secret != "" {
+			ch.Secret = budget.SecretMask
+		}
+	}
+	return p
+}
+
+// BudgetToRequest returns the API form of b as a client sends it, webhook
+// URLs and secrets in full.
+func BudgetToRequest(b *budget.Budget) *pb.Budget {
 	p := &pb.Budget{
 		Name:                 b.Name,
 		Description:          b.Description,
@@ -35,11 +46,7 @@ func BudgetToProto(b *budget.Budget) *pb.Budget {
 		p.Scope = &pb.BudgetScope{ServiceNames: slices.Clone(b.Scope.Services), RuleLabels: maps.Clone(b.Scope.RuleLabels)}
 	}
 	for _, c := range b.Channels {
-		ch := &pb.NotificationChannel{WebhookUrl: c.WebhookURL}
-		if c.Secret != "" {
-			ch.Secret = SecretMask
-		}
-		p.Channels = append(p.Channels, ch)
+		p.Channels = append(p.Channels, &pb.NotificationChannel{WebhookUrl: c.WebhookURL, Secret: c.Secret})
 	}
 	if b.Revision > 0 {
 		p.Etag = b.Etag()

@@ -29,14 +29,14 @@ func TestStatusSpreadsTheFreeAllowanceOverRules(t *testing.T) {
 	}
 }
 
-func TestBudgetRoundTripMasksSecrets(t *testing.T) {
-	b := budget.Budget{Name: "b", MonthlyAmount: 1, Mode: budget.AlertOnly, Channels: []budget.Channel{{WebhookURL: "https://x", Secret: "s"}}, Revision: 3}
-	p := BudgetToProto(&b)
-	if p.GetChannels()[0].GetSecret() != SecretMask || p.GetEtag() != "3" {
-		t.Fatalf("proto %v", p)
+func TestBudgetRoundTrip(t *testing.T) {
+	b := budget.Budget{Name: "b", MonthlyAmount: 1, Mode: budget.AlertOnly, Channels: []budget.Channel{{WebhookURL: "https://x.example.com/hook", Secret: "s"}}, Revision: 3}
+	answer := BudgetToProto(&b)
+	if ch := answer.GetChannels()[0]; ch.GetSecret() != budget.SecretMask || ch.GetWebhookUrl() != "https://x.example.com/…" || answer.GetEtag() != "3" {
+		t.Fatalf("answer %v: want the URL redacted, the secret masked and etag 3", answer)
 	}
-	back := BudgetFromProto(p)
-	if back.Mode != budget.AlertOnly || back.Channels[0].WebhookURL != "https://x" {
-		t.Errorf("round trip %+v", back)
+	back := BudgetFromProto(BudgetToRequest(&b))
+	if back.Mode != budget.AlertOnly || back.Channels[0] != b.Channels[0] {
+		t.Errorf("round trip of a request %+v", back)
 	}
 }

@@ -194,8 +194,11 @@ func Validate(b *Budget) error {
 	}
 	for i, c := range b.Channels {
 		u, err := url.Parse(c.WebhookURL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(c.WebhookURL) > MaxURLLen {
+		switch {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(c.WebhookURL) > MaxURLLen:
 			add(fmt.Sprintf("channels[%d].webhook_url", i), "an http or https URL")
+		case IsRedacted(c.WebhookURL):
+			add(fmt.Sprintf("channels[%d].webhook_url", i), "a redacted URL, as answers show it, that matches no webhook of this budget; send the full URL")
 		}
 		if len(c.Secret) > 256 {
 			add(fmt.Sprintf("channels[%d].secret", i), "at most 256 bytes")

@@ -38,6 +38,7 @@ func (s *budgetService) CreateBudget(ctx context.Context, req *pb.CreateBudgetRe
 		return nil, invalid("budget", "is required")
 	}
 	b := apiconv.BudgetFromProto(req.GetBudget()).Normalize()
+	b.Channels = budget.KeepHidden(b.Channels, nil)
 	if err := budget.Validate(&b); err != nil {
 		return nil, prefixFields("budget.", err)
 	}
@@ -131,7 +132,8 @@ func (s *budgetService) UpdateBudget(ctx context.Context, req *pb.UpdateBudgetRe
 }
 
 // applyBudgetMask returns cur with the fields in paths taken from patch. A
-// channel sent back with the masked secret keeps the secret it had.
+// channel sent back as answers show it (URL redacted, secret masked) keeps
+// the URL and secret it had.
 func applyBudgetMask(cur, patch budget.Budget, paths []string) budget.Budget {
 	next := cur
 	for _, p := range paths {
@@ -155,19 +157,7 @@ func applyBudgetMask(cur, patch budget.Budget, paths []string) budget.Budget {
 		case "forecast_thresholds":
 			next.ForecastThresholds = patch.ForecastThresholds
 		case "channels":
-			chans := slices.Clone(patch.Channels)
-			for i := range chans {
-				if chans[i].Secret != apiconv.SecretMask {
-					continue
-				}
-				chans[i].Secret = ""
-				for _, old := range cur.Channels {
-					if old.WebhookURL == chans[i].WebhookURL {
-						chans[i].Secret = old.Secret
-					}
-				}
-			}
-			next.Channels = chans
+			next.Channels = budget.KeepHidden(patch.Channels, cur.Channels)
 		case "floor_traces_per_second":
 			next.FloorPerSecond = patch.FloorPerSecond
 		}

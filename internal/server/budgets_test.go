@@ -9,15 +9,18 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/testing/protocmp"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/budget"
@@ -470,4 +473,75 @@ func TestSimulateCostStopsWhenCanceled(t *testing.T) {
 	if code := status.Code(toStatus(ctx, discardLogger(), "SimulateCost", err)); code != codes.Canceled {
 		t.Errorf("status %v, want Canceled", code)
 	}
+}
+
+// TestWebhookURLsAreRedacted: no answer shows a webhook's path (a chat
+// webhook's secret); an update that leaves the channels alone, or sends
+// them back as answered, keeps the full URLs and secrets; a redacted URL
+// that matches no webhook is refused.
+func TestWebhookURLsAreRedacted(t *testing.T) {
+	st := newMemStore(t)
+	rep := startBudgetReplica(t, st, time.Now, nil)
+	ctx := ctxT(t)
+	const (
+		slack = "https://hooks.slack.com/services/T0001/B0002/Xq3vZk9PqR7sLm2Nw8Yt4Hd6"
+		other = "https://hooks.slack.com/services/T0001/B0003/Pp5Lx2Wq9Rt6Zk3Mn7Cv1Hd6"
+	)
+	full := []budget.Channel{{WebhookURL: slack, Secret: "s1"}, {WebhookURL: other}}
+	shown := []*pb.NotificationChannel{{WebhookUrl: "https://hooks.slack.com/…4Hd6", Secret: "****"}, {WebhookUrl: "https://hooks.slack.com/…1Hd6"}}
+	checkAnswer := func(what string, b *pb.Budget) {
+		t.Helper()
+		if diff := cmp.Diff(shown, b.GetChannels(), protocmp.Transform()); diff != "" {
+			t.Errorf("%s: channels (-want +got):\n%s", what, diff)
+		}
+	}
+	checkStored := func(what string) {
+		t.Helper()
+		b, err := st.Budget(ctx, "b")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(full, b.Channels); diff != "" {
+			t.Errorf("%s: stored channels (-want +got):\n%s", what, diff)
+		}
+	}
+	created, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{Name: "b", MonthlyAmount: 10,
+		Channels: []*pb.NotificationChannel{{WebhookUrl: slack, Secret: "s1"}, {WebhookUrl: other}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkAnswer("CreateBudget", created.GetBudget())
+	checkStored("after create")
+	got, err := rep.budgets.GetBudget(ctx, &pb.GetBudgetRequest{Name: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkAnswer("GetBudget", got.GetBudget())
+	list, err := rep.budgets.ListBudgets(ctx, &pb.ListBudgetsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkAnswer("ListBudgets", list.GetBudgets()[0])
+
+	upd, err := rep.budgets.UpdateBudget(ctx, &pb.UpdateBudgetRequest{Budget: &pb.Budget{Name: "b", Description: "x"}, UpdateMask: mask("description")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkAnswer("UpdateBudget", upd.GetBudget())
+	checkStored("after an update of the description")
+
+	// Read, change, write back everything (no mask).
+	back := upd.GetBudget()
+	back.Description = "y"
+	if _, err := rep.budgets.UpdateBudget(ctx, &pb.UpdateBudgetRequest{Budget: back}); err != nil {
+		t.Fatal(err)
+	}
+	checkStored("after the budget was sent back whole")
+
+	_, err = rep.budgets.UpdateBudget(ctx, &pb.UpdateBudgetRequest{Budget: &pb.Budget{Name: "b",
+		Channels: []*pb.NotificationChannel{{WebhookUrl: "https://hooks.example.com/…"}}}, UpdateMask: mask("channels")})
+	if code := status.Code(err); code != codes.InvalidArgument || !slices.Equal(fieldViolations(t, err), []string{"budget.channels[0].webhook_url"}) {
+		t.Errorf("a redacted URL matching no webhook: %v, %v; want INVALID_ARGUMENT on budget.channels[0].webhook_url", code, fieldViolations(t, err))
+	}
+	checkStored("after a refused update")
 }
