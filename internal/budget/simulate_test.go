@@ -3,6 +3,7 @@ package budget
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -229,5 +230,38 @@ func TestSimulateStopsWhenItsContextEnds(t *testing.T) {
 	cancel()
 	if _, err := Simulate(ctx, SimConfig{RequestsPerDay: 250e6, Days: 62}); !errors.Is(err, context.Canceled) {
 		t.Errorf("Simulate on an ended context: %v, want context.Canceled", err)
+	}
+}
+
+// BenchmarkSimulate measures the cost of the largest runs SimulateCost
+// allows (see maxSimWork in internal/server), and of one it refuses.
+func BenchmarkSimulate(b *testing.B) {
+	cases := []struct {
+		name   string
+		days   int
+		rules  int
+		budget bool
+	}{
+		{"31days/100rules/budget", 31, 100, true},
+		{"62days/12rules/budget", 62, 12, true},
+		{"31days/1rule/budget", 31, 1, true},
+		{"62days/100rules/nobudget", 62, 100, false},
+		{"62days/100rules/budget(refused)", 62, 100, true},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			cfg := SimConfig{RequestsPerDay: 250e6, Days: c.days, DailySwing: 0.6}
+			for i := range c.rules {
+				cfg.Rules = append(cfg.Rules, rules.Rule{Name: fmt.Sprintf("r%d", i), Priority: int32(i + 1), FixedRate: 0.05, ReservoirSize: 1})
+			}
+			if c.budget {
+				cfg.Budget = &Budget{Name: "b", MonthlyAmount: 100}
+			}
+			for b.Loop() {
+				if _, err := Simulate(context.Background(), cfg); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

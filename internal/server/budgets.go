@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/apiconv"
@@ -31,6 +33,10 @@ type budgetService struct {
 	store    BudgetStore
 	catalog  *catalog.Catalog
 	stopping <-chan struct{}
+	// simulations counts the SimulateCost calls running (maxSimulations).
+	simulations atomic.Int32
+	// simulate runs a simulation; nil is budget.Simulate. Tests replace it.
+	simulate func(context.Context, budget.SimConfig) (budget.SimResult, error)
 }
 
 func (s *budgetService) CreateBudget(ctx context.Context, req *pb.CreateBudgetRequest) (*pb.CreateBudgetResponse, error) {
@@ -312,19 +318,45 @@ func (s *budgetService) newestAlert(ctx context.Context, budgetName string) (str
 	return page.Alerts[0].ID, nil
 }
 
-// SimulateCost's work is bounded: a day is 1,440 controller steps, each over
-// every rule.
+// SimulateCost's work is bounded per request, and in how many run at once.
+// A simulated day is simStepsPerDay steps (one a minute, the simulator's
+// controller interval); each step runs every rule and, with a budget, the
+// controller (forecast, Decide, DueAlerts), which costs about as much as
+// simControllerRules rules do (BenchmarkSimulate in internal/budget). A run
+// without a budget costs far less per rule and step, so maxSimDays and
+// maxSimRules bound it.
 const (
-	maxSimDays  = 62
-	maxSimRules = 100
+	maxSimDays         = 62
+	maxSimRules        = 100
+	simStepsPerDay     = 24 * 60
+	simControllerRules = 75
+	// maxSimWork bounds days × simStepsPerDay × (rules + simControllerRules)
+	// of a run with a budget: a 31-day month of 100 rules, about half a
+	// CPU-second (docs/RELIABILITY.md).
+	maxSimWork = 31 * simStepsPerDay * (maxSimRules + simControllerRules)
 )
+
+// maxSimulations is how many simulations a replica runs at once: half its
+// cores, at least one, so that simulations never take every core from
+// the sampling traffic.
+func maxSimulations() int32 { return int32(max(1, runtime.GOMAXPROCS(0)/2)) }
 
 func (s *budgetService) SimulateCost(ctx context.Context, req *pb.SimulateCostRequest) (*pb.SimulateCostResponse, error) {
 	cfg, err := simConfig(req)
 	if err != nil {
 		return nil, err
 	}
-	res, err := budget.Simulate(ctx, cfg)
+	limit := maxSimulations()
+	if s.simulations.Add(1) > limit {
+		s.simulations.Add(-1)
+		return nil, fmt.Errorf("%d cost simulations are running, as many as this replica runs at once: %w", limit, errBusy)
+	}
+	defer s.simulations.Add(-1)
+	simulate := s.simulate
+	if simulate == nil {
+		simulate = budget.Simulate
+	}
+	res, err := simulate(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -409,6 +441,17 @@ func simConfig(req *pb.SimulateCostRequest) (budget.SimConfig, error) {
 			vs = append(vs, prefixFields("budget.", err).(*rules.ValidationError).Violations...)
 		}
 		cfg.Budget = &b
+	}
+	if cfg.Budget != nil && len(vs) == 0 {
+		days, nRules := cfg.Days, max(len(cfg.Rules), 1) // the defaults: 30 days, the Default rule
+		if days == 0 {
+			days = 30
+		}
+		if work := days * simStepsPerDay * (nRules + simControllerRules); work > maxSimWork {
+			add("traffic.days", fmt.Sprintf("with a budget, days × %d steps × (rules + %d for the controller) must be at most %d "+
+				"(a 31-day month of %d rules), got %d × %d × (%d + %d) = %d: simulate fewer days or rules",
+				simStepsPerDay, simControllerRules, maxSimWork, maxSimRules, days, simStepsPerDay, nRules, simControllerRules, work))
+		}
 	}
 	if len(vs) > 0 {
 		return cfg, &rules.ValidationError{Violations: vs}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -10,12 +11,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -544,4 +547,105 @@ func TestWebhookURLsAreRedacted(t *testing.T) {
 		t.Errorf("a redacted URL matching no webhook: %v, %v; want INVALID_ARGUMENT on budget.channels[0].webhook_url", code, fieldViolations(t, err))
 	}
 	checkStored("after a refused update")
+}
+
+// TestSimulateCostWorkIsBounded: with a budget, days × rules is bounded so
+// that one request cannot cost more than a 31-day month of 100 rules, and
+// the refusal says the bound.
+func TestSimulateCostWorkIsBounded(t *testing.T) {
+	rulesOf := func(n int) []*pb.Rule {
+		rs := make([]*pb.Rule, n)
+		for i := range rs {
+			rs[i] = &pb.Rule{Name: fmt.Sprintf("r%d", i), Priority: int32(i + 1), FixedRate: 0.1}
+		}
+		return rs
+	}
+	tests := []struct {
+		name      string
+		days      int32
+		rules     int
+		budget    bool
+		refused   bool
+		wantInMsg string
+	}{
+		{name: "a 31-day month of 100 rules under a budget", days: 31, rules: 100, budget: true},
+		{name: "62 days of 12 rules under a budget", days: 62, rules: 12, budget: true},
+		{name: "62 days of 100 rules without a budget", days: 62, rules: 100},
+		{name: "the default 30 days of the Default rule", budget: true},
+		{name: "32 days of 100 rules under a budget", days: 32, rules: 100, budget: true, refused: true,
+			wantInMsg: "must be at most 7812000 (a 31-day month of 100 rules), got 32 × 1440 × (100 + 75) = 8064000"},
+		{name: "62 days of 13 rules under a budget", days: 62, rules: 13, budget: true, refused: true,
+			wantInMsg: "got 62 × 1440 × (13 + 75) = 7856640"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := &pb.SimulateCostRequest{Rules: rulesOf(tt.rules), Traffic: &pb.TrafficShape{RequestsPerDay: 1e6, Days: tt.days}}
+			if tt.budget {
+				req.Budget = &pb.Budget{MonthlyAmount: 100}
+			}
+			_, err := simConfig(req)
+			if !tt.refused {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			st := status.Convert(toStatus(ctxT(t), discardLogger(), "SimulateCost", err))
+			if st.Code() != codes.InvalidArgument || !slices.Equal(fieldViolations(t, st.Err()), []string{"traffic.days"}) || !strings.Contains(st.Message(), tt.wantInMsg) {
+				t.Errorf("status %v %q, fields %v; want INVALID_ARGUMENT on traffic.days saying %q", st.Code(), st.Message(), fieldViolations(t, st.Err()), tt.wantInMsg)
+			}
+		})
+	}
+}
+
+// TestSimulateCostConcurrencyLimit: past maxSimulations running at once,
+// SimulateCost answers RESOURCE_EXHAUSTED with a retry delay, and runs again
+// once one has finished.
+func TestSimulateCostConcurrencyLimit(t *testing.T) {
+	limit := int(maxSimulations())
+	// The first limit simulations run until released; later ones return at
+	// once, so that a call the limit fails to stop shows as an answer.
+	var entered atomic.Int32
+	started, release := make(chan struct{}), make(chan struct{})
+	svc := &budgetService{simulate: func(ctx context.Context, cfg budget.SimConfig) (budget.SimResult, error) {
+		if entered.Add(1) <= int32(limit) {
+			started <- struct{}{}
+			<-release
+		}
+		return budget.SimResult{}, nil
+	}}
+	req := &pb.SimulateCostRequest{Traffic: &pb.TrafficShape{RequestsPerDay: 1e6, Days: 1}}
+	ctx := ctxT(t)
+	errs := make(chan error, limit)
+	for range limit {
+		go func() {
+			_, err := svc.SimulateCost(ctx, req)
+			errs <- err
+		}()
+		<-started
+	}
+	_, err := svc.SimulateCost(ctx, req)
+	st := status.Convert(toStatus(ctx, discardLogger(), "SimulateCost", err))
+	var retry *errdetails.RetryInfo
+	for _, d := range st.Details() {
+		if r, ok := d.(*errdetails.RetryInfo); ok {
+			retry = r
+		}
+	}
+	if st.Code() != codes.ResourceExhausted || retry.GetRetryDelay().AsDuration() <= 0 {
+		t.Errorf("simulation %d of %d at once: %v %q, retry %v; want RESOURCE_EXHAUSTED with a retry delay", limit+1, limit, st.Code(), st.Message(), retry)
+	}
+	release <- struct{}{}
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.SimulateCost(ctx, req); err != nil {
+		t.Errorf("with a simulation finished, another: %v", err)
+	}
+	close(release)
+	for range limit - 1 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
 }
