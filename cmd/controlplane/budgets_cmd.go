@@ -207,9 +207,9 @@ type budgetFlags struct {
 	description        string
 	services           budgetListFlag
 	ruleLabels         kvFlag
-	amount             float64
+	amount             amountFlag
 	currency           string
-	pricePerMillion    float64
+	pricePerMillion    amountFlag
 	freeTraces         int64
 	mode               string
 	thresholds         budgetFloatsFlag
@@ -222,7 +222,7 @@ type budgetFlags struct {
 // register defines the flags. Create's defaults are the budget's; update's
 // are zero, since update sends only the flags given.
 func (bf *budgetFlags) register(fs *flag.FlagSet, update bool) {
-	currency, price, mode := budget.DefaultCurrency, budget.DefaultPricePerMillion, budget.Enforce.String()
+	currency, price, mode := budget.DefaultCurrency, int64(budget.DefaultPricePerMillionMicros), budget.Enforce.String()
 	onUpdate, secretOnUpdate := "", ""
 	if update {
 		currency, price, mode = "", 0, ""
@@ -232,9 +232,10 @@ func (bf *budgetFlags) register(fs *flag.FlagSet, update bool) {
 	fs.StringVar(&bf.description, "description", "", "free `text` for people")
 	fs.Var(&bf.services, "service", "service name `glob` the budget covers (repeatable; none: every service"+onUpdate+")")
 	fs.Var(&bf.ruleLabels, "rule-label", "`key=value` label a rule must carry for its traces to count (repeatable"+onUpdate+")")
-	fs.Float64Var(&bf.amount, "amount", 0, "monthly cap in currency units (required on create)")
+	bf.pricePerMillion.micros = price
+	fs.Var(&bf.amount, "amount", "monthly cap in currency `units`, at most 6 decimal places (required on create)")
 	fs.StringVar(&bf.currency, "currency", currency, "ISO 4217 `code`; informational, nothing is converted")
-	fs.Float64Var(&bf.pricePerMillion, "price-per-million", price, "price of a million recorded traces")
+	fs.Var(&bf.pricePerMillion, "price-per-million", "`price` of a million recorded traces, in currency units")
 	fs.Int64Var(&bf.freeTraces, "free-traces", 0, "traces per month that cost nothing (a vendor's free tier)")
 	fs.StringVar(&bf.mode, "mode", mode, "enforce (lower the rates of the rules in scope to land under the cap) or alert_only")
 	fs.Var(&bf.thresholds, "threshold", "alert when this `share` of the cap is spent (repeatable; default 0.5, 0.8, 1"+onUpdate+")")
@@ -272,9 +273,9 @@ func (bf *budgetFlags) proto(name string, given map[string]bool, update bool) (*
 	p := &pb.Budget{
 		Name:                 name,
 		Description:          bf.description,
-		MonthlyAmount:        bf.amount,
+		MonthlyAmount:        budget.Units(bf.amount.micros),
 		Currency:             bf.currency,
-		PricePerMillion:      bf.pricePerMillion,
+		PricePerMillion:      budget.Units(bf.pricePerMillion.micros),
 		FreeTraces:           bf.freeTraces,
 		SpendThresholds:      bf.thresholds.v,
 		ForecastThresholds:   bf.forecastThresholds.v,
@@ -304,6 +305,26 @@ func (bf *budgetFlags) proto(name string, given map[string]bool, update bool) (*
 		p.Channels = append(p.Channels, &pb.NotificationChannel{WebhookUrl: u, Secret: secret})
 	}
 	return p, vs
+}
+
+// amountFlag is an amount of money in currency units, such as 12.50, read
+// exactly into micros.
+type amountFlag struct{ micros int64 }
+
+func (f *amountFlag) String() string {
+	if f == nil || f.micros == 0 {
+		return ""
+	}
+	return budget.FormatMicros(f.micros)
+}
+
+func (f *amountFlag) Set(s string) error {
+	m, err := budget.ParseMicros(s)
+	if err != nil {
+		return err
+	}
+	f.micros = m
+	return nil
 }
 
 // budgetListFlag is a repeatable text flag; "" given alone means an empty list.
@@ -1257,11 +1278,11 @@ func (d *budgetDecoder) field(key *yaml.Node, field string, v *yaml.Node) {
 	case "scope":
 		d.scope(v)
 	case "monthly_amount":
-		err = decodeFloat(v, &b.MonthlyAmount)
+		err = decodeAmount(v, &b.MonthlyAmountMicros)
 	case "currency":
 		err = decodeString(v, &b.Currency)
 	case "price_per_million":
-		err = decodeFloat(v, &b.PricePerMillion)
+		err = decodeAmount(v, &b.PricePerMillionMicros)
 	case "free_traces":
 		err = decodeInt(v, &b.FreeTraces)
 	case "mode":
@@ -1390,6 +1411,25 @@ func (d *budgetDecoder) channels(v *yaml.Node) {
 		}
 		d.b.Channels = append(d.b.Channels, c)
 	}
+}
+
+// decodeAmount reads a YAML number of currency units, such as 500 or 12.25,
+// exactly into micros: the file keeps money readable where the API has
+// micros.
+func decodeAmount(v *yaml.Node, out *int64) *nodeError {
+	if isNull(v) {
+		return nil
+	}
+	var f float64
+	if v.Kind != yaml.ScalarNode || v.Decode(&f) != nil {
+		return errAt(v, "want an amount such as 12.50, got %s", valueText(v))
+	}
+	m, err := budget.ParseMicros(v.Value)
+	if err != nil {
+		return errAt(v, "%v", err)
+	}
+	*out = m
+	return nil
 }
 
 func decodeBudgetFloats(v *yaml.Node, out *[]float64) *nodeError {

@@ -238,13 +238,13 @@ func TestBudgetsErrors(t *testing.T) {
 	}{
 		{"invalid budget", []string{"create", "bad", "--amount", "0", "--webhook", "ftp://x", "--mode", "always"}, exitInvalid, []string{
 			`create budget "bad": invalid budget, nothing was sent`,
-			"\n  budget.monthly_amount: must be a positive amount, got 0",
+			"\n  budget.monthly_amount: must be more than 0 and at most 1000000000000 units, got 0",
 			"\n  budget.mode: enforce or alert_only, got \"always\"",
 			"\n  budget.channels[0].webhook_url: an http or https URL",
 		}},
 		{"invalid budget on the server", []string{"create", "bad", "--amount", "0", "--webhook", "ftp://x", "--threshold", "20"}, exitInvalid, []string{
 			`create budget "bad": `,
-			"\n  budget.monthly_amount: must be a positive amount, got 0",
+			"\n  budget.monthly_amount: must be more than 0 and at most 1000000000000 units, got 0",
 			"\n  budget.spend_thresholds[0]: a share of the cap in (0, 10], got 20",
 			"\n  budget.channels[0].webhook_url: an http or https URL",
 		}},
@@ -263,7 +263,7 @@ func TestBudgetsErrors(t *testing.T) {
 			`budgets_unknown_field.yaml:6: budget "typo" (#2): monthly_amout: unknown field; did you mean "monthly_amount"?`,
 			`budgets_unknown_field.yaml:8: budget "typo" (#2): scope.services: unknown field; a scope has service_names, rule_labels`,
 			`budgets_unknown_field.yaml:10: budget "typo" (#2): channels[0].url: unknown field; a channel has webhook_url, secret`,
-			`budgets_unknown_field.yaml:5: budget "typo" (#2): monthly_amount: must be a positive amount, got 0`,
+			`budgets_unknown_field.yaml:5: budget "typo" (#2): monthly_amount: must be more than 0 and at most 1000000000000 units, got 0`,
 		}},
 		{"missing file", []string{"create", "-f", "testdata/nope.yaml"}, exitInvalid, []string{"nope.yaml"}},
 		{"amount missing", []string{"create", "x"}, exitUsage, []string{"--amount is required"}},
@@ -564,7 +564,7 @@ func TestLoadBudgetsProblems(t *testing.T) {
 		{"not a list", "budgets: {name: a}\n", []string{`f.yaml:1: "budgets" must be a list of budgets, got a mapping`}},
 		{"unnamed", "budgets:\n  - monthly_amount: 5\n", []string{`f.yaml:2: budget #1: name: is required`}},
 		{"bad values", "budgets:\n  - name: a\n    monthly_amount: lots\n    mode: always\n    spend_thresholds: 0.5\n    free_traces: 1.5\n", []string{
-			`f.yaml:3: budget "a" (#1): monthly_amount: want a number, got "lots"`,
+			`f.yaml:3: budget "a" (#1): monthly_amount: want an amount such as 12.50, got "lots"`,
 			`f.yaml:4: budget "a" (#1): mode: enforce or alert_only, got "always"`,
 			`f.yaml:5: budget "a" (#1): spend_thresholds: want a list of numbers such as [0.5, 0.8, 1], got "0.5"`,
 			`f.yaml:6: budget "a" (#1): free_traces: want a whole number, got "1.5"`,

@@ -52,9 +52,9 @@ type simFlags struct {
 	dailySwing     float64
 	spikes         map[int]float64
 	shares         map[string]float64
-	budget         float64
+	budget         amountFlag
 	mode           string
-	price          float64
+	price          amountFlag
 	floor          float64
 	interval       time.Duration
 	start          string
@@ -101,9 +101,10 @@ func runSimulate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		f.shares[name] = weight
 		return nil
 	})
-	fs.Float64Var(&f.budget, "budget", 0, "monthly budget `amount`; without it, only the cost is simulated")
+	fs.Var(&f.budget, "budget", "monthly budget `amount` in currency units; without it, only the cost is simulated")
 	fs.StringVar(&f.mode, "mode", "enforce", "what the budget does: enforce or alert_only")
-	fs.Float64Var(&f.price, "price-per-million", budget.DefaultPricePerMillion, "`price` per million traces")
+	f.price.micros = budget.DefaultPricePerMillionMicros
+	fs.Var(&f.price, "price-per-million", "`price` per million traces")
 	fs.Float64Var(&f.floor, "floor", 0, "`traces/s` the budget keeps when exhausted")
 	fs.DurationVar(&f.interval, "interval", time.Minute, "the controller's `interval`, from 1s to 1h, dividing an hour")
 	fs.StringVar(&f.start, "start", budget.DefaultSimStart().Format(time.DateOnly), "first simulated `day` (YYYY-MM-DD, or an RFC 3339 time), UTC")
@@ -216,9 +217,10 @@ func (f *simFlags) config(withBudget bool) (budget.SimConfig, error) {
 	// of a valid price.
 	// Not normalized first: a price of 0 given on the command line is a
 	// mistake, not a request for the default.
-	b := budget.Budget{Name: "simulated", MonthlyAmount: 1, Currency: budget.DefaultCurrency, PricePerMillion: f.price, Mode: mode, FloorPerSecond: f.floor}
+	b := budget.Budget{Name: "simulated", MonthlyAmountMicros: budget.MicrosPerUnit, Currency: budget.DefaultCurrency,
+		PricePerMillionMicros: f.price.micros, Mode: mode, FloorPerSecond: f.floor}
 	if withBudget {
-		b.MonthlyAmount = f.budget
+		b.MonthlyAmountMicros = f.budget.micros
 	}
 	flagOf := map[string]string{
 		"monthly_amount":          "--budget",
@@ -240,7 +242,7 @@ func (f *simFlags) config(withBudget bool) (budget.SimConfig, error) {
 		return cfg, err
 	}
 	b = b.Normalize()
-	cfg.PricePerMillion = b.PricePerMillion
+	cfg.PricePerMillionMicros = b.PricePerMillionMicros
 	if withBudget {
 		cfg.Budget = &b
 	}

@@ -28,9 +28,9 @@ func BudgetToRequest(b *budget.Budget) *pb.Budget {
 	p := &pb.Budget{
 		Name:                 b.Name,
 		Description:          b.Description,
-		MonthlyAmount:        b.MonthlyAmount,
+		MonthlyAmount:        budget.Units(b.MonthlyAmountMicros),
 		Currency:             b.Currency,
-		PricePerMillion:      b.PricePerMillion,
+		PricePerMillion:      budget.Units(b.PricePerMillionMicros),
 		FreeTraces:           b.FreeTraces,
 		SpendThresholds:      slices.Clone(b.SpendThresholds),
 		ForecastThresholds:   slices.Clone(b.ForecastThresholds),
@@ -58,16 +58,16 @@ func BudgetToRequest(b *budget.Budget) *pb.Budget {
 // ignored. Validate the result: an unknown mode comes back invalid.
 func BudgetFromProto(p *pb.Budget) budget.Budget {
 	b := budget.Budget{
-		Name:               p.GetName(),
-		Description:        p.GetDescription(),
-		MonthlyAmount:      p.GetMonthlyAmount(),
-		Currency:           p.GetCurrency(),
-		PricePerMillion:    p.GetPricePerMillion(),
-		FreeTraces:         p.GetFreeTraces(),
-		SpendThresholds:    slices.Clone(p.GetSpendThresholds()),
-		ForecastThresholds: slices.Clone(p.GetForecastThresholds()),
-		FloorPerSecond:     p.GetFloorTracesPerSecond(),
-		Scope:              budget.Scope{Services: slices.Clone(p.GetScope().GetServiceNames()), RuleLabels: maps.Clone(p.GetScope().GetRuleLabels())},
+		Name:                  p.GetName(),
+		Description:           p.GetDescription(),
+		MonthlyAmountMicros:   budget.Micros(p.GetMonthlyAmount()),
+		Currency:              p.GetCurrency(),
+		PricePerMillionMicros: budget.Micros(p.GetPricePerMillion()),
+		FreeTraces:            p.GetFreeTraces(),
+		SpendThresholds:       slices.Clone(p.GetSpendThresholds()),
+		ForecastThresholds:    slices.Clone(p.GetForecastThresholds()),
+		FloorPerSecond:        p.GetFloorTracesPerSecond(),
+		Scope:                 budget.Scope{Services: slices.Clone(p.GetScope().GetServiceNames()), RuleLabels: maps.Clone(p.GetScope().GetRuleLabels())},
 	}
 	switch m := p.GetMode(); m {
 	case pb.Budget_MODE_UNSPECIFIED, pb.Budget_MODE_ENFORCE:

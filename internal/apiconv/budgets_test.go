@@ -9,7 +9,7 @@ import (
 )
 
 func TestStatusSpreadsTheFreeAllowanceOverRules(t *testing.T) {
-	b := budget.Budget{Name: "b", MonthlyAmount: 10, PricePerMillion: 5, FreeTraces: 1_000_000, Currency: "USD"}
+	b := budget.Budget{Name: "b", MonthlyAmountMicros: 10 * budget.MicrosPerUnit, PricePerMillionMicros: 5 * budget.MicrosPerUnit, FreeTraces: 1_000_000, Currency: "USD"}
 	st := budget.State{
 		MonthStart: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC),
 		Decision:   budget.Decision{Spent: 3_000_000, Forecast: 3_000_000, FixedRateFactor: 1, ReservoirFactor: 1},
@@ -30,7 +30,7 @@ func TestStatusSpreadsTheFreeAllowanceOverRules(t *testing.T) {
 }
 
 func TestBudgetRoundTrip(t *testing.T) {
-	b := budget.Budget{Name: "b", MonthlyAmount: 1, Mode: budget.AlertOnly, Channels: []budget.Channel{{WebhookURL: "https://x.example.com/hook", Secret: "s"}}, Revision: 3}
+	b := budget.Budget{Name: "b", MonthlyAmountMicros: budget.MicrosPerUnit, Mode: budget.AlertOnly, Channels: []budget.Channel{{WebhookURL: "https://x.example.com/hook", Secret: "s"}}, Revision: 3}
 	answer := BudgetToProto(&b)
 	if ch := answer.GetChannels()[0]; ch.GetSecret() != budget.SecretMask || ch.GetWebhookUrl() != "https://x.example.com/…" || answer.GetEtag() != "3" {
 		t.Fatalf("answer %v: want the URL redacted, the secret masked and etag 3", answer)

@@ -37,9 +37,9 @@ type SimConfig struct {
 	// rules it covers; its service globs are ignored, the simulated
 	// traffic having no services.
 	Budget *Budget
-	// PricePerMillion prices traces without a budget; default 5.00. With a
+	// PricePerMillionMicros prices traces without a budget; default 5.00. With a
 	// budget, the budget's price is used.
-	PricePerMillion float64
+	PricePerMillionMicros int64
 	// Interval is the controller's interval, and the simulation's step;
 	// default 1 minute; at most 1 hour. An interval that does not divide an
 	// hour puts each step's traffic in the hour the step starts in.
@@ -154,7 +154,7 @@ type simRule struct {
 func Simulate(ctx context.Context, cfg SimConfig) (SimResult, error) {
 	cfg = cfg.withDefaults()
 	var b *Budget
-	price := cfg.PricePerMillion
+	price := Units(cfg.PricePerMillionMicros)
 	currency := DefaultCurrency
 	if cfg.Budget != nil {
 		nb := cfg.Budget.Normalize()
@@ -162,7 +162,7 @@ func Simulate(ctx context.Context, cfg SimConfig) (SimResult, error) {
 			nb.Name = "simulated"
 		}
 		b = &nb
-		price, currency = nb.PricePerMillion, nb.Currency
+		price, currency = Units(nb.PricePerMillionMicros), nb.Currency
 	}
 
 	sim := make([]simRule, len(cfg.Rules))
@@ -287,8 +287,8 @@ func (cfg SimConfig) withDefaults() SimConfig {
 		cfg.Days = 30
 	}
 	cfg.DailySwing = clamp01(cfg.DailySwing)
-	if !(cfg.PricePerMillion > 0) || math.IsInf(cfg.PricePerMillion, 0) {
-		cfg.PricePerMillion = DefaultPricePerMillion
+	if cfg.PricePerMillionMicros <= 0 {
+		cfg.PricePerMillionMicros = DefaultPricePerMillionMicros
 	}
 	switch {
 	case cfg.Interval <= 0:
@@ -354,7 +354,7 @@ func newSimRun(b *Budget, models []RuleModel, start time.Time, interval time.Dur
 		fired:    map[alertKey]bool{},
 		crossed:  map[float64]bool{},
 		result: &SimBudget{
-			Budget:                        b.MonthlyAmount,
+			Budget:                        b.MonthlyAmount(),
 			Mode:                          b.Mode.String(),
 			CapTraces:                     b.CapTraces(),
 			EnforcementMinFactor:          1,
@@ -445,7 +445,7 @@ func (r *simRun) endStep(now time.Time) {
 func (r *simRun) record(now time.Time, hours, spent float64) {
 	spentMoney := r.b.Cost(spent)
 	for _, t := range r.b.SpendThresholds {
-		if !r.crossed[t] && spentMoney >= t*r.b.MonthlyAmount {
+		if !r.crossed[t] && spentMoney >= t*r.b.MonthlyAmount() {
 			r.crossed[t] = true
 			r.result.SpendCrossings = append(r.result.SpendCrossings, SimCrossing{Threshold: t, At: now, AtHours: hours})
 		}

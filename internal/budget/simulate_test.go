@@ -88,7 +88,7 @@ func TestSimulateTarget(t *testing.T) {
 		Days:           30,
 		DailySwing:     0.6,
 		SpikeDays:      map[int]float64{12: 5},
-		Budget:         &Budget{Name: "payments", MonthlyAmount: 500, Mode: Enforce},
+		Budget:         &Budget{Name: "payments", MonthlyAmountMicros: 500 * MicrosPerUnit, Mode: Enforce},
 		Interval:       interval,
 	})
 	sb := res.SimBudget
@@ -160,7 +160,7 @@ func TestSimulateAlertOnly(t *testing.T) {
 	res := simulate(t, SimConfig{
 		RequestsPerDay: 250e6,
 		Days:           3,
-		Budget:         &Budget{Name: "obs", MonthlyAmount: 100, Mode: AlertOnly},
+		Budget:         &Budget{Name: "obs", MonthlyAmountMicros: 100 * MicrosPerUnit, Mode: AlertOnly},
 	})
 	sb := res.SimBudget
 	if sb.EnforcementMinFactor != 1 || sb.EnforcementMinReservoirFactor != 1 || sb.Exhausted {
@@ -192,7 +192,7 @@ func TestSimulateMonthRollover(t *testing.T) {
 		RequestsPerDay: 250e6,
 		Days:           2,
 		Start:          time.Date(2026, time.November, 30, 0, 0, 0, 0, time.UTC),
-		Budget:         &Budget{Name: "p", MonthlyAmount: 50, Mode: AlertOnly},
+		Budget:         &Budget{Name: "p", MonthlyAmountMicros: 50 * MicrosPerUnit, Mode: AlertOnly},
 		Interval:       10 * time.Minute,
 	})
 	sb := res.SimBudget
@@ -255,7 +255,7 @@ func BenchmarkSimulate(b *testing.B) {
 				cfg.Rules = append(cfg.Rules, rules.Rule{Name: fmt.Sprintf("r%d", i), Priority: int32(i + 1), FixedRate: 0.05, ReservoirSize: 1})
 			}
 			if c.budget {
-				cfg.Budget = &Budget{Name: "b", MonthlyAmount: 100}
+				cfg.Budget = &Budget{Name: "b", MonthlyAmountMicros: 100 * MicrosPerUnit}
 			}
 			for b.Loop() {
 				if _, err := Simulate(context.Background(), cfg); err != nil {

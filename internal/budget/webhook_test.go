@@ -96,7 +96,7 @@ func TestKeepHidden(t *testing.T) {
 }
 
 func TestValidateRefusesRedactedURLs(t *testing.T) {
-	b := Budget{Name: "b", MonthlyAmount: 1, Channels: []Channel{{WebhookURL: RedactURL(slackURL)}}}.Normalize()
+	b := Budget{Name: "b", MonthlyAmountMicros: 1 * MicrosPerUnit, Channels: []Channel{{WebhookURL: RedactURL(slackURL)}}}.Normalize()
 	err := Validate(&b)
 	if err == nil || !strings.Contains(err.Error(), "channels[0].webhook_url: a redacted URL") {
 		t.Errorf("Validate of a redacted URL: %v", err)

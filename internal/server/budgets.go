@@ -149,11 +149,11 @@ func applyBudgetMask(cur, patch budget.Budget, paths []string) budget.Budget {
 		case "scope":
 			next.Scope = patch.Scope
 		case "monthly_amount":
-			next.MonthlyAmount = patch.MonthlyAmount
+			next.MonthlyAmountMicros = patch.MonthlyAmountMicros
 		case "currency":
 			next.Currency = patch.Currency
 		case "price_per_million":
-			next.PricePerMillion = patch.PricePerMillion
+			next.PricePerMillionMicros = patch.PricePerMillionMicros
 		case "free_traces":
 			next.FreeTraces = patch.FreeTraces
 		case "mode":
