@@ -128,7 +128,7 @@ func listBudgetAlerts(ctx context.Context, c *client, budgetName string, limit i
 		if limit > 0 {
 			size = min(limit-len(all), maxPage)
 		}
-		resp, err := api.ListAlerts(ctx, &pb.ListAlertsRequest{Budget: budgetName, PageSize: int32(size), PageToken: token})
+		resp, err := api.ListAlerts(ctx, &pb.ListAlertsRequest{BudgetName: budgetName, PageSize: int32(size), PageToken: token})
 		if err != nil {
 			return nil, c.wrap("list alerts", err)
 		}
@@ -248,8 +248,8 @@ func (bf *budgetFlags) register(fs *flag.FlagSet, update bool) {
 // budgetFlagPaths maps the budget flags to the API fields they set, in the
 // proto's field order, which is the order of an update_mask.
 var budgetFlagPaths = [][2]string{
-	{"description", "description"}, {"service", "scope"}, {"rule-label", "scope"}, {"amount", "monthly_amount"},
-	{"currency", "currency"}, {"price-per-million", "price_per_million"}, {"free-traces", "free_traces"}, {"mode", "mode"},
+	{"description", "description"}, {"service", "scope"}, {"rule-label", "scope"}, {"amount", "monthly_amount_micros"},
+	{"currency", "currency_code"}, {"price-per-million", "price_per_million_micros"}, {"free-traces", "free_traces"}, {"mode", "mode"},
 	{"threshold", "spend_thresholds"}, {"forecast-threshold", "forecast_thresholds"}, {"webhook", "channels"},
 	{"floor", "floor_traces_per_second"},
 }
@@ -271,15 +271,15 @@ func givenBudgetPaths(given map[string]bool) []string {
 // the masked secret, which keeps the secret it had if it was there before.
 func (bf *budgetFlags) proto(name string, given map[string]bool, update bool) (*pb.Budget, []rules.FieldViolation) {
 	p := &pb.Budget{
-		Name:                 name,
-		Description:          bf.description,
-		MonthlyAmount:        budget.Units(bf.amount.micros),
-		Currency:             bf.currency,
-		PricePerMillion:      budget.Units(bf.pricePerMillion.micros),
-		FreeTraces:           bf.freeTraces,
-		SpendThresholds:      bf.thresholds.v,
-		ForecastThresholds:   bf.forecastThresholds.v,
-		FloorTracesPerSecond: bf.floor,
+		Name:                  name,
+		Description:           bf.description,
+		MonthlyAmountMicros:   bf.amount.micros,
+		CurrencyCode:          bf.currency,
+		PricePerMillionMicros: bf.pricePerMillion.micros,
+		FreeTraces:            bf.freeTraces,
+		SpendThresholds:       bf.thresholds.v,
+		ForecastThresholds:    bf.forecastThresholds.v,
+		FloorTracesPerSecond:  bf.floor,
 	}
 	if len(bf.services.v) > 0 || len(bf.ruleLabels.m) > 0 {
 		p.Scope = &pb.BudgetScope{ServiceNames: bf.services.v, RuleLabels: bf.ruleLabels.m}
@@ -419,9 +419,11 @@ reads stdin). A budgets file is checked whole before anything is created:
         - {webhook_url: "https://hooks.example.com/budget", secret: s3cret}
       floor_traces_per_second: 1
 
-Fields are the API's, in snake_case; an unknown field is an error. Omitted
-fields take the server's defaults (USD, 5 per million traces, thresholds
-0.5, 0.8, 1 and forecast 1, enforce).
+Fields are the API's, in snake_case, but for money: monthly_amount and
+price_per_million are in currency units (at most 6 decimal places) where the
+API has monthly_amount_micros and price_per_million_micros. An unknown field
+is an error. Omitted fields take the server's defaults (currency_code USD, 5
+per million traces, thresholds 0.5, 0.8, 1 and forecast 1, enforce).
 
 --webhook-secret signs every --webhook given with it; to give webhooks
 different secrets, or to keep secrets off the command line, use a file.`
@@ -781,7 +783,7 @@ func (w *alertWatch) run(ctx context.Context) error {
 			return w.c.wrap("", err)
 		}
 	}
-	resp, err := w.api.ListAlerts(ctx, &pb.ListAlertsRequest{Budget: w.budget, PageSize: 1})
+	resp, err := w.api.ListAlerts(ctx, &pb.ListAlertsRequest{BudgetName: w.budget, PageSize: 1})
 	if err != nil {
 		return w.c.wrap("watch alerts", err)
 	}
@@ -822,7 +824,7 @@ func (w *alertWatch) stream(ctx context.Context, again bool) error {
 	defer cancel()
 	// With no alert printed or listed yet, every alert the server lists is
 	// one to print.
-	req := &pb.WatchAlertsRequest{Budget: w.budget, AfterId: w.last, FromOldest: w.last == ""}
+	req := &pb.WatchAlertsRequest{BudgetName: w.budget, AfterId: w.last, FromOldest: w.last == ""}
 	stream, err := w.api.WatchAlerts(ctx, req, grpc.WaitForReady(again))
 	if err != nil {
 		return err
@@ -858,7 +860,7 @@ func alertCells(a *pb.Alert) []string {
 	if a.GetThreshold() > 0 {
 		threshold = budgetPercent(a.GetThreshold())
 	}
-	return []string{a.GetTime().AsTime().UTC().Format(time.RFC3339), a.GetBudget(), alertKindText(a.GetKind()), threshold, a.GetMessage()}
+	return []string{a.GetFireTime().AsTime().UTC().Format(time.RFC3339), a.GetBudgetName(), alertKindText(a.GetKind()), threshold, a.GetMessage()}
 }
 
 func alertKindText(k pb.Alert_Kind) string {
@@ -881,7 +883,18 @@ func budgetPercent(share float64) string {
 	return strconv.FormatFloat(math.Round(share*1e6)/1e4, 'f', -1, 64) + "%"
 }
 
-func budgetMoney(x float64) string { return strconv.FormatFloat(x, 'f', 2, 64) }
+// budgetMoney prints micros as units with at least two decimals: "500.00",
+// "12.25", "0.000001".
+func budgetMoney(micros int64) string {
+	s := budget.FormatMicros(micros)
+	switch i := strings.IndexByte(s, '.'); {
+	case i < 0:
+		return s + ".00"
+	case len(s)-i == 2:
+		return s + "0"
+	}
+	return s
+}
 
 func budgetModeName(m pb.Budget_Mode) string {
 	if m == pb.Budget_MODE_ALERT_ONLY {
@@ -905,8 +918,8 @@ func writeBudgets(w io.Writer, format string, bs []*pb.Budget, single bool) erro
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tMODE\tAMOUNT\tCURRENCY\tSCOPE\tTHRESHOLDS")
 	for _, b := range bs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", b.GetName(), budgetModeName(b.GetMode()), budgetMoney(b.GetMonthlyAmount()),
-			b.GetCurrency(), scopeText(b.GetScope()), thresholdsText(b))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", b.GetName(), budgetModeName(b.GetMode()), budgetMoney(b.GetMonthlyAmountMicros()),
+			b.GetCurrencyCode(), scopeText(b.GetScope()), thresholdsText(b))
 	}
 	return tw.Flush()
 }
@@ -947,14 +960,14 @@ func thresholdsText(b *pb.Budget) string {
 // writeBudgetStatus prints a status as a block of fields and, when traces
 // were counted, a table of the spend per rule.
 func writeBudgetStatus(w io.Writer, b *pb.Budget, st *pb.BudgetStatus) error {
-	cur := " " + st.GetCurrency()
+	cur := " " + st.GetCurrencyCode()
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	fmt.Fprintf(tw, "BUDGET\t%s (%s)\n", st.GetName(), budgetModeName(b.GetMode()))
-	if st.GetMonthStart() != nil {
-		fmt.Fprintf(tw, "MONTH\t%s (UTC)\n", st.GetMonthStart().AsTime().UTC().Format("2006-01"))
+	fmt.Fprintf(tw, "BUDGET\t%s (%s)\n", st.GetBudgetName(), budgetModeName(b.GetMode()))
+	if st.GetMonthStartTime() != nil {
+		fmt.Fprintf(tw, "MONTH\t%s (UTC)\n", st.GetMonthStartTime().AsTime().UTC().Format("2006-01"))
 	}
-	fmt.Fprintf(tw, "SPENT\t%s of %s (%s)\n", budgetMoney(st.GetSpent())+cur, budgetMoney(b.GetMonthlyAmount())+cur, budgetRatio(st.GetSpentRatio()))
-	fmt.Fprintf(tw, "FORECAST\t%s at month end (%s)\n", budgetMoney(st.GetForecast())+cur, budgetRatio(st.GetForecastRatio()))
+	fmt.Fprintf(tw, "SPENT\t%s of %s (%s)\n", budgetMoney(st.GetSpentMicros())+cur, budgetMoney(b.GetMonthlyAmountMicros())+cur, budgetRatio(st.GetSpentRatio()))
+	fmt.Fprintf(tw, "FORECAST\t%s at month end (%s)\n", budgetMoney(st.GetForecastMicros())+cur, budgetRatio(st.GetForecastRatio()))
 	fmt.Fprintf(tw, "TRACES\t%d sampled of %d requests; cap %d\n", st.GetSampledTraces(), st.GetRequests(), st.GetCapTraces())
 	fmt.Fprintf(tw, "FACTORS\tfixed rates x%s, reservoirs x%s\n", budgetFactorText(st.GetFixedRateFactor()), budgetFactorText(st.GetReservoirFactor()))
 	exhausted := "no"
@@ -978,7 +991,7 @@ func writeBudgetStatus(w io.Writer, b *pb.Budget, st *pb.BudgetStatus) error {
 	tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "RULE\tREQUESTS\tSAMPLED\tSPENT")
 	for _, r := range st.GetRules() {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", r.GetRuleName(), r.GetRequests(), r.GetSampled(), budgetMoney(r.GetSpent()))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", r.GetRuleName(), r.GetRequests(), r.GetSampledTraces(), budgetMoney(r.GetSpentMicros()))
 	}
 	return tw.Flush()
 }
@@ -1018,15 +1031,28 @@ type fileBudget struct {
 	Name                 string        `yaml:"name"`
 	Description          string        `yaml:"description,omitempty"`
 	Scope                *fileScope    `yaml:"scope,omitempty"`
-	MonthlyAmount        float64       `yaml:"monthly_amount"`
-	Currency             string        `yaml:"currency"`
-	PricePerMillion      float64       `yaml:"price_per_million"`
+	MonthlyAmount        fileAmount    `yaml:"monthly_amount"`
+	CurrencyCode         string        `yaml:"currency_code"`
+	PricePerMillion      fileAmount    `yaml:"price_per_million"`
 	FreeTraces           int64         `yaml:"free_traces,omitempty"`
 	Mode                 string        `yaml:"mode"`
 	SpendThresholds      []float64     `yaml:"spend_thresholds,flow"`
 	ForecastThresholds   []float64     `yaml:"forecast_thresholds,flow"`
 	Channels             []fileChannel `yaml:"channels,omitempty"`
 	FloorTracesPerSecond float64       `yaml:"floor_traces_per_second,omitempty"`
+}
+
+// fileAmount is an amount in micros, printed as the exact decimal of its
+// currency units: monthly_amount: 1234.5.
+type fileAmount int64
+
+func (a fileAmount) MarshalYAML() (any, error) {
+	s := budget.FormatMicros(int64(a))
+	tag := "!!int"
+	if strings.Contains(s, ".") {
+		tag = "!!float"
+	}
+	return &yaml.Node{Kind: yaml.ScalarNode, Tag: tag, Value: s}, nil
 }
 
 type fileScope struct {
@@ -1046,9 +1072,9 @@ func writeBudgetsFile(w io.Writer, bs []*pb.Budget) error {
 		f := fileBudget{
 			Name:                 p.GetName(),
 			Description:          p.GetDescription(),
-			MonthlyAmount:        p.GetMonthlyAmount(),
-			Currency:             p.GetCurrency(),
-			PricePerMillion:      p.GetPricePerMillion(),
+			MonthlyAmount:        fileAmount(p.GetMonthlyAmountMicros()),
+			CurrencyCode:         p.GetCurrencyCode(),
+			PricePerMillion:      fileAmount(p.GetPricePerMillionMicros()),
 			FreeTraces:           p.GetFreeTraces(),
 			Mode:                 budgetModeName(p.GetMode()),
 			SpendThresholds:      p.GetSpendThresholds(),
@@ -1185,7 +1211,9 @@ func loadBudgetsDoc(l *loader, data []byte) []*pb.Budget {
 }
 
 // budgetFields are the fields a budget has in a file, in the proto's order.
-var budgetFields = []string{"name", "description", "scope", "monthly_amount", "currency", "price_per_million",
+// Money is in currency units where the API has micros: monthly_amount and
+// price_per_million; "currency", currency_code's earlier name, is read too.
+var budgetFields = []string{"name", "description", "scope", "monthly_amount", "currency_code", "price_per_million",
 	"free_traces", "mode", "spend_thresholds", "forecast_thresholds", "channels", "floor_traces_per_second"}
 
 // budgetDecoder decodes one budget of a file, collecting problems by field.
@@ -1194,6 +1222,26 @@ type budgetDecoder struct {
 	lines  map[string]int  // field path, as Validate names it -> line
 	failed map[string]bool // top-level fields that did not decode
 	probs  []budgetProblem
+	// currencyKey is the key the currency was given under: currency_code,
+	// or its earlier name currency.
+	currencyKey string
+}
+
+// fileField is the file's name of a field that Validate names as the API
+// does.
+func (d *budgetDecoder) fileField(api string) string {
+	top := budgetTopField(api)
+	switch top {
+	case "monthly_amount_micros":
+		return "monthly_amount" + api[len(top):]
+	case "price_per_million_micros":
+		return "price_per_million" + api[len(top):]
+	case "currency_code":
+		if d.currencyKey != "" {
+			return d.currencyKey
+		}
+	}
+	return api
 }
 
 type budgetProblem struct {
@@ -1241,10 +1289,11 @@ func loadBudget(l *loader, index int, n *yaml.Node) (b budget.Budget, ok bool) {
 	var ve *rules.ValidationError
 	if err := budget.Validate(&b); errors.As(err, &ve) {
 		for _, v := range ve.Violations {
-			if d.failed[budgetTopField(v.Field)] {
+			field := d.fileField(v.Field)
+			if d.failed[budgetTopField(field)] {
 				continue // already reported as undecodable
 			}
-			l.addf(d.lineOf(v.Field, n.Line), "%s: %s: %s", who, v.Field, v.Description)
+			l.addf(d.lineOf(field, n.Line), "%s: %s: %s", who, field, v.Description)
 		}
 	}
 	return b, len(l.problems) == before
@@ -1279,7 +1328,12 @@ func (d *budgetDecoder) field(key *yaml.Node, field string, v *yaml.Node) {
 		d.scope(v)
 	case "monthly_amount":
 		err = decodeAmount(v, &b.MonthlyAmountMicros)
-	case "currency":
+	case "currency_code", "currency":
+		if d.currencyKey != "" {
+			err = errAt(v, "%s and %s are one field (currency is its earlier name); give one", d.currencyKey, field)
+			break
+		}
+		d.currencyKey = field
 		err = decodeString(v, &b.Currency)
 	case "price_per_million":
 		err = decodeAmount(v, &b.PricePerMillionMicros)

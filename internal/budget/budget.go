@@ -160,13 +160,13 @@ func Validate(b *Budget) error {
 	}
 	vs = append(vs, rules.ValidateLabels("scope.rule_labels", b.Scope.RuleLabels)...)
 	if b.MonthlyAmountMicros <= 0 || b.MonthlyAmountMicros > MaxMonthlyAmountMicros {
-		add("monthly_amount", "must be more than 0 and at most %s units, got %s", FormatMicros(MaxMonthlyAmountMicros), FormatMicros(b.MonthlyAmountMicros))
+		add("monthly_amount_micros", "must be more than 0 and at most %s units, got %s", FormatMicros(MaxMonthlyAmountMicros), FormatMicros(b.MonthlyAmountMicros))
 	}
 	if len(b.Currency) != 3 || b.Currency[0] < 'A' || b.Currency[0] > 'Z' || b.Currency[1] < 'A' || b.Currency[1] > 'Z' || b.Currency[2] < 'A' || b.Currency[2] > 'Z' {
-		add("currency", "an ISO 4217 code such as USD, got %q", b.Currency)
+		add("currency_code", "an ISO 4217 code such as USD, got %q", b.Currency)
 	}
 	if b.PricePerMillionMicros <= 0 || b.PricePerMillionMicros > MaxPricePerMillionMicros {
-		add("price_per_million", "must be more than 0 and at most %s units, got %s", FormatMicros(MaxPricePerMillionMicros), FormatMicros(b.PricePerMillionMicros))
+		add("price_per_million_micros", "must be more than 0 and at most %s units, got %s", FormatMicros(MaxPricePerMillionMicros), FormatMicros(b.PricePerMillionMicros))
 	}
 	if b.FreeTraces < 0 {
 		add("free_traces", "must not be negative")

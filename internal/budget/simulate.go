@@ -67,9 +67,10 @@ type SimResult struct {
 	TracesPerDay float64 `json:"traces_per_day"`
 	// Cost is the traces at the price per million, before any free
 	// allowance.
-	Cost          float64 `json:"cost"`
-	CostPer30Days float64 `json:"cost_per_30_days"`
-	Currency      string  `json:"currency"`
+	Cost float64 `json:"cost"`
+	// MonthlyCost is the cost of a 30-day month at the run's daily mean.
+	MonthlyCost float64 `json:"monthly_cost"`
+	Currency    string  `json:"currency"`
 	// UnenforcedTraces and UnenforcedCost are the same traffic at the rules'
 	// own rates, as if there were no budget.
 	UnenforcedTraces float64 `json:"unenforced_traces"`
@@ -83,9 +84,10 @@ type SimResult struct {
 // lists them and the top-level figures are those of the month that came
 // closest to its cap (the maxima and minima are over the whole run).
 type SimBudget struct {
-	Budget    float64 `json:"budget"`
-	Mode      string  `json:"mode"`
-	CapTraces float64 `json:"cap_traces"`
+	// MonthlyAmount is the budget's cap.
+	MonthlyAmount float64 `json:"monthly_amount"`
+	Mode          string  `json:"mode"`
+	CapTraces     float64 `json:"cap_traces"`
 	// Spent is money, SpentTraces traces, SpentRatio Spent over the cap.
 	Spent       float64 `json:"spent"`
 	SpentTraces float64 `json:"spent_traces"`
@@ -95,12 +97,11 @@ type SimBudget struct {
 	// the highest at the factors decided.
 	MaxForecastRatio         float64 `json:"max_forecast_ratio"`
 	MaxEnforcedForecastRatio float64 `json:"max_enforced_forecast_ratio"`
-	// EnforcementMinFactor is the lowest fixed-rate factor decided, and
-	// EnforcementMinReservoirFactor the lowest reservoir factor (1: never
-	// lowered).
-	EnforcementMinFactor          float64 `json:"enforcement_min_factor"`
-	EnforcementMinReservoirFactor float64 `json:"enforcement_min_reservoir_factor"`
-	Exhausted                     bool    `json:"exhausted"`
+	// MinFixedRateFactor is the lowest fixed-rate factor decided, and
+	// MinReservoirFactor the lowest reservoir factor (1: never lowered).
+	MinFixedRateFactor float64 `json:"min_fixed_rate_factor"`
+	MinReservoirFactor float64 `json:"min_reservoir_factor"`
+	Exhausted          bool    `json:"exhausted"`
 	// Alerts fired, each once per month, kind and threshold.
 	Alerts []SimAlert `json:"alerts"`
 	// SpendCrossings are when the spend reached each spend threshold, as
@@ -253,7 +254,7 @@ func Simulate(ctx context.Context, cfg SimConfig) (SimResult, error) {
 	res.UnenforcedTraces = math.Round(res.UnenforcedTraces)
 	res.TracesPerDay = math.Round(res.Traces / float64(cfg.Days))
 	res.Cost = cents(res.Traces / 1e6 * price)
-	res.CostPer30Days = cents(res.Traces / 1e6 * price / float64(cfg.Days) * 30)
+	res.MonthlyCost = cents(res.Traces / 1e6 * price / float64(cfg.Days) * 30)
 	res.UnenforcedCost = cents(res.UnenforcedTraces / 1e6 * price)
 	if sb := res.SimBudget; sb != nil {
 		sb.Spent = cents(sb.Spent)
@@ -354,13 +355,13 @@ func newSimRun(b *Budget, models []RuleModel, start time.Time, interval time.Dur
 		fired:    map[alertKey]bool{},
 		crossed:  map[float64]bool{},
 		result: &SimBudget{
-			Budget:                        b.MonthlyAmount(),
-			Mode:                          b.Mode.String(),
-			CapTraces:                     b.CapTraces(),
-			EnforcementMinFactor:          1,
-			EnforcementMinReservoirFactor: 1,
-			Alerts:                        []SimAlert{},
-			SpendCrossings:                []SimCrossing{},
+			MonthlyAmount:      b.MonthlyAmount(),
+			Mode:               b.Mode.String(),
+			CapTraces:          b.CapTraces(),
+			MinFixedRateFactor: 1,
+			MinReservoirFactor: 1,
+			Alerts:             []SimAlert{},
+			SpendCrossings:     []SimCrossing{},
 		},
 	}
 	r.newMonth(start)
@@ -434,8 +435,8 @@ func (r *simRun) endStep(now time.Time) {
 		res.MaxForecastRatio = math.Max(res.MaxForecastRatio, d.ForecastUnenforced/r.capT)
 		res.MaxEnforcedForecastRatio = math.Max(res.MaxEnforcedForecastRatio, d.Forecast/r.capT)
 	}
-	res.EnforcementMinFactor = math.Min(res.EnforcementMinFactor, d.FixedRateFactor)
-	res.EnforcementMinReservoirFactor = math.Min(res.EnforcementMinReservoirFactor, d.ReservoirFactor)
+	res.MinFixedRateFactor = math.Min(res.MinFixedRateFactor, d.FixedRateFactor)
+	res.MinReservoirFactor = math.Min(res.MinReservoirFactor, d.ReservoirFactor)
 	res.Exhausted = res.Exhausted || d.Exhausted
 	r.decision = d
 }

@@ -61,8 +61,8 @@ func TestSimulateCostOnly(t *testing.T) {
 			if !within(res.TracesPerDay, tt.tracesPerDay, 1e-7) { // rounded to whole traces
 				t.Errorf("TracesPerDay = %.0f, want %.0f", res.TracesPerDay, tt.tracesPerDay)
 			}
-			if !within(res.CostPer30Days, tt.costPer30, 1e-5) {
-				t.Errorf("CostPer30Days = %.2f, want %.2f", res.CostPer30Days, tt.costPer30)
+			if !within(res.MonthlyCost, tt.costPer30, 1e-5) {
+				t.Errorf("MonthlyCost = %.2f, want %.2f", res.MonthlyCost, tt.costPer30)
 			}
 			if res.Traces != res.UnenforcedTraces {
 				t.Errorf("Traces %v != UnenforcedTraces %v without a budget", res.Traces, res.UnenforcedTraces)
@@ -70,7 +70,7 @@ func TestSimulateCostOnly(t *testing.T) {
 		})
 	}
 	// The figure: ≈ $1,890 per 30-day month, within 1 %.
-	if got := simulate(t, SimConfig{RequestsPerDay: 250e6}).CostPer30Days; math.Abs(got-1890) > 18.9 {
+	if got := simulate(t, SimConfig{RequestsPerDay: 250e6}).MonthlyCost; math.Abs(got-1890) > 18.9 {
 		t.Errorf("Default rule at 250M/day costs %.2f per 30 days, want ≈ $1,890", got)
 	}
 }
@@ -96,7 +96,7 @@ func TestSimulateTarget(t *testing.T) {
 		t.Fatal("no budget result")
 	}
 	t.Logf("spent %.2f (%.4f of the cap), max forecast ratio %.3f (enforced %.4f), min factor %.4f",
-		sb.Spent, sb.SpentRatio, sb.MaxForecastRatio, sb.MaxEnforcedForecastRatio, sb.EnforcementMinFactor)
+		sb.Spent, sb.SpentRatio, sb.MaxForecastRatio, sb.MaxEnforcedForecastRatio, sb.MinFixedRateFactor)
 
 	// Spend ends between 97 % and 100 % of the budget, never above: spend
 	// only grows within a month, so its end is its maximum; and no step ever
@@ -112,8 +112,8 @@ func TestSimulateTarget(t *testing.T) {
 	}
 	// It had to enforce: the month costs > 4x the budget at the rules' own
 	// rates.
-	if sb.MaxForecastRatio < 3 || sb.EnforcementMinFactor >= 1 || res.UnenforcedCost < 2000 {
-		t.Errorf("max forecast ratio %v, min factor %v, unenforced cost %v: want enforcement", sb.MaxForecastRatio, sb.EnforcementMinFactor, res.UnenforcedCost)
+	if sb.MaxForecastRatio < 3 || sb.MinFixedRateFactor >= 1 || res.UnenforcedCost < 2000 {
+		t.Errorf("max forecast ratio %v, min factor %v, unenforced cost %v: want enforcement", sb.MaxForecastRatio, sb.MinFixedRateFactor, res.UnenforcedCost)
 	}
 
 	alertAt := map[string]time.Time{}
@@ -163,7 +163,7 @@ func TestSimulateAlertOnly(t *testing.T) {
 		Budget:         &Budget{Name: "obs", MonthlyAmountMicros: 100 * MicrosPerUnit, Mode: AlertOnly},
 	})
 	sb := res.SimBudget
-	if sb.EnforcementMinFactor != 1 || sb.EnforcementMinReservoirFactor != 1 || sb.Exhausted {
+	if sb.MinFixedRateFactor != 1 || sb.MinReservoirFactor != 1 || sb.Exhausted {
 		t.Errorf("alert_only changed rates: %+v", sb)
 	}
 	if res.Traces != res.UnenforcedTraces || !within(sb.Spent, 188.73, 1e-4) {

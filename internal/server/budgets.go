@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/apiconv"
 	"github.com/tracesampling/controlplane/internal/budget"
@@ -84,7 +86,7 @@ func (s *budgetService) ListBudgets(ctx context.Context, req *pb.ListBudgetsRequ
 }
 
 var mutableBudgetFields = []string{
-	"description", "scope", "monthly_amount", "currency", "price_per_million", "free_traces", "mode",
+	"description", "scope", "monthly_amount_micros", "currency_code", "price_per_million_micros", "free_traces", "mode",
 	"spend_thresholds", "forecast_thresholds", "channels", "floor_traces_per_second",
 }
 
@@ -148,11 +150,11 @@ func applyBudgetMask(cur, patch budget.Budget, paths []string) budget.Budget {
 			next.Description = patch.Description
 		case "scope":
 			next.Scope = patch.Scope
-		case "monthly_amount":
+		case "monthly_amount_micros":
 			next.MonthlyAmountMicros = patch.MonthlyAmountMicros
-		case "currency":
+		case "currency_code":
 			next.Currency = patch.Currency
-		case "price_per_million":
+		case "price_per_million_micros":
 			next.PricePerMillionMicros = patch.PricePerMillionMicros
 		case "free_traces":
 			next.FreeTraces = patch.FreeTraces
@@ -213,12 +215,10 @@ func (s *budgetService) ListAlerts(ctx context.Context, req *pb.ListAlertsReques
 	if err != nil {
 		return nil, err
 	}
-	if req.GetBudget() != "" {
-		if err := rules.ValidateName(req.GetBudget()); err != nil {
-			return nil, prefixFields("budget_", err)
-		}
+	if err := checkBudgetFilter(req.GetBudgetName()); err != nil {
+		return nil, err
 	}
-	page, err := s.store.Alerts(ctx, req.GetBudget(), size, req.GetPageToken())
+	page, err := s.store.Alerts(ctx, req.GetBudgetName(), size, req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
@@ -235,10 +235,8 @@ func (s *budgetService) ListAlerts(ctx context.Context, req *pb.ListAlertsReques
 // sent (at most the 1,000 newest, if that one is no longer kept).
 func (s *budgetService) WatchAlerts(req *pb.WatchAlertsRequest, stream pb.BudgetService_WatchAlertsServer) error {
 	ctx := stream.Context()
-	if req.GetBudget() != "" {
-		if err := rules.ValidateName(req.GetBudget()); err != nil {
-			return prefixFields("budget_", err)
-		}
+	if err := checkBudgetFilter(req.GetBudgetName()); err != nil {
+		return err
 	}
 	if n := len(req.GetAfterId()); n > maxAlertIDLen {
 		return invalid("after_id", fmt.Sprintf("at most %d characters, got %d", maxAlertIDLen, n))
@@ -249,12 +247,12 @@ func (s *budgetService) WatchAlerts(req *pb.WatchAlertsRequest, stream pb.Budget
 	defer w.Close()
 	last := req.GetAfterId()
 	if last != "" || req.GetFromOldest() {
-		if err := s.sendSince(ctx, stream, req.GetBudget(), &last); err != nil {
+		if err := s.sendSince(ctx, stream, req.GetBudgetName(), &last); err != nil {
 			return err
 		}
 	} else {
 		var err error
-		if last, err = s.newestAlert(ctx, req.GetBudget()); err != nil {
+		if last, err = s.newestAlert(ctx, req.GetBudgetName()); err != nil {
 			return err
 		}
 	}
@@ -266,10 +264,25 @@ func (s *budgetService) WatchAlerts(req *pb.WatchAlertsRequest, stream pb.Budget
 			return errShuttingDown
 		case <-w.C:
 		}
-		if err := s.sendSince(ctx, stream, req.GetBudget(), &last); err != nil {
+		if err := s.sendSince(ctx, stream, req.GetBudgetName(), &last); err != nil {
 			return err
 		}
 	}
+}
+
+// checkBudgetFilter checks the budget_name filter of ListAlerts and
+// WatchAlerts: empty, or a budget name.
+func checkBudgetFilter(name string) error {
+	if name == "" {
+		return nil
+	}
+	var ve *rules.ValidationError
+	if err := rules.ValidateName(name); errors.As(err, &ve) {
+		return invalid("budget_name", ve.Violations[0].Description)
+	} else if err != nil {
+		return err
+	}
+	return nil
 }
 
 // maxAlertIDLen bounds after_id: the stores' IDs are far shorter.
@@ -361,22 +374,31 @@ func (s *budgetService) SimulateCost(ctx context.Context, req *pb.SimulateCostRe
 		return nil, err
 	}
 	out := &pb.SimulateCostResponse{
-		Requests:       int64(res.Requests),
-		Traces:         int64(res.Traces),
-		TracesPerDay:   res.TracesPerDay,
-		Cost:           res.Cost,
-		CostPer_30Days: res.CostPer30Days,
+		StartTime:         timestamppb.New(res.Start),
+		Requests:          int64(res.Requests),
+		Traces:            int64(res.Traces),
+		TracesPerDay:      int64(res.TracesPerDay),
+		CostMicros:        budget.Micros(res.Cost),
+		MonthlyCostMicros: budget.Micros(res.MonthlyCost),
+		CurrencyCode:      res.Currency,
 	}
 	if sb := res.SimBudget; sb != nil {
-		out.Budget = sb.Budget
-		out.SpentRatio = sb.SpentRatio
-		out.MaxForecastRatio = sb.MaxForecastRatio
-		out.EnforcementMinFactor = sb.EnforcementMinFactor
+		o := &pb.BudgetOutcome{
+			MonthlyAmountMicros: cfg.Budget.MonthlyAmountMicros,
+			SpentMicros:         budget.Micros(sb.Spent),
+			SpentRatio:          sb.SpentRatio,
+			MaxForecastRatio:    sb.MaxForecastRatio,
+			MinFixedRateFactor:  sb.MinFixedRateFactor,
+			MinReservoirFactor:  sb.MinReservoirFactor,
+			Exhausted:           sb.Exhausted,
+		}
 		for _, a := range sb.Alerts {
-			out.Alerts = append(out.Alerts, &pb.SimulatedAlert{
-				Kind: apiconv.AlertKindToProto(alertKind(a.Kind)), Threshold: a.Threshold, AtHours: a.AtHours, Spent: a.Spent, Forecast: a.Forecast,
+			o.Alerts = append(o.Alerts, &pb.SimulatedAlert{
+				Kind: apiconv.AlertKindToProto(alertKind(a.Kind)), Threshold: a.Threshold, FireTime: timestamppb.New(a.At),
+				SpentMicros: budget.Micros(a.Spent), ForecastMicros: budget.Micros(a.Forecast), Message: a.Message,
 			})
 		}
+		out.BudgetOutcome = o
 	}
 	return out, nil
 }

@@ -23,6 +23,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
@@ -139,7 +141,7 @@ func TestBudgetsAcrossReplicas(t *testing.T) {
 
 	// $5 at $5 per million: a cap of 1,000,000 traces, for service shop.
 	_, err := a.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{
-		Name: "shop", MonthlyAmount: 5, Scope: &pb.BudgetScope{ServiceNames: []string{"shop"}},
+		Name: "shop", MonthlyAmountMicros: 5_000_000, Scope: &pb.BudgetScope{ServiceNames: []string{"shop"}},
 		SpendThresholds: []float64{0.1}, ForecastThresholds: []float64{1},
 		Channels: []*pb.NotificationChannel{{WebhookUrl: hookSrv.URL, Secret: "s3cret"}},
 	}})
@@ -176,7 +178,7 @@ func TestBudgetsAcrossReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := st.GetStatus()
-	if s.GetSampledTraces() != 120_000 || s.GetSpentRatio() != 0.12 || s.GetSpent() != 0.6 {
+	if s.GetSampledTraces() != 120_000 || s.GetSpentRatio() != 0.12 || s.GetSpentMicros() != 600_000 {
 		t.Errorf("status %v, want 120,000 traces, 12 %% of the cap, $0.60", s)
 	}
 	if !(s.GetFixedRateFactor() < 1) || s.GetForecastRatio() > 1 {
@@ -205,7 +207,7 @@ func TestBudgetsAcrossReplicas(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	alerts, err := b.budgets.ListAlerts(ctx, &pb.ListAlertsRequest{Budget: "shop"})
+	alerts, err := b.budgets.ListAlerts(ctx, &pb.ListAlertsRequest{BudgetName: "shop"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +233,7 @@ func TestBudgetsAcrossReplicas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.GetStatus().GetSampledTraces() != 0 || st.GetStatus().GetMonthStart().AsTime().Month() != time.December || st.GetStatus().GetFixedRateFactor() != 1 {
+	if st.GetStatus().GetSampledTraces() != 0 || st.GetStatus().GetMonthStartTime().AsTime().Month() != time.December || st.GetStatus().GetFixedRateFactor() != 1 {
 		t.Errorf("after the month rolled over: %v", st.GetStatus())
 	}
 }
@@ -241,7 +243,7 @@ func formatThreshold(f float64) string { return budget.FormatShare(f) }
 func TestBudgetErrors(t *testing.T) {
 	rep := startBudgetReplica(t, newMemStore(t), time.Now, nil)
 	ctx := ctxT(t)
-	good := &pb.Budget{Name: "b", MonthlyAmount: 100}
+	good := &pb.Budget{Name: "b", MonthlyAmountMicros: 100_000_000}
 	if _, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: good}); err != nil {
 		t.Fatal(err)
 	}
@@ -254,18 +256,18 @@ func TestBudgetErrors(t *testing.T) {
 		{"no budget", func() error { _, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{}); return err }, codes.InvalidArgument, []string{"budget"}},
 		{"bad fields", func() error {
 			_, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{
-				Name: "x y", MonthlyAmount: -1, Currency: "dollars", SpendThresholds: []float64{0.5, 2000},
+				Name: "x y", MonthlyAmountMicros: -1, CurrencyCode: "dollars", SpendThresholds: []float64{0.5, 2000},
 				Channels: []*pb.NotificationChannel{{WebhookUrl: "ftp://x"}}, FloorTracesPerSecond: -1,
 			}})
 			return err
-		}, codes.InvalidArgument, []string{"budget.name", "budget.monthly_amount", "budget.currency", "budget.spend_thresholds[1]", "budget.channels[0].webhook_url", "budget.floor_traces_per_second"}},
+		}, codes.InvalidArgument, []string{"budget.name", "budget.monthly_amount_micros", "budget.currency_code", "budget.spend_thresholds[1]", "budget.channels[0].webhook_url", "budget.floor_traces_per_second"}},
 		{"duplicate", func() error {
 			_, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: good})
 			return err
 		}, codes.AlreadyExists, nil},
 		{"unknown", func() error { _, err := rep.budgets.GetBudget(ctx, &pb.GetBudgetRequest{Name: "nope"}); return err }, codes.NotFound, nil},
 		{"stale etag", func() error {
-			_, err := rep.budgets.UpdateBudget(ctx, &pb.UpdateBudgetRequest{Budget: &pb.Budget{Name: "b", MonthlyAmount: 5, Etag: "99"}, UpdateMask: mask("monthly_amount")})
+			_, err := rep.budgets.UpdateBudget(ctx, &pb.UpdateBudgetRequest{Budget: &pb.Budget{Name: "b", MonthlyAmountMicros: 5_000_000, Etag: "99"}, UpdateMask: mask("monthly_amount_micros")})
 			return err
 		}, codes.Aborted, nil},
 		{"bad mask", func() error {
@@ -273,11 +275,11 @@ func TestBudgetErrors(t *testing.T) {
 			return err
 		}, codes.InvalidArgument, []string{"update_mask"}},
 		{"bad update", func() error {
-			_, err := rep.budgets.UpdateBudget(ctx, &pb.UpdateBudgetRequest{Budget: &pb.Budget{Name: "b"}, UpdateMask: mask("monthly_amount")})
+			_, err := rep.budgets.UpdateBudget(ctx, &pb.UpdateBudgetRequest{Budget: &pb.Budget{Name: "b"}, UpdateMask: mask("monthly_amount_micros")})
 			return err
-		}, codes.InvalidArgument, []string{"budget.monthly_amount"}},
+		}, codes.InvalidArgument, []string{"budget.monthly_amount_micros"}},
 		{"unknown mode on create", func() error {
-			_, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{Name: "m", MonthlyAmount: 100, Mode: 99}})
+			_, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{Name: "m", MonthlyAmountMicros: 100_000_000, Mode: 99}})
 			return err
 		}, codes.InvalidArgument, []string{"budget.mode"}},
 		{"unknown mode on update", func() error {
@@ -286,7 +288,7 @@ func TestBudgetErrors(t *testing.T) {
 		}, codes.InvalidArgument, []string{"budget.mode"}},
 		{"unknown mode in a simulation", func() error {
 			_, err := rep.budgets.SimulateCost(ctx, &pb.SimulateCostRequest{
-				Traffic: &pb.TrafficShape{RequestsPerDay: 1000, Days: 1}, Budget: &pb.Budget{MonthlyAmount: 1, Mode: 3},
+				Traffic: &pb.TrafficShape{RequestsPerDay: 1000, Days: 1}, Budget: &pb.Budget{MonthlyAmountMicros: 1_000_000, Mode: 3},
 			})
 			return err
 		}, codes.InvalidArgument, []string{"budget.mode"}},
@@ -331,8 +333,8 @@ func TestSimulateCostDefaultRule(t *testing.T) {
 	}
 	// 86,400 reservoir traces + 5 % of the rest, a day: about 12.58M; a
 	// 30-day month about $1,887.
-	if d := resp.GetTracesPerDay(); d < 12.5e6 || d > 12.7e6 || resp.GetCostPer_30Days() < 1870 || resp.GetCostPer_30Days() > 1900 {
-		t.Errorf("Default rule at 250M/day: %v traces/day, $%v per 30 days", d, resp.GetCostPer_30Days())
+	if d, m := resp.GetTracesPerDay(), resp.GetMonthlyCostMicros(); d < 12.5e6 || d > 12.7e6 || m < 1870e6 || m > 1900e6 {
+		t.Errorf("Default rule at 250M/day: %v traces/day, %v micros per 30 days", d, m)
 	}
 }
 
@@ -348,7 +350,7 @@ func TestExhaustedBudgetKeepsItsFloor(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{
-		Name: "small", MonthlyAmount: 0.01, FloorTracesPerSecond: 10, Scope: &pb.BudgetScope{ServiceNames: []string{"small"}},
+		Name: "small", MonthlyAmountMicros: 10_000, FloorTracesPerSecond: 10, Scope: &pb.BudgetScope{ServiceNames: []string{"small"}},
 	}}); err != nil {
 		t.Fatal(err)
 	}
@@ -405,7 +407,7 @@ func TestStreamUsageSurvivesAStoreOutage(t *testing.T) {
 	t.Cleanup(func() { st.Close() })
 	rep := startBudgetReplica(t, st, clock.Now, nil)
 	ctx := ctxT(t)
-	if _, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{Name: "shop", MonthlyAmount: 5, Scope: &pb.BudgetScope{ServiceNames: []string{"shop"}}}}); err != nil {
+	if _, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{Name: "shop", MonthlyAmountMicros: 5_000_000, Scope: &pb.BudgetScope{ServiceNames: []string{"shop"}}}}); err != nil {
 		t.Fatal(err)
 	}
 	waitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 1 })
@@ -455,7 +457,7 @@ func TestTargetsSentUnaskedCarryNoReceipt(t *testing.T) {
 	if len(answer.GetTargets()) != 1 || answer.GetTargets()[0].GetReceipt() == "" {
 		t.Fatalf("the answer to a report: %v, want a target with a receipt", answer)
 	}
-	if _, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{Name: "shop", MonthlyAmount: 5}}); err != nil {
+	if _, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{Name: "shop", MonthlyAmountMicros: 5_000_000}}); err != nil {
 		t.Fatal(err)
 	}
 	pushed := recvNext(t, stream, (*pb.StreamSamplingResponse).GetTargets)
@@ -508,7 +510,7 @@ func TestWebhookURLsAreRedacted(t *testing.T) {
 			t.Errorf("%s: stored channels (-want +got):\n%s", what, diff)
 		}
 	}
-	created, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{Name: "b", MonthlyAmount: 10,
+	created, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{Name: "b", MonthlyAmountMicros: 10_000_000,
 		Channels: []*pb.NotificationChannel{{WebhookUrl: slack, Secret: "s1"}, {WebhookUrl: other}}}})
 	if err != nil {
 		t.Fatal(err)
@@ -581,7 +583,7 @@ func TestSimulateCostWorkIsBounded(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			req := &pb.SimulateCostRequest{Rules: rulesOf(tt.rules), Traffic: &pb.TrafficShape{RequestsPerDay: 1e6, Days: tt.days}}
 			if tt.budget {
-				req.Budget = &pb.Budget{MonthlyAmount: 100}
+				req.Budget = &pb.Budget{MonthlyAmountMicros: 100_000_000}
 			}
 			_, err := simConfig(req)
 			if !tt.refused {
@@ -647,5 +649,49 @@ func TestSimulateCostConcurrencyLimit(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// TestAlertFiltersNameTheirField: a bad budget filter of ListAlerts or
+// WatchAlerts is refused with a BadRequest that names the request's own
+// filter field, as the proto spells it.
+func TestAlertFiltersNameTheirField(t *testing.T) {
+	rep := startBudgetReplica(t, newMemStore(t), time.Now, nil)
+	ctx := ctxT(t)
+	tests := []struct {
+		name string
+		req  proto.Message
+		call func() error
+	}{
+		{"ListAlerts", &pb.ListAlertsRequest{BudgetName: "not a name"}, func() error {
+			_, err := rep.budgets.ListAlerts(ctx, &pb.ListAlertsRequest{BudgetName: "not a name"})
+			return err
+		}},
+		{"WatchAlerts", &pb.WatchAlertsRequest{BudgetName: "not a name"}, func() error {
+			stream, err := rep.budgets.WatchAlerts(ctx, &pb.WatchAlertsRequest{BudgetName: "not a name"})
+			if err != nil {
+				return err
+			}
+			_, err = stream.Recv()
+			return err
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.call()
+			fields := fieldViolations(t, err)
+			if status.Code(err) != codes.InvalidArgument || len(fields) != 1 {
+				t.Fatalf("%v, fields %v; want INVALID_ARGUMENT on one field", err, fields)
+			}
+			// The field set in the request is the one named.
+			var set []string
+			tt.req.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
+				set = append(set, string(fd.Name()))
+				return true
+			})
+			if !slices.Equal(fields, set) {
+				t.Errorf("BadRequest names %v; the request's filter field is %v", fields, set)
+			}
+		})
 	}
 }
