@@ -530,8 +530,10 @@ func runBudgetUpdate(ctx context.Context, args []string, stdout, stderr io.Write
 		`Changes the fields given as flags, and only those (the update mask is
 exactly the flags given). --service and --rule-label each replace their part
 of the scope and keep the other. --webhook replaces every webhook; one that
-was there before keeps its secret unless --webhook-secret is given. With
---etag the update is refused if the budget changed since that etag was read.`, stderr, &conn)
+was there before keeps its secret unless --webhook-secret is given, and a URL
+copied redacted from get (https://host/…) keeps the webhook it was read
+from. With --etag the update is refused if the budget changed since that
+etag was read.`, stderr, &conn)
 	addBudgetOutputFlag(fs, &output)
 	bf.register(fs, true)
 	etag := fs.String("etag", "", "update only if the budget's current etag is this `etag`")

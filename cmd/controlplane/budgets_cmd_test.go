@@ -210,15 +210,23 @@ func TestBudgetsCreateGetListUpdateDelete(t *testing.T) {
 	if !strings.Contains(out, "monthly_amount: 800\n") || !strings.Contains(out, "mode: alert_only\n") {
 		t.Errorf("update -o yaml printed\n%s", out)
 	}
+	// A webhook given as get shows it (redacted) keeps its URL and secret
+	// beside a new one.
+	s.cli(t, "", "update", "shop", "--webhook", "https://hooks.example.com/…", "--webhook", "https://new.example.com/x").mustOK(t)
+	want.Channels = append(want.Channels, &pb.NotificationChannel{WebhookUrl: "https://new.example.com/…"})
+	if b, err := s.st.Budget(callCtx(t), "shop"); err != nil || len(b.Channels) != 2 ||
+		b.Channels[0] != (budget.Channel{WebhookURL: "https://hooks.example.com/a", Secret: "s3cret"}) || b.Channels[1].WebhookURL != "https://new.example.com/x" {
+		t.Errorf("after an update with a redacted webhook: %+v, %v; want hooks.example.com/a kept with its secret", b.Channels, err)
+	}
 	// --rule-label '' empties the labels and keeps the services; --threshold ''
 	// goes back to the defaults.
 	s.cli(t, "", "update", "shop", "--rule-label", "", "--threshold", "").mustOK(t)
-	want.Scope.RuleLabels, want.SpendThresholds, want.Etag = nil, budget.DefaultSpendThresholds, "3"
+	want.Scope.RuleLabels, want.SpendThresholds, want.Etag = nil, budget.DefaultSpendThresholds, "4"
 	if got := s.get(t, "shop"); !proto.Equal(got, want) {
 		t.Errorf("after the second update: %v\nwant %v", got, want)
 	}
 
-	res := s.cli(t, "", "delete", "shop", "--etag", "3").mustOK(t)
+	res := s.cli(t, "", "delete", "shop", "--etag", "4").mustOK(t)
 	if res.stdout != "deleted budget \"shop\"\n" {
 		t.Errorf("delete printed %q", res.stdout)
 	}
