@@ -64,7 +64,7 @@ func EventToProto(e *store.Event) *pb.RuleEvent {
 		Id:           e.ID,
 		RuleName:     e.RuleName,
 		Actor:        e.Actor,
-		Time:         timestamp(e.Time),
+		EventTime:    timestamp(e.Time),
 		RulesVersion: e.RulesVersion,
 	}
 	switch e.Action {

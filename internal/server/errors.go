@@ -4,14 +4,23 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 )
+
+// errBusy is work refused because as much of it as a replica allows is
+// running: RESOURCE_EXHAUSTED, to be retried later.
+var errBusy = errors.New("busy")
+
+// busyRetryDelay is the RetryInfo of errBusy.
+const busyRetryDelay = time.Second
 
 // invalid returns a validation error for one field, for request checks that
 // are not rule limits (page sizes, masks, filters).
@@ -65,6 +74,12 @@ func toStatus(ctx context.Context, log *slog.Logger, method string, err error) e
 		return status.Error(codes.AlreadyExists, err.Error())
 	case errors.Is(err, store.ErrConflict):
 		return status.Error(codes.Aborted, err.Error()+"; read the resource again and retry with its current etag")
+	case errors.Is(err, errBusy):
+		st, derr := status.New(codes.ResourceExhausted, err.Error()+"; retry later").WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(busyRetryDelay)})
+		if derr != nil {
+			return status.Error(codes.ResourceExhausted, err.Error())
+		}
+		return st.Err()
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, "request canceled")
 	case errors.Is(err, context.DeadlineExceeded):

@@ -18,7 +18,7 @@ func touchBudgetKeys(t *testing.T, s *redisstore.Store) {
 	t.Helper()
 	ctx := t.Context()
 	now := time.Now()
-	if _, err := s.CreateBudget(ctx, budget.Budget{Name: "b", MonthlyAmount: 1}); err != nil {
+	if _, err := s.CreateBudget(ctx, budget.Budget{Name: "b", MonthlyAmountMicros: 1 * budget.MicrosPerUnit}); err != nil {
 		t.Fatal(err)
 	}
 	l := reservoir.Ledger{Interval: 10 * time.Second, Retain: 3}

@@ -311,7 +311,7 @@ func TestUnavailable(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	b, err := s.CreateBudget(ctx, budget.Budget{Name: "b", MonthlyAmount: 1})
+	b, err := s.CreateBudget(ctx, budget.Budget{Name: "b", MonthlyAmountMicros: 1 * budget.MicrosPerUnit})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +324,7 @@ func TestUnavailable(t *testing.T) {
 		{"Budgets", func(ctx context.Context) error { _, err := s.Budgets(ctx, 0, ""); return err }},
 		{"Budget", func(ctx context.Context) error { _, err := s.Budget(ctx, "b"); return err }},
 		{"CreateBudget", func(ctx context.Context) error {
-			_, err := s.CreateBudget(ctx, budget.Budget{Name: "new", MonthlyAmount: 1})
+			_, err := s.CreateBudget(ctx, budget.Budget{Name: "new", MonthlyAmountMicros: 1 * budget.MicrosPerUnit})
 			return err
 		}},
 		{"UpdateBudget", func(ctx context.Context) error { _, err := s.UpdateBudget(ctx, b, b.Revision); return err }},
@@ -580,7 +580,7 @@ func TestEditsSentTwiceApplyOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := rules.Rule{Name: "r", Priority: 1, FixedRate: 0.1, ReservoirSize: 1}
-	b := budget.Budget{Name: "b", MonthlyAmount: 100}
+	b := budget.Budget{Name: "b", MonthlyAmountMicros: 100 * budget.MicrosPerUnit}
 	var alert budget.Alert
 	steps := []struct {
 		name string
@@ -595,7 +595,7 @@ func TestEditsSentTwiceApplyOnce(t *testing.T) {
 		{"delete rule", func() error { return s.DeleteRule(ctx, r.Name, 2, "alice") }},
 		{"create budget", func() error { _, err := s.CreateBudget(ctx, b); return err }},
 		{"update budget", func() error {
-			b.MonthlyAmount = 200
+			b.MonthlyAmountMicros = 200 * budget.MicrosPerUnit
 			_, err := s.UpdateBudget(ctx, b, 1)
 			return err
 		}},
