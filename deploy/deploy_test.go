@@ -667,7 +667,8 @@ func TestPromMetrics(t *testing.T) {
 func TestGrafanaDashboard(t *testing.T) {
 	uses := dashboardMetrics(t, "grafana/controlplane.json")
 	pki := testpki.New(t)
-	grpcAddr, httpAddr := startServer(t, "--report-interval=1s", "--tls-cert="+pki.CertFile, "--tls-key="+pki.KeyFile)
+	bin := buildControlplane(t)
+	grpcAddr, httpAddr := startServer(t, bin, "--report-interval=1s", "--tls-cert="+pki.CertFile, "--tls-key="+pki.KeyFile)
 
 	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pki.Pool})))
 	if err != nil {
@@ -678,11 +679,12 @@ func TestGrafanaDashboard(t *testing.T) {
 	defer cancel()
 	// A cap of 2,000 traces (1 cent at $5 per million), which one report of
 	// 10,000 sampled requests exhausts: every budget figure gets a value
-	// and the spend and exhausted alerts fire.
-	if _, err := pb.NewBudgetServiceClient(conn).CreateBudget(ctx, &pb.CreateBudgetRequest{
-		Budget: &pb.Budget{Name: "dashboard", MonthlyAmount: 0.01},
-	}); err != nil {
-		t.Fatal(err)
+	// and the spend and exhausted alerts fire. Made with the CLI, as a user
+	// would.
+	create := exec.CommandContext(ctx, bin, "budgets", "create", "dashboard", "--amount", "0.01", "--server", grpcAddr, "--tls-ca", pki.CAFile)
+	create.Env = envWithout("CONTROLPLANE_")
+	if out, err := create.CombinedOutput(); err != nil {
+		t.Fatalf("budgets create: %v\n%s", err, out)
 	}
 	sampling := pb.NewSamplingServiceClient(conn)
 	report := func() {
@@ -762,22 +764,34 @@ func scrapeMetrics(t *testing.T, ctx context.Context, url string) map[string]boo
 	return names
 }
 
-// startServer builds the control plane and runs `serve` with the embedded
-// store on loopback ports the kernel picks, with these extra flags; it
-// returns the gRPC and HTTP addresses the server logs, and stops it when the
-// test ends.
-func startServer(t *testing.T, flags ...string) (grpcAddr, httpAddr string) {
+// buildControlplane builds the control plane's binary for this test.
+func buildControlplane(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "controlplane")
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/controlplane").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin, append([]string{"serve", "--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0", "--log-format=json"}, flags...)...)
+	return bin
+}
+
+// envWithout is the environment without the variables of this prefix.
+func envWithout(prefix string) []string {
+	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "CONTROLPLANE_") {
-			cmd.Env = append(cmd.Env, kv)
+		if !strings.HasPrefix(kv, prefix) {
+			env = append(env, kv)
 		}
 	}
+	return env
+}
+
+// startServer runs `serve` with the embedded store on loopback ports the
+// kernel picks, with these extra flags; it returns the gRPC and HTTP
+// addresses the server logs, and stops it when the test ends.
+func startServer(t *testing.T, bin string, flags ...string) (grpcAddr, httpAddr string) {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"serve", "--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0", "--log-format=json"}, flags...)...)
+	cmd.Env = envWithout("CONTROLPLANE_")
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw
 	if err := cmd.Start(); err != nil {
