@@ -557,7 +557,7 @@ func TestRecordReportsAppliesARetriedBatchOnce(t *testing.T) {
 	if hook.runs.Load() == 0 {
 		t.Fatal("the script did not run twice")
 	}
-	if len(rates) != 1 || rates[0] != 5 {
+	if len(rates) != 1 || rates[0].Fleet != 5 {
 		t.Errorf("fleet rates %v, want [5]", rates)
 	}
 	u, err := s.Usage(ctx, "b", now)
@@ -630,5 +630,52 @@ func TestEditsSentTwiceApplyOnce(t *testing.T) {
 	}
 	if page, err := s.Alerts(ctx, "b", 0, ""); err != nil || len(page.Alerts) != 1 || page.Alerts[0].ID != alert.ID {
 		t.Errorf("alerts %+v (%v), want the one alert %s", page.Alerts, err, alert.ID)
+	}
+}
+
+// TestRecordReportsNotAppliedPastItsDeadline: a batch sent to a frozen
+// Redis, whose caller gave up on it, must not land when Redis thaws: its
+// replica has answered its clients without it (renewing their last quotas),
+// and the batch's grants and retractions would then count quotas nobody
+// holds and retract figures twice.
+func TestRecordReportsNotAppliedPastItsDeadline(t *testing.T) {
+	srv := redistest.Start(t)
+	s := newStore(t, srv.Client(t), redisstore.Options{})
+	now := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	ledger := reservoir.NewLedger(10 * time.Second)
+	batch := func(rate float64) store.ReportBatch {
+		return store.ReportBatch{Now: now, Ledger: ledger,
+			Rates: []store.RateUpdate{{Rule: "r", Add: reservoir.Receipt{Bucket: ledger.Bucket(now), Rate: rate}, Reservoir: 5}},
+			Usage: []store.UsageIncrement{{Budget: "b", Month: now, Hour: 10, Rule: "r", Requests: 100, Sampled: 3}},
+		}
+	}
+	// One batch first: the connection is made, and the store learns Redis's
+	// clock.
+	if _, err := s.RecordReports(t.Context(), batch(1)); err != nil {
+		t.Fatal(err)
+	}
+	srv.Freeze()
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	_, err := s.RecordReports(ctx, batch(1000))
+	cancel()
+	srv.Thaw()
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("a batch to a frozen Redis: %v, want ErrUnavailable", err)
+	}
+	// Whatever Redis read while frozen has run by the time it answers this.
+	got, err := s.RecordReports(t.Context(), store.ReportBatch{Now: now, Ledger: ledger,
+		Rates: []store.RateUpdate{{Rule: "r", Add: reservoir.Receipt{Bucket: ledger.Bucket(now)}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0].Fleet != 1 {
+		t.Errorf("fleet rate %v after the thaw, want 1: the batch given up on landed", got[0].Fleet)
+	}
+	u, err := s.Usage(t.Context(), "b", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := u.Rules["r"]; r.Requests != 100 {
+		t.Errorf("usage %+v after the thaw, want the first batch's 100 requests only", r)
 	}
 }
