@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"sync"
@@ -11,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
@@ -19,6 +23,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
+	"github.com/tracesampling/controlplane/internal/store/memstore"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
 	"github.com/tracesampling/controlplane/internal/store/storetest"
 )
@@ -677,5 +682,72 @@ func TestRecordReportsNotAppliedPastItsDeadline(t *testing.T) {
 	}
 	if r := u.Rules["r"]; r.Requests != 100 {
 		t.Errorf("usage %+v after the thaw, want the first batch's 100 requests only", r)
+	}
+}
+
+// TestLedgerScriptMatchesApply: the Lua ledger script and
+// reservoir.Ledger.Apply (which the embedded store runs) give the same
+// fleet rates and quotas for the same batches: a fleet of clients reporting
+// at random phases with their receipts, skewed rates, reads, clients that
+// vanish, and outages that nobody writes through.
+func TestLedgerScriptMatchesApply(t *testing.T) {
+	srv := redistest.Start(t)
+	rs := newStore(t, srv.Client(t), redisstore.Options{})
+	ms, err := memstore.New(memstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ms.Close() })
+	l := reservoir.Ledger{Interval: 10 * time.Second, Retain: 3}
+	rng := rand.New(rand.NewPCG(5, 6))
+	now := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	type client struct {
+		rule    string
+		receipt *reservoir.Receipt
+	}
+	clients := make([]client, 40)
+	for i := range clients {
+		clients[i].rule = []string{"a", "b", "c"}[i%3]
+	}
+	var down time.Time
+	for step := range 300 {
+		now = now.Add(time.Duration(rng.IntN(4000)) * time.Millisecond)
+		switch {
+		case step%100 == 50: // an outage of a minute that nobody writes through
+			down = now
+			now = now.Add(time.Minute)
+		case step%100 == 60:
+			down = time.Time{}
+		}
+		var ups []store.RateUpdate
+		var who []int
+		for range 1 + rng.IntN(6) {
+			i := rng.IntN(len(clients))
+			c := &clients[i]
+			u := store.RateUpdate{Rule: c.rule, Add: reservoir.Receipt{Bucket: l.Bucket(now), Rate: math.Round(rng.ExpFloat64()*1000) / 10}, Reservoir: 10, Retract: c.receipt}
+			if rng.IntN(10) == 0 {
+				u = store.RateUpdate{Rule: c.rule, Add: reservoir.Receipt{Bucket: l.Bucket(now)}} // a read
+				i = -1
+			}
+			ups = append(ups, u)
+			who = append(who, i)
+		}
+		batch := store.ReportBatch{Now: now, Ledger: l, Rates: ups, DownSince: down}
+		got, err := rs.RecordReports(t.Context(), batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := ms.RecordReports(t.Context(), batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, got, cmpopts.EquateApprox(1e-9, 1e-9)); diff != "" {
+			t.Fatalf("step %d: Redis and Apply differ (-Apply +Redis):\n%s", step, diff)
+		}
+		for k, i := range who {
+			if i >= 0 {
+				clients[i].receipt = &reservoir.Receipt{Bucket: ups[k].Add.Bucket, Rate: ups[k].Add.Rate, Quota: got[k].Quota}
+			}
+		}
 	}
 }
