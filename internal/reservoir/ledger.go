@@ -110,12 +110,12 @@ type Account struct {
 // Update is one client's report for the rule, as a store applies it.
 type Update struct {
 	// Add is the client's request rate now, in the bucket of the report;
-	// its Quota is ignored: Apply decides it.
+	// its Quota is ignored: Apply decides it, in the bucket of now.
 	Add Receipt
-	// Reservoir is the rule's reservoir R, in traces per second. An update
-	// with none grants nothing; with no rate and no Retract either, it is a
-	// read, which changes nothing: the budget controller reads fleet rates
-	// this way.
+	// Reservoir is the rule's reservoir R, in traces per second; a batch
+	// grants quotas of the largest its updates give. An update with none,
+	// no rate and no Retract is a read, which changes nothing: the budget
+	// controller reads fleet rates this way.
 	Reservoir float64
 	// Retract is the client's previous contribution, or nil.
 	Retract *Receipt
@@ -127,10 +127,10 @@ type Update struct {
 // could not reach the store from then until a moment ago, and renewed the
 // quotas of its clients meanwhile.
 //
-// Quotas are granted in order: each is the client's share of the reservoir
-// in proportion to its rate, R × rate / fleet rate, but at most what is left
-// of R once the quotas outstanding are counted — those of live buckets, and
-// the reserve — after this batch's retractions. So the quotas outstanding
+// Quotas are granted in order (Grants): each is the client's share of the
+// reservoir in proportion to its rate, R × rate / fleet rate, but at most
+// what is left of R once the quotas outstanding are counted — those of live
+// buckets, and the reserve — after this batch's retractions. So the quotas outstanding
 // never add up to more than R. The first client to report after a reset
 // (whose fleet looks like itself) gets what is free, the next ones what is
 // left, and as each client reports again, once the fleet rate is known, it
@@ -197,22 +197,44 @@ func (l Ledger) Apply(a *Account, now, downSince time.Time, ups []Update) (fleet
 	} else if writes {
 		a.Reserve = 0
 	}
-	grants = make([]float64, len(ups))
+	rates := make([]float64, len(ups))
 	for i, u := range ups {
-		if u.Reservoir <= 0 {
-			continue
-		}
-		g := Grant(u.Reservoir, Quota(u.Reservoir, u.Add.Rate, fleet), outstanding)
-		grants[i] = g
-		outstanding += g
-		if g > 0 {
-			a.Quotas[u.Add.Bucket] += g
-		}
+		rates[i] = u.Add.Rate
+	}
+	grants = Grants(reservoir, fleet, outstanding, rates)
+	var granted float64
+	for _, g := range grants {
+		granted += g
+	}
+	if granted > 0 {
+		a.Quotas[cur] += granted
 	}
 	if writes && (!a.Written || a.Last < cur) {
 		a.Last, a.Written = cur, true
 	}
 	return fleet, grants
+}
+
+// Grants returns the quotas of clients reporting rates, in order, of a
+// reservoir r with a fleet rate of fleet and outstanding quotas already
+// handed out: each its share, within what the ones before it left. (The
+// fleet rate includes the batch's rates; were it below one of them, that
+// rate stands for it.) So they add up to min(Σ shares, r − outstanding),
+// which is what the Redis script records without going through them one by
+// one; the store then calls Grants on the sums the script returns.
+func Grants(r, fleet, outstanding float64, rates []float64) []float64 {
+	for _, rate := range rates {
+		if usable(rate) {
+			fleet = max(fleet, rate)
+		}
+	}
+	grants := make([]float64, len(rates))
+	for i, rate := range rates {
+		g := Grant(r, Quota(r, rate, fleet), outstanding)
+		grants[i] = g
+		outstanding += g
+	}
+	return grants
 }
 
 // reserveAfterOutage creates the reserve when the first report after an

@@ -306,3 +306,29 @@ func TestBucketRateUpdatesGiveNoTokens(t *testing.T) {
 		t.Errorf("%d tokens in 100 s at 10/s with an update every 10 s, want about 1000", taken)
 	}
 }
+
+// TestBucketWobblingRateGivesNoExtraTokens: an instance whose quota moves
+// by ±10 % at every report (as its share follows the traffic) takes its
+// mean quota, not more, whether below one a second or above: the split
+// staying within the reservoir carries over to the traces taken.
+func TestBucketWobblingRateGivesNoExtraTokens(t *testing.T) {
+	const sec = int64(time.Second)
+	for _, mean := range []float64{0.2, 3} {
+		var b Bucket
+		rng := rand.New(rand.NewPCG(7, 8))
+		taken, want := 0, 0.0
+		for now := int64(0); now < 2000*sec; now += sec / 100 {
+			if now%sec == 0 {
+				q := mean * (0.9 + 0.2*rng.Float64())
+				b.SetRate(now, q, 0.5)
+				want += q
+			}
+			for b.Take(now) {
+				taken++
+			}
+		}
+		if float64(taken) > want*1.01+5 || float64(taken) < want*0.99-5 {
+			t.Errorf("mean quota %v/s with ±10 %% every second: %d tokens in 2,000 s, want %.0f", mean, taken, want)
+		}
+	}
+}

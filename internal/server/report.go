@@ -168,10 +168,9 @@ func (s *samplingService) report(ctx context.Context, client, service string, do
 	if err != nil {
 		return nil, err
 	}
-	// The store answers: a good time to take a key rotation in.
-	if _, err := s.keys.Ring(ctx); err != nil {
-		return nil, err
-	}
+	// The store answers: a good time to take a key rotation in. (There is a
+	// ring already, so this returns one whatever happens.)
+	s.keys.Ring(ctx)
 	expiry := timestamppb.New(now.Add(s.ledger.QuotaLifetime()))
 	for i, a := range acc {
 		c := receipt.Claim{Receipt: reservoir.Receipt{Bucket: bucket, Rate: a.rate, Quota: results[i].Quota}, Issued: now, FixedRate: a.fixed}

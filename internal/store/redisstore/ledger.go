@@ -3,12 +3,15 @@ package redisstore
 import (
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/tracesampling/controlplane/internal/budget"
+	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/internal/record"
 )
@@ -48,12 +51,13 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 	// the rates (those buckets are gone, and their contributions with them)
 	// and may drain the rule's reserve.
 	type ledgerArgs struct {
-		key    string
-		rates  map[int64]float64
-		quotas map[int64]float64 // live buckets
-		drains map[int64]float64 // buckets no longer live
-		ups    []any             // bucket, reservoir, rate per report
-		n      int               // reports
+		key       string
+		rates     map[int64]float64
+		quotas    map[int64]float64 // live buckets
+		drains    map[int64]float64 // buckets no longer live
+		reservoir float64           // the largest of the reports'
+		reports   []float64         // the reports' rates, in order
+		sum, top  float64           // of the reports' rates
 	}
 	index := map[string]int{}
 	var ledgers []*ledgerArgs
@@ -76,8 +80,12 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 				l.drains[r.Bucket] += r.Quota
 			}
 		}
-		l.ups = append(l.ups, u.Add.Bucket, ftoa(u.Reservoir), ftoa(u.Add.Rate))
-		l.n++
+		l.reservoir = max(l.reservoir, u.Reservoir)
+		l.reports = append(l.reports, u.Add.Rate)
+		if u.Add.Rate > 0 && !math.IsInf(u.Add.Rate, 0) {
+			l.sum += u.Add.Rate
+			l.top = max(l.top, u.Add.Rate)
+		}
 	}
 	// Likewise one increment per budget month and field. Keys and field
 	// names are built once per distinct one, not per increment.
@@ -146,8 +154,7 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 				args = append(args, bucket, ftoa(d))
 			}
 		}
-		args = append(args, l.n)
-		args = append(args, l.ups...)
+		args = append(args, ftoa(l.reservoir), ftoa(l.sum), ftoa(l.top))
 	}
 	for m, i := range usageIndex {
 		u := usage[i]
@@ -179,27 +186,33 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 		}
 		return nil, unavailable("record reports", err)
 	}
-	if len(res) != 1+len(ledgers)+len(b.Rates) {
-		return nil, fmt.Errorf("redis: record reports: %d results for %d ledgers and %d updates", len(res), len(ledgers), len(b.Rates))
+	if len(res) != 2+2*len(ledgers) {
+		return nil, fmt.Errorf("redis: record reports: %d results for %d ledgers", len(res), len(ledgers))
 	}
 	s.clock.observe(res[0], sent, time.Now())
-	nums := make([]float64, len(res)-1)
-	for i, r := range res[1:] {
-		if nums[i], err = strconv.ParseFloat(r, 64); err != nil {
-			return nil, fmt.Errorf("redis: record reports: bad number %q: %w", r, err)
+	applied := res[1] == "1" // else a batch sent again: it grants nothing
+	// Per ledger, the fleet rate and the quotas outstanding before the
+	// batch's grants, from which the grants follow as the script made them.
+	grants := make([][]float64, len(ledgers))
+	fleets := make([]float64, len(ledgers))
+	for i, l := range ledgers {
+		fleet, err1 := strconv.ParseFloat(res[2+2*i], 64)
+		outstanding, err2 := strconv.ParseFloat(res[3+2*i], 64)
+		if err := errors.Join(err1, err2); err != nil {
+			return nil, fmt.Errorf("redis: record reports: bad sums %q, %q: %w", res[2+2*i], res[3+2*i], err)
+		}
+		fleets[i] = fleet
+		if applied {
+			grants[i] = reservoir.Grants(l.reservoir, fleet, outstanding, l.reports)
+		} else {
+			grants[i] = make([]float64, len(l.reports))
 		}
 	}
-	// Per ledger: its fleet rate, then one quota per report in order.
 	out := make([]store.RateResult, len(b.Rates))
-	start := make([]int, len(ledgers))
-	for i, pos := 0, 0; i < len(ledgers); i++ {
-		start[i] = pos
-		pos += 1 + ledgers[i].n
-	}
 	next := make([]int, len(ledgers))
 	for i, u := range b.Rates {
 		l := index[u.Rule]
-		out[i] = store.RateResult{Fleet: nums[start[l]], Quota: nums[start[l]+1+next[l]]}
+		out[i] = store.RateResult{Fleet: fleets[l], Quota: grants[l][next[l]]}
 		next[l]++
 	}
 	return out, nil

@@ -18,14 +18,20 @@
 -- the sending replica lost the store ("": it did not); then per ledger key,
 -- in KEYS order: n and n pairs of bucket and rate delta; n and n pairs of
 -- live bucket and quota retracted; n and n pairs of bucket no longer live
--- and quota retracted; n and n triples of bucket, reservoir and rate, one
--- per report in order; then per usage key, in KEYS order: its TTL in ms, the
+-- and quota retracted; the rule's reservoir, and the sum and the largest of
+-- the reports' rates; then per usage key, in KEYS order: its TTL in ms, the
 -- number of increments n, then n pairs of field and increment.
 --
--- Returns Redis's clock (unix ms), then per ledger key the fleet rate and
--- one quota per report. A batch past its deadline (the caller gave up on
--- it: Redis was frozen, or the network slow) is refused whole with a STALE
--- error, so that it cannot land after its replica answered without it.
+-- Returns Redis's clock (unix ms), "1" if the batch was applied ("0" if it
+-- was sent again), then per ledger key the fleet rate and the quotas
+-- outstanding before the batch's grants. The reports' quotas, granted in
+-- order, each its share within what is left, add up to
+-- min(R × Σ rates / fleet rate, R − outstanding), which is what the script
+-- adds to the ledger; the caller works out each one from the same numbers
+-- (reservoir.Grants). A batch past its deadline (the caller gave up
+-- on it: Redis was frozen, or the network slow) is refused whole with a
+-- STALE error, so that it cannot land after its replica answered without
+-- it.
 --
 -- The last key marks the batch as applied, for ARGV[5] ms: a client that
 -- sends the script again (go-redis does after a dropped connection, when the
@@ -58,12 +64,16 @@ local function fmt(x)
   return string.format('%.17g', x)
 end
 
-local out = {tostring(clock)}
+local applied = '0'
+if apply then
+  applied = '1'
+end
+local out = {tostring(clock), applied}
 local a = 8
 for k = 1, nledgers do
   local key = KEYS[k]
   -- The batch's part for this ledger.
-  local rates, qret, drains, ups = {}, {}, {}, {}
+  local rates, qret, drains = {}, {}, {}
   for _, list in ipairs({rates, qret, drains}) do
     local n = tonumber(ARGV[a])
     a = a + 1
@@ -72,20 +82,10 @@ for k = 1, nledgers do
       a = a + 2
     end
   end
-  local n = tonumber(ARGV[a])
-  a = a + 1
-  local rmax, writes = 0, #rates > 0 or #qret > 0 or #drains > 0
-  for j = 1, n do
-    local r = tonumber(ARGV[a + 1])
-    ups[j] = {tonumber(ARGV[a]), r, tonumber(ARGV[a + 2])}
-    if r > rmax then
-      rmax = r
-    end
-    writes = writes or r > 0 or ups[j][3] ~= 0
-    a = a + 3
-  end
+  local rmax, rsum, rtop = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  a = a + 3
   -- Anything but reads (no reservoir, no rate, nothing retracted).
-  writes = apply and writes
+  local writes = apply and (#rates > 0 or #qret > 0 or #drains > 0 or rmax > 0 or rsum > 0)
 
   -- After an outage that nobody wrote through, what was outstanding before
   -- it becomes the reserve.
@@ -161,32 +161,18 @@ for k = 1, nledgers do
     outstanding = outstanding + res
   end
 
-  -- Each report's quota: its share, within what is left of the reservoir.
+  -- Each report's quota: its share, within what is left of the reservoir
+  -- (reservoir.Grants, which the caller runs on the same numbers).
   table.insert(out, fmt(fleet))
-  local adds = {}
-  for j = 1, n do
-    local u = ups[j]
-    local g = 0
-    if apply and u[2] > 0 and u[3] > 0 then
-      local f = fleet
-      if f < u[3] then
-        f = u[3]
-      end
-      local share = u[2] * (u[3] / f)
-      if u[2] > outstanding then
-        g = math.min(share, u[2] - outstanding)
-      end
-      outstanding = outstanding + g
-      adds[u[1]] = (adds[u[1]] or 0) + g
-    end
-    table.insert(out, fmt(g))
+  table.insert(out, fmt(outstanding))
+  local granted = 0
+  if apply and rmax > outstanding and rsum > 0 then
+    granted = math.min(rmax * (rsum / math.max(fleet, rtop)), rmax - outstanding)
   end
 
   if writes then
-    for b, g in pairs(adds) do
-      if g > 0 then
-        redis.call('HINCRBYFLOAT', key, 'q:' .. b, fmt(g))
-      end
+    if granted > 0 then
+      redis.call('HINCRBYFLOAT', key, 'q:' .. cur, fmt(granted))
     end
     if not reserveLive and (res > 0 or state[2]) then
       redis.call('HDEL', key, 'res', 'resb', 'resf')
