@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -145,7 +146,7 @@ func (s *Server) ClusterClient(tb testing.TB) *redis.ClusterClient {
 }
 
 // Stop kills the server with SIGKILL, as a crash would, and waits for it to
-// exit. It does nothing if the server is not running.
+// exit; a frozen server too. It does nothing if the server is not running.
 func (s *Server) Stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -155,6 +156,26 @@ func (s *Server) Stop() {
 	_ = s.proc.cmd.Process.Kill()
 	<-s.proc.done
 	s.proc = nil
+}
+
+// Freeze stops the server's process with SIGSTOP, as a machine that hangs
+// (or a network that drops everything) would: connections stay open and
+// calls wait unanswered, and what clients send meanwhile is read once Thaw
+// resumes it. It does nothing if the server is not running.
+func (s *Server) Freeze() { s.signal(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen server with SIGCONT.
+func (s *Server) Thaw() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return
+	}
+	if err := s.proc.cmd.Process.Signal(sig); err != nil {
+		s.tb.Errorf("redistest: %v: %v", sig, err)
+	}
 }
 
 // Restart stops the server if it runs and starts it again on the same port

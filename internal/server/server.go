@@ -22,6 +22,7 @@ import (
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/receipt"
 	"github.com/tracesampling/controlplane/internal/reservoir"
 )
 
@@ -121,13 +122,17 @@ func New(opts Options) *Server {
 	if opts.Catalog != nil && opts.Ledger != nil {
 		ledger := reservoir.NewLedger(opts.ReportInterval)
 		s.batcher = newReportBatcher(opts.Ledger, ledger, opts.Now, opts.Logger, opts.Registerer)
+		keys := receipt.NewKeys(opts.Ledger, opts.Now, s.batcher.timeout)
 		pb.RegisterSamplingServiceServer(s.grpc, &samplingService{
 			catalog:  opts.Catalog,
 			batcher:  s.batcher,
 			ledger:   ledger,
+			keys:     keys,
+			tokens:   receipt.Tokens{Keys: keys, Guard: receipt.NewGuard(maxGuarded, maxReportSpan)},
 			now:      opts.Now,
 			log:      opts.Logger,
 			streams:  newStreamMetrics(opts.Registerer),
+			reports:  newReportMetrics(opts.Registerer),
 			stopping: s.stopping,
 			interval: durationpb.New(opts.ReportInterval),
 		})

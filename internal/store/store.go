@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tracesampling/controlplane/internal/budget"
+	"github.com/tracesampling/controlplane/internal/receipt"
 	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/rules"
 )
@@ -175,11 +176,25 @@ type BudgetStore interface {
 // ledger (see reservoir.Ledger).
 type RateUpdate struct {
 	Rule string
-	// Add is the client's request rate now, in the bucket of the report.
+	// Add is the client's request rate now, in the bucket of the report. Its
+	// Quota is ignored: the store grants the quota.
 	Add reservoir.Receipt
+	// Reservoir is the rule's reservoir, traces per second. An update
+	// without one grants nothing and does not count as a write: it reads
+	// the fleet rate.
+	Reservoir float64
 	// Retract is the client's previous contribution, taken out if its bucket
 	// is still live; nil for a client's first report.
 	Retract *reservoir.Receipt
+}
+
+// RateResult is the ledger's answer to one RateUpdate.
+type RateResult struct {
+	// Fleet is the rule's fleet rate after the whole batch.
+	Fleet float64
+	// Quota is the quota granted to the client: its share of the
+	// reservoir, within what the quotas outstanding leave of it.
+	Quota float64
 }
 
 // ReportBatch is the store work for one or more client reports, done in one
@@ -190,10 +205,16 @@ type ReportBatch struct {
 	Rates  []RateUpdate
 	// Usage adds reported counts to budgets' months, in the same step.
 	Usage []UsageIncrement
+	// DownSince, when not zero, says that the replica could not reach the
+	// store from then until a moment ago, and renewed its clients' last
+	// quotas meanwhile: a ledger that nobody wrote since then keeps them
+	// counted (see reservoir.Ledger.Apply).
+	DownSince time.Time
 	// Key names the batch, so that a batch sent again with the same Key
 	// within KeyWindow of the first (after an error that did not say it
-	// changed nothing) is applied once: a repeat changes nothing and
-	// returns the fleet rates as they are. Empty: every call is new. A
+	// changed nothing) is applied once: a repeat changes nothing, returns
+	// the fleet rates as they are and grants no quota. Empty: every call is
+	// new. A
 	// store whose every failure says ErrNotApplied or is a refusal is never
 	// sent a batch again, and may ignore Key.
 	Key string
@@ -213,12 +234,20 @@ type UsageIncrement struct {
 	Sampled  int64
 }
 
-// LedgerStore keeps the fleet ledgers that reservoirs are split by. The
-// storage for a rule is a handful of buckets, whatever the number of clients.
+// LedgerStore keeps the fleet ledgers that reservoirs are split by, and the
+// keys that receipts of the ledgers are signed with. The storage for a rule
+// is a handful of buckets, whatever the number of clients.
 type LedgerStore interface {
-	// RecordReports applies every update in order and returns, for each
-	// update, its rule's fleet rate (the sum of the live buckets at b.Now)
-	// after all of them. A bucket never goes below zero; buckets that are no
-	// longer live are dropped.
-	RecordReports(ctx context.Context, b ReportBatch) ([]float64, error)
+	// RecordReports applies the updates of each rule in order, as
+	// reservoir.Ledger.Apply does, and returns, for each update, its rule's
+	// fleet rate (the sum of the live buckets at b.Now) after all of them
+	// and the quota granted. A bucket never goes below zero; buckets that
+	// are no longer live are dropped. A batch that reaches the store after
+	// the deadline of ctx has passed is not applied, so that a call the
+	// caller gave up on cannot land later.
+	RecordReports(ctx context.Context, b ReportBatch) ([]RateResult, error)
+	// ReceiptKeys returns the receipt keys after applying receipt.Rotate at
+	// now, atomically: every replica gets the same keys, and the first call
+	// creates them.
+	ReceiptKeys(ctx context.Context, now time.Time) (receipt.KeySet, error)
 }

@@ -24,7 +24,7 @@ import (
 
 // Store is what the controller needs from the store.
 type Store interface {
-	RecordReports(ctx context.Context, b store.ReportBatch) ([]float64, error)
+	RecordReports(ctx context.Context, b store.ReportBatch) ([]store.RateResult, error)
 	Usage(ctx context.Context, budgetName string, month time.Time) (budget.Usage, error)
 	ClaimTick(ctx context.Context, tick int64, ttl time.Duration) (bool, error)
 	PutStates(ctx context.Context, states []budget.State) error
@@ -201,11 +201,11 @@ func (c *Controller) scopeReservoirs(ctx context.Context, u *budget.Usage, model
 		return err
 	}
 	for i := range models {
-		if fleet[i] <= 0 {
+		if fleet[i].Fleet <= 0 {
 			continue // no current traffic known: keep the whole reservoir
 		}
 		scope := rate * float64(u.Rules[models[i].Name].Requests) / float64(total)
-		models[i].Reservoir *= min(1, scope/fleet[i])
+		models[i].Reservoir *= min(1, scope/fleet[i].Fleet)
 	}
 	return nil
 }

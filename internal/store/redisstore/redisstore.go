@@ -9,7 +9,12 @@
 //	{tsc}:rules:version          counter, bumped by every edit
 //	{tsc}:rules:events           stream: audit log, all rules
 //	{tsc}:rules:events:<name>    stream: audit log of one rule
-//	{tsc}:ledger:<rule>          hash: fleet ledger, bucket -> sum of rates
+//	{tsc}:ledger:<rule>          hash: fleet ledger: "<bucket>" sum of
+//	                             rates, "q:<bucket>" sum of quotas granted,
+//	                             "last", and the reserve after an outage
+//	                             ("res", "resb", "resf"); 15 minutes
+//	{tsc}:receiptkeys            string: the keys receipts are signed with
+//	                             (receipt.KeySet JSON); created once
 //	{tsc}:budgets                hash: budget name -> budget JSON
 //	{tsc}:budgets:states         hash: budget name -> controller state JSON
 //	{tsc}:usage:<budget>:<YYYYMM> hash: a budget's month: "r:<hour>" and
@@ -115,6 +120,8 @@ type Store struct {
 	maxAlerts  int64
 	edit       *redis.Script
 	ledger     *redis.Script
+	keysCAS    *redis.Script
+	clock      redisClock
 	budgetEdit *redis.Script
 	alert      *redis.Script
 	closed     atomic.Bool
@@ -154,6 +161,7 @@ func New(ctx context.Context, client redis.UniversalClient, opts Options) (*Stor
 		maxAlerts:  opts.MaxAlerts,
 		edit:       redis.NewScript(editLua),
 		ledger:     redis.NewScript(ledgerLua),
+		keysCAS:    redis.NewScript(keysCASLua),
 		budgetEdit: redis.NewScript(budgetLua),
 		alert:      redis.NewScript(alertLua),
 		tag:        tag,

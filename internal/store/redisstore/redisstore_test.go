@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"sync"
@@ -11,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
@@ -19,6 +23,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
+	"github.com/tracesampling/controlplane/internal/store/memstore"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
 	"github.com/tracesampling/controlplane/internal/store/storetest"
 )
@@ -557,7 +562,7 @@ func TestRecordReportsAppliesARetriedBatchOnce(t *testing.T) {
 	if hook.runs.Load() == 0 {
 		t.Fatal("the script did not run twice")
 	}
-	if len(rates) != 1 || rates[0] != 5 {
+	if len(rates) != 1 || rates[0].Fleet != 5 {
 		t.Errorf("fleet rates %v, want [5]", rates)
 	}
 	u, err := s.Usage(ctx, "b", now)
@@ -630,5 +635,119 @@ func TestEditsSentTwiceApplyOnce(t *testing.T) {
 	}
 	if page, err := s.Alerts(ctx, "b", 0, ""); err != nil || len(page.Alerts) != 1 || page.Alerts[0].ID != alert.ID {
 		t.Errorf("alerts %+v (%v), want the one alert %s", page.Alerts, err, alert.ID)
+	}
+}
+
+// TestRecordReportsNotAppliedPastItsDeadline: a batch sent to a frozen
+// Redis, whose caller gave up on it, must not land when Redis thaws: its
+// replica has answered its clients without it (renewing their last quotas),
+// and the batch's grants and retractions would then count quotas nobody
+// holds and retract figures twice.
+func TestRecordReportsNotAppliedPastItsDeadline(t *testing.T) {
+	srv := redistest.Start(t)
+	s := newStore(t, srv.Client(t), redisstore.Options{})
+	now := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	ledger := reservoir.NewLedger(10 * time.Second)
+	batch := func(rate float64) store.ReportBatch {
+		return store.ReportBatch{Now: now, Ledger: ledger,
+			Rates: []store.RateUpdate{{Rule: "r", Add: reservoir.Receipt{Bucket: ledger.Bucket(now), Rate: rate}, Reservoir: 5}},
+			Usage: []store.UsageIncrement{{Budget: "b", Month: now, Hour: 10, Rule: "r", Requests: 100, Sampled: 3}},
+		}
+	}
+	// One batch first: the connection is made, and the store learns Redis's
+	// clock.
+	if _, err := s.RecordReports(t.Context(), batch(1)); err != nil {
+		t.Fatal(err)
+	}
+	srv.Freeze()
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	_, err := s.RecordReports(ctx, batch(1000))
+	cancel()
+	srv.Thaw()
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("a batch to a frozen Redis: %v, want ErrUnavailable", err)
+	}
+	// Whatever Redis read while frozen has run by the time it answers this.
+	got, err := s.RecordReports(t.Context(), store.ReportBatch{Now: now, Ledger: ledger,
+		Rates: []store.RateUpdate{{Rule: "r", Add: reservoir.Receipt{Bucket: ledger.Bucket(now)}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0].Fleet != 1 {
+		t.Errorf("fleet rate %v after the thaw, want 1: the batch given up on landed", got[0].Fleet)
+	}
+	u, err := s.Usage(t.Context(), "b", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := u.Rules["r"]; r.Requests != 100 {
+		t.Errorf("usage %+v after the thaw, want the first batch's 100 requests only", r)
+	}
+}
+
+// TestLedgerScriptMatchesApply: the Lua ledger script and
+// reservoir.Ledger.Apply (which the embedded store runs) give the same
+// fleet rates and quotas for the same batches: a fleet of clients reporting
+// at random phases with their receipts, skewed rates, reads, clients that
+// vanish, and outages that nobody writes through.
+func TestLedgerScriptMatchesApply(t *testing.T) {
+	srv := redistest.Start(t)
+	rs := newStore(t, srv.Client(t), redisstore.Options{})
+	ms, err := memstore.New(memstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ms.Close() })
+	l := reservoir.Ledger{Interval: 10 * time.Second, Retain: 3}
+	rng := rand.New(rand.NewPCG(5, 6))
+	now := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	type client struct {
+		rule    string
+		receipt *reservoir.Receipt
+	}
+	clients := make([]client, 40)
+	for i := range clients {
+		clients[i].rule = []string{"a", "b", "c"}[i%3]
+	}
+	var down time.Time
+	for step := range 300 {
+		now = now.Add(time.Duration(rng.IntN(4000)) * time.Millisecond)
+		switch {
+		case step%100 == 50: // an outage of a minute that nobody writes through
+			down = now
+			now = now.Add(time.Minute)
+		case step%100 == 60:
+			down = time.Time{}
+		}
+		var ups []store.RateUpdate
+		var who []int
+		for range 1 + rng.IntN(6) {
+			i := rng.IntN(len(clients))
+			c := &clients[i]
+			u := store.RateUpdate{Rule: c.rule, Add: reservoir.Receipt{Bucket: l.Bucket(now), Rate: math.Round(rng.ExpFloat64()*1000) / 10}, Reservoir: 10, Retract: c.receipt}
+			if rng.IntN(10) == 0 {
+				u = store.RateUpdate{Rule: c.rule, Add: reservoir.Receipt{Bucket: l.Bucket(now)}} // a read
+				i = -1
+			}
+			ups = append(ups, u)
+			who = append(who, i)
+		}
+		batch := store.ReportBatch{Now: now, Ledger: l, Rates: ups, DownSince: down}
+		got, err := rs.RecordReports(t.Context(), batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := ms.RecordReports(t.Context(), batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, got, cmpopts.EquateApprox(1e-9, 1e-9)); diff != "" {
+			t.Fatalf("step %d: Redis and Apply differ (-Apply +Redis):\n%s", step, diff)
+		}
+		for k, i := range who {
+			if i >= 0 {
+				clients[i].receipt = &reservoir.Receipt{Bucket: ups[k].Add.Bucket, Rate: ups[k].Add.Rate, Quota: got[k].Quota}
+			}
+		}
 	}
 }

@@ -66,6 +66,8 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"Reopen", testReopen},
 		{"Close", testClose},
 		{"Ledger", testLedger},
+		{"LedgerOutage", testLedgerOutage},
+		{"ReceiptKeys", testReceiptKeys},
 		{"BudgetCRUD", testBudgetCRUD},
 		{"BudgetRefused", testBudgetRefused},
 		{"BudgetPaging", testBudgetPaging},
