@@ -139,7 +139,7 @@ func TestReportClaimsAreBounded(t *testing.T) {
 	createRule(t, rep.rules, &pb.Rule{Name: "checkout", Priority: 1, ReservoirSize: 1, FixedRate: 0.05})
 	waitVersion(t, rep.catalog, 2)
 	ctx := ctxT(t)
-	if _, err := st.CreateBudget(ctx, budget.Budget{Name: "cap", MonthlyAmount: 1000, Mode: budget.Enforce}.Normalize()); err != nil {
+	if _, err := st.CreateBudget(ctx, budget.Budget{Name: "cap", MonthlyAmountMicros: 1000 * 1e6, Mode: budget.Enforce}.Normalize()); err != nil {
 		t.Fatal(err)
 	}
 	waitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 1 })
