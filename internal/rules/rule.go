@@ -40,6 +40,19 @@ const (
 	DefaultReservoirTPS = 1
 )
 
+// MaxRules is the most rules a control plane holds, the Default rule
+// included; stores refuse to create more. It also bounds what one SDK gets:
+// a service's rule set is the rules whose service globs match it, and a
+// glob such as "*" matches every service, so the only sure bound of a
+// service's set is the whole. It is what the rule index covers at the speed
+// of a small set (MaxIndexed is twice it), and it keeps the largest rule set
+// within one gRPC message: SDKs get rules without description and labels,
+// at most 7,566 bytes each at maximum field sizes (every character four
+// bytes of UTF-8), so 1,000 of them are at most 7.6 MB, under half of the
+// 16 MiB the Go SDK accepts. A test in the SDK sends that set. (X-Ray allows
+// 25 rules an account by default.)
+const MaxRules = 1000
+
 // Rule is one sampling rule. Empty match globs mean "*".
 type Rule struct {
 	Name          string

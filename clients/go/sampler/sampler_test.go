@@ -541,14 +541,14 @@ func TestCountersWhenEverySpanIsSampled(t *testing.T) {
 }
 
 // TestMatchAgreesWithAFullScan: for rule sets that the index narrows in one
-// word, in four words, and not at all, the sampler picks the rule that
+// word, in several words, and not at all, the sampler picks the rule that
 // trying every rule in order picks.
 func TestMatchAgreesWithAFullScan(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 9))
 	methods := []string{"GET", "POST", "*", "G*", "DELETE", "A", "OPTIONS"}
 	paths := []string{"*", "/api/*", "/api/v1/*", "/api/v1/items", "/api/v?/items/*", "/health", "*.json", "/äpi/*"}
 	hosts := []string{"*", "shop.example.com", "*.example.com"}
-	for _, n := range []int{10, 100, rules.MaxIndexed + 10} {
+	for _, n := range []int{10, 100, rules.MaxRules, rules.MaxIndexed + 10} {
 		var rs []*pb.Rule
 		for i := 0; i < n; i++ {
 			r := &pb.Rule{Name: fmt.Sprintf("r%03d", i), Priority: int32(1 + rng.IntN(100)), FixedRate: 0.1,
