@@ -69,6 +69,9 @@ func TestConformance(t *testing.T) {
 						// A client per store, as each replica has its own.
 						return newStore(t, tt.client(t, srv), redisstore.Options{Prefix: prefix, Now: now})
 					},
+					OpenLimited: func(t *testing.T, now func() time.Time, maxRules int) store.Store {
+						return newStore(t, tt.client(t, srv), redisstore.Options{Prefix: prefix, Now: now, MaxRules: maxRules})
+					},
 					Shared:        true,
 					Durable:       true,
 					RemembersKeys: true,
@@ -630,5 +633,14 @@ func TestEditsSentTwiceApplyOnce(t *testing.T) {
 	}
 	if page, err := s.Alerts(ctx, "b", 0, ""); err != nil || len(page.Alerts) != 1 || page.Alerts[0].ID != alert.ID {
 		t.Errorf("alerts %+v (%v), want the one alert %s", page.Alerts, err, alert.ID)
+	}
+}
+
+// TestMaxRulesOverTheLimit: a store cannot be opened to hold more rules than
+// an SDK is sure to accept.
+func TestMaxRulesOverTheLimit(t *testing.T) {
+	srv := redistest.Start(t)
+	if _, err := redisstore.New(t.Context(), srv.Client(t), redisstore.Options{MaxRules: rules.MaxRules + 1}); err == nil {
+		t.Error("New with MaxRules over rules.MaxRules succeeded")
 	}
 }
