@@ -41,16 +41,19 @@ const (
 )
 
 // MaxRules is the most rules a control plane holds, the Default rule
-// included; stores refuse to create more. It also bounds what one SDK gets:
-// a service's rule set is the rules whose service globs match it, and a
-// glob such as "*" matches every service, so the only sure bound of a
-// service's set is the whole. It is what the rule index covers at the speed
-// of a small set (MaxIndexed is twice it), and it keeps the largest rule set
-// within one gRPC message: SDKs get rules without description and labels,
-// at most 7,566 bytes each at maximum field sizes (every character four
-// bytes of UTF-8), so 1,000 of them are at most 7.6 MB, under half of the
-// 16 MiB the Go SDK accepts. A test in the SDK sends that set. (X-Ray allows
-// 25 rules an account by default.)
+// included; stores refuse to create more. It is also the per-service limit:
+// a service's rule set is the rules whose service globs match it, and "*"
+// matches every service, so no bound of one service's set is surer than
+// the whole. The rule index covers it at the speed of a small set
+// (MaxIndexed is twice it). The arithmetic that keeps the largest rule set
+// in one gRPC message: SDKs get rules without description and labels, at
+// most 7,570 bytes each within a rule set at maximum field sizes (every
+// character four bytes of UTF-8, etag and times at their longest), so
+// 1,000 × 7,570 + 15 bytes of framing = 7,570,015 bytes (7.2 MiB), under
+// half of the 16 MiB the Go SDK accepts. gRPC's default limit, 4 MiB, holds
+// 550 such rules, or 1,000 of up to 4,190 bytes; rules of a few hundred
+// bytes, the usual, make a few hundred kB. A test in the SDK sends the
+// largest set. (X-Ray allows 25 rules an account by default.)
 const MaxRules = 1000
 
 // Rule is one sampling rule. Empty match globs mean "*".
