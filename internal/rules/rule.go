@@ -53,7 +53,7 @@ const (
 // half of the 16 MiB the Go SDK accepts. gRPC's default limit, 4 MiB, holds
 // 550 such rules, or 1,000 of up to 4,190 bytes; rules of a few hundred
 // bytes, the usual, make a few hundred kB. A test in the SDK sends the
-// largest set. (X-Ray allows 25 rules an account by default.)
+// largest set.
 const MaxRules = 1000
 
 // Rule is one sampling rule. Empty match globs mean "*".
