@@ -94,6 +94,9 @@ func TestIndexLargestSet(t *testing.T) {
 		seen[p] = true
 		rs = append(rs, Rule{Name: fmt.Sprintf("r%04d", len(rs)), Priority: int32(1 + len(rs)%MaxPriority), HTTPMethod: []string{"GET", "*"}[rng.IntN(2)], URLPath: p + "*"})
 	}
+	if MaxIndexed < MaxRules {
+		t.Fatalf("MaxIndexed %d is under MaxRules %d: the largest rule set a control plane sends would be matched rule by rule", MaxIndexed, MaxRules)
+	}
 	set := NewSet(rs)
 	idx := NewIndex(set.Rules())
 	if len(idx.nodes) < MaxIndexed {

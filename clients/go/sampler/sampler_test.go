@@ -384,16 +384,21 @@ func TestMalformedMessagesDoNotPanic(t *testing.T) {
 	_ = s.takeReport(true)
 }
 
+// TestShouldSampleDoesNotAllocate, with a small rule set and with the
+// largest a control plane holds.
 func TestShouldSampleDoesNotAllocate(t *testing.T) {
-	s, clk := newTestSampler(t)
-	s.applyRules(&pb.RuleSet{RulesVersion: 1, Rules: benchRules(50)})
-	s.applyTargets(targets(1, clk.Now().Add(time.Hour), &pb.SamplingTarget{RuleName: "rule-40", ReservoirQuota: 1}))
-	p := params(highID, attribute.String("http.request.method", "GET"), attribute.String("url.path", "/api/v40/items/1"), attribute.String("tier", "gold"))
-	if e := s.Explain(p); e.Rule != "rule-40" {
-		t.Fatalf("benchmark request matched %+v", e)
-	}
-	if n := testing.AllocsPerRun(1000, func() { s.ShouldSample(p) }); n != 0 {
-		t.Errorf("ShouldSample allocates %v times per call", n)
+	for _, n := range []int{50, rules.MaxRules} {
+		s, clk := newTestSampler(t)
+		s.applyRules(&pb.RuleSet{RulesVersion: 1, Rules: benchRules(n)})
+		rule := fmt.Sprintf("rule-%02d", n*4/5)
+		s.applyTargets(targets(1, clk.Now().Add(time.Hour), &pb.SamplingTarget{RuleName: rule, ReservoirQuota: 1}))
+		p := params(highID, attribute.String("http.request.method", "GET"), attribute.String("url.path", fmt.Sprintf("/api/v%d/items/1", n*4/5)), attribute.String("tier", "gold"))
+		if e := s.Explain(p); e.Rule != rule {
+			t.Fatalf("%d rules: the benchmark request matched %+v, want %s", n, e, rule)
+		}
+		if allocs := testing.AllocsPerRun(1000, func() { s.ShouldSample(p) }); allocs != 0 {
+			t.Errorf("%d rules: ShouldSample allocates %v times per call", n, allocs)
+		}
 	}
 }
 
