@@ -9,9 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/apiconv"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/redistest"
 	"github.com/tracesampling/controlplane/internal/rules"
@@ -311,6 +313,33 @@ func TestForService(t *testing.T) {
 	}
 	if v.ForService("shop-api", "") != old || !slices.Equal(setNames(old), []string{"checkout", "search", "Default"}) {
 		t.Error("the old view's cached rule set changed")
+	}
+}
+
+// TestForServiceSendsWhatSDKsUse: rule sets leave out description and
+// labels, keep every field that decides, and share each rule between
+// services.
+func TestForServiceSendsWhatSDKsUse(t *testing.T) {
+	st := newMemStore(t)
+	r := rule("checkout", 10, "shop-*", "")
+	r.Host, r.HTTPMethod, r.URLPath, r.ResourceARN = "*.example.com", "POST", "/checkout*", "arn:*"
+	r.Attributes = map[string]string{"tier": "gold"}
+	r.Description, r.Labels = "for people", map[string]string{"team": "payments"}
+	create(t, st, r)
+	c := catalog.New(st, catalog.Options{Poll: noPoll, Logger: discard()})
+	if err := c.Load(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	v := c.Current()
+	api, web := v.ForService("shop-api", ""), v.ForService("shop-web", "")
+	got := apiconv.RuleFromProto(api.GetRules()[0])
+	want := r
+	want.Description, want.Labels = "", nil
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("the rule as sent (-want +got):\n%s", diff)
+	}
+	if api.GetRules()[0] != web.GetRules()[0] {
+		t.Error("two services' rule sets hold copies of one rule, not the same one")
 	}
 }
 

@@ -68,6 +68,23 @@ func toStatus(ctx context.Context, log *slog.Logger, method string, err error) e
 		return st.Err()
 	case errors.Is(err, rules.ErrDefaultRule):
 		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, store.ErrRuleLimit):
+		// FAILED_PRECONDITION, not RESOURCE_EXHAUSTED: gRPC's guide keeps
+		// the first for calls the client must not retry until the state
+		// is fixed (a rule deleted), while clients and proxies retry the
+		// second, which also means rate limits and oversized messages here.
+		// A retry at the limit never succeeds by itself; X-Ray's
+		// RuleLimitExceededException is likewise an HTTP 400, not its 429.
+		st, derr := status.New(codes.FailedPrecondition, err.Error()).WithDetails(&errdetails.PreconditionFailure{
+			Violations: []*errdetails.PreconditionFailure_Violation{{
+				Type: "RULE_LIMIT", Subject: "rules",
+				Description: "the control plane holds as many rules as it may; delete one first",
+			}},
+		})
+		if derr != nil {
+			return status.Error(codes.FailedPrecondition, err.Error())
+		}
+		return st.Err()
 	case errors.Is(err, store.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, store.ErrAlreadyExists):

@@ -20,6 +20,7 @@ import (
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/rules"
 )
 
 // fakeClock is a settable clock for exact quota and expiry assertions.
@@ -437,14 +438,16 @@ func TestSlowStreamDoesNotBlockOthers(t *testing.T) {
 		t.Fatal(err)
 	}
 	recvRules(t, fast)
-	// Big rule sets, so the slow stream's flow-control window fills up.
-	desc := make([]byte, 500)
-	for i := range desc {
-		desc[i] = 'd'
+	// Big rule sets, so the slow stream's flow-control window fills up:
+	// about 550 bytes a rule of what SDKs get (not the description).
+	path := "/" + strings.Repeat("p", rules.MaxURLPathLen-1)
+	attrs := map[string]string{}
+	for i := range 6 {
+		attrs[strings.Repeat(string(rune('a'+i)), rules.MaxAttributeLen)] = strings.Repeat("v", rules.MaxAttributeLen)
 	}
 	var last int64
 	for i := 0; i < 120; i++ {
-		r := &pb.Rule{Name: "r" + itoa(i), Priority: int32(1 + i), Description: string(desc), ServiceName: "svc"}
+		r := &pb.Rule{Name: "r" + itoa(i), Priority: int32(1 + i), UrlPath: path, Attributes: attrs, ServiceName: "svc"}
 		createRule(t, rep.rules, r)
 		last = int64(i + 2)
 		if i%40 == 39 {

@@ -21,6 +21,10 @@ var (
 	ErrAlreadyExists = errors.New("already exists")
 	// ErrConflict: the caller's etag (revision) is not the current one.
 	ErrConflict = errors.New("revision conflict")
+	// ErrRuleLimit: the store already holds as many rules as it may
+	// (rules.MaxRules, the Default rule included); one must go before
+	// another can be created.
+	ErrRuleLimit = errors.New("rule limit reached")
 	// ErrUnavailable: the backing service cannot be reached; retry later.
 	ErrUnavailable = errors.New("store unavailable")
 	// ErrNotApplied comes with another error when the store knows that the
@@ -102,7 +106,10 @@ type Store interface {
 	// Rule returns one rule or ErrNotFound.
 	Rule(ctx context.Context, name string) (rules.Rule, error)
 	// CreateRule stores r with revision 1 and both times set to now, or
-	// returns ErrAlreadyExists.
+	// returns ErrAlreadyExists, or ErrRuleLimit if the store holds its
+	// limit of rules. The count is checked in the same atomic step as the
+	// create, so concurrent creates on any number of replicas never pass
+	// the limit.
 	CreateRule(ctx context.Context, r rules.Rule, actor string) (rules.Rule, error)
 	// UpdateRule replaces the rule named r.Name if its revision is
 	// ifRevision, bumping the revision and update time; ErrNotFound or

@@ -94,6 +94,7 @@ type GetSamplingRulesResponse struct {
 	// True when known_rules_version is current; rules is then empty.
 	Unchanged bool `protobuf:"varint,2,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
 	// In matching order (priority, then name); the Default rule is last.
+	// Without description and labels, which SDKs do not use.
 	Rules         []*Rule `protobuf:"bytes,3,rep,name=rules,proto3" json:"rules,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -859,7 +860,9 @@ func (*StreamSamplingResponse_Rules) isStreamSamplingResponse_Message() {}
 
 func (*StreamSamplingResponse_Targets) isStreamSamplingResponse_Message() {}
 
-// RuleSet is the client's rule set at one version.
+// RuleSet is the client's rule set at one version, as
+// GetSamplingRulesResponse: in matching order, without description and
+// labels.
 type RuleSet struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	RulesVersion  int64                  `protobuf:"varint,1,opt,name=rules_version,json=rulesVersion,proto3" json:"rules_version,omitempty"`

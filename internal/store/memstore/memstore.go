@@ -47,6 +47,10 @@ type Options struct {
 	// MaxAlerts is how many alerts are kept; older ones are dropped.
 	// Default: 10000.
 	MaxAlerts int
+	// MaxRules is the most rules the store holds, the Default rule
+	// included; CreateRule refuses more with store.ErrRuleLimit. Default,
+	// and the most allowed: rules.MaxRules.
+	MaxRules int
 	// FlushInterval is how often budget usage and states that changed since
 	// the usage file was last written are written to it; only with a
 	// DataDir. A crash loses at most this much usage. Default: 5s.
@@ -75,6 +79,7 @@ type Store struct {
 	now       func() time.Time
 	maxEvents int
 	maxAlerts int
+	maxRules  int
 
 	mu     sync.Mutex // orders edits
 	st     state
@@ -131,11 +136,15 @@ type entry struct {
 // New opens a store. With a DataDir it loads the state kept there, if any.
 // A new store holds the Default rule at revision 1.
 func New(opts Options) (*Store, error) {
+	if opts.MaxRules > rules.MaxRules {
+		return nil, fmt.Errorf("memstore: MaxRules %d is over the limit of %d", opts.MaxRules, rules.MaxRules)
+	}
 	s := &Store{
 		dataDir:   opts.DataDir,
 		now:       opts.Now,
 		maxEvents: opts.MaxEvents,
 		maxAlerts: opts.MaxAlerts,
+		maxRules:  opts.MaxRules,
 		watchers:  make(map[*watcher]struct{}),
 		st:        state{rules: map[string]rules.Rule{}, budgets: map[string]budget.Budget{}, fired: map[string]time.Time{}},
 	}
@@ -148,6 +157,9 @@ func New(opts Options) (*Store, error) {
 	}
 	if s.maxAlerts <= 0 {
 		s.maxAlerts = DefaultMaxAlerts
+	}
+	if s.maxRules <= 0 {
+		s.maxRules = rules.MaxRules
 	}
 	flushEvery := opts.FlushInterval
 	if flushEvery <= 0 {
@@ -232,6 +244,9 @@ func (s *Store) CreateRule(_ context.Context, r rules.Rule, actor string) (rules
 	}
 	if _, ok := s.st.rules[r.Name]; ok {
 		return rules.Rule{}, fmt.Errorf("create rule %q: %w", r.Name, store.ErrAlreadyExists)
+	}
+	if len(s.st.rules) >= s.maxRules {
+		return rules.Rule{}, fmt.Errorf("create rule %q: %w (at most %d rules, the Default rule included)", r.Name, store.ErrRuleLimit, s.maxRules)
 	}
 	now := record.Timestamp(s.now())
 	r = r.Clone()

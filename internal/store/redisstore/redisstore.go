@@ -71,6 +71,11 @@ type Options struct {
 	// in each budget's, trimmed approximately like MaxEvents. Default:
 	// 10000.
 	MaxAlerts int64
+	// MaxRules is the most rules the store holds, the Default rule
+	// included; CreateRule refuses more with store.ErrRuleLimit. Every
+	// replica must have the same. Default, and the most allowed:
+	// rules.MaxRules.
+	MaxRules int
 }
 
 // Defaults of Options.
@@ -106,6 +111,7 @@ const (
 	statusExists
 	statusConflict
 	statusChanged
+	statusLimit
 )
 
 // errClosed is returned by every call after Close.
@@ -118,6 +124,7 @@ type Store struct {
 	now        func() time.Time
 	maxEvents  int64
 	maxAlerts  int64
+	maxRules   int
 	edit       *redis.Script
 	ledger     *redis.Script
 	keysCAS    *redis.Script
@@ -153,12 +160,19 @@ func New(ctx context.Context, client redis.UniversalClient, opts Options) (*Stor
 	if opts.MaxAlerts <= 0 {
 		opts.MaxAlerts = DefaultMaxAlerts
 	}
+	if opts.MaxRules > rules.MaxRules {
+		return nil, fmt.Errorf("redisstore: MaxRules %d is over the limit of %d", opts.MaxRules, rules.MaxRules)
+	}
+	if opts.MaxRules <= 0 {
+		opts.MaxRules = rules.MaxRules
+	}
 	tag := "{" + opts.Prefix + "}"
 	s := &Store{
 		client:     client,
 		now:        opts.Now,
 		maxEvents:  opts.MaxEvents,
 		maxAlerts:  opts.MaxAlerts,
+		maxRules:   opts.MaxRules,
 		edit:       redis.NewScript(editLua),
 		ledger:     redis.NewScript(ledgerLua),
 		keysCAS:    redis.NewScript(keysCASLua),
@@ -311,7 +325,7 @@ func (s *Store) CreateRule(ctx context.Context, r rules.Rule, actor string) (rul
 	if err != nil {
 		return rules.Rule{}, err
 	}
-	res, err := s.runEdit(ctx, editArgs{op: store.ActionCreate, name: r.Name, rule: b, actor: actor, time: now})
+	res, err := s.runEdit(ctx, editArgs{op: store.ActionCreate, name: r.Name, rule: b, actor: actor, time: now, maxRules: s.maxRules})
 	if err != nil {
 		return rules.Rule{}, fmt.Errorf("create rule %q: %w", r.Name, err)
 	}
@@ -320,6 +334,8 @@ func (s *Store) CreateRule(ctx context.Context, r rules.Rule, actor string) (rul
 		return r, nil
 	case statusExists:
 		return rules.Rule{}, fmt.Errorf("create rule %q: %w", r.Name, store.ErrAlreadyExists)
+	case statusLimit:
+		return rules.Rule{}, fmt.Errorf("create rule %q: %w (at most %d rules, the Default rule included)", r.Name, store.ErrRuleLimit, s.maxRules)
 	}
 	return rules.Rule{}, fmt.Errorf("create rule %q: unexpected status %d", r.Name, res.status)
 }
@@ -409,6 +425,7 @@ type editArgs struct {
 	ifRevision int64
 	actor      string
 	time       time.Time
+	maxRules   int // create: the limit; 0 for none (the Default rule's seed)
 }
 
 type editResult struct {
@@ -421,7 +438,7 @@ func (s *Store) runEdit(ctx context.Context, a editArgs) (editResult, error) {
 	keys := []string{s.rulesKey, s.versionKey, s.eventsKey, s.ruleEventsKey(a.name), s.callKey("")}
 	v, err := s.edit.Run(ctx, s.client, keys,
 		a.op.String(), a.name, a.rule, a.read, a.ifRevision, a.actor,
-		a.time.Format(time.RFC3339Nano), s.maxEvents, s.channel, callTTL.Milliseconds(),
+		a.time.Format(time.RFC3339Nano), s.maxEvents, s.channel, callTTL.Milliseconds(), a.maxRules,
 	).Slice()
 	if err != nil {
 		return editResult{}, unavailable("run edit script", err)

@@ -74,6 +74,9 @@ func TestConformance(t *testing.T) {
 						// A client per store, as each replica has its own.
 						return newStore(t, tt.client(t, srv), redisstore.Options{Prefix: prefix, Now: now})
 					},
+					OpenLimited: func(t *testing.T, now func() time.Time, maxRules int) store.Store {
+						return newStore(t, tt.client(t, srv), redisstore.Options{Prefix: prefix, Now: now, MaxRules: maxRules})
+					},
 					Shared:        true,
 					Durable:       true,
 					RemembersKeys: true,
@@ -749,5 +752,14 @@ func TestLedgerScriptMatchesApply(t *testing.T) {
 				clients[i].receipt = &reservoir.Receipt{Bucket: ups[k].Add.Bucket, Rate: ups[k].Add.Rate, Quota: got[k].Quota}
 			}
 		}
+	}
+}
+
+// TestMaxRulesOverTheLimit: a store cannot be opened to hold more rules than
+// an SDK is sure to accept.
+func TestMaxRulesOverTheLimit(t *testing.T) {
+	srv := redistest.Start(t)
+	if _, err := redisstore.New(t.Context(), srv.Client(t), redisstore.Options{MaxRules: rules.MaxRules + 1}); err == nil {
+		t.Error("New with MaxRules over rules.MaxRules succeeded")
 	}
 }

@@ -35,6 +35,9 @@ type Backend struct {
 	// RemembersKeys means the store can fail without saying whether a
 	// report batch landed, and so applies a batch's Key at most once.
 	RemembersKeys bool
+	// OpenLimited is Open for a store that holds at most maxRules rules
+	// (its MaxRules option), so the suite reaches the limit in a few edits.
+	OpenLimited func(t *testing.T, now func() time.Time, maxRules int) store.Store
 }
 
 // watchTimeout bounds the wait for a change notification.
@@ -62,6 +65,8 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"WatchNeverBlocksEdits", testWatchNeverBlocksEdits},
 		{"ConcurrentUpdates", testConcurrentUpdates},
 		{"ConcurrentCreates", testConcurrentCreates},
+		{"RuleLimit", testRuleLimit},
+		{"ConcurrentCreatesAtTheLimit", testConcurrentCreatesAtTheLimit},
 		{"ReturnsCopies", testReturnsCopies},
 		{"Reopen", testReopen},
 		{"Close", testClose},
@@ -1022,6 +1027,110 @@ func testConcurrentCreates(t *testing.T, b Backend) {
 	}
 	if v := mustVersion(t, s); v != 2 {
 		t.Errorf("version = %d, want 2", v)
+	}
+}
+
+// openLimited opens a store on b that holds at most maxRules rules, and a
+// second one (a replica) if the backend is shared.
+func openLimited(t *testing.T, b Backend, clk *clock, maxRules int) (s, peer store.Store) {
+	t.Helper()
+	if b.OpenLimited == nil {
+		t.Fatal("the backend has no OpenLimited")
+	}
+	s = b.OpenLimited(t, clk.Now, maxRules)
+	t.Cleanup(func() { _ = s.Close() })
+	peer = s
+	if b.Shared {
+		peer = b.OpenLimited(t, clk.Now, maxRules)
+		t.Cleanup(func() { _ = peer.Close() })
+	}
+	return s, peer
+}
+
+// testRuleLimit: a create past the limit (the Default rule counts) is refused
+// with ErrRuleLimit and changes nothing; updates still work at the limit,
+// an existing name is still ErrAlreadyExists, and a delete makes room.
+func testRuleLimit(t *testing.T, b Backend) {
+	const limit = 4
+	clk := newClock()
+	s, other := openLimited(t, b, clk, limit)
+	ctx := t.Context()
+	var created []rules.Rule
+	for i := range limit - 1 {
+		created = append(created, mustCreate(t, s, newRule(fmt.Sprintf("r%d", i), int32(1+i))))
+	}
+	version := mustVersion(t, s)
+	events := len(allEvents(t, s, ""))
+	for _, st := range []store.Store{s, other} {
+		if _, err := st.CreateRule(ctx, newRule("over", 50), "u"); !errors.Is(err, store.ErrRuleLimit) {
+			t.Fatalf("create past the limit: error = %v, want ErrRuleLimit", err)
+		}
+	}
+	if _, err := s.CreateRule(ctx, newRule("r0", 50), "u"); !errors.Is(err, store.ErrAlreadyExists) {
+		t.Errorf("create of an existing rule at the limit: error = %v, want ErrAlreadyExists", err)
+	}
+	if v := mustVersion(t, s); v != version {
+		t.Errorf("version = %d after refused creates, want %d", v, version)
+	}
+	if n := len(allEvents(t, s, "")); n != events {
+		t.Errorf("%d audit events after refused creates, want %d", n, events)
+	}
+	if _, err := s.Rule(ctx, "over"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the refused rule: Rule error = %v, want ErrNotFound", err)
+	}
+	r := created[0]
+	r.FixedRate = 0.5
+	if _, err := s.UpdateRule(ctx, r, r.Revision, "u"); err != nil {
+		t.Errorf("update at the limit: %v", err)
+	}
+	if err := s.DeleteRule(ctx, "r1", 0, "u"); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, other, newRule("over", 50))
+	if n := len(mustSnapshot(t, s).Rules); n != limit {
+		t.Errorf("the store holds %d rules, want %d", n, limit)
+	}
+}
+
+// testConcurrentCreatesAtTheLimit: creates racing on two replicas for the
+// last free places take exactly those places.
+func testConcurrentCreatesAtTheLimit(t *testing.T, b Backend) {
+	const limit, free, writers = 10, 3, 16
+	clk := newClock()
+	s, other := openLimited(t, b, clk, limit)
+	stores := []store.Store{s, other}
+	for i := range limit - 1 - free {
+		mustCreate(t, s, newRule(fmt.Sprintf("r%d", i), int32(1+i)))
+	}
+	version := mustVersion(t, s)
+	errs := make([]error, writers)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range writers {
+		wg.Go(func() {
+			<-start
+			_, errs[i] = stores[i%len(stores)].CreateRule(context.Background(), newRule(fmt.Sprintf("new%d", i), int32(100+i)), "u")
+		})
+	}
+	close(start)
+	wg.Wait()
+	won := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case !errors.Is(err, store.ErrRuleLimit):
+			t.Errorf("writer %d: error = %v, want ErrRuleLimit", i, err)
+		}
+	}
+	if won != free {
+		t.Errorf("%d creates won, want %d", won, free)
+	}
+	if n := len(mustSnapshot(t, s).Rules); n != limit {
+		t.Errorf("the store holds %d rules, want %d", n, limit)
+	}
+	if v := mustVersion(t, s); v != version+free {
+		t.Errorf("version = %d, want %d", v, version+free)
 	}
 }
 
