@@ -79,7 +79,7 @@ func TestReportsWhileRedisIsDown(t *testing.T) {
 	rs := redistest.StartWith(t, redistest.Options{AppendOnly: true})
 	rep := startReplica(t, newRedisStore(t, rs), time.Now)
 	createRule(t, rep.rules, &pb.Rule{Name: "checkout", Priority: 1, ServiceName: "shop", ReservoirSize: 4})
-	waitVersion(t, rep.catalog, 2)
+	waitVersion(t, rep.catalog, rep.first+1)
 	ctx := ctxT(t)
 	stream, _ := openStream(ctx, t, rep.sampling, "c", "shop")
 	rs.Stop()

@@ -47,6 +47,11 @@ func TestConformance(t *testing.T) {
 					return open(t, memstore.Options{DataDir: dir, Now: now})
 				},
 				Durable: true,
+				Lose: func(t *testing.T) {
+					if err := os.RemoveAll(dir); err != nil {
+						t.Fatal(err)
+					}
+				},
 			}
 		})
 	})

@@ -6,7 +6,9 @@
 // Layout, for the default prefix "tsc":
 //
 //	{tsc}:rules                  hash: rule name -> rule JSON
-//	{tsc}:rules:version          counter, bumped by every edit
+//	{tsc}:rules:version          counter, bumped by every edit; the first
+//	                             edit sets it from the clock (see
+//	                             store.FirstVersion)
 //	{tsc}:rules:events           stream: audit log, all rules
 //	{tsc}:rules:events:<name>    stream: audit log of one rule
 //	{tsc}:ledger:<rule>          hash: fleet ledger, bucket -> sum of rates
@@ -414,6 +416,7 @@ func (s *Store) runEdit(ctx context.Context, a editArgs) (editResult, error) {
 	v, err := s.edit.Run(ctx, s.client, keys,
 		a.op.String(), a.name, a.rule, a.read, a.ifRevision, a.actor,
 		a.time.Format(time.RFC3339Nano), s.maxEvents, s.channel, callTTL.Milliseconds(),
+		store.FirstVersion(a.time),
 	).Slice()
 	if err != nil {
 		return editResult{}, unavailable("run edit script", err)
