@@ -52,6 +52,7 @@ type replica struct {
 	sampling pb.SamplingServiceClient
 	catalog  *catalog.Catalog
 	first    int64 // the rules version when it started: versions start from the clock
+	conn     *grpc.ClientConn
 }
 
 // startReplica runs a complete server (rule and sampling services, catalog
@@ -89,7 +90,7 @@ func startReplica(t *testing.T, st samplingStore, now func() time.Time) *replica
 		cancel()
 		<-catDone
 	})
-	return &replica{rules: pb.NewRuleServiceClient(conn), sampling: pb.NewSamplingServiceClient(conn), catalog: cat, first: cat.Current().Version}
+	return &replica{rules: pb.NewRuleServiceClient(conn), sampling: pb.NewSamplingServiceClient(conn), catalog: cat, first: cat.Current().Version, conn: conn}
 }
 
 func newClock() *fakeClock {

@@ -116,12 +116,15 @@ func New(opts Options) *Server {
 	if opts.Credentials != nil {
 		serverOpts = append(serverOpts, grpc.Creds(opts.Credentials))
 	}
+	codec := newLenientCodec()
+	serverOpts = append(serverOpts, grpc.ForceServerCodecV2(codec))
 	s.grpc = grpc.NewServer(serverOpts...)
-	pb.RegisterRuleServiceServer(s.grpc, &ruleService{store: opts.Rules})
+	reg := checkedDecoding{Server: s.grpc, codec: codec}
+	pb.RegisterRuleServiceServer(reg, &ruleService{store: opts.Rules})
 	if opts.Catalog != nil && opts.Ledger != nil {
 		ledger := reservoir.NewLedger(opts.ReportInterval)
 		s.batcher = newReportBatcher(opts.Ledger, ledger, opts.Now, opts.Logger, opts.Registerer)
-		pb.RegisterSamplingServiceServer(s.grpc, &samplingService{
+		pb.RegisterSamplingServiceServer(reg, &samplingService{
 			catalog:  opts.Catalog,
 			batcher:  s.batcher,
 			ledger:   ledger,
@@ -133,11 +136,11 @@ func New(opts Options) *Server {
 		})
 	}
 	if opts.Catalog != nil && opts.Budgets != nil {
-		pb.RegisterBudgetServiceServer(s.grpc, &budgetService{store: opts.Budgets, catalog: opts.Catalog, stopping: s.stopping})
+		pb.RegisterBudgetServiceServer(reg, &budgetService{store: opts.Budgets, catalog: opts.Catalog, stopping: s.stopping})
 		opts.Registerer.MustRegister(&budgetCollector{catalog: opts.Catalog})
 	}
-	healthpb.RegisterHealthServer(s.grpc, s.health)
-	reflection.Register(s.grpc)
+	healthpb.RegisterHealthServer(reg, s.health)
+	reflection.Register(reg)
 	s.SetServing(false)
 	return s
 }
