@@ -139,6 +139,10 @@ func openStore(ctx context.Context, c *serveConfig, log *slog.Logger) (backend, 
 	if err != nil {
 		return nil, usageError(fmt.Errorf("--redis-url: %w", err))
 	}
+	// go-redis logs through one logger per process, which serve owns: its
+	// line per failed dial goes to DEBUG, since the replica says once when
+	// the store is unreachable and once when it is back.
+	redis.SetLogger(redisstore.Logger(log))
 	s, err := redisstore.New(ctx, client, redisstore.Options{Prefix: c.redisPrefix})
 	if err != nil {
 		_ = client.Close()

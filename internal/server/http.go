@@ -46,6 +46,9 @@ func (r *Readiness) Run(ctx context.Context, ping func(context.Context) error, i
 			r.set(false)
 			return
 		}
+		if err == nil {
+			r.server.storeDown.Cleared(ctx)
+		}
 		if ok := err == nil; ok != r.ready.Load() {
 			if ok {
 				r.server.log.Info("store reachable: ready")

@@ -18,6 +18,7 @@ import (
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/condition"
 	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
@@ -55,6 +56,8 @@ type samplingService struct {
 	streams  *streamMetrics
 	interval *durationpb.Duration
 	stopping <-chan struct{}
+	// storeDown logs reports that fail for want of the store once per outage.
+	storeDown *condition.Condition
 }
 
 func (s *samplingService) GetSamplingRules(ctx context.Context, req *pb.GetSamplingRulesRequest) (*pb.GetSamplingRulesResponse, error) {
@@ -363,7 +366,7 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 				// right when the store last answered, and it never adds up
 				// to more than the reservoir, so the fleet stays within it
 				// instead of falling back to the local default.
-				s.log.WarnContext(ctx, "report not recorded; renewing the last quotas", "client_id", hello.GetClientId(), "err", err)
+				s.reportFailed(ctx, hello.GetClientId(), err)
 				if base == nil {
 					continue
 				}
@@ -388,4 +391,16 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 			}
 		}
 	}
+}
+
+// reportFailed logs a stream report that was not recorded: as part of the
+// store condition when the store is unreachable (one line per outage, not
+// one per report), else at DEBUG (the client went away, the report was
+// refused).
+func (s *samplingService) reportFailed(ctx context.Context, clientID string, err error) {
+	if errors.Is(err, store.ErrUnavailable) {
+		s.storeDown.Occurred(ctx, err)
+		return
+	}
+	s.log.DebugContext(ctx, "report not recorded; renewing the last quotas", "client_id", clientID, "err", err)
 }

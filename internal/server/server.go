@@ -22,6 +22,7 @@ import (
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/condition"
 	"github.com/tracesampling/controlplane/internal/reservoir"
 )
 
@@ -65,6 +66,9 @@ type Server struct {
 	log     *slog.Logger
 	metrics *rpcMetrics
 	batcher *reportBatcher // nil without the sampling service
+	// storeDown is the condition "calls fail because the store is
+	// unreachable": logged when it begins and ends, counted per call.
+	storeDown *condition.Condition
 	// stopping is closed when Stop begins, so that long-lived streams end
 	// and their clients move to another replica, instead of holding the
 	// graceful stop for its whole timeout.
@@ -92,11 +96,17 @@ func New(opts Options) *Server {
 	if opts.ReportInterval <= 0 {
 		opts.ReportInterval = 10 * time.Second
 	}
+	storeErrors := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "controlplane_store_errors_total",
+		Help: "Calls and stream reports that failed because the store was unreachable; the log says when such failures begin and end.",
+	})
+	opts.Registerer.MustRegister(storeErrors)
 	s := &Server{
-		stopping: make(chan struct{}),
-		health:   health.NewServer(),
-		log:      opts.Logger,
-		metrics:  newRPCMetrics(opts.Registerer),
+		stopping:  make(chan struct{}),
+		health:    health.NewServer(),
+		log:       opts.Logger,
+		metrics:   newRPCMetrics(opts.Registerer),
+		storeDown: condition.New(opts.Logger, "store unreachable: calls fail with UNAVAILABLE, stream reports renew the last quotas", storeErrors),
 	}
 	serverOpts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(opts.MaxRecvMsgBytes),
@@ -124,15 +134,17 @@ func New(opts Options) *Server {
 	if opts.Catalog != nil && opts.Ledger != nil {
 		ledger := reservoir.NewLedger(opts.ReportInterval)
 		s.batcher = newReportBatcher(opts.Ledger, ledger, opts.Now, opts.Logger, opts.Registerer)
+		s.batcher.storeDown = s.storeDown
 		pb.RegisterSamplingServiceServer(reg, &samplingService{
-			catalog:  opts.Catalog,
-			batcher:  s.batcher,
-			ledger:   ledger,
-			now:      opts.Now,
-			log:      opts.Logger,
-			streams:  newStreamMetrics(opts.Registerer),
-			stopping: s.stopping,
-			interval: durationpb.New(opts.ReportInterval),
+			catalog:   opts.Catalog,
+			batcher:   s.batcher,
+			ledger:    ledger,
+			now:       opts.Now,
+			log:       opts.Logger,
+			streams:   newStreamMetrics(opts.Registerer),
+			stopping:  s.stopping,
+			interval:  durationpb.New(opts.ReportInterval),
+			storeDown: s.storeDown,
 		})
 	}
 	if opts.Catalog != nil && opts.Budgets != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -638,5 +639,21 @@ func TestEditsSentTwiceApplyOnce(t *testing.T) {
 	}
 	if page, err := s.Alerts(ctx, "b", 0, ""); err != nil || len(page.Alerts) != 1 || page.Alerts[0].ID != alert.ID {
 		t.Errorf("alerts %+v (%v), want the one alert %s", page.Alerts, err, alert.ID)
+	}
+}
+
+// TestLoggerIsDebug: go-redis's own lines go to slog at DEBUG, so an outage
+// does not print one per failed dial at the default level.
+func TestLoggerIsDebug(t *testing.T) {
+	var buf strings.Builder
+	redisstore.Logger(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))).
+		Printf(t.Context(), "redis: connection pool: failed to dial after %d attempts", 1)
+	if buf.Len() != 0 {
+		t.Errorf("at INFO the logger wrote %q", buf.String())
+	}
+	redisstore.Logger(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))).
+		Printf(t.Context(), "redis: connection pool: failed to dial after %d attempts", 1)
+	if got := buf.String(); !strings.Contains(got, "level=DEBUG") || !strings.Contains(got, "failed to dial after 1 attempts") || !strings.Contains(got, "source=go-redis") {
+		t.Errorf("at DEBUG the logger wrote %q", got)
 	}
 }

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/redistest"
+)
+
+// outageLoad is a crowd of SDK-like clients of one replica: streams that
+// report every few milliseconds and unary reporters, counting what failed.
+type outageLoad struct {
+	unaryFailed atomic.Int64 // UNAVAILABLE answers
+	unaryOK     atomic.Int64
+	reports     atomic.Int64 // stream reports sent
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
+}
+
+func startOutageLoad(t *testing.T, s *serving, streams, unary int) *outageLoad {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &outageLoad{cancel: cancel}
+	t.Cleanup(l.stop)
+	report := func() []*pb.SamplingStatistics {
+		return []*pb.SamplingStatistics{{RuleName: "Default", RequestCount: 10, SampledCount: 1, Interval: durationpb.New(time.Second)}}
+	}
+	for i := range streams {
+		stream, err := s.sampling.StreamSampling(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hello := &pb.Hello{ClientId: "stream-" + strconv.Itoa(i), ServiceName: "shop"}
+		if err := stream.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Hello{Hello: hello}}); err != nil {
+			t.Fatal(err)
+		}
+		l.wg.Go(func() {
+			for {
+				if _, err := stream.Recv(); err != nil {
+					return
+				}
+			}
+		})
+		l.wg.Go(func() {
+			tick := time.NewTicker(20 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+				msg := &pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{Statistics: report()}}}
+				if err := stream.Send(msg); err != nil {
+					return
+				}
+				l.reports.Add(1)
+			}
+		})
+	}
+	for i := range unary {
+		l.wg.Go(func() {
+			for ctx.Err() == nil {
+				cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+				_, err := s.sampling.GetSamplingTargets(cctx, &pb.GetSamplingTargetsRequest{ClientId: "unary-" + strconv.Itoa(i), ServiceName: "shop", Statistics: report()})
+				ccancel()
+				switch status.Code(err) {
+				case codes.OK:
+					l.unaryOK.Add(1)
+				case codes.Unavailable:
+					l.unaryFailed.Add(1)
+					// As an SDK does, back off a little.
+					select {
+					case <-ctx.Done():
+					case <-time.After(5 * time.Millisecond):
+					}
+				}
+			}
+		})
+	}
+	return l
+}
+
+func (l *outageLoad) stop() {
+	l.cancel()
+	l.wg.Wait()
+}
+
+// warnLines counts the WARN lines of a text log.
+func warnLines(log string) []string {
+	var out []string
+	for line := range strings.Lines(log) {
+		if strings.Contains(line, "level=WARN") {
+			out = append(out, strings.TrimSpace(line))
+		}
+	}
+	return out
+}
+
+// TestServeOutageLogsOnce: while Redis is away, every unary report fails and
+// every stream report goes unrecorded, yet the replica logs the outage in a
+// handful of WARN lines (one per component that sees it), not one or two per
+// failed call, and says once that it is over.
+func TestServeOutageLogsOnce(t *testing.T) {
+	r := redistest.Start(t)
+	c := testServeConfig(t)
+	c.redisURL = r.URL()
+	c.interval = time.Second
+	s := startServe(t, c)
+	s.waitReadiness(t, true)
+	load := startOutageLoad(t, s, 50, 20)
+	pollUntil(t, "unary reports go through", func() bool { return load.unaryOK.Load() >= 10 })
+
+	before := len(s.logs.String())
+	r.Stop()
+	failed0, reports0 := load.unaryFailed.Load(), load.reports.Load()
+	// Each failed call waits for go-redis's retries, about a second.
+	pollUntil(t, "many calls fail while Redis is away", func() bool {
+		return load.unaryFailed.Load()-failed0 >= 100 && load.reports.Load()-reports0 >= 200
+	})
+	failed, reports := load.unaryFailed.Load()-failed0, load.reports.Load()-reports0
+	_, metrics := s.get(t, "/metrics")
+	storeErrors := "absent"
+	for line := range strings.Lines(metrics) {
+		if v, ok := strings.CutPrefix(line, "controlplane_store_errors_total "); ok {
+			storeErrors = strings.TrimSpace(v)
+		}
+	}
+	r.Restart()
+	s.waitReadiness(t, true)
+	ok0 := load.unaryOK.Load()
+	pollUntil(t, "unary reports go through again", func() bool { return load.unaryOK.Load() >= ok0+10 })
+	load.stop()
+
+	warns := warnLines(s.logs.String()[before:])
+	t.Logf("outage: %d unary calls failed, %d stream reports sent, controlplane_store_errors_total %s; %d WARN lines:\n%s",
+		failed, reports, storeErrors, len(warns), strings.Join(warns[:min(len(warns), 10)], "\n"))
+	// One line per component that sees the outage: readiness, the catalog,
+	// the calls and reports, the budget controller, the report batcher.
+	const maxWarns = 8
+	if len(warns) > maxWarns {
+		t.Errorf("%d WARN lines for one outage, want at most %d", len(warns), maxWarns)
+	}
+	// Over once no call failed for a quiet spell (condition.Quiet) and the
+	// store answered.
+	over := "store unreachable: calls fail with UNAVAILABLE, stream reports renew the last quotas: over"
+	pollUntil(t, "the end of the outage is logged", func() bool { return strings.Contains(s.logs.String()[before:], over) })
+}
