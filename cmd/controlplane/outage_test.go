@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -155,4 +156,49 @@ func TestServeOutageLogsOnce(t *testing.T) {
 	// store answered.
 	over := "store unreachable: calls fail with UNAVAILABLE, stream reports renew the last quotas: over"
 	pollUntil(t, "the end of the outage is logged", func() bool { return strings.Contains(s.logs.String()[before:], over) })
+}
+
+// TestServeStartsBeforeRedis: a replica starts while its Redis is away. It
+// serves health (alive, not ready), gives SDKs no rules rather than an empty
+// set, and once Redis is there (empty, as a new one is) it seeds the Default
+// rule, becomes ready and streams the rules, at a version above any an SDK
+// may know from before.
+func TestServeStartsBeforeRedis(t *testing.T) {
+	r := redistest.Start(t)
+	r.Stop()
+	c := testServeConfig(t)
+	c.redisURL = r.URL()
+	s := startServe(t, c)
+	if code, _ := s.get(t, "/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz with Redis away: %d, want 200", code)
+	}
+	s.waitReadiness(t, false)
+	if _, err := s.sampling.GetSamplingRules(callCtx(t), &pb.GetSamplingRulesRequest{ServiceName: "shop", KnownRulesVersion: 6}); status.Code(err) != codes.Unavailable {
+		t.Errorf("GetSamplingRules before any rules: %v, want UNAVAILABLE", err)
+	}
+	// An SDK that knew version 6 of a Redis that lost its data.
+	stream, err := s.sampling.StreamSampling(callCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello := &pb.Hello{ClientId: "sdk", ServiceName: "shop", KnownRulesVersion: 6}
+	if err := stream.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Hello{Hello: hello}}); err != nil {
+		t.Fatal(err)
+	}
+
+	r.Restart()
+	s.waitReadiness(t, true)
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := resp.GetRules()
+	if rs == nil || rs.GetRulesVersion() <= 6 || len(rs.GetRules()) != 1 || rs.GetRules()[0].GetName() != "Default" {
+		t.Fatalf("first message on the stream: %v, want the Default rule at a version above 6", resp)
+	}
+	got, err := s.sampling.GetSamplingRules(callCtx(t), &pb.GetSamplingRulesRequest{ServiceName: "shop", KnownRulesVersion: 6})
+	if err != nil || got.GetRulesVersion() != rs.GetRulesVersion() || len(got.GetRules()) != 1 {
+		t.Errorf("GetSamplingRules once Redis is there: %v, %v", got, err)
+	}
+	s.cli(t, "apply", "-f", "testdata/rules.yaml").mustOK(t)
 }

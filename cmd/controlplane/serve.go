@@ -266,7 +266,7 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 	}()
 	go func() {
 		defer bg.Done()
-		readiness.Run(ctx, st.Ping, 2*time.Second)
+		readiness.Run(ctx, readyProbe(st, cat), 2*time.Second)
 	}()
 	go func() {
 		defer bg.Done()
@@ -300,6 +300,25 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 	}
 	log.Info("stopped")
 	return serveErr
+}
+
+// errNoRules: the replica has not read the rules yet (it started while the
+// store was away).
+var errNoRules = errors.New("no rules loaded yet")
+
+// readyProbe says whether a replica is ready: its store answers and it has
+// loaded the rules at least once, so that a load balancer sends it no SDK
+// before it has rules to give. What readiness means is decided here only.
+func readyProbe(st backend, cat *catalog.Catalog) func(context.Context) error {
+	return func(ctx context.Context) error {
+		if err := st.Ping(ctx); err != nil {
+			return err
+		}
+		if cat.Current().Version == 0 {
+			return errNoRules
+		}
+		return nil
+	}
 }
 
 // serverCredentials returns the gRPC server's TLS credentials and the files

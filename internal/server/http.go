@@ -11,9 +11,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Readiness tracks whether the store answers, for /readyz and the gRPC health
-// service. The probe runs in the background so that a slow store never makes
-// a readiness check itself slow.
+// Readiness tracks whether the replica is ready, for /readyz and the gRPC
+// health service, by a probe the caller gives (serve's: the store answers
+// and the rules are loaded). The probe runs in the background so that a slow
+// store never makes a readiness check itself slow.
 type Readiness struct {
 	ready  atomic.Bool
 	server *Server
@@ -33,14 +34,15 @@ func NewReadiness(s *Server, reg prometheus.Registerer) *Readiness {
 // Ready reports the outcome of the last probe.
 func (r *Readiness) Ready() bool { return r.ready.Load() }
 
-// Run probes the store with ping every interval until ctx ends, and then
-// reports not ready.
-func (r *Readiness) Run(ctx context.Context, ping func(context.Context) error, interval time.Duration) {
+// Run calls probe every interval until ctx ends, and then reports not ready.
+// A probe that succeeds also tells the store condition that the store
+// answers.
+func (r *Readiness) Run(ctx context.Context, probe func(context.Context) error, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		pctx, cancel := context.WithTimeout(ctx, interval)
-		err := ping(pctx)
+		err := probe(pctx)
 		cancel()
 		if ctx.Err() != nil {
 			r.set(false)
@@ -51,9 +53,9 @@ func (r *Readiness) Run(ctx context.Context, ping func(context.Context) error, i
 		}
 		if ok := err == nil; ok != r.ready.Load() {
 			if ok {
-				r.server.log.Info("store reachable: ready")
+				r.server.log.Info("ready")
 			} else {
-				r.server.log.Warn("store unreachable: not ready", "err", err)
+				r.server.log.Warn("not ready", "err", err)
 			}
 		}
 		r.set(err == nil)

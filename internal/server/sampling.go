@@ -65,6 +65,10 @@ func (s *samplingService) GetSamplingRules(ctx context.Context, req *pb.GetSampl
 		return nil, err
 	}
 	v := s.catalog.Current()
+	if v.Version == 0 {
+		// Started while the store was away: no rules to give yet.
+		return nil, fmt.Errorf("no rules loaded yet: %w", store.ErrUnavailable)
+	}
 	if req.GetKnownRulesVersion() == v.Version {
 		return &pb.GetSamplingRulesResponse{RulesVersion: v.Version, Unchanged: true}, nil
 	}
@@ -290,7 +294,7 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 	sent := hello.GetKnownRulesVersion()
 	sendRules := func() error {
 		v := s.catalog.Current()
-		if v.Version == sent {
+		if v.Version == sent || v.Version == 0 { // 0: no rules loaded yet
 			return nil
 		}
 		rs := v.ForService(hello.GetServiceName(), hello.GetServiceType())

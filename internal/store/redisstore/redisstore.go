@@ -129,9 +129,11 @@ type Store struct {
 }
 
 // New returns a store on client and makes sure the Default rule exists: many
-// replicas may start at once, and exactly one of them seeds it. It fails,
-// with an error wrapping store.ErrUnavailable, if Redis cannot be reached.
-// The caller keeps ownership of client and closes it after Close.
+// replicas may start at once, and exactly one of them seeds it. If Redis
+// cannot be reached, New still returns the store, so that a replica can start
+// before its Redis: the first Snapshot that reaches Redis seeds the rule
+// (Snapshot puts it back wherever it is missing). The caller keeps ownership
+// of client and closes it after Close.
 func New(ctx context.Context, client redis.UniversalClient, opts Options) (*Store, error) {
 	if opts.Prefix == "" {
 		opts.Prefix = DefaultPrefix
@@ -164,7 +166,7 @@ func New(ctx context.Context, client redis.UniversalClient, opts Options) (*Stor
 		eventsKey:  tag + ":rules:events",
 		channel:    tag + ":changes",
 	}
-	if err := s.seed(ctx); err != nil {
+	if err := s.seed(ctx); err != nil && !errors.Is(err, store.ErrUnavailable) {
 		return nil, err
 	}
 	return s, nil

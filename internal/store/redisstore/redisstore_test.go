@@ -374,12 +374,21 @@ func TestUnavailable(t *testing.T) {
 			t.Errorf("%s with Redis stopped: error = %v, want ErrUnavailable and ErrNotApplied", c.name, err)
 		}
 	}
-	if _, err := redisstore.New(ctx, srv.Client(t), redisstore.Options{}); !errors.Is(err, store.ErrUnavailable) {
-		t.Errorf("New with Redis stopped: error = %v, want ErrUnavailable", err)
+	// A replica may start while Redis is away.
+	late, err := redisstore.New(ctx, srv.Client(t), redisstore.Options{})
+	if err != nil {
+		t.Fatalf("New with Redis stopped: %v, want a store that waits for Redis", err)
+	}
+	defer late.Close()
+	if _, err := late.Snapshot(ctx); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("Snapshot of a store opened with Redis stopped: %v, want ErrUnavailable", err)
 	}
 
 	srv.Restart()
 	snapshotEventually(t, s)
+	if snap := snapshotEventually(t, late); len(snap.Rules) != 2 {
+		t.Errorf("the store opened with Redis stopped sees %d rules once it is back, want 2", len(snap.Rules))
+	}
 	// Order matters: the update and delete need the rule the create left.
 	for _, c := range calls {
 		if err := c.call(ctx); err != nil {
@@ -433,6 +442,23 @@ func TestWatchSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait("for an edit after the restart")
+}
+
+// TestNewBeforeRedis: a replica starts while its Redis is away; the first
+// Snapshot once Redis is there (empty, as a new Redis is) seeds the Default
+// rule.
+func TestNewBeforeRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	srv.Stop()
+	s := newStore(t, srv.Client(t), redisstore.Options{})
+	if _, err := s.RulesVersion(t.Context()); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("RulesVersion with Redis away: %v, want ErrUnavailable", err)
+	}
+	srv.Restart()
+	snap := snapshotEventually(t, s)
+	if len(snap.Rules) != 1 || !snap.Rules[0].IsDefault() || snap.Version == 0 {
+		t.Fatalf("first Snapshot once Redis is there = %+v, want the Default rule", snap)
+	}
 }
 
 // TestSnapshotReseedsLostDefault covers Redis losing its data: the Default
