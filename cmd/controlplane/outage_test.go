@@ -201,4 +201,32 @@ func TestServeStartsBeforeRedis(t *testing.T) {
 		t.Errorf("GetSamplingRules once Redis is there: %v, %v", got, err)
 	}
 	s.cli(t, "apply", "-f", "testdata/rules.yaml").mustOK(t)
+	// What Redis keeps is read once it answers.
+	pollUntil(t, "serve warns that Redis persists nothing", func() bool { return strings.Contains(s.logs.String(), "Redis persists nothing") })
+}
+
+// TestServeWarnsWhenRedisPersistsNothing: with a Redis that keeps nothing on
+// disk, a restart loses every rule, budget and spend; serve says so at start.
+func TestServeWarnsWhenRedisPersistsNothing(t *testing.T) {
+	const warning = "Redis persists nothing"
+	tests := []struct {
+		name string
+		opts redistest.Options
+		want string // in the log
+	}{
+		{"no persistence", redistest.Options{}, warning},
+		{"append-only file", redistest.Options{AppendOnly: true}, "redis persistence"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := redistest.StartWith(t, tt.opts)
+			c := testServeConfig(t)
+			c.redisURL = r.URL()
+			s := startServe(t, c)
+			pollUntil(t, "the log says "+tt.want, func() bool { return strings.Contains(s.logs.String(), tt.want) })
+			if tt.want != warning && strings.Contains(s.logs.String(), warning) {
+				t.Errorf("warned that Redis persists nothing:\n%s", s.logs.String())
+			}
+		})
+	}
 }

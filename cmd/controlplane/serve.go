@@ -23,6 +23,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/budget/controller"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/server"
+	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
 )
@@ -259,6 +260,9 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 			certs.watch(ctx, cmp.Or(c.tlsPoll, tlsPollEvery))
 		}()
 	}
+	if p, ok := st.(persistenceReader); ok {
+		bg.Go(func() { warnPersistence(ctx, p, log, 2*time.Second) })
+	}
 	bg.Add(3)
 	go func() {
 		defer bg.Done()
@@ -300,6 +304,44 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 	}
 	log.Info("stopped")
 	return serveErr
+}
+
+// persistenceReader is a store that can tell what its Redis keeps on disk.
+type persistenceReader interface {
+	Persistence(ctx context.Context) (redisstore.Persistence, error)
+}
+
+// warnPersistence reads what Redis keeps on disk as soon as it answers (every
+// retry until then), and warns if it is nothing: rules, budgets and spend
+// live only there. Where CONFIG is refused (managed Redis) it says that it
+// cannot tell.
+func warnPersistence(ctx context.Context, r persistenceReader, log *slog.Logger, retry time.Duration) {
+	t := time.NewTicker(retry)
+	defer t.Stop()
+	for {
+		p, err := r.Persistence(ctx)
+		switch {
+		case err == nil && p.None():
+			log.Warn("Redis persists nothing (appendonly no, no save schedule): a Redis restart loses every rule, budget and spend; " +
+				"turn on its append-only file (see the README, Redis persistence)")
+			return
+		case err == nil && !p.Known:
+			log.Info("cannot read Redis's persistence settings (CONFIG GET refused) and its append-only file is off: " +
+				"make sure Redis keeps its data (see the README, Redis persistence)")
+			return
+		case err == nil:
+			log.Info("redis persistence", "appendonly", p.AppendOnly, "save", p.Save)
+			return
+		case !errors.Is(err, store.ErrUnavailable):
+			log.Warn("cannot read Redis's persistence settings", "err", err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // errNoRules: the replica has not read the rules yet (it started while the

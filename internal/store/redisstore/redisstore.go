@@ -686,3 +686,52 @@ func notSent(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial" || errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrClosed)
 }
+
+// Persistence is what the Redis behind a store keeps on disk, as far as it
+// could be read. Rules, budgets, spend and alerts live only in Redis: one
+// that persists nothing loses them all when it restarts.
+type Persistence struct {
+	// Known is false when Redis refused CONFIG GET (managed services often
+	// disable it) and INFO did not show the append-only file on: nothing
+	// more can be said.
+	Known bool
+	// AppendOnly: the append-only file is on (appendonly yes).
+	AppendOnly bool
+	// Save is the RDB snapshot schedule ("3600 1 300 100"), empty for none.
+	Save string
+}
+
+// None reports whether Redis is known to persist nothing.
+func (p Persistence) None() bool { return p.Known && !p.AppendOnly && p.Save == "" }
+
+// Persistence reads Redis's persistence settings with CONFIG GET, or, where
+// CONFIG is refused, whether the append-only file is on from INFO
+// persistence. The error wraps store.ErrUnavailable if Redis cannot be
+// reached.
+func (s *Store) Persistence(ctx context.Context) (Persistence, error) {
+	if s.closed.Load() {
+		return Persistence{}, errClosed
+	}
+	cfg, err := s.client.ConfigGet(ctx, "appendonly").Result()
+	if err == nil {
+		var save map[string]string
+		if save, err = s.client.ConfigGet(ctx, "save").Result(); err == nil {
+			return Persistence{Known: true, AppendOnly: cfg["appendonly"] == "yes", Save: save["save"]}, nil
+		}
+	}
+	var refused redis.Error
+	if !errors.As(err, &refused) {
+		return Persistence{}, unavailable("config get", err)
+	}
+	info, err := s.client.Info(ctx, "persistence").Result()
+	if errors.As(err, &refused) {
+		return Persistence{}, nil
+	}
+	if err != nil {
+		return Persistence{}, unavailable("info persistence", err)
+	}
+	if strings.Contains(info, "aof_enabled:1") {
+		return Persistence{Known: true, AppendOnly: true}, nil
+	}
+	return Persistence{}, nil
+}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
@@ -682,4 +683,54 @@ func TestLoggerIsDebug(t *testing.T) {
 	if got := buf.String(); !strings.Contains(got, "level=DEBUG") || !strings.Contains(got, "failed to dial after 1 attempts") || !strings.Contains(got, "source=go-redis") {
 		t.Errorf("at DEBUG the logger wrote %q", got)
 	}
+}
+
+// TestPersistence reads what Redis keeps on disk, also where CONFIG is
+// refused, as managed services do.
+func TestPersistence(t *testing.T) {
+	none, aof := redistest.Start(t), redistest.StartWith(t, redistest.Options{AppendOnly: true})
+	// A user without CONFIG, as on a managed Redis.
+	limited := func(t *testing.T, srv *redistest.Server) redis.UniversalClient {
+		if err := srv.Client(t).Do(t.Context(), "ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-config").Err(); err != nil {
+			t.Fatal(err)
+		}
+		c := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "app", Password: "pw", MaxRetries: 1})
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	tests := []struct {
+		name     string
+		client   func(t *testing.T) redis.UniversalClient
+		want     redisstore.Persistence
+		wantNone bool
+	}{
+		{"nothing", func(t *testing.T) redis.UniversalClient { return none.Client(t) }, redisstore.Persistence{Known: true}, true},
+		{"append-only file", func(t *testing.T) redis.UniversalClient { return aof.Client(t) }, redisstore.Persistence{Known: true, AppendOnly: true}, false},
+		{"CONFIG refused, nothing", func(t *testing.T) redis.UniversalClient { return limited(t, none) }, redisstore.Persistence{}, false},
+		{"CONFIG refused, append-only file", func(t *testing.T) redis.UniversalClient { return limited(t, aof) }, redisstore.Persistence{Known: true, AppendOnly: true}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStore(t, tt.client(t), redisstore.Options{})
+			got, err := s.Persistence(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(tt.want, got); d != "" {
+				t.Errorf("Persistence (-want +got):\n%s", d)
+			}
+			if got.None() != tt.wantNone {
+				t.Errorf("None() = %v, want %v", got.None(), tt.wantNone)
+			}
+		})
+	}
+
+	t.Run("unreachable", func(t *testing.T) {
+		srv := redistest.Start(t)
+		s := newStore(t, srv.Client(t), redisstore.Options{})
+		srv.Stop()
+		if _, err := s.Persistence(t.Context()); !errors.Is(err, store.ErrUnavailable) {
+			t.Errorf("Persistence with Redis stopped: %v, want ErrUnavailable", err)
+		}
+	})
 }
