@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -45,6 +46,15 @@ type serveConfig struct {
 	tlsKey      string
 	tlsClientCA string
 	tlsPoll     time.Duration // how often to look for renewed TLS files; 0: tlsPollEvery (tests shorten it)
+
+	// Bounds on what clients can make a replica hold (see server.Options).
+	maxStreams        int
+	maxConns          int
+	maxStreamsPerConn int
+	maxRequestBytes   int
+	maxHeaderBytes    int
+	windowBytes       int
+	keepaliveMinTime  time.Duration
 }
 
 // envPrefix: every serve flag --foo-bar can also be set as
@@ -69,6 +79,13 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM `file` of the gRPC server's TLS certificate chain (with --tls-key; empty: plaintext)")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM `file` of the TLS certificate's private key")
 	fs.StringVar(&c.tlsClientCA, "tls-client-ca", "", "PEM `file` of the CAs that client certificates must chain to; given, every client must present one (mutual TLS)")
+	fs.IntVar(&c.maxStreams, "max-streams", server.DefaultMaxStreams, "calls (SDK streams and unary calls) open at once on the replica; more are refused with RESOURCE_EXHAUSTED")
+	fs.IntVar(&c.maxConns, "max-connections", server.DefaultMaxConnections, "client connections open at once; more wait to be accepted until one closes")
+	fs.IntVar(&c.maxStreamsPerConn, "max-streams-per-connection", server.DefaultMaxStreamsPerConnection, "calls open at once on one client connection (HTTP/2 max concurrent streams)")
+	fs.IntVar(&c.maxRequestBytes, "max-request-bytes", server.DefaultMaxRecvMsgBytes, "largest request message; larger ones are refused with RESOURCE_EXHAUSTED")
+	fs.IntVar(&c.maxHeaderBytes, "max-header-bytes", server.DefaultMaxHeaderBytes, "largest request metadata (HTTP/2 header list)")
+	fs.IntVar(&c.windowBytes, "flow-control-window", server.DefaultStreamWindowBytes, "HTTP/2 flow-control window of each stream, in bytes (at least 65536; a connection's is 16 times it)")
+	fs.DurationVar(&c.keepaliveMinTime, "keepalive-min-time", server.DefaultKeepaliveMinTime, "clients that send keepalive pings more often are disconnected")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: controlplane serve [flags]\n\nEvery flag can also be set as an environment variable, e.g. --redis-url as %sREDIS_URL.\n\n", envPrefix)
 		fs.PrintDefaults()
@@ -177,6 +194,9 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := applyEnv(fs, os.LookupEnv); err != nil {
 		return usageError(err)
 	}
+	if err := c.checkBounds(); err != nil {
+		return usageError(err)
+	}
 	log, err := newLogger(stderr, c.logLevel, c.logFormat)
 	if err != nil {
 		return usageError(err)
@@ -228,6 +248,14 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 		Registerer:       reg,
 		MaxConnectionAge: c.maxConnAge,
 		Credentials:      creds,
+
+		MaxStreams:              c.maxStreams,
+		MaxConnections:          c.maxConns,
+		MaxStreamsPerConnection: uint32(c.maxStreamsPerConn),
+		MaxRecvMsgBytes:         c.maxRequestBytes,
+		MaxHeaderBytes:          uint32(c.maxHeaderBytes),
+		StreamWindowBytes:       int32(c.windowBytes),
+		KeepaliveMinTime:        c.keepaliveMinTime,
 	})
 	readiness := server.NewReadiness(srv, reg)
 
@@ -304,6 +332,32 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 	}
 	log.Info("stopped")
 	return serveErr
+}
+
+// checkBounds refuses bounds that are no bounds, or that the server would
+// silently change.
+func (c *serveConfig) checkBounds() error {
+	var errs []error
+	for _, b := range []struct {
+		flag      string
+		v, lo, hi int
+	}{
+		{"--max-streams", c.maxStreams, 1, math.MaxInt32},
+		{"--max-connections", c.maxConns, 1, math.MaxInt32},
+		{"--max-streams-per-connection", c.maxStreamsPerConn, 1, math.MaxInt32},
+		{"--max-request-bytes", c.maxRequestBytes, 1, math.MaxInt32},
+		{"--max-header-bytes", c.maxHeaderBytes, 1, math.MaxInt32},
+		// gRPC ignores a smaller window; the connection's is 16 times it.
+		{"--flow-control-window", c.windowBytes, 1 << 16, math.MaxInt32 / 16},
+	} {
+		if b.v < b.lo || b.v > b.hi {
+			errs = append(errs, fmt.Errorf("%s: want %d to %d, got %d", b.flag, b.lo, b.hi, b.v))
+		}
+	}
+	if c.keepaliveMinTime <= 0 {
+		errs = append(errs, fmt.Errorf("--keepalive-min-time: want more than 0, got %v", c.keepaliveMinTime))
+	}
+	return errors.Join(errs...)
 }
 
 // persistenceReader is a store that can tell what its Redis keeps on disk.

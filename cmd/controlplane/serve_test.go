@@ -526,6 +526,8 @@ func TestApplyEnv(t *testing.T) {
 	defaults := serveConfig{
 		grpcAddr: ":7070", httpAddr: ":7071", redisPrefix: "tsc", logLevel: "info", logFormat: "text",
 		maxConnAge: 30 * time.Minute, shutdown: 20 * time.Second, interval: 10 * time.Second,
+		maxStreams: 10_000, maxConns: 10_000, maxStreamsPerConn: 100, maxRequestBytes: 1 << 20, maxHeaderBytes: 16 << 10,
+		windowBytes: 64 << 10, keepaliveMinTime: 10 * time.Second,
 	}
 	// with returns base changed by edit.
 	with := func(base serveConfig, edit func(c *serveConfig)) serveConfig {
@@ -543,11 +545,14 @@ func TestApplyEnv(t *testing.T) {
 		"CONTROLPLANE_SHUTDOWN_TIMEOUT":   "3s",
 		"CONTROLPLANE_LOG_LEVEL":          "debug",
 		"CONTROLPLANE_LOG_FORMAT":         "json",
+		"CONTROLPLANE_MAX_STREAMS":        "500",
 	}
 	fromEnv := serveConfig{
 		grpcAddr: "127.0.0.1:9000", httpAddr: "", redisURL: "redis://127.0.0.1:6380/1", redisPrefix: "staging",
 		dataDir: "/var/lib/controlplane", interval: 5 * time.Second, maxConnAge: time.Hour, shutdown: 3 * time.Second,
 		logLevel: "debug", logFormat: "json",
+		maxStreams: 500, maxConns: 10_000, maxStreamsPerConn: 100, maxRequestBytes: 1 << 20, maxHeaderBytes: 16 << 10,
+		windowBytes: 64 << 10, keepaliveMinTime: 10 * time.Second,
 	}
 	for _, tc := range []struct {
 		name string
@@ -668,6 +673,9 @@ func TestServeCommandLineErrors(t *testing.T) {
 		{"unknown log format", hermetic("--log-format", "xml"), exitUsage, "--log-format", ""},
 		{"bad duration flag", hermetic("--shutdown-timeout", "soon"), exitUsage, "shutdown-timeout", ""},
 		{"unknown flag", hermetic("--bogus"), exitUsage, "bogus", ""},
+		{"no stream bound", hermetic("--max-streams", "0"), exitUsage, "--max-streams", ""},
+		{"window gRPC would ignore", hermetic("--flow-control-window", "1024"), exitUsage, "--flow-control-window", ""},
+		{"no keepalive bound", hermetic("--keepalive-min-time", "0s"), exitUsage, "--keepalive-min-time", ""},
 		{"arguments", hermetic("now"), exitUsage, "no arguments", ""},
 		{"unparsable redis url", hermetic("--redis-url", "http://127.0.0.1:1"), exitUsage, "--redis-url", ""},
 		{"unknown redis url parameter", hermetic("--redis-url", "redis://app:hunter2@127.0.0.1:1/0?colour=red"), exitUsage, "--redis-url", "hunter2"},

@@ -6,6 +6,7 @@ package server
 import (
 	"context"
 	"log/slog"
+	"math"
 	"net"
 	"sync"
 	"time"
@@ -48,6 +49,30 @@ type Options struct {
 	// MaxRecvMsgBytes refuses larger requests with RESOURCE_EXHAUSTED.
 	// Default 1 MiB, far above the largest valid rule.
 	MaxRecvMsgBytes int
+	// MaxStreams bounds the calls (streams and unary calls) open at once;
+	// more are refused with RESOURCE_EXHAUSTED before any of their message
+	// is read. With MaxRecvMsgBytes it bounds the memory that requests
+	// being received can hold. Default 10,000.
+	MaxStreams int
+	// MaxConnections bounds the client connections open at once: past it,
+	// new ones wait to be accepted until one closes. Default 10,000.
+	MaxConnections int
+	// MaxStreamsPerConnection is each connection's HTTP/2
+	// SETTINGS_MAX_CONCURRENT_STREAMS: a client opening more has them
+	// refused (REFUSED_STREAM). Default 100.
+	MaxStreamsPerConnection uint32
+	// MaxHeaderBytes bounds a request's metadata (HTTP/2
+	// SETTINGS_MAX_HEADER_LIST_SIZE). Default 16 KiB.
+	MaxHeaderBytes uint32
+	// StreamWindowBytes is each stream's HTTP/2 flow-control window, fixed
+	// (not grown with the bandwidth-delay product): how much a client may
+	// send that the server has not read, and the server queues for a
+	// client that does not read. A connection's window is 16 times it; at
+	// least 64 KiB. Default 64 KiB.
+	StreamWindowBytes int32
+	// KeepaliveMinTime: a client that pings more often than this is
+	// disconnected (GOAWAY ENHANCE_YOUR_CALM). Default 10 s.
+	KeepaliveMinTime time.Duration
 	// MaxConnectionAge closes connections after this long (with a grace period
 	// for calls in flight), so long-lived streams spread over replicas as they
 	// are added. Default 30 minutes.
@@ -69,6 +94,9 @@ type Server struct {
 	// storeDown is the condition "calls fail because the store is
 	// unreachable": logged when it begins and ends, counted per call.
 	storeDown *condition.Condition
+	// maxConns and conns bound and count the connections Serve accepts.
+	maxConns int
+	conns    prometheus.Gauge
 	// stopping is closed when Stop begins, so that long-lived streams end
 	// and their clients move to another replica, instead of holding the
 	// graceful stop for its whole timeout.
@@ -85,7 +113,23 @@ func New(opts Options) *Server {
 		opts.Registerer = prometheus.NewRegistry()
 	}
 	if opts.MaxRecvMsgBytes <= 0 {
-		opts.MaxRecvMsgBytes = 1 << 20
+		opts.MaxRecvMsgBytes = DefaultMaxRecvMsgBytes
+	}
+	if opts.MaxStreams <= 0 {
+		opts.MaxStreams = DefaultMaxStreams
+	}
+	if opts.MaxConnections <= 0 {
+		opts.MaxConnections = DefaultMaxConnections
+	}
+	if opts.MaxStreamsPerConnection == 0 {
+		opts.MaxStreamsPerConnection = DefaultMaxStreamsPerConnection
+	}
+	if opts.MaxHeaderBytes == 0 {
+		opts.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	opts.StreamWindowBytes = max(opts.StreamWindowBytes, DefaultStreamWindowBytes)
+	if opts.KeepaliveMinTime <= 0 {
+		opts.KeepaliveMinTime = DefaultKeepaliveMinTime
 	}
 	if opts.MaxConnectionAge <= 0 {
 		opts.MaxConnectionAge = 30 * time.Minute
@@ -100,16 +144,28 @@ func New(opts Options) *Server {
 		Name: "controlplane_store_errors_total",
 		Help: "Calls and stream reports that failed because the store was unreachable; the log says when such failures begin and end.",
 	})
-	opts.Registerer.MustRegister(storeErrors)
+	conns := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "controlplane_grpc_connections",
+		Help: "Client connections open on this replica; at most --max-connections.",
+	})
+	opts.Registerer.MustRegister(storeErrors, conns)
 	s := &Server{
 		stopping:  make(chan struct{}),
 		health:    health.NewServer(),
 		log:       opts.Logger,
 		metrics:   newRPCMetrics(opts.Registerer),
+		maxConns:  opts.MaxConnections,
+		conns:     conns,
 		storeDown: condition.New(opts.Logger, "store unreachable: calls fail with UNAVAILABLE, stream reports renew the last quotas", storeErrors),
 	}
+	limit := newCallLimit(opts.MaxStreams, s, opts.Registerer)
 	serverOpts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(opts.MaxRecvMsgBytes),
+		grpc.InTapHandle(limit.tap),
+		grpc.MaxConcurrentStreams(opts.MaxStreamsPerConnection),
+		grpc.MaxHeaderListSize(opts.MaxHeaderBytes),
+		grpc.StaticStreamWindowSize(opts.StreamWindowBytes),
+		grpc.StaticConnWindowSize(int32(min(connWindowStreams*int64(opts.StreamWindowBytes), math.MaxInt32))),
 		grpc.UnaryInterceptor(s.unaryInterceptor),
 		grpc.StreamInterceptor(s.streamInterceptor),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
@@ -119,7 +175,7 @@ func New(opts Options) *Server {
 			Timeout:               20 * time.Second,
 		}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
-			MinTime:             10 * time.Second,
+			MinTime:             opts.KeepaliveMinTime,
 			PermitWithoutStream: true,
 		}),
 	}
@@ -157,10 +213,10 @@ func New(opts Options) *Server {
 	return s
 }
 
-// Serve accepts connections on lis until Stop. It returns nil after a
-// graceful stop.
+// Serve accepts connections on lis, at most MaxConnections at once, until
+// Stop. It returns nil after a graceful stop.
 func (s *Server) Serve(lis net.Listener) error {
-	return s.grpc.Serve(lis)
+	return s.grpc.Serve(newConnLimit(lis, s.maxConns, s.conns))
 }
 
 // SetServing sets what the standard health service reports for the server and
