@@ -526,7 +526,7 @@ func TestApplyEnv(t *testing.T) {
 	defaults := serveConfig{
 		grpcAddr: ":7070", httpAddr: ":7071", redisPrefix: "tsc", logLevel: "info", logFormat: "text",
 		maxConnAge: 30 * time.Minute, shutdown: 20 * time.Second, interval: 10 * time.Second,
-		maxStreams: 10_000, maxConns: 10_000, maxStreamsPerConn: 100, maxRequestBytes: 1 << 20, maxHeaderBytes: 16 << 10,
+		maxStreams: 10_000, maxConns: 10_000, maxStreamsPerConn: 1000, maxRequestBytes: 1 << 20, maxHeaderBytes: 16 << 10,
 		windowBytes: 64 << 10, keepaliveMinTime: 10 * time.Second,
 	}
 	// with returns base changed by edit.
@@ -551,7 +551,7 @@ func TestApplyEnv(t *testing.T) {
 		grpcAddr: "127.0.0.1:9000", httpAddr: "", redisURL: "redis://127.0.0.1:6380/1", redisPrefix: "staging",
 		dataDir: "/var/lib/controlplane", interval: 5 * time.Second, maxConnAge: time.Hour, shutdown: 3 * time.Second,
 		logLevel: "debug", logFormat: "json",
-		maxStreams: 500, maxConns: 10_000, maxStreamsPerConn: 100, maxRequestBytes: 1 << 20, maxHeaderBytes: 16 << 10,
+		maxStreams: 500, maxConns: 10_000, maxStreamsPerConn: 1000, maxRequestBytes: 1 << 20, maxHeaderBytes: 16 << 10,
 		windowBytes: 64 << 10, keepaliveMinTime: 10 * time.Second,
 	}
 	for _, tc := range []struct {

@@ -28,7 +28,7 @@ const (
 	DefaultMaxRecvMsgBytes         = 1 << 20
 	DefaultMaxStreams              = 10_000
 	DefaultMaxConnections          = 10_000
-	DefaultMaxStreamsPerConnection = 100
+	DefaultMaxStreamsPerConnection = 1000
 	DefaultMaxHeaderBytes          = 16 << 10
 	DefaultStreamWindowBytes       = 64 << 10
 	DefaultKeepaliveMinTime        = 10 * time.Second

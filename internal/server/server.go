@@ -59,7 +59,10 @@ type Options struct {
 	MaxConnections int
 	// MaxStreamsPerConnection is each connection's HTTP/2
 	// SETTINGS_MAX_CONCURRENT_STREAMS: a client opening more has them
-	// refused (REFUSED_STREAM). Default 100.
+	// refused (REFUSED_STREAM), and a gRPC client waits for a free one.
+	// Default 1,000: a client multiplexing many SDK instances on one
+	// connection (the load generator puts 100 on each) keeps room for its
+	// unary calls; MaxStreams bounds the total.
 	MaxStreamsPerConnection uint32
 	// MaxHeaderBytes bounds a request's metadata (HTTP/2
 	// SETTINGS_MAX_HEADER_LIST_SIZE). Default 16 KiB.
