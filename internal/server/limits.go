@@ -23,7 +23,7 @@ import (
 // MaxRecvMsgBytes being received (gRPC widens a stream's window to the size
 // the message announces) and StreamWindowBytes of data or response queued,
 // and MaxHeaderBytes of metadata per call being read; and MaxConnections
-// connections, each with its buffers (about 30 KB idle).
+// connections, each with its buffers and goroutines (about 70 KB).
 const (
 	DefaultMaxRecvMsgBytes         = 1 << 20
 	DefaultMaxStreams              = 10_000
