@@ -3,13 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -195,13 +192,10 @@ func (p *serveProcess) liveHeap(t *testing.T) float64 {
 // been refused; the calls stay open until the test ends.
 func holdUnfinishedMessages(t *testing.T, addr string, n, size int) (refused int) {
 	t.Helper()
-	tr := &http2.Transport{
-		AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
-		},
-	}
+	// HTTP/2 without TLS; a new connection whenever one is full.
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &protocols, HTTP2: &http.HTTP2Config{StrictMaxConcurrentRequests: false}}
 	ctx, cancel := context.WithCancel(context.Background())
 	var held sync.WaitGroup
 	t.Cleanup(func() {
