@@ -119,6 +119,9 @@ type h2 struct {
 	encBuf bytes.Buffer
 	// settings the server announced
 	settings map[http2.SettingID]uint32
+	// writeErr is the first write that failed: the server closed the
+	// connection, which outcome reports.
+	writeErr error
 }
 
 func dialH2(t *testing.T, addr string) *h2 {
@@ -213,23 +216,20 @@ func (c *h2) open(id uint32, method string, md map[string]string) {
 	// Frames of at most 16 KiB: HEADERS, then CONTINUATION.
 	const frame = 16 << 10
 	first := block[:min(len(block), frame)]
-	if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: first, EndHeaders: len(block) <= frame}); err != nil {
-		c.t.Fatal(err)
+	if c.writeErr == nil {
+		c.writeErr = c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: first, EndHeaders: len(block) <= frame})
 	}
-	for rest := block[len(first):]; len(rest) > 0; {
+	for rest := block[len(first):]; len(rest) > 0 && c.writeErr == nil; {
 		n := min(len(rest), frame)
-		if err := c.fr.WriteContinuation(id, n == len(rest), rest[:n]); err != nil {
-			c.t.Fatal(err)
-		}
+		c.writeErr = c.fr.WriteContinuation(id, n == len(rest), rest[:n])
 		rest = rest[n:]
 	}
 }
 
 // finish sends stream id an empty request message and ends it.
 func (c *h2) finish(id uint32) {
-	c.t.Helper()
-	if err := c.fr.WriteData(id, true, make([]byte, 5)); err != nil {
-		c.t.Fatal(err)
+	if c.writeErr == nil {
+		c.writeErr = c.fr.WriteData(id, true, make([]byte, 5))
 	}
 }
 
@@ -240,6 +240,9 @@ func (c *h2) outcome(id uint32) string {
 	for {
 		f, err := c.read()
 		if err != nil {
+			if c.writeErr != nil {
+				return "closed (" + c.writeErr.Error() + ")"
+			}
 			return "closed"
 		}
 		switch f := f.(type) {
