@@ -249,6 +249,39 @@ func mountedFiles(t *testing.T, svc composeService) map[string]string {
 	return m
 }
 
+// TestComposeRedisPersists: the control plane keeps everything in Redis, so
+// compose's Redis must write it to disk, on a volume, and never evict a key.
+func TestComposeRedisPersists(t *testing.T) {
+	var compose struct {
+		Services map[string]struct {
+			Image   string   `yaml:"image"`
+			Command []string `yaml:"command"`
+			Volumes []string `yaml:"volumes"`
+		} `yaml:"services"`
+	}
+	readYAML(t, "compose.yaml", &compose)
+	redis, ok := compose.Services["redis"]
+	if !ok {
+		t.Fatal("compose has no redis service")
+	}
+	cmd := strings.Join(redis.Command, " ")
+	for _, want := range []string{"--appendonly yes", "--maxmemory-policy noeviction"} {
+		if !strings.Contains(cmd, want) {
+			t.Errorf("redis command %q lacks %q", cmd, want)
+		}
+	}
+	if strings.Contains(cmd, "--appendonly no") || strings.Contains(cmd, `--save ""`) {
+		t.Errorf("redis command %q turns persistence off", cmd)
+	}
+	onVolume := false
+	for _, v := range redis.Volumes {
+		onVolume = onVolume || strings.HasSuffix(v, ":/data")
+	}
+	if !onVolume {
+		t.Errorf("redis keeps /data in the container (volumes %q): a new container starts empty", redis.Volumes)
+	}
+}
+
 func TestDockerfileRunsServe(t *testing.T) {
 	b, err := os.ReadFile("Dockerfile")
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tracesampling/controlplane/internal/budget"
+	"github.com/tracesampling/controlplane/internal/condition"
 	"github.com/tracesampling/controlplane/internal/receipt"
 	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/store"
@@ -56,6 +57,9 @@ type reportBatcher struct {
 	maxHeld int // entries, carried and unsure together
 	held    prometheus.Gauge
 	dropped prometheus.Counter
+	// storeDown, if set, is told when a batch goes through: the store
+	// answers again.
+	storeDown *condition.Condition
 
 	// downSince is when the store call that began the current run of
 	// failures was sent (zero while the store answers); outage is the last
@@ -184,6 +188,9 @@ func (b *reportBatcher) run() {
 			}
 		}
 		if b.flush(batch, n) {
+			if b.storeDown != nil {
+				b.storeDown.Cleared(context.Background())
+			}
 			b.flushHeld()
 		}
 	}
@@ -323,13 +330,19 @@ func (b *reportBatcher) flushHeld() {
 func (b *reportBatcher) resendUnsure() (ok bool) {
 	kept := b.unsure[:0]
 	failed := false
+	expired := 0
+	defer func() {
+		if expired > 0 {
+			b.log.Warn("budget usage of store calls that may have failed was not confirmed in time: it may be lost", "entries", expired)
+		}
+	}()
 	for _, u := range b.unsure {
 		switch {
 		case b.now().Sub(u.sent) >= unsureWindow:
 			// The store may have forgotten the key: sending it now
 			// could bill twice.
 			b.dropped.Add(float64(len(u.usage)))
-			b.log.Warn("budget usage of a store call that may have failed was not confirmed in time: it may be lost", "entries", len(u.usage))
+			expired += len(u.usage)
 		case failed:
 			kept = append(kept, u)
 		default:

@@ -44,6 +44,7 @@ type budgetReplica struct {
 	budgets  pb.BudgetServiceClient
 	catalog  *catalog.Catalog
 	ctl      *controller.Controller
+	first    int64 // the rules version when it started: versions start from the clock
 }
 
 func startBudgetReplica(t *testing.T, st store.Store, now func() time.Time, hook *budget.Webhook) *budgetReplica {
@@ -83,7 +84,7 @@ func startBudgetReplica(t *testing.T, st store.Store, now func() time.Time, hook
 	})
 	return &budgetReplica{
 		rules: pb.NewRuleServiceClient(conn), sampling: pb.NewSamplingServiceClient(conn), budgets: pb.NewBudgetServiceClient(conn),
-		catalog: cat, ctl: ctl,
+		catalog: cat, ctl: ctl, first: cat.Current().Version,
 	}
 }
 
@@ -354,7 +355,7 @@ func TestExhaustedBudgetKeepsItsFloor(t *testing.T) {
 	}}); err != nil {
 		t.Fatal(err)
 	}
-	waitVersion(t, rep.catalog, 2)
+	waitVersion(t, rep.catalog, rep.first+1)
 	waitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 1 })
 	// Two services of 1,000 req/s each, reporting every 10 s with their
 	// receipts, as SDKs do; small's 500 traces a report are far over a

@@ -44,9 +44,10 @@ func prefixFields(prefix string, err error) error {
 }
 
 // toStatus is the one place where domain errors become gRPC statuses. Errors
-// that are not part of the API (storage failures, bugs) are logged here and
-// reach the client only as a generic message, so no Redis error text or
-// internal detail leaks.
+// that are not part of the API (bugs) are logged here and reach the client
+// only as a generic message, so no Redis error text or internal detail leaks.
+// An unreachable store is not logged per call: the interceptors count it in
+// a condition that logs when it begins and ends.
 func toStatus(ctx context.Context, log *slog.Logger, method string, err error) error {
 	if err == nil {
 		return nil
@@ -102,7 +103,6 @@ func toStatus(ctx context.Context, log *slog.Logger, method string, err error) e
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
 	case errors.Is(err, store.ErrUnavailable):
-		log.WarnContext(ctx, "store unavailable", "method", method, "err", err)
 		return status.Error(codes.Unavailable, "the rule store is unavailable; retry later")
 	default:
 		log.ErrorContext(ctx, "internal error", "method", method, "err", err)

@@ -83,7 +83,7 @@ func TestReportsWhileRedisIsDown(t *testing.T) {
 	rs := redistest.StartWith(t, redistest.Options{AppendOnly: true})
 	rep := startReplica(t, newRedisStore(t, rs), time.Now)
 	createRule(t, rep.rules, &pb.Rule{Name: "checkout", Priority: 1, ServiceName: "shop", ReservoirSize: 4})
-	waitVersion(t, rep.catalog, 2)
+	waitVersion(t, rep.catalog, rep.first+1)
 	ctx := ctxT(t)
 	quota := func(ts *pb.TargetSet) float64 {
 		t.Helper()

@@ -16,9 +16,11 @@ import (
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/condition"
 	"github.com/tracesampling/controlplane/internal/receipt"
 	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/internal/store"
 )
 
 const (
@@ -52,6 +54,8 @@ type samplingService struct {
 	reports  *reportMetrics
 	interval *durationpb.Duration
 	stopping <-chan struct{}
+	// storeDown logs reports that fail for want of the store once per outage.
+	storeDown *condition.Condition
 }
 
 func (s *samplingService) GetSamplingRules(ctx context.Context, req *pb.GetSamplingRulesRequest) (*pb.GetSamplingRulesResponse, error) {
@@ -59,6 +63,10 @@ func (s *samplingService) GetSamplingRules(ctx context.Context, req *pb.GetSampl
 		return nil, err
 	}
 	v := s.catalog.Current()
+	if v.Version == 0 {
+		// Started while the store was away: no rules to give yet.
+		return nil, fmt.Errorf("no rules loaded yet: %w", store.ErrUnavailable)
+	}
 	if req.GetKnownRulesVersion() == v.Version {
 		return &pb.GetSamplingRulesResponse{RulesVersion: v.Version, Unchanged: true}, nil
 	}
@@ -164,7 +172,7 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 	sent := hello.GetKnownRulesVersion()
 	sendRules := func() error {
 		v := s.catalog.Current()
-		if v.Version == sent {
+		if v.Version == sent || v.Version == 0 { // 0: no rules loaded yet
 			return nil
 		}
 		rs := v.ForService(hello.GetServiceName(), hello.GetServiceType())
@@ -244,7 +252,7 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 				// keeps counting it, so the fleet stays within the
 				// reservoir instead of borrowing or falling back to the
 				// local default.
-				s.log.WarnContext(ctx, "report not recorded; renewing the last quotas", "client_id", hello.GetClientId(), "err", err)
+				s.reportFailed(ctx, hello.GetClientId(), err)
 				base = s.renewal(docs, held)
 				if err := sendTargets(); err != nil {
 					return err
@@ -266,4 +274,16 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 			}
 		}
 	}
+}
+
+// reportFailed logs a stream report that was not recorded: as part of the
+// store condition when the store is unreachable (one line per outage, not
+// one per report), else at DEBUG (the client went away, the report was
+// refused).
+func (s *samplingService) reportFailed(ctx context.Context, clientID string, err error) {
+	if errors.Is(err, store.ErrUnavailable) {
+		s.storeDown.Occurred(ctx, err)
+		return
+	}
+	s.log.DebugContext(ctx, "report not recorded; renewing the last quotas", "client_id", clientID, "err", err)
 }

@@ -53,6 +53,8 @@ type replica struct {
 	rules    pb.RuleServiceClient
 	sampling pb.SamplingServiceClient
 	catalog  *catalog.Catalog
+	first    int64 // the rules version when it started: versions start from the clock
+	conn     *grpc.ClientConn
 }
 
 // startReplica runs a complete server (rule and sampling services, catalog
@@ -94,7 +96,7 @@ func startReplica(t *testing.T, st samplingStore, now func() time.Time, opts ...
 		cancel()
 		<-catDone
 	})
-	return &replica{rules: pb.NewRuleServiceClient(conn), sampling: pb.NewSamplingServiceClient(conn), catalog: cat}
+	return &replica{rules: pb.NewRuleServiceClient(conn), sampling: pb.NewSamplingServiceClient(conn), catalog: cat, first: cat.Current().Version, conn: conn}
 }
 
 func newClock() *fakeClock {
@@ -117,7 +119,7 @@ func TestGetSamplingRules(t *testing.T) {
 	createRule(t, rep.rules, &pb.Rule{Name: "shop", Priority: 5, ServiceName: "shop-*", FixedRate: 0.1})
 	createRule(t, rep.rules, &pb.Rule{Name: "search", Priority: 6, ServiceName: "search", FixedRate: 0.1})
 	ctx := ctxT(t)
-	waitVersion(t, rep.catalog, 3)
+	waitVersion(t, rep.catalog, rep.first+2)
 
 	resp, err := rep.sampling.GetSamplingRules(ctx, &pb.GetSamplingRulesRequest{ServiceName: "SHOP-api"})
 	if err != nil {
@@ -157,7 +159,7 @@ func TestTargetsSplitTheReservoir(t *testing.T) {
 	clock := newClock()
 	rep := startReplica(t, newMemStore(t), clock.Now)
 	createRule(t, rep.rules, &pb.Rule{Name: "checkout", Priority: 1, ReservoirSize: 8, FixedRate: 0.25})
-	waitVersion(t, rep.catalog, 2)
+	waitVersion(t, rep.catalog, rep.first+1)
 	ctx := ctxT(t)
 	report := func(client string, requests int64, receipt string) *pb.SamplingTarget {
 		t.Helper()
@@ -220,7 +222,7 @@ func TestTargetsRejectBadDocuments(t *testing.T) {
 	clock := newClock()
 	rep := startReplica(t, newMemStore(t), clock.Now)
 	createRule(t, rep.rules, &pb.Rule{Name: "r1", Priority: 1, ReservoirSize: 4})
-	waitVersion(t, rep.catalog, 2)
+	waitVersion(t, rep.catalog, rep.first+1)
 	ctx := ctxT(t)
 	future := timestamppb.New(clock.Now().Add(time.Hour))
 	docs := []*pb.SamplingStatistics{
@@ -289,10 +291,10 @@ func TestTargetsRejectBadDocuments(t *testing.T) {
 func TestStreamSampling(t *testing.T) {
 	rep := startReplica(t, newMemStore(t), time.Now)
 	createRule(t, rep.rules, &pb.Rule{Name: "shop", Priority: 5, ServiceName: "shop", ReservoirSize: 10, FixedRate: 0.1})
-	waitVersion(t, rep.catalog, 2)
+	waitVersion(t, rep.catalog, rep.first+1)
 	ctx := ctxT(t)
 	stream, rs := openStream(ctx, t, rep.sampling, "c1", "shop")
-	if len(rs.GetRules()) != 2 || rs.GetRulesVersion() != 2 {
+	if len(rs.GetRules()) != 2 || rs.GetRulesVersion() != rep.first+1 {
 		t.Fatalf("first rule set %v", rs)
 	}
 	// An edit reaches the stream.
@@ -300,7 +302,7 @@ func TestStreamSampling(t *testing.T) {
 		t.Fatal(err)
 	}
 	rs = recvRules(t, stream)
-	if rs.GetRulesVersion() != 3 || rs.GetRules()[0].GetFixedRate() != 0.5 {
+	if rs.GetRulesVersion() != rep.first+2 || rs.GetRules()[0].GetFixedRate() != 0.5 {
 		t.Fatalf("after the edit: %v", rs)
 	}
 	// A report gets targets, and the stream keeps the receipt itself.
@@ -327,7 +329,7 @@ func TestStreamReconnectReplacesItsFigure(t *testing.T) {
 	clock := newClock()
 	rep := startReplica(t, newMemStore(t), clock.Now)
 	createRule(t, rep.rules, &pb.Rule{Name: "checkout", Priority: 1, ReservoirSize: 8, FixedRate: 0.1})
-	waitVersion(t, rep.catalog, 2)
+	waitVersion(t, rep.catalog, rep.first+1)
 	ctx := ctxT(t)
 	// Client b: 10 requests a second, over unary calls; alone, it gets all 8.
 	unary := func(receipt string) *pb.SamplingTarget {
@@ -449,7 +451,7 @@ func TestSlowStreamDoesNotBlockOthers(t *testing.T) {
 	for i := 0; i < 120; i++ {
 		r := &pb.Rule{Name: "r" + itoa(i), Priority: int32(1 + i), UrlPath: path, Attributes: attrs, ServiceName: "svc"}
 		createRule(t, rep.rules, r)
-		last = int64(i + 2)
+		last = rep.first + int64(i+1)
 		if i%40 == 39 {
 			waitRulesVersion(t, fast, last)
 		}

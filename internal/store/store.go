@@ -68,6 +68,18 @@ type Event struct {
 	RulesVersion int64
 }
 
+// FirstVersion is the rules version of the first edit of a store that has
+// none (a new store, or one that lost its data): the clock, in microseconds
+// since 1970. From there each edit adds one. So a store that starts again
+// empty, as Redis does after a restart without persistence or the embedded
+// store without a data directory, starts above every version the lost one
+// handed out (unless that one made more edits than microseconds passed
+// between the two starts, or the clock of the replica seeding it is behind by
+// more than that), and an SDK that reconnects with an old version is never
+// told that its stale rules are current. Versions stay below 2^53, exact
+// as JSON numbers, until the year 2255.
+func FirstVersion(now time.Time) int64 { return now.UnixMicro() }
+
 // Snapshot is every rule at one rules version, in matching order.
 type Snapshot struct {
 	Rules   []rules.Rule
@@ -119,7 +131,9 @@ type Store interface {
 	DeleteRule(ctx context.Context, name string, ifRevision int64, actor string) error
 	// RuleEvents lists the audit log newest first, optionally for one rule.
 	RuleEvents(ctx context.Context, ruleName string, pageSize int, pageToken string) (EventPage, error)
-	// RulesVersion returns the rules version, which grows on every edit.
+	// RulesVersion returns the rules version, which grows on every edit and
+	// never repeats, even after the store lost its data (see FirstVersion);
+	// 0 before the first edit.
 	RulesVersion(ctx context.Context) (int64, error)
 	// WatchChanges calls notify for every change notification until ctx ends,
 	// and once per topic each time it (re)subscribes, since messages may have

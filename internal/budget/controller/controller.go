@@ -18,6 +18,7 @@ import (
 
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/condition"
 	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/store"
 )
@@ -54,6 +55,9 @@ type Controller struct {
 	catalog *catalog.Catalog
 	opts    Options
 	fired   *prometheus.CounterVec
+	// failing is the condition "ticks fail": logged when it begins and
+	// ends, not every interval.
+	failing *condition.Condition
 
 	deliveries sync.WaitGroup
 }
@@ -76,8 +80,13 @@ func New(st Store, cat *catalog.Catalog, opts Options) *Controller {
 		Name: "controlplane_budget_alerts_fired_total",
 		Help: "Budget alerts fired by this replica, by budget and kind.",
 	}, []string{"budget", "kind"})}
+	failures := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "controlplane_budget_controller_errors_total",
+		Help: "Budget controller intervals that failed, mostly for want of the store; the log says when such failures begin and end.",
+	})
+	c.failing = condition.New(opts.Logger, "budget controller: ticks fail; budgets keep their last decisions", failures)
 	if opts.Registerer != nil {
-		opts.Registerer.MustRegister(c.fired)
+		opts.Registerer.MustRegister(c.fired, failures)
 	}
 	return c
 }
@@ -93,8 +102,12 @@ func (c *Controller) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := c.Tick(ctx); err != nil && ctx.Err() == nil {
-				c.opts.Logger.Warn("budget controller: tick failed", "err", err)
+			switch err := c.Tick(ctx); {
+			case ctx.Err() != nil:
+			case err != nil:
+				c.failing.Occurred(ctx, err)
+			default:
+				c.failing.Cleared(ctx)
 			}
 		}
 	}

@@ -134,7 +134,8 @@ type entry struct {
 }
 
 // New opens a store. With a DataDir it loads the state kept there, if any.
-// A new store holds the Default rule at revision 1.
+// A new store holds the Default rule at revision 1, at the rules version
+// store.FirstVersion gives for its clock.
 func New(opts Options) (*Store, error) {
 	if opts.MaxRules > rules.MaxRules {
 		return nil, fmt.Errorf("memstore: MaxRules %d is over the limit of %d", opts.MaxRules, rules.MaxRules)
@@ -324,7 +325,11 @@ func (s *Store) commit(action store.Action, before, after *rules.Rule, actor str
 	} else {
 		delete(next.rules, name)
 	}
-	next.version++
+	if next.version == 0 {
+		next.version = store.FirstVersion(now)
+	} else {
+		next.version++
+	}
 	next.lastSeq++
 	ev := store.Event{
 		ID:           strconv.FormatInt(next.lastSeq, 10),

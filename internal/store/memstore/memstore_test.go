@@ -53,6 +53,11 @@ func TestConformance(t *testing.T) {
 					return open(t, memstore.Options{DataDir: dir, Now: now, MaxRules: maxRules})
 				},
 				Durable: true,
+				Lose: func(t *testing.T) {
+					if err := os.RemoveAll(dir); err != nil {
+						t.Fatal(err)
+					}
+				},
 			}
 		})
 	})

@@ -22,6 +22,9 @@
 -- ARGV[11] create: the most rules KEYS[1] may hold, or 0 for no limit (the
 --          Default rule's seed). Counted here, in the create's own atomic
 --          step, so creates on any number of replicas never pass it.
+-- ARGV[12] the version of a first edit, when KEYS[2] does not exist (a new
+--          Redis, or one that lost its data): from the clock, so that no
+--          version is handed out twice
 --
 -- Returns {0, version, entry id} on success, or {status}: 1 not found,
 -- 2 already exists, 3 revision conflict, 4 replaced since the caller read it
@@ -68,7 +71,12 @@ if op == 'delete' then
 else
   redis.call('HSET', KEYS[1], name, new)
 end
-local version = redis.call('INCR', KEYS[2])
+if redis.call('INCR', KEYS[2]) == 1 then
+  redis.call('SET', KEYS[2], ARGV[12])
+end
+-- Kept as a string: Lua's numbers would print a 16-digit version in
+-- exponent notation.
+local version = redis.call('GET', KEYS[2])
 
 local entry = {'rule', name, 'action', op, 'actor', ARGV[6], 'time', ARGV[7], 'version', version}
 if cur then
@@ -83,4 +91,4 @@ local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[8], '*', unpack(entry
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], id, unpack(entry))
 redis.call('SET', KEYS[5], version .. ' ' .. id, 'PX', ARGV[10])
 redis.call('PUBLISH', ARGV[9], 'rules')
-return {OK, version, id}
+return {OK, tonumber(version), id}

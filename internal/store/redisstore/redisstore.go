@@ -6,7 +6,9 @@
 // Layout, for the default prefix "tsc":
 //
 //	{tsc}:rules                  hash: rule name -> rule JSON
-//	{tsc}:rules:version          counter, bumped by every edit
+//	{tsc}:rules:version          counter, bumped by every edit; the first
+//	                             edit sets it from the clock (see
+//	                             store.FirstVersion)
 //	{tsc}:rules:events           stream: audit log, all rules
 //	{tsc}:rules:events:<name>    stream: audit log of one rule
 //	{tsc}:ledger:<rule>          hash: fleet ledger: "<bucket>" sum of
@@ -141,9 +143,11 @@ type Store struct {
 }
 
 // New returns a store on client and makes sure the Default rule exists: many
-// replicas may start at once, and exactly one of them seeds it. It fails,
-// with an error wrapping store.ErrUnavailable, if Redis cannot be reached.
-// The caller keeps ownership of client and closes it after Close.
+// replicas may start at once, and exactly one of them seeds it. If Redis
+// cannot be reached, New still returns the store, so that a replica can start
+// before its Redis: the first Snapshot that reaches Redis seeds the rule
+// (Snapshot puts it back wherever it is missing). The caller keeps ownership
+// of client and closes it after Close.
 func New(ctx context.Context, client redis.UniversalClient, opts Options) (*Store, error) {
 	if opts.Prefix == "" {
 		opts.Prefix = DefaultPrefix
@@ -184,7 +188,7 @@ func New(ctx context.Context, client redis.UniversalClient, opts Options) (*Stor
 		eventsKey:  tag + ":rules:events",
 		channel:    tag + ":changes",
 	}
-	if err := s.seed(ctx); err != nil {
+	if err := s.seed(ctx); err != nil && !errors.Is(err, store.ErrUnavailable) {
 		return nil, err
 	}
 	return s, nil
@@ -439,6 +443,7 @@ func (s *Store) runEdit(ctx context.Context, a editArgs) (editResult, error) {
 	v, err := s.edit.Run(ctx, s.client, keys,
 		a.op.String(), a.name, a.rule, a.read, a.ifRevision, a.actor,
 		a.time.Format(time.RFC3339Nano), s.maxEvents, s.channel, callTTL.Milliseconds(), a.maxRules,
+		store.FirstVersion(a.time),
 	).Slice()
 	if err != nil {
 		return editResult{}, unavailable("run edit script", err)
@@ -705,4 +710,53 @@ func unavailable(op string, err error) error {
 func notSent(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial" || errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrClosed)
+}
+
+// Persistence is what the Redis behind a store keeps on disk, as far as it
+// could be read. Rules, budgets, spend and alerts live only in Redis: one
+// that persists nothing loses them all when it restarts.
+type Persistence struct {
+	// Known is false when Redis refused CONFIG GET (managed services often
+	// disable it) and INFO did not show the append-only file on: nothing
+	// more can be said.
+	Known bool
+	// AppendOnly: the append-only file is on (appendonly yes).
+	AppendOnly bool
+	// Save is the RDB snapshot schedule ("3600 1 300 100"), empty for none.
+	Save string
+}
+
+// None reports whether Redis is known to persist nothing.
+func (p Persistence) None() bool { return p.Known && !p.AppendOnly && p.Save == "" }
+
+// Persistence reads Redis's persistence settings with CONFIG GET, or, where
+// CONFIG is refused, whether the append-only file is on from INFO
+// persistence. The error wraps store.ErrUnavailable if Redis cannot be
+// reached.
+func (s *Store) Persistence(ctx context.Context) (Persistence, error) {
+	if s.closed.Load() {
+		return Persistence{}, errClosed
+	}
+	cfg, err := s.client.ConfigGet(ctx, "appendonly").Result()
+	if err == nil {
+		var save map[string]string
+		if save, err = s.client.ConfigGet(ctx, "save").Result(); err == nil {
+			return Persistence{Known: true, AppendOnly: cfg["appendonly"] == "yes", Save: save["save"]}, nil
+		}
+	}
+	var refused redis.Error
+	if !errors.As(err, &refused) {
+		return Persistence{}, unavailable("config get", err)
+	}
+	info, err := s.client.Info(ctx, "persistence").Result()
+	if errors.As(err, &refused) {
+		return Persistence{}, nil
+	}
+	if err != nil {
+		return Persistence{}, unavailable("info persistence", err)
+	}
+	if strings.Contains(info, "aof_enabled:1") {
+		return Persistence{Known: true, AppendOnly: true}, nil
+	}
+	return Persistence{}, nil
 }

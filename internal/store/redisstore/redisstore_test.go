@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -80,6 +81,13 @@ func TestConformance(t *testing.T) {
 					Shared:        true,
 					Durable:       true,
 					RemembersKeys: true,
+					Lose: func(t *testing.T) {
+						// Suite clauses run one at a time: nothing else is
+						// on the server meanwhile.
+						if err := srv.Client(t).FlushAll(t.Context()).Err(); err != nil {
+							t.Fatal(err)
+						}
+					},
 				}
 			})
 		})
@@ -127,6 +135,7 @@ func TestNewRejectsBadPrefix(t *testing.T) {
 // exactly one seeds the Default rule.
 func TestReplicasSeedOnce(t *testing.T) {
 	srv := redistest.Start(t)
+	start := time.Now()
 	const replicas = 12
 	stores := make([]*redisstore.Store, replicas)
 	errs := make([]error, replicas)
@@ -141,8 +150,8 @@ func TestReplicasSeedOnce(t *testing.T) {
 		}
 	}
 	ctx := t.Context()
-	if v, err := stores[0].RulesVersion(ctx); err != nil || v != 1 {
-		t.Errorf("RulesVersion = %d, %v; want 1", v, err)
+	if v, err := stores[0].RulesVersion(ctx); err != nil || v < store.FirstVersion(start) || v > store.FirstVersion(time.Now()) {
+		t.Errorf("RulesVersion = %d, %v; want one edit's, from the clock", v, err)
 	}
 	page, err := stores[replicas-1].RuleEvents(ctx, "", 0, "")
 	if err != nil {
@@ -373,12 +382,21 @@ func TestUnavailable(t *testing.T) {
 			t.Errorf("%s with Redis stopped: error = %v, want ErrUnavailable and ErrNotApplied", c.name, err)
 		}
 	}
-	if _, err := redisstore.New(ctx, srv.Client(t), redisstore.Options{}); !errors.Is(err, store.ErrUnavailable) {
-		t.Errorf("New with Redis stopped: error = %v, want ErrUnavailable", err)
+	// A replica may start while Redis is away.
+	late, err := redisstore.New(ctx, srv.Client(t), redisstore.Options{})
+	if err != nil {
+		t.Fatalf("New with Redis stopped: %v, want a store that waits for Redis", err)
+	}
+	defer late.Close()
+	if _, err := late.Snapshot(ctx); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("Snapshot of a store opened with Redis stopped: %v, want ErrUnavailable", err)
 	}
 
 	srv.Restart()
 	snapshotEventually(t, s)
+	if snap := snapshotEventually(t, late); len(snap.Rules) != 2 {
+		t.Errorf("the store opened with Redis stopped sees %d rules once it is back, want 2", len(snap.Rules))
+	}
 	// Order matters: the update and delete need the rule the create left.
 	for _, c := range calls {
 		if err := c.call(ctx); err != nil {
@@ -432,6 +450,23 @@ func TestWatchSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait("for an edit after the restart")
+}
+
+// TestNewBeforeRedis: a replica starts while its Redis is away; the first
+// Snapshot once Redis is there (empty, as a new Redis is) seeds the Default
+// rule.
+func TestNewBeforeRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	srv.Stop()
+	s := newStore(t, srv.Client(t), redisstore.Options{})
+	if _, err := s.RulesVersion(t.Context()); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("RulesVersion with Redis away: %v, want ErrUnavailable", err)
+	}
+	srv.Restart()
+	snap := snapshotEventually(t, s)
+	if len(snap.Rules) != 1 || !snap.Rules[0].IsDefault() || snap.Version == 0 {
+		t.Fatalf("first Snapshot once Redis is there = %+v, want the Default rule", snap)
+	}
 }
 
 // TestSnapshotReseedsLostDefault covers Redis losing its data: the Default
@@ -762,4 +797,70 @@ func TestMaxRulesOverTheLimit(t *testing.T) {
 	if _, err := redisstore.New(t.Context(), srv.Client(t), redisstore.Options{MaxRules: rules.MaxRules + 1}); err == nil {
 		t.Error("New with MaxRules over rules.MaxRules succeeded")
 	}
+}
+
+// TestLoggerIsDebug: go-redis's own lines go to slog at DEBUG, so an outage
+// does not print one per failed dial at the default level.
+func TestLoggerIsDebug(t *testing.T) {
+	var buf strings.Builder
+	redisstore.Logger(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))).
+		Printf(t.Context(), "redis: connection pool: failed to dial after %d attempts", 1)
+	if buf.Len() != 0 {
+		t.Errorf("at INFO the logger wrote %q", buf.String())
+	}
+	redisstore.Logger(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))).
+		Printf(t.Context(), "redis: connection pool: failed to dial after %d attempts", 1)
+	if got := buf.String(); !strings.Contains(got, "level=DEBUG") || !strings.Contains(got, "failed to dial after 1 attempts") || !strings.Contains(got, "source=go-redis") {
+		t.Errorf("at DEBUG the logger wrote %q", got)
+	}
+}
+
+// TestPersistence reads what Redis keeps on disk, also where CONFIG is
+// refused, as managed services do.
+func TestPersistence(t *testing.T) {
+	none, aof := redistest.Start(t), redistest.StartWith(t, redistest.Options{AppendOnly: true})
+	// A user without CONFIG, as on a managed Redis.
+	limited := func(t *testing.T, srv *redistest.Server) redis.UniversalClient {
+		if err := srv.Client(t).Do(t.Context(), "ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-config").Err(); err != nil {
+			t.Fatal(err)
+		}
+		c := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "app", Password: "pw", MaxRetries: 1})
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	tests := []struct {
+		name     string
+		client   func(t *testing.T) redis.UniversalClient
+		want     redisstore.Persistence
+		wantNone bool
+	}{
+		{"nothing", func(t *testing.T) redis.UniversalClient { return none.Client(t) }, redisstore.Persistence{Known: true}, true},
+		{"append-only file", func(t *testing.T) redis.UniversalClient { return aof.Client(t) }, redisstore.Persistence{Known: true, AppendOnly: true}, false},
+		{"CONFIG refused, nothing", func(t *testing.T) redis.UniversalClient { return limited(t, none) }, redisstore.Persistence{}, false},
+		{"CONFIG refused, append-only file", func(t *testing.T) redis.UniversalClient { return limited(t, aof) }, redisstore.Persistence{Known: true, AppendOnly: true}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStore(t, tt.client(t), redisstore.Options{})
+			got, err := s.Persistence(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(tt.want, got); d != "" {
+				t.Errorf("Persistence (-want +got):\n%s", d)
+			}
+			if got.None() != tt.wantNone {
+				t.Errorf("None() = %v, want %v", got.None(), tt.wantNone)
+			}
+		})
+	}
+
+	t.Run("unreachable", func(t *testing.T) {
+		srv := redistest.Start(t)
+		s := newStore(t, srv.Client(t), redisstore.Options{})
+		srv.Stop()
+		if _, err := s.Persistence(t.Context()); !errors.Is(err, store.ErrUnavailable) {
+			t.Errorf("Persistence with Redis stopped: %v, want ErrUnavailable", err)
+		}
+	})
 }
