@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/tracesampling/controlplane/internal/auth"
@@ -114,9 +115,35 @@ func (e *env) issue(t *testing.T, spec auth.TokenSpec) auth.Issued {
 	if _, err := e.store.CreateToken(context.Background(), iss.Record); err != nil {
 		t.Fatal(err)
 	}
+	// The guard runs no Run here: its cache looks at the store again on a
+	// miss once its clock has moved past the miss recheck interval.
+	e.clk.Add(time.Second)
 	return iss
 }
 
 func bearer(secret string) auth.Credentials {
 	return auth.Credentials{Authorization: []string{"Bearer " + secret}, Peer: remote}
+}
+
+// metric returns the value of the counter name{label=value} in reg.
+func metric(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == label && lp.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("no %s{%s=%q}", name, label, value)
+	return 0
 }

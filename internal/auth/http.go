@@ -54,7 +54,7 @@ func WriteHTTPError(w http.ResponseWriter, err error) {
 
 // writeXRayError writes a refusal in the X-Ray API's shape, which the AWS
 // SDKs parse: an x-amzn-ErrorType header and a {"__type", "Message"} body.
-func writeXRayError(w http.ResponseWriter, err error) {
+func writeXRayError(w http.ResponseWriter, r *http.Request, err error) {
 	code, retry := HTTPStatus(err)
 	typ := "AccessDeniedException"
 	msg := err.Error()
@@ -67,6 +67,8 @@ func writeXRayError(w http.ResponseWriter, err error) {
 		typ, msg = "InternalFailure", "internal error"
 	case errors.Is(err, errSignature):
 		typ, code = "InvalidSignatureException", http.StatusForbidden
+	case code == http.StatusUnauthorized && r.Header.Get("Authorization") == "":
+		typ, code = "MissingAuthenticationTokenException", http.StatusForbidden
 	case code == http.StatusUnauthorized:
 		// AWS answers 403 to credentials it does not know.
 		typ, code = "UnrecognizedClientException", http.StatusForbidden
@@ -107,7 +109,7 @@ func (g *Guard) Middleware(next http.Handler) http.Handler {
 		isXRay := xrayRoutes[path]
 		fail := WriteHTTPError
 		if isXRay {
-			fail = writeXRayError
+			fail = func(w http.ResponseWriter, err error) { writeXRayError(w, r, err) }
 		}
 		rule, ok := RouteRule(path)
 		if !ok {
