@@ -114,7 +114,10 @@ func TestGRPCInterceptors(t *testing.T) {
 	// answers Unimplemented to methods no service registered before any
 	// interceptor, so the interceptor is called as for a registered one).
 	_, err := e.guard.UnaryInterceptor(withToken(ctx, adminSecret), &pb.GetRuleRequest{}, &grpc.UnaryServerInfo{FullMethod: "/controlplane.v1.RuleService/Unknown"},
-		func(context.Context, any) (any, error) { t.Error("the handler of an unknown method ran"); return nil, nil })
+		func(context.Context, any) (any, error) {
+			t.Error("the handler of an unknown method ran")
+			return nil, nil
+		})
 	if status.Code(err) != codes.PermissionDenied || !strings.Contains(status.Convert(err).Message(), "no access policy") {
 		t.Errorf("an unknown method: %v", err)
 	}
