@@ -83,6 +83,17 @@ type Principal struct {
 	// means every service.
 	Services []string
 	Kind     Kind
+
+	globs []rules.Glob // Services compiled; nil in a Principal made by hand
+}
+
+// newPrincipal returns a principal with its globs compiled.
+func newPrincipal(name string, role Role, services []string, kind Kind) *Principal {
+	p := &Principal{Name: name, Role: role, Services: slices.Clone(services), Kind: kind}
+	for _, s := range p.Services {
+		p.globs = append(p.globs, rules.CompileGlob(s))
+	}
+	return p
 }
 
 // Actor is what the audit log records for the principal's changes:
@@ -105,6 +116,14 @@ func (p *Principal) Scoped() bool { return len(p.Services) > 0 }
 func (p *Principal) MatchesService(service string) bool {
 	if !p.Scoped() {
 		return true
+	}
+	if len(p.globs) == len(p.Services) {
+		for _, g := range p.globs {
+			if g.Match(service) {
+				return true
+			}
+		}
+		return false
 	}
 	for _, g := range p.Services {
 		if rules.MatchGlob(g, service) {

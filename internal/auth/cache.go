@@ -23,8 +23,14 @@ type TokenSource interface {
 // tokenView is the cache's content at one tokens version. It is immutable.
 type tokenView struct {
 	version int64
-	byHash  map[string]*store.Token
-	byKey   map[string]*store.Token
+	byHash  map[string]*cached
+	byKey   map[string]*cached
+}
+
+// cached is a token and its principal, made once per load.
+type cached struct {
+	tok store.Token
+	p   *Principal
 }
 
 // tokenCache keeps every stored token in memory, so that checking a call's
@@ -75,14 +81,14 @@ func (c *tokenCache) refresh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	view := &tokenView{version: snap.Version, byHash: map[string]*store.Token{}, byKey: map[string]*store.Token{}}
+	view := &tokenView{version: snap.Version, byHash: map[string]*cached{}, byKey: map[string]*cached{}}
 	for i := range snap.Tokens {
 		t := &snap.Tokens[i]
 		if t.Hash != "" {
-			view.byHash[t.Hash] = t
+			view.byHash[t.Hash] = &cached{tok: *t, p: principalOf(t, KindToken)}
 		}
 		if t.AccessKeyID != "" {
-			view.byKey[t.AccessKeyID] = t
+			view.byKey[t.AccessKeyID] = &cached{tok: *t, p: principalOf(t, KindAccessKey)}
 		}
 	}
 	c.cur.Store(view)
@@ -136,7 +142,7 @@ func (c *tokenCache) Run(ctx context.Context) error {
 }
 
 // lookup finds a token through index, rechecking the store on a miss.
-func (c *tokenCache) lookup(ctx context.Context, index func(*tokenView) map[string]*store.Token, key string) (*store.Token, error) {
+func (c *tokenCache) lookup(ctx context.Context, index func(*tokenView) map[string]*cached, key string) (*cached, error) {
 	if v := c.cur.Load(); v != nil {
 		if t, ok := index(v)[key]; ok {
 			return t, nil
@@ -157,15 +163,15 @@ func (c *tokenCache) lookup(ctx context.Context, index func(*tokenView) map[stri
 }
 
 // byHash returns the bearer token with hash h, or nil.
-func (c *tokenCache) byHash(ctx context.Context, h string) (*store.Token, error) {
-	t, err := c.lookup(ctx, func(v *tokenView) map[string]*store.Token { return v.byHash }, h)
-	if t != nil && !sameHash(t.Hash, h) {
-		return nil, err // unreachable: the map is keyed by hash; checked in constant time all the same
+func (c *tokenCache) byHash(ctx context.Context, h string) (*cached, error) {
+	t, err := c.lookup(ctx, func(v *tokenView) map[string]*cached { return v.byHash }, h)
+	if t != nil && !sameHash(t.tok.Hash, h) {
+		return nil, err // unreachable: the map is keyed by hash; compared in constant time all the same
 	}
 	return t, err
 }
 
 // byAccessKey returns the AWS access key with ID id, or nil.
-func (c *tokenCache) byAccessKey(ctx context.Context, id string) (*store.Token, error) {
-	return c.lookup(ctx, func(v *tokenView) map[string]*store.Token { return v.byKey }, id)
+func (c *tokenCache) byAccessKey(ctx context.Context, id string) (*cached, error) {
+	return c.lookup(ctx, func(v *tokenView) map[string]*cached { return v.byKey }, id)
 }

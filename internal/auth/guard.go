@@ -72,6 +72,8 @@ type CertRule struct {
 	Name     string   `yaml:"name"`
 	Role     Role     `yaml:"role"`
 	Services []string `yaml:"services"`
+
+	principal *Principal // made by New
 }
 
 // identity returns the rule's identity and whether exactly one is set.
@@ -212,6 +214,10 @@ func New(opts Options) (*Guard, error) {
 	if err := checkCertRules(g.certRules); err != nil {
 		return nil, fmt.Errorf("auth: client certificate map: %w", err)
 	}
+	for i := range g.certRules {
+		r := &g.certRules[i]
+		r.principal = newPrincipal(r.Name, r.Role, r.Services, KindCert)
+	}
 	for i, st := range opts.Static {
 		if len(st.Secret) < MinStaticTokenLen {
 			return nil, fmt.Errorf("auth: configured token %q is %d characters; use at least %d random ones (openssl rand -hex 32)", st.Name, len(st.Secret), MinStaticTokenLen)
@@ -220,7 +226,7 @@ func New(opts Options) (*Guard, error) {
 			return nil, fmt.Errorf("auth: configured token %d: %w", i+1, err)
 		}
 		g.static = append(g.static, staticEntry{
-			p:    &Principal{Name: st.Name, Role: st.Role, Services: slices.Clone(st.Services), Kind: KindStatic},
+			p:    newPrincipal(st.Name, st.Role, st.Services, KindStatic),
 			hash: HashToken(st.Secret),
 		})
 	}
@@ -362,7 +368,7 @@ func (g *Guard) authenticate(ctx context.Context, creds Credentials) (*Principal
 		for i := range g.certRules {
 			r := &g.certRules[i]
 			if r.matches(creds.Cert) {
-				return &Principal{Name: r.Name, Role: r.Role, Services: r.Services, Kind: KindCert}, nil
+				return r.principal, nil
 			}
 		}
 		return nil, unauthenticated("client certificate (subject %q) is not mapped to a principal; add its CN or a SAN to --client-cert-map (%s)",
@@ -375,7 +381,7 @@ func (g *Guard) authenticate(ctx context.Context, creds Credentials) (*Principal
 	if peer.IsValid() {
 		for _, n := range g.anonNets {
 			if n.Contains(peer) {
-				return &Principal{Name: "anonymous@" + peer.String(), Role: RoleSDK, Services: g.anonScope, Kind: KindAnonymous}, nil
+				return newPrincipal("anonymous@"+peer.String(), RoleSDK, g.anonScope, KindAnonymous), nil
 			}
 		}
 	}
@@ -407,15 +413,15 @@ func (g *Guard) bearer(ctx context.Context, value string) (*Principal, error) {
 	if !wellFormed(tok) || g.tokens == nil {
 		return nil, unauthenticated("not a valid token (control plane tokens start with %q); check --token or CONTROLPLANE_TOKEN", TokenPrefix)
 	}
-	t, err := g.tokens.byHash(ctx, h)
+	c, err := g.tokens.byHash(ctx, h)
 	if err != nil {
 		return nil, err
 	}
-	if t == nil {
+	if c == nil {
 		return nil, unauthenticated("unknown token; check --token or CONTROLPLANE_TOKEN, or ask an admin for one")
 	}
-	if err := checkLive(t, g.now()); err != nil {
+	if err := checkLive(&c.tok, g.now()); err != nil {
 		return nil, err
 	}
-	return principalOf(t, KindToken), nil
+	return c.p, nil
 }

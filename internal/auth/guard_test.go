@@ -15,7 +15,7 @@ import (
 var (
 	readCall   = auth.Call{Name: "/controlplane.v1.RuleService/ListRules", Rule: auth.Rule{Need: auth.Read}}
 	editCall   = auth.Call{Name: "/controlplane.v1.RuleService/CreateRule", Rule: auth.Rule{Need: auth.EditRules, Class: auth.ClassEdit}, Globs: []string{"shop-*"}}
-	sampleCall = auth.Call{Name: "/controlplane.v1.SamplingService/GetSamplingTargets", Rule: auth.Rule{Need: auth.Sample}, Services: []string{"shop"}}
+	sampleCall = auth.Call{Name: "/controlplane.v1.SamplingService/GetSamplingTargets", Rule: auth.Rule{Need: auth.Sample}, Services: []string{"shop-cart"}}
 	healthCall = auth.Call{Name: "/grpc.health.v1.Health/Check", Rule: auth.Rule{Need: auth.Public}}
 )
 

@@ -55,7 +55,7 @@ type tokenStore interface {
 	auth.TokenSource
 }
 
-func newMemStore(t *testing.T, clk *clock) *memstore.Store {
+func newMemStore(t testing.TB, clk *clock) *memstore.Store {
 	t.Helper()
 	s, err := memstore.New(memstore.Options{Now: clk.Now})
 	if err != nil {
@@ -65,7 +65,7 @@ func newMemStore(t *testing.T, clk *clock) *memstore.Store {
 	return s
 }
 
-func testBox(t *testing.T) *secrets.Box {
+func testBox(t testing.TB) *secrets.Box {
 	t.Helper()
 	b, err := secrets.NewBox(bytes.Repeat([]byte{7}, secrets.KeySize))
 	if err != nil {
@@ -81,7 +81,7 @@ type env struct {
 	guard *auth.Guard
 }
 
-func newEnv(t *testing.T, opts auth.Options) *env {
+func newEnv(t testing.TB, opts auth.Options) *env {
 	t.Helper()
 	clk := newClock()
 	st := newMemStore(t, clk)
@@ -106,7 +106,7 @@ func newEnv(t *testing.T, opts auth.Options) *env {
 
 // issue creates a token in the env's store and returns its secret (and
 // access key ID for an AWS key).
-func (e *env) issue(t *testing.T, spec auth.TokenSpec) auth.Issued {
+func (e *env) issue(t testing.TB, spec auth.TokenSpec) auth.Issued {
 	t.Helper()
 	iss, err := auth.Issue(spec, testBox(t), e.clk.Now())
 	if err != nil {

@@ -128,13 +128,14 @@ func (g *Guard) sigV4Principal(ctx context.Context, r *http.Request, body []byte
 	if g.tokens == nil {
 		return nil, unauthenticated("this control plane issues no access keys (no token store)")
 	}
-	rec, err := g.tokens.byAccessKey(ctx, sig.keyID)
+	c, err := g.tokens.byAccessKey(ctx, sig.keyID)
 	if err != nil {
 		return nil, err
 	}
-	if rec == nil {
+	if c == nil {
 		return nil, unauthenticated("unknown access key %q; create one with `controlplane tokens create NAME --role sdk --aws`", sig.keyID)
 	}
+	rec := &c.tok
 	if err := checkLive(rec, g.now()); err != nil {
 		return nil, err
 	}
@@ -150,7 +151,7 @@ func (g *Guard) sigV4Principal(ctx context.Context, r *http.Request, body []byte
 	if subtle.ConstantTimeCompare([]byte(want), []byte(sig.signature)) != 1 {
 		return nil, badSignature("the request signature does not match: check the secret access key")
 	}
-	return principalOf(rec, KindAccessKey), nil
+	return c.p, nil
 }
 
 // recompute signs a copy of r holding only the headers the client signed,

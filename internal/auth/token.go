@@ -178,7 +178,7 @@ func sealContext(accessKeyID string) string { return "aws-secret:" + accessKeyID
 
 // principalOf returns the principal of a stored token.
 func principalOf(t *store.Token, kind Kind) *Principal {
-	return &Principal{Name: t.Name, Role: Role(t.Role), Services: t.Services, Kind: kind}
+	return newPrincipal(t.Name, Role(t.Role), t.Services, kind)
 }
 
 // checkLive refuses a revoked or expired token, saying which.
