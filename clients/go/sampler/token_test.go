@@ -8,8 +8,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
-	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/clients/go/sampler"
+	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 )
 
 // tokenServer records the authorization its first stream carries.
