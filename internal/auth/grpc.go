@@ -100,13 +100,14 @@ func budgetGlobs(names []string) []string {
 }
 
 // withActor returns ctx with p in it, and with the incoming actor metadata
-// replaced by p's actor.
+// replaced by p's actor (removed for a public call without a principal).
 func withActor(ctx context.Context, p *Principal) context.Context {
-	if p == nil {
-		return ctx
-	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	md = md.Copy()
+	if p == nil {
+		md.Delete(ActorMetadataKey)
+		return metadata.NewIncomingContext(ctx, md)
+	}
 	md.Set(ActorMetadataKey, p.Actor())
 	return NewContext(metadata.NewIncomingContext(ctx, md), p)
 }

@@ -124,6 +124,10 @@ func ValidateSpec(s *TokenSpec) error {
 	return nil
 }
 
+// ErrNoSealingKey: an AWS access key was asked for, but the server has no
+// key to seal its secret with (FAILED_PRECONDITION).
+var ErrNoSealingKey = fmt.Errorf("AWS access keys need a key to seal their secrets at rest: set --secrets-key-file (%s)", docRef)
+
 // Issued is a new credential: its record for the store and the secret the
 // caller is shown once.
 type Issued struct {
@@ -157,7 +161,7 @@ func Issue(spec TokenSpec, box *secrets.Box, now time.Time) (Issued, error) {
 		return Issued{Record: rec, Secret: secret}, nil
 	}
 	if !box.Enabled() {
-		return Issued{}, fmt.Errorf("%w: AWS access keys need a key to seal their secrets at rest: set --secrets-key-file (%s)", ErrPermissionDenied, docRef)
+		return Issued{}, ErrNoSealingKey
 	}
 	var idb [10]byte
 	_, _ = rand.Read(idb[:])
