@@ -3,7 +3,9 @@ package auth_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -147,3 +149,5 @@ func metric(t *testing.T, reg *prometheus.Registry, name, label, value string) f
 	t.Fatalf("no %s{%s=%q}", name, label, value)
 	return 0
 }
+
+func httptestBody(s string) io.ReadCloser { return io.NopCloser(strings.NewReader(s)) }
