@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/tracesampling/controlplane/internal/redistest"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
@@ -14,18 +16,31 @@ import (
 )
 
 func TestTokenConformance(t *testing.T) {
-	srv := redistest.Start(t)
-	var n atomic.Int64
-	storetest.RunTokens(t, func(t *testing.T) storetest.Backend {
-		prefix := fmt.Sprintf("t%d", n.Add(1))
-		return storetest.Backend{
-			Open: func(t *testing.T, now func() time.Time) store.Store {
-				return newStore(t, srv.Client(t), redisstore.Options{Prefix: prefix, Now: now})
-			},
-			Shared:  true,
-			Durable: true,
-		}
-	})
+	tests := []struct {
+		name   string
+		opts   redistest.Options
+		client func(t *testing.T, srv *redistest.Server) redis.UniversalClient
+	}{
+		{"single node", redistest.Options{}, func(t *testing.T, srv *redistest.Server) redis.UniversalClient { return srv.Client(t) }},
+		// Cluster refuses a script whose keys lie in different slots.
+		{"cluster", redistest.Options{Cluster: true}, func(t *testing.T, srv *redistest.Server) redis.UniversalClient { return srv.ClusterClient(t) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := redistest.StartWith(t, tt.opts)
+			var n atomic.Int64
+			storetest.RunTokens(t, func(t *testing.T) storetest.Backend {
+				prefix := fmt.Sprintf("t%d", n.Add(1))
+				return storetest.Backend{
+					Open: func(t *testing.T, now func() time.Time) store.Store {
+						return newStore(t, tt.client(t, srv), redisstore.Options{Prefix: prefix, Now: now})
+					},
+					Shared:  true,
+					Durable: true,
+				}
+			})
+		})
+	}
 }
 
 func TestMaxTokens(t *testing.T) {
