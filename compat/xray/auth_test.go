@@ -59,10 +59,12 @@ func TestSigV4AccessKeys(t *testing.T) {
 	}
 	client := func(id, secret string) *awsxray.Client {
 		return awsxray.NewFromConfig(aws.Config{
-			Region:      "eu-west-3",
-			Credentials: aws.NewCredentialsCache(aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) { return aws.Credentials{AccessKeyID: id, SecretAccessKey: secret}, nil })),
-			HTTPClient:  srv.Client(),
-			Retryer:     func() aws.Retryer { return aws.NopRetryer{} },
+			Region: "eu-west-3",
+			Credentials: aws.NewCredentialsCache(aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+				return aws.Credentials{AccessKeyID: id, SecretAccessKey: secret}, nil
+			})),
+			HTTPClient: srv.Client(),
+			Retryer:    func() aws.Retryer { return aws.NopRetryer{} },
 		}, func(o *awsxray.Options) { o.BaseEndpoint = aws.String(srv.URL) })
 	}
 	editor, sdk := issue("ci", auth.RoleEditor), issue("daemon", auth.RoleSDK)
