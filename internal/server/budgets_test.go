@@ -127,7 +127,13 @@ func TestBudgetsAcrossReplicas(t *testing.T) {
 		mu.Unlock()
 	}))
 	defer hookSrv.Close()
-	hook := &budget.Webhook{Backoff: time.Millisecond}
+	// The receiver is on loopback, which webhooks may reach only when the
+	// operator allows it.
+	egress, eerr := budget.NewEgress(budget.EgressOptions{Allow: []string{"127.0.0.1/32"}})
+	if eerr != nil {
+		t.Fatal(eerr)
+	}
+	hook := &budget.Webhook{Backoff: time.Millisecond, Egress: egress}
 	newStore := func() store.Store {
 		st, err := redisstore.New(context.Background(), rs.Client(t), redisstore.Options{Now: clock.Now})
 		if err != nil {

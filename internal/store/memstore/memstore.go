@@ -55,6 +55,9 @@ type Options struct {
 	// the usage file was last written are written to it; only with a
 	// DataDir. A crash loses at most this much usage. Default: 5s.
 	FlushInterval time.Duration
+	// MaxTokens is how many tokens are kept; CreateToken refuses more with
+	// store.ErrLimit. Default: store.MaxTokens.
+	MaxTokens int
 }
 
 // Defaults of Options.
@@ -80,6 +83,7 @@ type Store struct {
 	maxEvents int
 	maxAlerts int
 	maxRules  int
+	maxTokens int
 
 	mu     sync.Mutex // orders edits
 	st     state
@@ -119,6 +123,10 @@ type state struct {
 	alerts   []alertEntry
 	alertSeq int64
 	fired    map[string]time.Time
+
+	// tokens values are never modified in place, like rules.
+	tokens        map[string]store.Token
+	tokensVersion int64
 }
 
 // alertEntry is an alert and its position in the list.
@@ -147,7 +155,7 @@ func New(opts Options) (*Store, error) {
 		maxAlerts: opts.MaxAlerts,
 		maxRules:  opts.MaxRules,
 		watchers:  make(map[*watcher]struct{}),
-		st:        state{rules: map[string]rules.Rule{}, budgets: map[string]budget.Budget{}, fired: map[string]time.Time{}},
+		st:        state{rules: map[string]rules.Rule{}, budgets: map[string]budget.Budget{}, fired: map[string]time.Time{}, tokens: map[string]store.Token{}},
 	}
 	s.live.init()
 	if s.now == nil {
@@ -158,6 +166,10 @@ func New(opts Options) (*Store, error) {
 	}
 	if s.maxAlerts <= 0 {
 		s.maxAlerts = DefaultMaxAlerts
+	}
+	s.maxTokens = opts.MaxTokens
+	if s.maxTokens <= 0 {
+		s.maxTokens = store.MaxTokens
 	}
 	if s.maxRules <= 0 {
 		s.maxRules = rules.MaxRules
@@ -440,7 +452,7 @@ func (s *Store) RulesVersion(context.Context) (int64, error) {
 }
 
 // topics is every topic, in the order a watcher hears of pending ones.
-var topics = [...]store.Topic{store.TopicRules, store.TopicBudgets, store.TopicAlerts}
+var topics = [...]store.Topic{store.TopicRules, store.TopicBudgets, store.TopicAlerts, store.TopicTokens}
 
 // watcher is one WatchChanges call: the topics changed since it last looked
 // (a bit per entry of topics, under s.wmu) and a one-slot wake-up channel.

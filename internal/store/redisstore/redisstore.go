@@ -32,9 +32,10 @@
 //	                             that the call sent again changes nothing
 //	                             and answers as the first run); id is
 //	                             random, or a report batch's Key; 5 minutes
+//	{tsc}:tokens...              tokens and their indexes (see token.go)
 //	{tsc}:changes                pub/sub channel; each message names the
 //	                             topic that changed: "rules", "budgets",
-//	                             "alerts"
+//	                             "alerts", "tokens"
 package redisstore
 
 import (
@@ -78,6 +79,9 @@ type Options struct {
 	// replica must have the same. Default, and the most allowed:
 	// rules.MaxRules.
 	MaxRules int
+	// MaxTokens is how many tokens are kept; CreateToken refuses more with
+	// store.ErrLimit. Default: store.MaxTokens.
+	MaxTokens int
 }
 
 // Defaults of Options.
@@ -122,19 +126,21 @@ var errClosed = fmt.Errorf("redisstore: %w: %w: store closed", store.ErrUnavaila
 // Store is a store.Store on Redis. It is safe for concurrent use; all
 // coordination between callers and replicas happens in Redis.
 type Store struct {
-	client     redis.UniversalClient
-	now        func() time.Time
-	maxEvents  int64
-	maxAlerts  int64
-	maxRules   int
-	edit       *redis.Script
-	ledger     *redis.Script
-	keysCAS    *redis.Script
-	clock      redisClock
-	budgetEdit *redis.Script
-	alert      *redis.Script
-	closed     atomic.Bool
-	tag        string
+	client      redis.UniversalClient
+	now         func() time.Time
+	maxEvents   int64
+	maxAlerts   int64
+	maxRules    int
+	maxTokens   int
+	edit        *redis.Script
+	ledger      *redis.Script
+	keysCAS     *redis.Script
+	clock       redisClock
+	budgetEdit  *redis.Script
+	alert       *redis.Script
+	tokenScript *redis.Script
+	closed      atomic.Bool
+	tag         string
 
 	rulesKey   string
 	versionKey string
@@ -170,23 +176,28 @@ func New(ctx context.Context, client redis.UniversalClient, opts Options) (*Stor
 	if opts.MaxRules <= 0 {
 		opts.MaxRules = rules.MaxRules
 	}
+	if opts.MaxTokens <= 0 {
+		opts.MaxTokens = store.MaxTokens
+	}
 	tag := "{" + opts.Prefix + "}"
 	s := &Store{
-		client:     client,
-		now:        opts.Now,
-		maxEvents:  opts.MaxEvents,
-		maxAlerts:  opts.MaxAlerts,
-		maxRules:   opts.MaxRules,
-		edit:       redis.NewScript(editLua),
-		ledger:     redis.NewScript(ledgerLua),
-		keysCAS:    redis.NewScript(keysCASLua),
-		budgetEdit: redis.NewScript(budgetLua),
-		alert:      redis.NewScript(alertLua),
-		tag:        tag,
-		rulesKey:   tag + ":rules",
-		versionKey: tag + ":rules:version",
-		eventsKey:  tag + ":rules:events",
-		channel:    tag + ":changes",
+		client:      client,
+		now:         opts.Now,
+		maxEvents:   opts.MaxEvents,
+		maxAlerts:   opts.MaxAlerts,
+		maxRules:    opts.MaxRules,
+		maxTokens:   opts.MaxTokens,
+		edit:        redis.NewScript(editLua),
+		ledger:      redis.NewScript(ledgerLua),
+		keysCAS:     redis.NewScript(keysCASLua),
+		budgetEdit:  redis.NewScript(budgetLua),
+		alert:       redis.NewScript(alertLua),
+		tokenScript: redis.NewScript(tokenLua),
+		tag:         tag,
+		rulesKey:    tag + ":rules",
+		versionKey:  tag + ":rules:version",
+		eventsKey:   tag + ":rules:events",
+		channel:     tag + ":changes",
 	}
 	if err := s.seed(ctx); err != nil && !errors.Is(err, store.ErrUnavailable) {
 		return nil, err
@@ -673,7 +684,7 @@ func (s *Store) watch(ctx context.Context, notify func(store.Topic)) (subscribed
 
 // topics is every topic, in the order WatchChanges announces them on
 // subscribing.
-var topics = [...]store.Topic{store.TopicRules, store.TopicBudgets, store.TopicAlerts}
+var topics = [...]store.Topic{store.TopicRules, store.TopicBudgets, store.TopicAlerts, store.TopicTokens}
 
 // Ping sends PING.
 func (s *Store) Ping(ctx context.Context) error {
