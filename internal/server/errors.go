@@ -98,6 +98,11 @@ func toStatus(ctx context.Context, log *slog.Logger, method string, err error) e
 			return status.Error(codes.ResourceExhausted, err.Error())
 		}
 		return st.Err()
+	case errors.Is(err, store.ErrUnavailable) && ctx.Err() == nil:
+		// The store's own deadline (shorter than the caller's, so that a
+		// report is answered before its quotas lapse) ran out, not the
+		// caller's: the store is unavailable.
+		return status.Error(codes.Unavailable, "the rule store is unavailable; retry later")
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, "request canceled")
 	case errors.Is(err, context.DeadlineExceeded):
