@@ -24,6 +24,7 @@ import (
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/condition"
+	"github.com/tracesampling/controlplane/internal/edit"
 	"github.com/tracesampling/controlplane/internal/receipt"
 	"github.com/tracesampling/controlplane/internal/reservoir"
 )
@@ -190,7 +191,7 @@ func New(opts Options) *Server {
 	serverOpts = append(serverOpts, grpc.ForceServerCodecV2(codec))
 	s.grpc = grpc.NewServer(serverOpts...)
 	reg := checkedDecoding{Server: s.grpc, codec: codec}
-	pb.RegisterRuleServiceServer(reg, &ruleService{store: opts.Rules})
+	pb.RegisterRuleServiceServer(reg, &ruleService{edit: edit.NewRules(opts.Rules)})
 	if opts.Catalog != nil && opts.Ledger != nil {
 		ledger := reservoir.NewLedger(opts.ReportInterval)
 		s.batcher = newReportBatcher(opts.Ledger, ledger, opts.Now, opts.Logger, opts.Registerer)
