@@ -1,6 +1,9 @@
 // Package redistest runs a real redis-server on a free loopback port for
 // tests, so that code using Redis is tested against the real thing (Lua,
-// streams, pub/sub, persistence) rather than a fake.
+// streams, pub/sub, persistence, replication, failover) rather than a fake:
+// one node, a Redis Cluster of three masters with a replica each
+// (StartCluster), or a master and a replica watched by three Sentinels
+// (StartSentinelSet).
 package redistest
 
 import (
@@ -47,6 +50,21 @@ type Options struct {
 	// monitors that server as the master named SentinelMaster, with a
 	// quorum of one. Default: nil, a data node.
 	SentinelOf *Server
+	// ReplicaOf, when set, runs the server as a replica of that server.
+	// Default: nil, a master.
+	ReplicaOf *Server
+
+	// The rest is set by StartCluster and StartSentinelSet.
+
+	// member is a node of a multi-node cluster: it starts empty and is
+	// ready once it answers PING; StartCluster gives it its slots.
+	member bool
+	// quorum is a Sentinel's quorum; 0 means one.
+	quorum int
+	// sentinelConf are more lines of a Sentinel's configuration file.
+	sentinelConf []string
+	// args are more redis-server arguments.
+	args []string
 }
 
 // SentinelMaster is the name under which a Sentinel started with
@@ -61,8 +79,9 @@ type Server struct {
 	dir  string
 	port int
 
-	mu   sync.Mutex
-	proc *process // nil while stopped
+	mu          sync.Mutex
+	proc        *process      // nil while stopped
+	adminClient *redis.Client // see admin; nil until first used
 }
 
 type process struct {
@@ -194,8 +213,9 @@ func (s *Server) start() error {
 		// Sentinel wants a config file it can rewrite; a restart keeps it.
 		conf := filepath.Join(s.dir, "sentinel.conf")
 		if _, err := os.Stat(conf); err != nil {
-			monitor := fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 1\n", SentinelMaster, m.port)
-			if err := os.WriteFile(conf, []byte(monitor), 0o600); err != nil {
+			quorum := max(s.opts.quorum, 1)
+			lines := append([]string{fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d %d", SentinelMaster, m.port, quorum)}, s.opts.sentinelConf...)
+			if err := os.WriteFile(conf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 				return err
 			}
 		}
@@ -216,6 +236,10 @@ func (s *Server) start() error {
 			"--cluster-announce-ip", "127.0.0.1",
 		)
 	}
+	if r := s.opts.ReplicaOf; r != nil {
+		args = append(args, "--replicaof", "127.0.0.1", strconv.Itoa(r.port))
+	}
+	args = append(args, s.opts.args...)
 	if s.opts.AppendOnly {
 		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
 	} else {
@@ -236,7 +260,7 @@ func (s *Server) start() error {
 		close(p.done)
 	}()
 
-	if err := waitReady(s.Addr(), s.opts.Cluster, p); err != nil {
+	if err := waitReady(s.Addr(), s.opts.Cluster && !s.opts.member, p); err != nil {
 		_ = cmd.Process.Kill()
 		<-p.done
 		return fmt.Errorf("%w; log:\n%s", err, tail(logPath))
