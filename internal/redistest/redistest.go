@@ -81,6 +81,7 @@ type Server struct {
 
 	mu          sync.Mutex
 	proc        *process      // nil while stopped
+	frozen      bool          // stopped by Freeze
 	adminClient *redis.Client // see admin; nil until first used
 }
 
@@ -173,7 +174,7 @@ func (s *Server) Stop() {
 	}
 	_ = s.proc.cmd.Process.Kill()
 	<-s.proc.done
-	s.proc = nil
+	s.proc, s.frozen = nil, false
 }
 
 // Restart stops the server if it runs and starts it again on the same port
@@ -182,6 +183,12 @@ func (s *Server) Stop() {
 // from the test's goroutine.
 func (s *Server) Restart() {
 	s.tb.Helper()
+	s.restart(s.tb)
+}
+
+// restart is Restart failing tb.
+func (s *Server) restart(tb testing.TB) {
+	tb.Helper()
 	s.Stop()
 	// The port was ours a moment ago; another process taking it in between
 	// is possible but rare, so retry briefly rather than move.
@@ -191,7 +198,7 @@ func (s *Server) Restart() {
 			return
 		}
 	}
-	s.tb.Fatalf("redistest: restart redis-server on port %d: %v", s.port, err)
+	tb.Fatalf("redistest: restart redis-server on port %d: %v", s.port, err)
 }
 
 // start starts the process on s.port and waits until it answers PING.
@@ -201,7 +208,7 @@ func (s *Server) start() error {
 	if s.proc != nil {
 		return errors.New("already running")
 	}
-	logPath := filepath.Join(s.dir, "redis.log")
+	logPath := s.logPath()
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
@@ -236,6 +243,11 @@ func (s *Server) start() error {
 			"--cluster-announce-ip", "127.0.0.1",
 		)
 	}
+	if s.opts.SentinelOf == nil {
+		// A replica's first full sync starts at once rather than after
+		// Redis's default five-second wait for more replicas.
+		args = append(args, "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0")
+	}
 	if r := s.opts.ReplicaOf; r != nil {
 		args = append(args, "--replicaof", "127.0.0.1", strconv.Itoa(r.port))
 	}
@@ -268,6 +280,9 @@ func (s *Server) start() error {
 	s.proc = p
 	return nil
 }
+
+// logPath is where the server's output goes.
+func (s *Server) logPath() string { return filepath.Join(s.dir, "redis.log") }
 
 // waitReady polls the server with PING until it answers, the process exits
 // (typically because the port was taken) or startTimeout passes. A cluster

@@ -40,28 +40,29 @@ const (
 	pollInterval = 50 * time.Millisecond
 )
 
-// replicationArgs make a replica's first full sync start at once rather
-// than after Redis's default five-second wait for more replicas.
-var replicationArgs = []string{"--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"}
-
 // Freeze stops the server's process with SIGSTOP: it keeps its connections
 // but answers nothing, as a stalled machine would. Thaw resumes it; Stop
 // kills a frozen server too.
-func (s *Server) Freeze() { s.signal(syscall.SIGSTOP) }
+func (s *Server) Freeze() { s.signal(syscall.SIGSTOP, true) }
 
 // Thaw resumes a server stopped by Freeze.
-func (s *Server) Thaw() { s.signal(syscall.SIGCONT) }
+func (s *Server) Thaw() { s.signal(syscall.SIGCONT, false) }
 
-func (s *Server) signal(sig syscall.Signal) {
+// signal sends sig to the process. A failure is reported with Errorf, so
+// that Freeze and Thaw may be called from any goroutine.
+func (s *Server) signal(sig syscall.Signal, frozen bool) {
 	s.tb.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.proc == nil {
-		s.tb.Fatalf("redistest: signal %v to %s: not running", sig, s.Addr())
+		s.tb.Errorf("redistest: signal %v to %s: not running", sig, s.Addr())
+		return
 	}
 	if err := s.proc.cmd.Process.Signal(sig); err != nil {
-		s.tb.Fatalf("redistest: signal %v to %s: %v", sig, s.Addr(), err)
+		s.tb.Errorf("redistest: signal %v to %s: %v", sig, s.Addr(), err)
+		return
 	}
+	s.frozen = frozen
 }
 
 // Running reports whether the server's process runs (it may be frozen).
@@ -71,11 +72,19 @@ func (s *Server) Running() bool {
 	return s.proc != nil
 }
 
+// answers reports whether the server runs and is not frozen: whether the
+// topology's checks can ask it anything.
+func (s *Server) answers() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.proc != nil && !s.frozen
+}
+
 // Cluster is a Redis Cluster of three masters with a replica each, every
 // node a redis-server on a loopback port, formed by redis-cli --cluster
-// create. Its methods that wait must be called from the test's goroutine.
+// create. Methods that take a testing.TB fail that test, and must be
+// called from its goroutine; a frozen node is left out of their checks.
 type Cluster struct {
-	tb    testing.TB
 	nodes []*Server
 }
 
@@ -93,8 +102,8 @@ func StartCluster(tb testing.TB) *Cluster {
 	if _, err := os.Stat(cliBinary); err != nil {
 		tb.Fatalf("redistest: %s not found (%v); run scripts/install-deps", cliBinary, err)
 	}
-	c := &Cluster{tb: tb}
-	opts := Options{Cluster: true, member: true, args: append([]string{
+	c := &Cluster{}
+	opts := Options{Cluster: true, member: true, args: []string{
 		"--cluster-node-timeout", strconv.FormatInt(NodeTimeout.Milliseconds(), 10),
 		// A replica however far behind may take over: tests kill masters
 		// on purpose and want the failover, not a cluster left down.
@@ -102,7 +111,7 @@ func StartCluster(tb testing.TB) *Cluster {
 		// Replicas stay with their master, so the topology is the one the
 		// test reads.
 		"--cluster-allow-replica-migration", "no",
-	}, replicationArgs...)}
+	}}
 	addrs := make([]string, 0, clusterMasters*(1+clusterReplicas))
 	for range cap(addrs) {
 		n := StartWith(tb, opts)
@@ -118,7 +127,7 @@ func StartCluster(tb testing.TB) *Cluster {
 	if err != nil {
 		tb.Fatalf("redistest: redis-cli --cluster create: %v\n%s", err, out)
 	}
-	waitUntil(tb, formTimeout, "the cluster to form (every slot served, every replica in sync)", c.formed)
+	waitUntil(tb, formTimeout, "the cluster to form (every slot served, every replica in sync)", c.nodes, c.formed)
 	return c
 }
 
@@ -154,22 +163,43 @@ func (c *Cluster) Client(tb testing.TB) *redis.ClusterClient {
 
 // MasterOf returns the running master that serves key's slot, as every
 // running node sees it. It fails the test if they disagree or none does.
-func (c *Cluster) MasterOf(key string) *Server {
-	c.tb.Helper()
+func (c *Cluster) MasterOf(tb testing.TB, key string) *Server {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	m, err := c.masterOf(ctx, key)
 	if err != nil {
-		c.tb.Fatalf("redistest: master of %q: %v", key, err)
+		tb.Fatalf("redistest: master of %q: %v", key, err)
 	}
 	return m
 }
 
+// ReplicaOf returns a running replica of the master m.
+func (c *Cluster) ReplicaOf(tb testing.TB, m *Server) *Server {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, n := range c.running() {
+		if n == m {
+			continue
+		}
+		info, err := n.admin(ctx).Info(ctx, "replication").Result()
+		if err != nil {
+			tb.Fatalf("redistest: %s: INFO replication: %v", n.Addr(), err)
+		}
+		if field(info, "role") == "slave" && field(info, "master_port") == strconv.Itoa(m.port) {
+			return n
+		}
+	}
+	tb.Fatalf("redistest: no running replica of %s", m.Addr())
+	return nil
+}
+
 // KillMaster kills the master that serves key's slot with SIGKILL, as a
 // crash would, and returns it.
-func (c *Cluster) KillMaster(key string) *Server {
-	c.tb.Helper()
-	m := c.MasterOf(key)
+func (c *Cluster) KillMaster(tb testing.TB, key string) *Server {
+	tb.Helper()
+	m := c.MasterOf(tb, key)
 	m.Stop()
 	return m
 }
@@ -177,10 +207,10 @@ func (c *Cluster) KillMaster(key string) *Server {
 // WaitFailover waits until a running node serves key's slot as master, every
 // running node agrees on it and says the cluster is ok, and returns that
 // master. It fails the test after FailoverTimeout.
-func (c *Cluster) WaitFailover(key string) *Server {
-	c.tb.Helper()
+func (c *Cluster) WaitFailover(tb testing.TB, key string) *Server {
+	tb.Helper()
 	var m *Server
-	waitUntil(c.tb, FailoverTimeout, fmt.Sprintf("a replica to take over the slot of %q", key), func(ctx context.Context) error {
+	waitUntil(tb, FailoverTimeout, fmt.Sprintf("a replica to take over the slot of %q", key), c.nodes, func(ctx context.Context) error {
 		var err error
 		if m, err = c.masterOf(ctx, key); err != nil {
 			return err
@@ -199,25 +229,20 @@ func (c *Cluster) WaitFailover(key string) *Server {
 	return m
 }
 
-// Rejoin restarts a node that was killed and waits until it is back in the
-// cluster as a replica in sync with its master (a master that lost its
-// slots while it was away returns as a replica).
-func (c *Cluster) Rejoin(n *Server) {
-	c.tb.Helper()
-	n.Restart()
-	waitUntil(c.tb, FailoverTimeout, fmt.Sprintf("%s to rejoin as a replica", n.Addr()), func(ctx context.Context) error {
-		if err := replicaInSync(ctx, n); err != nil {
-			return err
-		}
-		return c.formed(ctx)
-	})
+// Rejoin restarts a node that was killed and waits until the cluster is
+// whole again: the node back (a master that lost its slots while it was
+// away returns as a replica), every master with a replica in sync.
+func (c *Cluster) Rejoin(tb testing.TB, n *Server) {
+	tb.Helper()
+	n.restart(tb)
+	waitUntil(tb, FailoverTimeout, fmt.Sprintf("%s to rejoin and every master to have a replica in sync", n.Addr()), c.nodes, c.formed)
 }
 
-// running returns the nodes whose process runs.
+// running returns the nodes that run and are not frozen.
 func (c *Cluster) running() []*Server {
 	var live []*Server
 	for _, n := range c.nodes {
-		if n.Running() {
+		if n.answers() {
 			live = append(live, n)
 		}
 	}
@@ -340,10 +365,9 @@ func slotMaster(nodes string, slot int) (string, bool) {
 }
 
 // SentinelSet is a master, a replica and three Sentinels with a quorum of
-// two, every process a redis-server on a loopback port. Its methods that
-// wait must be called from the test's goroutine.
+// two, every process a redis-server on a loopback port. Methods that take a
+// testing.TB fail that test, and must be called from its goroutine.
 type SentinelSet struct {
-	tb        testing.TB
 	data      []*Server // the master and the replica, in start order
 	sentinels []*Server
 }
@@ -359,13 +383,13 @@ const (
 // failover can be agreed. It stops every process when the test ends.
 func StartSentinelSet(tb testing.TB) *SentinelSet {
 	tb.Helper()
-	s := &SentinelSet{tb: tb}
-	master := StartWith(tb, Options{args: replicationArgs})
-	replica := StartWith(tb, Options{ReplicaOf: master, args: replicationArgs})
+	s := &SentinelSet{}
+	master := Start(tb)
+	replica := StartWith(tb, Options{ReplicaOf: master})
 	s.data = []*Server{master, replica}
 	// Sentinels find replicas in the master's INFO: start them once the
 	// replica is there, or they would learn of it ten seconds later.
-	waitUntil(tb, formTimeout, "the replica to sync", func(ctx context.Context) error { return replicaInSync(ctx, replica) })
+	waitUntil(tb, formTimeout, "the replica to sync", s.data, func(ctx context.Context) error { return replicaInSync(ctx, replica) })
 	for range sentinelCount {
 		s.sentinels = append(s.sentinels, StartWith(tb, Options{
 			SentinelOf: master,
@@ -376,9 +400,12 @@ func StartSentinelSet(tb testing.TB) *SentinelSet {
 			},
 		}))
 	}
-	waitUntil(tb, formTimeout, "every Sentinel to know the replica and the other Sentinels", s.formed)
+	waitUntil(tb, formTimeout, "every Sentinel to know the replica and the other Sentinels", s.all(), s.formed)
 	return s
 }
+
+// all returns the data nodes and the Sentinels.
+func (s *SentinelSet) all() []*Server { return append(slices.Clone(s.data), s.sentinels...) }
 
 // Sentinels returns the Sentinels.
 func (s *SentinelSet) Sentinels() []*Server { return slices.Clone(s.sentinels) }
@@ -398,22 +425,35 @@ func (s *SentinelSet) URL() string {
 
 // Master returns the master every running Sentinel names. It fails the test
 // if they disagree or name a server that is not running as a master.
-func (s *SentinelSet) Master() *Server {
-	s.tb.Helper()
+func (s *SentinelSet) Master(tb testing.TB) *Server {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	m, err := s.master(ctx)
 	if err != nil {
-		s.tb.Fatalf("redistest: Sentinel master: %v", err)
+		tb.Fatalf("redistest: Sentinel master: %v", err)
 	}
 	return m
 }
 
+// Replica returns the running data node that is not the master.
+func (s *SentinelSet) Replica(tb testing.TB) *Server {
+	tb.Helper()
+	m := s.Master(tb)
+	for _, n := range s.data {
+		if n != m && n.Running() {
+			return n
+		}
+	}
+	tb.Fatal("redistest: no running replica")
+	return nil
+}
+
 // KillMaster kills the master with SIGKILL, as a crash would, and returns
 // it.
-func (s *SentinelSet) KillMaster() *Server {
-	s.tb.Helper()
-	m := s.Master()
+func (s *SentinelSet) KillMaster(tb testing.TB) *Server {
+	tb.Helper()
+	m := s.Master(tb)
 	m.Stop()
 	return m
 }
@@ -421,10 +461,10 @@ func (s *SentinelSet) KillMaster() *Server {
 // WaitFailover waits until every running Sentinel names the same running
 // master and that server says it is a master, and returns it. It fails
 // the test after FailoverTimeout.
-func (s *SentinelSet) WaitFailover() *Server {
-	s.tb.Helper()
+func (s *SentinelSet) WaitFailover(tb testing.TB) *Server {
+	tb.Helper()
 	var m *Server
-	waitUntil(s.tb, FailoverTimeout, "the Sentinels to promote the replica", func(ctx context.Context) error {
+	waitUntil(tb, FailoverTimeout, "the Sentinels to promote the replica", s.all(), func(ctx context.Context) error {
 		var err error
 		m, err = s.master(ctx)
 		return err
@@ -433,20 +473,18 @@ func (s *SentinelSet) WaitFailover() *Server {
 }
 
 // Rejoin restarts a data node that was killed as a replica of the current
-// master and waits until it is in sync and every Sentinel counts it.
-func (s *SentinelSet) Rejoin(n *Server) {
-	s.tb.Helper()
-	m := s.Master()
+// master and waits until the set is whole again: a master every Sentinel
+// names, and a replica in sync that every Sentinel counts. (Sentinel may
+// fail over once more meanwhile: a master that was frozen as a replica
+// just before its promotion can be judged down a second later.)
+func (s *SentinelSet) Rejoin(tb testing.TB, n *Server) {
+	tb.Helper()
+	m := s.Master(tb)
 	n.mu.Lock()
 	n.opts.ReplicaOf = m
 	n.mu.Unlock()
-	n.Restart()
-	waitUntil(s.tb, FailoverTimeout, fmt.Sprintf("%s to rejoin as a replica", n.Addr()), func(ctx context.Context) error {
-		if err := replicaInSync(ctx, n); err != nil {
-			return err
-		}
-		return s.formed(ctx)
-	})
+	n.restart(tb)
+	waitUntil(tb, FailoverTimeout, fmt.Sprintf("%s to rejoin and the replica to be in sync", n.Addr()), s.all(), s.formed)
 }
 
 // formed checks that every Sentinel sees the master up, one replica up
@@ -496,7 +534,7 @@ func (s *SentinelSet) formed(ctx context.Context) error {
 func (s *SentinelSet) master(ctx context.Context) (*Server, error) {
 	var addr string
 	for _, n := range s.sentinels {
-		if !n.Running() {
+		if !n.answers() {
 			continue
 		}
 		got, err := n.admin(ctx).Do(ctx, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SentinelMaster).StringSlice()
@@ -591,9 +629,9 @@ func (s *Server) admin(ctx context.Context) *redis.Client {
 }
 
 // waitUntil calls check every pollInterval until it returns nil, and fails
-// the test with check's last error after timeout. Each call gets a few
-// seconds of its own.
-func waitUntil(tb testing.TB, timeout time.Duration, what string, check func(ctx context.Context) error) {
+// the test with check's last error and the end of each of procs' logs
+// after timeout. Each call gets a few seconds of its own.
+func waitUntil(tb testing.TB, timeout time.Duration, what string, procs []*Server, check func(ctx context.Context) error) {
 	tb.Helper()
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(pollInterval)
@@ -606,8 +644,22 @@ func waitUntil(tb testing.TB, timeout time.Duration, what string, check func(ctx
 			return
 		}
 		if time.Now().After(deadline) {
-			tb.Fatalf("redistest: waited %v for %s: %v", timeout, what, err)
+			var logs strings.Builder
+			for _, p := range procs {
+				fmt.Fprintf(&logs, "\n--- %s (running %v), end of its log:\n%s\n", p.Addr(), p.Running(), lastLines(p.logPath(), 12))
+			}
+			tb.Fatalf("redistest: waited %v for %s: %v%s", timeout, what, err, logs.String())
 		}
 		<-tick.C
 	}
+}
+
+// lastLines returns the last n lines of the file at path.
+func lastLines(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }

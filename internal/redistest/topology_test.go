@@ -48,7 +48,7 @@ func TestClusterFailover(t *testing.T) {
 	// Keys spread over the three masters.
 	masters := map[string]bool{}
 	for _, k := range []string{"{a}", "{b}", "{c}", "{d}", "{e}", "{f}"} {
-		masters[c.MasterOf(k).Addr()] = true
+		masters[c.MasterOf(t, k).Addr()] = true
 	}
 	if len(masters) < 2 {
 		t.Errorf("six hash tags on %d masters, want them spread", len(masters))
@@ -58,7 +58,7 @@ func TestClusterFailover(t *testing.T) {
 	if err := client.Set(ctx, key, "1", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	master := c.MasterOf(key)
+	master := c.MasterOf(t, key)
 	// WAIT counts what this connection wrote: SET and WAIT on one.
 	retry(t, "WAIT 1 after SET", func(ctx context.Context) error {
 		conn := master.Client(t).Conn()
@@ -73,12 +73,12 @@ func TestClusterFailover(t *testing.T) {
 		return err
 	})
 
-	killed := c.KillMaster(key)
+	killed := c.KillMaster(t, key)
 	if killed.Addr() != master.Addr() || killed.Running() {
 		t.Fatalf("KillMaster killed %s (running %v), want %s stopped", killed.Addr(), killed.Running(), master.Addr())
 	}
 	killedAt := time.Now()
-	promoted := c.WaitFailover(key)
+	promoted := c.WaitFailover(t, key)
 	t.Logf("failover took %v", time.Since(killedAt))
 	if promoted == killed || !slices.Contains(c.Nodes(), promoted) {
 		t.Fatalf("WaitFailover returned %s, want a replica of %s", promoted.Addr(), killed.Addr())
@@ -93,9 +93,9 @@ func TestClusterFailover(t *testing.T) {
 
 	t.Logf("GET answered %v after the kill", time.Since(killedAt))
 	rejoin := time.Now()
-	c.Rejoin(killed)
+	c.Rejoin(t, killed)
 	t.Logf("rejoined in %v", time.Since(rejoin))
-	if got := c.MasterOf(key); got != promoted {
+	if got := c.MasterOf(t, key); got != promoted {
 		t.Errorf("after the old master rejoined, %s serves the key, want %s", got.Addr(), promoted.Addr())
 	}
 }
@@ -118,7 +118,7 @@ func TestSentinelSetFailover(t *testing.T) {
 	t.Cleanup(func() { client.Close() })
 	ctx := t.Context()
 
-	first := s.Master()
+	first := s.Master(t)
 	if first != s.Nodes()[0] {
 		t.Fatalf("master %s, want the first node %s", first.Addr(), s.Nodes()[0].Addr())
 	}
@@ -131,9 +131,9 @@ func TestSentinelSetFailover(t *testing.T) {
 	}
 	conn.Close()
 
-	killed := s.KillMaster()
+	killed := s.KillMaster(t)
 	killedAt := time.Now()
-	promoted := s.WaitFailover()
+	promoted := s.WaitFailover(t)
 	t.Logf("failover took %v", time.Since(killedAt))
 	if killed != first || promoted != s.Nodes()[1] {
 		t.Fatalf("killed %s and promoted %s, want %s and %s", killed.Addr(), promoted.Addr(), first.Addr(), s.Nodes()[1].Addr())
@@ -146,8 +146,8 @@ func TestSentinelSetFailover(t *testing.T) {
 		return err
 	})
 
-	s.Rejoin(killed)
-	if got := s.Master(); got != promoted {
+	s.Rejoin(t, killed)
+	if got := s.Master(t); got != promoted {
 		t.Errorf("after the old master rejoined the Sentinels name %s, want %s", got.Addr(), promoted.Addr())
 	}
 }
