@@ -66,6 +66,13 @@ type Options struct {
 	// in each budget's, trimmed approximately like MaxEvents. Default:
 	// 10000.
 	MaxAlerts int64
+	// ReplicaWait is how long a rule or budget edit waits for every replica
+	// the master has online to confirm it (Redis WAIT) before it is
+	// acknowledged, so that a failover cannot lose an acknowledged edit.
+	// An edit not confirmed in time fails with store.ErrNotReplicated
+	// (it is applied). A lone node has no replicas and does not wait.
+	// Default: DefaultReplicaWait. Negative: edits never wait.
+	ReplicaWait time.Duration
 }
 
 // Defaults of Options.
@@ -113,6 +120,7 @@ type Store struct {
 	now        func() time.Time
 	maxEvents  int64
 	maxAlerts  int64
+	wait       time.Duration // Options.ReplicaWait; negative: none
 	edit       *redis.Script
 	ledger     *redis.Script
 	budgetEdit *redis.Script
@@ -146,12 +154,16 @@ func New(ctx context.Context, client redis.UniversalClient, opts Options) (*Stor
 	if opts.MaxAlerts <= 0 {
 		opts.MaxAlerts = DefaultMaxAlerts
 	}
+	if opts.ReplicaWait == 0 {
+		opts.ReplicaWait = DefaultReplicaWait
+	}
 	tag := "{" + opts.Prefix + "}"
 	s := &Store{
 		client:     client,
 		now:        opts.Now,
 		maxEvents:  opts.MaxEvents,
 		maxAlerts:  opts.MaxAlerts,
+		wait:       opts.ReplicaWait,
 		edit:       redis.NewScript(editLua),
 		ledger:     redis.NewScript(ledgerLua),
 		budgetEdit: redis.NewScript(budgetLua),
@@ -195,7 +207,9 @@ func (s *Store) seed(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	res, err := s.runEdit(ctx, editArgs{op: store.ActionCreate, name: d.Name, rule: b, actor: systemActor, time: now})
+	// Not waited for: a lost seed is seeded again by the next Snapshot,
+	// and a replica slow to confirm must not stop a replica starting.
+	res, err := s.runEdit(ctx, editArgs{op: store.ActionCreate, name: d.Name, rule: b, actor: systemActor, time: now, noWait: true})
 	if err != nil {
 		return fmt.Errorf("seed the Default rule: %w", err)
 	}
@@ -401,6 +415,7 @@ type editArgs struct {
 	ifRevision int64
 	actor      string
 	time       time.Time
+	noWait     bool // acknowledged without waiting for replicas
 }
 
 type editResult struct {
@@ -410,7 +425,8 @@ type editResult struct {
 }
 
 func (s *Store) runEdit(ctx context.Context, a editArgs) (editResult, error) {
-	keys := []string{s.rulesKey, s.versionKey, s.eventsKey, s.ruleEventsKey(a.name), s.callKey("")}
+	call := s.callKey("")
+	keys := []string{s.rulesKey, s.versionKey, s.eventsKey, s.ruleEventsKey(a.name), call}
 	v, err := s.edit.Run(ctx, s.client, keys,
 		a.op.String(), a.name, a.rule, a.read, a.ifRevision, a.actor,
 		a.time.Format(time.RFC3339Nano), s.maxEvents, s.channel, callTTL.Milliseconds(),
@@ -432,6 +448,11 @@ func (s *Store) runEdit(ctx context.Context, a editArgs) (editResult, error) {
 		}
 		res.version, _ = v[1].(int64)
 		res.id, _ = v[2].(string)
+		if !a.noWait {
+			if err := s.replicated(ctx, call); err != nil {
+				return editResult{}, err
+			}
+		}
 	}
 	return res, nil
 }
