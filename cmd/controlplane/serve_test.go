@@ -526,6 +526,7 @@ func TestApplyEnv(t *testing.T) {
 	defaults := serveConfig{
 		grpcAddr: ":7070", httpAddr: ":7071", redisPrefix: "tsc", logLevel: "info", logFormat: "text",
 		maxConnAge: 30 * time.Minute, shutdown: 20 * time.Second, interval: 10 * time.Second,
+		replicaWait: time.Second,
 	}
 	// with returns base changed by edit.
 	with := func(base serveConfig, edit func(c *serveConfig)) serveConfig {
@@ -537,6 +538,7 @@ func TestApplyEnv(t *testing.T) {
 		"CONTROLPLANE_HTTP_ADDR":          "",
 		"CONTROLPLANE_REDIS_URL":          "redis://127.0.0.1:6380/1",
 		"CONTROLPLANE_REDIS_PREFIX":       "staging",
+		"CONTROLPLANE_REDIS_REPLICA_WAIT": "250ms",
 		"CONTROLPLANE_DATA_DIR":           "/var/lib/controlplane",
 		"CONTROLPLANE_REPORT_INTERVAL":    "5s",
 		"CONTROLPLANE_MAX_CONNECTION_AGE": "1h",
@@ -547,7 +549,7 @@ func TestApplyEnv(t *testing.T) {
 	fromEnv := serveConfig{
 		grpcAddr: "127.0.0.1:9000", httpAddr: "", redisURL: "redis://127.0.0.1:6380/1", redisPrefix: "staging",
 		dataDir: "/var/lib/controlplane", interval: 5 * time.Second, maxConnAge: time.Hour, shutdown: 3 * time.Second,
-		logLevel: "debug", logFormat: "json",
+		logLevel: "debug", logFormat: "json", replicaWait: 250 * time.Millisecond,
 	}
 	for _, tc := range []struct {
 		name string
