@@ -509,9 +509,13 @@ func (s *SentinelSet) formed(ctx context.Context) error {
 			return fmt.Errorf("Sentinel %s: master flags %q, %s other Sentinels; want master and %d",
 				n.Addr(), state["flags"], state["num-other-sentinels"], sentinelCount-1)
 		}
+		// A replica's link status as Sentinel reports it comes from an
+		// INFO it sends every ten seconds; the replica's own INFO, checked
+		// below, is fresh. Flags without s_down or disconnected say that
+		// the Sentinel reaches it.
 		up := 0
 		for _, r := range replicas {
-			if r["flags"] == "slave" && r["master-link-status"] == "ok" {
+			if r["flags"] == "slave" {
 				up++
 			}
 		}
