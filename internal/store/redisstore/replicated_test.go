@@ -174,3 +174,32 @@ func TestEditOnALoneNodeDoesNotWait(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// BenchmarkUpdateRuleWithReplica is one rule update on a master with one
+// replica, acknowledged at once or once the replica confirmed it: the
+// cost of the wait (INFO, a PEXPIRE and WAIT on one connection).
+func BenchmarkUpdateRuleWithReplica(b *testing.B) {
+	master := redistest.Start(b)
+	redistest.StartWith(b, redistest.Options{ReplicaOf: master})
+	for _, bb := range []struct {
+		name string
+		wait time.Duration
+	}{{"no wait", -1}, {"wait", redisstore.DefaultReplicaWait}} {
+		b.Run(bb.name, func(b *testing.B) {
+			s := newStore(b, master.Client(b), redisstore.Options{Prefix: strings.ReplaceAll(bb.name, " ", "-"), ReplicaWait: bb.wait})
+			ctx := context.Background()
+			r, err := s.Rule(ctx, "r") // there already when -count runs this again
+			if errors.Is(err, store.ErrNotFound) {
+				r, err = s.CreateRule(ctx, rules.Rule{Name: "r", Priority: 1}, "u")
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if r, err = s.UpdateRule(ctx, r, r.Revision, "u"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
