@@ -500,13 +500,13 @@ func (s *SentinelSet) formed(ctx context.Context) error {
 		replicas, rerr := sc.Replicas(ctx, SentinelMaster).Result()
 		_ = sc.Close()
 		if err != nil {
-			return fmt.Errorf("Sentinel %s: SENTINEL MASTER: %w", n.Addr(), err)
+			return fmt.Errorf("sentinel %s: SENTINEL MASTER: %w", n.Addr(), err)
 		}
 		if rerr != nil {
-			return fmt.Errorf("Sentinel %s: SENTINEL REPLICAS: %w", n.Addr(), rerr)
+			return fmt.Errorf("sentinel %s: SENTINEL REPLICAS: %w", n.Addr(), rerr)
 		}
 		if state["flags"] != "master" || state["num-other-sentinels"] != strconv.Itoa(sentinelCount-1) {
-			return fmt.Errorf("Sentinel %s: master flags %q, %s other Sentinels; want master and %d",
+			return fmt.Errorf("sentinel %s: master flags %q, %s other Sentinels; want master and %d",
 				n.Addr(), state["flags"], state["num-other-sentinels"], sentinelCount-1)
 		}
 		// A replica's link status as Sentinel reports it comes from an
@@ -520,7 +520,7 @@ func (s *SentinelSet) formed(ctx context.Context) error {
 			}
 		}
 		if up != len(s.data)-1 {
-			return fmt.Errorf("Sentinel %s: %d replicas up, want %d: %v", n.Addr(), up, len(s.data)-1, replicas)
+			return fmt.Errorf("sentinel %s: %d replicas up, want %d: %v", n.Addr(), up, len(s.data)-1, replicas)
 		}
 	}
 	for _, n := range s.data {
@@ -543,14 +543,14 @@ func (s *SentinelSet) master(ctx context.Context) (*Server, error) {
 		}
 		got, err := n.admin(ctx).Do(ctx, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SentinelMaster).StringSlice()
 		if err != nil {
-			return nil, fmt.Errorf("Sentinel %s: %w", n.Addr(), err)
+			return nil, fmt.Errorf("sentinel %s: %w", n.Addr(), err)
 		}
 		if len(got) != 2 {
-			return nil, fmt.Errorf("Sentinel %s: master address %q", n.Addr(), got)
+			return nil, fmt.Errorf("sentinel %s: master address %q", n.Addr(), got)
 		}
 		a := net.JoinHostPort(got[0], got[1])
 		if addr != "" && a != addr {
-			return nil, fmt.Errorf("Sentinels disagree on the master: %s and %s", addr, a)
+			return nil, fmt.Errorf("the Sentinels disagree on the master: %s and %s", addr, a)
 		}
 		addr = a
 	}
