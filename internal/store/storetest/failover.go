@@ -66,7 +66,7 @@ func testFailover(t *testing.T, b Backend) {
 	t.Cleanup(stopAll)
 
 	// Some edits before the fault, so that the fault meets a store in use.
-	waitFor(t, "acknowledged edits before the failover", func() bool {
+	failoverWaitFor(t, "acknowledged edits before the failover", func() bool {
 		log.mu.Lock()
 		defer log.mu.Unlock()
 		return len(log.rules)+len(log.budgets) >= 6
@@ -115,7 +115,7 @@ func testFailover(t *testing.T, b Backend) {
 		len(log.rules), len(log.budgets), len(log.unknown), log.errs)
 
 	// Every acknowledged edit survived, intact; nothing else appeared.
-	snap := snapshotSoon(t, s)
+	snap := failoverSnapshot(t, s)
 	got := map[string]rules.Rule{}
 	for _, r := range snap.Rules {
 		got[r.Name] = r
@@ -238,8 +238,8 @@ func failureKind(err error) string {
 	return "unavailable"
 }
 
-// waitFor polls cond until it holds, failing the test after watchTimeout.
-func waitFor(t *testing.T, what string, cond func() bool) {
+// failoverWaitFor polls cond until it holds, failing the test after watchTimeout.
+func failoverWaitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(watchTimeout)
 	for !cond() {
@@ -250,8 +250,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// snapshotSoon takes a snapshot, retrying while the store is unavailable.
-func snapshotSoon(t *testing.T, s store.Store) store.Snapshot {
+// failoverSnapshot takes a snapshot, retrying while the store is unavailable.
+func failoverSnapshot(t *testing.T, s store.Store) store.Snapshot {
 	t.Helper()
 	deadline := time.Now().Add(failoverRecovery)
 	for {
