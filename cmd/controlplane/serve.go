@@ -35,6 +35,7 @@ type serveConfig struct {
 	httpAddr    string
 	redisURL    string
 	redisPrefix string
+	replicaWait time.Duration
 	dataDir     string
 	logLevel    string
 	logFormat   string
@@ -69,6 +70,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.httpAddr, "http-addr", ":7071", "HTTP listen address for /healthz, /readyz and /metrics (empty: off)")
 	fs.StringVar(&c.redisURL, "redis-url", "", "Redis URL: redis://, rediss://, redis+sentinel://, redis+cluster:// (empty: embedded store)")
 	fs.StringVar(&c.redisPrefix, "redis-prefix", "tsc", "prefix of every Redis key, to share one Redis between control planes")
+	fs.DurationVar(&c.replicaWait, "redis-replica-wait", redisstore.DefaultReplicaWait, "how long a rule or budget edit waits for the Redis master's online replicas to confirm it (WAIT) before it is acknowledged (0: no wait)")
 	fs.StringVar(&c.dataDir, "data-dir", "", "directory where the embedded store keeps rules across restarts (empty: not persisted)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
@@ -157,11 +159,15 @@ func openStore(ctx context.Context, c *serveConfig, log *slog.Logger) (backend, 
 	if err != nil {
 		return nil, usageError(fmt.Errorf("--redis-url: %w", err))
 	}
+	wait := c.replicaWait
+	if wait <= 0 {
+		wait = -1 // redisstore's "never wait"; its 0 is the default
+	}
 	// go-redis logs through one logger per process, which serve owns: its
 	// line per failed dial goes to DEBUG, since the replica says once when
 	// the store is unreachable and once when it is back.
 	redis.SetLogger(redisstore.Logger(log))
-	s, err := redisstore.New(ctx, client, redisstore.Options{Prefix: c.redisPrefix})
+	s, err := redisstore.New(ctx, client, redisstore.Options{Prefix: c.redisPrefix, ReplicaWait: wait})
 	if err != nil {
 		_ = client.Close()
 		return nil, fmt.Errorf("open redis store: %w", err)

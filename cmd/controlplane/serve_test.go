@@ -537,6 +537,7 @@ func TestApplyEnv(t *testing.T) {
 		maxConnAge: 30 * time.Minute, shutdown: 20 * time.Second, interval: 10 * time.Second,
 		maxStreams: 10_000, maxConns: 10_000, maxStreamsPerConn: 1000, maxRequestBytes: 1 << 20, maxHeaderBytes: 16 << 10,
 		windowBytes: 64 << 10, keepaliveMinTime: 10 * time.Second,
+		replicaWait: time.Second,
 	}
 	// with returns base changed by edit.
 	with := func(base serveConfig, edit func(c *serveConfig)) serveConfig {
@@ -548,6 +549,7 @@ func TestApplyEnv(t *testing.T) {
 		"CONTROLPLANE_HTTP_ADDR":          "",
 		"CONTROLPLANE_REDIS_URL":          "redis://127.0.0.1:6380/1",
 		"CONTROLPLANE_REDIS_PREFIX":       "staging",
+		"CONTROLPLANE_REDIS_REPLICA_WAIT": "250ms",
 		"CONTROLPLANE_DATA_DIR":           "/var/lib/controlplane",
 		"CONTROLPLANE_REPORT_INTERVAL":    "5s",
 		"CONTROLPLANE_MAX_CONNECTION_AGE": "1h",
@@ -562,6 +564,7 @@ func TestApplyEnv(t *testing.T) {
 		logLevel: "debug", logFormat: "json",
 		maxStreams: 500, maxConns: 10_000, maxStreamsPerConn: 1000, maxRequestBytes: 1 << 20, maxHeaderBytes: 16 << 10,
 		windowBytes: 64 << 10, keepaliveMinTime: 10 * time.Second,
+		replicaWait: 250 * time.Millisecond,
 	}
 	for _, tc := range []struct {
 		name string

@@ -32,6 +32,11 @@ var (
 	// sending it again cannot count anything twice. Without it, a failed
 	// write may or may not have landed.
 	ErrNotApplied = errors.New("not applied")
+	// ErrNotReplicated comes with ErrUnavailable when an edit was applied
+	// but no replica confirmed it in time: it is in force, and a failover
+	// before the replicas catch up may lose it. Read it back rather than
+	// send it again.
+	ErrNotReplicated = errors.New("applied but not confirmed by a replica")
 )
 
 // Action is what an edit did to a rule.

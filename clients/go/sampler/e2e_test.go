@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
@@ -87,7 +88,14 @@ func startControlPlane(t *testing.T, rs *redistest.Server, addr string) *control
 // plaintext); its own client dials with clientCreds.
 func startControlPlaneTLS(t *testing.T, rs *redistest.Server, addr string, serverCreds, clientCreds credentials.TransportCredentials) *controlPlane {
 	t.Helper()
-	st, err := redisstore.New(context.Background(), rs.Client(t), redisstore.Options{})
+	return startControlPlaneOn(t, rs.Client(t), redisstore.Options{}, addr, serverCreds, clientCreds)
+}
+
+// startControlPlaneOn is startControlPlaneTLS on any Redis client (a
+// Cluster's, one that follows Sentinel) with the store's options.
+func startControlPlaneOn(t *testing.T, client redis.UniversalClient, opts redisstore.Options, addr string, serverCreds, clientCreds credentials.TransportCredentials) *controlPlane {
+	t.Helper()
+	st, err := redisstore.New(context.Background(), client, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

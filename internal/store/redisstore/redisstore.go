@@ -82,6 +82,13 @@ type Options struct {
 	// MaxTokens is how many tokens are kept; CreateToken refuses more with
 	// store.ErrLimit. Default: store.MaxTokens.
 	MaxTokens int
+	// ReplicaWait is how long a rule or budget edit waits for every replica
+	// the master has online to confirm it (Redis WAIT) before it is
+	// acknowledged, so that a failover cannot lose an acknowledged edit.
+	// An edit not confirmed in time fails with store.ErrNotReplicated
+	// (it is applied). A lone node has no replicas and does not wait.
+	// Default: DefaultReplicaWait. Negative: edits never wait.
+	ReplicaWait time.Duration
 }
 
 // Defaults of Options.
@@ -132,6 +139,7 @@ type Store struct {
 	maxAlerts   int64
 	maxRules    int
 	maxTokens   int
+	wait        time.Duration // Options.ReplicaWait; negative: none
 	edit        *redis.Script
 	ledger      *redis.Script
 	keysCAS     *redis.Script
@@ -176,6 +184,9 @@ func New(ctx context.Context, client redis.UniversalClient, opts Options) (*Stor
 	if opts.MaxRules <= 0 {
 		opts.MaxRules = rules.MaxRules
 	}
+	if opts.ReplicaWait == 0 {
+		opts.ReplicaWait = DefaultReplicaWait
+	}
 	if opts.MaxTokens <= 0 {
 		opts.MaxTokens = store.MaxTokens
 	}
@@ -187,6 +198,7 @@ func New(ctx context.Context, client redis.UniversalClient, opts Options) (*Stor
 		maxAlerts:   opts.MaxAlerts,
 		maxRules:    opts.MaxRules,
 		maxTokens:   opts.MaxTokens,
+		wait:        opts.ReplicaWait,
 		edit:        redis.NewScript(editLua),
 		ledger:      redis.NewScript(ledgerLua),
 		keysCAS:     redis.NewScript(keysCASLua),
@@ -232,7 +244,9 @@ func (s *Store) seed(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	res, err := s.runEdit(ctx, editArgs{op: store.ActionCreate, name: d.Name, rule: b, actor: systemActor, time: now})
+	// Not waited for: a lost seed is seeded again by the next Snapshot,
+	// and a replica slow to confirm must not stop a replica starting.
+	res, err := s.runEdit(ctx, editArgs{op: store.ActionCreate, name: d.Name, rule: b, actor: systemActor, time: now, noWait: true})
 	if err != nil {
 		return fmt.Errorf("seed the Default rule: %w", err)
 	}
@@ -440,7 +454,8 @@ type editArgs struct {
 	ifRevision int64
 	actor      string
 	time       time.Time
-	maxRules   int // create: the limit; 0 for none (the Default rule's seed)
+	maxRules   int  // create: the limit; 0 for none (the Default rule's seed)
+	noWait     bool // acknowledged without waiting for replicas
 }
 
 type editResult struct {
@@ -450,7 +465,8 @@ type editResult struct {
 }
 
 func (s *Store) runEdit(ctx context.Context, a editArgs) (editResult, error) {
-	keys := []string{s.rulesKey, s.versionKey, s.eventsKey, s.ruleEventsKey(a.name), s.callKey("")}
+	call := s.callKey("")
+	keys := []string{s.rulesKey, s.versionKey, s.eventsKey, s.ruleEventsKey(a.name), call}
 	v, err := s.edit.Run(ctx, s.client, keys,
 		a.op.String(), a.name, a.rule, a.read, a.ifRevision, a.actor,
 		a.time.Format(time.RFC3339Nano), s.maxEvents, s.channel, callTTL.Milliseconds(), a.maxRules,
@@ -473,6 +489,11 @@ func (s *Store) runEdit(ctx context.Context, a editArgs) (editResult, error) {
 		}
 		res.version, _ = v[1].(int64)
 		res.id, _ = v[2].(string)
+		if !a.noWait {
+			if err := s.replicated(ctx, call); err != nil {
+				return editResult{}, err
+			}
+		}
 	}
 	return res, nil
 }

@@ -43,6 +43,12 @@ type Backend struct {
 	// stores open (replicas outlive the data); otherwise with every store
 	// closed. Nil: the backend cannot lose its data but by being non-Durable.
 	Lose func(t *testing.T)
+	// Failover, when set, kills the master that holds the backend's data
+	// and returns once a replica has taken over, as Redis Cluster and
+	// Sentinel do, with a function that brings the killed node back as a
+	// replica. The store must keep every edit it acknowledged, and recover
+	// by itself.
+	Failover func(t *testing.T) (rejoin func())
 }
 
 // watchTimeout bounds the wait for a change notification.
@@ -98,6 +104,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"AlertListingRefused", testAlertListingRefused},
 		{"AlertsReopen", testAlertsReopen},
 		{"WatchBudgetsAndAlerts", testWatchBudgetsAndAlerts},
+		{"Failover", testFailover},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newBackend(t)) })
