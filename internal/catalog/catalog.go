@@ -247,6 +247,10 @@ func newView(snap store.Snapshot) *View {
 // Rule returns the named rule, or nil. The caller must not modify it.
 func (v *View) Rule(name string) *rules.Rule { return v.byName[name] }
 
+// Set returns the view's compiled rules, shared: the caller must not modify
+// them.
+func (v *View) Set() *rules.Set { return v.set }
+
 // ForService returns the rules whose service globs match a service, as the
 // API sends them. The result is shared: the caller must not modify it.
 func (v *View) ForService(name, typ string) *pb.RuleSet {

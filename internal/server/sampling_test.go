@@ -51,6 +51,7 @@ type samplingStore interface {
 type replica struct {
 	rules    pb.RuleServiceClient
 	sampling pb.SamplingServiceClient
+	status   pb.StatusServiceClient
 	catalog  *catalog.Catalog
 }
 
@@ -93,7 +94,7 @@ func startReplica(t *testing.T, st samplingStore, now func() time.Time, opts ...
 		cancel()
 		<-catDone
 	})
-	return &replica{rules: pb.NewRuleServiceClient(conn), sampling: pb.NewSamplingServiceClient(conn), catalog: cat}
+	return &replica{rules: pb.NewRuleServiceClient(conn), sampling: pb.NewSamplingServiceClient(conn), status: pb.NewStatusServiceClient(conn), catalog: cat}
 }
 
 func newClock() *fakeClock {
