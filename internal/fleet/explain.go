@@ -102,7 +102,7 @@ func summary(e *Explanation, before int) string {
 	default:
 		fmt.Fprintf(&b, "; %d rules before it did not match)", before)
 	}
-	fmt.Fprintf(&b, ": %g traces/s of reservoir for the fleet, then %.4g of the rest", e.Reservoir, e.FixedRate)
+	fmt.Fprintf(&b, ": %.4g traces/s of reservoir for the fleet, then %.4g %% of the rest", e.Reservoir, e.FixedRate*100)
 	if e.FixedRateFactor < 1 || e.ReservoirFactor < 1 {
 		fmt.Fprintf(&b, ", budgets %s applying ×%.4g to the fixed rate and ×%.4g to the reservoir", strings.Join(e.Budgets, ", "), e.FixedRateFactor, e.ReservoirFactor)
 	}
