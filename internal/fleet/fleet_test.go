@@ -3,6 +3,7 @@ package fleet_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -237,7 +238,7 @@ func TestExplain(t *testing.T) {
 		Skipped:      []fleet.Mismatch{{Rule: "gold", Position: 0, Field: "attributes.tier", Pattern: "gold", Value: "silver"}},
 		FixedRate:    0.05, Reservoir: 2.5, FixedRateFactor: 0.5, ReservoirFactor: 0.25,
 		Budgets: []string{"pay"},
-		Summary: `Rule "checkout" matches (position 2 of rules version 4; 1 rule before it did not match): 2.5 traces/s of reservoir for the fleet, then 5 % of the rest, budgets pay applying ×0.5 to the fixed rate and ×0.25 to the reservoir.`,
+		Summary: fmt.Sprintf(`Rule "checkout" matches (position 2 of rules version %d; 1 rule before it did not match): 2.5 traces/s of reservoir for the fleet, then 5 %% of the rest, budgets pay applying ×0.5 to the fixed rate and ×0.25 to the reservoir.`, e.cat.Current().Version),
 	}
 	ignore := cmpopts.IgnoreFields(rules.Rule{}, "Revision", "CreateTime", "UpdateTime")
 	if diff := cmp.Diff(want, got, ignore); diff != "" {

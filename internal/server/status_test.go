@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/store"
 )
 
@@ -25,7 +26,8 @@ func TestFleetStatus(t *testing.T) {
 	clock := newClock()
 	rep := startReplica(t, newMemStore(t), clock.Now)
 	createRule(t, rep.rules, checkout())
-	waitVersion(t, rep.catalog, 2)
+	waitRule(t, rep.catalog, "checkout")
+	version := rep.catalog.Current().Version
 	sc := rep.status
 	ctx := ctxT(t)
 	report := func(client string, requests, sampled int64, receipt string) string {
@@ -51,7 +53,7 @@ func TestFleetStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &pb.GetFleetStatusResponse{
-		RulesVersion: 2,
+		RulesVersion: version,
 		TotalRules:   2,
 		Rules: []*pb.RuleStatus{
 			{Rule: &pb.Rule{Name: "checkout"}, Position: 1, RequestRate: 30, SampledRate: 3, Instances: 2, QuotaGranted: 5 * 20.0 / 30},
@@ -76,7 +78,7 @@ func TestFleetStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantEx := &pb.ExplainResponse{
-		RulesVersion: 2, Rule: &pb.Rule{Name: "Default"}, Position: 2,
+		RulesVersion: version, Rule: &pb.Rule{Name: "Default"}, Position: 2,
 		SkippedRules: []*pb.RuleMismatch{{RuleName: "checkout", Position: 1, Field: "attributes.tier", Pattern: "gold", Absent: true}},
 		FixedRate:    0.05, Reservoir: 1, FixedRateFactor: 1, ReservoirFactor: 1,
 	}
@@ -130,6 +132,19 @@ func TestStatusErrors(t *testing.T) {
 	// Explain reads no store.
 	if _, err := sc.Explain(ctx, &pb.ExplainRequest{ServiceName: "s"}); err != nil {
 		t.Errorf("Explain with the store down: %v", err)
+	}
+}
+
+// waitRule waits for the catalog to hold the named rule.
+func waitRule(t *testing.T, c *catalog.Catalog, name string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Current().Rule(name) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("the catalog did not load rule %s", name)
+		}
+		c.Kick()
+		time.Sleep(5 * time.Millisecond) // polling the catalog's reload
 	}
 }
 
