@@ -23,10 +23,12 @@ import (
 
 	"github.com/tracesampling/controlplane/internal/budget/controller"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/fleet"
 	"github.com/tracesampling/controlplane/internal/server"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
+	"github.com/tracesampling/controlplane/internal/ui"
 )
 
 // serveConfig is everything `serve` can be told, by flag or environment.
@@ -67,7 +69,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.grpcAddr, "grpc-addr", ":7070", "gRPC listen address")
-	fs.StringVar(&c.httpAddr, "http-addr", ":7071", "HTTP listen address for /healthz, /readyz and /metrics (empty: off)")
+	fs.StringVar(&c.httpAddr, "http-addr", ":7071", "HTTP listen address for /healthz, /readyz, /metrics and the dashboard at /ui (empty: off)")
 	fs.StringVar(&c.redisURL, "redis-url", "", "Redis URL: redis://, rediss://, redis+sentinel://, redis+cluster:// (empty: embedded store)")
 	fs.StringVar(&c.redisPrefix, "redis-prefix", "tsc", "prefix of every Redis key, to share one Redis between control planes")
 	fs.DurationVar(&c.replicaWait, "redis-replica-wait", redisstore.DefaultReplicaWait, "how long a rule or budget edit waits for the Redis master's online replicas to confirm it (WAIT) before it is acknowledged (0: no wait)")
@@ -273,7 +275,10 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 	var hsrv *http.Server
 	httpAddr := ""
 	if hlis != nil {
-		hsrv = &http.Server{Handler: server.HTTPHandler(readiness, reg, c.debug), ReadHeaderTimeout: 10 * time.Second}
+		dashboard := ui.Handler(ui.Options{
+			Fleet: fleet.New(cat, st, c.interval, nil), Catalog: cat, Store: st, History: ui.UsageHistory{Store: st}, Logger: log,
+		})
+		hsrv = &http.Server{Handler: server.HTTPHandler(readiness, reg, c.debug, dashboard), ReadHeaderTimeout: 10 * time.Second}
 		running++
 		httpAddr = hlis.Addr().String()
 		go func() {

@@ -254,6 +254,10 @@ func newView(snap store.Snapshot) *View {
 // Rule returns the named rule, or nil. The caller must not modify it.
 func (v *View) Rule(name string) *rules.Rule { return v.byName[name] }
 
+// Set returns the view's compiled rules, shared: the caller must not modify
+// them.
+func (v *View) Set() *rules.Set { return v.set }
+
 // ForService returns the rules whose service globs match a service, as the
 // API sends them to SDKs (apiconv.SamplingRuleToProto). The result and its
 // rules are shared: the caller must not modify them.

@@ -52,11 +52,16 @@ var (
 // shorter.
 const MaxTokenLen = 256
 
+// Token layout: version 2 adds the sampled rate to version 1's body. Open
+// takes both, so that the receipts a replica of the version before handed
+// out still count during a rolling upgrade (their sampled rate as 0).
 const (
-	version  = 1
-	bodyLen  = 1 + 4 + 8*5 // version, key ID, bucket, rate, quota, issued, fixed rate
-	macLen   = 16
-	tokenLen = bodyLen + macLen
+	version    = 2
+	bodyLenV1  = 1 + 4 + 8*5   // version, key ID, bucket, rate, quota, issued, fixed rate
+	bodyLen    = bodyLenV1 + 8 // and the sampled rate
+	macLen     = 16
+	tokenLen   = bodyLen + macLen
+	tokenLenV1 = bodyLenV1 + macLen
 )
 
 // Sign returns the token of c for client and rule, signed with the ring's
@@ -74,6 +79,7 @@ func (r Ring) Sign(client, rule string, c Claim) string {
 	binary.BigEndian.PutUint64(b[21:29], math.Float64bits(c.Quota))
 	binary.BigEndian.PutUint64(b[29:37], uint64(c.Issued.UnixMilli()))
 	binary.BigEndian.PutUint64(b[37:45], math.Float64bits(c.FixedRate))
+	binary.BigEndian.PutUint64(b[45:53], math.Float64bits(c.Sampled))
 	copy(b[bodyLen:], mac(k.Secret, b[:bodyLen], client, rule))
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
@@ -85,9 +91,10 @@ func (r Ring) Open(token, client, rule string) (Claim, error) {
 		return Claim{}, ErrMalformed
 	}
 	b, err := base64.RawURLEncoding.DecodeString(token)
-	if err != nil || len(b) != tokenLen || b[0] != version {
+	if err != nil || !(len(b) == tokenLen && b[0] == version || len(b) == tokenLenV1 && b[0] == 1) {
 		return Claim{}, ErrMalformed
 	}
+	body := len(b) - macLen
 	id := binary.BigEndian.Uint32(b[1:5])
 	var k *Key
 	for i := range r {
@@ -98,7 +105,7 @@ func (r Ring) Open(token, client, rule string) (Claim, error) {
 	if k == nil {
 		return Claim{}, ErrUnknownKey
 	}
-	if !hmac.Equal(b[bodyLen:], mac(k.Secret, b[:bodyLen], client, rule)) {
+	if !hmac.Equal(b[body:], mac(k.Secret, b[:body], client, rule)) {
 		return Claim{}, ErrForged
 	}
 	c := Claim{
@@ -110,8 +117,11 @@ func (r Ring) Open(token, client, rule string) (Claim, error) {
 		Issued:    time.UnixMilli(int64(binary.BigEndian.Uint64(b[29:37]))).UTC(),
 		FixedRate: math.Float64frombits(binary.BigEndian.Uint64(b[37:45])),
 	}
+	if body == bodyLen {
+		c.Sampled = math.Float64frombits(binary.BigEndian.Uint64(b[45:53]))
+	}
 	// Only a bug signs these, but nothing unchecked reaches the ledger.
-	if c.Bucket < 0 || !finite(c.Rate) || !finite(c.Quota) || !(c.FixedRate >= 0 && c.FixedRate <= 1) {
+	if c.Bucket < 0 || !finite(c.Rate) || !finite(c.Quota) || !finite(c.Sampled) || !(c.FixedRate >= 0 && c.FixedRate <= 1) {
 		return Claim{}, ErrMalformed
 	}
 	return c, nil

@@ -20,7 +20,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 var t0 = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 
 func claim() Claim {
-	return Claim{Receipt: reservoir.Receipt{Bucket: 177_000_000, Rate: 12.5, Quota: 0.25}, Issued: t0.Add(1500 * time.Millisecond), FixedRate: 0.05}
+	return Claim{Receipt: reservoir.Receipt{Bucket: 177_000_000, Rate: 12.5, Quota: 0.25, Sampled: 1.5}, Issued: t0.Add(1500 * time.Millisecond), FixedRate: 0.05}
 }
 
 func TestSignOpen(t *testing.T) {
@@ -45,9 +45,10 @@ func TestSignOpen(t *testing.T) {
 		return base64.RawURLEncoding.EncodeToString(b)
 	}
 	bad := func(c Claim) string { return ring.Sign("client-a", "checkout", c) }
-	negative, hugeRate := claim(), claim()
+	negative, hugeRate, negativeSampled := claim(), claim(), claim()
 	negative.Quota = -1
 	hugeRate.FixedRate = 2
+	negativeSampled.Sampled = -1
 	tests := []struct {
 		name, token, client, rule string
 		want                      error
@@ -64,6 +65,9 @@ func TestSignOpen(t *testing.T) {
 		{"the receipt of an earlier version", base64.RawURLEncoding.EncodeToString(make([]byte, 24)), "client-a", "checkout", ErrMalformed},
 		{"a negative quota, signed", bad(negative), "client-a", "checkout", ErrMalformed},
 		{"a fixed rate over 1, signed", bad(hugeRate), "client-a", "checkout", ErrMalformed},
+		{"a negative sampled rate, signed", bad(negativeSampled), "client-a", "checkout", ErrMalformed},
+		{"a version 1 body with a version 2 length", v1Token(cur, "client-a", "checkout", claim(), 1, tokenLen), "client-a", "checkout", ErrMalformed},
+		{"a version 2 body with a version 1 length", v1Token(cur, "client-a", "checkout", claim(), version, tokenLenV1), "client-a", "checkout", ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -74,6 +78,32 @@ func TestSignOpen(t *testing.T) {
 	}
 	if got := (Ring{}).Sign("c", "r", claim()); got != "" {
 		t.Errorf("an empty ring signed %q", got)
+	}
+}
+
+// v1Token signs c in a token of version v and length n, made as Sign made
+// version 1 tokens (no sampled rate) when n is tokenLenV1.
+func v1Token(k Key, client, rule string, c Claim, v byte, n int) string {
+	b, _ := base64.RawURLEncoding.DecodeString(Ring{k}.Sign(client, rule, c))
+	b = b[:n]
+	b[0] = v
+	copy(b[n-macLen:], mac(k.Secret, b[:n-macLen], client, rule))
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// TestOpenVersion1: a receipt that a replica of the version before signed
+// (without the sampled rate) still opens during a rolling upgrade; its
+// sampled rate is taken as 0.
+func TestOpenVersion1(t *testing.T) {
+	k := NewKey(t0)
+	got, err := Ring{k}.Open(v1Token(k, "c", "r", claim(), 1, tokenLenV1), "c", "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := claim()
+	want.Sampled = 0
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("version 1 token (-want +got):\n%s", diff)
 	}
 }
 

@@ -78,12 +78,15 @@ func (l Ledger) TTL() time.Duration {
 const MaxOutage = 15 * time.Minute
 
 // Receipt records one client's contribution to one rule's ledger — its
-// request rate and the quota it was granted, in the bucket of its report —
-// so that its next report can retract it.
+// request rate, its sampled rate and the quota it was granted, in the bucket
+// of its report — so that its next report can retract it.
 type Receipt struct {
 	Bucket int64
 	Rate   float64
 	Quota  float64
+	// Sampled is the client's sampled traces per second; the ledger sums
+	// it as it sums rates, for the fleet's sampled rate.
+	Sampled float64
 }
 
 // Account is one rule's ledger as a store keeps it. The zero value is a
@@ -91,6 +94,12 @@ type Receipt struct {
 type Account struct {
 	Rates  map[int64]float64 // bucket → sum of request rates
 	Quotas map[int64]float64 // bucket → sum of quotas granted
+	// Sampled sums sampled rates as Rates sums request rates, and Clients
+	// counts the clients whose latest report is in each bucket: a client's
+	// report adds one to its bucket and its receipt takes the one out of the
+	// previous, so the live buckets count each reporting client once.
+	Sampled map[int64]float64
+	Clients map[int64]int64
 	// Last is the newest bucket a report was written to; Written says
 	// whether there was one.
 	Last    int64
@@ -114,11 +123,14 @@ type Update struct {
 	Add Receipt
 	// Reservoir is the rule's reservoir R, in traces per second; a batch
 	// grants quotas of the largest its updates give. An update with none,
-	// no rate and no Retract is a read, which changes nothing: the budget
-	// controller reads fleet rates this way.
+	// no rates, no Retract and no Client is a read, which changes nothing:
+	// the budget controller and the fleet status read the ledger this way.
 	Reservoir float64
 	// Retract is the client's previous contribution, or nil.
 	Retract *Receipt
+	// Client marks one client's report: the client counts as an instance
+	// in Add's bucket, and no longer in Retract's. Reads leave it unset.
+	Client bool
 }
 
 // Apply applies a batch of updates to a at now and returns the fleet rate
@@ -146,12 +158,18 @@ func (l Ledger) Apply(a *Account, now, downSince time.Time, ups []Update) (fleet
 	if a.Quotas == nil {
 		a.Quotas = map[int64]float64{}
 	}
+	if a.Sampled == nil {
+		a.Sampled = map[int64]float64{}
+	}
+	if a.Clients == nil {
+		a.Clients = map[int64]int64{}
+	}
 	cur := l.Bucket(now)
 	var reservoir float64 // the largest R of the batch
 	writes := false       // anything but reads
 	for _, u := range ups {
 		reservoir = max(reservoir, u.Reservoir)
-		writes = writes || u.Reservoir > 0 || u.Add.Rate != 0 || u.Retract != nil
+		writes = writes || u.Reservoir > 0 || u.Add.Rate != 0 || u.Add.Sampled != 0 || u.Retract != nil || u.Client
 	}
 	if reservoir > 0 && !downSince.IsZero() {
 		l.reserveAfterOutage(a, cur, l.Bucket(downSince), reservoir)
@@ -160,6 +178,12 @@ func (l Ledger) Apply(a *Account, now, downSince time.Time, ups []Update) (fleet
 	for _, u := range ups {
 		if u.Add.Rate != 0 {
 			a.Rates[u.Add.Bucket] += u.Add.Rate
+		}
+		if u.Add.Sampled != 0 {
+			a.Sampled[u.Add.Bucket] += u.Add.Sampled
+		}
+		if u.Client {
+			a.Clients[u.Add.Bucket]++
 		}
 		r := u.Retract
 		switch {
@@ -170,6 +194,12 @@ func (l Ledger) Apply(a *Account, now, downSince time.Time, ups []Update) (fleet
 			}
 			if _, ok := a.Quotas[r.Bucket]; ok {
 				a.Quotas[r.Bucket] = max(0, a.Quotas[r.Bucket]-r.Quota)
+			}
+			if _, ok := a.Sampled[r.Bucket]; ok {
+				a.Sampled[r.Bucket] = max(0, a.Sampled[r.Bucket]-r.Sampled)
+			}
+			if _, ok := a.Clients[r.Bucket]; ok && u.Client {
+				a.Clients[r.Bucket] = max(0, a.Clients[r.Bucket]-1)
 			}
 		case reserveLive && r.Bucket >= a.ReserveFrom && r.Bucket < a.ReserveBucket:
 			// A client whose quota the reserve stands for: it holds the
@@ -190,6 +220,18 @@ func (l Ledger) Apply(a *Account, now, downSince time.Time, ups []Update) (fleet
 			outstanding += q
 		} else if writes {
 			delete(a.Quotas, b)
+		}
+	}
+	if writes {
+		for b := range a.Sampled {
+			if !l.liveAt(b, cur) {
+				delete(a.Sampled, b)
+			}
+		}
+		for b := range a.Clients {
+			if !l.liveAt(b, cur) {
+				delete(a.Clients, b)
+			}
 		}
 	}
 	if reserveLive {
@@ -213,6 +255,48 @@ func (l Ledger) Apply(a *Account, now, downSince time.Time, ups []Update) (fleet
 		a.Last, a.Written = cur, true
 	}
 	return fleet, grants
+}
+
+// Totals is what a rule's ledger says of its fleet at one moment.
+type Totals struct {
+	// Rate is the fleet's request rate and Sampled its sampled rate, per
+	// second: the sums of every reporting client's latest figures.
+	Rate, Sampled float64
+	// Instances is the number of clients whose latest report is live.
+	Instances int64
+	// Quota is the sum of the quotas that clients may hold, the reserve
+	// included: never more than the reservoir.
+	Quota float64
+}
+
+// Totals returns a's live sums at now. It changes nothing.
+func (l Ledger) Totals(a *Account, now time.Time) Totals {
+	cur := l.Bucket(now)
+	var t Totals
+	for b, s := range a.Rates {
+		if l.liveAt(b, cur) {
+			t.Rate += s
+		}
+	}
+	for b, s := range a.Sampled {
+		if l.liveAt(b, cur) {
+			t.Sampled += s
+		}
+	}
+	for b, n := range a.Clients {
+		if l.liveAt(b, cur) {
+			t.Instances += n
+		}
+	}
+	for b, q := range a.Quotas {
+		if l.liveAt(b, cur) {
+			t.Quota += q
+		}
+	}
+	if a.Reserve > 0 && l.liveAt(a.ReserveBucket, cur) {
+		t.Quota += a.Reserve
+	}
+	return t
 }
 
 // Grants returns the quotas of clients reporting rates, in order, of a

@@ -7,6 +7,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 func TestQuota(t *testing.T) {
@@ -134,8 +137,9 @@ func TestLedgerBuckets(t *testing.T) {
 
 // TestLedgerTracksFleet plays the store's part for a skewed fleet reporting
 // at random phases: each report adds the client's rate and retracts the one
-// its receipt names. The live buckets must add up to the fleet's rate exactly
-// while everyone reports, and clients that stop must drop out.
+// its receipt names. The live buckets must add up to the fleet's rate, its
+// sampled rate and its number of clients exactly while everyone reports,
+// and clients that stop must drop out.
 func TestLedgerTracksFleet(t *testing.T) {
 	l := Ledger{Interval: 10 * time.Second, Retain: 3}
 	rng := rand.New(rand.NewPCG(3, 4))
@@ -150,7 +154,7 @@ func TestLedgerTracksFleet(t *testing.T) {
 	stopAt := start.Add(30 * l.Interval) // the even clients stop reporting here
 	for step := time.Duration(0); step < 40*l.Interval; step += time.Second {
 		now := start.Add(step)
-		var truth float64
+		var truth Totals
 		var ups []Update
 		var who []int
 		for i, r := range rates {
@@ -159,29 +163,45 @@ func TestLedgerTracksFleet(t *testing.T) {
 				continue
 			}
 			if step%l.Interval != phase[i] {
-				truth += r
+				if receipts[i] != nil {
+					truth.Rate += r
+					truth.Sampled += receipts[i].Sampled
+					truth.Instances++
+				}
 				continue
 			}
 			// Traffic wobbles from one interval to the next.
 			r *= 0.9 + 0.2*rng.Float64()
 			rates[i] = r
-			ups = append(ups, Update{Add: Receipt{Bucket: l.Bucket(now), Rate: r}, Reservoir: 10, Retract: receipts[i]})
+			sampled := r * rng.Float64() / 10
+			ups = append(ups, Update{Add: Receipt{Bucket: l.Bucket(now), Rate: r, Sampled: sampled}, Reservoir: 10, Retract: receipts[i], Client: true})
 			who = append(who, i)
-			truth += r
+			truth.Rate += r
+			truth.Sampled += sampled
+			truth.Instances++
 		}
 		got, grants := l.Apply(&acct, now, time.Time{}, ups)
 		for k, i := range who {
-			receipts[i] = &Receipt{Bucket: ups[k].Add.Bucket, Rate: ups[k].Add.Rate, Quota: grants[k]}
+			receipts[i] = &Receipt{Bucket: ups[k].Add.Bucket, Rate: ups[k].Add.Rate, Quota: grants[k], Sampled: ups[k].Add.Sampled}
 		}
+		totals := l.Totals(&acct, now)
+		if math.Abs(totals.Rate-got) > 1e-9*got {
+			t.Fatalf("at %v: Totals says %v, Apply %v", step, totals.Rate, got)
+		}
+		if totals.Quota > 10+1e-9 {
+			t.Fatalf("at %v: quotas of %v outstanding, above the reservoir", step, totals.Quota)
+		}
+		totals.Quota = 0
+		exact := cmpopts.EquateApprox(1e-6, 0)
 		switch {
 		case step < l.Interval:
 		case now.Before(stopAt):
-			if math.Abs(got-truth) > 1e-6*truth {
-				t.Fatalf("at %v: fleet rate %v, want exactly %v", step, got, truth)
+			if diff := cmp.Diff(truth, totals, exact); diff != "" {
+				t.Fatalf("at %v: totals (-want +got):\n%s", step, diff)
 			}
 		case now.After(stopAt.Add(time.Duration(l.Retain) * l.Interval)):
-			if math.Abs(got-truth) > 1e-6*truth {
-				t.Fatalf("%v after the stop: fleet rate %v, want %v", now.Sub(stopAt), got, truth)
+			if diff := cmp.Diff(truth, totals, exact); diff != "" {
+				t.Fatalf("%v after the stop: totals (-want +got):\n%s", now.Sub(stopAt), diff)
 			}
 		}
 	}

@@ -98,6 +98,10 @@ func toStatus(ctx context.Context, log *slog.Logger, method string, err error) e
 			return status.Error(codes.ResourceExhausted, err.Error())
 		}
 		return st.Err()
+	case errors.Is(err, store.ErrNotReplicated):
+		log.WarnContext(ctx, "edit not confirmed by a replica", "method", method, "err", err)
+		return status.Error(codes.Unavailable, "the edit is applied, but no replica of the store confirmed it in time: "+
+			"a failover now could lose it; read it back before sending it again")
 	case errors.Is(err, store.ErrUnavailable) && ctx.Err() == nil:
 		// The store's own deadline (shorter than the caller's, so that a
 		// report is answered before its quotas lapse) ran out, not the
@@ -107,10 +111,6 @@ func toStatus(ctx context.Context, log *slog.Logger, method string, err error) e
 		return status.Error(codes.Canceled, "request canceled")
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
-	case errors.Is(err, store.ErrNotReplicated):
-		log.WarnContext(ctx, "edit not confirmed by a replica", "method", method, "err", err)
-		return status.Error(codes.Unavailable, "the edit is applied, but no replica of the store confirmed it in time: "+
-			"a failover now could lose it; read it back before sending it again")
 	case errors.Is(err, store.ErrUnavailable):
 		return status.Error(codes.Unavailable, "the rule store is unavailable; retry later")
 	default:

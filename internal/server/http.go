@@ -83,8 +83,9 @@ func (r *Readiness) set(ok bool) {
 
 // HTTPHandler serves /healthz (the process is alive), /readyz (the rules
 // are loaded) and /metrics for Prometheus; with debug also Go's profiles under
-// /debug/pprof/, which the load generator reads heap figures from.
-func HTTPHandler(ready *Readiness, gatherer prometheus.Gatherer, debug bool) http.Handler {
+// /debug/pprof/, which the load generator reads heap figures from; with ui
+// the dashboard under /ui/ (package ui).
+func HTTPHandler(ready *Readiness, gatherer prometheus.Gatherer, debug bool, ui http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
@@ -97,6 +98,10 @@ func HTTPHandler(ready *Readiness, gatherer prometheus.Gatherer, debug bool) htt
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	if ui != nil {
+		mux.Handle("/ui/", ui)
+		mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusFound))
+	}
 	if debug {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -109,8 +109,8 @@ func (s *samplingService) report(ctx context.Context, client, service string, do
 	}
 	hour := int(now.Sub(budget.MonthStart(now)) / time.Hour)
 	type accepted struct {
-		rule        *rules.Rule
-		rate, fixed float64
+		rule                 *rules.Rule
+		rate, sampled, fixed float64
 	}
 	var (
 		acc     []accepted
@@ -147,8 +147,9 @@ func (s *samplingService) report(ctx context.Context, client, service string, do
 		// within the span the server knows: the first report after an
 		// outage covers one interval, not the whole time since the last
 		// target.
-		rate := float64(d.GetRequestCount()) / min(max(s.span(d), minReportSpan), b.span).Seconds()
-		acc = append(acc, accepted{rule: rule, rate: rate, fixed: b.fixedNow})
+		secs := min(max(s.span(d), minReportSpan), b.span).Seconds()
+		rate, sampledRate := float64(d.GetRequestCount())/secs, float64(sampled)/secs
+		acc = append(acc, accepted{rule: rule, rate: rate, sampled: sampledRate, fixed: b.fixedNow})
 		if d.GetRequestCount() > 0 || sampled > 0 {
 			for _, name := range budgets.Covering(service, rule) {
 				usage = append(usage, store.UsageIncrement{Budget: name, Month: now, Hour: hour, Rule: rule.Name, Requests: d.GetRequestCount(), Sampled: sampled})
@@ -159,7 +160,7 @@ func (s *samplingService) report(ctx context.Context, client, service string, do
 			r := prev.Receipt
 			retract = &r
 		}
-		updates = append(updates, store.RateUpdate{Rule: rule.Name, Add: reservoir.Receipt{Bucket: bucket, Rate: rate}, Reservoir: float64(rule.ReservoirSize), Retract: retract})
+		updates = append(updates, store.RateUpdate{Rule: rule.Name, Add: reservoir.Receipt{Bucket: bucket, Rate: rate, Sampled: sampledRate}, Reservoir: float64(rule.ReservoirSize), Retract: retract, Client: true})
 	}
 	if len(updates) == 0 {
 		return out, nil
@@ -173,7 +174,7 @@ func (s *samplingService) report(ctx context.Context, client, service string, do
 	s.keys.Ring(ctx)
 	expiry := timestamppb.New(now.Add(s.ledger.QuotaLifetime()))
 	for i, a := range acc {
-		c := receipt.Claim{Receipt: reservoir.Receipt{Bucket: bucket, Rate: a.rate, Quota: results[i].Quota}, Issued: now, FixedRate: a.fixed}
+		c := receipt.Claim{Receipt: reservoir.Receipt{Bucket: bucket, Rate: a.rate, Quota: results[i].Quota, Sampled: a.sampled}, Issued: now, FixedRate: a.fixed}
 		out.Targets = append(out.Targets, &pb.SamplingTarget{
 			RuleName:             a.rule.Name,
 			ReservoirQuota:       results[i].Quota,

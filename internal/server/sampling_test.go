@@ -52,6 +52,7 @@ type samplingStore interface {
 type replica struct {
 	rules    pb.RuleServiceClient
 	sampling pb.SamplingServiceClient
+	status   pb.StatusServiceClient
 	catalog  *catalog.Catalog
 	first    int64 // the rules version when it started: versions start from the clock
 	conn     *grpc.ClientConn
@@ -96,7 +97,7 @@ func startReplica(t *testing.T, st samplingStore, now func() time.Time, opts ...
 		cancel()
 		<-catDone
 	})
-	return &replica{rules: pb.NewRuleServiceClient(conn), sampling: pb.NewSamplingServiceClient(conn), catalog: cat, first: cat.Current().Version, conn: conn}
+	return &replica{rules: pb.NewRuleServiceClient(conn), sampling: pb.NewSamplingServiceClient(conn), status: pb.NewStatusServiceClient(conn), catalog: cat, first: cat.Current().Version, conn: conn}
 }
 
 func newClock() *fakeClock {

@@ -25,6 +25,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/condition"
 	"github.com/tracesampling/controlplane/internal/edit"
+	"github.com/tracesampling/controlplane/internal/fleet"
 	"github.com/tracesampling/controlplane/internal/receipt"
 	"github.com/tracesampling/controlplane/internal/reservoir"
 )
@@ -34,8 +35,8 @@ type Options struct {
 	// Rules stores rules and their audit log. Required.
 	Rules RuleStore
 	// Catalog is the replica's view of the current rules, and Ledger keeps
-	// the fleet ledgers; with both set the SamplingService is served. The
-	// caller runs the catalog.
+	// the fleet ledgers; with both set the SamplingService and the
+	// StatusService are served. The caller runs the catalog.
 	Catalog *catalog.Catalog
 	Ledger  LedgerStore
 	// Budgets keeps budgets and alerts; with it and Catalog the
@@ -211,6 +212,7 @@ func New(opts Options) *Server {
 			interval:  durationpb.New(opts.ReportInterval),
 			storeDown: s.storeDown,
 		})
+		pb.RegisterStatusServiceServer(s.grpc, &statusService{fleet: fleet.New(opts.Catalog, opts.Ledger, opts.ReportInterval, opts.Now)})
 	}
 	if opts.Catalog != nil && opts.Budgets != nil {
 		pb.RegisterBudgetServiceServer(reg, &budgetService{store: opts.Budgets, catalog: opts.Catalog, stopping: s.stopping})

@@ -212,6 +212,9 @@ type RateUpdate struct {
 	// Retract is the client's previous contribution, taken out if its bucket
 	// is still live; nil for a client's first report.
 	Retract *reservoir.Receipt
+	// Client marks a client's report, which counts the client as one of the
+	// rule's instances (see reservoir.Update); reads leave it unset.
+	Client bool
 }
 
 // RateResult is the ledger's answer to one RateUpdate.
@@ -221,6 +224,13 @@ type RateResult struct {
 	// Quota is the quota granted to the client: its share of the
 	// reservoir, within what the quotas outstanding leave of it.
 	Quota float64
+	// Sampled is the rule's fleet sampled rate (traces per second),
+	// Instances the number of clients whose latest report is live, and
+	// Granted the quotas that clients may hold, all after the whole batch
+	// (see reservoir.Totals).
+	Sampled   float64
+	Instances int64
+	Granted   float64
 }
 
 // ReportBatch is the store work for one or more client reports, done in one

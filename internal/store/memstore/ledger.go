@@ -197,7 +197,7 @@ func (l *live) applyRates(b store.ReportBatch) []store.RateResult {
 		ups := make([]reservoir.Update, len(idx))
 		for k, i := range idx {
 			u := b.Rates[i]
-			ups[k] = reservoir.Update{Add: u.Add, Reservoir: u.Reservoir, Retract: u.Retract}
+			ups[k] = reservoir.Update{Add: u.Add, Reservoir: u.Reservoir, Retract: u.Retract, Client: u.Client}
 		}
 		a := l.ledgers[rule]
 		if a == nil {
@@ -207,8 +207,9 @@ func (l *live) applyRates(b store.ReportBatch) []store.RateResult {
 		if a.Written {
 			l.ledgers[rule] = a
 		}
+		t := b.Ledger.Totals(a, b.Now)
 		for k, i := range idx {
-			out[i] = store.RateResult{Fleet: fleet, Quota: grants[k]}
+			out[i] = store.RateResult{Fleet: fleet, Quota: grants[k], Sampled: t.Sampled, Instances: t.Instances, Granted: t.Quota}
 		}
 	}
 	// Ledgers nobody wrote for as long as storage keeps them go, as their

@@ -82,8 +82,9 @@ func checkTTL(t *testing.T, got, want time.Duration) {
 	}
 }
 
-// BenchmarkRecordReports is one group-committed batch: 1000 reports over 10
-// rules, each retracting its previous rate and quota and granted a quota,
+// BenchmarkRecordReports is one group-committed batch: 1000 client reports
+// over 10 rules, each retracting its previous rates and quota (and counting
+// its client) and granted a quota,
 // and 1000 usage increments over 3 budgets, each in one hour of the month
 // and spread over the 10 rules.
 func BenchmarkRecordReports(b *testing.B) {
@@ -96,8 +97,8 @@ func BenchmarkRecordReports(b *testing.B) {
 	batch := store.ReportBatch{Now: now, Ledger: l}
 	for i := range 1000 {
 		rule := fmt.Sprintf("rule-%d", i%10)
-		prev := reservoir.Receipt{Bucket: bucket - 1, Rate: 2, Quota: 0.1}
-		batch.Rates = append(batch.Rates, store.RateUpdate{Rule: rule, Add: reservoir.Receipt{Bucket: bucket, Rate: 2}, Reservoir: 10, Retract: &prev})
+		prev := reservoir.Receipt{Bucket: bucket - 1, Rate: 2, Quota: 0.1, Sampled: 0.2}
+		batch.Rates = append(batch.Rates, store.RateUpdate{Rule: rule, Add: reservoir.Receipt{Bucket: bucket, Rate: 2, Sampled: 0.2}, Reservoir: 10, Retract: &prev, Client: true})
 		batch.Usage = append(batch.Usage, store.UsageIncrement{
 			Budget: fmt.Sprintf("budget-%d", i%3), Month: now, Hour: int(now.Sub(budget.MonthStart(now)) / time.Hour),
 			Rule: rule, Requests: 20, Sampled: 1,

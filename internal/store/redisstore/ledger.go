@@ -55,9 +55,12 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 		rates     map[int64]float64
 		quotas    map[int64]float64 // live buckets
 		drains    map[int64]float64 // buckets no longer live
-		reservoir float64           // the largest of the reports'
-		reports   []float64         // the reports' rates, in order
-		sum, top  float64           // of the reports' rates
+		sampled   map[int64]float64
+		clients   map[int64]int64
+		reservoir float64   // the largest of the reports'
+		reports   []float64 // the reports' rates, in order
+		sum, top  float64   // of the reports' rates
+		nclients  int       // client reports
 	}
 	index := map[string]int{}
 	var ledgers []*ledgerArgs
@@ -66,16 +69,30 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 		if !ok {
 			i = len(ledgers)
 			index[u.Rule] = i
-			ledgers = append(ledgers, &ledgerArgs{key: s.ledgerKey(u.Rule), rates: map[int64]float64{}, quotas: map[int64]float64{}, drains: map[int64]float64{}})
+			ledgers = append(ledgers, &ledgerArgs{key: s.ledgerKey(u.Rule), rates: map[int64]float64{}, quotas: map[int64]float64{}, drains: map[int64]float64{},
+				sampled: map[int64]float64{}, clients: map[int64]int64{}})
 		}
 		l := ledgers[i]
 		if u.Add.Rate != 0 {
 			l.rates[u.Add.Bucket] += u.Add.Rate
 		}
+		if u.Add.Sampled != 0 {
+			l.sampled[u.Add.Bucket] += u.Add.Sampled
+		}
+		if u.Client {
+			l.clients[u.Add.Bucket]++
+			l.nclients++
+		}
 		if r := u.Retract; r != nil {
 			if b.Ledger.Live(r.Bucket, b.Now) {
 				l.rates[r.Bucket] -= r.Rate
 				l.quotas[r.Bucket] += r.Quota
+				if r.Sampled != 0 {
+					l.sampled[r.Bucket] -= r.Sampled
+				}
+				if u.Client {
+					l.clients[r.Bucket]--
+				}
 			} else {
 				l.drains[r.Bucket] += r.Quota
 			}
@@ -148,13 +165,17 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 	}
 	for _, l := range ledgers {
 		keys = append(keys, l.key)
-		for _, m := range []map[int64]float64{l.rates, l.quotas, l.drains} {
+		for _, m := range []map[int64]float64{l.rates, l.quotas, l.drains, l.sampled} {
 			args = append(args, len(m))
 			for bucket, d := range m {
 				args = append(args, bucket, ftoa(d))
 			}
 		}
-		args = append(args, ftoa(l.reservoir), ftoa(l.sum), ftoa(l.top))
+		args = append(args, len(l.clients))
+		for bucket, d := range l.clients {
+			args = append(args, bucket, d)
+		}
+		args = append(args, ftoa(l.reservoir), ftoa(l.sum), ftoa(l.top), l.nclients)
 	}
 	for m, i := range usageIndex {
 		u := usage[i]
@@ -186,37 +207,49 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 		}
 		return nil, unavailable("record reports", err)
 	}
-	if len(res) != 2+2*len(ledgers) {
+	if len(res) != 2+ledgerResults*len(ledgers) {
 		return nil, fmt.Errorf("redis: record reports: %d results for %d ledgers", len(res), len(ledgers))
 	}
 	s.clock.observe(res[0], sent, time.Now())
 	applied := res[1] == "1" // else a batch sent again: it grants nothing
 	// Per ledger, the fleet rate and the quotas outstanding before the
-	// batch's grants, from which the grants follow as the script made them.
+	// batch's grants, from which the grants follow as the script made them,
+	// and the sampled rate and clients.
 	grants := make([][]float64, len(ledgers))
-	fleets := make([]float64, len(ledgers))
+	totals := make([]store.RateResult, len(ledgers))
 	for i, l := range ledgers {
-		fleet, err1 := strconv.ParseFloat(res[2+2*i], 64)
-		outstanding, err2 := strconv.ParseFloat(res[3+2*i], 64)
-		if err := errors.Join(err1, err2); err != nil {
-			return nil, fmt.Errorf("redis: record reports: bad sums %q, %q: %w", res[2+2*i], res[3+2*i], err)
+		r := res[2+ledgerResults*i : 2+ledgerResults*(i+1)]
+		fleet, err1 := strconv.ParseFloat(r[0], 64)
+		outstanding, err2 := strconv.ParseFloat(r[1], 64)
+		sampled, err3 := strconv.ParseFloat(r[2], 64)
+		clients, err4 := strconv.ParseInt(r[3], 10, 64)
+		if err := errors.Join(err1, err2, err3, err4); err != nil {
+			return nil, fmt.Errorf("redis: record reports: bad sums %q: %w", r, err)
 		}
-		fleets[i] = fleet
+		totals[i] = store.RateResult{Fleet: fleet, Sampled: sampled, Instances: clients, Granted: outstanding}
 		if applied {
 			grants[i] = reservoir.Grants(l.reservoir, fleet, outstanding, l.reports)
 		} else {
 			grants[i] = make([]float64, len(l.reports))
+		}
+		for _, g := range grants[i] {
+			totals[i].Granted += g
 		}
 	}
 	out := make([]store.RateResult, len(b.Rates))
 	next := make([]int, len(ledgers))
 	for i, u := range b.Rates {
 		l := index[u.Rule]
-		out[i] = store.RateResult{Fleet: fleets[l], Quota: grants[l][next[l]]}
+		out[i] = totals[l]
+		out[i].Quota = grants[l][next[l]]
 		next[l]++
 	}
 	return out, nil
 }
+
+// ledgerResults is how many figures the script returns per ledger: the
+// fleet rate, the quotas outstanding, the sampled rate and the clients.
+const ledgerResults = 4
 
 func ftoa(x float64) string { return strconv.FormatFloat(x, 'g', -1, 64) }
 

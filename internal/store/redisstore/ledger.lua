@@ -5,8 +5,9 @@
 -- runs; storetest holds both to the same behaviour.
 --
 -- KEYS[1..L]: one hash per rule: field "<bucket>" = sum of request rates,
--- "q:<bucket>" = sum of quotas granted, "last" = newest bucket a report was
--- written to, "res", "resb", "resf" = the reserve left by an
+-- "q:<bucket>" = sum of quotas granted, "s:<bucket>" = sum of sampled rates,
+-- "n:<bucket>" = clients whose latest report is in the bucket, "last" =
+-- newest bucket a report was written to, "res", "resb", "resf" = the reserve left by an
 -- outage, the bucket it was made in and the first bucket it stands for.
 -- KEYS[L+1..N-1]: one hash per budget and month of usage, fields "r:<hour>"
 -- and "s:<hour>" (requests and sampled in an hour of the month) and
@@ -18,13 +19,16 @@
 -- the sending replica lost the store ("": it did not); then per ledger key,
 -- in KEYS order: n and n pairs of bucket and rate delta; n and n pairs of
 -- live bucket and quota retracted; n and n pairs of bucket no longer live
--- and quota retracted; the rule's reservoir, and the sum and the largest of
--- the reports' rates; then per usage key, in KEYS order: its TTL in ms, the
+-- and quota retracted; n and n pairs of bucket and sampled-rate delta; n
+-- and n pairs of bucket and client-count delta; the rule's reservoir, the
+-- sum and the largest of the reports' rates, and the number of client
+-- reports; then per usage key, in KEYS order: its TTL in ms, the
 -- number of increments n, then n pairs of field and increment.
 --
 -- Returns Redis's clock (unix ms), "1" if the batch was applied ("0" if it
--- was sent again), then per ledger key the fleet rate and the quotas
--- outstanding before the batch's grants. The reports' quotas, granted in
+-- was sent again), then per ledger key the fleet rate, the quotas
+-- outstanding before the batch's grants, the fleet's sampled rate and its
+-- number of clients. The reports' quotas, granted in
 -- order, each its share within what is left, add up to
 -- min(R × Σ rates / fleet rate, R − outstanding), which is what the script
 -- adds to the ledger; the caller works out each one from the same numbers
@@ -73,8 +77,8 @@ local a = 8
 for k = 1, nledgers do
   local key = KEYS[k]
   -- The batch's part for this ledger.
-  local rates, qret, drains = {}, {}, {}
-  for _, list in ipairs({rates, qret, drains}) do
+  local rates, qret, drains, samp, counts = {}, {}, {}, {}, {}
+  for _, list in ipairs({rates, qret, drains, samp, counts}) do
     local n = tonumber(ARGV[a])
     a = a + 1
     for j = 1, n do
@@ -83,9 +87,11 @@ for k = 1, nledgers do
     end
   end
   local rmax, rsum, rtop = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  a = a + 3
-  -- Anything but reads (no reservoir, no rate, nothing retracted).
-  local writes = apply and (#rates > 0 or #qret > 0 or #drains > 0 or rmax > 0 or rsum > 0)
+  local nclients = tonumber(ARGV[a + 3])
+  a = a + 4
+  -- Anything but reads (no reservoir, no rate, nothing retracted, no
+  -- client).
+  local writes = apply and (#rates > 0 or #qret > 0 or #drains > 0 or #samp > 0 or rmax > 0 or rsum > 0 or nclients > 0)
 
   -- After an outage that nobody wrote through, what was outstanding before
   -- it becomes the reserve.
@@ -123,6 +129,18 @@ for k = 1, nledgers do
         redis.call('HSET', key, f, '0')
       end
     end
+    for _, d in ipairs(samp) do
+      local f = 's:' .. d[1]
+      if d[2] ~= 0 and tonumber(redis.call('HINCRBYFLOAT', key, f, fmt(d[2]))) < 0 then
+        redis.call('HSET', key, f, '0')
+      end
+    end
+    for _, d in ipairs(counts) do
+      local f = 'n:' .. d[1]
+      if d[2] ~= 0 and redis.call('HINCRBY', key, f, d[2]) < 0 then
+        redis.call('HSET', key, f, '0')
+      end
+    end
     if reserveLive then
       for _, d in ipairs(drains) do
         if (resf == nil or d[1] >= resf) and d[1] < resb then
@@ -133,25 +151,32 @@ for k = 1, nledgers do
     end
   end
 
-  -- The fleet rate and the quotas outstanding, dropping what aged out.
-  local fleet, outstanding = 0, 0
+  -- The fleet rate, the quotas outstanding, the sampled rate and the
+  -- clients, dropping what aged out.
+  local fleet, outstanding, sampled, clients = 0, 0, 0, 0
   local all = redis.call('HGETALL', key)
   for j = 1, #all, 2 do
     local f = all[j]
     local b = tonumber(f)
-    local qb = nil
-    if not b and string.sub(f, 1, 2) == 'q:' then
-      qb = tonumber(string.sub(f, 3))
+    local kind = nil
+    if not b then
+      kind = string.sub(f, 1, 2)
+      if kind == 'q:' or kind == 's:' or kind == 'n:' then
+        b = tonumber(string.sub(f, 3))
+      end
     end
     if b then
       if live(b, cur) then
-        fleet = fleet + tonumber(all[j + 1])
-      elseif writes then
-        redis.call('HDEL', key, f)
-      end
-    elseif qb then
-      if live(qb, cur) then
-        outstanding = outstanding + tonumber(all[j + 1])
+        local v = tonumber(all[j + 1])
+        if not kind then
+          fleet = fleet + v
+        elseif kind == 'q:' then
+          outstanding = outstanding + v
+        elseif kind == 's:' then
+          sampled = sampled + v
+        else
+          clients = clients + v
+        end
       elseif writes then
         redis.call('HDEL', key, f)
       end
@@ -165,6 +190,8 @@ for k = 1, nledgers do
   -- (reservoir.Grants, which the caller runs on the same numbers).
   table.insert(out, fmt(fleet))
   table.insert(out, fmt(outstanding))
+  table.insert(out, fmt(sampled))
+  table.insert(out, string.format('%d', clients))
   local granted = 0
   if apply and rmax > outstanding and rsum > 0 then
     granted = math.min(rmax * (rsum / math.max(fleet, rtop)), rmax - outstanding)

@@ -725,7 +725,8 @@ func TestRecordReportsNotAppliedPastItsDeadline(t *testing.T) {
 
 // TestLedgerScriptMatchesApply: the Lua ledger script and
 // reservoir.Ledger.Apply (which the embedded store runs) give the same
-// fleet rates and quotas for the same batches: a fleet of clients reporting
+// fleet rates, quotas, sampled rates and instance counts for the same
+// batches: a fleet of clients reporting
 // at random phases with their receipts, skewed rates, reads, clients that
 // vanish, and outages that nobody writes through.
 func TestLedgerScriptMatchesApply(t *testing.T) {
@@ -759,10 +760,20 @@ func TestLedgerScriptMatchesApply(t *testing.T) {
 		}
 		var ups []store.RateUpdate
 		var who []int
+		picked := map[int]bool{}
 		for range 1 + rng.IntN(6) {
 			i := rng.IntN(len(clients))
+			if picked[i] {
+				// A receipt is taken once (receipt.Guard), so a client's
+				// receipt is never retracted twice in one batch: the
+				// script nets a batch's retractions before it floors a
+				// bucket at zero, and Apply floors after each one.
+				continue
+			}
+			picked[i] = true
 			c := &clients[i]
-			u := store.RateUpdate{Rule: c.rule, Add: reservoir.Receipt{Bucket: l.Bucket(now), Rate: math.Round(rng.ExpFloat64()*1000) / 10}, Reservoir: 10, Retract: c.receipt}
+			rate := math.Round(rng.ExpFloat64()*1000) / 10
+			u := store.RateUpdate{Rule: c.rule, Add: reservoir.Receipt{Bucket: l.Bucket(now), Rate: rate, Sampled: math.Round(rate*rng.Float64()) / 10}, Reservoir: 10, Retract: c.receipt, Client: true}
 			if rng.IntN(10) == 0 {
 				u = store.RateUpdate{Rule: c.rule, Add: reservoir.Receipt{Bucket: l.Bucket(now)}} // a read
 				i = -1
@@ -784,7 +795,7 @@ func TestLedgerScriptMatchesApply(t *testing.T) {
 		}
 		for k, i := range who {
 			if i >= 0 {
-				clients[i].receipt = &reservoir.Receipt{Bucket: ups[k].Add.Bucket, Rate: ups[k].Add.Rate, Quota: got[k].Quota}
+				clients[i].receipt = &reservoir.Receipt{Bucket: ups[k].Add.Bucket, Rate: ups[k].Add.Rate, Quota: got[k].Quota, Sampled: ups[k].Add.Sampled}
 			}
 		}
 	}

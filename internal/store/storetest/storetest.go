@@ -84,6 +84,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"Close", testClose},
 		{"Ledger", testLedger},
 		{"LedgerOutage", testLedgerOutage},
+		{"LedgerFleet", testLedgerFleet},
 		{"ReceiptKeys", testReceiptKeys},
 		{"BudgetCRUD", testBudgetCRUD},
 		{"BudgetRefused", testBudgetRefused},
