@@ -190,6 +190,9 @@ type ReportBatch struct {
 	Rates  []RateUpdate
 	// Usage adds reported counts to budgets' months, in the same step.
 	Usage []UsageIncrement
+	// Sequenced adds the counts of numbered client reports, each once: see
+	// SequencedUsage.
+	Sequenced []SequencedUsage
 	// Key names the batch, so that a batch sent again with the same Key
 	// within KeyWindow of the first (after an error that did not say it
 	// changed nothing) is applied once: a repeat changes nothing and
@@ -201,6 +204,27 @@ type ReportBatch struct {
 
 // KeyWindow is how long a store remembers a ReportBatch's Key once applied.
 const KeyWindow = 5 * time.Minute
+
+// SequencedUsage is the usage of one numbered client report. The store
+// applies it only if Seq is above the highest seq it recorded for Client,
+// and then records Seq, in the same atomic step as the rest of the batch:
+// a report that a client sends again because its acknowledgement was lost
+// is billed once, whichever replica it reaches. An applied batch counts as
+// recorded whether or not each of its reports was new.
+type SequencedUsage struct {
+	Client string
+	Seq    uint64 // 1..MaxSeq
+	Usage  []UsageIncrement
+}
+
+// SeqWindow is how long a store remembers a client's highest seq after the
+// last batch that recorded one of its reports (or a repeat of it). A client
+// stops sending a report again well within it.
+const SeqWindow = time.Hour
+
+// MaxSeq is the largest report seq: Redis scripts compare numbers as
+// doubles, exact up to 2^53.
+const MaxSeq = 1<<53 - 1
 
 // UsageIncrement adds counts to one budget's month: to an hour of it, and to
 // one rule's totals.

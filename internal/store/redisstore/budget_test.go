@@ -41,8 +41,9 @@ func touchBudgetKeys(t *testing.T, s *redisstore.Store) {
 }
 
 // TestBudgetKeysExpire checks the lives of the keys that must go away by
-// themselves: a month of usage 70 days after the month ends, an alert's
-// fired mark after 70 days, a tick claim after its ttl.
+// themselves: a month of usage 70 days after the month ends, a client's
+// report seq an hour after its last report, an alert's fired mark after 70
+// days, a tick claim after its ttl.
 func TestBudgetKeysExpire(t *testing.T) {
 	srv := redistest.Start(t)
 	c := srv.Client(t)
@@ -63,6 +64,15 @@ func TestBudgetKeysExpire(t *testing.T) {
 	}
 	// March 15 12:00 to the end of March is 16.5 days; then 70 more.
 	checkTTL(t, c.PTTL(ctx, "{tsc}:usage:b:202603").Val(), (16*24+12)*time.Hour+70*24*time.Hour)
+
+	// A client's highest report seq, store.SeqWindow after its report.
+	if _, err := s.RecordReports(ctx, store.ReportBatch{Now: now, Sequenced: []store.SequencedUsage{{Client: "c1", Seq: 7, Usage: []store.UsageIncrement{inc}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Get(ctx, "{tsc}:seq:c1").Val(); got != "7" {
+		t.Errorf("seq key = %q, want 7", got)
+	}
+	checkTTL(t, c.PTTL(ctx, "{tsc}:seq:c1").Val(), store.SeqWindow)
 
 	if _, _, err := s.FireAlert(ctx, budget.Alert{Budget: "b", Kind: budget.AlertSpend, Threshold: 0.5, MonthStart: now}); err != nil {
 		t.Fatal(err)

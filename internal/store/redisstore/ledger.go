@@ -29,7 +29,7 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float
 	if s.closed.Load() {
 		return nil, errClosed
 	}
-	if len(b.Rates) == 0 && len(b.Usage) == 0 {
+	if len(b.Rates) == 0 && len(b.Usage) == 0 && len(b.Sequenced) == 0 {
 		return nil, nil
 	}
 	if err := ctx.Err(); err != nil {
@@ -62,8 +62,10 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float
 			l.deltas[r.Bucket] -= r.Rate
 		}
 	}
-	// Likewise one increment per budget month and field. Keys and field
-	// names are built once per distinct one, not per increment.
+	// Likewise one increment per budget month and field, for the usage
+	// applied unconditionally (group 0) and for each numbered report (the
+	// groups after it, applied only if new). Keys and field names are built
+	// once per distinct one, not per increment.
 	type month struct {
 		budget string
 		year   int
@@ -74,18 +76,19 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float
 		hour int
 		rule string
 	}
-	type usageIncrements struct {
-		month  time.Time
-		fields map[field]int64
+	type usageIncrement struct {
+		key int // index into usage
+		f   field
 	}
-	usageIndex := map[month]int{}
-	var usage []*usageIncrements
-	for _, inc := range b.Usage {
-		if err := record.CheckUsage(inc.Budget, inc.Month, inc.Hour, inc.Requests, inc.Sampled); err != nil {
-			return nil, fmt.Errorf("record reports: %w", err)
-		}
+	var (
+		usageIndex = map[month]int{}
+		usage      []time.Time // the months' starts, in key order
+		budgets    []string
+		groups     = make([]map[usageIncrement]int64, 1, 1+len(b.Sequenced))
+	)
+	add := func(g map[usageIncrement]int64, inc *store.UsageIncrement) {
 		if inc.Requests == 0 && inc.Sampled == 0 {
-			continue
+			return
 		}
 		utc := inc.Month.UTC()
 		m := month{inc.Budget, utc.Year(), utc.Month()}
@@ -93,28 +96,47 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float
 		if !ok {
 			i = len(usage)
 			usageIndex[m] = i
-			usage = append(usage, &usageIncrements{month: budget.MonthStart(utc), fields: map[field]int64{}})
+			usage = append(usage, budget.MonthStart(utc))
+			budgets = append(budgets, inc.Budget)
 		}
-		u := usage[i]
 		if inc.Requests != 0 {
-			u.fields[field{kind: 'r', hour: inc.Hour}] += inc.Requests
+			g[usageIncrement{i, field{kind: 'r', hour: inc.Hour}}] += inc.Requests
 		}
 		if inc.Sampled != 0 {
-			u.fields[field{kind: 's', hour: inc.Hour}] += inc.Sampled
+			g[usageIncrement{i, field{kind: 's', hour: inc.Hour}}] += inc.Sampled
 		}
 		if inc.Rule != "" && inc.Requests != 0 {
-			u.fields[field{kind: 'R', rule: inc.Rule}] += inc.Requests
+			g[usageIncrement{i, field{kind: 'R', rule: inc.Rule}}] += inc.Requests
 		}
 		if inc.Rule != "" && inc.Sampled != 0 {
-			u.fields[field{kind: 'S', rule: inc.Rule}] += inc.Sampled
+			g[usageIncrement{i, field{kind: 'S', rule: inc.Rule}}] += inc.Sampled
 		}
 	}
-	if len(ledgers) == 0 && len(usage) == 0 {
+	groups[0] = map[usageIncrement]int64{}
+	for i := range b.Usage {
+		inc := &b.Usage[i]
+		if err := record.CheckUsage(inc.Budget, inc.Month, inc.Hour, inc.Requests, inc.Sampled); err != nil {
+			return nil, fmt.Errorf("record reports: %w", err)
+		}
+		add(groups[0], inc)
+	}
+	for i := range b.Sequenced {
+		sq := &b.Sequenced[i]
+		if err := record.CheckSequenced(sq); err != nil {
+			return nil, fmt.Errorf("record reports: %w", err)
+		}
+		g := map[usageIncrement]int64{}
+		for j := range sq.Usage {
+			add(g, &sq.Usage[j])
+		}
+		groups = append(groups, g)
+	}
+	if len(ledgers) == 0 && len(usage) == 0 && len(b.Sequenced) == 0 {
 		return nil, nil
 	}
 
-	keys := make([]string, 0, len(ledgers)+len(usage)+1)
-	args := []any{0, 0, 0, len(ledgers), callTTL.Milliseconds()}
+	keys := make([]string, 0, len(ledgers)+len(usage)+len(b.Sequenced)+1)
+	args := []any{0, 0, 0, len(ledgers), callTTL.Milliseconds(), len(usage), len(b.Sequenced), store.SeqWindow.Milliseconds()}
 	if len(ledgers) > 0 { // a batch of usage alone may have no ledger configuration
 		args[0], args[1], args[2] = b.Ledger.Bucket(b.Now), b.Ledger.Retain, b.Ledger.TTL().Milliseconds()
 	}
@@ -125,24 +147,30 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float
 			args = append(args, bucket, strconv.FormatFloat(d, 'g', -1, 64))
 		}
 	}
-	for m, i := range usageIndex {
-		u := usage[i]
-		keys = append(keys, s.usageKey(m.budget, u.month))
-		ttl := max(record.UsageExpiry(u.month).Sub(now), minUsageTTL)
-		args = append(args, ttl.Milliseconds(), len(u.fields))
-		for f, n := range u.fields {
+	for i, start := range usage {
+		keys = append(keys, s.usageKey(budgets[i], start))
+		args = append(args, max(record.UsageExpiry(start).Sub(now), minUsageTTL).Milliseconds())
+	}
+	for i, g := range groups {
+		if i > 0 {
+			sq := &b.Sequenced[i-1]
+			keys = append(keys, s.seqKey(sq.Client))
+			args = append(args, sq.Seq)
+		}
+		args = append(args, len(g))
+		for inc, n := range g {
 			var name string
-			switch f.kind {
+			switch inc.f.kind {
 			case 'r':
-				name = "r:" + strconv.Itoa(f.hour)
+				name = "r:" + strconv.Itoa(inc.f.hour)
 			case 's':
-				name = "s:" + strconv.Itoa(f.hour)
+				name = "s:" + strconv.Itoa(inc.f.hour)
 			case 'R':
-				name = "rr:" + f.rule
+				name = "rr:" + inc.f.rule
 			case 'S':
-				name = "rs:" + f.rule
+				name = "rs:" + inc.f.rule
 			}
-			args = append(args, name, n)
+			args = append(args, inc.key+1, name, n)
 		}
 	}
 	keys = append(keys, s.callKey(b.Key))
@@ -167,6 +195,9 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float
 }
 
 func (s *Store) ledgerKey(rule string) string { return s.tag + ":ledger:" + rule }
+
+// seqKey holds the highest report seq recorded for a client.
+func (s *Store) seqKey(client string) string { return s.tag + ":seq:" + client }
 
 // usageKey is the hash of one budget's month.
 func (s *Store) usageKey(budgetName string, month time.Time) string {
