@@ -75,10 +75,17 @@ const unsureWindow = store.KeyWindow - time.Minute
 type pendingReport struct {
 	updates []store.RateUpdate
 	usage   []store.UsageIncrement
+	seq     reportSeq
 	carry   bool // hold the usage for later if the store took nothing
 	rates   []float64
 	err     error
 	done    chan struct{}
+}
+
+// reportSeq is a client's report number (pb.Report.seq); seq 0: none.
+type reportSeq struct {
+	client string
+	seq    uint64
 }
 
 func newReportBatcher(st LedgerStore, ledger reservoir.Ledger, now func() time.Time, log *slog.Logger, reg prometheus.Registerer) *reportBatcher {
@@ -109,10 +116,14 @@ func newReportBatcher(st LedgerStore, ledger reservoir.Ledger, now func() time.T
 }
 
 // record sends one report's updates to the store with the next batch and
-// returns each update's fleet rate. With carry, the report's usage is held
-// for later if the store says it took nothing.
-func (b *reportBatcher) record(ctx context.Context, updates []store.RateUpdate, usage []store.UsageIncrement, carry bool) ([]float64, error) {
-	p := &pendingReport{updates: updates, usage: usage, carry: carry, done: make(chan struct{})}
+// returns each update's fleet rate. The usage of a numbered report (seq) is
+// billed only if the store has not recorded that report of its client
+// before. With carry, the usage of a report without a number is held for
+// later if the store did not take it. A numbered report is never held: its
+// client keeps it until it is acknowledged, and sends it again.
+func (b *reportBatcher) record(ctx context.Context, updates []store.RateUpdate, usage []store.UsageIncrement, carry bool, seq reportSeq) ([]float64, error) {
+	carry = carry && seq.seq == 0
+	p := &pendingReport{updates: updates, usage: usage, seq: seq, carry: carry, done: make(chan struct{})}
 	select {
 	case b.queue <- p:
 	case <-ctx.Done():
@@ -171,13 +182,23 @@ func (b *reportBatcher) run() {
 // flush sends a batch and reports whether the store took it.
 func (b *reportBatcher) flush(batch []*pendingReport, n int) bool {
 	updates := make([]store.RateUpdate, 0, n)
-	var usage []store.UsageIncrement
+	var (
+		usage     []store.UsageIncrement
+		sequenced []store.SequencedUsage
+	)
 	for _, p := range batch {
 		updates = append(updates, p.updates...)
-		usage = append(usage, p.usage...)
+		switch {
+		case len(p.usage) == 0:
+			// Nothing to bill: the report's seq need not be recorded.
+		case p.seq.seq != 0:
+			sequenced = append(sequenced, store.SequencedUsage{Client: p.seq.client, Seq: p.seq.seq, Usage: p.usage})
+		default:
+			usage = append(usage, p.usage...)
+		}
 	}
 	sent, key := b.now(), newBatchKey()
-	rates, err := b.send(store.ReportBatch{Now: sent, Ledger: b.ledger, Rates: updates, Usage: usage, Key: key})
+	rates, err := b.send(store.ReportBatch{Now: sent, Ledger: b.ledger, Rates: updates, Usage: usage, Sequenced: sequenced, Key: key})
 	if err == nil && len(rates) != len(updates) {
 		err = fmt.Errorf("store returned %d fleet rates for %d updates", len(rates), len(updates))
 	}

@@ -76,7 +76,10 @@ func (s *samplingService) GetSamplingTargets(ctx context.Context, req *pb.GetSam
 	if len(req.GetStatistics()) > maxStatistics {
 		return nil, invalid("statistics", fmt.Sprintf("at most %d documents per report, got %d", maxStatistics, len(req.GetStatistics())))
 	}
-	base, err := s.report(ctx, req.GetServiceName(), req.GetStatistics(), nil)
+	if req.GetSeq() > store.MaxSeq {
+		return nil, invalid("seq", fmt.Sprintf("at most %d", uint64(store.MaxSeq)))
+	}
+	base, err := s.report(ctx, req.GetServiceName(), req.GetStatistics(), nil, reportSeq{req.GetClientId(), req.GetSeq()})
 	if err != nil {
 		return nil, err
 	}
@@ -93,8 +96,9 @@ func (s *samplingService) GetSamplingTargets(ctx context.Context, req *pb.GetSam
 // keeps for its client (nil for unary calls). A document's own receipt
 // counts where held has none: unary callers echo every one, and an SDK
 // echoes its last ones in the first report of a new stream, so that a
-// reconnect replaces its previous figure instead of adding to it.
-func (s *samplingService) report(ctx context.Context, service string, docs []*pb.SamplingStatistics, held map[string]reservoir.Receipt) (*pb.TargetSet, error) {
+// reconnect replaces its previous figure instead of adding to it. seq
+// numbers the report, so that one sent again is billed once.
+func (s *samplingService) report(ctx context.Context, service string, docs []*pb.SamplingStatistics, held map[string]reservoir.Receipt, seq reportSeq) (*pb.TargetSet, error) {
 	now := s.now()
 	view := s.catalog.Current()
 	budgets := s.catalog.CurrentBudgets()
@@ -146,7 +150,7 @@ func (s *samplingService) report(ctx context.Context, service string, docs []*pb
 	if len(updates) == 0 {
 		return out, nil
 	}
-	fleet, err := s.batcher.record(ctx, updates, usage, held != nil)
+	fleet, err := s.batcher.record(ctx, updates, usage, held != nil, seq)
 	if err != nil {
 		return nil, err
 	}
@@ -302,7 +306,7 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 		return err
 	}
 
-	reports := make(chan []*pb.SamplingStatistics)
+	reports := make(chan *pb.Report)
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
@@ -319,9 +323,12 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 			case len(r.GetStatistics()) > maxStatistics:
 				recvErr <- invalid("report.statistics", fmt.Sprintf("at most %d documents per report", maxStatistics))
 				return
+			case r.GetSeq() > store.MaxSeq:
+				recvErr <- invalid("report.seq", fmt.Sprintf("at most %d", uint64(store.MaxSeq)))
+				return
 			}
 			select {
-			case reports <- r.GetStatistics():
+			case reports <- r:
 			case <-ctx.Done():
 				return
 			}
@@ -331,9 +338,13 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 	held := map[string]reservoir.Receipt{}
 	var base *pb.TargetSet // the last targets before budgets, to re-send when budgets change
 	budgetGen := s.catalog.CurrentBudgets().Gen
-	sendTargets := func() error {
+	// sendTargets sends base as the budgets have it, acknowledging the
+	// report numbered acked (0: none).
+	sendTargets := func(acked uint64) error {
 		budgetGen = s.catalog.CurrentBudgets().Gen
-		return stream.Send(&pb.StreamSamplingResponse{Message: &pb.StreamSamplingResponse_Targets{Targets: s.withBudgets(base, hello.GetServiceName())}})
+		ts := s.withBudgets(base, hello.GetServiceName())
+		ts.AckedSeq = acked
+		return stream.Send(&pb.StreamSamplingResponse{Message: &pb.StreamSamplingResponse_Targets{Targets: ts}})
 	}
 	for {
 		select {
@@ -351,30 +362,31 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 				return err
 			}
 			if base != nil && s.catalog.CurrentBudgets().Gen != budgetGen {
-				if err := sendTargets(); err != nil {
+				if err := sendTargets(0); err != nil {
 					return err
 				}
 			}
-		case docs := <-reports:
-			ts, err := s.report(ctx, hello.GetServiceName(), docs, held)
+		case r := <-reports:
+			ts, err := s.report(ctx, hello.GetServiceName(), r.GetStatistics(), held, reportSeq{hello.GetClientId(), r.GetSeq()})
 			if err != nil {
 				// Without the store there is no fleet to split by. Keep the
 				// stream and renew the client's last quotas: the split was
 				// right when the store last answered, and it never adds up
 				// to more than the reservoir, so the fleet stays within it
-				// instead of falling back to the local default.
+				// instead of falling back to the local default. The report
+				// is not acknowledged: a numbered one comes again.
 				s.log.WarnContext(ctx, "report not recorded; renewing the last quotas", "client_id", hello.GetClientId(), "err", err)
 				if base == nil {
 					continue
 				}
 				base = renewed(base, timestamppb.New(s.now().Add(quotaTTLInterval*s.ledger.Interval)))
-				if err := sendTargets(); err != nil {
+				if err := sendTargets(0); err != nil {
 					return err
 				}
 				continue
 			}
 			base = ts
-			if err := sendTargets(); err != nil {
+			if err := sendTargets(r.GetSeq()); err != nil {
 				return err
 			}
 			// Later sends of base (a budget changed, a renewal) answer no
