@@ -94,7 +94,9 @@ func checkTTL(t *testing.T, got, want time.Duration) {
 
 // BenchmarkRecordReports is one group-committed batch: 1000 rate updates
 // over 10 rules and 1000 usage increments over 3 budgets, each in one hour
-// of the month and spread over the 10 rules.
+// of the month and spread over the 10 rules; unnumbered, or each the usage
+// of a numbered report of its own client (the store checks and records
+// 1000 seqs).
 func BenchmarkRecordReports(b *testing.B) {
 	srv := redistest.Start(b)
 	s := newStore(b, srv.Client(b), redisstore.Options{})
@@ -102,20 +104,32 @@ func BenchmarkRecordReports(b *testing.B) {
 	l := reservoir.Ledger{Interval: 10 * time.Second, Retain: 3}
 	now := time.Now()
 	bucket := l.Bucket(now)
-	batch := store.ReportBatch{Now: now, Ledger: l}
-	for i := range 1000 {
-		rule := fmt.Sprintf("rule-%d", i%10)
-		prev := reservoir.Receipt{Bucket: bucket - 1, Rate: 2}
-		batch.Rates = append(batch.Rates, store.RateUpdate{Rule: rule, Add: reservoir.Receipt{Bucket: bucket, Rate: 2}, Retract: &prev})
-		batch.Usage = append(batch.Usage, store.UsageIncrement{
-			Budget: fmt.Sprintf("budget-%d", i%3), Month: now, Hour: int(now.Sub(budget.MonthStart(now)) / time.Hour),
-			Rule: rule, Requests: 20, Sampled: 1,
+	for _, numbered := range []bool{false, true} {
+		b.Run(fmt.Sprint("numbered=", numbered), func(b *testing.B) {
+			batch := store.ReportBatch{Now: now, Ledger: l}
+			for i := range 1000 {
+				rule := fmt.Sprintf("rule-%d", i%10)
+				prev := reservoir.Receipt{Bucket: bucket - 1, Rate: 2}
+				batch.Rates = append(batch.Rates, store.RateUpdate{Rule: rule, Add: reservoir.Receipt{Bucket: bucket, Rate: 2}, Retract: &prev})
+				inc := store.UsageIncrement{
+					Budget: fmt.Sprintf("budget-%d", i%3), Month: now, Hour: int(now.Sub(budget.MonthStart(now)) / time.Hour),
+					Rule: rule, Requests: 20, Sampled: 1,
+				}
+				if numbered {
+					batch.Sequenced = append(batch.Sequenced, store.SequencedUsage{Client: fmt.Sprintf("client-%d", i), Usage: []store.UsageIncrement{inc}})
+				} else {
+					batch.Usage = append(batch.Usage, inc)
+				}
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				for i := range batch.Sequenced {
+					batch.Sequenced[i].Seq++ // a new report of each client
+				}
+				if _, err := s.RecordReports(ctx, batch); err != nil {
+					b.Fatal(err)
+				}
+			}
 		})
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := s.RecordReports(ctx, batch); err != nil {
-			b.Fatal(err)
-		}
 	}
 }

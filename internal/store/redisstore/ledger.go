@@ -72,71 +72,89 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float
 		month  time.Month
 	}
 	type field struct {
+		key  int  // index into usage
 		kind byte // 'r', 's': an hour's requests, sampled; 'R', 'S': a rule's
 		hour int
 		rule string
-	}
-	type usageIncrement struct {
-		key int // index into usage
-		f   field
 	}
 	var (
 		usageIndex = map[month]int{}
 		usage      []time.Time // the months' starts, in key order
 		budgets    []string
-		groups     = make([]map[usageIncrement]int64, 1, 1+len(b.Sequenced))
+		group      = map[field]int64{} // one group's increments, netted
+		groupArgs  []any
 	)
-	add := func(g map[usageIncrement]int64, inc *store.UsageIncrement) {
-		if inc.Requests == 0 && inc.Sampled == 0 {
-			return
+	// addGroup nets a group's increments and appends them to groupArgs.
+	addGroup := func(incs []store.UsageIncrement) {
+		clear(group)
+		for i := range incs {
+			inc := &incs[i]
+			if inc.Requests == 0 && inc.Sampled == 0 {
+				continue
+			}
+			utc := inc.Month.UTC()
+			m := month{inc.Budget, utc.Year(), utc.Month()}
+			k, ok := usageIndex[m]
+			if !ok {
+				k = len(usage)
+				usageIndex[m] = k
+				usage = append(usage, budget.MonthStart(utc))
+				budgets = append(budgets, inc.Budget)
+			}
+			if inc.Requests != 0 {
+				group[field{key: k, kind: 'r', hour: inc.Hour}] += inc.Requests
+			}
+			if inc.Sampled != 0 {
+				group[field{key: k, kind: 's', hour: inc.Hour}] += inc.Sampled
+			}
+			if inc.Rule != "" && inc.Requests != 0 {
+				group[field{key: k, kind: 'R', rule: inc.Rule}] += inc.Requests
+			}
+			if inc.Rule != "" && inc.Sampled != 0 {
+				group[field{key: k, kind: 'S', rule: inc.Rule}] += inc.Sampled
+			}
 		}
-		utc := inc.Month.UTC()
-		m := month{inc.Budget, utc.Year(), utc.Month()}
-		i, ok := usageIndex[m]
-		if !ok {
-			i = len(usage)
-			usageIndex[m] = i
-			usage = append(usage, budget.MonthStart(utc))
-			budgets = append(budgets, inc.Budget)
-		}
-		if inc.Requests != 0 {
-			g[usageIncrement{i, field{kind: 'r', hour: inc.Hour}}] += inc.Requests
-		}
-		if inc.Sampled != 0 {
-			g[usageIncrement{i, field{kind: 's', hour: inc.Hour}}] += inc.Sampled
-		}
-		if inc.Rule != "" && inc.Requests != 0 {
-			g[usageIncrement{i, field{kind: 'R', rule: inc.Rule}}] += inc.Requests
-		}
-		if inc.Rule != "" && inc.Sampled != 0 {
-			g[usageIncrement{i, field{kind: 'S', rule: inc.Rule}}] += inc.Sampled
+		groupArgs = append(groupArgs, len(group))
+		for f, n := range group {
+			var name string
+			switch f.kind {
+			case 'r':
+				name = "r:" + strconv.Itoa(f.hour)
+			case 's':
+				name = "s:" + strconv.Itoa(f.hour)
+			case 'R':
+				name = "rr:" + f.rule
+			case 'S':
+				name = "rs:" + f.rule
+			}
+			groupArgs = append(groupArgs, f.key+1, name, n)
 		}
 	}
-	groups[0] = map[usageIncrement]int64{}
 	for i := range b.Usage {
 		inc := &b.Usage[i]
 		if err := record.CheckUsage(inc.Budget, inc.Month, inc.Hour, inc.Requests, inc.Sampled); err != nil {
 			return nil, fmt.Errorf("record reports: %w", err)
 		}
-		add(groups[0], inc)
 	}
+	addGroup(b.Usage)
+	seqKeys := make([]string, 0, len(b.Sequenced))
 	for i := range b.Sequenced {
 		sq := &b.Sequenced[i]
 		if err := record.CheckSequenced(sq); err != nil {
 			return nil, fmt.Errorf("record reports: %w", err)
 		}
-		g := map[usageIncrement]int64{}
-		for j := range sq.Usage {
-			add(g, &sq.Usage[j])
-		}
-		groups = append(groups, g)
+		seqKeys = append(seqKeys, s.seqKey(sq.Client))
+		groupArgs = append(groupArgs, sq.Seq)
+		addGroup(sq.Usage)
 	}
 	if len(ledgers) == 0 && len(usage) == 0 && len(b.Sequenced) == 0 {
 		return nil, nil
 	}
 
-	keys := make([]string, 0, len(ledgers)+len(usage)+len(b.Sequenced)+1)
-	args := []any{0, 0, 0, len(ledgers), callTTL.Milliseconds(), len(usage), len(b.Sequenced), store.SeqWindow.Milliseconds()}
+	keys := make([]string, 0, len(ledgers)+len(usage)+len(seqKeys)+1)
+	args := make([]any, 8, 8+3*len(ledgers)+len(usage)+len(groupArgs))
+	args[3], args[4], args[5], args[6], args[7] = len(ledgers), callTTL.Milliseconds(), len(usage), len(b.Sequenced), store.SeqWindow.Milliseconds()
+	args[0], args[1], args[2] = 0, 0, 0
 	if len(ledgers) > 0 { // a batch of usage alone may have no ledger configuration
 		args[0], args[1], args[2] = b.Ledger.Bucket(b.Now), b.Ledger.Retain, b.Ledger.TTL().Milliseconds()
 	}
@@ -151,28 +169,8 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float
 		keys = append(keys, s.usageKey(budgets[i], start))
 		args = append(args, max(record.UsageExpiry(start).Sub(now), minUsageTTL).Milliseconds())
 	}
-	for i, g := range groups {
-		if i > 0 {
-			sq := &b.Sequenced[i-1]
-			keys = append(keys, s.seqKey(sq.Client))
-			args = append(args, sq.Seq)
-		}
-		args = append(args, len(g))
-		for inc, n := range g {
-			var name string
-			switch inc.f.kind {
-			case 'r':
-				name = "r:" + strconv.Itoa(inc.f.hour)
-			case 's':
-				name = "s:" + strconv.Itoa(inc.f.hour)
-			case 'R':
-				name = "rr:" + inc.f.rule
-			case 'S':
-				name = "rs:" + inc.f.rule
-			}
-			args = append(args, inc.key+1, name, n)
-		}
-	}
+	keys = append(keys, seqKeys...)
+	args = append(args, groupArgs...)
 	keys = append(keys, s.callKey(b.Key))
 	res, err := s.ledger.Run(ctx, s.client, keys, args...).StringSlice()
 	if err != nil {
