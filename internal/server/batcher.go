@@ -35,11 +35,12 @@ type reportBatcher struct {
 	maxBatch int // rate updates per store call
 	queue    chan *pendingReport
 
-	// carried holds the budget usage of stream reports that the store
-	// surely did not take (store.ErrNotApplied), summed by budget, month,
-	// hour and rule, until a batch goes through: a stream's client counts
-	// its report as sent, and the spend in it would be lost. (A unary client
-	// is told, and reports its counts again.) Only run touches it.
+	// carried holds the budget usage of unnumbered stream reports that the
+	// store surely did not take (store.ErrNotApplied), summed by budget,
+	// month, hour and rule, until a batch goes through: such a client
+	// counts its report as sent, and the spend in it would be lost. (A
+	// unary client is told, and reports its counts again; a numbered report
+	// is not acknowledged, and comes again.) Only run touches it.
 	carried map[usageKey]*store.UsageIncrement
 	// unsure holds the usage of stream reports in batches that failed
 	// without the store saying they changed nothing: they may have landed.
@@ -101,7 +102,7 @@ func newReportBatcher(st LedgerStore, ledger reservoir.Ledger, now func() time.T
 		maxHeld:  100_000,
 		held: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "controlplane_usage_held",
-			Help: "Budget usage entries (budget, month, hour, rule) from stream reports that the store has not taken, or may not have taken (sent again under their call's key); they are sent once a batch goes through.",
+			Help: "Budget usage entries (budget, month, hour, rule) from unnumbered stream reports that the store has not taken, or may not have taken (sent again under their call's key); they are sent once a batch goes through.",
 		}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "controlplane_usage_dropped_total",
