@@ -59,11 +59,11 @@ var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
 // gone. It is a per-test check rather than goleak.VerifyTestMain so that it
 // does not compete with a TestMain of the package's internal tests (a test
 // binary has one).
-func noLeaks(t *testing.T) {
+func noLeaks(t *testing.T, opts ...goleak.Option) {
 	t.Helper()
-	opt := goleak.IgnoreCurrent()
+	opts = append(opts, goleak.IgnoreCurrent())
 	// Registered first, so it runs after every other cleanup.
-	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
+	t.Cleanup(func() { goleak.VerifyNone(t, opts...) })
 }
 
 // controlPlane is one replica: store, catalog and gRPC server.

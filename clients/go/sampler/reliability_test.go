@@ -18,6 +18,7 @@ import (
 	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 
 	"github.com/tracesampling/controlplane/clients/go/sampler"
@@ -500,7 +501,9 @@ func TestE2EFailoverToAnotherReplica(t *testing.T) {
 // before the store comes back, the instances send them again to the other
 // replica: the store bills every sampled trace once.
 func TestE2EReplicaKilledDuringStoreOutage(t *testing.T) {
-	noLeaks(t)
+	// A go-redis client that failed to dial while Redis was down waits a
+	// second before it tries again, even once closed.
+	noLeaks(t, goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).tryDial"))
 	rs := redistest.StartWith(t, redistest.Options{AppendOnly: true})
 	cps := []*controlPlane{startControlPlane(t, rs, "127.0.0.1:0"), startControlPlane(t, rs, "127.0.0.1:0")}
 	cps[0].createRule(t, &pb.Rule{Name: "shop-outage", Priority: 1, ServiceName: "shop", ReservoirSize: 100, FixedRate: 0.3})
@@ -512,10 +515,8 @@ func TestE2EReplicaKilledDuringStoreOutage(t *testing.T) {
 	addrs := []string{startProxy(t, cps[0], proxies[0]), startProxy(t, cps[1], proxies[1])}
 
 	const n = 8
-	// Half the instances on each replica, as separate addresses would put
-	// them; each goes to the other only when its own is gone.
-	f := startFleet(t, n, func(i int) []sampler.Option {
-		return []sampler.Option{sampler.WithEndpoints(addrs[i%2], addrs[(i+1)%2]), sampler.WithReportInterval(300 * time.Millisecond)}
+	f := startFleet(t, n, func(int) []sampler.Option {
+		return []sampler.Option{sampler.WithEndpoints(addrs...), sampler.WithReportInterval(300 * time.Millisecond)}
 	})
 	f.runLoad(20, 2)
 	for i, s := range f.samplers {
@@ -524,31 +525,37 @@ func TestE2EReplicaKilledDuringStoreOutage(t *testing.T) {
 			return e.Rule == "shop-outage" && e.Reason == sampler.ReasonReservoir
 		})
 	}
-	reports := func(p *proxy) int {
+	// locked runs fn under p's lock.
+	locked := func(p *proxy, fn func() int) int {
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		return len(p.streamReports)
+		return fn()
 	}
+	// The replica with more streams goes.
+	dead, live := 0, 1
+	if locked(proxies[1], func() int { return proxies[1].open }) > locked(proxies[0], func() int { return proxies[0].open }) {
+		dead, live = 1, 0
+	}
+	reports := func() int { return locked(proxies[dead], func() int { return len(proxies[dead].streamReports) }) }
 	rs.Stop()
-	// Reports while the store is down: a few from every instance.
-	before := reports(proxies[0])
-	waitFor(t, deadline, "reports to replica 0 while the store is down", func() bool { return reports(proxies[0]) >= before+3*n })
-	proxies[0].stop()
-	cps[0].kill()
-	cps[0].stop()
+	// Reports while the store is down: a few from every instance there.
+	before, streams := reports(), locked(proxies[dead], func() int { return proxies[dead].open })
+	waitFor(t, deadline, "reports while the store is down", func() bool { return reports() >= before+3*streams })
+	proxies[dead].stop()
+	cps[dead].kill()
+	cps[dead].stop()
 	rs.Restart()
-	// The instances keep running until the survivor reaches the store again
-	// and every report is acknowledged: then a report left behind is one
-	// the store lost, not one still waiting.
+	// The instances keep running until the survivor reaches the store
+	// again; then they close, sending what is left.
 	waitFor(t, 3*deadline, "the survivor to reach the store", func() bool {
-		_, err := cps[1].store.Usage(context.Background(), "all", time.Now())
+		_, err := cps[live].store.Usage(context.Background(), "all", time.Now())
 		return err == nil
 	})
 	f.stopLoad()
 	if stuck := f.closeAll(t, 3*deadline); stuck > 0 {
 		t.Fatalf("%d Close calls did not return", stuck)
 	}
-	if got, want := cps[1].billed(t, "all", since), f.sampledTotal(); got != want {
+	if got, want := cps[live].billed(t, "all", since), f.sampledTotal(); got != want {
 		t.Errorf("the store billed %d sampled traces, want the %d the instances sampled (%.3f %% lost)", got, want, 100*float64(want-got)/float64(want))
 	}
 }
@@ -580,7 +587,9 @@ func envInt(t *testing.T, key string, def int) int {
 // rotates on average in each phase (2); SAMPLER_FLEET_ONE_ENDPOINT=1 gives
 // each instance one replica's address only (half of them each), as before
 // the SDK took several: the killed replica's instances then wait for it to
-// come back; SAMPLER_FLEET_KILL=0 kills no replica (streams only rotate);
+// come back; SAMPLER_FLEET_KILL=0 kills no replica (streams only rotate),
+// SAMPLER_FLEET_KILL=graceful stops it as SIGTERM does (its streams end
+// with UNAVAILABLE) instead of dropping its connections;
 // SAMPLER_FLEET_SETTLE=1 waits, once the load has stopped, until what the
 // store bills has not changed for a second and logs it, to tell what was
 // lost while running from what Close loses (without it the instances close
@@ -594,7 +603,7 @@ func TestE2EFleetUnderRotationAndAReplicaKill(t *testing.T) {
 	n = envInt(t, "SAMPLER_FLEET_INSTANCES", n)
 	rotations := envInt(t, "SAMPLER_FLEET_ROTATIONS", 2)
 	oneEndpoint := os.Getenv("SAMPLER_FLEET_ONE_ENDPOINT") == "1"
-	kill := os.Getenv("SAMPLER_FLEET_KILL") != "0"
+	kill, graceful := os.Getenv("SAMPLER_FLEET_KILL") != "0", os.Getenv("SAMPLER_FLEET_KILL") == "graceful"
 	settle := os.Getenv("SAMPLER_FLEET_SETTLE") == "1"
 	rs := redistest.Start(t)
 	replica := func(addr string) *controlPlane {
@@ -634,7 +643,11 @@ func TestE2EFleetUnderRotationAndAReplicaKill(t *testing.T) {
 
 	if kill {
 		watch = watchFallback(f, 20*time.Millisecond)
-		cps[0].kill()
+		if graceful {
+			go cps[0].stop()
+		} else {
+			cps[0].kill()
+		}
 		killed := time.Now()
 		waitFor(t, 10*deadline, "the killed replica's streams to end", func() bool { return cps[0].openStreams(t) == 0 })
 		// Streams on the survivor alone rotate half as often as on both.
@@ -674,5 +687,51 @@ func TestE2EFleetUnderRotationAndAReplicaKill(t *testing.T) {
 	t.Logf("instances sampled %d traces; the store billed %d", want, got)
 	if got != want {
 		t.Errorf("the store billed %d sampled traces, want the %d the instances sampled (%.3f %% lost)", got, want, 100*float64(want-got)/float64(want))
+	}
+}
+
+// TestE2EFleetShutdown closes a fleet of samplers while their load runs and
+// their reports are on the way, as an application's shutdown does, against
+// two replicas whose connections do not age out: every Close returns, and
+// the store bills exactly what the instances sampled. It runs 100 instances
+// (24 with -short; SAMPLER_FLEET_INSTANCES sets another number), each until
+// it has sampled 30 traces.
+func TestE2EFleetShutdown(t *testing.T) {
+	noLeaks(t)
+	n := 100
+	if testing.Short() {
+		n = 24
+	}
+	n = envInt(t, "SAMPLER_FLEET_INSTANCES", n)
+	rs := redistest.Start(t)
+	cps := []*controlPlane{startControlPlane(t, rs, "127.0.0.1:0"), startControlPlane(t, rs, "127.0.0.1:0")}
+	addrs := []string{cps[0].addr, cps[1].addr}
+	cps[0].createRule(t, &pb.Rule{Name: "shop-shutdown", Priority: 1, ServiceName: "shop", ReservoirSize: 50, FixedRate: 0.2})
+	cps[0].createBudget(t, "all")
+	cps[1].waitBudget(t, "all")
+	waitFor(t, deadline, "the rule on replica 1", func() bool { return cps[1].catalog.Current().Rule("shop-shutdown") != nil })
+	since := time.Now()
+	f := startFleet(t, n, func(i int) []sampler.Option { return []sampler.Option{sampler.WithEndpoint(addrs[i%2])} })
+	for i, s := range f.samplers {
+		waitFor(t, 3*deadline, fmt.Sprintf("the rule on instance %d", i), func() bool { return explain(s).Rule == "shop-shutdown" })
+	}
+	f.runLoad(20, 4)
+	waitFor(t, 10*deadline, "30 sampled traces on every instance", func() bool {
+		for i := range f.sampled {
+			if f.sampled[i].Load() < 30 {
+				return false
+			}
+		}
+		return true
+	})
+	f.stopLoad()
+	stuck := f.closeAll(t, 6*deadline)
+	got, want := cps[0].billed(t, "all", since), f.sampledTotal()
+	t.Logf("%d instances closed, %d Close calls had not returned; instances sampled %d traces, the store billed %d", n, stuck, want, got)
+	if stuck > 0 {
+		t.Errorf("%d of %d Close calls did not return", stuck, n)
+	}
+	if got != want {
+		t.Errorf("the store billed %d sampled traces, want the %d the instances sampled (%d lost)", got, want, want-got)
 	}
 }
