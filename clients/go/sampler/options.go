@@ -77,7 +77,11 @@ func WithService(name, serviceType string) Option {
 // WithService is not given.
 func WithResource(r *resource.Resource) Option { return func(c *config) { c.resource = r } }
 
-// WithClientID sets this instance's id. Default: 12 random bytes in hex.
+// WithClientID sets this instance's id, 1-64 characters. Each running
+// instance needs its own: the control plane bills a client's reports once
+// each by their number, so two instances sharing an id would lose each
+// other's counts. (A process restarted with the same id is fine: its
+// numbers start above the last ones.) Default: 12 random bytes in hex.
 func WithClientID(id string) Option { return func(c *config) { c.clientID = id } }
 
 // WithReportInterval overrides the report interval the control plane asks
