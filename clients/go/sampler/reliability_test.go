@@ -1,8 +1,9 @@
 package sampler_test
 
 // Fault tests: streams that fail under the sampler, replicas killed, the
-// store down, and a fleet of samplers through all of it. Each checks what
-// the instances counted against what the store billed, exactly.
+// store down, and a fleet of samplers through all of it. Where spans are
+// counted, the test checks what the instances sampled against what the
+// store billed, exactly.
 
 import (
 	"context"
