@@ -128,7 +128,7 @@ func listBudgetAlerts(ctx context.Context, c *client, budgetName string, limit i
 		if limit > 0 {
 			size = min(limit-len(all), maxPage)
 		}
-		resp, err := api.ListAlerts(ctx, &pb.ListAlertsRequest{Budget: budgetName, PageSize: int32(size), PageToken: token})
+		resp, err := api.ListAlerts(ctx, &pb.ListAlertsRequest{BudgetName: budgetName, PageSize: int32(size), PageToken: token})
 		if err != nil {
 			return nil, c.wrap("list alerts", err)
 		}
@@ -178,7 +178,7 @@ func runBudgetGet(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		output string
 	)
 	fs := newFlagSet("budgets", "get", "get NAME [flags]",
-		"Shows one budget. With -o yaml it prints the budgets file format (webhook\nsecrets show as \"****\", as the server returns them).", stderr, &conn)
+		"Shows one budget. With -o yaml it prints the budgets file format (webhook\nURLs redacted and secrets shown as \"****\", as the server returns them).", stderr, &conn)
 	addBudgetOutputFlag(fs, &output)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -207,9 +207,9 @@ type budgetFlags struct {
 	description        string
 	services           budgetListFlag
 	ruleLabels         kvFlag
-	amount             float64
+	amount             amountFlag
 	currency           string
-	pricePerMillion    float64
+	pricePerMillion    amountFlag
 	freeTraces         int64
 	mode               string
 	thresholds         budgetFloatsFlag
@@ -222,7 +222,7 @@ type budgetFlags struct {
 // register defines the flags. Create's defaults are the budget's; update's
 // are zero, since update sends only the flags given.
 func (bf *budgetFlags) register(fs *flag.FlagSet, update bool) {
-	currency, price, mode := budget.DefaultCurrency, budget.DefaultPricePerMillion, budget.Enforce.String()
+	currency, price, mode := budget.DefaultCurrency, int64(budget.DefaultPricePerMillionMicros), budget.Enforce.String()
 	onUpdate, secretOnUpdate := "", ""
 	if update {
 		currency, price, mode = "", 0, ""
@@ -232,9 +232,10 @@ func (bf *budgetFlags) register(fs *flag.FlagSet, update bool) {
 	fs.StringVar(&bf.description, "description", "", "free `text` for people")
 	fs.Var(&bf.services, "service", "service name `glob` the budget covers (repeatable; none: every service"+onUpdate+")")
 	fs.Var(&bf.ruleLabels, "rule-label", "`key=value` label a rule must carry for its traces to count (repeatable"+onUpdate+")")
-	fs.Float64Var(&bf.amount, "amount", 0, "monthly cap in currency units (required on create)")
+	bf.pricePerMillion.micros = price
+	fs.Var(&bf.amount, "amount", "monthly cap in currency `units`, at most 6 decimal places (required on create)")
 	fs.StringVar(&bf.currency, "currency", currency, "ISO 4217 `code`; informational, nothing is converted")
-	fs.Float64Var(&bf.pricePerMillion, "price-per-million", price, "price of a million recorded traces")
+	fs.Var(&bf.pricePerMillion, "price-per-million", "`price` of a million recorded traces, in currency units")
 	fs.Int64Var(&bf.freeTraces, "free-traces", 0, "traces per month that cost nothing (a vendor's free tier)")
 	fs.StringVar(&bf.mode, "mode", mode, "enforce (lower the rates of the rules in scope to land under the cap) or alert_only")
 	fs.Var(&bf.thresholds, "threshold", "alert when this `share` of the cap is spent (repeatable; default 0.5, 0.8, 1"+onUpdate+")")
@@ -247,8 +248,8 @@ func (bf *budgetFlags) register(fs *flag.FlagSet, update bool) {
 // budgetFlagPaths maps the budget flags to the API fields they set, in the
 // proto's field order, which is the order of an update_mask.
 var budgetFlagPaths = [][2]string{
-	{"description", "description"}, {"service", "scope"}, {"rule-label", "scope"}, {"amount", "monthly_amount"},
-	{"currency", "currency"}, {"price-per-million", "price_per_million"}, {"free-traces", "free_traces"}, {"mode", "mode"},
+	{"description", "description"}, {"service", "scope"}, {"rule-label", "scope"}, {"amount", "monthly_amount_micros"},
+	{"currency", "currency_code"}, {"price-per-million", "price_per_million_micros"}, {"free-traces", "free_traces"}, {"mode", "mode"},
 	{"threshold", "spend_thresholds"}, {"forecast-threshold", "forecast_thresholds"}, {"webhook", "channels"},
 	{"floor", "floor_traces_per_second"},
 }
@@ -270,15 +271,15 @@ func givenBudgetPaths(given map[string]bool) []string {
 // the masked secret, which keeps the secret it had if it was there before.
 func (bf *budgetFlags) proto(name string, given map[string]bool, update bool) (*pb.Budget, []rules.FieldViolation) {
 	p := &pb.Budget{
-		Name:                 name,
-		Description:          bf.description,
-		MonthlyAmount:        bf.amount,
-		Currency:             bf.currency,
-		PricePerMillion:      bf.pricePerMillion,
-		FreeTraces:           bf.freeTraces,
-		SpendThresholds:      bf.thresholds.v,
-		ForecastThresholds:   bf.forecastThresholds.v,
-		FloorTracesPerSecond: bf.floor,
+		Name:                  name,
+		Description:           bf.description,
+		MonthlyAmountMicros:   bf.amount.micros,
+		CurrencyCode:          bf.currency,
+		PricePerMillionMicros: bf.pricePerMillion.micros,
+		FreeTraces:            bf.freeTraces,
+		SpendThresholds:       bf.thresholds.v,
+		ForecastThresholds:    bf.forecastThresholds.v,
+		FloorTracesPerSecond:  bf.floor,
 	}
 	if len(bf.services.v) > 0 || len(bf.ruleLabels.m) > 0 {
 		p.Scope = &pb.BudgetScope{ServiceNames: bf.services.v, RuleLabels: bf.ruleLabels.m}
@@ -299,11 +300,31 @@ func (bf *budgetFlags) proto(name string, given map[string]bool, update bool) (*
 	for _, u := range bf.webhooks.v {
 		secret := bf.webhookSecret
 		if update && !given["webhook-secret"] {
-			secret = apiconv.SecretMask
+			secret = budget.SecretMask
 		}
 		p.Channels = append(p.Channels, &pb.NotificationChannel{WebhookUrl: u, Secret: secret})
 	}
 	return p, vs
+}
+
+// amountFlag is an amount of money in currency units, such as 12.50, read
+// exactly into micros.
+type amountFlag struct{ micros int64 }
+
+func (f *amountFlag) String() string {
+	if f == nil || f.micros == 0 {
+		return ""
+	}
+	return budget.FormatMicros(f.micros)
+}
+
+func (f *amountFlag) Set(s string) error {
+	m, err := budget.ParseMicros(s)
+	if err != nil {
+		return err
+	}
+	f.micros = m
+	return nil
 }
 
 // budgetListFlag is a repeatable text flag; "" given alone means an empty list.
@@ -398,9 +419,11 @@ reads stdin). A budgets file is checked whole before anything is created:
         - {webhook_url: "https://hooks.example.com/budget", secret: s3cret}
       floor_traces_per_second: 1
 
-Fields are the API's, in snake_case; an unknown field is an error. Omitted
-fields take the server's defaults (USD, 5 per million traces, thresholds
-0.5, 0.8, 1 and forecast 1, enforce).
+Fields are the API's, in snake_case, but for money: monthly_amount and
+price_per_million are in currency units (at most 6 decimal places) where the
+API has monthly_amount_micros and price_per_million_micros. An unknown field
+is an error. Omitted fields take the server's defaults (currency_code USD, 5
+per million traces, thresholds 0.5, 0.8, 1 and forecast 1, enforce).
 
 --webhook-secret signs every --webhook given with it; to give webhooks
 different secrets, or to keep secrets off the command line, use a file.`
@@ -507,8 +530,10 @@ func runBudgetUpdate(ctx context.Context, args []string, stdout, stderr io.Write
 		`Changes the fields given as flags, and only those (the update mask is
 exactly the flags given). --service and --rule-label each replace their part
 of the scope and keep the other. --webhook replaces every webhook; one that
-was there before keeps its secret unless --webhook-secret is given. With
---etag the update is refused if the budget changed since that etag was read.`, stderr, &conn)
+was there before keeps its secret unless --webhook-secret is given, and a URL
+copied redacted from get (https://host/…) keeps the webhook it was read
+from. With --etag the update is refused if the budget changed since that
+etag was read.`, stderr, &conn)
 	addBudgetOutputFlag(fs, &output)
 	bf.register(fs, true)
 	etag := fs.String("etag", "", "update only if the budget's current etag is this `etag`")
@@ -760,7 +785,7 @@ func (w *alertWatch) run(ctx context.Context) error {
 			return w.c.wrap("", err)
 		}
 	}
-	resp, err := w.api.ListAlerts(ctx, &pb.ListAlertsRequest{Budget: w.budget, PageSize: 1})
+	resp, err := w.api.ListAlerts(ctx, &pb.ListAlertsRequest{BudgetName: w.budget, PageSize: 1})
 	if err != nil {
 		return w.c.wrap("watch alerts", err)
 	}
@@ -801,7 +826,7 @@ func (w *alertWatch) stream(ctx context.Context, again bool) error {
 	defer cancel()
 	// With no alert printed or listed yet, every alert the server lists is
 	// one to print.
-	req := &pb.WatchAlertsRequest{Budget: w.budget, AfterId: w.last, FromOldest: w.last == ""}
+	req := &pb.WatchAlertsRequest{BudgetName: w.budget, AfterId: w.last, FromOldest: w.last == ""}
 	stream, err := w.api.WatchAlerts(ctx, req, grpc.WaitForReady(again))
 	if err != nil {
 		return err
@@ -837,7 +862,7 @@ func alertCells(a *pb.Alert) []string {
 	if a.GetThreshold() > 0 {
 		threshold = budgetPercent(a.GetThreshold())
 	}
-	return []string{a.GetTime().AsTime().UTC().Format(time.RFC3339), a.GetBudget(), alertKindText(a.GetKind()), threshold, a.GetMessage()}
+	return []string{a.GetFireTime().AsTime().UTC().Format(time.RFC3339), a.GetBudgetName(), alertKindText(a.GetKind()), threshold, a.GetMessage()}
 }
 
 func alertKindText(k pb.Alert_Kind) string {
@@ -860,7 +885,18 @@ func budgetPercent(share float64) string {
 	return strconv.FormatFloat(math.Round(share*1e6)/1e4, 'f', -1, 64) + "%"
 }
 
-func budgetMoney(x float64) string { return strconv.FormatFloat(x, 'f', 2, 64) }
+// budgetMoney prints micros as units with at least two decimals: "500.00",
+// "12.25", "0.000001".
+func budgetMoney(micros int64) string {
+	s := budget.FormatMicros(micros)
+	switch i := strings.IndexByte(s, '.'); {
+	case i < 0:
+		return s + ".00"
+	case len(s)-i == 2:
+		return s + "0"
+	}
+	return s
+}
 
 func budgetModeName(m pb.Budget_Mode) string {
 	if m == pb.Budget_MODE_ALERT_ONLY {
@@ -884,8 +920,8 @@ func writeBudgets(w io.Writer, format string, bs []*pb.Budget, single bool) erro
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tMODE\tAMOUNT\tCURRENCY\tSCOPE\tTHRESHOLDS")
 	for _, b := range bs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", b.GetName(), budgetModeName(b.GetMode()), budgetMoney(b.GetMonthlyAmount()),
-			b.GetCurrency(), scopeText(b.GetScope()), thresholdsText(b))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", b.GetName(), budgetModeName(b.GetMode()), budgetMoney(b.GetMonthlyAmountMicros()),
+			b.GetCurrencyCode(), scopeText(b.GetScope()), thresholdsText(b))
 	}
 	return tw.Flush()
 }
@@ -926,14 +962,14 @@ func thresholdsText(b *pb.Budget) string {
 // writeBudgetStatus prints a status as a block of fields and, when traces
 // were counted, a table of the spend per rule.
 func writeBudgetStatus(w io.Writer, b *pb.Budget, st *pb.BudgetStatus) error {
-	cur := " " + st.GetCurrency()
+	cur := " " + st.GetCurrencyCode()
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	fmt.Fprintf(tw, "BUDGET\t%s (%s)\n", st.GetName(), budgetModeName(b.GetMode()))
-	if st.GetMonthStart() != nil {
-		fmt.Fprintf(tw, "MONTH\t%s (UTC)\n", st.GetMonthStart().AsTime().UTC().Format("2006-01"))
+	fmt.Fprintf(tw, "BUDGET\t%s (%s)\n", st.GetBudgetName(), budgetModeName(b.GetMode()))
+	if st.GetMonthStartTime() != nil {
+		fmt.Fprintf(tw, "MONTH\t%s (UTC)\n", st.GetMonthStartTime().AsTime().UTC().Format("2006-01"))
 	}
-	fmt.Fprintf(tw, "SPENT\t%s of %s (%s)\n", budgetMoney(st.GetSpent())+cur, budgetMoney(b.GetMonthlyAmount())+cur, budgetRatio(st.GetSpentRatio()))
-	fmt.Fprintf(tw, "FORECAST\t%s at month end (%s)\n", budgetMoney(st.GetForecast())+cur, budgetRatio(st.GetForecastRatio()))
+	fmt.Fprintf(tw, "SPENT\t%s of %s (%s)\n", budgetMoney(st.GetSpentMicros())+cur, budgetMoney(b.GetMonthlyAmountMicros())+cur, budgetRatio(st.GetSpentRatio()))
+	fmt.Fprintf(tw, "FORECAST\t%s at month end (%s)\n", budgetMoney(st.GetForecastMicros())+cur, budgetRatio(st.GetForecastRatio()))
 	fmt.Fprintf(tw, "TRACES\t%d sampled of %d requests; cap %d\n", st.GetSampledTraces(), st.GetRequests(), st.GetCapTraces())
 	fmt.Fprintf(tw, "FACTORS\tfixed rates x%s, reservoirs x%s\n", budgetFactorText(st.GetFixedRateFactor()), budgetFactorText(st.GetReservoirFactor()))
 	exhausted := "no"
@@ -957,7 +993,7 @@ func writeBudgetStatus(w io.Writer, b *pb.Budget, st *pb.BudgetStatus) error {
 	tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "RULE\tREQUESTS\tSAMPLED\tSPENT")
 	for _, r := range st.GetRules() {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", r.GetRuleName(), r.GetRequests(), r.GetSampled(), budgetMoney(r.GetSpent()))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", r.GetRuleName(), r.GetRequests(), r.GetSampledTraces(), budgetMoney(r.GetSpentMicros()))
 	}
 	return tw.Flush()
 }
@@ -984,9 +1020,9 @@ func writeBudgetYAML(w io.Writer, b []byte) error {
 // The budgets file is the YAML form of a list of budgets, with the API's
 // snake_case field names (see budgetCreateAbout). It is what `create -f`
 // reads and what `list -o yaml` and `get -o yaml` print. Output-only fields
-// (etag, times) are never printed and are refused on input; secrets are
-// printed masked, as the server returns them, and a masked secret is refused
-// on input.
+// (etag, times) are never printed and are refused on input; webhook URLs and
+// secrets are printed redacted and masked, as the server returns them, and
+// are refused so on input.
 
 type budgetsFile struct {
 	Budgets []fileBudget `yaml:"budgets"`
@@ -997,15 +1033,28 @@ type fileBudget struct {
 	Name                 string        `yaml:"name"`
 	Description          string        `yaml:"description,omitempty"`
 	Scope                *fileScope    `yaml:"scope,omitempty"`
-	MonthlyAmount        float64       `yaml:"monthly_amount"`
-	Currency             string        `yaml:"currency"`
-	PricePerMillion      float64       `yaml:"price_per_million"`
+	MonthlyAmount        fileAmount    `yaml:"monthly_amount"`
+	CurrencyCode         string        `yaml:"currency_code"`
+	PricePerMillion      fileAmount    `yaml:"price_per_million"`
 	FreeTraces           int64         `yaml:"free_traces,omitempty"`
 	Mode                 string        `yaml:"mode"`
 	SpendThresholds      []float64     `yaml:"spend_thresholds,flow"`
 	ForecastThresholds   []float64     `yaml:"forecast_thresholds,flow"`
 	Channels             []fileChannel `yaml:"channels,omitempty"`
 	FloorTracesPerSecond float64       `yaml:"floor_traces_per_second,omitempty"`
+}
+
+// fileAmount is an amount in micros, printed as the exact decimal of its
+// currency units: monthly_amount: 1234.5.
+type fileAmount int64
+
+func (a fileAmount) MarshalYAML() (any, error) {
+	s := budget.FormatMicros(int64(a))
+	tag := "!!int"
+	if strings.Contains(s, ".") {
+		tag = "!!float"
+	}
+	return &yaml.Node{Kind: yaml.ScalarNode, Tag: tag, Value: s}, nil
 }
 
 type fileScope struct {
@@ -1025,9 +1074,9 @@ func writeBudgetsFile(w io.Writer, bs []*pb.Budget) error {
 		f := fileBudget{
 			Name:                 p.GetName(),
 			Description:          p.GetDescription(),
-			MonthlyAmount:        p.GetMonthlyAmount(),
-			Currency:             p.GetCurrency(),
-			PricePerMillion:      p.GetPricePerMillion(),
+			MonthlyAmount:        fileAmount(p.GetMonthlyAmountMicros()),
+			CurrencyCode:         p.GetCurrencyCode(),
+			PricePerMillion:      fileAmount(p.GetPricePerMillionMicros()),
 			FreeTraces:           p.GetFreeTraces(),
 			Mode:                 budgetModeName(p.GetMode()),
 			SpendThresholds:      p.GetSpendThresholds(),
@@ -1157,18 +1206,16 @@ func loadBudgetsDoc(l *loader, data []byte) []*pb.Budget {
 			seen[b.Name] = [2]int{i + 1, n.Line}
 		}
 		if ok {
-			p := apiconv.BudgetToProto(&b)
-			for j := range p.Channels {
-				p.Channels[j].Secret = b.Channels[j].Secret // BudgetToProto masks them
-			}
-			out = append(out, p)
+			out = append(out, apiconv.BudgetToRequest(&b))
 		}
 	}
 	return out
 }
 
 // budgetFields are the fields a budget has in a file, in the proto's order.
-var budgetFields = []string{"name", "description", "scope", "monthly_amount", "currency", "price_per_million",
+// Money is in currency units where the API has micros: monthly_amount and
+// price_per_million; "currency", currency_code's earlier name, is read too.
+var budgetFields = []string{"name", "description", "scope", "monthly_amount", "currency_code", "price_per_million",
 	"free_traces", "mode", "spend_thresholds", "forecast_thresholds", "channels", "floor_traces_per_second"}
 
 // budgetDecoder decodes one budget of a file, collecting problems by field.
@@ -1177,6 +1224,26 @@ type budgetDecoder struct {
 	lines  map[string]int  // field path, as Validate names it -> line
 	failed map[string]bool // top-level fields that did not decode
 	probs  []budgetProblem
+	// currencyKey is the key the currency was given under: currency_code,
+	// or its earlier name currency.
+	currencyKey string
+}
+
+// fileField is the file's name of a field that Validate names as the API
+// does.
+func (d *budgetDecoder) fileField(api string) string {
+	top := budgetTopField(api)
+	switch top {
+	case "monthly_amount_micros":
+		return "monthly_amount" + api[len(top):]
+	case "price_per_million_micros":
+		return "price_per_million" + api[len(top):]
+	case "currency_code":
+		if d.currencyKey != "" {
+			return d.currencyKey
+		}
+	}
+	return api
 }
 
 type budgetProblem struct {
@@ -1224,10 +1291,11 @@ func loadBudget(l *loader, index int, n *yaml.Node) (b budget.Budget, ok bool) {
 	var ve *rules.ValidationError
 	if err := budget.Validate(&b); errors.As(err, &ve) {
 		for _, v := range ve.Violations {
-			if d.failed[budgetTopField(v.Field)] {
+			field := d.fileField(v.Field)
+			if d.failed[budgetTopField(field)] {
 				continue // already reported as undecodable
 			}
-			l.addf(d.lineOf(v.Field, n.Line), "%s: %s: %s", who, v.Field, v.Description)
+			l.addf(d.lineOf(field, n.Line), "%s: %s: %s", who, field, v.Description)
 		}
 	}
 	return b, len(l.problems) == before
@@ -1261,11 +1329,16 @@ func (d *budgetDecoder) field(key *yaml.Node, field string, v *yaml.Node) {
 	case "scope":
 		d.scope(v)
 	case "monthly_amount":
-		err = decodeFloat(v, &b.MonthlyAmount)
-	case "currency":
+		err = decodeAmount(v, &b.MonthlyAmountMicros)
+	case "currency_code", "currency":
+		if d.currencyKey != "" {
+			err = errAt(v, "%s and %s are one field (currency is its earlier name); give one", d.currencyKey, field)
+			break
+		}
+		d.currencyKey = field
 		err = decodeString(v, &b.Currency)
 	case "price_per_million":
-		err = decodeFloat(v, &b.PricePerMillion)
+		err = decodeAmount(v, &b.PricePerMillionMicros)
 	case "free_traces":
 		err = decodeInt(v, &b.FreeTraces)
 	case "mode":
@@ -1382,8 +1455,8 @@ func (d *budgetDecoder) channels(v *yaml.Node) {
 			case "webhook_url":
 				err = decodeString(val, &c.WebhookURL)
 			case "secret":
-				if err = decodeString(val, &c.Secret); err == nil && c.Secret == apiconv.SecretMask {
-					err = errAt(val, "%q is how the server masks a secret; write the secret itself, or leave secret out", apiconv.SecretMask)
+				if err = decodeString(val, &c.Secret); err == nil && c.Secret == budget.SecretMask {
+					err = errAt(val, "%q is how the server masks a secret; write the secret itself, or leave secret out", budget.SecretMask)
 				}
 			default:
 				d.unknown(p.key, path, []string{"webhook_url", "secret"}, "a channel")
@@ -1394,6 +1467,25 @@ func (d *budgetDecoder) channels(v *yaml.Node) {
 		}
 		d.b.Channels = append(d.b.Channels, c)
 	}
+}
+
+// decodeAmount reads a YAML number of currency units, such as 500 or 12.25,
+// exactly into micros: the file keeps money readable where the API has
+// micros.
+func decodeAmount(v *yaml.Node, out *int64) *nodeError {
+	if isNull(v) {
+		return nil
+	}
+	var f float64
+	if v.Kind != yaml.ScalarNode || v.Decode(&f) != nil {
+		return errAt(v, "want an amount such as 12.50, got %s", valueText(v))
+	}
+	m, err := budget.ParseMicros(v.Value)
+	if err != nil {
+		return errAt(v, "%v", err)
+	}
+	*out = m
+	return nil
 }
 
 func decodeBudgetFloats(v *yaml.Node, out *[]float64) *nodeError {

@@ -13,12 +13,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/budget"
@@ -159,13 +161,13 @@ func TestBudgetsCreateGetListUpdateDelete(t *testing.T) {
 		"--webhook", "https://hooks.example.com/a", "--webhook", "http://alerts.internal/b", "--webhook-secret", "s3cret",
 		"--floor", "1.5", "--free-traces", "1000").mustOK(t)
 	want := &pb.Budget{
-		Name: "shop", Description: "the shop", MonthlyAmount: 500, Currency: "USD", PricePerMillion: 5, FreeTraces: 1000,
+		Name: "shop", Description: "the shop", MonthlyAmountMicros: 500_000_000, CurrencyCode: "USD", PricePerMillionMicros: 5_000_000, FreeTraces: 1000,
 		Scope:           &pb.BudgetScope{ServiceNames: []string{"shop-*", "checkout"}, RuleLabels: map[string]string{"team": "payments"}},
 		Mode:            pb.Budget_MODE_ENFORCE,
 		SpendThresholds: []float64{0.5, 0.8}, ForecastThresholds: []float64{1.2},
 		Channels: []*pb.NotificationChannel{
-			{WebhookUrl: "https://hooks.example.com/a", Secret: "****"},
-			{WebhookUrl: "http://alerts.internal/b", Secret: "****"},
+			{WebhookUrl: "https://hooks.example.com/…", Secret: "****"},
+			{WebhookUrl: "http://alerts.internal/…", Secret: "****"},
 		},
 		FloorTracesPerSecond: 1.5, Etag: "1",
 	}
@@ -196,7 +198,7 @@ func TestBudgetsCreateGetListUpdateDelete(t *testing.T) {
 	// secrets.
 	out = s.cli(t, "", "update", "shop", "--amount", "800", "--service", "shop-api", "--mode", "alert_only",
 		"--webhook", "https://hooks.example.com/a", "--etag", "1", "-o", "yaml").mustOK(t).stdout
-	want.MonthlyAmount, want.Mode, want.Etag = 800, pb.Budget_MODE_ALERT_ONLY, "2"
+	want.MonthlyAmountMicros, want.Mode, want.Etag = 800_000_000, pb.Budget_MODE_ALERT_ONLY, "2"
 	want.Scope.ServiceNames = []string{"shop-api"}
 	want.Channels = want.Channels[:1]
 	if got := s.get(t, "shop"); !proto.Equal(got, want) {
@@ -208,15 +210,23 @@ func TestBudgetsCreateGetListUpdateDelete(t *testing.T) {
 	if !strings.Contains(out, "monthly_amount: 800\n") || !strings.Contains(out, "mode: alert_only\n") {
 		t.Errorf("update -o yaml printed\n%s", out)
 	}
+	// A webhook given as get shows it (redacted) keeps its URL and secret
+	// beside a new one.
+	s.cli(t, "", "update", "shop", "--webhook", "https://hooks.example.com/…", "--webhook", "https://new.example.com/x").mustOK(t)
+	want.Channels = append(want.Channels, &pb.NotificationChannel{WebhookUrl: "https://new.example.com/…"})
+	if b, err := s.st.Budget(callCtx(t), "shop"); err != nil || len(b.Channels) != 2 ||
+		b.Channels[0] != (budget.Channel{WebhookURL: "https://hooks.example.com/a", Secret: "s3cret"}) || b.Channels[1].WebhookURL != "https://new.example.com/x" {
+		t.Errorf("after an update with a redacted webhook: %+v, %v; want hooks.example.com/a kept with its secret", b.Channels, err)
+	}
 	// --rule-label '' empties the labels and keeps the services; --threshold ''
 	// goes back to the defaults.
 	s.cli(t, "", "update", "shop", "--rule-label", "", "--threshold", "").mustOK(t)
-	want.Scope.RuleLabels, want.SpendThresholds, want.Etag = nil, budget.DefaultSpendThresholds, "3"
+	want.Scope.RuleLabels, want.SpendThresholds, want.Etag = nil, budget.DefaultSpendThresholds, "4"
 	if got := s.get(t, "shop"); !proto.Equal(got, want) {
 		t.Errorf("after the second update: %v\nwant %v", got, want)
 	}
 
-	res := s.cli(t, "", "delete", "shop", "--etag", "3").mustOK(t)
+	res := s.cli(t, "", "delete", "shop", "--etag", "4").mustOK(t)
 	if res.stdout != "deleted budget \"shop\"\n" {
 		t.Errorf("delete printed %q", res.stdout)
 	}
@@ -238,17 +248,17 @@ func TestBudgetsErrors(t *testing.T) {
 	}{
 		{"invalid budget", []string{"create", "bad", "--amount", "0", "--webhook", "ftp://x", "--mode", "always"}, exitInvalid, []string{
 			`create budget "bad": invalid budget, nothing was sent`,
-			"\n  budget.monthly_amount: must be a positive amount, got 0",
+			"\n  budget.monthly_amount_micros: must be more than 0 and at most 1000000000000 units, got 0",
 			"\n  budget.mode: enforce or alert_only, got \"always\"",
 			"\n  budget.channels[0].webhook_url: an http or https URL",
 		}},
 		{"invalid budget on the server", []string{"create", "bad", "--amount", "0", "--webhook", "ftp://x", "--threshold", "20"}, exitInvalid, []string{
 			`create budget "bad": `,
-			"\n  budget.monthly_amount: must be a positive amount, got 0",
+			"\n  budget.monthly_amount_micros: must be more than 0 and at most 1000000000000 units, got 0",
 			"\n  budget.spend_thresholds[0]: a share of the cap in (0, 10], got 20",
 			"\n  budget.channels[0].webhook_url: an http or https URL",
 		}},
-		{"invalid update", []string{"update", "shop", "--currency", "dollars"}, exitInvalid, []string{"\n  budget.currency: an ISO 4217 code"}},
+		{"invalid update", []string{"update", "shop", "--currency", "dollars"}, exitInvalid, []string{"\n  budget.currency_code: an ISO 4217 code"}},
 		{"bad mode on update", []string{"update", "shop", "--mode", "off"}, exitInvalid, []string{"budget.mode: enforce or alert_only"}},
 		{"stale etag", []string{"update", "shop", "--amount", "700", "--etag", "1"}, exitConflict, []string{`has etag "2", not "1"`}},
 		{"delete stale etag", []string{"delete", "shop", "--etag", "1"}, exitConflict, []string{"conflict"}},
@@ -263,7 +273,7 @@ func TestBudgetsErrors(t *testing.T) {
 			`budgets_unknown_field.yaml:6: budget "typo" (#2): monthly_amout: unknown field; did you mean "monthly_amount"?`,
 			`budgets_unknown_field.yaml:8: budget "typo" (#2): scope.services: unknown field; a scope has service_names, rule_labels`,
 			`budgets_unknown_field.yaml:10: budget "typo" (#2): channels[0].url: unknown field; a channel has webhook_url, secret`,
-			`budgets_unknown_field.yaml:5: budget "typo" (#2): monthly_amount: must be a positive amount, got 0`,
+			`budgets_unknown_field.yaml:5: budget "typo" (#2): monthly_amount: must be more than 0 and at most 1000000000000 units, got 0`,
 		}},
 		{"missing file", []string{"create", "-f", "testdata/nope.yaml"}, exitInvalid, []string{"nope.yaml"}},
 		{"amount missing", []string{"create", "x"}, exitUsage, []string{"--amount is required"}},
@@ -294,7 +304,7 @@ func TestBudgetsErrors(t *testing.T) {
 	if names := s.names(t); len(names) != 1 || names[0] != "shop" {
 		t.Errorf("budgets after the failures: %v, want shop alone", names)
 	}
-	if b := s.get(t, "shop"); b.GetEtag() != "2" || b.GetMonthlyAmount() != 600 {
+	if b := s.get(t, "shop"); b.GetEtag() != "2" || b.GetMonthlyAmountMicros() != 600_000_000 {
 		t.Errorf("shop after the failures: %v", b)
 	}
 }
@@ -309,7 +319,7 @@ func TestBudgetStatusOfAFreshBudget(t *testing.T) {
 	if err := protojson.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status -o json: %v\n%s", err, out)
 	}
-	want := &pb.BudgetStatus{Name: "shop", Currency: "USD", CapTraces: 101_000_000, FixedRateFactor: 1, ReservoirFactor: 1}
+	want := &pb.BudgetStatus{BudgetName: "shop", CurrencyCode: "USD", CapTraces: 101_000_000, FixedRateFactor: 1, ReservoirFactor: 1}
 	if !proto.Equal(&st, want) {
 		t.Errorf("status -o json = %v, want %v", &st, want)
 	}
@@ -564,7 +574,7 @@ func TestLoadBudgetsProblems(t *testing.T) {
 		{"not a list", "budgets: {name: a}\n", []string{`f.yaml:1: "budgets" must be a list of budgets, got a mapping`}},
 		{"unnamed", "budgets:\n  - monthly_amount: 5\n", []string{`f.yaml:2: budget #1: name: is required`}},
 		{"bad values", "budgets:\n  - name: a\n    monthly_amount: lots\n    mode: always\n    spend_thresholds: 0.5\n    free_traces: 1.5\n", []string{
-			`f.yaml:3: budget "a" (#1): monthly_amount: want a number, got "lots"`,
+			`f.yaml:3: budget "a" (#1): monthly_amount: want an amount such as 12.50, got "lots"`,
 			`f.yaml:4: budget "a" (#1): mode: enforce or alert_only, got "always"`,
 			`f.yaml:5: budget "a" (#1): spend_thresholds: want a list of numbers such as [0.5, 0.8, 1], got "0.5"`,
 			`f.yaml:6: budget "a" (#1): free_traces: want a whole number, got "1.5"`,
@@ -582,6 +592,17 @@ func TestLoadBudgetsProblems(t *testing.T) {
 			`f.yaml:3: budget "a" (#2): name: budget #1 (line 2) has the same name`,
 		}},
 		{"field given twice", "budgets:\n  - name: a\n    monthly_amount: 5\n    monthly_amount: 6\n", []string{`f.yaml:4: budget "a" (#1): monthly_amount: given twice (first at line 3)`}},
+		{"money", "budgets:\n  - name: a\n    monthly_amount: 12.1234567\n    price_per_million: -1\n    currency: euro\n", []string{
+			`f.yaml:3: budget "a" (#1): monthly_amount: at most 6 decimal places (micros), got 12.1234567`,
+			`f.yaml:4: budget "a" (#1): price_per_million: must be more than 0 and at most 1000000 units, got -1`,
+			`f.yaml:5: budget "a" (#1): currency: an ISO 4217 code such as USD, got "euro"`,
+		}},
+		{"currency under both names", "budgets:\n  - {name: a, monthly_amount: 5, currency_code: EUR, currency: EUR}\n", []string{
+			`budget "a" (#1): currency: currency_code and currency are one field (currency is its earlier name); give one`,
+		}},
+		{"redacted URL", "budgets:\n  - name: a\n    monthly_amount: 5\n    channels:\n      - {webhook_url: 'https://hooks.slack.com/…4Hd6'}\n", []string{
+			`f.yaml:5: budget "a" (#1): channels[0].webhook_url: a redacted URL`,
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bs, err := loadBudgets("f.yaml", []byte(tc.file))
@@ -601,20 +622,47 @@ func TestLoadBudgetsProblems(t *testing.T) {
 	}
 }
 
+// TestLoadBudgetsMoney: a file's amounts are decimal currency units, read
+// exactly into the API's micros; a file written before currency_code (with
+// currency) still loads.
+func TestLoadBudgetsMoney(t *testing.T) {
+	bs, err := loadBudgets("f.yaml", []byte("budgets:\n  - {name: a, monthly_amount: 0.1, price_per_million: 2.000001, currency: EUR}\n  - {name: b, monthly_amount: 1e3, currency_code: JPY}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []*pb.Budget{
+		{Name: "a", MonthlyAmountMicros: 100_000, PricePerMillionMicros: 2_000_001, CurrencyCode: "EUR"},
+		{Name: "b", MonthlyAmountMicros: 1_000_000_000, PricePerMillionMicros: 5_000_000, CurrencyCode: "JPY"},
+	}
+	ignore := protocmp.IgnoreFields(&pb.Budget{}, "mode", "spend_thresholds", "forecast_thresholds")
+	if diff := cmp.Diff(want, bs, protocmp.Transform(), ignore); diff != "" {
+		t.Errorf("loadBudgets (-want +got):\n%s", diff)
+	}
+}
+
 func TestBudgetsFileRoundTrip(t *testing.T) {
 	s := startBudgetServer(t)
 	s.cli(t, "", "create", "-f", "testdata/budgets.yaml").mustOK(t)
 	before := s.cli(t, "", "list", "-o", "json").mustOK(t).stdout
 
 	// What list -o yaml prints creates the same budgets elsewhere once the
-	// masked secrets are written out again.
+	// masked secrets and redacted URLs are written out again.
 	out := s.cli(t, "", "list", "-o", "yaml").mustOK(t).stdout
 	other := startBudgetServer(t)
 	res := other.cli(t, out, "create", "-f", "-")
 	if res.code != exitInvalid || !strings.Contains(res.err.Error(), `channels[0].secret: "****" is how the server masks a secret`) {
 		t.Fatalf("create -f with masked secrets: exit %d, %v", res.code, res.err)
 	}
-	other.cli(t, strings.Replace(out, "'****'", "s3cret", 1), "create", "-f", "-").mustOK(t)
+	out = strings.Replace(out, "'****'", "s3cret", 1)
+	res = other.cli(t, out, "create", "-f", "-")
+	for _, want := range []string{`channels[0].webhook_url: a redacted URL`, `channels[1].webhook_url: a redacted URL`} {
+		if res.code != exitInvalid || !strings.Contains(res.err.Error(), want) {
+			t.Errorf("create -f with redacted URLs: exit %d, %v; want %q", res.code, res.err, want)
+		}
+	}
+	out = strings.NewReplacer("https://hooks.example.com/…", "https://hooks.example.com/platform",
+		"http://alerts.internal:8080/…", "http://alerts.internal:8080/budget").Replace(out)
+	other.cli(t, out, "create", "-f", "-").mustOK(t)
 	if after := other.cli(t, "", "list", "-o", "json").mustOK(t).stdout; stripTimes(after) != stripTimes(before) {
 		t.Errorf("budgets created from list -o yaml:\n%s\nwant\n%s", after, before)
 	}
@@ -658,13 +706,13 @@ func TestWatchAlertsResumesAfterID(t *testing.T) {
 	for i, threshold := range []float64{0.5, 0.8, 0.9} {
 		s.fire(t, "shop", budget.AlertSpend, threshold, fmt.Sprint("alert ", i))
 	}
-	list, err := s.api.ListAlerts(callCtx(t), &pb.ListAlertsRequest{Budget: "shop"})
+	list, err := s.api.ListAlerts(callCtx(t), &pb.ListAlertsRequest{BudgetName: "shop"})
 	if err != nil || len(list.GetAlerts()) != 3 {
 		t.Fatalf("ListAlerts: %v, %v", list, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), serveWait)
 	defer cancel()
-	stream, err := s.api.WatchAlerts(ctx, &pb.WatchAlertsRequest{Budget: "shop", AfterId: list.GetAlerts()[2].GetId()})
+	stream, err := s.api.WatchAlerts(ctx, &pb.WatchAlertsRequest{BudgetName: "shop", AfterId: list.GetAlerts()[2].GetId()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -685,7 +733,7 @@ func TestWatchAlertsResumesAfterID(t *testing.T) {
 	}
 
 	// An after_id no longer kept: every alert kept, oldest first.
-	gone, err := s.api.WatchAlerts(ctx, &pb.WatchAlertsRequest{Budget: "shop", AfterId: "trimmed-long-ago"})
+	gone, err := s.api.WatchAlerts(ctx, &pb.WatchAlertsRequest{BudgetName: "shop", AfterId: "trimmed-long-ago"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -703,7 +751,7 @@ func TestWatchAlertsResumesAfterID(t *testing.T) {
 	// Neither after_id nor from_oldest: only what fires after the call.
 	// The call cannot say when it has started, so new alerts fire until one
 	// arrives; none of those before it may.
-	fresh, err := s.api.WatchAlerts(ctx, &pb.WatchAlertsRequest{Budget: "shop"})
+	fresh, err := s.api.WatchAlerts(ctx, &pb.WatchAlertsRequest{BudgetName: "shop"})
 	if err != nil {
 		t.Fatal(err)
 	}

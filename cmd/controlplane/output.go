@@ -82,7 +82,7 @@ func writeEvents(w io.Writer, format string, events []*pb.RuleEvent) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "TIME\tACTOR\tACTION\tRULE\tCHANGES")
 	for _, e := range events {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.GetTime().AsTime().UTC().Format(time.RFC3339),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.GetEventTime().AsTime().UTC().Format(time.RFC3339),
 			e.GetActor(), actionName(e.GetAction()), e.GetRuleName(), eventSummary(e))
 	}
 	return tw.Flush()

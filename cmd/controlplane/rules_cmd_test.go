@@ -31,6 +31,9 @@ import (
 var updateGolden = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
 func TestMain(m *testing.M) {
+	if args := os.Getenv(serveProcessEnv); args != "" {
+		os.Exit(runServeProcess(args)) // a memory test's server
+	}
 	goleak.VerifyTestMain(m)
 }
 

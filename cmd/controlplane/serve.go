@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -23,6 +24,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/budget/controller"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/server"
+	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
 )
@@ -44,6 +46,15 @@ type serveConfig struct {
 	tlsKey      string
 	tlsClientCA string
 	tlsPoll     time.Duration // how often to look for renewed TLS files; 0: tlsPollEvery (tests shorten it)
+
+	// Bounds on what clients can make a replica hold (see server.Options).
+	maxStreams        int
+	maxConns          int
+	maxStreamsPerConn int
+	maxRequestBytes   int
+	maxHeaderBytes    int
+	windowBytes       int
+	keepaliveMinTime  time.Duration
 }
 
 // envPrefix: every serve flag --foo-bar can also be set as
@@ -68,6 +79,13 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM `file` of the gRPC server's TLS certificate chain (with --tls-key; empty: plaintext)")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM `file` of the TLS certificate's private key")
 	fs.StringVar(&c.tlsClientCA, "tls-client-ca", "", "PEM `file` of the CAs that client certificates must chain to; given, every client must present one (mutual TLS)")
+	fs.IntVar(&c.maxStreams, "max-streams", server.DefaultMaxStreams, "calls (SDK streams and unary calls) open at once on the replica; more are refused with RESOURCE_EXHAUSTED")
+	fs.IntVar(&c.maxConns, "max-connections", server.DefaultMaxConnections, "client connections open at once; more wait to be accepted until one closes")
+	fs.IntVar(&c.maxStreamsPerConn, "max-streams-per-connection", server.DefaultMaxStreamsPerConnection, "calls open at once on one client connection (HTTP/2 max concurrent streams)")
+	fs.IntVar(&c.maxRequestBytes, "max-request-bytes", server.DefaultMaxRecvMsgBytes, "largest request message; larger ones are refused with RESOURCE_EXHAUSTED")
+	fs.IntVar(&c.maxHeaderBytes, "max-header-bytes", server.DefaultMaxHeaderBytes, "largest request metadata (HTTP/2 header list)")
+	fs.IntVar(&c.windowBytes, "flow-control-window", server.DefaultStreamWindowBytes, "HTTP/2 flow-control window of each stream, in bytes (at least 65536; a connection's is 16 times it)")
+	fs.DurationVar(&c.keepaliveMinTime, "keepalive-min-time", server.DefaultKeepaliveMinTime, "clients that send keepalive pings more often are disconnected")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: controlplane serve [flags]\n\nEvery flag can also be set as an environment variable, e.g. --redis-url as %sREDIS_URL.\n\n", envPrefix)
 		fs.PrintDefaults()
@@ -139,6 +157,10 @@ func openStore(ctx context.Context, c *serveConfig, log *slog.Logger) (backend, 
 	if err != nil {
 		return nil, usageError(fmt.Errorf("--redis-url: %w", err))
 	}
+	// go-redis logs through one logger per process, which serve owns: its
+	// line per failed dial goes to DEBUG, since the replica says once when
+	// the store is unreachable and once when it is back.
+	redis.SetLogger(redisstore.Logger(log))
 	s, err := redisstore.New(ctx, client, redisstore.Options{Prefix: c.redisPrefix})
 	if err != nil {
 		_ = client.Close()
@@ -170,6 +192,9 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		return usageError(fmt.Errorf("serve takes no arguments, got %q", fs.Args()))
 	}
 	if err := applyEnv(fs, os.LookupEnv); err != nil {
+		return usageError(err)
+	}
+	if err := c.checkBounds(); err != nil {
 		return usageError(err)
 	}
 	log, err := newLogger(stderr, c.logLevel, c.logFormat)
@@ -223,6 +248,14 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 		Registerer:       reg,
 		MaxConnectionAge: c.maxConnAge,
 		Credentials:      creds,
+
+		MaxStreams:              c.maxStreams,
+		MaxConnections:          c.maxConns,
+		MaxStreamsPerConnection: uint32(c.maxStreamsPerConn),
+		MaxRecvMsgBytes:         c.maxRequestBytes,
+		MaxHeaderBytes:          uint32(c.maxHeaderBytes),
+		StreamWindowBytes:       int32(c.windowBytes),
+		KeepaliveMinTime:        c.keepaliveMinTime,
 	})
 	readiness := server.NewReadiness(srv, reg)
 
@@ -255,6 +288,9 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 			certs.watch(ctx, cmp.Or(c.tlsPoll, tlsPollEvery))
 		}()
 	}
+	if p, ok := st.(persistenceReader); ok {
+		bg.Go(func() { warnPersistence(ctx, p, log, 2*time.Second) })
+	}
 	bg.Add(3)
 	go func() {
 		defer bg.Done()
@@ -262,7 +298,7 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 	}()
 	go func() {
 		defer bg.Done()
-		readiness.Run(ctx, st.Ping, 2*time.Second)
+		readiness.Run(ctx, st.Ping, rulesLoaded(cat), 2*time.Second)
 	}()
 	go func() {
 		defer bg.Done()
@@ -296,6 +332,87 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 	}
 	log.Info("stopped")
 	return serveErr
+}
+
+// checkBounds refuses bounds that are no bounds, or that the server would
+// silently change.
+func (c *serveConfig) checkBounds() error {
+	var errs []error
+	for _, b := range []struct {
+		flag      string
+		v, lo, hi int
+	}{
+		{"--max-streams", c.maxStreams, 1, math.MaxInt32},
+		{"--max-connections", c.maxConns, 1, math.MaxInt32},
+		{"--max-streams-per-connection", c.maxStreamsPerConn, 1, math.MaxInt32},
+		{"--max-request-bytes", c.maxRequestBytes, 1, math.MaxInt32},
+		{"--max-header-bytes", c.maxHeaderBytes, 1, math.MaxInt32},
+		// gRPC ignores a smaller window; the connection's is 16 times it.
+		{"--flow-control-window", c.windowBytes, 1 << 16, math.MaxInt32 / 16},
+	} {
+		if b.v < b.lo || b.v > b.hi {
+			errs = append(errs, fmt.Errorf("%s: want %d to %d, got %d", b.flag, b.lo, b.hi, b.v))
+		}
+	}
+	if c.keepaliveMinTime <= 0 {
+		errs = append(errs, fmt.Errorf("--keepalive-min-time: want more than 0, got %v", c.keepaliveMinTime))
+	}
+	return errors.Join(errs...)
+}
+
+// persistenceReader is a store that can tell what its Redis keeps on disk.
+type persistenceReader interface {
+	Persistence(ctx context.Context) (redisstore.Persistence, error)
+}
+
+// warnPersistence reads what Redis keeps on disk as soon as it answers (every
+// retry until then), and warns if it is nothing: rules, budgets and spend
+// live only there. Where CONFIG is refused (managed Redis) it says that it
+// cannot tell.
+func warnPersistence(ctx context.Context, r persistenceReader, log *slog.Logger, retry time.Duration) {
+	t := time.NewTicker(retry)
+	defer t.Stop()
+	for {
+		p, err := r.Persistence(ctx)
+		switch {
+		case err == nil && p.None():
+			log.Warn("Redis persists nothing (appendonly no, no save schedule): a Redis restart loses every rule, budget and spend; " +
+				"turn on its append-only file (see the README, Redis persistence)")
+			return
+		case err == nil && !p.Known:
+			log.Info("cannot read Redis's persistence settings (CONFIG GET refused) and its append-only file is off: " +
+				"make sure Redis keeps its data (see the README, Redis persistence)")
+			return
+		case err == nil:
+			log.Info("redis persistence", "appendonly", p.AppendOnly, "save", p.Save)
+			return
+		case !errors.Is(err, store.ErrUnavailable):
+			log.Warn("cannot read Redis's persistence settings", "err", err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// errNoRules: the replica has not read the rules yet (it started while the
+// store was away).
+var errNoRules = errors.New("no rules loaded yet")
+
+// rulesLoaded says whether a replica is ready: it has loaded the rules at
+// least once, so that a load balancer sends it no SDK before it has rules to
+// give. A store outage later does not undo it (see server.Readiness). What
+// readiness means is decided here only.
+func rulesLoaded(cat *catalog.Catalog) func(context.Context) error {
+	return func(context.Context) error {
+		if cat.Current().Version == 0 {
+			return errNoRules
+		}
+		return nil
+	}
 }
 
 // serverCredentials returns the gRPC server's TLS credentials and the files

@@ -34,10 +34,11 @@ The budget's month is the calendar month (UTC), as on the server: a run that
 goes past the end of the month of --start starts the next month's budget
 afresh, and the figures are those of the month that came closest to its cap.
 
-The output ends with one JSON object on its own line: requests, traces,
-traces_per_day, cost, cost_per_30_days, and with a budget: budget, spent,
-spent_ratio, max_forecast_ratio, enforcement_min_factor, and the alerts with
-their simulated times.
+The output ends with one JSON object on its own line, money in currency
+units: requests, traces, traces_per_day, cost, monthly_cost (a 30-day
+month), and with a budget: monthly_amount, spent, spent_ratio,
+max_forecast_ratio, min_fixed_rate_factor, min_reservoir_factor, and the
+alerts with their simulated times.
 
 Exit codes: 0 success, 2 bad command line, 3 invalid rules file.
 
@@ -52,9 +53,9 @@ type simFlags struct {
 	dailySwing     float64
 	spikes         map[int]float64
 	shares         map[string]float64
-	budget         float64
+	budget         amountFlag
 	mode           string
-	price          float64
+	price          amountFlag
 	floor          float64
 	interval       time.Duration
 	start          string
@@ -101,9 +102,10 @@ func runSimulate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		f.shares[name] = weight
 		return nil
 	})
-	fs.Float64Var(&f.budget, "budget", 0, "monthly budget `amount`; without it, only the cost is simulated")
+	fs.Var(&f.budget, "budget", "monthly budget `amount` in currency units; without it, only the cost is simulated")
 	fs.StringVar(&f.mode, "mode", "enforce", "what the budget does: enforce or alert_only")
-	fs.Float64Var(&f.price, "price-per-million", budget.DefaultPricePerMillion, "`price` per million traces")
+	f.price.micros = budget.DefaultPricePerMillionMicros
+	fs.Var(&f.price, "price-per-million", "`price` per million traces")
 	fs.Float64Var(&f.floor, "floor", 0, "`traces/s` the budget keeps when exhausted")
 	fs.DurationVar(&f.interval, "interval", time.Minute, "the controller's `interval`, from 1s to 1h, dividing an hour")
 	fs.StringVar(&f.start, "start", budget.DefaultSimStart().Format(time.DateOnly), "first simulated `day` (YYYY-MM-DD, or an RFC 3339 time), UTC")
@@ -216,14 +218,15 @@ func (f *simFlags) config(withBudget bool) (budget.SimConfig, error) {
 	// of a valid price.
 	// Not normalized first: a price of 0 given on the command line is a
 	// mistake, not a request for the default.
-	b := budget.Budget{Name: "simulated", MonthlyAmount: 1, Currency: budget.DefaultCurrency, PricePerMillion: f.price, Mode: mode, FloorPerSecond: f.floor}
+	b := budget.Budget{Name: "simulated", MonthlyAmountMicros: budget.MicrosPerUnit, Currency: budget.DefaultCurrency,
+		PricePerMillionMicros: f.price.micros, Mode: mode, FloorPerSecond: f.floor}
 	if withBudget {
-		b.MonthlyAmount = f.budget
+		b.MonthlyAmountMicros = f.budget.micros
 	}
 	flagOf := map[string]string{
-		"monthly_amount":          "--budget",
-		"price_per_million":       "--price-per-million",
-		"floor_traces_per_second": "--floor",
+		"monthly_amount_micros":    "--budget",
+		"price_per_million_micros": "--price-per-million",
+		"floor_traces_per_second":  "--floor",
 	}
 	var ve *rules.ValidationError
 	if err := budget.Validate(&b); errors.As(err, &ve) {
@@ -240,7 +243,7 @@ func (f *simFlags) config(withBudget bool) (budget.SimConfig, error) {
 		return cfg, err
 	}
 	b = b.Normalize()
-	cfg.PricePerMillion = b.PricePerMillion
+	cfg.PricePerMillionMicros = b.PricePerMillionMicros
 	if withBudget {
 		cfg.Budget = &b
 	}
@@ -276,9 +279,9 @@ func printSimSummary(w io.Writer, cfg *budget.SimConfig, res *budget.SimResult) 
 		return
 	}
 	fmt.Fprintf(w, "Budget %s (%s): spent %s, %s of the cap (%s traces, %s/day); %s per 30 days.\n",
-		money(sb.Budget), sb.Mode, money(sb.Spent), simPct(sb.SpentRatio), simCount(res.Traces), simCount(res.TracesPerDay), money(res.CostPer30Days))
+		money(sb.MonthlyAmount), sb.Mode, money(sb.Spent), simPct(sb.SpentRatio), simCount(res.Traces), simCount(res.TracesPerDay), money(res.MonthlyCost))
 	fmt.Fprintf(w, "Forecast at most %s of the cap at the rules' own rates, %s at the factors decided; fixed rates scaled down to %s at the lowest, reservoirs to %s.\n",
-		simPct(sb.MaxForecastRatio), simPct(sb.MaxEnforcedForecastRatio), simPct(sb.EnforcementMinFactor), simPct(sb.EnforcementMinReservoirFactor))
+		simPct(sb.MaxForecastRatio), simPct(sb.MaxEnforcedForecastRatio), simPct(sb.MinFixedRateFactor), simPct(sb.MinReservoirFactor))
 	if len(sb.Alerts) == 0 {
 		fmt.Fprintln(w, "No alerts fired.")
 		return

@@ -32,13 +32,13 @@ func TestSimulateCmdCostOnly(t *testing.T) {
 	if code != 0 || res == nil {
 		t.Fatalf("exit %d, stderr %q, stdout %q", code, stderr, stdout)
 	}
-	if got := res["cost_per_30_days"].(float64); got != 1887.31 {
-		t.Errorf("cost_per_30_days = %v, want 1887.31 (the issue's ≈ $1,890)", got)
+	if got := res["monthly_cost"].(float64); got != 1887.31 {
+		t.Errorf("monthly_cost = %v, want 1887.31 (the issue's ≈ $1,890)", got)
 	}
 	if got := res["traces_per_day"].(float64); got != 12582080 {
 		t.Errorf("traces_per_day = %v, want 12582080", got)
 	}
-	if _, ok := res["budget"]; ok {
+	if _, ok := res["monthly_amount"]; ok {
 		t.Errorf("budget figures without --budget: %v", res)
 	}
 	for _, want := range []string{"250,000,000 requests/day", "12,582,080/day", "$1,887.31 per 30 days"} {
@@ -55,16 +55,16 @@ func TestSimulateCmdBudget(t *testing.T) {
 	if code != 0 || res == nil {
 		t.Fatalf("exit %d, stderr %q, stdout %q", code, stderr, stdout)
 	}
-	for _, key := range []string{"budget", "spent", "spent_ratio", "max_forecast_ratio", "enforcement_min_factor", "alerts", "requests", "traces", "cost"} {
+	for _, key := range []string{"monthly_amount", "spent", "spent_ratio", "max_forecast_ratio", "min_fixed_rate_factor", "alerts", "requests", "traces", "cost"} {
 		if _, ok := res[key]; !ok {
 			t.Errorf("no %q in %v", key, res)
 		}
 	}
-	if res["budget"].(float64) != 20 || res["mode"] != "enforce" {
-		t.Errorf("budget %v mode %v", res["budget"], res["mode"])
+	if res["monthly_amount"].(float64) != 20 || res["mode"] != "enforce" {
+		t.Errorf("monthly_amount %v mode %v", res["monthly_amount"], res["mode"])
 	}
-	if f := res["enforcement_min_factor"].(float64); !(f < 1) {
-		t.Errorf("enforcement_min_factor = %v, want < 1", f)
+	if f := res["min_fixed_rate_factor"].(float64); !(f < 1) {
+		t.Errorf("min_fixed_rate_factor = %v, want < 1", f)
 	}
 	alerts := res["alerts"].([]any)
 	if len(alerts) == 0 {

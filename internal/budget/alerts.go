@@ -35,7 +35,7 @@ func DueAlerts(b *Budget, d Decision, prev Decision, now time.Time) []Alert {
 		return nil
 	}
 	nb := b.Normalize()
-	amount := nb.MonthlyAmount
+	amount := nb.MonthlyAmount()
 	spent := finite(nb.Cost(d.Spent))
 	forecast := finite(nb.Cost(d.Forecast))
 	unenforced := finite(nb.Cost(d.ForecastUnenforced))

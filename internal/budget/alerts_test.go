@@ -10,7 +10,7 @@ import (
 
 func TestDueAlerts(t *testing.T) {
 	now := nov.Add(17*24*time.Hour + 3*time.Hour)
-	b500 := Budget{Name: "payments", MonthlyAmount: 500}
+	b500 := Budget{Name: "payments", MonthlyAmountMicros: 500 * MicrosPerUnit}
 	with := func(edit func(*Budget)) Budget {
 		b := b500
 		edit(&b)
@@ -74,7 +74,7 @@ func TestDueAlerts(t *testing.T) {
 
 func TestDueAlertsMessages(t *testing.T) {
 	now := time.Date(2026, time.November, 18, 3, 0, 0, 0, time.UTC)
-	b := &Budget{Name: "payments", MonthlyAmount: 500}
+	b := &Budget{Name: "payments", MonthlyAmountMicros: 500 * MicrosPerUnit}
 	d := Decision{Spent: 80.24e6, Forecast: 99e6, ForecastUnenforced: 122.4e6, FixedRateFactor: 0.25, ReservoirFactor: 1}
 	got := map[string]Alert{}
 	for _, a := range DueAlerts(b, d, Decision{}, now) {
@@ -103,7 +103,7 @@ func TestDueAlertsMessages(t *testing.T) {
 		}
 	}
 
-	ex := DueAlerts(&Budget{Name: "p", MonthlyAmount: 20, Currency: "EUR", FloorPerSecond: 2}, Decision{Spent: 4e6, Exhausted: true}, Decision{}, now)
+	ex := DueAlerts(&Budget{Name: "p", MonthlyAmountMicros: 20 * MicrosPerUnit, Currency: "EUR", FloorPerSecond: 2}, Decision{Spent: 4e6, Exhausted: true}, Decision{}, now)
 	last := ex[len(ex)-1]
 	if want := "budget p: €20.00 exhausted (€20.00 spent); sampling in scope stopped except the floor of 2 traces/s"; last.Kind != AlertExhausted || last.Message != want {
 		t.Errorf("exhausted alert %v %q, want %q", last.Kind, last.Message, want)

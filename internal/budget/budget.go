@@ -28,21 +28,23 @@ const (
 )
 
 func (m Mode) String() string {
-	if m == AlertOnly {
+	switch m {
+	case Enforce:
+		return "enforce"
+	case AlertOnly:
 		return "alert_only"
 	}
-	return "enforce"
+	return fmt.Sprintf("Mode(%d)", int(m))
 }
 
 // Defaults and limits.
 const (
-	DefaultCurrency        = "USD"
-	DefaultPricePerMillion = 5.00
-	MaxChannels            = 10
-	MaxThresholds          = 10
-	MaxServiceGlobs        = 32
-	MaxDescriptionLen      = 512
-	MaxURLLen              = 2048
+	DefaultCurrency   = "USD"
+	MaxChannels       = 10
+	MaxThresholds     = 10
+	MaxServiceGlobs   = 32
+	MaxDescriptionLen = 512
+	MaxURLLen         = 2048
 )
 
 // DefaultSpendThresholds and DefaultForecastThresholds are shares of the cap.
@@ -78,18 +80,20 @@ type Channel struct {
 
 // Budget is a monthly cap on tracing spend.
 type Budget struct {
-	Name               string
-	Description        string
-	Scope              Scope
-	MonthlyAmount      float64
-	Currency           string
-	PricePerMillion    float64
-	FreeTraces         int64
-	Mode               Mode
-	SpendThresholds    []float64
-	ForecastThresholds []float64
-	Channels           []Channel
-	FloorPerSecond     float64
+	Name        string
+	Description string
+	Scope       Scope
+	// MonthlyAmountMicros is the cap and PricePerMillionMicros the price
+	// of a million traces, in micros of Currency (see MicrosPerUnit).
+	MonthlyAmountMicros   int64
+	Currency              string
+	PricePerMillionMicros int64
+	FreeTraces            int64
+	Mode                  Mode
+	SpendThresholds       []float64
+	ForecastThresholds    []float64
+	Channels              []Channel
+	FloorPerSecond        float64
 
 	Revision   int64
 	CreateTime time.Time
@@ -101,8 +105,8 @@ func (b Budget) Normalize() Budget {
 	if b.Currency == "" {
 		b.Currency = DefaultCurrency
 	}
-	if b.PricePerMillion == 0 {
-		b.PricePerMillion = DefaultPricePerMillion
+	if b.PricePerMillionMicros == 0 {
+		b.PricePerMillionMicros = DefaultPricePerMillionMicros
 	}
 	if len(b.SpendThresholds) == 0 {
 		b.SpendThresholds = slices.Clone(DefaultSpendThresholds)
@@ -118,13 +122,17 @@ func (b Budget) Normalize() Budget {
 // CapTraces is the number of traces the month may record: what the amount
 // buys plus the free allowance.
 func (b *Budget) CapTraces() float64 {
-	return b.MonthlyAmount/b.PricePerMillion*1e6 + float64(b.FreeTraces)
+	return float64(b.MonthlyAmountMicros)/float64(b.PricePerMillionMicros)*1e6 + float64(b.FreeTraces)
 }
 
-// Cost is what n traces cost this month, after the free allowance.
+// Cost is what n traces cost this month, after the free allowance, in
+// currency units.
 func (b *Budget) Cost(n float64) float64 {
-	return math.Max(0, n-float64(b.FreeTraces)) / 1e6 * b.PricePerMillion
+	return math.Max(0, n-float64(b.FreeTraces)) / 1e6 * Units(b.PricePerMillionMicros)
 }
+
+// MonthlyAmount is the cap in currency units, for the maths.
+func (b *Budget) MonthlyAmount() float64 { return Units(b.MonthlyAmountMicros) }
 
 // Etag is the budget's version token.
 func (b *Budget) Etag() string { return fmt.Sprint(b.Revision) }
@@ -151,20 +159,20 @@ func Validate(b *Budget) error {
 		}
 	}
 	vs = append(vs, rules.ValidateLabels("scope.rule_labels", b.Scope.RuleLabels)...)
-	if !(b.MonthlyAmount > 0) || math.IsInf(b.MonthlyAmount, 0) || b.MonthlyAmount > 1e12 {
-		add("monthly_amount", "must be a positive amount, got %v", b.MonthlyAmount)
+	if b.MonthlyAmountMicros <= 0 || b.MonthlyAmountMicros > MaxMonthlyAmountMicros {
+		add("monthly_amount_micros", "must be more than 0 and at most %s units, got %s", FormatMicros(MaxMonthlyAmountMicros), FormatMicros(b.MonthlyAmountMicros))
 	}
 	if len(b.Currency) != 3 || b.Currency[0] < 'A' || b.Currency[0] > 'Z' || b.Currency[1] < 'A' || b.Currency[1] > 'Z' || b.Currency[2] < 'A' || b.Currency[2] > 'Z' {
-		add("currency", "an ISO 4217 code such as USD, got %q", b.Currency)
+		add("currency_code", "an ISO 4217 code such as USD, got %q", b.Currency)
 	}
-	if !(b.PricePerMillion > 0) || math.IsInf(b.PricePerMillion, 0) || b.PricePerMillion > 1e6 {
-		add("price_per_million", "must be positive, got %v", b.PricePerMillion)
+	if b.PricePerMillionMicros <= 0 || b.PricePerMillionMicros > MaxPricePerMillionMicros {
+		add("price_per_million_micros", "must be more than 0 and at most %s units, got %s", FormatMicros(MaxPricePerMillionMicros), FormatMicros(b.PricePerMillionMicros))
 	}
 	if b.FreeTraces < 0 {
 		add("free_traces", "must not be negative")
 	}
 	if b.Mode != Enforce && b.Mode != AlertOnly {
-		add("mode", "enforce or alert_only")
+		add("mode", "must be enforce or alert_only, got %d", int(b.Mode))
 	}
 	checkThresholds := func(field string, ts []float64, allowZero bool) {
 		if len(ts) > MaxThresholds {
@@ -191,8 +199,11 @@ func Validate(b *Budget) error {
 	}
 	for i, c := range b.Channels {
 		u, err := url.Parse(c.WebhookURL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(c.WebhookURL) > MaxURLLen {
+		switch {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(c.WebhookURL) > MaxURLLen:
 			add(fmt.Sprintf("channels[%d].webhook_url", i), "an http or https URL")
+		case IsRedacted(c.WebhookURL):
+			add(fmt.Sprintf("channels[%d].webhook_url", i), "a redacted URL, as answers show it, that matches no webhook of this budget; send the full URL")
 		}
 		if len(c.Secret) > 256 {
 			add(fmt.Sprintf("channels[%d].secret", i), "at most 256 bytes")

@@ -59,8 +59,8 @@ func Decide(b *Budget, u Usage, rs []RuleModel, now time.Time, interval time.Dur
 		return d
 	}
 	nb := *b // with the default price, without cloning the thresholds
-	if nb.PricePerMillion == 0 {
-		nb.PricePerMillion = DefaultPricePerMillion
+	if nb.PricePerMillionMicros == 0 {
+		nb.PricePerMillionMicros = DefaultPricePerMillionMicros
 	}
 	capTraces := nb.CapTraces()
 	switch {

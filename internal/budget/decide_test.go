@@ -25,7 +25,7 @@ func steady(perDay float64, days int, spent float64) Usage {
 
 func TestDecide(t *testing.T) {
 	const capT = 100e6 // $500 at $5 per million
-	b500 := &Budget{Name: "payments", MonthlyAmount: 500}
+	b500 := &Budget{Name: "payments", MonthlyAmountMicros: 500 * MicrosPerUnit}
 	tenDays := nov.Add(10 * 24 * time.Hour)
 	tests := []struct {
 		name   string
@@ -72,26 +72,26 @@ func TestDecide(t *testing.T) {
 			f: 0, g: 0, exh: true,
 		},
 		{
-			name: "exhausted with a floor: reservoirs keep the floor", b: &Budget{Name: "p", MonthlyAmount: 500, FloorPerSecond: 0.5},
+			name: "exhausted with a floor: reservoirs keep the floor", b: &Budget{Name: "p", MonthlyAmountMicros: 500 * MicrosPerUnit, FloorPerSecond: 0.5},
 			u:     steady(250e6, 10, 2*capT),
 			rules: []RuleModel{{Name: "Default", FixedRate: 0.05, Reservoir: 2}},
 			now:   tenDays,
 			f:     0, g: 0.25, exh: true,
 		},
 		{
-			name: "exhausted with a floor over the reservoirs", b: &Budget{Name: "p", MonthlyAmount: 500, FloorPerSecond: 5},
+			name: "exhausted with a floor over the reservoirs", b: &Budget{Name: "p", MonthlyAmountMicros: 500 * MicrosPerUnit, FloorPerSecond: 5},
 			u: steady(250e6, 10, capT), rules: defaultModel, now: tenDays,
 			f: 0, g: 1, exh: true,
 		},
 		{
-			name: "not enough left for two intervals at the floor: exhausted", b: &Budget{Name: "p", MonthlyAmount: 500, FloorPerSecond: 100},
+			name: "not enough left for two intervals at the floor: exhausted", b: &Budget{Name: "p", MonthlyAmountMicros: 500 * MicrosPerUnit, FloorPerSecond: 100},
 			u:     steady(250e6, 10, capT-1000),
 			rules: []RuleModel{{Name: "Default", FixedRate: 0.05, Reservoir: 1000}},
 			now:   tenDays,
 			f:     0, g: 0.1, exh: true,
 		},
 		{
-			name: "alert_only never changes rates", b: &Budget{Name: "p", MonthlyAmount: 500, Mode: AlertOnly},
+			name: "alert_only never changes rates", b: &Budget{Name: "p", MonthlyAmountMicros: 500 * MicrosPerUnit, Mode: AlertOnly},
 			u: steady(250e6, 10, 3*capT), rules: defaultModel, now: tenDays,
 			f: 1, g: 1,
 		},
@@ -100,7 +100,7 @@ func TestDecide(t *testing.T) {
 			f: 1, g: 1,
 		},
 		{
-			name: "an unset price is the default price", b: &Budget{Name: "p", MonthlyAmount: 500, PricePerMillion: 0},
+			name: "an unset price is the default price", b: &Budget{Name: "p", MonthlyAmountMicros: 500 * MicrosPerUnit, PricePerMillionMicros: 0},
 			u: steady(250e6, 10, capT), rules: defaultModel, now: tenDays,
 			f: 0, g: 0, exh: true,
 		},
@@ -136,7 +136,7 @@ func TestDecideForecasts(t *testing.T) {
 	// Ten flat days of 250M requests: the rest of the month (20 days) adds
 	// 20 × (86,400 + 5 % of the rest) traces at factors 1.
 	u := steady(250e6, 10, 30e6)
-	d := Decide(&Budget{Name: "p", MonthlyAmount: 500}, u, defaultModel, nov.Add(10*24*time.Hour), time.Minute)
+	d := Decide(&Budget{Name: "p", MonthlyAmountMicros: 500 * MicrosPerUnit}, u, defaultModel, nov.Add(10*24*time.Hour), time.Minute)
 	want := 30e6 + 20*(86400+0.05*(250e6-86400))
 	if !within(d.ForecastUnenforced, want, 1e-9) {
 		t.Errorf("ForecastUnenforced = %.9g, want %.9g", d.ForecastUnenforced, want)
@@ -154,7 +154,7 @@ func TestDecideNextIntervalsFit(t *testing.T) {
 	// the month-end forecast (whose level ignores one odd hour) would allow
 	// far more than is left for the next two intervals at that rate, so
 	// the factors are cut until those fit, exactly.
-	b := &Budget{Name: "p", MonthlyAmount: 500}
+	b := &Budget{Name: "p", MonthlyAmountMicros: 500 * MicrosPerUnit}
 	tests := []struct {
 		name   string
 		perDay float64
@@ -217,12 +217,12 @@ func TestDecideProperties(t *testing.T) {
 	}
 	for i := range 3000 {
 		b := &Budget{
-			Name:            "p",
-			MonthlyAmount:   pick(num(), 500, 1e-9, 1e12),
-			PricePerMillion: pick(0, 5, num()),
-			FreeTraces:      int64(pick(0, 1e6, 1e18)),
-			Mode:            Mode(rng.IntN(2)),
-			FloorPerSecond:  pick(0, 0, 1, num()),
+			Name:                  "p",
+			MonthlyAmountMicros:   Micros(pick(num(), 500, 1e-6, 1e12)),
+			PricePerMillionMicros: Micros(pick(0, 5, num())),
+			FreeTraces:            int64(pick(0, 1e6, 1e18)),
+			Mode:                  Mode(rng.IntN(2)),
+			FloorPerSecond:        pick(0, 0, 1, num()),
 		}
 		u := NewUsage(nov)
 		hours := rng.IntN(len(u.Requests) + 1)
@@ -249,7 +249,7 @@ func TestDecideProperties(t *testing.T) {
 		}
 		// An enforcing budget without a floor plans never to go over its
 		// cap unless it is already there.
-		if capT := b.CapTraces(); b.Mode == Enforce && b.FloorPerSecond == 0 && b.PricePerMillion > 0 &&
+		if capT := b.CapTraces(); b.Mode == Enforce && b.FloorPerSecond == 0 && b.PricePerMillionMicros > 0 &&
 			!math.IsInf(capT, 0) && !math.IsNaN(capT) && !d.Exhausted && d.Forecast > capT*(1+1e-9) {
 			t.Fatalf("case %d: Forecast %v over the cap %v: %+v", i, d.Forecast, capT, d)
 		}

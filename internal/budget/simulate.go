@@ -37,9 +37,9 @@ type SimConfig struct {
 	// rules it covers; its service globs are ignored, the simulated
 	// traffic having no services.
 	Budget *Budget
-	// PricePerMillion prices traces without a budget; default 5.00. With a
+	// PricePerMillionMicros prices traces without a budget; default 5.00. With a
 	// budget, the budget's price is used.
-	PricePerMillion float64
+	PricePerMillionMicros int64
 	// Interval is the controller's interval, and the simulation's step;
 	// default 1 minute; at most 1 hour. An interval that does not divide an
 	// hour puts each step's traffic in the hour the step starts in.
@@ -67,9 +67,10 @@ type SimResult struct {
 	TracesPerDay float64 `json:"traces_per_day"`
 	// Cost is the traces at the price per million, before any free
 	// allowance.
-	Cost          float64 `json:"cost"`
-	CostPer30Days float64 `json:"cost_per_30_days"`
-	Currency      string  `json:"currency"`
+	Cost float64 `json:"cost"`
+	// MonthlyCost is the cost of a 30-day month at the run's daily mean.
+	MonthlyCost float64 `json:"monthly_cost"`
+	Currency    string  `json:"currency"`
 	// UnenforcedTraces and UnenforcedCost are the same traffic at the rules'
 	// own rates, as if there were no budget.
 	UnenforcedTraces float64 `json:"unenforced_traces"`
@@ -83,9 +84,10 @@ type SimResult struct {
 // lists them and the top-level figures are those of the month that came
 // closest to its cap (the maxima and minima are over the whole run).
 type SimBudget struct {
-	Budget    float64 `json:"budget"`
-	Mode      string  `json:"mode"`
-	CapTraces float64 `json:"cap_traces"`
+	// MonthlyAmount is the budget's cap.
+	MonthlyAmount float64 `json:"monthly_amount"`
+	Mode          string  `json:"mode"`
+	CapTraces     float64 `json:"cap_traces"`
 	// Spent is money, SpentTraces traces, SpentRatio Spent over the cap.
 	Spent       float64 `json:"spent"`
 	SpentTraces float64 `json:"spent_traces"`
@@ -95,12 +97,11 @@ type SimBudget struct {
 	// the highest at the factors decided.
 	MaxForecastRatio         float64 `json:"max_forecast_ratio"`
 	MaxEnforcedForecastRatio float64 `json:"max_enforced_forecast_ratio"`
-	// EnforcementMinFactor is the lowest fixed-rate factor decided, and
-	// EnforcementMinReservoirFactor the lowest reservoir factor (1: never
-	// lowered).
-	EnforcementMinFactor          float64 `json:"enforcement_min_factor"`
-	EnforcementMinReservoirFactor float64 `json:"enforcement_min_reservoir_factor"`
-	Exhausted                     bool    `json:"exhausted"`
+	// MinFixedRateFactor is the lowest fixed-rate factor decided, and
+	// MinReservoirFactor the lowest reservoir factor (1: never lowered).
+	MinFixedRateFactor float64 `json:"min_fixed_rate_factor"`
+	MinReservoirFactor float64 `json:"min_reservoir_factor"`
+	Exhausted          bool    `json:"exhausted"`
 	// Alerts fired, each once per month, kind and threshold.
 	Alerts []SimAlert `json:"alerts"`
 	// SpendCrossings are when the spend reached each spend threshold, as
@@ -154,7 +155,7 @@ type simRule struct {
 func Simulate(ctx context.Context, cfg SimConfig) (SimResult, error) {
 	cfg = cfg.withDefaults()
 	var b *Budget
-	price := cfg.PricePerMillion
+	price := Units(cfg.PricePerMillionMicros)
 	currency := DefaultCurrency
 	if cfg.Budget != nil {
 		nb := cfg.Budget.Normalize()
@@ -162,7 +163,7 @@ func Simulate(ctx context.Context, cfg SimConfig) (SimResult, error) {
 			nb.Name = "simulated"
 		}
 		b = &nb
-		price, currency = nb.PricePerMillion, nb.Currency
+		price, currency = Units(nb.PricePerMillionMicros), nb.Currency
 	}
 
 	sim := make([]simRule, len(cfg.Rules))
@@ -253,7 +254,7 @@ func Simulate(ctx context.Context, cfg SimConfig) (SimResult, error) {
 	res.UnenforcedTraces = math.Round(res.UnenforcedTraces)
 	res.TracesPerDay = math.Round(res.Traces / float64(cfg.Days))
 	res.Cost = cents(res.Traces / 1e6 * price)
-	res.CostPer30Days = cents(res.Traces / 1e6 * price / float64(cfg.Days) * 30)
+	res.MonthlyCost = cents(res.Traces / 1e6 * price / float64(cfg.Days) * 30)
 	res.UnenforcedCost = cents(res.UnenforcedTraces / 1e6 * price)
 	if sb := res.SimBudget; sb != nil {
 		sb.Spent = cents(sb.Spent)
@@ -287,8 +288,8 @@ func (cfg SimConfig) withDefaults() SimConfig {
 		cfg.Days = 30
 	}
 	cfg.DailySwing = clamp01(cfg.DailySwing)
-	if !(cfg.PricePerMillion > 0) || math.IsInf(cfg.PricePerMillion, 0) {
-		cfg.PricePerMillion = DefaultPricePerMillion
+	if cfg.PricePerMillionMicros <= 0 {
+		cfg.PricePerMillionMicros = DefaultPricePerMillionMicros
 	}
 	switch {
 	case cfg.Interval <= 0:
@@ -354,13 +355,13 @@ func newSimRun(b *Budget, models []RuleModel, start time.Time, interval time.Dur
 		fired:    map[alertKey]bool{},
 		crossed:  map[float64]bool{},
 		result: &SimBudget{
-			Budget:                        b.MonthlyAmount,
-			Mode:                          b.Mode.String(),
-			CapTraces:                     b.CapTraces(),
-			EnforcementMinFactor:          1,
-			EnforcementMinReservoirFactor: 1,
-			Alerts:                        []SimAlert{},
-			SpendCrossings:                []SimCrossing{},
+			MonthlyAmount:      b.MonthlyAmount(),
+			Mode:               b.Mode.String(),
+			CapTraces:          b.CapTraces(),
+			MinFixedRateFactor: 1,
+			MinReservoirFactor: 1,
+			Alerts:             []SimAlert{},
+			SpendCrossings:     []SimCrossing{},
 		},
 	}
 	r.newMonth(start)
@@ -434,8 +435,8 @@ func (r *simRun) endStep(now time.Time) {
 		res.MaxForecastRatio = math.Max(res.MaxForecastRatio, d.ForecastUnenforced/r.capT)
 		res.MaxEnforcedForecastRatio = math.Max(res.MaxEnforcedForecastRatio, d.Forecast/r.capT)
 	}
-	res.EnforcementMinFactor = math.Min(res.EnforcementMinFactor, d.FixedRateFactor)
-	res.EnforcementMinReservoirFactor = math.Min(res.EnforcementMinReservoirFactor, d.ReservoirFactor)
+	res.MinFixedRateFactor = math.Min(res.MinFixedRateFactor, d.FixedRateFactor)
+	res.MinReservoirFactor = math.Min(res.MinReservoirFactor, d.ReservoirFactor)
 	res.Exhausted = res.Exhausted || d.Exhausted
 	r.decision = d
 }
@@ -445,7 +446,7 @@ func (r *simRun) endStep(now time.Time) {
 func (r *simRun) record(now time.Time, hours, spent float64) {
 	spentMoney := r.b.Cost(spent)
 	for _, t := range r.b.SpendThresholds {
-		if !r.crossed[t] && spentMoney >= t*r.b.MonthlyAmount {
+		if !r.crossed[t] && spentMoney >= t*r.b.MonthlyAmount() {
 			r.crossed[t] = true
 			r.result.SpendCrossings = append(r.result.SpendCrossings, SimCrossing{Threshold: t, At: now, AtHours: hours})
 		}

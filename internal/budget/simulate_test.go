@@ -3,6 +3,7 @@ package budget
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -60,8 +61,8 @@ func TestSimulateCostOnly(t *testing.T) {
 			if !within(res.TracesPerDay, tt.tracesPerDay, 1e-7) { // rounded to whole traces
 				t.Errorf("TracesPerDay = %.0f, want %.0f", res.TracesPerDay, tt.tracesPerDay)
 			}
-			if !within(res.CostPer30Days, tt.costPer30, 1e-5) {
-				t.Errorf("CostPer30Days = %.2f, want %.2f", res.CostPer30Days, tt.costPer30)
+			if !within(res.MonthlyCost, tt.costPer30, 1e-5) {
+				t.Errorf("MonthlyCost = %.2f, want %.2f", res.MonthlyCost, tt.costPer30)
 			}
 			if res.Traces != res.UnenforcedTraces {
 				t.Errorf("Traces %v != UnenforcedTraces %v without a budget", res.Traces, res.UnenforcedTraces)
@@ -69,7 +70,7 @@ func TestSimulateCostOnly(t *testing.T) {
 		})
 	}
 	// The figure: ≈ $1,890 per 30-day month, within 1 %.
-	if got := simulate(t, SimConfig{RequestsPerDay: 250e6}).CostPer30Days; math.Abs(got-1890) > 18.9 {
+	if got := simulate(t, SimConfig{RequestsPerDay: 250e6}).MonthlyCost; math.Abs(got-1890) > 18.9 {
 		t.Errorf("Default rule at 250M/day costs %.2f per 30 days, want ≈ $1,890", got)
 	}
 }
@@ -87,7 +88,7 @@ func TestSimulateTarget(t *testing.T) {
 		Days:           30,
 		DailySwing:     0.6,
 		SpikeDays:      map[int]float64{12: 5},
-		Budget:         &Budget{Name: "payments", MonthlyAmount: 500, Mode: Enforce},
+		Budget:         &Budget{Name: "payments", MonthlyAmountMicros: 500 * MicrosPerUnit, Mode: Enforce},
 		Interval:       interval,
 	})
 	sb := res.SimBudget
@@ -95,7 +96,7 @@ func TestSimulateTarget(t *testing.T) {
 		t.Fatal("no budget result")
 	}
 	t.Logf("spent %.2f (%.4f of the cap), max forecast ratio %.3f (enforced %.4f), min factor %.4f",
-		sb.Spent, sb.SpentRatio, sb.MaxForecastRatio, sb.MaxEnforcedForecastRatio, sb.EnforcementMinFactor)
+		sb.Spent, sb.SpentRatio, sb.MaxForecastRatio, sb.MaxEnforcedForecastRatio, sb.MinFixedRateFactor)
 
 	// Spend ends between 97 % and 100 % of the budget, never above: spend
 	// only grows within a month, so its end is its maximum; and no step ever
@@ -111,8 +112,8 @@ func TestSimulateTarget(t *testing.T) {
 	}
 	// It had to enforce: the month costs > 4x the budget at the rules' own
 	// rates.
-	if sb.MaxForecastRatio < 3 || sb.EnforcementMinFactor >= 1 || res.UnenforcedCost < 2000 {
-		t.Errorf("max forecast ratio %v, min factor %v, unenforced cost %v: want enforcement", sb.MaxForecastRatio, sb.EnforcementMinFactor, res.UnenforcedCost)
+	if sb.MaxForecastRatio < 3 || sb.MinFixedRateFactor >= 1 || res.UnenforcedCost < 2000 {
+		t.Errorf("max forecast ratio %v, min factor %v, unenforced cost %v: want enforcement", sb.MaxForecastRatio, sb.MinFixedRateFactor, res.UnenforcedCost)
 	}
 
 	alertAt := map[string]time.Time{}
@@ -159,10 +160,10 @@ func TestSimulateAlertOnly(t *testing.T) {
 	res := simulate(t, SimConfig{
 		RequestsPerDay: 250e6,
 		Days:           3,
-		Budget:         &Budget{Name: "obs", MonthlyAmount: 100, Mode: AlertOnly},
+		Budget:         &Budget{Name: "obs", MonthlyAmountMicros: 100 * MicrosPerUnit, Mode: AlertOnly},
 	})
 	sb := res.SimBudget
-	if sb.EnforcementMinFactor != 1 || sb.EnforcementMinReservoirFactor != 1 || sb.Exhausted {
+	if sb.MinFixedRateFactor != 1 || sb.MinReservoirFactor != 1 || sb.Exhausted {
 		t.Errorf("alert_only changed rates: %+v", sb)
 	}
 	if res.Traces != res.UnenforcedTraces || !within(sb.Spent, 188.73, 1e-4) {
@@ -191,7 +192,7 @@ func TestSimulateMonthRollover(t *testing.T) {
 		RequestsPerDay: 250e6,
 		Days:           2,
 		Start:          time.Date(2026, time.November, 30, 0, 0, 0, 0, time.UTC),
-		Budget:         &Budget{Name: "p", MonthlyAmount: 50, Mode: AlertOnly},
+		Budget:         &Budget{Name: "p", MonthlyAmountMicros: 50 * MicrosPerUnit, Mode: AlertOnly},
 		Interval:       10 * time.Minute,
 	})
 	sb := res.SimBudget
@@ -229,5 +230,38 @@ func TestSimulateStopsWhenItsContextEnds(t *testing.T) {
 	cancel()
 	if _, err := Simulate(ctx, SimConfig{RequestsPerDay: 250e6, Days: 62}); !errors.Is(err, context.Canceled) {
 		t.Errorf("Simulate on an ended context: %v, want context.Canceled", err)
+	}
+}
+
+// BenchmarkSimulate measures the cost of the largest runs SimulateCost
+// allows (see maxSimWork in internal/server), and of one it refuses.
+func BenchmarkSimulate(b *testing.B) {
+	cases := []struct {
+		name   string
+		days   int
+		rules  int
+		budget bool
+	}{
+		{"31days/100rules/budget", 31, 100, true},
+		{"62days/12rules/budget", 62, 12, true},
+		{"31days/1rule/budget", 31, 1, true},
+		{"62days/100rules/nobudget", 62, 100, false},
+		{"62days/100rules/budget(refused)", 62, 100, true},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			cfg := SimConfig{RequestsPerDay: 250e6, Days: c.days, DailySwing: 0.6}
+			for i := range c.rules {
+				cfg.Rules = append(cfg.Rules, rules.Rule{Name: fmt.Sprintf("r%d", i), Priority: int32(i + 1), FixedRate: 0.05, ReservoirSize: 1})
+			}
+			if c.budget {
+				cfg.Budget = &Budget{Name: "b", MonthlyAmountMicros: 100 * MicrosPerUnit}
+			}
+			for b.Loop() {
+				if _, err := Simulate(context.Background(), cfg); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -43,7 +44,15 @@ type Options struct {
 	// different slots, as a real cluster would, so tests catch keys that
 	// lack a shared hash tag. Use ClusterClient. Default: off.
 	Cluster bool
+	// SentinelOf, when set, runs the server as a Redis Sentinel that
+	// monitors that server as the master named SentinelMaster, with a
+	// quorum of one. Default: nil, a data node.
+	SentinelOf *Server
 }
+
+// SentinelMaster is the name under which a Sentinel started with
+// Options.SentinelOf knows its master.
+const SentinelMaster = "mymaster"
 
 // Server is one redis-server process owned by a test. Its methods are safe
 // for concurrent use.
@@ -137,7 +146,7 @@ func (s *Server) ClusterClient(tb testing.TB) *redis.ClusterClient {
 }
 
 // Stop kills the server with SIGKILL, as a crash would, and waits for it to
-// exit. It does nothing if the server is not running.
+// exit; a frozen server too. It does nothing if the server is not running.
 func (s *Server) Stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -147,6 +156,26 @@ func (s *Server) Stop() {
 	_ = s.proc.cmd.Process.Kill()
 	<-s.proc.done
 	s.proc = nil
+}
+
+// Freeze stops the server's process with SIGSTOP, as a machine that hangs
+// (or a network that drops everything) would: connections stay open and
+// calls wait unanswered, and what clients send meanwhile is read once Thaw
+// resumes it. It does nothing if the server is not running.
+func (s *Server) Freeze() { s.signal(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen server with SIGCONT.
+func (s *Server) Thaw() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return
+	}
+	if err := s.proc.cmd.Process.Signal(sig); err != nil {
+		s.tb.Errorf("redistest: %v: %v", sig, err)
+	}
 }
 
 // Restart stops the server if it runs and starts it again on the same port
@@ -181,14 +210,26 @@ func (s *Server) start() error {
 	}
 	defer logFile.Close() // the child holds its own descriptor
 
-	args := []string{
+	var args []string
+	if m := s.opts.SentinelOf; m != nil {
+		// Sentinel wants a config file it can rewrite; a restart keeps it.
+		conf := filepath.Join(s.dir, "sentinel.conf")
+		if _, err := os.Stat(conf); err != nil {
+			monitor := fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 1\n", SentinelMaster, m.port)
+			if err := os.WriteFile(conf, []byte(monitor), 0o600); err != nil {
+				return err
+			}
+		}
+		args = append(args, conf, "--sentinel")
+	}
+	args = append(args,
 		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
 		"--dir", s.dir,
 		"--save", "",
 		"--daemonize", "no",
 		"--protected-mode", "yes",
-	}
+	)
 	if s.opts.Cluster {
 		args = append(args,
 			"--cluster-enabled", "yes",

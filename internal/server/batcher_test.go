@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,11 +32,15 @@ type flakyLedger struct {
 	keys        map[string]bool
 	seqs        map[string]uint64 // the highest seq applied per client
 	usage       []store.UsageIncrement
+	downSince   []time.Time // of every call with rates
 }
 
-func (f *flakyLedger) RecordReports(_ context.Context, b store.ReportBatch) ([]float64, error) {
+func (f *flakyLedger) RecordReports(_ context.Context, b store.ReportBatch) ([]store.RateResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if len(b.Rates) > 0 {
+		f.downSince = append(f.downSince, b.DownSince)
+	}
 	if f.refuse {
 		return nil, errors.New("refused: bad usage")
 	}
@@ -70,7 +75,7 @@ func (f *flakyLedger) RecordReports(_ context.Context, b store.ReportBatch) ([]f
 	if f.down {
 		return nil, fmt.Errorf("%w: timed out after it was applied", store.ErrUnavailable)
 	}
-	return make([]float64, len(b.Rates)), nil
+	return make([]store.RateResult, len(b.Rates)), nil
 }
 
 func (f *flakyLedger) set(down, unsure, lands bool) {
@@ -316,4 +321,113 @@ func metricValue(t *testing.T, m prometheus.Metric) float64 {
 		return d.Gauge.GetValue()
 	}
 	return d.Counter.GetValue()
+}
+
+// TestBatcherNamesTheLastOutage: the batches of the intervals after an
+// outage of the store name its start (store.ReportBatch.DownSince), so that
+// the ledgers it left unwritten keep counting the quotas renewed during it;
+// an outage shorter than an interval leaves no such gap, and is not named.
+func TestBatcherNamesTheLastOutage(t *testing.T) {
+	led := &flakyLedger{down: true}
+	clock := &fakeClock{t: nov}
+	b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), clock.Now, discardLogger(), prometheus.NewRegistry())
+	defer b.close()
+	ctx := context.Background()
+	record := func() time.Time {
+		t.Helper()
+		b.record(ctx, update, nil, true, reportSeq{})
+		led.mu.Lock()
+		defer led.mu.Unlock()
+		return led.downSince[len(led.downSince)-1]
+	}
+	start := clock.Now()
+	record()
+	clock.Add(25 * time.Second)
+	record() // still down
+	led.set(false, false, false)
+	clock.Add(time.Second)
+	if got := record(); !got.Equal(start) {
+		t.Errorf("first batch after the outage: DownSince %v, want %v", got, start)
+	}
+	clock.Add(39 * time.Second)
+	if got := record(); !got.Equal(start) {
+		t.Errorf("39 s after: DownSince %v, want %v", got, start)
+	}
+	clock.Add(2 * time.Second)
+	if got := record(); !got.IsZero() {
+		t.Errorf("41 s after: DownSince %v, want none", got)
+	}
+	// A blip.
+	led.set(true, false, false)
+	record()
+	led.set(false, false, false)
+	clock.Add(5 * time.Second)
+	if got := record(); !got.IsZero() {
+		t.Errorf("after a 5 s outage: DownSince %v, want none", got)
+	}
+}
+
+// gateLedger holds its first call until released, then fails it as a call
+// that timed out would.
+type gateLedger struct {
+	entered, release chan struct{}
+	calls            atomic.Int32
+}
+
+func (g *gateLedger) RecordReports(ctx context.Context, b store.ReportBatch) ([]store.RateResult, error) {
+	if g.calls.Add(1) == 1 {
+		close(g.entered)
+		<-g.release
+		return nil, fmt.Errorf("%w: timed out", store.ErrUnavailable)
+	}
+	return make([]store.RateResult, len(b.Rates)), nil
+}
+
+// TestBatcherFailsReportsQueuedBehindAFailedBatch: when the store fails a
+// batch, the reports that waited behind it fail at once, as not sent, with
+// their usage held: a frozen store costs a report one store deadline, not
+// one per batch ahead of it, so a stream answers before its client's quota
+// lapses.
+func TestBatcherFailsReportsQueuedBehindAFailedBatch(t *testing.T) {
+	led := &gateLedger{entered: make(chan struct{}), release: make(chan struct{})}
+	b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), time.Now, discardLogger(), prometheus.NewRegistry())
+	defer b.close()
+	ctx := context.Background()
+	errs := make(chan error, 3)
+	go func() {
+		_, err := b.record(ctx, update, usageOf("a", nov, 1), true, reportSeq{})
+		errs <- err
+	}()
+	<-led.entered
+	for _, name := range []string{"b", "c"} {
+		go func() {
+			_, err := b.record(ctx, update, usageOf(name, nov, 2), true, reportSeq{})
+			errs <- err
+		}()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(b.queue) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the reports did not queue")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(led.release)
+	var notSent int
+	for range 3 {
+		err := <-errs
+		if !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("report: %v, want ErrUnavailable", err)
+		}
+		if errors.Is(err, store.ErrNotApplied) {
+			notSent++
+		}
+	}
+	if n := led.calls.Load(); n != 1 || notSent != 2 {
+		t.Errorf("%d store calls, %d reports failed as not sent; want 1 call and the 2 queued reports not sent", n, notSent)
+	}
+	// a's usage may have landed, b's and c's surely did not: all are held.
+	if held := metricValue(t, b.held); held != 3 {
+		t.Errorf("held %v, want 3", held)
+	}
 }

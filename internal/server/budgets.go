@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/apiconv"
@@ -31,6 +35,10 @@ type budgetService struct {
 	store    BudgetStore
 	catalog  *catalog.Catalog
 	stopping <-chan struct{}
+	// simulations counts the SimulateCost calls running (maxSimulations).
+	simulations atomic.Int32
+	// simulate runs a simulation; nil is budget.Simulate. Tests replace it.
+	simulate func(context.Context, budget.SimConfig) (budget.SimResult, error)
 }
 
 func (s *budgetService) CreateBudget(ctx context.Context, req *pb.CreateBudgetRequest) (*pb.CreateBudgetResponse, error) {
@@ -38,6 +46,7 @@ func (s *budgetService) CreateBudget(ctx context.Context, req *pb.CreateBudgetRe
 		return nil, invalid("budget", "is required")
 	}
 	b := apiconv.BudgetFromProto(req.GetBudget()).Normalize()
+	b.Channels = budget.KeepHidden(b.Channels, nil)
 	if err := budget.Validate(&b); err != nil {
 		return nil, prefixFields("budget.", err)
 	}
@@ -77,7 +86,7 @@ func (s *budgetService) ListBudgets(ctx context.Context, req *pb.ListBudgetsRequ
 }
 
 var mutableBudgetFields = []string{
-	"description", "scope", "monthly_amount", "currency", "price_per_million", "free_traces", "mode",
+	"description", "scope", "monthly_amount_micros", "currency_code", "price_per_million_micros", "free_traces", "mode",
 	"spend_thresholds", "forecast_thresholds", "channels", "floor_traces_per_second",
 }
 
@@ -131,7 +140,8 @@ func (s *budgetService) UpdateBudget(ctx context.Context, req *pb.UpdateBudgetRe
 }
 
 // applyBudgetMask returns cur with the fields in paths taken from patch. A
-// channel sent back with the masked secret keeps the secret it had.
+// channel sent back as answers show it (URL redacted, secret masked) keeps
+// the URL and secret it had.
 func applyBudgetMask(cur, patch budget.Budget, paths []string) budget.Budget {
 	next := cur
 	for _, p := range paths {
@@ -140,12 +150,12 @@ func applyBudgetMask(cur, patch budget.Budget, paths []string) budget.Budget {
 			next.Description = patch.Description
 		case "scope":
 			next.Scope = patch.Scope
-		case "monthly_amount":
-			next.MonthlyAmount = patch.MonthlyAmount
-		case "currency":
+		case "monthly_amount_micros":
+			next.MonthlyAmountMicros = patch.MonthlyAmountMicros
+		case "currency_code":
 			next.Currency = patch.Currency
-		case "price_per_million":
-			next.PricePerMillion = patch.PricePerMillion
+		case "price_per_million_micros":
+			next.PricePerMillionMicros = patch.PricePerMillionMicros
 		case "free_traces":
 			next.FreeTraces = patch.FreeTraces
 		case "mode":
@@ -155,19 +165,7 @@ func applyBudgetMask(cur, patch budget.Budget, paths []string) budget.Budget {
 		case "forecast_thresholds":
 			next.ForecastThresholds = patch.ForecastThresholds
 		case "channels":
-			chans := slices.Clone(patch.Channels)
-			for i := range chans {
-				if chans[i].Secret != apiconv.SecretMask {
-					continue
-				}
-				chans[i].Secret = ""
-				for _, old := range cur.Channels {
-					if old.WebhookURL == chans[i].WebhookURL {
-						chans[i].Secret = old.Secret
-					}
-				}
-			}
-			next.Channels = chans
+			next.Channels = budget.KeepHidden(patch.Channels, cur.Channels)
 		case "floor_traces_per_second":
 			next.FloorPerSecond = patch.FloorPerSecond
 		}
@@ -217,12 +215,10 @@ func (s *budgetService) ListAlerts(ctx context.Context, req *pb.ListAlertsReques
 	if err != nil {
 		return nil, err
 	}
-	if req.GetBudget() != "" {
-		if err := rules.ValidateName(req.GetBudget()); err != nil {
-			return nil, prefixFields("budget_", err)
-		}
+	if err := checkBudgetFilter(req.GetBudgetName()); err != nil {
+		return nil, err
 	}
-	page, err := s.store.Alerts(ctx, req.GetBudget(), size, req.GetPageToken())
+	page, err := s.store.Alerts(ctx, req.GetBudgetName(), size, req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
@@ -239,10 +235,8 @@ func (s *budgetService) ListAlerts(ctx context.Context, req *pb.ListAlertsReques
 // sent (at most the 1,000 newest, if that one is no longer kept).
 func (s *budgetService) WatchAlerts(req *pb.WatchAlertsRequest, stream pb.BudgetService_WatchAlertsServer) error {
 	ctx := stream.Context()
-	if req.GetBudget() != "" {
-		if err := rules.ValidateName(req.GetBudget()); err != nil {
-			return prefixFields("budget_", err)
-		}
+	if err := checkBudgetFilter(req.GetBudgetName()); err != nil {
+		return err
 	}
 	if n := len(req.GetAfterId()); n > maxAlertIDLen {
 		return invalid("after_id", fmt.Sprintf("at most %d characters, got %d", maxAlertIDLen, n))
@@ -253,12 +247,12 @@ func (s *budgetService) WatchAlerts(req *pb.WatchAlertsRequest, stream pb.Budget
 	defer w.Close()
 	last := req.GetAfterId()
 	if last != "" || req.GetFromOldest() {
-		if err := s.sendSince(ctx, stream, req.GetBudget(), &last); err != nil {
+		if err := s.sendSince(ctx, stream, req.GetBudgetName(), &last); err != nil {
 			return err
 		}
 	} else {
 		var err error
-		if last, err = s.newestAlert(ctx, req.GetBudget()); err != nil {
+		if last, err = s.newestAlert(ctx, req.GetBudgetName()); err != nil {
 			return err
 		}
 	}
@@ -270,10 +264,25 @@ func (s *budgetService) WatchAlerts(req *pb.WatchAlertsRequest, stream pb.Budget
 			return errShuttingDown
 		case <-w.C:
 		}
-		if err := s.sendSince(ctx, stream, req.GetBudget(), &last); err != nil {
+		if err := s.sendSince(ctx, stream, req.GetBudgetName(), &last); err != nil {
 			return err
 		}
 	}
+}
+
+// checkBudgetFilter checks the budget_name filter of ListAlerts and
+// WatchAlerts: empty, or a budget name.
+func checkBudgetFilter(name string) error {
+	if name == "" {
+		return nil
+	}
+	var ve *rules.ValidationError
+	if err := rules.ValidateName(name); errors.As(err, &ve) {
+		return invalid("budget_name", ve.Violations[0].Description)
+	} else if err != nil {
+		return err
+	}
+	return nil
 }
 
 // maxAlertIDLen bounds after_id: the stores' IDs are far shorter.
@@ -322,39 +331,74 @@ func (s *budgetService) newestAlert(ctx context.Context, budgetName string) (str
 	return page.Alerts[0].ID, nil
 }
 
-// SimulateCost's work is bounded: a day is 1,440 controller steps, each over
-// every rule.
+// SimulateCost's work is bounded per request, and in how many run at once.
+// A simulated day is simStepsPerDay steps (one a minute, the simulator's
+// controller interval); each step runs every rule and, with a budget, the
+// controller (forecast, Decide, DueAlerts), which costs about as much as
+// simControllerRules rules do (BenchmarkSimulate in internal/budget). A run
+// without a budget costs far less per rule and step, so maxSimDays and
+// maxSimRules bound it.
 const (
-	maxSimDays  = 62
-	maxSimRules = 100
+	maxSimDays         = 62
+	maxSimRules        = 100
+	simStepsPerDay     = 24 * 60
+	simControllerRules = 75
+	// maxSimWork bounds days × simStepsPerDay × (rules + simControllerRules)
+	// of a run with a budget: a 31-day month of 100 rules, about half a
+	// CPU-second (docs/RELIABILITY.md).
+	maxSimWork = 31 * simStepsPerDay * (maxSimRules + simControllerRules)
 )
+
+// maxSimulations is how many simulations a replica runs at once: half its
+// cores, at least one, so that simulations never take every core from
+// the sampling traffic.
+func maxSimulations() int32 { return int32(max(1, runtime.GOMAXPROCS(0)/2)) }
 
 func (s *budgetService) SimulateCost(ctx context.Context, req *pb.SimulateCostRequest) (*pb.SimulateCostResponse, error) {
 	cfg, err := simConfig(req)
 	if err != nil {
 		return nil, err
 	}
-	res, err := budget.Simulate(ctx, cfg)
+	limit := maxSimulations()
+	if s.simulations.Add(1) > limit {
+		s.simulations.Add(-1)
+		return nil, fmt.Errorf("%d cost simulations are running, as many as this replica runs at once: %w", limit, errBusy)
+	}
+	defer s.simulations.Add(-1)
+	simulate := s.simulate
+	if simulate == nil {
+		simulate = budget.Simulate
+	}
+	res, err := simulate(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
 	out := &pb.SimulateCostResponse{
-		Requests:       int64(res.Requests),
-		Traces:         int64(res.Traces),
-		TracesPerDay:   res.TracesPerDay,
-		Cost:           res.Cost,
-		CostPer_30Days: res.CostPer30Days,
+		StartTime:         timestamppb.New(res.Start),
+		Requests:          int64(res.Requests),
+		Traces:            int64(res.Traces),
+		TracesPerDay:      int64(res.TracesPerDay),
+		CostMicros:        budget.Micros(res.Cost),
+		MonthlyCostMicros: budget.Micros(res.MonthlyCost),
+		CurrencyCode:      res.Currency,
 	}
 	if sb := res.SimBudget; sb != nil {
-		out.Budget = sb.Budget
-		out.SpentRatio = sb.SpentRatio
-		out.MaxForecastRatio = sb.MaxForecastRatio
-		out.EnforcementMinFactor = sb.EnforcementMinFactor
+		o := &pb.BudgetOutcome{
+			MonthlyAmountMicros: cfg.Budget.MonthlyAmountMicros,
+			SpentMicros:         budget.Micros(sb.Spent),
+			SpentRatio:          sb.SpentRatio,
+			MaxForecastRatio:    sb.MaxForecastRatio,
+			MinFixedRateFactor:  sb.MinFixedRateFactor,
+			MinReservoirFactor:  sb.MinReservoirFactor,
+			Exhausted:           sb.Exhausted,
+		}
 		for _, a := range sb.Alerts {
-			out.Alerts = append(out.Alerts, &pb.SimulatedAlert{
-				Kind: apiconv.AlertKindToProto(alertKind(a.Kind)), Threshold: a.Threshold, AtHours: a.AtHours, Spent: a.Spent, Forecast: a.Forecast,
+			o.Alerts = append(o.Alerts, &pb.SimulatedAlert{
+				Kind: apiconv.AlertKindToProto(alertKind(a.Kind)), Threshold: a.Threshold, FireTime: timestamppb.New(a.At),
+				SpentMicros: budget.Micros(a.Spent), ForecastMicros: budget.Micros(a.Forecast), Message: a.Message,
 			})
 		}
+		out.BudgetOutcome = o
 	}
 	return out, nil
 }
@@ -419,6 +463,17 @@ func simConfig(req *pb.SimulateCostRequest) (budget.SimConfig, error) {
 			vs = append(vs, prefixFields("budget.", err).(*rules.ValidationError).Violations...)
 		}
 		cfg.Budget = &b
+	}
+	if cfg.Budget != nil && len(vs) == 0 {
+		days, nRules := cfg.Days, max(len(cfg.Rules), 1) // the defaults: 30 days, the Default rule
+		if days == 0 {
+			days = 30
+		}
+		if work := days * simStepsPerDay * (nRules + simControllerRules); work > maxSimWork {
+			add("traffic.days", fmt.Sprintf("with a budget, days × %d steps × (rules + %d for the controller) must be at most %d "+
+				"(a 31-day month of %d rules), got %d × %d × (%d + %d) = %d: simulate fewer days or rules",
+				simStepsPerDay, simControllerRules, maxSimWork, maxSimRules, days, simStepsPerDay, nRules, simControllerRules, work))
+		}
 	}
 	if len(vs) > 0 {
 		return cfg, &rules.ValidationError{Violations: vs}

@@ -10,15 +10,22 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/testing/protocmp"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/budget"
@@ -37,6 +44,7 @@ type budgetReplica struct {
 	budgets  pb.BudgetServiceClient
 	catalog  *catalog.Catalog
 	ctl      *controller.Controller
+	first    int64 // the rules version when it started: versions start from the clock
 }
 
 func startBudgetReplica(t *testing.T, st store.Store, now func() time.Time, hook *budget.Webhook) *budgetReplica {
@@ -76,7 +84,7 @@ func startBudgetReplica(t *testing.T, st store.Store, now func() time.Time, hook
 	})
 	return &budgetReplica{
 		rules: pb.NewRuleServiceClient(conn), sampling: pb.NewSamplingServiceClient(conn), budgets: pb.NewBudgetServiceClient(conn),
-		catalog: cat, ctl: ctl,
+		catalog: cat, ctl: ctl, first: cat.Current().Version,
 	}
 }
 
@@ -119,7 +127,13 @@ func TestBudgetsAcrossReplicas(t *testing.T) {
 		mu.Unlock()
 	}))
 	defer hookSrv.Close()
-	hook := &budget.Webhook{Backoff: time.Millisecond}
+	// The receiver is on loopback, which webhooks may reach only when the
+	// operator allows it.
+	egress, eerr := budget.NewEgress(budget.EgressOptions{Allow: []string{"127.0.0.1/32"}})
+	if eerr != nil {
+		t.Fatal(eerr)
+	}
+	hook := &budget.Webhook{Backoff: time.Millisecond, Egress: egress}
 	newStore := func() store.Store {
 		st, err := redisstore.New(context.Background(), rs.Client(t), redisstore.Options{Now: clock.Now})
 		if err != nil {
@@ -134,7 +148,7 @@ func TestBudgetsAcrossReplicas(t *testing.T) {
 
 	// $5 at $5 per million: a cap of 1,000,000 traces, for service shop.
 	_, err := a.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{
-		Name: "shop", MonthlyAmount: 5, Scope: &pb.BudgetScope{ServiceNames: []string{"shop"}},
+		Name: "shop", MonthlyAmountMicros: 5_000_000, Scope: &pb.BudgetScope{ServiceNames: []string{"shop"}},
 		SpendThresholds: []float64{0.1}, ForecastThresholds: []float64{1},
 		Channels: []*pb.NotificationChannel{{WebhookUrl: hookSrv.URL, Secret: "s3cret"}},
 	}})
@@ -171,7 +185,7 @@ func TestBudgetsAcrossReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := st.GetStatus()
-	if s.GetSampledTraces() != 120_000 || s.GetSpentRatio() != 0.12 || s.GetSpent() != 0.6 {
+	if s.GetSampledTraces() != 120_000 || s.GetSpentRatio() != 0.12 || s.GetSpentMicros() != 600_000 {
 		t.Errorf("status %v, want 120,000 traces, 12 %% of the cap, $0.60", s)
 	}
 	if !(s.GetFixedRateFactor() < 1) || s.GetForecastRatio() > 1 {
@@ -200,7 +214,7 @@ func TestBudgetsAcrossReplicas(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	alerts, err := b.budgets.ListAlerts(ctx, &pb.ListAlertsRequest{Budget: "shop"})
+	alerts, err := b.budgets.ListAlerts(ctx, &pb.ListAlertsRequest{BudgetName: "shop"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +240,7 @@ func TestBudgetsAcrossReplicas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.GetStatus().GetSampledTraces() != 0 || st.GetStatus().GetMonthStart().AsTime().Month() != time.December || st.GetStatus().GetFixedRateFactor() != 1 {
+	if st.GetStatus().GetSampledTraces() != 0 || st.GetStatus().GetMonthStartTime().AsTime().Month() != time.December || st.GetStatus().GetFixedRateFactor() != 1 {
 		t.Errorf("after the month rolled over: %v", st.GetStatus())
 	}
 }
@@ -236,7 +250,7 @@ func formatThreshold(f float64) string { return budget.FormatShare(f) }
 func TestBudgetErrors(t *testing.T) {
 	rep := startBudgetReplica(t, newMemStore(t), time.Now, nil)
 	ctx := ctxT(t)
-	good := &pb.Budget{Name: "b", MonthlyAmount: 100}
+	good := &pb.Budget{Name: "b", MonthlyAmountMicros: 100_000_000}
 	if _, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: good}); err != nil {
 		t.Fatal(err)
 	}
@@ -249,18 +263,18 @@ func TestBudgetErrors(t *testing.T) {
 		{"no budget", func() error { _, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{}); return err }, codes.InvalidArgument, []string{"budget"}},
 		{"bad fields", func() error {
 			_, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{
-				Name: "x y", MonthlyAmount: -1, Currency: "dollars", SpendThresholds: []float64{0.5, 2000},
+				Name: "x y", MonthlyAmountMicros: -1, CurrencyCode: "dollars", SpendThresholds: []float64{0.5, 2000},
 				Channels: []*pb.NotificationChannel{{WebhookUrl: "ftp://x"}}, FloorTracesPerSecond: -1,
 			}})
 			return err
-		}, codes.InvalidArgument, []string{"budget.name", "budget.monthly_amount", "budget.currency", "budget.spend_thresholds[1]", "budget.channels[0].webhook_url", "budget.floor_traces_per_second"}},
+		}, codes.InvalidArgument, []string{"budget.name", "budget.monthly_amount_micros", "budget.currency_code", "budget.spend_thresholds[1]", "budget.channels[0].webhook_url", "budget.floor_traces_per_second"}},
 		{"duplicate", func() error {
 			_, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: good})
 			return err
 		}, codes.AlreadyExists, nil},
 		{"unknown", func() error { _, err := rep.budgets.GetBudget(ctx, &pb.GetBudgetRequest{Name: "nope"}); return err }, codes.NotFound, nil},
 		{"stale etag", func() error {
-			_, err := rep.budgets.UpdateBudget(ctx, &pb.UpdateBudgetRequest{Budget: &pb.Budget{Name: "b", MonthlyAmount: 5, Etag: "99"}, UpdateMask: mask("monthly_amount")})
+			_, err := rep.budgets.UpdateBudget(ctx, &pb.UpdateBudgetRequest{Budget: &pb.Budget{Name: "b", MonthlyAmountMicros: 5_000_000, Etag: "99"}, UpdateMask: mask("monthly_amount_micros")})
 			return err
 		}, codes.Aborted, nil},
 		{"bad mask", func() error {
@@ -268,9 +282,23 @@ func TestBudgetErrors(t *testing.T) {
 			return err
 		}, codes.InvalidArgument, []string{"update_mask"}},
 		{"bad update", func() error {
-			_, err := rep.budgets.UpdateBudget(ctx, &pb.UpdateBudgetRequest{Budget: &pb.Budget{Name: "b"}, UpdateMask: mask("monthly_amount")})
+			_, err := rep.budgets.UpdateBudget(ctx, &pb.UpdateBudgetRequest{Budget: &pb.Budget{Name: "b"}, UpdateMask: mask("monthly_amount_micros")})
 			return err
-		}, codes.InvalidArgument, []string{"budget.monthly_amount"}},
+		}, codes.InvalidArgument, []string{"budget.monthly_amount_micros"}},
+		{"unknown mode on create", func() error {
+			_, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{Name: "m", MonthlyAmountMicros: 100_000_000, Mode: 99}})
+			return err
+		}, codes.InvalidArgument, []string{"budget.mode"}},
+		{"unknown mode on update", func() error {
+			_, err := rep.budgets.UpdateBudget(ctx, &pb.UpdateBudgetRequest{Budget: &pb.Budget{Name: "b", Mode: -1}, UpdateMask: mask("mode")})
+			return err
+		}, codes.InvalidArgument, []string{"budget.mode"}},
+		{"unknown mode in a simulation", func() error {
+			_, err := rep.budgets.SimulateCost(ctx, &pb.SimulateCostRequest{
+				Traffic: &pb.TrafficShape{RequestsPerDay: 1000, Days: 1}, Budget: &pb.Budget{MonthlyAmountMicros: 1_000_000, Mode: 3},
+			})
+			return err
+		}, codes.InvalidArgument, []string{"budget.mode"}},
 		{"delete unknown", func() error {
 			_, err := rep.budgets.DeleteBudget(ctx, &pb.DeleteBudgetRequest{Name: "nope"})
 			return err
@@ -312,8 +340,8 @@ func TestSimulateCostDefaultRule(t *testing.T) {
 	}
 	// 86,400 reservoir traces + 5 % of the rest, a day: about 12.58M; a
 	// 30-day month about $1,887.
-	if d := resp.GetTracesPerDay(); d < 12.5e6 || d > 12.7e6 || resp.GetCostPer_30Days() < 1870 || resp.GetCostPer_30Days() > 1900 {
-		t.Errorf("Default rule at 250M/day: %v traces/day, $%v per 30 days", d, resp.GetCostPer_30Days())
+	if d, m := resp.GetTracesPerDay(), resp.GetMonthlyCostMicros(); d < 12.5e6 || d > 12.7e6 || m < 1870e6 || m > 1900e6 {
+		t.Errorf("Default rule at 250M/day: %v traces/day, %v micros per 30 days", d, m)
 	}
 }
 
@@ -329,11 +357,11 @@ func TestExhaustedBudgetKeepsItsFloor(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{
-		Name: "small", MonthlyAmount: 0.01, FloorTracesPerSecond: 10, Scope: &pb.BudgetScope{ServiceNames: []string{"small"}},
+		Name: "small", MonthlyAmountMicros: 10_000, FloorTracesPerSecond: 10, Scope: &pb.BudgetScope{ServiceNames: []string{"small"}},
 	}}); err != nil {
 		t.Fatal(err)
 	}
-	waitVersion(t, rep.catalog, 2)
+	waitVersion(t, rep.catalog, rep.first+1)
 	waitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 1 })
 	// Two services of 1,000 req/s each, reporting every 10 s with their
 	// receipts, as SDKs do; small's 500 traces a report are far over a
@@ -386,7 +414,7 @@ func TestStreamUsageSurvivesAStoreOutage(t *testing.T) {
 	t.Cleanup(func() { st.Close() })
 	rep := startBudgetReplica(t, st, clock.Now, nil)
 	ctx := ctxT(t)
-	if _, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{Name: "shop", MonthlyAmount: 5, Scope: &pb.BudgetScope{ServiceNames: []string{"shop"}}}}); err != nil {
+	if _, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{Name: "shop", MonthlyAmountMicros: 5_000_000, Scope: &pb.BudgetScope{ServiceNames: []string{"shop"}}}}); err != nil {
 		t.Fatal(err)
 	}
 	waitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 1 })
@@ -436,7 +464,7 @@ func TestTargetsSentUnaskedCarryNoReceipt(t *testing.T) {
 	if len(answer.GetTargets()) != 1 || answer.GetTargets()[0].GetReceipt() == "" {
 		t.Fatalf("the answer to a report: %v, want a target with a receipt", answer)
 	}
-	if _, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{Name: "shop", MonthlyAmount: 5}}); err != nil {
+	if _, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{Name: "shop", MonthlyAmountMicros: 5_000_000}}); err != nil {
 		t.Fatal(err)
 	}
 	pushed := recvNext(t, stream, (*pb.StreamSamplingResponse).GetTargets)
@@ -480,7 +508,7 @@ func TestNumberedReportsAreBilledOnce(t *testing.T) {
 	a := startBudgetReplica(t, stores[0], clock.Now, nil)
 	b := startBudgetReplica(t, stores[1], clock.Now, nil)
 	ctx := ctxT(t)
-	if _, err := a.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{Name: "shop", MonthlyAmount: 5, Scope: &pb.BudgetScope{ServiceNames: []string{"shop"}}}}); err != nil {
+	if _, err := a.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{Name: "shop", MonthlyAmountMicros: 5_000_000, Scope: &pb.BudgetScope{ServiceNames: []string{"shop"}}}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, rep := range []*budgetReplica{a, b} {
@@ -555,5 +583,221 @@ func TestNumberedReportsAreBilledOnce(t *testing.T) {
 			}
 			break
 		}
+	}
+}
+
+// TestWebhookURLsAreRedacted: no answer shows a webhook's path (a chat
+// webhook's secret); an update that leaves the channels alone, or sends
+// them back as answered, keeps the full URLs and secrets; a redacted URL
+// that matches no webhook is refused.
+func TestWebhookURLsAreRedacted(t *testing.T) {
+	st := newMemStore(t)
+	rep := startBudgetReplica(t, st, time.Now, nil)
+	ctx := ctxT(t)
+	const (
+		slack = "https://hooks.slack.com/services/T0001/B0002/Xq3vZk9PqR7sLm2Nw8Yt4Hd6"
+		other = "https://hooks.slack.com/services/T0001/B0003/Pp5Lx2Wq9Rt6Zk3Mn7Cv1Hd6"
+	)
+	full := []budget.Channel{{WebhookURL: slack, Secret: "s1"}, {WebhookURL: other}}
+	shown := []*pb.NotificationChannel{{WebhookUrl: "https://hooks.slack.com/…4Hd6", Secret: "****"}, {WebhookUrl: "https://hooks.slack.com/…1Hd6"}}
+	checkAnswer := func(what string, b *pb.Budget) {
+		t.Helper()
+		if diff := cmp.Diff(shown, b.GetChannels(), protocmp.Transform()); diff != "" {
+			t.Errorf("%s: channels (-want +got):\n%s", what, diff)
+		}
+	}
+	checkStored := func(what string) {
+		t.Helper()
+		b, err := st.Budget(ctx, "b")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(full, b.Channels); diff != "" {
+			t.Errorf("%s: stored channels (-want +got):\n%s", what, diff)
+		}
+	}
+	created, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{Name: "b", MonthlyAmountMicros: 10_000_000,
+		Channels: []*pb.NotificationChannel{{WebhookUrl: slack, Secret: "s1"}, {WebhookUrl: other}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkAnswer("CreateBudget", created.GetBudget())
+	checkStored("after create")
+	got, err := rep.budgets.GetBudget(ctx, &pb.GetBudgetRequest{Name: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkAnswer("GetBudget", got.GetBudget())
+	list, err := rep.budgets.ListBudgets(ctx, &pb.ListBudgetsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkAnswer("ListBudgets", list.GetBudgets()[0])
+
+	upd, err := rep.budgets.UpdateBudget(ctx, &pb.UpdateBudgetRequest{Budget: &pb.Budget{Name: "b", Description: "x"}, UpdateMask: mask("description")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkAnswer("UpdateBudget", upd.GetBudget())
+	checkStored("after an update of the description")
+
+	// Read, change, write back everything (no mask).
+	back := upd.GetBudget()
+	back.Description = "y"
+	if _, err := rep.budgets.UpdateBudget(ctx, &pb.UpdateBudgetRequest{Budget: back}); err != nil {
+		t.Fatal(err)
+	}
+	checkStored("after the budget was sent back whole")
+
+	_, err = rep.budgets.UpdateBudget(ctx, &pb.UpdateBudgetRequest{Budget: &pb.Budget{Name: "b",
+		Channels: []*pb.NotificationChannel{{WebhookUrl: "https://hooks.example.com/…"}}}, UpdateMask: mask("channels")})
+	if code := status.Code(err); code != codes.InvalidArgument || !slices.Equal(fieldViolations(t, err), []string{"budget.channels[0].webhook_url"}) {
+		t.Errorf("a redacted URL matching no webhook: %v, %v; want INVALID_ARGUMENT on budget.channels[0].webhook_url", code, fieldViolations(t, err))
+	}
+	checkStored("after a refused update")
+}
+
+// TestSimulateCostWorkIsBounded: with a budget, days × rules is bounded so
+// that one request cannot cost more than a 31-day month of 100 rules, and
+// the refusal says the bound.
+func TestSimulateCostWorkIsBounded(t *testing.T) {
+	rulesOf := func(n int) []*pb.Rule {
+		rs := make([]*pb.Rule, n)
+		for i := range rs {
+			rs[i] = &pb.Rule{Name: fmt.Sprintf("r%d", i), Priority: int32(i + 1), FixedRate: 0.1}
+		}
+		return rs
+	}
+	tests := []struct {
+		name      string
+		days      int32
+		rules     int
+		budget    bool
+		refused   bool
+		wantInMsg string
+	}{
+		{name: "a 31-day month of 100 rules under a budget", days: 31, rules: 100, budget: true},
+		{name: "62 days of 12 rules under a budget", days: 62, rules: 12, budget: true},
+		{name: "62 days of 100 rules without a budget", days: 62, rules: 100},
+		{name: "the default 30 days of the Default rule", budget: true},
+		{name: "32 days of 100 rules under a budget", days: 32, rules: 100, budget: true, refused: true,
+			wantInMsg: "must be at most 7812000 (a 31-day month of 100 rules), got 32 × 1440 × (100 + 75) = 8064000"},
+		{name: "62 days of 13 rules under a budget", days: 62, rules: 13, budget: true, refused: true,
+			wantInMsg: "got 62 × 1440 × (13 + 75) = 7856640"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := &pb.SimulateCostRequest{Rules: rulesOf(tt.rules), Traffic: &pb.TrafficShape{RequestsPerDay: 1e6, Days: tt.days}}
+			if tt.budget {
+				req.Budget = &pb.Budget{MonthlyAmountMicros: 100_000_000}
+			}
+			_, err := simConfig(req)
+			if !tt.refused {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			st := status.Convert(toStatus(ctxT(t), discardLogger(), "SimulateCost", err))
+			if st.Code() != codes.InvalidArgument || !slices.Equal(fieldViolations(t, st.Err()), []string{"traffic.days"}) || !strings.Contains(st.Message(), tt.wantInMsg) {
+				t.Errorf("status %v %q, fields %v; want INVALID_ARGUMENT on traffic.days saying %q", st.Code(), st.Message(), fieldViolations(t, st.Err()), tt.wantInMsg)
+			}
+		})
+	}
+}
+
+// TestSimulateCostConcurrencyLimit: past maxSimulations running at once,
+// SimulateCost answers RESOURCE_EXHAUSTED with a retry delay, and runs again
+// once one has finished.
+func TestSimulateCostConcurrencyLimit(t *testing.T) {
+	limit := int(maxSimulations())
+	// The first limit simulations run until released; later ones return at
+	// once, so that a call the limit fails to stop shows as an answer.
+	var entered atomic.Int32
+	started, release := make(chan struct{}), make(chan struct{})
+	svc := &budgetService{simulate: func(ctx context.Context, cfg budget.SimConfig) (budget.SimResult, error) {
+		if entered.Add(1) <= int32(limit) {
+			started <- struct{}{}
+			<-release
+		}
+		return budget.SimResult{}, nil
+	}}
+	req := &pb.SimulateCostRequest{Traffic: &pb.TrafficShape{RequestsPerDay: 1e6, Days: 1}}
+	ctx := ctxT(t)
+	errs := make(chan error, limit)
+	for range limit {
+		go func() {
+			_, err := svc.SimulateCost(ctx, req)
+			errs <- err
+		}()
+		<-started
+	}
+	_, err := svc.SimulateCost(ctx, req)
+	st := status.Convert(toStatus(ctx, discardLogger(), "SimulateCost", err))
+	var retry *errdetails.RetryInfo
+	for _, d := range st.Details() {
+		if r, ok := d.(*errdetails.RetryInfo); ok {
+			retry = r
+		}
+	}
+	if st.Code() != codes.ResourceExhausted || retry.GetRetryDelay().AsDuration() <= 0 {
+		t.Errorf("simulation %d of %d at once: %v %q, retry %v; want RESOURCE_EXHAUSTED with a retry delay", limit+1, limit, st.Code(), st.Message(), retry)
+	}
+	release <- struct{}{}
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.SimulateCost(ctx, req); err != nil {
+		t.Errorf("with a simulation finished, another: %v", err)
+	}
+	close(release)
+	for range limit - 1 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// TestAlertFiltersNameTheirField: a bad budget filter of ListAlerts or
+// WatchAlerts is refused with a BadRequest that names the request's own
+// filter field, as the proto spells it.
+func TestAlertFiltersNameTheirField(t *testing.T) {
+	rep := startBudgetReplica(t, newMemStore(t), time.Now, nil)
+	ctx := ctxT(t)
+	tests := []struct {
+		name string
+		req  proto.Message
+		call func() error
+	}{
+		{"ListAlerts", &pb.ListAlertsRequest{BudgetName: "not a name"}, func() error {
+			_, err := rep.budgets.ListAlerts(ctx, &pb.ListAlertsRequest{BudgetName: "not a name"})
+			return err
+		}},
+		{"WatchAlerts", &pb.WatchAlertsRequest{BudgetName: "not a name"}, func() error {
+			stream, err := rep.budgets.WatchAlerts(ctx, &pb.WatchAlertsRequest{BudgetName: "not a name"})
+			if err != nil {
+				return err
+			}
+			_, err = stream.Recv()
+			return err
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.call()
+			fields := fieldViolations(t, err)
+			if status.Code(err) != codes.InvalidArgument || len(fields) != 1 {
+				t.Fatalf("%v, fields %v; want INVALID_ARGUMENT on one field", err, fields)
+			}
+			// The field set in the request is the one named.
+			var set []string
+			tt.req.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
+				set = append(set, string(fd.Name()))
+				return true
+			})
+			if !slices.Equal(fields, set) {
+				t.Errorf("BadRequest names %v; the request's filter field is %v", fields, set)
+			}
+		})
 	}
 }

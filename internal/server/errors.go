@@ -4,14 +4,23 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 )
+
+// errBusy is work refused because as much of it as a replica allows is
+// running: RESOURCE_EXHAUSTED, to be retried later.
+var errBusy = errors.New("busy")
+
+// busyRetryDelay is the RetryInfo of errBusy.
+const busyRetryDelay = time.Second
 
 // invalid returns a validation error for one field, for request checks that
 // are not rule limits (page sizes, masks, filters).
@@ -35,9 +44,10 @@ func prefixFields(prefix string, err error) error {
 }
 
 // toStatus is the one place where domain errors become gRPC statuses. Errors
-// that are not part of the API (storage failures, bugs) are logged here and
-// reach the client only as a generic message, so no Redis error text or
-// internal detail leaks.
+// that are not part of the API (bugs) are logged here and reach the client
+// only as a generic message, so no Redis error text or internal detail leaks.
+// An unreachable store is not logged per call: the interceptors count it in
+// a condition that logs when it begins and ends.
 func toStatus(ctx context.Context, log *slog.Logger, method string, err error) error {
 	if err == nil {
 		return nil
@@ -59,18 +69,40 @@ func toStatus(ctx context.Context, log *slog.Logger, method string, err error) e
 		return st.Err()
 	case errors.Is(err, rules.ErrDefaultRule):
 		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, store.ErrRuleLimit):
+		// FAILED_PRECONDITION, not RESOURCE_EXHAUSTED: gRPC's guide keeps
+		// the first for calls the client must not retry until the state
+		// is fixed (a rule deleted), while clients and proxies retry the
+		// second, which also means rate limits and oversized messages here.
+		// A retry at the limit never succeeds by itself; X-Ray's
+		// RuleLimitExceededException is likewise an HTTP 400, not its 429.
+		st, derr := status.New(codes.FailedPrecondition, err.Error()).WithDetails(&errdetails.PreconditionFailure{
+			Violations: []*errdetails.PreconditionFailure_Violation{{
+				Type: "RULE_LIMIT", Subject: "rules",
+				Description: "the control plane holds as many rules as it may; delete one first",
+			}},
+		})
+		if derr != nil {
+			return status.Error(codes.FailedPrecondition, err.Error())
+		}
+		return st.Err()
 	case errors.Is(err, store.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, store.ErrAlreadyExists):
 		return status.Error(codes.AlreadyExists, err.Error())
 	case errors.Is(err, store.ErrConflict):
 		return status.Error(codes.Aborted, err.Error()+"; read the resource again and retry with its current etag")
+	case errors.Is(err, errBusy):
+		st, derr := status.New(codes.ResourceExhausted, err.Error()+"; retry later").WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(busyRetryDelay)})
+		if derr != nil {
+			return status.Error(codes.ResourceExhausted, err.Error())
+		}
+		return st.Err()
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, "request canceled")
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
 	case errors.Is(err, store.ErrUnavailable):
-		log.WarnContext(ctx, "store unavailable", "method", method, "err", err)
 		return status.Error(codes.Unavailable, "the rule store is unavailable; retry later")
 	default:
 		log.ErrorContext(ctx, "internal error", "method", method, "err", err)

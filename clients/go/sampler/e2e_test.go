@@ -18,6 +18,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -38,9 +39,11 @@ import (
 
 	"github.com/tracesampling/controlplane/clients/go/sampler"
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/apiconv"
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/redistest"
+	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/server"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
 	"github.com/tracesampling/controlplane/internal/testpki"
@@ -249,7 +252,7 @@ func (cp *controlPlane) createBudget(t *testing.T, name string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
-	if _, err := cp.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{Name: name, MonthlyAmount: 1e9}}); err != nil {
+	if _, err := cp.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{Name: name, MonthlyAmountMicros: 1e15}}); err != nil {
 		t.Fatal(err)
 	}
 	cp.waitBudget(t, name)
@@ -1003,4 +1006,87 @@ func TestE2ETLS(t *testing.T) {
 	if e := explain(plain); e.Reason != sampler.ReasonFallback || e.RulesVersion != 0 {
 		t.Errorf("a plaintext sampler against a TLS control plane: %+v, want the local default and no rules", e)
 	}
+}
+
+// largestRule returns a rule at maximum field sizes as SDKs get it, every
+// character four bytes of UTF-8 where a field allows any, except the
+// service globs: 64 stars, the longest glob that matches every service.
+// Description and labels, which SDKs do not get (TestForServiceSendsWhatSDKsUse
+// in internal/catalog), are left empty: they would only slow the test.
+func largestRule(i int) *pb.Rule {
+	wide := func(n int) string { return strings.Repeat("\U0010FFFD", n) }
+	r := &pb.Rule{
+		Name: fmt.Sprintf("%0*d", rules.MaxNameLen, i), Priority: int32(1 + i%rules.MaxPriority),
+		FixedRate: 0.123456789, ReservoirSize: rules.MaxReservoirSize,
+		ServiceName: strings.Repeat("*", rules.MaxServiceNameLen), ServiceType: strings.Repeat("*", rules.MaxServiceTypeLen),
+		Host: wide(rules.MaxHostLen), HttpMethod: wide(rules.MaxHTTPMethodLen), UrlPath: wide(rules.MaxURLPathLen),
+		ResourceArn: wide(rules.MaxResourceARNLen), Attributes: map[string]string{},
+	}
+	for k := range rules.MaxAttributes {
+		r.Attributes[fmt.Sprintf("%02d", k)+wide(rules.MaxAttributeLen-2)] = wide(rules.MaxAttributeLen)
+	}
+	return r
+}
+
+// TestE2ELargestRuleSet: a control plane holding rules.MaxRules rules at
+// maximum field sizes, all matching every service, refuses one more and
+// sends them in one message over gRPC's default 4 MiB, which the sampler
+// accepts: it decides by the last rule of the set.
+func TestE2ELargestRuleSet(t *testing.T) {
+	noLeaks(t)
+	rs := redistest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// The last before Default, the one the sampler decides by: a rule on
+	// a resource ARN can match no span, so it has none.
+	last := largestRule(rules.MaxRules - 2)
+	last.Priority, last.ResourceArn, last.Host, last.HttpMethod, last.UrlPath, last.Attributes = rules.MaxPriority, "*", "*", "*", "*", nil
+	// Straight into the store, before the replica starts, so that its
+	// catalog loads them once instead of after every create; each is
+	// checked as the server would.
+	st, err := redisstore.New(ctx, rs.Client(t), redisstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range rules.MaxRules - 1 {
+		p := largestRule(i)
+		if i == rules.MaxRules-2 {
+			p = last
+		}
+		r := apiconv.RuleFromProto(p).Normalize()
+		if err := rules.Validate(&r); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.CreateRule(ctx, r, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.Close()
+	cp := startControlPlane(t, rs, "127.0.0.1:0")
+	if _, err := cp.rules.CreateRule(ctx, &pb.CreateRuleRequest{Rule: largestRule(rules.MaxRules)}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("a create past %d rules: %v, want FailedPrecondition", rules.MaxRules, err)
+	}
+
+	// The rule set as the sampler gets it, read with no size limit.
+	conn, err := grpc.NewClient(cp.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var set *pb.GetSamplingRulesResponse
+	waitFor(t, deadline, "the whole rule set", func() bool {
+		set, err = pb.NewSamplingServiceClient(conn).GetSamplingRules(ctx, &pb.GetSamplingRulesRequest{ServiceName: "shop"})
+		return err == nil && len(set.GetRules()) == rules.MaxRules
+	})
+	size := proto.Size(&pb.StreamSamplingResponse{Message: &pb.StreamSamplingResponse_Rules{Rules: &pb.RuleSet{RulesVersion: set.GetRulesVersion(), Rules: set.GetRules()}}})
+	t.Logf("%d rules at maximum field sizes: %d bytes", len(set.GetRules()), size)
+	// rules.MaxRules says at most 7,570 bytes a rule, under half the 16 MiB
+	// the sampler accepts; over 4 MiB, this test needs the sampler's limit.
+	if size > rules.MaxRules*7_570+32 || size <= 4<<20 {
+		t.Errorf("the largest rule set is %d bytes, want over 4 MiB and at most %d", size, rules.MaxRules*7_570+32)
+	}
+
+	s := newSampler(t, cp.addr)
+	waitFor(t, deadline, "a decision by the last rule", func() bool { return explain(s).Rule == last.GetName() })
 }

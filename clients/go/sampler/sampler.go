@@ -86,6 +86,13 @@ var _ sdktrace.Sampler = (*Sampler)(nil)
 // second, idle or not.
 const clockTick = 5 * time.Millisecond
 
+// maxRecvMsgBytes is the largest message the sampler accepts, against
+// gRPC's default of 4 MiB: the largest rule set a control plane sends
+// (rules.MaxRules rules at maximum field sizes, 7.6 MB) fits with room to
+// spare. A message over the limit would end every stream and leave the
+// sampler on its local default.
+const maxRecvMsgBytes = 16 << 20
+
 // New returns a sampler and starts connecting to the control plane in the
 // background; until the first rules arrive it decides with the local default.
 // It fails only on bad options.
@@ -130,6 +137,7 @@ func newSampler(opts ...Option) (*Sampler, error) {
 		grpc.WithTransportCredentials(cfg.creds),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: reconnect, MinConnectTimeout: 20 * time.Second}),
 		grpc.WithDefaultServiceConfig(roundRobin),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgBytes)),
 	}, resolve...), cfg.dialOptions...)
 	conn, err := grpc.NewClient(target, dial...)
 	if err != nil {

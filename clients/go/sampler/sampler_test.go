@@ -440,16 +440,21 @@ func TestMalformedMessagesDoNotPanic(t *testing.T) {
 	_ = s.takeReport(true)
 }
 
+// TestShouldSampleDoesNotAllocate, with a small rule set and with the
+// largest a control plane holds.
 func TestShouldSampleDoesNotAllocate(t *testing.T) {
-	s, clk := newTestSampler(t)
-	s.applyRules(&pb.RuleSet{RulesVersion: 1, Rules: benchRules(50)})
-	s.applyTargets(targets(1, clk.Now().Add(time.Hour), &pb.SamplingTarget{RuleName: "rule-40", ReservoirQuota: 1}))
-	p := params(highID, attribute.String("http.request.method", "GET"), attribute.String("url.path", "/api/v40/items/1"), attribute.String("tier", "gold"))
-	if e := s.Explain(p); e.Rule != "rule-40" {
-		t.Fatalf("benchmark request matched %+v", e)
-	}
-	if n := testing.AllocsPerRun(1000, func() { s.ShouldSample(p) }); n != 0 {
-		t.Errorf("ShouldSample allocates %v times per call", n)
+	for _, n := range []int{50, rules.MaxRules} {
+		s, clk := newTestSampler(t)
+		s.applyRules(&pb.RuleSet{RulesVersion: 1, Rules: benchRules(n)})
+		rule := fmt.Sprintf("rule-%02d", n*4/5)
+		s.applyTargets(targets(1, clk.Now().Add(time.Hour), &pb.SamplingTarget{RuleName: rule, ReservoirQuota: 1}))
+		p := params(highID, attribute.String("http.request.method", "GET"), attribute.String("url.path", fmt.Sprintf("/api/v%d/items/1", n*4/5)), attribute.String("tier", "gold"))
+		if e := s.Explain(p); e.Rule != rule {
+			t.Fatalf("%d rules: the benchmark request matched %+v, want %s", n, e, rule)
+		}
+		if allocs := testing.AllocsPerRun(1000, func() { s.ShouldSample(p) }); allocs != 0 {
+			t.Errorf("%d rules: ShouldSample allocates %v times per call", n, allocs)
+		}
 	}
 }
 
@@ -644,14 +649,14 @@ func TestCountersWhenEverySpanIsSampled(t *testing.T) {
 }
 
 // TestMatchAgreesWithAFullScan: for rule sets that the index narrows in one
-// word, in four words, and not at all, the sampler picks the rule that
+// word, in several words, and not at all, the sampler picks the rule that
 // trying every rule in order picks.
 func TestMatchAgreesWithAFullScan(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 9))
 	methods := []string{"GET", "POST", "*", "G*", "DELETE", "A", "OPTIONS"}
 	paths := []string{"*", "/api/*", "/api/v1/*", "/api/v1/items", "/api/v?/items/*", "/health", "*.json", "/äpi/*"}
 	hosts := []string{"*", "shop.example.com", "*.example.com"}
-	for _, n := range []int{10, 100, rules.MaxIndexed + 10} {
+	for _, n := range []int{10, 100, rules.MaxRules, rules.MaxIndexed + 10} {
 		var rs []*pb.Rule
 		for i := 0; i < n; i++ {
 			r := &pb.Rule{Name: fmt.Sprintf("r%03d", i), Priority: int32(1 + rng.IntN(100)), FixedRate: 0.1,

@@ -23,11 +23,13 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// Mode is what the control plane does about the cap.
+// Mode is what the control plane does about the cap. Any other value gets
+// INVALID_ARGUMENT.
 type Budget_Mode int32
 
 const (
-	Budget_MODE_UNSPECIFIED Budget_Mode = 0 // treated as MODE_ENFORCE
+	// Unset: enforce. Answers show MODE_ENFORCE.
+	Budget_MODE_UNSPECIFIED Budget_Mode = 0
 	// Lower the fixed rates (then reservoirs) of the rules in scope so the
 	// month lands just under the cap.
 	Budget_MODE_ENFORCE Budget_Mode = 1
@@ -80,11 +82,18 @@ func (Budget_Mode) EnumDescriptor() ([]byte, []int) {
 type Alert_Kind int32
 
 const (
-	Alert_KIND_UNSPECIFIED         Alert_Kind = 0
-	Alert_KIND_SPEND_THRESHOLD     Alert_Kind = 1
-	Alert_KIND_FORECAST_OVER       Alert_Kind = 2
+	// Never sent.
+	Alert_KIND_UNSPECIFIED Alert_Kind = 0
+	// A share of the cap (threshold) was spent.
+	Alert_KIND_SPEND_THRESHOLD Alert_Kind = 1
+	// The month-end forecast at the rules' own rates exceeds a share of the
+	// cap (threshold).
+	Alert_KIND_FORECAST_OVER Alert_Kind = 2
+	// Enforcement lowered the rates of the rules in scope for the first time
+	// this month.
 	Alert_KIND_ENFORCEMENT_STARTED Alert_Kind = 3
-	Alert_KIND_EXHAUSTED           Alert_Kind = 4
+	// The cap is reached: only the floor is traced.
+	Alert_KIND_EXHAUSTED Alert_Kind = 4
 )
 
 // Enum value maps for Alert_Kind.
@@ -132,37 +141,46 @@ func (Alert_Kind) EnumDescriptor() ([]byte, []int) {
 	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{17, 0}
 }
 
-// Budget caps a month of tracing spend.
+// Budget caps a month (UTC) of tracing spend.
 type Budget struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Unique, immutable: 1-32 letters, digits, '-' or '_'.
-	Name        string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Unique, immutable identifier: 1-32 letters, digits, '-' or '_'.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Free text for people, at most 512 characters.
 	Description string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
-	// Which traces count; empty means every service and rule.
+	// Which traces count; unset means every service and rule.
 	Scope *BudgetScope `protobuf:"bytes,3,opt,name=scope,proto3" json:"scope,omitempty"`
-	// Monthly cap in currency units, > 0.
-	MonthlyAmount float64 `protobuf:"fixed64,4,opt,name=monthly_amount,json=monthlyAmount,proto3" json:"monthly_amount,omitempty"`
-	// ISO 4217 code; default "USD". Informational: no conversion happens.
-	Currency string `protobuf:"bytes,5,opt,name=currency,proto3" json:"currency,omitempty"`
-	// Price per million recorded traces; default 5.00.
-	PricePerMillion float64 `protobuf:"fixed64,6,opt,name=price_per_million,json=pricePerMillion,proto3" json:"price_per_million,omitempty"`
-	// Traces per month that cost nothing (a vendor's free tier).
-	FreeTraces int64       `protobuf:"varint,7,opt,name=free_traces,json=freeTraces,proto3" json:"free_traces,omitempty"`
-	Mode       Budget_Mode `protobuf:"varint,8,opt,name=mode,proto3,enum=controlplane.v1.Budget_Mode" json:"mode,omitempty"`
-	// Alert when this share of the cap is spent; default 0.5, 0.8, 1.0.
+	// The monthly cap, in micros of currency_code: from 1 to 1e18.
+	MonthlyAmountMicros int64 `protobuf:"varint,4,opt,name=monthly_amount_micros,json=monthlyAmountMicros,proto3" json:"monthly_amount_micros,omitempty"`
+	// ISO 4217 alphabetic code; "USD" when unset. A label: nothing is
+	// converted.
+	CurrencyCode string `protobuf:"bytes,5,opt,name=currency_code,json=currencyCode,proto3" json:"currency_code,omitempty"`
+	// Price of a million recorded traces, in micros: from 1 to 1e12; 0 is the
+	// default, 5000000 (5 units).
+	PricePerMillionMicros int64 `protobuf:"varint,6,opt,name=price_per_million_micros,json=pricePerMillionMicros,proto3" json:"price_per_million_micros,omitempty"`
+	// Traces per month that cost nothing (a vendor's free tier); >= 0.
+	FreeTraces int64 `protobuf:"varint,7,opt,name=free_traces,json=freeTraces,proto3" json:"free_traces,omitempty"`
+	// What the budget does about its cap.
+	Mode Budget_Mode `protobuf:"varint,8,opt,name=mode,proto3,enum=controlplane.v1.Budget_Mode" json:"mode,omitempty"`
+	// Alert when these shares of the cap are spent, each in (0, 10], at most
+	// 10; default 0.5, 0.8, 1.0.
 	SpendThresholds []float64 `protobuf:"fixed64,9,rep,packed,name=spend_thresholds,json=spendThresholds,proto3" json:"spend_thresholds,omitempty"`
-	// Alert when the month-end forecast exceeds this share of the cap; default
-	// 1.0. Send a single 0 to turn forecast alerts off.
+	// Alert when the month-end forecast exceeds these shares of the cap, each
+	// in (0, 10], at most 10; default 1.0. A single 0 turns forecast alerts off.
 	ForecastThresholds []float64 `protobuf:"fixed64,10,rep,packed,name=forecast_thresholds,json=forecastThresholds,proto3" json:"forecast_thresholds,omitempty"`
-	// Where alerts go besides the alert list, the watch stream and metrics.
+	// Where alerts go besides the alert list, the watch stream and metrics; at
+	// most 10.
 	Channels []*NotificationChannel `protobuf:"bytes,11,rep,name=channels,proto3" json:"channels,omitempty"`
 	// Traces per second kept in scope even when the budget is exhausted, taken
 	// from the reservoirs of the rules in scope; at most the part of those
 	// reservoirs that the scope's traffic gets.
 	FloorTracesPerSecond float64 `protobuf:"fixed64,12,opt,name=floor_traces_per_second,json=floorTracesPerSecond,proto3" json:"floor_traces_per_second,omitempty"`
+	// Output only. Changes on every edit; send it back to update or delete
+	// only the version you read.
+	Etag string `protobuf:"bytes,13,opt,name=etag,proto3" json:"etag,omitempty"`
 	// Output only.
-	Etag          string                 `protobuf:"bytes,13,opt,name=etag,proto3" json:"etag,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Output only.
 	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -219,23 +237,23 @@ func (x *Budget) GetScope() *BudgetScope {
 	return nil
 }
 
-func (x *Budget) GetMonthlyAmount() float64 {
+func (x *Budget) GetMonthlyAmountMicros() int64 {
 	if x != nil {
-		return x.MonthlyAmount
+		return x.MonthlyAmountMicros
 	}
 	return 0
 }
 
-func (x *Budget) GetCurrency() string {
+func (x *Budget) GetCurrencyCode() string {
 	if x != nil {
-		return x.Currency
+		return x.CurrencyCode
 	}
 	return ""
 }
 
-func (x *Budget) GetPricePerMillion() float64 {
+func (x *Budget) GetPricePerMillionMicros() int64 {
 	if x != nil {
-		return x.PricePerMillion
+		return x.PricePerMillionMicros
 	}
 	return 0
 }
@@ -307,7 +325,8 @@ func (x *Budget) GetUpdateTime() *timestamppb.Timestamp {
 // hold when both are set.
 type BudgetScope struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Globs over service names; empty means every service.
+	// Globs over service names ('*' any run, '?' one character,
+	// case-insensitive), at most 32; empty means every service.
 	ServiceNames []string `protobuf:"bytes,1,rep,name=service_names,json=serviceNames,proto3" json:"service_names,omitempty"`
 	// Every label here must be on the rule that sampled the trace.
 	RuleLabels    map[string]string `protobuf:"bytes,2,rep,name=rule_labels,json=ruleLabels,proto3" json:"rule_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
@@ -359,14 +378,24 @@ func (x *BudgetScope) GetRuleLabels() map[string]string {
 	return nil
 }
 
-// NotificationChannel is a webhook: a JSON POST signed with HMAC-SHA256 over
-// the body, in the X-Controlplane-Signature header as "sha256=<hex>", with a
-// Slack-compatible "text" field.
+// NotificationChannel is a webhook. Each alert is POSTed to it as JSON with
+// a Slack-compatible "text" field, an X-Controlplane-Alert-Id header (the
+// same on retries) and, with a secret, the HMAC-SHA256 of the body in the
+// X-Controlplane-Signature header as "sha256=<hex>".
 type NotificationChannel struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// http or https.
+	// An http or https URL, at most 2048 bytes. The path and query of a chat
+	// webhook are its secret, so answers show the URL redacted: its scheme and
+	// host, "/…", and the last 4 characters of the path and query when those
+	// have 16 or more ("https://hooks.slack.com/…4Hd6"). Sent back in an
+	// update, a redacted URL keeps the webhook it was read from (the n-th URL
+	// of a redacted form takes the n-th stored webhook of that form), with its
+	// secret if secret is "****"; one that matches no webhook of the budget
+	// gets INVALID_ARGUMENT.
 	WebhookUrl string `protobuf:"bytes,1,opt,name=webhook_url,json=webhookUrl,proto3" json:"webhook_url,omitempty"`
-	// Input only: the signing secret. Responses show "****" when one is set.
+	// The signing secret, at most 256 bytes; empty: alerts are not signed.
+	// Answers show "****" when one is set; "****" sent back keeps the secret
+	// the webhook has.
 	Secret        string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -416,9 +445,11 @@ func (x *NotificationChannel) GetSecret() string {
 	return ""
 }
 
+// CreateBudgetRequest carries the budget to add.
 type CreateBudgetRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Budget        *Budget                `protobuf:"bytes,1,opt,name=budget,proto3" json:"budget,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The budget; its output-only fields are ignored.
+	Budget        *Budget `protobuf:"bytes,1,opt,name=budget,proto3" json:"budget,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -460,9 +491,11 @@ func (x *CreateBudgetRequest) GetBudget() *Budget {
 	return nil
 }
 
+// CreateBudgetResponse returns the budget as stored.
 type CreateBudgetResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Budget        *Budget                `protobuf:"bytes,1,opt,name=budget,proto3" json:"budget,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The budget, webhooks redacted.
+	Budget        *Budget `protobuf:"bytes,1,opt,name=budget,proto3" json:"budget,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -504,9 +537,11 @@ func (x *CreateBudgetResponse) GetBudget() *Budget {
 	return nil
 }
 
+// GetBudgetRequest names the budget to read.
 type GetBudgetRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The budget's name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -548,9 +583,11 @@ func (x *GetBudgetRequest) GetName() string {
 	return ""
 }
 
+// GetBudgetResponse returns the budget.
 type GetBudgetResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Budget        *Budget                `protobuf:"bytes,1,opt,name=budget,proto3" json:"budget,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The budget, webhooks redacted.
+	Budget        *Budget `protobuf:"bytes,1,opt,name=budget,proto3" json:"budget,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -592,10 +629,13 @@ func (x *GetBudgetResponse) GetBudget() *Budget {
 	return nil
 }
 
+// ListBudgetsRequest selects a page of budgets.
 type ListBudgetsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	PageSize      int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most this many budgets (default 100, at most 1000).
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From a previous ListBudgetsResponse.next_page_token.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -644,10 +684,13 @@ func (x *ListBudgetsRequest) GetPageToken() string {
 	return ""
 }
 
+// ListBudgetsResponse is one page of budgets, ordered by name.
 type ListBudgetsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Budgets       []*Budget              `protobuf:"bytes,1,rep,name=budgets,proto3" json:"budgets,omitempty"`
-	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The budgets, webhooks redacted.
+	Budgets []*Budget `protobuf:"bytes,1,rep,name=budgets,proto3" json:"budgets,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -696,9 +739,13 @@ func (x *ListBudgetsResponse) GetNextPageToken() string {
 	return ""
 }
 
+// UpdateBudgetRequest changes an existing budget.
 type UpdateBudgetRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Budget        *Budget                `protobuf:"bytes,1,opt,name=budget,proto3" json:"budget,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The budget's name selects it; the fields in update_mask are taken from
+	// it. If etag is set it must be the budget's current etag.
+	Budget *Budget `protobuf:"bytes,1,opt,name=budget,proto3" json:"budget,omitempty"`
+	// Fields to change. Empty or "*" replaces every mutable field.
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -748,9 +795,11 @@ func (x *UpdateBudgetRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
 	return nil
 }
 
+// UpdateBudgetResponse returns the budget as stored.
 type UpdateBudgetResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Budget        *Budget                `protobuf:"bytes,1,opt,name=budget,proto3" json:"budget,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The budget, webhooks redacted.
+	Budget        *Budget `protobuf:"bytes,1,opt,name=budget,proto3" json:"budget,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -792,10 +841,13 @@ func (x *UpdateBudgetResponse) GetBudget() *Budget {
 	return nil
 }
 
+// DeleteBudgetRequest names the budget to remove.
 type DeleteBudgetRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Etag          string                 `protobuf:"bytes,2,opt,name=etag,proto3" json:"etag,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The budget's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// If set, the budget is removed only if this is its current etag.
+	Etag          string `protobuf:"bytes,2,opt,name=etag,proto3" json:"etag,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -844,6 +896,7 @@ func (x *DeleteBudgetRequest) GetEtag() string {
 	return ""
 }
 
+// DeleteBudgetResponse is empty.
 type DeleteBudgetResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -880,9 +933,11 @@ func (*DeleteBudgetResponse) Descriptor() ([]byte, []int) {
 	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{12}
 }
 
+// GetBudgetStatusRequest names the budget.
 type GetBudgetStatusRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The budget's name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -926,11 +981,16 @@ func (x *GetBudgetStatusRequest) GetName() string {
 
 // RuleSpend is one rule's part of a budget's month.
 type RuleSpend struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RuleName      string                 `protobuf:"bytes,1,opt,name=rule_name,json=ruleName,proto3" json:"rule_name,omitempty"`
-	Requests      int64                  `protobuf:"varint,2,opt,name=requests,proto3" json:"requests,omitempty"`
-	Sampled       int64                  `protobuf:"varint,3,opt,name=sampled,proto3" json:"sampled,omitempty"`
-	Spent         float64                `protobuf:"fixed64,4,opt,name=spent,proto3" json:"spent,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rule that sampled the traces.
+	RuleName string `protobuf:"bytes,1,opt,name=rule_name,json=ruleName,proto3" json:"rule_name,omitempty"`
+	// Requests in scope under this rule this month.
+	Requests int64 `protobuf:"varint,2,opt,name=requests,proto3" json:"requests,omitempty"`
+	// Traces it sampled in scope this month.
+	SampledTraces int64 `protobuf:"varint,3,opt,name=sampled_traces,json=sampledTraces,proto3" json:"sampled_traces,omitempty"`
+	// Its share of the month's spend (the free allowance spread over the rules
+	// in proportion), in micros; the rules' figures add up to the budget's.
+	SpentMicros   int64 `protobuf:"varint,4,opt,name=spent_micros,json=spentMicros,proto3" json:"spent_micros,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -979,43 +1039,57 @@ func (x *RuleSpend) GetRequests() int64 {
 	return 0
 }
 
-func (x *RuleSpend) GetSampled() int64 {
+func (x *RuleSpend) GetSampledTraces() int64 {
 	if x != nil {
-		return x.Sampled
+		return x.SampledTraces
 	}
 	return 0
 }
 
-func (x *RuleSpend) GetSpent() float64 {
+func (x *RuleSpend) GetSpentMicros() int64 {
 	if x != nil {
-		return x.Spent
+		return x.SpentMicros
 	}
 	return 0
 }
 
-// BudgetStatus is where a budget stands this month.
+// BudgetStatus is where a budget stands this month, as the controller last
+// decided.
 type BudgetStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// The month, as its first instant (UTC).
-	MonthStart    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=month_start,json=monthStart,proto3" json:"month_start,omitempty"`
-	CapTraces     int64                  `protobuf:"varint,3,opt,name=cap_traces,json=capTraces,proto3" json:"cap_traces,omitempty"`
-	SampledTraces int64                  `protobuf:"varint,4,opt,name=sampled_traces,json=sampledTraces,proto3" json:"sampled_traces,omitempty"`
-	Requests      int64                  `protobuf:"varint,5,opt,name=requests,proto3" json:"requests,omitempty"`
-	Spent         float64                `protobuf:"fixed64,6,opt,name=spent,proto3" json:"spent,omitempty"`
-	SpentRatio    float64                `protobuf:"fixed64,7,opt,name=spent_ratio,json=spentRatio,proto3" json:"spent_ratio,omitempty"`
-	Forecast      float64                `protobuf:"fixed64,8,opt,name=forecast,proto3" json:"forecast,omitempty"`
-	ForecastRatio float64                `protobuf:"fixed64,9,opt,name=forecast_ratio,json=forecastRatio,proto3" json:"forecast_ratio,omitempty"`
+	// The budget's name.
+	BudgetName string `protobuf:"bytes,1,opt,name=budget_name,json=budgetName,proto3" json:"budget_name,omitempty"`
+	// The month, as its first instant (UTC); unset before the controller first
+	// decided for the budget.
+	MonthStartTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=month_start_time,json=monthStartTime,proto3" json:"month_start_time,omitempty"`
+	// The traces the cap pays for, the free allowance included.
+	CapTraces int64 `protobuf:"varint,3,opt,name=cap_traces,json=capTraces,proto3" json:"cap_traces,omitempty"`
+	// Traces sampled in scope this month.
+	SampledTraces int64 `protobuf:"varint,4,opt,name=sampled_traces,json=sampledTraces,proto3" json:"sampled_traces,omitempty"`
+	// Requests in scope this month.
+	Requests int64 `protobuf:"varint,5,opt,name=requests,proto3" json:"requests,omitempty"`
+	// Spent this month, in micros.
+	SpentMicros int64 `protobuf:"varint,6,opt,name=spent_micros,json=spentMicros,proto3" json:"spent_micros,omitempty"`
+	// Spent over the cap, in traces.
+	SpentRatio float64 `protobuf:"fixed64,7,opt,name=spent_ratio,json=spentRatio,proto3" json:"spent_ratio,omitempty"`
+	// Forecast spend at month end at the factors in force, in micros.
+	ForecastMicros int64 `protobuf:"varint,8,opt,name=forecast_micros,json=forecastMicros,proto3" json:"forecast_micros,omitempty"`
+	// The forecast over the cap, in traces.
+	ForecastRatio float64 `protobuf:"fixed64,9,opt,name=forecast_ratio,json=forecastRatio,proto3" json:"forecast_ratio,omitempty"`
 	// Factor applied to the fixed rates of the rules in scope, in [0, 1].
 	FixedRateFactor float64 `protobuf:"fixed64,10,opt,name=fixed_rate_factor,json=fixedRateFactor,proto3" json:"fixed_rate_factor,omitempty"`
 	// Factor applied to their reservoirs, in [0, 1].
-	ReservoirFactor float64                `protobuf:"fixed64,11,opt,name=reservoir_factor,json=reservoirFactor,proto3" json:"reservoir_factor,omitempty"`
-	Exhausted       bool                   `protobuf:"varint,12,opt,name=exhausted,proto3" json:"exhausted,omitempty"`
-	Rules           []*RuleSpend           `protobuf:"bytes,13,rep,name=rules,proto3" json:"rules,omitempty"`
-	ComputedTime    *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=computed_time,json=computedTime,proto3" json:"computed_time,omitempty"`
-	Currency        string                 `protobuf:"bytes,15,opt,name=currency,proto3" json:"currency,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	ReservoirFactor float64 `protobuf:"fixed64,11,opt,name=reservoir_factor,json=reservoirFactor,proto3" json:"reservoir_factor,omitempty"`
+	// The cap is reached: only floor_traces_per_second is traced.
+	Exhausted bool `protobuf:"varint,12,opt,name=exhausted,proto3" json:"exhausted,omitempty"`
+	// The spend of each rule, by name.
+	Rules []*RuleSpend `protobuf:"bytes,13,rep,name=rules,proto3" json:"rules,omitempty"`
+	// When the controller decided this; unset before it first did.
+	ComputedTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=computed_time,json=computedTime,proto3" json:"computed_time,omitempty"`
+	// The budget's currency.
+	CurrencyCode  string `protobuf:"bytes,15,opt,name=currency_code,json=currencyCode,proto3" json:"currency_code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BudgetStatus) Reset() {
@@ -1048,16 +1122,16 @@ func (*BudgetStatus) Descriptor() ([]byte, []int) {
 	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{15}
 }
 
-func (x *BudgetStatus) GetName() string {
+func (x *BudgetStatus) GetBudgetName() string {
 	if x != nil {
-		return x.Name
+		return x.BudgetName
 	}
 	return ""
 }
 
-func (x *BudgetStatus) GetMonthStart() *timestamppb.Timestamp {
+func (x *BudgetStatus) GetMonthStartTime() *timestamppb.Timestamp {
 	if x != nil {
-		return x.MonthStart
+		return x.MonthStartTime
 	}
 	return nil
 }
@@ -1083,9 +1157,9 @@ func (x *BudgetStatus) GetRequests() int64 {
 	return 0
 }
 
-func (x *BudgetStatus) GetSpent() float64 {
+func (x *BudgetStatus) GetSpentMicros() int64 {
 	if x != nil {
-		return x.Spent
+		return x.SpentMicros
 	}
 	return 0
 }
@@ -1097,9 +1171,9 @@ func (x *BudgetStatus) GetSpentRatio() float64 {
 	return 0
 }
 
-func (x *BudgetStatus) GetForecast() float64 {
+func (x *BudgetStatus) GetForecastMicros() int64 {
 	if x != nil {
-		return x.Forecast
+		return x.ForecastMicros
 	}
 	return 0
 }
@@ -1146,16 +1220,18 @@ func (x *BudgetStatus) GetComputedTime() *timestamppb.Timestamp {
 	return nil
 }
 
-func (x *BudgetStatus) GetCurrency() string {
+func (x *BudgetStatus) GetCurrencyCode() string {
 	if x != nil {
-		return x.Currency
+		return x.CurrencyCode
 	}
 	return ""
 }
 
+// GetBudgetStatusResponse returns the status.
 type GetBudgetStatusResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Status        *BudgetStatus          `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The budget's status.
+	Status        *BudgetStatus `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1197,20 +1273,32 @@ func (x *GetBudgetStatusResponse) GetStatus() *BudgetStatus {
 	return nil
 }
 
-// Alert is one budget event. It fires once per budget, month and threshold.
+// Alert is one budget event. It fires once per budget, month, kind and
+// threshold, however many replicas run.
 type Alert struct {
-	state  protoimpl.MessageState `protogen:"open.v1"`
-	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Budget string                 `protobuf:"bytes,2,opt,name=budget,proto3" json:"budget,omitempty"`
-	Kind   Alert_Kind             `protobuf:"varint,3,opt,name=kind,proto3,enum=controlplane.v1.Alert_Kind" json:"kind,omitempty"`
-	// The threshold crossed, as a share of the cap.
-	Threshold  float64                `protobuf:"fixed64,4,opt,name=threshold,proto3" json:"threshold,omitempty"`
-	Time       *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=time,proto3" json:"time,omitempty"`
-	MonthStart *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=month_start,json=monthStart,proto3" json:"month_start,omitempty"`
-	Spent      float64                `protobuf:"fixed64,7,opt,name=spent,proto3" json:"spent,omitempty"`
-	Forecast   float64                `protobuf:"fixed64,8,opt,name=forecast,proto3" json:"forecast,omitempty"`
-	Cap        float64                `protobuf:"fixed64,9,opt,name=cap,proto3" json:"cap,omitempty"`
-	Currency   string                 `protobuf:"bytes,10,opt,name=currency,proto3" json:"currency,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Opaque, ordered by time: the watch stream's after_id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The budget that raised it.
+	BudgetName string `protobuf:"bytes,2,opt,name=budget_name,json=budgetName,proto3" json:"budget_name,omitempty"`
+	// What happened.
+	Kind Alert_Kind `protobuf:"varint,3,opt,name=kind,proto3,enum=controlplane.v1.Alert_Kind" json:"kind,omitempty"`
+	// The threshold crossed, as a share of the cap: 1 for KIND_EXHAUSTED, 0
+	// for KIND_ENFORCEMENT_STARTED.
+	Threshold float64 `protobuf:"fixed64,4,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	// When it fired.
+	FireTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=fire_time,json=fireTime,proto3" json:"fire_time,omitempty"`
+	// The budget month it belongs to, as its first instant (UTC).
+	MonthStartTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=month_start_time,json=monthStartTime,proto3" json:"month_start_time,omitempty"`
+	// Spent when it fired, in micros.
+	SpentMicros int64 `protobuf:"varint,7,opt,name=spent_micros,json=spentMicros,proto3" json:"spent_micros,omitempty"`
+	// The month-end forecast it is about, in micros: at the rules' own rates
+	// for KIND_FORECAST_OVER, at the factors in force for the others.
+	ForecastMicros int64 `protobuf:"varint,8,opt,name=forecast_micros,json=forecastMicros,proto3" json:"forecast_micros,omitempty"`
+	// The cap when it fired, in micros.
+	CapMicros int64 `protobuf:"varint,9,opt,name=cap_micros,json=capMicros,proto3" json:"cap_micros,omitempty"`
+	// The budget's currency.
+	CurrencyCode string `protobuf:"bytes,10,opt,name=currency_code,json=currencyCode,proto3" json:"currency_code,omitempty"`
 	// One line for people, also sent as the webhook's "text".
 	Message       string `protobuf:"bytes,11,opt,name=message,proto3" json:"message,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1254,9 +1342,9 @@ func (x *Alert) GetId() string {
 	return ""
 }
 
-func (x *Alert) GetBudget() string {
+func (x *Alert) GetBudgetName() string {
 	if x != nil {
-		return x.Budget
+		return x.BudgetName
 	}
 	return ""
 }
@@ -1275,44 +1363,44 @@ func (x *Alert) GetThreshold() float64 {
 	return 0
 }
 
-func (x *Alert) GetTime() *timestamppb.Timestamp {
+func (x *Alert) GetFireTime() *timestamppb.Timestamp {
 	if x != nil {
-		return x.Time
+		return x.FireTime
 	}
 	return nil
 }
 
-func (x *Alert) GetMonthStart() *timestamppb.Timestamp {
+func (x *Alert) GetMonthStartTime() *timestamppb.Timestamp {
 	if x != nil {
-		return x.MonthStart
+		return x.MonthStartTime
 	}
 	return nil
 }
 
-func (x *Alert) GetSpent() float64 {
+func (x *Alert) GetSpentMicros() int64 {
 	if x != nil {
-		return x.Spent
+		return x.SpentMicros
 	}
 	return 0
 }
 
-func (x *Alert) GetForecast() float64 {
+func (x *Alert) GetForecastMicros() int64 {
 	if x != nil {
-		return x.Forecast
+		return x.ForecastMicros
 	}
 	return 0
 }
 
-func (x *Alert) GetCap() float64 {
+func (x *Alert) GetCapMicros() int64 {
 	if x != nil {
-		return x.Cap
+		return x.CapMicros
 	}
 	return 0
 }
 
-func (x *Alert) GetCurrency() string {
+func (x *Alert) GetCurrencyCode() string {
 	if x != nil {
-		return x.Currency
+		return x.CurrencyCode
 	}
 	return ""
 }
@@ -1324,11 +1412,14 @@ func (x *Alert) GetMessage() string {
 	return ""
 }
 
+// ListAlertsRequest selects a page of alerts.
 type ListAlertsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only this budget's alerts when set.
-	Budget        string `protobuf:"bytes,1,opt,name=budget,proto3" json:"budget,omitempty"`
-	PageSize      int32  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	BudgetName string `protobuf:"bytes,1,opt,name=budget_name,json=budgetName,proto3" json:"budget_name,omitempty"`
+	// At most this many alerts (default 100, at most 1000).
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From a previous ListAlertsResponse.next_page_token.
 	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1364,9 +1455,9 @@ func (*ListAlertsRequest) Descriptor() ([]byte, []int) {
 	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{18}
 }
 
-func (x *ListAlertsRequest) GetBudget() string {
+func (x *ListAlertsRequest) GetBudgetName() string {
 	if x != nil {
-		return x.Budget
+		return x.BudgetName
 	}
 	return ""
 }
@@ -1385,10 +1476,13 @@ func (x *ListAlertsRequest) GetPageToken() string {
 	return ""
 }
 
+// ListAlertsResponse is one page of alerts, newest first.
 type ListAlertsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Alerts        []*Alert               `protobuf:"bytes,1,rep,name=alerts,proto3" json:"alerts,omitempty"`
-	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The alerts.
+	Alerts []*Alert `protobuf:"bytes,1,rep,name=alerts,proto3" json:"alerts,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1437,14 +1531,15 @@ func (x *ListAlertsResponse) GetNextPageToken() string {
 	return ""
 }
 
+// WatchAlertsRequest says which alerts to stream, from where.
 type WatchAlertsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only this budget's alerts when set.
-	Budget string `protobuf:"bytes,1,opt,name=budget,proto3" json:"budget,omitempty"`
+	BudgetName string `protobuf:"bytes,1,opt,name=budget_name,json=budgetName,proto3" json:"budget_name,omitempty"`
 	// Resume after this alert: the alerts that fired after it (up to 1000,
 	// oldest first) are sent before new ones, with no gap between the two.
 	// Empty: only alerts that fire from now on. An ID the list no longer holds
-	// sends the 1000 newest.
+	// sends the 1000 newest. At most 128 characters.
 	AfterId string `protobuf:"bytes,2,opt,name=after_id,json=afterId,proto3" json:"after_id,omitempty"`
 	// Without after_id: first send every alert listed (up to the 1000 newest,
 	// oldest first), for a watcher that saw the list empty and resumes from
@@ -1484,9 +1579,9 @@ func (*WatchAlertsRequest) Descriptor() ([]byte, []int) {
 	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{20}
 }
 
-func (x *WatchAlertsRequest) GetBudget() string {
+func (x *WatchAlertsRequest) GetBudgetName() string {
 	if x != nil {
-		return x.Budget
+		return x.BudgetName
 	}
 	return ""
 }
@@ -1505,9 +1600,11 @@ func (x *WatchAlertsRequest) GetFromOldest() bool {
 	return false
 }
 
+// WatchAlertsResponse carries one alert.
 type WatchAlertsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Alert         *Alert                 `protobuf:"bytes,1,opt,name=alert,proto3" json:"alert,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The alert.
+	Alert         *Alert `protobuf:"bytes,1,opt,name=alert,proto3" json:"alert,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1552,13 +1649,15 @@ func (x *WatchAlertsResponse) GetAlert() *Alert {
 // TrafficShape describes simulated traffic.
 type TrafficShape struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Mean requests per day, > 0.
+	// Mean requests per day, > 0 and at most 1e13.
 	RequestsPerDay float64 `protobuf:"fixed64,1,opt,name=requests_per_day,json=requestsPerDay,proto3" json:"requests_per_day,omitempty"`
-	// Days to simulate; default 30.
+	// Days to simulate, 1-62; 0 means 30.
 	Days int32 `protobuf:"varint,2,opt,name=days,proto3" json:"days,omitempty"`
-	// Amplitude of the daily cycle around the mean: 0.6 = +/-60 %.
+	// Amplitude of the daily cycle around the mean, in [0, 1]: 0.6 is +/-60 %,
+	// lowest at 00:00 UTC and highest at 12:00 UTC.
 	DailySwing float64 `protobuf:"fixed64,3,opt,name=daily_swing,json=dailySwing,proto3" json:"daily_swing,omitempty"`
-	// Days (1-based) whose traffic is multiplied by a factor.
+	// Days of the run (1-based) whose traffic is multiplied by a factor in
+	// [0, 1000].
 	SpikeDays     map[int32]float64 `protobuf:"bytes,4,rep,name=spike_days,json=spikeDays,proto3" json:"spike_days,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1622,12 +1721,18 @@ func (x *TrafficShape) GetSpikeDays() map[int32]float64 {
 	return nil
 }
 
+// SimulateCostRequest is a simulation: rules, traffic, and optionally a
+// budget. Nothing is stored.
 type SimulateCostRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Rules to price; empty means the Default rule alone.
-	Rules   []*Rule       `protobuf:"bytes,1,rep,name=rules,proto3" json:"rules,omitempty"`
+	// Rules to price, at most 100, sharing the traffic evenly; empty means the
+	// Default rule alone.
+	Rules []*Rule `protobuf:"bytes,1,rep,name=rules,proto3" json:"rules,omitempty"`
+	// The traffic; requests_per_day is required.
 	Traffic *TrafficShape `protobuf:"bytes,2,opt,name=traffic,proto3" json:"traffic,omitempty"`
-	// With a budget, run forecast, enforcement and alerts over the month.
+	// With a budget, run forecast, enforcement and alerts over the month. Its
+	// name may be empty; its scope's service globs are ignored (simulated
+	// traffic has no services) and its rule labels select the rules it covers.
 	Budget        *Budget `protobuf:"bytes,3,opt,name=budget,proto3" json:"budget,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1686,13 +1791,21 @@ func (x *SimulateCostRequest) GetBudget() *Budget {
 
 // SimulatedAlert is an alert at its simulated time.
 type SimulatedAlert struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Kind      Alert_Kind             `protobuf:"varint,1,opt,name=kind,proto3,enum=controlplane.v1.Alert_Kind" json:"kind,omitempty"`
-	Threshold float64                `protobuf:"fixed64,2,opt,name=threshold,proto3" json:"threshold,omitempty"`
-	// Hours since the start of the simulated month.
-	AtHours       float64 `protobuf:"fixed64,3,opt,name=at_hours,json=atHours,proto3" json:"at_hours,omitempty"`
-	Spent         float64 `protobuf:"fixed64,4,opt,name=spent,proto3" json:"spent,omitempty"`
-	Forecast      float64 `protobuf:"fixed64,5,opt,name=forecast,proto3" json:"forecast,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What happened.
+	Kind Alert_Kind `protobuf:"varint,1,opt,name=kind,proto3,enum=controlplane.v1.Alert_Kind" json:"kind,omitempty"`
+	// The threshold crossed, as a share of the cap: 1 for KIND_EXHAUSTED, 0
+	// for KIND_ENFORCEMENT_STARTED.
+	Threshold float64 `protobuf:"fixed64,2,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	// When it fired, on the simulation's clock (see
+	// SimulateCostResponse.start_time).
+	FireTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=fire_time,json=fireTime,proto3" json:"fire_time,omitempty"`
+	// Spent when it fired, in micros.
+	SpentMicros int64 `protobuf:"varint,4,opt,name=spent_micros,json=spentMicros,proto3" json:"spent_micros,omitempty"`
+	// The month-end forecast it is about, in micros.
+	ForecastMicros int64 `protobuf:"varint,5,opt,name=forecast_micros,json=forecastMicros,proto3" json:"forecast_micros,omitempty"`
+	// One line for people, as the alert's message.
+	Message       string `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1741,49 +1854,173 @@ func (x *SimulatedAlert) GetThreshold() float64 {
 	return 0
 }
 
-func (x *SimulatedAlert) GetAtHours() float64 {
+func (x *SimulatedAlert) GetFireTime() *timestamppb.Timestamp {
 	if x != nil {
-		return x.AtHours
+		return x.FireTime
+	}
+	return nil
+}
+
+func (x *SimulatedAlert) GetSpentMicros() int64 {
+	if x != nil {
+		return x.SpentMicros
 	}
 	return 0
 }
 
-func (x *SimulatedAlert) GetSpent() float64 {
+func (x *SimulatedAlert) GetForecastMicros() int64 {
 	if x != nil {
-		return x.Spent
+		return x.ForecastMicros
 	}
 	return 0
 }
 
-func (x *SimulatedAlert) GetForecast() float64 {
+func (x *SimulatedAlert) GetMessage() string {
 	if x != nil {
-		return x.Forecast
+		return x.Message
+	}
+	return ""
+}
+
+// BudgetOutcome is how a budget fared in a simulation. A run longer than the
+// calendar month it starts in starts each month's budget afresh; the figures
+// are those of the month that came closest to its cap, the extremes those of
+// the whole run.
+type BudgetOutcome struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The budget's cap, in micros.
+	MonthlyAmountMicros int64 `protobuf:"varint,1,opt,name=monthly_amount_micros,json=monthlyAmountMicros,proto3" json:"monthly_amount_micros,omitempty"`
+	// Spent in the month, in micros.
+	SpentMicros int64 `protobuf:"varint,2,opt,name=spent_micros,json=spentMicros,proto3" json:"spent_micros,omitempty"`
+	// Spent over the cap, in traces.
+	SpentRatio float64 `protobuf:"fixed64,3,opt,name=spent_ratio,json=spentRatio,proto3" json:"spent_ratio,omitempty"`
+	// The highest month-end forecast at the rules' own rates over the cap.
+	MaxForecastRatio float64 `protobuf:"fixed64,4,opt,name=max_forecast_ratio,json=maxForecastRatio,proto3" json:"max_forecast_ratio,omitempty"`
+	// The lowest factor enforcement applied to fixed rates (1: never lowered).
+	MinFixedRateFactor float64 `protobuf:"fixed64,5,opt,name=min_fixed_rate_factor,json=minFixedRateFactor,proto3" json:"min_fixed_rate_factor,omitempty"`
+	// The lowest factor enforcement applied to reservoirs (1: never lowered).
+	MinReservoirFactor float64 `protobuf:"fixed64,6,opt,name=min_reservoir_factor,json=minReservoirFactor,proto3" json:"min_reservoir_factor,omitempty"`
+	// The cap was reached at some point.
+	Exhausted bool `protobuf:"varint,7,opt,name=exhausted,proto3" json:"exhausted,omitempty"`
+	// The alerts that fired, in order.
+	Alerts        []*SimulatedAlert `protobuf:"bytes,8,rep,name=alerts,proto3" json:"alerts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BudgetOutcome) Reset() {
+	*x = BudgetOutcome{}
+	mi := &file_controlplane_v1_budget_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BudgetOutcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BudgetOutcome) ProtoMessage() {}
+
+func (x *BudgetOutcome) ProtoReflect() protoreflect.Message {
+	mi := &file_controlplane_v1_budget_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BudgetOutcome.ProtoReflect.Descriptor instead.
+func (*BudgetOutcome) Descriptor() ([]byte, []int) {
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *BudgetOutcome) GetMonthlyAmountMicros() int64 {
+	if x != nil {
+		return x.MonthlyAmountMicros
 	}
 	return 0
 }
 
+func (x *BudgetOutcome) GetSpentMicros() int64 {
+	if x != nil {
+		return x.SpentMicros
+	}
+	return 0
+}
+
+func (x *BudgetOutcome) GetSpentRatio() float64 {
+	if x != nil {
+		return x.SpentRatio
+	}
+	return 0
+}
+
+func (x *BudgetOutcome) GetMaxForecastRatio() float64 {
+	if x != nil {
+		return x.MaxForecastRatio
+	}
+	return 0
+}
+
+func (x *BudgetOutcome) GetMinFixedRateFactor() float64 {
+	if x != nil {
+		return x.MinFixedRateFactor
+	}
+	return 0
+}
+
+func (x *BudgetOutcome) GetMinReservoirFactor() float64 {
+	if x != nil {
+		return x.MinReservoirFactor
+	}
+	return 0
+}
+
+func (x *BudgetOutcome) GetExhausted() bool {
+	if x != nil {
+		return x.Exhausted
+	}
+	return false
+}
+
+func (x *BudgetOutcome) GetAlerts() []*SimulatedAlert {
+	if x != nil {
+		return x.Alerts
+	}
+	return nil
+}
+
+// SimulateCostResponse is what the simulated traffic cost.
 type SimulateCostResponse struct {
-	state        protoimpl.MessageState `protogen:"open.v1"`
-	Requests     int64                  `protobuf:"varint,1,opt,name=requests,proto3" json:"requests,omitempty"`
-	Traces       int64                  `protobuf:"varint,2,opt,name=traces,proto3" json:"traces,omitempty"`
-	TracesPerDay float64                `protobuf:"fixed64,3,opt,name=traces_per_day,json=tracesPerDay,proto3" json:"traces_per_day,omitempty"`
-	Cost         float64                `protobuf:"fixed64,4,opt,name=cost,proto3" json:"cost,omitempty"`
-	// Cost of a 30-day month at the simulated mean.
-	CostPer_30Days float64 `protobuf:"fixed64,5,opt,name=cost_per_30_days,json=costPer30Days,proto3" json:"cost_per_30_days,omitempty"`
-	// With a budget: its cap, the share spent, the highest forecast and the
-	// lowest enforcement factor seen, and the alerts that fired.
-	Budget               float64           `protobuf:"fixed64,6,opt,name=budget,proto3" json:"budget,omitempty"`
-	SpentRatio           float64           `protobuf:"fixed64,7,opt,name=spent_ratio,json=spentRatio,proto3" json:"spent_ratio,omitempty"`
-	MaxForecastRatio     float64           `protobuf:"fixed64,8,opt,name=max_forecast_ratio,json=maxForecastRatio,proto3" json:"max_forecast_ratio,omitempty"`
-	EnforcementMinFactor float64           `protobuf:"fixed64,9,opt,name=enforcement_min_factor,json=enforcementMinFactor,proto3" json:"enforcement_min_factor,omitempty"`
-	Alerts               []*SimulatedAlert `protobuf:"bytes,10,rep,name=alerts,proto3" json:"alerts,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Requests simulated.
+	Requests int64 `protobuf:"varint,1,opt,name=requests,proto3" json:"requests,omitempty"`
+	// Traces recorded, at the factors the budget decided.
+	Traces int64 `protobuf:"varint,2,opt,name=traces,proto3" json:"traces,omitempty"`
+	// Traces recorded per day, on average.
+	TracesPerDay int64 `protobuf:"varint,3,opt,name=traces_per_day,json=tracesPerDay,proto3" json:"traces_per_day,omitempty"`
+	// What the traces cost at the price per million, before any free
+	// allowance, in micros.
+	CostMicros int64 `protobuf:"varint,4,opt,name=cost_micros,json=costMicros,proto3" json:"cost_micros,omitempty"`
+	// What a 30-day month costs at the simulated daily average, in micros.
+	MonthlyCostMicros int64 `protobuf:"varint,5,opt,name=monthly_cost_micros,json=monthlyCostMicros,proto3" json:"monthly_cost_micros,omitempty"`
+	// How the budget fared; unset without one.
+	BudgetOutcome *BudgetOutcome `protobuf:"bytes,6,opt,name=budget_outcome,json=budgetOutcome,proto3" json:"budget_outcome,omitempty"`
+	// The currency of every amount: the budget's, or USD without one.
+	CurrencyCode string `protobuf:"bytes,7,opt,name=currency_code,json=currencyCode,proto3" json:"currency_code,omitempty"`
+	// Where the simulation's clock starts.
+	StartTime     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SimulateCostResponse) Reset() {
 	*x = SimulateCostResponse{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[25]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1795,7 +2032,7 @@ func (x *SimulateCostResponse) String() string {
 func (*SimulateCostResponse) ProtoMessage() {}
 
 func (x *SimulateCostResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[25]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1808,7 +2045,7 @@ func (x *SimulateCostResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SimulateCostResponse.ProtoReflect.Descriptor instead.
 func (*SimulateCostResponse) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{25}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SimulateCostResponse) GetRequests() int64 {
@@ -1825,58 +2062,44 @@ func (x *SimulateCostResponse) GetTraces() int64 {
 	return 0
 }
 
-func (x *SimulateCostResponse) GetTracesPerDay() float64 {
+func (x *SimulateCostResponse) GetTracesPerDay() int64 {
 	if x != nil {
 		return x.TracesPerDay
 	}
 	return 0
 }
 
-func (x *SimulateCostResponse) GetCost() float64 {
+func (x *SimulateCostResponse) GetCostMicros() int64 {
 	if x != nil {
-		return x.Cost
+		return x.CostMicros
 	}
 	return 0
 }
 
-func (x *SimulateCostResponse) GetCostPer_30Days() float64 {
+func (x *SimulateCostResponse) GetMonthlyCostMicros() int64 {
 	if x != nil {
-		return x.CostPer_30Days
+		return x.MonthlyCostMicros
 	}
 	return 0
 }
 
-func (x *SimulateCostResponse) GetBudget() float64 {
+func (x *SimulateCostResponse) GetBudgetOutcome() *BudgetOutcome {
 	if x != nil {
-		return x.Budget
+		return x.BudgetOutcome
 	}
-	return 0
+	return nil
 }
 
-func (x *SimulateCostResponse) GetSpentRatio() float64 {
+func (x *SimulateCostResponse) GetCurrencyCode() string {
 	if x != nil {
-		return x.SpentRatio
+		return x.CurrencyCode
 	}
-	return 0
+	return ""
 }
 
-func (x *SimulateCostResponse) GetMaxForecastRatio() float64 {
+func (x *SimulateCostResponse) GetStartTime() *timestamppb.Timestamp {
 	if x != nil {
-		return x.MaxForecastRatio
-	}
-	return 0
-}
-
-func (x *SimulateCostResponse) GetEnforcementMinFactor() float64 {
-	if x != nil {
-		return x.EnforcementMinFactor
-	}
-	return 0
-}
-
-func (x *SimulateCostResponse) GetAlerts() []*SimulatedAlert {
-	if x != nil {
-		return x.Alerts
+		return x.StartTime
 	}
 	return nil
 }
@@ -1885,14 +2108,14 @@ var File_controlplane_v1_budget_proto protoreflect.FileDescriptor
 
 const file_controlplane_v1_budget_proto_rawDesc = "" +
 	"\n" +
-	"\x1ccontrolplane/v1/budget.proto\x12\x0fcontrolplane.v1\x1a\x1acontrolplane/v1/rule.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdc\x05\n" +
+	"\x1ccontrolplane/v1/budget.proto\x12\x0fcontrolplane.v1\x1a\x1acontrolplane/v1/rule.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xff\x05\n" +
 	"\x06Budget\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x122\n" +
-	"\x05scope\x18\x03 \x01(\v2\x1c.controlplane.v1.BudgetScopeR\x05scope\x12%\n" +
-	"\x0emonthly_amount\x18\x04 \x01(\x01R\rmonthlyAmount\x12\x1a\n" +
-	"\bcurrency\x18\x05 \x01(\tR\bcurrency\x12*\n" +
-	"\x11price_per_million\x18\x06 \x01(\x01R\x0fpricePerMillion\x12\x1f\n" +
+	"\x05scope\x18\x03 \x01(\v2\x1c.controlplane.v1.BudgetScopeR\x05scope\x122\n" +
+	"\x15monthly_amount_micros\x18\x04 \x01(\x03R\x13monthlyAmountMicros\x12#\n" +
+	"\rcurrency_code\x18\x05 \x01(\tR\fcurrencyCode\x127\n" +
+	"\x18price_per_million_micros\x18\x06 \x01(\x03R\x15pricePerMillionMicros\x12\x1f\n" +
 	"\vfree_traces\x18\a \x01(\x03R\n" +
 	"freeTraces\x120\n" +
 	"\x04mode\x18\b \x01(\x0e2\x1c.controlplane.v1.Budget.ModeR\x04mode\x12)\n" +
@@ -1947,64 +2170,67 @@ const file_controlplane_v1_budget_proto_rawDesc = "" +
 	"\x04etag\x18\x02 \x01(\tR\x04etag\"\x16\n" +
 	"\x14DeleteBudgetResponse\",\n" +
 	"\x16GetBudgetStatusRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"t\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x8e\x01\n" +
 	"\tRuleSpend\x12\x1b\n" +
 	"\trule_name\x18\x01 \x01(\tR\bruleName\x12\x1a\n" +
-	"\brequests\x18\x02 \x01(\x03R\brequests\x12\x18\n" +
-	"\asampled\x18\x03 \x01(\x03R\asampled\x12\x14\n" +
-	"\x05spent\x18\x04 \x01(\x01R\x05spent\"\xbf\x04\n" +
-	"\fBudgetStatus\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
-	"\vmonth_start\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"monthStart\x12\x1d\n" +
+	"\brequests\x18\x02 \x01(\x03R\brequests\x12%\n" +
+	"\x0esampled_traces\x18\x03 \x01(\x03R\rsampledTraces\x12!\n" +
+	"\fspent_micros\x18\x04 \x01(\x03R\vspentMicros\"\xf8\x04\n" +
+	"\fBudgetStatus\x12\x1f\n" +
+	"\vbudget_name\x18\x01 \x01(\tR\n" +
+	"budgetName\x12D\n" +
+	"\x10month_start_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x0emonthStartTime\x12\x1d\n" +
 	"\n" +
 	"cap_traces\x18\x03 \x01(\x03R\tcapTraces\x12%\n" +
 	"\x0esampled_traces\x18\x04 \x01(\x03R\rsampledTraces\x12\x1a\n" +
-	"\brequests\x18\x05 \x01(\x03R\brequests\x12\x14\n" +
-	"\x05spent\x18\x06 \x01(\x01R\x05spent\x12\x1f\n" +
+	"\brequests\x18\x05 \x01(\x03R\brequests\x12!\n" +
+	"\fspent_micros\x18\x06 \x01(\x03R\vspentMicros\x12\x1f\n" +
 	"\vspent_ratio\x18\a \x01(\x01R\n" +
-	"spentRatio\x12\x1a\n" +
-	"\bforecast\x18\b \x01(\x01R\bforecast\x12%\n" +
+	"spentRatio\x12'\n" +
+	"\x0fforecast_micros\x18\b \x01(\x03R\x0eforecastMicros\x12%\n" +
 	"\x0eforecast_ratio\x18\t \x01(\x01R\rforecastRatio\x12*\n" +
 	"\x11fixed_rate_factor\x18\n" +
 	" \x01(\x01R\x0ffixedRateFactor\x12)\n" +
 	"\x10reservoir_factor\x18\v \x01(\x01R\x0freservoirFactor\x12\x1c\n" +
 	"\texhausted\x18\f \x01(\bR\texhausted\x120\n" +
 	"\x05rules\x18\r \x03(\v2\x1a.controlplane.v1.RuleSpendR\x05rules\x12?\n" +
-	"\rcomputed_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\fcomputedTime\x12\x1a\n" +
-	"\bcurrency\x18\x0f \x01(\tR\bcurrency\"P\n" +
+	"\rcomputed_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\fcomputedTime\x12#\n" +
+	"\rcurrency_code\x18\x0f \x01(\tR\fcurrencyCode\"P\n" +
 	"\x17GetBudgetStatusResponse\x125\n" +
-	"\x06status\x18\x01 \x01(\v2\x1d.controlplane.v1.BudgetStatusR\x06status\"\xe8\x03\n" +
+	"\x06status\x18\x01 \x01(\v2\x1d.controlplane.v1.BudgetStatusR\x06status\"\xb3\x04\n" +
 	"\x05Alert\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
-	"\x06budget\x18\x02 \x01(\tR\x06budget\x12/\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
+	"\vbudget_name\x18\x02 \x01(\tR\n" +
+	"budgetName\x12/\n" +
 	"\x04kind\x18\x03 \x01(\x0e2\x1b.controlplane.v1.Alert.KindR\x04kind\x12\x1c\n" +
-	"\tthreshold\x18\x04 \x01(\x01R\tthreshold\x12.\n" +
-	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12;\n" +
-	"\vmonth_start\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"monthStart\x12\x14\n" +
-	"\x05spent\x18\a \x01(\x01R\x05spent\x12\x1a\n" +
-	"\bforecast\x18\b \x01(\x01R\bforecast\x12\x10\n" +
-	"\x03cap\x18\t \x01(\x01R\x03cap\x12\x1a\n" +
-	"\bcurrency\x18\n" +
-	" \x01(\tR\bcurrency\x12\x18\n" +
+	"\tthreshold\x18\x04 \x01(\x01R\tthreshold\x127\n" +
+	"\tfire_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bfireTime\x12D\n" +
+	"\x10month_start_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0emonthStartTime\x12!\n" +
+	"\fspent_micros\x18\a \x01(\x03R\vspentMicros\x12'\n" +
+	"\x0fforecast_micros\x18\b \x01(\x03R\x0eforecastMicros\x12\x1d\n" +
+	"\n" +
+	"cap_micros\x18\t \x01(\x03R\tcapMicros\x12#\n" +
+	"\rcurrency_code\x18\n" +
+	" \x01(\tR\fcurrencyCode\x12\x18\n" +
 	"\amessage\x18\v \x01(\tR\amessage\"\x80\x01\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14KIND_SPEND_THRESHOLD\x10\x01\x12\x16\n" +
 	"\x12KIND_FORECAST_OVER\x10\x02\x12\x1c\n" +
 	"\x18KIND_ENFORCEMENT_STARTED\x10\x03\x12\x12\n" +
-	"\x0eKIND_EXHAUSTED\x10\x04\"g\n" +
-	"\x11ListAlertsRequest\x12\x16\n" +
-	"\x06budget\x18\x01 \x01(\tR\x06budget\x12\x1b\n" +
+	"\x0eKIND_EXHAUSTED\x10\x04\"p\n" +
+	"\x11ListAlertsRequest\x12\x1f\n" +
+	"\vbudget_name\x18\x01 \x01(\tR\n" +
+	"budgetName\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"l\n" +
 	"\x12ListAlertsResponse\x12.\n" +
 	"\x06alerts\x18\x01 \x03(\v2\x16.controlplane.v1.AlertR\x06alerts\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"h\n" +
-	"\x12WatchAlertsRequest\x12\x16\n" +
-	"\x06budget\x18\x01 \x01(\tR\x06budget\x12\x19\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"q\n" +
+	"\x12WatchAlertsRequest\x12\x1f\n" +
+	"\vbudget_name\x18\x01 \x01(\tR\n" +
+	"budgetName\x12\x19\n" +
 	"\bafter_id\x18\x02 \x01(\tR\aafterId\x12\x1f\n" +
 	"\vfrom_oldest\x18\x03 \x01(\bR\n" +
 	"fromOldest\"C\n" +
@@ -2023,26 +2249,35 @@ const file_controlplane_v1_budget_proto_rawDesc = "" +
 	"\x13SimulateCostRequest\x12+\n" +
 	"\x05rules\x18\x01 \x03(\v2\x15.controlplane.v1.RuleR\x05rules\x127\n" +
 	"\atraffic\x18\x02 \x01(\v2\x1d.controlplane.v1.TrafficShapeR\atraffic\x12/\n" +
-	"\x06budget\x18\x03 \x01(\v2\x17.controlplane.v1.BudgetR\x06budget\"\xac\x01\n" +
+	"\x06budget\x18\x03 \x01(\v2\x17.controlplane.v1.BudgetR\x06budget\"\xfe\x01\n" +
 	"\x0eSimulatedAlert\x12/\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1b.controlplane.v1.Alert.KindR\x04kind\x12\x1c\n" +
-	"\tthreshold\x18\x02 \x01(\x01R\tthreshold\x12\x19\n" +
-	"\bat_hours\x18\x03 \x01(\x01R\aatHours\x12\x14\n" +
-	"\x05spent\x18\x04 \x01(\x01R\x05spent\x12\x1a\n" +
-	"\bforecast\x18\x05 \x01(\x01R\bforecast\"\x83\x03\n" +
+	"\tthreshold\x18\x02 \x01(\x01R\tthreshold\x127\n" +
+	"\tfire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bfireTime\x12!\n" +
+	"\fspent_micros\x18\x04 \x01(\x03R\vspentMicros\x12'\n" +
+	"\x0fforecast_micros\x18\x05 \x01(\x03R\x0eforecastMicros\x12\x18\n" +
+	"\amessage\x18\x06 \x01(\tR\amessage\"\xf1\x02\n" +
+	"\rBudgetOutcome\x122\n" +
+	"\x15monthly_amount_micros\x18\x01 \x01(\x03R\x13monthlyAmountMicros\x12!\n" +
+	"\fspent_micros\x18\x02 \x01(\x03R\vspentMicros\x12\x1f\n" +
+	"\vspent_ratio\x18\x03 \x01(\x01R\n" +
+	"spentRatio\x12,\n" +
+	"\x12max_forecast_ratio\x18\x04 \x01(\x01R\x10maxForecastRatio\x121\n" +
+	"\x15min_fixed_rate_factor\x18\x05 \x01(\x01R\x12minFixedRateFactor\x120\n" +
+	"\x14min_reservoir_factor\x18\x06 \x01(\x01R\x12minReservoirFactor\x12\x1c\n" +
+	"\texhausted\x18\a \x01(\bR\texhausted\x127\n" +
+	"\x06alerts\x18\b \x03(\v2\x1f.controlplane.v1.SimulatedAlertR\x06alerts\"\xe8\x02\n" +
 	"\x14SimulateCostResponse\x12\x1a\n" +
 	"\brequests\x18\x01 \x01(\x03R\brequests\x12\x16\n" +
 	"\x06traces\x18\x02 \x01(\x03R\x06traces\x12$\n" +
-	"\x0etraces_per_day\x18\x03 \x01(\x01R\ftracesPerDay\x12\x12\n" +
-	"\x04cost\x18\x04 \x01(\x01R\x04cost\x12'\n" +
-	"\x10cost_per_30_days\x18\x05 \x01(\x01R\rcostPer30Days\x12\x16\n" +
-	"\x06budget\x18\x06 \x01(\x01R\x06budget\x12\x1f\n" +
-	"\vspent_ratio\x18\a \x01(\x01R\n" +
-	"spentRatio\x12,\n" +
-	"\x12max_forecast_ratio\x18\b \x01(\x01R\x10maxForecastRatio\x124\n" +
-	"\x16enforcement_min_factor\x18\t \x01(\x01R\x14enforcementMinFactor\x127\n" +
-	"\x06alerts\x18\n" +
-	" \x03(\v2\x1f.controlplane.v1.SimulatedAlertR\x06alerts2\xca\x06\n" +
+	"\x0etraces_per_day\x18\x03 \x01(\x03R\ftracesPerDay\x12\x1f\n" +
+	"\vcost_micros\x18\x04 \x01(\x03R\n" +
+	"costMicros\x12.\n" +
+	"\x13monthly_cost_micros\x18\x05 \x01(\x03R\x11monthlyCostMicros\x12E\n" +
+	"\x0ebudget_outcome\x18\x06 \x01(\v2\x1e.controlplane.v1.BudgetOutcomeR\rbudgetOutcome\x12#\n" +
+	"\rcurrency_code\x18\a \x01(\tR\fcurrencyCode\x129\n" +
+	"\n" +
+	"start_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime2\xca\x06\n" +
 	"\rBudgetService\x12[\n" +
 	"\fCreateBudget\x12$.controlplane.v1.CreateBudgetRequest\x1a%.controlplane.v1.CreateBudgetResponse\x12R\n" +
 	"\tGetBudget\x12!.controlplane.v1.GetBudgetRequest\x1a\".controlplane.v1.GetBudgetResponse\x12X\n" +
@@ -2068,7 +2303,7 @@ func file_controlplane_v1_budget_proto_rawDescGZIP() []byte {
 }
 
 var file_controlplane_v1_budget_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_controlplane_v1_budget_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_controlplane_v1_budget_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_controlplane_v1_budget_proto_goTypes = []any{
 	(Budget_Mode)(0),                // 0: controlplane.v1.Budget.Mode
 	(Alert_Kind)(0),                 // 1: controlplane.v1.Alert.Kind
@@ -2097,65 +2332,69 @@ var file_controlplane_v1_budget_proto_goTypes = []any{
 	(*TrafficShape)(nil),            // 24: controlplane.v1.TrafficShape
 	(*SimulateCostRequest)(nil),     // 25: controlplane.v1.SimulateCostRequest
 	(*SimulatedAlert)(nil),          // 26: controlplane.v1.SimulatedAlert
-	(*SimulateCostResponse)(nil),    // 27: controlplane.v1.SimulateCostResponse
-	nil,                             // 28: controlplane.v1.BudgetScope.RuleLabelsEntry
-	nil,                             // 29: controlplane.v1.TrafficShape.SpikeDaysEntry
-	(*timestamppb.Timestamp)(nil),   // 30: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),   // 31: google.protobuf.FieldMask
-	(*Rule)(nil),                    // 32: controlplane.v1.Rule
+	(*BudgetOutcome)(nil),           // 27: controlplane.v1.BudgetOutcome
+	(*SimulateCostResponse)(nil),    // 28: controlplane.v1.SimulateCostResponse
+	nil,                             // 29: controlplane.v1.BudgetScope.RuleLabelsEntry
+	nil,                             // 30: controlplane.v1.TrafficShape.SpikeDaysEntry
+	(*timestamppb.Timestamp)(nil),   // 31: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),   // 32: google.protobuf.FieldMask
+	(*Rule)(nil),                    // 33: controlplane.v1.Rule
 }
 var file_controlplane_v1_budget_proto_depIdxs = []int32{
 	3,  // 0: controlplane.v1.Budget.scope:type_name -> controlplane.v1.BudgetScope
 	0,  // 1: controlplane.v1.Budget.mode:type_name -> controlplane.v1.Budget.Mode
 	4,  // 2: controlplane.v1.Budget.channels:type_name -> controlplane.v1.NotificationChannel
-	30, // 3: controlplane.v1.Budget.create_time:type_name -> google.protobuf.Timestamp
-	30, // 4: controlplane.v1.Budget.update_time:type_name -> google.protobuf.Timestamp
-	28, // 5: controlplane.v1.BudgetScope.rule_labels:type_name -> controlplane.v1.BudgetScope.RuleLabelsEntry
+	31, // 3: controlplane.v1.Budget.create_time:type_name -> google.protobuf.Timestamp
+	31, // 4: controlplane.v1.Budget.update_time:type_name -> google.protobuf.Timestamp
+	29, // 5: controlplane.v1.BudgetScope.rule_labels:type_name -> controlplane.v1.BudgetScope.RuleLabelsEntry
 	2,  // 6: controlplane.v1.CreateBudgetRequest.budget:type_name -> controlplane.v1.Budget
 	2,  // 7: controlplane.v1.CreateBudgetResponse.budget:type_name -> controlplane.v1.Budget
 	2,  // 8: controlplane.v1.GetBudgetResponse.budget:type_name -> controlplane.v1.Budget
 	2,  // 9: controlplane.v1.ListBudgetsResponse.budgets:type_name -> controlplane.v1.Budget
 	2,  // 10: controlplane.v1.UpdateBudgetRequest.budget:type_name -> controlplane.v1.Budget
-	31, // 11: controlplane.v1.UpdateBudgetRequest.update_mask:type_name -> google.protobuf.FieldMask
+	32, // 11: controlplane.v1.UpdateBudgetRequest.update_mask:type_name -> google.protobuf.FieldMask
 	2,  // 12: controlplane.v1.UpdateBudgetResponse.budget:type_name -> controlplane.v1.Budget
-	30, // 13: controlplane.v1.BudgetStatus.month_start:type_name -> google.protobuf.Timestamp
+	31, // 13: controlplane.v1.BudgetStatus.month_start_time:type_name -> google.protobuf.Timestamp
 	16, // 14: controlplane.v1.BudgetStatus.rules:type_name -> controlplane.v1.RuleSpend
-	30, // 15: controlplane.v1.BudgetStatus.computed_time:type_name -> google.protobuf.Timestamp
+	31, // 15: controlplane.v1.BudgetStatus.computed_time:type_name -> google.protobuf.Timestamp
 	17, // 16: controlplane.v1.GetBudgetStatusResponse.status:type_name -> controlplane.v1.BudgetStatus
 	1,  // 17: controlplane.v1.Alert.kind:type_name -> controlplane.v1.Alert.Kind
-	30, // 18: controlplane.v1.Alert.time:type_name -> google.protobuf.Timestamp
-	30, // 19: controlplane.v1.Alert.month_start:type_name -> google.protobuf.Timestamp
+	31, // 18: controlplane.v1.Alert.fire_time:type_name -> google.protobuf.Timestamp
+	31, // 19: controlplane.v1.Alert.month_start_time:type_name -> google.protobuf.Timestamp
 	19, // 20: controlplane.v1.ListAlertsResponse.alerts:type_name -> controlplane.v1.Alert
 	19, // 21: controlplane.v1.WatchAlertsResponse.alert:type_name -> controlplane.v1.Alert
-	29, // 22: controlplane.v1.TrafficShape.spike_days:type_name -> controlplane.v1.TrafficShape.SpikeDaysEntry
-	32, // 23: controlplane.v1.SimulateCostRequest.rules:type_name -> controlplane.v1.Rule
+	30, // 22: controlplane.v1.TrafficShape.spike_days:type_name -> controlplane.v1.TrafficShape.SpikeDaysEntry
+	33, // 23: controlplane.v1.SimulateCostRequest.rules:type_name -> controlplane.v1.Rule
 	24, // 24: controlplane.v1.SimulateCostRequest.traffic:type_name -> controlplane.v1.TrafficShape
 	2,  // 25: controlplane.v1.SimulateCostRequest.budget:type_name -> controlplane.v1.Budget
 	1,  // 26: controlplane.v1.SimulatedAlert.kind:type_name -> controlplane.v1.Alert.Kind
-	26, // 27: controlplane.v1.SimulateCostResponse.alerts:type_name -> controlplane.v1.SimulatedAlert
-	5,  // 28: controlplane.v1.BudgetService.CreateBudget:input_type -> controlplane.v1.CreateBudgetRequest
-	7,  // 29: controlplane.v1.BudgetService.GetBudget:input_type -> controlplane.v1.GetBudgetRequest
-	9,  // 30: controlplane.v1.BudgetService.ListBudgets:input_type -> controlplane.v1.ListBudgetsRequest
-	11, // 31: controlplane.v1.BudgetService.UpdateBudget:input_type -> controlplane.v1.UpdateBudgetRequest
-	13, // 32: controlplane.v1.BudgetService.DeleteBudget:input_type -> controlplane.v1.DeleteBudgetRequest
-	15, // 33: controlplane.v1.BudgetService.GetBudgetStatus:input_type -> controlplane.v1.GetBudgetStatusRequest
-	20, // 34: controlplane.v1.BudgetService.ListAlerts:input_type -> controlplane.v1.ListAlertsRequest
-	22, // 35: controlplane.v1.BudgetService.WatchAlerts:input_type -> controlplane.v1.WatchAlertsRequest
-	25, // 36: controlplane.v1.BudgetService.SimulateCost:input_type -> controlplane.v1.SimulateCostRequest
-	6,  // 37: controlplane.v1.BudgetService.CreateBudget:output_type -> controlplane.v1.CreateBudgetResponse
-	8,  // 38: controlplane.v1.BudgetService.GetBudget:output_type -> controlplane.v1.GetBudgetResponse
-	10, // 39: controlplane.v1.BudgetService.ListBudgets:output_type -> controlplane.v1.ListBudgetsResponse
-	12, // 40: controlplane.v1.BudgetService.UpdateBudget:output_type -> controlplane.v1.UpdateBudgetResponse
-	14, // 41: controlplane.v1.BudgetService.DeleteBudget:output_type -> controlplane.v1.DeleteBudgetResponse
-	18, // 42: controlplane.v1.BudgetService.GetBudgetStatus:output_type -> controlplane.v1.GetBudgetStatusResponse
-	21, // 43: controlplane.v1.BudgetService.ListAlerts:output_type -> controlplane.v1.ListAlertsResponse
-	23, // 44: controlplane.v1.BudgetService.WatchAlerts:output_type -> controlplane.v1.WatchAlertsResponse
-	27, // 45: controlplane.v1.BudgetService.SimulateCost:output_type -> controlplane.v1.SimulateCostResponse
-	37, // [37:46] is the sub-list for method output_type
-	28, // [28:37] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	31, // 27: controlplane.v1.SimulatedAlert.fire_time:type_name -> google.protobuf.Timestamp
+	26, // 28: controlplane.v1.BudgetOutcome.alerts:type_name -> controlplane.v1.SimulatedAlert
+	27, // 29: controlplane.v1.SimulateCostResponse.budget_outcome:type_name -> controlplane.v1.BudgetOutcome
+	31, // 30: controlplane.v1.SimulateCostResponse.start_time:type_name -> google.protobuf.Timestamp
+	5,  // 31: controlplane.v1.BudgetService.CreateBudget:input_type -> controlplane.v1.CreateBudgetRequest
+	7,  // 32: controlplane.v1.BudgetService.GetBudget:input_type -> controlplane.v1.GetBudgetRequest
+	9,  // 33: controlplane.v1.BudgetService.ListBudgets:input_type -> controlplane.v1.ListBudgetsRequest
+	11, // 34: controlplane.v1.BudgetService.UpdateBudget:input_type -> controlplane.v1.UpdateBudgetRequest
+	13, // 35: controlplane.v1.BudgetService.DeleteBudget:input_type -> controlplane.v1.DeleteBudgetRequest
+	15, // 36: controlplane.v1.BudgetService.GetBudgetStatus:input_type -> controlplane.v1.GetBudgetStatusRequest
+	20, // 37: controlplane.v1.BudgetService.ListAlerts:input_type -> controlplane.v1.ListAlertsRequest
+	22, // 38: controlplane.v1.BudgetService.WatchAlerts:input_type -> controlplane.v1.WatchAlertsRequest
+	25, // 39: controlplane.v1.BudgetService.SimulateCost:input_type -> controlplane.v1.SimulateCostRequest
+	6,  // 40: controlplane.v1.BudgetService.CreateBudget:output_type -> controlplane.v1.CreateBudgetResponse
+	8,  // 41: controlplane.v1.BudgetService.GetBudget:output_type -> controlplane.v1.GetBudgetResponse
+	10, // 42: controlplane.v1.BudgetService.ListBudgets:output_type -> controlplane.v1.ListBudgetsResponse
+	12, // 43: controlplane.v1.BudgetService.UpdateBudget:output_type -> controlplane.v1.UpdateBudgetResponse
+	14, // 44: controlplane.v1.BudgetService.DeleteBudget:output_type -> controlplane.v1.DeleteBudgetResponse
+	18, // 45: controlplane.v1.BudgetService.GetBudgetStatus:output_type -> controlplane.v1.GetBudgetStatusResponse
+	21, // 46: controlplane.v1.BudgetService.ListAlerts:output_type -> controlplane.v1.ListAlertsResponse
+	23, // 47: controlplane.v1.BudgetService.WatchAlerts:output_type -> controlplane.v1.WatchAlertsResponse
+	28, // 48: controlplane.v1.BudgetService.SimulateCost:output_type -> controlplane.v1.SimulateCostResponse
+	40, // [40:49] is the sub-list for method output_type
+	31, // [31:40] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_controlplane_v1_budget_proto_init() }
@@ -2170,7 +2409,7 @@ func file_controlplane_v1_budget_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlplane_v1_budget_proto_rawDesc), len(file_controlplane_v1_budget_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

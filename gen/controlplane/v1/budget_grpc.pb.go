@@ -35,27 +35,64 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // BudgetService manages monthly tracing cost budgets, reports how each is
-// doing, and streams the alerts they raise. Same conventions and error model
-// as RuleService.
+// doing, and streams the alerts they raise. It follows RuleService's
+// conventions (standard methods, field masks, etags, page tokens) and error
+// model: INVALID_ARGUMENT with a google.rpc.BadRequest naming each bad field
+// (and nothing changed), NOT_FOUND, ALREADY_EXISTS, ABORTED for a stale etag,
+// RESOURCE_EXHAUSTED for work past a replica's limits, UNAVAILABLE while the
+// store is unreachable.
+//
+// Names: a field named after a resource (budget, rule) holds that resource's
+// message; a field that refers to one by name ends in _name.
+//
+// Money: every amount is an int64 count of micros, millionths of a unit of
+// the budget's currency, in a field whose name ends in _micros: 12.50 USD is
+// 12500000 and 500 JPY is 500000000. Integers keep an amount exactly as set
+// (a double cannot hold 0.1); six decimal places hold the minor unit of every
+// ISO 4217 currency (four at most); and with one currency per budget, no
+// amount needs a currency code of its own, as google.type.Money would carry
+// (Google Ads' *_micros fields make the same choice). The rules:
+//   - currency_code is an ISO 4217 alphabetic code, three letters A-Z,
+//     "USD" when unset. It is a label: nothing is converted, and every amount
+//     of a budget, its status, its alerts and its simulation is in it.
+//   - Amounts a client sets are kept exactly: monthly_amount_micros from 1 to
+//     1e18 (1e12 units), price_per_million_micros from 1 to 1e12 (1e6 units;
+//     0 is the default, 5 units).
+//   - Amounts the server computes from trace counts (spent, forecast, cost)
+//     are computed in binary floating point and rounded to the nearest micro,
+//     halves away from zero, never to the currency's minor unit (displays
+//     round); SimulateCost rounds its amounts to 0.01 unit. A computed amount
+//     past the int64 range (about 9.2e12 units) is the int64 maximum.
 type BudgetServiceClient interface {
+	// CreateBudget adds a budget. A budget with the same name gets
+	// ALREADY_EXISTS.
 	CreateBudget(ctx context.Context, in *CreateBudgetRequest, opts ...grpc.CallOption) (*CreateBudgetResponse, error)
+	// GetBudget returns one budget by name, or NOT_FOUND.
 	GetBudget(ctx context.Context, in *GetBudgetRequest, opts ...grpc.CallOption) (*GetBudgetResponse, error)
 	// ListBudgets returns budgets ordered by name, in pages.
 	ListBudgets(ctx context.Context, in *ListBudgetsRequest, opts ...grpc.CallOption) (*ListBudgetsResponse, error)
-	// UpdateBudget changes the fields in update_mask; a stale etag gets ABORTED.
+	// UpdateBudget changes the fields named in update_mask. A stale etag gets
+	// ABORTED.
 	UpdateBudget(ctx context.Context, in *UpdateBudgetRequest, opts ...grpc.CallOption) (*UpdateBudgetResponse, error)
+	// DeleteBudget removes a budget: the rules it enforced go back to their
+	// own rates.
 	DeleteBudget(ctx context.Context, in *DeleteBudgetRequest, opts ...grpc.CallOption) (*DeleteBudgetResponse, error)
-	// GetBudgetStatus: spend this month, forecast at month end, the
-	// enforcement factor in force, and a per-rule breakdown.
+	// GetBudgetStatus returns where a budget stands this month: spend so far,
+	// the forecast at month end, the enforcement factors in force, and the
+	// spend of each rule.
 	GetBudgetStatus(ctx context.Context, in *GetBudgetStatusRequest, opts ...grpc.CallOption) (*GetBudgetStatusResponse, error)
-	// ListAlerts returns alerts that fired, newest first.
+	// ListAlerts returns the alerts that fired, newest first, in pages.
 	ListAlerts(ctx context.Context, in *ListAlertsRequest, opts ...grpc.CallOption) (*ListAlertsResponse, error)
 	// WatchAlerts streams alerts as they fire, on whichever replica; with
-	// after_id it first sends those a watcher missed.
+	// after_id or from_oldest it first sends those a watcher missed.
 	WatchAlerts(ctx context.Context, in *WatchAlertsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchAlertsResponse], error)
 	// SimulateCost answers "what do these rules cost under this traffic?",
 	// optionally under a budget, by running the real forecast and enforcement
-	// over a simulated month.
+	// over a simulated month. Its work is bounded: at most 100 rules and 62
+	// days, and with a budget, days x 1440 steps x (rules + 75 for the
+	// controller) at most 7812000 (a 31-day month of 100 rules), or
+	// INVALID_ARGUMENT on traffic.days. A replica runs a few at once (half its
+	// cores); past that, RESOURCE_EXHAUSTED with a RetryInfo.
 	SimulateCost(ctx context.Context, in *SimulateCostRequest, opts ...grpc.CallOption) (*SimulateCostResponse, error)
 }
 
@@ -171,27 +208,64 @@ func (c *budgetServiceClient) SimulateCost(ctx context.Context, in *SimulateCost
 // for forward compatibility.
 //
 // BudgetService manages monthly tracing cost budgets, reports how each is
-// doing, and streams the alerts they raise. Same conventions and error model
-// as RuleService.
+// doing, and streams the alerts they raise. It follows RuleService's
+// conventions (standard methods, field masks, etags, page tokens) and error
+// model: INVALID_ARGUMENT with a google.rpc.BadRequest naming each bad field
+// (and nothing changed), NOT_FOUND, ALREADY_EXISTS, ABORTED for a stale etag,
+// RESOURCE_EXHAUSTED for work past a replica's limits, UNAVAILABLE while the
+// store is unreachable.
+//
+// Names: a field named after a resource (budget, rule) holds that resource's
+// message; a field that refers to one by name ends in _name.
+//
+// Money: every amount is an int64 count of micros, millionths of a unit of
+// the budget's currency, in a field whose name ends in _micros: 12.50 USD is
+// 12500000 and 500 JPY is 500000000. Integers keep an amount exactly as set
+// (a double cannot hold 0.1); six decimal places hold the minor unit of every
+// ISO 4217 currency (four at most); and with one currency per budget, no
+// amount needs a currency code of its own, as google.type.Money would carry
+// (Google Ads' *_micros fields make the same choice). The rules:
+//   - currency_code is an ISO 4217 alphabetic code, three letters A-Z,
+//     "USD" when unset. It is a label: nothing is converted, and every amount
+//     of a budget, its status, its alerts and its simulation is in it.
+//   - Amounts a client sets are kept exactly: monthly_amount_micros from 1 to
+//     1e18 (1e12 units), price_per_million_micros from 1 to 1e12 (1e6 units;
+//     0 is the default, 5 units).
+//   - Amounts the server computes from trace counts (spent, forecast, cost)
+//     are computed in binary floating point and rounded to the nearest micro,
+//     halves away from zero, never to the currency's minor unit (displays
+//     round); SimulateCost rounds its amounts to 0.01 unit. A computed amount
+//     past the int64 range (about 9.2e12 units) is the int64 maximum.
 type BudgetServiceServer interface {
+	// CreateBudget adds a budget. A budget with the same name gets
+	// ALREADY_EXISTS.
 	CreateBudget(context.Context, *CreateBudgetRequest) (*CreateBudgetResponse, error)
+	// GetBudget returns one budget by name, or NOT_FOUND.
 	GetBudget(context.Context, *GetBudgetRequest) (*GetBudgetResponse, error)
 	// ListBudgets returns budgets ordered by name, in pages.
 	ListBudgets(context.Context, *ListBudgetsRequest) (*ListBudgetsResponse, error)
-	// UpdateBudget changes the fields in update_mask; a stale etag gets ABORTED.
+	// UpdateBudget changes the fields named in update_mask. A stale etag gets
+	// ABORTED.
 	UpdateBudget(context.Context, *UpdateBudgetRequest) (*UpdateBudgetResponse, error)
+	// DeleteBudget removes a budget: the rules it enforced go back to their
+	// own rates.
 	DeleteBudget(context.Context, *DeleteBudgetRequest) (*DeleteBudgetResponse, error)
-	// GetBudgetStatus: spend this month, forecast at month end, the
-	// enforcement factor in force, and a per-rule breakdown.
+	// GetBudgetStatus returns where a budget stands this month: spend so far,
+	// the forecast at month end, the enforcement factors in force, and the
+	// spend of each rule.
 	GetBudgetStatus(context.Context, *GetBudgetStatusRequest) (*GetBudgetStatusResponse, error)
-	// ListAlerts returns alerts that fired, newest first.
+	// ListAlerts returns the alerts that fired, newest first, in pages.
 	ListAlerts(context.Context, *ListAlertsRequest) (*ListAlertsResponse, error)
 	// WatchAlerts streams alerts as they fire, on whichever replica; with
-	// after_id it first sends those a watcher missed.
+	// after_id or from_oldest it first sends those a watcher missed.
 	WatchAlerts(*WatchAlertsRequest, grpc.ServerStreamingServer[WatchAlertsResponse]) error
 	// SimulateCost answers "what do these rules cost under this traffic?",
 	// optionally under a budget, by running the real forecast and enforcement
-	// over a simulated month.
+	// over a simulated month. Its work is bounded: at most 100 rules and 62
+	// days, and with a budget, days x 1440 steps x (rules + 75 for the
+	// controller) at most 7812000 (a 31-day month of 100 rules), or
+	// INVALID_ARGUMENT on traffic.days. A replica runs a few at once (half its
+	// cores); past that, RESOURCE_EXHAUSTED with a RetryInfo.
 	SimulateCost(context.Context, *SimulateCostRequest) (*SimulateCostResponse, error)
 	mustEmbedUnimplementedBudgetServiceServer()
 }

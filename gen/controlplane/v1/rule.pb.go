@@ -27,10 +27,14 @@ const (
 type RuleEvent_Action int32
 
 const (
+	// Never sent.
 	RuleEvent_ACTION_UNSPECIFIED RuleEvent_Action = 0
-	RuleEvent_ACTION_CREATE      RuleEvent_Action = 1
-	RuleEvent_ACTION_UPDATE      RuleEvent_Action = 2
-	RuleEvent_ACTION_DELETE      RuleEvent_Action = 3
+	// The rule was created.
+	RuleEvent_ACTION_CREATE RuleEvent_Action = 1
+	// The rule was changed.
+	RuleEvent_ACTION_UPDATE RuleEvent_Action = 2
+	// The rule was deleted.
+	RuleEvent_ACTION_DELETE RuleEvent_Action = 3
 )
 
 // Enum value maps for RuleEvent_Action.
@@ -91,16 +95,23 @@ type Rule struct {
 	FixedRate float64 `protobuf:"fixed64,3,opt,name=fixed_rate,json=fixedRate,proto3" json:"fixed_rate,omitempty"`
 	// Traces per second for the whole fleet, split across every SDK instance.
 	ReservoirSize int64 `protobuf:"varint,4,opt,name=reservoir_size,json=reservoirSize,proto3" json:"reservoir_size,omitempty"`
-	// Match globs: '*' matches any run of characters (also none), '?' exactly
-	// one; case-insensitive. Empty means "*".
+	// Glob over the service name (OpenTelemetry service.name).
 	ServiceName string `protobuf:"bytes,5,opt,name=service_name,json=serviceName,proto3" json:"service_name,omitempty"`
+	// Glob over the service type the SDK declares (X-Ray's origin, such as
+	// "AWS::EC2::Instance").
 	ServiceType string `protobuf:"bytes,6,opt,name=service_type,json=serviceType,proto3" json:"service_type,omitempty"`
-	Host        string `protobuf:"bytes,7,opt,name=host,proto3" json:"host,omitempty"`
-	HttpMethod  string `protobuf:"bytes,8,opt,name=http_method,json=httpMethod,proto3" json:"http_method,omitempty"`
-	UrlPath     string `protobuf:"bytes,9,opt,name=url_path,json=urlPath,proto3" json:"url_path,omitempty"`
+	// Glob over the request's HTTP host.
+	Host string `protobuf:"bytes,7,opt,name=host,proto3" json:"host,omitempty"`
+	// Glob over the HTTP method.
+	HttpMethod string `protobuf:"bytes,8,opt,name=http_method,json=httpMethod,proto3" json:"http_method,omitempty"`
+	// Glob over the URL path.
+	UrlPath string `protobuf:"bytes,9,opt,name=url_path,json=urlPath,proto3" json:"url_path,omitempty"`
+	// Glob over the ARN of the resource running the service (X-Ray's
+	// ResourceARN).
 	ResourceArn string `protobuf:"bytes,10,opt,name=resource_arn,json=resourceArn,proto3" json:"resource_arn,omitempty"`
-	// Every entry must match a request attribute; an attribute the request does
-	// not carry matches only "*".
+	// Globs over request attributes, by attribute name. Every entry must match
+	// an attribute of the request; an attribute the request does not carry
+	// matches only "*".
 	Attributes map[string]string `protobuf:"bytes,11,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Free text for people.
 	Description string `protobuf:"bytes,12,opt,name=description,proto3" json:"description,omitempty"`
@@ -261,8 +272,9 @@ func (x *Rule) GetUpdateTime() *timestamppb.Timestamp {
 
 // CreateRuleRequest carries the rule to add.
 type CreateRuleRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Rule          *Rule                  `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rule; its output-only fields are ignored.
+	Rule          *Rule `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -306,8 +318,9 @@ func (x *CreateRuleRequest) GetRule() *Rule {
 
 // CreateRuleResponse returns the rule as stored.
 type CreateRuleResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Rule          *Rule                  `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rule as stored.
+	Rule          *Rule `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -351,8 +364,9 @@ func (x *CreateRuleResponse) GetRule() *Rule {
 
 // GetRuleRequest names the rule to read.
 type GetRuleRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rule's name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -396,8 +410,9 @@ func (x *GetRuleRequest) GetName() string {
 
 // GetRuleResponse returns the rule.
 type GetRuleResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Rule          *Rule                  `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rule.
+	Rule          *Rule `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -511,7 +526,8 @@ func (x *ListRulesRequest) GetFilter() string {
 // ListRulesResponse is one page of rules.
 type ListRulesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Rules []*Rule                `protobuf:"bytes,1,rep,name=rules,proto3" json:"rules,omitempty"`
+	// The rules, ordered by priority then name.
+	Rules []*Rule `protobuf:"bytes,1,rep,name=rules,proto3" json:"rules,omitempty"`
 	// Empty on the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	// The rules version the page was read at; it grows on every edit.
@@ -629,8 +645,9 @@ func (x *UpdateRuleRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
 
 // UpdateRuleResponse returns the rule as stored.
 type UpdateRuleResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Rule          *Rule                  `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rule as stored.
+	Rule          *Rule `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -675,7 +692,8 @@ func (x *UpdateRuleResponse) GetRule() *Rule {
 // DeleteRuleRequest names the rule to remove.
 type DeleteRuleRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The rule's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// If set, the rule is removed only if this is its current etag.
 	Etag          string `protobuf:"bytes,2,opt,name=etag,proto3" json:"etag,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -767,13 +785,16 @@ func (*DeleteRuleResponse) Descriptor() ([]byte, []int) {
 type RuleEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Opaque, ordered by time.
-	Id       string           `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	RuleName string           `protobuf:"bytes,2,opt,name=rule_name,json=ruleName,proto3" json:"rule_name,omitempty"`
-	Action   RuleEvent_Action `protobuf:"varint,3,opt,name=action,proto3,enum=controlplane.v1.RuleEvent_Action" json:"action,omitempty"`
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The rule changed.
+	RuleName string `protobuf:"bytes,2,opt,name=rule_name,json=ruleName,proto3" json:"rule_name,omitempty"`
+	// What happened to it.
+	Action RuleEvent_Action `protobuf:"varint,3,opt,name=action,proto3,enum=controlplane.v1.RuleEvent_Action" json:"action,omitempty"`
 	// Who made the change: the caller's x-controlplane-actor metadata, or its
 	// peer address when absent.
-	Actor string                 `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
-	Time  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=time,proto3" json:"time,omitempty"`
+	Actor string `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	// When the change was made.
+	EventTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=event_time,json=eventTime,proto3" json:"event_time,omitempty"`
 	// The rule before the change (unset on create).
 	Before *Rule `protobuf:"bytes,6,opt,name=before,proto3" json:"before,omitempty"`
 	// The rule after the change (unset on delete).
@@ -842,9 +863,9 @@ func (x *RuleEvent) GetActor() string {
 	return ""
 }
 
-func (x *RuleEvent) GetTime() *timestamppb.Timestamp {
+func (x *RuleEvent) GetEventTime() *timestamppb.Timestamp {
 	if x != nil {
-		return x.Time
+		return x.EventTime
 	}
 	return nil
 }
@@ -874,7 +895,8 @@ func (x *RuleEvent) GetRulesVersion() int64 {
 type ListRuleEventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// At most this many events (default 100, at most 1000).
-	PageSize  int32  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From a previous ListRuleEventsResponse.next_page_token.
 	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	// Only events of this rule when set.
 	RuleName      string `protobuf:"bytes,3,opt,name=rule_name,json=ruleName,proto3" json:"rule_name,omitempty"`
@@ -935,9 +957,11 @@ func (x *ListRuleEventsRequest) GetRuleName() string {
 
 // ListRuleEventsResponse is one page of the audit log, newest first.
 type ListRuleEventsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Events        []*RuleEvent           `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
-	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The events.
+	Events []*RuleEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1047,13 +1071,14 @@ const file_controlplane_v1_rule_proto_rawDesc = "" +
 	"\x11DeleteRuleRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04etag\x18\x02 \x01(\tR\x04etag\"\x14\n" +
-	"\x12DeleteRuleResponse\"\x95\x03\n" +
+	"\x12DeleteRuleResponse\"\xa0\x03\n" +
 	"\tRuleEvent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\trule_name\x18\x02 \x01(\tR\bruleName\x129\n" +
 	"\x06action\x18\x03 \x01(\x0e2!.controlplane.v1.RuleEvent.ActionR\x06action\x12\x14\n" +
-	"\x05actor\x18\x04 \x01(\tR\x05actor\x12.\n" +
-	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12-\n" +
+	"\x05actor\x18\x04 \x01(\tR\x05actor\x129\n" +
+	"\n" +
+	"event_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\teventTime\x12-\n" +
 	"\x06before\x18\x06 \x01(\v2\x15.controlplane.v1.RuleR\x06before\x12+\n" +
 	"\x05after\x18\a \x01(\v2\x15.controlplane.v1.RuleR\x05after\x12#\n" +
 	"\rrules_version\x18\b \x01(\x03R\frulesVersion\"Y\n" +
@@ -1129,7 +1154,7 @@ var file_controlplane_v1_rule_proto_depIdxs = []int32{
 	18, // 9: controlplane.v1.UpdateRuleRequest.update_mask:type_name -> google.protobuf.FieldMask
 	1,  // 10: controlplane.v1.UpdateRuleResponse.rule:type_name -> controlplane.v1.Rule
 	0,  // 11: controlplane.v1.RuleEvent.action:type_name -> controlplane.v1.RuleEvent.Action
-	17, // 12: controlplane.v1.RuleEvent.time:type_name -> google.protobuf.Timestamp
+	17, // 12: controlplane.v1.RuleEvent.event_time:type_name -> google.protobuf.Timestamp
 	1,  // 13: controlplane.v1.RuleEvent.before:type_name -> controlplane.v1.Rule
 	1,  // 14: controlplane.v1.RuleEvent.after:type_name -> controlplane.v1.Rule
 	12, // 15: controlplane.v1.ListRuleEventsResponse.events:type_name -> controlplane.v1.RuleEvent

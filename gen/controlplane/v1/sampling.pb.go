@@ -94,6 +94,7 @@ type GetSamplingRulesResponse struct {
 	// True when known_rules_version is current; rules is then empty.
 	Unchanged bool `protobuf:"varint,2,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
 	// In matching order (priority, then name); the Default rule is last.
+	// Without description and labels, which SDKs do not use.
 	Rules         []*Rule `protobuf:"bytes,3,rep,name=rules,proto3" json:"rules,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -156,22 +157,32 @@ type SamplingStatistics struct {
 	RuleName string                 `protobuf:"bytes,1,opt,name=rule_name,json=ruleName,proto3" json:"rule_name,omitempty"`
 	// Requests that matched the rule.
 	RequestCount int64 `protobuf:"varint,2,opt,name=request_count,json=requestCount,proto3" json:"request_count,omitempty"`
-	// Requests sampled (reservoir, borrowed and fixed-rate together).
+	// Requests sampled (reservoir, borrowed and fixed-rate together). Budgets
+	// count at most what the client can have sampled since its last target
+	// (the receipt says when that was, and its quota and fixed rate): its
+	// quota and one borrowed trace a second over that time, plus the fixed
+	// rate in force of request_count, with room for chance; the rest is not
+	// counted (controlplane_report_traces_clamped_total).
 	SampledCount int64 `protobuf:"varint,3,opt,name=sampled_count,json=sampledCount,proto3" json:"sampled_count,omitempty"`
 	// Requests sampled by borrowing, while the client had no quota.
 	BorrowCount int64 `protobuf:"varint,4,opt,name=borrow_count,json=borrowCount,proto3" json:"borrow_count,omitempty"`
 	// End of the interval the counts cover; the server's time when unset.
 	Timestamp *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
 	// Length of the interval the counts cover; the server's report interval
-	// when unset.
+	// when unset. It sets the rate of the client's traffic; with a receipt,
+	// the server bounds it by the time since the receipt was issued, and
+	// without one by two report intervals.
 	Interval *durationpb.Duration `protobuf:"bytes,6,opt,name=interval,proto3" json:"interval,omitempty"`
 	// The receipt of the last target received for this rule, echoed back so
-	// that the server replaces this client's previous traffic figure instead of
-	// adding to it. Unary callers must echo it. On a stream the server keeps it
-	// after the first report, so only that report needs it: a client that
-	// reconnects echoes its last receipts there. A report without one counts
-	// as a new client until the old figure ages out, which only makes quotas
-	// smaller, never larger.
+	// that the server replaces this client's previous traffic figure and quota
+	// instead of adding to them. Unary callers must echo it. On a stream the
+	// server keeps it after the first report, so only that report needs it: a
+	// client that reconnects echoes its last receipts there. Receipts are
+	// signed and bound to the client_id and rule they were issued to, and are
+	// good once: one that does not verify, or was used before, counts as none.
+	// A report without one counts as a new client until the old figures age
+	// out, which only makes quotas smaller, never larger. At most 256
+	// characters.
 	Receipt       string `protobuf:"bytes,7,opt,name=receipt,proto3" json:"receipt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -343,7 +354,12 @@ type SamplingTarget struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	RuleName string                 `protobuf:"bytes,1,opt,name=rule_name,json=ruleName,proto3" json:"rule_name,omitempty"`
 	// Traces per second this client may take from the rule's reservoir; may be
-	// fractional (0.25 = one trace every 4 s).
+	// fractional (0.25 = one trace every 4 s). The client's share of the
+	// reservoir in proportion to its traffic, but the quotas the fleet holds
+	// never add up to more than the reservoir: a client may get less than its
+	// share, even 0, until the others give back what they hold beyond theirs
+	// at their next report (within two report intervals). A quota of 0 is a
+	// target like any other: the client does not borrow.
 	ReservoirQuota float64 `protobuf:"fixed64,2,opt,name=reservoir_quota,json=reservoirQuota,proto3" json:"reservoir_quota,omitempty"`
 	// After this the quota is void: the client borrows at most one trace per
 	// second until it gets a new one.
@@ -351,9 +367,10 @@ type SamplingTarget struct {
 	// The share of the remaining requests to trace; lower than the rule's when
 	// a budget is being enforced.
 	FixedRate float64 `protobuf:"fixed64,4,opt,name=fixed_rate,json=fixedRate,proto3" json:"fixed_rate,omitempty"`
-	// Opaque; send it back in the next report for this rule, once. Empty in
-	// targets a stream sends unasked (a budget changed): they answer no
-	// report, so keep the last one.
+	// Opaque and signed; send it back in the next report for this rule, once.
+	// Empty in targets a stream sends unasked (a budget changed, or the
+	// server renewed the last quotas because its store did not answer): they
+	// record no report, so keep the last one.
 	Receipt       string `protobuf:"bytes,5,opt,name=receipt,proto3" json:"receipt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -432,7 +449,10 @@ type RejectedStatistics struct {
 	Index int32 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
 	// A stable code: UNKNOWN_RULE, DUPLICATE_RULE, NEGATIVE_COUNT,
 	// INCONSISTENT_COUNTS, COUNT_TOO_LARGE (over 10 million requests per
-	// second), FUTURE_TIMESTAMP, BAD_INTERVAL, BAD_RECEIPT.
+	// second over the time since the client's last target, or without a
+	// receipt over its interval, at most two report intervals),
+	// FUTURE_TIMESTAMP, BAD_INTERVAL, BAD_RECEIPT (longer than a receipt can
+	// be). Counted in controlplane_report_documents_rejected_total.
 	Code          string `protobuf:"bytes,3,opt,name=code,proto3" json:"code,omitempty"`
 	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -884,7 +904,9 @@ func (*StreamSamplingResponse_Rules) isStreamSamplingResponse_Message() {}
 
 func (*StreamSamplingResponse_Targets) isStreamSamplingResponse_Message() {}
 
-// RuleSet is the client's rule set at one version.
+// RuleSet is the client's rule set at one version, as
+// GetSamplingRulesResponse: in matching order, without description and
+// labels.
 type RuleSet struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	RulesVersion  int64                  `protobuf:"varint,1,opt,name=rules_version,json=rulesVersion,proto3" json:"rules_version,omitempty"`

@@ -36,6 +36,9 @@ func TestConformance(t *testing.T) {
 				Open: func(t *testing.T, now func() time.Time) store.Store {
 					return open(t, memstore.Options{Now: now})
 				},
+				OpenLimited: func(t *testing.T, now func() time.Time, maxRules int) store.Store {
+					return open(t, memstore.Options{Now: now, MaxRules: maxRules})
+				},
 			}
 		})
 	})
@@ -46,7 +49,15 @@ func TestConformance(t *testing.T) {
 				Open: func(t *testing.T, now func() time.Time) store.Store {
 					return open(t, memstore.Options{DataDir: dir, Now: now})
 				},
+				OpenLimited: func(t *testing.T, now func() time.Time, maxRules int) store.Store {
+					return open(t, memstore.Options{DataDir: dir, Now: now, MaxRules: maxRules})
+				},
 				Durable: true,
+				Lose: func(t *testing.T) {
+					if err := os.RemoveAll(dir); err != nil {
+						t.Fatal(err)
+					}
+				},
 			}
 		})
 	})
@@ -128,7 +139,7 @@ func TestFailedWriteChangesNothing(t *testing.T) {
 			if _, err := s.CreateRule(ctx, rules.Rule{Name: "before", Priority: 1}, "u"); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := s.CreateBudget(ctx, budget.Budget{Name: "b", MonthlyAmount: 1}); err != nil {
+			if _, err := s.CreateBudget(ctx, budget.Budget{Name: "b", MonthlyAmountMicros: 1 * budget.MicrosPerUnit}); err != nil {
 				t.Fatal(err)
 			}
 			want, err := s.Snapshot(ctx)
@@ -152,11 +163,11 @@ func TestFailedWriteChangesNothing(t *testing.T) {
 				},
 				"delete": func() error { return s.DeleteRule(ctx, "before", 0, "u") },
 				"create budget": func() error {
-					_, err := s.CreateBudget(ctx, budget.Budget{Name: "new", MonthlyAmount: 1})
+					_, err := s.CreateBudget(ctx, budget.Budget{Name: "new", MonthlyAmountMicros: 1 * budget.MicrosPerUnit})
 					return err
 				},
 				"update budget": func() error {
-					_, err := s.UpdateBudget(ctx, budget.Budget{Name: "b", MonthlyAmount: 2}, 1)
+					_, err := s.UpdateBudget(ctx, budget.Budget{Name: "b", MonthlyAmountMicros: 2 * budget.MicrosPerUnit}, 1)
 					return err
 				},
 				"delete budget": func() error { return s.DeleteBudget(ctx, "b", 0) },
@@ -180,7 +191,7 @@ func TestFailedWriteChangesNothing(t *testing.T) {
 			if page, err := s.RuleEvents(ctx, "", 0, ""); err != nil || len(page.Events) != 2 {
 				t.Fatalf("after failed edits: events %+v, %v; want the 2 from before", page.Events, err)
 			}
-			if b, err := s.Budget(ctx, "b"); err != nil || b.Revision != 1 || b.MonthlyAmount != 1 {
+			if b, err := s.Budget(ctx, "b"); err != nil || b.Revision != 1 || b.MonthlyAmountMicros != budget.MicrosPerUnit {
 				t.Fatalf("after failed edits: budget %+v, %v; want revision 1", b, err)
 			}
 			if _, err := s.Budget(ctx, "new"); !errors.Is(err, store.ErrNotFound) {
@@ -290,5 +301,13 @@ func TestClosedStoreIsUnavailable(t *testing.T) {
 		if !errors.Is(err, store.ErrUnavailable) {
 			t.Errorf("%s after Close: error = %v, want ErrUnavailable", name, err)
 		}
+	}
+}
+
+// TestMaxRulesOverTheLimit: a store cannot be opened to hold more rules than
+// an SDK is sure to accept.
+func TestMaxRulesOverTheLimit(t *testing.T) {
+	if _, err := memstore.New(memstore.Options{MaxRules: rules.MaxRules + 1}); err == nil {
+		t.Error("New with MaxRules over rules.MaxRules succeeded")
 	}
 }

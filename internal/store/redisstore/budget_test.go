@@ -18,7 +18,7 @@ func touchBudgetKeys(t *testing.T, s *redisstore.Store) {
 	t.Helper()
 	ctx := t.Context()
 	now := time.Now()
-	if _, err := s.CreateBudget(ctx, budget.Budget{Name: "b", MonthlyAmount: 1}); err != nil {
+	if _, err := s.CreateBudget(ctx, budget.Budget{Name: "b", MonthlyAmountMicros: 1 * budget.MicrosPerUnit}); err != nil {
 		t.Fatal(err)
 	}
 	l := reservoir.Ledger{Interval: 10 * time.Second, Retain: 3}
@@ -92,11 +92,11 @@ func checkTTL(t *testing.T, got, want time.Duration) {
 	}
 }
 
-// BenchmarkRecordReports is one group-committed batch: 1000 rate updates
-// over 10 rules and 1000 usage increments over 3 budgets, each in one hour
-// of the month and spread over the 10 rules; unnumbered, or each the usage
-// of a numbered report of its own client (the store checks and records
-// 1000 seqs).
+// BenchmarkRecordReports is one group-committed batch: 1000 reports over 10
+// rules, each retracting its previous rate and quota and granted a quota,
+// and 1000 usage increments over 3 budgets, each in one hour of the month
+// and spread over the 10 rules; unnumbered, or each the usage of a numbered
+// report of its own client (the store checks and records 1000 seqs).
 func BenchmarkRecordReports(b *testing.B) {
 	srv := redistest.Start(b)
 	s := newStore(b, srv.Client(b), redisstore.Options{})
@@ -109,8 +109,8 @@ func BenchmarkRecordReports(b *testing.B) {
 			batch := store.ReportBatch{Now: now, Ledger: l}
 			for i := range 1000 {
 				rule := fmt.Sprintf("rule-%d", i%10)
-				prev := reservoir.Receipt{Bucket: bucket - 1, Rate: 2}
-				batch.Rates = append(batch.Rates, store.RateUpdate{Rule: rule, Add: reservoir.Receipt{Bucket: bucket, Rate: 2}, Retract: &prev})
+				prev := reservoir.Receipt{Bucket: bucket - 1, Rate: 2, Quota: 0.1}
+				batch.Rates = append(batch.Rates, store.RateUpdate{Rule: rule, Add: reservoir.Receipt{Bucket: bucket, Rate: 2}, Reservoir: 10, Retract: &prev})
 				inc := store.UsageIncrement{
 					Budget: fmt.Sprintf("budget-%d", i%3), Month: now, Hour: int(now.Sub(budget.MonthStart(now)) / time.Hour),
 					Rule: rule, Requests: 20, Sampled: 1,

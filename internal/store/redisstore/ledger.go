@@ -3,11 +3,15 @@ package redisstore
 import (
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
+	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tracesampling/controlplane/internal/budget"
+	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/internal/record"
 )
@@ -25,7 +29,7 @@ const minUsageTTL = time.Hour
 // budget's month is one small hash under the store's hash tag, so every key
 // of the script is in one Cluster slot. Usage increments are checked before
 // anything is sent, so a batch is applied whole or not at all.
-func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float64, error) {
+func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store.RateResult, error) {
 	if s.closed.Load() {
 		return nil, errClosed
 	}
@@ -40,26 +44,47 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float
 	if now.IsZero() {
 		now = s.now()
 	}
-	// Net every update into one delta per rule and bucket. Retractions
-	// from buckets that are no longer live are dropped: those buckets are
-	// gone, and their contributions with them.
-	type ledgerDeltas struct {
-		key    string
-		deltas map[int64]float64
+	// Net the rates and retractions of every report into one delta per rule
+	// and bucket: the work in Redis then grows with the number of buckets,
+	// not of reports, but for a few operations on numbers per report.
+	// Retractions from buckets that are no longer live take nothing from
+	// the rates (those buckets are gone, and their contributions with them)
+	// and may drain the rule's reserve.
+	type ledgerArgs struct {
+		key       string
+		rates     map[int64]float64
+		quotas    map[int64]float64 // live buckets
+		drains    map[int64]float64 // buckets no longer live
+		reservoir float64           // the largest of the reports'
+		reports   []float64         // the reports' rates, in order
+		sum, top  float64           // of the reports' rates
 	}
 	index := map[string]int{}
-	var ledgers []*ledgerDeltas
+	var ledgers []*ledgerArgs
 	for _, u := range b.Rates {
 		i, ok := index[u.Rule]
 		if !ok {
 			i = len(ledgers)
 			index[u.Rule] = i
-			ledgers = append(ledgers, &ledgerDeltas{key: s.ledgerKey(u.Rule), deltas: map[int64]float64{}})
+			ledgers = append(ledgers, &ledgerArgs{key: s.ledgerKey(u.Rule), rates: map[int64]float64{}, quotas: map[int64]float64{}, drains: map[int64]float64{}})
 		}
 		l := ledgers[i]
-		l.deltas[u.Add.Bucket] += u.Add.Rate
-		if r := u.Retract; r != nil && b.Ledger.Live(r.Bucket, b.Now) {
-			l.deltas[r.Bucket] -= r.Rate
+		if u.Add.Rate != 0 {
+			l.rates[u.Add.Bucket] += u.Add.Rate
+		}
+		if r := u.Retract; r != nil {
+			if b.Ledger.Live(r.Bucket, b.Now) {
+				l.rates[r.Bucket] -= r.Rate
+				l.quotas[r.Bucket] += r.Quota
+			} else {
+				l.drains[r.Bucket] += r.Quota
+			}
+		}
+		l.reservoir = max(l.reservoir, u.Reservoir)
+		l.reports = append(l.reports, u.Add.Rate)
+		if u.Add.Rate > 0 && !math.IsInf(u.Add.Rate, 0) {
+			l.sum += u.Add.Rate
+			l.top = max(l.top, u.Add.Rate)
 		}
 	}
 	// Likewise one increment per budget month and field, for the usage
@@ -152,18 +177,25 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float
 	}
 
 	keys := make([]string, 0, len(ledgers)+len(usage)+len(seqKeys)+1)
-	args := make([]any, 8, 8+3*len(ledgers)+len(usage)+len(groupArgs))
-	args[3], args[4], args[5], args[6], args[7] = len(ledgers), callTTL.Milliseconds(), len(usage), len(b.Sequenced), store.SeqWindow.Milliseconds()
-	args[0], args[1], args[2] = 0, 0, 0
+	args := make([]any, 10, 10+12*len(ledgers)+len(usage)+len(groupArgs))
+	args[0], args[1], args[2], args[3], args[4] = 0, 0, 0, len(ledgers), callTTL.Milliseconds()
+	args[5], args[6] = s.clock.deadline(ctx), ""
+	args[7], args[8], args[9] = len(usage), len(b.Sequenced), store.SeqWindow.Milliseconds()
 	if len(ledgers) > 0 { // a batch of usage alone may have no ledger configuration
 		args[0], args[1], args[2] = b.Ledger.Bucket(b.Now), b.Ledger.Retain, b.Ledger.TTL().Milliseconds()
+		if !b.DownSince.IsZero() {
+			args[6] = b.Ledger.Bucket(b.DownSince)
+		}
 	}
 	for _, l := range ledgers {
 		keys = append(keys, l.key)
-		args = append(args, len(l.deltas))
-		for bucket, d := range l.deltas {
-			args = append(args, bucket, strconv.FormatFloat(d, 'g', -1, 64))
+		for _, m := range []map[int64]float64{l.rates, l.quotas, l.drains} {
+			args = append(args, len(m))
+			for bucket, d := range m {
+				args = append(args, bucket, ftoa(d))
+			}
 		}
+		args = append(args, ftoa(l.reservoir), ftoa(l.sum), ftoa(l.top))
 	}
 	for i, start := range usage {
 		keys = append(keys, s.usageKey(budgets[i], start))
@@ -172,25 +204,48 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float
 	keys = append(keys, seqKeys...)
 	args = append(args, groupArgs...)
 	keys = append(keys, s.callKey(b.Key))
+	sent := time.Now()
 	res, err := s.ledger.Run(ctx, s.client, keys, args...).StringSlice()
 	if err != nil {
+		if strings.HasPrefix(err.Error(), "STALE") {
+			s.clock.forget()
+			return nil, fmt.Errorf("redis: record reports: %w: %w: %w", store.ErrUnavailable, store.ErrNotApplied, err)
+		}
 		return nil, unavailable("record reports", err)
 	}
-	if len(res) != len(ledgers) {
-		return nil, fmt.Errorf("redis: record reports: %d sums for %d ledgers", len(res), len(ledgers))
+	if len(res) != 2+2*len(ledgers) {
+		return nil, fmt.Errorf("redis: record reports: %d results for %d ledgers", len(res), len(ledgers))
 	}
-	sums := make([]float64, len(ledgers))
-	for i, r := range res {
-		if sums[i], err = strconv.ParseFloat(r, 64); err != nil {
-			return nil, fmt.Errorf("redis: record reports: bad sum %q: %w", r, err)
+	s.clock.observe(res[0], sent, time.Now())
+	applied := res[1] == "1" // else a batch sent again: it grants nothing
+	// Per ledger, the fleet rate and the quotas outstanding before the
+	// batch's grants, from which the grants follow as the script made them.
+	grants := make([][]float64, len(ledgers))
+	fleets := make([]float64, len(ledgers))
+	for i, l := range ledgers {
+		fleet, err1 := strconv.ParseFloat(res[2+2*i], 64)
+		outstanding, err2 := strconv.ParseFloat(res[3+2*i], 64)
+		if err := errors.Join(err1, err2); err != nil {
+			return nil, fmt.Errorf("redis: record reports: bad sums %q, %q: %w", res[2+2*i], res[3+2*i], err)
+		}
+		fleets[i] = fleet
+		if applied {
+			grants[i] = reservoir.Grants(l.reservoir, fleet, outstanding, l.reports)
+		} else {
+			grants[i] = make([]float64, len(l.reports))
 		}
 	}
-	out := make([]float64, len(b.Rates))
+	out := make([]store.RateResult, len(b.Rates))
+	next := make([]int, len(ledgers))
 	for i, u := range b.Rates {
-		out[i] = sums[index[u.Rule]]
+		l := index[u.Rule]
+		out[i] = store.RateResult{Fleet: fleets[l], Quota: grants[l][next[l]]}
+		next[l]++
 	}
 	return out, nil
 }
+
+func ftoa(x float64) string { return strconv.FormatFloat(x, 'g', -1, 64) }
 
 func (s *Store) ledgerKey(rule string) string { return s.tag + ":ledger:" + rule }
 

@@ -1,9 +1,14 @@
--- ledger.lua applies one batch of client reports: fleet-ledger deltas, with
--- each ledger's sum returned, and budget usage increments, those of numbered
--- reports only if they are new. One script is one round trip, and no
--- replica sees half a batch.
+-- ledger.lua applies one batch of client reports: fleet-ledger updates, with
+-- each ledger's fleet rate and each report's quota returned, and budget
+-- usage increments, those of numbered reports only if they are new. One
+-- script is one round trip, and no replica sees half a batch. It is the
+-- twin of reservoir.Ledger.Apply, which the embedded store runs; storetest
+-- holds both to the same behaviour.
 --
--- KEYS[1..L]: one hash per rule, field = bucket index, value = sum of rates.
+-- KEYS[1..L]: one hash per rule: field "<bucket>" = sum of request rates,
+-- "q:<bucket>" = sum of quotas granted, "last" = newest bucket a report was
+-- written to, "res", "resb", "resf" = the reserve left by an
+-- outage, the bucket it was made in and the first bucket it stands for.
 -- KEYS[L+1..L+U]: one hash per budget and month of usage, fields "r:<hour>"
 -- and "s:<hour>" (requests and sampled in an hour of the month) and
 -- "rr:<rule>" and "rs:<rule>" (a rule's totals).
@@ -11,63 +16,194 @@
 -- seq.
 -- KEYS[N]: this call's own key.
 -- ARGV[1] current bucket, ARGV[2] buckets that stay live, ARGV[3] ledger TTL
--- in ms, ARGV[4] L, ARGV[5] the call key's TTL in ms, ARGV[6] U, ARGV[7] G,
--- ARGV[8] the seq keys' TTL in ms; then per ledger key, in KEYS order: the
--- number of deltas n, then n pairs of bucket and delta; then per usage key,
--- in KEYS order, its TTL in ms; then G + 1 groups of usage increments: the
--- usage applied unconditionally, then one per numbered report, which starts
--- with the report's seq. A group is the number of increments n, then n
--- triples of usage key (1..U), field and increment.
+-- in ms, ARGV[4] L, ARGV[5] the call key's TTL in ms, ARGV[6] the batch's
+-- deadline in Redis's clock, unix ms (0: none), ARGV[7] the bucket in which
+-- the sending replica lost the store ("": it did not), ARGV[8] U, ARGV[9] G,
+-- ARGV[10] the seq keys' TTL in ms; then per ledger key, in KEYS order: n
+-- and n pairs of bucket and rate delta; n and n pairs of live bucket and
+-- quota retracted; n and n pairs of bucket no longer live and quota
+-- retracted; the rule's reservoir, and the sum and the largest of the
+-- reports' rates; then per usage key, in KEYS order, its TTL in ms; then
+-- G + 1 groups of usage increments: the usage applied unconditionally, then
+-- one per numbered report, which starts with the report's seq. A group is
+-- the number of increments n, then n triples of usage key (1..U), field and
+-- increment.
+--
+-- Returns Redis's clock (unix ms), "1" if the batch was applied ("0" if it
+-- was sent again), then per ledger key the fleet rate and the quotas
+-- outstanding before the batch's grants. The reports' quotas, granted in
+-- order, each its share within what is left, add up to
+-- min(R × Σ rates / fleet rate, R − outstanding), which is what the script
+-- adds to the ledger; the caller works out each one from the same numbers
+-- (reservoir.Grants). A batch past its deadline (the caller gave up
+-- on it: Redis was frozen, or the network slow) is refused whole with a
+-- STALE error, so that it cannot land after its replica answered without
+-- it.
 --
 -- The last key marks the batch as applied, for ARGV[5] ms: a client that
--- sends the script again (go-redis does after a read timeout, when the first
--- run may have happened) gets the sums without adding anything twice. A
--- numbered report is applied only if its seq is above its client's, which
--- it then replaces: a report that an SDK sends again, to any replica,
--- because its acknowledgement was lost, is billed once. The seq key lives
--- ARGV[8] ms after the client's last report, new or repeated.
+-- sends the script again (go-redis does after a dropped connection, when the
+-- first run may have happened) gets the fleet rates without adding anything
+-- twice, and no quota. A numbered report is applied only if its seq is
+-- above its client's, which it then replaces: a report that an SDK sends
+-- again, to any replica, because its acknowledgement was lost, is billed
+-- once. The seq key lives ARGV[10] ms after the client's last report, new
+-- or repeated.
 --
--- The caller has already netted the increments of each group, and the
--- script nets the groups it applies, so the writes here do not grow with
--- the number of reports. Seqs are below 2^53, exact as Lua numbers.
+-- The caller has already netted the rates and retractions of the batch into
+-- one delta per bucket and one increment per usage field of each group, and
+-- the script nets the groups it applies; the work per report is a few
+-- operations on numbers. Seqs are below 2^53, exact as Lua numbers.
+if redis.replicate_commands then
+  redis.replicate_commands() -- Redis 6: TIME before writes
+end
+local t = redis.call('TIME')
+local clock = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local deadline = tonumber(ARGV[6])
+if deadline > 0 and clock > deadline then
+  return redis.error_reply('STALE batch reached Redis after its deadline')
+end
 local cur = tonumber(ARGV[1])
-local oldest = cur - tonumber(ARGV[2]) + 1
+local retain = tonumber(ARGV[2])
 local ttl = ARGV[3]
 local nledgers = tonumber(ARGV[4])
-local nusage = tonumber(ARGV[6])
-local ngroups = tonumber(ARGV[7])
-local seqttl = ARGV[8]
+local down = tonumber(ARGV[7])
+local nusage = tonumber(ARGV[8])
+local ngroups = tonumber(ARGV[9])
+local seqttl = ARGV[10]
 local apply = redis.call('SET', KEYS[#KEYS], '1', 'NX', 'PX', ARGV[5])
-local a = 9
-local sums = {}
+
+local function live(b, at)
+  return b <= at + 1 and b > at - retain
+end
+local function fmt(x)
+  return string.format('%.17g', x)
+end
+
+local applied = '0'
+if apply then
+  applied = '1'
+end
+local out = {tostring(clock), applied}
+local a = 11
 for k = 1, nledgers do
   local key = KEYS[k]
-  local n = tonumber(ARGV[a])
-  a = a + 1
-  for j = 1, n do
-    local b = ARGV[a]
-    if apply then
-      local left = tonumber(redis.call('HINCRBYFLOAT', key, b, ARGV[a + 1]))
-      if left < 0 then
-        redis.call('HSET', key, b, '0')
+  -- The batch's part for this ledger.
+  local rates, qret, drains = {}, {}, {}
+  for _, list in ipairs({rates, qret, drains}) do
+    local n = tonumber(ARGV[a])
+    a = a + 1
+    for j = 1, n do
+      list[j] = {tonumber(ARGV[a]), tonumber(ARGV[a + 1])}
+      a = a + 2
+    end
+  end
+  local rmax, rsum, rtop = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  a = a + 3
+  -- Anything but reads (no reservoir, no rate, nothing retracted).
+  local writes = apply and (#rates > 0 or #qret > 0 or #drains > 0 or rmax > 0 or rsum > 0)
+
+  -- After an outage that nobody wrote through, what was outstanding before
+  -- it becomes the reserve.
+  local state = redis.call('HMGET', key, 'last', 'res', 'resb', 'resf')
+  local last = tonumber(state[1])
+  local res, resb, resf = tonumber(state[2]) or 0, tonumber(state[3]) or 0, tonumber(state[4])
+  local resChanged = false
+  if writes and down and rmax > 0 then
+    if not last then
+      res, resb, resf, resChanged = rmax, cur, nil, true
+    elseif last < cur - 1 and last >= down - 1 then
+      local held = 0
+      for b = last - retain + 1, last + 1 do
+        if not live(b, cur) then
+          held = held + (tonumber(redis.call('HGET', key, 'q:' .. b)) or 0)
+        end
+      end
+      if res > 0 and live(resb, last) and not live(resb, cur) then
+        held = held + res
+      end
+      res, resb, resf, resChanged = held, cur, last - retain + 1, true
+    end
+  end
+  local reserveLive = res > 0 and live(resb, cur)
+
+  if apply then
+    for _, d in ipairs(rates) do
+      if d[2] ~= 0 and tonumber(redis.call('HINCRBYFLOAT', key, d[1], fmt(d[2]))) < 0 then
+        redis.call('HSET', key, d[1], '0')
       end
     end
-    a = a + 2
-  end
-  local all = redis.call('HGETALL', key)
-  local sum = 0
-  for j = 1, #all, 2 do
-    local b = tonumber(all[j])
-    -- Live as reservoir.Ledger.Live: the next bucket too, for replicas
-    -- whose clocks run a little ahead.
-    if b >= oldest and b <= cur + 1 then
-      sum = sum + tonumber(all[j + 1])
-    else
-      redis.call('HDEL', key, all[j])
+    for _, d in ipairs(qret) do
+      local f = 'q:' .. d[1]
+      if tonumber(redis.call('HINCRBYFLOAT', key, f, fmt(-d[2]))) < 0 then
+        redis.call('HSET', key, f, '0')
+      end
+    end
+    if reserveLive then
+      for _, d in ipairs(drains) do
+        if (resf == nil or d[1] >= resf) and d[1] < resb then
+          res = math.max(0, res - d[2])
+          resChanged = true
+        end
+      end
     end
   end
-  redis.call('PEXPIRE', key, ttl)
-  sums[k] = string.format('%.17g', sum)
+
+  -- The fleet rate and the quotas outstanding, dropping what aged out.
+  local fleet, outstanding = 0, 0
+  local all = redis.call('HGETALL', key)
+  for j = 1, #all, 2 do
+    local f = all[j]
+    local b = tonumber(f)
+    local qb = nil
+    if not b and string.sub(f, 1, 2) == 'q:' then
+      qb = tonumber(string.sub(f, 3))
+    end
+    if b then
+      if live(b, cur) then
+        fleet = fleet + tonumber(all[j + 1])
+      elseif writes then
+        redis.call('HDEL', key, f)
+      end
+    elseif qb then
+      if live(qb, cur) then
+        outstanding = outstanding + tonumber(all[j + 1])
+      elseif writes then
+        redis.call('HDEL', key, f)
+      end
+    end
+  end
+  if reserveLive then
+    outstanding = outstanding + res
+  end
+
+  -- Each report's quota: its share, within what is left of the reservoir
+  -- (reservoir.Grants, which the caller runs on the same numbers).
+  table.insert(out, fmt(fleet))
+  table.insert(out, fmt(outstanding))
+  local granted = 0
+  if apply and rmax > outstanding and rsum > 0 then
+    granted = math.min(rmax * (rsum / math.max(fleet, rtop)), rmax - outstanding)
+  end
+
+  if writes then
+    if granted > 0 then
+      redis.call('HINCRBYFLOAT', key, 'q:' .. cur, fmt(granted))
+    end
+    if not reserveLive and (res > 0 or state[2]) then
+      redis.call('HDEL', key, 'res', 'resb', 'resf')
+    elseif resChanged then
+      redis.call('HSET', key, 'res', fmt(res), 'resb', resb)
+      if resf then
+        redis.call('HSET', key, 'resf', resf)
+      else
+        redis.call('HDEL', key, 'resf')
+      end
+    end
+    if not last or last < cur then
+      redis.call('HSET', key, 'last', cur)
+    end
+    redis.call('PEXPIRE', key, ttl)
+  end
 end
 if apply then
   local usagettl = {}
@@ -116,4 +252,4 @@ if apply then
     redis.call('PEXPIRE', key, usagettl[k])
   end
 end
-return sums
+return out

@@ -2,7 +2,9 @@ package redisstore
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"strconv"
@@ -12,17 +14,34 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// ClientOptions is what a Redis URL describes: the go-redis options of one
+// node, of a Cluster, or of a master found through Sentinel. Exactly one
+// field is set.
+type ClientOptions struct {
+	Node     *redis.Options
+	Cluster  *redis.ClusterOptions
+	Failover *redis.FailoverOptions
+}
+
 // NewClient returns a client for a URL accepted by ParseURL.
 func NewClient(rawURL string) (redis.UniversalClient, error) {
-	opts, err := ParseURL(rawURL)
+	o, err := ParseURL(rawURL)
 	if err != nil {
 		return nil, err
 	}
-	return redis.NewUniversalClient(opts), nil
+	switch {
+	case o.Cluster != nil:
+		return redis.NewClusterClient(o.Cluster), nil
+	case o.Failover != nil:
+		return redis.NewFailoverClient(o.Failover), nil
+	default:
+		return redis.NewClient(o.Node), nil
+	}
 }
 
-// ParseURL parses a Redis URL into client options, with
-// ContextTimeoutEnabled set so that request deadlines reach Redis:
+// ParseURL parses a Redis URL into client options with go-redis's own
+// parsers (redis.ParseURL, ParseClusterURL and ParseFailoverURL), so the
+// query parameters they take work here too:
 //
 //	redis://[user:pass@]host[:port][/db]                    one node
 //	rediss://...                                            one node, TLS
@@ -31,110 +50,193 @@ func NewClient(rawURL string) (redis.UniversalClient, error) {
 //
 // rediss+sentinel and rediss+cluster use TLS. The user and password are the
 // data nodes'; Sentinel's own are the query parameters sentinel_username and
-// sentinel_password. Other query parameters: db (not for Cluster),
-// client_name, protocol, pool_size, min_idle_conns, max_retries, and the
-// durations dial_timeout, read_timeout, write_timeout, pool_timeout,
-// conn_max_idle_time and conn_max_lifetime (Go syntax, or seconds). Unknown
-// parameters are an error, so a typo is not silently ignored. The port
-// defaults to 6379, and to 26379 for Sentinel.
-func ParseURL(rawURL string) (*redis.UniversalOptions, error) {
-	scheme, rest, ok := strings.Cut(rawURL, "://")
-	if !ok {
-		return nil, fmt.Errorf("redis URL %s: missing scheme", RedactURL(rawURL))
-	}
-	o, err := parseURL(scheme, rest)
+// sentinel_password. The port defaults to 6379, and to 26379 for Sentinel.
+// Unlike go-redis, a parameter given twice is an error rather than the last
+// one winning, and so are those that send reads to replicas and those that
+// would repeat what the URL says (addr, master_name, username, password).
+// Options always have ContextTimeoutEnabled set, so that request deadlines
+// reach Redis.
+func ParseURL(rawURL string) (*ClientOptions, error) {
+	o, err := parseURL(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("redis URL %s: %w", RedactURL(rawURL), err)
 	}
 	return o, nil
 }
 
-func parseURL(scheme, rest string) (*redis.UniversalOptions, error) {
-	o := &redis.UniversalOptions{ContextTimeoutEnabled: true}
-	var kind string
-	switch scheme {
-	case "redis", "rediss":
-		kind = "node"
-	case "redis+sentinel", "rediss+sentinel":
-		kind = "sentinel"
-	case "redis+cluster", "rediss+cluster":
-		kind = "cluster"
-		o.IsClusterMode = true
-	default:
+// parseURL turns our URL into go-redis's form and parses that: go-redis
+// takes one host in the URL and the others as addr parameters, and its
+// Sentinel URLs carry Sentinel's credentials in the user info, the data
+// nodes' as parameters, and the master's name as a parameter.
+func parseURL(rawURL string) (*ClientOptions, error) {
+	scheme, rest, ok := strings.Cut(rawURL, "://")
+	if !ok {
+		return nil, errors.New("missing scheme")
+	}
+	base, kind, _ := strings.Cut(scheme, "+")
+	if base != "redis" && base != "rediss" || kind != "" && kind != "sentinel" && kind != "cluster" {
 		return nil, fmt.Errorf("unsupported scheme %q (want redis, rediss, redis+sentinel or redis+cluster)", scheme)
 	}
-	if strings.HasPrefix(scheme, "rediss") {
-		// No ServerName: crypto/tls takes it from each address dialled,
-		// which is what a list of hosts needs.
-		o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-	}
 
-	// url.Parse does not accept a list of hosts, so the authority is split
-	// off by hand and the rest parsed with a placeholder host.
-	authority, tail := rest, ""
-	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
-		authority, tail = rest[:i], rest[i:]
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
 	}
-	hosts := authority
-	u, err := url.Parse("x://placeholder" + tail)
-	if err != nil {
-		return nil, err
+	userinfo, hosts := "", rest[:end]
+	if i := strings.LastIndex(hosts, "@"); i >= 0 {
+		userinfo, hosts = hosts[:i+1], hosts[i+1:]
 	}
-	if i := strings.LastIndex(authority, "@"); i >= 0 {
-		hosts = authority[i+1:]
-		ui, err := url.Parse("x://" + authority[:i+1] + "placeholder")
-		if err != nil {
-			return nil, fmt.Errorf("malformed user info")
-		}
-		o.Username = ui.User.Username()
-		o.Password, _ = ui.User.Password()
-	}
-	if u.Fragment != "" {
-		return nil, fmt.Errorf("unexpected fragment")
-	}
-
 	defaultPort := "6379"
 	if kind == "sentinel" {
 		defaultPort = "26379"
 	}
+	var addrs []string
 	for h := range strings.SplitSeq(hosts, ",") {
 		addr, err := hostPort(h, defaultPort)
 		if err != nil {
 			return nil, err
 		}
-		o.Addrs = append(o.Addrs, addr)
+		addrs = append(addrs, addr)
 	}
-	if kind == "node" && len(o.Addrs) != 1 {
+	if kind == "" && len(addrs) > 1 {
 		return nil, fmt.Errorf("%s:// takes one host; use redis+cluster:// or redis+sentinel:// for several", scheme)
 	}
 
-	path := strings.Trim(u.Path, "/")
-	switch kind {
-	case "node":
-		if path != "" {
-			if o.DB, err = parseDB(path); err != nil {
-				return nil, err
-			}
+	u, err := url.Parse(base + "://" + userinfo + addrs[0] + rest[end:])
+	if err != nil {
+		return nil, fmt.Errorf("malformed URL: %w", withoutURL(err))
+	}
+	if u.Fragment != "" {
+		return nil, errors.New("unexpected fragment")
+	}
+	q := u.Query()
+	for name, vs := range q {
+		if len(vs) != 1 {
+			return nil, fmt.Errorf("query parameter %s given %d times", name, len(vs))
 		}
-	case "sentinel":
-		if path == "" || strings.Contains(path, "/") {
-			return nil, fmt.Errorf("want the master name as the path, as in redis+sentinel://host:26379/mymaster")
-		}
-		o.MasterName = path
-	case "cluster":
-		if path != "" {
-			return nil, fmt.Errorf("unexpected path %q: Redis Cluster has no databases", u.Path)
+		switch name {
+		case "addr", "master_name", "username", "password":
+			return nil, fmt.Errorf("query parameter %s: give hosts, master name, user and password in the URL itself", name)
+		case "read_only", "route_by_latency", "route_by_latency_tolerance", "route_randomly", "replica_only", "use_disconnected_replicas":
+			// The store reads back what it has just written (versions,
+			// etags), which a replica may not have yet.
+			return nil, fmt.Errorf("query parameter %s: the store reads from masters only", name)
+		case "context_timeout_enabled":
+			return nil, fmt.Errorf("query parameter %s: always on, so that request deadlines reach Redis", name)
 		}
 	}
-	if err := parseQuery(o, kind, u.Query()); err != nil {
+
+	o := &ClientOptions{}
+	switch kind {
+	case "":
+		o.Node, err = redis.ParseURL(u.String())
+	case "cluster":
+		// go-redis would ignore a path; say that it means nothing.
+		if strings.Trim(u.Path, "/") != "" || q.Has("db") {
+			return nil, errors.New("unexpected path or db parameter: Redis Cluster has no databases")
+		}
+		u.Path = ""
+		q["addr"] = addrs[1:]
+		u.RawQuery = q.Encode()
+		o.Cluster, err = redis.ParseClusterURL(u.String())
+	case "sentinel":
+		master := strings.Trim(u.Path, "/")
+		if master == "" || strings.Contains(master, "/") {
+			return nil, errors.New("want the master name as the path, as in redis+sentinel://host:26379/mymaster")
+		}
+		if u.User != nil {
+			q.Set("username", u.User.Username())
+			if p, ok := u.User.Password(); ok {
+				q.Set("password", p)
+			}
+		}
+		u.User = nil
+		if su, sp := q.Get("sentinel_username"), q.Get("sentinel_password"); su != "" || sp != "" {
+			u.User = url.UserPassword(su, sp)
+		}
+		q.Del("sentinel_username")
+		q.Del("sentinel_password")
+		q.Set("master_name", master)
+		q["addr"] = addrs[1:]
+		u.Path = ""
+		u.RawQuery = q.Encode()
+		o.Failover, err = redis.ParseFailoverURL(u.String())
+	}
+	if err != nil {
+		return nil, withoutURL(err)
+	}
+	if err := o.finish(); err != nil {
 		return nil, err
 	}
 	return o, nil
 }
 
+// finish sets what every client of the store needs, and refuses what
+// go-redis would accept and then fail on: a negative database (it would
+// use database 0), pool sizes that make it panic when it builds a client,
+// and a dial timeout "turned off" (0 or less), which it passes on as -1
+// and so fails every dial.
+func (o *ClientOptions) finish() error {
+	switch {
+	case o.Node != nil:
+		n := o.Node
+		n.ContextTimeoutEnabled = true
+		return check(n.DB, n.DialTimeout, n.PoolSize, n.MinIdleConns, n.MaxIdleConns, n.MaxActiveConns, n.PipelinePoolSize)
+	case o.Cluster != nil:
+		c := o.Cluster
+		c.ContextTimeoutEnabled = true
+		// go-redis names the first host as the TLS server of every node,
+		// which fails every other node's certificate; without a name,
+		// crypto/tls takes it from each address dialled.
+		if c.TLSConfig != nil {
+			c.TLSConfig.ServerName, c.TLSConfig.MinVersion = "", tls.VersionTLS12
+		}
+		return check(0, c.DialTimeout, c.PoolSize, c.MinIdleConns, c.MaxIdleConns, c.MaxActiveConns, c.PipelinePoolSize)
+	default:
+		f := o.Failover
+		f.ContextTimeoutEnabled = true
+		// The same name would be checked against Sentinels and data nodes.
+		if f.TLSConfig != nil {
+			f.TLSConfig.ServerName = ""
+		}
+		return check(f.DB, f.DialTimeout, f.PoolSize, f.MinIdleConns, f.MaxIdleConns, f.MaxActiveConns, f.PipelinePoolSize)
+	}
+}
+
+func check(db int, dialTimeout time.Duration, pool, minIdle, maxIdle, maxActive, pipeline int) error {
+	if db < 0 {
+		return fmt.Errorf("database number: want 0 or more, got %d", db)
+	}
+	if dialTimeout < 0 {
+		return errors.New("dial_timeout: want more than 0")
+	}
+	if pool < 0 {
+		return fmt.Errorf("pool_size: want 0 (the default) or more, got %d", pool)
+	}
+	for _, s := range []struct {
+		name string
+		n    int
+	}{{"pool_size", pool}, {"min_idle_conns", minIdle}, {"max_idle_conns", maxIdle}, {"max_active_conns", maxActive}, {"pipeline_pool_size", pipeline}} {
+		if s.n > math.MaxInt32 {
+			return fmt.Errorf("%s: at most %d, got %d", s.name, math.MaxInt32, s.n)
+		}
+	}
+	return nil
+}
+
+// withoutURL returns the reason of a *url.Error, which quotes the whole URL,
+// password included.
+func withoutURL(err error) error {
+	if ue, ok := errors.AsType[*url.Error](err); ok {
+		return ue.Err
+	}
+	return err
+}
+
+// hostPort checks one host of the URL's list and adds the default port.
 func hostPort(h, defaultPort string) (string, error) {
 	if h == "" {
-		return "", fmt.Errorf("missing host")
+		return "", errors.New("missing host")
 	}
 	host, port, err := net.SplitHostPort(h)
 	if err != nil {
@@ -151,89 +253,6 @@ func hostPort(h, defaultPort string) (string, error) {
 		return "", fmt.Errorf("malformed port in %q", h)
 	}
 	return net.JoinHostPort(host, port), nil
-}
-
-func parseDB(s string) (int, error) {
-	db, err := strconv.Atoi(s)
-	if err != nil || db < 0 {
-		return 0, fmt.Errorf("malformed database number %q", s)
-	}
-	return db, nil
-}
-
-func parseQuery(o *redis.UniversalOptions, kind string, q url.Values) error {
-	for name, vs := range q {
-		if len(vs) != 1 {
-			return fmt.Errorf("query parameter %s given %d times", name, len(vs))
-		}
-		v := vs[0]
-		var err error
-		switch name {
-		case "db":
-			if kind == "cluster" {
-				return fmt.Errorf("db: Redis Cluster has no databases")
-			}
-			o.DB, err = parseDB(v)
-		case "client_name":
-			o.ClientName = v
-		case "protocol":
-			o.Protocol, err = parseInt(v, 2, 3)
-		case "pool_size":
-			o.PoolSize, err = parseInt(v, 1, 1<<20)
-		case "min_idle_conns":
-			o.MinIdleConns, err = parseInt(v, 0, 1<<20)
-		case "max_retries":
-			o.MaxRetries, err = parseInt(v, -1, 100)
-		case "dial_timeout":
-			o.DialTimeout, err = parseDuration(v)
-		case "read_timeout":
-			o.ReadTimeout, err = parseDuration(v)
-		case "write_timeout":
-			o.WriteTimeout, err = parseDuration(v)
-		case "pool_timeout":
-			o.PoolTimeout, err = parseDuration(v)
-		case "conn_max_idle_time":
-			o.ConnMaxIdleTime, err = parseDuration(v)
-		case "conn_max_lifetime":
-			o.ConnMaxLifetime, err = parseDuration(v)
-		case "sentinel_username", "sentinel_password":
-			if kind != "sentinel" {
-				return fmt.Errorf("%s: only for redis+sentinel://", name)
-			}
-			if name == "sentinel_username" {
-				o.SentinelUsername = v
-			} else {
-				o.SentinelPassword = v
-			}
-		default:
-			return fmt.Errorf("unknown query parameter %q", name)
-		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-	}
-	return nil
-}
-
-func parseInt(s string, lo, hi int) (int, error) {
-	n, err := strconv.Atoi(s)
-	if err != nil || n < lo || n > hi {
-		return 0, fmt.Errorf("want an integer from %d to %d, got %q", lo, hi, s)
-	}
-	return n, nil
-}
-
-// parseDuration accepts Go durations and, as go-redis's URLs do, plain
-// seconds.
-func parseDuration(s string) (time.Duration, error) {
-	if n, err := strconv.Atoi(s); err == nil && n >= 0 {
-		return time.Duration(n) * time.Second, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d < 0 {
-		return 0, fmt.Errorf("want a duration such as 500ms or 3s, got %q", s)
-	}
-	return d, nil
 }
 
 // RedactURL returns rawURL with its passwords masked, for logs and errors.
@@ -257,8 +276,11 @@ func RedactURL(rawURL string) string {
 		if err != nil {
 			return scheme + "://" + authority + q + "?<malformed query>"
 		}
-		if vals.Has("sentinel_password") {
-			vals.Set("sentinel_password", "xxxxx")
+		// password is refused as a parameter, but the error quotes the URL.
+		for _, name := range []string{"password", "sentinel_password"} {
+			if vals.Has(name) {
+				vals.Set(name, "xxxxx")
+			}
 		}
 		tail = q + "?" + vals.Encode()
 	}

@@ -26,13 +26,13 @@ func newBudget(name string) budget.Budget {
 			Services:   []string{"checkout-*", "cart"},
 			RuleLabels: map[string]string{"team": "payments"},
 		},
-		MonthlyAmount:      1234.5,
-		Currency:           "EUR",
-		PricePerMillion:    4.25,
-		FreeTraces:         1_000_000,
-		Mode:               budget.AlertOnly,
-		SpendThresholds:    []float64{0.5, 0.8, 1},
-		ForecastThresholds: []float64{1, 1.2},
+		MonthlyAmountMicros:   1_234_500_000,
+		Currency:              "EUR",
+		PricePerMillionMicros: 4_250_001,
+		FreeTraces:            1_000_000,
+		Mode:                  budget.AlertOnly,
+		SpendThresholds:       []float64{0.5, 0.8, 1},
+		ForecastThresholds:    []float64{1, 1.2},
 		Channels: []budget.Channel{
 			{WebhookURL: "https://hooks.example.com/a", Secret: "s3cret"},
 			{WebhookURL: "http://alerts.internal/b"},
@@ -134,7 +134,7 @@ func testBudgetCRUD(t *testing.T, b Backend) {
 	checkBudget(t, "Budget from the peer", mustBudget(t, other, "team-a"), want)
 
 	// A budget with only the required fields comes back as it went in.
-	minimal := budget.Budget{Name: "minimal", MonthlyAmount: 10}
+	minimal := budget.Budget{Name: "minimal", MonthlyAmountMicros: 10 * budget.MicrosPerUnit}
 	now := clk.Now()
 	checkBudget(t, "CreateBudget(minimal)", mustCreateBudget(t, s, minimal), stampedBudget(minimal, 1, now, now))
 	checkBudget(t, "Budget(minimal)", mustBudget(t, other, "minimal"), stampedBudget(minimal, 1, now, now))
@@ -142,7 +142,7 @@ func testBudgetCRUD(t *testing.T, b Backend) {
 	// Update: the revision in the budget itself is ignored; the create
 	// time is kept.
 	next := newBudget("team-a")
-	next.MonthlyAmount, next.Mode, next.Channels = 99, budget.Enforce, nil
+	next.MonthlyAmountMicros, next.Mode, next.Channels = 99*budget.MicrosPerUnit, budget.Enforce, nil
 	next.Revision = 42
 	updatedAt := clk.Advance(time.Minute)
 	got, err := other.UpdateBudget(ctx, next, 1)
@@ -371,7 +371,7 @@ func testConcurrentBudgetUpdates(t *testing.T, b Backend) {
 		wg.Go(func() {
 			<-start
 			next := newBudget("hot")
-			next.MonthlyAmount = float64(100 + i)
+			next.MonthlyAmountMicros = int64(100 + i)
 			_, errs[i] = stores[i%len(stores)].UpdateBudget(context.Background(), next, 1)
 			_, createErrs[i] = stores[i%len(stores)].CreateBudget(context.Background(), newBudget("new"))
 		})
@@ -394,8 +394,8 @@ func testConcurrentBudgetUpdates(t *testing.T, b Backend) {
 		t.Fatal("no writer won")
 	}
 	got := mustBudget(t, s, "hot")
-	if got.Revision != 2 || got.MonthlyAmount != float64(100+winner) {
-		t.Errorf("budget = revision %d amount %v, want revision 2 amount %d", got.Revision, got.MonthlyAmount, 100+winner)
+	if got.Revision != 2 || got.MonthlyAmountMicros != int64(100+winner) {
+		t.Errorf("budget = revision %d amount %d micros, want revision 2 amount %d", got.Revision, got.MonthlyAmountMicros, 100+winner)
 	}
 	created := 0
 	for i, err := range createErrs {
@@ -523,7 +523,7 @@ func testUsage(t *testing.T, b Backend) {
 	if err != nil {
 		t.Fatalf("RecordReports(usage and rates): %v", err)
 	}
-	if !slices.Equal(sums, []float64{7, 7}) {
+	if !slices.Equal(fleetRates(sums), []float64{7, 7}) {
 		t.Errorf("fleet rates = %v, want [7 7]", sums)
 	}
 	// The last hour of the month, reported by a client whose clock is in
@@ -581,7 +581,7 @@ func testReportKey(t *testing.T, b Backend) {
 		} {
 			batch.Key = st.key
 			sums, err := st.st.RecordReports(t.Context(), batch)
-			if err != nil || !slices.Equal(sums, []float64{st.want}) {
+			if err != nil || !slices.Equal(fleetRates(sums), []float64{st.want}) {
 				t.Errorf("%s: fleet rates %v (%v), want [%v]", st.name, sums, err, st.want)
 			}
 		}
@@ -656,7 +656,7 @@ func testUsageRefused(t *testing.T, b Backend) {
 				start: march, hours: map[int][2]float64{1: {1, 1}}, rules: map[string]budget.RuleUsage{"a": {Requests: 1, Sampled: 1}},
 			})
 			sums, err := s.RecordReports(ctx, store.ReportBatch{Now: now, Ledger: l, Rates: []store.RateUpdate{rateUpdate(l, now, "r", 0)}})
-			if err != nil || len(sums) != 1 || sums[0] != 0 {
+			if err != nil || len(sums) != 1 || sums[0].Fleet != 0 {
 				t.Errorf("ledger after a refused batch = %v, %v; want 0", sums, err)
 			}
 		})

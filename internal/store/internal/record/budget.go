@@ -18,22 +18,29 @@ import (
 // of the stored format (redisstore's Lua reads "revision"), so they must not
 // change. Channel secrets are stored as given: masking them is the API's job.
 type Budget struct {
-	Name               string            `json:"name"`
-	Description        string            `json:"description,omitempty"`
-	Services           []string          `json:"scope_services,omitempty"`
-	RuleLabels         map[string]string `json:"scope_rule_labels,omitempty"`
-	MonthlyAmount      float64           `json:"monthly_amount"`
-	Currency           string            `json:"currency,omitempty"`
-	PricePerMillion    float64           `json:"price_per_million"`
-	FreeTraces         int64             `json:"free_traces,omitempty"`
-	Mode               string            `json:"mode"`
-	SpendThresholds    []float64         `json:"spend_thresholds,omitempty"`
-	ForecastThresholds []float64         `json:"forecast_thresholds,omitempty"`
-	Channels           []Channel         `json:"channels,omitempty"`
-	FloorPerSecond     float64           `json:"floor_per_second,omitempty"`
-	Revision           int64             `json:"revision"`
-	CreateTime         time.Time         `json:"create_time"`
-	UpdateTime         time.Time         `json:"update_time"`
+	Name        string            `json:"name"`
+	Description string            `json:"description,omitempty"`
+	Services    []string          `json:"scope_services,omitempty"`
+	RuleLabels  map[string]string `json:"scope_rule_labels,omitempty"`
+	// Amounts in micros (budget.MicrosPerUnit). Records written before
+	// them hold only MonthlyAmount and PricePerMillion, in units; those are
+	// still written, for replicas of earlier versions during an upgrade,
+	// and read only when the micros are absent.
+	MonthlyAmountMicros   int64   `json:"monthly_amount_micros,omitempty"`
+	PricePerMillionMicros int64   `json:"price_per_million_micros,omitempty"`
+	MonthlyAmount         float64 `json:"monthly_amount"`
+	PricePerMillion       float64 `json:"price_per_million"`
+
+	Currency           string    `json:"currency,omitempty"`
+	FreeTraces         int64     `json:"free_traces,omitempty"`
+	Mode               string    `json:"mode"`
+	SpendThresholds    []float64 `json:"spend_thresholds,omitempty"`
+	ForecastThresholds []float64 `json:"forecast_thresholds,omitempty"`
+	Channels           []Channel `json:"channels,omitempty"`
+	FloorPerSecond     float64   `json:"floor_per_second,omitempty"`
+	Revision           int64     `json:"revision"`
+	CreateTime         time.Time `json:"create_time"`
+	UpdateTime         time.Time `json:"update_time"`
 }
 
 // Channel is the stored form of budget.Channel.
@@ -55,21 +62,23 @@ func CloneBudget(b budget.Budget) budget.Budget {
 // MarshalBudget encodes b in its stored form.
 func MarshalBudget(b *budget.Budget) ([]byte, error) {
 	rec := Budget{
-		Name:               b.Name,
-		Description:        b.Description,
-		Services:           b.Scope.Services,
-		RuleLabels:         b.Scope.RuleLabels,
-		MonthlyAmount:      b.MonthlyAmount,
-		Currency:           b.Currency,
-		PricePerMillion:    b.PricePerMillion,
-		FreeTraces:         b.FreeTraces,
-		Mode:               b.Mode.String(),
-		SpendThresholds:    b.SpendThresholds,
-		ForecastThresholds: b.ForecastThresholds,
-		FloorPerSecond:     b.FloorPerSecond,
-		Revision:           b.Revision,
-		CreateTime:         b.CreateTime,
-		UpdateTime:         b.UpdateTime,
+		Name:                  b.Name,
+		Description:           b.Description,
+		Services:              b.Scope.Services,
+		RuleLabels:            b.Scope.RuleLabels,
+		MonthlyAmountMicros:   b.MonthlyAmountMicros,
+		PricePerMillionMicros: b.PricePerMillionMicros,
+		MonthlyAmount:         budget.Units(b.MonthlyAmountMicros),
+		PricePerMillion:       budget.Units(b.PricePerMillionMicros),
+		Currency:              b.Currency,
+		FreeTraces:            b.FreeTraces,
+		Mode:                  b.Mode.String(),
+		SpendThresholds:       b.SpendThresholds,
+		ForecastThresholds:    b.ForecastThresholds,
+		FloorPerSecond:        b.FloorPerSecond,
+		Revision:              b.Revision,
+		CreateTime:            b.CreateTime,
+		UpdateTime:            b.UpdateTime,
 	}
 	for _, c := range b.Channels {
 		rec.Channels = append(rec.Channels, Channel(c))
@@ -92,20 +101,26 @@ func UnmarshalBudget(data []byte) (budget.Budget, error) {
 		return budget.Budget{}, fmt.Errorf("decode stored budget %q: %w", rec.Name, err)
 	}
 	b := budget.Budget{
-		Name:               rec.Name,
-		Description:        rec.Description,
-		Scope:              budget.Scope{Services: rec.Services, RuleLabels: rec.RuleLabels},
-		MonthlyAmount:      rec.MonthlyAmount,
-		Currency:           rec.Currency,
-		PricePerMillion:    rec.PricePerMillion,
-		FreeTraces:         rec.FreeTraces,
-		Mode:               mode,
-		SpendThresholds:    rec.SpendThresholds,
-		ForecastThresholds: rec.ForecastThresholds,
-		FloorPerSecond:     rec.FloorPerSecond,
-		Revision:           rec.Revision,
-		CreateTime:         rec.CreateTime,
-		UpdateTime:         rec.UpdateTime,
+		Name:                  rec.Name,
+		Description:           rec.Description,
+		Scope:                 budget.Scope{Services: rec.Services, RuleLabels: rec.RuleLabels},
+		MonthlyAmountMicros:   rec.MonthlyAmountMicros,
+		PricePerMillionMicros: rec.PricePerMillionMicros,
+		Currency:              rec.Currency,
+		FreeTraces:            rec.FreeTraces,
+		Mode:                  mode,
+		SpendThresholds:       rec.SpendThresholds,
+		ForecastThresholds:    rec.ForecastThresholds,
+		FloorPerSecond:        rec.FloorPerSecond,
+		Revision:              rec.Revision,
+		CreateTime:            rec.CreateTime,
+		UpdateTime:            rec.UpdateTime,
+	}
+	if b.MonthlyAmountMicros == 0 {
+		b.MonthlyAmountMicros = budget.Micros(rec.MonthlyAmount)
+	}
+	if b.PricePerMillionMicros == 0 {
+		b.PricePerMillionMicros = budget.Micros(rec.PricePerMillion)
 	}
 	for _, c := range rec.Channels {
 		b.Channels = append(b.Channels, budget.Channel(c))

@@ -26,14 +26,14 @@ func TestBudgetRoundTrip(t *testing.T) {
 	at := time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC)
 	b := budget.Budget{
 		Name: "full", Description: "ünïcode \"quoted\"",
-		Scope:         budget.Scope{Services: []string{"a*", "b"}, RuleLabels: map[string]string{"team": "x"}},
-		MonthlyAmount: 1234.5, Currency: "EUR", PricePerMillion: 0.1 + 0.2, FreeTraces: 1e6,
+		Scope:               budget.Scope{Services: []string{"a*", "b"}, RuleLabels: map[string]string{"team": "x"}},
+		MonthlyAmountMicros: 1_234_500_001, Currency: "EUR", PricePerMillionMicros: 300_000, FreeTraces: 1e6,
 		Mode: budget.AlertOnly, SpendThresholds: []float64{0.5, 1}, ForecastThresholds: []float64{1.2},
 		Channels:       []budget.Channel{{WebhookURL: "https://h.example/x", Secret: "s"}, {WebhookURL: "http://y"}},
 		FloorPerSecond: 0.25, Revision: 42, CreateTime: at, UpdateTime: at.Add(time.Hour),
 	}
 	checkAllSet(t, b)
-	for _, in := range []budget.Budget{b, {Name: "minimal", MonthlyAmount: 1}} {
+	for _, in := range []budget.Budget{b, {Name: "minimal", MonthlyAmountMicros: 1}} {
 		raw, err := MarshalBudget(&in)
 		if err != nil {
 			t.Fatal(err)
@@ -136,5 +136,29 @@ func TestCheckUsage(t *testing.T) {
 		if err := CheckUsage(tt.budget, tt.month, tt.hour, tt.r, tt.s); (err == nil) != tt.accepted {
 			t.Errorf("%s: CheckUsage = %v, want accepted %v", tt.name, err, tt.accepted)
 		}
+	}
+}
+
+// TestBudgetAmountsAcrossVersions: a record written before amounts were
+// micros reads with its amounts in micros, and a record written now still
+// carries the amounts in units that earlier replicas read.
+func TestBudgetAmountsAcrossVersions(t *testing.T) {
+	old, err := UnmarshalBudget([]byte(`{"name":"old","monthly_amount":1234.5,"price_per_million":0.3,"mode":"enforce","revision":3}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if old.MonthlyAmountMicros != 1_234_500_000 || old.PricePerMillionMicros != 300_000 {
+		t.Errorf("an earlier record reads as %d and %d micros, want 1234500000 and 300000", old.MonthlyAmountMicros, old.PricePerMillionMicros)
+	}
+	raw, err := MarshalBudget(&budget.Budget{Name: "new", MonthlyAmountMicros: 2_500_000, PricePerMillionMicros: 5_000_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var earlier struct {
+		MonthlyAmount   float64 `json:"monthly_amount"`
+		PricePerMillion float64 `json:"price_per_million"`
+	}
+	if err := json.Unmarshal(raw, &earlier); err != nil || earlier.MonthlyAmount != 2.5 || earlier.PricePerMillion != 5 {
+		t.Errorf("a record as an earlier replica reads it: %+v, %v; want 2.5 and 5", earlier, err)
 	}
 }
