@@ -259,9 +259,10 @@ type SequencedUsage struct {
 	Usage  []UsageIncrement
 }
 
-// SeqWindow is how long a store remembers a client's highest seq after the
-// last batch that recorded one of its reports (or a repeat of it). A client
-// stops sending a report again well within it.
+// SeqWindow is how long at least a store remembers the seq of a client's
+// report after the batch that recorded it, if the batches' clocks (Now)
+// differ by less than 10 minutes. A client stops sending a report again
+// well within it.
 const SeqWindow = time.Hour
 
 // MaxSeq is the largest report seq: Redis scripts compare numbers as

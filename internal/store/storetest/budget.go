@@ -1209,11 +1209,13 @@ func testSequencedUsage(t *testing.T, b Backend) {
 		{name: "another client, alone", st: s, batch: []store.SequencedUsage{report("d", 1, 8)}, bills: 8, alone: true},
 		{name: "twice in a batch, with unnumbered usage", st: s, batch: []store.SequencedUsage{report("c", 7, 16), report("d", 1, 8), report("c", 7, 16)}, usage: 32, bills: 48},
 		{name: "one new of two", st: other, batch: []store.SequencedUsage{report("c", 7, 16), report("c", 9, 64)}, bills: 64},
+		{name: "two new of one client", st: other, batch: []store.SequencedUsage{report("c", 10, 256), report("c", 11, 512)}, bills: 768},
+		{name: "the later of them again", st: s, batch: []store.SequencedUsage{report("c", 11, 512)}},
 		{name: "no client", st: s, batch: []store.SequencedUsage{report("e", 1, 1), report("", 1, 1)}, refuse: true},
 		{name: "seq 0", st: s, batch: []store.SequencedUsage{report("e", 1, 1), report("f", 0, 1)}, refuse: true},
 		{name: "seq past MaxSeq", st: s, batch: []store.SequencedUsage{report("e", 1, 1), report("f", store.MaxSeq+1, 1)}, refuse: true},
-		{name: "seq MaxSeq", st: s, batch: []store.SequencedUsage{report("f", store.MaxSeq, 128)}, bills: 128},
-		{name: "seq MaxSeq again", st: other, batch: []store.SequencedUsage{report("f", store.MaxSeq, 128)}},
+		{name: "seq MaxSeq", st: s, batch: []store.SequencedUsage{report("f", store.MaxSeq, 1024)}, bills: 1024},
+		{name: "seq MaxSeq again", st: other, batch: []store.SequencedUsage{report("f", store.MaxSeq, 1024)}},
 	} {
 		batch := store.ReportBatch{Now: now, Ledger: l, Rates: []store.RateUpdate{rateUpdate(l, now, "a", 1)}, Sequenced: tt.batch}
 		if tt.alone {
