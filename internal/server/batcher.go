@@ -43,11 +43,12 @@ type reportBatcher struct {
 	maxBatch int // rate updates per store call
 	queue    chan *pendingReport
 
-	// carried holds the budget usage of stream reports that the store
-	// surely did not take (store.ErrNotApplied), summed by budget, month,
-	// hour and rule, until a batch goes through: a stream's client counts
-	// its report as sent, and the spend in it would be lost. (A unary client
-	// is told, and reports its counts again.) Only run touches it.
+	// carried holds the budget usage of unnumbered stream reports that the
+	// store surely did not take (store.ErrNotApplied), summed by budget,
+	// month, hour and rule, until a batch goes through: such a client
+	// counts its report as sent, and the spend in it would be lost. (A
+	// unary client is told, and reports its counts again; a numbered report
+	// is not acknowledged, and comes again.) Only run touches it.
 	carried map[usageKey]*store.UsageIncrement
 	// unsure holds the usage of stream reports in batches that failed
 	// without the store saying they changed nothing: they may have landed.
@@ -93,10 +94,17 @@ const unsureWindow = store.KeyWindow - time.Minute
 type pendingReport struct {
 	updates []store.RateUpdate
 	usage   []store.UsageIncrement
+	seq     reportSeq
 	carry   bool // hold the usage for later if the store took nothing
 	results []store.RateResult
 	err     error
 	done    chan struct{}
+}
+
+// reportSeq is a client's report number (pb.Report.seq); seq 0: none.
+type reportSeq struct {
+	client string
+	seq    uint64
 }
 
 func newReportBatcher(st reportStore, ledger reservoir.Ledger, now func() time.Time, log *slog.Logger, reg prometheus.Registerer) *reportBatcher {
@@ -119,7 +127,7 @@ func newReportBatcher(st reportStore, ledger reservoir.Ledger, now func() time.T
 		maxHeld:  100_000,
 		held: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "controlplane_usage_held",
-			Help: "Budget usage entries (budget, month, hour, rule) from stream reports that the store has not taken, or may not have taken (sent again under their call's key); they are sent once a batch goes through.",
+			Help: "Budget usage entries (budget, month, hour, rule) from unnumbered stream reports that the store has not taken, or may not have taken (sent again under their call's key); they are sent once a batch goes through.",
 		}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "controlplane_usage_dropped_total",
@@ -134,10 +142,15 @@ func newReportBatcher(st reportStore, ledger reservoir.Ledger, now func() time.T
 }
 
 // record sends one report's updates to the store with the next batch and
-// returns each update's fleet rate and quota. With carry, the report's usage
-// is held for later if the store says it took nothing.
-func (b *reportBatcher) record(ctx context.Context, updates []store.RateUpdate, usage []store.UsageIncrement, carry bool) ([]store.RateResult, error) {
-	p := &pendingReport{updates: updates, usage: usage, carry: carry, done: make(chan struct{})}
+// returns each update's fleet rate and quota. The usage of a numbered
+// report (seq) is billed only if the store has not recorded that report of
+// its client before. With carry, the usage of a report without a number is
+// held for later if the store says it took nothing. A numbered report is
+// never held: its client keeps it until it is acknowledged, and sends it
+// again.
+func (b *reportBatcher) record(ctx context.Context, updates []store.RateUpdate, usage []store.UsageIncrement, carry bool, seq reportSeq) ([]store.RateResult, error) {
+	carry = carry && seq.seq == 0
+	p := &pendingReport{updates: updates, usage: usage, seq: seq, carry: carry, done: make(chan struct{})}
 	select {
 	case b.queue <- p:
 	case <-ctx.Done():
@@ -251,13 +264,23 @@ func (b *reportBatcher) noteOutcome(sent time.Time, err error) {
 // flush sends a batch and reports whether the store took it.
 func (b *reportBatcher) flush(batch []*pendingReport, n int) bool {
 	updates := make([]store.RateUpdate, 0, n)
-	var usage []store.UsageIncrement
+	var (
+		usage     []store.UsageIncrement
+		sequenced []store.SequencedUsage
+	)
 	for _, p := range batch {
 		updates = append(updates, p.updates...)
-		usage = append(usage, p.usage...)
+		switch {
+		case len(p.usage) == 0:
+			// Nothing to bill: the report's seq need not be recorded.
+		case p.seq.seq != 0:
+			sequenced = append(sequenced, store.SequencedUsage{Client: p.seq.client, Seq: p.seq.seq, Usage: p.usage})
+		default:
+			usage = append(usage, p.usage...)
+		}
 	}
 	sent, key := b.now(), newBatchKey()
-	results, err := b.send(store.ReportBatch{Now: sent, Ledger: b.ledger, Rates: updates, Usage: usage, Key: key, DownSince: b.downSinceFor(sent)})
+	results, err := b.send(store.ReportBatch{Now: sent, Ledger: b.ledger, Rates: updates, Usage: usage, Sequenced: sequenced, Key: key, DownSince: b.downSinceFor(sent)})
 	if err == nil && len(results) != len(updates) {
 		err = fmt.Errorf("store returned %d results for %d updates", len(results), len(updates))
 	}

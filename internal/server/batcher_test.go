@@ -30,6 +30,7 @@ type flakyLedger struct {
 	failResends int
 	refuse      bool // every call fails with an error that is no outage
 	keys        map[string]bool
+	seqs        map[string]uint64 // the highest seq applied per client
 	usage       []store.UsageIncrement
 	downSince   []time.Time // of every call with rates
 }
@@ -55,6 +56,15 @@ func (f *flakyLedger) RecordReports(_ context.Context, b store.ReportBatch) ([]s
 	}
 	if b.Key == "" || !f.keys[b.Key] {
 		f.usage = append(f.usage, b.Usage...)
+		for _, sq := range b.Sequenced {
+			if sq.Seq > f.seqs[sq.Client] {
+				if f.seqs == nil {
+					f.seqs = map[string]uint64{}
+				}
+				f.seqs[sq.Client] = sq.Seq
+				f.usage = append(f.usage, sq.Usage...)
+			}
+		}
 	}
 	if b.Key != "" {
 		if f.keys == nil {
@@ -114,7 +124,7 @@ func TestBatcherHoldsStreamUsage(t *testing.T) {
 		{usage: usageOf("c", nov, 8), carry: true},
 		{usage: usageOf("d", nov, 16), carry: true}, // past the limit of two: dropped
 	} {
-		if _, err := b.record(ctx, update, r.usage, r.carry); !errors.Is(err, store.ErrUnavailable) {
+		if _, err := b.record(ctx, update, r.usage, r.carry, reportSeq{}); !errors.Is(err, store.ErrUnavailable) {
 			t.Fatalf("store down: %v", err)
 		}
 	}
@@ -122,11 +132,11 @@ func TestBatcherHoldsStreamUsage(t *testing.T) {
 		t.Errorf("held %v, dropped %v; want 2 and 1 (the one past the limit)", held, dropped)
 	}
 	led.set(false, false, false)
-	if _, err := b.record(ctx, update, usageOf("e", nov, 32), true); err != nil {
+	if _, err := b.record(ctx, update, usageOf("e", nov, 32), true, reportSeq{}); err != nil {
 		t.Fatal(err)
 	}
 	// The held usage follows that batch; one more report waits for it.
-	if _, err := b.record(ctx, update, nil, true); err != nil {
+	if _, err := b.record(ctx, update, nil, true, reportSeq{}); err != nil {
 		t.Fatal(err)
 	}
 	if got := led.sampledBy(); len(got) != 3 || got["a"] != 3 || got["c"] != 8 || got["e"] != 32 {
@@ -134,6 +144,36 @@ func TestBatcherHoldsStreamUsage(t *testing.T) {
 	}
 	if held := metricValue(t, b.held); held != 0 {
 		t.Errorf("still held: %v", held)
+	}
+}
+
+// TestBatcherNeverHoldsNumberedUsage: the usage of a numbered stream
+// report that the store did not take (surely or perhaps) is not held: its
+// client sends the report again, and the store bills it once by its seq.
+func TestBatcherNeverHoldsNumberedUsage(t *testing.T) {
+	for _, unsure := range []bool{false, true} {
+		t.Run(fmt.Sprint("unsure=", unsure), func(t *testing.T) {
+			led := &flakyLedger{down: true, unsure: unsure, lands: unsure}
+			b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), time.Now, discardLogger(), prometheus.NewRegistry())
+			defer b.close()
+			ctx := context.Background()
+			seq := reportSeq{client: "c", seq: 7}
+			if _, err := b.record(ctx, update, usageOf("a", nov, 1), true, seq); !errors.Is(err, store.ErrUnavailable) {
+				t.Fatalf("store down: %v", err)
+			}
+			if held, dropped := metricValue(t, b.held), metricValue(t, b.dropped); held != 0 || dropped != 0 {
+				t.Errorf("held %v, dropped %v; want neither: the client sends the report again", held, dropped)
+			}
+			led.set(false, false, false)
+			for range 2 { // sent again, then once more (its answer lost)
+				if _, err := b.record(ctx, update, usageOf("a", nov, 1), true, seq); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := led.sampledBy(); got["a"] != 1 {
+				t.Errorf("the store billed %v, want the report once", got)
+			}
+		})
 	}
 }
 
@@ -164,7 +204,7 @@ func TestBatcherResendsUnsureUsageUnderItsKey(t *testing.T) {
 			b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), clock.Now, discardLogger(), prometheus.NewRegistry())
 			defer b.close()
 			ctx := context.Background()
-			if _, err := b.record(ctx, update, usageOf("x", nov, 64), true); !errors.Is(err, store.ErrUnavailable) {
+			if _, err := b.record(ctx, update, usageOf("x", nov, 64), true, reportSeq{}); !errors.Is(err, store.ErrUnavailable) {
 				t.Fatalf("store timing out: %v", err)
 			}
 			if held := metricValue(t, b.held); held != 1 {
@@ -174,13 +214,13 @@ func TestBatcherResendsUnsureUsageUnderItsKey(t *testing.T) {
 			led.mu.Lock()
 			led.down, led.failResends = false, tt.failResends
 			led.mu.Unlock()
-			if _, err := b.record(ctx, update, usageOf("e", nov, 32), true); err != nil {
+			if _, err := b.record(ctx, update, usageOf("e", nov, 32), true, reportSeq{}); err != nil {
 				t.Fatal(err)
 			}
 			// The held usage follows each batch until it goes through; the
 			// next reports wait for it.
 			for range 1 + tt.failResends {
-				if _, err := b.record(ctx, update, nil, true); err != nil {
+				if _, err := b.record(ctx, update, nil, true, reportSeq{}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -200,7 +240,7 @@ func TestBatcherDropsRefusedUsage(t *testing.T) {
 	led := &flakyLedger{refuse: true}
 	b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), time.Now, discardLogger(), prometheus.NewRegistry())
 	defer b.close()
-	if _, err := b.record(context.Background(), update, usageOf("a", nov, 1), true); err == nil {
+	if _, err := b.record(context.Background(), update, usageOf("a", nov, 1), true, reportSeq{}); err == nil {
 		t.Fatal("the store refused, yet the report went through")
 	}
 	if held, dropped := metricValue(t, b.held), metricValue(t, b.dropped); held != 0 || dropped != 1 {
@@ -227,7 +267,7 @@ func TestBatcherUnsureUsageIsSummedAndCountsOnce(t *testing.T) {
 			defer b.close()
 			ctx := context.Background()
 			twice := append(usageOf("a", nov, 1), usageOf("a", nov.Add(time.Minute), 2)...)
-			if _, err := b.record(ctx, update, twice, true); err == nil {
+			if _, err := b.record(ctx, update, twice, true, reportSeq{}); err == nil {
 				t.Fatal("store down, yet the report went through")
 			}
 			if held := metricValue(t, b.held); held != 1 {
@@ -239,7 +279,7 @@ func TestBatcherUnsureUsageIsSummedAndCountsOnce(t *testing.T) {
 			// Each batch that goes through is followed by the held usage;
 			// the next report waits for that.
 			for range 2 + tt.failResends {
-				if _, err := b.record(ctx, update, nil, true); err != nil {
+				if _, err := b.record(ctx, update, nil, true, reportSeq{}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -260,7 +300,7 @@ func TestBatcherTriesHeldUsageAtStop(t *testing.T) {
 	for _, back := range []bool{true, false} {
 		led := &flakyLedger{down: true}
 		b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), time.Now, discardLogger(), prometheus.NewRegistry())
-		if _, err := b.record(context.Background(), update, usageOf("a", nov, 1), true); err == nil {
+		if _, err := b.record(context.Background(), update, usageOf("a", nov, 1), true, reportSeq{}); err == nil {
 			t.Fatal("store down, yet the report went through")
 		}
 		led.set(!back, false, false)
@@ -295,7 +335,7 @@ func TestBatcherNamesTheLastOutage(t *testing.T) {
 	ctx := context.Background()
 	record := func() time.Time {
 		t.Helper()
-		b.record(ctx, update, nil, true)
+		b.record(ctx, update, nil, true, reportSeq{})
 		led.mu.Lock()
 		defer led.mu.Unlock()
 		return led.downSince[len(led.downSince)-1]
@@ -355,13 +395,13 @@ func TestBatcherFailsReportsQueuedBehindAFailedBatch(t *testing.T) {
 	ctx := context.Background()
 	errs := make(chan error, 3)
 	go func() {
-		_, err := b.record(ctx, update, usageOf("a", nov, 1), true)
+		_, err := b.record(ctx, update, usageOf("a", nov, 1), true, reportSeq{})
 		errs <- err
 	}()
 	<-led.entered
 	for _, name := range []string{"b", "c"} {
 		go func() {
-			_, err := b.record(ctx, update, usageOf(name, nov, 2), true)
+			_, err := b.record(ctx, update, usageOf(name, nov, 2), true, reportSeq{})
 			errs <- err
 		}()
 	}

@@ -93,8 +93,10 @@ func receiptReason(err error) string {
 // for it — and keeps the new one, so that transports differ only in the
 // keeper they pass. With carry, the usage of a report the store did not take
 // is held for later (a stream's client counts the report as sent); without
-// it the caller is told, and reports again.
-func (s *samplingService) report(ctx context.Context, client, service string, docs []*pb.SamplingStatistics, keep receipt.Keeper, carry bool) (*pb.TargetSet, error) {
+// it the caller is told, and reports again. seq numbers the report (0:
+// none), so that one sent again is billed once; a numbered report is never
+// held (its client sends it again until it is acknowledged).
+func (s *samplingService) report(ctx context.Context, client, service string, docs []*pb.SamplingStatistics, keep receipt.Keeper, carry bool, seq uint64) (*pb.TargetSet, error) {
 	now := s.now()
 	view := s.catalog.Current()
 	budgets := s.catalog.CurrentBudgets()
@@ -165,7 +167,7 @@ func (s *samplingService) report(ctx context.Context, client, service string, do
 	if len(updates) == 0 {
 		return out, nil
 	}
-	results, err := s.batcher.record(ctx, updates, usage, carry)
+	results, err := s.batcher.record(ctx, updates, usage, carry, reportSeq{client, seq})
 	if err != nil {
 		return nil, err
 	}

@@ -81,7 +81,10 @@ func (s *samplingService) GetSamplingTargets(ctx context.Context, req *pb.GetSam
 	if len(req.GetStatistics()) > maxStatistics {
 		return nil, invalid("statistics", fmt.Sprintf("at most %d documents per report, got %d", maxStatistics, len(req.GetStatistics())))
 	}
-	base, err := s.report(ctx, req.GetClientId(), req.GetServiceName(), req.GetStatistics(), s.tokens, false)
+	if req.GetSeq() > store.MaxSeq {
+		return nil, invalid("seq", fmt.Sprintf("at most %d", uint64(store.MaxSeq)))
+	}
+	base, err := s.report(ctx, req.GetClientId(), req.GetServiceName(), req.GetStatistics(), s.tokens, false, req.GetSeq())
 	if err != nil {
 		return nil, err
 	}
@@ -187,7 +190,7 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 		return err
 	}
 
-	reports := make(chan []*pb.SamplingStatistics)
+	reports := make(chan *pb.Report)
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
@@ -204,9 +207,12 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 			case len(r.GetStatistics()) > maxStatistics:
 				recvErr <- invalid("report.statistics", fmt.Sprintf("at most %d documents per report", maxStatistics))
 				return
+			case r.GetSeq() > store.MaxSeq:
+				recvErr <- invalid("report.seq", fmt.Sprintf("at most %d", uint64(store.MaxSeq)))
+				return
 			}
 			select {
-			case reports <- r.GetStatistics():
+			case reports <- r:
 			case <-ctx.Done():
 				return
 			}
@@ -217,9 +223,13 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 	keeper := held.Over(s.tokens)
 	var base *pb.TargetSet // the last targets before budgets, to re-send when budgets change
 	budgetGen := s.catalog.CurrentBudgets().Gen
-	sendTargets := func() error {
+	// sendTargets sends base as the budgets have it, acknowledging the
+	// report numbered acked (0: none).
+	sendTargets := func(acked uint64) error {
 		budgetGen = s.catalog.CurrentBudgets().Gen
-		return stream.Send(&pb.StreamSamplingResponse{Message: &pb.StreamSamplingResponse_Targets{Targets: s.withBudgets(base, hello.GetServiceName())}})
+		ts := s.withBudgets(base, hello.GetServiceName())
+		ts.AckedSeq = acked
+		return stream.Send(&pb.StreamSamplingResponse{Message: &pb.StreamSamplingResponse_Targets{Targets: ts}})
 	}
 	for {
 		select {
@@ -237,12 +247,12 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 				return err
 			}
 			if base != nil && s.catalog.CurrentBudgets().Gen != budgetGen {
-				if err := sendTargets(); err != nil {
+				if err := sendTargets(0); err != nil {
 					return err
 				}
 			}
-		case docs := <-reports:
-			ts, err := s.report(ctx, hello.GetClientId(), hello.GetServiceName(), docs, keeper, true)
+		case r := <-reports:
+			ts, err := s.report(ctx, hello.GetClientId(), hello.GetServiceName(), r.GetStatistics(), keeper, true, r.GetSeq())
 			if err != nil {
 				// Without the store there is no fleet to split by. Keep the
 				// stream and renew the client's last quotas (the batcher
@@ -251,16 +261,17 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 				// reservoir when the store last answered, and the ledger
 				// keeps counting it, so the fleet stays within the
 				// reservoir instead of borrowing or falling back to the
-				// local default.
+				// local default. The report is not acknowledged: a
+				// numbered one comes again.
 				s.reportFailed(ctx, hello.GetClientId(), err)
-				base = s.renewal(docs, held)
-				if err := sendTargets(); err != nil {
+				base = s.renewal(r.GetStatistics(), held)
+				if err := sendTargets(0); err != nil {
 					return err
 				}
 				continue
 			}
 			base = ts
-			if err := sendTargets(); err != nil {
+			if err := sendTargets(r.GetSeq()); err != nil {
 				return err
 			}
 			// Later sends of base (a budget changed, a renewal) answer no

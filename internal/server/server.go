@@ -83,6 +83,10 @@ type Options struct {
 	// for calls in flight), so long-lived streams spread over replicas as they
 	// are added. Default 30 minutes.
 	MaxConnectionAge time.Duration
+	// MaxConnectionAgeGrace is how long calls in flight (streams: all of
+	// them) may go on once a connection is past its age; then it is closed.
+	// Default 1 minute.
+	MaxConnectionAgeGrace time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// Credentials secure the connections (TLS). Default: plaintext, for a
@@ -140,6 +144,9 @@ func New(opts Options) *Server {
 	if opts.MaxConnectionAge <= 0 {
 		opts.MaxConnectionAge = 30 * time.Minute
 	}
+	if opts.MaxConnectionAgeGrace <= 0 {
+		opts.MaxConnectionAgeGrace = time.Minute
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -176,7 +183,7 @@ func New(opts Options) *Server {
 		grpc.StreamInterceptor(s.streamInterceptor),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			MaxConnectionAge:      opts.MaxConnectionAge,
-			MaxConnectionAgeGrace: time.Minute,
+			MaxConnectionAgeGrace: opts.MaxConnectionAgeGrace,
 			Time:                  time.Minute,
 			Timeout:               20 * time.Second,
 		}),

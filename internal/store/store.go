@@ -241,6 +241,9 @@ type ReportBatch struct {
 	Rates  []RateUpdate
 	// Usage adds reported counts to budgets' months, in the same step.
 	Usage []UsageIncrement
+	// Sequenced adds the counts of numbered client reports, each once: see
+	// SequencedUsage.
+	Sequenced []SequencedUsage
 	// DownSince, when not zero, says that the replica could not reach the
 	// store from then until a moment ago, and renewed its clients' last
 	// quotas meanwhile: a ledger that nobody wrote since then keeps them
@@ -258,6 +261,28 @@ type ReportBatch struct {
 
 // KeyWindow is how long a store remembers a ReportBatch's Key once applied.
 const KeyWindow = 5 * time.Minute
+
+// SequencedUsage is the usage of one numbered client report. The store
+// applies it only if Seq is above the highest seq it recorded for Client,
+// and then records Seq, in the same atomic step as the rest of the batch:
+// a report that a client sends again because its acknowledgement was lost
+// is billed once, whichever replica it reaches. An applied batch counts as
+// recorded whether or not each of its reports was new.
+type SequencedUsage struct {
+	Client string
+	Seq    uint64 // 1..MaxSeq
+	Usage  []UsageIncrement
+}
+
+// SeqWindow is how long at least a store remembers the seq of a client's
+// report after the batch that recorded it, if the batches' clocks (Now)
+// differ by less than 10 minutes. A client stops sending a report again
+// well within it.
+const SeqWindow = time.Hour
+
+// MaxSeq is the largest report seq: Redis scripts compare numbers as
+// doubles, exact up to 2^53.
+const MaxSeq = 1<<53 - 1
 
 // UsageIncrement adds counts to one budget's month: to an hour of it, and to
 // one rule's totals.

@@ -2,9 +2,11 @@ package sampler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -311,13 +313,67 @@ func TestReportsCountAndCarryAcrossVersions(t *testing.T) {
 	if len(got) != 2 || got["Default"].GetRequestCount() != 0 {
 		t.Errorf("report %v, want r and Default", docs)
 	}
-	s.giveBack(docs)
-	again := s.takeReport(false)
-	if again[0].GetRequestCount() != 15 {
-		t.Errorf("counts given back were lost: %v", again)
-	}
 	if s.takeReport(false)[0].GetRequestCount() != 0 {
 		t.Error("a report does not reset the counts")
+	}
+}
+
+// TestUnacknowledgedReportIsSentAgain: a report is sent again, as it was
+// but without its receipts, until targets acknowledge its seq; the counts
+// since wait for the next report, under the next seq; one that stays
+// unacknowledged past maxResendAge, or refused as invalid, is given up.
+func TestUnacknowledgedReportIsSentAgain(t *testing.T) {
+	s, clk := newTestSampler(t)
+	s.applyRules(rulesFor(1, &pb.Rule{Name: "r", Priority: 1, FixedRate: 1}))
+	s.applyTargets(targets(1, clk.Now().Add(100*time.Hour), &pb.SamplingTarget{RuleName: "r", FixedRate: 1, Receipt: "r1"}))
+	spans := func(n int) {
+		for range n {
+			if !sampled(s, params(highID)) {
+				t.Fatal("a span at fixed rate 1 was not sampled")
+			}
+		}
+	}
+	type report struct {
+		seq     uint64
+		sampled int64
+		receipt string
+	}
+	next := func() report {
+		t.Helper()
+		seq, docs := s.nextReport(true)
+		s.reportSent(seq)
+		for _, d := range docs {
+			if d.GetRuleName() == "r" {
+				return report{seq, d.GetSampledCount(), d.GetReceipt()}
+			}
+		}
+		t.Fatalf("no statistics for r in %v", docs)
+		return report{}
+	}
+	ack := func(seq uint64) { s.applyTargets(&pb.TargetSet{RulesVersion: 1, AckedSeq: seq}) }
+
+	spans(3)
+	first := next()
+	if first.sampled != 3 || first.receipt != "r1" || first.seq == 0 {
+		t.Fatalf("first report %+v, want 3 sampled with receipt r1", first)
+	}
+	spans(4)
+	steps := []struct {
+		name   string
+		before func()
+		want   report
+	}{
+		{"unacknowledged: the same again, without its receipt", func() {}, report{first.seq, 3, ""}},
+		{"an older seq acknowledged", func() { ack(first.seq - 1) }, report{first.seq, 3, ""}},
+		{"acknowledged: the counts since", func() { ack(first.seq) }, report{first.seq + 1, 4, ""}},
+		{"given up after maxResendAge", func() { clk.Add(maxResendAge + time.Second); spans(5) }, report{first.seq + 2, 5, ""}},
+		{"given up when refused", func() { s.dropPending(errors.New("refused")); spans(6) }, report{first.seq + 3, 6, ""}},
+	}
+	for _, st := range steps {
+		st.before()
+		if got := next(); got != st.want {
+			t.Errorf("%s: %+v, want %+v", st.name, got, st.want)
+		}
 	}
 }
 
@@ -426,6 +482,53 @@ func TestOptions(t *testing.T) {
 	}
 	if _, err := newSampler(WithFallback(1, 1.5)); err == nil {
 		t.Error("a fallback rate over 1 was accepted")
+	}
+}
+
+// TestEndpoints: one endpoint is dialled as given; several, from the
+// option or the environment (comma-separated), get a resolver of their
+// own; none is refused.
+func TestEndpoints(t *testing.T) {
+	tests := []struct {
+		name   string
+		env    string
+		opts   []Option
+		target string // "" for the list's own resolver
+		err    bool
+	}{
+		{name: "default", target: "localhost:7070"},
+		{name: "one", opts: []Option{WithEndpoint("dns:///cp.internal:7070")}, target: "dns:///cp.internal:7070"},
+		{name: "environment", env: "cp:7070", target: "cp:7070"},
+		{name: "several", opts: []Option{WithEndpoints("a:7070", "b:7070")}},
+		{name: "several in the environment", env: "a:7070, b:7070"},
+		{name: "one of several left", opts: []Option{WithEndpoints("a:7070", " ")}, target: "a:7070"},
+		{name: "none", opts: []Option{WithEndpoints()}, err: true},
+		{name: "empty", opts: []Option{WithEndpoint("")}, err: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("CONTROLPLANE_ENDPOINT", tt.env)
+			s, err := newSampler(tt.opts...)
+			if tt.err {
+				if err == nil {
+					s.Close()
+					t.Fatal("accepted")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			target := s.conn.CanonicalTarget()
+			if tt.target == "" {
+				if !strings.HasPrefix(target, "controlplane:") {
+					t.Errorf("target %q, want the list's own resolver", target)
+				}
+			} else if !strings.HasSuffix(target, tt.target) {
+				t.Errorf("target %q, want %q", target, tt.target)
+			}
+		})
 	}
 }
 

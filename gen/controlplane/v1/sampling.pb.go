@@ -275,7 +275,11 @@ type GetSamplingTargetsRequest struct {
 	ServiceName string `protobuf:"bytes,2,opt,name=service_name,json=serviceName,proto3" json:"service_name,omitempty"`
 	ServiceType string `protobuf:"bytes,3,opt,name=service_type,json=serviceType,proto3" json:"service_type,omitempty"`
 	// One document per rule, each rule at most once.
-	Statistics    []*SamplingStatistics `protobuf:"bytes,4,rep,name=statistics,proto3" json:"statistics,omitempty"`
+	Statistics []*SamplingStatistics `protobuf:"bytes,4,rep,name=statistics,proto3" json:"statistics,omitempty"`
+	// The report's number, as Report.seq: an OK answer acknowledges it, and a
+	// report sent again after an error (with the same seq and counts) is
+	// billed at most once. 0: not numbered, every call is billed.
+	Seq           uint64 `protobuf:"varint,5,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -336,6 +340,13 @@ func (x *GetSamplingTargetsRequest) GetStatistics() []*SamplingStatistics {
 		return x.Statistics
 	}
 	return nil
+}
+
+func (x *GetSamplingTargetsRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
 }
 
 // SamplingTarget is one client's quota for one rule.
@@ -733,9 +744,35 @@ func (x *Hello) GetKnownRulesVersion() int64 {
 }
 
 // Report is one interval's counts.
+//
+// Reports are numbered so that none is lost and none is billed twice. A
+// client numbers its reports with seq, increasing over the life of its
+// client_id (across streams and unary calls; the Go SDK starts at its start
+// time in microseconds, so a restarted process that reuses its client_id
+// keeps increasing). The server acknowledges a report (TargetSet.acked_seq)
+// only once the store has recorded its counts; the store records the highest
+// seq per client_id in the same atomic step as the counts, remembers it for
+// at least an hour after the client's last recorded report, and bills a
+// report whose seq is not above it nothing (its counts were recorded
+// already: the acknowledgement was lost). So the client keeps a report until
+// it is acknowledged and sends it again, with the same seq and counts, on
+// the same stream at the next interval, on a new stream, or in the last
+// unary call when it closes; it does not take new counts (they wait in its
+// counters) while one is unacknowledged, since a later seq recorded first
+// would make the store ignore the earlier one. It gives up on a report it
+// could not get acknowledged within 50 minutes (the store may have
+// forgotten the seq).
+//
+// A replica never holds the counts of a numbered report it could not
+// record: it does not acknowledge it, and the client sends it again, to
+// this replica or another. Only reports without a seq (0, from clients
+// that predate numbering) are held by the replica while the store is
+// unreachable, as before, and may be lost with it.
 type Report struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Statistics    []*SamplingStatistics  `protobuf:"bytes,1,rep,name=statistics,proto3" json:"statistics,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Statistics []*SamplingStatistics  `protobuf:"bytes,1,rep,name=statistics,proto3" json:"statistics,omitempty"`
+	// The report's number, at most 2^53 - 1; 0: not numbered.
+	Seq           uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -775,6 +812,13 @@ func (x *Report) GetStatistics() []*SamplingStatistics {
 		return x.Statistics
 	}
 	return nil
+}
+
+func (x *Report) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
 }
 
 // StreamSamplingResponse is a message from server to client on the stream.
@@ -922,8 +966,14 @@ type TargetSet struct {
 	Rejected       []*RejectedStatistics  `protobuf:"bytes,2,rep,name=rejected,proto3" json:"rejected,omitempty"`
 	RulesVersion   int64                  `protobuf:"varint,3,opt,name=rules_version,json=rulesVersion,proto3" json:"rules_version,omitempty"`
 	ReportInterval *durationpb.Duration   `protobuf:"bytes,4,opt,name=report_interval,json=reportInterval,proto3" json:"report_interval,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The seq of the report these targets answer, once the store has
+	// recorded it (or had recorded it before: a report sent again); the
+	// client may forget that report. 0 in targets that acknowledge nothing:
+	// sent unasked (a budget changed), or renewed because the store could not
+	// record the report, which the client then sends again.
+	AckedSeq      uint64 `protobuf:"varint,5,opt,name=acked_seq,json=ackedSeq,proto3" json:"acked_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TargetSet) Reset() {
@@ -984,6 +1034,13 @@ func (x *TargetSet) GetReportInterval() *durationpb.Duration {
 	return nil
 }
 
+func (x *TargetSet) GetAckedSeq() uint64 {
+	if x != nil {
+		return x.AckedSeq
+	}
+	return 0
+}
+
 var File_controlplane_v1_sampling_proto protoreflect.FileDescriptor
 
 const file_controlplane_v1_sampling_proto_rawDesc = "" +
@@ -1004,14 +1061,15 @@ const file_controlplane_v1_sampling_proto_rawDesc = "" +
 	"\fborrow_count\x18\x04 \x01(\x03R\vborrowCount\x128\n" +
 	"\ttimestamp\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x125\n" +
 	"\binterval\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12\x18\n" +
-	"\areceipt\x18\a \x01(\tR\areceipt\"\xc3\x01\n" +
+	"\areceipt\x18\a \x01(\tR\areceipt\"\xd5\x01\n" +
 	"\x19GetSamplingTargetsRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12!\n" +
 	"\fservice_name\x18\x02 \x01(\tR\vserviceName\x12!\n" +
 	"\fservice_type\x18\x03 \x01(\tR\vserviceType\x12C\n" +
 	"\n" +
 	"statistics\x18\x04 \x03(\v2#.controlplane.v1.SamplingStatisticsR\n" +
-	"statistics\"\xe1\x01\n" +
+	"statistics\x12\x10\n" +
+	"\x03seq\x18\x05 \x01(\x04R\x03seq\"\xe1\x01\n" +
 	"\x0eSamplingTarget\x12\x1b\n" +
 	"\trule_name\x18\x01 \x01(\tR\bruleName\x12'\n" +
 	"\x0freservoir_quota\x18\x02 \x01(\x01R\x0ereservoirQuota\x12P\n" +
@@ -1037,23 +1095,25 @@ const file_controlplane_v1_sampling_proto_rawDesc = "" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12!\n" +
 	"\fservice_name\x18\x02 \x01(\tR\vserviceName\x12!\n" +
 	"\fservice_type\x18\x03 \x01(\tR\vserviceType\x12.\n" +
-	"\x13known_rules_version\x18\x04 \x01(\x03R\x11knownRulesVersion\"M\n" +
+	"\x13known_rules_version\x18\x04 \x01(\x03R\x11knownRulesVersion\"_\n" +
 	"\x06Report\x12C\n" +
 	"\n" +
 	"statistics\x18\x01 \x03(\v2#.controlplane.v1.SamplingStatisticsR\n" +
-	"statistics\"\x8d\x01\n" +
+	"statistics\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\x8d\x01\n" +
 	"\x16StreamSamplingResponse\x120\n" +
 	"\x05rules\x18\x01 \x01(\v2\x18.controlplane.v1.RuleSetH\x00R\x05rules\x126\n" +
 	"\atargets\x18\x02 \x01(\v2\x1a.controlplane.v1.TargetSetH\x00R\atargetsB\t\n" +
 	"\amessage\"[\n" +
 	"\aRuleSet\x12#\n" +
 	"\rrules_version\x18\x01 \x01(\x03R\frulesVersion\x12+\n" +
-	"\x05rules\x18\x02 \x03(\v2\x15.controlplane.v1.RuleR\x05rules\"\xf0\x01\n" +
+	"\x05rules\x18\x02 \x03(\v2\x15.controlplane.v1.RuleR\x05rules\"\x8d\x02\n" +
 	"\tTargetSet\x129\n" +
 	"\atargets\x18\x01 \x03(\v2\x1f.controlplane.v1.SamplingTargetR\atargets\x12?\n" +
 	"\brejected\x18\x02 \x03(\v2#.controlplane.v1.RejectedStatisticsR\brejected\x12#\n" +
 	"\rrules_version\x18\x03 \x01(\x03R\frulesVersion\x12B\n" +
-	"\x0freport_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0ereportInterval2\xd0\x02\n" +
+	"\x0freport_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0ereportInterval\x12\x1b\n" +
+	"\tacked_seq\x18\x05 \x01(\x04R\backedSeq2\xd0\x02\n" +
 	"\x0fSamplingService\x12g\n" +
 	"\x10GetSamplingRules\x12(.controlplane.v1.GetSamplingRulesRequest\x1a).controlplane.v1.GetSamplingRulesResponse\x12m\n" +
 	"\x12GetSamplingTargets\x12*.controlplane.v1.GetSamplingTargetsRequest\x1a+.controlplane.v1.GetSamplingTargetsResponse\x12e\n" +

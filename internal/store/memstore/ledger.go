@@ -34,7 +34,25 @@ type live struct {
 	usage    map[usageKey]*monthUsage
 	states   map[string]budget.State // values never modified in place
 	ticks    map[int64]time.Time     // claimed tick → when the claim lapses
+	// seqs is the highest report seq recorded per client, kept in memory
+	// only (a restart forgets them, see README). pruneAt is the size at
+	// which expired marks are next swept out.
+	seqs    map[string]seqMark
+	pruneAt int
 }
+
+// seqMark is a client's highest recorded report seq, and until when it is
+// remembered.
+type seqMark struct {
+	seq   uint64
+	until time.Time
+}
+
+// maxSeqs bounds the clients whose seq is remembered at once. Past it (a
+// million clients reporting within store.SeqWindow: clients inventing ids)
+// a new client's report is applied without its seq being remembered, so
+// that a repeat of it would be billed again.
+const maxSeqs = 1 << 20
 
 // usageKey names one budget's month.
 type usageKey struct {
@@ -60,6 +78,8 @@ func (l *live) init() {
 	l.usage = map[usageKey]*monthUsage{}
 	l.states = map[string]budget.State{}
 	l.ticks = map[int64]time.Time{}
+	l.seqs = map[string]seqMark{}
+	l.pruneAt = 1024
 }
 
 // close refuses every later change.
@@ -169,6 +189,11 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 			return nil, fmt.Errorf("record reports: %w", err)
 		}
 	}
+	for i := range b.Sequenced {
+		if err := record.CheckSequenced(&b.Sequenced[i]); err != nil {
+			return nil, fmt.Errorf("record reports: %w", err)
+		}
+	}
 	l := &s.live
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -177,7 +202,33 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 	}
 	// Key is ignored: every failure here says that it changed nothing.
 	l.addUsage(b.Usage, b.Now)
+	for i := range b.Sequenced {
+		if sq := &b.Sequenced[i]; l.newSeq(sq.Client, sq.Seq, b.Now) {
+			l.addUsage(sq.Usage, b.Now)
+		}
+	}
 	return l.applyRates(b), nil
+}
+
+// newSeq reports whether seq is above the highest seq recorded for client,
+// and records it if so. Either way the client's mark is remembered for
+// store.SeqWindow from now. The caller holds l.mu.
+func (l *live) newSeq(client string, seq uint64, now time.Time) bool {
+	until := now.Add(store.SeqWindow)
+	m, ok := l.seqs[client]
+	if ok && now.Before(m.until) && seq <= m.seq {
+		m.until = until
+		l.seqs[client] = m
+		return false
+	}
+	if !ok && len(l.seqs) >= l.pruneAt {
+		maps.DeleteFunc(l.seqs, func(_ string, m seqMark) bool { return !now.Before(m.until) })
+		l.pruneAt = max(1024, 2*len(l.seqs))
+	}
+	if ok || len(l.seqs) < maxSeqs {
+		l.seqs[client] = seqMark{seq: seq, until: until}
+	}
+	return true
 }
 
 // applyRates applies a batch's rate updates to the ledgers, rule by rule.

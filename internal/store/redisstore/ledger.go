@@ -33,7 +33,7 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 	if s.closed.Load() {
 		return nil, errClosed
 	}
-	if len(b.Rates) == 0 && len(b.Usage) == 0 {
+	if len(b.Rates) == 0 && len(b.Usage) == 0 && len(b.Sequenced) == 0 {
 		return nil, nil
 	}
 	if err := ctx.Err(); err != nil {
@@ -50,18 +50,6 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 	// Retractions from buckets that are no longer live take nothing from
 	// the rates (those buckets are gone, and their contributions with them)
 	// and may drain the rule's reserve.
-	type ledgerArgs struct {
-		key       string
-		rates     map[int64]float64
-		quotas    map[int64]float64 // live buckets
-		drains    map[int64]float64 // buckets no longer live
-		sampled   map[int64]float64
-		clients   map[int64]int64
-		reservoir float64   // the largest of the reports'
-		reports   []float64 // the reports' rates, in order
-		sum, top  float64   // of the reports' rates
-		nclients  int       // client reports
-	}
 	index := map[string]int{}
 	var ledgers []*ledgerArgs
 	for _, u := range b.Rates {
@@ -104,8 +92,125 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 			l.top = max(l.top, u.Add.Rate)
 		}
 	}
-	// Likewise one increment per budget month and field. Keys and field
-	// names are built once per distinct one, not per increment.
+	if err := checkUsage(b); err != nil {
+		return nil, err
+	}
+	// The reports of a client in one batch count in order: one whose seq is
+	// not above an earlier one's is a repeat, whatever the store holds.
+	// The others are new unless the store has recorded their client's seq
+	// already: the script checks, and if some are not new it changes
+	// nothing and names them, so that the batch goes again without them.
+	// A repeat is rare (an acknowledgement lost), so the usage of the
+	// numbered reports is netted with the rest and sent once, not report by
+	// report.
+	n := numbered{client: make([]int, len(b.Sequenced)), kept: make([]bool, len(b.Sequenced))}
+	clientIndex := make(map[string]int, len(b.Sequenced))
+	var last []uint64 // per client, its last seq kept
+	for i := range b.Sequenced {
+		sq := &b.Sequenced[i]
+		c, ok := clientIndex[sq.Client]
+		if !ok {
+			c = len(n.clients)
+			clientIndex[sq.Client] = c
+			n.clients = append(n.clients, sq.Client)
+			last = append(last, 0)
+		}
+		n.client[i] = c
+		if sq.Seq > last[c] {
+			n.kept[i], last[c] = true, sq.Seq
+		}
+	}
+	for range len(b.Sequenced) + 1 {
+		res, err := s.runLedger(ctx, b, now, ledgers, &n)
+		if err != nil {
+			return nil, err
+		}
+		if len(res) < 2 {
+			return nil, fmt.Errorf("redis: record reports: %d results", len(res))
+		}
+		if res[1] == "repeat" {
+			if err := dropRepeats(b.Sequenced, n.kept, res[2:]); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		return rateResults(b, index, ledgers, res)
+	}
+	return nil, fmt.Errorf("redis: record reports: repeated reports never settled")
+}
+
+// ledgerArgs is one rule's part of a batch.
+type ledgerArgs struct {
+	key       string
+	rates     map[int64]float64
+	quotas    map[int64]float64 // live buckets
+	drains    map[int64]float64 // buckets no longer live
+	sampled   map[int64]float64
+	clients   map[int64]int64
+	reservoir float64   // the largest of the reports'
+	reports   []float64 // the reports' rates, in order
+	sum, top  float64   // of the reports' rates
+	nclients  int       // client reports
+}
+
+// numbered is the numbered reports of a batch: the clients, each report's
+// (an index into clients), and whether it is kept (not known to be a
+// repeat).
+type numbered struct {
+	clients []string
+	client  []int
+	kept    []bool
+}
+
+// checkUsage checks every usage increment of a batch, numbered or not, so
+// that a batch is refused before anything is sent.
+func checkUsage(b store.ReportBatch) error {
+	for i := range b.Usage {
+		inc := &b.Usage[i]
+		if err := record.CheckUsage(inc.Budget, inc.Month, inc.Hour, inc.Requests, inc.Sampled); err != nil {
+			return fmt.Errorf("record reports: %w", err)
+		}
+	}
+	for i := range b.Sequenced {
+		if err := record.CheckSequenced(&b.Sequenced[i]); err != nil {
+			return fmt.Errorf("record reports: %w", err)
+		}
+	}
+	return nil
+}
+
+// dropRepeats takes out of kept the numbered reports that the script named
+// as recorded already: pairs of client and the highest seq recorded for it.
+func dropRepeats(seqs []store.SequencedUsage, kept []bool, named []string) error {
+	if len(named) == 0 || len(named)%2 != 0 {
+		return fmt.Errorf("redis: record reports: %d values naming repeated reports", len(named))
+	}
+	marks := make(map[string]uint64, len(named)/2)
+	for i := 0; i < len(named); i += 2 {
+		m, err := strconv.ParseUint(named[i+1], 10, 64)
+		if err != nil {
+			return fmt.Errorf("redis: record reports: bad seq %q: %w", named[i+1], err)
+		}
+		marks[named[i]] = m
+	}
+	dropped := false
+	for i := range seqs {
+		if m, ok := marks[seqs[i].Client]; ok && kept[i] && seqs[i].Seq <= m {
+			kept[i], dropped = false, true
+		}
+	}
+	if !dropped {
+		return fmt.Errorf("redis: record reports: the reports named as repeats are not in the batch")
+	}
+	return nil
+}
+
+// runLedger runs the ledger script once, with the usage of the numbered
+// reports kept, and returns its answer.
+func (s *Store) runLedger(ctx context.Context, b store.ReportBatch, now time.Time, ledgers []*ledgerArgs, n *numbered) ([]string, error) {
+	// One increment per budget month and field, over the unnumbered usage
+	// and that of the numbered reports kept. Keys and field names are built
+	// once per distinct one, not per increment.
 	type month struct {
 		budget string
 		year   int
@@ -122,12 +227,9 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 	}
 	usageIndex := map[month]int{}
 	var usage []*usageIncrements
-	for _, inc := range b.Usage {
-		if err := record.CheckUsage(inc.Budget, inc.Month, inc.Hour, inc.Requests, inc.Sampled); err != nil {
-			return nil, fmt.Errorf("record reports: %w", err)
-		}
+	add := func(inc *store.UsageIncrement) {
 		if inc.Requests == 0 && inc.Sampled == 0 {
-			continue
+			return
 		}
 		utc := inc.Month.UTC()
 		m := month{inc.Budget, utc.Year(), utc.Month()}
@@ -151,16 +253,58 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 			u.fields[field{kind: 'S', rule: inc.Rule}] += inc.Sampled
 		}
 	}
-	if len(ledgers) == 0 && len(usage) == 0 {
-		return nil, nil
+	for i := range b.Usage {
+		add(&b.Usage[i])
+	}
+	// Per client of a numbered report kept: the lowest and highest seq of
+	// its reports kept (the script checks the one, records the other); 0:
+	// none kept.
+	low, high := make([]uint64, len(n.clients)), make([]uint64, len(n.clients))
+	nclients := 0
+	for i := range b.Sequenced {
+		if !n.kept[i] {
+			continue
+		}
+		sq := &b.Sequenced[i]
+		for j := range sq.Usage {
+			add(&sq.Usage[j])
+		}
+		c := n.client[i]
+		if low[c] == 0 {
+			low[c] = sq.Seq
+			nclients++
+		}
+		high[c] = sq.Seq // kept seqs of a client increase
 	}
 
-	keys := make([]string, 0, len(ledgers)+len(usage)+1)
-	args := []any{0, 0, 0, len(ledgers), callTTL.Milliseconds(), s.clock.deadline(ctx), ""}
+	keys := make([]string, 0, len(ledgers)+len(usage)+5)
+	args := make([]any, 11, 11+3*nclients+12*len(ledgers)+32*len(usage))
+	args[0], args[1], args[2], args[3], args[4] = 0, 0, 0, len(ledgers), callTTL.Milliseconds()
+	args[5], args[6], args[7], args[8], args[9], args[10] = s.clock.deadline(ctx), "", len(usage), nclients, 0, 0
 	if len(ledgers) > 0 { // a batch of usage alone may have no ledger configuration
 		args[0], args[1], args[2] = b.Ledger.Bucket(b.Now), b.Ledger.Retain, b.Ledger.TTL().Milliseconds()
 		if !b.DownSince.IsZero() {
 			args[6] = b.Ledger.Bucket(b.DownSince)
+		}
+	}
+	several := false // a client with several reports kept
+	for c, name := range n.clients {
+		if low[c] != 0 {
+			args = append(args, name)
+			several = several || low[c] != high[c]
+		}
+	}
+	for c := range n.clients {
+		if low[c] != 0 {
+			args = append(args, high[c])
+		}
+	}
+	if several {
+		args[10] = 1
+		for c := range n.clients {
+			if low[c] != 0 {
+				args = append(args, low[c])
+			}
 		}
 	}
 	for _, l := range ledgers {
@@ -197,6 +341,14 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 			args = append(args, name, n)
 		}
 	}
+	if nclients > 0 {
+		w := now.UnixMilli() / seqSpan.Milliseconds()
+		keys = append(keys, s.seqsKey(w-2), s.seqsKey(w-1), s.seqsKey(w), s.seqsKey(w+1))
+		args[9] = time.UnixMilli((w + 2) * seqSpan.Milliseconds()).Add(seqSkew).Sub(now).Milliseconds()
+	}
+	if len(ledgers) == 0 && len(usage) == 0 && nclients == 0 {
+		return []string{"", "1"}, nil
+	}
 	keys = append(keys, s.callKey(b.Key))
 	sent := time.Now()
 	res, err := s.ledger.Run(ctx, s.client, keys, args...).StringSlice()
@@ -207,10 +359,18 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 		}
 		return nil, unavailable("record reports", err)
 	}
+	if len(res) > 0 {
+		s.clock.observe(res[0], sent, time.Now())
+	}
+	return res, nil
+}
+
+// rateResults turns the script's answer into each rate update's fleet rate
+// and quota.
+func rateResults(b store.ReportBatch, index map[string]int, ledgers []*ledgerArgs, res []string) ([]store.RateResult, error) {
 	if len(res) != 2+ledgerResults*len(ledgers) {
 		return nil, fmt.Errorf("redis: record reports: %d results for %d ledgers", len(res), len(ledgers))
 	}
-	s.clock.observe(res[0], sent, time.Now())
 	applied := res[1] == "1" // else a batch sent again: it grants nothing
 	// Per ledger, the fleet rate and the quotas outstanding before the
 	// batch's grants, from which the grants follow as the script made them,
@@ -254,6 +414,25 @@ const ledgerResults = 4
 func ftoa(x float64) string { return strconv.FormatFloat(x, 'g', -1, 64) }
 
 func (s *Store) ledgerKey(rule string) string { return s.tag + ":ledger:" + rule }
+
+// Numbered reports' seqs are kept in one hash per span of time (field:
+// client, value: its highest seq recorded), written in the span of the
+// batch's clock and read in that span and the ones on either side, so that
+// replicas whose clocks differ by less than seqSkew agree. A seq is thus
+// remembered for at least seqSpan - seqSkew = store.SeqWindow after it was
+// recorded. A hash goes as a whole: unlinked by the first batch two spans
+// after its own (which is still that long after any seq in it was written,
+// by the writer's clock, less the skew), or else at most 2 seqSpan +
+// seqSkew after its span began, when its TTL runs out. One command per
+// batch reads or writes the seqs of all its clients, where a key per client
+// cost two commands per report.
+const (
+	seqSkew = 10 * time.Minute
+	seqSpan = store.SeqWindow + seqSkew
+)
+
+// seqsKey is the hash of the seqs recorded in span w (unix time / seqSpan).
+func (s *Store) seqsKey(w int64) string { return s.tag + ":seqs:" + strconv.FormatInt(w, 10) }
 
 // usageKey is the hash of one budget's month.
 func (s *Store) usageKey(budgetName string, month time.Time) string {

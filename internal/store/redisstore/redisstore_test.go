@@ -582,7 +582,8 @@ func storeSendingTwice(t *testing.T) (*redisstore.Store, *twiceHook) {
 }
 
 // TestRecordReportsAppliesARetriedBatchOnce: a batch whose script runs twice
-// adds its rates and usage once, and both runs return the same fleet rate.
+// adds its rates and usage, numbered or not, once, and both runs return the
+// same fleet rate.
 func TestRecordReportsAppliesARetriedBatchOnce(t *testing.T) {
 	s, hook := storeSendingTwice(t)
 	ctx := t.Context()
@@ -591,7 +592,10 @@ func TestRecordReportsAppliesARetriedBatchOnce(t *testing.T) {
 	hook.on.Store(true)
 	rates, err := s.RecordReports(ctx, store.ReportBatch{Now: now, Ledger: ledger,
 		Rates: []store.RateUpdate{{Rule: "r", Add: reservoir.Receipt{Bucket: ledger.Bucket(now), Rate: 5}}},
-		Usage: []store.UsageIncrement{{Budget: "b", Month: now, Hour: 10, Rule: "r", Requests: 100, Sampled: 3}},
+		Usage: []store.UsageIncrement{{Budget: "b", Month: now, Hour: 10, Rule: "r", Requests: 60, Sampled: 1}},
+		Sequenced: []store.SequencedUsage{{Client: "c", Seq: 4, Usage: []store.UsageIncrement{
+			{Budget: "b", Month: now, Hour: 10, Rule: "r", Requests: 40, Sampled: 2},
+		}}},
 	})
 	hook.on.Store(false)
 	if err != nil {
@@ -609,6 +613,65 @@ func TestRecordReportsAppliesARetriedBatchOnce(t *testing.T) {
 	}
 	if got := u.Rules["r"]; got.Requests != 100 || got.Sampled != 3 || u.Sampled[10] != 3 {
 		t.Errorf("usage %+v, hour 10 sampled %v; want 100 requests and 3 sampled, once", got, u.Sampled[10])
+	}
+}
+
+// TestSeqsAcrossSpans: a numbered report is billed once when it comes
+// again to a replica whose clock is up to 10 minutes off the first one's,
+// across the boundary of the spans the seqs are kept in, and up to
+// store.SeqWindow after it was first recorded, also after another client's
+// batch at the later of the two times (which unlinks the spans no longer
+// read).
+func TestSeqsAcrossSpans(t *testing.T) {
+	srv := redistest.Start(t)
+	s := newStore(t, srv.Client(t), redisstore.Options{})
+	ctx := t.Context()
+	span := store.SeqWindow + 10*time.Minute
+	// The last millisecond of a span, and the first of the next.
+	end := time.UnixMilli(426_000 * span.Milliseconds()).Add(-time.Millisecond).UTC()
+	skew := 10*time.Minute - time.Second
+	later := func(a, b time.Time) time.Time {
+		if a.After(b) {
+			return a
+		}
+		return b
+	}
+	tests := []struct {
+		name         string
+		first, again time.Time
+	}{
+		{"again at once, clock behind", end.Add(time.Millisecond), end.Add(time.Millisecond - skew)},
+		{"again at once, clock ahead", end, end.Add(skew)},
+		{"again a window later, clock ahead", end, end.Add(store.SeqWindow + skew)},
+		{"again a window later, clock behind", end.Add(time.Millisecond), end.Add(time.Millisecond + store.SeqWindow - skew)},
+		{"again a window later from the start of a span, clock ahead", end.Add(time.Millisecond), end.Add(time.Millisecond + store.SeqWindow + skew)},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			client := fmt.Sprintf("c%d", i)
+			report := func(now time.Time) {
+				t.Helper()
+				if _, err := s.RecordReports(ctx, store.ReportBatch{Now: now, Sequenced: []store.SequencedUsage{{Client: client, Seq: 9, Usage: []store.UsageIncrement{
+					{Budget: client, Month: end, Hour: 1, Requests: 1, Sampled: 1},
+				}}}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			report(tt.first)
+			if _, err := s.RecordReports(ctx, store.ReportBatch{Now: later(tt.first, tt.again), Sequenced: []store.SequencedUsage{{Client: "other", Seq: uint64(i + 1), Usage: []store.UsageIncrement{
+				{Budget: "other", Month: end, Hour: 1, Requests: 1, Sampled: 1},
+			}}}}); err != nil {
+				t.Fatal(err)
+			}
+			report(tt.again)
+			u, err := s.Usage(ctx, client, end)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, sampled := u.Totals(); sampled != 1 {
+				t.Errorf("billed %v sampled, want 1: the report once", sampled)
+			}
+		})
 	}
 }
 
@@ -728,7 +791,8 @@ func TestRecordReportsNotAppliedPastItsDeadline(t *testing.T) {
 // fleet rates, quotas, sampled rates and instance counts for the same
 // batches: a fleet of clients reporting
 // at random phases with their receipts, skewed rates, reads, clients that
-// vanish, and outages that nobody writes through.
+// vanish, and outages that nobody writes through; and they bill the same
+// budget usage, numbered reports sent again among it.
 func TestLedgerScriptMatchesApply(t *testing.T) {
 	srv := redistest.Start(t)
 	rs := newStore(t, srv.Client(t), redisstore.Options{})
@@ -743,6 +807,7 @@ func TestLedgerScriptMatchesApply(t *testing.T) {
 	type client struct {
 		rule    string
 		receipt *reservoir.Receipt
+		seq     uint64
 	}
 	clients := make([]client, 40)
 	for i := range clients {
@@ -761,6 +826,7 @@ func TestLedgerScriptMatchesApply(t *testing.T) {
 		var ups []store.RateUpdate
 		var who []int
 		picked := map[int]bool{}
+		var seqs []store.SequencedUsage
 		for range 1 + rng.IntN(6) {
 			i := rng.IntN(len(clients))
 			if picked[i] {
@@ -780,8 +846,20 @@ func TestLedgerScriptMatchesApply(t *testing.T) {
 			}
 			ups = append(ups, u)
 			who = append(who, i)
+			if rng.IntN(3) > 0 { // else the last report again
+				c.seq++
+			}
+			seq := c.seq
+			if seq > 1 && rng.IntN(4) == 0 {
+				seq-- // an older one
+			}
+			if seq > 0 {
+				seqs = append(seqs, store.SequencedUsage{Client: fmt.Sprint("c", i), Seq: seq, Usage: []store.UsageIncrement{
+					{Budget: "b", Month: now, Hour: 3, Rule: c.rule, Requests: 1 + rng.Int64N(100), Sampled: 1},
+				}})
+			}
 		}
-		batch := store.ReportBatch{Now: now, Ledger: l, Rates: ups, DownSince: down}
+		batch := store.ReportBatch{Now: now, Ledger: l, Rates: ups, DownSince: down, Sequenced: seqs}
 		got, err := rs.RecordReports(t.Context(), batch)
 		if err != nil {
 			t.Fatal(err)
@@ -798,6 +876,20 @@ func TestLedgerScriptMatchesApply(t *testing.T) {
 				clients[i].receipt = &reservoir.Receipt{Bucket: ups[k].Add.Bucket, Rate: ups[k].Add.Rate, Quota: got[k].Quota, Sampled: ups[k].Add.Sampled}
 			}
 		}
+	}
+	got, err := rs.Usage(t.Context(), "b", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := ms.Usage(t.Context(), "b", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("usage: Redis and the embedded store differ (-embedded +Redis):\n%s", diff)
+	}
+	if _, sampled := got.Totals(); sampled == 0 {
+		t.Error("no usage billed")
 	}
 }
 

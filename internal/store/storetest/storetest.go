@@ -95,6 +95,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"Usage", testUsage},
 		{"UsageMonths", testUsageMonths},
 		{"ReportKey", testReportKey},
+		{"SequencedUsage", testSequencedUsage},
 		{"UsageRefused", testUsageRefused},
 		{"UsageReopen", testUsageReopen},
 		{"ClaimTick", testClaimTick},
