@@ -11,6 +11,8 @@ import (
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/apiconv"
+	"github.com/tracesampling/controlplane/internal/files"
+	"github.com/tracesampling/controlplane/internal/output"
 	"github.com/tracesampling/controlplane/internal/rules"
 )
 
@@ -53,7 +55,7 @@ func runApply(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		fs.Usage()
 		return usageError(errors.New("rules apply: -f FILE is required"))
 	}
-	entries, err := readRulesFile(*file, stdin)
+	entries, err := files.ReadRules(*file, stdin)
 	if err != nil {
 		return invalidInput(err)
 	}
@@ -67,7 +69,7 @@ func runApply(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return err
 	}
 	plan := makePlan(entries, current, *prune)
-	plan.print(stdout, fileName(*file))
+	plan.print(stdout, files.DisplayName(*file))
 	if *dryRun {
 		fmt.Fprintf(stdout, "dry run: %d to create, %d to update, %d to delete, %d unchanged; nothing was changed\n",
 			plan.count(opCreate), plan.count(opUpdate), plan.count(opDelete), plan.unchanged)
@@ -91,8 +93,8 @@ type applyOp struct {
 	// rule is the desired rule of a create or update; an update carries the
 	// etag read from the server.
 	rule    *pb.Rule
-	etag    string   // of a delete
-	changes []change // of an update
+	etag    string          // of a delete
+	changes []output.Change // of an update
 }
 
 func (o *applyOp) String() string {
@@ -100,7 +102,7 @@ func (o *applyOp) String() string {
 	case opCreate:
 		return "+ create " + o.name
 	case opUpdate:
-		return "~ update " + o.name + ": " + joinChanges(o.changes)
+		return "~ update " + o.name + ": " + output.JoinChanges(o.changes)
 	}
 	return "- delete " + o.name
 }
@@ -113,7 +115,7 @@ type applyPlan struct {
 }
 
 // makePlan compares the file's rules (normalized) with the server's.
-func makePlan(entries []fileEntry, current []*pb.Rule, prune bool) *applyPlan {
+func makePlan(entries []files.Rule, current []*pb.Rule, prune bool) *applyPlan {
 	onServer := make(map[string]*pb.Rule, len(current))
 	for _, r := range current {
 		onServer[r.GetName()] = r
@@ -129,7 +131,7 @@ func makePlan(entries []fileEntry, current []*pb.Rule, prune bool) *applyPlan {
 			continue
 		}
 		have := normalized(cur)
-		cs := ruleChanges(&have, &e.Rule)
+		cs := output.RuleChanges(&have, &e.Rule)
 		if len(cs) == 0 {
 			p.unchanged++
 			continue
@@ -193,7 +195,7 @@ func (p *applyPlan) apply(ctx context.Context, c *client, stdout, stderr io.Writ
 			_, err = c.rules.CreateRule(ctx, &pb.CreateRuleRequest{Rule: op.rule})
 		case opUpdate:
 			verb = "update"
-			_, err = c.rules.UpdateRule(ctx, &pb.UpdateRuleRequest{Rule: op.rule, UpdateMask: &fieldmaskpb.FieldMask{Paths: maskPaths(op.changes)}})
+			_, err = c.rules.UpdateRule(ctx, &pb.UpdateRuleRequest{Rule: op.rule, UpdateMask: &fieldmaskpb.FieldMask{Paths: output.MaskPaths(op.changes)}})
 		case opDelete:
 			verb = "delete"
 			_, err = c.rules.DeleteRule(ctx, &pb.DeleteRuleRequest{Name: op.name, Etag: op.etag})

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -9,15 +8,12 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"math"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -26,6 +22,8 @@ import (
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/apiconv"
 	"github.com/tracesampling/controlplane/internal/budget"
+	"github.com/tracesampling/controlplane/internal/files"
+	"github.com/tracesampling/controlplane/internal/output"
 	"github.com/tracesampling/controlplane/internal/rules"
 )
 
@@ -95,8 +93,8 @@ func runBudgets(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	return usageError(fmt.Errorf("budgets: unknown command %q", cmd))
 }
 
-func addBudgetOutputFlag(fs *flag.FlagSet, output *string) {
-	fs.StringVar(output, "o", formatTable, "output `format`: table, json or yaml (for list and get, the budgets file format)")
+func addBudgetOutputFlag(fs *flag.FlagSet, format *string) {
+	fs.StringVar(format, "o", output.Table, "output `format`: table, json or yaml (for list and get, the budgets file format)")
 }
 
 // budgetAPI returns a BudgetService client on c's connection.
@@ -146,10 +144,10 @@ func listBudgetAlerts(ctx context.Context, c *client, budgetName string, limit i
 func runBudgetList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
 		conn   connConfig
-		output string
+		format string
 	)
 	fs := newFlagSet("budgets", "list", "list [flags]", "Lists every budget, by name.", stderr, &conn)
-	addBudgetOutputFlag(fs, &output)
+	addBudgetOutputFlag(fs, &format)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -157,7 +155,7 @@ func runBudgetList(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := wantArgs("budgets", "list", pos, 0, 0); err != nil {
 		return err
 	}
-	if err := checkFormat(output); err != nil {
+	if err := checkFormat(format); err != nil {
 		return err
 	}
 	c, err := dial(conn)
@@ -169,17 +167,17 @@ func runBudgetList(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	return writeBudgets(stdout, output, bs, false)
+	return output.WriteBudgets(stdout, format, bs, false)
 }
 
 func runBudgetGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
 		conn   connConfig
-		output string
+		format string
 	)
 	fs := newFlagSet("budgets", "get", "get NAME [flags]",
 		"Shows one budget. With -o yaml it prints the budgets file format (webhook\nURLs redacted and secrets shown as \"****\", as the server returns them).", stderr, &conn)
-	addBudgetOutputFlag(fs, &output)
+	addBudgetOutputFlag(fs, &format)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -187,7 +185,7 @@ func runBudgetGet(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err := wantArgs("budgets", "get", pos, 1, 1); err != nil {
 		return err
 	}
-	if err := checkFormat(output); err != nil {
+	if err := checkFormat(format); err != nil {
 		return err
 	}
 	c, err := dial(conn)
@@ -199,7 +197,7 @@ func runBudgetGet(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return c.wrap("", err)
 	}
-	return writeBudgets(stdout, output, []*pb.Budget{resp.GetBudget()}, true)
+	return output.WriteBudgets(stdout, format, []*pb.Budget{resp.GetBudget()}, true)
 }
 
 // budgetFlags are the fields of a budget as create and update take them.
@@ -354,7 +352,7 @@ func (f *budgetFloatsFlag) String() string {
 	}
 	parts := make([]string, len(f.v))
 	for i, x := range f.v {
-		parts[i] = formatRate(x)
+		parts[i] = output.FormatRate(x)
 	}
 	return strings.Join(parts, ",")
 }
@@ -375,7 +373,7 @@ func (f *budgetFloatsFlag) Set(s string) error {
 // cannot express it, in the form of the server's own answer.
 func budgetLocalInvalid(op string, vs []rules.FieldViolation) error {
 	order := func(field string) int {
-		top := strings.TrimPrefix(budgetTopField(field), "budget.")
+		top := strings.TrimPrefix(files.TopField(field), "budget.")
 		for i, fp := range budgetFlagPaths {
 			if fp[1] == top {
 				return i
@@ -390,19 +388,6 @@ func budgetLocalInvalid(op string, vs []rules.FieldViolation) error {
 		b.WriteString("\n  " + v.Field + ": " + v.Description)
 	}
 	return invalidInput(errors.New(b.String()))
-}
-
-// budgetTopField is the top-level field of a field path: "channels" of
-// "channels[0].webhook_url", "budget.scope" of "budget.scope.service_names".
-func budgetTopField(field string) string {
-	prefix := ""
-	if rest, ok := strings.CutPrefix(field, "budget."); ok {
-		prefix, field = "budget.", rest
-	}
-	if i := strings.IndexAny(field, ".["); i >= 0 {
-		field = field[:i]
-	}
-	return prefix + field
 }
 
 const budgetCreateAbout = `Creates one budget from flags, or every budget of a budgets file (-f; -
@@ -431,11 +416,11 @@ different secrets, or to keep secrets off the command line, use a file.`
 func runBudgetCreate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	var (
 		conn   connConfig
-		output string
+		format string
 		bf     budgetFlags
 	)
 	fs := newFlagSet("budgets", "create", "create NAME --amount AMOUNT [flags]\n       controlplane budgets create -f FILE [flags]", budgetCreateAbout, stderr, &conn)
-	addBudgetOutputFlag(fs, &output)
+	addBudgetOutputFlag(fs, &format)
 	// The flags every command has, and -o, go with -f too.
 	withFile := map[string]bool{}
 	fs.VisitAll(func(f *flag.Flag) { withFile[f.Name] = true })
@@ -445,7 +430,7 @@ func runBudgetCreate(ctx context.Context, args []string, stdin io.Reader, stdout
 	if err != nil {
 		return err
 	}
-	if err := checkFormat(output); err != nil {
+	if err := checkFormat(format); err != nil {
 		return err
 	}
 	given := givenFlags(fs)
@@ -456,7 +441,7 @@ func runBudgetCreate(ctx context.Context, args []string, stdin io.Reader, stdout
 		if len(pos) > 0 || len(given) > 0 {
 			return usageError(errors.New("budgets create: give either -f FILE or NAME and budget flags, not both"))
 		}
-		if todo, err = readBudgetsFile(*file, stdin); err != nil {
+		if todo, err = files.ReadBudgets(*file, stdin); err != nil {
 			return invalidInput(err)
 		}
 	} else {
@@ -502,7 +487,7 @@ func runBudgetCreate(ctx context.Context, args []string, stdin io.Reader, stdout
 		}
 		created = append(created, resp.GetBudget())
 	}
-	return writeBudgets(stdout, output, created, *file == "")
+	return output.WriteBudgets(stdout, format, created, *file == "")
 }
 
 func budgetNames(bs []*pb.Budget) string {
@@ -523,7 +508,7 @@ const budgetUpdateRetries = 3
 func runBudgetUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
 		conn   connConfig
-		output string
+		format string
 		bf     budgetFlags
 	)
 	fs := newFlagSet("budgets", "update", "update NAME [flags]",
@@ -534,7 +519,7 @@ was there before keeps its secret unless --webhook-secret is given, and a URL
 copied redacted from get (https://host/…) keeps the webhook it was read
 from. With --etag the update is refused if the budget changed since that
 etag was read.`, stderr, &conn)
-	addBudgetOutputFlag(fs, &output)
+	addBudgetOutputFlag(fs, &format)
 	bf.register(fs, true)
 	etag := fs.String("etag", "", "update only if the budget's current etag is this `etag`")
 	pos, err := parseArgs(fs, args)
@@ -544,7 +529,7 @@ etag was read.`, stderr, &conn)
 	if err := wantArgs("budgets", "update", pos, 1, 1); err != nil {
 		return err
 	}
-	if err := checkFormat(output); err != nil {
+	if err := checkFormat(format); err != nil {
 		return err
 	}
 	given := givenFlags(fs)
@@ -595,7 +580,7 @@ etag was read.`, stderr, &conn)
 		if err != nil {
 			return c.wrap("", err) // the server's errors name the budget
 		}
-		return writeBudgets(stdout, output, []*pb.Budget{resp.GetBudget()}, true)
+		return output.WriteBudgets(stdout, format, []*pb.Budget{resp.GetBudget()}, true)
 	}
 }
 
@@ -626,14 +611,14 @@ func runBudgetDelete(ctx context.Context, args []string, stdout, stderr io.Write
 func runBudgetStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
 		conn   connConfig
-		output string
+		format string
 	)
 	fs := newFlagSet("budgets", "status", "status NAME [flags]",
 		`Shows where a budget stands this month (UTC): money spent and the month-end
 forecast against the cap, the factors enforcement applies to the fixed rates
 and reservoirs of the rules in scope, whether the budget is exhausted, and
 the spend of each rule. -o json prints the API's BudgetStatus.`, stderr, &conn)
-	addBudgetOutputFlag(fs, &output)
+	addBudgetOutputFlag(fs, &format)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -641,7 +626,7 @@ the spend of each rule. -o json prints the API's BudgetStatus.`, stderr, &conn)
 	if err := wantArgs("budgets", "status", pos, 1, 1); err != nil {
 		return err
 	}
-	if err := checkFormat(output); err != nil {
+	if err := checkFormat(format); err != nil {
 		return err
 	}
 	c, err := dial(conn)
@@ -655,15 +640,15 @@ the spend of each rule. -o json prints the API's BudgetStatus.`, stderr, &conn)
 		return c.wrap("", err)
 	}
 	st := resp.GetStatus()
-	switch output {
-	case formatJSON:
-		return writeJSON(stdout, st)
-	case formatYAML:
-		b, err := marshalJSON(st)
+	switch format {
+	case output.JSON:
+		return output.WriteJSON(stdout, st)
+	case output.YAML:
+		b, err := output.MarshalJSON(st)
 		if err != nil {
 			return err
 		}
-		return writeBudgetYAML(stdout, b)
+		return output.WriteYAML(stdout, b)
 	}
 	// The table also shows the cap in money and the mode, which are the
 	// budget's.
@@ -671,17 +656,17 @@ the spend of each rule. -o json prints the API's BudgetStatus.`, stderr, &conn)
 	if err != nil {
 		return c.wrap("", err)
 	}
-	return writeBudgetStatus(stdout, b.GetBudget(), st)
+	return output.WriteBudgetStatus(stdout, b.GetBudget(), st)
 }
 
 func runBudgetAlerts(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
 		conn   connConfig
-		output string
+		format string
 	)
 	fs := newFlagSet("budgets", "alerts", "alerts [flags]",
 		"Lists the alerts that fired, newest first. Each fires once per budget,\nmonth and threshold.", stderr, &conn)
-	addBudgetOutputFlag(fs, &output)
+	addBudgetOutputFlag(fs, &format)
 	name := fs.String("budget", "", "only this budget's alerts")
 	limit := fs.Int("limit", 50, "show at most this many alerts (0: all)")
 	pos, err := parseArgs(fs, args)
@@ -691,7 +676,7 @@ func runBudgetAlerts(ctx context.Context, args []string, stdout, stderr io.Write
 	if err := wantArgs("budgets", "alerts", pos, 0, 0); err != nil {
 		return err
 	}
-	if err := checkFormat(output); err != nil {
+	if err := checkFormat(format); err != nil {
 		return err
 	}
 	if *limit < 0 {
@@ -706,20 +691,20 @@ func runBudgetAlerts(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	switch output {
-	case formatJSON:
-		return writeJSONList(stdout, "alerts", alerts)
-	case formatYAML:
-		b, err := jsonList("alerts", alerts)
+	switch format {
+	case output.JSON:
+		return output.WriteJSONList(stdout, "alerts", alerts)
+	case output.YAML:
+		b, err := output.JSONList("alerts", alerts)
 		if err != nil {
 			return err
 		}
-		return writeBudgetYAML(stdout, b)
+		return output.WriteYAML(stdout, b)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "TIME\tBUDGET\tKIND\tTHRESHOLD\tMESSAGE")
 	for _, a := range alerts {
-		fmt.Fprintln(tw, strings.Join(alertCells(a), "\t"))
+		fmt.Fprintln(tw, strings.Join(output.AlertCells(a), "\t"))
 	}
 	return tw.Flush()
 }
@@ -733,7 +718,7 @@ const (
 func runBudgetWatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
 		conn   connConfig
-		output string
+		format string
 	)
 	fs := newFlagSet("budgets", "watch", "watch [flags]",
 		`Prints each alert as it fires, on whichever replica, until interrupted
@@ -741,7 +726,7 @@ func runBudgetWatch(ctx context.Context, args []string, stdout, stderr io.Writer
 MESSAGE), or with -o json one JSON object per line. A lost stream (a server
 restart, a connection aged out) is watched again from the last alert
 printed, so the alerts that fired in between are printed first.`, stderr, &conn)
-	fs.StringVar(&output, "o", formatTable, "output `format`: table (one line per alert) or json (one object per line)")
+	fs.StringVar(&format, "o", output.Table, "output `format`: table (one line per alert) or json (one object per line)")
 	name := fs.String("budget", "", "only this budget's alerts")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -750,15 +735,15 @@ printed, so the alerts that fired in between are printed first.`, stderr, &conn)
 	if err := wantArgs("budgets", "watch", pos, 0, 0); err != nil {
 		return err
 	}
-	if output != formatTable && output != formatJSON {
-		return usageError(fmt.Errorf("-o: watch prints table or json, got %q", output))
+	if format != output.Table && format != output.JSON {
+		return usageError(fmt.Errorf("-o: watch prints table or json, got %q", format))
 	}
 	c, err := dial(conn)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	w := &alertWatch{c: c, api: budgetAPI(c), budget: *name, json: output == formatJSON, stdout: stdout, stderr: stderr}
+	w := &alertWatch{c: c, api: budgetAPI(c), budget: *name, json: format == output.JSON, stdout: stdout, stderr: stderr}
 	err = w.run(ctx)
 	if ctx.Err() != nil {
 		return nil // interrupted: the normal way to stop watching
@@ -845,664 +830,13 @@ func (w *alertWatch) stream(ctx context.Context, again bool) error {
 func (w *alertWatch) print(a *pb.Alert) error {
 	w.last = a.GetId()
 	if w.json {
-		b, err := marshalJSON(a)
+		b, err := output.MarshalJSON(a)
 		if err != nil {
 			return err
 		}
 		_, err = fmt.Fprintf(w.stdout, "%s\n", b)
 		return err
 	}
-	_, err := fmt.Fprintln(w.stdout, strings.Join(alertCells(a), "  "))
+	_, err := fmt.Fprintln(w.stdout, strings.Join(output.AlertCells(a), "  "))
 	return err
-}
-
-// alertCells are an alert's TIME, BUDGET, KIND, THRESHOLD and MESSAGE.
-func alertCells(a *pb.Alert) []string {
-	threshold := "-"
-	if a.GetThreshold() > 0 {
-		threshold = budgetPercent(a.GetThreshold())
-	}
-	return []string{a.GetFireTime().AsTime().UTC().Format(time.RFC3339), a.GetBudgetName(), alertKindText(a.GetKind()), threshold, a.GetMessage()}
-}
-
-func alertKindText(k pb.Alert_Kind) string {
-	switch k {
-	case pb.Alert_KIND_SPEND_THRESHOLD:
-		return "spend_threshold"
-	case pb.Alert_KIND_FORECAST_OVER:
-		return "forecast_over"
-	case pb.Alert_KIND_ENFORCEMENT_STARTED:
-		return "enforcement_started"
-	case pb.Alert_KIND_EXHAUSTED:
-		return "exhausted"
-	}
-	return "unknown"
-}
-
-// percent prints a share as a percentage without float noise: 0.57 is
-// "57%", not "56.99999999999999%".
-func budgetPercent(share float64) string {
-	return strconv.FormatFloat(math.Round(share*1e6)/1e4, 'f', -1, 64) + "%"
-}
-
-// budgetMoney prints micros as units with at least two decimals: "500.00",
-// "12.25", "0.000001".
-func budgetMoney(micros int64) string {
-	s := budget.FormatMicros(micros)
-	switch i := strings.IndexByte(s, '.'); {
-	case i < 0:
-		return s + ".00"
-	case len(s)-i == 2:
-		return s + "0"
-	}
-	return s
-}
-
-func budgetModeName(m pb.Budget_Mode) string {
-	if m == pb.Budget_MODE_ALERT_ONLY {
-		return budget.AlertOnly.String()
-	}
-	return budget.Enforce.String()
-}
-
-// writeBudgets prints budgets: a table, protojson ({"budgets": [...]}, or
-// the bare budget when one was asked for), or the budgets file format.
-func writeBudgets(w io.Writer, format string, bs []*pb.Budget, single bool) error {
-	switch format {
-	case formatJSON:
-		if single && len(bs) == 1 {
-			return writeJSON(w, bs[0])
-		}
-		return writeJSONList(w, "budgets", bs)
-	case formatYAML:
-		return writeBudgetsFile(w, bs)
-	}
-	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tMODE\tAMOUNT\tCURRENCY\tSCOPE\tTHRESHOLDS")
-	for _, b := range bs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", b.GetName(), budgetModeName(b.GetMode()), budgetMoney(b.GetMonthlyAmountMicros()),
-			b.GetCurrencyCode(), scopeText(b.GetScope()), thresholdsText(b))
-	}
-	return tw.Flush()
-}
-
-// scopeText sums up a scope without spaces, like a selector: "*", "shop-*",
-// "shop-*,search{team=payments}", "*{team=payments}".
-func scopeText(s *pb.BudgetScope) string {
-	text := "*"
-	if len(s.GetServiceNames()) > 0 {
-		text = strings.Join(s.GetServiceNames(), ",")
-	}
-	if len(s.GetRuleLabels()) > 0 {
-		var parts []string
-		for _, k := range slices.Sorted(maps.Keys(s.GetRuleLabels())) {
-			parts = append(parts, k+"="+s.GetRuleLabels()[k])
-		}
-		text += "{" + strings.Join(parts, ",") + "}"
-	}
-	return text
-}
-
-// thresholdsText is "50%,80%,100%; forecast 100%".
-func thresholdsText(b *pb.Budget) string {
-	list := func(ts []float64) string {
-		parts := make([]string, len(ts))
-		for i, t := range ts {
-			parts[i] = budgetPercent(t)
-		}
-		return strings.Join(parts, ",")
-	}
-	forecast := "forecast " + list(b.GetForecastThresholds())
-	if fts := b.GetForecastThresholds(); len(fts) == 0 || len(fts) == 1 && fts[0] == 0 {
-		forecast = "forecast off"
-	}
-	return list(b.GetSpendThresholds()) + "; " + forecast
-}
-
-// writeBudgetStatus prints a status as a block of fields and, when traces
-// were counted, a table of the spend per rule.
-func writeBudgetStatus(w io.Writer, b *pb.Budget, st *pb.BudgetStatus) error {
-	cur := " " + st.GetCurrencyCode()
-	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	fmt.Fprintf(tw, "BUDGET\t%s (%s)\n", st.GetBudgetName(), budgetModeName(b.GetMode()))
-	if st.GetMonthStartTime() != nil {
-		fmt.Fprintf(tw, "MONTH\t%s (UTC)\n", st.GetMonthStartTime().AsTime().UTC().Format("2006-01"))
-	}
-	fmt.Fprintf(tw, "SPENT\t%s of %s (%s)\n", budgetMoney(st.GetSpentMicros())+cur, budgetMoney(b.GetMonthlyAmountMicros())+cur, budgetRatio(st.GetSpentRatio()))
-	fmt.Fprintf(tw, "FORECAST\t%s at month end (%s)\n", budgetMoney(st.GetForecastMicros())+cur, budgetRatio(st.GetForecastRatio()))
-	fmt.Fprintf(tw, "TRACES\t%d sampled of %d requests; cap %d\n", st.GetSampledTraces(), st.GetRequests(), st.GetCapTraces())
-	fmt.Fprintf(tw, "FACTORS\tfixed rates x%s, reservoirs x%s\n", budgetFactorText(st.GetFixedRateFactor()), budgetFactorText(st.GetReservoirFactor()))
-	exhausted := "no"
-	if st.GetExhausted() {
-		exhausted = "yes: only the floor is traced"
-	}
-	fmt.Fprintf(tw, "EXHAUSTED\t%s\n", exhausted)
-	computed := "not yet: the controller has not decided for this budget"
-	if st.GetComputedTime() != nil {
-		computed = st.GetComputedTime().AsTime().UTC().Format(time.RFC3339)
-	}
-	fmt.Fprintf(tw, "COMPUTED\t%s\n", computed)
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	if len(st.GetRules()) == 0 {
-		_, err := fmt.Fprintln(w, "\nNo traces counted this month.")
-		return err
-	}
-	fmt.Fprintln(w)
-	tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "RULE\tREQUESTS\tSAMPLED\tSPENT")
-	for _, r := range st.GetRules() {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", r.GetRuleName(), r.GetRequests(), r.GetSampledTraces(), budgetMoney(r.GetSpentMicros()))
-	}
-	return tw.Flush()
-}
-
-func budgetRatio(r float64) string { return strconv.FormatFloat(r*100, 'f', 1, 64) + "%" }
-
-func budgetFactorText(f float64) string { return strconv.FormatFloat(f, 'g', 4, 64) }
-
-// writeBudgetYAML prints JSON as YAML, for outputs that are not a file the
-// CLI reads back.
-func writeBudgetYAML(w io.Writer, b []byte) error {
-	var v any
-	if err := yaml.Unmarshal(b, &v); err != nil {
-		return err
-	}
-	enc := yaml.NewEncoder(w)
-	enc.SetIndent(2)
-	if err := enc.Encode(v); err != nil {
-		return err
-	}
-	return enc.Close()
-}
-
-// The budgets file is the YAML form of a list of budgets, with the API's
-// snake_case field names (see budgetCreateAbout). It is what `create -f`
-// reads and what `list -o yaml` and `get -o yaml` print. Output-only fields
-// (etag, times) are never printed and are refused on input; webhook URLs and
-// secrets are printed redacted and masked, as the server returns them, and
-// are refused so on input.
-
-type budgetsFile struct {
-	Budgets []fileBudget `yaml:"budgets"`
-}
-
-// fileBudget is one budget as printed; the field order is the proto's.
-type fileBudget struct {
-	Name                 string        `yaml:"name"`
-	Description          string        `yaml:"description,omitempty"`
-	Scope                *fileScope    `yaml:"scope,omitempty"`
-	MonthlyAmount        fileAmount    `yaml:"monthly_amount"`
-	CurrencyCode         string        `yaml:"currency_code"`
-	PricePerMillion      fileAmount    `yaml:"price_per_million"`
-	FreeTraces           int64         `yaml:"free_traces,omitempty"`
-	Mode                 string        `yaml:"mode"`
-	SpendThresholds      []float64     `yaml:"spend_thresholds,flow"`
-	ForecastThresholds   []float64     `yaml:"forecast_thresholds,flow"`
-	Channels             []fileChannel `yaml:"channels,omitempty"`
-	FloorTracesPerSecond float64       `yaml:"floor_traces_per_second,omitempty"`
-}
-
-// fileAmount is an amount in micros, printed as the exact decimal of its
-// currency units: monthly_amount: 1234.5.
-type fileAmount int64
-
-func (a fileAmount) MarshalYAML() (any, error) {
-	s := budget.FormatMicros(int64(a))
-	tag := "!!int"
-	if strings.Contains(s, ".") {
-		tag = "!!float"
-	}
-	return &yaml.Node{Kind: yaml.ScalarNode, Tag: tag, Value: s}, nil
-}
-
-type fileScope struct {
-	ServiceNames []string          `yaml:"service_names,omitempty,flow"`
-	RuleLabels   map[string]string `yaml:"rule_labels,omitempty,flow"`
-}
-
-type fileChannel struct {
-	WebhookURL string `yaml:"webhook_url"`
-	Secret     string `yaml:"secret,omitempty"`
-}
-
-// writeBudgetsFile prints budgets in the budgets file format.
-func writeBudgetsFile(w io.Writer, bs []*pb.Budget) error {
-	doc := budgetsFile{Budgets: make([]fileBudget, 0, len(bs))}
-	for _, p := range bs {
-		f := fileBudget{
-			Name:                 p.GetName(),
-			Description:          p.GetDescription(),
-			MonthlyAmount:        fileAmount(p.GetMonthlyAmountMicros()),
-			CurrencyCode:         p.GetCurrencyCode(),
-			PricePerMillion:      fileAmount(p.GetPricePerMillionMicros()),
-			FreeTraces:           p.GetFreeTraces(),
-			Mode:                 budgetModeName(p.GetMode()),
-			SpendThresholds:      p.GetSpendThresholds(),
-			ForecastThresholds:   p.GetForecastThresholds(),
-			FloorTracesPerSecond: p.GetFloorTracesPerSecond(),
-		}
-		if s := p.GetScope(); len(s.GetServiceNames()) > 0 || len(s.GetRuleLabels()) > 0 {
-			f.Scope = &fileScope{ServiceNames: s.GetServiceNames(), RuleLabels: s.GetRuleLabels()}
-		}
-		for _, c := range p.GetChannels() {
-			f.Channels = append(f.Channels, fileChannel{WebhookURL: c.GetWebhookUrl(), Secret: c.GetSecret()})
-		}
-		doc.Budgets = append(doc.Budgets, f)
-	}
-	enc := yaml.NewEncoder(w)
-	enc.SetIndent(2)
-	if err := enc.Encode(doc); err != nil {
-		return err
-	}
-	return enc.Close()
-}
-
-// readBudgetsFile reads path ("-" for stdin) and loads it.
-func readBudgetsFile(path string, stdin io.Reader) ([]*pb.Budget, error) {
-	var (
-		data []byte
-		err  error
-	)
-	if path == "-" {
-		data, err = io.ReadAll(stdin)
-	} else {
-		data, err = os.ReadFile(path)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return loadBudgets(fileName(path), data)
-}
-
-// loadBudgets decodes a budgets file strictly (an unknown or repeated field,
-// at any depth, is an error naming the budget and the field) and checks
-// every budget with budget.Validate, the one definition of a valid budget,
-// plus what only a file can get wrong: two budgets with one name, and a
-// secret copied masked from the server's output. It returns the budgets,
-// normalized, in file order, or an *invalidFileError with every problem.
-func loadBudgets(name string, data []byte) ([]*pb.Budget, error) {
-	l := &loader{file: name}
-	bs := loadBudgetsDoc(l, data)
-	if len(l.problems) > 0 {
-		slices.SortStableFunc(l.problems, func(a, b problem) int { return cmp.Compare(a.line, b.line) })
-		texts := make([]string, len(l.problems))
-		for i, p := range l.problems {
-			texts[i] = p.text
-		}
-		return nil, &invalidFileError{File: name, Problems: texts}
-	}
-	return bs, nil
-}
-
-func loadBudgetsDoc(l *loader, data []byte) []*pb.Budget {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			l.addf(0, `the file is empty; want a "budgets:" list`)
-		} else {
-			line, msg := syntaxError(err)
-			l.addf(line, "invalid YAML: %s", msg)
-		}
-		return nil
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		if err != nil {
-			line, msg := syntaxError(err)
-			l.addf(line, "invalid YAML: %s", msg)
-		} else {
-			l.addf(extra.Line, `only one YAML document is allowed; put every budget under one "budgets:" list`)
-		}
-		return nil
-	}
-	root := resolve(&doc)
-	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
-		root = resolve(root.Content[0])
-	}
-	if root.Kind != yaml.MappingNode {
-		l.addf(root.Line, `want a mapping with a "budgets:" list, got %s`, kindName(root))
-		return nil
-	}
-	pairs, errs := mappingPairs(root)
-	for _, e := range errs {
-		l.addf(e.line, "%s", e.msg)
-	}
-	var list *yaml.Node
-	for _, p := range pairs {
-		if p.key.Value != "budgets" {
-			l.addf(p.key.Line, `unknown field %q; the file has one field, "budgets"`, p.key.Value)
-			continue
-		}
-		list = resolve(p.val)
-	}
-	if list == nil {
-		if len(l.problems) == 0 {
-			l.addf(root.Line, `no "budgets:" list`)
-		}
-		return nil
-	}
-	if isNull(list) {
-		return nil
-	}
-	if list.Kind != yaml.SequenceNode {
-		l.addf(list.Line, `"budgets" must be a list of budgets, got %s`, kindName(list))
-		return nil
-	}
-	var (
-		out  []*pb.Budget
-		seen = map[string][2]int{} // name -> index, line
-	)
-	for i, item := range list.Content {
-		n := resolve(item)
-		b, ok := loadBudget(l, i+1, n)
-		if b.Name != "" {
-			if first, dup := seen[b.Name]; dup {
-				l.addf(n.Line, "budget %q (#%d): name: budget #%d (line %d) has the same name", b.Name, i+1, first[0], first[1])
-				continue
-			}
-			seen[b.Name] = [2]int{i + 1, n.Line}
-		}
-		if ok {
-			out = append(out, apiconv.BudgetToRequest(&b))
-		}
-	}
-	return out
-}
-
-// budgetFields are the fields a budget has in a file, in the proto's order.
-// Money is in currency units where the API has micros: monthly_amount and
-// price_per_million; "currency", currency_code's earlier name, is read too.
-var budgetFields = []string{"name", "description", "scope", "monthly_amount", "currency_code", "price_per_million",
-	"free_traces", "mode", "spend_thresholds", "forecast_thresholds", "channels", "floor_traces_per_second"}
-
-// budgetDecoder decodes one budget of a file, collecting problems by field.
-type budgetDecoder struct {
-	b      budget.Budget
-	lines  map[string]int  // field path, as Validate names it -> line
-	failed map[string]bool // top-level fields that did not decode
-	probs  []budgetProblem
-	// currencyKey is the key the currency was given under: currency_code,
-	// or its earlier name currency.
-	currencyKey string
-}
-
-// fileField is the file's name of a field that Validate names as the API
-// does.
-func (d *budgetDecoder) fileField(api string) string {
-	top := budgetTopField(api)
-	switch top {
-	case "monthly_amount_micros":
-		return "monthly_amount" + api[len(top):]
-	case "price_per_million_micros":
-		return "price_per_million" + api[len(top):]
-	case "currency_code":
-		if d.currencyKey != "" {
-			return d.currencyKey
-		}
-	}
-	return api
-}
-
-type budgetProblem struct {
-	line  int
-	field string
-	msg   string
-}
-
-func (d *budgetDecoder) fail(line int, field, format string, args ...any) {
-	d.probs = append(d.probs, budgetProblem{line, field, fmt.Sprintf(format, args...)})
-	d.failed[budgetTopField(field)] = true
-}
-
-// loadBudget decodes and validates one budget; ok is false if it had
-// problems. The budget is returned either way, with as much as was read.
-func loadBudget(l *loader, index int, n *yaml.Node) (b budget.Budget, ok bool) {
-	if n.Kind != yaml.MappingNode {
-		l.addf(n.Line, "budget #%d: want a mapping of fields, got %s", index, kindName(n))
-		return b, false
-	}
-	pairs, perrs := mappingPairs(n)
-	d := &budgetDecoder{lines: map[string]int{}, failed: map[string]bool{}}
-	// Find the name first, so that every problem can name the budget.
-	for _, p := range pairs {
-		if v := resolve(p.val); p.key.Value == "name" && v.Kind == yaml.ScalarNode && !isNull(v) {
-			d.b.Name = v.Value
-		}
-	}
-	who := fmt.Sprintf("budget #%d", index)
-	if d.b.Name != "" {
-		who = fmt.Sprintf("budget %q (#%d)", d.b.Name, index)
-	}
-	before := len(l.problems)
-	for _, e := range perrs {
-		l.addf(e.line, "%s: %s", who, e.msg)
-	}
-	for _, p := range pairs {
-		d.lines[p.key.Value] = p.key.Line
-		d.field(p.key, p.key.Value, resolve(p.val))
-	}
-	for _, p := range d.probs {
-		l.addf(p.line, "%s: %s: %s", who, p.field, p.msg)
-	}
-	b = d.b.Normalize()
-	var ve *rules.ValidationError
-	if err := budget.Validate(&b); errors.As(err, &ve) {
-		for _, v := range ve.Violations {
-			field := d.fileField(v.Field)
-			if d.failed[budgetTopField(field)] {
-				continue // already reported as undecodable
-			}
-			l.addf(d.lineOf(field, n.Line), "%s: %s: %s", who, field, v.Description)
-		}
-	}
-	return b, len(l.problems) == before
-}
-
-// lineOf is the line of a field, or of the nearest enclosing one that has
-// a line.
-func (d *budgetDecoder) lineOf(field string, fallback int) int {
-	for f := field; f != ""; {
-		if line, ok := d.lines[f]; ok {
-			return line
-		}
-		i := strings.LastIndexAny(f, ".[")
-		if i < 0 {
-			break
-		}
-		f = f[:i]
-	}
-	return fallback
-}
-
-// field decodes one top-level field of a budget.
-func (d *budgetDecoder) field(key *yaml.Node, field string, v *yaml.Node) {
-	b := &d.b
-	var err *nodeError
-	switch field {
-	case "name":
-		err = decodeString(v, &b.Name)
-	case "description":
-		err = decodeString(v, &b.Description)
-	case "scope":
-		d.scope(v)
-	case "monthly_amount":
-		err = decodeAmount(v, &b.MonthlyAmountMicros)
-	case "currency_code", "currency":
-		if d.currencyKey != "" {
-			err = errAt(v, "%s and %s are one field (currency is its earlier name); give one", d.currencyKey, field)
-			break
-		}
-		d.currencyKey = field
-		err = decodeString(v, &b.Currency)
-	case "price_per_million":
-		err = decodeAmount(v, &b.PricePerMillionMicros)
-	case "free_traces":
-		err = decodeInt(v, &b.FreeTraces)
-	case "mode":
-		var s string
-		if err = decodeString(v, &s); err == nil {
-			switch s {
-			case "", "enforce":
-				b.Mode = budget.Enforce
-			case "alert_only":
-				b.Mode = budget.AlertOnly
-			default:
-				err = errAt(v, "enforce or alert_only, got %q", s)
-			}
-		}
-	case "spend_thresholds":
-		err = decodeBudgetFloats(v, &b.SpendThresholds)
-	case "forecast_thresholds":
-		err = decodeBudgetFloats(v, &b.ForecastThresholds)
-	case "channels":
-		d.channels(v)
-	case "floor_traces_per_second":
-		err = decodeFloat(v, &b.FloorPerSecond)
-	case "etag", "create_time", "update_time":
-		err = errAt(v, "is output only and cannot be set in a file")
-	default:
-		d.unknown(key, field, budgetFields, "a budget")
-	}
-	if err != nil {
-		d.fail(err.line, field, "%s", err.msg)
-	}
-}
-
-// unknown reports a field that is not one of fields.
-func (d *budgetDecoder) unknown(key *yaml.Node, path string, fields []string, what string) {
-	name := path[strings.LastIndexAny(path, ".]")+1:]
-	if near := closest(name, fields); near != "" {
-		d.fail(key.Line, path, "unknown field; did you mean %q?", near)
-		return
-	}
-	d.fail(key.Line, path, "unknown field; %s has %s", what, strings.Join(fields, ", "))
-}
-
-func (d *budgetDecoder) scope(v *yaml.Node) {
-	if isNull(v) {
-		return
-	}
-	if v.Kind != yaml.MappingNode {
-		d.fail(v.Line, "scope", "want a mapping with service_names and rule_labels, got %s", kindName(v))
-		return
-	}
-	pairs, errs := mappingPairs(v)
-	for _, e := range errs {
-		d.fail(e.line, "scope", "%s", e.msg)
-	}
-	for _, p := range pairs {
-		path := "scope." + p.key.Value
-		d.lines[path] = p.key.Line
-		val := resolve(p.val)
-		switch p.key.Value {
-		case "service_names":
-			if isNull(val) {
-				continue
-			}
-			if val.Kind != yaml.SequenceNode {
-				d.fail(val.Line, path, "want a list of globs, got %s", kindName(val))
-				continue
-			}
-			for i, item := range val.Content {
-				item = resolve(item)
-				if item.Kind != yaml.ScalarNode || isNull(item) {
-					d.fail(item.Line, fmt.Sprintf("%s[%d]", path, i), "want a glob, got %s", kindName(item))
-					continue
-				}
-				d.lines[fmt.Sprintf("%s[%d]", path, i)] = item.Line
-				d.b.Scope.Services = append(d.b.Scope.Services, item.Value)
-			}
-		case "rule_labels":
-			if err := decodeMap(val, path, &d.b.Scope.RuleLabels, d.lines); err != nil {
-				d.fail(err.line, path, "%s", err.msg)
-			}
-		default:
-			d.unknown(p.key, path, []string{"service_names", "rule_labels"}, "a scope")
-		}
-	}
-}
-
-func (d *budgetDecoder) channels(v *yaml.Node) {
-	if isNull(v) {
-		return
-	}
-	if v.Kind != yaml.SequenceNode {
-		d.fail(v.Line, "channels", "want a list of {webhook_url, secret}, got %s", kindName(v))
-		return
-	}
-	for i, item := range v.Content {
-		item = resolve(item)
-		at := fmt.Sprintf("channels[%d]", i)
-		d.lines[at] = item.Line
-		if item.Kind != yaml.MappingNode {
-			d.fail(item.Line, at, "want a mapping with webhook_url and secret, got %s", kindName(item))
-			continue
-		}
-		var c budget.Channel
-		pairs, errs := mappingPairs(item)
-		for _, e := range errs {
-			d.fail(e.line, at, "%s", e.msg)
-		}
-		for _, p := range pairs {
-			path := at + "." + p.key.Value
-			d.lines[path] = p.key.Line
-			val := resolve(p.val)
-			var err *nodeError
-			switch p.key.Value {
-			case "webhook_url":
-				err = decodeString(val, &c.WebhookURL)
-			case "secret":
-				if err = decodeString(val, &c.Secret); err == nil && c.Secret == budget.SecretMask {
-					err = errAt(val, "%q is how the server masks a secret; write the secret itself, or leave secret out", budget.SecretMask)
-				}
-			default:
-				d.unknown(p.key, path, []string{"webhook_url", "secret"}, "a channel")
-			}
-			if err != nil {
-				d.fail(err.line, path, "%s", err.msg)
-			}
-		}
-		d.b.Channels = append(d.b.Channels, c)
-	}
-}
-
-// decodeAmount reads a YAML number of currency units, such as 500 or 12.25,
-// exactly into micros: the file keeps money readable where the API has
-// micros.
-func decodeAmount(v *yaml.Node, out *int64) *nodeError {
-	if isNull(v) {
-		return nil
-	}
-	var f float64
-	if v.Kind != yaml.ScalarNode || v.Decode(&f) != nil {
-		return errAt(v, "want an amount such as 12.50, got %s", valueText(v))
-	}
-	m, err := budget.ParseMicros(v.Value)
-	if err != nil {
-		return errAt(v, "%v", err)
-	}
-	*out = m
-	return nil
-}
-
-func decodeBudgetFloats(v *yaml.Node, out *[]float64) *nodeError {
-	if isNull(v) {
-		return nil
-	}
-	if v.Kind != yaml.SequenceNode {
-		return errAt(v, "want a list of numbers such as [0.5, 0.8, 1], got %s", kindName(v))
-	}
-	fs := make([]float64, 0, len(v.Content))
-	for _, item := range v.Content {
-		var f float64
-		if err := decodeFloat(resolve(item), &f); err != nil {
-			return err
-		}
-		fs = append(fs, f)
-	}
-	*out = fs
-	return nil
 }

@@ -21,6 +21,7 @@ import (
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/server"
+	"github.com/tracesampling/controlplane/internal/tlsfiles"
 )
 
 // connConfig says how to reach the server; every rules subcommand has these
@@ -222,5 +223,5 @@ func readCertPool(file string) (*x509.CertPool, error) {
 	if err != nil {
 		return nil, err
 	}
-	return certPool(file, data)
+	return tlsfiles.CertPool(file, data)
 }

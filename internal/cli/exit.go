@@ -7,6 +7,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/tracesampling/controlplane/internal/output"
 )
 
 // Exit codes, documented in the README so scripts can tell failures apart.
@@ -66,4 +68,12 @@ func version() string {
 		return "controlplane " + bi.Main.Version
 	}
 	return "controlplane (devel)"
+}
+
+// checkFormat refuses an unknown -o as a usage error.
+func checkFormat(f string) error {
+	if err := output.Check(f); err != nil {
+		return usageError(err)
+	}
+	return nil
 }

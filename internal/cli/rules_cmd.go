@@ -16,6 +16,8 @@ import (
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/apiconv"
+	"github.com/tracesampling/controlplane/internal/files"
+	"github.com/tracesampling/controlplane/internal/output"
 	"github.com/tracesampling/controlplane/internal/rules"
 )
 
@@ -111,8 +113,8 @@ func givenFlags(fs *flag.FlagSet) map[string]bool {
 	return set
 }
 
-func addOutputFlag(fs *flag.FlagSet, output *string) {
-	fs.StringVar(output, "o", formatTable, "output `format`: table, json or yaml (the rules file format)")
+func addOutputFlag(fs *flag.FlagSet, format *string) {
+	fs.StringVar(format, "o", output.Table, "output `format`: table, json or yaml (the rules file format)")
 }
 
 // parseArgs parses flags wherever they are among the arguments (so that
@@ -158,11 +160,11 @@ func wantArgs(group, cmd string, pos []string, lo, hi int) error {
 func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
 		conn   connConfig
-		output string
+		format string
 	)
 	fs := newFlagSet("rules", "list", "list [flags]",
 		"Lists every rule, in the order rules are tried (priority, then name),\nfollowing page tokens until the end.", stderr, &conn)
-	addOutputFlag(fs, &output)
+	addOutputFlag(fs, &format)
 	filter := fs.String("filter", "", "only rules matching `terms`, e.g. 'service=shop-api AND labels.team=payments'")
 	pageSize := fs.Int("page-size", 100, "rules per call to the server")
 	pos, err := parseArgs(fs, args)
@@ -172,7 +174,7 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := wantArgs("rules", "list", pos, 0, 0); err != nil {
 		return err
 	}
-	if err := checkFormat(output); err != nil {
+	if err := checkFormat(format); err != nil {
 		return err
 	}
 	if *pageSize < 1 || *pageSize > math.MaxInt32 {
@@ -187,16 +189,16 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	return writeRules(stdout, output, rs, false)
+	return output.WriteRules(stdout, format, rs, false)
 }
 
 func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
 		conn   connConfig
-		output string
+		format string
 	)
 	fs := newFlagSet("rules", "get", "get NAME [flags]", "Shows one rule. With -o yaml it prints a rules file that apply reads back.", stderr, &conn)
-	addOutputFlag(fs, &output)
+	addOutputFlag(fs, &format)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -204,7 +206,7 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := wantArgs("rules", "get", pos, 1, 1); err != nil {
 		return err
 	}
-	if err := checkFormat(output); err != nil {
+	if err := checkFormat(format); err != nil {
 		return err
 	}
 	c, err := dial(conn)
@@ -216,7 +218,7 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return c.wrap("", err)
 	}
-	return writeRules(stdout, output, []*pb.Rule{resp.GetRule()}, true)
+	return output.WriteRules(stdout, format, []*pb.Rule{resp.GetRule()}, true)
 }
 
 // ruleFlags are the fields of a rule as create and update take them.
@@ -334,7 +336,7 @@ func (f *kvFlag) Set(s string) error {
 func runCreate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	var (
 		conn   connConfig
-		output string
+		format string
 		rf     ruleFlags
 	)
 	fs := newFlagSet("rules", "create", "create --name NAME --priority N [flags]\n       controlplane rules create -f FILE [flags]",
@@ -342,7 +344,7 @@ func runCreate(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 stdin). A rules file is checked whole before anything is created; the
 Default rule always exists, so a file for create must not contain it (use
 apply). Omitted globs mean "*"; omitted numbers are zero.`, stderr, &conn)
-	addOutputFlag(fs, &output)
+	addOutputFlag(fs, &format)
 	rf.register(fs, true)
 	file := fs.String("f", "", "create every rule of this rules `file` (- for stdin)")
 	pos, err := parseArgs(fs, args)
@@ -352,7 +354,7 @@ apply). Omitted globs mean "*"; omitted numbers are zero.`, stderr, &conn)
 	if err := wantArgs("rules", "create", pos, 0, 0); err != nil {
 		return err
 	}
-	if err := checkFormat(output); err != nil {
+	if err := checkFormat(format); err != nil {
 		return err
 	}
 	var todo []*pb.Rule
@@ -360,7 +362,7 @@ apply). Omitted globs mean "*"; omitted numbers are zero.`, stderr, &conn)
 		if len(givenPaths(fs)) > 0 || rf.name != "" {
 			return usageError(errors.New("rules create: give either -f or rule flags, not both"))
 		}
-		entries, err := readRulesFile(*file, stdin)
+		entries, err := files.ReadRules(*file, stdin)
 		if err != nil {
 			return invalidInput(err)
 		}
@@ -368,12 +370,12 @@ apply). Omitted globs mean "*"; omitted numbers are zero.`, stderr, &conn)
 		for _, e := range entries {
 			if e.Rule.IsDefault() {
 				problems = append(problems, fmt.Sprintf("%s:%d: rule %q (#%d): the Default rule always exists; change it with 'rules apply' or 'rules update Default'",
-					fileName(*file), e.Line, e.Rule.Name, e.Index))
+					files.DisplayName(*file), e.Line, e.Rule.Name, e.Index))
 			}
 			todo = append(todo, apiconv.RuleToProto(&e.Rule))
 		}
 		if len(problems) > 0 {
-			return invalidInput(&invalidFileError{File: fileName(*file), Problems: problems})
+			return invalidInput(&files.Error{File: files.DisplayName(*file), Problems: problems})
 		}
 	} else {
 		r, err := rf.proto(rf.name)
@@ -398,7 +400,7 @@ apply). Omitted globs mean "*"; omitted numbers are zero.`, stderr, &conn)
 		}
 		created = append(created, resp.GetRule())
 	}
-	return writeRules(stdout, output, created, *file == "")
+	return output.WriteRules(stdout, format, created, *file == "")
 }
 
 // reportPartial says which rules a stopped batch did and did not handle.
@@ -416,24 +418,17 @@ func reportPartial(w io.Writer, doneVerb, notDoneVerb string, done, notDone []*p
 	fmt.Fprintf(w, "%s: %s\n%s: %s\n", doneVerb, names(done), notDoneVerb, names(notDone))
 }
 
-func fileName(path string) string {
-	if path == "-" {
-		return "<stdin>"
-	}
-	return path
-}
-
 func runUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
 		conn   connConfig
-		output string
+		format string
 		rf     ruleFlags
 	)
 	fs := newFlagSet("rules", "update", "update NAME [flags]",
 		`Changes the fields given as flags, and only those (the update mask is
 exactly the flags given). With --etag the update is refused if the rule
 changed since that etag was read.`, stderr, &conn)
-	addOutputFlag(fs, &output)
+	addOutputFlag(fs, &format)
 	rf.register(fs, false)
 	etag := fs.String("etag", "", "update only if the rule's current etag is this `etag`")
 	pos, err := parseArgs(fs, args)
@@ -443,7 +438,7 @@ changed since that etag was read.`, stderr, &conn)
 	if err := wantArgs("rules", "update", pos, 1, 1); err != nil {
 		return err
 	}
-	if err := checkFormat(output); err != nil {
+	if err := checkFormat(format); err != nil {
 		return err
 	}
 	paths := givenPaths(fs)
@@ -464,7 +459,7 @@ changed since that etag was read.`, stderr, &conn)
 	if err != nil {
 		return c.wrap("", err)
 	}
-	return writeRules(stdout, output, []*pb.Rule{resp.GetRule()}, true)
+	return output.WriteRules(stdout, format, []*pb.Rule{resp.GetRule()}, true)
 }
 
 func runDelete(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -494,11 +489,11 @@ func runDelete(ctx context.Context, args []string, stdout, stderr io.Writer) err
 func runHistory(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
 		conn   connConfig
-		output string
+		format string
 	)
 	fs := newFlagSet("rules", "history", "history [NAME] [flags]",
 		"Shows the audit log, newest first: who changed which rule, when, and\nwhat changed. With NAME, only that rule's events.", stderr, &conn)
-	addOutputFlag(fs, &output)
+	addOutputFlag(fs, &format)
 	limit := fs.Int("limit", 50, "show at most this many events (0: all)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -507,7 +502,7 @@ func runHistory(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := wantArgs("rules", "history", pos, 0, 1); err != nil {
 		return err
 	}
-	if err := checkFormat(output); err != nil {
+	if err := checkFormat(format); err != nil {
 		return err
 	}
 	if *limit < 0 {
@@ -526,7 +521,7 @@ func runHistory(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	return writeEvents(stdout, output, events)
+	return output.WriteEvents(stdout, format, events)
 }
 
 // normalized returns the domain form of an API rule, as apply compares it.

@@ -27,6 +27,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
+	"github.com/tracesampling/controlplane/internal/tlsfiles"
 )
 
 // serveConfig is everything `serve` can be told, by flag or environment.
@@ -45,7 +46,7 @@ type serveConfig struct {
 	tlsCert     string
 	tlsKey      string
 	tlsClientCA string
-	tlsPoll     time.Duration // how often to look for renewed TLS files; 0: tlsPollEvery (tests shorten it)
+	tlsPoll     time.Duration // how often to look for renewed TLS files; 0: tlsfiles.PollEvery (tests shorten it)
 
 	// Bounds on what clients can make a replica hold (see server.Options).
 	maxStreams        int
@@ -281,11 +282,11 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 	ctl := controller.New(st, cat, controller.Options{Interval: c.interval, Logger: log, Registerer: reg})
 	var bg sync.WaitGroup
 	if certs != nil {
-		certs.register(reg)
+		certs.Register(reg)
 		bg.Add(1)
 		go func() {
 			defer bg.Done()
-			certs.watch(ctx, cmp.Or(c.tlsPoll, tlsPollEvery))
+			certs.Watch(ctx, cmp.Or(c.tlsPoll, tlsfiles.PollEvery))
 		}()
 	}
 	if p, ok := st.(persistenceReader); ok {
@@ -417,7 +418,7 @@ func rulesLoaded(cat *catalog.Catalog) func(context.Context) error {
 
 // serverCredentials returns the gRPC server's TLS credentials and the files
 // they come from, or nil for plaintext.
-func (c *serveConfig) serverCredentials(log *slog.Logger) (credentials.TransportCredentials, *tlsFiles, error) {
+func (c *serveConfig) serverCredentials(log *slog.Logger) (credentials.TransportCredentials, *tlsfiles.Files, error) {
 	if c.tlsCert == "" && c.tlsKey == "" {
 		if c.tlsClientCA != "" {
 			return nil, nil, usageError(errors.New("--tls-client-ca needs --tls-cert and --tls-key"))
@@ -427,9 +428,9 @@ func (c *serveConfig) serverCredentials(log *slog.Logger) (credentials.Transport
 	if c.tlsCert == "" || c.tlsKey == "" {
 		return nil, nil, usageError(errors.New("--tls-cert and --tls-key go together"))
 	}
-	files, err := newTLSFiles(c.tlsCert, c.tlsKey, c.tlsClientCA, log)
+	files, err := tlsfiles.New(c.tlsCert, c.tlsKey, c.tlsClientCA, log)
 	if err != nil {
 		return nil, nil, err
 	}
-	return credentials.NewTLS(files.serverConfig()), files, nil
+	return credentials.NewTLS(files.ServerConfig()), files, nil
 }

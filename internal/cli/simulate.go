@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tracesampling/controlplane/internal/budget"
+	"github.com/tracesampling/controlplane/internal/files"
 	"github.com/tracesampling/controlplane/internal/rules"
 )
 
@@ -123,12 +124,12 @@ func runSimulate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		return usageError(fmt.Errorf("simulate: %w", err))
 	}
 	if f.file != "" {
-		entries, err := readRulesFile(f.file, stdin)
+		entries, err := files.ReadRules(f.file, stdin)
 		if err != nil {
 			return invalidInput(err)
 		}
 		if len(entries) == 0 {
-			return invalidInput(fmt.Errorf("%s: no rules to simulate", fileName(f.file)))
+			return invalidInput(fmt.Errorf("%s: no rules to simulate", files.DisplayName(f.file)))
 		}
 		for _, e := range entries {
 			cfg.Rules = append(cfg.Rules, e.Rule)
