@@ -16,7 +16,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := cli.Run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
-	if err != nil && !cli.Reported(err) {
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "controlplane:", err)
 	}
 	os.Exit(cli.ExitCode(err))

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
@@ -38,44 +39,49 @@ apply stops and says which changes were made and which were not.
 The Default rule may be in the file with its re-rating fields (fixed_rate,
 reservoir_size, description, labels); it is never pruned.`
 
-func runApply(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	var conn connConfig
-	fs := newFlagSet("rules", "apply", "apply -f FILE [--prune] [--dry-run] [flags]", applyAbout, stderr, &conn)
-	file := fs.String("f", "", "the rules `file` to apply; - reads stdin (required)")
-	prune := fs.Bool("prune", false, "also delete the rules that are not in the file (never the Default rule)")
-	dryRun := fs.Bool("dry-run", false, "only print the changes; change nothing")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
+func newRulesApplyCmd(conn *connConfig) *cobra.Command {
+	var (
+		file          string
+		prune, dryRun bool
+	)
+	cmd := &cobra.Command{
+		Use:   "apply -f FILE [--prune] [--dry-run]",
+		Short: "make the server's rules match a rules file",
+		Long:  applyAbout,
+		Args:  argsBetween(0, 0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return usageError(errors.New("rules apply: -f FILE is required"))
+			}
+			entries, err := files.ReadRules(file, cmd.InOrStdin())
+			if err != nil {
+				return invalidInput(err)
+			}
+			c, err := dial(*conn)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, stdout := cmd.Context(), cmd.OutOrStdout()
+			current, err := c.listRules(ctx, "", 1000)
+			if err != nil {
+				return err
+			}
+			plan := makePlan(entries, current, prune)
+			plan.print(stdout, files.DisplayName(file))
+			if dryRun {
+				fmt.Fprintf(stdout, "dry run: %d to create, %d to update, %d to delete, %d unchanged; nothing was changed\n",
+					plan.count(opCreate), plan.count(opUpdate), plan.count(opDelete), plan.unchanged)
+				return nil
+			}
+			return plan.apply(ctx, c, stdout, cmd.ErrOrStderr())
+		},
 	}
-	if err := wantArgs("rules", "apply", pos, 0, 0); err != nil {
-		return err
-	}
-	if *file == "" {
-		fs.Usage()
-		return usageError(errors.New("rules apply: -f FILE is required"))
-	}
-	entries, err := files.ReadRules(*file, stdin)
-	if err != nil {
-		return invalidInput(err)
-	}
-	c, err := dial(conn)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	current, err := c.listRules(ctx, "", 1000)
-	if err != nil {
-		return err
-	}
-	plan := makePlan(entries, current, *prune)
-	plan.print(stdout, files.DisplayName(*file))
-	if *dryRun {
-		fmt.Fprintf(stdout, "dry run: %d to create, %d to update, %d to delete, %d unchanged; nothing was changed\n",
-			plan.count(opCreate), plan.count(opUpdate), plan.count(opDelete), plan.unchanged)
-		return nil
-	}
-	return plan.apply(ctx, c, stdout, stderr)
+	cmd.Flags().StringVarP(&file, "file", "f", "", "the rules `file` to apply; - reads stdin (required)")
+	cmd.Flags().BoolVar(&prune, "prune", false, "also delete the rules that are not in the file (never the Default rule)")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only print the changes; change nothing")
+	_ = cmd.MarkFlagFilename("file", "yaml", "yml")
+	return cmd
 }
 
 type opKind int

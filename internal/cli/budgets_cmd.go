@@ -4,16 +4,16 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -27,74 +27,41 @@ import (
 	"github.com/tracesampling/controlplane/internal/rules"
 )
 
-const budgetsUsage = `Usage: controlplane budgets COMMAND [flags]
-
-Manage the monthly tracing cost budgets of a control plane server, see where
+const budgetsLong = `Manage the monthly tracing cost budgets of a control plane server, see where
 each stands this month, and follow the alerts they raise.
 
-Commands:
-  list                  list budgets, by name
-  get NAME              show one budget
-  create NAME           create a budget from flags, or every budget of a file (-f)
-  update NAME           change the fields given as flags, and only those
-  delete NAME           delete a budget
-  status NAME           spend and forecast this month, enforcement, spend per rule
-  alerts                list the alerts that fired, newest first
-  watch                 print alerts as they fire, until interrupted (Ctrl-C)
+Every command calls the server at --server (default: CONTROLPLANE_SERVER,
+else CONTROLPLANE_ENDPOINT, else localhost:7070); --timeout bounds each call
+(watch's stream itself has none). For list and get, -o yaml prints the
+budgets file format, which create -f reads back.
 
-Flags of every command:
-  --server ADDR         gRPC address of the server (env CONTROLPLANE_SERVER; default localhost:7070)
-  --tls                 connect with TLS, trusting the system's root certificates
-  --tls-ca FILE         connect with TLS, trusting the CA certificates in FILE instead
-  --tls-cert FILE, --tls-key FILE
-                        present this client certificate (a server with mutual TLS)
-  --timeout DURATION    time limit of each call to the server (default 10s; 0: none);
-                        watch's stream itself has none
-  -o table|json|yaml    output format (default table); for list and get, yaml is the
-                        budgets file format, which create -f reads back; watch takes
-                        table (one line per alert) or json (one object per line)
+` + exitCodesHelp + ` watch exits 0 when interrupted.`
 
-Exit codes: 0 success (watch: also when interrupted), 1 other failure, 2 bad
-command line, 3 invalid input (a bad budgets file or budget), 4 not found,
-5 conflict (already exists, or a stale etag), 6 server unreachable.
-
-Run 'controlplane budgets COMMAND -h' for a command's flags.
-`
-
-// runBudgets dispatches `controlplane budgets COMMAND`.
-func runBudgets(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, budgetsUsage)
-		return usageError(errors.New("budgets: no command given"))
+func newBudgetsCmd(lookupEnv func(string) (string, bool)) *cobra.Command {
+	conn := &connConfig{}
+	cmd := &cobra.Command{
+		Use:   "budgets",
+		Short: "monthly tracing budgets: edit, status, alerts",
+		Long:  budgetsLong,
+		Args:  cobra.ArbitraryArgs,
+		RunE:  groupRunE,
 	}
-	cmd, rest := args[0], args[1:]
-	switch cmd {
-	case "list":
-		return runBudgetList(ctx, rest, stdout, stderr)
-	case "get":
-		return runBudgetGet(ctx, rest, stdout, stderr)
-	case "create":
-		return runBudgetCreate(ctx, rest, stdin, stdout, stderr)
-	case "update":
-		return runBudgetUpdate(ctx, rest, stdout, stderr)
-	case "delete":
-		return runBudgetDelete(ctx, rest, stdout, stderr)
-	case "status":
-		return runBudgetStatus(ctx, rest, stdout, stderr)
-	case "alerts":
-		return runBudgetAlerts(ctx, rest, stdout, stderr)
-	case "watch":
-		return runBudgetWatch(ctx, rest, stdout, stderr)
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, budgetsUsage)
-		return nil
-	}
-	fmt.Fprint(stderr, budgetsUsage)
-	return usageError(fmt.Errorf("budgets: unknown command %q", cmd))
+	addConnFlags(cmd.PersistentFlags(), conn, lookupEnv)
+	cmd.AddCommand(
+		newBudgetListCmd(conn),
+		newBudgetGetCmd(conn),
+		newBudgetCreateCmd(conn),
+		newBudgetUpdateCmd(conn),
+		newBudgetDeleteCmd(conn),
+		newBudgetStatusCmd(conn),
+		newBudgetAlertsCmd(conn),
+		newBudgetWatchCmd(conn),
+	)
+	return cmd
 }
 
-func addBudgetOutputFlag(fs *flag.FlagSet, format *string) {
-	fs.StringVar(format, "o", output.Table, "output `format`: table, json or yaml (for list and get, the budgets file format)")
+func addBudgetOutputFlag(fs *pflag.FlagSet, format *string) {
+	addOutputFlag(fs, format, "output `format`: table, json or yaml (for list and get, the budgets file format)")
 }
 
 // budgetAPI returns a BudgetService client on c's connection.
@@ -141,63 +108,62 @@ func listBudgetAlerts(ctx context.Context, c *client, budgetName string, limit i
 	}
 }
 
-func runBudgetList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var (
-		conn   connConfig
-		format string
-	)
-	fs := newFlagSet("budgets", "list", "list [flags]", "Lists every budget, by name.", stderr, &conn)
+func newBudgetListCmd(conn *connConfig) *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "list budgets, by name",
+		Long:  "Lists every budget, by name.",
+		Args:  argsBetween(0, 0),
+	}
+	fs := cmd.Flags()
 	addBudgetOutputFlag(fs, &format)
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
+	cmd.RunE = func(cmd *cobra.Command, pos []string) error {
+		ctx, stdout := cmd.Context(), cmd.OutOrStdout()
+		if err := checkFormat(format); err != nil {
+			return err
+		}
+		c, err := dial(*conn)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		bs, err := listBudgets(ctx, c)
+		if err != nil {
+			return err
+		}
+		return output.WriteBudgets(stdout, format, bs, false)
 	}
-	if err := wantArgs("budgets", "list", pos, 0, 0); err != nil {
-		return err
-	}
-	if err := checkFormat(format); err != nil {
-		return err
-	}
-	c, err := dial(conn)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	bs, err := listBudgets(ctx, c)
-	if err != nil {
-		return err
-	}
-	return output.WriteBudgets(stdout, format, bs, false)
+	return cmd
 }
 
-func runBudgetGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var (
-		conn   connConfig
-		format string
-	)
-	fs := newFlagSet("budgets", "get", "get NAME [flags]",
-		"Shows one budget. With -o yaml it prints the budgets file format (webhook\nURLs redacted and secrets shown as \"****\", as the server returns them).", stderr, &conn)
+func newBudgetGetCmd(conn *connConfig) *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "get NAME",
+		Short: "show one budget",
+		Long:  "Shows one budget. With -o yaml it prints the budgets file format (webhook\nURLs redacted and secrets shown as \"****\", as the server returns them).",
+		Args:  argsBetween(1, 1),
+	}
+	fs := cmd.Flags()
 	addBudgetOutputFlag(fs, &format)
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
+	cmd.RunE = func(cmd *cobra.Command, pos []string) error {
+		ctx, stdout := cmd.Context(), cmd.OutOrStdout()
+		if err := checkFormat(format); err != nil {
+			return err
+		}
+		c, err := dial(*conn)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		resp, err := budgetAPI(c).GetBudget(ctx, &pb.GetBudgetRequest{Name: pos[0]})
+		if err != nil {
+			return c.wrap("", err)
+		}
+		return output.WriteBudgets(stdout, format, []*pb.Budget{resp.GetBudget()}, true)
 	}
-	if err := wantArgs("budgets", "get", pos, 1, 1); err != nil {
-		return err
-	}
-	if err := checkFormat(format); err != nil {
-		return err
-	}
-	c, err := dial(conn)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	resp, err := budgetAPI(c).GetBudget(ctx, &pb.GetBudgetRequest{Name: pos[0]})
-	if err != nil {
-		return c.wrap("", err)
-	}
-	return output.WriteBudgets(stdout, format, []*pb.Budget{resp.GetBudget()}, true)
+	return cmd
 }
 
 // budgetFlags are the fields of a budget as create and update take them.
@@ -219,7 +185,7 @@ type budgetFlags struct {
 
 // register defines the flags. Create's defaults are the budget's; update's
 // are zero, since update sends only the flags given.
-func (bf *budgetFlags) register(fs *flag.FlagSet, update bool) {
+func (bf *budgetFlags) register(fs *pflag.FlagSet, update bool) {
 	currency, price, mode := budget.DefaultCurrency, int64(budget.DefaultPricePerMillionMicros), budget.Enforce.String()
 	onUpdate, secretOnUpdate := "", ""
 	if update {
@@ -316,6 +282,8 @@ func (f *amountFlag) String() string {
 	return budget.FormatMicros(f.micros)
 }
 
+func (f *amountFlag) Type() string { return "amount" }
+
 func (f *amountFlag) Set(s string) error {
 	m, err := budget.ParseMicros(s)
 	if err != nil {
@@ -334,6 +302,8 @@ func (f *budgetListFlag) String() string {
 	}
 	return strings.Join(f.v, ",")
 }
+
+func (f *budgetListFlag) Type() string { return "string" }
 
 func (f *budgetListFlag) Set(s string) error {
 	if s != "" {
@@ -356,6 +326,8 @@ func (f *budgetFloatsFlag) String() string {
 	}
 	return strings.Join(parts, ",")
 }
+
+func (f *budgetFloatsFlag) Type() string { return "number" }
 
 func (f *budgetFloatsFlag) Set(s string) error {
 	if s == "" {
@@ -413,81 +385,85 @@ per million traces, thresholds 0.5, 0.8, 1 and forecast 1, enforce).
 --webhook-secret signs every --webhook given with it; to give webhooks
 different secrets, or to keep secrets off the command line, use a file.`
 
-func runBudgetCreate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+func newBudgetCreateCmd(conn *connConfig) *cobra.Command {
 	var (
-		conn   connConfig
 		format string
 		bf     budgetFlags
 	)
-	fs := newFlagSet("budgets", "create", "create NAME --amount AMOUNT [flags]\n       controlplane budgets create -f FILE [flags]", budgetCreateAbout, stderr, &conn)
+	cmd := &cobra.Command{
+		Use:   "create (NAME --amount AMOUNT [flags] | -f FILE)",
+		Short: "create a budget from flags, or every budget of a file (-f)",
+		Long:  budgetCreateAbout,
+		Args:  cobra.ArbitraryArgs,
+	}
+	fs := cmd.Flags()
 	addBudgetOutputFlag(fs, &format)
-	// The flags every command has, and -o, go with -f too.
-	withFile := map[string]bool{}
-	fs.VisitAll(func(f *flag.Flag) { withFile[f.Name] = true })
 	bf.register(fs, false)
-	file := fs.String("f", "", "create every budget of this budgets `file` (- for stdin)")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := checkFormat(format); err != nil {
-		return err
-	}
-	given := givenFlags(fs)
-	var todo []*pb.Budget
-	if *file != "" {
-		delete(given, "f")
-		maps.DeleteFunc(given, func(name string, _ bool) bool { return withFile[name] })
-		if len(pos) > 0 || len(given) > 0 {
-			return usageError(errors.New("budgets create: give either -f FILE or NAME and budget flags, not both"))
-		}
-		if todo, err = files.ReadBudgets(*file, stdin); err != nil {
-			return invalidInput(err)
-		}
-	} else {
-		if err := wantArgs("budgets", "create", pos, 1, 1); err != nil {
+	file := fs.StringP("file", "f", "", "create every budget of this budgets `file` (- for stdin)")
+	_ = cmd.MarkFlagFilename("file", "yaml", "yml")
+	cmd.RunE = func(cmd *cobra.Command, pos []string) error {
+		ctx, stdin, stdout, stderr := cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()
+		if err := checkFormat(format); err != nil {
 			return err
 		}
-		if !given["amount"] {
-			fs.Usage()
-			return usageError(errors.New("budgets create: --amount is required"))
-		}
-		if given["webhook-secret"] && len(bf.webhooks.v) == 0 {
-			return usageError(errors.New("budgets create: --webhook-secret signs the --webhook URLs given with it; give at least one"))
-		}
-		p, vs := bf.proto(pos[0], given, false)
-		if len(vs) > 0 {
-			// Nothing is sent: list every other problem too, with the one
-			// definition of a valid budget.
-			b := apiconv.BudgetFromProto(p).Normalize()
-			var ve *rules.ValidationError
-			if errors.As(budget.Validate(&b), &ve) {
-				for _, v := range ve.Violations {
-					vs = append(vs, rules.FieldViolation{Field: "budget." + v.Field, Description: v.Description})
+		// The budget's own flags; the connection flags and -o go with -f too.
+		given := givenFlags(cmd.LocalNonPersistentFlags())
+		delete(given, "output")
+		var todo []*pb.Budget
+		if *file != "" {
+			delete(given, "file")
+			if len(pos) > 0 || len(given) > 0 {
+				return usageError(errors.New("budgets create: give either -f FILE or NAME and budget flags, not both"))
+			}
+			var err error
+			if todo, err = files.ReadBudgets(*file, stdin); err != nil {
+				return invalidInput(err)
+			}
+		} else {
+			if err := argsBetween(1, 1)(cmd, pos); err != nil {
+				return err
+			}
+			if !given["amount"] {
+				return usageError(errors.New("budgets create: --amount is required"))
+			}
+			if given["webhook-secret"] && len(bf.webhooks.v) == 0 {
+				return usageError(errors.New("budgets create: --webhook-secret signs the --webhook URLs given with it; give at least one"))
+			}
+			p, vs := bf.proto(pos[0], given, false)
+			if len(vs) > 0 {
+				// Nothing is sent: list every other problem too, with the one
+				// definition of a valid budget.
+				b := apiconv.BudgetFromProto(p).Normalize()
+				var ve *rules.ValidationError
+				if errors.As(budget.Validate(&b), &ve) {
+					for _, v := range ve.Violations {
+						vs = append(vs, rules.FieldViolation{Field: "budget." + v.Field, Description: v.Description})
+					}
 				}
+				return budgetLocalInvalid(fmt.Sprintf("create budget %q", pos[0]), vs)
 			}
-			return budgetLocalInvalid(fmt.Sprintf("create budget %q", pos[0]), vs)
+			todo = append(todo, p)
 		}
-		todo = append(todo, p)
-	}
-	c, err := dial(conn)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	api := budgetAPI(c)
-	var created []*pb.Budget
-	for i, b := range todo {
-		resp, err := api.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: b})
+		c, err := dial(*conn)
 		if err != nil {
-			if len(todo) > 1 {
-				fmt.Fprintf(stderr, "created: %s\nnot created: %s\n", budgetNames(todo[:i]), budgetNames(todo[i:]))
-			}
-			return c.wrap(fmt.Sprintf("create budget %q", b.GetName()), err)
+			return err
 		}
-		created = append(created, resp.GetBudget())
+		defer c.Close()
+		api := budgetAPI(c)
+		var created []*pb.Budget
+		for i, b := range todo {
+			resp, err := api.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: b})
+			if err != nil {
+				if len(todo) > 1 {
+					fmt.Fprintf(stderr, "created: %s\nnot created: %s\n", budgetNames(todo[:i]), budgetNames(todo[i:]))
+				}
+				return c.wrap(fmt.Sprintf("create budget %q", b.GetName()), err)
+			}
+			created = append(created, resp.GetBudget())
+		}
+		return output.WriteBudgets(stdout, format, created, *file == "")
 	}
-	return output.WriteBudgets(stdout, format, created, *file == "")
+	return cmd
 }
 
 func budgetNames(bs []*pb.Budget) string {
@@ -505,208 +481,208 @@ func budgetNames(bs []*pb.Budget) string {
 // when someone else changed it in between.
 const budgetUpdateRetries = 3
 
-func runBudgetUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func newBudgetUpdateCmd(conn *connConfig) *cobra.Command {
 	var (
-		conn   connConfig
 		format string
 		bf     budgetFlags
 	)
-	fs := newFlagSet("budgets", "update", "update NAME [flags]",
-		`Changes the fields given as flags, and only those (the update mask is
+	cmd := &cobra.Command{
+		Use:   "update NAME",
+		Short: "change the fields given as flags, and only those",
+		Long: `Changes the fields given as flags, and only those (the update mask is
 exactly the flags given). --service and --rule-label each replace their part
 of the scope and keep the other. --webhook replaces every webhook; one that
 was there before keeps its secret unless --webhook-secret is given, and a URL
 copied redacted from get (https://host/…) keeps the webhook it was read
 from. With --etag the update is refused if the budget changed since that
-etag was read.`, stderr, &conn)
+etag was read.`,
+		Args: argsBetween(1, 1),
+	}
+	fs := cmd.Flags()
 	addBudgetOutputFlag(fs, &format)
 	bf.register(fs, true)
 	etag := fs.String("etag", "", "update only if the budget's current etag is this `etag`")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := wantArgs("budgets", "update", pos, 1, 1); err != nil {
-		return err
-	}
-	if err := checkFormat(format); err != nil {
-		return err
-	}
-	given := givenFlags(fs)
-	if given["webhook-secret"] && !given["webhook"] {
-		return usageError(errors.New("budgets update: --webhook-secret signs the --webhook URLs given with it; give them too"))
-	}
-	paths := givenBudgetPaths(given)
-	if len(paths) == 0 {
-		return usageError(errors.New("budgets update: nothing to change; give at least one field flag, e.g. --amount 800"))
-	}
-	p, vs := bf.proto(pos[0], given, true)
-	if len(vs) > 0 {
-		return budgetLocalInvalid(fmt.Sprintf("update budget %q", pos[0]), vs)
-	}
-	p.Etag = *etag
-	c, err := dial(conn)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	api := budgetAPI(c)
-	// The scope is one field of the API: to change one part of it, read the
-	// other and send it back, under the etag read unless one was given, so
-	// that a concurrent change to the scope is not undone.
-	mergeScope := given["service"] != given["rule-label"]
-	for attempt := 0; ; attempt++ {
-		if mergeScope {
-			resp, err := api.GetBudget(ctx, &pb.GetBudgetRequest{Name: pos[0]})
-			if err != nil {
-				return c.wrap("", err)
-			}
-			cur := resp.GetBudget()
-			scope := &pb.BudgetScope{ServiceNames: bf.services.v, RuleLabels: bf.ruleLabels.m}
-			if given["service"] {
-				scope.RuleLabels = cur.GetScope().GetRuleLabels()
-			} else {
-				scope.ServiceNames = cur.GetScope().GetServiceNames()
-			}
-			p.Scope = scope
-			if *etag == "" {
-				p.Etag = cur.GetEtag()
-			}
+	cmd.RunE = func(cmd *cobra.Command, pos []string) error {
+		ctx, stdout := cmd.Context(), cmd.OutOrStdout()
+		if err := checkFormat(format); err != nil {
+			return err
 		}
-		resp, err := api.UpdateBudget(ctx, &pb.UpdateBudgetRequest{Budget: p, UpdateMask: &fieldmaskpb.FieldMask{Paths: paths}})
-		if mergeScope && *etag == "" && status.Code(err) == codes.Aborted && attempt < budgetUpdateRetries {
-			continue
+		given := givenFlags(fs)
+		if given["webhook-secret"] && !given["webhook"] {
+			return usageError(errors.New("budgets update: --webhook-secret signs the --webhook URLs given with it; give them too"))
 		}
-		if err != nil {
-			return c.wrap("", err) // the server's errors name the budget
+		paths := givenBudgetPaths(given)
+		if len(paths) == 0 {
+			return usageError(errors.New("budgets update: nothing to change; give at least one field flag, e.g. --amount 800"))
 		}
-		return output.WriteBudgets(stdout, format, []*pb.Budget{resp.GetBudget()}, true)
-	}
-}
-
-func runBudgetDelete(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var conn connConfig
-	fs := newFlagSet("budgets", "delete", "delete NAME [flags]",
-		"Deletes a budget; the rules it enforced go back to their own rates. With\n--etag the delete is refused if the budget changed since that etag was read.", stderr, &conn)
-	etag := fs.String("etag", "", "delete only if the budget's current etag is this `etag`")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := wantArgs("budgets", "delete", pos, 1, 1); err != nil {
-		return err
-	}
-	c, err := dial(conn)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if _, err := budgetAPI(c).DeleteBudget(ctx, &pb.DeleteBudgetRequest{Name: pos[0], Etag: *etag}); err != nil {
-		return c.wrap("", err)
-	}
-	fmt.Fprintf(stdout, "deleted budget %q\n", pos[0])
-	return nil
-}
-
-func runBudgetStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var (
-		conn   connConfig
-		format string
-	)
-	fs := newFlagSet("budgets", "status", "status NAME [flags]",
-		`Shows where a budget stands this month (UTC): money spent and the month-end
-forecast against the cap, the factors enforcement applies to the fixed rates
-and reservoirs of the rules in scope, whether the budget is exhausted, and
-the spend of each rule. -o json prints the API's BudgetStatus.`, stderr, &conn)
-	addBudgetOutputFlag(fs, &format)
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := wantArgs("budgets", "status", pos, 1, 1); err != nil {
-		return err
-	}
-	if err := checkFormat(format); err != nil {
-		return err
-	}
-	c, err := dial(conn)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	api := budgetAPI(c)
-	resp, err := api.GetBudgetStatus(ctx, &pb.GetBudgetStatusRequest{Name: pos[0]})
-	if err != nil {
-		return c.wrap("", err)
-	}
-	st := resp.GetStatus()
-	switch format {
-	case output.JSON:
-		return output.WriteJSON(stdout, st)
-	case output.YAML:
-		b, err := output.MarshalJSON(st)
+		p, vs := bf.proto(pos[0], given, true)
+		if len(vs) > 0 {
+			return budgetLocalInvalid(fmt.Sprintf("update budget %q", pos[0]), vs)
+		}
+		p.Etag = *etag
+		c, err := dial(*conn)
 		if err != nil {
 			return err
 		}
-		return output.WriteYAML(stdout, b)
+		defer c.Close()
+		api := budgetAPI(c)
+		// The scope is one field of the API: to change one part of it, read the
+		// other and send it back, under the etag read unless one was given, so
+		// that a concurrent change to the scope is not undone.
+		mergeScope := given["service"] != given["rule-label"]
+		for attempt := 0; ; attempt++ {
+			if mergeScope {
+				resp, err := api.GetBudget(ctx, &pb.GetBudgetRequest{Name: pos[0]})
+				if err != nil {
+					return c.wrap("", err)
+				}
+				cur := resp.GetBudget()
+				scope := &pb.BudgetScope{ServiceNames: bf.services.v, RuleLabels: bf.ruleLabels.m}
+				if given["service"] {
+					scope.RuleLabels = cur.GetScope().GetRuleLabels()
+				} else {
+					scope.ServiceNames = cur.GetScope().GetServiceNames()
+				}
+				p.Scope = scope
+				if *etag == "" {
+					p.Etag = cur.GetEtag()
+				}
+			}
+			resp, err := api.UpdateBudget(ctx, &pb.UpdateBudgetRequest{Budget: p, UpdateMask: &fieldmaskpb.FieldMask{Paths: paths}})
+			if mergeScope && *etag == "" && status.Code(err) == codes.Aborted && attempt < budgetUpdateRetries {
+				continue
+			}
+			if err != nil {
+				return c.wrap("", err) // the server's errors name the budget
+			}
+			return output.WriteBudgets(stdout, format, []*pb.Budget{resp.GetBudget()}, true)
+		}
 	}
-	// The table also shows the cap in money and the mode, which are the
-	// budget's.
-	b, err := api.GetBudget(ctx, &pb.GetBudgetRequest{Name: pos[0]})
-	if err != nil {
-		return c.wrap("", err)
-	}
-	return output.WriteBudgetStatus(stdout, b.GetBudget(), st)
+	return cmd
 }
 
-func runBudgetAlerts(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var (
-		conn   connConfig
-		format string
-	)
-	fs := newFlagSet("budgets", "alerts", "alerts [flags]",
-		"Lists the alerts that fired, newest first. Each fires once per budget,\nmonth and threshold.", stderr, &conn)
+func newBudgetDeleteCmd(conn *connConfig) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "delete NAME",
+		Short: "delete a budget",
+		Long:  "Deletes a budget; the rules it enforced go back to their own rates. With\n--etag the delete is refused if the budget changed since that etag was read.",
+		Args:  argsBetween(1, 1),
+	}
+	fs := cmd.Flags()
+	etag := fs.String("etag", "", "delete only if the budget's current etag is this `etag`")
+	cmd.RunE = func(cmd *cobra.Command, pos []string) error {
+		ctx, stdout := cmd.Context(), cmd.OutOrStdout()
+		c, err := dial(*conn)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if _, err := budgetAPI(c).DeleteBudget(ctx, &pb.DeleteBudgetRequest{Name: pos[0], Etag: *etag}); err != nil {
+			return c.wrap("", err)
+		}
+		fmt.Fprintf(stdout, "deleted budget %q\n", pos[0])
+		return nil
+	}
+	return cmd
+}
+
+func newBudgetStatusCmd(conn *connConfig) *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "status NAME",
+		Short: "spend and forecast this month, enforcement, spend per rule",
+		Long: `Shows where a budget stands this month (UTC): money spent and the month-end
+forecast against the cap, the factors enforcement applies to the fixed rates
+and reservoirs of the rules in scope, whether the budget is exhausted, and
+the spend of each rule. -o json prints the API's BudgetStatus.`,
+		Args: argsBetween(1, 1),
+	}
+	fs := cmd.Flags()
+	addBudgetOutputFlag(fs, &format)
+	cmd.RunE = func(cmd *cobra.Command, pos []string) error {
+		ctx, stdout := cmd.Context(), cmd.OutOrStdout()
+		if err := checkFormat(format); err != nil {
+			return err
+		}
+		c, err := dial(*conn)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		api := budgetAPI(c)
+		resp, err := api.GetBudgetStatus(ctx, &pb.GetBudgetStatusRequest{Name: pos[0]})
+		if err != nil {
+			return c.wrap("", err)
+		}
+		st := resp.GetStatus()
+		switch format {
+		case output.JSON:
+			return output.WriteJSON(stdout, st)
+		case output.YAML:
+			b, err := output.MarshalJSON(st)
+			if err != nil {
+				return err
+			}
+			return output.WriteYAML(stdout, b)
+		}
+		// The table also shows the cap in money and the mode, which are the
+		// budget's.
+		b, err := api.GetBudget(ctx, &pb.GetBudgetRequest{Name: pos[0]})
+		if err != nil {
+			return c.wrap("", err)
+		}
+		return output.WriteBudgetStatus(stdout, b.GetBudget(), st)
+	}
+	return cmd
+}
+
+func newBudgetAlertsCmd(conn *connConfig) *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "alerts",
+		Short: "list the alerts that fired, newest first",
+		Long:  "Lists the alerts that fired, newest first. Each fires once per budget,\nmonth and threshold.",
+		Args:  argsBetween(0, 0),
+	}
+	fs := cmd.Flags()
 	addBudgetOutputFlag(fs, &format)
 	name := fs.String("budget", "", "only this budget's alerts")
 	limit := fs.Int("limit", 50, "show at most this many alerts (0: all)")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := wantArgs("budgets", "alerts", pos, 0, 0); err != nil {
-		return err
-	}
-	if err := checkFormat(format); err != nil {
-		return err
-	}
-	if *limit < 0 {
-		return usageError(fmt.Errorf("--limit: want 0 or more, got %d", *limit))
-	}
-	c, err := dial(conn)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	alerts, err := listBudgetAlerts(ctx, c, *name, *limit)
-	if err != nil {
-		return err
-	}
-	switch format {
-	case output.JSON:
-		return output.WriteJSONList(stdout, "alerts", alerts)
-	case output.YAML:
-		b, err := output.JSONList("alerts", alerts)
+	cmd.RunE = func(cmd *cobra.Command, pos []string) error {
+		ctx, stdout := cmd.Context(), cmd.OutOrStdout()
+		if err := checkFormat(format); err != nil {
+			return err
+		}
+		if *limit < 0 {
+			return usageError(fmt.Errorf("--limit: want 0 or more, got %d", *limit))
+		}
+		c, err := dial(*conn)
 		if err != nil {
 			return err
 		}
-		return output.WriteYAML(stdout, b)
+		defer c.Close()
+		alerts, err := listBudgetAlerts(ctx, c, *name, *limit)
+		if err != nil {
+			return err
+		}
+		switch format {
+		case output.JSON:
+			return output.WriteJSONList(stdout, "alerts", alerts)
+		case output.YAML:
+			b, err := output.JSONList("alerts", alerts)
+			if err != nil {
+				return err
+			}
+			return output.WriteYAML(stdout, b)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "TIME\tBUDGET\tKIND\tTHRESHOLD\tMESSAGE")
+		for _, a := range alerts {
+			fmt.Fprintln(tw, strings.Join(output.AlertCells(a), "\t"))
+		}
+		return tw.Flush()
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "TIME\tBUDGET\tKIND\tTHRESHOLD\tMESSAGE")
-	for _, a := range alerts {
-		fmt.Fprintln(tw, strings.Join(output.AlertCells(a), "\t"))
-	}
-	return tw.Flush()
+	return cmd
 }
 
 // Backoff between attempts to watch again after a lost stream.
@@ -715,40 +691,39 @@ const (
 	watchBackoffMax = 30 * time.Second
 )
 
-func runBudgetWatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var (
-		conn   connConfig
-		format string
-	)
-	fs := newFlagSet("budgets", "watch", "watch [flags]",
-		`Prints each alert as it fires, on whichever replica, until interrupted
+func newBudgetWatchCmd(conn *connConfig) *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "watch",
+		Short: "print alerts as they fire, until interrupted (Ctrl-C)",
+		Long: `Prints each alert as it fires, on whichever replica, until interrupted
 (Ctrl-C, exit code 0): one line per alert (TIME BUDGET KIND THRESHOLD
 MESSAGE), or with -o json one JSON object per line. A lost stream (a server
 restart, a connection aged out) is watched again from the last alert
-printed, so the alerts that fired in between are printed first.`, stderr, &conn)
-	fs.StringVar(&format, "o", output.Table, "output `format`: table (one line per alert) or json (one object per line)")
+printed, so the alerts that fired in between are printed first.`,
+		Args: argsBetween(0, 0),
+	}
+	fs := cmd.Flags()
+	addOutputFlag(fs, &format, "output `format`: table (one line per alert) or json (one object per line)")
 	name := fs.String("budget", "", "only this budget's alerts")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
+	cmd.RunE = func(cmd *cobra.Command, pos []string) error {
+		ctx, stdout, stderr := cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr()
+		if format != output.Table && format != output.JSON {
+			return usageError(fmt.Errorf("-o: watch prints table or json, got %q", format))
+		}
+		c, err := dial(*conn)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		w := &alertWatch{c: c, api: budgetAPI(c), budget: *name, json: format == output.JSON, stdout: stdout, stderr: stderr}
+		err = w.run(ctx)
+		if ctx.Err() != nil {
+			return nil // interrupted: the normal way to stop watching
+		}
 		return err
 	}
-	if err := wantArgs("budgets", "watch", pos, 0, 0); err != nil {
-		return err
-	}
-	if format != output.Table && format != output.JSON {
-		return usageError(fmt.Errorf("-o: watch prints table or json, got %q", format))
-	}
-	c, err := dial(conn)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	w := &alertWatch{c: c, api: budgetAPI(c), budget: *name, json: format == output.JSON, stdout: stdout, stderr: stderr}
-	err = w.run(ctx)
-	if ctx.Err() != nil {
-		return nil // interrupted: the normal way to stop watching
-	}
-	return err
+	return cmd
 }
 
 // alertWatch follows WatchAlerts, watching again when the stream is lost.

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"errors"
-	"flag"
 	"runtime/debug"
 
 	"google.golang.org/grpc/codes"
@@ -21,9 +20,6 @@ const (
 	exitConflict    = 5 // ALREADY_EXISTS, ABORTED (stale etag), FAILED_PRECONDITION
 	exitUnavailable = 6 // the server cannot be reached, or UNAVAILABLE
 )
-
-// errSilent marks an error whose message was already printed.
-var errSilent = errors.New("already reported")
 
 type codedError struct {
 	code int
@@ -44,9 +40,6 @@ func exitCode(err error) int {
 	var ce *codedError
 	if errors.As(err, &ce) {
 		return ce.code
-	}
-	if errors.Is(err, flag.ErrHelp) {
-		return exitOK
 	}
 	if st, ok := status.FromError(err); ok {
 		switch st.Code() {

@@ -1,17 +1,16 @@
 package cli
 
 import (
-	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
@@ -21,204 +20,139 @@ import (
 	"github.com/tracesampling/controlplane/internal/rules"
 )
 
-const rulesUsage = `Usage: controlplane rules COMMAND [flags]
-
-Manage the sampling rules of a control plane server.
-
-Commands:
-  list                  list rules, in the order they are tried
-  get NAME              show one rule
-  create                create a rule from flags, or every rule of a file (-f)
-  update NAME           change the fields given as flags, and only those
-  delete NAME           delete a rule
-  apply -f FILE         make the server's rules match a rules file
-  history [NAME]        show the audit log, newest first
-
-Flags of every command:
-  --server ADDR         gRPC address of the server (env CONTROLPLANE_SERVER; default localhost:7070)
-  --tls                 connect with TLS, trusting the system's root certificates
-  --tls-ca FILE         connect with TLS, trusting the CA certificates in FILE instead
-  --tls-cert FILE, --tls-key FILE
-                        present this client certificate (a server with mutual TLS)
-  --timeout DURATION    time limit of each call to the server (default 10s; 0: none)
-  -o table|json|yaml    output format of list, get, create, update and history (default table);
-                        yaml is the rules file format, which apply reads back
-
-Exit codes: 0 success, 1 other failure, 2 bad command line, 3 invalid input
-(a bad rules file or rule), 4 not found, 5 conflict (already exists, stale
-etag, or an edit the Default rule does not allow), 6 server unreachable.
-
-Run 'controlplane rules COMMAND -h' for a command's flags.
-`
-
 // defaultServer is where the CLI looks for the control plane unless told.
 const defaultServer = "localhost:7070"
 
-// runRules dispatches `controlplane rules COMMAND`.
-func runRules(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, rulesUsage)
-		return usageError(errors.New("rules: no command given"))
+// serverFromEnv is the --server default: CONTROLPLANE_SERVER, else
+// CONTROLPLANE_ENDPOINT (the variable the SDK reads), else defaultServer.
+func serverFromEnv(lookupEnv func(string) (string, bool)) string {
+	for _, name := range []string{"CONTROLPLANE_SERVER", "CONTROLPLANE_ENDPOINT"} {
+		if v, ok := lookupEnv(name); ok && v != "" {
+			return v
+		}
 	}
-	cmd, rest := args[0], args[1:]
-	switch cmd {
-	case "list":
-		return runList(ctx, rest, stdout, stderr)
-	case "get":
-		return runGet(ctx, rest, stdout, stderr)
-	case "create":
-		return runCreate(ctx, rest, stdin, stdout, stderr)
-	case "update":
-		return runUpdate(ctx, rest, stdout, stderr)
-	case "delete":
-		return runDelete(ctx, rest, stdout, stderr)
-	case "apply":
-		return runApply(ctx, rest, stdin, stdout, stderr)
-	case "history":
-		return runHistory(ctx, rest, stdout, stderr)
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, rulesUsage)
-		return nil
-	}
-	fmt.Fprint(stderr, rulesUsage)
-	return usageError(fmt.Errorf("rules: unknown command %q", cmd))
+	return defaultServer
 }
 
-// newFlagSet returns a subcommand's flag set, with the flags every command
-// has. Flag errors are printed to stderr with the command's usage.
-func newFlagSet(group, name, synopsis, about string, stderr io.Writer, conn *connConfig) *flag.FlagSet {
-	fs := flag.NewFlagSet(group+" "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: controlplane %s %s\n\n%s\n\nFlags:\n", group, synopsis, about)
-		fs.PrintDefaults()
-	}
-	server := defaultServer
-	if v, ok := os.LookupEnv("CONTROLPLANE_SERVER"); ok && v != "" {
-		server = v
-	}
-	fs.StringVar(&conn.server, "server", server, "gRPC `address` of the control plane (env CONTROLPLANE_SERVER)")
+// addConnFlags defines the flags of every command that calls the server,
+// as persistent flags of its group.
+func addConnFlags(fs *pflag.FlagSet, conn *connConfig, lookupEnv func(string) (string, bool)) {
+	fs.StringVar(&conn.server, "server", serverFromEnv(lookupEnv), "gRPC `address` of the control plane (env CONTROLPLANE_SERVER, or CONTROLPLANE_ENDPOINT as the SDK reads it)")
 	fs.BoolVar(&conn.tls, "tls", false, "connect with TLS, trusting the system's root certificates")
 	fs.StringVar(&conn.tlsCA, "tls-ca", "", "connect with TLS, trusting the CA certificates of this PEM `file` instead")
 	fs.StringVar(&conn.tlsCert, "tls-cert", "", "connect with TLS, presenting the client certificate of this PEM `file` (with --tls-key; for mutual TLS)")
 	fs.StringVar(&conn.tlsKey, "tls-key", "", "PEM `file` of the client certificate's private key")
 	fs.DurationVar(&conn.timeout, "timeout", 10*time.Second, "time limit of each call to the server (0: none)")
-	return fs
 }
 
-// givenFlags returns the names of the flags given on the command line.
-func givenFlags(fs *flag.FlagSet) map[string]bool {
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	return set
+// addOutputFlag defines -o, --output.
+func addOutputFlag(fs *pflag.FlagSet, format *string, usage string) {
+	fs.StringVarP(format, "output", "o", output.Table, usage)
 }
 
-func addOutputFlag(fs *flag.FlagSet, format *string) {
-	fs.StringVar(format, "o", output.Table, "output `format`: table, json or yaml (the rules file format)")
-}
-
-// parseArgs parses flags wherever they are among the arguments (so that
-// `get NAME -o yaml` works) and returns the other arguments. Everything
-// after "--" is an argument.
-func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		err := fs.Parse(args)
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, &codedError{code: exitOK, err: errSilent}
-		}
-		if err != nil {
-			return nil, usageError(errSilent) // the flag package printed it
-		}
-		rest := fs.Args()
-		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
-			return append(pos, rest...), nil
-		}
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
+// completeFormats completes -o.
+func completeFormats(formats ...string) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return formats, cobra.ShellCompDirectiveNoFileComp
 	}
 }
 
-// wantArgs checks the number of arguments: from lo to hi rule names.
-func wantArgs(group, cmd string, pos []string, lo, hi int) error {
-	if len(pos) >= lo && len(pos) <= hi {
-		return nil
-	}
-	noun := strings.TrimSuffix(group, "s") + " name"
-	switch {
-	case hi == 0:
-		return usageError(fmt.Errorf("%s %s takes no arguments, got %q", group, cmd, pos))
-	case lo == hi:
-		return usageError(fmt.Errorf("%s %s takes exactly one %s, got %d arguments", group, cmd, noun, len(pos)))
-	}
-	return usageError(fmt.Errorf("%s %s takes at most %d %s, got %d arguments", group, cmd, hi, noun, len(pos)))
-}
+const rulesLong = `Manage the sampling rules of a control plane server.
 
-func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var (
-		conn   connConfig
-		format string
+Every command calls the server at --server (default: CONTROLPLANE_SERVER,
+else CONTROLPLANE_ENDPOINT, else localhost:7070); -o yaml prints the rules
+file format, which apply and create -f read back.
+
+` + exitCodesHelp
+
+func newRulesCmd(lookupEnv func(string) (string, bool)) *cobra.Command {
+	conn := &connConfig{}
+	cmd := &cobra.Command{
+		Use:   "rules",
+		Short: "list, edit and apply sampling rules",
+		Long:  rulesLong,
+		Args:  cobra.ArbitraryArgs,
+		RunE:  groupRunE,
+	}
+	addConnFlags(cmd.PersistentFlags(), conn, lookupEnv)
+	cmd.AddCommand(
+		newRulesListCmd(conn),
+		newRulesGetCmd(conn),
+		newRulesCreateCmd(conn),
+		newRulesUpdateCmd(conn),
+		newRulesDeleteCmd(conn),
+		newRulesApplyCmd(conn),
+		newRulesHistoryCmd(conn),
 	)
-	fs := newFlagSet("rules", "list", "list [flags]",
-		"Lists every rule, in the order rules are tried (priority, then name),\nfollowing page tokens until the end.", stderr, &conn)
-	addOutputFlag(fs, &format)
-	filter := fs.String("filter", "", "only rules matching `terms`, e.g. 'service=shop-api AND labels.team=payments'")
-	pageSize := fs.Int("page-size", 100, "rules per call to the server")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := wantArgs("rules", "list", pos, 0, 0); err != nil {
-		return err
-	}
-	if err := checkFormat(format); err != nil {
-		return err
-	}
-	if *pageSize < 1 || *pageSize > math.MaxInt32 {
-		return usageError(fmt.Errorf("--page-size: want a positive number, got %d", *pageSize))
-	}
-	c, err := dial(conn)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	rs, err := c.listRules(ctx, *filter, int32(*pageSize))
-	if err != nil {
-		return err
-	}
-	return output.WriteRules(stdout, format, rs, false)
+	return cmd
 }
 
-func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+const rulesOutputUsage = "output `format`: table, json or yaml (the rules file format)"
+
+func newRulesListCmd(conn *connConfig) *cobra.Command {
 	var (
-		conn   connConfig
-		format string
+		format   string
+		filter   string
+		pageSize int
 	)
-	fs := newFlagSet("rules", "get", "get NAME [flags]", "Shows one rule. With -o yaml it prints a rules file that apply reads back.", stderr, &conn)
-	addOutputFlag(fs, &format)
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "list rules, in the order they are tried",
+		Long:  "Lists every rule, in the order rules are tried (priority, then name),\nfollowing page tokens until the end.",
+		Args:  argsBetween(0, 0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkFormat(format); err != nil {
+				return err
+			}
+			if pageSize < 1 || pageSize > math.MaxInt32 {
+				return usageError(fmt.Errorf("--page-size: want a positive number, got %d", pageSize))
+			}
+			c, err := dial(*conn)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			rs, err := c.listRules(cmd.Context(), filter, int32(pageSize))
+			if err != nil {
+				return err
+			}
+			return output.WriteRules(cmd.OutOrStdout(), format, rs, false)
+		},
 	}
-	if err := wantArgs("rules", "get", pos, 1, 1); err != nil {
-		return err
+	addOutputFlag(cmd.Flags(), &format, rulesOutputUsage)
+	cmd.Flags().StringVar(&filter, "filter", "", "only rules matching `terms`, e.g. 'service=shop-api AND labels.team=payments'")
+	cmd.Flags().IntVar(&pageSize, "page-size", 100, "rules per call to the server")
+	_ = cmd.RegisterFlagCompletionFunc("output", completeFormats(output.Table, output.JSON, output.YAML))
+	return cmd
+}
+
+func newRulesGetCmd(conn *connConfig) *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:               "get NAME",
+		Short:             "show one rule",
+		Long:              "Shows one rule. With -o yaml it prints a rules file that apply reads back.",
+		Args:              argsBetween(1, 1),
+		ValidArgsFunction: completeRuleNames(conn),
+		RunE: func(cmd *cobra.Command, pos []string) error {
+			if err := checkFormat(format); err != nil {
+				return err
+			}
+			c, err := dial(*conn)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			resp, err := c.rules.GetRule(cmd.Context(), &pb.GetRuleRequest{Name: pos[0]})
+			if err != nil {
+				return c.wrap("", err)
+			}
+			return output.WriteRules(cmd.OutOrStdout(), format, []*pb.Rule{resp.GetRule()}, true)
+		},
 	}
-	if err := checkFormat(format); err != nil {
-		return err
-	}
-	c, err := dial(conn)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	resp, err := c.rules.GetRule(ctx, &pb.GetRuleRequest{Name: pos[0]})
-	if err != nil {
-		return c.wrap("", err)
-	}
-	return output.WriteRules(stdout, format, []*pb.Rule{resp.GetRule()}, true)
+	addOutputFlag(cmd.Flags(), &format, rulesOutputUsage)
+	_ = cmd.RegisterFlagCompletionFunc("output", completeFormats(output.Table, output.JSON, output.YAML))
+	return cmd
 }
 
 // ruleFlags are the fields of a rule as create and update take them.
@@ -238,7 +172,7 @@ type ruleFlags struct {
 	description string
 }
 
-func (rf *ruleFlags) register(fs *flag.FlagSet, withName bool) {
+func (rf *ruleFlags) register(fs *pflag.FlagSet, withName bool) {
 	if withName {
 		fs.StringVar(&rf.name, "name", "", "rule `name`: 1-32 letters, digits, '-' or '_' (required)")
 	}
@@ -268,11 +202,10 @@ func flagPaths() [][2]string {
 }
 
 // givenPaths returns the API fields of the rule flags given on the command line.
-func givenPaths(fs *flag.FlagSet) []string {
-	set := givenFlags(fs)
+func givenPaths(fs *pflag.FlagSet) []string {
 	var paths []string
 	for _, fp := range flagPaths() {
-		if set[fp[0]] {
+		if fs.Changed(fp[0]) {
 			paths = append(paths, fp[1])
 		}
 	}
@@ -315,6 +248,8 @@ func (f *kvFlag) String() string {
 	return strings.Join(parts, ",")
 }
 
+func (f *kvFlag) Type() string { return "key=value" }
+
 func (f *kvFlag) Set(s string) error {
 	if f.m == nil {
 		f.m = map[string]string{}
@@ -333,74 +268,78 @@ func (f *kvFlag) Set(s string) error {
 	return nil
 }
 
-func runCreate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	var (
-		conn   connConfig
-		format string
-		rf     ruleFlags
-	)
-	fs := newFlagSet("rules", "create", "create --name NAME --priority N [flags]\n       controlplane rules create -f FILE [flags]",
-		`Creates one rule from flags, or every rule of a rules file (-f; - reads
+const rulesCreateLong = `Creates one rule from flags, or every rule of a rules file (-f; - reads
 stdin). A rules file is checked whole before anything is created; the
 Default rule always exists, so a file for create must not contain it (use
-apply). Omitted globs mean "*"; omitted numbers are zero.`, stderr, &conn)
-	addOutputFlag(fs, &format)
-	rf.register(fs, true)
-	file := fs.String("f", "", "create every rule of this rules `file` (- for stdin)")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := wantArgs("rules", "create", pos, 0, 0); err != nil {
-		return err
-	}
-	if err := checkFormat(format); err != nil {
-		return err
-	}
-	var todo []*pb.Rule
-	if *file != "" {
-		if len(givenPaths(fs)) > 0 || rf.name != "" {
-			return usageError(errors.New("rules create: give either -f or rule flags, not both"))
-		}
-		entries, err := files.ReadRules(*file, stdin)
-		if err != nil {
-			return invalidInput(err)
-		}
-		var problems []string
-		for _, e := range entries {
-			if e.Rule.IsDefault() {
-				problems = append(problems, fmt.Sprintf("%s:%d: rule %q (#%d): the Default rule always exists; change it with 'rules apply' or 'rules update Default'",
-					files.DisplayName(*file), e.Line, e.Rule.Name, e.Index))
+apply). Omitted globs mean "*"; omitted numbers are zero.`
+
+func newRulesCreateCmd(conn *connConfig) *cobra.Command {
+	var (
+		format string
+		rf     ruleFlags
+		file   string
+	)
+	cmd := &cobra.Command{
+		Use:   "create (--name NAME --priority N [flags] | -f FILE)",
+		Short: "create a rule from flags, or every rule of a file (-f)",
+		Long:  rulesCreateLong,
+		Args:  argsBetween(0, 0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkFormat(format); err != nil {
+				return err
 			}
-			todo = append(todo, apiconv.RuleToProto(&e.Rule))
-		}
-		if len(problems) > 0 {
-			return invalidInput(&files.Error{File: files.DisplayName(*file), Problems: problems})
-		}
-	} else {
-		r, err := rf.proto(rf.name)
-		if err != nil {
-			return err
-		}
-		todo = append(todo, r)
-	}
-	c, err := dial(conn)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	var created []*pb.Rule
-	for i, r := range todo {
-		resp, err := c.rules.CreateRule(ctx, &pb.CreateRuleRequest{Rule: r})
-		if err != nil {
-			if len(todo) > 1 {
-				reportPartial(stderr, "created", "not created", todo[:i], todo[i:])
+			var todo []*pb.Rule
+			if file != "" {
+				if len(givenPaths(cmd.Flags())) > 0 || rf.name != "" {
+					return usageError(errors.New("rules create: give either -f or rule flags, not both"))
+				}
+				entries, err := files.ReadRules(file, cmd.InOrStdin())
+				if err != nil {
+					return invalidInput(err)
+				}
+				var problems []string
+				for _, e := range entries {
+					if e.Rule.IsDefault() {
+						problems = append(problems, fmt.Sprintf("%s:%d: rule %q (#%d): the Default rule always exists; change it with 'rules apply' or 'rules update Default'",
+							files.DisplayName(file), e.Line, e.Rule.Name, e.Index))
+					}
+					todo = append(todo, apiconv.RuleToProto(&e.Rule))
+				}
+				if len(problems) > 0 {
+					return invalidInput(&files.Error{File: files.DisplayName(file), Problems: problems})
+				}
+			} else {
+				r, err := rf.proto(rf.name)
+				if err != nil {
+					return err
+				}
+				todo = append(todo, r)
 			}
-			return c.wrap(fmt.Sprintf("create rule %q", r.GetName()), err)
-		}
-		created = append(created, resp.GetRule())
+			c, err := dial(*conn)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			var created []*pb.Rule
+			for i, r := range todo {
+				resp, err := c.rules.CreateRule(cmd.Context(), &pb.CreateRuleRequest{Rule: r})
+				if err != nil {
+					if len(todo) > 1 {
+						reportPartial(cmd.ErrOrStderr(), "created", "not created", todo[:i], todo[i:])
+					}
+					return c.wrap(fmt.Sprintf("create rule %q", r.GetName()), err)
+				}
+				created = append(created, resp.GetRule())
+			}
+			return output.WriteRules(cmd.OutOrStdout(), format, created, file == "")
+		},
 	}
-	return output.WriteRules(stdout, format, created, *file == "")
+	addOutputFlag(cmd.Flags(), &format, rulesOutputUsage)
+	rf.register(cmd.Flags(), true)
+	cmd.Flags().StringVarP(&file, "file", "f", "", "create every rule of this rules `file` (- for stdin)")
+	_ = cmd.RegisterFlagCompletionFunc("output", completeFormats(output.Table, output.JSON, output.YAML))
+	_ = cmd.MarkFlagFilename("file", "yaml", "yml")
+	return cmd
 }
 
 // reportPartial says which rules a stopped batch did and did not handle.
@@ -418,113 +357,157 @@ func reportPartial(w io.Writer, doneVerb, notDoneVerb string, done, notDone []*p
 	fmt.Fprintf(w, "%s: %s\n%s: %s\n", doneVerb, names(done), notDoneVerb, names(notDone))
 }
 
-func runUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+const rulesUpdateLong = `Changes the fields given as flags, and only those (the update mask is
+exactly the flags given). With --etag the update is refused if the rule
+changed since that etag was read.`
+
+func newRulesUpdateCmd(conn *connConfig) *cobra.Command {
 	var (
-		conn   connConfig
 		format string
 		rf     ruleFlags
+		etag   string
 	)
-	fs := newFlagSet("rules", "update", "update NAME [flags]",
-		`Changes the fields given as flags, and only those (the update mask is
-exactly the flags given). With --etag the update is refused if the rule
-changed since that etag was read.`, stderr, &conn)
-	addOutputFlag(fs, &format)
-	rf.register(fs, false)
-	etag := fs.String("etag", "", "update only if the rule's current etag is this `etag`")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
+	cmd := &cobra.Command{
+		Use:               "update NAME [flags]",
+		Short:             "change the fields given as flags, and only those",
+		Long:              rulesUpdateLong,
+		Args:              argsBetween(1, 1),
+		ValidArgsFunction: completeRuleNames(conn),
+		RunE: func(cmd *cobra.Command, pos []string) error {
+			if err := checkFormat(format); err != nil {
+				return err
+			}
+			paths := givenPaths(cmd.Flags())
+			if len(paths) == 0 {
+				return usageError(errors.New("rules update: nothing to change; give at least one field flag, e.g. --fixed-rate 0.1"))
+			}
+			r, err := rf.proto(pos[0])
+			if err != nil {
+				return err
+			}
+			r.Etag = etag
+			c, err := dial(*conn)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			resp, err := c.rules.UpdateRule(cmd.Context(), &pb.UpdateRuleRequest{Rule: r, UpdateMask: &fieldmaskpb.FieldMask{Paths: paths}})
+			if err != nil {
+				return c.wrap("", err)
+			}
+			return output.WriteRules(cmd.OutOrStdout(), format, []*pb.Rule{resp.GetRule()}, true)
+		},
 	}
-	if err := wantArgs("rules", "update", pos, 1, 1); err != nil {
-		return err
-	}
-	if err := checkFormat(format); err != nil {
-		return err
-	}
-	paths := givenPaths(fs)
-	if len(paths) == 0 {
-		return usageError(errors.New("rules update: nothing to change; give at least one field flag, e.g. --fixed-rate 0.1"))
-	}
-	r, err := rf.proto(pos[0])
-	if err != nil {
-		return err
-	}
-	r.Etag = *etag
-	c, err := dial(conn)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	resp, err := c.rules.UpdateRule(ctx, &pb.UpdateRuleRequest{Rule: r, UpdateMask: &fieldmaskpb.FieldMask{Paths: paths}})
-	if err != nil {
-		return c.wrap("", err)
-	}
-	return output.WriteRules(stdout, format, []*pb.Rule{resp.GetRule()}, true)
+	addOutputFlag(cmd.Flags(), &format, rulesOutputUsage)
+	rf.register(cmd.Flags(), false)
+	cmd.Flags().StringVar(&etag, "etag", "", "update only if the rule's current etag is this `etag`")
+	_ = cmd.RegisterFlagCompletionFunc("output", completeFormats(output.Table, output.JSON, output.YAML))
+	return cmd
 }
 
-func runDelete(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var conn connConfig
-	fs := newFlagSet("rules", "delete", "delete NAME [flags]",
-		"Deletes a rule. The Default rule cannot be deleted. With --etag the delete\nis refused if the rule changed since that etag was read.", stderr, &conn)
-	etag := fs.String("etag", "", "delete only if the rule's current etag is this `etag`")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
+func newRulesDeleteCmd(conn *connConfig) *cobra.Command {
+	var etag string
+	cmd := &cobra.Command{
+		Use:               "delete NAME",
+		Short:             "delete a rule",
+		Long:              "Deletes a rule. The Default rule cannot be deleted. With --etag the delete\nis refused if the rule changed since that etag was read.",
+		Args:              argsBetween(1, 1),
+		ValidArgsFunction: completeRuleNames(conn),
+		RunE: func(cmd *cobra.Command, pos []string) error {
+			c, err := dial(*conn)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if _, err := c.rules.DeleteRule(cmd.Context(), &pb.DeleteRuleRequest{Name: pos[0], Etag: etag}); err != nil {
+				return c.wrap("", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "deleted rule %q\n", pos[0])
+			return nil
+		},
 	}
-	if err := wantArgs("rules", "delete", pos, 1, 1); err != nil {
-		return err
-	}
-	c, err := dial(conn)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if _, err := c.rules.DeleteRule(ctx, &pb.DeleteRuleRequest{Name: pos[0], Etag: *etag}); err != nil {
-		return c.wrap("", err)
-	}
-	fmt.Fprintf(stdout, "deleted rule %q\n", pos[0])
-	return nil
+	cmd.Flags().StringVar(&etag, "etag", "", "delete only if the rule's current etag is this `etag`")
+	return cmd
 }
 
-func runHistory(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func newRulesHistoryCmd(conn *connConfig) *cobra.Command {
 	var (
-		conn   connConfig
 		format string
+		limit  int
 	)
-	fs := newFlagSet("rules", "history", "history [NAME] [flags]",
-		"Shows the audit log, newest first: who changed which rule, when, and\nwhat changed. With NAME, only that rule's events.", stderr, &conn)
-	addOutputFlag(fs, &format)
-	limit := fs.Int("limit", 50, "show at most this many events (0: all)")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
+	cmd := &cobra.Command{
+		Use:               "history [NAME]",
+		Short:             "show the audit log, newest first",
+		Long:              "Shows the audit log, newest first: who changed which rule, when, and\nwhat changed. With NAME, only that rule's events.",
+		Args:              argsBetween(0, 1),
+		ValidArgsFunction: completeRuleNames(conn),
+		RunE: func(cmd *cobra.Command, pos []string) error {
+			if err := checkFormat(format); err != nil {
+				return err
+			}
+			if limit < 0 {
+				return usageError(fmt.Errorf("--limit: want 0 or more, got %d", limit))
+			}
+			name := ""
+			if len(pos) == 1 {
+				name = pos[0]
+			}
+			c, err := dial(*conn)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			events, err := c.listEvents(cmd.Context(), name, limit)
+			if err != nil {
+				return err
+			}
+			return output.WriteEvents(cmd.OutOrStdout(), format, events)
+		},
 	}
-	if err := wantArgs("rules", "history", pos, 0, 1); err != nil {
-		return err
+	addOutputFlag(cmd.Flags(), &format, "output `format`: table, json or yaml")
+	cmd.Flags().IntVar(&limit, "limit", 50, "show at most this many events (0: all)")
+	_ = cmd.RegisterFlagCompletionFunc("output", completeFormats(output.Table, output.JSON, output.YAML))
+	return cmd
+}
+
+// completeRuleNames completes a rule name from the server's rules, for a
+// command that takes one.
+func completeRuleNames(conn *connConfig) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return func(cmd *cobra.Command, pos []string, _ string) ([]string, cobra.ShellCompDirective) {
+		if len(pos) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		c, err := dial(*conn)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		defer c.Close()
+		rs, err := c.listRules(cmd.Context(), "", 1000)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		names := make([]string, len(rs))
+		for i, r := range rs {
+			names[i] = r.GetName()
+		}
+		return names, cobra.ShellCompDirectiveNoFileComp
 	}
-	if err := checkFormat(format); err != nil {
-		return err
-	}
-	if *limit < 0 {
-		return usageError(fmt.Errorf("--limit: want 0 or more, got %d", *limit))
-	}
-	name := ""
-	if len(pos) == 1 {
-		name = pos[0]
-	}
-	c, err := dial(conn)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	events, err := c.listEvents(ctx, name, *limit)
-	if err != nil {
-		return err
-	}
-	return output.WriteEvents(stdout, format, events)
 }
 
 // normalized returns the domain form of an API rule, as apply compares it.
 func normalized(p *pb.Rule) rules.Rule {
 	return apiconv.RuleFromProto(p).Normalize()
+}
+
+// givenFlags returns the names of the flags of fs given on the command line.
+// (A FlagSet made of another's flags, such as LocalNonPersistentFlags, knows
+// only from each flag whether it was given.)
+func givenFlags(fs *pflag.FlagSet) map[string]bool {
+	set := map[string]bool{}
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Changed {
+			set[f.Name] = true
+		}
+	})
+	return set
 }

@@ -6,12 +6,12 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"text/tabwriter"
@@ -407,34 +407,98 @@ func retabulate(table, old, replacement string) string {
 
 func TestRulesHelp(t *testing.T) {
 	res := runCLI(t, "", "rules", "--help").mustOK(t)
-	for _, want := range []string{"apply -f FILE", "CONTROLPLANE_SERVER", "Exit codes"} {
+	for _, want := range []string{"apply", "history", "CONTROLPLANE_SERVER", "CONTROLPLANE_ENDPOINT", "Exit codes"} {
 		if !strings.Contains(res.stdout, want) {
 			t.Errorf("rules --help lacks %q:\n%s", want, res.stdout)
 		}
 	}
-	res = runCLI(t, "", "rules", "apply", "-h")
-	if res.code != exitOK || !strings.Contains(res.stderr, "-prune") || !strings.Contains(res.stderr, "never pruned") {
-		t.Errorf("apply -h: exit %d\n%s", res.code, res.stderr)
+	// A command's help is the output asked for: on stdout, exit 0, in each
+	// spelling.
+	for _, help := range []string{"-h", "--help", "-help"} {
+		res = runCLI(t, "", "rules", "apply", help)
+		if res.code != exitOK || !strings.Contains(res.stdout, "--prune") || !strings.Contains(res.stdout, "never pruned") || res.stderr != "" {
+			t.Errorf("apply %s: exit %d\nstdout:\n%s\nstderr:\n%s", help, res.code, res.stdout, res.stderr)
+		}
+	}
+	if res := runCLI(t, "", "help", "rules", "get").mustOK(t); !strings.Contains(res.stdout, "rules get NAME") {
+		t.Errorf("help rules get:\n%s", res.stdout)
 	}
 }
 
-func TestParseArgsInterspersed(t *testing.T) {
-	for _, tc := range []struct {
-		args    []string
-		wantPos string
-		wantO   string
-	}{
-		{[]string{"a", "-o", "yaml"}, "a", "yaml"},
-		{[]string{"-o", "json", "a"}, "a", "json"},
-		{[]string{"a", "b", "-o", "yaml"}, "a b", "yaml"},
-		{[]string{"-o", "yaml", "--", "-a", "-o"}, "-a -o", "yaml"},
+// TestFlagsAnywhere: flags go before or after the arguments, with one dash
+// or two for a long flag (the syntax of Go's flag package, which the CLI
+// took before), and -- ends them.
+func TestFlagsAnywhere(t *testing.T) {
+	s := startCLIServer(t, nil)
+	s.cli(t, "", "apply", "-f", "testdata/rules.yaml").mustOK(t)
+	want := s.cli(t, "", "get", "checkout", "-o", "yaml").mustOK(t).stdout
+	for _, args := range [][]string{
+		{"rules", "get", "-o", "yaml", "checkout", "--server", s.addr},
+		{"rules", "--server", s.addr, "get", "checkout", "--output=yaml"},
+		{"rules", "get", "checkout", "-o=yaml", "-server", s.addr},
+		{"rules", "get", "-server=" + s.addr, "-output", "yaml", "--", "checkout"},
 	} {
-		fs := flag.NewFlagSet("t", flag.ContinueOnError)
-		fs.SetOutput(io.Discard)
-		o := fs.String("o", "table", "")
-		pos, err := parseArgs(fs, tc.args)
-		if err != nil || strings.Join(pos, " ") != tc.wantPos || *o != tc.wantO {
-			t.Errorf("parseArgs(%q) = %q, -o %q, %v; want %q, -o %q", tc.args, pos, *o, err, tc.wantPos, tc.wantO)
+		if got := runCLI(t, "", args...).mustOK(t).stdout; got != want {
+			t.Errorf("%q printed\n%s\nwant\n%s", args, got, want)
 		}
+	}
+	// After --, a name that looks like a flag is a name.
+	res := runCLI(t, "", "rules", "get", "--server", s.addr, "--", "-o")
+	if res.code != exitNotFound || !strings.Contains(res.err.Error(), `rule "-o"`) {
+		t.Errorf("get -- -o: exit %d, %v", res.code, res.err)
+	}
+}
+
+// TestCompletion: the completion command prints a shell's script, and a
+// rule name completes from the server's rules.
+func TestCompletion(t *testing.T) {
+	for _, shell := range []string{"bash", "zsh", "fish", "powershell"} {
+		res := runCLI(t, "", "completion", shell).mustOK(t)
+		if !strings.Contains(res.stdout, "controlplane") {
+			t.Errorf("completion %s printed\n%s", shell, res.stdout)
+		}
+	}
+	s := startCLIServer(t, nil)
+	s.cli(t, "", "apply", "-f", "testdata/rules.yaml").mustOK(t)
+	res := runCLI(t, "", "__complete", "rules", "get", "--server", s.addr, "").mustOK(t)
+	if got := strings.Fields(strings.Split(res.stdout, ":")[0]); !slices.Equal(got, []string{"health", "checkout", "search", "Default"}) {
+		t.Errorf("rule names completed: %q", res.stdout)
+	}
+	res = runCLI(t, "", "__complete", "rules", "list", "-o", "").mustOK(t)
+	if got := strings.Fields(strings.Split(res.stdout, ":")[0]); !slices.Equal(got, []string{"table", "json", "yaml"}) {
+		t.Errorf("-o completed: %q", res.stdout)
+	}
+}
+
+// TestServerFromEnvironment: --server defaults to CONTROLPLANE_SERVER, else
+// CONTROLPLANE_ENDPOINT (the SDK's variable), and a flag beats both.
+func TestServerFromEnvironment(t *testing.T) {
+	s := startCLIServer(t, nil)
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := closed.Addr().String()
+	closed.Close()
+	for _, tc := range []struct {
+		name           string
+		server, endpnt string
+		args           []string
+		want           int
+	}{
+		{"CONTROLPLANE_SERVER", s.addr, "", nil, exitOK},
+		{"CONTROLPLANE_ENDPOINT", "", s.addr, nil, exitOK},
+		{"CONTROLPLANE_SERVER wins", s.addr, down, nil, exitOK},
+		{"the flag wins", down, down, []string{"--server", s.addr}, exitOK},
+		{"really from there", down, "", nil, exitUnavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("CONTROLPLANE_SERVER", tc.server)
+			t.Setenv("CONTROLPLANE_ENDPOINT", tc.endpnt)
+			res := runCLI(t, "", append([]string{"rules", "list", "--timeout", "5s"}, tc.args...)...)
+			if res.code != tc.want {
+				t.Errorf("exit %d, want %d: %v", res.code, tc.want, res.err)
+			}
+		})
 	}
 }
