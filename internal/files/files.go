@@ -171,7 +171,54 @@ func (l *loader) load(data []byte, ls list) {
 // syntax reports a YAML syntax error.
 func (l *loader) syntax(data []byte, err error) {
 	line, msg := syntaxError(err)
-	l.addf(line, "invalid YAML: %s", msg)
+	l.addf(syntaxLine(data, msg, line), "invalid YAML: %s", msg)
+}
+
+// syntaxLine finds the line of a syntax error. The YAML library reports the
+// line where the construct around the problem began, and counts it from 0
+// at that: a bad indent on line 40 of a list is "line 1". The problem is on
+// the first line that makes the file's beginning fail with the same
+// message, found by bisection over the lines (a prefix that stops at a line
+// end is itself a document, and fails only if it holds a problem). Where
+// that finds nothing better, the library's line stands.
+func syntaxLine(data []byte, msg string, reported int) int {
+	var ends []int // offset after each line
+	for i, b := range data {
+		if b == '\n' {
+			ends = append(ends, i+1)
+		}
+	}
+	if len(ends) == 0 || ends[len(ends)-1] != len(data) {
+		ends = append(ends, len(data))
+	}
+	failsSo := func(lines int) bool {
+		dec := yaml.NewDecoder(bytes.NewReader(data[:ends[lines-1]]))
+		for {
+			var n yaml.Node
+			err := dec.Decode(&n)
+			if errors.Is(err, io.EOF) {
+				return false
+			}
+			if err != nil {
+				_, m := syntaxError(err)
+				return m == msg
+			}
+		}
+	}
+	// Invariant: the first lo lines do not fail so, the first hi lines do.
+	lo, hi := 0, len(ends)
+	if !failsSo(hi) {
+		return reported
+	}
+	for hi-lo > 1 {
+		mid := (lo + hi) / 2
+		if failsSo(mid) {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	return hi
 }
 
 // nodeError is a problem at one line of the file.
