@@ -42,6 +42,7 @@ type client struct {
 	rules pb.RuleServiceClient
 	addr  string
 	to    time.Duration
+	tls   bool // whether the connection speaks TLS
 }
 
 // dial prepares a connection; grpc connects lazily, so an unreachable server
@@ -49,7 +50,8 @@ type client struct {
 // caller's user@host as the audit-log actor and times out after c.timeout.
 func dial(c connConfig) (*client, error) {
 	creds := insecure.NewCredentials()
-	if c.tls || c.tlsCA != "" || c.tlsCert != "" || c.tlsKey != "" {
+	withTLS := c.tls || c.tlsCA != "" || c.tlsCert != "" || c.tlsKey != ""
+	if withTLS {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12} // the system's roots
 		if c.tlsCA != "" {
 			pool, err := readCertPool(c.tlsCA)
@@ -88,7 +90,7 @@ func dial(c connConfig) (*client, error) {
 	if err != nil {
 		return nil, usageError(fmt.Errorf("--server %q: %w", c.server, err))
 	}
-	return &client{conn: conn, rules: pb.NewRuleServiceClient(conn), addr: c.server, to: timeout}, nil
+	return &client{conn: conn, rules: pb.NewRuleServiceClient(conn), addr: c.server, to: timeout, tls: withTLS}, nil
 }
 
 func (c *client) Close() error { return c.conn.Close() }
@@ -160,6 +162,7 @@ type rpcError struct {
 	op   string // what was attempted, e.g. `update rule "checkout"`; may be empty
 	addr string
 	to   time.Duration
+	hint string // what to change, when the failure says what
 	err  error
 }
 
@@ -167,7 +170,7 @@ func (c *client) wrap(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	return &rpcError{op: op, addr: c.addr, to: c.to, err: err}
+	return &rpcError{op: op, addr: c.addr, to: c.to, hint: c.tlsHint(err), err: err}
 }
 
 func (e *rpcError) Unwrap() error { return e.err }
@@ -202,7 +205,43 @@ func (e *rpcError) Error() string {
 	for _, v := range violations {
 		b.WriteString("\n  " + v)
 	}
+	if e.hint != "" {
+		b.WriteString("\n  " + e.hint)
+	}
 	return b.String()
+}
+
+// tlsHint says what to change when a failure shows that the two ends
+// disagree on TLS. A plaintext server answers a TLS handshake with HTTP/2,
+// which the TLS client names. A TLS server closes a plaintext connection
+// before its HTTP/2 preface, as a server that is not gRPC may too: a TLS
+// handshake to the address (certificate unchecked: it only asks whether the
+// server speaks TLS) tells them apart.
+func (c *client) tlsHint(err error) string {
+	st := status.Convert(err)
+	if st.Code() != codes.Unavailable {
+		return ""
+	}
+	switch msg := st.Message(); {
+	case c.tls && strings.Contains(msg, "first record does not look like a TLS handshake"):
+		return "the server speaks plaintext: leave out --tls and --tls-ca"
+	case !c.tls && strings.Contains(msg, "error reading server preface") && speaksTLS(c.addr):
+		return "the server speaks TLS: add --tls, or --tls-ca FILE for a private CA"
+	}
+	return ""
+}
+
+// speaksTLS says whether a TLS handshake with addr completes within 2 s.
+func speaksTLS(addr string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	d := tls.Dialer{Config: &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}}} // a probe: nothing is sent
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return false
+	}
+	_ = conn.Close()
+	return true
 }
 
 // fieldViolations returns the field violations an InvalidArgument status

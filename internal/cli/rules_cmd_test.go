@@ -337,7 +337,7 @@ func TestExitCodes(t *testing.T) {
 		{"update invalid", []string{"update", "checkout", "--fixed-rate", "-1"}, exitInvalid, "\n  rule.fixed_rate: must be between 0 and 1, got -1"},
 		{"bad filter", []string{"list", "--filter", "colour=red"}, exitInvalid, "unknown field"},
 		{"server down", []string{"list", "--server", down}, exitUnavailable, "cannot reach the control plane at " + down},
-		{"tls to a plaintext server", []string{"list", "--tls"}, exitUnavailable, "cannot reach"},
+		{"tls to a plaintext server", []string{"list", "--tls"}, exitUnavailable, "the server speaks plaintext: leave out --tls"},
 		{"server down apply", []string{"apply", "-f", "testdata/rules.yaml", "--server", down}, exitUnavailable, "cannot reach"},
 		{"missing file", []string{"apply", "-f", "testdata/nope.yaml"}, exitInvalid, "nope.yaml"},
 		{"unknown command", []string{"frob"}, exitUsage, `unknown command "frob"`},
