@@ -84,7 +84,12 @@ func dial(c connConfig) (*client, error) {
 				ctx, cancel = context.WithTimeout(ctx, timeout)
 				defer cancel()
 			}
-			return invoker(ctx, method, req, reply, cc, opts...)
+			var trailer metadata.MD
+			err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Trailer(&trailer))...)
+			if err != nil && trailer != nil {
+				return serverAnswered{err}
+			}
+			return err
 		}),
 	)
 	if err != nil {
@@ -155,6 +160,14 @@ func (c *client) listEvents(ctx context.Context, rule string, limit int) ([]*pb.
 	}
 }
 
+// serverAnswered is a failed call whose status the server sent (it came
+// with trailers), as opposed to one the client made up because it could not
+// reach the server. It keeps the status for status.FromError.
+type serverAnswered struct{ error }
+
+func (e serverAnswered) Unwrap() error              { return e.error }
+func (e serverAnswered) GRPCStatus() *status.Status { return status.Convert(e.error) }
+
 // rpcError is a failed call, printed as what was attempted, the server's
 // message, and each field violation on its own line. It unwraps to the gRPC
 // status error, so exitCode maps its code.
@@ -191,6 +204,10 @@ func (e *rpcError) Error() string {
 	}
 	switch st.Code() {
 	case codes.Unavailable:
+		if errors.As(e.err, new(serverAnswered)) {
+			msg = fmt.Sprintf("the control plane at %s answered, but its store is unavailable: %s", e.addr, msg)
+			break
+		}
 		msg = fmt.Sprintf("cannot reach the control plane at %s: %s", e.addr, msg)
 	case codes.DeadlineExceeded:
 		if errors.Is(e.err, context.DeadlineExceeded) || strings.Contains(msg, "deadline") {

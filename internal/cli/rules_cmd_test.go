@@ -24,7 +24,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/server"
+	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
 )
 
@@ -500,5 +502,32 @@ func TestServerFromEnvironment(t *testing.T) {
 				t.Errorf("exit %d, want %d: %v", res.code, tc.want, res.err)
 			}
 		})
+	}
+}
+
+// downStore is a store that is unreachable: every read fails as a Redis
+// outage does.
+type downStore struct{ *memstore.Store }
+
+func (downStore) Snapshot(context.Context) (store.Snapshot, error) {
+	return store.Snapshot{}, fmt.Errorf("redis: %w", store.ErrUnavailable)
+}
+
+func (downStore) Rule(context.Context, string) (rules.Rule, error) {
+	return rules.Rule{}, fmt.Errorf("redis: %w", store.ErrUnavailable)
+}
+
+// TestStoreDownIsNotServerDown: UNAVAILABLE from a server that answered says
+// the store is down, not that the server cannot be reached; the exit code
+// is the same.
+func TestStoreDownIsNotServerDown(t *testing.T) {
+	s := startCLIServer(t, downStore{newCLIStore(t)})
+	for _, args := range [][]string{{"list"}, {"get", "checkout"}} {
+		res := s.cli(t, "", args...)
+		msg := fmt.Sprint(res.err)
+		if res.code != exitUnavailable || strings.Contains(msg, "cannot reach") ||
+			!strings.Contains(msg, "the control plane at "+s.addr+" answered, but its store is unavailable") {
+			t.Errorf("%q: exit %d, %q; want %d saying the store is down", args, res.code, msg, exitUnavailable)
+		}
 	}
 }
