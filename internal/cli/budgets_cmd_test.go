@@ -16,12 +16,12 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/output"
 	"github.com/tracesampling/controlplane/internal/server"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
@@ -177,16 +177,22 @@ func TestBudgetsCreateGetListUpdateDelete(t *testing.T) {
 	golden(t, "budgets_get.yaml.golden", s.cli(t, "", "get", "platform", "-o", "yaml").mustOK(t).stdout)
 	out := s.cli(t, "", "get", "shop", "-o", "json").mustOK(t).stdout
 	var got pb.Budget
-	if err := protojson.Unmarshal([]byte(out), &got); err != nil {
+	if err := output.UnmarshalJSON([]byte(out), &got); err != nil {
 		t.Fatalf("get -o json: %v\n%s", err, out)
 	}
 	got.CreateTime, got.UpdateTime = nil, nil
 	if !proto.Equal(&got, want) {
 		t.Errorf("get -o json = %v\nwant %v", &got, want)
 	}
+	// Money is a number, and the mode is named as in the table and the file.
+	for _, field := range []string{`"monthly_amount_micros": 500000000,`, `"mode": "enforce",`} {
+		if !strings.Contains(out, field) {
+			t.Errorf("get -o json lacks %s:\n%s", field, out)
+		}
+	}
 	out = s.cli(t, "", "list", "-o", "json").mustOK(t).stdout
 	var list pb.ListBudgetsResponse
-	if err := protojson.Unmarshal([]byte(out), &list); err != nil || len(list.GetBudgets()) != 3 {
+	if err := output.UnmarshalJSON([]byte(out), &list); err != nil || len(list.GetBudgets()) != 3 {
 		t.Errorf("list -o json: %v, %d budgets, want 3\n%s", err, len(list.GetBudgets()), out)
 	}
 
@@ -313,7 +319,7 @@ func TestBudgetStatusOfAFreshBudget(t *testing.T) {
 	golden(t, "budgets_status.table.golden", s.cli(t, "", "status", "shop").mustOK(t).stdout)
 	out := s.cli(t, "", "status", "shop", "-o", "json").mustOK(t).stdout
 	var st pb.BudgetStatus
-	if err := protojson.Unmarshal([]byte(out), &st); err != nil {
+	if err := output.UnmarshalJSON([]byte(out), &st); err != nil {
 		t.Fatalf("status -o json: %v\n%s", err, out)
 	}
 	want := &pb.BudgetStatus{BudgetName: "shop", CurrencyCode: "USD", CapTraces: 101_000_000, FixedRateFactor: 1, ReservoirFactor: 1}
@@ -341,7 +347,7 @@ func TestBudgetAlerts(t *testing.T) {
 	}
 	out = s.cli(t, "", "alerts", "--budget", "shop", "-o", "json").mustOK(t).stdout
 	var resp pb.ListAlertsResponse
-	if err := protojson.Unmarshal([]byte(out), &resp); err != nil || len(resp.GetAlerts()) != 2 {
+	if err := output.UnmarshalJSON([]byte(out), &resp); err != nil || len(resp.GetAlerts()) != 2 {
 		t.Errorf("alerts -o json: %v, %d alerts, want 2\n%s", err, len(resp.GetAlerts()), out)
 	}
 }
@@ -465,7 +471,7 @@ func TestBudgetWatchAgainAfterLostStream(t *testing.T) {
 			var messages []string
 			for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
 				var a pb.Alert
-				if err := protojson.Unmarshal([]byte(line), &a); err != nil {
+				if err := output.UnmarshalJSON([]byte(line), &a); err != nil {
 					t.Fatalf("watch -o json printed a line that is not an Alert: %v\n%s", err, line)
 				}
 				messages = append(messages, a.GetMessage())

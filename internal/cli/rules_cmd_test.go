@@ -20,10 +20,10 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/output"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/server"
 	"github.com/tracesampling/controlplane/internal/store"
@@ -188,7 +188,7 @@ func TestListOutputs(t *testing.T) {
 	}
 }
 
-func TestJSONOutputIsValidProtoJSON(t *testing.T) {
+func TestJSONOutputReadsBack(t *testing.T) {
 	s := startCLIServer(t, nil)
 	s.cli(t, "", "apply", "-f", "testdata/rules.yaml").mustOK(t)
 
@@ -197,7 +197,7 @@ func TestJSONOutputIsValidProtoJSON(t *testing.T) {
 		t.Fatalf("list -o json is not JSON:\n%s", out)
 	}
 	var got pb.ListRulesResponse
-	if err := protojson.Unmarshal([]byte(out), &got); err != nil {
+	if err := output.UnmarshalJSON([]byte(out), &got); err != nil {
 		t.Fatalf("list -o json does not parse as a ListRulesResponse: %v", err)
 	}
 	want := &pb.ListRulesResponse{Rules: s.list(t).GetRules()}
@@ -210,7 +210,7 @@ func TestJSONOutputIsValidProtoJSON(t *testing.T) {
 
 	out = s.cli(t, "", "get", "checkout", "-o", "json").mustOK(t).stdout
 	var rule pb.Rule
-	if err := protojson.Unmarshal([]byte(out), &rule); err != nil {
+	if err := output.UnmarshalJSON([]byte(out), &rule); err != nil {
 		t.Fatalf("get -o json: %v\n%s", err, out)
 	}
 	if !proto.Equal(&rule, s.get(t, "checkout")) {
@@ -218,7 +218,7 @@ func TestJSONOutputIsValidProtoJSON(t *testing.T) {
 	}
 	out = s.cli(t, "", "history", "-o", "json").mustOK(t).stdout
 	var events pb.ListRuleEventsResponse
-	if err := protojson.Unmarshal([]byte(out), &events); err != nil || len(events.GetEvents()) != 4 {
+	if err := output.UnmarshalJSON([]byte(out), &events); err != nil || len(events.GetEvents()) != 4 {
 		t.Errorf("history -o json: %v, %d events, want 4 (Default + 3 creates)", err, len(events.GetEvents()))
 	}
 }

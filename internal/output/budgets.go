@@ -25,19 +25,7 @@ func AlertCells(a *pb.Alert) []string {
 	return []string{a.GetFireTime().AsTime().UTC().Format(time.RFC3339), a.GetBudgetName(), alertKindText(a.GetKind()), threshold, a.GetMessage()}
 }
 
-func alertKindText(k pb.Alert_Kind) string {
-	switch k {
-	case pb.Alert_KIND_SPEND_THRESHOLD:
-		return "spend_threshold"
-	case pb.Alert_KIND_FORECAST_OVER:
-		return "forecast_over"
-	case pb.Alert_KIND_ENFORCEMENT_STARTED:
-		return "enforcement_started"
-	case pb.Alert_KIND_EXHAUSTED:
-		return "exhausted"
-	}
-	return "unknown"
-}
+func alertKindText(k pb.Alert_Kind) string { return enumText(k) }
 
 // percent prints a share as a percentage without float noise: 0.57 is
 // "57%", not "56.99999999999999%".

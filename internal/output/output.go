@@ -11,7 +11,6 @@ import (
 	"strconv"
 
 	"go.yaml.in/yaml/v3"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -31,9 +30,7 @@ func Check(f string) error {
 	return fmt.Errorf("-o: want table, json or yaml, got %q", f)
 }
 
-// WriteJSON prints m as indented protojson. protojson deliberately varies its
-// whitespace between builds, so the output is re-indented with encoding/json
-// to be stable.
+// WriteJSON prints m as indented JSON (see MarshalJSON).
 func WriteJSON(w io.Writer, m proto.Message) error {
 	b, err := MarshalJSON(m)
 	if err != nil {
@@ -77,18 +74,6 @@ func JSONList[M proto.Message](key string, ms []M) ([]byte, error) {
 	}
 	b.WriteString("]}")
 	return b.Bytes(), nil
-}
-
-func MarshalJSON(m proto.Message) ([]byte, error) {
-	b, err := protojson.MarshalOptions{UseProtoNames: true, EmitDefaultValues: true}.Marshal(m)
-	if err != nil {
-		return nil, err
-	}
-	var compact bytes.Buffer
-	if err := json.Compact(&compact, b); err != nil {
-		return nil, err
-	}
-	return compact.Bytes(), nil
 }
 
 func FormatRate(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }

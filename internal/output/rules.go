@@ -59,17 +59,7 @@ func WriteEvents(w io.Writer, format string, events []*pb.RuleEvent) error {
 	return tw.Flush()
 }
 
-func actionName(a pb.RuleEvent_Action) string {
-	switch a {
-	case pb.RuleEvent_ACTION_CREATE:
-		return "create"
-	case pb.RuleEvent_ACTION_UPDATE:
-		return "update"
-	case pb.RuleEvent_ACTION_DELETE:
-		return "delete"
-	}
-	return "unknown"
-}
+func actionName(a pb.RuleEvent_Action) string { return enumText(a) }
 
 // eventSummary says what an edit did: the fields it changed, or for a create
 // or delete the rule's settings.
