@@ -197,9 +197,11 @@ func (bf *budgetFlags) register(fs *pflag.FlagSet, update bool) {
 	fs.Var(&bf.services, "service", "service name `glob` the budget covers (repeatable; none: every service"+onUpdate+")")
 	fs.Var(&bf.ruleLabels, "rule-label", "`key=value` label a rule must carry for its traces to count (repeatable"+onUpdate+")")
 	bf.pricePerMillion.micros = price
-	fs.Var(&bf.amount, "amount", "monthly cap in currency `units`, at most 6 decimal places (required on create)")
+	fs.Var(&bf.amount, "amount", "monthly cap in currency `units`: more than 0 and at most "+budget.FormatMicros(budget.MaxMonthlyAmountMicros)+
+		", at most 6 decimal places (required on create)")
 	fs.StringVar(&bf.currency, "currency", currency, "ISO 4217 `code`; informational, nothing is converted")
-	fs.Var(&bf.pricePerMillion, "price-per-million", "`price` of a million recorded traces, in currency units")
+	fs.Var(&bf.pricePerMillion, "price-per-million", "`price` of a million recorded traces, in currency units: more than 0 and at most "+
+		budget.FormatMicros(budget.MaxPricePerMillionMicros))
 	fs.Int64Var(&bf.freeTraces, "free-traces", 0, "traces per month that cost nothing (a vendor's free tier)")
 	fs.StringVar(&bf.mode, "mode", mode, "enforce (lower the rates of the rules in scope to land under the cap) or alert_only")
 	fs.Var(&bf.thresholds, "threshold", "alert when this `share` of the cap is spent (repeatable; default 0.5, 0.8, 1"+onUpdate+")")
@@ -249,6 +251,13 @@ func (bf *budgetFlags) proto(name string, given map[string]bool, update bool) (*
 		p.Scope = &pb.BudgetScope{ServiceNames: bf.services.v, RuleLabels: bf.ruleLabels.m}
 	}
 	var vs []rules.FieldViolation
+	if given["price-per-million"] && bf.pricePerMillion.micros == 0 {
+		// The API reads 0 as "the default", which a price written as
+		// free is not.
+		vs = append(vs, rules.FieldViolation{Field: "budget.price_per_million_micros", Description: fmt.Sprintf(
+			"must be more than 0 (a price of 0 would count every trace as free); leave --price-per-million out for the default, %s per million",
+			budget.FormatMicros(budget.DefaultPricePerMillionMicros))})
+	}
 	switch bf.mode {
 	case "enforce":
 		p.Mode = pb.Budget_MODE_ENFORCE
@@ -269,6 +278,12 @@ func (bf *budgetFlags) proto(name string, given map[string]bool, update bool) (*
 		p.Channels = append(p.Channels, &pb.NotificationChannel{WebhookUrl: u, Secret: secret})
 	}
 	return p, vs
+}
+
+// errEmptySecret refuses --webhook-secret "": often a variable that was not
+// set, and unsigned alerts are asked for by leaving the flag out.
+func errEmptySecret(cmd string) error {
+	return fmt.Errorf("budgets %s: --webhook-secret is empty; leave it out for unsigned webhooks", cmd)
 }
 
 // amountFlag is an amount of money in currency units, such as 12.50, read
@@ -426,6 +441,9 @@ func newBudgetCreateCmd(conn *connConfig) *cobra.Command {
 			if !given["amount"] {
 				return usageError(errors.New("budgets create: --amount is required"))
 			}
+			if given["webhook-secret"] && bf.webhookSecret == "" {
+				return usageError(errEmptySecret("create"))
+			}
 			if given["webhook-secret"] && len(bf.webhooks.v) == 0 {
 				return usageError(errors.New("budgets create: --webhook-secret signs the --webhook URLs given with it; give at least one"))
 			}
@@ -508,6 +526,9 @@ etag was read.`,
 			return err
 		}
 		given := givenFlags(fs)
+		if given["webhook-secret"] && bf.webhookSecret == "" {
+			return usageError(errEmptySecret("update"))
+		}
 		if given["webhook-secret"] && !given["webhook"] {
 			return usageError(errors.New("budgets update: --webhook-secret signs the --webhook URLs given with it; give them too"))
 		}

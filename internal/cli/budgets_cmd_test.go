@@ -266,6 +266,14 @@ func TestBudgetsErrors(t *testing.T) {
 		{"stale etag", []string{"update", "shop", "--amount", "700", "--etag", "1"}, exitConflict, []string{`has etag "2", not "1"`}},
 		{"delete stale etag", []string{"delete", "shop", "--etag", "1"}, exitConflict, []string{"conflict"}},
 		{"create existing", []string{"create", "shop", "--amount", "1"}, exitConflict, []string{"already exists"}},
+		{"a price of 0", []string{"create", "free", "--amount", "5", "--price-per-million", "0"}, exitInvalid, []string{
+			"\n  budget.price_per_million_micros: must be more than 0",
+		}},
+		{"a price of 0 on update", []string{"update", "shop", "--price-per-million", "0"}, exitInvalid, []string{"budget.price_per_million_micros: must be more than 0"}},
+		{"an empty webhook secret", []string{"create", "x", "--amount", "5", "--webhook", "https://h.example.com/x", "--webhook-secret", ""}, exitUsage, []string{
+			"--webhook-secret is empty",
+		}},
+		{"an empty webhook secret on update", []string{"update", "shop", "--webhook", "https://h.example.com/x", "--webhook-secret="}, exitUsage, []string{"--webhook-secret is empty"}},
 		{"get unknown", []string{"get", "nope"}, exitNotFound, []string{"not found"}},
 		{"update unknown", []string{"update", "nope", "--amount", "1"}, exitNotFound, []string{"not found"}},
 		{"update unknown scope", []string{"update", "nope", "--service", "x"}, exitNotFound, []string{"not found"}},
@@ -613,6 +621,12 @@ func TestBudgetsHelp(t *testing.T) {
 		}
 	}
 	res = runCLI(t, "", "budgets", "create", "-h")
+	// The limits of the money flags are in their help.
+	for _, want := range []string{"at most 1000000000000,", "at most 1000000 (default 5)"} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("create -h lacks %q:\n%s", want, res.stdout)
+		}
+	}
 	if res.code != exitOK || !strings.Contains(res.stdout, "controlplane budgets create (NAME --amount AMOUNT") || !strings.Contains(res.stdout, "--webhook-secret") {
 		t.Errorf("create -h: exit %d\n%s", res.code, res.stdout)
 	}

@@ -263,7 +263,12 @@ func (d *budgetDecoder) field(key *yaml.Node, field string, v *yaml.Node) {
 		d.currencyKey = field
 		err = decodeString(v, &b.Currency)
 	case "price_per_million":
-		err = decodeAmount(v, &b.PricePerMillionMicros)
+		// The API reads a price of 0 as "the default": say so rather than
+		// bill 5 per million for a price written as free.
+		if err = decodeAmount(v, &b.PricePerMillionMicros); err == nil && !isNull(v) && b.PricePerMillionMicros == 0 {
+			err = errAt(v, "must be more than 0 (a price of 0 would count every trace as free); leave price_per_million out for the default, %s per million",
+				budget.FormatMicros(budget.DefaultPricePerMillionMicros))
+		}
 	case "free_traces":
 		err = decodeInt(v, &b.FreeTraces)
 	case "mode":
@@ -380,8 +385,14 @@ func (d *budgetDecoder) channels(v *yaml.Node) {
 			case "webhook_url":
 				err = decodeString(val, &c.WebhookURL)
 			case "secret":
-				if err = decodeString(val, &c.Secret); err == nil && c.Secret == budget.SecretMask {
+				switch err = decodeString(val, &c.Secret); {
+				case err != nil:
+				case c.Secret == budget.SecretMask:
 					err = errAt(val, "%q is how the server masks a secret; write the secret itself, or leave secret out", budget.SecretMask)
+				case c.Secret == "" && !isNull(val):
+					// Often a variable that was not set: unsigned alerts
+					// must be asked for by leaving the secret out.
+					err = errAt(val, "empty; leave secret out for an unsigned webhook")
 				}
 			default:
 				d.unknown(p.key, path, []string{"webhook_url", "secret"}, "a channel")

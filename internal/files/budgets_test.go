@@ -45,6 +45,12 @@ func TestLoadBudgetsProblems(t *testing.T) {
 			`f.yaml:4: budget "a" (#1): price_per_million: must be more than 0 and at most 1000000 units, got -1`,
 			`f.yaml:5: budget "a" (#1): currency: an ISO 4217 code such as USD, got "euro"`,
 		}},
+		{"a price of 0", "budgets:\n  - name: a\n    monthly_amount: 5\n    price_per_million: 0\n", []string{
+			`f.yaml:4: budget "a" (#1): price_per_million: must be more than 0`,
+		}},
+		{"an empty secret", "budgets:\n  - name: a\n    monthly_amount: 5\n    channels:\n      - {webhook_url: 'https://h.example.com', secret: ''}\n", []string{
+			`f.yaml:5: budget "a" (#1): channels[0].secret: empty; leave secret out for an unsigned webhook`,
+		}},
 		{"currency under both names", "budgets:\n  - {name: a, monthly_amount: 5, currency_code: EUR, currency: EUR}\n", []string{
 			`budget "a" (#1): currency: currency_code and currency are one field (currency is its earlier name); give one`,
 		}},
