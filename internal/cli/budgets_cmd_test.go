@@ -311,6 +311,10 @@ func TestBudgetsErrors(t *testing.T) {
 			}
 		})
 	}
+	// The server's message names the budget: the CLI does not say it twice.
+	if res := s.cli(t, "", "create", "shop", "--amount", "1"); res.err == nil || res.err.Error() != `create budget "shop": already exists` {
+		t.Errorf("create existing: %v", res.err)
+	}
 	// Nothing was created or changed by any of them.
 	if names := s.names(t); len(names) != 1 || names[0] != "shop" {
 		t.Errorf("budgets after the failures: %v, want shop alone", names)

@@ -215,7 +215,9 @@ func (e *rpcError) Error() string {
 		}
 	}
 	var b strings.Builder
-	if e.op != "" {
+	// The server's message may already say what was attempted ("create
+	// rule "x": already exists"): say it once.
+	if e.op != "" && !strings.HasPrefix(msg, e.op+":") {
 		b.WriteString(e.op + ": ")
 	}
 	b.WriteString(msg)

@@ -334,6 +334,7 @@ func TestExitCodes(t *testing.T) {
 		{"delete Default", []string{"delete", "Default"}, exitConflict, "Default rule"},
 		{"narrow Default", []string{"update", "Default", "--service-name", "shop"}, exitConflict, "cannot change service_name"},
 		{"create existing", []string{"create", "--name", "checkout", "--priority", "3", "--fixed-rate", "0.1"}, exitConflict, "already exists"},
+		{"create existing, said once", []string{"create", "--name", "checkout", "--priority", "3", "--fixed-rate", "0.1"}, exitConflict, `^create rule "checkout": already exists$`},
 		{"create invalid", []string{"create", "--name", "bad", "--priority", "0", "--fixed-rate", "1.5"}, exitInvalid,
 			"invalid argument\n  rule.priority: must be between 1 and 9999, got 0\n  rule.fixed_rate: must be between 0 and 1, got 1.5"},
 		{"update invalid", []string{"update", "checkout", "--fixed-rate", "-1"}, exitInvalid, "\n  rule.fixed_rate: must be between 0 and 1, got -1"},
@@ -363,7 +364,11 @@ func TestExitCodes(t *testing.T) {
 			if res.code != tc.want {
 				t.Fatalf("exit code %d, want %d; err %v\nstderr:\n%s", res.code, tc.want, res.err, res.stderr)
 			}
-			if tc.message != "" && (res.err == nil || !strings.Contains(res.err.Error(), tc.message)) {
+			if exact, ok := strings.CutPrefix(tc.message, "^"); ok {
+				if want := strings.TrimSuffix(exact, "$"); res.err == nil || res.err.Error() != want {
+					t.Errorf("error %q, want %q", res.err, want)
+				}
+			} else if tc.message != "" && (res.err == nil || !strings.Contains(res.err.Error(), tc.message)) {
 				t.Errorf("error %q does not contain %q", res.err, tc.message)
 			}
 		})
