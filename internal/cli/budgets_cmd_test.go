@@ -295,6 +295,7 @@ func TestBudgetsErrors(t *testing.T) {
 		{"update nothing", []string{"update", "shop"}, exitUsage, []string{"nothing to change"}},
 		{"bad threshold", []string{"update", "shop", "--threshold", "80%"}, exitUsage, nil},
 		{"watch yaml", []string{"watch", "-o", "yaml"}, exitUsage, []string{"table or json"}},
+		{"wide is for rules", []string{"list", "-o", "wide"}, exitUsage, []string{"want table, json or yaml"}},
 		{"alerts bad limit", []string{"alerts", "--limit", "-1"}, exitUsage, []string{"--limit"}},
 		{"unknown command", []string{"frob"}, exitUsage, []string{`unknown command "frob"`}},
 		{"help", []string{"create", "-h"}, exitOK, nil},

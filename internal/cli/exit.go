@@ -64,8 +64,8 @@ func version() string {
 }
 
 // checkFormat refuses an unknown -o as a usage error.
-func checkFormat(f string) error {
-	if err := output.Check(f); err != nil {
+func checkFormat(f string, more ...string) error {
+	if err := output.Check(f, more...); err != nil {
 		return usageError(err)
 	}
 	return nil

@@ -87,7 +87,7 @@ func newRulesCmd(lookupEnv func(string) (string, bool)) *cobra.Command {
 	return cmd
 }
 
-const rulesOutputUsage = "output `format`: table, json or yaml (the rules file format)"
+const rulesOutputUsage = "output `format`: table, wide (every column, the etag among them), json or yaml (the rules file format)"
 
 func newRulesListCmd(conn *connConfig) *cobra.Command {
 	var (
@@ -101,7 +101,7 @@ func newRulesListCmd(conn *connConfig) *cobra.Command {
 		Long:  "Lists every rule, in the order rules are tried (priority, then name),\nfollowing page tokens until the end.",
 		Args:  argsBetween(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkFormat(format); err != nil {
+			if err := checkFormat(format, output.Wide); err != nil {
 				return err
 			}
 			if pageSize < 1 || pageSize > math.MaxInt32 {
@@ -122,7 +122,7 @@ func newRulesListCmd(conn *connConfig) *cobra.Command {
 	addOutputFlag(cmd.Flags(), &format, rulesOutputUsage)
 	cmd.Flags().StringVar(&filter, "filter", "", "only rules matching `terms`, e.g. 'service=shop-api AND labels.team=payments'")
 	cmd.Flags().IntVar(&pageSize, "page-size", 100, "rules per call to the server")
-	_ = cmd.RegisterFlagCompletionFunc("output", completeFormats(output.Table, output.JSON, output.YAML))
+	_ = cmd.RegisterFlagCompletionFunc("output", completeFormats(output.Table, output.Wide, output.JSON, output.YAML))
 	return cmd
 }
 
@@ -135,7 +135,7 @@ func newRulesGetCmd(conn *connConfig) *cobra.Command {
 		Args:              argsBetween(1, 1),
 		ValidArgsFunction: completeRuleNames(conn),
 		RunE: func(cmd *cobra.Command, pos []string) error {
-			if err := checkFormat(format); err != nil {
+			if err := checkFormat(format, output.Wide); err != nil {
 				return err
 			}
 			c, err := dial(*conn)
@@ -151,7 +151,7 @@ func newRulesGetCmd(conn *connConfig) *cobra.Command {
 		},
 	}
 	addOutputFlag(cmd.Flags(), &format, rulesOutputUsage)
-	_ = cmd.RegisterFlagCompletionFunc("output", completeFormats(output.Table, output.JSON, output.YAML))
+	_ = cmd.RegisterFlagCompletionFunc("output", completeFormats(output.Table, output.Wide, output.JSON, output.YAML))
 	return cmd
 }
 
@@ -285,7 +285,7 @@ func newRulesCreateCmd(conn *connConfig) *cobra.Command {
 		Long:  rulesCreateLong,
 		Args:  argsBetween(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkFormat(format); err != nil {
+			if err := checkFormat(format, output.Wide); err != nil {
 				return err
 			}
 			var todo []*pb.Rule
@@ -337,7 +337,7 @@ func newRulesCreateCmd(conn *connConfig) *cobra.Command {
 	addOutputFlag(cmd.Flags(), &format, rulesOutputUsage)
 	rf.register(cmd.Flags(), true)
 	cmd.Flags().StringVarP(&file, "file", "f", "", "create every rule of this rules `file` (- for stdin)")
-	_ = cmd.RegisterFlagCompletionFunc("output", completeFormats(output.Table, output.JSON, output.YAML))
+	_ = cmd.RegisterFlagCompletionFunc("output", completeFormats(output.Table, output.Wide, output.JSON, output.YAML))
 	_ = cmd.MarkFlagFilename("file", "yaml", "yml")
 	return cmd
 }
@@ -359,7 +359,7 @@ func reportPartial(w io.Writer, doneVerb, notDoneVerb string, done, notDone []*p
 
 const rulesUpdateLong = `Changes the fields given as flags, and only those (the update mask is
 exactly the flags given). With --etag the update is refused if the rule
-changed since that etag was read.`
+changed since that etag was read (list -o wide shows etags).`
 
 func newRulesUpdateCmd(conn *connConfig) *cobra.Command {
 	var (
@@ -374,7 +374,7 @@ func newRulesUpdateCmd(conn *connConfig) *cobra.Command {
 		Args:              argsBetween(1, 1),
 		ValidArgsFunction: completeRuleNames(conn),
 		RunE: func(cmd *cobra.Command, pos []string) error {
-			if err := checkFormat(format); err != nil {
+			if err := checkFormat(format, output.Wide); err != nil {
 				return err
 			}
 			paths := givenPaths(cmd.Flags())
@@ -401,7 +401,7 @@ func newRulesUpdateCmd(conn *connConfig) *cobra.Command {
 	addOutputFlag(cmd.Flags(), &format, rulesOutputUsage)
 	rf.register(cmd.Flags(), false)
 	cmd.Flags().StringVar(&etag, "etag", "", "update only if the rule's current etag is this `etag`")
-	_ = cmd.RegisterFlagCompletionFunc("output", completeFormats(output.Table, output.JSON, output.YAML))
+	_ = cmd.RegisterFlagCompletionFunc("output", completeFormats(output.Table, output.Wide, output.JSON, output.YAML))
 	return cmd
 }
 

@@ -176,6 +176,10 @@ func TestListOutputs(t *testing.T) {
 	golden(t, "list.yaml.golden", s.cli(t, "", "list", "-o", "yaml").mustOK(t).stdout)
 	golden(t, "list.json.golden", s.cli(t, "", "list", "-o", "json").mustOK(t).stdout)
 	golden(t, "get.table.golden", s.cli(t, "", "get", "checkout").mustOK(t).stdout)
+	// -o wide adds what the table leaves out, the etag that --etag takes
+	// among it.
+	golden(t, "list.wide.golden", s.cli(t, "", "list", "-o", "wide").mustOK(t).stdout)
+	golden(t, "get.wide.golden", s.cli(t, "", "get", "checkout", "-o", "wide").mustOK(t).stdout)
 
 	// Page by page gives the same rules as one page.
 	if one, paged := s.cli(t, "", "list").stdout, s.cli(t, "", "list", "--page-size", "1").mustOK(t).stdout; one != paged {
@@ -350,7 +354,7 @@ func TestExitCodes(t *testing.T) {
 		{"update without fields", []string{"update", "checkout"}, exitUsage, "nothing to change"},
 		{"bad attr", []string{"create", "--name", "x", "--attr", "novalue"}, exitUsage, ""},
 		{"apply without file", []string{"apply"}, exitUsage, "-f FILE is required"},
-		{"bad output", []string{"list", "-o", "xml"}, exitUsage, "want table, json or yaml"},
+		{"bad output", []string{"list", "-o", "xml"}, exitUsage, "want table, wide, json or yaml"},
 		{"create file and flags", []string{"create", "-f", "testdata/rules.yaml", "--name", "x"}, exitUsage, "not both"},
 		{"help", []string{"list", "-h"}, exitOK, ""},
 	} {
@@ -472,7 +476,7 @@ func TestCompletion(t *testing.T) {
 		t.Errorf("rule names completed: %q", res.stdout)
 	}
 	res = runCLI(t, "", "__complete", "rules", "list", "-o", "").mustOK(t)
-	if got := strings.Fields(strings.Split(res.stdout, ":")[0]); !slices.Equal(got, []string{"table", "json", "yaml"}) {
+	if got := strings.Fields(strings.Split(res.stdout, ":")[0]); !slices.Equal(got, []string{"table", "wide", "json", "yaml"}) {
 		t.Errorf("-o completed: %q", res.stdout)
 	}
 }

@@ -8,7 +8,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/proto"
@@ -17,17 +19,25 @@ import (
 // Formats of -o.
 const (
 	Table = "table"
+	Wide  = "wide" // a table with every column; rules only
 	JSON  = "json"
 	YAML  = "yaml"
 )
 
-// Check refuses a format that is not one of the three.
-func Check(f string) error {
+// Check refuses a format that is not table, json, yaml or one of more.
+func Check(f string, more ...string) error {
 	switch f {
 	case Table, JSON, YAML:
 		return nil
 	}
-	return fmt.Errorf("-o: want table, json or yaml, got %q", f)
+	if slices.Contains(more, f) {
+		return nil
+	}
+	want := "table, json or yaml"
+	if len(more) > 0 {
+		want = "table, " + strings.Join(more, ", ") + ", json or yaml"
+	}
+	return fmt.Errorf("-o: want %s, got %q", want, f)
 }
 
 // WriteJSON prints m as indented JSON (see MarshalJSON).

@@ -3,6 +3,7 @@ package output
 import (
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,7 +16,19 @@ import (
 	"github.com/tracesampling/controlplane/internal/rules"
 )
 
-// WriteRules prints rules: a table, protojson ({"rules": [...]}, or the bare
+// entries prints a map as key=value pairs by key, "-" if it is empty.
+func entries(m map[string]string) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	parts := make([]string, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, k+"="+m[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+// WriteRules prints rules: a table (wide: every column), protojson ({"rules": [...]}, or the bare
 // rule when one was asked for), or the rules file format, which `apply` reads
 // back.
 func WriteRules(w io.Writer, format string, rs []*pb.Rule, single bool) error {
@@ -29,6 +42,15 @@ func WriteRules(w io.Writer, format string, rs []*pb.Rule, single bool) error {
 		return files.WriteRules(w, rs)
 	}
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	if format == Wide {
+		fmt.Fprintln(tw, "NAME\tPRIORITY\tFIXED_RATE\tRESERVOIR\tSERVICE\tSERVICE_TYPE\tHOST\tMETHOD\tPATH\tRESOURCE_ARN\tATTRIBUTES\tLABELS\tETAG")
+		for _, r := range rs {
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.GetName(), r.GetPriority(), FormatRate(r.GetFixedRate()),
+				r.GetReservoirSize(), orAny(r.GetServiceName()), orAny(r.GetServiceType()), orAny(r.GetHost()), orAny(r.GetHttpMethod()),
+				orAny(r.GetUrlPath()), orAny(r.GetResourceArn()), entries(r.GetAttributes()), entries(r.GetLabels()), r.GetEtag())
+		}
+		return tw.Flush()
+	}
 	fmt.Fprintln(tw, "NAME\tPRIORITY\tFIXED_RATE\tRESERVOIR\tSERVICE\tMETHOD\tPATH")
 	for _, r := range rs {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\t%s\n", r.GetName(), r.GetPriority(), FormatRate(r.GetFixedRate()),
