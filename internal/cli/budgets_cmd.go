@@ -14,7 +14,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
@@ -721,14 +720,21 @@ func newBudgetWatchCmd(conn *connConfig) *cobra.Command {
 (Ctrl-C, exit code 0): one line per alert (TIME BUDGET KIND THRESHOLD
 MESSAGE), or with -o json one JSON object per line. A lost stream (a server
 restart, a connection aged out) is watched again from the last alert
-printed, so the alerts that fired in between are printed first.`,
+printed, so the alerts that fired in between are printed first. While the
+server cannot be reached, each attempt says so on stderr, with the wait
+before the next (up to 30s); --give-up-after ends the watch (exit code 6)
+once the server has been away that long.`,
 		Args: argsBetween(0, 0),
 	}
 	fs := cmd.Flags()
 	addOutputFlag(fs, &format, "output `format`: table (one line per alert) or json (one object per line)")
 	name := fs.String("budget", "", "only this budget's alerts")
+	giveUp := fs.Duration("give-up-after", 0, "end the watch when the server has been away this long (0: never)")
 	cmd.RunE = func(cmd *cobra.Command, pos []string) error {
 		ctx, stdout, stderr := cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr()
+		if *giveUp < 0 {
+			return usageError(fmt.Errorf("--give-up-after: want 0 or more, got %v", *giveUp))
+		}
 		if format != output.Table && format != output.JSON {
 			return usageError(fmt.Errorf("-o: watch prints table or json, got %q", format))
 		}
@@ -737,7 +743,7 @@ printed, so the alerts that fired in between are printed first.`,
 			return err
 		}
 		defer c.Close()
-		w := &alertWatch{c: c, api: budgetAPI(c), budget: *name, json: format == output.JSON, stdout: stdout, stderr: stderr}
+		w := &alertWatch{c: c, api: budgetAPI(c), budget: *name, json: format == output.JSON, giveUp: *giveUp, stdout: stdout, stderr: stderr}
 		err = w.run(ctx)
 		if ctx.Err() != nil {
 			return nil // interrupted: the normal way to stop watching
@@ -753,6 +759,7 @@ type alertWatch struct {
 	api    pb.BudgetServiceClient
 	budget string
 	json   bool
+	giveUp time.Duration // how long the server may be away; 0: forever
 	stdout io.Writer
 	stderr io.Writer
 	last   string // ID of the newest alert printed or known when the watch began
@@ -774,19 +781,32 @@ func (w *alertWatch) run(ctx context.Context) error {
 		w.last = as[0].GetId()
 	}
 	backoff := watchBackoffMin
-	for again := false; ; again = true {
+	var awaySince time.Time // when the last stream was lost; zero while one is open
+	for {
 		start := time.Now()
-		err := w.stream(ctx, again)
+		opened, err := w.stream(ctx, !awaySince.IsZero())
 		if ctx.Err() != nil {
 			return nil
 		}
 		if !errors.Is(err, io.EOF) && status.Code(err) != codes.Unavailable {
 			return w.c.wrap("watch alerts", err)
 		}
-		if time.Since(start) > time.Minute {
-			backoff = watchBackoffMin
+		now := time.Now()
+		if opened {
+			if now.Sub(start) > time.Minute {
+				backoff = watchBackoffMin
+			}
+			awaySince = now
+			fmt.Fprintf(w.stderr, "watch: lost the alert stream (%s); watching again in %v\n", status.Convert(err).Message(), backoff)
+		} else {
+			if awaySince.IsZero() {
+				awaySince = start // lost before the first stream opened
+			}
+			if w.giveUp > 0 && now.Sub(awaySince) >= w.giveUp {
+				return w.c.wrap(fmt.Sprintf("watch alerts: gave up after %v without the server", w.giveUp.Round(time.Second)), err)
+			}
+			fmt.Fprintf(w.stderr, "watch: cannot reach the control plane at %s (%s); trying again in %v\n", w.c.addr, status.Convert(err).Message(), backoff)
 		}
-		fmt.Fprintf(w.stderr, "watch: lost the alert stream (%s); watching again\n", status.Convert(err).Message())
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
@@ -799,26 +819,30 @@ func (w *alertWatch) run(ctx context.Context) error {
 }
 
 // stream opens one WatchAlerts stream and prints what it sends until it
-// fails. It resumes after the last alert printed, so the server first sends
-// what fired while no stream was open. When watching again, it waits for the
-// server to be reachable.
-func (w *alertWatch) stream(ctx context.Context, again bool) error {
+// fails; opened says whether the stream was open (the server reached). It
+// resumes after the last alert printed, so the server first sends what
+// fired while no stream was open. Opening fails at once while the server
+// cannot be reached; after the watch, again, says it watches again.
+func (w *alertWatch) stream(ctx context.Context, again bool) (opened bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// With no alert printed or listed yet, every alert the server lists is
 	// one to print.
 	req := &pb.WatchAlertsRequest{BudgetName: w.budget, AfterId: w.last, FromOldest: w.last == ""}
-	stream, err := w.api.WatchAlerts(ctx, req, grpc.WaitForReady(again))
+	stream, err := w.api.WatchAlerts(ctx, req)
 	if err != nil {
-		return err
+		return false, err
+	}
+	if again {
+		fmt.Fprintln(w.stderr, "watch: watching again")
 	}
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
-			return err
+			return true, err
 		}
 		if err := w.print(resp.GetAlert()); err != nil {
-			return err
+			return true, err
 		}
 	}
 }

@@ -735,3 +735,51 @@ func TestWatchAlertsResumesAfterID(t *testing.T) {
 		t.Errorf("a 200-character after_id: %v, field violations %v; want INVALID_ARGUMENT on after_id", err, fields)
 	}
 }
+
+// TestBudgetWatchSaysWhileTheServerIsAway: while the server cannot be
+// reached, watch says so on stderr at each attempt, and when it watches
+// again.
+func TestBudgetWatchSaysWhileTheServerIsAway(t *testing.T) {
+	s := startBudgetServer(t)
+	s.cli(t, "", "create", "shop", "--amount", "500").mustOK(t)
+	waitFor(t, "catalog subscribed to the store", s.st.subscribed)
+	p := startCutProxy(t, s.addr)
+	_, stderr, stop := startWatch(t, p.addr(), "--budget", "shop")
+	waitFor(t, "the server watching", s.st.watching)
+
+	p.cut()
+	away := "cannot reach the control plane at " + p.addr()
+	pollUntil(t, "two failed attempts said", func() bool { return strings.Count(stderr.String(), away) >= 2 })
+	if !strings.Contains(stderr.String(), "trying again in ") {
+		t.Errorf("watch does not say when it tries again:\n%s", stderr)
+	}
+	p.resume()
+	waitFor(t, "the server watching again", s.st.watching)
+	pollUntil(t, "watching again said", func() bool { return strings.Contains(stderr.String(), "watch: watching again") })
+	if err := stop(); err != nil {
+		t.Errorf("watch ended with %v, want nil on cancel", err)
+	}
+}
+
+// TestBudgetWatchGivesUp: with --give-up-after, watch ends with exit code 6
+// once the server has been away that long.
+func TestBudgetWatchGivesUp(t *testing.T) {
+	s := startBudgetServer(t)
+	waitFor(t, "catalog subscribed to the store", s.st.subscribed)
+	p := startCutProxy(t, s.addr)
+	var stdout, stderr lockedBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(t.Context(), []string{"budgets", "watch", "--server", p.addr(), "--give-up-after", "1s"}, strings.NewReader(""), &stdout, &stderr)
+	}()
+	waitFor(t, "the server watching", s.st.watching)
+	p.cut()
+	select {
+	case err := <-done:
+		if code := exitCode(err); code != exitUnavailable || !strings.Contains(fmt.Sprint(err), "gave up") {
+			t.Errorf("watch ended with exit %d, %v; want %d saying it gave up\nstderr:\n%s", code, err, exitUnavailable, stderr.String())
+		}
+	case <-time.After(serveWait):
+		t.Fatalf("watch did not give up within %v\nstderr:\n%s", serveWait, stderr.String())
+	}
+}
