@@ -31,7 +31,10 @@ server's rules, prints the changes:
   - delete NAME          (only with --prune)
   = N unchanged
 
-and makes them: creates, then updates, then deletes. Updates and deletes
+and makes them: creates, then updates, then deletes (deletes first when
+creating first would pass the server's limit of 1,000 rules; a file that
+would leave more than 1,000 fails before any change, exit code 5). Updates
+and deletes
 carry the etag read, so a rule edited by someone else in the meantime fails
 with a conflict (exit code 5) instead of being overwritten. If a call fails,
 apply stops and says which changes were made and which were not.
@@ -69,6 +72,9 @@ func newRulesApplyCmd(conn *connConfig) *cobra.Command {
 			}
 			plan := makePlan(entries, current, prune)
 			plan.print(stdout, files.DisplayName(file))
+			if err := plan.checkLimit(len(current)); err != nil {
+				return err
+			}
 			if dryRun {
 				fmt.Fprintf(stdout, "dry run: %d to create, %d to update, %d to delete, %d unchanged; nothing was changed\n",
 					plan.count(opCreate), plan.count(opUpdate), plan.count(opDelete), plan.unchanged)
@@ -118,6 +124,9 @@ type applyPlan struct {
 	ops       []applyOp // creates, then updates, then deletes
 	unchanged int
 	kept      []string // not in the file, and kept without --prune
+	// deletesFirst: the deletes come first, since creating first would
+	// pass the limit of rules.
+	deletesFirst bool
 }
 
 // makePlan compares the file's rules (normalized) with the server's.
@@ -157,7 +166,27 @@ func makePlan(entries []files.Rule, current []*pb.Rule, prune bool) *applyPlan {
 		}
 	}
 	p.ops = append(append(creates, updates...), deletes...)
+	if len(current)+len(creates) > rules.MaxRules {
+		// Creating first would pass the limit on the way.
+		p.ops = append(append(deletes, creates...), updates...)
+		p.deletesFirst = true
+	}
 	return p
+}
+
+// checkLimit refuses a plan that would leave the server (holding current
+// rules) with more rules than it takes, before any change: the server
+// would refuse the create that passes the limit, half way through.
+func (p *applyPlan) checkLimit(current int) error {
+	after := current + p.count(opCreate) - p.count(opDelete)
+	if after <= rules.MaxRules {
+		return nil
+	}
+	msg := fmt.Sprintf("rules apply: the server would hold %d rules, more than the limit of %d (the Default rule included); nothing was changed", after, rules.MaxRules)
+	if len(p.kept) > 0 {
+		msg += fmt.Sprintf("; --prune would delete the %d rules not in the file", len(p.kept))
+	}
+	return &codedError{code: exitConflict, err: errors.New(msg)}
 }
 
 func (p *applyPlan) count(k opKind) int {
@@ -179,6 +208,9 @@ func (p *applyPlan) print(w io.Writer, file string) {
 	}
 	if len(p.kept) > 0 {
 		fmt.Fprintf(w, "# kept, not in %s (--prune deletes them): %s\n", file, strings.Join(p.kept, ", "))
+	}
+	if p.deletesFirst {
+		fmt.Fprintf(w, "# deletes first: creating first would pass the limit of %d rules\n", rules.MaxRules)
 	}
 }
 
