@@ -76,8 +76,7 @@ func newRulesApplyCmd(conn *connConfig) *cobra.Command {
 				return err
 			}
 			if dryRun {
-				fmt.Fprintf(stdout, "dry run: %d to create, %d to update, %d to delete, %d unchanged; nothing was changed\n",
-					plan.count(opCreate), plan.count(opUpdate), plan.count(opDelete), plan.unchanged)
+				plan.printDryRun(stdout)
 				return nil
 			}
 			return plan.apply(ctx, c, stdout, cmd.ErrOrStderr())
@@ -98,15 +97,14 @@ const (
 	opDelete
 )
 
-// applyOp is one change apply makes.
+// applyOp is one change an apply makes.
 type applyOp struct {
-	kind opKind
-	name string
-	// rule is the desired rule of a create or update; an update carries the
-	// etag read from the server.
-	rule    *pb.Rule
-	etag    string          // of a delete
+	kind    opKind
+	name    string
 	changes []output.Change // of an update
+	// do makes the change; updates and deletes carry the etag read from
+	// the server.
+	do func(ctx context.Context, c *client) error
 }
 
 func (o *applyOp) String() string {
@@ -119,8 +117,10 @@ func (o *applyOp) String() string {
 	return "- delete " + o.name
 }
 
-// applyPlan is every change that makes the server match the file.
+// applyPlan is every change that makes the server match a file (of rules
+// or budgets).
 type applyPlan struct {
+	noun      string    // what the file holds: "rule"
 	ops       []applyOp // creates, then updates, then deletes
 	unchanged int
 	kept      []string // not in the file, and kept without --prune
@@ -136,13 +136,17 @@ func makePlan(entries []files.Rule, current []*pb.Rule, prune bool) *applyPlan {
 		onServer[r.GetName()] = r
 	}
 	inFile := make(map[string]bool, len(entries))
-	p := &applyPlan{}
+	p := &applyPlan{noun: "rule"}
 	var creates, updates, deletes []applyOp
 	for _, e := range entries {
 		inFile[e.Rule.Name] = true
 		cur, ok := onServer[e.Rule.Name]
 		if !ok {
-			creates = append(creates, applyOp{kind: opCreate, name: e.Rule.Name, rule: apiconv.RuleToProto(&e.Rule)})
+			want := apiconv.RuleToProto(&e.Rule)
+			creates = append(creates, applyOp{kind: opCreate, name: e.Rule.Name, do: func(ctx context.Context, c *client) error {
+				_, err := c.rules.CreateRule(ctx, &pb.CreateRuleRequest{Rule: want})
+				return err
+			}})
 			continue
 		}
 		have := normalized(cur)
@@ -153,14 +157,22 @@ func makePlan(entries []files.Rule, current []*pb.Rule, prune bool) *applyPlan {
 		}
 		want := apiconv.RuleToProto(&e.Rule)
 		want.Etag = cur.GetEtag()
-		updates = append(updates, applyOp{kind: opUpdate, name: e.Rule.Name, rule: want, changes: cs})
+		mask := &fieldmaskpb.FieldMask{Paths: output.MaskPaths(cs)}
+		updates = append(updates, applyOp{kind: opUpdate, name: e.Rule.Name, changes: cs, do: func(ctx context.Context, c *client) error {
+			_, err := c.rules.UpdateRule(ctx, &pb.UpdateRuleRequest{Rule: want, UpdateMask: mask})
+			return err
+		}})
 	}
 	for _, r := range current {
 		if inFile[r.GetName()] || r.GetName() == rules.DefaultName {
 			continue
 		}
 		if prune {
-			deletes = append(deletes, applyOp{kind: opDelete, name: r.GetName(), etag: r.GetEtag()})
+			del := &pb.DeleteRuleRequest{Name: r.GetName(), Etag: r.GetEtag()}
+			deletes = append(deletes, applyOp{kind: opDelete, name: r.GetName(), do: func(ctx context.Context, c *client) error {
+				_, err := c.rules.DeleteRule(ctx, del)
+				return err
+			}})
 		} else {
 			p.kept = append(p.kept, r.GetName())
 		}
@@ -214,6 +226,12 @@ func (p *applyPlan) print(w io.Writer, file string) {
 	}
 }
 
+// printDryRun sums up what a dry run did not do.
+func (p *applyPlan) printDryRun(w io.Writer) {
+	fmt.Fprintf(w, "dry run: %d to create, %d to update, %d to delete, %d unchanged; nothing was changed\n",
+		p.count(opCreate), p.count(opUpdate), p.count(opDelete), p.unchanged)
+}
+
 // apply makes the changes in order and stops at the first that fails,
 // reporting which were made and which were not.
 func (p *applyPlan) apply(ctx context.Context, c *client, stdout, stderr io.Writer) error {
@@ -223,21 +241,7 @@ func (p *applyPlan) apply(ctx context.Context, c *client, stdout, stderr io.Writ
 	}
 	for i := range p.ops {
 		op := &p.ops[i]
-		var (
-			err  error
-			verb string
-		)
-		switch op.kind {
-		case opCreate:
-			verb = "create"
-			_, err = c.rules.CreateRule(ctx, &pb.CreateRuleRequest{Rule: op.rule})
-		case opUpdate:
-			verb = "update"
-			_, err = c.rules.UpdateRule(ctx, &pb.UpdateRuleRequest{Rule: op.rule, UpdateMask: &fieldmaskpb.FieldMask{Paths: output.MaskPaths(op.changes)}})
-		case opDelete:
-			verb = "delete"
-			_, err = c.rules.DeleteRule(ctx, &pb.DeleteRuleRequest{Name: op.name, Etag: op.etag})
-		}
+		err := op.do(ctx, c)
 		if err != nil {
 			fmt.Fprintf(stderr, "apply stopped: %d of %d changes made\n", i, len(p.ops))
 			if i > 0 {
@@ -251,7 +255,8 @@ func (p *applyPlan) apply(ctx context.Context, c *client, stdout, stderr io.Writ
 				fmt.Fprintln(stderr, "  "+p.ops[i+j].String())
 			}
 			summary()
-			return c.wrap(fmt.Sprintf("%s rule %q", verb, op.name), err)
+			verb := [...]string{opCreate: "create", opUpdate: "update", opDelete: "delete"}[op.kind]
+			return c.wrap(fmt.Sprintf("%s %s %q", verb, p.noun, op.name), err)
 		}
 		done[op.kind]++
 	}

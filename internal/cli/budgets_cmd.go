@@ -55,6 +55,7 @@ func newBudgetsCmd(lookupEnv func(string) (string, bool)) *cobra.Command {
 		newBudgetStatusCmd(conn),
 		newBudgetAlertsCmd(conn),
 		newBudgetWatchCmd(conn),
+		newBudgetApplyCmd(conn),
 	)
 	return cmd
 }
@@ -397,7 +398,9 @@ is an error. Omitted fields take the server's defaults (currency_code USD, 5
 per million traces, thresholds 0.5, 0.8, 1 and forecast 1, enforce).
 
 --webhook-secret signs every --webhook given with it; to give webhooks
-different secrets, or to keep secrets off the command line, use a file.`
+different secrets, or to keep secrets off the command line, use a file.
+create makes new budgets only; 'budgets apply -f FILE' also updates the
+budgets of a file that exist, and with --prune deletes the others.`
 
 func newBudgetCreateCmd(conn *connConfig) *cobra.Command {
 	var (
@@ -473,6 +476,9 @@ func newBudgetCreateCmd(conn *connConfig) *cobra.Command {
 			if err != nil {
 				if len(todo) > 1 {
 					fmt.Fprintf(stderr, "created: %s\nnot created: %s\n", budgetNames(todo[:i]), budgetNames(todo[i:]))
+				}
+				if *file != "" && status.Code(err) == codes.AlreadyExists {
+					fmt.Fprintln(stderr, "create makes new budgets only; 'budgets apply -f FILE' also updates the ones that exist")
 				}
 				return c.wrap(fmt.Sprintf("create budget %q", b.GetName()), err)
 			}

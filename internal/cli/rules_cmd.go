@@ -11,6 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
@@ -326,6 +328,9 @@ func newRulesCreateCmd(conn *connConfig) *cobra.Command {
 				if err != nil {
 					if len(todo) > 1 {
 						reportPartial(cmd.ErrOrStderr(), "created", "not created", todo[:i], todo[i:])
+					}
+					if file != "" && status.Code(err) == codes.AlreadyExists {
+						fmt.Fprintln(cmd.ErrOrStderr(), "create makes new rules only; 'rules apply -f FILE' also updates the ones that exist")
 					}
 					return c.wrap(fmt.Sprintf("create rule %q", r.GetName()), err)
 				}

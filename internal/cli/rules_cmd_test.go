@@ -301,7 +301,7 @@ func TestCreateFromFile(t *testing.T) {
 	}
 	// Creating them again stops at the first, which exists.
 	res = s.cli(t, "", "create", "-f", "testdata/rules.yaml")
-	if res.code != exitConflict || !strings.Contains(res.stderr, "not created: checkout, health, search") {
+	if res.code != exitConflict || !strings.Contains(res.stderr, "not created: checkout, health, search") || !strings.Contains(res.stderr, "'rules apply -f FILE'") {
 		t.Errorf("second create -f: exit %d, %v\n%s", res.code, res.err, res.stderr)
 	}
 	// A file with the Default rule is refused before anything is sent.

@@ -142,3 +142,59 @@ func WriteBudgetStatus(w io.Writer, b *pb.Budget, st *pb.BudgetStatus) error {
 func budgetRatio(r float64) string { return strconv.FormatFloat(r*100, 'f', 1, 64) + "%" }
 
 func budgetFactorText(f float64) string { return strconv.FormatFloat(f, 'g', 4, 64) }
+
+// BudgetChanges lists the fields that differ from a, a budget as the server
+// shows it (webhook URLs redacted, secrets masked), to b, one as a file
+// wants it (full URLs and secrets), both normalized, in the proto's field
+// order, each with its update_mask path. The server never shows a webhook's
+// full URL or its secret: channels are compared as it shows them, so a new
+// secret, or a new URL that redacts the same, is not seen.
+func BudgetChanges(a, b *budget.Budget) []Change {
+	var cs []Change
+	add := func(path, field, x, y string) {
+		if x != y {
+			cs = append(cs, Change{Path: path, Text: field + " " + x + " -> " + y})
+		}
+	}
+	add("description", "description", strconv.Quote(a.Description), strconv.Quote(b.Description))
+	add("scope", "scope", scopeOf(a.Scope), scopeOf(b.Scope))
+	add("monthly_amount_micros", "monthly_amount", budget.FormatMicros(a.MonthlyAmountMicros), budget.FormatMicros(b.MonthlyAmountMicros))
+	add("currency_code", "currency_code", a.Currency, b.Currency)
+	add("price_per_million_micros", "price_per_million", budget.FormatMicros(a.PricePerMillionMicros), budget.FormatMicros(b.PricePerMillionMicros))
+	add("free_traces", "free_traces", fmt.Sprint(a.FreeTraces), fmt.Sprint(b.FreeTraces))
+	add("mode", "mode", a.Mode.String(), b.Mode.String())
+	add("spend_thresholds", "spend_thresholds", floatsText(a.SpendThresholds), floatsText(b.SpendThresholds))
+	add("forecast_thresholds", "forecast_thresholds", floatsText(a.ForecastThresholds), floatsText(b.ForecastThresholds))
+	add("channels", "channels", channelsText(a.Channels, false), channelsText(b.Channels, true))
+	add("floor_traces_per_second", "floor_traces_per_second", FormatRate(a.FloorPerSecond), FormatRate(b.FloorPerSecond))
+	return cs
+}
+
+// scopeOf is a scope as scopeText prints it.
+func scopeOf(s budget.Scope) string {
+	return scopeText(&pb.BudgetScope{ServiceNames: s.Services, RuleLabels: s.RuleLabels})
+}
+
+func floatsText(fs []float64) string {
+	parts := make([]string, len(fs))
+	for i, f := range fs {
+		parts[i] = FormatRate(f)
+	}
+	return "[" + strings.Join(parts, " ") + "]"
+}
+
+// channelsText is channels as the server shows them: URLs redacted (redact:
+// they are not yet), and whether each has a secret.
+func channelsText(chs []budget.Channel, redact bool) string {
+	parts := make([]string, len(chs))
+	for i, c := range chs {
+		parts[i] = c.WebhookURL
+		if redact {
+			parts[i] = budget.RedactURL(c.WebhookURL)
+		}
+		if c.Secret != "" {
+			parts[i] += " (signed)"
+		}
+	}
+	return "[" + strings.Join(parts, " ") + "]"
+}
