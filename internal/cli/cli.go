@@ -58,7 +58,7 @@ func newRoot(lookupEnv func(string) (string, bool)) *cobra.Command {
 		RunE:          groupRunE,
 	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return usageError(fmt.Errorf("%w\nRun '%s --help' for usage.", err, c.CommandPath()))
+		return usageError(fmt.Errorf("%w (see '%s --help')", err, c.CommandPath()))
 	})
 	root.AddCommand(
 		newServeCmd(),
@@ -88,7 +88,7 @@ func groupRunE(cmd *cobra.Command, args []string) error {
 	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
 		msg += fmt.Sprintf("; did you mean %q?", s[0])
 	}
-	return usageError(fmt.Errorf("%s\nRun '%s --help' for usage.", msg, cmd.CommandPath()))
+	return usageError(fmt.Errorf("%s (see '%s --help')", msg, cmd.CommandPath()))
 }
 
 func groupPrefix(cmd *cobra.Command) string {
