@@ -358,7 +358,7 @@ func readYAML(t *testing.T, path string, v any) {
 
 // serveFlags finds the flag names that serve defines.
 func serveFlags(t *testing.T) map[string]bool {
-	b, err := os.ReadFile("../cmd/controlplane/serve.go")
+	b, err := os.ReadFile("../internal/cli/serve.go")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -541,7 +541,7 @@ func TestChartRefusesBadValues(t *testing.T) {
 // serveFlags finds the flag names that serve defines.
 func serveFlags(t *testing.T) map[string]bool {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(root, "cmd/controlplane/serve.go"))
+	b, err := os.ReadFile(filepath.Join(root, "internal/cli/serve.go"))
 	if err != nil {
 		t.Fatal(err)
 	}

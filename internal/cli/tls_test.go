@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,8 +33,8 @@ func TestServeTLS(t *testing.T) {
 		want string
 	}{
 		{"trusting the CA", []string{"--tls-ca", pki.CAFile}, 0, "Default"},
-		{"plaintext to a TLS server", nil, exitUnavailable, "cannot reach"},
-		{"TLS trusting only the system's roots", []string{"--tls"}, exitUnavailable, "cannot reach"},
+		{"plaintext to a TLS server", nil, exitUnavailable, "the server speaks TLS: add --tls, or --tls-ca FILE"},
+		{"TLS trusting only the system's roots", []string{"--tls"}, exitUnavailable, "certificate signed by unknown authority"},
 		{"a CA file without certificates", []string{"--tls-ca", pki.KeyFile}, exitUsage, "--tls-ca"},
 		{"a client certificate without its key", []string{"--tls-ca", pki.CAFile, "--tls-cert", pki.CertFile}, exitUsage, "--tls-cert and --tls-key go together"},
 	}
@@ -181,5 +182,30 @@ func TestServeTLSReloadsRenewedFiles(t *testing.T) {
 	want := fmt.Sprintf("controlplane_tls_certificate_expiry_timestamp_seconds %g", float64(newPKI.ServerCert.Leaf.NotAfter.Unix()))
 	if _, body := s.get(t, "/metrics"); !strings.Contains(body, want) {
 		t.Errorf("/metrics lacks %q", want)
+	}
+}
+
+// TestNoTLSHintForAServerThatHangsUp: a server that closes connections
+// before the HTTP/2 preface is not said to speak TLS unless it does.
+func TestNoTLSHintForAServerThatHangsUp(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			conn, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			conn.Close()
+		}
+	}()
+	defer func() { lis.Close(); <-done }()
+	r := runCLI(t, "", "rules", "list", "--server", lis.Addr().String(), "--timeout", "5s")
+	if r.code != exitUnavailable || strings.Contains(fmt.Sprint(r.err), "speaks TLS") {
+		t.Errorf("exit %d, %v; want %d without a TLS hint", r.code, r.err, exitUnavailable)
 	}
 }

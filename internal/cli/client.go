@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -21,6 +21,7 @@ import (
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/server"
+	"github.com/tracesampling/controlplane/internal/tlsfiles"
 )
 
 // connConfig says how to reach the server; every rules subcommand has these
@@ -41,6 +42,7 @@ type client struct {
 	rules pb.RuleServiceClient
 	addr  string
 	to    time.Duration
+	tls   bool // whether the connection speaks TLS
 }
 
 // dial prepares a connection; grpc connects lazily, so an unreachable server
@@ -48,7 +50,8 @@ type client struct {
 // caller's user@host as the audit-log actor and times out after c.timeout.
 func dial(c connConfig) (*client, error) {
 	creds := insecure.NewCredentials()
-	if c.tls || c.tlsCA != "" || c.tlsCert != "" || c.tlsKey != "" {
+	withTLS := c.tls || c.tlsCA != "" || c.tlsCert != "" || c.tlsKey != ""
+	if withTLS {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12} // the system's roots
 		if c.tlsCA != "" {
 			pool, err := readCertPool(c.tlsCA)
@@ -81,13 +84,18 @@ func dial(c connConfig) (*client, error) {
 				ctx, cancel = context.WithTimeout(ctx, timeout)
 				defer cancel()
 			}
-			return invoker(ctx, method, req, reply, cc, opts...)
+			var trailer metadata.MD
+			err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Trailer(&trailer))...)
+			if err != nil && trailer != nil {
+				return serverAnswered{err}
+			}
+			return err
 		}),
 	)
 	if err != nil {
 		return nil, usageError(fmt.Errorf("--server %q: %w", c.server, err))
 	}
-	return &client{conn: conn, rules: pb.NewRuleServiceClient(conn), addr: c.server, to: timeout}, nil
+	return &client{conn: conn, rules: pb.NewRuleServiceClient(conn), addr: c.server, to: timeout, tls: withTLS}, nil
 }
 
 func (c *client) Close() error { return c.conn.Close() }
@@ -152,6 +160,14 @@ func (c *client) listEvents(ctx context.Context, rule string, limit int) ([]*pb.
 	}
 }
 
+// serverAnswered is a failed call whose status the server sent (it came
+// with trailers), as opposed to one the client made up because it could not
+// reach the server. It keeps the status for status.FromError.
+type serverAnswered struct{ error }
+
+func (e serverAnswered) Unwrap() error              { return e.error }
+func (e serverAnswered) GRPCStatus() *status.Status { return status.Convert(e.error) }
+
 // rpcError is a failed call, printed as what was attempted, the server's
 // message, and each field violation on its own line. It unwraps to the gRPC
 // status error, so exitCode maps its code.
@@ -159,6 +175,7 @@ type rpcError struct {
 	op   string // what was attempted, e.g. `update rule "checkout"`; may be empty
 	addr string
 	to   time.Duration
+	hint string // what to change, when the failure says what
 	err  error
 }
 
@@ -166,7 +183,7 @@ func (c *client) wrap(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	return &rpcError{op: op, addr: c.addr, to: c.to, err: err}
+	return &rpcError{op: op, addr: c.addr, to: c.to, hint: c.tlsHint(err), err: err}
 }
 
 func (e *rpcError) Unwrap() error { return e.err }
@@ -187,6 +204,10 @@ func (e *rpcError) Error() string {
 	}
 	switch st.Code() {
 	case codes.Unavailable:
+		if errors.As(e.err, new(serverAnswered)) {
+			msg = fmt.Sprintf("the control plane at %s answered, but its store is unavailable: %s", e.addr, msg)
+			break
+		}
 		msg = fmt.Sprintf("cannot reach the control plane at %s: %s", e.addr, msg)
 	case codes.DeadlineExceeded:
 		if errors.Is(e.err, context.DeadlineExceeded) || strings.Contains(msg, "deadline") {
@@ -194,14 +215,52 @@ func (e *rpcError) Error() string {
 		}
 	}
 	var b strings.Builder
-	if e.op != "" {
+	// The server's message may already say what was attempted ("create
+	// rule "x": already exists"): say it once.
+	if e.op != "" && !strings.HasPrefix(msg, e.op+":") {
 		b.WriteString(e.op + ": ")
 	}
 	b.WriteString(msg)
 	for _, v := range violations {
 		b.WriteString("\n  " + v)
 	}
+	if e.hint != "" {
+		b.WriteString("\n  " + e.hint)
+	}
 	return b.String()
+}
+
+// tlsHint says what to change when a failure shows that the two ends
+// disagree on TLS. A plaintext server answers a TLS handshake with HTTP/2,
+// which the TLS client names. A TLS server closes a plaintext connection
+// before its HTTP/2 preface, as a server that is not gRPC may too: a TLS
+// handshake to the address (certificate unchecked: it only asks whether the
+// server speaks TLS) tells them apart.
+func (c *client) tlsHint(err error) string {
+	st := status.Convert(err)
+	if st.Code() != codes.Unavailable {
+		return ""
+	}
+	switch msg := st.Message(); {
+	case c.tls && strings.Contains(msg, "first record does not look like a TLS handshake"):
+		return "the server speaks plaintext: leave out --tls and --tls-ca"
+	case !c.tls && strings.Contains(msg, "error reading server preface") && speaksTLS(c.addr):
+		return "the server speaks TLS: add --tls, or --tls-ca FILE for a private CA"
+	}
+	return ""
+}
+
+// speaksTLS says whether a TLS handshake with addr completes within 2 s.
+func speaksTLS(addr string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	d := tls.Dialer{Config: &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}}} // a probe: nothing is sent
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return false
+	}
+	_ = conn.Close()
+	return true
 }
 
 // fieldViolations returns the field violations an InvalidArgument status
@@ -222,5 +281,5 @@ func readCertPool(file string) (*x509.CertPool, error) {
 	if err != nil {
 		return nil, err
 	}
-	return certPool(file, data)
+	return tlsfiles.CertPool(file, data)
 }

@@ -1,9 +1,8 @@
-package main
+package cli
 
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,18 +12,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/testing/protocmp"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/output"
 	"github.com/tracesampling/controlplane/internal/server"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
@@ -180,16 +177,22 @@ func TestBudgetsCreateGetListUpdateDelete(t *testing.T) {
 	golden(t, "budgets_get.yaml.golden", s.cli(t, "", "get", "platform", "-o", "yaml").mustOK(t).stdout)
 	out := s.cli(t, "", "get", "shop", "-o", "json").mustOK(t).stdout
 	var got pb.Budget
-	if err := protojson.Unmarshal([]byte(out), &got); err != nil {
+	if err := output.UnmarshalJSON([]byte(out), &got); err != nil {
 		t.Fatalf("get -o json: %v\n%s", err, out)
 	}
 	got.CreateTime, got.UpdateTime = nil, nil
 	if !proto.Equal(&got, want) {
 		t.Errorf("get -o json = %v\nwant %v", &got, want)
 	}
+	// Money is a number, and the mode is named as in the table and the file.
+	for _, field := range []string{`"monthly_amount_micros": 500000000,`, `"mode": "enforce",`} {
+		if !strings.Contains(out, field) {
+			t.Errorf("get -o json lacks %s:\n%s", field, out)
+		}
+	}
 	out = s.cli(t, "", "list", "-o", "json").mustOK(t).stdout
 	var list pb.ListBudgetsResponse
-	if err := protojson.Unmarshal([]byte(out), &list); err != nil || len(list.GetBudgets()) != 3 {
+	if err := output.UnmarshalJSON([]byte(out), &list); err != nil || len(list.GetBudgets()) != 3 {
 		t.Errorf("list -o json: %v, %d budgets, want 3\n%s", err, len(list.GetBudgets()), out)
 	}
 
@@ -263,6 +266,14 @@ func TestBudgetsErrors(t *testing.T) {
 		{"stale etag", []string{"update", "shop", "--amount", "700", "--etag", "1"}, exitConflict, []string{`has etag "2", not "1"`}},
 		{"delete stale etag", []string{"delete", "shop", "--etag", "1"}, exitConflict, []string{"conflict"}},
 		{"create existing", []string{"create", "shop", "--amount", "1"}, exitConflict, []string{"already exists"}},
+		{"a price of 0", []string{"create", "free", "--amount", "5", "--price-per-million", "0"}, exitInvalid, []string{
+			"\n  budget.price_per_million_micros: must be more than 0",
+		}},
+		{"a price of 0 on update", []string{"update", "shop", "--price-per-million", "0"}, exitInvalid, []string{"budget.price_per_million_micros: must be more than 0"}},
+		{"an empty webhook secret", []string{"create", "x", "--amount", "5", "--webhook", "https://h.example.com/x", "--webhook-secret", ""}, exitUsage, []string{
+			"--webhook-secret is empty",
+		}},
+		{"an empty webhook secret on update", []string{"update", "shop", "--webhook", "https://h.example.com/x", "--webhook-secret="}, exitUsage, []string{"--webhook-secret is empty"}},
 		{"get unknown", []string{"get", "nope"}, exitNotFound, []string{"not found"}},
 		{"update unknown", []string{"update", "nope", "--amount", "1"}, exitNotFound, []string{"not found"}},
 		{"update unknown scope", []string{"update", "nope", "--service", "x"}, exitNotFound, []string{"not found"}},
@@ -284,6 +295,7 @@ func TestBudgetsErrors(t *testing.T) {
 		{"update nothing", []string{"update", "shop"}, exitUsage, []string{"nothing to change"}},
 		{"bad threshold", []string{"update", "shop", "--threshold", "80%"}, exitUsage, nil},
 		{"watch yaml", []string{"watch", "-o", "yaml"}, exitUsage, []string{"table or json"}},
+		{"wide is for rules", []string{"list", "-o", "wide"}, exitUsage, []string{"want table, json or yaml"}},
 		{"alerts bad limit", []string{"alerts", "--limit", "-1"}, exitUsage, []string{"--limit"}},
 		{"unknown command", []string{"frob"}, exitUsage, []string{`unknown command "frob"`}},
 		{"help", []string{"create", "-h"}, exitOK, nil},
@@ -299,6 +311,10 @@ func TestBudgetsErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+	// The server's message names the budget: the CLI does not say it twice.
+	if res := s.cli(t, "", "create", "shop", "--amount", "1"); res.err == nil || res.err.Error() != `create budget "shop": already exists` {
+		t.Errorf("create existing: %v", res.err)
 	}
 	// Nothing was created or changed by any of them.
 	if names := s.names(t); len(names) != 1 || names[0] != "shop" {
@@ -316,7 +332,7 @@ func TestBudgetStatusOfAFreshBudget(t *testing.T) {
 	golden(t, "budgets_status.table.golden", s.cli(t, "", "status", "shop").mustOK(t).stdout)
 	out := s.cli(t, "", "status", "shop", "-o", "json").mustOK(t).stdout
 	var st pb.BudgetStatus
-	if err := protojson.Unmarshal([]byte(out), &st); err != nil {
+	if err := output.UnmarshalJSON([]byte(out), &st); err != nil {
 		t.Fatalf("status -o json: %v\n%s", err, out)
 	}
 	want := &pb.BudgetStatus{BudgetName: "shop", CurrencyCode: "USD", CapTraces: 101_000_000, FixedRateFactor: 1, ReservoirFactor: 1}
@@ -344,7 +360,7 @@ func TestBudgetAlerts(t *testing.T) {
 	}
 	out = s.cli(t, "", "alerts", "--budget", "shop", "-o", "json").mustOK(t).stdout
 	var resp pb.ListAlertsResponse
-	if err := protojson.Unmarshal([]byte(out), &resp); err != nil || len(resp.GetAlerts()) != 2 {
+	if err := output.UnmarshalJSON([]byte(out), &resp); err != nil || len(resp.GetAlerts()) != 2 {
 		t.Errorf("alerts -o json: %v, %d alerts, want 2\n%s", err, len(resp.GetAlerts()), out)
 	}
 }
@@ -468,7 +484,7 @@ func TestBudgetWatchAgainAfterLostStream(t *testing.T) {
 			var messages []string
 			for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
 				var a pb.Alert
-				if err := protojson.Unmarshal([]byte(line), &a); err != nil {
+				if err := output.UnmarshalJSON([]byte(line), &a); err != nil {
 					t.Fatalf("watch -o json printed a line that is not an Alert: %v\n%s", err, line)
 				}
 				messages = append(messages, a.GetMessage())
@@ -563,83 +579,6 @@ func (p *cutProxy) resume() {
 	p.mu.Unlock()
 }
 
-func TestLoadBudgetsProblems(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		file string
-		want []string
-	}{
-		{"empty", "", []string{`f.yaml: the file is empty; want a "budgets:" list`}},
-		{"wrong top-level field", "rules: []\n", []string{`f.yaml:1: unknown field "rules"; the file has one field, "budgets"`}},
-		{"not a list", "budgets: {name: a}\n", []string{`f.yaml:1: "budgets" must be a list of budgets, got a mapping`}},
-		{"unnamed", "budgets:\n  - monthly_amount: 5\n", []string{`f.yaml:2: budget #1: name: is required`}},
-		{"bad values", "budgets:\n  - name: a\n    monthly_amount: lots\n    mode: always\n    spend_thresholds: 0.5\n    free_traces: 1.5\n", []string{
-			`f.yaml:3: budget "a" (#1): monthly_amount: want an amount such as 12.50, got "lots"`,
-			`f.yaml:4: budget "a" (#1): mode: enforce or alert_only, got "always"`,
-			`f.yaml:5: budget "a" (#1): spend_thresholds: want a list of numbers such as [0.5, 0.8, 1], got "0.5"`,
-			`f.yaml:6: budget "a" (#1): free_traces: want a whole number, got "1.5"`,
-		}},
-		{"validation names the line", "budgets:\n  - name: a\n    monthly_amount: 5\n    scope:\n      service_names: [x, '']\n      rule_labels: {Team: x}\n    channels:\n      - webhook_url: x\n", []string{
-			`f.yaml:5: budget "a" (#1): scope.service_names[1]: a glob of 1-`,
-			`f.yaml:6: budget "a" (#1): scope.rule_labels.Team: label keys must be`,
-			`f.yaml:8: budget "a" (#1): channels[0].webhook_url: an http or https URL`,
-		}},
-		{"masked secret", "budgets:\n  - name: a\n    monthly_amount: 5\n    channels:\n      - {webhook_url: 'https://h.example.com', secret: '****'}\n", []string{
-			`f.yaml:5: budget "a" (#1): channels[0].secret: "****" is how the server masks a secret`,
-		}},
-		{"output only", "budgets:\n  - {name: a, monthly_amount: 5, etag: '3'}\n", []string{`budget "a" (#1): etag: is output only`}},
-		{"same name", "budgets:\n  - {name: a, monthly_amount: 5}\n  - {name: a, monthly_amount: 6}\n", []string{
-			`f.yaml:3: budget "a" (#2): name: budget #1 (line 2) has the same name`,
-		}},
-		{"field given twice", "budgets:\n  - name: a\n    monthly_amount: 5\n    monthly_amount: 6\n", []string{`f.yaml:4: budget "a" (#1): monthly_amount: given twice (first at line 3)`}},
-		{"money", "budgets:\n  - name: a\n    monthly_amount: 12.1234567\n    price_per_million: -1\n    currency: euro\n", []string{
-			`f.yaml:3: budget "a" (#1): monthly_amount: at most 6 decimal places (micros), got 12.1234567`,
-			`f.yaml:4: budget "a" (#1): price_per_million: must be more than 0 and at most 1000000 units, got -1`,
-			`f.yaml:5: budget "a" (#1): currency: an ISO 4217 code such as USD, got "euro"`,
-		}},
-		{"currency under both names", "budgets:\n  - {name: a, monthly_amount: 5, currency_code: EUR, currency: EUR}\n", []string{
-			`budget "a" (#1): currency: currency_code and currency are one field (currency is its earlier name); give one`,
-		}},
-		{"redacted URL", "budgets:\n  - name: a\n    monthly_amount: 5\n    channels:\n      - {webhook_url: 'https://hooks.slack.com/…4Hd6'}\n", []string{
-			`f.yaml:5: budget "a" (#1): channels[0].webhook_url: a redacted URL`,
-		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			bs, err := loadBudgets("f.yaml", []byte(tc.file))
-			var fe *invalidFileError
-			if !errors.As(err, &fe) {
-				t.Fatalf("loadBudgets = %v, %v; want an *invalidFileError", bs, err)
-			}
-			if len(fe.Problems) != len(tc.want) {
-				t.Errorf("%d problems, want %d:\n%s", len(fe.Problems), len(tc.want), strings.Join(fe.Problems, "\n"))
-			}
-			for i, w := range tc.want {
-				if i < len(fe.Problems) && !strings.Contains(fe.Problems[i], w) {
-					t.Errorf("problem %d = %q, want it to contain %q", i, fe.Problems[i], w)
-				}
-			}
-		})
-	}
-}
-
-// TestLoadBudgetsMoney: a file's amounts are decimal currency units, read
-// exactly into the API's micros; a file written before currency_code (with
-// currency) still loads.
-func TestLoadBudgetsMoney(t *testing.T) {
-	bs, err := loadBudgets("f.yaml", []byte("budgets:\n  - {name: a, monthly_amount: 0.1, price_per_million: 2.000001, currency: EUR}\n  - {name: b, monthly_amount: 1e3, currency_code: JPY}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []*pb.Budget{
-		{Name: "a", MonthlyAmountMicros: 100_000, PricePerMillionMicros: 2_000_001, CurrencyCode: "EUR"},
-		{Name: "b", MonthlyAmountMicros: 1_000_000_000, PricePerMillionMicros: 5_000_000, CurrencyCode: "JPY"},
-	}
-	ignore := protocmp.IgnoreFields(&pb.Budget{}, "mode", "spend_thresholds", "forecast_thresholds")
-	if diff := cmp.Diff(want, bs, protocmp.Transform(), ignore); diff != "" {
-		t.Errorf("loadBudgets (-want +got):\n%s", diff)
-	}
-}
-
 func TestBudgetsFileRoundTrip(t *testing.T) {
 	s := startBudgetServer(t)
 	s.cli(t, "", "create", "-f", "testdata/budgets.yaml").mustOK(t)
@@ -687,11 +626,17 @@ func TestBudgetsHelp(t *testing.T) {
 		}
 	}
 	res = runCLI(t, "", "budgets", "create", "-h")
-	if res.code != exitOK || !strings.Contains(res.stderr, "Usage: controlplane budgets create NAME") || !strings.Contains(res.stderr, "-webhook-secret") {
-		t.Errorf("create -h: exit %d\n%s", res.code, res.stderr)
+	// The limits of the money flags are in their help.
+	for _, want := range []string{"at most 1000000000000,", "at most 1000000 (default 5)"} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("create -h lacks %q:\n%s", want, res.stdout)
+		}
 	}
-	if res := runCLI(t, "", "--help").mustOK(t); !strings.Contains(res.stdout, "controlplane budgets list|get") {
-		t.Errorf("--help lacks budgets:\n%s", res.stdout)
+	if res.code != exitOK || !strings.Contains(res.stdout, "controlplane budgets create (NAME --amount AMOUNT") || !strings.Contains(res.stdout, "--webhook-secret") {
+		t.Errorf("create -h: exit %d\n%s", res.code, res.stdout)
+	}
+	if res := runCLI(t, "", "--help").mustOK(t); !strings.Contains(res.stdout, "budgets ") || !strings.Contains(res.stdout, "completion") {
+		t.Errorf("--help lacks budgets or completion:\n%s", res.stdout)
 	}
 }
 
@@ -788,5 +733,53 @@ func TestWatchAlertsResumesAfterID(t *testing.T) {
 	}
 	if st.Code() != codes.InvalidArgument || fmt.Sprint(fields) != "[after_id]" {
 		t.Errorf("a 200-character after_id: %v, field violations %v; want INVALID_ARGUMENT on after_id", err, fields)
+	}
+}
+
+// TestBudgetWatchSaysWhileTheServerIsAway: while the server cannot be
+// reached, watch says so on stderr at each attempt, and when it watches
+// again.
+func TestBudgetWatchSaysWhileTheServerIsAway(t *testing.T) {
+	s := startBudgetServer(t)
+	s.cli(t, "", "create", "shop", "--amount", "500").mustOK(t)
+	waitFor(t, "catalog subscribed to the store", s.st.subscribed)
+	p := startCutProxy(t, s.addr)
+	_, stderr, stop := startWatch(t, p.addr(), "--budget", "shop")
+	waitFor(t, "the server watching", s.st.watching)
+
+	p.cut()
+	away := "cannot reach the control plane at " + p.addr()
+	pollUntil(t, "two failed attempts said", func() bool { return strings.Count(stderr.String(), away) >= 2 })
+	if !strings.Contains(stderr.String(), "trying again in ") {
+		t.Errorf("watch does not say when it tries again:\n%s", stderr)
+	}
+	p.resume()
+	waitFor(t, "the server watching again", s.st.watching)
+	pollUntil(t, "watching again said", func() bool { return strings.Contains(stderr.String(), "watch: watching again") })
+	if err := stop(); err != nil {
+		t.Errorf("watch ended with %v, want nil on cancel", err)
+	}
+}
+
+// TestBudgetWatchGivesUp: with --give-up-after, watch ends with exit code 6
+// once the server has been away that long.
+func TestBudgetWatchGivesUp(t *testing.T) {
+	s := startBudgetServer(t)
+	waitFor(t, "catalog subscribed to the store", s.st.subscribed)
+	p := startCutProxy(t, s.addr)
+	var stdout, stderr lockedBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(t.Context(), []string{"budgets", "watch", "--server", p.addr(), "--give-up-after", "1s"}, strings.NewReader(""), &stdout, &stderr)
+	}()
+	waitFor(t, "the server watching", s.st.watching)
+	p.cut()
+	select {
+	case err := <-done:
+		if code := exitCode(err); code != exitUnavailable || !strings.Contains(fmt.Sprint(err), "gave up") {
+			t.Errorf("watch ended with exit %d, %v; want %d saying it gave up\nstderr:\n%s", code, err, exitUnavailable, stderr.String())
+		}
+	case <-time.After(serveWait):
+		t.Fatalf("watch did not give up within %v\nstderr:\n%s", serveWait, stderr.String())
 	}
 }

@@ -1,11 +1,13 @@
-package main
+package files
 
 import (
 	"bytes"
 	"errors"
-	"maps"
 	"reflect"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/apiconv"
@@ -67,7 +69,7 @@ func TestLoadRules(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			entries, err := loadRules("f.yaml", []byte(tc.file))
+			entries, err := LoadRules("f.yaml", []byte(tc.file))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -83,10 +85,10 @@ func TestLoadRules(t *testing.T) {
 }
 
 func TestLoadRulesProblems(t *testing.T) {
-	_, err := loadRules("f.yaml", []byte("rules:\n  - name: a\n    priority: 99999999999\n    Fixed_Rate: 1\n    url_path: [x]\n"))
-	var ife *invalidFileError
+	_, err := LoadRules("f.yaml", []byte("rules:\n  - name: a\n    priority: 99999999999\n    Fixed_Rate: 1\n    url_path: [x]\n"))
+	var ife *Error
 	if !errors.As(err, &ife) {
-		t.Fatalf("err = %v, want an *invalidFileError", err)
+		t.Fatalf("err = %v, want an *Error", err)
 	}
 	want := []string{
 		`f.yaml:3: rule "a" (#1): priority: 99999999999 is out of range`,
@@ -113,10 +115,10 @@ func TestRulesFileRoundTrip(t *testing.T) {
 		ps = append(ps, apiconv.RuleToProto(&in[i]))
 	}
 	var buf bytes.Buffer
-	if err := writeRulesFile(&buf, ps); err != nil {
+	if err := WriteRules(&buf, ps); err != nil {
 		t.Fatal(err)
 	}
-	entries, err := loadRules("out.yaml", buf.Bytes())
+	entries, err := LoadRules("out.yaml", buf.Bytes())
 	if err != nil {
 		t.Fatalf("%v\n%s", err, buf.String())
 	}
@@ -124,9 +126,8 @@ func TestRulesFileRoundTrip(t *testing.T) {
 		t.Fatalf("read %d rules back, want %d:\n%s", len(entries), len(in), buf.String())
 	}
 	for i, e := range entries {
-		want := in[i].Normalize()
-		if len(ruleChanges(&want, &e.Rule)) != 0 || !maps.Equal(want.Labels, e.Rule.Labels) {
-			t.Errorf("rule %d read back as %+v, want %+v\n%s", i, e.Rule, want, buf.String())
+		if diff := cmp.Diff(in[i].Normalize(), e.Rule, cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("rule %d read back (-want +got):\n%s\n%s", i, diff, buf.String())
 		}
 	}
 	if bytes.Contains(buf.Bytes(), []byte("url_path")) || bytes.Contains(buf.Bytes(), []byte("priority: 10000")) {

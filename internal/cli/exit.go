@@ -1,12 +1,13 @@
-package main
+package cli
 
 import (
 	"errors"
-	"flag"
 	"runtime/debug"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/tracesampling/controlplane/internal/output"
 )
 
 // Exit codes, documented in the README so scripts can tell failures apart.
@@ -19,9 +20,6 @@ const (
 	exitConflict    = 5 // ALREADY_EXISTS, ABORTED (stale etag), FAILED_PRECONDITION
 	exitUnavailable = 6 // the server cannot be reached, or UNAVAILABLE
 )
-
-// errSilent marks an error whose message was already printed.
-var errSilent = errors.New("already reported")
 
 type codedError struct {
 	code int
@@ -43,9 +41,6 @@ func exitCode(err error) int {
 	if errors.As(err, &ce) {
 		return ce.code
 	}
-	if errors.Is(err, flag.ErrHelp) {
-		return exitOK
-	}
 	if st, ok := status.FromError(err); ok {
 		switch st.Code() {
 		case codes.InvalidArgument, codes.OutOfRange:
@@ -66,4 +61,12 @@ func version() string {
 		return "controlplane " + bi.Main.Version
 	}
 	return "controlplane (devel)"
+}
+
+// checkFormat refuses an unknown -o as a usage error.
+func checkFormat(f string, more ...string) error {
+	if err := output.Check(f, more...); err != nil {
+		return usageError(err)
+	}
+	return nil
 }

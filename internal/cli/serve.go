@@ -1,10 +1,9 @@
-package main
+package cli
 
 import (
 	"cmp"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc/credentials"
 
 	"github.com/tracesampling/controlplane/internal/budget/controller"
@@ -28,6 +29,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
+	"github.com/tracesampling/controlplane/internal/tlsfiles"
 	"github.com/tracesampling/controlplane/internal/ui"
 )
 
@@ -48,7 +50,7 @@ type serveConfig struct {
 	tlsCert     string
 	tlsKey      string
 	tlsClientCA string
-	tlsPoll     time.Duration // how often to look for renewed TLS files; 0: tlsPollEvery (tests shorten it)
+	tlsPoll     time.Duration // how often to look for renewed TLS files; 0: tlsfiles.PollEvery (tests shorten it)
 
 	// Bounds on what clients can make a replica hold (see server.Options).
 	maxStreams        int
@@ -64,10 +66,9 @@ type serveConfig struct {
 // CONTROLPLANE_FOO_BAR; a flag on the command line wins.
 const envPrefix = "CONTROLPLANE_"
 
-func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
+func serveFlags() (*pflag.FlagSet, *serveConfig) {
 	c := &serveConfig{}
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
 	fs.StringVar(&c.grpcAddr, "grpc-addr", ":7070", "gRPC listen address")
 	fs.StringVar(&c.httpAddr, "http-addr", ":7071", "HTTP listen address for /healthz, /readyz, /metrics and the dashboard at /ui (empty: off)")
 	fs.StringVar(&c.redisURL, "redis-url", "", "Redis URL: redis://, rediss://, redis+sentinel://, redis+cluster:// (empty: embedded store)")
@@ -90,20 +91,15 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.IntVar(&c.maxHeaderBytes, "max-header-bytes", server.DefaultMaxHeaderBytes, "largest request metadata (HTTP/2 header list)")
 	fs.IntVar(&c.windowBytes, "flow-control-window", server.DefaultStreamWindowBytes, "HTTP/2 flow-control window of each stream, in bytes (at least 65536; a connection's is 16 times it)")
 	fs.DurationVar(&c.keepaliveMinTime, "keepalive-min-time", server.DefaultKeepaliveMinTime, "clients that send keepalive pings more often are disconnected")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: controlplane serve [flags]\n\nEvery flag can also be set as an environment variable, e.g. --redis-url as %sREDIS_URL.\n\n", envPrefix)
-		fs.PrintDefaults()
-	}
 	return fs, c
 }
 
 // applyEnv sets every flag not given on the command line from its
 // environment variable.
-func applyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
-	set := givenFlags(fs)
+func applyEnv(fs *pflag.FlagSet, lookup func(string) (string, bool)) error {
 	var errs []error
-	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] {
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Changed {
 			return
 		}
 		name := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
@@ -188,17 +184,30 @@ func (b redisBackend) Close() error {
 	return errors.Join(b.Store.Close(), b.client.Close())
 }
 
-func runServe(ctx context.Context, args []string, stderr io.Writer) error {
-	fs, c := serveFlags(stderr)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return &codedError{code: exitOK, err: errSilent} // the usage was the output
-		}
-		return usageError(err)
+const serveLong = `Runs the control plane: gRPC (rules, budgets, sampling, health, reflection)
+on --grpc-addr, and /healthz, /readyz and /metrics on --http-addr.
+
+Every flag can also be set as an environment variable: --redis-url as
+CONTROLPLANE_REDIS_URL, --grpc-addr as CONTROLPLANE_GRPC_ADDR, and so on. A
+flag on the command line wins.`
+
+func newServeCmd() *cobra.Command {
+	fs, c := serveFlags()
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "run the control plane",
+		Long:  serveLong,
+		Args:  argsBetween(0, 0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runServe(cmd.Context(), fs, c, cmd.ErrOrStderr())
+		},
 	}
-	if fs.NArg() > 0 {
-		return usageError(fmt.Errorf("serve takes no arguments, got %q", fs.Args()))
-	}
+	cmd.Flags().AddFlagSet(fs)
+	return cmd
+}
+
+// runServe checks serve's configuration, flags then environment, and serves.
+func runServe(ctx context.Context, fs *pflag.FlagSet, c *serveConfig, stderr io.Writer) error {
 	if err := applyEnv(fs, os.LookupEnv); err != nil {
 		return usageError(err)
 	}
@@ -292,11 +301,11 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 	ctl := controller.New(st, cat, controller.Options{Interval: c.interval, Logger: log, Registerer: reg})
 	var bg sync.WaitGroup
 	if certs != nil {
-		certs.register(reg)
+		certs.Register(reg)
 		bg.Add(1)
 		go func() {
 			defer bg.Done()
-			certs.watch(ctx, cmp.Or(c.tlsPoll, tlsPollEvery))
+			certs.Watch(ctx, cmp.Or(c.tlsPoll, tlsfiles.PollEvery))
 		}()
 	}
 	if p, ok := st.(persistenceReader); ok {
@@ -428,7 +437,7 @@ func rulesLoaded(cat *catalog.Catalog) func(context.Context) error {
 
 // serverCredentials returns the gRPC server's TLS credentials and the files
 // they come from, or nil for plaintext.
-func (c *serveConfig) serverCredentials(log *slog.Logger) (credentials.TransportCredentials, *tlsFiles, error) {
+func (c *serveConfig) serverCredentials(log *slog.Logger) (credentials.TransportCredentials, *tlsfiles.Files, error) {
 	if c.tlsCert == "" && c.tlsKey == "" {
 		if c.tlsClientCA != "" {
 			return nil, nil, usageError(errors.New("--tls-client-ca needs --tls-cert and --tls-key"))
@@ -438,9 +447,9 @@ func (c *serveConfig) serverCredentials(log *slog.Logger) (credentials.Transport
 	if c.tlsCert == "" || c.tlsKey == "" {
 		return nil, nil, usageError(errors.New("--tls-cert and --tls-key go together"))
 	}
-	files, err := newTLSFiles(c.tlsCert, c.tlsKey, c.tlsClientCA, log)
+	files, err := tlsfiles.New(c.tlsCert, c.tlsKey, c.tlsClientCA, log)
 	if err != nil {
 		return nil, nil, err
 	}
-	return credentials.NewTLS(files.serverConfig()), files, nil
+	return credentials.NewTLS(files.ServerConfig()), files, nil
 }

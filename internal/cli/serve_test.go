@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -34,7 +34,7 @@ const serveWait = 20 * time.Second
 // kernel picks.
 func testServeConfig(t *testing.T) *serveConfig {
 	t.Helper()
-	fs, c := serveFlags(io.Discard)
+	fs, c := serveFlags()
 	if err := fs.Parse([]string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}); err != nil {
 		t.Fatal(err)
 	}
@@ -608,7 +608,7 @@ func TestApplyEnv(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fs, c := serveFlags(io.Discard)
+			fs, c := serveFlags()
 			if err := fs.Parse(tc.args); err != nil {
 				t.Fatal(err)
 			}
@@ -640,7 +640,7 @@ func TestApplyEnvErrors(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fs, _ := serveFlags(io.Discard)
+			fs, _ := serveFlags()
 			err := applyEnv(fs, fakeEnv(tc.env))
 			for _, want := range tc.want {
 				if err == nil || !strings.Contains(err.Error(), want) {
@@ -733,16 +733,15 @@ func TestServeBadEnvironmentIsUsageError(t *testing.T) {
 }
 
 func TestServeHelp(t *testing.T) {
-	var stderr bytes.Buffer
-	err := run(t.Context(), []string{"serve", "-h"}, nil, io.Discard, &stderr)
-	// Like the rules commands: the usage is the output, and nothing more is
-	// printed (main prints no error it marks as already reported).
-	if !errors.Is(err, errSilent) || exitCode(err) != exitOK {
-		t.Errorf("serve -h: %v (exit %d), want exit 0 with nothing more to print", err, exitCode(err))
+	var stdout, stderr bytes.Buffer
+	err := run(t.Context(), []string{"serve", "-h"}, nil, &stdout, &stderr)
+	// The help is the output: on stdout, and serve does not start.
+	if err != nil || stderr.Len() > 0 {
+		t.Errorf("serve -h: %v (exit %d), stderr %q; want exit 0 and nothing on stderr", err, exitCode(err), stderr.String())
 	}
-	for _, want := range []string{"CONTROLPLANE_REDIS_URL", "-grpc-addr", "-shutdown-timeout"} {
-		if !strings.Contains(stderr.String(), want) {
-			t.Errorf("serve -h lacks %q:\n%s", want, stderr.String())
+	for _, want := range []string{"CONTROLPLANE_REDIS_URL", "--grpc-addr", "--shutdown-timeout"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("serve -h lacks %q:\n%s", want, stdout.String())
 		}
 	}
 }

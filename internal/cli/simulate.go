@@ -1,10 +1,9 @@
-package main
+package cli
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -13,13 +12,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/tracesampling/controlplane/internal/budget"
+	"github.com/tracesampling/controlplane/internal/files"
 	"github.com/tracesampling/controlplane/internal/rules"
 )
 
-const simulateUsage = `Usage: controlplane simulate [flags]
-
-Run a month of traffic through sampling rules on a virtual clock, and say
+const simulateLong = `Runs a month of traffic through sampling rules on a virtual clock, and say
 what it costs. With --budget, the control plane's own forecast, enforcement
 and alerts run over the month as the server would run them, one step per
 --interval, and the summary says where the month landed and which alerts
@@ -40,10 +40,7 @@ month), and with a budget: monthly_amount, spent, spent_ratio,
 max_forecast_ratio, min_fixed_rate_factor, min_reservoir_factor, and the
 alerts with their simulated times.
 
-Exit codes: 0 success, 2 bad command line, 3 invalid rules file.
-
-Flags:
-`
+Exit codes: 0 success, 2 bad command line, 3 invalid rules file.`
 
 // simFlags are simulate's command line.
 type simFlags struct {
@@ -61,15 +58,19 @@ type simFlags struct {
 	start          string
 }
 
-func runSimulate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+func newSimulateCmd() *cobra.Command {
 	f := simFlags{spikes: map[int]float64{}}
-	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, simulateUsage)
-		fs.PrintDefaults()
+	cmd := &cobra.Command{
+		Use:   "simulate",
+		Short: "what rules cost under a traffic shape, with or without a budget",
+		Long:  simulateLong,
+		Args:  argsBetween(0, 0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runSimulate(cmd.Context(), &f, cmd.Flags().Changed("budget"), cmd.InOrStdin(), cmd.OutOrStdout())
+		},
 	}
-	fs.StringVar(&f.file, "f", "", "rules `file` to simulate, in the format rules apply reads; - reads stdin (default: the Default rule alone)")
+	fs := cmd.Flags()
+	fs.StringVarP(&f.file, "file", "f", "", "rules `file` to simulate, in the format rules apply reads; - reads stdin (default: the Default rule alone)")
 	fs.Float64Var(&f.requestsPerDay, "requests-per-day", 250e6, "mean `requests` per day")
 	fs.IntVar(&f.days, "days", 30, "`days` to simulate")
 	fs.Float64Var(&f.dailySwing, "daily-swing", 0, "amplitude of the daily cycle around the mean, from 0 to 1: 0.6 = ±60 %")
@@ -109,26 +110,24 @@ func runSimulate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	fs.Float64Var(&f.floor, "floor", 0, "`traces/s` the budget keeps when exhausted")
 	fs.DurationVar(&f.interval, "interval", time.Minute, "the controller's `interval`, from 1s to 1h, dividing an hour")
 	fs.StringVar(&f.start, "start", budget.DefaultSimStart().Format(time.DateOnly), "first simulated `day` (YYYY-MM-DD, or an RFC 3339 time), UTC")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return usageError(fmt.Errorf("simulate takes no arguments, got %q", pos))
-	}
-	set := givenFlags(fs)
+	_ = cmd.MarkFlagFilename("file", "yaml", "yml")
+	return cmd
+}
 
-	cfg, err := f.config(set["budget"])
+// runSimulate checks the flags, runs the simulation and prints it.
+func runSimulate(ctx context.Context, f *simFlags, withBudget bool, stdin io.Reader, stdout io.Writer) error {
+
+	cfg, err := f.config(withBudget)
 	if err != nil {
 		return usageError(fmt.Errorf("simulate: %w", err))
 	}
 	if f.file != "" {
-		entries, err := readRulesFile(f.file, stdin)
+		entries, err := files.ReadRules(f.file, stdin)
 		if err != nil {
 			return invalidInput(err)
 		}
 		if len(entries) == 0 {
-			return invalidInput(fmt.Errorf("%s: no rules to simulate", fileName(f.file)))
+			return invalidInput(fmt.Errorf("%s: no rules to simulate", files.DisplayName(f.file)))
 		}
 		for _, e := range entries {
 			cfg.Rules = append(cfg.Rules, e.Rule)

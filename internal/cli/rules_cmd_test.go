@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -6,12 +6,12 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"text/tabwriter"
@@ -20,11 +20,13 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/output"
+	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/server"
+	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
 )
 
@@ -174,6 +176,10 @@ func TestListOutputs(t *testing.T) {
 	golden(t, "list.yaml.golden", s.cli(t, "", "list", "-o", "yaml").mustOK(t).stdout)
 	golden(t, "list.json.golden", s.cli(t, "", "list", "-o", "json").mustOK(t).stdout)
 	golden(t, "get.table.golden", s.cli(t, "", "get", "checkout").mustOK(t).stdout)
+	// -o wide adds what the table leaves out, the etag that --etag takes
+	// among it.
+	golden(t, "list.wide.golden", s.cli(t, "", "list", "-o", "wide").mustOK(t).stdout)
+	golden(t, "get.wide.golden", s.cli(t, "", "get", "checkout", "-o", "wide").mustOK(t).stdout)
 
 	// Page by page gives the same rules as one page.
 	if one, paged := s.cli(t, "", "list").stdout, s.cli(t, "", "list", "--page-size", "1").mustOK(t).stdout; one != paged {
@@ -186,7 +192,7 @@ func TestListOutputs(t *testing.T) {
 	}
 }
 
-func TestJSONOutputIsValidProtoJSON(t *testing.T) {
+func TestJSONOutputReadsBack(t *testing.T) {
 	s := startCLIServer(t, nil)
 	s.cli(t, "", "apply", "-f", "testdata/rules.yaml").mustOK(t)
 
@@ -195,7 +201,7 @@ func TestJSONOutputIsValidProtoJSON(t *testing.T) {
 		t.Fatalf("list -o json is not JSON:\n%s", out)
 	}
 	var got pb.ListRulesResponse
-	if err := protojson.Unmarshal([]byte(out), &got); err != nil {
+	if err := output.UnmarshalJSON([]byte(out), &got); err != nil {
 		t.Fatalf("list -o json does not parse as a ListRulesResponse: %v", err)
 	}
 	want := &pb.ListRulesResponse{Rules: s.list(t).GetRules()}
@@ -208,7 +214,7 @@ func TestJSONOutputIsValidProtoJSON(t *testing.T) {
 
 	out = s.cli(t, "", "get", "checkout", "-o", "json").mustOK(t).stdout
 	var rule pb.Rule
-	if err := protojson.Unmarshal([]byte(out), &rule); err != nil {
+	if err := output.UnmarshalJSON([]byte(out), &rule); err != nil {
 		t.Fatalf("get -o json: %v\n%s", err, out)
 	}
 	if !proto.Equal(&rule, s.get(t, "checkout")) {
@@ -216,7 +222,7 @@ func TestJSONOutputIsValidProtoJSON(t *testing.T) {
 	}
 	out = s.cli(t, "", "history", "-o", "json").mustOK(t).stdout
 	var events pb.ListRuleEventsResponse
-	if err := protojson.Unmarshal([]byte(out), &events); err != nil || len(events.GetEvents()) != 4 {
+	if err := output.UnmarshalJSON([]byte(out), &events); err != nil || len(events.GetEvents()) != 4 {
 		t.Errorf("history -o json: %v, %d events, want 4 (Default + 3 creates)", err, len(events.GetEvents()))
 	}
 }
@@ -295,7 +301,7 @@ func TestCreateFromFile(t *testing.T) {
 	}
 	// Creating them again stops at the first, which exists.
 	res = s.cli(t, "", "create", "-f", "testdata/rules.yaml")
-	if res.code != exitConflict || !strings.Contains(res.stderr, "not created: checkout, health, search") {
+	if res.code != exitConflict || !strings.Contains(res.stderr, "not created: checkout, health, search") || !strings.Contains(res.stderr, "'rules apply -f FILE'") {
 		t.Errorf("second create -f: exit %d, %v\n%s", res.code, res.err, res.stderr)
 	}
 	// A file with the Default rule is refused before anything is sent.
@@ -332,12 +338,13 @@ func TestExitCodes(t *testing.T) {
 		{"delete Default", []string{"delete", "Default"}, exitConflict, "Default rule"},
 		{"narrow Default", []string{"update", "Default", "--service-name", "shop"}, exitConflict, "cannot change service_name"},
 		{"create existing", []string{"create", "--name", "checkout", "--priority", "3", "--fixed-rate", "0.1"}, exitConflict, "already exists"},
+		{"create existing, said once", []string{"create", "--name", "checkout", "--priority", "3", "--fixed-rate", "0.1"}, exitConflict, `^create rule "checkout": already exists$`},
 		{"create invalid", []string{"create", "--name", "bad", "--priority", "0", "--fixed-rate", "1.5"}, exitInvalid,
 			"invalid argument\n  rule.priority: must be between 1 and 9999, got 0\n  rule.fixed_rate: must be between 0 and 1, got 1.5"},
 		{"update invalid", []string{"update", "checkout", "--fixed-rate", "-1"}, exitInvalid, "\n  rule.fixed_rate: must be between 0 and 1, got -1"},
 		{"bad filter", []string{"list", "--filter", "colour=red"}, exitInvalid, "unknown field"},
 		{"server down", []string{"list", "--server", down}, exitUnavailable, "cannot reach the control plane at " + down},
-		{"tls to a plaintext server", []string{"list", "--tls"}, exitUnavailable, "cannot reach"},
+		{"tls to a plaintext server", []string{"list", "--tls"}, exitUnavailable, "the server speaks plaintext: leave out --tls"},
 		{"server down apply", []string{"apply", "-f", "testdata/rules.yaml", "--server", down}, exitUnavailable, "cannot reach"},
 		{"missing file", []string{"apply", "-f", "testdata/nope.yaml"}, exitInvalid, "nope.yaml"},
 		{"unknown command", []string{"frob"}, exitUsage, `unknown command "frob"`},
@@ -347,7 +354,7 @@ func TestExitCodes(t *testing.T) {
 		{"update without fields", []string{"update", "checkout"}, exitUsage, "nothing to change"},
 		{"bad attr", []string{"create", "--name", "x", "--attr", "novalue"}, exitUsage, ""},
 		{"apply without file", []string{"apply"}, exitUsage, "-f FILE is required"},
-		{"bad output", []string{"list", "-o", "xml"}, exitUsage, "want table, json or yaml"},
+		{"bad output", []string{"list", "-o", "xml"}, exitUsage, "want table, wide, json or yaml"},
 		{"create file and flags", []string{"create", "-f", "testdata/rules.yaml", "--name", "x"}, exitUsage, "not both"},
 		{"help", []string{"list", "-h"}, exitOK, ""},
 	} {
@@ -361,7 +368,11 @@ func TestExitCodes(t *testing.T) {
 			if res.code != tc.want {
 				t.Fatalf("exit code %d, want %d; err %v\nstderr:\n%s", res.code, tc.want, res.err, res.stderr)
 			}
-			if tc.message != "" && (res.err == nil || !strings.Contains(res.err.Error(), tc.message)) {
+			if exact, ok := strings.CutPrefix(tc.message, "^"); ok {
+				if want := strings.TrimSuffix(exact, "$"); res.err == nil || res.err.Error() != want {
+					t.Errorf("error %q, want %q", res.err, want)
+				}
+			} else if tc.message != "" && (res.err == nil || !strings.Contains(res.err.Error(), tc.message)) {
 				t.Errorf("error %q does not contain %q", res.err, tc.message)
 			}
 		})
@@ -407,34 +418,125 @@ func retabulate(table, old, replacement string) string {
 
 func TestRulesHelp(t *testing.T) {
 	res := runCLI(t, "", "rules", "--help").mustOK(t)
-	for _, want := range []string{"apply -f FILE", "CONTROLPLANE_SERVER", "Exit codes"} {
+	for _, want := range []string{"apply", "history", "CONTROLPLANE_SERVER", "CONTROLPLANE_ENDPOINT", "Exit codes"} {
 		if !strings.Contains(res.stdout, want) {
 			t.Errorf("rules --help lacks %q:\n%s", want, res.stdout)
 		}
 	}
-	res = runCLI(t, "", "rules", "apply", "-h")
-	if res.code != exitOK || !strings.Contains(res.stderr, "-prune") || !strings.Contains(res.stderr, "never pruned") {
-		t.Errorf("apply -h: exit %d\n%s", res.code, res.stderr)
+	// A command's help is the output asked for: on stdout, exit 0, in each
+	// spelling.
+	for _, help := range []string{"-h", "--help", "-help"} {
+		res = runCLI(t, "", "rules", "apply", help)
+		if res.code != exitOK || !strings.Contains(res.stdout, "--prune") || !strings.Contains(res.stdout, "never pruned") || res.stderr != "" {
+			t.Errorf("apply %s: exit %d\nstdout:\n%s\nstderr:\n%s", help, res.code, res.stdout, res.stderr)
+		}
+	}
+	if res := runCLI(t, "", "help", "rules", "get").mustOK(t); !strings.Contains(res.stdout, "rules get NAME") {
+		t.Errorf("help rules get:\n%s", res.stdout)
 	}
 }
 
-func TestParseArgsInterspersed(t *testing.T) {
-	for _, tc := range []struct {
-		args    []string
-		wantPos string
-		wantO   string
-	}{
-		{[]string{"a", "-o", "yaml"}, "a", "yaml"},
-		{[]string{"-o", "json", "a"}, "a", "json"},
-		{[]string{"a", "b", "-o", "yaml"}, "a b", "yaml"},
-		{[]string{"-o", "yaml", "--", "-a", "-o"}, "-a -o", "yaml"},
+// TestFlagsAnywhere: flags go before or after the arguments, with one dash
+// or two for a long flag (the syntax of Go's flag package, which the CLI
+// took before), and -- ends them.
+func TestFlagsAnywhere(t *testing.T) {
+	s := startCLIServer(t, nil)
+	s.cli(t, "", "apply", "-f", "testdata/rules.yaml").mustOK(t)
+	want := s.cli(t, "", "get", "checkout", "-o", "yaml").mustOK(t).stdout
+	for _, args := range [][]string{
+		{"rules", "get", "-o", "yaml", "checkout", "--server", s.addr},
+		{"rules", "--server", s.addr, "get", "checkout", "--output=yaml"},
+		{"rules", "get", "checkout", "-o=yaml", "-server", s.addr},
+		{"rules", "get", "-server=" + s.addr, "-output", "yaml", "--", "checkout"},
 	} {
-		fs := flag.NewFlagSet("t", flag.ContinueOnError)
-		fs.SetOutput(io.Discard)
-		o := fs.String("o", "table", "")
-		pos, err := parseArgs(fs, tc.args)
-		if err != nil || strings.Join(pos, " ") != tc.wantPos || *o != tc.wantO {
-			t.Errorf("parseArgs(%q) = %q, -o %q, %v; want %q, -o %q", tc.args, pos, *o, err, tc.wantPos, tc.wantO)
+		if got := runCLI(t, "", args...).mustOK(t).stdout; got != want {
+			t.Errorf("%q printed\n%s\nwant\n%s", args, got, want)
+		}
+	}
+	// After --, a name that looks like a flag is a name.
+	res := runCLI(t, "", "rules", "get", "--server", s.addr, "--", "-o")
+	if res.code != exitNotFound || !strings.Contains(res.err.Error(), `rule "-o"`) {
+		t.Errorf("get -- -o: exit %d, %v", res.code, res.err)
+	}
+}
+
+// TestCompletion: the completion command prints a shell's script, and a
+// rule name completes from the server's rules.
+func TestCompletion(t *testing.T) {
+	for _, shell := range []string{"bash", "zsh", "fish", "powershell"} {
+		res := runCLI(t, "", "completion", shell).mustOK(t)
+		if !strings.Contains(res.stdout, "controlplane") {
+			t.Errorf("completion %s printed\n%s", shell, res.stdout)
+		}
+	}
+	s := startCLIServer(t, nil)
+	s.cli(t, "", "apply", "-f", "testdata/rules.yaml").mustOK(t)
+	res := runCLI(t, "", "__complete", "rules", "get", "--server", s.addr, "").mustOK(t)
+	if got := strings.Fields(strings.Split(res.stdout, ":")[0]); !slices.Equal(got, []string{"health", "checkout", "search", "Default"}) {
+		t.Errorf("rule names completed: %q", res.stdout)
+	}
+	res = runCLI(t, "", "__complete", "rules", "list", "-o", "").mustOK(t)
+	if got := strings.Fields(strings.Split(res.stdout, ":")[0]); !slices.Equal(got, []string{"table", "wide", "json", "yaml"}) {
+		t.Errorf("-o completed: %q", res.stdout)
+	}
+}
+
+// TestServerFromEnvironment: --server defaults to CONTROLPLANE_SERVER, else
+// CONTROLPLANE_ENDPOINT (the SDK's variable), and a flag beats both.
+func TestServerFromEnvironment(t *testing.T) {
+	s := startCLIServer(t, nil)
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := closed.Addr().String()
+	closed.Close()
+	for _, tc := range []struct {
+		name           string
+		server, endpnt string
+		args           []string
+		want           int
+	}{
+		{"CONTROLPLANE_SERVER", s.addr, "", nil, exitOK},
+		{"CONTROLPLANE_ENDPOINT", "", s.addr, nil, exitOK},
+		{"CONTROLPLANE_SERVER wins", s.addr, down, nil, exitOK},
+		{"the flag wins", down, down, []string{"--server", s.addr}, exitOK},
+		{"really from there", down, "", nil, exitUnavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("CONTROLPLANE_SERVER", tc.server)
+			t.Setenv("CONTROLPLANE_ENDPOINT", tc.endpnt)
+			res := runCLI(t, "", append([]string{"rules", "list", "--timeout", "5s"}, tc.args...)...)
+			if res.code != tc.want {
+				t.Errorf("exit %d, want %d: %v", res.code, tc.want, res.err)
+			}
+		})
+	}
+}
+
+// downStore is a store that is unreachable: every read fails as a Redis
+// outage does.
+type downStore struct{ *memstore.Store }
+
+func (downStore) Snapshot(context.Context) (store.Snapshot, error) {
+	return store.Snapshot{}, fmt.Errorf("redis: %w", store.ErrUnavailable)
+}
+
+func (downStore) Rule(context.Context, string) (rules.Rule, error) {
+	return rules.Rule{}, fmt.Errorf("redis: %w", store.ErrUnavailable)
+}
+
+// TestStoreDownIsNotServerDown: UNAVAILABLE from a server that answered says
+// the store is down, not that the server cannot be reached; the exit code
+// is the same.
+func TestStoreDownIsNotServerDown(t *testing.T) {
+	s := startCLIServer(t, downStore{newCLIStore(t)})
+	for _, args := range [][]string{{"list"}, {"get", "checkout"}} {
+		res := s.cli(t, "", args...)
+		msg := fmt.Sprint(res.err)
+		if res.code != exitUnavailable || strings.Contains(msg, "cannot reach") ||
+			!strings.Contains(msg, "the control plane at "+s.addr+" answered, but its store is unavailable") {
+			t.Errorf("%q: exit %d, %q; want %d saying the store is down", args, res.code, msg, exitUnavailable)
 		}
 	}
 }

@@ -1,4 +1,6 @@
-package main
+// Package tlsfiles serves a TLS certificate, key and client CAs from their
+// files and takes up a renewal without a restart.
+package tlsfiles
 
 import (
 	"context"
@@ -13,15 +15,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// tlsPollEvery is how often serve looks at its TLS files for a renewal.
-const tlsPollEvery = 30 * time.Second
+// PollEvery is how often Watch looks at its TLS files for a renewal.
+const PollEvery = 30 * time.Second
 
-// tlsFiles serves the TLS certificate and client CAs from their files and
+// Files serves the TLS certificate and client CAs from their files and
 // looks at them again every so often, so that a renewal (cert-manager,
 // certbot, a Kubernetes secret) serves new connections without a restart.
 // Handshakes only load the config in use: what a peer can trigger costs no
 // file reads, and a slow disk holds up no handshake.
-type tlsFiles struct {
+type Files struct {
 	certFile, keyFile, caFile string
 	log                       *slog.Logger
 	cfg                       atomic.Pointer[tls.Config]
@@ -32,9 +34,9 @@ type tlsFiles struct {
 	warned  string    // the failure last logged
 }
 
-// newTLSFiles reads the files once; at start-up an unusable file is an error.
-func newTLSFiles(certFile, keyFile, caFile string, log *slog.Logger) (*tlsFiles, error) {
-	f := &tlsFiles{certFile: certFile, keyFile: keyFile, caFile: caFile, log: log}
+// New reads the files once; at start-up an unusable file is an error.
+func New(certFile, keyFile, caFile string, log *slog.Logger) (*Files, error) {
+	f := &Files{certFile: certFile, keyFile: keyFile, caFile: caFile, log: log}
 	raw, err := f.read()
 	if err != nil {
 		return nil, err
@@ -47,8 +49,8 @@ func newTLSFiles(certFile, keyFile, caFile string, log *slog.Logger) (*tlsFiles,
 	return f, nil
 }
 
-// serverConfig is what the gRPC server is given.
-func (f *tlsFiles) serverConfig() *tls.Config {
+// ServerConfig is what the gRPC server is given.
+func (f *Files) ServerConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
@@ -57,20 +59,20 @@ func (f *tlsFiles) serverConfig() *tls.Config {
 	}
 }
 
-// register exports the certificate's expiry, so that a renewal that never
-// lands can be alerted on before clients start failing.
-func (f *tlsFiles) register(reg prometheus.Registerer) {
+// Register exports when the certificate in use expires, so that a renewal
+// that never lands can be alerted on before clients start failing.
+func (f *Files) Register(reg prometheus.Registerer) {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "controlplane_tls_certificate_expiry_timestamp_seconds",
 		Help: "When the gRPC server's TLS certificate in use expires, in unix seconds.",
-	}, func() float64 { return float64(f.expiry().Unix()) }))
+	}, func() float64 { return float64(f.Expiry().Unix()) }))
 }
 
-// expiry is when the certificate in use expires.
-func (f *tlsFiles) expiry() time.Time { return f.cfg.Load().Certificates[0].Leaf.NotAfter }
+// Expiry is when the certificate in use expires.
+func (f *Files) Expiry() time.Time { return f.cfg.Load().Certificates[0].Leaf.NotAfter }
 
-// watch polls the files every interval until ctx ends.
-func (f *tlsFiles) watch(ctx context.Context, every time.Duration) {
+// Watch polls the files every interval until ctx ends.
+func (f *Files) Watch(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -87,7 +89,7 @@ func (f *tlsFiles) watch(ctx context.Context, every time.Duration) {
 // replaces its files one by one, so a poll may catch them half way: a
 // failure is logged only when the next poll finds it again, and once, while
 // the previous files stay in use.
-func (f *tlsFiles) poll() {
+func (f *Files) poll() {
 	raw, err := f.read()
 	if err == nil && raw == f.raw {
 		f.lastErr, f.warned = "", ""
@@ -108,15 +110,15 @@ func (f *tlsFiles) poll() {
 	f.use(raw, cfg)
 	f.lastErr, f.warned = "", ""
 	f.log.Info("TLS files changed: new connections use them", "cert", f.certFile, "client_ca", f.caFile,
-		"expires", f.expiry().UTC())
+		"expires", f.Expiry().UTC())
 }
 
-func (f *tlsFiles) use(raw [3]string, cfg *tls.Config) {
+func (f *Files) use(raw [3]string, cfg *tls.Config) {
 	f.raw = raw
 	f.cfg.Store(cfg)
 }
 
-func (f *tlsFiles) read() (raw [3]string, err error) {
+func (f *Files) read() (raw [3]string, err error) {
 	for i, file := range []struct{ flag, name string }{{"--tls-cert", f.certFile}, {"--tls-key", f.keyFile}, {"--tls-client-ca", f.caFile}} {
 		if file.name == "" {
 			continue
@@ -130,14 +132,14 @@ func (f *tlsFiles) read() (raw [3]string, err error) {
 	return raw, nil
 }
 
-func (f *tlsFiles) parse(raw [3]string) (*tls.Config, error) {
+func (f *Files) parse(raw [3]string) (*tls.Config, error) {
 	cert, err := tls.X509KeyPair([]byte(raw[0]), []byte(raw[1]))
 	if err != nil {
 		return nil, fmt.Errorf("--tls-cert, --tls-key: %w", err)
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 	if f.caFile != "" {
-		pool, err := certPool(f.caFile, []byte(raw[2]))
+		pool, err := CertPool(f.caFile, []byte(raw[2]))
 		if err != nil {
 			return nil, fmt.Errorf("--tls-client-ca: %w", err)
 		}
@@ -146,8 +148,8 @@ func (f *tlsFiles) parse(raw [3]string) (*tls.Config, error) {
 	return cfg, nil
 }
 
-// certPool makes a pool of the PEM certificates in data, read from file.
-func certPool(file string, data []byte) (*x509.CertPool, error) {
+// CertPool makes a pool of the PEM certificates in data, read from file.
+func CertPool(file string, data []byte) (*x509.CertPool, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(data) {
 		return nil, fmt.Errorf("%s: no PEM certificate in it", file)

@@ -1,7 +1,8 @@
-package main
+package cli
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"sync"
@@ -287,5 +288,51 @@ func TestApplyFromStdinMatchesFile(t *testing.T) {
 	b.cli(t, string(data), "apply", "-f", "-").mustOK(t)
 	if la, lb := a.list(t), b.list(t); !proto.Equal(la, lb) {
 		t.Errorf("apply -f FILE and -f - differ:\n%v\n%v", la, lb)
+	}
+}
+
+// TestApplyRuleLimit: a file that would take the server past its limit of
+// rules fails before any change; one that stays within it once pruned
+// applies, its deletes first when creating first would pass the limit.
+func TestApplyRuleLimit(t *testing.T) {
+	st := newCLIStore(t)
+	s := startCLIServer(t, st)
+	ctx := t.Context()
+	// The server at the limit: Default and r1 to r999.
+	var file strings.Builder
+	file.WriteString("rules:\n")
+	for i := 1; i < rules.MaxRules; i++ {
+		r := rules.Rule{Name: fmt.Sprintf("r%d", i), Priority: 100, ReservoirSize: 1}.Normalize()
+		if _, err := st.CreateRule(ctx, r, "test"); err != nil {
+			t.Fatal(err)
+		}
+		if i <= 990 {
+			fmt.Fprintf(&file, "  - {name: r%d, priority: 100, reservoir_size: 1}\n", i)
+		}
+	}
+	for i := 1; i <= 9; i++ {
+		fmt.Fprintf(&file, "  - {name: n%d, priority: 100, reservoir_size: 1}\n", i)
+	}
+	before := s.list(t)
+
+	// Without --prune the server would hold 1,009 rules.
+	res := s.cli(t, file.String(), "apply", "-f", "-")
+	if res.code != exitConflict || !strings.Contains(fmt.Sprint(res.err), "1009 rules, more than the limit of 1000") {
+		t.Fatalf("apply past the limit: exit %d, %v", res.code, res.err)
+	}
+	if strings.Contains(res.stdout, "created") {
+		t.Errorf("apply past the limit printed\n%s", res.stdout)
+	}
+	if after := s.list(t); !proto.Equal(before, after) {
+		t.Error("apply past the limit changed the rules")
+	}
+
+	// With --prune it holds 1,000: the 9 deletes go first.
+	res = s.cli(t, file.String(), "apply", "-f", "-", "--prune").mustOK(t)
+	if !strings.HasSuffix(res.stdout, "9 created, 0 updated, 9 deleted, 990 unchanged\n") {
+		t.Errorf("apply --prune printed\n%s", res.stdout)
+	}
+	if n := len(s.list(t).GetRules()); n != rules.MaxRules {
+		t.Errorf("%d rules after apply --prune, want %d", n, rules.MaxRules)
 	}
 }
