@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"math"
 	"net"
-	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -20,11 +19,13 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
 	"github.com/tracesampling/controlplane/internal/budget/controller"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/fleet"
+	"github.com/tracesampling/controlplane/internal/jaeger"
 	"github.com/tracesampling/controlplane/internal/server"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
@@ -37,6 +38,7 @@ import (
 type serveConfig struct {
 	grpcAddr    string
 	httpAddr    string
+	jaegerAddr  string
 	redisURL    string
 	redisPrefix string
 	replicaWait time.Duration
@@ -71,6 +73,7 @@ func serveFlags() (*pflag.FlagSet, *serveConfig) {
 	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
 	fs.StringVar(&c.grpcAddr, "grpc-addr", ":7070", "gRPC listen address")
 	fs.StringVar(&c.httpAddr, "http-addr", ":7071", "HTTP listen address for /healthz, /readyz, /metrics and the dashboard at /ui (empty: off)")
+	fs.StringVar(&c.jaegerAddr, "jaeger-addr", ":5778", "HTTP listen address of Jaeger's remote sampling protocol, GET /sampling?service= (empty: off; its gRPC form is on --grpc-addr)")
 	fs.StringVar(&c.redisURL, "redis-url", "", "Redis URL: redis://, rediss://, redis+sentinel://, redis+cluster:// (empty: embedded store)")
 	fs.StringVar(&c.redisPrefix, "redis-prefix", "tsc", "prefix of every Redis key, to share one Redis between control planes")
 	fs.DurationVar(&c.replicaWait, "redis-replica-wait", redisstore.DefaultReplicaWait, "how long a rule or budget edit waits for the Redis master's online replicas to confirm it (WAIT) before it is acknowledged (0: no wait)")
@@ -184,8 +187,10 @@ func (b redisBackend) Close() error {
 	return errors.Join(b.Store.Close(), b.client.Close())
 }
 
-const serveLong = `Runs the control plane: gRPC (rules, budgets, sampling, health, reflection)
-on --grpc-addr, and /healthz, /readyz and /metrics on --http-addr.
+const serveLong = `Runs the control plane: gRPC (rules, budgets, sampling, status, Jaeger's
+SamplingManager, health, reflection) on --grpc-addr; /healthz, /readyz,
+/metrics and the dashboard /ui on --http-addr; Jaeger's GET /sampling on
+--jaeger-addr.
 
 Every flag can also be set as an environment variable: --redis-url as
 CONTROLPLANE_REDIS_URL, --grpc-addr as CONTROLPLANE_GRPC_ADDR, and so on. A
@@ -221,10 +226,15 @@ func runServe(ctx context.Context, fs *pflag.FlagSet, c *serveConfig, stderr io.
 	return serve(ctx, c, log, nil)
 }
 
+// listening is where serve listens; empty for a port that is off.
+type listening struct {
+	GRPC, HTTP, Jaeger string
+}
+
 // serve runs the control plane until ctx ends. If ready is not nil it receives
-// the bound addresses once both listeners are up (tests use it to find
-// ports chosen by the kernel).
-func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [2]string) error {
+// the bound addresses once every listener is up (tests use it to find ports
+// chosen by the kernel).
+func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- listening) error {
 	creds, certs, err := c.serverCredentials(log)
 	if err != nil {
 		return err
@@ -241,11 +251,18 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 	if err != nil {
 		return fmt.Errorf("--grpc-addr: %w", err)
 	}
-	var hlis net.Listener
-	if c.httpAddr != "" {
-		if hlis, err = net.Listen("tcp", c.httpAddr); err != nil {
+	// The HTTP ports, each optional: health, metrics and the dashboard;
+	// Jaeger's remote sampling.
+	web := &httpPort{flag: "--http-addr", addr: c.httpAddr}
+	jaegerPort := &httpPort{flag: "--jaeger-addr", addr: c.jaegerAddr}
+	ports := []*httpPort{web, jaegerPort}
+	for i, p := range ports {
+		if err := p.listen(); err != nil {
 			glis.Close()
-			return fmt.Errorf("--http-addr: %w", err)
+			for _, q := range ports[:i] {
+				q.close()
+			}
+			return err
 		}
 	}
 
@@ -255,7 +272,9 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 	if err := cat.Load(ctx); err != nil {
 		log.Warn("cannot load rules yet; will keep trying", "err", err)
 	}
+	jaegerSrv := jaeger.NewServer(catalogSource{cat: cat, now: time.Now}, jaeger.NewEstimator(jaeger.EstimatorOptions{}), jaeger.Options{Logger: log})
 	srv := server.New(server.Options{
+		Services:         []func(grpc.ServiceRegistrar){jaegerSrv.RegisterGRPC},
 		Rules:            st,
 		Catalog:          cat,
 		Ledger:           st,
@@ -281,22 +300,15 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 	errc := make(chan error, 2)
 	running := 1
 	go func() { errc <- srv.Serve(glis) }()
-	var hsrv *http.Server
-	httpAddr := ""
-	if hlis != nil {
-		dashboard := ui.Handler(ui.Options{
-			Fleet: fleet.New(cat, st, c.interval, nil), Catalog: cat, Store: st, History: ui.UsageHistory{Store: st}, Logger: log,
-		})
-		hsrv = &http.Server{Handler: server.HTTPHandler(readiness, reg, c.debug, dashboard), ReadHeaderTimeout: 10 * time.Second}
-		running++
-		httpAddr = hlis.Addr().String()
-		go func() {
-			if err := hsrv.Serve(hlis); !errors.Is(err, http.ErrServerClosed) {
-				errc <- err
-				return
-			}
-			errc <- nil
-		}()
+	dashboard := ui.Handler(ui.Options{
+		Fleet: fleet.New(cat, st, c.interval, nil), Catalog: cat, Store: st, History: ui.UsageHistory{Store: st}, Logger: log,
+	})
+	web.handler = server.HTTPHandler(readiness, reg, c.debug, dashboard)
+	jaegerPort.handler = jaegerSrv.Handler()
+	for _, p := range ports {
+		if p.serve(errc) {
+			running++
+		}
 	}
 	ctl := controller.New(st, cat, controller.Options{Interval: c.interval, Logger: log, Registerer: reg})
 	var bg sync.WaitGroup
@@ -324,9 +336,10 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 		defer bg.Done()
 		_ = cat.Run(ctx)
 	}()
-	log.Info("control plane serving", "grpc_addr", glis.Addr().String(), "http_addr", httpAddr, "tls", creds != nil, "client_certs", c.tlsClientCA != "")
+	bound := listening{GRPC: glis.Addr().String(), HTTP: web.bound(), Jaeger: jaegerPort.bound()}
+	log.Info("control plane serving", "grpc_addr", bound.GRPC, "http_addr", bound.HTTP, "jaeger_addr", bound.Jaeger, "tls", creds != nil, "client_certs", c.tlsClientCA != "")
 	if ready != nil {
-		ready <- [2]string{glis.Addr().String(), httpAddr}
+		ready <- bound
 	}
 
 	var serveErr error
@@ -342,8 +355,8 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 	stopCtx, stopCancel := context.WithTimeout(context.Background(), c.shutdown)
 	defer stopCancel()
 	srv.Stop(stopCtx)
-	if hsrv != nil {
-		_ = hsrv.Shutdown(stopCtx)
+	for _, p := range ports {
+		p.shutdown(stopCtx)
 	}
 	for ; running > 0; running-- {
 		if err := <-errc; err != nil && serveErr == nil {

@@ -35,7 +35,7 @@ const serveWait = 20 * time.Second
 func testServeConfig(t *testing.T) *serveConfig {
 	t.Helper()
 	fs, c := serveFlags()
-	if err := fs.Parse([]string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}); err != nil {
+	if err := fs.Parse([]string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--jaeger-addr", "127.0.0.1:0"}); err != nil {
 		t.Fatal(err)
 	}
 	return c
@@ -43,11 +43,11 @@ func testServeConfig(t *testing.T) *serveConfig {
 
 // serving is one run of serve, with clients of it.
 type serving struct {
-	grpcAddr, httpAddr string
-	rules              pb.RuleServiceClient
-	sampling           pb.SamplingServiceClient
-	health             healthpb.HealthClient
-	http               *http.Client
+	grpcAddr, httpAddr, jaegerAddr string
+	rules                          pb.RuleServiceClient
+	sampling                       pb.SamplingServiceClient
+	health                         healthpb.HealthClient
+	http                           *http.Client
 
 	conn    *grpc.ClientConn
 	cancel  context.CancelFunc // stops serve, as SIGINT or SIGTERM do
@@ -63,7 +63,7 @@ func startServe(t *testing.T, c *serveConfig) *serving {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &serving{cancel: cancel, done: make(chan struct{}), timeout: c.shutdown}
-	ready := make(chan [2]string, 1)
+	ready := make(chan listening, 1)
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), &s.logs), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	go func() {
 		defer close(s.done)
@@ -71,7 +71,7 @@ func startServe(t *testing.T, c *serveConfig) *serving {
 	}()
 	select {
 	case addrs := <-ready:
-		s.grpcAddr, s.httpAddr = addrs[0], addrs[1]
+		s.grpcAddr, s.httpAddr, s.jaegerAddr = addrs.GRPC, addrs.HTTP, addrs.Jaeger
 	case <-s.done:
 		cancel()
 		t.Fatalf("serve returned before it was ready: %v", s.err)
@@ -533,7 +533,7 @@ func pollUntil(t *testing.T, what string, cond func() bool) {
 
 func TestApplyEnv(t *testing.T) {
 	defaults := serveConfig{
-		grpcAddr: ":7070", httpAddr: ":7071", redisPrefix: "tsc", logLevel: "info", logFormat: "text",
+		grpcAddr: ":7070", httpAddr: ":7071", jaegerAddr: ":5778", redisPrefix: "tsc", logLevel: "info", logFormat: "text",
 		maxConnAge: 30 * time.Minute, shutdown: 20 * time.Second, interval: 10 * time.Second,
 		maxStreams: 10_000, maxConns: 10_000, maxStreamsPerConn: 1000, maxRequestBytes: 1 << 20, maxHeaderBytes: 16 << 10,
 		windowBytes: 64 << 10, keepaliveMinTime: 10 * time.Second,
@@ -547,6 +547,7 @@ func TestApplyEnv(t *testing.T) {
 	everyVariable := map[string]string{
 		"CONTROLPLANE_GRPC_ADDR":          "127.0.0.1:9000",
 		"CONTROLPLANE_HTTP_ADDR":          "",
+		"CONTROLPLANE_JAEGER_ADDR":        "127.0.0.1:5779",
 		"CONTROLPLANE_REDIS_URL":          "redis://127.0.0.1:6380/1",
 		"CONTROLPLANE_REDIS_PREFIX":       "staging",
 		"CONTROLPLANE_REDIS_REPLICA_WAIT": "250ms",
@@ -559,7 +560,7 @@ func TestApplyEnv(t *testing.T) {
 		"CONTROLPLANE_MAX_STREAMS":        "500",
 	}
 	fromEnv := serveConfig{
-		grpcAddr: "127.0.0.1:9000", httpAddr: "", redisURL: "redis://127.0.0.1:6380/1", redisPrefix: "staging",
+		grpcAddr: "127.0.0.1:9000", httpAddr: "", jaegerAddr: "127.0.0.1:5779", redisURL: "redis://127.0.0.1:6380/1", redisPrefix: "staging",
 		dataDir: "/var/lib/controlplane", interval: 5 * time.Second, maxConnAge: time.Hour, shutdown: 3 * time.Second,
 		logLevel: "debug", logFormat: "json",
 		maxStreams: 500, maxConns: 10_000, maxStreamsPerConn: 1000, maxRequestBytes: 1 << 20, maxHeaderBytes: 16 << 10,
@@ -663,7 +664,7 @@ func fakeEnv(env map[string]string) func(string) (string, bool) {
 // CONTROLPLANE_* variable in the environment running the tests cannot; the
 // case's own flags come after and win.
 func hermetic(args ...string) []string {
-	return append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--redis-url=", "--data-dir="}, args...)
+	return append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--jaeger-addr", "127.0.0.1:0", "--redis-url=", "--data-dir="}, args...)
 }
 
 func TestServeCommandLineErrors(t *testing.T) {
@@ -693,6 +694,7 @@ func TestServeCommandLineErrors(t *testing.T) {
 		{"unknown redis url parameter", hermetic("--redis-url", "redis://app:hunter2@127.0.0.1:1/0?colour=red"), exitUsage, "--redis-url", "hunter2"},
 		{"grpc addr in use", hermetic("--grpc-addr", busy.Addr().String()), exitFailure, "--grpc-addr", ""},
 		{"http addr in use", hermetic("--http-addr", busy.Addr().String()), exitFailure, "--http-addr", ""},
+		{"jaeger addr in use", hermetic("--jaeger-addr", busy.Addr().String()), exitFailure, "--jaeger-addr", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// Were serve to start instead of failing, it would stop when

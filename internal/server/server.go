@@ -92,6 +92,9 @@ type Options struct {
 	// Credentials secure the connections (TLS). Default: plaintext, for a
 	// network that is private or for a proxy that terminates TLS.
 	Credentials credentials.TransportCredentials
+	// Services registers further services on the gRPC server (Jaeger's
+	// SamplingManager), behind the same interceptors and decoding checks.
+	Services []func(grpc.ServiceRegistrar)
 }
 
 // Server is the gRPC server with every control plane service registered.
@@ -219,11 +222,14 @@ func New(opts Options) *Server {
 			interval:  durationpb.New(opts.ReportInterval),
 			storeDown: s.storeDown,
 		})
-		pb.RegisterStatusServiceServer(s.grpc, &statusService{fleet: fleet.New(opts.Catalog, opts.Ledger, opts.ReportInterval, opts.Now)})
+		pb.RegisterStatusServiceServer(reg, &statusService{fleet: fleet.New(opts.Catalog, opts.Ledger, opts.ReportInterval, opts.Now)})
 	}
 	if opts.Catalog != nil && opts.Budgets != nil {
 		pb.RegisterBudgetServiceServer(reg, &budgetService{store: opts.Budgets, catalog: opts.Catalog, stopping: s.stopping})
 		opts.Registerer.MustRegister(&budgetCollector{catalog: opts.Catalog})
+	}
+	for _, register := range opts.Services {
+		register(reg)
 	}
 	healthpb.RegisterHealthServer(reg, s.health)
 	reflection.Register(reg)
