@@ -392,6 +392,9 @@ var (
 
 func TestMain(m *testing.M) {
 	flag.Parse()
+	// The X-Ray SDK's logger is global and read by every system's pollers:
+	// set once, before any starts.
+	xray.SetLogger(xraylog.NewDefaultLogger(io.Discard, xraylog.LogLevelError))
 	code := m.Run()
 	for _, s := range envs {
 		s.close()
@@ -463,7 +466,6 @@ func (s *systems) start() error {
 	for _, k := range []string{"AWS_CA_BUNDLE", "AWS_SDK_LOAD_CONFIG", "AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"} {
 		_ = os.Unsetenv(k)
 	}
-	xray.SetLogger(xraylog.NewDefaultLogger(io.Discard, xraylog.LogLevelError))
 	s.xFake = newFakeXRay(s.fx)
 	s.xSrv = httptest.NewServer(s.xFake)
 	tcp, err := net.ResolveTCPAddr("tcp", s.xSrv.Listener.Addr().String())
