@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/receipt"
 	"github.com/tracesampling/controlplane/internal/reservoir"
@@ -29,9 +31,14 @@ import (
 //
 //	go test -run '^$' -bench StreamReport -benchmem -count 10 ./internal/server
 func BenchmarkStreamReport(b *testing.B) {
-	for _, n := range []int{1, 10} {
-		b.Run(fmt.Sprintf("rules=%d", n), func(b *testing.B) {
-			s, names := benchService(b, n)
+	for _, c := range []struct{ rules, budgets int }{{1, 0}, {10, 0}, {1, 3}} {
+		name := fmt.Sprintf("rules=%d", c.rules)
+		if c.budgets > 0 {
+			name += fmt.Sprintf("/budgets=%d", c.budgets)
+		}
+		n := c.rules
+		b.Run(name, func(b *testing.B) {
+			s, names := benchService(b, n, c.budgets)
 			ctx := context.Background()
 			var ids atomic.Int64
 			b.SetParallelism(100) // 200 streams on two cores
@@ -82,8 +89,9 @@ func benchDocs(names []string) []*pb.SamplingStatistics {
 }
 
 // benchService is the sampling service as New wires it, on the embedded
-// store, with n rules.
-func benchService(b *testing.B, n int) (*samplingService, []string) {
+// store, with n rules and budgets enforcing on the service (not deciding
+// yet: each covers every report, none lowers a rate).
+func benchService(b *testing.B, n, budgets int) (*samplingService, []string) {
 	b.Helper()
 	st, err := memstore.New(memstore.Options{})
 	if err != nil {
@@ -99,10 +107,20 @@ func benchService(b *testing.B, n int) (*samplingService, []string) {
 		}
 		names = append(names, r.Name)
 	}
+	for i := range budgets {
+		bg := budget.Budget{Name: fmt.Sprintf("b%d", i), Scope: budget.Scope{Services: []string{"other", "be*"}}, Mode: budget.Enforce,
+			MonthlyAmountMicros: 1_000_000_000, PricePerMillionMicros: 1_000_000}
+		if _, err := st.CreateBudget(ctx, bg); err != nil {
+			b.Fatal(err)
+		}
+	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cat := catalog.New(st, catalog.Options{Logger: log})
-	if err := cat.Load(ctx); err != nil {
+	if err := errors.Join(cat.Load(ctx), cat.LoadBudgets(ctx)); err != nil {
 		b.Fatal(err)
+	}
+	if got := len(cat.CurrentBudgets().Budgets); got != budgets {
+		b.Fatalf("%d budgets loaded, want %d", got, budgets)
 	}
 	reg := prometheus.NewRegistry()
 	ledger := reservoir.NewLedger(10 * time.Second)
