@@ -25,6 +25,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -65,7 +66,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var short bool
 	fs := flag.NewFlagSet("reportcost", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.controlplane, "controlplane", "", "path of the controlplane binary to measure (required)")
+	fs.StringVar(&c.controlplane, "controlplane", "", "path of the controlplane binary to measure (required); several, comma-separated, are measured side by side (before and after a change)")
 	fs.StringVar(&c.redisURL, "redis-url", "", "also measure the control plane on this Redis (its keys under a prefix of the run's own); empty: the embedded store only")
 	fs.IntVar(&c.load.streams, "streams", 200, "closed-loop SDK streams")
 	fs.IntVar(&c.load.conns, "conns", 0, "gRPC connections the streams share (0: one per 100 streams)")
@@ -114,7 +115,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				return fmt.Errorf("round %d, %s: %w", round+1, t.name, err)
 			}
 			m := measurement(round+1, t.name, w)
-			fmt.Fprintf(stderr, "reportcost: round %d %-9s %8.0f reports/s, server %.2f cores, %6.2f µs CPU/report (driver %.2f µs)\n",
+			fmt.Fprintf(stderr, "reportcost: round %d %-20s %8.0f reports/s, server %.2f cores, %6.2f µs CPU/report (driver %.2f µs)\n",
 				m.Round, m.Server, m.ReportsPerSec, m.ServerCores, m.ServerCPUus, m.DriverCPUus)
 			res.Measurements = append(res.Measurements, m)
 			if t.name == "echo" {
@@ -170,12 +171,21 @@ func startTargets(ctx context.Context, c config, log io.Writer) (_ []target, sto
 		names = append(names, fmt.Sprintf("rc-%02d", i))
 	}
 	targets := []target{{name: "echo", proc: echo, rules: names}}
-	kinds := []struct{ name, url, prefix string }{{"embedded", "", ""}}
-	if c.redisURL != "" {
-		kinds = append(kinds, struct{ name, url, prefix string }{"redis", c.redisURL, fmt.Sprintf("reportcost%d", os.Getpid())})
+	type kind struct{ name, bin, url, prefix string }
+	var kinds []kind
+	bins := strings.Split(c.controlplane, ",")
+	for i, bin := range bins {
+		suffix := ""
+		if len(bins) > 1 {
+			suffix = "/" + filepath.Base(bin)
+		}
+		kinds = append(kinds, kind{"embedded" + suffix, bin, "", ""})
+		if c.redisURL != "" {
+			kinds = append(kinds, kind{"redis" + suffix, bin, c.redisURL, fmt.Sprintf("reportcost%d-%d", os.Getpid(), i)})
+		}
 	}
 	for _, k := range kinds {
-		p, err := startControlplane(ctx, k.name, c.controlplane, k.url, k.prefix, log)
+		p, err := startControlplane(ctx, k.name, k.bin, k.url, k.prefix, log)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -56,7 +57,7 @@ func measurement(round int, server string, w window) Measurement {
 		ServerCPUus:   us(w.server), DriverCPUus: us(w.driver),
 		ResponseBytes: float64(w.respBytes) / n,
 	}
-	if server == "redis" {
+	if strings.HasPrefix(server, "redis") {
 		r := us(w.redis)
 		m.RedisCPUus = &r
 	}
@@ -104,7 +105,7 @@ func (r *Result) print(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Medians over the rounds (the ratio is taken within each round):")
 	for _, s := range r.Summary {
-		fmt.Fprintf(w, "  %-9s %7.2f µs CPU/report  %s  %8.0f reports/s", s.Server, s.ServerCPUus, ratioText(s.RatioToEcho), s.ReportsPerSec)
+		fmt.Fprintf(w, "  %-20s %7.2f µs CPU/report  %s  %8.0f reports/s", s.Server, s.ServerCPUus, ratioText(s.RatioToEcho), s.ReportsPerSec)
 		if s.RedisCPUus != nil {
 			fmt.Fprintf(w, "  (Redis %.2f µs/report)", *s.RedisCPUus)
 		}
