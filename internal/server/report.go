@@ -107,7 +107,6 @@ func (s *samplingService) report(ctx context.Context, client, service string, do
 			return nil, err
 		}
 	}
-	hour := int(now.Sub(budget.MonthStart(now)) / time.Hour)
 	type accepted struct {
 		rule        *rules.Rule
 		rate, fixed float64
@@ -118,6 +117,7 @@ func (s *samplingService) report(ctx context.Context, client, service string, do
 		updates  = make([]store.RateUpdate, 0, len(docs))
 		retracts []reservoir.Receipt // what updates retract, made once for all
 		usage    []store.UsageIncrement
+		hour     int // of the month, for usage
 		seen     = make(map[string]bool, len(docs))
 		bucket   = s.ledger.Bucket(now)
 	)
@@ -155,6 +155,7 @@ func (s *samplingService) report(ctx context.Context, client, service string, do
 			names := budgets.Covering(service, rule)
 			if usage == nil && len(names) > 0 {
 				usage = make([]store.UsageIncrement, 0, len(docs)*len(names))
+				hour = int(now.Sub(budget.MonthStart(now)) / time.Hour)
 			}
 			for _, name := range names {
 				usage = append(usage, store.UsageIncrement{Budget: name, Month: now, Hour: hour, Rule: rule.Name, Requests: d.GetRequestCount(), Sampled: sampled})
