@@ -116,6 +116,7 @@ func serveEcho(ctx context.Context, stdout io.Writer) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.Handle("/debug/pprof/allocs", pprof.Handler("allocs"))
 	hs := &http.Server{Handler: mux}
 	var wg sync.WaitGroup
 	wg.Add(2)

@@ -74,7 +74,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&c.load.warmup, "warmup", 3*time.Second, "load before each measured window")
 	fs.DurationVar(&c.load.measure, "measure", 10*time.Second, "length of each measured window")
 	fs.IntVar(&c.rounds, "rounds", 3, "rounds; each measures every server once, in a rotating order")
-	fs.StringVar(&c.profileDir, "profile", "", "after the rounds, take a CPU profile of each server over one more window, into this directory (<server>.pprof)")
+	fs.StringVar(&c.profileDir, "profile", "", "after the rounds, take a CPU profile and then an allocation profile of each server, each over one more window, into this directory (<server>.pprof, <server>.allocs.pprof)")
 	fs.BoolVar(&short, "short", false, "a bounded run for CI: 20 streams, 0.5 s warm-up, 1 s windows, 1 round (flags given explicitly win)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -235,21 +235,27 @@ func createRules(ctx context.Context, addr string, names []string) (func(), erro
 	return remove, nil
 }
 
-// profile takes a CPU profile of each server over one more window.
+// profile takes a CPU profile of each server over one more window, then a
+// profile of what it allocates over another.
 func profile(ctx context.Context, c config, targets []target, log io.Writer) error {
 	if err := os.MkdirAll(c.profileDir, 0o755); err != nil {
 		return err
 	}
+	secs := max(1, int(c.load.measure.Round(time.Second)/time.Second))
 	for _, t := range targets {
-		path := filepath.Join(c.profileDir, t.name+".pprof")
-		secs := max(1, int(c.load.measure.Round(time.Second)/time.Second))
-		_, err := load(ctx, t, c.load, func(ctx context.Context) error {
-			return fetch(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", t.proc.httpAddr, secs), path)
-		})
-		if err != nil {
-			return fmt.Errorf("profile %s: %w", t.name, err)
+		for _, p := range []struct{ kind, file, url string }{
+			{"CPU", t.name + ".pprof", fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs)},
+			{"allocation", t.name + ".allocs.pprof", fmt.Sprintf("/debug/pprof/allocs?seconds=%d", secs)},
+		} {
+			path := filepath.Join(c.profileDir, strings.ReplaceAll(p.file, "/", "-"))
+			_, err := load(ctx, t, c.load, func(ctx context.Context) error {
+				return fetch(ctx, "http://"+t.proc.httpAddr+p.url, path)
+			})
+			if err != nil {
+				return fmt.Errorf("%s profile of %s: %w", p.kind, t.name, err)
+			}
+			fmt.Fprintf(log, "reportcost: %s: %s profile in %s (go tool pprof -top %s)\n", t.name, p.kind, path, path)
 		}
-		fmt.Fprintf(log, "reportcost: %s: CPU profile in %s (go tool pprof -top %s)\n", t.name, path, path)
 	}
 	return nil
 }
