@@ -76,8 +76,10 @@ func load(ctx context.Context, t target, o loadOptions, d during) (window, error
 			defer wg.Done()
 			client := pb.NewSamplingServiceClient(conns[i%len(conns)])
 			id := fmt.Sprintf("rc-%d-%d", os.Getpid(), i)
+			// A stream runs until it fails: only a failure before the
+			// window's end counts.
 			err := stream(ctx, client, id, t.rules, ready, &reports, &respBytes)
-			if err != nil && ctx.Err() == nil {
+			if ctx.Err() == nil {
 				failed.Add(1)
 				select {
 				case firstErr <- fmt.Errorf("stream %s: %w", id, err):
