@@ -159,28 +159,39 @@ type macState struct {
 	buf []byte // the MAC's input after the body, then its sum
 }
 
-// mac writes to dst HMAC-SHA256, with secret (the key of p's states), of the
-// token's body, the client and the rule (each length-prefixed, so that no
-// two pairs give the same input), cut to 128 bits.
-func (p *macPool) mac(dst *[macLen]byte, secret, body []byte, client, rule string) {
-	var st *macState
-	if p != nil {
-		st, _ = p.pool.Get().(*macState)
-	}
-	if st == nil {
-		st = &macState{h: hmac.New(sha256.New, secret), buf: make([]byte, 0, 128)}
-	}
+// sum returns HMAC-SHA256 of the token's body, the client and the rule,
+// each length-prefixed so that no two pairs give the same input, in st.buf.
+// st.h must be fresh or reset.
+func (st *macState) sum(body []byte, client, rule string) []byte {
 	buf := append(st.buf[:0], body...)
 	buf = binary.AppendUvarint(buf, uint64(len(client)))
 	buf = append(buf, client...)
 	buf = binary.AppendUvarint(buf, uint64(len(rule)))
 	buf = append(buf, rule...)
 	st.h.Write(buf)
-	buf = st.h.Sum(buf[:0])
-	copy(dst[:], buf)
-	if p != nil {
-		st.h.Reset()
-		st.buf = buf
-		p.pool.Put(st)
+	st.buf = st.h.Sum(buf[:0])
+	return st.buf
+}
+
+// mac is a token's MAC, HMAC-SHA256 with secret of its body, the client and
+// the rule cut to 128 bits, made with a new HMAC state.
+func mac(secret, body []byte, client, rule string) []byte {
+	st := macState{h: hmac.New(sha256.New, secret)}
+	return st.sum(body, client, rule)[:macLen]
+}
+
+// mac writes to dst a token's MAC (see the function mac) with a state of
+// p's, whose key is secret; a nil p makes a new state.
+func (p *macPool) mac(dst *[macLen]byte, secret, body []byte, client, rule string) {
+	if p == nil {
+		copy(dst[:], mac(secret, body, client, rule))
+		return
 	}
+	st, _ := p.pool.Get().(*macState)
+	if st == nil {
+		st = &macState{h: hmac.New(sha256.New, secret), buf: make([]byte, 0, 128)}
+	}
+	copy(dst[:], st.sum(body, client, rule))
+	st.h.Reset()
+	p.pool.Put(st)
 }
