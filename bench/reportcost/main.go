@@ -145,10 +145,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // startTargets starts the echo and the control planes, and creates the
 // rules the reports name on the control planes.
-func startTargets(ctx context.Context, c config, log io.Writer) (_ []target, stop func(), err error) {
+func startTargets(ctx context.Context, c config, log io.Writer) (_ []target, _ func(), err error) {
 	var procs []*child
 	var cleanups []func()
-	stop = func() {
+	stop := func() {
 		for _, f := range slices.Backward(cleanups) {
 			f()
 		}

@@ -81,3 +81,20 @@ func TestShortRun(t *testing.T) {
 		}
 	}
 }
+
+// TestServerThatDoesNotStart: a control plane that exits at once is an
+// error, and the echo already started is stopped (goleak and the test's
+// end would notice it otherwise).
+func TestServerThatDoesNotStart(t *testing.T) {
+	bin, err := exec.LookPath("false")
+	if err != nil {
+		t.Skip("no false command")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	err = run(ctx, []string{"-controlplane", bin, "-short"}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "exited before it served") {
+		t.Errorf("run with %s as the control plane: %v, want it to say the server exited", bin, err)
+	}
+}
