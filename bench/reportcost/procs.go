@@ -122,6 +122,10 @@ func startControlplane(ctx context.Context, name, bin, redisURL, redisPrefix str
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
+	// Jaeger's sampling endpoint off (servers that have one listen on a
+	// fixed port, which two of them cannot share); by the environment,
+	// which servers without one ignore, so that older binaries still start.
+	cmd.Env = append(cmd.Env, "CONTROLPLANE_JAEGER_ADDR=")
 	return start(ctx, name, cmd, (*exec.Cmd).StderrPipe, func(line string) (string, string, bool) {
 		var m struct {
 			Msg      string `json:"msg"`
