@@ -443,8 +443,8 @@ func newRulesHistoryCmd(conn *connConfig) *cobra.Command {
 		limit  int
 	)
 	cmd := &cobra.Command{
-		Use:               "history [NAME]",
-		Short:             "show the audit log, newest first",
+		Use:   "history [NAME]",
+		Short: "show the audit log, newest first",
 		Long: `Shows the audit log, newest first: who changed which rule (the
 authenticated principal: token:NAME, cert:NAME, local…), when, and what
 changed. With NAME, only that rule's events. When the listing reaches the
