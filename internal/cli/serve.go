@@ -303,7 +303,7 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- [
 			Fleet: fleet.New(cat, st, c.interval, nil), Catalog: cat, Store: st, History: ui.UsageHistory{Store: st}, Logger: log,
 		})
 		// Every HTTP route passes the guard, as every gRPC method does.
-		hsrv = &http.Server{Handler: acc.guard.Middleware(server.HTTPHandler(readiness, reg, c.debug, dashboard)), ReadHeaderTimeout: 10 * time.Second}
+		hsrv = &http.Server{Handler: acc.guardHTTP(server.HTTPHandler(readiness, reg, c.debug, dashboard)), ReadHeaderTimeout: 10 * time.Second}
 		running++
 		httpAddr = hlis.Addr().String()
 		go func() {
