@@ -144,6 +144,9 @@ func TestComposeMonitoring(t *testing.T) {
 		ScrapeConfigs []struct {
 			JobName       string `yaml:"job_name"`
 			MetricsPath   string `yaml:"metrics_path"`
+			Authorization struct {
+				CredentialsFile string `yaml:"credentials_file"`
+			} `yaml:"authorization"`
 			StaticConfigs []struct {
 				Targets []string `yaml:"targets"`
 			} `yaml:"static_configs"`
@@ -166,6 +169,19 @@ func TestComposeMonitoring(t *testing.T) {
 	for _, sc := range cfg.ScrapeConfigs {
 		if sc.MetricsPath != "" && !httpPaths(t)[sc.MetricsPath] {
 			t.Errorf("job %s scrapes %s, which internal/server does not serve", sc.JobName, sc.MetricsPath)
+		}
+		// /metrics needs a token: the replicas' admin token file, mounted.
+		if f := sc.Authorization.CredentialsFile; f == "" || mounts[f] == "" {
+			t.Errorf("job %s sends no token from a mounted file (credentials_file %q)", sc.JobName, f)
+		} else {
+			for name, svc := range compose.Services {
+				if svc.Build.Dockerfile == "" {
+					continue
+				}
+				if file := mountedFiles(t, svc)[svc.Environment["CONTROLPLANE_ADMIN_TOKEN_FILE"]]; filepath.Clean(file) != filepath.Clean(mounts[f]) {
+					t.Errorf("job %s sends the token of %s, but replica %s's admin token is %q", sc.JobName, mounts[f], name, file)
+				}
+			}
 		}
 		for _, st := range sc.StaticConfigs {
 			for _, target := range st.Targets {
@@ -358,13 +374,23 @@ func readYAML(t *testing.T, path string, v any) {
 
 // serveFlags finds the flag names that serve defines.
 func serveFlags(t *testing.T) map[string]bool {
-	b, err := os.ReadFile("../internal/cli/serve.go")
+	// serve.go and the files of its parts (serve_access.go…).
+	files, err := filepath.Glob("../internal/cli/serve*.go")
 	if err != nil {
 		t.Fatal(err)
 	}
 	flags := map[string]bool{}
-	for _, m := range regexp.MustCompile(`fs\.\w+Var\(&c\.\w+, "([a-z-]+)"`).FindAllStringSubmatch(string(b), -1) {
-		flags[m[1]] = true
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range regexp.MustCompile(`fs\.\w+Var\(&\w+\.\w+, "([a-z-]+)"`).FindAllStringSubmatch(string(b), -1) {
+			flags[m[1]] = true
+		}
 	}
 	if len(flags) == 0 {
 		t.Fatal("found no serve flags")
@@ -405,7 +431,8 @@ func httpPaths(t *testing.T) map[string]bool {
 		t.Fatal(err)
 	}
 	paths := map[string]bool{}
-	for _, m := range regexp.MustCompile(`mux\.Handle(?:Func)?\("(?:[A-Z]+ )?(/[^"]*)"`).FindAllStringSubmatch(string(b), -1) {
+	// The route table of httpRoutes: {"GET /healthz", …}.
+	for _, m := range regexp.MustCompile(`\{"(?:[A-Z]+ )?(/[^"]*)",`).FindAllStringSubmatch(string(b), -1) {
 		paths[m[1]] = true
 	}
 	if len(paths) == 0 {

@@ -553,13 +553,23 @@ func TestChartRefusesBadValues(t *testing.T) {
 // serveFlags finds the flag names that serve defines.
 func serveFlags(t *testing.T) map[string]bool {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(root, "internal/cli/serve.go"))
+	// serve.go and the files of its parts (serve_access.go…).
+	files, err := filepath.Glob(filepath.Join(root, "internal/cli/serve*.go"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	flags := map[string]bool{}
-	for _, m := range regexp.MustCompile(`fs\.\w+Var\(&c\.\w+, "([a-z-]+)"`).FindAllStringSubmatch(string(b), -1) {
-		flags[m[1]] = true
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range regexp.MustCompile(`fs\.\w+Var\(&\w+\.\w+, "([a-z-]+)"`).FindAllStringSubmatch(string(b), -1) {
+			flags[m[1]] = true
+		}
 	}
 	if len(flags) == 0 {
 		t.Fatal("found no serve flags")
@@ -575,11 +585,60 @@ func httpPaths(t *testing.T) map[string]bool {
 		t.Fatal(err)
 	}
 	paths := map[string]bool{}
-	for _, m := range regexp.MustCompile(`mux\.Handle(?:Func)?\("(?:[A-Z]+ )?(/[^"]*)"`).FindAllStringSubmatch(string(b), -1) {
+	// The route table of httpRoutes: {"GET /healthz", …}.
+	for _, m := range regexp.MustCompile(`\{"(?:[A-Z]+ )?(/[^"]*)",`).FindAllStringSubmatch(string(b), -1) {
 		paths[m[1]] = true
 	}
 	if len(paths) == 0 {
 		t.Fatal("found no HTTP paths")
 	}
 	return paths
+}
+
+// TestChartAuthSecrets: auth.adminTokenSecret and auth.secretsKeySecret
+// mount their Secrets whole (no subPath, so a rotation reaches the pods)
+// where --admin-token-file and --secrets-key-file point, readable by the
+// pod's group; without them neither flag is set (protected mode).
+func TestChartAuthSecrets(t *testing.T) {
+	m := render(t, "--set", "auth.adminTokenSecret=cp-admin,auth.adminTokenKey=tok,auth.secretsKeySecret=cp-keys")
+	pod := &m.deployments[0].Spec.Template.Spec
+	c := &pod.Containers[0]
+	env := map[string]string{}
+	for _, e := range c.Env {
+		env[e.Name] = e.Value
+	}
+	for variable, secret := range map[string]string{"CONTROLPLANE_ADMIN_TOKEN_FILE": "cp-admin", "CONTROLPLANE_SECRETS_KEY_FILE": "cp-keys"} {
+		file := env[variable]
+		var found bool
+		for _, vm := range c.VolumeMounts {
+			if !strings.HasPrefix(file, vm.MountPath+"/") {
+				continue
+			}
+			for _, v := range pod.Volumes {
+				if v.Name == vm.Name && v.Secret != nil && v.Secret.SecretName == secret {
+					found = true
+					if vm.SubPath != "" || !vm.ReadOnly {
+						t.Errorf("%s: mounted with subPath %q, read-only %v", variable, vm.SubPath, vm.ReadOnly)
+					}
+					if mode := v.Secret.DefaultMode; mode == nil || *mode&0o004 != 0 || *mode&0o040 == 0 {
+						t.Errorf("%s: Secret mode %v, want readable by the group only", variable, mode)
+					}
+				}
+			}
+		}
+		if !found {
+			t.Errorf("%s=%q lies in no mount of Secret %s", variable, file, secret)
+		}
+	}
+	if !strings.HasSuffix(env["CONTROLPLANE_ADMIN_TOKEN_FILE"], "/tok") {
+		t.Errorf("CONTROLPLANE_ADMIN_TOKEN_FILE=%q, want the key tok", env["CONTROLPLANE_ADMIN_TOKEN_FILE"])
+	}
+	for _, e := range render(t).deployments[0].Spec.Template.Spec.Containers[0].Env {
+		if e.Name == "CONTROLPLANE_ADMIN_TOKEN_FILE" || e.Name == "CONTROLPLANE_SECRETS_KEY_FILE" {
+			t.Errorf("the default values set %s", e.Name)
+		}
+	}
+	if _, err := helm(t, "template", "cp", chart, "--set", "config.admin-token-file=/x"); err == nil || !strings.Contains(err.Error(), "auth.adminTokenSecret") {
+		t.Errorf("config.admin-token-file: %v, want a refusal naming auth.adminTokenSecret", err)
+	}
 }

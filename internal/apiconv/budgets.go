@@ -38,6 +38,7 @@ func BudgetToRequest(b *budget.Budget) *pb.Budget {
 		FloorTracesPerSecond:  b.FloorPerSecond,
 		CreateTime:            timestamp(b.CreateTime),
 		UpdateTime:            timestamp(b.UpdateTime),
+		UpdateActor:           b.UpdatedBy,
 		Mode:                  pb.Budget_MODE_ENFORCE,
 	}
 	if b.Mode == budget.AlertOnly {

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -40,7 +41,7 @@ func WriteHTTPError(w http.ResponseWriter, err error) {
 	msg := err.Error()
 	switch code {
 	case http.StatusUnauthorized:
-		w.Header().Set("WWW-Authenticate", `Bearer realm="controlplane"`)
+		w.Header().Add("WWW-Authenticate", `Bearer realm="controlplane"`)
 	case http.StatusServiceUnavailable:
 		msg = "the token store is unavailable; retry later"
 	case http.StatusInternalServerError:
@@ -121,6 +122,19 @@ func (g *Guard) Middleware(next http.Handler) http.Handler {
 		if jaegerRoutes[path] {
 			call.Services = r.URL.Query()["service"]
 		}
+		creds := httpCredentials(r)
+		if isDashboard(path) {
+			// A browser cannot send a bearer token by itself: the dashboard
+			// also takes one as the password of HTTP Basic authentication,
+			// and asks for it so. Only its routes, which only read: a
+			// browser resends Basic credentials on other sites' requests
+			// too, and no route that changes anything may take them.
+			creds.Authorization = basicAsBearer(creds.Authorization)
+			fail = func(w http.ResponseWriter, err error) {
+				w.Header().Add("WWW-Authenticate", `Basic realm="controlplane dashboard: any user name, a token as the password", charset="UTF-8"`)
+				WriteHTTPError(w, err)
+			}
+		}
 		ctx := r.Context()
 		var p *Principal
 		var err error
@@ -140,7 +154,7 @@ func (g *Guard) Middleware(next http.Handler) http.Handler {
 			r.Body = io.NopCloser(bytes.NewReader(body))
 			p, err = g.checkSigV4(ctx, r, body, call)
 		} else {
-			p, err = g.Check(ctx, httpCredentials(r), call)
+			p, err = g.Check(ctx, creds, call)
 		}
 		if err != nil {
 			fail(w, err)
@@ -151,4 +165,25 @@ func (g *Guard) Middleware(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
+}
+
+// isDashboard reports whether path is the dashboard's (/ui and below).
+func isDashboard(path string) bool { return path == "/ui" || strings.HasPrefix(path, "/ui/") }
+
+// basicAsBearer returns authorization values with an HTTP Basic one turned
+// into the bearer token that is its password; others are left alone.
+func basicAsBearer(values []string) []string {
+	if len(values) != 1 {
+		return values
+	}
+	scheme, rest, _ := strings.Cut(strings.TrimSpace(values[0]), " ")
+	if !strings.EqualFold(scheme, "Basic") {
+		return values
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(rest))
+	if err != nil {
+		return values // refused as not a bearer token
+	}
+	_, password, _ := strings.Cut(string(raw), ":")
+	return []string{"Bearer " + password}
 }

@@ -53,6 +53,7 @@ func newHTTPEnv(t *testing.T, opts auth.Options) *httpEnv {
 	mux.HandleFunc("GET /healthz", ok)
 	mux.HandleFunc("GET /metrics", ok)
 	mux.HandleFunc("GET /sampling", ok)
+	mux.HandleFunc("GET /ui/", ok)
 	mux.Handle("/", xh)
 	e.srv = httptest.NewServer(e.guard.Middleware(mux))
 	t.Cleanup(e.srv.Close)
@@ -240,5 +241,47 @@ func TestVerifierAlone(t *testing.T) {
 	unsigned, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, bare.URL+"/GetSamplingRules", strings.NewReader("{}"))
 	if code, typ, _ := xrayAnswer(t, bare.Client(), unsigned); code != 403 || typ != "AccessDeniedException" {
 		t.Errorf("unsigned: %d %s", code, typ)
+	}
+}
+
+// TestDashboardBasicAuth: a browser sends a token as the password of HTTP
+// Basic authentication, which the dashboard asks for and takes; no other
+// route takes it.
+func TestDashboardBasicAuth(t *testing.T) {
+	e := newHTTPEnv(t, auth.Options{})
+	viewer := e.issue(t, auth.TokenSpec{Name: "ops", Role: auth.RoleViewer})
+	get := func(path, user, password string) *http.Response {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, e.srv.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if user != "" || password != "" {
+			req.SetBasicAuth(user, password)
+		}
+		resp, err := e.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	resp := get("/ui/", "", "")
+	if resp.StatusCode != http.StatusUnauthorized || !strings.HasPrefix(strings.Join(resp.Header.Values("WWW-Authenticate"), ","), "Basic ") {
+		t.Errorf("/ui/ without credentials: %d, WWW-Authenticate %q; want 401 asking for Basic", resp.StatusCode, resp.Header.Values("WWW-Authenticate"))
+	}
+	if resp := get("/ui/", "anyone", viewer.Secret); resp.StatusCode != http.StatusOK {
+		t.Errorf("/ui/ with the token as the Basic password: %d, want 200", resp.StatusCode)
+	} else if got := <-e.seen; got != "token:ops" {
+		t.Errorf("the dashboard saw actor %q, want token:ops", got)
+	}
+	if resp := get("/ui/", "anyone", "wrong"); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("/ui/ with a wrong password: %d, want 401", resp.StatusCode)
+	}
+	if resp := get("/metrics", "anyone", viewer.Secret); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("/metrics with Basic credentials: %d, want 401: only the dashboard takes them", resp.StatusCode)
+	}
+	if resp := get("/metrics", "", ""); strings.Contains(strings.Join(resp.Header.Values("WWW-Authenticate"), ","), "Basic") {
+		t.Errorf("/metrics asks for Basic credentials: %q", resp.Header.Values("WWW-Authenticate"))
 	}
 }

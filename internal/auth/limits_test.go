@@ -194,3 +194,25 @@ func TestLimitStatus(t *testing.T) {
 		t.Errorf("controlplane_limit_refusals_total{limit=edits} = %v, want 1", got)
 	}
 }
+
+// TestLocalAdminUnlimited: protected mode's local admin is the machine
+// itself (a load generator simulating a fleet on it): no per-principal
+// limit applies; a token of the same role is limited.
+func TestLocalAdminUnlimited(t *testing.T) {
+	l := auth.NewLimiter(auth.Limits{EditsPerSecond: 1, EditBurst: 1, StreamsPerPrincipal: 1, ClientIDsPerPrincipal: 1}, newClock().Now, nil)
+	local := &auth.Principal{Name: "local", Role: auth.RoleAdmin, Kind: auth.KindLocal}
+	for i := range 3 {
+		if err := l.Allow(local, auth.ClassEdit); err != nil {
+			t.Errorf("local edit %d: %v", i, err)
+		}
+		if _, err := l.OpenStream(local); err != nil {
+			t.Errorf("local stream %d: %v", i, err)
+		}
+		if err := l.ClientID(local, fmt.Sprint("c", i)); err != nil {
+			t.Errorf("local client ID %d: %v", i, err)
+		}
+	}
+	admin := &auth.Principal{Name: "root", Role: auth.RoleAdmin, Kind: auth.KindToken}
+	_ = l.Allow(admin, auth.ClassEdit)
+	limitOf(t, l.Allow(admin, auth.ClassEdit))
+}

@@ -123,6 +123,9 @@ var grpcPolicy = map[string]Rule{
 	"/controlplane.v1.BudgetService/WatchAlerts":     {Read, ClassStream},
 	"/controlplane.v1.BudgetService/SimulateCost":    {Read, ClassCostly},
 
+	"/controlplane.v1.StatusService/GetFleetStatus": {Read, ClassNone},
+	"/controlplane.v1.StatusService/Explain":        {Read, ClassNone},
+
 	MethodCreateToken: {ManageTokens, ClassEdit},
 	MethodGetToken:    {ManageTokens, ClassNone},
 	MethodListTokens:  {ManageTokens, ClassNone},

@@ -116,7 +116,7 @@ func ValidateSpec(s *TokenSpec) error {
 		}
 	}
 	if s.TTL < 0 || s.TTL > MaxTokenTTL {
-		add("expires", "between 0 (never) and %v", MaxTokenTTL)
+		add("ttl", "between 0 (never) and %v", MaxTokenTTL)
 	}
 	if len(vs) > 0 {
 		return &rules.ValidationError{Violations: vs}

@@ -95,7 +95,7 @@ func TestValidateSpec(t *testing.T) {
 		{"bad name", auth.TokenSpec{Name: "a b", Role: auth.RoleSDK}, []string{"name"}},
 		{"bad role", auth.TokenSpec{Name: "a", Role: "root"}, []string{"role"}},
 		{"empty glob", auth.TokenSpec{Name: "a", Role: auth.RoleSDK, Services: []string{""}}, []string{"services[0]"}},
-		{"negative ttl", auth.TokenSpec{Name: "a", Role: auth.RoleSDK, TTL: -time.Second}, []string{"expires"}},
+		{"negative ttl", auth.TokenSpec{Name: "a", Role: auth.RoleSDK, TTL: -time.Second}, []string{"ttl"}},
 		{"too many globs", auth.TokenSpec{Name: "a", Role: auth.RoleSDK, Services: strings.Fields(strings.Repeat("s ", 17))}, []string{"services"}},
 	}
 	for _, tt := range tests {

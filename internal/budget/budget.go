@@ -98,6 +98,9 @@ type Budget struct {
 	Revision   int64
 	CreateTime time.Time
 	UpdateTime time.Time
+	// UpdatedBy is the audit-log actor of the last create or update: the
+	// authenticated principal (package auth), never a client's claim.
+	UpdatedBy string
 }
 
 // Normalize fills in defaults for unset fields.

@@ -111,13 +111,7 @@ func (c *Catalog) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		_ = c.src.WatchChanges(ctx, func(t store.Topic) {
-			if t == store.TopicAlerts {
-				c.notifyAlerts()
-				return
-			}
-			c.Kick()
-		})
+		_ = c.src.WatchChanges(ctx, c.hint)
 	}()
 	defer wg.Wait()
 	failing := false
@@ -145,6 +139,21 @@ func (c *Catalog) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 		t.Stop()
+	}
+}
+
+// hint reacts to a change notification: an alert wakes the alert
+// watchers; rules and budgets (and topics it does not know) make Run
+// reload. Credentials are the token cache's (package auth): a token
+// created or revoked changes no rule or budget, and reloading them all for
+// it would cost every replica a snapshot read per token edit.
+func (c *Catalog) hint(t store.Topic) {
+	switch t {
+	case store.TopicAlerts:
+		c.notifyAlerts()
+	case store.TopicTokens:
+	default:
+		c.Kick()
 	}
 }
 

@@ -167,6 +167,7 @@ func TestBudgetsCreateGetListUpdateDelete(t *testing.T) {
 			{WebhookUrl: "http://alerts.internal/…", Secret: "****"},
 		},
 		FloorTracesPerSecond: 1.5, Etag: "1",
+		UpdateActor: "local", // the CLI's loopback peer of a server without credentials
 	}
 	if got := s.get(t, "shop"); !proto.Equal(got, want) {
 		t.Fatalf("created budget: %v\nwant %v", got, want)

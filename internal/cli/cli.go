@@ -34,7 +34,9 @@ talk to a server over gRPC (--server, or CONTROLPLANE_SERVER).
 const exitCodesHelp = `Exit codes: 0 success, 1 other failure, 2 bad command line, 3 invalid
 input (a bad file, or the server said INVALID_ARGUMENT), 4 not found,
 5 conflict (already exists, stale etag, an edit the Default rule does not
-allow, the rule limit), 6 server unreachable or UNAVAILABLE.`
+allow, the rule limit), 6 server unreachable or UNAVAILABLE, 7 not allowed
+(no, wrong or revoked credentials, or a role or scope that does not allow
+the call: see --token).`
 
 // run builds the command tree and runs args on it. Help goes to stdout;
 // errors are returned, for main to print once.
@@ -64,6 +66,7 @@ func newRoot(lookupEnv func(string) (string, bool)) *cobra.Command {
 		newServeCmd(),
 		newRulesCmd(lookupEnv),
 		newBudgetsCmd(lookupEnv),
+		newTokensCmd(lookupEnv),
 		newSimulateCmd(),
 		&cobra.Command{
 			Use:   "version",

@@ -1,13 +1,13 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
-	"os/user"
 	"strings"
 	"time"
 
@@ -20,7 +20,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
-	"github.com/tracesampling/controlplane/internal/server"
 	"github.com/tracesampling/controlplane/internal/tlsfiles"
 )
 
@@ -34,7 +33,14 @@ type connConfig struct {
 	// one (mutual TLS).
 	tlsCert, tlsKey string
 	timeout         time.Duration
+	// token is the bearer token sent with every call (--token), else
+	// envToken (CONTROLPLANE_TOKEN), kept apart so that --help never shows
+	// a secret as a default.
+	token, envToken string
 }
+
+// tokenEnv is the environment variable of the CLI's bearer token.
+const tokenEnv = "CONTROLPLANE_TOKEN"
 
 // client is a connection to the control plane's RuleService.
 type client struct {
@@ -46,8 +52,9 @@ type client struct {
 }
 
 // dial prepares a connection; grpc connects lazily, so an unreachable server
-// shows up as the first call's UNAVAILABLE error. Every call carries the
-// caller's user@host as the audit-log actor and times out after c.timeout.
+// shows up as the first call's UNAVAILABLE error. Every call and stream
+// carries the bearer token, if there is one, and every call times out after
+// c.timeout.
 func dial(c connConfig) (*client, error) {
 	creds := insecure.NewCredentials()
 	withTLS := c.tls || c.tlsCA != "" || c.tlsCert != "" || c.tlsKey != ""
@@ -72,13 +79,11 @@ func dial(c connConfig) (*client, error) {
 		}
 		creds = credentials.NewTLS(cfg)
 	}
-	actor := actorName()
 	timeout := c.timeout
-	conn, err := grpc.NewClient(c.server,
+	dialOpts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithUserAgent("controlplane-cli"),
 		grpc.WithUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-			ctx = metadata.AppendToOutgoingContext(ctx, server.ActorMetadataKey, actor)
 			if timeout > 0 {
 				var cancel context.CancelFunc
 				ctx, cancel = context.WithTimeout(ctx, timeout)
@@ -91,7 +96,11 @@ func dial(c connConfig) (*client, error) {
 			}
 			return err
 		}),
-	)
+	}
+	if tok := cmp.Or(strings.TrimSpace(c.token), strings.TrimSpace(c.envToken)); tok != "" {
+		dialOpts = append(dialOpts, grpc.WithPerRPCCredentials(bearerToken(tok)))
+	}
+	conn, err := grpc.NewClient(c.server, dialOpts...)
 	if err != nil {
 		return nil, usageError(fmt.Errorf("--server %q: %w", c.server, err))
 	}
@@ -100,23 +109,17 @@ func dial(c connConfig) (*client, error) {
 
 func (c *client) Close() error { return c.conn.Close() }
 
-// actorName is who the audit log says made an edit: $USER@hostname.
-func actorName() string {
-	name := os.Getenv("USER")
-	if name == "" {
-		if u, err := user.Current(); err == nil {
-			name = u.Username
-		}
-	}
-	if name == "" {
-		name = "unknown"
-	}
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		host = "unknown"
-	}
-	return name + "@" + host
+// bearerToken sends "authorization: Bearer <token>" with every call and
+// stream. It does not require TLS, so that the CLI works against a server
+// on a trusted network without it; over plaintext the token can be read on
+// the network (the README says to use TLS elsewhere).
+type bearerToken string
+
+func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(t)}, nil
 }
+
+func (bearerToken) RequireTransportSecurity() bool { return false }
 
 // listRules returns every rule matching filter, following page tokens.
 func (c *client) listRules(ctx context.Context, filter string, pageSize int32) ([]*pb.Rule, error) {
@@ -135,8 +138,10 @@ func (c *client) listRules(ctx context.Context, filter string, pageSize int32) (
 	}
 }
 
-// listEvents returns up to limit audit events (0: all), newest first.
-func (c *client) listEvents(ctx context.Context, rule string, limit int) ([]*pb.RuleEvent, error) {
+// listEvents returns up to limit audit events (0: all), newest first, and
+// whether the listing reached the oldest entry kept and older ones were
+// trimmed by the log's retention.
+func (c *client) listEvents(ctx context.Context, rule string, limit int) ([]*pb.RuleEvent, bool, error) {
 	const maxPage = 1000
 	var all []*pb.RuleEvent
 	token := ""
@@ -147,7 +152,7 @@ func (c *client) listEvents(ctx context.Context, rule string, limit int) ([]*pb.
 		}
 		resp, err := c.rules.ListRuleEvents(ctx, &pb.ListRuleEventsRequest{PageSize: int32(size), PageToken: token, RuleName: rule})
 		if err != nil {
-			return nil, c.wrap("list rule events", err)
+			return nil, false, c.wrap("list rule events", err)
 		}
 		all = append(all, resp.GetEvents()...)
 		token = resp.GetNextPageToken()
@@ -155,7 +160,7 @@ func (c *client) listEvents(ctx context.Context, rule string, limit int) ([]*pb.
 			if limit > 0 && len(all) > limit {
 				all = all[:limit]
 			}
-			return all, nil
+			return all, token == "" && resp.GetTrimmed(), nil
 		}
 	}
 }

@@ -19,6 +19,7 @@ const (
 	exitNotFound    = 4 // NOT_FOUND
 	exitConflict    = 5 // ALREADY_EXISTS, ABORTED (stale etag), FAILED_PRECONDITION
 	exitUnavailable = 6 // the server cannot be reached, or UNAVAILABLE
+	exitDenied      = 7 // UNAUTHENTICATED, PERMISSION_DENIED: credentials
 )
 
 type codedError struct {
@@ -51,6 +52,8 @@ func exitCode(err error) int {
 			return exitConflict
 		case codes.Unavailable, codes.DeadlineExceeded:
 			return exitUnavailable
+		case codes.Unauthenticated, codes.PermissionDenied:
+			return exitDenied
 		}
 	}
 	return exitFailure

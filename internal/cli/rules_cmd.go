@@ -45,6 +45,8 @@ func addConnFlags(fs *pflag.FlagSet, conn *connConfig, lookupEnv func(string) (s
 	fs.StringVar(&conn.tlsCert, "tls-cert", "", "connect with TLS, presenting the client certificate of this PEM `file` (with --tls-key; for mutual TLS)")
 	fs.StringVar(&conn.tlsKey, "tls-key", "", "PEM `file` of the client certificate's private key")
 	fs.DurationVar(&conn.timeout, "timeout", 10*time.Second, "time limit of each call to the server (0: none)")
+	fs.StringVar(&conn.token, "token", "", "bearer `token` sent with every call, from 'controlplane tokens create' or the server's --admin-token-file (default: env "+tokenEnv+", which keeps it out of the process list)")
+	conn.envToken, _ = lookupEnv(tokenEnv)
 }
 
 // addOutputFlag defines -o, --output.
@@ -441,9 +443,13 @@ func newRulesHistoryCmd(conn *connConfig) *cobra.Command {
 		limit  int
 	)
 	cmd := &cobra.Command{
-		Use:               "history [NAME]",
-		Short:             "show the audit log, newest first",
-		Long:              "Shows the audit log, newest first: who changed which rule, when, and\nwhat changed. With NAME, only that rule's events.",
+		Use:   "history [NAME]",
+		Short: "show the audit log, newest first",
+		Long: `Shows the audit log, newest first: who changed which rule (the
+authenticated principal: token:NAME, cert:NAME, local…), when, and what
+changed. With NAME, only that rule's events. When the listing reaches the
+oldest entry kept and older ones were dropped by the log's retention, it
+says so on stderr.`,
 		Args:              argsBetween(0, 1),
 		ValidArgsFunction: completeRuleNames(conn),
 		RunE: func(cmd *cobra.Command, pos []string) error {
@@ -462,11 +468,21 @@ func newRulesHistoryCmd(conn *connConfig) *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			events, err := c.listEvents(cmd.Context(), name, limit)
+			events, trimmed, err := c.listEvents(cmd.Context(), name, limit)
 			if err != nil {
 				return err
 			}
-			return output.WriteEvents(cmd.OutOrStdout(), format, events)
+			if err := output.WriteEvents(cmd.OutOrStdout(), format, events); err != nil {
+				return err
+			}
+			if trimmed {
+				what := "the audit log"
+				if name != "" {
+					what = fmt.Sprintf("rule %q's history", name)
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "older entries of %s were dropped by the audit log's retention (see the README, Audit log)\n", what)
+			}
+			return nil
 		},
 	}
 	addOutputFlag(cmd.Flags(), &format, "output `format`: table, json or yaml")

@@ -22,6 +22,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/tracesampling/controlplane/internal/auth"
+	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/budget/controller"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/fleet"
@@ -53,6 +55,8 @@ type serveConfig struct {
 	tlsKey      string
 	tlsClientCA string
 	tlsPoll     time.Duration // how often to look for renewed TLS files; 0: tlsfiles.PollEvery (tests shorten it)
+	access      accessConfig
+	auditKeep   int // audit entries the log of all rules keeps; 0: the store's default
 
 	// Bounds on what clients can make a replica hold (see server.Options).
 	maxStreams        int
@@ -94,6 +98,8 @@ func serveFlags() (*pflag.FlagSet, *serveConfig) {
 	fs.IntVar(&c.maxHeaderBytes, "max-header-bytes", server.DefaultMaxHeaderBytes, "largest request metadata (HTTP/2 header list)")
 	fs.IntVar(&c.windowBytes, "flow-control-window", server.DefaultStreamWindowBytes, "HTTP/2 flow-control window of each stream, in bytes (at least 65536; a connection's is 16 times it)")
 	fs.DurationVar(&c.keepaliveMinTime, "keepalive-min-time", server.DefaultKeepaliveMinTime, "clients that send keepalive pings more often are disconnected")
+	fs.IntVar(&c.auditKeep, "audit-log-entries", 0, fmt.Sprintf("audit entries the log of all rules keeps, the oldest dropped first (0: %d with the embedded store, %d with Redis); each rule's own history keeps at least its newest %d besides", memstore.DefaultMaxEvents, redisstore.DefaultMaxEvents, memstore.DefaultMaxRuleEvents))
+	c.access.register(fs)
 	return fs, c
 }
 
@@ -137,6 +143,7 @@ type backend interface {
 	server.BudgetStore
 	controller.Store
 	catalog.Source
+	tokenSource
 	Ping(ctx context.Context) error
 	Close() error
 }
@@ -146,7 +153,7 @@ func openStore(ctx context.Context, c *serveConfig, log *slog.Logger) (backend, 
 		if c.dataDir == "" {
 			log.Warn("embedded store without --data-dir: rules are NOT persisted and are lost when the process stops")
 		}
-		s, err := memstore.New(memstore.Options{DataDir: c.dataDir})
+		s, err := memstore.New(memstore.Options{DataDir: c.dataDir, MaxEvents: c.auditKeep})
 		if err != nil {
 			return nil, fmt.Errorf("open embedded store: %w", err)
 		}
@@ -168,7 +175,7 @@ func openStore(ctx context.Context, c *serveConfig, log *slog.Logger) (backend, 
 	// line per failed dial goes to DEBUG, since the replica says once when
 	// the store is unreachable and once when it is back.
 	redis.SetLogger(redisstore.Logger(log))
-	s, err := redisstore.New(ctx, client, redisstore.Options{Prefix: c.redisPrefix, ReplicaWait: wait})
+	s, err := redisstore.New(ctx, client, redisstore.Options{Prefix: c.redisPrefix, ReplicaWait: wait, MaxEvents: int64(c.auditKeep)})
 	if err != nil {
 		_ = client.Close()
 		return nil, fmt.Errorf("open redis store: %w", err)
@@ -244,6 +251,11 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- l
 		return err
 	}
 	defer st.Close()
+	reg := prometheus.NewRegistry()
+	acc, err := c.access.build(st, c.tlsClientCA != "", reg, log)
+	if err != nil {
+		return err
+	}
 
 	// Listen before building the server: server.New starts goroutines that
 	// only srv.Stop ends, so no error return may come after it.
@@ -266,7 +278,6 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- l
 		}
 	}
 
-	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cat := catalog.New(st, catalog.Options{Logger: log})
 	if err := cat.Load(ctx); err != nil {
@@ -284,6 +295,10 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- l
 		Registerer:       reg,
 		MaxConnectionAge: c.maxConnAge,
 		Credentials:      creds,
+		Guard:            acc.guard,
+		Tokens:           st,
+		Secrets:          acc.box,
+		Egress:           acc.egress,
 
 		MaxStreams:              c.maxStreams,
 		MaxConnections:          c.maxConns,
@@ -303,14 +318,18 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- l
 	dashboard := ui.Handler(ui.Options{
 		Fleet: fleet.New(cat, st, c.interval, nil), Catalog: cat, Store: st, History: ui.UsageHistory{Store: st}, Logger: log,
 	})
-	web.handler = server.HTTPHandler(readiness, reg, c.debug, dashboard)
-	jaegerPort.handler = jaegerSrv.Handler()
+	// Every HTTP route passes the guard, as every gRPC method does.
+	web.handler = acc.guardHTTP(server.HTTPHandler(readiness, reg, c.debug, dashboard))
+	jaegerPort.handler = acc.guardHTTP(jaegerSrv.Handler())
 	for _, p := range ports {
 		if p.serve(errc) {
 			running++
 		}
 	}
-	ctl := controller.New(st, cat, controller.Options{Interval: c.interval, Logger: log, Registerer: reg})
+	ctl := controller.New(st, cat, controller.Options{
+		Interval: c.interval, Logger: log, Registerer: reg,
+		Webhook: &budget.Webhook{Egress: acc.egress}, Secrets: acc.box,
+	})
 	var bg sync.WaitGroup
 	if certs != nil {
 		certs.Register(reg)
@@ -324,6 +343,7 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- l
 		bg.Go(func() { warnPersistence(ctx, p, log, 2*time.Second) })
 	}
 	bg.Add(3)
+	bg.Go(func() { _ = acc.guard.Run(ctx) })
 	go func() {
 		defer bg.Done()
 		ctl.Run(ctx)
@@ -336,6 +356,9 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- l
 		defer bg.Done()
 		_ = cat.Run(ctx)
 	}()
+	if acc.guard.Protected() {
+		log.Warn("protected mode: " + auth.ProtectedMessage)
+	}
 	bound := listening{GRPC: glis.Addr().String(), HTTP: web.bound(), Jaeger: jaegerPort.bound()}
 	log.Info("control plane serving", "grpc_addr", bound.GRPC, "http_addr", bound.HTTP, "jaeger_addr", bound.Jaeger, "tls", creds != nil, "client_certs", c.tlsClientCA != "")
 	if ready != nil {

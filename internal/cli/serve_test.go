@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -309,8 +311,9 @@ func TestServeHTTP(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
-	if code, _ := s.get(t, "/nope"); code != http.StatusNotFound {
-		t.Errorf("/nope = %d, want 404", code)
+	// A path without an access policy is refused before it is routed.
+	if code, _ := s.get(t, "/nope"); code != http.StatusForbidden {
+		t.Errorf("/nope = %d, want 403", code)
 	}
 	if code, _ := s.get(t, "/debug/pprof/"); code != http.StatusNotFound {
 		t.Errorf("/debug/pprof/ without --debug-endpoints = %d, want 404", code)
@@ -538,6 +541,7 @@ func TestApplyEnv(t *testing.T) {
 		maxStreams: 10_000, maxConns: 10_000, maxStreamsPerConn: 1000, maxRequestBytes: 1 << 20, maxHeaderBytes: 16 << 10,
 		windowBytes: 64 << 10, keepaliveMinTime: 10 * time.Second,
 		replicaWait: time.Second,
+		access:      accessConfig{xrayRegion: "us-east-1"},
 	}
 	// with returns base changed by edit.
 	with := func(base serveConfig, edit func(c *serveConfig)) serveConfig {
@@ -558,6 +562,15 @@ func TestApplyEnv(t *testing.T) {
 		"CONTROLPLANE_LOG_LEVEL":          "debug",
 		"CONTROLPLANE_LOG_FORMAT":         "json",
 		"CONTROLPLANE_MAX_STREAMS":        "500",
+
+		"CONTROLPLANE_ADMIN_TOKEN_FILE":            "/etc/controlplane/admin-token",
+		"CONTROLPLANE_CLIENT_CERT_MAP":             "/etc/controlplane/certs.yaml",
+		"CONTROLPLANE_ANONYMOUS_SAMPLING_NETWORKS": "10.20.0.0/16,10.30.0.0/16",
+		"CONTROLPLANE_ANONYMOUS_SAMPLING_SERVICES": "shop-*",
+		"CONTROLPLANE_SECRETS_KEY_FILE":            "/etc/controlplane/secrets.key",
+		"CONTROLPLANE_WEBHOOK_ALLOW":               "10.1.0.0/16,hooks.internal",
+		"CONTROLPLANE_XRAY_REGION":                 "eu-west-1",
+		"CONTROLPLANE_AUDIT_LOG_ENTRIES":           "5000",
 	}
 	fromEnv := serveConfig{
 		grpcAddr: "127.0.0.1:9000", httpAddr: "", jaegerAddr: "127.0.0.1:5779", redisURL: "redis://127.0.0.1:6380/1", redisPrefix: "staging",
@@ -566,6 +579,13 @@ func TestApplyEnv(t *testing.T) {
 		maxStreams: 500, maxConns: 10_000, maxStreamsPerConn: 1000, maxRequestBytes: 1 << 20, maxHeaderBytes: 16 << 10,
 		windowBytes: 64 << 10, keepaliveMinTime: 10 * time.Second,
 		replicaWait: 250 * time.Millisecond,
+		auditKeep:   5000,
+		access: accessConfig{
+			adminTokenFile: "/etc/controlplane/admin-token", clientCertMap: "/etc/controlplane/certs.yaml",
+			anonNetworks: []string{"10.20.0.0/16", "10.30.0.0/16"}, anonServices: []string{"shop-*"},
+			secretsKeyFile: "/etc/controlplane/secrets.key", webhookAllow: []string{"10.1.0.0/16", "hooks.internal"},
+			xrayRegion: "eu-west-1",
+		},
 	}
 	for _, tc := range []struct {
 		name string
@@ -616,8 +636,8 @@ func TestApplyEnv(t *testing.T) {
 			if err := applyEnv(fs, fakeEnv(tc.env)); err != nil {
 				t.Fatal(err)
 			}
-			if *c != tc.want {
-				t.Errorf("config\n%+v\nwant\n%+v", *c, tc.want)
+			if diff := cmp.Diff(tc.want, *c, cmp.AllowUnexported(serveConfig{}, accessConfig{}), cmpopts.IgnoreFields(accessConfig{}, "isLoopback")); diff != "" {
+				t.Errorf("config (-want +got):\n%s", diff)
 			}
 		})
 	}

@@ -1,9 +1,16 @@
 // Package edit is the transport-neutral core of editing rules: the Default
-// rule's constraints, validation, field masks, and optimistic concurrency —
-// an etag the caller read, or, without one, a read-modify-write that retries
-// when another edit lands in between. Transports (the gRPC RuleService, the
-// X-Ray API) decode into its types, call it with the actor the audit log
-// records, encode, and map its errors in one place each.
+// rule's constraints, validation, field masks, optimistic concurrency — an
+// etag the caller read, or, without one, a read-modify-write that retries
+// when another edit lands in between — and who may make the edit. Transports
+// (the gRPC RuleService, the X-Ray API) authenticate the caller (package
+// auth puts the principal in the context), decode into its types, call it,
+// encode, and map its errors in one place each.
+//
+// Every edit takes its principal from the context: the audit log records
+// auth.Actor(ctx), never something a client claims, and a principal scoped
+// to some services may only edit rules whose service glob lies within them
+// (auth.CheckScope), the rule as stored before an update or delete as well
+// as after it. A context without a principal edits nothing.
 package edit
 
 import (
@@ -12,6 +19,7 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/tracesampling/controlplane/internal/auth"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 )
@@ -40,7 +48,7 @@ func NewRules(st RuleStore) *Rules { return &Rules{store: st} }
 
 // Create stores a new rule. Validation errors name the rule's own fields
 // (fixed_rate, not rule.fixed_rate): the transport places them.
-func (e *Rules) Create(ctx context.Context, r rules.Rule, actor string) (rules.Rule, error) {
+func (e *Rules) Create(ctx context.Context, r rules.Rule) (rules.Rule, error) {
 	r = r.Normalize()
 	if r.IsDefault() {
 		return rules.Rule{}, fmt.Errorf("rule %q: %w (it always exists; update it instead)", r.Name, store.ErrAlreadyExists)
@@ -48,7 +56,10 @@ func (e *Rules) Create(ctx context.Context, r rules.Rule, actor string) (rules.R
 	if err := rules.Validate(&r); err != nil {
 		return rules.Rule{}, err
 	}
-	return e.store.CreateRule(ctx, r, actor)
+	if err := auth.CheckScope(ctx, r.ServiceName); err != nil {
+		return rules.Rule{}, fmt.Errorf("create rule %q: %w", r.Name, err)
+	}
+	return e.store.CreateRule(ctx, r, auth.Actor(ctx))
 }
 
 // Get returns one rule.
@@ -68,8 +79,9 @@ func (e *Rules) Snapshot(ctx context.Context) (store.Snapshot, error) {
 // (rules.MutableFields; all of them when fields is empty) to patch's. With
 // ifRevision 0 it applies the change to whatever revision is current,
 // retrying a few times if other edits land in between; otherwise the rule
-// must be at ifRevision (store.ErrConflict).
-func (e *Rules) Update(ctx context.Context, patch rules.Rule, fields []string, ifRevision int64, actor string) (rules.Rule, error) {
+// must be at ifRevision (store.ErrConflict). The principal must be allowed
+// the rule's service glob as stored and as updated.
+func (e *Rules) Update(ctx context.Context, patch rules.Rule, fields []string, ifRevision int64) (rules.Rule, error) {
 	if err := rules.ValidateName(patch.Name); err != nil {
 		return rules.Rule{}, err
 	}
@@ -86,6 +98,9 @@ func (e *Rules) Update(ctx context.Context, patch rules.Rule, fields []string, i
 		if err != nil {
 			return rules.Rule{}, err
 		}
+		if err := auth.CheckScope(ctx, cur.ServiceName); err != nil {
+			return rules.Rule{}, fmt.Errorf("update rule %q: %w", cur.Name, err)
+		}
 		if ifRevision != 0 && cur.Revision != ifRevision {
 			return rules.Rule{}, fmt.Errorf("rule %q has etag %q, not %q: %w", cur.Name, cur.Etag(), strconv.FormatInt(ifRevision, 10), store.ErrConflict)
 		}
@@ -96,7 +111,10 @@ func (e *Rules) Update(ctx context.Context, patch rules.Rule, fields []string, i
 		if err := rules.Validate(&next); err != nil {
 			return rules.Rule{}, err
 		}
-		updated, err := e.store.UpdateRule(ctx, next, cur.Revision, actor)
+		if err := auth.CheckScope(ctx, next.ServiceName); err != nil {
+			return rules.Rule{}, fmt.Errorf("update rule %q: service_name: %w", cur.Name, err)
+		}
+		updated, err := e.store.UpdateRule(ctx, next, cur.Revision, auth.Actor(ctx))
 		if errors.Is(err, store.ErrConflict) && ifRevision == 0 && attempt < UpdateRetries {
 			continue // another edit landed between our read and write
 		}
@@ -105,15 +123,34 @@ func (e *Rules) Update(ctx context.Context, patch rules.Rule, fields []string, i
 }
 
 // Delete removes a rule; ifRevision 0 means any revision. The Default rule
-// is never deleted.
-func (e *Rules) Delete(ctx context.Context, name string, ifRevision int64, actor string) error {
+// is never deleted. The principal must be allowed the rule's service glob:
+// the rule is read, checked, and deleted only at the revision checked
+// (retrying if another edit lands in between), so that a rule moved into
+// a principal's scope a moment ago is not deleted as it was before.
+func (e *Rules) Delete(ctx context.Context, name string, ifRevision int64) error {
 	if err := rules.ValidateName(name); err != nil {
 		return err
 	}
 	if name == rules.DefaultName {
 		return fmt.Errorf("delete %q: %w", name, rules.ErrDefaultRule)
 	}
-	return e.store.DeleteRule(ctx, name, ifRevision, actor)
+	for attempt := 0; ; attempt++ {
+		cur, err := e.store.Rule(ctx, name)
+		if err != nil {
+			return err
+		}
+		if err := auth.CheckScope(ctx, cur.ServiceName); err != nil {
+			return fmt.Errorf("delete rule %q: %w", name, err)
+		}
+		if ifRevision != 0 && cur.Revision != ifRevision {
+			return fmt.Errorf("rule %q has etag %q, not %q: %w", cur.Name, cur.Etag(), strconv.FormatInt(ifRevision, 10), store.ErrConflict)
+		}
+		err = e.store.DeleteRule(ctx, name, cur.Revision, auth.Actor(ctx))
+		if ifRevision == 0 && attempt < UpdateRetries && (errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound)) {
+			continue // changed or deleted between our read and write: read again
+		}
+		return err
+	}
 }
 
 // Events lists the audit log newest first, of one rule or (name empty) of

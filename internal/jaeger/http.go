@@ -17,10 +17,15 @@ import (
 // methods get 405, other paths 404.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /sampling", s.serveHTTP)
-	mux.HandleFunc("GET /{$}", s.serveHTTP)
+	for _, pattern := range Routes() {
+		mux.HandleFunc(pattern, s.serveHTTP)
+	}
 	return mux
 }
+
+// Routes are the http.ServeMux patterns Handler serves: the collector's
+// path, and the agent's older one that some clients still call.
+func Routes() []string { return []string{"GET /sampling", "GET /{$}"} }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()

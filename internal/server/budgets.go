@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"slices"
 	"strings"
@@ -13,10 +14,12 @@ import (
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/apiconv"
+	"github.com/tracesampling/controlplane/internal/auth"
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/edit"
 	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/internal/secrets"
 	"github.com/tracesampling/controlplane/internal/store"
 )
 
@@ -36,6 +39,11 @@ type budgetService struct {
 	store    BudgetStore
 	catalog  *catalog.Catalog
 	stopping <-chan struct{}
+	// egress decides which webhook URLs a budget may have; box seals
+	// webhook secrets at rest (nil: stored as given).
+	egress *budget.Egress
+	box    *secrets.Box
+	log    *slog.Logger
 	// simulations counts the SimulateCost calls running (maxSimulations).
 	simulations atomic.Int32
 	// simulate runs a simulation; nil is budget.Simulate. Tests replace it.
@@ -48,15 +56,44 @@ func (s *budgetService) CreateBudget(ctx context.Context, req *pb.CreateBudgetRe
 	}
 	b := apiconv.BudgetFromProto(req.GetBudget()).Normalize()
 	b.Channels = budget.KeepHidden(b.Channels, nil)
-	if err := budget.Validate(&b); err != nil {
-		return nil, prefixFields("budget.", err)
+	stored, err := s.checkEdit(ctx, b)
+	if err != nil {
+		return nil, err
 	}
-	created, err := s.store.CreateBudget(ctx, b)
+	created, err := s.store.CreateBudget(ctx, stored)
 	if err != nil {
 		return nil, err
 	}
 	s.catalog.Kick()
+	s.log.InfoContext(ctx, "budget created", "budget", created.Name, "actor", created.UpdatedBy)
 	return &pb.CreateBudgetResponse{Budget: apiconv.BudgetToProto(&created)}, nil
+}
+
+// checkEdit checks a budget as it will be stored by a create or update:
+// its fields, its webhooks' addresses (budget.ValidateWebhooks), and that
+// the caller's principal may edit budgets for its services. It returns the
+// budget to store: secrets sealed, and the principal as its last editor.
+func (s *budgetService) checkEdit(ctx context.Context, b budget.Budget) (budget.Budget, error) {
+	if err := budget.Validate(&b); err != nil {
+		return budget.Budget{}, prefixFields("budget.", err)
+	}
+	if err := budget.ValidateWebhooks(&b, s.egress); err != nil {
+		return budget.Budget{}, prefixFields("budget.", err)
+	}
+	if err := auth.CheckScope(ctx, budgetGlobs(b.Scope.Services)...); err != nil {
+		return budget.Budget{}, fmt.Errorf("budget %q: scope.service_names: %w", b.Name, err)
+	}
+	b.UpdatedBy = auth.Actor(ctx)
+	return budget.SealSecrets(b, s.box)
+}
+
+// budgetGlobs are the service globs a budget's scope edits: one without
+// services covers every service ("").
+func budgetGlobs(services []string) []string {
+	if len(services) == 0 {
+		return []string{""}
+	}
+	return services
 }
 
 func (s *budgetService) GetBudget(ctx context.Context, req *pb.GetBudgetRequest) (*pb.GetBudgetResponse, error) {
@@ -121,12 +158,23 @@ func (s *budgetService) UpdateBudget(ctx context.Context, req *pb.UpdateBudgetRe
 		if err != nil {
 			return nil, err
 		}
+		// The principal must be allowed the budget as it is, too: a team
+		// may not take over another's budget by narrowing its scope.
+		if err := auth.CheckScope(ctx, budgetGlobs(cur.Scope.Services)...); err != nil {
+			return nil, fmt.Errorf("update budget %q: %w", cur.Name, err)
+		}
 		if wantRev != 0 && cur.Revision != wantRev {
 			return nil, fmt.Errorf("budget %q has etag %q, not %q: %w", cur.Name, cur.Etag(), in.GetEtag(), store.ErrConflict)
 		}
-		next := applyBudgetMask(cur, patch, paths).Normalize()
-		if err := budget.Validate(&next); err != nil {
-			return nil, prefixFields("budget.", err)
+		// Secrets kept from the stored budget are checked and sealed again
+		// as the client's new ones are (a key may have been configured since).
+		open, err := budget.OpenSecrets(cur, s.box)
+		if err != nil {
+			return nil, err
+		}
+		next, err := s.checkEdit(ctx, applyBudgetMask(open, patch, paths).Normalize())
+		if err != nil {
+			return nil, err
 		}
 		updated, err := s.store.UpdateBudget(ctx, next, cur.Revision)
 		if errors.Is(err, store.ErrConflict) && wantRev == 0 && attempt < edit.UpdateRetries {
@@ -136,6 +184,7 @@ func (s *budgetService) UpdateBudget(ctx context.Context, req *pb.UpdateBudgetRe
 			return nil, err
 		}
 		s.catalog.Kick()
+		s.log.InfoContext(ctx, "budget updated", "budget", updated.Name, "actor", updated.UpdatedBy)
 		return &pb.UpdateBudgetResponse{Budget: apiconv.BudgetToProto(&updated)}, nil
 	}
 }
@@ -185,11 +234,30 @@ func (s *budgetService) DeleteBudget(ctx context.Context, req *pb.DeleteBudgetRe
 			return nil, invalid("etag", err.Error())
 		}
 	}
-	if err := s.store.DeleteBudget(ctx, req.GetName(), rev); err != nil {
-		return nil, err
+	// Read, check the principal's scope, and delete only the revision
+	// checked, as rules are deleted (edit.Rules.Delete).
+	for attempt := 0; ; attempt++ {
+		cur, err := s.store.Budget(ctx, req.GetName())
+		if err != nil {
+			return nil, err
+		}
+		if err := auth.CheckScope(ctx, budgetGlobs(cur.Scope.Services)...); err != nil {
+			return nil, fmt.Errorf("delete budget %q: %w", cur.Name, err)
+		}
+		if rev != 0 && cur.Revision != rev {
+			return nil, fmt.Errorf("budget %q has etag %q, not %q: %w", cur.Name, cur.Etag(), req.GetEtag(), store.ErrConflict)
+		}
+		err = s.store.DeleteBudget(ctx, cur.Name, cur.Revision)
+		if rev == 0 && attempt < edit.UpdateRetries && (errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound)) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		s.catalog.Kick()
+		s.log.InfoContext(ctx, "budget deleted", "budget", cur.Name, "actor", auth.Actor(ctx))
+		return &pb.DeleteBudgetResponse{}, nil
 	}
-	s.catalog.Kick()
-	return &pb.DeleteBudgetResponse{}, nil
 }
 
 func (s *budgetService) GetBudgetStatus(ctx context.Context, req *pb.GetBudgetStatusRequest) (*pb.GetBudgetStatusResponse, error) {

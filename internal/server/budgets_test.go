@@ -60,7 +60,11 @@ func startBudgetReplica(t *testing.T, st store.Store, now func() time.Time, hook
 		defer close(catDone)
 		_ = cat.Run(ctx)
 	}()
-	srv := New(Options{Rules: st, Catalog: cat, Ledger: st, Budgets: st, Logger: log, Now: now, ReportInterval: 10 * time.Second})
+	var egress *budget.Egress // the server's check of webhook URLs, as the controller's delivery's
+	if hook != nil {
+		egress = hook.Egress
+	}
+	srv := New(Options{Rules: st, Catalog: cat, Ledger: st, Budgets: st, Logger: log, Now: now, ReportInterval: 10 * time.Second, Egress: egress})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

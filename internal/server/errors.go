@@ -11,7 +11,9 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/tracesampling/controlplane/internal/auth"
 	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/internal/secrets"
 	"github.com/tracesampling/controlplane/internal/store"
 )
 
@@ -57,6 +59,11 @@ func toStatus(ctx context.Context, log *slog.Logger, method string, err error) e
 	}
 	var ve *rules.ValidationError
 	switch {
+	case errors.Is(err, auth.ErrUnauthenticated), errors.Is(err, auth.ErrPermissionDenied), errors.Is(err, auth.ErrLimited):
+		// Refusals of access control inside a handler (a scoped principal
+		// editing outside its services), mapped as the interceptors map
+		// theirs.
+		return auth.GRPCStatus(err)
 	case errors.As(err, &ve):
 		br := &errdetails.BadRequest{}
 		for _, v := range ve.Violations {
@@ -86,6 +93,15 @@ func toStatus(ctx context.Context, log *slog.Logger, method string, err error) e
 			return status.Error(codes.FailedPrecondition, err.Error())
 		}
 		return st.Err()
+	case errors.Is(err, auth.ErrNoSealingKey):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, secrets.ErrNoKey), errors.Is(err, secrets.ErrCorrupt):
+		// A webhook secret sealed under a key this replica does not have.
+		log.WarnContext(ctx, "cannot open a sealed secret", "method", method, "err", err)
+		return status.Error(codes.FailedPrecondition, "a stored secret is sealed with a key this server does not have: "+
+			"give every replica the same --secrets-key-file (with the old key on a later line after a rotation)")
+	case errors.Is(err, store.ErrLimit):
+		return status.Error(codes.FailedPrecondition, err.Error()+"; revoke or let some expire first")
 	case errors.Is(err, store.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, store.ErrAlreadyExists):

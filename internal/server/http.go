@@ -85,28 +85,62 @@ func (r *Readiness) set(ok bool) {
 // are loaded) and /metrics for Prometheus; with debug also Go's profiles under
 // /debug/pprof/, which the load generator reads heap figures from; with ui
 // the dashboard under /ui/ (package ui).
+//
+// Every route is also held against the access policy (package auth), which
+// serve puts in front of this handler: HTTPRoutes lists them for its test.
 func HTTPHandler(ready *Readiness, gatherer prometheus.Gatherer, debug bool, ui http.Handler) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready.Ready() {
-			http.Error(w, "not ready: the rules are not loaded yet", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
-	if ui != nil {
-		mux.Handle("/ui/", ui)
-		mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusFound))
-	}
-	if debug {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	for _, r := range httpRoutes(ready, gatherer, debug, ui) {
+		mux.Handle(r.pattern, r.h)
 	}
 	return mux
+}
+
+type httpRoute struct {
+	pattern string
+	h       http.Handler
+}
+
+func httpRoutes(ready *Readiness, gatherer prometheus.Gatherer, debug bool, ui http.Handler) []httpRoute {
+	routes := []httpRoute{
+		{"GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			_, _ = w.Write([]byte("ok\n"))
+		})},
+		{"GET /readyz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			if !ready.Ready() {
+				http.Error(w, "not ready: the rules are not loaded yet", http.StatusServiceUnavailable)
+				return
+			}
+			_, _ = w.Write([]byte("ok\n"))
+		})},
+		{"GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})},
+	}
+	if ui != nil {
+		routes = append(routes,
+			httpRoute{"/ui/", ui},
+			httpRoute{"GET /ui", http.RedirectHandler("/ui/", http.StatusFound)})
+	}
+	if debug {
+		routes = append(routes,
+			httpRoute{"/debug/pprof/", http.HandlerFunc(pprof.Index)},
+			httpRoute{"/debug/pprof/profile", http.HandlerFunc(pprof.Profile)},
+			httpRoute{"/debug/pprof/symbol", http.HandlerFunc(pprof.Symbol)},
+			httpRoute{"/debug/pprof/trace", http.HandlerFunc(pprof.Trace)})
+	}
+	return routes
+}
+
+// HTTPRoutes returns the patterns (http.ServeMux's) of HTTPHandler's
+// routes with debug and, if withUI, the dashboard mounted (the
+// dashboard's own routes under /ui/ are ui.Routes).
+func HTTPRoutes(debug, withUI bool) []string {
+	var ui http.Handler
+	if withUI {
+		ui = http.NotFoundHandler()
+	}
+	var out []string
+	for _, r := range httpRoutes(nil, nil, debug, ui) {
+		out = append(out, r.pattern)
+	}
+	return out
 }

@@ -87,14 +87,17 @@ func (s *Server) toStatus(ctx context.Context, method string, err error) error {
 // logCall logs a call at DEBUG, or at WARN when it failed in a way an
 // operator should see. Failures that come with a condition of their own (an
 // unreachable store, a limit reached: UNAVAILABLE, RESOURCE_EXHAUSTED) are
-// logged by it, once per condition; the client's own errors not at all.
-// Every call is counted in controlplane_grpc_requests_total.
+// logged by it, once per condition; the client's own errors not at all,
+// refusals of access control included (counted in
+// controlplane_auth_refusals_total: a peer without credentials must not be
+// able to flood the log). Every call is counted in
+// controlplane_grpc_requests_total.
 func (s *Server) logCall(ctx context.Context, method string, start time.Time, err error) {
 	code := status.Code(err)
 	level := slog.LevelDebug
 	switch code {
 	case codes.OK, codes.Canceled, codes.NotFound, codes.AlreadyExists, codes.InvalidArgument, codes.Aborted, codes.FailedPrecondition,
-		codes.Unavailable, codes.ResourceExhausted:
+		codes.Unavailable, codes.ResourceExhausted, codes.Unauthenticated, codes.PermissionDenied:
 	default:
 		level = slog.LevelWarn
 	}

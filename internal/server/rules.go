@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"strings"
 
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/peer"
-
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/apiconv"
 	"github.com/tracesampling/controlplane/internal/edit"
@@ -20,12 +17,11 @@ type RuleStore = edit.RuleStore
 const (
 	defaultPageSize = 100
 	maxPageSize     = 1000
-	// ActorMetadataKey carries who makes an edit, for the audit log.
-	ActorMetadataKey = "x-controlplane-actor"
-	maxActorLen      = 128
 )
 
 // ruleService is the gRPC face of the rule editor: decode, edit, encode.
+// The editor takes the caller's principal from the context (the guard's
+// interceptors put it there), for the audit log and for scope checks.
 type ruleService struct {
 	pb.UnimplementedRuleServiceServer
 	edit *edit.Rules
@@ -35,7 +31,7 @@ func (s *ruleService) CreateRule(ctx context.Context, req *pb.CreateRuleRequest)
 	if req.GetRule() == nil {
 		return nil, invalid("rule", "is required")
 	}
-	created, err := s.edit.Create(ctx, apiconv.RuleFromProto(req.GetRule()), actor(ctx))
+	created, err := s.edit.Create(ctx, apiconv.RuleFromProto(req.GetRule()))
 	if err != nil {
 		return nil, prefixFields("rule.", err)
 	}
@@ -103,7 +99,7 @@ func (s *ruleService) UpdateRule(ctx context.Context, req *pb.UpdateRuleRequest)
 	if err != nil {
 		return nil, err
 	}
-	updated, err := s.edit.Update(ctx, apiconv.RuleFromProto(in), paths, rev, actor(ctx))
+	updated, err := s.edit.Update(ctx, apiconv.RuleFromProto(in), paths, rev)
 	if err != nil {
 		return nil, prefixFields("rule.", err)
 	}
@@ -140,7 +136,7 @@ func (s *ruleService) DeleteRule(ctx context.Context, req *pb.DeleteRuleRequest)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.edit.Delete(ctx, req.GetName(), rev, actor(ctx)); err != nil {
+	if err := s.edit.Delete(ctx, req.GetName(), rev); err != nil {
 		return nil, err
 	}
 	return &pb.DeleteRuleResponse{}, nil
@@ -160,7 +156,7 @@ func (s *ruleService) ListRuleEvents(ctx context.Context, req *pb.ListRuleEvents
 	if err != nil {
 		return nil, err
 	}
-	resp := &pb.ListRuleEventsResponse{NextPageToken: page.NextToken}
+	resp := &pb.ListRuleEventsResponse{NextPageToken: page.NextToken, Trimmed: page.Trimmed}
 	for i := range page.Events {
 		resp.Events = append(resp.Events, apiconv.EventToProto(&page.Events[i]))
 	}
@@ -177,27 +173,4 @@ func pageSize(n int32) (int, error) {
 		return maxPageSize, nil
 	}
 	return int(n), nil
-}
-
-// actor names who makes an edit: the caller's own claim if it sent one (the
-// CLI sends user@host), else its network address.
-func actor(ctx context.Context) string {
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get(ActorMetadataKey); len(v) > 0 && v[0] != "" {
-			a := strings.Map(func(r rune) rune {
-				if r < ' ' || r == 0x7f {
-					return -1
-				}
-				return r
-			}, v[0])
-			if len(a) > maxActorLen {
-				a = strings.ToValidUTF8(a[:maxActorLen], "")
-			}
-			return a
-		}
-	}
-	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		return "anonymous@" + p.Addr.String()
-	}
-	return "anonymous"
 }

@@ -1,6 +1,7 @@
 // Package server implements the control plane's gRPC services on top of the
 // store: request validation, the mapping of domain errors to gRPC statuses,
-// interceptors (panic recovery, logging, metrics), health and reflection.
+// interceptors (panic recovery, logging, metrics, access control through
+// package auth), health and reflection.
 package server
 
 import (
@@ -22,12 +23,15 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/auth"
+	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/condition"
 	"github.com/tracesampling/controlplane/internal/edit"
 	"github.com/tracesampling/controlplane/internal/fleet"
 	"github.com/tracesampling/controlplane/internal/receipt"
 	"github.com/tracesampling/controlplane/internal/reservoir"
+	"github.com/tracesampling/controlplane/internal/secrets"
 )
 
 // Options configure a Server. Zero values take the defaults given.
@@ -95,6 +99,21 @@ type Options struct {
 	// Services registers further services on the gRPC server (Jaeger's
 	// SamplingManager), behind the same interceptors and decoding checks.
 	Services []func(grpc.ServiceRegistrar)
+	// Guard authenticates every call and checks it against the access
+	// policy (package auth); the caller runs it (Guard.Run). Default: a
+	// guard without credentials, in protected mode, which answers loopback
+	// peers only (as the local admin).
+	Guard *auth.Guard
+	// Tokens keeps the credentials that TokenService issues; with it
+	// TokenService is served.
+	Tokens TokenStore
+	// Secrets seals webhook secrets and AWS keys' secrets at rest.
+	// Default: none: webhook secrets are stored as given, and AWS keys are
+	// refused.
+	Secrets *secrets.Box
+	// Egress decides which addresses budget webhooks may name. Default:
+	// no internal address (budget.Egress without an allow-list).
+	Egress *budget.Egress
 }
 
 // Server is the gRPC server with every control plane service registered.
@@ -165,6 +184,13 @@ func New(opts Options) *Server {
 		Help: "Client connections open on this replica; at most --max-connections.",
 	})
 	opts.Registerer.MustRegister(storeErrors, conns)
+	if opts.Guard == nil {
+		// No options that can fail: no static tokens, no certificate map.
+		opts.Guard, _ = auth.New(auth.Options{Registerer: opts.Registerer, Logger: opts.Logger})
+	}
+	if opts.Egress == nil {
+		opts.Egress, _ = budget.NewEgress(budget.EgressOptions{}) // no allow-list, no error
+	}
 	s := &Server{
 		stopping:  make(chan struct{}),
 		health:    health.NewServer(),
@@ -182,8 +208,10 @@ func New(opts Options) *Server {
 		grpc.MaxHeaderListSize(opts.MaxHeaderBytes),
 		grpc.StaticStreamWindowSize(opts.StreamWindowBytes),
 		grpc.StaticConnWindowSize(int32(min(connWindowStreams*int64(opts.StreamWindowBytes), math.MaxInt32))),
-		grpc.UnaryInterceptor(s.unaryInterceptor),
-		grpc.StreamInterceptor(s.streamInterceptor),
+		// The guard runs inside the server's own interceptor, so that its
+		// refusals are logged, counted and recovered like any error.
+		grpc.ChainUnaryInterceptor(s.unaryInterceptor, opts.Guard.UnaryInterceptor),
+		grpc.ChainStreamInterceptor(s.streamInterceptor, opts.Guard.StreamInterceptor),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			MaxConnectionAge:      opts.MaxConnectionAge,
 			MaxConnectionAgeGrace: opts.MaxConnectionAgeGrace,
@@ -225,11 +253,17 @@ func New(opts Options) *Server {
 		pb.RegisterStatusServiceServer(reg, &statusService{fleet: fleet.New(opts.Catalog, opts.Ledger, opts.ReportInterval, opts.Now)})
 	}
 	if opts.Catalog != nil && opts.Budgets != nil {
-		pb.RegisterBudgetServiceServer(reg, &budgetService{store: opts.Budgets, catalog: opts.Catalog, stopping: s.stopping})
+		pb.RegisterBudgetServiceServer(reg, &budgetService{
+			store: opts.Budgets, catalog: opts.Catalog, stopping: s.stopping,
+			egress: opts.Egress, box: opts.Secrets, log: opts.Logger,
+		})
 		opts.Registerer.MustRegister(&budgetCollector{catalog: opts.Catalog})
 	}
 	for _, register := range opts.Services {
 		register(reg)
+	}
+	if opts.Tokens != nil {
+		pb.RegisterTokenServiceServer(reg, &tokenService{store: opts.Tokens, box: opts.Secrets, now: opts.Now, log: opts.Logger})
 	}
 	healthpb.RegisterHealthServer(reg, s.health)
 	reflection.Register(reg)

@@ -96,6 +96,10 @@ type EventPage struct {
 	Events []Event
 	// NextToken continues the listing; empty on the last page.
 	NextToken string
+	// Trimmed is set on the last page when entries older than its last one
+	// were dropped by the log's retention: the listing is not the whole
+	// history.
+	Trimmed bool
 }
 
 // Topic names what changed in a change notification.

@@ -80,16 +80,40 @@ func Handler(o Options) http.Handler {
 		panic(err) // the embedded tree is fixed at build time
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /ui/", http.StripPrefix("/ui/", http.FileServerFS(static)))
-	mux.HandleFunc("GET /ui/api/fleet", h.fleet)
-	mux.HandleFunc("GET /ui/api/budgets", h.budgets)
-	mux.HandleFunc("GET /ui/api/alerts", h.alerts)
-	mux.HandleFunc("POST /ui/api/explain", h.explain)
-	mux.HandleFunc("GET /ui/api/explain", h.explain) // says it takes a POST
-	mux.HandleFunc("GET /ui/api/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, errorBody{Error: "no such dashboard API: " + r.Method + " " + r.URL.Path})
-	})
+	for _, r := range h.routes(static) {
+		mux.Handle(r.pattern, r.h)
+	}
 	return secure(mux)
+}
+
+type route struct {
+	pattern string
+	h       http.Handler
+}
+
+// routes are the dashboard's, as http.ServeMux patterns.
+func (h *handler) routes(static fs.FS) []route {
+	return []route{
+		{"GET /ui/", http.StripPrefix("/ui/", http.FileServerFS(static))},
+		{"GET /ui/api/fleet", http.HandlerFunc(h.fleet)},
+		{"GET /ui/api/budgets", http.HandlerFunc(h.budgets)},
+		{"GET /ui/api/alerts", http.HandlerFunc(h.alerts)},
+		{"POST /ui/api/explain", http.HandlerFunc(h.explain)},
+		{"GET /ui/api/explain", http.HandlerFunc(h.explain)}, // says it takes a POST
+		{"GET /ui/api/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusNotFound, errorBody{Error: "no such dashboard API: " + r.Method + " " + r.URL.Path})
+		})},
+	}
+}
+
+// Routes returns the patterns (http.ServeMux's) Handler serves, so that a
+// test can hold every one against the access policy.
+func Routes() []string {
+	var out []string
+	for _, r := range (&handler{}).routes(nil) {
+		out = append(out, r.pattern)
+	}
+	return out
 }
 
 // secure sets headers that keep the page to its own assets: a content

@@ -56,6 +56,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	endpoint := fs.String("endpoint", "localhost:7070", "the control plane's gRPC address")
 	service := fs.String("service", "example-shop", "the service name rules are matched against")
 	rate := fs.Float64("rate", 50, "fake requests per second")
+	token := fs.String("token", "", "bearer token of role sdk, for a control plane with access control (default: env CONTROLPLANE_TOKEN)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -66,7 +67,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// The one line that matters: a sampler fed by the control plane. It
 	// decides locally; connection trouble is logged, never waited for.
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	s, err := sampler.New(sampler.WithEndpoint(*endpoint), sampler.WithService(*service, ""), sampler.WithLogger(log))
+	if *token == "" {
+		*token = os.Getenv("CONTROLPLANE_TOKEN")
+	}
+	s, err := sampler.New(
+		sampler.WithEndpoint(*endpoint),
+		sampler.WithService(*service, ""),
+		sampler.WithToken(*token), // none: a control plane on this machine needs none
+		sampler.WithLogger(log),
+	)
 	if err != nil {
 		return err
 	}

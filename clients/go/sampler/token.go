@@ -2,6 +2,7 @@ package sampler
 
 import (
 	"context"
+	"strings"
 
 	"google.golang.org/grpc"
 )
@@ -10,8 +11,14 @@ import (
 // --role sdk`) as "authorization: Bearer <token>" on every call and stream,
 // for a control plane with access control. Over plaintext the token can be
 // read on the network: use it with WithTransportCredentials outside a
-// trusted network.
+// trusted network. An empty token (an unset environment variable) sends
+// none, so that WithToken(os.Getenv("CONTROLPLANE_TOKEN")) also works with
+// a control plane on the same machine that needs none.
 func WithToken(token string) Option {
+	token = strings.TrimSpace(token)
+	if token == "" {
+		return func(*config) {}
+	}
 	return WithDialOptions(grpc.WithPerRPCCredentials(bearerToken(token)))
 }
 

@@ -2,6 +2,7 @@ package sampler_test
 
 import (
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -29,6 +30,17 @@ func (s *tokenServer) StreamSampling(ss pb.SamplingService_StreamSamplingServer)
 }
 
 func TestWithToken(t *testing.T) {
+	for token, want := range map[string][]string{"tsc_example": {"Bearer tsc_example"}, "": nil, " ": nil} {
+		if got := tokenSent(t, token); !slices.Equal(got, want) {
+			t.Errorf("WithToken(%q): the stream carried authorization %q, want %q", token, got, want)
+		}
+	}
+}
+
+// tokenSent returns the authorization a sampler made WithToken(token)
+// sends on its stream.
+func tokenSent(t *testing.T, token string) []string {
+	t.Helper()
 	noLeaks(t)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -42,17 +54,16 @@ func TestWithToken(t *testing.T) {
 	defer func() { srv.Stop(); <-done }()
 
 	s, err := sampler.New(sampler.WithEndpoint(lis.Addr().String()), sampler.WithService("shop", ""),
-		sampler.WithLogger(discard), sampler.WithToken("tsc_example"))
+		sampler.WithLogger(discard), sampler.WithToken(token))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
 	select {
 	case got := <-ts.seen:
-		if len(got) != 1 || got[0] != "Bearer tsc_example" {
-			t.Errorf("the stream carried authorization %q, want one Bearer tsc_example", got)
-		}
+		return got
 	case <-time.After(deadline):
 		t.Fatalf("no stream within %v", deadline)
+		return nil
 	}
 }

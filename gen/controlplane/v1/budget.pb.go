@@ -181,7 +181,11 @@ type Budget struct {
 	// Output only.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// Output only.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Output only. Who made the last create or update: the authenticated
+	// principal ("token:shop-editor", "local"), as the rules' audit log
+	// records it.
+	UpdateActor   string `protobuf:"bytes,16,opt,name=update_actor,json=updateActor,proto3" json:"update_actor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -319,6 +323,13 @@ func (x *Budget) GetUpdateTime() *timestamppb.Timestamp {
 		return x.UpdateTime
 	}
 	return nil
+}
+
+func (x *Budget) GetUpdateActor() string {
+	if x != nil {
+		return x.UpdateActor
+	}
+	return ""
 }
 
 // BudgetScope selects traces by service and by rule labels. Both parts must
@@ -2108,7 +2119,7 @@ var File_controlplane_v1_budget_proto protoreflect.FileDescriptor
 
 const file_controlplane_v1_budget_proto_rawDesc = "" +
 	"\n" +
-	"\x1ccontrolplane/v1/budget.proto\x12\x0fcontrolplane.v1\x1a\x1acontrolplane/v1/rule.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xff\x05\n" +
+	"\x1ccontrolplane/v1/budget.proto\x12\x0fcontrolplane.v1\x1a\x1acontrolplane/v1/rule.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x06\n" +
 	"\x06Budget\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x122\n" +
@@ -2128,7 +2139,8 @@ const file_controlplane_v1_budget_proto_rawDesc = "" +
 	"\vcreate_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"C\n" +
+	"updateTime\x12!\n" +
+	"\fupdate_actor\x18\x10 \x01(\tR\vupdateActor\"C\n" +
 	"\x04Mode\x12\x14\n" +
 	"\x10MODE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fMODE_ENFORCE\x10\x01\x12\x13\n" +

@@ -790,8 +790,9 @@ type RuleEvent struct {
 	RuleName string `protobuf:"bytes,2,opt,name=rule_name,json=ruleName,proto3" json:"rule_name,omitempty"`
 	// What happened to it.
 	Action RuleEvent_Action `protobuf:"varint,3,opt,name=action,proto3,enum=controlplane.v1.RuleEvent_Action" json:"action,omitempty"`
-	// Who made the change: the caller's x-controlplane-actor metadata, or its
-	// peer address when absent.
+	// Who made the change: the authenticated principal ("token:shop-editor",
+	// "cert:shop-sdk", "aws:ci", "static:admin", or "local" for a loopback
+	// client of a server without credentials), never what the client claims.
 	Actor string `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
 	// When the change was made.
 	EventTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=event_time,json=eventTime,proto3" json:"event_time,omitempty"`
@@ -962,6 +963,10 @@ type ListRuleEventsResponse struct {
 	Events []*RuleEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
 	// Empty on the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// Set on the last page when entries older than the last one listed were
+	// dropped by the audit log's retention, so the history shown is not all
+	// of it (see the README's "Audit log").
+	Trimmed       bool `protobuf:"varint,3,opt,name=trimmed,proto3" json:"trimmed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1008,6 +1013,13 @@ func (x *ListRuleEventsResponse) GetNextPageToken() string {
 		return x.NextPageToken
 	}
 	return ""
+}
+
+func (x *ListRuleEventsResponse) GetTrimmed() bool {
+	if x != nil {
+		return x.Trimmed
+	}
+	return false
 }
 
 var File_controlplane_v1_rule_proto protoreflect.FileDescriptor
@@ -1091,10 +1103,11 @@ const file_controlplane_v1_rule_proto_rawDesc = "" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x1b\n" +
-	"\trule_name\x18\x03 \x01(\tR\bruleName\"t\n" +
+	"\trule_name\x18\x03 \x01(\tR\bruleName\"\x8e\x01\n" +
 	"\x16ListRuleEventsResponse\x122\n" +
 	"\x06events\x18\x01 \x03(\v2\x1a.controlplane.v1.RuleEventR\x06events\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\x97\x04\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x18\n" +
+	"\atrimmed\x18\x03 \x01(\bR\atrimmed2\x97\x04\n" +
 	"\vRuleService\x12U\n" +
 	"\n" +
 	"CreateRule\x12\".controlplane.v1.CreateRuleRequest\x1a#.controlplane.v1.CreateRuleResponse\x12L\n" +

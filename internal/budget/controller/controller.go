@@ -20,6 +20,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/condition"
 	"github.com/tracesampling/controlplane/internal/reservoir"
+	"github.com/tracesampling/controlplane/internal/secrets"
 	"github.com/tracesampling/controlplane/internal/store"
 )
 
@@ -46,6 +47,10 @@ type Options struct {
 	Webhook *budget.Webhook
 	// Registerer receives the alert counter. Default: none.
 	Registerer prometheus.Registerer
+	// Secrets opens webhook secrets sealed at rest (budget.SealSecrets).
+	// Default: none; secrets stored before a key existed are plain and
+	// need none.
+	Secrets *secrets.Box
 }
 
 // Controller decides budgets. Run it on every replica; only one of them
@@ -179,7 +184,7 @@ func (c *Controller) Step(ctx context.Context, now time.Time) error {
 			}
 			c.fired.WithLabelValues(b.Name, a.Kind.String()).Inc()
 			c.opts.Logger.Warn("budget alert", "budget", b.Name, "kind", a.Kind.String(), "threshold", a.Threshold, "message", a.Message)
-			c.deliver(ctx, b.Channels, stored)
+			c.deliver(ctx, &b, stored)
 		}
 	}
 	return errors.Join(failed, c.store.PutStates(ctx, states))
@@ -237,11 +242,17 @@ func recentRate(u *budget.Usage, now time.Time) float64 {
 	return 0
 }
 
-// deliver posts the alert to each channel in the background; the store has
-// already recorded that it fired, so a slow receiver never holds up the
-// controller.
-func (c *Controller) deliver(ctx context.Context, channels []budget.Channel, a budget.Alert) {
-	for _, ch := range channels {
+// deliver posts the alert to each of b's channels in the background; the
+// store has already recorded that it fired, so a slow receiver never holds
+// up the controller. Sealed secrets are opened here, for the signature; an
+// error names the budget and channel, never the secret.
+func (c *Controller) deliver(ctx context.Context, b *budget.Budget, a budget.Alert) {
+	open, err := budget.OpenSecrets(*b, c.opts.Secrets)
+	if err != nil {
+		c.opts.Logger.Error("alert not delivered", "budget", a.Budget, "alert", a.ID, "err", err)
+		return
+	}
+	for _, ch := range open.Channels {
 		c.deliveries.Add(1)
 		go func() {
 			defer c.deliveries.Done()

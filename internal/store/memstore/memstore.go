@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"slices"
 	"sort"
@@ -41,9 +42,15 @@ type Options struct {
 	DataDir string
 	// Now is the clock that stamps rules and audit events. Default: time.Now.
 	Now func() time.Time
-	// MaxEvents is how many audit events are kept; older ones are dropped.
-	// Default: 10000.
+	// MaxEvents is how many audit events the log of all rules keeps; older
+	// ones are dropped from it. Default: 10000.
 	MaxEvents int
+	// MaxRuleEvents is how many of its newest events each existing rule's
+	// history keeps at least, however many other rules' edits pushed them
+	// out of the log of all rules: a rule's history is its entries still in
+	// that log and these. A deleted rule's history keeps only what the log
+	// of all rules does. Default: 100.
+	MaxRuleEvents int
 	// MaxAlerts is how many alerts are kept; older ones are dropped.
 	// Default: 10000.
 	MaxAlerts int
@@ -63,6 +70,7 @@ type Options struct {
 // Defaults of Options.
 const (
 	DefaultMaxEvents     = 10000
+	DefaultMaxRuleEvents = 100
 	DefaultMaxAlerts     = 10000
 	DefaultFlushInterval = 5 * time.Second
 )
@@ -81,6 +89,7 @@ type Store struct {
 	dataDir   string
 	now       func() time.Time
 	maxEvents int
+	maxRule   int // MaxRuleEvents
 	maxAlerts int
 	maxRules  int
 	maxTokens int
@@ -116,6 +125,11 @@ type state struct {
 	// append in place past len: the current state does not see that slot.
 	events  []entry
 	lastSeq int64
+	// tails keep, for each existing rule, its newest events (at most
+	// maxRule, oldest first) that were dropped from events: they are older
+	// than any of its entries still there. The map and its slices are never
+	// modified in place.
+	tails map[string][]entry
 
 	budgets map[string]budget.Budget
 	// alerts are oldest first, like events; fired maps the DedupKey of
@@ -152,6 +166,7 @@ func New(opts Options) (*Store, error) {
 		dataDir:   opts.DataDir,
 		now:       opts.Now,
 		maxEvents: opts.MaxEvents,
+		maxRule:   opts.MaxRuleEvents,
 		maxAlerts: opts.MaxAlerts,
 		maxRules:  opts.MaxRules,
 		watchers:  make(map[*watcher]struct{}),
@@ -166,6 +181,9 @@ func New(opts Options) (*Store, error) {
 	}
 	if s.maxAlerts <= 0 {
 		s.maxAlerts = DefaultMaxAlerts
+	}
+	if s.maxRule <= 0 {
+		s.maxRule = DefaultMaxRuleEvents
 	}
 	s.maxTokens = opts.MaxTokens
 	if s.maxTokens <= 0 {
@@ -194,8 +212,12 @@ func New(opts Options) (*Store, error) {
 		}
 		if st != nil {
 			s.st = *st
+			// The file holds the log of all rules and the rules' tails in
+			// one list: the newest MaxEvents are the log, the rest go back
+			// to the tails (all of them if MaxEvents was lowered).
 			if n := len(s.st.events) - s.maxEvents; n > 0 {
-				s.st.events = s.st.events[n:] // MaxEvents was lowered
+				s.st.tails = s.keepTails(nil, s.st.events[:n], s.st.rules)
+				s.st.events = s.st.events[n:]
 			}
 			if n := len(s.st.alerts) - s.maxAlerts; n > 0 {
 				s.st.alerts = s.st.alerts[n:]
@@ -357,7 +379,13 @@ func (s *Store) commit(action store.Action, before, after *rules.Rule, actor str
 	if n := len(next.events) - s.maxEvents; n > 0 {
 		// Not cleared: the current state may still see them. The array is
 		// replaced, and the dropped events freed, when append outgrows it.
+		next.tails = s.keepTails(next.tails, next.events[:n], next.rules)
 		next.events = next.events[n:]
+	}
+	if _, ok := next.tails[name]; ok && after == nil {
+		// A deleted rule's history is what the log of all rules still has.
+		next.tails = maps.Clone(next.tails)
+		delete(next.tails, name)
 	}
 	return s.apply(&next, store.TopicRules)
 }
@@ -416,29 +444,97 @@ func (s *Store) RuleEvents(_ context.Context, ruleName string, pageSize int, pag
 	if s.closed {
 		return store.EventPage{}, errClosed
 	}
-	events := s.st.events
-	end := len(events) // events[end:] were listed already
+	// A rule's history is its tail, then its entries in the log of all
+	// rules: one list in seq order.
+	var lists [][]entry
+	if ruleName != "" {
+		lists = append(lists, s.st.tails[ruleName])
+	}
+	lists = append(lists, s.st.events)
+	after := int64(math.MaxInt64)
 	if pageToken != "" {
-		after, err := decodeToken(tokenPrefix, pageToken)
-		if err != nil {
+		if after, err = decodeToken(tokenPrefix, pageToken); err != nil {
 			return store.EventPage{}, fmt.Errorf("list rule events: %w", err)
 		}
-		end = sort.Search(len(events), func(i int) bool { return events[i].seq >= after })
 	}
 	var page store.EventPage
-	for i := end - 1; i >= 0; i-- {
-		e := &events[i]
-		if ruleName != "" && e.ev.RuleName != ruleName {
-			continue
+	var oldest *entry // the oldest entry of the listing, when the last page reaches it
+scan:
+	for l := len(lists) - 1; l >= 0; l-- {
+		events := lists[l]
+		end := sort.Search(len(events), func(i int) bool { return events[i].seq >= after })
+		for i := end - 1; i >= 0; i-- {
+			e := &events[i]
+			if ruleName != "" && e.ev.RuleName != ruleName {
+				continue
+			}
+			if len(page.Events) == size {
+				// One more matching event exists: there is a next page.
+				page.NextToken = encodeToken(tokenPrefix, page.Events[size-1].ID)
+				break scan
+			}
+			page.Events = append(page.Events, cloneEvent(e.ev))
+			oldest = e
 		}
-		if len(page.Events) == size {
-			// One more matching event exists: there is a next page.
-			page.NextToken = encodeToken(tokenPrefix, page.Events[size-1].ID)
-			break
-		}
-		page.Events = append(page.Events, cloneEvent(e.ev))
+	}
+	if page.NextToken == "" {
+		page.Trimmed = s.st.trimmed(ruleName, oldest, pageToken != "")
 	}
 	return page, nil
+}
+
+// trimmed says whether entries of a listing older than its oldest one were
+// dropped. The log of all rules was trimmed if it holds fewer entries than
+// were ever written. A rule's history was if its oldest entry left is not
+// its creation; a rule without any entry left cannot tell, and says whether
+// the log of all rules was trimmed at all. oldest is the listing's oldest
+// entry, nil if the last page listed none (listed: if earlier pages did).
+func (st *state) trimmed(ruleName string, oldest *entry, listed bool) bool {
+	logTrimmed := int64(len(st.events)) < st.lastSeq
+	switch {
+	case ruleName == "":
+		return logTrimmed
+	case oldest != nil:
+		return oldest.ev.Action != store.ActionCreate
+	case listed:
+		// The previous page ended exactly at the oldest entry: look it up.
+		for _, l := range [][]entry{st.tails[ruleName], st.events} {
+			for i := range l {
+				if l[i].ev.RuleName == ruleName {
+					return l[i].ev.Action != store.ActionCreate
+				}
+			}
+		}
+	}
+	return logTrimmed
+}
+
+// keepTails returns tails with the entries of dropped (oldest first, just
+// dropped from the log of all rules) that belong to rules in live added to
+// their rules' tails, each cut to its newest maxRule. It copies what it
+// changes.
+func (s *Store) keepTails(tails map[string][]entry, dropped []entry, live map[string]rules.Rule) map[string][]entry {
+	var out map[string][]entry
+	for _, e := range dropped {
+		name := e.ev.RuleName
+		if _, ok := live[name]; !ok {
+			continue
+		}
+		if out == nil {
+			out = maps.Clone(tails)
+			if out == nil {
+				out = map[string][]entry{}
+			}
+		}
+		old := out[name]
+		from := max(0, len(old)+1-s.maxRule)
+		t := make([]entry, 0, len(old)-from+1)
+		out[name] = append(append(t, old[from:]...), e)
+	}
+	if out == nil {
+		return tails
+	}
+	return out
 }
 
 // RulesVersion returns the rules version.

@@ -39,6 +39,9 @@ func TestConformance(t *testing.T) {
 				OpenLimited: func(t *testing.T, now func() time.Time, maxRules int) store.Store {
 					return open(t, memstore.Options{Now: now, MaxRules: maxRules})
 				},
+				OpenTrimmed: func(t *testing.T, now func() time.Time, maxEvents int) store.Store {
+					return open(t, memstore.Options{Now: now, MaxEvents: maxEvents})
+				},
 			}
 		})
 	})
@@ -51,6 +54,9 @@ func TestConformance(t *testing.T) {
 				},
 				OpenLimited: func(t *testing.T, now func() time.Time, maxRules int) store.Store {
 					return open(t, memstore.Options{DataDir: dir, Now: now, MaxRules: maxRules})
+				},
+				OpenTrimmed: func(t *testing.T, now func() time.Time, maxEvents int) store.Store {
+					return open(t, memstore.Options{DataDir: dir, Now: now, MaxEvents: maxEvents})
 				},
 				Durable: true,
 				Lose: func(t *testing.T) {

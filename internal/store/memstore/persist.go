@@ -220,7 +220,7 @@ func save(dir string, st *state) error {
 		Version:  st.version,
 		LastSeq:  st.lastSeq,
 		Rules:    make([]record.Rule, 0, len(st.rules)),
-		Events:   make([]fileEvent, len(st.events)),
+		Events:   make([]fileEvent, 0, len(st.events)),
 		AlertSeq: st.alertSeq,
 		Alerts:   make([]fileAlert, len(st.alerts)),
 		Fired:    st.fired,
@@ -233,8 +233,18 @@ func save(dir string, st *state) error {
 	for i := range rs {
 		f.Rules = append(f.Rules, record.FromRule(&rs[i]))
 	}
-	for i, e := range st.events {
-		f.Events[i] = fileEvent{
+	// The rules' tails and the log of all rules, as one list in seq order
+	// (New splits it again).
+	all := st.events
+	if len(st.tails) > 0 {
+		all = slices.Clone(st.events)
+		for _, t := range st.tails {
+			all = append(all, t...)
+		}
+		slices.SortFunc(all, func(a, b entry) int { return cmp.Compare(a.seq, b.seq) })
+	}
+	for _, e := range all {
+		f.Events = append(f.Events, fileEvent{
 			Seq:          e.seq,
 			RuleName:     e.ev.RuleName,
 			Action:       e.ev.Action.String(),
@@ -243,7 +253,7 @@ func save(dir string, st *state) error {
 			Before:       recordOf(e.ev.Before),
 			After:        recordOf(e.ev.After),
 			RulesVersion: e.ev.RulesVersion,
-		}
+		})
 	}
 	for _, name := range slices.Sorted(maps.Keys(st.budgets)) {
 		b := st.budgets[name]

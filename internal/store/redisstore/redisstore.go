@@ -536,7 +536,27 @@ func (s *Store) RuleEvents(ctx context.Context, ruleName string, pageSize int, p
 			return store.EventPage{}, fmt.Errorf("list rule events: entry %s: %w", m.ID, err)
 		}
 	}
+	if page.NextToken == "" {
+		if page.Trimmed, err = s.trimmed(ctx, key); err != nil {
+			return store.EventPage{}, err
+		}
+	}
 	return page, nil
+}
+
+// trimmed says whether the audit stream key lost entries to its MAXLEN:
+// whether Redis counts more entries added to it than it holds (XINFO
+// STREAM, Redis 7). Nothing else deletes audit entries. Before Redis 7,
+// which does not count them, it says false.
+func (s *Store) trimmed(ctx context.Context, key string) (bool, error) {
+	info, err := s.client.XInfoStream(ctx, key).Result()
+	switch {
+	case err != nil && strings.Contains(err.Error(), "no such key"):
+		return false, nil // never written
+	case err != nil:
+		return false, unavailable("list rule events", err)
+	}
+	return info.EntriesAdded > info.Length, nil
 }
 
 func decodeEvent(m redis.XMessage) (store.Event, error) {

@@ -78,6 +78,9 @@ func TestConformance(t *testing.T) {
 					OpenLimited: func(t *testing.T, now func() time.Time, maxRules int) store.Store {
 						return newStore(t, tt.client(t, srv), redisstore.Options{Prefix: prefix, Now: now, MaxRules: maxRules})
 					},
+					OpenTrimmed: func(t *testing.T, now func() time.Time, maxEvents int) store.Store {
+						return newStore(t, tt.client(t, srv), redisstore.Options{Prefix: prefix, Now: now, MaxEvents: int64(maxEvents)})
+					},
 					Shared:        true,
 					Durable:       true,
 					RemembersKeys: true,

@@ -38,6 +38,10 @@ type Backend struct {
 	// OpenLimited is Open for a store that holds at most maxRules rules
 	// (its MaxRules option), so the suite reaches the limit in a few edits.
 	OpenLimited func(t *testing.T, now func() time.Time, maxRules int) store.Store
+	// OpenTrimmed is Open for a store whose log of all rules keeps about
+	// maxEvents entries (its MaxEvents option), so the suite sees it
+	// trimmed. Nil: the retention clause is skipped.
+	OpenTrimmed func(t *testing.T, now func() time.Time, maxEvents int) store.Store
 	// Lose erases everything a Durable backend holds, as a Redis restarted
 	// without persistence does. On a Shared backend the suite calls it with
 	// stores open (replicas outlive the data); otherwise with every store
@@ -73,6 +77,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"EventPaging", testEventPaging},
 		{"EventPagingWhileEditing", testEventPagingWhileEditing},
 		{"EventListingRefused", testEventListingRefused},
+		{"EventRetention", testEventRetention},
 		{"WatchChanges", testWatchChanges},
 		{"WatchNeverBlocksEdits", testWatchNeverBlocksEdits},
 		{"ConcurrentUpdates", testConcurrentUpdates},

@@ -86,7 +86,7 @@ config key that the chart sets from its own sections.
 {{- if and .Values.tls.clientCA.secretName (not .Values.tls.secretName) }}
 {{- fail "tls.clientCA needs tls.secretName: mutual TLS is TLS" }}
 {{- end }}
-{{- range $flag, $owner := dict "grpc-addr" "ports.grpc" "http-addr" "ports.http" "redis-url" "redis" "tls-cert" "tls.secretName" "tls-key" "tls.secretName" "tls-client-ca" "tls.clientCA" }}
+{{- range $flag, $owner := dict "grpc-addr" "ports.grpc" "http-addr" "ports.http" "redis-url" "redis" "tls-cert" "tls.secretName" "tls-key" "tls.secretName" "tls-client-ca" "tls.clientCA" "admin-token-file" "auth.adminTokenSecret" "secrets-key-file" "auth.secretsKeySecret" }}
 {{- if hasKey $.Values.config $flag }}
 {{- fail (printf "config.%s: the chart sets --%s from %s" $flag $flag $owner) }}
 {{- end }}

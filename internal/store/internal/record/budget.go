@@ -41,6 +41,7 @@ type Budget struct {
 	Revision           int64     `json:"revision"`
 	CreateTime         time.Time `json:"create_time"`
 	UpdateTime         time.Time `json:"update_time"`
+	UpdatedBy          string    `json:"updated_by,omitempty"`
 }
 
 // Channel is the stored form of budget.Channel.
@@ -79,6 +80,7 @@ func MarshalBudget(b *budget.Budget) ([]byte, error) {
 		Revision:              b.Revision,
 		CreateTime:            b.CreateTime,
 		UpdateTime:            b.UpdateTime,
+		UpdatedBy:             b.UpdatedBy,
 	}
 	for _, c := range b.Channels {
 		rec.Channels = append(rec.Channels, Channel(c))
@@ -115,6 +117,7 @@ func UnmarshalBudget(data []byte) (budget.Budget, error) {
 		Revision:              rec.Revision,
 		CreateTime:            rec.CreateTime,
 		UpdateTime:            rec.UpdateTime,
+		UpdatedBy:             rec.UpdatedBy,
 	}
 	if b.MonthlyAmountMicros == 0 {
 		b.MonthlyAmountMicros = budget.Micros(rec.MonthlyAmount)

@@ -30,7 +30,7 @@ func TestBudgetRoundTrip(t *testing.T) {
 		MonthlyAmountMicros: 1_234_500_001, Currency: "EUR", PricePerMillionMicros: 300_000, FreeTraces: 1e6,
 		Mode: budget.AlertOnly, SpendThresholds: []float64{0.5, 1}, ForecastThresholds: []float64{1.2},
 		Channels:       []budget.Channel{{WebhookURL: "https://h.example/x", Secret: "s"}, {WebhookURL: "http://y"}},
-		FloorPerSecond: 0.25, Revision: 42, CreateTime: at, UpdateTime: at.Add(time.Hour),
+		FloorPerSecond: 0.25, Revision: 42, CreateTime: at, UpdateTime: at.Add(time.Hour), UpdatedBy: "token:shop-editor",
 	}
 	checkAllSet(t, b)
 	for _, in := range []budget.Budget{b, {Name: "minimal", MonthlyAmountMicros: 1}} {

@@ -1,0 +1,256 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/budget"
+	"github.com/tracesampling/controlplane/internal/budget/controller"
+	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/secrets"
+)
+
+// fakeResolver answers host names from a map, as DNS would.
+type fakeResolver map[string]string
+
+func (r fakeResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
+	if a, ok := r[host]; ok {
+		return []netip.Addr{netip.MustParseAddr(a)}, nil
+	}
+	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+}
+
+// syncBuffer is a log that a test reads while the controller writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestWebhooksInsideTheNetwork: budget webhooks to loopback and to the
+// cloud metadata service are refused when the budget is written, and one
+// whose name resolves to such an address when the alert is delivered,
+// without a connection to it; the operator's allow-list opens a receiver on
+// loopback, which gets the alert signed with the budget's secret, sealed at
+// rest meanwhile.
+func TestWebhooksInsideTheNetwork(t *testing.T) {
+	var recvMu sync.Mutex
+	var received []string // "signature body"
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		recvMu.Lock()
+		received = append(received, r.Header.Get(budget.SignatureHeader)+" "+string(b))
+		recvMu.Unlock()
+	}))
+	t.Cleanup(receiver.Close)
+
+	var dialled []string
+	var dialMu sync.Mutex
+	egress, err := budget.NewEgress(budget.EgressOptions{
+		Allow:    []string{"127.0.0.1/32"}, // the receiver, as --webhook-allow opens it
+		Resolver: fakeResolver{"metadata.test": "169.254.169.254", "home.test": "127.0.0.2"},
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dialMu.Lock()
+			dialled = append(dialled, addr)
+			dialMu.Unlock()
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	box, err := secrets.NewBox(bytes.Repeat([]byte{9}, secrets.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := func() time.Time { return time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC) }
+	st := newMemStore(t)
+	var logs syncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	cat := catalog.New(st, catalog.Options{Logger: log})
+	ctx := ctxT(t)
+	if err := cat.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	srv := New(Options{Rules: st, Catalog: cat, Ledger: st, Budgets: st, Logger: log, Now: now, Egress: egress, Secrets: box})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(lis) }()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl := controller.New(st, cat, controller.Options{Now: now, Logger: log, Secrets: box,
+		Webhook: &budget.Webhook{Egress: egress, Attempts: 1}})
+	t.Cleanup(func() {
+		conn.Close()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Stop(sctx)
+		<-done
+		ctl.Wait()
+	})
+	budgets, sampling := pb.NewBudgetServiceClient(conn), pb.NewSamplingServiceClient(conn)
+
+	// Refused when written, naming the channel; nothing is stored.
+	for _, url := range []string{"http://169.254.169.254/latest/meta-data/", "http://[::ffff:169.254.169.254]/", "http://localhost:8080/hook"} {
+		_, err := budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{
+			Name: "shop", MonthlyAmountMicros: 5_000, Channels: []*pb.NotificationChannel{{WebhookUrl: url}},
+		}})
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(strings.Join(fieldViolations(t, err), " "), "budget.channels[0].webhook_url") {
+			t.Errorf("a webhook to %s: %v, want INVALID_ARGUMENT on budget.channels[0].webhook_url", url, err)
+		}
+	}
+	if page, err := st.Budgets(ctx, 10, ""); err != nil || len(page.Budgets) != 0 {
+		t.Fatalf("refused budgets were stored: %+v, %v", page.Budgets, err)
+	}
+
+	// Names are checked where they lead, at delivery.
+	_, err = budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{
+		Name: "shop", MonthlyAmountMicros: 5_000, Scope: &pb.BudgetScope{ServiceNames: []string{"shop"}}, SpendThresholds: []float64{0.5},
+		Channels: []*pb.NotificationChannel{
+			{WebhookUrl: receiver.URL + "/hook", Secret: "s3cret"},
+			{WebhookUrl: "http://metadata.test/latest/meta-data/", Secret: "s3cret"},
+			{WebhookUrl: "http://home.test/hook"},
+		},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := st.Budget(ctx, "shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ch := range stored.Channels[:2] {
+		if !secrets.IsSealed(ch.Secret) || strings.Contains(ch.Secret, "s3cret") {
+			t.Errorf("channel %d's secret is stored as %q, not sealed", i, ch.Secret)
+		}
+	}
+	if err := cat.LoadBudgets(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// 2,500 traces of a cap of 1,000: alerts fire (50 %, exhausted…).
+	if _, err := sampling.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{ClientId: "c", ServiceName: "shop",
+		Statistics: []*pb.SamplingStatistics{{RuleName: "Default", RequestCount: 50_000, SampledCount: 2_500}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ctl.Step(ctx, now()); err != nil {
+		t.Fatal(err)
+	}
+	ctl.Wait()
+	recvMu.Lock()
+	if len(received) == 0 {
+		t.Error("the allowed receiver got no alert")
+	}
+	for _, r := range received {
+		sig, body, _ := strings.Cut(r, " ")
+		if want := budget.Sign("s3cret", []byte(body)); sig != want {
+			t.Errorf("the receiver got signature %q, want %q (the secret opened for delivery)", sig, want)
+		}
+	}
+	recvMu.Unlock()
+	dialMu.Lock()
+	for _, a := range dialled {
+		if !strings.HasPrefix(a, "127.0.0.1:") {
+			t.Errorf("dialled %s", a)
+		}
+	}
+	dialMu.Unlock()
+	out := logs.String()
+	for _, want := range []string{"169.254.169.254 is a link-local", "127.0.0.2 is a loopback address"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the log does not say the delivery was refused because %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "s3cret") {
+		t.Error("the log shows a webhook secret")
+	}
+}
+
+// TestSecretsWrittenBeforeAKey: a secret stored in the clear before a key
+// was configured still signs deliveries, and is sealed by the next update.
+func TestSecretsWrittenBeforeAKey(t *testing.T) {
+	box, err := secrets.NewBox(bytes.Repeat([]byte{9}, secrets.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := newMemStore(t)
+	ctx := ctxT(t)
+	if _, err := st.CreateBudget(ctx, budget.Budget{Name: "old", MonthlyAmountMicros: 1, Mode: budget.Enforce, Currency: "USD",
+		PricePerMillionMicros: 1, Channels: []budget.Channel{{WebhookURL: "https://hooks.example.com/a", Secret: "plain"}}}); err != nil {
+		t.Fatal(err)
+	}
+	cat := catalog.New(st, catalog.Options{})
+	if err := cat.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rep := startBudgetReplicaWith(t, st, cat, Options{Secrets: box})
+	if _, err := rep.UpdateBudget(ctx, &pb.UpdateBudgetRequest{Budget: &pb.Budget{Name: "old", Description: "now sealed"}, UpdateMask: mask("description")}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := st.Budget(ctx, "old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opened, err := budget.OpenSecrets(b, box)
+	if err != nil || !secrets.IsSealed(b.Channels[0].Secret) || opened.Channels[0].Secret != "plain" {
+		t.Errorf("after an update the secret is stored as %q (opens to %q, %v), want it sealed", b.Channels[0].Secret, opened.Channels[0].Secret, err)
+	}
+}
+
+// startBudgetReplicaWith serves the budget service over st with opts.
+func startBudgetReplicaWith(t *testing.T, st BudgetStore, cat *catalog.Catalog, opts Options) pb.BudgetServiceClient {
+	t.Helper()
+	opts.Rules, opts.Catalog, opts.Budgets = newMemStore(t), cat, st
+	opts.Logger = slog.New(slog.DiscardHandler)
+	srv := New(opts)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(lis) }()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Stop(sctx)
+		<-done
+	})
+	return pb.NewBudgetServiceClient(conn)
+}
