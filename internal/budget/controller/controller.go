@@ -141,20 +141,20 @@ func (c *Controller) Step(ctx context.Context, now time.Time) error {
 		var models []budget.RuleModel
 		for name := range u.Rules {
 			if r := view.Rule(name); r != nil {
-				models = append(models, budget.RuleModel{Name: name, FixedRate: r.FixedRate, Reservoir: float64(r.ReservoirSize)})
+				models = append(models, budget.RuleModel{Name: name, FixedRate: r.FixedRate, Reservoir: float64(r.ReservoirSize), Labels: r.Labels})
 			}
 		}
 		if err := c.scopeReservoirs(ctx, &u, models, now); err != nil {
 			failed = errors.Join(failed, fmt.Errorf("budget %s: %w", b.Name, err))
 		}
-		d := budget.Decide(&b, u, models, now, c.opts.Interval)
-		before := budget.Decision{FixedRateFactor: 1, ReservoirFactor: 1}
-		if p, ok := prev[b.Name]; ok && p.MonthStart.Equal(month) {
-			before = p.Decision
+		in := budget.Input{Usage: u, Rules: models}
+		if p, ok := prev[b.Name]; ok && p.MonthStart.Equal(month) && p.BudgetUID == b.UID {
+			in.Prev = &p.Decision
 		}
+		d := budget.Decide(&b, in, now, c.opts.Interval)
 		requests, _ := u.Totals()
-		states = append(states, budget.State{Budget: b.Name, MonthStart: month, Computed: now, Decision: d, Requests: requests, Rules: u.Rules})
-		for _, a := range budget.DueAlerts(&b, d, before, now) {
+		states = append(states, budget.State{Budget: b.Name, BudgetUID: b.UID, MonthStart: month, Computed: now, Decision: d, Requests: requests, Rules: u.Rules})
+		for _, a := range budget.DueAlerts(&b, d, now) {
 			stored, fired, err := c.store.FireAlert(ctx, a)
 			if err != nil {
 				// Still due next interval: the store never recorded it.
