@@ -160,8 +160,13 @@ type BudgetStore interface {
 	// control plane; a claim lapses after ttl.
 	ClaimTick(ctx context.Context, tick int64, ttl time.Duration) (bool, error)
 	// PutStates replaces the controller's decisions and publishes
-	// TopicBudgets.
+	// TopicBudgets. Each decision is also kept as its hour's point of the
+	// budget's month (State.Point; the last of each hour stays), for as
+	// long as the month's usage.
 	PutStates(ctx context.Context, states []budget.State) error
+	// History returns the points PutStates kept for a budget's month, by
+	// hour.
+	History(ctx context.Context, budgetName string, month time.Time) ([]budget.HistoryPoint, error)
 	// States returns the last decisions, by budget name.
 	States(ctx context.Context) (map[string]budget.State, error)
 	// FireAlert records a if no alert with its DedupKey fired before, gives

@@ -1,9 +1,11 @@
 package memstore
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,8 +29,9 @@ type live struct {
 	flushErr error                        // of the last write of the usage file
 	ledgers  map[string]map[int64]float64 // rule → bucket → sum of rates
 	usage    map[usageKey]*monthUsage
-	states   map[string]budget.State // values never modified in place
-	ticks    map[int64]time.Time     // claimed tick → when the claim lapses
+	history  map[usageKey]map[int]budget.HistoryPoint // hour of the month → last decision
+	states   map[string]budget.State                  // values never modified in place
+	ticks    map[int64]time.Time                      // claimed tick → when the claim lapses
 }
 
 // usageKey names one budget's month.
@@ -39,20 +42,25 @@ type usageKey struct {
 
 // monthUsage is one budget's month of counts.
 type monthUsage struct {
-	start    time.Time
-	requests []int64 // by hour of the month
-	sampled  []int64
-	rules    map[string]budget.RuleUsage
+	start     time.Time
+	requests  []int64 // by hour of the month
+	sampled   []int64
+	rules     map[string]budget.RuleUsage
+	ruleHours map[string][]int64 // rule → requests by hour of the month
 }
 
 func newMonthUsage(start time.Time) *monthUsage {
 	n := budget.HoursIn(start)
-	return &monthUsage{start: start, requests: make([]int64, n), sampled: make([]int64, n), rules: map[string]budget.RuleUsage{}}
+	return &monthUsage{
+		start: start, requests: make([]int64, n), sampled: make([]int64, n),
+		rules: map[string]budget.RuleUsage{}, ruleHours: map[string][]int64{},
+	}
 }
 
 func (l *live) init() {
 	l.ledgers = map[string]map[int64]float64{}
 	l.usage = map[usageKey]*monthUsage{}
+	l.history = map[usageKey]map[int]budget.HistoryPoint{}
 	l.states = map[string]budget.State{}
 	l.ticks = map[int64]time.Time{}
 }
@@ -107,7 +115,21 @@ func (l *live) snapshot() (_ fileLive, dirty bool) {
 		for name, ru := range u.rules {
 			fu.Rules[name] = record.RuleUsage(ru)
 		}
+		if len(u.ruleHours) > 0 {
+			fu.RuleHours = make(map[string][]int64, len(u.ruleHours))
+			for name, hours := range u.ruleHours {
+				fu.RuleHours[name] = trimZeros(hours)
+			}
+		}
 		out.Usage = append(out.Usage, fu)
+	}
+	for k, points := range l.history {
+		fh := fileHistory{Budget: k.budget, Month: k.month, Points: make([]record.Point, 0, len(points))}
+		for _, p := range points {
+			fh.Points = append(fh.Points, record.Point(p))
+		}
+		slices.SortFunc(fh.Points, func(a, b record.Point) int { return cmp.Compare(a.Hour, b.Hour) })
+		out.History = append(out.History, fh)
 	}
 	for _, st := range l.states {
 		out.States = append(out.States, record.FromState(&st))
@@ -145,7 +167,28 @@ func (l *live) restore(f *fileLive, now time.Time) error {
 		for name, ru := range fu.Rules {
 			u.rules[name] = budget.RuleUsage(ru)
 		}
+		for name, hours := range fu.RuleHours {
+			if len(hours) > len(u.requests) {
+				return fmt.Errorf("usage of budget %q: rule %q has more hours than %s has", fu.Budget, name, fu.Month)
+			}
+			u.ruleHours[name] = make([]int64, len(u.requests))
+			copy(u.ruleHours[name], hours)
+		}
 		l.usage[usageKey{fu.Budget, fu.Month}] = u
+	}
+	for _, fh := range f.History {
+		start, err := time.Parse("200601", fh.Month)
+		if err != nil {
+			return fmt.Errorf("history of budget %q: month %q: %w", fh.Budget, fh.Month, err)
+		}
+		if !now.Before(record.UsageExpiry(start)) {
+			continue
+		}
+		points := make(map[int]budget.HistoryPoint, len(fh.Points))
+		for _, p := range fh.Points {
+			points[p.Hour] = budget.HistoryPoint(p)
+		}
+		l.history[usageKey{fh.Budget, fh.Month}] = points
 	}
 	for i := range f.States {
 		l.states[f.States[i].Budget] = f.States[i].ToState()
@@ -233,6 +276,14 @@ func (l *live) addUsage(incs []store.UsageIncrement, now time.Time) {
 			ru.Requests += inc.Requests
 			ru.Sampled += inc.Sampled
 			u.rules[inc.Rule] = ru
+			if inc.Requests != 0 {
+				hours := u.ruleHours[inc.Rule]
+				if hours == nil {
+					hours = make([]int64, len(u.requests))
+					u.ruleHours[inc.Rule] = hours
+				}
+				hours[inc.Hour] += inc.Requests
+			}
 		}
 		l.dirty = true
 	}
@@ -261,5 +312,12 @@ func (s *Store) Usage(ctx context.Context, budgetName string, month time.Time) (
 		out.Sampled[h] = float64(u.sampled[h])
 	}
 	maps.Copy(out.Rules, u.rules)
+	for name, hours := range u.ruleHours {
+		fs := make([]float64, len(hours))
+		for h, n := range hours {
+			fs[h] = float64(n)
+		}
+		out.RuleRequests[name] = fs
+	}
 	return out, nil
 }

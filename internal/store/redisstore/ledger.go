@@ -70,7 +70,7 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float
 		month  time.Month
 	}
 	type field struct {
-		kind byte // 'r', 's': an hour's requests, sampled; 'R', 'S': a rule's
+		kind byte // 'r', 's': an hour's requests, sampled; 'R', 'S': a rule's; 'H': a rule's in an hour
 		hour int
 		rule string
 	}
@@ -104,6 +104,7 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float
 		}
 		if inc.Rule != "" && inc.Requests != 0 {
 			u.fields[field{kind: 'R', rule: inc.Rule}] += inc.Requests
+			u.fields[field{kind: 'H', hour: inc.Hour, rule: inc.Rule}] += inc.Requests
 		}
 		if inc.Rule != "" && inc.Sampled != 0 {
 			u.fields[field{kind: 'S', rule: inc.Rule}] += inc.Sampled
@@ -141,6 +142,8 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float
 				name = "rr:" + f.rule
 			case 'S':
 				name = "rs:" + f.rule
+			case 'H':
+				name = "rh:" + strconv.Itoa(f.hour) + ":" + f.rule
 			}
 			args = append(args, name, n)
 		}

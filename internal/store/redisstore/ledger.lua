@@ -4,8 +4,9 @@
 --
 -- KEYS[1..L]: one hash per rule, field = bucket index, value = sum of rates.
 -- KEYS[L+1..N-1]: one hash per budget and month of usage, fields "r:<hour>" and
--- "s:<hour>" (requests and sampled in an hour of the month) and "rr:<rule>"
--- and "rs:<rule>" (a rule's totals).
+-- "s:<hour>" (requests and sampled in an hour of the month), "rr:<rule>"
+-- and "rs:<rule>" (a rule's totals) and "rh:<hour>:<rule>" (a rule's
+-- requests in an hour).
 -- KEYS[N]: this call's own key.
 -- ARGV[1] current bucket, ARGV[2] buckets that stay live, ARGV[3] ledger TTL
 -- in ms, ARGV[4] L, ARGV[5] the call key's TTL in ms; then per ledger key, in KEYS order: the number of deltas

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/google/go-cmp/cmp"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -468,9 +469,10 @@ func mustUsage(t *testing.T, s store.Store, name string, month time.Time) budget
 
 // wantUsage is a month's expected counts: hour → {requests, sampled}.
 type wantUsage struct {
-	start time.Time
-	hours map[int][2]float64
-	rules map[string]budget.RuleUsage
+	start     time.Time
+	hours     map[int][2]float64
+	rules     map[string]budget.RuleUsage
+	ruleHours map[string]map[int]float64 // rule → hour → requests; nil: not checked
 }
 
 func checkUsage(t *testing.T, what string, got budget.Usage, want wantUsage) {
@@ -490,6 +492,24 @@ func checkUsage(t *testing.T, what string, got budget.Usage, want wantUsage) {
 	}
 	if len(got.Rules) != len(want.rules) || len(want.rules) > 0 && !reflect.DeepEqual(got.Rules, want.rules) {
 		t.Errorf("%s: rules = %v, want %v", what, got.Rules, want.rules)
+	}
+	if want.ruleHours == nil {
+		return // not checked
+	}
+	if len(got.RuleRequests) != len(want.ruleHours) {
+		t.Errorf("%s: hours of %d rules, want %d", what, len(got.RuleRequests), len(want.ruleHours))
+	}
+	for rule, hours := range want.ruleHours {
+		g := got.RuleRequests[rule]
+		if len(g) != n {
+			t.Errorf("%s: rule %s has %d hours, want %d", what, rule, len(g), n)
+			continue
+		}
+		for h := range n {
+			if g[h] != hours[h] {
+				t.Errorf("%s: rule %s, hour %d: %v requests, want %v", what, rule, h, g[h], hours[h])
+			}
+		}
 	}
 }
 
@@ -532,9 +552,10 @@ func testUsage(t *testing.T, b Backend) {
 	recordUsage(t, s, now, store.UsageIncrement{Budget: "team", Month: lastHour, Hour: 743, Rule: "b", Requests: 8, Sampled: 8})
 
 	want := wantUsage{
-		start: march,
-		hours: map[int][2]float64{5: {250, 25}, 6: {100, 100}, 9: {4, 2}, 700: {1, 1}, 743: {8, 8}},
-		rules: map[string]budget.RuleUsage{"a": {Requests: 201, Sampled: 21}, "b": {Requests: 58, Sampled: 13}, "c": {Requests: 100, Sampled: 100}},
+		start:     march,
+		hours:     map[int][2]float64{5: {250, 25}, 6: {100, 100}, 9: {4, 2}, 700: {1, 1}, 743: {8, 8}},
+		rules:     map[string]budget.RuleUsage{"a": {Requests: 201, Sampled: 21}, "b": {Requests: 58, Sampled: 13}, "c": {Requests: 100, Sampled: 100}},
+		ruleHours: map[string]map[int]float64{"a": {5: 200, 700: 1}, "b": {5: 50, 743: 8}, "c": {6: 100}},
 	}
 	for _, st := range []store.Store{s, other} {
 		// Any instant of the month, in any zone, names it.
@@ -546,6 +567,7 @@ func testUsage(t *testing.T, b Backend) {
 	}
 	checkUsage(t, "ops", mustUsage(t, other, "ops", now), wantUsage{
 		start: march, hours: map[int][2]float64{5: {7, 3}}, rules: map[string]budget.RuleUsage{"a": {Requests: 7, Sampled: 3}},
+		ruleHours: map[string]map[int]float64{"a": {5: 7}},
 	})
 	checkUsage(t, "a budget without reports", mustUsage(t, s, "ghost", now), wantUsage{start: march})
 }
@@ -733,9 +755,17 @@ func newState(name string, factor float64, computed time.Time) budget.State {
 		Budget:     name,
 		MonthStart: march,
 		Computed:   computed,
+		BudgetUID:  "uid-" + name,
 		Decision: budget.Decision{
 			Spent: 1e6, Forecast: 3e6, ForecastUnenforced: 4e6,
 			FixedRateFactor: factor, ReservoirFactor: 1, Exhausted: factor == 0,
+			Rules: []budget.RulePlan{{Name: "a", Priority: -2, FixedRateFactor: factor, ReservoirFactor: 1, Reservoir: 3,
+				Requests: 4e8, Forecast: 2e6, ForecastUnenforced: 3e6}},
+			Explain: budget.Explain{Method: budget.MethodProfile, Profile: []float64{1, 2, 3}, Level: 1.2, Trend: 0.01,
+				CurrentRate: 5, ExpectedRate: 4, Requests: 4e8},
+			CoverageReserve: 10, LastHour: 1000,
+			Memory: budget.Memory{Observed: computed.UTC(), Requests: 5e8, FirstSeen: march.Add(time.Hour), RecentRate: 7,
+				Episode: 1, EpisodeOpen: true, LastEnforced: computed.UTC()},
 		},
 		Requests: 5e8,
 		Rules:    map[string]budget.RuleUsage{"a": {Requests: 10, Sampled: 2}},
@@ -803,6 +833,52 @@ func testStates(t *testing.T, b Backend) {
 	}
 	if got, err := other.States(ctx); err != nil || len(got) != 0 {
 		t.Errorf("States after putting none = %v, %v; want none", got, err)
+	}
+}
+
+// testHistory: every decision put is its hour's point of the budget's
+// month, the last of the hour staying; any replica reads it back by hour.
+func testHistory(t *testing.T, b Backend) {
+	clk := newClock()
+	s := open(t, b, clk)
+	other := peer(t, b, s, clk)
+	ctx := t.Context()
+	if got, err := s.History(ctx, "a", march); err != nil || len(got) != 0 {
+		t.Fatalf("History of a new store = %v, %v; want none", got, err)
+	}
+	at := func(hour int, minute int) time.Time {
+		return march.Add(time.Duration(hour)*time.Hour + time.Duration(minute)*time.Minute)
+	}
+	put := func(st store.Store, states ...budget.State) {
+		t.Helper()
+		if err := st.PutStates(ctx, states); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(s, newState("a", 1, at(3, 0)), newState("b", 1, at(3, 0)))
+	put(other, newState("a", 0.5, at(3, 59)))
+	put(s, newState("a", 0.25, at(7, 10)))
+	aprilState := newState("a", 0.1, march.AddDate(0, 1, 0).Add(time.Hour))
+	aprilState.MonthStart = march.AddDate(0, 1, 0)
+	put(other, aprilState)
+	for _, st := range []store.Store{s, other} {
+		got, err := st.History(ctx, "a", march.Add(5*24*time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []budget.HistoryPoint{
+			{Hour: 3, Computed: at(3, 59), Spent: 1e6, Forecast: 3e6, ForecastUnenforced: 4e6, FixedRateFactor: 0.5, ReservoirFactor: 1},
+			{Hour: 7, Computed: at(7, 10), Spent: 1e6, Forecast: 3e6, ForecastUnenforced: 4e6, FixedRateFactor: 0.25, ReservoirFactor: 1},
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("History of a in March (-want +got):\n%s", diff)
+		}
+		if got, err := st.History(ctx, "a", aprilState.MonthStart); err != nil || len(got) != 1 || got[0].Hour != 1 {
+			t.Errorf("History of a in April = %+v, %v; want hour 1", got, err)
+		}
+		if got, err := st.History(ctx, "b", march); err != nil || len(got) != 1 || got[0].Hour != 3 {
+			t.Errorf("History of b = %+v, %v; want hour 3", got, err)
+		}
 	}
 }
 

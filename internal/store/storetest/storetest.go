@@ -79,6 +79,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"UsageReopen", testUsageReopen},
 		{"ClaimTick", testClaimTick},
 		{"States", testStates},
+		{"History", testHistory},
 		{"FireAlertOnce", testFireAlertOnce},
 		{"AlertsFireSeparately", testAlertsFireSeparately},
 		{"AlertPaging", testAlertPaging},
