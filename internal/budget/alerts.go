@@ -206,6 +206,9 @@ func percent(share float64) string {
 	if v > 0 && v < 0.01 {
 		return "<0.01%"
 	}
+	if v >= 99.95 && v < 100 {
+		return "99.9%" // not "100%": something was cut
+	}
 	if math.Abs(v) >= 100 {
 		return strconv.FormatFloat(math.Round(v), 'f', -1, 64) + "%"
 	}

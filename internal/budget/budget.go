@@ -221,6 +221,14 @@ func (b *Budget) Cost(n float64) float64 {
 	return math.Max(0, n-float64(b.FreeTraces)) / 1e6 * b.PricePerMillion()
 }
 
+// MoneyChanged reports whether b's amount, currency or prices differ from
+// a's: what a spend threshold means then changes, so alerts start a new
+// generation.
+func MoneyChanged(a, b *Budget) bool {
+	return a.MonthlyAmountMicros != b.MonthlyAmountMicros || a.Currency != b.Currency || a.FreeTraces != b.FreeTraces ||
+		a.PricePerMillion() != b.PricePerMillion()
+}
+
 // Priority returns a rule's priority within the budget: that of the first
 // entry of Priorities that selects it, else 0.
 func (b *Budget) Priority(name string, labels map[string]string) int32 {
@@ -383,8 +391,12 @@ func Validate(b *Budget) error {
 				cur = DefaultCurrency
 			}
 			fits := b.CapTraces() / longestMonth
-			add("floor_traces_per_second", "%s traces/s cost %s in a 31-day month (%s in 30 days), more than the budget's %s: "+
-				"at most %s traces/s fit", strconv.FormatFloat(b.FloorPerSecond, 'g', 6, 64), FormatMoney(cost, cur),
+			unit := "traces"
+			if b.FloorPerSecond == 1 {
+				unit = "trace"
+			}
+			add("floor_traces_per_second", "a floor of %s %s per second costs %s in a 31-day month (%s in 30 days), more than the budget's %s: "+
+				"at most %s traces per second fit", strconv.FormatFloat(b.FloorPerSecond, 'g', 6, 64), unit, FormatMoney(cost, cur),
 				FormatMoney(b.FloorCost(30), cur), FormatMoney(b.MonthlyAmount(), cur), strconv.FormatFloat(math.Floor(fits*1000)/1000, 'g', 6, 64))
 		}
 	}

@@ -1,6 +1,7 @@
 package budget
 
 import (
+	"errors"
 	"math"
 	"testing"
 	"time"
@@ -209,4 +210,26 @@ func testLoad(fixed, resv float64, month, next Forecast) load {
 	}
 	l.init()
 	return l
+}
+
+// TestValidateRefusesAFloorItCannotPay is issue 15's $10 budget with a floor
+// of 1 trace/s: refused, saying what the floor costs and what fits.
+func TestValidateRefusesAFloorItCannotPay(t *testing.T) {
+	b := Budget{Name: "b", MonthlyAmountMicros: 10 * MicrosPerUnit, FloorPerSecond: 1}.Normalize()
+	err := Validate(&b)
+	want := "a floor of 1 trace per second costs $13.39 in a 31-day month ($12.96 in 30 days), more than the budget's $10.00: at most 0.746 traces per second fit"
+	var ve *rules.ValidationError
+	if !errors.As(err, &ve) || len(ve.Violations) != 1 || ve.Violations[0].Field != "floor_traces_per_second" || ve.Violations[0].Description != want {
+		t.Fatalf("Validate = %v, want floor_traces_per_second: %s", err, want)
+	}
+	for _, ok := range []Budget{
+		{Name: "b", MonthlyAmountMicros: 10 * MicrosPerUnit, FloorPerSecond: 0.746},
+		{Name: "b", MonthlyAmountMicros: 10 * MicrosPerUnit, FloorPerSecond: 1, FreeTraces: 700_000}, // the free tier pays for the rest
+		{Name: "b", MonthlyAmountMicros: 14 * MicrosPerUnit, FloorPerSecond: 1},
+	} {
+		ok = ok.Normalize()
+		if err := Validate(&ok); err != nil {
+			t.Errorf("floor %v of $%v (free %d): %v", ok.FloorPerSecond, ok.MonthlyAmount(), ok.FreeTraces, err)
+		}
+	}
 }

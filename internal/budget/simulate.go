@@ -44,7 +44,8 @@ type SimConfig struct {
 	// traffic having no services.
 	Budget *Budget
 	// PricePerMillionMicros prices traces without a budget; default 5.00. With a
-	// budget, the budget's price is used.
+	// budget, the budget's price of a recorded trace is used (retrievals
+	// and spans included).
 	PricePerMillionMicros int64
 	// Interval is the controller's interval, and the simulation's step;
 	// default 1 minute; at most 1 hour. An interval that does not divide an
@@ -189,7 +190,7 @@ func Simulate(ctx context.Context, cfg SimConfig) (SimResult, error) {
 			nb.Name = "simulated"
 		}
 		b = &nb
-		price, currency = Units(nb.PricePerMillionMicros), nb.Currency
+		price, currency = nb.PricePerMillion(), nb.Currency
 	}
 
 	sim := make([]simRule, len(cfg.Rules))

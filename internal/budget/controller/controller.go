@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/reservoir"
+	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 )
 
@@ -138,12 +141,7 @@ func (c *Controller) Step(ctx context.Context, now time.Time) error {
 			}
 			continue
 		}
-		var models []budget.RuleModel
-		for name := range u.Rules {
-			if r := view.Rule(name); r != nil {
-				models = append(models, budget.RuleModel{Name: name, FixedRate: r.FixedRate, Reservoir: float64(r.ReservoirSize), Labels: r.Labels})
-			}
-		}
+		models := scopeModels(&b, &u, view)
 		if err := c.scopeReservoirs(ctx, &u, models, now); err != nil {
 			failed = errors.Join(failed, fmt.Errorf("budget %s: %w", b.Name, err))
 		}
@@ -172,6 +170,32 @@ func (c *Controller) Step(ctx context.Context, now time.Time) error {
 	return errors.Join(failed, c.store.PutStates(ctx, states))
 }
 
+// scopeModels returns the rules a budget plans, sorted by name: those whose
+// labels its scope selects (its service globs cannot be checked without a
+// service, so a rule with none of the scope's traffic yet is planned with
+// none), and those with usage in its month.
+func scopeModels(b *budget.Budget, u *budget.Usage, view *catalog.View) []budget.RuleModel {
+	seen := map[string]bool{}
+	var models []budget.RuleModel
+	add := func(r *rules.Rule) {
+		if r == nil || seen[r.Name] {
+			return
+		}
+		seen[r.Name] = true
+		models = append(models, budget.RuleModel{Name: r.Name, FixedRate: r.FixedRate, Reservoir: float64(r.ReservoirSize), Labels: r.Labels})
+	}
+	for i := range view.Rules {
+		if (budget.Scope{RuleLabels: b.Scope.RuleLabels}).Covers("", &view.Rules[i]) {
+			add(&view.Rules[i])
+		}
+	}
+	for name := range u.Rules {
+		add(view.Rule(name))
+	}
+	slices.SortFunc(models, func(a, b budget.RuleModel) int { return strings.Compare(a.Name, b.Name) })
+	return models
+}
+
 // scopeReservoirs scales each rule's fleet-wide reservoir down to the part of
 // it that the budget's scope gets. A client is given R × its rate / the fleet's
 // rate, so the clients in scope together get R × scope rate / fleet rate; the
@@ -181,14 +205,6 @@ func (c *Controller) Step(ctx context.Context, now time.Time) error {
 // to it reads them.
 func (c *Controller) scopeReservoirs(ctx context.Context, u *budget.Usage, models []budget.RuleModel, now time.Time) error {
 	if len(models) == 0 {
-		return nil
-	}
-	rate := recentRate(u, now)
-	var total int64
-	for _, ru := range u.Rules {
-		total += ru.Requests
-	}
-	if rate <= 0 || total <= 0 {
 		return nil
 	}
 	ledger := reservoir.NewLedger(c.opts.Interval)
@@ -204,22 +220,37 @@ func (c *Controller) scopeReservoirs(ctx context.Context, u *budget.Usage, model
 		if fleet[i] <= 0 {
 			continue // no current traffic known: keep the whole reservoir
 		}
-		scope := rate * float64(u.Rules[models[i].Name].Requests) / float64(total)
-		models[i].Reservoir *= min(1, scope/fleet[i])
+		if scope := recentRate(u, models[i].Name, now); scope > 0 {
+			models[i].Reservoir *= min(1, scope/fleet[i])
+		}
 	}
 	return nil
 }
 
-// recentRate is the scope's request rate over the last complete hour, or over
-// the current hour so far when there is none yet.
-func recentRate(u *budget.Usage, now time.Time) float64 {
-	h := int(now.Sub(u.MonthStart) / time.Hour)
-	if h >= 1 && h-1 < len(u.Requests) && u.Requests[h-1] > 0 {
-		return u.Requests[h-1] / 3600
+// recentRate is a rule's request rate in the scope over the last complete
+// hour, or over the current hour so far when there is none yet; from the
+// budget's hours in proportion to the rule's month when its own hours are
+// not kept.
+func recentRate(u *budget.Usage, rule string, now time.Time) float64 {
+	series := u.RuleRequests[rule]
+	share := 1.0
+	if len(series) == 0 {
+		var total int64
+		for _, ru := range u.Rules {
+			total += ru.Requests
+		}
+		if total <= 0 {
+			return 0
+		}
+		series, share = u.Requests, float64(u.Rules[rule].Requests)/float64(total)
 	}
-	if h >= 0 && h < len(u.Requests) {
+	h := int(now.Sub(u.MonthStart) / time.Hour)
+	if h >= 1 && h-1 < len(series) && series[h-1] > 0 {
+		return share * series[h-1] / 3600
+	}
+	if h >= 0 && h < len(series) {
 		elapsed := max(now.Sub(u.MonthStart.Add(time.Duration(h)*time.Hour)).Seconds(), 60)
-		return u.Requests[h] / elapsed
+		return share * series[h] / elapsed
 	}
 	return 0
 }
