@@ -133,7 +133,7 @@ func New(opts Options) *Server {
 		})
 	}
 	if opts.Catalog != nil && opts.Budgets != nil {
-		pb.RegisterBudgetServiceServer(s.grpc, &budgetService{store: opts.Budgets, catalog: opts.Catalog, stopping: s.stopping})
+		pb.RegisterBudgetServiceServer(s.grpc, &budgetService{store: opts.Budgets, catalog: opts.Catalog, stopping: s.stopping, now: opts.Now})
 		opts.Registerer.MustRegister(&budgetCollector{catalog: opts.Catalog})
 	}
 	healthpb.RegisterHealthServer(s.grpc, s.health)
