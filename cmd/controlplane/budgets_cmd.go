@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/apiconv"
@@ -40,7 +41,9 @@ Commands:
   create NAME           create a budget from flags, or every budget of a file (-f)
   update NAME           change the fields given as flags, and only those
   delete NAME           delete a budget
-  status NAME           spend and forecast this month, enforcement, spend per rule
+  status NAME           spend and forecast this month (and how it was made),
+                        enforcement, spend and plan per rule
+  history NAME          the month hour by hour: spend, forecasts, factors
   alerts                list the alerts that fired, newest first
   watch                 print alerts as they fire, until interrupted (Ctrl-C)
 
@@ -83,6 +86,8 @@ func runBudgets(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		return runBudgetDelete(ctx, rest, stdout, stderr)
 	case "status":
 		return runBudgetStatus(ctx, rest, stdout, stderr)
+	case "history":
+		return runBudgetHistory(ctx, rest, stdout, stderr)
 	case "alerts":
 		return runBudgetAlerts(ctx, rest, stdout, stderr)
 	case "watch":
@@ -217,6 +222,14 @@ type budgetFlags struct {
 	webhooks           budgetListFlag
 	webhookSecret      string
 	floor              float64
+	priorities         priorityFlag
+	coverageMinutes    int
+	pricing            string
+	retrievedPrice     amountFlag
+	retrievalsPerTrace float64
+	spanPrice          amountFlag
+	spansPerTrace      float64
+	burnRates          budgetFloatsFlag
 }
 
 // register defines the flags. Create's defaults are the budget's; update's
@@ -242,7 +255,17 @@ func (bf *budgetFlags) register(fs *flag.FlagSet, update bool) {
 	fs.Var(&bf.forecastThresholds, "forecast-threshold", "alert when the month-end forecast exceeds this `share` of the cap (repeatable; default 1; a single 0 turns forecast alerts off"+onUpdate+")")
 	fs.Var(&bf.webhooks, "webhook", "http(s) `URL` that alerts are POSTed to (repeatable"+onUpdate+")")
 	fs.StringVar(&bf.webhookSecret, "webhook-secret", "", "HMAC-SHA256 signing `secret` of every --webhook given with it (for different secrets, use create -f)"+secretOnUpdate)
-	fs.Float64Var(&bf.floor, "floor", 0, "traces per `second` kept in scope even when the budget is exhausted")
+	fs.Float64Var(&bf.floor, "floor", 0, "traces per `second` kept in scope even when the budget is exhausted; refused if a 31-day month of it costs more than --amount")
+	fs.Var(&bf.priorities, "priority", "`SELECTOR:N`: rules of priority N are cut only after every lower one is at its floor; SELECTOR is a rule name, "+
+		"or KEY=VALUE for the rules with that label (repeatable, the first that selects a rule counts; unselected rules have 0"+onUpdate+")")
+	fs.IntVar(&bf.coverageMinutes, "coverage-minutes", 0, "keep one trace per service and rule every `N` minutes (1-1440), reserved in the plan; 0: none")
+	fs.StringVar(&bf.pricing, "pricing", "", "`preset` of a vendor's prices ("+strings.Join(budget.PresetNames(), ", ")+
+		"): sets the currency, the prices and the free traces; flags given with it win")
+	fs.Var(&bf.retrievedPrice, "retrieved-price-per-million", "`price` of a million traces retrieved or scanned by queries")
+	fs.Float64Var(&bf.retrievalsPerTrace, "retrievals-per-trace", 0, "traces retrieved or scanned per trace recorded, an `estimate` (default 1 with a retrieved price)")
+	fs.Var(&bf.spanPrice, "span-price-per-million", "`price` of a million spans, for span-priced backends")
+	fs.Float64Var(&bf.spansPerTrace, "spans-per-trace", 0, "spans per recorded trace, an `estimate` (required with --span-price-per-million)")
+	fs.Var(&bf.burnRates, "burn-rate", "alert when the last hour costs this `multiple` of the even rate (the amount spread over the month; repeatable; 14.4 is 2 % of a 30-day budget in an hour"+onUpdate+")")
 }
 
 // budgetFlagPaths maps the budget flags to the API fields they set, in the
@@ -251,7 +274,12 @@ var budgetFlagPaths = [][2]string{
 	{"description", "description"}, {"service", "scope"}, {"rule-label", "scope"}, {"amount", "monthly_amount_micros"},
 	{"currency", "currency_code"}, {"price-per-million", "price_per_million_micros"}, {"free-traces", "free_traces"}, {"mode", "mode"},
 	{"threshold", "spend_thresholds"}, {"forecast-threshold", "forecast_thresholds"}, {"webhook", "channels"},
-	{"floor", "floor_traces_per_second"},
+	{"floor", "floor_traces_per_second"}, {"priority", "rule_priorities"}, {"coverage-minutes", "coverage_minutes"},
+	{"pricing", "currency_code"}, {"pricing", "price_per_million_micros"}, {"pricing", "free_traces"},
+	{"pricing", "retrieved_price_per_million_micros"}, {"retrieved-price-per-million", "retrieved_price_per_million_micros"},
+	{"pricing", "retrievals_per_trace"}, {"retrievals-per-trace", "retrievals_per_trace"},
+	{"pricing", "span_price_per_million_micros"}, {"span-price-per-million", "span_price_per_million_micros"},
+	{"spans-per-trace", "spans_per_trace"}, {"burn-rate", "burn_rate_thresholds"},
 }
 
 // givenBudgetPaths returns the API fields of the budget flags given.
@@ -280,11 +308,44 @@ func (bf *budgetFlags) proto(name string, given map[string]bool, update bool) (*
 		SpendThresholds:       bf.thresholds.v,
 		ForecastThresholds:    bf.forecastThresholds.v,
 		FloorTracesPerSecond:  bf.floor,
+		CoverageMinutes:       int32(bf.coverageMinutes),
+
+		RetrievedPricePerMillionMicros: bf.retrievedPrice.micros,
+		RetrievalsPerTrace:             bf.retrievalsPerTrace,
+		SpanPricePerMillionMicros:      bf.spanPrice.micros,
+		SpansPerTrace:                  bf.spansPerTrace,
+		BurnRateThresholds:             bf.burnRates.v,
+	}
+	for _, e := range bf.priorities.v {
+		p.RulePriorities = append(p.RulePriorities, &pb.RulePriority{RuleNames: e.RuleNames, RuleLabels: e.RuleLabels, Priority: e.Priority})
+	}
+	var vs []rules.FieldViolation
+	if bf.pricing != "" {
+		pr, ok := budget.Preset(bf.pricing)
+		if !ok {
+			vs = append(vs, rules.FieldViolation{Field: "pricing", Description: fmt.Sprintf("a preset: %s; got %q",
+				strings.Join(budget.PresetNames(), ", "), bf.pricing)})
+		}
+		// The preset's figures, but for the flags given with it.
+		set := func(flag string, dst *int64, v int64) {
+			if !given[flag] {
+				*dst = v
+			}
+		}
+		if !given["currency"] {
+			p.CurrencyCode = "USD"
+		}
+		set("price-per-million", &p.PricePerMillionMicros, pr.PricePerMillionMicros)
+		set("free-traces", &p.FreeTraces, pr.FreeTraces)
+		set("retrieved-price-per-million", &p.RetrievedPricePerMillionMicros, pr.RetrievedPricePerMillionMicros)
+		set("span-price-per-million", &p.SpanPricePerMillionMicros, pr.SpanPricePerMillionMicros)
+		if !given["retrievals-per-trace"] {
+			p.RetrievalsPerTrace = pr.RetrievalsPerTrace
+		}
 	}
 	if len(bf.services.v) > 0 || len(bf.ruleLabels.m) > 0 {
 		p.Scope = &pb.BudgetScope{ServiceNames: bf.services.v, RuleLabels: bf.ruleLabels.m}
 	}
-	var vs []rules.FieldViolation
 	switch bf.mode {
 	case "enforce":
 		p.Mode = pb.Budget_MODE_ENFORCE
@@ -371,6 +432,55 @@ func (f *budgetFloatsFlag) Set(s string) error {
 	return nil
 }
 
+// priorityFlag is a repeatable --priority SELECTOR:N; "" given alone means
+// an empty list.
+type priorityFlag struct{ v []budget.RulePriority }
+
+func (f *priorityFlag) String() string {
+	if f == nil {
+		return ""
+	}
+	parts := make([]string, len(f.v))
+	for i, e := range f.v {
+		parts[i] = priorityText(e.RuleNames, e.RuleLabels, e.Priority)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (f *priorityFlag) Set(s string) error {
+	if s == "" {
+		return nil
+	}
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 {
+		return fmt.Errorf("want SELECTOR:N such as checkout:10 or tier=critical:10, got %q", s)
+	}
+	sel := s[:i]
+	prio, err := strconv.ParseInt(s[i+1:], 10, 32)
+	if sel == "" || err != nil {
+		return fmt.Errorf("want SELECTOR:N such as checkout:10 or tier=critical:10, got %q", s)
+	}
+	e := budget.RulePriority{Priority: int32(prio)}
+	if k, v, isLabel := strings.Cut(sel, "="); isLabel {
+		e.RuleLabels = map[string]string{k: v}
+	} else {
+		e.RuleNames = []string{sel}
+	}
+	f.v = append(f.v, e)
+	return nil
+}
+
+// priorityText prints a priority entry as --priority takes it, or as
+// "{names}{labels}:N" when it has several.
+func priorityText(names []string, labels map[string]string, prio int32) string {
+	var sel []string
+	sel = append(sel, names...)
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		sel = append(sel, k+"="+labels[k])
+	}
+	return strings.Join(sel, "+") + ":" + strconv.FormatInt(int64(prio), 10)
+}
+
 // budgetLocalInvalid reports a budget that is not sent because the command line
 // cannot express it, in the form of the server's own answer.
 func budgetLocalInvalid(op string, vs []rules.FieldViolation) error {
@@ -419,11 +529,23 @@ reads stdin). A budgets file is checked whole before anything is created:
         - {webhook_url: "https://hooks.example.com/budget", secret: s3cret}
       floor_traces_per_second: 1
 
-Fields are the API's, in snake_case, but for money: monthly_amount and
-price_per_million are in currency units (at most 6 decimal places) where the
-API has monthly_amount_micros and price_per_million_micros. An unknown field
-is an error. Omitted fields take the server's defaults (currency_code USD, 5
-per million traces, thresholds 0.5, 0.8, 1 and forecast 1, enforce).
+Fields are the API's, in snake_case, but for money: monthly_amount,
+price_per_million, retrieved_price_per_million and span_price_per_million
+are in currency units (at most 6 decimal places) where the API has *_micros.
+An unknown field is an error. Omitted fields take the server's defaults
+(currency_code USD, 5 per million traces, thresholds 0.5, 0.8, 1 and forecast
+1, enforce). More fields:
+
+      rule_priorities:                  # cut the lowest first; unselected rules: 0
+        - {rule_labels: {tier: critical}, priority: 10}
+        - {rule_names: [health], priority: -1}
+      pricing: aws-xray                 # a preset; prices given beside it win
+      retrievals_per_trace: 2           # with a retrieved price
+      coverage_minutes: 5
+      burn_rate_thresholds: [14.4]
+
+Pricing presets: aws-xray, aws-xray-insights (their prices and dates are
+in the README).
 
 --webhook-secret signs every --webhook given with it; to give webhooks
 different secrets, or to keep secrets off the command line, use a file.`
@@ -859,7 +981,10 @@ func (w *alertWatch) print(a *pb.Alert) error {
 // alertCells are an alert's TIME, BUDGET, KIND, THRESHOLD and MESSAGE.
 func alertCells(a *pb.Alert) []string {
 	threshold := "-"
-	if a.GetThreshold() > 0 {
+	switch {
+	case a.GetKind() == pb.Alert_KIND_BURN_RATE:
+		threshold = strconv.FormatFloat(a.GetThreshold(), 'g', -1, 64) + "x"
+	case a.GetThreshold() > 0:
 		threshold = budgetPercent(a.GetThreshold())
 	}
 	return []string{a.GetFireTime().AsTime().UTC().Format(time.RFC3339), a.GetBudgetName(), alertKindText(a.GetKind()), threshold, a.GetMessage()}
@@ -875,6 +1000,10 @@ func alertKindText(k pb.Alert_Kind) string {
 		return "enforcement_started"
 	case pb.Alert_KIND_EXHAUSTED:
 		return "exhausted"
+	case pb.Alert_KIND_ENFORCEMENT_ENDED:
+		return "enforcement_ended"
+	case pb.Alert_KIND_BURN_RATE:
+		return "burn_rate"
 	}
 	return "unknown"
 }
@@ -959,8 +1088,8 @@ func thresholdsText(b *pb.Budget) string {
 	return list(b.GetSpendThresholds()) + "; " + forecast
 }
 
-// writeBudgetStatus prints a status as a block of fields and, when traces
-// were counted, a table of the spend per rule.
+// writeBudgetStatus prints a status as a block of fields and, when rules
+// were counted or planned, a table of each rule's spend and plan.
 func writeBudgetStatus(w io.Writer, b *pb.Budget, st *pb.BudgetStatus) error {
 	cur := " " + st.GetCurrencyCode()
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
@@ -969,9 +1098,27 @@ func writeBudgetStatus(w io.Writer, b *pb.Budget, st *pb.BudgetStatus) error {
 		fmt.Fprintf(tw, "MONTH\t%s (UTC)\n", st.GetMonthStartTime().AsTime().UTC().Format("2006-01"))
 	}
 	fmt.Fprintf(tw, "SPENT\t%s of %s (%s)\n", budgetMoney(st.GetSpentMicros())+cur, budgetMoney(b.GetMonthlyAmountMicros())+cur, budgetRatio(st.GetSpentRatio()))
-	fmt.Fprintf(tw, "FORECAST\t%s at month end (%s)\n", budgetMoney(st.GetForecastMicros())+cur, budgetRatio(st.GetForecastRatio()))
+	fmt.Fprintf(tw, "FORECAST\t%s at month end (%s); %s (%s) at the rules' own rates\n", budgetMoney(st.GetForecastMicros())+cur,
+		budgetRatio(st.GetForecastRatio()), budgetMoney(st.GetForecastUnenforcedMicros())+cur, budgetRatio(st.GetForecastUnenforcedRatio()))
+	if e := st.GetForecastExplanation(); e != nil {
+		fmt.Fprintf(tw, "HOW\t%s\n", forecastText(e))
+	}
 	fmt.Fprintf(tw, "TRACES\t%d sampled of %d requests; cap %d\n", st.GetSampledTraces(), st.GetRequests(), st.GetCapTraces())
-	fmt.Fprintf(tw, "FACTORS\tfixed rates x%s, reservoirs x%s\n", budgetFactorText(st.GetFixedRateFactor()), budgetFactorText(st.GetReservoirFactor()))
+	if st.GetComputedTime() != nil {
+		fmt.Fprintf(tw, "BURN RATE\t%sx the even rate over the last hour\n", strconv.FormatFloat(math.Round(st.GetBurnRate()*100)/100, 'f', -1, 64))
+	}
+	fmt.Fprintf(tw, "FACTORS\tfixed rates x%s, reservoirs x%s (the lowest of any rule)\n", budgetFactorText(st.GetFixedRateFactor()), budgetFactorText(st.GetReservoirFactor()))
+	enforcing := "no"
+	if st.GetEnforcing() {
+		enforcing = "yes"
+	}
+	if n := st.GetEnforcementEpisodes(); n > 0 {
+		enforcing += fmt.Sprintf(" (%d episodes this month)", n)
+	}
+	fmt.Fprintf(tw, "ENFORCING\t%s\n", enforcing)
+	if r := st.GetCoverageReserveTraces(); r > 0 || b.GetCoverageMinutes() > 0 {
+		fmt.Fprintf(tw, "COVERAGE\tone trace per service and rule every %d minutes: %d traces reserved to month end\n", b.GetCoverageMinutes(), r)
+	}
 	exhausted := "no"
 	if st.GetExhausted() {
 		exhausted = "yes: only the floor is traced"
@@ -991,9 +1138,107 @@ func writeBudgetStatus(w io.Writer, b *pb.Budget, st *pb.BudgetStatus) error {
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "RULE\tREQUESTS\tSAMPLED\tSPENT")
+	fmt.Fprintln(tw, "RULE\tPRIORITY\tREQUESTS\tSAMPLED\tSPENT\tFIXED RATE\tRESERVOIR\tFORECAST")
 	for _, r := range st.GetRules() {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", r.GetRuleName(), r.GetRequests(), r.GetSampledTraces(), budgetMoney(r.GetSpentMicros()))
+		prio, fixed, resv, forecast := "-", "-", "-", "-"
+		if r.GetPlanned() {
+			prio = strconv.Itoa(int(r.GetPriority()))
+			fixed = "x" + budgetFactorText(r.GetFixedRateFactor())
+			resv = "x" + budgetFactorText(r.GetReservoirFactor())
+			forecast = "+" + budgetMoney(r.GetForecastMicros())
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", r.GetRuleName(), prio, r.GetRequests(), r.GetSampledTraces(),
+			budgetMoney(r.GetSpentMicros()), fixed, resv, forecast)
+	}
+	return tw.Flush()
+}
+
+// forecastText says how a forecast was made, in a line.
+func forecastText(e *pb.ForecastExplanation) string {
+	rate := func(x float64) string { return strconv.FormatFloat(x, 'g', 4, 64) + "/s" }
+	var text string
+	switch e.GetMethod() {
+	case budget.MethodMeanRate:
+		text = "mean rate since traffic was first seen (less than a day of it)"
+	case budget.MethodProfile:
+		text = "hour-of-day profile at level " + strconv.FormatFloat(e.GetLevel(), 'g', 3, 64)
+		if t := e.GetTrendPerDay(); t != 0 {
+			text += fmt.Sprintf(", trend %+.1f%%/day", 100*t)
+		}
+	default:
+		return "no traffic yet: nothing forecast"
+	}
+	text += "; requests now " + rate(e.GetCurrentRequestRate()) + ", expected " + rate(e.GetExpectedRequestRate())
+	return text + fmt.Sprintf("; %d requests to month end", e.GetForecastRequests())
+}
+
+func runBudgetHistory(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var (
+		conn   connConfig
+		output string
+		month  string
+	)
+	fs := newFlagSet("budgets", "history", "history NAME [--month YYYY-MM] [flags]",
+		`Shows a budget's month (UTC) hour by hour, for a burn-down: each hour's
+requests, sampled traces and spend (from the usage record), the spend of the
+month so far, and the last decision the controller made in the hour: its
+month-end forecasts, at the factors it decided and at the rules' own rates,
+and the lowest factors. -o json prints the API's GetBudgetHistoryResponse.`, stderr, &conn)
+	addBudgetOutputFlag(fs, &output)
+	fs.StringVar(&month, "month", "", "the `month` to show, YYYY-MM (default: this month)")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs("budgets", "history", pos, 1, 1); err != nil {
+		return err
+	}
+	if err := checkFormat(output); err != nil {
+		return err
+	}
+	req := &pb.GetBudgetHistoryRequest{Name: pos[0]}
+	if month != "" {
+		t, err := time.Parse("2006-01", month)
+		if err != nil {
+			return usageError(fmt.Errorf("budgets history: --month wants YYYY-MM, got %q", month))
+		}
+		req.MonthTime = timestamppb.New(t)
+	}
+	c, err := dial(conn)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	resp, err := budgetAPI(c).GetBudgetHistory(ctx, req)
+	if err != nil {
+		return c.wrap("", err)
+	}
+	switch output {
+	case formatJSON:
+		return writeJSON(stdout, resp)
+	case formatYAML:
+		b, err := marshalJSON(resp)
+		if err != nil {
+			return err
+		}
+		return writeBudgetYAML(stdout, b)
+	}
+	fmt.Fprintf(stdout, "%s, %s (UTC), amounts in %s, cap %s\n\n", resp.GetBudgetName(),
+		resp.GetMonthStartTime().AsTime().UTC().Format("2006-01"), resp.GetCurrencyCode(), budgetMoney(resp.GetMonthlyAmountMicros()))
+	tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "HOUR\tREQUESTS\tSAMPLED\tSPENT\tMONTH SO FAR\tFORECAST\tUNENFORCED\tFIXED RATE\tRESERVOIR\t")
+	for _, h := range resp.GetHours() {
+		forecast, unenforced, fixed, resv := "-", "-", "-", "-"
+		if h.GetDecided() {
+			forecast, unenforced = budgetMoney(h.GetForecastMicros()), budgetMoney(h.GetForecastUnenforcedMicros())
+			fixed, resv = "x"+budgetFactorText(h.GetFixedRateFactor()), "x"+budgetFactorText(h.GetReservoirFactor())
+			if h.GetExhausted() {
+				fixed += " (exhausted)"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", h.GetStartTime().AsTime().UTC().Format("01-02 15:04"),
+			h.GetRequests(), h.GetSampledTraces(), budgetMoney(h.GetSpentMicros()), budgetMoney(h.GetCumulativeSpentMicros()),
+			forecast, unenforced, fixed, resv)
 	}
 	return tw.Flush()
 }
@@ -1042,6 +1287,20 @@ type fileBudget struct {
 	ForecastThresholds   []float64     `yaml:"forecast_thresholds,flow"`
 	Channels             []fileChannel `yaml:"channels,omitempty"`
 	FloorTracesPerSecond float64       `yaml:"floor_traces_per_second,omitempty"`
+
+	RulePriorities           []filePriority `yaml:"rule_priorities,omitempty"`
+	CoverageMinutes          int32          `yaml:"coverage_minutes,omitempty"`
+	RetrievedPricePerMillion fileAmount     `yaml:"retrieved_price_per_million,omitempty"`
+	RetrievalsPerTrace       float64        `yaml:"retrievals_per_trace,omitempty"`
+	SpanPricePerMillion      fileAmount     `yaml:"span_price_per_million,omitempty"`
+	SpansPerTrace            float64        `yaml:"spans_per_trace,omitempty"`
+	BurnRateThresholds       []float64      `yaml:"burn_rate_thresholds,flow,omitempty"`
+}
+
+type filePriority struct {
+	RuleNames  []string          `yaml:"rule_names,omitempty,flow"`
+	RuleLabels map[string]string `yaml:"rule_labels,omitempty,flow"`
+	Priority   int32             `yaml:"priority"`
 }
 
 // fileAmount is an amount in micros, printed as the exact decimal of its
@@ -1082,6 +1341,16 @@ func writeBudgetsFile(w io.Writer, bs []*pb.Budget) error {
 			SpendThresholds:      p.GetSpendThresholds(),
 			ForecastThresholds:   p.GetForecastThresholds(),
 			FloorTracesPerSecond: p.GetFloorTracesPerSecond(),
+
+			CoverageMinutes:          p.GetCoverageMinutes(),
+			RetrievedPricePerMillion: fileAmount(p.GetRetrievedPricePerMillionMicros()),
+			RetrievalsPerTrace:       p.GetRetrievalsPerTrace(),
+			SpanPricePerMillion:      fileAmount(p.GetSpanPricePerMillionMicros()),
+			SpansPerTrace:            p.GetSpansPerTrace(),
+			BurnRateThresholds:       p.GetBurnRateThresholds(),
+		}
+		for _, rp := range p.GetRulePriorities() {
+			f.RulePriorities = append(f.RulePriorities, filePriority{RuleNames: rp.GetRuleNames(), RuleLabels: rp.GetRuleLabels(), Priority: rp.GetPriority()})
 		}
 		if s := p.GetScope(); len(s.GetServiceNames()) > 0 || len(s.GetRuleLabels()) > 0 {
 			f.Scope = &fileScope{ServiceNames: s.GetServiceNames(), RuleLabels: s.GetRuleLabels()}
@@ -1216,7 +1485,9 @@ func loadBudgetsDoc(l *loader, data []byte) []*pb.Budget {
 // Money is in currency units where the API has micros: monthly_amount and
 // price_per_million; "currency", currency_code's earlier name, is read too.
 var budgetFields = []string{"name", "description", "scope", "monthly_amount", "currency_code", "price_per_million",
-	"free_traces", "mode", "spend_thresholds", "forecast_thresholds", "channels", "floor_traces_per_second"}
+	"free_traces", "mode", "spend_thresholds", "forecast_thresholds", "channels", "floor_traces_per_second",
+	"rule_priorities", "coverage_minutes", "retrieved_price_per_million", "retrievals_per_trace", "span_price_per_million",
+	"spans_per_trace", "burn_rate_thresholds", "pricing"}
 
 // budgetDecoder decodes one budget of a file, collecting problems by field.
 type budgetDecoder struct {
@@ -1236,8 +1507,8 @@ func (d *budgetDecoder) fileField(api string) string {
 	switch top {
 	case "monthly_amount_micros":
 		return "monthly_amount" + api[len(top):]
-	case "price_per_million_micros":
-		return "price_per_million" + api[len(top):]
+	case "price_per_million_micros", "retrieved_price_per_million_micros", "span_price_per_million_micros":
+		return strings.TrimSuffix(top, "_micros") + api[len(top):]
 	case "currency_code":
 		if d.currencyKey != "" {
 			return d.currencyKey
@@ -1270,6 +1541,13 @@ func loadBudget(l *loader, index int, n *yaml.Node) (b budget.Budget, ok bool) {
 	for _, p := range pairs {
 		if v := resolve(p.val); p.key.Value == "name" && v.Kind == yaml.ScalarNode && !isNull(v) {
 			d.b.Name = v.Value
+		}
+	}
+	// A pricing preset comes first too: the prices given beside it win.
+	for _, p := range pairs {
+		if p.key.Value == "pricing" {
+			d.lines["pricing"] = p.key.Line
+			d.pricing(resolve(p.val))
 		}
 	}
 	who := fmt.Sprintf("budget #%d", index)
@@ -1361,7 +1639,30 @@ func (d *budgetDecoder) field(key *yaml.Node, field string, v *yaml.Node) {
 		d.channels(v)
 	case "floor_traces_per_second":
 		err = decodeFloat(v, &b.FloorPerSecond)
-	case "etag", "create_time", "update_time":
+	case "rule_priorities":
+		d.priorities(v)
+	case "coverage_minutes":
+		var n int64
+		if err = decodeInt(v, &n); err == nil {
+			if n < math.MinInt32 || n > math.MaxInt32 {
+				err = errAt(v, "want minutes from 0 to %d, got %d", budget.MaxCoverageMinutes, n)
+			} else {
+				b.CoverageMinutes = int32(n)
+			}
+		}
+	case "retrieved_price_per_million":
+		err = decodeAmount(v, &b.RetrievedPricePerMillionMicros)
+	case "retrievals_per_trace":
+		err = decodeFloat(v, &b.RetrievalsPerTrace)
+	case "span_price_per_million":
+		err = decodeAmount(v, &b.SpanPricePerMillionMicros)
+	case "spans_per_trace":
+		err = decodeFloat(v, &b.SpansPerTrace)
+	case "burn_rate_thresholds":
+		err = decodeBudgetFloats(v, &b.BurnRateThresholds)
+	case "pricing":
+		// Applied first, in loadBudget.
+	case "etag", "create_time", "update_time", "uid", "generation":
 		err = errAt(v, "is output only and cannot be set in a file")
 	default:
 		d.unknown(key, field, budgetFields, "a budget")
@@ -1422,6 +1723,88 @@ func (d *budgetDecoder) scope(v *yaml.Node) {
 		default:
 			d.unknown(p.key, path, []string{"service_names", "rule_labels"}, "a scope")
 		}
+	}
+}
+
+// pricing applies a preset of prices.
+func (d *budgetDecoder) pricing(v *yaml.Node) {
+	var name string
+	if err := decodeString(v, &name); err != nil {
+		d.fail(err.line, "pricing", "%s", err.msg)
+		return
+	}
+	p, ok := budget.Preset(name)
+	if !ok {
+		d.fail(v.Line, "pricing", "a preset: %s; got %q", strings.Join(budget.PresetNames(), ", "), name)
+		return
+	}
+	p.Apply(&d.b)
+}
+
+// priorities decodes rule_priorities: a list of {rule_names, rule_labels,
+// priority}.
+func (d *budgetDecoder) priorities(v *yaml.Node) {
+	if isNull(v) {
+		return
+	}
+	if v.Kind != yaml.SequenceNode {
+		d.fail(v.Line, "rule_priorities", "want a list of {rule_names, rule_labels, priority}, got %s", kindName(v))
+		return
+	}
+	for i, item := range v.Content {
+		item = resolve(item)
+		at := fmt.Sprintf("rule_priorities[%d]", i)
+		d.lines[at] = item.Line
+		if item.Kind != yaml.MappingNode {
+			d.fail(item.Line, at, "want a mapping with rule_names, rule_labels and priority, got %s", kindName(item))
+			continue
+		}
+		var e budget.RulePriority
+		pairs, errs := mappingPairs(item)
+		for _, pe := range errs {
+			d.fail(pe.line, at, "%s", pe.msg)
+		}
+		for _, p := range pairs {
+			path := at + "." + p.key.Value
+			d.lines[path] = p.key.Line
+			val := resolve(p.val)
+			var err *nodeError
+			switch p.key.Value {
+			case "rule_names":
+				if isNull(val) {
+					continue
+				}
+				if val.Kind != yaml.SequenceNode {
+					err = errAt(val, "want a list of rule names, got %s", kindName(val))
+					break
+				}
+				for j, n := range val.Content {
+					var name string
+					if err = decodeString(resolve(n), &name); err != nil {
+						break
+					}
+					d.lines[fmt.Sprintf("%s[%d]", path, j)] = n.Line
+					e.RuleNames = append(e.RuleNames, name)
+				}
+			case "rule_labels":
+				err = decodeMap(val, path, &e.RuleLabels, d.lines)
+			case "priority":
+				var n int64
+				if err = decodeInt(val, &n); err == nil {
+					if n < math.MinInt32 || n > math.MaxInt32 {
+						err = errAt(val, "want a priority from %d to %d, got %d", -budget.MaxPriority, budget.MaxPriority, n)
+					} else {
+						e.Priority = int32(n)
+					}
+				}
+			default:
+				d.unknown(p.key, path, []string{"rule_names", "rule_labels", "priority"}, "a rule priority")
+			}
+			if err != nil {
+				d.fail(err.line, path, "%s", err.msg)
+			}
+		}
+		d.b.Priorities = append(d.b.Priorities, e)
 	}
 }
 
