@@ -46,6 +46,16 @@ type serveConfig struct {
 	tlsPoll     time.Duration // how often to look for renewed TLS files; 0: tlsPollEvery (tests shorten it)
 }
 
+// The bounds of --report-interval. Every SDK reports once an interval (a
+// store write each), so below a second the writes grow with nothing to
+// gain. A budget cuts a surge only once it is reported, decided and sent
+// back, about three intervals; past a minute, what a surge spends before
+// then is no longer small beside the month (docs/BUDGETS.md).
+const (
+	minReportInterval = time.Second
+	maxReportInterval = time.Minute
+)
+
 // envPrefix: every serve flag --foo-bar can also be set as
 // CONTROLPLANE_FOO_BAR; a flag on the command line wins.
 const envPrefix = "CONTROLPLANE_"
@@ -62,7 +72,9 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.DurationVar(&c.maxConnAge, "max-connection-age", 30*time.Minute, "close client connections after this long so streams rebalance across replicas")
-	fs.DurationVar(&c.interval, "report-interval", 10*time.Second, "how often SDKs report their counts and get new quotas")
+	fs.DurationVar(&c.interval, "report-interval", 10*time.Second, "how often SDKs report their counts and get new quotas, and budgets are decided: "+
+		"from 1s (each report is a store write) to 1m (a surge costs about three intervals before budgets cut it: at 1m, a surge of 100x "+
+		"the month's mean rate spends 0.7 % of the month; at 10m, 7 %)")
 	fs.BoolVar(&c.debug, "debug-endpoints", false, "serve Go's pprof profiles under /debug/pprof/ on --http-addr (do not expose publicly)")
 	fs.DurationVar(&c.shutdown, "shutdown-timeout", 20*time.Second, "how long a graceful stop waits for calls in flight")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM `file` of the gRPC server's TLS certificate chain (with --tls-key; empty: plaintext)")
@@ -171,6 +183,9 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if err := applyEnv(fs, os.LookupEnv); err != nil {
 		return usageError(err)
+	}
+	if c.interval < minReportInterval || c.interval > maxReportInterval {
+		return usageError(fmt.Errorf("--report-interval must be from %v to %v (see -h for why), got %v", minReportInterval, maxReportInterval, c.interval))
 	}
 	log, err := newLogger(stderr, c.logLevel, c.logFormat)
 	if err != nil {

@@ -673,6 +673,8 @@ func TestServeCommandLineErrors(t *testing.T) {
 		{"unknown log format", hermetic("--log-format", "xml"), exitUsage, "--log-format", ""},
 		{"bad duration flag", hermetic("--shutdown-timeout", "soon"), exitUsage, "shutdown-timeout", ""},
 		{"unknown flag", hermetic("--bogus"), exitUsage, "bogus", ""},
+		{"report interval too short", hermetic("--report-interval", "1ms"), exitUsage, "--report-interval must be from 1s to 1m0s", ""},
+		{"report interval too long", hermetic("--report-interval", "10m"), exitUsage, "--report-interval must be from 1s to 1m0s", ""},
 		{"arguments", hermetic("now"), exitUsage, "no arguments", ""},
 		{"unparsable redis url", hermetic("--redis-url", "http://127.0.0.1:1"), exitUsage, "--redis-url", ""},
 		{"unknown redis url parameter", hermetic("--redis-url", "redis://app:hunter2@127.0.0.1:1/0?colour=red"), exitUsage, "--redis-url", "hunter2"},
