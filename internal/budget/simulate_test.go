@@ -234,23 +234,26 @@ func TestSimulateStopsWhenItsContextEnds(t *testing.T) {
 }
 
 // BenchmarkSimulate measures the cost of the largest runs SimulateCost
-// allows (see maxSimWork in internal/server), and of one it refuses.
+// allows, at the controller intervals it picks for them (see simInterval in
+// internal/server), and of a run without a budget.
 func BenchmarkSimulate(b *testing.B) {
 	cases := []struct {
-		name   string
-		days   int
-		rules  int
-		budget bool
+		name     string
+		days     int
+		rules    int
+		budget   bool
+		interval time.Duration
 	}{
-		{"31days/100rules/budget", 31, 100, true},
-		{"62days/12rules/budget", 62, 12, true},
-		{"31days/1rule/budget", 31, 1, true},
-		{"62days/100rules/nobudget", 62, 100, false},
-		{"62days/100rules/budget(refused)", 62, 100, true},
+		{"31days/1rule/budget/1m", 31, 1, true, time.Minute},
+		{"31days/11rules/budget/1m", 31, 11, true, time.Minute},
+		{"31days/100rules/budget/6m", 31, 100, true, 6 * time.Minute},
+		{"62days/100rules/budget/12m", 62, 100, true, 12 * time.Minute},
+		{"62days/100rules/nobudget", 62, 100, false, time.Minute},
+		{"31days/100rules/budget/1m(not allowed)", 31, 100, true, time.Minute},
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
-			cfg := SimConfig{RequestsPerDay: 250e6, Days: c.days, DailySwing: 0.6}
+			cfg := SimConfig{RequestsPerDay: 250e6, Days: c.days, DailySwing: 0.6, Interval: c.interval}
 			for i := range c.rules {
 				cfg.Rules = append(cfg.Rules, rules.Rule{Name: fmt.Sprintf("r%d", i), Priority: int32(i + 1), FixedRate: 0.05, ReservoirSize: 1})
 			}

@@ -96,10 +96,12 @@ type BudgetServiceClient interface {
 	// SimulateCost answers "what do these rules cost under this traffic?",
 	// optionally under a budget, by running the real forecast and enforcement
 	// over a simulated month. Its work is bounded: at most 100 rules and 62
-	// days, and with a budget, days x 1440 steps x (rules + 75 for the
-	// controller) at most 7812000 (a 31-day month of 100 rules), or
-	// INVALID_ARGUMENT on traffic.days. A replica runs a few at once (half its
-	// cores); past that, RESOURCE_EXHAUSTED with a RetryInfo.
+	// days; with a budget the simulated controller decides every minute while
+	// days x steps x (rules + 9) stays within 900000 (a 31-day month of 11
+	// rules), else less often, up to every 12 minutes for 62 days of 100 rules
+	// (SimulateCostResponse.controller_interval_seconds). A replica runs a few
+	// at once (half its cores); past that, RESOURCE_EXHAUSTED with a
+	// RetryInfo.
 	SimulateCost(ctx context.Context, in *SimulateCostRequest, opts ...grpc.CallOption) (*SimulateCostResponse, error)
 }
 
@@ -285,10 +287,12 @@ type BudgetServiceServer interface {
 	// SimulateCost answers "what do these rules cost under this traffic?",
 	// optionally under a budget, by running the real forecast and enforcement
 	// over a simulated month. Its work is bounded: at most 100 rules and 62
-	// days, and with a budget, days x 1440 steps x (rules + 75 for the
-	// controller) at most 7812000 (a 31-day month of 100 rules), or
-	// INVALID_ARGUMENT on traffic.days. A replica runs a few at once (half its
-	// cores); past that, RESOURCE_EXHAUSTED with a RetryInfo.
+	// days; with a budget the simulated controller decides every minute while
+	// days x steps x (rules + 9) stays within 900000 (a 31-day month of 11
+	// rules), else less often, up to every 12 minutes for 62 days of 100 rules
+	// (SimulateCostResponse.controller_interval_seconds). A replica runs a few
+	// at once (half its cores); past that, RESOURCE_EXHAUSTED with a
+	// RetryInfo.
 	SimulateCost(context.Context, *SimulateCostRequest) (*SimulateCostResponse, error)
 	mustEmbedUnimplementedBudgetServiceServer()
 }
