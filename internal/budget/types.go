@@ -18,6 +18,11 @@ type Usage struct {
 	// totals in Rules but no hours here (usage recorded before they were
 	// kept) is taken to follow the budget's hours in proportion.
 	RuleRequests map[string][]float64
+	// RuleSampled and Services are kept only in the fleet's usage record
+	// (store.FleetUsage): each rule's sampled traces per hour, and each
+	// rule's month per service (rule → service → counts).
+	RuleSampled map[string][]float64
+	Services    map[string]map[string]RuleUsage
 }
 
 // RuleUsage is one rule's part of a budget's month.
@@ -166,6 +171,9 @@ type Memory struct {
 	Episode      int
 	EpisodeOpen  bool
 	LastEnforced time.Time
+	// Backfilled says the month before the budget was created has been
+	// added to its usage from the fleet's.
+	Backfilled bool
 }
 
 // AlertKind is what an alert is about.

@@ -216,7 +216,23 @@ type UsageIncrement struct {
 	Rule     string
 	Requests int64
 	Sampled  int64
+	// Service is the reporting service, kept in FleetUsage's record only.
+	Service string
 }
+
+// FleetUsage is the name under which every report's counts are kept,
+// whatever budgets cover them: besides what a budget's month holds, each
+// rule's sampled traces per hour (Usage.RuleSampled) and each rule's month
+// per service (Usage.Services, at most MaxFleetPairs pairs of service and
+// rule a month; the pairs past that are not kept). From it a budget created
+// mid-month counts the month before it, and a plan counts the service ×
+// rule pairs it keeps coverage for. No budget can be called "*".
+const FleetUsage = "*"
+
+// MaxFleetPairs bounds the service × rule pairs FleetUsage keeps a month
+// (Redis keeps up to this many for requests and as many for sampled
+// traces): services are whatever SDKs say they are.
+const MaxFleetPairs = 10_000
 
 // LedgerStore keeps the fleet ledgers that reservoirs are split by. The
 // storage for a rule is a handful of buckets, whatever the number of clients.

@@ -47,6 +47,11 @@ type monthUsage struct {
 	sampled   []int64
 	rules     map[string]budget.RuleUsage
 	ruleHours map[string][]int64 // rule → requests by hour of the month
+	// Kept for store.FleetUsage only: rule → sampled by hour of the
+	// month, and rule → service → counts (at most store.MaxFleetPairs).
+	ruleSampled map[string][]int64
+	services    map[string]map[string]budget.RuleUsage
+	pairs       int
 }
 
 func newMonthUsage(start time.Time) *monthUsage {
@@ -121,6 +126,22 @@ func (l *live) snapshot() (_ fileLive, dirty bool) {
 				fu.RuleHours[name] = trimZeros(hours)
 			}
 		}
+		if len(u.ruleSampled) > 0 {
+			fu.RuleSampled = make(map[string][]int64, len(u.ruleSampled))
+			for name, hours := range u.ruleSampled {
+				fu.RuleSampled[name] = trimZeros(hours)
+			}
+		}
+		if len(u.services) > 0 {
+			fu.Services = make(map[string]map[string]record.RuleUsage, len(u.services))
+			for rule, m := range u.services {
+				fm := make(map[string]record.RuleUsage, len(m))
+				for svc, c := range m {
+					fm[svc] = record.RuleUsage(c)
+				}
+				fu.Services[rule] = fm
+			}
+		}
 		out.Usage = append(out.Usage, fu)
 	}
 	for k, points := range l.history {
@@ -167,12 +188,35 @@ func (l *live) restore(f *fileLive, now time.Time) error {
 		for name, ru := range fu.Rules {
 			u.rules[name] = budget.RuleUsage(ru)
 		}
-		for name, hours := range fu.RuleHours {
-			if len(hours) > len(u.requests) {
-				return fmt.Errorf("usage of budget %q: rule %q has more hours than %s has", fu.Budget, name, fu.Month)
+		for _, series := range []struct {
+			from map[string][]int64
+			to   *map[string][]int64
+		}{{fu.RuleHours, &u.ruleHours}, {fu.RuleSampled, &u.ruleSampled}} {
+			for name, hours := range series.from {
+				if len(hours) > len(u.requests) {
+					return fmt.Errorf("usage of budget %q: rule %q has more hours than %s has", fu.Budget, name, fu.Month)
+				}
+				if *series.to == nil {
+					*series.to = map[string][]int64{}
+				}
+				(*series.to)[name] = make([]int64, len(u.requests))
+				copy((*series.to)[name], hours)
 			}
-			u.ruleHours[name] = make([]int64, len(u.requests))
-			copy(u.ruleHours[name], hours)
+		}
+		for rule, m := range fu.Services {
+			for svc, c := range m {
+				if u.pairs >= store.MaxFleetPairs {
+					break
+				}
+				if u.services == nil {
+					u.services = map[string]map[string]budget.RuleUsage{}
+				}
+				if u.services[rule] == nil {
+					u.services[rule] = map[string]budget.RuleUsage{}
+				}
+				u.services[rule][svc] = budget.RuleUsage(c)
+				u.pairs++
+			}
 		}
 		l.usage[usageKey{fu.Budget, fu.Month}] = u
 	}
@@ -284,9 +328,48 @@ func (l *live) addUsage(incs []store.UsageIncrement, now time.Time) {
 				}
 				hours[inc.Hour] += inc.Requests
 			}
+			if inc.Budget == store.FleetUsage {
+				u.addFleet(&inc)
+			}
 		}
 		l.dirty = true
 	}
+}
+
+// addFleet keeps what the fleet's record has besides a budget's.
+func (u *monthUsage) addFleet(inc *store.UsageIncrement) {
+	if inc.Sampled != 0 {
+		if u.ruleSampled == nil {
+			u.ruleSampled = map[string][]int64{}
+		}
+		hours := u.ruleSampled[inc.Rule]
+		if hours == nil {
+			hours = make([]int64, len(u.requests))
+			u.ruleSampled[inc.Rule] = hours
+		}
+		hours[inc.Hour] += inc.Sampled
+	}
+	if inc.Service == "" {
+		return
+	}
+	if u.services == nil {
+		u.services = map[string]map[string]budget.RuleUsage{}
+	}
+	m := u.services[inc.Rule]
+	c, ok := m[inc.Service]
+	if !ok {
+		if u.pairs >= store.MaxFleetPairs {
+			return
+		}
+		u.pairs++
+		if m == nil {
+			m = map[string]budget.RuleUsage{}
+			u.services[inc.Rule] = m
+		}
+	}
+	c.Requests += inc.Requests
+	c.Sampled += inc.Sampled
+	m[inc.Service] = c
 }
 
 // Usage returns a budget's month as recorded so far; a month without
@@ -312,12 +395,25 @@ func (s *Store) Usage(ctx context.Context, budgetName string, month time.Time) (
 		out.Sampled[h] = float64(u.sampled[h])
 	}
 	maps.Copy(out.Rules, u.rules)
-	for name, hours := range u.ruleHours {
+	floats := func(hours []int64) []float64 {
 		fs := make([]float64, len(hours))
 		for h, n := range hours {
 			fs[h] = float64(n)
 		}
-		out.RuleRequests[name] = fs
+		return fs
+	}
+	for name, hours := range u.ruleHours {
+		out.RuleRequests[name] = floats(hours)
+	}
+	if budgetName == store.FleetUsage {
+		out.RuleSampled = make(map[string][]float64, len(u.ruleSampled))
+		for name, hours := range u.ruleSampled {
+			out.RuleSampled[name] = floats(hours)
+		}
+		out.Services = make(map[string]map[string]budget.RuleUsage, len(u.services))
+		for rule, m := range u.services {
+			out.Services[rule] = maps.Clone(m)
+		}
 	}
 	return out, nil
 }

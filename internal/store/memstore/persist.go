@@ -59,8 +59,11 @@ type fileUsage struct {
 	Requests []int64                     `json:"requests"`
 	Sampled  []int64                     `json:"sampled"`
 	Rules    map[string]record.RuleUsage `json:"rules,omitempty"`
-	// RuleHours are each rule's requests per hour.
-	RuleHours map[string][]int64 `json:"rule_hours,omitempty"`
+	// RuleHours are each rule's requests per hour; RuleSampled its sampled
+	// per hour and Services its month per service, for the fleet only.
+	RuleHours   map[string][]int64                     `json:"rule_hours,omitempty"`
+	RuleSampled map[string][]int64                     `json:"rule_sampled,omitempty"`
+	Services    map[string]map[string]record.RuleUsage `json:"services,omitempty"`
 }
 
 // fileHistory is one budget's month of hourly decisions.

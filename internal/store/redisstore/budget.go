@@ -246,6 +246,11 @@ func (s *Store) Usage(ctx context.Context, budgetName string, month time.Time) (
 		return budget.Usage{}, unavailable("read usage", err)
 	}
 	u := budget.NewUsage(start)
+	if budgetName == store.FleetUsage {
+		if err := s.fleetServices(ctx, &u); err != nil {
+			return budget.Usage{}, err
+		}
+	}
 	for f, v := range fields {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
@@ -263,16 +268,23 @@ func (s *Store) Usage(ctx context.Context, budgetName string, month time.Time) (
 			} else {
 				u.Sampled[h] += float64(n)
 			}
-		case "rh":
+		case "rh", "sh":
 			hs, rule, ok := strings.Cut(arg, ":")
 			h, err := strconv.Atoi(hs)
 			if !ok || err != nil || h < 0 || h >= len(u.Requests) {
 				continue // not written by RecordReports
 			}
-			hours := u.RuleRequests[rule]
+			series := u.RuleRequests
+			if kind == "sh" {
+				if u.RuleSampled == nil {
+					u.RuleSampled = map[string][]float64{}
+				}
+				series = u.RuleSampled
+			}
+			hours := series[rule]
 			if hours == nil {
 				hours = make([]float64, len(u.Requests))
-				u.RuleRequests[rule] = hours
+				series[rule] = hours
 			}
 			hours[h] += float64(n)
 		case "rr", "rs":
@@ -286,6 +298,38 @@ func (s *Store) Usage(ctx context.Context, budgetName string, month time.Time) (
 		}
 	}
 	return u, nil
+}
+
+// fleetServices reads the fleet's month per rule and service into
+// u.Services.
+func (s *Store) fleetServices(ctx context.Context, u *budget.Usage) error {
+	u.Services = map[string]map[string]budget.RuleUsage{}
+	for _, sampled := range []bool{false, true} {
+		fields, err := s.client.HGetAll(ctx, s.servicesKey(u.MonthStart, sampled)).Result()
+		if err != nil {
+			return unavailable("read fleet usage", err)
+		}
+		for f, v := range fields {
+			n, err := strconv.ParseInt(v, 10, 64)
+			rule, svc, ok := strings.Cut(f, ":")
+			if err != nil || !ok {
+				continue // not written by RecordReports
+			}
+			m := u.Services[rule]
+			if m == nil {
+				m = map[string]budget.RuleUsage{}
+				u.Services[rule] = m
+			}
+			c := m[svc]
+			if sampled {
+				c.Sampled += n
+			} else {
+				c.Requests += n
+			}
+			m[svc] = c
+		}
+	}
+	return nil
 }
 
 // ClaimTick sets the tick's key if it is absent (SET NX), with a random

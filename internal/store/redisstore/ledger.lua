@@ -11,8 +11,9 @@
 -- ARGV[1] current bucket, ARGV[2] buckets that stay live, ARGV[3] ledger TTL
 -- in ms, ARGV[4] L, ARGV[5] the call key's TTL in ms; then per ledger key, in KEYS order: the number of deltas
 -- n, then n pairs of bucket and delta; then per usage key, in KEYS order:
--- its TTL in ms, the number of increments n, then n pairs of field and
--- increment.
+-- its TTL in ms, the most fields it may hold (0: no limit; a field past it
+-- that is not there yet is not added), the number of increments n, then n
+-- pairs of field and increment.
 --
 -- The last key marks the batch as applied, for ARGV[5] ms: a client that
 -- sends the script again (go-redis does after a read timeout, when the first
@@ -61,10 +62,13 @@ if apply then
   for k = nledgers + 1, #KEYS - 1 do
     local key = KEYS[k]
     local keyttl = ARGV[a]
-    local n = tonumber(ARGV[a + 1])
-    a = a + 2
+    local limit = tonumber(ARGV[a + 1])
+    local n = tonumber(ARGV[a + 2])
+    a = a + 3
     for j = 1, n do
-      redis.call('HINCRBY', key, ARGV[a], ARGV[a + 1])
+      if limit == 0 or redis.call('HLEN', key) < limit or redis.call('HEXISTS', key, ARGV[a]) == 1 then
+        redis.call('HINCRBY', key, ARGV[a], ARGV[a + 1])
+      end
       a = a + 2
     end
     redis.call('PEXPIRE', key, keyttl)

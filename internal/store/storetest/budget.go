@@ -1250,3 +1250,59 @@ func testWatchBudgetsAndAlerts(t *testing.T, b Backend) {
 		}
 	}
 }
+
+// testFleetUsage: the fleet's record keeps, besides a budget's, each rule's
+// sampled traces per hour and its month per service, at most
+// store.MaxFleetPairs pairs of service and rule; a pair already kept still
+// counts when the bound is reached.
+func testFleetUsage(t *testing.T, b Backend) {
+	clk := newClock()
+	s := open(t, b, clk)
+	other := peer(t, b, s, clk)
+	now := clk.Now()
+	inc := func(hour int, rule, service string, requests, sampled int64) store.UsageIncrement {
+		return store.UsageIncrement{Budget: store.FleetUsage, Month: now, Hour: hour, Rule: rule, Service: service, Requests: requests, Sampled: sampled}
+	}
+	recordUsage(t, s, now, inc(5, "a", "shop", 100, 10), inc(5, "a", "ads", 50, 5), inc(6, "b", "shop", 10, 10))
+	recordUsage(t, other, now, inc(6, "a", "shop", 1, 1))
+	for _, st := range []store.Store{s, other} {
+		u := mustUsage(t, st, store.FleetUsage, now)
+		checkUsage(t, "fleet", u, wantUsage{
+			start:     march,
+			hours:     map[int][2]float64{5: {150, 15}, 6: {11, 11}},
+			rules:     map[string]budget.RuleUsage{"a": {Requests: 151, Sampled: 16}, "b": {Requests: 10, Sampled: 10}},
+			ruleHours: map[string]map[int]float64{"a": {5: 150, 6: 1}, "b": {6: 10}},
+		})
+		if got, want := u.RuleSampled["a"][5], 15.0; got != want || u.RuleSampled["b"][6] != 10 {
+			t.Errorf("sampled per rule and hour: a@5 %v (want %v), b@6 %v (want 10)", got, want, u.RuleSampled["b"][6])
+		}
+		want := map[string]map[string]budget.RuleUsage{
+			"a": {"shop": {Requests: 101, Sampled: 11}, "ads": {Requests: 50, Sampled: 5}},
+			"b": {"shop": {Requests: 10, Sampled: 10}},
+		}
+		if diff := cmp.Diff(want, u.Services); diff != "" {
+			t.Errorf("services (-want +got):\n%s", diff)
+		}
+	}
+	if u := mustUsage(t, s, "budget", now); u.Services != nil || u.RuleSampled != nil {
+		t.Errorf("a budget's usage has the fleet's fields: %+v %+v", u.Services, u.RuleSampled)
+	}
+	// Fill the bound: the pairs past it are dropped, a kept one counts on.
+	incs := make([]store.UsageIncrement, 0, store.MaxFleetPairs)
+	for i := range store.MaxFleetPairs {
+		incs = append(incs, inc(7, "c", fmt.Sprintf("svc-%d", i), 1, 0))
+	}
+	recordUsage(t, s, now, incs...)
+	recordUsage(t, other, now, inc(8, "a", "shop", 1, 0), inc(8, "a", "new", 1, 0))
+	u := mustUsage(t, s, store.FleetUsage, now)
+	var pairs int
+	for _, m := range u.Services {
+		pairs += len(m)
+	}
+	if pairs != store.MaxFleetPairs || u.Services["a"]["shop"].Requests != 102 || u.Services["a"]["new"] != (budget.RuleUsage{}) {
+		t.Errorf("%d pairs kept (want %d), a/shop %v (want 102 requests), a/new %v (want none)", pairs, store.MaxFleetPairs, u.Services["a"]["shop"], u.Services["a"]["new"])
+	}
+	if u.Requests[8] != 2 {
+		t.Errorf("hour 8: %v requests, want 2: the hours count every report", u.Requests[8])
+	}
+}

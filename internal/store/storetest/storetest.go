@@ -80,6 +80,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"ClaimTick", testClaimTick},
 		{"States", testStates},
 		{"History", testHistory},
+		{"FleetUsage", testFleetUsage},
 		{"FireAlertOnce", testFireAlertOnce},
 		{"AlertsFireSeparately", testAlertsFireSeparately},
 		{"AlertPaging", testAlertPaging},

@@ -343,6 +343,7 @@ type Memory struct {
 	Episode      int       `json:"episode,omitempty"`
 	EpisodeOpen  bool      `json:"episode_open,omitempty"`
 	LastEnforced time.Time `json:"last_enforced,omitzero"`
+	Backfilled   bool      `json:"backfilled,omitempty"`
 }
 
 // FromState returns st's stored form, with its times in UTC.
@@ -380,6 +381,7 @@ func FromState(st *budget.State) State {
 		rec.Memory = &Memory{
 			Observed: Timestamp(m.Observed), Requests: m.Requests, FirstSeen: Timestamp(m.FirstSeen), RecentRate: m.RecentRate,
 			AboveSince: Timestamp(m.AboveSince), Episode: m.Episode, EpisodeOpen: m.EpisodeOpen, LastEnforced: Timestamp(m.LastEnforced),
+			Backfilled: m.Backfilled,
 		}
 	}
 	return rec
@@ -419,6 +421,7 @@ func (rec *State) ToState() budget.State {
 		st.Decision.Memory = budget.Memory{
 			Observed: m.Observed, Requests: m.Requests, FirstSeen: m.FirstSeen, RecentRate: m.RecentRate,
 			AboveSince: m.AboveSince, Episode: m.Episode, EpisodeOpen: m.EpisodeOpen, LastEnforced: m.LastEnforced,
+			Backfilled: m.Backfilled,
 		}
 	}
 	return st

@@ -97,7 +97,7 @@ func TestStateRoundTrip(t *testing.T) {
 				CurrentRate: 3, ExpectedRate: 2.5, Requests: 100},
 			CoverageReserve: 8, LastHour: 9,
 			Memory: budget.Memory{Observed: at.Add(time.Hour), Requests: 10, FirstSeen: at.Add(time.Minute), RecentRate: 11,
-				AboveSince: at.Add(2 * time.Minute), Episode: 2, EpisodeOpen: true, LastEnforced: at.Add(3 * time.Minute)},
+				AboveSince: at.Add(2 * time.Minute), Episode: 2, EpisodeOpen: true, LastEnforced: at.Add(3 * time.Minute), Backfilled: true},
 		},
 		Requests: 9, Rules: map[string]budget.RuleUsage{"a": {Requests: 4, Sampled: 2}}, BudgetUID: "u1",
 	}
