@@ -80,6 +80,7 @@ func TestMixedRuleSetsLandAtTheAim(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
+			tt.cfg.Interval = 5 * time.Minute // the sooner under -race; one minute lands alike
 			sb := simulate(t, tt.cfg).SimBudget
 			t.Logf("spent %.4f of the cap; rules %+v", sb.SpentRatio, sb.Rules)
 			if sb.SpentRatio < 0.97 || sb.SpentRatio > 0.99+1e-6 {
@@ -126,6 +127,7 @@ func TestPrioritiesCutTheLowestFirst(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			cfg := cfg
+			cfg.Interval = 5 * time.Minute
 			cfg.Budget = &Budget{MonthlyAmountMicros: tt.amount * MicrosPerUnit, Priorities: priorities, FloorPerSecond: 1}
 			sb := simulate(t, cfg).SimBudget
 			t.Logf("spent %.4f; rules %+v", sb.SpentRatio, sb.Rules)

@@ -276,7 +276,7 @@ func BenchmarkSimulate(b *testing.B) {
 func TestSimulateSpikeEarlyNoFalseAlarm(t *testing.T) {
 	t.Parallel()
 	for _, swing := range []float64{0, 0.6} {
-		sb := simulate(t, SimConfig{RequestsPerDay: 100e6, DailySwing: swing, SpikeDays: map[int]float64{2: 5},
+		sb := simulate(t, SimConfig{RequestsPerDay: 100e6, DailySwing: swing, SpikeDays: map[int]float64{2: 5}, Interval: 5 * time.Minute,
 			Budget: &Budget{Name: "b", MonthlyAmountMicros: 1100 * MicrosPerUnit}}).SimBudget
 		if sb.MaxForecastRatio > 1 || sb.MinFixedRateFactor < 1 || len(sb.Alerts) > 2 {
 			t.Errorf("swing %v: max forecast %.3f of the cap, lowest factor %.3f, alerts %+v", swing, sb.MaxForecastRatio, sb.MinFixedRateFactor, sb.Alerts)
@@ -298,7 +298,7 @@ func TestSimulateGrowth(t *testing.T) {
 		minFactor float64
 	}{{400, 0.45}, {600, 0.75}} {
 		amount := tt.amount
-		res := simulate(t, SimConfig{RequestsPerDay: 50e6, DailySwing: 0.6, Growth: 3,
+		res := simulate(t, SimConfig{RequestsPerDay: 50e6, DailySwing: 0.6, Growth: 3, Interval: 5 * time.Minute,
 			Budget: &Budget{Name: "b", MonthlyAmountMicros: amount * MicrosPerUnit}})
 		sb := res.SimBudget
 		t.Logf("$%d: unenforced $%.2f, spent %.4f of the cap, lowest factor %.3f", amount, res.UnenforcedCost, sb.SpentRatio, sb.MinFixedRateFactor)
