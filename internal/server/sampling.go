@@ -137,6 +137,9 @@ func (s *samplingService) report(ctx context.Context, service string, docs []*pb
 		rule := view.Rule(d.GetRuleName())
 		acc = append(acc, accepted{rule: rule, rate: rate})
 		if d.GetRequestCount() > 0 || d.GetSampledCount() > 0 {
+			// The fleet's record counts every report, for budgets created
+			// later in the month and for coverage (store.FleetUsage).
+			usage = append(usage, store.UsageIncrement{Budget: store.FleetUsage, Service: service, Month: now, Hour: hour, Rule: rule.Name, Requests: d.GetRequestCount(), Sampled: d.GetSampledCount()})
 			for _, b := range budgets.Covering(service, rule) {
 				usage = append(usage, store.UsageIncrement{Budget: b, Month: now, Hour: hour, Rule: rule.Name, Requests: d.GetRequestCount(), Sampled: d.GetSampledCount()})
 			}
