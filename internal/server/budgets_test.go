@@ -899,3 +899,61 @@ func TestBudgetHistoryAndStatus(t *testing.T) {
 		t.Errorf("plans: checkout %v, health %v; want health cut to 0 first, checkout (priority 10) after", c, h)
 	}
 }
+
+// TestBudgetCreatedMidMonthCountsTheMonth: a budget created on the 10th
+// counts what its scope spent since the 1st, from the fleet's record (every
+// report is kept there, by rule, hour and service); and a budget with
+// coverage reserves one trace per service and rule in its scope every N
+// minutes to month end.
+func TestBudgetCreatedMidMonthCountsTheMonth(t *testing.T) {
+	clock := &fakeClock{t: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	rep := startBudgetReplica(t, newMemStore(t), clock.Now, nil)
+	ctx := ctxT(t)
+	// Nine days without budgets: shop samples 1,000 traces an hour, ads
+	// 3,000, both under the Default rule.
+	for range 9 * 24 {
+		for svc, sampled := range map[string]int64{"shop": 1000, "ads": 3000} {
+			if _, err := rep.sampling.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{ClientId: "c-" + svc, ServiceName: svc,
+				Statistics: []*pb.SamplingStatistics{{RuleName: "Default", RequestCount: 10 * sampled, SampledCount: sampled}}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		clock.Add(time.Hour)
+	}
+	clock.Add(30 * time.Minute) // the 10th, 00:30
+	for _, b := range []*pb.Budget{
+		{Name: "shop", MonthlyAmountMicros: 100_000_000, Scope: &pb.BudgetScope{ServiceNames: []string{"shop"}}},
+		{Name: "all", MonthlyAmountMicros: 100_000_000, CoverageMinutes: 5},
+	} {
+		if _, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: b}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 2 })
+	for range 2 { // the second tick must not count the month again
+		if err := rep.ctl.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+		clock.Add(10 * time.Second)
+	}
+	status := func(name string) *pb.BudgetStatus {
+		st, err := rep.budgets.GetBudgetStatus(ctx, &pb.GetBudgetStatusRequest{Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.GetStatus()
+	}
+	if got, want := status("shop").GetSampledTraces(), int64(9*24*1000); got != want {
+		t.Errorf("shop: %d traces this month, want the %d its scope sampled before it was created", got, want)
+	}
+	all := status("all")
+	if got, want := all.GetSampledTraces(), int64(9*24*4000); got != want {
+		t.Errorf("all: %d traces this month, want %d", got, want)
+	}
+	// Two pairs (shop and ads under Default), one trace each every 5
+	// minutes to month end: 20 days, 23.5 hours and 40 seconds left.
+	left := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC).Sub(time.Date(2026, 11, 10, 0, 30, 10, 0, time.UTC)).Seconds()
+	if got, want := all.GetCoverageReserveTraces(), int64(2*left/300); got != want {
+		t.Errorf("coverage reserve %d traces, want %d", got, want)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -59,7 +60,21 @@ type Controller struct {
 	fired   *prometheus.CounterVec
 
 	deliveries sync.WaitGroup
+
+	// fleet is the fleet's month as last read, for coverage: read again
+	// once an hour (fleetMaxAge), since the pairs only grow.
+	fleetMu sync.Mutex
+	fleet   *fleetRead
 }
+
+// fleetRead is one read of the fleet's usage record.
+type fleetRead struct {
+	at time.Time
+	u  budget.Usage
+}
+
+// fleetMaxAge is how old a read of the fleet's record coverage may use.
+const fleetMaxAge = time.Hour
 
 // New returns a controller reading budgets and rules from cat.
 func New(st Store, cat *catalog.Catalog, opts Options) *Controller {
@@ -131,7 +146,19 @@ func (c *Controller) Step(ctx context.Context, now time.Time) error {
 	var failed error
 	for i := range budgets {
 		b := budgets[i]
+		var p *budget.State
+		if st, ok := prev[b.Name]; ok && st.MonthStart.Equal(month) && st.BudgetUID == b.UID {
+			p = &st
+		}
 		u, err := c.store.Usage(ctx, b.Name, now)
+		backfilled := false
+		if err == nil {
+			if backfilled, err = c.backfill(ctx, &b, p, &u, view, now); err != nil {
+				failed = errors.Join(failed, fmt.Errorf("budget %s: count the month before it was created: %w", b.Name, err))
+			} else if backfilled {
+				u, err = c.store.Usage(ctx, b.Name, now)
+			}
+		}
 		if err != nil {
 			// One unreadable budget must not freeze the others: keep its
 			// last decision and go on.
@@ -146,10 +173,21 @@ func (c *Controller) Step(ctx context.Context, now time.Time) error {
 			failed = errors.Join(failed, fmt.Errorf("budget %s: %w", b.Name, err))
 		}
 		in := budget.Input{Usage: u, Rules: models}
-		if p, ok := prev[b.Name]; ok && p.MonthStart.Equal(month) && p.BudgetUID == b.UID {
+		if p != nil {
 			in.Prev = &p.Decision
 		}
+		if b.CoverageMinutes > 0 {
+			fleet, err := c.fleetUsage(ctx, now, false)
+			if err != nil {
+				failed = errors.Join(failed, fmt.Errorf("budget %s: coverage: %w", b.Name, err))
+			} else {
+				in.CoveragePairs = coveragePairs(&b, fleet, view)
+			}
+		}
 		d := budget.Decide(&b, in, now, c.opts.Interval)
+		if backfilled {
+			d.Memory.Backfilled = true
+		}
 		requests, _ := u.Totals()
 		states = append(states, budget.State{Budget: b.Name, BudgetUID: b.UID, MonthStart: month, Computed: now, Decision: d, Requests: requests, Rules: u.Rules})
 		for _, a := range budget.DueAlerts(&b, d, now) {
@@ -168,6 +206,129 @@ func (c *Controller) Step(ctx context.Context, now time.Time) error {
 		}
 	}
 	return errors.Join(failed, c.store.PutStates(ctx, states))
+}
+
+// fleetUsage returns the fleet's month: the last read if it is of this
+// month and less than fleetMaxAge old (and fresh is false), else a new one.
+func (c *Controller) fleetUsage(ctx context.Context, now time.Time, fresh bool) (*budget.Usage, error) {
+	c.fleetMu.Lock()
+	defer c.fleetMu.Unlock()
+	if f := c.fleet; !fresh && f != nil && f.u.MonthStart.Equal(budget.MonthStart(now)) && now.Sub(f.at) < fleetMaxAge && !now.Before(f.at) {
+		return &f.u, nil
+	}
+	u, err := c.store.Usage(ctx, store.FleetUsage, now)
+	if err != nil {
+		return nil, err
+	}
+	c.fleet = &fleetRead{at: now, u: u}
+	return &c.fleet.u, nil
+}
+
+// coveragePairs counts the service × rule pairs in a budget's scope that
+// saw traffic this month, as the fleet's record kept them.
+func coveragePairs(b *budget.Budget, fleet *budget.Usage, view *catalog.View) int {
+	var n int
+	for rule, services := range fleet.Services {
+		r := view.Rule(rule)
+		if r == nil {
+			continue
+		}
+		for svc, cnt := range services {
+			if cnt.Requests > 0 && b.Scope.Covers(svc, r) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// backfill adds to the usage of a budget created during this month what its
+// scope recorded in the month before its creation, from the fleet's record,
+// once (the decision remembers it: Memory.Backfilled). The fleet keeps each
+// rule's hours but each service's month only, so a rule's hours count in
+// the proportion of its month's traffic that came from services in scope,
+// and the hour of the creation in the part of it before the creation. It
+// is written under a key of its own, so that a write whose answer was lost
+// and is sent again at the next interval is applied once. A budget whose
+// name already has usage from before its creation (one of the same name,
+// deleted this month) keeps that instead: usage is kept by name.
+func (c *Controller) backfill(ctx context.Context, b *budget.Budget, prev *budget.State, u *budget.Usage, view *catalog.View, now time.Time) (bool, error) {
+	month := budget.MonthStart(now)
+	if b.UID == "" || !b.CreateTime.After(month) || prev != nil && prev.Decision.Memory.Backfilled {
+		return false, nil
+	}
+	hc := int(b.CreateTime.Sub(month) / time.Hour)
+	for h := 0; h < hc && h < len(u.Requests); h++ {
+		if u.Requests[h] > 0 || u.Sampled[h] > 0 {
+			return true, nil // a predecessor's
+		}
+	}
+	fleet, err := c.fleetUsage(ctx, now, true)
+	if err != nil {
+		return false, err
+	}
+	incs := backfillIncrements(b, fleet, view, b.CreateTime)
+	if len(incs) > 0 {
+		if _, err := c.store.RecordReports(ctx, store.ReportBatch{Now: now, Usage: incs, Key: "backfill-" + b.UID}); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// backfillIncrements are the increments of backfill.
+func backfillIncrements(b *budget.Budget, fleet *budget.Usage, view *catalog.View, created time.Time) []store.UsageIncrement {
+	month := fleet.MonthStart
+	hc := int(created.Sub(month) / time.Hour)
+	frac := (created.Sub(month) - time.Duration(hc)*time.Hour).Hours()
+	var incs []store.UsageIncrement
+	for rule := range fleet.Rules {
+		r := view.Rule(rule)
+		if r == nil {
+			if len(b.Scope.RuleLabels) > 0 {
+				continue // deleted since: its labels are unknown
+			}
+			r = &rules.Rule{Name: rule}
+		}
+		shareR, shareS := 1.0, 1.0
+		if len(b.Scope.Services) > 0 || !b.Scope.Covers("", r) {
+			var inR, allR, inS, allS float64
+			for svc, cnt := range fleet.Services[rule] {
+				allR, allS = allR+float64(cnt.Requests), allS+float64(cnt.Sampled)
+				if b.Scope.Covers(svc, r) {
+					inR, inS = inR+float64(cnt.Requests), inS+float64(cnt.Sampled)
+				}
+			}
+			shareR, shareS = 0, 0
+			if allR > 0 {
+				shareR = inR / allR
+			}
+			if allS > 0 {
+				shareS = inS / allS
+			}
+		}
+		if shareR == 0 && shareS == 0 {
+			continue
+		}
+		reqs, smps := fleet.RuleRequests[rule], fleet.RuleSampled[rule]
+		for h := 0; h <= hc && h < len(fleet.Requests); h++ {
+			w := 1.0
+			if h == hc {
+				w = frac
+			}
+			var req, smp int64
+			if h < len(reqs) {
+				req = int64(math.Round(reqs[h] * shareR * w))
+			}
+			if h < len(smps) {
+				smp = int64(math.Round(smps[h] * shareS * w))
+			}
+			if req > 0 || smp > 0 {
+				incs = append(incs, store.UsageIncrement{Budget: b.Name, Month: month, Hour: h, Rule: rule, Requests: req, Sampled: smp})
+			}
+		}
+	}
+	return incs
 }
 
 // scopeModels returns the rules a budget plans, sorted by name: those whose
