@@ -1437,13 +1437,17 @@ type BudgetStatus struct {
 	ForecastMicros int64 `protobuf:"varint,8,opt,name=forecast_micros,json=forecastMicros,proto3" json:"forecast_micros,omitempty"`
 	// The forecast over the cap, in traces.
 	ForecastRatio float64 `protobuf:"fixed64,9,opt,name=forecast_ratio,json=forecastRatio,proto3" json:"forecast_ratio,omitempty"`
-	// Factor applied to the fixed rates of the rules in scope, in [0, 1].
+	// The lowest factor applied to the fixed rate of a rule in scope, in [0,
+	// 1]; rules.fixed_rate_factor has each rule's. A rule the last decision
+	// did not plan (created since) gets this one.
 	FixedRateFactor float64 `protobuf:"fixed64,10,opt,name=fixed_rate_factor,json=fixedRateFactor,proto3" json:"fixed_rate_factor,omitempty"`
-	// Factor applied to their reservoirs, in [0, 1].
+	// The lowest factor applied to a rule's reservoir, in [0, 1]; see
+	// fixed_rate_factor.
 	ReservoirFactor float64 `protobuf:"fixed64,11,opt,name=reservoir_factor,json=reservoirFactor,proto3" json:"reservoir_factor,omitempty"`
 	// The cap is reached: only floor_traces_per_second is traced.
 	Exhausted bool `protobuf:"varint,12,opt,name=exhausted,proto3" json:"exhausted,omitempty"`
-	// The spend of each rule, by name.
+	// The spend and plan of each rule with spend this month or planned, by
+	// name.
 	Rules []*RuleSpend `protobuf:"bytes,13,rep,name=rules,proto3" json:"rules,omitempty"`
 	// When the controller decided this; unset before it first did.
 	ComputedTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=computed_time,json=computedTime,proto3" json:"computed_time,omitempty"`
