@@ -1112,7 +1112,10 @@ func writeBudgetStatus(w io.Writer, b *pb.Budget, st *pb.BudgetStatus) error {
 	if st.GetEnforcing() {
 		enforcing = "yes"
 	}
-	if n := st.GetEnforcementEpisodes(); n > 0 {
+	switch n := st.GetEnforcementEpisodes(); {
+	case n == 1:
+		enforcing += " (1 episode this month)"
+	case n > 1:
 		enforcing += fmt.Sprintf(" (%d episodes this month)", n)
 	}
 	fmt.Fprintf(tw, "ENFORCING\t%s\n", enforcing)
