@@ -17,6 +17,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/apiconv"
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/edit"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 )
@@ -143,7 +144,7 @@ func (s *budgetService) UpdateBudget(ctx context.Context, req *pb.UpdateBudgetRe
 			next.Generation = cur.Generation + 1 // alerts are due again at the new amount
 		}
 		updated, err := s.store.UpdateBudget(ctx, next, cur.Revision)
-		if errors.Is(err, store.ErrConflict) && wantRev == 0 && attempt < updateRetries {
+		if errors.Is(err, store.ErrConflict) && wantRev == 0 && attempt < edit.UpdateRetries {
 			continue
 		}
 		if err != nil {
