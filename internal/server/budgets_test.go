@@ -383,7 +383,9 @@ func TestExhaustedBudgetKeepsItsFloor(t *testing.T) {
 	st := newMemStore(t)
 	rep := startBudgetReplica(t, st, clock.Now, nil)
 	ctx := ctxT(t)
-	if _, err := rep.rules.UpdateRule(ctx, &pb.UpdateRuleRequest{Rule: &pb.Rule{Name: "Default", ReservoirSize: 100}, UpdateMask: mask("reservoir_size")}); err != nil {
+	// Every request sampled, so that the counts below are honest claims
+	// (the server cuts a sampled count past what the rule's rates allow).
+	if _, err := rep.rules.UpdateRule(ctx, &pb.UpdateRuleRequest{Rule: &pb.Rule{Name: "Default", ReservoirSize: 100, FixedRate: 1}, UpdateMask: mask("reservoir_size", "fixed_rate")}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{
@@ -844,6 +846,11 @@ func TestAlertsRearm(t *testing.T) {
 	clock := &fakeClock{t: time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC)}
 	rep := startBudgetReplica(t, newMemStore(t), clock.Now, nil)
 	ctx := ctxT(t)
+	// Every request sampled, so that spend's counts are honest claims.
+	if _, err := rep.rules.UpdateRule(ctx, &pb.UpdateRuleRequest{Rule: &pb.Rule{Name: "Default", FixedRate: 1}, UpdateMask: mask("fixed_rate")}); err != nil {
+		t.Fatal(err)
+	}
+	waitVersion(t, rep.catalog, rep.first+1)
 	create := func() *pb.Budget {
 		resp, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{
 			Name: "shop", MonthlyAmountMicros: 50_000, Mode: pb.Budget_MODE_ALERT_ONLY, ForecastThresholds: []float64{0},
@@ -950,10 +957,12 @@ func TestBudgetHistoryAndStatus(t *testing.T) {
 	}}); err != nil {
 		t.Fatal(err)
 	}
-	waitVersion(t, rep.catalog, 3)
+	waitVersion(t, rep.catalog, rep.first+2)
 	waitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 1 })
-	// Three hours: 3,600 requests an hour to each rule, all sampled; $1
-	// buys 200,000 traces, and the month is heading for 10.4M.
+	// Three hours: 3,600 requests an hour to each rule, all sampled until
+	// the budget enforces (from then on the server cuts what a client
+	// without receipts claims to what the rates in force allow); $1 buys
+	// 200,000 traces, and the month is heading for 10.4M.
 	for h := range 3 {
 		for _, rule := range []string{"checkout", "health"} {
 			if _, err := rep.sampling.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{ClientId: "c", ServiceName: "shop",
@@ -975,10 +984,17 @@ func TestBudgetHistoryAndStatus(t *testing.T) {
 	if n := len(hist.GetHours()); n != 4 || hist.GetMonthStartTime().AsTime() != time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC) {
 		t.Fatalf("history of %d hours from %v, want 4 from November 1", n, hist.GetMonthStartTime().AsTime())
 	}
+	if first := hist.GetHours()[0]; first.GetSampledTraces() != 7200 || first.GetSpentMicros() != 36_000 {
+		// 7,200 traces in the hour before any decision, at $5 per million:
+		// $0.036.
+		t.Errorf("hour 0: %v, want 7,200 traces for 36,000 micros", first)
+	}
+	var cumulative int64
 	for h, bh := range hist.GetHours()[:3] {
-		// 7,200 traces an hour at $5 per million: $0.036.
-		if bh.GetHour() != int32(h) || bh.GetSampledTraces() != 7200 || bh.GetSpentMicros() != 36_000 ||
-			bh.GetCumulativeSpentMicros() != int64(h+1)*36_000 || !bh.GetDecided() || bh.GetForecastUnenforcedMicros() <= bh.GetForecastMicros() {
+		// $5 per million traces: 5 micros a trace.
+		cumulative += bh.GetSpentMicros()
+		if bh.GetHour() != int32(h) || bh.GetSampledTraces() <= 0 || bh.GetSpentMicros() != 5*bh.GetSampledTraces() ||
+			bh.GetCumulativeSpentMicros() != cumulative || !bh.GetDecided() || bh.GetForecastUnenforcedMicros() <= bh.GetForecastMicros() {
 			t.Errorf("hour %d: %v", h, bh)
 		}
 	}
@@ -1016,11 +1032,11 @@ func TestBudgetCreatedMidMonthCountsTheMonth(t *testing.T) {
 	rep := startBudgetReplica(t, newMemStore(t), clock.Now, nil)
 	ctx := ctxT(t)
 	// Nine days without budgets: shop samples 1,000 traces an hour, ads
-	// 3,000, both under the Default rule.
+	// 3,000, both under the Default rule (at its fixed rate of 5 %).
 	for range 9 * 24 {
 		for svc, sampled := range map[string]int64{"shop": 1000, "ads": 3000} {
 			if _, err := rep.sampling.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{ClientId: "c-" + svc, ServiceName: svc,
-				Statistics: []*pb.SamplingStatistics{{RuleName: "Default", RequestCount: 10 * sampled, SampledCount: sampled}}}); err != nil {
+				Statistics: []*pb.SamplingStatistics{{RuleName: "Default", RequestCount: 20 * sampled, SampledCount: sampled}}}); err != nil {
 				t.Fatal(err)
 			}
 		}
