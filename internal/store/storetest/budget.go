@@ -1287,6 +1287,19 @@ func testFleetUsage(t *testing.T, b Backend) {
 	if u := mustUsage(t, s, "budget", now); u.Services != nil || u.RuleSampled != nil {
 		t.Errorf("a budget's usage has the fleet's fields: %+v %+v", u.Services, u.RuleSampled)
 	}
+	// A numbered report's fleet counts, its service's pair too, are kept
+	// once, whichever replica gets it again.
+	for _, st := range []store.Store{s, other, s} {
+		batch := store.ReportBatch{Now: now, Sequenced: []store.SequencedUsage{{Client: "c", Seq: 1, Usage: []store.UsageIncrement{inc(9, "b", "ads", 4, 2)}}}}
+		if _, err := st.RecordReports(t.Context(), batch); err != nil {
+			t.Fatalf("RecordReports(numbered): %v", err)
+		}
+	}
+	if u := mustUsage(t, other, store.FleetUsage, now); u.Services["b"]["ads"] != (budget.RuleUsage{Requests: 4, Sampled: 2}) ||
+		u.RuleSampled["b"][9] != 2 || u.RuleRequests["b"][9] != 4 {
+		t.Errorf("a numbered report sent three times: b/ads %v (want 4 requests, 2 sampled), sampled in hour 9 %v (want 2), requests %v (want 4)",
+			u.Services["b"]["ads"], u.RuleSampled["b"][9], u.RuleRequests["b"][9])
+	}
 	// Fill the bound: the pairs past it are dropped, a kept one counts on.
 	incs := make([]store.UsageIncrement, 0, store.MaxFleetPairs)
 	for i := range store.MaxFleetPairs {
