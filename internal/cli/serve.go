@@ -313,7 +313,7 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- l
 	running := 1
 	go func() { errc <- srv.Serve(glis) }()
 	dashboard := ui.Handler(ui.Options{
-		Fleet: fleet.New(cat, st, c.interval, nil), Catalog: cat, Store: st, History: ui.UsageHistory{Store: st}, Logger: log,
+		Fleet: fleet.New(cat, st, c.interval, nil), Catalog: cat, Store: st, History: ui.BudgetHistory{Store: st}, Logger: log,
 	})
 	web.handler = server.HTTPHandler(readiness, reg, c.debug, dashboard)
 	jaegerPort.handler = jaegerSrv.Handler()
