@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"math"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,17 +28,74 @@ type instance struct {
 	quota    reservoir.Bucket
 	expiry   atomic.Int64
 	borrow   reservoir.Bucket
+	hasRules atomic.Bool   // requests are the rule's once the instance holds it
+	rateBits atomic.Uint64 // trace-ID threshold of the fixed rate in force, as the SDK keeps it
 	requests atomic.Int64
 	sampled  atomic.Int64
 	borrowed atomic.Int64
+
+	// The rules version of the rule set held and of the last target
+	// applied, as the SDK tracks them: a target at the rules version or
+	// later has the fixed rate in force (a budget may have lowered it).
+	versionMu     sync.Mutex
+	rulesVersion  int64
+	targetVersion int64
+
+	// reported is what the reports sent carried (Send, or the unary call,
+	// succeeded); after the final report, all the instance sampled.
+	reported counts
+	flushed  atomic.Bool // the last report was answered
 
 	receipt    string // unary only; the measured rule's
 	lastReport time.Time
 	sawEdit    bool
 }
 
-// simulate plays request arrivals for every instance, one step at a time,
-// spending quotas exactly as the SDK does.
+// counts are one rule's traces.
+type counts struct {
+	requests, sampled, borrowed atomic.Int64
+}
+
+func (c *counts) add(d *pb.SamplingStatistics) {
+	c.requests.Add(d.GetRequestCount())
+	c.sampled.Add(d.GetSampledCount())
+	c.borrowed.Add(d.GetBorrowCount())
+}
+
+// fleetCounts are the measured rule's traces across the fleet, by how they
+// were sampled. Only simulate writes them; read them once it is done.
+type fleetCounts struct {
+	requests, reservoir, borrowed, fixed int64
+	sampledMeasured                      int64 // while measuring
+}
+
+// rateThreshold is the SDK's (clients/go/sampler): the bound that
+// OpenTelemetry's TraceIDRatioBased sampler compares a trace ID's low 63
+// bits against.
+func rateThreshold(rate float64) uint64 {
+	switch {
+	case !(rate > 0):
+		return 0
+	case rate >= 1:
+		return math.MaxUint64
+	}
+	return uint64(rate * (1 << 63))
+}
+
+// fixedRate is the fixed rate in force, from its threshold.
+func (in *instance) fixedRate() float64 {
+	b := in.rateBits.Load()
+	if b == math.MaxUint64 {
+		return 1
+	}
+	return float64(b) / (1 << 63)
+}
+
+// simulate plays request arrivals for every instance that holds its rules,
+// one step at a time, deciding each as the SDK does: from the reservoir
+// quota while it is current, else the one borrowed trace a second, else by
+// the trace ID at the fixed rate in force (the rule's, or the last
+// target's, which a budget may have lowered).
 func (r *loadRun) simulate(ctx context.Context) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	t := time.NewTicker(r.cfg.tick)
@@ -44,6 +103,7 @@ func (r *loadRun) simulate(ctx context.Context) {
 	for i := range r.instances {
 		r.instances[i].borrow.SetRate(time.Now().UnixNano(), 1, 0)
 	}
+	fc := &r.fleet
 	for {
 		select {
 		case <-ctx.Done():
@@ -57,19 +117,33 @@ func (r *loadRun) simulate(ctx context.Context) {
 			step := r.cfg.tick.Seconds()
 			for _, in := range r.instances {
 				n := poisson(rng, in.rate*step)
+				if n == 0 || !in.hasRules.Load() {
+					continue
+				}
+				threshold := in.rateBits.Load()
 				for k := 0; k < n; k++ {
 					in.requests.Add(1)
+					fc.requests++
+					sampled := true
 					switch {
 					case ns <= in.expiry.Load() && in.quota.Take(ns):
-						in.sampled.Add(1)
+						fc.reservoir++
 						if sec >= 0 && sec < len(r.perSec) {
 							r.perSec[sec].Add(1)
 						}
 					case ns > in.expiry.Load() && in.borrow.Take(ns):
-						in.sampled.Add(1)
 						in.borrowed.Add(1)
-					case rng.Float64() < 0.01:
+						fc.borrowed++
+					case rng.Uint64()>>1 < threshold: // a random trace ID's low 63 bits
+						fc.fixed++
+					default:
+						sampled = false
+					}
+					if sampled {
 						in.sampled.Add(1)
+						if sec >= 0 {
+							fc.sampledMeasured++
+						}
 					}
 				}
 			}
@@ -117,6 +191,15 @@ func (in *instance) statistics(now time.Time, unary bool) []*pb.SamplingStatisti
 	return docs
 }
 
+// giveBack returns the counts of a report that was not sent to the next
+// one, as the SDK does.
+func (in *instance) giveBack(docs []*pb.SamplingStatistics) {
+	d := docs[0]
+	in.requests.Add(d.GetRequestCount())
+	in.sampled.Add(d.GetSampledCount())
+	in.borrowed.Add(d.GetBorrowCount())
+}
+
 func (in *instance) applyTargets(ts *pb.TargetSet) {
 	if d := ts.GetReportInterval().AsDuration(); d > 0 {
 		in.run.setInterval(d)
@@ -128,11 +211,37 @@ func (in *instance) applyTargets(ts *pb.TargetSet) {
 		now := time.Now().UnixNano()
 		in.quota.SetRate(now, t.GetReservoirQuota(), in.rng.Float64())
 		in.expiry.Store(t.GetReservoirQuotaExpiry().AsTime().UnixNano())
-		in.receipt = t.GetReceipt()
+		in.versionMu.Lock()
+		if ts.GetRulesVersion() >= in.rulesVersion {
+			in.rateBits.Store(rateThreshold(t.GetFixedRate()))
+			in.targetVersion = ts.GetRulesVersion()
+		}
+		in.versionMu.Unlock()
+		if t.GetReceipt() != "" {
+			in.receipt = t.GetReceipt()
+		}
+	}
+}
+
+// applyRules takes the measured rule's fixed rate from a rule set, unless
+// a target at this rules version or later already gave the one in force.
+func (in *instance) applyRules(version int64, rules []*pb.Rule) {
+	for _, r := range rules {
+		if r.GetName() != in.rules[0] {
+			continue
+		}
+		in.versionMu.Lock()
+		in.rulesVersion = version
+		if in.targetVersion < version {
+			in.rateBits.Store(rateThreshold(r.GetFixedRate()))
+		}
+		in.versionMu.Unlock()
+		in.hasRules.Store(true)
 	}
 }
 
 func (in *instance) sawRules(rs *pb.RuleSet) {
+	in.applyRules(rs.GetRulesVersion(), rs.GetRules())
 	edit := in.run.editVer.Load()
 	if in.sawEdit || edit == 0 || rs.GetRulesVersion() < edit {
 		return
@@ -143,6 +252,9 @@ func (in *instance) sawRules(rs *pb.RuleSet) {
 	in.run.prop = append(in.run.prop, d)
 	in.run.propMu.Unlock()
 }
+
+// errFlushed ends an instance once its last report is answered.
+var errFlushed = errors.New("flushed")
 
 func (in *instance) loop(ctx context.Context, ready chan<- struct{}) {
 	signalled := false
@@ -158,6 +270,10 @@ func (in *instance) loop(ctx context.Context, ready chan<- struct{}) {
 			err = in.stream(ctx, signal)
 		} else {
 			err = in.unary(ctx, signal)
+		}
+		if errors.Is(err, errFlushed) {
+			in.flushed.Store(true)
+			break
 		}
 		if err != nil && ctx.Err() == nil {
 			in.run.errs.Add(1)
@@ -177,10 +293,19 @@ func (in *instance) stream(ctx context.Context, ready func()) error {
 	if err := st.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Hello{Hello: &pb.Hello{ClientId: in.id, ServiceName: "loadgen"}}}); err != nil {
 		return err
 	}
-	var sentAt atomic.Int64
+	var sentAt, answers atomic.Int64
+	var sent int64 // reports sent on this stream; the server answers each, in order
 	targets := make(chan struct{}, 1)
 	recvErr := make(chan error, 1)
+	recvDone := make(chan struct{})
+	// The receiver ends with the stream: wait for it, so that nothing of
+	// this stream is counted after the instance's loop returns.
+	defer func() {
+		cancel()
+		<-recvDone
+	}()
 	go func() {
+		defer close(recvDone)
 		for {
 			m, err := st.Recv()
 			if err != nil {
@@ -194,6 +319,7 @@ func (in *instance) stream(ctx context.Context, ready func()) error {
 			}
 			if ts := m.GetTargets(); ts != nil {
 				in.applyTargets(ts)
+				answers.Add(1)
 				in.run.recordReport(time.Duration(time.Now().UnixNano() - sentAt.Load()))
 				select {
 				case targets <- struct{}{}:
@@ -211,7 +337,13 @@ func (in *instance) stream(ctx context.Context, ready func()) error {
 	send := func() error {
 		docs := in.statistics(time.Now(), false)
 		sentAt.Store(time.Now().UnixNano())
-		return st.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{Statistics: docs}}})
+		if err := st.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{Statistics: docs}}}); err != nil {
+			in.giveBack(docs)
+			return err
+		}
+		sent++
+		in.reported.add(docs[0])
+		return nil
 	}
 	for {
 		select {
@@ -219,6 +351,22 @@ func (in *instance) stream(ctx context.Context, ready func()) error {
 			return nil
 		case err := <-recvErr:
 			return err
+		case <-in.run.flush:
+			// The end: one last report, with everything counted since
+			// the one before, and its answer (and any before it).
+			if err := send(); err != nil {
+				return err
+			}
+			for answers.Load() < sent {
+				select {
+				case <-targets:
+				case err := <-recvErr:
+					return err
+				case <-ctx.Done():
+					return nil
+				}
+			}
+			return errFlushed
 		case <-targets:
 			if in.run.cfg.closedLoop {
 				if err := send(); err != nil {
@@ -241,23 +389,60 @@ func (in *instance) unary(ctx context.Context, ready func()) error {
 	if err != nil {
 		return err
 	}
-	in.sawRules(&pb.RuleSet{RulesVersion: resp.GetRulesVersion()})
+	in.sawRules(&pb.RuleSet{RulesVersion: resp.GetRulesVersion(), Rules: resp.GetRules()})
+	held := resp.GetRulesVersion()
 	ready()
-	sleep(ctx, time.Duration(in.rng.Int64N(int64(in.run.reportInterval()))))
+	select {
+	case <-ctx.Done():
+	case <-in.run.flush:
+	case <-time.After(time.Duration(in.rng.Int64N(int64(in.run.reportInterval())))):
+	}
 	for ctx.Err() == nil {
+		final := isClosed(in.run.flush)
 		docs := in.statistics(time.Now(), true)
 		start := time.Now()
 		out, err := in.client.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{ClientId: in.id, ServiceName: "loadgen", Statistics: docs})
 		if err != nil {
+			in.giveBack(docs)
 			return err
 		}
+		in.reported.add(docs[0])
 		in.run.recordReport(time.Since(start))
 		in.applyTargets(&pb.TargetSet{Targets: out.GetTargets(), ReportInterval: out.GetReportInterval(), RulesVersion: out.GetRulesVersion()})
+		if out.GetRulesVersion() > held {
+			// Newer rules than the instance holds (the run's own, if
+			// the replica had not loaded them yet): fetch them, as an
+			// SDK does.
+			rr, err := in.client.GetSamplingRules(ctx, &pb.GetSamplingRulesRequest{ServiceName: "loadgen", KnownRulesVersion: held})
+			if err != nil {
+				return err
+			}
+			if !rr.GetUnchanged() {
+				held = rr.GetRulesVersion()
+				in.sawRules(&pb.RuleSet{RulesVersion: held, Rules: rr.GetRules()})
+			}
+		}
+		if final {
+			return errFlushed
+		}
 		if !in.run.cfg.closedLoop {
-			sleep(ctx, in.run.reportInterval())
+			select {
+			case <-ctx.Done():
+			case <-in.run.flush:
+			case <-time.After(in.run.reportInterval()):
+			}
 		}
 	}
 	return nil
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 func (r *loadRun) recordReport(d time.Duration) {

@@ -3,10 +3,16 @@
 // skewed by a Zipf law across instances, and one rule edit in the middle of
 // the run. It ends by printing one JSON object on its own line.
 //
-// Each simulated instance spends the quota it is given from the same token
-// bucket the Go SDK uses, against Poisson request arrivals at its own rate,
-// so the fleet's reservoir-sampled traces per second can be compared with the
-// rule's reservoir R.
+// Each simulated instance decides its requests as the Go SDK does, against
+// Poisson arrivals at its own rate: from its reservoir quota with the SDK's
+// token bucket, else the one trace a second it may borrow while it has no
+// current quota, else by the trace ID at the fixed rate in force (the
+// rule's, or the one its last target gave, which a budget may have
+// lowered). So the fleet's reservoir-sampled traces per second can be
+// compared with the rule's reservoir R, and the traces it sampled and
+// reported — borrowed ones included — with what a budget counted: at the
+// end every instance sends a last report, and --budget reads the budget's
+// count before and after the run.
 package main
 
 import (
@@ -53,6 +59,9 @@ type config struct {
 	reservoir   int64
 	tick        time.Duration
 	prefixRules string
+	fixedRate   float64
+	edit        bool
+	budget      string
 }
 
 func main() {
@@ -83,8 +92,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Int64Var(&c.reservoir, "reservoir", 100, "reservoir (traces/s, fleet-wide) of the measured rule")
 	fs.DurationVar(&c.tick, "tick", 50*time.Millisecond, "simulation step of request arrivals")
 	fs.StringVar(&c.prefixRules, "rule-prefix", "lg", "name prefix of the rules the run creates and removes")
+	fs.Float64Var(&c.fixedRate, "fixed-rate", 0.01, "fixed rate of the rules the run creates; the edit half-way doubles the measured rule's")
+	fs.BoolVar(&c.edit, "edit", true, "edit the measured rule half-way through the run, and measure how fast streams see it")
+	fs.StringVar(&c.budget, "budget", "", "a budget that counts the measured rule's traces: its sampled traces are read before the run and after it (once the controller has decided again), for comparison with what the instances reported")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if !(c.fixedRate >= 0 && c.fixedRate <= 1) {
+		return fmt.Errorf("--fixed-rate: want a rate in [0, 1], got %g", c.fixedRate)
 	}
 	if c.mode != "stream" && c.mode != "unary" {
 		return fmt.Errorf("--mode: want stream or unary, got %q", c.mode)
@@ -114,6 +129,49 @@ type Result struct {
 	ReservoirMeanPerS  float64  `json:"reservoir_mean_per_sec"`
 	ReservoirErrorPct  *float64 `json:"reservoir_error_pct"`
 	HeapBytesPerStream *float64 `json:"heap_bytes_per_stream"`
+
+	// Traces are the measured rule's over the whole run, as the
+	// instances decided them; SampledPerSec is their rate while measured.
+	Traces        Traces  `json:"traces"`
+	SampledPerSec float64 `json:"sampled_per_sec"`
+	// Reported is what the reports sent carried: after every instance's
+	// last report (FlushFailed counts those that were not answered), all
+	// of Traces.
+	Reported    Reported `json:"traces_reported"`
+	FlushFailed int      `json:"final_reports_failed"`
+	// FixedRateMin and Max are the fixed rates in force on the instances at
+	// the end: the rule's, or lower where a budget enforces.
+	FixedRateMin float64 `json:"fixed_rate_min"`
+	FixedRateMax float64 `json:"fixed_rate_max"`
+	// Budget is what --budget counted over the run.
+	Budget *BudgetAudit `json:"budget,omitempty"`
+}
+
+// Traces are requests and sampled traces of one rule, by how each was
+// sampled.
+type Traces struct {
+	Requests  int64 `json:"requests"`
+	Sampled   int64 `json:"sampled"`
+	Reservoir int64 `json:"reservoir"`
+	Borrowed  int64 `json:"borrowed"`
+	FixedRate int64 `json:"fixed_rate"`
+}
+
+// Reported are the counts reports carry.
+type Reported struct {
+	Requests int64 `json:"requests"`
+	Sampled  int64 `json:"sampled"`
+	Borrowed int64 `json:"borrowed"`
+}
+
+// BudgetAudit compares a budget's count of sampled traces over the run with
+// what the instances reported.
+type BudgetAudit struct {
+	Name          string  `json:"name"`
+	SampledBefore int64   `json:"sampled_before"`
+	SampledAfter  int64   `json:"sampled_after"`
+	Counted       int64   `json:"counted"`  // after - before
+	DiffPct       float64 `json:"diff_pct"` // counted against traces_reported.sampled
 }
 
 type loadRun struct {
@@ -135,10 +193,12 @@ type loadRun struct {
 	intervalNs atomic.Int64
 	measuring  atomic.Int64 // unix ns of the start of measurement; 0 before
 	instances  []*instance
+	fleet      fleetCounts   // simulate's
+	flush      chan struct{} // closed at the end: every instance reports a last time
 }
 
 func newRun(c config, log io.Writer) *loadRun {
-	return &loadRun{cfg: c, log: log, perSec: make([]atomic.Int64, int(c.duration/time.Second)+2)}
+	return &loadRun{cfg: c, log: log, perSec: make([]atomic.Int64, int(c.duration/time.Second)+2), flush: make(chan struct{})}
 }
 
 func (r *loadRun) logf(format string, args ...any) {
@@ -161,12 +221,25 @@ func (r *loadRun) do(ctx context.Context, stdout io.Writer) error {
 	}
 	defer r.cleanupRules(names)
 	res := Result{Clients: r.cfg.clients, Mode: r.cfg.mode, ClosedLoop: r.cfg.closedLoop, Reservoir: r.cfg.reservoir}
+	var audit *BudgetAudit
+	var auditFrom time.Time
+	if r.cfg.budget != "" {
+		st, err := pb.NewBudgetServiceClient(r.conn[0]).GetBudgetStatus(ctx, &pb.GetBudgetStatusRequest{Name: r.cfg.budget})
+		if err != nil {
+			return fmt.Errorf("--budget: %w", err)
+		}
+		audit = &BudgetAudit{Name: r.cfg.budget, SampledBefore: st.GetStatus().GetSampledTraces()}
+		auditFrom = st.GetStatus().GetComputedTime().AsTime()
+	}
 
 	heapBefore, heapErr := r.heap(ctx)
 	rates := zipfRates(r.cfg.clients, r.cfg.zipf, r.cfg.fleetRPS)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var wg sync.WaitGroup
+	var wg, simWG sync.WaitGroup
+	defer simWG.Wait()
+	defer wg.Wait()
+	defer cancel()
 	ready := make(chan struct{}, r.cfg.clients)
 	for i := 0; i < r.cfg.clients; i++ {
 		inst := &instance{run: r, id: fmt.Sprintf("lg-%d-%d", os.Getpid(), i), rate: rates[i], rules: names,
@@ -178,10 +251,12 @@ func (r *loadRun) do(ctx context.Context, stdout io.Writer) error {
 			inst.loop(runCtx, ready)
 		}()
 	}
-	wg.Add(1)
+	simCtx, stopSim := context.WithCancel(runCtx)
+	defer stopSim()
+	simWG.Add(1)
 	go func() {
-		defer wg.Done()
-		r.simulate(runCtx)
+		defer simWG.Done()
+		r.simulate(simCtx)
 	}()
 	// Wait until every instance holds its rules (streams) or started.
 	for i := 0; i < r.cfg.clients; i++ {
@@ -211,6 +286,9 @@ func (r *loadRun) do(ctx context.Context, stdout io.Writer) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-edit.C:
+		if !r.cfg.edit {
+			break
+		}
 		if err := r.editRule(ctx, names[0]); err != nil {
 			r.logf("rule edit failed: %v", err)
 		}
@@ -221,14 +299,40 @@ func (r *loadRun) do(ctx context.Context, stdout io.Writer) error {
 	case <-end.C:
 	}
 	elapsed := time.Since(r.start)
+	// No more requests; then every instance reports what it counted since
+	// its last report, so that what was reported is all that was sampled.
+	stopSim()
+	simWG.Wait()
+	close(r.flush)
+	flushed := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(flushed)
+	}()
+	select {
+	case <-flushed:
+	case <-time.After(15 * time.Second):
+		r.logf("final reports: not all answered within 15 s")
+	case <-ctx.Done():
+	}
 	cancel()
 	wg.Wait()
+	r.tally(&res, elapsed)
+	if audit != nil {
+		if err := r.auditBudget(ctx, audit, auditFrom, res.Reported.Sampled); err != nil {
+			r.logf("budget audit: %v", err)
+		} else {
+			res.Budget = audit
+		}
+	}
 
 	res.DurationSec = elapsed.Seconds()
 	res.Reports = r.reports.Load()
 	res.ReportsPerSec = float64(res.Reports) / elapsed.Seconds()
 	res.ReportErrors = r.errs.Load()
+	r.latMu.Lock()
 	res.ReportP50ms, res.ReportP99ms = percentileMs(r.lat, 0.5), percentileMs(r.lat, 0.99)
+	r.latMu.Unlock()
 	if r.cfg.mode == "stream" {
 		r.propMu.Lock()
 		res.PropagationSeen = len(r.prop)
@@ -239,8 +343,65 @@ func (r *loadRun) do(ctx context.Context, stdout io.Writer) error {
 		r.propMu.Unlock()
 	}
 	r.reservoirStats(&res, elapsed)
-	b, _ := json.Marshal(res)
+	b, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
 	fmt.Fprintln(stdout, string(b))
+	return nil
+}
+
+// tally totals the instances' traces, reports and fixed rates.
+func (r *loadRun) tally(res *Result, elapsed time.Duration) {
+	fc := &r.fleet
+	res.Traces = Traces{Requests: fc.requests, Reservoir: fc.reservoir, Borrowed: fc.borrowed, FixedRate: fc.fixed,
+		Sampled: fc.reservoir + fc.borrowed + fc.fixed}
+	res.SampledPerSec = float64(fc.sampledMeasured) / elapsed.Seconds()
+	res.FixedRateMin = math.Inf(1)
+	for _, in := range r.instances {
+		res.Reported.Requests += in.reported.requests.Load()
+		res.Reported.Sampled += in.reported.sampled.Load()
+		res.Reported.Borrowed += in.reported.borrowed.Load()
+		if !in.flushed.Load() {
+			res.FlushFailed++
+		}
+		res.FixedRateMin = min(res.FixedRateMin, in.fixedRate())
+		res.FixedRateMax = max(res.FixedRateMax, in.fixedRate())
+	}
+	if len(r.instances) == 0 {
+		res.FixedRateMin = 0
+	}
+	r.logf("traces: %d requests, %d sampled (%d reservoir, %d borrowed, %d fixed rate); reported %d sampled, %d borrowed; fixed rate in force %.4g-%.4g",
+		res.Traces.Requests, res.Traces.Sampled, res.Traces.Reservoir, res.Traces.Borrowed, res.Traces.FixedRate,
+		res.Reported.Sampled, res.Reported.Borrowed, res.FixedRateMin, res.FixedRateMax)
+}
+
+// auditBudget reads the budget's sampled traces once the controller has
+// decided after the run (it counts what the store holds at its tick), and
+// compares what it counted with what the instances reported.
+func (r *loadRun) auditBudget(ctx context.Context, a *BudgetAudit, before time.Time, reported int64) error {
+	bc := pb.NewBudgetServiceClient(r.conn[0])
+	end := time.Now()
+	deadline := end.Add(3*r.reportInterval() + 10*time.Second)
+	for {
+		st, err := bc.GetBudgetStatus(ctx, &pb.GetBudgetStatusRequest{Name: a.Name})
+		if err != nil {
+			return err
+		}
+		if at := st.GetStatus().GetComputedTime().AsTime(); at.After(end) && at.After(before) {
+			a.SampledAfter = st.GetStatus().GetSampledTraces()
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("budget %s: the controller did not decide again by %v", a.Name, deadline.Format(time.TimeOnly))
+		}
+		sleep(ctx, time.Second)
+	}
+	a.Counted = a.SampledAfter - a.SampledBefore
+	if reported > 0 {
+		a.DiffPct = float64(a.Counted-reported) / float64(reported) * 100
+	}
+	r.logf("budget %s counted %d sampled traces over the run; the instances reported %d (%+.2f %%)", a.Name, a.Counted, reported, a.DiffPct)
 	return nil
 }
 
@@ -266,7 +427,9 @@ func (r *loadRun) reservoirStats(res *Result, elapsed time.Duration) {
 	res.ReservoirWindows = n
 	if n > 0 {
 		res.ReservoirMeanPerS = total / float64(n)
-		res.ReservoirErrorPct = &worst
+		if r.cfg.reservoir > 0 { // no error against a reservoir of 0
+			res.ReservoirErrorPct = &worst
+		}
 	}
 }
 
@@ -274,7 +437,7 @@ func (r *loadRun) setupRules(ctx context.Context) ([]string, error) {
 	var names []string
 	for i := 0; i < r.cfg.rules; i++ {
 		name := fmt.Sprintf("%s-%02d", r.cfg.prefixRules, i)
-		rule := &pb.Rule{Name: name, Priority: int32(100 + i), ServiceName: "loadgen", UrlPath: fmt.Sprintf("/r%d/*", i), FixedRate: 0.01, ReservoirSize: r.cfg.reservoir}
+		rule := &pb.Rule{Name: name, Priority: int32(100 + i), ServiceName: "loadgen", UrlPath: fmt.Sprintf("/r%d/*", i), FixedRate: r.cfg.fixedRate, ReservoirSize: r.cfg.reservoir}
 		if i == 0 {
 			rule.UrlPath = "*"
 			rule.Priority = 99
@@ -307,7 +470,8 @@ func (r *loadRun) editRule(ctx context.Context, name string) error {
 	}
 	r.editVer.Store(cur.GetRulesVersion() + 1)
 	r.editAt.Store(time.Now().UnixNano())
-	if _, err := r.rc.UpdateRule(ctx, &pb.UpdateRuleRequest{Rule: &pb.Rule{Name: name, FixedRate: 0.02}, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"fixed_rate"}}}); err != nil {
+	rate := min(1, 2*r.cfg.fixedRate)
+	if _, err := r.rc.UpdateRule(ctx, &pb.UpdateRuleRequest{Rule: &pb.Rule{Name: name, FixedRate: rate}, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"fixed_rate"}}}); err != nil {
 		return err
 	}
 	r.logf("edited rule %s: rules version %d", name, cur.GetRulesVersion()+1)

@@ -27,7 +27,7 @@ type Keeper interface {
 
 // Tokens is the keeper of clients that echo their receipts: it opens the
 // tokens they send and signs the ones they get with the ring Keys has in
-// memory (it never waits for the store), and Guard, if not nil, takes each
+// memory (Cached: it never waits for the store), and Guard, if not nil, takes each
 // client's tokens once and in order.
 type Tokens struct {
 	Keys  *Keys
@@ -38,7 +38,7 @@ func (t Tokens) Previous(client, rule, token string, now time.Time) (Claim, bool
 	if token == "" {
 		return Claim{}, false, nil
 	}
-	c, err := t.Keys.Cached().Open(token, client, rule)
+	c, err := t.Keys.cur.Load().open(token, client, rule)
 	if err != nil {
 		return Claim{}, false, err
 	}
@@ -51,7 +51,7 @@ func (t Tokens) Previous(client, rule, token string, now time.Time) (Claim, bool
 }
 
 func (t Tokens) Keep(client, rule string, c Claim) string {
-	return t.Keys.Cached().Sign(client, rule, c)
+	return t.Keys.cur.Load().sign(client, rule, c)
 }
 
 // Held is a stream's memory of its client's last claims: only the first

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -109,6 +110,40 @@ type Keys struct {
 	ring Ring
 	err  error     // of the last load, while there is no ring
 	next time.Time // when to load again
+	// cur is ring with its keys' HMAC states, which every report signs
+	// with: read without the lock.
+	cur atomic.Pointer[prepared]
+}
+
+// prepared is a ring with an HMAC state pool for each of its keys, in the
+// same order.
+type prepared struct {
+	ring Ring
+	macs []*macPool
+}
+
+func prepare(r Ring) *prepared {
+	p := &prepared{ring: r, macs: make([]*macPool, len(r))}
+	for i := range r {
+		p.macs[i] = &macPool{}
+	}
+	return p
+}
+
+// sign is Ring.Sign; a nil p is an empty ring.
+func (p *prepared) sign(client, rule string, c Claim) string {
+	if p == nil || len(p.ring) == 0 {
+		return ""
+	}
+	return sign(&p.ring[0], p.macs[0], client, rule, c)
+}
+
+// open is Ring.Open; a nil p is an empty ring.
+func (p *prepared) open(token, client, rule string) (Claim, error) {
+	if p == nil {
+		return open(nil, nil, token, client, rule)
+	}
+	return open(p.ring, p.macs, token, client, rule)
 }
 
 // NewKeys returns the replica's copy of the keys of src. A load waits at
@@ -120,9 +155,10 @@ func NewKeys(src KeySource, now func() time.Time, timeout time.Duration) *Keys {
 // Cached returns the ring in memory, nil before the first load, without
 // going to the store.
 func (k *Keys) Cached() Ring {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.ring
+	if p := k.cur.Load(); p != nil {
+		return p.ring
+	}
+	return nil
 }
 
 // retryAfter is how long a replica goes on with the ring it has after a
@@ -181,5 +217,6 @@ func (k *Keys) Ring(ctx context.Context) (Ring, error) {
 		return nil, k.err
 	}
 	k.ring, k.err, k.next = set.Ring(), nil, k.now().Add(Refresh)
+	k.cur.Store(prepare(k.ring))
 	return k.ring, nil
 }

@@ -19,7 +19,9 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"hash"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/tracesampling/controlplane/internal/reservoir"
@@ -62,6 +64,9 @@ const (
 	macLen     = 16
 	tokenLen   = bodyLen + macLen
 	tokenLenV1 = bodyLenV1 + macLen
+	// encodedLen is the length of a token: tokenLen bytes in unpadded
+	// base64.
+	encodedLen = (tokenLen*8 + 5) / 6
 )
 
 // Sign returns the token of c for client and rule, signed with the ring's
@@ -70,7 +75,12 @@ func (r Ring) Sign(client, rule string, c Claim) string {
 	if len(r) == 0 {
 		return ""
 	}
-	k := r[0]
+	return sign(&r[0], nil, client, rule, c)
+}
+
+// sign returns the token of c for client and rule, signed with k; macs, if
+// not nil, holds k's HMAC states for reuse.
+func sign(k *Key, macs *macPool, client, rule string, c Claim) string {
 	var b [tokenLen]byte
 	b[0] = version
 	binary.BigEndian.PutUint32(b[1:5], k.ID)
@@ -80,13 +90,21 @@ func (r Ring) Sign(client, rule string, c Claim) string {
 	binary.BigEndian.PutUint64(b[29:37], uint64(c.Issued.UnixMilli()))
 	binary.BigEndian.PutUint64(b[37:45], math.Float64bits(c.FixedRate))
 	binary.BigEndian.PutUint64(b[45:53], math.Float64bits(c.Sampled))
-	copy(b[bodyLen:], mac(k.Secret, b[:bodyLen], client, rule))
-	return base64.RawURLEncoding.EncodeToString(b[:])
+	macs.mac((*[macLen]byte)(b[bodyLen:]), k.Secret, b[:bodyLen], client, rule)
+	var out [encodedLen]byte
+	base64.RawURLEncoding.Encode(out[:], b[:])
+	return string(out[:])
 }
 
 // Open checks a token that Sign made for client and rule, with any key of
 // the ring, and returns its claim.
 func (r Ring) Open(token, client, rule string) (Claim, error) {
+	return open(r, nil, token, client, rule)
+}
+
+// open is Open; macs, if not nil, holds the HMAC states of ring's keys, in
+// the same order.
+func open(ring Ring, macs []*macPool, token, client, rule string) (Claim, error) {
 	if len(token) > MaxTokenLen {
 		return Claim{}, ErrMalformed
 	}
@@ -96,16 +114,24 @@ func (r Ring) Open(token, client, rule string) (Claim, error) {
 	}
 	body := len(b) - macLen
 	id := binary.BigEndian.Uint32(b[1:5])
-	var k *Key
-	for i := range r {
-		if r[i].ID == id {
-			k = &r[i]
+	var (
+		k    *Key
+		pool *macPool
+	)
+	for i := range ring {
+		if ring[i].ID == id {
+			k = &ring[i]
+			if macs != nil {
+				pool = macs[i]
+			}
 		}
 	}
 	if k == nil {
 		return Claim{}, ErrUnknownKey
 	}
-	if !hmac.Equal(b[body:], mac(k.Secret, b[:body], client, rule)) {
+	var sum [macLen]byte
+	pool.mac(&sum, k.Secret, b[:body], client, rule)
+	if !hmac.Equal(b[body:], sum[:]) {
 		return Claim{}, ErrForged
 	}
 	c := Claim{
@@ -129,16 +155,53 @@ func (r Ring) Open(token, client, rule string) (Claim, error) {
 
 func finite(x float64) bool { return x >= 0 && !math.IsInf(x, 0) }
 
-// mac is HMAC-SHA256 of the token's body, the client and the rule (each
-// length-prefixed, so that no two pairs give the same input), cut to 128
-// bits.
+// macPool keeps HMAC-SHA256 states of one key, ready to take a token's
+// input: a report signs a receipt for each of its rules, and a new HMAC
+// costs two more SHA-256 blocks (the padded key, inner and outer) and
+// allocations. It is safe for concurrent use; the nil *macPool makes a new
+// state for each MAC.
+type macPool struct {
+	pool sync.Pool // of *macState
+}
+
+type macState struct {
+	h   hash.Hash
+	buf []byte // the MAC's input after the body, then its sum
+}
+
+// sum returns HMAC-SHA256 of the token's body, the client and the rule,
+// each length-prefixed so that no two pairs give the same input, in st.buf.
+// st.h must be fresh or reset.
+func (st *macState) sum(body []byte, client, rule string) []byte {
+	buf := append(st.buf[:0], body...)
+	buf = binary.AppendUvarint(buf, uint64(len(client)))
+	buf = append(buf, client...)
+	buf = binary.AppendUvarint(buf, uint64(len(rule)))
+	buf = append(buf, rule...)
+	st.h.Write(buf)
+	st.buf = st.h.Sum(buf[:0])
+	return st.buf
+}
+
+// mac is a token's MAC, HMAC-SHA256 with secret of its body, the client and
+// the rule cut to 128 bits, made with a new HMAC state.
 func mac(secret, body []byte, client, rule string) []byte {
-	h := hmac.New(sha256.New, secret)
-	h.Write(body)
-	var n [binary.MaxVarintLen64]byte
-	h.Write(n[:binary.PutUvarint(n[:], uint64(len(client)))])
-	h.Write([]byte(client))
-	h.Write(n[:binary.PutUvarint(n[:], uint64(len(rule)))])
-	h.Write([]byte(rule))
-	return h.Sum(nil)[:macLen]
+	st := macState{h: hmac.New(sha256.New, secret)}
+	return st.sum(body, client, rule)[:macLen]
+}
+
+// mac writes to dst a token's MAC (see the function mac) with a state of
+// p's, whose key is secret; a nil p makes a new state.
+func (p *macPool) mac(dst *[macLen]byte, secret, body []byte, client, rule string) {
+	if p == nil {
+		copy(dst[:], mac(secret, body, client, rule))
+		return
+	}
+	st, _ := p.pool.Get().(*macState)
+	if st == nil {
+		st = &macState{h: hmac.New(sha256.New, secret), buf: make([]byte, 0, 128)}
+	}
+	copy(dst[:], st.sum(body, client, rule))
+	st.h.Reset()
+	p.pool.Put(st)
 }

@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -444,9 +446,14 @@ func (b *reportBatcher) send(batch store.ReportBatch) ([]store.RateResult, error
 	return b.store.RecordReports(ctx, batch)
 }
 
-// newBatchKey names a store call: 128 random bits.
+// newBatchKey names a store call: 128 random bits, in hex.
 func newBatchKey() string {
-	return fmt.Sprintf("%016x%016x", rand.Uint64(), rand.Uint64())
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], rand.Uint64())
+	binary.BigEndian.PutUint64(b[8:], rand.Uint64())
+	var out [32]byte
+	hex.Encode(out[:], b[:])
+	return string(out[:])
 }
 
 // carry adds usage to what is held.

@@ -109,17 +109,19 @@ func (s *samplingService) report(ctx context.Context, client, service string, do
 			return nil, err
 		}
 	}
-	hour := int(now.Sub(budget.MonthStart(now)) / time.Hour)
 	type accepted struct {
 		rule                 *rules.Rule
 		rate, sampled, fixed float64
 	}
+	// Sized for every document at once: a report is mostly accepted whole.
 	var (
-		acc     []accepted
-		updates []store.RateUpdate
-		usage   []store.UsageIncrement
-		seen    = make(map[string]bool, len(docs))
-		bucket  = s.ledger.Bucket(now)
+		acc      = make([]accepted, 0, len(docs))
+		updates  = make([]store.RateUpdate, 0, len(docs))
+		retracts []reservoir.Receipt // what updates retract, made once for all
+		usage    []store.UsageIncrement
+		hour     int // of the month, for usage
+		seen     = make(map[string]bool, len(docs))
+		bucket   = s.ledger.Bucket(now)
 	)
 	reject := func(i int, d *pb.SamplingStatistics, code, msg string) {
 		out.Rejected = append(out.Rejected, &pb.RejectedStatistics{RuleName: d.GetRuleName(), Index: int32(i), Code: code, Message: msg})
@@ -153,17 +155,26 @@ func (s *samplingService) report(ctx context.Context, client, service string, do
 		rate, sampledRate := float64(d.GetRequestCount())/secs, float64(sampled)/secs
 		acc = append(acc, accepted{rule: rule, rate: rate, sampled: sampledRate, fixed: b.fixedNow})
 		if d.GetRequestCount() > 0 || sampled > 0 {
+			names := budgets.Covering(service, rule)
+			if usage == nil {
+				// The fleet's record, and each budget that covers it.
+				usage = make([]store.UsageIncrement, 0, len(docs)*(1+len(names)))
+				hour = int(now.Sub(budget.MonthStart(now)) / time.Hour)
+			}
 			// The fleet's record counts every report, for budgets created
 			// later in the month and for coverage (store.FleetUsage).
 			usage = append(usage, store.UsageIncrement{Budget: store.FleetUsage, Service: service, Month: now, Hour: hour, Rule: rule.Name, Requests: d.GetRequestCount(), Sampled: sampled})
-			for _, name := range budgets.Covering(service, rule) {
+			for _, name := range names {
 				usage = append(usage, store.UsageIncrement{Budget: name, Month: now, Hour: hour, Rule: rule.Name, Requests: d.GetRequestCount(), Sampled: sampled})
 			}
 		}
 		var retract *reservoir.Receipt
 		if ok {
-			r := prev.Receipt
-			retract = &r
+			if retracts == nil {
+				retracts = make([]reservoir.Receipt, 0, len(docs))
+			}
+			retracts = append(retracts, prev.Receipt)
+			retract = &retracts[len(retracts)-1]
 		}
 		updates = append(updates, store.RateUpdate{Rule: rule.Name, Add: reservoir.Receipt{Bucket: bucket, Rate: rate, Sampled: sampledRate}, Reservoir: float64(rule.ReservoirSize), Retract: retract, Client: true})
 	}
@@ -178,15 +189,17 @@ func (s *samplingService) report(ctx context.Context, client, service string, do
 	// ring already, so this returns one whatever happens.)
 	s.keys.Ring(ctx)
 	expiry := timestamppb.New(now.Add(s.ledger.QuotaLifetime()))
+	out.Targets = make([]*pb.SamplingTarget, len(acc))
+	targets := make([]pb.SamplingTarget, len(acc)) // one allocation for all
 	for i, a := range acc {
 		c := receipt.Claim{Receipt: reservoir.Receipt{Bucket: bucket, Rate: a.rate, Quota: results[i].Quota, Sampled: a.sampled}, Issued: now, FixedRate: a.fixed}
-		out.Targets = append(out.Targets, &pb.SamplingTarget{
-			RuleName:             a.rule.Name,
-			ReservoirQuota:       results[i].Quota,
-			ReservoirQuotaExpiry: expiry,
-			FixedRate:            a.rule.FixedRate,
-			Receipt:              keep.Keep(client, a.rule.Name, c),
-		})
+		t := &targets[i]
+		t.RuleName = a.rule.Name
+		t.ReservoirQuota = results[i].Quota
+		t.ReservoirQuotaExpiry = expiry
+		t.FixedRate = a.rule.FixedRate
+		t.Receipt = keep.Keep(client, a.rule.Name, c)
+		out.Targets[i] = t
 	}
 	return out, nil
 }

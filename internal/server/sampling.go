@@ -11,7 +11,6 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
@@ -104,15 +103,15 @@ var errShuttingDown = status.Error(codes.Unavailable, "this replica is shutting 
 func (s *samplingService) withBudgets(base *pb.TargetSet, service string) *pb.TargetSet {
 	budgets := s.catalog.CurrentBudgets()
 	view := s.catalog.Current()
-	out := &pb.TargetSet{RulesVersion: base.GetRulesVersion(), ReportInterval: base.GetReportInterval(), Rejected: base.GetRejected()}
-	for _, t := range base.GetTargets() {
-		t2 := proto.Clone(t).(*pb.SamplingTarget)
+	out := &pb.TargetSet{RulesVersion: base.GetRulesVersion(), ReportInterval: base.GetReportInterval(), Rejected: base.GetRejected(),
+		Targets: cloneTargets(base.GetTargets())}
+	now := s.now()
+	for _, t := range out.Targets {
 		if r := view.Rule(t.GetRuleName()); r != nil {
-			f, g := budgets.Factors(service, r, s.now())
-			t2.FixedRate *= f
-			t2.ReservoirQuota *= g
+			f, g := budgets.Factors(service, r, now)
+			t.FixedRate *= f
+			t.ReservoirQuota *= g
 		}
-		out.Targets = append(out.Targets, t2)
 	}
 	return out
 }
