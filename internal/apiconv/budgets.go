@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"time"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/budget"
@@ -40,6 +41,20 @@ func BudgetToRequest(b *budget.Budget) *pb.Budget {
 		UpdateTime:            timestamp(b.UpdateTime),
 		UpdateActor:           b.UpdatedBy,
 		Mode:                  pb.Budget_MODE_ENFORCE,
+
+		RetrievedPricePerMillionMicros: b.RetrievedPricePerMillionMicros,
+		RetrievalsPerTrace:             b.RetrievalsPerTrace,
+		SpanPricePerMillionMicros:      b.SpanPricePerMillionMicros,
+		SpansPerTrace:                  b.SpansPerTrace,
+		CoverageMinutes:                b.CoverageMinutes,
+		BurnRateThresholds:             slices.Clone(b.BurnRateThresholds),
+		Uid:                            b.UID,
+		Generation:                     b.Generation,
+	}
+	for _, rp := range b.Priorities {
+		p.RulePriorities = append(p.RulePriorities, &pb.RulePriority{
+			RuleNames: slices.Clone(rp.RuleNames), RuleLabels: maps.Clone(rp.RuleLabels), Priority: rp.Priority,
+		})
 	}
 	if b.Mode == budget.AlertOnly {
 		p.Mode = pb.Budget_MODE_ALERT_ONLY
@@ -56,8 +71,9 @@ func BudgetToRequest(b *budget.Budget) *pb.Budget {
 	return p
 }
 
-// BudgetFromProto returns the domain form of p; output-only fields are
-// ignored. Validate the result: an unknown mode comes back invalid.
+// BudgetFromProto returns the domain form of p; output-only fields (etag,
+// times, uid, generation) are ignored. Validate the result: an unknown mode
+// comes back invalid.
 func BudgetFromProto(p *pb.Budget) budget.Budget {
 	b := budget.Budget{
 		Name:                  p.GetName(),
@@ -70,6 +86,18 @@ func BudgetFromProto(p *pb.Budget) budget.Budget {
 		ForecastThresholds:    slices.Clone(p.GetForecastThresholds()),
 		FloorPerSecond:        p.GetFloorTracesPerSecond(),
 		Scope:                 budget.Scope{Services: slices.Clone(p.GetScope().GetServiceNames()), RuleLabels: maps.Clone(p.GetScope().GetRuleLabels())},
+
+		RetrievedPricePerMillionMicros: p.GetRetrievedPricePerMillionMicros(),
+		RetrievalsPerTrace:             p.GetRetrievalsPerTrace(),
+		SpanPricePerMillionMicros:      p.GetSpanPricePerMillionMicros(),
+		SpansPerTrace:                  p.GetSpansPerTrace(),
+		CoverageMinutes:                p.GetCoverageMinutes(),
+		BurnRateThresholds:             slices.Clone(p.GetBurnRateThresholds()),
+	}
+	for _, rp := range p.GetRulePriorities() {
+		b.Priorities = append(b.Priorities, budget.RulePriority{
+			RuleNames: slices.Clone(rp.GetRuleNames()), RuleLabels: maps.Clone(rp.GetRuleLabels()), Priority: rp.GetPriority(),
+		})
 	}
 	switch m := p.GetMode(); m {
 	case pb.Budget_MODE_UNSPECIFIED, pb.Budget_MODE_ENFORCE:
@@ -98,6 +126,10 @@ func AlertKindToProto(k budget.AlertKind) pb.Alert_Kind {
 		return pb.Alert_KIND_ENFORCEMENT_STARTED
 	case budget.AlertExhausted:
 		return pb.Alert_KIND_EXHAUSTED
+	case budget.AlertEnforcementEnded:
+		return pb.Alert_KIND_ENFORCEMENT_ENDED
+	case budget.AlertBurnRate:
+		return pb.Alert_KIND_BURN_RATE
 	}
 	return pb.Alert_KIND_UNSPECIFIED
 }
@@ -108,11 +140,13 @@ func AlertToProto(a *budget.Alert) *pb.Alert {
 		Id: a.ID, BudgetName: a.Budget, Kind: AlertKindToProto(a.Kind), Threshold: a.Threshold,
 		FireTime: timestamp(a.Time), MonthStartTime: timestamp(a.MonthStart),
 		SpentMicros: budget.Micros(a.Spent), ForecastMicros: budget.Micros(a.Forecast), CapMicros: budget.Micros(a.Cap),
-		CurrencyCode: a.Currency, Message: a.Message,
+		CurrencyCode: a.Currency, Message: a.Message, BudgetUid: a.BudgetUID, Episode: a.Episode,
 	}
 }
 
 // StatusToProto returns a budget's status from its last decision, in money.
+// A decision made for an earlier incarnation of the budget is not its own:
+// the status is then as before any decision.
 func StatusToProto(b *budget.Budget, st *budget.State) *pb.BudgetStatus {
 	capTraces := b.CapTraces()
 	p := &pb.BudgetStatus{
@@ -122,7 +156,7 @@ func StatusToProto(b *budget.Budget, st *budget.State) *pb.BudgetStatus {
 		FixedRateFactor: 1,
 		ReservoirFactor: 1,
 	}
-	if st == nil {
+	if st == nil || st.BudgetUID != b.UID {
 		return p
 	}
 	d := st.Decision
@@ -132,14 +166,40 @@ func StatusToProto(b *budget.Budget, st *budget.State) *pb.BudgetStatus {
 	p.Requests = int64(st.Requests)
 	p.SpentMicros = budget.Micros(b.Cost(d.Spent))
 	p.ForecastMicros = budget.Micros(b.Cost(d.Forecast))
+	p.ForecastUnenforcedMicros = budget.Micros(b.Cost(d.ForecastUnenforced))
 	if capTraces > 0 {
 		p.SpentRatio = d.Spent / capTraces
 		p.ForecastRatio = d.Forecast / capTraces
+		p.ForecastUnenforcedRatio = d.ForecastUnenforced / capTraces
 	}
 	p.FixedRateFactor, p.ReservoirFactor, p.Exhausted = d.FixedRateFactor, d.ReservoirFactor, d.Exhausted
-	names := make([]string, 0, len(st.Rules))
+	e := d.Explain
+	p.ForecastExplanation = &pb.ForecastExplanation{
+		Method: e.Method, HourlyProfile: slices.Clone(e.Profile), Level: e.Level, TrendPerDay: e.Trend,
+		CurrentRequestRate: e.CurrentRate, ExpectedRequestRate: e.ExpectedRate, ForecastRequests: int64(e.Requests),
+	}
+	if p.ForecastExplanation.Method == "" {
+		p.ForecastExplanation.Method = budget.MethodNone
+	}
+	p.CoverageReserveTraces = int64(d.CoverageReserve)
+	if even := b.MonthlyAmount() / float64(budget.HoursIn(st.MonthStart)); even > 0 {
+		p.BurnRate = d.LastHour * b.PricePerTrace() / even
+	}
+	p.EnforcementEpisodes = int32(d.Memory.Episode)
+	p.Enforcing = d.Memory.EpisodeOpen
+	// The rules with spend this month and those planned, by name.
+	plans := make(map[string]*budget.RulePlan, len(d.Rules))
+	for i := range d.Rules {
+		plans[d.Rules[i].Name] = &d.Rules[i]
+	}
+	names := make([]string, 0, len(st.Rules)+len(plans))
 	for n := range st.Rules {
 		names = append(names, n)
+	}
+	for n := range plans {
+		if _, ok := st.Rules[n]; !ok {
+			names = append(names, n)
+		}
 	}
 	sort.Strings(names)
 	// Each rule's share of the spend, so that the free allowance is spread
@@ -149,11 +209,62 @@ func StatusToProto(b *budget.Budget, st *budget.State) *pb.BudgetStatus {
 		sampled[i] = float64(st.Rules[n].Sampled)
 	}
 	spent := splitMicros(p.SpentMicros, sampled, d.Spent)
+	price := b.PricePerTrace()
 	for i, n := range names {
 		ru := st.Rules[n]
-		p.Rules = append(p.Rules, &pb.RuleSpend{RuleName: n, Requests: ru.Requests, SampledTraces: ru.Sampled, SpentMicros: spent[i]})
+		rs := &pb.RuleSpend{RuleName: n, Requests: ru.Requests, SampledTraces: ru.Sampled, SpentMicros: spent[i], FixedRateFactor: 1, ReservoirFactor: 1}
+		if pl := plans[n]; pl != nil {
+			rs.Planned = true
+			rs.Priority = pl.Priority
+			rs.FixedRateFactor, rs.ReservoirFactor = pl.FixedRateFactor, pl.ReservoirFactor
+			rs.ReservoirTracesPerSecond = pl.Reservoir
+			rs.ForecastRequests = int64(pl.Requests)
+			rs.ForecastMicros = budget.Micros(pl.Forecast * price)
+			rs.ForecastUnenforcedMicros = budget.Micros(pl.ForecastUnenforced * price)
+		}
+		p.Rules = append(p.Rules, rs)
 	}
 	return p
+}
+
+// HistoryToProto returns a budget's month hour by hour, up to the hour of
+// now (every hour of a month that ended), from its usage and the hourly
+// points of its decisions.
+func HistoryToProto(b *budget.Budget, u *budget.Usage, points []budget.HistoryPoint, now time.Time) *pb.GetBudgetHistoryResponse {
+	out := &pb.GetBudgetHistoryResponse{
+		BudgetName: b.Name, MonthStartTime: timestamp(u.MonthStart), CurrencyCode: b.Currency,
+		MonthlyAmountMicros: b.MonthlyAmountMicros,
+	}
+	n := min(len(u.Requests), len(u.Sampled))
+	last := n - 1
+	if h := int(now.Sub(u.MonthStart) / time.Hour); h < n {
+		last = h
+	}
+	byHour := make(map[int]*budget.HistoryPoint, len(points))
+	for i := range points {
+		byHour[points[i].Hour] = &points[i]
+	}
+	var traces float64
+	var cumulative int64
+	for h := 0; h <= last; h++ {
+		traces += u.Sampled[h]
+		end := budget.Micros(b.Cost(traces))
+		bh := &pb.BudgetHour{
+			Hour: int32(h), StartTime: timestamp(u.MonthStart.Add(time.Duration(h) * time.Hour)),
+			Requests: int64(u.Requests[h]), SampledTraces: int64(u.Sampled[h]),
+			SpentMicros: end - cumulative, CumulativeSpentMicros: end,
+		}
+		cumulative = end
+		if pt := byHour[h]; pt != nil {
+			bh.Decided = true
+			bh.ComputedTime = timestamp(pt.Computed)
+			bh.ForecastMicros = budget.Micros(b.Cost(pt.Forecast))
+			bh.ForecastUnenforcedMicros = budget.Micros(b.Cost(pt.ForecastUnenforced))
+			bh.FixedRateFactor, bh.ReservoirFactor, bh.Exhausted = pt.FixedRateFactor, pt.ReservoirFactor, pt.Exhausted
+		}
+		out.Hours = append(out.Hours, bh)
+	}
+	return out
 }
 
 // splitMicros splits total in proportion to weights over whole, in whole

@@ -1,22 +1,30 @@
 package budget
 
 import (
+	"cmp"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 )
 
 // DueAlerts returns every alert of b that is due at now given the controller's
 // decision d, in this order: each spend threshold reached, each forecast
-// threshold that the unenforced month-end forecast exceeds, enforcement
-// started (the fixed-rate factor is below 1), exhausted.
+// threshold that the unenforced month-end forecast exceeds, each burn-rate
+// threshold the last hour ran at, enforcement started (an episode is open:
+// some rate is lowered), enforcement ended (the last episode closed),
+// exhausted.
 //
-// It returns what holds now, not what changed since prev: the caller fires
-// each alert and the store drops repeats by Alert.DedupKey, so an alert whose
-// delivery failed is simply due again at the next step. For the same reason
-// prev, the decision of the step before, is not needed today: no alert is
-// due only on a transition. It is part of the signature so that one can be
-// added without changing the controller.
+// It returns what holds now, not what changed since the previous step: the
+// caller fires each alert and the store drops repeats by Alert.DedupKey, so
+// an alert whose delivery failed is simply due again at the next step.
+// Alerts that may fire more than once a month carry an episode in their
+// key: enforcement started and ended that of the episode (d.Memory.Episode,
+// which a new episode moves on only after the last ended, EpisodeGap
+// without enforcement), burn-rate alerts the day of the month. Every key
+// holds the budget's incarnation (UID) and money generation: a budget
+// created again under the same name, or whose amount or prices changed,
+// alerts afresh.
 //
 // Thresholds are shares of the budget's money: a spend threshold t is
 // reached when Cost(Spent) >= t × MonthlyAmount. Without a free allowance
@@ -24,13 +32,14 @@ import (
 // money, which is what the message says. A forecast threshold compares the
 // forecast at factors 1 (d.ForecastUnenforced), so that it warns whether or
 // not enforcement then keeps the month under the cap; a single threshold 0
-// turns forecast alerts off.
+// turns forecast alerts off. A burn-rate threshold n is reached when the
+// last 60 minutes cost n times the even rate, the amount spread over the
+// hours of the month.
 //
 // Alert.Spent and Alert.Cap are money; Alert.Forecast is the money of the
 // forecast the alert is about: at factors 1 for forecast alerts, at the
 // factors in force for the others.
-func DueAlerts(b *Budget, d Decision, prev Decision, now time.Time) []Alert {
-	_ = prev // see the doc comment
+func DueAlerts(b *Budget, d Decision, now time.Time) []Alert {
 	if b == nil {
 		return nil
 	}
@@ -42,7 +51,7 @@ func DueAlerts(b *Budget, d Decision, prev Decision, now time.Time) []Alert {
 	money := func(x float64) string { return FormatMoney(x, nb.Currency) }
 	monthStart := MonthStart(now)
 	var out []Alert
-	add := func(kind AlertKind, threshold, forecast float64, msg string) {
+	add := func(kind AlertKind, threshold, forecast float64, episode, msg string) {
 		out = append(out, Alert{
 			Budget:     nb.Name,
 			Kind:       kind,
@@ -54,13 +63,16 @@ func DueAlerts(b *Budget, d Decision, prev Decision, now time.Time) []Alert {
 			Cap:        amount,
 			Currency:   nb.Currency,
 			Message:    "budget " + nb.Name + ": " + msg,
+			BudgetUID:  nb.UID,
+			Generation: nb.Generation,
+			Episode:    episode,
 		})
 	}
 	// Messages are concatenated rather than formatted: the simulation calls
 	// this every virtual minute of a month.
 	for _, t := range nb.SpendThresholds {
 		if t > 0 && spent >= t*amount {
-			add(AlertSpend, t, forecast, percent(t)+" of "+money(amount)+" spent ("+money(spent)+"), forecast "+
+			add(AlertSpend, t, forecast, "", percent(t)+" of "+money(amount)+" spent ("+money(spent)+"), forecast "+
 				money(forecast)+" at month end")
 		}
 	}
@@ -72,27 +84,106 @@ func DueAlerts(b *Budget, d Decision, prev Decision, now time.Time) []Alert {
 				if nb.Mode == Enforce {
 					msg += "; enforcing, forecast " + money(forecast)
 				}
-				add(AlertForecast, t, unenforced, msg)
+				add(AlertForecast, t, unenforced, "", msg)
 			}
 		}
 	}
-	if nb.Mode == Enforce && d.FixedRateFactor < 1 {
-		msg := "enforcing " + money(amount) + ": fixed rates in scope scaled to " + percent(d.FixedRateFactor)
-		if d.ReservoirFactor < 1 {
-			msg += ", reservoirs to " + percent(d.ReservoirFactor)
+	if len(nb.BurnRateThresholds) > 0 {
+		even := amount / float64(HoursIn(monthStart)) // money an hour
+		hour := finite(d.LastHour * nb.PricePerTrace())
+		day := "d" + strconv.Itoa(now.UTC().Day())
+		for _, t := range nb.BurnRateThresholds {
+			if t > 0 && even > 0 && hour >= t*even {
+				add(AlertBurnRate, t, forecast, day, "spent "+money(hour)+" in the last hour, "+
+					strconv.FormatFloat(math.Round(hour/even*10)/10, 'f', -1, 64)+"× the even rate of "+money(even)+
+					" an hour (alerting at "+strconv.FormatFloat(t, 'g', 6, 64)+"×); forecast "+money(forecast)+" at month end, "+
+					money(spent)+" spent")
+			}
 		}
-		msg += "; forecast " + money(forecast) + " at month end (" + money(unenforced) + " unenforced), " +
-			money(spent) + " spent"
-		add(AlertEnforcementStarted, 0, forecast, msg)
+	}
+	m := d.Memory
+	ep := "e" + strconv.Itoa(m.Episode)
+	if nb.Mode == Enforce && m.EpisodeOpen && m.Episode > 0 {
+		msg := "enforcing " + money(amount) + ": " + cutSummary(&d) + "; forecast " + money(forecast) +
+			" at month end (" + money(unenforced) + " unenforced), " + money(spent) + " spent"
+		add(AlertEnforcementStarted, 0, forecast, ep, msg)
+	}
+	if nb.Mode == Enforce && !m.EpisodeOpen && m.Episode > 0 {
+		add(AlertEnforcementEnded, 0, forecast, ep, "enforcement ended: every rule in scope has sampled at its own rates for "+
+			EpisodeGap.String()+"; forecast "+money(forecast)+" at month end, "+money(spent)+" spent")
 	}
 	if d.Exhausted {
 		msg := money(amount) + " exhausted (" + money(spent) + " spent); sampling in scope stopped"
 		if nb.FloorPerSecond > 0 {
 			msg += " except the floor of " + strconv.FormatFloat(nb.FloorPerSecond, 'g', 6, 64) + " traces/s"
 		}
-		add(AlertExhausted, 1, forecast, msg)
+		add(AlertExhausted, 1, forecast, "", msg)
 	}
 	return out
+}
+
+// maxCutListed is how many rules an enforcement message names.
+const maxCutListed = 5
+
+// cutSummary says which rules a decision cuts, lowest priority first:
+// "rules cut: health fixed rate 0%, reservoir 10%; search fixed rate 40%".
+func cutSummary(d *Decision) string {
+	type cutRule struct {
+		name string
+		p    RulePlan
+	}
+	var cuts []cutRule
+	for _, p := range d.Rules {
+		if p.FixedRateFactor < 1 || p.ReservoirFactor < 1 {
+			cuts = append(cuts, cutRule{p.Name, p})
+		}
+	}
+	if len(cuts) == 0 {
+		if d.Exhausted {
+			return "every rate in scope stopped"
+		}
+		return "fixed rates in scope scaled to " + percent(d.FixedRateFactor) + ", reservoirs to " + percent(d.ReservoirFactor)
+	}
+	less := func(a, b cutRule) int {
+		if c := cmp.Compare(a.p.Priority, b.p.Priority); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.name, b.name)
+	}
+	// The first maxCutListed in order, without sorting them all: the
+	// simulation asks for this every virtual minute.
+	for i := 0; i < len(cuts) && i < maxCutListed; i++ {
+		m := i
+		for j := i + 1; j < len(cuts); j++ {
+			if less(cuts[j], cuts[m]) < 0 {
+				m = j
+			}
+		}
+		cuts[i], cuts[m] = cuts[m], cuts[i]
+	}
+	var sb strings.Builder
+	sb.WriteString("rules cut (lowest priority first): ")
+	for i, c := range cuts {
+		if i == maxCutListed {
+			sb.WriteString("; and " + strconv.Itoa(len(cuts)-i) + " more")
+			break
+		}
+		if i > 0 {
+			sb.WriteString("; ")
+		}
+		sb.WriteString(c.name + " fixed rate " + percent(c.p.FixedRateFactor))
+		if c.p.ReservoirFactor < 1 {
+			sb.WriteString(", reservoir " + percent(c.p.ReservoirFactor))
+		}
+	}
+	if kept := len(d.Rules) - len(cuts); kept > 0 {
+		sb.WriteString("; " + strconv.Itoa(kept) + " rule")
+		if kept > 1 {
+			sb.WriteString("s")
+		}
+		sb.WriteString(" at their own rates")
+	}
+	return sb.String()
 }
 
 // finite maps NaN and infinities to a printable number.
@@ -114,6 +205,9 @@ func percent(share float64) string {
 	v := share * 100
 	if v > 0 && v < 0.01 {
 		return "<0.01%"
+	}
+	if v >= 99.95 && v < 100 {
+		return "99.9%" // not "100%": something was cut
 	}
 	if math.Abs(v) >= 100 {
 		return strconv.FormatFloat(math.Round(v), 'f', -1, 64) + "%"

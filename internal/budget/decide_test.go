@@ -111,7 +111,7 @@ func TestDecide(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := Decide(tt.b, tt.u, tt.rules, tt.now, time.Minute)
+			d := Decide(tt.b, Input{Usage: tt.u, Rules: tt.rules}, tt.now, time.Minute)
 			checkDecision(t, d)
 			if !math.IsNaN(tt.f) && !within(d.FixedRateFactor, tt.f, 1e-9) {
 				t.Errorf("FixedRateFactor = %v, want %v", d.FixedRateFactor, tt.f)
@@ -136,7 +136,7 @@ func TestDecideForecasts(t *testing.T) {
 	// Ten flat days of 250M requests: the rest of the month (20 days) adds
 	// 20 × (86,400 + 5 % of the rest) traces at factors 1.
 	u := steady(250e6, 10, 30e6)
-	d := Decide(&Budget{Name: "p", MonthlyAmountMicros: 500 * MicrosPerUnit}, u, defaultModel, nov.Add(10*24*time.Hour), time.Minute)
+	d := Decide(&Budget{Name: "p", MonthlyAmountMicros: 500 * MicrosPerUnit}, Input{Usage: u, Rules: defaultModel}, nov.Add(10*24*time.Hour), time.Minute)
 	want := 30e6 + 20*(86400+0.05*(250e6-86400))
 	if !within(d.ForecastUnenforced, want, 1e-9) {
 		t.Errorf("ForecastUnenforced = %.9g, want %.9g", d.ForecastUnenforced, want)
@@ -170,12 +170,12 @@ func TestDecideNextIntervalsFit(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			u := steady(tt.perDay, 10, 50e6)
 			u.Requests[239] = 1e12
-			d := Decide(b, u, tt.rules, nov.Add(240*time.Hour), time.Minute)
+			d := Decide(b, Input{Usage: u, Rules: tt.rules}, nov.Add(240*time.Hour), time.Minute)
 			checkDecision(t, d)
-			m := NewTraceModel(tt.rules, u.Rules)
 			next := Forecast{Slots: []Slot{{Requests: 1e12 / 3600 * 120, Seconds: 120, Count: 1}}}
+			l := testLoad(tt.rules[0].FixedRate, tt.rules[0].Reservoir, Forecast{}, next)
 			left := 100e6 - 50e6
-			if got := next.Traces(m, d.FixedRateFactor, d.ReservoirFactor); !within(got, left, 1e-9) {
+			if got := l.traces(nextIntervals, d.FixedRateFactor, d.ReservoirFactor); !within(got, left, 1e-9) {
 				t.Errorf("the next two intervals take %.6g traces at f=%v g=%v; want what is left, %.6g", got, d.FixedRateFactor, d.ReservoirFactor, left)
 			}
 			if !math.IsNaN(tt.f) && !within(d.FixedRateFactor, tt.f, 1e-9) {
@@ -237,19 +237,49 @@ func TestDecideProperties(t *testing.T) {
 		var rs []RuleModel
 		for k := range rng.IntN(4) {
 			name := string(rune('a' + k))
-			rs = append(rs, RuleModel{Name: name, FixedRate: pick(rng.Float64(), 0, 1, num()), Reservoir: pick(rng.Float64()*100, 0, num())})
+			rs = append(rs, RuleModel{Name: name, FixedRate: pick(rng.Float64(), 0, 1, num()), Reservoir: pick(rng.Float64()*100, 0, num()),
+				Labels: map[string]string{"k": string(rune('a' + rng.IntN(2)))}})
 			u.Rules[name] = RuleUsage{Requests: rng.Int64N(1e12)}
+			if rng.IntN(2) == 0 { // its own hours, or none kept
+				series := make([]float64, len(u.Requests))
+				for h := range hours {
+					series[h] = u.Requests[h] * rng.Float64()
+				}
+				u.RuleRequests[name] = series
+			}
+		}
+		if rng.IntN(2) == 0 {
+			b.Priorities = []RulePriority{{RuleLabels: map[string]string{"k": "a"}, Priority: int32(rng.IntN(3) - 1)}}
+		}
+		if rng.IntN(4) == 0 {
+			b.CoverageMinutes = int32(1 + rng.IntN(60))
 		}
 		now := nov.Add(time.Duration(hours)*time.Hour + time.Duration(rng.Int64N(int64(time.Hour))))
 		interval := time.Duration(pick(0, -1, 10, 60, 3600)) * time.Second
-		d := Decide(b, u, rs, now, interval)
+		in := Input{Usage: u, Rules: rs, CoveragePairs: rng.IntN(100)}
+		if rng.IntN(2) == 0 { // a step before, with its memory
+			prev := Decide(b, Input{Usage: u, Rules: rs}, now.Add(-time.Duration(rng.Int64N(int64(2*time.Hour)))), interval)
+			prev.Memory.RecentRate = pick(0, num(), math.NaN())
+			prev.Memory.Requests = pick(0, num())
+			in.Prev = &prev
+		}
+		d := Decide(b, in, now, interval)
 		checkDecision(t, d)
+		for _, p := range d.Rules {
+			if !(p.FixedRateFactor >= 0 && p.FixedRateFactor <= 1 && p.ReservoirFactor >= 0 && p.ReservoirFactor <= 1) ||
+				math.IsNaN(p.Forecast) || math.IsNaN(p.Requests) || math.IsInf(p.Forecast, 0) {
+				t.Fatalf("case %d: rule plan %+v", i, p)
+			}
+		}
+		if e := d.Explain; math.IsNaN(e.Level) || math.IsNaN(e.Trend) || math.IsNaN(e.CurrentRate) || math.IsNaN(e.Requests) || math.IsNaN(d.Memory.RecentRate) {
+			t.Fatalf("case %d: explanation %+v, memory %+v", i, e, d.Memory)
+		}
 		if t.Failed() {
 			t.Fatalf("case %d: budget %+v, %d hours, rules %+v: %+v", i, b, hours, rs, d)
 		}
 		// An enforcing budget without a floor plans never to go over its
 		// cap unless it is already there.
-		if capT := b.CapTraces(); b.Mode == Enforce && b.FloorPerSecond == 0 && b.PricePerMillionMicros > 0 &&
+		if capT := b.CapTraces(); b.Mode == Enforce && b.FloorPerSecond == 0 && b.PricePerMillionMicros > 0 && b.CoverageMinutes == 0 &&
 			!math.IsInf(capT, 0) && !math.IsNaN(capT) && !d.Exhausted && d.Forecast > capT*(1+1e-9) {
 			t.Fatalf("case %d: Forecast %v over the cap %v: %+v", i, d.Forecast, capT, d)
 		}

@@ -265,42 +265,60 @@ func TestMedian(t *testing.T) {
 	}
 }
 
-func TestNewTraceModel(t *testing.T) {
-	rs := []RuleModel{
-		{Name: "a", FixedRate: 0.5, Reservoir: 2},
-		{Name: "b", FixedRate: 0.1, Reservoir: 3},
+func TestRuleShares(t *testing.T) {
+	// Two days of hours: rule a has 3 requests in every hour, rule b 1 in
+	// the even hours of the day; rule c has month totals but no hours
+	// (recorded before hours were kept), d nothing.
+	u := NewUsage(nov)
+	a, b := make([]float64, 720), make([]float64, 720)
+	for h := range 48 {
+		a[h] = 3
+		if h%2 == 0 {
+			b[h] = 1
+		}
+		u.Requests[h] = a[h] + b[h]
 	}
-	tests := []struct {
-		name  string
-		usage map[string]RuleUsage
-		want  TraceModel
-	}{
-		{"weighted by requests", map[string]RuleUsage{"a": {Requests: 100}, "b": {Requests: 300}}, TraceModel{Reservoir: 5, FixedRate: 0.2}},
-		{"no requests: plain mean", nil, TraceModel{Reservoir: 5, FixedRate: 0.3}},
-		{"a rule out of scope is ignored", map[string]RuleUsage{"b": {Requests: 10}, "z": {Requests: 1e9}}, TraceModel{Reservoir: 5, FixedRate: 0.1}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got := NewTraceModel(rs, tt.usage)
-			if got.Reservoir != tt.want.Reservoir || !within(got.FixedRate, tt.want.FixedRate, 1e-12) {
-				t.Errorf("NewTraceModel = %+v, want %+v", got, tt.want)
+	u.RuleRequests["a"], u.RuleRequests["b"] = a, b
+	u.Rules["a"], u.Rules["b"] = RuleUsage{Requests: 144}, RuleUsage{Requests: 24}
+	rs := []RuleModel{{Name: "a"}, {Name: "b"}, {Name: "d"}}
+	got, _ := ruleShares(&u, rs, 48)
+	for h := range 24 {
+		want := []float64{1, 0, 0}
+		if h%2 == 0 {
+			want = []float64{0.75, 0.25, 0}
+		}
+		for i := range rs {
+			if !within(got[i][h], want[i], 1e-12) {
+				t.Errorf("hour %d: rule %s share %v, want %v", h, rs[i].Name, got[i][h], want[i])
 			}
-		})
+		}
 	}
-	if got := NewTraceModel(nil, nil); got != (TraceModel{}) {
-		t.Errorf("no rules: %+v", got)
+	// An hour of the day without traffic takes the week's shares; no
+	// traffic at all, the month's totals, then even shares.
+	u.Rules["c"] = RuleUsage{Requests: 168}
+	rs = append(rs, RuleModel{Name: "c"})
+	got, _ = ruleShares(&u, rs, 48)
+	// c follows the budget's hours, at half of them (its half of the
+	// month): 1.5 of an odd hour's 3, beside a's 3.
+	if s := got[3][1]; !within(s, 1.0/3, 1e-12) {
+		t.Errorf("a rule without hours: share %v of an odd hour, want 1/3", s)
 	}
-	weird := NewTraceModel([]RuleModel{{FixedRate: math.NaN(), Reservoir: math.Inf(1)}, {FixedRate: 7, Reservoir: -1}}, nil)
-	if !(weird.FixedRate >= 0 && weird.FixedRate <= 1) || math.IsInf(weird.Reservoir, 0) || weird.Reservoir < 0 {
-		t.Errorf("garbage rules: %+v", weird)
+	empty := NewUsage(nov)
+	empty.Rules["a"] = RuleUsage{Requests: 3}
+	empty.Rules["b"] = RuleUsage{Requests: 1}
+	if got, _ := ruleShares(&empty, []RuleModel{{Name: "a"}, {Name: "b"}}, 5); !within(got[0][7], 0.75, 1e-12) {
+		t.Errorf("no hours at all: share %v, want the month's 0.75", got[0][7])
+	}
+	if got, _ := ruleShares(&empty, []RuleModel{{Name: "x"}, {Name: "y"}}, 5); !within(got[1][7], 0.5, 1e-12) {
+		t.Errorf("nothing at all: share %v, want 0.5", got[1][7])
 	}
 }
 
-func TestForecastTraces(t *testing.T) {
+func TestLoadTraces(t *testing.T) {
 	// One whole hour of 36,000 requests (10/s) with 2 traces/s of reservoir
 	// and 10 % after it: 7,200 + 0.1 × 28,800.
 	fc := Forecast{Slots: []Slot{{Requests: 36000, Seconds: 3600, Count: 3}}}
-	m := TraceModel{Reservoir: 2, FixedRate: 0.1}
+	l := testLoad(0.1, 2, fc, Forecast{})
 	tests := []struct{ f, g, want float64 }{
 		{1, 1, 3 * (7200 + 2880)},
 		{0, 1, 3 * 7200},
@@ -310,35 +328,109 @@ func TestForecastTraces(t *testing.T) {
 		{1, 0.5, 3 * (3600 + 3240)},
 	}
 	for _, tt := range tests {
-		if got := fc.Traces(m, tt.f, tt.g); !within(got, tt.want, 1e-12) {
-			t.Errorf("Traces(f=%v, g=%v) = %v, want %v", tt.f, tt.g, got, tt.want)
+		if got := l.traces(monthly, tt.f, tt.g); !within(got, tt.want, 1e-12) {
+			t.Errorf("traces(f=%v, g=%v) = %v, want %v", tt.f, tt.g, got, tt.want)
 		}
 	}
 }
 
-func TestReservoirFactorFor(t *testing.T) {
+func TestReservoirFactor(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	for range 500 {
-		var fc Forecast
-		for range 1 + rng.IntN(30) {
-			fc.Slots = append(fc.Slots, Slot{Requests: rng.Float64() * 1e5, Seconds: 1 + rng.Float64()*3599, Count: 1 + rng.IntN(5)})
+		loads := make([]load, 1+rng.IntN(3))
+		tier := make([]int, len(loads))
+		for i := range loads {
+			tier[i] = i
+			var fc Forecast
+			for range 1 + rng.IntN(30) {
+				fc.Slots = append(fc.Slots, Slot{Requests: rng.Float64() * 1e5, Seconds: 1 + rng.Float64()*3599, Count: 1 + rng.IntN(5)})
+			}
+			loads[i] = testLoad(0, pick(rng, 0, 0.1+rng.Float64()*100), fc, Forecast{})
 		}
-		m := TraceModel{Reservoir: 0.1 + rng.Float64()*100}
-		full := fc.Traces(m, 0, 1)
+		traces := func(g float64) float64 {
+			var sum float64
+			for i := range loads {
+				sum += loads[i].traces(monthly, 0, g)
+			}
+			return sum
+		}
+		full := traces(1)
 		want := rng.Float64() * full * 1.2
-		g := fc.reservoirFactorFor(m, want)
+		g := reservoirFactor(loads, tier, monthly, want)
 		if g < 0 || g > 1 {
 			t.Fatalf("g = %v", g)
 		}
-		got := fc.Traces(m, 0, g)
+		if gs := reservoirFactorSorted(loads, tier, monthly, want); !within(g, gs, 1e-9) && !within(traces(g), traces(gs), 1e-9) {
+			t.Fatalf("Newton's g = %v, the sorted walk's %v", g, gs)
+		}
 		if want >= full {
-			if g != 1 {
+			if g != 1 && !within(traces(g), full, 1e-9) {
 				t.Fatalf("want %v >= %v at g = 1, got g = %v", want, full, g)
 			}
 			continue
 		}
-		if !within(got, want, 1e-9) {
+		if got := traces(g); !within(got, want, 1e-9) {
 			t.Fatalf("g = %v takes %v traces, want %v", g, got, want)
 		}
+	}
+}
+
+func pick(rng *rand.Rand, xs ...float64) float64 { return xs[rng.IntN(len(xs))] }
+
+// TestForecastSeesGrowth: traffic growing 3× over the month (a game's
+// launch) is forecast within 10 % from its fifth day, where a level without
+// a trend is a third short.
+func TestForecastSeesGrowth(t *testing.T) {
+	const perHour = 1e6
+	rate := func(h int) float64 { return perHour * math.Pow(3, (float64(h)+0.5)/24/29) }
+	for _, swing := range []float64{0, 0.6} {
+		for _, day := range []int{5, 7, 10, 20} {
+			cur := day * 24
+			hourly := make([]float64, cur)
+			for h := range hourly {
+				hourly[h] = rate(h) * (1 - swing*math.Cos(2*math.Pi*(float64(h%24)+0.5)/24))
+			}
+			var want float64
+			for h := cur; h < 720; h++ {
+				want += rate(h) * (1 - swing*math.Cos(2*math.Pi*(float64(h%24)+0.5)/24))
+			}
+			fc := ForecastRequests(usageOf(hourly), nov.Add(time.Duration(cur)*time.Hour))
+			if got := fc.Requests(); !within(got, want, 0.1) {
+				t.Errorf("swing %v, day %d: %.4g requests forecast, want %.4g (%.1f%% off; trend %.4f/day)", swing, day, got, want, 100*(got/want-1), fc.Trend)
+			}
+		}
+	}
+}
+
+// TestForecastMidHourStart: traffic that starts mid-hour is forecast at its
+// own rate a minute later (within 20 %), not averaged over the hour: the
+// controller remembers when it last saw none. Reports arrive every 10 s.
+func TestForecastMidHourStart(t *testing.T) {
+	const rate = 100.0 // requests per second from 12:40:03 on
+	start := nov.Add(4*24*time.Hour + 12*time.Hour + 40*time.Minute + 3*time.Second)
+	b := &Budget{Name: "b", MonthlyAmountMicros: 1e6 * MicrosPerUnit}
+	rs := []RuleModel{{Name: "r", FixedRate: 1}}
+	var prev *Decision
+	for now := start.Add(-40*time.Minute - 3*time.Second); !now.After(start.Add(time.Minute)); now = now.Add(10 * time.Second) {
+		u := NewUsage(nov)
+		// The one SDK reports at :05, :15, ...: what it counted up to its
+		// last report.
+		reported := now.Add(-5 * time.Second).Truncate(10 * time.Second).Add(5 * time.Second)
+		if d := reported.Sub(start).Seconds(); d > 0 {
+			u.Requests[int(start.Sub(nov)/time.Hour)] = rate * d
+			u.RuleRequests["r"] = slices.Clone(u.Requests)
+			u.Rules["r"] = RuleUsage{Requests: int64(rate * d)}
+		}
+		d := Decide(b, Input{Usage: u, Rules: rs, Prev: prev}, now, 10*time.Second)
+		prev = &d
+	}
+	now := prev.Memory.Observed
+	secondsLeft := nov.AddDate(0, 1, 0).Sub(now).Seconds()
+	got := prev.Explain.Requests / secondsLeft
+	if !within(got, rate, 0.2) {
+		t.Errorf("a minute after traffic started at %v/s, the forecast says %.3g/s", rate, got)
+	}
+	if prev.Memory.FirstSeen.IsZero() || prev.Explain.Method != MethodMeanRate {
+		t.Errorf("memory %+v, method %s", prev.Memory, prev.Explain.Method)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/tracesampling/controlplane/internal/rules"
@@ -32,13 +33,19 @@ type SimConfig struct {
 	// SpikeDays multiplies the whole traffic of a day: day (1-based, from
 	// Start) → factor.
 	SpikeDays map[int]float64
+	// Growth is how many times the traffic grows over the run, evenly per
+	// day (3: the last day has 3 times the first's, +3.7 % a day over 30
+	// days); 0 or 1: no growth. The mean of the first day is
+	// RequestsPerDay.
+	Growth float64
 	// Budget runs the controller (Decide and DueAlerts) over the month;
 	// nil prices the traffic alone. Its scope's rule labels select the
 	// rules it covers; its service globs are ignored, the simulated
 	// traffic having no services.
 	Budget *Budget
 	// PricePerMillionMicros prices traces without a budget; default 5.00. With a
-	// budget, the budget's price is used.
+	// budget, the budget's price of a recorded trace is used (retrievals
+	// and spans included).
 	PricePerMillionMicros int64
 	// Interval is the controller's interval, and the simulation's step;
 	// default 1 minute; at most 1 hour. An interval that does not divide an
@@ -108,6 +115,23 @@ type SimBudget struct {
 	// the simulation (not the alerting) saw it.
 	SpendCrossings []SimCrossing `json:"spend_crossings"`
 	Months         []SimMonth    `json:"months,omitempty"`
+	// Rules is how each rule in scope fared, by name.
+	Rules []SimRule `json:"rules"`
+}
+
+// SimRule is how one rule in a budget's scope fared over the run.
+type SimRule struct {
+	Name     string `json:"name"`
+	Priority int32  `json:"priority"`
+	// Traces it recorded, and would have at its own rates.
+	Traces           float64 `json:"traces"`
+	UnenforcedTraces float64 `json:"unenforced_traces"`
+	// The lowest and highest fixed-rate factor decided for it once
+	// enforcement first lowered one of its rates (1 and 1: never), and the
+	// lowest reservoir factor.
+	MinFixedRateFactor float64 `json:"min_fixed_rate_factor"`
+	MaxFixedRateFactor float64 `json:"max_fixed_rate_factor"`
+	MinReservoirFactor float64 `json:"min_reservoir_factor"`
 }
 
 // SimAlert is an alert at its simulated time. Spent and Forecast are money.
@@ -141,6 +165,9 @@ type simRule struct {
 	rule    rules.Rule
 	share   float64
 	inScope bool
+	model   int // index in the budget's models (and its decisions' Rules)
+
+	traces, unenforced float64
 }
 
 // Simulate runs a month of traffic through the rules on a virtual clock.
@@ -163,7 +190,7 @@ func Simulate(ctx context.Context, cfg SimConfig) (SimResult, error) {
 			nb.Name = "simulated"
 		}
 		b = &nb
-		price, currency = Units(nb.PricePerMillionMicros), nb.Currency
+		price, currency = nb.PricePerMillion(), nb.Currency
 	}
 
 	sim := make([]simRule, len(cfg.Rules))
@@ -185,10 +212,12 @@ func Simulate(ctx context.Context, cfg SimConfig) (SimResult, error) {
 		if b != nil {
 			sim[i].inScope = Scope{RuleLabels: b.Scope.RuleLabels}.Covers("", &sim[i].rule)
 			if sim[i].inScope {
+				sim[i].model = len(models)
 				models = append(models, RuleModel{
 					Name:      sim[i].rule.Name,
 					FixedRate: sim[i].rule.FixedRate,
 					Reservoir: float64(sim[i].rule.ReservoirSize),
+					Labels:    sim[i].rule.Labels,
 				})
 			}
 		}
@@ -221,7 +250,7 @@ func Simulate(ctx context.Context, cfg SimConfig) (SimResult, error) {
 		}
 		secs := next.Sub(t).Seconds()
 		mid := t.Add(next.Sub(t) / 2)
-		rate := meanRate * cfg.shape(mid) * cfg.spike(int(t.Sub(start)/(24*time.Hour))+1)
+		rate := meanRate * cfg.shape(mid) * cfg.spike(int(t.Sub(start)/(24*time.Hour))+1) * cfg.growth(mid.Sub(start))
 		if run != nil {
 			run.beginStep(t)
 		}
@@ -232,8 +261,11 @@ func Simulate(ctx context.Context, cfg SimConfig) (SimResult, error) {
 			unenforced := sampleTraces(req, secs, fixed, resv)
 			traces := unenforced
 			if run != nil && sr.inScope {
-				traces = sampleTraces(req, secs, fixed*run.decision.FixedRateFactor, resv*run.decision.ReservoirFactor)
+				f, g := run.factors(sr.model)
+				traces = sampleTraces(req, secs, fixed*f, resv*g)
 				run.add(sr.rule.Name, req, traces)
+				sr.traces += traces
+				sr.unenforced += unenforced
 			}
 			res.Requests += req
 			res.Traces += traces
@@ -246,6 +278,20 @@ func Simulate(ctx context.Context, cfg SimConfig) (SimResult, error) {
 	}
 	if run != nil {
 		run.finish()
+		for _, sr := range sim {
+			if sr.inScope {
+				x := run.ruleFactors[sr.rule.Name]
+				if x == nil {
+					x = &[3]float64{1, 1, 1}
+				}
+				run.result.Rules = append(run.result.Rules, SimRule{
+					Name: sr.rule.Name, Priority: b.Priority(sr.rule.Name, sr.rule.Labels),
+					Traces: math.Round(sr.traces), UnenforcedTraces: math.Round(sr.unenforced),
+					MinFixedRateFactor: x[0], MaxFixedRateFactor: x[1], MinReservoirFactor: x[2],
+				})
+			}
+		}
+		slices.SortFunc(run.result.Rules, func(a, b SimRule) int { return strings.Compare(a.Name, b.Name) })
 	}
 	// Whole requests and traces, money in cents: the sums of a month of
 	// fractional expected values would otherwise print as 8499999999.999923.
@@ -311,6 +357,14 @@ func (cfg *SimConfig) shape(t time.Time) float64 {
 	return 1 - cfg.DailySwing*math.Cos(2*math.Pi*day)
 }
 
+// growth is the multiplier of the traffic at d into the run.
+func (cfg *SimConfig) growth(d time.Duration) float64 {
+	if !(cfg.Growth > 0) || cfg.Growth == 1 || math.IsInf(cfg.Growth, 0) || cfg.Days <= 1 {
+		return 1
+	}
+	return math.Pow(cfg.Growth, d.Hours()/24/float64(cfg.Days-1))
+}
+
 // spike is the multiplier of day (1-based).
 func (cfg *SimConfig) spike(day int) float64 {
 	if f, ok := cfg.SpikeDays[day]; ok && f >= 0 && !math.IsInf(f, 0) {
@@ -324,6 +378,7 @@ type alertKey struct {
 	month     time.Time
 	kind      AlertKind
 	threshold float64
+	episode   string
 }
 
 // simRun is the controller's side of a simulation: the budget's usage as
@@ -339,21 +394,27 @@ type simRun struct {
 	ruleTotal map[string]*[2]float64 // requests, sampled
 	stepHour  int                    // hour of the month the step is in
 	decision  Decision
+	cache     shareCache
 	fired     map[alertKey]bool
 	crossed   map[float64]bool
-	months    []SimMonth
-	result    *SimBudget
+	// ruleFactors are each rule's lowest and highest fixed-rate factor and
+	// lowest reservoir factor, from the first decision that lowered one of
+	// its rates.
+	ruleFactors map[string]*[3]float64
+	months      []SimMonth
+	result      *SimBudget
 }
 
 func newSimRun(b *Budget, models []RuleModel, start time.Time, interval time.Duration) *simRun {
 	r := &simRun{
-		b:        b,
-		models:   models,
-		start:    start,
-		interval: interval,
-		capT:     b.CapTraces(),
-		fired:    map[alertKey]bool{},
-		crossed:  map[float64]bool{},
+		b:           b,
+		models:      models,
+		start:       start,
+		interval:    interval,
+		capT:        b.CapTraces(),
+		fired:       map[alertKey]bool{},
+		crossed:     map[float64]bool{},
+		ruleFactors: map[string]*[3]float64{},
 		result: &SimBudget{
 			MonthlyAmount:      b.MonthlyAmount(),
 			Mode:               b.Mode.String(),
@@ -362,6 +423,7 @@ func newSimRun(b *Budget, models []RuleModel, start time.Time, interval time.Dur
 			MinReservoirFactor: 1,
 			Alerts:             []SimAlert{},
 			SpendCrossings:     []SimCrossing{},
+			Rules:              []SimRule{},
 		},
 	}
 	r.newMonth(start)
@@ -375,7 +437,18 @@ func (r *simRun) newMonth(t time.Time) {
 	r.ruleTotal = map[string]*[2]float64{}
 	r.crossed = map[float64]bool{}
 	r.months = append(r.months, SimMonth{Month: r.usage.MonthStart.Format("2006-01")})
-	r.decision = Decide(r.b, r.usage, r.models, t, r.interval)
+	r.cache = shareCache{}
+	r.decision = Decide(r.b, Input{Usage: r.usage, Rules: r.models, cache: &r.cache}, t, r.interval)
+}
+
+// factors are the fixed-rate and reservoir factors in force for the rule
+// of models[i], as the catalog hands them out.
+func (r *simRun) factors(i int) (f, g float64) {
+	if i < len(r.decision.Rules) {
+		p := &r.decision.Rules[i]
+		return p.FixedRateFactor, p.ReservoirFactor
+	}
+	return r.decision.FixedRateFactor, r.decision.ReservoirFactor
 }
 
 func (r *simRun) beginStep(t time.Time) {
@@ -390,6 +463,12 @@ func (r *simRun) beginStep(t time.Time) {
 func (r *simRun) add(rule string, req, traces float64) {
 	r.usage.Requests[r.stepHour] += req
 	r.usage.Sampled[r.stepHour] += traces
+	hours := r.usage.RuleRequests[rule]
+	if hours == nil {
+		hours = make([]float64, len(r.usage.Requests))
+		r.usage.RuleRequests[rule] = hours
+	}
+	hours[r.stepHour] += req
 	tot := r.ruleTotal[rule]
 	if tot == nil {
 		tot = new([2]float64)
@@ -412,12 +491,12 @@ func (r *simRun) endStep(now time.Time) {
 		r.record(now, hours, spent)
 		return
 	}
-	d := Decide(r.b, r.usage, r.models, now, r.interval)
+	d := Decide(r.b, Input{Usage: r.usage, Rules: r.models, Prev: &r.decision, cache: &r.cache}, now, r.interval)
 	r.record(now, hours, d.Spent)
-	for _, a := range DueAlerts(r.b, d, r.decision, now) {
+	for _, a := range DueAlerts(r.b, d, now) {
 		// The store's "fires once" (Alert.DedupKey), without formatting
 		// the key every interval.
-		if key := (alertKey{a.MonthStart, a.Kind, a.Threshold}); !r.fired[key] {
+		if key := (alertKey{a.MonthStart, a.Kind, a.Threshold, a.Episode}); !r.fired[key] {
 			r.fired[key] = true
 			r.result.Alerts = append(r.result.Alerts, SimAlert{
 				Kind:      a.Kind.String(),
@@ -437,6 +516,19 @@ func (r *simRun) endStep(now time.Time) {
 	}
 	res.MinFixedRateFactor = math.Min(res.MinFixedRateFactor, d.FixedRateFactor)
 	res.MinReservoirFactor = math.Min(res.MinReservoirFactor, d.ReservoirFactor)
+	for _, p := range d.Rules {
+		x := r.ruleFactors[p.Name]
+		if x == nil {
+			if p.FixedRateFactor == 1 && p.ReservoirFactor == 1 {
+				continue
+			}
+			x = &[3]float64{1, 0, 1}
+			r.ruleFactors[p.Name] = x
+		}
+		x[0] = math.Min(x[0], p.FixedRateFactor)
+		x[1] = math.Max(x[1], p.FixedRateFactor)
+		x[2] = math.Min(x[2], p.ReservoirFactor)
+	}
 	res.Exhausted = res.Exhausted || d.Exhausted
 	r.decision = d
 }

@@ -234,23 +234,26 @@ func TestSimulateStopsWhenItsContextEnds(t *testing.T) {
 }
 
 // BenchmarkSimulate measures the cost of the largest runs SimulateCost
-// allows (see maxSimWork in internal/server), and of one it refuses.
+// allows, at the controller intervals it picks for them (see simInterval in
+// internal/server), and of a run without a budget.
 func BenchmarkSimulate(b *testing.B) {
 	cases := []struct {
-		name   string
-		days   int
-		rules  int
-		budget bool
+		name     string
+		days     int
+		rules    int
+		budget   bool
+		interval time.Duration
 	}{
-		{"31days/100rules/budget", 31, 100, true},
-		{"62days/12rules/budget", 62, 12, true},
-		{"31days/1rule/budget", 31, 1, true},
-		{"62days/100rules/nobudget", 62, 100, false},
-		{"62days/100rules/budget(refused)", 62, 100, true},
+		{"31days/1rule/budget/1m", 31, 1, true, time.Minute},
+		{"31days/11rules/budget/1m", 31, 11, true, time.Minute},
+		{"31days/100rules/budget/6m", 31, 100, true, 6 * time.Minute},
+		{"62days/100rules/budget/12m", 62, 100, true, 12 * time.Minute},
+		{"62days/100rules/nobudget", 62, 100, false, time.Minute},
+		{"31days/100rules/budget/1m(not allowed)", 31, 100, true, time.Minute},
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
-			cfg := SimConfig{RequestsPerDay: 250e6, Days: c.days, DailySwing: 0.6}
+			cfg := SimConfig{RequestsPerDay: 250e6, Days: c.days, DailySwing: 0.6, Interval: c.interval}
 			for i := range c.rules {
 				cfg.Rules = append(cfg.Rules, rules.Rule{Name: fmt.Sprintf("r%d", i), Priority: int32(i + 1), FixedRate: 0.05, ReservoirSize: 1})
 			}
@@ -263,5 +266,47 @@ func BenchmarkSimulate(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestSimulateSpikeEarlyNoFalseAlarm: a 5× day on the second day of a month
+// that can absorb it (it lands at 78 % of the cap) raises no forecast alarm
+// and throttles nothing. Averaging the two days, the forecast said 203 %
+// and enforcement cut the fixed rates to 46 % for a day.
+func TestSimulateSpikeEarlyNoFalseAlarm(t *testing.T) {
+	t.Parallel()
+	for _, swing := range []float64{0, 0.6} {
+		sb := simulate(t, SimConfig{RequestsPerDay: 100e6, DailySwing: swing, SpikeDays: map[int]float64{2: 5}, Interval: 5 * time.Minute,
+			Budget: &Budget{Name: "b", MonthlyAmountMicros: 1100 * MicrosPerUnit}}).SimBudget
+		if sb.MaxForecastRatio > 1 || sb.MinFixedRateFactor < 1 || len(sb.Alerts) > 2 {
+			t.Errorf("swing %v: max forecast %.3f of the cap, lowest factor %.3f, alerts %+v", swing, sb.MaxForecastRatio, sb.MinFixedRateFactor, sb.Alerts)
+		}
+		if !within(sb.SpentRatio, 0.784, 0.01) {
+			t.Errorf("swing %v: spent %.4f of the cap, want 0.784", swing, sb.SpentRatio)
+		}
+	}
+}
+
+// TestSimulateGrowth: traffic growing 3× over the month under a budget it
+// outgrows lands at 97–99 % of the cap, and the trend, seen from the fourth
+// day, spreads the cut over the month: without it the controller saw the
+// growth late and cut to 0.21 ($400) and 0.38 ($600) at month end.
+func TestSimulateGrowth(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		amount    int64
+		minFactor float64
+	}{{400, 0.45}, {600, 0.75}} {
+		amount := tt.amount
+		res := simulate(t, SimConfig{RequestsPerDay: 50e6, DailySwing: 0.6, Growth: 3, Interval: 5 * time.Minute,
+			Budget: &Budget{Name: "b", MonthlyAmountMicros: amount * MicrosPerUnit}})
+		sb := res.SimBudget
+		t.Logf("$%d: unenforced $%.2f, spent %.4f of the cap, lowest factor %.3f", amount, res.UnenforcedCost, sb.SpentRatio, sb.MinFixedRateFactor)
+		if sb.SpentRatio < 0.97 || sb.SpentRatio > 0.99+1e-6 {
+			t.Errorf("$%d: spent %.4f of the cap, want 0.97-0.99", amount, sb.SpentRatio)
+		}
+		if sb.MinFixedRateFactor < tt.minFactor {
+			t.Errorf("$%d: fixed rates cut to %.3f, want no lower than %v", amount, sb.MinFixedRateFactor, tt.minFactor)
+		}
 	}
 }

@@ -70,7 +70,7 @@ func New(src Source, opts Options) *Catalog {
 	}
 	c := &Catalog{src: src, opts: opts, kick: make(chan struct{}, 1), watchers: map[*Watcher]struct{}{}, alertWatchers: map[*Watcher]struct{}{}}
 	c.cur.Store(newView(store.Snapshot{}))
-	c.budgets.Store(&Budgets{States: map[string]budget.State{}})
+	c.budgets.Store(newBudgets(0, nil, map[string]budget.State{}))
 	return c
 }
 
@@ -305,6 +305,21 @@ type Budgets struct {
 	Gen     int64
 	Budgets []budget.Budget
 	States  map[string]budget.State
+	// plans are each state's rule plans by rule name, for Factors.
+	plans map[string]map[string]*budget.RulePlan
+}
+
+// newBudgets indexes the rule plans of the states.
+func newBudgets(gen int64, bs []budget.Budget, states map[string]budget.State) *Budgets {
+	out := &Budgets{Gen: gen, Budgets: bs, States: states, plans: make(map[string]map[string]*budget.RulePlan, len(states))}
+	for name, st := range states {
+		m := make(map[string]*budget.RulePlan, len(st.Decision.Rules))
+		for i := range st.Decision.Rules {
+			m[st.Decision.Rules[i].Name] = &st.Decision.Rules[i]
+		}
+		out.plans[name] = m
+	}
+	return out
 }
 
 // CurrentBudgets returns the latest budgets; never nil.
@@ -338,25 +353,33 @@ func (c *Catalog) LoadBudgets(ctx context.Context) error {
 	if reflect.DeepEqual(cur.Budgets, all) && sameDecisions(cur.States, states) {
 		// Only the figures moved: keep them for status and metrics, but
 		// streams have nothing new to send.
-		c.budgets.Store(&Budgets{Gen: cur.Gen, Budgets: all, States: states})
+		c.budgets.Store(newBudgets(cur.Gen, all, states))
 		return nil
 	}
-	c.budgets.Store(&Budgets{Gen: cur.Gen + 1, Budgets: all, States: states})
+	c.budgets.Store(newBudgets(cur.Gen+1, all, states))
 	c.notify()
 	return nil
 }
 
 // sameDecisions reports whether two sets of states change targets alike:
-// same budgets, months, factors and exhaustion.
+// same budgets, incarnations, months, factors (each rule's too) and
+// exhaustion.
 func sameDecisions(a, b map[string]budget.State) bool {
 	if len(a) != len(b) {
 		return false
 	}
 	for name, x := range a {
 		y, ok := b[name]
-		if !ok || !x.MonthStart.Equal(y.MonthStart) || x.Decision.FixedRateFactor != y.Decision.FixedRateFactor ||
-			x.Decision.ReservoirFactor != y.Decision.ReservoirFactor || x.Decision.Exhausted != y.Decision.Exhausted {
+		if !ok || x.BudgetUID != y.BudgetUID || !x.MonthStart.Equal(y.MonthStart) || x.Decision.FixedRateFactor != y.Decision.FixedRateFactor ||
+			x.Decision.ReservoirFactor != y.Decision.ReservoirFactor || x.Decision.Exhausted != y.Decision.Exhausted ||
+			len(x.Decision.Rules) != len(y.Decision.Rules) {
 			return false
+		}
+		for i, p := range x.Decision.Rules {
+			q := y.Decision.Rules[i]
+			if p.Name != q.Name || p.FixedRateFactor != q.FixedRateFactor || p.ReservoirFactor != q.ReservoirFactor {
+				return false
+			}
 		}
 	}
 	return true
@@ -364,9 +387,11 @@ func sameDecisions(a, b map[string]budget.State) bool {
 
 // Factors returns what the budgets in force at now do to a rule's targets
 // for a service: the fixed-rate and reservoir factors of the strictest
-// enforcing budget that covers them (1 and 1 when none does). A decision made
-// for an earlier month does not count: a new month starts unenforced until
-// the controller decides it.
+// enforcing budget that covers them (1 and 1 when none does), each budget's
+// its plan for that rule, or, for a rule its last decision did not plan (new
+// since), its strictest factors. A decision made for an earlier month, or
+// for an earlier budget of the same name, does not count: a new month
+// starts unenforced until the controller decides it.
 func (b *Budgets) Factors(service string, r *rules.Rule, now time.Time) (fixed, reservoir float64) {
 	fixed, reservoir = 1, 1
 	month := budget.MonthStart(now)
@@ -376,11 +401,15 @@ func (b *Budgets) Factors(service string, r *rules.Rule, now time.Time) (fixed, 
 			continue
 		}
 		st, ok := b.States[bg.Name]
-		if !ok || !st.MonthStart.Equal(month) {
+		if !ok || !st.MonthStart.Equal(month) || st.BudgetUID != bg.UID {
 			continue
 		}
-		fixed = min(fixed, st.Decision.FixedRateFactor)
-		reservoir = min(reservoir, st.Decision.ReservoirFactor)
+		f, g := st.Decision.FixedRateFactor, st.Decision.ReservoirFactor
+		if p := b.plans[bg.Name][r.Name]; p != nil {
+			f, g = p.FixedRateFactor, p.ReservoirFactor
+		}
+		fixed = min(fixed, f)
+		reservoir = min(reservoir, g)
 	}
 	return fixed, reservoir
 }

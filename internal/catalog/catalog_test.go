@@ -14,6 +14,7 @@ import (
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/apiconv"
+	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/redistest"
 	"github.com/tracesampling/controlplane/internal/rules"
@@ -568,4 +569,56 @@ func TestRunFollowsLostData(t *testing.T) {
 	// And it follows edits from there on.
 	create(t, other, rule("login", 15, "*", ""))
 	waitView(t, c, w, "to hold login", func(v *catalog.View) bool { return v.Rule("login") != nil && v.Version == seeded+1 })
+}
+
+// TestFactorsPerRule: a budget's decision holds a plan per rule; targets get
+// their rule's factors, a rule the decision did not plan gets the strictest,
+// and a decision made for an earlier budget of the same name, or an earlier
+// month, counts for nothing.
+func TestFactorsPerRule(t *testing.T) {
+	st := newMemStore(t)
+	ctx := t.Context()
+	now := time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC)
+	b, err := st.CreateBudget(ctx, budget.Budget{Name: "shop", MonthlyAmountMicros: 1, Scope: budget.Scope{Services: []string{"shop"}}, UID: "u1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := func(uid string, month time.Time) budget.State {
+		return budget.State{Budget: b.Name, BudgetUID: uid, MonthStart: month, Computed: now, Decision: budget.Decision{
+			FixedRateFactor: 0, ReservoirFactor: 0.1,
+			Rules: []budget.RulePlan{
+				{Name: "health", FixedRateFactor: 0, ReservoirFactor: 0.1},
+				{Name: "checkout", FixedRateFactor: 1, ReservoirFactor: 1},
+			},
+		}}
+	}
+	c := catalog.New(st, catalog.Options{Poll: noPoll, Logger: discard()})
+	tests := []struct {
+		name    string
+		state   budget.State
+		service string
+		rule    string
+		f, g    float64
+	}{
+		{"a cut rule", state("u1", budget.MonthStart(now)), "shop", "health", 0, 0.1},
+		{"a kept rule", state("u1", budget.MonthStart(now)), "shop", "checkout", 1, 1},
+		{"a rule not planned", state("u1", budget.MonthStart(now)), "shop", "search", 0, 0.1},
+		{"out of scope", state("u1", budget.MonthStart(now)), "ads", "health", 1, 1},
+		{"another incarnation's decision", state("u0", budget.MonthStart(now)), "shop", "health", 1, 1},
+		{"last month's decision", state("u1", budget.MonthStart(now).AddDate(0, -1, 0)), "shop", "health", 1, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := st.PutStates(ctx, []budget.State{tt.state}); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.LoadBudgets(ctx); err != nil {
+				t.Fatal(err)
+			}
+			r := rule(tt.rule, 1, "*", "")
+			if f, g := c.CurrentBudgets().Factors(tt.service, &r, now); f != tt.f || g != tt.g {
+				t.Errorf("Factors(%s, %s) = %v, %v; want %v, %v", tt.service, tt.rule, f, g, tt.f, tt.g)
+			}
+		})
+	}
 }

@@ -36,6 +36,8 @@ func TestBudgetsApply(t *testing.T) {
       service_names: [search, "search-*"]
     spend_thresholds: [0.5, 0.9]
     forecast_thresholds: [0]
+    pricing: aws-xray
+    retrievals_per_trace: 3
   - name: platform
     monthly_amount: 2000
     currency_code: EUR
@@ -46,9 +48,14 @@ func TestBudgetsApply(t *testing.T) {
     channels:
       - webhook_url: https://hooks.example.com/platform
     floor_traces_per_second: 2
+    rule_priorities:
+      - {rule_labels: {tier: critical}, priority: 10}
+      - {rule_names: [health, ping], priority: -1}
+    coverage_minutes: 10
+    burn_rate_thresholds: [4, 14.4]
 `
 	wantPlan := "~ update search: monthly_amount 120.5 -> 150, mode alert_only -> enforce\n" +
-		"~ update platform: channels [https://hooks.example.com/… (signed) http://alerts.internal:8080/…] -> [https://hooks.example.com/…]\n" +
+		"~ update platform: channels [https://hooks.example.com/… (signed) http://alerts.internal:8080/…] -> [https://hooks.example.com/…], coverage_minutes 5 -> 10\n" +
 		"- delete old\n"
 	res = s.cli(t, edited, "apply", "-f", "-", "--prune", "--dry-run").mustOK(t)
 	if want := wantPlan + "dry run: 0 to create, 2 to update, 1 to delete, 0 unchanged; nothing was changed\n"; res.stdout != want {
@@ -71,6 +78,9 @@ func TestBudgetsApply(t *testing.T) {
 	}
 	if chs := platform.GetChannels(); len(chs) != 1 || chs[0].GetSecret() != "" {
 		t.Errorf("platform's channels after apply: %v, want one, unsigned", chs)
+	}
+	if platform.GetCoverageMinutes() != 10 || len(platform.GetRulePriorities()) != 2 {
+		t.Errorf("platform's plan fields after apply: coverage %d, priorities %v; want 10 and the two kept", platform.GetCoverageMinutes(), platform.GetRulePriorities())
 	}
 	// And once more: unchanged.
 	if res := s.cli(t, edited, "apply", "-f", "-", "--prune").mustOK(t); !strings.HasPrefix(res.stdout, "= 2 unchanged\n") {

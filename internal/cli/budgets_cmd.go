@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/apiconv"
@@ -53,6 +54,7 @@ func newBudgetsCmd(lookupEnv func(string) (string, bool)) *cobra.Command {
 		newBudgetUpdateCmd(conn),
 		newBudgetDeleteCmd(conn),
 		newBudgetStatusCmd(conn),
+		newBudgetHistoryCmd(conn),
 		newBudgetAlertsCmd(conn),
 		newBudgetWatchCmd(conn),
 		newBudgetApplyCmd(conn),
@@ -181,6 +183,14 @@ type budgetFlags struct {
 	webhooks           budgetListFlag
 	webhookSecret      string
 	floor              float64
+	priorities         priorityFlag
+	coverageMinutes    int
+	pricing            string
+	retrievedPrice     amountFlag
+	retrievalsPerTrace float64
+	spanPrice          amountFlag
+	spansPerTrace      float64
+	burnRates          budgetFloatsFlag
 }
 
 // register defines the flags. Create's defaults are the budget's; update's
@@ -208,7 +218,17 @@ func (bf *budgetFlags) register(fs *pflag.FlagSet, update bool) {
 	fs.Var(&bf.forecastThresholds, "forecast-threshold", "alert when the month-end forecast exceeds this `share` of the cap (repeatable; default 1; a single 0 turns forecast alerts off"+onUpdate+")")
 	fs.Var(&bf.webhooks, "webhook", "http(s) `URL` that alerts are POSTed to (repeatable"+onUpdate+")")
 	fs.StringVar(&bf.webhookSecret, "webhook-secret", "", "HMAC-SHA256 signing `secret` of every --webhook given with it (for different secrets, use create -f)"+secretOnUpdate)
-	fs.Float64Var(&bf.floor, "floor", 0, "traces per `second` kept in scope even when the budget is exhausted")
+	fs.Float64Var(&bf.floor, "floor", 0, "traces per `second` kept in scope even when the budget is exhausted; refused if a 31-day month of it costs more than --amount")
+	fs.Var(&bf.priorities, "priority", "`SELECTOR:N`: rules of priority N are cut only after every lower one is at its floor; SELECTOR is a rule name, "+
+		"or KEY=VALUE for the rules with that label (repeatable, the first that selects a rule counts; unselected rules have 0"+onUpdate+")")
+	fs.IntVar(&bf.coverageMinutes, "coverage-minutes", 0, "keep one trace per service and rule every `N` minutes (1-1440), reserved in the plan; 0: none")
+	fs.StringVar(&bf.pricing, "pricing", "", "`preset` of a vendor's prices ("+strings.Join(budget.PresetNames(), ", ")+
+		"): sets the currency, the prices and the free traces; flags given with it win")
+	fs.Var(&bf.retrievedPrice, "retrieved-price-per-million", "`price` of a million traces retrieved or scanned by queries")
+	fs.Float64Var(&bf.retrievalsPerTrace, "retrievals-per-trace", 0, "traces retrieved or scanned per trace recorded, an `estimate` (default 1 with a retrieved price)")
+	fs.Var(&bf.spanPrice, "span-price-per-million", "`price` of a million spans, for span-priced backends")
+	fs.Float64Var(&bf.spansPerTrace, "spans-per-trace", 0, "spans per recorded trace, an `estimate` (required with --span-price-per-million)")
+	fs.Var(&bf.burnRates, "burn-rate", "alert when the last hour costs this `multiple` of the even rate (the amount spread over the month; repeatable; 14.4 is 2 % of a 30-day budget in an hour"+onUpdate+")")
 }
 
 // budgetFlagPaths maps the budget flags to the API fields they set, in the
@@ -217,7 +237,12 @@ var budgetFlagPaths = [][2]string{
 	{"description", "description"}, {"service", "scope"}, {"rule-label", "scope"}, {"amount", "monthly_amount_micros"},
 	{"currency", "currency_code"}, {"price-per-million", "price_per_million_micros"}, {"free-traces", "free_traces"}, {"mode", "mode"},
 	{"threshold", "spend_thresholds"}, {"forecast-threshold", "forecast_thresholds"}, {"webhook", "channels"},
-	{"floor", "floor_traces_per_second"},
+	{"floor", "floor_traces_per_second"}, {"priority", "rule_priorities"}, {"coverage-minutes", "coverage_minutes"},
+	{"pricing", "currency_code"}, {"pricing", "price_per_million_micros"}, {"pricing", "free_traces"},
+	{"pricing", "retrieved_price_per_million_micros"}, {"retrieved-price-per-million", "retrieved_price_per_million_micros"},
+	{"pricing", "retrievals_per_trace"}, {"retrievals-per-trace", "retrievals_per_trace"},
+	{"pricing", "span_price_per_million_micros"}, {"span-price-per-million", "span_price_per_million_micros"},
+	{"spans-per-trace", "spans_per_trace"}, {"burn-rate", "burn_rate_thresholds"},
 }
 
 // givenBudgetPaths returns the API fields of the budget flags given.
@@ -246,11 +271,44 @@ func (bf *budgetFlags) proto(name string, given map[string]bool, update bool) (*
 		SpendThresholds:       bf.thresholds.v,
 		ForecastThresholds:    bf.forecastThresholds.v,
 		FloorTracesPerSecond:  bf.floor,
+		CoverageMinutes:       int32(bf.coverageMinutes),
+
+		RetrievedPricePerMillionMicros: bf.retrievedPrice.micros,
+		RetrievalsPerTrace:             bf.retrievalsPerTrace,
+		SpanPricePerMillionMicros:      bf.spanPrice.micros,
+		SpansPerTrace:                  bf.spansPerTrace,
+		BurnRateThresholds:             bf.burnRates.v,
+	}
+	for _, e := range bf.priorities.v {
+		p.RulePriorities = append(p.RulePriorities, &pb.RulePriority{RuleNames: e.RuleNames, RuleLabels: e.RuleLabels, Priority: e.Priority})
+	}
+	var vs []rules.FieldViolation
+	if bf.pricing != "" {
+		pr, ok := budget.Preset(bf.pricing)
+		if !ok {
+			vs = append(vs, rules.FieldViolation{Field: "pricing", Description: fmt.Sprintf("a preset: %s; got %q",
+				strings.Join(budget.PresetNames(), ", "), bf.pricing)})
+		}
+		// The preset's figures, but for the flags given with it.
+		set := func(flag string, dst *int64, v int64) {
+			if !given[flag] {
+				*dst = v
+			}
+		}
+		if !given["currency"] {
+			p.CurrencyCode = "USD"
+		}
+		set("price-per-million", &p.PricePerMillionMicros, pr.PricePerMillionMicros)
+		set("free-traces", &p.FreeTraces, pr.FreeTraces)
+		set("retrieved-price-per-million", &p.RetrievedPricePerMillionMicros, pr.RetrievedPricePerMillionMicros)
+		set("span-price-per-million", &p.SpanPricePerMillionMicros, pr.SpanPricePerMillionMicros)
+		if !given["retrievals-per-trace"] {
+			p.RetrievalsPerTrace = pr.RetrievalsPerTrace
+		}
 	}
 	if len(bf.services.v) > 0 || len(bf.ruleLabels.m) > 0 {
 		p.Scope = &pb.BudgetScope{ServiceNames: bf.services.v, RuleLabels: bf.ruleLabels.m}
 	}
-	var vs []rules.FieldViolation
 	if given["price-per-million"] && bf.pricePerMillion.micros == 0 {
 		// The API reads 0 as "the default", which a price written as
 		// free is not.
@@ -356,6 +414,46 @@ func (f *budgetFloatsFlag) Set(s string) error {
 	return nil
 }
 
+// priorityFlag is a repeatable --priority SELECTOR:N; "" given alone means
+// an empty list.
+type priorityFlag struct{ v []budget.RulePriority }
+
+func (f *priorityFlag) String() string {
+	if f == nil {
+		return ""
+	}
+	parts := make([]string, len(f.v))
+	for i, e := range f.v {
+		parts[i] = output.PriorityText(e.RuleNames, e.RuleLabels, e.Priority)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (f *priorityFlag) Type() string { return "selector:n" }
+
+func (f *priorityFlag) Set(s string) error {
+	if s == "" {
+		return nil
+	}
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 {
+		return fmt.Errorf("want SELECTOR:N such as checkout:10 or tier=critical:10, got %q", s)
+	}
+	sel := s[:i]
+	prio, err := strconv.ParseInt(s[i+1:], 10, 32)
+	if sel == "" || err != nil {
+		return fmt.Errorf("want SELECTOR:N such as checkout:10 or tier=critical:10, got %q", s)
+	}
+	e := budget.RulePriority{Priority: int32(prio)}
+	if k, v, isLabel := strings.Cut(sel, "="); isLabel {
+		e.RuleLabels = map[string]string{k: v}
+	} else {
+		e.RuleNames = []string{sel}
+	}
+	f.v = append(f.v, e)
+	return nil
+}
+
 // budgetLocalInvalid reports a budget that is not sent because the command line
 // cannot express it, in the form of the server's own answer.
 func budgetLocalInvalid(op string, vs []rules.FieldViolation) error {
@@ -391,11 +489,23 @@ reads stdin). A budgets file is checked whole before anything is created:
         - {webhook_url: "https://hooks.example.com/budget", secret: s3cret}
       floor_traces_per_second: 1
 
-Fields are the API's, in snake_case, but for money: monthly_amount and
-price_per_million are in currency units (at most 6 decimal places) where the
-API has monthly_amount_micros and price_per_million_micros. An unknown field
-is an error. Omitted fields take the server's defaults (currency_code USD, 5
-per million traces, thresholds 0.5, 0.8, 1 and forecast 1, enforce).
+Fields are the API's, in snake_case, but for money: monthly_amount,
+price_per_million, retrieved_price_per_million and span_price_per_million
+are in currency units (at most 6 decimal places) where the API has *_micros.
+An unknown field is an error. Omitted fields take the server's defaults
+(currency_code USD, 5 per million traces, thresholds 0.5, 0.8, 1 and forecast
+1, enforce). More fields:
+
+      rule_priorities:                  # cut the lowest first; unselected rules: 0
+        - {rule_labels: {tier: critical}, priority: 10}
+        - {rule_names: [health], priority: -1}
+      pricing: aws-xray                 # a preset; prices given beside it win
+      retrievals_per_trace: 2           # with a retrieved price
+      coverage_minutes: 5
+      burn_rate_thresholds: [14.4]
+
+Pricing presets: aws-xray, aws-xray-insights (their prices and dates are
+in the README).
 
 --webhook-secret signs every --webhook given with it; to give webhooks
 different secrets, or to keep secrets off the command line, use a file.
@@ -616,11 +726,13 @@ func newBudgetStatusCmd(conn *connConfig) *cobra.Command {
 	var format string
 	cmd := &cobra.Command{
 		Use:   "status NAME",
-		Short: "spend and forecast this month, enforcement, spend per rule",
+		Short: "spend and forecast this month (and how it was made), enforcement, spend and plan per rule",
 		Long: `Shows where a budget stands this month (UTC): money spent and the month-end
-forecast against the cap, the factors enforcement applies to the fixed rates
-and reservoirs of the rules in scope, whether the budget is exhausted, and
-the spend of each rule. -o json prints the API's BudgetStatus.`,
+forecast against the cap (at the factors decided and at the rules' own
+rates) and how it was made, the burn rate, the factors enforcement applies
+to the fixed rates and reservoirs of the rules in scope, whether the budget
+is exhausted, the coverage reserve, and each rule's spend and plan. -o json
+prints the API's BudgetStatus.`,
 		Args: argsBetween(1, 1),
 	}
 	fs := cmd.Flags()
@@ -658,6 +770,58 @@ the spend of each rule. -o json prints the API's BudgetStatus.`,
 			return c.wrap("", err)
 		}
 		return output.WriteBudgetStatus(stdout, b.GetBudget(), st)
+	}
+	return cmd
+}
+
+func newBudgetHistoryCmd(conn *connConfig) *cobra.Command {
+	var format, month string
+	cmd := &cobra.Command{
+		Use:   "history NAME [--month YYYY-MM]",
+		Short: "the month hour by hour: spend, forecasts, factors",
+		Long: `Shows a budget's month (UTC) hour by hour, for a burn-down: each hour's
+requests, sampled traces and spend (from the usage record), the spend of the
+month so far, and the last decision the controller made in the hour: its
+month-end forecasts, at the factors it decided and at the rules' own rates,
+and the lowest factors. -o json prints the API's GetBudgetHistoryResponse.`,
+		Args: argsBetween(1, 1),
+	}
+	fs := cmd.Flags()
+	addBudgetOutputFlag(fs, &format)
+	fs.StringVar(&month, "month", "", "the `month` to show, YYYY-MM (default: this month)")
+	cmd.RunE = func(cmd *cobra.Command, pos []string) error {
+		ctx, stdout := cmd.Context(), cmd.OutOrStdout()
+		if err := checkFormat(format); err != nil {
+			return err
+		}
+		req := &pb.GetBudgetHistoryRequest{Name: pos[0]}
+		if month != "" {
+			t, err := time.Parse("2006-01", month)
+			if err != nil {
+				return usageError(fmt.Errorf("budgets history: --month wants YYYY-MM, got %q", month))
+			}
+			req.MonthTime = timestamppb.New(t)
+		}
+		c, err := dial(*conn)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		resp, err := budgetAPI(c).GetBudgetHistory(ctx, req)
+		if err != nil {
+			return c.wrap("", err)
+		}
+		switch format {
+		case output.JSON:
+			return output.WriteJSON(stdout, resp)
+		case output.YAML:
+			b, err := output.MarshalJSON(resp)
+			if err != nil {
+				return err
+			}
+			return output.WriteYAML(stdout, b)
+		}
+		return output.WriteBudgetHistory(stdout, resp)
 	}
 	return cmd
 }

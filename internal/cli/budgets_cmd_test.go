@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -169,7 +170,12 @@ func TestBudgetsCreateGetListUpdateDelete(t *testing.T) {
 		FloorTracesPerSecond: 1.5, Etag: "1",
 		UpdateActor: "local", // the CLI's loopback peer of a server without credentials
 	}
-	if got := s.get(t, "shop"); !proto.Equal(got, want) {
+	got := s.get(t, "shop")
+	if got.GetUid() == "" {
+		t.Error("created budget has no uid")
+	}
+	want.Uid = got.GetUid()
+	if !proto.Equal(got, want) {
 		t.Fatalf("created budget: %v\nwant %v", got, want)
 	}
 	s.cli(t, "", "create", "-f", "testdata/budgets.yaml").mustOK(t)
@@ -177,13 +183,13 @@ func TestBudgetsCreateGetListUpdateDelete(t *testing.T) {
 	golden(t, "budgets_list.table.golden", s.cli(t, "", "list").mustOK(t).stdout)
 	golden(t, "budgets_get.yaml.golden", s.cli(t, "", "get", "platform", "-o", "yaml").mustOK(t).stdout)
 	out := s.cli(t, "", "get", "shop", "-o", "json").mustOK(t).stdout
-	var got pb.Budget
-	if err := output.UnmarshalJSON([]byte(out), &got); err != nil {
+	var fromJSON pb.Budget
+	if err := output.UnmarshalJSON([]byte(out), &fromJSON); err != nil {
 		t.Fatalf("get -o json: %v\n%s", err, out)
 	}
-	got.CreateTime, got.UpdateTime = nil, nil
-	if !proto.Equal(&got, want) {
-		t.Errorf("get -o json = %v\nwant %v", &got, want)
+	fromJSON.CreateTime, fromJSON.UpdateTime = nil, nil
+	if !proto.Equal(&fromJSON, want) {
+		t.Errorf("get -o json = %v\nwant %v", &fromJSON, want)
 	}
 	// Money is a number, and the mode is named as in the table and the file.
 	for _, field := range []string{`"monthly_amount_micros": 500000000,`, `"mode": "enforce",`} {
@@ -202,7 +208,8 @@ func TestBudgetsCreateGetListUpdateDelete(t *testing.T) {
 	// secrets.
 	out = s.cli(t, "", "update", "shop", "--amount", "800", "--service", "shop-api", "--mode", "alert_only",
 		"--webhook", "https://hooks.example.com/a", "--etag", "1", "-o", "yaml").mustOK(t).stdout
-	want.MonthlyAmountMicros, want.Mode, want.Etag = 800_000_000, pb.Budget_MODE_ALERT_ONLY, "2"
+	// A new amount is a new generation of the budget's alerts.
+	want.MonthlyAmountMicros, want.Mode, want.Etag, want.Generation = 800_000_000, pb.Budget_MODE_ALERT_ONLY, "2", 1
 	want.Scope.ServiceNames = []string{"shop-api"}
 	want.Channels = want.Channels[:1]
 	if got := s.get(t, "shop"); !proto.Equal(got, want) {
@@ -608,11 +615,12 @@ func TestBudgetsFileRoundTrip(t *testing.T) {
 	}
 }
 
-// stripTimes removes the create and update times from JSON output.
+// stripTimes removes the create and update times, and the uids the server
+// gives each budget, from JSON output.
 func stripTimes(s string) string {
 	var b strings.Builder
 	for _, line := range strings.SplitAfter(s, "\n") {
-		if !strings.Contains(line, `"create_time"`) && !strings.Contains(line, `"update_time"`) {
+		if !strings.Contains(line, `"create_time"`) && !strings.Contains(line, `"update_time"`) && !strings.Contains(line, `"uid"`) {
 			b.WriteString(line)
 		}
 	}
@@ -734,6 +742,74 @@ func TestWatchAlertsResumesAfterID(t *testing.T) {
 	}
 	if st.Code() != codes.InvalidArgument || fmt.Sprint(fields) != "[after_id]" {
 		t.Errorf("a 200-character after_id: %v, field violations %v; want INVALID_ARGUMENT on after_id", err, fields)
+	}
+}
+
+// TestBudgetsPlanFlags: priorities, a pricing preset (a flag given beside it
+// wins), coverage and burn-rate alerts from flags; bad ones are refused
+// before anything is sent.
+func TestBudgetsPlanFlags(t *testing.T) {
+	s := startBudgetServer(t)
+	s.cli(t, "", "create", "shop", "--amount", "100", "--priority", "tier=critical:10", "--priority", "health:-1",
+		"--pricing", "aws-xray", "--retrievals-per-trace", "2", "--coverage-minutes", "5", "--burn-rate", "14.4").mustOK(t)
+	got := s.get(t, "shop")
+	want := &pb.Budget{
+		Name: "shop", MonthlyAmountMicros: 100_000_000, CurrencyCode: "USD", PricePerMillionMicros: 5_000_000, FreeTraces: 100_000,
+		RetrievedPricePerMillionMicros: 500_000, RetrievalsPerTrace: 2, Mode: pb.Budget_MODE_ENFORCE,
+		SpendThresholds: budget.DefaultSpendThresholds, ForecastThresholds: budget.DefaultForecastThresholds,
+		RulePriorities: []*pb.RulePriority{
+			{RuleLabels: map[string]string{"tier": "critical"}, Priority: 10},
+			{RuleNames: []string{"health"}, Priority: -1},
+		},
+		CoverageMinutes: 5, BurnRateThresholds: []float64{14.4}, Etag: "1", Uid: got.GetUid(), UpdateActor: "local",
+	}
+	if !proto.Equal(got, want) {
+		t.Errorf("created: %v\nwant %v", got, want)
+	}
+	// --priority '' empties the list; a raised price is a new generation.
+	s.cli(t, "", "update", "shop", "--priority", "", "--price-per-million", "6").mustOK(t)
+	if got := s.get(t, "shop"); len(got.GetRulePriorities()) != 0 || got.GetGeneration() != 1 || got.GetPricePerMillionMicros() != 6_000_000 {
+		t.Errorf("after update: %v", got)
+	}
+	for _, tt := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"create", "x", "--amount", "1", "--priority", "checkout"}, exitUsage, "want SELECTOR:N"},
+		{[]string{"create", "x", "--amount", "1", "--pricing", "acme"}, exitInvalid, `pricing: a preset: aws-xray, aws-xray-insights; got "acme"`},
+		{[]string{"create", "x", "--amount", "10", "--floor", "1"}, exitInvalid, "a floor of 1 trace per second costs $13.39"},
+		{[]string{"create", "x", "--amount", "1", "--coverage-minutes", "5000"}, exitInvalid, "coverage_minutes"},
+	} {
+		res := s.cli(t, "", tt.args...)
+		if res.code != tt.code || res.err == nil || !strings.Contains(res.err.Error()+res.stderr, tt.want) {
+			t.Errorf("%q: exit %d, %v; want %d saying %q", tt.args, res.code, res.err, tt.code, tt.want)
+		}
+	}
+	if names := s.names(t); !slices.Equal(names, []string{"shop"}) {
+		t.Errorf("budgets %v after refused creates", names)
+	}
+}
+
+// TestBudgetHistoryCmd: the month hour by hour, as a table and as the API's
+// JSON; a bad --month is a usage error.
+func TestBudgetHistoryCmd(t *testing.T) {
+	s := startBudgetServer(t)
+	s.cli(t, "", "create", "shop", "--amount", "100").mustOK(t)
+	out := s.cli(t, "", "history", "shop").mustOK(t).stdout
+	hours := int(cliNow().Sub(budget.MonthStart(cliNow()))/time.Hour) + 1
+	if lines := strings.Count(out, "\n"); !strings.Contains(out, "HOUR") || lines != hours+3 {
+		t.Errorf("history printed %d lines, want a header and %d hours:\n%s", lines, hours, out)
+	}
+	var resp pb.GetBudgetHistoryResponse
+	if err := output.UnmarshalJSON([]byte(s.cli(t, "", "history", "shop", "-o", "json").mustOK(t).stdout), &resp); err != nil || len(resp.GetHours()) != hours {
+		t.Errorf("history -o json: %v, %d hours, want %d", err, len(resp.GetHours()), hours)
+	}
+	if res := s.cli(t, "", "history", "shop", "--month", "May"); res.code != exitUsage {
+		t.Errorf("--month May: exit %d, %v", res.code, res.err)
+	}
+	if res := s.cli(t, "", "history", "nope"); res.code != exitNotFound {
+		t.Errorf("an unknown budget: exit %d, %v", res.code, res.err)
 	}
 }
 

@@ -68,6 +68,16 @@ type serveConfig struct {
 	keepaliveMinTime  time.Duration
 }
 
+// The bounds of --report-interval. Every SDK reports once an interval (a
+// store write each), so below a second the writes grow with nothing to
+// gain. A budget cuts a surge only once it is reported, decided and sent
+// back, about three intervals; past a minute, what a surge spends before
+// then is no longer small beside the month (docs/BUDGETS.md).
+const (
+	minReportInterval = time.Second
+	maxReportInterval = time.Minute
+)
+
 // envPrefix: every serve flag --foo-bar can also be set as
 // CONTROLPLANE_FOO_BAR; a flag on the command line wins.
 const envPrefix = "CONTROLPLANE_"
@@ -85,7 +95,9 @@ func serveFlags() (*pflag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.DurationVar(&c.maxConnAge, "max-connection-age", 30*time.Minute, "close client connections after this long so streams rebalance across replicas")
-	fs.DurationVar(&c.interval, "report-interval", 10*time.Second, "how often SDKs report their counts and get new quotas")
+	fs.DurationVar(&c.interval, "report-interval", 10*time.Second, "how often SDKs report their counts and get new quotas, and budgets are decided: "+
+		"from 1s (each report is a store write) to 1m (a surge costs about three intervals before budgets cut it: at 1m, a surge of 100x "+
+		"the month's mean rate spends 0.7 % of the month; at 10m, 7 %)")
 	fs.BoolVar(&c.debug, "debug-endpoints", false, "serve Go's pprof profiles under /debug/pprof/ on --http-addr (do not expose publicly)")
 	fs.DurationVar(&c.shutdown, "shutdown-timeout", 20*time.Second, "how long a graceful stop waits for calls in flight")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM `file` of the gRPC server's TLS certificate chain (with --tls-key; empty: plaintext)")
@@ -316,7 +328,7 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- l
 	running := 1
 	go func() { errc <- srv.Serve(glis) }()
 	dashboard := ui.Handler(ui.Options{
-		Fleet: fleet.New(cat, st, c.interval, nil), Catalog: cat, Store: st, History: ui.UsageHistory{Store: st}, Logger: log,
+		Fleet: fleet.New(cat, st, c.interval, nil), Catalog: cat, Store: st, History: ui.BudgetHistory{Store: st}, Logger: log,
 	})
 	// Every HTTP route passes the guard, as every gRPC method does.
 	web.handler = acc.guardHTTP(server.HTTPHandler(readiness, reg, c.debug, dashboard))
@@ -409,6 +421,9 @@ func (c *serveConfig) checkBounds() error {
 		if b.v < b.lo || b.v > b.hi {
 			errs = append(errs, fmt.Errorf("%s: want %d to %d, got %d", b.flag, b.lo, b.hi, b.v))
 		}
+	}
+	if c.interval < minReportInterval || c.interval > maxReportInterval {
+		errs = append(errs, fmt.Errorf("--report-interval must be from %v to %v (see -h for why), got %v", minReportInterval, maxReportInterval, c.interval))
 	}
 	if c.keepaliveMinTime <= 0 {
 		errs = append(errs, fmt.Errorf("--keepalive-min-time: want more than 0, got %v", c.keepaliveMinTime))

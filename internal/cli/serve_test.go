@@ -706,6 +706,8 @@ func TestServeCommandLineErrors(t *testing.T) {
 		{"unknown log format", hermetic("--log-format", "xml"), exitUsage, "--log-format", ""},
 		{"bad duration flag", hermetic("--shutdown-timeout", "soon"), exitUsage, "shutdown-timeout", ""},
 		{"unknown flag", hermetic("--bogus"), exitUsage, "bogus", ""},
+		{"report interval too short", hermetic("--report-interval", "1ms"), exitUsage, "--report-interval must be from 1s to 1m0s", ""},
+		{"report interval too long", hermetic("--report-interval", "10m"), exitUsage, "--report-interval must be from 1s to 1m0s", ""},
 		{"no stream bound", hermetic("--max-streams", "0"), exitUsage, "--max-streams", ""},
 		{"window gRPC would ignore", hermetic("--flow-control-window", "1024"), exitUsage, "--flow-control-window", ""},
 		{"no keepalive bound", hermetic("--keepalive-min-time", "0s"), exitUsage, "--keepalive-min-time", ""},

@@ -27,8 +27,13 @@ fired when. Nothing is contacted: everything happens in this process.
 
 Traffic: --requests-per-day on average, following a daily cycle of
 --daily-swing around the mean (lowest at 00:00 UTC, highest at 12:00 UTC),
-times the factor of each --spike-day. Every request is counted by one rule;
-the rules share the traffic evenly unless --share says otherwise.
+times the factor of each --spike-day, growing --growth times over the run.
+Every request is counted by one rule; the rules share the traffic evenly
+unless --share says otherwise.
+
+The budget plans each rule with its own traffic, reservoir and rate, and
+cuts the rules of the lowest --priority first; the summary says how each
+rule fared (the lowest and highest factor once it was first cut).
 
 The budget's month is the calendar month (UTC), as on the server: a run that
 goes past the end of the month of --start starts the next month's budget
@@ -38,7 +43,7 @@ The output ends with one JSON object on its own line, money in currency
 units: requests, traces, traces_per_day, cost, monthly_cost (a 30-day
 month), and with a budget: monthly_amount, spent, spent_ratio,
 max_forecast_ratio, min_fixed_rate_factor, min_reservoir_factor, and the
-alerts with their simulated times.
+alerts with their simulated times, and rules: how each rule in scope fared.
 
 Exit codes: 0 success, 2 bad command line, 3 invalid rules file.`
 
@@ -56,6 +61,10 @@ type simFlags struct {
 	floor          float64
 	interval       time.Duration
 	start          string
+	growth         float64
+	priorities     priorityFlag
+	pricing        string
+	coverage       int
 }
 
 func newSimulateCmd() *cobra.Command {
@@ -66,7 +75,7 @@ func newSimulateCmd() *cobra.Command {
 		Long:  simulateLong,
 		Args:  argsBetween(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runSimulate(cmd.Context(), &f, cmd.Flags().Changed("budget"), cmd.InOrStdin(), cmd.OutOrStdout())
+			return runSimulate(cmd.Context(), &f, cmd.Flags().Changed, cmd.InOrStdin(), cmd.OutOrStdout())
 		},
 	}
 	fs := cmd.Flags()
@@ -108,16 +117,20 @@ func newSimulateCmd() *cobra.Command {
 	f.price.micros = budget.DefaultPricePerMillionMicros
 	fs.Var(&f.price, "price-per-million", "`price` per million traces")
 	fs.Float64Var(&f.floor, "floor", 0, "`traces/s` the budget keeps when exhausted")
+	fs.Float64Var(&f.growth, "growth", 0, "how many `times` the traffic grows over the run, evenly per day (3: the last day has 3 times the first's)")
+	fs.Var(&f.priorities, "priority", "`SELECTOR:N`: the budget cuts the rules of the lowest priority first; SELECTOR is a rule name or KEY=VALUE of its labels (repeatable)")
+	fs.StringVar(&f.pricing, "pricing", "", "`preset` of a vendor's prices ("+strings.Join(budget.PresetNames(), ", ")+"); --price-per-million given with it wins")
+	fs.IntVar(&f.coverage, "coverage-minutes", 0, "the budget keeps one trace per rule every `N` minutes in its plan; 0: none")
 	fs.DurationVar(&f.interval, "interval", time.Minute, "the controller's `interval`, from 1s to 1h, dividing an hour")
 	fs.StringVar(&f.start, "start", budget.DefaultSimStart().Format(time.DateOnly), "first simulated `day` (YYYY-MM-DD, or an RFC 3339 time), UTC")
 	_ = cmd.MarkFlagFilename("file", "yaml", "yml")
 	return cmd
 }
 
-// runSimulate checks the flags, runs the simulation and prints it.
-func runSimulate(ctx context.Context, f *simFlags, withBudget bool, stdin io.Reader, stdout io.Writer) error {
-
-	cfg, err := f.config(withBudget)
+// runSimulate checks the flags, runs the simulation and prints it. changed
+// says which flags were given.
+func runSimulate(ctx context.Context, f *simFlags, changed func(name string) bool, stdin io.Reader, stdout io.Writer) error {
+	cfg, err := f.config(changed)
 	if err != nil {
 		return usageError(fmt.Errorf("simulate: %w", err))
 	}
@@ -170,8 +183,10 @@ func simParsePair(s, form string) (string, float64, error) {
 
 // config checks the flags and turns them into a simulation. The budget's
 // fields are checked by budget.Validate, as the server checks them.
-func (f *simFlags) config(withBudget bool) (budget.SimConfig, error) {
+func (f *simFlags) config(changed func(name string) bool) (budget.SimConfig, error) {
+	withBudget := changed("budget")
 	cfg := budget.SimConfig{
+		Growth:         f.growth,
 		RequestsPerDay: f.requestsPerDay,
 		Days:           f.days,
 		DailySwing:     f.dailySwing,
@@ -192,6 +207,9 @@ func (f *simFlags) config(withBudget bool) (budget.SimConfig, error) {
 		if day > f.days {
 			return cfg, fmt.Errorf("--spike-day %d is after the last simulated day (%d)", day, f.days)
 		}
+	}
+	if !(f.growth >= 0 && f.growth <= 1000) {
+		return cfg, fmt.Errorf("--growth must be between 0 and 1000, got %v", f.growth)
 	}
 	if f.interval < time.Second || f.interval > time.Hour || time.Hour%f.interval != 0 {
 		return cfg, fmt.Errorf("--interval must be from 1s to 1h and divide an hour, got %v", f.interval)
@@ -218,7 +236,19 @@ func (f *simFlags) config(withBudget bool) (budget.SimConfig, error) {
 	// Not normalized first: a price of 0 given on the command line is a
 	// mistake, not a request for the default.
 	b := budget.Budget{Name: "simulated", MonthlyAmountMicros: budget.MicrosPerUnit, Currency: budget.DefaultCurrency,
-		PricePerMillionMicros: f.price.micros, Mode: mode, FloorPerSecond: f.floor}
+		PricePerMillionMicros: f.price.micros, Mode: mode, FloorPerSecond: f.floor, Priorities: f.priorities.v,
+		CoverageMinutes: int32(f.coverage)}
+	if f.pricing != "" {
+		p, ok := budget.Preset(f.pricing)
+		if !ok {
+			return cfg, fmt.Errorf("--pricing must be one of %s, got %q", strings.Join(budget.PresetNames(), ", "), f.pricing)
+		}
+		price := b.PricePerMillionMicros
+		p.Apply(&b)
+		if changed("price-per-million") {
+			b.PricePerMillionMicros = price
+		}
+	}
 	if withBudget {
 		b.MonthlyAmountMicros = f.budget.micros
 	}
@@ -226,13 +256,18 @@ func (f *simFlags) config(withBudget bool) (budget.SimConfig, error) {
 		"monthly_amount_micros":    "--budget",
 		"price_per_million_micros": "--price-per-million",
 		"floor_traces_per_second":  "--floor",
+		"coverage_minutes":         "--coverage-minutes",
 	}
 	var ve *rules.ValidationError
 	if err := budget.Validate(&b); errors.As(err, &ve) {
 		msgs := make([]string, 0, len(ve.Violations))
 		for _, v := range ve.Violations {
 			name := flagOf[v.Field]
-			if name == "" {
+			switch {
+			case name != "":
+			case strings.HasPrefix(v.Field, "rule_priorities"):
+				name = "--priority (" + v.Field + ")"
+			default:
 				name = v.Field
 			}
 			msgs = append(msgs, name+": "+v.Description)
@@ -281,6 +316,17 @@ func printSimSummary(w io.Writer, cfg *budget.SimConfig, res *budget.SimResult) 
 		money(sb.MonthlyAmount), sb.Mode, money(sb.Spent), simPct(sb.SpentRatio), simCount(res.Traces), simCount(res.TracesPerDay), money(res.MonthlyCost))
 	fmt.Fprintf(w, "Forecast at most %s of the cap at the rules' own rates, %s at the factors decided; fixed rates scaled down to %s at the lowest, reservoirs to %s.\n",
 		simPct(sb.MaxForecastRatio), simPct(sb.MaxEnforcedForecastRatio), simPct(sb.MinFixedRateFactor), simPct(sb.MinReservoirFactor))
+	if len(sb.Rules) > 1 || len(sb.Rules) == 1 && sb.Rules[0].MinFixedRateFactor < 1 {
+		fmt.Fprintln(w, "Rules in scope (priority; traces at the factors decided, and at the rule's own rates; the fixed-rate factor once first cut):")
+		for _, r := range sb.Rules {
+			factors := "never cut"
+			if r.MinFixedRateFactor < 1 || r.MinReservoirFactor < 1 {
+				factors = fmt.Sprintf("fixed rate x%s to x%s, reservoir down to x%s", strconv.FormatFloat(r.MinFixedRateFactor, 'f', 3, 64),
+					strconv.FormatFloat(r.MaxFixedRateFactor, 'f', 3, 64), strconv.FormatFloat(r.MinReservoirFactor, 'f', 3, 64))
+			}
+			fmt.Fprintf(w, "  %s (%d): %s of %s traces; %s\n", r.Name, r.Priority, simCount(r.Traces), simCount(r.UnenforcedTraces), factors)
+		}
+	}
 	if len(sb.Alerts) == 0 {
 		fmt.Fprintln(w, "No alerts fired.")
 		return

@@ -133,6 +133,11 @@ func TestSimulateCmdBadInput(t *testing.T) {
 		{"spike without a factor", []string{"--spike-day", "12"}, exitUsage, "DAY:FACTOR"},
 		{"spike on day 0", []string{"--spike-day", "0:5"}, exitUsage, "DAY"},
 		{"spike after the last day", []string{"--spike-day", "31:5"}, exitUsage, "after the last simulated day"},
+		{"a priority out of range", []string{"--budget", "10", "--priority", "x:5000"}, exitUsage, "--priority (rule_priorities[0].priority)"},
+		{"a priority without a number", []string{"--priority", "x"}, exitUsage, "SELECTOR:N"},
+		{"an unknown pricing", []string{"--pricing", "acme"}, exitUsage, "--pricing"},
+		{"a floor the budget cannot pay for", []string{"--budget", "10", "--floor", "1"}, exitUsage, "costs $13.39"},
+		{"negative growth", []string{"--growth", "-1"}, exitUsage, "--growth"},
 		{"spike given twice", []string{"--spike-day", "3:5", "--spike-day", "3:2"}, exitUsage, "twice"},
 		{"negative budget", []string{"--budget", "-5"}, exitUsage, "--budget"},
 		{"zero budget", []string{"--budget", "0"}, exitUsage, "--budget"},
@@ -172,5 +177,47 @@ func TestSimulateCmdHelp(t *testing.T) {
 	// The help is the output: on stdout.
 	if !strings.Contains(out.String(), "--spike-day") || errOut.Len() > 0 {
 		t.Errorf("help lacks the flags:\n%s\nstderr:\n%s", out.String(), errOut.String())
+	}
+}
+
+// TestSimulateCmdPriorities: issue 15's mixed rules, cut by priority: with
+// health checks at a lower priority, checkout keeps its rate; the summary
+// and the JSON say how each rule fared.
+func TestSimulateCmdPriorities(t *testing.T) {
+	rulesFile := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(rulesFile, []byte(`rules:
+  - name: checkout
+    priority: 10
+    fixed_rate: 1
+    reservoir_size: 0
+    labels: {tier: critical}
+  - name: health
+    priority: 20
+    fixed_rate: 0.5
+    reservoir_size: 50
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr, res := runSimCmd(t, "", "-f", rulesFile, "--requests-per-day", "8640000", "--share", "checkout:1", "--share", "health:4",
+		"--budget", "40", "--floor", "1", "--priority", "tier=critical:10", "--days", "3", "--start", "2026-11-28", "--interval", "10m")
+	if code != 0 || res == nil {
+		t.Fatalf("exit %d, stderr %q, stdout %q", code, stderr, stdout)
+	}
+	rules := map[string]map[string]any{}
+	for _, r := range res["rules"].([]any) {
+		m := r.(map[string]any)
+		rules[m["name"].(string)] = m
+	}
+	if c := rules["checkout"]; c["priority"].(float64) != 10 || c["min_fixed_rate_factor"].(float64) != 1 {
+		t.Errorf("checkout %v: want priority 10, never cut", c)
+	}
+	if h := rules["health"]; h["max_fixed_rate_factor"].(float64) != 0 {
+		t.Errorf("health %v: want its fixed rate off", h)
+	}
+	if !strings.Contains(stdout, "checkout (10):") || !strings.Contains(stdout, "never cut") {
+		t.Errorf("summary:\n%s", stdout)
+	}
+	if code, _, stderr, _ := runSimCmd(t, "", "--budget", "10", "--priority", "x:5000"); code != exitUsage {
+		t.Errorf("a priority out of range: exit %d, %s", code, stderr)
 	}
 }

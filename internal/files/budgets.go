@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -52,6 +53,20 @@ type fileBudget struct {
 	ForecastThresholds   []float64     `yaml:"forecast_thresholds,flow"`
 	Channels             []fileChannel `yaml:"channels,omitempty"`
 	FloorTracesPerSecond float64       `yaml:"floor_traces_per_second,omitempty"`
+
+	RulePriorities           []filePriority `yaml:"rule_priorities,omitempty"`
+	CoverageMinutes          int32          `yaml:"coverage_minutes,omitempty"`
+	RetrievedPricePerMillion fileAmount     `yaml:"retrieved_price_per_million,omitempty"`
+	RetrievalsPerTrace       float64        `yaml:"retrievals_per_trace,omitempty"`
+	SpanPricePerMillion      fileAmount     `yaml:"span_price_per_million,omitempty"`
+	SpansPerTrace            float64        `yaml:"spans_per_trace,omitempty"`
+	BurnRateThresholds       []float64      `yaml:"burn_rate_thresholds,flow,omitempty"`
+}
+
+type filePriority struct {
+	RuleNames  []string          `yaml:"rule_names,omitempty,flow"`
+	RuleLabels map[string]string `yaml:"rule_labels,omitempty,flow"`
+	Priority   int32             `yaml:"priority"`
 }
 
 // fileAmount is an amount in micros, printed as the exact decimal of its
@@ -92,6 +107,16 @@ func WriteBudgets(w io.Writer, bs []*pb.Budget) error {
 			SpendThresholds:      p.GetSpendThresholds(),
 			ForecastThresholds:   p.GetForecastThresholds(),
 			FloorTracesPerSecond: p.GetFloorTracesPerSecond(),
+
+			CoverageMinutes:          p.GetCoverageMinutes(),
+			RetrievedPricePerMillion: fileAmount(p.GetRetrievedPricePerMillionMicros()),
+			RetrievalsPerTrace:       p.GetRetrievalsPerTrace(),
+			SpanPricePerMillion:      fileAmount(p.GetSpanPricePerMillionMicros()),
+			SpansPerTrace:            p.GetSpansPerTrace(),
+			BurnRateThresholds:       p.GetBurnRateThresholds(),
+		}
+		for _, rp := range p.GetRulePriorities() {
+			f.RulePriorities = append(f.RulePriorities, filePriority{RuleNames: rp.GetRuleNames(), RuleLabels: rp.GetRuleLabels(), Priority: rp.GetPriority()})
 		}
 		if s := p.GetScope(); len(s.GetServiceNames()) > 0 || len(s.GetRuleLabels()) > 0 {
 			f.Scope = &fileScope{ServiceNames: s.GetServiceNames(), RuleLabels: s.GetRuleLabels()}
@@ -139,9 +164,12 @@ func LoadBudgets(name string, data []byte) ([]*pb.Budget, error) {
 
 // budgetFields are the fields a budget has in a file, in the proto's order.
 // Money is in currency units where the API has micros: monthly_amount and
-// price_per_million; "currency", currency_code's earlier name, is read too.
+// the prices per million; "currency", currency_code's earlier name, is read
+// too. pricing, a preset of prices, is the file's alone.
 var budgetFields = []string{"name", "description", "scope", "monthly_amount", "currency_code", "price_per_million",
-	"free_traces", "mode", "spend_thresholds", "forecast_thresholds", "channels", "floor_traces_per_second"}
+	"free_traces", "mode", "spend_thresholds", "forecast_thresholds", "channels", "floor_traces_per_second",
+	"rule_priorities", "coverage_minutes", "retrieved_price_per_million", "retrievals_per_trace", "span_price_per_million",
+	"spans_per_trace", "burn_rate_thresholds", "pricing"}
 
 // budgetDecoder decodes one budget of a file, collecting problems by field.
 type budgetDecoder struct {
@@ -161,8 +189,8 @@ func (d *budgetDecoder) fileField(api string) string {
 	switch top {
 	case "monthly_amount_micros":
 		return "monthly_amount" + api[len(top):]
-	case "price_per_million_micros":
-		return "price_per_million" + api[len(top):]
+	case "price_per_million_micros", "retrieved_price_per_million_micros", "span_price_per_million_micros":
+		return strings.TrimSuffix(top, "_micros") + api[len(top):]
 	case "currency_code":
 		if d.currencyKey != "" {
 			return d.currencyKey
@@ -195,6 +223,13 @@ func loadBudget(l *loader, index int, n *yaml.Node) (b budget.Budget, ok bool) {
 	for _, p := range pairs {
 		if v := resolve(p.val); p.key.Value == "name" && v.Kind == yaml.ScalarNode && !isNull(v) {
 			d.b.Name = v.Value
+		}
+	}
+	// A pricing preset comes first too: the prices given beside it win.
+	for _, p := range pairs {
+		if p.key.Value == "pricing" {
+			d.lines["pricing"] = p.key.Line
+			d.pricing(resolve(p.val))
 		}
 	}
 	who := fmt.Sprintf("budget #%d", index)
@@ -291,7 +326,30 @@ func (d *budgetDecoder) field(key *yaml.Node, field string, v *yaml.Node) {
 		d.channels(v)
 	case "floor_traces_per_second":
 		err = decodeFloat(v, &b.FloorPerSecond)
-	case "etag", "create_time", "update_time":
+	case "rule_priorities":
+		d.priorities(v)
+	case "coverage_minutes":
+		var n int64
+		if err = decodeInt(v, &n); err == nil {
+			if n < math.MinInt32 || n > math.MaxInt32 {
+				err = errAt(v, "want minutes from 0 to %d, got %d", budget.MaxCoverageMinutes, n)
+			} else {
+				b.CoverageMinutes = int32(n)
+			}
+		}
+	case "retrieved_price_per_million":
+		err = decodeAmount(v, &b.RetrievedPricePerMillionMicros)
+	case "retrievals_per_trace":
+		err = decodeFloat(v, &b.RetrievalsPerTrace)
+	case "span_price_per_million":
+		err = decodeAmount(v, &b.SpanPricePerMillionMicros)
+	case "spans_per_trace":
+		err = decodeFloat(v, &b.SpansPerTrace)
+	case "burn_rate_thresholds":
+		err = decodeBudgetFloats(v, &b.BurnRateThresholds)
+	case "pricing":
+		// Applied first, in loadBudget.
+	case "etag", "create_time", "update_time", "uid", "generation":
 		err = errAt(v, "is output only and cannot be set in a file")
 	default:
 		d.unknown(key, field, budgetFields, "a budget")
@@ -352,6 +410,88 @@ func (d *budgetDecoder) scope(v *yaml.Node) {
 		default:
 			d.unknown(p.key, path, []string{"service_names", "rule_labels"}, "a scope")
 		}
+	}
+}
+
+// pricing applies a preset of prices.
+func (d *budgetDecoder) pricing(v *yaml.Node) {
+	var name string
+	if err := decodeString(v, &name); err != nil {
+		d.fail(err.line, "pricing", "%s", err.msg)
+		return
+	}
+	p, ok := budget.Preset(name)
+	if !ok {
+		d.fail(v.Line, "pricing", "a preset: %s; got %q", strings.Join(budget.PresetNames(), ", "), name)
+		return
+	}
+	p.Apply(&d.b)
+}
+
+// priorities decodes rule_priorities: a list of {rule_names, rule_labels,
+// priority}.
+func (d *budgetDecoder) priorities(v *yaml.Node) {
+	if isNull(v) {
+		return
+	}
+	if v.Kind != yaml.SequenceNode {
+		d.fail(v.Line, "rule_priorities", "want a list of {rule_names, rule_labels, priority}, got %s", kindName(v))
+		return
+	}
+	for i, item := range v.Content {
+		item = resolve(item)
+		at := fmt.Sprintf("rule_priorities[%d]", i)
+		d.lines[at] = item.Line
+		if item.Kind != yaml.MappingNode {
+			d.fail(item.Line, at, "want a mapping with rule_names, rule_labels and priority, got %s", kindName(item))
+			continue
+		}
+		var e budget.RulePriority
+		pairs, errs := mappingPairs(item)
+		for _, pe := range errs {
+			d.fail(pe.line, at, "%s", pe.msg)
+		}
+		for _, p := range pairs {
+			path := at + "." + p.key.Value
+			d.lines[path] = p.key.Line
+			val := resolve(p.val)
+			var err *nodeError
+			switch p.key.Value {
+			case "rule_names":
+				if isNull(val) {
+					continue
+				}
+				if val.Kind != yaml.SequenceNode {
+					err = errAt(val, "want a list of rule names, got %s", kindName(val))
+					break
+				}
+				for j, n := range val.Content {
+					var name string
+					if err = decodeString(resolve(n), &name); err != nil {
+						break
+					}
+					d.lines[fmt.Sprintf("%s[%d]", path, j)] = n.Line
+					e.RuleNames = append(e.RuleNames, name)
+				}
+			case "rule_labels":
+				err = decodeMap(val, path, &e.RuleLabels, d.lines)
+			case "priority":
+				var n int64
+				if err = decodeInt(val, &n); err == nil {
+					if n < math.MinInt32 || n > math.MaxInt32 {
+						err = errAt(val, "want a priority from %d to %d, got %d", -budget.MaxPriority, budget.MaxPriority, n)
+					} else {
+						e.Priority = int32(n)
+					}
+				}
+			default:
+				d.unknown(p.key, path, []string{"rule_names", "rule_labels", "priority"}, "a rule priority")
+			}
+			if err != nil {
+				d.fail(err.line, path, "%s", err.msg)
+			}
+		}
+		d.b.Priorities = append(d.b.Priorities, e)
 	}
 }
 

@@ -19,7 +19,10 @@ import (
 // AlertCells are an alert's TIME, BUDGET, KIND, THRESHOLD and MESSAGE.
 func AlertCells(a *pb.Alert) []string {
 	threshold := "-"
-	if a.GetThreshold() > 0 {
+	switch {
+	case a.GetKind() == pb.Alert_KIND_BURN_RATE:
+		threshold = strconv.FormatFloat(a.GetThreshold(), 'g', -1, 64) + "x"
+	case a.GetThreshold() > 0:
 		threshold = Percent(a.GetThreshold())
 	}
 	return []string{a.GetFireTime().AsTime().UTC().Format(time.RFC3339), a.GetBudgetName(), alertKindText(a.GetKind()), threshold, a.GetMessage()}
@@ -100,8 +103,8 @@ func thresholdsText(b *pb.Budget) string {
 	return list(b.GetSpendThresholds()) + "; " + forecast
 }
 
-// WriteBudgetStatus prints a status as a block of fields and, when traces
-// were counted, a table of the spend per rule.
+// WriteBudgetStatus prints a status as a block of fields and, when rules
+// were counted or planned, a table of each rule's spend and plan.
 func WriteBudgetStatus(w io.Writer, b *pb.Budget, st *pb.BudgetStatus) error {
 	cur := " " + st.GetCurrencyCode()
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
@@ -110,9 +113,30 @@ func WriteBudgetStatus(w io.Writer, b *pb.Budget, st *pb.BudgetStatus) error {
 		fmt.Fprintf(tw, "MONTH\t%s (UTC)\n", st.GetMonthStartTime().AsTime().UTC().Format("2006-01"))
 	}
 	fmt.Fprintf(tw, "SPENT\t%s of %s (%s)\n", Money(st.GetSpentMicros())+cur, Money(b.GetMonthlyAmountMicros())+cur, budgetRatio(st.GetSpentRatio()))
-	fmt.Fprintf(tw, "FORECAST\t%s at month end (%s)\n", Money(st.GetForecastMicros())+cur, budgetRatio(st.GetForecastRatio()))
+	fmt.Fprintf(tw, "FORECAST\t%s at month end (%s); %s (%s) at the rules' own rates\n", Money(st.GetForecastMicros())+cur,
+		budgetRatio(st.GetForecastRatio()), Money(st.GetForecastUnenforcedMicros())+cur, budgetRatio(st.GetForecastUnenforcedRatio()))
+	if e := st.GetForecastExplanation(); e != nil {
+		fmt.Fprintf(tw, "HOW\t%s\n", forecastText(e))
+	}
 	fmt.Fprintf(tw, "TRACES\t%d sampled of %d requests; cap %d\n", st.GetSampledTraces(), st.GetRequests(), st.GetCapTraces())
-	fmt.Fprintf(tw, "FACTORS\tfixed rates x%s, reservoirs x%s\n", budgetFactorText(st.GetFixedRateFactor()), budgetFactorText(st.GetReservoirFactor()))
+	if st.GetComputedTime() != nil {
+		fmt.Fprintf(tw, "BURN RATE\t%sx the even rate over the last hour\n", strconv.FormatFloat(math.Round(st.GetBurnRate()*100)/100, 'f', -1, 64))
+	}
+	fmt.Fprintf(tw, "FACTORS\tfixed rates x%s, reservoirs x%s (the lowest of any rule)\n", budgetFactorText(st.GetFixedRateFactor()), budgetFactorText(st.GetReservoirFactor()))
+	enforcing := "no"
+	if st.GetEnforcing() {
+		enforcing = "yes"
+	}
+	switch n := st.GetEnforcementEpisodes(); {
+	case n == 1:
+		enforcing += " (1 episode this month)"
+	case n > 1:
+		enforcing += fmt.Sprintf(" (%d episodes this month)", n)
+	}
+	fmt.Fprintf(tw, "ENFORCING\t%s\n", enforcing)
+	if r := st.GetCoverageReserveTraces(); r > 0 || b.GetCoverageMinutes() > 0 {
+		fmt.Fprintf(tw, "COVERAGE\tone trace per service and rule every %d minutes: %d traces reserved to month end\n", b.GetCoverageMinutes(), r)
+	}
 	exhausted := "no"
 	if st.GetExhausted() {
 		exhausted = "yes: only the floor is traced"
@@ -132,9 +156,59 @@ func WriteBudgetStatus(w io.Writer, b *pb.Budget, st *pb.BudgetStatus) error {
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "RULE\tREQUESTS\tSAMPLED\tSPENT")
+	fmt.Fprintln(tw, "RULE\tPRIORITY\tREQUESTS\tSAMPLED\tSPENT\tFIXED RATE\tRESERVOIR\tFORECAST")
 	for _, r := range st.GetRules() {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", r.GetRuleName(), r.GetRequests(), r.GetSampledTraces(), Money(r.GetSpentMicros()))
+		prio, fixed, resv, forecast := "-", "-", "-", "-"
+		if r.GetPlanned() {
+			prio = strconv.Itoa(int(r.GetPriority()))
+			fixed = "x" + budgetFactorText(r.GetFixedRateFactor())
+			resv = "x" + budgetFactorText(r.GetReservoirFactor())
+			forecast = "+" + Money(r.GetForecastMicros())
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", r.GetRuleName(), prio, r.GetRequests(), r.GetSampledTraces(),
+			Money(r.GetSpentMicros()), fixed, resv, forecast)
+	}
+	return tw.Flush()
+}
+
+// forecastText says how a forecast was made, in a line.
+func forecastText(e *pb.ForecastExplanation) string {
+	rate := func(x float64) string { return strconv.FormatFloat(x, 'g', 4, 64) + "/s" }
+	var text string
+	switch e.GetMethod() {
+	case budget.MethodMeanRate:
+		text = "mean rate since traffic was first seen (less than a day of it)"
+	case budget.MethodProfile:
+		text = "hour-of-day profile at level " + strconv.FormatFloat(e.GetLevel(), 'g', 3, 64)
+		if t := e.GetTrendPerDay(); t != 0 {
+			text += fmt.Sprintf(", trend %+.1f%%/day", 100*t)
+		}
+	default:
+		return "no traffic yet: nothing forecast"
+	}
+	text += "; requests now " + rate(e.GetCurrentRequestRate()) + ", expected " + rate(e.GetExpectedRequestRate())
+	return text + fmt.Sprintf("; %d requests to month end", e.GetForecastRequests())
+}
+
+// WriteBudgetHistory prints a budget's month hour by hour: a line that
+// names it, then a table of each hour's counts, spend and decision.
+func WriteBudgetHistory(w io.Writer, resp *pb.GetBudgetHistoryResponse) error {
+	fmt.Fprintf(w, "%s, %s (UTC), amounts in %s, cap %s\n\n", resp.GetBudgetName(),
+		resp.GetMonthStartTime().AsTime().UTC().Format("2006-01"), resp.GetCurrencyCode(), Money(resp.GetMonthlyAmountMicros()))
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "HOUR\tREQUESTS\tSAMPLED\tSPENT\tMONTH SO FAR\tFORECAST\tUNENFORCED\tFIXED RATE\tRESERVOIR\t")
+	for _, h := range resp.GetHours() {
+		forecast, unenforced, fixed, resv := "-", "-", "-", "-"
+		if h.GetDecided() {
+			forecast, unenforced = Money(h.GetForecastMicros()), Money(h.GetForecastUnenforcedMicros())
+			fixed, resv = "x"+budgetFactorText(h.GetFixedRateFactor()), "x"+budgetFactorText(h.GetReservoirFactor())
+			if h.GetExhausted() {
+				fixed += " (exhausted)"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", h.GetStartTime().AsTime().UTC().Format("01-02 15:04"),
+			h.GetRequests(), h.GetSampledTraces(), Money(h.GetSpentMicros()), Money(h.GetCumulativeSpentMicros()),
+			forecast, unenforced, fixed, resv)
 	}
 	return tw.Flush()
 }
@@ -167,7 +241,35 @@ func BudgetChanges(a, b *budget.Budget) []Change {
 	add("forecast_thresholds", "forecast_thresholds", floatsText(a.ForecastThresholds), floatsText(b.ForecastThresholds))
 	add("channels", "channels", channelsText(a.Channels, false), channelsText(b.Channels, true))
 	add("floor_traces_per_second", "floor_traces_per_second", FormatRate(a.FloorPerSecond), FormatRate(b.FloorPerSecond))
+	add("rule_priorities", "rule_priorities", prioritiesText(a.Priorities), prioritiesText(b.Priorities))
+	add("coverage_minutes", "coverage_minutes", fmt.Sprint(a.CoverageMinutes), fmt.Sprint(b.CoverageMinutes))
+	add("retrieved_price_per_million_micros", "retrieved_price_per_million", budget.FormatMicros(a.RetrievedPricePerMillionMicros), budget.FormatMicros(b.RetrievedPricePerMillionMicros))
+	add("retrievals_per_trace", "retrievals_per_trace", FormatRate(a.RetrievalsPerTrace), FormatRate(b.RetrievalsPerTrace))
+	add("span_price_per_million_micros", "span_price_per_million", budget.FormatMicros(a.SpanPricePerMillionMicros), budget.FormatMicros(b.SpanPricePerMillionMicros))
+	add("spans_per_trace", "spans_per_trace", FormatRate(a.SpansPerTrace), FormatRate(b.SpansPerTrace))
+	add("burn_rate_thresholds", "burn_rate_thresholds", floatsText(a.BurnRateThresholds), floatsText(b.BurnRateThresholds))
 	return cs
+}
+
+// prioritiesText is a list of rule priorities, each as PriorityText prints
+// it.
+func prioritiesText(ps []budget.RulePriority) string {
+	parts := make([]string, len(ps))
+	for i, p := range ps {
+		parts[i] = PriorityText(p.RuleNames, p.RuleLabels, p.Priority)
+	}
+	return "[" + strings.Join(parts, " ") + "]"
+}
+
+// PriorityText prints a priority entry as --priority takes it, or as
+// "{names}+{labels}:N" when it has several selectors.
+func PriorityText(names []string, labels map[string]string, prio int32) string {
+	var sel []string
+	sel = append(sel, names...)
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		sel = append(sel, k+"="+labels[k])
+	}
+	return strings.Join(sel, "+") + ":" + strconv.FormatInt(int64(prio), 10)
 }
 
 // scopeOf is a scope as scopeText prints it.

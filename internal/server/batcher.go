@@ -77,9 +77,9 @@ type reportBatcher struct {
 }
 
 type usageKey struct {
-	budget, rule string
-	month        int64 // unix seconds of the month's start
-	hour         int
+	budget, rule, service string
+	month                 int64 // unix seconds of the month's start
+	hour                  int
 }
 
 type unsureBatch struct {
@@ -406,7 +406,7 @@ func (b *reportBatcher) holdUnsure(u unsureBatch) {
 	b.held.Set(float64(b.heldEntries()))
 }
 
-// summed adds up usage by budget, month, hour and rule.
+// summed adds up usage by budget, month, hour, rule and service.
 func summed(usage []store.UsageIncrement) []store.UsageIncrement {
 	sums := map[usageKey]int{}
 	var out []store.UsageIncrement
@@ -426,7 +426,7 @@ func summed(usage []store.UsageIncrement) []store.UsageIncrement {
 // keyOf is what held usage is summed by; it sets u's month to its start.
 func keyOf(u *store.UsageIncrement) usageKey {
 	u.Month = budget.MonthStart(u.Month)
-	return usageKey{budget: u.Budget, rule: u.Rule, month: u.Month.Unix(), hour: u.Hour}
+	return usageKey{budget: u.Budget, rule: u.Rule, service: u.Service, month: u.Month.Unix(), hour: u.Hour}
 }
 
 // heldEntries counts the usage entries held, summed and unsure.

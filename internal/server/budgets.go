@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -31,6 +33,8 @@ type BudgetStore interface {
 	UpdateBudget(ctx context.Context, b budget.Budget, ifRevision int64) (budget.Budget, error)
 	DeleteBudget(ctx context.Context, name string, ifRevision int64) error
 	States(ctx context.Context) (map[string]budget.State, error)
+	Usage(ctx context.Context, budgetName string, month time.Time) (budget.Usage, error)
+	History(ctx context.Context, budgetName string, month time.Time) ([]budget.HistoryPoint, error)
 	Alerts(ctx context.Context, budgetName string, pageSize int, pageToken string) (store.AlertPage, error)
 }
 
@@ -44,6 +48,8 @@ type budgetService struct {
 	egress *budget.Egress
 	box    *secrets.Box
 	log    *slog.Logger
+	// now is the clock; nil is time.Now.
+	now func() time.Time
 	// simulations counts the SimulateCost calls running (maxSimulations).
 	simulations atomic.Int32
 	// simulate runs a simulation; nil is budget.Simulate. Tests replace it.
@@ -60,6 +66,7 @@ func (s *budgetService) CreateBudget(ctx context.Context, req *pb.CreateBudgetRe
 	if err != nil {
 		return nil, err
 	}
+	stored.UID = newUID()
 	created, err := s.store.CreateBudget(ctx, stored)
 	if err != nil {
 		return nil, err
@@ -126,7 +133,12 @@ func (s *budgetService) ListBudgets(ctx context.Context, req *pb.ListBudgetsRequ
 var mutableBudgetFields = []string{
 	"description", "scope", "monthly_amount_micros", "currency_code", "price_per_million_micros", "free_traces", "mode",
 	"spend_thresholds", "forecast_thresholds", "channels", "floor_traces_per_second",
+	"rule_priorities", "coverage_minutes", "retrieved_price_per_million_micros", "retrievals_per_trace",
+	"span_price_per_million_micros", "spans_per_trace", "burn_rate_thresholds",
 }
+
+// newUID names a budget's incarnation: 64 random bits.
+func newUID() string { return fmt.Sprintf("%016x", rand.Uint64()) }
 
 func (s *budgetService) UpdateBudget(ctx context.Context, req *pb.UpdateBudgetRequest) (*pb.UpdateBudgetResponse, error) {
 	in := req.GetBudget()
@@ -176,6 +188,9 @@ func (s *budgetService) UpdateBudget(ctx context.Context, req *pb.UpdateBudgetRe
 		if err != nil {
 			return nil, err
 		}
+		if budget.MoneyChanged(&cur, &next) {
+			next.Generation = cur.Generation + 1 // alerts are due again at the new amount
+		}
 		updated, err := s.store.UpdateBudget(ctx, next, cur.Revision)
 		if errors.Is(err, store.ErrConflict) && wantRev == 0 && attempt < edit.UpdateRetries {
 			continue
@@ -218,6 +233,20 @@ func applyBudgetMask(cur, patch budget.Budget, paths []string) budget.Budget {
 			next.Channels = budget.KeepHidden(patch.Channels, cur.Channels)
 		case "floor_traces_per_second":
 			next.FloorPerSecond = patch.FloorPerSecond
+		case "rule_priorities":
+			next.Priorities = patch.Priorities
+		case "coverage_minutes":
+			next.CoverageMinutes = patch.CoverageMinutes
+		case "retrieved_price_per_million_micros":
+			next.RetrievedPricePerMillionMicros = patch.RetrievedPricePerMillionMicros
+		case "retrievals_per_trace":
+			next.RetrievalsPerTrace = patch.RetrievalsPerTrace
+		case "span_price_per_million_micros":
+			next.SpanPricePerMillionMicros = patch.SpanPricePerMillionMicros
+		case "spans_per_trace":
+			next.SpansPerTrace = patch.SpansPerTrace
+		case "burn_rate_thresholds":
+			next.BurnRateThresholds = patch.BurnRateThresholds
 		}
 	}
 	return next
@@ -277,6 +306,39 @@ func (s *budgetService) GetBudgetStatus(ctx context.Context, req *pb.GetBudgetSt
 		st = &x
 	}
 	return &pb.GetBudgetStatusResponse{Status: apiconv.StatusToProto(&b, st)}, nil
+}
+
+func (s *budgetService) GetBudgetHistory(ctx context.Context, req *pb.GetBudgetHistoryRequest) (*pb.GetBudgetHistoryResponse, error) {
+	if err := rules.ValidateName(req.GetName()); err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	if s.now != nil {
+		now = s.now()
+	}
+	month := budget.MonthStart(now)
+	if req.GetMonthTime() != nil {
+		if err := req.GetMonthTime().CheckValid(); err != nil {
+			return nil, invalid("month_time", err.Error())
+		}
+		month = budget.MonthStart(req.GetMonthTime().AsTime())
+		if month.After(now) {
+			return nil, invalid("month_time", fmt.Sprintf("the month of %s has not begun", month.Format("2006-01")))
+		}
+	}
+	b, err := s.store.Budget(ctx, req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	u, err := s.store.Usage(ctx, b.Name, month)
+	if err != nil {
+		return nil, err
+	}
+	points, err := s.store.History(ctx, b.Name, month)
+	if err != nil {
+		return nil, err
+	}
+	return apiconv.HistoryToProto(&b, &u, points, now), nil
 }
 
 func (s *budgetService) ListAlerts(ctx context.Context, req *pb.ListAlertsRequest) (*pb.ListAlertsResponse, error) {
@@ -401,22 +463,42 @@ func (s *budgetService) newestAlert(ctx context.Context, budgetName string) (str
 }
 
 // SimulateCost's work is bounded per request, and in how many run at once.
-// A simulated day is simStepsPerDay steps (one a minute, the simulator's
-// controller interval); each step runs every rule and, with a budget, the
-// controller (forecast, Decide, DueAlerts), which costs about as much as
-// simControllerRules rules do (BenchmarkSimulate in internal/budget). A run
-// without a budget costs far less per rule and step, so maxSimDays and
-// maxSimRules bound it.
+// A simulated day is 1,440 / interval minutes steps; each step runs every
+// rule and, with a budget, the controller: its forecast, and a plan of
+// every rule in scope (BenchmarkSimulate in internal/budget). Measured in
+// the cost of one rule's plan in one step, the controller costs about
+// simControllerCost more per step. A run without a budget costs far less
+// per rule and step, so maxSimDays and maxSimRules bound it; with one, the
+// controller decides every minute when days × steps × (rules +
+// simControllerCost) stays within maxSimWork, else at the first of
+// simIntervals that does: the largest run allowed, 62 days of 100 rules,
+// decides every 12 minutes.
 const (
-	maxSimDays         = 62
-	maxSimRules        = 100
-	simStepsPerDay     = 24 * 60
-	simControllerRules = 75
-	// maxSimWork bounds days × simStepsPerDay × (rules + simControllerRules)
-	// of a run with a budget: a 31-day month of 100 rules, about half a
-	// CPU-second (docs/RELIABILITY.md).
-	maxSimWork = 31 * simStepsPerDay * (maxSimRules + simControllerRules)
+	maxSimDays        = 62
+	maxSimRules       = 100
+	simControllerCost = 9
+	// maxSimWork is about 0.6 CPU-second here (docs/RELIABILITY.md).
+	maxSimWork = 900_000
 )
+
+// simIntervals are the controller intervals SimulateCost may use, shortest
+// first; each divides an hour.
+var simIntervals = []time.Duration{
+	time.Minute, 2 * time.Minute, 3 * time.Minute, 4 * time.Minute, 5 * time.Minute, 6 * time.Minute,
+	10 * time.Minute, 12 * time.Minute, 15 * time.Minute, 20 * time.Minute, 30 * time.Minute, time.Hour,
+}
+
+// simInterval is the shortest controller interval at which a run of days
+// and rules under a budget fits in maxSimWork.
+func simInterval(days, rules int) time.Duration {
+	for _, iv := range simIntervals {
+		steps := days * int(24*time.Hour/iv)
+		if steps*(rules+simControllerCost) <= maxSimWork {
+			return iv
+		}
+	}
+	return simIntervals[len(simIntervals)-1]
+}
 
 // maxSimulations is how many simulations a replica runs at once: half its
 // cores, at least one, so that simulations never take every core from
@@ -443,13 +525,14 @@ func (s *budgetService) SimulateCost(ctx context.Context, req *pb.SimulateCostRe
 		return nil, err
 	}
 	out := &pb.SimulateCostResponse{
-		StartTime:         timestamppb.New(res.Start),
-		Requests:          int64(res.Requests),
-		Traces:            int64(res.Traces),
-		TracesPerDay:      int64(res.TracesPerDay),
-		CostMicros:        budget.Micros(res.Cost),
-		MonthlyCostMicros: budget.Micros(res.MonthlyCost),
-		CurrencyCode:      res.Currency,
+		ControllerIntervalSeconds: int32(res.IntervalSeconds),
+		StartTime:                 timestamppb.New(res.Start),
+		Requests:                  int64(res.Requests),
+		Traces:                    int64(res.Traces),
+		TracesPerDay:              int64(res.TracesPerDay),
+		CostMicros:                budget.Micros(res.Cost),
+		MonthlyCostMicros:         budget.Micros(res.MonthlyCost),
+		CurrencyCode:              res.Currency,
 	}
 	if sb := res.SimBudget; sb != nil {
 		o := &pb.BudgetOutcome{
@@ -467,13 +550,19 @@ func (s *budgetService) SimulateCost(ctx context.Context, req *pb.SimulateCostRe
 				SpentMicros: budget.Micros(a.Spent), ForecastMicros: budget.Micros(a.Forecast), Message: a.Message,
 			})
 		}
+		for _, r := range sb.Rules {
+			o.Rules = append(o.Rules, &pb.SimulatedRule{
+				RuleName: r.Name, Priority: r.Priority, Traces: int64(r.Traces), UnenforcedTraces: int64(r.UnenforcedTraces),
+				MinFixedRateFactor: r.MinFixedRateFactor, MaxFixedRateFactor: r.MaxFixedRateFactor, MinReservoirFactor: r.MinReservoirFactor,
+			})
+		}
 		out.BudgetOutcome = o
 	}
 	return out, nil
 }
 
 func alertKind(name string) budget.AlertKind {
-	for k := budget.AlertSpend; k <= budget.AlertExhausted; k++ {
+	for _, k := range budget.AlertKinds {
 		if k.String() == name {
 			return k
 		}
@@ -491,6 +580,7 @@ func simConfig(req *pb.SimulateCostRequest) (budget.SimConfig, error) {
 		RequestsPerDay: tr.GetRequestsPerDay(),
 		Days:           int(tr.GetDays()),
 		DailySwing:     tr.GetDailySwing(),
+		Growth:         tr.GetGrowth(),
 	}
 	if !(cfg.RequestsPerDay > 0) || cfg.RequestsPerDay > 1e13 {
 		add("traffic.requests_per_day", "must be positive")
@@ -510,6 +600,9 @@ func simConfig(req *pb.SimulateCostRequest) (budget.SimConfig, error) {
 			cfg.SpikeDays = map[int]float64{}
 		}
 		cfg.SpikeDays[int(day)] = f
+	}
+	if !(cfg.Growth >= 0 && cfg.Growth <= 1000) {
+		add("traffic.growth", "between 0 and 1000")
 	}
 	if len(req.GetRules()) > maxSimRules {
 		add("rules", fmt.Sprintf("at most %d rules", maxSimRules))
@@ -533,16 +626,27 @@ func simConfig(req *pb.SimulateCostRequest) (budget.SimConfig, error) {
 		}
 		cfg.Budget = &b
 	}
+	if shares := tr.GetRuleShares(); len(shares) > 0 {
+		cfg.Shares = make(map[string]float64, len(shares))
+		for name, w := range shares {
+			field := fmt.Sprintf("traffic.rule_shares[%q]", name)
+			switch {
+			case !slices.ContainsFunc(cfg.Rules, func(r rules.Rule) bool { return r.Name == name }) &&
+				!(len(req.GetRules()) == 0 && name == rules.DefaultName):
+				add(field, "names no rule of the request")
+			case !(w >= 0 && w <= 1e6):
+				add(field, "a weight between 0 and 1e6")
+			default:
+				cfg.Shares[name] = w
+			}
+		}
+	}
 	if cfg.Budget != nil && len(vs) == 0 {
 		days, nRules := cfg.Days, max(len(cfg.Rules), 1) // the defaults: 30 days, the Default rule
 		if days == 0 {
 			days = 30
 		}
-		if work := days * simStepsPerDay * (nRules + simControllerRules); work > maxSimWork {
-			add("traffic.days", fmt.Sprintf("with a budget, days × %d steps × (rules + %d for the controller) must be at most %d "+
-				"(a 31-day month of %d rules), got %d × %d × (%d + %d) = %d: simulate fewer days or rules",
-				simStepsPerDay, simControllerRules, maxSimWork, maxSimRules, days, simStepsPerDay, nRules, simControllerRules, work))
-		}
+		cfg.Interval = simInterval(days, nRules)
 	}
 	if len(vs) > 0 {
 		return cfg, &rules.ValidationError{Violations: vs}

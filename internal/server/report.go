@@ -156,10 +156,14 @@ func (s *samplingService) report(ctx context.Context, client, service string, do
 		acc = append(acc, accepted{rule: rule, rate: rate, sampled: sampledRate, fixed: b.fixedNow})
 		if d.GetRequestCount() > 0 || sampled > 0 {
 			names := budgets.Covering(service, rule)
-			if usage == nil && len(names) > 0 {
-				usage = make([]store.UsageIncrement, 0, len(docs)*len(names))
+			if usage == nil {
+				// The fleet's record, and each budget that covers it.
+				usage = make([]store.UsageIncrement, 0, len(docs)*(1+len(names)))
 				hour = int(now.Sub(budget.MonthStart(now)) / time.Hour)
 			}
+			// The fleet's record counts every report, for budgets created
+			// later in the month and for coverage (store.FleetUsage).
+			usage = append(usage, store.UsageIncrement{Budget: store.FleetUsage, Service: service, Month: now, Hour: hour, Rule: rule.Name, Requests: d.GetRequestCount(), Sampled: sampled})
 			for _, name := range names {
 				usage = append(usage, store.UsageIncrement{Budget: name, Month: now, Hour: hour, Rule: rule.Name, Requests: d.GetRequestCount(), Sampled: sampled})
 			}

@@ -64,7 +64,7 @@ func TestForgedReceiptsRetractNothing(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	rep := startReplica(t, newMemStore(t), clock.Now, withRegistry(reg))
 	createRule(t, rep.rules, &pb.Rule{Name: "checkout", Priority: 1, ReservoirSize: 10})
-	waitVersion(t, rep.catalog, 2)
+	waitVersion(t, rep.catalog, rep.first+1)
 	ctx := ctxT(t)
 	receipts := map[string]string{}
 	report := func(client string, requests int64, receipt string) *pb.SamplingTarget {
@@ -137,7 +137,7 @@ func TestReportClaimsAreBounded(t *testing.T) {
 	st := newMemStore(t)
 	rep := startReplica(t, st, clock.Now, withRegistry(reg))
 	createRule(t, rep.rules, &pb.Rule{Name: "checkout", Priority: 1, ReservoirSize: 1, FixedRate: 0.05})
-	waitVersion(t, rep.catalog, 2)
+	waitVersion(t, rep.catalog, rep.first+1)
 	ctx := ctxT(t)
 	if _, err := st.CreateBudget(ctx, budget.Budget{Name: "cap", MonthlyAmountMicros: 1000 * 1e6, Mode: budget.Enforce}.Normalize()); err != nil {
 		t.Fatal(err)

@@ -255,7 +255,7 @@ func New(opts Options) *Server {
 	if opts.Catalog != nil && opts.Budgets != nil {
 		pb.RegisterBudgetServiceServer(reg, &budgetService{
 			store: opts.Budgets, catalog: opts.Catalog, stopping: s.stopping,
-			egress: opts.Egress, box: opts.Secrets, log: opts.Logger,
+			egress: opts.Egress, box: opts.Secrets, log: opts.Logger, now: opts.Now,
 		})
 		opts.Registerer.MustRegister(&budgetCollector{catalog: opts.Catalog})
 	}

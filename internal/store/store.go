@@ -191,8 +191,13 @@ type BudgetStore interface {
 	// control plane; a claim lapses after ttl.
 	ClaimTick(ctx context.Context, tick int64, ttl time.Duration) (bool, error)
 	// PutStates replaces the controller's decisions and publishes
-	// TopicBudgets.
+	// TopicBudgets. Each decision is also kept as its hour's point of the
+	// budget's month (State.Point; the last of each hour stays), for as
+	// long as the month's usage.
 	PutStates(ctx context.Context, states []budget.State) error
+	// History returns the points PutStates kept for a budget's month, by
+	// hour.
+	History(ctx context.Context, budgetName string, month time.Time) ([]budget.HistoryPoint, error)
 	// States returns the last decisions, by budget name.
 	States(ctx context.Context) (map[string]budget.State, error)
 	// FireAlert records a if no alert with its DedupKey fired before, gives
@@ -297,7 +302,23 @@ type UsageIncrement struct {
 	Rule     string
 	Requests int64
 	Sampled  int64
+	// Service is the reporting service, kept in FleetUsage's record only.
+	Service string
 }
+
+// FleetUsage is the name under which every report's counts are kept,
+// whatever budgets cover them: besides what a budget's month holds, each
+// rule's sampled traces per hour (Usage.RuleSampled) and each rule's month
+// per service (Usage.Services, at most MaxFleetPairs pairs of service and
+// rule a month; the pairs past that are not kept). From it a budget created
+// mid-month counts the month before it, and a plan counts the service ×
+// rule pairs it keeps coverage for. No budget can be called "*".
+const FleetUsage = "*"
+
+// MaxFleetPairs bounds the service × rule pairs FleetUsage keeps a month
+// (Redis keeps up to this many for requests and as many for sampled
+// traces): services are whatever SDKs say they are.
+const MaxFleetPairs = 10_000
 
 // LedgerStore keeps the fleet ledgers that reservoirs are split by, and the
 // keys that receipts of the ledgers are signed with. The storage for a rule

@@ -11,10 +11,8 @@ import (
 	"github.com/tracesampling/controlplane/internal/budget"
 )
 
-// History is where a budget's burn-down chart gets the month so far. The
-// store's hourly usage (UsageHistory) is the source for now; another one
-// (an API of the month's hourly spend and forecasts) can replace it without
-// touching the page. Safe for concurrent use.
+// History is where a budget's burn-down chart gets the month so far
+// (BudgetHistory: what GetBudgetHistory answers). Safe for concurrent use.
 type History interface {
 	Burn(ctx context.Context, b *budget.Budget, now time.Time) (Burn, error)
 }
@@ -28,31 +26,37 @@ type Burn struct {
 	SpentMicros []int64
 }
 
-// UsageStore is what UsageHistory reads.
-type UsageStore interface {
+// HistoryStore is what BudgetHistory reads: a budget's month of usage and
+// the controller's hourly decisions.
+type HistoryStore interface {
 	Usage(ctx context.Context, budgetName string, month time.Time) (budget.Usage, error)
+	History(ctx context.Context, budgetName string, month time.Time) ([]budget.HistoryPoint, error)
 }
 
-// UsageHistory draws the burn-down from the hourly sampled traces that
-// reports add to a budget's month, priced as the budget prices them (free
-// allowance first).
-type UsageHistory struct {
-	Store UsageStore
+// BudgetHistory draws the burn-down from the month hour by hour as the
+// API's GetBudgetHistory gives it (apiconv.HistoryToProto): the hourly
+// sampled traces that reports add to a budget's month, priced as the
+// budget prices them (free allowance first), so the chart and `budgets
+// history` show the same figures.
+type BudgetHistory struct {
+	Store HistoryStore
 }
 
 // Burn implements History.
-func (h UsageHistory) Burn(ctx context.Context, b *budget.Budget, now time.Time) (Burn, error) {
-	u, err := h.Store.Usage(ctx, b.Name, now)
+func (h BudgetHistory) Burn(ctx context.Context, b *budget.Budget, now time.Time) (Burn, error) {
+	start := budget.MonthStart(now)
+	u, err := h.Store.Usage(ctx, b.Name, start)
 	if err != nil {
 		return Burn{}, fmt.Errorf("usage of budget %s: %w", b.Name, err)
 	}
-	start := budget.MonthStart(now)
+	points, err := h.Store.History(ctx, b.Name, start)
+	if err != nil {
+		return Burn{}, fmt.Errorf("history of budget %s: %w", b.Name, err)
+	}
+	resp := apiconv.HistoryToProto(b, &u, points, now)
 	out := Burn{MonthStart: start, MonthEnd: start.Add(time.Duration(budget.HoursIn(start)) * time.Hour)}
-	hours := min(int(now.Sub(start)/time.Hour)+1, len(u.Sampled))
-	var traces float64
-	for h := range hours {
-		traces += u.Sampled[h]
-		out.SpentMicros = append(out.SpentMicros, budget.Micros(b.Cost(traces)))
+	for _, hour := range resp.GetHours() {
+		out.SpentMicros = append(out.SpentMicros, hour.GetCumulativeSpentMicros())
 	}
 	return out, nil
 }

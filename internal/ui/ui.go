@@ -57,7 +57,7 @@ type Options struct {
 	Catalog *catalog.Catalog
 	Store   Store
 	// History is where the burn-down charts' past comes from
-	// (UsageHistory: the store's hourly usage).
+	// (BudgetHistory: the store's hourly usage, as GetBudgetHistory has it).
 	History History
 	// Now is the clock. Default time.Now.
 	Now func() time.Time

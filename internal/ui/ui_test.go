@@ -113,7 +113,7 @@ func newEnv(t *testing.T) *env {
 	}
 	now := func() time.Time { return t0 }
 	h := Handler(Options{
-		Fleet: fleet.New(cat, st, interval, now), Catalog: cat, Store: st, History: UsageHistory{Store: st},
+		Fleet: fleet.New(cat, st, interval, now), Catalog: cat, Store: st, History: BudgetHistory{Store: st},
 		Now: now, Logger: slog.New(slog.DiscardHandler),
 	})
 	srv := httptest.NewServer(h)

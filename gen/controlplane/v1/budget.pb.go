@@ -94,6 +94,13 @@ const (
 	Alert_KIND_ENFORCEMENT_STARTED Alert_Kind = 3
 	// The cap is reached: only the floor is traced.
 	Alert_KIND_EXHAUSTED Alert_Kind = 4
+	// No rate in scope has been lowered for an hour: the episode that
+	// KIND_ENFORCEMENT_STARTED opened is over. The next lowering opens
+	// another.
+	Alert_KIND_ENFORCEMENT_ENDED Alert_Kind = 5
+	// The last 60 minutes cost threshold times the even rate; once a day
+	// (UTC) per threshold.
+	Alert_KIND_BURN_RATE Alert_Kind = 6
 )
 
 // Enum value maps for Alert_Kind.
@@ -104,6 +111,8 @@ var (
 		2: "KIND_FORECAST_OVER",
 		3: "KIND_ENFORCEMENT_STARTED",
 		4: "KIND_EXHAUSTED",
+		5: "KIND_ENFORCEMENT_ENDED",
+		6: "KIND_BURN_RATE",
 	}
 	Alert_Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED":         0,
@@ -111,6 +120,8 @@ var (
 		"KIND_FORECAST_OVER":       2,
 		"KIND_ENFORCEMENT_STARTED": 3,
 		"KIND_EXHAUSTED":           4,
+		"KIND_ENFORCEMENT_ENDED":   5,
+		"KIND_BURN_RATE":           6,
 	}
 )
 
@@ -138,7 +149,7 @@ func (x Alert_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Alert_Kind.Descriptor instead.
 func (Alert_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{17, 0}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{22, 0}
 }
 
 // Budget caps a month (UTC) of tracing spend.
@@ -185,7 +196,43 @@ type Budget struct {
 	// Output only. Who made the last create or update: the authenticated
 	// principal ("token:shop-editor", "local"), as the rules' audit log
 	// records it.
-	UpdateActor   string `protobuf:"bytes,16,opt,name=update_actor,json=updateActor,proto3" json:"update_actor,omitempty"`
+	UpdateActor string `protobuf:"bytes,16,opt,name=update_actor,json=updateActor,proto3" json:"update_actor,omitempty"`
+	// Which rules enforcement cuts first. A rule takes the priority of the
+	// first entry that selects it, 0 if none does; the rules of the lowest
+	// priority are cut first (their fixed rates, then their reservoirs down to
+	// the floor), and a higher priority only once every lower one is at its
+	// floor, so that checkout keeps its rate while health checks go to the
+	// floor. At most 32 entries.
+	RulePriorities []*RulePriority `protobuf:"bytes,17,rep,name=rule_priorities,json=rulePriorities,proto3" json:"rule_priorities,omitempty"`
+	// Keep one trace per service and rule in scope every this many minutes,
+	// 1-1440, counted in the plan (the traces are reserved from the cap until
+	// month end); 0: none. SDKs that keep these traces come later; until then
+	// the reserve is spent on the rules as the month runs out.
+	CoverageMinutes int32 `protobuf:"varint,18,opt,name=coverage_minutes,json=coverageMinutes,proto3" json:"coverage_minutes,omitempty"`
+	// Price of a million traces retrieved or scanned by queries (X-Ray bills
+	// these), in micros: 0 to 1e12; 0: not priced.
+	RetrievedPricePerMillionMicros int64 `protobuf:"varint,19,opt,name=retrieved_price_per_million_micros,json=retrievedPricePerMillionMicros,proto3" json:"retrieved_price_per_million_micros,omitempty"`
+	// Traces retrieved or scanned per trace recorded, an estimate in [0,
+	// 1000]; 0 with a retrieved price is 1.
+	RetrievalsPerTrace float64 `protobuf:"fixed64,20,opt,name=retrievals_per_trace,json=retrievalsPerTrace,proto3" json:"retrievals_per_trace,omitempty"`
+	// Price of a million spans, for span-priced backends, in micros: 0 to
+	// 1e12; 0: not priced. With it set, price_per_million_micros may be 0 (no
+	// price per trace).
+	SpanPricePerMillionMicros int64 `protobuf:"varint,21,opt,name=span_price_per_million_micros,json=spanPricePerMillionMicros,proto3" json:"span_price_per_million_micros,omitempty"`
+	// Spans per recorded trace, an estimate in (0, 100000]; required with a
+	// span price.
+	SpansPerTrace float64 `protobuf:"fixed64,22,opt,name=spans_per_trace,json=spansPerTrace,proto3" json:"spans_per_trace,omitempty"`
+	// Alert when the last 60 minutes cost this many times the even rate (the
+	// monthly amount spread over the month's hours), each in (0, 1000], at
+	// most 10; none by default. 14.4 is 2 % of a 30-day budget in an hour.
+	BurnRateThresholds []float64 `protobuf:"fixed64,23,rep,packed,name=burn_rate_thresholds,json=burnRateThresholds,proto3" json:"burn_rate_thresholds,omitempty"`
+	// Output only. This budget's incarnation, set when it is created: a
+	// budget deleted and created again under the same name has another, and
+	// its alerts start afresh.
+	Uid string `protobuf:"bytes,24,opt,name=uid,proto3" json:"uid,omitempty"`
+	// Output only. Grows when the amount, currency or a price changes: alerts
+	// that fired before are due again at the new amount.
+	Generation    int64 `protobuf:"varint,25,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -332,6 +379,136 @@ func (x *Budget) GetUpdateActor() string {
 	return ""
 }
 
+func (x *Budget) GetRulePriorities() []*RulePriority {
+	if x != nil {
+		return x.RulePriorities
+	}
+	return nil
+}
+
+func (x *Budget) GetCoverageMinutes() int32 {
+	if x != nil {
+		return x.CoverageMinutes
+	}
+	return 0
+}
+
+func (x *Budget) GetRetrievedPricePerMillionMicros() int64 {
+	if x != nil {
+		return x.RetrievedPricePerMillionMicros
+	}
+	return 0
+}
+
+func (x *Budget) GetRetrievalsPerTrace() float64 {
+	if x != nil {
+		return x.RetrievalsPerTrace
+	}
+	return 0
+}
+
+func (x *Budget) GetSpanPricePerMillionMicros() int64 {
+	if x != nil {
+		return x.SpanPricePerMillionMicros
+	}
+	return 0
+}
+
+func (x *Budget) GetSpansPerTrace() float64 {
+	if x != nil {
+		return x.SpansPerTrace
+	}
+	return 0
+}
+
+func (x *Budget) GetBurnRateThresholds() []float64 {
+	if x != nil {
+		return x.BurnRateThresholds
+	}
+	return nil
+}
+
+func (x *Budget) GetUid() string {
+	if x != nil {
+		return x.Uid
+	}
+	return ""
+}
+
+func (x *Budget) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+// RulePriority gives the rules it selects a priority within a budget.
+type RulePriority struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Rules with these names (1-32 letters, digits, '-' or '_'), at most 32;
+	// empty: any name.
+	RuleNames []string `protobuf:"bytes,1,rep,name=rule_names,json=ruleNames,proto3" json:"rule_names,omitempty"`
+	// Rules that carry every one of these labels; empty: any labels. An
+	// entry sets rule_names, rule_labels or both.
+	RuleLabels map[string]string `protobuf:"bytes,2,rep,name=rule_labels,json=ruleLabels,proto3" json:"rule_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// From -1000 to 1000: lower priorities are cut first; rules no entry
+	// selects have 0.
+	Priority      int32 `protobuf:"varint,3,opt,name=priority,proto3" json:"priority,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RulePriority) Reset() {
+	*x = RulePriority{}
+	mi := &file_controlplane_v1_budget_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RulePriority) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RulePriority) ProtoMessage() {}
+
+func (x *RulePriority) ProtoReflect() protoreflect.Message {
+	mi := &file_controlplane_v1_budget_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RulePriority.ProtoReflect.Descriptor instead.
+func (*RulePriority) Descriptor() ([]byte, []int) {
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RulePriority) GetRuleNames() []string {
+	if x != nil {
+		return x.RuleNames
+	}
+	return nil
+}
+
+func (x *RulePriority) GetRuleLabels() map[string]string {
+	if x != nil {
+		return x.RuleLabels
+	}
+	return nil
+}
+
+func (x *RulePriority) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
 // BudgetScope selects traces by service and by rule labels. Both parts must
 // hold when both are set.
 type BudgetScope struct {
@@ -347,7 +524,7 @@ type BudgetScope struct {
 
 func (x *BudgetScope) Reset() {
 	*x = BudgetScope{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[1]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -359,7 +536,7 @@ func (x *BudgetScope) String() string {
 func (*BudgetScope) ProtoMessage() {}
 
 func (x *BudgetScope) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[1]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -372,7 +549,7 @@ func (x *BudgetScope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BudgetScope.ProtoReflect.Descriptor instead.
 func (*BudgetScope) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{1}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *BudgetScope) GetServiceNames() []string {
@@ -414,7 +591,7 @@ type NotificationChannel struct {
 
 func (x *NotificationChannel) Reset() {
 	*x = NotificationChannel{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[2]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -426,7 +603,7 @@ func (x *NotificationChannel) String() string {
 func (*NotificationChannel) ProtoMessage() {}
 
 func (x *NotificationChannel) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[2]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -439,7 +616,7 @@ func (x *NotificationChannel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotificationChannel.ProtoReflect.Descriptor instead.
 func (*NotificationChannel) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{2}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *NotificationChannel) GetWebhookUrl() string {
@@ -467,7 +644,7 @@ type CreateBudgetRequest struct {
 
 func (x *CreateBudgetRequest) Reset() {
 	*x = CreateBudgetRequest{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[3]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -479,7 +656,7 @@ func (x *CreateBudgetRequest) String() string {
 func (*CreateBudgetRequest) ProtoMessage() {}
 
 func (x *CreateBudgetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[3]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -492,7 +669,7 @@ func (x *CreateBudgetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateBudgetRequest.ProtoReflect.Descriptor instead.
 func (*CreateBudgetRequest) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{3}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateBudgetRequest) GetBudget() *Budget {
@@ -513,7 +690,7 @@ type CreateBudgetResponse struct {
 
 func (x *CreateBudgetResponse) Reset() {
 	*x = CreateBudgetResponse{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[4]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -525,7 +702,7 @@ func (x *CreateBudgetResponse) String() string {
 func (*CreateBudgetResponse) ProtoMessage() {}
 
 func (x *CreateBudgetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[4]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -538,7 +715,7 @@ func (x *CreateBudgetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateBudgetResponse.ProtoReflect.Descriptor instead.
 func (*CreateBudgetResponse) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{4}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateBudgetResponse) GetBudget() *Budget {
@@ -559,7 +736,7 @@ type GetBudgetRequest struct {
 
 func (x *GetBudgetRequest) Reset() {
 	*x = GetBudgetRequest{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[5]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -571,7 +748,7 @@ func (x *GetBudgetRequest) String() string {
 func (*GetBudgetRequest) ProtoMessage() {}
 
 func (x *GetBudgetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[5]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -584,7 +761,7 @@ func (x *GetBudgetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBudgetRequest.ProtoReflect.Descriptor instead.
 func (*GetBudgetRequest) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{5}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetBudgetRequest) GetName() string {
@@ -605,7 +782,7 @@ type GetBudgetResponse struct {
 
 func (x *GetBudgetResponse) Reset() {
 	*x = GetBudgetResponse{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[6]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -617,7 +794,7 @@ func (x *GetBudgetResponse) String() string {
 func (*GetBudgetResponse) ProtoMessage() {}
 
 func (x *GetBudgetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[6]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -630,7 +807,7 @@ func (x *GetBudgetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBudgetResponse.ProtoReflect.Descriptor instead.
 func (*GetBudgetResponse) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{6}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetBudgetResponse) GetBudget() *Budget {
@@ -653,7 +830,7 @@ type ListBudgetsRequest struct {
 
 func (x *ListBudgetsRequest) Reset() {
 	*x = ListBudgetsRequest{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[7]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -665,7 +842,7 @@ func (x *ListBudgetsRequest) String() string {
 func (*ListBudgetsRequest) ProtoMessage() {}
 
 func (x *ListBudgetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[7]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -678,7 +855,7 @@ func (x *ListBudgetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBudgetsRequest.ProtoReflect.Descriptor instead.
 func (*ListBudgetsRequest) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{7}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListBudgetsRequest) GetPageSize() int32 {
@@ -708,7 +885,7 @@ type ListBudgetsResponse struct {
 
 func (x *ListBudgetsResponse) Reset() {
 	*x = ListBudgetsResponse{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[8]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -720,7 +897,7 @@ func (x *ListBudgetsResponse) String() string {
 func (*ListBudgetsResponse) ProtoMessage() {}
 
 func (x *ListBudgetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[8]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -733,7 +910,7 @@ func (x *ListBudgetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBudgetsResponse.ProtoReflect.Descriptor instead.
 func (*ListBudgetsResponse) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{8}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListBudgetsResponse) GetBudgets() []*Budget {
@@ -764,7 +941,7 @@ type UpdateBudgetRequest struct {
 
 func (x *UpdateBudgetRequest) Reset() {
 	*x = UpdateBudgetRequest{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[9]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -776,7 +953,7 @@ func (x *UpdateBudgetRequest) String() string {
 func (*UpdateBudgetRequest) ProtoMessage() {}
 
 func (x *UpdateBudgetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[9]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -789,7 +966,7 @@ func (x *UpdateBudgetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateBudgetRequest.ProtoReflect.Descriptor instead.
 func (*UpdateBudgetRequest) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{9}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UpdateBudgetRequest) GetBudget() *Budget {
@@ -817,7 +994,7 @@ type UpdateBudgetResponse struct {
 
 func (x *UpdateBudgetResponse) Reset() {
 	*x = UpdateBudgetResponse{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[10]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -829,7 +1006,7 @@ func (x *UpdateBudgetResponse) String() string {
 func (*UpdateBudgetResponse) ProtoMessage() {}
 
 func (x *UpdateBudgetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[10]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -842,7 +1019,7 @@ func (x *UpdateBudgetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateBudgetResponse.ProtoReflect.Descriptor instead.
 func (*UpdateBudgetResponse) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{10}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UpdateBudgetResponse) GetBudget() *Budget {
@@ -865,7 +1042,7 @@ type DeleteBudgetRequest struct {
 
 func (x *DeleteBudgetRequest) Reset() {
 	*x = DeleteBudgetRequest{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[11]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -877,7 +1054,7 @@ func (x *DeleteBudgetRequest) String() string {
 func (*DeleteBudgetRequest) ProtoMessage() {}
 
 func (x *DeleteBudgetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[11]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -890,7 +1067,7 @@ func (x *DeleteBudgetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteBudgetRequest.ProtoReflect.Descriptor instead.
 func (*DeleteBudgetRequest) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{11}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DeleteBudgetRequest) GetName() string {
@@ -916,7 +1093,7 @@ type DeleteBudgetResponse struct {
 
 func (x *DeleteBudgetResponse) Reset() {
 	*x = DeleteBudgetResponse{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[12]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -928,7 +1105,7 @@ func (x *DeleteBudgetResponse) String() string {
 func (*DeleteBudgetResponse) ProtoMessage() {}
 
 func (x *DeleteBudgetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[12]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -941,7 +1118,7 @@ func (x *DeleteBudgetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteBudgetResponse.ProtoReflect.Descriptor instead.
 func (*DeleteBudgetResponse) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{12}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{13}
 }
 
 // GetBudgetStatusRequest names the budget.
@@ -955,7 +1132,7 @@ type GetBudgetStatusRequest struct {
 
 func (x *GetBudgetStatusRequest) Reset() {
 	*x = GetBudgetStatusRequest{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[13]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -967,7 +1144,7 @@ func (x *GetBudgetStatusRequest) String() string {
 func (*GetBudgetStatusRequest) ProtoMessage() {}
 
 func (x *GetBudgetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[13]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,7 +1157,7 @@ func (x *GetBudgetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBudgetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetBudgetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{13}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetBudgetStatusRequest) GetName() string {
@@ -1001,14 +1178,34 @@ type RuleSpend struct {
 	SampledTraces int64 `protobuf:"varint,3,opt,name=sampled_traces,json=sampledTraces,proto3" json:"sampled_traces,omitempty"`
 	// Its share of the month's spend (the free allowance spread over the rules
 	// in proportion), in micros; the rules' figures add up to the budget's.
-	SpentMicros   int64 `protobuf:"varint,4,opt,name=spent_micros,json=spentMicros,proto3" json:"spent_micros,omitempty"`
+	SpentMicros int64 `protobuf:"varint,4,opt,name=spent_micros,json=spentMicros,proto3" json:"spent_micros,omitempty"`
+	// Its priority within the budget (see Budget.rule_priorities).
+	Priority int32 `protobuf:"varint,5,opt,name=priority,proto3" json:"priority,omitempty"`
+	// The factors the last decision applies to its fixed rate and
+	// reservoir, in [0, 1].
+	FixedRateFactor float64 `protobuf:"fixed64,6,opt,name=fixed_rate_factor,json=fixedRateFactor,proto3" json:"fixed_rate_factor,omitempty"`
+	// See fixed_rate_factor.
+	ReservoirFactor float64 `protobuf:"fixed64,7,opt,name=reservoir_factor,json=reservoirFactor,proto3" json:"reservoir_factor,omitempty"`
+	// The traces per second of its reservoir that the scope gets, as
+	// planned.
+	ReservoirTracesPerSecond float64 `protobuf:"fixed64,8,opt,name=reservoir_traces_per_second,json=reservoirTracesPerSecond,proto3" json:"reservoir_traces_per_second,omitempty"`
+	// Requests forecast for it to month end.
+	ForecastRequests int64 `protobuf:"varint,9,opt,name=forecast_requests,json=forecastRequests,proto3" json:"forecast_requests,omitempty"`
+	// What its traces to month end cost at the factors decided, in micros
+	// (before the free allowance).
+	ForecastMicros int64 `protobuf:"varint,10,opt,name=forecast_micros,json=forecastMicros,proto3" json:"forecast_micros,omitempty"`
+	// The same at its own rates, in micros.
+	ForecastUnenforcedMicros int64 `protobuf:"varint,11,opt,name=forecast_unenforced_micros,json=forecastUnenforcedMicros,proto3" json:"forecast_unenforced_micros,omitempty"`
+	// The last decision planned this rule; false for a rule with spend this
+	// month that is no longer in scope or no longer exists.
+	Planned       bool `protobuf:"varint,12,opt,name=planned,proto3" json:"planned,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RuleSpend) Reset() {
 	*x = RuleSpend{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[14]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1217,7 @@ func (x *RuleSpend) String() string {
 func (*RuleSpend) ProtoMessage() {}
 
 func (x *RuleSpend) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[14]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1230,7 @@ func (x *RuleSpend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleSpend.ProtoReflect.Descriptor instead.
 func (*RuleSpend) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{14}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RuleSpend) GetRuleName() string {
@@ -1064,6 +1261,170 @@ func (x *RuleSpend) GetSpentMicros() int64 {
 	return 0
 }
 
+func (x *RuleSpend) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *RuleSpend) GetFixedRateFactor() float64 {
+	if x != nil {
+		return x.FixedRateFactor
+	}
+	return 0
+}
+
+func (x *RuleSpend) GetReservoirFactor() float64 {
+	if x != nil {
+		return x.ReservoirFactor
+	}
+	return 0
+}
+
+func (x *RuleSpend) GetReservoirTracesPerSecond() float64 {
+	if x != nil {
+		return x.ReservoirTracesPerSecond
+	}
+	return 0
+}
+
+func (x *RuleSpend) GetForecastRequests() int64 {
+	if x != nil {
+		return x.ForecastRequests
+	}
+	return 0
+}
+
+func (x *RuleSpend) GetForecastMicros() int64 {
+	if x != nil {
+		return x.ForecastMicros
+	}
+	return 0
+}
+
+func (x *RuleSpend) GetForecastUnenforcedMicros() int64 {
+	if x != nil {
+		return x.ForecastUnenforcedMicros
+	}
+	return 0
+}
+
+func (x *RuleSpend) GetPlanned() bool {
+	if x != nil {
+		return x.Planned
+	}
+	return false
+}
+
+// ForecastExplanation says how a budget's month-end forecast was made.
+type ForecastExplanation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "none" (no traffic yet), "mean_rate" (less than a day seen: the mean
+	// request rate since traffic was first seen) or "profile" (an hour-of-day
+	// profile, each hour the lower median over the days seen, scaled to the
+	// recent level).
+	Method string `protobuf:"bytes,1,opt,name=method,proto3" json:"method,omitempty"`
+	// Requests expected in each hour of the day (index 0 is 00:00-01:00 UTC)
+	// at the current level, before the trend; empty without traffic.
+	HourlyProfile []float64 `protobuf:"fixed64,2,rep,packed,name=hourly_profile,json=hourlyProfile,proto3" json:"hourly_profile,omitempty"`
+	// The recent traffic over the profile's medians (1: as usual).
+	Level float64 `protobuf:"fixed64,3,opt,name=level,proto3" json:"level,omitempty"`
+	// The growth per day projected over the days left (0.037: +3.7 % a day,
+	// about 3x in 30 days; negative: shrinking); 0 when none is seen (it
+	// needs 4 whole days).
+	TrendPerDay float64 `protobuf:"fixed64,4,opt,name=trend_per_day,json=trendPerDay,proto3" json:"trend_per_day,omitempty"`
+	// Requests per second over the last minutes, as the controller saw them.
+	CurrentRequestRate float64 `protobuf:"fixed64,5,opt,name=current_request_rate,json=currentRequestRate,proto3" json:"current_request_rate,omitempty"`
+	// Requests per second the forecast expected now. When current is the
+	// higher, the excess is expected to last as long again as it has lasted
+	// (10 minutes to a day).
+	ExpectedRequestRate float64 `protobuf:"fixed64,6,opt,name=expected_request_rate,json=expectedRequestRate,proto3" json:"expected_request_rate,omitempty"`
+	// Requests forecast from now to month end.
+	ForecastRequests int64 `protobuf:"varint,7,opt,name=forecast_requests,json=forecastRequests,proto3" json:"forecast_requests,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ForecastExplanation) Reset() {
+	*x = ForecastExplanation{}
+	mi := &file_controlplane_v1_budget_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForecastExplanation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForecastExplanation) ProtoMessage() {}
+
+func (x *ForecastExplanation) ProtoReflect() protoreflect.Message {
+	mi := &file_controlplane_v1_budget_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForecastExplanation.ProtoReflect.Descriptor instead.
+func (*ForecastExplanation) Descriptor() ([]byte, []int) {
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ForecastExplanation) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *ForecastExplanation) GetHourlyProfile() []float64 {
+	if x != nil {
+		return x.HourlyProfile
+	}
+	return nil
+}
+
+func (x *ForecastExplanation) GetLevel() float64 {
+	if x != nil {
+		return x.Level
+	}
+	return 0
+}
+
+func (x *ForecastExplanation) GetTrendPerDay() float64 {
+	if x != nil {
+		return x.TrendPerDay
+	}
+	return 0
+}
+
+func (x *ForecastExplanation) GetCurrentRequestRate() float64 {
+	if x != nil {
+		return x.CurrentRequestRate
+	}
+	return 0
+}
+
+func (x *ForecastExplanation) GetExpectedRequestRate() float64 {
+	if x != nil {
+		return x.ExpectedRequestRate
+	}
+	return 0
+}
+
+func (x *ForecastExplanation) GetForecastRequests() int64 {
+	if x != nil {
+		return x.ForecastRequests
+	}
+	return 0
+}
+
 // BudgetStatus is where a budget stands this month, as the controller last
 // decided.
 type BudgetStatus struct {
@@ -1087,25 +1448,45 @@ type BudgetStatus struct {
 	ForecastMicros int64 `protobuf:"varint,8,opt,name=forecast_micros,json=forecastMicros,proto3" json:"forecast_micros,omitempty"`
 	// The forecast over the cap, in traces.
 	ForecastRatio float64 `protobuf:"fixed64,9,opt,name=forecast_ratio,json=forecastRatio,proto3" json:"forecast_ratio,omitempty"`
-	// Factor applied to the fixed rates of the rules in scope, in [0, 1].
+	// The lowest factor applied to the fixed rate of a rule in scope, in [0,
+	// 1]; rules.fixed_rate_factor has each rule's. A rule the last decision
+	// did not plan (created since) gets this one.
 	FixedRateFactor float64 `protobuf:"fixed64,10,opt,name=fixed_rate_factor,json=fixedRateFactor,proto3" json:"fixed_rate_factor,omitempty"`
-	// Factor applied to their reservoirs, in [0, 1].
+	// The lowest factor applied to a rule's reservoir, in [0, 1]; see
+	// fixed_rate_factor.
 	ReservoirFactor float64 `protobuf:"fixed64,11,opt,name=reservoir_factor,json=reservoirFactor,proto3" json:"reservoir_factor,omitempty"`
 	// The cap is reached: only floor_traces_per_second is traced.
 	Exhausted bool `protobuf:"varint,12,opt,name=exhausted,proto3" json:"exhausted,omitempty"`
-	// The spend of each rule, by name.
+	// The spend and plan of each rule with spend this month or planned, by
+	// name.
 	Rules []*RuleSpend `protobuf:"bytes,13,rep,name=rules,proto3" json:"rules,omitempty"`
 	// When the controller decided this; unset before it first did.
 	ComputedTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=computed_time,json=computedTime,proto3" json:"computed_time,omitempty"`
 	// The budget's currency.
-	CurrencyCode  string `protobuf:"bytes,15,opt,name=currency_code,json=currencyCode,proto3" json:"currency_code,omitempty"`
+	CurrencyCode string `protobuf:"bytes,15,opt,name=currency_code,json=currencyCode,proto3" json:"currency_code,omitempty"`
+	// How the forecast was made.
+	ForecastExplanation *ForecastExplanation `protobuf:"bytes,16,opt,name=forecast_explanation,json=forecastExplanation,proto3" json:"forecast_explanation,omitempty"`
+	// Forecast spend at month end at the rules' own rates, in micros.
+	ForecastUnenforcedMicros int64 `protobuf:"varint,17,opt,name=forecast_unenforced_micros,json=forecastUnenforcedMicros,proto3" json:"forecast_unenforced_micros,omitempty"`
+	// The unenforced forecast over the cap, in traces.
+	ForecastUnenforcedRatio float64 `protobuf:"fixed64,18,opt,name=forecast_unenforced_ratio,json=forecastUnenforcedRatio,proto3" json:"forecast_unenforced_ratio,omitempty"`
+	// Traces the plan keeps to month end for coverage (coverage_minutes).
+	CoverageReserveTraces int64 `protobuf:"varint,19,opt,name=coverage_reserve_traces,json=coverageReserveTraces,proto3" json:"coverage_reserve_traces,omitempty"`
+	// What the last 60 minutes cost over the even rate (the amount spread
+	// over the month's hours): 1 is on course for the cap.
+	BurnRate float64 `protobuf:"fixed64,20,opt,name=burn_rate,json=burnRate,proto3" json:"burn_rate,omitempty"`
+	// Enforcement episodes this month; an episode ends an hour after the
+	// last lowered rate.
+	EnforcementEpisodes int32 `protobuf:"varint,21,opt,name=enforcement_episodes,json=enforcementEpisodes,proto3" json:"enforcement_episodes,omitempty"`
+	// Some rate in scope is lowered now, or has been within the hour.
+	Enforcing     bool `protobuf:"varint,22,opt,name=enforcing,proto3" json:"enforcing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BudgetStatus) Reset() {
 	*x = BudgetStatus{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[15]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1117,7 +1498,7 @@ func (x *BudgetStatus) String() string {
 func (*BudgetStatus) ProtoMessage() {}
 
 func (x *BudgetStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[15]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1130,7 +1511,7 @@ func (x *BudgetStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BudgetStatus.ProtoReflect.Descriptor instead.
 func (*BudgetStatus) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{15}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BudgetStatus) GetBudgetName() string {
@@ -1238,6 +1619,55 @@ func (x *BudgetStatus) GetCurrencyCode() string {
 	return ""
 }
 
+func (x *BudgetStatus) GetForecastExplanation() *ForecastExplanation {
+	if x != nil {
+		return x.ForecastExplanation
+	}
+	return nil
+}
+
+func (x *BudgetStatus) GetForecastUnenforcedMicros() int64 {
+	if x != nil {
+		return x.ForecastUnenforcedMicros
+	}
+	return 0
+}
+
+func (x *BudgetStatus) GetForecastUnenforcedRatio() float64 {
+	if x != nil {
+		return x.ForecastUnenforcedRatio
+	}
+	return 0
+}
+
+func (x *BudgetStatus) GetCoverageReserveTraces() int64 {
+	if x != nil {
+		return x.CoverageReserveTraces
+	}
+	return 0
+}
+
+func (x *BudgetStatus) GetBurnRate() float64 {
+	if x != nil {
+		return x.BurnRate
+	}
+	return 0
+}
+
+func (x *BudgetStatus) GetEnforcementEpisodes() int32 {
+	if x != nil {
+		return x.EnforcementEpisodes
+	}
+	return 0
+}
+
+func (x *BudgetStatus) GetEnforcing() bool {
+	if x != nil {
+		return x.Enforcing
+	}
+	return false
+}
+
 // GetBudgetStatusResponse returns the status.
 type GetBudgetStatusResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1249,7 +1679,7 @@ type GetBudgetStatusResponse struct {
 
 func (x *GetBudgetStatusResponse) Reset() {
 	*x = GetBudgetStatusResponse{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[16]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1261,7 +1691,7 @@ func (x *GetBudgetStatusResponse) String() string {
 func (*GetBudgetStatusResponse) ProtoMessage() {}
 
 func (x *GetBudgetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[16]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1274,7 +1704,7 @@ func (x *GetBudgetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBudgetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetBudgetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{16}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetBudgetStatusResponse) GetStatus() *BudgetStatus {
@@ -1284,8 +1714,305 @@ func (x *GetBudgetStatusResponse) GetStatus() *BudgetStatus {
 	return nil
 }
 
-// Alert is one budget event. It fires once per budget, month, kind and
-// threshold, however many replicas run.
+// GetBudgetHistoryRequest names the budget and the month.
+type GetBudgetHistoryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The budget's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Any instant of the month (UTC); unset: the current month. A month not
+	// yet begun gets INVALID_ARGUMENT; one past its 70 days of retention has
+	// no hours.
+	MonthTime     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=month_time,json=monthTime,proto3" json:"month_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBudgetHistoryRequest) Reset() {
+	*x = GetBudgetHistoryRequest{}
+	mi := &file_controlplane_v1_budget_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBudgetHistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBudgetHistoryRequest) ProtoMessage() {}
+
+func (x *GetBudgetHistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlplane_v1_budget_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBudgetHistoryRequest.ProtoReflect.Descriptor instead.
+func (*GetBudgetHistoryRequest) Descriptor() ([]byte, []int) {
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *GetBudgetHistoryRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GetBudgetHistoryRequest) GetMonthTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.MonthTime
+	}
+	return nil
+}
+
+// BudgetHour is one hour of a budget's month.
+type BudgetHour struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The hour of the month, from 0.
+	Hour int32 `protobuf:"varint,1,opt,name=hour,proto3" json:"hour,omitempty"`
+	// Its first instant.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// Requests in scope in the hour.
+	Requests int64 `protobuf:"varint,3,opt,name=requests,proto3" json:"requests,omitempty"`
+	// Traces sampled in scope in the hour.
+	SampledTraces int64 `protobuf:"varint,4,opt,name=sampled_traces,json=sampledTraces,proto3" json:"sampled_traces,omitempty"`
+	// What the hour cost, in micros (after the free allowance).
+	SpentMicros int64 `protobuf:"varint,5,opt,name=spent_micros,json=spentMicros,proto3" json:"spent_micros,omitempty"`
+	// Spent in the month up to the end of the hour, in micros.
+	CumulativeSpentMicros int64 `protobuf:"varint,6,opt,name=cumulative_spent_micros,json=cumulativeSpentMicros,proto3" json:"cumulative_spent_micros,omitempty"`
+	// The fields below hold the last decision of the hour; false for an hour
+	// the controller did not decide in (before the budget existed, or while
+	// no replica ran).
+	Decided bool `protobuf:"varint,7,opt,name=decided,proto3" json:"decided,omitempty"`
+	// When that decision was made.
+	ComputedTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=computed_time,json=computedTime,proto3" json:"computed_time,omitempty"`
+	// Its month-end forecast at the factors it decided, in micros.
+	ForecastMicros int64 `protobuf:"varint,9,opt,name=forecast_micros,json=forecastMicros,proto3" json:"forecast_micros,omitempty"`
+	// Its month-end forecast at the rules' own rates, in micros.
+	ForecastUnenforcedMicros int64 `protobuf:"varint,10,opt,name=forecast_unenforced_micros,json=forecastUnenforcedMicros,proto3" json:"forecast_unenforced_micros,omitempty"`
+	// The lowest fixed-rate factor of any rule in scope.
+	FixedRateFactor float64 `protobuf:"fixed64,11,opt,name=fixed_rate_factor,json=fixedRateFactor,proto3" json:"fixed_rate_factor,omitempty"`
+	// The lowest reservoir factor of any rule in scope.
+	ReservoirFactor float64 `protobuf:"fixed64,12,opt,name=reservoir_factor,json=reservoirFactor,proto3" json:"reservoir_factor,omitempty"`
+	// The cap was reached.
+	Exhausted     bool `protobuf:"varint,13,opt,name=exhausted,proto3" json:"exhausted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BudgetHour) Reset() {
+	*x = BudgetHour{}
+	mi := &file_controlplane_v1_budget_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BudgetHour) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BudgetHour) ProtoMessage() {}
+
+func (x *BudgetHour) ProtoReflect() protoreflect.Message {
+	mi := &file_controlplane_v1_budget_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BudgetHour.ProtoReflect.Descriptor instead.
+func (*BudgetHour) Descriptor() ([]byte, []int) {
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *BudgetHour) GetHour() int32 {
+	if x != nil {
+		return x.Hour
+	}
+	return 0
+}
+
+func (x *BudgetHour) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *BudgetHour) GetRequests() int64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *BudgetHour) GetSampledTraces() int64 {
+	if x != nil {
+		return x.SampledTraces
+	}
+	return 0
+}
+
+func (x *BudgetHour) GetSpentMicros() int64 {
+	if x != nil {
+		return x.SpentMicros
+	}
+	return 0
+}
+
+func (x *BudgetHour) GetCumulativeSpentMicros() int64 {
+	if x != nil {
+		return x.CumulativeSpentMicros
+	}
+	return 0
+}
+
+func (x *BudgetHour) GetDecided() bool {
+	if x != nil {
+		return x.Decided
+	}
+	return false
+}
+
+func (x *BudgetHour) GetComputedTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ComputedTime
+	}
+	return nil
+}
+
+func (x *BudgetHour) GetForecastMicros() int64 {
+	if x != nil {
+		return x.ForecastMicros
+	}
+	return 0
+}
+
+func (x *BudgetHour) GetForecastUnenforcedMicros() int64 {
+	if x != nil {
+		return x.ForecastUnenforcedMicros
+	}
+	return 0
+}
+
+func (x *BudgetHour) GetFixedRateFactor() float64 {
+	if x != nil {
+		return x.FixedRateFactor
+	}
+	return 0
+}
+
+func (x *BudgetHour) GetReservoirFactor() float64 {
+	if x != nil {
+		return x.ReservoirFactor
+	}
+	return 0
+}
+
+func (x *BudgetHour) GetExhausted() bool {
+	if x != nil {
+		return x.Exhausted
+	}
+	return false
+}
+
+// GetBudgetHistoryResponse is a budget's month, hour by hour.
+type GetBudgetHistoryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The budget's name.
+	BudgetName string `protobuf:"bytes,1,opt,name=budget_name,json=budgetName,proto3" json:"budget_name,omitempty"`
+	// The month, as its first instant (UTC).
+	MonthStartTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=month_start_time,json=monthStartTime,proto3" json:"month_start_time,omitempty"`
+	// The budget's currency.
+	CurrencyCode string `protobuf:"bytes,3,opt,name=currency_code,json=currencyCode,proto3" json:"currency_code,omitempty"`
+	// The cap of the month, in micros, as the budget has it now.
+	MonthlyAmountMicros int64 `protobuf:"varint,4,opt,name=monthly_amount_micros,json=monthlyAmountMicros,proto3" json:"monthly_amount_micros,omitempty"`
+	// The hours of the month up to the current one (all of them for a past
+	// month), oldest first.
+	Hours         []*BudgetHour `protobuf:"bytes,5,rep,name=hours,proto3" json:"hours,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBudgetHistoryResponse) Reset() {
+	*x = GetBudgetHistoryResponse{}
+	mi := &file_controlplane_v1_budget_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBudgetHistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBudgetHistoryResponse) ProtoMessage() {}
+
+func (x *GetBudgetHistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlplane_v1_budget_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBudgetHistoryResponse.ProtoReflect.Descriptor instead.
+func (*GetBudgetHistoryResponse) Descriptor() ([]byte, []int) {
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GetBudgetHistoryResponse) GetBudgetName() string {
+	if x != nil {
+		return x.BudgetName
+	}
+	return ""
+}
+
+func (x *GetBudgetHistoryResponse) GetMonthStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.MonthStartTime
+	}
+	return nil
+}
+
+func (x *GetBudgetHistoryResponse) GetCurrencyCode() string {
+	if x != nil {
+		return x.CurrencyCode
+	}
+	return ""
+}
+
+func (x *GetBudgetHistoryResponse) GetMonthlyAmountMicros() int64 {
+	if x != nil {
+		return x.MonthlyAmountMicros
+	}
+	return 0
+}
+
+func (x *GetBudgetHistoryResponse) GetHours() []*BudgetHour {
+	if x != nil {
+		return x.Hours
+	}
+	return nil
+}
+
+// Alert is one budget event. It fires once per budget incarnation and
+// generation (see Budget.uid and Budget.generation), month, kind, threshold
+// and episode, however many replicas run.
 type Alert struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Opaque, ordered by time: the watch stream's after_id.
@@ -1295,7 +2022,8 @@ type Alert struct {
 	// What happened.
 	Kind Alert_Kind `protobuf:"varint,3,opt,name=kind,proto3,enum=controlplane.v1.Alert_Kind" json:"kind,omitempty"`
 	// The threshold crossed, as a share of the cap: 1 for KIND_EXHAUSTED, 0
-	// for KIND_ENFORCEMENT_STARTED.
+	// for KIND_ENFORCEMENT_STARTED and KIND_ENFORCEMENT_ENDED; for
+	// KIND_BURN_RATE a multiple of the even rate.
 	Threshold float64 `protobuf:"fixed64,4,opt,name=threshold,proto3" json:"threshold,omitempty"`
 	// When it fired.
 	FireTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=fire_time,json=fireTime,proto3" json:"fire_time,omitempty"`
@@ -1311,14 +2039,20 @@ type Alert struct {
 	// The budget's currency.
 	CurrencyCode string `protobuf:"bytes,10,opt,name=currency_code,json=currencyCode,proto3" json:"currency_code,omitempty"`
 	// One line for people, also sent as the webhook's "text".
-	Message       string `protobuf:"bytes,11,opt,name=message,proto3" json:"message,omitempty"`
+	Message string `protobuf:"bytes,11,opt,name=message,proto3" json:"message,omitempty"`
+	// The budget's uid when it fired.
+	BudgetUid string `protobuf:"bytes,12,opt,name=budget_uid,json=budgetUid,proto3" json:"budget_uid,omitempty"`
+	// What tells apart alerts of one kind and threshold in a month: "e2" for
+	// the second enforcement episode, "d17" for a burn-rate alert of the 17th;
+	// empty for the other kinds.
+	Episode       string `protobuf:"bytes,13,opt,name=episode,proto3" json:"episode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Alert) Reset() {
 	*x = Alert{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[17]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1330,7 +2064,7 @@ func (x *Alert) String() string {
 func (*Alert) ProtoMessage() {}
 
 func (x *Alert) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[17]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1343,7 +2077,7 @@ func (x *Alert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Alert.ProtoReflect.Descriptor instead.
 func (*Alert) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{17}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Alert) GetId() string {
@@ -1423,6 +2157,20 @@ func (x *Alert) GetMessage() string {
 	return ""
 }
 
+func (x *Alert) GetBudgetUid() string {
+	if x != nil {
+		return x.BudgetUid
+	}
+	return ""
+}
+
+func (x *Alert) GetEpisode() string {
+	if x != nil {
+		return x.Episode
+	}
+	return ""
+}
+
 // ListAlertsRequest selects a page of alerts.
 type ListAlertsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1438,7 +2186,7 @@ type ListAlertsRequest struct {
 
 func (x *ListAlertsRequest) Reset() {
 	*x = ListAlertsRequest{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[18]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1450,7 +2198,7 @@ func (x *ListAlertsRequest) String() string {
 func (*ListAlertsRequest) ProtoMessage() {}
 
 func (x *ListAlertsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[18]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1463,7 +2211,7 @@ func (x *ListAlertsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAlertsRequest.ProtoReflect.Descriptor instead.
 func (*ListAlertsRequest) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{18}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListAlertsRequest) GetBudgetName() string {
@@ -1500,7 +2248,7 @@ type ListAlertsResponse struct {
 
 func (x *ListAlertsResponse) Reset() {
 	*x = ListAlertsResponse{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[19]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1512,7 +2260,7 @@ func (x *ListAlertsResponse) String() string {
 func (*ListAlertsResponse) ProtoMessage() {}
 
 func (x *ListAlertsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[19]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1525,7 +2273,7 @@ func (x *ListAlertsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAlertsResponse.ProtoReflect.Descriptor instead.
 func (*ListAlertsResponse) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{19}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListAlertsResponse) GetAlerts() []*Alert {
@@ -1562,7 +2310,7 @@ type WatchAlertsRequest struct {
 
 func (x *WatchAlertsRequest) Reset() {
 	*x = WatchAlertsRequest{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[20]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1574,7 +2322,7 @@ func (x *WatchAlertsRequest) String() string {
 func (*WatchAlertsRequest) ProtoMessage() {}
 
 func (x *WatchAlertsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[20]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1587,7 +2335,7 @@ func (x *WatchAlertsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAlertsRequest.ProtoReflect.Descriptor instead.
 func (*WatchAlertsRequest) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{20}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WatchAlertsRequest) GetBudgetName() string {
@@ -1622,7 +2370,7 @@ type WatchAlertsResponse struct {
 
 func (x *WatchAlertsResponse) Reset() {
 	*x = WatchAlertsResponse{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[21]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1634,7 +2382,7 @@ func (x *WatchAlertsResponse) String() string {
 func (*WatchAlertsResponse) ProtoMessage() {}
 
 func (x *WatchAlertsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[21]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1647,7 +2395,7 @@ func (x *WatchAlertsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAlertsResponse.ProtoReflect.Descriptor instead.
 func (*WatchAlertsResponse) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{21}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WatchAlertsResponse) GetAlert() *Alert {
@@ -1669,14 +2417,20 @@ type TrafficShape struct {
 	DailySwing float64 `protobuf:"fixed64,3,opt,name=daily_swing,json=dailySwing,proto3" json:"daily_swing,omitempty"`
 	// Days of the run (1-based) whose traffic is multiplied by a factor in
 	// [0, 1000].
-	SpikeDays     map[int32]float64 `protobuf:"bytes,4,rep,name=spike_days,json=spikeDays,proto3" json:"spike_days,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	SpikeDays map[int32]float64 `protobuf:"bytes,4,rep,name=spike_days,json=spikeDays,proto3" json:"spike_days,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	// How many times the traffic grows over the run, evenly per day, in [0,
+	// 1000]; 0 or 1: no growth. 3 over 30 days is +3.9 % a day.
+	Growth float64 `protobuf:"fixed64,5,opt,name=growth,proto3" json:"growth,omitempty"`
+	// Each rule's share of the requests, by rule name, each in [0, 1e6];
+	// rules not named get none. Empty: the rules share the traffic evenly.
+	RuleShares    map[string]float64 `protobuf:"bytes,6,rep,name=rule_shares,json=ruleShares,proto3" json:"rule_shares,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TrafficShape) Reset() {
 	*x = TrafficShape{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[22]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1688,7 +2442,7 @@ func (x *TrafficShape) String() string {
 func (*TrafficShape) ProtoMessage() {}
 
 func (x *TrafficShape) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[22]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1701,7 +2455,7 @@ func (x *TrafficShape) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrafficShape.ProtoReflect.Descriptor instead.
 func (*TrafficShape) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{22}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TrafficShape) GetRequestsPerDay() float64 {
@@ -1732,6 +2486,20 @@ func (x *TrafficShape) GetSpikeDays() map[int32]float64 {
 	return nil
 }
 
+func (x *TrafficShape) GetGrowth() float64 {
+	if x != nil {
+		return x.Growth
+	}
+	return 0
+}
+
+func (x *TrafficShape) GetRuleShares() map[string]float64 {
+	if x != nil {
+		return x.RuleShares
+	}
+	return nil
+}
+
 // SimulateCostRequest is a simulation: rules, traffic, and optionally a
 // budget. Nothing is stored.
 type SimulateCostRequest struct {
@@ -1751,7 +2519,7 @@ type SimulateCostRequest struct {
 
 func (x *SimulateCostRequest) Reset() {
 	*x = SimulateCostRequest{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[23]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1763,7 +2531,7 @@ func (x *SimulateCostRequest) String() string {
 func (*SimulateCostRequest) ProtoMessage() {}
 
 func (x *SimulateCostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[23]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1776,7 +2544,7 @@ func (x *SimulateCostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SimulateCostRequest.ProtoReflect.Descriptor instead.
 func (*SimulateCostRequest) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{23}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SimulateCostRequest) GetRules() []*Rule {
@@ -1823,7 +2591,7 @@ type SimulatedAlert struct {
 
 func (x *SimulatedAlert) Reset() {
 	*x = SimulatedAlert{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[24]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1835,7 +2603,7 @@ func (x *SimulatedAlert) String() string {
 func (*SimulatedAlert) ProtoMessage() {}
 
 func (x *SimulatedAlert) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[24]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1848,7 +2616,7 @@ func (x *SimulatedAlert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SimulatedAlert.ProtoReflect.Descriptor instead.
 func (*SimulatedAlert) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{24}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SimulatedAlert) GetKind() Alert_Kind {
@@ -1914,14 +2682,16 @@ type BudgetOutcome struct {
 	// The cap was reached at some point.
 	Exhausted bool `protobuf:"varint,7,opt,name=exhausted,proto3" json:"exhausted,omitempty"`
 	// The alerts that fired, in order.
-	Alerts        []*SimulatedAlert `protobuf:"bytes,8,rep,name=alerts,proto3" json:"alerts,omitempty"`
+	Alerts []*SimulatedAlert `protobuf:"bytes,8,rep,name=alerts,proto3" json:"alerts,omitempty"`
+	// How each rule in the budget's scope fared, by name.
+	Rules         []*SimulatedRule `protobuf:"bytes,9,rep,name=rules,proto3" json:"rules,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BudgetOutcome) Reset() {
 	*x = BudgetOutcome{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[25]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1933,7 +2703,7 @@ func (x *BudgetOutcome) String() string {
 func (*BudgetOutcome) ProtoMessage() {}
 
 func (x *BudgetOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[25]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1946,7 +2716,7 @@ func (x *BudgetOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BudgetOutcome.ProtoReflect.Descriptor instead.
 func (*BudgetOutcome) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{25}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *BudgetOutcome) GetMonthlyAmountMicros() int64 {
@@ -2005,6 +2775,114 @@ func (x *BudgetOutcome) GetAlerts() []*SimulatedAlert {
 	return nil
 }
 
+func (x *BudgetOutcome) GetRules() []*SimulatedRule {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+// SimulatedRule is how one rule in a budget's scope fared in a simulation.
+type SimulatedRule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rule's name.
+	RuleName string `protobuf:"bytes,1,opt,name=rule_name,json=ruleName,proto3" json:"rule_name,omitempty"`
+	// Its priority within the budget.
+	Priority int32 `protobuf:"varint,2,opt,name=priority,proto3" json:"priority,omitempty"`
+	// Traces it recorded.
+	Traces int64 `protobuf:"varint,3,opt,name=traces,proto3" json:"traces,omitempty"`
+	// Traces it would have recorded at its own rates.
+	UnenforcedTraces int64 `protobuf:"varint,4,opt,name=unenforced_traces,json=unenforcedTraces,proto3" json:"unenforced_traces,omitempty"`
+	// The lowest fixed-rate factor decided for it once one of its rates was
+	// first lowered; 1 if never.
+	MinFixedRateFactor float64 `protobuf:"fixed64,5,opt,name=min_fixed_rate_factor,json=minFixedRateFactor,proto3" json:"min_fixed_rate_factor,omitempty"`
+	// The highest, from then on: a steady cut has both close.
+	MaxFixedRateFactor float64 `protobuf:"fixed64,6,opt,name=max_fixed_rate_factor,json=maxFixedRateFactor,proto3" json:"max_fixed_rate_factor,omitempty"`
+	// The lowest reservoir factor decided for it.
+	MinReservoirFactor float64 `protobuf:"fixed64,7,opt,name=min_reservoir_factor,json=minReservoirFactor,proto3" json:"min_reservoir_factor,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *SimulatedRule) Reset() {
+	*x = SimulatedRule{}
+	mi := &file_controlplane_v1_budget_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SimulatedRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SimulatedRule) ProtoMessage() {}
+
+func (x *SimulatedRule) ProtoReflect() protoreflect.Message {
+	mi := &file_controlplane_v1_budget_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SimulatedRule.ProtoReflect.Descriptor instead.
+func (*SimulatedRule) Descriptor() ([]byte, []int) {
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *SimulatedRule) GetRuleName() string {
+	if x != nil {
+		return x.RuleName
+	}
+	return ""
+}
+
+func (x *SimulatedRule) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *SimulatedRule) GetTraces() int64 {
+	if x != nil {
+		return x.Traces
+	}
+	return 0
+}
+
+func (x *SimulatedRule) GetUnenforcedTraces() int64 {
+	if x != nil {
+		return x.UnenforcedTraces
+	}
+	return 0
+}
+
+func (x *SimulatedRule) GetMinFixedRateFactor() float64 {
+	if x != nil {
+		return x.MinFixedRateFactor
+	}
+	return 0
+}
+
+func (x *SimulatedRule) GetMaxFixedRateFactor() float64 {
+	if x != nil {
+		return x.MaxFixedRateFactor
+	}
+	return 0
+}
+
+func (x *SimulatedRule) GetMinReservoirFactor() float64 {
+	if x != nil {
+		return x.MinReservoirFactor
+	}
+	return 0
+}
+
 // SimulateCostResponse is what the simulated traffic cost.
 type SimulateCostResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2024,14 +2902,17 @@ type SimulateCostResponse struct {
 	// The currency of every amount: the budget's, or USD without one.
 	CurrencyCode string `protobuf:"bytes,7,opt,name=currency_code,json=currencyCode,proto3" json:"currency_code,omitempty"`
 	// Where the simulation's clock starts.
-	StartTime     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// How often the simulated controller decided, in seconds: 60, or longer
+	// for runs of many rules (see SimulateCost).
+	ControllerIntervalSeconds int32 `protobuf:"varint,9,opt,name=controller_interval_seconds,json=controllerIntervalSeconds,proto3" json:"controller_interval_seconds,omitempty"`
+	unknownFields             protoimpl.UnknownFields
+	sizeCache                 protoimpl.SizeCache
 }
 
 func (x *SimulateCostResponse) Reset() {
 	*x = SimulateCostResponse{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[26]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2043,7 +2924,7 @@ func (x *SimulateCostResponse) String() string {
 func (*SimulateCostResponse) ProtoMessage() {}
 
 func (x *SimulateCostResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[26]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2056,7 +2937,7 @@ func (x *SimulateCostResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SimulateCostResponse.ProtoReflect.Descriptor instead.
 func (*SimulateCostResponse) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{26}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SimulateCostResponse) GetRequests() int64 {
@@ -2115,11 +2996,18 @@ func (x *SimulateCostResponse) GetStartTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *SimulateCostResponse) GetControllerIntervalSeconds() int32 {
+	if x != nil {
+		return x.ControllerIntervalSeconds
+	}
+	return 0
+}
+
 var File_controlplane_v1_budget_proto protoreflect.FileDescriptor
 
 const file_controlplane_v1_budget_proto_rawDesc = "" +
 	"\n" +
-	"\x1ccontrolplane/v1/budget.proto\x12\x0fcontrolplane.v1\x1a\x1acontrolplane/v1/rule.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x06\n" +
+	"\x1ccontrolplane/v1/budget.proto\x12\x0fcontrolplane.v1\x1a\x1acontrolplane/v1/rule.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\t\n" +
 	"\x06Budget\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x122\n" +
@@ -2140,11 +3028,31 @@ const file_controlplane_v1_budget_proto_rawDesc = "" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12!\n" +
-	"\fupdate_actor\x18\x10 \x01(\tR\vupdateActor\"C\n" +
+	"\fupdate_actor\x18\x10 \x01(\tR\vupdateActor\x12F\n" +
+	"\x0frule_priorities\x18\x11 \x03(\v2\x1d.controlplane.v1.RulePriorityR\x0erulePriorities\x12)\n" +
+	"\x10coverage_minutes\x18\x12 \x01(\x05R\x0fcoverageMinutes\x12J\n" +
+	"\"retrieved_price_per_million_micros\x18\x13 \x01(\x03R\x1eretrievedPricePerMillionMicros\x120\n" +
+	"\x14retrievals_per_trace\x18\x14 \x01(\x01R\x12retrievalsPerTrace\x12@\n" +
+	"\x1dspan_price_per_million_micros\x18\x15 \x01(\x03R\x19spanPricePerMillionMicros\x12&\n" +
+	"\x0fspans_per_trace\x18\x16 \x01(\x01R\rspansPerTrace\x120\n" +
+	"\x14burn_rate_thresholds\x18\x17 \x03(\x01R\x12burnRateThresholds\x12\x10\n" +
+	"\x03uid\x18\x18 \x01(\tR\x03uid\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x19 \x01(\x03R\n" +
+	"generation\"C\n" +
 	"\x04Mode\x12\x14\n" +
 	"\x10MODE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fMODE_ENFORCE\x10\x01\x12\x13\n" +
-	"\x0fMODE_ALERT_ONLY\x10\x02\"\xc0\x01\n" +
+	"\x0fMODE_ALERT_ONLY\x10\x02\"\xd8\x01\n" +
+	"\fRulePriority\x12\x1d\n" +
+	"\n" +
+	"rule_names\x18\x01 \x03(\tR\truleNames\x12N\n" +
+	"\vrule_labels\x18\x02 \x03(\v2-.controlplane.v1.RulePriority.RuleLabelsEntryR\n" +
+	"ruleLabels\x12\x1a\n" +
+	"\bpriority\x18\x03 \x01(\x05R\bpriority\x1a=\n" +
+	"\x0fRuleLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc0\x01\n" +
 	"\vBudgetScope\x12#\n" +
 	"\rservice_names\x18\x01 \x03(\tR\fserviceNames\x12M\n" +
 	"\vrule_labels\x18\x02 \x03(\v2,.controlplane.v1.BudgetScope.RuleLabelsEntryR\n" +
@@ -2182,12 +3090,29 @@ const file_controlplane_v1_budget_proto_rawDesc = "" +
 	"\x04etag\x18\x02 \x01(\tR\x04etag\"\x16\n" +
 	"\x14DeleteBudgetResponse\",\n" +
 	"\x16GetBudgetStatusRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x8e\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xee\x03\n" +
 	"\tRuleSpend\x12\x1b\n" +
 	"\trule_name\x18\x01 \x01(\tR\bruleName\x12\x1a\n" +
 	"\brequests\x18\x02 \x01(\x03R\brequests\x12%\n" +
 	"\x0esampled_traces\x18\x03 \x01(\x03R\rsampledTraces\x12!\n" +
-	"\fspent_micros\x18\x04 \x01(\x03R\vspentMicros\"\xf8\x04\n" +
+	"\fspent_micros\x18\x04 \x01(\x03R\vspentMicros\x12\x1a\n" +
+	"\bpriority\x18\x05 \x01(\x05R\bpriority\x12*\n" +
+	"\x11fixed_rate_factor\x18\x06 \x01(\x01R\x0ffixedRateFactor\x12)\n" +
+	"\x10reservoir_factor\x18\a \x01(\x01R\x0freservoirFactor\x12=\n" +
+	"\x1breservoir_traces_per_second\x18\b \x01(\x01R\x18reservoirTracesPerSecond\x12+\n" +
+	"\x11forecast_requests\x18\t \x01(\x03R\x10forecastRequests\x12'\n" +
+	"\x0fforecast_micros\x18\n" +
+	" \x01(\x03R\x0eforecastMicros\x12<\n" +
+	"\x1aforecast_unenforced_micros\x18\v \x01(\x03R\x18forecastUnenforcedMicros\x12\x18\n" +
+	"\aplanned\x18\f \x01(\bR\aplanned\"\xa1\x02\n" +
+	"\x13ForecastExplanation\x12\x16\n" +
+	"\x06method\x18\x01 \x01(\tR\x06method\x12%\n" +
+	"\x0ehourly_profile\x18\x02 \x03(\x01R\rhourlyProfile\x12\x14\n" +
+	"\x05level\x18\x03 \x01(\x01R\x05level\x12\"\n" +
+	"\rtrend_per_day\x18\x04 \x01(\x01R\vtrendPerDay\x120\n" +
+	"\x14current_request_rate\x18\x05 \x01(\x01R\x12currentRequestRate\x122\n" +
+	"\x15expected_request_rate\x18\x06 \x01(\x01R\x13expectedRequestRate\x12+\n" +
+	"\x11forecast_requests\x18\a \x01(\x03R\x10forecastRequests\"\xf1\a\n" +
 	"\fBudgetStatus\x12\x1f\n" +
 	"\vbudget_name\x18\x01 \x01(\tR\n" +
 	"budgetName\x12D\n" +
@@ -2207,9 +3132,44 @@ const file_controlplane_v1_budget_proto_rawDesc = "" +
 	"\texhausted\x18\f \x01(\bR\texhausted\x120\n" +
 	"\x05rules\x18\r \x03(\v2\x1a.controlplane.v1.RuleSpendR\x05rules\x12?\n" +
 	"\rcomputed_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\fcomputedTime\x12#\n" +
-	"\rcurrency_code\x18\x0f \x01(\tR\fcurrencyCode\"P\n" +
+	"\rcurrency_code\x18\x0f \x01(\tR\fcurrencyCode\x12W\n" +
+	"\x14forecast_explanation\x18\x10 \x01(\v2$.controlplane.v1.ForecastExplanationR\x13forecastExplanation\x12<\n" +
+	"\x1aforecast_unenforced_micros\x18\x11 \x01(\x03R\x18forecastUnenforcedMicros\x12:\n" +
+	"\x19forecast_unenforced_ratio\x18\x12 \x01(\x01R\x17forecastUnenforcedRatio\x126\n" +
+	"\x17coverage_reserve_traces\x18\x13 \x01(\x03R\x15coverageReserveTraces\x12\x1b\n" +
+	"\tburn_rate\x18\x14 \x01(\x01R\bburnRate\x121\n" +
+	"\x14enforcement_episodes\x18\x15 \x01(\x05R\x13enforcementEpisodes\x12\x1c\n" +
+	"\tenforcing\x18\x16 \x01(\bR\tenforcing\"P\n" +
 	"\x17GetBudgetStatusResponse\x125\n" +
-	"\x06status\x18\x01 \x01(\v2\x1d.controlplane.v1.BudgetStatusR\x06status\"\xb3\x04\n" +
+	"\x06status\x18\x01 \x01(\v2\x1d.controlplane.v1.BudgetStatusR\x06status\"h\n" +
+	"\x17GetBudgetHistoryRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
+	"\n" +
+	"month_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tmonthTime\"\xb0\x04\n" +
+	"\n" +
+	"BudgetHour\x12\x12\n" +
+	"\x04hour\x18\x01 \x01(\x05R\x04hour\x129\n" +
+	"\n" +
+	"start_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12\x1a\n" +
+	"\brequests\x18\x03 \x01(\x03R\brequests\x12%\n" +
+	"\x0esampled_traces\x18\x04 \x01(\x03R\rsampledTraces\x12!\n" +
+	"\fspent_micros\x18\x05 \x01(\x03R\vspentMicros\x126\n" +
+	"\x17cumulative_spent_micros\x18\x06 \x01(\x03R\x15cumulativeSpentMicros\x12\x18\n" +
+	"\adecided\x18\a \x01(\bR\adecided\x12?\n" +
+	"\rcomputed_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\fcomputedTime\x12'\n" +
+	"\x0fforecast_micros\x18\t \x01(\x03R\x0eforecastMicros\x12<\n" +
+	"\x1aforecast_unenforced_micros\x18\n" +
+	" \x01(\x03R\x18forecastUnenforcedMicros\x12*\n" +
+	"\x11fixed_rate_factor\x18\v \x01(\x01R\x0ffixedRateFactor\x12)\n" +
+	"\x10reservoir_factor\x18\f \x01(\x01R\x0freservoirFactor\x12\x1c\n" +
+	"\texhausted\x18\r \x01(\bR\texhausted\"\x8d\x02\n" +
+	"\x18GetBudgetHistoryResponse\x12\x1f\n" +
+	"\vbudget_name\x18\x01 \x01(\tR\n" +
+	"budgetName\x12D\n" +
+	"\x10month_start_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x0emonthStartTime\x12#\n" +
+	"\rcurrency_code\x18\x03 \x01(\tR\fcurrencyCode\x122\n" +
+	"\x15monthly_amount_micros\x18\x04 \x01(\x03R\x13monthlyAmountMicros\x121\n" +
+	"\x05hours\x18\x05 \x03(\v2\x1b.controlplane.v1.BudgetHourR\x05hours\"\x9c\x05\n" +
 	"\x05Alert\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vbudget_name\x18\x02 \x01(\tR\n" +
@@ -2224,13 +3184,18 @@ const file_controlplane_v1_budget_proto_rawDesc = "" +
 	"cap_micros\x18\t \x01(\x03R\tcapMicros\x12#\n" +
 	"\rcurrency_code\x18\n" +
 	" \x01(\tR\fcurrencyCode\x12\x18\n" +
-	"\amessage\x18\v \x01(\tR\amessage\"\x80\x01\n" +
+	"\amessage\x18\v \x01(\tR\amessage\x12\x1d\n" +
+	"\n" +
+	"budget_uid\x18\f \x01(\tR\tbudgetUid\x12\x18\n" +
+	"\aepisode\x18\r \x01(\tR\aepisode\"\xb0\x01\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14KIND_SPEND_THRESHOLD\x10\x01\x12\x16\n" +
 	"\x12KIND_FORECAST_OVER\x10\x02\x12\x1c\n" +
 	"\x18KIND_ENFORCEMENT_STARTED\x10\x03\x12\x12\n" +
-	"\x0eKIND_EXHAUSTED\x10\x04\"p\n" +
+	"\x0eKIND_EXHAUSTED\x10\x04\x12\x1a\n" +
+	"\x16KIND_ENFORCEMENT_ENDED\x10\x05\x12\x12\n" +
+	"\x0eKIND_BURN_RATE\x10\x06\"p\n" +
 	"\x11ListAlertsRequest\x12\x1f\n" +
 	"\vbudget_name\x18\x01 \x01(\tR\n" +
 	"budgetName\x12\x1b\n" +
@@ -2247,16 +3212,22 @@ const file_controlplane_v1_budget_proto_rawDesc = "" +
 	"\vfrom_oldest\x18\x03 \x01(\bR\n" +
 	"fromOldest\"C\n" +
 	"\x13WatchAlertsResponse\x12,\n" +
-	"\x05alert\x18\x01 \x01(\v2\x16.controlplane.v1.AlertR\x05alert\"\xf8\x01\n" +
+	"\x05alert\x18\x01 \x01(\v2\x16.controlplane.v1.AlertR\x05alert\"\x9f\x03\n" +
 	"\fTrafficShape\x12(\n" +
 	"\x10requests_per_day\x18\x01 \x01(\x01R\x0erequestsPerDay\x12\x12\n" +
 	"\x04days\x18\x02 \x01(\x05R\x04days\x12\x1f\n" +
 	"\vdaily_swing\x18\x03 \x01(\x01R\n" +
 	"dailySwing\x12K\n" +
 	"\n" +
-	"spike_days\x18\x04 \x03(\v2,.controlplane.v1.TrafficShape.SpikeDaysEntryR\tspikeDays\x1a<\n" +
+	"spike_days\x18\x04 \x03(\v2,.controlplane.v1.TrafficShape.SpikeDaysEntryR\tspikeDays\x12\x16\n" +
+	"\x06growth\x18\x05 \x01(\x01R\x06growth\x12N\n" +
+	"\vrule_shares\x18\x06 \x03(\v2-.controlplane.v1.TrafficShape.RuleSharesEntryR\n" +
+	"ruleShares\x1a<\n" +
 	"\x0eSpikeDaysEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x05R\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1a=\n" +
+	"\x0fRuleSharesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xac\x01\n" +
 	"\x13SimulateCostRequest\x12+\n" +
 	"\x05rules\x18\x01 \x03(\v2\x15.controlplane.v1.RuleR\x05rules\x127\n" +
@@ -2268,7 +3239,7 @@ const file_controlplane_v1_budget_proto_rawDesc = "" +
 	"\tfire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bfireTime\x12!\n" +
 	"\fspent_micros\x18\x04 \x01(\x03R\vspentMicros\x12'\n" +
 	"\x0fforecast_micros\x18\x05 \x01(\x03R\x0eforecastMicros\x12\x18\n" +
-	"\amessage\x18\x06 \x01(\tR\amessage\"\xf1\x02\n" +
+	"\amessage\x18\x06 \x01(\tR\amessage\"\xa7\x03\n" +
 	"\rBudgetOutcome\x122\n" +
 	"\x15monthly_amount_micros\x18\x01 \x01(\x03R\x13monthlyAmountMicros\x12!\n" +
 	"\fspent_micros\x18\x02 \x01(\x03R\vspentMicros\x12\x1f\n" +
@@ -2278,7 +3249,16 @@ const file_controlplane_v1_budget_proto_rawDesc = "" +
 	"\x15min_fixed_rate_factor\x18\x05 \x01(\x01R\x12minFixedRateFactor\x120\n" +
 	"\x14min_reservoir_factor\x18\x06 \x01(\x01R\x12minReservoirFactor\x12\x1c\n" +
 	"\texhausted\x18\a \x01(\bR\texhausted\x127\n" +
-	"\x06alerts\x18\b \x03(\v2\x1f.controlplane.v1.SimulatedAlertR\x06alerts\"\xe8\x02\n" +
+	"\x06alerts\x18\b \x03(\v2\x1f.controlplane.v1.SimulatedAlertR\x06alerts\x124\n" +
+	"\x05rules\x18\t \x03(\v2\x1e.controlplane.v1.SimulatedRuleR\x05rules\"\xa5\x02\n" +
+	"\rSimulatedRule\x12\x1b\n" +
+	"\trule_name\x18\x01 \x01(\tR\bruleName\x12\x1a\n" +
+	"\bpriority\x18\x02 \x01(\x05R\bpriority\x12\x16\n" +
+	"\x06traces\x18\x03 \x01(\x03R\x06traces\x12+\n" +
+	"\x11unenforced_traces\x18\x04 \x01(\x03R\x10unenforcedTraces\x121\n" +
+	"\x15min_fixed_rate_factor\x18\x05 \x01(\x01R\x12minFixedRateFactor\x121\n" +
+	"\x15max_fixed_rate_factor\x18\x06 \x01(\x01R\x12maxFixedRateFactor\x120\n" +
+	"\x14min_reservoir_factor\x18\a \x01(\x01R\x12minReservoirFactor\"\xa8\x03\n" +
 	"\x14SimulateCostResponse\x12\x1a\n" +
 	"\brequests\x18\x01 \x01(\x03R\brequests\x12\x16\n" +
 	"\x06traces\x18\x02 \x01(\x03R\x06traces\x12$\n" +
@@ -2289,14 +3269,16 @@ const file_controlplane_v1_budget_proto_rawDesc = "" +
 	"\x0ebudget_outcome\x18\x06 \x01(\v2\x1e.controlplane.v1.BudgetOutcomeR\rbudgetOutcome\x12#\n" +
 	"\rcurrency_code\x18\a \x01(\tR\fcurrencyCode\x129\n" +
 	"\n" +
-	"start_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime2\xca\x06\n" +
+	"start_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12>\n" +
+	"\x1bcontroller_interval_seconds\x18\t \x01(\x05R\x19controllerIntervalSeconds2\xb3\a\n" +
 	"\rBudgetService\x12[\n" +
 	"\fCreateBudget\x12$.controlplane.v1.CreateBudgetRequest\x1a%.controlplane.v1.CreateBudgetResponse\x12R\n" +
 	"\tGetBudget\x12!.controlplane.v1.GetBudgetRequest\x1a\".controlplane.v1.GetBudgetResponse\x12X\n" +
 	"\vListBudgets\x12#.controlplane.v1.ListBudgetsRequest\x1a$.controlplane.v1.ListBudgetsResponse\x12[\n" +
 	"\fUpdateBudget\x12$.controlplane.v1.UpdateBudgetRequest\x1a%.controlplane.v1.UpdateBudgetResponse\x12[\n" +
 	"\fDeleteBudget\x12$.controlplane.v1.DeleteBudgetRequest\x1a%.controlplane.v1.DeleteBudgetResponse\x12d\n" +
-	"\x0fGetBudgetStatus\x12'.controlplane.v1.GetBudgetStatusRequest\x1a(.controlplane.v1.GetBudgetStatusResponse\x12U\n" +
+	"\x0fGetBudgetStatus\x12'.controlplane.v1.GetBudgetStatusRequest\x1a(.controlplane.v1.GetBudgetStatusResponse\x12g\n" +
+	"\x10GetBudgetHistory\x12(.controlplane.v1.GetBudgetHistoryRequest\x1a).controlplane.v1.GetBudgetHistoryResponse\x12U\n" +
 	"\n" +
 	"ListAlerts\x12\".controlplane.v1.ListAlertsRequest\x1a#.controlplane.v1.ListAlertsResponse\x12Z\n" +
 	"\vWatchAlerts\x12#.controlplane.v1.WatchAlertsRequest\x1a$.controlplane.v1.WatchAlertsResponse0\x01\x12[\n" +
@@ -2315,98 +3297,118 @@ func file_controlplane_v1_budget_proto_rawDescGZIP() []byte {
 }
 
 var file_controlplane_v1_budget_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_controlplane_v1_budget_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_controlplane_v1_budget_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_controlplane_v1_budget_proto_goTypes = []any{
-	(Budget_Mode)(0),                // 0: controlplane.v1.Budget.Mode
-	(Alert_Kind)(0),                 // 1: controlplane.v1.Alert.Kind
-	(*Budget)(nil),                  // 2: controlplane.v1.Budget
-	(*BudgetScope)(nil),             // 3: controlplane.v1.BudgetScope
-	(*NotificationChannel)(nil),     // 4: controlplane.v1.NotificationChannel
-	(*CreateBudgetRequest)(nil),     // 5: controlplane.v1.CreateBudgetRequest
-	(*CreateBudgetResponse)(nil),    // 6: controlplane.v1.CreateBudgetResponse
-	(*GetBudgetRequest)(nil),        // 7: controlplane.v1.GetBudgetRequest
-	(*GetBudgetResponse)(nil),       // 8: controlplane.v1.GetBudgetResponse
-	(*ListBudgetsRequest)(nil),      // 9: controlplane.v1.ListBudgetsRequest
-	(*ListBudgetsResponse)(nil),     // 10: controlplane.v1.ListBudgetsResponse
-	(*UpdateBudgetRequest)(nil),     // 11: controlplane.v1.UpdateBudgetRequest
-	(*UpdateBudgetResponse)(nil),    // 12: controlplane.v1.UpdateBudgetResponse
-	(*DeleteBudgetRequest)(nil),     // 13: controlplane.v1.DeleteBudgetRequest
-	(*DeleteBudgetResponse)(nil),    // 14: controlplane.v1.DeleteBudgetResponse
-	(*GetBudgetStatusRequest)(nil),  // 15: controlplane.v1.GetBudgetStatusRequest
-	(*RuleSpend)(nil),               // 16: controlplane.v1.RuleSpend
-	(*BudgetStatus)(nil),            // 17: controlplane.v1.BudgetStatus
-	(*GetBudgetStatusResponse)(nil), // 18: controlplane.v1.GetBudgetStatusResponse
-	(*Alert)(nil),                   // 19: controlplane.v1.Alert
-	(*ListAlertsRequest)(nil),       // 20: controlplane.v1.ListAlertsRequest
-	(*ListAlertsResponse)(nil),      // 21: controlplane.v1.ListAlertsResponse
-	(*WatchAlertsRequest)(nil),      // 22: controlplane.v1.WatchAlertsRequest
-	(*WatchAlertsResponse)(nil),     // 23: controlplane.v1.WatchAlertsResponse
-	(*TrafficShape)(nil),            // 24: controlplane.v1.TrafficShape
-	(*SimulateCostRequest)(nil),     // 25: controlplane.v1.SimulateCostRequest
-	(*SimulatedAlert)(nil),          // 26: controlplane.v1.SimulatedAlert
-	(*BudgetOutcome)(nil),           // 27: controlplane.v1.BudgetOutcome
-	(*SimulateCostResponse)(nil),    // 28: controlplane.v1.SimulateCostResponse
-	nil,                             // 29: controlplane.v1.BudgetScope.RuleLabelsEntry
-	nil,                             // 30: controlplane.v1.TrafficShape.SpikeDaysEntry
-	(*timestamppb.Timestamp)(nil),   // 31: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),   // 32: google.protobuf.FieldMask
-	(*Rule)(nil),                    // 33: controlplane.v1.Rule
+	(Budget_Mode)(0),                 // 0: controlplane.v1.Budget.Mode
+	(Alert_Kind)(0),                  // 1: controlplane.v1.Alert.Kind
+	(*Budget)(nil),                   // 2: controlplane.v1.Budget
+	(*RulePriority)(nil),             // 3: controlplane.v1.RulePriority
+	(*BudgetScope)(nil),              // 4: controlplane.v1.BudgetScope
+	(*NotificationChannel)(nil),      // 5: controlplane.v1.NotificationChannel
+	(*CreateBudgetRequest)(nil),      // 6: controlplane.v1.CreateBudgetRequest
+	(*CreateBudgetResponse)(nil),     // 7: controlplane.v1.CreateBudgetResponse
+	(*GetBudgetRequest)(nil),         // 8: controlplane.v1.GetBudgetRequest
+	(*GetBudgetResponse)(nil),        // 9: controlplane.v1.GetBudgetResponse
+	(*ListBudgetsRequest)(nil),       // 10: controlplane.v1.ListBudgetsRequest
+	(*ListBudgetsResponse)(nil),      // 11: controlplane.v1.ListBudgetsResponse
+	(*UpdateBudgetRequest)(nil),      // 12: controlplane.v1.UpdateBudgetRequest
+	(*UpdateBudgetResponse)(nil),     // 13: controlplane.v1.UpdateBudgetResponse
+	(*DeleteBudgetRequest)(nil),      // 14: controlplane.v1.DeleteBudgetRequest
+	(*DeleteBudgetResponse)(nil),     // 15: controlplane.v1.DeleteBudgetResponse
+	(*GetBudgetStatusRequest)(nil),   // 16: controlplane.v1.GetBudgetStatusRequest
+	(*RuleSpend)(nil),                // 17: controlplane.v1.RuleSpend
+	(*ForecastExplanation)(nil),      // 18: controlplane.v1.ForecastExplanation
+	(*BudgetStatus)(nil),             // 19: controlplane.v1.BudgetStatus
+	(*GetBudgetStatusResponse)(nil),  // 20: controlplane.v1.GetBudgetStatusResponse
+	(*GetBudgetHistoryRequest)(nil),  // 21: controlplane.v1.GetBudgetHistoryRequest
+	(*BudgetHour)(nil),               // 22: controlplane.v1.BudgetHour
+	(*GetBudgetHistoryResponse)(nil), // 23: controlplane.v1.GetBudgetHistoryResponse
+	(*Alert)(nil),                    // 24: controlplane.v1.Alert
+	(*ListAlertsRequest)(nil),        // 25: controlplane.v1.ListAlertsRequest
+	(*ListAlertsResponse)(nil),       // 26: controlplane.v1.ListAlertsResponse
+	(*WatchAlertsRequest)(nil),       // 27: controlplane.v1.WatchAlertsRequest
+	(*WatchAlertsResponse)(nil),      // 28: controlplane.v1.WatchAlertsResponse
+	(*TrafficShape)(nil),             // 29: controlplane.v1.TrafficShape
+	(*SimulateCostRequest)(nil),      // 30: controlplane.v1.SimulateCostRequest
+	(*SimulatedAlert)(nil),           // 31: controlplane.v1.SimulatedAlert
+	(*BudgetOutcome)(nil),            // 32: controlplane.v1.BudgetOutcome
+	(*SimulatedRule)(nil),            // 33: controlplane.v1.SimulatedRule
+	(*SimulateCostResponse)(nil),     // 34: controlplane.v1.SimulateCostResponse
+	nil,                              // 35: controlplane.v1.RulePriority.RuleLabelsEntry
+	nil,                              // 36: controlplane.v1.BudgetScope.RuleLabelsEntry
+	nil,                              // 37: controlplane.v1.TrafficShape.SpikeDaysEntry
+	nil,                              // 38: controlplane.v1.TrafficShape.RuleSharesEntry
+	(*timestamppb.Timestamp)(nil),    // 39: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),    // 40: google.protobuf.FieldMask
+	(*Rule)(nil),                     // 41: controlplane.v1.Rule
 }
 var file_controlplane_v1_budget_proto_depIdxs = []int32{
-	3,  // 0: controlplane.v1.Budget.scope:type_name -> controlplane.v1.BudgetScope
+	4,  // 0: controlplane.v1.Budget.scope:type_name -> controlplane.v1.BudgetScope
 	0,  // 1: controlplane.v1.Budget.mode:type_name -> controlplane.v1.Budget.Mode
-	4,  // 2: controlplane.v1.Budget.channels:type_name -> controlplane.v1.NotificationChannel
-	31, // 3: controlplane.v1.Budget.create_time:type_name -> google.protobuf.Timestamp
-	31, // 4: controlplane.v1.Budget.update_time:type_name -> google.protobuf.Timestamp
-	29, // 5: controlplane.v1.BudgetScope.rule_labels:type_name -> controlplane.v1.BudgetScope.RuleLabelsEntry
-	2,  // 6: controlplane.v1.CreateBudgetRequest.budget:type_name -> controlplane.v1.Budget
-	2,  // 7: controlplane.v1.CreateBudgetResponse.budget:type_name -> controlplane.v1.Budget
-	2,  // 8: controlplane.v1.GetBudgetResponse.budget:type_name -> controlplane.v1.Budget
-	2,  // 9: controlplane.v1.ListBudgetsResponse.budgets:type_name -> controlplane.v1.Budget
-	2,  // 10: controlplane.v1.UpdateBudgetRequest.budget:type_name -> controlplane.v1.Budget
-	32, // 11: controlplane.v1.UpdateBudgetRequest.update_mask:type_name -> google.protobuf.FieldMask
-	2,  // 12: controlplane.v1.UpdateBudgetResponse.budget:type_name -> controlplane.v1.Budget
-	31, // 13: controlplane.v1.BudgetStatus.month_start_time:type_name -> google.protobuf.Timestamp
-	16, // 14: controlplane.v1.BudgetStatus.rules:type_name -> controlplane.v1.RuleSpend
-	31, // 15: controlplane.v1.BudgetStatus.computed_time:type_name -> google.protobuf.Timestamp
-	17, // 16: controlplane.v1.GetBudgetStatusResponse.status:type_name -> controlplane.v1.BudgetStatus
-	1,  // 17: controlplane.v1.Alert.kind:type_name -> controlplane.v1.Alert.Kind
-	31, // 18: controlplane.v1.Alert.fire_time:type_name -> google.protobuf.Timestamp
-	31, // 19: controlplane.v1.Alert.month_start_time:type_name -> google.protobuf.Timestamp
-	19, // 20: controlplane.v1.ListAlertsResponse.alerts:type_name -> controlplane.v1.Alert
-	19, // 21: controlplane.v1.WatchAlertsResponse.alert:type_name -> controlplane.v1.Alert
-	30, // 22: controlplane.v1.TrafficShape.spike_days:type_name -> controlplane.v1.TrafficShape.SpikeDaysEntry
-	33, // 23: controlplane.v1.SimulateCostRequest.rules:type_name -> controlplane.v1.Rule
-	24, // 24: controlplane.v1.SimulateCostRequest.traffic:type_name -> controlplane.v1.TrafficShape
-	2,  // 25: controlplane.v1.SimulateCostRequest.budget:type_name -> controlplane.v1.Budget
-	1,  // 26: controlplane.v1.SimulatedAlert.kind:type_name -> controlplane.v1.Alert.Kind
-	31, // 27: controlplane.v1.SimulatedAlert.fire_time:type_name -> google.protobuf.Timestamp
-	26, // 28: controlplane.v1.BudgetOutcome.alerts:type_name -> controlplane.v1.SimulatedAlert
-	27, // 29: controlplane.v1.SimulateCostResponse.budget_outcome:type_name -> controlplane.v1.BudgetOutcome
-	31, // 30: controlplane.v1.SimulateCostResponse.start_time:type_name -> google.protobuf.Timestamp
-	5,  // 31: controlplane.v1.BudgetService.CreateBudget:input_type -> controlplane.v1.CreateBudgetRequest
-	7,  // 32: controlplane.v1.BudgetService.GetBudget:input_type -> controlplane.v1.GetBudgetRequest
-	9,  // 33: controlplane.v1.BudgetService.ListBudgets:input_type -> controlplane.v1.ListBudgetsRequest
-	11, // 34: controlplane.v1.BudgetService.UpdateBudget:input_type -> controlplane.v1.UpdateBudgetRequest
-	13, // 35: controlplane.v1.BudgetService.DeleteBudget:input_type -> controlplane.v1.DeleteBudgetRequest
-	15, // 36: controlplane.v1.BudgetService.GetBudgetStatus:input_type -> controlplane.v1.GetBudgetStatusRequest
-	20, // 37: controlplane.v1.BudgetService.ListAlerts:input_type -> controlplane.v1.ListAlertsRequest
-	22, // 38: controlplane.v1.BudgetService.WatchAlerts:input_type -> controlplane.v1.WatchAlertsRequest
-	25, // 39: controlplane.v1.BudgetService.SimulateCost:input_type -> controlplane.v1.SimulateCostRequest
-	6,  // 40: controlplane.v1.BudgetService.CreateBudget:output_type -> controlplane.v1.CreateBudgetResponse
-	8,  // 41: controlplane.v1.BudgetService.GetBudget:output_type -> controlplane.v1.GetBudgetResponse
-	10, // 42: controlplane.v1.BudgetService.ListBudgets:output_type -> controlplane.v1.ListBudgetsResponse
-	12, // 43: controlplane.v1.BudgetService.UpdateBudget:output_type -> controlplane.v1.UpdateBudgetResponse
-	14, // 44: controlplane.v1.BudgetService.DeleteBudget:output_type -> controlplane.v1.DeleteBudgetResponse
-	18, // 45: controlplane.v1.BudgetService.GetBudgetStatus:output_type -> controlplane.v1.GetBudgetStatusResponse
-	21, // 46: controlplane.v1.BudgetService.ListAlerts:output_type -> controlplane.v1.ListAlertsResponse
-	23, // 47: controlplane.v1.BudgetService.WatchAlerts:output_type -> controlplane.v1.WatchAlertsResponse
-	28, // 48: controlplane.v1.BudgetService.SimulateCost:output_type -> controlplane.v1.SimulateCostResponse
-	40, // [40:49] is the sub-list for method output_type
-	31, // [31:40] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	5,  // 2: controlplane.v1.Budget.channels:type_name -> controlplane.v1.NotificationChannel
+	39, // 3: controlplane.v1.Budget.create_time:type_name -> google.protobuf.Timestamp
+	39, // 4: controlplane.v1.Budget.update_time:type_name -> google.protobuf.Timestamp
+	3,  // 5: controlplane.v1.Budget.rule_priorities:type_name -> controlplane.v1.RulePriority
+	35, // 6: controlplane.v1.RulePriority.rule_labels:type_name -> controlplane.v1.RulePriority.RuleLabelsEntry
+	36, // 7: controlplane.v1.BudgetScope.rule_labels:type_name -> controlplane.v1.BudgetScope.RuleLabelsEntry
+	2,  // 8: controlplane.v1.CreateBudgetRequest.budget:type_name -> controlplane.v1.Budget
+	2,  // 9: controlplane.v1.CreateBudgetResponse.budget:type_name -> controlplane.v1.Budget
+	2,  // 10: controlplane.v1.GetBudgetResponse.budget:type_name -> controlplane.v1.Budget
+	2,  // 11: controlplane.v1.ListBudgetsResponse.budgets:type_name -> controlplane.v1.Budget
+	2,  // 12: controlplane.v1.UpdateBudgetRequest.budget:type_name -> controlplane.v1.Budget
+	40, // 13: controlplane.v1.UpdateBudgetRequest.update_mask:type_name -> google.protobuf.FieldMask
+	2,  // 14: controlplane.v1.UpdateBudgetResponse.budget:type_name -> controlplane.v1.Budget
+	39, // 15: controlplane.v1.BudgetStatus.month_start_time:type_name -> google.protobuf.Timestamp
+	17, // 16: controlplane.v1.BudgetStatus.rules:type_name -> controlplane.v1.RuleSpend
+	39, // 17: controlplane.v1.BudgetStatus.computed_time:type_name -> google.protobuf.Timestamp
+	18, // 18: controlplane.v1.BudgetStatus.forecast_explanation:type_name -> controlplane.v1.ForecastExplanation
+	19, // 19: controlplane.v1.GetBudgetStatusResponse.status:type_name -> controlplane.v1.BudgetStatus
+	39, // 20: controlplane.v1.GetBudgetHistoryRequest.month_time:type_name -> google.protobuf.Timestamp
+	39, // 21: controlplane.v1.BudgetHour.start_time:type_name -> google.protobuf.Timestamp
+	39, // 22: controlplane.v1.BudgetHour.computed_time:type_name -> google.protobuf.Timestamp
+	39, // 23: controlplane.v1.GetBudgetHistoryResponse.month_start_time:type_name -> google.protobuf.Timestamp
+	22, // 24: controlplane.v1.GetBudgetHistoryResponse.hours:type_name -> controlplane.v1.BudgetHour
+	1,  // 25: controlplane.v1.Alert.kind:type_name -> controlplane.v1.Alert.Kind
+	39, // 26: controlplane.v1.Alert.fire_time:type_name -> google.protobuf.Timestamp
+	39, // 27: controlplane.v1.Alert.month_start_time:type_name -> google.protobuf.Timestamp
+	24, // 28: controlplane.v1.ListAlertsResponse.alerts:type_name -> controlplane.v1.Alert
+	24, // 29: controlplane.v1.WatchAlertsResponse.alert:type_name -> controlplane.v1.Alert
+	37, // 30: controlplane.v1.TrafficShape.spike_days:type_name -> controlplane.v1.TrafficShape.SpikeDaysEntry
+	38, // 31: controlplane.v1.TrafficShape.rule_shares:type_name -> controlplane.v1.TrafficShape.RuleSharesEntry
+	41, // 32: controlplane.v1.SimulateCostRequest.rules:type_name -> controlplane.v1.Rule
+	29, // 33: controlplane.v1.SimulateCostRequest.traffic:type_name -> controlplane.v1.TrafficShape
+	2,  // 34: controlplane.v1.SimulateCostRequest.budget:type_name -> controlplane.v1.Budget
+	1,  // 35: controlplane.v1.SimulatedAlert.kind:type_name -> controlplane.v1.Alert.Kind
+	39, // 36: controlplane.v1.SimulatedAlert.fire_time:type_name -> google.protobuf.Timestamp
+	31, // 37: controlplane.v1.BudgetOutcome.alerts:type_name -> controlplane.v1.SimulatedAlert
+	33, // 38: controlplane.v1.BudgetOutcome.rules:type_name -> controlplane.v1.SimulatedRule
+	32, // 39: controlplane.v1.SimulateCostResponse.budget_outcome:type_name -> controlplane.v1.BudgetOutcome
+	39, // 40: controlplane.v1.SimulateCostResponse.start_time:type_name -> google.protobuf.Timestamp
+	6,  // 41: controlplane.v1.BudgetService.CreateBudget:input_type -> controlplane.v1.CreateBudgetRequest
+	8,  // 42: controlplane.v1.BudgetService.GetBudget:input_type -> controlplane.v1.GetBudgetRequest
+	10, // 43: controlplane.v1.BudgetService.ListBudgets:input_type -> controlplane.v1.ListBudgetsRequest
+	12, // 44: controlplane.v1.BudgetService.UpdateBudget:input_type -> controlplane.v1.UpdateBudgetRequest
+	14, // 45: controlplane.v1.BudgetService.DeleteBudget:input_type -> controlplane.v1.DeleteBudgetRequest
+	16, // 46: controlplane.v1.BudgetService.GetBudgetStatus:input_type -> controlplane.v1.GetBudgetStatusRequest
+	21, // 47: controlplane.v1.BudgetService.GetBudgetHistory:input_type -> controlplane.v1.GetBudgetHistoryRequest
+	25, // 48: controlplane.v1.BudgetService.ListAlerts:input_type -> controlplane.v1.ListAlertsRequest
+	27, // 49: controlplane.v1.BudgetService.WatchAlerts:input_type -> controlplane.v1.WatchAlertsRequest
+	30, // 50: controlplane.v1.BudgetService.SimulateCost:input_type -> controlplane.v1.SimulateCostRequest
+	7,  // 51: controlplane.v1.BudgetService.CreateBudget:output_type -> controlplane.v1.CreateBudgetResponse
+	9,  // 52: controlplane.v1.BudgetService.GetBudget:output_type -> controlplane.v1.GetBudgetResponse
+	11, // 53: controlplane.v1.BudgetService.ListBudgets:output_type -> controlplane.v1.ListBudgetsResponse
+	13, // 54: controlplane.v1.BudgetService.UpdateBudget:output_type -> controlplane.v1.UpdateBudgetResponse
+	15, // 55: controlplane.v1.BudgetService.DeleteBudget:output_type -> controlplane.v1.DeleteBudgetResponse
+	20, // 56: controlplane.v1.BudgetService.GetBudgetStatus:output_type -> controlplane.v1.GetBudgetStatusResponse
+	23, // 57: controlplane.v1.BudgetService.GetBudgetHistory:output_type -> controlplane.v1.GetBudgetHistoryResponse
+	26, // 58: controlplane.v1.BudgetService.ListAlerts:output_type -> controlplane.v1.ListAlertsResponse
+	28, // 59: controlplane.v1.BudgetService.WatchAlerts:output_type -> controlplane.v1.WatchAlertsResponse
+	34, // 60: controlplane.v1.BudgetService.SimulateCost:output_type -> controlplane.v1.SimulateCostResponse
+	51, // [51:61] is the sub-list for method output_type
+	41, // [41:51] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_controlplane_v1_budget_proto_init() }
@@ -2421,7 +3423,7 @@ func file_controlplane_v1_budget_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlplane_v1_budget_proto_rawDesc), len(file_controlplane_v1_budget_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   29,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,15 +19,16 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	BudgetService_CreateBudget_FullMethodName    = "/controlplane.v1.BudgetService/CreateBudget"
-	BudgetService_GetBudget_FullMethodName       = "/controlplane.v1.BudgetService/GetBudget"
-	BudgetService_ListBudgets_FullMethodName     = "/controlplane.v1.BudgetService/ListBudgets"
-	BudgetService_UpdateBudget_FullMethodName    = "/controlplane.v1.BudgetService/UpdateBudget"
-	BudgetService_DeleteBudget_FullMethodName    = "/controlplane.v1.BudgetService/DeleteBudget"
-	BudgetService_GetBudgetStatus_FullMethodName = "/controlplane.v1.BudgetService/GetBudgetStatus"
-	BudgetService_ListAlerts_FullMethodName      = "/controlplane.v1.BudgetService/ListAlerts"
-	BudgetService_WatchAlerts_FullMethodName     = "/controlplane.v1.BudgetService/WatchAlerts"
-	BudgetService_SimulateCost_FullMethodName    = "/controlplane.v1.BudgetService/SimulateCost"
+	BudgetService_CreateBudget_FullMethodName     = "/controlplane.v1.BudgetService/CreateBudget"
+	BudgetService_GetBudget_FullMethodName        = "/controlplane.v1.BudgetService/GetBudget"
+	BudgetService_ListBudgets_FullMethodName      = "/controlplane.v1.BudgetService/ListBudgets"
+	BudgetService_UpdateBudget_FullMethodName     = "/controlplane.v1.BudgetService/UpdateBudget"
+	BudgetService_DeleteBudget_FullMethodName     = "/controlplane.v1.BudgetService/DeleteBudget"
+	BudgetService_GetBudgetStatus_FullMethodName  = "/controlplane.v1.BudgetService/GetBudgetStatus"
+	BudgetService_GetBudgetHistory_FullMethodName = "/controlplane.v1.BudgetService/GetBudgetHistory"
+	BudgetService_ListAlerts_FullMethodName       = "/controlplane.v1.BudgetService/ListAlerts"
+	BudgetService_WatchAlerts_FullMethodName      = "/controlplane.v1.BudgetService/WatchAlerts"
+	BudgetService_SimulateCost_FullMethodName     = "/controlplane.v1.BudgetService/SimulateCost"
 )
 
 // BudgetServiceClient is the client API for BudgetService service.
@@ -78,9 +79,15 @@ type BudgetServiceClient interface {
 	// own rates.
 	DeleteBudget(ctx context.Context, in *DeleteBudgetRequest, opts ...grpc.CallOption) (*DeleteBudgetResponse, error)
 	// GetBudgetStatus returns where a budget stands this month: spend so far,
-	// the forecast at month end, the enforcement factors in force, and the
-	// spend of each rule.
+	// the forecast at month end and how it was made, the enforcement factors
+	// in force, and the spend and plan of each rule.
 	GetBudgetStatus(ctx context.Context, in *GetBudgetStatusRequest, opts ...grpc.CallOption) (*GetBudgetStatusResponse, error)
+	// GetBudgetHistory returns a budget's month hour by hour, for a burn-down
+	// chart: the requests, traces and spend of each hour from the usage
+	// record, and the last decision the controller made in it (forecasts and
+	// factors). At most one month, 744 hours; months are kept 70 days after
+	// they end.
+	GetBudgetHistory(ctx context.Context, in *GetBudgetHistoryRequest, opts ...grpc.CallOption) (*GetBudgetHistoryResponse, error)
 	// ListAlerts returns the alerts that fired, newest first, in pages.
 	ListAlerts(ctx context.Context, in *ListAlertsRequest, opts ...grpc.CallOption) (*ListAlertsResponse, error)
 	// WatchAlerts streams alerts as they fire, on whichever replica; with
@@ -89,10 +96,12 @@ type BudgetServiceClient interface {
 	// SimulateCost answers "what do these rules cost under this traffic?",
 	// optionally under a budget, by running the real forecast and enforcement
 	// over a simulated month. Its work is bounded: at most 100 rules and 62
-	// days, and with a budget, days x 1440 steps x (rules + 75 for the
-	// controller) at most 7812000 (a 31-day month of 100 rules), or
-	// INVALID_ARGUMENT on traffic.days. A replica runs a few at once (half its
-	// cores); past that, RESOURCE_EXHAUSTED with a RetryInfo.
+	// days; with a budget the simulated controller decides every minute while
+	// days x steps x (rules + 9) stays within 900000 (a 31-day month of 11
+	// rules), else less often, up to every 12 minutes for 62 days of 100 rules
+	// (SimulateCostResponse.controller_interval_seconds). A replica runs a few
+	// at once (half its cores); past that, RESOURCE_EXHAUSTED with a
+	// RetryInfo.
 	SimulateCost(ctx context.Context, in *SimulateCostRequest, opts ...grpc.CallOption) (*SimulateCostResponse, error)
 }
 
@@ -158,6 +167,16 @@ func (c *budgetServiceClient) GetBudgetStatus(ctx context.Context, in *GetBudget
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetBudgetStatusResponse)
 	err := c.cc.Invoke(ctx, BudgetService_GetBudgetStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *budgetServiceClient) GetBudgetHistory(ctx context.Context, in *GetBudgetHistoryRequest, opts ...grpc.CallOption) (*GetBudgetHistoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetBudgetHistoryResponse)
+	err := c.cc.Invoke(ctx, BudgetService_GetBudgetHistory_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -251,9 +270,15 @@ type BudgetServiceServer interface {
 	// own rates.
 	DeleteBudget(context.Context, *DeleteBudgetRequest) (*DeleteBudgetResponse, error)
 	// GetBudgetStatus returns where a budget stands this month: spend so far,
-	// the forecast at month end, the enforcement factors in force, and the
-	// spend of each rule.
+	// the forecast at month end and how it was made, the enforcement factors
+	// in force, and the spend and plan of each rule.
 	GetBudgetStatus(context.Context, *GetBudgetStatusRequest) (*GetBudgetStatusResponse, error)
+	// GetBudgetHistory returns a budget's month hour by hour, for a burn-down
+	// chart: the requests, traces and spend of each hour from the usage
+	// record, and the last decision the controller made in it (forecasts and
+	// factors). At most one month, 744 hours; months are kept 70 days after
+	// they end.
+	GetBudgetHistory(context.Context, *GetBudgetHistoryRequest) (*GetBudgetHistoryResponse, error)
 	// ListAlerts returns the alerts that fired, newest first, in pages.
 	ListAlerts(context.Context, *ListAlertsRequest) (*ListAlertsResponse, error)
 	// WatchAlerts streams alerts as they fire, on whichever replica; with
@@ -262,10 +287,12 @@ type BudgetServiceServer interface {
 	// SimulateCost answers "what do these rules cost under this traffic?",
 	// optionally under a budget, by running the real forecast and enforcement
 	// over a simulated month. Its work is bounded: at most 100 rules and 62
-	// days, and with a budget, days x 1440 steps x (rules + 75 for the
-	// controller) at most 7812000 (a 31-day month of 100 rules), or
-	// INVALID_ARGUMENT on traffic.days. A replica runs a few at once (half its
-	// cores); past that, RESOURCE_EXHAUSTED with a RetryInfo.
+	// days; with a budget the simulated controller decides every minute while
+	// days x steps x (rules + 9) stays within 900000 (a 31-day month of 11
+	// rules), else less often, up to every 12 minutes for 62 days of 100 rules
+	// (SimulateCostResponse.controller_interval_seconds). A replica runs a few
+	// at once (half its cores); past that, RESOURCE_EXHAUSTED with a
+	// RetryInfo.
 	SimulateCost(context.Context, *SimulateCostRequest) (*SimulateCostResponse, error)
 	mustEmbedUnimplementedBudgetServiceServer()
 }
@@ -294,6 +321,9 @@ func (UnimplementedBudgetServiceServer) DeleteBudget(context.Context, *DeleteBud
 }
 func (UnimplementedBudgetServiceServer) GetBudgetStatus(context.Context, *GetBudgetStatusRequest) (*GetBudgetStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetBudgetStatus not implemented")
+}
+func (UnimplementedBudgetServiceServer) GetBudgetHistory(context.Context, *GetBudgetHistoryRequest) (*GetBudgetHistoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetBudgetHistory not implemented")
 }
 func (UnimplementedBudgetServiceServer) ListAlerts(context.Context, *ListAlertsRequest) (*ListAlertsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAlerts not implemented")
@@ -433,6 +463,24 @@ func _BudgetService_GetBudgetStatus_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _BudgetService_GetBudgetHistory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetBudgetHistoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BudgetServiceServer).GetBudgetHistory(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BudgetService_GetBudgetHistory_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BudgetServiceServer).GetBudgetHistory(ctx, req.(*GetBudgetHistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _BudgetService_ListAlerts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListAlertsRequest)
 	if err := dec(in); err != nil {
@@ -510,6 +558,10 @@ var BudgetService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetBudgetStatus",
 			Handler:    _BudgetService_GetBudgetStatus_Handler,
+		},
+		{
+			MethodName: "GetBudgetHistory",
+			Handler:    _BudgetService_GetBudgetHistory_Handler,
 		},
 		{
 			MethodName: "ListAlerts",

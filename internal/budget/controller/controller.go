@@ -11,6 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,6 +23,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/condition"
 	"github.com/tracesampling/controlplane/internal/reservoir"
+	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/secrets"
 	"github.com/tracesampling/controlplane/internal/store"
 )
@@ -65,7 +69,21 @@ type Controller struct {
 	failing *condition.Condition
 
 	deliveries sync.WaitGroup
+
+	// fleet is the fleet's month as last read, for coverage: read again
+	// once an hour (fleetMaxAge), since the pairs only grow.
+	fleetMu sync.Mutex
+	fleet   *fleetRead
 }
+
+// fleetRead is one read of the fleet's usage record.
+type fleetRead struct {
+	at time.Time
+	u  budget.Usage
+}
+
+// fleetMaxAge is how old a read of the fleet's record coverage may use.
+const fleetMaxAge = time.Hour
 
 // New returns a controller reading budgets and rules from cat.
 func New(st Store, cat *catalog.Catalog, opts Options) *Controller {
@@ -146,7 +164,19 @@ func (c *Controller) Step(ctx context.Context, now time.Time) error {
 	var failed error
 	for i := range budgets {
 		b := budgets[i]
+		var p *budget.State
+		if st, ok := prev[b.Name]; ok && st.MonthStart.Equal(month) && st.BudgetUID == b.UID {
+			p = &st
+		}
 		u, err := c.store.Usage(ctx, b.Name, now)
+		backfilled := false
+		if err == nil {
+			if backfilled, err = c.backfill(ctx, &b, p, &u, view, now); err != nil {
+				failed = errors.Join(failed, fmt.Errorf("budget %s: count the month before it was created: %w", b.Name, err))
+			} else if backfilled {
+				u, err = c.store.Usage(ctx, b.Name, now)
+			}
+		}
 		if err != nil {
 			// One unreadable budget must not freeze the others: keep its
 			// last decision and go on.
@@ -156,23 +186,29 @@ func (c *Controller) Step(ctx context.Context, now time.Time) error {
 			}
 			continue
 		}
-		var models []budget.RuleModel
-		for name := range u.Rules {
-			if r := view.Rule(name); r != nil {
-				models = append(models, budget.RuleModel{Name: name, FixedRate: r.FixedRate, Reservoir: float64(r.ReservoirSize)})
-			}
-		}
+		models := scopeModels(&b, &u, view)
 		if err := c.scopeReservoirs(ctx, &u, models, now); err != nil {
 			failed = errors.Join(failed, fmt.Errorf("budget %s: %w", b.Name, err))
 		}
-		d := budget.Decide(&b, u, models, now, c.opts.Interval)
-		before := budget.Decision{FixedRateFactor: 1, ReservoirFactor: 1}
-		if p, ok := prev[b.Name]; ok && p.MonthStart.Equal(month) {
-			before = p.Decision
+		in := budget.Input{Usage: u, Rules: models}
+		if p != nil {
+			in.Prev = &p.Decision
+		}
+		if b.CoverageMinutes > 0 {
+			fleet, err := c.fleetUsage(ctx, now, false)
+			if err != nil {
+				failed = errors.Join(failed, fmt.Errorf("budget %s: coverage: %w", b.Name, err))
+			} else {
+				in.CoveragePairs = coveragePairs(&b, fleet, view)
+			}
+		}
+		d := budget.Decide(&b, in, now, c.opts.Interval)
+		if backfilled {
+			d.Memory.Backfilled = true
 		}
 		requests, _ := u.Totals()
-		states = append(states, budget.State{Budget: b.Name, MonthStart: month, Computed: now, Decision: d, Requests: requests, Rules: u.Rules})
-		for _, a := range budget.DueAlerts(&b, d, before, now) {
+		states = append(states, budget.State{Budget: b.Name, BudgetUID: b.UID, MonthStart: month, Computed: now, Decision: d, Requests: requests, Rules: u.Rules})
+		for _, a := range budget.DueAlerts(&b, d, now) {
 			stored, fired, err := c.store.FireAlert(ctx, a)
 			if err != nil {
 				// Still due next interval: the store never recorded it.
@@ -190,6 +226,155 @@ func (c *Controller) Step(ctx context.Context, now time.Time) error {
 	return errors.Join(failed, c.store.PutStates(ctx, states))
 }
 
+// fleetUsage returns the fleet's month: the last read if it is of this
+// month and less than fleetMaxAge old (and fresh is false), else a new one.
+func (c *Controller) fleetUsage(ctx context.Context, now time.Time, fresh bool) (*budget.Usage, error) {
+	c.fleetMu.Lock()
+	defer c.fleetMu.Unlock()
+	if f := c.fleet; !fresh && f != nil && f.u.MonthStart.Equal(budget.MonthStart(now)) && now.Sub(f.at) < fleetMaxAge && !now.Before(f.at) {
+		return &f.u, nil
+	}
+	u, err := c.store.Usage(ctx, store.FleetUsage, now)
+	if err != nil {
+		return nil, err
+	}
+	c.fleet = &fleetRead{at: now, u: u}
+	return &c.fleet.u, nil
+}
+
+// coveragePairs counts the service × rule pairs in a budget's scope that
+// saw traffic this month, as the fleet's record kept them.
+func coveragePairs(b *budget.Budget, fleet *budget.Usage, view *catalog.View) int {
+	var n int
+	for rule, services := range fleet.Services {
+		r := view.Rule(rule)
+		if r == nil {
+			continue
+		}
+		for svc, cnt := range services {
+			if cnt.Requests > 0 && b.Scope.Covers(svc, r) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// backfill adds to the usage of a budget created during this month what its
+// scope recorded in the month before its creation, from the fleet's record,
+// once (the decision remembers it: Memory.Backfilled). The fleet keeps each
+// rule's hours but each service's month only, so a rule's hours count in
+// the proportion of its month's traffic that came from services in scope,
+// and the hour of the creation in the part of it before the creation. It
+// is written under a key of its own, so that a write whose answer was lost
+// and is sent again at the next interval is applied once. A budget whose
+// name already has usage from before its creation (one of the same name,
+// deleted this month) keeps that instead: usage is kept by name.
+func (c *Controller) backfill(ctx context.Context, b *budget.Budget, prev *budget.State, u *budget.Usage, view *catalog.View, now time.Time) (bool, error) {
+	month := budget.MonthStart(now)
+	if b.UID == "" || !b.CreateTime.After(month) || prev != nil && prev.Decision.Memory.Backfilled {
+		return false, nil
+	}
+	hc := int(b.CreateTime.Sub(month) / time.Hour)
+	for h := 0; h < hc && h < len(u.Requests); h++ {
+		if u.Requests[h] > 0 || u.Sampled[h] > 0 {
+			return true, nil // a predecessor's
+		}
+	}
+	fleet, err := c.fleetUsage(ctx, now, true)
+	if err != nil {
+		return false, err
+	}
+	incs := backfillIncrements(b, fleet, view, b.CreateTime)
+	if len(incs) > 0 {
+		if _, err := c.store.RecordReports(ctx, store.ReportBatch{Now: now, Usage: incs, Key: "backfill-" + b.UID}); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// backfillIncrements are the increments of backfill.
+func backfillIncrements(b *budget.Budget, fleet *budget.Usage, view *catalog.View, created time.Time) []store.UsageIncrement {
+	month := fleet.MonthStart
+	hc := int(created.Sub(month) / time.Hour)
+	frac := (created.Sub(month) - time.Duration(hc)*time.Hour).Hours()
+	var incs []store.UsageIncrement
+	for rule := range fleet.Rules {
+		r := view.Rule(rule)
+		if r == nil {
+			if len(b.Scope.RuleLabels) > 0 {
+				continue // deleted since: its labels are unknown
+			}
+			r = &rules.Rule{Name: rule}
+		}
+		shareR, shareS := 1.0, 1.0
+		if len(b.Scope.Services) > 0 || !b.Scope.Covers("", r) {
+			var inR, allR, inS, allS float64
+			for svc, cnt := range fleet.Services[rule] {
+				allR, allS = allR+float64(cnt.Requests), allS+float64(cnt.Sampled)
+				if b.Scope.Covers(svc, r) {
+					inR, inS = inR+float64(cnt.Requests), inS+float64(cnt.Sampled)
+				}
+			}
+			shareR, shareS = 0, 0
+			if allR > 0 {
+				shareR = inR / allR
+			}
+			if allS > 0 {
+				shareS = inS / allS
+			}
+		}
+		if shareR == 0 && shareS == 0 {
+			continue
+		}
+		reqs, smps := fleet.RuleRequests[rule], fleet.RuleSampled[rule]
+		for h := 0; h <= hc && h < len(fleet.Requests); h++ {
+			w := 1.0
+			if h == hc {
+				w = frac
+			}
+			var req, smp int64
+			if h < len(reqs) {
+				req = int64(math.Round(reqs[h] * shareR * w))
+			}
+			if h < len(smps) {
+				smp = int64(math.Round(smps[h] * shareS * w))
+			}
+			if req > 0 || smp > 0 {
+				incs = append(incs, store.UsageIncrement{Budget: b.Name, Month: month, Hour: h, Rule: rule, Requests: req, Sampled: smp})
+			}
+		}
+	}
+	return incs
+}
+
+// scopeModels returns the rules a budget plans, sorted by name: those whose
+// labels its scope selects (its service globs cannot be checked without a
+// service, so a rule with none of the scope's traffic yet is planned with
+// none), and those with usage in its month.
+func scopeModels(b *budget.Budget, u *budget.Usage, view *catalog.View) []budget.RuleModel {
+	seen := map[string]bool{}
+	var models []budget.RuleModel
+	add := func(r *rules.Rule) {
+		if r == nil || seen[r.Name] {
+			return
+		}
+		seen[r.Name] = true
+		models = append(models, budget.RuleModel{Name: r.Name, FixedRate: r.FixedRate, Reservoir: float64(r.ReservoirSize), Labels: r.Labels})
+	}
+	for i := range view.Rules {
+		if (budget.Scope{RuleLabels: b.Scope.RuleLabels}).Covers("", &view.Rules[i]) {
+			add(&view.Rules[i])
+		}
+	}
+	for name := range u.Rules {
+		add(view.Rule(name))
+	}
+	slices.SortFunc(models, func(a, b budget.RuleModel) int { return strings.Compare(a.Name, b.Name) })
+	return models
+}
+
 // scopeReservoirs scales each rule's fleet-wide reservoir down to the part of
 // it that the budget's scope gets. A client is given R × its rate / the fleet's
 // rate, so the clients in scope together get R × scope rate / fleet rate; the
@@ -199,14 +384,6 @@ func (c *Controller) Step(ctx context.Context, now time.Time) error {
 // to it reads them.
 func (c *Controller) scopeReservoirs(ctx context.Context, u *budget.Usage, models []budget.RuleModel, now time.Time) error {
 	if len(models) == 0 {
-		return nil
-	}
-	rate := recentRate(u, now)
-	var total int64
-	for _, ru := range u.Rules {
-		total += ru.Requests
-	}
-	if rate <= 0 || total <= 0 {
 		return nil
 	}
 	ledger := reservoir.NewLedger(c.opts.Interval)
@@ -222,22 +399,37 @@ func (c *Controller) scopeReservoirs(ctx context.Context, u *budget.Usage, model
 		if fleet[i].Fleet <= 0 {
 			continue // no current traffic known: keep the whole reservoir
 		}
-		scope := rate * float64(u.Rules[models[i].Name].Requests) / float64(total)
-		models[i].Reservoir *= min(1, scope/fleet[i].Fleet)
+		if scope := recentRate(u, models[i].Name, now); scope > 0 {
+			models[i].Reservoir *= min(1, scope/fleet[i].Fleet)
+		}
 	}
 	return nil
 }
 
-// recentRate is the scope's request rate over the last complete hour, or over
-// the current hour so far when there is none yet.
-func recentRate(u *budget.Usage, now time.Time) float64 {
-	h := int(now.Sub(u.MonthStart) / time.Hour)
-	if h >= 1 && h-1 < len(u.Requests) && u.Requests[h-1] > 0 {
-		return u.Requests[h-1] / 3600
+// recentRate is a rule's request rate in the scope over the last complete
+// hour, or over the current hour so far when there is none yet; from the
+// budget's hours in proportion to the rule's month when its own hours are
+// not kept.
+func recentRate(u *budget.Usage, rule string, now time.Time) float64 {
+	series := u.RuleRequests[rule]
+	share := 1.0
+	if len(series) == 0 {
+		var total int64
+		for _, ru := range u.Rules {
+			total += ru.Requests
+		}
+		if total <= 0 {
+			return 0
+		}
+		series, share = u.Requests, float64(u.Rules[rule].Requests)/float64(total)
 	}
-	if h >= 0 && h < len(u.Requests) {
+	h := int(now.Sub(u.MonthStart) / time.Hour)
+	if h >= 1 && h-1 < len(series) && series[h-1] > 0 {
+		return share * series[h-1] / 3600
+	}
+	if h >= 0 && h < len(series) {
 		elapsed := max(now.Sub(u.MonthStart.Add(time.Duration(h)*time.Hour)).Seconds(), 60)
-		return u.Requests[h] / elapsed
+		return share * series[h] / elapsed
 	}
 	return 0
 }

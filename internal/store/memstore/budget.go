@@ -198,10 +198,49 @@ func (s *Store) PutStates(ctx context.Context, states []budget.State) error {
 		return errClosed
 	}
 	l.states = m
+	now := s.now()
+	for _, st := range m {
+		if st.MonthStart.IsZero() {
+			continue
+		}
+		k := usageKey{st.Budget, budget.MonthKey(st.MonthStart)}
+		points := l.history[k]
+		if points == nil {
+			maps.DeleteFunc(l.history, func(k usageKey, _ map[int]budget.HistoryPoint) bool {
+				start, err := time.Parse("200601", k.month)
+				return err != nil || !now.Before(record.UsageExpiry(start))
+			})
+			points = map[int]budget.HistoryPoint{}
+			l.history[k] = points
+		}
+		if p := st.Point(); p.Hour >= 0 && p.Hour < budget.HoursIn(st.MonthStart) {
+			points[p.Hour] = p
+		}
+	}
 	l.dirty = true
 	l.mu.Unlock()
 	s.broadcast(store.TopicBudgets)
 	return nil
+}
+
+// History returns a budget's month of hourly decisions, by hour.
+func (s *Store) History(ctx context.Context, budgetName string, month time.Time) ([]budget.HistoryPoint, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	l := &s.live
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, errClosed
+	}
+	points := l.history[usageKey{budgetName, budget.MonthKey(month)}]
+	out := make([]budget.HistoryPoint, 0, len(points))
+	for _, p := range points {
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b budget.HistoryPoint) int { return a.Hour - b.Hour })
+	return out, nil
 }
 
 // States returns the last decisions, by budget name.

@@ -1,9 +1,11 @@
 package memstore
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,8 +34,9 @@ type live struct {
 	keys     *receipt.KeySet // nil until the first ReceiptKeys
 	swept    time.Time       // when ledgers past their TTL were last dropped
 	usage    map[usageKey]*monthUsage
-	states   map[string]budget.State // values never modified in place
-	ticks    map[int64]time.Time     // claimed tick → when the claim lapses
+	history  map[usageKey]map[int]budget.HistoryPoint // hour of the month → last decision
+	states   map[string]budget.State                  // values never modified in place
+	ticks    map[int64]time.Time                      // claimed tick → when the claim lapses
 	// seqs is the highest report seq recorded per client, kept in memory
 	// only (a restart forgets them, see README). pruneAt is the size at
 	// which expired marks are next swept out.
@@ -62,20 +65,30 @@ type usageKey struct {
 
 // monthUsage is one budget's month of counts.
 type monthUsage struct {
-	start    time.Time
-	requests []int64 // by hour of the month
-	sampled  []int64
-	rules    map[string]budget.RuleUsage
+	start     time.Time
+	requests  []int64 // by hour of the month
+	sampled   []int64
+	rules     map[string]budget.RuleUsage
+	ruleHours map[string][]int64 // rule → requests by hour of the month
+	// Kept for store.FleetUsage only: rule → sampled by hour of the
+	// month, and rule → service → counts (at most store.MaxFleetPairs).
+	ruleSampled map[string][]int64
+	services    map[string]map[string]budget.RuleUsage
+	pairs       int
 }
 
 func newMonthUsage(start time.Time) *monthUsage {
 	n := budget.HoursIn(start)
-	return &monthUsage{start: start, requests: make([]int64, n), sampled: make([]int64, n), rules: map[string]budget.RuleUsage{}}
+	return &monthUsage{
+		start: start, requests: make([]int64, n), sampled: make([]int64, n),
+		rules: map[string]budget.RuleUsage{}, ruleHours: map[string][]int64{},
+	}
 }
 
 func (l *live) init() {
 	l.ledgers = map[string]*reservoir.Account{}
 	l.usage = map[usageKey]*monthUsage{}
+	l.history = map[usageKey]map[int]budget.HistoryPoint{}
 	l.states = map[string]budget.State{}
 	l.ticks = map[int64]time.Time{}
 	l.seqs = map[string]seqMark{}
@@ -132,7 +145,37 @@ func (l *live) snapshot() (_ fileLive, dirty bool) {
 		for name, ru := range u.rules {
 			fu.Rules[name] = record.RuleUsage(ru)
 		}
+		if len(u.ruleHours) > 0 {
+			fu.RuleHours = make(map[string][]int64, len(u.ruleHours))
+			for name, hours := range u.ruleHours {
+				fu.RuleHours[name] = trimZeros(hours)
+			}
+		}
+		if len(u.ruleSampled) > 0 {
+			fu.RuleSampled = make(map[string][]int64, len(u.ruleSampled))
+			for name, hours := range u.ruleSampled {
+				fu.RuleSampled[name] = trimZeros(hours)
+			}
+		}
+		if len(u.services) > 0 {
+			fu.Services = make(map[string]map[string]record.RuleUsage, len(u.services))
+			for rule, m := range u.services {
+				fm := make(map[string]record.RuleUsage, len(m))
+				for svc, c := range m {
+					fm[svc] = record.RuleUsage(c)
+				}
+				fu.Services[rule] = fm
+			}
+		}
 		out.Usage = append(out.Usage, fu)
+	}
+	for k, points := range l.history {
+		fh := fileHistory{Budget: k.budget, Month: k.month, Points: make([]record.Point, 0, len(points))}
+		for _, p := range points {
+			fh.Points = append(fh.Points, record.Point(p))
+		}
+		slices.SortFunc(fh.Points, func(a, b record.Point) int { return cmp.Compare(a.Hour, b.Hour) })
+		out.History = append(out.History, fh)
 	}
 	for _, st := range l.states {
 		out.States = append(out.States, record.FromState(&st))
@@ -170,7 +213,51 @@ func (l *live) restore(f *fileLive, now time.Time) error {
 		for name, ru := range fu.Rules {
 			u.rules[name] = budget.RuleUsage(ru)
 		}
+		for _, series := range []struct {
+			from map[string][]int64
+			to   *map[string][]int64
+		}{{fu.RuleHours, &u.ruleHours}, {fu.RuleSampled, &u.ruleSampled}} {
+			for name, hours := range series.from {
+				if len(hours) > len(u.requests) {
+					return fmt.Errorf("usage of budget %q: rule %q has more hours than %s has", fu.Budget, name, fu.Month)
+				}
+				if *series.to == nil {
+					*series.to = map[string][]int64{}
+				}
+				(*series.to)[name] = make([]int64, len(u.requests))
+				copy((*series.to)[name], hours)
+			}
+		}
+		for rule, m := range fu.Services {
+			for svc, c := range m {
+				if u.pairs >= store.MaxFleetPairs {
+					break
+				}
+				if u.services == nil {
+					u.services = map[string]map[string]budget.RuleUsage{}
+				}
+				if u.services[rule] == nil {
+					u.services[rule] = map[string]budget.RuleUsage{}
+				}
+				u.services[rule][svc] = budget.RuleUsage(c)
+				u.pairs++
+			}
+		}
 		l.usage[usageKey{fu.Budget, fu.Month}] = u
+	}
+	for _, fh := range f.History {
+		start, err := time.Parse("200601", fh.Month)
+		if err != nil {
+			return fmt.Errorf("history of budget %q: month %q: %w", fh.Budget, fh.Month, err)
+		}
+		if !now.Before(record.UsageExpiry(start)) {
+			continue
+		}
+		points := make(map[int]budget.HistoryPoint, len(fh.Points))
+		for _, p := range fh.Points {
+			points[p.Hour] = budget.HistoryPoint(p)
+		}
+		l.history[usageKey{fh.Budget, fh.Month}] = points
 	}
 	for i := range f.States {
 		l.states[f.States[i].Budget] = f.States[i].ToState()
@@ -321,9 +408,56 @@ func (l *live) addUsage(incs []store.UsageIncrement, now time.Time) {
 			ru.Requests += inc.Requests
 			ru.Sampled += inc.Sampled
 			u.rules[inc.Rule] = ru
+			if inc.Requests != 0 {
+				hours := u.ruleHours[inc.Rule]
+				if hours == nil {
+					hours = make([]int64, len(u.requests))
+					u.ruleHours[inc.Rule] = hours
+				}
+				hours[inc.Hour] += inc.Requests
+			}
+			if inc.Budget == store.FleetUsage {
+				u.addFleet(&inc)
+			}
 		}
 		l.dirty = true
 	}
+}
+
+// addFleet keeps what the fleet's record has besides a budget's.
+func (u *monthUsage) addFleet(inc *store.UsageIncrement) {
+	if inc.Sampled != 0 {
+		if u.ruleSampled == nil {
+			u.ruleSampled = map[string][]int64{}
+		}
+		hours := u.ruleSampled[inc.Rule]
+		if hours == nil {
+			hours = make([]int64, len(u.requests))
+			u.ruleSampled[inc.Rule] = hours
+		}
+		hours[inc.Hour] += inc.Sampled
+	}
+	if inc.Service == "" {
+		return
+	}
+	if u.services == nil {
+		u.services = map[string]map[string]budget.RuleUsage{}
+	}
+	m := u.services[inc.Rule]
+	c, ok := m[inc.Service]
+	if !ok {
+		if u.pairs >= store.MaxFleetPairs {
+			return
+		}
+		u.pairs++
+		if m == nil {
+			m = map[string]budget.RuleUsage{}
+			u.services[inc.Rule] = m
+		}
+	}
+	c.Requests += inc.Requests
+	c.Sampled += inc.Sampled
+	m[inc.Service] = c
 }
 
 // Usage returns a budget's month as recorded so far; a month without
@@ -349,5 +483,25 @@ func (s *Store) Usage(ctx context.Context, budgetName string, month time.Time) (
 		out.Sampled[h] = float64(u.sampled[h])
 	}
 	maps.Copy(out.Rules, u.rules)
+	floats := func(hours []int64) []float64 {
+		fs := make([]float64, len(hours))
+		for h, n := range hours {
+			fs[h] = float64(n)
+		}
+		return fs
+	}
+	for name, hours := range u.ruleHours {
+		out.RuleRequests[name] = floats(hours)
+	}
+	if budgetName == store.FleetUsage {
+		out.RuleSampled = make(map[string][]float64, len(u.ruleSampled))
+		for name, hours := range u.ruleSampled {
+			out.RuleSampled[name] = floats(hours)
+		}
+		out.Services = make(map[string]map[string]budget.RuleUsage, len(u.services))
+		for rule, m := range u.services {
+			out.Services[rule] = maps.Clone(m)
+		}
+	}
 	return out, nil
 }

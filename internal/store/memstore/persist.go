@@ -62,14 +62,27 @@ type fileUsage struct {
 	Requests []int64                     `json:"requests"`
 	Sampled  []int64                     `json:"sampled"`
 	Rules    map[string]record.RuleUsage `json:"rules,omitempty"`
+	// RuleHours are each rule's requests per hour; RuleSampled its sampled
+	// per hour and Services its month per service, for the fleet only.
+	RuleHours   map[string][]int64                     `json:"rule_hours,omitempty"`
+	RuleSampled map[string][]int64                     `json:"rule_sampled,omitempty"`
+	Services    map[string]map[string]record.RuleUsage `json:"services,omitempty"`
+}
+
+// fileHistory is one budget's month of hourly decisions.
+type fileHistory struct {
+	Budget string         `json:"budget"`
+	Month  string         `json:"month"` // budget.MonthKey
+	Points []record.Point `json:"points"`
 }
 
 // fileLive is the usage file: budget usage and states, rewritten by the
 // flusher.
 type fileLive struct {
-	Format int            `json:"format"`
-	Usage  []fileUsage    `json:"usage"`
-	States []record.State `json:"states"`
+	Format  int            `json:"format"`
+	Usage   []fileUsage    `json:"usage"`
+	States  []record.State `json:"states"`
+	History []fileHistory  `json:"history,omitempty"`
 }
 
 type fileEvent struct {
@@ -199,6 +212,9 @@ func saveLive(dir string, f *fileLive) error {
 	// Stable orders keep the file diffable.
 	slices.SortFunc(f.States, func(a, b record.State) int { return strings.Compare(a.Budget, b.Budget) })
 	slices.SortFunc(f.Usage, func(a, b fileUsage) int {
+		return cmp.Or(strings.Compare(a.Budget, b.Budget), strings.Compare(a.Month, b.Month))
+	})
+	slices.SortFunc(f.History, func(a, b fileHistory) int {
 		return cmp.Or(strings.Compare(a.Budget, b.Budget), strings.Compare(a.Month, b.Month))
 	})
 	b, err := json.Marshal(f)

@@ -39,6 +39,9 @@ func (s *Store) alertsKey() string                        { return s.tag + ":ale
 func (s *Store) budgetAlertsKey(budgetName string) string { return s.tag + ":alerts:" + budgetName }
 func (s *Store) firedKey(dedupKey string) string          { return s.tag + ":fired:" + dedupKey }
 func (s *Store) tickKey(tick int64) string                { return s.tag + ":tick:" + strconv.FormatInt(tick, 10) }
+func (s *Store) historyKey(budgetName string, month time.Time) string {
+	return s.tag + ":history:" + budgetName + ":" + budget.MonthKey(month)
+}
 
 // Budgets lists budgets by name. pageSize 0 means 100; at most 1000 are
 // returned. Budgets are few, so a page is cut from all of them; a page token
@@ -249,6 +252,11 @@ func (s *Store) Usage(ctx context.Context, budgetName string, month time.Time) (
 		return budget.Usage{}, unavailable("read usage", err)
 	}
 	u := budget.NewUsage(start)
+	if budgetName == store.FleetUsage {
+		if err := s.fleetServices(ctx, &u); err != nil {
+			return budget.Usage{}, err
+		}
+	}
 	for f, v := range fields {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
@@ -266,6 +274,25 @@ func (s *Store) Usage(ctx context.Context, budgetName string, month time.Time) (
 			} else {
 				u.Sampled[h] += float64(n)
 			}
+		case "rh", "sh":
+			hs, rule, ok := strings.Cut(arg, ":")
+			h, err := strconv.Atoi(hs)
+			if !ok || err != nil || h < 0 || h >= len(u.Requests) {
+				continue // not written by RecordReports
+			}
+			series := u.RuleRequests
+			if kind == "sh" {
+				if u.RuleSampled == nil {
+					u.RuleSampled = map[string][]float64{}
+				}
+				series = u.RuleSampled
+			}
+			hours := series[rule]
+			if hours == nil {
+				hours = make([]float64, len(u.Requests))
+				series[rule] = hours
+			}
+			hours[h] += float64(n)
 		case "rr", "rs":
 			ru := u.Rules[arg]
 			if kind == "rr" {
@@ -277,6 +304,38 @@ func (s *Store) Usage(ctx context.Context, budgetName string, month time.Time) (
 		}
 	}
 	return u, nil
+}
+
+// fleetServices reads the fleet's month per rule and service into
+// u.Services.
+func (s *Store) fleetServices(ctx context.Context, u *budget.Usage) error {
+	u.Services = map[string]map[string]budget.RuleUsage{}
+	for _, sampled := range []bool{false, true} {
+		fields, err := s.client.HGetAll(ctx, s.servicesKey(u.MonthStart, sampled)).Result()
+		if err != nil {
+			return unavailable("read fleet usage", err)
+		}
+		for f, v := range fields {
+			n, err := strconv.ParseInt(v, 10, 64)
+			rule, svc, ok := strings.Cut(f, ":")
+			if err != nil || !ok {
+				continue // not written by RecordReports
+			}
+			m := u.Services[rule]
+			if m == nil {
+				m = map[string]budget.RuleUsage{}
+				u.Services[rule] = m
+			}
+			c := m[svc]
+			if sampled {
+				c.Sampled += n
+			} else {
+				c.Requests += n
+			}
+			m[svc] = c
+		}
+	}
+	return nil
 }
 
 // ClaimTick sets the tick's key if it is absent (SET NX), with a random
@@ -296,23 +355,44 @@ func (s *Store) ClaimTick(ctx context.Context, tick int64, ttl time.Duration) (b
 }
 
 // PutStates replaces the controller's decisions and publishes TopicBudgets,
-// in one transaction.
+// in one transaction. Each decision is also its hour's point of the
+// budget's history (the last one of the hour stays).
 func (s *Store) PutStates(ctx context.Context, states []budget.State) error {
 	if s.closed.Load() {
 		return errClosed
 	}
 	pairs := make([]any, 0, 2*len(states))
+	type point struct {
+		key  string
+		hour int
+		raw  []byte
+		ttl  time.Duration
+	}
+	var points []point
 	for i := range states {
-		raw, err := record.MarshalState(&states[i])
+		st := &states[i]
+		raw, err := record.MarshalState(st)
 		if err != nil {
 			return err
 		}
-		pairs = append(pairs, states[i].Budget, raw)
+		pairs = append(pairs, st.Budget, raw)
+		if p := st.Point(); !st.MonthStart.IsZero() && p.Hour >= 0 && p.Hour < budget.HoursIn(st.MonthStart) {
+			praw, err := record.MarshalPoint(&p)
+			if err != nil {
+				return err
+			}
+			ttl := max(record.UsageExpiry(st.MonthStart).Sub(st.Computed), minUsageTTL)
+			points = append(points, point{s.historyKey(st.Budget, st.MonthStart), p.Hour, praw, ttl})
+		}
 	}
 	_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, s.statesKey())
 		if len(pairs) > 0 {
 			p.HSet(ctx, s.statesKey(), pairs...)
+		}
+		for _, pt := range points {
+			p.HSet(ctx, pt.key, strconv.Itoa(pt.hour), pt.raw)
+			p.PExpire(ctx, pt.key, pt.ttl)
 		}
 		p.Publish(ctx, s.channel, string(store.TopicBudgets))
 		return nil
@@ -321,6 +401,27 @@ func (s *Store) PutStates(ctx context.Context, states []budget.State) error {
 		return unavailable("put budget states", err)
 	}
 	return nil
+}
+
+// History returns a budget's month of hourly decisions, by hour.
+func (s *Store) History(ctx context.Context, budgetName string, month time.Time) ([]budget.HistoryPoint, error) {
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	all, err := s.client.HGetAll(ctx, s.historyKey(budgetName, month)).Result()
+	if err != nil {
+		return nil, unavailable("read budget history", err)
+	}
+	out := make([]budget.HistoryPoint, 0, len(all))
+	for f, raw := range all {
+		p, err := record.UnmarshalPoint([]byte(raw))
+		if err != nil {
+			return nil, fmt.Errorf("history of budget %q: hour %s: %w", budgetName, f, err)
+		}
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b budget.HistoryPoint) int { return a.Hour - b.Hour })
+	return out, nil
 }
 
 // States returns the last decisions, by budget name.

@@ -42,9 +42,9 @@ func touchBudgetKeys(t *testing.T, s *redisstore.Store) {
 }
 
 // TestBudgetKeysExpire checks the lives of the keys that must go away by
-// themselves: a month of usage 70 days after the month ends, the seqs of a
-// span of time two spans after it began, an alert's fired mark after 70
-// days, a tick claim after its ttl.
+// themselves: a month of usage and of history 70 days after the month
+// ends, the seqs of a span of time two spans after it began, an alert's
+// fired mark after 70 days, a tick claim after its ttl.
 func TestBudgetKeysExpire(t *testing.T) {
 	srv := redistest.Start(t)
 	c := srv.Client(t)
@@ -59,12 +59,17 @@ func TestBudgetKeysExpire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]string{"r:348": "3", "s:348": "1", "rr:a": "3", "rs:a": "1"}
+	want := map[string]string{"r:348": "3", "s:348": "1", "rr:a": "3", "rs:a": "1", "rh:348:a": "3"}
 	if fmt.Sprint(fields) != fmt.Sprint(want) {
 		t.Errorf("usage hash = %v, want %v", fields, want)
 	}
 	// March 15 12:00 to the end of March is 16.5 days; then 70 more.
 	checkTTL(t, c.PTTL(ctx, "{tsc}:usage:b:202603").Val(), (16*24+12)*time.Hour+70*24*time.Hour)
+	// A decision's point of the month's history lives as long.
+	if err := s.PutStates(ctx, []budget.State{{Budget: "b", MonthStart: budget.MonthStart(now), Computed: now}}); err != nil {
+		t.Fatal(err)
+	}
+	checkTTL(t, c.PTTL(ctx, "{tsc}:history:b:202603").Val(), (16*24+12)*time.Hour+70*24*time.Hour)
 
 	// A client's highest report seq, in the hash of the batch's span of
 	// SeqWindow and 10 minutes (clock skew), which goes two spans and the

@@ -212,14 +212,16 @@ func (s *Store) runLedger(ctx context.Context, b store.ReportBatch, now time.Tim
 	// and that of the numbered reports kept. Keys and field names are built
 	// once per distinct one, not per increment.
 	type month struct {
-		budget string
-		year   int
-		month  time.Month
+		budget   string
+		year     int
+		month    time.Month
+		services int // the fleet's services keys: 1 requests, 2 sampled
 	}
 	type field struct {
-		kind byte // 'r', 's': an hour's requests, sampled; 'R', 'S': a rule's
+		kind byte // 'r', 's': an hour's requests, sampled; 'R', 'S': a rule's; 'H', 'G': a rule's in an hour; 'P', 'Q': a rule's of a service
 		hour int
 		rule string
+		svc  string
 	}
 	type usageIncrements struct {
 		month  time.Time
@@ -232,14 +234,27 @@ func (s *Store) runLedger(ctx context.Context, b store.ReportBatch, now time.Tim
 			return
 		}
 		utc := inc.Month.UTC()
-		m := month{inc.Budget, utc.Year(), utc.Month()}
-		i, ok := usageIndex[m]
-		if !ok {
-			i = len(usage)
-			usageIndex[m] = i
-			usage = append(usage, &usageIncrements{month: budget.MonthStart(utc), fields: map[field]int64{}})
+		at := func(m month) *usageIncrements {
+			i, ok := usageIndex[m]
+			if !ok {
+				i = len(usage)
+				usageIndex[m] = i
+				usage = append(usage, &usageIncrements{month: budget.MonthStart(utc), fields: map[field]int64{}})
+			}
+			return usage[i]
 		}
-		u := usage[i]
+		u := at(month{inc.Budget, utc.Year(), utc.Month(), 0})
+		if inc.Budget == store.FleetUsage && inc.Rule != "" {
+			if inc.Sampled != 0 {
+				u.fields[field{kind: 'G', hour: inc.Hour, rule: inc.Rule}] += inc.Sampled
+			}
+			if inc.Service != "" && inc.Requests != 0 {
+				at(month{inc.Budget, utc.Year(), utc.Month(), 1}).fields[field{kind: 'P', rule: inc.Rule, svc: inc.Service}] += inc.Requests
+			}
+			if inc.Service != "" && inc.Sampled != 0 {
+				at(month{inc.Budget, utc.Year(), utc.Month(), 2}).fields[field{kind: 'P', rule: inc.Rule, svc: inc.Service}] += inc.Sampled
+			}
+		}
 		if inc.Requests != 0 {
 			u.fields[field{kind: 'r', hour: inc.Hour}] += inc.Requests
 		}
@@ -248,6 +263,7 @@ func (s *Store) runLedger(ctx context.Context, b store.ReportBatch, now time.Tim
 		}
 		if inc.Rule != "" && inc.Requests != 0 {
 			u.fields[field{kind: 'R', rule: inc.Rule}] += inc.Requests
+			u.fields[field{kind: 'H', hour: inc.Hour, rule: inc.Rule}] += inc.Requests
 		}
 		if inc.Rule != "" && inc.Sampled != 0 {
 			u.fields[field{kind: 'S', rule: inc.Rule}] += inc.Sampled
@@ -323,9 +339,13 @@ func (s *Store) runLedger(ctx context.Context, b store.ReportBatch, now time.Tim
 	}
 	for m, i := range usageIndex {
 		u := usage[i]
-		keys = append(keys, s.usageKey(m.budget, u.month))
+		key, limit := s.usageKey(m.budget, u.month), 0
+		if m.services > 0 {
+			key, limit = s.servicesKey(u.month, m.services == 2), store.MaxFleetPairs
+		}
+		keys = append(keys, key)
 		ttl := max(record.UsageExpiry(u.month).Sub(now), minUsageTTL)
-		args = append(args, ttl.Milliseconds(), len(u.fields))
+		args = append(args, ttl.Milliseconds(), limit, len(u.fields))
 		for f, n := range u.fields {
 			var name string
 			switch f.kind {
@@ -337,6 +357,12 @@ func (s *Store) runLedger(ctx context.Context, b store.ReportBatch, now time.Tim
 				name = "rr:" + f.rule
 			case 'S':
 				name = "rs:" + f.rule
+			case 'H':
+				name = "rh:" + strconv.Itoa(f.hour) + ":" + f.rule
+			case 'G':
+				name = "sh:" + strconv.Itoa(f.hour) + ":" + f.rule
+			case 'P':
+				name = f.rule + ":" + f.svc
 			}
 			args = append(args, name, n)
 		}
@@ -437,4 +463,15 @@ func (s *Store) seqsKey(w int64) string { return s.tag + ":seqs:" + strconv.Form
 // usageKey is the hash of one budget's month.
 func (s *Store) usageKey(budgetName string, month time.Time) string {
 	return s.tag + ":usage:" + budgetName + ":" + budget.MonthKey(month)
+}
+
+// servicesKey is a hash of the fleet's month per rule and service, fields
+// "<rule>:<service>": of requests, or of sampled traces; each holds at most
+// store.MaxFleetPairs.
+func (s *Store) servicesKey(month time.Time, sampled bool) string {
+	k := s.tag + ":usage:" + store.FleetUsage + ":" + budget.MonthKey(month) + ":services"
+	if sampled {
+		k += "-sampled"
+	}
+	return k
 }

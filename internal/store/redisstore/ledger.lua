@@ -11,8 +11,10 @@
 -- newest bucket a report was written to, "res", "resb", "resf" = the reserve left by an
 -- outage, the bucket it was made in and the first bucket it stands for.
 -- KEYS[L+1..L+U]: one hash per budget and month of usage, fields "r:<hour>"
--- and "s:<hour>" (requests and sampled in an hour of the month) and
--- "rr:<rule>" and "rs:<rule>" (a rule's totals).
+-- and "s:<hour>" (requests and sampled in an hour of the month), "rr:<rule>"
+-- and "rs:<rule>" (a rule's totals) and "rh:<hour>:<rule>" (a rule's
+-- requests in an hour); the fleet's record also "sh:<hour>:<rule>", and
+-- two hashes of a rule's month per service, fields "<rule>:<service>".
 -- KEYS[L+U+1..L+U+4], if the batch has numbered reports: the hashes of the
 -- seqs recorded in the span of time two before the batch's (no longer
 -- read), the one before, its own, and the one after; field = client, value
@@ -32,8 +34,10 @@
 -- and quota retracted; n and n pairs of bucket and sampled-rate delta; n
 -- and n pairs of bucket and client-count delta; the rule's reservoir, the
 -- sum and the largest of the reports' rates, and the number of client
--- reports; then per usage key, in KEYS order: its TTL in ms, the
--- number of increments n, then n pairs of field and increment.
+-- reports; then per usage key, in KEYS order: its TTL in ms, the most
+-- fields it may hold (0: no limit; a field past it that is not there yet is
+-- not added), the number of increments n, then n pairs of field and
+-- increment.
 --
 -- Returns Redis's clock (unix ms), "1" if the batch was applied ("0" if it
 -- was sent again), then per ledger key the fleet rate, the quotas
@@ -286,10 +290,13 @@ if apply then
   for k = nledgers + 1, nledgers + nusage do
     local key = KEYS[k]
     local keyttl = ARGV[a]
-    local n = tonumber(ARGV[a + 1])
-    a = a + 2
+    local limit = tonumber(ARGV[a + 1])
+    local n = tonumber(ARGV[a + 2])
+    a = a + 3
     for j = 1, n do
-      redis.call('HINCRBY', key, ARGV[a], ARGV[a + 1])
+      if limit == 0 or redis.call('HLEN', key) < limit or redis.call('HEXISTS', key, ARGV[a]) == 1 then
+        redis.call('HINCRBY', key, ARGV[a], ARGV[a + 1])
+      end
       a = a + 2
     end
     redis.call('PEXPIRE', key, keyttl)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/google/go-cmp/cmp"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -468,9 +469,10 @@ func mustUsage(t *testing.T, s store.Store, name string, month time.Time) budget
 
 // wantUsage is a month's expected counts: hour → {requests, sampled}.
 type wantUsage struct {
-	start time.Time
-	hours map[int][2]float64
-	rules map[string]budget.RuleUsage
+	start     time.Time
+	hours     map[int][2]float64
+	rules     map[string]budget.RuleUsage
+	ruleHours map[string]map[int]float64 // rule → hour → requests; nil: not checked
 }
 
 func checkUsage(t *testing.T, what string, got budget.Usage, want wantUsage) {
@@ -490,6 +492,24 @@ func checkUsage(t *testing.T, what string, got budget.Usage, want wantUsage) {
 	}
 	if len(got.Rules) != len(want.rules) || len(want.rules) > 0 && !reflect.DeepEqual(got.Rules, want.rules) {
 		t.Errorf("%s: rules = %v, want %v", what, got.Rules, want.rules)
+	}
+	if want.ruleHours == nil {
+		return // not checked
+	}
+	if len(got.RuleRequests) != len(want.ruleHours) {
+		t.Errorf("%s: hours of %d rules, want %d", what, len(got.RuleRequests), len(want.ruleHours))
+	}
+	for rule, hours := range want.ruleHours {
+		g := got.RuleRequests[rule]
+		if len(g) != n {
+			t.Errorf("%s: rule %s has %d hours, want %d", what, rule, len(g), n)
+			continue
+		}
+		for h := range n {
+			if g[h] != hours[h] {
+				t.Errorf("%s: rule %s, hour %d: %v requests, want %v", what, rule, h, g[h], hours[h])
+			}
+		}
 	}
 }
 
@@ -532,9 +552,10 @@ func testUsage(t *testing.T, b Backend) {
 	recordUsage(t, s, now, store.UsageIncrement{Budget: "team", Month: lastHour, Hour: 743, Rule: "b", Requests: 8, Sampled: 8})
 
 	want := wantUsage{
-		start: march,
-		hours: map[int][2]float64{5: {250, 25}, 6: {100, 100}, 9: {4, 2}, 700: {1, 1}, 743: {8, 8}},
-		rules: map[string]budget.RuleUsage{"a": {Requests: 201, Sampled: 21}, "b": {Requests: 58, Sampled: 13}, "c": {Requests: 100, Sampled: 100}},
+		start:     march,
+		hours:     map[int][2]float64{5: {250, 25}, 6: {100, 100}, 9: {4, 2}, 700: {1, 1}, 743: {8, 8}},
+		rules:     map[string]budget.RuleUsage{"a": {Requests: 201, Sampled: 21}, "b": {Requests: 58, Sampled: 13}, "c": {Requests: 100, Sampled: 100}},
+		ruleHours: map[string]map[int]float64{"a": {5: 200, 700: 1}, "b": {5: 50, 743: 8}, "c": {6: 100}},
 	}
 	for _, st := range []store.Store{s, other} {
 		// Any instant of the month, in any zone, names it.
@@ -546,6 +567,7 @@ func testUsage(t *testing.T, b Backend) {
 	}
 	checkUsage(t, "ops", mustUsage(t, other, "ops", now), wantUsage{
 		start: march, hours: map[int][2]float64{5: {7, 3}}, rules: map[string]budget.RuleUsage{"a": {Requests: 7, Sampled: 3}},
+		ruleHours: map[string]map[int]float64{"a": {5: 7}},
 	})
 	checkUsage(t, "a budget without reports", mustUsage(t, s, "ghost", now), wantUsage{start: march})
 }
@@ -733,9 +755,17 @@ func newState(name string, factor float64, computed time.Time) budget.State {
 		Budget:     name,
 		MonthStart: march,
 		Computed:   computed,
+		BudgetUID:  "uid-" + name,
 		Decision: budget.Decision{
 			Spent: 1e6, Forecast: 3e6, ForecastUnenforced: 4e6,
 			FixedRateFactor: factor, ReservoirFactor: 1, Exhausted: factor == 0,
+			Rules: []budget.RulePlan{{Name: "a", Priority: -2, FixedRateFactor: factor, ReservoirFactor: 1, Reservoir: 3,
+				Requests: 4e8, Forecast: 2e6, ForecastUnenforced: 3e6}},
+			Explain: budget.Explain{Method: budget.MethodProfile, Profile: []float64{1, 2, 3}, Level: 1.2, Trend: 0.01,
+				CurrentRate: 5, ExpectedRate: 4, Requests: 4e8},
+			CoverageReserve: 10, LastHour: 1000,
+			Memory: budget.Memory{Observed: computed.UTC(), Requests: 5e8, FirstSeen: march.Add(time.Hour), RecentRate: 7,
+				Episode: 1, EpisodeOpen: true, LastEnforced: computed.UTC()},
 		},
 		Requests: 5e8,
 		Rules:    map[string]budget.RuleUsage{"a": {Requests: 10, Sampled: 2}},
@@ -803,6 +833,52 @@ func testStates(t *testing.T, b Backend) {
 	}
 	if got, err := other.States(ctx); err != nil || len(got) != 0 {
 		t.Errorf("States after putting none = %v, %v; want none", got, err)
+	}
+}
+
+// testHistory: every decision put is its hour's point of the budget's
+// month, the last of the hour staying; any replica reads it back by hour.
+func testHistory(t *testing.T, b Backend) {
+	clk := newClock()
+	s := open(t, b, clk)
+	other := peer(t, b, s, clk)
+	ctx := t.Context()
+	if got, err := s.History(ctx, "a", march); err != nil || len(got) != 0 {
+		t.Fatalf("History of a new store = %v, %v; want none", got, err)
+	}
+	at := func(hour int, minute int) time.Time {
+		return march.Add(time.Duration(hour)*time.Hour + time.Duration(minute)*time.Minute)
+	}
+	put := func(st store.Store, states ...budget.State) {
+		t.Helper()
+		if err := st.PutStates(ctx, states); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(s, newState("a", 1, at(3, 0)), newState("b", 1, at(3, 0)))
+	put(other, newState("a", 0.5, at(3, 59)))
+	put(s, newState("a", 0.25, at(7, 10)))
+	aprilState := newState("a", 0.1, march.AddDate(0, 1, 0).Add(time.Hour))
+	aprilState.MonthStart = march.AddDate(0, 1, 0)
+	put(other, aprilState)
+	for _, st := range []store.Store{s, other} {
+		got, err := st.History(ctx, "a", march.Add(5*24*time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []budget.HistoryPoint{
+			{Hour: 3, Computed: at(3, 59), Spent: 1e6, Forecast: 3e6, ForecastUnenforced: 4e6, FixedRateFactor: 0.5, ReservoirFactor: 1},
+			{Hour: 7, Computed: at(7, 10), Spent: 1e6, Forecast: 3e6, ForecastUnenforced: 4e6, FixedRateFactor: 0.25, ReservoirFactor: 1},
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("History of a in March (-want +got):\n%s", diff)
+		}
+		if got, err := st.History(ctx, "a", aprilState.MonthStart); err != nil || len(got) != 1 || got[0].Hour != 1 {
+			t.Errorf("History of a in April = %+v, %v; want hour 1", got, err)
+		}
+		if got, err := st.History(ctx, "b", march); err != nil || len(got) != 1 || got[0].Hour != 3 {
+			t.Errorf("History of b = %+v, %v; want hour 3", got, err)
+		}
 	}
 }
 
@@ -1172,6 +1248,75 @@ func testWatchBudgetsAndAlerts(t *testing.T, b Backend) {
 		case <-timeout:
 			t.Fatalf("after an alert and new states: heard only %v within %v", seen, watchTimeout)
 		}
+	}
+}
+
+// testFleetUsage: the fleet's record keeps, besides a budget's, each rule's
+// sampled traces per hour and its month per service, at most
+// store.MaxFleetPairs pairs of service and rule; a pair already kept still
+// counts when the bound is reached.
+func testFleetUsage(t *testing.T, b Backend) {
+	clk := newClock()
+	s := open(t, b, clk)
+	other := peer(t, b, s, clk)
+	now := clk.Now()
+	inc := func(hour int, rule, service string, requests, sampled int64) store.UsageIncrement {
+		return store.UsageIncrement{Budget: store.FleetUsage, Month: now, Hour: hour, Rule: rule, Service: service, Requests: requests, Sampled: sampled}
+	}
+	recordUsage(t, s, now, inc(5, "a", "shop", 100, 10), inc(5, "a", "ads", 50, 5), inc(6, "b", "shop", 10, 10))
+	recordUsage(t, other, now, inc(6, "a", "shop", 1, 1))
+	for _, st := range []store.Store{s, other} {
+		u := mustUsage(t, st, store.FleetUsage, now)
+		checkUsage(t, "fleet", u, wantUsage{
+			start:     march,
+			hours:     map[int][2]float64{5: {150, 15}, 6: {11, 11}},
+			rules:     map[string]budget.RuleUsage{"a": {Requests: 151, Sampled: 16}, "b": {Requests: 10, Sampled: 10}},
+			ruleHours: map[string]map[int]float64{"a": {5: 150, 6: 1}, "b": {6: 10}},
+		})
+		if got, want := u.RuleSampled["a"][5], 15.0; got != want || u.RuleSampled["b"][6] != 10 {
+			t.Errorf("sampled per rule and hour: a@5 %v (want %v), b@6 %v (want 10)", got, want, u.RuleSampled["b"][6])
+		}
+		want := map[string]map[string]budget.RuleUsage{
+			"a": {"shop": {Requests: 101, Sampled: 11}, "ads": {Requests: 50, Sampled: 5}},
+			"b": {"shop": {Requests: 10, Sampled: 10}},
+		}
+		if diff := cmp.Diff(want, u.Services); diff != "" {
+			t.Errorf("services (-want +got):\n%s", diff)
+		}
+	}
+	if u := mustUsage(t, s, "budget", now); u.Services != nil || u.RuleSampled != nil {
+		t.Errorf("a budget's usage has the fleet's fields: %+v %+v", u.Services, u.RuleSampled)
+	}
+	// A numbered report's fleet counts, its service's pair too, are kept
+	// once, whichever replica gets it again.
+	for _, st := range []store.Store{s, other, s} {
+		batch := store.ReportBatch{Now: now, Sequenced: []store.SequencedUsage{{Client: "c", Seq: 1, Usage: []store.UsageIncrement{inc(9, "b", "ads", 4, 2)}}}}
+		if _, err := st.RecordReports(t.Context(), batch); err != nil {
+			t.Fatalf("RecordReports(numbered): %v", err)
+		}
+	}
+	if u := mustUsage(t, other, store.FleetUsage, now); u.Services["b"]["ads"] != (budget.RuleUsage{Requests: 4, Sampled: 2}) ||
+		u.RuleSampled["b"][9] != 2 || u.RuleRequests["b"][9] != 4 {
+		t.Errorf("a numbered report sent three times: b/ads %v (want 4 requests, 2 sampled), sampled in hour 9 %v (want 2), requests %v (want 4)",
+			u.Services["b"]["ads"], u.RuleSampled["b"][9], u.RuleRequests["b"][9])
+	}
+	// Fill the bound: the pairs past it are dropped, a kept one counts on.
+	incs := make([]store.UsageIncrement, 0, store.MaxFleetPairs)
+	for i := range store.MaxFleetPairs {
+		incs = append(incs, inc(7, "c", fmt.Sprintf("svc-%d", i), 1, 0))
+	}
+	recordUsage(t, s, now, incs...)
+	recordUsage(t, other, now, inc(8, "a", "shop", 1, 0), inc(8, "a", "new", 1, 0))
+	u := mustUsage(t, s, store.FleetUsage, now)
+	var pairs int
+	for _, m := range u.Services {
+		pairs += len(m)
+	}
+	if pairs != store.MaxFleetPairs || u.Services["a"]["shop"].Requests != 102 || u.Services["a"]["new"] != (budget.RuleUsage{}) {
+		t.Errorf("%d pairs kept (want %d), a/shop %v (want 102 requests), a/new %v (want none)", pairs, store.MaxFleetPairs, u.Services["a"]["shop"], u.Services["a"]["new"])
+	}
+	if u.Requests[8] != 2 {
+		t.Errorf("hour 8: %v requests, want 2: the hours count every report", u.Requests[8])
 	}
 }
 

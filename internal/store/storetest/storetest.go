@@ -105,6 +105,8 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"UsageReopen", testUsageReopen},
 		{"ClaimTick", testClaimTick},
 		{"States", testStates},
+		{"History", testHistory},
+		{"FleetUsage", testFleetUsage},
 		{"FireAlertOnce", testFireAlertOnce},
 		{"AlertsFireSeparately", testAlertsFireSeparately},
 		{"AlertPaging", testAlertPaging},

@@ -42,6 +42,23 @@ type Budget struct {
 	CreateTime         time.Time `json:"create_time"`
 	UpdateTime         time.Time `json:"update_time"`
 	UpdatedBy          string    `json:"updated_by,omitempty"`
+
+	RetrievedPricePerMillionMicros int64          `json:"retrieved_price_per_million_micros,omitempty"`
+	RetrievalsPerTrace             float64        `json:"retrievals_per_trace,omitempty"`
+	SpanPricePerMillionMicros      int64          `json:"span_price_per_million_micros,omitempty"`
+	SpansPerTrace                  float64        `json:"spans_per_trace,omitempty"`
+	Priorities                     []RulePriority `json:"rule_priorities,omitempty"`
+	CoverageMinutes                int32          `json:"coverage_minutes,omitempty"`
+	BurnRateThresholds             []float64      `json:"burn_rate_thresholds,omitempty"`
+	UID                            string         `json:"uid,omitempty"`
+	Generation                     int64          `json:"generation,omitempty"`
+}
+
+// RulePriority is the stored form of budget.RulePriority.
+type RulePriority struct {
+	RuleNames  []string          `json:"rule_names,omitempty"`
+	RuleLabels map[string]string `json:"rule_labels,omitempty"`
+	Priority   int32             `json:"priority"`
 }
 
 // Channel is the stored form of budget.Channel.
@@ -57,6 +74,14 @@ func CloneBudget(b budget.Budget) budget.Budget {
 	b.SpendThresholds = slices.Clone(b.SpendThresholds)
 	b.ForecastThresholds = slices.Clone(b.ForecastThresholds)
 	b.Channels = slices.Clone(b.Channels)
+	b.BurnRateThresholds = slices.Clone(b.BurnRateThresholds)
+	if b.Priorities != nil {
+		ps := make([]budget.RulePriority, len(b.Priorities))
+		for i, p := range b.Priorities {
+			ps[i] = budget.RulePriority{RuleNames: slices.Clone(p.RuleNames), RuleLabels: maps.Clone(p.RuleLabels), Priority: p.Priority}
+		}
+		b.Priorities = ps
+	}
 	return b
 }
 
@@ -81,9 +106,21 @@ func MarshalBudget(b *budget.Budget) ([]byte, error) {
 		CreateTime:            b.CreateTime,
 		UpdateTime:            b.UpdateTime,
 		UpdatedBy:             b.UpdatedBy,
+
+		RetrievedPricePerMillionMicros: b.RetrievedPricePerMillionMicros,
+		RetrievalsPerTrace:             b.RetrievalsPerTrace,
+		SpanPricePerMillionMicros:      b.SpanPricePerMillionMicros,
+		SpansPerTrace:                  b.SpansPerTrace,
+		CoverageMinutes:                b.CoverageMinutes,
+		BurnRateThresholds:             b.BurnRateThresholds,
+		UID:                            b.UID,
+		Generation:                     b.Generation,
 	}
 	for _, c := range b.Channels {
 		rec.Channels = append(rec.Channels, Channel(c))
+	}
+	for _, p := range b.Priorities {
+		rec.Priorities = append(rec.Priorities, RulePriority(p))
 	}
 	out, err := json.Marshal(&rec)
 	if err != nil {
@@ -118,6 +155,18 @@ func UnmarshalBudget(data []byte) (budget.Budget, error) {
 		CreateTime:            rec.CreateTime,
 		UpdateTime:            rec.UpdateTime,
 		UpdatedBy:             rec.UpdatedBy,
+
+		RetrievedPricePerMillionMicros: rec.RetrievedPricePerMillionMicros,
+		RetrievalsPerTrace:             rec.RetrievalsPerTrace,
+		SpanPricePerMillionMicros:      rec.SpanPricePerMillionMicros,
+		SpansPerTrace:                  rec.SpansPerTrace,
+		CoverageMinutes:                rec.CoverageMinutes,
+		BurnRateThresholds:             rec.BurnRateThresholds,
+		UID:                            rec.UID,
+		Generation:                     rec.Generation,
+	}
+	for _, p := range rec.Priorities {
+		b.Priorities = append(b.Priorities, budget.RulePriority(p))
 	}
 	if b.MonthlyAmountMicros == 0 {
 		b.MonthlyAmountMicros = budget.Micros(rec.MonthlyAmount)
@@ -154,6 +203,9 @@ type Alert struct {
 	Cap        float64   `json:"cap"`
 	Currency   string    `json:"currency,omitempty"`
 	Message    string    `json:"message,omitempty"`
+	BudgetUID  string    `json:"budget_uid,omitempty"`
+	Generation int64     `json:"generation,omitempty"`
+	Episode    string    `json:"episode,omitempty"`
 }
 
 // NormalizeAlert returns a as a store keeps it: its times in UTC without a
@@ -178,6 +230,9 @@ func FromAlert(a *budget.Alert) Alert {
 		Cap:        a.Cap,
 		Currency:   a.Currency,
 		Message:    a.Message,
+		BudgetUID:  a.BudgetUID,
+		Generation: a.Generation,
+		Episode:    a.Episode,
 	}
 }
 
@@ -199,6 +254,9 @@ func (rec *Alert) ToAlert(id string) (budget.Alert, error) {
 		Cap:        rec.Cap,
 		Currency:   rec.Currency,
 		Message:    rec.Message,
+		BudgetUID:  rec.BudgetUID,
+		Generation: rec.Generation,
+		Episode:    rec.Episode,
 	}, nil
 }
 
@@ -221,7 +279,7 @@ func UnmarshalAlert(data []byte, id string) (budget.Alert, error) {
 }
 
 func parseKind(s string) (budget.AlertKind, error) {
-	for _, k := range []budget.AlertKind{budget.AlertSpend, budget.AlertForecast, budget.AlertEnforcementStarted, budget.AlertExhausted} {
+	for _, k := range budget.AlertKinds {
 		if k.String() == s {
 			return k, nil
 		}
@@ -232,6 +290,7 @@ func parseKind(s string) (budget.AlertKind, error) {
 // State is the stored JSON form of budget.State.
 type State struct {
 	Budget             string               `json:"budget"`
+	BudgetUID          string               `json:"budget_uid,omitempty"`
 	MonthStart         time.Time            `json:"month_start"`
 	Computed           time.Time            `json:"computed"`
 	Spent              float64              `json:"spent"`
@@ -242,6 +301,11 @@ type State struct {
 	Exhausted          bool                 `json:"exhausted,omitempty"`
 	Requests           float64              `json:"requests"`
 	Rules              map[string]RuleUsage `json:"rules,omitempty"`
+	Plans              []RulePlan           `json:"plans,omitempty"`
+	Explain            *Explain             `json:"explain,omitempty"`
+	CoverageReserve    float64              `json:"coverage_reserve,omitempty"`
+	LastHour           float64              `json:"last_hour,omitempty"`
+	Memory             *Memory              `json:"memory,omitempty"`
 }
 
 // RuleUsage is the stored form of budget.RuleUsage.
@@ -250,24 +314,78 @@ type RuleUsage struct {
 	Sampled  int64 `json:"sampled"`
 }
 
+// RulePlan is the stored form of budget.RulePlan.
+type RulePlan struct {
+	Name               string  `json:"name"`
+	Priority           int32   `json:"priority,omitempty"`
+	FixedRateFactor    float64 `json:"fixed_rate_factor"`
+	ReservoirFactor    float64 `json:"reservoir_factor"`
+	Reservoir          float64 `json:"reservoir,omitempty"`
+	Requests           float64 `json:"requests,omitempty"`
+	Forecast           float64 `json:"forecast,omitempty"`
+	ForecastUnenforced float64 `json:"forecast_unenforced,omitempty"`
+}
+
+// Explain is the stored form of budget.Explain.
+type Explain struct {
+	Method       string    `json:"method"`
+	Profile      []float64 `json:"profile,omitempty"`
+	Level        float64   `json:"level,omitempty"`
+	Trend        float64   `json:"trend,omitempty"`
+	CurrentRate  float64   `json:"current_rate,omitempty"`
+	ExpectedRate float64   `json:"expected_rate,omitempty"`
+	Requests     float64   `json:"requests,omitempty"`
+}
+
+// Memory is the stored form of budget.Memory.
+type Memory struct {
+	Observed     time.Time `json:"observed"`
+	Requests     float64   `json:"requests,omitempty"`
+	FirstSeen    time.Time `json:"first_seen,omitzero"`
+	RecentRate   float64   `json:"recent_rate,omitempty"`
+	AboveSince   time.Time `json:"above_since,omitzero"`
+	Episode      int       `json:"episode,omitempty"`
+	EpisodeOpen  bool      `json:"episode_open,omitempty"`
+	LastEnforced time.Time `json:"last_enforced,omitzero"`
+	Backfilled   bool      `json:"backfilled,omitempty"`
+}
+
 // FromState returns st's stored form, with its times in UTC.
 func FromState(st *budget.State) State {
+	d := &st.Decision
 	rec := State{
 		Budget:             st.Budget,
+		BudgetUID:          st.BudgetUID,
 		MonthStart:         Timestamp(st.MonthStart),
 		Computed:           Timestamp(st.Computed),
-		Spent:              st.Decision.Spent,
-		Forecast:           st.Decision.Forecast,
-		ForecastUnenforced: st.Decision.ForecastUnenforced,
-		FixedRateFactor:    st.Decision.FixedRateFactor,
-		ReservoirFactor:    st.Decision.ReservoirFactor,
-		Exhausted:          st.Decision.Exhausted,
+		Spent:              d.Spent,
+		Forecast:           d.Forecast,
+		ForecastUnenforced: d.ForecastUnenforced,
+		FixedRateFactor:    d.FixedRateFactor,
+		ReservoirFactor:    d.ReservoirFactor,
+		Exhausted:          d.Exhausted,
 		Requests:           st.Requests,
+		CoverageReserve:    d.CoverageReserve,
+		LastHour:           d.LastHour,
 	}
 	if len(st.Rules) > 0 {
 		rec.Rules = make(map[string]RuleUsage, len(st.Rules))
 		for name, u := range st.Rules {
 			rec.Rules[name] = RuleUsage(u)
+		}
+	}
+	for _, p := range d.Rules {
+		rec.Plans = append(rec.Plans, RulePlan(p))
+	}
+	if e := d.Explain; e.Method != "" {
+		rec.Explain = &Explain{Method: e.Method, Profile: slices.Clone(e.Profile), Level: e.Level, Trend: e.Trend,
+			CurrentRate: e.CurrentRate, ExpectedRate: e.ExpectedRate, Requests: e.Requests}
+	}
+	if m := d.Memory; m != (budget.Memory{}) {
+		rec.Memory = &Memory{
+			Observed: Timestamp(m.Observed), Requests: m.Requests, FirstSeen: Timestamp(m.FirstSeen), RecentRate: m.RecentRate,
+			AboveSince: Timestamp(m.AboveSince), Episode: m.Episode, EpisodeOpen: m.EpisodeOpen, LastEnforced: Timestamp(m.LastEnforced),
+			Backfilled: m.Backfilled,
 		}
 	}
 	return rec
@@ -277,6 +395,7 @@ func FromState(st *budget.State) State {
 func (rec *State) ToState() budget.State {
 	st := budget.State{
 		Budget:     rec.Budget,
+		BudgetUID:  rec.BudgetUID,
 		MonthStart: rec.MonthStart,
 		Computed:   rec.Computed,
 		Decision: budget.Decision{
@@ -286,6 +405,8 @@ func (rec *State) ToState() budget.State {
 			FixedRateFactor:    rec.FixedRateFactor,
 			ReservoirFactor:    rec.ReservoirFactor,
 			Exhausted:          rec.Exhausted,
+			CoverageReserve:    rec.CoverageReserve,
+			LastHour:           rec.LastHour,
 		},
 		Requests: rec.Requests,
 		Rules:    make(map[string]budget.RuleUsage, len(rec.Rules)),
@@ -293,7 +414,53 @@ func (rec *State) ToState() budget.State {
 	for name, u := range rec.Rules {
 		st.Rules[name] = budget.RuleUsage(u)
 	}
+	for _, p := range rec.Plans {
+		st.Decision.Rules = append(st.Decision.Rules, budget.RulePlan(p))
+	}
+	if e := rec.Explain; e != nil {
+		st.Decision.Explain = budget.Explain{Method: e.Method, Profile: slices.Clone(e.Profile), Level: e.Level, Trend: e.Trend,
+			CurrentRate: e.CurrentRate, ExpectedRate: e.ExpectedRate, Requests: e.Requests}
+	}
+	if m := rec.Memory; m != nil {
+		st.Decision.Memory = budget.Memory{
+			Observed: m.Observed, Requests: m.Requests, FirstSeen: m.FirstSeen, RecentRate: m.RecentRate,
+			AboveSince: m.AboveSince, Episode: m.Episode, EpisodeOpen: m.EpisodeOpen, LastEnforced: m.LastEnforced,
+			Backfilled: m.Backfilled,
+		}
+	}
 	return st
+}
+
+// Point is the stored form of budget.HistoryPoint.
+type Point struct {
+	Hour               int       `json:"hour"`
+	Computed           time.Time `json:"computed"`
+	Spent              float64   `json:"spent"`
+	Forecast           float64   `json:"forecast"`
+	ForecastUnenforced float64   `json:"forecast_unenforced"`
+	FixedRateFactor    float64   `json:"fixed_rate_factor"`
+	ReservoirFactor    float64   `json:"reservoir_factor"`
+	Exhausted          bool      `json:"exhausted,omitempty"`
+}
+
+// MarshalPoint encodes a history point in its stored form.
+func MarshalPoint(p *budget.HistoryPoint) ([]byte, error) {
+	q := Point(*p)
+	q.Computed = Timestamp(q.Computed)
+	b, err := json.Marshal(&q)
+	if err != nil {
+		return nil, fmt.Errorf("encode history point: %w", err)
+	}
+	return b, nil
+}
+
+// UnmarshalPoint decodes a history point stored by MarshalPoint.
+func UnmarshalPoint(data []byte) (budget.HistoryPoint, error) {
+	var q Point
+	if err := json.Unmarshal(data, &q); err != nil {
+		return budget.HistoryPoint{}, fmt.Errorf("decode stored history point: %w", err)
+	}
+	return budget.HistoryPoint(q), nil
 }
 
 // MarshalState encodes st in its stored form.

@@ -31,6 +31,12 @@ func TestBudgetRoundTrip(t *testing.T) {
 		Mode: budget.AlertOnly, SpendThresholds: []float64{0.5, 1}, ForecastThresholds: []float64{1.2},
 		Channels:       []budget.Channel{{WebhookURL: "https://h.example/x", Secret: "s"}, {WebhookURL: "http://y"}},
 		FloorPerSecond: 0.25, Revision: 42, CreateTime: at, UpdateTime: at.Add(time.Hour), UpdatedBy: "token:shop-editor",
+		RetrievedPricePerMillionMicros: 500_000, RetrievalsPerTrace: 2, SpanPricePerMillionMicros: 100_000, SpansPerTrace: 12.5,
+		Priorities: []budget.RulePriority{
+			{RuleNames: []string{"checkout"}, Priority: 10},
+			{RuleLabels: map[string]string{"kind": "health"}, Priority: -5},
+		},
+		CoverageMinutes: 5, BurnRateThresholds: []float64{14.4}, UID: "0123abcd", Generation: 3,
 	}
 	checkAllSet(t, b)
 	for _, in := range []budget.Budget{b, {Name: "minimal", MonthlyAmountMicros: 1}} {
@@ -58,9 +64,9 @@ func TestBudgetRoundTrip(t *testing.T) {
 
 func TestAlertRoundTrip(t *testing.T) {
 	a := NormalizeAlert(budget.Alert{
-		ID: "7-0", Budget: "b", Kind: budget.AlertExhausted, Threshold: 0.8,
+		ID: "7-0", Budget: "b", Kind: budget.AlertBurnRate, Threshold: 0.8,
 		Time: time.Date(2026, 3, 9, 1, 2, 3, 4, time.FixedZone("X", 3600)), MonthStart: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC),
-		Spent: 1, Forecast: 2, Cap: 3, Currency: "USD", Message: "m",
+		Spent: 1, Forecast: 2, Cap: 3, Currency: "USD", Message: "m", BudgetUID: "u", Generation: 2, Episode: "d9",
 	})
 	checkAllSet(t, a)
 	raw, err := MarshalAlert(&a)
@@ -83,11 +89,23 @@ func TestStateRoundTrip(t *testing.T) {
 	at := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	st := budget.State{
 		Budget: "b", MonthStart: at, Computed: at.Add(time.Hour),
-		Decision: budget.Decision{Spent: 1, Forecast: 2, ForecastUnenforced: 3, FixedRateFactor: 0.5, ReservoirFactor: 0.25, Exhausted: true},
-		Requests: 9, Rules: map[string]budget.RuleUsage{"a": {Requests: 4, Sampled: 2}},
+		Decision: budget.Decision{
+			Spent: 1, Forecast: 2, ForecastUnenforced: 3, FixedRateFactor: 0.5, ReservoirFactor: 0.25, Exhausted: true,
+			Rules: []budget.RulePlan{{Name: "a", Priority: 3, FixedRateFactor: 0.5, ReservoirFactor: 0.25, Reservoir: 2,
+				Requests: 5, Forecast: 6, ForecastUnenforced: 7}},
+			Explain: budget.Explain{Method: budget.MethodProfile, Profile: []float64{1, 2}, Level: 1.5, Trend: 0.04,
+				CurrentRate: 3, ExpectedRate: 2.5, Requests: 100},
+			CoverageReserve: 8, LastHour: 9,
+			Memory: budget.Memory{Observed: at.Add(time.Hour), Requests: 10, FirstSeen: at.Add(time.Minute), RecentRate: 11,
+				AboveSince: at.Add(2 * time.Minute), Episode: 2, EpisodeOpen: true, LastEnforced: at.Add(3 * time.Minute), Backfilled: true},
+		},
+		Requests: 9, Rules: map[string]budget.RuleUsage{"a": {Requests: 4, Sampled: 2}}, BudgetUID: "u1",
 	}
 	checkAllSet(t, st)
 	checkAllSet(t, st.Decision)
+	checkAllSet(t, st.Decision.Rules[0])
+	checkAllSet(t, st.Decision.Explain)
+	checkAllSet(t, st.Decision.Memory)
 	raw, err := MarshalState(&st)
 	if err != nil {
 		t.Fatal(err)
@@ -98,6 +116,20 @@ func TestStateRoundTrip(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, st) {
 		t.Errorf("round trip:\ngot  %+v\nwant %+v", got, st)
+	}
+}
+
+func TestPointRoundTrip(t *testing.T) {
+	p := budget.HistoryPoint{Hour: 5, Computed: time.Date(2026, 3, 1, 5, 59, 50, 0, time.UTC), Spent: 1, Forecast: 2,
+		ForecastUnenforced: 3, FixedRateFactor: 0.5, ReservoirFactor: 0.25, Exhausted: true}
+	checkAllSet(t, p)
+	raw, err := MarshalPoint(&p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := UnmarshalPoint(raw)
+	if err != nil || !reflect.DeepEqual(got, p) {
+		t.Errorf("round trip: %+v, %v; want %+v", got, err, p)
 	}
 }
 
