@@ -50,7 +50,8 @@ const (
 	ReasonWarmingUp Reason = "warming_up"
 	// ReasonNormal: the recent anomaly share is not above the baseline.
 	ReasonNormal Reason = "normal"
-	// ReasonEnough: the fixed rate in force already captures the target.
+	// ReasonEnough: the fixed rate in force already captures the target
+	// (or is as high as the boost in force).
 	ReasonEnough Reason = "enough"
 	// ReasonExhausted: a budget covering the rule is exhausted.
 	ReasonExhausted Reason = "budget_exhausted"
@@ -135,7 +136,7 @@ func Decide(st State, now time.Time, r Rule, room Room, o Options) Decision {
 	s := size(sizing{
 		traffic:   traffic,
 		share:     share,
-		reservoir: math.Max(r.Reservoir, 0),
+		reservoir: nonNegative(r.Reservoir),
 		fixed:     fixed,
 		maxRate:   maxRate,
 		life:      o.Life.Seconds(),
@@ -191,7 +192,11 @@ func estimate(st *State, window float64, o Options) (traffic, share float64) {
 func active(d Decision, st State, now time.Time, r Rule, traffic, share, maxRate float64, o Options) Decision {
 	b := st.Boost
 	fixed := clamp01(r.FixedRate)
-	rate := math.Min(math.Max(b.Rate, fixed), maxRate)
+	rate := math.Min(b.Rate, maxRate)
+	if !(rate > fixed) {
+		d.Reason = ReasonEnough // the fixed rate in force is as high
+		return d
+	}
 	need := captureMean(o.Target, o.Confidence) - st.Captured
 	if !(need > 0) {
 		d.Reason = ReasonCaptured
@@ -201,7 +206,7 @@ func active(d Decision, st State, now time.Time, r Rule, traffic, share, maxRate
 		s := size(sizing{
 			traffic:   traffic,
 			share:     share,
-			reservoir: math.Max(r.Reservoir, 0),
+			reservoir: nonNegative(r.Reservoir),
 			fixed:     fixed,
 			maxRate:   rate,
 			life:      b.Expiry.Sub(now).Seconds(),
@@ -317,4 +322,12 @@ func size(s sizing) sized {
 	out.rate = rate
 	out.extra = perRate * (rate - s.fixed)
 	return out
+}
+
+// nonNegative maps x to [0, +Inf]; NaN maps to 0.
+func nonNegative(x float64) float64 {
+	if !(x > 0) {
+		return 0
+	}
+	return x
 }

@@ -140,7 +140,7 @@ func TestDecide(t *testing.T) {
 				st.Captured = 20
 				return st
 			}(),
-			r:    Rule{Config: five, FixedRate: 0.01}, room: Unlimited(),
+			r: Rule{Config: five, FixedRate: 0.01}, room: Unlimited(),
 			want: Decision{Reason: ReasonActive, Want: 20.46407 / 920, Boost: Boost{Rate: 20.46407 / 920, Start: t0, Expiry: t0.Add(time.Minute)}},
 		},
 		{
@@ -150,7 +150,7 @@ func TestDecide(t *testing.T) {
 				st.Captured = 41
 				return st
 			}(),
-			r:    Rule{Config: five, FixedRate: 0.01}, room: Unlimited(),
+			r: Rule{Config: five, FixedRate: 0.01}, room: Unlimited(),
 			want: Decision{Reason: ReasonCaptured},
 		},
 		{
@@ -160,7 +160,7 @@ func TestDecide(t *testing.T) {
 				st.Captured = 35
 				return st
 			}(),
-			r:    Rule{Config: five, FixedRate: 0.01}, room: Unlimited(),
+			r: Rule{Config: five, FixedRate: 0.01}, room: Unlimited(),
 			want: Decision{Reason: ReasonCaptured, Want: 5.46407 / 920},
 		},
 		{
@@ -209,7 +209,7 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name: "no counts at all", now: now,
-			r:    Rule{Config: five, FixedRate: 0.01}, room: Unlimited(),
+			r: Rule{Config: five, FixedRate: 0.01}, room: Unlimited(),
 			want: Decision{Reason: ReasonWarmingUp},
 		},
 		{

@@ -122,11 +122,11 @@ func (f *fleet) report(ctx context.Context, t *testing.T, c Counts) Boost {
 	if !d.Start {
 		return d.Boost
 	}
-	b, err := f.store.StartBoost(ctx, "checkout", st.Boost.Start, d.Boost)
+	b, started, err := f.store.StartBoost(ctx, "checkout", st.Boost.Start, d.Boost)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b == (Boost{Rate: d.Boost.Rate, Start: millis(d.Boost.Start), Expiry: millis(d.Boost.Expiry)}) {
+	if started {
 		f.boosts = append(f.boosts, b)
 		f.trials = append(f.trials, boostTrial{boost: b})
 	}

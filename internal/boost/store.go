@@ -22,8 +22,8 @@ type Store interface {
 	// (State.Started), if the rule's last boost still starts at prev (the
 	// zero time for none): of the replicas that decided a boost from the
 	// same State, one starts it. It returns the rule's boost after, b or
-	// the one another replica started first.
-	StartBoost(ctx context.Context, rule string, prev time.Time, b Boost) (Boost, error)
+	// the one another replica started first, and whether it was b.
+	StartBoost(ctx context.Context, rule string, prev time.Time, b Boost) (Boost, bool, error)
 }
 
 // Add is one rule's counts for RecordBoostCounts: every client's documents
@@ -81,7 +81,7 @@ func (m *Memory) RecordBoostCounts(_ context.Context, now time.Time, o Options, 
 }
 
 // StartBoost implements Store.
-func (m *Memory) StartBoost(_ context.Context, rule string, prev time.Time, b Boost) (Boost, error) {
+func (m *Memory) StartBoost(_ context.Context, rule string, prev time.Time, b Boost) (Boost, bool, error) {
 	b = Boost{Rate: b.Rate, Start: millis(b.Start), Expiry: millis(b.Expiry)}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -93,10 +93,10 @@ func (m *Memory) StartBoost(_ context.Context, rule string, prev time.Time, b Bo
 		m.states[rule] = st
 	}
 	if !sameStart(st.Boost, prev) {
-		return st.Boost, nil
+		return st.Boost, false, nil
 	}
 	st.State = st.State.Started(b)
-	return b, nil
+	return b, true, nil
 }
 
 // sameStart reports whether cur starts at prev, to the millisecond; the
