@@ -62,11 +62,11 @@ func (c Counts) Share() float64 {
 	return math.Min(c.Anomalies/c.Total, 1)
 }
 
-// clean maps counts to what the model reads: finite, not negative, at most
+// Clean maps counts to what the model reads: finite, not negative, at most
 // maxCount, anomalies at most the total and sampled anomalies at most the
-// anomalies. Check refuses documents that need it; clean keeps a State
+// anomalies. Check refuses documents that need it; Clean keeps a State
 // sound whatever it is given.
-func (c Counts) clean() Counts {
+func (c Counts) Clean() Counts {
 	c.Total = cleanCount(c.Total)
 	c.Anomalies = math.Min(cleanCount(c.Anomalies), c.Total)
 	c.Sampled = math.Min(cleanCount(c.Sampled), c.Anomalies)

@@ -45,7 +45,7 @@ type State struct {
 // what a store does with each rule's counts.
 func (s *State) Record(now time.Time, c Counts, o Options) {
 	o = o.WithDefaults()
-	c = c.clean()
+	c = c.Clean()
 	s.Add(o.Bucket(now), c, o.Decay())
 	if s.Boost.InForce(now) {
 		s.Captured = cleanCount(s.Captured + c.Sampled)
@@ -63,7 +63,7 @@ func (s State) Started(b Boost) State {
 // (a replica whose clock is behind) goes straight into the baseline at its
 // age. decay is Options.Decay.
 func (s *State) Add(bucket int64, c Counts, decay float64) {
-	c = c.clean()
+	c = c.Clean()
 	if !s.Seen {
 		*s = State{Bucket: bucket, Since: bucket, Seen: true, Boost: s.Boost, Captured: s.Captured}
 	}
@@ -72,7 +72,7 @@ func (s *State) Add(bucket int64, c Counts, decay float64) {
 	case age == 0, age == 1:
 		s.Recent[age] = s.Recent[age].Plus(c)
 	default:
-		s.Baseline = s.Baseline.Plus(c.Scale(pow(decay, age-2))).clean()
+		s.Baseline = s.Baseline.Plus(c.Scale(pow(decay, age-2))).Clean()
 	}
 	s.Since = min(s.Since, bucket)
 }
@@ -87,10 +87,10 @@ func (s *State) Advance(bucket int64, decay float64) {
 	}
 	g := bucket - s.Bucket
 	if g == 1 {
-		s.Baseline = s.Baseline.Scale(decay).Plus(s.Recent[1]).clean()
+		s.Baseline = s.Baseline.Scale(decay).Plus(s.Recent[1]).Clean()
 		s.Recent = [2]Counts{{}, s.Recent[0]}
 	} else {
-		s.Baseline = s.Baseline.Scale(pow(decay, g)).Plus(s.Recent[1].Scale(pow(decay, g-1))).Plus(s.Recent[0].Scale(pow(decay, g-2))).clean()
+		s.Baseline = s.Baseline.Scale(pow(decay, g)).Plus(s.Recent[1].Scale(pow(decay, g-1))).Plus(s.Recent[0].Scale(pow(decay, g-2))).Clean()
 		s.Recent = [2]Counts{}
 	}
 	s.Bucket = bucket

@@ -65,7 +65,7 @@ func (m *Memory) RecordBoostCounts(_ context.Context, now time.Time, o Options, 
 	out := make([]State, len(adds))
 	for i, a := range adds {
 		st := m.states[a.Rule]
-		if c := a.Counts.clean(); c != (Counts{}) {
+		if c := a.Counts.Clean(); c != (Counts{}) {
 			if st == nil {
 				st = &memState{}
 				m.states[a.Rule] = st
