@@ -330,3 +330,24 @@ func TestBoostRateInForce(t *testing.T) {
 		t.Errorf("no boost: RateInForce = %v, want 0.05", got)
 	}
 }
+
+// BenchmarkDecide is the step every target of a boosted rule takes: a
+// state at the peak of a jump, deciding the boost in force.
+func BenchmarkDecide(b *testing.B) {
+	st := with(steady(Options{}, t0, 1000, 0.01, 60), t0, Counts{Total: 1000, Anomalies: 200})
+	st = st.Started(Boost{Rate: 0.2, Start: t0, Expiry: t0.Add(time.Minute)})
+	r := Rule{Config: &Config{MaxRate: 0.5, Cooldown: 5 * time.Minute}, FixedRate: 0.01}
+	now := t0.Add(5 * time.Second)
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = Decide(st, now, r, Unlimited(), Options{})
+	}
+}
+
+func TestDecideAllocs(t *testing.T) {
+	st := with(steady(Options{}, t0, 1000, 0.01, 60), t0, Counts{Total: 1000, Anomalies: 200})
+	r := Rule{Config: &Config{MaxRate: 0.5, Cooldown: 5 * time.Minute}, FixedRate: 0.01}
+	if n := testing.AllocsPerRun(100, func() { _ = Decide(st, t0.Add(5*time.Second), r, Unlimited(), Options{}) }); n != 0 {
+		t.Errorf("Decide allocates %v times, want 0", n)
+	}
+}

@@ -89,20 +89,24 @@ for i = 1, n do
       v[9], v[10], v[11] = clean(v[9] + t * w, v[10] + a * w, v[11] + s * w)
     end
     since = math.min(since, bucket)
-    local sets = {'b', num(b), 'since', num(since)}
-    for j = 3, 11 do
-      sets[#sets + 1] = fields[j]
-      sets[#sets + 1] = num(v[j])
-    end
+    h[1], h[2] = num(b), num(since)
+    for j = 3, 11 do h[j] = num(v[j]) end
     -- The boost in force captures the sampled anomalies.
     local rate, start, exp = tonumber(h[12]) or 0, tonumber(h[13]) or 0, tonumber(h[14]) or 0
+    local last = 11
     if rate > 0 and now >= start and now < exp then
-      sets[#sets + 1] = 'cap'
-      sets[#sets + 1] = num(count((tonumber(h[15]) or 0) + s))
+      h[15] = num(count((tonumber(h[15]) or 0) + s))
+      last = 15
+    end
+    local sets = {}
+    for j = 1, last do
+      if j <= 11 or j == 15 then
+        sets[#sets + 1] = fields[j]
+        sets[#sets + 1] = h[j]
+      end
     end
     redis.call('HSET', key, unpack(sets))
     redis.call('PEXPIRE', key, ttl)
-    h = redis.call('HMGET', key, unpack(fields))
   end
   for j = 1, #fields do out[#out + 1] = h[j] end
 end

@@ -153,3 +153,24 @@ func TestBoostUnavailable(t *testing.T) {
 		t.Errorf("StartBoost with Redis down: %v, want ErrUnavailable", err)
 	}
 }
+
+// BenchmarkRecordBoostCounts is one batch's boost counts: 10 rules, each
+// with counts, as the report path would send them beside the ledger's
+// script.
+func BenchmarkRecordBoostCounts(b *testing.B) {
+	srv := redistest.Start(b)
+	s := newStore(b, srv.Client(b), redisstore.Options{Prefix: "bench"})
+	ctx := context.Background()
+	adds := make([]boost.Add, 10)
+	for i := range adds {
+		adds[i] = boost.Add{Rule: "rule-" + string(rune('a'+i)), Counts: boost.Counts{Total: 1000, Anomalies: 20, Sampled: 1}}
+	}
+	now := time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)
+	b.ReportAllocs()
+	for b.Loop() {
+		now = now.Add(100 * time.Millisecond)
+		if _, err := s.RecordBoostCounts(ctx, now, boost.Options{}, adds); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
