@@ -188,10 +188,13 @@ func TestFleetEnforcingBudget(t *testing.T) {
 		return BudgetRoom(b500, st, "checkout", checkout.Config.Cooldown, now, RoomOptions{})
 	}
 
-	free := newFleet(4, 20, 100, checkout)
+	// The rule's fixed rate in force is the budget's factor of its own.
+	r := checkout
+	r.FixedRate *= st.Decision.FixedRateFactor
+	free := newFleet(4, 20, 100, r)
 	free.share = jump(onset)
 	free.run(t, onset.Add(2*time.Minute))
-	f := newFleet(4, 20, 100, checkout)
+	f := newFleet(4, 20, 100, r)
 	f.share = jump(onset)
 	f.room = roomAt
 	f.run(t, onset.Add(2*time.Minute))
@@ -200,8 +203,8 @@ func TestFleetEnforcingBudget(t *testing.T) {
 		t.Fatalf("boosts: %d under the budget, %d without; want 1 each", len(f.boosts), len(free.boosts))
 	}
 	room := roomAt(f.boosts[0].Start)
-	if got, unconstrained := f.boosts[0].Rate, free.boosts[0].Rate; !(got < unconstrained) {
-		t.Errorf("boost at %v under the enforcing budget, not below %v without it", got, unconstrained)
+	if got, unconstrained := f.boosts[0].Rate, free.boosts[0].Rate; !(got < unconstrained && got > r.FixedRate) {
+		t.Errorf("boost at %v under the enforcing budget, want between the fixed rate %v and %v, the boost without it", got, r.FixedRate, unconstrained)
 	}
 	if f.decisions[ReasonCappedBudget] != 1 {
 		t.Errorf("decisions %v, want one %q", f.decisions, ReasonCappedBudget)
