@@ -27,9 +27,9 @@ const (
 	// expires, at the rate it was decided at or, once the reports show it
 	// needs less to capture the rest of its target, at that rate.
 	ReasonActive Reason = "active"
-	// ReasonCaptured: the boost in force has captured its target (or the
-	// fixed rate will capture what is left of it); it is no longer handed
-	// out, and its cooldown runs.
+	// ReasonCaptured: the boost in force has captured its target, or the
+	// fixed rate will capture what is left of it, or the anomalies have
+	// stopped; it is no longer handed out, and its cooldown runs.
 	ReasonCaptured Reason = "captured"
 	// ReasonStarted: a new boost, at the rate the sizing wanted.
 	ReasonStarted Reason = "started"
@@ -95,7 +95,9 @@ type Decision struct {
 //
 // Its rate is the smallest that captures Target anomalous traces over its
 // life with the configured confidence, at most MaxRate and at most what
-// the room pays for; it lasts Life (at most a minute). See docs/BOOSTS.md
+// the room pays for; it lasts Life (at most a minute). While it is in
+// force it is handed out to every client, sized again from each report
+// (never higher) and ended once it has captured enough. See docs/BOOSTS.md
 // for the formulas.
 //
 // st is not changed: Decide works on a copy advanced to now. No field of

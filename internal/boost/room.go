@@ -66,7 +66,8 @@ const (
 )
 
 // BudgetRoom is the room budget b, with st the controller's last decision
-// for it, leaves one boost of rule at now, rule's cooldown being cooldown.
+// for it, leaves one boost of rule at now, rule's cooldown being cooldown
+// (at least a boost's life, as Decide applies it).
 // The room a rule has is the Min of BudgetRoom over the budgets covering it
 // (for the service asking), Unlimited when none does.
 //
@@ -121,7 +122,8 @@ func BudgetRoom(b *budget.Budget, st *budget.State, rule string, cooldown time.D
 	secsLeft := math.Max(budget.MonthStart(now).AddDate(0, 1, 0).Sub(now).Seconds(), 1)
 	pace := math.Max(forecast-spent, 0) / secsLeft
 	slack := math.Max(budget.Aim*capTraces-forecast, 0)
-	room := math.Min(slack+lend*pace*math.Max(cooldown.Seconds(), 0), left-pace*o.Horizon.Seconds())
+	window := max(cooldown, MaxLife).Seconds() // the cooldown as Decide applies it
+	room := math.Min(slack+lend*pace*window, left-pace*o.Horizon.Seconds())
 	share := 1.0
 	if total := cleanCount(st.Requests); total > 0 {
 		share = math.Min(cleanCount(float64(st.Rules[rule].Requests))/total, 1)
