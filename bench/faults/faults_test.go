@@ -1,0 +1,90 @@
+package faults
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"regexp"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+var (
+	fullFlag = flag.Bool("faults.full", false, "run the full suite (300 instances, every fault, about 15 minutes) instead of the bounded one")
+	runFlag  = flag.String("faults.run", "", "run only the faults whose name matches this regular expression")
+	outFlag  = flag.String("faults.out", "", "also write the report (Markdown) to this file")
+)
+
+// TestFaults runs the fault suite and prints its report. By default it runs
+// the bounded mode (ShortMode), as CI does; -faults.full runs the full one.
+func TestFaults(t *testing.T) {
+	m := ShortMode()
+	if *fullFlag {
+		m = FullMode()
+	}
+	m.Race = raceEnabled
+	var only *regexp.Regexp
+	if *runFlag != "" {
+		var err error
+		if only, err = regexp.Compile(*runFlag); err != nil {
+			t.Fatalf("-faults.run: %v", err)
+		}
+	}
+	leaks := goleak.IgnoreCurrent()
+	ctx := t.Context()
+	bin, err := buildControlplane(ctx, t.TempDir(), raceEnabled)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var results []Result
+	hung := false
+	for _, f := range faults() {
+		if !m.All && !f.short && f.todo == "" || only != nil && !only.MatchString(f.name) {
+			continue
+		}
+		t.Run(f.name, func(t *testing.T) {
+			res, err := runFault(ctx, t, m, bin, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			results = append(results, res)
+			hung = hung || res.CloseHung > 0
+			checkResult(t, f, res)
+		})
+	}
+
+	var report bytes.Buffer
+	writeReport(&report, m, results)
+	os.Stdout.Write(report.Bytes())
+	if *outFlag != "" {
+		if err := os.WriteFile(*outFlag, report.Bytes(), 0o644); err != nil {
+			t.Error(err)
+		}
+	}
+	// An instance whose Close never returned still runs: that is the
+	// failure already reported, not a leak of the suite's.
+	if !hung {
+		goleak.VerifyNone(t, leaks)
+	}
+}
+
+// checkResult fails the test on what must hold under every fault whatever
+// the machine's load. Rates and decision times are wall-clock figures of a
+// shared machine: they are reported, not asserted.
+func checkResult(t *testing.T, f fault, r Result) {
+	t.Helper()
+	if r.NotRun != "" {
+		t.Skip(r.NotRun)
+	}
+	if r.Panics > 0 {
+		t.Errorf("%d decisions panicked", r.Panics)
+	}
+	if r.CloseHung > 0 {
+		t.Errorf("Close did not return for %d of %d instances", r.CloseHung, r.Instances)
+	}
+	if r.EditsLost > 0 && f.aof {
+		t.Errorf("%d of %d acknowledged edits lost with persistence on: %v", r.EditsLost, r.EditsAcked, r.LostEdits)
+	}
+}
