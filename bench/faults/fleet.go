@@ -1,11 +1,13 @@
 package faults
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,10 +45,12 @@ type fleet struct {
 	slow      atomic.Int64
 	maxNs     atomic.Int64
 	panics    atomic.Int64
-	// control is OpenTelemetry's TraceIDRatioBased sampler, timed right
-	// after every decision in the same way: pure computation that cannot
-	// block, so its calls over slowDecision measure how often the machine
-	// itself (scheduling, a busy neighbour) stretches a call that far.
+	// control is OpenTelemetry's TraceIDRatioBased sampler, called right
+	// after every decision as many times in a row as make up the mean
+	// length of a decision, and timed the same way: pure computation that
+	// cannot block, so its stretches over slowDecision count how often the
+	// machine itself (scheduling, a busy neighbour, the collector) stretches
+	// a call of that length that far.
 	control     sdktrace.Sampler
 	controlSlow atomic.Int64
 
@@ -150,6 +154,7 @@ func (f *fleet) drive(ctx context.Context, insts []*instance, seed uint64) {
 		Kind:          trace.SpanKindServer,
 		Attributes:    attrs,
 	}
+	var c calibration
 	for {
 		select {
 		case <-ctx.Done():
@@ -158,6 +163,7 @@ func (f *fleet) drive(ctx context.Context, insts []*instance, seed uint64) {
 			dt := now.Sub(last).Seconds()
 			last = now
 			var sampled int64
+			reps := c.reps()
 			for _, in := range insts {
 				due := in.rate*dt + in.carry
 				k := int(due)
@@ -172,7 +178,7 @@ func (f *fleet) drive(ctx context.Context, insts []*instance, seed uint64) {
 					}
 					p.TraceID = id
 					in.requests++
-					if f.decide(in.s, &p) {
+					if f.decide(in.s, &p, reps, &c) {
 						in.sampled++
 						sampled++
 					}
@@ -185,8 +191,9 @@ func (f *fleet) drive(ctx context.Context, insts []*instance, seed uint64) {
 	}
 }
 
-// decide runs one decision, timing it and catching a panic.
-func (f *fleet) decide(s *sampler.Sampler, p *sdktrace.SamplingParameters) (sampled bool) {
+// decide runs one decision, timing it and catching a panic, then times
+// reps calls of the control sampler.
+func (f *fleet) decide(s *sampler.Sampler, p *sdktrace.SamplingParameters, reps int, c *calibration) (sampled bool) {
 	defer func() {
 		if recover() != nil {
 			f.panics.Add(1)
@@ -196,8 +203,12 @@ func (f *fleet) decide(s *sampler.Sampler, p *sdktrace.SamplingParameters) (samp
 	r := s.ShouldSample(*p)
 	d := time.Since(t0)
 	t1 := time.Now()
-	f.control.ShouldSample(*p)
-	if time.Since(t1) > slowDecision {
+	for range reps {
+		f.control.ShouldSample(*p)
+	}
+	dc := time.Since(t1)
+	c.add(d, dc, reps)
+	if dc > slowDecision {
 		f.controlSlow.Add(1)
 	}
 	f.decisions.Add(1)
@@ -211,6 +222,32 @@ func (f *fleet) decide(s *sampler.Sampler, p *sdktrace.SamplingParameters) (samp
 		}
 	}
 	return r.Decision == sdktrace.RecordAndSample
+}
+
+// calibration keeps one driver's mean decision time and mean control call
+// time, stretched calls left out, to size the control's run.
+type calibration struct {
+	decisionNs, decisions int64
+	controlNs, controls   int64
+}
+
+func (c *calibration) add(decision, control time.Duration, reps int) {
+	if decision > slowDecision || control > slowDecision {
+		return // the stretches are what is counted, not the length
+	}
+	c.decisionNs += int64(decision)
+	c.decisions++
+	c.controlNs += int64(control)
+	c.controls += int64(reps)
+}
+
+// reps is how many control calls last as long as a decision, on average.
+func (c *calibration) reps() int {
+	if c.decisions == 0 || c.controlNs == 0 {
+		return 1
+	}
+	per := float64(c.controlNs) / float64(c.controls)
+	return int(min(1000, max(1, float64(c.decisionNs)/float64(c.decisions)/per+0.5)))
 }
 
 // stopTraffic ends the drivers; the instances stay open.
@@ -254,4 +291,38 @@ func (f *fleet) closeAll(wait time.Duration) (hung int) {
 	case <-t.C:
 	}
 	return len(f.insts) - int(returned.Load())
+}
+
+// sdkGoroutines counts the goroutines running the SDK's code. A closed
+// sampler leaves none behind.
+func sdkGoroutines() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	count := 0
+	for _, g := range bytes.Split(buf, []byte("\n\n")) {
+		if bytes.Contains(g, []byte("/clients/go/sampler.")) {
+			count++
+		}
+	}
+	return count
+}
+
+// sdkGoroutinesLeft waits up to wait for the SDK's goroutines to come down
+// to before and returns how many more there are.
+func sdkGoroutinesLeft(before int, wait time.Duration) int {
+	deadline := time.Now().Add(wait)
+	for {
+		n := sdkGoroutines() - before
+		if n <= 0 || time.Now().After(deadline) {
+			return max(n, 0)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -207,19 +207,17 @@ func (p *proxy) cutter() {
 				continue
 			}
 			last = now
-			if p.cutOne() {
-				p.cuts.Add(1)
-			}
+			p.cutOne()
 		}
 	}
 }
 
-func (p *proxy) cutOne() bool {
+func (p *proxy) cutOne() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for l := range p.links { // map order is random enough
+		p.cuts.Add(1) // before: the client may see the cut at once
 		l.reset()
-		return true
+		return
 	}
-	return false
 }

@@ -15,7 +15,7 @@ func writeReport(w io.Writer, m Mode, results []Result) {
 	if m.Race {
 		fmt.Fprint(w, "The race detector is on (here and in the replicas): decision times mean little; the control column tells the machine's share only without it.\n\n")
 	}
-	fmt.Fprintln(w, "| fault | decisions failed / over 1 ms (control) | Close() hung | acked edits lost | spend: sampled counted → recorded | rate ×R before / during (max) / after | back on target |")
+	fmt.Fprintln(w, "| fault | decisions failed / over 1 ms (control) | Close() hung (goroutines left) | acked edits lost | spend: sampled counted → recorded | rate ×R before / during (max) / after | back on target |")
 	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- |")
 	for _, r := range results {
 		if r.NotRun != "" {
@@ -23,8 +23,8 @@ func writeReport(w io.Writer, m Mode, results []Result) {
 			continue
 		}
 		before, during, after, peak := r.phaseRates()
-		fmt.Fprintf(w, "| %s | %d / %d (%d) | %d of %d | %d of %d | %d → %d (%s) | %.2f / %.2f (%.2f) / %.2f | %s |\n",
-			r.Fault, r.Panics, r.Slow, r.ControlSlow, r.CloseHung, r.Instances, r.EditsLost, r.EditsAcked,
+		fmt.Fprintf(w, "| %s | %d / %d (%d) | %d of %d (%d) | %d of %d | %d → %d (%s) | %.2f / %.2f (%.2f) / %.2f | %s |\n",
+			r.Fault, r.Panics, r.Slow, r.ControlSlow, r.CloseHung, r.Instances, r.SDKGoroutinesLeft, r.EditsLost, r.EditsAcked,
 			r.CountedSampled, r.RecordedSampled, signedPct(r.RecordedSampled, r.CountedSampled),
 			before, during, peak, after, r.backText())
 	}
@@ -39,6 +39,7 @@ func writeReport(w io.Writer, m Mode, results []Result) {
 		fmt.Fprintf(w, "| SDK decisions | %d, %d panicked, %d over 1 ms (longest %v) | none failed or over 1 ms |\n", r.Decisions, r.Panics, r.Slow, r.MaxDecision.Round(time.Microsecond))
 		fmt.Fprintf(w, "| the same calls to OpenTelemetry's TraceIDRatioBased, over 1 ms | %d (the machine's share) | |\n", r.ControlSlow)
 		fmt.Fprintf(w, "| `Close()` returned within %v | %d of %d | all |\n", m.CloseWait, r.Instances-r.CloseHung, r.Instances)
+		fmt.Fprintf(w, "| SDK goroutines left running after `Close()` | %d | 0 |\n", r.SDKGoroutinesLeft)
 		fmt.Fprintf(w, "| acknowledged edits lost | %d of %d acknowledged (%d sent)%s | 0 |\n", r.EditsLost, r.EditsAcked, r.EditsSent, listed(r.LostEdits))
 		fmt.Fprintf(w, "| sampled traces: counted by the SDKs → recorded in the budget | %d → %d (%s) | equal |\n", r.CountedSampled, r.RecordedSampled, signedPct(r.RecordedSampled, r.CountedSampled))
 		fmt.Fprintf(w, "| requests: counted → recorded | %d → %d (%s) | equal |\n", r.CountedRequests, r.RecordedRequests, signedPct(r.RecordedRequests, r.CountedRequests))

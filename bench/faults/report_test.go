@@ -10,18 +10,20 @@ func TestRecovery(t *testing.T) {
 	tests := []struct {
 		name      string
 		rates     []float64
-		from      int
+		from, to  int
 		off, back int
 	}{
-		{"never left", []float64{1, 1, 1.1, 0.9, 1}, 2, -1, 2},
-		{"left and came back", []float64{1, 1, 3, 2, 1, 1}, 2, 2, 4},
-		{"came back, left again, came back", []float64{1, 1, 3, 1, 0.5, 1, 1}, 2, 2, 5},
-		{"did not come back", []float64{1, 1, 1, 3, 1, 2}, 2, 3, -1},
-		{"off before the fault does not count", []float64{3, 1, 1, 1}, 1, -1, 1},
+		{"never left", []float64{1, 1, 1.1, 0.9, 1}, 2, 3, -1, 2},
+		{"left and came back", []float64{1, 1, 3, 2, 1, 1, 1, 1}, 2, 4, 2, 4},
+		{"back during the fault", []float64{1, 1, 3, 1, 1, 1, 1, 1}, 2, 6, 2, 3},
+		{"off again late in the fault", []float64{1, 1, 3, 1, 1, 1, 3, 1, 1, 1}, 2, 7, 2, 7},
+		{"a stray window after the fault", []float64{1, 1, 3, 1, 1, 1, 0.5, 1}, 2, 3, 2, 3},
+		{"not settled by the end", []float64{1, 1, 1, 3, 1, 1}, 2, 4, 3, -1},
+		{"off before the fault does not count", []float64{3, 1, 1, 1}, 1, 2, -1, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			off, back := recovery(tt.rates, tt.from, 0.25)
+			off, back := recovery(tt.rates, tt.from, tt.to, 0.25)
 			if diff := cmp.Diff([2]int{tt.off, tt.back}, [2]int{off, back}); diff != "" {
 				t.Errorf("recovery (-want +got): [off back]\n%s", diff)
 			}

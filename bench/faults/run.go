@@ -36,6 +36,9 @@ type Result struct {
 	// CloseHung counts instances whose Close did not return in
 	// Mode.CloseWait.
 	CloseHung int
+	// SDKGoroutinesLeft counts the SDK's goroutines still running 10 s
+	// after every Close returned (those of hung instances included).
+	SDKGoroutinesLeft int
 
 	// Edits sent, acknowledged, and acknowledged but lost.
 	EditsSent, EditsAcked, EditsLost int
@@ -54,8 +57,8 @@ type Result struct {
 	Window             time.Duration
 	Tolerance          float64
 	// Off is the first window off target from the fault's start, -1 if
-	// none; Back is the window from which the rate stayed on target to
-	// the end, -1 if it did not.
+	// none; Back is the window from which the rate was back on target
+	// (see recovery), -1 if it did not come back.
 	Off, Back int
 
 	// Warnings counts the replicas' log lines at WARN or above.
@@ -115,6 +118,7 @@ func runFault(ctx context.Context, tb testing.TB, m Mode, bin string, f fault) (
 
 	length := f.length(m)
 	total := m.Warmup + m.Before + length + m.After
+	sdkBefore := sdkGoroutines()
 	fl, err := startFleet(m.Instances, m.Rates, addrs, f.how, m.Window, int(total/m.Window)+2)
 	if err != nil {
 		return res, err
@@ -159,6 +163,7 @@ func runFault(ctx context.Context, tb testing.TB, m Mode, bin string, f fault) (
 	ed.stop()
 	fl.stopTraffic()
 	res.CloseHung = fl.closeAll(m.CloseWait)
+	res.SDKGoroutinesLeft = sdkGoroutinesLeft(sdkBefore, 10*time.Second)
 	res.Decisions, res.Slow, res.Panics = fl.decisions.Load(), fl.slow.Load(), fl.panics.Load()
 	res.MaxDecision = time.Duration(fl.maxNs.Load())
 	res.ControlSlow = fl.controlSlow.Load()
@@ -186,7 +191,7 @@ func runFault(ctx context.Context, tb testing.TB, m Mode, bin string, f fault) (
 	res.Baseline = int(m.Warmup / m.Window)
 	res.FaultFrom = int(faultAt.Sub(fl.start) / m.Window)
 	res.FaultTo = int((endAt.Sub(fl.start) + m.Window - 1) / m.Window)
-	res.Off, res.Back = recovery(res.Rates, res.FaultFrom, m.Tolerance)
+	res.Off, res.Back = recovery(res.Rates, res.FaultFrom, res.FaultTo, m.Tolerance)
 	res.Notes = e.notes
 	return res, nil
 }
@@ -261,26 +266,42 @@ func recorded(ctx context.Context, client redis.UniversalClient, from, to time.T
 	return requests, sampled, nil
 }
 
-// recovery finds, from window from on, the first window off target and the
-// window from which every window to the end was on target (-1: none).
-func recovery(rates []float64, from int, tol float64) (off, back int) {
+// settle is how many windows in a row must be on target for the fleet to
+// count as back: one window can land on target by chance.
+const settle = 3
+
+// recovery looks at the windows from from on, the fault covering [from,
+// to): off is the first off target (-1: none); back is the first window,
+// after every off-target window of the fault, that starts settle windows
+// in a row on target (from if the rate never left; -1 if it did not come
+// back).
+func recovery(rates []float64, from, to int, tol float64) (off, back int) {
 	off, back = -1, -1
-	last := -1
+	start := from
 	for i := from; i < len(rates); i++ {
 		if !onTarget(rates[i], tol) {
 			if off < 0 {
 				off = i
 			}
-			last = i
+			if i < to {
+				start = i + 1
+			}
 		}
 	}
-	switch {
-	case off < 0:
-		back = from
-	case last+1 < len(rates):
-		back = last + 1
+	if off < 0 {
+		return off, from
 	}
-	return off, back
+	start = max(start, off+1)
+	for i := start; i+settle <= len(rates); i++ {
+		ok := true
+		for _, r := range rates[i : i+settle] {
+			ok = ok && onTarget(r, tol)
+		}
+		if ok {
+			return off, i
+		}
+	}
+	return off, -1
 }
 
 func onTarget(rate, tol float64) bool { return rate >= 1-tol && rate <= 1+tol }

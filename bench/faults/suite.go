@@ -35,10 +35,10 @@ type Mode struct {
 	// Warmup runs before anything is measured, Before is the baseline,
 	// After is measured after the fault ends.
 	Warmup, Before, After time.Duration
-	// Outage is how long a killed Redis or replica stays down and an
-	// impairment lasts; Freeze how long Redis stays stopped; Skew how far
-	// a replica's clock is set off for Outage.
-	Outage, Freeze, Skew time.Duration
+	// Outage is how long a killed Redis or replica stays down, an
+	// impairment or a clock skew lasts; Freeze how long Redis stays
+	// stopped.
+	Outage, Freeze time.Duration
 	// EditEvery is the editor's step (three edits each).
 	EditEvery time.Duration
 	// Tolerance: a window whose rate is within R × (1 ± Tolerance) is on
@@ -53,27 +53,27 @@ type Mode struct {
 	Race bool
 }
 
-// ShortMode is the bounded run of CI: a small fleet, short phases, the
-// main faults. About three minutes on two cores.
+// ShortMode is the bounded run of CI: a small fleet, short phases, six of
+// the faults. About three minutes.
 func ShortMode() Mode {
 	return Mode{
 		Name: "short", Instances: 30, Rates: []float64{5, 10, 20, 40}, Replicas: 2,
 		Reservoir: 20, Interval: time.Second, Window: 2 * time.Second,
-		Warmup: 10 * time.Second, Before: 4 * time.Second, After: 10 * time.Second,
-		Outage: 6 * time.Second, Freeze: 6 * time.Second, Skew: 2 * time.Second,
+		Warmup: 8 * time.Second, Before: 4 * time.Second, After: 8 * time.Second,
+		Outage: 6 * time.Second, Freeze: 6 * time.Second,
 		EditEvery: time.Second, Tolerance: 0.25, CloseWait: 30 * time.Second,
 	}
 }
 
 // FullMode is the run whose figures docs/RELIABILITY.md records: several
-// hundred instances, the 20 s freeze of issue 17, every fault. About fifteen
-// minutes.
+// hundred instances, the 20 s freeze of issue 17, every fault. About
+// fifteen minutes.
 func FullMode() Mode {
 	return Mode{
 		Name: "full", Instances: 300, Rates: []float64{2, 5, 10, 20}, Replicas: 2,
-		Reservoir: 50, Interval: time.Second, Window: time.Second,
+		Reservoir: 50, Interval: time.Second, Window: 2 * time.Second,
 		Warmup: 25 * time.Second, Before: 10 * time.Second, After: 30 * time.Second,
-		Outage: 10 * time.Second, Freeze: 20 * time.Second, Skew: 2 * time.Second,
+		Outage: 10 * time.Second, Freeze: 20 * time.Second,
 		EditEvery: time.Second, Tolerance: 0.25, CloseWait: 30 * time.Second, All: true,
 	}
 }
@@ -116,7 +116,13 @@ func faults() []fault {
 	outage := func(m Mode) time.Duration { return m.Outage }
 	return []fault{
 		{
-			name: "Redis killed, restarted, no persistence", short: true,
+			// The control: what a run costs without a fault, shutdown
+			// included, so the rows below can be read against it.
+			name: "no fault (control)", short: true, aof: true,
+			length: outage, inject: func(context.Context, *env) (func(context.Context) error, error) { return nil, nil },
+		},
+		{
+			name: "Redis killed, restarted, no persistence",
 			length: outage, inject: killRedis,
 		},
 		{
@@ -136,7 +142,7 @@ func faults() []fault {
 			length: outage, inject: killReplica,
 		},
 		{
-			name: "Redis 100 ms away each way", short: true, aof: true, proxied: true,
+			name: "Redis 100 ms away each way", aof: true, proxied: true,
 			length: outage, inject: impair(impairment{delay: 100 * time.Millisecond}),
 		},
 		{
@@ -144,12 +150,16 @@ func faults() []fault {
 			length: outage, inject: impair(impairment{loss: 0.2, stall: 300 * time.Millisecond, cutEvery: 500 * time.Millisecond}),
 		},
 		{
-			name: "replica clock ahead", short: true, aof: true, skewed: true,
-			length: outage, inject: skew(+1),
+			name: "replica clock 2 s ahead", short: true, aof: true, skewed: true,
+			length: outage, inject: skew(2 * time.Second),
 		},
 		{
-			name: "replica clock behind", aof: true, skewed: true,
-			length: outage, inject: skew(-1),
+			name: "replica clock 2 s behind", aof: true, skewed: true,
+			length: outage, inject: skew(-2 * time.Second),
+		},
+		{
+			name: "replica clock 250 ms ahead", aof: true, skewed: true,
+			length: outage, inject: skew(250 * time.Millisecond),
 		},
 		{
 			name: "Sentinel failover", todo: "needs the Sentinel topology of internal/redistest (issue 17)",
@@ -234,15 +244,15 @@ func impair(imp impairment) func(context.Context, *env) (func(context.Context) e
 	}
 }
 
-// skew steps replica 1's clock sign × Mode.Skew off the real time, and back
-// when the fault ends.
-func skew(sign int) func(context.Context, *env) (func(context.Context) error, error) {
+// skew steps replica 1's clock d off the real time, and back when the
+// fault ends.
+func skew(d time.Duration) func(context.Context, *env) (func(context.Context) error, error) {
 	return func(_ context.Context, e *env) (func(context.Context) error, error) {
 		r, ok := e.replicas[1].(*skewedReplica)
 		if !ok {
 			return nil, errors.New("replica 1 is not the skewed one")
 		}
-		r.setSkew(time.Duration(sign) * e.mode.Skew)
+		r.setSkew(d)
 		return func(context.Context) error {
 			r.setSkew(0)
 			return nil
