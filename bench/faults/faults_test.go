@@ -88,7 +88,18 @@ func checkResult(t *testing.T, f fault, r Result) {
 	if r.SDKGoroutinesLeft > 0 {
 		t.Errorf("%d SDK goroutines still running after every Close returned (issue 11, item 1: a stream receiver stuck in Recv)", r.SDKGoroutinesLeft)
 	}
-	if r.EditsLost > 0 && f.aof {
+	if !f.aof {
+		return // without persistence a restart loses everything: the row says how much
+	}
+	if r.EditsLost > 0 {
 		t.Errorf("%d of %d acknowledged edits lost with persistence on: %v", r.EditsLost, r.EditsAcked, r.LostEdits)
+	}
+	// Spend billed twice is a defect under any fault. Spend lost is not
+	// asserted yet: a replica's unacknowledged stream reports (issue 11,
+	// item 8) and Close's last report (item 2) still lose a little; assert
+	// equality once both are fixed.
+	if r.RecordedSampled > r.CountedSampled || r.RecordedRequests > r.CountedRequests {
+		t.Errorf("billed twice: the budget recorded %d sampled traces of %d requests, the SDKs counted %d of %d",
+			r.RecordedSampled, r.RecordedRequests, r.CountedSampled, r.CountedRequests)
 	}
 }

@@ -38,6 +38,7 @@ type skewedReplica struct {
 
 // inprocRun is one start of a skewedReplica.
 type inprocRun struct {
+	reg    *prometheus.Registry
 	cancel context.CancelFunc
 	srv    *server.Server
 	bg     sync.WaitGroup
@@ -100,7 +101,7 @@ func (r *skewedReplica) start(ctx context.Context) error {
 	readiness := server.NewReadiness(srv, reg)
 	ctl := controller.New(st, cat, controller.Options{Interval: r.interval, Logger: log, Registerer: reg, Now: r.now})
 	runCtx, cancel := context.WithCancel(context.Background())
-	run := &inprocRun{cancel: cancel, srv: srv, close: func() { _ = st.Close(); _ = client.Close() }}
+	run := &inprocRun{reg: reg, cancel: cancel, srv: srv, close: func() { _ = st.Close(); _ = client.Close() }}
 	run.bg.Add(4)
 	go func() { defer run.bg.Done(); _ = srv.Serve(lis) }()
 	go func() { defer run.bg.Done(); ctl.Run(runCtx) }()
@@ -108,6 +109,28 @@ func (r *skewedReplica) start(ctx context.Context) error {
 	go func() { defer run.bg.Done(); _ = cat.Run(runCtx) }()
 	r.running = run
 	return nil
+}
+
+func (r *skewedReplica) dropped() float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.running == nil {
+		return 0
+	}
+	mfs, err := r.running.reg.Gather()
+	if err != nil {
+		return 0
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == droppedMetric {
+			sum := 0.0
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+			return sum
+		}
+	}
+	return 0
 }
 
 // stop stops the replica as `serve` does on SIGTERM: background work first,

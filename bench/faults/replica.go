@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -30,7 +31,13 @@ type replica interface {
 	stop()
 	// warnings counts the log lines at WARN or above so far.
 	warnings() int
+	// dropped reads controlplane_usage_dropped_total: budget usage entries
+	// the replica lost, or may have lost, since it started.
+	dropped() float64
 }
+
+// droppedMetric is the counter replica.dropped reads.
+const droppedMetric = "controlplane_usage_dropped_total"
 
 // replicaStart bounds how long a replica may take to become ready.
 const replicaStart = 30 * time.Second
@@ -187,6 +194,24 @@ func (r *procReplica) restart(ctx context.Context) error {
 }
 
 func (r *procReplica) warnings() int { return countWarnings(r.logPath()) }
+
+func (r *procReplica) dropped() float64 {
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get("http://" + r.httpAddr + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), droppedMetric+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return 0
+}
 
 // countWarnings counts the JSON log lines of a file whose level is WARN or
 // ERROR.

@@ -43,6 +43,7 @@ func writeReport(w io.Writer, m Mode, results []Result) {
 		fmt.Fprintf(w, "| acknowledged edits lost | %d of %d acknowledged (%d sent)%s | 0 |\n", r.EditsLost, r.EditsAcked, r.EditsSent, listed(r.LostEdits))
 		fmt.Fprintf(w, "| sampled traces: counted by the SDKs → recorded in the budget | %d → %d (%s) | equal |\n", r.CountedSampled, r.RecordedSampled, signedPct(r.RecordedSampled, r.CountedSampled))
 		fmt.Fprintf(w, "| requests: counted → recorded | %d → %d (%s) | equal |\n", r.CountedRequests, r.RecordedRequests, signedPct(r.RecordedRequests, r.CountedRequests))
+		fmt.Fprintf(w, "| usage entries the replicas counted as dropped (`%s`) | %.0f | 0 |\n", droppedMetric, r.UsageDropped)
 		fmt.Fprintf(w, "| fleet's sampled rate ×R: before / during (highest window) / after | %.2f / %.2f (%.2f) / %.2f | 1 |\n", before, during, peak, after)
 		fmt.Fprintf(w, "| first window off target | %s | none |\n", r.offText())
 		fmt.Fprintf(w, "| back on target for good | %s | at once |\n", r.backText())
@@ -90,13 +91,15 @@ func (r *Result) offText() string {
 }
 
 // backText says when the rate came back on target for good, counted from
-// the fault's end (a negative figure: before it ended).
+// the fault's end, or from its start if it came back before the end.
 func (r *Result) backText() string {
 	switch {
 	case r.Back < 0:
 		return fmt.Sprintf("not within %v", time.Duration(len(r.Rates)-r.FaultTo)*r.Window)
 	case r.Off < 0:
 		return "never left"
+	case r.Back == r.FaultFrom:
+		return "never left for two windows in a row"
 	}
 	d := time.Duration(r.Back-r.FaultTo) * r.Window
 	if d < 0 {

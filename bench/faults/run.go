@@ -48,6 +48,9 @@ type Result struct {
 	// budget, once every instance was closed and every replica stopped.
 	CountedRequests, RecordedRequests int64
 	CountedSampled, RecordedSampled   int64
+	// UsageDropped sums the replicas' controlplane_usage_dropped_total
+	// just before they stop (a killed replica's count died with it).
+	UsageDropped float64
 
 	// Rates are the fleet's sampled traces per second in each window, as a
 	// multiple of R; the fault covers windows [FaultFrom, FaultTo).
@@ -58,7 +61,7 @@ type Result struct {
 	Tolerance          float64
 	// Off is the first window off target from the fault's start, -1 if
 	// none; Back is the window from which the rate was back on target
-	// (see recovery), -1 if it did not come back.
+	// for good (see recovery), -1 if it did not come back.
 	Off, Back int
 
 	// Warnings counts the replicas' log lines at WARN or above.
@@ -176,6 +179,7 @@ func runFault(ctx context.Context, tb testing.TB, m Mode, bin string, f fault) (
 	res.EditsSent, res.EditsAcked, res.EditsLost, res.LostEdits = ec.sent, ec.acked, ec.lost, ec.lostOps
 
 	for _, r := range e.replicas {
+		res.UsageDropped += r.dropped()
 		r.stop()
 		res.Warnings += r.warnings()
 	}
@@ -266,42 +270,30 @@ func recorded(ctx context.Context, client redis.UniversalClient, from, to time.T
 	return requests, sampled, nil
 }
 
-// settle is how many windows in a row must be on target for the fleet to
-// count as back: one window can land on target by chance.
-const settle = 3
-
-// recovery looks at the windows from from on, the fault covering [from,
-// to): off is the first off target (-1: none); back is the first window,
-// after every off-target window of the fault, that starts settle windows
-// in a row on target (from if the rate never left; -1 if it did not come
-// back).
+// recovery looks at the windows from from on (the fault covers [from,
+// to)). off is the first window off target, -1 if none. A departure is two
+// or more windows in a row off target: one alone happens by chance (see
+// the baseline). back is the window after the last departure, from if
+// there was none, -1 if the last one lasts to the end.
 func recovery(rates []float64, from, to int, tol float64) (off, back int) {
-	off, back = -1, -1
-	start := from
+	off, back = -1, from
+	run := 0
 	for i := from; i < len(rates); i++ {
-		if !onTarget(rates[i], tol) {
-			if off < 0 {
-				off = i
-			}
-			if i < to {
-				start = i + 1
-			}
+		if onTarget(rates[i], tol) {
+			run = 0
+			continue
+		}
+		if off < 0 {
+			off = i
+		}
+		if run++; run >= 2 {
+			back = i + 1
 		}
 	}
-	if off < 0 {
-		return off, from
+	if back >= len(rates) {
+		back = -1
 	}
-	start = max(start, off+1)
-	for i := start; i+settle <= len(rates); i++ {
-		ok := true
-		for _, r := range rates[i : i+settle] {
-			ok = ok && onTarget(r, tol)
-		}
-		if ok {
-			return off, i
-		}
-	}
-	return off, -1
+	return off, back
 }
 
 func onTarget(rate, tol float64) bool { return rate >= 1-tol && rate <= 1+tol }

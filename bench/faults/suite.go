@@ -122,7 +122,7 @@ func faults() []fault {
 			length: outage, inject: func(context.Context, *env) (func(context.Context) error, error) { return nil, nil },
 		},
 		{
-			name: "Redis killed, restarted, no persistence",
+			name:   "Redis killed, restarted, no persistence",
 			length: outage, inject: killRedis,
 		},
 		{
