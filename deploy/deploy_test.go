@@ -249,6 +249,39 @@ func mountedFiles(t *testing.T, svc composeService) map[string]string {
 	return m
 }
 
+// TestComposeRedisPersists: the control plane keeps everything in Redis, so
+// compose's Redis must write it to disk, on a volume, and never evict a key.
+func TestComposeRedisPersists(t *testing.T) {
+	var compose struct {
+		Services map[string]struct {
+			Image   string   `yaml:"image"`
+			Command []string `yaml:"command"`
+			Volumes []string `yaml:"volumes"`
+		} `yaml:"services"`
+	}
+	readYAML(t, "compose.yaml", &compose)
+	redis, ok := compose.Services["redis"]
+	if !ok {
+		t.Fatal("compose has no redis service")
+	}
+	cmd := strings.Join(redis.Command, " ")
+	for _, want := range []string{"--appendonly yes", "--maxmemory-policy noeviction"} {
+		if !strings.Contains(cmd, want) {
+			t.Errorf("redis command %q lacks %q", cmd, want)
+		}
+	}
+	if strings.Contains(cmd, "--appendonly no") || strings.Contains(cmd, `--save ""`) {
+		t.Errorf("redis command %q turns persistence off", cmd)
+	}
+	onVolume := false
+	for _, v := range redis.Volumes {
+		onVolume = onVolume || strings.HasSuffix(v, ":/data")
+	}
+	if !onVolume {
+		t.Errorf("redis keeps /data in the container (volumes %q): a new container starts empty", redis.Volumes)
+	}
+}
+
 func TestDockerfileRunsServe(t *testing.T) {
 	b, err := os.ReadFile("Dockerfile")
 	if err != nil {
@@ -325,7 +358,7 @@ func readYAML(t *testing.T, path string, v any) {
 
 // serveFlags finds the flag names that serve defines.
 func serveFlags(t *testing.T) map[string]bool {
-	b, err := os.ReadFile("../cmd/controlplane/serve.go")
+	b, err := os.ReadFile("../internal/cli/serve.go")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -790,7 +823,7 @@ func envWithout(prefix string) []string {
 // addresses the server logs, and stops it when the test ends.
 func startServer(t *testing.T, bin string, flags ...string) (grpcAddr, httpAddr string) {
 	t.Helper()
-	cmd := exec.Command(bin, append([]string{"serve", "--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0", "--log-format=json"}, flags...)...)
+	cmd := exec.Command(bin, append([]string{"serve", "--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0", "--jaeger-addr=", "--log-format=json"}, flags...)...)
 	cmd.Env = envWithout("CONTROLPLANE_")
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw

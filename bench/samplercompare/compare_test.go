@@ -1,14 +1,15 @@
 // Package samplercompare benchmarks the Go SDK's ShouldSample against two
-// reference samplers on equivalent rules and inputs, in one run:
+// reference samplers on equivalent rules and inputs, in one run, for rule
+// sets of each size the -rules flag names (default 50, 200 and 1,000):
 //
-//   - controlplane: our sampler (clients/go/sampler), fed 50 rules and
+//   - controlplane: our sampler (clients/go/sampler), fed the rules and
 //     quotas by a fake control plane over a real gRPC stream;
 //   - jaegerremote: OpenTelemetry's Jaeger remote sampler
 //     (go.opentelemetry.io/contrib/samplers/jaegerremote), fed a
-//     per-operation strategy with 49 operations plus the default by a local
-//     HTTP server in the Jaeger remote-sampling JSON format;
+//     per-operation strategy with an operation for each rule but the default
+//     by a local HTTP server in the Jaeger remote-sampling JSON format;
 //   - xray: the AWS X-Ray Go SDK's centralized sampling strategy
-//     (github.com/aws/aws-xray-sdk-go/strategy/sampling), fed the same 50
+//     (github.com/aws/aws-xray-sdk-go/strategy/sampling), fed the same
 //     rules and reservoir quotas by a local HTTP server speaking X-Ray's
 //     GetSamplingRules / SamplingTargets JSON.
 //
@@ -22,6 +23,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -30,6 +32,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,21 +55,21 @@ import (
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 )
 
-// The rules, the same for every system: 49 rules for services shop-*, each
-// on one HTTP method and one path "/api/vN/items/*" (every fifth also on the
-// attribute tier=gold), then the Default rule. Every rule is 1 trace/s plus
-// 5 % of the rest.
+// The rules, the same for every system: n-1 rules for services shop-*,
+// each on one HTTP method and one path "/api/vN/items/*" (every fifth also
+// on the attribute tier=gold), then the Default rule. Every rule is 1
+// trace/s plus 5 % of the rest.
 const (
-	numRules    = 50
 	service     = "shop-api"
 	host        = "shop.example.com"
 	fixedRate   = 0.05
 	reservoir   = 1 // traces per second: the rule's size and this client's quota
 	defaultRule = "Default"
-	// probeRule is the rule the benchmark request matches, after 40 others
-	// failed: GET /api/v40/items/* with tier=gold.
-	probeRule = "rule-40"
 )
+
+// ruleCounts are the sizes of rule set the benchmark runs, each with its own
+// three systems.
+var ruleCounts = flag.String("rules", "50,200,1000", "comma-separated rule set sizes, each at least 10")
 
 type ruleSpec struct {
 	name     string
@@ -82,30 +85,43 @@ func (r ruleSpec) operation() string {
 	return r.method + " " + strings.TrimSuffix(r.path, "/*")
 }
 
-func ruleSpecs() []ruleSpec {
+// fixture is one size of rule set: its rules but the Default, and the
+// benchmark request, as each system takes it. The request matches rule
+// n×4/5 after the rules before it failed: with 50 rules GET
+// /api/v40/items/42 with tier=gold matches rule-40, the 41st rule.
+type fixture struct {
+	n        int // rules, the Default included
+	rules    []ruleSpec
+	probe    string // the rule the request matches
+	attrs    []attribute.KeyValue
+	spanName string // what Jaeger keys its strategies by
+	xray     sampling.Request
+}
+
+func newFixture(n int) fixture {
 	methods := []string{"GET", "POST", "PUT", "DELETE"}
-	var rs []ruleSpec
-	for i := 0; i < numRules-1; i++ {
+	fx := fixture{n: n}
+	for i := 0; i < n-1; i++ {
 		r := ruleSpec{name: fmt.Sprintf("rule-%02d", i), priority: int32(i + 1), method: methods[i%4], path: fmt.Sprintf("/api/v%d/items/*", i)}
 		if i%5 == 0 {
 			r.attrs = map[string]string{"tier": "gold"}
 		}
-		rs = append(rs, r)
+		fx.rules = append(fx.rules, r)
 	}
-	return rs
-}
-
-// The benchmark request, as each system takes it.
-var (
-	probeAttrs = []attribute.KeyValue{
+	// A multiple of 20 (GET, with the attribute) that n×4/5 rounds to.
+	p := n * 4 / 5 / 20 * 20
+	path := fmt.Sprintf("/api/v%d/items/42", p)
+	fx.probe = fx.rules[p].name
+	fx.attrs = []attribute.KeyValue{
 		attribute.String("http.request.method", "GET"),
-		attribute.String("url.path", "/api/v40/items/42"),
+		attribute.String("url.path", path),
 		attribute.String("server.address", host),
 		attribute.String("tier", "gold"),
 	}
-	probeSpanName = "GET /api/v40/items" // what Jaeger keys its strategies by
-	probeXRay     = sampling.Request{Host: host, Method: "GET", URL: "/api/v40/items/42", ServiceName: service}
-)
+	fx.spanName = fx.rules[p].operation()
+	fx.xray = sampling.Request{Host: host, Method: "GET", URL: path, ServiceName: service}
+	return fx
+}
 
 // traceIDs are random trace IDs, so that fixed-rate decisions vary as they
 // would in production.
@@ -129,9 +145,9 @@ type fakeControlPlane struct {
 	reports atomic.Int64
 }
 
-func newFakeControlPlane() *fakeControlPlane {
+func newFakeControlPlane(fx fixture) *fakeControlPlane {
 	cp := &fakeControlPlane{}
-	for _, r := range ruleSpecs() {
+	for _, r := range fx.rules {
 		cp.rules = append(cp.rules, &pb.Rule{
 			Name: r.name, Priority: r.priority, ServiceName: "shop-*", HttpMethod: r.method, UrlPath: r.path,
 			Attributes: r.attrs, FixedRate: fixedRate, ReservoirSize: reservoir,
@@ -220,6 +236,7 @@ type jaegerOperation struct {
 }
 
 type fakeJaeger struct {
+	fx       fixture
 	fetches  atomic.Int64
 	services sync.Map // service name -> true
 }
@@ -235,7 +252,7 @@ func (j *fakeJaeger) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The Default rule is the default probability and the lower bound every
 	// operation gets; each other rule is one operation.
 	per := &jaegerPerOperation{DefaultSamplingProbability: fixedRate, DefaultLowerBoundTracesPerSecond: reservoir}
-	for _, r := range ruleSpecs() {
+	for _, r := range j.fx.rules {
 		per.PerOperationStrategies = append(per.PerOperationStrategies, jaegerOperation{Operation: r.operation(), ProbabilisticSampling: jaegerProbabilistic{SamplingRate: fixedRate}})
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -289,7 +306,7 @@ type fakeXRay struct {
 	modifiedTime float64
 }
 
-func newFakeXRay() *fakeXRay {
+func newFakeXRay(fx fixture) *fakeXRay {
 	x := &fakeXRay{modifiedTime: float64(time.Now().Add(-time.Hour).Unix())}
 	add := func(name string, priority int32, svc, method, path string) {
 		x.rules = append(x.rules, xrayRuleRecord{CreatedAt: x.modifiedTime, ModifiedAt: x.modifiedTime, SamplingRule: xrayRule{
@@ -303,7 +320,7 @@ func newFakeXRay() *fakeXRay {
 			Attributes: map[string]string{},
 		}})
 	}
-	for _, r := range ruleSpecs() {
+	for _, r := range fx.rules {
 		add(r.name, r.priority, "shop-*", r.method, r.path)
 	}
 	add(defaultRule, 10000, "*", "*", "*")
@@ -353,6 +370,7 @@ func (x *fakeXRay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // The three systems, started once per test binary and checked before use.
 
 type systems struct {
+	fx       fixture
 	cp       *fakeControlPlane
 	grpcSrv  *grpc.Server
 	ours     *sampler.Sampler
@@ -368,34 +386,50 @@ type systems struct {
 
 var (
 	setupOnce sync.Once
-	env       *systems
+	envs      []*systems // by rule count, as -rules names them
 	setupErr  error
 )
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	// The X-Ray SDK's logger is global and read by every system's pollers:
+	// set once, before any starts.
+	xray.SetLogger(xraylog.NewDefaultLogger(io.Discard, xraylog.LogLevelError))
 	code := m.Run()
-	if env != nil {
-		env.close()
+	for _, s := range envs {
+		s.close()
 	}
 	os.Exit(code)
 }
 
-// setup starts the three systems and waits until each has loaded its rules.
-func setup(tb testing.TB) *systems {
+// setup starts the three systems for every rule count and waits until each
+// has loaded its rules. They all start at once, so that the X-Ray SDKs' first
+// quota polls, 10 s after the start, come together.
+func setup(tb testing.TB) []*systems {
 	tb.Helper()
 	setupOnce.Do(func() {
-		env = &systems{}
-		setupErr = env.start()
+		var errs []error
+		for _, f := range strings.Split(*ruleCounts, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 10 {
+				setupErr = fmt.Errorf("-rules %q: want sizes of at least 10", *ruleCounts)
+				return
+			}
+			s := &systems{fx: newFixture(n)}
+			envs = append(envs, s)
+			errs = append(errs, s.start())
+		}
+		setupErr = errors.Join(errs...)
 	})
 	if setupErr != nil {
 		tb.Fatal(setupErr)
 	}
-	return env
+	return envs
 }
 
 func (s *systems) start() error {
 	// Our sampler, on a real gRPC stream.
-	s.cp = newFakeControlPlane()
+	s.cp = newFakeControlPlane(s.fx)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -416,12 +450,12 @@ func (s *systems) start() error {
 	// shows the remote strategy is in force; MaxOperations is the number of
 	// operations served, so an operation the strategy does not list falls to
 	// the default probabilistic sampler instead of getting one of its own.
-	s.jFake = &fakeJaeger{}
+	s.jFake = &fakeJaeger{fx: s.fx}
 	s.jSrv = httptest.NewServer(s.jFake)
 	s.jaeger = jaegerremote.New(service,
 		jaegerremote.WithSamplingServerURL(s.jSrv.URL+"/sampling"),
 		jaegerremote.WithInitialSampler(sdktrace.NeverSample()),
-		jaegerremote.WithMaxOperations(numRules-1),
+		jaegerremote.WithMaxOperations(s.fx.n-1),
 	)
 
 	// X-Ray, its daemon address pointing at the fake endpoint. Its logger
@@ -432,8 +466,7 @@ func (s *systems) start() error {
 	for _, k := range []string{"AWS_CA_BUNDLE", "AWS_SDK_LOAD_CONFIG", "AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"} {
 		_ = os.Unsetenv(k)
 	}
-	xray.SetLogger(xraylog.NewDefaultLogger(io.Discard, xraylog.LogLevelError))
-	s.xFake = newFakeXRay()
+	s.xFake = newFakeXRay(s.fx)
 	s.xSrv = httptest.NewServer(s.xFake)
 	tcp, err := net.ResolveTCPAddr("tcp", s.xSrv.Listener.Addr().String())
 	if err != nil {
@@ -496,14 +529,14 @@ func httpAttrs(method, path string) []attribute.KeyValue {
 	}
 }
 
-// checkOurs waits until the probe is decided by rule-40 with a reservoir
+// checkOurs waits until the probe is decided by its rule with a reservoir
 // quota in force (rules and targets both arrived over the stream), then
 // checks a second rule and the Default rule.
 func (s *systems) checkOurs() error {
 	err := poll(10*time.Second, func() error {
-		e := s.ours.Explain(params(probeSpanName, traceIDs[0], probeAttrs))
-		if e.Rule != probeRule || e.Reason != sampler.ReasonReservoir {
-			return fmt.Errorf("controlplane: probe decided by rule %q (%s: %s), want %q with a reservoir quota", e.Rule, e.Reason, e.Detail, probeRule)
+		e := s.ours.Explain(params(s.fx.spanName, traceIDs[0], s.fx.attrs))
+		if e.Rule != s.fx.probe || e.Reason != sampler.ReasonReservoir {
+			return fmt.Errorf("controlplane, %d rules: probe decided by rule %q (%s: %s), want %q with a reservoir quota", s.fx.n, e.Rule, e.Reason, e.Detail, s.fx.probe)
 		}
 		return nil
 	})
@@ -538,7 +571,7 @@ func (s *systems) checkJaeger() error {
 		}
 		return nil
 	}
-	if err := poll(10*time.Second, func() error { return lowerBound(probeSpanName) }); err != nil {
+	if err := poll(10*time.Second, func() error { return lowerBound(s.fx.spanName) }); err != nil {
 		return err
 	}
 	if err := lowerBound("DELETE /api/v3/items"); err != nil {
@@ -565,7 +598,7 @@ func hasAttr(attrs []attribute.KeyValue, key, value string) bool {
 	return false
 }
 
-// checkXRay waits until the probe is decided by rule-40 (the first call
+// checkXRay waits until the probe is decided by its rule (the first call
 // starts the SDK's pollers; until the rules arrive it uses its local
 // fallback, which names no rule), then checks another rule and Default.
 func (s *systems) checkXRay() error {
@@ -577,8 +610,8 @@ func (s *systems) checkXRay() error {
 		return *d.Rule
 	}
 	err := poll(10*time.Second, func() error {
-		if got := decidedBy(probeXRay); got != probeRule {
-			return fmt.Errorf("xray: probe decided by rule %q, want %q", got, probeRule)
+		if got := decidedBy(s.fx.xray); got != s.fx.probe {
+			return fmt.Errorf("xray, %d rules: probe decided by rule %q, want %q", s.fx.n, got, s.fx.probe)
 		}
 		return nil
 	})
@@ -606,8 +639,8 @@ func (s *systems) waitXRayTargets(tb testing.TB) {
 	tb.Helper()
 	s.xTargets.Do(func() {
 		s.xErr = poll(30*time.Second, func() error {
-			if _, ok := s.xFake.targetsFor.Load(probeRule); !ok {
-				return fmt.Errorf("xray: no reservoir quota for %s after 30 s", probeRule)
+			if _, ok := s.xFake.targetsFor.Load(s.fx.probe); !ok {
+				return fmt.Errorf("xray, %d rules: no reservoir quota for %s after 30 s", s.fx.n, s.fx.probe)
 			}
 			return nil
 		})
@@ -619,30 +652,33 @@ func (s *systems) waitXRayTargets(tb testing.TB) {
 	}
 }
 
-// TestSamplersLoadedRules checks that each system loaded its 50 rules from
-// its local server: setup fails unless every probe was decided by the
-// intended rule.
+// TestSamplersLoadedRules checks that each system loaded its rules from its
+// local server, for every rule count: setup fails unless every probe was
+// decided by the intended rule.
 func TestSamplersLoadedRules(t *testing.T) {
-	s := setup(t)
-	if n := len(s.cp.rules); n != numRules {
-		t.Errorf("controlplane: served %d rules, want %d", n, numRules)
-	}
-	if n := s.cp.reports.Load(); n == 0 {
-		t.Error("controlplane: no report reached the fake control plane")
-	}
-	if _, ok := s.jFake.services.Load(service); !ok || s.jFake.fetches.Load() == 0 {
-		t.Errorf("jaegerremote: never fetched the strategy of %q", service)
-	}
-	if n := len(s.xFake.rules); n != numRules {
-		t.Errorf("xray: served %d rules, want %d", n, numRules)
-	}
-	if s.xFake.ruleFetches.Load() == 0 {
-		t.Error("xray: never fetched the rules")
-	}
-	// Our decision for the benchmark request does not allocate.
-	p := params(probeSpanName, traceIDs[2], probeAttrs)
-	if n := testing.AllocsPerRun(100, func() { s.ours.ShouldSample(p) }); n != 0 {
-		t.Errorf("controlplane: ShouldSample allocates %v times per call, want 0", n)
+	for _, s := range setup(t) {
+		t.Run(fmt.Sprintf("rules=%d", s.fx.n), func(t *testing.T) {
+			if n := len(s.cp.rules); n != s.fx.n {
+				t.Errorf("controlplane: served %d rules, want %d", n, s.fx.n)
+			}
+			if n := s.cp.reports.Load(); n == 0 {
+				t.Error("controlplane: no report reached the fake control plane")
+			}
+			if _, ok := s.jFake.services.Load(service); !ok || s.jFake.fetches.Load() == 0 {
+				t.Errorf("jaegerremote: never fetched the strategy of %q", service)
+			}
+			if n := len(s.xFake.rules); n != s.fx.n {
+				t.Errorf("xray: served %d rules, want %d", n, s.fx.n)
+			}
+			if s.xFake.ruleFetches.Load() == 0 {
+				t.Error("xray: never fetched the rules")
+			}
+			// Our decision for the benchmark request does not allocate.
+			p := params(s.fx.spanName, traceIDs[2], s.fx.attrs)
+			if n := testing.AllocsPerRun(100, func() { s.ours.ShouldSample(p) }); n != 0 {
+				t.Errorf("controlplane: ShouldSample allocates %v times per call, want 0", n)
+			}
+		})
 	}
 }
 
@@ -650,14 +686,24 @@ func TestSamplersLoadedRules(t *testing.T) {
 var sink atomic.Int64
 
 // BenchmarkSamplers times one root-span decision of each system for the same
-// request (GET /api/v40/items/42, tier=gold, host shop.example.com: rule 41
-// of 50 for controlplane and X-Ray, one of 49 operations for Jaeger), with
-// random trace IDs, on every core at once.
+// request, for each rule count (with 50 rules GET /api/v40/items/42,
+// tier=gold, host shop.example.com: rule 41 of 50 for controlplane and
+// X-Ray, one of 49 operations for Jaeger; with 1,000 rule 801), with random
+// trace IDs, on every core at once. Sub-benchmarks are named
+// rules=N/SAMPLER.
 func BenchmarkSamplers(b *testing.B) {
-	s := setup(b)
-	s.waitXRayTargets(b)
+	all := setup(b)
+	for _, s := range all {
+		s.waitXRayTargets(b)
+	}
 	var start atomic.Uint64
+	for _, s := range all {
+		b.Run(fmt.Sprintf("rules=%d", s.fx.n), func(b *testing.B) { s.bench(b, &start) })
+	}
+}
 
+// bench is BenchmarkSamplers for one rule count.
+func (s *systems) bench(b *testing.B, start *atomic.Uint64) {
 	b.Run("controlplane", func(b *testing.B) {
 		ctx := context.Background()
 		b.ReportAllocs()
@@ -665,7 +711,7 @@ func BenchmarkSamplers(b *testing.B) {
 		b.RunParallel(func(p *testing.PB) {
 			i, n := start.Add(97), int64(0)
 			for p.Next() {
-				r := s.ours.ShouldSample(sdktrace.SamplingParameters{ParentContext: ctx, TraceID: traceIDs[i&1023], Name: probeSpanName, Kind: trace.SpanKindServer, Attributes: probeAttrs})
+				r := s.ours.ShouldSample(sdktrace.SamplingParameters{ParentContext: ctx, TraceID: traceIDs[i&1023], Name: s.fx.spanName, Kind: trace.SpanKindServer, Attributes: s.fx.attrs})
 				n += int64(r.Decision)
 				i++
 			}
@@ -680,7 +726,7 @@ func BenchmarkSamplers(b *testing.B) {
 		b.RunParallel(func(p *testing.PB) {
 			i, n := start.Add(97), int64(0)
 			for p.Next() {
-				r := s.jaeger.ShouldSample(sdktrace.SamplingParameters{ParentContext: ctx, TraceID: traceIDs[i&1023], Name: probeSpanName, Kind: trace.SpanKindServer, Attributes: probeAttrs})
+				r := s.jaeger.ShouldSample(sdktrace.SamplingParameters{ParentContext: ctx, TraceID: traceIDs[i&1023], Name: s.fx.spanName, Kind: trace.SpanKindServer, Attributes: s.fx.attrs})
 				n += int64(r.Decision)
 				i++
 			}
@@ -695,7 +741,7 @@ func BenchmarkSamplers(b *testing.B) {
 			// ShouldTrace writes the request's ServiceType when it is
 			// empty, so each goroutine has its own request. X-Ray decides
 			// the fixed rate with its own random numbers, not the trace ID.
-			req := probeXRay
+			req := s.fx.xray
 			n := int64(0)
 			for p.Next() {
 				if s.xray.ShouldTrace(&req).Sample {

@@ -41,8 +41,7 @@ const (
 // pendingFlags are flags the chart can set (off by default) that serve does
 // not have yet, with the feature that brings them.
 var pendingFlags = map[string]string{
-	"xray-addr":   "the X-Ray sampling API (issue 13)",
-	"jaeger-addr": "Jaeger remote sampling (issue 13)",
+	"xray-addr": "the X-Ray sampling API (issue 13)",
 }
 
 // manifests is one rendering of the chart, decoded.
@@ -485,9 +484,22 @@ func TestChartPendingProtocols(t *testing.T) {
 	}
 	for _, vs := range valueSets {
 		for _, p := range render(t, vs.args...).deployments[0].Spec.Template.Spec.Containers[0].Ports {
-			if p.Name == "xray" || p.Name == "jaeger" {
+			if p.Name == "xray" {
 				t.Errorf("%s: port %s is on", vs.name, p.Name)
 			}
+		}
+	}
+	// Jaeger's port, on by default, is turned off in serve too when the
+	// chart turns it off (serve listens on :5778 unless told otherwise).
+	off := render(t, "--set", "jaeger.enabled=false").deployments[0].Spec.Template.Spec.Containers[0]
+	for _, e := range off.Env {
+		if e.Name == "CONTROLPLANE_JAEGER_ADDR" && e.Value != "" {
+			t.Errorf("jaeger.enabled=false sets CONTROLPLANE_JAEGER_ADDR=%q, want empty", e.Value)
+		}
+	}
+	for _, p := range off.Ports {
+		if p.Name == "jaeger" {
+			t.Error("jaeger.enabled=false: port jaeger is on")
 		}
 	}
 	m := render(t, "--set", "xray.enabled=true,jaeger.enabled=true")
@@ -541,7 +553,7 @@ func TestChartRefusesBadValues(t *testing.T) {
 // serveFlags finds the flag names that serve defines.
 func serveFlags(t *testing.T) map[string]bool {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(root, "cmd/controlplane/serve.go"))
+	b, err := os.ReadFile(filepath.Join(root, "internal/cli/serve.go"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,6 +38,17 @@ func RuleToProto(r *rules.Rule) *pb.Rule {
 	return p
 }
 
+// SamplingRuleToProto returns r as the SamplingService sends it to SDKs:
+// without description and labels, which are for people and budget scopes.
+// They would more than double the largest rule set an SDK receives (a rule
+// at maximum field sizes is 20 kB with them, 7.6 kB without; see
+// rules.MaxRules).
+func SamplingRuleToProto(r *rules.Rule) *pb.Rule {
+	p := RuleToProto(r)
+	p.Description, p.Labels = "", nil
+	return p
+}
+
 // RuleFromProto returns the domain form of p. Output-only fields (etag,
 // times) are ignored; callers parse the etag themselves where it matters.
 func RuleFromProto(p *pb.Rule) rules.Rule {

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -46,23 +47,44 @@ func Sign(secret string, body []byte) string {
 
 // Webhook delivers alerts to channels with retries.
 type Webhook struct {
-	// Client sends the requests. Default: a client with a 10 s timeout.
+	// Client sends the requests. Default: Egress's client, with a 10 s
+	// timeout. A Client set here is used as it is, unguarded.
 	Client *http.Client
+	// Egress decides which addresses alerts may reach. Default: one with
+	// no allow-list, which refuses loopback, link-local (cloud metadata),
+	// private, carrier-grade NAT, unspecified, multicast and reserved
+	// addresses, after DNS resolution and on every redirect.
+	Egress *Egress
 	// Attempts is how many times a delivery is tried. Default 6.
 	Attempts int
 	// Backoff is the first wait between attempts; it doubles each time, with
 	// jitter. Default 500 ms.
 	Backoff time.Duration
+
+	once    sync.Once
+	guarded *http.Client
+}
+
+// client returns w.Client, or the guarded client made once.
+func (w *Webhook) client() *http.Client {
+	if w.Client != nil {
+		return w.Client
+	}
+	w.once.Do(func() {
+		eg := w.Egress
+		if eg == nil {
+			eg, _ = NewEgress(EgressOptions{}) // no options, no error
+		}
+		w.guarded = eg.Client(10 * time.Second)
+	})
+	return w.guarded
 }
 
 // Deliver posts a to ch until the receiver answers 2xx, the attempts run
 // out, or ctx ends. A 4xx other than 408 and 429 is not retried: the
 // receiver will not change its mind.
 func (w *Webhook) Deliver(ctx context.Context, ch Channel, a *Alert) error {
-	client := w.Client
-	if client == nil {
-		client = &http.Client{Timeout: 10 * time.Second}
-	}
+	client := w.client()
 	attempts := w.Attempts
 	if attempts <= 0 {
 		attempts = 6

@@ -229,6 +229,9 @@ type View struct {
 	Rules   []rules.Rule // in matching order
 	byName  map[string]*rules.Rule
 	set     *rules.Set
+	// sent is each rule of set as SDKs get it, made once per view and
+	// shared by every service's rule set.
+	sent []*pb.Rule
 
 	mu       sync.Mutex
 	services map[[2]string]*pb.RuleSet
@@ -241,14 +244,23 @@ func newView(snap store.Snapshot) *View {
 		v.byName[v.Rules[i].Name] = &v.Rules[i]
 	}
 	v.set = rules.NewSet(v.Rules)
+	v.sent = make([]*pb.Rule, len(v.set.Rules()))
+	for i := range v.set.Rules() {
+		v.sent[i] = apiconv.SamplingRuleToProto(&v.set.Rules()[i].Rule)
+	}
 	return v
 }
 
 // Rule returns the named rule, or nil. The caller must not modify it.
 func (v *View) Rule(name string) *rules.Rule { return v.byName[name] }
 
+// Set returns the view's compiled rules, shared: the caller must not modify
+// them.
+func (v *View) Set() *rules.Set { return v.set }
+
 // ForService returns the rules whose service globs match a service, as the
-// API sends them. The result is shared: the caller must not modify it.
+// API sends them to SDKs (apiconv.SamplingRuleToProto). The result and its
+// rules are shared: the caller must not modify them.
 func (v *View) ForService(name, typ string) *pb.RuleSet {
 	key := [2]string{name, typ}
 	v.mu.Lock()
@@ -258,9 +270,9 @@ func (v *View) ForService(name, typ string) *pb.RuleSet {
 		return rs
 	}
 	rs = &pb.RuleSet{RulesVersion: v.Version}
-	for _, c := range v.set.Rules() {
-		if c.MatchesService(name, typ) {
-			rs.Rules = append(rs.Rules, apiconv.RuleToProto(&c.Rule))
+	for i := range v.set.Rules() {
+		if v.set.Rules()[i].MatchesService(name, typ) {
+			rs.Rules = append(rs.Rules, v.sent[i])
 		}
 	}
 	v.mu.Lock()

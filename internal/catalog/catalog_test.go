@@ -9,9 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/apiconv"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/redistest"
 	"github.com/tracesampling/controlplane/internal/rules"
@@ -314,6 +316,33 @@ func TestForService(t *testing.T) {
 	}
 }
 
+// TestForServiceSendsWhatSDKsUse: rule sets leave out description and
+// labels, keep every field that decides, and share each rule between
+// services.
+func TestForServiceSendsWhatSDKsUse(t *testing.T) {
+	st := newMemStore(t)
+	r := rule("checkout", 10, "shop-*", "")
+	r.Host, r.HTTPMethod, r.URLPath, r.ResourceARN = "*.example.com", "POST", "/checkout*", "arn:*"
+	r.Attributes = map[string]string{"tier": "gold"}
+	r.Description, r.Labels = "for people", map[string]string{"team": "payments"}
+	create(t, st, r)
+	c := catalog.New(st, catalog.Options{Poll: noPoll, Logger: discard()})
+	if err := c.Load(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	v := c.Current()
+	api, web := v.ForService("shop-api", ""), v.ForService("shop-web", "")
+	got := apiconv.RuleFromProto(api.GetRules()[0])
+	want := r
+	want.Description, want.Labels = "", nil
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("the rule as sent (-want +got):\n%s", diff)
+	}
+	if api.GetRules()[0] != web.GetRules()[0] {
+		t.Error("two services' rule sets hold copies of one rule, not the same one")
+	}
+}
+
 // A stream fan-out wakes many watchers at once and they all ask for the
 // same service; each must get the one shared rule set.
 func TestForServiceConcurrentCallersShareOneSet(t *testing.T) {
@@ -503,8 +532,9 @@ func TestRunFollowsAnotherReplica(t *testing.T) {
 
 // TestRunFollowsLostData: Redis loses every key (a failover to an empty
 // replica, a restart without persistence) and a replica seeds the Default
-// rule again at version 1. The view must follow it down, not wait for the
-// version to climb past the old one.
+// rule again. The version it starts from is above every one handed out
+// before, so a client that knows an old version is never told its stale
+// rules are current, and the view follows at once.
 func TestRunFollowsLostData(t *testing.T) {
 	srv := redistest.Start(t)
 	mine, other := newRedisStore(t, srv), newRedisStore(t, srv)
@@ -523,18 +553,19 @@ func TestRunFollowsLostData(t *testing.T) {
 		t.Fatal(err)
 	}
 	newRedisStore(t, srv) // seeds the Default rule, and announces it
-	if v := version(t, other); v != 1 {
-		t.Fatalf("after FLUSHALL and a new store the version is %d, want 1", v)
+	seeded := version(t, other)
+	if seeded <= high {
+		t.Fatalf("after FLUSHALL and a new store the version is %d, not above %d: it was handed out before", seeded, high)
 	}
-	v := waitView(t, c, w, "back at version 1", func(v *catalog.View) bool { return v.Version == 1 })
+	v := waitView(t, c, w, "at the new version", func(v *catalog.View) bool { return v.Version == seeded })
 	if got := names(v.Rules); !slices.Equal(got, []string{rules.DefaultName}) {
 		t.Errorf("after the data loss the view holds %v, want only the Default rule", got)
 	}
-	if rs := v.ForService("shop-api", ""); rs.GetRulesVersion() != 1 || !slices.Equal(setNames(rs), []string{"Default"}) {
+	if rs := v.ForService("shop-api", ""); rs.GetRulesVersion() != seeded || !slices.Equal(setNames(rs), []string{"Default"}) {
 		t.Errorf("after the data loss ForService = version %d, %v", rs.GetRulesVersion(), setNames(rs))
 	}
 
 	// And it follows edits from there on.
 	create(t, other, rule("login", 15, "*", ""))
-	waitView(t, c, w, "to hold login", func(v *catalog.View) bool { return v.Rule("login") != nil && v.Version == 2 })
+	waitView(t, c, w, "to hold login", func(v *catalog.View) bool { return v.Rule("login") != nil && v.Version == seeded+1 })
 }

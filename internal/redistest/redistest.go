@@ -1,6 +1,9 @@
 // Package redistest runs a real redis-server on a free loopback port for
 // tests, so that code using Redis is tested against the real thing (Lua,
-// streams, pub/sub, persistence) rather than a fake.
+// streams, pub/sub, persistence, replication, failover) rather than a fake:
+// one node, a Redis Cluster of three masters with a replica each
+// (StartCluster), or a master and a replica watched by three Sentinels
+// (StartSentinelSet).
 package redistest
 
 import (
@@ -47,6 +50,21 @@ type Options struct {
 	// monitors that server as the master named SentinelMaster, with a
 	// quorum of one. Default: nil, a data node.
 	SentinelOf *Server
+	// ReplicaOf, when set, runs the server as a replica of that server.
+	// Default: nil, a master.
+	ReplicaOf *Server
+
+	// The rest is set by StartCluster and StartSentinelSet.
+
+	// member is a node of a multi-node cluster: it starts empty and is
+	// ready once it answers PING; StartCluster gives it its slots.
+	member bool
+	// quorum is a Sentinel's quorum; 0 means one.
+	quorum int
+	// sentinelConf are more lines of a Sentinel's configuration file.
+	sentinelConf []string
+	// args are more redis-server arguments.
+	args []string
 }
 
 // SentinelMaster is the name under which a Sentinel started with
@@ -61,8 +79,10 @@ type Server struct {
 	dir  string
 	port int
 
-	mu   sync.Mutex
-	proc *process // nil while stopped
+	mu          sync.Mutex
+	proc        *process      // nil while stopped
+	frozen      bool          // stopped by Freeze
+	adminClient *redis.Client // see admin; nil until first used
 }
 
 type process struct {
@@ -145,7 +165,7 @@ func (s *Server) ClusterClient(tb testing.TB) *redis.ClusterClient {
 }
 
 // Stop kills the server with SIGKILL, as a crash would, and waits for it to
-// exit. It does nothing if the server is not running.
+// exit; a frozen server too. It does nothing if the server is not running.
 func (s *Server) Stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -154,7 +174,7 @@ func (s *Server) Stop() {
 	}
 	_ = s.proc.cmd.Process.Kill()
 	<-s.proc.done
-	s.proc = nil
+	s.proc, s.frozen = nil, false
 }
 
 // Restart stops the server if it runs and starts it again on the same port
@@ -163,6 +183,12 @@ func (s *Server) Stop() {
 // from the test's goroutine.
 func (s *Server) Restart() {
 	s.tb.Helper()
+	s.restart(s.tb)
+}
+
+// restart is Restart failing tb.
+func (s *Server) restart(tb testing.TB) {
+	tb.Helper()
 	s.Stop()
 	// The port was ours a moment ago; another process taking it in between
 	// is possible but rare, so retry briefly rather than move.
@@ -172,7 +198,7 @@ func (s *Server) Restart() {
 			return
 		}
 	}
-	s.tb.Fatalf("redistest: restart redis-server on port %d: %v", s.port, err)
+	tb.Fatalf("redistest: restart redis-server on port %d: %v", s.port, err)
 }
 
 // start starts the process on s.port and waits until it answers PING.
@@ -182,7 +208,7 @@ func (s *Server) start() error {
 	if s.proc != nil {
 		return errors.New("already running")
 	}
-	logPath := filepath.Join(s.dir, "redis.log")
+	logPath := s.logPath()
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
@@ -194,8 +220,9 @@ func (s *Server) start() error {
 		// Sentinel wants a config file it can rewrite; a restart keeps it.
 		conf := filepath.Join(s.dir, "sentinel.conf")
 		if _, err := os.Stat(conf); err != nil {
-			monitor := fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 1\n", SentinelMaster, m.port)
-			if err := os.WriteFile(conf, []byte(monitor), 0o600); err != nil {
+			quorum := max(s.opts.quorum, 1)
+			lines := append([]string{fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d %d", SentinelMaster, m.port, quorum)}, s.opts.sentinelConf...)
+			if err := os.WriteFile(conf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 				return err
 			}
 		}
@@ -216,6 +243,15 @@ func (s *Server) start() error {
 			"--cluster-announce-ip", "127.0.0.1",
 		)
 	}
+	if s.opts.SentinelOf == nil {
+		// A replica's first full sync starts at once rather than after
+		// Redis's default five-second wait for more replicas.
+		args = append(args, "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0")
+	}
+	if r := s.opts.ReplicaOf; r != nil {
+		args = append(args, "--replicaof", "127.0.0.1", strconv.Itoa(r.port))
+	}
+	args = append(args, s.opts.args...)
 	if s.opts.AppendOnly {
 		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
 	} else {
@@ -236,7 +272,7 @@ func (s *Server) start() error {
 		close(p.done)
 	}()
 
-	if err := waitReady(s.Addr(), s.opts.Cluster, p); err != nil {
+	if err := waitReady(s.Addr(), s.opts.Cluster && !s.opts.member, p); err != nil {
 		_ = cmd.Process.Kill()
 		<-p.done
 		return fmt.Errorf("%w; log:\n%s", err, tail(logPath))
@@ -244,6 +280,9 @@ func (s *Server) start() error {
 	s.proc = p
 	return nil
 }
+
+// logPath is where the server's output goes.
+func (s *Server) logPath() string { return filepath.Join(s.dir, "redis.log") }
 
 // waitReady polls the server with PING until it answers, the process exits
 // (typically because the port was taken) or startTimeout passes. A cluster

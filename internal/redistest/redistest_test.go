@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/redis/go-redis/v9"
@@ -125,5 +126,39 @@ func TestSentinel(t *testing.T) {
 	host, port, _ := net.SplitHostPort(master.Addr())
 	if diff := cmp.Diff([]string{host, port}, got); diff != "" {
 		t.Errorf("master address (-want +got):\n%s", diff)
+	}
+}
+
+// TestFreeze: a frozen server answers nothing, and what a client sent
+// meanwhile runs once it thaws, although the client gave up on it: the
+// hazard the report script's deadline is for.
+func TestFreeze(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	// A connection made before the freeze: a new one would wait for its
+	// handshake, and send nothing.
+	if err := c.Ping(t.Context()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	srv.Freeze()
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	if err := c.Set(ctx, "k", "sent while frozen", 0).Err(); !errors.Is(err, context.DeadlineExceeded) {
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			t.Fatalf("SET while frozen: %v, want a timeout", err)
+		}
+	}
+	srv.Thaw()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		v, err := c.Get(t.Context(), "k").Result()
+		if err == nil && v == "sent while frozen" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the thaw, GET k = %q, %v; want the SET sent while frozen to have run", v, err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

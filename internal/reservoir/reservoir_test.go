@@ -7,6 +7,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 func TestQuota(t *testing.T) {
@@ -132,24 +135,11 @@ func TestLedgerBuckets(t *testing.T) {
 	}
 }
 
-func TestReceiptRoundTrip(t *testing.T) {
-	for _, r := range []Receipt{{0, 0}, {170000000, 12.5}, {1 << 40, 1e-9}} {
-		got, err := DecodeReceipt(r.Encode("checkout"), "checkout")
-		if err != nil || got != r {
-			t.Errorf("round trip of %v = %v, %v", r, got, err)
-		}
-	}
-	for _, bad := range []string{"", "x", "AAAA", Receipt{Bucket: 1, Rate: -1}.Encode("checkout"), Receipt{Bucket: -5}.Encode("checkout"), Receipt{Bucket: 5, Rate: 1}.Encode("other")} {
-		if _, err := DecodeReceipt(bad, "checkout"); err == nil {
-			t.Errorf("DecodeReceipt(%q) accepted", bad)
-		}
-	}
-}
-
-// TestLedgerTracksFleet plays the server's part for a skewed fleet reporting
+// TestLedgerTracksFleet plays the store's part for a skewed fleet reporting
 // at random phases: each report adds the client's rate and retracts the one
-// its receipt names. The live buckets must add up to the fleet's rate exactly
-// while everyone reports, and clients that stop must drop out.
+// its receipt names. The live buckets must add up to the fleet's rate, its
+// sampled rate and its number of clients exactly while everyone reports,
+// and clients that stop must drop out.
 func TestLedgerTracksFleet(t *testing.T) {
 	l := Ledger{Interval: 10 * time.Second, Retain: 3}
 	rng := rand.New(rand.NewPCG(3, 4))
@@ -159,48 +149,59 @@ func TestLedgerTracksFleet(t *testing.T) {
 	for i := range rates {
 		phase[i] = time.Duration(rng.Int64N(int64(l.Interval))).Truncate(time.Second)
 	}
-	buckets := map[int64]float64{}
-	fleet := func(now time.Time) (sum float64) {
-		for b, s := range buckets {
-			if l.Live(b, now) {
-				sum += s
-			}
-		}
-		return sum
-	}
+	var acct Account
 	start := time.Unix(1_700_000_000, 0)
 	stopAt := start.Add(30 * l.Interval) // the even clients stop reporting here
 	for step := time.Duration(0); step < 40*l.Interval; step += time.Second {
 		now := start.Add(step)
-		var truth float64
+		var truth Totals
+		var ups []Update
+		var who []int
 		for i, r := range rates {
 			stopped := i%2 == 0 && !now.Before(stopAt)
 			if stopped {
 				continue
 			}
 			if step%l.Interval != phase[i] {
-				truth += r
+				if receipts[i] != nil {
+					truth.Rate += r
+					truth.Sampled += receipts[i].Sampled
+					truth.Instances++
+				}
 				continue
-			}
-			if p := receipts[i]; p != nil && l.Live(p.Bucket, now) {
-				buckets[p.Bucket] -= p.Rate
 			}
 			// Traffic wobbles from one interval to the next.
 			r *= 0.9 + 0.2*rng.Float64()
 			rates[i] = r
-			buckets[l.Bucket(now)] += r
-			receipts[i] = &Receipt{Bucket: l.Bucket(now), Rate: r}
-			truth += r
+			sampled := r * rng.Float64() / 10
+			ups = append(ups, Update{Add: Receipt{Bucket: l.Bucket(now), Rate: r, Sampled: sampled}, Reservoir: 10, Retract: receipts[i], Client: true})
+			who = append(who, i)
+			truth.Rate += r
+			truth.Sampled += sampled
+			truth.Instances++
 		}
-		switch got := fleet(now); {
+		got, grants := l.Apply(&acct, now, time.Time{}, ups)
+		for k, i := range who {
+			receipts[i] = &Receipt{Bucket: ups[k].Add.Bucket, Rate: ups[k].Add.Rate, Quota: grants[k], Sampled: ups[k].Add.Sampled}
+		}
+		totals := l.Totals(&acct, now)
+		if math.Abs(totals.Rate-got) > 1e-9*got {
+			t.Fatalf("at %v: Totals says %v, Apply %v", step, totals.Rate, got)
+		}
+		if totals.Quota > 10+1e-9 {
+			t.Fatalf("at %v: quotas of %v outstanding, above the reservoir", step, totals.Quota)
+		}
+		totals.Quota = 0
+		exact := cmpopts.EquateApprox(1e-6, 0)
+		switch {
 		case step < l.Interval:
 		case now.Before(stopAt):
-			if math.Abs(got-truth) > 1e-6*truth {
-				t.Fatalf("at %v: fleet rate %v, want exactly %v", step, got, truth)
+			if diff := cmp.Diff(truth, totals, exact); diff != "" {
+				t.Fatalf("at %v: totals (-want +got):\n%s", step, diff)
 			}
 		case now.After(stopAt.Add(time.Duration(l.Retain) * l.Interval)):
-			if math.Abs(got-truth) > 1e-6*truth {
-				t.Fatalf("%v after the stop: fleet rate %v, want %v", now.Sub(stopAt), got, truth)
+			if diff := cmp.Diff(truth, totals, exact); diff != "" {
+				t.Fatalf("%v after the stop: totals (-want +got):\n%s", now.Sub(stopAt), diff)
 			}
 		}
 	}
@@ -323,5 +324,31 @@ func TestBucketRateUpdatesGiveNoTokens(t *testing.T) {
 	// 100 s at 10/s plus the first full bucket of 10.
 	if taken < 1000 || taken > 1010 {
 		t.Errorf("%d tokens in 100 s at 10/s with an update every 10 s, want about 1000", taken)
+	}
+}
+
+// TestBucketWobblingRateGivesNoExtraTokens: an instance whose quota moves
+// by ±10 % at every report (as its share follows the traffic) takes its
+// mean quota, not more, whether below one a second or above: the split
+// staying within the reservoir carries over to the traces taken.
+func TestBucketWobblingRateGivesNoExtraTokens(t *testing.T) {
+	const sec = int64(time.Second)
+	for _, mean := range []float64{0.2, 3} {
+		var b Bucket
+		rng := rand.New(rand.NewPCG(7, 8))
+		taken, want := 0, 0.0
+		for now := int64(0); now < 2000*sec; now += sec / 100 {
+			if now%sec == 0 {
+				q := mean * (0.9 + 0.2*rng.Float64())
+				b.SetRate(now, q, 0.5)
+				want += q
+			}
+			for b.Take(now) {
+				taken++
+			}
+		}
+		if float64(taken) > want*1.01+5 || float64(taken) < want*0.99-5 {
+			t.Errorf("mean quota %v/s with ±10 %% every second: %d tokens in 2,000 s, want %.0f", mean, taken, want)
+		}
 	}
 }

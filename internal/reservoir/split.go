@@ -60,3 +60,13 @@ func Split(r float64, rates []float64) []float64 {
 }
 
 func usable(rate float64) bool { return rate > 0 && !math.IsInf(rate, 0) }
+
+// Grant is the quota a client gets of a reservoir of r traces per second:
+// its share, but no more than what the quotas outstanding leave of r, and
+// never less than nothing.
+func Grant(r, share, outstanding float64) float64 {
+	if !(share > 0) || !(r > outstanding) {
+		return 0
+	}
+	return min(share, r-outstanding)
+}

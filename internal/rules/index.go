@@ -2,30 +2,20 @@ package rules
 
 import (
 	"math/bits"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
 
 // MaxIndexed is the largest rule set an Index narrows; larger sets are
-// matched rule by rule.
-const MaxIndexed = 64 * indexWords
+// matched rule by rule. It is twice MaxRules, so every rule set a control
+// plane can send is indexed. The bound comes from the tree: a kids entry
+// names a node in 12 bits, and a tree of n prefixes has at most 2n nodes
+// (n that end a prefix, fewer than n that only branch).
+const MaxIndexed = 2048
 
-const indexWords = 4
-
-// Candidates is a set of rule positions, lowest (highest priority) first.
-type Candidates [indexWords]uint64
-
-// Next removes and returns the first position, or -1 when empty.
-func (c *Candidates) Next() int {
-	for w := range c {
-		if c[w] != 0 {
-			i := bits.TrailingZeros64(c[w])
-			c[w] &= c[w] - 1
-			return w*64 + i
-		}
-	}
-	return -1
-}
+// maxNodes is the most radix tree nodes a kids entry can name.
+const maxNodes = 1 << 12
 
 // Index narrows, for a request's HTTP method and URL path, the rules that can
 // match it, so that a span start checks a candidate or two instead of every
@@ -39,24 +29,33 @@ func (c *Candidates) Next() int {
 // rules whose prefix starts the request's path. Every node holds the rules of
 // its own and its ancestors' prefixes, and a table of its children by the next
 // byte in either case, so a walk costs a load and a word compare per node.
+//
+// A set of rules is a bitmap, bit i for rule i, of one word per 64 rules.
+// With each node's bitmap goes a word with a bit for each of its words that
+// is not zero, and so with each method's: a lookup visits only the words
+// where both have rules, so a set of 1,000 rules costs about what one of 50
+// does when the request's method and path leave few candidates.
 type Index struct {
-	ok      bool
+	ok    bool
+	words int // words in a bitmap: one per 64 rules, at least one
+	// methods, and anyVerb for every other method: the rules each allows.
 	methods []methodEntry
-	anyVerb Candidates // rules whose method is not in methods
-	decided Candidates // rules whose method and path a lookup settles fully
+	anyVerb methodEntry
+	sets    []uint64 // the methods' bitmaps, words each, then maxWords zeros
+	decided []uint64 // rules whose method and path a lookup settles fully
 	// The radix tree, nodes[0] its root. kids holds each node's children by
 	// the next path byte in either case: the child of node n for byte b is
-	// kids[n<<7|b]>>4 (12 bits: a tree of MaxIndexed prefixes has at most
-	// 2×MaxIndexed+1 nodes), and the low four bits are the child's label
-	// length (longLabel if it is longer than a word; 0: no child), so a
-	// step of a walk waits on one load, not two, before the next. upTo
-	// holds, by node, the rules whose prefix is the node's path from the
-	// root or a prefix of it.
+	// kids[n<<7|b]>>4 (12 bits: see maxNodes), and the low four bits are the
+	// child's label length (longLabel if it is longer than a word; 0: no
+	// child), so a step of a walk waits on one load, not two, before the
+	// next. upTo holds, words a node (then maxWords zeros), the rules whose
+	// prefix is the node's path from the root or a prefix of it; rows, by
+	// node, its bitmap and which of its words are not zero.
 	nodes []pathNode
 	kids  []uint16
-	upTo  []Candidates
-	// small is set when the index is built and every rule fits the first
-	// word of Candidates.
+	upTo  []uint64
+	rows  []row
+	// small is set when the index is built and every rule fits one word.
 	small bool
 }
 
@@ -66,7 +65,18 @@ type methodEntry struct {
 	// there.
 	word uint64
 	size int
-	set  Candidates
+	// The rules it allows: the first word of their bitmap (all of it in a
+	// small index), the bitmap in sets, and which of its words are not
+	// zero.
+	first uint64
+	bits  *[maxWords]uint64
+	busy  uint32
+}
+
+// row is one node's bitmap in upTo, and which of its words are not zero.
+type row struct {
+	set  *[maxWords]uint64
+	busy uint32
 }
 
 // pathNode is the label of a radix tree node: the case-folded ASCII that
@@ -80,37 +90,34 @@ type pathNode struct {
 // trieNode is a node of the uncompressed trie while an Index is built.
 type trieNode struct {
 	kids map[byte]*trieNode
-	here Candidates
+	here []int // the rules whose prefix ends here
 }
 
 // NewIndex indexes rules, which are in matching order.
 func NewIndex(rules []Compiled) *Index {
-	idx := &Index{}
 	if len(rules) > MaxIndexed {
-		return idx
+		return &Index{}
 	}
-	idx.ok = true
-	idx.small = len(rules) <= 64
+	w := max(1, (len(rules)+63)/64)
+	idx := &Index{ok: true, words: w, small: w == 1, decided: make([]uint64, w)}
+	// The methods' bitmaps while they are built.
+	var methods [][]uint64
+	anyVerb := make([]uint64, w)
 	root := &trieNode{}
 	for i := range rules {
-		bit := Candidates{}
-		bit[i/64] |= 1 << (i % 64)
 		m := rules[i].HTTPMethod
 		methodSettled := m.kind == globAny
-		if w, ok := methodWord(m); ok {
+		if mw, ok := methodWord(m); ok {
 			methodSettled = true
-			found := false
-			for j := range idx.methods {
-				if idx.methods[j].word == w && idx.methods[j].size == len(m.pattern) {
-					idx.methods[j].set = union(idx.methods[j].set, bit)
-					found = true
-				}
+			j := slices.IndexFunc(idx.methods, func(e methodEntry) bool { return e.word == mw && e.size == len(m.pattern) })
+			if j < 0 {
+				j = len(idx.methods)
+				idx.methods = append(idx.methods, methodEntry{word: mw, size: len(m.pattern)})
+				methods = append(methods, make([]uint64, w))
 			}
-			if !found {
-				idx.methods = append(idx.methods, methodEntry{word: w, size: len(m.pattern), set: bit})
-			}
+			setBit(methods[j], i)
 		} else {
-			idx.anyVerb = union(idx.anyVerb, bit)
+			setBit(anyVerb, i)
 		}
 		n := root
 		for _, c := range []byte(literalPrefix(rules[i].URLPath)) {
@@ -122,38 +129,86 @@ func NewIndex(rules []Compiled) *Index {
 			}
 			n = n.kids[c]
 		}
-		n.here = union(n.here, bit)
+		n.here = append(n.here, i)
 		if methodSettled && pathSettled(rules[i].URLPath) {
-			idx.decided = union(idx.decided, bit)
+			setBit(idx.decided, i)
 		}
 	}
+	// Every method's bitmap, anyVerb's last, each then a view of maxWords
+	// words into sets: a Cursor visits only the bitmap's own.
 	for j := range idx.methods {
-		idx.methods[j].set = union(idx.methods[j].set, idx.anyVerb)
+		for k := range methods[j] {
+			methods[j][k] |= anyVerb[k]
+		}
+		idx.methods[j].first, idx.methods[j].busy = methods[j][0], busyWords(methods[j])
 	}
-	idx.build(root, nil, Candidates{})
+	idx.anyVerb = methodEntry{first: anyVerb[0], busy: busyWords(anyVerb)}
+	methods = append(methods, anyVerb)
+	idx.sets = make([]uint64, 0, len(methods)*w+maxWords)
+	for _, m := range methods {
+		idx.sets = append(idx.sets, m...)
+	}
+	idx.sets = append(idx.sets, make([]uint64, maxWords)...)
+	for j := range idx.methods {
+		idx.methods[j].bits = (*[maxWords]uint64)(idx.sets[j*w:])
+	}
+	idx.anyVerb.bits = (*[maxWords]uint64)(idx.sets[len(idx.methods)*w:])
+	idx.build(root, nil, -1)
+	idx.upTo = append(idx.upTo, make([]uint64, maxWords)...)
+	for i := range idx.rows {
+		idx.rows[i].set = (*[maxWords]uint64)(idx.upTo[i*w:])
+	}
+	if len(idx.nodes) > maxNodes {
+		// Cannot happen (see MaxIndexed); if it did, kids would be wrong.
+		return &Index{}
+	}
 	return idx
+}
+
+func setBit(set []uint64, i int) { set[i/64] |= 1 << (i % 64) }
+
+// busyWords returns a word with bit k set for each word k of set that is not
+// zero.
+func busyWords(set []uint64) uint32 {
+	var b uint32
+	for k, x := range set {
+		if x != 0 {
+			b |= 1 << k
+		}
+	}
+	return b
 }
 
 // build appends n, with chains of single children that end no prefix
 // compressed into its label, and its subtree; it returns n's position.
-func (idx *Index) build(n *trieNode, label []byte, upTo Candidates) int {
-	for len(label) > 0 && len(n.kids) == 1 && n.here == (Candidates{}) {
+// parent is the position of n's parent, -1 for the root.
+func (idx *Index) build(n *trieNode, label []byte, parent int) int {
+	for len(label) > 0 && len(n.kids) == 1 && len(n.here) == 0 {
 		for c, k := range n.kids {
 			label = append(label, c)
 			n = k
 		}
 	}
 	pos := len(idx.nodes)
-	upTo = union(upTo, n.here)
+	w := idx.words
 	idx.nodes = append(idx.nodes, pathNode{
 		word: packASCII(string(label)), mask: 1<<(8*min(len(label), 8)) - 1,
 		label: string(label),
 	})
-	idx.upTo = append(idx.upTo, upTo)
+	if parent < 0 {
+		idx.upTo = append(idx.upTo, make([]uint64, w)...)
+	} else {
+		idx.upTo = append(idx.upTo, idx.upTo[parent*w:parent*w+w]...)
+	}
+	bitmap := idx.upTo[pos*w : pos*w+w]
+	for _, i := range n.here {
+		setBit(bitmap, i)
+	}
+	idx.rows = append(idx.rows, row{busy: busyWords(bitmap)})
 	idx.kids = append(idx.kids, make([]uint16, utf8.RuneSelf)...)
 	for c := byte(0); c < utf8.RuneSelf; c++ {
 		if k := n.kids[c]; k != nil {
-			child := idx.build(k, []byte{c}, upTo)
+			child := idx.build(k, []byte{c}, pos)
 			size := len(idx.nodes[child].label)
 			if size > 8 {
 				size = longLabel
@@ -208,11 +263,33 @@ func literalPrefix(g Glob) string {
 	return p
 }
 
-func union(a, b Candidates) Candidates {
-	for i := range a {
-		a[i] |= b[i]
+// Cursor yields the candidates of one lookup, in matching order. It is a
+// value: copying it copies the position.
+type Cursor struct {
+	// The node's and the method's bitmaps. The arrays may run past them
+	// into the next bitmaps; words never has a bit for a word past them.
+	up, verbs *[maxWords]uint64
+	words     uint32 // the words still to visit
+	cur       uint64 // the candidates left in the word being visited
+	base      int    // the first rule of that word
+}
+
+// maxWords is the most words a bitmap has.
+const maxWords = MaxIndexed / 64
+
+// Next removes and returns the next candidate, or -1 when there is none.
+func (c *Cursor) Next() int {
+	for c.cur == 0 {
+		if c.words == 0 {
+			return -1
+		}
+		k := bits.TrailingZeros32(c.words) & (maxWords - 1)
+		c.words &= c.words - 1
+		c.cur, c.base = c.up[k]&c.verbs[k], 64*k
 	}
-	return a
+	i := bits.TrailingZeros64(c.cur)
+	c.cur &= c.cur - 1
+	return c.base + i
 }
 
 // Candidates returns the rules that may match a request with this method and
@@ -220,16 +297,13 @@ func union(a, b Candidates) Candidates {
 // large) set, and for a request whose method or path has a non-ASCII
 // character where it matters (Unicode case folding can turn one into ASCII,
 // "\u212a" into "k"). Then check every rule.
-func (idx *Index) Candidates(method, path string) (c Candidates, ok bool) {
+func (idx *Index) Candidates(method, path string) (Cursor, bool) {
 	n, verbs, ok := idx.lookup(method, path)
 	if !ok {
-		return c, false
+		return Cursor{}, false
 	}
-	c = idx.upTo[n]
-	for i := range c {
-		c[i] &= verbs[i]
-	}
-	return c, true
+	up := &idx.rows[n]
+	return Cursor{up: up.set, verbs: verbs.bits, words: up.busy & verbs.busy}, true
 }
 
 // Small reports whether the index holds at most 64 rules, so that
@@ -237,13 +311,13 @@ func (idx *Index) Candidates(method, path string) (c Candidates, ok bool) {
 func (idx *Index) Small() bool { return idx.small }
 
 // Candidates64 is Candidates for a Small index, bit i for rule i: a span
-// start then neither copies nor scans four words.
+// start then neither keeps a cursor nor visits words.
 func (idx *Index) Candidates64(method, path string) (c uint64, ok bool) {
 	n, verbs, ok := idx.lookup(method, path)
 	if !ok {
 		return 0, false
 	}
-	return idx.upTo[n][0] & verbs[0], true
+	return idx.upTo[n] & verbs.first, true
 }
 
 // Decided64 is Settled for every rule of a Small index, bit i for rule i.
@@ -251,7 +325,7 @@ func (idx *Index) Decided64() uint64 { return idx.decided[0] }
 
 // lookup returns the last tree node path reaches and the rules the method
 // allows.
-func (idx *Index) lookup(method, path string) (n int, verbs *Candidates, ok bool) {
+func (idx *Index) lookup(method, path string) (n int, verbs *methodEntry, ok bool) {
 	if !idx.ok {
 		return 0, nil, false
 	}
@@ -276,7 +350,7 @@ func (idx *Index) lookup(method, path string) (n int, verbs *Candidates, ok bool
 		w = lower8(w)
 		for i := range idx.methods {
 			if idx.methods[i].word == w && idx.methods[i].size == len(method) {
-				return n, &idx.methods[i].set, true
+				return n, &idx.methods[i], true
 			}
 		}
 	} else if !isASCII(method) {

@@ -3,6 +3,7 @@ package rules
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -21,8 +22,11 @@ func TestIndexIsASupersetFilter(t *testing.T) {
 		"/api/v1/itemſ", "/api/v1/itemſ/42", "/api/v1/items/a_long_tail_0123456789", "/API/V1/ITEMS", "/apı/v1/items", "/he"}
 	for round := 0; round < 300; round++ {
 		n := 1 + rng.IntN(80)
-		if round%50 == 0 {
+		switch {
+		case round%50 == 0:
 			n = MaxIndexed + 1 // unindexed
+		case round%30 == 15:
+			n = 65 + rng.IntN(MaxIndexed-64) // bitmaps of many words
 		}
 		var rs []Rule
 		for i := 0; i < n; i++ {
@@ -42,8 +46,8 @@ func TestIndexIsASupersetFilter(t *testing.T) {
 				if idx.Small() != (n <= 64) {
 					t.Fatalf("a set of %d rules: Small() = %v", n, idx.Small())
 				}
-				if c64, ok64 := idx.Candidates64(m, p); idx.Small() && (ok64 != ok || c64 != c[0]) {
-					t.Fatalf("%s %q: Candidates64 = %x, %v; Candidates = %x, %v", m, p, c64, ok64, c, ok)
+				if c64, ok64 := idx.Candidates64(m, p); idx.Small() && (ok64 != ok || !slices.Equal(bitsOf(c64), drain(c))) {
+					t.Fatalf("%s %q: Candidates64 = %x, %v; Candidates = %v, %v", m, p, c64, ok64, drain(c), ok)
 				}
 				if !ok {
 					if n <= MaxIndexed && isASCII(m) && isASCII(p) {
@@ -68,6 +72,57 @@ func TestIndexIsASupersetFilter(t *testing.T) {
 					t.Fatalf("round %d, %s %q: index found %v, full scan %v", round, m, p, name(got), name(want))
 				}
 			}
+		}
+	}
+}
+
+// TestIndexLargestSet: MaxIndexed rules on distinct paths that branch at
+// every byte, the most tree nodes an index holds, are indexed and found.
+func TestIndexLargestSet(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	seen := map[string]bool{}
+	var rs []Rule
+	for len(rs) < MaxIndexed {
+		b := make([]byte, 1+rng.IntN(24))
+		for i := range b {
+			b[i] = "ab/"[rng.IntN(3)]
+		}
+		p := string(b)
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		rs = append(rs, Rule{Name: fmt.Sprintf("r%04d", len(rs)), Priority: int32(1 + len(rs)%MaxPriority), HTTPMethod: []string{"GET", "*"}[rng.IntN(2)], URLPath: p + "*"})
+	}
+	if MaxIndexed < MaxRules {
+		t.Fatalf("MaxIndexed %d is under MaxRules %d: the largest rule set a control plane sends would be matched rule by rule", MaxIndexed, MaxRules)
+	}
+	set := NewSet(rs)
+	idx := NewIndex(set.Rules())
+	if len(idx.nodes) < MaxIndexed {
+		t.Fatalf("the tree has %d nodes; the test wants one that branches more", len(idx.nodes))
+	}
+	for j := 0; j < 2000; j++ {
+		// A rule's prefix, in upper case, then more; or cut short.
+		p := strings.TrimSuffix(rs[rng.IntN(len(rs))].URLPath, "*")
+		path := strings.ToUpper(p) + "ab"
+		if j%2 == 1 {
+			path = p[:rng.IntN(len(p)+1)]
+		}
+		req := &Request{HTTPMethod: "get", URLPath: path}
+		c, ok := idx.Candidates("get", path)
+		if !ok {
+			t.Fatalf("%q not narrowed in a set of %d rules", path, len(rs))
+		}
+		var got *Compiled
+		for i := c.Next(); i >= 0; i = c.Next() {
+			if set.Rules()[i].Matches(req) {
+				got = &set.Rules()[i]
+				break
+			}
+		}
+		if want := fullScan(set, req); got != want {
+			t.Fatalf("%q: index found %v, full scan %v", path, name(got), name(want))
 		}
 	}
 }
@@ -202,6 +257,26 @@ func TestIndexRandomPrefixes(t *testing.T) {
 			}
 		}
 	}
+}
+
+// drain returns every candidate c yields, leaving c as it was.
+func drain(c Cursor) []int {
+	var out []int
+	for i := c.Next(); i >= 0; i = c.Next() {
+		out = append(out, i)
+	}
+	return out
+}
+
+// bitsOf returns the positions of the set bits of w, lowest first.
+func bitsOf(w uint64) []int {
+	var out []int
+	for i := range 64 {
+		if w&(1<<i) != 0 {
+			out = append(out, i)
+		}
+	}
+	return out
 }
 
 // fullScan is Set.Match without the index.

@@ -57,19 +57,97 @@ func (c *Compiled) MatchesService(name, typ string) bool {
 
 // Matches reports whether req matches every condition of the rule.
 func (c *Compiled) Matches(req *Request) bool {
-	if !c.MatchesService(req.ServiceName, req.ServiceType) ||
-		!c.Host.Match(req.Host) || !c.HTTPMethod.Match(req.HTTPMethod) ||
-		!c.URLPath.Match(req.URLPath) || !c.ResourceARN.Match(req.ResourceARN) {
-		return false
+	_, missed := c.Mismatch(req)
+	return !missed
+}
+
+// Miss names the condition of a rule that a request failed.
+type Miss struct {
+	// Field is the rule's field, as the API names it: "service_name",
+	// "service_type", "host", "http_method", "url_path", "resource_arn" or
+	// "attributes" (then Key is the attribute's key).
+	Field, Key string
+	// Value is the request's value; Absent says the request has no such
+	// attribute.
+	Value  string
+	Absent bool
+}
+
+// Pattern returns the glob of r that m names, as r holds it.
+func (m Miss) Pattern(r *Rule) string {
+	switch m.Field {
+	case "service_name":
+		return r.ServiceName
+	case "service_type":
+		return r.ServiceType
+	case "host":
+		return r.Host
+	case "http_method":
+		return r.HTTPMethod
+	case "url_path":
+		return r.URLPath
+	case "resource_arn":
+		return r.ResourceARN
+	}
+	return r.Attributes[m.Key]
+}
+
+// Mismatch returns the first condition of the rule that req fails, in the
+// order Matches tries them; missed is false when req matches. Matches is
+// Mismatch, so that an explanation of why a rule did not match can never
+// disagree with matching. It does not allocate.
+func (c *Compiled) Mismatch(req *Request) (m Miss, missed bool) {
+	switch {
+	case !c.ServiceName.Match(req.ServiceName):
+		return Miss{Field: "service_name", Value: req.ServiceName}, true
+	case !c.ServiceType.Match(req.ServiceType):
+		return Miss{Field: "service_type", Value: req.ServiceType}, true
+	case !c.Host.Match(req.Host):
+		return Miss{Field: "host", Value: req.Host}, true
+	case !c.HTTPMethod.Match(req.HTTPMethod):
+		return Miss{Field: "http_method", Value: req.HTTPMethod}, true
+	case !c.URLPath.Match(req.URLPath):
+		return Miss{Field: "url_path", Value: req.URLPath}, true
+	case !c.ResourceARN.Match(req.ResourceARN):
+		return Miss{Field: "resource_arn", Value: req.ResourceARN}, true
 	}
 	for i := range c.Attributes {
 		a := &c.Attributes[i]
 		v, ok := req.Attributes[a.Key]
 		if ok && !a.Glob.Match(v) || !ok && !a.Glob.MatchesAll() {
-			return false
+			return Miss{Field: "attributes", Key: a.Key, Value: v, Absent: !ok}, true
 		}
 	}
-	return true
+	return Miss{}, false
+}
+
+// Trial is what became of one rule, in matching order, when a request was
+// explained.
+type Trial struct {
+	// Position is the rule's index in matching order.
+	Position int
+	Rule     *Compiled
+	// Miss is the condition it failed.
+	Miss Miss
+}
+
+// Explain returns the rule that Match returns for req and its position
+// (nil and -1 if none matches), and why each rule tried before it did not
+// match, up to max of them (all with max < 0); skipped counts the rest.
+func (s *Set) Explain(req *Request, max int) (match *Compiled, position int, tried []Trial, skipped int) {
+	for i := range s.rules {
+		c := &s.rules[i]
+		miss, missed := c.Mismatch(req)
+		if !missed {
+			return c, i, tried, skipped
+		}
+		if max < 0 || len(tried) < max {
+			tried = append(tried, Trial{Position: i, Rule: c, Miss: miss})
+		} else {
+			skipped++
+		}
+	}
+	return nil, -1, tried, skipped
 }
 
 // Set is an ordered, compiled rule set. It is immutable once built and safe

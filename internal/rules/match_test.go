@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/tracesampling/controlplane/internal/rules"
 )
 
@@ -254,7 +256,80 @@ func TestSetMatch(t *testing.T) {
 			case tt.want != "" && got.Rule.Name != tt.want:
 				t.Errorf("Match() = %q, want %q", got.Rule.Name, tt.want)
 			}
+			// Explain finds the same rule, at its place in the order.
+			c, pos, _, _ := s.Explain(&tt.req, -1)
+			if c != got || c != nil && &s.Rules()[pos] != c {
+				t.Errorf("Explain() = %v at %d, Match() = %v", c, pos, got)
+			}
 		})
+	}
+}
+
+func TestExplain(t *testing.T) {
+	req := rules.Request{
+		ServiceName: "checkout", ServiceType: "ecs", Host: "shop.example.com", HTTPMethod: "POST",
+		URLPath: "/api/cart", ResourceARN: "arn:x", Attributes: map[string]string{"tier": "gold"},
+	}
+	edit := func(f func(r *rules.Rule)) func(r *rules.Rule) { return f }
+	set := rules.NewSet([]rules.Rule{
+		rule("r1-service", 1, svc("cart")),
+		rule("r2-type", 2, edit(func(r *rules.Rule) { r.ServiceType = "lambda" })),
+		rule("r3-host", 3, edit(func(r *rules.Rule) { r.Host = "*.internal" })),
+		rule("r4-method", 4, edit(func(r *rules.Rule) { r.HTTPMethod = "GET" })),
+		rule("r5-path", 5, edit(func(r *rules.Rule) { r.URLPath = "/health*" })),
+		rule("r6-arn", 6, edit(func(r *rules.Rule) { r.ResourceARN = "arn:y*" })),
+		rule("r7-value", 7, attrs("tier", "silver")),
+		rule("r8-absent", 8, attrs("tier", "gold", "region", "eu-*")),
+		rule("r9-match", 9, svc("CHECK*"), attrs("tier", "g*")),
+		rule("r10-later", 10),
+	})
+	type trial struct {
+		Rule, Pattern string
+		Miss          rules.Miss
+	}
+	want := []trial{
+		{"r1-service", "cart", rules.Miss{Field: "service_name", Value: "checkout"}},
+		{"r2-type", "lambda", rules.Miss{Field: "service_type", Value: "ecs"}},
+		{"r3-host", "*.internal", rules.Miss{Field: "host", Value: "shop.example.com"}},
+		{"r4-method", "GET", rules.Miss{Field: "http_method", Value: "POST"}},
+		{"r5-path", "/health*", rules.Miss{Field: "url_path", Value: "/api/cart"}},
+		{"r6-arn", "arn:y*", rules.Miss{Field: "resource_arn", Value: "arn:x"}},
+		{"r7-value", "silver", rules.Miss{Field: "attributes", Key: "tier", Value: "gold"}},
+		{"r8-absent", "eu-*", rules.Miss{Field: "attributes", Key: "region", Absent: true}},
+	}
+	for _, tc := range []struct {
+		name    string
+		max     int
+		tried   []trial
+		skipped int
+	}{
+		{"every rule", -1, want, 0},
+		{"the first three", 3, want[:3], len(want) - 3},
+		{"none", 0, nil, len(want)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, pos, tried, skipped := set.Explain(&req, tc.max)
+			if c == nil || c.Rule.Name != "r9-match" || pos != 8 {
+				t.Fatalf("Explain matched %v at %d, want r9-match at 8", c, pos)
+			}
+			var got []trial
+			for i, tr := range tried {
+				if tr.Position != i || &set.Rules()[i] != tr.Rule {
+					t.Errorf("trial %d is of position %d", i, tr.Position)
+				}
+				got = append(got, trial{tr.Rule.Rule.Name, tr.Miss.Pattern(&tr.Rule.Rule), tr.Miss})
+			}
+			if diff := cmp.Diff(tc.tried, got); diff != "" {
+				t.Errorf("trials (-want +got):\n%s", diff)
+			}
+			if skipped != tc.skipped {
+				t.Errorf("skipped %d, want %d", skipped, tc.skipped)
+			}
+		})
+	}
+	none := rules.NewSet([]rules.Rule{rule("only", 1, svc("cart"))})
+	if c, pos, tried, _ := none.Explain(&req, -1); c != nil || pos != -1 || len(tried) != 1 {
+		t.Errorf("Explain without a match = %v, %d, %d trials; want nil, -1, 1", c, pos, len(tried))
 	}
 }
 

@@ -12,13 +12,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tracesampling/controlplane/internal/budget"
+	"github.com/tracesampling/controlplane/internal/condition"
+	"github.com/tracesampling/controlplane/internal/receipt"
 	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/store"
 )
 
 // LedgerStore is what the sampling service needs from a store.
 type LedgerStore interface {
-	RecordReports(ctx context.Context, b store.ReportBatch) ([]float64, error)
+	reportStore
+	ReceiptKeys(ctx context.Context, now time.Time) (receipt.KeySet, error)
+}
+
+// reportStore is what the batcher needs.
+type reportStore interface {
+	RecordReports(ctx context.Context, b store.ReportBatch) ([]store.RateResult, error)
 }
 
 // reportBatcher group-commits client reports: while one batch is at the
@@ -27,7 +35,7 @@ type LedgerStore interface {
 // sees one call per batch instead of one per report, which is what lets one
 // replica take tens of thousands of reports a second.
 type reportBatcher struct {
-	store    LedgerStore
+	store    reportStore
 	ledger   reservoir.Ledger
 	now      func() time.Time
 	log      *slog.Logger
@@ -35,11 +43,12 @@ type reportBatcher struct {
 	maxBatch int // rate updates per store call
 	queue    chan *pendingReport
 
-	// carried holds the budget usage of stream reports that the store
-	// surely did not take (store.ErrNotApplied), summed by budget, month,
-	// hour and rule, until a batch goes through: a stream's client counts
-	// its report as sent, and the spend in it would be lost. (A unary client
-	// is told, and reports its counts again.) Only run touches it.
+	// carried holds the budget usage of unnumbered stream reports that the
+	// store surely did not take (store.ErrNotApplied), summed by budget,
+	// month, hour and rule, until a batch goes through: such a client
+	// counts its report as sent, and the spend in it would be lost. (A
+	// unary client is told, and reports its counts again; a numbered report
+	// is not acknowledged, and comes again.) Only run touches it.
 	carried map[usageKey]*store.UsageIncrement
 	// unsure holds the usage of stream reports in batches that failed
 	// without the store saying they changed nothing: they may have landed.
@@ -49,6 +58,16 @@ type reportBatcher struct {
 	maxHeld int // entries, carried and unsure together
 	held    prometheus.Gauge
 	dropped prometheus.Counter
+	// storeDown, if set, is told when a batch goes through: the store
+	// answers again.
+	storeDown *condition.Condition
+
+	// downSince is when the store call that began the current run of
+	// failures was sent (zero while the store answers); outage is the last
+	// run of failures that ended, which the batches of the next intervals
+	// name (store.ReportBatch.DownSince). Only run touches them.
+	downSince time.Time
+	outage    struct{ from, to time.Time }
 
 	stop chan struct{}
 	done chan struct{}
@@ -75,26 +94,40 @@ const unsureWindow = store.KeyWindow - time.Minute
 type pendingReport struct {
 	updates []store.RateUpdate
 	usage   []store.UsageIncrement
+	seq     reportSeq
 	carry   bool // hold the usage for later if the store took nothing
-	rates   []float64
+	results []store.RateResult
 	err     error
 	done    chan struct{}
 }
 
-func newReportBatcher(st LedgerStore, ledger reservoir.Ledger, now func() time.Time, log *slog.Logger, reg prometheus.Registerer) *reportBatcher {
+// reportSeq is a client's report number (pb.Report.seq); seq 0: none.
+type reportSeq struct {
+	client string
+	seq    uint64
+}
+
+func newReportBatcher(st reportStore, ledger reservoir.Ledger, now func() time.Time, log *slog.Logger, reg prometheus.Registerer) *reportBatcher {
 	b := &reportBatcher{
-		store:    st,
-		ledger:   ledger,
-		now:      now,
-		log:      log,
-		timeout:  5 * time.Second,
+		store:  st,
+		ledger: ledger,
+		now:    now,
+		log:    log,
+		// A report waits for the batch at the store, then for its own:
+		// with a frozen store, two of these must fit in what is left of
+		// a stream's quota after its next report (which comes within 1.1
+		// intervals of the last answer; the quota lasts two), so that the
+		// stream can answer with the last quotas renewed before they
+		// lapse. A failed batch fails the reports queued behind it at
+		// once, so in practice it is one.
+		timeout:  min(5*time.Second, ledger.Interval/2),
 		maxBatch: 4096,
 		queue:    make(chan *pendingReport, 1024),
 		carried:  map[usageKey]*store.UsageIncrement{},
 		maxHeld:  100_000,
 		held: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "controlplane_usage_held",
-			Help: "Budget usage entries (budget, month, hour, rule) from stream reports that the store has not taken, or may not have taken (sent again under their call's key); they are sent once a batch goes through.",
+			Help: "Budget usage entries (budget, month, hour, rule) from unnumbered stream reports that the store has not taken, or may not have taken (sent again under their call's key); they are sent once a batch goes through.",
 		}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "controlplane_usage_dropped_total",
@@ -109,10 +142,15 @@ func newReportBatcher(st LedgerStore, ledger reservoir.Ledger, now func() time.T
 }
 
 // record sends one report's updates to the store with the next batch and
-// returns each update's fleet rate. With carry, the report's usage is held
-// for later if the store says it took nothing.
-func (b *reportBatcher) record(ctx context.Context, updates []store.RateUpdate, usage []store.UsageIncrement, carry bool) ([]float64, error) {
-	p := &pendingReport{updates: updates, usage: usage, carry: carry, done: make(chan struct{})}
+// returns each update's fleet rate and quota. The usage of a numbered
+// report (seq) is billed only if the store has not recorded that report of
+// its client before. With carry, the usage of a report without a number is
+// held for later if the store says it took nothing. A numbered report is
+// never held: its client keeps it until it is acknowledged, and sends it
+// again.
+func (b *reportBatcher) record(ctx context.Context, updates []store.RateUpdate, usage []store.UsageIncrement, carry bool, seq reportSeq) ([]store.RateResult, error) {
+	carry = carry && seq.seq == 0
+	p := &pendingReport{updates: updates, usage: usage, seq: seq, carry: carry, done: make(chan struct{})}
 	select {
 	case b.queue <- p:
 	case <-ctx.Done():
@@ -125,7 +163,7 @@ func (b *reportBatcher) record(ctx context.Context, updates []store.RateUpdate, 
 	}
 	select {
 	case <-p.done:
-		return p.rates, p.err
+		return p.results, p.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -163,24 +201,90 @@ func (b *reportBatcher) run() {
 			}
 		}
 		if b.flush(batch, n) {
+			if b.storeDown != nil {
+				b.storeDown.Cleared(context.Background())
+			}
 			b.flushHeld()
 		}
+	}
+}
+
+// errStoreFailing fails the reports that were waiting behind a batch the
+// store failed: they were not sent, and would most likely fail too, after
+// as long a wait.
+var errStoreFailing = fmt.Errorf("%w: %w: the store failed the batch before this report's", store.ErrUnavailable, store.ErrNotApplied)
+
+// failQueuedAfter fails the reports queued behind a batch that failed with
+// err, holding their usage as not sent. It runs before the batch's own
+// reports learn of the failure, so it takes only reports that were queued
+// while the batch was at the store.
+func (b *reportBatcher) failQueuedAfter(err error) {
+	if !errors.Is(err, store.ErrUnavailable) {
+		return
+	}
+	for range len(b.queue) {
+		p := <-b.queue
+		if p.carry {
+			b.carry(p.usage)
+		}
+		p.err = errStoreFailing
+		close(p.done)
+	}
+}
+
+// downSinceFor returns the DownSince of a batch sent at now: the start of
+// the outage it may end, or of the last one, for the intervals after it in
+// which ledgers it left unwritten are first written again. An outage shorter
+// than an interval leaves no gap that needs it.
+func (b *reportBatcher) downSinceFor(now time.Time) time.Time {
+	if !b.downSince.IsZero() {
+		if now.Sub(b.downSince) < b.ledger.Interval {
+			return time.Time{}
+		}
+		return b.downSince
+	}
+	o := b.outage
+	if o.from.IsZero() || o.to.Sub(o.from) < b.ledger.Interval || now.Sub(o.to) > time.Duration(b.ledger.Retain+1)*b.ledger.Interval {
+		return time.Time{}
+	}
+	return o.from
+}
+
+// noteOutcome keeps track of the runs of failed store calls.
+func (b *reportBatcher) noteOutcome(sent time.Time, err error) {
+	switch {
+	case err == nil && !b.downSince.IsZero():
+		b.outage.from, b.outage.to = b.downSince, b.now()
+		b.downSince = time.Time{}
+	case errors.Is(err, store.ErrUnavailable) && b.downSince.IsZero():
+		b.downSince = sent
 	}
 }
 
 // flush sends a batch and reports whether the store took it.
 func (b *reportBatcher) flush(batch []*pendingReport, n int) bool {
 	updates := make([]store.RateUpdate, 0, n)
-	var usage []store.UsageIncrement
+	var (
+		usage     []store.UsageIncrement
+		sequenced []store.SequencedUsage
+	)
 	for _, p := range batch {
 		updates = append(updates, p.updates...)
-		usage = append(usage, p.usage...)
+		switch {
+		case len(p.usage) == 0:
+			// Nothing to bill: the report's seq need not be recorded.
+		case p.seq.seq != 0:
+			sequenced = append(sequenced, store.SequencedUsage{Client: p.seq.client, Seq: p.seq.seq, Usage: p.usage})
+		default:
+			usage = append(usage, p.usage...)
+		}
 	}
 	sent, key := b.now(), newBatchKey()
-	rates, err := b.send(store.ReportBatch{Now: sent, Ledger: b.ledger, Rates: updates, Usage: usage, Key: key})
-	if err == nil && len(rates) != len(updates) {
-		err = fmt.Errorf("store returned %d fleet rates for %d updates", len(rates), len(updates))
+	results, err := b.send(store.ReportBatch{Now: sent, Ledger: b.ledger, Rates: updates, Usage: usage, Sequenced: sequenced, Key: key, DownSince: b.downSinceFor(sent)})
+	if err == nil && len(results) != len(updates) {
+		err = fmt.Errorf("store returned %d results for %d updates", len(results), len(updates))
 	}
+	b.noteOutcome(sent, err)
 	// What the store surely did not take is summed with the rest held. What
 	// it may have taken is kept apart, to go again under the batch's key:
 	// usage applied twice would bill twice.
@@ -197,11 +301,12 @@ func (b *reportBatcher) flush(batch []*pendingReport, n int) bool {
 		}
 	}
 	b.holdUnsure(unsureBatch{key: key, sent: sent, usage: unsure})
+	b.failQueuedAfter(err)
 	for _, p := range batch {
 		if err != nil {
 			p.err = err
 		} else {
-			p.rates, rates = rates[:len(p.updates):len(p.updates)], rates[len(p.updates):]
+			p.results, results = results[:len(p.updates):len(p.updates)], results[len(p.updates):]
 		}
 		close(p.done)
 	}
@@ -248,13 +353,19 @@ func (b *reportBatcher) flushHeld() {
 func (b *reportBatcher) resendUnsure() (ok bool) {
 	kept := b.unsure[:0]
 	failed := false
+	expired := 0
+	defer func() {
+		if expired > 0 {
+			b.log.Warn("budget usage of store calls that may have failed was not confirmed in time: it may be lost", "entries", expired)
+		}
+	}()
 	for _, u := range b.unsure {
 		switch {
 		case b.now().Sub(u.sent) >= unsureWindow:
 			// The store may have forgotten the key: sending it now
 			// could bill twice.
 			b.dropped.Add(float64(len(u.usage)))
-			b.log.Warn("budget usage of a store call that may have failed was not confirmed in time: it may be lost", "entries", len(u.usage))
+			expired += len(u.usage)
 		case failed:
 			kept = append(kept, u)
 		default:
@@ -327,7 +438,7 @@ func (b *reportBatcher) heldEntries() int {
 
 // send makes one store call, with the batcher's own deadline: a report's
 // caller giving up does not cut short the batch it shares with others.
-func (b *reportBatcher) send(batch store.ReportBatch) ([]float64, error) {
+func (b *reportBatcher) send(batch store.ReportBatch) ([]store.RateResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
 	defer cancel()
 	return b.store.RecordReports(ctx, batch)

@@ -15,6 +15,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/apiconv"
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/edit"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 )
@@ -128,7 +129,7 @@ func (s *budgetService) UpdateBudget(ctx context.Context, req *pb.UpdateBudgetRe
 			return nil, prefixFields("budget.", err)
 		}
 		updated, err := s.store.UpdateBudget(ctx, next, cur.Revision)
-		if errors.Is(err, store.ErrConflict) && wantRev == 0 && attempt < updateRetries {
+		if errors.Is(err, store.ErrConflict) && wantRev == 0 && attempt < edit.UpdateRetries {
 			continue
 		}
 		if err != nil {

@@ -44,6 +44,7 @@ type budgetReplica struct {
 	budgets  pb.BudgetServiceClient
 	catalog  *catalog.Catalog
 	ctl      *controller.Controller
+	first    int64 // the rules version when it started: versions start from the clock
 }
 
 func startBudgetReplica(t *testing.T, st store.Store, now func() time.Time, hook *budget.Webhook) *budgetReplica {
@@ -83,7 +84,7 @@ func startBudgetReplica(t *testing.T, st store.Store, now func() time.Time, hook
 	})
 	return &budgetReplica{
 		rules: pb.NewRuleServiceClient(conn), sampling: pb.NewSamplingServiceClient(conn), budgets: pb.NewBudgetServiceClient(conn),
-		catalog: cat, ctl: ctl,
+		catalog: cat, ctl: ctl, first: cat.Current().Version,
 	}
 }
 
@@ -126,7 +127,13 @@ func TestBudgetsAcrossReplicas(t *testing.T) {
 		mu.Unlock()
 	}))
 	defer hookSrv.Close()
-	hook := &budget.Webhook{Backoff: time.Millisecond}
+	// The receiver is on loopback, which webhooks may reach only when the
+	// operator allows it.
+	egress, eerr := budget.NewEgress(budget.EgressOptions{Allow: []string{"127.0.0.1/32"}})
+	if eerr != nil {
+		t.Fatal(eerr)
+	}
+	hook := &budget.Webhook{Backoff: time.Millisecond, Egress: egress}
 	newStore := func() store.Store {
 		st, err := redisstore.New(context.Background(), rs.Client(t), redisstore.Options{Now: clock.Now})
 		if err != nil {
@@ -354,7 +361,7 @@ func TestExhaustedBudgetKeepsItsFloor(t *testing.T) {
 	}}); err != nil {
 		t.Fatal(err)
 	}
-	waitVersion(t, rep.catalog, 2)
+	waitVersion(t, rep.catalog, rep.first+1)
 	waitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 1 })
 	// Two services of 1,000 req/s each, reporting every 10 s with their
 	// receipts, as SDKs do; small's 500 traces a report are far over a
@@ -477,6 +484,105 @@ func TestSimulateCostStopsWhenCanceled(t *testing.T) {
 	}
 	if code := status.Code(toStatus(ctx, discardLogger(), "SimulateCost", err)); code != codes.Canceled {
 		t.Errorf("status %v, want Canceled", code)
+	}
+}
+
+// TestNumberedReportsAreBilledOnce: a stream acknowledges a numbered report
+// only once the store has recorded it. One the store could not record is
+// not acknowledged, and the replica does not hold its usage: the client
+// sends it again. One sent again after it was recorded (its
+// acknowledgement lost), on another replica or in a unary call, is
+// acknowledged and not billed again.
+func TestNumberedReportsAreBilledOnce(t *testing.T) {
+	rs := redistest.StartWith(t, redistest.Options{AppendOnly: true})
+	clock := &fakeClock{t: time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC)}
+	var stores []*redisstore.Store
+	for range 2 {
+		st, err := redisstore.New(context.Background(), rs.Client(t), redisstore.Options{Now: clock.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		stores = append(stores, st)
+	}
+	a := startBudgetReplica(t, stores[0], clock.Now, nil)
+	b := startBudgetReplica(t, stores[1], clock.Now, nil)
+	ctx := ctxT(t)
+	if _, err := a.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{Name: "shop", MonthlyAmountMicros: 5_000_000, Scope: &pb.BudgetScope{ServiceNames: []string{"shop"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, rep := range []*budgetReplica{a, b} {
+		waitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 1 })
+	}
+	report := func(seq uint64, sampled int64) *pb.StreamSamplingRequest {
+		return &pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{Seq: seq, Statistics: []*pb.SamplingStatistics{stats("Default", 10*sampled, sampled, "")}}}}
+	}
+	// send sends a report on the stream and returns the seq the answer
+	// acknowledges.
+	send := func(s pb.SamplingService_StreamSamplingClient, seq uint64, sampled int64) uint64 {
+		t.Helper()
+		if err := s.Send(report(seq, sampled)); err != nil {
+			t.Fatal(err)
+		}
+		return recvNext(t, s, (*pb.StreamSamplingResponse).GetTargets).GetAckedSeq()
+	}
+	unary := func(rep *budgetReplica, seq uint64, sampled int64) error {
+		_, err := rep.sampling.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{ClientId: "c", ServiceName: "shop", Seq: seq,
+			Statistics: []*pb.SamplingStatistics{stats("Default", 10*sampled, sampled, "")}})
+		return err
+	}
+
+	onA, _ := openStream(ctx, t, a.sampling, "c", "shop")
+	if got := send(onA, 1, 1); got != 1 {
+		t.Fatalf("report 1: acknowledged %d, want 1", got)
+	}
+	rs.Stop()
+	if got := send(onA, 2, 2); got != 0 {
+		t.Fatalf("report 2 without the store: acknowledged %d, want none", got)
+	}
+	rs.Restart()
+	// The client sends it again until the store, back, takes it.
+	deadline := time.Now().Add(8 * time.Second) // within ctxT's 10 s
+	for send(onA, 2, 2) != 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("report 2 never acknowledged after the store came back")
+		}
+	}
+	onB, _ := openStream(ctx, t, b.sampling, "c", "shop")
+	if got := send(onB, 2, 2); got != 2 {
+		t.Errorf("report 2 again on replica B: acknowledged %d, want 2", got)
+	}
+	if err := unary(b, 2, 2); err != nil {
+		t.Errorf("report 2 again in a unary call: %v", err)
+	}
+	if err := unary(a, 3, 4); err != nil {
+		t.Errorf("report 3 in a unary call: %v", err)
+	}
+	if got := send(onB, 4, 8); got != 4 {
+		t.Errorf("report 4: acknowledged %d, want 4", got)
+	}
+	u, err := stores[0].Usage(ctx, "shop", clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if requests, sampled := u.Totals(); sampled != 1+2+4+8 || requests != 10*sampled {
+		t.Errorf("billed %v sampled of %v requests, want 15 of 150: every report once", sampled, requests)
+	}
+
+	// A seq past store.MaxSeq is refused, naming the field.
+	if err := unary(a, store.MaxSeq+1, 1); status.Code(err) != codes.InvalidArgument || fmt.Sprint(fieldViolations(t, err)) != "[seq]" {
+		t.Errorf("unary report with seq 2^53: %v, want INVALID_ARGUMENT on seq", err)
+	}
+	if err := onB.Send(report(store.MaxSeq+1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := onB.Recv(); err != nil {
+			if status.Code(err) != codes.InvalidArgument || fmt.Sprint(fieldViolations(t, err)) != "[report.seq]" {
+				t.Errorf("stream report with seq 2^53: %v, want INVALID_ARGUMENT on report.seq", err)
+			}
+			break
+		}
 	}
 }
 

@@ -44,9 +44,10 @@ func prefixFields(prefix string, err error) error {
 }
 
 // toStatus is the one place where domain errors become gRPC statuses. Errors
-// that are not part of the API (storage failures, bugs) are logged here and
-// reach the client only as a generic message, so no Redis error text or
-// internal detail leaks.
+// that are not part of the API (bugs) are logged here and reach the client
+// only as a generic message, so no Redis error text or internal detail leaks.
+// An unreachable store is not logged per call: the interceptors count it in
+// a condition that logs when it begins and ends.
 func toStatus(ctx context.Context, log *slog.Logger, method string, err error) error {
 	if err == nil {
 		return nil
@@ -68,6 +69,23 @@ func toStatus(ctx context.Context, log *slog.Logger, method string, err error) e
 		return st.Err()
 	case errors.Is(err, rules.ErrDefaultRule):
 		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, store.ErrRuleLimit):
+		// FAILED_PRECONDITION, not RESOURCE_EXHAUSTED: gRPC's guide keeps
+		// the first for calls the client must not retry until the state
+		// is fixed (a rule deleted), while clients and proxies retry the
+		// second, which also means rate limits and oversized messages here.
+		// A retry at the limit never succeeds by itself; X-Ray's
+		// RuleLimitExceededException is likewise an HTTP 400, not its 429.
+		st, derr := status.New(codes.FailedPrecondition, err.Error()).WithDetails(&errdetails.PreconditionFailure{
+			Violations: []*errdetails.PreconditionFailure_Violation{{
+				Type: "RULE_LIMIT", Subject: "rules",
+				Description: "the control plane holds as many rules as it may; delete one first",
+			}},
+		})
+		if derr != nil {
+			return status.Error(codes.FailedPrecondition, err.Error())
+		}
+		return st.Err()
 	case errors.Is(err, store.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, store.ErrAlreadyExists):
@@ -80,12 +98,20 @@ func toStatus(ctx context.Context, log *slog.Logger, method string, err error) e
 			return status.Error(codes.ResourceExhausted, err.Error())
 		}
 		return st.Err()
+	case errors.Is(err, store.ErrNotReplicated):
+		log.WarnContext(ctx, "edit not confirmed by a replica", "method", method, "err", err)
+		return status.Error(codes.Unavailable, "the edit is applied, but no replica of the store confirmed it in time: "+
+			"a failover now could lose it; read it back before sending it again")
+	case errors.Is(err, store.ErrUnavailable) && ctx.Err() == nil:
+		// The store's own deadline (shorter than the caller's, so that a
+		// report is answered before its quotas lapse) ran out, not the
+		// caller's: the store is unavailable.
+		return status.Error(codes.Unavailable, "the rule store is unavailable; retry later")
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, "request canceled")
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
 	case errors.Is(err, store.ErrUnavailable):
-		log.WarnContext(ctx, "store unavailable", "method", method, "err", err)
 		return status.Error(codes.Unavailable, "the rule store is unavailable; retry later")
 	default:
 		log.ErrorContext(ctx, "internal error", "method", method, "err", err)

@@ -11,16 +11,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Readiness tracks whether the store answers, for /readyz and the gRPC health
-// service. The probe runs in the background so that a slow store never makes
-// a readiness check itself slow.
+// Readiness tracks whether the replica is ready, for /readyz and the gRPC
+// health service, and whether its store answers, for
+// controlplane_store_up. A replica is ready once it has loaded the rules,
+// whatever its store does afterwards: through a store outage it keeps
+// serving the last rules it loaded and renewing the last quotas, so taking
+// every replica out of its Service then would leave the fleet nothing. The
+// probes run in the background so that a slow store never makes a
+// readiness check itself slow.
 type Readiness struct {
 	ready  atomic.Bool
 	server *Server
 	up     prometheus.Gauge
 }
 
-// NewReadiness starts out not ready; Run makes it follow the store.
+// NewReadiness starts out not ready; Run makes it follow the probes.
 func NewReadiness(s *Server, reg prometheus.Registerer) *Readiness {
 	r := &Readiness{server: s, up: prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "controlplane_store_up",
@@ -33,24 +38,32 @@ func NewReadiness(s *Server, reg prometheus.Registerer) *Readiness {
 // Ready reports the outcome of the last probe.
 func (r *Readiness) Ready() bool { return r.ready.Load() }
 
-// Run probes the store with ping every interval until ctx ends, and then
-// reports not ready.
-func (r *Readiness) Run(ctx context.Context, ping func(context.Context) error, interval time.Duration) {
+// Run calls ping (the store) and loaded (the replica has what it serves)
+// every interval until ctx ends, and then reports not ready. A ping that
+// succeeds also tells the store condition that the store answers.
+func (r *Readiness) Run(ctx context.Context, ping, loaded func(context.Context) error, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		pctx, cancel := context.WithTimeout(ctx, interval)
-		err := ping(pctx)
+		perr := ping(pctx)
 		cancel()
 		if ctx.Err() != nil {
 			r.set(false)
 			return
 		}
+		if perr == nil {
+			r.server.storeDown.Cleared(ctx)
+			r.up.Set(1)
+		} else {
+			r.up.Set(0)
+		}
+		err := loaded(ctx)
 		if ok := err == nil; ok != r.ready.Load() {
 			if ok {
-				r.server.log.Info("store reachable: ready")
+				r.server.log.Info("ready")
 			} else {
-				r.server.log.Warn("store unreachable: not ready", "err", err)
+				r.server.log.Warn("not ready", "err", err)
 			}
 		}
 		r.set(err == nil)
@@ -66,29 +79,29 @@ func (r *Readiness) Run(ctx context.Context, ping func(context.Context) error, i
 func (r *Readiness) set(ok bool) {
 	r.ready.Store(ok)
 	r.server.SetServing(ok)
-	if ok {
-		r.up.Set(1)
-	} else {
-		r.up.Set(0)
-	}
 }
 
-// HTTPHandler serves /healthz (the process is alive), /readyz (the store
-// answers) and /metrics for Prometheus; with debug also Go's profiles under
-// /debug/pprof/, which the load generator reads heap figures from.
-func HTTPHandler(ready *Readiness, gatherer prometheus.Gatherer, debug bool) http.Handler {
+// HTTPHandler serves /healthz (the process is alive), /readyz (the rules
+// are loaded) and /metrics for Prometheus; with debug also Go's profiles under
+// /debug/pprof/, which the load generator reads heap figures from; with ui
+// the dashboard under /ui/ (package ui).
+func HTTPHandler(ready *Readiness, gatherer prometheus.Gatherer, debug bool, ui http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !ready.Ready() {
-			http.Error(w, "store unreachable", http.StatusServiceUnavailable)
+			http.Error(w, "not ready: the rules are not loaded yet", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	if ui != nil {
+		mux.Handle("/ui/", ui)
+		mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusFound))
+	}
 	if debug {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

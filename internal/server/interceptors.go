@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"runtime/debug"
 	"time"
@@ -10,6 +12,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/tracesampling/controlplane/internal/store"
 )
 
 // rpcMetrics counts and times every RPC by method and status code.
@@ -53,7 +57,7 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 		s.logCall(ctx, info.FullMethod, start, err)
 	}()
 	resp, err = handler(ctx, req)
-	return resp, toStatus(ctx, s.log, info.FullMethod, err)
+	return resp, s.toStatus(ctx, info.FullMethod, err)
 }
 
 func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
@@ -67,14 +71,30 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 		s.metrics.observe(info.FullMethod, start, err)
 		s.logCall(ctx, info.FullMethod, start, err)
 	}()
-	return toStatus(ctx, s.log, info.FullMethod, handler(srv, ss))
+	return s.toStatus(ctx, info.FullMethod, handler(srv, ss))
 }
 
+// toStatus maps err (see the function toStatus) and counts a call that failed
+// because the store is unreachable in the store condition, which logs when
+// such failures begin and end rather than each of them.
+func (s *Server) toStatus(ctx context.Context, method string, err error) error {
+	if errors.Is(err, store.ErrUnavailable) {
+		s.storeDown.Occurred(ctx, fmt.Errorf("%s: %w", method, err))
+	}
+	return toStatus(ctx, s.log, method, err)
+}
+
+// logCall logs a call at DEBUG, or at WARN when it failed in a way an
+// operator should see. Failures that come with a condition of their own (an
+// unreachable store, a limit reached: UNAVAILABLE, RESOURCE_EXHAUSTED) are
+// logged by it, once per condition; the client's own errors not at all.
+// Every call is counted in controlplane_grpc_requests_total.
 func (s *Server) logCall(ctx context.Context, method string, start time.Time, err error) {
 	code := status.Code(err)
 	level := slog.LevelDebug
 	switch code {
-	case codes.OK, codes.Canceled, codes.NotFound, codes.AlreadyExists, codes.InvalidArgument, codes.Aborted, codes.FailedPrecondition:
+	case codes.OK, codes.Canceled, codes.NotFound, codes.AlreadyExists, codes.InvalidArgument, codes.Aborted, codes.FailedPrecondition,
+		codes.Unavailable, codes.ResourceExhausted:
 	default:
 		level = slog.LevelWarn
 	}

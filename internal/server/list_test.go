@@ -132,3 +132,20 @@ func TestStoreFailuresAreMapped(t *testing.T) {
 		})
 	}
 }
+
+// TestNotReplicatedSaysTheEditIsApplied: an edit that no replica confirmed
+// is UNAVAILABLE, with a message that says it is applied and may be lost,
+// so that a client reads it back rather than sending it again blindly.
+func TestNotReplicatedSaysTheEditIsApplied(t *testing.T) {
+	fs := &faultStore{RuleStore: newMemStore(t), err: fmt.Errorf("redis: edit applied but not confirmed by the replicas: %w: %w: WAIT 127.0.0.1:6379",
+		store.ErrUnavailable, store.ErrNotReplicated)}
+	ts := startServer(t, fs)
+	_, err := ts.rules.ListRules(ctxT(t), &pb.ListRulesRequest{})
+	st := status.Convert(err)
+	if st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "applied") || !strings.Contains(st.Message(), "read it back") {
+		t.Errorf("status %v %q, want Unavailable saying the edit is applied and to read it back", st.Code(), st.Message())
+	}
+	if strings.Contains(st.Message(), "6379") {
+		t.Errorf("message %q leaks internal detail", st.Message())
+	}
+}

@@ -50,87 +50,83 @@ func TestTwoReplicasBehaveAsOne(t *testing.T) {
 	waitVersion(t, a.catalog, got.GetRulesVersion())
 
 	// Client 1 reports 30 req/s to A, client 2 10 req/s to B.
-	r1, err := a.sampling.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{ClientId: "c1", ServiceName: "shop", Statistics: []*pb.SamplingStatistics{stats("checkout", 300, 0, "")}})
-	if err != nil {
-		t.Fatal(err)
+	report := func(rep *replica, client string, requests int64, receipt string) *pb.SamplingTarget {
+		t.Helper()
+		resp, err := rep.sampling.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{ClientId: client, ServiceName: "shop", Statistics: []*pb.SamplingStatistics{stats("checkout", requests, 0, receipt)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.GetTargets()[0]
 	}
+	r1 := report(a, "c1", 300, "")
 	clock.Add(time.Second)
-	r2, err := b.sampling.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{ClientId: "c2", ServiceName: "shop", Statistics: []*pb.SamplingStatistics{stats("checkout", 100, 0, "")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if q := r2.GetTargets()[0].GetReservoirQuota(); math.Abs(q-3) > 1e-9 {
-		t.Errorf("client on B: quota %v, want 12×10/40 = 3 (B must count A's client)", q)
+	r2 := report(b, "c2", 100, "")
+	if q := r2.GetReservoirQuota(); q != 0 {
+		t.Errorf("client on B: quota %v, want 0 (B must count what A's client holds: all 12)", q)
 	}
 	clock.Add(9 * time.Second)
-	r1, err = a.sampling.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{ClientId: "c1", ServiceName: "shop", Statistics: []*pb.SamplingStatistics{stats("checkout", 300, 0, r1.GetTargets()[0].GetReceipt())}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	q1, q2 := r1.GetTargets()[0].GetReservoirQuota(), r2.GetTargets()[0].GetReservoirQuota()
-	if math.Abs(q1-9) > 1e-9 || math.Abs(q1+q2-12) > 1e-9 {
-		t.Errorf("quotas %v + %v, want 9 + 3 = the reservoir of 12", q1, q2)
+	r1 = report(a, "c1", 300, r1.GetReceipt())
+	clock.Add(time.Second)
+	r2 = report(b, "c2", 100, r2.GetReceipt())
+	q1, q2 := r1.GetReservoirQuota(), r2.GetReservoirQuota()
+	if math.Abs(q1-9) > 1e-9 || math.Abs(q2-3) > 1e-9 {
+		t.Errorf("quotas %v + %v, want 12×30/40 + 12×10/40 = 9 + 3 = the reservoir of 12", q1, q2)
 	}
 }
 
-// TestReportsWhileRedisIsDown: a unary report gets UNAVAILABLE, a stream
-// stays open and gets targets again once Redis is back.
+// TestReportsWhileRedisIsDown: a unary report gets UNAVAILABLE; a stream
+// stays open and its reports are answered with the last quotas renewed: the
+// stream's own, or the one the receipt of a client that reconnects names,
+// or an explicit zero for a client the replica knows nothing of (so that it
+// does not borrow). Once Redis is back, reports get new targets.
 func TestReportsWhileRedisIsDown(t *testing.T) {
 	rs := redistest.StartWith(t, redistest.Options{AppendOnly: true})
 	rep := startReplica(t, newRedisStore(t, rs), time.Now)
 	createRule(t, rep.rules, &pb.Rule{Name: "checkout", Priority: 1, ServiceName: "shop", ReservoirSize: 4})
-	waitVersion(t, rep.catalog, 2)
+	waitVersion(t, rep.catalog, rep.first+1)
 	ctx := ctxT(t)
+	quota := func(ts *pb.TargetSet) float64 {
+		t.Helper()
+		if len(ts.GetTargets()) != 1 {
+			t.Fatalf("targets %v, want one", ts)
+		}
+		return ts.GetTargets()[0].GetReservoirQuota()
+	}
 	stream, _ := openStream(ctx, t, rep.sampling, "c", "shop")
+	ts := sendReport(t, stream, stats("checkout", 10, 0, ""))
+	if q := quota(ts); q != 4 {
+		t.Fatalf("quota %v, want the whole reservoir of 4", q)
+	}
+	receipt := ts.GetTargets()[0].GetReceipt()
+
 	rs.Stop()
 	req := &pb.GetSamplingTargetsRequest{ClientId: "u", ServiceName: "shop", Statistics: []*pb.SamplingStatistics{stats("checkout", 10, 0, "")}}
 	if _, err := rep.sampling.GetSamplingTargets(ctx, req); statusCode(err) != "Unavailable" {
 		t.Errorf("unary report without Redis: %v, want Unavailable", err)
 	}
-	report := &pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{Statistics: []*pb.SamplingStatistics{stats("checkout", 10, 0, "")}}}}
-	if err := stream.Send(report); err != nil {
-		t.Fatal(err)
+	ts = sendReport(t, stream, stats("checkout", 10, 0, ""))
+	if q := quota(ts); q != 4 || !ts.GetTargets()[0].GetReservoirQuotaExpiry().AsTime().After(time.Now()) {
+		t.Errorf("without Redis: %v, want the last quota, 4, renewed", ts)
 	}
-	// The stream had no quotas yet: nothing to renew, so no answer. Bring
-	// Redis back for one report, so the client holds a quota.
+	// The client reconnects (here, while its old stream is still open) with
+	// its receipt: its quota is renewed from it. A client that brings none
+	// gets an explicit zero.
+	again, _ := openStream(ctx, t, rep.sampling, "c", "shop")
+	if q := quota(sendReport(t, again, stats("checkout", 10, 0, receipt))); q != 4 {
+		t.Errorf("reconnected without Redis: quota %v, want 4 from the receipt", q)
+	}
+	fresh, _ := openStream(ctx, t, rep.sampling, "d", "shop")
+	if q := quota(sendReport(t, fresh, stats("checkout", 10, 0, ""))); q != 0 {
+		t.Errorf("a new client without Redis: quota %v, want 0", q)
+	}
+
 	rs.Restart()
-	var last *pb.SamplingTarget
-	for last == nil {
-		if err := stream.Send(report); err != nil {
-			t.Fatal(err)
-		}
-		m, err := stream.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ts := m.GetTargets().GetTargets(); len(ts) == 1 {
-			last = ts[0]
-		}
-	}
-	// Without Redis, the stream renews that quota instead of going silent.
-	rs.Stop()
-	if err := stream.Send(report); err != nil {
-		t.Fatal(err)
-	}
-	m, err := stream.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := m.GetTargets().GetTargets(); len(got) != 1 || got[0].GetReservoirQuota() != last.GetReservoirQuota() {
-		t.Fatalf("without Redis: %v, want the last quota %v renewed", m, last.GetReservoirQuota())
-	}
-	rs.Restart()
-	// Reports sent after the restart get targets on the same stream.
+	// Reports sent after the restart get targets with receipts on the same
+	// stream.
 	deadline := time.Now().Add(8 * time.Second)
 	for {
-		if err := stream.Send(report); err != nil {
-			t.Fatal(err)
-		}
-		m, err := stream.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(m.GetTargets().GetTargets()) == 1 {
+		ts := sendReport(t, stream, stats("checkout", 10, 0, ""))
+		if len(ts.GetTargets()) == 1 && ts.GetTargets()[0].GetReceipt() != "" {
 			return
 		}
 		if time.Now().After(deadline) {

@@ -2,10 +2,7 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"strings"
 
 	"google.golang.org/grpc/metadata"
@@ -13,19 +10,12 @@ import (
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/apiconv"
+	"github.com/tracesampling/controlplane/internal/edit"
 	"github.com/tracesampling/controlplane/internal/rules"
-	"github.com/tracesampling/controlplane/internal/store"
 )
 
 // RuleStore is what the rule service needs from a store.
-type RuleStore interface {
-	Snapshot(ctx context.Context) (store.Snapshot, error)
-	Rule(ctx context.Context, name string) (rules.Rule, error)
-	CreateRule(ctx context.Context, r rules.Rule, actor string) (rules.Rule, error)
-	UpdateRule(ctx context.Context, r rules.Rule, ifRevision int64, actor string) (rules.Rule, error)
-	DeleteRule(ctx context.Context, name string, ifRevision int64, actor string) error
-	RuleEvents(ctx context.Context, ruleName string, pageSize int, pageToken string) (store.EventPage, error)
-}
+type RuleStore = edit.RuleStore
 
 const (
 	defaultPageSize = 100
@@ -33,39 +23,27 @@ const (
 	// ActorMetadataKey carries who makes an edit, for the audit log.
 	ActorMetadataKey = "x-controlplane-actor"
 	maxActorLen      = 128
-	// updateRetries bounds the read-modify-write loop of an update without an
-	// etag, which only retries when another edit lands in between.
-	updateRetries = 5
 )
 
+// ruleService is the gRPC face of the rule editor: decode, edit, encode.
 type ruleService struct {
 	pb.UnimplementedRuleServiceServer
-	store RuleStore
+	edit *edit.Rules
 }
 
 func (s *ruleService) CreateRule(ctx context.Context, req *pb.CreateRuleRequest) (*pb.CreateRuleResponse, error) {
 	if req.GetRule() == nil {
 		return nil, invalid("rule", "is required")
 	}
-	r := apiconv.RuleFromProto(req.GetRule()).Normalize()
-	if r.IsDefault() {
-		return nil, fmt.Errorf("rule %q: %w (it always exists; update it instead)", r.Name, store.ErrAlreadyExists)
-	}
-	if err := rules.Validate(&r); err != nil {
-		return nil, prefixFields("rule.", err)
-	}
-	created, err := s.store.CreateRule(ctx, r, actor(ctx))
+	created, err := s.edit.Create(ctx, apiconv.RuleFromProto(req.GetRule()), actor(ctx))
 	if err != nil {
-		return nil, err
+		return nil, prefixFields("rule.", err)
 	}
 	return &pb.CreateRuleResponse{Rule: apiconv.RuleToProto(&created)}, nil
 }
 
 func (s *ruleService) GetRule(ctx context.Context, req *pb.GetRuleRequest) (*pb.GetRuleResponse, error) {
-	if err := rules.ValidateName(req.GetName()); err != nil {
-		return nil, err
-	}
-	r, err := s.store.Rule(ctx, req.GetName())
+	r, err := s.edit.Get(ctx, req.GetName())
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +67,7 @@ func (s *ruleService) ListRules(ctx context.Context, req *pb.ListRulesRequest) (
 		}
 		after = &c
 	}
-	snap, err := s.store.Snapshot(ctx)
+	snap, err := s.edit.Snapshot(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -112,119 +90,57 @@ func (s *ruleService) ListRules(ctx context.Context, req *pb.ListRulesRequest) (
 	return resp, nil
 }
 
-// mutableRuleFields are the update_mask paths a client may set; the rest of a
-// rule is its identity or output only.
-var mutableRuleFields = []string{
-	"priority", "fixed_rate", "reservoir_size", "service_name", "service_type", "host",
-	"http_method", "url_path", "resource_arn", "attributes", "description", "labels",
-}
-
 func (s *ruleService) UpdateRule(ctx context.Context, req *pb.UpdateRuleRequest) (*pb.UpdateRuleResponse, error) {
 	in := req.GetRule()
 	if in == nil {
 		return nil, invalid("rule", "is required")
 	}
-	if err := rules.ValidateName(in.GetName()); err != nil {
-		return nil, prefixFields("rule.", err)
-	}
 	paths, err := updatePaths(req.GetUpdateMask().GetPaths())
 	if err != nil {
 		return nil, err
 	}
-	var wantRev int64
-	if in.GetEtag() != "" {
-		if wantRev, err = rules.ParseEtag(in.GetEtag()); err != nil {
-			return nil, invalid("rule.etag", err.Error())
-		}
+	rev, err := etagRevision("rule.etag", in.GetEtag())
+	if err != nil {
+		return nil, err
 	}
-	patch := apiconv.RuleFromProto(in)
-	for attempt := 0; ; attempt++ {
-		cur, err := s.store.Rule(ctx, in.GetName())
-		if err != nil {
-			return nil, err
-		}
-		if wantRev != 0 && cur.Revision != wantRev {
-			return nil, fmt.Errorf("rule %q has etag %q, not %q: %w", cur.Name, cur.Etag(), in.GetEtag(), store.ErrConflict)
-		}
-		next := applyMask(cur, &patch, paths).Normalize()
-		if err := rules.CheckDefault(&next); err != nil {
-			return nil, err
-		}
-		if err := rules.Validate(&next); err != nil {
-			return nil, prefixFields("rule.", err)
-		}
-		updated, err := s.store.UpdateRule(ctx, next, cur.Revision, actor(ctx))
-		if errors.Is(err, store.ErrConflict) && wantRev == 0 && attempt < updateRetries {
-			continue // another edit landed between our read and write
-		}
-		if err != nil {
-			return nil, err
-		}
-		return &pb.UpdateRuleResponse{Rule: apiconv.RuleToProto(&updated)}, nil
+	updated, err := s.edit.Update(ctx, apiconv.RuleFromProto(in), paths, rev, actor(ctx))
+	if err != nil {
+		return nil, prefixFields("rule.", err)
 	}
+	return &pb.UpdateRuleResponse{Rule: apiconv.RuleToProto(&updated)}, nil
 }
 
+// updatePaths checks an update mask; empty or "*" is every field.
 func updatePaths(paths []string) ([]string, error) {
 	if len(paths) == 0 || len(paths) == 1 && paths[0] == "*" {
-		return mutableRuleFields, nil
+		return nil, nil
 	}
 	for _, p := range paths {
-		if !slices.Contains(mutableRuleFields, p) {
-			return nil, invalid("update_mask", fmt.Sprintf("%q is not a field that can be updated; use one of %s", p, strings.Join(mutableRuleFields, ", ")))
+		if !rules.IsMutableField(p) {
+			return nil, invalid("update_mask", fmt.Sprintf("%q is not a field that can be updated; use one of %s", p, strings.Join(rules.MutableFields, ", ")))
 		}
 	}
 	return paths, nil
 }
 
-// applyMask returns cur with the fields named in paths taken from patch.
-func applyMask(cur rules.Rule, patch *rules.Rule, paths []string) rules.Rule {
-	next := cur.Clone()
-	for _, p := range paths {
-		switch p {
-		case "priority":
-			next.Priority = patch.Priority
-		case "fixed_rate":
-			next.FixedRate = patch.FixedRate
-		case "reservoir_size":
-			next.ReservoirSize = patch.ReservoirSize
-		case "service_name":
-			next.ServiceName = patch.ServiceName
-		case "service_type":
-			next.ServiceType = patch.ServiceType
-		case "host":
-			next.Host = patch.Host
-		case "http_method":
-			next.HTTPMethod = patch.HTTPMethod
-		case "url_path":
-			next.URLPath = patch.URLPath
-		case "resource_arn":
-			next.ResourceARN = patch.ResourceARN
-		case "attributes":
-			next.Attributes = maps.Clone(patch.Attributes)
-		case "description":
-			next.Description = patch.Description
-		case "labels":
-			next.Labels = maps.Clone(patch.Labels)
-		}
+// etagRevision parses an optional etag; empty is 0, any revision.
+func etagRevision(field, etag string) (int64, error) {
+	if etag == "" {
+		return 0, nil
 	}
-	return next
+	rev, err := rules.ParseEtag(etag)
+	if err != nil {
+		return 0, invalid(field, err.Error())
+	}
+	return rev, nil
 }
 
 func (s *ruleService) DeleteRule(ctx context.Context, req *pb.DeleteRuleRequest) (*pb.DeleteRuleResponse, error) {
-	if err := rules.ValidateName(req.GetName()); err != nil {
+	rev, err := etagRevision("etag", req.GetEtag())
+	if err != nil {
 		return nil, err
 	}
-	var rev int64
-	if req.GetEtag() != "" {
-		var err error
-		if rev, err = rules.ParseEtag(req.GetEtag()); err != nil {
-			return nil, invalid("etag", err.Error())
-		}
-	}
-	if req.GetName() == rules.DefaultName {
-		return nil, fmt.Errorf("delete %q: %w", req.GetName(), rules.ErrDefaultRule)
-	}
-	if err := s.store.DeleteRule(ctx, req.GetName(), rev, actor(ctx)); err != nil {
+	if err := s.edit.Delete(ctx, req.GetName(), rev, actor(ctx)); err != nil {
 		return nil, err
 	}
 	return &pb.DeleteRuleResponse{}, nil
@@ -240,7 +156,7 @@ func (s *ruleService) ListRuleEvents(ctx context.Context, req *pb.ListRuleEvents
 			return nil, prefixFields("rule_", err)
 		}
 	}
-	page, err := s.store.RuleEvents(ctx, req.GetRuleName(), size, req.GetPageToken())
+	page, err := s.edit.Events(ctx, req.GetRuleName(), size, req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}

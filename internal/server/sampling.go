@@ -13,11 +13,11 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
-	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/condition"
+	"github.com/tracesampling/controlplane/internal/receipt"
 	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
@@ -27,10 +27,6 @@ const (
 	maxClientIDLen = 64
 	maxStatistics  = 1000
 	maxFutureSkew  = time.Minute
-	maxReportSpan  = time.Hour
-	// maxRequestsPerSecond bounds what one instance may report for one rule.
-	maxRequestsPerSecond = 10_000_000
-	quotaTTLInterval     = 2 // a quota outlives this many missed report intervals minus one
 )
 
 // Rejection codes of statistics documents, stable for clients to act on.
@@ -41,7 +37,7 @@ const (
 	rejectInconsistent = "INCONSISTENT_COUNTS"
 	rejectFuture       = "FUTURE_TIMESTAMP"
 	rejectInterval     = "BAD_INTERVAL"
-	rejectReceipt      = "BAD_RECEIPT"
+	rejectReceipt      = "BAD_RECEIPT" // longer than a receipt can be
 	rejectTooLarge     = "COUNT_TOO_LARGE"
 )
 
@@ -50,11 +46,16 @@ type samplingService struct {
 	catalog  *catalog.Catalog
 	batcher  *reportBatcher
 	ledger   reservoir.Ledger
+	keys     *receipt.Keys
+	tokens   receipt.Tokens // the keeper of clients that echo receipts
 	now      func() time.Time
 	log      *slog.Logger
 	streams  *streamMetrics
+	reports  *reportMetrics
 	interval *durationpb.Duration
 	stopping <-chan struct{}
+	// storeDown logs reports that fail for want of the store once per outage.
+	storeDown *condition.Condition
 }
 
 func (s *samplingService) GetSamplingRules(ctx context.Context, req *pb.GetSamplingRulesRequest) (*pb.GetSamplingRulesResponse, error) {
@@ -62,6 +63,10 @@ func (s *samplingService) GetSamplingRules(ctx context.Context, req *pb.GetSampl
 		return nil, err
 	}
 	v := s.catalog.Current()
+	if v.Version == 0 {
+		// Started while the store was away: no rules to give yet.
+		return nil, fmt.Errorf("no rules loaded yet: %w", store.ErrUnavailable)
+	}
 	if req.GetKnownRulesVersion() == v.Version {
 		return &pb.GetSamplingRulesResponse{RulesVersion: v.Version, Unchanged: true}, nil
 	}
@@ -76,7 +81,10 @@ func (s *samplingService) GetSamplingTargets(ctx context.Context, req *pb.GetSam
 	if len(req.GetStatistics()) > maxStatistics {
 		return nil, invalid("statistics", fmt.Sprintf("at most %d documents per report, got %d", maxStatistics, len(req.GetStatistics())))
 	}
-	base, err := s.report(ctx, req.GetServiceName(), req.GetStatistics(), nil)
+	if req.GetSeq() > store.MaxSeq {
+		return nil, invalid("seq", fmt.Sprintf("at most %d", uint64(store.MaxSeq)))
+	}
+	base, err := s.report(ctx, req.GetClientId(), req.GetServiceName(), req.GetStatistics(), s.tokens, false, req.GetSeq())
 	if err != nil {
 		return nil, err
 	}
@@ -84,87 +92,6 @@ func (s *samplingService) GetSamplingTargets(ctx context.Context, req *pb.GetSam
 	return &pb.GetSamplingTargetsResponse{
 		Targets: ts.Targets, Rejected: ts.Rejected, RulesVersion: ts.RulesVersion, ReportInterval: ts.ReportInterval,
 	}, nil
-}
-
-// report processes one client report: every valid document updates its
-// rule's fleet ledger and the months of the budgets that count it (one store
-// round trip for all of them), and gets back the client's quota, before any
-// budget lowers it (see withBudgets). held carries the receipts a stream
-// keeps for its client (nil for unary calls). A document's own receipt
-// counts where held has none: unary callers echo every one, and an SDK
-// echoes its last ones in the first report of a new stream, so that a
-// reconnect replaces its previous figure instead of adding to it.
-func (s *samplingService) report(ctx context.Context, service string, docs []*pb.SamplingStatistics, held map[string]reservoir.Receipt) (*pb.TargetSet, error) {
-	now := s.now()
-	view := s.catalog.Current()
-	budgets := s.catalog.CurrentBudgets()
-	var usage []store.UsageIncrement
-	hour := int(now.Sub(budget.MonthStart(now)) / time.Hour)
-	out := &pb.TargetSet{RulesVersion: view.Version, ReportInterval: s.interval}
-	type accepted struct {
-		rule *rules.Rule
-		rate float64
-	}
-	var (
-		acc     []accepted
-		updates []store.RateUpdate
-		seen    = make(map[string]bool, len(docs))
-		bucket  = s.ledger.Bucket(now)
-	)
-	for i, d := range docs {
-		code, msg := s.checkDocument(d, view, seen, now)
-		var retract *reservoir.Receipt
-		if code == "" {
-			if r, ok := held[d.GetRuleName()]; ok {
-				retract = &r
-			} else if d.GetReceipt() != "" {
-				r, err := reservoir.DecodeReceipt(d.GetReceipt(), d.GetRuleName())
-				if err != nil {
-					code, msg = rejectReceipt, "the receipt is not one this server issued"
-				}
-				retract = &r
-			}
-		}
-		if code != "" {
-			out.Rejected = append(out.Rejected, &pb.RejectedStatistics{RuleName: d.GetRuleName(), Index: int32(i), Code: code, Message: msg})
-			continue
-		}
-		seen[d.GetRuleName()] = true
-		if retract != nil && !s.ledger.Live(retract.Bucket, now) {
-			retract = nil
-		}
-		rate := float64(d.GetRequestCount()) / s.span(d).Seconds()
-		rule := view.Rule(d.GetRuleName())
-		acc = append(acc, accepted{rule: rule, rate: rate})
-		if d.GetRequestCount() > 0 || d.GetSampledCount() > 0 {
-			for _, b := range budgets.Covering(service, rule) {
-				usage = append(usage, store.UsageIncrement{Budget: b, Month: now, Hour: hour, Rule: rule.Name, Requests: d.GetRequestCount(), Sampled: d.GetSampledCount()})
-			}
-		}
-		updates = append(updates, store.RateUpdate{Rule: d.GetRuleName(), Add: reservoir.Receipt{Bucket: bucket, Rate: rate}, Retract: retract})
-	}
-	if len(updates) == 0 {
-		return out, nil
-	}
-	fleet, err := s.batcher.record(ctx, updates, usage, held != nil)
-	if err != nil {
-		return nil, err
-	}
-	expiry := timestamppb.New(now.Add(quotaTTLInterval * s.ledger.Interval))
-	for i, a := range acc {
-		u := updates[i]
-		out.Targets = append(out.Targets, &pb.SamplingTarget{
-			RuleName:             a.rule.Name,
-			ReservoirQuota:       reservoir.Quota(float64(a.rule.ReservoirSize), a.rate, fleet[i]),
-			ReservoirQuotaExpiry: expiry,
-			FixedRate:            a.rule.FixedRate,
-			Receipt:              u.Add.Encode(u.Rule),
-		})
-		if held != nil {
-			held[u.Rule] = u.Add
-		}
-	}
-	return out, nil
 }
 
 // errShuttingDown ends streams when the replica stops: SDKs reconnect, and
@@ -188,45 +115,6 @@ func (s *samplingService) withBudgets(base *pb.TargetSet, service string) *pb.Ta
 		out.Targets = append(out.Targets, t2)
 	}
 	return out
-}
-
-// renewed returns ts with every quota's expiry moved to expiry.
-func renewed(ts *pb.TargetSet, expiry *timestamppb.Timestamp) *pb.TargetSet {
-	out := proto.Clone(ts).(*pb.TargetSet)
-	for _, t := range out.GetTargets() {
-		t.ReservoirQuotaExpiry = expiry
-	}
-	return out
-}
-
-// span is the length of time a document's counts cover.
-func (s *samplingService) span(d *pb.SamplingStatistics) time.Duration {
-	if d.GetInterval() != nil {
-		return d.GetInterval().AsDuration()
-	}
-	return s.ledger.Interval
-}
-
-func (s *samplingService) checkDocument(d *pb.SamplingStatistics, view *catalog.View, seen map[string]bool, now time.Time) (code, msg string) {
-	switch {
-	case view.Rule(d.GetRuleName()) == nil:
-		return rejectUnknownRule, fmt.Sprintf("no rule %q at rules version %d", d.GetRuleName(), view.Version)
-	case seen[d.GetRuleName()]:
-		return rejectDuplicate, "the rule appears more than once in this report"
-	case d.GetRequestCount() < 0 || d.GetSampledCount() < 0 || d.GetBorrowCount() < 0:
-		return rejectNegative, "counts must not be negative"
-	case d.GetSampledCount() > d.GetRequestCount() || d.GetBorrowCount() > d.GetSampledCount():
-		return rejectInconsistent, "want borrow_count <= sampled_count <= request_count"
-	case d.GetTimestamp() != nil && (!d.GetTimestamp().IsValid() || d.GetTimestamp().AsTime().After(now.Add(maxFutureSkew))):
-		return rejectFuture, fmt.Sprintf("timestamp is more than %v ahead of the server's clock", maxFutureSkew)
-	case d.GetInterval() != nil && (!d.GetInterval().IsValid() || d.GetInterval().AsDuration() <= 0 || d.GetInterval().AsDuration() > maxReportSpan):
-		return rejectInterval, fmt.Sprintf("interval must be positive and at most %v", maxReportSpan)
-	case float64(d.GetRequestCount()) > maxRequestsPerSecond*s.span(d).Seconds():
-		// No instance serves this much; a count like it is a bug, and would
-		// swamp the fleet's ledger and exhaust budgets.
-		return rejectTooLarge, fmt.Sprintf("more than %g requests per second over the interval", float64(maxRequestsPerSecond))
-	}
-	return "", ""
 }
 
 func validateService(name, typ string) error {
@@ -287,7 +175,7 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 	sent := hello.GetKnownRulesVersion()
 	sendRules := func() error {
 		v := s.catalog.Current()
-		if v.Version == sent {
+		if v.Version == sent || v.Version == 0 { // 0: no rules loaded yet
 			return nil
 		}
 		rs := v.ForService(hello.GetServiceName(), hello.GetServiceType())
@@ -302,7 +190,7 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 		return err
 	}
 
-	reports := make(chan []*pb.SamplingStatistics)
+	reports := make(chan *pb.Report)
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
@@ -319,21 +207,29 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 			case len(r.GetStatistics()) > maxStatistics:
 				recvErr <- invalid("report.statistics", fmt.Sprintf("at most %d documents per report", maxStatistics))
 				return
+			case r.GetSeq() > store.MaxSeq:
+				recvErr <- invalid("report.seq", fmt.Sprintf("at most %d", uint64(store.MaxSeq)))
+				return
 			}
 			select {
-			case reports <- r.GetStatistics():
+			case reports <- r:
 			case <-ctx.Done():
 				return
 			}
 		}
 	}()
 
-	held := map[string]reservoir.Receipt{}
+	held := receipt.NewHeld()
+	keeper := held.Over(s.tokens)
 	var base *pb.TargetSet // the last targets before budgets, to re-send when budgets change
 	budgetGen := s.catalog.CurrentBudgets().Gen
-	sendTargets := func() error {
+	// sendTargets sends base as the budgets have it, acknowledging the
+	// report numbered acked (0: none).
+	sendTargets := func(acked uint64) error {
 		budgetGen = s.catalog.CurrentBudgets().Gen
-		return stream.Send(&pb.StreamSamplingResponse{Message: &pb.StreamSamplingResponse_Targets{Targets: s.withBudgets(base, hello.GetServiceName())}})
+		ts := s.withBudgets(base, hello.GetServiceName())
+		ts.AckedSeq = acked
+		return stream.Send(&pb.StreamSamplingResponse{Message: &pb.StreamSamplingResponse_Targets{Targets: ts}})
 	}
 	for {
 		select {
@@ -351,30 +247,31 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 				return err
 			}
 			if base != nil && s.catalog.CurrentBudgets().Gen != budgetGen {
-				if err := sendTargets(); err != nil {
+				if err := sendTargets(0); err != nil {
 					return err
 				}
 			}
-		case docs := <-reports:
-			ts, err := s.report(ctx, hello.GetServiceName(), docs, held)
+		case r := <-reports:
+			ts, err := s.report(ctx, hello.GetClientId(), hello.GetServiceName(), r.GetStatistics(), keeper, true, r.GetSeq())
 			if err != nil {
 				// Without the store there is no fleet to split by. Keep the
-				// stream and renew the client's last quotas: the split was
-				// right when the store last answered, and it never adds up
-				// to more than the reservoir, so the fleet stays within it
-				// instead of falling back to the local default.
-				s.log.WarnContext(ctx, "report not recorded; renewing the last quotas", "client_id", hello.GetClientId(), "err", err)
-				if base == nil {
-					continue
-				}
-				base = renewed(base, timestamppb.New(s.now().Add(quotaTTLInterval*s.ledger.Interval)))
-				if err := sendTargets(); err != nil {
+				// stream and renew the client's last quotas (the batcher
+				// fails a report within half an interval, so this answer
+				// comes before they lapse): the split was within the
+				// reservoir when the store last answered, and the ledger
+				// keeps counting it, so the fleet stays within the
+				// reservoir instead of borrowing or falling back to the
+				// local default. The report is not acknowledged: a
+				// numbered one comes again.
+				s.reportFailed(ctx, hello.GetClientId(), err)
+				base = s.renewal(r.GetStatistics(), held)
+				if err := sendTargets(0); err != nil {
 					return err
 				}
 				continue
 			}
 			base = ts
-			if err := sendTargets(); err != nil {
+			if err := sendTargets(r.GetSeq()); err != nil {
 				return err
 			}
 			// Later sends of base (a budget changed, a renewal) answer no
@@ -388,4 +285,16 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 			}
 		}
 	}
+}
+
+// reportFailed logs a stream report that was not recorded: as part of the
+// store condition when the store is unreachable (one line per outage, not
+// one per report), else at DEBUG (the client went away, the report was
+// refused).
+func (s *samplingService) reportFailed(ctx context.Context, clientID string, err error) {
+	if errors.Is(err, store.ErrUnavailable) {
+		s.storeDown.Occurred(ctx, err)
+		return
+	}
+	s.log.DebugContext(ctx, "report not recorded; renewing the last quotas", "client_id", clientID, "err", err)
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/rules"
 )
 
 // fakeClock is a settable clock for exact quota and expiry assertions.
@@ -50,12 +52,15 @@ type samplingStore interface {
 type replica struct {
 	rules    pb.RuleServiceClient
 	sampling pb.SamplingServiceClient
+	status   pb.StatusServiceClient
 	catalog  *catalog.Catalog
+	first    int64 // the rules version when it started: versions start from the clock
+	conn     *grpc.ClientConn
 }
 
 // startReplica runs a complete server (rule and sampling services, catalog
-// following the store) on a loopback port.
-func startReplica(t *testing.T, st samplingStore, now func() time.Time) *replica {
+// following the store) on a loopback port; opts may change its Options.
+func startReplica(t *testing.T, st samplingStore, now func() time.Time, opts ...func(*Options)) *replica {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cat := catalog.New(st, catalog.Options{Logger: log, Poll: time.Second})
@@ -68,7 +73,11 @@ func startReplica(t *testing.T, st samplingStore, now func() time.Time) *replica
 		defer close(catDone)
 		_ = cat.Run(ctx)
 	}()
-	srv := New(Options{Rules: st, Catalog: cat, Ledger: st, Logger: log, Now: now, ReportInterval: 10 * time.Second})
+	o := Options{Rules: st, Catalog: cat, Ledger: st, Logger: log, Now: now, ReportInterval: 10 * time.Second}
+	for _, f := range opts {
+		f(&o)
+	}
+	srv := New(o)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +97,7 @@ func startReplica(t *testing.T, st samplingStore, now func() time.Time) *replica
 		cancel()
 		<-catDone
 	})
-	return &replica{rules: pb.NewRuleServiceClient(conn), sampling: pb.NewSamplingServiceClient(conn), catalog: cat}
+	return &replica{rules: pb.NewRuleServiceClient(conn), sampling: pb.NewSamplingServiceClient(conn), status: pb.NewStatusServiceClient(conn), catalog: cat, first: cat.Current().Version, conn: conn}
 }
 
 func newClock() *fakeClock {
@@ -111,7 +120,7 @@ func TestGetSamplingRules(t *testing.T) {
 	createRule(t, rep.rules, &pb.Rule{Name: "shop", Priority: 5, ServiceName: "shop-*", FixedRate: 0.1})
 	createRule(t, rep.rules, &pb.Rule{Name: "search", Priority: 6, ServiceName: "search", FixedRate: 0.1})
 	ctx := ctxT(t)
-	waitVersion(t, rep.catalog, 3)
+	waitVersion(t, rep.catalog, rep.first+2)
 
 	resp, err := rep.sampling.GetSamplingRules(ctx, &pb.GetSamplingRulesRequest{ServiceName: "SHOP-api"})
 	if err != nil {
@@ -151,7 +160,7 @@ func TestTargetsSplitTheReservoir(t *testing.T) {
 	clock := newClock()
 	rep := startReplica(t, newMemStore(t), clock.Now)
 	createRule(t, rep.rules, &pb.Rule{Name: "checkout", Priority: 1, ReservoirSize: 8, FixedRate: 0.25})
-	waitVersion(t, rep.catalog, 2)
+	waitVersion(t, rep.catalog, rep.first+1)
 	ctx := ctxT(t)
 	report := func(client string, requests int64, receipt string) *pb.SamplingTarget {
 		t.Helper()
@@ -178,21 +187,26 @@ func TestTargetsSplitTheReservoir(t *testing.T) {
 	}
 	clock.Add(3 * time.Second)
 	b1 := report("b", 100, "") // 10 req/s next to a's 30
-	if math.Abs(b1.GetReservoirQuota()-2) > 1e-9 {
-		t.Errorf("second client: quota %v, want 8×10/40 = 2", b1.GetReservoirQuota())
+	if b1.GetReservoirQuota() != 0 {
+		t.Errorf("second client: quota %v, want 0: its share would be 8×10/40 = 2, but a holds all 8", b1.GetReservoirQuota())
 	}
 	clock.Add(7 * time.Second)
-	a2 := report("a", 300, a1.GetReceipt()) // replaces a's previous figure
+	a2 := report("a", 300, a1.GetReceipt()) // replaces a's previous figures
 	if math.Abs(a2.GetReservoirQuota()-6) > 1e-9 {
 		t.Errorf("client a again: quota %v, want 8×30/40 = 6", a2.GetReservoirQuota())
 	}
-	// Client b goes idle: it gets nothing, and a gets everything.
-	clock.Add(time.Second)
-	b2 := report("b", 0, b1.GetReceipt())
-	if b2.GetReservoirQuota() != 0 {
-		t.Errorf("idle client: quota %v, want 0", b2.GetReservoirQuota())
+	clock.Add(3 * time.Second)
+	b2 := report("b", 100, b1.GetReceipt())
+	if math.Abs(b2.GetReservoirQuota()-2) > 1e-9 {
+		t.Errorf("client b again: quota %v, want 8×10/40 = 2, now that a gave it back", b2.GetReservoirQuota())
 	}
-	clock.Add(9 * time.Second)
+	// Client b goes idle: it gets nothing, and a gets everything.
+	clock.Add(10 * time.Second)
+	b3 := report("b", 0, b2.GetReceipt())
+	if b3.GetReservoirQuota() != 0 {
+		t.Errorf("idle client: quota %v, want 0", b3.GetReservoirQuota())
+	}
+	clock.Add(7 * time.Second)
 	if a3 := report("a", 300, a2.GetReceipt()); math.Abs(a3.GetReservoirQuota()-8) > 1e-9 {
 		t.Errorf("after b went idle: a's quota %v, want 8", a3.GetReservoirQuota())
 	}
@@ -209,7 +223,7 @@ func TestTargetsRejectBadDocuments(t *testing.T) {
 	clock := newClock()
 	rep := startReplica(t, newMemStore(t), clock.Now)
 	createRule(t, rep.rules, &pb.Rule{Name: "r1", Priority: 1, ReservoirSize: 4})
-	waitVersion(t, rep.catalog, 2)
+	waitVersion(t, rep.catalog, rep.first+1)
 	ctx := ctxT(t)
 	future := timestamppb.New(clock.Now().Add(time.Hour))
 	docs := []*pb.SamplingStatistics{
@@ -220,7 +234,7 @@ func TestTargetsRejectBadDocuments(t *testing.T) {
 		{RuleName: "Default", RequestCount: 5, SampledCount: 6},
 		{RuleName: "Default", RequestCount: 5, Timestamp: future},
 		{RuleName: "Default", RequestCount: 5, Interval: durationpb.New(-time.Second)},
-		{RuleName: "Default", RequestCount: 5, Receipt: "forged"},
+		{RuleName: "Default", RequestCount: 5, Receipt: strings.Repeat("x", 257)},
 		{RuleName: "Default", RequestCount: 9e18, SampledCount: 9e18},
 		{RuleName: "Default", RequestCount: 50, SampledCount: 5, BorrowCount: 1},
 	}
@@ -238,8 +252,9 @@ func TestTargetsRejectBadDocuments(t *testing.T) {
 		}
 	}
 	if len(resp.GetTargets()) != 2 || resp.GetTargets()[0].GetRuleName() != "r1" || resp.GetTargets()[1].GetRuleName() != "Default" {
-		t.Errorf("targets %v, want r1 and Default", resp.GetTargets())
+		t.Fatalf("targets %v, want r1 and Default", resp.GetTargets())
 	}
+	first := resp.GetTargets()[0]
 
 	tests := []struct {
 		name   string
@@ -259,8 +274,13 @@ func TestTargetsRejectBadDocuments(t *testing.T) {
 		})
 	}
 	// Nothing of the refused requests reached the ledger: a new client on r1
-	// shares only with the first report's 10 req/s.
-	resp, err = rep.sampling.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{ClientId: "d", ServiceName: "svc", Statistics: []*pb.SamplingStatistics{stats("r1", 100, 0, "")}})
+	// counts next to the first report's 10 req/s only, and when c reports
+	// again, its share is 4×10/20 = 2.
+	if _, err := rep.sampling.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{ClientId: "d", ServiceName: "svc", Statistics: []*pb.SamplingStatistics{stats("r1", 100, 0, "")}}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(10 * time.Second)
+	resp, err = rep.sampling.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{ClientId: "c", ServiceName: "svc", Statistics: []*pb.SamplingStatistics{stats("r1", 100, 0, first.GetReceipt())}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,10 +292,10 @@ func TestTargetsRejectBadDocuments(t *testing.T) {
 func TestStreamSampling(t *testing.T) {
 	rep := startReplica(t, newMemStore(t), time.Now)
 	createRule(t, rep.rules, &pb.Rule{Name: "shop", Priority: 5, ServiceName: "shop", ReservoirSize: 10, FixedRate: 0.1})
-	waitVersion(t, rep.catalog, 2)
+	waitVersion(t, rep.catalog, rep.first+1)
 	ctx := ctxT(t)
 	stream, rs := openStream(ctx, t, rep.sampling, "c1", "shop")
-	if len(rs.GetRules()) != 2 || rs.GetRulesVersion() != 2 {
+	if len(rs.GetRules()) != 2 || rs.GetRulesVersion() != rep.first+1 {
 		t.Fatalf("first rule set %v", rs)
 	}
 	// An edit reaches the stream.
@@ -283,7 +303,7 @@ func TestStreamSampling(t *testing.T) {
 		t.Fatal(err)
 	}
 	rs = recvRules(t, stream)
-	if rs.GetRulesVersion() != 3 || rs.GetRules()[0].GetFixedRate() != 0.5 {
+	if rs.GetRulesVersion() != rep.first+2 || rs.GetRules()[0].GetFixedRate() != 0.5 {
 		t.Fatalf("after the edit: %v", rs)
 	}
 	// A report gets targets, and the stream keeps the receipt itself.
@@ -303,19 +323,25 @@ func TestStreamSampling(t *testing.T) {
 }
 
 // TestStreamReconnectReplacesItsFigure: a client that reconnects echoes its
-// last receipt in the new stream's first report, so its previous figure is
-// retracted and its share stays whole; later reports on the stream need no
-// receipt, and a bad one is rejected as on unary calls.
+// last receipt in the new stream's first report, so its previous figures
+// are retracted and its share stays whole; later reports on the stream need
+// no receipt, and a bad one counts as none, as on unary calls.
 func TestStreamReconnectReplacesItsFigure(t *testing.T) {
 	clock := newClock()
 	rep := startReplica(t, newMemStore(t), clock.Now)
 	createRule(t, rep.rules, &pb.Rule{Name: "checkout", Priority: 1, ReservoirSize: 8, FixedRate: 0.1})
-	waitVersion(t, rep.catalog, 2)
+	waitVersion(t, rep.catalog, rep.first+1)
 	ctx := ctxT(t)
-	// Client b: 10 requests a second, over unary calls.
-	if _, err := rep.sampling.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{ClientId: "b", ServiceName: "shop", Statistics: []*pb.SamplingStatistics{stats("checkout", 100, 0, "")}}); err != nil {
-		t.Fatal(err)
+	// Client b: 10 requests a second, over unary calls; alone, it gets all 8.
+	unary := func(receipt string) *pb.SamplingTarget {
+		t.Helper()
+		resp, err := rep.sampling.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{ClientId: "b", ServiceName: "shop", Statistics: []*pb.SamplingStatistics{stats("checkout", 100, 0, receipt)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.GetTargets()[0]
 	}
+	b1 := unary("")
 	quota := func(ts *pb.TargetSet) float64 {
 		t.Helper()
 		if len(ts.GetTargets()) != 1 || len(ts.GetRejected()) != 0 {
@@ -323,8 +349,17 @@ func TestStreamReconnectReplacesItsFigure(t *testing.T) {
 		}
 		return ts.GetTargets()[0].GetReservoirQuota()
 	}
-	// Client a: 30 requests a second on a stream, next to b's 10.
+	// Client a: 30 requests a second on a stream, next to b's 10. Once b
+	// has reported again and given back what it held beyond its share, a
+	// gets its share of 8×30/40 = 6.
 	first, _ := openStream(ctx, t, rep.sampling, "a", "shop")
+	if q := quota(sendReport(t, first, stats("checkout", 300, 0, ""))); q != 0 {
+		t.Fatalf("quota %v, want 0 while b holds the reservoir", q)
+	}
+	clock.Add(10 * time.Second)
+	if q := unary(b1.GetReceipt()).GetReservoirQuota(); math.Abs(q-2) > 1e-9 {
+		t.Fatalf("b's quota %v, want 8×10/40 = 2", q)
+	}
 	ts := sendReport(t, first, stats("checkout", 300, 0, ""))
 	if q := quota(ts); math.Abs(q-6) > 1e-9 {
 		t.Fatalf("quota %v, want 8×30/40 = 6", q)
@@ -340,17 +375,19 @@ func TestStreamReconnectReplacesItsFigure(t *testing.T) {
 	clock.Add(10 * time.Second)
 	second, _ := openStream(ctx, t, rep.sampling, "a", "shop")
 	if q := quota(sendReport(t, second, stats("checkout", 300, 0, receipt))); math.Abs(q-6) > 1e-9 {
-		t.Errorf("first report on the new stream: quota %v, want 6 again (without the receipt, a's old 30 would stay: 8×30/70)", q)
+		t.Errorf("first report on the new stream: quota %v, want 6 again (without the receipt, a's old 30 and 6 would stay: nothing left)", q)
 	}
 	clock.Add(10 * time.Second)
 	if q := quota(sendReport(t, second, stats("checkout", 300, 0, ""))); math.Abs(q-6) > 1e-9 {
 		t.Errorf("next report on the stream, no receipt: quota %v, want 6 (the stream keeps the receipt)", q)
 	}
 
+	// A receipt that is not one counts as none: the report is a new
+	// client's, and nothing is left for it.
 	third, _ := openStream(ctx, t, rep.sampling, "c", "shop")
 	ts = sendReport(t, third, stats("checkout", 300, 0, "not-a-receipt"))
-	if len(ts.GetRejected()) != 1 || ts.GetRejected()[0].GetCode() != rejectReceipt {
-		t.Errorf("a bad receipt on a stream: %v, want it rejected with %s", ts, rejectReceipt)
+	if q := quota(ts); q != 0 {
+		t.Errorf("a bad receipt on a stream: quota %v, want 0", q)
 	}
 }
 
@@ -404,16 +441,18 @@ func TestSlowStreamDoesNotBlockOthers(t *testing.T) {
 		t.Fatal(err)
 	}
 	recvRules(t, fast)
-	// Big rule sets, so the slow stream's flow-control window fills up.
-	desc := make([]byte, 500)
-	for i := range desc {
-		desc[i] = 'd'
+	// Big rule sets, so the slow stream's flow-control window fills up:
+	// about 550 bytes a rule of what SDKs get (not the description).
+	path := "/" + strings.Repeat("p", rules.MaxURLPathLen-1)
+	attrs := map[string]string{}
+	for i := range 6 {
+		attrs[strings.Repeat(string(rune('a'+i)), rules.MaxAttributeLen)] = strings.Repeat("v", rules.MaxAttributeLen)
 	}
 	var last int64
 	for i := 0; i < 120; i++ {
-		r := &pb.Rule{Name: "r" + itoa(i), Priority: int32(1 + i), Description: string(desc), ServiceName: "svc"}
+		r := &pb.Rule{Name: "r" + itoa(i), Priority: int32(1 + i), UrlPath: path, Attributes: attrs, ServiceName: "svc"}
 		createRule(t, rep.rules, r)
-		last = int64(i + 2)
+		last = rep.first + int64(i+1)
 		if i%40 == 39 {
 			waitRulesVersion(t, fast, last)
 		}

@@ -6,6 +6,7 @@ package server
 import (
 	"context"
 	"log/slog"
+	"math"
 	"net"
 	"sync"
 	"time"
@@ -22,6 +23,10 @@ import (
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/condition"
+	"github.com/tracesampling/controlplane/internal/edit"
+	"github.com/tracesampling/controlplane/internal/fleet"
+	"github.com/tracesampling/controlplane/internal/receipt"
 	"github.com/tracesampling/controlplane/internal/reservoir"
 )
 
@@ -30,8 +35,8 @@ type Options struct {
 	// Rules stores rules and their audit log. Required.
 	Rules RuleStore
 	// Catalog is the replica's view of the current rules, and Ledger keeps
-	// the fleet ledgers; with both set the SamplingService is served. The
-	// caller runs the catalog.
+	// the fleet ledgers; with both set the SamplingService and the
+	// StatusService are served. The caller runs the catalog.
 	Catalog *catalog.Catalog
 	Ledger  LedgerStore
 	// Budgets keeps budgets and alerts; with it and Catalog the
@@ -47,15 +52,49 @@ type Options struct {
 	// MaxRecvMsgBytes refuses larger requests with RESOURCE_EXHAUSTED.
 	// Default 1 MiB, far above the largest valid rule.
 	MaxRecvMsgBytes int
+	// MaxStreams bounds the calls (streams and unary calls) open at once;
+	// more are refused with RESOURCE_EXHAUSTED before any of their message
+	// is read. With MaxRecvMsgBytes it bounds the memory that requests
+	// being received can hold. Default 10,000.
+	MaxStreams int
+	// MaxConnections bounds the client connections open at once: past it,
+	// new ones wait to be accepted until one closes. Default 10,000.
+	MaxConnections int
+	// MaxStreamsPerConnection is each connection's HTTP/2
+	// SETTINGS_MAX_CONCURRENT_STREAMS: a client opening more has them
+	// refused (REFUSED_STREAM), and a gRPC client waits for a free one.
+	// Default 1,000: a client multiplexing many SDK instances on one
+	// connection (the load generator puts 100 on each) keeps room for its
+	// unary calls; MaxStreams bounds the total.
+	MaxStreamsPerConnection uint32
+	// MaxHeaderBytes bounds a request's metadata (HTTP/2
+	// SETTINGS_MAX_HEADER_LIST_SIZE). Default 16 KiB.
+	MaxHeaderBytes uint32
+	// StreamWindowBytes is each stream's HTTP/2 flow-control window, fixed
+	// (not grown with the bandwidth-delay product): how much a client may
+	// send that the server has not read, and the server queues for a
+	// client that does not read. A connection's window is 16 times it; at
+	// least 64 KiB. Default 64 KiB.
+	StreamWindowBytes int32
+	// KeepaliveMinTime: a client that pings more often than this is
+	// disconnected (GOAWAY ENHANCE_YOUR_CALM). Default 10 s.
+	KeepaliveMinTime time.Duration
 	// MaxConnectionAge closes connections after this long (with a grace period
 	// for calls in flight), so long-lived streams spread over replicas as they
 	// are added. Default 30 minutes.
 	MaxConnectionAge time.Duration
+	// MaxConnectionAgeGrace is how long calls in flight (streams: all of
+	// them) may go on once a connection is past its age; then it is closed.
+	// Default 1 minute.
+	MaxConnectionAgeGrace time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// Credentials secure the connections (TLS). Default: plaintext, for a
 	// network that is private or for a proxy that terminates TLS.
 	Credentials credentials.TransportCredentials
+	// Services registers further services on the gRPC server (Jaeger's
+	// SamplingManager), behind the same interceptors and decoding checks.
+	Services []func(grpc.ServiceRegistrar)
 }
 
 // Server is the gRPC server with every control plane service registered.
@@ -65,6 +104,12 @@ type Server struct {
 	log     *slog.Logger
 	metrics *rpcMetrics
 	batcher *reportBatcher // nil without the sampling service
+	// storeDown is the condition "calls fail because the store is
+	// unreachable": logged when it begins and ends, counted per call.
+	storeDown *condition.Condition
+	// maxConns and conns bound and count the connections Serve accepts.
+	maxConns int
+	conns    prometheus.Gauge
 	// stopping is closed when Stop begins, so that long-lived streams end
 	// and their clients move to another replica, instead of holding the
 	// graceful stop for its whole timeout.
@@ -81,10 +126,29 @@ func New(opts Options) *Server {
 		opts.Registerer = prometheus.NewRegistry()
 	}
 	if opts.MaxRecvMsgBytes <= 0 {
-		opts.MaxRecvMsgBytes = 1 << 20
+		opts.MaxRecvMsgBytes = DefaultMaxRecvMsgBytes
+	}
+	if opts.MaxStreams <= 0 {
+		opts.MaxStreams = DefaultMaxStreams
+	}
+	if opts.MaxConnections <= 0 {
+		opts.MaxConnections = DefaultMaxConnections
+	}
+	if opts.MaxStreamsPerConnection == 0 {
+		opts.MaxStreamsPerConnection = DefaultMaxStreamsPerConnection
+	}
+	if opts.MaxHeaderBytes == 0 {
+		opts.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	opts.StreamWindowBytes = max(opts.StreamWindowBytes, DefaultStreamWindowBytes)
+	if opts.KeepaliveMinTime <= 0 {
+		opts.KeepaliveMinTime = DefaultKeepaliveMinTime
 	}
 	if opts.MaxConnectionAge <= 0 {
 		opts.MaxConnectionAge = 30 * time.Minute
+	}
+	if opts.MaxConnectionAgeGrace <= 0 {
+		opts.MaxConnectionAgeGrace = time.Minute
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -92,60 +156,91 @@ func New(opts Options) *Server {
 	if opts.ReportInterval <= 0 {
 		opts.ReportInterval = 10 * time.Second
 	}
+	storeErrors := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "controlplane_store_errors_total",
+		Help: "Calls and stream reports that failed because the store was unreachable; the log says when such failures begin and end.",
+	})
+	conns := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "controlplane_grpc_connections",
+		Help: "Client connections open on this replica; at most --max-connections.",
+	})
+	opts.Registerer.MustRegister(storeErrors, conns)
 	s := &Server{
-		stopping: make(chan struct{}),
-		health:   health.NewServer(),
-		log:      opts.Logger,
-		metrics:  newRPCMetrics(opts.Registerer),
+		stopping:  make(chan struct{}),
+		health:    health.NewServer(),
+		log:       opts.Logger,
+		metrics:   newRPCMetrics(opts.Registerer),
+		maxConns:  opts.MaxConnections,
+		conns:     conns,
+		storeDown: condition.New(opts.Logger, "store unreachable: calls fail with UNAVAILABLE, stream reports renew the last quotas", storeErrors),
 	}
+	limit := newCallLimit(opts.MaxStreams, s, opts.Registerer)
 	serverOpts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(opts.MaxRecvMsgBytes),
+		grpc.InTapHandle(limit.tap),
+		grpc.MaxConcurrentStreams(opts.MaxStreamsPerConnection),
+		grpc.MaxHeaderListSize(opts.MaxHeaderBytes),
+		grpc.StaticStreamWindowSize(opts.StreamWindowBytes),
+		grpc.StaticConnWindowSize(int32(min(connWindowStreams*int64(opts.StreamWindowBytes), math.MaxInt32))),
 		grpc.UnaryInterceptor(s.unaryInterceptor),
 		grpc.StreamInterceptor(s.streamInterceptor),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			MaxConnectionAge:      opts.MaxConnectionAge,
-			MaxConnectionAgeGrace: time.Minute,
+			MaxConnectionAgeGrace: opts.MaxConnectionAgeGrace,
 			Time:                  time.Minute,
 			Timeout:               20 * time.Second,
 		}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
-			MinTime:             10 * time.Second,
+			MinTime:             opts.KeepaliveMinTime,
 			PermitWithoutStream: true,
 		}),
 	}
 	if opts.Credentials != nil {
 		serverOpts = append(serverOpts, grpc.Creds(opts.Credentials))
 	}
+	codec := newLenientCodec()
+	serverOpts = append(serverOpts, grpc.ForceServerCodecV2(codec))
 	s.grpc = grpc.NewServer(serverOpts...)
-	pb.RegisterRuleServiceServer(s.grpc, &ruleService{store: opts.Rules})
+	reg := checkedDecoding{Server: s.grpc, codec: codec}
+	pb.RegisterRuleServiceServer(reg, &ruleService{edit: edit.NewRules(opts.Rules)})
 	if opts.Catalog != nil && opts.Ledger != nil {
 		ledger := reservoir.NewLedger(opts.ReportInterval)
 		s.batcher = newReportBatcher(opts.Ledger, ledger, opts.Now, opts.Logger, opts.Registerer)
-		pb.RegisterSamplingServiceServer(s.grpc, &samplingService{
-			catalog:  opts.Catalog,
-			batcher:  s.batcher,
-			ledger:   ledger,
-			now:      opts.Now,
-			log:      opts.Logger,
-			streams:  newStreamMetrics(opts.Registerer),
-			stopping: s.stopping,
-			interval: durationpb.New(opts.ReportInterval),
+		s.batcher.storeDown = s.storeDown
+		keys := receipt.NewKeys(opts.Ledger, opts.Now, s.batcher.timeout)
+		pb.RegisterSamplingServiceServer(reg, &samplingService{
+			catalog:   opts.Catalog,
+			batcher:   s.batcher,
+			ledger:    ledger,
+			keys:      keys,
+			tokens:    receipt.Tokens{Keys: keys, Guard: receipt.NewGuard(maxGuarded, maxReportSpan)},
+			now:       opts.Now,
+			log:       opts.Logger,
+			streams:   newStreamMetrics(opts.Registerer),
+			reports:   newReportMetrics(opts.Registerer),
+			stopping:  s.stopping,
+			interval:  durationpb.New(opts.ReportInterval),
+			storeDown: s.storeDown,
 		})
+		pb.RegisterStatusServiceServer(reg, &statusService{fleet: fleet.New(opts.Catalog, opts.Ledger, opts.ReportInterval, opts.Now)})
 	}
 	if opts.Catalog != nil && opts.Budgets != nil {
-		pb.RegisterBudgetServiceServer(s.grpc, &budgetService{store: opts.Budgets, catalog: opts.Catalog, stopping: s.stopping})
+		pb.RegisterBudgetServiceServer(reg, &budgetService{store: opts.Budgets, catalog: opts.Catalog, stopping: s.stopping})
 		opts.Registerer.MustRegister(&budgetCollector{catalog: opts.Catalog})
 	}
-	healthpb.RegisterHealthServer(s.grpc, s.health)
-	reflection.Register(s.grpc)
+	for _, register := range opts.Services {
+		register(reg)
+	}
+	healthpb.RegisterHealthServer(reg, s.health)
+	reflection.Register(reg)
 	s.SetServing(false)
 	return s
 }
 
-// Serve accepts connections on lis until Stop. It returns nil after a
-// graceful stop.
+// Serve accepts connections on lis, at most MaxConnections at once, until
+// Stop. It returns nil after a graceful stop.
 func (s *Server) Serve(lis net.Listener) error {
-	return s.grpc.Serve(lis)
+	return s.grpc.Serve(newConnLimit(lis, s.maxConns, s.conns))
 }
 
 // SetServing sets what the standard health service reports for the server and

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -343,3 +344,53 @@ func TestErrors(t *testing.T) {
 func mask(paths ...string) *fieldmaskpb.FieldMask { return &fieldmaskpb.FieldMask{Paths: paths} }
 
 func statusCode(err error) string { return status.Code(err).String() }
+
+// TestRuleLimit: a create past the store's rule limit gets
+// FAILED_PRECONDITION with a PreconditionFailure and changes nothing; a
+// delete makes room.
+func TestRuleLimit(t *testing.T) {
+	st, err := memstore.New(memstore.Options{MaxRules: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ts := startServer(t, st)
+	ctx := ctxT(t)
+	if _, err := ts.rules.CreateRule(ctx, &pb.CreateRuleRequest{Rule: checkout()}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := ts.rules.ListRules(ctx, &pb.ListRulesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	over := checkout()
+	over.Name = "over"
+	_, err = ts.rules.CreateRule(ctx, &pb.CreateRuleRequest{Rule: over})
+	if got := status.Code(err); got != codes.FailedPrecondition {
+		t.Fatalf("create past the limit: code = %v (%v), want FailedPrecondition", got, err)
+	}
+	var details []any
+	for _, d := range status.Convert(err).Details() {
+		if pf, ok := d.(*errdetails.PreconditionFailure); ok {
+			for _, v := range pf.GetViolations() {
+				details = append(details, v.GetType(), v.GetSubject())
+			}
+		}
+	}
+	if diff := cmp.Diff([]any{"RULE_LIMIT", "rules"}, details); diff != "" {
+		t.Errorf("PreconditionFailure violations (-want +got):\n%s", diff)
+	}
+	after, err := ts.rules.ListRules(ctx, &pb.ListRulesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.GetRulesVersion() != before.GetRulesVersion() || len(after.GetRules()) != 2 {
+		t.Errorf("after the refused create: version %d, %d rules; want %d, 2", after.GetRulesVersion(), len(after.GetRules()), before.GetRulesVersion())
+	}
+	if _, err := ts.rules.DeleteRule(ctx, &pb.DeleteRuleRequest{Name: "checkout"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.rules.CreateRule(ctx, &pb.CreateRuleRequest{Rule: over}); err != nil {
+		t.Errorf("create after a delete: %v", err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tracesampling/controlplane/internal/budget"
+	"github.com/tracesampling/controlplane/internal/receipt"
 	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/rules"
 )
@@ -20,6 +21,10 @@ var (
 	ErrAlreadyExists = errors.New("already exists")
 	// ErrConflict: the caller's etag (revision) is not the current one.
 	ErrConflict = errors.New("revision conflict")
+	// ErrRuleLimit: the store already holds as many rules as it may
+	// (rules.MaxRules, the Default rule included); one must go before
+	// another can be created.
+	ErrRuleLimit = errors.New("rule limit reached")
 	// ErrUnavailable: the backing service cannot be reached; retry later.
 	ErrUnavailable = errors.New("store unavailable")
 	// ErrNotApplied comes with another error when the store knows that the
@@ -27,6 +32,11 @@ var (
 	// sending it again cannot count anything twice. Without it, a failed
 	// write may or may not have landed.
 	ErrNotApplied = errors.New("not applied")
+	// ErrNotReplicated comes with ErrUnavailable when an edit was applied
+	// but no replica confirmed it in time: it is in force, and a failover
+	// before the replicas catch up may lose it. Read it back rather than
+	// send it again.
+	ErrNotReplicated = errors.New("applied but not confirmed by a replica")
 )
 
 // Action is what an edit did to a rule.
@@ -62,6 +72,18 @@ type Event struct {
 	After        *rules.Rule // nil on delete
 	RulesVersion int64
 }
+
+// FirstVersion is the rules version of the first edit of a store that has
+// none (a new store, or one that lost its data): the clock, in microseconds
+// since 1970. From there each edit adds one. So a store that starts again
+// empty, as Redis does after a restart without persistence or the embedded
+// store without a data directory, starts above every version the lost one
+// handed out (unless that one made more edits than microseconds passed
+// between the two starts, or the clock of the replica seeding it is behind by
+// more than that), and an SDK that reconnects with an old version is never
+// told that its stale rules are current. Versions stay below 2^53, exact
+// as JSON numbers, until the year 2255.
+func FirstVersion(now time.Time) int64 { return now.UnixMicro() }
 
 // Snapshot is every rule at one rules version, in matching order.
 type Snapshot struct {
@@ -101,7 +123,10 @@ type Store interface {
 	// Rule returns one rule or ErrNotFound.
 	Rule(ctx context.Context, name string) (rules.Rule, error)
 	// CreateRule stores r with revision 1 and both times set to now, or
-	// returns ErrAlreadyExists.
+	// returns ErrAlreadyExists, or ErrRuleLimit if the store holds its
+	// limit of rules. The count is checked in the same atomic step as the
+	// create, so concurrent creates on any number of replicas never pass
+	// the limit.
 	CreateRule(ctx context.Context, r rules.Rule, actor string) (rules.Rule, error)
 	// UpdateRule replaces the rule named r.Name if its revision is
 	// ifRevision, bumping the revision and update time; ErrNotFound or
@@ -111,7 +136,9 @@ type Store interface {
 	DeleteRule(ctx context.Context, name string, ifRevision int64, actor string) error
 	// RuleEvents lists the audit log newest first, optionally for one rule.
 	RuleEvents(ctx context.Context, ruleName string, pageSize int, pageToken string) (EventPage, error)
-	// RulesVersion returns the rules version, which grows on every edit.
+	// RulesVersion returns the rules version, which grows on every edit and
+	// never repeats, even after the store lost its data (see FirstVersion);
+	// 0 before the first edit.
 	RulesVersion(ctx context.Context) (int64, error)
 	// WatchChanges calls notify for every change notification until ctx ends,
 	// and once per topic each time it (re)subscribes, since messages may have
@@ -175,11 +202,35 @@ type BudgetStore interface {
 // ledger (see reservoir.Ledger).
 type RateUpdate struct {
 	Rule string
-	// Add is the client's request rate now, in the bucket of the report.
+	// Add is the client's request rate now, in the bucket of the report. Its
+	// Quota is ignored: the store grants the quota.
 	Add reservoir.Receipt
+	// Reservoir is the rule's reservoir, traces per second. An update
+	// without one grants nothing and does not count as a write: it reads
+	// the fleet rate.
+	Reservoir float64
 	// Retract is the client's previous contribution, taken out if its bucket
 	// is still live; nil for a client's first report.
 	Retract *reservoir.Receipt
+	// Client marks a client's report, which counts the client as one of the
+	// rule's instances (see reservoir.Update); reads leave it unset.
+	Client bool
+}
+
+// RateResult is the ledger's answer to one RateUpdate.
+type RateResult struct {
+	// Fleet is the rule's fleet rate after the whole batch.
+	Fleet float64
+	// Quota is the quota granted to the client: its share of the
+	// reservoir, within what the quotas outstanding leave of it.
+	Quota float64
+	// Sampled is the rule's fleet sampled rate (traces per second),
+	// Instances the number of clients whose latest report is live, and
+	// Granted the quotas that clients may hold, all after the whole batch
+	// (see reservoir.Totals).
+	Sampled   float64
+	Instances int64
+	Granted   float64
 }
 
 // ReportBatch is the store work for one or more client reports, done in one
@@ -190,10 +241,19 @@ type ReportBatch struct {
 	Rates  []RateUpdate
 	// Usage adds reported counts to budgets' months, in the same step.
 	Usage []UsageIncrement
+	// Sequenced adds the counts of numbered client reports, each once: see
+	// SequencedUsage.
+	Sequenced []SequencedUsage
+	// DownSince, when not zero, says that the replica could not reach the
+	// store from then until a moment ago, and renewed its clients' last
+	// quotas meanwhile: a ledger that nobody wrote since then keeps them
+	// counted (see reservoir.Ledger.Apply).
+	DownSince time.Time
 	// Key names the batch, so that a batch sent again with the same Key
 	// within KeyWindow of the first (after an error that did not say it
-	// changed nothing) is applied once: a repeat changes nothing and
-	// returns the fleet rates as they are. Empty: every call is new. A
+	// changed nothing) is applied once: a repeat changes nothing, returns
+	// the fleet rates as they are and grants no quota. Empty: every call is
+	// new. A
 	// store whose every failure says ErrNotApplied or is a refusal is never
 	// sent a batch again, and may ignore Key.
 	Key string
@@ -201,6 +261,28 @@ type ReportBatch struct {
 
 // KeyWindow is how long a store remembers a ReportBatch's Key once applied.
 const KeyWindow = 5 * time.Minute
+
+// SequencedUsage is the usage of one numbered client report. The store
+// applies it only if Seq is above the highest seq it recorded for Client,
+// and then records Seq, in the same atomic step as the rest of the batch:
+// a report that a client sends again because its acknowledgement was lost
+// is billed once, whichever replica it reaches. An applied batch counts as
+// recorded whether or not each of its reports was new.
+type SequencedUsage struct {
+	Client string
+	Seq    uint64 // 1..MaxSeq
+	Usage  []UsageIncrement
+}
+
+// SeqWindow is how long at least a store remembers the seq of a client's
+// report after the batch that recorded it, if the batches' clocks (Now)
+// differ by less than 10 minutes. A client stops sending a report again
+// well within it.
+const SeqWindow = time.Hour
+
+// MaxSeq is the largest report seq: Redis scripts compare numbers as
+// doubles, exact up to 2^53.
+const MaxSeq = 1<<53 - 1
 
 // UsageIncrement adds counts to one budget's month: to an hour of it, and to
 // one rule's totals.
@@ -213,12 +295,20 @@ type UsageIncrement struct {
 	Sampled  int64
 }
 
-// LedgerStore keeps the fleet ledgers that reservoirs are split by. The
-// storage for a rule is a handful of buckets, whatever the number of clients.
+// LedgerStore keeps the fleet ledgers that reservoirs are split by, and the
+// keys that receipts of the ledgers are signed with. The storage for a rule
+// is a handful of buckets, whatever the number of clients.
 type LedgerStore interface {
-	// RecordReports applies every update in order and returns, for each
-	// update, its rule's fleet rate (the sum of the live buckets at b.Now)
-	// after all of them. A bucket never goes below zero; buckets that are no
-	// longer live are dropped.
-	RecordReports(ctx context.Context, b ReportBatch) ([]float64, error)
+	// RecordReports applies the updates of each rule in order, as
+	// reservoir.Ledger.Apply does, and returns, for each update, its rule's
+	// fleet rate (the sum of the live buckets at b.Now) after all of them
+	// and the quota granted. A bucket never goes below zero; buckets that
+	// are no longer live are dropped. A batch that reaches the store after
+	// the deadline of ctx has passed is not applied, so that a call the
+	// caller gave up on cannot land later.
+	RecordReports(ctx context.Context, b ReportBatch) ([]RateResult, error)
+	// ReceiptKeys returns the receipt keys after applying receipt.Rotate at
+	// now, atomically: every replica gets the same keys, and the first call
+	// creates them.
+	ReceiptKeys(ctx context.Context, now time.Time) (receipt.KeySet, error)
 }

@@ -111,11 +111,12 @@ loop:
 	}
 
 	// Spans first (the provider flushes its processors), then the sampler,
-	// which sends its last counts to the control plane.
+	// which sends its last counts to the control plane: both within the
+	// same 5 s.
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err = tp.Shutdown(sctx)
-	if cerr := s.Close(); err == nil {
+	if cerr := s.Shutdown(sctx); err == nil {
 		err = cerr
 	}
 	total, totalSampled = total+requests, totalSampled+counter.sampled.Load()

@@ -17,9 +17,9 @@ import (
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 )
 
-// benchRules returns n rules for service "shop": most look at method and
-// path, some at attributes, and the Default rule last. The benchmark request
-// matches rule number n-10 or so, after most of them failed.
+// benchRules returns n rules for service "shop": rule-i looks at a method
+// and the path "/api/vi/items/*", every fifth also at an attribute, and the
+// Default rule last.
 func benchRules(n int) []*pb.Rule {
 	methods := []string{"GET", "POST", "PUT", "DELETE"}
 	var rs []*pb.Rule
@@ -37,13 +37,27 @@ func benchRules(n int) []*pb.Rule {
 	return rs
 }
 
+// BenchmarkShouldSample times a decision with 50 rules, by rule 41 (after
+// 40 others failed).
 func BenchmarkShouldSample(b *testing.B) {
+	benchShouldSample(b, 50)
+}
+
+// BenchmarkRules is BenchmarkShouldSample for rule sets of several sizes,
+// the request matching rule n×4/5 (rule 41 of 50, 801 of 1,000).
+func BenchmarkRules(b *testing.B) {
+	for _, n := range []int{50, 200, 1000} {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) { benchShouldSample(b, n) })
+	}
+}
+
+func benchShouldSample(b *testing.B, n int) {
 	s, err := newSampler(WithService("shop-api", ""), WithEndpoint("127.0.0.1:1"))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer s.Close()
-	rs := benchRules(50)
+	rs := benchRules(n)
 	s.applyRules(&pb.RuleSet{RulesVersion: 1, Rules: rs})
 	var targets []*pb.SamplingTarget
 	for _, r := range rs {
@@ -51,11 +65,15 @@ func BenchmarkShouldSample(b *testing.B) {
 	}
 	s.applyTargets(&pb.TargetSet{RulesVersion: 1, Targets: targets, ReportInterval: durationpb.New(10 * time.Second)})
 	s.freshUntil.Store(time.Now().Add(time.Hour).UnixNano())
+	probe := n * 4 / 5
 	attrs := []attribute.KeyValue{
 		attribute.String("http.request.method", "GET"),
-		attribute.String("url.path", "/api/v40/items/42"),
+		attribute.String("url.path", fmt.Sprintf("/api/v%d/items/42", probe)),
 		attribute.String("server.address", "shop.example.com"),
 		attribute.String("tier", "gold"),
+	}
+	if e := s.Explain(sdktrace.SamplingParameters{ParentContext: context.Background(), Name: "GET /api", Kind: trace.SpanKindServer, Attributes: attrs}); e.Rule != fmt.Sprintf("rule-%02d", probe) {
+		b.Fatalf("the request matched %q (%s), want rule-%02d", e.Rule, e.Detail, probe)
 	}
 	ids := make([]trace.TraceID, 1024)
 	rng := rand.New(rand.NewPCG(1, 1))

@@ -18,11 +18,14 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
@@ -37,8 +40,11 @@ import (
 
 	"github.com/tracesampling/controlplane/clients/go/sampler"
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/apiconv"
+	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/redistest"
+	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/server"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
 	"github.com/tracesampling/controlplane/internal/testpki"
@@ -57,19 +63,39 @@ var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
 // gone. It is a per-test check rather than goleak.VerifyTestMain so that it
 // does not compete with a TestMain of the package's internal tests (a test
 // binary has one).
-func noLeaks(t *testing.T) {
+func noLeaks(t *testing.T, opts ...goleak.Option) {
 	t.Helper()
-	opt := goleak.IgnoreCurrent()
+	opts = append(opts, goleak.IgnoreCurrent())
 	// Registered first, so it runs after every other cleanup.
-	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
+	t.Cleanup(func() { goleak.VerifyNone(t, opts...) })
 }
 
 // controlPlane is one replica: store, catalog and gRPC server.
 type controlPlane struct {
 	addr    string
 	rules   pb.RuleServiceClient
+	budgets pb.BudgetServiceClient
+	store   *redisstore.Store
 	catalog *catalog.Catalog
+	metrics *prometheus.Registry
 	stop    func() // idempotent
+	// kill drops every connection at once and accepts no more, as a
+	// replica whose process was killed; the rest of it stops with stop.
+	kill func()
+}
+
+// replicaOptions configure a replica for startControlPlaneWith.
+type replicaOptions struct {
+	addr string // "127.0.0.1:0" for a free port
+	// serverCreds (nil: plaintext) the replica serves with; its own client
+	// dials with clientCreds (nil: plaintext).
+	serverCreds, clientCreds credentials.TransportCredentials
+	// maxConnAge and its grace: zero for the server's defaults.
+	maxConnAge, maxConnAgeGrace time.Duration
+	// client is the store's Redis (nil: the server given) and storeOpts
+	// its options.
+	client    redis.UniversalClient
+	storeOpts redisstore.Options
 }
 
 // startControlPlane runs a replica on the Redis rs, listening on addr
@@ -77,14 +103,32 @@ type controlPlane struct {
 // test has not stopped it.
 func startControlPlane(t *testing.T, rs *redistest.Server, addr string) *controlPlane {
 	t.Helper()
-	return startControlPlaneTLS(t, rs, addr, nil, insecure.NewCredentials())
+	return startControlPlaneWith(t, rs, replicaOptions{addr: addr})
 }
 
 // startControlPlaneTLS is startControlPlane serving with serverCreds (nil:
 // plaintext); its own client dials with clientCreds.
 func startControlPlaneTLS(t *testing.T, rs *redistest.Server, addr string, serverCreds, clientCreds credentials.TransportCredentials) *controlPlane {
 	t.Helper()
-	st, err := redisstore.New(context.Background(), rs.Client(t), redisstore.Options{})
+	return startControlPlaneWith(t, rs, replicaOptions{addr: addr, serverCreds: serverCreds, clientCreds: clientCreds})
+}
+
+// startControlPlaneOn is startControlPlaneTLS on any Redis client (a
+// Cluster's, one that follows Sentinel) with the store's options.
+func startControlPlaneOn(t *testing.T, client redis.UniversalClient, opts redisstore.Options, addr string, serverCreds, clientCreds credentials.TransportCredentials) *controlPlane {
+	t.Helper()
+	return startControlPlaneWith(t, nil, replicaOptions{addr: addr, serverCreds: serverCreds, clientCreds: clientCreds, client: client, storeOpts: opts})
+}
+
+func startControlPlaneWith(t *testing.T, rs *redistest.Server, o replicaOptions) *controlPlane {
+	t.Helper()
+	if o.clientCreds == nil {
+		o.clientCreds = insecure.NewCredentials()
+	}
+	if o.client == nil {
+		o.client = rs.Client(t)
+	}
+	st, err := redisstore.New(context.Background(), o.client, o.storeOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,17 +143,22 @@ func startControlPlaneTLS(t *testing.T, rs *redistest.Server, addr string, serve
 		defer close(catDone)
 		_ = cat.Run(ctx)
 	}()
-	lis, err := net.Listen("tcp", addr)
+	inner, err := net.Listen("tcp", o.addr)
 	if err != nil {
 		cancel()
 		<-catDone
 		t.Fatal(err)
 	}
-	srv := server.New(server.Options{Rules: st, Catalog: cat, Ledger: st, Logger: discard, ReportInterval: e2eInterval, Credentials: serverCreds})
+	lis := &killableListener{Listener: inner}
+	reg := prometheus.NewRegistry()
+	srv := server.New(server.Options{
+		Rules: st, Catalog: cat, Ledger: st, Budgets: st, Logger: discard, Registerer: reg, ReportInterval: e2eInterval,
+		Credentials: o.serverCreds, MaxConnectionAge: o.maxConnAge, MaxConnectionAgeGrace: o.maxConnAgeGrace,
+	})
 	srv.SetServing(true)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(clientCreds))
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(o.clientCreds))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +178,128 @@ func startControlPlaneTLS(t *testing.T, rs *redistest.Server, addr string, serve
 		})
 	}
 	t.Cleanup(stop)
-	return &controlPlane{addr: lis.Addr().String(), rules: pb.NewRuleServiceClient(conn), catalog: cat, stop: stop}
+	return &controlPlane{
+		addr: lis.Addr().String(), rules: pb.NewRuleServiceClient(conn), budgets: pb.NewBudgetServiceClient(conn),
+		store: st, catalog: cat, metrics: reg, stop: stop, kill: lis.kill,
+	}
+}
+
+// killableListener is a listener that can drop every connection it
+// accepted, at once.
+type killableListener struct {
+	net.Listener
+	mu     sync.Mutex
+	conns  []net.Conn
+	killed bool
+}
+
+func (l *killableListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.killed {
+		c.Close()
+		return nil, net.ErrClosed
+	}
+	l.conns = append(l.conns, c)
+	return c, nil
+}
+
+// kill closes the listener and resets every connection.
+func (l *killableListener) kill() {
+	l.mu.Lock()
+	l.killed = true
+	conns := l.conns
+	l.conns = nil
+	l.mu.Unlock()
+	l.Listener.Close()
+	for _, c := range conns {
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+		c.Close()
+	}
+}
+
+// gauge reads a metric without labels (a gauge or counter) of the replica,
+// or the sum over a counter's series whose labels include label=value.
+func (cp *controlPlane) gauge(t *testing.T, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := cp.metrics.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			match := label == ""
+			for _, lp := range m.GetLabel() {
+				match = match || lp.GetName() == label && lp.GetValue() == value
+			}
+			if match {
+				sum += m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// openStreams is how many SDK streams the replica holds now.
+func (cp *controlPlane) openStreams(t *testing.T) int {
+	return int(cp.gauge(t, "controlplane_sampling_streams", "", ""))
+}
+
+// endedStreams is how many SDK streams the replica has seen end.
+func (cp *controlPlane) endedStreams(t *testing.T) int {
+	return int(cp.gauge(t, "controlplane_grpc_requests_total", "method", pb.SamplingService_StreamSampling_FullMethodName))
+}
+
+// createBudget creates a budget over every service and rule, far from its
+// cap, so that the store bills every count reported, and waits until the
+// replica's catalog has it.
+func (cp *controlPlane) createBudget(t *testing.T, name string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	if _, err := cp.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{Name: name, MonthlyAmountMicros: 1e15}}); err != nil {
+		t.Fatal(err)
+	}
+	cp.waitBudget(t, name)
+}
+
+// waitBudget waits until the replica's catalog has the budget.
+func (cp *controlPlane) waitBudget(t *testing.T, name string) {
+	t.Helper()
+	waitFor(t, deadline, fmt.Sprintf("catalog to load budget %q", name), func() bool {
+		for _, b := range cp.catalog.CurrentBudgets().Budgets {
+			if b.Name == name {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// billed is the sampled count the store recorded for a budget in the
+// months from since to now.
+func (cp *controlPlane) billed(t *testing.T, name string, since time.Time) int64 {
+	t.Helper()
+	var sum float64
+	for m := budget.MonthStart(since); !m.After(time.Now()); m = m.AddDate(0, 1, 0) {
+		u, err := cp.store.Usage(context.Background(), name, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, sampled := u.Totals()
+		sum += sampled
+	}
+	return int64(sum)
 }
 
 // createRule creates r and waits until the replica's catalog serves it.
@@ -424,9 +594,13 @@ type proxy struct {
 	up            pb.SamplingServiceClient
 	refuseStreams bool
 	dropTargets   atomic.Bool // stream targets are not passed on
+	dropReports   atomic.Bool // stream reports are not passed on
+	stop          func()      // stops the proxy's server, dropping its connections
 
 	mu            sync.Mutex
 	streamCalls   int
+	open          int // streams open now
+	hellos        []onStream[*pb.Hello]
 	streamReports []onStream[*pb.Report]
 	streamTargets []onStream[*pb.TargetSet]
 	cuts          []context.CancelFunc
@@ -483,9 +657,15 @@ func (p *proxy) StreamSampling(down pb.SamplingService_StreamSamplingServer) err
 	defer cancel()
 	p.mu.Lock()
 	p.streamCalls++
+	p.open++
 	n := p.streamCalls
 	p.cuts = append(p.cuts, cancel)
 	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.open--
+		p.mu.Unlock()
+	}()
 	if p.refuseStreams {
 		return status.Error(codes.Unimplemented, "this server takes no streams")
 	}
@@ -502,10 +682,17 @@ func (p *proxy) StreamSampling(down pb.SamplingService_StreamSamplingServer) err
 				_ = up.CloseSend()
 				return
 			}
-			if r := m.GetReport(); r != nil {
-				p.mu.Lock()
+			p.mu.Lock()
+			if h := m.GetHello(); h != nil {
+				p.hellos = append(p.hellos, onStream[*pb.Hello]{n, proto.Clone(h).(*pb.Hello)})
+			}
+			r := m.GetReport()
+			if r != nil {
 				p.streamReports = append(p.streamReports, onStream[*pb.Report]{n, proto.Clone(r).(*pb.Report)})
-				p.mu.Unlock()
+			}
+			p.mu.Unlock()
+			if r != nil && p.dropReports.Load() {
+				continue
 			}
 			if err := up.Send(m); err != nil {
 				return
@@ -556,12 +743,26 @@ func startProxy(t *testing.T, cp *controlPlane, p *proxy) string {
 		defer close(served)
 		_ = gs.Serve(lis)
 	}()
-	t.Cleanup(func() {
-		gs.Stop()
-		<-served
-		conn.Close()
-	})
+	var once sync.Once
+	p.stop = func() {
+		once.Do(func() {
+			gs.Stop()
+			<-served
+			conn.Close()
+		})
+	}
+	t.Cleanup(p.stop)
 	return lis.Addr().String()
+}
+
+// clientOf returns the client id that said hello on stream n, under p.mu.
+func (p *proxy) clientOf(n int) string {
+	for _, h := range p.hellos {
+		if h.stream == n {
+			return h.msg.GetClientId()
+		}
+	}
+	return ""
 }
 
 // quotaOf returns the rule's target in a response, or nil.
@@ -820,4 +1021,87 @@ func TestE2ETLS(t *testing.T) {
 	if e := explain(plain); e.Reason != sampler.ReasonFallback || e.RulesVersion != 0 {
 		t.Errorf("a plaintext sampler against a TLS control plane: %+v, want the local default and no rules", e)
 	}
+}
+
+// largestRule returns a rule at maximum field sizes as SDKs get it, every
+// character four bytes of UTF-8 where a field allows any, except the
+// service globs: 64 stars, the longest glob that matches every service.
+// Description and labels, which SDKs do not get (TestForServiceSendsWhatSDKsUse
+// in internal/catalog), are left empty: they would only slow the test.
+func largestRule(i int) *pb.Rule {
+	wide := func(n int) string { return strings.Repeat("\U0010FFFD", n) }
+	r := &pb.Rule{
+		Name: fmt.Sprintf("%0*d", rules.MaxNameLen, i), Priority: int32(1 + i%rules.MaxPriority),
+		FixedRate: 0.123456789, ReservoirSize: rules.MaxReservoirSize,
+		ServiceName: strings.Repeat("*", rules.MaxServiceNameLen), ServiceType: strings.Repeat("*", rules.MaxServiceTypeLen),
+		Host: wide(rules.MaxHostLen), HttpMethod: wide(rules.MaxHTTPMethodLen), UrlPath: wide(rules.MaxURLPathLen),
+		ResourceArn: wide(rules.MaxResourceARNLen), Attributes: map[string]string{},
+	}
+	for k := range rules.MaxAttributes {
+		r.Attributes[fmt.Sprintf("%02d", k)+wide(rules.MaxAttributeLen-2)] = wide(rules.MaxAttributeLen)
+	}
+	return r
+}
+
+// TestE2ELargestRuleSet: a control plane holding rules.MaxRules rules at
+// maximum field sizes, all matching every service, refuses one more and
+// sends them in one message over gRPC's default 4 MiB, which the sampler
+// accepts: it decides by the last rule of the set.
+func TestE2ELargestRuleSet(t *testing.T) {
+	noLeaks(t)
+	rs := redistest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// The last before Default, the one the sampler decides by: a rule on
+	// a resource ARN can match no span, so it has none.
+	last := largestRule(rules.MaxRules - 2)
+	last.Priority, last.ResourceArn, last.Host, last.HttpMethod, last.UrlPath, last.Attributes = rules.MaxPriority, "*", "*", "*", "*", nil
+	// Straight into the store, before the replica starts, so that its
+	// catalog loads them once instead of after every create; each is
+	// checked as the server would.
+	st, err := redisstore.New(ctx, rs.Client(t), redisstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range rules.MaxRules - 1 {
+		p := largestRule(i)
+		if i == rules.MaxRules-2 {
+			p = last
+		}
+		r := apiconv.RuleFromProto(p).Normalize()
+		if err := rules.Validate(&r); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.CreateRule(ctx, r, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.Close()
+	cp := startControlPlane(t, rs, "127.0.0.1:0")
+	if _, err := cp.rules.CreateRule(ctx, &pb.CreateRuleRequest{Rule: largestRule(rules.MaxRules)}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("a create past %d rules: %v, want FailedPrecondition", rules.MaxRules, err)
+	}
+
+	// The rule set as the sampler gets it, read with no size limit.
+	conn, err := grpc.NewClient(cp.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var set *pb.GetSamplingRulesResponse
+	waitFor(t, deadline, "the whole rule set", func() bool {
+		set, err = pb.NewSamplingServiceClient(conn).GetSamplingRules(ctx, &pb.GetSamplingRulesRequest{ServiceName: "shop"})
+		return err == nil && len(set.GetRules()) == rules.MaxRules
+	})
+	size := proto.Size(&pb.StreamSamplingResponse{Message: &pb.StreamSamplingResponse_Rules{Rules: &pb.RuleSet{RulesVersion: set.GetRulesVersion(), Rules: set.GetRules()}}})
+	t.Logf("%d rules at maximum field sizes: %d bytes", len(set.GetRules()), size)
+	// rules.MaxRules says at most 7,570 bytes a rule, under half the 16 MiB
+	// the sampler accepts; over 4 MiB, this test needs the sampler's limit.
+	if size > rules.MaxRules*7_570+32 || size <= 4<<20 {
+		t.Errorf("the largest rule set is %d bytes, want over 4 MiB and at most %d", size, rules.MaxRules*7_570+32)
+	}
+
+	s := newSampler(t, cp.addr)
+	waitFor(t, deadline, "a decision by the last rule", func() bool { return explain(s).Rule == last.GetName() })
 }

@@ -3,8 +3,10 @@ package sampler
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -12,13 +14,15 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 )
 
 // Option configures a Sampler.
 type Option func(*config)
 
 type config struct {
-	endpoint       string
+	endpoints      []string
 	dialOptions    []grpc.DialOption
 	creds          credentials.TransportCredentials
 	service        string
@@ -36,9 +40,21 @@ type config struct {
 	disableStreams bool
 }
 
-// WithEndpoint sets the control plane's gRPC address. Default: the
-// CONTROLPLANE_ENDPOINT environment variable, else "localhost:7070".
-func WithEndpoint(addr string) Option { return func(c *config) { c.endpoint = addr } }
+// WithEndpoint sets the control plane's gRPC target: "host:port", or any
+// gRPC name such as "dns:///controlplane.internal:7070". Every address the
+// name resolves to is used, round robin: each stream goes to one, and when
+// its replica fails, the next stream goes to another that is up. Default:
+// the CONTROLPLANE_ENDPOINT environment variable (several endpoints
+// separated by commas, as WithEndpoints), else "localhost:7070".
+func WithEndpoint(target string) Option { return func(c *config) { c.endpoints = []string{target} } }
+
+// WithEndpoints sets several control plane replicas' addresses
+// ("host:port" each), used round robin as WithEndpoint's resolved
+// addresses are: streams spread over the replicas, and move to one that is
+// up when theirs fails.
+func WithEndpoints(addrs ...string) Option {
+	return func(c *config) { c.endpoints = append([]string(nil), addrs...) }
+}
 
 // WithTransportCredentials sets TLS (or other) credentials. Default: plaintext.
 func WithTransportCredentials(tc credentials.TransportCredentials) Option {
@@ -61,7 +77,11 @@ func WithService(name, serviceType string) Option {
 // WithService is not given.
 func WithResource(r *resource.Resource) Option { return func(c *config) { c.resource = r } }
 
-// WithClientID sets this instance's id. Default: 12 random bytes in hex.
+// WithClientID sets this instance's id, 1-64 characters. Each running
+// instance needs its own: the control plane bills a client's reports once
+// each by their number, so two instances sharing an id would lose each
+// other's counts. (A process restarted with the same id is fine: its
+// numbers start above the last ones.) Default: 12 random bytes in hex.
 func WithClientID(id string) Option { return func(c *config) { c.clientID = id } }
 
 // WithReportInterval overrides the report interval the control plane asks
@@ -88,7 +108,7 @@ func WithUnaryOnly() Option { return func(c *config) { c.disableStreams = true }
 
 func defaultConfig() config {
 	return config{
-		endpoint:       envOr("CONTROLPLANE_ENDPOINT", "localhost:7070"),
+		endpoints:      strings.Split(envOr("CONTROLPLANE_ENDPOINT", "localhost:7070"), ","),
 		creds:          insecure.NewCredentials(),
 		fallbackPerSec: 1,
 		fallbackRate:   0.05,
@@ -120,6 +140,31 @@ func (c *config) finish() {
 		c.log = slog.Default()
 	}
 }
+
+// resolve returns the gRPC target to dial and the dial options that go
+// with it: one endpoint is dialled as it is (gRPC resolves it); several get
+// a resolver of their own that lists them.
+func (c *config) resolve() (string, []grpc.DialOption, error) {
+	addrs := make([]resolver.Address, 0, len(c.endpoints))
+	for _, e := range c.endpoints {
+		if e = strings.TrimSpace(e); e != "" {
+			addrs = append(addrs, resolver.Address{Addr: e})
+		}
+	}
+	switch len(addrs) {
+	case 0:
+		return "", nil, errors.New("no control plane endpoint")
+	case 1:
+		return addrs[0].Addr, nil, nil
+	}
+	// The scheme is this connection's alone (WithResolvers).
+	r := manual.NewBuilderWithScheme("controlplane")
+	r.InitialState(resolver.State{Addresses: addrs})
+	return r.Scheme() + ":///replicas", []grpc.DialOption{grpc.WithResolvers(r)}, nil
+}
+
+// target names the endpoints, for logs.
+func (c *config) target() string { return strings.Join(c.endpoints, ",") }
 
 func envOr(key, def string) string {
 	if v := os.Getenv(key); v != "" {

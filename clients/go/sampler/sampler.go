@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/apiconv"
@@ -48,20 +49,49 @@ type Sampler struct {
 
 	reportMu   sync.Mutex // serialises reports and the runtimes' receipts
 	lastReport int64
+	// seq numbers reports (pb.Report.seq): the last one taken.
+	seq uint64
+	// pending is the last report taken, until the control plane
+	// acknowledges it. While it is there no new counts are taken: it is sent
+	// again as it is, so that the store, which bills a client's reports only
+	// in increasing seq, bills it once.
+	pending *pendingReport
 
 	conn     *grpc.ClientConn
 	client   pb.SamplingServiceClient
 	stop     context.CancelFunc
 	done     chan struct{}
+	flushCtx chan context.Context // Shutdown's context, for the last report
+	flushErr error                // of the last report; written before done closes
 	closed   sync.Once
 	closeErr error
 }
+
+// pendingReport is a report taken and not yet acknowledged.
+type pendingReport struct {
+	seq   uint64
+	docs  []*pb.SamplingStatistics
+	taken int64 // unix ns
+	sent  bool  // at least once: its receipts are used up
+}
+
+// maxResendAge is how long a report is sent again before it is given up:
+// well within the hour for which the store remembers a client's last seq
+// (store.SeqWindow), after which sending it again could bill it twice.
+const maxResendAge = 50 * time.Minute
 
 var _ sdktrace.Sampler = (*Sampler)(nil)
 
 // clockTick is how often the sampler reads the wall clock: 200 wake-ups a
 // second, idle or not.
 const clockTick = 5 * time.Millisecond
+
+// maxRecvMsgBytes is the largest message the sampler accepts, against
+// gRPC's default of 4 MiB: the largest rule set a control plane sends
+// (rules.MaxRules rules at maximum field sizes, 7.6 MB) fits with room to
+// spare. A message over the limit would end every stream and leave the
+// sampler on its local default.
+const maxRecvMsgBytes = 16 << 20
 
 // New returns a sampler and starts connecting to the control plane in the
 // background; until the first rules arrive it decides with the local default.
@@ -78,6 +108,12 @@ func New(opts ...Option) (*Sampler, error) {
 	return s, nil
 }
 
+// roundRobin spreads the sampler's calls over every address its target
+// resolves to (several endpoints, a DNS name with several records): each
+// new stream goes to a replica that is up, so one that fails costs only a
+// reconnect.
+const roundRobin = `{"loadBalancingConfig": [{"round_robin": {}}]}`
+
 // newSampler builds a sampler without starting its connection loop.
 func newSampler(opts ...Option) (*Sampler, error) {
 	cfg := defaultConfig()
@@ -93,22 +129,32 @@ func newSampler(opts ...Option) (*Sampler, error) {
 	// plane is back. Cap it at the sampler's backoff.
 	reconnect := backoff.DefaultConfig
 	reconnect.MaxDelay = cfg.backoffMax
-	dial := append([]grpc.DialOption{
+	target, resolve, err := cfg.resolve()
+	if err != nil {
+		return nil, fmt.Errorf("sampler: %w", err)
+	}
+	dial := append(append([]grpc.DialOption{
 		grpc.WithTransportCredentials(cfg.creds),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: reconnect, MinConnectTimeout: 20 * time.Second}),
-	}, cfg.dialOptions...)
-	conn, err := grpc.NewClient(cfg.endpoint, dial...)
+		grpc.WithDefaultServiceConfig(roundRobin),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgBytes)),
+	}, resolve...), cfg.dialOptions...)
+	conn, err := grpc.NewClient(target, dial...)
 	if err != nil {
 		return nil, fmt.Errorf("sampler: %w", err)
 	}
 	s := &Sampler{
 		cfg:          cfg,
 		done:         closed(),
+		flushCtx:     make(chan context.Context, 1),
 		fallbackBits: rateThreshold(cfg.fallbackRate),
 		conn:         conn,
 		client:       pb.NewSamplingServiceClient(conn),
 		stop:         func() {},
 		noSpan:       trace.SpanFromContext(context.Background()),
+		// Numbers start at the time in microseconds, so that a process
+		// restarted with the same client id goes on above its last one.
+		seq: uint64(time.Now().UnixMicro()),
 	}
 	if cfg.clock != nil {
 		s.now = func() int64 { return cfg.clock.Now().UnixNano() }
@@ -126,7 +172,7 @@ func newSampler(opts ...Option) (*Sampler, error) {
 
 // Description implements sdktrace.Sampler.
 func (s *Sampler) Description() string {
-	return fmt.Sprintf("ControlPlaneSampler{service=%s,endpoint=%s}", s.cfg.service, s.cfg.endpoint)
+	return fmt.Sprintf("ControlPlaneSampler{service=%s,endpoint=%s}", s.cfg.service, s.cfg.target())
 }
 
 // Reason says why a span was or was not sampled.
@@ -324,7 +370,7 @@ func (s *Sampler) applyTargets(ts *pb.TargetSet) {
 	defer s.reportMu.Unlock()
 	set := s.rules.Load()
 	if set == nil {
-		return
+		return // and there is no report to acknowledge: none is taken before rules
 	}
 	for _, t := range ts.GetTargets() {
 		rt := set.byName[t.GetRuleName()]
@@ -347,6 +393,9 @@ func (s *Sampler) applyTargets(ts *pb.TargetSet) {
 		}
 		s.extendFresh(expiry)
 	}
+	if p := s.pending; p != nil && ts.GetAckedSeq() >= p.seq {
+		s.pending = nil
+	}
 }
 
 func (s *Sampler) extendFresh(until int64) {
@@ -365,17 +414,96 @@ func phase(clientID, rule string) float64 {
 	return float64(h.Sum64()>>11) / (1 << 53)
 }
 
-// takeReport collects every rule's counts since the last report. echo adds
-// the receipts of the last targets: every unary call echoes them, and the
-// first report of a stream, so that the server retracts what this instance
-// reported on its previous stream. Every report uses them up, echoed or not:
-// the server may retract them while handling it, and if its answer (the next
-// receipts) never comes, echoing them again would retract them twice and take
-// from other instances' share. Without them the old figure only ages out.
+// nextReport returns the report to send: the last one taken if it is not
+// acknowledged yet, as it was (its receipts used up once it was sent), else
+// the counts since then, under the next seq. It returns no documents when
+// there are no rules to count for yet.
+func (s *Sampler) nextReport(echo bool) (seq uint64, docs []*pb.SamplingStatistics) {
+	now := s.now()
+	s.reportMu.Lock()
+	defer s.reportMu.Unlock()
+	if p := s.pending; p != nil {
+		if now-p.taken <= int64(maxResendAge) {
+			return p.seq, p.docs
+		}
+		var sampled int64
+		for _, d := range p.docs {
+			sampled += d.GetSampledCount()
+		}
+		s.cfg.log.Warn("gave up on a report the control plane never acknowledged: it may or may not have been recorded", "seq", p.seq, "sampled", sampled, "age", time.Duration(now-p.taken))
+		s.pending = nil
+	}
+	docs = s.takeReportLocked(now, echo)
+	if len(docs) == 0 {
+		return 0, nil
+	}
+	s.seq++
+	s.pending = &pendingReport{seq: s.seq, docs: docs, taken: now}
+	return s.seq, docs
+}
+
+// reportSent notes that report seq went out (or may have): it keeps its
+// counts until acknowledged, but not its receipts. The server may have
+// retracted them already, and retracting twice would take from other
+// instances' share.
+func (s *Sampler) reportSent(seq uint64) {
+	s.reportMu.Lock()
+	defer s.reportMu.Unlock()
+	p := s.pending
+	if p == nil || p.seq != seq || p.sent {
+		return
+	}
+	p.sent = true
+	docs := make([]*pb.SamplingStatistics, len(p.docs))
+	for i, d := range p.docs {
+		if d.GetReceipt() == "" {
+			docs[i] = d
+			continue
+		}
+		c := proto.CloneOf(d)
+		c.Receipt = ""
+		docs[i] = c
+	}
+	p.docs = docs
+}
+
+// dropPending gives up the report not yet acknowledged, which the control
+// plane refused as invalid (err): sent again it would be refused again, and
+// no later counts would go out.
+func (s *Sampler) dropPending(err error) {
+	s.reportMu.Lock()
+	defer s.reportMu.Unlock()
+	if p := s.pending; p != nil {
+		s.cfg.log.Warn("the control plane refused a report; its counts are dropped", "seq", p.seq, "err", err)
+		s.pending = nil
+	}
+}
+
+// wasSent reports whether report seq is one sent before and not yet
+// acknowledged.
+func (s *Sampler) wasSent(seq uint64) bool {
+	s.reportMu.Lock()
+	defer s.reportMu.Unlock()
+	return s.pending != nil && s.pending.seq == seq && s.pending.sent
+}
+
+// takeReport is takeReportLocked at the clock's time, for tests.
 func (s *Sampler) takeReport(echo bool) []*pb.SamplingStatistics {
 	now := s.now()
 	s.reportMu.Lock()
 	defer s.reportMu.Unlock()
+	return s.takeReportLocked(now, echo)
+}
+
+// takeReportLocked collects every rule's counts since the last report. echo
+// adds the receipts of the last targets: every unary call echoes them, and
+// the first report of a stream, so that the server retracts what this
+// instance reported on its previous stream. Every report uses them up,
+// echoed or not: the server may retract them while handling it, and if its
+// answer (the next receipts) never comes, echoing them again would retract
+// them twice and take from other instances' share. Without them the old
+// figure only ages out. The caller holds reportMu.
+func (s *Sampler) takeReportLocked(now int64, echo bool) []*pb.SamplingStatistics {
 	set := s.rules.Load()
 	if set == nil {
 		return nil
@@ -404,19 +532,6 @@ func (s *Sampler) takeReport(echo bool) []*pb.SamplingStatistics {
 		out = append(out, st)
 	}
 	return out
-}
-
-// giveBack returns counts of a report that could not be sent, for the next.
-func (s *Sampler) giveBack(docs []*pb.SamplingStatistics) {
-	set := s.rules.Load()
-	if set == nil {
-		return
-	}
-	for _, d := range docs {
-		if rt := set.byName[d.GetRuleName()]; rt != nil {
-			rt.counters.giveBack(counts{requests: d.GetRequestCount(), sampled: d.GetSampledCount(), borrowed: d.GetBorrowCount()})
-		}
-	}
 }
 
 func closed() chan struct{} {

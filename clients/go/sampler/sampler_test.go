@@ -2,9 +2,11 @@ package sampler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -311,13 +313,67 @@ func TestReportsCountAndCarryAcrossVersions(t *testing.T) {
 	if len(got) != 2 || got["Default"].GetRequestCount() != 0 {
 		t.Errorf("report %v, want r and Default", docs)
 	}
-	s.giveBack(docs)
-	again := s.takeReport(false)
-	if again[0].GetRequestCount() != 15 {
-		t.Errorf("counts given back were lost: %v", again)
-	}
 	if s.takeReport(false)[0].GetRequestCount() != 0 {
 		t.Error("a report does not reset the counts")
+	}
+}
+
+// TestUnacknowledgedReportIsSentAgain: a report is sent again, as it was
+// but without its receipts, until targets acknowledge its seq; the counts
+// since wait for the next report, under the next seq; one that stays
+// unacknowledged past maxResendAge, or refused as invalid, is given up.
+func TestUnacknowledgedReportIsSentAgain(t *testing.T) {
+	s, clk := newTestSampler(t)
+	s.applyRules(rulesFor(1, &pb.Rule{Name: "r", Priority: 1, FixedRate: 1}))
+	s.applyTargets(targets(1, clk.Now().Add(100*time.Hour), &pb.SamplingTarget{RuleName: "r", FixedRate: 1, Receipt: "r1"}))
+	spans := func(n int) {
+		for range n {
+			if !sampled(s, params(highID)) {
+				t.Fatal("a span at fixed rate 1 was not sampled")
+			}
+		}
+	}
+	type report struct {
+		seq     uint64
+		sampled int64
+		receipt string
+	}
+	next := func() report {
+		t.Helper()
+		seq, docs := s.nextReport(true)
+		s.reportSent(seq)
+		for _, d := range docs {
+			if d.GetRuleName() == "r" {
+				return report{seq, d.GetSampledCount(), d.GetReceipt()}
+			}
+		}
+		t.Fatalf("no statistics for r in %v", docs)
+		return report{}
+	}
+	ack := func(seq uint64) { s.applyTargets(&pb.TargetSet{RulesVersion: 1, AckedSeq: seq}) }
+
+	spans(3)
+	first := next()
+	if first.sampled != 3 || first.receipt != "r1" || first.seq == 0 {
+		t.Fatalf("first report %+v, want 3 sampled with receipt r1", first)
+	}
+	spans(4)
+	steps := []struct {
+		name   string
+		before func()
+		want   report
+	}{
+		{"unacknowledged: the same again, without its receipt", func() {}, report{first.seq, 3, ""}},
+		{"an older seq acknowledged", func() { ack(first.seq - 1) }, report{first.seq, 3, ""}},
+		{"acknowledged: the counts since", func() { ack(first.seq) }, report{first.seq + 1, 4, ""}},
+		{"given up after maxResendAge", func() { clk.Add(maxResendAge + time.Second); spans(5) }, report{first.seq + 2, 5, ""}},
+		{"given up when refused", func() { s.dropPending(errors.New("refused")); spans(6) }, report{first.seq + 3, 6, ""}},
+	}
+	for _, st := range steps {
+		st.before()
+		if got := next(); got != st.want {
+			t.Errorf("%s: %+v, want %+v", st.name, got, st.want)
+		}
 	}
 }
 
@@ -384,16 +440,21 @@ func TestMalformedMessagesDoNotPanic(t *testing.T) {
 	_ = s.takeReport(true)
 }
 
+// TestShouldSampleDoesNotAllocate, with a small rule set and with the
+// largest a control plane holds.
 func TestShouldSampleDoesNotAllocate(t *testing.T) {
-	s, clk := newTestSampler(t)
-	s.applyRules(&pb.RuleSet{RulesVersion: 1, Rules: benchRules(50)})
-	s.applyTargets(targets(1, clk.Now().Add(time.Hour), &pb.SamplingTarget{RuleName: "rule-40", ReservoirQuota: 1}))
-	p := params(highID, attribute.String("http.request.method", "GET"), attribute.String("url.path", "/api/v40/items/1"), attribute.String("tier", "gold"))
-	if e := s.Explain(p); e.Rule != "rule-40" {
-		t.Fatalf("benchmark request matched %+v", e)
-	}
-	if n := testing.AllocsPerRun(1000, func() { s.ShouldSample(p) }); n != 0 {
-		t.Errorf("ShouldSample allocates %v times per call", n)
+	for _, n := range []int{50, rules.MaxRules} {
+		s, clk := newTestSampler(t)
+		s.applyRules(&pb.RuleSet{RulesVersion: 1, Rules: benchRules(n)})
+		rule := fmt.Sprintf("rule-%02d", n*4/5)
+		s.applyTargets(targets(1, clk.Now().Add(time.Hour), &pb.SamplingTarget{RuleName: rule, ReservoirQuota: 1}))
+		p := params(highID, attribute.String("http.request.method", "GET"), attribute.String("url.path", fmt.Sprintf("/api/v%d/items/1", n*4/5)), attribute.String("tier", "gold"))
+		if e := s.Explain(p); e.Rule != rule {
+			t.Fatalf("%d rules: the benchmark request matched %+v, want %s", n, e, rule)
+		}
+		if allocs := testing.AllocsPerRun(1000, func() { s.ShouldSample(p) }); allocs != 0 {
+			t.Errorf("%d rules: ShouldSample allocates %v times per call", n, allocs)
+		}
 	}
 }
 
@@ -421,6 +482,53 @@ func TestOptions(t *testing.T) {
 	}
 	if _, err := newSampler(WithFallback(1, 1.5)); err == nil {
 		t.Error("a fallback rate over 1 was accepted")
+	}
+}
+
+// TestEndpoints: one endpoint is dialled as given; several, from the
+// option or the environment (comma-separated), get a resolver of their
+// own; none is refused.
+func TestEndpoints(t *testing.T) {
+	tests := []struct {
+		name   string
+		env    string
+		opts   []Option
+		target string // "" for the list's own resolver
+		err    bool
+	}{
+		{name: "default", target: "localhost:7070"},
+		{name: "one", opts: []Option{WithEndpoint("dns:///cp.internal:7070")}, target: "dns:///cp.internal:7070"},
+		{name: "environment", env: "cp:7070", target: "cp:7070"},
+		{name: "several", opts: []Option{WithEndpoints("a:7070", "b:7070")}},
+		{name: "several in the environment", env: "a:7070, b:7070"},
+		{name: "one of several left", opts: []Option{WithEndpoints("a:7070", " ")}, target: "a:7070"},
+		{name: "none", opts: []Option{WithEndpoints()}, err: true},
+		{name: "empty", opts: []Option{WithEndpoint("")}, err: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("CONTROLPLANE_ENDPOINT", tt.env)
+			s, err := newSampler(tt.opts...)
+			if tt.err {
+				if err == nil {
+					s.Close()
+					t.Fatal("accepted")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			target := s.conn.CanonicalTarget()
+			if tt.target == "" {
+				if !strings.HasPrefix(target, "controlplane:") {
+					t.Errorf("target %q, want the list's own resolver", target)
+				}
+			} else if !strings.HasSuffix(target, tt.target) {
+				t.Errorf("target %q, want %q", target, tt.target)
+			}
+		})
 	}
 }
 
@@ -541,14 +649,14 @@ func TestCountersWhenEverySpanIsSampled(t *testing.T) {
 }
 
 // TestMatchAgreesWithAFullScan: for rule sets that the index narrows in one
-// word, in four words, and not at all, the sampler picks the rule that
+// word, in several words, and not at all, the sampler picks the rule that
 // trying every rule in order picks.
 func TestMatchAgreesWithAFullScan(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 9))
 	methods := []string{"GET", "POST", "*", "G*", "DELETE", "A", "OPTIONS"}
 	paths := []string{"*", "/api/*", "/api/v1/*", "/api/v1/items", "/api/v?/items/*", "/health", "*.json", "/äpi/*"}
 	hosts := []string{"*", "shop.example.com", "*.example.com"}
-	for _, n := range []int{10, 100, rules.MaxIndexed + 10} {
+	for _, n := range []int{10, 100, rules.MaxRules, rules.MaxIndexed + 10} {
 		var rs []*pb.Rule
 		for i := 0; i < n; i++ {
 			r := &pb.Rule{Name: fmt.Sprintf("r%03d", i), Priority: int32(1 + rng.IntN(100)), FixedRate: 0.1,

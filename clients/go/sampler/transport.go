@@ -3,6 +3,7 @@ package sampler
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"time"
@@ -19,7 +20,7 @@ import (
 // run keeps the sampler connected until ctx ends: a stream when the server
 // takes one, unary polling when it refuses streams, reconnecting with
 // exponential backoff and full jitter. On the way out it sends the last
-// counts.
+// counts, within the context that Shutdown passes on s.flushCtx.
 func (s *Sampler) run(ctx context.Context) {
 	defer close(s.done)
 	unary := s.cfg.disableStreams
@@ -32,7 +33,7 @@ func (s *Sampler) run(ctx context.Context) {
 		} else {
 			progressed, err = s.runStream(ctx)
 			if status.Code(err) == codes.Unimplemented {
-				s.cfg.log.Info("control plane refused the stream; polling with unary calls instead", "endpoint", s.cfg.endpoint)
+				s.cfg.log.Info("control plane refused the stream; polling with unary calls instead", "endpoint", s.cfg.target())
 				unary = true
 				continue
 			}
@@ -45,7 +46,7 @@ func (s *Sampler) run(ctx context.Context) {
 		}
 		wait := s.backoff(attempt)
 		attempt++
-		s.cfg.log.Debug("control plane connection lost; retrying", "endpoint", s.cfg.endpoint, "in", wait, "err", err)
+		s.cfg.log.Debug("control plane connection lost; retrying", "endpoint", s.cfg.target(), "in", wait, "err", err)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -53,7 +54,7 @@ func (s *Sampler) run(ctx context.Context) {
 		}
 		t.Stop()
 	}
-	s.flush()
+	s.flushErr = s.flush(<-s.flushCtx)
 }
 
 // backoff is exponential with full jitter, so a fleet that lost the control
@@ -66,8 +67,13 @@ func (s *Sampler) backoff(attempt int) time.Duration {
 	return time.Duration(rand.Int64N(int64(d)) + 1)
 }
 
-// runStream holds one stream until it fails. progressed reports whether the
-// server answered at all, which resets the backoff.
+// runStream holds one stream until it fails or ctx ends. progressed reports
+// whether the server answered at all, which resets the backoff.
+//
+// One goroutine receives and this one sends. Only the receiver ever calls
+// Recv (gRPC streams allow one receiving goroutine: with two, one can wait
+// forever for a status the other consumed), and runStream returns only
+// after it has ended.
 func (s *Sampler) runStream(ctx context.Context) (progressed bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -84,16 +90,23 @@ func (s *Sampler) runStream(ctx context.Context) (progressed bool, err error) {
 	}
 	hello := &pb.Hello{ClientId: s.cfg.clientID, ServiceName: s.cfg.service, ServiceType: s.cfg.serviceType, KnownRulesVersion: known}
 	if err := stream.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Hello{Hello: hello}}); err != nil {
-		return false, recvErr(stream, err)
+		if errors.Is(err, io.EOF) {
+			// The stream has ended; its status comes from Recv, which
+			// nothing else calls yet.
+			for err = nil; err == nil; _, err = stream.Recv() {
+			}
+		}
+		return false, err
 	}
-	// One goroutine receives; this one sends reports.
 	got := make(chan struct{}, 1)
-	recvDone := make(chan error, 1)
+	recvDone := make(chan struct{}) // closed when the receiver has ended
+	var recvErr error               // why, written before recvDone closes
 	go func() {
+		defer close(recvDone)
 		for {
 			m, err := stream.Recv()
 			if err != nil {
-				recvDone <- err
+				recvErr = err
 				return
 			}
 			switch msg := m.GetMessage().(type) {
@@ -108,24 +121,31 @@ func (s *Sampler) runStream(ctx context.Context) (progressed bool, err error) {
 			}
 		}
 	}()
-	// The first report goes out soon, so a new instance gets its quota
-	// without borrowing for a whole interval. It echoes the receipts of the
-	// last targets (from an earlier stream, if any); the server keeps the
-	// later ones itself.
+	defer func() {
+		cancel()
+		<-recvDone
+	}()
+	// The first report goes out soon (see firstDelay). It echoes the
+	// receipts of the last targets (from an earlier stream, if any); the
+	// server keeps the later ones itself.
 	first := true
 	scheduled := s.interval.Load()
-	next := time.NewTimer(jitter(min(s.cfg.firstReport, time.Duration(scheduled))))
+	next := time.NewTimer(s.firstDelay())
 	defer next.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			// The last counts go out by flush, after the stream is gone.
 			return progressed, ctx.Err()
-		case err := <-recvDone:
-			if errors.Is(err, io.EOF) {
-				err = status.Error(codes.Unavailable, "stream closed by the server")
+		case <-recvDone:
+			if errors.Is(recvErr, io.EOF) {
+				return progressed, status.Error(codes.Unavailable, "stream closed by the server")
 			}
-			return progressed, err
+			if status.Code(recvErr) == codes.InvalidArgument {
+				// The hello passed (rules came), so a report did not.
+				s.dropPending(recvErr)
+			}
+			return progressed, recvErr
 		case <-got:
 			progressed = true
 			// Targets may bring a new report interval (the first ones
@@ -138,7 +158,15 @@ func (s *Sampler) runStream(ctx context.Context) (progressed bool, err error) {
 		case <-next.C:
 			sent, err := s.sendStreamReport(stream, first)
 			if err != nil {
-				return progressed, recvErr(stream, err)
+				// The stream is over. If the server ended it, its status
+				// is on the way to the receiver; if not, ending it here
+				// stops the receiver.
+				cancel()
+				<-recvDone
+				if st, ok := status.FromError(recvErr); ok && st.Code() != codes.Canceled {
+					return progressed, recvErr
+				}
+				return progressed, err
 			}
 			first = first && !sent
 			scheduled = s.interval.Load()
@@ -147,32 +175,41 @@ func (s *Sampler) runStream(ctx context.Context) (progressed bool, err error) {
 	}
 }
 
-// sendStreamReport sends the counts since the last report, if there are
-// any rules to count for.
+// firstDelay is when the first report on a new stream goes out: about
+// firstReport (at most an interval) after the first rules, so that a new
+// instance gets its quota without borrowing for a whole interval, from a
+// rate measured over a second. On a new stream after another (a replica
+// killed, a connection rotated) the counts run since the last report:
+// the report goes out once they span firstReport, at once if they do, so
+// that the new replica renews the quota before the last one expires. A
+// report left unacknowledged goes again at once too. "At once" is spread
+// over a tenth of the delay, so that the streams of a replica that went
+// away do not all report to the next one in the same instant.
+func (s *Sampler) firstDelay() time.Duration {
+	d := min(s.cfg.firstReport, time.Duration(s.interval.Load()))
+	now := s.now()
+	s.reportMu.Lock()
+	defer s.reportMu.Unlock()
+	spread := time.Duration(rand.Int64N(int64(d/10) + 1))
+	switch {
+	case s.pending != nil:
+		return spread
+	case s.lastReport != 0:
+		return max(d-time.Duration(now-s.lastReport), 0) + spread
+	}
+	return jitter(d)
+}
+
+// sendStreamReport sends the report not yet acknowledged, or else the
+// counts since the last report, if there are any rules to count for.
 func (s *Sampler) sendStreamReport(stream pb.SamplingService_StreamSamplingClient, echo bool) (sent bool, err error) {
-	docs := s.takeReport(echo)
+	seq, docs := s.nextReport(echo)
 	if len(docs) == 0 {
 		return false, nil
 	}
-	err = stream.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{Statistics: docs}}})
-	if err != nil {
-		s.giveBack(docs)
-		return false, err
-	}
-	return true, nil
-}
-
-// recvErr turns a failed Send into the stream's real status, which only Recv
-// returns.
-func recvErr(stream pb.SamplingService_StreamSamplingClient, sendErr error) error {
-	if !errors.Is(sendErr, io.EOF) {
-		return sendErr
-	}
-	for {
-		if _, err := stream.Recv(); err != nil {
-			return err
-		}
-	}
+	err = stream.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{Statistics: docs, Seq: seq}}})
+	s.reportSent(seq)
+	return err == nil, err
 }
 
 // runUnary polls: fetch rules when they changed, report, sleep an interval.
@@ -196,11 +233,11 @@ func (s *Sampler) unaryRound(ctx context.Context) error {
 	if err := s.fetchRules(ctx); err != nil {
 		return err
 	}
-	version, err := s.unaryReport(ctx)
+	version, _, err := s.unaryReport(ctx)
 	if err != nil {
 		return err
 	}
-	if set := s.rules.Load(); set != nil && version != set.version {
+	if set := s.rules.Load(); set != nil && version != 0 && version != set.version {
 		return s.fetchRules(ctx)
 	}
 	return nil
@@ -212,7 +249,7 @@ func (s *Sampler) fetchRules(ctx context.Context) error {
 		known = set.version
 	}
 	// Each unary round starts here: wait for the connection, as a stream
-	// does. (The report that Close flushes fails fast instead.)
+	// does.
 	resp, err := s.client.GetSamplingRules(ctx, &pb.GetSamplingRulesRequest{ServiceName: s.cfg.service, ServiceType: s.cfg.serviceType, KnownRulesVersion: known}, grpc.WaitForReady(true))
 	if err != nil {
 		return err
@@ -225,52 +262,101 @@ func (s *Sampler) fetchRules(ctx context.Context) error {
 	return nil
 }
 
-func (s *Sampler) unaryReport(ctx context.Context) (int64, error) {
-	docs := s.takeReport(true)
+// unaryReport sends the report not yet acknowledged, or else the counts
+// since the last report, and applies the targets that answer it. It returns
+// the server's rules version (0 if nothing was sent) and whether it sent a
+// report again.
+func (s *Sampler) unaryReport(ctx context.Context) (version int64, again bool, err error) {
+	seq, docs := s.nextReport(true)
 	if len(docs) == 0 {
-		return 0, nil
+		return 0, false, nil
 	}
+	again = s.wasSent(seq)
 	resp, err := s.client.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{
-		ClientId: s.cfg.clientID, ServiceName: s.cfg.service, ServiceType: s.cfg.serviceType, Statistics: docs,
-	})
+		ClientId: s.cfg.clientID, ServiceName: s.cfg.service, ServiceType: s.cfg.serviceType, Statistics: docs, Seq: seq,
+	}, grpc.WaitForReady(true))
+	s.reportSent(seq)
+	if status.Code(err) == codes.InvalidArgument {
+		s.dropPending(err)
+	}
 	if err != nil {
-		s.giveBack(docs)
-		return 0, err
+		return 0, again, err
 	}
 	for _, r := range resp.GetRejected() {
 		s.cfg.log.Warn("control plane rejected a report", "rule", r.GetRuleName(), "code", r.GetCode(), "message", r.GetMessage())
 	}
-	s.applyTargets(&pb.TargetSet{Targets: resp.GetTargets(), RulesVersion: resp.GetRulesVersion(), ReportInterval: resp.GetReportInterval()})
-	return resp.GetRulesVersion(), nil
+	// An OK answer means the store recorded the report.
+	s.applyTargets(&pb.TargetSet{Targets: resp.GetTargets(), RulesVersion: resp.GetRulesVersion(), ReportInterval: resp.GetReportInterval(), AckedSeq: seq})
+	return resp.GetRulesVersion(), again, nil
 }
 
-// flush sends the last counts with a short deadline of its own, when the
-// sampler closes.
-func (s *Sampler) flush() {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if _, err := s.unaryReport(ctx); err != nil {
-		s.cfg.log.Debug("could not send the last report", "err", err)
+// flush sends the last counts when the sampler closes, within ctx: first a
+// report left unacknowledged (the store bills it once however often it
+// arrives), then the counts since. It waits for a connection (the stream
+// may have just been rotated, or its replica killed) and tries again while
+// the control plane is unavailable (its store down).
+func (s *Sampler) flush(ctx context.Context) error {
+	attempt := 0
+	for {
+		_, again, err := s.unaryReport(ctx)
+		switch {
+		case err == nil && !again:
+			return nil
+		case err == nil:
+			attempt = 0
+			continue // the counts since
+		case status.Code(err) == codes.Unavailable && ctx.Err() == nil:
+			t := time.NewTimer(s.backoff(attempt))
+			attempt++
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+			if ctx.Err() == nil {
+				continue
+			}
+		}
+		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+			// gRPC's status for a call cut short does not say why.
+			err = fmt.Errorf("%w: %w", ctx.Err(), err)
+		}
+		s.cfg.log.Warn("could not send the last counts to the control plane", "endpoint", s.cfg.target(), "err", err)
+		return fmt.Errorf("sampler: last counts not sent: %w", err)
 	}
 }
 
-// Close sends the last counts and stops the sampler. Spans started after it
-// are decided with the last rules until they expire, then by the local
-// default. It is safe to call more than once.
+// CloseTimeout bounds Close: stopping the stream and sending the last
+// counts.
+const CloseTimeout = 5 * time.Second
+
+// Close is Shutdown with a deadline of CloseTimeout.
 func (s *Sampler) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), CloseTimeout)
+	defer cancel()
+	return s.Shutdown(ctx)
+}
+
+// Shutdown sends the counts not yet reported (a report not yet
+// acknowledged first), waiting for a connection if need be, and stops the
+// sampler, all within ctx. If ctx ends first, the counts not sent are lost
+// and the error says so (wrapping ctx's error). It returns once every
+// goroutine of the sampler has ended. Spans started after it are decided
+// with the last rules until they expire, then by the local default. A
+// second call does nothing and returns the first one's error. It has the
+// signature of OpenTelemetry's shutdown hooks.
+func (s *Sampler) Shutdown(ctx context.Context) error {
 	s.closed.Do(func() {
+		s.flushCtx <- ctx
 		s.stop()
 		<-s.done
-		s.closeErr = s.conn.Close()
+		s.closeErr = errors.Join(s.flushErr, s.conn.Close())
 		if s.coarse != nil {
 			s.coarse.close()
 		}
 	})
 	return s.closeErr
 }
-
-// Shutdown is Close with the signature of OpenTelemetry's shutdown hooks.
-func (s *Sampler) Shutdown(ctx context.Context) error { return s.Close() }
 
 func jitter(d time.Duration) time.Duration {
 	if d <= 0 {

@@ -94,6 +94,7 @@ type GetSamplingRulesResponse struct {
 	// True when known_rules_version is current; rules is then empty.
 	Unchanged bool `protobuf:"varint,2,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
 	// In matching order (priority, then name); the Default rule is last.
+	// Without description and labels, which SDKs do not use.
 	Rules         []*Rule `protobuf:"bytes,3,rep,name=rules,proto3" json:"rules,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -156,22 +157,32 @@ type SamplingStatistics struct {
 	RuleName string                 `protobuf:"bytes,1,opt,name=rule_name,json=ruleName,proto3" json:"rule_name,omitempty"`
 	// Requests that matched the rule.
 	RequestCount int64 `protobuf:"varint,2,opt,name=request_count,json=requestCount,proto3" json:"request_count,omitempty"`
-	// Requests sampled (reservoir, borrowed and fixed-rate together).
+	// Requests sampled (reservoir, borrowed and fixed-rate together). Budgets
+	// count at most what the client can have sampled since its last target
+	// (the receipt says when that was, and its quota and fixed rate): its
+	// quota and one borrowed trace a second over that time, plus the fixed
+	// rate in force of request_count, with room for chance; the rest is not
+	// counted (controlplane_report_traces_clamped_total).
 	SampledCount int64 `protobuf:"varint,3,opt,name=sampled_count,json=sampledCount,proto3" json:"sampled_count,omitempty"`
 	// Requests sampled by borrowing, while the client had no quota.
 	BorrowCount int64 `protobuf:"varint,4,opt,name=borrow_count,json=borrowCount,proto3" json:"borrow_count,omitempty"`
 	// End of the interval the counts cover; the server's time when unset.
 	Timestamp *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
 	// Length of the interval the counts cover; the server's report interval
-	// when unset.
+	// when unset. It sets the rate of the client's traffic; with a receipt,
+	// the server bounds it by the time since the receipt was issued, and
+	// without one by two report intervals.
 	Interval *durationpb.Duration `protobuf:"bytes,6,opt,name=interval,proto3" json:"interval,omitempty"`
 	// The receipt of the last target received for this rule, echoed back so
-	// that the server replaces this client's previous traffic figure instead of
-	// adding to it. Unary callers must echo it. On a stream the server keeps it
-	// after the first report, so only that report needs it: a client that
-	// reconnects echoes its last receipts there. A report without one counts
-	// as a new client until the old figure ages out, which only makes quotas
-	// smaller, never larger.
+	// that the server replaces this client's previous traffic figure and quota
+	// instead of adding to them. Unary callers must echo it. On a stream the
+	// server keeps it after the first report, so only that report needs it: a
+	// client that reconnects echoes its last receipts there. Receipts are
+	// signed and bound to the client_id and rule they were issued to, and are
+	// good once: one that does not verify, or was used before, counts as none.
+	// A report without one counts as a new client until the old figures age
+	// out, which only makes quotas smaller, never larger. At most 256
+	// characters.
 	Receipt       string `protobuf:"bytes,7,opt,name=receipt,proto3" json:"receipt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -264,7 +275,11 @@ type GetSamplingTargetsRequest struct {
 	ServiceName string `protobuf:"bytes,2,opt,name=service_name,json=serviceName,proto3" json:"service_name,omitempty"`
 	ServiceType string `protobuf:"bytes,3,opt,name=service_type,json=serviceType,proto3" json:"service_type,omitempty"`
 	// One document per rule, each rule at most once.
-	Statistics    []*SamplingStatistics `protobuf:"bytes,4,rep,name=statistics,proto3" json:"statistics,omitempty"`
+	Statistics []*SamplingStatistics `protobuf:"bytes,4,rep,name=statistics,proto3" json:"statistics,omitempty"`
+	// The report's number, as Report.seq: an OK answer acknowledges it, and a
+	// report sent again after an error (with the same seq and counts) is
+	// billed at most once. 0: not numbered, every call is billed.
+	Seq           uint64 `protobuf:"varint,5,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -327,12 +342,24 @@ func (x *GetSamplingTargetsRequest) GetStatistics() []*SamplingStatistics {
 	return nil
 }
 
+func (x *GetSamplingTargetsRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
 // SamplingTarget is one client's quota for one rule.
 type SamplingTarget struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	RuleName string                 `protobuf:"bytes,1,opt,name=rule_name,json=ruleName,proto3" json:"rule_name,omitempty"`
 	// Traces per second this client may take from the rule's reservoir; may be
-	// fractional (0.25 = one trace every 4 s).
+	// fractional (0.25 = one trace every 4 s). The client's share of the
+	// reservoir in proportion to its traffic, but the quotas the fleet holds
+	// never add up to more than the reservoir: a client may get less than its
+	// share, even 0, until the others give back what they hold beyond theirs
+	// at their next report (within two report intervals). A quota of 0 is a
+	// target like any other: the client does not borrow.
 	ReservoirQuota float64 `protobuf:"fixed64,2,opt,name=reservoir_quota,json=reservoirQuota,proto3" json:"reservoir_quota,omitempty"`
 	// After this the quota is void: the client borrows at most one trace per
 	// second until it gets a new one.
@@ -340,9 +367,10 @@ type SamplingTarget struct {
 	// The share of the remaining requests to trace; lower than the rule's when
 	// a budget is being enforced.
 	FixedRate float64 `protobuf:"fixed64,4,opt,name=fixed_rate,json=fixedRate,proto3" json:"fixed_rate,omitempty"`
-	// Opaque; send it back in the next report for this rule, once. Empty in
-	// targets a stream sends unasked (a budget changed): they answer no
-	// report, so keep the last one.
+	// Opaque and signed; send it back in the next report for this rule, once.
+	// Empty in targets a stream sends unasked (a budget changed, or the
+	// server renewed the last quotas because its store did not answer): they
+	// record no report, so keep the last one.
 	Receipt       string `protobuf:"bytes,5,opt,name=receipt,proto3" json:"receipt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -421,7 +449,10 @@ type RejectedStatistics struct {
 	Index int32 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
 	// A stable code: UNKNOWN_RULE, DUPLICATE_RULE, NEGATIVE_COUNT,
 	// INCONSISTENT_COUNTS, COUNT_TOO_LARGE (over 10 million requests per
-	// second), FUTURE_TIMESTAMP, BAD_INTERVAL, BAD_RECEIPT.
+	// second over the time since the client's last target, or without a
+	// receipt over its interval, at most two report intervals),
+	// FUTURE_TIMESTAMP, BAD_INTERVAL, BAD_RECEIPT (longer than a receipt can
+	// be). Counted in controlplane_report_documents_rejected_total.
 	Code          string `protobuf:"bytes,3,opt,name=code,proto3" json:"code,omitempty"`
 	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -713,9 +744,35 @@ func (x *Hello) GetKnownRulesVersion() int64 {
 }
 
 // Report is one interval's counts.
+//
+// Reports are numbered so that none is lost and none is billed twice. A
+// client numbers its reports with seq, increasing over the life of its
+// client_id (across streams and unary calls; the Go SDK starts at its start
+// time in microseconds, so a restarted process that reuses its client_id
+// keeps increasing). The server acknowledges a report (TargetSet.acked_seq)
+// only once the store has recorded its counts; the store records the highest
+// seq per client_id in the same atomic step as the counts, remembers it for
+// at least an hour after the client's last recorded report, and bills a
+// report whose seq is not above it nothing (its counts were recorded
+// already: the acknowledgement was lost). So the client keeps a report until
+// it is acknowledged and sends it again, with the same seq and counts, on
+// the same stream at the next interval, on a new stream, or in the last
+// unary call when it closes; it does not take new counts (they wait in its
+// counters) while one is unacknowledged, since a later seq recorded first
+// would make the store ignore the earlier one. It gives up on a report it
+// could not get acknowledged within 50 minutes (the store may have
+// forgotten the seq).
+//
+// A replica never holds the counts of a numbered report it could not
+// record: it does not acknowledge it, and the client sends it again, to
+// this replica or another. Only reports without a seq (0, from clients
+// that predate numbering) are held by the replica while the store is
+// unreachable, as before, and may be lost with it.
 type Report struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Statistics    []*SamplingStatistics  `protobuf:"bytes,1,rep,name=statistics,proto3" json:"statistics,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Statistics []*SamplingStatistics  `protobuf:"bytes,1,rep,name=statistics,proto3" json:"statistics,omitempty"`
+	// The report's number, at most 2^53 - 1; 0: not numbered.
+	Seq           uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -755,6 +812,13 @@ func (x *Report) GetStatistics() []*SamplingStatistics {
 		return x.Statistics
 	}
 	return nil
+}
+
+func (x *Report) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
 }
 
 // StreamSamplingResponse is a message from server to client on the stream.
@@ -840,7 +904,9 @@ func (*StreamSamplingResponse_Rules) isStreamSamplingResponse_Message() {}
 
 func (*StreamSamplingResponse_Targets) isStreamSamplingResponse_Message() {}
 
-// RuleSet is the client's rule set at one version.
+// RuleSet is the client's rule set at one version, as
+// GetSamplingRulesResponse: in matching order, without description and
+// labels.
 type RuleSet struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	RulesVersion  int64                  `protobuf:"varint,1,opt,name=rules_version,json=rulesVersion,proto3" json:"rules_version,omitempty"`
@@ -900,8 +966,14 @@ type TargetSet struct {
 	Rejected       []*RejectedStatistics  `protobuf:"bytes,2,rep,name=rejected,proto3" json:"rejected,omitempty"`
 	RulesVersion   int64                  `protobuf:"varint,3,opt,name=rules_version,json=rulesVersion,proto3" json:"rules_version,omitempty"`
 	ReportInterval *durationpb.Duration   `protobuf:"bytes,4,opt,name=report_interval,json=reportInterval,proto3" json:"report_interval,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The seq of the report these targets answer, once the store has
+	// recorded it (or had recorded it before: a report sent again); the
+	// client may forget that report. 0 in targets that acknowledge nothing:
+	// sent unasked (a budget changed), or renewed because the store could not
+	// record the report, which the client then sends again.
+	AckedSeq      uint64 `protobuf:"varint,5,opt,name=acked_seq,json=ackedSeq,proto3" json:"acked_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TargetSet) Reset() {
@@ -962,6 +1034,13 @@ func (x *TargetSet) GetReportInterval() *durationpb.Duration {
 	return nil
 }
 
+func (x *TargetSet) GetAckedSeq() uint64 {
+	if x != nil {
+		return x.AckedSeq
+	}
+	return 0
+}
+
 var File_controlplane_v1_sampling_proto protoreflect.FileDescriptor
 
 const file_controlplane_v1_sampling_proto_rawDesc = "" +
@@ -982,14 +1061,15 @@ const file_controlplane_v1_sampling_proto_rawDesc = "" +
 	"\fborrow_count\x18\x04 \x01(\x03R\vborrowCount\x128\n" +
 	"\ttimestamp\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x125\n" +
 	"\binterval\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12\x18\n" +
-	"\areceipt\x18\a \x01(\tR\areceipt\"\xc3\x01\n" +
+	"\areceipt\x18\a \x01(\tR\areceipt\"\xd5\x01\n" +
 	"\x19GetSamplingTargetsRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12!\n" +
 	"\fservice_name\x18\x02 \x01(\tR\vserviceName\x12!\n" +
 	"\fservice_type\x18\x03 \x01(\tR\vserviceType\x12C\n" +
 	"\n" +
 	"statistics\x18\x04 \x03(\v2#.controlplane.v1.SamplingStatisticsR\n" +
-	"statistics\"\xe1\x01\n" +
+	"statistics\x12\x10\n" +
+	"\x03seq\x18\x05 \x01(\x04R\x03seq\"\xe1\x01\n" +
 	"\x0eSamplingTarget\x12\x1b\n" +
 	"\trule_name\x18\x01 \x01(\tR\bruleName\x12'\n" +
 	"\x0freservoir_quota\x18\x02 \x01(\x01R\x0ereservoirQuota\x12P\n" +
@@ -1015,23 +1095,25 @@ const file_controlplane_v1_sampling_proto_rawDesc = "" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12!\n" +
 	"\fservice_name\x18\x02 \x01(\tR\vserviceName\x12!\n" +
 	"\fservice_type\x18\x03 \x01(\tR\vserviceType\x12.\n" +
-	"\x13known_rules_version\x18\x04 \x01(\x03R\x11knownRulesVersion\"M\n" +
+	"\x13known_rules_version\x18\x04 \x01(\x03R\x11knownRulesVersion\"_\n" +
 	"\x06Report\x12C\n" +
 	"\n" +
 	"statistics\x18\x01 \x03(\v2#.controlplane.v1.SamplingStatisticsR\n" +
-	"statistics\"\x8d\x01\n" +
+	"statistics\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\x8d\x01\n" +
 	"\x16StreamSamplingResponse\x120\n" +
 	"\x05rules\x18\x01 \x01(\v2\x18.controlplane.v1.RuleSetH\x00R\x05rules\x126\n" +
 	"\atargets\x18\x02 \x01(\v2\x1a.controlplane.v1.TargetSetH\x00R\atargetsB\t\n" +
 	"\amessage\"[\n" +
 	"\aRuleSet\x12#\n" +
 	"\rrules_version\x18\x01 \x01(\x03R\frulesVersion\x12+\n" +
-	"\x05rules\x18\x02 \x03(\v2\x15.controlplane.v1.RuleR\x05rules\"\xf0\x01\n" +
+	"\x05rules\x18\x02 \x03(\v2\x15.controlplane.v1.RuleR\x05rules\"\x8d\x02\n" +
 	"\tTargetSet\x129\n" +
 	"\atargets\x18\x01 \x03(\v2\x1f.controlplane.v1.SamplingTargetR\atargets\x12?\n" +
 	"\brejected\x18\x02 \x03(\v2#.controlplane.v1.RejectedStatisticsR\brejected\x12#\n" +
 	"\rrules_version\x18\x03 \x01(\x03R\frulesVersion\x12B\n" +
-	"\x0freport_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0ereportInterval2\xd0\x02\n" +
+	"\x0freport_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0ereportInterval\x12\x1b\n" +
+	"\tacked_seq\x18\x05 \x01(\x04R\backedSeq2\xd0\x02\n" +
 	"\x0fSamplingService\x12g\n" +
 	"\x10GetSamplingRules\x12(.controlplane.v1.GetSamplingRulesRequest\x1a).controlplane.v1.GetSamplingRulesResponse\x12m\n" +
 	"\x12GetSamplingTargets\x12*.controlplane.v1.GetSamplingTargetsRequest\x1a+.controlplane.v1.GetSamplingTargetsResponse\x12e\n" +

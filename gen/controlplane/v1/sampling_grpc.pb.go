@@ -46,7 +46,9 @@ type SamplingServiceClient interface {
 	// report_interval; the server sends the rule set at once and after every
 	// change, and targets after each report and whenever they change (a budget
 	// lowered rates). The server never queues more than the latest state for a
-	// slow client.
+	// slow client. When its store does not answer, the server still answers
+	// each report within half a report interval, with the client's last
+	// quotas renewed.
 	StreamSampling(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StreamSamplingRequest, StreamSamplingResponse], error)
 }
 
@@ -113,7 +115,9 @@ type SamplingServiceServer interface {
 	// report_interval; the server sends the rule set at once and after every
 	// change, and targets after each report and whenever they change (a budget
 	// lowered rates). The server never queues more than the latest state for a
-	// slow client.
+	// slow client. When its store does not answer, the server still answers
+	// each report within half a report interval, with the client's last
+	// quotas renewed.
 	StreamSampling(grpc.BidiStreamingServer[StreamSamplingRequest, StreamSamplingResponse]) error
 	mustEmbedUnimplementedSamplingServiceServer()
 }

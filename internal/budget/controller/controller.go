@@ -18,13 +18,14 @@ import (
 
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/condition"
 	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/store"
 )
 
 // Store is what the controller needs from the store.
 type Store interface {
-	RecordReports(ctx context.Context, b store.ReportBatch) ([]float64, error)
+	RecordReports(ctx context.Context, b store.ReportBatch) ([]store.RateResult, error)
 	Usage(ctx context.Context, budgetName string, month time.Time) (budget.Usage, error)
 	ClaimTick(ctx context.Context, tick int64, ttl time.Duration) (bool, error)
 	PutStates(ctx context.Context, states []budget.State) error
@@ -54,6 +55,9 @@ type Controller struct {
 	catalog *catalog.Catalog
 	opts    Options
 	fired   *prometheus.CounterVec
+	// failing is the condition "ticks fail": logged when it begins and
+	// ends, not every interval.
+	failing *condition.Condition
 
 	deliveries sync.WaitGroup
 }
@@ -76,8 +80,13 @@ func New(st Store, cat *catalog.Catalog, opts Options) *Controller {
 		Name: "controlplane_budget_alerts_fired_total",
 		Help: "Budget alerts fired by this replica, by budget and kind.",
 	}, []string{"budget", "kind"})}
+	failures := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "controlplane_budget_controller_errors_total",
+		Help: "Budget controller intervals that failed, mostly for want of the store; the log says when such failures begin and end.",
+	})
+	c.failing = condition.New(opts.Logger, "budget controller: ticks fail; budgets keep their last decisions", failures)
 	if opts.Registerer != nil {
-		opts.Registerer.MustRegister(c.fired)
+		opts.Registerer.MustRegister(c.fired, failures)
 	}
 	return c
 }
@@ -93,8 +102,12 @@ func (c *Controller) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := c.Tick(ctx); err != nil && ctx.Err() == nil {
-				c.opts.Logger.Warn("budget controller: tick failed", "err", err)
+			switch err := c.Tick(ctx); {
+			case ctx.Err() != nil:
+			case err != nil:
+				c.failing.Occurred(ctx, err)
+			default:
+				c.failing.Cleared(ctx)
 			}
 		}
 	}
@@ -201,11 +214,11 @@ func (c *Controller) scopeReservoirs(ctx context.Context, u *budget.Usage, model
 		return err
 	}
 	for i := range models {
-		if fleet[i] <= 0 {
+		if fleet[i].Fleet <= 0 {
 			continue // no current traffic known: keep the whole reservoir
 		}
 		scope := rate * float64(u.Rules[models[i].Name].Requests) / float64(total)
-		models[i].Reservoir *= min(1, scope/fleet[i])
+		models[i].Reservoir *= min(1, scope/fleet[i].Fleet)
 	}
 	return nil
 }

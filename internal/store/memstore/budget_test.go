@@ -233,6 +233,34 @@ func TestFiredMarkAgesOut(t *testing.T) {
 	}
 }
 
+// TestSeqMarkAgesOut: a client's highest report seq is remembered for
+// store.SeqWindow after its last report, new or repeated, then forgotten.
+func TestSeqMarkAgesOut(t *testing.T) {
+	clk := &clock{t: march.Add(time.Hour)}
+	s := open(t, memstore.Options{Now: clk.Now})
+	report := func() {
+		t.Helper()
+		_, err := s.RecordReports(t.Context(), store.ReportBatch{Now: clk.Now(), Sequenced: []store.SequencedUsage{{Client: "c", Seq: 3,
+			Usage: []store.UsageIncrement{{Budget: "team", Month: clk.Now(), Hour: 1, Requests: 1, Sampled: 1}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	report()
+	clk.Set(clk.Now().Add(store.SeqWindow - time.Second))
+	report() // a repeat: not billed, and remembered for another window
+	clk.Set(clk.Now().Add(store.SeqWindow - time.Second))
+	report()
+	if got := usageTotal(t, s, march); got != 1 {
+		t.Fatalf("%v requests after two repeats within the window, want 1", got)
+	}
+	clk.Set(clk.Now().Add(store.SeqWindow))
+	report()
+	if got := usageTotal(t, s, march); got != 2 {
+		t.Errorf("%v requests after a repeat past the window, want 2: the seq is forgotten", got)
+	}
+}
+
 func TestClaimLapses(t *testing.T) {
 	clk := &clock{t: march}
 	s := open(t, memstore.Options{Now: clk.Now})

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/tracesampling/controlplane/internal/budget"
+	"github.com/tracesampling/controlplane/internal/receipt"
+	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/internal/record"
 )
@@ -16,20 +18,41 @@ import (
 // fleet ledgers, budget usage, budget states and tick claims. It has a mutex
 // of its own so that reports never wait for an edit's disk write.
 //
-// Ledgers and tick claims live only in memory: a ledger is rebuilt within
-// one report interval and a claim lapses within one tick, so persisting them
-// would buy nothing. Usage and states are written to the usage file by the
+// Ledgers, receipt keys and tick claims live only in memory: a ledger is
+// rebuilt within two report intervals, a claim lapses within one tick, and
+// the receipts of an earlier process would name ledgers it does not have, so
+// persisting them would buy nothing. Usage and states are written to the usage file by the
 // flusher and on Close; dirty says they changed since the last write.
 type live struct {
 	mu       sync.Mutex
 	closed   bool
 	dirty    bool
-	flushErr error                        // of the last write of the usage file
-	ledgers  map[string]map[int64]float64 // rule → bucket → sum of rates
+	flushErr error // of the last write of the usage file
+	ledgers  map[string]*reservoir.Account
+	keys     *receipt.KeySet // nil until the first ReceiptKeys
+	swept    time.Time       // when ledgers past their TTL were last dropped
 	usage    map[usageKey]*monthUsage
 	states   map[string]budget.State // values never modified in place
 	ticks    map[int64]time.Time     // claimed tick → when the claim lapses
+	// seqs is the highest report seq recorded per client, kept in memory
+	// only (a restart forgets them, see README). pruneAt is the size at
+	// which expired marks are next swept out.
+	seqs    map[string]seqMark
+	pruneAt int
 }
+
+// seqMark is a client's highest recorded report seq, and until when it is
+// remembered.
+type seqMark struct {
+	seq   uint64
+	until time.Time
+}
+
+// maxSeqs bounds the clients whose seq is remembered at once. Past it (a
+// million clients reporting within store.SeqWindow: clients inventing ids)
+// a new client's report is applied without its seq being remembered, so
+// that a repeat of it would be billed again.
+const maxSeqs = 1 << 20
 
 // usageKey names one budget's month.
 type usageKey struct {
@@ -51,10 +74,12 @@ func newMonthUsage(start time.Time) *monthUsage {
 }
 
 func (l *live) init() {
-	l.ledgers = map[string]map[int64]float64{}
+	l.ledgers = map[string]*reservoir.Account{}
 	l.usage = map[usageKey]*monthUsage{}
 	l.states = map[string]budget.State{}
 	l.ticks = map[int64]time.Time{}
+	l.seqs = map[string]seqMark{}
+	l.pruneAt = 1024
 }
 
 // close refuses every later change.
@@ -155,12 +180,17 @@ func (l *live) restore(f *fileLive, now time.Time) error {
 
 // RecordReports implements store.LedgerStore. Usage increments are checked
 // before anything is applied, so a batch is applied whole or not at all.
-func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float64, error) {
+func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store.RateResult, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("record reports: %w: %w", err, store.ErrNotApplied)
 	}
 	for _, u := range b.Usage {
 		if err := record.CheckUsage(u.Budget, u.Month, u.Hour, u.Requests, u.Sampled); err != nil {
+			return nil, fmt.Errorf("record reports: %w", err)
+		}
+	}
+	for i := range b.Sequenced {
+		if err := record.CheckSequenced(&b.Sequenced[i]); err != nil {
 			return nil, fmt.Errorf("record reports: %w", err)
 		}
 	}
@@ -172,42 +202,100 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]float
 	}
 	// Key is ignored: every failure here says that it changed nothing.
 	l.addUsage(b.Usage, b.Now)
-	l.addRates(b)
-	sums := make(map[string]float64, len(b.Rates))
-	out := make([]float64, len(b.Rates))
-	for i, u := range b.Rates {
-		sum, ok := sums[u.Rule]
-		if !ok {
-			for bucket, v := range l.ledgers[u.Rule] {
-				if b.Ledger.Live(bucket, b.Now) {
-					sum += v
-				} else {
-					delete(l.ledgers[u.Rule], bucket)
-				}
-			}
-			sums[u.Rule] = sum
+	for i := range b.Sequenced {
+		if sq := &b.Sequenced[i]; l.newSeq(sq.Client, sq.Seq, b.Now) {
+			l.addUsage(sq.Usage, b.Now)
 		}
-		out[i] = sum
 	}
-	return out, nil
+	return l.applyRates(b), nil
 }
 
-// addRates applies a batch's rate updates to the ledgers. The caller holds
-// l.mu.
-func (l *live) addRates(b store.ReportBatch) {
-	for _, u := range b.Rates {
-		buckets := l.ledgers[u.Rule]
-		if buckets == nil {
-			buckets = map[int64]float64{}
-			l.ledgers[u.Rule] = buckets
+// newSeq reports whether seq is above the highest seq recorded for client,
+// and records it if so. Either way the client's mark is remembered for
+// store.SeqWindow from now. The caller holds l.mu.
+func (l *live) newSeq(client string, seq uint64, now time.Time) bool {
+	until := now.Add(store.SeqWindow)
+	m, ok := l.seqs[client]
+	if ok && now.Before(m.until) && seq <= m.seq {
+		m.until = until
+		l.seqs[client] = m
+		return false
+	}
+	if !ok && len(l.seqs) >= l.pruneAt {
+		maps.DeleteFunc(l.seqs, func(_ string, m seqMark) bool { return !now.Before(m.until) })
+		l.pruneAt = max(1024, 2*len(l.seqs))
+	}
+	if ok || len(l.seqs) < maxSeqs {
+		l.seqs[client] = seqMark{seq: seq, until: until}
+	}
+	return true
+}
+
+// applyRates applies a batch's rate updates to the ledgers, rule by rule.
+// The caller holds l.mu.
+func (l *live) applyRates(b store.ReportBatch) []store.RateResult {
+	out := make([]store.RateResult, len(b.Rates))
+	byRule := map[string][]int{}
+	var order []string
+	for i, u := range b.Rates {
+		if _, ok := byRule[u.Rule]; !ok {
+			order = append(order, u.Rule)
 		}
-		buckets[u.Add.Bucket] += u.Add.Rate
-		if r := u.Retract; r != nil && b.Ledger.Live(r.Bucket, b.Now) {
-			if _, ok := buckets[r.Bucket]; ok {
-				buckets[r.Bucket] = max(0, buckets[r.Bucket]-r.Rate)
+		byRule[u.Rule] = append(byRule[u.Rule], i)
+	}
+	for _, rule := range order {
+		idx := byRule[rule]
+		ups := make([]reservoir.Update, len(idx))
+		for k, i := range idx {
+			u := b.Rates[i]
+			ups[k] = reservoir.Update{Add: u.Add, Reservoir: u.Reservoir, Retract: u.Retract, Client: u.Client}
+		}
+		a := l.ledgers[rule]
+		if a == nil {
+			a = &reservoir.Account{}
+		}
+		fleet, grants := b.Ledger.Apply(a, b.Now, b.DownSince, ups)
+		if a.Written {
+			l.ledgers[rule] = a
+		}
+		t := b.Ledger.Totals(a, b.Now)
+		for k, i := range idx {
+			out[i] = store.RateResult{Fleet: fleet, Quota: grants[k], Sampled: t.Sampled, Instances: t.Instances, Granted: t.Quota}
+		}
+	}
+	// Ledgers nobody wrote for as long as storage keeps them go, as their
+	// Redis keys expire; looked for once an interval.
+	if b.Ledger.Interval > 0 && b.Now.Sub(l.swept) >= b.Ledger.Interval {
+		l.swept = b.Now
+		for rule, a := range l.ledgers {
+			if b.Now.Sub(time.Unix(0, (a.Last+1)*int64(b.Ledger.Interval))) > b.Ledger.TTL() {
+				delete(l.ledgers, rule)
 			}
 		}
 	}
+	return out
+}
+
+// ReceiptKeys implements store.LedgerStore.
+func (s *Store) ReceiptKeys(ctx context.Context, now time.Time) (receipt.KeySet, error) {
+	if err := ctx.Err(); err != nil {
+		return receipt.KeySet{}, err
+	}
+	l := &s.live
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return receipt.KeySet{}, errClosed
+	}
+	var cur receipt.KeySet
+	if l.keys != nil {
+		cur = *l.keys
+	}
+	next, changed := receipt.Rotate(cur, l.keys != nil, now, receipt.NewKey(now))
+	if changed {
+		l.keys = &next
+	}
+	return next, nil
 }
 
 // addUsage adds checked increments. A month seen for the first time is

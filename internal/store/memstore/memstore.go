@@ -47,10 +47,17 @@ type Options struct {
 	// MaxAlerts is how many alerts are kept; older ones are dropped.
 	// Default: 10000.
 	MaxAlerts int
+	// MaxRules is the most rules the store holds, the Default rule
+	// included; CreateRule refuses more with store.ErrRuleLimit. Default,
+	// and the most allowed: rules.MaxRules.
+	MaxRules int
 	// FlushInterval is how often budget usage and states that changed since
 	// the usage file was last written are written to it; only with a
 	// DataDir. A crash loses at most this much usage. Default: 5s.
 	FlushInterval time.Duration
+	// MaxTokens is how many tokens are kept; CreateToken refuses more with
+	// store.ErrLimit. Default: store.MaxTokens.
+	MaxTokens int
 }
 
 // Defaults of Options.
@@ -75,6 +82,8 @@ type Store struct {
 	now       func() time.Time
 	maxEvents int
 	maxAlerts int
+	maxRules  int
+	maxTokens int
 
 	mu     sync.Mutex // orders edits
 	st     state
@@ -114,6 +123,10 @@ type state struct {
 	alerts   []alertEntry
 	alertSeq int64
 	fired    map[string]time.Time
+
+	// tokens values are never modified in place, like rules.
+	tokens        map[string]store.Token
+	tokensVersion int64
 }
 
 // alertEntry is an alert and its position in the list.
@@ -129,15 +142,20 @@ type entry struct {
 }
 
 // New opens a store. With a DataDir it loads the state kept there, if any.
-// A new store holds the Default rule at revision 1.
+// A new store holds the Default rule at revision 1, at the rules version
+// store.FirstVersion gives for its clock.
 func New(opts Options) (*Store, error) {
+	if opts.MaxRules > rules.MaxRules {
+		return nil, fmt.Errorf("memstore: MaxRules %d is over the limit of %d", opts.MaxRules, rules.MaxRules)
+	}
 	s := &Store{
 		dataDir:   opts.DataDir,
 		now:       opts.Now,
 		maxEvents: opts.MaxEvents,
 		maxAlerts: opts.MaxAlerts,
+		maxRules:  opts.MaxRules,
 		watchers:  make(map[*watcher]struct{}),
-		st:        state{rules: map[string]rules.Rule{}, budgets: map[string]budget.Budget{}, fired: map[string]time.Time{}},
+		st:        state{rules: map[string]rules.Rule{}, budgets: map[string]budget.Budget{}, fired: map[string]time.Time{}, tokens: map[string]store.Token{}},
 	}
 	s.live.init()
 	if s.now == nil {
@@ -148,6 +166,13 @@ func New(opts Options) (*Store, error) {
 	}
 	if s.maxAlerts <= 0 {
 		s.maxAlerts = DefaultMaxAlerts
+	}
+	s.maxTokens = opts.MaxTokens
+	if s.maxTokens <= 0 {
+		s.maxTokens = store.MaxTokens
+	}
+	if s.maxRules <= 0 {
+		s.maxRules = rules.MaxRules
 	}
 	flushEvery := opts.FlushInterval
 	if flushEvery <= 0 {
@@ -233,6 +258,9 @@ func (s *Store) CreateRule(_ context.Context, r rules.Rule, actor string) (rules
 	if _, ok := s.st.rules[r.Name]; ok {
 		return rules.Rule{}, fmt.Errorf("create rule %q: %w", r.Name, store.ErrAlreadyExists)
 	}
+	if len(s.st.rules) >= s.maxRules {
+		return rules.Rule{}, fmt.Errorf("create rule %q: %w (at most %d rules, the Default rule included)", r.Name, store.ErrRuleLimit, s.maxRules)
+	}
 	now := record.Timestamp(s.now())
 	r = r.Clone()
 	r.Revision, r.CreateTime, r.UpdateTime = 1, now, now
@@ -309,7 +337,11 @@ func (s *Store) commit(action store.Action, before, after *rules.Rule, actor str
 	} else {
 		delete(next.rules, name)
 	}
-	next.version++
+	if next.version == 0 {
+		next.version = store.FirstVersion(now)
+	} else {
+		next.version++
+	}
 	next.lastSeq++
 	ev := store.Event{
 		ID:           strconv.FormatInt(next.lastSeq, 10),
@@ -420,7 +452,7 @@ func (s *Store) RulesVersion(context.Context) (int64, error) {
 }
 
 // topics is every topic, in the order a watcher hears of pending ones.
-var topics = [...]store.Topic{store.TopicRules, store.TopicBudgets, store.TopicAlerts}
+var topics = [...]store.Topic{store.TopicRules, store.TopicBudgets, store.TopicAlerts, store.TopicTokens}
 
 // watcher is one WatchChanges call: the topics changed since it last looked
 // (a bit per entry of topics, under s.wmu) and a one-slot wake-up channel.

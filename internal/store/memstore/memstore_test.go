@@ -36,6 +36,9 @@ func TestConformance(t *testing.T) {
 				Open: func(t *testing.T, now func() time.Time) store.Store {
 					return open(t, memstore.Options{Now: now})
 				},
+				OpenLimited: func(t *testing.T, now func() time.Time, maxRules int) store.Store {
+					return open(t, memstore.Options{Now: now, MaxRules: maxRules})
+				},
 			}
 		})
 	})
@@ -46,7 +49,15 @@ func TestConformance(t *testing.T) {
 				Open: func(t *testing.T, now func() time.Time) store.Store {
 					return open(t, memstore.Options{DataDir: dir, Now: now})
 				},
+				OpenLimited: func(t *testing.T, now func() time.Time, maxRules int) store.Store {
+					return open(t, memstore.Options{DataDir: dir, Now: now, MaxRules: maxRules})
+				},
 				Durable: true,
+				Lose: func(t *testing.T) {
+					if err := os.RemoveAll(dir); err != nil {
+						t.Fatal(err)
+					}
+				},
 			}
 		})
 	})
@@ -290,5 +301,13 @@ func TestClosedStoreIsUnavailable(t *testing.T) {
 		if !errors.Is(err, store.ErrUnavailable) {
 			t.Errorf("%s after Close: error = %v, want ErrUnavailable", name, err)
 		}
+	}
+}
+
+// TestMaxRulesOverTheLimit: a store cannot be opened to hold more rules than
+// an SDK is sure to accept.
+func TestMaxRulesOverTheLimit(t *testing.T) {
+	if _, err := memstore.New(memstore.Options{MaxRules: rules.MaxRules + 1}); err == nil {
+		t.Error("New with MaxRules over rules.MaxRules succeeded")
 	}
 }

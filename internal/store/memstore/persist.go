@@ -44,6 +44,9 @@ type fileState struct {
 	AlertSeq int64                `json:"alert_seq,omitempty"`
 	Alerts   []fileAlert          `json:"alerts,omitempty"` // oldest first
 	Fired    map[string]time.Time `json:"fired,omitempty"`  // DedupKey → mark kept until
+
+	Tokens        []record.Token `json:"tokens,omitempty"` // by name
+	TokensVersion int64          `json:"tokens_version,omitempty"`
 }
 
 type fileAlert struct {
@@ -111,6 +114,9 @@ func load(dir string, lv *live, now time.Time) (*state, error) {
 		alertSeq: f.AlertSeq,
 		alerts:   make([]alertEntry, 0, len(f.Alerts)),
 		fired:    make(map[string]time.Time, len(f.Fired)),
+
+		tokens:        make(map[string]store.Token, len(f.Tokens)),
+		tokensVersion: f.TokensVersion,
 	}
 	for i := range f.Rules {
 		st.rules[f.Rules[i].Name] = f.Rules[i].ToRule()
@@ -155,6 +161,13 @@ func load(dir string, lv *live, now time.Time) (*state, error) {
 		if now.Before(until) {
 			st.fired[k] = until
 		}
+	}
+	for i := range f.Tokens {
+		t, err := f.Tokens[i].ToToken()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		st.tokens[t.Name] = t
 	}
 	return st, nil
 }
@@ -242,6 +255,11 @@ func save(dir string, st *state) error {
 	}
 	for i, e := range st.alerts {
 		f.Alerts[i] = fileAlert{Seq: e.seq, Alert: record.FromAlert(&e.alert)}
+	}
+	f.TokensVersion = st.tokensVersion
+	for _, name := range slices.Sorted(maps.Keys(st.tokens)) {
+		t := st.tokens[name]
+		f.Tokens = append(f.Tokens, record.FromToken(&t))
 	}
 	b, err := json.Marshal(&f)
 	if err != nil {

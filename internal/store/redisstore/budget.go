@@ -219,7 +219,8 @@ type budgetEdit struct {
 }
 
 func (s *Store) runBudgetEdit(ctx context.Context, a budgetEdit) (int64, error) {
-	status, err := s.budgetEdit.Run(ctx, s.client, []string{s.budgetsKey(), s.callKey("")},
+	call := s.callKey("")
+	status, err := s.budgetEdit.Run(ctx, s.client, []string{s.budgetsKey(), call},
 		a.op.String(), a.name, a.budget, a.read, a.ifRevision, s.channel, callTTL.Milliseconds(),
 	).Int64Slice()
 	if err != nil {
@@ -227,6 +228,11 @@ func (s *Store) runBudgetEdit(ctx context.Context, a budgetEdit) (int64, error) 
 	}
 	if len(status) != 1 {
 		return 0, fmt.Errorf("budget script returned %v", status)
+	}
+	if status[0] == statusOK {
+		if err := s.replicated(ctx, call); err != nil {
+			return 0, err
+		}
 	}
 	return status[0], nil
 }

@@ -19,17 +19,24 @@
 -- ARGV[8] audit entries to keep per stream (trimmed approximately)
 -- ARGV[9] change notification channel
 -- ARGV[10] how long KEYS[5] is kept, in milliseconds
+-- ARGV[11] create: the most rules KEYS[1] may hold, or 0 for no limit (the
+--          Default rule's seed). Counted here, in the create's own atomic
+--          step, so creates on any number of replicas never pass it.
+-- ARGV[12] the version of a first edit, when KEYS[2] does not exist (a new
+--          Redis, or one that lost its data): from the clock, so that no
+--          version is handed out twice
 --
 -- Returns {0, version, entry id} on success, or {status}: 1 not found,
 -- 2 already exists, 3 revision conflict, 4 replaced since the caller read it
--- at the same revision (deleted and created again), so read it again.
+-- at the same revision (deleted and created again), so read it again, 5 the
+-- rule limit is reached.
 --
 -- An edit that was applied marks KEYS[5] with its answer: a client that
 -- sends the script again (go-redis does after a read timeout, when the first
 -- run may have happened) gets that answer instead of "already exists" or a
 -- conflict with its own edit.
 
-local OK, NOT_FOUND, EXISTS, CONFLICT, CHANGED = 0, 1, 2, 3, 4
+local OK, NOT_FOUND, EXISTS, CONFLICT, CHANGED, LIMIT = 0, 1, 2, 3, 4, 5
 local op, name, new, read = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local if_rev = tonumber(ARGV[5])
 
@@ -42,6 +49,8 @@ end
 local cur = redis.call('HGET', KEYS[1], name)
 if op == 'create' then
   if cur then return {EXISTS} end
+  local limit = tonumber(ARGV[11])
+  if limit > 0 and redis.call('HLEN', KEYS[1]) >= limit then return {LIMIT} end
 else
   if not cur then return {NOT_FOUND} end
   local rev = cjson.decode(cur).revision
@@ -62,7 +71,12 @@ if op == 'delete' then
 else
   redis.call('HSET', KEYS[1], name, new)
 end
-local version = redis.call('INCR', KEYS[2])
+if redis.call('INCR', KEYS[2]) == 1 then
+  redis.call('SET', KEYS[2], ARGV[12])
+end
+-- Kept as a string: Lua's numbers would print a 16-digit version in
+-- exponent notation.
+local version = redis.call('GET', KEYS[2])
 
 local entry = {'rule', name, 'action', op, 'actor', ARGV[6], 'time', ARGV[7], 'version', version}
 if cur then
@@ -77,4 +91,4 @@ local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[8], '*', unpack(entry
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], id, unpack(entry))
 redis.call('SET', KEYS[5], version .. ' ' .. id, 'PX', ARGV[10])
 redis.call('PUBLISH', ARGV[9], 'rules')
-return {OK, version, id}
+return {OK, tonumber(version), id}

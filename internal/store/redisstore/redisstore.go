@@ -6,10 +6,17 @@
 // Layout, for the default prefix "tsc":
 //
 //	{tsc}:rules                  hash: rule name -> rule JSON
-//	{tsc}:rules:version          counter, bumped by every edit
+//	{tsc}:rules:version          counter, bumped by every edit; the first
+//	                             edit sets it from the clock (see
+//	                             store.FirstVersion)
 //	{tsc}:rules:events           stream: audit log, all rules
 //	{tsc}:rules:events:<name>    stream: audit log of one rule
-//	{tsc}:ledger:<rule>          hash: fleet ledger, bucket -> sum of rates
+//	{tsc}:ledger:<rule>          hash: fleet ledger: "<bucket>" sum of
+//	                             rates, "q:<bucket>" sum of quotas granted,
+//	                             "last", and the reserve after an outage
+//	                             ("res", "resb", "resf"); 15 minutes
+//	{tsc}:receiptkeys            string: the keys receipts are signed with
+//	                             (receipt.KeySet JSON); created once
 //	{tsc}:budgets                hash: budget name -> budget JSON
 //	{tsc}:budgets:states         hash: budget name -> controller state JSON
 //	{tsc}:usage:<budget>:<YYYYMM> hash: a budget's month: "r:<hour>" and
@@ -25,9 +32,10 @@
 //	                             that the call sent again changes nothing
 //	                             and answers as the first run); id is
 //	                             random, or a report batch's Key; 5 minutes
+//	{tsc}:tokens...              tokens and their indexes (see token.go)
 //	{tsc}:changes                pub/sub channel; each message names the
 //	                             topic that changed: "rules", "budgets",
-//	                             "alerts"
+//	                             "alerts", "tokens"
 package redisstore
 
 import (
@@ -66,6 +74,21 @@ type Options struct {
 	// in each budget's, trimmed approximately like MaxEvents. Default:
 	// 10000.
 	MaxAlerts int64
+	// MaxRules is the most rules the store holds, the Default rule
+	// included; CreateRule refuses more with store.ErrRuleLimit. Every
+	// replica must have the same. Default, and the most allowed:
+	// rules.MaxRules.
+	MaxRules int
+	// MaxTokens is how many tokens are kept; CreateToken refuses more with
+	// store.ErrLimit. Default: store.MaxTokens.
+	MaxTokens int
+	// ReplicaWait is how long a rule or budget edit waits for every replica
+	// the master has online to confirm it (Redis WAIT) before it is
+	// acknowledged, so that a failover cannot lose an acknowledged edit.
+	// An edit not confirmed in time fails with store.ErrNotReplicated
+	// (it is applied). A lone node has no replicas and does not wait.
+	// Default: DefaultReplicaWait. Negative: edits never wait.
+	ReplicaWait time.Duration
 }
 
 // Defaults of Options.
@@ -101,6 +124,7 @@ const (
 	statusExists
 	statusConflict
 	statusChanged
+	statusLimit
 )
 
 // errClosed is returned by every call after Close.
@@ -109,16 +133,22 @@ var errClosed = fmt.Errorf("redisstore: %w: %w: store closed", store.ErrUnavaila
 // Store is a store.Store on Redis. It is safe for concurrent use; all
 // coordination between callers and replicas happens in Redis.
 type Store struct {
-	client     redis.UniversalClient
-	now        func() time.Time
-	maxEvents  int64
-	maxAlerts  int64
-	edit       *redis.Script
-	ledger     *redis.Script
-	budgetEdit *redis.Script
-	alert      *redis.Script
-	closed     atomic.Bool
-	tag        string
+	client      redis.UniversalClient
+	now         func() time.Time
+	maxEvents   int64
+	maxAlerts   int64
+	maxRules    int
+	maxTokens   int
+	wait        time.Duration // Options.ReplicaWait; negative: none
+	edit        *redis.Script
+	ledger      *redis.Script
+	keysCAS     *redis.Script
+	clock       redisClock
+	budgetEdit  *redis.Script
+	alert       *redis.Script
+	tokenScript *redis.Script
+	closed      atomic.Bool
+	tag         string
 
 	rulesKey   string
 	versionKey string
@@ -127,9 +157,11 @@ type Store struct {
 }
 
 // New returns a store on client and makes sure the Default rule exists: many
-// replicas may start at once, and exactly one of them seeds it. It fails,
-// with an error wrapping store.ErrUnavailable, if Redis cannot be reached.
-// The caller keeps ownership of client and closes it after Close.
+// replicas may start at once, and exactly one of them seeds it. If Redis
+// cannot be reached, New still returns the store, so that a replica can start
+// before its Redis: the first Snapshot that reaches Redis seeds the rule
+// (Snapshot puts it back wherever it is missing). The caller keeps ownership
+// of client and closes it after Close.
 func New(ctx context.Context, client redis.UniversalClient, opts Options) (*Store, error) {
 	if opts.Prefix == "" {
 		opts.Prefix = DefaultPrefix
@@ -146,23 +178,40 @@ func New(ctx context.Context, client redis.UniversalClient, opts Options) (*Stor
 	if opts.MaxAlerts <= 0 {
 		opts.MaxAlerts = DefaultMaxAlerts
 	}
+	if opts.MaxRules > rules.MaxRules {
+		return nil, fmt.Errorf("redisstore: MaxRules %d is over the limit of %d", opts.MaxRules, rules.MaxRules)
+	}
+	if opts.MaxRules <= 0 {
+		opts.MaxRules = rules.MaxRules
+	}
+	if opts.ReplicaWait == 0 {
+		opts.ReplicaWait = DefaultReplicaWait
+	}
+	if opts.MaxTokens <= 0 {
+		opts.MaxTokens = store.MaxTokens
+	}
 	tag := "{" + opts.Prefix + "}"
 	s := &Store{
-		client:     client,
-		now:        opts.Now,
-		maxEvents:  opts.MaxEvents,
-		maxAlerts:  opts.MaxAlerts,
-		edit:       redis.NewScript(editLua),
-		ledger:     redis.NewScript(ledgerLua),
-		budgetEdit: redis.NewScript(budgetLua),
-		alert:      redis.NewScript(alertLua),
-		tag:        tag,
-		rulesKey:   tag + ":rules",
-		versionKey: tag + ":rules:version",
-		eventsKey:  tag + ":rules:events",
-		channel:    tag + ":changes",
+		client:      client,
+		now:         opts.Now,
+		maxEvents:   opts.MaxEvents,
+		maxAlerts:   opts.MaxAlerts,
+		maxRules:    opts.MaxRules,
+		maxTokens:   opts.MaxTokens,
+		wait:        opts.ReplicaWait,
+		edit:        redis.NewScript(editLua),
+		ledger:      redis.NewScript(ledgerLua),
+		keysCAS:     redis.NewScript(keysCASLua),
+		budgetEdit:  redis.NewScript(budgetLua),
+		alert:       redis.NewScript(alertLua),
+		tokenScript: redis.NewScript(tokenLua),
+		tag:         tag,
+		rulesKey:    tag + ":rules",
+		versionKey:  tag + ":rules:version",
+		eventsKey:   tag + ":rules:events",
+		channel:     tag + ":changes",
 	}
-	if err := s.seed(ctx); err != nil {
+	if err := s.seed(ctx); err != nil && !errors.Is(err, store.ErrUnavailable) {
 		return nil, err
 	}
 	return s, nil
@@ -195,7 +244,9 @@ func (s *Store) seed(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	res, err := s.runEdit(ctx, editArgs{op: store.ActionCreate, name: d.Name, rule: b, actor: systemActor, time: now})
+	// Not waited for: a lost seed is seeded again by the next Snapshot,
+	// and a replica slow to confirm must not stop a replica starting.
+	res, err := s.runEdit(ctx, editArgs{op: store.ActionCreate, name: d.Name, rule: b, actor: systemActor, time: now, noWait: true})
 	if err != nil {
 		return fmt.Errorf("seed the Default rule: %w", err)
 	}
@@ -303,7 +354,7 @@ func (s *Store) CreateRule(ctx context.Context, r rules.Rule, actor string) (rul
 	if err != nil {
 		return rules.Rule{}, err
 	}
-	res, err := s.runEdit(ctx, editArgs{op: store.ActionCreate, name: r.Name, rule: b, actor: actor, time: now})
+	res, err := s.runEdit(ctx, editArgs{op: store.ActionCreate, name: r.Name, rule: b, actor: actor, time: now, maxRules: s.maxRules})
 	if err != nil {
 		return rules.Rule{}, fmt.Errorf("create rule %q: %w", r.Name, err)
 	}
@@ -312,6 +363,8 @@ func (s *Store) CreateRule(ctx context.Context, r rules.Rule, actor string) (rul
 		return r, nil
 	case statusExists:
 		return rules.Rule{}, fmt.Errorf("create rule %q: %w", r.Name, store.ErrAlreadyExists)
+	case statusLimit:
+		return rules.Rule{}, fmt.Errorf("create rule %q: %w (at most %d rules, the Default rule included)", r.Name, store.ErrRuleLimit, s.maxRules)
 	}
 	return rules.Rule{}, fmt.Errorf("create rule %q: unexpected status %d", r.Name, res.status)
 }
@@ -401,6 +454,8 @@ type editArgs struct {
 	ifRevision int64
 	actor      string
 	time       time.Time
+	maxRules   int  // create: the limit; 0 for none (the Default rule's seed)
+	noWait     bool // acknowledged without waiting for replicas
 }
 
 type editResult struct {
@@ -410,10 +465,12 @@ type editResult struct {
 }
 
 func (s *Store) runEdit(ctx context.Context, a editArgs) (editResult, error) {
-	keys := []string{s.rulesKey, s.versionKey, s.eventsKey, s.ruleEventsKey(a.name), s.callKey("")}
+	call := s.callKey("")
+	keys := []string{s.rulesKey, s.versionKey, s.eventsKey, s.ruleEventsKey(a.name), call}
 	v, err := s.edit.Run(ctx, s.client, keys,
 		a.op.String(), a.name, a.rule, a.read, a.ifRevision, a.actor,
-		a.time.Format(time.RFC3339Nano), s.maxEvents, s.channel, callTTL.Milliseconds(),
+		a.time.Format(time.RFC3339Nano), s.maxEvents, s.channel, callTTL.Milliseconds(), a.maxRules,
+		store.FirstVersion(a.time),
 	).Slice()
 	if err != nil {
 		return editResult{}, unavailable("run edit script", err)
@@ -432,6 +489,11 @@ func (s *Store) runEdit(ctx context.Context, a editArgs) (editResult, error) {
 		}
 		res.version, _ = v[1].(int64)
 		res.id, _ = v[2].(string)
+		if !a.noWait {
+			if err := s.replicated(ctx, call); err != nil {
+				return editResult{}, err
+			}
+		}
 	}
 	return res, nil
 }
@@ -643,7 +705,7 @@ func (s *Store) watch(ctx context.Context, notify func(store.Topic)) (subscribed
 
 // topics is every topic, in the order WatchChanges announces them on
 // subscribing.
-var topics = [...]store.Topic{store.TopicRules, store.TopicBudgets, store.TopicAlerts}
+var topics = [...]store.Topic{store.TopicRules, store.TopicBudgets, store.TopicAlerts, store.TopicTokens}
 
 // Ping sends PING.
 func (s *Store) Ping(ctx context.Context) error {
@@ -680,4 +742,53 @@ func unavailable(op string, err error) error {
 func notSent(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial" || errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrClosed)
+}
+
+// Persistence is what the Redis behind a store keeps on disk, as far as it
+// could be read. Rules, budgets, spend and alerts live only in Redis: one
+// that persists nothing loses them all when it restarts.
+type Persistence struct {
+	// Known is false when Redis refused CONFIG GET (managed services often
+	// disable it) and INFO did not show the append-only file on: nothing
+	// more can be said.
+	Known bool
+	// AppendOnly: the append-only file is on (appendonly yes).
+	AppendOnly bool
+	// Save is the RDB snapshot schedule ("3600 1 300 100"), empty for none.
+	Save string
+}
+
+// None reports whether Redis is known to persist nothing.
+func (p Persistence) None() bool { return p.Known && !p.AppendOnly && p.Save == "" }
+
+// Persistence reads Redis's persistence settings with CONFIG GET, or, where
+// CONFIG is refused, whether the append-only file is on from INFO
+// persistence. The error wraps store.ErrUnavailable if Redis cannot be
+// reached.
+func (s *Store) Persistence(ctx context.Context) (Persistence, error) {
+	if s.closed.Load() {
+		return Persistence{}, errClosed
+	}
+	cfg, err := s.client.ConfigGet(ctx, "appendonly").Result()
+	if err == nil {
+		var save map[string]string
+		if save, err = s.client.ConfigGet(ctx, "save").Result(); err == nil {
+			return Persistence{Known: true, AppendOnly: cfg["appendonly"] == "yes", Save: save["save"]}, nil
+		}
+	}
+	var refused redis.Error
+	if !errors.As(err, &refused) {
+		return Persistence{}, unavailable("config get", err)
+	}
+	info, err := s.client.Info(ctx, "persistence").Result()
+	if errors.As(err, &refused) {
+		return Persistence{}, nil
+	}
+	if err != nil {
+		return Persistence{}, unavailable("info persistence", err)
+	}
+	if strings.Contains(info, "aof_enabled:1") {
+		return Persistence{Known: true, AppendOnly: true}, nil
+	}
+	return Persistence{}, nil
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"sync"
@@ -11,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
@@ -19,6 +24,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
+	"github.com/tracesampling/controlplane/internal/store/memstore"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
 	"github.com/tracesampling/controlplane/internal/store/storetest"
 )
@@ -69,9 +75,19 @@ func TestConformance(t *testing.T) {
 						// A client per store, as each replica has its own.
 						return newStore(t, tt.client(t, srv), redisstore.Options{Prefix: prefix, Now: now})
 					},
+					OpenLimited: func(t *testing.T, now func() time.Time, maxRules int) store.Store {
+						return newStore(t, tt.client(t, srv), redisstore.Options{Prefix: prefix, Now: now, MaxRules: maxRules})
+					},
 					Shared:        true,
 					Durable:       true,
 					RemembersKeys: true,
+					Lose: func(t *testing.T) {
+						// Suite clauses run one at a time: nothing else is
+						// on the server meanwhile.
+						if err := srv.Client(t).FlushAll(t.Context()).Err(); err != nil {
+							t.Fatal(err)
+						}
+					},
 				}
 			})
 		})
@@ -119,6 +135,7 @@ func TestNewRejectsBadPrefix(t *testing.T) {
 // exactly one seeds the Default rule.
 func TestReplicasSeedOnce(t *testing.T) {
 	srv := redistest.Start(t)
+	start := time.Now()
 	const replicas = 12
 	stores := make([]*redisstore.Store, replicas)
 	errs := make([]error, replicas)
@@ -133,8 +150,8 @@ func TestReplicasSeedOnce(t *testing.T) {
 		}
 	}
 	ctx := t.Context()
-	if v, err := stores[0].RulesVersion(ctx); err != nil || v != 1 {
-		t.Errorf("RulesVersion = %d, %v; want 1", v, err)
+	if v, err := stores[0].RulesVersion(ctx); err != nil || v < store.FirstVersion(start) || v > store.FirstVersion(time.Now()) {
+		t.Errorf("RulesVersion = %d, %v; want one edit's, from the clock", v, err)
 	}
 	page, err := stores[replicas-1].RuleEvents(ctx, "", 0, "")
 	if err != nil {
@@ -365,12 +382,21 @@ func TestUnavailable(t *testing.T) {
 			t.Errorf("%s with Redis stopped: error = %v, want ErrUnavailable and ErrNotApplied", c.name, err)
 		}
 	}
-	if _, err := redisstore.New(ctx, srv.Client(t), redisstore.Options{}); !errors.Is(err, store.ErrUnavailable) {
-		t.Errorf("New with Redis stopped: error = %v, want ErrUnavailable", err)
+	// A replica may start while Redis is away.
+	late, err := redisstore.New(ctx, srv.Client(t), redisstore.Options{})
+	if err != nil {
+		t.Fatalf("New with Redis stopped: %v, want a store that waits for Redis", err)
+	}
+	defer late.Close()
+	if _, err := late.Snapshot(ctx); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("Snapshot of a store opened with Redis stopped: %v, want ErrUnavailable", err)
 	}
 
 	srv.Restart()
 	snapshotEventually(t, s)
+	if snap := snapshotEventually(t, late); len(snap.Rules) != 2 {
+		t.Errorf("the store opened with Redis stopped sees %d rules once it is back, want 2", len(snap.Rules))
+	}
 	// Order matters: the update and delete need the rule the create left.
 	for _, c := range calls {
 		if err := c.call(ctx); err != nil {
@@ -424,6 +450,23 @@ func TestWatchSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait("for an edit after the restart")
+}
+
+// TestNewBeforeRedis: a replica starts while its Redis is away; the first
+// Snapshot once Redis is there (empty, as a new Redis is) seeds the Default
+// rule.
+func TestNewBeforeRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	srv.Stop()
+	s := newStore(t, srv.Client(t), redisstore.Options{})
+	if _, err := s.RulesVersion(t.Context()); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("RulesVersion with Redis away: %v, want ErrUnavailable", err)
+	}
+	srv.Restart()
+	snap := snapshotEventually(t, s)
+	if len(snap.Rules) != 1 || !snap.Rules[0].IsDefault() || snap.Version == 0 {
+		t.Fatalf("first Snapshot once Redis is there = %+v, want the Default rule", snap)
+	}
 }
 
 // TestSnapshotReseedsLostDefault covers Redis losing its data: the Default
@@ -539,7 +582,8 @@ func storeSendingTwice(t *testing.T) (*redisstore.Store, *twiceHook) {
 }
 
 // TestRecordReportsAppliesARetriedBatchOnce: a batch whose script runs twice
-// adds its rates and usage once, and both runs return the same fleet rate.
+// adds its rates and usage, numbered or not, once, and both runs return the
+// same fleet rate.
 func TestRecordReportsAppliesARetriedBatchOnce(t *testing.T) {
 	s, hook := storeSendingTwice(t)
 	ctx := t.Context()
@@ -548,7 +592,10 @@ func TestRecordReportsAppliesARetriedBatchOnce(t *testing.T) {
 	hook.on.Store(true)
 	rates, err := s.RecordReports(ctx, store.ReportBatch{Now: now, Ledger: ledger,
 		Rates: []store.RateUpdate{{Rule: "r", Add: reservoir.Receipt{Bucket: ledger.Bucket(now), Rate: 5}}},
-		Usage: []store.UsageIncrement{{Budget: "b", Month: now, Hour: 10, Rule: "r", Requests: 100, Sampled: 3}},
+		Usage: []store.UsageIncrement{{Budget: "b", Month: now, Hour: 10, Rule: "r", Requests: 60, Sampled: 1}},
+		Sequenced: []store.SequencedUsage{{Client: "c", Seq: 4, Usage: []store.UsageIncrement{
+			{Budget: "b", Month: now, Hour: 10, Rule: "r", Requests: 40, Sampled: 2},
+		}}},
 	})
 	hook.on.Store(false)
 	if err != nil {
@@ -557,7 +604,7 @@ func TestRecordReportsAppliesARetriedBatchOnce(t *testing.T) {
 	if hook.runs.Load() == 0 {
 		t.Fatal("the script did not run twice")
 	}
-	if len(rates) != 1 || rates[0] != 5 {
+	if len(rates) != 1 || rates[0].Fleet != 5 {
 		t.Errorf("fleet rates %v, want [5]", rates)
 	}
 	u, err := s.Usage(ctx, "b", now)
@@ -566,6 +613,65 @@ func TestRecordReportsAppliesARetriedBatchOnce(t *testing.T) {
 	}
 	if got := u.Rules["r"]; got.Requests != 100 || got.Sampled != 3 || u.Sampled[10] != 3 {
 		t.Errorf("usage %+v, hour 10 sampled %v; want 100 requests and 3 sampled, once", got, u.Sampled[10])
+	}
+}
+
+// TestSeqsAcrossSpans: a numbered report is billed once when it comes
+// again to a replica whose clock is up to 10 minutes off the first one's,
+// across the boundary of the spans the seqs are kept in, and up to
+// store.SeqWindow after it was first recorded, also after another client's
+// batch at the later of the two times (which unlinks the spans no longer
+// read).
+func TestSeqsAcrossSpans(t *testing.T) {
+	srv := redistest.Start(t)
+	s := newStore(t, srv.Client(t), redisstore.Options{})
+	ctx := t.Context()
+	span := store.SeqWindow + 10*time.Minute
+	// The last millisecond of a span, and the first of the next.
+	end := time.UnixMilli(426_000 * span.Milliseconds()).Add(-time.Millisecond).UTC()
+	skew := 10*time.Minute - time.Second
+	later := func(a, b time.Time) time.Time {
+		if a.After(b) {
+			return a
+		}
+		return b
+	}
+	tests := []struct {
+		name         string
+		first, again time.Time
+	}{
+		{"again at once, clock behind", end.Add(time.Millisecond), end.Add(time.Millisecond - skew)},
+		{"again at once, clock ahead", end, end.Add(skew)},
+		{"again a window later, clock ahead", end, end.Add(store.SeqWindow + skew)},
+		{"again a window later, clock behind", end.Add(time.Millisecond), end.Add(time.Millisecond + store.SeqWindow - skew)},
+		{"again a window later from the start of a span, clock ahead", end.Add(time.Millisecond), end.Add(time.Millisecond + store.SeqWindow + skew)},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			client := fmt.Sprintf("c%d", i)
+			report := func(now time.Time) {
+				t.Helper()
+				if _, err := s.RecordReports(ctx, store.ReportBatch{Now: now, Sequenced: []store.SequencedUsage{{Client: client, Seq: 9, Usage: []store.UsageIncrement{
+					{Budget: client, Month: end, Hour: 1, Requests: 1, Sampled: 1},
+				}}}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			report(tt.first)
+			if _, err := s.RecordReports(ctx, store.ReportBatch{Now: later(tt.first, tt.again), Sequenced: []store.SequencedUsage{{Client: "other", Seq: uint64(i + 1), Usage: []store.UsageIncrement{
+				{Budget: "other", Month: end, Hour: 1, Requests: 1, Sampled: 1},
+			}}}}); err != nil {
+				t.Fatal(err)
+			}
+			report(tt.again)
+			u, err := s.Usage(ctx, client, end)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, sampled := u.Totals(); sampled != 1 {
+				t.Errorf("billed %v sampled, want 1: the report once", sampled)
+			}
+		})
 	}
 }
 
@@ -631,4 +737,233 @@ func TestEditsSentTwiceApplyOnce(t *testing.T) {
 	if page, err := s.Alerts(ctx, "b", 0, ""); err != nil || len(page.Alerts) != 1 || page.Alerts[0].ID != alert.ID {
 		t.Errorf("alerts %+v (%v), want the one alert %s", page.Alerts, err, alert.ID)
 	}
+}
+
+// TestRecordReportsNotAppliedPastItsDeadline: a batch sent to a frozen
+// Redis, whose caller gave up on it, must not land when Redis thaws: its
+// replica has answered its clients without it (renewing their last quotas),
+// and the batch's grants and retractions would then count quotas nobody
+// holds and retract figures twice.
+func TestRecordReportsNotAppliedPastItsDeadline(t *testing.T) {
+	srv := redistest.Start(t)
+	s := newStore(t, srv.Client(t), redisstore.Options{})
+	now := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	ledger := reservoir.NewLedger(10 * time.Second)
+	batch := func(rate float64) store.ReportBatch {
+		return store.ReportBatch{Now: now, Ledger: ledger,
+			Rates: []store.RateUpdate{{Rule: "r", Add: reservoir.Receipt{Bucket: ledger.Bucket(now), Rate: rate}, Reservoir: 5}},
+			Usage: []store.UsageIncrement{{Budget: "b", Month: now, Hour: 10, Rule: "r", Requests: 100, Sampled: 3}},
+		}
+	}
+	// One batch first: the connection is made, and the store learns Redis's
+	// clock.
+	if _, err := s.RecordReports(t.Context(), batch(1)); err != nil {
+		t.Fatal(err)
+	}
+	srv.Freeze()
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	_, err := s.RecordReports(ctx, batch(1000))
+	cancel()
+	srv.Thaw()
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("a batch to a frozen Redis: %v, want ErrUnavailable", err)
+	}
+	// Whatever Redis read while frozen has run by the time it answers this.
+	got, err := s.RecordReports(t.Context(), store.ReportBatch{Now: now, Ledger: ledger,
+		Rates: []store.RateUpdate{{Rule: "r", Add: reservoir.Receipt{Bucket: ledger.Bucket(now)}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0].Fleet != 1 {
+		t.Errorf("fleet rate %v after the thaw, want 1: the batch given up on landed", got[0].Fleet)
+	}
+	u, err := s.Usage(t.Context(), "b", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := u.Rules["r"]; r.Requests != 100 {
+		t.Errorf("usage %+v after the thaw, want the first batch's 100 requests only", r)
+	}
+}
+
+// TestLedgerScriptMatchesApply: the Lua ledger script and
+// reservoir.Ledger.Apply (which the embedded store runs) give the same
+// fleet rates, quotas, sampled rates and instance counts for the same
+// batches: a fleet of clients reporting
+// at random phases with their receipts, skewed rates, reads, clients that
+// vanish, and outages that nobody writes through; and they bill the same
+// budget usage, numbered reports sent again among it.
+func TestLedgerScriptMatchesApply(t *testing.T) {
+	srv := redistest.Start(t)
+	rs := newStore(t, srv.Client(t), redisstore.Options{})
+	ms, err := memstore.New(memstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ms.Close() })
+	l := reservoir.Ledger{Interval: 10 * time.Second, Retain: 3}
+	rng := rand.New(rand.NewPCG(5, 6))
+	now := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	type client struct {
+		rule    string
+		receipt *reservoir.Receipt
+		seq     uint64
+	}
+	clients := make([]client, 40)
+	for i := range clients {
+		clients[i].rule = []string{"a", "b", "c"}[i%3]
+	}
+	var down time.Time
+	for step := range 300 {
+		now = now.Add(time.Duration(rng.IntN(4000)) * time.Millisecond)
+		switch {
+		case step%100 == 50: // an outage of a minute that nobody writes through
+			down = now
+			now = now.Add(time.Minute)
+		case step%100 == 60:
+			down = time.Time{}
+		}
+		var ups []store.RateUpdate
+		var who []int
+		picked := map[int]bool{}
+		var seqs []store.SequencedUsage
+		for range 1 + rng.IntN(6) {
+			i := rng.IntN(len(clients))
+			if picked[i] {
+				// A receipt is taken once (receipt.Guard), so a client's
+				// receipt is never retracted twice in one batch: the
+				// script nets a batch's retractions before it floors a
+				// bucket at zero, and Apply floors after each one.
+				continue
+			}
+			picked[i] = true
+			c := &clients[i]
+			rate := math.Round(rng.ExpFloat64()*1000) / 10
+			u := store.RateUpdate{Rule: c.rule, Add: reservoir.Receipt{Bucket: l.Bucket(now), Rate: rate, Sampled: math.Round(rate*rng.Float64()) / 10}, Reservoir: 10, Retract: c.receipt, Client: true}
+			if rng.IntN(10) == 0 {
+				u = store.RateUpdate{Rule: c.rule, Add: reservoir.Receipt{Bucket: l.Bucket(now)}} // a read
+				i = -1
+			}
+			ups = append(ups, u)
+			who = append(who, i)
+			if rng.IntN(3) > 0 { // else the last report again
+				c.seq++
+			}
+			seq := c.seq
+			if seq > 1 && rng.IntN(4) == 0 {
+				seq-- // an older one
+			}
+			if seq > 0 {
+				seqs = append(seqs, store.SequencedUsage{Client: fmt.Sprint("c", i), Seq: seq, Usage: []store.UsageIncrement{
+					{Budget: "b", Month: now, Hour: 3, Rule: c.rule, Requests: 1 + rng.Int64N(100), Sampled: 1},
+				}})
+			}
+		}
+		batch := store.ReportBatch{Now: now, Ledger: l, Rates: ups, DownSince: down, Sequenced: seqs}
+		got, err := rs.RecordReports(t.Context(), batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := ms.RecordReports(t.Context(), batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, got, cmpopts.EquateApprox(1e-9, 1e-9)); diff != "" {
+			t.Fatalf("step %d: Redis and Apply differ (-Apply +Redis):\n%s", step, diff)
+		}
+		for k, i := range who {
+			if i >= 0 {
+				clients[i].receipt = &reservoir.Receipt{Bucket: ups[k].Add.Bucket, Rate: ups[k].Add.Rate, Quota: got[k].Quota, Sampled: ups[k].Add.Sampled}
+			}
+		}
+	}
+	got, err := rs.Usage(t.Context(), "b", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := ms.Usage(t.Context(), "b", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("usage: Redis and the embedded store differ (-embedded +Redis):\n%s", diff)
+	}
+	if _, sampled := got.Totals(); sampled == 0 {
+		t.Error("no usage billed")
+	}
+}
+
+// TestMaxRulesOverTheLimit: a store cannot be opened to hold more rules than
+// an SDK is sure to accept.
+func TestMaxRulesOverTheLimit(t *testing.T) {
+	srv := redistest.Start(t)
+	if _, err := redisstore.New(t.Context(), srv.Client(t), redisstore.Options{MaxRules: rules.MaxRules + 1}); err == nil {
+		t.Error("New with MaxRules over rules.MaxRules succeeded")
+	}
+}
+
+// TestLoggerIsDebug: go-redis's own lines go to slog at DEBUG, so an outage
+// does not print one per failed dial at the default level.
+func TestLoggerIsDebug(t *testing.T) {
+	var buf strings.Builder
+	redisstore.Logger(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))).
+		Printf(t.Context(), "redis: connection pool: failed to dial after %d attempts", 1)
+	if buf.Len() != 0 {
+		t.Errorf("at INFO the logger wrote %q", buf.String())
+	}
+	redisstore.Logger(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))).
+		Printf(t.Context(), "redis: connection pool: failed to dial after %d attempts", 1)
+	if got := buf.String(); !strings.Contains(got, "level=DEBUG") || !strings.Contains(got, "failed to dial after 1 attempts") || !strings.Contains(got, "source=go-redis") {
+		t.Errorf("at DEBUG the logger wrote %q", got)
+	}
+}
+
+// TestPersistence reads what Redis keeps on disk, also where CONFIG is
+// refused, as managed services do.
+func TestPersistence(t *testing.T) {
+	none, aof := redistest.Start(t), redistest.StartWith(t, redistest.Options{AppendOnly: true})
+	// A user without CONFIG, as on a managed Redis.
+	limited := func(t *testing.T, srv *redistest.Server) redis.UniversalClient {
+		if err := srv.Client(t).Do(t.Context(), "ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-config").Err(); err != nil {
+			t.Fatal(err)
+		}
+		c := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "app", Password: "pw", MaxRetries: 1})
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	tests := []struct {
+		name     string
+		client   func(t *testing.T) redis.UniversalClient
+		want     redisstore.Persistence
+		wantNone bool
+	}{
+		{"nothing", func(t *testing.T) redis.UniversalClient { return none.Client(t) }, redisstore.Persistence{Known: true}, true},
+		{"append-only file", func(t *testing.T) redis.UniversalClient { return aof.Client(t) }, redisstore.Persistence{Known: true, AppendOnly: true}, false},
+		{"CONFIG refused, nothing", func(t *testing.T) redis.UniversalClient { return limited(t, none) }, redisstore.Persistence{}, false},
+		{"CONFIG refused, append-only file", func(t *testing.T) redis.UniversalClient { return limited(t, aof) }, redisstore.Persistence{Known: true, AppendOnly: true}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStore(t, tt.client(t), redisstore.Options{})
+			got, err := s.Persistence(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(tt.want, got); d != "" {
+				t.Errorf("Persistence (-want +got):\n%s", d)
+			}
+			if got.None() != tt.wantNone {
+				t.Errorf("None() = %v, want %v", got.None(), tt.wantNone)
+			}
+		})
+	}
+
+	t.Run("unreachable", func(t *testing.T) {
+		srv := redistest.Start(t)
+		s := newStore(t, srv.Client(t), redisstore.Options{})
+		srv.Stop()
+		if _, err := s.Persistence(t.Context()); !errors.Is(err, store.ErrUnavailable) {
+			t.Errorf("Persistence with Redis stopped: %v, want ErrUnavailable", err)
+		}
+	})
 }

@@ -23,6 +23,10 @@ type ClientOptions struct {
 	Failover *redis.FailoverOptions
 }
 
+// clusterStateReloadInterval is how often a Cluster client in use reads the
+// slots' masters again.
+const clusterStateReloadInterval = time.Second
+
 // NewClient returns a client for a URL accepted by ParseURL.
 func NewClient(rawURL string) (redis.UniversalClient, error) {
 	o, err := ParseURL(rawURL)
@@ -185,6 +189,12 @@ func (o *ClientOptions) finish() error {
 	case o.Cluster != nil:
 		c := o.Cluster
 		c.ContextTimeoutEnabled = true
+		// A master that died answers no MOVED, so go-redis learns of the
+		// replica that took over only when it reads the slots again: by
+		// default a minute later, a minute of failed calls.
+		if c.ClusterStateReloadInterval == 0 {
+			c.ClusterStateReloadInterval = clusterStateReloadInterval
+		}
 		// go-redis names the first host as the TLS server of every node,
 		// which fails every other node's certificate; without a name,
 		// crypto/tls takes it from each address dialled.

@@ -169,6 +169,7 @@ func TestParseURL(t *testing.T) {
 				tt.want.Node.ContextTimeoutEnabled = true
 			case tt.want.Cluster != nil:
 				tt.want.Cluster.ContextTimeoutEnabled = true
+				tt.want.Cluster.ClusterStateReloadInterval = clusterStateReloadInterval
 			case tt.want.Failover != nil:
 				tt.want.Failover.ContextTimeoutEnabled = true
 			}

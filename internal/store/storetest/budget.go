@@ -523,7 +523,7 @@ func testUsage(t *testing.T, b Backend) {
 	if err != nil {
 		t.Fatalf("RecordReports(usage and rates): %v", err)
 	}
-	if !slices.Equal(sums, []float64{7, 7}) {
+	if !slices.Equal(fleetRates(sums), []float64{7, 7}) {
 		t.Errorf("fleet rates = %v, want [7 7]", sums)
 	}
 	// The last hour of the month, reported by a client whose clock is in
@@ -581,7 +581,7 @@ func testReportKey(t *testing.T, b Backend) {
 		} {
 			batch.Key = st.key
 			sums, err := st.st.RecordReports(t.Context(), batch)
-			if err != nil || !slices.Equal(sums, []float64{st.want}) {
+			if err != nil || !slices.Equal(fleetRates(sums), []float64{st.want}) {
 				t.Errorf("%s: fleet rates %v (%v), want [%v]", st.name, sums, err, st.want)
 			}
 		}
@@ -656,7 +656,7 @@ func testUsageRefused(t *testing.T, b Backend) {
 				start: march, hours: map[int][2]float64{1: {1, 1}}, rules: map[string]budget.RuleUsage{"a": {Requests: 1, Sampled: 1}},
 			})
 			sums, err := s.RecordReports(ctx, store.ReportBatch{Now: now, Ledger: l, Rates: []store.RateUpdate{rateUpdate(l, now, "r", 0)}})
-			if err != nil || len(sums) != 1 || sums[0] != 0 {
+			if err != nil || len(sums) != 1 || sums[0].Fleet != 0 {
 				t.Errorf("ledger after a refused batch = %v, %v; want 0", sums, err)
 			}
 		})
@@ -1172,5 +1172,66 @@ func testWatchBudgetsAndAlerts(t *testing.T, b Backend) {
 		case <-timeout:
 			t.Fatalf("after an alert and new states: heard only %v within %v", seen, watchTimeout)
 		}
+	}
+}
+
+// testSequencedUsage: the usage of a numbered report is applied only if its
+// seq is above the highest the store recorded for its client, whichever
+// store instance (replica) gets it, also twice in one batch; other clients
+// and unnumbered usage are not affected; a bad seq or client refuses the
+// whole batch.
+func testSequencedUsage(t *testing.T, b Backend) {
+	clk := newClock()
+	s := open(t, b, clk)
+	other := peer(t, b, s, clk)
+	now := clk.Now()
+	l := testLedgerConfig()
+	report := func(client string, seq uint64, sampled int64) store.SequencedUsage {
+		return store.SequencedUsage{Client: client, Seq: seq, Usage: []store.UsageIncrement{
+			{Budget: "team", Month: now, Hour: 5, Rule: "a", Requests: 10 * sampled, Sampled: sampled},
+		}}
+	}
+	var sampled int64
+	for _, tt := range []struct {
+		name   string
+		st     store.Store
+		batch  []store.SequencedUsage
+		usage  int64 // unnumbered, sampled
+		bills  int64 // sampled counts the batch adds
+		refuse bool
+		alone  bool // without rate updates
+	}{
+		{name: "first", st: s, batch: []store.SequencedUsage{report("c", 5, 1)}, bills: 1},
+		{name: "again", st: s, batch: []store.SequencedUsage{report("c", 5, 1)}},
+		{name: "again, to another replica", st: other, batch: []store.SequencedUsage{report("c", 5, 1)}},
+		{name: "an older one", st: other, batch: []store.SequencedUsage{report("c", 4, 2)}},
+		{name: "the next", st: other, batch: []store.SequencedUsage{report("c", 6, 4)}, bills: 4},
+		{name: "another client, alone", st: s, batch: []store.SequencedUsage{report("d", 1, 8)}, bills: 8, alone: true},
+		{name: "twice in a batch, with unnumbered usage", st: s, batch: []store.SequencedUsage{report("c", 7, 16), report("d", 1, 8), report("c", 7, 16)}, usage: 32, bills: 48},
+		{name: "one new of two", st: other, batch: []store.SequencedUsage{report("c", 7, 16), report("c", 9, 64)}, bills: 64},
+		{name: "two new of one client", st: other, batch: []store.SequencedUsage{report("c", 10, 256), report("c", 11, 512)}, bills: 768},
+		{name: "the later of them again", st: s, batch: []store.SequencedUsage{report("c", 11, 512)}},
+		{name: "no client", st: s, batch: []store.SequencedUsage{report("e", 1, 1), report("", 1, 1)}, refuse: true},
+		{name: "seq 0", st: s, batch: []store.SequencedUsage{report("e", 1, 1), report("f", 0, 1)}, refuse: true},
+		{name: "seq past MaxSeq", st: s, batch: []store.SequencedUsage{report("e", 1, 1), report("f", store.MaxSeq+1, 1)}, refuse: true},
+		{name: "seq MaxSeq", st: s, batch: []store.SequencedUsage{report("f", store.MaxSeq, 1024)}, bills: 1024},
+		{name: "seq MaxSeq again", st: other, batch: []store.SequencedUsage{report("f", store.MaxSeq, 1024)}},
+	} {
+		batch := store.ReportBatch{Now: now, Ledger: l, Rates: []store.RateUpdate{rateUpdate(l, now, "a", 1)}, Sequenced: tt.batch}
+		if tt.alone {
+			batch = store.ReportBatch{Now: now, Sequenced: tt.batch}
+		}
+		if tt.usage > 0 {
+			batch.Usage = []store.UsageIncrement{{Budget: "team", Month: now, Hour: 5, Rule: "a", Requests: 10 * tt.usage, Sampled: tt.usage}}
+		}
+		_, err := tt.st.RecordReports(t.Context(), batch)
+		if tt.refuse != (err != nil) {
+			t.Fatalf("%s: RecordReports: %v, want refused %v", tt.name, err, tt.refuse)
+		}
+		sampled += tt.bills
+		checkUsage(t, tt.name, mustUsage(t, s, "team", now), wantUsage{
+			start: march, hours: map[int][2]float64{5: {float64(10 * sampled), float64(sampled)}},
+			rules: map[string]budget.RuleUsage{"a": {Requests: 10 * sampled, Sampled: sampled}},
+		})
 	}
 }

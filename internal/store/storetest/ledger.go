@@ -2,69 +2,291 @@ package storetest
 
 import (
 	"context"
-	"math"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/tracesampling/controlplane/internal/receipt"
 	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/store"
 )
 
+// fleetRates returns the fleet rates of a batch's results.
+func fleetRates(rs []store.RateResult) []float64 {
+	out := make([]float64, len(rs))
+	for i, r := range rs {
+		out[i] = r.Fleet
+	}
+	return out
+}
+
+// ledgerTest drives one rule ledger or more through a store and its peer.
+type ledgerTest struct {
+	t     *testing.T
+	clk   *clock
+	l     reservoir.Ledger
+	down  time.Time // DownSince of the batches sent
+	s     store.Store
+	other store.Store
+}
+
+func newLedgerTest(t *testing.T, b Backend) *ledgerTest {
+	clk := newClock()
+	s := open(t, b, clk)
+	return &ledgerTest{t: t, clk: clk, l: reservoir.Ledger{Interval: 10 * time.Second, Retain: 3}, s: s, other: peer(t, b, s, clk)}
+}
+
+// add is a report of rate for rule with a reservoir of 8, retracting prev.
+func (lt *ledgerTest) add(rule string, rate float64, prev *reservoir.Receipt) store.RateUpdate {
+	return store.RateUpdate{Rule: rule, Add: reservoir.Receipt{Bucket: lt.l.Bucket(lt.clk.Now()), Rate: rate}, Reservoir: 8, Retract: prev}
+}
+
+// record sends one batch to st and returns its results.
+func (lt *ledgerTest) record(st store.Store, updates ...store.RateUpdate) []store.RateResult {
+	lt.t.Helper()
+	got, err := st.RecordReports(context.Background(), store.ReportBatch{Now: lt.clk.Now(), Ledger: lt.l, Rates: updates, DownSince: lt.down})
+	if err != nil {
+		lt.t.Fatal(err)
+	}
+	if len(got) != len(updates) {
+		lt.t.Fatalf("%d results for %d updates", len(got), len(updates))
+	}
+	return got
+}
+
+// check compares results with pairs of fleet rate and quota.
+func (lt *ledgerTest) check(what string, got []store.RateResult, want ...float64) {
+	lt.t.Helper()
+	var w []store.RateResult
+	for i := 0; i+1 < len(want); i += 2 {
+		w = append(w, store.RateResult{Fleet: want[i], Quota: want[i+1]})
+	}
+	if diff := cmp.Diff(w, got, cmpopts.EquateApprox(0, 1e-9), cmpopts.IgnoreFields(store.RateResult{}, "Sampled", "Instances", "Granted")); diff != "" {
+		lt.t.Errorf("%s: fleet rates and quotas (-want +got):\n%s", what, diff)
+	}
+}
+
+// receipt is what the client of u holds after r.
+func receiptOf(u store.RateUpdate, r store.RateResult) *reservoir.Receipt {
+	return &reservoir.Receipt{Bucket: u.Add.Bucket, Rate: u.Add.Rate, Quota: r.Quota}
+}
+
 // testLedger checks the fleet ledgers: adds and retractions, sums per rule
-// across a batch and across store instances, floors at zero, and buckets that
-// age out.
+// across a batch and across store instances, quotas within what is left of
+// the reservoir, floors at zero, and buckets that age out.
 func testLedger(t *testing.T, b Backend) {
+	lt := newLedgerTest(t, b)
+	s, other := lt.s, lt.other
+
+	a1 := lt.add("a", 30, nil)
+	r := lt.record(s, a1)
+	lt.check("first report: all of the reservoir", r, 30, 8)
+	ra := receiptOf(a1, r[0])
+	// Another replica's reports on the same rule, and one on another rule,
+	// in one batch: each update gets its rule's fleet rate after the whole
+	// batch, and quotas go in order while some of the reservoir is left.
+	lt.check("batch", lt.record(other, lt.add("a", 10, nil), lt.add("b", 5, nil), lt.add("a", 1, nil)), 41, 0, 5, 8, 41, 0)
+	lt.clk.Advance(10 * time.Second)
+	// Client a reports again: its old figures are replaced, and it gives
+	// back what it held beyond its share, 8×20/31.
+	a2 := lt.add("a", 20, ra)
+	r = lt.record(s, a2)
+	lt.check("replaced", r, 31, 8*20.0/31)
+	ra = receiptOf(a2, r[0])
+	// A retraction larger than the bucket leaves zero, not less.
+	lt.check("floor", lt.record(s, lt.add("b", 0, &reservoir.Receipt{Bucket: lt.l.Bucket(lt.clk.Now()) - 1, Rate: 1e9, Quota: 1e9})), 0, 0)
+	// A read (no reservoir) grants nothing and gives nothing back.
+	read := store.RateUpdate{Rule: "a", Add: reservoir.Receipt{Bucket: lt.l.Bucket(lt.clk.Now())}}
+	lt.check("read", lt.record(s, read), 31, 0)
+	// Retracting from a bucket that is no longer live does nothing.
+	lt.clk.Advance(30 * time.Second)
+	lt.check("aged out", lt.record(s, lt.add("a", 7, ra)), 7, 8)
+	// A replica whose clock runs a little ahead writes into the next bucket;
+	// the others count it and do not drop it.
+	ahead := lt.clk.Now().Add(lt.l.Interval)
+	if _, err := other.RecordReports(context.Background(), store.ReportBatch{Now: ahead, Ledger: lt.l, Rates: []store.RateUpdate{{Rule: "c", Add: reservoir.Receipt{Bucket: lt.l.Bucket(ahead), Rate: 1000}, Reservoir: 8}}}); err != nil {
+		t.Fatal(err)
+	}
+	lt.check("skewed replica", lt.record(s, lt.add("c", 1, nil)), 1001, 0)
+	lt.check("skewed replica, again", lt.record(s, lt.add("c", 1, nil)), 1002, 0)
+	if got, err := s.RecordReports(context.Background(), store.ReportBatch{Now: lt.clk.Now(), Ledger: lt.l}); err != nil || len(got) != 0 {
+		t.Errorf("empty batch: %v, %v", got, err)
+	}
+}
+
+// testLedgerOutage: the first report after an outage of the store that
+// nobody wrote through finds a reserve for the quotas granted before it
+// (which replicas renewed meanwhile); the clients' receipts drain it. A ledger
+// that is gone altogether is assumed to have handed out all of R.
+func testLedgerOutage(t *testing.T, b Backend) {
+	lt := newLedgerTest(t, b)
+	s, other := lt.s, lt.other
+	ua := lt.add("a", 30, nil)
+	r := lt.record(s, ua)
+	lt.check("a alone", r, 30, 8)
+	ra := receiptOf(ua, r[0])
+	ub := lt.add("a", 10, nil)
+	r = lt.record(other, ub)
+	lt.check("b: nothing left", r, 40, 0)
+	rb := receiptOf(ub, r[0])
+	lt.clk.Advance(10 * time.Second)
+	ua = lt.add("a", 30, ra)
+	ub = lt.add("a", 10, rb)
+	r = lt.record(s, ua, ub)
+	lt.check("steady", r, 40, 6, 40, 2)
+	ra, rb = receiptOf(ua, r[0]), receiptOf(ub, r[1])
+
+	// The store is out of reach for a minute.
+	lt.down = lt.clk.Now().Add(time.Second)
+	lt.clk.Advance(time.Minute)
+	uc := lt.add("a", 20, nil)
+	r = lt.record(other, uc)
+	lt.check("a new client after the outage", r, 20, 0)
+	rc := receiptOf(uc, r[0])
+	r = lt.record(s, lt.add("a", 30, ra))
+	lt.check("a back: its 6 leave the reserve", r, 50, 4.8)
+	r = lt.record(other, lt.add("a", 10, rb))
+	lt.check("b back: the reserve is empty", r, 60, 8.0*10/60)
+	lt.clk.Advance(10 * time.Second)
+	lt.down = time.Time{}
+	r = lt.record(s, lt.add("a", 20, rc))
+	lt.check("c again", r, 60, 8-4.8-8.0*10/60)
+
+	// A rule whose ledger the store does not have: all of R is reserved.
+	lt.down = lt.clk.Now().Add(-time.Minute)
+	lt.check("lost ledger", lt.record(s, lt.add("lost", 30, nil)), 30, 0)
+	// Without an outage, a new ledger has all of R free.
+	lt.down = time.Time{}
+	lt.check("new ledger", lt.record(s, lt.add("new", 30, nil)), 30, 8)
+}
+
+// testLedgerFleet: the ledger counts each reporting client once, as long as
+// its latest report is live, whichever replica the reports reach and however
+// many of them a batch holds; it sums the clients' sampled rates as it sums
+// their request rates; and it says how much of the reservoir clients hold.
+// Reads count nobody.
+func testLedgerFleet(t *testing.T, b Backend) {
+	lt := newLedgerTest(t, b)
+	s, other := lt.s, lt.other
+	client := func(rule string, rate, sampled float64, prev *reservoir.Receipt) store.RateUpdate {
+		u := lt.add(rule, rate, prev)
+		u.Add.Sampled, u.Client = sampled, true
+		return u
+	}
+	receipt := func(u store.RateUpdate, r store.RateResult) *reservoir.Receipt {
+		rc := receiptOf(u, r)
+		rc.Sampled = u.Add.Sampled
+		return rc
+	}
+	check := func(what string, got []store.RateResult, want store.RateResult) {
+		t.Helper()
+		for i, g := range got {
+			g.Quota = 0 // each client's own, checked by the other clauses
+			if diff := cmp.Diff(want, g, cmpopts.EquateApprox(0, 1e-9)); diff != "" {
+				t.Errorf("%s: result %d (-want +got):\n%s", what, i, diff)
+			}
+		}
+	}
+	read := store.RateUpdate{Rule: "a", Add: reservoir.Receipt{Bucket: lt.l.Bucket(lt.clk.Now())}}
+
+	u1 := client("a", 30, 3, nil)
+	r := lt.record(s, u1)
+	check("first client", r, store.RateResult{Fleet: 30, Sampled: 3, Instances: 1, Granted: 8})
+	r1 := receipt(u1, r[0])
+	// Two more on another replica, in one batch, and a client of another
+	// rule: each rule counts its own.
+	u2, u3 := client("a", 10, 1, nil), client("a", 0, 0, nil)
+	r = lt.record(other, u2, u3, client("b", 5, 5, nil))
+	check("a batch of two", r[:2], store.RateResult{Fleet: 40, Sampled: 4, Instances: 3, Granted: 8})
+	check("another rule", r[2:], store.RateResult{Fleet: 5, Sampled: 5, Instances: 1, Granted: 8})
+	r2, r3 := receipt(u2, r[0]), receipt(u3, r[1])
+	check("read", lt.record(s, read), store.RateResult{Fleet: 40, Sampled: 4, Instances: 3, Granted: 8})
+
+	// Each reports again, in the same bucket or the next, with its receipt:
+	// still three clients, their new figures replacing the old.
+	u1 = client("a", 20, 2, r1)
+	r = lt.record(other, u1)
+	// It gave back its 8 and holds its share, 8×20/30.
+	check("client 1 again, same bucket", r, store.RateResult{Fleet: 30, Sampled: 3, Instances: 3, Granted: 8 * 20.0 / 30})
+	r1 = receipt(u1, r[0])
+	lt.clk.Advance(10 * time.Second)
+	u1, u2 = client("a", 20, 2, r1), client("a", 10, 1, r2)
+	r = lt.record(s, u1, u2)
+	check("clients 1 and 2 a bucket later", r, store.RateResult{Fleet: 30, Sampled: 3, Instances: 3, Granted: 8})
+	r1, r2 = receipt(u1, r[0]), receipt(u2, r[1])
+	u3 = client("a", 0, 0, r3)
+	r = lt.record(other, u3)
+	check("client 3, no traffic, still an instance", r, store.RateResult{Fleet: 30, Sampled: 3, Instances: 3, Granted: 8})
+
+	// Client 3 stops; once its last report is no longer live it is no longer
+	// counted, while the others go on.
+	for range 3 {
+		lt.clk.Advance(10 * time.Second)
+		u1, u2 = client("a", 20, 2, r1), client("a", 10, 1, r2)
+		r = lt.record(s, u1, u2)
+		r1, r2 = receipt(u1, r[0]), receipt(u2, r[1])
+	}
+	check("client 3 gone", r, store.RateResult{Fleet: 30, Sampled: 3, Instances: 2, Granted: 8})
+	// Everyone stops: the ledger ages out.
+	lt.clk.Advance(40 * time.Second)
+	check("all gone", lt.record(other, read), store.RateResult{})
+}
+
+// testReceiptKeys: the first call makes the keys; every replica gets the
+// same ones, even when they race; they rotate in two steps.
+func testReceiptKeys(t *testing.T, b Backend) {
 	clk := newClock()
 	s := open(t, b, clk)
 	other := peer(t, b, s, clk)
 	ctx := context.Background()
-	l := reservoir.Ledger{Interval: 10 * time.Second, Retain: 3}
-	record := func(st store.Store, updates ...store.RateUpdate) []float64 {
+	now := clk.Now()
+	sets := make([]receipt.KeySet, 8)
+	var wg sync.WaitGroup
+	for i := range sets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st := s
+			if i%2 == 1 {
+				st = other
+			}
+			var err error
+			if sets[i], err = st.ReceiptKeys(ctx, now); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	first := sets[0]
+	if len(first.Current.Secret) != 32 || first.Next != nil || first.Previous != nil {
+		t.Fatalf("first key set %+v", first)
+	}
+	for i, set := range sets {
+		if diff := cmp.Diff(first, set, cmpopts.EquateApproxTime(time.Millisecond)); diff != "" {
+			t.Errorf("call %d got other keys (-first +got):\n%s", i, diff)
+		}
+	}
+	mustKeys := func(st store.Store, at time.Time) receipt.KeySet {
 		t.Helper()
-		got, err := st.RecordReports(ctx, store.ReportBatch{Now: clk.Now(), Ledger: l, Rates: updates})
+		set, err := st.ReceiptKeys(ctx, at)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(got) != len(updates) {
-			t.Fatalf("%d sums for %d updates", len(got), len(updates))
-		}
-		return got
+		return set
 	}
-	add := func(rule string, rate float64, retract *reservoir.Receipt) store.RateUpdate {
-		return store.RateUpdate{Rule: rule, Add: reservoir.Receipt{Bucket: l.Bucket(clk.Now()), Rate: rate}, Retract: retract}
+	due := now.Add(receipt.RotateEvery)
+	rotated := mustKeys(other, due)
+	if rotated.Next == nil || rotated.Current.ID != first.Current.ID {
+		t.Fatalf("after RotateEvery: %+v, want the current key and a next one", rotated)
 	}
-	check := func(what string, got, want []float64) {
-		t.Helper()
-		for i := range want {
-			if math.Abs(got[i]-want[i]) > 1e-9 {
-				t.Fatalf("%s: sums %v, want %v", what, got, want)
-			}
-		}
+	if again := mustKeys(s, due.Add(time.Second)); again.Next == nil || again.Next.ID != rotated.Next.ID {
+		t.Errorf("another replica got %+v, want the same next key", again)
 	}
-
-	a1 := add("a", 30, nil)
-	check("first report", record(s, a1), []float64{30})
-	// Another replica's report on the same rule, and one on another rule, in
-	// one batch: each update gets its rule's sum after the whole batch.
-	check("batch", record(other, add("a", 10, nil), add("b", 5, nil), add("a", 1, nil)), []float64{41, 5, 41})
-	clk.Advance(10 * time.Second)
-	// Client a1 reports again: its old figure is replaced.
-	a2 := add("a", 20, &a1.Add)
-	check("replaced", record(s, a2), []float64{31})
-	// A forged retraction larger than the bucket leaves zero, not less.
-	check("floor", record(s, add("b", 0, &reservoir.Receipt{Bucket: l.Bucket(clk.Now()) - 1, Rate: 1e9})), []float64{0})
-	// Retracting from a bucket that is no longer live does nothing.
-	clk.Advance(30 * time.Second)
-	check("aged out", record(s, add("a", 7, &a2.Add)), []float64{7})
-	// A replica whose clock runs a little ahead writes into the next bucket;
-	// the others count it and do not drop it.
-	ahead := clk.Now().Add(l.Interval)
-	if _, err := other.RecordReports(ctx, store.ReportBatch{Now: ahead, Ledger: l, Rates: []store.RateUpdate{{Rule: "c", Add: reservoir.Receipt{Bucket: l.Bucket(ahead), Rate: 1000}}}}); err != nil {
-		t.Fatal(err)
-	}
-	check("skewed replica", record(s, add("c", 1, nil)), []float64{1001})
-	check("skewed replica, again", record(s, add("c", 1, nil)), []float64{1002})
-	if got, err := s.RecordReports(ctx, store.ReportBatch{Now: clk.Now(), Ledger: l}); err != nil || len(got) != 0 {
-		t.Errorf("empty batch: %v, %v", got, err)
+	promoted := mustKeys(s, due.Add(receipt.Promote))
+	if promoted.Current.ID != rotated.Next.ID || promoted.Previous == nil || promoted.Previous.ID != first.Current.ID {
+		t.Errorf("after Promote: %+v, want the next key current and the first one previous", promoted)
 	}
 }

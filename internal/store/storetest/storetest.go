@@ -35,6 +35,20 @@ type Backend struct {
 	// RemembersKeys means the store can fail without saying whether a
 	// report batch landed, and so applies a batch's Key at most once.
 	RemembersKeys bool
+	// OpenLimited is Open for a store that holds at most maxRules rules
+	// (its MaxRules option), so the suite reaches the limit in a few edits.
+	OpenLimited func(t *testing.T, now func() time.Time, maxRules int) store.Store
+	// Lose erases everything a Durable backend holds, as a Redis restarted
+	// without persistence does. On a Shared backend the suite calls it with
+	// stores open (replicas outlive the data); otherwise with every store
+	// closed. Nil: the backend cannot lose its data but by being non-Durable.
+	Lose func(t *testing.T)
+	// Failover, when set, kills the master that holds the backend's data
+	// and returns once a replica has taken over, as Redis Cluster and
+	// Sentinel do, with a function that brings the killed node back as a
+	// replica. The store must keep every edit it acknowledged, and recover
+	// by itself.
+	Failover func(t *testing.T) (rejoin func())
 }
 
 // watchTimeout bounds the wait for a change notification.
@@ -54,6 +68,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"Delete", testDelete},
 		{"DeleteRefused", testDeleteRefused},
 		{"VersionGrowsOnEveryEdit", testVersion},
+		{"VersionsNeverRepeatAfterDataLoss", testVersionAfterLoss},
 		{"EventsRecordEdits", testEvents},
 		{"EventPaging", testEventPaging},
 		{"EventPagingWhileEditing", testEventPagingWhileEditing},
@@ -62,10 +77,15 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"WatchNeverBlocksEdits", testWatchNeverBlocksEdits},
 		{"ConcurrentUpdates", testConcurrentUpdates},
 		{"ConcurrentCreates", testConcurrentCreates},
+		{"RuleLimit", testRuleLimit},
+		{"ConcurrentCreatesAtTheLimit", testConcurrentCreatesAtTheLimit},
 		{"ReturnsCopies", testReturnsCopies},
 		{"Reopen", testReopen},
 		{"Close", testClose},
 		{"Ledger", testLedger},
+		{"LedgerOutage", testLedgerOutage},
+		{"LedgerFleet", testLedgerFleet},
+		{"ReceiptKeys", testReceiptKeys},
 		{"BudgetCRUD", testBudgetCRUD},
 		{"BudgetRefused", testBudgetRefused},
 		{"BudgetPaging", testBudgetPaging},
@@ -75,6 +95,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"Usage", testUsage},
 		{"UsageMonths", testUsageMonths},
 		{"ReportKey", testReportKey},
+		{"SequencedUsage", testSequencedUsage},
 		{"UsageRefused", testUsageRefused},
 		{"UsageReopen", testUsageReopen},
 		{"ClaimTick", testClaimTick},
@@ -85,6 +106,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"AlertListingRefused", testAlertListingRefused},
 		{"AlertsReopen", testAlertsReopen},
 		{"WatchBudgetsAndAlerts", testWatchBudgetsAndAlerts},
+		{"Failover", testFailover},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newBackend(t)) })
@@ -270,9 +292,10 @@ func testDefaultRule(t *testing.T, b Backend) {
 	clk.Advance(time.Minute)
 
 	want := stamped(rules.Default(), 1, start, start)
-	checkSnapshot(t, s, []rules.Rule{want}, 1)
-	if v := mustVersion(t, s); v != 1 {
-		t.Errorf("RulesVersion = %d, want 1", v)
+	first := store.FirstVersion(start)
+	checkSnapshot(t, s, []rules.Rule{want}, first)
+	if v := mustVersion(t, s); v != first {
+		t.Errorf("RulesVersion = %d, want %d (the clock at the first edit)", v, first)
 	}
 	got, err := s.Rule(t.Context(), rules.DefaultName)
 	if err != nil {
@@ -282,20 +305,21 @@ func testDefaultRule(t *testing.T, b Backend) {
 
 	evs := allEvents(t, s, "")
 	if len(evs) != 1 || evs[0].Action != store.ActionCreate || evs[0].RuleName != rules.DefaultName ||
-		evs[0].Before != nil || evs[0].After == nil || evs[0].RulesVersion != 1 {
-		t.Fatalf("events = %+v, want the Default rule's creation at version 1", evs)
+		evs[0].Before != nil || evs[0].After == nil || evs[0].RulesVersion != first {
+		t.Fatalf("events = %+v, want the Default rule's creation at version %d", evs, first)
 	}
 	checkRule(t, "creation event", *evs[0].After, want)
 
 	// The Default rule sorts after every other rule, even one at the
 	// highest priority whose name sorts after "Default".
-	last := mustCreate(t, s, newRule("zzz-last", rules.MaxPriority))
-	first := mustCreate(t, s, newRule("AAA-first", rules.MaxPriority))
-	checkSnapshot(t, s, []rules.Rule{first, last, want}, 3)
+	zzz := mustCreate(t, s, newRule("zzz-last", rules.MaxPriority))
+	aaa := mustCreate(t, s, newRule("AAA-first", rules.MaxPriority))
+	checkSnapshot(t, s, []rules.Rule{aaa, zzz, want}, first+2)
 }
 
 func testCreateAndRead(t *testing.T, b Backend) {
 	clk := newClock()
+	first := store.FirstVersion(clk.Now())
 	s := open(t, b, clk)
 	ctx := t.Context()
 
@@ -336,7 +360,7 @@ func testCreateAndRead(t *testing.T, b Backend) {
 	for _, n := range order {
 		want = append(want, created[n])
 	}
-	checkSnapshot(t, s, append(want, def), int64(1+len(in)))
+	checkSnapshot(t, s, append(want, def), first+int64(len(in)))
 
 	if _, err := s.Rule(ctx, "no-such-rule"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("Rule(unknown) error = %v, want ErrNotFound", err)
@@ -1018,8 +1042,112 @@ func testConcurrentCreates(t *testing.T, b Backend) {
 	if won != 1 {
 		t.Errorf("%d creates won, want 1", won)
 	}
-	if v := mustVersion(t, s); v != 2 {
-		t.Errorf("version = %d, want 2", v)
+	if v, want := mustVersion(t, s), store.FirstVersion(clk.Now())+1; v != want {
+		t.Errorf("version = %d, want %d", v, want)
+	}
+}
+
+// openLimited opens a store on b that holds at most maxRules rules, and a
+// second one (a replica) if the backend is shared.
+func openLimited(t *testing.T, b Backend, clk *clock, maxRules int) (s, peer store.Store) {
+	t.Helper()
+	if b.OpenLimited == nil {
+		t.Fatal("the backend has no OpenLimited")
+	}
+	s = b.OpenLimited(t, clk.Now, maxRules)
+	t.Cleanup(func() { _ = s.Close() })
+	peer = s
+	if b.Shared {
+		peer = b.OpenLimited(t, clk.Now, maxRules)
+		t.Cleanup(func() { _ = peer.Close() })
+	}
+	return s, peer
+}
+
+// testRuleLimit: a create past the limit (the Default rule counts) is refused
+// with ErrRuleLimit and changes nothing; updates still work at the limit,
+// an existing name is still ErrAlreadyExists, and a delete makes room.
+func testRuleLimit(t *testing.T, b Backend) {
+	const limit = 4
+	clk := newClock()
+	s, other := openLimited(t, b, clk, limit)
+	ctx := t.Context()
+	var created []rules.Rule
+	for i := range limit - 1 {
+		created = append(created, mustCreate(t, s, newRule(fmt.Sprintf("r%d", i), int32(1+i))))
+	}
+	version := mustVersion(t, s)
+	events := len(allEvents(t, s, ""))
+	for _, st := range []store.Store{s, other} {
+		if _, err := st.CreateRule(ctx, newRule("over", 50), "u"); !errors.Is(err, store.ErrRuleLimit) {
+			t.Fatalf("create past the limit: error = %v, want ErrRuleLimit", err)
+		}
+	}
+	if _, err := s.CreateRule(ctx, newRule("r0", 50), "u"); !errors.Is(err, store.ErrAlreadyExists) {
+		t.Errorf("create of an existing rule at the limit: error = %v, want ErrAlreadyExists", err)
+	}
+	if v := mustVersion(t, s); v != version {
+		t.Errorf("version = %d after refused creates, want %d", v, version)
+	}
+	if n := len(allEvents(t, s, "")); n != events {
+		t.Errorf("%d audit events after refused creates, want %d", n, events)
+	}
+	if _, err := s.Rule(ctx, "over"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the refused rule: Rule error = %v, want ErrNotFound", err)
+	}
+	r := created[0]
+	r.FixedRate = 0.5
+	if _, err := s.UpdateRule(ctx, r, r.Revision, "u"); err != nil {
+		t.Errorf("update at the limit: %v", err)
+	}
+	if err := s.DeleteRule(ctx, "r1", 0, "u"); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, other, newRule("over", 50))
+	if n := len(mustSnapshot(t, s).Rules); n != limit {
+		t.Errorf("the store holds %d rules, want %d", n, limit)
+	}
+}
+
+// testConcurrentCreatesAtTheLimit: creates racing on two replicas for the
+// last free places take exactly those places.
+func testConcurrentCreatesAtTheLimit(t *testing.T, b Backend) {
+	const limit, free, writers = 10, 3, 16
+	clk := newClock()
+	s, other := openLimited(t, b, clk, limit)
+	stores := []store.Store{s, other}
+	for i := range limit - 1 - free {
+		mustCreate(t, s, newRule(fmt.Sprintf("r%d", i), int32(1+i)))
+	}
+	version := mustVersion(t, s)
+	errs := make([]error, writers)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range writers {
+		wg.Go(func() {
+			<-start
+			_, errs[i] = stores[i%len(stores)].CreateRule(context.Background(), newRule(fmt.Sprintf("new%d", i), int32(100+i)), "u")
+		})
+	}
+	close(start)
+	wg.Wait()
+	won := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case !errors.Is(err, store.ErrRuleLimit):
+			t.Errorf("writer %d: error = %v, want ErrRuleLimit", i, err)
+		}
+	}
+	if won != free {
+		t.Errorf("%d creates won, want %d", won, free)
+	}
+	if n := len(mustSnapshot(t, s).Rules); n != limit {
+		t.Errorf("the store holds %d rules, want %d", n, limit)
+	}
+	if v := mustVersion(t, s); v != version+free {
+		t.Errorf("version = %d, want %d", v, version+free)
 	}
 }
 
@@ -1092,9 +1220,13 @@ func testReopen(t *testing.T, b Backend) {
 	clk.Advance(time.Hour)
 	s2 := open(t, b, clk)
 	if !b.Durable {
-		// A fresh store: only the Default rule, stamped now.
+		// A fresh store: only the Default rule, stamped now, at a version
+		// above every one the lost store handed out.
 		now := clk.Now()
-		checkSnapshot(t, s2, []rules.Rule{stamped(rules.Default(), 1, now, now)}, 1)
+		checkSnapshot(t, s2, []rules.Rule{stamped(rules.Default(), 1, now, now)}, store.FirstVersion(now))
+		if v := mustVersion(t, s2); v <= wantSnap.Version {
+			t.Errorf("the fresh store is at version %d, not above the lost store's %d", v, wantSnap.Version)
+		}
 		if evs := allEvents(t, s2, ""); len(evs) != 1 {
 			t.Errorf("reopened store has %d events, want 1", len(evs))
 		}
@@ -1119,6 +1251,56 @@ func testReopen(t *testing.T, b Backend) {
 	}
 	if v := mustVersion(t, s2); v != wantSnap.Version+1 {
 		t.Errorf("version after reopening and editing = %d, want %d", v, wantSnap.Version+1)
+	}
+}
+
+// testVersionAfterLoss: a store that lost its data (a new embedded store
+// without a data directory, Redis restarted without persistence) must not
+// hand out a version it handed out before, or an SDK that reconnects with
+// that version is told its stale rules are current.
+func testVersionAfterLoss(t *testing.T, b Backend) {
+	clk := newClock()
+	ctx := t.Context()
+	s := b.Open(t, clk.Now)
+	t.Cleanup(func() { _ = s.Close() })
+	r := mustCreate(t, s, newRule("lost", 10))
+	for range 5 {
+		clk.Advance(time.Millisecond)
+		var err error
+		if r, err = s.UpdateRule(ctx, r, r.Revision, "u"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	high := mustVersion(t, s)
+
+	clk.Advance(time.Second)
+	switch {
+	case !b.Durable:
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		s = open(t, b, clk)
+	case b.Lose == nil:
+		t.Skip("the backend cannot lose its data")
+	case b.Shared:
+		b.Lose(t) // the replica's store stays open
+	default:
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		b.Lose(t)
+		s = open(t, b, clk)
+	}
+	// The first edit after the loss, then the snapshot that puts the
+	// Default rule back where it went missing.
+	mustCreate(t, s, newRule("after", 10))
+	afterEdit := mustVersion(t, s)
+	snap := mustSnapshot(t, s)
+	if !slices.Contains(names(snap.Rules), rules.DefaultName) || !slices.Contains(names(snap.Rules), "after") || slices.Contains(names(snap.Rules), "lost") {
+		t.Fatalf("after the loss the store holds %q, want the Default rule and \"after\"", names(snap.Rules))
+	}
+	if afterEdit <= high || snap.Version < afterEdit {
+		t.Errorf("versions after the loss: %d after an edit, %d in the snapshot; want both above %d, the highest before", afterEdit, snap.Version, high)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tracesampling/controlplane/internal/budget"
+	"github.com/tracesampling/controlplane/internal/store"
 )
 
 // Budget is the stored JSON form of budget.Budget. Its field names are part
@@ -374,4 +375,21 @@ func DecodeNameToken(prefix, token string) (string, error) {
 		return "", InvalidPageToken()
 	}
 	return name, nil
+}
+
+// CheckSequenced returns an error for a numbered report that names no
+// client or whose seq is out of range, or for one of its increments.
+func CheckSequenced(s *store.SequencedUsage) error {
+	if s.Client == "" {
+		return fmt.Errorf("numbered report without a client")
+	}
+	if s.Seq == 0 || s.Seq > store.MaxSeq {
+		return fmt.Errorf("report %d of client %q: seq outside 1-%d", s.Seq, s.Client, uint64(store.MaxSeq))
+	}
+	for _, u := range s.Usage {
+		if err := CheckUsage(u.Budget, u.Month, u.Hour, u.Requests, u.Sampled); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -1,0 +1,338 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/internal/store/memstore"
+)
+
+func TestApply(t *testing.T) {
+	s := startCLIServer(t, nil)
+
+	res := s.cli(t, "", "apply", "-f", "testdata/rules.yaml").mustOK(t)
+	golden(t, "apply.first.golden", res.stdout)
+	golden(t, "apply.list.golden", s.cli(t, "", "list").mustOK(t).stdout)
+
+	// Again: nothing to do, and nothing done.
+	before := s.list(t)
+	res = s.cli(t, "", "apply", "-f", "testdata/rules.yaml").mustOK(t)
+	if want := "= 3 unchanged\n0 created, 0 updated, 0 deleted, 3 unchanged\n"; res.stdout != want {
+		t.Errorf("second apply printed\n%s\nwant\n%s", res.stdout, want)
+	}
+	if after := s.list(t); !proto.Equal(before, after) {
+		t.Errorf("an unchanged apply changed the rules:\n%v\n->\n%v", before, after)
+	}
+
+	// A dry run of the edited file prints the diff and changes nothing.
+	res = s.cli(t, "", "apply", "-f", "testdata/rules_edited.yaml", "--dry-run").mustOK(t)
+	golden(t, "apply.edited.dry-run.golden", res.stdout)
+	if after := s.list(t); !proto.Equal(before, after) {
+		t.Errorf("--dry-run changed the rules:\n%v\n->\n%v", before, after)
+	}
+
+	// The edit itself, without --prune: search is kept.
+	res = s.cli(t, "", "apply", "-f", "testdata/rules_edited.yaml").mustOK(t)
+	golden(t, "apply.edited.golden", res.stdout)
+	if names := ruleNames(s.list(t).GetRules()); strings.Join(names, " ") != "health checkout login search Default" {
+		t.Errorf("after the edit: %v", names)
+	}
+	checkout := normalized(s.get(t, "checkout"))
+	if checkout.FixedRate != 0.2 || checkout.URLPath != "/pay*" || checkout.Labels["env"] != "prod" {
+		t.Errorf("checkout after the edit: %+v", checkout)
+	}
+	if d := s.get(t, "Default"); d.GetFixedRate() != 0.01 || d.GetReservoirSize() != 2 || d.GetPriority() != rules.DefaultPriority {
+		t.Errorf("Default after the edit: %v", d)
+	}
+
+	// With --prune: search goes, Default stays although only re-rated.
+	res = s.cli(t, "", "apply", "-f", "testdata/rules_edited.yaml", "--prune").mustOK(t)
+	if want := "- delete search\n= 4 unchanged\n0 created, 0 updated, 1 deleted, 4 unchanged\n"; res.stdout != want {
+		t.Errorf("apply --prune printed\n%s\nwant\n%s", res.stdout, want)
+	}
+	// A file without the Default rule never prunes it.
+	res = s.cli(t, "rules:\n  - {name: health, priority: 1, url_path: /healthz, description: never trace health checks}\n",
+		"apply", "-f", "-", "--prune").mustOK(t)
+	if want := "- delete checkout\n- delete login\n= 1 unchanged\n0 created, 0 updated, 2 deleted, 1 unchanged\n"; res.stdout != want {
+		t.Errorf("apply --prune of one rule printed\n%s\nwant\n%s", res.stdout, want)
+	}
+	if names := ruleNames(s.list(t).GetRules()); strings.Join(names, " ") != "health Default" {
+		t.Errorf("after pruning: %v", names)
+	}
+}
+
+func TestApplyInvalidFileChangesNothing(t *testing.T) {
+	s := startCLIServer(t, nil)
+	s.cli(t, "", "apply", "-f", "testdata/rules.yaml").mustOK(t)
+	before := s.list(t)
+
+	for _, tc := range []struct {
+		name string
+		file string
+		want []string // in the error, in this order
+	}{
+		{
+			name: "bad value",
+			file: `rules:
+  - name: health
+    priority: 1
+  - name: checkout
+    priority: 10
+    fixed_rate: 1.5
+`,
+			want: []string{`<stdin>:6: rule "checkout" (#2): fixed_rate: must be between 0 and 1, got 1.5`},
+		},
+		{
+			name: "unknown field",
+			file: `rules:
+  - name: checkout
+    priority: 10
+    fixed_rat: 0.5
+`,
+			want: []string{`<stdin>:4: rule "checkout" (#1): fixed_rat: unknown field; did you mean "fixed_rate"?`},
+		},
+		{
+			name: "duplicate name",
+			file: `rules:
+  - name: checkout
+    priority: 10
+  - name: search
+    priority: 20
+  - name: checkout
+    priority: 30
+  - name: search
+    priority: 0
+`,
+			want: []string{
+				`<stdin>:6: rule "checkout" (#3): name: rule #1 (line 2) has the same name`,
+				`<stdin>:8: rule "search" (#4): name: rule #2 (line 4) has the same name`,
+				`<stdin>:9: rule "search" (#4): priority: must be between 1 and 9999, got 0`,
+			},
+		},
+		{
+			name: "yaml syntax",
+			file: "rules:\n  - name: checkout\n    priority: [10\n",
+			want: []string{"<stdin>:", "invalid YAML"},
+		},
+		{
+			name: "wrong type",
+			file: "rules:\n  - name: checkout\n    priority: high\n    labels: [a, b]\n    reservoir_size: 1.5\n",
+			want: []string{
+				`<stdin>:3: rule "checkout" (#1): priority: want a whole number, got "high"`,
+				`<stdin>:4: rule "checkout" (#1): labels: want a mapping of key: value, got a list`,
+				`<stdin>:5: rule "checkout" (#1): reservoir_size: want a whole number, got "1.5"`,
+			},
+		},
+		{
+			name: "every problem at once",
+			file: `rules:
+  - name: checkout
+    priority: 0
+    fixed_rate: 2
+    http_method: VERYLONGMETHOD
+    attributes: {tier: ""}
+    labels: {Team: x}
+  - priority: 5
+`,
+			want: []string{
+				"<stdin>: 6 problems found, nothing was changed",
+				`<stdin>:3: rule "checkout" (#1): priority: must be between 1 and 9999, got 0`,
+				`<stdin>:4: rule "checkout" (#1): fixed_rate: must be between 0 and 1, got 2`,
+				`<stdin>:5: rule "checkout" (#1): http_method: at most 10 characters, got 14`,
+				`<stdin>:6: rule "checkout" (#1): attributes.tier: is required`,
+				`<stdin>:7: rule "checkout" (#1): labels.Team: label keys must be`,
+				`<stdin>:8: rule #2: name: is required`,
+			},
+		},
+		{
+			name: "Default narrowed",
+			file: "rules:\n  - name: Default\n    fixed_rate: 0.1\n    service_name: shop\n",
+			want: []string{`<stdin>:2: rule "Default" (#1): the Default rule can be re-rated but not deleted, renamed or narrowed (cannot change service_name)`},
+		},
+		{
+			name: "field given twice",
+			file: "rules:\n  - name: checkout\n    priority: 10\n    priority: 20\n",
+			want: []string{`<stdin>:4: rule "checkout" (#1): priority: given twice (first at line 3)`},
+		},
+		{
+			name: "output-only field",
+			file: "rules:\n  - name: checkout\n    priority: 10\n    etag: \"3\"\n",
+			want: []string{`<stdin>:4: rule "checkout" (#1): etag: is output only`},
+		},
+		{
+			name: "unknown top-level field",
+			file: "rule:\n  - name: checkout\n",
+			want: []string{`<stdin>:1: unknown field "rule"`},
+		},
+		{
+			name: "not a list",
+			file: "rules: {name: checkout}\n",
+			want: []string{`<stdin>:1: "rules" must be a list of rules, got a mapping`},
+		},
+		{
+			name: "empty file",
+			file: "",
+			want: []string{"<stdin>: the file is empty"},
+		},
+		{
+			name: "two documents",
+			file: "rules: []\n---\nrules: []\n",
+			want: []string{"<stdin>:2: only one YAML document is allowed"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, args := range [][]string{
+				{"apply", "-f", "-", "--prune"},
+				{"apply", "-f", "-", "--dry-run"},
+				{"create", "-f", "-"},
+			} {
+				res := s.cli(t, tc.file, args...)
+				if res.code != exitInvalid {
+					t.Fatalf("%s: exit code %d, want %d; err %v\nstdout:\n%s", args[0], res.code, exitInvalid, res.err, res.stdout)
+				}
+				// Problems are listed in the order of the file.
+				msg := res.err.Error()
+				for _, w := range tc.want {
+					i := strings.Index(msg, w)
+					if i < 0 {
+						t.Errorf("%s: error\n%v\ndoes not contain (after the previous problem)\n%s", args[0], res.err, w)
+						continue
+					}
+					msg = msg[i+len(w):]
+				}
+				if res.stdout != "" {
+					t.Errorf("%s: printed %q for an invalid file", args[0], res.stdout)
+				}
+			}
+			if after := s.list(t); !proto.Equal(before, after) {
+				t.Errorf("an invalid file changed the rules:\n%v\n->\n%v", before, after)
+			}
+		})
+	}
+}
+
+// racingStore edits a rule behind the CLI's back the first time the server
+// reads it for an update, as another admin would between apply's list and its
+// update.
+type racingStore struct {
+	*memstore.Store
+	victim string
+	once   sync.Once
+}
+
+func (s *racingStore) Rule(ctx context.Context, name string) (rules.Rule, error) {
+	if name == s.victim {
+		var err error
+		s.once.Do(func() {
+			var r rules.Rule
+			if r, err = s.Store.Rule(ctx, name); err == nil {
+				r.Description = "edited meanwhile"
+				_, err = s.Store.UpdateRule(ctx, r, r.Revision, "someone-else")
+			}
+		})
+		if err != nil {
+			return rules.Rule{}, err
+		}
+	}
+	return s.Store.Rule(ctx, name)
+}
+
+func TestApplyStopsOnConcurrentEdit(t *testing.T) {
+	s := startCLIServer(t, &racingStore{Store: newCLIStore(t), victim: "checkout"})
+	s.cli(t, "", "create", "-f", "testdata/rules.yaml").mustOK(t)
+
+	res := s.cli(t, "", "apply", "-f", "testdata/rules_edited.yaml", "--prune")
+	if res.code != exitConflict {
+		t.Fatalf("exit code %d, want %d (aborted); err %v", res.code, exitConflict, res.err)
+	}
+	wantErr := `update rule "checkout": rule "checkout" has etag "2", not "1"`
+	if !strings.Contains(res.err.Error(), wantErr) {
+		t.Errorf("error %q does not contain %q", res.err, wantErr)
+	}
+	wantReport := `apply stopped: 1 of 4 changes made
+made:
+  + create login
+not made:
+  ~ update checkout: fixed_rate 0.5 -> 0.2, url_path "/checkout*" -> "/pay*", labels.env (none) -> "prod"
+  ~ update Default: fixed_rate 0.05 -> 0.01, reservoir_size 1 -> 2
+  - delete search
+`
+	if res.stderr != wantReport {
+		t.Errorf("stderr:\n%s\nwant\n%s", res.stderr, wantReport)
+	}
+	if !strings.HasSuffix(res.stdout, "1 created, 0 updated, 0 deleted, 1 unchanged\n") {
+		t.Errorf("stdout does not end with the summary of what was done:\n%s", res.stdout)
+	}
+	if c := s.get(t, "checkout"); c.GetDescription() != "edited meanwhile" || c.GetFixedRate() != 0.5 {
+		t.Errorf("the other admin's edit was overwritten: %v", c)
+	}
+	if names := ruleNames(s.list(t).GetRules()); strings.Join(names, " ") != "health checkout login search Default" {
+		t.Errorf("after the stopped apply: %v", names)
+	}
+}
+
+func TestApplyFromStdinMatchesFile(t *testing.T) {
+	data, err := os.ReadFile("testdata/rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := startCLIServer(t, nil), startCLIServer(t, nil)
+	a.cli(t, "", "apply", "-f", "testdata/rules.yaml").mustOK(t)
+	b.cli(t, string(data), "apply", "-f", "-").mustOK(t)
+	if la, lb := a.list(t), b.list(t); !proto.Equal(la, lb) {
+		t.Errorf("apply -f FILE and -f - differ:\n%v\n%v", la, lb)
+	}
+}
+
+// TestApplyRuleLimit: a file that would take the server past its limit of
+// rules fails before any change; one that stays within it once pruned
+// applies, its deletes first when creating first would pass the limit.
+func TestApplyRuleLimit(t *testing.T) {
+	st := newCLIStore(t)
+	s := startCLIServer(t, st)
+	ctx := t.Context()
+	// The server at the limit: Default and r1 to r999.
+	var file strings.Builder
+	file.WriteString("rules:\n")
+	for i := 1; i < rules.MaxRules; i++ {
+		r := rules.Rule{Name: fmt.Sprintf("r%d", i), Priority: 100, ReservoirSize: 1}.Normalize()
+		if _, err := st.CreateRule(ctx, r, "test"); err != nil {
+			t.Fatal(err)
+		}
+		if i <= 990 {
+			fmt.Fprintf(&file, "  - {name: r%d, priority: 100, reservoir_size: 1}\n", i)
+		}
+	}
+	for i := 1; i <= 9; i++ {
+		fmt.Fprintf(&file, "  - {name: n%d, priority: 100, reservoir_size: 1}\n", i)
+	}
+	before := s.list(t)
+
+	// Without --prune the server would hold 1,009 rules.
+	res := s.cli(t, file.String(), "apply", "-f", "-")
+	if res.code != exitConflict || !strings.Contains(fmt.Sprint(res.err), "1009 rules, more than the limit of 1000") {
+		t.Fatalf("apply past the limit: exit %d, %v", res.code, res.err)
+	}
+	if strings.Contains(res.stdout, "created") {
+		t.Errorf("apply past the limit printed\n%s", res.stdout)
+	}
+	if after := s.list(t); !proto.Equal(before, after) {
+		t.Error("apply past the limit changed the rules")
+	}
+
+	// With --prune it holds 1,000: the 9 deletes go first.
+	res = s.cli(t, file.String(), "apply", "-f", "-", "--prune").mustOK(t)
+	if !strings.HasSuffix(res.stdout, "9 created, 0 updated, 9 deleted, 990 unchanged\n") {
+		t.Errorf("apply --prune printed\n%s", res.stdout)
+	}
+	if n := len(s.list(t).GetRules()); n != rules.MaxRules {
+		t.Errorf("%d rules after apply --prune, want %d", n, rules.MaxRules)
+	}
+}

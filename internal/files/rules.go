@@ -1,0 +1,246 @@
+package files
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/apiconv"
+	"github.com/tracesampling/controlplane/internal/rules"
+)
+
+// The rules file is the YAML form of a list of rules, with the API's
+// snake_case field names:
+//
+//	rules:
+//	  - name: checkout
+//	    priority: 10
+//	    fixed_rate: 0.5
+//	    reservoir_size: 5
+//	    service_name: "shop-*"
+//	    attributes: {tier: gold}
+//	    labels: {team: payments}
+//
+// It is what `apply` and `create -f` read and what `list -o yaml` and
+// `get -o yaml` print, so that output can be edited and applied back. A rule
+// in the file is its whole desired state: an omitted glob means "*", an
+// omitted number zero, an omitted map or description empty. Output-only
+// fields (etag, times) are never printed and are refused on input.
+
+// ruleFile is the document the encoder writes.
+type ruleFile struct {
+	Rules []fileRule `yaml:"rules"`
+}
+
+// fileRule is one rule as printed; the field order is the proto's.
+type fileRule struct {
+	Name          string            `yaml:"name"`
+	Priority      int32             `yaml:"priority,omitempty"`
+	FixedRate     float64           `yaml:"fixed_rate"`
+	ReservoirSize int64             `yaml:"reservoir_size"`
+	ServiceName   string            `yaml:"service_name,omitempty"`
+	ServiceType   string            `yaml:"service_type,omitempty"`
+	Host          string            `yaml:"host,omitempty"`
+	HTTPMethod    string            `yaml:"http_method,omitempty"`
+	URLPath       string            `yaml:"url_path,omitempty"`
+	ResourceARN   string            `yaml:"resource_arn,omitempty"`
+	Attributes    map[string]string `yaml:"attributes,omitempty,flow"`
+	Description   string            `yaml:"description,omitempty"`
+	Labels        map[string]string `yaml:"labels,omitempty,flow"`
+}
+
+// toFileRule returns the printed form of r: globs that match anything and
+// the Default rule's fixed priority are left out, as the file means them
+// when they are absent.
+func toFileRule(r rules.Rule) fileRule {
+	r = r.Normalize()
+	glob := func(s string) string {
+		if s == "*" {
+			return ""
+		}
+		return s
+	}
+	f := fileRule{
+		Name:          r.Name,
+		Priority:      r.Priority,
+		FixedRate:     r.FixedRate,
+		ReservoirSize: r.ReservoirSize,
+		ServiceName:   glob(r.ServiceName),
+		ServiceType:   glob(r.ServiceType),
+		Host:          glob(r.Host),
+		HTTPMethod:    glob(r.HTTPMethod),
+		URLPath:       glob(r.URLPath),
+		ResourceARN:   glob(r.ResourceARN),
+		Attributes:    r.Attributes,
+		Description:   r.Description,
+		Labels:        r.Labels,
+	}
+	if r.IsDefault() {
+		f.Priority = 0
+	}
+	return f
+}
+
+// WriteRules prints rules in the rules file format.
+func WriteRules(w io.Writer, rs []*pb.Rule) error {
+	doc := ruleFile{Rules: make([]fileRule, 0, len(rs))}
+	for _, p := range rs {
+		doc.Rules = append(doc.Rules, toFileRule(apiconv.RuleFromProto(p)))
+	}
+	enc := yaml.NewEncoder(w)
+	enc.SetIndent(2)
+	if err := enc.Encode(doc); err != nil {
+		return err
+	}
+	return enc.Close()
+}
+
+// Rule is one rule read from a file, normalized, and where it was.
+type Rule struct {
+	Rule  rules.Rule
+	Index int // 1-based position in the file
+	Line  int
+}
+
+// ReadRules reads the rules file at path ("-" for stdin) and loads it.
+func ReadRules(path string, stdin io.Reader) ([]Rule, error) {
+	data, err := read(path, stdin)
+	if err != nil {
+		return nil, err
+	}
+	return LoadRules(DisplayName(path), data)
+}
+
+// LoadRules decodes a rules file strictly (an unknown or repeated field is an
+// error, so a typo never passes silently) and checks every rule with
+// rules.Validate, the one definition of a valid rule, plus what only a file
+// can get wrong: two rules with one name. It returns the rules in file order,
+// or an *Error with every problem found.
+func LoadRules(name string, data []byte) ([]Rule, error) {
+	l := &loader{file: name}
+	var out []Rule
+	l.load(data, list{key: "rules", noun: "rule", item: func(index int, n *yaml.Node) (string, bool, func()) {
+		e, ok := l.rule(index, n)
+		return e.Rule.Name, ok, func() { out = append(out, e) }
+	}})
+	if err := l.err(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// rule decodes and validates one rule; ok is false if it had problems. The
+// entry is returned either way, with as much of the rule as was read.
+func (l *loader) rule(index int, n *yaml.Node) (e Rule, ok bool) {
+	e = Rule{Index: index, Line: n.Line}
+	if n.Kind != yaml.MappingNode {
+		l.addf(n.Line, "rule #%d: want a mapping of fields, got %s", index, kindName(n))
+		return e, false
+	}
+	pairs, perrs := mappingPairs(n)
+	var r rules.Rule
+	// Find the name first, so that every problem can name the rule.
+	for _, p := range pairs {
+		if p.key.Value == "name" {
+			v := resolve(p.val)
+			if v.Kind == yaml.ScalarNode && !isNull(v) {
+				r.Name = v.Value
+			}
+		}
+	}
+	who := fmt.Sprintf("rule #%d", index)
+	if r.Name != "" {
+		who = fmt.Sprintf("rule %q (#%d)", r.Name, index)
+	}
+	before := len(l.problems)
+	for _, e := range perrs {
+		l.addf(e.line, "%s: %s", who, e.msg)
+	}
+	lines := map[string]int{}   // field (as Validate names it) -> line
+	failed := map[string]bool{} // fields that did not decode
+	for _, p := range pairs {
+		field := p.key.Value
+		lines[field] = p.key.Line
+		if err := decodeField(&r, field, resolve(p.val), lines); err != nil {
+			failed[field] = true
+			l.addf(err.line, "%s: %s: %s", who, field, err.msg)
+		}
+	}
+	r = r.Normalize()
+	var ve *rules.ValidationError
+	if err := rules.Validate(&r); errors.As(err, &ve) {
+		for _, v := range ve.Violations {
+			top, _, _ := strings.Cut(v.Field, ".")
+			if failed[top] {
+				continue // already reported as undecodable
+			}
+			line, ok := lines[v.Field]
+			if !ok {
+				line, ok = lines[top]
+			}
+			if !ok {
+				line = n.Line
+			}
+			l.addf(line, "%s: %s: %s", who, v.Field, v.Description)
+		}
+	}
+	if err := rules.CheckDefault(&r); err != nil {
+		l.addf(n.Line, "%s: %v", who, err)
+	}
+	e.Rule = r
+	return e, len(l.problems) == before
+}
+
+// decodeField sets the field of r that a file key names. Map entries record
+// their lines in lines, keyed as Validate names them ("attributes.tier").
+func decodeField(r *rules.Rule, field string, v *yaml.Node, lines map[string]int) *nodeError {
+	switch field {
+	case "name":
+		return decodeString(v, &r.Name)
+	case "priority":
+		var n int64
+		if err := decodeInt(v, &n); err != nil {
+			return err
+		}
+		if n < math.MinInt32 || n > math.MaxInt32 {
+			return errAt(v, "%d is out of range", n)
+		}
+		r.Priority = int32(n)
+		return nil
+	case "fixed_rate":
+		return decodeFloat(v, &r.FixedRate)
+	case "reservoir_size":
+		return decodeInt(v, &r.ReservoirSize)
+	case "service_name":
+		return decodeString(v, &r.ServiceName)
+	case "service_type":
+		return decodeString(v, &r.ServiceType)
+	case "host":
+		return decodeString(v, &r.Host)
+	case "http_method":
+		return decodeString(v, &r.HTTPMethod)
+	case "url_path":
+		return decodeString(v, &r.URLPath)
+	case "resource_arn":
+		return decodeString(v, &r.ResourceARN)
+	case "attributes":
+		return decodeMap(v, field, &r.Attributes, lines)
+	case "description":
+		return decodeString(v, &r.Description)
+	case "labels":
+		return decodeMap(v, field, &r.Labels, lines)
+	case "etag", "create_time", "update_time":
+		return errAt(v, "is output only and cannot be set in a file")
+	}
+	fields := []string{"name", "priority", "fixed_rate", "reservoir_size", "service_name", "service_type", "host",
+		"http_method", "url_path", "resource_arn", "attributes", "description", "labels"}
+	if near := closest(field, fields); near != "" {
+		return errAt(v, "unknown field; did you mean %q?", near)
+	}
+	return errAt(v, "unknown field; a rule has %s", strings.Join(fields, ", "))
+}

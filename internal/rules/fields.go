@@ -1,0 +1,56 @@
+package rules
+
+import "maps"
+
+// MutableFields are the fields of a rule an edit may change, by their API
+// names; the rest is its identity (name) or set by the store (revision,
+// times). Every transport's field masks name these.
+var MutableFields = []string{
+	"priority", "fixed_rate", "reservoir_size", "service_name", "service_type", "host",
+	"http_method", "url_path", "resource_arn", "attributes", "description", "labels",
+}
+
+// IsMutableField reports whether name is one of MutableFields.
+func IsMutableField(name string) bool {
+	for _, f := range MutableFields {
+		if f == name {
+			return true
+		}
+	}
+	return false
+}
+
+// WithFields returns cur with the fields named in fields (names of
+// MutableFields; others are ignored) taken from patch.
+func WithFields(cur Rule, patch *Rule, fields []string) Rule {
+	next := cur.Clone()
+	for _, f := range fields {
+		switch f {
+		case "priority":
+			next.Priority = patch.Priority
+		case "fixed_rate":
+			next.FixedRate = patch.FixedRate
+		case "reservoir_size":
+			next.ReservoirSize = patch.ReservoirSize
+		case "service_name":
+			next.ServiceName = patch.ServiceName
+		case "service_type":
+			next.ServiceType = patch.ServiceType
+		case "host":
+			next.Host = patch.Host
+		case "http_method":
+			next.HTTPMethod = patch.HTTPMethod
+		case "url_path":
+			next.URLPath = patch.URLPath
+		case "resource_arn":
+			next.ResourceARN = patch.ResourceARN
+		case "attributes":
+			next.Attributes = maps.Clone(patch.Attributes)
+		case "description":
+			next.Description = patch.Description
+		case "labels":
+			next.Labels = maps.Clone(patch.Labels)
+		}
+	}
+	return next
+}
