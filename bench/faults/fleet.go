@@ -15,9 +15,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/resolver"
-	"google.golang.org/grpc/resolver/manual"
 
 	"github.com/tracesampling/controlplane/clients/go/sampler"
 )
@@ -72,17 +69,14 @@ type instance struct {
 type endpoints int
 
 const (
-	// everyReplica gives every instance every replica's address through a
-	// gRPC resolver, with pick_first over a shuffled list: what a dns:///
-	// name with one record per replica gives, so an instance whose replica
-	// dies connects to another.
+	// everyReplica gives every instance every replica's address
+	// (sampler.WithEndpoints), so an instance whose replica dies moves to
+	// another.
 	everyReplica endpoints = iota
-	// oneReplica gives instance i the address of replica i % n only, as
-	// sampler.WithEndpoint("host:port") does.
+	// oneReplica gives instance i the address of replica i % n only
+	// (sampler.WithEndpoint("host:port")).
 	oneReplica
 )
-
-const pickFirstShuffled = `{"loadBalancingConfig":[{"pick_first":{"shuffleAddressList":true}}]}`
 
 // startFleet starts n instances against the replicas' addresses and drives
 // their traffic until stop. windows must cover the whole run.
@@ -97,15 +91,7 @@ func startFleet(n int, rates []float64, addrs []string, how endpoints, window ti
 		}
 		switch how {
 		case everyReplica:
-			r := manual.NewBuilderWithScheme("faults")
-			var eps []resolver.Endpoint
-			for _, a := range addrs {
-				eps = append(eps, resolver.Endpoint{Addresses: []resolver.Address{{Addr: a}}})
-			}
-			r.InitialState(resolver.State{Endpoints: eps})
-			opts = append(opts,
-				sampler.WithEndpoint("faults:///replicas"),
-				sampler.WithDialOptions(grpc.WithResolvers(r), grpc.WithDefaultServiceConfig(pickFirstShuffled)))
+			opts = append(opts, sampler.WithEndpoints(addrs...))
 		case oneReplica:
 			opts = append(opts, sampler.WithEndpoint(addrs[i%len(addrs)]))
 		}

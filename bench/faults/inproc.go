@@ -19,12 +19,14 @@ import (
 )
 
 // skewedReplica is a replica run in this process, wired as `serve` wires
-// one (store, catalog, server, budget controller, readiness probe), whose
-// clock can be set off the real time. `serve` has no clock option, so clock
-// skew is the one fault that needs it; every other fault runs the real
-// binary. The clock is read by everything that reads one in `serve`: the
-// server (ledger buckets, quota expiries, receipts), the store (audit times,
-// the hours of budget usage) and the budget controller (its ticks).
+// one (internal/cli's serve: store, catalog, server, budget controller,
+// readiness probe; not the Jaeger ports or the dashboard, which no fault
+// here uses), whose clock can be set off the real time. `serve` has no
+// clock option, so clock skew is the one fault that needs it; every other
+// fault runs the real binary. The clock is read by everything that reads
+// one in `serve`: the server (ledger buckets, quota expiries), the store
+// (audit times, the hours of budget usage) and the budget controller (its
+// ticks).
 type skewedReplica struct {
 	redisURL string
 	interval time.Duration
@@ -105,13 +107,13 @@ func (r *skewedReplica) start(ctx context.Context) error {
 	run.bg.Add(4)
 	go func() { defer run.bg.Done(); _ = srv.Serve(lis) }()
 	go func() { defer run.bg.Done(); ctl.Run(runCtx) }()
-	go func() { defer run.bg.Done(); readiness.Run(runCtx, st.Ping, 2*time.Second) }()
+	go func() { defer run.bg.Done(); readiness.Run(runCtx, st.Ping, rulesLoaded(cat), 2*time.Second) }()
 	go func() { defer run.bg.Done(); _ = cat.Run(runCtx) }()
 	r.running = run
 	return nil
 }
 
-func (r *skewedReplica) dropped() float64 {
+func (r *skewedReplica) counter(name string) float64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.running == nil {
@@ -122,7 +124,7 @@ func (r *skewedReplica) dropped() float64 {
 		return 0
 	}
 	for _, mf := range mfs {
-		if mf.GetName() == droppedMetric {
+		if mf.GetName() == name {
 			sum := 0.0
 			for _, m := range mf.GetMetric() {
 				sum += m.GetCounter().GetValue()
@@ -149,6 +151,17 @@ func (r *skewedReplica) stop() {
 	run.srv.Stop(ctx)
 	run.bg.Wait()
 	run.close()
+}
+
+// rulesLoaded is serve's second readiness probe: not ready before the first
+// rules are loaded.
+func rulesLoaded(cat *catalog.Catalog) func(context.Context) error {
+	return func(context.Context) error {
+		if cat.Current().Version == 0 {
+			return errors.New("no rules loaded yet")
+		}
+		return nil
+	}
 }
 
 // kill is stop: an in-process replica cannot crash without taking the

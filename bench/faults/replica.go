@@ -31,13 +31,20 @@ type replica interface {
 	stop()
 	// warnings counts the log lines at WARN or above so far.
 	warnings() int
-	// dropped reads controlplane_usage_dropped_total: budget usage entries
-	// the replica lost, or may have lost, since it started.
-	dropped() float64
+	// counter reads a counter of the replica's metrics since it started,
+	// summed over its labels.
+	counter(name string) float64
 }
 
-// droppedMetric is the counter replica.dropped reads.
-const droppedMetric = "controlplane_usage_dropped_total"
+// Counters read from the replicas at the end of a run.
+const (
+	// droppedMetric counts budget usage entries a replica lost, or may
+	// have lost.
+	droppedMetric = "controlplane_usage_dropped_total"
+	// clampedMetric counts sampled traces cut from reports that claimed
+	// more than their client can have sampled.
+	clampedMetric = "controlplane_report_traces_clamped_total"
+)
 
 // replicaStart bounds how long a replica may take to become ready.
 const replicaStart = 30 * time.Second
@@ -96,6 +103,7 @@ func (r *procReplica) start(ctx context.Context) error {
 	cmd := exec.Command(r.bin, "serve",
 		"--grpc-addr", r.grpcAddr,
 		"--http-addr", r.httpAddr,
+		"--jaeger-addr", "", // off: replicas would share its default port
 		"--redis-url", r.redisURL,
 		"--report-interval", r.interval.String(),
 		"--shutdown-timeout", "5s",
@@ -195,22 +203,28 @@ func (r *procReplica) restart(ctx context.Context) error {
 
 func (r *procReplica) warnings() int { return countWarnings(r.logPath()) }
 
-func (r *procReplica) dropped() float64 {
+func (r *procReplica) counter(name string) float64 {
 	client := &http.Client{Timeout: 5 * time.Second}
 	resp, err := client.Get("http://" + r.httpAddr + "/metrics")
 	if err != nil {
 		return 0
 	}
 	defer resp.Body.Close()
+	sum := 0.0
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), droppedMetric+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
+		line := sc.Text()
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || rest == "" || rest[0] != ' ' && rest[0] != '{' {
+			continue
+		}
+		f, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err == nil {
+			sum += f
 		}
 	}
-	return 0
+	return sum
 }
 
 // countWarnings counts the JSON log lines of a file whose level is WARN or

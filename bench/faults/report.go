@@ -44,6 +44,7 @@ func writeReport(w io.Writer, m Mode, results []Result) {
 		fmt.Fprintf(w, "| sampled traces: counted by the SDKs → recorded in the budget | %d → %d (%s) | equal |\n", r.CountedSampled, r.RecordedSampled, signedPct(r.RecordedSampled, r.CountedSampled))
 		fmt.Fprintf(w, "| requests: counted → recorded | %d → %d (%s) | equal |\n", r.CountedRequests, r.RecordedRequests, signedPct(r.RecordedRequests, r.CountedRequests))
 		fmt.Fprintf(w, "| usage entries the replicas counted as dropped (`%s`) | %.0f | 0 |\n", droppedMetric, r.UsageDropped)
+		fmt.Fprintf(w, "| sampled traces the replicas cut from reports (`%s`) | %.0f | 0 |\n", clampedMetric, r.Clamped)
 		fmt.Fprintf(w, "| fleet's sampled rate ×R: before / during (highest window) / after | %.2f / %.2f (%.2f) / %.2f | 1 |\n", before, during, peak, after)
 		fmt.Fprintf(w, "| first window off target | %s | none |\n", r.offText())
 		fmt.Fprintf(w, "| back on target for good | %s | at once |\n", r.backText())

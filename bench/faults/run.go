@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
@@ -16,7 +15,6 @@ import (
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/budget"
-	"github.com/tracesampling/controlplane/internal/redistest"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
 )
 
@@ -51,6 +49,9 @@ type Result struct {
 	// UsageDropped sums the replicas' controlplane_usage_dropped_total
 	// just before they stop (a killed replica's count died with it).
 	UsageDropped float64
+	// Clamped sums their controlplane_report_traces_clamped_total: sampled
+	// traces cut from reports as more than their client can have sampled.
+	Clamped float64
 
 	// Rates are the fleet's sampled traces per second in each window, as a
 	// multiple of R; the fault covers windows [FaultFrom, FaultTo).
@@ -79,11 +80,11 @@ func runFault(ctx context.Context, tb testing.TB, m Mode, bin string, f fault) (
 		return res, nil
 	}
 	dir := tb.TempDir()
-	rs := redistest.StartWith(tb, redistest.Options{AppendOnly: f.aof})
-	e := &env{tb: tb, topology: singleNode{rs}, redis: rs, mode: m}
-	url := e.topology.URL()
+	e := &env{tb: tb, mode: m}
+	e.startTopology(f)
+	url := e.url
 	if f.proxied {
-		if e.proxy, err = newProxy(rs.Addr()); err != nil {
+		if e.proxy, err = newProxy(e.redis.Addr()); err != nil {
 			return res, err
 		}
 		defer e.proxy.close()
@@ -179,11 +180,12 @@ func runFault(ctx context.Context, tb testing.TB, m Mode, bin string, f fault) (
 	res.EditsSent, res.EditsAcked, res.EditsLost, res.LostEdits = ec.sent, ec.acked, ec.lost, ec.lostOps
 
 	for _, r := range e.replicas {
-		res.UsageDropped += r.dropped()
+		res.UsageDropped += r.counter(droppedMetric)
+		res.Clamped += r.counter(clampedMetric)
 		r.stop()
 		res.Warnings += r.warnings()
 	}
-	if res.RecordedRequests, res.RecordedSampled, err = recorded(ctx, e.topology.client(tb), fl.start, runEnd); err != nil {
+	if res.RecordedRequests, res.RecordedSampled, err = recorded(ctx, e.url, fl.start, runEnd); err != nil {
 		return res, err
 	}
 
@@ -250,8 +252,13 @@ func roundRobin(addrs []string) (*grpc.ClientConn, error) {
 }
 
 // recorded reads the budget's recorded requests and sampled traces from the
-// store, over every month the run touched.
-func recorded(ctx context.Context, client redis.UniversalClient, from, to time.Time) (requests, sampled int64, err error) {
+// store at url, over every month the run touched.
+func recorded(ctx context.Context, url string, from, to time.Time) (requests, sampled int64, err error) {
+	client, err := redisstore.NewClient(url)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer client.Close()
 	st, err := redisstore.New(ctx, client, redisstore.Options{})
 	if err != nil {
 		return 0, 0, err

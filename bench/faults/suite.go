@@ -4,13 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/tracesampling/controlplane/internal/redistest"
 )
@@ -93,23 +88,37 @@ type fault struct {
 	name string
 	// short: also run in the short mode.
 	short bool
-	// aof: Redis runs with the append-only file, fsynced on every write.
+	// topo is the Redis the replicas use.
+	topo topoKind
+	// aof: a single node runs with the append-only file, fsynced on every
+	// write. (A Sentinel set or a Cluster keeps acknowledged edits by
+	// replication: the store waits for the replicas.)
 	aof bool
+	// lossExpected: the fault loses data by design (Redis without
+	// persistence): the row says how much, the test does not fail on it.
+	lossExpected bool
 	// proxied: the replicas reach Redis through the impairing proxy.
 	proxied bool
 	// skewed: replica 1 runs in-process with a clock that can be set.
 	skewed bool
 	how    endpoints
-	// todo, if set, says why the fault is not run yet. A fault on another
-	// Redis topology (the Sentinel set and the 3-master Cluster of
-	// internal/redistest, once they are on main) plugs in by setting env's
-	// topology in start and acting on it in inject: see env.
+	// todo, if set, says why the fault is not run yet.
 	todo string
 	// length is how long the fault lasts.
 	length func(Mode) time.Duration
-	// inject starts the fault; end, if not nil, ends it.
+	// inject starts the fault; end, if not nil, ends it. Both run on the
+	// test's goroutine.
 	inject func(ctx context.Context, e *env) (end func(ctx context.Context) error, err error)
 }
+
+// topoKind names a Redis topology of internal/redistest.
+type topoKind int
+
+const (
+	singleNode  topoKind = iota // one redis-server
+	sentinelSet                 // a master, a replica, three Sentinels
+	cluster                     // three masters with a replica each
+)
 
 // faults returns the suite's faults, in the order they run.
 func faults() []fault {
@@ -122,7 +131,7 @@ func faults() []fault {
 			length: outage, inject: func(context.Context, *env) (func(context.Context) error, error) { return nil, nil },
 		},
 		{
-			name:   "Redis killed, restarted, no persistence",
+			name: "Redis killed, restarted, no persistence", lossExpected: true,
 			length: outage, inject: killRedis,
 		},
 		{
@@ -132,6 +141,14 @@ func faults() []fault {
 		{
 			name: "Redis frozen (SIGSTOP)", short: true, aof: true,
 			length: func(m Mode) time.Duration { return m.Freeze }, inject: freezeRedis,
+		},
+		{
+			name: "Sentinel failover (master killed)", topo: sentinelSet,
+			length: outage, inject: killSentinelMaster,
+		},
+		{
+			name: "Cluster master killed", topo: cluster,
+			length: outage, inject: killClusterMaster,
 		},
 		{
 			name: "replica killed (SDKs know every replica)", short: true, aof: true,
@@ -161,42 +178,39 @@ func faults() []fault {
 			name: "replica clock 250 ms ahead", aof: true, skewed: true,
 			length: outage, inject: skew(250 * time.Millisecond),
 		},
-		{
-			name: "Sentinel failover", todo: "needs the Sentinel topology of internal/redistest (issue 17)",
-		},
-		{
-			name: "Cluster master killed", todo: "needs the 3-master Cluster topology of internal/redistest (issue 17)",
-		},
 	}
 }
 
 // env is what a fault acts on.
 type env struct {
 	tb testing.TB
-	// topology is the Redis the replicas use; redis is its node when it
-	// is a single node (every fault today). A Sentinel or Cluster fault
-	// would keep its redistest set here too, to kill its master.
-	topology topology
+	// url is the Redis URL of the topology (not of the proxy).
+	url string
+	// One of these is set, by the fault's topoKind.
 	redis    *redistest.Server
+	sentinel *redistest.SentinelSet
+	cluster  *redistest.Cluster
+
 	proxy    *proxy
 	replicas []replica
 	mode     Mode
 	notes    []string
 }
 
-// topology is what a run needs of its Redis, whatever its shape: the URL
-// the replicas get (--redis-url), and a client for reading the budget's
-// usage at the end. *redistest.Server is one; redistest's Cluster and
-// Sentinel set have both too.
-type topology interface {
-	URL() string
-	client(tb testing.TB) redis.UniversalClient
+// startTopology starts the fault's Redis and sets e's URL and node set.
+func (e *env) startTopology(f fault) {
+	switch f.topo {
+	case sentinelSet:
+		e.sentinel = redistest.StartSentinelSet(e.tb)
+		e.url = e.sentinel.URL()
+	case cluster:
+		e.cluster = redistest.StartCluster(e.tb)
+		e.url = e.cluster.URL()
+	default:
+		e.redis = redistest.StartWith(e.tb, redistest.Options{AppendOnly: f.aof})
+		e.url = e.redis.URL()
+	}
 }
-
-// singleNode is one redis-server.
-type singleNode struct{ *redistest.Server }
-
-func (n singleNode) client(tb testing.TB) redis.UniversalClient { return n.Client(tb) }
 
 func killRedis(_ context.Context, e *env) (func(context.Context) error, error) {
 	e.redis.Stop()
@@ -206,18 +220,38 @@ func killRedis(_ context.Context, e *env) (func(context.Context) error, error) {
 	}, nil
 }
 
-func freezeRedis(ctx context.Context, e *env) (func(context.Context) error, error) {
-	pid, err := redisPID(ctx, e.redis.Addr())
-	if err != nil {
-		return nil, err
-	}
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		return nil, fmt.Errorf("SIGSTOP redis-server: %w", err)
-	}
+func freezeRedis(_ context.Context, e *env) (func(context.Context) error, error) {
+	e.redis.Freeze()
 	return func(context.Context) error {
-		if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
-			return fmt.Errorf("SIGCONT redis-server: %w", err)
-		}
+		e.redis.Thaw()
+		return nil
+	}, nil
+}
+
+// killSentinelMaster kills the Sentinel set's master with SIGKILL; the
+// Sentinels promote the replica about a second later. When the fault ends
+// the old master comes back as a replica.
+func killSentinelMaster(_ context.Context, e *env) (func(context.Context) error, error) {
+	m := e.sentinel.KillMaster(e.tb)
+	return func(context.Context) error {
+		e.sentinel.WaitFailover(e.tb)
+		e.sentinel.Rejoin(e.tb, m)
+		return nil
+	}, nil
+}
+
+// storeSlotKey is a key in the slot of every key of the store (they share
+// the hash tag {tsc}): the Cluster master it names holds all of them.
+const storeSlotKey = "{tsc}"
+
+// killClusterMaster kills the Cluster master that holds the store's keys;
+// its replica takes over about a second later. When the fault ends the old
+// master comes back as a replica.
+func killClusterMaster(_ context.Context, e *env) (func(context.Context) error, error) {
+	m := e.cluster.KillMaster(e.tb, storeSlotKey)
+	return func(context.Context) error {
+		e.cluster.WaitFailover(e.tb, storeSlotKey)
+		e.cluster.Rejoin(e.tb, m)
 		return nil
 	}, nil
 }
@@ -258,21 +292,4 @@ func skew(d time.Duration) func(context.Context, *env) (func(context.Context) er
 			return nil
 		}, nil
 	}
-}
-
-// redisPID asks a redis-server for its process id (INFO server), which
-// internal/redistest does not expose.
-func redisPID(ctx context.Context, addr string) (int, error) {
-	c := redis.NewClient(&redis.Options{Addr: addr})
-	defer c.Close()
-	info, err := c.Info(ctx, "server").Result()
-	if err != nil {
-		return 0, fmt.Errorf("INFO server: %w", err)
-	}
-	for _, line := range strings.Split(info, "\r\n") {
-		if v, ok := strings.CutPrefix(line, "process_id:"); ok {
-			return strconv.Atoi(v)
-		}
-	}
-	return 0, errors.New("INFO server has no process_id")
 }
