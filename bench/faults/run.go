@@ -123,7 +123,9 @@ func runFault(ctx context.Context, tb testing.TB, m Mode, bin string, f fault) (
 	length := f.length(m)
 	total := m.Warmup + m.Before + length + m.After
 	sdkBefore := sdkGoroutines()
-	fl, err := startFleet(m.Instances, m.Rates, addrs, f.how, m.Window, int(total/m.Window)+2)
+	// Ending a fault can take a while (a Sentinel or Cluster node rejoins):
+	// windows for two minutes more than planned.
+	fl, err := startFleet(m.Instances, m.Rates, addrs, f.how, m.Window, int((total+2*time.Minute)/m.Window))
 	if err != nil {
 		return res, err
 	}
@@ -189,7 +191,7 @@ func runFault(ctx context.Context, tb testing.TB, m Mode, bin string, f fault) (
 		return res, err
 	}
 
-	res.Rates = make([]float64, int(runEnd.Sub(fl.start)/m.Window))
+	res.Rates = make([]float64, min(int(runEnd.Sub(fl.start)/m.Window), len(fl.windows)))
 	perWindow := float64(m.Reservoir) * m.Window.Seconds()
 	for i := range res.Rates {
 		res.Rates[i] = float64(fl.windows[i].Load()) / perWindow

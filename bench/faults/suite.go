@@ -28,7 +28,8 @@ type Mode struct {
 	// Window is the length of one measurement of the fleet's rate.
 	Window time.Duration
 	// Warmup runs before anything is measured, Before is the baseline,
-	// After is measured after the fault ends.
+	// After is measured after the fault ends. Warmup and Before are
+	// multiples of Window, so that the fault starts a window.
 	Warmup, Before, After time.Duration
 	// Outage is how long a killed Redis or replica stays down, an
 	// impairment or a clock skew lasts; Freeze how long Redis stays
@@ -67,7 +68,7 @@ func FullMode() Mode {
 	return Mode{
 		Name: "full", Instances: 300, Rates: []float64{2, 5, 10, 20}, Replicas: 2,
 		Reservoir: 50, Interval: time.Second, Window: 2 * time.Second,
-		Warmup: 25 * time.Second, Before: 10 * time.Second, After: 30 * time.Second,
+		Warmup: 24 * time.Second, Before: 10 * time.Second, After: 30 * time.Second,
 		Outage: 10 * time.Second, Freeze: 20 * time.Second,
 		EditEvery: time.Second, Tolerance: 0.25, CloseWait: 30 * time.Second, All: true,
 	}
