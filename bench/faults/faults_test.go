@@ -11,7 +11,7 @@ import (
 )
 
 var (
-	fullFlag = flag.Bool("faults.full", false, "run the full suite (300 instances, every fault, about 15 minutes) instead of the bounded one")
+	fullFlag = flag.Bool("faults.full", false, "run the full suite (300 instances, every fault, about 17 minutes) instead of the bounded one")
 	runFlag  = flag.String("faults.run", "", "run only the faults whose name matches this regular expression")
 	outFlag  = flag.String("faults.out", "", "also write the report (Markdown) to this file")
 )
@@ -94,12 +94,21 @@ func checkResult(t *testing.T, f fault, r Result) {
 	if r.EditsLost > 0 {
 		t.Errorf("%d of %d acknowledged edits lost with persistence on: %v", r.EditsLost, r.EditsAcked, r.LostEdits)
 	}
-	// Spend billed twice is a defect under any fault. Spend lost is not
-	// asserted yet: a replica's unacknowledged stream reports (issue 11,
-	// item 8) and Close's last report (item 2) still lose a little; assert
-	// equality once both are fixed.
-	if r.RecordedSampled > r.CountedSampled || r.RecordedRequests > r.CountedRequests {
-		t.Errorf("billed twice: the budget recorded %d sampled traces of %d requests, the SDKs counted %d of %d",
-			r.RecordedSampled, r.RecordedRequests, r.CountedSampled, r.CountedRequests)
+	// Every report counts once: the requests the budget recorded are those
+	// the SDKs counted (issue 11: item 2, the last report at Close; item
+	// 8, reports a killed replica held).
+	if r.RecordedRequests != r.CountedRequests {
+		t.Errorf("requests: the SDKs counted %d, the budget recorded %d: reports lost or counted twice", r.CountedRequests, r.RecordedRequests)
+	}
+	// Every sampled trace is recorded or visibly cut. Cuts should not
+	// happen to honest reports, but do across a store outage (the claim
+	// bound, docs/RELIABILITY.md "Fault suite"): reported, not failed,
+	// until that is fixed; then assert r.Clamped == 0 here.
+	if r.RecordedSampled+int64(r.Clamped) != r.CountedSampled {
+		t.Errorf("sampled traces: the SDKs counted %d, the budget recorded %d and the replicas cut %.0f: the rest lost or billed twice",
+			r.CountedSampled, r.RecordedSampled, r.Clamped)
+	}
+	if r.Clamped > 0 {
+		t.Logf("known defect: %.0f honest sampled traces cut by the claim bound", r.Clamped)
 	}
 }

@@ -13,7 +13,7 @@ func writeReport(w io.Writer, m Mode, results []Result) {
 	fmt.Fprintf(w, "Fault suite, %s mode: %d SDK instances (%s req/s each, cycled), %d replicas, R = %d traces/s, fixed rate 0, report interval %v, windows of %v, on target within ±%.0f %% of R.\n\n",
 		m.Name, m.Instances, joinRates(m.Rates), m.Replicas, m.Reservoir, m.Interval, m.Window, 100*m.Tolerance)
 	if m.Race {
-		fmt.Fprint(w, "The race detector is on (here and in the replicas): decision times mean little; the control column tells the machine's share only without it.\n\n")
+		fmt.Fprint(w, "The race detector is on (here and in the replicas): every call is many times slower.\n\n")
 	}
 	fmt.Fprintln(w, "| fault | decisions failed / over 1 ms (control) | Close() hung (goroutines left) | acked edits lost | spend: sampled counted → recorded | rate ×R before / during (max) / after | back on target |")
 	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- |")

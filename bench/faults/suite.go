@@ -49,8 +49,9 @@ type Mode struct {
 	Race bool
 }
 
-// ShortMode is the bounded run of CI: a small fleet, short phases, six of
-// the faults. About three minutes.
+// ShortMode is the bounded run of CI: a small fleet, short phases, the
+// control and five faults. About three minutes, under the race detector
+// too.
 func ShortMode() Mode {
 	return Mode{
 		Name: "short", Instances: 30, Rates: []float64{5, 10, 20, 40}, Replicas: 2,
@@ -63,7 +64,7 @@ func ShortMode() Mode {
 
 // FullMode is the run whose figures docs/RELIABILITY.md records: several
 // hundred instances, the 20 s freeze of issue 17, every fault. About
-// fifteen minutes.
+// seventeen minutes.
 func FullMode() Mode {
 	return Mode{
 		Name: "full", Instances: 300, Rates: []float64{2, 5, 10, 20}, Replicas: 2,
