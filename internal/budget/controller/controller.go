@@ -264,12 +264,14 @@ func coveragePairs(b *budget.Budget, fleet *budget.Usage, view *catalog.View) in
 // scope recorded in the month before its creation, from the fleet's record,
 // once (the decision remembers it: Memory.Backfilled). The fleet keeps each
 // rule's hours but each service's month only, so a rule's hours count in
-// the proportion of its month's traffic that came from services in scope,
-// and the hour of the creation in the part of it before the creation. It
-// is written under a key of its own, so that a write whose answer was lost
-// and is sent again at the next interval is applied once. A budget whose
-// name already has usage from before its creation (one of the same name,
-// deleted this month) keeps that instead: usage is kept by name.
+// the proportion of its month's traffic that came from services in scope.
+// The hour of the creation counts what the fleet recorded in it beyond what
+// the budget itself did: both record every report made once the budget
+// existed, in one atomic step. It is written under a key of its own, so
+// that a write whose answer was lost and is sent again at the next interval
+// is applied once. A budget whose name already has usage from before its
+// creation (one of the same name, deleted this month) keeps that instead:
+// usage is kept by name.
 func (c *Controller) backfill(ctx context.Context, b *budget.Budget, prev *budget.State, u *budget.Usage, view *catalog.View, now time.Time) (bool, error) {
 	month := budget.MonthStart(now)
 	if b.UID == "" || !b.CreateTime.After(month) || prev != nil && prev.Decision.Memory.Backfilled {
@@ -285,7 +287,15 @@ func (c *Controller) backfill(ctx context.Context, b *budget.Budget, prev *budge
 	if err != nil {
 		return false, err
 	}
-	incs := backfillIncrements(b, fleet, view, b.CreateTime)
+	// The budget's own month, read after the fleet's: what it counts of
+	// the creation hour then includes all the fleet had counted since the
+	// creation, so the difference never counts a report twice (it may miss
+	// one that landed between the two reads, the safe side).
+	own, err := c.store.Usage(ctx, b.Name, now)
+	if err != nil {
+		return false, err
+	}
+	incs := backfillIncrements(b, fleet, &own, view, b.CreateTime)
 	if len(incs) > 0 {
 		if _, err := c.store.RecordReports(ctx, store.ReportBatch{Now: now, Usage: incs, Key: "backfill-" + b.UID}); err != nil {
 			return false, err
@@ -294,12 +304,22 @@ func (c *Controller) backfill(ctx context.Context, b *budget.Budget, prev *budge
 	return true, nil
 }
 
-// backfillIncrements are the increments of backfill.
-func backfillIncrements(b *budget.Budget, fleet *budget.Usage, view *catalog.View, created time.Time) []store.UsageIncrement {
+// backfillIncrements are the increments of backfill: the fleet's hours
+// before the creation hour in the scope's share, and of the creation hour
+// what the fleet's share holds beyond the budget's own (own).
+func backfillIncrements(b *budget.Budget, fleet, own *budget.Usage, view *catalog.View, created time.Time) []store.UsageIncrement {
 	month := fleet.MonthStart
 	hc := int(created.Sub(month) / time.Hour)
-	frac := (created.Sub(month) - time.Duration(hc)*time.Hour).Hours()
 	var incs []store.UsageIncrement
+	// The creation hour's sampled traces are known per rule in the fleet
+	// but only in total in the budget: the remainder is shared out over
+	// the rules by their fleet counts.
+	type lastHour struct {
+		rule     string
+		req, smp float64 // the scope's share of the fleet's
+	}
+	var last []lastHour
+	var lastSmp float64
 	for rule := range fleet.Rules {
 		r := view.Rule(rule)
 		if r == nil {
@@ -329,24 +349,42 @@ func backfillIncrements(b *budget.Budget, fleet *budget.Usage, view *catalog.Vie
 			continue
 		}
 		reqs, smps := fleet.RuleRequests[rule], fleet.RuleSampled[rule]
-		for h := 0; h <= hc && h < len(fleet.Requests); h++ {
-			w := 1.0
-			if h == hc {
-				w = frac
-			}
-			var req, smp int64
-			if h < len(reqs) {
-				req = int64(math.Round(reqs[h] * shareR * w))
-			}
-			if h < len(smps) {
-				smp = int64(math.Round(smps[h] * shareS * w))
-			}
+		for h := 0; h < hc && h < len(fleet.Requests); h++ {
+			req, smp := int64(math.Round(hourOf(reqs, h)*shareR)), int64(math.Round(hourOf(smps, h)*shareS))
 			if req > 0 || smp > 0 {
 				incs = append(incs, store.UsageIncrement{Budget: b.Name, Month: month, Hour: h, Rule: rule, Requests: req, Sampled: smp})
 			}
 		}
+		if hc < len(fleet.Requests) {
+			l := lastHour{rule: rule, req: hourOf(reqs, hc) * shareR, smp: hourOf(smps, hc) * shareS}
+			last = append(last, l)
+			lastSmp += l.smp
+		}
+	}
+	var ownSmp float64
+	if hc < len(own.Sampled) {
+		ownSmp = own.Sampled[hc]
+	}
+	smpLeft := max(0, lastSmp-ownSmp)
+	for _, l := range last {
+		req := int64(math.Round(max(0, l.req-hourOf(own.RuleRequests[l.rule], hc))))
+		var smp int64
+		if lastSmp > 0 {
+			smp = int64(math.Round(smpLeft * l.smp / lastSmp))
+		}
+		if req > 0 || smp > 0 {
+			incs = append(incs, store.UsageIncrement{Budget: b.Name, Month: month, Hour: hc, Rule: l.rule, Requests: req, Sampled: smp})
+		}
 	}
 	return incs
+}
+
+// hourOf is xs[h], or 0 past its end.
+func hourOf(xs []float64, h int) float64 {
+	if h < len(xs) {
+		return xs[h]
+	}
+	return 0
 }
 
 // scopeModels returns the rules a budget plans, sorted by name: those whose
