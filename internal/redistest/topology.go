@@ -28,7 +28,7 @@ const (
 	// NodeTimeout is the Cluster's cluster-node-timeout and Sentinel's
 	// down-after-milliseconds: how long a master may stay silent before
 	// its replica takes over.
-	NodeTimeout = time.Second
+	NodeTimeout = 2 * time.Second
 	// sentinelFailoverTimeout is Sentinel's failover-timeout: a failover
 	// that stalls is retried after twice this.
 	sentinelFailoverTimeout = 3 * time.Second

@@ -146,10 +146,20 @@ func TestSentinelSetFailover(t *testing.T) {
 		return err
 	})
 
+	// Rejoin waits until the Sentinels agree on a running master with the
+	// other node in sync as its replica. Which one: on a loaded machine a
+	// second failover back to the rejoined node is legitimate.
 	s.Rejoin(t, killed)
-	if got := s.Master(t); got != promoted {
-		t.Errorf("after the old master rejoined the Sentinels name %s, want %s", got.Addr(), promoted.Addr())
+	if got := s.Master(t); got != promoted && got != killed {
+		t.Errorf("after the old master rejoined the Sentinels name %s, want %s or %s", got.Addr(), promoted.Addr(), killed.Addr())
 	}
+	retry(t, "GET after the rejoin", func(ctx context.Context) error {
+		got, err := client.Get(ctx, "k").Result()
+		if err == nil && got != "v" {
+			t.Fatalf("GET after the rejoin = %q, want \"v\"", got)
+		}
+		return err
+	})
 }
 
 func TestFreezeThaw(t *testing.T) {
