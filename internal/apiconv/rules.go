@@ -31,6 +31,7 @@ func RuleToProto(r *rules.Rule) *pb.Rule {
 		Labels:        maps.Clone(r.Labels),
 		CreateTime:    timestamp(r.CreateTime),
 		UpdateTime:    timestamp(r.UpdateTime),
+		ExpireTime:    timestamp(r.ExpireTime),
 	}
 	if r.Revision > 0 {
 		p.Etag = r.Etag()
@@ -50,7 +51,7 @@ func SamplingRuleToProto(r *rules.Rule) *pb.Rule {
 }
 
 // RuleFromProto returns the domain form of p. Output-only fields (etag,
-// times) are ignored; callers parse the etag themselves where it matters.
+// create and update times) are ignored; callers parse the etag themselves where it matters.
 func RuleFromProto(p *pb.Rule) rules.Rule {
 	return rules.Rule{
 		Name:          p.GetName(),
@@ -66,7 +67,18 @@ func RuleFromProto(p *pb.Rule) rules.Rule {
 		Attributes:    maps.Clone(p.GetAttributes()),
 		Description:   p.GetDescription(),
 		Labels:        maps.Clone(p.GetLabels()),
+		ExpireTime:    fromTimestamp(p.GetExpireTime()),
 	}
+}
+
+// fromTimestamp returns t as a time, zero when unset. One out of the
+// Timestamp's range (years 1 to 9999) comes out of it too, for validation
+// to refuse.
+func fromTimestamp(t *timestamppb.Timestamp) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.AsTime()
 }
 
 // EventToProto returns the API form of an audit entry.
@@ -77,6 +89,7 @@ func EventToProto(e *store.Event) *pb.RuleEvent {
 		Actor:        e.Actor,
 		EventTime:    timestamp(e.Time),
 		RulesVersion: e.RulesVersion,
+		Message:      e.Message,
 	}
 	switch e.Action {
 	case store.ActionCreate:

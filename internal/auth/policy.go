@@ -108,6 +108,7 @@ var grpcPolicy = map[string]Rule{
 	"/controlplane.v1.RuleService/UpdateRule":     {EditRules, ClassEdit},
 	"/controlplane.v1.RuleService/DeleteRule":     {EditRules, ClassEdit},
 	"/controlplane.v1.RuleService/ListRuleEvents": {Read, ClassNone},
+	"/controlplane.v1.RuleService/BatchEditRules": {EditRules, ClassEdit},
 
 	"/controlplane.v1.SamplingService/GetSamplingRules":   {Sample, ClassNone},
 	"/controlplane.v1.SamplingService/GetSamplingTargets": {Sample, ClassNone},

@@ -27,6 +27,7 @@ var allowed = map[string]string{
 	"/controlplane.v1.RuleService/UpdateRule":     "editor admin",
 	"/controlplane.v1.RuleService/DeleteRule":     "editor admin",
 	"/controlplane.v1.RuleService/ListRuleEvents": "viewer editor admin",
+	"/controlplane.v1.RuleService/BatchEditRules": "editor admin",
 
 	"/controlplane.v1.SamplingService/GetSamplingRules":   "sdk admin",
 	"/controlplane.v1.SamplingService/GetSamplingTargets": "sdk admin",

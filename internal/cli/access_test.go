@@ -109,6 +109,7 @@ var grpcExpected = map[string]string{
 	"/controlplane.v1.RuleService/GetRule":        "viewer editor admin",
 	"/controlplane.v1.RuleService/ListRules":      "viewer editor admin",
 	"/controlplane.v1.RuleService/UpdateRule":     "editor admin scoped",
+	"/controlplane.v1.RuleService/BatchEditRules": "editor admin scoped",
 	"/controlplane.v1.RuleService/DeleteRule":     "editor admin scoped",
 	"/controlplane.v1.RuleService/ListRuleEvents": "viewer editor admin",
 
@@ -153,6 +154,7 @@ var grpcRequests = map[string]string{
 	"/controlplane.v1.RuleService/CreateRule":                        `{"rule": {"name": "shop", "priority": 5, "fixed_rate": 0.1, "service_name": "shop-cart-*"}}`,
 	"/controlplane.v1.RuleService/GetRule":                           `{"name": "shop"}`,
 	"/controlplane.v1.RuleService/UpdateRule":                        `{"rule": {"name": "shop", "fixed_rate": 0.2, "etag": "999"}, "update_mask": "fixedRate"}`,
+	"/controlplane.v1.RuleService/BatchEditRules":                    `{"updates": [{"rule": {"name": "shop", "fixed_rate": 0.2, "etag": "999"}, "update_mask": "fixedRate"}]}`,
 	"/controlplane.v1.RuleService/DeleteRule":                        `{"name": "shop", "etag": "999"}`,
 	"/controlplane.v1.SamplingService/GetSamplingRules":              `{"service_name": "shop-cart"}`,
 	"/controlplane.v1.SamplingService/GetSamplingTargets":            `{"service_name": "shop-cart", "client_id": "matrix"}`,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
@@ -31,16 +32,24 @@ server's rules, prints the changes:
   - delete NAME          (only with --prune)
   = N unchanged
 
-and makes them: creates, then updates, then deletes (deletes first when
-creating first would pass the server's limit of 1,000 rules; a file that
-would leave more than 1,000 fails before any change, exit code 5). Updates
-and deletes
-carry the etag read, so a rule edited by someone else in the meantime fails
-with a conflict (exit code 5) instead of being overwritten. If a call fails,
-apply stops and says which changes were made and which were not.
+and makes them all in one call (BatchEditRules), all or none: the server
+checks every change and applies them in one step, one rules version, so
+SDKs never see half a file. A file that would leave more than 1,000 rules
+fails before any change (exit code 5). Updates and deletes carry the etag
+read, so a rule edited by someone else in the meantime fails the whole
+apply with a conflict (exit code 5) instead of being overwritten; nothing
+is changed then, and apply can simply be run again. The changes must fit
+one request to the server (--max-request-bytes, 1 MiB by default: some
+3,000 rules of a few hundred bytes).
 
 The Default rule may be in the file with its re-rating fields (fixed_rate,
-reservoir_size, description, labels); it is never pruned.`
+reservoir_size, description, labels); it is never pruned.
+
+A rule with expires_in (a duration, "30m") gets an expiry that long from
+now when apply creates it; one that exists keeps its expiry, so applying
+the file again does not extend it. Once it expires the control plane
+deletes it, and the next apply creates it again: in a file applied on a
+schedule, give expire_time (an RFC 3339 time) instead.`
 
 func newRulesApplyCmd(conn *connConfig) *cobra.Command {
 	var (
@@ -70,6 +79,7 @@ func newRulesApplyCmd(conn *connConfig) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			resolveExpiry(entries, current, time.Now())
 			plan := makePlan(entries, current, prune)
 			plan.print(stdout, files.DisplayName(file))
 			if err := plan.checkLimit(len(current)); err != nil {
@@ -79,7 +89,7 @@ func newRulesApplyCmd(conn *connConfig) *cobra.Command {
 				plan.printDryRun(stdout)
 				return nil
 			}
-			return plan.apply(ctx, c, stdout, cmd.ErrOrStderr())
+			return plan.applyBatch(ctx, c, stdout, cmd.ErrOrStderr())
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "the rules `file` to apply; - reads stdin (required)")
@@ -103,8 +113,10 @@ type applyOp struct {
 	name    string
 	changes []output.Change // of an update
 	// do makes the change; updates and deletes carry the etag read from
-	// the server.
+	// the server. (Budgets: one call per change.)
 	do func(ctx context.Context, c *client) error
+	// add puts the change in a batch, with the etag read. (Rules.)
+	add func(req *pb.BatchEditRulesRequest)
 }
 
 func (o *applyOp) String() string {
@@ -124,9 +136,6 @@ type applyPlan struct {
 	ops       []applyOp // creates, then updates, then deletes
 	unchanged int
 	kept      []string // not in the file, and kept without --prune
-	// deletesFirst: the deletes come first, since creating first would
-	// pass the limit of rules.
-	deletesFirst bool
 }
 
 // makePlan compares the file's rules (normalized) with the server's.
@@ -143,9 +152,8 @@ func makePlan(entries []files.Rule, current []*pb.Rule, prune bool) *applyPlan {
 		cur, ok := onServer[e.Rule.Name]
 		if !ok {
 			want := apiconv.RuleToProto(&e.Rule)
-			creates = append(creates, applyOp{kind: opCreate, name: e.Rule.Name, do: func(ctx context.Context, c *client) error {
-				_, err := c.rules.CreateRule(ctx, &pb.CreateRuleRequest{Rule: want})
-				return err
+			creates = append(creates, applyOp{kind: opCreate, name: e.Rule.Name, add: func(req *pb.BatchEditRulesRequest) {
+				req.Creates = append(req.Creates, &pb.CreateRuleRequest{Rule: want})
 			}})
 			continue
 		}
@@ -158,9 +166,8 @@ func makePlan(entries []files.Rule, current []*pb.Rule, prune bool) *applyPlan {
 		want := apiconv.RuleToProto(&e.Rule)
 		want.Etag = cur.GetEtag()
 		mask := &fieldmaskpb.FieldMask{Paths: output.MaskPaths(cs)}
-		updates = append(updates, applyOp{kind: opUpdate, name: e.Rule.Name, changes: cs, do: func(ctx context.Context, c *client) error {
-			_, err := c.rules.UpdateRule(ctx, &pb.UpdateRuleRequest{Rule: want, UpdateMask: mask})
-			return err
+		updates = append(updates, applyOp{kind: opUpdate, name: e.Rule.Name, changes: cs, add: func(req *pb.BatchEditRulesRequest) {
+			req.Updates = append(req.Updates, &pb.UpdateRuleRequest{Rule: want, UpdateMask: mask})
 		}})
 	}
 	for _, r := range current {
@@ -169,20 +176,16 @@ func makePlan(entries []files.Rule, current []*pb.Rule, prune bool) *applyPlan {
 		}
 		if prune {
 			del := &pb.DeleteRuleRequest{Name: r.GetName(), Etag: r.GetEtag()}
-			deletes = append(deletes, applyOp{kind: opDelete, name: r.GetName(), do: func(ctx context.Context, c *client) error {
-				_, err := c.rules.DeleteRule(ctx, del)
-				return err
+			deletes = append(deletes, applyOp{kind: opDelete, name: r.GetName(), add: func(req *pb.BatchEditRulesRequest) {
+				req.Deletes = append(req.Deletes, del)
 			}})
 		} else {
 			p.kept = append(p.kept, r.GetName())
 		}
 	}
+	// One batch: the server counts the limit on what it leaves, so the
+	// order does not matter.
 	p.ops = append(append(creates, updates...), deletes...)
-	if len(current)+len(creates) > rules.MaxRules {
-		// Creating first would pass the limit on the way.
-		p.ops = append(append(deletes, creates...), updates...)
-		p.deletesFirst = true
-	}
 	return p
 }
 
@@ -220,9 +223,6 @@ func (p *applyPlan) print(w io.Writer, file string) {
 	}
 	if len(p.kept) > 0 {
 		fmt.Fprintf(w, "# kept, not in %s (--prune deletes them): %s\n", file, strings.Join(p.kept, ", "))
-	}
-	if p.deletesFirst {
-		fmt.Fprintf(w, "# deletes first: creating first would pass the limit of %d rules\n", rules.MaxRules)
 	}
 }
 

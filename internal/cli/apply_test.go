@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
 )
 
@@ -38,9 +39,13 @@ func TestApply(t *testing.T) {
 		t.Errorf("--dry-run changed the rules:\n%v\n->\n%v", before, after)
 	}
 
-	// The edit itself, without --prune: search is kept.
+	// The edit itself, without --prune: search is kept. Its three changes
+	// are one batch: one rules version.
 	res = s.cli(t, "", "apply", "-f", "testdata/rules_edited.yaml").mustOK(t)
 	golden(t, "apply.edited.golden", res.stdout)
+	if v := s.list(t).GetRulesVersion(); v != before.GetRulesVersion()+1 {
+		t.Errorf("rules version %d → %d after one apply, want one step", before.GetRulesVersion(), v)
+	}
 	if names := ruleNames(s.list(t).GetRules()); strings.Join(names, " ") != "health checkout login search Default" {
 		t.Errorf("after the edit: %v", names)
 	}
@@ -218,63 +223,62 @@ func TestApplyInvalidFileChangesNothing(t *testing.T) {
 	}
 }
 
-// racingStore edits a rule behind the CLI's back the first time the server
-// reads it for an update, as another admin would between apply's list and its
-// update.
+// racingStore edits a rule behind the CLI's back just before the server
+// applies its batch, as another admin would between apply's list and its
+// batch.
 type racingStore struct {
 	*memstore.Store
 	victim string
 	once   sync.Once
 }
 
-func (s *racingStore) Rule(ctx context.Context, name string) (rules.Rule, error) {
-	if name == s.victim {
-		var err error
-		s.once.Do(func() {
-			var r rules.Rule
-			if r, err = s.Store.Rule(ctx, name); err == nil {
-				r.Description = "edited meanwhile"
-				_, err = s.Store.UpdateRule(ctx, r, r.Revision, "someone-else")
-			}
-		})
-		if err != nil {
-			return rules.Rule{}, err
+func (s *racingStore) ApplyRuleEdits(ctx context.Context, edits []store.RuleEdit, actor, message string) (store.BatchResult, error) {
+	var err error
+	s.once.Do(func() {
+		var r rules.Rule
+		if r, err = s.Store.Rule(ctx, s.victim); err == nil {
+			r.Description = "edited meanwhile"
+			_, err = s.Store.UpdateRule(ctx, r, r.Revision, "someone-else")
 		}
+	})
+	if err != nil {
+		return store.BatchResult{}, err
 	}
-	return s.Store.Rule(ctx, name)
+	return s.Store.ApplyRuleEdits(ctx, edits, actor, message)
 }
 
-func TestApplyStopsOnConcurrentEdit(t *testing.T) {
+// TestApplyConcurrentEditChangesNothing: a rule edited by someone else
+// between apply's read and its batch fails the whole apply, which changes
+// nothing, and keeps the other edit.
+func TestApplyConcurrentEditChangesNothing(t *testing.T) {
 	s := startCLIServer(t, &racingStore{Store: newCLIStore(t), victim: "checkout"})
 	s.cli(t, "", "create", "-f", "testdata/rules.yaml").mustOK(t)
+	before := s.list(t)
 
 	res := s.cli(t, "", "apply", "-f", "testdata/rules_edited.yaml", "--prune")
 	if res.code != exitConflict {
 		t.Fatalf("exit code %d, want %d (aborted); err %v", res.code, exitConflict, res.err)
 	}
-	wantErr := `update rule "checkout": rule "checkout" has etag "2", not "1"`
-	if !strings.Contains(res.err.Error(), wantErr) {
-		t.Errorf("error %q does not contain %q", res.err, wantErr)
+	for _, want := range []string{`apply 4 changes: `, `update rule "checkout"`, "revision conflict", "nothing was changed"} {
+		if !strings.Contains(res.err.Error(), want) {
+			t.Errorf("error %q does not contain %q", res.err, want)
+		}
 	}
-	wantReport := `apply stopped: 1 of 4 changes made
-made:
-  + create login
-not made:
-  ~ update checkout: fixed_rate 0.5 -> 0.2, url_path "/checkout*" -> "/pay*", labels.env (none) -> "prod"
-  ~ update Default: fixed_rate 0.05 -> 0.01, reservoir_size 1 -> 2
-  - delete search
-`
-	if res.stderr != wantReport {
-		t.Errorf("stderr:\n%s\nwant\n%s", res.stderr, wantReport)
+	if want := "apply failed: none of the 4 changes was made\n"; res.stderr != want {
+		t.Errorf("stderr:\n%s\nwant\n%s", res.stderr, want)
 	}
-	if !strings.HasSuffix(res.stdout, "1 created, 0 updated, 0 deleted, 1 unchanged\n") {
-		t.Errorf("stdout does not end with the summary of what was done:\n%s", res.stdout)
+	if strings.Contains(res.stdout, "created") {
+		t.Errorf("stdout sums up changes that were not made:\n%s", res.stdout)
 	}
 	if c := s.get(t, "checkout"); c.GetDescription() != "edited meanwhile" || c.GetFixedRate() != 0.5 {
 		t.Errorf("the other admin's edit was overwritten: %v", c)
 	}
-	if names := ruleNames(s.list(t).GetRules()); strings.Join(names, " ") != "health checkout login search Default" {
-		t.Errorf("after the stopped apply: %v", names)
+	after := s.list(t)
+	if names := ruleNames(after.GetRules()); strings.Join(names, " ") != "health checkout search Default" {
+		t.Errorf("after the failed apply: %v", names)
+	}
+	if after.GetRulesVersion() != before.GetRulesVersion()+1 {
+		t.Errorf("rules version %d → %d, want only the other admin's edit", before.GetRulesVersion(), after.GetRulesVersion())
 	}
 }
 
@@ -327,7 +331,7 @@ func TestApplyRuleLimit(t *testing.T) {
 		t.Error("apply past the limit changed the rules")
 	}
 
-	// With --prune it holds 1,000: the 9 deletes go first.
+	// With --prune it holds 1,000: one batch, whatever the order.
 	res = s.cli(t, file.String(), "apply", "-f", "-", "--prune").mustOK(t)
 	if !strings.HasSuffix(res.stdout, "9 created, 0 updated, 9 deleted, 990 unchanged\n") {
 		t.Errorf("apply --prune printed\n%s", res.stdout)

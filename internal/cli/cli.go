@@ -68,6 +68,8 @@ func newRoot(lookupEnv func(string) (string, bool)) *cobra.Command {
 		newBudgetsCmd(lookupEnv),
 		newTokensCmd(lookupEnv),
 		newSimulateCmd(),
+		newTopCmd(lookupEnv),
+		newExplainCmd(lookupEnv),
 		&cobra.Command{
 			Use:   "version",
 			Short: "print the version",

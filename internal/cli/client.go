@@ -42,13 +42,19 @@ type connConfig struct {
 // tokenEnv is the environment variable of the CLI's bearer token.
 const tokenEnv = "CONTROLPLANE_TOKEN"
 
+// maxAnswerBytes is the largest answer the CLI takes: a page of 1,000 rules
+// at maximum field sizes is some 20 MB (see rules.MaxRules), over gRPC's
+// default of 4 MiB.
+const maxAnswerBytes = 64 << 20
+
 // client is a connection to the control plane's RuleService.
 type client struct {
-	conn  *grpc.ClientConn
-	rules pb.RuleServiceClient
-	addr  string
-	to    time.Duration
-	tls   bool // whether the connection speaks TLS
+	conn   *grpc.ClientConn
+	rules  pb.RuleServiceClient
+	status pb.StatusServiceClient
+	addr   string
+	to     time.Duration
+	tls    bool // whether the connection speaks TLS
 }
 
 // dial prepares a connection; grpc connects lazily, so an unreachable server
@@ -83,6 +89,7 @@ func dial(c connConfig) (*client, error) {
 	dialOpts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithUserAgent("controlplane-cli"),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxAnswerBytes)),
 		grpc.WithUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 			if timeout > 0 {
 				var cancel context.CancelFunc
@@ -104,7 +111,7 @@ func dial(c connConfig) (*client, error) {
 	if err != nil {
 		return nil, usageError(fmt.Errorf("--server %q: %w", c.server, err))
 	}
-	return &client{conn: conn, rules: pb.NewRuleServiceClient(conn), addr: c.server, to: timeout, tls: withTLS}, nil
+	return &client{conn: conn, rules: pb.NewRuleServiceClient(conn), status: pb.NewStatusServiceClient(conn), addr: c.server, to: timeout, tls: withTLS}, nil
 }
 
 func (c *client) Close() error { return c.conn.Close() }

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/apiconv"
@@ -174,6 +175,7 @@ type ruleFlags struct {
 	attrs       kvFlag
 	labels      kvFlag
 	description string
+	expires     time.Duration
 }
 
 func (rf *ruleFlags) register(fs *pflag.FlagSet, withName bool) {
@@ -192,6 +194,7 @@ func (rf *ruleFlags) register(fs *pflag.FlagSet, withName bool) {
 	fs.Var(&rf.attrs, "attr", "request attribute `key=glob` that must match (repeatable; on update it replaces every attribute, and --attr '' removes them all)")
 	fs.Var(&rf.labels, "label", "label `key=value` (repeatable; on update it replaces every label, and --label '' removes them all)")
 	fs.StringVar(&rf.description, "description", "", "free `text` for people")
+	fs.DurationVar(&rf.expires, "expires", 0, "the rule expires this long from now (30m, 2h): SDKs stop applying it and the control plane deletes it (on update, 0 removes the expiry)")
 }
 
 // flagPaths maps the rule flags to the API fields they set, in the proto's
@@ -202,6 +205,7 @@ func flagPaths() [][2]string {
 		{"service-name", "service_name"}, {"service-type", "service_type"}, {"host", "host"},
 		{"http-method", "http_method"}, {"url-path", "url_path"}, {"resource-arn", "resource_arn"},
 		{"attr", "attributes"}, {"description", "description"}, {"label", "labels"},
+		{"expires", "expire_time"},
 	}
 }
 
@@ -220,7 +224,15 @@ func (rf *ruleFlags) proto(name string) (*pb.Rule, error) {
 	if rf.priority < math.MinInt32 || rf.priority > math.MaxInt32 {
 		return nil, usageError(fmt.Errorf("--priority: %d is out of range", rf.priority))
 	}
+	if rf.expires < 0 {
+		return nil, usageError(fmt.Errorf("--expires: want a positive duration such as 30m, got %v", rf.expires))
+	}
+	var expire *timestamppb.Timestamp
+	if rf.expires > 0 {
+		expire = timestamppb.New(time.Now().Add(rf.expires).UTC().Truncate(time.Second))
+	}
 	return &pb.Rule{
+		ExpireTime:    expire,
 		Name:          name,
 		Priority:      int32(rf.priority),
 		FixedRate:     rf.fixedRate,
@@ -275,7 +287,16 @@ func (f *kvFlag) Set(s string) error {
 const rulesCreateLong = `Creates one rule from flags, or every rule of a rules file (-f; - reads
 stdin). A rules file is checked whole before anything is created; the
 Default rule always exists, so a file for create must not contain it (use
-apply). Omitted globs mean "*"; omitted numbers are zero.`
+apply). Omitted globs mean "*"; omitted numbers are zero.
+
+With --expires the rule is time-limited: to trace every checkout for half
+an hour,
+
+  controlplane rules create --name debug-checkout --priority 1 \
+      --fixed-rate 1 --url-path '/checkout*' --expires 30m
+
+SDKs stop applying it when it expires, and the control plane deletes it
+then (within a report interval), recording "expired" in the audit log.`
 
 func newRulesCreateCmd(conn *connConfig) *cobra.Command {
 	var (
@@ -302,7 +323,9 @@ func newRulesCreateCmd(conn *connConfig) *cobra.Command {
 					return invalidInput(err)
 				}
 				var problems []string
+				now := time.Now()
 				for _, e := range entries {
+					e.Rule = e.Expiry(time.Time{}, now)
 					if e.Rule.IsDefault() {
 						problems = append(problems, fmt.Sprintf("%s:%d: rule %q (#%d): the Default rule always exists; change it with 'rules apply' or 'rules update Default'",
 							files.DisplayName(file), e.Line, e.Rule.Name, e.Index))

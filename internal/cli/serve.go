@@ -26,6 +26,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/budget/controller"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/expiry"
 	"github.com/tracesampling/controlplane/internal/fleet"
 	"github.com/tracesampling/controlplane/internal/jaeger"
 	"github.com/tracesampling/controlplane/internal/server"
@@ -342,6 +343,7 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- l
 		Interval: c.interval, Logger: log, Registerer: reg,
 		Webhook: &budget.Webhook{Egress: acc.egress}, Secrets: acc.box,
 	})
+	reaper := expiry.New(st, cat, expiry.Options{Interval: c.interval, Logger: log, Registerer: reg})
 	var bg sync.WaitGroup
 	if certs != nil {
 		certs.Register(reg)
@@ -360,6 +362,7 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- l
 		defer bg.Done()
 		ctl.Run(ctx)
 	}()
+	bg.Go(func() { reaper.Run(ctx) })
 	go func() {
 		defer bg.Done()
 		readiness.Run(ctx, st.Ping, rulesLoaded(cat), 2*time.Second)

@@ -17,7 +17,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"time"
 
 	"github.com/tracesampling/controlplane/internal/auth"
 	"github.com/tracesampling/controlplane/internal/rules"
@@ -31,6 +33,7 @@ type RuleStore interface {
 	CreateRule(ctx context.Context, r rules.Rule, actor string) (rules.Rule, error)
 	UpdateRule(ctx context.Context, r rules.Rule, ifRevision int64, actor string) (rules.Rule, error)
 	DeleteRule(ctx context.Context, name string, ifRevision int64, actor string) error
+	ApplyRuleEdits(ctx context.Context, edits []store.RuleEdit, actor, message string) (store.BatchResult, error)
 	RuleEvents(ctx context.Context, ruleName string, pageSize int, pageToken string) (store.EventPage, error)
 }
 
@@ -41,10 +44,32 @@ const UpdateRetries = 5
 // Rules edits rules. It is safe for concurrent use.
 type Rules struct {
 	store RuleStore
+	now   func() time.Time
 }
 
+// Option configures a Rules.
+type Option func(*Rules)
+
+// WithClock sets the clock that an expiry time must be after (default:
+// time.Now).
+func WithClock(now func() time.Time) Option { return func(e *Rules) { e.now = now } }
+
 // NewRules returns the rule editor over st.
-func NewRules(st RuleStore) *Rules { return &Rules{store: st} }
+func NewRules(st RuleStore, opts ...Option) *Rules {
+	e := &Rules{store: st, now: time.Now}
+	for _, o := range opts {
+		o(e)
+	}
+	return e
+}
+
+// setsExpiry reports whether an update of fields (empty: all) to next
+// gives cur an expiry time that must be checked: a new one. An expiry
+// the rule already has may have passed (the rule awaits deletion); other
+// fields can still be changed.
+func setsExpiry(cur, next *rules.Rule, fields []string) bool {
+	return (len(fields) == 0 || slices.Contains(fields, "expire_time")) && !next.ExpireTime.Equal(cur.ExpireTime)
+}
 
 // Create stores a new rule. Validation errors name the rule's own fields
 // (fixed_rate, not rule.fixed_rate): the transport places them.
@@ -58,6 +83,9 @@ func (e *Rules) Create(ctx context.Context, r rules.Rule) (rules.Rule, error) {
 	}
 	if err := auth.CheckScope(ctx, r.ServiceName); err != nil {
 		return rules.Rule{}, fmt.Errorf("create rule %q: %w", r.Name, err)
+	}
+	if err := rules.CheckExpiry(&r, e.now()); err != nil {
+		return rules.Rule{}, err
 	}
 	return e.store.CreateRule(ctx, r, auth.Actor(ctx))
 }
@@ -113,6 +141,11 @@ func (e *Rules) Update(ctx context.Context, patch rules.Rule, fields []string, i
 		}
 		if err := auth.CheckScope(ctx, next.ServiceName); err != nil {
 			return rules.Rule{}, fmt.Errorf("update rule %q: service_name: %w", cur.Name, err)
+		}
+		if setsExpiry(&cur, &next, fields) {
+			if err := rules.CheckExpiry(&next, e.now()); err != nil {
+				return rules.Rule{}, err
+			}
 		}
 		updated, err := e.store.UpdateRule(ctx, next, cur.Revision, auth.Actor(ctx))
 		if errors.Is(err, store.ErrConflict) && ifRevision == 0 && attempt < UpdateRetries {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -25,6 +26,11 @@ import (
 //	    service_name: "shop-*"
 //	    attributes: {tier: gold}
 //	    labels: {team: payments}
+//
+// A time-limited rule has expire_time, an RFC 3339 time, or expires_in, a
+// duration ("30m") that the CLI turns into an expire_time from now when it
+// creates the rule; a rule that exists keeps the expiry it has, so that
+// applying the file again does not extend an investigation.
 //
 // It is what `apply` and `create -f` read and what `list -o yaml` and
 // `get -o yaml` print, so that output can be edited and applied back. A rule
@@ -52,6 +58,7 @@ type fileRule struct {
 	Attributes    map[string]string `yaml:"attributes,omitempty,flow"`
 	Description   string            `yaml:"description,omitempty"`
 	Labels        map[string]string `yaml:"labels,omitempty,flow"`
+	ExpireTime    string            `yaml:"expire_time,omitempty"`
 }
 
 // toFileRule returns the printed form of r: globs that match anything and
@@ -83,6 +90,9 @@ func toFileRule(r rules.Rule) fileRule {
 	if r.IsDefault() {
 		f.Priority = 0
 	}
+	if !r.ExpireTime.IsZero() {
+		f.ExpireTime = r.ExpireTime.UTC().Format(time.RFC3339Nano)
+	}
 	return f
 }
 
@@ -105,6 +115,23 @@ type Rule struct {
 	Rule  rules.Rule
 	Index int // 1-based position in the file
 	Line  int
+	// ExpiresIn is the file's expires_in: the rule's expiry is that long
+	// after it is created (Rule.ExpireTime is then zero; see Expiry).
+	ExpiresIn time.Duration
+}
+
+// Expiry returns the rule to send for e: with expires_in, the expiry the
+// rule has on the server (have; zero if it has none or does not exist) or,
+// if none, now + expires_in.
+func (e *Rule) Expiry(have, now time.Time) rules.Rule {
+	r := e.Rule.Clone()
+	if e.ExpiresIn > 0 {
+		r.ExpireTime = have
+		if have.IsZero() {
+			r.ExpireTime = now.Add(e.ExpiresIn).UTC().Truncate(time.Second)
+		}
+	}
+	return r
 }
 
 // ReadRules reads the rules file at path ("-" for stdin) and loads it.
@@ -166,6 +193,12 @@ func (l *loader) rule(index int, n *yaml.Node) (e Rule, ok bool) {
 	for _, p := range pairs {
 		field := p.key.Value
 		lines[field] = p.key.Line
+		if field == "expires_in" {
+			if err := decodeExpiresIn(resolve(p.val), &e.ExpiresIn); err != nil {
+				l.addf(err.line, "%s: %s: %s", who, field, err.msg)
+			}
+			continue
+		}
 		if err := decodeField(&r, field, resolve(p.val), lines); err != nil {
 			failed[field] = true
 			l.addf(err.line, "%s: %s: %s", who, field, err.msg)
@@ -191,6 +224,12 @@ func (l *loader) rule(index int, n *yaml.Node) (e Rule, ok bool) {
 	}
 	if err := rules.CheckDefault(&r); err != nil {
 		l.addf(n.Line, "%s: %v", who, err)
+	}
+	if _, both := lines["expire_time"]; both && e.ExpiresIn > 0 {
+		l.addf(lines["expires_in"], "%s: expires_in: give expire_time or expires_in, not both", who)
+	}
+	if r.IsDefault() && e.ExpiresIn > 0 {
+		l.addf(lines["expires_in"], "%s: expires_in: the Default rule never expires", who)
 	}
 	e.Rule = r
 	return e, len(l.problems) == before
@@ -234,13 +273,41 @@ func decodeField(r *rules.Rule, field string, v *yaml.Node, lines map[string]int
 		return decodeString(v, &r.Description)
 	case "labels":
 		return decodeMap(v, field, &r.Labels, lines)
+	case "expire_time":
+		return decodeTime(v, &r.ExpireTime)
 	case "etag", "create_time", "update_time":
 		return errAt(v, "is output only and cannot be set in a file")
 	}
 	fields := []string{"name", "priority", "fixed_rate", "reservoir_size", "service_name", "service_type", "host",
-		"http_method", "url_path", "resource_arn", "attributes", "description", "labels"}
+		"http_method", "url_path", "resource_arn", "attributes", "description", "labels", "expire_time", "expires_in"}
 	if near := closest(field, fields); near != "" {
 		return errAt(v, "unknown field; did you mean %q?", near)
 	}
 	return errAt(v, "unknown field; a rule has %s", strings.Join(fields, ", "))
+}
+
+// decodeTime decodes an RFC 3339 time ("2026-03-01T12:30:00Z").
+func decodeTime(v *yaml.Node, out *time.Time) *nodeError {
+	if isNull(v) {
+		return nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v.Value)
+	if v.Kind != yaml.ScalarNode || err != nil {
+		return errAt(v, "want an RFC 3339 time such as 2026-03-01T12:30:00Z, got %s", valueText(v))
+	}
+	*out = t
+	return nil
+}
+
+// decodeExpiresIn decodes a positive duration ("30m", "2h").
+func decodeExpiresIn(v *yaml.Node, out *time.Duration) *nodeError {
+	if isNull(v) {
+		return nil
+	}
+	d, err := time.ParseDuration(v.Value)
+	if v.Kind != yaml.ScalarNode || err != nil || d <= 0 {
+		return errAt(v, "want a positive duration such as 30m or 2h, got %s", valueText(v))
+	}
+	*out = d
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -108,7 +109,7 @@ func TestRulesFileRoundTrip(t *testing.T) {
 		{Name: "a", Priority: 7, FixedRate: 1e-05, ReservoirSize: 1_000_000, ServiceName: "*", ServiceType: "AWS::EC2::Instance",
 			Host: "*.example.com", HTTPMethod: "GET", URLPath: "*", ResourceARN: "arn:aws:*",
 			Attributes: map[string]string{"yes": "no", "n": "007", "colon": "a: b"}, Description: "line one\nline two",
-			Labels: map[string]string{"team": "true", "x/y": ""}},
+			Labels: map[string]string{"team": "true", "x/y": ""}, ExpireTime: time.Date(2026, 3, 1, 12, 30, 0, 5, time.UTC)},
 	}
 	var ps []*pb.Rule
 	for i := range in {

@@ -82,6 +82,9 @@ type RuleStatus struct {
 	// Granted the reservoir quota they may hold (reservoir.Totals).
 	Rate, Sampled, Granted float64
 	Instances              int64
+	// Current is how many of the Instances run the rule as it is: their
+	// latest report says they applied its RulesVersion or a later one.
+	Current int64
 	// Budgets are those whose rule labels cover the rule, by name.
 	Budgets []Enforcement
 }
@@ -128,7 +131,7 @@ func (s *Service) Status(ctx context.Context, q Query) (Status, error) {
 	}
 	reads := make([]store.RateUpdate, len(picked))
 	for k, i := range picked {
-		reads[k] = store.RateUpdate{Rule: cs[i].Rule.Name, Add: reservoir.Receipt{Bucket: s.l.Bucket(now)}}
+		reads[k] = store.RateUpdate{Rule: cs[i].Rule.Name, Add: reservoir.Receipt{Bucket: s.l.Bucket(now)}, RuleVersion: cs[i].Rule.SinceVersion()}
 	}
 	res, err := s.ledger.RecordReports(ctx, store.ReportBatch{Now: now, Ledger: s.l, Rates: reads})
 	if err != nil {
@@ -142,7 +145,7 @@ func (s *Service) Status(ctx context.Context, q Query) (Status, error) {
 		r := &cs[i].Rule
 		out.Rules = append(out.Rules, RuleStatus{
 			Rule: r.Clone(), Position: i,
-			Rate: res[k].Fleet, Sampled: res[k].Sampled, Granted: res[k].Granted, Instances: res[k].Instances,
+			Rate: res[k].Fleet, Sampled: res[k].Sampled, Granted: res[k].Granted, Instances: res[k].Instances, Current: res[k].Applied,
 			Budgets: enforcements(budgets, r, now),
 		})
 	}

@@ -240,7 +240,7 @@ func TestExplain(t *testing.T) {
 		Budgets: []string{"pay"},
 		Summary: fmt.Sprintf(`Rule "checkout" matches (position 2 of rules version %d; 1 rule before it did not match): 2.5 traces/s of reservoir for the fleet, then 5 %% of the rest, budgets pay applying ×0.5 to the fixed rate and ×0.25 to the reservoir.`, e.cat.Current().Version),
 	}
-	ignore := cmpopts.IgnoreFields(rules.Rule{}, "Revision", "CreateTime", "UpdateTime")
+	ignore := cmpopts.IgnoreFields(rules.Rule{}, "Revision", "CreateTime", "UpdateTime", "RulesVersion")
 	if diff := cmp.Diff(want, got, ignore); diff != "" {
 		t.Errorf("Explain (-want +got):\n%s", diff)
 	}

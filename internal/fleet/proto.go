@@ -27,6 +27,7 @@ func StatusToProto(s *Status) *pb.GetFleetStatusResponse {
 		rs := &pb.RuleStatus{
 			Rule: apiconv.RuleToProto(&r.Rule), Position: int32(r.Position + 1),
 			RequestRate: r.Rate, SampledRate: r.Sampled, Instances: r.Instances, QuotaGranted: r.Granted,
+			InstancesCurrent: r.Current, RuleVersion: r.Rule.RulesVersion,
 		}
 		for _, e := range r.Budgets {
 			mode := pb.Budget_MODE_ENFORCE

@@ -43,11 +43,11 @@ func WriteRules(w io.Writer, format string, rs []*pb.Rule, single bool) error {
 	}
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	if format == Wide {
-		fmt.Fprintln(tw, "NAME\tPRIORITY\tFIXED_RATE\tRESERVOIR\tSERVICE\tSERVICE_TYPE\tHOST\tMETHOD\tPATH\tRESOURCE_ARN\tATTRIBUTES\tLABELS\tETAG")
+		fmt.Fprintln(tw, "NAME\tPRIORITY\tFIXED_RATE\tRESERVOIR\tSERVICE\tSERVICE_TYPE\tHOST\tMETHOD\tPATH\tRESOURCE_ARN\tATTRIBUTES\tLABELS\tEXPIRES\tETAG")
 		for _, r := range rs {
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.GetName(), r.GetPriority(), FormatRate(r.GetFixedRate()),
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.GetName(), r.GetPriority(), FormatRate(r.GetFixedRate()),
 				r.GetReservoirSize(), orAny(r.GetServiceName()), orAny(r.GetServiceType()), orAny(r.GetHost()), orAny(r.GetHttpMethod()),
-				orAny(r.GetUrlPath()), orAny(r.GetResourceArn()), entries(r.GetAttributes()), entries(r.GetLabels()), r.GetEtag())
+				orAny(r.GetUrlPath()), orAny(r.GetResourceArn()), entries(r.GetAttributes()), entries(r.GetLabels()), expiresColumn(r), r.GetEtag())
 		}
 		return tw.Flush()
 	}
@@ -75,8 +75,12 @@ func WriteEvents(w io.Writer, format string, events []*pb.RuleEvent) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "TIME\tACTOR\tACTION\tRULE\tCHANGES")
 	for _, e := range events {
+		summary := eventSummary(e)
+		if m := e.GetMessage(); m != "" {
+			summary = m + "; " + summary
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.GetEventTime().AsTime().UTC().Format(time.RFC3339),
-			e.GetActor(), actionName(e.GetAction()), e.GetRuleName(), eventSummary(e))
+			e.GetActor(), actionName(e.GetAction()), e.GetRuleName(), summary)
 	}
 	return tw.Flush()
 }
@@ -159,7 +163,26 @@ func RuleChanges(a, b *rules.Rule) []Change {
 	entries("attributes", a.Attributes, b.Attributes)
 	str("description", a.Description, b.Description)
 	entries("labels", a.Labels, b.Labels)
+	if !a.ExpireTime.Equal(b.ExpireTime) {
+		cs = append(cs, Change{"expire_time", "expire_time " + expiryText(a.ExpireTime) + " -> " + expiryText(b.ExpireTime)})
+	}
 	return cs
+}
+
+// expiryText prints an expiry time, "(none)" for none.
+func expiryText(t time.Time) string {
+	if t.IsZero() {
+		return "(none)"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// expiresColumn is a rule's expiry in a table: when, or "-".
+func expiresColumn(r *pb.Rule) string {
+	if r.GetExpireTime() == nil {
+		return "-"
+	}
+	return r.GetExpireTime().AsTime().UTC().Format(time.RFC3339)
 }
 
 func entryText(v string, ok bool) string {
@@ -216,6 +239,9 @@ func DescribeRule(r *rules.Rule) string {
 		for _, k := range keys {
 			parts = append(parts, fmt.Sprintf("%s.%s %q", m.name, k, m.m[k]))
 		}
+	}
+	if !r.ExpireTime.IsZero() {
+		parts = append(parts, "expire_time "+expiryText(r.ExpireTime))
 	}
 	return strings.Join(parts, ", ")
 }

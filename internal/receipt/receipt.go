@@ -54,15 +54,18 @@ var (
 // shorter.
 const MaxTokenLen = 256
 
-// Token layout: version 2 adds the sampled rate to version 1's body. Open
-// takes both, so that the receipts a replica of the version before handed
-// out still count during a rolling upgrade (their sampled rate as 0).
+// Token layout: version 2 adds the sampled rate to version 1's body, and
+// version 3 the rule version the client was counted as running. Open takes
+// all three, so that the receipts a replica of a version before handed out
+// still count during a rolling upgrade (what they lack as 0).
 const (
-	version    = 2
+	version    = 3
 	bodyLenV1  = 1 + 4 + 8*5   // version, key ID, bucket, rate, quota, issued, fixed rate
-	bodyLen    = bodyLenV1 + 8 // and the sampled rate
+	bodyLenV2  = bodyLenV1 + 8 // and the sampled rate
+	bodyLen    = bodyLenV2 + 8 // and the applied rule version
 	macLen     = 16
 	tokenLen   = bodyLen + macLen
+	tokenLenV2 = bodyLenV2 + macLen
 	tokenLenV1 = bodyLenV1 + macLen
 	// encodedLen is the length of a token: tokenLen bytes in unpadded
 	// base64.
@@ -90,6 +93,7 @@ func sign(k *Key, macs *macPool, client, rule string, c Claim) string {
 	binary.BigEndian.PutUint64(b[29:37], uint64(c.Issued.UnixMilli()))
 	binary.BigEndian.PutUint64(b[37:45], math.Float64bits(c.FixedRate))
 	binary.BigEndian.PutUint64(b[45:53], math.Float64bits(c.Sampled))
+	binary.BigEndian.PutUint64(b[53:61], uint64(c.Applied))
 	macs.mac((*[macLen]byte)(b[bodyLen:]), k.Secret, b[:bodyLen], client, rule)
 	var out [encodedLen]byte
 	base64.RawURLEncoding.Encode(out[:], b[:])
@@ -109,7 +113,7 @@ func open(ring Ring, macs []*macPool, token, client, rule string) (Claim, error)
 		return Claim{}, ErrMalformed
 	}
 	b, err := base64.RawURLEncoding.DecodeString(token)
-	if err != nil || !(len(b) == tokenLen && b[0] == version || len(b) == tokenLenV1 && b[0] == 1) {
+	if err != nil || !(len(b) == tokenLen && b[0] == version || len(b) == tokenLenV2 && b[0] == 2 || len(b) == tokenLenV1 && b[0] == 1) {
 		return Claim{}, ErrMalformed
 	}
 	body := len(b) - macLen
@@ -143,11 +147,14 @@ func open(ring Ring, macs []*macPool, token, client, rule string) (Claim, error)
 		Issued:    time.UnixMilli(int64(binary.BigEndian.Uint64(b[29:37]))).UTC(),
 		FixedRate: math.Float64frombits(binary.BigEndian.Uint64(b[37:45])),
 	}
-	if body == bodyLen {
+	if body >= bodyLenV2 {
 		c.Sampled = math.Float64frombits(binary.BigEndian.Uint64(b[45:53]))
 	}
+	if body == bodyLen {
+		c.Applied = int64(binary.BigEndian.Uint64(b[53:61]))
+	}
 	// Only a bug signs these, but nothing unchecked reaches the ledger.
-	if c.Bucket < 0 || !finite(c.Rate) || !finite(c.Quota) || !finite(c.Sampled) || !(c.FixedRate >= 0 && c.FixedRate <= 1) {
+	if c.Bucket < 0 || c.Applied < 0 || !finite(c.Rate) || !finite(c.Quota) || !finite(c.Sampled) || !(c.FixedRate >= 0 && c.FixedRate <= 1) {
 		return Claim{}, ErrMalformed
 	}
 	return c, nil

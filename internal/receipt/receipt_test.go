@@ -20,7 +20,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 var t0 = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 
 func claim() Claim {
-	return Claim{Receipt: reservoir.Receipt{Bucket: 177_000_000, Rate: 12.5, Quota: 0.25, Sampled: 1.5}, Issued: t0.Add(1500 * time.Millisecond), FixedRate: 0.05}
+	return Claim{Receipt: reservoir.Receipt{Bucket: 177_000_000, Rate: 12.5, Quota: 0.25, Sampled: 1.5, Applied: 1_772_366_400_000_042}, Issued: t0.Add(1500 * time.Millisecond), FixedRate: 0.05}
 }
 
 func TestSignOpen(t *testing.T) {
@@ -67,7 +67,9 @@ func TestSignOpen(t *testing.T) {
 		{"a fixed rate over 1, signed", bad(hugeRate), "client-a", "checkout", ErrMalformed},
 		{"a negative sampled rate, signed", bad(negativeSampled), "client-a", "checkout", ErrMalformed},
 		{"a version 1 body with a version 2 length", v1Token(cur, "client-a", "checkout", claim(), 1, tokenLen), "client-a", "checkout", ErrMalformed},
-		{"a version 2 body with a version 1 length", v1Token(cur, "client-a", "checkout", claim(), version, tokenLenV1), "client-a", "checkout", ErrMalformed},
+		{"a version 2 body with a version 1 length", v1Token(cur, "client-a", "checkout", claim(), 2, tokenLenV1), "client-a", "checkout", ErrMalformed},
+		{"a version 2 body with a version 3 length", v1Token(cur, "client-a", "checkout", claim(), 2, tokenLen), "client-a", "checkout", ErrMalformed},
+		{"a version 3 body with a version 2 length", v1Token(cur, "client-a", "checkout", claim(), version, tokenLenV2), "client-a", "checkout", ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -101,9 +103,24 @@ func TestOpenVersion1(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := claim()
-	want.Sampled = 0
+	want.Sampled, want.Applied = 0, 0
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("version 1 token (-want +got):\n%s", diff)
+	}
+}
+
+// TestOpenVersion2: a receipt of version 2 (without the applied rule
+// version) still opens; the client counts as not running the rule.
+func TestOpenVersion2(t *testing.T) {
+	k := NewKey(t0)
+	got, err := Ring{k}.Open(v1Token(k, "c", "r", claim(), 2, tokenLenV2), "c", "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := claim()
+	want.Applied = 0
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("version 2 token (-want +got):\n%s", diff)
 	}
 }
 

@@ -87,6 +87,10 @@ type Receipt struct {
 	// Sampled is the client's sampled traces per second; the ledger sums
 	// it as it sums rates, for the fleet's sampled rate.
 	Sampled float64
+	// Applied is the rule version (rules.Rule.RulesVersion) under which
+	// the report counted the client as running the rule as it is (see
+	// Update.Applied); 0: it did not.
+	Applied int64
 }
 
 // Account is one rule's ledger as a store keeps it. The zero value is a
@@ -100,6 +104,13 @@ type Account struct {
 	// previous, so the live buckets count each reporting client once.
 	Sampled map[int64]float64
 	Clients map[int64]int64
+	// Applied counts, as Clients does, the clients whose latest report
+	// said they run the rule as it was at AppliedVersion (its
+	// RulesVersion): the newest version of the rule a report named. A
+	// newer one starts the counts afresh, so they never count a client on
+	// an edit it has not applied; the old counts are no use after it.
+	Applied        map[int64]int64
+	AppliedVersion int64
 	// Last is the newest bucket a report was written to; Written says
 	// whether there was one.
 	Last    int64
@@ -131,6 +142,13 @@ type Update struct {
 	// Client marks one client's report: the client counts as an instance
 	// in Add's bucket, and no longer in Retract's. Reads leave it unset.
 	Client bool
+	// RuleVersion is the rule's RulesVersion as the replica knows it, and
+	// Applied says that the client runs it: its report says it applied
+	// that rules version or a later one (as go-control-plane's ACK does).
+	// The client then counts in Account.Applied. A read's RuleVersion is
+	// the version whose count it asks for (Totals.AppliedAt).
+	RuleVersion int64
+	Applied     bool
 }
 
 // Apply applies a batch of updates to a at now and returns the fleet rate
@@ -164,12 +182,21 @@ func (l Ledger) Apply(a *Account, now, downSince time.Time, ups []Update) (fleet
 	if a.Clients == nil {
 		a.Clients = map[int64]int64{}
 	}
+	if a.Applied == nil {
+		a.Applied = map[int64]int64{}
+	}
 	cur := l.Bucket(now)
 	var reservoir float64 // the largest R of the batch
 	writes := false       // anything but reads
+	var version int64     // the newest rule version of the batch
 	for _, u := range ups {
 		reservoir = max(reservoir, u.Reservoir)
 		writes = writes || u.Reservoir > 0 || u.Add.Rate != 0 || u.Add.Sampled != 0 || u.Retract != nil || u.Client
+		version = max(version, u.RuleVersion)
+	}
+	if writes && version > a.AppliedVersion {
+		clear(a.Applied) // counts of an older version of the rule
+		a.AppliedVersion = version
 	}
 	if reservoir > 0 && !downSince.IsZero() {
 		l.reserveAfterOutage(a, cur, l.Bucket(downSince), reservoir)
@@ -184,6 +211,9 @@ func (l Ledger) Apply(a *Account, now, downSince time.Time, ups []Update) (fleet
 		}
 		if u.Client {
 			a.Clients[u.Add.Bucket]++
+			if u.Applied && u.RuleVersion == a.AppliedVersion {
+				a.Applied[u.Add.Bucket]++
+			}
 		}
 		r := u.Retract
 		switch {
@@ -200,6 +230,9 @@ func (l Ledger) Apply(a *Account, now, downSince time.Time, ups []Update) (fleet
 			}
 			if _, ok := a.Clients[r.Bucket]; ok && u.Client {
 				a.Clients[r.Bucket] = max(0, a.Clients[r.Bucket]-1)
+			}
+			if _, ok := a.Applied[r.Bucket]; ok && u.Client && r.Applied != 0 && r.Applied == a.AppliedVersion {
+				a.Applied[r.Bucket] = max(0, a.Applied[r.Bucket]-1)
 			}
 		case reserveLive && r.Bucket >= a.ReserveFrom && r.Bucket < a.ReserveBucket:
 			// A client whose quota the reserve stands for: it holds the
@@ -231,6 +264,11 @@ func (l Ledger) Apply(a *Account, now, downSince time.Time, ups []Update) (fleet
 		for b := range a.Clients {
 			if !l.liveAt(b, cur) {
 				delete(a.Clients, b)
+			}
+		}
+		for b := range a.Applied {
+			if !l.liveAt(b, cur) {
+				delete(a.Applied, b)
 			}
 		}
 	}
@@ -267,6 +305,19 @@ type Totals struct {
 	// Quota is the sum of the quotas that clients may hold, the reserve
 	// included: never more than the reservoir.
 	Quota float64
+	// Applied is how many of the Instances run the rule as it was at
+	// AppliedVersion (Account.Applied).
+	Applied        int64
+	AppliedVersion int64
+}
+
+// AppliedAt is how many instances run the rule as it is at version (its
+// RulesVersion) or later: none if the ledger counts an older one.
+func (t Totals) AppliedAt(version int64) int64 {
+	if t.AppliedVersion < version {
+		return 0
+	}
+	return t.Applied
 }
 
 // Totals returns a's live sums at now. It changes nothing.
@@ -288,6 +339,12 @@ func (l Ledger) Totals(a *Account, now time.Time) Totals {
 			t.Instances += n
 		}
 	}
+	for b, n := range a.Applied {
+		if l.liveAt(b, cur) {
+			t.Applied += n
+		}
+	}
+	t.AppliedVersion = a.AppliedVersion
 	for b, q := range a.Quotas {
 		if l.liveAt(b, cur) {
 			t.Quota += q

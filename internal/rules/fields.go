@@ -8,6 +8,7 @@ import "maps"
 var MutableFields = []string{
 	"priority", "fixed_rate", "reservoir_size", "service_name", "service_type", "host",
 	"http_method", "url_path", "resource_arn", "attributes", "description", "labels",
+	"expire_time",
 }
 
 // IsMutableField reports whether name is one of MutableFields.
@@ -50,6 +51,8 @@ func WithFields(cur Rule, patch *Rule, fields []string) Rule {
 			next.Description = patch.Description
 		case "labels":
 			next.Labels = maps.Clone(patch.Labels)
+		case "expire_time":
+			next.ExpireTime = patch.ExpireTime
 		}
 	}
 	return next

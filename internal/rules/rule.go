@@ -74,11 +74,20 @@ type Rule struct {
 	Description string
 	Labels      map[string]string
 
+	// ExpireTime, when set, is when the rule stops applying: SDKs skip it
+	// from then on, and the control plane deletes it (a time-limited
+	// investigation rule). Zero: never.
+	ExpireTime time.Time
+
 	// Revision counts edits of this rule; the store sets it and it is the
 	// rule's etag.
-	Revision   int64
-	CreateTime time.Time
-	UpdateTime time.Time
+	Revision int64
+	// RulesVersion is the rules version that the rule's last edit made,
+	// set by the store: an SDK that applied this rules version or a later
+	// one runs the rule as it is. 0 for a rule stored before it was kept.
+	RulesVersion int64
+	CreateTime   time.Time
+	UpdateTime   time.Time
 }
 
 // Default returns the Default rule as it exists before anyone edits it:
@@ -165,6 +174,26 @@ func Sort(rs []Rule) {
 	slices.SortFunc(rs, func(a, b Rule) int { return Compare(&a, &b) })
 }
 
+// SinceVersion is the rules version from which an SDK runs r as it is: its
+// RulesVersion, or 1 for a rule stored before rules kept it (then any
+// version an SDK names).
+func (r *Rule) SinceVersion() int64 { return max(r.RulesVersion, 1) }
+
+// Expired reports whether r has an expiry time and it has come at now.
+func (r *Rule) Expired(now time.Time) bool {
+	return !r.ExpireTime.IsZero() && !now.Before(r.ExpireTime)
+}
+
+// CheckExpiry returns a *ValidationError if r's expiry time is set but not
+// after now: a rule is not created, or given an expiry, already expired.
+func CheckExpiry(r *Rule, now time.Time) error {
+	if r.ExpireTime.IsZero() || r.ExpireTime.After(now) {
+		return nil
+	}
+	return &ValidationError{Violations: []FieldViolation{{Field: "expire_time",
+		Description: fmt.Sprintf("must be in the future, got %s (now is %s)", r.ExpireTime.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))}}}
+}
+
 // ErrDefaultRule is wrapped by errors for edits the Default rule does not
 // allow: deleting, renaming, re-prioritising or narrowing it.
 var ErrDefaultRule = errors.New("the Default rule can be re-rated but not deleted, renamed or narrowed")
@@ -193,6 +222,9 @@ func CheckDefault(r *Rule) error {
 	}
 	if len(r.Attributes) > 0 {
 		bad = append(bad, "attributes")
+	}
+	if !r.ExpireTime.IsZero() {
+		bad = append(bad, "expire_time")
 	}
 	if len(bad) > 0 {
 		return fmt.Errorf("%w (cannot change %s)", ErrDefaultRule, strings.Join(bad, ", "))

@@ -86,6 +86,9 @@ func Validate(r *Rule) error {
 		vs.add("description", "at most %d characters, got %d", MaxDescriptionLen, n)
 	}
 	validateLabels(&vs, "labels", r.Labels)
+	if t := r.ExpireTime; !t.IsZero() && (t.Year() < 1970 || t.Year() > 9999) {
+		vs.add("expire_time", "must be between the years 1970 and 9999")
+	}
 	return vs.err()
 }
 

@@ -95,8 +95,11 @@ func receiptReason(err error) string {
 // is held for later (a stream's client counts the report as sent); without
 // it the caller is told, and reports again. seq numbers the report (0:
 // none), so that one sent again is billed once; a numbered report is never
-// held (its client sends it again until it is acknowledged).
-func (s *samplingService) report(ctx context.Context, client, service string, docs []*pb.SamplingStatistics, keep receipt.Keeper, carry bool, seq uint64) (*pb.TargetSet, error) {
+// held (its client sends it again until it is acknowledged). applied is the
+// rules version the client says it applies (0: it does not say): it runs a
+// rule as it is if that is at or after the rule's last edit, and counts so
+// in the rule's ledger.
+func (s *samplingService) report(ctx context.Context, client, service string, docs []*pb.SamplingStatistics, keep receipt.Keeper, carry bool, seq uint64, applied int64) (*pb.TargetSet, error) {
 	now := s.now()
 	view := s.catalog.Current()
 	budgets := s.catalog.CurrentBudgets()
@@ -112,6 +115,7 @@ func (s *samplingService) report(ctx context.Context, client, service string, do
 	type accepted struct {
 		rule                 *rules.Rule
 		rate, sampled, fixed float64
+		running              int64 // the rule version the client runs, counted; 0: none
 	}
 	// Sized for every document at once: a report is mostly accepted whole.
 	var (
@@ -153,7 +157,13 @@ func (s *samplingService) report(ctx context.Context, client, service string, do
 		// target.
 		secs := min(max(s.span(d), minReportSpan), b.span).Seconds()
 		rate, sampledRate := float64(d.GetRequestCount())/secs, float64(sampled)/secs
-		acc = append(acc, accepted{rule: rule, rate: rate, sampled: sampledRate, fixed: b.fixedNow})
+		since := rule.SinceVersion()
+		runs := applied >= since
+		var running int64
+		if runs {
+			running = since
+		}
+		acc = append(acc, accepted{rule: rule, rate: rate, sampled: sampledRate, fixed: b.fixedNow, running: running})
 		if d.GetRequestCount() > 0 || sampled > 0 {
 			names := budgets.Covering(service, rule)
 			if usage == nil {
@@ -176,7 +186,8 @@ func (s *samplingService) report(ctx context.Context, client, service string, do
 			retracts = append(retracts, prev.Receipt)
 			retract = &retracts[len(retracts)-1]
 		}
-		updates = append(updates, store.RateUpdate{Rule: rule.Name, Add: reservoir.Receipt{Bucket: bucket, Rate: rate, Sampled: sampledRate}, Reservoir: float64(rule.ReservoirSize), Retract: retract, Client: true})
+		updates = append(updates, store.RateUpdate{Rule: rule.Name, Add: reservoir.Receipt{Bucket: bucket, Rate: rate, Sampled: sampledRate}, Reservoir: float64(rule.ReservoirSize), Retract: retract, Client: true,
+			RuleVersion: since, Applied: runs})
 	}
 	if len(updates) == 0 {
 		return out, nil
@@ -192,7 +203,7 @@ func (s *samplingService) report(ctx context.Context, client, service string, do
 	out.Targets = make([]*pb.SamplingTarget, len(acc))
 	targets := make([]pb.SamplingTarget, len(acc)) // one allocation for all
 	for i, a := range acc {
-		c := receipt.Claim{Receipt: reservoir.Receipt{Bucket: bucket, Rate: a.rate, Quota: results[i].Quota, Sampled: a.sampled}, Issued: now, FixedRate: a.fixed}
+		c := receipt.Claim{Receipt: reservoir.Receipt{Bucket: bucket, Rate: a.rate, Quota: results[i].Quota, Sampled: a.sampled, Applied: a.running}, Issued: now, FixedRate: a.fixed}
 		t := &targets[i]
 		t.RuleName = a.rule.Name
 		t.ReservoirQuota = results[i].Quota

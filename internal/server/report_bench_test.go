@@ -50,7 +50,7 @@ func BenchmarkStreamReport(b *testing.B) {
 				keeper := receipt.NewHeld().Over(s.tokens)
 				for pb.Next() {
 					docs := benchDocs(names)
-					base, err := s.report(ctx, client, "bench", docs, keeper, true, 0)
+					base, err := s.report(ctx, client, "bench", docs, keeper, true, 0, 0)
 					if err != nil {
 						b.Error(err)
 						return

@@ -83,7 +83,7 @@ func (s *samplingService) GetSamplingTargets(ctx context.Context, req *pb.GetSam
 	if req.GetSeq() > store.MaxSeq {
 		return nil, invalid("seq", fmt.Sprintf("at most %d", uint64(store.MaxSeq)))
 	}
-	base, err := s.report(ctx, req.GetClientId(), req.GetServiceName(), req.GetStatistics(), s.tokens, false, req.GetSeq())
+	base, err := s.report(ctx, req.GetClientId(), req.GetServiceName(), req.GetStatistics(), s.tokens, false, req.GetSeq(), req.GetAppliedRulesVersion())
 	if err != nil {
 		return nil, err
 	}
@@ -251,7 +251,7 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 				}
 			}
 		case r := <-reports:
-			ts, err := s.report(ctx, hello.GetClientId(), hello.GetServiceName(), r.GetStatistics(), keeper, true, r.GetSeq())
+			ts, err := s.report(ctx, hello.GetClientId(), hello.GetServiceName(), r.GetStatistics(), keeper, true, r.GetSeq(), r.GetAppliedRulesVersion())
 			if err != nil {
 				// Without the store there is no fleet to split by. Keep the
 				// stream and renew the client's last quotas (the batcher

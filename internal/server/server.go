@@ -230,7 +230,7 @@ func New(opts Options) *Server {
 	serverOpts = append(serverOpts, grpc.ForceServerCodecV2(codec))
 	s.grpc = grpc.NewServer(serverOpts...)
 	reg := checkedDecoding{Server: s.grpc, codec: codec}
-	pb.RegisterRuleServiceServer(reg, &ruleService{edit: edit.NewRules(opts.Rules)})
+	pb.RegisterRuleServiceServer(reg, &ruleService{edit: edit.NewRules(opts.Rules, edit.WithClock(opts.Now))})
 	if opts.Catalog != nil && opts.Ledger != nil {
 		ledger := reservoir.NewLedger(opts.ReportInterval)
 		s.batcher = newReportBatcher(opts.Ledger, ledger, opts.Now, opts.Logger, opts.Registerer)

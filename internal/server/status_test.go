@@ -30,10 +30,13 @@ func TestFleetStatus(t *testing.T) {
 	version := rep.catalog.Current().Version
 	sc := rep.status
 	ctx := ctxT(t)
+	// a says it applies the current rules, b says nothing (an older SDK).
+	applied := map[string]int64{"a": version}
 	report := func(client string, requests, sampled int64, receipt string) string {
 		t.Helper()
 		resp, err := rep.sampling.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{
 			ClientId: client, ServiceName: "shop-api", Statistics: []*pb.SamplingStatistics{stats("checkout", requests, sampled, receipt)},
+			AppliedRulesVersion: applied[client],
 		})
 		if err != nil || len(resp.GetTargets()) != 1 {
 			t.Fatalf("report: %v, %v", resp, err)
@@ -56,8 +59,8 @@ func TestFleetStatus(t *testing.T) {
 		RulesVersion: version,
 		TotalRules:   2,
 		Rules: []*pb.RuleStatus{
-			{Rule: &pb.Rule{Name: "checkout"}, Position: 1, RequestRate: 30, SampledRate: 3, Instances: 2, QuotaGranted: 5 * 20.0 / 30},
-			{Rule: &pb.Rule{Name: "Default"}, Position: 2},
+			{Rule: &pb.Rule{Name: "checkout"}, Position: 1, RequestRate: 30, SampledRate: 3, Instances: 2, InstancesCurrent: 1, QuotaGranted: 5 * 20.0 / 30, RuleVersion: version},
+			{Rule: &pb.Rule{Name: "Default"}, Position: 2, RuleVersion: rep.catalog.Current().Rule("Default").RulesVersion},
 		},
 	}
 	opts := cmp.Options{
@@ -162,4 +165,93 @@ func (d *downLedger) RecordReports(ctx context.Context, b store.ReportBatch) ([]
 		return nil, fmt.Errorf("ledger: %w", store.ErrUnavailable)
 	}
 	return d.samplingStore.RecordReports(ctx, b)
+}
+
+// TestInstancesRunningTheRule: an instance runs a rule as it is when the
+// rules version it says it applied is at or after the rule's last edit. An
+// edit of one rule leaves its instances behind until they report the new
+// version, and the other rules' instances current; the figures come from a
+// stream's reports as from unary ones.
+func TestInstancesRunningTheRule(t *testing.T) {
+	clock := newClock()
+	rep := startReplica(t, newMemStore(t), clock.Now)
+	createRule(t, rep.rules, &pb.Rule{Name: "x", Priority: 1, FixedRate: 0.1, ReservoirSize: 2})
+	createRule(t, rep.rules, &pb.Rule{Name: "y", Priority: 2, FixedRate: 0.1, ReservoirSize: 2})
+	waitRule(t, rep.catalog, "y")
+	v1 := rep.catalog.Current().Version
+	ctx := ctxT(t)
+	current := func() map[string][2]int64 {
+		t.Helper()
+		st, err := rep.status.GetFleetStatus(ctx, &pb.GetFleetStatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string][2]int64{}
+		for _, r := range st.GetRules() {
+			out[r.GetRule().GetName()] = [2]int64{r.GetInstances(), r.GetInstancesCurrent()}
+		}
+		return out
+	}
+	check := func(what string, want map[string][2]int64) {
+		t.Helper()
+		if diff := cmp.Diff(want, current()); diff != "" {
+			t.Errorf("%s: instances, and of them current (-want +got):\n%s", what, diff)
+		}
+	}
+
+	// Unary: one client at v1.
+	receipts := map[string]string{}
+	unary := func(applied int64) {
+		t.Helper()
+		clock.Add(time.Second) // receipts are told apart by when they were issued
+		resp, err := rep.sampling.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{ClientId: "u", ServiceName: "shop",
+			Statistics:          []*pb.SamplingStatistics{stats("x", 10, 1, receipts["x"]), stats("y", 10, 1, receipts["y"])},
+			AppliedRulesVersion: applied})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tg := range resp.GetTargets() {
+			receipts[tg.GetRuleName()] = tg.GetReceipt()
+		}
+	}
+	unary(v1)
+	// A stream: a second client, also at v1.
+	s, set := openStream(ctx, t, rep.sampling, "s", "shop")
+	if set.GetRulesVersion() != v1 {
+		t.Fatalf("the stream's rules at version %d, want %d", set.GetRulesVersion(), v1)
+	}
+	streamReport := func(applied int64) {
+		t.Helper()
+		if err := s.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{
+			Statistics: []*pb.SamplingStatistics{stats("x", 10, 1, ""), stats("y", 10, 1, "")}, AppliedRulesVersion: applied,
+		}}}); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			m, err := s.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.GetTargets() != nil {
+				return
+			}
+		}
+	}
+	streamReport(v1)
+	check("both at v1", map[string][2]int64{"x": {2, 2}, "y": {2, 2}, "Default": {0, 0}})
+
+	// x is edited: v2.
+	if _, err := rep.rules.UpdateRule(ctx, &pb.UpdateRuleRequest{Rule: &pb.Rule{Name: "x", FixedRate: 0.5}, UpdateMask: mask("fixed_rate")}); err != nil {
+		t.Fatal(err)
+	}
+	waitVersion(t, rep.catalog, v1+1)
+	v2 := v1 + 1
+	check("x edited, nobody has it yet", map[string][2]int64{"x": {2, 0}, "y": {2, 2}, "Default": {0, 0}})
+	waitRulesVersion(t, s, v2)
+	streamReport(v2)
+	check("the stream's client applied it", map[string][2]int64{"x": {2, 1}, "y": {2, 2}, "Default": {0, 0}})
+	unary(v1) // the unary client reports again, still at v1
+	check("the unary client has not", map[string][2]int64{"x": {2, 1}, "y": {2, 2}, "Default": {0, 0}})
+	unary(v2)
+	check("now both have", map[string][2]int64{"x": {2, 2}, "y": {2, 2}, "Default": {0, 0}})
 }

@@ -71,6 +71,9 @@ type Event struct {
 	Before       *rules.Rule // nil on create
 	After        *rules.Rule // nil on delete
 	RulesVersion int64
+	// Message says why the edit was made, when its maker said: the rule
+	// reaper writes "expired at …". Empty for most edits.
+	Message string
 }
 
 // FirstVersion is the rules version of the first edit of a store that has
@@ -138,6 +141,9 @@ type Store interface {
 	UpdateRule(ctx context.Context, r rules.Rule, ifRevision int64, actor string) (rules.Rule, error)
 	// DeleteRule removes a rule; ifRevision 0 means any revision.
 	DeleteRule(ctx context.Context, name string, ifRevision int64, actor string) error
+	// ApplyRuleEdits makes every edit of a batch in one atomic step, or
+	// none (see RuleEdit and EditError).
+	ApplyRuleEdits(ctx context.Context, edits []RuleEdit, actor, message string) (BatchResult, error)
 	// RuleEvents lists the audit log newest first, optionally for one rule.
 	RuleEvents(ctx context.Context, ruleName string, pageSize int, pageToken string) (EventPage, error)
 	// RulesVersion returns the rules version, which grows on every edit and
@@ -224,6 +230,13 @@ type RateUpdate struct {
 	// Client marks a client's report, which counts the client as one of the
 	// rule's instances (see reservoir.Update); reads leave it unset.
 	Client bool
+	// RuleVersion is the rule's RulesVersion as the replica knows it;
+	// Applied says that the client's report names a rules version at or
+	// after it, and counts the client as one that runs the rule as it is
+	// (see reservoir.Update). A read's RuleVersion is the version whose
+	// count it asks for.
+	RuleVersion int64
+	Applied     bool
 }
 
 // RateResult is the ledger's answer to one RateUpdate.
@@ -240,6 +253,9 @@ type RateResult struct {
 	Sampled   float64
 	Instances int64
 	Granted   float64
+	// Applied is how many of the Instances run the rule as it is at the
+	// batch's newest RuleVersion for the rule, or a later version.
+	Applied int64
 }
 
 // ReportBatch is the store work for one or more client reports, done in one

@@ -75,6 +75,7 @@ type controlPlane struct {
 	addr    string
 	rules   pb.RuleServiceClient
 	budgets pb.BudgetServiceClient
+	status  pb.StatusServiceClient
 	store   *redisstore.Store
 	catalog *catalog.Catalog
 	metrics *prometheus.Registry
@@ -180,7 +181,7 @@ func startControlPlaneWith(t *testing.T, rs *redistest.Server, o replicaOptions)
 	t.Cleanup(stop)
 	return &controlPlane{
 		addr: lis.Addr().String(), rules: pb.NewRuleServiceClient(conn), budgets: pb.NewBudgetServiceClient(conn),
-		store: st, catalog: cat, metrics: reg, stop: stop, kill: lis.kill,
+		status: pb.NewStatusServiceClient(conn), store: st, catalog: cat, metrics: reg, stop: stop, kill: lis.kill,
 	}
 }
 
@@ -514,6 +515,25 @@ func TestE2ERuleEditReachesInstances(t *testing.T) {
 				t.Fatalf("instance %d after the edit to fixed rate 1: decision %v", i, d)
 			}
 		}
+	}
+	// Each instance's reports acknowledge the rules version it applied: the
+	// control plane sees all three run the rule as edited.
+	var st *pb.RuleStatus
+	waitFor(t, deadline, "three instances running the edited rule", func() bool {
+		for range 10 {
+			for _, s := range samplers {
+				s.ShouldSample(params(rng))
+			}
+		}
+		resp, err := cp.status.GetFleetStatus(ctx, &pb.GetFleetStatusRequest{})
+		if err != nil || len(resp.GetRules()) == 0 {
+			return false
+		}
+		st = resp.GetRules()[0]
+		return st.GetInstances() == 3 && st.GetInstancesCurrent() == 3
+	})
+	if v := cp.catalog.Current().Rule("shop-edit").RulesVersion; st.GetRuleVersion() != v {
+		t.Errorf("rule_version %d, want the edit's %d", st.GetRuleVersion(), v)
 	}
 }
 

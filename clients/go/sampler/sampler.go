@@ -228,7 +228,7 @@ func (s *Sampler) decide(now int64, id trace.TraceID, attrs []attribute.KeyValue
 	if set == nil || now > s.freshUntil.Load() {
 		return s.fallback(now, id, take), ReasonFallback, nil
 	}
-	req := request{attrs: attrs}
+	req := request{attrs: attrs, now: now}
 	set.scan(&req)
 	m := set.match(&req)
 	if m == nil {

@@ -698,3 +698,34 @@ func TestMatchAgreesWithAFullScan(t *testing.T) {
 		}
 	}
 }
+
+// TestExpiredRuleIsSkipped: a time-limited rule applies until its
+// expire_time and not from then on, whether or not the control plane has
+// deleted it yet (or can be reached), in a small rule set and in one the
+// index narrows in another way.
+func TestExpiredRuleIsSkipped(t *testing.T) {
+	for _, n := range []int{0, 100} {
+		t.Run(fmt.Sprintf("%d other rules", n), func(t *testing.T) {
+			s, clk := newTestSampler(t)
+			expire := clk.Now().Add(30 * time.Minute)
+			rs := []*pb.Rule{{Name: "debug-checkout", Priority: 1, FixedRate: 1, UrlPath: "/checkout*", ExpireTime: timestamppb.New(expire)}}
+			for i := range n {
+				rs = append(rs, &pb.Rule{Name: fmt.Sprintf("r%d", i), Priority: 2, UrlPath: fmt.Sprintf("/other%d/*", i)})
+			}
+			rs = append(rs, &pb.Rule{Name: "checkout", Priority: 3, FixedRate: 0.1, UrlPath: "/checkout*"})
+			s.applyRules(rulesFor(1, rs...))
+			req := params(highID, attribute.String("url.path", "/checkout/pay"))
+			start := clk.Now()
+			for _, step := range []struct {
+				at   time.Duration
+				rule string
+			}{{0, "debug-checkout"}, {30*time.Minute - time.Nanosecond, "debug-checkout"}, {30 * time.Minute, "checkout"}, {time.Hour, "checkout"}} {
+				clk.Add(start.Add(step.at).Sub(clk.Now()))
+				s.extendFresh(clk.Now().Add(time.Minute).UnixNano())
+				if e := s.Explain(req); e.Rule != step.rule {
+					t.Errorf("%v after the start: rule %q, want %q", step.at, e.Rule, step.rule)
+				}
+			}
+		})
+	}
+}

@@ -58,8 +58,14 @@ type matcher struct {
 	host, method, path rules.Glob
 	attrs              []rules.AttributeGlob
 	anyRequest         bool // every request-level part is "*"
-	rt                 *runtime
-	rule               rules.Rule
+	// expires is when the rule stops applying (its expire_time), in unix
+	// nanoseconds; 0: never. It is skipped from then on, before the
+	// control plane deletes it, and if the control plane cannot be
+	// reached: a time-limited rule (trace every checkout) never outlives
+	// its time.
+	expires int64
+	rt      *runtime
+	rule    rules.Rule
 }
 
 // ruleSet is one rules version, resolved for this sampler's service.
@@ -105,6 +111,9 @@ func buildRuleSet(version int64, rs []rules.Rule, service, serviceType string, p
 		set.need |= need
 		m := matcher{host: c.Host, method: c.HTTPMethod, path: c.URLPath, attrs: c.Attributes, rt: rt, rule: r,
 			anyRequest: need == 0 && len(c.Attributes) == 0}
+		if !r.ExpireTime.IsZero() {
+			m.expires = r.ExpireTime.UnixNano()
+		}
 		set.matchers = append(set.matchers, m)
 		compiled = append(compiled, c)
 	}
@@ -116,6 +125,7 @@ func buildRuleSet(version int64, rs []rules.Rule, service, serviceType string, p
 type request struct {
 	host, method, path string
 	attrs              []attribute.KeyValue
+	now                int64 // unix nanoseconds, for rules that expire
 }
 
 // The HTTP attribute keys a scan picks out.
@@ -236,6 +246,9 @@ func stripQuery(target string) string {
 }
 
 func (m *matcher) matches(req *request) bool {
+	if m.expires != 0 && req.now >= m.expires {
+		return false
+	}
 	if m.anyRequest {
 		return true
 	}
@@ -247,6 +260,9 @@ func (m *matcher) matches(req *request) bool {
 
 // matchesRest checks what the index does not: host and attributes.
 func (m *matcher) matchesRest(req *request) bool {
+	if m.expires != 0 && req.now >= m.expires {
+		return false
+	}
 	if !m.host.Match(req.host) {
 		return false
 	}

@@ -207,9 +207,20 @@ func (s *Sampler) sendStreamReport(stream pb.SamplingService_StreamSamplingClien
 	if len(docs) == 0 {
 		return false, nil
 	}
-	err = stream.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{Statistics: docs, Seq: seq}}})
+	err = stream.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{Statistics: docs, Seq: seq, AppliedRulesVersion: s.appliedVersion()}}})
 	s.reportSent(seq)
 	return err == nil, err
+}
+
+// appliedVersion is the rules version of the rule set the sampler decides
+// with, which every report acknowledges (as go-control-plane's ACK does):
+// the control plane counts, per rule, the instances that run it as it is.
+// 0 before the first rule set.
+func (s *Sampler) appliedVersion() int64 {
+	if set := s.rules.Load(); set != nil {
+		return set.version
+	}
+	return 0
 }
 
 // runUnary polls: fetch rules when they changed, report, sleep an interval.
@@ -274,6 +285,7 @@ func (s *Sampler) unaryReport(ctx context.Context) (version int64, again bool, e
 	again = s.wasSent(seq)
 	resp, err := s.client.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{
 		ClientId: s.cfg.clientID, ServiceName: s.cfg.service, ServiceType: s.cfg.serviceType, Statistics: docs, Seq: seq,
+		AppliedRulesVersion: s.appliedVersion(),
 	}, grpc.WaitForReady(true))
 	s.reportSent(seq)
 	if status.Code(err) == codes.InvalidArgument {

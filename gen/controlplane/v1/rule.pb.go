@@ -123,7 +123,13 @@ type Rule struct {
 	// Output only.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// Output only.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// When set, when the rule stops applying: SDKs skip it from then on, and
+	// the control plane deletes it within a report interval, recording
+	// "expired" in the audit log (actor system:expiry). For time-limited
+	// investigations: trace every checkout for half an hour. Must be in the
+	// future when set; never on the Default rule.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -266,6 +272,13 @@ func (x *Rule) GetCreateTime() *timestamppb.Timestamp {
 func (x *Rule) GetUpdateTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.UpdateTime
+	}
+	return nil
+}
+
+func (x *Rule) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
 	}
 	return nil
 }
@@ -801,7 +814,10 @@ type RuleEvent struct {
 	// The rule after the change (unset on delete).
 	After *Rule `protobuf:"bytes,7,opt,name=after,proto3" json:"after,omitempty"`
 	// The rules version this change produced.
-	RulesVersion  int64 `protobuf:"varint,8,opt,name=rules_version,json=rulesVersion,proto3" json:"rules_version,omitempty"`
+	RulesVersion int64 `protobuf:"varint,8,opt,name=rules_version,json=rulesVersion,proto3" json:"rules_version,omitempty"`
+	// Why the change was made, when the control plane says: "expired at …"
+	// for a time-limited rule it removed. Empty for most changes.
+	Message       string `protobuf:"bytes,9,opt,name=message,proto3" json:"message,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -892,6 +908,210 @@ func (x *RuleEvent) GetRulesVersion() int64 {
 	return 0
 }
 
+func (x *RuleEvent) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+// BatchEditRulesRequest lists the edits of one batch.
+type BatchEditRulesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Rules to create, as CreateRule takes them.
+	Creates []*CreateRuleRequest `protobuf:"bytes,1,rep,name=creates,proto3" json:"creates,omitempty"`
+	// Rules to update, as UpdateRule takes them. An update without an etag
+	// applies to whatever revision is current.
+	Updates []*UpdateRuleRequest `protobuf:"bytes,2,rep,name=updates,proto3" json:"updates,omitempty"`
+	// Rules to delete, as DeleteRule takes them; never the Default rule.
+	Deletes []*DeleteRuleRequest `protobuf:"bytes,3,rep,name=deletes,proto3" json:"deletes,omitempty"`
+	// Check every edit, against the current rules too, and change nothing.
+	ValidateOnly  bool `protobuf:"varint,4,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchEditRulesRequest) Reset() {
+	*x = BatchEditRulesRequest{}
+	mi := &file_controlplane_v1_rule_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchEditRulesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchEditRulesRequest) ProtoMessage() {}
+
+func (x *BatchEditRulesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_controlplane_v1_rule_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchEditRulesRequest.ProtoReflect.Descriptor instead.
+func (*BatchEditRulesRequest) Descriptor() ([]byte, []int) {
+	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *BatchEditRulesRequest) GetCreates() []*CreateRuleRequest {
+	if x != nil {
+		return x.Creates
+	}
+	return nil
+}
+
+func (x *BatchEditRulesRequest) GetUpdates() []*UpdateRuleRequest {
+	if x != nil {
+		return x.Updates
+	}
+	return nil
+}
+
+func (x *BatchEditRulesRequest) GetDeletes() []*DeleteRuleRequest {
+	if x != nil {
+		return x.Deletes
+	}
+	return nil
+}
+
+func (x *BatchEditRulesRequest) GetValidateOnly() bool {
+	if x != nil {
+		return x.ValidateOnly
+	}
+	return false
+}
+
+// EditedRule is one rule a batch changed.
+type EditedRule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rule's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// What the batch did to it.
+	Action RuleEvent_Action `protobuf:"varint,2,opt,name=action,proto3,enum=controlplane.v1.RuleEvent_Action" json:"action,omitempty"`
+	// The rule's etag after the batch; empty for a delete, and with
+	// validate_only.
+	Etag          string `protobuf:"bytes,3,opt,name=etag,proto3" json:"etag,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EditedRule) Reset() {
+	*x = EditedRule{}
+	mi := &file_controlplane_v1_rule_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EditedRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EditedRule) ProtoMessage() {}
+
+func (x *EditedRule) ProtoReflect() protoreflect.Message {
+	mi := &file_controlplane_v1_rule_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EditedRule.ProtoReflect.Descriptor instead.
+func (*EditedRule) Descriptor() ([]byte, []int) {
+	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *EditedRule) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *EditedRule) GetAction() RuleEvent_Action {
+	if x != nil {
+		return x.Action
+	}
+	return RuleEvent_ACTION_UNSPECIFIED
+}
+
+func (x *EditedRule) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
+}
+
+// BatchEditRulesResponse says what the batch did.
+type BatchEditRulesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rules version after the batch, which each of its audit entries
+	// records; with validate_only, the version the batch was checked at.
+	RulesVersion int64 `protobuf:"varint,1,opt,name=rules_version,json=rulesVersion,proto3" json:"rules_version,omitempty"`
+	// One entry per edit: the creates, then the updates, then the deletes,
+	// each in request order. (Read the rules back for their other fields:
+	// a thousand rules can be larger than a response may be.)
+	Rules         []*EditedRule `protobuf:"bytes,2,rep,name=rules,proto3" json:"rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchEditRulesResponse) Reset() {
+	*x = BatchEditRulesResponse{}
+	mi := &file_controlplane_v1_rule_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchEditRulesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchEditRulesResponse) ProtoMessage() {}
+
+func (x *BatchEditRulesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_controlplane_v1_rule_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchEditRulesResponse.ProtoReflect.Descriptor instead.
+func (*BatchEditRulesResponse) Descriptor() ([]byte, []int) {
+	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *BatchEditRulesResponse) GetRulesVersion() int64 {
+	if x != nil {
+		return x.RulesVersion
+	}
+	return 0
+}
+
+func (x *BatchEditRulesResponse) GetRules() []*EditedRule {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
 // ListRuleEventsRequest selects a page of the audit log.
 type ListRuleEventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -907,7 +1127,7 @@ type ListRuleEventsRequest struct {
 
 func (x *ListRuleEventsRequest) Reset() {
 	*x = ListRuleEventsRequest{}
-	mi := &file_controlplane_v1_rule_proto_msgTypes[12]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -919,7 +1139,7 @@ func (x *ListRuleEventsRequest) String() string {
 func (*ListRuleEventsRequest) ProtoMessage() {}
 
 func (x *ListRuleEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_rule_proto_msgTypes[12]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -932,7 +1152,7 @@ func (x *ListRuleEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRuleEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListRuleEventsRequest) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{12}
+	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListRuleEventsRequest) GetPageSize() int32 {
@@ -973,7 +1193,7 @@ type ListRuleEventsResponse struct {
 
 func (x *ListRuleEventsResponse) Reset() {
 	*x = ListRuleEventsResponse{}
-	mi := &file_controlplane_v1_rule_proto_msgTypes[13]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -985,7 +1205,7 @@ func (x *ListRuleEventsResponse) String() string {
 func (*ListRuleEventsResponse) ProtoMessage() {}
 
 func (x *ListRuleEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_rule_proto_msgTypes[13]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -998,7 +1218,7 @@ func (x *ListRuleEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRuleEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListRuleEventsResponse) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{13}
+	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListRuleEventsResponse) GetEvents() []*RuleEvent {
@@ -1026,7 +1246,7 @@ var File_controlplane_v1_rule_proto protoreflect.FileDescriptor
 
 const file_controlplane_v1_rule_proto_rawDesc = "" +
 	"\n" +
-	"\x1acontrolplane/v1/rule.proto\x12\x0fcontrolplane.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\x05\n" +
+	"\x1acontrolplane/v1/rule.proto\x12\x0fcontrolplane.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x06\n" +
 	"\x04Rule\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bpriority\x18\x02 \x01(\x05R\bpriority\x12\x1d\n" +
@@ -1050,7 +1270,9 @@ const file_controlplane_v1_rule_proto_rawDesc = "" +
 	"\vcreate_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\x1a=\n" +
+	"updateTime\x12;\n" +
+	"\vexpire_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
@@ -1083,7 +1305,7 @@ const file_controlplane_v1_rule_proto_rawDesc = "" +
 	"\x11DeleteRuleRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04etag\x18\x02 \x01(\tR\x04etag\"\x14\n" +
-	"\x12DeleteRuleResponse\"\xa0\x03\n" +
+	"\x12DeleteRuleResponse\"\xba\x03\n" +
 	"\tRuleEvent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\trule_name\x18\x02 \x01(\tR\bruleName\x129\n" +
@@ -1093,12 +1315,26 @@ const file_controlplane_v1_rule_proto_rawDesc = "" +
 	"event_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\teventTime\x12-\n" +
 	"\x06before\x18\x06 \x01(\v2\x15.controlplane.v1.RuleR\x06before\x12+\n" +
 	"\x05after\x18\a \x01(\v2\x15.controlplane.v1.RuleR\x05after\x12#\n" +
-	"\rrules_version\x18\b \x01(\x03R\frulesVersion\"Y\n" +
+	"\rrules_version\x18\b \x01(\x03R\frulesVersion\x12\x18\n" +
+	"\amessage\x18\t \x01(\tR\amessage\"Y\n" +
 	"\x06Action\x12\x16\n" +
 	"\x12ACTION_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rACTION_CREATE\x10\x01\x12\x11\n" +
 	"\rACTION_UPDATE\x10\x02\x12\x11\n" +
-	"\rACTION_DELETE\x10\x03\"p\n" +
+	"\rACTION_DELETE\x10\x03\"\xf6\x01\n" +
+	"\x15BatchEditRulesRequest\x12<\n" +
+	"\acreates\x18\x01 \x03(\v2\".controlplane.v1.CreateRuleRequestR\acreates\x12<\n" +
+	"\aupdates\x18\x02 \x03(\v2\".controlplane.v1.UpdateRuleRequestR\aupdates\x12<\n" +
+	"\adeletes\x18\x03 \x03(\v2\".controlplane.v1.DeleteRuleRequestR\adeletes\x12#\n" +
+	"\rvalidate_only\x18\x04 \x01(\bR\fvalidateOnly\"o\n" +
+	"\n" +
+	"EditedRule\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
+	"\x06action\x18\x02 \x01(\x0e2!.controlplane.v1.RuleEvent.ActionR\x06action\x12\x12\n" +
+	"\x04etag\x18\x03 \x01(\tR\x04etag\"p\n" +
+	"\x16BatchEditRulesResponse\x12#\n" +
+	"\rrules_version\x18\x01 \x01(\x03R\frulesVersion\x121\n" +
+	"\x05rules\x18\x02 \x03(\v2\x1b.controlplane.v1.EditedRuleR\x05rules\"p\n" +
 	"\x15ListRuleEventsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -1107,7 +1343,7 @@ const file_controlplane_v1_rule_proto_rawDesc = "" +
 	"\x16ListRuleEventsResponse\x122\n" +
 	"\x06events\x18\x01 \x03(\v2\x1a.controlplane.v1.RuleEventR\x06events\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x18\n" +
-	"\atrimmed\x18\x03 \x01(\bR\atrimmed2\x97\x04\n" +
+	"\atrimmed\x18\x03 \x01(\bR\atrimmed2\xfa\x04\n" +
 	"\vRuleService\x12U\n" +
 	"\n" +
 	"CreateRule\x12\".controlplane.v1.CreateRuleRequest\x1a#.controlplane.v1.CreateRuleResponse\x12L\n" +
@@ -1117,6 +1353,7 @@ const file_controlplane_v1_rule_proto_rawDesc = "" +
 	"UpdateRule\x12\".controlplane.v1.UpdateRuleRequest\x1a#.controlplane.v1.UpdateRuleResponse\x12U\n" +
 	"\n" +
 	"DeleteRule\x12\".controlplane.v1.DeleteRuleRequest\x1a#.controlplane.v1.DeleteRuleResponse\x12a\n" +
+	"\x0eBatchEditRules\x12&.controlplane.v1.BatchEditRulesRequest\x1a'.controlplane.v1.BatchEditRulesResponse\x12a\n" +
 	"\x0eListRuleEvents\x12&.controlplane.v1.ListRuleEventsRequest\x1a'.controlplane.v1.ListRuleEventsResponseBJZHgithub.com/tracesampling/controlplane/gen/controlplane/v1;controlplanev1b\x06proto3"
 
 var (
@@ -1132,7 +1369,7 @@ func file_controlplane_v1_rule_proto_rawDescGZIP() []byte {
 }
 
 var file_controlplane_v1_rule_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_controlplane_v1_rule_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_controlplane_v1_rule_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_controlplane_v1_rule_proto_goTypes = []any{
 	(RuleEvent_Action)(0),          // 0: controlplane.v1.RuleEvent.Action
 	(*Rule)(nil),                   // 1: controlplane.v1.Rule
@@ -1147,47 +1384,58 @@ var file_controlplane_v1_rule_proto_goTypes = []any{
 	(*DeleteRuleRequest)(nil),      // 10: controlplane.v1.DeleteRuleRequest
 	(*DeleteRuleResponse)(nil),     // 11: controlplane.v1.DeleteRuleResponse
 	(*RuleEvent)(nil),              // 12: controlplane.v1.RuleEvent
-	(*ListRuleEventsRequest)(nil),  // 13: controlplane.v1.ListRuleEventsRequest
-	(*ListRuleEventsResponse)(nil), // 14: controlplane.v1.ListRuleEventsResponse
-	nil,                            // 15: controlplane.v1.Rule.AttributesEntry
-	nil,                            // 16: controlplane.v1.Rule.LabelsEntry
-	(*timestamppb.Timestamp)(nil),  // 17: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),  // 18: google.protobuf.FieldMask
+	(*BatchEditRulesRequest)(nil),  // 13: controlplane.v1.BatchEditRulesRequest
+	(*EditedRule)(nil),             // 14: controlplane.v1.EditedRule
+	(*BatchEditRulesResponse)(nil), // 15: controlplane.v1.BatchEditRulesResponse
+	(*ListRuleEventsRequest)(nil),  // 16: controlplane.v1.ListRuleEventsRequest
+	(*ListRuleEventsResponse)(nil), // 17: controlplane.v1.ListRuleEventsResponse
+	nil,                            // 18: controlplane.v1.Rule.AttributesEntry
+	nil,                            // 19: controlplane.v1.Rule.LabelsEntry
+	(*timestamppb.Timestamp)(nil),  // 20: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),  // 21: google.protobuf.FieldMask
 }
 var file_controlplane_v1_rule_proto_depIdxs = []int32{
-	15, // 0: controlplane.v1.Rule.attributes:type_name -> controlplane.v1.Rule.AttributesEntry
-	16, // 1: controlplane.v1.Rule.labels:type_name -> controlplane.v1.Rule.LabelsEntry
-	17, // 2: controlplane.v1.Rule.create_time:type_name -> google.protobuf.Timestamp
-	17, // 3: controlplane.v1.Rule.update_time:type_name -> google.protobuf.Timestamp
-	1,  // 4: controlplane.v1.CreateRuleRequest.rule:type_name -> controlplane.v1.Rule
-	1,  // 5: controlplane.v1.CreateRuleResponse.rule:type_name -> controlplane.v1.Rule
-	1,  // 6: controlplane.v1.GetRuleResponse.rule:type_name -> controlplane.v1.Rule
-	1,  // 7: controlplane.v1.ListRulesResponse.rules:type_name -> controlplane.v1.Rule
-	1,  // 8: controlplane.v1.UpdateRuleRequest.rule:type_name -> controlplane.v1.Rule
-	18, // 9: controlplane.v1.UpdateRuleRequest.update_mask:type_name -> google.protobuf.FieldMask
-	1,  // 10: controlplane.v1.UpdateRuleResponse.rule:type_name -> controlplane.v1.Rule
-	0,  // 11: controlplane.v1.RuleEvent.action:type_name -> controlplane.v1.RuleEvent.Action
-	17, // 12: controlplane.v1.RuleEvent.event_time:type_name -> google.protobuf.Timestamp
-	1,  // 13: controlplane.v1.RuleEvent.before:type_name -> controlplane.v1.Rule
-	1,  // 14: controlplane.v1.RuleEvent.after:type_name -> controlplane.v1.Rule
-	12, // 15: controlplane.v1.ListRuleEventsResponse.events:type_name -> controlplane.v1.RuleEvent
-	2,  // 16: controlplane.v1.RuleService.CreateRule:input_type -> controlplane.v1.CreateRuleRequest
-	4,  // 17: controlplane.v1.RuleService.GetRule:input_type -> controlplane.v1.GetRuleRequest
-	6,  // 18: controlplane.v1.RuleService.ListRules:input_type -> controlplane.v1.ListRulesRequest
-	8,  // 19: controlplane.v1.RuleService.UpdateRule:input_type -> controlplane.v1.UpdateRuleRequest
-	10, // 20: controlplane.v1.RuleService.DeleteRule:input_type -> controlplane.v1.DeleteRuleRequest
-	13, // 21: controlplane.v1.RuleService.ListRuleEvents:input_type -> controlplane.v1.ListRuleEventsRequest
-	3,  // 22: controlplane.v1.RuleService.CreateRule:output_type -> controlplane.v1.CreateRuleResponse
-	5,  // 23: controlplane.v1.RuleService.GetRule:output_type -> controlplane.v1.GetRuleResponse
-	7,  // 24: controlplane.v1.RuleService.ListRules:output_type -> controlplane.v1.ListRulesResponse
-	9,  // 25: controlplane.v1.RuleService.UpdateRule:output_type -> controlplane.v1.UpdateRuleResponse
-	11, // 26: controlplane.v1.RuleService.DeleteRule:output_type -> controlplane.v1.DeleteRuleResponse
-	14, // 27: controlplane.v1.RuleService.ListRuleEvents:output_type -> controlplane.v1.ListRuleEventsResponse
-	22, // [22:28] is the sub-list for method output_type
-	16, // [16:22] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	18, // 0: controlplane.v1.Rule.attributes:type_name -> controlplane.v1.Rule.AttributesEntry
+	19, // 1: controlplane.v1.Rule.labels:type_name -> controlplane.v1.Rule.LabelsEntry
+	20, // 2: controlplane.v1.Rule.create_time:type_name -> google.protobuf.Timestamp
+	20, // 3: controlplane.v1.Rule.update_time:type_name -> google.protobuf.Timestamp
+	20, // 4: controlplane.v1.Rule.expire_time:type_name -> google.protobuf.Timestamp
+	1,  // 5: controlplane.v1.CreateRuleRequest.rule:type_name -> controlplane.v1.Rule
+	1,  // 6: controlplane.v1.CreateRuleResponse.rule:type_name -> controlplane.v1.Rule
+	1,  // 7: controlplane.v1.GetRuleResponse.rule:type_name -> controlplane.v1.Rule
+	1,  // 8: controlplane.v1.ListRulesResponse.rules:type_name -> controlplane.v1.Rule
+	1,  // 9: controlplane.v1.UpdateRuleRequest.rule:type_name -> controlplane.v1.Rule
+	21, // 10: controlplane.v1.UpdateRuleRequest.update_mask:type_name -> google.protobuf.FieldMask
+	1,  // 11: controlplane.v1.UpdateRuleResponse.rule:type_name -> controlplane.v1.Rule
+	0,  // 12: controlplane.v1.RuleEvent.action:type_name -> controlplane.v1.RuleEvent.Action
+	20, // 13: controlplane.v1.RuleEvent.event_time:type_name -> google.protobuf.Timestamp
+	1,  // 14: controlplane.v1.RuleEvent.before:type_name -> controlplane.v1.Rule
+	1,  // 15: controlplane.v1.RuleEvent.after:type_name -> controlplane.v1.Rule
+	2,  // 16: controlplane.v1.BatchEditRulesRequest.creates:type_name -> controlplane.v1.CreateRuleRequest
+	8,  // 17: controlplane.v1.BatchEditRulesRequest.updates:type_name -> controlplane.v1.UpdateRuleRequest
+	10, // 18: controlplane.v1.BatchEditRulesRequest.deletes:type_name -> controlplane.v1.DeleteRuleRequest
+	0,  // 19: controlplane.v1.EditedRule.action:type_name -> controlplane.v1.RuleEvent.Action
+	14, // 20: controlplane.v1.BatchEditRulesResponse.rules:type_name -> controlplane.v1.EditedRule
+	12, // 21: controlplane.v1.ListRuleEventsResponse.events:type_name -> controlplane.v1.RuleEvent
+	2,  // 22: controlplane.v1.RuleService.CreateRule:input_type -> controlplane.v1.CreateRuleRequest
+	4,  // 23: controlplane.v1.RuleService.GetRule:input_type -> controlplane.v1.GetRuleRequest
+	6,  // 24: controlplane.v1.RuleService.ListRules:input_type -> controlplane.v1.ListRulesRequest
+	8,  // 25: controlplane.v1.RuleService.UpdateRule:input_type -> controlplane.v1.UpdateRuleRequest
+	10, // 26: controlplane.v1.RuleService.DeleteRule:input_type -> controlplane.v1.DeleteRuleRequest
+	13, // 27: controlplane.v1.RuleService.BatchEditRules:input_type -> controlplane.v1.BatchEditRulesRequest
+	16, // 28: controlplane.v1.RuleService.ListRuleEvents:input_type -> controlplane.v1.ListRuleEventsRequest
+	3,  // 29: controlplane.v1.RuleService.CreateRule:output_type -> controlplane.v1.CreateRuleResponse
+	5,  // 30: controlplane.v1.RuleService.GetRule:output_type -> controlplane.v1.GetRuleResponse
+	7,  // 31: controlplane.v1.RuleService.ListRules:output_type -> controlplane.v1.ListRulesResponse
+	9,  // 32: controlplane.v1.RuleService.UpdateRule:output_type -> controlplane.v1.UpdateRuleResponse
+	11, // 33: controlplane.v1.RuleService.DeleteRule:output_type -> controlplane.v1.DeleteRuleResponse
+	15, // 34: controlplane.v1.RuleService.BatchEditRules:output_type -> controlplane.v1.BatchEditRulesResponse
+	17, // 35: controlplane.v1.RuleService.ListRuleEvents:output_type -> controlplane.v1.ListRuleEventsResponse
+	29, // [29:36] is the sub-list for method output_type
+	22, // [22:29] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_controlplane_v1_rule_proto_init() }
@@ -1201,7 +1449,7 @@ func file_controlplane_v1_rule_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlplane_v1_rule_proto_rawDesc), len(file_controlplane_v1_rule_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   16,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,7 @@ const (
 	RuleService_ListRules_FullMethodName      = "/controlplane.v1.RuleService/ListRules"
 	RuleService_UpdateRule_FullMethodName     = "/controlplane.v1.RuleService/UpdateRule"
 	RuleService_DeleteRule_FullMethodName     = "/controlplane.v1.RuleService/DeleteRule"
+	RuleService_BatchEditRules_FullMethodName = "/controlplane.v1.RuleService/BatchEditRules"
 	RuleService_ListRuleEvents_FullMethodName = "/controlplane.v1.RuleService/ListRuleEvents"
 )
 
@@ -47,6 +48,18 @@ type RuleServiceClient interface {
 	UpdateRule(ctx context.Context, in *UpdateRuleRequest, opts ...grpc.CallOption) (*UpdateRuleResponse, error)
 	// DeleteRule removes a rule. The Default rule cannot be deleted.
 	DeleteRule(ctx context.Context, in *DeleteRuleRequest, opts ...grpc.CallOption) (*DeleteRuleResponse, error)
+	// BatchEditRules makes creates, updates and deletes of several rules
+	// together, all or none, in one step: one rules version, one audit entry
+	// per rule, one change for SDKs to receive. Every edit is checked first
+	// and every bad field of every edit is named in one INVALID_ARGUMENT
+	// (google.rpc.BadRequest fields such as "updates[3].rule.fixed_rate");
+	// an edit the current rules refuse fails the whole batch with its own
+	// code (ALREADY_EXISTS, NOT_FOUND, ABORTED for a stale etag) and a
+	// message naming it, and a batch that would leave more rules than the
+	// limit gets FAILED_PRECONDITION. Each rule may be edited once per batch;
+	// at most 2000 edits. The whole request must fit the server's largest
+	// request (--max-request-bytes, 1 MiB by default).
+	BatchEditRules(ctx context.Context, in *BatchEditRulesRequest, opts ...grpc.CallOption) (*BatchEditRulesResponse, error)
 	// ListRuleEvents returns the audit log, newest first.
 	ListRuleEvents(ctx context.Context, in *ListRuleEventsRequest, opts ...grpc.CallOption) (*ListRuleEventsResponse, error)
 }
@@ -109,6 +122,16 @@ func (c *ruleServiceClient) DeleteRule(ctx context.Context, in *DeleteRuleReques
 	return out, nil
 }
 
+func (c *ruleServiceClient) BatchEditRules(ctx context.Context, in *BatchEditRulesRequest, opts ...grpc.CallOption) (*BatchEditRulesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BatchEditRulesResponse)
+	err := c.cc.Invoke(ctx, RuleService_BatchEditRules_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *ruleServiceClient) ListRuleEvents(ctx context.Context, in *ListRuleEventsRequest, opts ...grpc.CallOption) (*ListRuleEventsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListRuleEventsResponse)
@@ -139,6 +162,18 @@ type RuleServiceServer interface {
 	UpdateRule(context.Context, *UpdateRuleRequest) (*UpdateRuleResponse, error)
 	// DeleteRule removes a rule. The Default rule cannot be deleted.
 	DeleteRule(context.Context, *DeleteRuleRequest) (*DeleteRuleResponse, error)
+	// BatchEditRules makes creates, updates and deletes of several rules
+	// together, all or none, in one step: one rules version, one audit entry
+	// per rule, one change for SDKs to receive. Every edit is checked first
+	// and every bad field of every edit is named in one INVALID_ARGUMENT
+	// (google.rpc.BadRequest fields such as "updates[3].rule.fixed_rate");
+	// an edit the current rules refuse fails the whole batch with its own
+	// code (ALREADY_EXISTS, NOT_FOUND, ABORTED for a stale etag) and a
+	// message naming it, and a batch that would leave more rules than the
+	// limit gets FAILED_PRECONDITION. Each rule may be edited once per batch;
+	// at most 2000 edits. The whole request must fit the server's largest
+	// request (--max-request-bytes, 1 MiB by default).
+	BatchEditRules(context.Context, *BatchEditRulesRequest) (*BatchEditRulesResponse, error)
 	// ListRuleEvents returns the audit log, newest first.
 	ListRuleEvents(context.Context, *ListRuleEventsRequest) (*ListRuleEventsResponse, error)
 	mustEmbedUnimplementedRuleServiceServer()
@@ -165,6 +200,9 @@ func (UnimplementedRuleServiceServer) UpdateRule(context.Context, *UpdateRuleReq
 }
 func (UnimplementedRuleServiceServer) DeleteRule(context.Context, *DeleteRuleRequest) (*DeleteRuleResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteRule not implemented")
+}
+func (UnimplementedRuleServiceServer) BatchEditRules(context.Context, *BatchEditRulesRequest) (*BatchEditRulesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BatchEditRules not implemented")
 }
 func (UnimplementedRuleServiceServer) ListRuleEvents(context.Context, *ListRuleEventsRequest) (*ListRuleEventsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListRuleEvents not implemented")
@@ -280,6 +318,24 @@ func _RuleService_DeleteRule_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RuleService_BatchEditRules_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BatchEditRulesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RuleServiceServer).BatchEditRules(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RuleService_BatchEditRules_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RuleServiceServer).BatchEditRules(ctx, req.(*BatchEditRulesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _RuleService_ListRuleEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListRuleEventsRequest)
 	if err := dec(in); err != nil {
@@ -324,6 +380,10 @@ var RuleService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteRule",
 			Handler:    _RuleService_DeleteRule_Handler,
+		},
+		{
+			MethodName: "BatchEditRules",
+			Handler:    _RuleService_BatchEditRules_Handler,
 		},
 		{
 			MethodName: "ListRuleEvents",

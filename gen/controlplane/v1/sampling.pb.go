@@ -279,9 +279,12 @@ type GetSamplingTargetsRequest struct {
 	// The report's number, as Report.seq: an OK answer acknowledges it, and a
 	// report sent again after an error (with the same seq and counts) is
 	// billed at most once. 0: not numbered, every call is billed.
-	Seq           uint64 `protobuf:"varint,5,opt,name=seq,proto3" json:"seq,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Seq uint64 `protobuf:"varint,5,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The rules version of the rule set the client applies now, as in
+	// Report.applied_rules_version. 0: not said.
+	AppliedRulesVersion int64 `protobuf:"varint,6,opt,name=applied_rules_version,json=appliedRulesVersion,proto3" json:"applied_rules_version,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *GetSamplingTargetsRequest) Reset() {
@@ -345,6 +348,13 @@ func (x *GetSamplingTargetsRequest) GetStatistics() []*SamplingStatistics {
 func (x *GetSamplingTargetsRequest) GetSeq() uint64 {
 	if x != nil {
 		return x.Seq
+	}
+	return 0
+}
+
+func (x *GetSamplingTargetsRequest) GetAppliedRulesVersion() int64 {
+	if x != nil {
+		return x.AppliedRulesVersion
 	}
 	return 0
 }
@@ -772,9 +782,17 @@ type Report struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Statistics []*SamplingStatistics  `protobuf:"bytes,1,rep,name=statistics,proto3" json:"statistics,omitempty"`
 	// The report's number, at most 2^53 - 1; 0: not numbered.
-	Seq           uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Seq uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The rules version of the rule set the client applies now: the last
+	// one it received and installed (as go-control-plane's ACK names the
+	// version a client applied; a rule set it could not install leaves the
+	// version it still applies). The server counts, per rule, the instances
+	// that run the rule as it is (RuleStatus.instances_current): those whose
+	// applied version is at or after the rule's last edit. 0: not said (an
+	// SDK that predates it), counted as not running the current version.
+	AppliedRulesVersion int64 `protobuf:"varint,3,opt,name=applied_rules_version,json=appliedRulesVersion,proto3" json:"applied_rules_version,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Report) Reset() {
@@ -817,6 +835,13 @@ func (x *Report) GetStatistics() []*SamplingStatistics {
 func (x *Report) GetSeq() uint64 {
 	if x != nil {
 		return x.Seq
+	}
+	return 0
+}
+
+func (x *Report) GetAppliedRulesVersion() int64 {
+	if x != nil {
+		return x.AppliedRulesVersion
 	}
 	return 0
 }
@@ -1061,7 +1086,7 @@ const file_controlplane_v1_sampling_proto_rawDesc = "" +
 	"\fborrow_count\x18\x04 \x01(\x03R\vborrowCount\x128\n" +
 	"\ttimestamp\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x125\n" +
 	"\binterval\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12\x18\n" +
-	"\areceipt\x18\a \x01(\tR\areceipt\"\xd5\x01\n" +
+	"\areceipt\x18\a \x01(\tR\areceipt\"\x89\x02\n" +
 	"\x19GetSamplingTargetsRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12!\n" +
 	"\fservice_name\x18\x02 \x01(\tR\vserviceName\x12!\n" +
@@ -1069,7 +1094,8 @@ const file_controlplane_v1_sampling_proto_rawDesc = "" +
 	"\n" +
 	"statistics\x18\x04 \x03(\v2#.controlplane.v1.SamplingStatisticsR\n" +
 	"statistics\x12\x10\n" +
-	"\x03seq\x18\x05 \x01(\x04R\x03seq\"\xe1\x01\n" +
+	"\x03seq\x18\x05 \x01(\x04R\x03seq\x122\n" +
+	"\x15applied_rules_version\x18\x06 \x01(\x03R\x13appliedRulesVersion\"\xe1\x01\n" +
 	"\x0eSamplingTarget\x12\x1b\n" +
 	"\trule_name\x18\x01 \x01(\tR\bruleName\x12'\n" +
 	"\x0freservoir_quota\x18\x02 \x01(\x01R\x0ereservoirQuota\x12P\n" +
@@ -1095,12 +1121,13 @@ const file_controlplane_v1_sampling_proto_rawDesc = "" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12!\n" +
 	"\fservice_name\x18\x02 \x01(\tR\vserviceName\x12!\n" +
 	"\fservice_type\x18\x03 \x01(\tR\vserviceType\x12.\n" +
-	"\x13known_rules_version\x18\x04 \x01(\x03R\x11knownRulesVersion\"_\n" +
+	"\x13known_rules_version\x18\x04 \x01(\x03R\x11knownRulesVersion\"\x93\x01\n" +
 	"\x06Report\x12C\n" +
 	"\n" +
 	"statistics\x18\x01 \x03(\v2#.controlplane.v1.SamplingStatisticsR\n" +
 	"statistics\x12\x10\n" +
-	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\x8d\x01\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x122\n" +
+	"\x15applied_rules_version\x18\x03 \x01(\x03R\x13appliedRulesVersion\"\x8d\x01\n" +
 	"\x16StreamSamplingResponse\x120\n" +
 	"\x05rules\x18\x01 \x01(\v2\x18.controlplane.v1.RuleSetH\x00R\x05rules\x126\n" +
 	"\atargets\x18\x02 \x01(\v2\x1a.controlplane.v1.TargetSetH\x00R\atargetsB\t\n" +

@@ -205,7 +205,17 @@ type RuleStatus struct {
 	QuotaGranted float64 `protobuf:"fixed64,6,opt,name=quota_granted,json=quotaGranted,proto3" json:"quota_granted,omitempty"`
 	// The budgets whose rule labels cover the rule, by name, with the factors
 	// they apply to it (for the services in their scope).
-	Budgets       []*BudgetEnforcement `protobuf:"bytes,7,rep,name=budgets,proto3" json:"budgets,omitempty"`
+	Budgets []*BudgetEnforcement `protobuf:"bytes,7,rep,name=budgets,proto3" json:"budgets,omitempty"`
+	// How many of the instances run the rule as it is now: their latest
+	// report says they applied rule_version or a later rules version
+	// (Report.applied_rules_version). The others, instances less these, run
+	// an earlier version of the rule, or do not say which they run. Exact
+	// as of each instance's latest report, like instances.
+	InstancesCurrent int64 `protobuf:"varint,8,opt,name=instances_current,json=instancesCurrent,proto3" json:"instances_current,omitempty"`
+	// The rules version that the rule's last edit made: an instance that
+	// applied it or a later one runs the rule as it is. 0 for a rule last
+	// edited before the control plane kept it.
+	RuleVersion   int64 `protobuf:"varint,9,opt,name=rule_version,json=ruleVersion,proto3" json:"rule_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -287,6 +297,20 @@ func (x *RuleStatus) GetBudgets() []*BudgetEnforcement {
 		return x.Budgets
 	}
 	return nil
+}
+
+func (x *RuleStatus) GetInstancesCurrent() int64 {
+	if x != nil {
+		return x.InstancesCurrent
+	}
+	return 0
+}
+
+func (x *RuleStatus) GetRuleVersion() int64 {
+	if x != nil {
+		return x.RuleVersion
+	}
+	return 0
 }
 
 // BudgetEnforcement is what one budget does to a rule's targets.
@@ -737,7 +761,7 @@ const file_controlplane_v1_status_proto_rawDesc = "" +
 	"\x05rules\x18\x04 \x03(\v2\x1b.controlplane.v1.RuleStatusR\x05rules\x12&\n" +
 	"\x0fnext_page_token\x18\x05 \x01(\tR\rnextPageToken\x12\x1f\n" +
 	"\vtotal_rules\x18\x06 \x01(\x05R\n" +
-	"totalRules\"\x9a\x02\n" +
+	"totalRules\"\xea\x02\n" +
 	"\n" +
 	"RuleStatus\x12)\n" +
 	"\x04rule\x18\x01 \x01(\v2\x15.controlplane.v1.RuleR\x04rule\x12\x1a\n" +
@@ -746,7 +770,9 @@ const file_controlplane_v1_status_proto_rawDesc = "" +
 	"\fsampled_rate\x18\x04 \x01(\x01R\vsampledRate\x12\x1c\n" +
 	"\tinstances\x18\x05 \x01(\x03R\tinstances\x12#\n" +
 	"\rquota_granted\x18\x06 \x01(\x01R\fquotaGranted\x12<\n" +
-	"\abudgets\x18\a \x03(\v2\".controlplane.v1.BudgetEnforcementR\abudgets\"\x80\x02\n" +
+	"\abudgets\x18\a \x03(\v2\".controlplane.v1.BudgetEnforcementR\abudgets\x12+\n" +
+	"\x11instances_current\x18\b \x01(\x03R\x10instancesCurrent\x12!\n" +
+	"\frule_version\x18\t \x01(\x03R\vruleVersion\"\x80\x02\n" +
 	"\x11BudgetEnforcement\x12\x1f\n" +
 	"\vbudget_name\x18\x01 \x01(\tR\n" +
 	"budgetName\x12#\n" +

@@ -335,7 +335,7 @@ func (l *live) applyRates(b store.ReportBatch) []store.RateResult {
 		ups := make([]reservoir.Update, len(idx))
 		for k, i := range idx {
 			u := b.Rates[i]
-			ups[k] = reservoir.Update{Add: u.Add, Reservoir: u.Reservoir, Retract: u.Retract, Client: u.Client}
+			ups[k] = reservoir.Update{Add: u.Add, Reservoir: u.Reservoir, Retract: u.Retract, Client: u.Client, RuleVersion: u.RuleVersion, Applied: u.Applied}
 		}
 		a := l.ledgers[rule]
 		if a == nil {
@@ -346,8 +346,12 @@ func (l *live) applyRates(b store.ReportBatch) []store.RateResult {
 			l.ledgers[rule] = a
 		}
 		t := b.Ledger.Totals(a, b.Now)
+		var version int64
+		for _, u := range ups {
+			version = max(version, u.RuleVersion)
+		}
 		for k, i := range idx {
-			out[i] = store.RateResult{Fleet: fleet, Quota: grants[k], Sampled: t.Sampled, Instances: t.Instances, Granted: t.Quota}
+			out[i] = store.RateResult{Fleet: fleet, Quota: grants[k], Sampled: t.Sampled, Instances: t.Instances, Granted: t.Quota, Applied: t.AppliedAt(version)}
 		}
 	}
 	// Ledgers nobody wrote for as long as storage keeps them go, as their

@@ -346,48 +346,142 @@ func (s *Store) DeleteRule(_ context.Context, name string, ifRevision int64, act
 // current and tells the watchers. The caller holds s.mu; before and after
 // are owned by the store from here on.
 func (s *Store) commit(action store.Action, before, after *rules.Rule, actor string, now time.Time) error {
-	var name string
-	if after != nil {
-		name = after.Name
-	} else {
-		name = before.Name
-	}
+	return s.commitAll([]change{{action, before, after}}, actor, "", now)
+}
+
+// change is one rule's edit in a commit.
+type change struct {
+	action        store.Action
+	before, after *rules.Rule
+}
+
+// commitAll applies edits of different rules as one: one rules version,
+// one audit event per rule, one state written, one notification. The
+// caller holds s.mu; the rules are owned by the store from here on.
+func (s *Store) commitAll(changes []change, actor, message string, now time.Time) error {
 	next := s.st
 	next.rules = maps.Clone(s.st.rules)
-	if after != nil {
-		next.rules[name] = *after
-	} else {
-		delete(next.rules, name)
-	}
 	if next.version == 0 {
 		next.version = store.FirstVersion(now)
 	} else {
 		next.version++
 	}
-	next.lastSeq++
-	ev := store.Event{
-		ID:           strconv.FormatInt(next.lastSeq, 10),
-		RuleName:     name,
-		Action:       action,
-		Actor:        actor,
-		Time:         now,
-		Before:       before,
-		After:        after,
-		RulesVersion: next.version,
+	for _, c := range changes {
+		var name string
+		if c.after != nil {
+			name = c.after.Name
+			c.after.RulesVersion = next.version
+			next.rules[name] = *c.after
+		} else {
+			name = c.before.Name
+			delete(next.rules, name)
+		}
+		next.lastSeq++
+		next.events = append(next.events, entry{seq: next.lastSeq, ev: store.Event{
+			ID:           strconv.FormatInt(next.lastSeq, 10),
+			RuleName:     name,
+			Action:       c.action,
+			Actor:        actor,
+			Time:         now,
+			Before:       c.before,
+			After:        c.after,
+			RulesVersion: next.version,
+			Message:      message,
+		}})
 	}
-	next.events = append(next.events, entry{seq: next.lastSeq, ev: ev})
 	if n := len(next.events) - s.maxEvents; n > 0 {
 		// Not cleared: the current state may still see them. The array is
 		// replaced, and the dropped events freed, when append outgrows it.
 		next.tails = s.keepTails(next.tails, next.events[:n], next.rules)
 		next.events = next.events[n:]
 	}
-	if _, ok := next.tails[name]; ok && after == nil {
-		// A deleted rule's history is what the log of all rules still has.
-		next.tails = maps.Clone(next.tails)
-		delete(next.tails, name)
+	for _, c := range changes {
+		if c.after != nil {
+			continue
+		}
+		if _, ok := next.tails[c.before.Name]; ok {
+			// A deleted rule's history is what the log of all rules still
+			// has.
+			next.tails = maps.Clone(next.tails)
+			delete(next.tails, c.before.Name)
+		}
 	}
 	return s.apply(&next, store.TopicRules)
+}
+
+// ApplyRuleEdits makes every edit or none, under the lock that orders
+// edits: checked against the current rules first, then committed as one
+// state, on disk before it is visible.
+func (s *Store) ApplyRuleEdits(_ context.Context, edits []store.RuleEdit, actor, message string) (store.BatchResult, error) {
+	if err := store.CheckBatch(edits, message); err != nil {
+		return store.BatchResult{}, fmt.Errorf("memstore: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return store.BatchResult{}, errClosed
+	}
+	now := record.Timestamp(s.now())
+	changes := make([]change, len(edits))
+	out := store.BatchResult{Rules: make([]rules.Rule, len(edits))}
+	count := len(s.st.rules)
+	for i := range edits {
+		e := &edits[i]
+		name := e.Rule.Name
+		fail := func(err error) error {
+			return &store.EditError{Index: i, Action: e.Action, Name: name, Err: err}
+		}
+		cur, ok := s.st.rules[name]
+		switch e.Action {
+		case store.ActionCreate:
+			if ok {
+				return store.BatchResult{}, fail(store.ErrAlreadyExists)
+			}
+			r := e.Rule.Clone()
+			r.Revision, r.CreateTime, r.UpdateTime = 1, now, now
+			changes[i] = change{store.ActionCreate, nil, &r}
+			count++
+		case store.ActionUpdate:
+			if !ok {
+				return store.BatchResult{}, fail(store.ErrNotFound)
+			}
+			if cur.Revision != e.IfRevision {
+				return store.BatchResult{}, fail(fmt.Errorf("%w (at revision %d, not %d)", store.ErrConflict, cur.Revision, e.IfRevision))
+			}
+			r := e.Rule.Clone()
+			r.Revision, r.CreateTime, r.UpdateTime = cur.Revision+1, cur.CreateTime, now
+			before := cur
+			changes[i] = change{store.ActionUpdate, &before, &r}
+		case store.ActionDelete:
+			if !ok {
+				return store.BatchResult{}, fail(store.ErrNotFound)
+			}
+			if e.IfRevision != 0 && cur.Revision != e.IfRevision {
+				return store.BatchResult{}, fail(fmt.Errorf("%w (at revision %d, not %d)", store.ErrConflict, cur.Revision, e.IfRevision))
+			}
+			before := cur
+			changes[i] = change{store.ActionDelete, &before, nil}
+			count--
+		}
+	}
+	if count > s.maxRules && count > len(s.st.rules) {
+		return store.BatchResult{}, fmt.Errorf("apply %d edits: %w (the batch would leave %d rules; at most %d, the Default rule included)",
+			len(edits), store.ErrRuleLimit, count, s.maxRules)
+	}
+	if len(edits) == 0 {
+		out.Version = s.st.version
+		return out, nil
+	}
+	if err := s.commitAll(changes, actor, message, now); err != nil {
+		return store.BatchResult{}, fmt.Errorf("apply %d edits: %w", len(edits), err)
+	}
+	for i, c := range changes {
+		if c.after != nil {
+			out.Rules[i] = c.after.Clone()
+		}
+	}
+	out.Version = s.st.version
+	return out, nil
 }
 
 // apply makes next the current state once it is on disk, and tells the

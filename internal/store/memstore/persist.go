@@ -94,6 +94,7 @@ type fileEvent struct {
 	Before       *record.Rule `json:"before,omitempty"`
 	After        *record.Rule `json:"after,omitempty"`
 	RulesVersion int64        `json:"rules_version"`
+	Message      string       `json:"message,omitempty"`
 }
 
 // load reads the state kept in dir, and puts the usage and states kept
@@ -151,6 +152,7 @@ func load(dir string, lv *live, now time.Time) (*state, error) {
 			Before:       ruleOf(fe.Before),
 			After:        ruleOf(fe.After),
 			RulesVersion: fe.RulesVersion,
+			Message:      fe.Message,
 		}})
 	}
 	for _, raw := range f.Budgets {
@@ -269,6 +271,7 @@ func save(dir string, st *state) error {
 			Before:       recordOf(e.ev.Before),
 			After:        recordOf(e.ev.After),
 			RulesVersion: e.ev.RulesVersion,
+			Message:      e.ev.Message,
 		})
 	}
 	for _, name := range slices.Sorted(maps.Keys(st.budgets)) {

@@ -115,7 +115,8 @@ func checkTTL(t *testing.T, got, want time.Duration) {
 
 // BenchmarkRecordReports is one group-committed batch: 1000 client reports
 // over 10 rules, each retracting its previous rates and quota (and counting
-// its client) and granted a quota,
+// its client, and that it runs the rule's current version) and granted a
+// quota,
 // and 1000 usage increments over 3 budgets, each in one hour of the month
 // and spread over the 10 rules; unnumbered, or each the usage of a numbered
 // report of its own client (the store checks and records 1000 seqs, each
@@ -143,8 +144,9 @@ func BenchmarkRecordReports(b *testing.B) {
 			seq := uint64(time.Now().UnixMicro())
 			for i := range 1000 {
 				rule := fmt.Sprintf("rule-%d", i%10)
-				prev := reservoir.Receipt{Bucket: bucket - 1, Rate: 2, Quota: 0.1, Sampled: 0.2}
-				batch.Rates = append(batch.Rates, store.RateUpdate{Rule: rule, Add: reservoir.Receipt{Bucket: bucket, Rate: 2, Sampled: 0.2}, Reservoir: 10, Retract: &prev, Client: true})
+				prev := reservoir.Receipt{Bucket: bucket - 1, Rate: 2, Quota: 0.1, Sampled: 0.2, Applied: 7}
+				batch.Rates = append(batch.Rates, store.RateUpdate{Rule: rule, Add: reservoir.Receipt{Bucket: bucket, Rate: 2, Sampled: 0.2}, Reservoir: 10, Retract: &prev, Client: true,
+					RuleVersion: 7, Applied: true})
 				inc := store.UsageIncrement{
 					Budget: fmt.Sprintf("budget-%d", i%3), Month: now, Hour: int(now.Sub(budget.MonthStart(now)) / time.Hour),
 					Rule: rule, Requests: 20, Sampled: 1,

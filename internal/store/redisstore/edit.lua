@@ -10,7 +10,8 @@
 -- KEYS[5] string: this call's own key (see below)
 -- ARGV[1] op: create, update or delete
 -- ARGV[2] rule name
--- ARGV[3] create, update: the rule's new JSON
+-- ARGV[3] create, update: the rule's new JSON, without its rules version,
+--         which the script appends (record.MarshalRuleForScript)
 -- ARGV[4] update: the rule's JSON as the caller read it
 -- ARGV[5] update, delete: the revision the caller expects; for delete 0
 --         means any
@@ -66,17 +67,18 @@ else
   end
 end
 
-if op == 'delete' then
-  redis.call('HDEL', KEYS[1], name)
-else
-  redis.call('HSET', KEYS[1], name, new)
-end
 if redis.call('INCR', KEYS[2]) == 1 then
   redis.call('SET', KEYS[2], ARGV[12])
 end
 -- Kept as a string: Lua's numbers would print a 16-digit version in
 -- exponent notation.
 local version = redis.call('GET', KEYS[2])
+if op == 'delete' then
+  redis.call('HDEL', KEYS[1], name)
+else
+  new = string.sub(new, 1, -2) .. ',"rules_version":' .. version .. '}'
+  redis.call('HSET', KEYS[1], name, new)
+end
 
 local entry = {'rule', name, 'action', op, 'actor', ARGV[6], 'time', ARGV[7], 'version', version}
 if cur then

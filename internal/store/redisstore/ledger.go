@@ -58,9 +58,13 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 			i = len(ledgers)
 			index[u.Rule] = i
 			ledgers = append(ledgers, &ledgerArgs{key: s.ledgerKey(u.Rule), rates: map[int64]float64{}, quotas: map[int64]float64{}, drains: map[int64]float64{},
-				sampled: map[int64]float64{}, clients: map[int64]int64{}})
+				sampled: map[int64]float64{}, clients: map[int64]int64{}, applied: map[[2]int64]int64{}})
 		}
 		l := ledgers[i]
+		l.version = max(l.version, u.RuleVersion)
+		if u.Client && u.Applied {
+			l.applied[[2]int64{u.Add.Bucket, u.RuleVersion}]++
+		}
 		if u.Add.Rate != 0 {
 			l.rates[u.Add.Bucket] += u.Add.Rate
 		}
@@ -80,6 +84,9 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 				}
 				if u.Client {
 					l.clients[r.Bucket]--
+					if r.Applied != 0 {
+						l.applied[[2]int64{r.Bucket, r.Applied}]--
+					}
 				}
 			} else {
 				l.drains[r.Bucket] += r.Quota
@@ -141,12 +148,16 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 
 // ledgerArgs is one rule's part of a batch.
 type ledgerArgs struct {
-	key       string
-	rates     map[int64]float64
-	quotas    map[int64]float64 // live buckets
-	drains    map[int64]float64 // buckets no longer live
-	sampled   map[int64]float64
-	clients   map[int64]int64
+	key     string
+	rates   map[int64]float64
+	quotas  map[int64]float64 // live buckets
+	drains  map[int64]float64 // buckets no longer live
+	sampled map[int64]float64
+	clients map[int64]int64
+	// applied nets the clients that run the rule, by bucket and rule
+	// version; version is the batch's newest rule version.
+	applied   map[[2]int64]int64
+	version   int64
 	reservoir float64   // the largest of the reports'
 	reports   []float64 // the reports' rates, in order
 	sum, top  float64   // of the reports' rates
@@ -294,7 +305,7 @@ func (s *Store) runLedger(ctx context.Context, b store.ReportBatch, now time.Tim
 	}
 
 	keys := make([]string, 0, len(ledgers)+len(usage)+5)
-	args := make([]any, 11, 11+3*nclients+12*len(ledgers)+32*len(usage))
+	args := make([]any, 11, 11+3*nclients+14*len(ledgers)+32*len(usage))
 	args[0], args[1], args[2], args[3], args[4] = 0, 0, 0, len(ledgers), callTTL.Milliseconds()
 	args[5], args[6], args[7], args[8], args[9], args[10] = s.clock.deadline(ctx), "", len(usage), nclients, 0, 0
 	if len(ledgers) > 0 { // a batch of usage alone may have no ledger configuration
@@ -335,7 +346,10 @@ func (s *Store) runLedger(ctx context.Context, b store.ReportBatch, now time.Tim
 		for bucket, d := range l.clients {
 			args = append(args, bucket, d)
 		}
-		args = append(args, ftoa(l.reservoir), ftoa(l.sum), ftoa(l.top), l.nclients)
+		args = append(args, ftoa(l.reservoir), ftoa(l.sum), ftoa(l.top), l.nclients, l.version, len(l.applied))
+		for bv, d := range l.applied {
+			args = append(args, bv[0], bv[1], d)
+		}
 	}
 	for m, i := range usageIndex {
 		u := usage[i]
@@ -409,10 +423,11 @@ func rateResults(b store.ReportBatch, index map[string]int, ledgers []*ledgerArg
 		outstanding, err2 := strconv.ParseFloat(r[1], 64)
 		sampled, err3 := strconv.ParseFloat(r[2], 64)
 		clients, err4 := strconv.ParseInt(r[3], 10, 64)
-		if err := errors.Join(err1, err2, err3, err4); err != nil {
+		running, err5 := strconv.ParseInt(r[4], 10, 64)
+		if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
 			return nil, fmt.Errorf("redis: record reports: bad sums %q: %w", r, err)
 		}
-		totals[i] = store.RateResult{Fleet: fleet, Sampled: sampled, Instances: clients, Granted: outstanding}
+		totals[i] = store.RateResult{Fleet: fleet, Sampled: sampled, Instances: clients, Granted: outstanding, Applied: running}
 		if applied {
 			grants[i] = reservoir.Grants(l.reservoir, fleet, outstanding, l.reports)
 		} else {
@@ -434,8 +449,9 @@ func rateResults(b store.ReportBatch, index map[string]int, ledgers []*ledgerArg
 }
 
 // ledgerResults is how many figures the script returns per ledger: the
-// fleet rate, the quotas outstanding, the sampled rate and the clients.
-const ledgerResults = 4
+// fleet rate, the quotas outstanding, the sampled rate, the clients and
+// those that run the rule as it is.
+const ledgerResults = 5
 
 func ftoa(x float64) string { return strconv.FormatFloat(x, 'g', -1, 64) }
 

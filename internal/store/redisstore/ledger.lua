@@ -7,7 +7,9 @@
 --
 -- KEYS[1..L]: one hash per rule: field "<bucket>" = sum of request rates,
 -- "q:<bucket>" = sum of quotas granted, "s:<bucket>" = sum of sampled rates,
--- "n:<bucket>" = clients whose latest report is in the bucket, "last" =
+-- "n:<bucket>" = clients whose latest report is in the bucket, "a:<bucket>"
+-- = those of them that run the rule as it is at version "av" (the newest
+-- rule version a report named: a newer one starts the counts afresh), "last" =
 -- newest bucket a report was written to, "res", "resb", "resf" = the reserve left by an
 -- outage, the bucket it was made in and the first bucket it stands for.
 -- KEYS[L+1..L+U]: one hash per budget and month of usage, fields "r:<hour>"
@@ -34,15 +36,18 @@
 -- and quota retracted; n and n pairs of bucket and sampled-rate delta; n
 -- and n pairs of bucket and client-count delta; the rule's reservoir, the
 -- sum and the largest of the reports' rates, and the number of client
--- reports; then per usage key, in KEYS order: its TTL in ms, the most
--- fields it may hold (0: no limit; a field past it that is not there yet is
--- not added), the number of increments n, then n pairs of field and
--- increment.
+-- reports; the newest rule version of the batch (a read's: the version it
+-- asks the count of), n and n triples of bucket, rule version and delta of
+-- the clients that run it; then per usage key, in KEYS order: its TTL in ms,
+-- the most fields it may hold (0: no limit; a field past it that is not
+-- there yet is not added), the number of increments n, then n pairs of
+-- field and increment.
 --
 -- Returns Redis's clock (unix ms), "1" if the batch was applied ("0" if it
 -- was sent again), then per ledger key the fleet rate, the quotas
--- outstanding before the batch's grants, the fleet's sampled rate and its
--- number of clients. The reports' quotas, granted in
+-- outstanding before the batch's grants, the fleet's sampled rate, its
+-- number of clients, and how many of them run the rule at the batch's
+-- rule version or later (0 if the ledger counts an older one). The reports' quotas, granted in
 -- order, each its share within what is left, add up to
 -- min(R × Σ rates / fleet rate, R − outstanding), which is what the script
 -- adds to the ledger; the caller works out each one from the same numbers
@@ -157,14 +162,22 @@ for k = 1, nledgers do
   end
   local rmax, rsum, rtop = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local nclients = tonumber(ARGV[a + 3])
-  a = a + 4
+  local versionText = ARGV[a + 4] -- as sent: Lua would print 16 digits in exponent notation
+  local version = tonumber(versionText)
+  local napplied = tonumber(ARGV[a + 5])
+  a = a + 6
+  local applies = {}
+  for j = 1, napplied do
+    applies[j] = {ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])}
+    a = a + 3
+  end
   -- Anything but reads (no reservoir, no rate, nothing retracted, no
   -- client).
   local writes = apply and (#rates > 0 or #qret > 0 or #drains > 0 or #samp > 0 or rmax > 0 or rsum > 0 or nclients > 0)
 
   -- After an outage that nobody wrote through, what was outstanding before
   -- it becomes the reserve.
-  local state = redis.call('HMGET', key, 'last', 'res', 'resb', 'resf')
+  local state = redis.call('HMGET', key, 'last', 'res', 'resb', 'resf', 'av')
   local last = tonumber(state[1])
   local res, resb, resf = tonumber(state[2]) or 0, tonumber(state[3]) or 0, tonumber(state[4])
   local resChanged = false
@@ -185,6 +198,17 @@ for k = 1, nledgers do
     end
   end
   local reserveLive = res > 0 and live(resb, cur)
+
+  -- A newer version of the rule: the clients counted as running it are
+  -- counted afresh (those of live buckets are all there are).
+  local av = tonumber(state[5]) or 0
+  if writes and version > av then
+    for b = cur - retain + 1, cur + 1 do
+      redis.call('HDEL', key, 'a:' .. b)
+    end
+    av = version
+    redis.call('HSET', key, 'av', versionText)
+  end
 
   if apply then
     for _, d in ipairs(rates) do
@@ -210,6 +234,12 @@ for k = 1, nledgers do
         redis.call('HSET', key, f, '0')
       end
     end
+    for _, d in ipairs(applies) do
+      local f = 'a:' .. d[1]
+      if d[2] == av and d[3] ~= 0 and redis.call('HINCRBY', key, f, d[3]) < 0 then
+        redis.call('HSET', key, f, '0')
+      end
+    end
     if reserveLive then
       for _, d in ipairs(drains) do
         if (resf == nil or d[1] >= resf) and d[1] < resb then
@@ -222,7 +252,7 @@ for k = 1, nledgers do
 
   -- The fleet rate, the quotas outstanding, the sampled rate and the
   -- clients, dropping what aged out.
-  local fleet, outstanding, sampled, clients = 0, 0, 0, 0
+  local fleet, outstanding, sampled, clients, running = 0, 0, 0, 0, 0
   local all = redis.call('HGETALL', key)
   for j = 1, #all, 2 do
     local f = all[j]
@@ -230,7 +260,7 @@ for k = 1, nledgers do
     local kind = nil
     if not b then
       kind = string.sub(f, 1, 2)
-      if kind == 'q:' or kind == 's:' or kind == 'n:' then
+      if kind == 'q:' or kind == 's:' or kind == 'n:' or kind == 'a:' then
         b = tonumber(string.sub(f, 3))
       end
     end
@@ -243,8 +273,10 @@ for k = 1, nledgers do
           outstanding = outstanding + v
         elseif kind == 's:' then
           sampled = sampled + v
-        else
+        elseif kind == 'n:' then
           clients = clients + v
+        else
+          running = running + v
         end
       elseif writes then
         redis.call('HDEL', key, f)
@@ -261,6 +293,10 @@ for k = 1, nledgers do
   table.insert(out, fmt(outstanding))
   table.insert(out, fmt(sampled))
   table.insert(out, string.format('%d', clients))
+  if av < version then
+    running = 0 -- the counts are of an older version of the rule
+  end
+  table.insert(out, string.format('%d', running))
   local granted = 0
   if apply and rmax > outstanding and rsum > 0 then
     granted = math.min(rmax * (rsum / math.max(fleet, rtop)), rmax - outstanding)

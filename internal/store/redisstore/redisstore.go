@@ -141,6 +141,7 @@ type Store struct {
 	maxTokens   int
 	wait        time.Duration // Options.ReplicaWait; negative: none
 	edit        *redis.Script
+	batch       *redis.Script
 	ledger      *redis.Script
 	keysCAS     *redis.Script
 	clock       redisClock
@@ -200,6 +201,7 @@ func New(ctx context.Context, client redis.UniversalClient, opts Options) (*Stor
 		maxTokens:   opts.MaxTokens,
 		wait:        opts.ReplicaWait,
 		edit:        redis.NewScript(editLua),
+		batch:       redis.NewScript(batchLua),
 		ledger:      redis.NewScript(ledgerLua),
 		keysCAS:     redis.NewScript(keysCASLua),
 		budgetEdit:  redis.NewScript(budgetLua),
@@ -240,7 +242,7 @@ func (s *Store) seed(ctx context.Context) error {
 	d := rules.Default()
 	now := record.Timestamp(s.now())
 	d.Revision, d.CreateTime, d.UpdateTime = 1, now, now
-	b, err := record.MarshalRule(&d)
+	b, err := record.MarshalRuleForScript(&d)
 	if err != nil {
 		return err
 	}
@@ -350,7 +352,7 @@ func (s *Store) CreateRule(ctx context.Context, r rules.Rule, actor string) (rul
 	now := record.Timestamp(s.now())
 	r = r.Clone()
 	r.Revision, r.CreateTime, r.UpdateTime = 1, now, now
-	b, err := record.MarshalRule(&r)
+	b, err := record.MarshalRuleForScript(&r)
 	if err != nil {
 		return rules.Rule{}, err
 	}
@@ -360,6 +362,7 @@ func (s *Store) CreateRule(ctx context.Context, r rules.Rule, actor string) (rul
 	}
 	switch res.status {
 	case statusOK:
+		r.RulesVersion = res.version
 		return r, nil
 	case statusExists:
 		return rules.Rule{}, fmt.Errorf("create rule %q: %w", r.Name, store.ErrAlreadyExists)
@@ -387,7 +390,7 @@ func (s *Store) UpdateRule(ctx context.Context, r rules.Rule, ifRevision int64, 
 		now := record.Timestamp(s.now())
 		next := r.Clone()
 		next.Revision, next.CreateTime, next.UpdateTime = cur.Revision+1, cur.CreateTime, now
-		b, err := record.MarshalRule(&next)
+		b, err := record.MarshalRuleForScript(&next)
 		if err != nil {
 			return rules.Rule{}, err
 		}
@@ -400,6 +403,7 @@ func (s *Store) UpdateRule(ctx context.Context, r rules.Rule, ifRevision int64, 
 		}
 		switch res.status {
 		case statusOK:
+			next.RulesVersion = res.version
 			return next, nil
 		case statusNotFound:
 			return rules.Rule{}, fmt.Errorf("update rule %q: %w", r.Name, store.ErrNotFound)
@@ -564,7 +568,7 @@ func decodeEvent(m redis.XMessage) (store.Event, error) {
 		v, _ := m.Values[name].(string)
 		return v
 	}
-	ev := store.Event{ID: m.ID, RuleName: field("rule"), Actor: field("actor")}
+	ev := store.Event{ID: m.ID, RuleName: field("rule"), Actor: field("actor"), Message: field("message")}
 	var err error
 	if ev.Action, err = record.ParseAction(field("action")); err != nil {
 		return store.Event{}, err

@@ -290,3 +290,84 @@ func testReceiptKeys(t *testing.T, b Backend) {
 		t.Errorf("after Promote: %+v, want the next key current and the first one previous", promoted)
 	}
 }
+
+// testLedgerApplied: the ledger counts the clients that run a rule as it is
+// (their report names a rules version at or after the rule's last edit),
+// retracts them with their receipts as it does instances, starts afresh
+// when a report names a newer version of the rule, and answers a read of
+// an older version of the rule as well as of the one it counts, but none
+// of a newer one.
+func testLedgerApplied(t *testing.T, b Backend) {
+	lt := newLedgerTest(t, b)
+	s, other := lt.s, lt.other
+	client := func(version int64, applied bool, prev *reservoir.Receipt) store.RateUpdate {
+		u := lt.add("a", 10, prev)
+		u.Client, u.RuleVersion, u.Applied = true, version, applied
+		return u
+	}
+	receipt := func(u store.RateUpdate, r store.RateResult) *reservoir.Receipt {
+		rc := receiptOf(u, r)
+		if u.Applied {
+			rc.Applied = u.RuleVersion
+		}
+		return rc
+	}
+	read := func(st store.Store, version int64) store.RateResult {
+		t.Helper()
+		return lt.record(st, store.RateUpdate{Rule: "a", Add: reservoir.Receipt{Bucket: lt.l.Bucket(lt.clk.Now())}, RuleVersion: version})[0]
+	}
+	check := func(what string, got store.RateResult, instances, applied int64) {
+		t.Helper()
+		if got.Instances != instances || got.Applied != applied {
+			t.Errorf("%s: %d instances, %d run the rule; want %d, %d", what, got.Instances, got.Applied, instances, applied)
+		}
+	}
+	const v1, v2 = 1_772_366_400_000_001, 1_772_366_400_000_002 // rules versions as stores make them
+
+	// Three clients at v1, one of them not (yet) running it.
+	u1, u2, u3 := client(v1, true, nil), client(v1, true, nil), client(v1, false, nil)
+	r := lt.record(s, u1, u2)
+	check("two that run it", r[0], 2, 2)
+	r1, r2 := receipt(u1, r[0]), receipt(u2, r[1])
+	r = lt.record(other, u3)
+	check("and one that does not", r[0], 3, 2)
+	r3 := receipt(u3, r[0])
+	check("a read", read(s, v1), 3, 2)
+	check("a read of an older version", read(other, v1-1), 3, 2)
+
+	// Reporting again replaces each client's figure: client 3 has applied
+	// v1 now, client 1 counted once however often it reports.
+	lt.clk.Advance(10 * time.Second)
+	u3, u1 = client(v1, true, r3), client(v1, true, r1)
+	r = lt.record(other, u3, u1)
+	check("client 3 applied it", r[0], 3, 3)
+	r3, r1 = receipt(u3, r[0]), receipt(u1, r[1])
+
+	// The rule is edited at v2: a read of v2 counts no client until one
+	// reports that it runs v2; the first such report starts afresh, and
+	// the receipts of v1 take nothing from the count of v2.
+	check("a read of v2 before any report of it", read(s, v2), 3, 0)
+	u1 = client(v2, true, r1)
+	r = lt.record(s, u1)
+	check("client 1 runs v2", r[0], 3, 1)
+	r1 = receipt(u1, r[0])
+	u2 = client(v2, false, r2)
+	r = lt.record(other, u2)
+	check("client 2 still runs v1", r[0], 3, 1)
+	r2 = receipt(u2, r[0])
+	check("a read of v1 counts v2's", read(s, v1), 3, 1)
+	// A replica that does not know of v2 yet counts nothing into it.
+	u3 = client(v1, true, r3)
+	r = lt.record(s, u3)
+	check("a report on a replica behind", r[0], 3, 1)
+
+	// Clients age out of the count as they do of the instances.
+	for range 3 {
+		lt.clk.Advance(10 * time.Second)
+		u1 = client(v2, true, r1)
+		r = lt.record(s, u1)
+		r1 = receipt(u1, r[0])
+	}
+	check("only client 1 left", r[0], 1, 1)
+	_ = r2
+}

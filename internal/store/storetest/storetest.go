@@ -84,12 +84,18 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"ConcurrentCreates", testConcurrentCreates},
 		{"RuleLimit", testRuleLimit},
 		{"ConcurrentCreatesAtTheLimit", testConcurrentCreatesAtTheLimit},
+		{"RuleRecordsItsVersion", testRuleRecordsItsVersion},
+		{"BatchEdit", testBatchEdit},
+		{"BatchEditRefused", testBatchEditRefused},
+		{"ConcurrentBatchEdits", testConcurrentBatchEdits},
+		{"ConcurrentBatchesAtTheLimit", testConcurrentBatchesAtTheLimit},
 		{"ReturnsCopies", testReturnsCopies},
 		{"Reopen", testReopen},
 		{"Close", testClose},
 		{"Ledger", testLedger},
 		{"LedgerOutage", testLedgerOutage},
 		{"LedgerFleet", testLedgerFleet},
+		{"LedgerApplied", testLedgerApplied},
 		{"ReceiptKeys", testReceiptKeys},
 		{"BudgetCRUD", testBudgetCRUD},
 		{"BudgetRefused", testBudgetRefused},
@@ -199,6 +205,8 @@ func diffRule(got, want rules.Rule) string {
 		d = append(d, fmt.Sprintf("UpdateTime = %v, want %v", got.UpdateTime, want.UpdateTime))
 	}
 	got.CreateTime, got.UpdateTime, want.CreateTime, want.UpdateTime = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+	// Checked by RuleRecordsItsVersion.
+	got.RulesVersion, want.RulesVersion = 0, 0
 	if len(got.Attributes) == 0 && len(want.Attributes) == 0 {
 		got.Attributes, want.Attributes = nil, nil
 	}

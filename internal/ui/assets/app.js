@@ -129,6 +129,21 @@ function budgetChips(budgets) {
   return td;
 }
 
+// currentCell says how many of a rule's instances run it as it is: "all",
+// "none", or "2 of 3", with the rules version the others have yet to apply.
+function currentCell(rs) {
+  const n = Number(rs.instances) || 0, cur = Number(rs.instances_current) || 0;
+  let text = "-", title = null, cls = "num";
+  if (n > 0 && cur >= n) {
+    text = "all";
+  } else if (n > 0) {
+    text = cur === 0 ? "none" : cur + " of " + n;
+    title = (n - cur) + " instance" + (n - cur === 1 ? "" : "s") + " behind rules version " + rs.rule_version + ", which made the rule what it is";
+    cls = "num behind";
+  }
+  return el("td", { "class": cls, "data-field": "instances_current", "title": title }, text);
+}
+
 async function refreshRules() {
   const data = await getJSON("api/fleet?page_size=1000");
   const tbody = document.querySelector("#rules tbody");
@@ -143,13 +158,14 @@ async function refreshRules() {
       el("td", { "class": "num", "data-field": "request_rate" }, fmtRate(rs.request_rate)),
       el("td", { "class": "num", "data-field": "sampled_rate" }, fmtRate(rs.sampled_rate)),
       el("td", { "class": "num", "data-field": "instances" }, String(Number(rs.instances) || 0)),
+      currentCell(rs),
       el("td", { "class": "num", "data-field": "reservoir" }, String(Number(r.reservoir_size) || 0)),
       el("td", { "class": "num", "data-field": "quota_granted" }, fmtRate(rs.quota_granted)),
       el("td", { "class": "num", "data-field": "fixed_rate" }, fmtPercent(r.fixed_rate)),
       budgetChips(rs.budgets)));
   }
   if (rows.length === 0) {
-    rows.push(el("tr", {}, el("td", { colspan: 10, "class": "empty" }, "No rules loaded yet: this replica has not read them from its store.")));
+    rows.push(el("tr", {}, el("td", { colspan: 11, "class": "empty" }, "No rules loaded yet: this replica has not read them from its store.")));
   }
   tbody.replaceChildren(...rows);
   const more = document.getElementById("rules-more");

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 )
@@ -141,13 +143,17 @@ type client struct {
 	requests           int64 // per report
 	fixedRate, receipt string
 	rate               float64
+	// applied is the rules version the client says it applies; 0: it
+	// does not say, as an SDK that predates it.
+	applied atomic.Int64
 }
 
 func (c *client) report(ctx context.Context, sc pb.SamplingServiceClient) error {
 	sampled := int64(math.Round(float64(c.requests) * c.rate))
 	resp, err := sc.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{
 		ClientId: c.id, ServiceName: c.service,
-		Statistics: []*pb.SamplingStatistics{{RuleName: c.rule, RequestCount: c.requests, SampledCount: sampled, Interval: durationpb.New(claimed), Receipt: c.receipt}},
+		Statistics:          []*pb.SamplingStatistics{{RuleName: c.rule, RequestCount: c.requests, SampledCount: sampled, Interval: durationpb.New(claimed), Receipt: c.receipt}},
+		AppliedRulesVersion: c.applied.Load(),
 	})
 	if err != nil {
 		return err
@@ -196,13 +202,22 @@ func TestDashboard(t *testing.T) {
 	}
 
 	// Three instances of checkout at 100 requests a second each, sampling
-	// 10 %; one of search at 100 a second, sampling its fixed rate.
+	// 10 %; one of search at 100 a second, sampling its fixed rate. All run
+	// the current rules but checkout-3, an SDK that does not say.
+	list, err := rules.ListRules(ctx, &pb.ListRulesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := list.GetRulesVersion()
 	per := int64(100 * claimed / time.Second)
 	clients := []*client{
 		{id: "checkout-1", service: "checkout", rule: "checkout", requests: per, rate: 0.1},
 		{id: "checkout-2", service: "checkout", rule: "checkout", requests: per, rate: 0.1},
 		{id: "checkout-3", service: "checkout", rule: "checkout", requests: per, rate: 0.1},
 		{id: "search-1", service: "search-api", rule: "search", requests: per, rate: 0.5},
+	}
+	for _, c := range []*client{clients[0], clients[1], clients[3]} {
+		c.applied.Store(v)
 	}
 	sc := pb.NewSamplingServiceClient(conn)
 	// The rules reach the server's catalog within its poll; until then a
@@ -272,12 +287,12 @@ func TestDashboard(t *testing.T) {
 	// The rules in match order, each with its fleet's figures, once the
 	// page has refreshed with every instance's reports.
 	type row struct {
-		Position, Name, Requests, Sampled, Instances, Reservoir, Quota, Fixed, Budgets string
+		Position, Name, Requests, Sampled, Instances, Current, Reservoir, Quota, Fixed, Budgets string
 	}
 	want := []row{
-		{"1", "checkout", "300", "30", "3", "10", "10", "10 %", "none"},
-		{"2", "search", "100", "", "1", "0", "0", "50 %", "search-budget"},
-		{"3", "Default", "0", "0", "0", "1", "0", "5 %", "none"},
+		{"1", "checkout", "300", "30", "3", "2 of 3", "10", "10", "10 %", "none"},
+		{"2", "search", "100", "", "1", "all", "0", "0", "50 %", "search-budget"},
+		{"3", "Default", "0", "0", "0", "-", "1", "0", "5 %", "none"},
 	}
 	var got []row
 	poll(t, bctx, "the rules table shows every instance's traffic", func() (bool, string) {
@@ -285,7 +300,7 @@ func TestDashboard(t *testing.T) {
 		if got, err = chromedp.Run(bctx, chromedp.Evaluate[[]row](`[...document.querySelectorAll("#rules tbody tr")].map(tr => {
 			const f = (name) => { const td = tr.querySelector('[data-field="' + name + '"]'); return td ? td.textContent : ""; };
 			return {Position: f("position"), Name: f("name"), Requests: f("request_rate"), Sampled: f("sampled_rate"), Instances: f("instances"),
-				Reservoir: f("reservoir"), Quota: f("quota_granted"), Fixed: f("fixed_rate"), Budgets: tr.lastElementChild.textContent};
+				Current: f("instances_current"), Reservoir: f("reservoir"), Quota: f("quota_granted"), Fixed: f("fixed_rate"), Budgets: tr.lastElementChild.textContent};
 		})`)); err != nil {
 			return false, err.Error()
 		}
@@ -304,6 +319,37 @@ func TestDashboard(t *testing.T) {
 	if !strings.HasPrefix(got[1].Budgets, "search-budget") {
 		t.Errorf("the search rule's budgets cell says %q, want search-budget first", got[1].Budgets)
 	}
+	current := func() (checkout, search, title string) {
+		t.Helper()
+		cells, err := chromedp.Run(bctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('#rules tbody [data-field="instances_current"]')].map(td => td.textContent + "|" + (td.title || ""))`))
+		if err != nil || len(cells) < 2 {
+			t.Fatalf("the running-it cells: %v, %v", cells, err)
+		}
+		c, title, _ := strings.Cut(cells[0], "|")
+		sr, _, _ := strings.Cut(cells[1], "|")
+		return c, sr, title
+	}
+	if _, _, title := current(); title != fmt.Sprintf("1 instance behind rules version %d, which made the rule what it is", v-1) {
+		t.Errorf("checkout's running-it cell explains %q", title)
+	}
+
+	// An edit of checkout: none of its instances runs it as it is until they
+	// say they applied the new version; search's instance still does.
+	if _, err := rules.UpdateRule(ctx, &pb.UpdateRuleRequest{Rule: &pb.Rule{Name: "checkout", Description: "edited"},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"description"}}}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, bctx, "checkout's instances behind its edit", func() (bool, string) {
+		c, sr, _ := current()
+		return c == "none" && sr == "all", c + " " + sr
+	})
+	for _, c := range []*client{clients[0], clients[1]} {
+		c.applied.Store(v + 1)
+	}
+	poll(t, bctx, "two of checkout's instances applied its edit", func() (bool, string) {
+		c, sr, _ := current()
+		return c == "2 of 3" && sr == "all", c + " " + sr
+	})
 
 	// The budget's card and chart: spend above zero, the 1.00 cap, and
 	// enforcement started (its alert is listed too).

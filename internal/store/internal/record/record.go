@@ -29,9 +29,14 @@ type Rule struct {
 	Attributes    map[string]string `json:"attributes,omitempty"`
 	Description   string            `json:"description,omitempty"`
 	Labels        map[string]string `json:"labels,omitempty"`
+	ExpireTime    time.Time         `json:"expire_time,omitzero"`
 	Revision      int64             `json:"revision"`
 	CreateTime    time.Time         `json:"create_time"`
 	UpdateTime    time.Time         `json:"update_time"`
+	// RulesVersion is last: redisstore's scripts append it to the JSON
+	// that MarshalRule leaves it out of (see MarshalRuleForScript), once
+	// they know the version.
+	RulesVersion int64 `json:"rules_version,omitempty"`
 }
 
 // FromRule returns r's stored form. It shares r's maps.
@@ -50,9 +55,11 @@ func FromRule(r *rules.Rule) Rule {
 		Attributes:    r.Attributes,
 		Description:   r.Description,
 		Labels:        r.Labels,
+		ExpireTime:    r.ExpireTime,
 		Revision:      r.Revision,
 		CreateTime:    r.CreateTime,
 		UpdateTime:    r.UpdateTime,
+		RulesVersion:  r.RulesVersion,
 	}
 }
 
@@ -72,9 +79,11 @@ func (rec *Rule) ToRule() rules.Rule {
 		Attributes:    rec.Attributes,
 		Description:   rec.Description,
 		Labels:        rec.Labels,
+		ExpireTime:    rec.ExpireTime,
 		Revision:      rec.Revision,
 		CreateTime:    rec.CreateTime,
 		UpdateTime:    rec.UpdateTime,
+		RulesVersion:  rec.RulesVersion,
 	}
 }
 
@@ -85,6 +94,16 @@ func MarshalRule(r *rules.Rule) ([]byte, error) {
 		return nil, fmt.Errorf("encode rule %q: %w", r.Name, err)
 	}
 	return b, nil
+}
+
+// MarshalRuleForScript encodes r in its stored form without its rules
+// version, for a script that appends `,"rules_version":V}` in place of the
+// closing brace once it has bumped the version: the JSON of a struct ends
+// with that brace.
+func MarshalRuleForScript(r *rules.Rule) ([]byte, error) {
+	c := *r
+	c.RulesVersion = 0
+	return MarshalRule(&c)
 }
 
 // UnmarshalRule decodes a rule stored by MarshalRule.
