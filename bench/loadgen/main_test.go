@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +20,8 @@ import (
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/server"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
+	"github.com/tracesampling/controlplane/internal/xray"
+	"github.com/tracesampling/controlplane/internal/xray/xraytest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -135,4 +139,89 @@ func startServer(t *testing.T, st *memstore.Store) string {
 		<-catDone
 	})
 	return lis.Addr().String()
+}
+
+// TestXRayFleet runs X-Ray instances alone against the X-Ray API (the
+// in-memory core of package xraytest), making and editing the rules through
+// it. Every instance must report with a 24-hex ClientID, borrow before its
+// first quota only and take from its quota after, follow the edit through its
+// targets, and report exactly what it sampled.
+func TestXRayFleet(t *testing.T) {
+	core, err := xraytest.New(time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer core.Close()
+	var mu sync.Mutex
+	clients := map[string]int{}
+	core.Observe = func(r xray.Report) {
+		mu.Lock()
+		clients[r.ClientID]++
+		mu.Unlock()
+	}
+	h, err := xray.NewHandler(core, xray.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	var stdout, stderr bytes.Buffer
+	args := []string{"-server", "", "-xray", strings.TrimPrefix(srv.URL, "http://"), "-xray-clients", "4", "-clients", "0", "-rules", "2",
+		"-duration", "4s", "-warmup", "1s", "-interval", "300ms", "-fleet-rps", "2000", "-zipf", "0", "-reservoir", "40",
+		"-fixed-rate", "0.25", "-tick", "20ms"}
+	if err := run(ctx, args, &stdout, &stderr); err != nil {
+		t.Fatalf("run: %v\n%s", err, stderr.String())
+	}
+	var res Result
+	if err := json.Unmarshal([]byte(strings.TrimSpace(stdout.String())), &res); err != nil {
+		t.Fatalf("output is not one JSON result: %v\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	x := res.XRay
+	if x == nil {
+		t.Fatalf("no X-Ray part in %s", stdout.String())
+	}
+	mu.Lock()
+	for id, n := range clients {
+		if len(id) != 24 || strings.Trim(id, "0123456789abcdef") != "" || n < 2 {
+			t.Errorf("client %q made %d reports, want a 24-hex ID and several", id, n)
+		}
+	}
+	if len(clients) != 4 {
+		t.Errorf("%d clients reported, want 4", len(clients))
+	}
+	mu.Unlock()
+	if x.Traces != res.Traces {
+		t.Errorf("X-Ray traces %+v, fleet %+v: the fleet is X-Ray instances only", x.Traces, res.Traces)
+	}
+	tr := x.Traces
+	if tr.Borrowed == 0 || tr.Reservoir == 0 {
+		t.Errorf("%d borrowed and %d reservoir traces: want borrowing before the first quota and quota after", tr.Borrowed, tr.Reservoir)
+	}
+	// Each instance borrows in the seconds before its first quota (its
+	// first report, within 300 ms), and never again: the quota's TTL (20 s)
+	// outlives the run. An instance that misread the TTL would borrow
+	// every second.
+	if tr.Borrowed > 4*2 {
+		t.Errorf("%d borrowed traces: more than 4 instances borrow before their first quota", tr.Borrowed)
+	}
+	if x.FixedRateMin != 0.5 || x.FixedRateMax != 0.5 || x.PropagationSeen != 4 {
+		t.Errorf("fixed rate in force %g-%g, %d instances saw the edit: want 0.5 (the edit doubled 0.25) on all 4", x.FixedRateMin, x.FixedRateMax, x.PropagationSeen)
+	}
+	if want := (Reported{Requests: tr.Requests, Sampled: tr.Sampled, Borrowed: tr.Borrowed}); x.Reported != want || x.FlushFailed != 0 {
+		t.Errorf("reported %+v with %d final reports failed, want all that was sampled: %+v", x.Reported, x.FlushFailed, want)
+	}
+	if x.Reports == 0 || x.Errors != 0 {
+		t.Errorf("%d reports, %d errors", x.Reports, x.Errors)
+	}
+	// The run removed its rules.
+	rs, err := core.Rules(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 1 {
+		t.Errorf("%d rules left, want the Default rule only", len(rs))
+	}
 }
