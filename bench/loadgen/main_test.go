@@ -143,7 +143,8 @@ func startServer(t *testing.T, st *memstore.Store) string {
 
 // TestXRayFleet runs X-Ray instances alone against the X-Ray API (the
 // in-memory core of package xraytest), making and editing the rules through
-// it. Every instance must report with a 24-hex ClientID, borrow before its
+// it. Every instance must report with a 24-hex ClientID (counting borrowed
+// traces apart from sampled ones, as X-Ray SDKs do), borrow before its
 // first quota only and take from its quota after, follow the edit through its
 // targets, and report exactly what it sampled.
 func TestXRayFleet(t *testing.T) {
@@ -154,9 +155,15 @@ func TestXRayFleet(t *testing.T) {
 	defer core.Close()
 	var mu sync.Mutex
 	clients := map[string]int{}
+	var wire Reported // what the statistics documents said
 	core.Observe = func(r xray.Report) {
 		mu.Lock()
 		clients[r.ClientID]++
+		for _, s := range r.Statistics {
+			wire.Requests += s.Requests
+			wire.Sampled += s.Sampled
+			wire.Borrowed += s.Borrowed
+		}
 		mu.Unlock()
 	}
 	h, err := xray.NewHandler(core, xray.Options{Logger: slog.New(slog.DiscardHandler)})
@@ -191,6 +198,11 @@ func TestXRayFleet(t *testing.T) {
 	}
 	if len(clients) != 4 {
 		t.Errorf("%d clients reported, want 4", len(clients))
+	}
+	// As the X-Ray SDKs count them, SampledCount leaves borrowed traces
+	// out.
+	if want := (Reported{Requests: res.Traces.Requests, Sampled: res.Traces.Sampled - res.Traces.Borrowed, Borrowed: res.Traces.Borrowed}); wire != want {
+		t.Errorf("the statistics documents said %+v, want %+v", wire, want)
 	}
 	mu.Unlock()
 	if x.Traces != res.Traces {

@@ -24,7 +24,9 @@ import (
 // by default) with a 24-hex ClientID; and it decides each request from its
 // whole ReservoirQuota, spent per wall-clock second, while
 // ReservoirQuotaTTL has not passed, else borrows one trace a second (if the
-// rule has a reservoir), else samples at the fixed rate in force.
+// rule has a reservoir), else samples at the fixed rate in force. Like the
+// X-Ray SDKs for Go and Node.js, it reports borrowed traces in BorrowCount
+// and not in SampledCount.
 type xrayInstance struct {
 	run   *loadRun
 	id    string // ClientID: 12 random bytes in hex, as the SDKs make it
@@ -43,9 +45,9 @@ type xrayInstance struct {
 	sawEdit    bool
 	hasRules   atomic.Bool
 	requests   atomic.Int64
-	sampled    atomic.Int64
+	sampled    atomic.Int64 // without the borrowed ones, as X-Ray SDKs count them
 	borrowed   atomic.Int64
-	reported   counts
+	reported   counts // sampled with the borrowed ones, as the result counts them
 	flushed    atomic.Bool
 	interval   time.Duration // the last answer's Interval
 	lastReport time.Time
@@ -86,10 +88,10 @@ func (x *xrayInstance) decide(ns int64, rng *rand.Rand) decision {
 	}
 	x.mu.Unlock()
 	x.requests.Add(1)
-	if d != notSampled {
+	switch d {
+	case byReservoir, byFixedRate:
 		x.sampled.Add(1)
-	}
-	if d == byBorrow {
+	case byBorrow:
 		x.borrowed.Add(1)
 	}
 	return d
@@ -234,7 +236,7 @@ func (x *xrayInstance) report(ctx context.Context, final bool) error {
 		return err
 	}
 	x.reported.requests.Add(q)
-	x.reported.sampled.Add(s)
+	x.reported.sampled.Add(s + b)
 	x.reported.borrowed.Add(b)
 	x.run.xray.record(time.Since(start), x.run.measuring.Load() != 0)
 	for _, t := range out.SamplingTargetDocuments {
