@@ -274,7 +274,11 @@ func (r *loadRun) do(ctx context.Context, stdout io.Writer) error {
 	}
 
 	heapBefore, heapErr := r.heap(ctx)
-	rates := zipfRates(r.cfg.clients, r.cfg.zipf, r.cfg.fleetRPS)
+	// A mixed fleet splits --fleet-rps between the kinds by their numbers
+	// of instances.
+	xshare := float64(r.cfg.xrayClients) / float64(max(1, r.cfg.clients+r.cfg.xrayClients))
+	rates := zipfRates(r.cfg.clients, r.cfg.zipf, r.cfg.fleetRPS*(1-xshare))
+	xrates := zipfRates(r.cfg.xrayClients, r.cfg.zipf, r.cfg.fleetRPS*xshare)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg, simWG sync.WaitGroup
@@ -291,17 +295,6 @@ func (r *loadRun) do(ctx context.Context, stdout io.Writer) error {
 			defer wg.Done()
 			inst.loop(runCtx, ready)
 		}()
-	}
-	xrates := zipfRates(r.cfg.xrayClients, r.cfg.zipf, r.cfg.fleetRPS)
-	if r.cfg.clients > 0 && r.cfg.xrayClients > 0 {
-		// A mixed fleet: --fleet-rps is split between the kinds by their
-		// numbers of instances.
-		share := float64(r.cfg.xrayClients) / float64(r.cfg.clients+r.cfg.xrayClients)
-		rates = zipfRates(r.cfg.clients, r.cfg.zipf, r.cfg.fleetRPS*(1-share))
-		xrates = zipfRates(r.cfg.xrayClients, r.cfg.zipf, r.cfg.fleetRPS*share)
-		for i, in := range r.instances {
-			in.rate = rates[i]
-		}
 	}
 	for i := 0; i < r.cfg.xrayClients; i++ {
 		x := newXRayInstance(r, i, xrates[i], names)
