@@ -72,6 +72,7 @@ type config struct {
 	xrayAddr          string
 	xrayClients       int
 	xrayRulesInterval time.Duration
+	xrayCounting      string
 	serverPID         int
 }
 
@@ -109,6 +110,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&c.xrayAddr, "xray", "", "the X-Ray API's address (serve's --xray-addr), for --xray-clients; with --server empty, the run's rules are made and edited through it")
 	fs.IntVar(&c.xrayClients, "xray-clients", 0, "simulated X-Ray SDK instances (centralized sampling over the X-Ray API), on the same rules as --clients")
 	fs.DurationVar(&c.xrayRulesInterval, "xray-rules-interval", 5*time.Minute, "how often X-Ray instances fetch the rules unprompted (the SDKs' 5 minutes)")
+	fs.StringVar(&c.xrayCounting, "xray-counting", countingSDK, "how X-Ray instances count borrowed traces: sdk (in BorrowCount only, as the AWS X-Ray SDKs for Go and Node.js do) or otel (in SampledCount too, as the OpenTelemetry X-Ray samplers do)")
 	fs.IntVar(&c.serverPID, "server-pid", 0, "the server's process ID: its CPU time over the measured run is read from /proc and divided by the reports made then")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -121,6 +123,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if c.xrayClients < 0 || c.clients < 0 {
 		return errors.New("--clients, --xray-clients: want 0 or more")
+	}
+	if c.xrayCounting != countingSDK && c.xrayCounting != countingOTel {
+		return fmt.Errorf("--xray-counting: want %s or %s, got %q", countingSDK, countingOTel, c.xrayCounting)
 	}
 	if c.xrayClients > 0 && c.xrayAddr == "" {
 		return errors.New("--xray-clients: needs --xray")
@@ -321,7 +326,7 @@ func (r *loadRun) do(ctx context.Context, stdout io.Writer) error {
 		}
 	}
 	r.logf("%d instances and %d X-Ray instances connected", r.cfg.clients, r.cfg.xrayClients)
-	if r.cfg.mode == "stream" && heapErr == nil {
+	if r.cfg.mode == "stream" && r.cfg.clients > 0 && heapErr == nil {
 		if after, err := r.heap(ctx); err == nil {
 			per := float64(after-heapBefore) / float64(r.cfg.clients)
 			res.HeapBytesPerStream = &per

@@ -144,10 +144,17 @@ func startServer(t *testing.T, st *memstore.Store) string {
 // TestXRayFleet runs X-Ray instances alone against the X-Ray API (the
 // in-memory core of package xraytest), making and editing the rules through
 // it. Every instance must report with a 24-hex ClientID (counting borrowed
-// traces apart from sampled ones, as X-Ray SDKs do), borrow before its
+// traces apart from sampled ones, or among them, as --xray-counting says),
+// borrow before its
 // first quota only and take from its quota after, follow the edit through its
 // targets, and report exactly what it sampled.
 func TestXRayFleet(t *testing.T) {
+	for _, counting := range []string{countingSDK, countingOTel} {
+		t.Run(counting, func(t *testing.T) { xrayFleet(t, counting) })
+	}
+}
+
+func xrayFleet(t *testing.T, counting string) {
 	core, err := xraytest.New(time.Now)
 	if err != nil {
 		t.Fatal(err)
@@ -178,7 +185,7 @@ func TestXRayFleet(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	args := []string{"-server", "", "-xray", strings.TrimPrefix(srv.URL, "http://"), "-xray-clients", "4", "-clients", "0", "-rules", "2",
 		"-duration", "4s", "-warmup", "1s", "-interval", "300ms", "-fleet-rps", "2000", "-zipf", "0", "-reservoir", "40",
-		"-fixed-rate", "0.25", "-tick", "20ms"}
+		"-fixed-rate", "0.25", "-tick", "20ms", "-xray-counting", counting}
 	if err := run(ctx, args, &stdout, &stderr); err != nil {
 		t.Fatalf("run: %v\n%s", err, stderr.String())
 	}
@@ -200,8 +207,12 @@ func TestXRayFleet(t *testing.T) {
 		t.Errorf("%d clients reported, want 4", len(clients))
 	}
 	// As the X-Ray SDKs count them, SampledCount leaves borrowed traces
-	// out.
-	if want := (Reported{Requests: res.Traces.Requests, Sampled: res.Traces.Sampled - res.Traces.Borrowed, Borrowed: res.Traces.Borrowed}); wire != want {
+	// out; as the OpenTelemetry samplers do, it has them.
+	want := Reported{Requests: res.Traces.Requests, Sampled: res.Traces.Sampled - res.Traces.Borrowed, Borrowed: res.Traces.Borrowed}
+	if counting == countingOTel {
+		want.Sampled = res.Traces.Sampled
+	}
+	if wire != want {
 		t.Errorf("the statistics documents said %+v, want %+v", wire, want)
 	}
 	mu.Unlock()

@@ -15,6 +15,12 @@ import (
 	"time"
 )
 
+// How X-Ray clients count borrowed traces (--xray-counting).
+const (
+	countingSDK  = "sdk"  // in BorrowCount only (the AWS X-Ray SDKs for Go and Node.js)
+	countingOTel = "otel" // in BorrowCount and SampledCount (the OpenTelemetry X-Ray samplers)
+)
+
 // xrayInstance is one simulated X-Ray SDK instance: it makes the wire calls
 // the X-Ray SDKs' centralized samplers make (the X-Ray SDK for Go's, which
 // the others follow) and decides as they do. It fetches the rules at start,
@@ -26,7 +32,8 @@ import (
 // ReservoirQuotaTTL has not passed, else borrows one trace a second (if the
 // rule has a reservoir), else samples at the fixed rate in force. Like the
 // X-Ray SDKs for Go and Node.js, it reports borrowed traces in BorrowCount
-// and not in SampledCount.
+// and not in SampledCount; with --xray-counting otel, in both, as the
+// OpenTelemetry X-Ray samplers (JS, Python) count them.
 type xrayInstance struct {
 	run   *loadRun
 	id    string // ClientID: 12 random bytes in hex, as the SDKs make it
@@ -45,7 +52,7 @@ type xrayInstance struct {
 	sawEdit    bool
 	hasRules   atomic.Bool
 	requests   atomic.Int64
-	sampled    atomic.Int64 // without the borrowed ones, as X-Ray SDKs count them
+	sampled    atomic.Int64 // SampledCount: borrowed ones in it or not, by --xray-counting
 	borrowed   atomic.Int64
 	reported   counts // sampled with the borrowed ones, as the result counts them
 	flushed    atomic.Bool
@@ -93,6 +100,9 @@ func (x *xrayInstance) decide(ns int64, rng *rand.Rand) decision {
 		x.sampled.Add(1)
 	case byBorrow:
 		x.borrowed.Add(1)
+		if x.run.cfg.xrayCounting == countingOTel {
+			x.sampled.Add(1)
+		}
 	}
 	return d
 }
@@ -236,7 +246,11 @@ func (x *xrayInstance) report(ctx context.Context, final bool) error {
 		return err
 	}
 	x.reported.requests.Add(q)
-	x.reported.sampled.Add(s + b)
+	if x.run.cfg.xrayCounting == countingOTel {
+		x.reported.sampled.Add(s)
+	} else {
+		x.reported.sampled.Add(s + b)
+	}
 	x.reported.borrowed.Add(b)
 	x.run.xray.record(time.Since(start), x.run.measuring.Load() != 0)
 	for _, t := range out.SamplingTargetDocuments {
