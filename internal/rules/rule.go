@@ -36,6 +36,10 @@ const (
 	MaxLabels           = 32
 	MaxLabelKeyLen      = 63
 	MaxLabelValueLen    = 63
+	MaxTags             = 50  // X-Ray's limit of tags per resource
+	MaxTagKeyLen        = 128 // characters
+	MaxTagValueLen      = 256 // characters
+	MaxBoostCooldown    = 24 * time.Hour
 	DefaultFixedRate    = 0.05
 	DefaultReservoirTPS = 1
 )
@@ -74,6 +78,14 @@ type Rule struct {
 	Description string
 	Labels      map[string]string
 
+	// Tags are the rule's X-Ray resource tags (TagResource): for people and
+	// AWS tooling, never matched nor sent to SDKs.
+	Tags map[string]string
+	// Boost, when set, lets the rule's fixed rate rise for a short while
+	// when its clients report anomalies (X-Ray's SamplingRateBoost). Nil: the
+	// rule is never boosted. The Default rule never has one.
+	Boost *RateBoost
+
 	// ExpireTime, when set, is when the rule stops applying: SDKs skip it
 	// from then on, and the control plane deletes it (a time-limited
 	// investigation rule). Zero: never.
@@ -88,6 +100,16 @@ type Rule struct {
 	RulesVersion int64
 	CreateTime   time.Time
 	UpdateTime   time.Time
+}
+
+// RateBoost bounds the temporary rises of a rule's fixed rate when its
+// clients report anomalies (X-Ray's SamplingRateBoost; docs/BOOSTS.md).
+type RateBoost struct {
+	// MaxRate is the highest rate a boost may set, 0 to 1.
+	MaxRate float64
+	// Cooldown is the window in which at most one boost starts: whole
+	// minutes (X-Ray's CooldownWindowMinutes), 0 to MaxBoostCooldown.
+	Cooldown time.Duration
 }
 
 // Default returns the Default rule as it exists before anyone edits it:
@@ -129,6 +151,11 @@ func ParseEtag(etag string) (int64, error) {
 func (r Rule) Clone() Rule {
 	r.Attributes = maps.Clone(r.Attributes)
 	r.Labels = maps.Clone(r.Labels)
+	r.Tags = maps.Clone(r.Tags)
+	if r.Boost != nil {
+		b := *r.Boost
+		r.Boost = &b
+	}
 	return r
 }
 
@@ -148,6 +175,9 @@ func (r Rule) Normalize() Rule {
 	}
 	if len(r.Labels) == 0 {
 		r.Labels = nil
+	}
+	if len(r.Tags) == 0 {
+		r.Tags = nil
 	}
 	return r
 }
@@ -195,12 +225,13 @@ func CheckExpiry(r *Rule, now time.Time) error {
 }
 
 // ErrDefaultRule is wrapped by errors for edits the Default rule does not
-// allow: deleting, renaming, re-prioritising or narrowing it.
+// allow: deleting, renaming, re-prioritising or narrowing it, or giving it
+// a boost (X-Ray's Default rule has none).
 var ErrDefaultRule = errors.New("the Default rule can be re-rated but not deleted, renamed or narrowed")
 
 // CheckDefault returns an error wrapping ErrDefaultRule if r, which is the
-// Default rule after an edit, no longer matches everything or no longer comes
-// last. As in Validate and Normalize, an unset (zero) priority and empty globs
+// Default rule after an edit, no longer matches everything, no longer comes
+// last or has a boost. As in Validate and Normalize, an unset (zero) priority and empty globs
 // mean the Default's fixed priority and "*".
 func CheckDefault(r *Rule) error {
 	if !r.IsDefault() {
@@ -225,6 +256,9 @@ func CheckDefault(r *Rule) error {
 	}
 	if !r.ExpireTime.IsZero() {
 		bad = append(bad, "expire_time")
+	}
+	if r.Boost != nil {
+		bad = append(bad, "sampling_rate_boost")
 	}
 	if len(bad) > 0 {
 		return fmt.Errorf("%w (cannot change %s)", ErrDefaultRule, strings.Join(bad, ", "))
