@@ -50,10 +50,11 @@ const (
 // matches every service, so no bound of one service's set is surer than
 // the whole. The rule index covers it at the speed of a small set
 // (MaxIndexed is twice it). The arithmetic that keeps the largest rule set
-// in one gRPC message: SDKs get rules without description and labels, at
-// most 7,570 bytes each within a rule set at maximum field sizes (every
-// character four bytes of UTF-8, etag and times at their longest), so
-// 1,000 × 7,570 + 15 bytes of framing = 7,570,015 bytes (7.2 MiB), under
+// in one gRPC message: SDKs get rules without description, labels and
+// tags, at most 7,585 bytes each within a rule set at maximum field sizes
+// (every character four bytes of UTF-8, etag and times at their longest, a
+// boost's 15 bytes), so 1,000 × 7,585 + 15 bytes of framing = 7,585,015
+// bytes (7.2 MiB), under
 // half of the 16 MiB the Go SDK accepts. gRPC's default limit, 4 MiB, holds
 // 550 such rules, or 1,000 of up to 4,190 bytes; rules of a few hundred
 // bytes, the usual, make a few hundred kB. A test in the SDK sends the

@@ -20,7 +20,8 @@ func TestRuleRoundTrip(t *testing.T) {
 			Name: "full", Priority: 9999, FixedRate: 0.1 + 0.2, ReservoirSize: 1_000_000,
 			ServiceName: "a*", ServiceType: "b?", Host: "h", HTTPMethod: "GET", URLPath: "/x", ResourceARN: "arn:*",
 			Attributes: map[string]string{"k": "v*"}, Description: "ünïcode \"quoted\"",
-			Labels: map[string]string{"team": "x"}, Revision: 42, CreateTime: at, UpdateTime: at.Add(time.Hour),
+			Labels: map[string]string{"team": "x"}, Tags: map[string]string{"Stage": "prod"},
+			Boost: &rules.RateBoost{MaxRate: 0.75, Cooldown: 1440 * time.Minute}, Revision: 42, CreateTime: at, UpdateTime: at.Add(time.Hour),
 		},
 	}
 	for _, r := range tests {
