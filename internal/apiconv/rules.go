@@ -78,16 +78,12 @@ func RuleFromProto(p *pb.Rule) rules.Rule {
 	}
 }
 
-// boostFromProto returns the domain form of a boost, nil when unset. A
-// cooldown of more minutes than a Duration holds (from about 292 years) is
-// cut to one that still fails validation, rather than wrapping around.
+// boostFromProto returns the domain form of a boost, nil when unset.
 func boostFromProto(b *pb.SamplingRateBoost) *rules.RateBoost {
 	if b == nil {
 		return nil
 	}
-	const most = 1 << 26 // minutes: 127 years, far past rules.MaxBoostCooldown
-	m := min(max(int64(b.GetCooldownWindowMinutes()), -most), most)
-	return &rules.RateBoost{MaxRate: b.GetMaxRate(), Cooldown: time.Duration(m) * time.Minute}
+	return &rules.RateBoost{MaxRate: b.GetMaxRate(), Cooldown: rules.CooldownMinutes(int64(b.GetCooldownWindowMinutes()))}
 }
 
 // fromTimestamp returns t as a time, zero when unset. One out of the

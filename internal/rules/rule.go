@@ -113,6 +113,14 @@ type RateBoost struct {
 	Cooldown time.Duration
 }
 
+// CooldownMinutes returns a cooldown of n whole minutes, as the API and
+// files give it. Beyond what a Duration holds (about 292 years) it is cut
+// to a cooldown that Validate still refuses, rather than wrapping around.
+func CooldownMinutes(n int64) time.Duration {
+	const most = 1 << 26 // minutes: 127 years, far past MaxBoostCooldown
+	return time.Duration(min(max(n, -most), most)) * time.Minute
+}
+
 // Default returns the Default rule as it exists before anyone edits it:
 // everything matches, 1 trace/s for the fleet plus 5 %.
 func Default() Rule {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -93,7 +94,11 @@ func Validate(r *Rule) error {
 			vs.add("sampling_rate_boost.max_rate", "must be between 0 and 1, got %v", b.MaxRate)
 		}
 		if b.Cooldown < 0 || b.Cooldown > MaxBoostCooldown || b.Cooldown%time.Minute != 0 {
-			vs.add("sampling_rate_boost.cooldown_window_minutes", "must be whole minutes between 0 and %d, got %v", int(MaxBoostCooldown/time.Minute), b.Cooldown)
+			got := b.Cooldown.String()
+			if b.Cooldown%time.Minute == 0 {
+				got = strconv.FormatInt(int64(b.Cooldown/time.Minute), 10)
+			}
+			vs.add("sampling_rate_boost.cooldown_window_minutes", "must be whole minutes between 0 and %d, got %s", int(MaxBoostCooldown/time.Minute), got)
 		}
 	}
 	if t := r.ExpireTime; !t.IsZero() && (t.Year() < 1970 || t.Year() > 9999) {
