@@ -7,8 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/internal/rules/rulestest"
 	"github.com/tracesampling/controlplane/internal/store"
 )
 
@@ -36,6 +39,23 @@ func TestRuleRoundTrip(t *testing.T) {
 		if !reflect.DeepEqual(got, r) {
 			t.Errorf("round trip of %q:\ngot  %+v\nwant %+v", r.Name, got, r)
 		}
+	}
+}
+
+// TestEveryRuleFieldIsStored: a rule with every field set, whatever fields
+// rules.Rule has, reads back as it was.
+func TestEveryRuleFieldIsStored(t *testing.T) {
+	r := rulestest.Filled(t, 1)
+	b, err := MarshalRule(&r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := UnmarshalRule(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(r, got); diff != "" {
+		t.Errorf("the store record lost a field of the rule (-put +read):\n%s\nstored: %s", diff, b)
 	}
 }
 
