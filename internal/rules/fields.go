@@ -7,8 +7,9 @@ import (
 
 // MutableFields are the fields of a rule an edit may change, by their API
 // names; the rest is its identity (name) or set by the store (revision,
-// times). Every transport's field masks name these. A test in package
-// output checks this list, and WithFields, against the API's Rule message.
+// times). Every transport's field masks name these. The field-coverage test
+// (internal/cli, TestEveryRuleFieldIsCarried) checks this list, and
+// WithFields, against the API's Rule message.
 var MutableFields = []string{
 	"priority", "fixed_rate", "reservoir_size", "service_name", "service_type", "host",
 	"http_method", "url_path", "resource_arn", "attributes", "description", "labels",
