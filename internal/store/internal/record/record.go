@@ -81,7 +81,7 @@ func FromRule(r *rules.Rule) Rule {
 func (rec *Rule) ToRule() rules.Rule {
 	var b *rules.RateBoost
 	if rec.Boost != nil {
-		b = &rules.RateBoost{MaxRate: rec.Boost.MaxRate, Cooldown: time.Duration(rec.Boost.CooldownWindowMinutes) * time.Minute}
+		b = &rules.RateBoost{MaxRate: rec.Boost.MaxRate, Cooldown: rules.CooldownMinutes(rec.Boost.CooldownWindowMinutes)}
 	}
 	return rules.Rule{
 		Name:          rec.Name,
