@@ -124,6 +124,19 @@ func (t Threshold) Scale(p float64, precision int) (Threshold, error) {
 	return ProbabilityToThreshold(p*t.Probability(), precision)
 }
 
+// RateThreshold returns the threshold this package decides a fixed rate
+// by: ProbabilityToThreshold at DefaultThresholdPrecision, and 0 for rates
+// of 1 and above. ok is false for a rate that keeps nothing (zero, below
+// MinProbability, negative or NaN): "never" is not a probability and has
+// no threshold.
+func RateThreshold(rate float64) (t Threshold, ok bool) {
+	if rate >= 1 {
+		return 0, true
+	}
+	t, err := ProbabilityToThreshold(rate, DefaultThresholdPrecision)
+	return t, err == nil
+}
+
 // ParseThreshold parses a `th` value: 1 to 14 lowercase hex digits, extended
 // with trailing zeros to 14.
 func ParseThreshold(s string) (Threshold, error) {
@@ -234,6 +247,29 @@ func AppendOTelTraceState(dst []byte, ot string, t Threshold, set bool) ([]byte,
 		return dst[:start], ErrOTelTooLong
 	}
 	return dst, nil
+}
+
+// WithThreshold returns ts with its `ot` entry's threshold set to t, or
+// removed when set is false (and the entry with it if nothing else is
+// left), as AppendOTelTraceState rewrites it; other vendors' entries are
+// kept, and the ot entry moves to the front, as W3C Trace Context has a
+// modified entry do. It returns ts unchanged, with the error, if ts's ot
+// value is malformed or the new one would exceed 256 characters. It
+// allocates, but for an unchanged ts.
+func WithThreshold(ts trace.TraceState, t Threshold, set bool) (trace.TraceState, error) {
+	ot := ts.Get("ot")
+	if ot == "" && !set {
+		return ts, nil
+	}
+	var buf [maxOTelLen + len(";th:") + thresholdHex]byte
+	v, err := AppendOTelTraceState(buf[:0], ot, t, set)
+	if err != nil {
+		return ts, err
+	}
+	if len(v) == 0 {
+		return ts.Delete("ot"), nil
+	}
+	return ts.Insert("ot", string(v))
 }
 
 // ParentThreshold returns the threshold a span that follows its parent's
