@@ -213,6 +213,24 @@ func (s *Sampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingR
 	} else {
 		now = s.now()
 	}
+	if ts.Len() != 0 {
+		return s.decideWithTraceState(now, p, ts)
+	}
+	// A root span's context has no tracestate but in rare set-ups: this
+	// path reads none and writes one built beforehand.
+	sampled, _, _, byRate := s.decide(now, p.TraceID, RandomnessFromTraceID(p.TraceID), p.Attributes, true)
+	switch {
+	case byRate != nil:
+		return sdktrace.SamplingResult{Decision: sdktrace.RecordAndSample, Tracestate: byRate.ts}
+	case sampled:
+		return sdktrace.SamplingResult{Decision: sdktrace.RecordAndSample}
+	}
+	return sdktrace.SamplingResult{Decision: sdktrace.Drop}
+}
+
+// decideWithTraceState is ShouldSample's decision for a root span whose
+// context has a tracestate.
+func (s *Sampler) decideWithTraceState(now int64, p sdktrace.SamplingParameters, ts trace.TraceState) sdktrace.SamplingResult {
 	st, r, otOK := otelState(p.TraceID, ts)
 	sampled, _, _, byRate := s.decide(now, p.TraceID, r, p.Attributes, true)
 	d := sdktrace.Drop
@@ -278,13 +296,20 @@ func parentResult(psc trace.SpanContext) sdktrace.SamplingResult {
 		return sdktrace.SamplingResult{Decision: sdktrace.Drop, Tracestate: ts}
 	}
 	if ts.Len() != 0 {
-		if st, r, ok := otelState(psc.TraceID(), ts); ok && st.HasThreshold {
-			if _, consistent := ParentThreshold(st, true, r); !consistent {
-				ts, _ = WithThreshold(ts, 0, false)
-			}
-		}
+		ts = sampledParentTraceState(psc.TraceID(), ts)
 	}
 	return sdktrace.SamplingResult{Decision: sdktrace.RecordAndSample, Tracestate: ts}
+}
+
+// sampledParentTraceState returns a sampled parent's tracestate ts without
+// its threshold if the threshold contradicts the decision, else ts.
+func sampledParentTraceState(id trace.TraceID, ts trace.TraceState) trace.TraceState {
+	if st, r, ok := otelState(id, ts); ok && st.HasThreshold {
+		if _, consistent := ParentThreshold(st, true, r); !consistent {
+			ts, _ = WithThreshold(ts, 0, false) // ot is well formed and only shrinks: never fails
+		}
+	}
+	return ts
 }
 
 // decide runs steps 2-6 of a decision for a trace of randomness r. With
