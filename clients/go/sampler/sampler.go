@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
-	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -186,8 +185,8 @@ const (
 	ReasonFallback  Reason = "fallback"   // no current word from the control plane: the local default decided
 )
 
-// ShouldSample implements sdktrace.Sampler. It does not allocate, but to
-// rewrite a tracestate that arrives with entries in it.
+// ShouldSample implements sdktrace.Sampler. It does not allocate, except
+// to rewrite a tracestate that arrives with entries in it.
 //
 // The tracestate it returns carries OpenTelemetry's threshold (`ot=th:…`)
 // exactly when a fixed rate kept the span, so that the Collector counts it
@@ -202,10 +201,18 @@ func (s *Sampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingR
 	// than a third of a decision.
 	if span := trace.SpanFromContext(p.ParentContext); span != s.noSpan {
 		psc := span.SpanContext()
-		if psc.IsValid() {
-			return parentResult(psc)
-		}
 		ts = psc.TraceState()
+		if psc.IsValid() {
+			if ts.Len() != 0 {
+				return parentResult(&psc)
+			}
+			// parentResult's answer for a parent without a tracestate
+			// (the usual one), without the call.
+			if psc.IsSampled() {
+				return sdktrace.SamplingResult{Decision: sdktrace.RecordAndSample}
+			}
+			return sdktrace.SamplingResult{Decision: sdktrace.Drop}
+		}
 	}
 	now := int64(0)
 	if s.coarse != nil {
@@ -290,21 +297,22 @@ func rootTraceState(ts trace.TraceState, st OTelTraceState, otOK bool, byRate *f
 // is erased, as the span's probability is unknown. A parent without a
 // threshold gives a span without one; an unsampled parent's tracestate goes
 // on as it is (no span is recorded to be counted).
-func parentResult(psc trace.SpanContext) sdktrace.SamplingResult {
-	ts := psc.TraceState()
-	if !psc.IsSampled() {
-		return sdktrace.SamplingResult{Decision: sdktrace.Drop, Tracestate: ts}
+func parentResult(psc *trace.SpanContext) sdktrace.SamplingResult {
+	d, ts := sdktrace.Drop, psc.TraceState()
+	if psc.IsSampled() {
+		d = sdktrace.RecordAndSample
+		if ts.Len() != 0 {
+			ts = sampledParentTraceState(psc)
+		}
 	}
-	if ts.Len() != 0 {
-		ts = sampledParentTraceState(psc.TraceID(), ts)
-	}
-	return sdktrace.SamplingResult{Decision: sdktrace.RecordAndSample, Tracestate: ts}
+	return sdktrace.SamplingResult{Decision: d, Tracestate: ts}
 }
 
-// sampledParentTraceState returns a sampled parent's tracestate ts without
-// its threshold if the threshold contradicts the decision, else ts.
-func sampledParentTraceState(id trace.TraceID, ts trace.TraceState) trace.TraceState {
-	if st, r, ok := otelState(id, ts); ok && st.HasThreshold {
+// sampledParentTraceState returns a sampled parent's tracestate without its
+// threshold if the threshold contradicts the decision, else as it is.
+func sampledParentTraceState(psc *trace.SpanContext) trace.TraceState {
+	ts := psc.TraceState()
+	if st, r, ok := otelState(psc.TraceID(), ts); ok && st.HasThreshold {
 		if _, consistent := ParentThreshold(st, true, r); !consistent {
 			ts, _ = WithThreshold(ts, 0, false) // ot is well formed and only shrinks: never fails
 		}
@@ -393,7 +401,7 @@ func (s *Sampler) Explain(p sdktrace.SamplingParameters) Explanation {
 	psc := trace.SpanContextFromContext(p.ParentContext)
 	if psc.IsValid() {
 		return Explanation{
-			Sampled: psc.IsSampled(), Reason: ReasonParent, Threshold: thresholdOf(parentResult(psc).Tracestate),
+			Sampled: psc.IsSampled(), Reason: ReasonParent, Threshold: thresholdOf(parentResult(&psc).Tracestate),
 			Detail: fmt.Sprintf("the parent span was %s, and a trace stays whole", sampledWord(psc.IsSampled())),
 		}
 	}
@@ -435,7 +443,7 @@ func (s *Sampler) Explain(p sdktrace.SamplingParameters) Explanation {
 		case now > m.rt.expiry.Load():
 			why = "this instance has no current quota and already borrowed its trace this second"
 		}
-		e.Detail = fmt.Sprintf("rule %q matched, %s, and the %s fell %s its fixed rate of %.4g", m.rule.Name, why, source, map[bool]string{true: "inside", false: "outside"}[sampled], math.Min(m.rt.rate.Load().rate, 1))
+		e.Detail = fmt.Sprintf("rule %q matched, %s, and the %s fell %s its fixed rate of %.4g", m.rule.Name, why, source, map[bool]string{true: "inside", false: "outside"}[sampled], m.rt.rate.Load().probability())
 	}
 	return e
 }

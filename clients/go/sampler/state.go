@@ -44,7 +44,6 @@ func (rt *runtime) setFixedRate(rate float64) { rt.rate.Store(newFixedRate(rate)
 // rate a subset of them. Immutable: a decision and the th it writes come
 // from one value.
 type fixedRate struct {
-	rate float64 // as set, for Explain
 	// cut is the threshold R is compared with: RateThreshold's, or
 	// MaxAdjustedCount, above every R, for a rate that keeps nothing.
 	cut uint64
@@ -57,16 +56,20 @@ type fixedRate struct {
 func newFixedRate(rate float64) *fixedRate {
 	th, ok := RateThreshold(rate)
 	if !ok {
-		return &fixedRate{rate: rate, cut: MaxAdjustedCount}
+		return &fixedRate{cut: MaxAdjustedCount}
 	}
 	ts, _ := WithThreshold(trace.TraceState{}, th, true) // "th:" and 14 hex digits at most: never fails
-	return &fixedRate{rate: rate, cut: uint64(th), ts: ts}
+	return &fixedRate{cut: uint64(th), ts: ts}
 }
 
 func (f *fixedRate) keeps(r Randomness) bool { return uint64(r) >= f.cut }
 
 // threshold is the th of a span f kept.
 func (f *fixedRate) threshold() Threshold { return Threshold(f.cut) }
+
+// probability is the probability f keeps a trace with: the rate, rounded
+// to its threshold; 0 for a rate that keeps nothing.
+func (f *fixedRate) probability() float64 { return Threshold(f.cut).Probability() }
 
 // matcher is one rule of one rules version, with only the parts that depend
 // on the request left to check.
