@@ -310,12 +310,31 @@ func parentResult(psc *trace.SpanContext) sdktrace.SamplingResult {
 
 // sampledParentTraceState returns a sampled parent's tracestate without its
 // threshold if the threshold contradicts the decision, else as it is.
+//
+// Every child span of a trace kept with a threshold comes here, so the
+// usual answer, "as it is", is reached by reading only th and rv: a
+// malformed entry is left as it is too, so the rest of it needs checking
+// only before a threshold is erased, which WithThreshold does.
 func sampledParentTraceState(psc *trace.SpanContext) trace.TraceState {
 	ts := psc.TraceState()
-	if st, r, ok := otelState(psc.TraceID(), ts); ok && st.HasThreshold {
-		if _, consistent := ParentThreshold(st, true, r); !consistent {
-			ts, _ = WithThreshold(ts, 0, false) // ot is well formed and only shrinks: never fails
+	ot := ts.Get("ot")
+	v, ok := memberValue(ot, [2]byte{'t', 'h'})
+	if !ok {
+		return ts
+	}
+	st := OTelTraceState{HasThreshold: true}
+	var err error
+	if st.Threshold, err = ParseThreshold(v); err != nil {
+		return ts
+	}
+	r := RandomnessFromTraceID(psc.TraceID())
+	if v, ok := memberValue(ot, [2]byte{'r', 'v'}); ok {
+		if r, err = ParseRandomness(v); err != nil {
+			return ts
 		}
+	}
+	if _, consistent := ParentThreshold(st, true, r); !consistent {
+		ts, _ = WithThreshold(ts, 0, false) // a malformed entry comes back as it is
 	}
 	return ts
 }

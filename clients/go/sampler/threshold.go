@@ -330,6 +330,23 @@ func validValue(v string) bool {
 	return true
 }
 
+// memberValue returns the value of the first member of an `ot` value with
+// a two-letter key (th, rv), checking nothing else. Byte by byte: the
+// entry is short, and library calls cost more than they save here.
+func memberValue(ot string, key [2]byte) (string, bool) {
+	for start := 0; start+2 < len(ot); {
+		end := start
+		for end < len(ot) && ot[end] != ';' {
+			end++
+		}
+		if ot[start] == key[0] && ot[start+1] == key[1] && ot[start+2] == ':' {
+			return ot[start+3 : end], true
+		}
+		start = end + 1
+	}
+	return "", false
+}
+
 // hasKey reports whether members, checked members each ended by ';', has
 // one of this key. 256 characters hold few members, so a scan is cheap.
 func hasKey(members, key string) bool {

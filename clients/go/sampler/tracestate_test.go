@@ -236,6 +236,11 @@ func TestParentThresholdComposes(t *testing.T) {
 		{name: "no threshold: none", id: inID, flags: trace.FlagsSampled, ts: "vendor=a", want: "vendor=a", sampled: true},
 		{name: "unsampled: as it is", id: outID, flags: 0, ts: "ot=th:8", want: "ot=th:8"},
 		{name: "malformed: as it is", id: outID, flags: trace.FlagsSampled, ts: "ot=th:8;;", want: "ot=th:8;;", sampled: true},
+		{name: "th after another member", id: half, flags: trace.FlagsSampled, ts: "ot=p:8;th:8", want: "ot=p:8;th:8", wantTh: "8", sampled: true},
+		{name: "inconsistent, rv first: erased", id: inID, flags: trace.FlagsSampled, ts: "ot=rv:7fffffffffffff;th:8", want: "ot=rv:7fffffffffffff", sampled: true},
+		{name: "inconsistent, two th: as it is", id: outID, flags: trace.FlagsSampled, ts: "ot=th:8;th:0", want: "ot=th:8;th:0", sampled: true},
+		{name: "inconsistent, bad rv: as it is", id: outID, flags: trace.FlagsSampled, ts: "ot=th:8;rv:zz", want: "ot=th:8;rv:zz", sampled: true},
+		{name: "inconsistent, bad member: as it is", id: outID, flags: trace.FlagsSampled, ts: "ot=th:8;K:b", want: "ot=th:8;K:b", sampled: true},
 	}
 	for _, tt := range tests {
 		state, err := trace.ParseTraceState(tt.ts)
