@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -159,7 +160,7 @@ func TestRootTraceState(t *testing.T) {
 		{name: "malformed th: left, trace ID decides", id: inID, ts: "ot=th:zz,vendor=abc", sampled: true, want: "ot=th:zz,vendor=abc"},
 		{name: "malformed rv: left, trace ID decides", id: inID, ts: "ot=rv:123", sampled: true, want: "ot=rv:123"},
 		{name: "malformed member: left", id: outID, ts: "ot=th:0;;x", want: "ot=th:0;;x"},
-		{name: "too long to add th: none written", id: inID, ts: "ot=k:" + string(make250()), sampled: true, want: "ot=k:" + string(make250())},
+		{name: "too long to add th: none written", id: inID, ts: "ot=k:" + strings.Repeat("x", 250), sampled: true, want: "ot=k:" + strings.Repeat("x", 250)},
 	}
 	s := fixedRateSampler(t, 0.1)
 	for _, tt := range tests {
@@ -168,14 +169,6 @@ func TestRootTraceState(t *testing.T) {
 			t.Errorf("%s: sampled %v, tracestate %q; want %v, %q", tt.name, got, res.Tracestate.String(), tt.sampled, tt.want)
 		}
 	}
-}
-
-func make250() []byte {
-	b := make([]byte, 250)
-	for i := range b {
-		b[i] = 'x'
-	}
-	return b
 }
 
 // A span the reservoir, a borrowed trace or the local default's trace per
