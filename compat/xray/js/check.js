@@ -10,7 +10,7 @@
 //       → {"ok": true}
 //   {"op": "state", "rule": R}   what the SDK holds for rule R
 //       → {"rules": [names], "lastUpdated": s, "quota": q, "ttl": s,
-//          "rate": r, "now": s}
+//          "rate": r}
 // End of input ends it with status 0.
 'use strict';
 const readline = require('node:readline');
@@ -48,7 +48,6 @@ const commands = {
       quota: res.quota ?? null,
       ttl: res.TTL ?? null,
       rate: r ? r.getRate() : null,
-      now: Date.now() / 1000,
     };
   },
 };
