@@ -36,7 +36,6 @@ const (
 	// and 25 boost documents take under 10 KiB, a rule with 50 tags under
 	// 25 KiB.
 	DefaultMaxBodyBytes = 256 << 10
-	maxActorLen         = 128
 )
 
 // Options configure a Handler.
@@ -74,7 +73,7 @@ type Handler struct {
 
 type operation struct {
 	name string
-	run  func(ctx context.Context, actor string, body []byte) (out any, resource string, err error)
+	run  func(ctx context.Context, body []byte) (out any, resource string, err error)
 }
 
 // NewHandler returns a Handler that serves the X-Ray API from core.
@@ -150,12 +149,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, invalidRequest("could not read the request body"))
 		return
 	}
-	actor, err := h.authenticate(r, body)
+	ctx, err = h.authenticate(r, body)
 	if err != nil {
-		h.writeError(w, mapError(ctx, h.log, op.name, "", err))
+		h.writeError(w, mapError(r.Context(), h.log, op.name, "", err))
 		return
 	}
-	out, resource, err := op.run(ctx, actor, body)
+	out, resource, err := op.run(ctx, body)
 	if err != nil {
 		h.writeError(w, mapError(ctx, h.log, op.name, resource, err))
 		return
@@ -178,38 +177,24 @@ func (h *Handler) writeError(w http.ResponseWriter, e *apiError) {
 	w.Write(b)
 }
 
-// authenticate returns the actor of a request for the audit log. Without a
-// Verifier nobody is verified, and the actor says so.
-func (h *Handler) authenticate(r *http.Request, body []byte) (string, error) {
+// authenticate checks a request's signature and returns the context its
+// call runs in: the Verifier's, which carries the caller's identity for the
+// core (the audit log's actor, the principal's scope). Without a Verifier
+// nobody is verified: a malformed SigV4 header is still refused, and the
+// core sees the request's own context.
+func (h *Handler) authenticate(r *http.Request, body []byte) (context.Context, error) {
 	var sig *Signature
 	if a := r.Header.Get("Authorization"); a != "" {
 		s, err := parseSignature(a)
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		sig = s
 	}
 	if h.verifier != nil {
 		return h.verifier.Verify(r.Context(), r, body, sig)
 	}
-	actor := "anonymous@" + r.RemoteAddr
-	if sig != nil {
-		actor += " (AWS key " + sig.AccessKeyID + ", not verified)"
-	}
-	return cleanActor(actor), nil
-}
-
-func cleanActor(a string) string {
-	a = strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f {
-			return -1
-		}
-		return r
-	}, a)
-	if len(a) > maxActorLen {
-		a = strings.ToValidUTF8(a[:maxActorLen], "")
-	}
-	return a
+	return r.Context(), nil
 }
 
 func badBody(err error) error { return invalidRequest(err.Error()) }
@@ -223,7 +208,7 @@ func checkNextToken(tok *string) error {
 	return nil
 }
 
-func (h *Handler) getSamplingRules(ctx context.Context, _ string, body []byte) (any, string, error) {
+func (h *Handler) getSamplingRules(ctx context.Context, body []byte) (any, string, error) {
 	var in getSamplingRulesIn
 	if err := decode(body, &in); err != nil {
 		return nil, "", badBody(err)
@@ -294,7 +279,7 @@ func str(p *string) string {
 	return *p
 }
 
-func (h *Handler) getSamplingTargets(ctx context.Context, _ string, body []byte) (any, string, error) {
+func (h *Handler) getSamplingTargets(ctx context.Context, body []byte) (any, string, error) {
 	var in getSamplingTargetsIn
 	if err := decode(body, &in); err != nil {
 		return nil, "", badBody(err)
@@ -428,7 +413,7 @@ func isRuleName(s string) bool {
 	return n >= 1 && n <= rules.MaxNameLen
 }
 
-func (h *Handler) getSamplingStatisticSummaries(ctx context.Context, _ string, body []byte) (any, string, error) {
+func (h *Handler) getSamplingStatisticSummaries(ctx context.Context, body []byte) (any, string, error) {
 	var in summariesIn
 	if err := decode(body, &in); err != nil {
 		return nil, "", badBody(err)
@@ -449,7 +434,7 @@ func (h *Handler) getSamplingStatisticSummaries(ctx context.Context, _ string, b
 	return out, "", nil
 }
 
-func (h *Handler) createSamplingRule(ctx context.Context, actor string, body []byte) (any, string, error) {
+func (h *Handler) createSamplingRule(ctx context.Context, body []byte) (any, string, error) {
 	var in createSamplingRuleIn
 	if err := decode(body, &in); err != nil {
 		return nil, "", badBody(err)
@@ -463,7 +448,7 @@ func (h *Handler) createSamplingRule(ctx context.Context, actor string, body []b
 	if err := vs.err(); err != nil {
 		return nil, r.Name, err
 	}
-	created, err := h.core.CreateRule(ctx, r, tags, actor)
+	created, err := h.core.CreateRule(ctx, r, tags)
 	if err != nil {
 		return nil, r.Name, err
 	}
@@ -619,7 +604,7 @@ func (h *Handler) ruleName(vs *violations, f string, name, arn *string) (string,
 	return n, nil
 }
 
-func (h *Handler) updateSamplingRule(ctx context.Context, actor string, body []byte) (any, string, error) {
+func (h *Handler) updateSamplingRule(ctx context.Context, body []byte) (any, string, error) {
 	var in updateSamplingRuleIn
 	if err := decode(body, &in); err != nil {
 		return nil, "", badBody(err)
@@ -687,7 +672,7 @@ func (h *Handler) updateSamplingRule(ctx context.Context, actor string, body []b
 		}
 		return ruleRecordEnvelope{h.record(&r)}, name, nil
 	}
-	updated, err := h.core.UpdateRule(ctx, up, "", actor)
+	updated, err := h.core.UpdateRule(ctx, up, "")
 	if err != nil {
 		return nil, name, err
 	}
@@ -748,7 +733,7 @@ func (h *Handler) findRule(ctx context.Context, name string) (Rule, error) {
 	return Rule{}, fmt.Errorf("rule %q: %w", name, store.ErrNotFound)
 }
 
-func (h *Handler) deleteSamplingRule(ctx context.Context, actor string, body []byte) (any, string, error) {
+func (h *Handler) deleteSamplingRule(ctx context.Context, body []byte) (any, string, error) {
 	var in deleteSamplingRuleIn
 	if err := decode(body, &in); err != nil {
 		return nil, "", badBody(err)
@@ -764,7 +749,7 @@ func (h *Handler) deleteSamplingRule(ctx context.Context, actor string, body []b
 	if name == rules.DefaultName {
 		return nil, name, invalidRequest("the Default rule cannot be deleted")
 	}
-	deleted, err := h.core.DeleteRule(ctx, name, "", actor)
+	deleted, err := h.core.DeleteRule(ctx, name, "")
 	if err != nil {
 		return nil, name, err
 	}
@@ -844,7 +829,7 @@ func (h *Handler) resourceRule(vs *violations, arn *string) (string, error) {
 	return name, err
 }
 
-func (h *Handler) tagResource(ctx context.Context, actor string, body []byte) (any, string, error) {
+func (h *Handler) tagResource(ctx context.Context, body []byte) (any, string, error) {
 	var in tagResourceIn
 	if err := decode(body, &in); err != nil {
 		return nil, "", badBody(err)
@@ -861,13 +846,13 @@ func (h *Handler) tagResource(ctx context.Context, actor string, body []byte) (a
 	if err := vs.err(); err != nil {
 		return nil, str(in.ResourceARN), err
 	}
-	if err := h.core.TagRule(ctx, name, tags, actor); err != nil {
+	if err := h.core.TagRule(ctx, name, tags); err != nil {
 		return nil, str(in.ResourceARN), err
 	}
 	return struct{}{}, "", nil
 }
 
-func (h *Handler) untagResource(ctx context.Context, actor string, body []byte) (any, string, error) {
+func (h *Handler) untagResource(ctx context.Context, body []byte) (any, string, error) {
 	var in untagResourceIn
 	if err := decode(body, &in); err != nil {
 		return nil, "", badBody(err)
@@ -892,13 +877,13 @@ func (h *Handler) untagResource(ctx context.Context, actor string, body []byte) 
 	if err := vs.err(); err != nil {
 		return nil, str(in.ResourceARN), err
 	}
-	if err := h.core.UntagRule(ctx, name, in.TagKeys, actor); err != nil {
+	if err := h.core.UntagRule(ctx, name, in.TagKeys); err != nil {
 		return nil, str(in.ResourceARN), err
 	}
 	return struct{}{}, "", nil
 }
 
-func (h *Handler) listTagsForResource(ctx context.Context, _ string, body []byte) (any, string, error) {
+func (h *Handler) listTagsForResource(ctx context.Context, body []byte) (any, string, error) {
 	var in listTagsIn
 	if err := decode(body, &in); err != nil {
 		return nil, "", badBody(err)

@@ -81,18 +81,19 @@ type RuleLister interface {
 // RuleEditor edits rules. An empty etag means "whatever the current
 // revision": X-Ray has no etags, so the core applies an update to the rule
 // as it is and retries the read-modify-write itself when another edit lands
-// in between. actor names who made the edit, for the audit log. The core
-// validates every rule (rules.Validate, rules.CheckDefault) and refuses to
+// in between. The core takes who made the edit from ctx (the audit log's
+// actor, the principal's scope; see Verifier), validates every rule
+// (rules.Validate, rules.CheckDefault) and refuses to
 // delete the Default rule.
 type RuleEditor interface {
 	// CreateRule creates r with tags, in one step, and returns it as stored
 	// (revision, times). store.ErrAlreadyExists if the name is taken.
-	CreateRule(ctx context.Context, r Rule, tags Tags, actor string) (Rule, error)
+	CreateRule(ctx context.Context, r Rule, tags Tags) (Rule, error)
 	// UpdateRule applies u and returns the rule as stored. store.ErrNotFound
 	// if there is no such rule.
-	UpdateRule(ctx context.Context, u RuleUpdate, etag, actor string) (Rule, error)
+	UpdateRule(ctx context.Context, u RuleUpdate, etag string) (Rule, error)
 	// DeleteRule deletes a rule and its tags and returns the rule as it was.
-	DeleteRule(ctx context.Context, name, etag, actor string) (Rule, error)
+	DeleteRule(ctx context.Context, name, etag string) (Rule, error)
 }
 
 // Tagger keeps the X-Ray tags of rules.
@@ -101,10 +102,10 @@ type Tagger interface {
 	RuleTags(ctx context.Context, rule string) (Tags, error)
 	// TagRule adds tags to a rule, replacing the values of keys it has;
 	// ErrTooManyTags if the rule would have more than the core allows.
-	TagRule(ctx context.Context, rule string, tags Tags, actor string) error
+	TagRule(ctx context.Context, rule string, tags Tags) error
 	// UntagRule removes the keys from a rule's tags; absent keys are no
 	// error.
-	UntagRule(ctx context.Context, rule string, keys []string, actor string) error
+	UntagRule(ctx context.Context, rule string, keys []string) error
 }
 
 // Reporter turns one client's statistics into its targets: it feeds the same

@@ -6,6 +6,7 @@
 // reservoir × its request rate / the sum of the latest rates of every client
 // of the rule (reservoir.Quota), with no buckets, receipts or budgets; a
 // boost is the rule's MaxRate for a minute whenever anomalies are reported.
+// The audit log's actor is auth.Actor of the call's context.
 package xraytest
 
 import (
@@ -16,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tracesampling/controlplane/internal/auth"
 	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
@@ -123,7 +125,7 @@ func (c *Core) RulesModified(context.Context) (time.Time, error) {
 }
 
 // CreateRule implements xray.RuleEditor.
-func (c *Core) CreateRule(ctx context.Context, r xray.Rule, tags xray.Tags, actor string) (xray.Rule, error) {
+func (c *Core) CreateRule(ctx context.Context, r xray.Rule, tags xray.Tags) (xray.Rule, error) {
 	if err := c.fail("CreateRule"); err != nil {
 		return xray.Rule{}, err
 	}
@@ -146,7 +148,7 @@ func (c *Core) CreateRule(ctx context.Context, r xray.Rule, tags xray.Tags, acto
 			return xray.Rule{}, xray.ErrRuleLimit
 		}
 	}
-	created, err := c.Store.CreateRule(ctx, rule, actor)
+	created, err := c.Store.CreateRule(ctx, rule, auth.Actor(ctx))
 	if err != nil {
 		return xray.Rule{}, err
 	}
@@ -162,7 +164,7 @@ func (c *Core) CreateRule(ctx context.Context, r xray.Rule, tags xray.Tags, acto
 
 // UpdateRule implements xray.RuleEditor: read, apply, validate, write with
 // the revision read, and again if another edit landed in between.
-func (c *Core) UpdateRule(ctx context.Context, u xray.RuleUpdate, etag, actor string) (xray.Rule, error) {
+func (c *Core) UpdateRule(ctx context.Context, u xray.RuleUpdate, etag string) (xray.Rule, error) {
 	if err := c.fail("UpdateRule"); err != nil {
 		return xray.Rule{}, err
 	}
@@ -188,7 +190,7 @@ func (c *Core) UpdateRule(ctx context.Context, u xray.RuleUpdate, etag, actor st
 		if err := rules.Validate(&next); err != nil {
 			return xray.Rule{}, err
 		}
-		updated, err := c.Store.UpdateRule(ctx, next, cur.Revision, actor)
+		updated, err := c.Store.UpdateRule(ctx, next, cur.Revision, auth.Actor(ctx))
 		if errors.Is(err, store.ErrConflict) && want == 0 && attempt < 5 {
 			continue
 		}
@@ -236,7 +238,7 @@ func apply(cur rules.Rule, u *xray.RuleUpdate) rules.Rule {
 }
 
 // DeleteRule implements xray.RuleEditor.
-func (c *Core) DeleteRule(ctx context.Context, name, etag, actor string) (xray.Rule, error) {
+func (c *Core) DeleteRule(ctx context.Context, name, etag string) (xray.Rule, error) {
 	if err := c.fail("DeleteRule"); err != nil {
 		return xray.Rule{}, err
 	}
@@ -248,7 +250,7 @@ func (c *Core) DeleteRule(ctx context.Context, name, etag, actor string) (xray.R
 		return xray.Rule{}, err
 	}
 	before := c.withBoost(cur)
-	if err := c.Store.DeleteRule(ctx, name, cur.Revision, actor); err != nil {
+	if err := c.Store.DeleteRule(ctx, name, cur.Revision, auth.Actor(ctx)); err != nil {
 		return xray.Rule{}, err
 	}
 	c.mu.Lock()
@@ -278,7 +280,7 @@ func (c *Core) RuleTags(ctx context.Context, rule string) (xray.Tags, error) {
 }
 
 // TagRule implements xray.Tagger.
-func (c *Core) TagRule(ctx context.Context, rule string, tags xray.Tags, actor string) error {
+func (c *Core) TagRule(ctx context.Context, rule string, tags xray.Tags) error {
 	if err := c.fail("TagRule"); err != nil {
 		return err
 	}
@@ -302,7 +304,7 @@ func (c *Core) TagRule(ctx context.Context, rule string, tags xray.Tags, actor s
 }
 
 // UntagRule implements xray.Tagger.
-func (c *Core) UntagRule(ctx context.Context, rule string, keys []string, actor string) error {
+func (c *Core) UntagRule(ctx context.Context, rule string, keys []string) error {
 	if err := c.fail("UntagRule"); err != nil {
 		return err
 	}
