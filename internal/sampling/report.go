@@ -141,7 +141,8 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 		if err != nil {
 			s.reports.receipts.WithLabelValues(receiptReason(err)).Inc()
 		}
-		f, _ := budgets.Factors(service, rule, now)
+		svc := serviceOf(service, rule)
+		f, _ := budgets.Factors(svc, rule, now)
 		b := s.bound(d, prev, ok, rule.FixedRate*f, now)
 		if float64(d.Requests) > maxRequestsPerSecond*b.span.Seconds() {
 			// No instance serves this much; a count like it is a bug, and
@@ -165,7 +166,7 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 		}
 		acc = append(acc, accepted{rule: rule, rate: rate, sampled: sampledRate, fixed: b.fixedNow, running: running})
 		if d.Requests > 0 || sampled > 0 {
-			names := budgets.Covering(service, rule)
+			names := budgets.Covering(svc, rule)
 			if usage == nil {
 				// The fleet's record, and each budget that covers it.
 				usage = make([]store.UsageIncrement, 0, len(docs)*(1+len(names)))
@@ -173,7 +174,7 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 			}
 			// The fleet's record counts every report, for budgets created
 			// later in the month and for coverage (store.FleetUsage).
-			usage = append(usage, store.UsageIncrement{Budget: store.FleetUsage, Service: service, Month: now, Hour: hour, Rule: rule.Name, Requests: d.Requests, Sampled: sampled})
+			usage = append(usage, store.UsageIncrement{Budget: store.FleetUsage, Service: svc, Month: now, Hour: hour, Rule: rule.Name, Requests: d.Requests, Sampled: sampled})
 			for _, name := range names {
 				usage = append(usage, store.UsageIncrement{Budget: name, Month: now, Hour: hour, Rule: rule.Name, Requests: d.Requests, Sampled: sampled})
 			}
@@ -212,6 +213,18 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 		}
 	}
 	return out, nil
+}
+
+// serviceOf is the service a document counts for in budgets: the report's,
+// or for a client that names none (X-Ray's), the rule's own ServiceName as
+// it is written: a budget scoped to "shop" sees the reports of a rule for
+// "shop", and one scoped to "shop-*" those of rules for "shop-*" and
+// "shop-cart" alike.
+func serviceOf(service string, r *rules.Rule) string {
+	if service == "" {
+		return r.ServiceName
+	}
+	return service
 }
 
 // claimBound is what one statistics document may claim.

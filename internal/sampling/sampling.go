@@ -40,7 +40,9 @@ const (
 // Report is one client's report.
 type Report struct {
 	// Client identifies the SDK instance; Service is the service it runs
-	// in, which budgets are scoped by.
+	// in, which budgets are scoped by. Clients that name no service (X-Ray
+	// SDKs) leave it empty: each document then counts for its rule's
+	// ServiceName, as written.
 	Client, Service string
 	Statistics      []Statistics
 	// Carry holds the usage of a report the store did not take for later
@@ -182,7 +184,8 @@ func (s *Core) Catalog() *catalog.Catalog { return s.catalog }
 
 // WithBudgets returns the targets as the budgets in force have them: fixed
 // rates and reservoir quotas scaled by the strictest enforcing budget that
-// covers each rule for this service. base is not modified.
+// covers each rule for this service (empty: each rule's own, see Report).
+// base is not modified.
 func (s *Core) WithBudgets(base TargetSet, service string) TargetSet {
 	budgets := s.catalog.CurrentBudgets()
 	view := s.catalog.Current()
@@ -192,7 +195,7 @@ func (s *Core) WithBudgets(base TargetSet, service string) TargetSet {
 	for i := range out.Targets {
 		t := &out.Targets[i]
 		if r := view.Rule(t.Rule); r != nil {
-			f, g := budgets.Factors(service, r, now)
+			f, g := budgets.Factors(serviceOf(service, r), r, now)
 			t.FixedRate *= f
 			t.Quota *= g
 		}

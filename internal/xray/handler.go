@@ -375,10 +375,14 @@ func target(clientID string, t *Target, now time.Time) targetOut {
 		expiry = now.Add(2 * interval)
 	}
 	quota := finite(t.Quota)
+	phase := t.Phase
+	if !t.RunningPhase {
+		phase = rotationPhase(clientID, t.Rule, quota, now, interval)
+	}
 	out := targetOut{
 		RuleName:          t.Rule,
 		FixedRate:         min(max(finite(t.FixedRate), 0), 1),
-		ReservoirQuota:    WholeQuota(quota, rotationPhase(clientID, t.Rule, quota, now, interval)),
+		ReservoirQuota:    WholeQuota(quota, phase),
 		ReservoirQuotaTTL: epochTime(expiry),
 	}
 	if t.Interval > 0 {

@@ -188,6 +188,12 @@ type Target struct {
 	Expiry time.Time
 	// Interval is how often the client should report; zero: 10 seconds.
 	Interval time.Duration
+	// Phase, with RunningPhase, is the phase in [0, 1) that WholeQuota
+	// rounds Quota with: the core's running sum of the shares it handed
+	// out for the rule (see quota.go). Without RunningPhase the adapter
+	// rotates a phase of its own per client.
+	Phase        float64
+	RunningPhase bool
 	// Boost is the rate boost in force for this client, if any.
 	Boost *Boost
 }
