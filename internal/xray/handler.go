@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"net/http"
 	"slices"
@@ -38,11 +39,16 @@ const (
 	DefaultMaxBodyBytes = 256 << 10
 )
 
+// DefaultAccount is the account rule ARNs name unless told otherwise: no
+// AWS account's, so that an ARN of this control plane is never taken for
+// one of AWS's.
+const DefaultAccount = "000000000000"
+
 // Options configure a Handler.
 type Options struct {
 	// Region and Account are what rule ARNs say
 	// (arn:aws:xray:REGION:ACCOUNT:sampling-rule/NAME). Defaults: us-east-1
-	// and 000000000000.
+	// and DefaultAccount.
 	Region  string
 	Account string
 	// MaxBodyBytes bounds a request body; larger ones are refused. Default:
@@ -85,13 +91,10 @@ func NewHandler(core Core, opts Options) (*Handler, error) {
 		opts.Region = "us-east-1"
 	}
 	if opts.Account == "" {
-		opts.Account = "000000000000"
+		opts.Account = DefaultAccount
 	}
-	if opts.Region != strings.ToLower(opts.Region) || strings.Trim(opts.Region, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" || len(opts.Region) > 32 {
-		return nil, fmt.Errorf("xray: region %q: want lower-case letters, digits and '-'", opts.Region)
-	}
-	if len(opts.Account) != 12 || strings.Trim(opts.Account, "0123456789") != "" {
-		return nil, fmt.Errorf("xray: account %q: want 12 digits", opts.Account)
+	if err := CheckARNParts(opts.Region, opts.Account); err != nil {
+		return nil, fmt.Errorf("xray: %w", err)
 	}
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = DefaultMaxBodyBytes
@@ -111,7 +114,13 @@ func NewHandler(core Core, opts Options) (*Handler, error) {
 		now:      opts.Now,
 		started:  opts.Now(),
 	}
-	h.ops = map[string]operation{
+	h.ops = h.operations()
+	return h, nil
+}
+
+// operations are the API's calls, by path.
+func (h *Handler) operations() map[string]operation {
+	return map[string]operation{
 		"/GetSamplingRules":           {opGetSamplingRules, h.getSamplingRules},
 		"/SamplingTargets":            {opGetSamplingTargets, h.getSamplingTargets},
 		"/SamplingStatisticSummaries": {opGetSamplingSummaries, h.getSamplingStatisticSummaries},
@@ -122,7 +131,24 @@ func NewHandler(core Core, opts Options) (*Handler, error) {
 		"/UntagResource":              {opUntagResource, h.untagResource},
 		"/ListTagsForResource":        {opListTagsForResource, h.listTagsForResource},
 	}
-	return h, nil
+}
+
+// Routes returns the paths the API serves, sorted (each takes a POST).
+func Routes() []string {
+	return slices.Sorted(maps.Keys((&Handler{}).operations()))
+}
+
+// CheckARNParts checks the region and account that rule ARNs are built
+// with: a region of lower-case letters, digits and '-', an account of 12
+// digits.
+func CheckARNParts(region, account string) error {
+	if region == "" || region != strings.ToLower(region) || strings.Trim(region, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" || len(region) > 32 {
+		return fmt.Errorf("region %q: want lower-case letters, digits and '-'", region)
+	}
+	if len(account) != 12 || strings.Trim(account, "0123456789") != "" {
+		return fmt.Errorf("account %q: want 12 digits", account)
+	}
+	return nil
 }
 
 // ServeHTTP decodes one call, runs it and writes its answer or its error.
