@@ -318,6 +318,16 @@ func (c *Core) Report(ctx context.Context, r xray.Report) (xray.Targets, error) 
 	docs := make([]sampling.Statistics, len(r.Statistics))
 	for i, s := range r.Statistics {
 		docs[i] = sampling.Statistics{Rule: s.Rule, Requests: s.Requests, Sampled: s.Sampled, Borrowed: s.Borrowed, Time: s.Time}
+		if s.Borrowed > 0 && s.Sampled+s.Borrowed <= s.Requests {
+			// X-Ray SDKs differ: the X-Ray SDK for Go counts borrowed
+			// traces apart from SampledCount, while this project's
+			// reports (and X-Ray's API reference) count them in it. Where
+			// both fit in the requests they are taken as apart, so that
+			// what a client recorded is never under-counted in budgets;
+			// an SDK that counts them in is over-counted by its borrows,
+			// at most one trace a second.
+			docs[i].Sampled += s.Borrowed
+		}
 	}
 	base, err := c.rep.Report(ctx, sampling.Report{Client: clientPrefix + r.ClientID, Statistics: docs}, c.claims)
 	if err != nil {

@@ -247,6 +247,27 @@ func TestReports(t *testing.T) {
 	}
 }
 
+// TestBorrowsCountedApart: the X-Ray SDK for Go reports borrowed traces
+// apart from SampledCount (sampled 0, borrowed 11 of 199 requests): the
+// report is taken, not rejected as inconsistent, and the borrows count as
+// sampled in the ledger.
+func TestBorrowsCountedApart(t *testing.T) {
+	e := newEnv(t)
+	e.create(t, rule("checkout", 10, 0))
+	got, err := e.core.Report(context.Background(), xray.Report{ClientID: clientID(0),
+		Statistics: []xray.Statistics{{Rule: "checkout", Requests: 200, Sampled: 0, Borrowed: 10}}})
+	if err != nil || len(got.Rejected) != 0 || len(got.Targets) != 1 {
+		t.Fatalf("report: %+v, %v", got, err)
+	}
+	st, err := e.core.fleet.Status(context.Background(), fleet.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := st.Rules[0]; math.Abs(r.Sampled-1) > 1e-9 || math.Abs(r.Rate-20) > 1e-9 {
+		t.Errorf("fleet: %v req/s, %v sampled/s; want 20 and 1 (10 borrowed in 10 s)", r.Rate, r.Sampled)
+	}
+}
+
 // TestClaimsRetract: a client's next report retracts its last one, so the
 // fleet's rate is its rate, not the sum of its reports; without the claim
 // (the table full) it counts twice, and the metric says so.
