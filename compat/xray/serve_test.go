@@ -241,8 +241,8 @@ func TestServeXRayAPI(t *testing.T) {
 			_, err := c.UpdateSamplingRule(ctx, &awsxray.UpdateSamplingRuleInput{SamplingRuleUpdate: &types.SamplingRuleUpdate{RuleName: aws.String("nope"), FixedRate: aws.Float64(0.1)}})
 			return err
 		}},
-		{"tags, not kept yet", "InvalidRequestException", func() error {
-			_, err := c.TagResource(ctx, &awsxray.TagResourceInput{ResourceARN: created.SamplingRuleRecord.SamplingRule.RuleARN, Tags: []types.Tag{{Key: aws.String("team"), Value: aws.String("shop")}}})
+		{"a reserved tag", "InvalidRequestException", func() error {
+			_, err := c.TagResource(ctx, &awsxray.TagResourceInput{ResourceARN: created.SamplingRuleRecord.SamplingRule.RuleARN, Tags: []types.Tag{{Key: aws.String("aws:team"), Value: aws.String("shop")}}})
 			return err
 		}},
 		{"another account's ARN", "ResourceNotFoundException", func() error {
@@ -268,14 +268,23 @@ func TestServeXRayAPI(t *testing.T) {
 			t.Errorf("%s: %v, want %s", tc.name, err, tc.code)
 		}
 	}
+
+	// Tags are the rule's: set through X-Ray, read through gRPC.
+	if _, err := c.TagResource(ctx, &awsxray.TagResourceInput{ResourceARN: created.SamplingRuleRecord.SamplingRule.RuleARN,
+		Tags: []types.Tag{{Key: aws.String("team"), Value: aws.String("shop")}}}); err != nil {
+		t.Fatal(err)
+	}
 	tags, err := c.ListTagsForResource(ctx, &awsxray.ListTagsForResourceInput{ResourceARN: created.SamplingRuleRecord.SamplingRule.RuleARN})
-	if err != nil || len(tags.Tags) != 0 {
+	if err != nil || len(tags.Tags) != 1 || aws.ToString(tags.Tags[0].Value) != "shop" {
 		t.Errorf("ListTagsForResource: %v, %v", tags, err)
+	}
+	if got, err := rulesAPI.GetRule(admin(ctx), &pb.GetRuleRequest{Name: "checkout"}); err != nil || got.GetRule().GetTags()["team"] != "shop" {
+		t.Errorf("the gRPC API's rule after TagResource: %v, %v", got.GetRule(), err)
 	}
 
 	// Deleted through X-Ray: gone for the gRPC API; the audit log names
-	// the key's principal for the X-Ray edits and the admin for the gRPC
-	// one, in one history.
+	// the key's principal for the X-Ray edits (create, update, tag,
+	// delete) and the admin for the gRPC one, in one history.
 	if _, err := c.DeleteSamplingRule(ctx, &awsxray.DeleteSamplingRuleInput{RuleName: aws.String("checkout")}); err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +299,7 @@ func TestServeXRayAPI(t *testing.T) {
 	for _, e := range events.GetEvents() {
 		actors = append(actors, e.GetActor())
 	}
-	if want := []string{"aws:xray-ci", "aws:xray-ci", "static:admin", "aws:xray-ci"}; strings.Join(actors, " ") != strings.Join(want, " ") {
+	if want := []string{"aws:xray-ci", "aws:xray-ci", "aws:xray-ci", "static:admin", "aws:xray-ci"}; strings.Join(actors, " ") != strings.Join(want, " ") {
 		t.Errorf("audit log actors, newest first: %q, want %q", actors, want)
 	}
 }

@@ -20,24 +20,18 @@ import (
 	"github.com/tracesampling/controlplane/internal/rules"
 )
 
-// Rule is a rule as the X-Ray API carries it: the domain rule and the
-// adaptive-sampling settings, which the domain model does not hold yet.
+// Rule is a rule as the X-Ray API carries it: the domain rule, whose Boost
+// is its SamplingRateBoost (nil for none; the Default rule never has one)
+// and whose Tags are its resource tags.
 type Rule struct {
 	rules.Rule
-	// Boost is the rule's SamplingRateBoost; nil for none. The Default rule
-	// never has one.
-	Boost *RateBoost
 }
 
 // RateBoost bounds the temporary sampling-rate increases a rule may get when
-// its clients report anomalies (X-Ray's SamplingRateBoost).
-type RateBoost struct {
-	// MaxRate is the highest fixed rate a boost may set, 0 to 1.
-	MaxRate float64
-	// Cooldown is the window in which at most one boost starts; whole
-	// minutes on the wire (CooldownWindowMinutes).
-	Cooldown time.Duration
-}
+// its clients report anomalies (X-Ray's SamplingRateBoost): the domain's,
+// with MaxRate 0 to 1 and Cooldown whole minutes on the wire
+// (CooldownWindowMinutes).
+type RateBoost = rules.RateBoost
 
 // Field names a RuleUpdate may set, in the core's (the gRPC API's) names.
 const (

@@ -9,7 +9,8 @@
 // It is a package of its own, not part of package sampling, because what it
 // adds is X-Ray's alone: clients that echo no receipts (it holds their last
 // claims), a ClientID namespace of their own, whole quotas rounded with a
-// per-rule running phase, LastRuleModification, boosts not sized yet. Package
+// per-rule running phase, LastRuleModification, tags read-modify-written,
+// boost statistics not used yet. Package
 // xray stays a transport that imports none of the core.
 package xraycore
 
@@ -17,6 +18,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"sync"
 	"time"
@@ -106,12 +108,6 @@ func New(opts Options) (*Core, error) {
 
 var _ xray.Core = (*Core)(nil)
 
-// errNotKept refuses what the rule model does not hold yet.
-func errNotKept(field, what string) error {
-	return &rules.ValidationError{Violations: []rules.FieldViolation{{Field: field,
-		Description: what + " are not kept by this control plane yet"}}}
-}
-
 // Rules implements xray.RuleLister: the catalog's rules, in matching order.
 func (c *Core) Rules(ctx context.Context) ([]xray.Rule, error) {
 	v := c.cat.Current()
@@ -174,15 +170,14 @@ func (c *Core) caughtUp(ctx context.Context, version int64) {
 	}
 }
 
-// CreateRule implements xray.RuleEditor.
+// CreateRule implements xray.RuleEditor: the rule and its tags in one
+// step.
 func (c *Core) CreateRule(ctx context.Context, r xray.Rule, tags xray.Tags) (xray.Rule, error) {
+	rule := r.Rule.Clone()
 	if len(tags) > 0 {
-		return xray.Rule{}, errNotKept("Tags", "tags")
+		rule.Tags = maps.Clone(tags)
 	}
-	if r.Boost != nil {
-		return xray.Rule{}, errNotKept("SamplingRule.SamplingRateBoost", "sampling-rate boosts")
-	}
-	created, err := c.edit.Create(ctx, r.Rule)
+	created, err := c.edit.Create(ctx, rule)
 	if err != nil {
 		return xray.Rule{}, coreError(err)
 	}
@@ -200,24 +195,13 @@ func (c *Core) UpdateRule(ctx context.Context, u xray.RuleUpdate, etag string) (
 			return xray.Rule{}, &rules.ValidationError{Violations: []rules.FieldViolation{{Field: "etag", Description: err.Error()}}}
 		}
 	}
-	for _, f := range u.Fields {
-		if f == xray.FieldBoost && u.Patch.Boost != nil {
-			return xray.Rule{}, errNotKept("SamplingRuleUpdate.SamplingRateBoost", "sampling-rate boosts")
-		}
-	}
-	fields := make([]string, 0, len(u.Fields))
-	for _, f := range u.Fields {
-		if f != xray.FieldBoost { // nil: the rule has none, as every rule now
-			fields = append(fields, f)
-		}
-	}
 	patch := u.Patch.Rule
 	patch.Name = u.Name
-	if len(fields) == 0 {
+	if len(u.Fields) == 0 {
 		cur, err := c.edit.Get(ctx, u.Name)
 		return toXRay(cur), coreError(err)
 	}
-	updated, err := c.edit.Update(ctx, patch, fields, rev)
+	updated, err := c.edit.Update(ctx, patch, u.Fields, rev)
 	if err != nil {
 		return xray.Rule{}, coreError(err)
 	}
@@ -258,28 +242,66 @@ func (c *Core) DeleteRule(ctx context.Context, name, etag string) (xray.Rule, er
 	}
 }
 
-// RuleTags implements xray.Tagger. No rule has tags until the rule model
-// holds them: a rule's list is empty.
+// RuleTags implements xray.Tagger: the rule's Tags.
 func (c *Core) RuleTags(ctx context.Context, rule string) (xray.Tags, error) {
-	if _, err := c.edit.Get(ctx, rule); err != nil {
+	r, err := c.edit.Get(ctx, rule)
+	if err != nil {
 		return nil, coreError(err)
 	}
-	return xray.Tags{}, nil
+	return xray.Tags(maps.Clone(r.Tags)), nil
 }
 
-// TagRule implements xray.Tagger.
+// TagRule implements xray.Tagger: the rule's tags with these added or
+// replaced, as an update of its tags (validated, audited), applied to the
+// rule as it is and tried again if another edit lands in between.
 func (c *Core) TagRule(ctx context.Context, rule string, tags xray.Tags) error {
-	if _, err := c.edit.Get(ctx, rule); err != nil {
-		return coreError(err)
-	}
-	return errNotKept("Tags", "tags")
+	return c.retag(ctx, rule, func(cur map[string]string) map[string]string {
+		next := maps.Clone(cur)
+		if next == nil {
+			next = map[string]string{}
+		}
+		maps.Copy(next, tags)
+		return next
+	})
 }
 
 // UntagRule implements xray.Tagger: removing tags a rule does not have is
-// no error.
+// no error, and changes nothing.
 func (c *Core) UntagRule(ctx context.Context, rule string, keys []string) error {
-	_, err := c.edit.Get(ctx, rule)
-	return coreError(err)
+	return c.retag(ctx, rule, func(cur map[string]string) map[string]string {
+		next := maps.Clone(cur)
+		for _, k := range keys {
+			delete(next, k)
+		}
+		return next
+	})
+}
+
+// retag sets a rule's tags to change(its tags) at the revision read, and
+// reads again when another edit landed in between.
+func (c *Core) retag(ctx context.Context, rule string, change func(map[string]string) map[string]string) error {
+	for attempt := 0; ; attempt++ {
+		cur, err := c.edit.Get(ctx, rule)
+		if err != nil {
+			return coreError(err)
+		}
+		next := change(cur.Tags)
+		if maps.Equal(next, cur.Tags) {
+			return nil
+		}
+		if len(next) > rules.MaxTags {
+			return fmt.Errorf("rule %q would have %d tags, at most %d: %w", rule, len(next), rules.MaxTags, xray.ErrTooManyTags)
+		}
+		updated, err := c.edit.Update(ctx, rules.Rule{Name: rule, Tags: next}, []string{"tags"}, cur.Revision)
+		if errors.Is(err, store.ErrConflict) && attempt < edit.UpdateRetries {
+			continue
+		}
+		if err != nil {
+			return coreError(err)
+		}
+		c.caughtUp(ctx, updated.RulesVersion)
+		return nil
+	}
 }
 
 // coreError wraps the core's errors that X-Ray has a shape of its own for

@@ -155,22 +155,69 @@ func TestEdits(t *testing.T) {
 			t.Errorf("%s: %v, want %v", tc.name, tc.err, tc.want)
 		}
 	}
-	var ve *rules.ValidationError
-	if err := e.core.TagRule(ctx, "checkout", xray.Tags{"team": "shop"}); !errors.As(err, &ve) {
-		t.Errorf("tags: %v, want a validation error saying they are not kept", err)
-	}
 	deleted, err := e.core.DeleteRule(ctx, "checkout", "")
 	if err != nil || deleted.FixedRate != 0.5 || e.cat.Current().Rule("checkout") != nil {
 		t.Fatalf("delete: %+v, %v", deleted.Rule, err)
 	}
 	page, err := e.st.RuleEvents(context.Background(), "checkout", 10, "")
-	if err != nil || len(page.Events) != 3 {
+	if err != nil || len(page.Events) != 3 { // create, update, delete
 		t.Fatalf("audit log %+v, %v", page.Events, err)
 	}
 	for _, ev := range page.Events {
 		if ev.Actor != "aws:ci" {
 			t.Errorf("%s by %q, want aws:ci", ev.Action, ev.Actor)
 		}
+	}
+}
+
+// TestTagsAndBoosts: tags and boosts are the rule's own fields: made with
+// the rule, changed by read-modify-writes of the rule (audited), seen
+// through the gRPC API's store, bounded as X-Ray bounds them.
+func TestTagsAndBoosts(t *testing.T) {
+	e := newEnv(t)
+	ctx := as("ci")
+	r := rule("checkout", 5, 0.1)
+	r.Boost = &xray.RateBoost{MaxRate: 0.5, Cooldown: 5 * time.Minute}
+	if _, err := e.core.CreateRule(ctx, r, xray.Tags{"team": "shop"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.core.TagRule(ctx, "checkout", xray.Tags{"env": "prod", "team": "cart"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.core.UntagRule(ctx, "checkout", []string{"env", "absent"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.core.UntagRule(ctx, "checkout", []string{"absent"}); err != nil {
+		t.Fatal(err)
+	}
+	tags, err := e.core.RuleTags(ctx, "checkout")
+	if err != nil || len(tags) != 1 || tags["team"] != "cart" {
+		t.Errorf("tags %v, %v; want team=cart", tags, err)
+	}
+	stored, err := e.st.Rule(context.Background(), "checkout")
+	if err != nil || stored.Tags["team"] != "cart" || stored.Boost == nil || stored.Boost.MaxRate != 0.5 {
+		t.Errorf("stored %+v, %v", stored, err)
+	}
+	page, err := e.st.RuleEvents(context.Background(), "checkout", 10, "")
+	if err != nil || len(page.Events) != 3 { // create, tag, untag; the empty untag writes nothing
+		t.Errorf("audit log %d entries, %v; want 3", len(page.Events), err)
+	}
+	if _, err := e.core.UpdateRule(ctx, xray.RuleUpdate{Name: "checkout", Fields: []string{xray.FieldBoost}}, ""); err != nil {
+		t.Fatal(err)
+	}
+	listed, err := e.core.Rules(ctx)
+	if err != nil || listed[0].Boost != nil || listed[0].Tags["team"] != "cart" {
+		t.Errorf("after the boost's removal: %+v, %v", listed[0].Rule, err)
+	}
+	many := xray.Tags{}
+	for i := range rules.MaxTags {
+		many[fmt.Sprint("k", i)] = "v"
+	}
+	if err := e.core.TagRule(ctx, "checkout", many); !errors.Is(err, xray.ErrTooManyTags) {
+		t.Errorf("%d tags: %v, want ErrTooManyTags", rules.MaxTags+1, err)
+	}
+	if err := e.core.TagRule(as("team", "billing"), "checkout", xray.Tags{"x": "y"}); !errors.Is(err, xray.ErrAccessDenied) {
+		t.Errorf("tags out of scope: %v", err)
 	}
 }
 

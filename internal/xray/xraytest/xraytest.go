@@ -1,7 +1,8 @@
-// Package xraytest is an in-process xray.Core for tests of the X-Ray API
-// until the transport-neutral core exists: rules live in a real memstore
+// Package xraytest is an in-process xray.Core for tests of the X-Ray
+// transport alone (serve runs the real one, package xraycore): rules live
+// in a real memstore
 // (revisions, audit log, the Default rule) and are validated with
-// rules.Validate and rules.CheckDefault as the core does; tags, boosts and
+// rules.Validate and rules.CheckDefault as the core does; tags and
 // the reservoir split are kept here, simply. The split gives each client
 // reservoir × its request rate / the sum of the latest rates of every client
 // of the rule (reservoir.Quota), with no buckets, receipts or budgets; a
@@ -50,7 +51,6 @@ type Core struct {
 	mu       sync.Mutex
 	modified time.Time
 	tags     map[string]xray.Tags
-	boosts   map[string]*xray.RateBoost
 	rates    map[string]map[string]float64 // rule → client → requests per second
 	totals   map[string]*xray.Summary
 }
@@ -65,7 +65,6 @@ func New(now func() time.Time) (*Core, error) {
 		Store:  s,
 		now:    now,
 		tags:   map[string]xray.Tags{},
-		boosts: map[string]*xray.RateBoost{},
 		rates:  map[string]map[string]float64{},
 		totals: map[string]*xray.Summary{},
 	}, nil
@@ -81,16 +80,9 @@ func (c *Core) fail(method string) error {
 	return c.Fail(method)
 }
 
-func (c *Core) withBoost(r rules.Rule) xray.Rule {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := xray.Rule{Rule: r}
-	if b := c.boosts[r.Name]; b != nil {
-		cp := *b
-		out.Boost = &cp
-	}
-	return out
-}
+// withBoost is r as the X-Ray API carries it: its boost is the stored
+// rule's own.
+func (c *Core) withBoost(r rules.Rule) xray.Rule { return xray.Rule{Rule: r} }
 
 func (c *Core) touch() {
 	c.mu.Lock()
@@ -153,7 +145,6 @@ func (c *Core) CreateRule(ctx context.Context, r xray.Rule, tags xray.Tags) (xra
 		return xray.Rule{}, err
 	}
 	c.mu.Lock()
-	c.boosts[created.Name] = r.Boost
 	if len(tags) > 0 {
 		c.tags[created.Name] = tags
 	}
@@ -197,11 +188,6 @@ func (c *Core) UpdateRule(ctx context.Context, u xray.RuleUpdate, etag string) (
 		if err != nil {
 			return xray.Rule{}, err
 		}
-		if slices.Contains(u.Fields, xray.FieldBoost) {
-			c.mu.Lock()
-			c.boosts[u.Name] = u.Patch.Boost
-			c.mu.Unlock()
-		}
 		c.touch()
 		return c.withBoost(updated), nil
 	}
@@ -232,6 +218,8 @@ func apply(cur rules.Rule, u *xray.RuleUpdate) rules.Rule {
 			next.ResourceARN = p.ResourceARN
 		case xray.FieldAttributes:
 			next.Attributes = p.Attributes
+		case xray.FieldBoost:
+			next.Boost = p.Boost
 		}
 	}
 	return next
@@ -255,7 +243,6 @@ func (c *Core) DeleteRule(ctx context.Context, name, etag string) (xray.Rule, er
 	}
 	c.mu.Lock()
 	delete(c.tags, name)
-	delete(c.boosts, name)
 	delete(c.rates, name)
 	c.mu.Unlock()
 	c.touch()
@@ -379,7 +366,7 @@ func (c *Core) Report(ctx context.Context, r xray.Report) (xray.Targets, error) 
 			out.BoostRejected = append(out.BoostRejected, xray.Rejection{Rule: b.Rule, Code: "UNKNOWN_RULE", Message: fmt.Sprintf("no rule %q", b.Rule)})
 			continue
 		}
-		boost := c.boosts[b.Rule]
+		boost := byName[b.Rule].Boost
 		if boost == nil || b.Anomalies <= 0 {
 			continue
 		}
