@@ -164,7 +164,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, &apiError{Status: http.StatusMethodNotAllowed, Type: typeUnknownOperation, Message: op.name + " takes a POST"})
 		return
 	}
-	ctx := r.Context()
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -175,7 +174,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, invalidRequest("could not read the request body"))
 		return
 	}
-	ctx, err = h.authenticate(r, body)
+	ctx, err := h.authenticate(r, body)
 	if err != nil {
 		h.writeError(w, mapError(r.Context(), h.log, op.name, "", err))
 		return
