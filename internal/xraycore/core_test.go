@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tracesampling/controlplane/internal/auth"
+	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/edit"
 	"github.com/tracesampling/controlplane/internal/fleet"
@@ -499,5 +500,47 @@ func TestReplicasWithoutAffinity(t *testing.T) {
 	}
 	if altRate < 1.5*stickyRate {
 		t.Errorf("alternating replicas: fleet rate %v, no longer inflated beside %v: update the README", altRate, stickyRate)
+	}
+}
+
+// TestBudgetsSeeTheRulesService: X-Ray statistics name no service, so each
+// document counts for budgets as its rule's ServiceName: a budget scoped to
+// "shop" counts the requests of the rule for "shop", not those of the
+// rule for "billing"; a budget for every service counts both.
+func TestBudgetsSeeTheRulesService(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.create(t, rule("checkout", 10, 0.1)) // service "shop"
+	other := rule("invoice", 10, 0.1)
+	other.ServiceName = "billing"
+	e.create(t, other)
+	for _, bg := range []budget.Budget{
+		{Name: "shop", Scope: budget.Scope{Services: []string{"shop"}}, Mode: budget.AlertOnly, MonthlyAmountMicros: 1_000_000, PricePerMillionMicros: 1_000_000},
+		{Name: "all", Mode: budget.AlertOnly, MonthlyAmountMicros: 1_000_000, PricePerMillionMicros: 1_000_000},
+	} {
+		if _, err := e.st.CreateBudget(ctx, bg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.cat.LoadBudgets(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.core.Report(ctx, xray.Report{ClientID: clientID(0), Statistics: []xray.Statistics{
+		{Rule: "checkout", Requests: 100, Sampled: 5}, {Rule: "invoice", Requests: 40, Sampled: 2},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]int64{"shop": 100, "all": 140} {
+		u, err := e.st.Usage(ctx, name, e.clk.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got float64
+		for _, r := range u.Requests {
+			got += r
+		}
+		if int64(got) != want {
+			t.Errorf("budget %s counted %v requests, want %d", name, got, want)
+		}
 	}
 }
