@@ -458,30 +458,28 @@ func (s *serving) request(t *testing.T, method, path, token string) int {
 // returns the status code and X-Ray's error type.
 func (s *serving) xrayRequest(t *testing.T, path, body, token string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(callCtx(t), http.MethodPost, "http://"+s.xrayAddr+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := s.http.Do(req)
-	if err != nil {
-		t.Fatalf("POST %s: %v", path, err)
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
+	resp := s.do(t, s.xrayAddr, http.MethodPost, path, body, token)
 	return resp.StatusCode, resp.Header.Get("X-Amzn-Errortype")
 }
 
 // requestAt is request of the port at addr.
 func (s *serving) requestAt(t *testing.T, addr, method, path, token string) int {
 	t.Helper()
-	var body io.Reader
+	body := ""
 	if method == http.MethodPost {
-		body = strings.NewReader("{}")
+		body = "{}"
 	}
-	req, err := http.NewRequestWithContext(callCtx(t), method, "http://"+addr+path, body)
+	return s.do(t, addr, method, path, body, token).StatusCode
+}
+
+// do makes one request with token and returns its response, body read.
+func (s *serving) do(t *testing.T, addr, method, path, body, token string) *http.Response {
+	t.Helper()
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(callCtx(t), method, "http://"+addr+path, r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -494,7 +492,7 @@ func (s *serving) requestAt(t *testing.T, addr, method, path, token string) int 
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	return resp.StatusCode
+	return resp
 }
 
 // TestRevokedOnAnotherReplica: two replicas on one Redis; a token created
