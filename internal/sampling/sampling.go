@@ -179,9 +179,6 @@ func (s *Core) QuotaLifetime() time.Duration { return s.ledger.QuotaLifetime() }
 // Interval is how often clients report.
 func (s *Core) Interval() time.Duration { return s.interval }
 
-// Catalog is the view of the rules and budgets the core reads.
-func (s *Core) Catalog() *catalog.Catalog { return s.catalog }
-
 // WithBudgets returns the targets as the budgets in force have them: fixed
 // rates and reservoir quotas scaled by the strictest enforcing budget that
 // covers each rule for this service (empty: each rule's own, see Report).

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"time"
 	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
@@ -32,7 +31,6 @@ type samplingService struct {
 	pb.UnimplementedSamplingServiceServer
 	core     *sampling.Core
 	catalog  *catalog.Catalog
-	now      func() time.Time
 	log      *slog.Logger
 	streams  *streamMetrics
 	stopping <-chan struct{}

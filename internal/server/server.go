@@ -236,7 +236,6 @@ func New(opts Options) *Server {
 		pb.RegisterSamplingServiceServer(reg, &samplingService{
 			core:      s.sampling,
 			catalog:   opts.Catalog,
-			now:       opts.Now,
 			log:       opts.Logger,
 			streams:   newStreamMetrics(opts.Registerer),
 			stopping:  s.stopping,
