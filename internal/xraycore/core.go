@@ -70,7 +70,6 @@ type Core struct {
 	fleet  *fleet.Service
 	claims *claims
 	phases *phases
-	now    func() time.Time
 
 	mu       sync.Mutex
 	modVer   int64     // the rules version modTime was read at
@@ -102,7 +101,6 @@ func New(opts Options) (*Core, error) {
 		fleet:  opts.Fleet,
 		claims: newClaims(opts.MaxClients, ttl, opts.Now, opts.Registerer),
 		phases: &phases{sums: map[string]float64{}},
-		now:    opts.Now,
 	}, nil
 }
 
@@ -162,13 +160,10 @@ func (c *Core) RulesModified(ctx context.Context) (time.Time, error) {
 
 // caughtUp makes the catalog take an edit in at once, so that the editor's
 // next GetSamplingRules on this replica shows it (other replicas take it in
-// on the store's change hint). A failure is left to the catalog's own
+// on the store's change hint). Load reads the store's rules version and
+// the rules only if it moved. A failure is left to the catalog's own
 // reloads.
-func (c *Core) caughtUp(ctx context.Context, version int64) {
-	if c.cat.Current().Version < version {
-		_ = c.cat.Load(ctx)
-	}
-}
+func (c *Core) caughtUp(ctx context.Context) { _ = c.cat.Load(ctx) }
 
 // CreateRule implements xray.RuleEditor: the rule and its tags in one
 // step.
@@ -181,7 +176,7 @@ func (c *Core) CreateRule(ctx context.Context, r xray.Rule, tags xray.Tags) (xra
 	if err != nil {
 		return xray.Rule{}, coreError(err)
 	}
-	c.caughtUp(ctx, created.RulesVersion)
+	c.caughtUp(ctx)
 	return toXRay(created), nil
 }
 
@@ -205,7 +200,7 @@ func (c *Core) UpdateRule(ctx context.Context, u xray.RuleUpdate, etag string) (
 	if err != nil {
 		return xray.Rule{}, coreError(err)
 	}
-	c.caughtUp(ctx, updated.RulesVersion)
+	c.caughtUp(ctx)
 	return toXRay(updated), nil
 }
 
@@ -236,8 +231,7 @@ func (c *Core) DeleteRule(ctx context.Context, name, etag string) (xray.Rule, er
 		if err != nil {
 			return xray.Rule{}, coreError(err)
 		}
-		// A delete bumps the rules version past the one the rule carried.
-		c.caughtUp(ctx, cur.RulesVersion+1)
+		c.caughtUp(ctx)
 		return toXRay(cur), nil
 	}
 }
@@ -292,14 +286,14 @@ func (c *Core) retag(ctx context.Context, rule string, change func(map[string]st
 		if len(next) > rules.MaxTags {
 			return fmt.Errorf("rule %q would have %d tags, at most %d: %w", rule, len(next), rules.MaxTags, xray.ErrTooManyTags)
 		}
-		updated, err := c.edit.Update(ctx, rules.Rule{Name: rule, Tags: next}, []string{"tags"}, cur.Revision)
+		_, err = c.edit.Update(ctx, rules.Rule{Name: rule, Tags: next}, []string{"tags"}, cur.Revision)
 		if errors.Is(err, store.ErrConflict) && attempt < edit.UpdateRetries {
 			continue
 		}
 		if err != nil {
 			return coreError(err)
 		}
-		c.caughtUp(ctx, updated.RulesVersion)
+		c.caughtUp(ctx)
 		return nil
 	}
 }

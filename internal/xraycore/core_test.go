@@ -544,3 +544,29 @@ func TestBudgetsSeeTheRulesService(t *testing.T) {
 		}
 	}
 }
+
+// TestEditsSeenAtOnce: after an edit through this replica, its next
+// GetSamplingRules shows it, also a delete of a rule edited long before
+// (the catalog is not running here: nothing else reloads it).
+func TestEditsSeenAtOnce(t *testing.T) {
+	e := newEnv(t)
+	ctx := as("ci")
+	e.create(t, rule("old", 1, 0))
+	e.create(t, rule("new", 1, 0))
+	e.create(t, rule("newer", 1, 0))
+	if _, err := e.core.DeleteRule(ctx, "old", ""); err != nil {
+		t.Fatal(err)
+	}
+	listed, err := e.core.Rules(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range listed {
+		if r.Name == "old" {
+			t.Errorf("the deleted rule is still listed at version %d", e.cat.Current().Version)
+		}
+	}
+	if len(listed) != 3 {
+		t.Errorf("%d rules listed, want new, newer and Default", len(listed))
+	}
+}
