@@ -570,3 +570,25 @@ func TestEditsSeenAtOnce(t *testing.T) {
 		t.Errorf("%d rules listed, want new, newer and Default", len(listed))
 	}
 }
+
+// TestSummaries: each reported rule's fleet-wide rates from the ledger, as
+// counts over one report interval; rules nobody reports are left out.
+func TestSummaries(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.create(t, rule("checkout", 10, 0.1))
+	e.create(t, rule("quiet", 10, 0.1))
+	for i := range 2 {
+		if _, err := e.core.Report(ctx, xray.Report{ClientID: clientID(i), Statistics: []xray.Statistics{{Rule: "checkout", Requests: 100, Sampled: 5}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := e.core.Summaries(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []xray.Summary{{Rule: "checkout", Start: e.clk.Now().Add(-10 * time.Second), Requests: 200, Sampled: 10}}
+	if len(got) != 1 || got[0] != want[0] {
+		t.Errorf("Summaries = %+v, want %+v", got, want)
+	}
+}
