@@ -41,23 +41,22 @@ type xrayInstance struct {
 	rules []string
 	rng   *rand.Rand
 
-	mu         sync.Mutex
-	quota      int32
-	ttl        int64 // unix ns; 0: no quota yet
-	second     int64 // the wall-clock second used counts
-	used       int32 // taken or borrowed this second (one counter, as in the SDK for Go)
-	fixedRate  float64
-	canBorrow  bool      // the rule has a reservoir
-	rulesAt    time.Time // when the rules in hand were asked for
-	sawEdit    bool
-	hasRules   atomic.Bool
-	requests   atomic.Int64
-	sampled    atomic.Int64 // SampledCount: borrowed ones in it or not, by --xray-counting
-	borrowed   atomic.Int64
-	reported   counts // sampled with the borrowed ones, as the result counts them
-	flushed    atomic.Bool
-	interval   time.Duration // the last answer's Interval
-	lastReport time.Time
+	mu        sync.Mutex
+	quota     int32
+	ttl       int64 // unix ns; 0: no quota yet
+	second    int64 // the wall-clock second used counts
+	used      int32 // taken or borrowed this second (one counter, as in the SDK for Go)
+	fixedRate float64
+	canBorrow bool      // the rule has a reservoir
+	rulesAt   time.Time // when the rules in hand were asked for
+	sawEdit   bool
+	hasRules  atomic.Bool
+	requests  atomic.Int64
+	sampled   atomic.Int64 // SampledCount: borrowed ones in it or not, by --xray-counting
+	borrowed  atomic.Int64
+	reported  counts // sampled with the borrowed ones, as the result counts them
+	flushed   atomic.Bool
+	interval  time.Duration // the last answer's Interval
 }
 
 func newXRayInstance(r *loadRun, i int, rate float64, rules []string) *xrayInstance {
@@ -147,8 +146,7 @@ type (
 			ReservoirQuotaTTL *float64
 			Interval          *int32
 		}
-		LastRuleModification  float64
-		UnprocessedStatistics []struct{ RuleName, ErrorCode, Message string }
+		LastRuleModification float64
 	}
 )
 
@@ -230,7 +228,6 @@ func (x *xrayInstance) sawRate(rate float64) {
 // the last report, which is always sent.
 func (x *xrayInstance) report(ctx context.Context, final bool) error {
 	now := time.Now()
-	x.lastReport = now
 	q, s, b := x.requests.Swap(0), x.sampled.Swap(0), x.borrowed.Swap(0)
 	if q == 0 && !final {
 		return nil
