@@ -98,6 +98,9 @@ func TestConformanceTopologies(t *testing.T) {
 			start := time.Now()
 			topo := tt.start(t)
 			t.Logf("started in %v", time.Since(start))
+			if tt.name == "cluster 3x2" {
+				t.Run("ShardsSpreadOverMasters", func(t *testing.T) { testShardsSpread(t, topo.url) })
+			}
 			var n atomic.Int64
 			storetest.Run(t, func(t *testing.T) storetest.Backend {
 				prefix := fmt.Sprintf("t%d", n.Add(1))

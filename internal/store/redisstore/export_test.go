@@ -1,0 +1,7 @@
+package redisstore
+
+// Exported for tests.
+var (
+	ShardTags = shardTags
+	KeySlot   = keySlot
+)
