@@ -77,7 +77,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c config
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.server, "server", "127.0.0.1:7070", "gRPC address of the control plane")
+	fs.StringVar(&c.server, "server", "127.0.0.1:7070", "gRPC address of the control plane; several, comma-separated, are replicas the connections are spread over in turn")
 	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:7071", "its HTTP address; with --debug-endpoints on the server, heap per stream is measured")
 	fs.IntVar(&c.clients, "clients", 1000, "simulated SDK instances")
 	fs.IntVar(&c.rules, "rules", 10, "rules created for the run (the first one's reservoir is measured)")
@@ -107,6 +107,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if c.conns <= 0 {
 		c.conns = max(1, c.clients/100)
 	}
+	c.conns = max(c.conns, len(c.servers()))
 	return newRun(c, stderr).do(ctx, stdout)
 }
 
@@ -197,6 +198,9 @@ type loadRun struct {
 	flush      chan struct{} // closed at the end: every instance reports a last time
 }
 
+// servers are the addresses of --server.
+func (c *config) servers() []string { return strings.Split(c.server, ",") }
+
 func newRun(c config, log io.Writer) *loadRun {
 	return &loadRun{cfg: c, log: log, perSec: make([]atomic.Int64, int(c.duration/time.Second)+2), flush: make(chan struct{})}
 }
@@ -206,8 +210,9 @@ func (r *loadRun) logf(format string, args ...any) {
 }
 
 func (r *loadRun) do(ctx context.Context, stdout io.Writer) error {
+	servers := r.cfg.servers()
 	for i := 0; i < r.cfg.conns; i++ {
-		conn, err := grpc.NewClient(r.cfg.server, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(servers[i%len(servers)], grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			return err
 		}
