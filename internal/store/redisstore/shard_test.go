@@ -2,6 +2,7 @@ package redisstore_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -205,6 +206,97 @@ func TestUpgradeToShards(t *testing.T) {
 			if got := u.Services["a"]["shop"]; got != want["a"] || u.Services["c"]["shop"] != want["c"] {
 				t.Errorf("fleet services: a/shop %v, c/shop %v; want %v, %v", got, u.Services["c"]["shop"], want["a"], want["c"])
 			}
+		}
+	}
+}
+
+// testPartialBatch freezes the master of some of a batch's shards while the
+// batch runs: the others apply their part, and the batch fails without
+// saying it changed nothing. Sent again under its Key it applies in the
+// frozen master's shards only (the part that reached it late is refused as
+// past its deadline), and its numbered report, sent again in another
+// batch, bills nowhere twice: every rule's ledger and usage count the batch
+// once.
+func testPartialBatch(t *testing.T, url string, cluster *redistest.Cluster) {
+	ctx := t.Context()
+	s := newStore(t, newClient(t, url), redisstore.Options{Prefix: "partial", ReplicaWait: testReplicaWait})
+	const nrules = 12
+	names := make([]string, nrules)
+	for i := range names {
+		names[i] = fmt.Sprintf("rule-%d", i)
+	}
+	frozen := cluster.MasterOf(t, s.ShardTagOf(names[0])+":x")
+	var others int
+	for _, r := range names {
+		if cluster.MasterOf(t, s.ShardTagOf(r)+":x") != frozen {
+			others++
+		}
+	}
+	if others == 0 || others == nrules {
+		t.Fatalf("%d of %d rules on other masters: want some on each side", others, nrules)
+	}
+	now := time.Now()
+	l := reservoir.Ledger{Interval: 10 * time.Second, Retain: 3}
+	batch := func(key string, seq uint64) store.ReportBatch {
+		b := store.ReportBatch{Now: now, Ledger: l, Key: key}
+		var numbered []store.UsageIncrement
+		for _, r := range names {
+			b.Rates = append(b.Rates, store.RateUpdate{Rule: r, Add: reservoir.Receipt{Bucket: l.Bucket(now), Rate: 1}})
+			b.Usage = append(b.Usage, store.UsageIncrement{Budget: "team", Month: now, Hour: 2, Rule: r, Requests: 10})
+			numbered = append(numbered, store.UsageIncrement{Budget: "team", Month: now, Hour: 2, Rule: r, Requests: 1})
+		}
+		b.Sequenced = []store.SequencedUsage{{Client: "c", Seq: seq, Usage: numbered}}
+		return b
+	}
+	// Every shard learns Redis's clock, so that batches carry deadlines.
+	if _, err := s.RecordReports(ctx, batch("", 1)); err != nil {
+		t.Fatal(err)
+	}
+
+	frozen.Freeze()
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err := s.RecordReports(short, batch("k", 2))
+	cancel()
+	frozen.Thaw()
+	if !errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrNotApplied) {
+		t.Fatalf("a batch part of which applied: %v; want ErrUnavailable without ErrNotApplied", err)
+	}
+	again := func(what string, b store.ReportBatch) {
+		t.Helper()
+		deadline := time.Now().Add(waitTimeout)
+		for {
+			_, err := s.RecordReports(ctx, b)
+			if err == nil {
+				return
+			}
+			if !errors.Is(err, store.ErrUnavailable) || time.Now().After(deadline) {
+				t.Fatalf("%s: %v", what, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	again("the batch again under its key", batch("k", 2))
+	again("its numbered report again, in another batch", store.ReportBatch{Now: now, Key: "k2", Sequenced: batch("", 2).Sequenced})
+
+	u, err := s.Usage(ctx, "team", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reads := store.ReportBatch{Now: now, Ledger: l}
+	for _, r := range names {
+		reads.Rates = append(reads.Rates, store.RateUpdate{Rule: r, Add: reservoir.Receipt{Bucket: l.Bucket(now)}})
+	}
+	rates, err := s.RecordReports(ctx, reads)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range names {
+		onFrozen := cluster.MasterOf(t, s.ShardTagOf(r)+":x") == frozen
+		if got := u.Rules[r].Requests; got != 22 {
+			t.Errorf("%s (frozen master %v): %d requests billed, want 22: the batch and its numbered report once, besides the first", r, onFrozen, got)
+		}
+		if rates[i].Fleet != 2 {
+			t.Errorf("%s (frozen master %v): fleet rate %v, want 2: the batch's rate once, besides the first", r, onFrozen, rates[i].Fleet)
 		}
 	}
 }
