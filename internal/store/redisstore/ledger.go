@@ -28,17 +28,19 @@ var ledgerLua string
 // such a key still goes away.
 const minUsageTTL = time.Hour
 
-// RecordReports implements store.LedgerStore. Each rule's ledger and its
-// part of each budget's month is one small hash in the slot of the rule's
-// shard (shard.go); the batch runs one script per shard it touches, all in
+// RecordReports implements store.LedgerStore. Each rule's ledger is one
+// small hash in the slot of the rule's shard (shard.go), and so is its part
+// of each budget's month, but for numbered reports: their usage is counted
+// in their client's shard, with the client's seq, so that it is billed whole
+// and once (the fleet's services pairs, in one shard of their own, record
+// the seq there too). The batch runs one script per shard it touches, all in
 // one pipeline (one round trip per master), each atomic in its slot. With
 // one shard that is one script, and the batch is applied whole or not at
 // all. With several, a batch that fails may have been applied in some
 // shards and not in others: it says so (no store.ErrNotApplied), and sent
 // again under its Key it is applied in the others only, since each shard
-// keeps the Key's call key; a numbered report is billed once in each shard,
-// which records its seq in the same script. Usage increments are checked
-// before anything is sent.
+// keeps the Key's call key. Usage increments are checked before anything is
+// sent.
 func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store.RateResult, error) {
 	if s.closed.Load() {
 		return nil, errClosed
@@ -280,8 +282,8 @@ func (s *Store) groupOf(groups []*group, shard int, n *numbered) *group {
 }
 
 // buildUsage nets the batch's usage into the increments of each group's
-// shard: the unnumbered usage and that of each group's numbered reports
-// kept. It starts the groups of sel afresh and skips the shards that have
+// shard: the unnumbered usage, by rule, and that of each group's numbered
+// reports kept, by client (and the fleet's services pairs in theirs). It starts the groups of sel afresh and skips the shards that have
 // none, unless add: then it makes them.
 func (s *Store) buildUsage(b store.ReportBatch, n *numbered, sel []*group, add bool) {
 	for _, g := range sel {
@@ -290,7 +292,7 @@ func (s *Store) buildUsage(b store.ReportBatch, n *numbered, sel []*group, add b
 			g.low, g.high = make([]uint64, len(n.clients)), make([]uint64, len(n.clients))
 		}
 	}
-	shardOf := map[string]int{} // by rule, for this batch
+	shardOf := map[string]int{} // by rule or client, for this batch
 	at := func(shard int) *group {
 		g := sel[shard]
 		if g == nil && add {
@@ -306,10 +308,14 @@ func (s *Store) buildUsage(b store.ReportBatch, n *numbered, sel []*group, add b
 		if inc.Requests == 0 && inc.Sampled == 0 {
 			return
 		}
-		shard, ok := shardOf[inc.Rule]
+		by := inc.Rule
+		if seq >= 0 {
+			by = b.Sequenced[seq].Client
+		}
+		shard, ok := shardOf[by]
 		if !ok {
-			shard = s.shardOf(inc.Rule)
-			shardOf[inc.Rule] = shard
+			shard = s.shardOf(by)
+			shardOf[by] = shard
 		}
 		utc := inc.Month.UTC()
 		fields := func(g *group, services int) map[usageField]int64 {

@@ -4,8 +4,8 @@
 // Sentinel or Redis Cluster: each script touches the keys of one hash tag,
 // so one slot. Rules, budgets, alerts and tokens share the tag "{tsc}"; the
 // report path's keys (marked ⁺ below) are spread over Options.Shards tags,
-// "{tsc:<shard>.<n>}" (shard.go), by rule, so that a Cluster spreads the
-// fleet's reports over its masters. With one shard (the default but on a
+// "{tsc:<shard>.<n>}" (shard.go), by rule or reporting client, so that a
+// Cluster spreads the fleet's reports over its masters. With one shard (the default but on a
 // Cluster) their tag is "{tsc}" too, the layout before sharding.
 //
 // Layout, for the default prefix "tsc" and one shard:
@@ -28,16 +28,17 @@
 //	                             "s:<hour>" requests and sampled in an hour
 //	                             of the month, "rr:<rule>" and "rs:<rule>" a
 //	                             rule's totals; expires 70 days after the
-//	                             month ends. With shards, one per shard,
-//	                             of its rules' counts; Usage sums them
+//	                             month ends. With shards, one per shard
+//	                             (of its rules' unnumbered counts and its
+//	                             clients' numbered ones); Usage sums them
 //	                             (and the "{tsc}" one of a store upgraded
 //	                             from one shard)
 //	{tsc}:usage:*:<YYYYMM>:services[-sampled]⁺ hash: the fleet's month per
 //	                             rule and service, in one shard
 //	{tsc}:seqs:<span>⁺           hash: client -> highest seq of its
 //	                             numbered reports recorded (ledger.go);
-//	                             with shards, each shard records the
-//	                             reports with usage in it
+//	                             with shards, in the client's shard and
+//	                             in that of the services hashes
 //	{tsc}:alerts                 stream: every alert; entry ID = alert ID
 //	{tsc}:alerts:<budget>        stream: one budget's alerts, same IDs
 //	{tsc}:fired:<dedup key>      string: an alert fired (its ID); 70 days
@@ -106,8 +107,8 @@ type Options struct {
 	ReplicaWait time.Duration
 	// Shards is how many hash tags, so Cluster slots, the report path's
 	// keys (ledgers, budgets' usage, seqs, report call keys) are spread
-	// over, by rule; a report batch runs one script per shard it touches.
-	// Every replica must have the same. 1: one slot, the layout before
+	// over, by rule or client; a report batch runs one script per shard
+	// it touches. Every replica must have the same. 1: one slot, the layout before
 	// sharding. Default: DefaultShards on a Cluster client, else 1. At
 	// most MaxShards.
 	Shards int

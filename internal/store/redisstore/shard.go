@@ -14,8 +14,9 @@ import (
 // the hash tag "{Prefix}", so that an edit is one script. The keys of the
 // report path — each rule's ledger, the budgets' months of usage, the seqs of
 // numbered reports and the report batches' call keys — are spread over
-// Options.Shards hash tags, each rule's keys in the tag of its shard (a
-// budget's month has one part per shard, summed on reading). A report batch
+// Options.Shards hash tags: a rule's ledger and its unnumbered usage in the
+// tag of its shard, a numbered report's usage with its client's seq in the
+// client's (a budget's month has one part per shard, summed on reading). A report batch
 // runs one script per shard it touches, all in one pipeline, which a Cluster
 // client sends to the masters in parallel; each script is atomic in its slot.
 
@@ -84,15 +85,15 @@ func keySlot(tag string) int {
 	return int(crc) % clusterSlots
 }
 
-// shardOf is the shard of a rule's keys (FNV-1a of its name). Every replica
-// computes the same.
-func (s *Store) shardOf(rule string) int {
+// shardOf is the shard of a rule's or a client's keys (FNV-1a of its name).
+// Every replica computes the same.
+func (s *Store) shardOf(name string) int {
 	if len(s.shards) == 1 {
 		return 0
 	}
 	h := uint32(2166136261)
-	for i := 0; i < len(rule); i++ {
-		h ^= uint32(rule[i])
+	for i := 0; i < len(name); i++ {
+		h ^= uint32(name[i])
 		h *= 16777619
 	}
 	return int(h % uint32(len(s.shards)))
