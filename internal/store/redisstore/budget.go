@@ -248,10 +248,15 @@ func (s *Store) Usage(ctx context.Context, budgetName string, month time.Time) (
 	if s.closed.Load() {
 		return budget.Usage{}, errClosed
 	}
+	lay, err := s.shardLayout(ctx)
+	if err != nil {
+		return budget.Usage{}, fmt.Errorf("read usage: %w", err)
+	}
 	start := budget.MonthStart(month)
 	u := budget.NewUsage(start)
-	tags := s.shards
-	if legacy, ok := s.legacyTag(); ok {
+	tags := lay.tags
+	legacy, upgraded := lay.legacy(s.tag)
+	if upgraded {
 		tags = append(slices.Clip(tags), legacy)
 	}
 	services := 0
@@ -259,12 +264,16 @@ func (s *Store) Usage(ctx context.Context, budgetName string, month time.Time) (
 		services = 2
 	}
 	cmds := make([]*redis.MapStringStringCmd, 0, len(tags)+2*2)
-	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, tag := range tags {
 			cmds = append(cmds, p.HGetAll(ctx, usageKeyIn(tag, budgetName, start)))
 		}
 		if services > 0 {
-			for _, tag := range s.servicesTags() {
+			servicesTags := []string{lay.tags[servicesShard]}
+			if upgraded {
+				servicesTags = append(servicesTags, legacy)
+			}
+			for _, tag := range servicesTags {
 				cmds = append(cmds, p.HGetAll(ctx, servicesKeyIn(tag, start, false)), p.HGetAll(ctx, servicesKeyIn(tag, start, true)))
 			}
 		}
@@ -282,16 +291,6 @@ func (s *Store) Usage(ctx context.Context, budgetName string, month time.Time) (
 		}
 	}
 	return u, nil
-}
-
-// servicesTags are the tags of the fleet's services keys: their shard's,
-// and the store's own of a store upgraded from one shard.
-func (s *Store) servicesTags() []string {
-	tags := []string{s.shards[s.servicesShard()]}
-	if legacy, ok := s.legacyTag(); ok {
-		tags = append(tags, legacy)
-	}
-	return tags
 }
 
 // addUsage adds the fields of a usage key to u.

@@ -1,5 +1,7 @@
 package redisstore
 
+import "context"
+
 // Exported for tests.
 var (
 	ShardTags = shardTags
@@ -7,4 +9,19 @@ var (
 )
 
 // ShardTagOf is the hash tag of a rule's shard.
-func (s *Store) ShardTagOf(rule string) string { return s.shards[s.shardOf(rule)] }
+func (s *Store) ShardTagOf(rule string) string {
+	l, err := s.shardLayout(context.Background())
+	if err != nil {
+		panic(err)
+	}
+	return l.tags[l.of(rule)]
+}
+
+// ShardTags are the store's shards' hash tags.
+func (s *Store) ShardTagList() []string {
+	l, err := s.shardLayout(context.Background())
+	if err != nil {
+		panic(err)
+	}
+	return l.tags
+}

@@ -56,6 +56,14 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 	if now.IsZero() {
 		now = s.now()
 	}
+	lay, err := s.shardLayout(ctx)
+	if err != nil {
+		if errors.Is(err, store.ErrUnavailable) && !errors.Is(err, store.ErrNotApplied) {
+			// Nothing of the batch was sent.
+			err = fmt.Errorf("%w: %w", store.ErrNotApplied, err)
+		}
+		return nil, fmt.Errorf("record reports: %w", err)
+	}
 	// Net the rates and retractions of every report into one delta per rule
 	// and bucket: the work in Redis then grows with the number of buckets,
 	// not of reports, but for a few operations on numbers per report.
@@ -69,8 +77,8 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 		if !ok {
 			i = len(ledgers)
 			index[u.Rule] = i
-			shard := s.shardOf(u.Rule)
-			ledgers = append(ledgers, &ledgerArgs{shard: shard, key: s.shards[shard] + ":ledger:" + u.Rule,
+			shard := lay.of(u.Rule)
+			ledgers = append(ledgers, &ledgerArgs{shard: shard, key: lay.tags[shard] + ":ledger:" + u.Rule,
 				rates: map[int64]float64{}, quotas: map[int64]float64{}, drains: map[int64]float64{},
 				sampled: map[int64]float64{}, clients: map[int64]int64{}, applied: map[[2]int64]int64{}})
 		}
@@ -141,13 +149,13 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 			n.kept[i], last[c] = true, sq.Seq
 		}
 	}
-	groups := make([]*group, len(s.shards))
+	groups := make([]*group, len(lay.tags))
 	for _, l := range ledgers {
-		g := s.groupOf(groups, l.shard, &n)
+		g := groupOf(groups, l.shard, &n)
 		l.pos = len(g.ledgers)
 		g.ledgers = append(g.ledgers, l)
 	}
-	s.buildUsage(b, &n, groups, true)
+	buildUsage(lay, b, &n, groups, true)
 	var todo []*group
 	for _, g := range groups {
 		if g != nil {
@@ -157,9 +165,9 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 	applied := false // in some shard, by some round
 	for range len(b.Sequenced) + 1 {
 		for _, g := range todo {
-			s.scriptArgs(ctx, b, now, g, &n)
+			scriptArgs(ctx, lay, b, now, g, &n)
 		}
-		s.runGroups(ctx, todo)
+		s.runGroups(ctx, lay, todo)
 		var again []*group
 		var failed error
 		notApplied := true
@@ -191,11 +199,11 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 		if len(again) == 0 {
 			return rateResults(b, index, ledgers, groups)
 		}
-		sel := make([]*group, len(s.shards))
+		sel := make([]*group, len(lay.tags))
 		for _, g := range again {
 			sel[g.shard] = g
 		}
-		s.buildUsage(b, &n, sel, false)
+		buildUsage(lay, b, &n, sel, false)
 		todo = again
 	}
 	return nil, fmt.Errorf("redis: record reports: repeated reports never settled")
@@ -272,7 +280,7 @@ type usageIncrements struct {
 }
 
 // groupOf returns the group of a shard, made if there is none.
-func (s *Store) groupOf(groups []*group, shard int, n *numbered) *group {
+func groupOf(groups []*group, shard int, n *numbered) *group {
 	if g := groups[shard]; g != nil {
 		return g
 	}
@@ -285,7 +293,7 @@ func (s *Store) groupOf(groups []*group, shard int, n *numbered) *group {
 // shard: the unnumbered usage, by rule, and that of each group's numbered
 // reports kept, by client (and the fleet's services pairs in theirs). It starts the groups of sel afresh and skips the shards that have
 // none, unless add: then it makes them.
-func (s *Store) buildUsage(b store.ReportBatch, n *numbered, sel []*group, add bool) {
+func buildUsage(lay *shardLayout, b store.ReportBatch, n *numbered, sel []*group, add bool) {
 	for _, g := range sel {
 		if g != nil {
 			g.usage = map[usageMonth]*usageIncrements{}
@@ -296,7 +304,7 @@ func (s *Store) buildUsage(b store.ReportBatch, n *numbered, sel []*group, add b
 	at := func(shard int) *group {
 		g := sel[shard]
 		if g == nil && add {
-			g = s.groupOf(sel, shard, n)
+			g = groupOf(sel, shard, n)
 			g.usage = map[usageMonth]*usageIncrements{}
 			g.low, g.high = make([]uint64, len(n.clients)), make([]uint64, len(n.clients))
 		}
@@ -314,7 +322,7 @@ func (s *Store) buildUsage(b store.ReportBatch, n *numbered, sel []*group, add b
 		}
 		shard, ok := shardOf[by]
 		if !ok {
-			shard = s.shardOf(by)
+			shard = lay.of(by)
 			shardOf[by] = shard
 		}
 		utc := inc.Month.UTC()
@@ -338,7 +346,7 @@ func (s *Store) buildUsage(b store.ReportBatch, n *numbered, sel []*group, add b
 			return u.fields
 		}
 		if inc.Budget == store.FleetUsage && inc.Rule != "" && inc.Service != "" {
-			if g := at(s.servicesShard()); g != nil {
+			if g := at(servicesShard); g != nil {
 				if inc.Requests != 0 {
 					if f := fields(g, 1); f != nil {
 						f[usageField{kind: 'P', rule: inc.Rule, svc: inc.Service}] += inc.Requests
@@ -434,9 +442,9 @@ func dropRepeats(seqs []store.SequencedUsage, kept []bool, named []string) error
 
 // scriptArgs sets the keys and arguments of a group's script (ledger.lua);
 // none if the group has nothing left to do.
-func (s *Store) scriptArgs(ctx context.Context, b store.ReportBatch, now time.Time, g *group, n *numbered) {
+func scriptArgs(ctx context.Context, lay *shardLayout, b store.ReportBatch, now time.Time, g *group, n *numbered) {
 	g.keys, g.args, g.res, g.err = nil, nil, nil, nil
-	tag := s.shards[g.shard]
+	tag := lay.tags[g.shard]
 	nclients := 0
 	for _, l := range g.low {
 		if l != 0 {
@@ -449,7 +457,7 @@ func (s *Store) scriptArgs(ctx context.Context, b store.ReportBatch, now time.Ti
 	keys := make([]string, 0, len(g.ledgers)+len(g.usage)+5)
 	args := make([]any, 11, 11+3*nclients+14*len(g.ledgers)+32*len(g.usage))
 	args[0], args[1], args[2], args[3], args[4] = 0, 0, 0, len(g.ledgers), callTTL.Milliseconds()
-	args[5], args[6], args[7], args[8], args[9], args[10] = s.clocks[g.shard].deadline(ctx), "", len(g.usage), nclients, 0, 0
+	args[5], args[6], args[7], args[8], args[9], args[10] = lay.clocks[g.shard].deadline(ctx), "", len(g.usage), nclients, 0, 0
 	if len(g.ledgers) > 0 { // a batch of usage alone may have no ledger configuration
 		args[0], args[1], args[2] = b.Ledger.Bucket(b.Now), b.Ledger.Retain, b.Ledger.TTL().Milliseconds()
 		if !b.DownSince.IsZero() {
@@ -533,7 +541,7 @@ func (s *Store) scriptArgs(ctx context.Context, b store.ReportBatch, now time.Ti
 // runGroups runs the script of each group that has one and sets its answer
 // or error: one group as a script call, several in one pipeline, which a
 // Cluster client splits by master and sends to them in parallel.
-func (s *Store) runGroups(ctx context.Context, gs []*group) {
+func (s *Store) runGroups(ctx context.Context, lay *shardLayout, gs []*group) {
 	cmds := make([]*redis.Cmd, len(gs))
 	sent := time.Now()
 	run := func(eval bool) {
@@ -571,13 +579,13 @@ func (s *Store) runGroups(ctx context.Context, gs []*group) {
 		res, err := cmds[i].StringSlice()
 		switch {
 		case err != nil && strings.HasPrefix(err.Error(), "STALE"):
-			s.clocks[g.shard].forget()
+			lay.clocks[g.shard].forget()
 			g.err = fmt.Errorf("redis: record reports: %w: %w: %w", store.ErrUnavailable, store.ErrNotApplied, err)
 		case err != nil:
 			g.err = unavailable("record reports", err)
 		default:
 			if len(res) > 0 {
-				s.clocks[g.shard].observe(res[0], sent, recv)
+				lay.clocks[g.shard].observe(res[0], sent, recv)
 			}
 			g.res = res
 		}

@@ -49,6 +49,8 @@
 //	                             random, or a report batch's Key, then one
 //	                             in each shard the batch touches; 5 minutes
 //	{tsc}:tokens...              tokens and their indexes (see token.go)
+//	{tsc}:shards                 string: the shards' tags on a Cluster
+//	                             (JSON), set once by the first replica
 //	{tsc}:changes                pub/sub channel; each message names the
 //	                             topic that changed: "rules", "budgets",
 //	                             "alerts", "tokens"
@@ -64,6 +66,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -108,9 +111,11 @@ type Options struct {
 	// Shards is how many hash tags, so Cluster slots, the report path's
 	// keys (ledgers, budgets' usage, seqs, report call keys) are spread
 	// over, by rule or client; a report batch runs one script per shard
-	// it touches. Every replica must have the same. 1: one slot, the layout before
-	// sharding. Default: DefaultShards on a Cluster client, else 1. At
-	// most MaxShards.
+	// it touches, so more shards than masters only cost. Every replica
+	// must have the same. 1: one slot, the layout before sharding. 0 (the
+	// default): on a Cluster, one per master as the first replica found
+	// them (kept in Redis, so that every replica has the same); else 1.
+	// At most MaxShards.
 	Shards int
 }
 
@@ -167,8 +172,8 @@ type Store struct {
 	batch       *redis.Script
 	ledger      *redis.Script
 	keysCAS     *redis.Script
-	shards      []string     // the report path's hash tags (shard.go)
-	clocks      []redisClock // Redis's clock, per shard: masters differ
+	layout      atomic.Pointer[shardLayout] // the report path's (shard.go); nil until read
+	layoutMu    sync.Mutex                  // held to read it
 	budgetEdit  *redis.Script
 	alert       *redis.Script
 	tokenScript *redis.Script
@@ -215,17 +220,16 @@ func New(ctx context.Context, client redis.UniversalClient, opts Options) (*Stor
 	if opts.MaxTokens <= 0 {
 		opts.MaxTokens = store.MaxTokens
 	}
-	if opts.Shards == 0 {
-		opts.Shards = defaultShards(client)
-	}
-	shards, err := shardTags(opts.Prefix, opts.Shards)
-	if err != nil {
-		return nil, err
+	var layout *shardLayout
+	if _, cluster := client.(*redis.ClusterClient); opts.Shards != 0 || !cluster {
+		tags, err := shardTags(opts.Prefix, max(opts.Shards, 1))
+		if err != nil {
+			return nil, err
+		}
+		layout = newLayout(tags)
 	}
 	tag := "{" + opts.Prefix + "}"
 	s := &Store{
-		shards:      shards,
-		clocks:      make([]redisClock, len(shards)),
 		client:      client,
 		now:         opts.Now,
 		maxEvents:   opts.MaxEvents,
@@ -246,6 +250,7 @@ func New(ctx context.Context, client redis.UniversalClient, opts Options) (*Stor
 		eventsKey:   tag + ":rules:events",
 		channel:     tag + ":changes",
 	}
+	s.layout.Store(layout)
 	if err := s.seed(ctx); err != nil && !errors.Is(err, store.ErrUnavailable) {
 		return nil, err
 	}

@@ -60,15 +60,21 @@ func TestConformance(t *testing.T) {
 			// behaves as one script.
 			name:   "single node, sharded",
 			client: func(t *testing.T, srv *redistest.Server) redis.UniversalClient { return srv.Client(t) },
-			shards: redisstore.DefaultShards,
+			shards: 16,
 		},
 		{
 			// Redis Cluster refuses scripts and transactions whose keys lie
-			// in different slots, so this checks the hash tags (with
-			// DefaultShards, a Cluster's default).
+			// in different slots, so this checks the hash tags (one shard
+			// on one master).
 			name:   "cluster",
 			opts:   redistest.Options{Cluster: true},
 			client: func(t *testing.T, srv *redistest.Server) redis.UniversalClient { return srv.ClusterClient(t) },
+		},
+		{
+			name:   "cluster, sharded",
+			opts:   redistest.Options{Cluster: true},
+			client: func(t *testing.T, srv *redistest.Server) redis.UniversalClient { return srv.ClusterClient(t) },
+			shards: 16,
 		},
 	}
 	for _, tt := range tests {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -118,7 +119,10 @@ func testShardsSpread(t *testing.T, url string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("keys per master (ledgers, usage parts, rules): %v", masters)
+	t.Logf("shards %q; keys per master (ledgers, usage parts, rules): %v", s.ShardTagList(), masters)
+	if tags := s.ShardTagList(); len(tags) != len(masters) || tags[0] != "{spread}" {
+		t.Errorf("shards %q: want one per master (%d), the store's own tag first", tags, len(masters))
+	}
 	var sum held
 	for addr, h := range masters {
 		if h.ledgers == 0 || h.usage == 0 {
@@ -139,12 +143,16 @@ func testShardsSpread(t *testing.T, url string) {
 }
 
 // TestUpgradeToShards opens a store of the layout before sharding (one
-// shard: every key under "{tsc}") on a Cluster, then one with the
-// Cluster's default shards on the same data, as a server upgraded over it:
-// it keeps the rules, budgets, tokens and the budgets' months so far, and
-// counts on from there.
+// shard: every key under "{tsc}") on a one-node Cluster, then one of 16
+// shards on the same data, as a server upgraded over it: it keeps the
+// rules, budgets and the budgets' months so far, and counts on from there.
+// (The six-node Cluster runs it with the default shards, one per master.)
 func TestUpgradeToShards(t *testing.T) {
 	srv := redistest.StartWith(t, redistest.Options{Cluster: true})
+	testUpgrade(t, func(t *testing.T) redis.UniversalClient { return srv.ClusterClient(t) }, 16)
+}
+
+func testUpgrade(t *testing.T, client func(t *testing.T) redis.UniversalClient, shards int) {
 	ctx := t.Context()
 	now := time.Date(2026, 3, 15, 12, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
@@ -158,7 +166,7 @@ func TestUpgradeToShards(t *testing.T) {
 			}}
 	}
 
-	old := newStore(t, srv.ClusterClient(t), redisstore.Options{Shards: 1, Now: clock})
+	old := newStore(t, client(t), redisstore.Options{Shards: 1, Now: clock, ReplicaWait: testReplicaWait})
 	rule, err := old.CreateRule(ctx, rules.Rule{Name: "a", Priority: 1}, "u")
 	if err != nil {
 		t.Fatal(err)
@@ -172,13 +180,13 @@ func TestUpgradeToShards(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c := srv.Client(t)
+	c := client(t)
 	if n := c.Exists(ctx, "{tsc}:usage:team:202603", "{tsc}:ledger:a", "{tsc}:usage:*:202603:services").Val(); n != 3 {
 		t.Fatalf("the store of one shard wrote %d of the month, ledger and services keys under {tsc}, want 3 (the layout before sharding)", n)
 	}
 	_ = old.Close()
 
-	s := newStore(t, srv.ClusterClient(t), redisstore.Options{Now: clock})
+	s := newStore(t, client(t), redisstore.Options{Now: clock, Shards: shards, ReplicaWait: testReplicaWait})
 	if got, err := s.Rule(ctx, "a"); err != nil || got.Revision != rule.Revision {
 		t.Errorf("rule after the upgrade: %+v, %v", got, err)
 	}
@@ -190,8 +198,19 @@ func TestUpgradeToShards(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := c.HGet(ctx, "{tsc}:usage:team:202603", "r:5").Val(); n != "300" {
-		t.Errorf("the month under {tsc} counts %s requests in hour 5, want 300: the upgraded store writes in its shards", n)
+	tags := s.ShardTagList()
+	if len(tags) < 2 {
+		t.Fatalf("shards %q: want several", tags)
+	}
+	// Only the rules of a shard whose tag is {tsc} go on counting there.
+	var want int64 = 300
+	for _, r := range []string{"a", "b", "d"} {
+		if s.ShardTagOf(r) == "{tsc}" {
+			want += 1000
+		}
+	}
+	if n := c.HGet(ctx, "{tsc}:usage:team:202603", "r:5").Val(); n != strconv.FormatInt(want, 10) {
+		t.Errorf("the month under {tsc} counts %s requests in hour 5, want %d: the upgraded store writes in its shards %q", n, want, tags)
 	}
 	for _, name := range []string{"team", store.FleetUsage} {
 		u, err := s.Usage(ctx, name, now)
