@@ -181,7 +181,8 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 				notApplied = false
 			case g.res[1] == "repeat":
 				if err := dropRepeats(b.Sequenced, g.kept, g.res[2:]); err != nil {
-					return nil, err
+					failed, notApplied = cmp.Or(failed, err), false
+					continue
 				}
 				again = append(again, g)
 			default:
@@ -291,8 +292,9 @@ func groupOf(groups []*group, shard int, n *numbered) *group {
 
 // buildUsage nets the batch's usage into the increments of each group's
 // shard: the unnumbered usage, by rule, and that of each group's numbered
-// reports kept, by client (and the fleet's services pairs in theirs). It starts the groups of sel afresh and skips the shards that have
-// none, unless add: then it makes them.
+// reports kept, by client (and the fleet's services pairs in theirs). It
+// starts the groups of sel afresh and skips the shards that have none,
+// unless add: then it makes them.
 func buildUsage(lay *shardLayout, b store.ReportBatch, n *numbered, sel []*group, add bool) {
 	for _, g := range sel {
 		if g != nil {
