@@ -3,10 +3,11 @@
 // and version, and any replica can take an edit. It works on a single node,
 // Sentinel or Redis Cluster: each script touches the keys of one hash tag,
 // so one slot. Rules, budgets, alerts and tokens share the tag "{tsc}"; the
-// report path's keys (marked ⁺ below) are spread over Options.Shards tags,
-// "{tsc:<shard>.<n>}" (shard.go), by rule or reporting client, so that a
-// Cluster spreads the fleet's reports over its masters. With one shard (the default but on a
-// Cluster) their tag is "{tsc}" too, the layout before sharding.
+// report path's keys (marked ⁺ below) are spread over shards, a tag each,
+// by rule or reporting client (shard.go): on a Cluster one per master,
+// "{tsc}" for the master of its slot and "{tsc:<i>.<n>}" for the others, so
+// that the fleet's reports spread over the masters; elsewhere one, "{tsc}",
+// the layout before sharding.
 //
 // Layout, for the default prefix "tsc" and one shard:
 //
@@ -34,7 +35,7 @@
 //	                             (and the "{tsc}" one of a store upgraded
 //	                             from one shard)
 //	{tsc}:usage:*:<YYYYMM>:services[-sampled]⁺ hash: the fleet's month per
-//	                             rule and service, in one shard
+//	                             rule and service, in the first shard
 //	{tsc}:seqs:<span>⁺           hash: client -> highest seq of its
 //	                             numbered reports recorded (ledger.go);
 //	                             with shards, in the client's shard and

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tracesampling/controlplane/internal/store"
 )
 
 // Sharding (docs/SHARDING.md). Rules, budgets, alerts, tokens and the
@@ -114,13 +116,15 @@ func (s *Store) loadClusterTags(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, unavailable("read the shards", err)
 	}
+	// A list that is not one of this store's is a store that cannot be
+	// used until someone mends it: nothing is sent, nothing is dropped.
 	var tags []string
 	if err := json.Unmarshal([]byte(raw), &tags); err != nil || len(tags) == 0 || len(tags) > MaxShards {
-		return nil, fmt.Errorf("redis: %s holds %q, not a list of 1 to %d hash tags", key, raw, MaxShards)
+		return nil, fmt.Errorf("redis: %w: %w: %s holds %q, not a list of 1 to %d hash tags", store.ErrUnavailable, store.ErrNotApplied, key, raw, MaxShards)
 	}
 	for _, t := range tags {
 		if !strings.HasPrefix(t, "{"+strings.Trim(s.tag, "{}")) || !strings.HasSuffix(t, "}") {
-			return nil, fmt.Errorf("redis: %s holds the tag %q, not one of this store's", key, t)
+			return nil, fmt.Errorf("redis: %w: %w: %s holds the tag %q, not one of this store's", store.ErrUnavailable, store.ErrNotApplied, key, t)
 		}
 	}
 	return tags, nil

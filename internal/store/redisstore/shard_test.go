@@ -59,6 +59,34 @@ func TestShardTags(t *testing.T) {
 	}
 }
 
+// TestShardListRefused: a Cluster whose list of shards is not one of the
+// store's fails the report path as unavailable, saying nothing was applied
+// (so that the usage is kept for later), and changes nothing.
+func TestShardListRefused(t *testing.T) {
+	srv := redistest.StartWith(t, redistest.Options{Cluster: true})
+	ctx := t.Context()
+	now := time.Now()
+	for _, list := range []string{"garbage", "[]", `["{other}"]`, `["{tsc}", "tsc:1"]`} {
+		c := srv.ClusterClient(t)
+		if err := c.Set(ctx, "{tsc}:shards", list, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		s := newStore(t, c, redisstore.Options{})
+		inc := store.UsageIncrement{Budget: "team", Month: now, Hour: 1, Rule: "a", Requests: 1}
+		_, err := s.RecordReports(ctx, store.ReportBatch{Now: now, Usage: []store.UsageIncrement{inc}})
+		if !errors.Is(err, store.ErrUnavailable) || !errors.Is(err, store.ErrNotApplied) {
+			t.Errorf("shards %s: RecordReports: %v, want ErrUnavailable and ErrNotApplied", list, err)
+		}
+		if _, err := s.Usage(ctx, "team", now); !errors.Is(err, store.ErrUnavailable) {
+			t.Errorf("shards %s: Usage: %v, want ErrUnavailable", list, err)
+		}
+		keys, err := c.Keys(ctx, "*:usage:*").Result()
+		if err != nil || len(keys) > 0 {
+			t.Errorf("shards %s: usage keys %q (%v), want none", list, keys, err)
+		}
+	}
+}
+
 // testShardsSpread records the reports of many rules, with usage of one
 // budget, on a Cluster of several masters: the rules' ledgers and the
 // budget's month land on every master, the rules on one, and the budget's
@@ -122,6 +150,10 @@ func testShardsSpread(t *testing.T, url string) {
 	t.Logf("shards %q; keys per master (ledgers, usage parts, rules): %v", s.ShardTagList(), masters)
 	if tags := s.ShardTagList(); len(tags) != len(masters) || tags[0] != "{spread}" {
 		t.Errorf("shards %q: want one per master (%d), the store's own tag first", tags, len(masters))
+	}
+	later := newStore(t, newClient(t, url), redisstore.Options{Prefix: "spread"})
+	if diff := cmp.Diff(s.ShardTagList(), later.ShardTagList()); diff != "" {
+		t.Errorf("a replica started later has other shards (-first +later):\n%s", diff)
 	}
 	var sum held
 	for addr, h := range masters {
