@@ -89,7 +89,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c config
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.server, "server", "127.0.0.1:7070", "gRPC address of the control plane")
+	fs.StringVar(&c.server, "server", "127.0.0.1:7070", "gRPC address of the control plane; several, comma-separated, are replicas the connections are spread over in turn")
 	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:7071", "its HTTP address; with --debug-endpoints on the server, heap per stream is measured")
 	fs.IntVar(&c.clients, "clients", 1000, "simulated SDK instances")
 	fs.IntVar(&c.rules, "rules", 10, "rules created for the run (the first one's reservoir is measured)")
@@ -136,6 +136,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if c.conns <= 0 {
 		c.conns = max(1, c.clients/100)
 	}
+	c.conns = max(c.conns, len(c.servers()))
 	return newRun(c, stderr).do(ctx, stdout)
 }
 
@@ -237,6 +238,9 @@ type loadRun struct {
 	xray       xrayStats
 }
 
+// servers are the addresses of --server.
+func (c *config) servers() []string { return strings.Split(c.server, ",") }
+
 func newRun(c config, log io.Writer) *loadRun {
 	return &loadRun{cfg: c, log: log, perSec: make([]atomic.Int64, int(c.duration/time.Second)+2), flush: make(chan struct{}),
 		// One connection per X-Ray instance, kept alive, as separate
@@ -250,8 +254,9 @@ func (r *loadRun) logf(format string, args ...any) {
 
 func (r *loadRun) do(ctx context.Context, stdout io.Writer) error {
 	defer r.http.CloseIdleConnections()
+	servers := r.cfg.servers()
 	for i := 0; r.cfg.server != "" && i < r.cfg.conns; i++ {
-		conn, err := grpc.NewClient(r.cfg.server, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(servers[i%len(servers)], grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			return err
 		}
