@@ -48,6 +48,9 @@ type Budgets struct {
 
 // NewBudgets returns the budget editor over st.
 func NewBudgets(st BudgetStore, opts BudgetOptions) *Budgets {
+	if opts.Egress == nil {
+		opts.Egress, _ = budget.NewEgress(budget.EgressOptions{}) // no allow-list, no error
+	}
 	return &Budgets{store: st, opts: opts}
 }
 
