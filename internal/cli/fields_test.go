@@ -68,8 +68,18 @@ func fillMessage(t *testing.T, m protoreflect.Message, n *int) {
 			m.Set(fd, protoreflect.ValueOfMessage(ts.ProtoReflect()))
 		case fd.Kind() == protoreflect.MessageKind && !fd.IsList() && !fd.IsMap():
 			fillMessage(t, m.Mutable(fd).Message(), n)
+		case fd.IsList() && fd.Kind() == protoreflect.MessageKind:
+			fillMessage(t, m.Mutable(fd).List().AppendMutable().Message(), n)
+		case fd.IsList() && fd.Kind() == protoreflect.StringKind:
+			m.Mutable(fd).List().Append(protoreflect.ValueOfString("p" + strconv.Itoa(k)))
+		case fd.IsList() && fd.Kind() == protoreflect.DoubleKind:
+			m.Mutable(fd).List().Append(protoreflect.ValueOfFloat64(1 / float64(k%1000+2)))
 		case fd.IsList() || fd.IsMap():
 			t.Fatalf("no filler for %s (a %s list or map): add one, and carry the field through every layer", fd.FullName(), fd.Kind())
+		case fd.Kind() == protoreflect.EnumKind:
+			// A value other than the default, which differs between seeds.
+			vals := fd.Enum().Values()
+			m.Set(fd, protoreflect.ValueOfEnum(vals.Get(1+k/100%(vals.Len()-1)).Number()))
 		case fd.Kind() == protoreflect.StringKind:
 			m.Set(fd, protoreflect.ValueOfString("p"+strconv.Itoa(k)))
 		case fd.Kind() == protoreflect.Int32Kind:
@@ -95,8 +105,9 @@ func setFields(p proto.Message) []protoreflect.Name {
 	return names
 }
 
-// differingFields returns the names of the fields of a and b that differ.
-func differingFields(a, b *pb.Rule) []protoreflect.Name {
+// differingFields returns the names of the fields of a and b, messages of
+// one type, that differ.
+func differingFields[M proto.Message](a, b M) []protoreflect.Name {
 	var names []protoreflect.Name
 	fields := a.ProtoReflect().Descriptor().Fields()
 	for i := range fields.Len() {

@@ -1,10 +1,12 @@
-// Package edit is the transport-neutral core of editing rules: the Default
-// rule's constraints, validation, field masks, optimistic concurrency — an
-// etag the caller read, or, without one, a read-modify-write that retries
-// when another edit lands in between — and who may make the edit. Transports
-// (the gRPC RuleService, the X-Ray API) authenticate the caller (package
-// auth puts the principal in the context), decode into its types, call it,
-// encode, and map its errors in one place each.
+// Package edit is the transport-neutral core of editing rules and budgets:
+// the Default rule's constraints, validation, field masks, optimistic
+// concurrency — an etag the caller read, or, without one, a
+// read-modify-write that retries when another edit lands in between — and
+// who may make the edit; for budgets also their webhooks' addresses and
+// sealed secrets (Budgets). Transports (the gRPC RuleService and
+// BudgetService, the X-Ray API) authenticate the caller (package auth puts
+// the principal in the context), decode into its types, call it, encode,
+// and map its errors in one place each.
 //
 // Every edit takes its principal from the context: the audit log records
 // auth.Actor(ctx), never something a client claims, and a principal scoped

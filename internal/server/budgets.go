@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"runtime"
 	"slices"
 	"strings"
@@ -21,33 +20,30 @@ import (
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/edit"
 	"github.com/tracesampling/controlplane/internal/rules"
-	"github.com/tracesampling/controlplane/internal/secrets"
 	"github.com/tracesampling/controlplane/internal/store"
 )
 
-// BudgetStore is what the budget service needs from a store.
+// BudgetStore is what the budget service needs from a store: the editor's
+// part (edit.BudgetStore) and what its reads of status, history and alerts
+// need.
 type BudgetStore interface {
-	Budgets(ctx context.Context, pageSize int, pageToken string) (store.BudgetPage, error)
-	Budget(ctx context.Context, name string) (budget.Budget, error)
-	CreateBudget(ctx context.Context, b budget.Budget) (budget.Budget, error)
-	UpdateBudget(ctx context.Context, b budget.Budget, ifRevision int64) (budget.Budget, error)
-	DeleteBudget(ctx context.Context, name string, ifRevision int64) error
+	edit.BudgetStore
 	States(ctx context.Context) (map[string]budget.State, error)
 	Usage(ctx context.Context, budgetName string, month time.Time) (budget.Usage, error)
 	History(ctx context.Context, budgetName string, month time.Time) ([]budget.HistoryPoint, error)
 	Alerts(ctx context.Context, budgetName string, pageSize int, pageToken string) (store.AlertPage, error)
 }
 
+// budgetService is the gRPC face of the budget editor (decode, edit,
+// encode), and serves the budgets' status, history, alerts and cost
+// simulations.
 type budgetService struct {
 	pb.UnimplementedBudgetServiceServer
+	edit     *edit.Budgets
 	store    BudgetStore
 	catalog  *catalog.Catalog
 	stopping <-chan struct{}
-	// egress decides which webhook URLs a budget may have; box seals
-	// webhook secrets at rest (nil: stored as given).
-	egress *budget.Egress
-	box    *secrets.Box
-	log    *slog.Logger
+	log      *slog.Logger
 	// now is the clock; nil is time.Now.
 	now func() time.Time
 	// simulations counts the SimulateCost calls running (maxSimulations).
@@ -60,54 +56,16 @@ func (s *budgetService) CreateBudget(ctx context.Context, req *pb.CreateBudgetRe
 	if req.GetBudget() == nil {
 		return nil, invalid("budget", "is required")
 	}
-	b := apiconv.BudgetFromProto(req.GetBudget()).Normalize()
-	b.Channels = budget.KeepHidden(b.Channels, nil)
-	stored, err := s.checkEdit(ctx, b)
+	created, err := s.edit.Create(ctx, apiconv.BudgetFromProto(req.GetBudget()))
 	if err != nil {
-		return nil, err
+		return nil, prefixFields("budget.", err)
 	}
-	stored.UID = newUID()
-	created, err := s.store.CreateBudget(ctx, stored)
-	if err != nil {
-		return nil, err
-	}
-	s.catalog.Kick()
 	s.log.InfoContext(ctx, "budget created", "budget", created.Name, "actor", created.UpdatedBy)
 	return &pb.CreateBudgetResponse{Budget: apiconv.BudgetToProto(&created)}, nil
 }
 
-// checkEdit checks a budget as it will be stored by a create or update:
-// its fields, its webhooks' addresses (budget.ValidateWebhooks), and that
-// the caller's principal may edit budgets for its services. It returns the
-// budget to store: secrets sealed, and the principal as its last editor.
-func (s *budgetService) checkEdit(ctx context.Context, b budget.Budget) (budget.Budget, error) {
-	if err := budget.Validate(&b); err != nil {
-		return budget.Budget{}, prefixFields("budget.", err)
-	}
-	if err := budget.ValidateWebhooks(&b, s.egress); err != nil {
-		return budget.Budget{}, prefixFields("budget.", err)
-	}
-	if err := auth.CheckScope(ctx, budgetGlobs(b.Scope.Services)...); err != nil {
-		return budget.Budget{}, fmt.Errorf("budget %q: scope.service_names: %w", b.Name, err)
-	}
-	b.UpdatedBy = auth.Actor(ctx)
-	return budget.SealSecrets(b, s.box)
-}
-
-// budgetGlobs are the service globs a budget's scope edits: one without
-// services covers every service ("").
-func budgetGlobs(services []string) []string {
-	if len(services) == 0 {
-		return []string{""}
-	}
-	return services
-}
-
 func (s *budgetService) GetBudget(ctx context.Context, req *pb.GetBudgetRequest) (*pb.GetBudgetResponse, error) {
-	if err := rules.ValidateName(req.GetName()); err != nil {
-		return nil, err
-	}
-	b, err := s.store.Budget(ctx, req.GetName())
+	b, err := s.edit.Get(ctx, req.GetName())
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +77,7 @@ func (s *budgetService) ListBudgets(ctx context.Context, req *pb.ListBudgetsRequ
 	if err != nil {
 		return nil, err
 	}
-	page, err := s.store.Budgets(ctx, size, req.GetPageToken())
+	page, err := s.edit.List(ctx, size, req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
@@ -130,163 +88,42 @@ func (s *budgetService) ListBudgets(ctx context.Context, req *pb.ListBudgetsRequ
 	return resp, nil
 }
 
-var mutableBudgetFields = []string{
-	"description", "scope", "monthly_amount_micros", "currency_code", "price_per_million_micros", "free_traces", "mode",
-	"spend_thresholds", "forecast_thresholds", "channels", "floor_traces_per_second",
-	"rule_priorities", "coverage_minutes", "retrieved_price_per_million_micros", "retrievals_per_trace",
-	"span_price_per_million_micros", "spans_per_trace", "burn_rate_thresholds",
-}
-
-// newUID names a budget's incarnation: 64 random bits.
-func newUID() string { return fmt.Sprintf("%016x", rand.Uint64()) }
-
 func (s *budgetService) UpdateBudget(ctx context.Context, req *pb.UpdateBudgetRequest) (*pb.UpdateBudgetResponse, error) {
 	in := req.GetBudget()
 	if in == nil {
 		return nil, invalid("budget", "is required")
 	}
-	if err := rules.ValidateName(in.GetName()); err != nil {
+	paths := req.GetUpdateMask().GetPaths()
+	if len(paths) == 1 && paths[0] == "*" {
+		paths = nil
+	}
+	for _, p := range paths {
+		if !budget.IsMutableField(p) {
+			return nil, invalid("update_mask", fmt.Sprintf("%q is not a field that can be updated; use one of %s", p, strings.Join(budget.MutableFields, ", ")))
+		}
+	}
+	rev, err := etagRevision("budget.etag", in.GetEtag())
+	if err != nil {
+		return nil, err
+	}
+	updated, err := s.edit.Update(ctx, apiconv.BudgetFromProto(in), paths, rev)
+	if err != nil {
 		return nil, prefixFields("budget.", err)
 	}
-	paths := req.GetUpdateMask().GetPaths()
-	if len(paths) == 0 || len(paths) == 1 && paths[0] == "*" {
-		paths = mutableBudgetFields
-	}
-	for _, p := range paths {
-		if !slices.Contains(mutableBudgetFields, p) {
-			return nil, invalid("update_mask", fmt.Sprintf("%q is not a field that can be updated; use one of %s", p, strings.Join(mutableBudgetFields, ", ")))
-		}
-	}
-	var wantRev int64
-	if in.GetEtag() != "" {
-		var err error
-		if wantRev, err = rules.ParseEtag(in.GetEtag()); err != nil {
-			return nil, invalid("budget.etag", err.Error())
-		}
-	}
-	patch := apiconv.BudgetFromProto(in)
-	for attempt := 0; ; attempt++ {
-		cur, err := s.store.Budget(ctx, in.GetName())
-		if err != nil {
-			return nil, err
-		}
-		// The principal must be allowed the budget as it is, too: a team
-		// may not take over another's budget by narrowing its scope.
-		if err := auth.CheckScope(ctx, budgetGlobs(cur.Scope.Services)...); err != nil {
-			return nil, fmt.Errorf("update budget %q: %w", cur.Name, err)
-		}
-		if wantRev != 0 && cur.Revision != wantRev {
-			return nil, fmt.Errorf("budget %q has etag %q, not %q: %w", cur.Name, cur.Etag(), in.GetEtag(), store.ErrConflict)
-		}
-		// Secrets kept from the stored budget are checked and sealed again
-		// as the client's new ones are (a key may have been configured since).
-		open, err := budget.OpenSecrets(cur, s.box)
-		if err != nil {
-			return nil, err
-		}
-		next, err := s.checkEdit(ctx, applyBudgetMask(open, patch, paths).Normalize())
-		if err != nil {
-			return nil, err
-		}
-		if budget.MoneyChanged(&cur, &next) {
-			next.Generation = cur.Generation + 1 // alerts are due again at the new amount
-		}
-		updated, err := s.store.UpdateBudget(ctx, next, cur.Revision)
-		if errors.Is(err, store.ErrConflict) && wantRev == 0 && attempt < edit.UpdateRetries {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		s.catalog.Kick()
-		s.log.InfoContext(ctx, "budget updated", "budget", updated.Name, "actor", updated.UpdatedBy)
-		return &pb.UpdateBudgetResponse{Budget: apiconv.BudgetToProto(&updated)}, nil
-	}
-}
-
-// applyBudgetMask returns cur with the fields in paths taken from patch. A
-// channel sent back as answers show it (URL redacted, secret masked) keeps
-// the URL and secret it had.
-func applyBudgetMask(cur, patch budget.Budget, paths []string) budget.Budget {
-	next := cur
-	for _, p := range paths {
-		switch p {
-		case "description":
-			next.Description = patch.Description
-		case "scope":
-			next.Scope = patch.Scope
-		case "monthly_amount_micros":
-			next.MonthlyAmountMicros = patch.MonthlyAmountMicros
-		case "currency_code":
-			next.Currency = patch.Currency
-		case "price_per_million_micros":
-			next.PricePerMillionMicros = patch.PricePerMillionMicros
-		case "free_traces":
-			next.FreeTraces = patch.FreeTraces
-		case "mode":
-			next.Mode = patch.Mode
-		case "spend_thresholds":
-			next.SpendThresholds = patch.SpendThresholds
-		case "forecast_thresholds":
-			next.ForecastThresholds = patch.ForecastThresholds
-		case "channels":
-			next.Channels = budget.KeepHidden(patch.Channels, cur.Channels)
-		case "floor_traces_per_second":
-			next.FloorPerSecond = patch.FloorPerSecond
-		case "rule_priorities":
-			next.Priorities = patch.Priorities
-		case "coverage_minutes":
-			next.CoverageMinutes = patch.CoverageMinutes
-		case "retrieved_price_per_million_micros":
-			next.RetrievedPricePerMillionMicros = patch.RetrievedPricePerMillionMicros
-		case "retrievals_per_trace":
-			next.RetrievalsPerTrace = patch.RetrievalsPerTrace
-		case "span_price_per_million_micros":
-			next.SpanPricePerMillionMicros = patch.SpanPricePerMillionMicros
-		case "spans_per_trace":
-			next.SpansPerTrace = patch.SpansPerTrace
-		case "burn_rate_thresholds":
-			next.BurnRateThresholds = patch.BurnRateThresholds
-		}
-	}
-	return next
+	s.log.InfoContext(ctx, "budget updated", "budget", updated.Name, "actor", updated.UpdatedBy)
+	return &pb.UpdateBudgetResponse{Budget: apiconv.BudgetToProto(&updated)}, nil
 }
 
 func (s *budgetService) DeleteBudget(ctx context.Context, req *pb.DeleteBudgetRequest) (*pb.DeleteBudgetResponse, error) {
-	if err := rules.ValidateName(req.GetName()); err != nil {
+	rev, err := etagRevision("etag", req.GetEtag())
+	if err != nil {
 		return nil, err
 	}
-	var rev int64
-	if req.GetEtag() != "" {
-		var err error
-		if rev, err = rules.ParseEtag(req.GetEtag()); err != nil {
-			return nil, invalid("etag", err.Error())
-		}
+	if err := s.edit.Delete(ctx, req.GetName(), rev); err != nil {
+		return nil, err
 	}
-	// Read, check the principal's scope, and delete only the revision
-	// checked, as rules are deleted (edit.Rules.Delete).
-	for attempt := 0; ; attempt++ {
-		cur, err := s.store.Budget(ctx, req.GetName())
-		if err != nil {
-			return nil, err
-		}
-		if err := auth.CheckScope(ctx, budgetGlobs(cur.Scope.Services)...); err != nil {
-			return nil, fmt.Errorf("delete budget %q: %w", cur.Name, err)
-		}
-		if rev != 0 && cur.Revision != rev {
-			return nil, fmt.Errorf("budget %q has etag %q, not %q: %w", cur.Name, cur.Etag(), req.GetEtag(), store.ErrConflict)
-		}
-		err = s.store.DeleteBudget(ctx, cur.Name, cur.Revision)
-		if rev == 0 && attempt < edit.UpdateRetries && (errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound)) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		s.catalog.Kick()
-		s.log.InfoContext(ctx, "budget deleted", "budget", cur.Name, "actor", auth.Actor(ctx))
-		return &pb.DeleteBudgetResponse{}, nil
-	}
+	s.log.InfoContext(ctx, "budget deleted", "budget", req.GetName(), "actor", auth.Actor(ctx))
+	return &pb.DeleteBudgetResponse{}, nil
 }
 
 func (s *budgetService) GetBudgetStatus(ctx context.Context, req *pb.GetBudgetStatusRequest) (*pb.GetBudgetStatusResponse, error) {

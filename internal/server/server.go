@@ -245,8 +245,8 @@ func New(opts Options) *Server {
 	}
 	if opts.Catalog != nil && opts.Budgets != nil {
 		pb.RegisterBudgetServiceServer(reg, &budgetService{
-			store: opts.Budgets, catalog: opts.Catalog, stopping: s.stopping,
-			egress: opts.Egress, box: opts.Secrets, log: opts.Logger, now: opts.Now,
+			edit:  edit.NewBudgets(opts.Budgets, edit.BudgetOptions{Egress: opts.Egress, Secrets: opts.Secrets, Changed: opts.Catalog.Kick}),
+			store: opts.Budgets, catalog: opts.Catalog, stopping: s.stopping, log: opts.Logger, now: opts.Now,
 		})
 		opts.Registerer.MustRegister(&budgetCollector{catalog: opts.Catalog})
 	}

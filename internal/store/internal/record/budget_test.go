@@ -6,7 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/tracesampling/controlplane/internal/budget"
+	"github.com/tracesampling/controlplane/internal/budget/budgettest"
 )
 
 // checkAllSet fails if a field of v is zero: a fixture with every field set
@@ -192,5 +195,28 @@ func TestBudgetAmountsAcrossVersions(t *testing.T) {
 	}
 	if err := json.Unmarshal(raw, &earlier); err != nil || earlier.MonthlyAmount != 2.5 || earlier.PricePerMillion != 5 {
 		t.Errorf("a record as an earlier replica reads it: %+v, %v; want 2.5 and 5", earlier, err)
+	}
+}
+
+// TestBudgetRecordKeepsEveryField: the store's layer of the budget's
+// field-coverage test (internal/cli, TestEveryBudgetFieldIsCarried). A
+// budget with every field filled by reflection, so that a field added to
+// budget.Budget is filled without anyone listing it, comes back whole from
+// its stored form and from CloneBudget (how the embedded store copies it).
+func TestBudgetRecordKeepsEveryField(t *testing.T) {
+	b := budgettest.Filled(t, 1)
+	raw, err := MarshalBudget(&b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := UnmarshalBudget(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(b, got); diff != "" {
+		t.Errorf("record: MarshalBudget then UnmarshalBudget lost a field (-want +got):\n%s\n%s", diff, raw)
+	}
+	if diff := cmp.Diff(b, CloneBudget(b)); diff != "" {
+		t.Errorf("record: CloneBudget lost a field (-want +got):\n%s", diff)
 	}
 }

@@ -1,4 +1,4 @@
-package server
+package controller_test
 
 import (
 	"bytes"
@@ -14,15 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/budget"
-	"github.com/tracesampling/controlplane/internal/budget/controller"
-	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/secrets"
 )
 
@@ -94,33 +90,9 @@ func TestWebhooksInsideTheNetwork(t *testing.T) {
 	st := newMemStore(t)
 	var logs syncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	cat := catalog.New(st, catalog.Options{Logger: log})
 	ctx := ctxT(t)
-	if err := cat.Load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	srv := New(Options{Rules: st, Catalog: cat, Ledger: st, Budgets: st, Logger: log, Now: now, Egress: egress, Secrets: box})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(lis) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctl := controller.New(st, cat, controller.Options{Now: now, Logger: log, Secrets: box,
-		Webhook: &budget.Webhook{Egress: egress, Attempts: 1}})
-	t.Cleanup(func() {
-		conn.Close()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Stop(sctx)
-		<-done
-		ctl.Wait()
-	})
-	budgets, sampling := pb.NewBudgetServiceClient(conn), pb.NewSamplingServiceClient(conn)
+	rep := startReplica(t, st, replicaOptions{Now: now, Logger: log, Secrets: box, Webhook: &budget.Webhook{Egress: egress, Attempts: 1}})
+	budgets, sampling, cat, ctl := rep.budgets, rep.sampling, rep.catalog, rep.ctl
 
 	// Refused when written, naming the channel; nothing is stored.
 	for _, url := range []string{"http://169.254.169.254/latest/meta-data/", "http://[::ffff:169.254.169.254]/", "http://localhost:8080/hook"} {
@@ -196,61 +168,4 @@ func TestWebhooksInsideTheNetwork(t *testing.T) {
 	if strings.Contains(out, "s3cret") {
 		t.Error("the log shows a webhook secret")
 	}
-}
-
-// TestSecretsWrittenBeforeAKey: a secret stored in the clear before a key
-// was configured still signs deliveries, and is sealed by the next update.
-func TestSecretsWrittenBeforeAKey(t *testing.T) {
-	box, err := secrets.NewBox(bytes.Repeat([]byte{9}, secrets.KeySize))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := newMemStore(t)
-	ctx := ctxT(t)
-	if _, err := st.CreateBudget(ctx, budget.Budget{Name: "old", MonthlyAmountMicros: 1, Mode: budget.Enforce, Currency: "USD",
-		PricePerMillionMicros: 1, Channels: []budget.Channel{{WebhookURL: "https://hooks.example.com/a", Secret: "plain"}}}); err != nil {
-		t.Fatal(err)
-	}
-	cat := catalog.New(st, catalog.Options{})
-	if err := cat.Load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	rep := startBudgetReplicaWith(t, st, cat, Options{Secrets: box})
-	if _, err := rep.UpdateBudget(ctx, &pb.UpdateBudgetRequest{Budget: &pb.Budget{Name: "old", Description: "now sealed"}, UpdateMask: mask("description")}); err != nil {
-		t.Fatal(err)
-	}
-	b, err := st.Budget(ctx, "old")
-	if err != nil {
-		t.Fatal(err)
-	}
-	opened, err := budget.OpenSecrets(b, box)
-	if err != nil || !secrets.IsSealed(b.Channels[0].Secret) || opened.Channels[0].Secret != "plain" {
-		t.Errorf("after an update the secret is stored as %q (opens to %q, %v), want it sealed", b.Channels[0].Secret, opened.Channels[0].Secret, err)
-	}
-}
-
-// startBudgetReplicaWith serves the budget service over st with opts.
-func startBudgetReplicaWith(t *testing.T, st BudgetStore, cat *catalog.Catalog, opts Options) pb.BudgetServiceClient {
-	t.Helper()
-	opts.Rules, opts.Catalog, opts.Budgets = newMemStore(t), cat, st
-	opts.Logger = slog.New(slog.DiscardHandler)
-	srv := New(opts)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(lis) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Stop(sctx)
-		<-done
-	})
-	return pb.NewBudgetServiceClient(conn)
 }
