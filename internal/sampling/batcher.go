@@ -63,6 +63,11 @@ type reportBatcher struct {
 	idle    *sync.Cond // on mu: leading ended
 
 	batch []*pendingReport // the batch being sent, reused
+	// sendCtx carries the deadline of the store calls made until renewAt
+	// (send); cancelSend releases it.
+	sendCtx    context.Context
+	cancelSend context.CancelFunc
+	renewAt    time.Time
 
 	// carried holds the budget usage of unnumbered stream reports that the
 	// store surely did not take (store.ErrNotApplied), summed by budget,
@@ -195,8 +200,8 @@ func (b *reportBatcher) record(ctx context.Context, updates []store.RateUpdate, 
 		b.mu.Lock()
 		lead := p.lead
 		if !lead {
-			// Not sent yet, or sent without its caller: either way no
-			// one leads for it.
+			// Taken out if not sent yet; in a batch at the store, it
+			// goes without its caller.
 			if i := slices.Index(b.queue, p); i >= 0 {
 				b.queue = slices.Delete(b.queue, i, i+1)
 			}
@@ -320,18 +325,27 @@ func (b *reportBatcher) noteOutcome(sent time.Time, err error) {
 // flush sends a batch, own's among others (the leader's), and reports
 // whether the store took it.
 func (b *reportBatcher) flush(batch []*pendingReport, n int, own *pendingReport) bool {
-	updates := make([]store.RateUpdate, 0, n)
+	// A batch of one, the usual one when the store keeps up, sends the
+	// report's own slices, which the store only reads.
+	updates := batch[0].updates
+	if len(batch) > 1 {
+		updates = make([]store.RateUpdate, 0, n)
+		for _, p := range batch {
+			updates = append(updates, p.updates...)
+		}
+	}
 	var (
 		usage     []store.UsageIncrement
 		sequenced []store.SequencedUsage
 	)
 	for _, p := range batch {
-		updates = append(updates, p.updates...)
 		switch {
 		case len(p.usage) == 0:
 			// Nothing to bill: the report's seq need not be recorded.
 		case p.seq.seq != 0:
 			sequenced = append(sequenced, store.SequencedUsage{Client: p.seq.client, Seq: p.seq.seq, Usage: p.usage})
+		case usage == nil:
+			usage = slices.Clip(p.usage) // appending to it copies
 		default:
 			usage = append(usage, p.usage...)
 		}
@@ -495,10 +509,18 @@ func (b *reportBatcher) heldEntries() int {
 
 // send makes one store call, with the batcher's own deadline: a report's
 // caller giving up does not cut short the batch it shares with others.
+// The deadline's context (a timer and a few allocations) is made once per
+// tenth of the timeout and shared by the calls within it, so each call has
+// between nine tenths of the timeout and all of it.
 func (b *reportBatcher) send(batch store.ReportBatch) ([]store.RateResult, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
-	defer cancel()
-	return b.store.RecordReports(ctx, batch)
+	if now := time.Now(); b.sendCtx == nil || !now.Before(b.renewAt) {
+		if b.cancelSend != nil {
+			b.cancelSend()
+		}
+		b.sendCtx, b.cancelSend = context.WithTimeout(context.Background(), b.timeout)
+		b.renewAt = now.Add(b.timeout / 10)
+	}
+	return b.store.RecordReports(b.sendCtx, batch)
 }
 
 // newBatchKey names a store call: 128 random bits, in hex.
@@ -573,6 +595,9 @@ func (b *reportBatcher) close() {
 			clear(b.carried)
 			b.unsure = nil
 			b.held.Set(0)
+		}
+		if b.cancelSend != nil {
+			b.cancelSend()
 		}
 	})
 }

@@ -663,3 +663,55 @@ func TestBatcherLeadHandedToACallerGivingUp(t *testing.T) {
 		b.close()
 	}
 }
+
+// deadlineLedger records what is left of each call's deadline; its first
+// call waits for its context to end.
+type deadlineLedger struct {
+	mu   sync.Mutex
+	left []time.Duration // -1: no deadline
+}
+
+func (d *deadlineLedger) RecordReports(ctx context.Context, b store.ReportBatch) ([]store.RateResult, error) {
+	left := time.Duration(-1)
+	if dl, ok := ctx.Deadline(); ok {
+		left = time.Until(dl)
+	}
+	d.mu.Lock()
+	d.left = append(d.left, left)
+	first := len(d.left) == 1
+	d.mu.Unlock()
+	if first {
+		<-ctx.Done()
+		return nil, fmt.Errorf("%w: %w", store.ErrUnavailable, ctx.Err())
+	}
+	return make([]store.RateResult, len(b.Rates)), nil
+}
+
+// TestBatcherStoreCallsHaveTheirDeadline: every store call has a deadline
+// of at most the batcher's timeout (a shared one has most of it left), and
+// the calls after one that ran out get a new one.
+func TestBatcherStoreCallsHaveTheirDeadline(t *testing.T) {
+	led := &deadlineLedger{}
+	b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), time.Now, discardLogger(), prometheus.NewRegistry())
+	defer b.close()
+	b.timeout = 50 * time.Millisecond
+	if _, err := b.record(context.Background(), update, nil, true, reportSeq{}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a call past its deadline: %v", err)
+	}
+	b.timeout = time.Hour
+	for range 3 {
+		if _, err := b.record(context.Background(), update, nil, true, reportSeq{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	led.mu.Lock()
+	defer led.mu.Unlock()
+	if left := led.left[0]; left < 0 || left > 50*time.Millisecond {
+		t.Errorf("first call: %v left of its deadline, want at most 50ms", left)
+	}
+	for i, left := range led.left[1:] {
+		if left <= 30*time.Minute || left > time.Hour {
+			t.Errorf("call %d: %v left of its deadline, want most of an hour", i+1, left)
+		}
+	}
+}
