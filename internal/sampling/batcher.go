@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -36,6 +37,14 @@ type reportStore interface {
 // Each report still costs at most one round trip of waiting, and the store
 // sees one call per batch instead of one per report, which is what lets one
 // replica take tens of thousands of reports a second.
+//
+// It has no goroutine of its own (flat combining): the caller whose report
+// finds no batch in flight leads, sending its report with whatever queued
+// meanwhile; when its own is answered, it hands the lead to the caller of
+// the oldest report still queued, which sends the next batch. A report that
+// finds the store idle so goes out from its caller's goroutine, with no
+// hand-off to wake another, and a busy store still sees one call per batch.
+// Everything below mu's fields is the leader's alone.
 type reportBatcher struct {
 	store    reportStore
 	ledger   reservoir.Ledger
@@ -43,7 +52,22 @@ type reportBatcher struct {
 	log      *slog.Logger
 	timeout  time.Duration
 	maxBatch int // rate updates per store call
-	queue    chan *pendingReport
+
+	mu sync.Mutex
+	// queue holds the reports waiting for the next batch, each of a caller
+	// still waiting (one that gives up takes its report out), so it is
+	// bounded by the calls and streams the server admits.
+	queue   []*pendingReport
+	leading bool       // a caller is sending batches
+	stopped bool       // close was called: reports fail
+	idle    *sync.Cond // on mu: leading ended
+
+	batch []*pendingReport // the batch being sent, reused
+	// sendCtx carries the deadline of the store calls made until renewAt
+	// (send); cancelSend releases it.
+	sendCtx    context.Context
+	cancelSend context.CancelFunc
+	renewAt    time.Time
 
 	// carried holds the budget usage of unnumbered stream reports that the
 	// store surely did not take (store.ErrNotApplied), summed by budget,
@@ -71,8 +95,6 @@ type reportBatcher struct {
 	downSince time.Time
 	outage    struct{ from, to time.Time }
 
-	stop chan struct{}
-	done chan struct{}
 	once sync.Once
 }
 
@@ -100,7 +122,12 @@ type pendingReport struct {
 	carry   bool // hold the usage for later if the store took nothing
 	results []store.RateResult
 	err     error
-	done    chan struct{}
+	// answered: results or err are set (the leader's alone).
+	answered bool
+	// wake, made for a caller that waits, is closed when the report is
+	// answered or, with lead set (under mu), when its caller is to lead.
+	wake chan struct{}
+	lead bool
 }
 
 // reportSeq is a client's report number (pb.Report.seq); seq 0: none.
@@ -124,7 +151,6 @@ func newReportBatcher(st reportStore, ledger reservoir.Ledger, now func() time.T
 		// once, so in practice it is one.
 		timeout:  min(5*time.Second, ledger.Interval/2),
 		maxBatch: 4096,
-		queue:    make(chan *pendingReport, 1024),
 		carried:  map[usageKey]*store.UsageIncrement{},
 		maxHeld:  100_000,
 		held: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -135,11 +161,9 @@ func newReportBatcher(st reportStore, ledger reservoir.Ledger, now func() time.T
 			Name: "controlplane_usage_dropped_total",
 			Help: "Budget usage entries (budget, month, hour, rule, per report) of stream reports lost, or perhaps lost: over the limit while the store was unreachable, refused, still held at shutdown, or in a store call that failed without saying it changed nothing and could not be sent again within the store's memory of the call.",
 		}),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
 	}
+	b.idle = sync.NewCond(&b.mu)
 	reg.MustRegister(b.held, b.dropped)
-	go b.run()
 	return b
 }
 
@@ -152,62 +176,102 @@ func newReportBatcher(st reportStore, ledger reservoir.Ledger, now func() time.T
 // again.
 func (b *reportBatcher) record(ctx context.Context, updates []store.RateUpdate, usage []store.UsageIncrement, carry bool, seq reportSeq) ([]store.RateResult, error) {
 	carry = carry && seq.seq == 0
-	p := &pendingReport{updates: updates, usage: usage, seq: seq, carry: carry, done: make(chan struct{})}
-	select {
-	case b.queue <- p:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-b.stop:
+	p := &pendingReport{updates: updates, usage: usage, seq: seq, carry: carry}
+	b.mu.Lock()
+	if b.stopped {
+		b.mu.Unlock()
 		if carry {
 			b.dropped.Add(float64(len(usage)))
 		}
 		return nil, store.ErrUnavailable
 	}
-	select {
-	case <-p.done:
+	b.queue = append(b.queue, p)
+	if !b.leading {
+		b.leading = true
+		b.mu.Unlock()
+		b.lead(p)
 		return p.results, p.err
+	}
+	p.wake = make(chan struct{})
+	b.mu.Unlock()
+	select {
+	case <-p.wake:
 	case <-ctx.Done():
+		b.mu.Lock()
+		lead := p.lead
+		if !lead {
+			// Taken out if not sent yet; in a batch at the store, it
+			// goes without its caller.
+			if i := slices.Index(b.queue, p); i >= 0 {
+				b.queue = slices.Delete(b.queue, i, i+1)
+			}
+		}
+		b.mu.Unlock()
+		if lead {
+			// The batch it leads holds other callers' reports.
+			b.lead(p)
+		}
 		return nil, ctx.Err()
 	}
+	if p.lead {
+		b.lead(p)
+	}
+	return p.results, p.err
 }
 
-func (b *reportBatcher) run() {
-	defer close(b.done)
-	var batch []*pendingReport
+// lead sends batches until own's is answered, then hands the lead on to the
+// caller of the oldest report queued, if any. The caller that leads waits
+// for no one else's batch but those queued ahead of its own report, and
+// for the usage held (flushHeld), which follows a batch that goes through.
+func (b *reportBatcher) lead(own *pendingReport) {
 	for {
-		batch = batch[:0]
-		select {
-		case p := <-b.queue:
-			batch = append(batch, p)
-		case <-b.stop:
-			b.failQueued()
-			b.flushHeld()
-			if n := b.heldEntries(); n > 0 {
-				b.dropped.Add(float64(n))
-				b.log.Warn("stopping with budget usage the store may not have taken: it may be lost", "entries", n)
-				clear(b.carried)
-				b.unsure = nil
-				b.held.Set(0)
-			}
+		b.mu.Lock()
+		switch {
+		case b.stopped:
+			b.failQueued(own)
+			b.leading = false
+			b.idle.Broadcast()
+			b.mu.Unlock()
+			return
+		case own.answered && len(b.queue) > 0:
+			next := b.queue[0]
+			next.lead = true
+			close(next.wake)
+			b.mu.Unlock()
+			return
+		case own.answered:
+			b.leading = false
+			b.idle.Broadcast()
+			b.mu.Unlock()
 			return
 		}
-		n := len(batch[0].updates)
-	drain:
-		for n < b.maxBatch {
-			select {
-			case p := <-b.queue:
-				batch = append(batch, p)
-				n += len(p.updates)
-			default:
-				break drain
-			}
+		n := len(b.queue[0].updates)
+		i := 1
+		for ; i < len(b.queue) && n < b.maxBatch; i++ {
+			n += len(b.queue[i].updates)
 		}
-		if b.flush(batch, n) {
+		batch := append(b.batch[:0], b.queue[:i]...)
+		rest := copy(b.queue, b.queue[i:])
+		clear(b.queue[rest:])
+		b.queue = b.queue[:rest]
+		b.mu.Unlock()
+		if b.flush(batch, n, own) {
 			if b.storeDown != nil {
 				b.storeDown.Cleared(context.Background())
 			}
 			b.flushHeld()
 		}
+		clear(batch)
+		b.batch = batch
+	}
+}
+
+// answer tells p's caller that its report is answered; own's caller is the
+// leader, which needs no telling.
+func answer(p, own *pendingReport) {
+	p.answered = true
+	if p != own {
+		close(p.wake)
 	}
 }
 
@@ -219,19 +283,14 @@ var errStoreFailing = fmt.Errorf("%w: %w: the store failed the batch before this
 // failQueuedAfter fails the reports queued behind a batch that failed with
 // err, holding their usage as not sent. It runs before the batch's own
 // reports learn of the failure, so it takes only reports that were queued
-// while the batch was at the store.
-func (b *reportBatcher) failQueuedAfter(err error) {
+// while the batch was at the store (or did not fit in it).
+func (b *reportBatcher) failQueuedAfter(err error, own *pendingReport) {
 	if !errors.Is(err, store.ErrUnavailable) {
 		return
 	}
-	for range len(b.queue) {
-		p := <-b.queue
-		if p.carry {
-			b.carry(p.usage)
-		}
-		p.err = errStoreFailing
-		close(p.done)
-	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.failQueuedWith(errStoreFailing, own)
 }
 
 // downSinceFor returns the DownSince of a batch sent at now: the start of
@@ -263,20 +322,30 @@ func (b *reportBatcher) noteOutcome(sent time.Time, err error) {
 	}
 }
 
-// flush sends a batch and reports whether the store took it.
-func (b *reportBatcher) flush(batch []*pendingReport, n int) bool {
-	updates := make([]store.RateUpdate, 0, n)
+// flush sends a batch, own's among others (the leader's), and reports
+// whether the store took it.
+func (b *reportBatcher) flush(batch []*pendingReport, n int, own *pendingReport) bool {
+	// A batch of one, the usual one when the store keeps up, sends the
+	// report's own slices, which the store only reads.
+	updates := batch[0].updates
+	if len(batch) > 1 {
+		updates = make([]store.RateUpdate, 0, n)
+		for _, p := range batch {
+			updates = append(updates, p.updates...)
+		}
+	}
 	var (
 		usage     []store.UsageIncrement
 		sequenced []store.SequencedUsage
 	)
 	for _, p := range batch {
-		updates = append(updates, p.updates...)
 		switch {
 		case len(p.usage) == 0:
 			// Nothing to bill: the report's seq need not be recorded.
 		case p.seq.seq != 0:
 			sequenced = append(sequenced, store.SequencedUsage{Client: p.seq.client, Seq: p.seq.seq, Usage: p.usage})
+		case usage == nil:
+			usage = slices.Clip(p.usage) // appending to it copies
 		default:
 			usage = append(usage, p.usage...)
 		}
@@ -303,14 +372,14 @@ func (b *reportBatcher) flush(batch []*pendingReport, n int) bool {
 		}
 	}
 	b.holdUnsure(unsureBatch{key: key, sent: sent, usage: unsure})
-	b.failQueuedAfter(err)
+	b.failQueuedAfter(err, own)
 	for _, p := range batch {
 		if err != nil {
 			p.err = err
 		} else {
 			p.results, results = results[:len(p.updates):len(p.updates)], results[len(p.updates):]
 		}
-		close(p.done)
+		answer(p, own)
 	}
 	return err == nil
 }
@@ -440,10 +509,18 @@ func (b *reportBatcher) heldEntries() int {
 
 // send makes one store call, with the batcher's own deadline: a report's
 // caller giving up does not cut short the batch it shares with others.
+// The deadline's context (a timer and a few allocations) is made once per
+// tenth of the timeout and shared by the calls within it, so each call has
+// between nine tenths of the timeout and all of it.
 func (b *reportBatcher) send(batch store.ReportBatch) ([]store.RateResult, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
-	defer cancel()
-	return b.store.RecordReports(ctx, batch)
+	if now := time.Now(); b.sendCtx == nil || !now.Before(b.renewAt) {
+		if b.cancelSend != nil {
+			b.cancelSend()
+		}
+		b.sendCtx, b.cancelSend = context.WithTimeout(context.Background(), b.timeout)
+		b.renewAt = now.Add(b.timeout / 10)
+	}
+	return b.store.RecordReports(b.sendCtx, batch)
 }
 
 // newBatchKey names a store call: 128 random bits, in hex.
@@ -479,25 +556,48 @@ func (b *reportBatcher) carry(usage []store.UsageIncrement) {
 }
 
 // failQueued fails the reports still queued at stop, holding their usage
-// for the last try.
-func (b *reportBatcher) failQueued() {
-	for {
-		select {
-		case p := <-b.queue:
-			if p.carry {
-				b.carry(p.usage)
-			}
-			p.err = store.ErrUnavailable
-			close(p.done)
-		default:
-			return
+// for the last try. b.mu is held.
+func (b *reportBatcher) failQueued(own *pendingReport) {
+	b.failQueuedWith(store.ErrUnavailable, own)
+}
+
+// failQueuedWith fails every report queued with err, holding the usage of
+// those carried. b.mu is held, by the leader.
+func (b *reportBatcher) failQueuedWith(err error, own *pendingReport) {
+	for _, p := range b.queue {
+		if p.carry {
+			b.carry(p.usage)
 		}
+		p.err = err
+		answer(p, own)
 	}
+	clear(b.queue)
+	b.queue = b.queue[:0]
 }
 
 // close stops the batcher after the batch in flight; later reports fail.
 // Usage still held gets one more try, then is counted as dropped.
 func (b *reportBatcher) close() {
-	b.once.Do(func() { close(b.stop) })
-	<-b.done
+	b.once.Do(func() {
+		b.mu.Lock()
+		b.stopped = true
+		for b.leading {
+			b.idle.Wait()
+		}
+		// The lead, for good: no report is sent after this.
+		b.leading = true
+		b.failQueued(nil)
+		b.mu.Unlock()
+		b.flushHeld()
+		if n := b.heldEntries(); n > 0 {
+			b.dropped.Add(float64(n))
+			b.log.Warn("stopping with budget usage the store may not have taken: it may be lost", "entries", n)
+			clear(b.carried)
+			b.unsure = nil
+			b.held.Set(0)
+		}
+		if b.cancelSend != nil {
+			b.cancelSend()
+		}
+	})
 }

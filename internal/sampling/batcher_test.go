@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -406,7 +407,12 @@ func TestBatcherFailsReportsQueuedBehindAFailedBatch(t *testing.T) {
 		}()
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for len(b.queue) < 2 {
+	queued := func() int {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.queue)
+	}
+	for queued() < 2 {
 		if time.Now().After(deadline) {
 			t.Fatal("the reports did not queue")
 		}
@@ -429,5 +435,283 @@ func TestBatcherFailsReportsQueuedBehindAFailedBatch(t *testing.T) {
 	// a's usage may have landed, b's and c's surely did not: all are held.
 	if held := metricValue(t, b.held); held != 3 {
 		t.Errorf("held %v, want 3", held)
+	}
+}
+
+// heldLedger holds its first call until released; every call goes through,
+// and the number of rate updates in each is recorded.
+type heldLedger struct {
+	entered, release chan struct{}
+	mu               sync.Mutex
+	sizes            []int
+}
+
+func (h *heldLedger) RecordReports(ctx context.Context, b store.ReportBatch) ([]store.RateResult, error) {
+	h.mu.Lock()
+	h.sizes = append(h.sizes, len(b.Rates))
+	first := len(h.sizes) == 1
+	h.mu.Unlock()
+	if first {
+		close(h.entered)
+		<-h.release
+	}
+	return make([]store.RateResult, len(b.Rates)), nil
+}
+
+func (h *heldLedger) calls() []int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.sizes)
+}
+
+// waitQueued waits until n reports are queued behind the batch in flight.
+func waitQueued(t *testing.T, b *reportBatcher, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b.mu.Lock()
+		got := len(b.queue)
+		b.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d reports queued, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestBatcherGroupsReportsQueuedBehindABatch: the reports that arrive while
+// a batch is at the store go together in the next call, sent by one of
+// their callers, and each gets its own results; a caller that gives up
+// while queued takes its report out.
+func TestBatcherGroupsReportsQueuedBehindABatch(t *testing.T) {
+	led := &heldLedger{entered: make(chan struct{}), release: make(chan struct{})}
+	b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), time.Now, discardLogger(), prometheus.NewRegistry())
+	defer b.close()
+	type answer struct {
+		n   int // updates sent
+		got int // results received
+		err error
+	}
+	answers := make(chan answer, 5)
+	record := func(ctx context.Context, n int) {
+		res, err := b.record(ctx, make([]store.RateUpdate, n), nil, true, reportSeq{})
+		answers <- answer{n, len(res), err}
+	}
+	go record(context.Background(), 1)
+	<-led.entered
+	gaveUp, giveUp := context.WithCancel(context.Background())
+	go record(gaveUp, 7)
+	waitQueued(t, b, 1)
+	for n := 2; n <= 4; n++ {
+		go record(context.Background(), n)
+	}
+	waitQueued(t, b, 4)
+	giveUp()
+	waitQueued(t, b, 3)
+	close(led.release)
+	for range 5 {
+		a := <-answers
+		switch {
+		case a.n == 7 && !errors.Is(a.err, context.Canceled):
+			t.Errorf("the report whose caller gave up: %v, want context.Canceled", a.err)
+		case a.n != 7 && (a.err != nil || a.got != a.n):
+			t.Errorf("report of %d updates: %d results, %v", a.n, a.got, a.err)
+		}
+	}
+	if got, want := led.calls(), []int{1, 2 + 3 + 4}; !slices.Equal(got, want) {
+		t.Errorf("store calls of %v updates, want %v", got, want)
+	}
+}
+
+// TestBatcherCloseWaitsForTheBatchInFlight: close lets the batch at the
+// store finish, fails the reports queued behind it, and every later one.
+func TestBatcherCloseWaitsForTheBatchInFlight(t *testing.T) {
+	led := &heldLedger{entered: make(chan struct{}), release: make(chan struct{})}
+	b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), time.Now, discardLogger(), prometheus.NewRegistry())
+	errs := make(chan error, 2)
+	for i := range 2 {
+		go func() {
+			_, err := b.record(context.Background(), update, nil, true, reportSeq{})
+			errs <- err
+		}()
+		if i == 0 {
+			<-led.entered
+		}
+	}
+	waitQueued(t, b, 1)
+	closed := make(chan struct{})
+	go func() {
+		b.close()
+		close(closed)
+	}()
+	for {
+		b.mu.Lock()
+		stopped := b.stopped
+		b.mu.Unlock()
+		if stopped {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case <-closed:
+		t.Fatal("close returned with a batch at the store")
+	default:
+	}
+	close(led.release)
+	<-closed
+	var failed int
+	for range 2 {
+		if err := <-errs; errors.Is(err, store.ErrUnavailable) {
+			failed++
+		} else if err != nil {
+			t.Errorf("report: %v", err)
+		}
+	}
+	if failed != 1 {
+		t.Errorf("%d reports failed, want the one queued", failed)
+	}
+	if _, err := b.record(context.Background(), update, nil, true, reportSeq{}); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("report after close: %v, want ErrUnavailable", err)
+	}
+	if got := led.calls(); len(got) != 1 {
+		t.Errorf("%d store calls, want the one in flight", len(got))
+	}
+}
+
+// slowLedger answers every call after a pause, so that callers queue.
+type slowLedger struct{ calls atomic.Int32 }
+
+func (s *slowLedger) RecordReports(ctx context.Context, b store.ReportBatch) ([]store.RateResult, error) {
+	s.calls.Add(1)
+	time.Sleep(50 * time.Microsecond)
+	return make([]store.RateResult, len(b.Rates)), nil
+}
+
+// TestBatcherManyCallersSomeGivingUp: callers that report at once, some of
+// them giving up at random moments (while queued, while handed the lead,
+// while their batch is at the store), all return; every report whose caller
+// waited is answered with its own results; the lead is never lost.
+func TestBatcherManyCallersSomeGivingUp(t *testing.T) {
+	b := newReportBatcher(&slowLedger{}, reservoir.NewLedger(10*time.Second), time.Now, discardLogger(), prometheus.NewRegistry())
+	defer b.close()
+	var wg sync.WaitGroup
+	var answered, gaveUp atomic.Int64
+	for g := range 16 {
+		wg.Go(func() {
+			for i := range 100 {
+				ctx, cancel := context.WithCancel(context.Background())
+				if (g+i)%3 == 0 {
+					go cancel()
+				}
+				n := 1 + (g+i)%3
+				res, err := b.record(ctx, make([]store.RateUpdate, n), nil, true, reportSeq{})
+				cancel()
+				switch {
+				case errors.Is(err, context.Canceled):
+					gaveUp.Add(1)
+				case err != nil || len(res) != n:
+					t.Errorf("report of %d updates: %d results, %v", n, len(res), err)
+				default:
+					answered.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if answered.Load()+gaveUp.Load() != 1600 || answered.Load() == 0 {
+		t.Errorf("%d answered, %d gave up, of 1600", answered.Load(), gaveUp.Load())
+	}
+}
+
+// TestBatcherLeadHandedToACallerGivingUp: a caller handed the lead as it
+// gives up still sends the batch it leads (other callers wait for it), then
+// gives the lead up. (Handed and cancelled at once, its wait sees either
+// first; both ways must lead.)
+func TestBatcherLeadHandedToACallerGivingUp(t *testing.T) {
+	for range 20 {
+		led := &slowLedger{}
+		b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), time.Now, discardLogger(), prometheus.NewRegistry())
+		b.mu.Lock()
+		b.leading = true // as if another caller led
+		b.mu.Unlock()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			_, err := b.record(ctx, update, nil, true, reportSeq{})
+			done <- err
+		}()
+		waitQueued(t, b, 1)
+		b.mu.Lock()
+		p := b.queue[0]
+		p.lead = true
+		close(p.wake)
+		cancel()
+		b.mu.Unlock()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Fatalf("report: %v", err)
+		}
+		b.mu.Lock()
+		leading, queued := b.leading, len(b.queue)
+		b.mu.Unlock()
+		if leading || queued != 0 || led.calls.Load() != 1 {
+			t.Fatalf("after it led: leading %v, %d queued, %d store calls; want false, 0, 1", leading, queued, led.calls.Load())
+		}
+		b.close()
+	}
+}
+
+// deadlineLedger records what is left of each call's deadline; its first
+// call waits for its context to end.
+type deadlineLedger struct {
+	mu   sync.Mutex
+	left []time.Duration // -1: no deadline
+}
+
+func (d *deadlineLedger) RecordReports(ctx context.Context, b store.ReportBatch) ([]store.RateResult, error) {
+	left := time.Duration(-1)
+	if dl, ok := ctx.Deadline(); ok {
+		left = time.Until(dl)
+	}
+	d.mu.Lock()
+	d.left = append(d.left, left)
+	first := len(d.left) == 1
+	d.mu.Unlock()
+	if first {
+		<-ctx.Done()
+		return nil, fmt.Errorf("%w: %w", store.ErrUnavailable, ctx.Err())
+	}
+	return make([]store.RateResult, len(b.Rates)), nil
+}
+
+// TestBatcherStoreCallsHaveTheirDeadline: every store call has a deadline
+// of at most the batcher's timeout (a shared one has most of it left), and
+// the calls after one that ran out get a new one.
+func TestBatcherStoreCallsHaveTheirDeadline(t *testing.T) {
+	led := &deadlineLedger{}
+	b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), time.Now, discardLogger(), prometheus.NewRegistry())
+	defer b.close()
+	b.timeout = 50 * time.Millisecond
+	if _, err := b.record(context.Background(), update, nil, true, reportSeq{}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a call past its deadline: %v", err)
+	}
+	b.timeout = time.Hour
+	for range 3 {
+		if _, err := b.record(context.Background(), update, nil, true, reportSeq{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	led.mu.Lock()
+	defer led.mu.Unlock()
+	if left := led.left[0]; left < 0 || left > 50*time.Millisecond {
+		t.Errorf("first call: %v left of its deadline, want at most 50ms", left)
+	}
+	for i, left := range led.left[1:] {
+		if left <= 30*time.Minute || left > time.Hour {
+			t.Errorf("call %d: %v left of its deadline, want most of an hour", i+1, left)
+		}
 	}
 }

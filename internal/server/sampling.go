@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
@@ -112,9 +113,9 @@ func validateClient(id, service, typ string) error {
 }
 
 // StreamSampling serves one SDK instance for as long as it stays connected.
-// One goroutine owns the stream's sends; a second only receives. Rule changes
-// reach it through a one-slot watcher, so a client that is slow to read gets
-// the latest rule set once, never a backlog.
+// One goroutine receives and answers reports; the handler's waits for rule
+// changes, which reach it through a one-slot watcher, so a client that is
+// slow to read gets the latest rule set once, never a backlog.
 func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplingServer) error {
 	ctx := stream.Context()
 	first, err := stream.Recv()
@@ -154,7 +155,71 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 		return err
 	}
 
-	reports := make(chan *pb.Report)
+	// This goroutine waits for rule and budget changes; a second one
+	// receives each report and answers it itself, so that a report passes
+	// no hand-off between goroutines. Sends, and the state they send from,
+	// are under mu; once the handler returns (ended), nothing more is sent.
+	var (
+		mu        sync.Mutex
+		ended     bool
+		base      *sampling.TargetSet // the last targets before budgets, to re-send when budgets change
+		budgetGen = s.catalog.CurrentBudgets().Gen
+	)
+	defer func() {
+		mu.Lock()
+		ended = true
+		mu.Unlock()
+	}()
+	// sendTargets sends base as the budgets have it, acknowledging the
+	// report numbered acked (0: none). mu is held.
+	sendTargets := func(acked uint64) error {
+		budgetGen = s.catalog.CurrentBudgets().Gen
+		ts := targetSetToProto(s.core.WithBudgets(*base, hello.GetServiceName()))
+		ts.AckedSeq = acked
+		return stream.Send(&pb.StreamSamplingResponse{Message: &pb.StreamSamplingResponse_Targets{Targets: ts}})
+	}
+	held := receipt.NewHeld()
+	keeper := held.Over(s.core.Tokens())
+	// answer records a report and sends its targets, and the rules if the
+	// report shows the client's are out of date.
+	answer := func(r *pb.Report) error {
+		docs := statisticsFromProto(r.GetStatistics())
+		ts, err := s.core.Report(ctx, sampling.Report{
+			Client: hello.GetClientId(), Service: hello.GetServiceName(), Statistics: docs,
+			Carry: true, Seq: r.GetSeq(), Applied: r.GetAppliedRulesVersion(),
+		}, keeper)
+		mu.Lock()
+		defer mu.Unlock()
+		if ended {
+			return ctx.Err()
+		}
+		if err != nil {
+			// Without the store there is no fleet to split by. Keep the
+			// stream and renew the client's last quotas (the batcher
+			// fails a report within half an interval, so this answer
+			// comes before they lapse): the split was within the
+			// reservoir when the store last answered, and the ledger
+			// keeps counting it, so the fleet stays within the
+			// reservoir instead of borrowing or falling back to the
+			// local default. The report is not acknowledged: a
+			// numbered one comes again.
+			s.reportFailed(ctx, hello.GetClientId(), err)
+			renewed := s.core.Renewal(docs, held)
+			base = &renewed
+			return sendTargets(0)
+		}
+		base = &ts
+		if err := sendTargets(r.GetSeq()); err != nil {
+			return err
+		}
+		// Later sends of base (a budget changed, a renewal) answer no
+		// report: the client keeps the receipts this answer brought.
+		for i := range base.Targets {
+			base.Targets[i].Receipt = ""
+		}
+		// A report may show that the client's rules are out of date.
+		return sendRules()
+	}
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
@@ -166,35 +231,21 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 			r := m.GetReport()
 			switch {
 			case r == nil:
-				recvErr <- invalid("hello", "only the first message may be a hello")
-				return
+				err = invalid("hello", "only the first message may be a hello")
 			case len(r.GetStatistics()) > maxStatistics:
-				recvErr <- invalid("report.statistics", fmt.Sprintf("at most %d documents per report", maxStatistics))
-				return
+				err = invalid("report.statistics", fmt.Sprintf("at most %d documents per report", maxStatistics))
 			case r.GetSeq() > store.MaxSeq:
-				recvErr <- invalid("report.seq", fmt.Sprintf("at most %d", uint64(store.MaxSeq)))
-				return
+				err = invalid("report.seq", fmt.Sprintf("at most %d", uint64(store.MaxSeq)))
+			default:
+				err = answer(r)
 			}
-			select {
-			case reports <- r:
-			case <-ctx.Done():
+			if err != nil {
+				recvErr <- err
 				return
 			}
 		}
 	}()
 
-	held := receipt.NewHeld()
-	keeper := held.Over(s.core.Tokens())
-	var base *sampling.TargetSet // the last targets before budgets, to re-send when budgets change
-	budgetGen := s.catalog.CurrentBudgets().Gen
-	// sendTargets sends base as the budgets have it, acknowledging the
-	// report numbered acked (0: none).
-	sendTargets := func(acked uint64) error {
-		budgetGen = s.catalog.CurrentBudgets().Gen
-		ts := targetSetToProto(s.core.WithBudgets(*base, hello.GetServiceName()))
-		ts.AckedSeq = acked
-		return stream.Send(&pb.StreamSamplingResponse{Message: &pb.StreamSamplingResponse_Targets{Targets: ts}})
-	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -207,49 +258,13 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 			}
 			return err
 		case <-w.C:
-			if err := sendRules(); err != nil {
-				return err
+			mu.Lock()
+			err := sendRules()
+			if err == nil && base != nil && s.catalog.CurrentBudgets().Gen != budgetGen {
+				err = sendTargets(0)
 			}
-			if base != nil && s.catalog.CurrentBudgets().Gen != budgetGen {
-				if err := sendTargets(0); err != nil {
-					return err
-				}
-			}
-		case r := <-reports:
-			docs := statisticsFromProto(r.GetStatistics())
-			ts, err := s.core.Report(ctx, sampling.Report{
-				Client: hello.GetClientId(), Service: hello.GetServiceName(), Statistics: docs,
-				Carry: true, Seq: r.GetSeq(), Applied: r.GetAppliedRulesVersion(),
-			}, keeper)
+			mu.Unlock()
 			if err != nil {
-				// Without the store there is no fleet to split by. Keep the
-				// stream and renew the client's last quotas (the batcher
-				// fails a report within half an interval, so this answer
-				// comes before they lapse): the split was within the
-				// reservoir when the store last answered, and the ledger
-				// keeps counting it, so the fleet stays within the
-				// reservoir instead of borrowing or falling back to the
-				// local default. The report is not acknowledged: a
-				// numbered one comes again.
-				s.reportFailed(ctx, hello.GetClientId(), err)
-				renewed := s.core.Renewal(docs, held)
-				base = &renewed
-				if err := sendTargets(0); err != nil {
-					return err
-				}
-				continue
-			}
-			base = &ts
-			if err := sendTargets(r.GetSeq()); err != nil {
-				return err
-			}
-			// Later sends of base (a budget changed, a renewal) answer no
-			// report: the client keeps the receipts this answer brought.
-			for i := range base.Targets {
-				base.Targets[i].Receipt = ""
-			}
-			// A report may show that the client's rules are out of date.
-			if err := sendRules(); err != nil {
 				return err
 			}
 		}
