@@ -10,7 +10,10 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/tracesampling/controlplane/internal/auth"
+	"github.com/tracesampling/controlplane/internal/fleet"
 	"github.com/tracesampling/controlplane/internal/xray"
 )
 
@@ -25,13 +28,20 @@ type hostileReply struct {
 	body   map[string]any
 }
 
-func (e *env) serveHTTP(t *testing.T, core xray.Core) func(path, body string) hostileReply {
+// serveHTTP serves core on loopback, every request as principal p (the
+// guard's job on a real port), and returns a poster.
+func (e *env) serveHTTP(t *testing.T, core xray.Core, p *auth.Principal) func(path, body string) hostileReply {
 	t.Helper()
 	h, err := xray.NewHandler(core, xray.Options{Now: e.clk.Now, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(h)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p != nil {
+			r = r.WithContext(auth.NewContext(r.Context(), p))
+		}
+		h.ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
 	return func(path, body string) hostileReply {
 		t.Helper()
@@ -55,29 +65,7 @@ func (e *env) serveHTTP(t *testing.T, core xray.Core) func(path, body string) ho
 	}
 }
 
-// asEditor wraps the core so that every call runs as an editor principal
-// (the guard's job on a real port).
-type asEditor struct{ *Core }
-
-func (a asEditor) CreateRule(ctx context.Context, r xray.Rule, tags xray.Tags) (xray.Rule, error) {
-	return a.Core.CreateRule(as("ci"), r, tags)
-}
-
-func (a asEditor) UpdateRule(ctx context.Context, u xray.RuleUpdate, etag string) (xray.Rule, error) {
-	return a.Core.UpdateRule(as("ci"), u, etag)
-}
-
-func (a asEditor) DeleteRule(ctx context.Context, name, etag string) (xray.Rule, error) {
-	return a.Core.DeleteRule(as("ci"), name, etag)
-}
-
-func (a asEditor) TagRule(ctx context.Context, rule string, tags xray.Tags) error {
-	return a.Core.TagRule(as("ci"), rule, tags)
-}
-
-func (a asEditor) UntagRule(ctx context.Context, rule string, keys []string) error {
-	return a.Core.UntagRule(as("ci"), rule, keys)
-}
+var editor = &auth.Principal{Name: "ci", Role: auth.RoleEditor, Kind: auth.KindAccessKey}
 
 func createBody(name, override string) string {
 	return `{"SamplingRule":{"RuleName":"` + name + `","Priority":10,"FixedRate":0.1,"ReservoirSize":1,"ServiceName":"shop","ServiceType":"*","Host":"*","HTTPMethod":"*","URLPath":"*","ResourceARN":"*","Version":1` + override + `}}`
@@ -93,7 +81,7 @@ func nested(depth int) string {
 func TestHostileBodies(t *testing.T) {
 	e := newEnv(t)
 	e.create(t, rule("checkout", 10, 0.1))
-	post := e.serveHTTP(t, asEditor{e.core})
+	post := e.serveHTTP(t, e.core, editor)
 	const id = `"ClientID":"0123456789abcdef01234567"`
 	stats := func(doc string) string {
 		return `{"SamplingStatisticsDocuments":[{` + id + `,"RuleName":"checkout",` + doc + `}]}`
@@ -175,4 +163,210 @@ func (e *env) version(t *testing.T) int64 {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// TestHostileTimestamps: every form of timestamp clients send is read; one
+// far in the future is the core's to reject, as a document, not the call.
+func TestHostileTimestamps(t *testing.T) {
+	e := newEnv(t)
+	e.create(t, rule("checkout", 10, 0.1))
+	post := e.serveHTTP(t, e.core, nil)
+	now := e.clk.Now()
+	for i, tc := range []struct {
+		name, ts, code string
+	}{
+		{"seconds", fmt.Sprint(now.Unix()), ""},
+		{"milliseconds", fmt.Sprint(now.UnixMilli()), ""},
+		{"fractional seconds", fmt.Sprintf("%d.25", now.Unix()), ""},
+		{"a string of seconds", fmt.Sprintf(`"%d"`, now.Unix()), ""},
+		{"RFC 3339", `"` + now.Format("2006-01-02T15:04:05Z") + `"`, ""},
+		{"1970", "0", ""},
+		{"null", "null", ""},
+		{"the year 2286 in milliseconds", "1e13", "FUTURE"},
+		{"an hour ahead", fmt.Sprint(now.Unix() + 3600), "FUTURE"},
+	} {
+		body := fmt.Sprintf(`{"SamplingStatisticsDocuments":[{"ClientID":"%s","RuleName":"checkout","RequestCount":10,"SampledCount":1,"BorrowCount":0,"Timestamp":%s}]}`, clientID(i), tc.ts)
+		r := post("/SamplingTargets", body)
+		if r.status != http.StatusOK {
+			t.Errorf("%s: %d %s %q, want 200", tc.name, r.status, r.typ, r.msg)
+			continue
+		}
+		un, _ := r.body["UnprocessedStatistics"].([]any)
+		targets, _ := r.body["SamplingTargetDocuments"].([]any)
+		switch {
+		case tc.code == "" && (len(un) != 0 || len(targets) != 1):
+			t.Errorf("%s: unprocessed %v, targets %v; want the document taken", tc.name, un, targets)
+		case tc.code != "" && (len(un) != 1 || !strings.Contains(fmt.Sprint(un[0]), tc.code)):
+			t.Errorf("%s: unprocessed %v, want %s", tc.name, un, tc.code)
+		}
+	}
+}
+
+// TestHostileStatistics: 25 documents of one rule count once; negative and
+// inconsistent counts are rejected one by one; duplicate or differently
+// cased JSON keys cannot reach the Default rule past its checks.
+func TestHostileStatistics(t *testing.T) {
+	e := newEnv(t)
+	e.create(t, rule("checkout", 10, 0.1))
+	post := e.serveHTTP(t, e.core, editor)
+	r := post("/SamplingTargets", `{"SamplingStatisticsDocuments":[`+docs(25)+`]}`)
+	if un, _ := r.body["UnprocessedStatistics"].([]any); r.status != 200 || len(un) != 24 {
+		t.Fatalf("25 documents of one rule: %d, %d unprocessed, want 200 and 24 (DUPLICATE)", r.status, len(un))
+	}
+	st, err := e.core.fleet.Status(context.Background(), fleetQuery())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.Rules[0]; got.Rule.Name != "checkout" || got.Instances != 1 {
+		t.Errorf("after 25 documents of one client: %s has %d instances, want 1", got.Rule.Name, got.Instances)
+	}
+	for _, c := range []struct{ name, doc, code string }{
+		{"negative", `"RequestCount":-5,"SampledCount":0,"BorrowCount":0`, "NEGATIVE"},
+		{"sampled above requests", `"RequestCount":1,"SampledCount":5,"BorrowCount":0`, "INCONSISTENT"},
+	} {
+		r := post("/SamplingTargets", `{"SamplingStatisticsDocuments":[{"ClientID":"`+clientID(7)+`","RuleName":"checkout",`+c.doc+`}]}`)
+		if un, _ := r.body["UnprocessedStatistics"].([]any); r.status != 200 || len(un) != 1 || !strings.Contains(fmt.Sprint(un[0]), c.code) {
+			t.Errorf("%s: %d %v, want 200 with %s unprocessed", c.name, r.status, r.body, c.code)
+		}
+	}
+	for _, body := range []string{
+		`{"RuleName":"checkout","RuleName":"Default"}`,
+		`{"RuleName":"checkout","rulename":"Default"}`,
+		`{"RuleARN":"arn:aws:xray:us-east-1:000000000000:sampling-rule/Default"}`,
+	} {
+		before := e.version(t)
+		if r := post("/DeleteSamplingRule", body); r.status != 400 || !strings.Contains(r.msg, "Default") {
+			t.Errorf("delete %s: %d %s %q, want 400 naming the Default rule", body, r.status, r.typ, r.msg)
+		}
+		if after := e.version(t); after != before {
+			t.Errorf("delete %s changed the rules", body)
+		}
+	}
+	for _, body := range []string{
+		`{"SamplingRuleUpdate":{"RuleName":"Default","URLPath":"/x"}}`,
+		`{"SamplingRuleUpdate":{"RuleName":"Default","ServiceName":"shop"}}`,
+		`{"SamplingRuleUpdate":{"RuleName":"Default","Priority":1}}`,
+		`{"SamplingRuleUpdate":{"RuleName":"Default","SamplingRateBoost":{"MaxRate":1,"CooldownWindowMinutes":1}}}`,
+		`{"SamplingRuleUpdate":{"RuleName":"checkout","RuleARN":"arn:aws:xray:us-east-1:000000000000:sampling-rule/Default","FixedRate":1}}`,
+	} {
+		before := e.version(t)
+		if r := post("/UpdateSamplingRule", body); r.status != 400 {
+			t.Errorf("update %s: %d %s %q, want 400", body, r.status, r.typ, r.msg)
+		}
+		if after := e.version(t); after != before {
+			t.Errorf("update %s changed the rules", body)
+		}
+	}
+	if r := post("/CreateSamplingRule", createBody("Default", "")); r.status != 400 {
+		t.Errorf("a second Default: %d %s %q, want 400", r.status, r.typ, r.msg)
+	}
+}
+
+// TestClaimFlood: a flood of ClientIDs (500 new ones every period) against
+// a table of 64 claims: the table stays within its bound, the honest
+// clients' claims stay held (each report refreshes its own), and the
+// quotas of one period, honest and flood together, never add up to more
+// than the reservoir.
+func TestClaimFlood(t *testing.T) {
+	const (
+		maxClients = 64
+		reservoir  = 10
+		honest     = 4
+		flood      = 500
+	)
+	e := newEnv(t)
+	e.replica = newReplica(t, e.st, e.clk, maxClients)
+	e.create(t, rule("checkout", reservoir, 0.1))
+	ctx := context.Background()
+	report := func(id string) float64 {
+		got, err := e.core.Report(ctx, xray.Report{ClientID: id, Statistics: []xray.Statistics{{Rule: "checkout", Requests: 100, Sampled: 1}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got.Targets) != 1 {
+			t.Fatalf("no target: %+v", got)
+		}
+		return got.Targets[0].Quota
+	}
+	next := 1000
+	for period := range 8 {
+		e.clk.Add(10 * time.Second)
+		var total, honestTotal float64
+		for i := range honest {
+			honestTotal += report(clientID(i))
+		}
+		total = honestTotal
+		for range flood {
+			total += report(clientID(next))
+			next++
+		}
+		if total > reservoir+1e-9 {
+			t.Errorf("period %d: quotas add up to %.3f, more than the reservoir %d", period, total, reservoir)
+		}
+		if n := e.core.claims.len(); n > maxClients {
+			t.Errorf("period %d: %d claims held, bound %d", period, n, maxClients)
+		}
+		for i := range honest {
+			if _, ok, _ := e.core.claims.Previous(xrayClient(clientID(i)), "checkout", "", e.clk.Now()); !ok {
+				t.Errorf("period %d: honest client %d's claim was evicted", period, i)
+			}
+		}
+		t.Logf("period %d: quotas %.3f of %d (honest clients %.3f), %d claims held, %v not kept", period, total, reservoir, honestTotal, e.core.claims.len(), counter(t, e.reg, "controlplane_xray_claims_full_total"))
+	}
+}
+
+func xrayClient(id string) string { return clientPrefix + id }
+
+func fleetQuery() fleet.Query { return fleet.Query{} }
+
+// TestOutOfScopeEdits: a principal scoped to shop-* edits, through X-Ray,
+// only rules whose service glob is within shop-*, before and after the
+// edit; the Default rule ("*") is not within it. What it may do is
+// audited under its name.
+func TestOutOfScopeEdits(t *testing.T) {
+	e := newEnv(t)
+	billing := rule("billing", 1, 0.1)
+	billing.ServiceName = "billing"
+	e.create(t, billing)
+	shop := rule("cart", 1, 0.1)
+	shop.ServiceName = "shop-cart"
+	e.create(t, shop)
+	team := &auth.Principal{Name: "shop-team", Role: auth.RoleEditor, Kind: auth.KindAccessKey, Services: []string{"shop-*"}}
+	post := e.serveHTTP(t, auth.ScopeXRay(e.core, auth.NewLimiter(auth.Limits{}, e.clk.Now, nil)), team)
+	arn := func(name string) string { return "arn:aws:xray:us-east-1:000000000000:sampling-rule/" + name }
+	for _, c := range []struct{ path, body string }{
+		{"/UpdateSamplingRule", `{"SamplingRuleUpdate":{"RuleName":"billing","FixedRate":1}}`},
+		{"/UpdateSamplingRule", `{"SamplingRuleUpdate":{"RuleARN":"` + arn("billing") + `","FixedRate":1}}`},
+		{"/UpdateSamplingRule", `{"SamplingRuleUpdate":{"RuleName":"cart","ServiceName":"billing"}}`},
+		{"/UpdateSamplingRule", `{"SamplingRuleUpdate":{"RuleName":"cart","ServiceName":"*"}}`},
+		{"/UpdateSamplingRule", `{"SamplingRuleUpdate":{"RuleName":"cart","ServiceName":"shop*"}}`},
+		{"/UpdateSamplingRule", `{"SamplingRuleUpdate":{"RuleName":"Default","FixedRate":1}}`},
+		{"/DeleteSamplingRule", `{"RuleName":"billing"}`},
+		{"/CreateSamplingRule", strings.Replace(createBody("mine", ""), `"ServiceName":"shop"`, `"ServiceName":"*"`, 1)},
+		{"/TagResource", `{"ResourceARN":"` + arn("billing") + `","Tags":[{"Key":"owner","Value":"shop"}]}`},
+		{"/UntagResource", `{"ResourceARN":"` + arn("billing") + `","TagKeys":["owner"]}`},
+	} {
+		before := e.version(t)
+		if r := post(c.path, c.body); r.status != http.StatusForbidden || r.typ != "AccessDeniedException" {
+			t.Errorf("%s %s: %d %s %q, want 403 AccessDeniedException", c.path, c.body, r.status, r.typ, r.msg)
+		}
+		if after := e.version(t); after != before {
+			t.Errorf("%s %s changed the rules", c.path, c.body)
+		}
+	}
+	if r := post("/UpdateSamplingRule", `{"SamplingRuleUpdate":{"RuleName":"cart","FixedRate":0.5,"ServiceName":"shop-cart-eu"}}`); r.status != http.StatusOK {
+		t.Errorf("an edit within scope: %d %s %q", r.status, r.typ, r.msg)
+	}
+	page, err := e.st.RuleEvents(context.Background(), "cart", 1, "")
+	if err != nil || len(page.Events) != 1 || page.Events[0].Actor != team.Actor() {
+		t.Errorf("audit of the edit within scope: %+v (%v), want actor %s", page.Events, err, team.Actor())
+	}
+	r := post("/GetSamplingRules", `{}`)
+	var names []string
+	for _, rec := range r.body["SamplingRuleRecords"].([]any) {
+		names = append(names, rec.(map[string]any)["SamplingRule"].(map[string]any)["RuleName"].(string))
+	}
+	if strings.Join(names, " ") != "cart Default" {
+		t.Errorf("rules the scoped principal lists: %q, want cart and Default", names)
+	}
 }
