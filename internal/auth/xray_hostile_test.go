@@ -1,8 +1,10 @@
 package auth_test
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -107,5 +109,34 @@ func TestSigV4Hostile(t *testing.T) {
 		if code, typ, msg := xrayAnswer(t, e.srv.Client(), req); code != step.code {
 			t.Errorf("replay %d: %d %s %q, want %d", i, code, typ, msg, step.code)
 		}
+	}
+}
+
+// TestSigV4SlowBody: the middleware reads a signed request's body to verify
+// it; one that stalls is refused once BodyTimeout passes rather than
+// holding the connection (slowloris). The test waits for the answer only;
+// its own deadline guards against hanging.
+func TestSigV4SlowBody(t *testing.T) {
+	e := newHTTPEnv(t, auth.Options{BodyTimeout: 50 * time.Millisecond})
+	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(30 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	head := "POST /GetSamplingRules HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nX-Amz-Date: 20250101T000000Z\r\n" +
+		"Authorization: AWS4-HMAC-SHA256 Credential=TSCKAAAAAAAAAAAAAAAA/20250101/us-east-1/xray/aws4_request, SignedHeaders=host;x-amz-date, Signature=" + strings.Repeat("0", 64) + "\r\n\r\n{"
+	if _, err := conn.Write([]byte(head)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a stalled signed body: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-Amzn-Errortype") != "AccessDeniedException" {
+		t.Errorf("stalled signed body: %d %s", resp.StatusCode, resp.Header.Get("X-Amzn-Errortype"))
 	}
 }
