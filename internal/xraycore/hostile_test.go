@@ -3,17 +3,22 @@ package xraycore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/tracesampling/controlplane/internal/auth"
+	"github.com/tracesampling/controlplane/internal/edit"
 	"github.com/tracesampling/controlplane/internal/fleet"
+	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/xray"
 )
 
@@ -368,5 +373,158 @@ func TestOutOfScopeEdits(t *testing.T) {
 	}
 	if strings.Join(names, " ") != "cart Default" {
 		t.Errorf("rules the scoped principal lists: %q, want cart and Default", names)
+	}
+}
+
+// TestEditRaces: X-Ray edits (no etags: the core's read-modify-write
+// retries) race gRPC-style edits (the etag read, then a conditional
+// update, retried on a conflict) and tag calls on one rule. Every edit
+// that succeeds is exactly one audit event under its own principal, each
+// tag added is kept (no lost update), and the rule's revision counts the
+// successes. Concurrent creates and deletes of one name: exactly one wins.
+func TestEditRaces(t *testing.T) {
+	e := newEnv(t)
+	start := e.create(t, rule("checkout", 10, 0.1))
+	const workers, edits = 4, 10
+	var mu sync.Mutex
+	ok := map[string]int{}
+	var tagged []string
+	succeed := func(actor string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case err == nil:
+			ok[actor]++
+		case errors.Is(err, store.ErrConflict), errors.Is(err, xray.ErrThrottled):
+			// More races than retries: X-Ray's ThrottledException.
+		default:
+			t.Errorf("%s: %v", actor, err)
+		}
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range edits {
+				_, err := e.core.UpdateRule(as("xray"), xray.RuleUpdate{Name: "checkout", Patch: xray.Rule{Rule: rules.Rule{FixedRate: float64(w*edits+i) / 100}}, Fields: []string{xray.FieldFixedRate}}, "")
+				succeed("aws:xray", err)
+			}
+		})
+		wg.Go(func() {
+			for i := range edits {
+				var err error
+				for range edit.UpdateRetries {
+					var cur rules.Rule
+					if cur, err = e.core.edit.Get(context.Background(), "checkout"); err != nil {
+						break
+					}
+					_, err = e.core.edit.Update(as("grpc"), rules.Rule{Name: "checkout", ReservoirSize: int64(w*edits + i)}, []string{"reservoir_size"}, cur.Revision)
+					if !errors.Is(err, store.ErrConflict) {
+						break
+					}
+				}
+				succeed("aws:grpc", err)
+			}
+		})
+		wg.Go(func() {
+			for i := range edits {
+				key := fmt.Sprintf("k%d-%d", w, i)
+				err := e.core.TagRule(as("tagger"), "checkout", xray.Tags{key: "v"})
+				if err == nil {
+					mu.Lock()
+					tagged = append(tagged, key)
+					mu.Unlock()
+				}
+				succeed("aws:tagger", err)
+			}
+		})
+	}
+	wg.Wait()
+	got, err := e.core.edit.Get(context.Background(), "checkout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, n := range ok {
+		total += n
+	}
+	if got.Revision-start.Revision != int64(total) {
+		t.Errorf("revision moved by %d, %d edits succeeded", got.Revision-start.Revision, total)
+	}
+	for _, k := range tagged {
+		if _, kept := got.Tags[k]; !kept {
+			t.Errorf("tag %s was added and then lost", k)
+		}
+	}
+	page, err := e.st.RuleEvents(context.Background(), "checkout", 1000, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	audited := map[string]int{}
+	for _, ev := range page.Events {
+		if ev.Action == store.ActionUpdate {
+			audited[ev.Actor]++
+		}
+	}
+	if fmt.Sprint(audited) != fmt.Sprint(ok) {
+		t.Errorf("audited updates by actor %v, successes %v", audited, ok)
+	}
+	t.Logf("successes %v of %d each", ok, workers*edits)
+
+	var wins atomicCount
+	for range 8 {
+		wg.Go(func() {
+			if _, err := e.core.CreateRule(as("racer"), rule("race", 1, 0.1), nil); err == nil {
+				wins.add()
+			} else if !errors.Is(err, store.ErrAlreadyExists) {
+				t.Errorf("create race: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	var deletes atomicCount
+	for range 8 {
+		wg.Go(func() {
+			if _, err := e.core.DeleteRule(as("racer"), "race", ""); err == nil {
+				deletes.add()
+			} else if !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("delete race: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if wins.n != 1 || deletes.n != 1 {
+		t.Errorf("8 concurrent creates: %d won; 8 deletes: %d won; want 1 each", wins.n, deletes.n)
+	}
+}
+
+type atomicCount struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (c *atomicCount) add() { c.mu.Lock(); c.n++; c.mu.Unlock() }
+
+// TestTagFlood: tags added 50 at a time stop at 50 per rule, however many
+// calls add them; the call that would pass it changes nothing.
+func TestTagFlood(t *testing.T) {
+	e := newEnv(t)
+	e.create(t, rule("checkout", 10, 0.1))
+	post := e.serveHTTP(t, e.core, editor)
+	const arn = "arn:aws:xray:us-east-1:000000000000:sampling-rule/checkout"
+	if r := post("/TagResource", `{"ResourceARN":"`+arn+`","Tags":[`+tags(50)+`]}`); r.status != http.StatusOK {
+		t.Fatalf("50 tags: %d %s %q", r.status, r.typ, r.msg)
+	}
+	before := e.version(t)
+	if r := post("/TagResource", `{"ResourceARN":"`+arn+`","Tags":[{"Key":"one-more","Value":"v"}]}`); r.status != http.StatusBadRequest || r.typ != "TooManyTagsException" {
+		t.Errorf("the 51st tag: %d %s %q, want 400 TooManyTagsException", r.status, r.typ, r.msg)
+	}
+	if r := post("/TagResource", `{"ResourceARN":"`+arn+`","Tags":[{"Key":"k0","Value":"replaced"}]}`); r.status != http.StatusOK {
+		t.Errorf("replacing a tag's value at 50 tags: %d %s %q", r.status, r.typ, r.msg)
+	}
+	if r := post("/TagResource", `{"ResourceARN":"`+arn+`x","Tags":[{"Key":"k","Value":"v"}]}`); r.status != http.StatusNotFound || r.typ != "ResourceNotFoundException" {
+		t.Errorf("tags of no rule: %d %s %q, want 404 ResourceNotFoundException", r.status, r.typ, r.msg)
+	}
+	if after := e.version(t); after != before+1 {
+		t.Errorf("rules version %d → %d, want one edit (the replaced value)", before, after)
 	}
 }
