@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +17,9 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
 	"github.com/tracesampling/controlplane/internal/auth"
+	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/internal/xray"
+	"github.com/tracesampling/controlplane/internal/xray/xraytest"
 )
 
 // TestSigV4Hostile: forged, replayed and mis-scoped SigV4 requests against
@@ -138,5 +144,80 @@ func TestSigV4SlowBody(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-Amzn-Errortype") != "AccessDeniedException" {
 		t.Errorf("stalled signed body: %d %s", resp.StatusCode, resp.Header.Get("X-Amzn-Errortype"))
+	}
+}
+
+// TestAnonymousXRay: what a peer of an anonymous sampling network may do
+// on the X-Ray port without credentials (list the rules its scope sees,
+// report for them, as at most ClientIDsPerPrincipal client IDs), and what
+// it may not (summaries, tags, any edit); credentials that fail are
+// refused, never taken for anonymous.
+func TestAnonymousXRay(t *testing.T) {
+	e := newEnv(t, auth.Options{
+		AnonymousSampling: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}, // httptest.NewRequest's peer
+		AnonymousServices: []string{"shop-*"},
+		Limits:            auth.Limits{ClientIDsPerPrincipal: 2},
+	})
+	core, err := xraytest.New(e.clk.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = core.Close() })
+	for _, r := range []rules.Rule{
+		{Name: "shop", Priority: 1, FixedRate: 0.1, ServiceName: "shop-cart"},
+		{Name: "pay", Priority: 2, FixedRate: 0.1, ServiceName: "payments"},
+	} {
+		if _, err := core.CreateRule(t.Context(), xray.Rule{Rule: r.Normalize()}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h, err := xray.NewHandler(auth.ScopeXRay(core, e.guard.Limiter()), xray.Options{Verifier: e.guard, Now: e.clk.Now, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := e.guard.Middleware(h)
+	post := func(path, body, authorization string) (int, string, string) {
+		t.Helper()
+		req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
+		if authorization != "" {
+			req.Header.Set("Authorization", authorization)
+			req.Header.Set("X-Amz-Date", e.clk.Now().UTC().Format("20060102T150405Z"))
+		}
+		rec := httptest.NewRecorder()
+		srv.ServeHTTP(rec, req)
+		return rec.Code, rec.Header().Get("X-Amzn-Errortype"), rec.Body.String()
+	}
+	doc := func(client, rule string) string {
+		return `{"SamplingStatisticsDocuments":[{"ClientID":"` + client + `","RuleName":"` + rule + `","RequestCount":10,"SampledCount":1,"BorrowCount":0,"Timestamp":1}]}`
+	}
+	const arn = "arn:aws:xray:us-east-1:000000000000:sampling-rule/shop"
+	forged := "AWS4-HMAC-SHA256 Credential=TSCKAAAAAAAAAAAAAAAA/" + e.clk.Now().UTC().Format("20060102") + "/us-east-1/xray/aws4_request, SignedHeaders=host;x-amz-date, Signature=" + strings.Repeat("0", 64)
+	for _, tc := range []struct {
+		name, path, body, authorization string
+		code                            int
+		errType, text                   string
+	}{
+		{"lists rules", "/GetSamplingRules", `{}`, "", 200, "", `"RuleName":"shop"`},
+		{"reports", "/SamplingTargets", doc("0123456789abcdef01234567", "shop"), "", 200, "", `"ReservoirQuota"`},
+		{"reports out of scope", "/SamplingTargets", doc("0123456789abcdef01234567", "pay"), "", 200, "", "OUT_OF_SCOPE"},
+		{"a second client", "/SamplingTargets", doc("0123456789abcdef01234568", "shop"), "", 200, "", ""},
+		{"a third client", "/SamplingTargets", doc("0123456789abcdef01234569", "shop"), "", 429, "ThrottledException", "client IDs"},
+		{"summaries", "/SamplingStatisticSummaries", `{}`, "", 403, "AccessDeniedException", ""},
+		{"tags", "/ListTagsForResource", `{"ResourceARN":"` + arn + `"}`, "", 403, "AccessDeniedException", ""},
+		{"creates", "/CreateSamplingRule", `{}`, "", 403, "AccessDeniedException", ""},
+		{"updates", "/UpdateSamplingRule", `{"SamplingRuleUpdate":{"RuleName":"shop","FixedRate":1}}`, "", 403, "AccessDeniedException", ""},
+		{"deletes", "/DeleteSamplingRule", `{"RuleName":"shop"}`, "", 403, "AccessDeniedException", ""},
+		{"tags a rule", "/TagResource", `{"ResourceARN":"` + arn + `","Tags":[{"Key":"a","Value":"b"}]}`, "", 403, "AccessDeniedException", ""},
+		{"untags a rule", "/UntagResource", `{"ResourceARN":"` + arn + `","TagKeys":["a"]}`, "", 403, "AccessDeniedException", ""},
+		{"a forged signature", "/GetSamplingRules", `{}`, forged, 403, "UnrecognizedClientException", ""},
+		{"a wrong token", "/GetSamplingRules", `{}`, "Bearer " + auth.TokenPrefix + "nope", 403, "UnrecognizedClientException", ""},
+	} {
+		code, typ, body := post(tc.path, tc.body, tc.authorization)
+		if code != tc.code || typ != tc.errType || !strings.Contains(body, tc.text) {
+			t.Errorf("anonymous %s: %d %s %s, want %d %s with %q", tc.name, code, typ, body, tc.code, tc.errType, tc.text)
+		}
+	}
+	if _, _, body := post("/GetSamplingRules", `{}`, ""); strings.Contains(body, `"pay"`) {
+		t.Errorf("anonymous samplers scoped to shop-* list rule pay: %s", body)
 	}
 }
