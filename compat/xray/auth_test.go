@@ -78,6 +78,9 @@ func TestSigV4AccessKeys(t *testing.T) {
 	if _, err := client(sdk.AccessKeyID, sdk.Secret).GetSamplingRules(ctx, &awsxray.GetSamplingRulesInput{}); err != nil {
 		t.Fatalf("an sdk key reading rules: %v", err)
 	}
+	if _, err := client(editor.AccessKeyID, editor.Secret).GetSamplingRules(ctx, &awsxray.GetSamplingRulesInput{}); err != nil {
+		t.Fatalf("an editor key reading rules (aws xray get-sampling-rules): %v", err)
+	}
 	page, err := core.Store.RuleEvents(ctx, "shop", 10, "")
 	if err != nil || len(page.Events) != 1 || page.Events[0].Actor != "aws:ci" {
 		t.Errorf("audit events %+v (%v), want one by aws:ci", page.Events, err)

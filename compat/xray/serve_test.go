@@ -164,9 +164,9 @@ func TestServeXRayAPI(t *testing.T) {
 	s := startServe(t)
 	ctx := t.Context()
 	rulesAPI := pb.NewRuleServiceClient(s.conn)
-	// An admin's key: GetSamplingRules is a sampling call (the sdk role),
-	// the rule calls an editor's.
-	id, secret := s.awsKey(t, "xray-ci", "admin")
+	// An editor's key, as an AWS CLI user has: GetSamplingRules is a read
+	// as well as a sampling call, the rule calls an editor's.
+	id, secret := s.awsKey(t, "xray-ci", "editor")
 	c := s.awsClient(id, secret)
 
 	created, err := c.CreateSamplingRule(ctx, &awsxray.CreateSamplingRuleInput{SamplingRule: &types.SamplingRule{

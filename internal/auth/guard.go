@@ -17,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/tracesampling/controlplane/internal/secrets"
+	"github.com/tracesampling/controlplane/internal/xray"
 )
 
 // Options configure a Guard.
@@ -45,6 +46,10 @@ type Options struct {
 	// must be signed for. Defaults: "us-east-1" and "xray".
 	SigV4Region  string
 	SigV4Service string
+	// BodyTimeout bounds the time the body of a SigV4-signed X-Ray request
+	// takes to arrive (the middleware reads it to verify the signature).
+	// Default: xray.DefaultBodyTimeout.
+	BodyTimeout time.Duration
 	// Limits per principal.
 	Limits Limits
 	// Poll is how often the token cache checks the tokens version, besides
@@ -168,6 +173,7 @@ type Guard struct {
 	box       *secrets.Box
 	region    string
 	service   string
+	bodyTime  time.Duration
 	limiter   *Limiter
 	log       *slog.Logger
 	now       func() time.Time
@@ -201,6 +207,9 @@ func New(opts Options) (*Guard, error) {
 	if opts.SigV4Service == "" {
 		opts.SigV4Service = "xray"
 	}
+	if opts.BodyTimeout <= 0 {
+		opts.BodyTimeout = xray.DefaultBodyTimeout
+	}
 	g := &Guard{
 		certRules: slices.Clone(opts.CertRules),
 		anonNets:  slices.Clone(opts.AnonymousSampling),
@@ -210,6 +219,7 @@ func New(opts Options) (*Guard, error) {
 		box:       opts.Box,
 		region:    opts.SigV4Region,
 		service:   opts.SigV4Service,
+		bodyTime:  opts.BodyTimeout,
 		log:       opts.Logger,
 		now:       opts.Now,
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -140,12 +141,16 @@ func (g *Guard) Middleware(next http.Handler) http.Handler {
 		var err error
 		if isXRay && isSigV4(r.Header.Get("Authorization")) {
 			var body []byte
-			body, err = io.ReadAll(io.LimitReader(r.Body, xray.DefaultMaxBodyBytes+1))
-			if err == nil && len(body) > xray.DefaultMaxBodyBytes {
-				err = denied("the request body is over %d bytes", xray.DefaultMaxBodyBytes)
-			}
+			body, err = xray.ReadBody(w, r, xray.DefaultMaxBodyBytes, g.bodyTime)
 			if err != nil {
-				if !errors.Is(err, ErrPermissionDenied) {
+				var mbe *http.MaxBytesError
+				var ne net.Error
+				switch {
+				case errors.As(err, &mbe):
+					err = denied("the request body is over %d bytes", xray.DefaultMaxBodyBytes)
+				case errors.As(err, &ne) && ne.Timeout():
+					err = denied("the request body did not arrive within %v", g.bodyTime)
+				default:
 					err = badSignature("cannot read the request body")
 				}
 				fail(w, err)

@@ -85,8 +85,18 @@ const (
 
 // Rule is the policy of one method or route.
 type Rule struct {
-	Need  Permission
+	Need Permission
+	// Or, if set, is a second permission that also allows the call: the
+	// rule reads of the sampling APIs need Sample or Read, so that a
+	// viewer's or editor's key runs `aws xray get-sampling-rules` as an
+	// SDK's does.
+	Or    Permission
 	Class Class
+}
+
+// grants reports whether role r may make a call with this rule.
+func (rule Rule) grants(r Role) bool {
+	return r.Grants(rule.Need) || rule.Or != 0 && r.Grants(rule.Or)
 }
 
 // Full gRPC method names of the token API, which the lead's TokenService
@@ -102,75 +112,75 @@ const (
 // missing here is refused (default deny), and a test fails for every
 // registered method without an entry.
 var grpcPolicy = map[string]Rule{
-	"/controlplane.v1.RuleService/CreateRule":     {EditRules, ClassEdit},
-	"/controlplane.v1.RuleService/GetRule":        {Read, ClassNone},
-	"/controlplane.v1.RuleService/ListRules":      {Read, ClassNone},
-	"/controlplane.v1.RuleService/UpdateRule":     {EditRules, ClassEdit},
-	"/controlplane.v1.RuleService/DeleteRule":     {EditRules, ClassEdit},
-	"/controlplane.v1.RuleService/ListRuleEvents": {Read, ClassNone},
-	"/controlplane.v1.RuleService/BatchEditRules": {EditRules, ClassEdit},
+	"/controlplane.v1.RuleService/CreateRule":     {Need: EditRules, Class: ClassEdit},
+	"/controlplane.v1.RuleService/GetRule":        {Need: Read, Class: ClassNone},
+	"/controlplane.v1.RuleService/ListRules":      {Need: Read, Class: ClassNone},
+	"/controlplane.v1.RuleService/UpdateRule":     {Need: EditRules, Class: ClassEdit},
+	"/controlplane.v1.RuleService/DeleteRule":     {Need: EditRules, Class: ClassEdit},
+	"/controlplane.v1.RuleService/ListRuleEvents": {Need: Read, Class: ClassNone},
+	"/controlplane.v1.RuleService/BatchEditRules": {Need: EditRules, Class: ClassEdit},
 
-	"/controlplane.v1.SamplingService/GetSamplingRules":   {Sample, ClassNone},
-	"/controlplane.v1.SamplingService/GetSamplingTargets": {Sample, ClassNone},
-	"/controlplane.v1.SamplingService/StreamSampling":     {Sample, ClassStream},
+	"/controlplane.v1.SamplingService/GetSamplingRules":   {Need: Sample, Or: Read, Class: ClassNone},
+	"/controlplane.v1.SamplingService/GetSamplingTargets": {Need: Sample, Class: ClassNone},
+	"/controlplane.v1.SamplingService/StreamSampling":     {Need: Sample, Class: ClassStream},
 
-	"/controlplane.v1.BudgetService/CreateBudget":     {EditBudgets, ClassEdit},
-	"/controlplane.v1.BudgetService/GetBudget":        {Read, ClassNone},
-	"/controlplane.v1.BudgetService/ListBudgets":      {Read, ClassNone},
-	"/controlplane.v1.BudgetService/UpdateBudget":     {EditBudgets, ClassEdit},
-	"/controlplane.v1.BudgetService/DeleteBudget":     {EditBudgets, ClassEdit},
-	"/controlplane.v1.BudgetService/GetBudgetStatus":  {Read, ClassNone},
-	"/controlplane.v1.BudgetService/GetBudgetHistory": {Read, ClassNone},
-	"/controlplane.v1.BudgetService/ListAlerts":       {Read, ClassNone},
-	"/controlplane.v1.BudgetService/WatchAlerts":      {Read, ClassStream},
-	"/controlplane.v1.BudgetService/SimulateCost":     {Read, ClassCostly},
+	"/controlplane.v1.BudgetService/CreateBudget":     {Need: EditBudgets, Class: ClassEdit},
+	"/controlplane.v1.BudgetService/GetBudget":        {Need: Read, Class: ClassNone},
+	"/controlplane.v1.BudgetService/ListBudgets":      {Need: Read, Class: ClassNone},
+	"/controlplane.v1.BudgetService/UpdateBudget":     {Need: EditBudgets, Class: ClassEdit},
+	"/controlplane.v1.BudgetService/DeleteBudget":     {Need: EditBudgets, Class: ClassEdit},
+	"/controlplane.v1.BudgetService/GetBudgetStatus":  {Need: Read, Class: ClassNone},
+	"/controlplane.v1.BudgetService/GetBudgetHistory": {Need: Read, Class: ClassNone},
+	"/controlplane.v1.BudgetService/ListAlerts":       {Need: Read, Class: ClassNone},
+	"/controlplane.v1.BudgetService/WatchAlerts":      {Need: Read, Class: ClassStream},
+	"/controlplane.v1.BudgetService/SimulateCost":     {Need: Read, Class: ClassCostly},
 
-	"/controlplane.v1.StatusService/GetFleetStatus": {Read, ClassNone},
-	"/controlplane.v1.StatusService/Explain":        {Read, ClassNone},
+	"/controlplane.v1.StatusService/GetFleetStatus": {Need: Read, Class: ClassNone},
+	"/controlplane.v1.StatusService/Explain":        {Need: Read, Class: ClassNone},
 
-	MethodCreateToken: {ManageTokens, ClassEdit},
-	MethodGetToken:    {ManageTokens, ClassNone},
-	MethodListTokens:  {ManageTokens, ClassNone},
-	MethodRevokeToken: {ManageTokens, ClassEdit},
+	MethodCreateToken: {Need: ManageTokens, Class: ClassEdit},
+	MethodGetToken:    {Need: ManageTokens, Class: ClassNone},
+	MethodListTokens:  {Need: ManageTokens, Class: ClassNone},
+	MethodRevokeToken: {Need: ManageTokens, Class: ClassEdit},
 
-	"/grpc.health.v1.Health/Check": {Public, ClassNone},
-	"/grpc.health.v1.Health/Watch": {Public, ClassStream},
-	"/grpc.health.v1.Health/List":  {Read, ClassNone},
+	"/grpc.health.v1.Health/Check": {Need: Public, Class: ClassNone},
+	"/grpc.health.v1.Health/Watch": {Need: Public, Class: ClassStream},
+	"/grpc.health.v1.Health/List":  {Need: Read, Class: ClassNone},
 
-	"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      {Read, ClassStream},
-	"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": {Read, ClassStream},
+	"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      {Need: Read, Class: ClassStream},
+	"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": {Need: Read, Class: ClassStream},
 
-	"/jaeger.api_v2.SamplingManager/GetSamplingStrategy": {Sample, ClassNone},
+	"/jaeger.api_v2.SamplingManager/GetSamplingStrategy": {Need: Sample, Class: ClassNone},
 }
 
 // httpPolicy names every HTTP route by path, on any of the control plane's
 // HTTP ports; httpPrefixPolicy the subtrees. Anything else is refused.
 var httpPolicy = map[string]Rule{
-	"/healthz": {Public, ClassNone},
-	"/readyz":  {Public, ClassNone},
-	"/metrics": {Read, ClassNone},
-	"/ui":      {Read, ClassNone},
+	"/healthz": {Need: Public, Class: ClassNone},
+	"/readyz":  {Need: Public, Class: ClassNone},
+	"/metrics": {Need: Read, Class: ClassNone},
+	"/ui":      {Need: Read, Class: ClassNone},
 
 	// The X-Ray sampling API.
-	"/GetSamplingRules":           {Sample, ClassNone},
-	"/SamplingTargets":            {Sample, ClassNone},
-	"/SamplingStatisticSummaries": {Read, ClassNone},
-	"/ListTagsForResource":        {Read, ClassNone},
-	"/CreateSamplingRule":         {EditRules, ClassEdit},
-	"/UpdateSamplingRule":         {EditRules, ClassEdit},
-	"/DeleteSamplingRule":         {EditRules, ClassEdit},
-	"/TagResource":                {EditRules, ClassEdit},
-	"/UntagResource":              {EditRules, ClassEdit},
+	"/GetSamplingRules":           {Need: Sample, Or: Read, Class: ClassNone},
+	"/SamplingTargets":            {Need: Sample, Class: ClassNone},
+	"/SamplingStatisticSummaries": {Need: Read, Class: ClassNone},
+	"/ListTagsForResource":        {Need: Read, Class: ClassNone},
+	"/CreateSamplingRule":         {Need: EditRules, Class: ClassEdit},
+	"/UpdateSamplingRule":         {Need: EditRules, Class: ClassEdit},
+	"/DeleteSamplingRule":         {Need: EditRules, Class: ClassEdit},
+	"/TagResource":                {Need: EditRules, Class: ClassEdit},
+	"/UntagResource":              {Need: EditRules, Class: ClassEdit},
 
 	// Jaeger remote sampling: /sampling?service=NAME, and the agent's
 	// older /?service=NAME.
-	"/sampling": {Sample, ClassNone},
-	"/":         {Sample, ClassNone},
+	"/sampling": {Need: Sample, Class: ClassNone},
+	"/":         {Need: Sample, Class: ClassNone},
 }
 
 var httpPrefixPolicy = map[string]Rule{
-	"/ui/":          {Read, ClassNone},
-	"/debug/pprof/": {Debug, ClassNone},
+	"/ui/":          {Need: Read, Class: ClassNone},
+	"/debug/pprof/": {Need: Debug, Class: ClassNone},
 }
 
 // xrayRoutes are the HTTP routes of the X-Ray API, where SigV4 is
@@ -228,7 +238,7 @@ func Authorize(p *Principal, call string, r Rule, services, globs []string) erro
 	if p == nil {
 		return unauthenticated("%s needs credentials: send 'authorization: Bearer <token>' (the CLI's --token or CONTROLPLANE_TOKEN) or a client certificate (%s)", call, docRef)
 	}
-	if !p.Role.Grants(r.Need) {
+	if !r.grants(p.Role) {
 		return denied("%s (role %s) may not call %s: it needs the %s role or more (an admin creates one with `controlplane tokens create NAME --role %s`)",
 			p.Actor(), p.Role, call, leastRole(r.Need), leastRole(r.Need))
 	}

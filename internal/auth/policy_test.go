@@ -29,7 +29,7 @@ var allowed = map[string]string{
 	"/controlplane.v1.RuleService/ListRuleEvents": "viewer editor admin",
 	"/controlplane.v1.RuleService/BatchEditRules": "editor admin",
 
-	"/controlplane.v1.SamplingService/GetSamplingRules":   "sdk admin",
+	"/controlplane.v1.SamplingService/GetSamplingRules":   "viewer editor sdk admin",
 	"/controlplane.v1.SamplingService/GetSamplingTargets": "sdk admin",
 	"/controlplane.v1.SamplingService/StreamSampling":     "sdk admin",
 
@@ -71,7 +71,7 @@ var allowedRoutes = map[string]string{
 	"/ui/":          "viewer editor admin",
 	"/ui/budgets/x": "viewer editor admin",
 
-	"/GetSamplingRules":           "sdk admin",
+	"/GetSamplingRules":           "viewer editor sdk admin",
 	"/SamplingTargets":            "sdk admin",
 	"/SamplingStatisticSummaries": "viewer editor admin",
 	"/ListTagsForResource":        "viewer editor admin",

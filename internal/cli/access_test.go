@@ -115,7 +115,7 @@ var grpcExpected = map[string]string{
 	"/controlplane.v1.RuleService/DeleteRule":     "editor admin scoped",
 	"/controlplane.v1.RuleService/ListRuleEvents": "viewer editor admin",
 
-	"/controlplane.v1.SamplingService/GetSamplingRules":   "sdk admin scoped",
+	"/controlplane.v1.SamplingService/GetSamplingRules":   "viewer editor sdk admin scoped",
 	"/controlplane.v1.SamplingService/GetSamplingTargets": "sdk admin scoped",
 	"/controlplane.v1.SamplingService/StreamSampling":     "sdk admin scoped",
 	"/jaeger.api_v2.SamplingManager/GetSamplingStrategy":  "sdk admin scoped",
@@ -211,7 +211,7 @@ var jaegerExpected = map[string]struct{ path, policy string }{
 // principal scoped elsewhere are answered, with the rules it may see and
 // its other documents rejected, not refused (package auth, ScopeXRay).
 var xrayExpected = map[string]struct{ body, policy string }{
-	"/GetSamplingRules":           {`{}`, "sdk admin"},
+	"/GetSamplingRules":           {`{}`, "viewer editor sdk admin"},
 	"/SamplingTargets":            {`{"SamplingStatisticsDocuments": [{"RuleName": "shop", "ClientID": "0123456789abcdef01234567", "Timestamp": $TIME, "RequestCount": 10, "SampledCount": 1, "BorrowCount": 0}]}`, "sdk admin"},
 	"/SamplingStatisticSummaries": {`{}`, "viewer editor admin"},
 	"/ListTagsForResource":        {`{"ResourceARN": "$ARN"}`, "viewer editor admin"},

@@ -97,11 +97,15 @@ func mapError(ctx context.Context, log *slog.Logger, op, resource string, err er
 		return &apiError{Status: http.StatusBadRequest, Type: typeRuleLimit, Message: "the control plane holds as many sampling rules as it allows"}
 	case errors.Is(err, ErrTooManyTags):
 		return &apiError{Status: http.StatusBadRequest, Type: typeTooManyTags, Message: "the sampling rule would have more tags than allowed", ResourceName: resource}
-	case errors.Is(err, ErrThrottled), errors.Is(err, store.ErrConflict):
+	case errors.Is(err, ErrThrottled):
+		// A limit's refusal says which limit and what to do (the caller's
+		// own client IDs, its edit rate): no store text reaches it here.
+		return &apiError{Status: http.StatusTooManyRequests, Type: typeThrottled, Message: err.Error()}
+	case errors.Is(err, store.ErrConflict):
 		// A conflict that the core's retries did not get past is a burst of
 		// concurrent edits: the AWS SDKs retry ThrottledException with
 		// backoff, which is what the caller should do.
-		return &apiError{Status: http.StatusTooManyRequests, Type: typeThrottled, Message: "too many requests or concurrent edits; retry later"}
+		return &apiError{Status: http.StatusTooManyRequests, Type: typeThrottled, Message: "too many concurrent edits; retry later"}
 	case errors.Is(err, errBadAuthorization):
 		return &apiError{Status: http.StatusBadRequest, Type: typeIncompleteSig, Message: err.Error()}
 	case errors.Is(err, ErrSignature):

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -37,6 +38,11 @@ const (
 	// and 25 boost documents take under 10 KiB, a rule with 50 tags under
 	// 25 KiB.
 	DefaultMaxBodyBytes = 256 << 10
+	// DefaultBodyTimeout bounds the time a request body takes to arrive:
+	// clients send theirs at once, and a peer that trickles one (slowloris)
+	// would otherwise hold a connection and its buffer for as long as it
+	// likes (serve's ports bound only the headers' time).
+	DefaultBodyTimeout = 10 * time.Second
 )
 
 // DefaultAccount is the account rule ARNs name unless told otherwise: no
@@ -54,6 +60,9 @@ type Options struct {
 	// MaxBodyBytes bounds a request body; larger ones are refused. Default:
 	// DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// BodyTimeout bounds the time a request body takes to arrive; a slower
+	// one is refused. Default: DefaultBodyTimeout.
+	BodyTimeout time.Duration
 	// Verifier checks who sent each request. Default: nil, SigV4 headers are
 	// parsed (a malformed one is refused) but not verified.
 	Verifier Verifier
@@ -70,6 +79,7 @@ type Handler struct {
 	core     Core
 	arns     ruleARNs
 	maxBody  int64
+	bodyTime time.Duration
 	verifier Verifier
 	log      *slog.Logger
 	now      func() time.Time
@@ -99,6 +109,9 @@ func NewHandler(core Core, opts Options) (*Handler, error) {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = DefaultMaxBodyBytes
 	}
+	if opts.BodyTimeout <= 0 {
+		opts.BodyTimeout = DefaultBodyTimeout
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -109,6 +122,7 @@ func NewHandler(core Core, opts Options) (*Handler, error) {
 		core:     core,
 		arns:     newRuleARNs(opts.Region, opts.Account),
 		maxBody:  opts.MaxBodyBytes,
+		bodyTime: opts.BodyTimeout,
 		verifier: opts.Verifier,
 		log:      opts.Logger,
 		now:      opts.Now,
@@ -164,14 +178,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, &apiError{Status: http.StatusMethodNotAllowed, Type: typeUnknownOperation, Message: op.name + " takes a POST"})
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+	body, err := ReadBody(w, r, h.maxBody, h.bodyTime)
 	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		var ne net.Error
+		switch {
+		case errors.As(err, &mbe):
 			h.writeError(w, invalidRequest(fmt.Sprintf("the request body is over %d bytes", h.maxBody)))
-			return
+		case errors.As(err, &ne) && ne.Timeout():
+			h.writeError(w, invalidRequest(fmt.Sprintf("the request body did not arrive within %v", h.bodyTime)))
+		default:
+			h.writeError(w, invalidRequest("could not read the request body"))
 		}
-		h.writeError(w, invalidRequest("could not read the request body"))
 		return
 	}
 	ctx, err := h.authenticate(r, body)
@@ -192,6 +210,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	w.Write(b)
+}
+
+// ReadBody reads a request body of at most limit bytes (a larger one is
+// an *http.MaxBytesError) that arrives within timeout of now (a slower one
+// is a net.Error whose Timeout is true). Once the body is read, the
+// connection's read deadline is cleared, so that a long call is not cut
+// short by it; after a failure it stays, so that the server does not wait
+// for the rest of the body before it answers and closes the connection.
+func ReadBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.Duration) ([]byte, error) {
+	rc := http.NewResponseController(w)
+	deadline := rc.SetReadDeadline(time.Now().Add(timeout)) == nil
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err == nil && deadline {
+		_ = rc.SetReadDeadline(time.Time{})
+	}
+	return body, err
 }
 
 func (h *Handler) writeError(w http.ResponseWriter, e *apiError) {

@@ -2,11 +2,13 @@ package xray
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"reflect"
 	"strconv"
 	"time"
 )
@@ -220,6 +222,11 @@ func decode(body []byte, v any) error {
 func jsonError(err error) error {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
+		if te.Type == badValueType {
+			// One of this package's values (wireInt, epochTime), which
+			// encoding/json named the field of.
+			return fmt.Errorf("%s: %s", cmp.Or(te.Field, "a value"), te.Value)
+		}
 		if te.Field != "" {
 			return fmt.Errorf("%s has the wrong type (%s)", te.Field, te.Value)
 		}
@@ -229,16 +236,21 @@ func jsonError(err error) error {
 	if errors.As(err, &se) {
 		return fmt.Errorf("syntax error at byte %d", se.Offset)
 	}
-	var fe *fieldError
-	if errors.As(err, &fe) {
-		return fe
-	}
 	return errors.New("malformed JSON")
 }
 
-type fieldError struct{ msg string }
+// badValueType marks the errors of this package's JSON values.
+var badValueType = reflect.TypeFor[badValue]()
 
-func (e *fieldError) Error() string { return e.msg }
+type badValue struct{}
+
+// badValueError is what this package's UnmarshalJSON methods return: a
+// *json.UnmarshalTypeError, the one error encoding/json adds the field's
+// path to ("SamplingStatisticsDocuments.RequestCount"), so that the
+// refusal names the field.
+func badValueError(format string, args ...any) error {
+	return &json.UnmarshalTypeError{Value: fmt.Sprintf(format, args...), Type: badValueType}
+}
 
 // maxExactInt is the largest integer every client's JSON parser reads
 // exactly (2^53).
@@ -255,14 +267,14 @@ func (n *wireInt) UnmarshalJSON(b []byte) error {
 	s := string(b)
 	if i, err := strconv.ParseInt(s, 10, 64); err == nil {
 		if i > maxExactInt || i < -maxExactInt {
-			return &fieldError{"an integer is out of range"}
+			return badValueError("an integer out of range, got %.40s", s)
 		}
 		*n = wireInt(i)
 		return nil
 	}
 	f, err := strconv.ParseFloat(s, 64)
 	if err != nil || f != math.Trunc(f) || math.Abs(f) > maxExactInt {
-		return &fieldError{fmt.Sprintf("want an integer, got %.40s", s)}
+		return badValueError("want an integer, got %.40s", s)
 	}
 	*n = wireInt(f)
 	return nil
@@ -292,7 +304,7 @@ func (t *epochTime) UnmarshalJSON(b []byte) error {
 	if len(b) > 0 && b[0] == '"' {
 		var str string
 		if err := json.Unmarshal(b, &str); err != nil {
-			return &fieldError{"malformed timestamp"}
+			return badValueError("malformed timestamp")
 		}
 		if ts, err := time.Parse(time.RFC3339Nano, str); err == nil {
 			*t = epochTime(ts)
@@ -302,7 +314,7 @@ func (t *epochTime) UnmarshalJSON(b []byte) error {
 	}
 	f, err := strconv.ParseFloat(s, 64)
 	if err != nil || math.IsNaN(f) || f < 0 || f >= maxEpochMillis {
-		return &fieldError{fmt.Sprintf("want a timestamp in seconds or milliseconds since 1970, got %.40s", s)}
+		return badValueError("want a timestamp in seconds or milliseconds since 1970, got %.40s", s)
 	}
 	ms := f * 1000
 	if f > msThreshold {
