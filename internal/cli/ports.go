@@ -42,7 +42,10 @@ func (p *httpPort) serve(errc chan<- error) bool {
 	if p.lis == nil {
 		return false
 	}
-	p.srv = &http.Server{Handler: p.handler, ReadHeaderTimeout: 10 * time.Second}
+	// A keep-alive connection left idle is closed after IdleTimeout:
+	// without it net/http would hold it (and its goroutine) for as long as
+	// the peer likes. Bodies have their own deadline where they are read.
+	p.srv = &http.Server{Handler: p.handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	go func() {
 		if err := p.srv.Serve(p.lis); !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("%s: %w", p.flag, err)
