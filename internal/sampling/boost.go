@@ -21,16 +21,28 @@ type BoostStore interface {
 }
 
 // BoostStatistics is one rule's anomaly counts from one client since its
-// last report (X-Ray's SamplingBoostStatisticsDocument, the gRPC API's
-// SamplingStatistics.boost).
+// last report (X-Ray's SamplingBoostStatisticsDocument).
 type BoostStatistics struct {
 	Rule string
-	// Total is the rule's local root spans that ended, Anomalies those of
-	// them that were anomalous, Sampled the anomalous ones sampled.
-	Total, Anomalies, Sampled int64
+	BoostCounts
 	// Interval is the time the counts cover as the client says; zero: not
 	// said.
 	Interval time.Duration
+}
+
+// boostDoc is one report's boost counts with their place in it, for
+// rejections: in Report.Boosts, or for a Statistics' own, in
+// Report.Statistics.
+type boostDoc struct {
+	BoostStatistics
+	index int
+}
+
+// BoostCounts are anomaly counts: the rule's local root spans that ended
+// (Total), the anomalous ones (Anomalies), and the anomalous ones sampled
+// (Sampled).
+type BoostCounts struct {
+	Total, Anomalies, Sampled int64
 }
 
 // boostMetrics count the boost decisions.
@@ -62,9 +74,10 @@ func newBoostMetrics(reg prometheus.Registerer) *boostMetrics {
 // boostCounts checks a report's boost documents, rejecting those of unknown
 // rules and bad counts, and sums the rest per rule, leaving out the rules
 // without a boost (their documents are accepted and ignored).
-func (s *Core) boostCounts(docs []BoostStatistics, view *catalog.View, reject func(Rejection)) map[string]boost.Counts {
+func (s *Core) boostCounts(docs []boostDoc, view *catalog.View, reject func(Rejection)) map[string]boost.Counts {
 	var sums map[string]boost.Counts
-	for i, d := range docs {
+	for _, d := range docs {
+		i := d.index
 		rule := view.Rule(d.Rule)
 		if rule == nil {
 			reject(Rejection{Rule: d.Rule, Index: i, Code: RejectUnknownRule, Message: fmt.Sprintf("no rule %q at rules version %d", d.Rule, view.Version)})

@@ -127,6 +127,9 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 		hour     int // of the month, for usage
 		seen     = make(map[string]bool, len(docs))
 		bucket   = s.ledger.Bucket(now)
+		// boostDocs are the accepted documents' own boost counts and
+		// r.Boosts.
+		boostDocs []boostDoc
 	)
 	reject := func(i int, d *Statistics, code, msg string) {
 		out.Rejected = append(out.Rejected, Rejection{Rule: d.Rule, Index: i, Code: code, Message: msg})
@@ -153,6 +156,9 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 			continue
 		}
 		seen[rule.Name] = true
+		if d.Boost != nil {
+			boostDocs = append(boostDocs, boostDoc{BoostStatistics{Rule: rule.Name, BoostCounts: *d.Boost, Interval: d.Interval}, i})
+		}
 		sampled := s.clamp(d, b)
 		// The rate is over the interval the client says its counts cover,
 		// within the span the server knows: the first report after an
@@ -192,7 +198,10 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 		updates = append(updates, store.RateUpdate{Rule: rule.Name, Add: reservoir.Receipt{Bucket: bucket, Rate: rate, Sampled: sampledRate}, Reservoir: float64(rule.ReservoirSize), Retract: retract, Client: true,
 			RuleVersion: since, Applied: runs})
 	}
-	counts := s.boostCounts(r.Boosts, view, func(rj Rejection) {
+	for j, b := range r.Boosts {
+		boostDocs = append(boostDocs, boostDoc{b, j})
+	}
+	counts := s.boostCounts(boostDocs, view, func(rj Rejection) {
 		out.BoostRejected = append(out.BoostRejected, rj)
 		s.reports.rejected.WithLabelValues(rj.Code).Inc()
 	})

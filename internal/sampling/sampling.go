@@ -56,7 +56,8 @@ type Report struct {
 	// Applied is the rules version the client applies (0: it does not
 	// say).
 	Applied int64
-	// Boosts are the client's anomaly counts, per rule.
+	// Boosts are the client's anomaly counts, per rule, in documents of
+	// their own (X-Ray's).
 	Boosts []BoostStatistics
 }
 
@@ -73,6 +74,11 @@ type Statistics struct {
 	// Receipt is the token of the client's last target, if it echoes
 	// them.
 	Receipt string
+	// Boost is the rule's anomaly counts over the same interval (the gRPC
+	// API carries them in the document); nil: none. They are checked
+	// apart: refused, they are named with the document's Index in
+	// TargetSet.BoostRejected, and the rest of the document counts.
+	Boost *BoostCounts
 }
 
 // TargetSet answers a report.
@@ -82,8 +88,8 @@ type TargetSet struct {
 	Interval time.Duration
 	Targets  []Target
 	Rejected []Rejection
-	// BoostRejected lists the boost documents not taken, Index their
-	// place in Report.Boosts.
+	// BoostRejected lists the boost counts not taken, Index their place in
+	// Report.Boosts, or for a Statistics' own, in Report.Statistics.
 	BoostRejected []Rejection
 }
 

@@ -331,7 +331,7 @@ func (c *Core) Report(ctx context.Context, r xray.Report) (xray.Targets, error) 
 	}
 	boosts := make([]sampling.BoostStatistics, len(r.Boosts))
 	for i, b := range r.Boosts {
-		boosts[i] = sampling.BoostStatistics{Rule: b.Rule, Total: b.Total, Anomalies: b.Anomalies, Sampled: b.SampledAnomalies}
+		boosts[i] = sampling.BoostStatistics{Rule: b.Rule, BoostCounts: sampling.BoostCounts{Total: b.Total, Anomalies: b.Anomalies, Sampled: b.SampledAnomalies}}
 	}
 	docs := make([]sampling.Statistics, len(r.Statistics))
 	for i, s := range r.Statistics {
