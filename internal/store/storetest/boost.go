@@ -103,8 +103,8 @@ func testBoost(t *testing.T, b Backend) {
 	}
 	// Counts while it is in force go to its capture, on either store.
 	now = now.Add(5 * time.Second)
-	st := record(0, now, boost.Add{Rule: "checkout", Counts: boost.Counts{Total: 50, Anomalies: 10, Sampled: 4}})
-	st = record(1, now, boost.Add{Rule: "checkout", Counts: boost.Counts{Total: 50, Anomalies: 10, Sampled: 3}})
+	record(0, now, boost.Add{Rule: "checkout", Counts: boost.Counts{Total: 50, Anomalies: 10, Sampled: 4}})
+	st := record(1, now, boost.Add{Rule: "checkout", Counts: boost.Counts{Total: 50, Anomalies: 10, Sampled: 3}})
 	if st[0].Captured != 7 || st[0].Boost.Rate != won.Rate {
 		t.Errorf("state during the boost: captured %v, rate %v; want 7, %v", st[0].Captured, st[0].Boost.Rate, won.Rate)
 	}
