@@ -114,13 +114,15 @@ type boostRecord struct {
 
 // recordBoosts starts the boost store call for a report: each rule's
 // counts, and a read of the state of every boostable rule the report gets a
-// target for. It returns nil when there is nothing to record or read.
+// target for (answered). It returns nil when there is nothing to record or
+// read. The call has the batcher's deadline, not the caller's: counts a
+// client sent are recorded even if it stops waiting.
 func (s *Core) recordBoosts(ctx context.Context, now time.Time, counts map[string]boost.Counts, answered []*rules.Rule) *boostRecord {
-	if s.boosts == nil {
+	if s.boosts == nil || len(counts)+len(answered) == 0 {
 		return nil
 	}
-	var adds []boost.Add
-	index := map[string]int{}
+	adds := make([]boost.Add, 0, len(counts)+len(answered))
+	index := make(map[string]int, cap(adds))
 	add := func(rule string) {
 		if _, ok := index[rule]; !ok {
 			index[rule] = len(adds)
@@ -131,16 +133,13 @@ func (s *Core) recordBoosts(ctx context.Context, now time.Time, counts map[strin
 		add(rule)
 	}
 	for _, r := range answered {
-		if r.Boost != nil {
-			add(r.Name)
-		}
-	}
-	if len(adds) == 0 {
-		return nil
+		add(r.Name)
 	}
 	rec := &boostRecord{index: index, done: make(chan struct{})}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.batcher.timeout)
 	go func() {
 		defer close(rec.done)
+		defer cancel()
 		rec.states, rec.err = s.boosts.RecordBoostCounts(ctx, now, s.boostOpts, adds)
 		if rec.err == nil && len(rec.states) != len(adds) {
 			rec.err = fmt.Errorf("boost store returned %d states for %d rules", len(rec.states), len(adds))

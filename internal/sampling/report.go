@@ -205,13 +205,15 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 		out.BoostRejected = append(out.BoostRejected, rj)
 		s.reports.rejected.WithLabelValues(rj.Code).Inc()
 	})
-	var answered []*rules.Rule
+	var boostable []*rules.Rule // none in most reports: no allocation then
 	for _, a := range acc {
-		answered = append(answered, a.rule)
+		if a.rule.Boost != nil {
+			boostable = append(boostable, a.rule)
+		}
 	}
 	// The boost counts go to the store beside the ledger's batch, and the
 	// states come back for the targets' boosts.
-	boosts := s.recordBoosts(ctx, now, counts, answered)
+	boosts := s.recordBoosts(ctx, now, counts, boostable)
 	if boosts != nil {
 		defer boosts.wait()
 	}
