@@ -31,6 +31,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/expiry"
 	"github.com/tracesampling/controlplane/internal/fleet"
 	"github.com/tracesampling/controlplane/internal/jaeger"
+	"github.com/tracesampling/controlplane/internal/sampling"
 	"github.com/tracesampling/controlplane/internal/server"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
@@ -163,6 +164,7 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 type backend interface {
 	server.RuleStore
 	server.LedgerStore
+	sampling.BoostStore // the report path takes it from the ledger's store
 	server.BudgetStore
 	controller.Store
 	catalog.Source

@@ -114,6 +114,8 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 	type accepted struct {
 		rule                 *rules.Rule
 		rate, sampled, fixed float64
+		factors              [2]float64 // the budgets' (fixed rate, reservoir), for the boost's sizing
+		service              string
 		running              int64 // the rule version the client runs, counted; 0: none
 	}
 	// Sized for every document at once: a report is mostly accepted whole.
@@ -125,6 +127,9 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 		hour     int // of the month, for usage
 		seen     = make(map[string]bool, len(docs))
 		bucket   = s.ledger.Bucket(now)
+		// boostDocs are the accepted documents' own boost counts and
+		// r.Boosts.
+		boostDocs []boostDoc
 	)
 	reject := func(i int, d *Statistics, code, msg string) {
 		out.Rejected = append(out.Rejected, Rejection{Rule: d.Rule, Index: i, Code: code, Message: msg})
@@ -142,7 +147,7 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 			s.reports.receipts.WithLabelValues(receiptReason(err)).Inc()
 		}
 		svc := serviceOf(service, rule)
-		f, _ := budgets.Factors(svc, rule, now)
+		f, g := budgets.Factors(svc, rule, now)
 		b := s.bound(d, prev, ok, rule.FixedRate*f, now)
 		if float64(d.Requests) > maxRequestsPerSecond*b.span.Seconds() {
 			// No instance serves this much; a count like it is a bug, and
@@ -151,6 +156,9 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 			continue
 		}
 		seen[rule.Name] = true
+		if d.Boost != nil {
+			boostDocs = append(boostDocs, boostDoc{BoostStatistics{Rule: rule.Name, BoostCounts: *d.Boost, Interval: d.Interval}, i})
+		}
 		sampled := s.clamp(d, b)
 		// The rate is over the interval the client says its counts cover,
 		// within the span the server knows: the first report after an
@@ -164,7 +172,7 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 		if runs {
 			running = since
 		}
-		acc = append(acc, accepted{rule: rule, rate: rate, sampled: sampledRate, fixed: b.fixedNow, running: running})
+		acc = append(acc, accepted{rule: rule, rate: rate, sampled: sampledRate, fixed: b.fixedNow, factors: [2]float64{f, g}, service: svc, running: running})
 		if d.Requests > 0 || sampled > 0 {
 			names := budgets.Covering(svc, rule)
 			if usage == nil {
@@ -190,6 +198,25 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 		updates = append(updates, store.RateUpdate{Rule: rule.Name, Add: reservoir.Receipt{Bucket: bucket, Rate: rate, Sampled: sampledRate}, Reservoir: float64(rule.ReservoirSize), Retract: retract, Client: true,
 			RuleVersion: since, Applied: runs})
 	}
+	for j, b := range r.Boosts {
+		boostDocs = append(boostDocs, boostDoc{b, j})
+	}
+	counts := s.boostCounts(boostDocs, view, func(rj Rejection) {
+		out.BoostRejected = append(out.BoostRejected, rj)
+		s.reports.rejected.WithLabelValues(rj.Code).Inc()
+	})
+	var boostable []*rules.Rule // none in most reports: no allocation then
+	for _, a := range acc {
+		if a.rule.Boost != nil {
+			boostable = append(boostable, a.rule)
+		}
+	}
+	// The boost counts go to the store beside the ledger's batch, and the
+	// states come back for the targets' boosts.
+	boosts := s.recordBoosts(ctx, now, counts, boostable)
+	if boosts != nil {
+		defer boosts.wait()
+	}
 	if len(updates) == 0 {
 		return out, nil
 	}
@@ -203,8 +230,14 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 	expiry := now.Add(s.ledger.QuotaLifetime())
 	out.Targets = make([]Target, len(acc))
 	for i, a := range acc {
-		c := receipt.Claim{Receipt: reservoir.Receipt{Bucket: bucket, Rate: a.rate, Quota: results[i].Quota, Sampled: a.sampled, Applied: a.running}, Issued: now, FixedRate: a.fixed}
+		bst := s.boostFor(ctx, boosts, a.rule, a.service, budgets, a.factors, now)
+		// The client samples at the boost's rate until it expires: what
+		// it may claim next is bounded by that rate (claimBound), so that
+		// the boost's traces count in budgets.
+		c := receipt.Claim{Receipt: reservoir.Receipt{Bucket: bucket, Rate: a.rate, Quota: results[i].Quota, Sampled: a.sampled, Applied: a.running}, Issued: now,
+			FixedRate: bst.RateInForce(a.fixed, now)}
 		out.Targets[i] = Target{
+			Boost:     bst,
 			Rule:      a.rule.Name,
 			Quota:     results[i].Quota,
 			Expiry:    expiry,

@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tracesampling/controlplane/internal/boost"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/condition"
 	"github.com/tracesampling/controlplane/internal/receipt"
@@ -55,6 +56,9 @@ type Report struct {
 	// Applied is the rules version the client applies (0: it does not
 	// say).
 	Applied int64
+	// Boosts are the client's anomaly counts, per rule, in documents of
+	// their own (X-Ray's).
+	Boosts []BoostStatistics
 }
 
 // Statistics is one rule's counts from one client since its last report.
@@ -70,6 +74,11 @@ type Statistics struct {
 	// Receipt is the token of the client's last target, if it echoes
 	// them.
 	Receipt string
+	// Boost is the rule's anomaly counts over the same interval (the gRPC
+	// API carries them in the document); nil: none. They are checked
+	// apart: refused, they are named with the document's Index in
+	// TargetSet.BoostRejected, and the rest of the document counts.
+	Boost *BoostCounts
 }
 
 // TargetSet answers a report.
@@ -79,6 +88,9 @@ type TargetSet struct {
 	Interval time.Duration
 	Targets  []Target
 	Rejected []Rejection
+	// BoostRejected lists the boost counts not taken, Index their place in
+	// Report.Boosts, or for a Statistics' own, in Report.Statistics.
+	BoostRejected []Rejection
 }
 
 // Target is one client's quota and fixed rate for one rule.
@@ -92,6 +104,10 @@ type Target struct {
 	Expiry time.Time
 	// Receipt is what the keeper returned for the claim; "" for none.
 	Receipt string
+	// Boost is the rule's boost in force, for every client of the rule:
+	// sample at Boost.Rate instead of FixedRate until Boost.Expiry. The
+	// zero Boost: none.
+	Boost boost.Boost
 }
 
 // Rejection says why one statistics document was not taken.
@@ -120,6 +136,13 @@ type Options struct {
 	// StoreDown, if set, is told when a batch goes through after the store
 	// failed.
 	StoreDown *condition.Condition
+	// Boosts keeps the rules' boost states; nil: Store's, if it keeps them
+	// (both stores do), else no boosts. Boost and BoostRoom are the
+	// model's settings (docs/BOOSTS.md); Boost.Interval defaults to
+	// Interval.
+	Boosts    BoostStore
+	Boost     boost.Options
+	BoostRoom boost.RoomOptions
 }
 
 // Core is the report pipeline of one replica, shared by every transport.
@@ -133,6 +156,12 @@ type Core struct {
 	now      func() time.Time
 	reports  *reportMetrics
 	interval time.Duration
+	log      *slog.Logger
+
+	boosts       BoostStore // nil: no boosts
+	boostOpts    boost.Options
+	roomOpts     boost.RoomOptions
+	boostMetrics *boostMetrics
 }
 
 // New returns a Core and starts its batcher.
@@ -153,6 +182,12 @@ func New(opts Options) *Core {
 	b := newReportBatcher(opts.Store, ledger, opts.Now, opts.Logger, opts.Registerer)
 	b.storeDown = opts.StoreDown
 	keys := receipt.NewKeys(opts.Store, opts.Now, b.timeout)
+	if opts.Boosts == nil {
+		opts.Boosts, _ = opts.Store.(BoostStore)
+	}
+	if opts.Boost.Interval <= 0 {
+		opts.Boost.Interval = opts.Interval
+	}
 	return &Core{
 		catalog:  opts.Catalog,
 		batcher:  b,
@@ -162,6 +197,12 @@ func New(opts Options) *Core {
 		now:      opts.Now,
 		reports:  newReportMetrics(opts.Registerer),
 		interval: opts.Interval,
+		log:      opts.Logger,
+
+		boosts:       opts.Boosts,
+		boostOpts:    opts.Boost.WithDefaults(),
+		roomOpts:     opts.BoostRoom,
+		boostMetrics: newBoostMetrics(opts.Registerer),
 	}
 }
 

@@ -30,6 +30,9 @@ func statisticsFromProto(docs []*pb.SamplingStatistics) []sampling.Statistics {
 				s.Time = ts.AsTime()
 			}
 		}
+		if b := d.GetBoost(); b != nil {
+			s.Boost = &sampling.BoostCounts{Total: b.GetTotalCount(), Anomalies: b.GetAnomalyCount(), Sampled: b.GetSampledAnomalyCount()}
+		}
 		if iv := d.GetInterval(); iv != nil {
 			s.Interval = -1 // given, but not positive or not valid: a bad interval
 			if d := iv.AsDuration(); iv.IsValid() && d > 0 {
@@ -49,6 +52,10 @@ func targetSetToProto(ts sampling.TargetSet) *pb.TargetSet {
 	out := &pb.TargetSet{RulesVersion: ts.RulesVersion, ReportInterval: durationpb.New(ts.Interval), Targets: targetsToProto(ts.Targets)}
 	for _, r := range ts.Rejected {
 		out.Rejected = append(out.Rejected, &pb.RejectedStatistics{RuleName: r.Rule, Index: int32(r.Index), Code: r.Code, Message: r.Message})
+	}
+	for _, r := range ts.BoostRejected {
+		// The document's boost counts only: its other counts were taken.
+		out.Rejected = append(out.Rejected, &pb.RejectedStatistics{RuleName: r.Rule, Index: int32(r.Index), Code: r.Code, Message: "boost: " + r.Message})
 	}
 	return out
 }
@@ -72,6 +79,10 @@ func targetsToProto(ts []sampling.Target) []*pb.SamplingTarget {
 			}
 			stamps[i].Seconds, stamps[i].Nanos = t.Expiry.Unix(), int32(t.Expiry.Nanosecond())
 			c.ReservoirQuotaExpiry = &stamps[i]
+		}
+		if b := t.Boost; b.Rate > 0 {
+			// Only while a rule is boosted: two allocations more.
+			c.Boost = &pb.SamplingBoost{Rate: b.Rate, Expiry: timestamppb.New(b.Expiry)}
 		}
 		out[i] = c
 	}

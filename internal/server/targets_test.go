@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/boost"
 	"github.com/tracesampling/controlplane/internal/sampling"
 )
 
@@ -61,6 +62,9 @@ func TestTargetsToProtoCopiesEveryField(t *testing.T) {
 		core[i] = sampling.Target{Rule: x.GetRuleName(), Quota: x.GetReservoirQuota(), FixedRate: x.GetFixedRate(), Receipt: x.GetReceipt()}
 		if x.GetReservoirQuotaExpiry() != nil {
 			core[i].Expiry = x.GetReservoirQuotaExpiry().AsTime()
+		}
+		if b := x.GetBoost(); b != nil {
+			core[i].Boost = boost.Boost{Rate: b.GetRate(), Expiry: b.GetExpiry().AsTime()}
 		}
 	}
 	got := targetsToProto(core)

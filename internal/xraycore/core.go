@@ -10,7 +10,7 @@
 // adds is X-Ray's alone: clients that echo no receipts (it holds their last
 // claims), a ClientID namespace of their own, whole quotas rounded with a
 // per-rule running phase, LastRuleModification, tags read-modify-written,
-// boost statistics not used yet. Package
+// boosts in the X-Ray shapes. Package
 // xray stays a transport that imports none of the core.
 package xraycore
 
@@ -320,16 +320,18 @@ func coreError(err error) error {
 // failed call is told and the client reports again) and no service name
 // (each document counts for budgets as its rule's ServiceName; see
 // sampling.Report). The quotas come back with the budgets applied and a
-// running phase to round them with. Boost statistics are not used yet:
-// each comes back unprocessed, saying so.
+// running phase to round them with. Boost statistics go to the same
+// pipeline (a boost document's ServiceName is validated, not used: a boost
+// is per rule), and each target of a boosted rule carries the boost in
+// force.
 func (c *Core) Report(ctx context.Context, r xray.Report) (xray.Targets, error) {
 	var out xray.Targets
-	for _, b := range r.Boosts {
-		out.BoostRejected = append(out.BoostRejected, xray.Rejection{Rule: b.Rule, Code: "BOOST_NOT_SUPPORTED",
-			Message: "this control plane does not size boosts for X-Ray clients yet; the statistics were not used"})
-	}
-	if len(r.Statistics) == 0 {
+	if len(r.Statistics) == 0 && len(r.Boosts) == 0 {
 		return out, nil
+	}
+	boosts := make([]sampling.BoostStatistics, len(r.Boosts))
+	for i, b := range r.Boosts {
+		boosts[i] = sampling.BoostStatistics{Rule: b.Rule, BoostCounts: sampling.BoostCounts{Total: b.Total, Anomalies: b.Anomalies, Sampled: b.SampledAnomalies}}
 	}
 	docs := make([]sampling.Statistics, len(r.Statistics))
 	for i, s := range r.Statistics {
@@ -345,7 +347,7 @@ func (c *Core) Report(ctx context.Context, r xray.Report) (xray.Targets, error) 
 			docs[i].Sampled += s.Borrowed
 		}
 	}
-	base, err := c.rep.Report(ctx, sampling.Report{Client: clientPrefix + r.ClientID, Statistics: docs}, c.claims)
+	base, err := c.rep.Report(ctx, sampling.Report{Client: clientPrefix + r.ClientID, Statistics: docs, Boosts: boosts}, c.claims)
 	if err != nil {
 		return xray.Targets{}, err
 	}
@@ -353,11 +355,17 @@ func (c *Core) Report(ctx context.Context, r xray.Report) (xray.Targets, error) 
 	for _, rj := range ts.Rejected {
 		out.Rejected = append(out.Rejected, xray.Rejection{Rule: rj.Rule, Code: rj.Code, Message: rj.Message})
 	}
+	for _, rj := range ts.BoostRejected {
+		out.BoostRejected = append(out.BoostRejected, xray.Rejection{Rule: rj.Rule, Code: rj.Code, Message: rj.Message})
+	}
 	out.Targets = make([]xray.Target, len(ts.Targets))
 	for i, t := range ts.Targets {
 		out.Targets[i] = xray.Target{
 			Rule: t.Rule, FixedRate: t.FixedRate, Quota: t.Quota, Expiry: t.Expiry, Interval: ts.Interval,
 			Phase: c.phases.next(t.Rule, t.Quota), RunningPhase: true,
+		}
+		if t.Boost.Rate > 0 {
+			out.Targets[i].Boost = &xray.Boost{Rate: t.Boost.Rate, Expiry: t.Boost.Expiry}
 		}
 	}
 	return out, nil

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
@@ -267,15 +268,22 @@ func TestRulesModified(t *testing.T) {
 }
 
 // TestReports: statistics feed the ledger; an unknown rule is rejected
-// (X-Ray's "400", so the client refreshes its rules); boost statistics come
-// back unprocessed; targets carry the interval, the quota's expiry and a
-// running phase.
+// (X-Ray's "400", so the client refreshes its rules), and so are boost
+// documents of unknown rules or with bad counts, by code; targets carry the
+// interval, the quota's expiry and a running phase.
 func TestReports(t *testing.T) {
 	e := newEnv(t)
 	e.create(t, rule("checkout", 10, 0.1))
 	got, err := e.core.Report(context.Background(), xray.Report{ClientID: clientID(0),
 		Statistics: []xray.Statistics{{Rule: "checkout", Requests: 100, Sampled: 10}, {Rule: "gone", Requests: 1}},
-		Boosts:     []xray.BoostStatistics{{Rule: "checkout", Service: "shop", Total: 10, Anomalies: 5}},
+		Boosts: []xray.BoostStatistics{
+			{Rule: "checkout", Service: "shop", Total: 10, Anomalies: 5},
+			{Rule: "gone", Service: "shop", Total: 10},
+			{Rule: "checkout", Service: "shop", Total: -1},
+			{Rule: "checkout", Service: "shop", Total: 10, Anomalies: 11},
+			{Rule: "checkout", Service: "shop", Total: 10, Anomalies: 2, SampledAnomalies: 3},
+			{Rule: "checkout", Service: "shop", Total: 1e12},
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -283,8 +291,12 @@ func TestReports(t *testing.T) {
 	if len(got.Rejected) != 1 || got.Rejected[0].Rule != "gone" || got.Rejected[0].Code != sampling.RejectUnknownRule {
 		t.Errorf("rejected %+v, want gone as UNKNOWN_RULE", got.Rejected)
 	}
-	if len(got.BoostRejected) != 1 || got.BoostRejected[0].Rule != "checkout" {
-		t.Errorf("boosts rejected %+v", got.BoostRejected)
+	var codes []string
+	for _, rj := range got.BoostRejected {
+		codes = append(codes, rj.Rule+" "+rj.Code)
+	}
+	if diff := cmp.Diff([]string{"gone UNKNOWN_RULE", "checkout NEGATIVE_COUNT", "checkout INCONSISTENT_COUNTS", "checkout INCONSISTENT_COUNTS", "checkout COUNT_TOO_LARGE"}, codes); diff != "" {
+		t.Errorf("boost documents rejected (-want +got):\n%s", diff)
 	}
 	if len(got.Targets) != 1 {
 		t.Fatalf("targets %+v", got.Targets)

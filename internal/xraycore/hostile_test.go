@@ -312,7 +312,7 @@ func TestClaimFlood(t *testing.T) {
 			t.Errorf("period %d: %d claims held, bound %d", period, n, maxClients)
 		}
 		for i := range honest {
-			if _, ok, _ := e.core.claims.Previous(xrayClient(clientID(i)), "checkout", "", e.clk.Now()); !ok {
+			if _, ok, _ := e.core.claims.Previous(claimClient(clientID(i)), "checkout", "", e.clk.Now()); !ok {
 				t.Errorf("period %d: honest client %d's claim was evicted", period, i)
 			}
 		}
@@ -320,7 +320,7 @@ func TestClaimFlood(t *testing.T) {
 	}
 }
 
-func xrayClient(id string) string { return clientPrefix + id }
+func claimClient(id string) string { return clientPrefix + id }
 
 func fleetQuery() fleet.Query { return fleet.Query{} }
 

@@ -11,6 +11,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -38,6 +39,7 @@ type config struct {
 	backoffMax     time.Duration
 	firstReport    time.Duration
 	disableStreams bool
+	anomaly        func(sdktrace.ReadOnlySpan) bool // nil: DefaultAnomaly
 }
 
 // WithEndpoint sets the control plane's gRPC target: "host:port", or any

@@ -225,22 +225,22 @@ func (s *Sampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingR
 	}
 	// A root span's context has no tracestate but in rare set-ups: this
 	// path reads none and writes one built beforehand.
-	sampled, _, _, byRate := s.decide(now, p.TraceID, RandomnessFromTraceID(p.TraceID), p.Attributes, true)
+	sampled, _, m, byRate := s.decide(now, p.TraceID, RandomnessFromTraceID(p.TraceID), p.Attributes, true)
 	switch {
 	case byRate != nil:
 		return sdktrace.SamplingResult{Decision: sdktrace.RecordAndSample, Tracestate: byRate.ts}
 	case sampled:
 		return sdktrace.SamplingResult{Decision: sdktrace.RecordAndSample}
 	}
-	return sdktrace.SamplingResult{Decision: sdktrace.Drop}
+	return sdktrace.SamplingResult{Decision: unsampled(m)}
 }
 
 // decideWithTraceState is ShouldSample's decision for a root span whose
 // context has a tracestate.
 func (s *Sampler) decideWithTraceState(now int64, p sdktrace.SamplingParameters, ts trace.TraceState) sdktrace.SamplingResult {
 	st, r, otOK := otelState(p.TraceID, ts)
-	sampled, _, _, byRate := s.decide(now, p.TraceID, r, p.Attributes, true)
-	d := sdktrace.Drop
+	sampled, _, m, byRate := s.decide(now, p.TraceID, r, p.Attributes, true)
+	d := unsampled(m)
 	if sampled {
 		d = sdktrace.RecordAndSample
 	}
@@ -368,7 +368,7 @@ func (s *Sampler) decide(now int64, id trace.TraceID, r Randomness, attrs []attr
 		sampled, borrowed, reason = true, true, ReasonBorrowed
 	}
 	if !sampled {
-		if fr := rt.rate.Load(); fr.keeps(r) {
+		if fr := rt.rateAt(now); fr.keeps(r) {
 			sampled, byRate = true, fr
 		}
 	}
@@ -532,6 +532,7 @@ func (s *Sampler) applyTargets(ts *pb.TargetSet) {
 		// fleet handed tiny quotas at once does not trace in lockstep.
 		rt.quota.SetRate(now, t.GetReservoirQuota(), phase(s.cfg.clientID, rt.name))
 		rt.expiry.Store(expiry)
+		rt.applyBoost(t.GetBoost())
 		if ts.GetRulesVersion() >= set.version {
 			rt.setFixedRate(t.GetFixedRate())
 			rt.targetVersion = ts.GetRulesVersion()
@@ -667,13 +668,17 @@ func (s *Sampler) takeReportLocked(now int64, echo bool) []*pb.SamplingStatistic
 	for i := range set.matchers {
 		rt := set.matchers[i].rt
 		c := rt.counters.take()
+		var boost *pb.BoostStatistics
+		if set.matchers[i].rule.Boost != nil {
+			boost = rt.anomalies.take()
+		}
 		if rt.name == rules.DefaultName {
 			f := s.fallbackCounts.take()
 			c.requests, c.sampled = c.requests+f.requests, c.sampled+f.sampled
 		}
 		st := &pb.SamplingStatistics{
 			RuleName: rt.name, RequestCount: c.requests, SampledCount: c.sampled, BorrowCount: c.borrowed,
-			Timestamp: timestamp(now), Interval: duration(span),
+			Timestamp: timestamp(now), Interval: duration(span), Boost: boost,
 		}
 		if echo {
 			st.Receipt = rt.receipt

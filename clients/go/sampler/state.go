@@ -22,6 +22,10 @@ type runtime struct {
 	borrow   reservoir.Bucket
 	rate     atomic.Pointer[fixedRate] // the fixed rate in force, never nil
 	counters counters
+	// boost is the boost in force (boost.go); nil: none. anomalies are
+	// the rule's boost statistics, for rules with a sampling_rate_boost.
+	boost     atomic.Pointer[boostRate]
+	anomalies anomalyCounts
 
 	// Guarded by the sampler's report mutex.
 	receipt       string

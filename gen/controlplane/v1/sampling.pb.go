@@ -192,7 +192,14 @@ type SamplingStatistics struct {
 	// A report without one counts as a new client until the old figures age
 	// out, which only makes quotas smaller, never larger. At most 256
 	// characters.
-	Receipt       string `protobuf:"bytes,7,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	Receipt string `protobuf:"bytes,7,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	// The rule's anomaly counts over the same interval, for adaptive sampling
+	// (docs/BOOSTS.md); only for rules with a sampling_rate_boost (counts of
+	// other rules are accepted and ignored). Counts the server refuses are
+	// named in a RejectedStatistics with this document's index
+	// (NEGATIVE_COUNT, INCONSISTENT_COUNTS, COUNT_TOO_LARGE); the document's
+	// other counts are still taken.
+	Boost         *BoostStatistics `protobuf:"bytes,20,opt,name=boost,proto3" json:"boost,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -276,6 +283,79 @@ func (x *SamplingStatistics) GetReceipt() string {
 	return ""
 }
 
+func (x *SamplingStatistics) GetBoost() *BoostStatistics {
+	if x != nil {
+		return x.Boost
+	}
+	return nil
+}
+
+// BoostStatistics are one client's anomaly counts for one rule: X-Ray's
+// SamplingBoostStatisticsDocument.
+type BoostStatistics struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Local root spans of the rule that ended.
+	TotalCount int64 `protobuf:"varint,1,opt,name=total_count,json=totalCount,proto3" json:"total_count,omitempty"`
+	// Of those, the anomalous ones (the SDK's predicate: by default an HTTP
+	// status of 500 or more, or a span status of error).
+	AnomalyCount int64 `protobuf:"varint,2,opt,name=anomaly_count,json=anomalyCount,proto3" json:"anomaly_count,omitempty"`
+	// Of the anomalous ones, those sampled.
+	SampledAnomalyCount int64 `protobuf:"varint,3,opt,name=sampled_anomaly_count,json=sampledAnomalyCount,proto3" json:"sampled_anomaly_count,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *BoostStatistics) Reset() {
+	*x = BoostStatistics{}
+	mi := &file_controlplane_v1_sampling_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BoostStatistics) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BoostStatistics) ProtoMessage() {}
+
+func (x *BoostStatistics) ProtoReflect() protoreflect.Message {
+	mi := &file_controlplane_v1_sampling_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BoostStatistics.ProtoReflect.Descriptor instead.
+func (*BoostStatistics) Descriptor() ([]byte, []int) {
+	return file_controlplane_v1_sampling_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *BoostStatistics) GetTotalCount() int64 {
+	if x != nil {
+		return x.TotalCount
+	}
+	return 0
+}
+
+func (x *BoostStatistics) GetAnomalyCount() int64 {
+	if x != nil {
+		return x.AnomalyCount
+	}
+	return 0
+}
+
+func (x *BoostStatistics) GetSampledAnomalyCount() int64 {
+	if x != nil {
+		return x.SampledAnomalyCount
+	}
+	return 0
+}
+
 // GetSamplingTargetsRequest is one report of one client.
 type GetSamplingTargetsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -301,7 +381,7 @@ type GetSamplingTargetsRequest struct {
 
 func (x *GetSamplingTargetsRequest) Reset() {
 	*x = GetSamplingTargetsRequest{}
-	mi := &file_controlplane_v1_sampling_proto_msgTypes[3]
+	mi := &file_controlplane_v1_sampling_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -313,7 +393,7 @@ func (x *GetSamplingTargetsRequest) String() string {
 func (*GetSamplingTargetsRequest) ProtoMessage() {}
 
 func (x *GetSamplingTargetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_sampling_proto_msgTypes[3]
+	mi := &file_controlplane_v1_sampling_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -326,7 +406,7 @@ func (x *GetSamplingTargetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSamplingTargetsRequest.ProtoReflect.Descriptor instead.
 func (*GetSamplingTargetsRequest) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_sampling_proto_rawDescGZIP(), []int{3}
+	return file_controlplane_v1_sampling_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetSamplingTargetsRequest) GetClientId() string {
@@ -394,14 +474,17 @@ type SamplingTarget struct {
 	// Empty in targets a stream sends unasked (a budget changed, or the
 	// server renewed the last quotas because its store did not answer): they
 	// record no report, so keep the last one.
-	Receipt       string `protobuf:"bytes,5,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	Receipt string `protobuf:"bytes,5,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	// A boost in force for the rule, for every client of the rule: sample at
+	// boost.rate instead of fixed_rate until boost.expiry. Unset: none.
+	Boost         *SamplingBoost `protobuf:"bytes,20,opt,name=boost,proto3" json:"boost,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SamplingTarget) Reset() {
 	*x = SamplingTarget{}
-	mi := &file_controlplane_v1_sampling_proto_msgTypes[4]
+	mi := &file_controlplane_v1_sampling_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -413,7 +496,7 @@ func (x *SamplingTarget) String() string {
 func (*SamplingTarget) ProtoMessage() {}
 
 func (x *SamplingTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_sampling_proto_msgTypes[4]
+	mi := &file_controlplane_v1_sampling_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -426,7 +509,7 @@ func (x *SamplingTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SamplingTarget.ProtoReflect.Descriptor instead.
 func (*SamplingTarget) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_sampling_proto_rawDescGZIP(), []int{4}
+	return file_controlplane_v1_sampling_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SamplingTarget) GetRuleName() string {
@@ -464,6 +547,69 @@ func (x *SamplingTarget) GetReceipt() string {
 	return ""
 }
 
+func (x *SamplingTarget) GetBoost() *SamplingBoost {
+	if x != nil {
+		return x.Boost
+	}
+	return nil
+}
+
+// SamplingBoost is a temporary fixed rate of a rule (X-Ray's SamplingBoost).
+type SamplingBoost struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rate to sample at instead of fixed_rate, in (fixed_rate, 1].
+	Rate float64 `protobuf:"fixed64,1,opt,name=rate,proto3" json:"rate,omitempty"`
+	// When the boost ends (X-Ray's BoostRateTTL), at most a minute after it
+	// started.
+	Expiry        *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expiry,proto3" json:"expiry,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SamplingBoost) Reset() {
+	*x = SamplingBoost{}
+	mi := &file_controlplane_v1_sampling_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SamplingBoost) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SamplingBoost) ProtoMessage() {}
+
+func (x *SamplingBoost) ProtoReflect() protoreflect.Message {
+	mi := &file_controlplane_v1_sampling_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SamplingBoost.ProtoReflect.Descriptor instead.
+func (*SamplingBoost) Descriptor() ([]byte, []int) {
+	return file_controlplane_v1_sampling_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SamplingBoost) GetRate() float64 {
+	if x != nil {
+		return x.Rate
+	}
+	return 0
+}
+
+func (x *SamplingBoost) GetExpiry() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expiry
+	}
+	return nil
+}
+
 // RejectedStatistics says why one statistics document was not processed.
 type RejectedStatistics struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -486,7 +632,7 @@ type RejectedStatistics struct {
 
 func (x *RejectedStatistics) Reset() {
 	*x = RejectedStatistics{}
-	mi := &file_controlplane_v1_sampling_proto_msgTypes[5]
+	mi := &file_controlplane_v1_sampling_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -498,7 +644,7 @@ func (x *RejectedStatistics) String() string {
 func (*RejectedStatistics) ProtoMessage() {}
 
 func (x *RejectedStatistics) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_sampling_proto_msgTypes[5]
+	mi := &file_controlplane_v1_sampling_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -511,7 +657,7 @@ func (x *RejectedStatistics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectedStatistics.ProtoReflect.Descriptor instead.
 func (*RejectedStatistics) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_sampling_proto_rawDescGZIP(), []int{5}
+	return file_controlplane_v1_sampling_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RejectedStatistics) GetRuleName() string {
@@ -559,7 +705,7 @@ type GetSamplingTargetsResponse struct {
 
 func (x *GetSamplingTargetsResponse) Reset() {
 	*x = GetSamplingTargetsResponse{}
-	mi := &file_controlplane_v1_sampling_proto_msgTypes[6]
+	mi := &file_controlplane_v1_sampling_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -571,7 +717,7 @@ func (x *GetSamplingTargetsResponse) String() string {
 func (*GetSamplingTargetsResponse) ProtoMessage() {}
 
 func (x *GetSamplingTargetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_sampling_proto_msgTypes[6]
+	mi := &file_controlplane_v1_sampling_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -584,7 +730,7 @@ func (x *GetSamplingTargetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSamplingTargetsResponse.ProtoReflect.Descriptor instead.
 func (*GetSamplingTargetsResponse) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_sampling_proto_rawDescGZIP(), []int{6}
+	return file_controlplane_v1_sampling_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetSamplingTargetsResponse) GetTargets() []*SamplingTarget {
@@ -631,7 +777,7 @@ type StreamSamplingRequest struct {
 
 func (x *StreamSamplingRequest) Reset() {
 	*x = StreamSamplingRequest{}
-	mi := &file_controlplane_v1_sampling_proto_msgTypes[7]
+	mi := &file_controlplane_v1_sampling_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -643,7 +789,7 @@ func (x *StreamSamplingRequest) String() string {
 func (*StreamSamplingRequest) ProtoMessage() {}
 
 func (x *StreamSamplingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_sampling_proto_msgTypes[7]
+	mi := &file_controlplane_v1_sampling_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -656,7 +802,7 @@ func (x *StreamSamplingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamSamplingRequest.ProtoReflect.Descriptor instead.
 func (*StreamSamplingRequest) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_sampling_proto_rawDescGZIP(), []int{7}
+	return file_controlplane_v1_sampling_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StreamSamplingRequest) GetMessage() isStreamSamplingRequest_Message {
@@ -725,7 +871,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_controlplane_v1_sampling_proto_msgTypes[8]
+	mi := &file_controlplane_v1_sampling_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -737,7 +883,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_sampling_proto_msgTypes[8]
+	mi := &file_controlplane_v1_sampling_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -750,7 +896,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_sampling_proto_rawDescGZIP(), []int{8}
+	return file_controlplane_v1_sampling_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Hello) GetClientId() string {
@@ -826,7 +972,7 @@ type Report struct {
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_controlplane_v1_sampling_proto_msgTypes[9]
+	mi := &file_controlplane_v1_sampling_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -838,7 +984,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_sampling_proto_msgTypes[9]
+	mi := &file_controlplane_v1_sampling_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -851,7 +997,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_sampling_proto_rawDescGZIP(), []int{9}
+	return file_controlplane_v1_sampling_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Report) GetStatistics() []*SamplingStatistics {
@@ -891,7 +1037,7 @@ type StreamSamplingResponse struct {
 
 func (x *StreamSamplingResponse) Reset() {
 	*x = StreamSamplingResponse{}
-	mi := &file_controlplane_v1_sampling_proto_msgTypes[10]
+	mi := &file_controlplane_v1_sampling_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -903,7 +1049,7 @@ func (x *StreamSamplingResponse) String() string {
 func (*StreamSamplingResponse) ProtoMessage() {}
 
 func (x *StreamSamplingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_sampling_proto_msgTypes[10]
+	mi := &file_controlplane_v1_sampling_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -916,7 +1062,7 @@ func (x *StreamSamplingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamSamplingResponse.ProtoReflect.Descriptor instead.
 func (*StreamSamplingResponse) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_sampling_proto_rawDescGZIP(), []int{10}
+	return file_controlplane_v1_sampling_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StreamSamplingResponse) GetMessage() isStreamSamplingResponse_Message {
@@ -978,7 +1124,7 @@ type RuleSet struct {
 
 func (x *RuleSet) Reset() {
 	*x = RuleSet{}
-	mi := &file_controlplane_v1_sampling_proto_msgTypes[11]
+	mi := &file_controlplane_v1_sampling_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -990,7 +1136,7 @@ func (x *RuleSet) String() string {
 func (*RuleSet) ProtoMessage() {}
 
 func (x *RuleSet) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_sampling_proto_msgTypes[11]
+	mi := &file_controlplane_v1_sampling_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1003,7 +1149,7 @@ func (x *RuleSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleSet.ProtoReflect.Descriptor instead.
 func (*RuleSet) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_sampling_proto_rawDescGZIP(), []int{11}
+	return file_controlplane_v1_sampling_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RuleSet) GetRulesVersion() int64 {
@@ -1045,7 +1191,7 @@ type TargetSet struct {
 
 func (x *TargetSet) Reset() {
 	*x = TargetSet{}
-	mi := &file_controlplane_v1_sampling_proto_msgTypes[12]
+	mi := &file_controlplane_v1_sampling_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1057,7 +1203,7 @@ func (x *TargetSet) String() string {
 func (*TargetSet) ProtoMessage() {}
 
 func (x *TargetSet) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_sampling_proto_msgTypes[12]
+	mi := &file_controlplane_v1_sampling_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1070,7 +1216,7 @@ func (x *TargetSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TargetSet.ProtoReflect.Descriptor instead.
 func (*TargetSet) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_sampling_proto_rawDescGZIP(), []int{12}
+	return file_controlplane_v1_sampling_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TargetSet) GetTargets() []*SamplingTarget {
@@ -1120,7 +1266,7 @@ const file_controlplane_v1_sampling_proto_rawDesc = "" +
 	"\x18GetSamplingRulesResponse\x12#\n" +
 	"\rrules_version\x18\x01 \x01(\x03R\frulesVersion\x12\x1c\n" +
 	"\tunchanged\x18\x02 \x01(\bR\tunchanged\x12+\n" +
-	"\x05rules\x18\x03 \x03(\v2\x15.controlplane.v1.RuleR\x05rules\"\xa9\x02\n" +
+	"\x05rules\x18\x03 \x03(\v2\x15.controlplane.v1.RuleR\x05rules\"\xe1\x02\n" +
 	"\x12SamplingStatistics\x12\x1b\n" +
 	"\trule_name\x18\x01 \x01(\tR\bruleName\x12#\n" +
 	"\rrequest_count\x18\x02 \x01(\x03R\frequestCount\x12#\n" +
@@ -1128,7 +1274,13 @@ const file_controlplane_v1_sampling_proto_rawDesc = "" +
 	"\fborrow_count\x18\x04 \x01(\x03R\vborrowCount\x128\n" +
 	"\ttimestamp\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x125\n" +
 	"\binterval\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12\x18\n" +
-	"\areceipt\x18\a \x01(\tR\areceipt\"\x89\x02\n" +
+	"\areceipt\x18\a \x01(\tR\areceipt\x126\n" +
+	"\x05boost\x18\x14 \x01(\v2 .controlplane.v1.BoostStatisticsR\x05boost\"\x8b\x01\n" +
+	"\x0fBoostStatistics\x12\x1f\n" +
+	"\vtotal_count\x18\x01 \x01(\x03R\n" +
+	"totalCount\x12#\n" +
+	"\ranomaly_count\x18\x02 \x01(\x03R\fanomalyCount\x122\n" +
+	"\x15sampled_anomaly_count\x18\x03 \x01(\x03R\x13sampledAnomalyCount\"\x89\x02\n" +
 	"\x19GetSamplingTargetsRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12!\n" +
 	"\fservice_name\x18\x02 \x01(\tR\vserviceName\x12!\n" +
@@ -1137,14 +1289,18 @@ const file_controlplane_v1_sampling_proto_rawDesc = "" +
 	"statistics\x18\x04 \x03(\v2#.controlplane.v1.SamplingStatisticsR\n" +
 	"statistics\x12\x10\n" +
 	"\x03seq\x18\x05 \x01(\x04R\x03seq\x122\n" +
-	"\x15applied_rules_version\x18\x06 \x01(\x03R\x13appliedRulesVersion\"\xe1\x01\n" +
+	"\x15applied_rules_version\x18\x06 \x01(\x03R\x13appliedRulesVersion\"\x97\x02\n" +
 	"\x0eSamplingTarget\x12\x1b\n" +
 	"\trule_name\x18\x01 \x01(\tR\bruleName\x12'\n" +
 	"\x0freservoir_quota\x18\x02 \x01(\x01R\x0ereservoirQuota\x12P\n" +
 	"\x16reservoir_quota_expiry\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x14reservoirQuotaExpiry\x12\x1d\n" +
 	"\n" +
 	"fixed_rate\x18\x04 \x01(\x01R\tfixedRate\x12\x18\n" +
-	"\areceipt\x18\x05 \x01(\tR\areceipt\"u\n" +
+	"\areceipt\x18\x05 \x01(\tR\areceipt\x124\n" +
+	"\x05boost\x18\x14 \x01(\v2\x1e.controlplane.v1.SamplingBoostR\x05boost\"W\n" +
+	"\rSamplingBoost\x12\x12\n" +
+	"\x04rate\x18\x01 \x01(\x01R\x04rate\x122\n" +
+	"\x06expiry\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x06expiry\"u\n" +
 	"\x12RejectedStatistics\x12\x1b\n" +
 	"\trule_name\x18\x01 \x01(\tR\bruleName\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x05R\x05index\x12\x12\n" +
@@ -1200,54 +1356,59 @@ func file_controlplane_v1_sampling_proto_rawDescGZIP() []byte {
 	return file_controlplane_v1_sampling_proto_rawDescData
 }
 
-var file_controlplane_v1_sampling_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_controlplane_v1_sampling_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_controlplane_v1_sampling_proto_goTypes = []any{
 	(*GetSamplingRulesRequest)(nil),    // 0: controlplane.v1.GetSamplingRulesRequest
 	(*GetSamplingRulesResponse)(nil),   // 1: controlplane.v1.GetSamplingRulesResponse
 	(*SamplingStatistics)(nil),         // 2: controlplane.v1.SamplingStatistics
-	(*GetSamplingTargetsRequest)(nil),  // 3: controlplane.v1.GetSamplingTargetsRequest
-	(*SamplingTarget)(nil),             // 4: controlplane.v1.SamplingTarget
-	(*RejectedStatistics)(nil),         // 5: controlplane.v1.RejectedStatistics
-	(*GetSamplingTargetsResponse)(nil), // 6: controlplane.v1.GetSamplingTargetsResponse
-	(*StreamSamplingRequest)(nil),      // 7: controlplane.v1.StreamSamplingRequest
-	(*Hello)(nil),                      // 8: controlplane.v1.Hello
-	(*Report)(nil),                     // 9: controlplane.v1.Report
-	(*StreamSamplingResponse)(nil),     // 10: controlplane.v1.StreamSamplingResponse
-	(*RuleSet)(nil),                    // 11: controlplane.v1.RuleSet
-	(*TargetSet)(nil),                  // 12: controlplane.v1.TargetSet
-	(*Rule)(nil),                       // 13: controlplane.v1.Rule
-	(*timestamppb.Timestamp)(nil),      // 14: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 15: google.protobuf.Duration
+	(*BoostStatistics)(nil),            // 3: controlplane.v1.BoostStatistics
+	(*GetSamplingTargetsRequest)(nil),  // 4: controlplane.v1.GetSamplingTargetsRequest
+	(*SamplingTarget)(nil),             // 5: controlplane.v1.SamplingTarget
+	(*SamplingBoost)(nil),              // 6: controlplane.v1.SamplingBoost
+	(*RejectedStatistics)(nil),         // 7: controlplane.v1.RejectedStatistics
+	(*GetSamplingTargetsResponse)(nil), // 8: controlplane.v1.GetSamplingTargetsResponse
+	(*StreamSamplingRequest)(nil),      // 9: controlplane.v1.StreamSamplingRequest
+	(*Hello)(nil),                      // 10: controlplane.v1.Hello
+	(*Report)(nil),                     // 11: controlplane.v1.Report
+	(*StreamSamplingResponse)(nil),     // 12: controlplane.v1.StreamSamplingResponse
+	(*RuleSet)(nil),                    // 13: controlplane.v1.RuleSet
+	(*TargetSet)(nil),                  // 14: controlplane.v1.TargetSet
+	(*Rule)(nil),                       // 15: controlplane.v1.Rule
+	(*timestamppb.Timestamp)(nil),      // 16: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 17: google.protobuf.Duration
 }
 var file_controlplane_v1_sampling_proto_depIdxs = []int32{
-	13, // 0: controlplane.v1.GetSamplingRulesResponse.rules:type_name -> controlplane.v1.Rule
-	14, // 1: controlplane.v1.SamplingStatistics.timestamp:type_name -> google.protobuf.Timestamp
-	15, // 2: controlplane.v1.SamplingStatistics.interval:type_name -> google.protobuf.Duration
-	2,  // 3: controlplane.v1.GetSamplingTargetsRequest.statistics:type_name -> controlplane.v1.SamplingStatistics
-	14, // 4: controlplane.v1.SamplingTarget.reservoir_quota_expiry:type_name -> google.protobuf.Timestamp
-	4,  // 5: controlplane.v1.GetSamplingTargetsResponse.targets:type_name -> controlplane.v1.SamplingTarget
-	5,  // 6: controlplane.v1.GetSamplingTargetsResponse.rejected:type_name -> controlplane.v1.RejectedStatistics
-	15, // 7: controlplane.v1.GetSamplingTargetsResponse.report_interval:type_name -> google.protobuf.Duration
-	8,  // 8: controlplane.v1.StreamSamplingRequest.hello:type_name -> controlplane.v1.Hello
-	9,  // 9: controlplane.v1.StreamSamplingRequest.report:type_name -> controlplane.v1.Report
-	2,  // 10: controlplane.v1.Report.statistics:type_name -> controlplane.v1.SamplingStatistics
-	11, // 11: controlplane.v1.StreamSamplingResponse.rules:type_name -> controlplane.v1.RuleSet
-	12, // 12: controlplane.v1.StreamSamplingResponse.targets:type_name -> controlplane.v1.TargetSet
-	13, // 13: controlplane.v1.RuleSet.rules:type_name -> controlplane.v1.Rule
-	4,  // 14: controlplane.v1.TargetSet.targets:type_name -> controlplane.v1.SamplingTarget
-	5,  // 15: controlplane.v1.TargetSet.rejected:type_name -> controlplane.v1.RejectedStatistics
-	15, // 16: controlplane.v1.TargetSet.report_interval:type_name -> google.protobuf.Duration
-	0,  // 17: controlplane.v1.SamplingService.GetSamplingRules:input_type -> controlplane.v1.GetSamplingRulesRequest
-	3,  // 18: controlplane.v1.SamplingService.GetSamplingTargets:input_type -> controlplane.v1.GetSamplingTargetsRequest
-	7,  // 19: controlplane.v1.SamplingService.StreamSampling:input_type -> controlplane.v1.StreamSamplingRequest
-	1,  // 20: controlplane.v1.SamplingService.GetSamplingRules:output_type -> controlplane.v1.GetSamplingRulesResponse
-	6,  // 21: controlplane.v1.SamplingService.GetSamplingTargets:output_type -> controlplane.v1.GetSamplingTargetsResponse
-	10, // 22: controlplane.v1.SamplingService.StreamSampling:output_type -> controlplane.v1.StreamSamplingResponse
-	20, // [20:23] is the sub-list for method output_type
-	17, // [17:20] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	15, // 0: controlplane.v1.GetSamplingRulesResponse.rules:type_name -> controlplane.v1.Rule
+	16, // 1: controlplane.v1.SamplingStatistics.timestamp:type_name -> google.protobuf.Timestamp
+	17, // 2: controlplane.v1.SamplingStatistics.interval:type_name -> google.protobuf.Duration
+	3,  // 3: controlplane.v1.SamplingStatistics.boost:type_name -> controlplane.v1.BoostStatistics
+	2,  // 4: controlplane.v1.GetSamplingTargetsRequest.statistics:type_name -> controlplane.v1.SamplingStatistics
+	16, // 5: controlplane.v1.SamplingTarget.reservoir_quota_expiry:type_name -> google.protobuf.Timestamp
+	6,  // 6: controlplane.v1.SamplingTarget.boost:type_name -> controlplane.v1.SamplingBoost
+	16, // 7: controlplane.v1.SamplingBoost.expiry:type_name -> google.protobuf.Timestamp
+	5,  // 8: controlplane.v1.GetSamplingTargetsResponse.targets:type_name -> controlplane.v1.SamplingTarget
+	7,  // 9: controlplane.v1.GetSamplingTargetsResponse.rejected:type_name -> controlplane.v1.RejectedStatistics
+	17, // 10: controlplane.v1.GetSamplingTargetsResponse.report_interval:type_name -> google.protobuf.Duration
+	10, // 11: controlplane.v1.StreamSamplingRequest.hello:type_name -> controlplane.v1.Hello
+	11, // 12: controlplane.v1.StreamSamplingRequest.report:type_name -> controlplane.v1.Report
+	2,  // 13: controlplane.v1.Report.statistics:type_name -> controlplane.v1.SamplingStatistics
+	13, // 14: controlplane.v1.StreamSamplingResponse.rules:type_name -> controlplane.v1.RuleSet
+	14, // 15: controlplane.v1.StreamSamplingResponse.targets:type_name -> controlplane.v1.TargetSet
+	15, // 16: controlplane.v1.RuleSet.rules:type_name -> controlplane.v1.Rule
+	5,  // 17: controlplane.v1.TargetSet.targets:type_name -> controlplane.v1.SamplingTarget
+	7,  // 18: controlplane.v1.TargetSet.rejected:type_name -> controlplane.v1.RejectedStatistics
+	17, // 19: controlplane.v1.TargetSet.report_interval:type_name -> google.protobuf.Duration
+	0,  // 20: controlplane.v1.SamplingService.GetSamplingRules:input_type -> controlplane.v1.GetSamplingRulesRequest
+	4,  // 21: controlplane.v1.SamplingService.GetSamplingTargets:input_type -> controlplane.v1.GetSamplingTargetsRequest
+	9,  // 22: controlplane.v1.SamplingService.StreamSampling:input_type -> controlplane.v1.StreamSamplingRequest
+	1,  // 23: controlplane.v1.SamplingService.GetSamplingRules:output_type -> controlplane.v1.GetSamplingRulesResponse
+	8,  // 24: controlplane.v1.SamplingService.GetSamplingTargets:output_type -> controlplane.v1.GetSamplingTargetsResponse
+	12, // 25: controlplane.v1.SamplingService.StreamSampling:output_type -> controlplane.v1.StreamSamplingResponse
+	23, // [23:26] is the sub-list for method output_type
+	20, // [20:23] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_controlplane_v1_sampling_proto_init() }
@@ -1256,11 +1417,11 @@ func file_controlplane_v1_sampling_proto_init() {
 		return
 	}
 	file_controlplane_v1_rule_proto_init()
-	file_controlplane_v1_sampling_proto_msgTypes[7].OneofWrappers = []any{
+	file_controlplane_v1_sampling_proto_msgTypes[9].OneofWrappers = []any{
 		(*StreamSamplingRequest_Hello)(nil),
 		(*StreamSamplingRequest_Report)(nil),
 	}
-	file_controlplane_v1_sampling_proto_msgTypes[10].OneofWrappers = []any{
+	file_controlplane_v1_sampling_proto_msgTypes[12].OneofWrappers = []any{
 		(*StreamSamplingResponse_Rules)(nil),
 		(*StreamSamplingResponse_Targets)(nil),
 	}
@@ -1270,7 +1431,7 @@ func file_controlplane_v1_sampling_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlplane_v1_sampling_proto_rawDesc), len(file_controlplane_v1_sampling_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

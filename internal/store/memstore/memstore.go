@@ -27,6 +27,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tracesampling/controlplane/internal/boost"
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
@@ -100,6 +101,9 @@ type Store struct {
 	lock   *os.File // holds the DataDir's lock; nil without a DataDir
 
 	live live
+	// boosts keeps the rules' boost states (boost.go); in memory only, as
+	// ledgers are: a state is rebuilt within a warm-up.
+	boosts *boost.Memory
 	// flushMu orders writes of the usage file; taken before live.mu.
 	flushMu sync.Mutex
 
@@ -170,6 +174,7 @@ func New(opts Options) (*Store, error) {
 		maxAlerts: opts.MaxAlerts,
 		maxRules:  opts.MaxRules,
 		watchers:  make(map[*watcher]struct{}),
+		boosts:    boost.NewMemory(),
 		st:        state{rules: map[string]rules.Rule{}, budgets: map[string]budget.Budget{}, fired: map[string]time.Time{}, tokens: map[string]store.Token{}},
 	}
 	s.live.init()

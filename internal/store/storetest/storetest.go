@@ -101,6 +101,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"LedgerFleet", testLedgerFleet},
 		{"LedgerApplied", testLedgerApplied},
 		{"ReceiptKeys", testReceiptKeys},
+		{"Boost", testBoost},
 		{"BudgetCRUD", testBudgetCRUD},
 		{"BudgetRefused", testBudgetRefused},
 		{"BudgetPaging", testBudgetPaging},
