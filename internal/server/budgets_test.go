@@ -64,7 +64,8 @@ func startBudgetReplica(t *testing.T, st store.Store, now func() time.Time, hook
 	if hook != nil {
 		egress = hook.Egress
 	}
-	srv := New(Options{Rules: st, Catalog: cat, Ledger: st, Budgets: st, Logger: log, Now: now, ReportInterval: 10 * time.Second, Egress: egress})
+	ctl := controller.New(st, cat, controller.Options{Interval: 10 * time.Second, Now: now, Logger: log, Webhook: hook})
+	srv := New(Options{Rules: st, Catalog: cat, Ledger: st, Budgets: st, Decider: ctl, Logger: log, Now: now, ReportInterval: 10 * time.Second, Egress: egress})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +76,6 @@ func startBudgetReplica(t *testing.T, st store.Store, now func() time.Time, hook
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctl := controller.New(st, cat, controller.Options{Interval: 10 * time.Second, Now: now, Logger: log, Webhook: hook})
 	t.Cleanup(func() {
 		conn.Close()
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -422,7 +422,9 @@ func TestExhaustedBudgetKeepsItsFloor(t *testing.T) {
 	if err := rep.ctl.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.States) == 1 })
+	// The decision made at the budget's creation is there already: wait
+	// for the tick's.
+	waitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return bs.States["small"].Computed.Equal(clock.Now()) })
 	if s := rep.catalog.CurrentBudgets().States["small"].Decision; !s.Exhausted {
 		t.Fatalf("decision %+v, want exhausted", s)
 	}
@@ -920,18 +922,20 @@ func TestAlertsRearm(t *testing.T) {
 	if _, err := rep.budgets.DeleteBudget(ctx, &pb.DeleteBudgetRequest{Name: "shop"}); err != nil {
 		t.Fatal(err)
 	}
+	clock.Add(time.Second)
 	again := create()
 	if again.GetUid() == first.GetUid() || again.GetGeneration() != 0 {
 		t.Errorf("created again: uid %q (was %q), generation %d", again.GetUid(), first.GetUid(), again.GetGeneration())
 	}
 	waitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 1 && bs.Budgets[0].UID == again.GetUid() })
-	// Its status is not its predecessor's until the controller decides.
+	// Its status is its own, decided as it was created, not its
+	// predecessor's.
 	st, err := rep.budgets.GetBudgetStatus(ctx, &pb.GetBudgetStatusRequest{Name: "shop"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.GetStatus().GetComputedTime() != nil {
-		t.Errorf("a new incarnation shows the old one's decision: %v", st.GetStatus())
+	if got := st.GetStatus().GetComputedTime().AsTime(); !got.Equal(clock.Now()) {
+		t.Errorf("a new incarnation shows a decision of %v, want its own of %v: %v", got, clock.Now(), st.GetStatus())
 	}
 	spend(0)
 	want = append(want, "KIND_SPEND_THRESHOLD 0.5 of 0.05", "KIND_SPEND_THRESHOLD 0.8 of 0.05", "KIND_SPEND_THRESHOLD 1 of 0.05")
@@ -1081,5 +1085,93 @@ func TestBudgetCreatedMidMonthCountsTheMonth(t *testing.T) {
 	left := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC).Sub(time.Date(2026, 11, 10, 0, 30, 10, 0, time.UTC)).Seconds()
 	if got, want := all.GetCoverageReserveTraces(), int64(2*left/300); got != want {
 		t.Errorf("coverage reserve %d traces, want %d", got, want)
+	}
+}
+
+// TestBudgetDecidedAtOnce: a budget created, or changed, is decided by the
+// time the call returns, not at the controller's next interval: lowered
+// under what was spent, it is exhausted at once, and a second replica's
+// catalog, which did not serve the edit, takes the decision up. The rule
+// sets both replicas hand out carry it: a stream's is sent again.
+func TestBudgetDecidedAtOnce(t *testing.T) {
+	clock := &fakeClock{t: time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC)}
+	st := newMemStore(t)
+	rep := startBudgetReplica(t, st, clock.Now, nil)
+	other := startBudgetReplica(t, st, clock.Now, nil)
+	ctx := ctxT(t)
+	// Every request sampled, so that the counts below are honest claims.
+	if _, err := rep.rules.UpdateRule(ctx, &pb.UpdateRuleRequest{Rule: &pb.Rule{Name: "Default", FixedRate: 1}, UpdateMask: mask("fixed_rate")}); err != nil {
+		t.Fatal(err)
+	}
+	waitVersion(t, rep.catalog, rep.first+1)
+	created, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{Name: "shop", MonthlyAmountMicros: 1_000_000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	decided := func(what string) budget.State {
+		t.Helper()
+		states, err := st.States(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, ok := states["shop"]
+		if !ok || s.BudgetUID != created.GetBudget().GetUid() || !s.Computed.Equal(clock.Now()) {
+			t.Fatalf("%s: state %+v (present %v), want one of budget %q computed at %v", what, s, ok, created.GetBudget().GetUid(), clock.Now())
+		}
+		return s
+	}
+	if d := decided("created").Decision; d.FixedRateFactor != 1 || d.Exhausted {
+		t.Errorf("created with nothing spent: %+v, want factors 1", d)
+	}
+	// A stream of the service gets its rule set, no rates lowered yet.
+	stream, err := rep.sampling.StreamSampling(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Hello{Hello: &pb.Hello{ClientId: "s", ServiceName: "shop"}}}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	version := m.GetRules().GetRulesVersion()
+	if version == 0 || len(m.GetRules().GetRatesInForce()) != 0 {
+		t.Fatalf("first message %v, want a rule set without rates in force", m)
+	}
+	// 10,000 traces: $0.05 of $1.
+	clock.Add(10 * time.Second)
+	if _, err := rep.sampling.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{ClientId: "c", ServiceName: "shop",
+		Statistics: []*pb.SamplingStatistics{{RuleName: "Default", RequestCount: 10_000, SampledCount: 10_000}}}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(time.Second)
+	if _, err := rep.budgets.UpdateBudget(ctx, &pb.UpdateBudgetRequest{Budget: &pb.Budget{Name: "shop", MonthlyAmountMicros: 10_000}, UpdateMask: mask("monthly_amount_micros")}); err != nil {
+		t.Fatal(err)
+	}
+	if d := decided("lowered to $0.01").Decision; !d.Exhausted || d.FixedRateFactor != 0 {
+		t.Errorf("lowered under its spend: %+v, want exhausted", d)
+	}
+	for _, c := range []*catalog.Catalog{rep.catalog, other.catalog} {
+		waitBudgets(t, c, func(bs *catalog.Budgets) bool { return bs.States["shop"].Decision.Exhausted })
+	}
+	// Rule sets carry the rates in force: the stream sends its rule set
+	// again at the same version, and a unary client gets them too.
+	exhausted := []*pb.RuleRates{{RuleName: "Default"}}
+	m, err = stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.GetRules(); got.GetRulesVersion() != version || !cmp.Equal(got.GetRatesInForce(), exhausted, protocmp.Transform()) {
+		t.Errorf("after the decision the stream sent %v, want the rule set of version %d with rates in force %v", m, version, exhausted)
+	}
+	for _, r := range []*budgetReplica{rep, other} {
+		resp, err := r.sampling.GetSamplingRules(ctx, &pb.GetSamplingRulesRequest{ServiceName: "shop"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !cmp.Equal(resp.GetRatesInForce(), exhausted, protocmp.Transform()) {
+			t.Errorf("GetSamplingRules: rates in force %v, want %v", resp.GetRatesInForce(), exhausted)
+		}
 	}
 }

@@ -46,6 +46,10 @@ type Options struct {
 	// Budgets keeps budgets and alerts; with it and Catalog the
 	// BudgetService is served.
 	Budgets BudgetStore
+	// Decider decides a budget at once when it is created or changed, so
+	// that it does not wait for the controller's next interval (the budget
+	// controller). Default: none; the next interval decides it.
+	Decider BudgetDecider
 	// ReportInterval is how often SDKs report, and the ledger's bucket
 	// length. Default 10 s.
 	ReportInterval time.Duration
@@ -255,7 +259,7 @@ func New(opts Options) *Server {
 	if opts.Catalog != nil && opts.Budgets != nil {
 		pb.RegisterBudgetServiceServer(reg, &budgetService{
 			store: opts.Budgets, catalog: opts.Catalog, stopping: s.stopping,
-			egress: opts.Egress, box: opts.Secrets, log: opts.Logger, now: opts.Now,
+			egress: opts.Egress, box: opts.Secrets, log: opts.Logger, now: opts.Now, decider: opts.Decider,
 		})
 		opts.Registerer.MustRegister(&budgetCollector{catalog: opts.Catalog})
 	}

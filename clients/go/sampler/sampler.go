@@ -42,7 +42,10 @@ type Sampler struct {
 	interval atomic.Int64
 
 	fallbackBucket reservoir.Bucket
-	fallbackBits   uint64
+	// fallbackBits is the local default's trace-ID threshold: its fixed
+	// rate, lowered to the Default rule's rate in force when a budget
+	// lowers that (applyRules).
+	fallbackBits atomic.Uint64
 	// fallbackCounts counts the spans the local default decided; they are
 	// reported with the Default rule's, so budgets see those traces too.
 	fallbackCounts counters
@@ -144,14 +147,13 @@ func newSampler(opts ...Option) (*Sampler, error) {
 		return nil, fmt.Errorf("sampler: %w", err)
 	}
 	s := &Sampler{
-		cfg:          cfg,
-		done:         closed(),
-		flushCtx:     make(chan context.Context, 1),
-		fallbackBits: rateThreshold(cfg.fallbackRate),
-		conn:         conn,
-		client:       pb.NewSamplingServiceClient(conn),
-		stop:         func() {},
-		noSpan:       trace.SpanFromContext(context.Background()),
+		cfg:      cfg,
+		done:     closed(),
+		flushCtx: make(chan context.Context, 1),
+		conn:     conn,
+		client:   pb.NewSamplingServiceClient(conn),
+		stop:     func() {},
+		noSpan:   trace.SpanFromContext(context.Background()),
 		// Numbers start at the time in microseconds, so that a process
 		// restarted with the same client id goes on above its last one.
 		seq: uint64(time.Now().UnixMicro()),
@@ -162,6 +164,7 @@ func newSampler(opts ...Option) (*Sampler, error) {
 		s.coarse = newCoarseClock(clockTick)
 		s.now = s.coarse.unixNano
 	}
+	s.fallbackBits.Store(rateThreshold(cfg.fallbackRate))
 	s.fallbackBucket.SetRate(s.now(), cfg.fallbackPerSec, 0)
 	s.interval.Store(int64(10 * time.Second))
 	if cfg.interval > 0 {
@@ -254,7 +257,7 @@ func (s *Sampler) decide(now int64, id trace.TraceID, attrs []attribute.KeyValue
 }
 
 func (s *Sampler) fallback(now int64, id trace.TraceID, take bool) bool {
-	sampled := takeOrPeek(&s.fallbackBucket, now, take) || traceIDBits(id) < s.fallbackBits
+	sampled := takeOrPeek(&s.fallbackBucket, now, take) || traceIDBits(id) < s.fallbackBits.Load()
 	if take {
 		s.fallbackCounts.add(id[15], id[14], sampled, false)
 	}
@@ -348,16 +351,48 @@ func (s *Sampler) applyRules(rs *pb.RuleSet) {
 		s.lastReport = now
 	}
 	set := buildRuleSet(rs.GetRulesVersion(), rl, s.cfg.service, s.cfg.serviceType, s.rules.Load(), now)
+	inForce := make(map[string]*pb.RuleRates, len(rs.GetRatesInForce()))
+	for _, r := range rs.GetRatesInForce() {
+		inForce[r.GetRuleName()] = r
+	}
+	fallbackRate, fallbackPerSec := s.cfg.fallbackRate, s.cfg.fallbackPerSec
 	for i := range set.matchers {
 		m := &set.matchers[i]
-		// A target at this rules version or later already has the fixed
-		// rate in force (a budget may have lowered it).
-		if m.rt.targetVersion < set.version {
-			m.rt.setFixedRate(m.rule.FixedRate)
+		r := inForce[m.rule.Name]
+		switch {
+		case r != nil:
+			// A budget lowers the rule: from the first decision, as
+			// targets would have it, and its borrowing with its
+			// reservoir.
+			g := unit(r.GetReservoirFactor())
+			m.rt.setFixedRate(r.GetFixedRate())
+			m.rt.borrow.SetRate(now, g, 0)
+			if m.rule.Name == rules.DefaultName {
+				fallbackRate, fallbackPerSec = min(fallbackRate, r.GetFixedRate()), fallbackPerSec*g
+			}
+		default:
+			m.rt.borrow.SetRate(now, 1, 0)
+			// A target at this rules version or later already has the
+			// fixed rate in force.
+			if m.rt.targetVersion < set.version {
+				m.rt.setFixedRate(m.rule.FixedRate)
+			}
 		}
 	}
+	// The local default, for when these rules expire, traces no more than
+	// the Default rule in force.
+	s.fallbackBits.Store(rateThreshold(fallbackRate))
+	s.fallbackBucket.SetRate(now, fallbackPerSec, 0)
 	s.rules.Store(set)
 	s.extendFresh(now + 2*s.interval.Load())
+}
+
+// unit is x within [0, 1]; NaN is 0.
+func unit(x float64) float64 {
+	if !(x > 0) {
+		return 0
+	}
+	return min(x, 1)
 }
 
 // applyTargets installs quotas received from the control plane.
