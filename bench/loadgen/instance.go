@@ -144,6 +144,9 @@ func (r *loadRun) simulate(ctx context.Context) {
 						if sec >= 0 {
 							fc.sampledMeasured++
 						}
+						if sec >= 0 && sec < len(r.sampledSec) {
+							r.sampledSec[sec].Add(1)
+						}
 					}
 				}
 			}
@@ -223,17 +226,35 @@ func (in *instance) applyTargets(ts *pb.TargetSet) {
 	}
 }
 
-// applyRules takes the measured rule's fixed rate from a rule set, unless
-// a target at this rules version or later already gave the one in force.
-func (in *instance) applyRules(version int64, rules []*pb.Rule) {
-	for _, r := range rules {
+// applyRules takes the measured rule's rates from a rule set, as the SDK
+// does: those in force when a budget lowers them (the fixed rate, and
+// borrowing scaled by the reservoir factor), else the rule's fixed rate,
+// unless a target at this rules version or later already gave the one in
+// force.
+func (in *instance) applyRules(rs *pb.RuleSet) {
+	version := rs.GetRulesVersion()
+	var inForce *pb.RuleRates
+	for _, r := range rs.GetRatesInForce() {
+		if r.GetRuleName() == in.rules[0] {
+			inForce = r
+		}
+	}
+	now := time.Now().UnixNano()
+	for _, r := range rs.GetRules() {
 		if r.GetName() != in.rules[0] {
 			continue
 		}
 		in.versionMu.Lock()
 		in.rulesVersion = version
-		if in.targetVersion < version {
-			in.rateBits.Store(rateThreshold(r.GetFixedRate()))
+		switch {
+		case inForce != nil:
+			in.rateBits.Store(rateThreshold(inForce.GetFixedRate()))
+			in.borrow.SetRate(now, min(1, max(0, inForce.GetReservoirFactor())), 0)
+		default:
+			in.borrow.SetRate(now, 1, 0)
+			if in.targetVersion < version {
+				in.rateBits.Store(rateThreshold(r.GetFixedRate()))
+			}
 		}
 		in.versionMu.Unlock()
 		in.hasRules.Store(true)
@@ -241,7 +262,7 @@ func (in *instance) applyRules(version int64, rules []*pb.Rule) {
 }
 
 func (in *instance) sawRules(rs *pb.RuleSet) {
-	in.applyRules(rs.GetRulesVersion(), rs.GetRules())
+	in.applyRules(rs)
 	edit := in.run.editVer.Load()
 	if in.sawEdit || edit == 0 || rs.GetRulesVersion() < edit {
 		return
@@ -328,8 +349,9 @@ func (in *instance) stream(ctx context.Context, ready func()) error {
 			}
 		}
 	}()
-	// Reports start at a random phase of the interval, as a real fleet's do.
-	next := time.NewTimer(time.Duration(in.rng.Int64N(int64(in.run.reportInterval()))) + time.Millisecond)
+	// As the SDK's: the first report about a second after the stream
+	// opens (at most an interval), then one every interval, each ±10 %.
+	next := time.NewTimer(jitter(min(firstReport, in.run.reportInterval())))
 	if in.run.cfg.closedLoop {
 		next.Reset(time.Millisecond)
 	}
@@ -378,7 +400,7 @@ func (in *instance) stream(ctx context.Context, ready func()) error {
 				return err
 			}
 			if !in.run.cfg.closedLoop {
-				next.Reset(in.run.reportInterval())
+				next.Reset(jitter(in.run.reportInterval()))
 			}
 		}
 	}
@@ -389,14 +411,10 @@ func (in *instance) unary(ctx context.Context, ready func()) error {
 	if err != nil {
 		return err
 	}
-	in.sawRules(&pb.RuleSet{RulesVersion: resp.GetRulesVersion(), Rules: resp.GetRules()})
+	in.sawRules(&pb.RuleSet{RulesVersion: resp.GetRulesVersion(), Rules: resp.GetRules(), RatesInForce: resp.GetRatesInForce()})
 	held := resp.GetRulesVersion()
 	ready()
-	select {
-	case <-ctx.Done():
-	case <-in.run.flush:
-	case <-time.After(time.Duration(in.rng.Int64N(int64(in.run.reportInterval())))):
-	}
+	// The SDK reports at once after its first rules, then every interval.
 	for ctx.Err() == nil {
 		final := isClosed(in.run.flush)
 		docs := in.statistics(time.Now(), true)
@@ -419,7 +437,7 @@ func (in *instance) unary(ctx context.Context, ready func()) error {
 			}
 			if !rr.GetUnchanged() {
 				held = rr.GetRulesVersion()
-				in.sawRules(&pb.RuleSet{RulesVersion: held, Rules: rr.GetRules()})
+				in.sawRules(&pb.RuleSet{RulesVersion: held, Rules: rr.GetRules(), RatesInForce: rr.GetRatesInForce()})
 			}
 		}
 		if final {
@@ -429,11 +447,20 @@ func (in *instance) unary(ctx context.Context, ready func()) error {
 			select {
 			case <-ctx.Done():
 			case <-in.run.flush:
-			case <-time.After(in.run.reportInterval()):
+			case <-time.After(jitter(in.run.reportInterval())):
 			}
 		}
 	}
 	return nil
+}
+
+// firstReport is the SDK's delay of a stream's first report.
+const firstReport = time.Second
+
+// jitter is the SDK's: d ± 10 %. (The package's generator: an instance's
+// own is not safe to share between its stream's two goroutines.)
+func jitter(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (0.9 + 0.2*rand.Float64()))
 }
 
 func isClosed(c <-chan struct{}) bool {

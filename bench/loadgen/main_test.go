@@ -28,8 +28,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // nor a rate of their own, by trace ID as the SDK does; count what they
 // borrow before their first target; and report exactly what they sampled,
 // so that the budget's count in the store is what the run says it sampled.
-// (Until its first target, within 200 ms, an instance samples at the
-// rule's rate, as the SDK does.)
+// The rule set already carries the rate in force, so the instances sample
+// at 0.25 from their first request.
 func TestAuditsAnEnforcingBudget(t *testing.T) {
 	for _, mode := range []string{"stream", "unary"} {
 		t.Run(mode, func(t *testing.T) { auditsAnEnforcingBudget(t, mode) })
@@ -71,8 +71,11 @@ func auditsAnEnforcingBudget(t *testing.T, mode string) {
 	if res.FixedRateMin != 0.25 || res.FixedRateMax != 0.25 {
 		t.Errorf("fixed rate in force %g-%g, want 0.25 (the rule's 0.5, halved by the budget)", res.FixedRateMin, res.FixedRateMax)
 	}
-	if tr.Reservoir != 0 || tr.Borrowed == 0 {
-		t.Errorf("%d reservoir and %d borrowed traces: want none from a reservoir of 0, and the ones borrowed before the first target", tr.Reservoir, tr.Borrowed)
+	// A stream's first report goes a second after it opens, and the
+	// instance borrows until its answer (a unary instance reports with its
+	// first rules, and may borrow a few, or none).
+	if tr.Reservoir != 0 || mode == "stream" && tr.Borrowed == 0 {
+		t.Errorf("%d reservoir and %d borrowed traces: want none from a reservoir of 0, and on streams the ones borrowed before the first target", tr.Reservoir, tr.Borrowed)
 	}
 	// Binomial: 0.25 of about 12,000 requests is 3,000 ± 47; 15 % is over
 	// 9 standard deviations.
