@@ -40,6 +40,11 @@ type instance struct {
 	versionMu     sync.Mutex
 	rulesVersion  int64
 	targetVersion int64
+	// borrowRate and withheld are the SDK's: what the instance may borrow
+	// without a quota, and whether it borrows nothing until its first
+	// target.
+	borrowRate float64
+	withheld   bool
 
 	// reported is what the reports sent carried (Send, or the unary call,
 	// succeeded); after the final report, all the instance sampled.
@@ -93,16 +98,14 @@ func (in *instance) fixedRate() float64 {
 
 // simulate plays request arrivals for every instance that holds its rules,
 // one step at a time, deciding each as the SDK does: from the reservoir
-// quota while it is current, else the one borrowed trace a second, else by
+// quota while it is current, else the one borrowed trace a second (unless
+// withheld until the first target), else by
 // the trace ID at the fixed rate in force (the rule's, or the last
 // target's, which a budget may have lowered).
 func (r *loadRun) simulate(ctx context.Context) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	t := time.NewTicker(r.cfg.tick)
 	defer t.Stop()
-	for i := range r.instances {
-		r.instances[i].borrow.SetRate(time.Now().UnixNano(), 1, 0)
-	}
 	fc := &r.fleet
 	for {
 		select {
@@ -215,6 +218,10 @@ func (in *instance) applyTargets(ts *pb.TargetSet) {
 		in.quota.SetRate(now, t.GetReservoirQuota(), in.rng.Float64())
 		in.expiry.Store(t.GetReservoirQuotaExpiry().AsTime().UnixNano())
 		in.versionMu.Lock()
+		if in.withheld {
+			in.withheld = false
+			in.setBorrow(now)
+		}
 		if ts.GetRulesVersion() >= in.rulesVersion {
 			in.rateBits.Store(rateThreshold(t.GetFixedRate()))
 			in.targetVersion = ts.GetRulesVersion()
@@ -249,16 +256,28 @@ func (in *instance) applyRules(rs *pb.RuleSet) {
 		switch {
 		case inForce != nil:
 			in.rateBits.Store(rateThreshold(inForce.GetFixedRate()))
-			in.borrow.SetRate(now, min(1, max(0, inForce.GetReservoirFactor())), 0)
+			in.borrowRate = min(1, max(0, inForce.GetReservoirFactor()))
+			in.withheld = in.withheld || inForce.GetFirstBorrowWithheld() && in.expiry.Load() == 0
 		default:
-			in.borrow.SetRate(now, 1, 0)
+			in.borrowRate = 1
 			if in.targetVersion < version {
 				in.rateBits.Store(rateThreshold(r.GetFixedRate()))
 			}
 		}
+		in.setBorrow(now)
 		in.versionMu.Unlock()
 		in.hasRules.Store(true)
 	}
+}
+
+// setBorrow sets the borrowing bucket as the SDK does. The caller holds
+// versionMu.
+func (in *instance) setBorrow(now int64) {
+	rate := in.borrowRate
+	if in.withheld {
+		rate = 0
+	}
+	in.borrow.SetRate(now, rate, 0)
 }
 
 func (in *instance) sawRules(rs *pb.RuleSet) {

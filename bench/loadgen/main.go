@@ -143,8 +143,11 @@ type Result struct {
 	// instances were started: all sampled ones (what a bill counts) and
 	// those of the reservoir. SampledOverPct is the worst window's
 	// sampled traces above R, in % of R (negative: every window under).
-	Windows            []Window `json:"windows"`
-	SampledOverPct     *float64 `json:"sampled_over_pct"`
+	Windows        []Window `json:"windows"`
+	SampledOverPct *float64 `json:"sampled_over_pct"`
+	// SampledBySecond are the measured rule's sampled traces in each
+	// second since the instances started.
+	SampledBySecond    []int64  `json:"sampled_by_second"`
 	HeapBytesPerStream *float64 `json:"heap_bytes_per_stream"`
 
 	// Traces are the measured rule's over the whole run, as the
@@ -271,8 +274,10 @@ func (r *loadRun) do(ctx context.Context, stdout io.Writer) error {
 	defer cancel()
 	ready := make(chan struct{}, r.cfg.clients)
 	for i := 0; i < r.cfg.clients; i++ {
-		r.instances = append(r.instances, &instance{run: r, id: fmt.Sprintf("lg-%d-%d", os.Getpid(), i), rate: rates[i], rules: names,
-			client: pb.NewSamplingServiceClient(r.conn[i%len(r.conn)]), rng: rand.New(rand.NewPCG(uint64(i), 99))})
+		inst := &instance{run: r, id: fmt.Sprintf("lg-%d-%d", os.Getpid(), i), rate: rates[i], rules: names, borrowRate: 1,
+			client: pb.NewSamplingServiceClient(r.conn[i%len(r.conn)]), rng: rand.New(rand.NewPCG(uint64(i), 99))}
+		inst.borrow.SetRate(time.Now().UnixNano(), 1, 0)
+		r.instances = append(r.instances, inst)
 	}
 	launch := func(insts []*instance) {
 		for _, inst := range insts {
@@ -475,6 +480,9 @@ func (r *loadRun) reservoirStats(res *Result, sinceLaunch time.Duration) {
 		total += win.Reservoir
 		worst = math.Max(worst, math.Abs(win.Reservoir-R)/R*100)
 		over = math.Max(over, (win.Sampled-R)/R*100)
+	}
+	for s := 0; s < last; s++ {
+		res.SampledBySecond = append(res.SampledBySecond, r.sampledSec[s].Load())
 	}
 	res.ReservoirWindows = len(res.Windows)
 	if n := len(res.Windows); n > 0 {

@@ -43,14 +43,17 @@ const (
 
 type samplingService struct {
 	pb.UnimplementedSamplingServiceServer
-	catalog  *catalog.Catalog
-	batcher  *reportBatcher
-	ledger   reservoir.Ledger
-	keys     *receipt.Keys
-	tokens   receipt.Tokens // the keeper of clients that echo receipts
-	now      func() time.Time
-	log      *slog.Logger
-	streams  *streamMetrics
+	catalog *catalog.Catalog
+	batcher *reportBatcher
+	ledger  reservoir.Ledger
+	keys    *receipt.Keys
+	tokens  receipt.Tokens // the keeper of clients that echo receipts
+	now     func() time.Time
+	log     *slog.Logger
+	streams *streamMetrics
+	// borrows bounds what new instances borrow before their first
+	// targets.
+	borrows  *borrowGate
 	reports  *reportMetrics
 	interval *durationpb.Duration
 	stopping <-chan struct{}
@@ -71,6 +74,9 @@ func (s *samplingService) GetSamplingRules(ctx context.Context, req *pb.GetSampl
 		return &pb.GetSamplingRulesResponse{RulesVersion: v.Version, Unchanged: true}, nil
 	}
 	rs := s.catalog.RuleSet(req.GetServiceName(), req.GetServiceType(), s.now())
+	if req.GetKnownRulesVersion() == 0 {
+		rs = s.borrows.firstRuleSet(rs, s.now())
+	}
 	return &pb.GetSamplingRulesResponse{RulesVersion: rs.GetRulesVersion(), Rules: rs.GetRules(), RatesInForce: rs.GetRatesInForce()}, nil
 }
 
@@ -176,7 +182,8 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 	// first), sentRates its rates in force: the rule set goes again when
 	// either changes. A client that says it holds the current version
 	// still gets the rule set if budgets lower its rates: it cannot know
-	// them.
+	// them. A new instance's first rule set may withhold its borrowing
+	// (borrowGate).
 	sent, sentRates := hello.GetKnownRulesVersion(), []*pb.RuleRates(nil)
 	sendRules := func() error {
 		if s.catalog.Current().Version == 0 { // no rules loaded yet
@@ -186,7 +193,11 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 		if rs.GetRulesVersion() == sent && sameRates(rs.GetRatesInForce(), sentRates) {
 			return nil
 		}
-		if err := stream.Send(&pb.StreamSamplingResponse{Message: &pb.StreamSamplingResponse_Rules{Rules: rs}}); err != nil {
+		msg := rs
+		if sent == 0 {
+			msg = s.borrows.firstRuleSet(rs, s.now())
+		}
+		if err := stream.Send(&pb.StreamSamplingResponse{Message: &pb.StreamSamplingResponse_Rules{Rules: msg}}); err != nil {
 			return err
 		}
 		s.streams.ruleSets.Inc()

@@ -249,6 +249,7 @@ func New(opts Options) *Server {
 			now:       opts.Now,
 			log:       opts.Logger,
 			streams:   newStreamMetrics(opts.Registerer),
+			borrows:   newBorrowGate(),
 			reports:   newReportMetrics(opts.Registerer),
 			stopping:  s.stopping,
 			interval:  durationpb.New(opts.ReportInterval),

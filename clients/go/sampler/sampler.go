@@ -363,21 +363,24 @@ func (s *Sampler) applyRules(rs *pb.RuleSet) {
 		case r != nil:
 			// A budget lowers the rule: from the first decision, as
 			// targets would have it, and its borrowing with its
-			// reservoir.
+			// reservoir. Or this new instance borrows nothing until its
+			// first target.
 			g := unit(r.GetReservoirFactor())
 			m.rt.setFixedRate(r.GetFixedRate())
-			m.rt.borrow.SetRate(now, g, 0)
-			if m.rule.Name == rules.DefaultName {
+			m.rt.borrowRate = g
+			m.rt.withheld = m.rt.withheld || r.GetFirstBorrowWithheld() && m.rt.expiry.Load() == 0
+			if m.rule.Name == rules.DefaultName && (r.GetFixedRate() < m.rule.FixedRate || g < 1) {
 				fallbackRate, fallbackPerSec = min(fallbackRate, r.GetFixedRate()), fallbackPerSec*g
 			}
 		default:
-			m.rt.borrow.SetRate(now, 1, 0)
+			m.rt.borrowRate = 1
 			// A target at this rules version or later already has the
 			// fixed rate in force.
 			if m.rt.targetVersion < set.version {
 				m.rt.setFixedRate(m.rule.FixedRate)
 			}
 		}
+		m.rt.setBorrow(now)
 	}
 	// The local default, for when these rules expire, traces no more than
 	// the Default rule in force.
@@ -417,6 +420,10 @@ func (s *Sampler) applyTargets(ts *pb.TargetSet) {
 		// fleet handed tiny quotas at once does not trace in lockstep.
 		rt.quota.SetRate(now, t.GetReservoirQuota(), phase(s.cfg.clientID, rt.name))
 		rt.expiry.Store(expiry)
+		if rt.withheld {
+			rt.withheld = false
+			rt.setBorrow(now)
+		}
 		if ts.GetRulesVersion() >= set.version {
 			rt.setFixedRate(t.GetFixedRate())
 			rt.targetVersion = ts.GetRulesVersion()

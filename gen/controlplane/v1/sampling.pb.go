@@ -1020,8 +1020,17 @@ type RuleRates struct {
 	// at 0), and its local default, when the rule is the Default rule,
 	// traces at most this share of its traces per second.
 	ReservoirFactor float64 `protobuf:"fixed64,3,opt,name=reservoir_factor,json=reservoirFactor,proto3" json:"reservoir_factor,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The client does not borrow for this rule until its first targets.
+	// Only in the first rule set of a new instance (a stream whose hello
+	// knew no rules version, a GetSamplingRules call that knew none): a
+	// replica lets new instances borrow, together, at most a tenth of the
+	// rule's reservoir per second, so that a fleet starting at once does not
+	// borrow a trace per instance. The rule is listed for it even when no
+	// budget lowers its rates (fixed_rate is then the rule's, and
+	// reservoir_factor 1).
+	FirstBorrowWithheld bool `protobuf:"varint,4,opt,name=first_borrow_withheld,json=firstBorrowWithheld,proto3" json:"first_borrow_withheld,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *RuleRates) Reset() {
@@ -1073,6 +1082,13 @@ func (x *RuleRates) GetReservoirFactor() float64 {
 		return x.ReservoirFactor
 	}
 	return 0
+}
+
+func (x *RuleRates) GetFirstBorrowWithheld() bool {
+	if x != nil {
+		return x.FirstBorrowWithheld
+	}
+	return false
 }
 
 // TargetSet is the client's quotas, as GetSamplingTargetsResponse.
@@ -1227,12 +1243,13 @@ const file_controlplane_v1_sampling_proto_rawDesc = "" +
 	"\aRuleSet\x12#\n" +
 	"\rrules_version\x18\x01 \x01(\x03R\frulesVersion\x12+\n" +
 	"\x05rules\x18\x02 \x03(\v2\x15.controlplane.v1.RuleR\x05rules\x12@\n" +
-	"\x0erates_in_force\x18\x03 \x03(\v2\x1a.controlplane.v1.RuleRatesR\fratesInForce\"r\n" +
+	"\x0erates_in_force\x18\x03 \x03(\v2\x1a.controlplane.v1.RuleRatesR\fratesInForce\"\xa6\x01\n" +
 	"\tRuleRates\x12\x1b\n" +
 	"\trule_name\x18\x01 \x01(\tR\bruleName\x12\x1d\n" +
 	"\n" +
 	"fixed_rate\x18\x02 \x01(\x01R\tfixedRate\x12)\n" +
-	"\x10reservoir_factor\x18\x03 \x01(\x01R\x0freservoirFactor\"\x8d\x02\n" +
+	"\x10reservoir_factor\x18\x03 \x01(\x01R\x0freservoirFactor\x122\n" +
+	"\x15first_borrow_withheld\x18\x04 \x01(\bR\x13firstBorrowWithheld\"\x8d\x02\n" +
 	"\tTargetSet\x129\n" +
 	"\atargets\x18\x01 \x03(\v2\x1f.controlplane.v1.SamplingTargetR\atargets\x12?\n" +
 	"\brejected\x18\x02 \x03(\v2#.controlplane.v1.RejectedStatisticsR\brejected\x12#\n" +
