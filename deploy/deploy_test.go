@@ -850,7 +850,7 @@ func envWithout(prefix string) []string {
 // addresses the server logs, and stops it when the test ends.
 func startServer(t *testing.T, bin string, flags ...string) (grpcAddr, httpAddr string) {
 	t.Helper()
-	cmd := exec.Command(bin, append([]string{"serve", "--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0", "--jaeger-addr=", "--log-format=json"}, flags...)...)
+	cmd := exec.Command(bin, append([]string{"serve", "--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0", "--jaeger-addr=", "--xray-addr=", "--log-format=json"}, flags...)...)
 	cmd.Env = envWithout("CONTROLPLANE_")
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw

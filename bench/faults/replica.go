@@ -104,6 +104,7 @@ func (r *procReplica) start(ctx context.Context) error {
 		"--grpc-addr", r.grpcAddr,
 		"--http-addr", r.httpAddr,
 		"--jaeger-addr", "", // off: replicas would share its default port
+		"--xray-addr", "", // off, as the Jaeger port
 		"--redis-url", r.redisURL,
 		"--report-interval", r.interval.String(),
 		"--shutdown-timeout", "5s",

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"math"
 	"math/rand/v2"
@@ -9,9 +10,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/tracesampling/controlplane/clients/go/sampler"
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/reservoir"
 )
@@ -29,7 +32,7 @@ type instance struct {
 	expiry   atomic.Int64
 	borrow   reservoir.Bucket
 	hasRules atomic.Bool   // requests are the rule's once the instance holds it
-	rateBits atomic.Uint64 // trace-ID threshold of the fixed rate in force, as the SDK keeps it
+	fixed    atomic.Uint64 // the fixed rate in force, math.Float64bits
 	requests atomic.Int64
 	sampled  atomic.Int64
 	borrowed atomic.Int64
@@ -74,34 +77,36 @@ type fleetCounts struct {
 	sampledMeasured                      int64 // while measuring
 }
 
-// rateThreshold is the SDK's (clients/go/sampler): the bound that
-// OpenTelemetry's TraceIDRatioBased sampler compares a trace ID's low 63
-// bits against.
-func rateThreshold(rate float64) uint64 {
-	switch {
-	case !(rate > 0):
-		return 0
-	case rate >= 1:
-		return math.MaxUint64
-	}
-	return uint64(rate * (1 << 63))
+func (in *instance) setFixedRate(rate float64) { in.fixed.Store(math.Float64bits(rate)) }
+
+// threshold is the fixed rate in force as the SDK decides by it; ok is
+// false for a rate that keeps nothing.
+func (in *instance) threshold() (th sampler.Threshold, ok bool) {
+	return sampler.RateThreshold(math.Float64frombits(in.fixed.Load()))
 }
 
-// fixedRate is the fixed rate in force, from its threshold.
+// fixedRate is the probability the fixed rate in force keeps a trace with.
 func (in *instance) fixedRate() float64 {
-	b := in.rateBits.Load()
-	if b == math.MaxUint64 {
-		return 1
+	if th, ok := in.threshold(); ok {
+		return th.Probability()
 	}
-	return float64(b) / (1 << 63)
+	return 0
+}
+
+// randomTrace returns the randomness of a random trace ID, as the SDK
+// reads it.
+func randomTrace(rng *rand.Rand) sampler.Randomness {
+	var id trace.TraceID
+	binary.BigEndian.PutUint64(id[8:], rng.Uint64())
+	return sampler.RandomnessFromTraceID(id)
 }
 
 // simulate plays request arrivals for every instance that holds its rules,
 // one step at a time, deciding each as the SDK does: from the reservoir
 // quota while it is current, else the one borrowed trace a second (unless
-// withheld until the first target), else by
-// the trace ID at the fixed rate in force (the rule's, or the last
-// target's, which a budget may have lowered).
+// withheld until the first target), else by the trace's randomness at the
+// fixed rate in force (the rule's, or the last target's, which a budget may
+// have lowered), with the SDK's own threshold and comparison.
 func (r *loadRun) simulate(ctx context.Context) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	t := time.NewTicker(r.cfg.tick)
@@ -123,7 +128,7 @@ func (r *loadRun) simulate(ctx context.Context) {
 				if n == 0 || !in.hasRules.Load() {
 					continue
 				}
-				threshold := in.rateBits.Load()
+				th, byRate := in.threshold()
 				for k := 0; k < n; k++ {
 					in.requests.Add(1)
 					fc.requests++
@@ -137,7 +142,7 @@ func (r *loadRun) simulate(ctx context.Context) {
 					case ns > in.expiry.Load() && in.borrow.Take(ns):
 						in.borrowed.Add(1)
 						fc.borrowed++
-					case rng.Uint64()>>1 < threshold: // a random trace ID's low 63 bits
+					case byRate && th.ShouldSample(randomTrace(rng)):
 						fc.fixed++
 					default:
 						sampled = false
@@ -223,7 +228,7 @@ func (in *instance) applyTargets(ts *pb.TargetSet) {
 			in.setBorrow(now)
 		}
 		if ts.GetRulesVersion() >= in.rulesVersion {
-			in.rateBits.Store(rateThreshold(t.GetFixedRate()))
+			in.setFixedRate(t.GetFixedRate())
 			in.targetVersion = ts.GetRulesVersion()
 		}
 		in.versionMu.Unlock()
@@ -255,13 +260,13 @@ func (in *instance) applyRules(rs *pb.RuleSet) {
 		in.rulesVersion = version
 		switch {
 		case inForce != nil:
-			in.rateBits.Store(rateThreshold(inForce.GetFixedRate()))
+			in.setFixedRate(inForce.GetFixedRate())
 			in.borrowRate = min(1, max(0, inForce.GetReservoirFactor()))
 			in.withheld = in.withheld || inForce.GetFirstBorrowWithheld() && in.expiry.Load() == 0
 		default:
 			in.borrowRate = 1
 			if in.targetVersion < version {
-				in.rateBits.Store(rateThreshold(r.GetFixedRate()))
+				in.setFixedRate(r.GetFixedRate())
 			}
 		}
 		in.setBorrow(now)

@@ -111,7 +111,7 @@ func startEcho(ctx context.Context, log io.Writer) (*child, error) {
 // with its profiles served, on the embedded store or on Redis.
 func startControlplane(ctx context.Context, name, bin, redisURL, redisPrefix string, log io.Writer) (*child, error) {
 	args := []string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-format", "json",
-		"--log-level", "info", "--debug-endpoints", "--data-dir=", "--redis-url=" + redisURL}
+		"--xray-addr=", "--log-level", "info", "--debug-endpoints", "--data-dir=", "--redis-url=" + redisURL}
 	if redisPrefix != "" {
 		args = append(args, "--redis-prefix", redisPrefix)
 	}

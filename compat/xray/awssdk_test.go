@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -172,13 +171,14 @@ func TestRuleLifecycle(t *testing.T) {
 		t.Errorf("after the delete: %v rules, %v", len(listed.SamplingRuleRecords), err)
 	}
 
-	// The SDK signed every call; the audit log names the (unverified) key.
+	// The SDK signed every call, but nothing verified it: the audit log
+	// names no key it cannot vouch for.
 	page, err := e.core.Store.RuleEvents(ctx, "checkout", 10, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, ev := range page.Events {
-		if !strings.Contains(ev.Actor, "AWS key AKIDEXAMPLE") {
+		if ev.Actor != "anonymous" {
 			t.Errorf("%s by %q", ev.Action, ev.Actor)
 		}
 	}

@@ -47,7 +47,7 @@ func TestXRaySDKForGo(t *testing.T) {
 		{Name: "never", Priority: 1, FixedRate: 0, ReservoirSize: 0, ServiceName: "compat-never"},
 		{Name: "quota", Priority: 2, FixedRate: 0, ReservoirSize: 5, ServiceName: "compat-quota"},
 	} {
-		if _, err := core.CreateRule(ctx, xray.Rule{Rule: r}, nil, "test"); err != nil {
+		if _, err := core.CreateRule(ctx, xray.Rule{Rule: r}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -40,9 +40,7 @@ const (
 
 // pendingFlags are flags the chart can set (off by default) that serve does
 // not have yet, with the feature that brings them.
-var pendingFlags = map[string]string{
-	"xray-addr": "the X-Ray sampling API (issue 13)",
-}
+var pendingFlags = map[string]string{}
 
 // manifests is one rendering of the chart, decoded.
 type manifests struct {
@@ -308,7 +306,8 @@ func checkReplicas(t *testing.T, m *manifests, d *appsv1.Deployment) {
 	}
 }
 
-// checkSelectors: the Service reaches the pods' named ports, the
+// checkSelectors: the Service reaches the pods' named ports (the X-Ray
+// Service, which has the xray port alone, is TestChartPendingProtocols'), the
 // ServiceMonitor scrapes a path the server serves, the PrometheusRule is
 // deploy/prometheus/alerts.yaml.
 func checkSelectors(t *testing.T, m *manifests, d *appsv1.Deployment, ports map[string]int32, paths map[string]bool) {
@@ -316,6 +315,12 @@ func checkSelectors(t *testing.T, m *manifests, d *appsv1.Deployment, ports map[
 	podLabels := d.Spec.Template.Labels
 	var svc *corev1.Service
 	for _, s := range m.services {
+		if len(s.Spec.Ports) == 1 && s.Spec.Ports[0].Name == "xray" {
+			if ports["xray"] == 0 {
+				t.Errorf("Service %s targets port xray, which the container does not have", s.Name)
+			}
+			continue
+		}
 		if labels.SelectorFromSet(s.Spec.Selector).Matches(labels.Set(podLabels)) {
 			if svc != nil {
 				t.Errorf("Services %s and %s both select the control plane", svc.Name, s.Name)
@@ -472,9 +477,11 @@ func TestChartSetsEveryFlag(t *testing.T) {
 	}
 }
 
-// TestChartPendingProtocols: the X-Ray and Jaeger ports are off by default
-// and, turned on, set the flags their features will add. Once serve has
-// such a flag, this test asks for the values' comments to be updated.
+// TestChartPendingProtocols: a flag the chart sets that serve does not
+// have yet is listed as pending until serve has it. The X-Ray and Jaeger
+// ports are on by default, and turned off in serve too when the chart
+// turns them off (serve listens on :2000 and :5778 unless told otherwise);
+// the X-Ray Service keeps each client on one replica (client-IP affinity).
 func TestChartPendingProtocols(t *testing.T) {
 	flags := serveFlags(t)
 	for flag, feature := range pendingFlags {
@@ -482,27 +489,36 @@ func TestChartPendingProtocols(t *testing.T) {
 			t.Errorf("serve now has --%s: remove it from pendingFlags and say in values.yaml that %s works", flag, feature)
 		}
 	}
-	for _, vs := range valueSets {
-		for _, p := range render(t, vs.args...).deployments[0].Spec.Template.Spec.Containers[0].Ports {
-			if p.Name == "xray" {
-				t.Errorf("%s: port %s is on", vs.name, p.Name)
+	for _, name := range []string{"xray", "jaeger"} {
+		v := "CONTROLPLANE_" + strings.ToUpper(name) + "_ADDR"
+		off := render(t, "--set", name+".enabled=false")
+		c := off.deployments[0].Spec.Template.Spec.Containers[0]
+		found := false
+		for _, e := range c.Env {
+			if e.Name == v {
+				found = true
+				if e.Value != "" {
+					t.Errorf("%s.enabled=false sets %s=%q, want empty", name, v, e.Value)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("%s.enabled=false does not set %s: serve would listen on its default port", name, v)
+		}
+		for _, p := range c.Ports {
+			if p.Name == name {
+				t.Errorf("%s.enabled=false: port %s is on", name, name)
+			}
+		}
+		for _, s := range off.services {
+			for _, p := range s.Spec.Ports {
+				if p.Name == name {
+					t.Errorf("%s.enabled=false: Service %s has port %s", name, s.Name, name)
+				}
 			}
 		}
 	}
-	// Jaeger's port, on by default, is turned off in serve too when the
-	// chart turns it off (serve listens on :5778 unless told otherwise).
-	off := render(t, "--set", "jaeger.enabled=false").deployments[0].Spec.Template.Spec.Containers[0]
-	for _, e := range off.Env {
-		if e.Name == "CONTROLPLANE_JAEGER_ADDR" && e.Value != "" {
-			t.Errorf("jaeger.enabled=false sets CONTROLPLANE_JAEGER_ADDR=%q, want empty", e.Value)
-		}
-	}
-	for _, p := range off.Ports {
-		if p.Name == "jaeger" {
-			t.Error("jaeger.enabled=false: port jaeger is on")
-		}
-	}
-	m := render(t, "--set", "xray.enabled=true,jaeger.enabled=true")
+	m := render(t)
 	c := &m.deployments[0].Spec.Template.Spec.Containers[0]
 	env := map[string]string{}
 	for _, e := range c.Env {
@@ -523,6 +539,20 @@ func TestChartPendingProtocols(t *testing.T) {
 		if f, _ := flagOf(v); pendingFlags[f] == "" && !flags[f] {
 			t.Errorf("%s names neither a serve flag nor a pending one", v)
 		}
+	}
+	var xraySvc *corev1.Service
+	for _, s := range m.services {
+		for _, p := range s.Spec.Ports {
+			if p.Name == "xray" {
+				xraySvc = s
+			}
+		}
+	}
+	switch {
+	case xraySvc == nil:
+		t.Error("no Service has the xray port")
+	case xraySvc.Spec.SessionAffinity != corev1.ServiceAffinityClientIP || len(xraySvc.Spec.Ports) != 1:
+		t.Errorf("Service %s: affinity %q, %d ports; want ClientIP and the xray port alone", xraySvc.Name, xraySvc.Spec.SessionAffinity, len(xraySvc.Spec.Ports))
 	}
 }
 

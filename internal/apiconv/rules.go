@@ -32,6 +32,10 @@ func RuleToProto(r *rules.Rule) *pb.Rule {
 		CreateTime:    timestamp(r.CreateTime),
 		UpdateTime:    timestamp(r.UpdateTime),
 		ExpireTime:    timestamp(r.ExpireTime),
+		Tags:          maps.Clone(r.Tags),
+	}
+	if b := r.Boost; b != nil {
+		p.SamplingRateBoost = &pb.SamplingRateBoost{MaxRate: b.MaxRate, CooldownWindowMinutes: int32(b.Cooldown / time.Minute)}
 	}
 	if r.Revision > 0 {
 		p.Etag = r.Etag()
@@ -40,13 +44,14 @@ func RuleToProto(r *rules.Rule) *pb.Rule {
 }
 
 // SamplingRuleToProto returns r as the SamplingService sends it to SDKs:
-// without description and labels, which are for people and budget scopes.
-// They would more than double the largest rule set an SDK receives (a rule
-// at maximum field sizes is 20 kB with them, 7.6 kB without; see
-// rules.MaxRules).
+// without description, labels and tags, which are for people, budget scopes
+// and AWS tooling. They would multiply the largest rule set an SDK receives
+// (a rule at maximum field sizes is 20 kB with description and labels, 97
+// kB with tags too, 7.6 kB without; see rules.MaxRules). The boost stays:
+// SDKs count anomalies for the rules that have one.
 func SamplingRuleToProto(r *rules.Rule) *pb.Rule {
 	p := RuleToProto(r)
-	p.Description, p.Labels = "", nil
+	p.Description, p.Labels, p.Tags = "", nil, nil
 	return p
 }
 
@@ -68,7 +73,17 @@ func RuleFromProto(p *pb.Rule) rules.Rule {
 		Description:   p.GetDescription(),
 		Labels:        maps.Clone(p.GetLabels()),
 		ExpireTime:    fromTimestamp(p.GetExpireTime()),
+		Tags:          maps.Clone(p.GetTags()),
+		Boost:         boostFromProto(p.GetSamplingRateBoost()),
 	}
+}
+
+// boostFromProto returns the domain form of a boost, nil when unset.
+func boostFromProto(b *pb.SamplingRateBoost) *rules.RateBoost {
+	if b == nil {
+		return nil
+	}
+	return &rules.RateBoost{MaxRate: b.GetMaxRate(), Cooldown: rules.CooldownMinutes(int64(b.GetCooldownWindowMinutes()))}
 }
 
 // fromTimestamp returns t as a time, zero when unset. One out of the

@@ -196,26 +196,26 @@ func recompute(ctx context.Context, r *http.Request, body []byte, sig sigV4Heade
 }
 
 // Verify implements xray.Verifier, so the X-Ray handler refuses what the
-// guard refuses even if Middleware is not in front of it. Behind Middleware
-// (the way to serve it: only then does the core find the principal in its
-// context) the request's principal is already in ctx and Verify returns
-// its actor.
-func (g *Guard) Verify(ctx context.Context, r *http.Request, body []byte, sig *xray.Signature) (string, error) {
+// guard refuses even if Middleware is not in front of it, and returns the
+// context with the principal, which the core takes the audit log's actor
+// and the scope from. Behind Middleware (the way to serve it) the
+// request's principal is already in ctx and Verify returns ctx.
+func (g *Guard) Verify(ctx context.Context, r *http.Request, body []byte, sig *xray.Signature) (context.Context, error) {
 	if p := FromContext(ctx); p != nil {
-		return p.Actor(), nil
+		return ctx, nil
 	}
 	if sig == nil {
-		return "", fmt.Errorf("%w: the request is not signed: sign it with an access key from `controlplane tokens create NAME --aws`", xray.ErrAccessDenied)
+		return nil, fmt.Errorf("%w: the request is not signed: sign it with an access key from `controlplane tokens create NAME --aws`", xray.ErrAccessDenied)
 	}
 	rule, ok := RouteRule(r.URL.Path)
 	if !ok {
-		return "", fmt.Errorf("%w: %s has no access policy", xray.ErrAccessDenied, r.URL.Path)
+		return nil, fmt.Errorf("%w: %s has no access policy", xray.ErrAccessDenied, r.URL.Path)
 	}
 	p, err := g.checkSigV4(ctx, r, body, Call{Name: r.URL.Path, Rule: rule})
 	if err != nil {
-		return "", xrayError(err)
+		return nil, xrayError(err)
 	}
-	return p.Actor(), nil
+	return NewContext(ctx, p), nil
 }
 
 // xrayError wraps a refusal in the xray package's sentinel for its shape.

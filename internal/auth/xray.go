@@ -117,18 +117,18 @@ func (s *scopedXRay) Report(ctx context.Context, r xray.Report) (xray.Targets, e
 	return got, nil
 }
 
-func (s *scopedXRay) TagRule(ctx context.Context, rule string, tags xray.Tags, actor string) error {
+func (s *scopedXRay) TagRule(ctx context.Context, rule string, tags xray.Tags) error {
 	if err := s.checkRule(ctx, rule); err != nil {
 		return err
 	}
-	return s.Core.TagRule(ctx, rule, tags, actor)
+	return s.Core.TagRule(ctx, rule, tags)
 }
 
-func (s *scopedXRay) UntagRule(ctx context.Context, rule string, keys []string, actor string) error {
+func (s *scopedXRay) UntagRule(ctx context.Context, rule string, keys []string) error {
 	if err := s.checkRule(ctx, rule); err != nil {
 		return err
 	}
-	return s.Core.UntagRule(ctx, rule, keys, actor)
+	return s.Core.UntagRule(ctx, rule, keys)
 }
 
 // checkRule checks that the principal may edit the named rule's tags. An

@@ -49,7 +49,7 @@ func TestScopeXRay(t *testing.T) {
 		{Name: "shop", Priority: 1, FixedRate: 0.1, ServiceName: "shop-cart"},
 		{Name: "pay", Priority: 2, FixedRate: 0.1, ServiceName: "payments"},
 	} {
-		if _, err := core.CreateRule(t.Context(), xray.Rule{Rule: r.Normalize()}, nil, "setup"); err != nil {
+		if _, err := core.CreateRule(t.Context(), xray.Rule{Rule: r.Normalize()}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +33,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/redistest"
 	"github.com/tracesampling/controlplane/internal/server"
 	"github.com/tracesampling/controlplane/internal/ui"
+	"github.com/tracesampling/controlplane/internal/xray"
 )
 
 // testAdminToken is the --admin-token-file of the access tests' servers.
@@ -197,6 +199,27 @@ var httpExpected = map[string]string{
 var jaegerExpected = map[string]struct{ path, policy string }{
 	"GET /sampling": {"/sampling?service=shop-cart", "sdk admin scoped"},
 	"GET /{$}":      {"/?service=shop-cart", "sdk admin scoped"},
+}
+
+// xrayExpected is the same for the X-Ray API on --xray-addr, with the
+// body the matrix posts to each route: an edit of rule "shop" that either
+// fails without changing anything a later column needs (a create of a rule
+// that exists, tags the rule model refuses) or changes nothing (the fixed
+// rate it has, untagging a tag it lacks); a delete names a rule that does
+// not exist, so it is checked against the route's policy only (the core's
+// scope check of deletes is package xraycore's test). Sampling calls of a
+// principal scoped elsewhere are answered, with the rules it may see and
+// its other documents rejected, not refused (package auth, ScopeXRay).
+var xrayExpected = map[string]struct{ body, policy string }{
+	"/GetSamplingRules":           {`{}`, "sdk admin"},
+	"/SamplingTargets":            {`{"SamplingStatisticsDocuments": [{"RuleName": "shop", "ClientID": "0123456789abcdef01234567", "Timestamp": $TIME, "RequestCount": 10, "SampledCount": 1, "BorrowCount": 0}]}`, "sdk admin"},
+	"/SamplingStatisticSummaries": {`{}`, "viewer editor admin"},
+	"/ListTagsForResource":        {`{"ResourceARN": "$ARN"}`, "viewer editor admin"},
+	"/CreateSamplingRule":         {`{"SamplingRule": {"RuleName": "shop", "Priority": 5, "FixedRate": 0.1, "ReservoirSize": 1, "ServiceName": "shop-cart-*", "ServiceType": "*", "Host": "*", "HTTPMethod": "*", "URLPath": "*", "ResourceARN": "*", "Version": 1}}`, "editor admin scoped"},
+	"/UpdateSamplingRule":         {`{"SamplingRuleUpdate": {"RuleName": "shop", "FixedRate": 0.1}}`, "editor admin scoped"},
+	"/DeleteSamplingRule":         {`{"RuleName": "nope"}`, "editor admin"},
+	"/TagResource":                {`{"ResourceARN": "$ARN", "Tags": [{"Key": "team", "Value": "shop"}]}`, "editor admin scoped"},
+	"/UntagResource":              {`{"ResourceARN": "$ARN", "TagKeys": ["nope"]}`, "editor admin scoped"},
 }
 
 // httpPaths are the concrete requests the matrix makes of a pattern
@@ -395,6 +418,31 @@ func TestAccessMatrixOfServe(t *testing.T) {
 			if got := s.requestAt(t, s.jaegerAddr, http.MethodGet, "/nothing-here", col.token); got != http.StatusForbidden {
 				t.Errorf("jaeger GET /nothing-here: %d, want 403: a path without a policy is refused", got)
 			}
+			for _, path := range append(xray.Routes(), "/nothing-here") {
+				e, ok := xrayExpected[path]
+				if !ok && path != "/nothing-here" {
+					t.Errorf("--xray-addr routes %q, which the matrix does not list", path)
+					continue
+				}
+				body := strings.NewReplacer("$TIME", strconv.FormatInt(time.Now().Unix(), 10), "$ARN", "arn:aws:xray:us-east-1:000000000000:sampling-rule/shop").Replace(e.body)
+				got, typ := s.xrayRequest(t, path, body, col.token)
+				want := wantRefusal(e.policy, col, false)
+				if !ok {
+					// No policy: refused by default, as on every port.
+					if got != http.StatusForbidden {
+						t.Errorf("xray POST %s: %d, want 403: a path without a policy is refused", path, got)
+					}
+					continue
+				}
+				// X-Ray answers every refusal 403, with the type AWS gives.
+				wantType := map[codes.Code][]string{
+					codes.Unauthenticated:  {"MissingAuthenticationTokenException", "UnrecognizedClientException"},
+					codes.PermissionDenied: {"AccessDeniedException"},
+				}[want]
+				if want == codes.OK && got == http.StatusForbidden || want != codes.OK && (got != http.StatusForbidden || !slices.Contains(wantType, typ)) {
+					t.Errorf("xray POST %s: %d %s, want %v", path, got, typ, map[bool]string{true: "through", false: fmt.Sprintf("403 %v", wantType)}[want == codes.OK])
+				}
+			}
 		})
 	}
 }
@@ -406,14 +454,32 @@ func (s *serving) request(t *testing.T, method, path, token string) int {
 	return s.requestAt(t, s.httpAddr, method, path, token)
 }
 
+// xrayRequest posts body to path on serve's X-Ray port with token, and
+// returns the status code and X-Ray's error type.
+func (s *serving) xrayRequest(t *testing.T, path, body, token string) (int, string) {
+	t.Helper()
+	resp := s.do(t, s.xrayAddr, http.MethodPost, path, body, token)
+	return resp.StatusCode, resp.Header.Get("X-Amzn-Errortype")
+}
+
 // requestAt is request of the port at addr.
 func (s *serving) requestAt(t *testing.T, addr, method, path, token string) int {
 	t.Helper()
-	var body io.Reader
+	body := ""
 	if method == http.MethodPost {
-		body = strings.NewReader("{}")
+		body = "{}"
 	}
-	req, err := http.NewRequestWithContext(callCtx(t), method, "http://"+addr+path, body)
+	return s.do(t, addr, method, path, body, token).StatusCode
+}
+
+// do makes one request with token and returns its response, body read.
+func (s *serving) do(t *testing.T, addr, method, path, body, token string) *http.Response {
+	t.Helper()
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(callCtx(t), method, "http://"+addr+path, r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -426,7 +492,7 @@ func (s *serving) requestAt(t *testing.T, addr, method, path, token string) int 
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	return resp.StatusCode
+	return resp
 }
 
 // TestRevokedOnAnotherReplica: two replicas on one Redis; a token created

@@ -60,7 +60,7 @@ type serveProcess struct {
 // the debug endpoints, and stops it (SIGTERM) when the test ends.
 func startServeProcess(t *testing.T, args ...string) *serveProcess {
 	t.Helper()
-	argv, err := json.Marshal(append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--jaeger-addr=",
+	argv, err := json.Marshal(append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--jaeger-addr=", "--xray-addr=",
 		"--redis-url=", "--data-dir=", "--log-format", "json", "--debug-endpoints"}, args...))
 	if err != nil {
 		t.Fatal(err)

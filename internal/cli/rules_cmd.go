@@ -176,10 +176,14 @@ type ruleFlags struct {
 	labels      kvFlag
 	description string
 	expires     time.Duration
+	tags        kvFlag
+	boostRate   float64
+	boostCool   time.Duration
+	noBoost     bool
 }
 
-func (rf *ruleFlags) register(fs *pflag.FlagSet, withName bool) {
-	if withName {
+func (rf *ruleFlags) register(fs *pflag.FlagSet, create bool) {
+	if create {
 		fs.StringVar(&rf.name, "name", "", "rule `name`: 1-32 letters, digits, '-' or '_' (required)")
 	}
 	fs.IntVar(&rf.priority, "priority", 0, "1-9999, lower is tried first")
@@ -195,6 +199,12 @@ func (rf *ruleFlags) register(fs *pflag.FlagSet, withName bool) {
 	fs.Var(&rf.labels, "label", "label `key=value` (repeatable; on update it replaces every label, and --label '' removes them all)")
 	fs.StringVar(&rf.description, "description", "", "free `text` for people")
 	fs.DurationVar(&rf.expires, "expires", 0, "the rule expires this long from now (30m, 2h): SDKs stop applying it and the control plane deletes it (on update, 0 removes the expiry)")
+	fs.Var(&rf.tags, "tag", "X-Ray resource tag `key=value` (repeatable; on update it replaces every tag, and --tag '' removes them all)")
+	fs.Float64Var(&rf.boostRate, "boost-max-rate", 0, "adaptive sampling: the highest `rate` a boost may set when anomalies rise, 0 to 1 (with --boost-cooldown)")
+	fs.DurationVar(&rf.boostCool, "boost-cooldown", 0, "adaptive sampling: at most one boost starts per this `window`, whole minutes (10m, 1h; with --boost-max-rate)")
+	if !create {
+		fs.BoolVar(&rf.noBoost, "no-boost", false, "remove the rule's boost")
+	}
 }
 
 // flagPaths maps the rule flags to the API fields they set, in the proto's
@@ -205,7 +215,8 @@ func flagPaths() [][2]string {
 		{"service-name", "service_name"}, {"service-type", "service_type"}, {"host", "host"},
 		{"http-method", "http_method"}, {"url-path", "url_path"}, {"resource-arn", "resource_arn"},
 		{"attr", "attributes"}, {"description", "description"}, {"label", "labels"},
-		{"expires", "expire_time"},
+		{"expires", "expire_time"}, {"tag", "tags"}, {"boost-max-rate", "sampling_rate_boost"},
+		{"boost-cooldown", "sampling_rate_boost"}, {"no-boost", "sampling_rate_boost"},
 	}
 }
 
@@ -213,40 +224,65 @@ func flagPaths() [][2]string {
 func givenPaths(fs *pflag.FlagSet) []string {
 	var paths []string
 	for _, fp := range flagPaths() {
-		if fs.Changed(fp[0]) {
+		if fs.Changed(fp[0]) && !slices.Contains(paths, fp[1]) {
 			paths = append(paths, fp[1])
 		}
 	}
 	return paths
 }
 
-func (rf *ruleFlags) proto(name string) (*pb.Rule, error) {
+// proto returns the rule the flags in fs describe.
+func (rf *ruleFlags) proto(name string, fs *pflag.FlagSet) (*pb.Rule, error) {
 	if rf.priority < math.MinInt32 || rf.priority > math.MaxInt32 {
 		return nil, usageError(fmt.Errorf("--priority: %d is out of range", rf.priority))
 	}
 	if rf.expires < 0 {
 		return nil, usageError(fmt.Errorf("--expires: want a positive duration such as 30m, got %v", rf.expires))
 	}
+	boost, err := rf.boost(fs)
+	if err != nil {
+		return nil, err
+	}
 	var expire *timestamppb.Timestamp
 	if rf.expires > 0 {
 		expire = timestamppb.New(time.Now().Add(rf.expires).UTC().Truncate(time.Second))
 	}
 	return &pb.Rule{
-		ExpireTime:    expire,
-		Name:          name,
-		Priority:      int32(rf.priority),
-		FixedRate:     rf.fixedRate,
-		ReservoirSize: rf.reservoir,
-		ServiceName:   rf.serviceName,
-		ServiceType:   rf.serviceType,
-		Host:          rf.host,
-		HttpMethod:    rf.httpMethod,
-		UrlPath:       rf.urlPath,
-		ResourceArn:   rf.resourceARN,
-		Attributes:    rf.attrs.m,
-		Description:   rf.description,
-		Labels:        rf.labels.m,
+		ExpireTime:        expire,
+		Name:              name,
+		Priority:          int32(rf.priority),
+		FixedRate:         rf.fixedRate,
+		ReservoirSize:     rf.reservoir,
+		ServiceName:       rf.serviceName,
+		ServiceType:       rf.serviceType,
+		Host:              rf.host,
+		HttpMethod:        rf.httpMethod,
+		UrlPath:           rf.urlPath,
+		ResourceArn:       rf.resourceARN,
+		Attributes:        rf.attrs.m,
+		Description:       rf.description,
+		Labels:            rf.labels.m,
+		Tags:              rf.tags.m,
+		SamplingRateBoost: boost,
 	}, nil
+}
+
+// boost returns the boost the flags in fs set: none unless --boost-max-rate
+// and --boost-cooldown are both given (X-Ray requires both too).
+func (rf *ruleFlags) boost(fs *pflag.FlagSet) (*pb.SamplingRateBoost, error) {
+	rate, cool := fs.Changed("boost-max-rate"), fs.Changed("boost-cooldown")
+	switch {
+	case rf.noBoost && (rate || cool):
+		return nil, usageError(errors.New("--no-boost: give it or --boost-max-rate and --boost-cooldown, not both"))
+	case rate != cool:
+		return nil, usageError(errors.New("--boost-max-rate and --boost-cooldown: give both, or neither"))
+	case !rate:
+		return nil, nil
+	case rf.boostCool < 0 || rf.boostCool%time.Minute != 0:
+		return nil, usageError(fmt.Errorf("--boost-cooldown: want whole minutes such as 10m or 1h, got %v", rf.boostCool))
+	}
+	// A Duration holds at most 153 million minutes: an int32 holds them.
+	return &pb.SamplingRateBoost{MaxRate: rf.boostRate, CooldownWindowMinutes: int32(rf.boostCool / time.Minute)}, nil
 }
 
 // kvFlag is a repeatable key=value flag.
@@ -336,7 +372,7 @@ func newRulesCreateCmd(conn *connConfig) *cobra.Command {
 					return invalidInput(&files.Error{File: files.DisplayName(file), Problems: problems})
 				}
 			} else {
-				r, err := rf.proto(rf.name)
+				r, err := rf.proto(rf.name, cmd.Flags())
 				if err != nil {
 					return err
 				}
@@ -411,7 +447,7 @@ func newRulesUpdateCmd(conn *connConfig) *cobra.Command {
 			if len(paths) == 0 {
 				return usageError(errors.New("rules update: nothing to change; give at least one field flag, e.g. --fixed-rate 0.1"))
 			}
-			r, err := rf.proto(pos[0])
+			r, err := rf.proto(pos[0], cmd.Flags())
 			if err != nil {
 				return err
 			}

@@ -288,6 +288,36 @@ func TestCreateUpdateDelete(t *testing.T) {
 	}
 }
 
+// Tags and the boost are set, replaced and removed by their flags, each in
+// the update mask only when given.
+func TestTagAndBoostFlags(t *testing.T) {
+	s := startCLIServer(t, nil)
+	s.cli(t, "", "create", "--name", "pay", "--priority", "5", "--tag", "Stage=prod", "--tag", "Owner=",
+		"--boost-max-rate", "0.8", "--boost-cooldown", "1h").mustOK(t)
+	got := s.get(t, "pay")
+	want := &pb.Rule{Tags: map[string]string{"Stage": "prod", "Owner": ""}, SamplingRateBoost: &pb.SamplingRateBoost{MaxRate: 0.8, CooldownWindowMinutes: 60}}
+	if !proto.Equal(&pb.Rule{Tags: got.GetTags(), SamplingRateBoost: got.GetSamplingRateBoost()}, want) {
+		t.Fatalf("created %v, want its tags and boost %v", got, want)
+	}
+	steps := []struct {
+		args []string
+		tags map[string]string
+		want *pb.SamplingRateBoost
+	}{
+		{[]string{"--fixed-rate", "0.1"}, map[string]string{"Stage": "prod", "Owner": ""}, want.GetSamplingRateBoost()},
+		{[]string{"--tag", "Stage=dev"}, map[string]string{"Stage": "dev"}, want.GetSamplingRateBoost()},
+		{[]string{"--boost-max-rate", "0", "--boost-cooldown", "0s"}, map[string]string{"Stage": "dev"}, &pb.SamplingRateBoost{}},
+		{[]string{"--no-boost", "--tag", ""}, nil, nil},
+	}
+	for _, st := range steps {
+		s.cli(t, "", append([]string{"update", "pay"}, st.args...)...).mustOK(t)
+		got := s.get(t, "pay")
+		if !proto.Equal(&pb.Rule{Tags: got.GetTags(), SamplingRateBoost: got.GetSamplingRateBoost()}, &pb.Rule{Tags: st.tags, SamplingRateBoost: st.want}) {
+			t.Errorf("after update %q: tags %v, boost %v; want %v, %v", st.args, got.GetTags(), got.GetSamplingRateBoost(), st.tags, st.want)
+		}
+	}
+}
+
 func TestCreateFromFile(t *testing.T) {
 	s := startCLIServer(t, nil)
 	res := s.cli(t, "", "create", "-f", "testdata/rules.yaml").mustOK(t)
@@ -354,6 +384,13 @@ func TestExitCodes(t *testing.T) {
 		{"apply without file", []string{"apply"}, exitUsage, "-f FILE is required"},
 		{"bad output", []string{"list", "-o", "xml"}, exitUsage, "want table, wide, json or yaml"},
 		{"create file and flags", []string{"create", "-f", "testdata/rules.yaml", "--name", "x"}, exitUsage, "not both"},
+		{"boost without cooldown", []string{"create", "--name", "x", "--priority", "3", "--boost-max-rate", "0.5"}, exitUsage, "give both, or neither"},
+		{"boost cooldown in seconds", []string{"update", "checkout", "--boost-max-rate", "0.5", "--boost-cooldown", "90s"}, exitUsage, "want whole minutes"},
+		{"boost and no boost", []string{"update", "checkout", "--no-boost", "--boost-max-rate", "0.5", "--boost-cooldown", "1m"}, exitUsage, "not both"},
+		{"boost invalid", []string{"update", "checkout", "--boost-max-rate", "2", "--boost-cooldown", "25h"}, exitInvalid,
+			"\n  rule.sampling_rate_boost.max_rate: must be between 0 and 1, got 2\n  rule.sampling_rate_boost.cooldown_window_minutes: must be whole minutes between 0 and 1440, got 1500"},
+		{"boost on Default", []string{"update", "Default", "--boost-max-rate", "0.5", "--boost-cooldown", "1m"}, exitConflict, "cannot change sampling_rate_boost"},
+		{"reserved tag", []string{"update", "checkout", "--tag", "aws:x=y"}, exitInvalid, "rule.tags.aws:x: the tag key prefix aws: is reserved"},
 		{"help", []string{"list", "-h"}, exitOK, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

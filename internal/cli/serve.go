@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -26,6 +27,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/budget/controller"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/edit"
 	"github.com/tracesampling/controlplane/internal/expiry"
 	"github.com/tracesampling/controlplane/internal/fleet"
 	"github.com/tracesampling/controlplane/internal/jaeger"
@@ -35,6 +37,8 @@ import (
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
 	"github.com/tracesampling/controlplane/internal/tlsfiles"
 	"github.com/tracesampling/controlplane/internal/ui"
+	"github.com/tracesampling/controlplane/internal/xray"
+	"github.com/tracesampling/controlplane/internal/xraycore"
 )
 
 // serveConfig is everything `serve` can be told, by flag or environment.
@@ -42,6 +46,9 @@ type serveConfig struct {
 	grpcAddr    string
 	httpAddr    string
 	jaegerAddr  string
+	xrayAddr    string
+	xrayAccount string
+	xrayClients int // X-Ray clients' claims (client and rule pairs) held
 	redisURL    string
 	redisPrefix string
 	replicaWait time.Duration
@@ -89,6 +96,9 @@ func serveFlags() (*pflag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.grpcAddr, "grpc-addr", ":7070", "gRPC listen address")
 	fs.StringVar(&c.httpAddr, "http-addr", ":7071", "HTTP listen address for /healthz, /readyz, /metrics and the dashboard at /ui (empty: off)")
 	fs.StringVar(&c.jaegerAddr, "jaeger-addr", ":5778", "HTTP listen address of Jaeger's remote sampling protocol, GET /sampling?service= (empty: off; its gRPC form is on --grpc-addr)")
+	fs.StringVar(&c.xrayAddr, "xray-addr", ":2000", "HTTP listen address of the AWS X-Ray sampling API, for X-Ray SDKs and daemons (AWS_XRAY_DAEMON_ADDRESS=host:2000; empty: off)")
+	fs.StringVar(&c.xrayAccount, "xray-account", xray.DefaultAccount, "AWS `account` (12 digits) that the X-Ray API's rule ARNs name, with --xray-region")
+	fs.IntVar(&c.xrayClients, "xray-max-clients", xraycore.DefaultMaxClients, "X-Ray clients (client and rule pairs) whose last report a replica remembers, to retract it from the fleet's split when the next comes (X-Ray clients echo no receipts)")
 	fs.StringVar(&c.redisURL, "redis-url", "", "Redis URL: redis://, rediss://, redis+sentinel://, redis+cluster:// (empty: embedded store)")
 	fs.StringVar(&c.redisPrefix, "redis-prefix", "tsc", "prefix of every Redis key, to share one Redis between control planes")
 	fs.DurationVar(&c.replicaWait, "redis-replica-wait", redisstore.DefaultReplicaWait, "how long a rule or budget edit waits for the Redis master's online replicas to confirm it (WAIT) before it is acknowledged (0: no wait)")
@@ -210,7 +220,7 @@ func (b redisBackend) Close() error {
 const serveLong = `Runs the control plane: gRPC (rules, budgets, sampling, status, Jaeger's
 SamplingManager, health, reflection) on --grpc-addr; /healthz, /readyz,
 /metrics and the dashboard /ui on --http-addr; Jaeger's GET /sampling on
---jaeger-addr.
+--jaeger-addr; the AWS X-Ray sampling API on --xray-addr.
 
 Every flag can also be set as an environment variable: --redis-url as
 CONTROLPLANE_REDIS_URL, --grpc-addr as CONTROLPLANE_GRPC_ADDR, and so on. A
@@ -248,7 +258,7 @@ func runServe(ctx context.Context, fs *pflag.FlagSet, c *serveConfig, stderr io.
 
 // listening is where serve listens; empty for a port that is off.
 type listening struct {
-	GRPC, HTTP, Jaeger string
+	GRPC, HTTP, Jaeger, XRay string
 }
 
 // serve runs the control plane until ctx ends. If ready is not nil it receives
@@ -277,10 +287,11 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- l
 		return fmt.Errorf("--grpc-addr: %w", err)
 	}
 	// The HTTP ports, each optional: health, metrics and the dashboard;
-	// Jaeger's remote sampling.
+	// Jaeger's remote sampling; X-Ray's sampling API.
 	web := &httpPort{flag: "--http-addr", addr: c.httpAddr}
 	jaegerPort := &httpPort{flag: "--jaeger-addr", addr: c.jaegerAddr}
-	ports := []*httpPort{web, jaegerPort}
+	xrayPort := &httpPort{flag: "--xray-addr", addr: c.xrayAddr}
+	ports := []*httpPort{web, jaegerPort, xrayPort}
 	for i, p := range ports {
 		if err := p.listen(); err != nil {
 			glis.Close()
@@ -339,6 +350,7 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- l
 	// Every HTTP route passes the guard, as every gRPC method does.
 	web.handler = acc.guardHTTP(server.HTTPHandler(readiness, reg, c.debug, dashboard))
 	jaegerPort.handler = acc.guardHTTP(jaegerSrv.Handler())
+	xrayPort.handler = acc.guardHTTP(xrayHandler(c, acc, cat, st, srv, reg, log))
 	for _, p := range ports {
 		if p.serve(errc) {
 			running++
@@ -375,8 +387,8 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- l
 	if acc.guard.Protected() {
 		log.Warn("protected mode: " + auth.ProtectedMessage)
 	}
-	bound := listening{GRPC: glis.Addr().String(), HTTP: web.bound(), Jaeger: jaegerPort.bound()}
-	log.Info("control plane serving", "grpc_addr", bound.GRPC, "http_addr", bound.HTTP, "jaeger_addr", bound.Jaeger, "tls", creds != nil, "client_certs", c.tlsClientCA != "")
+	bound := listening{GRPC: glis.Addr().String(), HTTP: web.bound(), Jaeger: jaegerPort.bound(), XRay: xrayPort.bound()}
+	log.Info("control plane serving", "grpc_addr", bound.GRPC, "http_addr", bound.HTTP, "jaeger_addr", bound.Jaeger, "xray_addr", bound.XRay, "tls", creds != nil, "client_certs", c.tlsClientCA != "")
 	if ready != nil {
 		ready <- bound
 	}
@@ -406,6 +418,30 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- l
 	return serveErr
 }
 
+// xrayHandler is the X-Ray sampling API on the replica's own parts: its
+// report pipeline (the gRPC API's), rule edits through package edit, the
+// catalog; each request's principal scopes what it sees (auth.ScopeXRay),
+// and SigV4 signatures are verified against the keys `tokens create --aws`
+// issues (the guard is the Verifier). checkBounds has checked everything
+// that can fail here.
+func xrayHandler(c *serveConfig, acc *access, cat *catalog.Catalog, st backend, srv *server.Server, reg prometheus.Registerer, log *slog.Logger) http.Handler {
+	core, err := xraycore.New(xraycore.Options{
+		Catalog: cat, Rules: edit.NewRules(st), Sampling: srv.Sampling(), Fleet: fleet.New(cat, st, c.interval, nil),
+		MaxClients: c.xrayClients, Registerer: reg,
+	})
+	if err == nil {
+		var h *xray.Handler
+		if h, err = xray.NewHandler(auth.ScopeXRay(core, acc.guard.Limiter()), xray.Options{
+			Region: c.access.xrayRegion, Account: c.xrayAccount, Verifier: acc.guard, Logger: log,
+		}); err == nil {
+			return h
+		}
+	}
+	// Unreachable after checkBounds; answer rather than panic.
+	log.Error("the X-Ray API is off", "err", err)
+	return http.NotFoundHandler()
+}
+
 // checkBounds refuses bounds that are no bounds, or that the server would
 // silently change.
 func (c *serveConfig) checkBounds() error {
@@ -431,6 +467,12 @@ func (c *serveConfig) checkBounds() error {
 	}
 	if c.keepaliveMinTime <= 0 {
 		errs = append(errs, fmt.Errorf("--keepalive-min-time: want more than 0, got %v", c.keepaliveMinTime))
+	}
+	if c.xrayClients < 1 {
+		errs = append(errs, fmt.Errorf("--xray-max-clients: want at least 1, got %d", c.xrayClients))
+	}
+	if err := xray.CheckARNParts(c.access.xrayRegion, c.xrayAccount); err != nil {
+		errs = append(errs, fmt.Errorf("--xray-region, --xray-account: %w", err))
 	}
 	return errors.Join(errs...)
 }

@@ -55,15 +55,8 @@ type access struct {
 // policy asks for one, and gets the principal in its context. Every HTTP
 // port serve opens goes through it: the health, metrics and dashboard
 // port, and the X-Ray and Jaeger ports.
-//
-// TODO(xray wiring): the X-Ray port serves
-//
-//	acc.guardHTTP(xray.NewHandler(auth.ScopeXRay(core, acc.guard.Limiter()), xray.Options{Verifier: acc.guard, Region: c.access.xrayRegion, …}))
-//
-// so that SigV4 signatures are verified, a scoped SDK token's X-Ray
-// sampling calls stay within its services and its client IDs are counted;
-// the core's rule edits go through package edit, which checks the
-// principal's scope and records it as the actor.
+// The X-Ray port's handler also takes the guard as its SigV4 Verifier and
+// its core scoped to each request's principal (see xrayHandler).
 func (a *access) guardHTTP(h http.Handler) http.Handler { return a.guard.Middleware(h) }
 
 // build checks the configuration and makes the guard, the sealing box and

@@ -37,7 +37,7 @@ const serveWait = 20 * time.Second
 func testServeConfig(t *testing.T) *serveConfig {
 	t.Helper()
 	fs, c := serveFlags()
-	if err := fs.Parse([]string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--jaeger-addr", "127.0.0.1:0"}); err != nil {
+	if err := fs.Parse([]string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--jaeger-addr", "127.0.0.1:0", "--xray-addr", "127.0.0.1:0"}); err != nil {
 		t.Fatal(err)
 	}
 	return c
@@ -45,11 +45,11 @@ func testServeConfig(t *testing.T) *serveConfig {
 
 // serving is one run of serve, with clients of it.
 type serving struct {
-	grpcAddr, httpAddr, jaegerAddr string
-	rules                          pb.RuleServiceClient
-	sampling                       pb.SamplingServiceClient
-	health                         healthpb.HealthClient
-	http                           *http.Client
+	grpcAddr, httpAddr, jaegerAddr, xrayAddr string
+	rules                                    pb.RuleServiceClient
+	sampling                                 pb.SamplingServiceClient
+	health                                   healthpb.HealthClient
+	http                                     *http.Client
 
 	conn    *grpc.ClientConn
 	cancel  context.CancelFunc // stops serve, as SIGINT or SIGTERM do
@@ -73,7 +73,7 @@ func startServe(t *testing.T, c *serveConfig) *serving {
 	}()
 	select {
 	case addrs := <-ready:
-		s.grpcAddr, s.httpAddr, s.jaegerAddr = addrs.GRPC, addrs.HTTP, addrs.Jaeger
+		s.grpcAddr, s.httpAddr, s.jaegerAddr, s.xrayAddr = addrs.GRPC, addrs.HTTP, addrs.Jaeger, addrs.XRay
 	case <-s.done:
 		cancel()
 		t.Fatalf("serve returned before it was ready: %v", s.err)
@@ -536,7 +536,7 @@ func pollUntil(t *testing.T, what string, cond func() bool) {
 
 func TestApplyEnv(t *testing.T) {
 	defaults := serveConfig{
-		grpcAddr: ":7070", httpAddr: ":7071", jaegerAddr: ":5778", redisPrefix: "tsc", logLevel: "info", logFormat: "text",
+		grpcAddr: ":7070", httpAddr: ":7071", jaegerAddr: ":5778", xrayAddr: ":2000", xrayAccount: "000000000000", xrayClients: 100_000, redisPrefix: "tsc", logLevel: "info", logFormat: "text",
 		maxConnAge: 30 * time.Minute, shutdown: 20 * time.Second, interval: 10 * time.Second,
 		maxStreams: 10_000, maxConns: 10_000, maxStreamsPerConn: 1000, maxRequestBytes: 1 << 20, maxHeaderBytes: 16 << 10,
 		windowBytes: 64 << 10, keepaliveMinTime: 10 * time.Second,
@@ -552,6 +552,9 @@ func TestApplyEnv(t *testing.T) {
 		"CONTROLPLANE_GRPC_ADDR":          "127.0.0.1:9000",
 		"CONTROLPLANE_HTTP_ADDR":          "",
 		"CONTROLPLANE_JAEGER_ADDR":        "127.0.0.1:5779",
+		"CONTROLPLANE_XRAY_ADDR":          "127.0.0.1:2001",
+		"CONTROLPLANE_XRAY_ACCOUNT":       "123456789012",
+		"CONTROLPLANE_XRAY_MAX_CLIENTS":   "500",
 		"CONTROLPLANE_REDIS_URL":          "redis://127.0.0.1:6380/1",
 		"CONTROLPLANE_REDIS_PREFIX":       "staging",
 		"CONTROLPLANE_REDIS_REPLICA_WAIT": "250ms",
@@ -573,7 +576,7 @@ func TestApplyEnv(t *testing.T) {
 		"CONTROLPLANE_AUDIT_LOG_ENTRIES":           "5000",
 	}
 	fromEnv := serveConfig{
-		grpcAddr: "127.0.0.1:9000", httpAddr: "", jaegerAddr: "127.0.0.1:5779", redisURL: "redis://127.0.0.1:6380/1", redisPrefix: "staging",
+		grpcAddr: "127.0.0.1:9000", httpAddr: "", jaegerAddr: "127.0.0.1:5779", xrayAddr: "127.0.0.1:2001", xrayAccount: "123456789012", xrayClients: 500, redisURL: "redis://127.0.0.1:6380/1", redisPrefix: "staging",
 		dataDir: "/var/lib/controlplane", interval: 5 * time.Second, maxConnAge: time.Hour, shutdown: 3 * time.Second,
 		logLevel: "debug", logFormat: "json",
 		maxStreams: 500, maxConns: 10_000, maxStreamsPerConn: 1000, maxRequestBytes: 1 << 20, maxHeaderBytes: 16 << 10,
@@ -684,7 +687,7 @@ func fakeEnv(env map[string]string) func(string) (string, bool) {
 // CONTROLPLANE_* variable in the environment running the tests cannot; the
 // case's own flags come after and win.
 func hermetic(args ...string) []string {
-	return append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--jaeger-addr", "127.0.0.1:0", "--redis-url=", "--data-dir="}, args...)
+	return append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--jaeger-addr", "127.0.0.1:0", "--xray-addr", "127.0.0.1:0", "--redis-url=", "--data-dir="}, args...)
 }
 
 func TestServeCommandLineErrors(t *testing.T) {

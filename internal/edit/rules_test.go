@@ -77,6 +77,14 @@ func TestRefusals(t *testing.T) {
 			_, err := e.Update(ctx, rules.Rule{Name: rules.DefaultName, URLPath: "/only"}, []string{"url_path"}, 0)
 			return err
 		}, func(err error) bool { return errors.Is(err, rules.ErrDefaultRule) }},
+		{"boost Default", func() error {
+			_, err := e.Update(ctx, rules.Rule{Name: rules.DefaultName, Boost: &rules.RateBoost{MaxRate: 1}}, []string{"sampling_rate_boost"}, 0)
+			return err
+		}, func(err error) bool { return errors.Is(err, rules.ErrDefaultRule) }},
+		{"create a reserved tag", func() error {
+			_, err := e.Create(ctx, rules.Rule{Name: "x", Priority: 1, Tags: map[string]string{"aws:x": "y"}})
+			return err
+		}, isViolation("tags.aws:x")},
 		{"delete Default", func() error { return e.Delete(ctx, rules.DefaultName, 0) },
 			func(err error) bool { return errors.Is(err, rules.ErrDefaultRule) }},
 		{"update an unknown field", func() error {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"reflect"
 	"strings"
 	"time"
 
@@ -26,6 +27,8 @@ import (
 //	    service_name: "shop-*"
 //	    attributes: {tier: gold}
 //	    labels: {team: payments}
+//	    tags: {Stage: prod}
+//	    sampling_rate_boost: {max_rate: 0.5, cooldown_window_minutes: 10}
 //
 // A time-limited rule has expire_time, an RFC 3339 time, or expires_in, a
 // duration ("30m") that the CLI turns into an expire_time from now when it
@@ -59,6 +62,30 @@ type fileRule struct {
 	Description   string            `yaml:"description,omitempty"`
 	Labels        map[string]string `yaml:"labels,omitempty,flow"`
 	ExpireTime    string            `yaml:"expire_time,omitempty"`
+	Tags          map[string]string `yaml:"tags,omitempty,flow"`
+	Boost         *fileBoost        `yaml:"sampling_rate_boost,omitempty,flow"`
+}
+
+// fileBoost is a rule's sampling_rate_boost as printed.
+type fileBoost struct {
+	MaxRate               float64 `yaml:"max_rate"`
+	CooldownWindowMinutes int64   `yaml:"cooldown_window_minutes"`
+}
+
+// ruleFields returns the keys of a rule in the file, for the message about
+// an unknown one: the printed fields, and expires_in.
+func ruleFields() []string { return append(yamlKeys(reflect.TypeFor[fileRule]()), "expires_in") }
+
+// boostFields returns the keys of a sampling_rate_boost.
+func boostFields() []string { return yamlKeys(reflect.TypeFor[fileBoost]()) }
+
+// yamlKeys returns the YAML keys of a struct's fields, in field order.
+func yamlKeys(t reflect.Type) []string {
+	keys := make([]string, t.NumField())
+	for i := range keys {
+		keys[i], _, _ = strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+	}
+	return keys
 }
 
 // toFileRule returns the printed form of r: globs that match anything and
@@ -86,6 +113,10 @@ func toFileRule(r rules.Rule) fileRule {
 		Attributes:    r.Attributes,
 		Description:   r.Description,
 		Labels:        r.Labels,
+		Tags:          r.Tags,
+	}
+	if b := r.Boost; b != nil {
+		f.Boost = &fileBoost{MaxRate: b.MaxRate, CooldownWindowMinutes: int64(b.Cooldown / time.Minute)}
 	}
 	if r.IsDefault() {
 		f.Priority = 0
@@ -275,15 +306,64 @@ func decodeField(r *rules.Rule, field string, v *yaml.Node, lines map[string]int
 		return decodeMap(v, field, &r.Labels, lines)
 	case "expire_time":
 		return decodeTime(v, &r.ExpireTime)
+	case "tags":
+		return decodeMap(v, field, &r.Tags, lines)
+	case "sampling_rate_boost":
+		return decodeBoost(v, field, &r.Boost, lines)
 	case "etag", "create_time", "update_time":
 		return errAt(v, "is output only and cannot be set in a file")
 	}
-	fields := []string{"name", "priority", "fixed_rate", "reservoir_size", "service_name", "service_type", "host",
-		"http_method", "url_path", "resource_arn", "attributes", "description", "labels", "expire_time", "expires_in"}
+	return unknownField(v, field, ruleFields(), "a rule")
+}
+
+// unknownField is the problem of a key that is not one of fields.
+func unknownField(v *yaml.Node, field string, fields []string, what string) *nodeError {
 	if near := closest(field, fields); near != "" {
 		return errAt(v, "unknown field; did you mean %q?", near)
 	}
-	return errAt(v, "unknown field; a rule has %s", strings.Join(fields, ", "))
+	return errAt(v, "unknown field; %s has %s", what, strings.Join(fields, ", "))
+}
+
+// decodeBoost decodes a sampling_rate_boost mapping: null is no boost, an
+// omitted number zero. Its fields' lines go in lines
+// ("sampling_rate_boost.max_rate").
+func decodeBoost(v *yaml.Node, field string, out **rules.RateBoost, lines map[string]int) *nodeError {
+	if isNull(v) {
+		return nil
+	}
+	if v.Kind != yaml.MappingNode {
+		return errAt(v, "want a mapping of %s, got %s", strings.Join(boostFields(), " and "), kindName(v))
+	}
+	pairs, errs := mappingPairs(v)
+	if len(errs) > 0 {
+		return errs[0]
+	}
+	b := &rules.RateBoost{}
+	for _, p := range pairs {
+		k, val := p.key.Value, resolve(p.val)
+		lines[field+"."+k] = p.key.Line
+		var err *nodeError
+		switch k {
+		case "max_rate":
+			err = decodeFloat(val, &b.MaxRate)
+		case "cooldown_window_minutes":
+			var n int64
+			if err = decodeInt(val, &n); err == nil {
+				if n < math.MinInt32 || n > math.MaxInt32 { // the API's int32
+					err = errAt(val, "%d is out of range", n)
+				}
+				b.Cooldown = rules.CooldownMinutes(n)
+			}
+		default:
+			err = unknownField(p.key, k, boostFields(), "a sampling_rate_boost")
+		}
+		if err != nil {
+			err.msg = k + ": " + err.msg
+			return err
+		}
+	}
+	*out = b
+	return nil
 }
 
 // decodeTime decodes an RFC 3339 time ("2026-03-01T12:30:00Z").

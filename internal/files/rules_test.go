@@ -64,6 +64,17 @@ func TestLoadRules(t *testing.T) {
 			want: []rules.Rule{glob(rules.Rule{Name: "a", Priority: 2, ReservoirSize: 1000}), glob(rules.Rule{Name: "b", Priority: 16})},
 		},
 		{
+			name: "tags and a boost",
+			file: "rules:\n  - name: a\n    priority: 1\n    tags: {Stage: prod, empty: }\n    sampling_rate_boost:\n      max_rate: 0.5\n      cooldown_window_minutes: 10\n",
+			want: []rules.Rule{glob(rules.Rule{Name: "a", Priority: 1, Tags: map[string]string{"Stage": "prod", "empty": ""},
+				Boost: &rules.RateBoost{MaxRate: 0.5, Cooldown: 10 * time.Minute}})},
+		},
+		{
+			name: "boost null is none, an empty one is zero",
+			file: "rules:\n  - {name: a, priority: 1, sampling_rate_boost: null}\n  - {name: b, priority: 1, sampling_rate_boost: {}}\n",
+			want: []rules.Rule{glob(rules.Rule{Name: "a", Priority: 1}), glob(rules.Rule{Name: "b", Priority: 1, Boost: &rules.RateBoost{}})},
+		},
+		{
 			name: "Default with its fixed priority and globs",
 			file: "rules:\n  - {name: Default, priority: 10000, fixed_rate: 0.1, service_name: '*'}\n",
 			want: []rules.Rule{glob(rules.Rule{Name: "Default", FixedRate: 0.1})},
@@ -101,6 +112,50 @@ func TestLoadRulesProblems(t *testing.T) {
 	}
 }
 
+// Problems of tags and boosts are found on the lines they are on, by the
+// loader (shape) and by rules.Validate (limits).
+func TestLoadRulesTagAndBoostProblems(t *testing.T) {
+	for _, tc := range []struct {
+		name, file string
+		want       []string
+	}{
+		{"boost not a mapping", "rules:\n  - name: a\n    priority: 1\n    sampling_rate_boost: 0.5\n",
+			[]string{`f.yaml:4: rule "a" (#1): sampling_rate_boost: want a mapping of max_rate and cooldown_window_minutes, got "0.5"`}},
+		{"boost unknown field", "rules:\n  - name: a\n    priority: 1\n    sampling_rate_boost:\n      max_rate: 0.5\n      cooldown: 10\n",
+			[]string{`f.yaml:6: rule "a" (#1): sampling_rate_boost: cooldown: unknown field; a sampling_rate_boost has max_rate, cooldown_window_minutes`}},
+		{"boost misspelt field", "rules:\n  - name: a\n    priority: 1\n    sampling_rate_boost:\n      max_rat: 0.5\n",
+			[]string{`f.yaml:5: rule "a" (#1): sampling_rate_boost: max_rat: unknown field; did you mean "max_rate"?`}},
+		{"boost field twice", "rules:\n  - name: a\n    priority: 1\n    sampling_rate_boost:\n      max_rate: 0.5\n      max_rate: 0.6\n",
+			[]string{`f.yaml:6: rule "a" (#1): sampling_rate_boost: max_rate: given twice (first at line 5)`}},
+		{"boost cooldown not whole", "rules:\n  - name: a\n    priority: 1\n    sampling_rate_boost:\n      cooldown_window_minutes: 1.5\n",
+			[]string{`f.yaml:5: rule "a" (#1): sampling_rate_boost: cooldown_window_minutes: want a whole number, got "1.5"`}},
+		{"boost out of range", "rules:\n  - name: a\n    priority: 1\n    sampling_rate_boost:\n      max_rate: 2\n      cooldown_window_minutes: 1441\n",
+			[]string{
+				`f.yaml:5: rule "a" (#1): sampling_rate_boost.max_rate: must be between 0 and 1, got 2`,
+				`f.yaml:6: rule "a" (#1): sampling_rate_boost.cooldown_window_minutes: must be whole minutes between 0 and 1440, got 1441`,
+			}},
+		{"boost cooldown past int32", "rules:\n  - name: a\n    priority: 1\n    sampling_rate_boost: {cooldown_window_minutes: 99999999999999}\n",
+			[]string{`f.yaml:4: rule "a" (#1): sampling_rate_boost: cooldown_window_minutes: 99999999999999 is out of range`}},
+		{"boost on Default", "rules:\n  - name: Default\n    sampling_rate_boost: {max_rate: 1}\n",
+			[]string{`f.yaml:2: rule "Default" (#1): the Default rule can be re-rated but not deleted, renamed or narrowed (cannot change sampling_rate_boost)`}},
+		{"tag key reserved", "rules:\n  - name: a\n    priority: 1\n    tags:\n      Stage: prod\n      aws:x: y\n",
+			[]string{`f.yaml:6: rule "a" (#1): tags.aws:x: the tag key prefix aws: is reserved`}},
+		{"tags not a mapping", "rules:\n  - name: a\n    priority: 1\n    tags: [a]\n",
+			[]string{`f.yaml:4: rule "a" (#1): tags: want a mapping of key: value, got a list`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := LoadRules("f.yaml", []byte(tc.file))
+			var ife *Error
+			if !errors.As(err, &ife) {
+				t.Fatalf("err = %v, want an *Error", err)
+			}
+			if diff := cmp.Diff(tc.want, ife.Problems); diff != "" {
+				t.Errorf("problems (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
 // The printed form reads back as the same rules, and leaves out what the
 // file means by omission.
 func TestRulesFileRoundTrip(t *testing.T) {
@@ -109,7 +164,9 @@ func TestRulesFileRoundTrip(t *testing.T) {
 		{Name: "a", Priority: 7, FixedRate: 1e-05, ReservoirSize: 1_000_000, ServiceName: "*", ServiceType: "AWS::EC2::Instance",
 			Host: "*.example.com", HTTPMethod: "GET", URLPath: "*", ResourceARN: "arn:aws:*",
 			Attributes: map[string]string{"yes": "no", "n": "007", "colon": "a: b"}, Description: "line one\nline two",
-			Labels: map[string]string{"team": "true", "x/y": ""}, ExpireTime: time.Date(2026, 3, 1, 12, 30, 0, 5, time.UTC)},
+			Labels: map[string]string{"team": "true", "x/y": ""}, ExpireTime: time.Date(2026, 3, 1, 12, 30, 0, 5, time.UTC),
+			Tags: map[string]string{"Stage": "prod", "Owner": "", "1": "2"}, Boost: &rules.RateBoost{MaxRate: 0.5, Cooldown: time.Hour}},
+		{Name: "b", Priority: 8, Boost: &rules.RateBoost{}},
 	}
 	var ps []*pb.Rule
 	for i := range in {

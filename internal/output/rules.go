@@ -43,11 +43,13 @@ func WriteRules(w io.Writer, format string, rs []*pb.Rule, single bool) error {
 	}
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	if format == Wide {
-		fmt.Fprintln(tw, "NAME\tPRIORITY\tFIXED_RATE\tRESERVOIR\tSERVICE\tSERVICE_TYPE\tHOST\tMETHOD\tPATH\tRESOURCE_ARN\tATTRIBUTES\tLABELS\tEXPIRES\tETAG")
+		// Tags, for AWS tooling and up to 50 of 384 characters, do not fit
+		// a row: -o yaml and -o json show them.
+		fmt.Fprintln(tw, "NAME\tPRIORITY\tFIXED_RATE\tRESERVOIR\tSERVICE\tSERVICE_TYPE\tHOST\tMETHOD\tPATH\tRESOURCE_ARN\tATTRIBUTES\tLABELS\tBOOST\tEXPIRES\tETAG")
 		for _, r := range rs {
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.GetName(), r.GetPriority(), FormatRate(r.GetFixedRate()),
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.GetName(), r.GetPriority(), FormatRate(r.GetFixedRate()),
 				r.GetReservoirSize(), orAny(r.GetServiceName()), orAny(r.GetServiceType()), orAny(r.GetHost()), orAny(r.GetHttpMethod()),
-				orAny(r.GetUrlPath()), orAny(r.GetResourceArn()), entries(r.GetAttributes()), entries(r.GetLabels()), expiresColumn(r), r.GetEtag())
+				orAny(r.GetUrlPath()), orAny(r.GetResourceArn()), entries(r.GetAttributes()), entries(r.GetLabels()), boostColumn(r), expiresColumn(r), r.GetEtag())
 		}
 		return tw.Flush()
 	}
@@ -166,7 +168,36 @@ func RuleChanges(a, b *rules.Rule) []Change {
 	if !a.ExpireTime.Equal(b.ExpireTime) {
 		cs = append(cs, Change{"expire_time", "expire_time " + expiryText(a.ExpireTime) + " -> " + expiryText(b.ExpireTime)})
 	}
+	entries("tags", a.Tags, b.Tags)
+	if x, y := boostText(a.Boost), boostText(b.Boost); x != y {
+		cs = append(cs, Change{"sampling_rate_boost", "sampling_rate_boost " + x + " -> " + y})
+	}
 	return cs
+}
+
+// boostText prints a boost, "(none)" for none.
+func boostText(b *rules.RateBoost) string {
+	if b == nil {
+		return "(none)"
+	}
+	return fmt.Sprintf("{max_rate %s, cooldown %s}", FormatRate(b.MaxRate), cooldownText(b.Cooldown))
+}
+
+// cooldownText prints a cooldown in minutes ("10m"), as the API gives it.
+func cooldownText(d time.Duration) string {
+	if d%time.Minute != 0 {
+		return d.String()
+	}
+	return strconv.FormatInt(int64(d/time.Minute), 10) + "m"
+}
+
+// boostColumn is a rule's boost in a table: max rate/cooldown, or "-".
+func boostColumn(r *pb.Rule) string {
+	b := r.GetSamplingRateBoost()
+	if b == nil {
+		return "-"
+	}
+	return FormatRate(b.GetMaxRate()) + "/" + strconv.Itoa(int(b.GetCooldownWindowMinutes())) + "m"
 }
 
 // expiryText prints an expiry time, "(none)" for none.
@@ -230,7 +261,7 @@ func DescribeRule(r *rules.Rule) string {
 	for _, m := range []struct {
 		name string
 		m    map[string]string
-	}{{"attributes", r.Attributes}, {"labels", r.Labels}} {
+	}{{"attributes", r.Attributes}, {"labels", r.Labels}, {"tags", r.Tags}} {
 		keys := make([]string, 0, len(m.m))
 		for k := range m.m {
 			keys = append(keys, k)
@@ -242,6 +273,9 @@ func DescribeRule(r *rules.Rule) string {
 	}
 	if !r.ExpireTime.IsZero() {
 		parts = append(parts, "expire_time "+expiryText(r.ExpireTime))
+	}
+	if r.Boost != nil {
+		parts = append(parts, "sampling_rate_boost "+boostText(r.Boost))
 	}
 	return strings.Join(parts, ", ")
 }

@@ -1,25 +1,23 @@
 package rules
 
-import "maps"
+import (
+	"maps"
+	"slices"
+)
 
 // MutableFields are the fields of a rule an edit may change, by their API
 // names; the rest is its identity (name) or set by the store (revision,
-// times). Every transport's field masks name these.
+// times). Every transport's field masks name these. The field-coverage test
+// (internal/cli, TestEveryRuleFieldIsCarried) checks this list, and
+// WithFields, against the API's Rule message.
 var MutableFields = []string{
 	"priority", "fixed_rate", "reservoir_size", "service_name", "service_type", "host",
 	"http_method", "url_path", "resource_arn", "attributes", "description", "labels",
-	"expire_time",
+	"expire_time", "tags", "sampling_rate_boost",
 }
 
 // IsMutableField reports whether name is one of MutableFields.
-func IsMutableField(name string) bool {
-	for _, f := range MutableFields {
-		if f == name {
-			return true
-		}
-	}
-	return false
-}
+func IsMutableField(name string) bool { return slices.Contains(MutableFields, name) }
 
 // WithFields returns cur with the fields named in fields (names of
 // MutableFields; others are ignored) taken from patch.
@@ -53,6 +51,14 @@ func WithFields(cur Rule, patch *Rule, fields []string) Rule {
 			next.Labels = maps.Clone(patch.Labels)
 		case "expire_time":
 			next.ExpireTime = patch.ExpireTime
+		case "tags":
+			next.Tags = maps.Clone(patch.Tags)
+		case "sampling_rate_boost":
+			next.Boost = nil
+			if patch.Boost != nil {
+				b := *patch.Boost
+				next.Boost = &b
+			}
 		}
 	}
 	return next

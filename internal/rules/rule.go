@@ -36,6 +36,10 @@ const (
 	MaxLabels           = 32
 	MaxLabelKeyLen      = 63
 	MaxLabelValueLen    = 63
+	MaxTags             = 50  // X-Ray's limit of tags per resource
+	MaxTagKeyLen        = 128 // characters
+	MaxTagValueLen      = 256 // characters
+	MaxBoostCooldown    = 24 * time.Hour
 	DefaultFixedRate    = 0.05
 	DefaultReservoirTPS = 1
 )
@@ -46,10 +50,11 @@ const (
 // matches every service, so no bound of one service's set is surer than
 // the whole. The rule index covers it at the speed of a small set
 // (MaxIndexed is twice it). The arithmetic that keeps the largest rule set
-// in one gRPC message: SDKs get rules without description and labels, at
-// most 7,570 bytes each within a rule set at maximum field sizes (every
-// character four bytes of UTF-8, etag and times at their longest), so
-// 1,000 × 7,570 + 15 bytes of framing = 7,570,015 bytes (7.2 MiB), under
+// in one gRPC message: SDKs get rules without description, labels and
+// tags, at most 7,585 bytes each within a rule set at maximum field sizes
+// (every character four bytes of UTF-8, etag and times at their longest, a
+// boost's 15 bytes), so 1,000 × 7,585 + 15 bytes of framing = 7,585,015
+// bytes (7.2 MiB), under
 // half of the 16 MiB the Go SDK accepts. gRPC's default limit, 4 MiB, holds
 // 550 such rules, or 1,000 of up to 4,190 bytes; rules of a few hundred
 // bytes, the usual, make a few hundred kB. A test in the SDK sends the
@@ -74,6 +79,14 @@ type Rule struct {
 	Description string
 	Labels      map[string]string
 
+	// Tags are the rule's X-Ray resource tags (TagResource): for people and
+	// AWS tooling, never matched nor sent to SDKs.
+	Tags map[string]string
+	// Boost, when set, lets the rule's fixed rate rise for a short while
+	// when its clients report anomalies (X-Ray's SamplingRateBoost). Nil: the
+	// rule is never boosted. The Default rule never has one.
+	Boost *RateBoost
+
 	// ExpireTime, when set, is when the rule stops applying: SDKs skip it
 	// from then on, and the control plane deletes it (a time-limited
 	// investigation rule). Zero: never.
@@ -88,6 +101,24 @@ type Rule struct {
 	RulesVersion int64
 	CreateTime   time.Time
 	UpdateTime   time.Time
+}
+
+// RateBoost bounds the temporary rises of a rule's fixed rate when its
+// clients report anomalies (X-Ray's SamplingRateBoost; docs/BOOSTS.md).
+type RateBoost struct {
+	// MaxRate is the highest rate a boost may set, 0 to 1.
+	MaxRate float64
+	// Cooldown is the window in which at most one boost starts: whole
+	// minutes (X-Ray's CooldownWindowMinutes), 0 to MaxBoostCooldown.
+	Cooldown time.Duration
+}
+
+// CooldownMinutes returns a cooldown of n whole minutes, as the API and
+// files give it. Beyond what a Duration holds (about 292 years) it is cut
+// to a cooldown that Validate still refuses, rather than wrapping around.
+func CooldownMinutes(n int64) time.Duration {
+	const most = 1 << 26 // minutes: 127 years, far past MaxBoostCooldown
+	return time.Duration(min(max(n, -most), most)) * time.Minute
 }
 
 // Default returns the Default rule as it exists before anyone edits it:
@@ -129,6 +160,11 @@ func ParseEtag(etag string) (int64, error) {
 func (r Rule) Clone() Rule {
 	r.Attributes = maps.Clone(r.Attributes)
 	r.Labels = maps.Clone(r.Labels)
+	r.Tags = maps.Clone(r.Tags)
+	if r.Boost != nil {
+		b := *r.Boost
+		r.Boost = &b
+	}
 	return r
 }
 
@@ -148,6 +184,9 @@ func (r Rule) Normalize() Rule {
 	}
 	if len(r.Labels) == 0 {
 		r.Labels = nil
+	}
+	if len(r.Tags) == 0 {
+		r.Tags = nil
 	}
 	return r
 }
@@ -195,12 +234,13 @@ func CheckExpiry(r *Rule, now time.Time) error {
 }
 
 // ErrDefaultRule is wrapped by errors for edits the Default rule does not
-// allow: deleting, renaming, re-prioritising or narrowing it.
+// allow: deleting, renaming, re-prioritising or narrowing it, or giving it
+// a boost (X-Ray's Default rule has none).
 var ErrDefaultRule = errors.New("the Default rule can be re-rated but not deleted, renamed or narrowed")
 
 // CheckDefault returns an error wrapping ErrDefaultRule if r, which is the
-// Default rule after an edit, no longer matches everything or no longer comes
-// last. As in Validate and Normalize, an unset (zero) priority and empty globs
+// Default rule after an edit, no longer matches everything, no longer comes
+// last or has a boost. As in Validate and Normalize, an unset (zero) priority and empty globs
 // mean the Default's fixed priority and "*".
 func CheckDefault(r *Rule) error {
 	if !r.IsDefault() {
@@ -225,6 +265,9 @@ func CheckDefault(r *Rule) error {
 	}
 	if !r.ExpireTime.IsZero() {
 		bad = append(bad, "expire_time")
+	}
+	if r.Boost != nil {
+		bad = append(bad, "sampling_rate_boost")
 	}
 	if len(bad) > 0 {
 		return fmt.Errorf("%w (cannot change %s)", ErrDefaultRule, strings.Join(bad, ", "))

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 )
@@ -86,6 +88,19 @@ func Validate(r *Rule) error {
 		vs.add("description", "at most %d characters, got %d", MaxDescriptionLen, n)
 	}
 	validateLabels(&vs, "labels", r.Labels)
+	validateTags(&vs, "tags", r.Tags)
+	if b := r.Boost; b != nil {
+		if math.IsNaN(b.MaxRate) || b.MaxRate < 0 || b.MaxRate > 1 {
+			vs.add("sampling_rate_boost.max_rate", "must be between 0 and 1, got %v", b.MaxRate)
+		}
+		if b.Cooldown < 0 || b.Cooldown > MaxBoostCooldown || b.Cooldown%time.Minute != 0 {
+			got := b.Cooldown.String()
+			if b.Cooldown%time.Minute == 0 {
+				got = strconv.FormatInt(int64(b.Cooldown/time.Minute), 10)
+			}
+			vs.add("sampling_rate_boost.cooldown_window_minutes", "must be whole minutes between 0 and %d, got %s", int(MaxBoostCooldown/time.Minute), got)
+		}
+	}
 	if t := r.ExpireTime; !t.IsZero() && (t.Year() < 1970 || t.Year() > 9999) {
 		vs.add("expire_time", "must be between the years 1970 and 9999")
 	}
@@ -172,6 +187,42 @@ func validateLabels(vs *violations, field string, labels map[string]string) {
 			vs.add(f, "label values must be at most %d printable characters", MaxLabelValueLen)
 		}
 	}
+}
+
+// validateTags checks X-Ray resource tags as AWS's TagResource does: at most
+// MaxTags, keys of 1-MaxTagKeyLen and values of 0-MaxTagValueLen Unicode
+// letters, digits, separators and _.:/=+-@, and no key starting with
+// "aws:", which AWS reserves for itself.
+func validateTags(vs *violations, field string, tags map[string]string) {
+	if len(tags) > MaxTags {
+		vs.add(field, "at most %d tags, got %d", MaxTags, len(tags))
+	}
+	for _, k := range sortedKeys(tags) {
+		f := keyField(field, k)
+		switch n := utf8.RuneCountInString(k); {
+		case n < 1 || n > MaxTagKeyLen || !isTagText(k):
+			vs.add(f, "tag keys must be 1-%d letters, digits, spaces or _.:/=+-@", MaxTagKeyLen)
+			continue
+		case len(k) >= 4 && strings.EqualFold(k[:4], "aws:"):
+			vs.add(f, "the tag key prefix aws: is reserved")
+			continue
+		}
+		if v := tags[k]; utf8.RuneCountInString(v) > MaxTagValueLen || !isTagText(v) {
+			vs.add(f, "tag values must be at most %d letters, digits, spaces or _.:/=+-@", MaxTagValueLen)
+		}
+	}
+}
+
+func isTagText(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, c := range s {
+		if !unicode.IsLetter(c) && !unicode.IsNumber(c) && !unicode.Is(unicode.Z, c) && !strings.ContainsRune("_.:/=+-@", c) {
+			return false
+		}
+	}
+	return true
 }
 
 func isLabelKeyChar(c rune) bool {

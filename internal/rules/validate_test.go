@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/tracesampling/controlplane/internal/rules"
@@ -32,6 +33,8 @@ func validRule() rules.Rule {
 		Attributes:    map[string]string{"tier": "gold"},
 		Description:   "Checkout in the EU.",
 		Labels:        map[string]string{"team": "payments"},
+		Tags:          map[string]string{"Stage": "prod"},
+		Boost:         &rules.RateBoost{MaxRate: 0.5, Cooldown: 10 * time.Minute},
 	}
 }
 
@@ -187,6 +190,35 @@ func TestValidate(t *testing.T) {
 		{"32 labels", func(r *rules.Rule) { r.Labels = nMap(32, "v") }, nil},
 		{"33 labels", func(r *rules.Rule) { r.Labels = nMap(33, "v") }, []string{"labels"}},
 
+		// tags: X-Ray's TagResource limits
+		{"tag key every allowed char", func(r *rules.Rule) { r.Tags = map[string]string{"Stage é 9_.:/=+-@": "v"} }, nil},
+		{"tag value empty", func(r *rules.Rule) { r.Tags = map[string]string{"Stage": ""} }, nil},
+		{"tag key 128", func(r *rules.Rule) { r.Tags = map[string]string{strings.Repeat("é", 128): "v"} }, nil},
+		{"tag key 129", func(r *rules.Rule) { r.Tags = map[string]string{strings.Repeat("k", 129): "v"} }, []string{"tags." + strings.Repeat("k", 129)}},
+		{"tag key empty", func(r *rules.Rule) { r.Tags = map[string]string{"": "v"} }, []string{"tags."}},
+		{"tag key aws:", func(r *rules.Rule) { r.Tags = map[string]string{"aws:owner": "v"} }, []string{"tags.aws:owner"}},
+		{"tag key AWS: in any case", func(r *rules.Rule) { r.Tags = map[string]string{"AwS:owner": "v"} }, []string{"tags.AwS:owner"}},
+		{"tag key with aws later", func(r *rules.Rule) { r.Tags = map[string]string{"my-aws:x": "v"} }, nil},
+		{"tag key star", func(r *rules.Rule) { r.Tags = map[string]string{"a*": "v"} }, []string{"tags.a*"}},
+		{"tag key invalid UTF-8", func(r *rules.Rule) { r.Tags = map[string]string{"\xff": "v"} }, []string{"tags.\ufffd"}},
+		{"tag value 256", func(r *rules.Rule) { r.Tags = map[string]string{"k": strings.Repeat("é", 256)} }, nil},
+		{"tag value 257", func(r *rules.Rule) { r.Tags = map[string]string{"k": strings.Repeat("v", 257)} }, []string{"tags.k"}},
+		{"tag value tab", func(r *rules.Rule) { r.Tags = map[string]string{"k": "a\tb"} }, []string{"tags.k"}},
+		{"50 tags", func(r *rules.Rule) { r.Tags = nMap(50, "v") }, nil},
+		{"51 tags", func(r *rules.Rule) { r.Tags = nMap(51, "v") }, []string{"tags"}},
+
+		// sampling_rate_boost
+		{"no boost", func(r *rules.Rule) { r.Boost = nil }, nil},
+		{"boost zero", func(r *rules.Rule) { r.Boost = &rules.RateBoost{} }, nil},
+		{"boost max", func(r *rules.Rule) { r.Boost = &rules.RateBoost{MaxRate: 1, Cooldown: rules.MaxBoostCooldown} }, nil},
+		{"boost max_rate above 1", func(r *rules.Rule) { r.Boost.MaxRate = 1.5 }, []string{"sampling_rate_boost.max_rate"}},
+		{"boost max_rate negative", func(r *rules.Rule) { r.Boost.MaxRate = -0.1 }, []string{"sampling_rate_boost.max_rate"}},
+		{"boost max_rate NaN", func(r *rules.Rule) { r.Boost.MaxRate = math.NaN() }, []string{"sampling_rate_boost.max_rate"}},
+		{"boost cooldown not whole minutes", func(r *rules.Rule) { r.Boost.Cooldown = 90 * time.Second }, []string{"sampling_rate_boost.cooldown_window_minutes"}},
+		{"boost cooldown negative", func(r *rules.Rule) { r.Boost.Cooldown = -time.Minute }, []string{"sampling_rate_boost.cooldown_window_minutes"}},
+		{"boost cooldown above a day", func(r *rules.Rule) { r.Boost.Cooldown = rules.MaxBoostCooldown + time.Minute }, []string{"sampling_rate_boost.cooldown_window_minutes"}},
+		{"Default with tags", func(r *rules.Rule) { *r = rules.Default(); r.Tags = map[string]string{"Stage": "prod"} }, nil},
+
 		// several bad fields are all reported, in field order
 		{"several bad fields", func(r *rules.Rule) {
 			r.Name = ""
@@ -324,6 +356,9 @@ func TestCheckDefault(t *testing.T) {
 		{"resource_arn narrowed", func(r *rules.Rule) { r.ResourceARN = "arn:aws:*" }, true},
 		{"attribute added", func(r *rules.Rule) { r.Attributes = map[string]string{"tier": "gold"} }, true},
 		{"? is narrower than *", func(r *rules.Rule) { r.URLPath = "?*" }, true},
+		{"tagged", func(r *rules.Rule) { r.Tags = map[string]string{"Stage": "prod"} }, false},
+		{"boosted", func(r *rules.Rule) { r.Boost = &rules.RateBoost{MaxRate: 0.5, Cooldown: time.Minute} }, true},
+		{"boosted by nothing", func(r *rules.Rule) { r.Boost = &rules.RateBoost{} }, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -349,11 +384,12 @@ func TestCheckDefaultNamesEveryNarrowedField(t *testing.T) {
 	r.ServiceName = "a"
 	r.URLPath = "/b"
 	r.Attributes = map[string]string{"k": "v"}
+	r.Boost = &rules.RateBoost{MaxRate: 1}
 	err := rules.CheckDefault(&r)
 	if !errors.Is(err, rules.ErrDefaultRule) {
 		t.Fatalf("CheckDefault() = %v, want ErrDefaultRule", err)
 	}
-	for _, f := range []string{"priority", "service_name", "url_path", "attributes"} {
+	for _, f := range []string{"priority", "service_name", "url_path", "attributes", "sampling_rate_boost"} {
 		if !strings.Contains(err.Error(), f) {
 			t.Errorf("CheckDefault() = %q, does not name %s", err, f)
 		}
@@ -402,7 +438,7 @@ func TestNormalize(t *testing.T) {
 	}{
 		{
 			name: "empty globs and maps",
-			in:   rules.Rule{Name: "a", Priority: 5, Attributes: map[string]string{}, Labels: map[string]string{}},
+			in:   rules.Rule{Name: "a", Priority: 5, Attributes: map[string]string{}, Labels: map[string]string{}, Tags: map[string]string{}},
 			want: rules.Rule{
 				Name: "a", Priority: 5,
 				ServiceName: "*", ServiceType: "*", Host: "*", HTTPMethod: "*", URLPath: "*", ResourceARN: "*",
@@ -471,14 +507,22 @@ func TestClone(t *testing.T) {
 	if want := map[string]string{"team": "payments"}; !maps.Equal(orig.Labels, want) {
 		t.Errorf("editing the clone changed the original's labels to %v", orig.Labels)
 	}
+	c.Tags["Stage"] = "dev"
+	c.Boost.MaxRate = 1
+	if want := map[string]string{"Stage": "prod"}; !maps.Equal(orig.Tags, want) {
+		t.Errorf("editing the clone changed the original's tags to %v", orig.Tags)
+	}
+	if orig.Boost.MaxRate != 0.5 {
+		t.Errorf("editing the clone changed the original's boost to %+v", *orig.Boost)
+	}
 	orig.Attributes["tier"] = "bronze"
 	if c.Attributes["tier"] != "silver" {
 		t.Errorf("editing the original changed the clone's attributes to %v", c.Attributes)
 	}
 
 	var empty rules.Rule
-	if ce := empty.Clone(); ce.Attributes != nil || ce.Labels != nil {
-		t.Errorf("Clone() of nil maps = %v, %v, want nil maps", ce.Attributes, ce.Labels)
+	if ce := empty.Clone(); ce.Attributes != nil || ce.Labels != nil || ce.Tags != nil || ce.Boost != nil {
+		t.Errorf("Clone() of nil maps = %v, %v, %v, %v, want nils", ce.Attributes, ce.Labels, ce.Tags, ce.Boost)
 	}
 }
 

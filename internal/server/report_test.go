@@ -14,6 +14,7 @@ import (
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/sampling"
 )
 
 // counterValue reads one series of a counter vector from reg.
@@ -166,8 +167,8 @@ func TestReportClaimsAreBounded(t *testing.T) {
 	// every one sampled, from no one. Without a receipt, a report covers at
 	// most a quota's lifetime (20 s).
 	resp := send("anon", 36_000_000_000, 36_000_000_000, time.Hour, "")
-	if len(resp.GetRejected()) != 1 || resp.GetRejected()[0].GetCode() != rejectTooLarge {
-		t.Errorf("an hour of 10M requests a second: %v, want it rejected as %s", resp.GetRejected(), rejectTooLarge)
+	if len(resp.GetRejected()) != 1 || resp.GetRejected()[0].GetCode() != sampling.RejectTooLarge {
+		t.Errorf("an hour of 10M requests a second: %v, want it rejected as %s", resp.GetRejected(), sampling.RejectTooLarge)
 	}
 	if got := spent(); got != 0 {
 		t.Fatalf("%v traces counted in the budget, want 0", got)
@@ -176,7 +177,7 @@ func TestReportClaimsAreBounded(t *testing.T) {
 	// (5 %, with six standard deviations of chance), one borrowed trace a
 	// second and a burst count.
 	send("anon2", 200_000_000, 200_000_000, 20*time.Second, "")
-	bound := 0.05*2e8 + 6*math.Sqrt(0.05*0.95*2e8+15*0.05*0.05*2e8) + 1*20*clockSlack + 4
+	bound := 0.05*2e8 + 6*math.Sqrt(0.05*0.95*2e8+15*0.05*0.05*2e8) + 1*20*sampling.ClockSlack + 4
 	if got := spent(); got > bound || got < 0.05*2e8 {
 		t.Errorf("%v traces counted, want at most %v", got, bound)
 	}
@@ -201,7 +202,7 @@ func TestReportClaimsAreBounded(t *testing.T) {
 	clock.Add(10 * time.Second)
 	before = spent()
 	send("honest", 1000, 1000, time.Hour, r.GetTargets()[0].GetReceipt())
-	bound = 0.05*1000 + 6*math.Sqrt(0.05*0.95*1000+15*0.05*0.05*1000) + (1+1)*10*clockSlack + 2*1 + 2
+	bound = 0.05*1000 + 6*math.Sqrt(0.05*0.95*1000+15*0.05*0.05*1000) + (1+1)*10*sampling.ClockSlack + 2*1 + 2
 	if got := spent() - before; got != math.Floor(bound) {
 		t.Errorf("claiming every request sampled: %v counted, want %v", got, math.Floor(bound))
 	}

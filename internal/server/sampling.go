@@ -12,50 +12,33 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/condition"
 	"github.com/tracesampling/controlplane/internal/receipt"
-	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/internal/sampling"
 	"github.com/tracesampling/controlplane/internal/store"
 )
 
 const (
 	maxClientIDLen = 64
 	maxStatistics  = 1000
-	maxFutureSkew  = time.Minute
 )
 
-// Rejection codes of statistics documents, stable for clients to act on.
-const (
-	rejectUnknownRule  = "UNKNOWN_RULE"
-	rejectDuplicate    = "DUPLICATE_RULE"
-	rejectNegative     = "NEGATIVE_COUNT"
-	rejectInconsistent = "INCONSISTENT_COUNTS"
-	rejectFuture       = "FUTURE_TIMESTAMP"
-	rejectInterval     = "BAD_INTERVAL"
-	rejectReceipt      = "BAD_RECEIPT" // longer than a receipt can be
-	rejectTooLarge     = "COUNT_TOO_LARGE"
-)
-
+// samplingService is the gRPC transport of the report pipeline (package
+// sampling): it decodes, calls the core and encodes.
 type samplingService struct {
 	pb.UnimplementedSamplingServiceServer
+	core    *sampling.Core
 	catalog *catalog.Catalog
-	batcher *reportBatcher
-	ledger  reservoir.Ledger
-	keys    *receipt.Keys
-	tokens  receipt.Tokens // the keeper of clients that echo receipts
-	now     func() time.Time
 	log     *slog.Logger
 	streams *streamMetrics
 	// borrows bounds what new instances borrow before their first
-	// targets.
+	// targets; now is the clock (Options.Now).
 	borrows  *borrowGate
-	reports  *reportMetrics
-	interval *durationpb.Duration
+	now      func() time.Time
 	stopping <-chan struct{}
 	// storeDown logs reports that fail for want of the store once per outage.
 	storeDown *condition.Condition
@@ -90,11 +73,14 @@ func (s *samplingService) GetSamplingTargets(ctx context.Context, req *pb.GetSam
 	if req.GetSeq() > store.MaxSeq {
 		return nil, invalid("seq", fmt.Sprintf("at most %d", uint64(store.MaxSeq)))
 	}
-	base, err := s.report(ctx, req.GetClientId(), req.GetServiceName(), req.GetStatistics(), s.tokens, false, req.GetSeq(), req.GetAppliedRulesVersion())
+	base, err := s.core.Report(ctx, sampling.Report{
+		Client: req.GetClientId(), Service: req.GetServiceName(), Statistics: statisticsFromProto(req.GetStatistics()),
+		Seq: req.GetSeq(), Applied: req.GetAppliedRulesVersion(),
+	}, s.core.Tokens())
 	if err != nil {
 		return nil, err
 	}
-	ts := s.withBudgets(base, req.GetServiceName())
+	ts := targetSetToProto(s.core.WithBudgets(base, req.GetServiceName()))
 	return &pb.GetSamplingTargetsResponse{
 		Targets: ts.Targets, Rejected: ts.Rejected, RulesVersion: ts.RulesVersion, ReportInterval: ts.ReportInterval,
 	}, nil
@@ -103,25 +89,6 @@ func (s *samplingService) GetSamplingTargets(ctx context.Context, req *pb.GetSam
 // errShuttingDown ends streams when the replica stops: SDKs reconnect, and
 // their load balancer sends them to another replica.
 var errShuttingDown = status.Error(codes.Unavailable, "this replica is shutting down; reconnect")
-
-// withBudgets returns the targets as the budgets in force have them: fixed
-// rates and reservoir quotas scaled by the strictest enforcing budget that
-// covers each rule for this service. base is not modified.
-func (s *samplingService) withBudgets(base *pb.TargetSet, service string) *pb.TargetSet {
-	budgets := s.catalog.CurrentBudgets()
-	view := s.catalog.Current()
-	out := &pb.TargetSet{RulesVersion: base.GetRulesVersion(), ReportInterval: base.GetReportInterval(), Rejected: base.GetRejected(),
-		Targets: cloneTargets(base.GetTargets())}
-	now := s.now()
-	for _, t := range out.Targets {
-		if r := view.Rule(t.GetRuleName()); r != nil {
-			f, g := budgets.Factors(service, r, now)
-			t.FixedRate *= f
-			t.ReservoirQuota *= g
-		}
-	}
-	return out
-}
 
 func validateService(name, typ string) error {
 	var vs []rules.FieldViolation
@@ -238,14 +205,14 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 	}()
 
 	held := receipt.NewHeld()
-	keeper := held.Over(s.tokens)
-	var base *pb.TargetSet // the last targets before budgets, to re-send when budgets change
+	keeper := held.Over(s.core.Tokens())
+	var base *sampling.TargetSet // the last targets before budgets, to re-send when budgets change
 	budgetGen := s.catalog.CurrentBudgets().Gen
 	// sendTargets sends base as the budgets have it, acknowledging the
 	// report numbered acked (0: none).
 	sendTargets := func(acked uint64) error {
 		budgetGen = s.catalog.CurrentBudgets().Gen
-		ts := s.withBudgets(base, hello.GetServiceName())
+		ts := targetSetToProto(s.core.WithBudgets(*base, hello.GetServiceName()))
 		ts.AckedSeq = acked
 		return stream.Send(&pb.StreamSamplingResponse{Message: &pb.StreamSamplingResponse_Targets{Targets: ts}})
 	}
@@ -270,7 +237,11 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 				}
 			}
 		case r := <-reports:
-			ts, err := s.report(ctx, hello.GetClientId(), hello.GetServiceName(), r.GetStatistics(), keeper, true, r.GetSeq(), r.GetAppliedRulesVersion())
+			docs := statisticsFromProto(r.GetStatistics())
+			ts, err := s.core.Report(ctx, sampling.Report{
+				Client: hello.GetClientId(), Service: hello.GetServiceName(), Statistics: docs,
+				Carry: true, Seq: r.GetSeq(), Applied: r.GetAppliedRulesVersion(),
+			}, keeper)
 			if err != nil {
 				// Without the store there is no fleet to split by. Keep the
 				// stream and renew the client's last quotas (the batcher
@@ -282,20 +253,21 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 				// local default. The report is not acknowledged: a
 				// numbered one comes again.
 				s.reportFailed(ctx, hello.GetClientId(), err)
-				base = s.renewal(r.GetStatistics(), held)
+				renewed := s.core.Renewal(docs, held)
+				base = &renewed
 				if err := sendTargets(0); err != nil {
 					return err
 				}
 				continue
 			}
-			base = ts
+			base = &ts
 			if err := sendTargets(r.GetSeq()); err != nil {
 				return err
 			}
 			// Later sends of base (a budget changed, a renewal) answer no
 			// report: the client keeps the receipts this answer brought.
-			for _, t := range base.GetTargets() {
-				t.Receipt = ""
+			for i := range base.Targets {
+				base.Targets[i].Receipt = ""
 			}
 			// A report may show that the client's rules are out of date.
 			if err := sendRules(); err != nil {

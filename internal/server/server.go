@@ -20,8 +20,6 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
-	"google.golang.org/protobuf/types/known/durationpb"
-
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/auth"
 	"github.com/tracesampling/controlplane/internal/budget"
@@ -29,8 +27,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/condition"
 	"github.com/tracesampling/controlplane/internal/edit"
 	"github.com/tracesampling/controlplane/internal/fleet"
-	"github.com/tracesampling/controlplane/internal/receipt"
-	"github.com/tracesampling/controlplane/internal/reservoir"
+	"github.com/tracesampling/controlplane/internal/sampling"
 	"github.com/tracesampling/controlplane/internal/secrets"
 )
 
@@ -122,11 +119,11 @@ type Options struct {
 
 // Server is the gRPC server with every control plane service registered.
 type Server struct {
-	grpc    *grpc.Server
-	health  *health.Server
-	log     *slog.Logger
-	metrics *rpcMetrics
-	batcher *reportBatcher // nil without the sampling service
+	grpc     *grpc.Server
+	health   *health.Server
+	log      *slog.Logger
+	metrics  *rpcMetrics
+	sampling *sampling.Core // nil without the sampling service
 	// storeDown is the condition "calls fail because the store is
 	// unreachable": logged when it begins and ends, counted per call.
 	storeDown *condition.Condition
@@ -236,23 +233,18 @@ func New(opts Options) *Server {
 	reg := checkedDecoding{Server: s.grpc, codec: codec}
 	pb.RegisterRuleServiceServer(reg, &ruleService{edit: edit.NewRules(opts.Rules, edit.WithClock(opts.Now))})
 	if opts.Catalog != nil && opts.Ledger != nil {
-		ledger := reservoir.NewLedger(opts.ReportInterval)
-		s.batcher = newReportBatcher(opts.Ledger, ledger, opts.Now, opts.Logger, opts.Registerer)
-		s.batcher.storeDown = s.storeDown
-		keys := receipt.NewKeys(opts.Ledger, opts.Now, s.batcher.timeout)
+		s.sampling = sampling.New(sampling.Options{
+			Catalog: opts.Catalog, Store: opts.Ledger, Interval: opts.ReportInterval, Now: opts.Now,
+			Logger: opts.Logger, Registerer: opts.Registerer, StoreDown: s.storeDown,
+		})
 		pb.RegisterSamplingServiceServer(reg, &samplingService{
+			core:      s.sampling,
 			catalog:   opts.Catalog,
-			batcher:   s.batcher,
-			ledger:    ledger,
-			keys:      keys,
-			tokens:    receipt.Tokens{Keys: keys, Guard: receipt.NewGuard(maxGuarded, maxReportSpan)},
-			now:       opts.Now,
 			log:       opts.Logger,
 			streams:   newStreamMetrics(opts.Registerer),
 			borrows:   newBorrowGate(),
-			reports:   newReportMetrics(opts.Registerer),
+			now:       opts.Now,
 			stopping:  s.stopping,
-			interval:  durationpb.New(opts.ReportInterval),
 			storeDown: s.storeDown,
 		})
 		pb.RegisterStatusServiceServer(reg, &statusService{fleet: fleet.New(opts.Catalog, opts.Ledger, opts.ReportInterval, opts.Now)})
@@ -275,6 +267,12 @@ func New(opts Options) *Server {
 	s.SetServing(false)
 	return s
 }
+
+// Sampling is the report pipeline the SamplingService serves from (nil
+// without Catalog and Ledger), for the other transports of the same
+// replica (the X-Ray API): one batcher, one set of receipt keys. Stop
+// closes it.
+func (s *Server) Sampling() *sampling.Core { return s.sampling }
 
 // Serve accepts connections on lis, at most MaxConnections at once, until
 // Stop. It returns nil after a graceful stop.
@@ -311,7 +309,7 @@ func (s *Server) Stop(ctx context.Context) {
 		s.grpc.Stop()
 		<-done
 	}
-	if s.batcher != nil {
-		s.batcher.close()
+	if s.sampling != nil {
+		s.sampling.Close()
 	}
 }

@@ -7,9 +7,9 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/testing/protocmp"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/sampling"
 )
 
 // fill sets every field of m, recursively, to a value that is not its
@@ -20,7 +20,7 @@ func fill(t *testing.T, m protoreflect.Message, seed int) {
 	for i := range fields.Len() {
 		fd := fields.Get(i)
 		if fd.IsList() || fd.IsMap() {
-			t.Fatalf("%s: fill does not do lists and maps; cloneTargets would need to", fd.FullName())
+			t.Fatalf("%s: fill does not do lists and maps; targetsToProto would need to", fd.FullName())
 		}
 		var v protoreflect.Value
 		switch fd.Kind() {
@@ -43,38 +43,36 @@ func fill(t *testing.T, m protoreflect.Message, seed int) {
 	}
 }
 
-// TestCloneTargetsCopiesEveryField: cloneTargets copies a target field by
-// field instead of by reflection, so a field added to SamplingTarget must
-// be added there too. Every field set, its copies equal proto.Clone's, and
-// share nothing with the originals.
-func TestCloneTargetsCopiesEveryField(t *testing.T) {
-	var ts []*pb.SamplingTarget
+// TestTargetsToProtoCopiesEveryField: targetsToProto encodes a target
+// field by field instead of by reflection, so a field added to
+// SamplingTarget must be added there (and to sampling.Target) too. Every
+// field set, decoded into the core's type and encoded again, the targets
+// equal the originals and share nothing with the core's.
+func TestTargetsToProtoCopiesEveryField(t *testing.T) {
+	var want []*pb.SamplingTarget
 	for i := range 3 {
 		x := &pb.SamplingTarget{}
 		fill(t, x.ProtoReflect(), 10*i)
-		ts = append(ts, x)
+		want = append(want, x)
 	}
-	ts = append(ts, &pb.SamplingTarget{RuleName: "no expiry"})
-	var want []*pb.SamplingTarget
-	for _, x := range ts {
-		want = append(want, proto.Clone(x).(*pb.SamplingTarget))
-	}
-	got := cloneTargets(ts)
-	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
-		t.Fatalf("cloneTargets differs from proto.Clone (-want +got):\n%s", diff)
-	}
-	for _, x := range ts {
-		x.RuleName, x.FixedRate = "changed", 0
-		if e := x.GetReservoirQuotaExpiry(); e != nil {
-			e.Seconds = 0
-		} else {
-			x.ReservoirQuotaExpiry = &timestamppb.Timestamp{}
+	want = append(want, &pb.SamplingTarget{RuleName: "no expiry"})
+	core := make([]sampling.Target, len(want))
+	for i, x := range want {
+		core[i] = sampling.Target{Rule: x.GetRuleName(), Quota: x.GetReservoirQuota(), FixedRate: x.GetFixedRate(), Receipt: x.GetReceipt()}
+		if x.GetReservoirQuotaExpiry() != nil {
+			core[i].Expiry = x.GetReservoirQuotaExpiry().AsTime()
 		}
 	}
+	got := targetsToProto(core)
 	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
-		t.Errorf("changing the originals changed the copies (-want +got):\n%s", diff)
+		t.Fatalf("targetsToProto lost fields (-want +got):\n%s", diff)
 	}
-	if got := cloneTargets(nil); got != nil {
-		t.Errorf("cloneTargets(nil) = %v, want nil", got)
+	kept := proto.Clone(got[0]).(*pb.SamplingTarget)
+	got[0].GetReservoirQuotaExpiry().Seconds = 0
+	if got[1].GetReservoirQuotaExpiry().GetSeconds() == 0 || !proto.Equal(targetsToProto(core)[0], kept) {
+		t.Errorf("targets share their expiry")
+	}
+	if got := targetsToProto(nil); got != nil {
+		t.Errorf("targetsToProto(nil) = %v, want nil", got)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"net/http"
 	"slices"
@@ -36,14 +37,18 @@ const (
 	// and 25 boost documents take under 10 KiB, a rule with 50 tags under
 	// 25 KiB.
 	DefaultMaxBodyBytes = 256 << 10
-	maxActorLen         = 128
 )
+
+// DefaultAccount is the account rule ARNs name unless told otherwise: no
+// AWS account's, so that an ARN of this control plane is never taken for
+// one of AWS's.
+const DefaultAccount = "000000000000"
 
 // Options configure a Handler.
 type Options struct {
 	// Region and Account are what rule ARNs say
 	// (arn:aws:xray:REGION:ACCOUNT:sampling-rule/NAME). Defaults: us-east-1
-	// and 000000000000.
+	// and DefaultAccount.
 	Region  string
 	Account string
 	// MaxBodyBytes bounds a request body; larger ones are refused. Default:
@@ -74,7 +79,7 @@ type Handler struct {
 
 type operation struct {
 	name string
-	run  func(ctx context.Context, actor string, body []byte) (out any, resource string, err error)
+	run  func(ctx context.Context, body []byte) (out any, resource string, err error)
 }
 
 // NewHandler returns a Handler that serves the X-Ray API from core.
@@ -86,13 +91,10 @@ func NewHandler(core Core, opts Options) (*Handler, error) {
 		opts.Region = "us-east-1"
 	}
 	if opts.Account == "" {
-		opts.Account = "000000000000"
+		opts.Account = DefaultAccount
 	}
-	if opts.Region != strings.ToLower(opts.Region) || strings.Trim(opts.Region, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" || len(opts.Region) > 32 {
-		return nil, fmt.Errorf("xray: region %q: want lower-case letters, digits and '-'", opts.Region)
-	}
-	if len(opts.Account) != 12 || strings.Trim(opts.Account, "0123456789") != "" {
-		return nil, fmt.Errorf("xray: account %q: want 12 digits", opts.Account)
+	if err := CheckARNParts(opts.Region, opts.Account); err != nil {
+		return nil, fmt.Errorf("xray: %w", err)
 	}
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = DefaultMaxBodyBytes
@@ -112,7 +114,13 @@ func NewHandler(core Core, opts Options) (*Handler, error) {
 		now:      opts.Now,
 		started:  opts.Now(),
 	}
-	h.ops = map[string]operation{
+	h.ops = h.operations()
+	return h, nil
+}
+
+// operations are the API's calls, by path.
+func (h *Handler) operations() map[string]operation {
+	return map[string]operation{
 		"/GetSamplingRules":           {opGetSamplingRules, h.getSamplingRules},
 		"/SamplingTargets":            {opGetSamplingTargets, h.getSamplingTargets},
 		"/SamplingStatisticSummaries": {opGetSamplingSummaries, h.getSamplingStatisticSummaries},
@@ -123,7 +131,24 @@ func NewHandler(core Core, opts Options) (*Handler, error) {
 		"/UntagResource":              {opUntagResource, h.untagResource},
 		"/ListTagsForResource":        {opListTagsForResource, h.listTagsForResource},
 	}
-	return h, nil
+}
+
+// Routes returns the paths the API serves, sorted (each takes a POST).
+func Routes() []string {
+	return slices.Sorted(maps.Keys((&Handler{}).operations()))
+}
+
+// CheckARNParts checks the region and account that rule ARNs are built
+// with: a region of lower-case letters, digits and '-', an account of 12
+// digits.
+func CheckARNParts(region, account string) error {
+	if region == "" || region != strings.ToLower(region) || strings.Trim(region, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" || len(region) > 32 {
+		return fmt.Errorf("region %q: want lower-case letters, digits and '-'", region)
+	}
+	if len(account) != 12 || strings.Trim(account, "0123456789") != "" {
+		return fmt.Errorf("account %q: want 12 digits", account)
+	}
+	return nil
 }
 
 // ServeHTTP decodes one call, runs it and writes its answer or its error.
@@ -139,7 +164,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, &apiError{Status: http.StatusMethodNotAllowed, Type: typeUnknownOperation, Message: op.name + " takes a POST"})
 		return
 	}
-	ctx := r.Context()
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -150,12 +174,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, invalidRequest("could not read the request body"))
 		return
 	}
-	actor, err := h.authenticate(r, body)
+	ctx, err := h.authenticate(r, body)
 	if err != nil {
-		h.writeError(w, mapError(ctx, h.log, op.name, "", err))
+		h.writeError(w, mapError(r.Context(), h.log, op.name, "", err))
 		return
 	}
-	out, resource, err := op.run(ctx, actor, body)
+	out, resource, err := op.run(ctx, body)
 	if err != nil {
 		h.writeError(w, mapError(ctx, h.log, op.name, resource, err))
 		return
@@ -178,38 +202,24 @@ func (h *Handler) writeError(w http.ResponseWriter, e *apiError) {
 	w.Write(b)
 }
 
-// authenticate returns the actor of a request for the audit log. Without a
-// Verifier nobody is verified, and the actor says so.
-func (h *Handler) authenticate(r *http.Request, body []byte) (string, error) {
+// authenticate checks a request's signature and returns the context its
+// call runs in: the Verifier's, which carries the caller's identity for the
+// core (the audit log's actor, the principal's scope). Without a Verifier
+// nobody is verified: a malformed SigV4 header is still refused, and the
+// core sees the request's own context.
+func (h *Handler) authenticate(r *http.Request, body []byte) (context.Context, error) {
 	var sig *Signature
 	if a := r.Header.Get("Authorization"); a != "" {
 		s, err := parseSignature(a)
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		sig = s
 	}
 	if h.verifier != nil {
 		return h.verifier.Verify(r.Context(), r, body, sig)
 	}
-	actor := "anonymous@" + r.RemoteAddr
-	if sig != nil {
-		actor += " (AWS key " + sig.AccessKeyID + ", not verified)"
-	}
-	return cleanActor(actor), nil
-}
-
-func cleanActor(a string) string {
-	a = strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f {
-			return -1
-		}
-		return r
-	}, a)
-	if len(a) > maxActorLen {
-		a = strings.ToValidUTF8(a[:maxActorLen], "")
-	}
-	return a
+	return r.Context(), nil
 }
 
 func badBody(err error) error { return invalidRequest(err.Error()) }
@@ -223,7 +233,7 @@ func checkNextToken(tok *string) error {
 	return nil
 }
 
-func (h *Handler) getSamplingRules(ctx context.Context, _ string, body []byte) (any, string, error) {
+func (h *Handler) getSamplingRules(ctx context.Context, body []byte) (any, string, error) {
 	var in getSamplingRulesIn
 	if err := decode(body, &in); err != nil {
 		return nil, "", badBody(err)
@@ -294,7 +304,7 @@ func str(p *string) string {
 	return *p
 }
 
-func (h *Handler) getSamplingTargets(ctx context.Context, _ string, body []byte) (any, string, error) {
+func (h *Handler) getSamplingTargets(ctx context.Context, body []byte) (any, string, error) {
 	var in getSamplingTargetsIn
 	if err := decode(body, &in); err != nil {
 		return nil, "", badBody(err)
@@ -390,10 +400,14 @@ func target(clientID string, t *Target, now time.Time) targetOut {
 		expiry = now.Add(2 * interval)
 	}
 	quota := finite(t.Quota)
+	phase := t.Phase
+	if !t.RunningPhase {
+		phase = rotationPhase(clientID, t.Rule, quota, now, interval)
+	}
 	out := targetOut{
 		RuleName:          t.Rule,
 		FixedRate:         min(max(finite(t.FixedRate), 0), 1),
-		ReservoirQuota:    WholeQuota(quota, rotationPhase(clientID, t.Rule, quota, now, interval)),
+		ReservoirQuota:    WholeQuota(quota, phase),
 		ReservoirQuotaTTL: epochTime(expiry),
 	}
 	if t.Interval > 0 {
@@ -428,7 +442,7 @@ func isRuleName(s string) bool {
 	return n >= 1 && n <= rules.MaxNameLen
 }
 
-func (h *Handler) getSamplingStatisticSummaries(ctx context.Context, _ string, body []byte) (any, string, error) {
+func (h *Handler) getSamplingStatisticSummaries(ctx context.Context, body []byte) (any, string, error) {
 	var in summariesIn
 	if err := decode(body, &in); err != nil {
 		return nil, "", badBody(err)
@@ -449,7 +463,7 @@ func (h *Handler) getSamplingStatisticSummaries(ctx context.Context, _ string, b
 	return out, "", nil
 }
 
-func (h *Handler) createSamplingRule(ctx context.Context, actor string, body []byte) (any, string, error) {
+func (h *Handler) createSamplingRule(ctx context.Context, body []byte) (any, string, error) {
 	var in createSamplingRuleIn
 	if err := decode(body, &in); err != nil {
 		return nil, "", badBody(err)
@@ -463,7 +477,7 @@ func (h *Handler) createSamplingRule(ctx context.Context, actor string, body []b
 	if err := vs.err(); err != nil {
 		return nil, r.Name, err
 	}
-	created, err := h.core.CreateRule(ctx, r, tags, actor)
+	created, err := h.core.CreateRule(ctx, r, tags)
 	if err != nil {
 		return nil, r.Name, err
 	}
@@ -619,7 +633,7 @@ func (h *Handler) ruleName(vs *violations, f string, name, arn *string) (string,
 	return n, nil
 }
 
-func (h *Handler) updateSamplingRule(ctx context.Context, actor string, body []byte) (any, string, error) {
+func (h *Handler) updateSamplingRule(ctx context.Context, body []byte) (any, string, error) {
 	var in updateSamplingRuleIn
 	if err := decode(body, &in); err != nil {
 		return nil, "", badBody(err)
@@ -687,7 +701,7 @@ func (h *Handler) updateSamplingRule(ctx context.Context, actor string, body []b
 		}
 		return ruleRecordEnvelope{h.record(&r)}, name, nil
 	}
-	updated, err := h.core.UpdateRule(ctx, up, "", actor)
+	updated, err := h.core.UpdateRule(ctx, up, "")
 	if err != nil {
 		return nil, name, err
 	}
@@ -748,7 +762,7 @@ func (h *Handler) findRule(ctx context.Context, name string) (Rule, error) {
 	return Rule{}, fmt.Errorf("rule %q: %w", name, store.ErrNotFound)
 }
 
-func (h *Handler) deleteSamplingRule(ctx context.Context, actor string, body []byte) (any, string, error) {
+func (h *Handler) deleteSamplingRule(ctx context.Context, body []byte) (any, string, error) {
 	var in deleteSamplingRuleIn
 	if err := decode(body, &in); err != nil {
 		return nil, "", badBody(err)
@@ -764,7 +778,7 @@ func (h *Handler) deleteSamplingRule(ctx context.Context, actor string, body []b
 	if name == rules.DefaultName {
 		return nil, name, invalidRequest("the Default rule cannot be deleted")
 	}
-	deleted, err := h.core.DeleteRule(ctx, name, "", actor)
+	deleted, err := h.core.DeleteRule(ctx, name, "")
 	if err != nil {
 		return nil, name, err
 	}
@@ -844,7 +858,7 @@ func (h *Handler) resourceRule(vs *violations, arn *string) (string, error) {
 	return name, err
 }
 
-func (h *Handler) tagResource(ctx context.Context, actor string, body []byte) (any, string, error) {
+func (h *Handler) tagResource(ctx context.Context, body []byte) (any, string, error) {
 	var in tagResourceIn
 	if err := decode(body, &in); err != nil {
 		return nil, "", badBody(err)
@@ -861,13 +875,13 @@ func (h *Handler) tagResource(ctx context.Context, actor string, body []byte) (a
 	if err := vs.err(); err != nil {
 		return nil, str(in.ResourceARN), err
 	}
-	if err := h.core.TagRule(ctx, name, tags, actor); err != nil {
+	if err := h.core.TagRule(ctx, name, tags); err != nil {
 		return nil, str(in.ResourceARN), err
 	}
 	return struct{}{}, "", nil
 }
 
-func (h *Handler) untagResource(ctx context.Context, actor string, body []byte) (any, string, error) {
+func (h *Handler) untagResource(ctx context.Context, body []byte) (any, string, error) {
 	var in untagResourceIn
 	if err := decode(body, &in); err != nil {
 		return nil, "", badBody(err)
@@ -892,13 +906,13 @@ func (h *Handler) untagResource(ctx context.Context, actor string, body []byte) 
 	if err := vs.err(); err != nil {
 		return nil, str(in.ResourceARN), err
 	}
-	if err := h.core.UntagRule(ctx, name, in.TagKeys, actor); err != nil {
+	if err := h.core.UntagRule(ctx, name, in.TagKeys); err != nil {
 		return nil, str(in.ResourceARN), err
 	}
 	return struct{}{}, "", nil
 }
 
-func (h *Handler) listTagsForResource(ctx context.Context, _ string, body []byte) (any, string, error) {
+func (h *Handler) listTagsForResource(ctx context.Context, body []byte) (any, string, error) {
 	var in listTagsIn
 	if err := decode(body, &in); err != nil {
 		return nil, "", badBody(err)

@@ -39,8 +39,10 @@ import (
 // deviation is √Σ f(1−f) ≤ √N/2 traces per second (for 1,000 clients with
 // shares 0.3: 14.5 on 300, 4.8 %). Averaged over T periods it shrinks by
 // √T. A core that keeps a per-rule running sum S of the fractional shares
-// it hands out could pass p = frac(S) instead: consecutive clients then
-// tile [0, R) and each period's total is R ± 1.
+// it hands out passes p = frac(S) instead (Target.RunningPhase; package
+// xraycore does): k = ⌊S + q⌋ − ⌊S⌋, so consecutive clients tile [0, R) and
+// a period's total telescopes to Σ q ± 1 = R ± 1 (per replica keeping a
+// sum), whatever the shares.
 //
 // The quota's TTL is the core's expiry (about two report intervals): a
 // client that reports on time replaces it before it lapses, so a turn lasts

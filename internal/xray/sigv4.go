@@ -31,14 +31,14 @@ type Signature struct {
 
 // Verifier checks who sent a request, for access control. It is given the
 // request, its body (already read, at most Options.MaxBodyBytes) and its
-// signature (nil if it was not signed with SigV4), and returns the actor to
-// record in the audit log, or an error wrapping ErrSignature or
-// ErrAccessDenied. Verification must recompute the signature with the AWS
+// signature (nil if it was not signed with SigV4), and returns the context
+// the call runs in, carrying who made it for the core (the audit log's
+// actor), or an error wrapping ErrSignature or ErrAccessDenied. Verification must recompute the signature with the AWS
 // SDK's signer (github.com/aws/aws-sdk-go-v2/aws/signer/v4) from the
 // secret of the key the control plane issued, never with hand-written
 // signing code. Implementations are safe for concurrent use.
 type Verifier interface {
-	Verify(ctx context.Context, r *http.Request, body []byte, sig *Signature) (actor string, err error)
+	Verify(ctx context.Context, r *http.Request, body []byte, sig *Signature) (context.Context, error)
 }
 
 // errBadAuthorization: the Authorization header claims SigV4 but is not a

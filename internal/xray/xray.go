@@ -20,24 +20,18 @@ import (
 	"github.com/tracesampling/controlplane/internal/rules"
 )
 
-// Rule is a rule as the X-Ray API carries it: the domain rule and the
-// adaptive-sampling settings, which the domain model does not hold yet.
+// Rule is a rule as the X-Ray API carries it: the domain rule, whose Boost
+// is its SamplingRateBoost (nil for none; the Default rule never has one)
+// and whose Tags are its resource tags.
 type Rule struct {
 	rules.Rule
-	// Boost is the rule's SamplingRateBoost; nil for none. The Default rule
-	// never has one.
-	Boost *RateBoost
 }
 
 // RateBoost bounds the temporary sampling-rate increases a rule may get when
-// its clients report anomalies (X-Ray's SamplingRateBoost).
-type RateBoost struct {
-	// MaxRate is the highest fixed rate a boost may set, 0 to 1.
-	MaxRate float64
-	// Cooldown is the window in which at most one boost starts; whole
-	// minutes on the wire (CooldownWindowMinutes).
-	Cooldown time.Duration
-}
+// its clients report anomalies (X-Ray's SamplingRateBoost): the domain's,
+// with MaxRate 0 to 1 and Cooldown whole minutes on the wire
+// (CooldownWindowMinutes).
+type RateBoost = rules.RateBoost
 
 // Field names a RuleUpdate may set, in the core's (the gRPC API's) names.
 const (
@@ -81,18 +75,19 @@ type RuleLister interface {
 // RuleEditor edits rules. An empty etag means "whatever the current
 // revision": X-Ray has no etags, so the core applies an update to the rule
 // as it is and retries the read-modify-write itself when another edit lands
-// in between. actor names who made the edit, for the audit log. The core
-// validates every rule (rules.Validate, rules.CheckDefault) and refuses to
+// in between. The core takes who made the edit from ctx (the audit log's
+// actor, the principal's scope; see Verifier), validates every rule
+// (rules.Validate, rules.CheckDefault) and refuses to
 // delete the Default rule.
 type RuleEditor interface {
 	// CreateRule creates r with tags, in one step, and returns it as stored
 	// (revision, times). store.ErrAlreadyExists if the name is taken.
-	CreateRule(ctx context.Context, r Rule, tags Tags, actor string) (Rule, error)
+	CreateRule(ctx context.Context, r Rule, tags Tags) (Rule, error)
 	// UpdateRule applies u and returns the rule as stored. store.ErrNotFound
 	// if there is no such rule.
-	UpdateRule(ctx context.Context, u RuleUpdate, etag, actor string) (Rule, error)
+	UpdateRule(ctx context.Context, u RuleUpdate, etag string) (Rule, error)
 	// DeleteRule deletes a rule and its tags and returns the rule as it was.
-	DeleteRule(ctx context.Context, name, etag, actor string) (Rule, error)
+	DeleteRule(ctx context.Context, name, etag string) (Rule, error)
 }
 
 // Tagger keeps the X-Ray tags of rules.
@@ -101,10 +96,10 @@ type Tagger interface {
 	RuleTags(ctx context.Context, rule string) (Tags, error)
 	// TagRule adds tags to a rule, replacing the values of keys it has;
 	// ErrTooManyTags if the rule would have more than the core allows.
-	TagRule(ctx context.Context, rule string, tags Tags, actor string) error
+	TagRule(ctx context.Context, rule string, tags Tags) error
 	// UntagRule removes the keys from a rule's tags; absent keys are no
 	// error.
-	UntagRule(ctx context.Context, rule string, keys []string, actor string) error
+	UntagRule(ctx context.Context, rule string, keys []string) error
 }
 
 // Reporter turns one client's statistics into its targets: it feeds the same
@@ -187,6 +182,12 @@ type Target struct {
 	Expiry time.Time
 	// Interval is how often the client should report; zero: 10 seconds.
 	Interval time.Duration
+	// Phase, with RunningPhase, is the phase in [0, 1) that WholeQuota
+	// rounds Quota with: the core's running sum of the shares it handed
+	// out for the rule (see quota.go). Without RunningPhase the adapter
+	// rotates a phase of its own per client.
+	Phase        float64
+	RunningPhase bool
 	// Boost is the rate boost in force for this client, if any.
 	Boost *Boost
 }

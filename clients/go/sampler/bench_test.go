@@ -95,3 +95,32 @@ func benchShouldSample(b *testing.B, n int) {
 		}
 	})
 }
+
+// BenchmarkShouldSampleParent times a span that follows its sampled
+// parent, whose tracestate has no ot entry, or a threshold the decision
+// keeps.
+func BenchmarkShouldSampleParent(b *testing.B) {
+	s, err := newSampler(WithService("shop-api", ""), WithEndpoint("127.0.0.1:1"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	id := trace.TraceID{0: 1, 9: 0xff, 15: 1}
+	for _, c := range []struct{ name, ts string }{{"tracestate=none", ""}, {"tracestate=th", "vendor=a,ot=th:8;p:8"}} {
+		b.Run(c.name, func(b *testing.B) {
+			ts, err := trace.ParseTraceState(c.ts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: id, SpanID: trace.SpanID{1}, TraceFlags: trace.FlagsSampled, TraceState: ts, Remote: true})
+			p := sdktrace.SamplingParameters{ParentContext: trace.ContextWithRemoteSpanContext(context.Background(), sc), TraceID: id, Name: "GET /api", Kind: trace.SpanKindServer}
+			if r := s.ShouldSample(p); r.Tracestate.String() != c.ts {
+				b.Fatalf("tracestate %q, want %q", r.Tracestate.String(), c.ts)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				s.ShouldSample(p)
+			}
+		})
+	}
+}

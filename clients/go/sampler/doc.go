@@ -15,8 +15,17 @@
 //  4. Borrowed: with no quota yet, or an expired one, at most one trace per
 //     second per rule, reported as borrowed.
 //  5. Fixed rate: the rule's fixed_rate (possibly lowered by a budget),
-//     decided from the trace ID exactly as OpenTelemetry's TraceIDRatioBased
-//     sampler does, so every service decides alike for the same trace.
+//     decided by OpenTelemetry's consistent probability sampling: kept when
+//     the trace's randomness (the tracestate's `ot` rv, else the trace ID's
+//     last 56 bits) is at or above the rate's threshold, so that every
+//     service and Collector stage that follows the specification keeps the
+//     same traces at the same rate, and a subset at a lower one. A span
+//     kept this way carries the threshold in its tracestate (`ot=th:…`),
+//     from which the Collector counts it as 1/rate spans; the spans of
+//     steps 3 and 4 carry none, as their counts are not probabilities.
+//
+// A span with a parent carries the parent's threshold on, unless the
+// parent's decision contradicts it (then none): see ShouldSample.
 //
 // If the control plane cannot be reached, the sampler keeps its last rules
 // and quotas until they expire, then decides with a local default (one trace

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
-	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,10 +41,10 @@ type Sampler struct {
 	interval atomic.Int64
 
 	fallbackBucket reservoir.Bucket
-	// fallbackBits is the local default's trace-ID threshold: its fixed
-	// rate, lowered to the Default rule's rate in force when a budget
-	// lowers that (applyRules).
-	fallbackBits atomic.Uint64
+	// fallbackRate is the local default's fixed rate, lowered to the
+	// Default rule's rate in force when a budget lowers that (applyRules);
+	// never nil.
+	fallbackRate atomic.Pointer[fixedRate]
 	// fallbackCounts counts the spans the local default decided; they are
 	// reported with the Default rule's, so budgets see those traces too.
 	fallbackCounts counters
@@ -164,7 +163,7 @@ func newSampler(opts ...Option) (*Sampler, error) {
 		s.coarse = newCoarseClock(clockTick)
 		s.now = s.coarse.unixNano
 	}
-	s.fallbackBits.Store(rateThreshold(cfg.fallbackRate))
+	s.fallbackRate.Store(newFixedRate(cfg.fallbackRate))
 	s.fallbackBucket.SetRate(s.now(), cfg.fallbackPerSec, 0)
 	s.interval.Store(int64(10 * time.Second))
 	if cfg.interval > 0 {
@@ -185,11 +184,19 @@ const (
 	ReasonParent    Reason = "parent"     // followed the parent span's decision
 	ReasonReservoir Reason = "reservoir"  // took a token of this instance's quota
 	ReasonBorrowed  Reason = "borrowed"   // no quota yet or an expired one: borrowed the once-a-second trace
-	ReasonFixedRate Reason = "fixed_rate" // the trace ID fell inside (or outside) the fixed rate
+	ReasonFixedRate Reason = "fixed_rate" // the trace's randomness fell inside (or outside) the fixed rate
 	ReasonFallback  Reason = "fallback"   // no current word from the control plane: the local default decided
 )
 
-// ShouldSample implements sdktrace.Sampler. It does not allocate.
+// ShouldSample implements sdktrace.Sampler. It does not allocate, except
+// to rewrite a tracestate that arrives with entries in it.
+//
+// The tracestate it returns carries OpenTelemetry's threshold (`ot=th:…`)
+// exactly when a fixed rate kept the span, so that the Collector counts it
+// as 1/rate spans; a span the reservoir, a borrowed trace or the local
+// default's per-second trace admitted carries none (erased if its context
+// had one), as its count is not a probability. A span that follows its
+// parent carries the parent's threshold (see parentResult).
 func (s *Sampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
 	var ts trace.TraceState
 	// A context without a span yields the no-op span: telling that apart
@@ -197,10 +204,18 @@ func (s *Sampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingR
 	// than a third of a decision.
 	if span := trace.SpanFromContext(p.ParentContext); span != s.noSpan {
 		psc := span.SpanContext()
-		if psc.IsValid() {
-			return parentResult(psc)
-		}
 		ts = psc.TraceState()
+		if psc.IsValid() {
+			if ts.Len() != 0 {
+				return parentResult(&psc)
+			}
+			// parentResult's answer for a parent without a tracestate
+			// (the usual one), without the call.
+			if psc.IsSampled() {
+				return sdktrace.SamplingResult{Decision: sdktrace.RecordAndSample}
+			}
+			return sdktrace.SamplingResult{Decision: sdktrace.Drop}
+		}
 	}
 	now := int64(0)
 	if s.coarse != nil {
@@ -208,37 +223,145 @@ func (s *Sampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingR
 	} else {
 		now = s.now()
 	}
+	if ts.Len() != 0 {
+		return s.decideWithTraceState(now, p, ts)
+	}
+	// A root span's context has no tracestate but in rare set-ups: this
+	// path reads none and writes one built beforehand.
+	sampled, _, _, byRate := s.decide(now, p.TraceID, RandomnessFromTraceID(p.TraceID), p.Attributes, true)
+	switch {
+	case byRate != nil:
+		return sdktrace.SamplingResult{Decision: sdktrace.RecordAndSample, Tracestate: byRate.ts}
+	case sampled:
+		return sdktrace.SamplingResult{Decision: sdktrace.RecordAndSample}
+	}
+	return sdktrace.SamplingResult{Decision: sdktrace.Drop}
+}
+
+// decideWithTraceState is ShouldSample's decision for a root span whose
+// context has a tracestate.
+func (s *Sampler) decideWithTraceState(now int64, p sdktrace.SamplingParameters, ts trace.TraceState) sdktrace.SamplingResult {
+	st, r, otOK := otelState(p.TraceID, ts)
+	sampled, _, _, byRate := s.decide(now, p.TraceID, r, p.Attributes, true)
 	d := sdktrace.Drop
-	if sampled, _, _ := s.decide(now, p.TraceID, p.Attributes, true); sampled {
+	if sampled {
 		d = sdktrace.RecordAndSample
+	}
+	return sdktrace.SamplingResult{Decision: d, Tracestate: rootTraceState(ts, st, otOK, byRate)}
+}
+
+// otelState reads the `ot` entry of a context's tracestate, and the
+// randomness of its trace: the entry's rv if it has one, else the trace
+// ID's last 56 bits (an SDK's trace IDs are random). ok is false if the
+// entry is malformed; it is then used for nothing.
+func otelState(id trace.TraceID, ts trace.TraceState) (st OTelTraceState, r Randomness, ok bool) {
+	r = RandomnessFromTraceID(id)
+	ot := ts.Get("ot")
+	if ot == "" {
+		return st, r, true
+	}
+	st, err := ParseOTelTraceState(ot)
+	if err != nil {
+		return st, r, false
+	}
+	if st.HasRandomness {
+		r = st.Randomness
+	}
+	return st, r, true
+}
+
+// rootTraceState returns the tracestate of a span this sampler decided:
+// ts with byRate's threshold if a fixed rate kept the span, else without
+// one. A malformed ot entry is left as it is (no th is written into it);
+// if a th cannot be set (the entry would pass 256 characters), the span
+// keeps none.
+func rootTraceState(ts trace.TraceState, st OTelTraceState, otOK bool, byRate *fixedRate) trace.TraceState {
+	switch {
+	case byRate != nil && ts.Len() == 0:
+		return byRate.ts
+	case !otOK:
+		return ts
+	case byRate != nil:
+		if out, err := WithThreshold(ts, byRate.threshold(), true); err == nil {
+			return out
+		}
+	}
+	if !st.HasThreshold {
+		return ts
+	}
+	out, _ := WithThreshold(ts, 0, false) // ot is well formed and only shrinks: never fails
+	return out
+}
+
+// parentResult follows the parent span's decision, as a trace stays whole,
+// and its tracestate, as the specification's parent-based samplers do: a
+// sampled parent's threshold goes on unless it contradicts the decision
+// (R < th: some sampler kept the trace by another rule), in which case it
+// is erased, as the span's probability is unknown. A parent without a
+// threshold gives a span without one; an unsampled parent's tracestate goes
+// on as it is (no span is recorded to be counted).
+func parentResult(psc *trace.SpanContext) sdktrace.SamplingResult {
+	d, ts := sdktrace.Drop, psc.TraceState()
+	if psc.IsSampled() {
+		d = sdktrace.RecordAndSample
+		if ts.Len() != 0 {
+			ts = sampledParentTraceState(psc)
+		}
 	}
 	return sdktrace.SamplingResult{Decision: d, Tracestate: ts}
 }
 
-// parentResult follows the parent span's decision, as a trace stays whole.
-func parentResult(psc trace.SpanContext) sdktrace.SamplingResult {
-	d := sdktrace.Drop
-	if psc.IsSampled() {
-		d = sdktrace.RecordAndSample
+// sampledParentTraceState returns a sampled parent's tracestate without its
+// threshold if the threshold contradicts the decision, else as it is.
+//
+// Every child span of a trace kept with a threshold comes here, so the
+// usual answer, "as it is", is reached by reading only th and rv: a
+// malformed entry is left as it is too, so the rest of it needs checking
+// only before a threshold is erased, which WithThreshold does.
+func sampledParentTraceState(psc *trace.SpanContext) trace.TraceState {
+	ts := psc.TraceState()
+	ot := ts.Get("ot")
+	v, ok := memberValue(ot, [2]byte{'t', 'h'})
+	if !ok {
+		return ts
 	}
-	return sdktrace.SamplingResult{Decision: d, Tracestate: psc.TraceState()}
+	st := OTelTraceState{HasThreshold: true}
+	var err error
+	if st.Threshold, err = ParseThreshold(v); err != nil {
+		return ts
+	}
+	r := RandomnessFromTraceID(psc.TraceID())
+	if v, ok := memberValue(ot, [2]byte{'r', 'v'}); ok {
+		if r, err = ParseRandomness(v); err != nil {
+			return ts
+		}
+	}
+	if _, consistent := ParentThreshold(st, true, r); !consistent {
+		ts, _ = WithThreshold(ts, 0, false) // a malformed entry comes back as it is
+	}
+	return ts
 }
 
-// decide runs steps 2-6 of a decision. With take false it only looks: no
-// token is taken and nothing is counted.
-func (s *Sampler) decide(now int64, id trace.TraceID, attrs []attribute.KeyValue, take bool) (bool, Reason, *matcher) {
+// decide runs steps 2-6 of a decision for a trace of randomness r. With
+// take false it only looks: no token is taken and nothing is counted.
+// byRate is the fixed rate that kept the span, nil if something else
+// decided.
+func (s *Sampler) decide(now int64, id trace.TraceID, r Randomness, attrs []attribute.KeyValue, take bool) (sampled bool, reason Reason, m *matcher, byRate *fixedRate) {
 	set := s.rules.Load()
 	if set == nil || now > s.freshUntil.Load() {
-		return s.fallback(now, id, take), ReasonFallback, nil
+		sampled, byRate = s.fallback(now, id, r, take)
+		return sampled, ReasonFallback, nil, byRate
 	}
 	req := request{attrs: attrs, now: now}
 	set.scan(&req)
-	m := set.match(&req)
+	m = set.match(&req)
 	if m == nil {
-		return s.fallback(now, id, take), ReasonFallback, nil
+		sampled, byRate = s.fallback(now, id, r, take)
+		return sampled, ReasonFallback, nil, byRate
 	}
 	rt := m.rt
-	sampled, borrowed, reason := false, false, ReasonFixedRate
+	borrowed := false
+	reason = ReasonFixedRate
 	switch {
 	case now <= rt.expiry.Load():
 		if takeOrPeek(&rt.quota, now, take) {
@@ -248,20 +371,27 @@ func (s *Sampler) decide(now int64, id trace.TraceID, attrs []attribute.KeyValue
 		sampled, borrowed, reason = true, true, ReasonBorrowed
 	}
 	if !sampled {
-		sampled = traceIDBits(id) < rt.rateBits.Load()
+		if fr := rt.rate.Load(); fr.keeps(r) {
+			sampled, byRate = true, fr
+		}
 	}
 	if take {
 		rt.counters.add(id[15], id[14], sampled, borrowed)
 	}
-	return sampled, reason, m
+	return sampled, reason, m, byRate
 }
 
-func (s *Sampler) fallback(now int64, id trace.TraceID, take bool) bool {
-	sampled := takeOrPeek(&s.fallbackBucket, now, take) || traceIDBits(id) < s.fallbackBits.Load()
+func (s *Sampler) fallback(now int64, id trace.TraceID, r Randomness, take bool) (sampled bool, byRate *fixedRate) {
+	switch fr := s.fallbackRate.Load(); {
+	case takeOrPeek(&s.fallbackBucket, now, take):
+		sampled = true
+	case fr.keeps(r):
+		sampled, byRate = true, fr
+	}
 	if take {
 		s.fallbackCounts.add(id[15], id[14], sampled, false)
 	}
-	return sampled
+	return sampled, byRate
 }
 
 func takeOrPeek(b *reservoir.Bucket, now int64, take bool) bool {
@@ -281,6 +411,10 @@ type Explanation struct {
 	RulesVersion int64
 	// Detail says it in a sentence.
 	Detail string
+	// Threshold is the `th` that ShouldSample writes in the span's
+	// tracestate ("8" at a fixed rate of 1/2), or the parent's that it
+	// keeps; empty if the span carries none.
+	Threshold string
 }
 
 // Explain says what ShouldSample would decide for p now, and why, without
@@ -288,11 +422,16 @@ type Explanation struct {
 func (s *Sampler) Explain(p sdktrace.SamplingParameters) Explanation {
 	psc := trace.SpanContextFromContext(p.ParentContext)
 	if psc.IsValid() {
-		return Explanation{Sampled: psc.IsSampled(), Reason: ReasonParent, Detail: fmt.Sprintf("the parent span was %s, and a trace stays whole", sampledWord(psc.IsSampled()))}
+		return Explanation{
+			Sampled: psc.IsSampled(), Reason: ReasonParent, Threshold: thresholdOf(parentResult(&psc).Tracestate),
+			Detail: fmt.Sprintf("the parent span was %s, and a trace stays whole", sampledWord(psc.IsSampled())),
+		}
 	}
 	now := s.now()
-	sampled, reason, m := s.decide(now, p.TraceID, p.Attributes, false)
-	e := Explanation{Sampled: sampled, Reason: reason}
+	ts := psc.TraceState()
+	st, r, otOK := otelState(p.TraceID, ts)
+	sampled, reason, m, byRate := s.decide(now, p.TraceID, r, p.Attributes, false)
+	e := Explanation{Sampled: sampled, Reason: reason, Threshold: thresholdOf(rootTraceState(ts, st, otOK, byRate))}
 	if set := s.rules.Load(); set != nil {
 		e.RulesVersion = set.version
 	}
@@ -309,7 +448,10 @@ func (s *Sampler) Explain(p sdktrace.SamplingParameters) Explanation {
 		return e
 	}
 	e.Rule = m.rule.Name
-	rate := float64(m.rt.rateBits.Load()) / (1 << 63)
+	source := "trace ID"
+	if st.HasRandomness {
+		source = "tracestate's rv"
+	}
 	switch reason {
 	case ReasonReservoir:
 		e.Detail = fmt.Sprintf("rule %q matched and this instance's reservoir quota had a token", m.rule.Name)
@@ -323,9 +465,17 @@ func (s *Sampler) Explain(p sdktrace.SamplingParameters) Explanation {
 		case now > m.rt.expiry.Load():
 			why = "this instance has no current quota and already borrowed its trace this second"
 		}
-		e.Detail = fmt.Sprintf("rule %q matched, %s, and the trace ID fell %s its fixed rate of %.4g", m.rule.Name, why, map[bool]string{true: "inside", false: "outside"}[sampled], math.Min(rate, 1))
+		e.Detail = fmt.Sprintf("rule %q matched, %s, and the %s fell %s its fixed rate of %.4g", m.rule.Name, why, source, map[bool]string{true: "inside", false: "outside"}[sampled], m.rt.rate.Load().probability())
 	}
 	return e
+}
+
+// thresholdOf returns the th value of a tracestate's ot entry, or "".
+func thresholdOf(ts trace.TraceState) string {
+	if st, err := ParseOTelTraceState(ts.Get("ot")); err == nil && st.HasThreshold {
+		return st.Threshold.TValue()
+	}
+	return ""
 }
 
 func sampledWord(b bool) string {
@@ -384,7 +534,7 @@ func (s *Sampler) applyRules(rs *pb.RuleSet) {
 	}
 	// The local default, for when these rules expire, traces no more than
 	// the Default rule in force.
-	s.fallbackBits.Store(rateThreshold(fallbackRate))
+	s.fallbackRate.Store(newFixedRate(fallbackRate))
 	s.fallbackBucket.SetRate(now, fallbackPerSec, 0)
 	s.rules.Store(set)
 	s.extendFresh(now + 2*s.interval.Load())

@@ -53,11 +53,11 @@ func newTestSampler(t *testing.T) (*Sampler, *fakeClock) {
 	return s, clk
 }
 
-// Trace IDs whose fixed-rate bits are as low or as high as can be: inside
-// any rate above zero, and outside any rate below one.
+// Trace IDs whose randomness (their last 56 bits) is as high or as low as
+// can be: inside any fixed rate above zero, and outside any below one.
 var (
-	lowID  = trace.TraceID{0: 1}
-	highID = trace.TraceID{0: 1, 8: 0xff, 9: 0xff, 10: 0xff, 11: 0xff, 12: 0xff, 13: 0xff, 14: 0xff, 15: 0xff}
+	inID  = trace.TraceID{0: 1, 9: 0xff, 10: 0xff, 11: 0xff, 12: 0xff, 13: 0xff, 14: 0xff, 15: 0xff}
+	outID = trace.TraceID{0: 1}
 )
 
 func params(id trace.TraceID, attrs ...attribute.KeyValue) sdktrace.SamplingParameters {
@@ -81,15 +81,15 @@ func sampled(s *Sampler, p sdktrace.SamplingParameters) bool {
 
 func TestFallbackBeforeRules(t *testing.T) {
 	s, clk := newTestSampler(t)
-	if e := s.Explain(params(highID)); e.Reason != ReasonFallback || !e.Sampled {
+	if e := s.Explain(params(outID)); e.Reason != ReasonFallback || !e.Sampled {
 		t.Errorf("Explain before rules = %+v, want fallback with its token", e)
 	}
 	// One trace per second, then 5 % by trace ID.
-	if !sampled(s, params(highID)) || sampled(s, params(highID)) || !sampled(s, params(lowID)) {
+	if !sampled(s, params(outID)) || sampled(s, params(outID)) || !sampled(s, params(inID)) {
 		t.Error("local default is not 1/s + 5 %")
 	}
 	clk.Add(time.Second)
-	if !sampled(s, params(highID)) {
+	if !sampled(s, params(outID)) {
 		t.Error("no fallback token a second later")
 	}
 }
@@ -99,7 +99,7 @@ func TestFallbackBeforeRules(t *testing.T) {
 func TestFallbackSpansAreReported(t *testing.T) {
 	s, _ := newTestSampler(t)
 	for i := 0; i < 4; i++ {
-		s.ShouldSample(params(lowID)) // before any rules: the local default
+		s.ShouldSample(params(inID)) // before any rules: the local default
 	}
 	s.applyRules(rulesFor(1))
 	for _, d := range s.takeReport(false) {
@@ -112,8 +112,8 @@ func TestFallbackSpansAreReported(t *testing.T) {
 func TestParentBased(t *testing.T) {
 	s, _ := newTestSampler(t)
 	for _, flags := range []trace.TraceFlags{0, trace.FlagsSampled} {
-		sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: lowID, SpanID: trace.SpanID{1}, TraceFlags: flags, Remote: true})
-		p := params(lowID)
+		sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: inID, SpanID: trace.SpanID{1}, TraceFlags: flags, Remote: true})
+		p := params(inID)
 		p.ParentContext = trace.ContextWithRemoteSpanContext(context.Background(), sc)
 		want := sdktrace.Drop
 		if flags.IsSampled() {
@@ -161,7 +161,7 @@ func TestRuleMatchingAndReasons(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if e := s.Explain(params(highID, tt.attrs...)); e.Rule != tt.rule || e.RulesVersion != 3 {
+			if e := s.Explain(params(outID, tt.attrs...)); e.Rule != tt.rule || e.RulesVersion != 3 {
 				t.Errorf("Explain = %+v, want rule %s", e, tt.rule)
 			}
 		})
@@ -169,10 +169,10 @@ func TestRuleMatchingAndReasons(t *testing.T) {
 
 	checkout := []attribute.KeyValue{attribute.String("http.request.method", "POST"), attribute.String("url.path", "/checkout"), attribute.String("tier", "gold")}
 	// No quota yet: borrow one a second, then the fixed rate by trace ID.
-	if e := s.Explain(params(highID, checkout...)); e.Reason != ReasonBorrowed {
+	if e := s.Explain(params(outID, checkout...)); e.Reason != ReasonBorrowed {
 		t.Errorf("before any target: %+v, want borrowed", e)
 	}
-	if !sampled(s, params(highID, checkout...)) || sampled(s, params(highID, checkout...)) || !sampled(s, params(lowID, checkout...)) {
+	if !sampled(s, params(outID, checkout...)) || sampled(s, params(outID, checkout...)) || !sampled(s, params(inID, checkout...)) {
 		t.Error("borrow once, then 50 % by trace ID")
 	}
 	// A quota of 2/s: two reservoir traces now, then fixed rate.
@@ -181,9 +181,9 @@ func TestRuleMatchingAndReasons(t *testing.T) {
 	// a fleet does not trace in lockstep.)
 	var reasons []Reason
 	for i := 0; i < 3; i++ {
-		e := s.Explain(params(highID, checkout...))
+		e := s.Explain(params(outID, checkout...))
 		reasons = append(reasons, e.Reason)
-		s.ShouldSample(params(highID, checkout...))
+		s.ShouldSample(params(outID, checkout...))
 	}
 	if reasons[0] != ReasonReservoir || reasons[2] != ReasonFixedRate {
 		t.Errorf("reasons %v, want the reservoir first and the fixed rate by the third", reasons)
@@ -191,12 +191,12 @@ func TestRuleMatchingAndReasons(t *testing.T) {
 	// After the quota expires: borrow again.
 	clk.Add(21 * time.Second)
 	s.extendFresh(clk.Now().Add(time.Minute).UnixNano())
-	if e := s.Explain(params(highID, checkout...)); e.Reason != ReasonBorrowed {
+	if e := s.Explain(params(outID, checkout...)); e.Reason != ReasonBorrowed {
 		t.Errorf("after the quota expired: %+v, want borrowed", e)
 	}
 	// Once nothing from the control plane is current, the local default.
 	clk.Add(2 * time.Minute)
-	if e := s.Explain(params(highID, checkout...)); e.Reason != ReasonFallback || e.Rule != "" {
+	if e := s.Explain(params(outID, checkout...)); e.Reason != ReasonFallback || e.Rule != "" {
 		t.Errorf("after everything expired: %+v, want fallback", e)
 	}
 }
@@ -207,7 +207,7 @@ func TestFractionalQuota(t *testing.T) {
 	s.applyTargets(targets(1, clk.Now().Add(time.Hour), &pb.SamplingTarget{RuleName: "r", ReservoirQuota: 0.25}))
 	n := 0
 	for i := 0; i < 400; i++ { // 40 s in steps of 100 ms, one span each
-		if sampled(s, params(highID)) {
+		if sampled(s, params(outID)) {
 			n++
 		}
 		clk.Add(100 * time.Millisecond)
@@ -229,7 +229,7 @@ func TestQuotaHoldsAtTheClockTick(t *testing.T) {
 			n := 0
 			for step := time.Duration(0); step < time.Second; step += clockTick {
 				for i := 0; i < int(quota); i++ { // more spans than tokens
-					if sampled(s, params(highID)) {
+					if sampled(s, params(outID)) {
 						n++
 					}
 				}
@@ -244,37 +244,11 @@ func TestQuotaHoldsAtTheClockTick(t *testing.T) {
 	}
 }
 
-// TestFixedRateMatchesOpenTelemetry: the same trace ID gets the same answer as
-// OpenTelemetry's TraceIDRatioBased at the same rate, so services using either
-// keep traces whole.
-func TestFixedRateMatchesOpenTelemetry(t *testing.T) {
-	s, clk := newTestSampler(t)
-	rng := rand.New(rand.NewPCG(1, 2))
-	for _, rate := range []float64{0, 0.001, 0.05, 0.5, 0.999, 1} {
-		v := int64(rate*1000) + 10
-		s.applyRules(rulesFor(v, &pb.Rule{Name: "r", Priority: 1, FixedRate: rate}))
-		// A current quota of zero: neither reservoir nor borrowing decides.
-		s.applyTargets(targets(v, clk.Now().Add(time.Hour), &pb.SamplingTarget{RuleName: "r", FixedRate: rate}))
-		ref := sdktrace.TraceIDRatioBased(rate)
-		for i := 0; i < 2000; i++ {
-			var id trace.TraceID
-			for j := range id {
-				id[j] = byte(rng.Uint32())
-			}
-			p := params(id)
-			want := ref.ShouldSample(p).Decision == sdktrace.RecordAndSample
-			if got, _, _ := s.decide(s.now(), id, nil, false); got != want {
-				t.Fatalf("rate %v, trace %v: sampled %v, OpenTelemetry says %v", rate, id, got, want)
-			}
-		}
-	}
-}
-
 func TestBudgetRateFromTargets(t *testing.T) {
 	s, clk := newTestSampler(t)
 	s.applyRules(rulesFor(5, &pb.Rule{Name: "r", Priority: 1, FixedRate: 0.8}))
 	exp := clk.Now().Add(time.Hour)
-	mid := trace.TraceID{8: 0x40} // bits = 0x20.. /2^63 = 0.25
+	mid := trace.TraceID{9: 0xc0} // R = 0xc0…: inside rates of 1/4 and above
 	s.applyTargets(targets(5, exp, &pb.SamplingTarget{RuleName: "r", FixedRate: 0.1}))
 	if e := s.Explain(params(mid)); e.Sampled {
 		t.Errorf("target lowered the rate to 0.1 but a 0.25 trace was sampled: %+v", e)
@@ -294,7 +268,7 @@ func TestBudgetRateFromTargets(t *testing.T) {
 // brings the rule's own rates back; a first borrow withheld lasts until
 // the rule's first target.
 func TestRatesInForceFromRuleSets(t *testing.T) {
-	mid := trace.TraceID{8: 0x40} // fixed-rate bits 0.25
+	mid := trace.TraceID{9: 0xc0} // inside rates of 1/4 and above
 	type check struct {
 		id      trace.TraceID
 		sampled bool
@@ -307,13 +281,13 @@ func TestRatesInForceFromRuleSets(t *testing.T) {
 		checks []check
 	}{
 		{"no budget: the rule's rate, borrowing", nil,
-			[]check{{highID, true, ReasonBorrowed}, {mid, true, ReasonFixedRate}, {highID, false, ReasonFixedRate}}},
+			[]check{{outID, true, ReasonBorrowed}, {mid, true, ReasonFixedRate}, {outID, false, ReasonFixedRate}}},
 		{"lowered: the rate in force", []*pb.RuleRates{{RuleName: "r", FixedRate: 0.1, ReservoirFactor: 1}},
-			[]check{{highID, true, ReasonBorrowed}, {mid, false, ReasonFixedRate}, {lowID, true, ReasonFixedRate}}},
+			[]check{{outID, true, ReasonBorrowed}, {mid, false, ReasonFixedRate}, {inID, true, ReasonFixedRate}}},
 		{"exhausted: nothing, not even borrowed", []*pb.RuleRates{{RuleName: "r"}},
-			[]check{{highID, false, ReasonFixedRate}, {lowID, false, ReasonFixedRate}}},
+			[]check{{outID, false, ReasonFixedRate}, {inID, false, ReasonFixedRate}}},
 		{"first borrow withheld", []*pb.RuleRates{{RuleName: "r", FixedRate: 0.8, ReservoirFactor: 1, FirstBorrowWithheld: true}},
-			[]check{{highID, false, ReasonFixedRate}, {mid, true, ReasonFixedRate}}},
+			[]check{{outID, false, ReasonFixedRate}, {mid, true, ReasonFixedRate}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -354,16 +328,16 @@ func TestRatesInForceFromRuleSets(t *testing.T) {
 	rs = rulesFor(5, &pb.Rule{Name: "r", Priority: 1, FixedRate: 0})
 	rs.RatesInForce = []*pb.RuleRates{{RuleName: "r", ReservoirFactor: 1, FirstBorrowWithheld: true}, {RuleName: "Default"}}
 	s.applyRules(rs)
-	if sampled(s, params(highID)) {
+	if sampled(s, params(outID)) {
 		t.Error("a withheld first borrow borrowed")
 	}
 	s.applyTargets(targets(5, clk.Now().Add(time.Second), &pb.SamplingTarget{RuleName: "r"}))
 	clk.Add(2 * time.Second) // the quota is void: borrowing again
-	if e := s.Explain(params(highID)); e.Reason != ReasonBorrowed {
+	if e := s.Explain(params(outID)); e.Reason != ReasonBorrowed {
 		t.Errorf("after its first target, with the quota void: %+v, want borrowed", e)
 	}
 	clk.Add(time.Hour) // the rules are stale: the local default decides
-	if e := s.Explain(params(lowID)); e.Reason != ReasonFallback || e.Sampled {
+	if e := s.Explain(params(inID)); e.Reason != ReasonFallback || e.Sampled {
 		t.Errorf("local default under an exhausted Default rule: %+v, want nothing sampled", e)
 	}
 }
@@ -372,12 +346,12 @@ func TestReportsCountAndCarryAcrossVersions(t *testing.T) {
 	s, clk := newTestSampler(t)
 	s.applyRules(rulesFor(1, &pb.Rule{Name: "r", Priority: 1, FixedRate: 1}))
 	for i := 0; i < 10; i++ {
-		s.ShouldSample(params(highID))
+		s.ShouldSample(params(outID))
 	}
 	// A new version keeps the rule's counters.
 	s.applyRules(rulesFor(2, &pb.Rule{Name: "r", Priority: 1, FixedRate: 0}))
 	for i := 0; i < 5; i++ {
-		s.ShouldSample(params(highID))
+		s.ShouldSample(params(outID))
 	}
 	clk.Add(7 * time.Second)
 	docs := s.takeReport(true)
@@ -409,7 +383,7 @@ func TestUnacknowledgedReportIsSentAgain(t *testing.T) {
 	s.applyTargets(targets(1, clk.Now().Add(100*time.Hour), &pb.SamplingTarget{RuleName: "r", FixedRate: 1, Receipt: "r1"}))
 	spans := func(n int) {
 		for range n {
-			if !sampled(s, params(highID)) {
+			if !sampled(s, params(outID)) {
 				t.Fatal("a span at fixed rate 1 was not sampled")
 			}
 		}
@@ -514,8 +488,8 @@ func TestMalformedMessagesDoNotPanic(t *testing.T) {
 		{RuleName: "unknown", ReservoirQuota: 5},
 	}, ReportInterval: durationpb.New(-time.Second)})
 	for i := 0; i < 100; i++ {
-		s.ShouldSample(params(highID, attribute.Int("status", 500), attribute.String("url.path", "/x")))
-		s.Explain(params(lowID))
+		s.ShouldSample(params(outID, attribute.Int("status", 500), attribute.String("url.path", "/x")))
+		s.Explain(params(inID))
 		clk.Add(time.Second)
 	}
 	_ = s.takeReport(true)
@@ -528,13 +502,21 @@ func TestShouldSampleDoesNotAllocate(t *testing.T) {
 		s, clk := newTestSampler(t)
 		s.applyRules(&pb.RuleSet{RulesVersion: 1, Rules: benchRules(n)})
 		rule := fmt.Sprintf("rule-%02d", n*4/5)
-		s.applyTargets(targets(1, clk.Now().Add(time.Hour), &pb.SamplingTarget{RuleName: rule, ReservoirQuota: 1}))
-		p := params(highID, attribute.String("http.request.method", "GET"), attribute.String("url.path", fmt.Sprintf("/api/v%d/items/1", n*4/5)), attribute.String("tier", "gold"))
+		s.applyTargets(targets(1, clk.Now().Add(time.Hour), &pb.SamplingTarget{RuleName: rule, ReservoirQuota: 1, FixedRate: 0.05}))
+		p := params(outID, attribute.String("http.request.method", "GET"), attribute.String("url.path", fmt.Sprintf("/api/v%d/items/1", n*4/5)), attribute.String("tier", "gold"))
 		if e := s.Explain(p); e.Rule != rule {
 			t.Fatalf("%d rules: the benchmark request matched %+v, want %s", n, e, rule)
 		}
 		if allocs := testing.AllocsPerRun(1000, func() { s.ShouldSample(p) }); allocs != 0 {
 			t.Errorf("%d rules: ShouldSample allocates %v times per call", n, allocs)
+		}
+		// Kept by the fixed rate, with its threshold in the tracestate.
+		p.TraceID = inID
+		if got := s.ShouldSample(p).Tracestate.String(); got != "ot=th:f3333" {
+			t.Fatalf("%d rules: tracestate %q, want ot=th:f3333", n, got)
+		}
+		if allocs := testing.AllocsPerRun(1000, func() { s.ShouldSample(p) }); allocs != 0 {
+			t.Errorf("%d rules: ShouldSample at the fixed rate allocates %v times per call", n, allocs)
 		}
 	}
 }
@@ -554,7 +536,7 @@ func TestOptions(t *testing.T) {
 	// A local default of 2/s and no fixed rate: two traces this second.
 	n := 0
 	for i := 0; i < 10; i++ {
-		if sampled(s, params(lowID)) {
+		if sampled(s, params(inID)) {
 			n++
 		}
 	}
@@ -621,7 +603,7 @@ func TestParentWithoutValidContext(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := params(lowID)
+	p := params(inID)
 	p.ParentContext = trace.ContextWithSpanContext(context.Background(), trace.SpanContext{}.WithTraceState(ts))
 	r := s.ShouldSample(p)
 	if r.Tracestate.String() != "vendor=x" {
@@ -773,7 +755,7 @@ func TestMatchAgreesWithAFullScan(t *testing.T) {
 					break
 				}
 			}
-			if e := s.Explain(params(highID, attrs...)); e.Rule != wantRule {
+			if e := s.Explain(params(outID, attrs...)); e.Rule != wantRule {
 				t.Fatalf("%d rules, %+v: matched %q, want %q", n, req, e.Rule, wantRule)
 			}
 		}
@@ -795,7 +777,7 @@ func TestExpiredRuleIsSkipped(t *testing.T) {
 			}
 			rs = append(rs, &pb.Rule{Name: "checkout", Priority: 3, FixedRate: 0.1, UrlPath: "/checkout*"})
 			s.applyRules(rulesFor(1, rs...))
-			req := params(highID, attribute.String("url.path", "/checkout/pay"))
+			req := params(outID, attribute.String("url.path", "/checkout/pay"))
 			start := clk.Now()
 			for _, step := range []struct {
 				at   time.Duration

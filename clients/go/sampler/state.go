@@ -2,12 +2,11 @@ package sampler
 
 import (
 	"cmp"
-	"encoding/binary"
-	"math"
 	"math/bits"
 	"sync/atomic"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/rules"
@@ -21,7 +20,7 @@ type runtime struct {
 	quota    reservoir.Bucket
 	expiry   atomic.Int64 // unix ns after which the quota is void; 0 = no quota
 	borrow   reservoir.Bucket
-	rateBits atomic.Uint64 // trace-ID threshold of the fixed rate in force
+	rate     atomic.Pointer[fixedRate] // the fixed rate in force, never nil
 	counters counters
 
 	// Guarded by the sampler's report mutex.
@@ -38,6 +37,7 @@ type runtime struct {
 func newRuntime(name string, now int64) *runtime {
 	rt := &runtime{name: name, borrowRate: 1}
 	rt.borrow.SetRate(now, 1, 0)
+	rt.setFixedRate(0)
 	return rt
 }
 
@@ -51,22 +51,41 @@ func (rt *runtime) setBorrow(now int64) {
 	rt.borrow.SetRate(now, rate, 0)
 }
 
-func (rt *runtime) setFixedRate(rate float64) { rt.rateBits.Store(rateThreshold(rate)) }
+func (rt *runtime) setFixedRate(rate float64) { rt.rate.Store(newFixedRate(rate)) }
 
-// rateThreshold returns the bound that OpenTelemetry's TraceIDRatioBased
-// sampler compares the trace ID's low 63 bits against, so that this sampler
-// and every OpenTelemetry sampler at the same rate agree on every trace.
-func rateThreshold(rate float64) uint64 {
-	switch {
-	case !(rate > 0):
-		return 0
-	case rate >= 1:
-		return math.MaxUint64
-	}
-	return uint64(rate * (1 << 63))
+// fixedRate is a fixed rate as the sampler decides by it: OpenTelemetry's
+// consistent probability sampling, which keeps a trace when its randomness
+// R is at or above the rate's threshold T. Every sampler that follows the
+// specification at the same rate keeps the same traces, and one at a lower
+// rate a subset of them. Immutable: a decision and the th it writes come
+// from one value.
+type fixedRate struct {
+	// cut is the threshold R is compared with: RateThreshold's, or
+	// MaxAdjustedCount, above every R, for a rate that keeps nothing.
+	cut uint64
+	// ts is the tracestate of a span this rate keeps whose context has
+	// none, "ot=th:…": built once, so that the common case of a root span
+	// costs no allocation.
+	ts trace.TraceState
 }
 
-func traceIDBits(id [16]byte) uint64 { return binary.BigEndian.Uint64(id[8:16]) >> 1 }
+func newFixedRate(rate float64) *fixedRate {
+	th, ok := RateThreshold(rate)
+	if !ok {
+		return &fixedRate{cut: MaxAdjustedCount}
+	}
+	ts, _ := WithThreshold(trace.TraceState{}, th, true) // "th:" and 14 hex digits at most: never fails
+	return &fixedRate{cut: uint64(th), ts: ts}
+}
+
+func (f *fixedRate) keeps(r Randomness) bool { return uint64(r) >= f.cut }
+
+// threshold is the th of a span f kept.
+func (f *fixedRate) threshold() Threshold { return Threshold(f.cut) }
+
+// probability is the probability f keeps a trace with: the rate, rounded
+// to its threshold; 0 for a rate that keeps nothing.
+func (f *fixedRate) probability() float64 { return Threshold(f.cut).Probability() }
 
 // matcher is one rule of one rules version, with only the parts that depend
 // on the request left to check.

@@ -124,6 +124,19 @@ func (t Threshold) Scale(p float64, precision int) (Threshold, error) {
 	return ProbabilityToThreshold(p*t.Probability(), precision)
 }
 
+// RateThreshold returns the threshold this package decides a fixed rate
+// by: ProbabilityToThreshold at DefaultThresholdPrecision, and 0 for rates
+// of 1 and above. ok is false for a rate that keeps nothing (zero, below
+// MinProbability, negative or NaN): "never" is not a probability and has
+// no threshold.
+func RateThreshold(rate float64) (t Threshold, ok bool) {
+	if rate >= 1 {
+		return 0, true
+	}
+	t, err := ProbabilityToThreshold(rate, DefaultThresholdPrecision)
+	return t, err == nil
+}
+
 // ParseThreshold parses a `th` value: 1 to 14 lowercase hex digits, extended
 // with trailing zeros to 14.
 func ParseThreshold(s string) (Threshold, error) {
@@ -168,32 +181,37 @@ func ParseOTelTraceState(ot string) (OTelTraceState, error) {
 	if len(ot) > maxOTelLen {
 		return st, ErrOTelTooLong
 	}
-	var dupTH, dupRV bool
-	err := eachMember(ot, func(key, value string) error {
+	for pos := 0; pos >= 0 && ot != ""; {
+		start := pos
+		key, value, next, ok := nextMember(ot, pos)
+		if !ok {
+			return OTelTraceState{}, ErrOTelSyntax
+		}
+		pos = next
 		switch key {
 		case "th":
-			if dupTH {
-				return ErrOTelSyntax
+			if st.HasThreshold {
+				return OTelTraceState{}, ErrOTelSyntax
 			}
 			t, err := ParseThreshold(value)
 			if err != nil {
-				return err
+				return OTelTraceState{}, err
 			}
-			st.Threshold, st.HasThreshold, dupTH = t, true, true
+			st.Threshold, st.HasThreshold = t, true
 		case "rv":
-			if dupRV {
-				return ErrOTelSyntax
+			if st.HasRandomness {
+				return OTelTraceState{}, ErrOTelSyntax
 			}
 			r, err := ParseRandomness(value)
 			if err != nil {
-				return err
+				return OTelTraceState{}, err
 			}
-			st.Randomness, st.HasRandomness, dupRV = r, true, true
+			st.Randomness, st.HasRandomness = r, true
+		default:
+			if !validValue(value) || hasKey(ot[:start], key) {
+				return OTelTraceState{}, ErrOTelSyntax
+			}
 		}
-		return nil
-	})
-	if err != nil {
-		return OTelTraceState{}, err
 	}
 	return st, nil
 }
@@ -208,9 +226,15 @@ func AppendOTelTraceState(dst []byte, ot string, t Threshold, set bool) ([]byte,
 		return dst, ErrOTelTooLong
 	}
 	start := len(dst)
-	err := eachMember(ot, func(key, value string) error {
+	for pos := 0; pos >= 0 && ot != ""; {
+		begin := pos
+		key, value, next, ok := nextMember(ot, pos)
+		if !ok || !validValue(value) || hasKey(ot[:begin], key) {
+			return dst[:start], ErrOTelSyntax
+		}
+		pos = next
 		if key == "th" {
-			return nil
+			continue
 		}
 		if len(dst) > start {
 			dst = append(dst, ';')
@@ -218,10 +242,6 @@ func AppendOTelTraceState(dst []byte, ot string, t Threshold, set bool) ([]byte,
 		dst = append(dst, key...)
 		dst = append(dst, ':')
 		dst = append(dst, value...)
-		return nil
-	})
-	if err != nil {
-		return dst[:start], err
 	}
 	if set {
 		if len(dst) > start {
@@ -236,6 +256,29 @@ func AppendOTelTraceState(dst []byte, ot string, t Threshold, set bool) ([]byte,
 	return dst, nil
 }
 
+// WithThreshold returns ts with its `ot` entry's threshold set to t, or
+// removed when set is false (and the entry with it if nothing else is
+// left), as AppendOTelTraceState rewrites it; other vendors' entries are
+// kept, and the ot entry moves to the front, as W3C Trace Context has a
+// modified entry do. It returns ts unchanged, with the error, if ts's ot
+// value is malformed or the new one would exceed 256 characters. It
+// allocates, but for an unchanged ts.
+func WithThreshold(ts trace.TraceState, t Threshold, set bool) (trace.TraceState, error) {
+	ot := ts.Get("ot")
+	if ot == "" && !set {
+		return ts, nil
+	}
+	var buf [maxOTelLen + len(";th:") + thresholdHex]byte
+	v, err := AppendOTelTraceState(buf[:0], ot, t, set)
+	if err != nil {
+		return ts, err
+	}
+	if len(v) == 0 {
+		return ts.Delete("ot"), nil
+	}
+	return ts.Insert("ot", string(v))
+}
+
 // ParentThreshold returns the threshold a span that follows its parent's
 // decision carries on: the parent's, if the parent was sampled, had one, and
 // it is consistent with the parent's decision (r >= threshold); otherwise
@@ -248,30 +291,60 @@ func ParentThreshold(st OTelTraceState, sampled bool, r Randomness) (Threshold, 
 	return st.Threshold, true
 }
 
-// eachMember calls f for each key:value member of an `ot` value, after
-// checking its syntax and that its key is not a repeat.
-func eachMember(ot string, f func(key, value string) error) error {
-	if ot == "" {
-		return nil
+// nextMember reads the key:value member of an `ot` value that starts at
+// pos, checking its key: lowercase letters and digits, starting with a
+// letter. next is where the member after it starts, or -1 if it is the
+// last. The value is the caller's to check (validValue), as th and rv
+// values are checked by their parsers: a sampled parent's tracestate is
+// read on every child span.
+func nextMember(ot string, pos int) (key, value string, next int, ok bool) {
+	i := pos
+	if i >= len(ot) || ot[i]-'a' >= 26 {
+		return "", "", 0, false
 	}
-	for pos := 0; pos <= len(ot); {
-		end := strings.IndexByte(ot[pos:], ';')
-		if end < 0 {
-			end = len(ot)
-		} else {
-			end += pos
+	for i++; i < len(ot) && ot[i] != ':'; i++ {
+		if c := ot[i]; c-'a' >= 26 && c-'0' >= 10 {
+			return "", "", 0, false
 		}
-		member := ot[pos:end]
-		colon := strings.IndexByte(member, ':')
-		if colon <= 0 || !validKey(member[:colon]) || !validValue(member[colon+1:]) || hasKey(ot[:pos], member[:colon]) {
-			return ErrOTelSyntax
-		}
-		if err := f(member[:colon], member[colon+1:]); err != nil {
-			return err
-		}
-		pos = end + 1
 	}
-	return nil
+	if i == len(ot) {
+		return "", "", 0, false
+	}
+	key, value = ot[pos:i], ot[i+1:]
+	next = -1
+	if j := strings.IndexByte(value, ';'); j >= 0 {
+		value, next = value[:j], i+1+j+1
+	}
+	return key, value, next, true
+}
+
+// validValue reports whether v is a valid `ot` member value: letters,
+// digits, '.', '_' and '-'. th and rv values need no such check: their
+// parsers accept only hex digits.
+func validValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c-'a' >= 26 && c-'A' >= 26 && c-'0' >= 10 && c != '.' && c != '_' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// memberValue returns the value of the first member of an `ot` value with
+// a two-letter key (th, rv), checking nothing else. Byte by byte: the
+// entry is short, and library calls cost more than they save here.
+func memberValue(ot string, key [2]byte) (string, bool) {
+	for start := 0; start+2 < len(ot); {
+		end := start
+		for end < len(ot) && ot[end] != ';' {
+			end++
+		}
+		if ot[start] == key[0] && ot[start+1] == key[1] && ot[start+2] == ':' {
+			return ot[start+3 : end], true
+		}
+		start = end + 1
+	}
+	return "", false
 }
 
 // hasKey reports whether members, checked members each ended by ';', has
@@ -287,28 +360,6 @@ func hasKey(members, key string) bool {
 	return false
 }
 
-func validKey(k string) bool {
-	if k == "" || k[0] < 'a' || k[0] > 'z' {
-		return false
-	}
-	for i := 1; i < len(k); i++ {
-		if c := k[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
-			return false
-		}
-	}
-	return true
-}
-
-func validValue(v string) bool {
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
 // parseHex parses up to 16 lowercase hex digits.
 func parseHex(s string) (uint64, bool) {
 	if len(s) > 16 {
@@ -316,15 +367,14 @@ func parseHex(s string) (uint64, bool) {
 	}
 	var v uint64
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= '0' && c <= '9':
-			v = v<<4 | uint64(c-'0')
-		case c >= 'a' && c <= 'f':
-			v = v<<4 | uint64(c-'a'+10)
-		default:
-			return 0, false
+		d := s[i] - '0'
+		if d >= 10 {
+			if d = s[i] - 'a'; d >= 6 {
+				return 0, false
+			}
+			d += 10
 		}
+		v = v<<4 | uint64(d)
 	}
 	return v, true
 }

@@ -165,7 +165,7 @@ func TestParseOTelTraceState(t *testing.T) {
 		{ot: "TH:8", wantErr: ErrOTelSyntax},
 		{ot: "1k:8", wantErr: ErrOTelSyntax},
 		{ot: "k:a=b", wantErr: ErrOTelSyntax},
-		{ot: "th:8 ", wantErr: ErrOTelSyntax},
+		{ot: "th:8 ", wantErr: ErrThresholdSyntax}, // a th value of other characters is a bad th
 		{ot: "th:C", wantErr: ErrThresholdSyntax},
 		{ot: "th:", wantErr: ErrThresholdSyntax},
 		{ot: "rv:123", wantErr: ErrRandomnessSyntax},

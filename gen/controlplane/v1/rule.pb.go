@@ -77,7 +77,7 @@ func (x RuleEvent_Action) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RuleEvent_Action.Descriptor instead.
 func (RuleEvent_Action) EnumDescriptor() ([]byte, []int) {
-	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{11, 0}
+	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{12, 0}
 }
 
 // Rule says which requests are traced and how many. Its limits follow AWS
@@ -129,9 +129,20 @@ type Rule struct {
 	// "expired" in the audit log (actor system:expiry). For time-limited
 	// investigations: trace every checkout for half an hour. Must be in the
 	// future when set; never on the Default rule.
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// X-Ray resource tags (what X-Ray's TagResource sets on a rule's ARN), for
+	// people and AWS tooling: never matched against requests nor sent to SDKs.
+	// At most 50; keys 1-128 and values 0-256 Unicode letters, digits, spaces
+	// or _.:/=+-@; keys starting with "aws:" are reserved by AWS. The Default
+	// rule may have tags.
+	Tags map[string]string `protobuf:"bytes,18,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// When set, the rule's fixed rate may rise for a short while when its
+	// clients report anomalies (adaptive sampling, X-Ray's SamplingRateBoost).
+	// Unset: never boosted. Never on the Default rule. An update_mask path
+	// "sampling_rate_boost" replaces or, unset, removes it whole.
+	SamplingRateBoost *SamplingRateBoost `protobuf:"bytes,19,opt,name=sampling_rate_boost,json=samplingRateBoost,proto3" json:"sampling_rate_boost,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Rule) Reset() {
@@ -283,6 +294,81 @@ func (x *Rule) GetExpireTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Rule) GetTags() map[string]string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *Rule) GetSamplingRateBoost() *SamplingRateBoost {
+	if x != nil {
+		return x.SamplingRateBoost
+	}
+	return nil
+}
+
+// SamplingRateBoost bounds a rule's boosts: a boost raises the rule's fixed
+// rate for every client for at most a minute, to the smallest rate that
+// captures enough of the anomalous traces, when the share of its traces that
+// are anomalous rises above its recent baseline; a boost's spend counts in
+// the budgets covering the rule (docs/BOOSTS.md).
+type SamplingRateBoost struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The highest rate a boost may set, in [0, 1]. A max_rate at or below the
+	// rule's fixed_rate never boosts.
+	MaxRate float64 `protobuf:"fixed64,1,opt,name=max_rate,json=maxRate,proto3" json:"max_rate,omitempty"`
+	// The window in which at most one boost starts, in whole minutes, 0 to
+	// 1440 (a day).
+	CooldownWindowMinutes int32 `protobuf:"varint,2,opt,name=cooldown_window_minutes,json=cooldownWindowMinutes,proto3" json:"cooldown_window_minutes,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *SamplingRateBoost) Reset() {
+	*x = SamplingRateBoost{}
+	mi := &file_controlplane_v1_rule_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SamplingRateBoost) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SamplingRateBoost) ProtoMessage() {}
+
+func (x *SamplingRateBoost) ProtoReflect() protoreflect.Message {
+	mi := &file_controlplane_v1_rule_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SamplingRateBoost.ProtoReflect.Descriptor instead.
+func (*SamplingRateBoost) Descriptor() ([]byte, []int) {
+	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SamplingRateBoost) GetMaxRate() float64 {
+	if x != nil {
+		return x.MaxRate
+	}
+	return 0
+}
+
+func (x *SamplingRateBoost) GetCooldownWindowMinutes() int32 {
+	if x != nil {
+		return x.CooldownWindowMinutes
+	}
+	return 0
+}
+
 // CreateRuleRequest carries the rule to add.
 type CreateRuleRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -294,7 +380,7 @@ type CreateRuleRequest struct {
 
 func (x *CreateRuleRequest) Reset() {
 	*x = CreateRuleRequest{}
-	mi := &file_controlplane_v1_rule_proto_msgTypes[1]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -306,7 +392,7 @@ func (x *CreateRuleRequest) String() string {
 func (*CreateRuleRequest) ProtoMessage() {}
 
 func (x *CreateRuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_rule_proto_msgTypes[1]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -319,7 +405,7 @@ func (x *CreateRuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRuleRequest.ProtoReflect.Descriptor instead.
 func (*CreateRuleRequest) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{1}
+	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *CreateRuleRequest) GetRule() *Rule {
@@ -340,7 +426,7 @@ type CreateRuleResponse struct {
 
 func (x *CreateRuleResponse) Reset() {
 	*x = CreateRuleResponse{}
-	mi := &file_controlplane_v1_rule_proto_msgTypes[2]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -352,7 +438,7 @@ func (x *CreateRuleResponse) String() string {
 func (*CreateRuleResponse) ProtoMessage() {}
 
 func (x *CreateRuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_rule_proto_msgTypes[2]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -365,7 +451,7 @@ func (x *CreateRuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRuleResponse.ProtoReflect.Descriptor instead.
 func (*CreateRuleResponse) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{2}
+	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateRuleResponse) GetRule() *Rule {
@@ -386,7 +472,7 @@ type GetRuleRequest struct {
 
 func (x *GetRuleRequest) Reset() {
 	*x = GetRuleRequest{}
-	mi := &file_controlplane_v1_rule_proto_msgTypes[3]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -398,7 +484,7 @@ func (x *GetRuleRequest) String() string {
 func (*GetRuleRequest) ProtoMessage() {}
 
 func (x *GetRuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_rule_proto_msgTypes[3]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -411,7 +497,7 @@ func (x *GetRuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRuleRequest.ProtoReflect.Descriptor instead.
 func (*GetRuleRequest) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{3}
+	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetRuleRequest) GetName() string {
@@ -432,7 +518,7 @@ type GetRuleResponse struct {
 
 func (x *GetRuleResponse) Reset() {
 	*x = GetRuleResponse{}
-	mi := &file_controlplane_v1_rule_proto_msgTypes[4]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -444,7 +530,7 @@ func (x *GetRuleResponse) String() string {
 func (*GetRuleResponse) ProtoMessage() {}
 
 func (x *GetRuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_rule_proto_msgTypes[4]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -457,7 +543,7 @@ func (x *GetRuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRuleResponse.ProtoReflect.Descriptor instead.
 func (*GetRuleResponse) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{4}
+	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetRuleResponse) GetRule() *Rule {
@@ -487,7 +573,7 @@ type ListRulesRequest struct {
 
 func (x *ListRulesRequest) Reset() {
 	*x = ListRulesRequest{}
-	mi := &file_controlplane_v1_rule_proto_msgTypes[5]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -499,7 +585,7 @@ func (x *ListRulesRequest) String() string {
 func (*ListRulesRequest) ProtoMessage() {}
 
 func (x *ListRulesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_rule_proto_msgTypes[5]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -512,7 +598,7 @@ func (x *ListRulesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRulesRequest.ProtoReflect.Descriptor instead.
 func (*ListRulesRequest) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{5}
+	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListRulesRequest) GetPageSize() int32 {
@@ -551,7 +637,7 @@ type ListRulesResponse struct {
 
 func (x *ListRulesResponse) Reset() {
 	*x = ListRulesResponse{}
-	mi := &file_controlplane_v1_rule_proto_msgTypes[6]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -563,7 +649,7 @@ func (x *ListRulesResponse) String() string {
 func (*ListRulesResponse) ProtoMessage() {}
 
 func (x *ListRulesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_rule_proto_msgTypes[6]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -576,7 +662,7 @@ func (x *ListRulesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRulesResponse.ProtoReflect.Descriptor instead.
 func (*ListRulesResponse) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{6}
+	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListRulesResponse) GetRules() []*Rule {
@@ -614,7 +700,7 @@ type UpdateRuleRequest struct {
 
 func (x *UpdateRuleRequest) Reset() {
 	*x = UpdateRuleRequest{}
-	mi := &file_controlplane_v1_rule_proto_msgTypes[7]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -626,7 +712,7 @@ func (x *UpdateRuleRequest) String() string {
 func (*UpdateRuleRequest) ProtoMessage() {}
 
 func (x *UpdateRuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_rule_proto_msgTypes[7]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -639,7 +725,7 @@ func (x *UpdateRuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRuleRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRuleRequest) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{7}
+	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UpdateRuleRequest) GetRule() *Rule {
@@ -667,7 +753,7 @@ type UpdateRuleResponse struct {
 
 func (x *UpdateRuleResponse) Reset() {
 	*x = UpdateRuleResponse{}
-	mi := &file_controlplane_v1_rule_proto_msgTypes[8]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -679,7 +765,7 @@ func (x *UpdateRuleResponse) String() string {
 func (*UpdateRuleResponse) ProtoMessage() {}
 
 func (x *UpdateRuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_rule_proto_msgTypes[8]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -692,7 +778,7 @@ func (x *UpdateRuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRuleResponse.ProtoReflect.Descriptor instead.
 func (*UpdateRuleResponse) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{8}
+	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UpdateRuleResponse) GetRule() *Rule {
@@ -715,7 +801,7 @@ type DeleteRuleRequest struct {
 
 func (x *DeleteRuleRequest) Reset() {
 	*x = DeleteRuleRequest{}
-	mi := &file_controlplane_v1_rule_proto_msgTypes[9]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +813,7 @@ func (x *DeleteRuleRequest) String() string {
 func (*DeleteRuleRequest) ProtoMessage() {}
 
 func (x *DeleteRuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_rule_proto_msgTypes[9]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +826,7 @@ func (x *DeleteRuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRuleRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRuleRequest) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{9}
+	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DeleteRuleRequest) GetName() string {
@@ -766,7 +852,7 @@ type DeleteRuleResponse struct {
 
 func (x *DeleteRuleResponse) Reset() {
 	*x = DeleteRuleResponse{}
-	mi := &file_controlplane_v1_rule_proto_msgTypes[10]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -778,7 +864,7 @@ func (x *DeleteRuleResponse) String() string {
 func (*DeleteRuleResponse) ProtoMessage() {}
 
 func (x *DeleteRuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_rule_proto_msgTypes[10]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -791,7 +877,7 @@ func (x *DeleteRuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRuleResponse.ProtoReflect.Descriptor instead.
 func (*DeleteRuleResponse) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{10}
+	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{11}
 }
 
 // RuleEvent is one entry of the audit log.
@@ -824,7 +910,7 @@ type RuleEvent struct {
 
 func (x *RuleEvent) Reset() {
 	*x = RuleEvent{}
-	mi := &file_controlplane_v1_rule_proto_msgTypes[11]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -836,7 +922,7 @@ func (x *RuleEvent) String() string {
 func (*RuleEvent) ProtoMessage() {}
 
 func (x *RuleEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_rule_proto_msgTypes[11]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -849,7 +935,7 @@ func (x *RuleEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleEvent.ProtoReflect.Descriptor instead.
 func (*RuleEvent) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{11}
+	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RuleEvent) GetId() string {
@@ -933,7 +1019,7 @@ type BatchEditRulesRequest struct {
 
 func (x *BatchEditRulesRequest) Reset() {
 	*x = BatchEditRulesRequest{}
-	mi := &file_controlplane_v1_rule_proto_msgTypes[12]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -945,7 +1031,7 @@ func (x *BatchEditRulesRequest) String() string {
 func (*BatchEditRulesRequest) ProtoMessage() {}
 
 func (x *BatchEditRulesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_rule_proto_msgTypes[12]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -958,7 +1044,7 @@ func (x *BatchEditRulesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchEditRulesRequest.ProtoReflect.Descriptor instead.
 func (*BatchEditRulesRequest) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{12}
+	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BatchEditRulesRequest) GetCreates() []*CreateRuleRequest {
@@ -1005,7 +1091,7 @@ type EditedRule struct {
 
 func (x *EditedRule) Reset() {
 	*x = EditedRule{}
-	mi := &file_controlplane_v1_rule_proto_msgTypes[13]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1017,7 +1103,7 @@ func (x *EditedRule) String() string {
 func (*EditedRule) ProtoMessage() {}
 
 func (x *EditedRule) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_rule_proto_msgTypes[13]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1030,7 +1116,7 @@ func (x *EditedRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EditedRule.ProtoReflect.Descriptor instead.
 func (*EditedRule) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{13}
+	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *EditedRule) GetName() string {
@@ -1070,7 +1156,7 @@ type BatchEditRulesResponse struct {
 
 func (x *BatchEditRulesResponse) Reset() {
 	*x = BatchEditRulesResponse{}
-	mi := &file_controlplane_v1_rule_proto_msgTypes[14]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1082,7 +1168,7 @@ func (x *BatchEditRulesResponse) String() string {
 func (*BatchEditRulesResponse) ProtoMessage() {}
 
 func (x *BatchEditRulesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_rule_proto_msgTypes[14]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1095,7 +1181,7 @@ func (x *BatchEditRulesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchEditRulesResponse.ProtoReflect.Descriptor instead.
 func (*BatchEditRulesResponse) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{14}
+	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BatchEditRulesResponse) GetRulesVersion() int64 {
@@ -1127,7 +1213,7 @@ type ListRuleEventsRequest struct {
 
 func (x *ListRuleEventsRequest) Reset() {
 	*x = ListRuleEventsRequest{}
-	mi := &file_controlplane_v1_rule_proto_msgTypes[15]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1139,7 +1225,7 @@ func (x *ListRuleEventsRequest) String() string {
 func (*ListRuleEventsRequest) ProtoMessage() {}
 
 func (x *ListRuleEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_rule_proto_msgTypes[15]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1152,7 +1238,7 @@ func (x *ListRuleEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRuleEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListRuleEventsRequest) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{15}
+	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListRuleEventsRequest) GetPageSize() int32 {
@@ -1193,7 +1279,7 @@ type ListRuleEventsResponse struct {
 
 func (x *ListRuleEventsResponse) Reset() {
 	*x = ListRuleEventsResponse{}
-	mi := &file_controlplane_v1_rule_proto_msgTypes[16]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1205,7 +1291,7 @@ func (x *ListRuleEventsResponse) String() string {
 func (*ListRuleEventsResponse) ProtoMessage() {}
 
 func (x *ListRuleEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_rule_proto_msgTypes[16]
+	mi := &file_controlplane_v1_rule_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1218,7 +1304,7 @@ func (x *ListRuleEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRuleEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListRuleEventsResponse) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{16}
+	return file_controlplane_v1_rule_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListRuleEventsResponse) GetEvents() []*RuleEvent {
@@ -1246,7 +1332,7 @@ var File_controlplane_v1_rule_proto protoreflect.FileDescriptor
 
 const file_controlplane_v1_rule_proto_rawDesc = "" +
 	"\n" +
-	"\x1acontrolplane/v1/rule.proto\x12\x0fcontrolplane.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x06\n" +
+	"\x1acontrolplane/v1/rule.proto\x12\x0fcontrolplane.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe0\a\n" +
 	"\x04Rule\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bpriority\x18\x02 \x01(\x05R\bpriority\x12\x1d\n" +
@@ -1272,13 +1358,21 @@ const file_controlplane_v1_rule_proto_rawDesc = "" +
 	"\vupdate_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12;\n" +
 	"\vexpire_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\x1a=\n" +
+	"expireTime\x123\n" +
+	"\x04tags\x18\x12 \x03(\v2\x1f.controlplane.v1.Rule.TagsEntryR\x04tags\x12R\n" +
+	"\x13sampling_rate_boost\x18\x13 \x01(\v2\".controlplane.v1.SamplingRateBoostR\x11samplingRateBoost\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\">\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a7\n" +
+	"\tTagsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"f\n" +
+	"\x11SamplingRateBoost\x12\x19\n" +
+	"\bmax_rate\x18\x01 \x01(\x01R\amaxRate\x126\n" +
+	"\x17cooldown_window_minutes\x18\x02 \x01(\x05R\x15cooldownWindowMinutes\">\n" +
 	"\x11CreateRuleRequest\x12)\n" +
 	"\x04rule\x18\x01 \x01(\v2\x15.controlplane.v1.RuleR\x04rule\"?\n" +
 	"\x12CreateRuleResponse\x12)\n" +
@@ -1369,73 +1463,77 @@ func file_controlplane_v1_rule_proto_rawDescGZIP() []byte {
 }
 
 var file_controlplane_v1_rule_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_controlplane_v1_rule_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_controlplane_v1_rule_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_controlplane_v1_rule_proto_goTypes = []any{
 	(RuleEvent_Action)(0),          // 0: controlplane.v1.RuleEvent.Action
 	(*Rule)(nil),                   // 1: controlplane.v1.Rule
-	(*CreateRuleRequest)(nil),      // 2: controlplane.v1.CreateRuleRequest
-	(*CreateRuleResponse)(nil),     // 3: controlplane.v1.CreateRuleResponse
-	(*GetRuleRequest)(nil),         // 4: controlplane.v1.GetRuleRequest
-	(*GetRuleResponse)(nil),        // 5: controlplane.v1.GetRuleResponse
-	(*ListRulesRequest)(nil),       // 6: controlplane.v1.ListRulesRequest
-	(*ListRulesResponse)(nil),      // 7: controlplane.v1.ListRulesResponse
-	(*UpdateRuleRequest)(nil),      // 8: controlplane.v1.UpdateRuleRequest
-	(*UpdateRuleResponse)(nil),     // 9: controlplane.v1.UpdateRuleResponse
-	(*DeleteRuleRequest)(nil),      // 10: controlplane.v1.DeleteRuleRequest
-	(*DeleteRuleResponse)(nil),     // 11: controlplane.v1.DeleteRuleResponse
-	(*RuleEvent)(nil),              // 12: controlplane.v1.RuleEvent
-	(*BatchEditRulesRequest)(nil),  // 13: controlplane.v1.BatchEditRulesRequest
-	(*EditedRule)(nil),             // 14: controlplane.v1.EditedRule
-	(*BatchEditRulesResponse)(nil), // 15: controlplane.v1.BatchEditRulesResponse
-	(*ListRuleEventsRequest)(nil),  // 16: controlplane.v1.ListRuleEventsRequest
-	(*ListRuleEventsResponse)(nil), // 17: controlplane.v1.ListRuleEventsResponse
-	nil,                            // 18: controlplane.v1.Rule.AttributesEntry
-	nil,                            // 19: controlplane.v1.Rule.LabelsEntry
-	(*timestamppb.Timestamp)(nil),  // 20: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),  // 21: google.protobuf.FieldMask
+	(*SamplingRateBoost)(nil),      // 2: controlplane.v1.SamplingRateBoost
+	(*CreateRuleRequest)(nil),      // 3: controlplane.v1.CreateRuleRequest
+	(*CreateRuleResponse)(nil),     // 4: controlplane.v1.CreateRuleResponse
+	(*GetRuleRequest)(nil),         // 5: controlplane.v1.GetRuleRequest
+	(*GetRuleResponse)(nil),        // 6: controlplane.v1.GetRuleResponse
+	(*ListRulesRequest)(nil),       // 7: controlplane.v1.ListRulesRequest
+	(*ListRulesResponse)(nil),      // 8: controlplane.v1.ListRulesResponse
+	(*UpdateRuleRequest)(nil),      // 9: controlplane.v1.UpdateRuleRequest
+	(*UpdateRuleResponse)(nil),     // 10: controlplane.v1.UpdateRuleResponse
+	(*DeleteRuleRequest)(nil),      // 11: controlplane.v1.DeleteRuleRequest
+	(*DeleteRuleResponse)(nil),     // 12: controlplane.v1.DeleteRuleResponse
+	(*RuleEvent)(nil),              // 13: controlplane.v1.RuleEvent
+	(*BatchEditRulesRequest)(nil),  // 14: controlplane.v1.BatchEditRulesRequest
+	(*EditedRule)(nil),             // 15: controlplane.v1.EditedRule
+	(*BatchEditRulesResponse)(nil), // 16: controlplane.v1.BatchEditRulesResponse
+	(*ListRuleEventsRequest)(nil),  // 17: controlplane.v1.ListRuleEventsRequest
+	(*ListRuleEventsResponse)(nil), // 18: controlplane.v1.ListRuleEventsResponse
+	nil,                            // 19: controlplane.v1.Rule.AttributesEntry
+	nil,                            // 20: controlplane.v1.Rule.LabelsEntry
+	nil,                            // 21: controlplane.v1.Rule.TagsEntry
+	(*timestamppb.Timestamp)(nil),  // 22: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),  // 23: google.protobuf.FieldMask
 }
 var file_controlplane_v1_rule_proto_depIdxs = []int32{
-	18, // 0: controlplane.v1.Rule.attributes:type_name -> controlplane.v1.Rule.AttributesEntry
-	19, // 1: controlplane.v1.Rule.labels:type_name -> controlplane.v1.Rule.LabelsEntry
-	20, // 2: controlplane.v1.Rule.create_time:type_name -> google.protobuf.Timestamp
-	20, // 3: controlplane.v1.Rule.update_time:type_name -> google.protobuf.Timestamp
-	20, // 4: controlplane.v1.Rule.expire_time:type_name -> google.protobuf.Timestamp
-	1,  // 5: controlplane.v1.CreateRuleRequest.rule:type_name -> controlplane.v1.Rule
-	1,  // 6: controlplane.v1.CreateRuleResponse.rule:type_name -> controlplane.v1.Rule
-	1,  // 7: controlplane.v1.GetRuleResponse.rule:type_name -> controlplane.v1.Rule
-	1,  // 8: controlplane.v1.ListRulesResponse.rules:type_name -> controlplane.v1.Rule
-	1,  // 9: controlplane.v1.UpdateRuleRequest.rule:type_name -> controlplane.v1.Rule
-	21, // 10: controlplane.v1.UpdateRuleRequest.update_mask:type_name -> google.protobuf.FieldMask
-	1,  // 11: controlplane.v1.UpdateRuleResponse.rule:type_name -> controlplane.v1.Rule
-	0,  // 12: controlplane.v1.RuleEvent.action:type_name -> controlplane.v1.RuleEvent.Action
-	20, // 13: controlplane.v1.RuleEvent.event_time:type_name -> google.protobuf.Timestamp
-	1,  // 14: controlplane.v1.RuleEvent.before:type_name -> controlplane.v1.Rule
-	1,  // 15: controlplane.v1.RuleEvent.after:type_name -> controlplane.v1.Rule
-	2,  // 16: controlplane.v1.BatchEditRulesRequest.creates:type_name -> controlplane.v1.CreateRuleRequest
-	8,  // 17: controlplane.v1.BatchEditRulesRequest.updates:type_name -> controlplane.v1.UpdateRuleRequest
-	10, // 18: controlplane.v1.BatchEditRulesRequest.deletes:type_name -> controlplane.v1.DeleteRuleRequest
-	0,  // 19: controlplane.v1.EditedRule.action:type_name -> controlplane.v1.RuleEvent.Action
-	14, // 20: controlplane.v1.BatchEditRulesResponse.rules:type_name -> controlplane.v1.EditedRule
-	12, // 21: controlplane.v1.ListRuleEventsResponse.events:type_name -> controlplane.v1.RuleEvent
-	2,  // 22: controlplane.v1.RuleService.CreateRule:input_type -> controlplane.v1.CreateRuleRequest
-	4,  // 23: controlplane.v1.RuleService.GetRule:input_type -> controlplane.v1.GetRuleRequest
-	6,  // 24: controlplane.v1.RuleService.ListRules:input_type -> controlplane.v1.ListRulesRequest
-	8,  // 25: controlplane.v1.RuleService.UpdateRule:input_type -> controlplane.v1.UpdateRuleRequest
-	10, // 26: controlplane.v1.RuleService.DeleteRule:input_type -> controlplane.v1.DeleteRuleRequest
-	13, // 27: controlplane.v1.RuleService.BatchEditRules:input_type -> controlplane.v1.BatchEditRulesRequest
-	16, // 28: controlplane.v1.RuleService.ListRuleEvents:input_type -> controlplane.v1.ListRuleEventsRequest
-	3,  // 29: controlplane.v1.RuleService.CreateRule:output_type -> controlplane.v1.CreateRuleResponse
-	5,  // 30: controlplane.v1.RuleService.GetRule:output_type -> controlplane.v1.GetRuleResponse
-	7,  // 31: controlplane.v1.RuleService.ListRules:output_type -> controlplane.v1.ListRulesResponse
-	9,  // 32: controlplane.v1.RuleService.UpdateRule:output_type -> controlplane.v1.UpdateRuleResponse
-	11, // 33: controlplane.v1.RuleService.DeleteRule:output_type -> controlplane.v1.DeleteRuleResponse
-	15, // 34: controlplane.v1.RuleService.BatchEditRules:output_type -> controlplane.v1.BatchEditRulesResponse
-	17, // 35: controlplane.v1.RuleService.ListRuleEvents:output_type -> controlplane.v1.ListRuleEventsResponse
-	29, // [29:36] is the sub-list for method output_type
-	22, // [22:29] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	19, // 0: controlplane.v1.Rule.attributes:type_name -> controlplane.v1.Rule.AttributesEntry
+	20, // 1: controlplane.v1.Rule.labels:type_name -> controlplane.v1.Rule.LabelsEntry
+	22, // 2: controlplane.v1.Rule.create_time:type_name -> google.protobuf.Timestamp
+	22, // 3: controlplane.v1.Rule.update_time:type_name -> google.protobuf.Timestamp
+	22, // 4: controlplane.v1.Rule.expire_time:type_name -> google.protobuf.Timestamp
+	21, // 5: controlplane.v1.Rule.tags:type_name -> controlplane.v1.Rule.TagsEntry
+	2,  // 6: controlplane.v1.Rule.sampling_rate_boost:type_name -> controlplane.v1.SamplingRateBoost
+	1,  // 7: controlplane.v1.CreateRuleRequest.rule:type_name -> controlplane.v1.Rule
+	1,  // 8: controlplane.v1.CreateRuleResponse.rule:type_name -> controlplane.v1.Rule
+	1,  // 9: controlplane.v1.GetRuleResponse.rule:type_name -> controlplane.v1.Rule
+	1,  // 10: controlplane.v1.ListRulesResponse.rules:type_name -> controlplane.v1.Rule
+	1,  // 11: controlplane.v1.UpdateRuleRequest.rule:type_name -> controlplane.v1.Rule
+	23, // 12: controlplane.v1.UpdateRuleRequest.update_mask:type_name -> google.protobuf.FieldMask
+	1,  // 13: controlplane.v1.UpdateRuleResponse.rule:type_name -> controlplane.v1.Rule
+	0,  // 14: controlplane.v1.RuleEvent.action:type_name -> controlplane.v1.RuleEvent.Action
+	22, // 15: controlplane.v1.RuleEvent.event_time:type_name -> google.protobuf.Timestamp
+	1,  // 16: controlplane.v1.RuleEvent.before:type_name -> controlplane.v1.Rule
+	1,  // 17: controlplane.v1.RuleEvent.after:type_name -> controlplane.v1.Rule
+	3,  // 18: controlplane.v1.BatchEditRulesRequest.creates:type_name -> controlplane.v1.CreateRuleRequest
+	9,  // 19: controlplane.v1.BatchEditRulesRequest.updates:type_name -> controlplane.v1.UpdateRuleRequest
+	11, // 20: controlplane.v1.BatchEditRulesRequest.deletes:type_name -> controlplane.v1.DeleteRuleRequest
+	0,  // 21: controlplane.v1.EditedRule.action:type_name -> controlplane.v1.RuleEvent.Action
+	15, // 22: controlplane.v1.BatchEditRulesResponse.rules:type_name -> controlplane.v1.EditedRule
+	13, // 23: controlplane.v1.ListRuleEventsResponse.events:type_name -> controlplane.v1.RuleEvent
+	3,  // 24: controlplane.v1.RuleService.CreateRule:input_type -> controlplane.v1.CreateRuleRequest
+	5,  // 25: controlplane.v1.RuleService.GetRule:input_type -> controlplane.v1.GetRuleRequest
+	7,  // 26: controlplane.v1.RuleService.ListRules:input_type -> controlplane.v1.ListRulesRequest
+	9,  // 27: controlplane.v1.RuleService.UpdateRule:input_type -> controlplane.v1.UpdateRuleRequest
+	11, // 28: controlplane.v1.RuleService.DeleteRule:input_type -> controlplane.v1.DeleteRuleRequest
+	14, // 29: controlplane.v1.RuleService.BatchEditRules:input_type -> controlplane.v1.BatchEditRulesRequest
+	17, // 30: controlplane.v1.RuleService.ListRuleEvents:input_type -> controlplane.v1.ListRuleEventsRequest
+	4,  // 31: controlplane.v1.RuleService.CreateRule:output_type -> controlplane.v1.CreateRuleResponse
+	6,  // 32: controlplane.v1.RuleService.GetRule:output_type -> controlplane.v1.GetRuleResponse
+	8,  // 33: controlplane.v1.RuleService.ListRules:output_type -> controlplane.v1.ListRulesResponse
+	10, // 34: controlplane.v1.RuleService.UpdateRule:output_type -> controlplane.v1.UpdateRuleResponse
+	12, // 35: controlplane.v1.RuleService.DeleteRule:output_type -> controlplane.v1.DeleteRuleResponse
+	16, // 36: controlplane.v1.RuleService.BatchEditRules:output_type -> controlplane.v1.BatchEditRulesResponse
+	18, // 37: controlplane.v1.RuleService.ListRuleEvents:output_type -> controlplane.v1.ListRuleEventsResponse
+	31, // [31:38] is the sub-list for method output_type
+	24, // [24:31] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_controlplane_v1_rule_proto_init() }
@@ -1449,7 +1547,7 @@ func file_controlplane_v1_rule_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlplane_v1_rule_proto_rawDesc), len(file_controlplane_v1_rule_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

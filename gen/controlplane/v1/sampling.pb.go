@@ -29,6 +29,10 @@ type GetSamplingRulesRequest struct {
 	// The service the client runs; rules whose service globs do not match it
 	// are left out.
 	ServiceName string `protobuf:"bytes,1,opt,name=service_name,json=serviceName,proto3" json:"service_name,omitempty"`
+	// The client's service type (X-Ray's origin, such as "AWS::EC2::Instance"),
+	// at most 64 characters; rules whose service_type glob does not match it
+	// are left out. An empty type matches globs that match the empty string
+	// ("*").
 	ServiceType string `protobuf:"bytes,2,opt,name=service_type,json=serviceType,proto3" json:"service_type,omitempty"`
 	// The rules version the client holds, or 0.
 	KnownRulesVersion int64 `protobuf:"varint,3,opt,name=known_rules_version,json=knownRulesVersion,proto3" json:"known_rules_version,omitempty"`
@@ -89,8 +93,10 @@ func (x *GetSamplingRulesRequest) GetKnownRulesVersion() int64 {
 
 // GetSamplingRulesResponse is the client's rule set.
 type GetSamplingRulesResponse struct {
-	state        protoimpl.MessageState `protogen:"open.v1"`
-	RulesVersion int64                  `protobuf:"varint,1,opt,name=rules_version,json=rulesVersion,proto3" json:"rules_version,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The version of the rules this set was made from; it rises with every
+	// edit and never repeats, even after the store lost its data.
+	RulesVersion int64 `protobuf:"varint,1,opt,name=rules_version,json=rulesVersion,proto3" json:"rules_version,omitempty"`
 	// True when known_rules_version is current; rules is then empty.
 	Unchanged bool `protobuf:"varint,2,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
 	// In matching order (priority, then name); the Default rule is last.
@@ -163,8 +169,11 @@ func (x *GetSamplingRulesResponse) GetRatesInForce() []*RuleRates {
 
 // SamplingStatistics are one client's counts for one rule over one interval.
 type SamplingStatistics struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	RuleName string                 `protobuf:"bytes,1,opt,name=rule_name,json=ruleName,proto3" json:"rule_name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rule the counts are for, by name; a rule the server does not hold
+	// at its current version is rejected with UNKNOWN_RULE (fetch the rules
+	// again).
+	RuleName string `protobuf:"bytes,1,opt,name=rule_name,json=ruleName,proto3" json:"rule_name,omitempty"`
 	// Requests that matched the rule.
 	RequestCount int64 `protobuf:"varint,2,opt,name=request_count,json=requestCount,proto3" json:"request_count,omitempty"`
 	// Requests sampled (reservoir, borrowed and fixed-rate together). Budgets
@@ -281,8 +290,11 @@ func (x *SamplingStatistics) GetReceipt() string {
 type GetSamplingTargetsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Random per SDK instance, 1-64 characters.
-	ClientId    string `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	ClientId string `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// The client's service, 1-64 characters: budgets scoped to services count
+	// the report's traffic by it.
 	ServiceName string `protobuf:"bytes,2,opt,name=service_name,json=serviceName,proto3" json:"service_name,omitempty"`
+	// The client's service type, at most 64 characters.
 	ServiceType string `protobuf:"bytes,3,opt,name=service_type,json=serviceType,proto3" json:"service_type,omitempty"`
 	// One document per rule, each rule at most once.
 	Statistics []*SamplingStatistics `protobuf:"bytes,4,rep,name=statistics,proto3" json:"statistics,omitempty"`
@@ -371,8 +383,9 @@ func (x *GetSamplingTargetsRequest) GetAppliedRulesVersion() int64 {
 
 // SamplingTarget is one client's quota for one rule.
 type SamplingTarget struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	RuleName string                 `protobuf:"bytes,1,opt,name=rule_name,json=ruleName,proto3" json:"rule_name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rule the quota is for.
+	RuleName string `protobuf:"bytes,1,opt,name=rule_name,json=ruleName,proto3" json:"rule_name,omitempty"`
 	// Traces per second this client may take from the rule's reservoir; may be
 	// fractional (0.25 = one trace every 4 s). The client's share of the
 	// reservoir in proportion to its traffic, but the quotas the fleet holds
@@ -463,8 +476,9 @@ func (x *SamplingTarget) GetReceipt() string {
 
 // RejectedStatistics says why one statistics document was not processed.
 type RejectedStatistics struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	RuleName string                 `protobuf:"bytes,1,opt,name=rule_name,json=ruleName,proto3" json:"rule_name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rule the rejected document named, as sent.
+	RuleName string `protobuf:"bytes,1,opt,name=rule_name,json=ruleName,proto3" json:"rule_name,omitempty"`
 	// Position of the document in the request.
 	Index int32 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
 	// A stable code: UNKNOWN_RULE, DUPLICATE_RULE, NEGATIVE_COUNT,
@@ -473,7 +487,8 @@ type RejectedStatistics struct {
 	// receipt over its interval, at most two report intervals),
 	// FUTURE_TIMESTAMP, BAD_INTERVAL, BAD_RECEIPT (longer than a receipt can
 	// be). Counted in controlplane_report_documents_rejected_total.
-	Code          string `protobuf:"bytes,3,opt,name=code,proto3" json:"code,omitempty"`
+	Code string `protobuf:"bytes,3,opt,name=code,proto3" json:"code,omitempty"`
+	// What was wrong, for people; may change between versions.
 	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -539,9 +554,11 @@ func (x *RejectedStatistics) GetMessage() string {
 
 // GetSamplingTargetsResponse carries the client's quotas.
 type GetSamplingTargetsResponse struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Targets  []*SamplingTarget      `protobuf:"bytes,1,rep,name=targets,proto3" json:"targets,omitempty"`
-	Rejected []*RejectedStatistics  `protobuf:"bytes,2,rep,name=rejected,proto3" json:"rejected,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One target per accepted document, in the order of the documents.
+	Targets []*SamplingTarget `protobuf:"bytes,1,rep,name=targets,proto3" json:"targets,omitempty"`
+	// One entry per document not processed; it changed nothing.
+	Rejected []*RejectedStatistics `protobuf:"bytes,2,rep,name=rejected,proto3" json:"rejected,omitempty"`
 	// When it differs from the client's, the client fetches the rules again.
 	RulesVersion int64 `protobuf:"varint,3,opt,name=rules_version,json=rulesVersion,proto3" json:"rules_version,omitempty"`
 	// When to report next.
@@ -611,6 +628,8 @@ func (x *GetSamplingTargetsResponse) GetReportInterval() *durationpb.Duration {
 // StreamSamplingRequest is a message from client to server on the stream.
 type StreamSamplingRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
+	// What the client sends: a hello once, then reports.
+	//
 	// Types that are valid to be assigned to Message:
 	//
 	//	*StreamSamplingRequest_Hello
@@ -685,6 +704,7 @@ type StreamSamplingRequest_Hello struct {
 }
 
 type StreamSamplingRequest_Report struct {
+	// Counts since the last report, every report interval.
 	Report *Report `protobuf:"bytes,2,opt,name=report,proto3,oneof"`
 }
 
@@ -694,10 +714,18 @@ func (*StreamSamplingRequest_Report) isStreamSamplingRequest_Message() {}
 
 // Hello introduces the client on a new stream.
 type Hello struct {
-	state       protoimpl.MessageState `protogen:"open.v1"`
-	ClientId    string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
-	ServiceName string                 `protobuf:"bytes,2,opt,name=service_name,json=serviceName,proto3" json:"service_name,omitempty"`
-	ServiceType string                 `protobuf:"bytes,3,opt,name=service_type,json=serviceType,proto3" json:"service_type,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Random per SDK instance, 1-64 characters; the same on every stream and
+	// unary call of the instance, so that its reports replace each other.
+	ClientId string `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// The client's service, 1-64 characters: the rule set holds the rules
+	// whose service globs match it, and budgets count by it.
+	ServiceName string `protobuf:"bytes,2,opt,name=service_name,json=serviceName,proto3" json:"service_name,omitempty"`
+	// The client's service type (X-Ray's origin, such as "AWS::EC2::Instance"),
+	// at most 64 characters; rules whose service_type glob does not match it
+	// are left out. An empty type matches globs that match the empty string
+	// ("*").
+	ServiceType string `protobuf:"bytes,3,opt,name=service_type,json=serviceType,proto3" json:"service_type,omitempty"`
 	// The rules version the client holds, or 0. The server sends the rule set
 	// unless it is current.
 	KnownRulesVersion int64 `protobuf:"varint,4,opt,name=known_rules_version,json=knownRulesVersion,proto3" json:"known_rules_version,omitempty"`
@@ -789,8 +817,9 @@ func (x *Hello) GetKnownRulesVersion() int64 {
 // that predate numbering) are held by the replica while the store is
 // unreachable, as before, and may be lost with it.
 type Report struct {
-	state      protoimpl.MessageState `protogen:"open.v1"`
-	Statistics []*SamplingStatistics  `protobuf:"bytes,1,rep,name=statistics,proto3" json:"statistics,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One document per rule, each rule at most once.
+	Statistics []*SamplingStatistics `protobuf:"bytes,1,rep,name=statistics,proto3" json:"statistics,omitempty"`
 	// The report's number, at most 2^53 - 1; 0: not numbered.
 	Seq uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
 	// The rules version of the rule set the client applies now: the last
@@ -859,6 +888,8 @@ func (x *Report) GetAppliedRulesVersion() int64 {
 // StreamSamplingResponse is a message from server to client on the stream.
 type StreamSamplingResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
+	// What the server sends: rule sets and targets, in any order.
+	//
 	// Types that are valid to be assigned to Message:
 	//
 	//	*StreamSamplingResponse_Rules
@@ -928,10 +959,13 @@ type isStreamSamplingResponse_Message interface {
 }
 
 type StreamSamplingResponse_Rules struct {
+	// The client's rule set: after the hello unless the client holds the
+	// current version, and after every edit that changes it.
 	Rules *RuleSet `protobuf:"bytes,1,opt,name=rules,proto3,oneof"`
 }
 
 type StreamSamplingResponse_Targets struct {
+	// Quotas: the answer to a report, or sent unasked when they change.
 	Targets *TargetSet `protobuf:"bytes,2,opt,name=targets,proto3,oneof"`
 }
 
@@ -943,9 +977,11 @@ func (*StreamSamplingResponse_Targets) isStreamSamplingResponse_Message() {}
 // GetSamplingRulesResponse: in matching order, without description and
 // labels.
 type RuleSet struct {
-	state        protoimpl.MessageState `protogen:"open.v1"`
-	RulesVersion int64                  `protobuf:"varint,1,opt,name=rules_version,json=rulesVersion,proto3" json:"rules_version,omitempty"`
-	Rules        []*Rule                `protobuf:"bytes,2,rep,name=rules,proto3" json:"rules,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The version of the rules this set was made from.
+	RulesVersion int64 `protobuf:"varint,1,opt,name=rules_version,json=rulesVersion,proto3" json:"rules_version,omitempty"`
+	// The rules whose service globs match the client's service.
+	Rules []*Rule `protobuf:"bytes,2,rep,name=rules,proto3" json:"rules,omitempty"`
 	// The rules that budgets in force lower for this service, each with its
 	// fixed rate in force, as targets carry it. A rule not listed runs at its
 	// own rates. The client applies them with the rules, before its first
@@ -1093,11 +1129,17 @@ func (x *RuleRates) GetFirstBorrowWithheld() bool {
 
 // TargetSet is the client's quotas, as GetSamplingTargetsResponse.
 type TargetSet struct {
-	state          protoimpl.MessageState `protogen:"open.v1"`
-	Targets        []*SamplingTarget      `protobuf:"bytes,1,rep,name=targets,proto3" json:"targets,omitempty"`
-	Rejected       []*RejectedStatistics  `protobuf:"bytes,2,rep,name=rejected,proto3" json:"rejected,omitempty"`
-	RulesVersion   int64                  `protobuf:"varint,3,opt,name=rules_version,json=rulesVersion,proto3" json:"rules_version,omitempty"`
-	ReportInterval *durationpb.Duration   `protobuf:"bytes,4,opt,name=report_interval,json=reportInterval,proto3" json:"report_interval,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One target per accepted document of the report answered (or, sent
+	// unasked, per rule the client holds a quota of).
+	Targets []*SamplingTarget `protobuf:"bytes,1,rep,name=targets,proto3" json:"targets,omitempty"`
+	// One entry per document of the report not processed.
+	Rejected []*RejectedStatistics `protobuf:"bytes,2,rep,name=rejected,proto3" json:"rejected,omitempty"`
+	// The current rules version; a client that holds an older one gets the
+	// new rule set on the stream.
+	RulesVersion int64 `protobuf:"varint,3,opt,name=rules_version,json=rulesVersion,proto3" json:"rules_version,omitempty"`
+	// When to report next.
+	ReportInterval *durationpb.Duration `protobuf:"bytes,4,opt,name=report_interval,json=reportInterval,proto3" json:"report_interval,omitempty"`
 	// The seq of the report these targets answer, once the store has
 	// recorded it (or had recorded it before: a report sent again); the
 	// client may forget that report. 0 in targets that acknowledge nothing:

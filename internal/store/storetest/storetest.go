@@ -14,7 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/internal/rules/rulestest"
 	"github.com/tracesampling/controlplane/internal/store"
 )
 
@@ -91,6 +94,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"ConcurrentBatchesAtTheLimit", testConcurrentBatchesAtTheLimit},
 		{"ReturnsCopies", testReturnsCopies},
 		{"Reopen", testReopen},
+		{"EveryFieldKept", testEveryFieldKept},
 		{"Close", testClose},
 		{"Ledger", testLedger},
 		{"LedgerOutage", testLedgerOutage},
@@ -1328,4 +1332,58 @@ func testClose(t *testing.T, b Backend) {
 	if err := s.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
+}
+
+// testEveryFieldKept: a rule with every field set (rulestest.Filled, so
+// whatever fields rules.Rule has) reads back with each of them: from a
+// create, an update, the audit log and, on a durable backend, a store
+// opened after the first was closed.
+func testEveryFieldKept(t *testing.T, b Backend) {
+	clk := newClock()
+	ctx := t.Context()
+	s := b.Open(t, clk.Now)
+	check := func(where string, want, got rules.Rule) {
+		t.Helper()
+		if diff := cmp.Diff(want, rulestest.Without(t, got, rulestest.StoreSet...)); diff != "" {
+			t.Errorf("%s lost a field of the rule (-put +read):\n%s", where, diff)
+		}
+	}
+	want := rulestest.Without(t, rulestest.Filled(t, 1), rulestest.StoreSet...)
+	created := mustCreate(t, s, want)
+	check("CreateRule's answer", want, created)
+	got, err := s.Rule(ctx, want.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("Rule after a create", want, got)
+
+	next := rulestest.Without(t, rulestest.Filled(t, 2), rulestest.StoreSet...)
+	next.Name = want.Name
+	updated, err := s.UpdateRule(ctx, next, created.Revision, "tester")
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("UpdateRule's answer", next, updated)
+	for _, r := range mustSnapshot(t, s).Rules {
+		if r.Name == next.Name {
+			check("Snapshot after an update", next, r)
+		}
+	}
+	evs := allEvents(t, s, next.Name)
+	if len(evs) != 2 || evs[0].Before == nil || evs[0].After == nil {
+		t.Fatalf("%d events of %q, want the update (with the rule before and after) and the create", len(evs), next.Name)
+	}
+	check("the audit log's rule before", want, *evs[0].Before)
+	check("the audit log's rule after", next, *evs[0].After)
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if !b.Durable {
+		return
+	}
+	got, err = open(t, b, clk).Rule(ctx, next.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("Rule after reopening", next, got)
 }

@@ -80,7 +80,7 @@ func startServer(t *testing.T) *server {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin, "serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--jaeger-addr=",
+	cmd := exec.Command(bin, "serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--jaeger-addr=", "--xray-addr=",
 		"--report-interval", interval.String(), "--log-format", "json")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

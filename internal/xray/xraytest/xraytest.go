@@ -1,11 +1,13 @@
-// Package xraytest is an in-process xray.Core for tests of the X-Ray API
-// until the transport-neutral core exists: rules live in a real memstore
+// Package xraytest is an in-process xray.Core for tests of the X-Ray
+// transport alone (serve runs the real one, package xraycore): rules live
+// in a real memstore
 // (revisions, audit log, the Default rule) and are validated with
-// rules.Validate and rules.CheckDefault as the core does; tags, boosts and
+// rules.Validate and rules.CheckDefault as the core does; tags and
 // the reservoir split are kept here, simply. The split gives each client
 // reservoir × its request rate / the sum of the latest rates of every client
 // of the rule (reservoir.Quota), with no buckets, receipts or budgets; a
 // boost is the rule's MaxRate for a minute whenever anomalies are reported.
+// The audit log's actor is auth.Actor of the call's context.
 package xraytest
 
 import (
@@ -16,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tracesampling/controlplane/internal/auth"
 	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
@@ -48,7 +51,6 @@ type Core struct {
 	mu       sync.Mutex
 	modified time.Time
 	tags     map[string]xray.Tags
-	boosts   map[string]*xray.RateBoost
 	rates    map[string]map[string]float64 // rule → client → requests per second
 	totals   map[string]*xray.Summary
 }
@@ -63,7 +65,6 @@ func New(now func() time.Time) (*Core, error) {
 		Store:  s,
 		now:    now,
 		tags:   map[string]xray.Tags{},
-		boosts: map[string]*xray.RateBoost{},
 		rates:  map[string]map[string]float64{},
 		totals: map[string]*xray.Summary{},
 	}, nil
@@ -79,16 +80,9 @@ func (c *Core) fail(method string) error {
 	return c.Fail(method)
 }
 
-func (c *Core) withBoost(r rules.Rule) xray.Rule {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := xray.Rule{Rule: r}
-	if b := c.boosts[r.Name]; b != nil {
-		cp := *b
-		out.Boost = &cp
-	}
-	return out
-}
+// withBoost is r as the X-Ray API carries it: its boost is the stored
+// rule's own.
+func (c *Core) withBoost(r rules.Rule) xray.Rule { return xray.Rule{Rule: r} }
 
 func (c *Core) touch() {
 	c.mu.Lock()
@@ -123,7 +117,7 @@ func (c *Core) RulesModified(context.Context) (time.Time, error) {
 }
 
 // CreateRule implements xray.RuleEditor.
-func (c *Core) CreateRule(ctx context.Context, r xray.Rule, tags xray.Tags, actor string) (xray.Rule, error) {
+func (c *Core) CreateRule(ctx context.Context, r xray.Rule, tags xray.Tags) (xray.Rule, error) {
 	if err := c.fail("CreateRule"); err != nil {
 		return xray.Rule{}, err
 	}
@@ -146,12 +140,11 @@ func (c *Core) CreateRule(ctx context.Context, r xray.Rule, tags xray.Tags, acto
 			return xray.Rule{}, xray.ErrRuleLimit
 		}
 	}
-	created, err := c.Store.CreateRule(ctx, rule, actor)
+	created, err := c.Store.CreateRule(ctx, rule, auth.Actor(ctx))
 	if err != nil {
 		return xray.Rule{}, err
 	}
 	c.mu.Lock()
-	c.boosts[created.Name] = r.Boost
 	if len(tags) > 0 {
 		c.tags[created.Name] = tags
 	}
@@ -162,7 +155,7 @@ func (c *Core) CreateRule(ctx context.Context, r xray.Rule, tags xray.Tags, acto
 
 // UpdateRule implements xray.RuleEditor: read, apply, validate, write with
 // the revision read, and again if another edit landed in between.
-func (c *Core) UpdateRule(ctx context.Context, u xray.RuleUpdate, etag, actor string) (xray.Rule, error) {
+func (c *Core) UpdateRule(ctx context.Context, u xray.RuleUpdate, etag string) (xray.Rule, error) {
 	if err := c.fail("UpdateRule"); err != nil {
 		return xray.Rule{}, err
 	}
@@ -188,17 +181,12 @@ func (c *Core) UpdateRule(ctx context.Context, u xray.RuleUpdate, etag, actor st
 		if err := rules.Validate(&next); err != nil {
 			return xray.Rule{}, err
 		}
-		updated, err := c.Store.UpdateRule(ctx, next, cur.Revision, actor)
+		updated, err := c.Store.UpdateRule(ctx, next, cur.Revision, auth.Actor(ctx))
 		if errors.Is(err, store.ErrConflict) && want == 0 && attempt < 5 {
 			continue
 		}
 		if err != nil {
 			return xray.Rule{}, err
-		}
-		if slices.Contains(u.Fields, xray.FieldBoost) {
-			c.mu.Lock()
-			c.boosts[u.Name] = u.Patch.Boost
-			c.mu.Unlock()
 		}
 		c.touch()
 		return c.withBoost(updated), nil
@@ -230,13 +218,15 @@ func apply(cur rules.Rule, u *xray.RuleUpdate) rules.Rule {
 			next.ResourceARN = p.ResourceARN
 		case xray.FieldAttributes:
 			next.Attributes = p.Attributes
+		case xray.FieldBoost:
+			next.Boost = p.Boost
 		}
 	}
 	return next
 }
 
 // DeleteRule implements xray.RuleEditor.
-func (c *Core) DeleteRule(ctx context.Context, name, etag, actor string) (xray.Rule, error) {
+func (c *Core) DeleteRule(ctx context.Context, name, etag string) (xray.Rule, error) {
 	if err := c.fail("DeleteRule"); err != nil {
 		return xray.Rule{}, err
 	}
@@ -248,12 +238,11 @@ func (c *Core) DeleteRule(ctx context.Context, name, etag, actor string) (xray.R
 		return xray.Rule{}, err
 	}
 	before := c.withBoost(cur)
-	if err := c.Store.DeleteRule(ctx, name, cur.Revision, actor); err != nil {
+	if err := c.Store.DeleteRule(ctx, name, cur.Revision, auth.Actor(ctx)); err != nil {
 		return xray.Rule{}, err
 	}
 	c.mu.Lock()
 	delete(c.tags, name)
-	delete(c.boosts, name)
 	delete(c.rates, name)
 	c.mu.Unlock()
 	c.touch()
@@ -278,7 +267,7 @@ func (c *Core) RuleTags(ctx context.Context, rule string) (xray.Tags, error) {
 }
 
 // TagRule implements xray.Tagger.
-func (c *Core) TagRule(ctx context.Context, rule string, tags xray.Tags, actor string) error {
+func (c *Core) TagRule(ctx context.Context, rule string, tags xray.Tags) error {
 	if err := c.fail("TagRule"); err != nil {
 		return err
 	}
@@ -302,7 +291,7 @@ func (c *Core) TagRule(ctx context.Context, rule string, tags xray.Tags, actor s
 }
 
 // UntagRule implements xray.Tagger.
-func (c *Core) UntagRule(ctx context.Context, rule string, keys []string, actor string) error {
+func (c *Core) UntagRule(ctx context.Context, rule string, keys []string) error {
 	if err := c.fail("UntagRule"); err != nil {
 		return err
 	}
@@ -377,7 +366,7 @@ func (c *Core) Report(ctx context.Context, r xray.Report) (xray.Targets, error) 
 			out.BoostRejected = append(out.BoostRejected, xray.Rejection{Rule: b.Rule, Code: "UNKNOWN_RULE", Message: fmt.Sprintf("no rule %q", b.Rule)})
 			continue
 		}
-		boost := c.boosts[b.Rule]
+		boost := byName[b.Rule].Boost
 		if boost == nil || b.Anomalies <= 0 {
 			continue
 		}

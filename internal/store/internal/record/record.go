@@ -30,6 +30,8 @@ type Rule struct {
 	Description   string            `json:"description,omitempty"`
 	Labels        map[string]string `json:"labels,omitempty"`
 	ExpireTime    time.Time         `json:"expire_time,omitzero"`
+	Tags          map[string]string `json:"tags,omitempty"`
+	Boost         *Boost            `json:"sampling_rate_boost,omitempty"`
 	Revision      int64             `json:"revision"`
 	CreateTime    time.Time         `json:"create_time"`
 	UpdateTime    time.Time         `json:"update_time"`
@@ -39,8 +41,18 @@ type Rule struct {
 	RulesVersion int64 `json:"rules_version,omitempty"`
 }
 
+// Boost is the stored form of rules.RateBoost.
+type Boost struct {
+	MaxRate               float64 `json:"max_rate"`
+	CooldownWindowMinutes int64   `json:"cooldown_window_minutes"`
+}
+
 // FromRule returns r's stored form. It shares r's maps.
 func FromRule(r *rules.Rule) Rule {
+	var b *Boost
+	if r.Boost != nil {
+		b = &Boost{MaxRate: r.Boost.MaxRate, CooldownWindowMinutes: int64(r.Boost.Cooldown / time.Minute)}
+	}
 	return Rule{
 		Name:          r.Name,
 		Priority:      r.Priority,
@@ -56,6 +68,8 @@ func FromRule(r *rules.Rule) Rule {
 		Description:   r.Description,
 		Labels:        r.Labels,
 		ExpireTime:    r.ExpireTime,
+		Tags:          r.Tags,
+		Boost:         b,
 		Revision:      r.Revision,
 		CreateTime:    r.CreateTime,
 		UpdateTime:    r.UpdateTime,
@@ -65,6 +79,10 @@ func FromRule(r *rules.Rule) Rule {
 
 // ToRule returns the rule rec stores. It shares rec's maps.
 func (rec *Rule) ToRule() rules.Rule {
+	var b *rules.RateBoost
+	if rec.Boost != nil {
+		b = &rules.RateBoost{MaxRate: rec.Boost.MaxRate, Cooldown: rules.CooldownMinutes(rec.Boost.CooldownWindowMinutes)}
+	}
 	return rules.Rule{
 		Name:          rec.Name,
 		Priority:      rec.Priority,
@@ -80,6 +98,8 @@ func (rec *Rule) ToRule() rules.Rule {
 		Description:   rec.Description,
 		Labels:        rec.Labels,
 		ExpireTime:    rec.ExpireTime,
+		Tags:          rec.Tags,
+		Boost:         b,
 		Revision:      rec.Revision,
 		CreateTime:    rec.CreateTime,
 		UpdateTime:    rec.UpdateTime,

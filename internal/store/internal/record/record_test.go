@@ -3,12 +3,14 @@ package record
 import (
 	"encoding/json"
 	"errors"
-	"reflect"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/internal/rules/rulestest"
 	"github.com/tracesampling/controlplane/internal/store"
 )
 
@@ -20,8 +22,10 @@ func TestRuleRoundTrip(t *testing.T) {
 			Name: "full", Priority: 9999, FixedRate: 0.1 + 0.2, ReservoirSize: 1_000_000,
 			ServiceName: "a*", ServiceType: "b?", Host: "h", HTTPMethod: "GET", URLPath: "/x", ResourceARN: "arn:*",
 			Attributes: map[string]string{"k": "v*"}, Description: "ünïcode \"quoted\"",
-			Labels: map[string]string{"team": "x"}, Revision: 42, CreateTime: at, UpdateTime: at.Add(time.Hour),
+			Labels: map[string]string{"team": "x"}, Tags: map[string]string{"Stage": "prod"},
+			Boost: &rules.RateBoost{MaxRate: 0.75, Cooldown: 1440 * time.Minute}, Revision: 42, CreateTime: at, UpdateTime: at.Add(time.Hour),
 		},
+		rulestest.Filled(t, 1), // every field, whatever fields rules.Rule has
 	}
 	for _, r := range tests {
 		b, err := MarshalRule(&r)
@@ -32,8 +36,8 @@ func TestRuleRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !reflect.DeepEqual(got, r) {
-			t.Errorf("round trip of %q:\ngot  %+v\nwant %+v", r.Name, got, r)
+		if diff := cmp.Diff(r, got); diff != "" {
+			t.Errorf("the store record of %q lost a field (-put +read):\n%s\nstored: %s", r.Name, diff, b)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package server
+package sampling
 
 import (
 	"context"
@@ -11,15 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/timestamppb"
-
-	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/receipt"
-	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
 )
@@ -29,7 +23,7 @@ import (
 // embedded store) and withBudgets, from many streams at once as in
 // bench/reportcost, each with a Held keeper of its own.
 //
-//	go test -run '^$' -bench StreamReport -benchmem -count 10 ./internal/server
+//	go test -run '^$' -bench StreamReport -benchmem -count 10 ./internal/sampling
 func BenchmarkStreamReport(b *testing.B) {
 	for _, c := range []struct{ rules, budgets int }{{1, 0}, {10, 0}, {1, 3}} {
 		name := fmt.Sprintf("rules=%d", c.rules)
@@ -50,13 +44,13 @@ func BenchmarkStreamReport(b *testing.B) {
 				keeper := receipt.NewHeld().Over(s.tokens)
 				for pb.Next() {
 					docs := benchDocs(names)
-					base, err := s.report(ctx, client, "bench", docs, keeper, true, 0, 0)
+					base, err := s.Report(ctx, Report{Client: client, Service: "bench", Statistics: docs, Carry: true}, keeper)
 					if err != nil {
 						b.Error(err)
 						return
 					}
-					if ts := s.withBudgets(base, "bench"); len(ts.GetTargets()) != n {
-						b.Errorf("%d targets, want %d", len(ts.GetTargets()), n)
+					if ts := s.WithBudgets(base, "bench"); len(ts.Targets) != n {
+						b.Errorf("%d targets, want %d", len(ts.Targets), n)
 						return
 					}
 				}
@@ -78,20 +72,19 @@ func processCPU(b *testing.B) time.Duration {
 }
 
 // benchDocs is one report, as the SDK makes it.
-func benchDocs(names []string) []*pb.SamplingStatistics {
+func benchDocs(names []string) []Statistics {
 	now := time.Now()
-	docs := make([]*pb.SamplingStatistics, len(names))
+	docs := make([]Statistics, len(names))
 	for i, name := range names {
-		docs[i] = &pb.SamplingStatistics{RuleName: name, RequestCount: 100, SampledCount: 2,
-			Timestamp: timestamppb.New(now), Interval: durationpb.New(10 * time.Second)}
+		docs[i] = Statistics{Rule: name, Requests: 100, Sampled: 2, Time: now, Interval: 10 * time.Second}
 	}
 	return docs
 }
 
-// benchService is the sampling service as New wires it, on the embedded
+// benchService is the core as server.New wires it, on the embedded
 // store, with n rules and budgets enforcing on the service (not deciding
 // yet: each covers every report, none lowers a rate).
-func benchService(b *testing.B, n, budgets int) (*samplingService, []string) {
+func benchService(b *testing.B, n, budgets int) (*Core, []string) {
 	b.Helper()
 	st, err := memstore.New(memstore.Options{})
 	if err != nil {
@@ -122,15 +115,7 @@ func benchService(b *testing.B, n, budgets int) (*samplingService, []string) {
 	if got := len(cat.CurrentBudgets().Budgets); got != budgets {
 		b.Fatalf("%d budgets loaded, want %d", got, budgets)
 	}
-	reg := prometheus.NewRegistry()
-	ledger := reservoir.NewLedger(10 * time.Second)
-	batcher := newReportBatcher(st, ledger, time.Now, log, reg)
-	b.Cleanup(batcher.close)
-	keys := receipt.NewKeys(st, time.Now, batcher.timeout)
-	return &samplingService{
-		catalog: cat, batcher: batcher, ledger: ledger, keys: keys,
-		tokens: receipt.Tokens{Keys: keys, Guard: receipt.NewGuard(maxGuarded, maxReportSpan)},
-		now:    time.Now, log: log, streams: newStreamMetrics(reg), reports: newReportMetrics(reg),
-		interval: durationpb.New(10 * time.Second), storeDown: nil,
-	}, names
+	s := New(Options{Catalog: cat, Store: st, Logger: log})
+	b.Cleanup(s.Close)
+	return s, names
 }

@@ -1,4 +1,4 @@
-package server
+package sampling
 
 import (
 	"context"
@@ -8,9 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
-	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/receipt"
@@ -32,9 +30,9 @@ const (
 	maxRequestsPerSecond = 10_000_000
 	// borrowPerSecond is what an SDK may sample per rule without a quota.
 	borrowPerSecond = 1
-	// clockSlack widens the time a report covers, for the clocks of
+	// ClockSlack widens the time a report covers, for the clocks of
 	// replicas and clients, which differ by a little.
-	clockSlack = 1.1
+	ClockSlack = 1.1
 	// maxGuarded is how many clients and rules each replica remembers the
 	// last receipt of, so that none is replayed (about 40 bytes each).
 	maxGuarded = 500_000
@@ -85,31 +83,32 @@ func receiptReason(err error) string {
 	return "other"
 }
 
-// report processes one client report: every valid document updates its
+// Report processes one client report: every valid document updates its
 // rule's fleet ledger and the months of the budgets that count it (one store
 // round trip for all of them), and gets back the client's quota, before any
-// budget lowers it (see withBudgets). keep finds the claim each document
+// budget lowers it (see WithBudgets). keep finds the claim each document
 // replaces — from the receipt the client echoed, or what the server holds
 // for it — and keeps the new one, so that transports differ only in the
-// keeper they pass. With carry, the usage of a report the store did not take
-// is held for later (a stream's client counts the report as sent); without
-// it the caller is told, and reports again. seq numbers the report (0:
-// none), so that one sent again is billed once; a numbered report is never
-// held (its client sends it again until it is acknowledged). applied is the
-// rules version the client says it applies (0: it does not say): it runs a
-// rule as it is if that is at or after the rule's last edit, and counts so
-// in the rule's ledger.
-func (s *samplingService) report(ctx context.Context, client, service string, docs []*pb.SamplingStatistics, keep receipt.Keeper, carry bool, seq uint64, applied int64) (*pb.TargetSet, error) {
+// keeper they pass. With r.Carry, the usage of a report the store did not
+// take is held for later (a stream's client counts the report as sent);
+// without it the caller is told, and reports again. r.Seq numbers the
+// report (0: none), so that one sent again is billed once; a numbered report
+// is never held (its client sends it again until it is acknowledged).
+// r.Applied is the rules version the client says it applies (0: it does not
+// say): it runs a rule as it is if that is at or after the rule's last edit,
+// and counts so in the rule's ledger.
+func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (TargetSet, error) {
+	client, service, docs, carry, seq, applied := r.Client, r.Service, r.Statistics, r.Carry, r.Seq, r.Applied
 	now := s.now()
 	view := s.catalog.Current()
 	budgets := s.catalog.CurrentBudgets()
-	out := &pb.TargetSet{RulesVersion: view.Version, ReportInterval: s.interval}
+	out := TargetSet{RulesVersion: view.Version, Interval: s.interval}
 	if s.keys.Cached() == nil {
 		// A replica's first report: nothing to open receipts or sign with
 		// yet. Later, the keys are refreshed only once the store has
 		// answered, so that an outage never makes a report wait twice.
 		if _, err := s.keys.Ring(ctx); err != nil {
-			return nil, err
+			return TargetSet{}, err
 		}
 	}
 	type accepted struct {
@@ -127,26 +126,28 @@ func (s *samplingService) report(ctx context.Context, client, service string, do
 		seen     = make(map[string]bool, len(docs))
 		bucket   = s.ledger.Bucket(now)
 	)
-	reject := func(i int, d *pb.SamplingStatistics, code, msg string) {
-		out.Rejected = append(out.Rejected, &pb.RejectedStatistics{RuleName: d.GetRuleName(), Index: int32(i), Code: code, Message: msg})
+	reject := func(i int, d *Statistics, code, msg string) {
+		out.Rejected = append(out.Rejected, Rejection{Rule: d.Rule, Index: i, Code: code, Message: msg})
 		s.reports.rejected.WithLabelValues(code).Inc()
 	}
-	for i, d := range docs {
+	for i := range docs {
+		d := &docs[i]
 		if code, msg := s.checkDocument(d, view, seen, now); code != "" {
 			reject(i, d, code, msg)
 			continue
 		}
-		rule := view.Rule(d.GetRuleName())
-		prev, ok, err := keep.Previous(client, rule.Name, d.GetReceipt(), now)
+		rule := view.Rule(d.Rule)
+		prev, ok, err := keep.Previous(client, rule.Name, d.Receipt, now)
 		if err != nil {
 			s.reports.receipts.WithLabelValues(receiptReason(err)).Inc()
 		}
-		f, _ := budgets.Factors(service, rule, now)
+		svc := serviceOf(service, rule)
+		f, _ := budgets.Factors(svc, rule, now)
 		b := s.bound(d, prev, ok, rule.FixedRate*f, now)
-		if float64(d.GetRequestCount()) > maxRequestsPerSecond*b.span.Seconds() {
+		if float64(d.Requests) > maxRequestsPerSecond*b.span.Seconds() {
 			// No instance serves this much; a count like it is a bug, and
 			// would swamp the fleet's ledger and exhaust budgets.
-			reject(i, d, rejectTooLarge, fmt.Sprintf("more than %g requests per second over the %v since the last report", float64(maxRequestsPerSecond), b.span))
+			reject(i, d, RejectTooLarge, fmt.Sprintf("more than %g requests per second over the %v since the last report", float64(maxRequestsPerSecond), b.span))
 			continue
 		}
 		seen[rule.Name] = true
@@ -156,7 +157,7 @@ func (s *samplingService) report(ctx context.Context, client, service string, do
 		// outage covers one interval, not the whole time since the last
 		// target.
 		secs := min(max(s.span(d), minReportSpan), b.span).Seconds()
-		rate, sampledRate := float64(d.GetRequestCount())/secs, float64(sampled)/secs
+		rate, sampledRate := float64(d.Requests)/secs, float64(sampled)/secs
 		since := rule.SinceVersion()
 		runs := applied >= since
 		var running int64
@@ -164,8 +165,8 @@ func (s *samplingService) report(ctx context.Context, client, service string, do
 			running = since
 		}
 		acc = append(acc, accepted{rule: rule, rate: rate, sampled: sampledRate, fixed: b.fixedNow, running: running})
-		if d.GetRequestCount() > 0 || sampled > 0 {
-			names := budgets.Covering(service, rule)
+		if d.Requests > 0 || sampled > 0 {
+			names := budgets.Covering(svc, rule)
 			if usage == nil {
 				// The fleet's record, and each budget that covers it.
 				usage = make([]store.UsageIncrement, 0, len(docs)*(1+len(names)))
@@ -173,9 +174,9 @@ func (s *samplingService) report(ctx context.Context, client, service string, do
 			}
 			// The fleet's record counts every report, for budgets created
 			// later in the month and for coverage (store.FleetUsage).
-			usage = append(usage, store.UsageIncrement{Budget: store.FleetUsage, Service: service, Month: now, Hour: hour, Rule: rule.Name, Requests: d.GetRequestCount(), Sampled: sampled})
+			usage = append(usage, store.UsageIncrement{Budget: store.FleetUsage, Service: svc, Month: now, Hour: hour, Rule: rule.Name, Requests: d.Requests, Sampled: sampled})
 			for _, name := range names {
-				usage = append(usage, store.UsageIncrement{Budget: name, Month: now, Hour: hour, Rule: rule.Name, Requests: d.GetRequestCount(), Sampled: sampled})
+				usage = append(usage, store.UsageIncrement{Budget: name, Month: now, Hour: hour, Rule: rule.Name, Requests: d.Requests, Sampled: sampled})
 			}
 		}
 		var retract *reservoir.Receipt
@@ -194,25 +195,36 @@ func (s *samplingService) report(ctx context.Context, client, service string, do
 	}
 	results, err := s.batcher.record(ctx, updates, usage, carry, reportSeq{client, seq})
 	if err != nil {
-		return nil, err
+		return TargetSet{}, err
 	}
 	// The store answers: a good time to take a key rotation in. (There is a
 	// ring already, so this returns one whatever happens.)
 	s.keys.Ring(ctx)
-	expiry := timestamppb.New(now.Add(s.ledger.QuotaLifetime()))
-	out.Targets = make([]*pb.SamplingTarget, len(acc))
-	targets := make([]pb.SamplingTarget, len(acc)) // one allocation for all
+	expiry := now.Add(s.ledger.QuotaLifetime())
+	out.Targets = make([]Target, len(acc))
 	for i, a := range acc {
 		c := receipt.Claim{Receipt: reservoir.Receipt{Bucket: bucket, Rate: a.rate, Quota: results[i].Quota, Sampled: a.sampled, Applied: a.running}, Issued: now, FixedRate: a.fixed}
-		t := &targets[i]
-		t.RuleName = a.rule.Name
-		t.ReservoirQuota = results[i].Quota
-		t.ReservoirQuotaExpiry = expiry
-		t.FixedRate = a.rule.FixedRate
-		t.Receipt = keep.Keep(client, a.rule.Name, c)
-		out.Targets[i] = t
+		out.Targets[i] = Target{
+			Rule:      a.rule.Name,
+			Quota:     results[i].Quota,
+			Expiry:    expiry,
+			FixedRate: a.rule.FixedRate,
+			Receipt:   keep.Keep(client, a.rule.Name, c),
+		}
 	}
 	return out, nil
+}
+
+// serviceOf is the service a document counts for in budgets: the report's,
+// or for a client that names none (X-Ray's), the rule's own ServiceName as
+// it is written: a budget scoped to "shop" sees the reports of a rule for
+// "shop", and one scoped to "shop-*" those of rules for "shop-*" and
+// "shop-cart" alike.
+func serviceOf(service string, r *rules.Rule) string {
+	if service == "" {
+		return r.ServiceName
+	}
+	return service
 }
 
 // claimBound is what one statistics document may claim.
@@ -234,7 +246,7 @@ type claimBound struct {
 // The fixed-rate part allows six standard deviations of chance and of the
 // SDK's estimate of busy rules' request counts (a 1-in-16 sample above
 // 4,096 an interval), so that an honest report is never cut.
-func (s *samplingService) bound(d *pb.SamplingStatistics, prev receipt.Claim, ok bool, fixedNow float64, now time.Time) claimBound {
+func (s *Core) bound(d *Statistics, prev receipt.Claim, ok bool, fixedNow float64, now time.Time) claimBound {
 	b := claimBound{fixedNow: fixedNow}
 	var quota float64
 	fixed := fixedNow
@@ -245,16 +257,16 @@ func (s *samplingService) bound(d *pb.SamplingStatistics, prev receipt.Claim, ok
 		b.span = min(s.span(d), s.ledger.QuotaLifetime())
 	}
 	b.span = min(max(b.span, minReportSpan), maxReportSpan)
-	secs := b.span.Seconds() * clockSlack
-	n := float64(d.GetRequestCount())
+	secs := b.span.Seconds() * ClockSlack
+	n := float64(d.Requests)
 	sigma := math.Sqrt(fixed*(1-fixed)*n + 15*fixed*fixed*n)
 	b.sampled = fixed*n + 6*sigma + (quota+borrowPerSecond)*secs + 2*max(1, quota) + 2
 	return b
 }
 
 // clamp returns d's sampled count cut to b, counting what it cut.
-func (s *samplingService) clamp(d *pb.SamplingStatistics, b claimBound) int64 {
-	sampled := d.GetSampledCount()
+func (s *Core) clamp(d *Statistics, b claimBound) int64 {
+	sampled := d.Sampled
 	if limit := int64(b.sampled); sampled > limit {
 		s.reports.clamped.WithLabelValues("over_bound").Add(float64(sampled - limit))
 		sampled = limit
@@ -262,7 +274,7 @@ func (s *samplingService) clamp(d *pb.SamplingStatistics, b claimBound) int64 {
 	return sampled
 }
 
-// renewal answers a stream's report that the store did not take: the last
+// Renewal answers a stream's report that the store did not take: the last
 // quota granted to the client for each rule of the report (as the stream
 // holds it, or as the receipt the client echoed says), renewed, and nothing
 // for rules it holds none of. Those quotas were granted within the
@@ -270,54 +282,54 @@ func (s *samplingService) clamp(d *pb.SamplingStatistics, b claimBound) int64 {
 // reserve), so the fleet stays within it instead of borrowing or falling
 // back to the local default; a client the stream knows nothing of gets an
 // explicit zero, which it does not borrow on either.
-func (s *samplingService) renewal(docs []*pb.SamplingStatistics, held *receipt.Held) *pb.TargetSet {
+func (s *Core) Renewal(docs []Statistics, held *receipt.Held) TargetSet {
 	view := s.catalog.Current()
-	out := &pb.TargetSet{RulesVersion: view.Version, ReportInterval: s.interval}
-	expiry := timestamppb.New(s.now().Add(s.ledger.QuotaLifetime()))
+	out := TargetSet{RulesVersion: view.Version, Interval: s.interval}
+	expiry := s.now().Add(s.ledger.QuotaLifetime())
 	seen := make(map[string]bool, len(docs))
 	for _, d := range docs {
-		rule := view.Rule(d.GetRuleName())
+		rule := view.Rule(d.Rule)
 		if rule == nil || seen[rule.Name] {
 			continue
 		}
 		seen[rule.Name] = true
 		c, _ := held.Claim(rule.Name)
-		out.Targets = append(out.Targets, &pb.SamplingTarget{
-			RuleName:             rule.Name,
-			ReservoirQuota:       c.Quota,
-			ReservoirQuotaExpiry: expiry,
-			FixedRate:            rule.FixedRate,
+		out.Targets = append(out.Targets, Target{
+			Rule:      rule.Name,
+			Quota:     c.Quota,
+			Expiry:    expiry,
+			FixedRate: rule.FixedRate,
 		})
 	}
 	return out
 }
 
 // span is the length of time a document's counts cover, as its client says.
-func (s *samplingService) span(d *pb.SamplingStatistics) time.Duration {
-	if d.GetInterval() != nil {
-		return d.GetInterval().AsDuration()
+func (s *Core) span(d *Statistics) time.Duration {
+	if d.Interval != 0 {
+		return d.Interval
 	}
 	return s.ledger.Interval
 }
 
 // checkDocument rejects what no report may hold, whoever sent it; what a
 // document may claim depends on its client's last target (bound).
-func (s *samplingService) checkDocument(d *pb.SamplingStatistics, view *catalog.View, seen map[string]bool, now time.Time) (code, msg string) {
+func (s *Core) checkDocument(d *Statistics, view *catalog.View, seen map[string]bool, now time.Time) (code, msg string) {
 	switch {
-	case view.Rule(d.GetRuleName()) == nil:
-		return rejectUnknownRule, fmt.Sprintf("no rule %q at rules version %d", d.GetRuleName(), view.Version)
-	case seen[d.GetRuleName()]:
-		return rejectDuplicate, "the rule appears more than once in this report"
-	case d.GetRequestCount() < 0 || d.GetSampledCount() < 0 || d.GetBorrowCount() < 0:
-		return rejectNegative, "counts must not be negative"
-	case d.GetSampledCount() > d.GetRequestCount() || d.GetBorrowCount() > d.GetSampledCount():
-		return rejectInconsistent, "want borrow_count <= sampled_count <= request_count"
-	case d.GetTimestamp() != nil && (!d.GetTimestamp().IsValid() || d.GetTimestamp().AsTime().After(now.Add(maxFutureSkew))):
-		return rejectFuture, fmt.Sprintf("timestamp is more than %v ahead of the server's clock", maxFutureSkew)
-	case d.GetInterval() != nil && (!d.GetInterval().IsValid() || d.GetInterval().AsDuration() <= 0 || d.GetInterval().AsDuration() > maxReportSpan):
-		return rejectInterval, fmt.Sprintf("interval must be positive and at most %v", maxReportSpan)
-	case len(d.GetReceipt()) > receipt.MaxTokenLen:
-		return rejectReceipt, fmt.Sprintf("a receipt is at most %d characters", receipt.MaxTokenLen)
+	case view.Rule(d.Rule) == nil:
+		return RejectUnknownRule, fmt.Sprintf("no rule %q at rules version %d", d.Rule, view.Version)
+	case seen[d.Rule]:
+		return RejectDuplicate, "the rule appears more than once in this report"
+	case d.Requests < 0 || d.Sampled < 0 || d.Borrowed < 0:
+		return RejectNegative, "counts must not be negative"
+	case d.Sampled > d.Requests || d.Borrowed > d.Sampled:
+		return RejectInconsistent, "want borrow_count <= sampled_count <= request_count"
+	case d.Time.After(now.Add(MaxFutureSkew)):
+		return RejectFuture, fmt.Sprintf("timestamp is more than %v ahead of the server's clock", MaxFutureSkew)
+	case d.Interval < 0 || d.Interval > maxReportSpan:
+		return RejectInterval, fmt.Sprintf("interval must be positive and at most %v", maxReportSpan)
+	case len(d.Receipt) > receipt.MaxTokenLen:
+		return RejectReceipt, fmt.Sprintf("a receipt is at most %d characters", receipt.MaxTokenLen)
 	}
 	return "", ""
 }
