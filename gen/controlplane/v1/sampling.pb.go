@@ -1045,10 +1045,11 @@ func (x *RuleSet) GetRatesInForce() []*RuleRates {
 }
 
 // RuleRates are one rule's rates in force under the budgets that cover it
-// for the client's service.
+// for the client's service, and whether a new instance may borrow for it.
 type RuleRates struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	RuleName string                 `protobuf:"bytes,1,opt,name=rule_name,json=ruleName,proto3" json:"rule_name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rule, one of the rule set's.
+	RuleName string `protobuf:"bytes,1,opt,name=rule_name,json=ruleName,proto3" json:"rule_name,omitempty"`
 	// The rule's fixed rate times the strictest budget's factor.
 	FixedRate float64 `protobuf:"fixed64,2,opt,name=fixed_rate,json=fixedRate,proto3" json:"fixed_rate,omitempty"`
 	// What the budget scales the rule's reservoir by, in [0, 1]. A client
