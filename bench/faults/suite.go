@@ -242,11 +242,13 @@ func killSentinelMaster(_ context.Context, e *env) (func(context.Context) error,
 	}, nil
 }
 
-// storeSlotKey is a key in the slot of every key of the store (they share
-// the hash tag {tsc}): the Cluster master it names holds all of them.
+// storeSlotKey is a key in the slot of the store's own hash tag {tsc}: the
+// Cluster master it names holds the rules, budgets and tokens, and the
+// first of the report path's shards (the others are on the other masters;
+// docs/SHARDING.md).
 const storeSlotKey = "{tsc}"
 
-// killClusterMaster kills the Cluster master that holds the store's keys;
+// killClusterMaster kills the Cluster master that holds the store's rules;
 // its replica takes over about a second later. When the fault ends the old
 // master comes back as a replica.
 func killClusterMaster(_ context.Context, e *env) (func(context.Context) error, error) {

@@ -101,17 +101,123 @@ func randomTrace(rng *rand.Rand) sampler.Randomness {
 	return sampler.RandomnessFromTraceID(id)
 }
 
+// decision is how a simulated instance decided one request.
+type decision int
+
+const (
+	notSampled decision = iota
+	byReservoir
+	byBorrow
+	byFixedRate
+)
+
+// member is a simulated instance of either kind (this project's SDK, an
+// X-Ray SDK). Methods are safe for concurrent use.
+type member interface {
+	// load is the instance's requests per second on the measured rule.
+	load() float64
+	// holdsRules says whether it has its rules (requests are the rule's
+	// from then on).
+	holdsRules() bool
+	// decide decides one request at ns (unix nanoseconds) as the SDK it
+	// plays does, and counts it for its next report.
+	decide(ns int64, rng *rand.Rand) decision
+	// tallies are what its reports carried, whether its last report was
+	// answered, and the fixed rate in force.
+	tallies() (reported *counts, flushed bool, fixedRate float64)
+}
+
+func (in *instance) load() float64    { return in.rate }
+func (in *instance) holdsRules() bool { return in.hasRules.Load() }
+
+// decide decides as the SDK does: from the reservoir quota while it is
+// current, else the one borrowed trace a second, else by the trace's
+// randomness at the fixed rate in force (the rule's, or the last target's,
+// which a budget may have lowered), with the SDK's own threshold and
+// comparison.
+func (in *instance) decide(ns int64, rng *rand.Rand) decision {
+	d := notSampled
+	switch {
+	case ns <= in.expiry.Load() && in.quota.Take(ns):
+		d = byReservoir
+	case ns > in.expiry.Load() && in.borrow.Take(ns):
+		d = byBorrow
+		in.borrowed.Add(1)
+	default:
+		if th, ok := in.threshold(); ok && th.ShouldSample(randomTrace(rng)) {
+			d = byFixedRate
+		}
+	}
+	in.requests.Add(1)
+	if d != notSampled {
+		in.sampled.Add(1)
+	}
+	return d
+}
+
+func (in *instance) tallies() (*counts, bool, float64) {
+	return &in.reported, in.flushed.Load(), in.fixedRate()
+}
+
+// traces are the counts as the result shows them.
+func (fc *fleetCounts) traces() Traces {
+	return Traces{Requests: fc.requests, Reservoir: fc.reservoir, Borrowed: fc.borrowed, FixedRate: fc.fixed,
+		Sampled: fc.reservoir + fc.borrowed + fc.fixed}
+}
+
+func (fc *fleetCounts) add(d decision, measured bool) {
+	fc.requests++
+	switch d {
+	case byReservoir:
+		fc.reservoir++
+	case byBorrow:
+		fc.borrowed++
+	case byFixedRate:
+		fc.fixed++
+	}
+	if d != notSampled && measured {
+		fc.sampledMeasured++
+	}
+}
+
+// tallyMembers totals what the members' reports carried, counts those
+// whose last report was not answered, and gives the range of fixed rates
+// in force.
+func tallyMembers[M member](ms []M) (rep Reported, failed int, lo, hi float64) {
+	lo = math.Inf(1)
+	for _, m := range ms {
+		c, flushed, rate := m.tallies()
+		rep.Requests += c.requests.Load()
+		rep.Sampled += c.sampled.Load()
+		rep.Borrowed += c.borrowed.Load()
+		if !flushed {
+			failed++
+		}
+		lo, hi = min(lo, rate), max(hi, rate)
+	}
+	if len(ms) == 0 {
+		lo = 0
+	}
+	return rep, failed, lo, hi
+}
+
 // simulate plays request arrivals for every instance that holds its rules,
-// one step at a time, deciding each as the SDK does: from the reservoir
-// quota while it is current, else the one borrowed trace a second (unless
-// withheld until the first target), else by the trace's randomness at the
-// fixed rate in force (the rule's, or the last target's, which a budget may
-// have lowered), with the SDK's own threshold and comparison.
+// one step at a time, each decided by the instance as its SDK does (a new
+// instance borrows nothing while its first borrow is withheld). It counts
+// the fleet's traces (and the X-Ray instances' apart), and the sampled and
+// reservoir-sampled ones per second since the instances started.
 func (r *loadRun) simulate(ctx context.Context) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	t := time.NewTicker(r.cfg.tick)
 	defer t.Stop()
-	fc := &r.fleet
+	members := make([]member, 0, len(r.instances)+len(r.xinstances))
+	for _, in := range r.instances {
+		members = append(members, in)
+	}
+	for _, x := range r.xinstances {
+		members = append(members, x)
+	}
+	xrayFrom := len(r.instances)
 	for {
 		select {
 		case <-ctx.Done():
@@ -123,38 +229,22 @@ func (r *loadRun) simulate(ctx context.Context) {
 				sec = int((ns - start) / int64(time.Second))
 			}
 			step := r.cfg.tick.Seconds()
-			for _, in := range r.instances {
-				n := poisson(rng, in.rate*step)
-				if n == 0 || !in.hasRules.Load() {
+			for i, m := range members {
+				n := poisson(rng, m.load()*step)
+				if n == 0 || !m.holdsRules() {
 					continue
 				}
-				th, byRate := in.threshold()
 				for k := 0; k < n; k++ {
-					in.requests.Add(1)
-					fc.requests++
-					sampled := true
-					switch {
-					case ns <= in.expiry.Load() && in.quota.Take(ns):
-						fc.reservoir++
-						if sec >= 0 && sec < len(r.perSec) {
-							r.perSec[sec].Add(1)
-						}
-					case ns > in.expiry.Load() && in.borrow.Take(ns):
-						in.borrowed.Add(1)
-						fc.borrowed++
-					case byRate && th.ShouldSample(randomTrace(rng)):
-						fc.fixed++
-					default:
-						sampled = false
+					d := m.decide(ns, rng)
+					r.fleet.add(d, sec >= 0)
+					if i >= xrayFrom {
+						r.xfleet.add(d, sec >= 0)
 					}
-					if sampled {
-						in.sampled.Add(1)
-						if sec >= 0 {
-							fc.sampledMeasured++
-						}
-						if sec >= 0 && sec < len(r.sampledSec) {
-							r.sampledSec[sec].Add(1)
-						}
+					if d == byReservoir && sec >= 0 && sec < len(r.perSec) {
+						r.perSec[sec].Add(1)
+					}
+					if d != notSampled && sec >= 0 && sec < len(r.sampledSec) {
+						r.sampledSec[sec].Add(1)
 					}
 				}
 			}

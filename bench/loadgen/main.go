@@ -13,6 +13,12 @@
 // reported — borrowed ones included — with what a budget counted: at the
 // end every instance sends a last report, and --budget reads the budget's
 // count before and after the run.
+//
+// With --xray and --xray-clients, X-Ray SDK instances join the fleet on the
+// same rules (xray.go): they make the X-Ray SDKs' wire calls to serve's X-Ray
+// API and decide as those SDKs do, so a fleet of X-Ray clients alone, or a
+// mixed one sharing a reservoir with this project's SDK, can be measured the
+// same way. With --server-pid, the server's CPU time per report is measured.
 package main
 
 import (
@@ -64,6 +70,12 @@ type config struct {
 	budget      string
 	scaleFrom   int
 	scaleAt     time.Duration
+
+	xrayAddr          string
+	xrayClients       int
+	xrayRulesInterval time.Duration
+	xrayCounting      string
+	serverPID         int
 }
 
 func main() {
@@ -79,7 +91,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c config
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.server, "server", "127.0.0.1:7070", "gRPC address of the control plane")
+	fs.StringVar(&c.server, "server", "127.0.0.1:7070", "gRPC address of the control plane; several, comma-separated, are replicas the connections are spread over in turn")
 	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:7071", "its HTTP address; with --debug-endpoints on the server, heap per stream is measured")
 	fs.IntVar(&c.clients, "clients", 1000, "simulated SDK instances")
 	fs.IntVar(&c.rules, "rules", 10, "rules created for the run (the first one's reservoir is measured)")
@@ -99,6 +111,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&c.budget, "budget", "", "a budget that counts the measured rule's traces: its sampled traces are read before the run and after it (once the controller has decided again), for comparison with what the instances reported")
 	fs.IntVar(&c.scaleFrom, "scale-from", 0, "scale-out: start this many instances, and the rest of --clients at once --scale-at later (0: all start together)")
 	fs.DurationVar(&c.scaleAt, "scale-at", 30*time.Second, "with --scale-from, when the rest start, from the start of the first ones")
+	fs.StringVar(&c.xrayAddr, "xray", "", "the X-Ray API's address (serve's --xray-addr), for --xray-clients; with --server empty, the run's rules are made and edited through it")
+	fs.IntVar(&c.xrayClients, "xray-clients", 0, "simulated X-Ray SDK instances (centralized sampling over the X-Ray API), on the same rules as --clients")
+	fs.DurationVar(&c.xrayRulesInterval, "xray-rules-interval", 5*time.Minute, "how often X-Ray instances fetch the rules unprompted (the SDKs' 5 minutes)")
+	fs.StringVar(&c.xrayCounting, "xray-counting", countingSDK, "how X-Ray instances count borrowed traces: sdk (in BorrowCount only, as the AWS X-Ray SDKs for Go and Node.js do) or otel (in SampledCount too, as the OpenTelemetry X-Ray samplers do)")
+	fs.IntVar(&c.serverPID, "server-pid", 0, "the server's process ID: its CPU time over the measured run is read from /proc and divided by the reports made then")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -114,9 +131,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if c.mode != "stream" && c.mode != "unary" {
 		return fmt.Errorf("--mode: want stream or unary, got %q", c.mode)
 	}
+	if c.xrayClients < 0 || c.clients < 0 {
+		return errors.New("--clients, --xray-clients: want 0 or more")
+	}
+	if c.xrayCounting != countingSDK && c.xrayCounting != countingOTel {
+		return fmt.Errorf("--xray-counting: want %s or %s, got %q", countingSDK, countingOTel, c.xrayCounting)
+	}
+	if c.xrayClients > 0 && c.xrayAddr == "" {
+		return errors.New("--xray-clients: needs --xray")
+	}
+	if c.server == "" && (c.clients > 0 || c.budget != "" || c.xrayAddr == "") {
+		return errors.New("--server: needed for --clients, --budget, and unless --xray makes the rules")
+	}
 	if c.conns <= 0 {
 		c.conns = max(1, c.clients/100)
 	}
+	c.conns = max(c.conns, len(c.servers()))
 	return newRun(c, stderr).do(ctx, stdout)
 }
 
@@ -166,6 +196,12 @@ type Result struct {
 	FixedRateMax float64 `json:"fixed_rate_max"`
 	// Budget is what --budget counted over the run.
 	Budget *BudgetAudit `json:"budget,omitempty"`
+	// XRay is the X-Ray instances' part (their traces are in Traces too).
+	XRay *XRayResult `json:"xray,omitempty"`
+	// ServerCPU is --server-pid's CPU time over the measured run, and per
+	// report (gRPC and X-Ray) made then.
+	ServerCPUSec       *float64 `json:"server_cpu_sec,omitempty"`
+	ServerCPUPerReport *float64 `json:"server_cpu_us_per_report,omitempty"`
 }
 
 // Window is one window's traces per second of the measured rule.
@@ -224,13 +260,24 @@ type loadRun struct {
 	instances  []*instance
 	fleet      fleetCounts   // simulate's
 	flush      chan struct{} // closed at the end: every instance reports a last time
+
+	http       *http.Client // the X-Ray instances'
+	xinstances []*xrayInstance
+	xfleet     fleetCounts // simulate's: the X-Ray instances' part of fleet
+	xray       xrayStats
 }
+
+// servers are the addresses of --server.
+func (c *config) servers() []string { return strings.Split(c.server, ",") }
 
 func newRun(c config, log io.Writer) *loadRun {
 	// Seconds count from the launch, a while before the run starts (once
 	// the instances are connected): room for that.
 	secs := int(c.duration/time.Second) + 120
-	return &loadRun{cfg: c, log: log, perSec: make([]atomic.Int64, secs), sampledSec: make([]atomic.Int64, secs), flush: make(chan struct{})}
+	return &loadRun{cfg: c, log: log, perSec: make([]atomic.Int64, secs), sampledSec: make([]atomic.Int64, secs), flush: make(chan struct{}),
+		// One connection per X-Ray instance, kept alive, as separate
+		// processes would hold.
+		http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: max(2, c.xrayClients), MaxIdleConns: max(2, c.xrayClients)}}}
 }
 
 func (r *loadRun) logf(format string, args ...any) {
@@ -238,15 +285,19 @@ func (r *loadRun) logf(format string, args ...any) {
 }
 
 func (r *loadRun) do(ctx context.Context, stdout io.Writer) error {
-	for i := 0; i < r.cfg.conns; i++ {
-		conn, err := grpc.NewClient(r.cfg.server, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	defer r.http.CloseIdleConnections()
+	servers := r.cfg.servers()
+	for i := 0; r.cfg.server != "" && i < r.cfg.conns; i++ {
+		conn, err := grpc.NewClient(servers[i%len(servers)], grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			return err
 		}
 		defer conn.Close()
 		r.conn = append(r.conn, conn)
 	}
-	r.rc = pb.NewRuleServiceClient(r.conn[0])
+	if len(r.conn) > 0 {
+		r.rc = pb.NewRuleServiceClient(r.conn[0])
+	}
 	names, err := r.setupRules(ctx)
 	if err != nil {
 		return err
@@ -265,14 +316,18 @@ func (r *loadRun) do(ctx context.Context, stdout io.Writer) error {
 	}
 
 	heapBefore, heapErr := r.heap(ctx)
-	rates := zipfRates(r.cfg.clients, r.cfg.zipf, r.cfg.fleetRPS)
+	// A mixed fleet splits --fleet-rps between the kinds by their numbers
+	// of instances.
+	xshare := float64(r.cfg.xrayClients) / float64(max(1, r.cfg.clients+r.cfg.xrayClients))
+	rates := zipfRates(r.cfg.clients, r.cfg.zipf, r.cfg.fleetRPS*(1-xshare))
+	xrates := zipfRates(r.cfg.xrayClients, r.cfg.zipf, r.cfg.fleetRPS*xshare)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg, simWG sync.WaitGroup
 	defer simWG.Wait()
 	defer wg.Wait()
 	defer cancel()
-	ready := make(chan struct{}, r.cfg.clients)
+	ready := make(chan struct{}, r.cfg.clients+r.cfg.xrayClients)
 	for i := 0; i < r.cfg.clients; i++ {
 		inst := &instance{run: r, id: fmt.Sprintf("lg-%d-%d", os.Getpid(), i), rate: rates[i], rules: names, borrowRate: 1,
 			client: pb.NewSamplingServiceClient(r.conn[i%len(r.conn)]), rng: rand.New(rand.NewPCG(uint64(i), 99))}
@@ -295,6 +350,15 @@ func (r *loadRun) do(ctx context.Context, stdout io.Writer) error {
 	launched := time.Now()
 	r.measuring.Store(launched.UnixNano())
 	launch(r.instances[:first])
+	for i := 0; i < r.cfg.xrayClients; i++ {
+		x := newXRayInstance(r, i, xrates[i], names)
+		r.xinstances = append(r.xinstances, x)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			x.loop(runCtx, ready)
+		}()
+	}
 	simCtx, stopSim := context.WithCancel(runCtx)
 	defer stopSim()
 	simWG.Add(1)
@@ -302,18 +366,18 @@ func (r *loadRun) do(ctx context.Context, stdout io.Writer) error {
 		defer simWG.Done()
 		r.simulate(simCtx)
 	}()
-	// Wait until every instance holds its rules (streams) or started.
-	for i := 0; i < first; i++ {
+	// Wait until every instance holds its rules (streams, X-Ray) or started.
+	for i := 0; i < first+r.cfg.xrayClients; i++ {
 		select {
 		case <-ready:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
-	r.logf("%d instances connected %v after they started", first, time.Since(launched).Round(time.Millisecond))
-	if r.cfg.mode == "stream" && heapErr == nil {
+	r.logf("%d instances and %d X-Ray instances connected %v after they started", first, r.cfg.xrayClients, time.Since(launched).Round(time.Millisecond))
+	if r.cfg.mode == "stream" && first > 0 && heapErr == nil {
 		if after, err := r.heap(ctx); err == nil {
-			per := float64(after-heapBefore) / float64(r.cfg.clients)
+			per := float64(after-heapBefore) / float64(first)
 			res.HeapBytesPerStream = &per
 		}
 	}
@@ -322,6 +386,7 @@ func (r *loadRun) do(ctx context.Context, stdout io.Writer) error {
 	r.latMu.Lock()
 	r.lat = r.lat[:0]
 	r.latMu.Unlock()
+	cpuBefore, cpuErr := r.serverCPU()
 
 	edit := time.NewTimer(r.cfg.duration / 2)
 	end := time.NewTimer(r.cfg.duration)
@@ -351,6 +416,16 @@ func (r *loadRun) do(ctx context.Context, stdout io.Writer) error {
 	}
 	elapsed := time.Since(r.start)
 	sinceLaunch := time.Since(launched)
+	if cpuAfter, err := r.serverCPU(); err == nil && cpuErr == nil && r.cfg.serverPID > 0 {
+		sec := (cpuAfter - cpuBefore).Seconds()
+		res.ServerCPUSec = &sec
+		if n := r.reports.Load() + r.xray.reports.Load(); n > 0 {
+			per := sec * 1e6 / float64(n)
+			res.ServerCPUPerReport = &per
+		}
+	} else if r.cfg.serverPID > 0 {
+		r.logf("server CPU: %v", errors.Join(cpuErr, err))
+	}
 	// No more requests; then every instance reports what it counted since
 	// its last report, so that what was reported is all that was sampled.
 	stopSim()
@@ -370,6 +445,7 @@ func (r *loadRun) do(ctx context.Context, stdout io.Writer) error {
 	cancel()
 	wg.Wait()
 	r.tally(&res, sinceLaunch)
+	res.XRay = r.xrayResult()
 	if audit != nil {
 		if err := r.auditBudget(ctx, audit, auditFrom, res.Reported.Sampled); err != nil {
 			r.logf("budget audit: %v", err)
@@ -405,23 +481,19 @@ func (r *loadRun) do(ctx context.Context, stdout io.Writer) error {
 
 // tally totals the instances' traces, reports and fixed rates.
 func (r *loadRun) tally(res *Result, elapsed time.Duration) {
-	fc := &r.fleet
-	res.Traces = Traces{Requests: fc.requests, Reservoir: fc.reservoir, Borrowed: fc.borrowed, FixedRate: fc.fixed,
-		Sampled: fc.reservoir + fc.borrowed + fc.fixed}
-	res.SampledPerSec = float64(fc.sampledMeasured) / elapsed.Seconds()
-	res.FixedRateMin = math.Inf(1)
-	for _, in := range r.instances {
-		res.Reported.Requests += in.reported.requests.Load()
-		res.Reported.Sampled += in.reported.sampled.Load()
-		res.Reported.Borrowed += in.reported.borrowed.Load()
-		if !in.flushed.Load() {
-			res.FlushFailed++
-		}
-		res.FixedRateMin = min(res.FixedRateMin, in.fixedRate())
-		res.FixedRateMax = max(res.FixedRateMax, in.fixedRate())
-	}
-	if len(r.instances) == 0 {
-		res.FixedRateMin = 0
+	res.Traces = r.fleet.traces()
+	res.SampledPerSec = float64(r.fleet.sampledMeasured) / elapsed.Seconds()
+	rep, failed, lo, hi := tallyMembers(r.instances)
+	xrep, xfailed, xlo, xhi := tallyMembers(r.xinstances)
+	res.Reported = Reported{Requests: rep.Requests + xrep.Requests, Sampled: rep.Sampled + xrep.Sampled, Borrowed: rep.Borrowed + xrep.Borrowed}
+	res.FlushFailed = failed + xfailed
+	switch {
+	case len(r.xinstances) == 0:
+		res.FixedRateMin, res.FixedRateMax = lo, hi
+	case len(r.instances) == 0:
+		res.FixedRateMin, res.FixedRateMax = xlo, xhi
+	default:
+		res.FixedRateMin, res.FixedRateMax = min(lo, xlo), max(hi, xhi)
 	}
 	r.logf("traces: %d requests, %d sampled (%d reservoir, %d borrowed, %d fixed rate); reported %d sampled, %d borrowed; fixed rate in force %.4g-%.4g",
 		res.Traces.Requests, res.Traces.Sampled, res.Traces.Reservoir, res.Traces.Borrowed, res.Traces.FixedRate,
@@ -502,6 +574,15 @@ func (r *loadRun) setupRules(ctx context.Context) ([]string, error) {
 			rule.UrlPath = "*"
 			rule.Priority = 99
 		}
+		if r.rc == nil {
+			_ = r.xrayCall(ctx, "/DeleteSamplingRule", map[string]string{"RuleName": name}, nil) // absent is fine
+			err := r.xrayCall(ctx, "/CreateSamplingRule", map[string]any{"SamplingRule": r.xrayRuleFor(name, rule.Priority, rule.UrlPath)}, nil)
+			if err != nil {
+				return nil, fmt.Errorf("create rule %s: %w", name, err)
+			}
+			names = append(names, name)
+			continue
+		}
 		_, err := r.rc.DeleteRule(ctx, &pb.DeleteRuleRequest{Name: name})
 		_ = err // absent is fine
 		if _, err := r.rc.CreateRule(ctx, &pb.CreateRuleRequest{Rule: rule}); err != nil {
@@ -516,6 +597,10 @@ func (r *loadRun) cleanupRules(names []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, n := range names {
+		if r.rc == nil {
+			_ = r.xrayCall(ctx, "/DeleteSamplingRule", map[string]string{"RuleName": n}, nil)
+			continue
+		}
 		_, _ = r.rc.DeleteRule(ctx, &pb.DeleteRuleRequest{Name: n})
 	}
 }
@@ -524,18 +609,53 @@ func (r *loadRun) cleanupRules(names []string) {
 // see the version it makes, which is the current one plus one as long as
 // nobody else edits rules during the run.
 func (r *loadRun) editRule(ctx context.Context, name string) error {
+	if r.rc == nil {
+		r.editAt.Store(time.Now().UnixNano())
+		return r.xrayCall(ctx, "/UpdateSamplingRule", map[string]any{"SamplingRuleUpdate": map[string]any{"RuleName": name, "FixedRate": r.editedRate()}}, nil)
+	}
 	cur, err := r.rc.ListRules(ctx, &pb.ListRulesRequest{PageSize: 1})
 	if err != nil {
 		return err
 	}
 	r.editVer.Store(cur.GetRulesVersion() + 1)
 	r.editAt.Store(time.Now().UnixNano())
-	rate := min(1, 2*r.cfg.fixedRate)
+	rate := r.editedRate()
 	if _, err := r.rc.UpdateRule(ctx, &pb.UpdateRuleRequest{Rule: &pb.Rule{Name: name, FixedRate: rate}, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"fixed_rate"}}}); err != nil {
 		return err
 	}
 	r.logf("edited rule %s: rules version %d", name, cur.GetRulesVersion()+1)
 	return nil
+}
+
+// editedRate is the measured rule's fixed rate after the edit.
+func (r *loadRun) editedRate() float64 { return min(1, 2*r.cfg.fixedRate) }
+
+// serverCPU reads --server-pid's user and system CPU time from /proc (in
+// the kernel's USER_HZ ticks, 100 a second on Linux).
+func (r *loadRun) serverCPU() (time.Duration, error) {
+	if r.cfg.serverPID <= 0 {
+		return 0, nil
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", r.cfg.serverPID))
+	if err != nil {
+		return 0, err
+	}
+	// The command name, in parentheses, may hold spaces: count fields
+	// after its closing one. utime and stime are fields 14 and 15.
+	_, rest, ok := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected %q", r.cfg.serverPID, b)
+	}
+	var ticks int64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", r.cfg.serverPID, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * (time.Second / 100), nil
 }
 
 // heap reads the server's live heap after a GC from its pprof endpoint.

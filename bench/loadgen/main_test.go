@@ -8,16 +8,24 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/edit"
+	"github.com/tracesampling/controlplane/internal/fleet"
 	"github.com/tracesampling/controlplane/internal/server"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
+	"github.com/tracesampling/controlplane/internal/xray"
+	"github.com/tracesampling/controlplane/internal/xray/xraytest"
+	"github.com/tracesampling/controlplane/internal/xraycore"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -55,7 +63,7 @@ func auditsAnEnforcingBudget(t *testing.T, mode string) {
 		Decision: budget.Decision{FixedRateFactor: 0.5, ReservoirFactor: 1}}}); err != nil {
 		t.Fatal(err)
 	}
-	addr := startServer(t, st)
+	addr, _ := startServer(t, st)
 
 	var stdout, stderr bytes.Buffer
 	args := []string{"-mode", mode, "-server", addr, "-http", "127.0.0.1:1", "-clients", "4", "-rules", "2", "-duration", "3s", "-warmup", "1s",
@@ -104,8 +112,10 @@ func auditsAnEnforcingBudget(t *testing.T, mode string) {
 }
 
 // startServer serves the rule and sampling services on a loopback port in
-// front of st, with a report interval of 1 s, until the test ends.
-func startServer(t *testing.T, st *memstore.Store) string {
+// front of st, with a report interval of 1 s, and the X-Ray API on another
+// on the same report pipeline (as serve wires it), until the test ends.
+// It returns the two addresses.
+func startServer(t *testing.T, st *memstore.Store) (grpcAddr, xrayAddr string) {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cat := catalog.New(st, catalog.Options{Logger: log, Poll: time.Second})
@@ -126,9 +136,20 @@ func startServer(t *testing.T, st *memstore.Store) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	core, err := xraycore.New(xraycore.Options{Catalog: cat, Rules: edit.NewRules(st), Sampling: srv.Sampling(),
+		Fleet: fleet.New(cat, st, time.Second, nil), Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := xray.NewHandler(core, xray.Options{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	web := httptest.NewServer(h)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(lis) }()
 	t.Cleanup(func() {
+		web.Close()
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer scancel()
 		srv.Stop(sctx)
@@ -136,7 +157,176 @@ func startServer(t *testing.T, st *memstore.Store) string {
 		cancel()
 		<-catDone
 	})
-	return lis.Addr().String()
+	return lis.Addr().String(), strings.TrimPrefix(web.URL, "http://")
+}
+
+// TestMixedFleet runs SDK instances and X-Ray instances on one rule of a
+// real server, the X-Ray API on the same report pipeline as serve has it,
+// for each way X-Ray clients count borrowed traces. Both kinds must take
+// from the one reservoir, the X-Ray instances must borrow only before
+// their first target (a client whose reports were refused would borrow
+// every second), both must follow the edit, and every trace sampled must
+// be reported.
+func TestMixedFleet(t *testing.T) {
+	for _, counting := range []string{countingSDK, countingOTel} {
+		t.Run(counting, func(t *testing.T) { mixedFleet(t, counting) })
+	}
+}
+
+func mixedFleet(t *testing.T, counting string) {
+	st, err := memstore.New(memstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	grpcAddr, xrayAddr := startServer(t, st)
+
+	var stdout, stderr bytes.Buffer
+	// Reports more than a second apart, so that an instance without a
+	// target has borrowed in every one, as with X-Ray's 10 s.
+	args := []string{"-server", grpcAddr, "-http", "127.0.0.1:1", "-xray", xrayAddr, "-clients", "3", "-xray-clients", "3", "-rules", "2",
+		"-duration", "5s", "-warmup", "1s", "-interval", "1500ms", "-fleet-rps", "3000", "-zipf", "0", "-reservoir", "30",
+		"-fixed-rate", "0", "-tick", "20ms", "-xray-counting", counting}
+	if err := run(ctx, args, &stdout, &stderr); err != nil {
+		t.Fatalf("run: %v\n%s", err, stderr.String())
+	}
+	var res Result
+	if err := json.Unmarshal([]byte(strings.TrimSpace(stdout.String())), &res); err != nil {
+		t.Fatalf("output is not one JSON result: %v\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	x := res.XRay
+	if x == nil {
+		t.Fatalf("no X-Ray part in %s", stdout.String())
+	}
+	sdkReservoir := res.Traces.Reservoir - x.Traces.Reservoir
+	if sdkReservoir == 0 || x.Traces.Reservoir == 0 {
+		t.Errorf("reservoir traces: %d by the SDK instances, %d by the X-Ray instances; want both kinds to take from it", sdkReservoir, x.Traces.Reservoir)
+	}
+	// Each X-Ray instance borrows in the seconds before its first target
+	// (within 1.5 s: three seconds touched at most), and never again while
+	// it reports on time.
+	if x.Traces.Borrowed > 3*3 {
+		t.Errorf("%d traces borrowed by 3 X-Ray instances: more than before their first targets", x.Traces.Borrowed)
+	}
+	if x.PropagationSeen != 3 || res.PropagationSeen != 3 {
+		t.Errorf("the edit seen by %d X-Ray instances and %d streams, want 3 and 3", x.PropagationSeen, res.PropagationSeen)
+	}
+	if want := (Reported{Requests: res.Traces.Requests, Sampled: res.Traces.Sampled, Borrowed: res.Traces.Borrowed}); res.Reported != want || res.FlushFailed != 0 {
+		t.Errorf("reported %+v with %d final reports failed, want all that was sampled: %+v", res.Reported, res.FlushFailed, want)
+	}
+	if res.ReportErrors != 0 || x.Errors != 0 {
+		t.Errorf("%d gRPC and %d X-Ray errors", res.ReportErrors, x.Errors)
+	}
+}
+
+// TestXRayFleet runs X-Ray instances alone against the X-Ray API (the
+// in-memory core of package xraytest), making and editing the rules through
+// it. Every instance must report with a 24-hex ClientID (counting borrowed
+// traces apart from sampled ones, or among them, as --xray-counting says),
+// borrow before its
+// first quota only and take from its quota after, follow the edit through its
+// targets, and report exactly what it sampled.
+func TestXRayFleet(t *testing.T) {
+	for _, counting := range []string{countingSDK, countingOTel} {
+		t.Run(counting, func(t *testing.T) { xrayFleet(t, counting) })
+	}
+}
+
+func xrayFleet(t *testing.T, counting string) {
+	core, err := xraytest.New(time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer core.Close()
+	var mu sync.Mutex
+	clients := map[string]int{}
+	var wire Reported // what the statistics documents said
+	core.Observe = func(r xray.Report) {
+		mu.Lock()
+		clients[r.ClientID]++
+		for _, s := range r.Statistics {
+			wire.Requests += s.Requests
+			wire.Sampled += s.Sampled
+			wire.Borrowed += s.Borrowed
+		}
+		mu.Unlock()
+	}
+	h, err := xray.NewHandler(core, xray.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	var stdout, stderr bytes.Buffer
+	args := []string{"-server", "", "-xray", strings.TrimPrefix(srv.URL, "http://"), "-xray-clients", "4", "-clients", "0", "-rules", "2",
+		"-duration", "4s", "-warmup", "1s", "-interval", "300ms", "-fleet-rps", "2000", "-zipf", "0", "-reservoir", "40",
+		"-fixed-rate", "0.25", "-tick", "20ms", "-xray-counting", counting}
+	if err := run(ctx, args, &stdout, &stderr); err != nil {
+		t.Fatalf("run: %v\n%s", err, stderr.String())
+	}
+	var res Result
+	if err := json.Unmarshal([]byte(strings.TrimSpace(stdout.String())), &res); err != nil {
+		t.Fatalf("output is not one JSON result: %v\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	x := res.XRay
+	if x == nil {
+		t.Fatalf("no X-Ray part in %s", stdout.String())
+	}
+	mu.Lock()
+	for id, n := range clients {
+		if len(id) != 24 || strings.Trim(id, "0123456789abcdef") != "" || n < 2 {
+			t.Errorf("client %q made %d reports, want a 24-hex ID and several", id, n)
+		}
+	}
+	if len(clients) != 4 {
+		t.Errorf("%d clients reported, want 4", len(clients))
+	}
+	// As the X-Ray SDKs count them, SampledCount leaves borrowed traces
+	// out; as the OpenTelemetry samplers do, it has them.
+	want := Reported{Requests: res.Traces.Requests, Sampled: res.Traces.Sampled - res.Traces.Borrowed, Borrowed: res.Traces.Borrowed}
+	if counting == countingOTel {
+		want.Sampled = res.Traces.Sampled
+	}
+	if wire != want {
+		t.Errorf("the statistics documents said %+v, want %+v", wire, want)
+	}
+	mu.Unlock()
+	if x.Traces != res.Traces {
+		t.Errorf("X-Ray traces %+v, fleet %+v: the fleet is X-Ray instances only", x.Traces, res.Traces)
+	}
+	tr := x.Traces
+	if tr.Borrowed == 0 || tr.Reservoir == 0 {
+		t.Errorf("%d borrowed and %d reservoir traces: want borrowing before the first quota and quota after", tr.Borrowed, tr.Reservoir)
+	}
+	// Each instance borrows in the seconds before its first quota (its
+	// first report, within 300 ms), and never again: the quota's TTL (20 s)
+	// outlives the run. An instance that misread the TTL would borrow
+	// every second.
+	if tr.Borrowed > 4*2 {
+		t.Errorf("%d borrowed traces: more than 4 instances borrow before their first quota", tr.Borrowed)
+	}
+	if x.FixedRateMin != 0.5 || x.FixedRateMax != 0.5 || x.PropagationSeen != 4 {
+		t.Errorf("fixed rate in force %g-%g, %d instances saw the edit: want 0.5 (the edit doubled 0.25) on all 4", x.FixedRateMin, x.FixedRateMax, x.PropagationSeen)
+	}
+	if want := (Reported{Requests: tr.Requests, Sampled: tr.Sampled, Borrowed: tr.Borrowed}); x.Reported != want || x.FlushFailed != 0 {
+		t.Errorf("reported %+v with %d final reports failed, want all that was sampled: %+v", x.Reported, x.FlushFailed, want)
+	}
+	if x.Reports == 0 || x.Errors != 0 {
+		t.Errorf("%d reports, %d errors", x.Reports, x.Errors)
+	}
+	// The run removed its rules.
+	rs, err := core.Rules(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 1 {
+		t.Errorf("%d rules left, want the Default rule only", len(rs))
+	}
 }
 
 // TestScaleOut runs the scale-out mode briefly against a real server: two
@@ -151,7 +341,7 @@ func TestScaleOut(t *testing.T) {
 	defer st.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	addr := startServer(t, st)
+	addr, _ := startServer(t, st)
 	var stdout, stderr bytes.Buffer
 	args := []string{"-server", addr, "-http", "127.0.0.1:1", "-clients", "6", "-scale-from", "2", "-scale-at", "1s", "-rules", "1",
 		"-duration", "3s", "-warmup", "0", "-interval", "500ms", "-fleet-rps", "600", "-zipf", "0", "-reservoir", "10", "-fixed-rate", "0", "-edit=false", "-tick", "20ms"}

@@ -240,27 +240,65 @@ func (s *Store) runBudgetEdit(ctx context.Context, a budgetEdit) (int64, error) 
 	return status[0], nil
 }
 
-// Usage returns a budget's month as RecordReports added it up. A month
-// without reports, or past its retention, is empty.
+// Usage returns a budget's month as RecordReports added it up: the sum of
+// its parts in every shard, and of the one a store upgraded from one shard
+// left under the store's own tag. A month without reports, or past its
+// retention, is empty.
 func (s *Store) Usage(ctx context.Context, budgetName string, month time.Time) (budget.Usage, error) {
 	if s.closed.Load() {
 		return budget.Usage{}, errClosed
 	}
+	lay, err := s.shardLayout(ctx)
+	if err != nil {
+		return budget.Usage{}, fmt.Errorf("read usage: %w", err)
+	}
 	start := budget.MonthStart(month)
-	fields, err := s.client.HGetAll(ctx, s.usageKey(budgetName, start)).Result()
+	u := budget.NewUsage(start)
+	tags := lay.tags
+	legacy, upgraded := lay.legacy(s.tag)
+	if upgraded {
+		tags = append(slices.Clip(tags), legacy)
+	}
+	services := 0
+	if budgetName == store.FleetUsage {
+		services = 2
+	}
+	cmds := make([]*redis.MapStringStringCmd, 0, len(tags)+2*2)
+	_, err = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, tag := range tags {
+			cmds = append(cmds, p.HGetAll(ctx, usageKeyIn(tag, budgetName, start)))
+		}
+		if services > 0 {
+			servicesTags := []string{lay.tags[servicesShard]}
+			if upgraded {
+				servicesTags = append(servicesTags, legacy)
+			}
+			for _, tag := range servicesTags {
+				cmds = append(cmds, p.HGetAll(ctx, servicesKeyIn(tag, start, false)), p.HGetAll(ctx, servicesKeyIn(tag, start, true)))
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return budget.Usage{}, unavailable("read usage", err)
 	}
-	u := budget.NewUsage(start)
-	if budgetName == store.FleetUsage {
-		if err := s.fleetServices(ctx, &u); err != nil {
+	if services > 0 {
+		fleetServices(&u, cmds[len(tags):])
+	}
+	for _, cmd := range cmds[:len(tags)] {
+		if err := addUsage(&u, budgetName, cmd.Val()); err != nil {
 			return budget.Usage{}, err
 		}
 	}
+	return u, nil
+}
+
+// addUsage adds the fields of a usage key to u.
+func addUsage(u *budget.Usage, budgetName string, fields map[string]string) error {
 	for f, v := range fields {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
-			return budget.Usage{}, fmt.Errorf("usage of budget %q: field %q: %w", budgetName, f, err)
+			return fmt.Errorf("usage of budget %q: field %q: %w", budgetName, f, err)
 		}
 		kind, arg, _ := strings.Cut(f, ":")
 		switch kind {
@@ -303,19 +341,16 @@ func (s *Store) Usage(ctx context.Context, budgetName string, month time.Time) (
 			u.Rules[arg] = ru
 		}
 	}
-	return u, nil
+	return nil
 }
 
-// fleetServices reads the fleet's month per rule and service into
-// u.Services.
-func (s *Store) fleetServices(ctx context.Context, u *budget.Usage) error {
+// fleetServices adds the fleet's month per rule and service, read from its
+// keys (requests, sampled, in pairs), into u.Services.
+func fleetServices(u *budget.Usage, cmds []*redis.MapStringStringCmd) {
 	u.Services = map[string]map[string]budget.RuleUsage{}
-	for _, sampled := range []bool{false, true} {
-		fields, err := s.client.HGetAll(ctx, s.servicesKey(u.MonthStart, sampled)).Result()
-		if err != nil {
-			return unavailable("read fleet usage", err)
-		}
-		for f, v := range fields {
+	for i, cmd := range cmds {
+		sampled := i%2 == 1
+		for f, v := range cmd.Val() {
 			n, err := strconv.ParseInt(v, 10, 64)
 			rule, svc, ok := strings.Cut(f, ":")
 			if err != nil || !ok {
@@ -335,7 +370,6 @@ func (s *Store) fleetServices(ctx context.Context, u *budget.Usage) error {
 			m[svc] = c
 		}
 	}
-	return nil
 }
 
 // ClaimTick sets the tick's key if it is absent (SET NX), with a random

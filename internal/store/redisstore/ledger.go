@@ -1,14 +1,18 @@
 package redisstore
 
 import (
+	"cmp"
 	"context"
 	_ "embed"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/reservoir"
@@ -24,11 +28,19 @@ var ledgerLua string
 // such a key still goes away.
 const minUsageTTL = time.Hour
 
-// RecordReports implements store.LedgerStore: the whole batch, ledgers and
-// budget usage, is one script, one round trip. Each rule's ledger and each
-// budget's month is one small hash under the store's hash tag, so every key
-// of the script is in one Cluster slot. Usage increments are checked before
-// anything is sent, so a batch is applied whole or not at all.
+// RecordReports implements store.LedgerStore. Each rule's ledger is one
+// small hash in the slot of the rule's shard (shard.go), and so is its part
+// of each budget's month, but for numbered reports: their usage is counted
+// in their client's shard, with the client's seq, so that it is billed whole
+// and once (the fleet's services pairs, in one shard of their own, record
+// the seq there too). The batch runs one script per shard it touches, all in
+// one pipeline (one round trip per master), each atomic in its slot. With
+// one shard that is one script, and the batch is applied whole or not at
+// all. With several, a batch that fails may have been applied in some
+// shards and not in others: it says so (no store.ErrNotApplied), and sent
+// again under its Key it is applied in the others only, since each shard
+// keeps the Key's call key. Usage increments are checked before anything is
+// sent.
 func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store.RateResult, error) {
 	if s.closed.Load() {
 		return nil, errClosed
@@ -44,6 +56,14 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 	if now.IsZero() {
 		now = s.now()
 	}
+	lay, err := s.shardLayout(ctx)
+	if err != nil {
+		if errors.Is(err, store.ErrUnavailable) && !errors.Is(err, store.ErrNotApplied) {
+			// Nothing of the batch was sent.
+			err = fmt.Errorf("%w: %w", store.ErrNotApplied, err)
+		}
+		return nil, fmt.Errorf("record reports: %w", err)
+	}
 	// Net the rates and retractions of every report into one delta per rule
 	// and bucket: the work in Redis then grows with the number of buckets,
 	// not of reports, but for a few operations on numbers per report.
@@ -57,7 +77,9 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 		if !ok {
 			i = len(ledgers)
 			index[u.Rule] = i
-			ledgers = append(ledgers, &ledgerArgs{key: s.ledgerKey(u.Rule), rates: map[int64]float64{}, quotas: map[int64]float64{}, drains: map[int64]float64{},
+			shard := lay.of(u.Rule)
+			ledgers = append(ledgers, &ledgerArgs{shard: shard, key: lay.tags[shard] + ":ledger:" + u.Rule,
+				rates: map[int64]float64{}, quotas: map[int64]float64{}, drains: map[int64]float64{},
 				sampled: map[int64]float64{}, clients: map[int64]int64{}, applied: map[[2]int64]int64{}})
 		}
 		l := ledgers[i]
@@ -104,10 +126,10 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 	}
 	// The reports of a client in one batch count in order: one whose seq is
 	// not above an earlier one's is a repeat, whatever the store holds.
-	// The others are new unless the store has recorded their client's seq
-	// already: the script checks, and if some are not new it changes
-	// nothing and names them, so that the batch goes again without them.
-	// A repeat is rare (an acknowledgement lost), so the usage of the
+	// The others are new unless the shard has recorded their client's seq
+	// already: its script checks, and if some are not new it changes
+	// nothing and names them, so that the shard's part goes again without
+	// them. A repeat is rare (an acknowledgement lost), so the usage of the
 	// numbered reports is netted with the rest and sent once, not report by
 	// report.
 	n := numbered{client: make([]int, len(b.Sequenced)), kept: make([]bool, len(b.Sequenced))}
@@ -127,27 +149,71 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 			n.kept[i], last[c] = true, sq.Seq
 		}
 	}
+	groups := make([]*group, len(lay.tags))
+	for _, l := range ledgers {
+		g := groupOf(groups, l.shard, &n)
+		l.pos = len(g.ledgers)
+		g.ledgers = append(g.ledgers, l)
+	}
+	buildUsage(lay, b, &n, groups, true)
+	var todo []*group
+	for _, g := range groups {
+		if g != nil {
+			todo = append(todo, g)
+		}
+	}
+	applied := false // in some shard, by some round
 	for range len(b.Sequenced) + 1 {
-		res, err := s.runLedger(ctx, b, now, ledgers, &n)
-		if err != nil {
-			return nil, err
+		for _, g := range todo {
+			scriptArgs(ctx, lay, b, now, g, &n)
 		}
-		if len(res) < 2 {
-			return nil, fmt.Errorf("redis: record reports: %d results", len(res))
-		}
-		if res[1] == "repeat" {
-			if err := dropRepeats(b.Sequenced, n.kept, res[2:]); err != nil {
-				return nil, err
+		s.runGroups(ctx, lay, todo)
+		var again []*group
+		var failed error
+		notApplied := true
+		for _, g := range todo {
+			switch {
+			case g.err != nil:
+				failed = cmp.Or(failed, g.err)
+				notApplied = notApplied && errors.Is(g.err, store.ErrNotApplied)
+			case len(g.res) < 2:
+				failed = cmp.Or(failed, fmt.Errorf("redis: record reports: %d results", len(g.res)))
+				notApplied = false
+			case g.res[1] == "repeat":
+				if err := dropRepeats(b.Sequenced, g.kept, g.res[2:]); err != nil {
+					failed, notApplied = cmp.Or(failed, err), false
+					continue
+				}
+				again = append(again, g)
+			default:
+				applied = true
 			}
-			continue
 		}
-		return rateResults(b, index, ledgers, res)
+		if failed != nil {
+			if applied || !notApplied {
+				// Some shard took its part: the batch goes again under
+				// its Key, or not at all.
+				return nil, fmt.Errorf("redis: record reports: %w: not every shard answered: %v", store.ErrUnavailable, failed)
+			}
+			return nil, failed
+		}
+		if len(again) == 0 {
+			return rateResults(b, index, ledgers, groups)
+		}
+		sel := make([]*group, len(lay.tags))
+		for _, g := range again {
+			sel[g.shard] = g
+		}
+		buildUsage(lay, b, &n, sel, false)
+		todo = again
 	}
 	return nil, fmt.Errorf("redis: record reports: repeated reports never settled")
 }
 
 // ledgerArgs is one rule's part of a batch.
 type ledgerArgs struct {
+	shard   int
+	pos     int // in its group's ledgers
 	key     string
 	rates   map[int64]float64
 	quotas  map[int64]float64 // live buckets
@@ -171,6 +237,166 @@ type numbered struct {
 	clients []string
 	client  []int
 	kept    []bool
+}
+
+// group is a batch's part in one shard: one script.
+type group struct {
+	shard   int
+	ledgers []*ledgerArgs
+	kept    []bool // per numbered report: not known to be a repeat here
+	// The usage increments, one per budget month and field, over the
+	// unnumbered usage and that of the numbered reports kept, and per
+	// client the lowest and highest seq of its reports kept with usage
+	// here (the script checks the one, records the other); 0: none.
+	usage     map[usageMonth]*usageIncrements
+	low, high []uint64
+	keys      []string
+	args      []any
+	res       []string // the script's answer
+	err       error
+}
+
+// usageMonth names a usage key: a budget's month, or the fleet's services
+// keys (services 1: requests, 2: sampled).
+type usageMonth struct {
+	budget   string
+	year     int
+	month    time.Month
+	services int
+}
+
+// usageField is a field of a usage key. kind 'r', 's': an hour's requests,
+// sampled; 'R', 'S': a rule's; 'H', 'G': a rule's in an hour; 'P': a
+// rule's of a service.
+type usageField struct {
+	kind byte
+	hour int
+	rule string
+	svc  string
+}
+
+type usageIncrements struct {
+	month  time.Time
+	fields map[usageField]int64
+}
+
+// groupOf returns the group of a shard, made if there is none.
+func groupOf(groups []*group, shard int, n *numbered) *group {
+	if g := groups[shard]; g != nil {
+		return g
+	}
+	g := &group{shard: shard, kept: slices.Clone(n.kept)}
+	groups[shard] = g
+	return g
+}
+
+// buildUsage nets the batch's usage into the increments of each group's
+// shard: the unnumbered usage, by rule, and that of each group's numbered
+// reports kept, by client (and the fleet's services pairs in theirs). It
+// starts the groups of sel afresh and skips the shards that have none,
+// unless add: then it makes them.
+func buildUsage(lay *shardLayout, b store.ReportBatch, n *numbered, sel []*group, add bool) {
+	for _, g := range sel {
+		if g != nil {
+			g.usage = map[usageMonth]*usageIncrements{}
+			g.low, g.high = make([]uint64, len(n.clients)), make([]uint64, len(n.clients))
+		}
+	}
+	shardOf := map[string]int{} // by rule or client, for this batch
+	at := func(shard int) *group {
+		g := sel[shard]
+		if g == nil && add {
+			g = groupOf(sel, shard, n)
+			g.usage = map[usageMonth]*usageIncrements{}
+			g.low, g.high = make([]uint64, len(n.clients)), make([]uint64, len(n.clients))
+		}
+		return g
+	}
+	// addInc adds one increment, of numbered report seq (-1: unnumbered),
+	// to the groups of its shards.
+	addInc := func(inc *store.UsageIncrement, seq int) {
+		if inc.Requests == 0 && inc.Sampled == 0 {
+			return
+		}
+		by := inc.Rule
+		if seq >= 0 {
+			by = b.Sequenced[seq].Client
+		}
+		shard, ok := shardOf[by]
+		if !ok {
+			shard = lay.of(by)
+			shardOf[by] = shard
+		}
+		utc := inc.Month.UTC()
+		fields := func(g *group, services int) map[usageField]int64 {
+			if seq >= 0 {
+				if !g.kept[seq] {
+					return nil
+				}
+				c := n.client[seq]
+				if g.low[c] == 0 {
+					g.low[c] = b.Sequenced[seq].Seq
+				}
+				g.high[c] = b.Sequenced[seq].Seq // kept seqs of a client increase
+			}
+			m := usageMonth{inc.Budget, utc.Year(), utc.Month(), services}
+			u := g.usage[m]
+			if u == nil {
+				u = &usageIncrements{month: budget.MonthStart(utc), fields: map[usageField]int64{}}
+				g.usage[m] = u
+			}
+			return u.fields
+		}
+		if inc.Budget == store.FleetUsage && inc.Rule != "" && inc.Service != "" {
+			if g := at(servicesShard); g != nil {
+				if inc.Requests != 0 {
+					if f := fields(g, 1); f != nil {
+						f[usageField{kind: 'P', rule: inc.Rule, svc: inc.Service}] += inc.Requests
+					}
+				}
+				if inc.Sampled != 0 {
+					if f := fields(g, 2); f != nil {
+						f[usageField{kind: 'P', rule: inc.Rule, svc: inc.Service}] += inc.Sampled
+					}
+				}
+			}
+		}
+		g := at(shard)
+		if g == nil {
+			return
+		}
+		f := fields(g, 0)
+		if f == nil {
+			return
+		}
+		if inc.Budget == store.FleetUsage && inc.Rule != "" && inc.Sampled != 0 {
+			f[usageField{kind: 'G', hour: inc.Hour, rule: inc.Rule}] += inc.Sampled
+		}
+		if inc.Requests != 0 {
+			f[usageField{kind: 'r', hour: inc.Hour}] += inc.Requests
+		}
+		if inc.Sampled != 0 {
+			f[usageField{kind: 's', hour: inc.Hour}] += inc.Sampled
+		}
+		if inc.Rule != "" && inc.Requests != 0 {
+			f[usageField{kind: 'R', rule: inc.Rule}] += inc.Requests
+			f[usageField{kind: 'H', hour: inc.Hour, rule: inc.Rule}] += inc.Requests
+		}
+		if inc.Rule != "" && inc.Sampled != 0 {
+			f[usageField{kind: 'S', rule: inc.Rule}] += inc.Sampled
+		}
+	}
+	for i := range b.Usage {
+		addInc(&b.Usage[i], -1)
+	}
+	for i := range b.Sequenced {
+		if !n.kept[i] {
+			continue
+		}
+		for j := range b.Sequenced[i].Usage {
+			addInc(&b.Sequenced[i].Usage[j], i)
+		}
+	}
 }
 
 // checkUsage checks every usage increment of a batch, numbered or not, so
@@ -216,99 +442,25 @@ func dropRepeats(seqs []store.SequencedUsage, kept []bool, named []string) error
 	return nil
 }
 
-// runLedger runs the ledger script once, with the usage of the numbered
-// reports kept, and returns its answer.
-func (s *Store) runLedger(ctx context.Context, b store.ReportBatch, now time.Time, ledgers []*ledgerArgs, n *numbered) ([]string, error) {
-	// One increment per budget month and field, over the unnumbered usage
-	// and that of the numbered reports kept. Keys and field names are built
-	// once per distinct one, not per increment.
-	type month struct {
-		budget   string
-		year     int
-		month    time.Month
-		services int // the fleet's services keys: 1 requests, 2 sampled
-	}
-	type field struct {
-		kind byte // 'r', 's': an hour's requests, sampled; 'R', 'S': a rule's; 'H', 'G': a rule's in an hour; 'P', 'Q': a rule's of a service
-		hour int
-		rule string
-		svc  string
-	}
-	type usageIncrements struct {
-		month  time.Time
-		fields map[field]int64
-	}
-	usageIndex := map[month]int{}
-	var usage []*usageIncrements
-	add := func(inc *store.UsageIncrement) {
-		if inc.Requests == 0 && inc.Sampled == 0 {
-			return
-		}
-		utc := inc.Month.UTC()
-		at := func(m month) *usageIncrements {
-			i, ok := usageIndex[m]
-			if !ok {
-				i = len(usage)
-				usageIndex[m] = i
-				usage = append(usage, &usageIncrements{month: budget.MonthStart(utc), fields: map[field]int64{}})
-			}
-			return usage[i]
-		}
-		u := at(month{inc.Budget, utc.Year(), utc.Month(), 0})
-		if inc.Budget == store.FleetUsage && inc.Rule != "" {
-			if inc.Sampled != 0 {
-				u.fields[field{kind: 'G', hour: inc.Hour, rule: inc.Rule}] += inc.Sampled
-			}
-			if inc.Service != "" && inc.Requests != 0 {
-				at(month{inc.Budget, utc.Year(), utc.Month(), 1}).fields[field{kind: 'P', rule: inc.Rule, svc: inc.Service}] += inc.Requests
-			}
-			if inc.Service != "" && inc.Sampled != 0 {
-				at(month{inc.Budget, utc.Year(), utc.Month(), 2}).fields[field{kind: 'P', rule: inc.Rule, svc: inc.Service}] += inc.Sampled
-			}
-		}
-		if inc.Requests != 0 {
-			u.fields[field{kind: 'r', hour: inc.Hour}] += inc.Requests
-		}
-		if inc.Sampled != 0 {
-			u.fields[field{kind: 's', hour: inc.Hour}] += inc.Sampled
-		}
-		if inc.Rule != "" && inc.Requests != 0 {
-			u.fields[field{kind: 'R', rule: inc.Rule}] += inc.Requests
-			u.fields[field{kind: 'H', hour: inc.Hour, rule: inc.Rule}] += inc.Requests
-		}
-		if inc.Rule != "" && inc.Sampled != 0 {
-			u.fields[field{kind: 'S', rule: inc.Rule}] += inc.Sampled
-		}
-	}
-	for i := range b.Usage {
-		add(&b.Usage[i])
-	}
-	// Per client of a numbered report kept: the lowest and highest seq of
-	// its reports kept (the script checks the one, records the other); 0:
-	// none kept.
-	low, high := make([]uint64, len(n.clients)), make([]uint64, len(n.clients))
+// scriptArgs sets the keys and arguments of a group's script (ledger.lua);
+// none if the group has nothing left to do.
+func scriptArgs(ctx context.Context, lay *shardLayout, b store.ReportBatch, now time.Time, g *group, n *numbered) {
+	g.keys, g.args, g.res, g.err = nil, nil, nil, nil
+	tag := lay.tags[g.shard]
 	nclients := 0
-	for i := range b.Sequenced {
-		if !n.kept[i] {
-			continue
-		}
-		sq := &b.Sequenced[i]
-		for j := range sq.Usage {
-			add(&sq.Usage[j])
-		}
-		c := n.client[i]
-		if low[c] == 0 {
-			low[c] = sq.Seq
+	for _, l := range g.low {
+		if l != 0 {
 			nclients++
 		}
-		high[c] = sq.Seq // kept seqs of a client increase
 	}
-
-	keys := make([]string, 0, len(ledgers)+len(usage)+5)
-	args := make([]any, 11, 11+3*nclients+14*len(ledgers)+32*len(usage))
-	args[0], args[1], args[2], args[3], args[4] = 0, 0, 0, len(ledgers), callTTL.Milliseconds()
-	args[5], args[6], args[7], args[8], args[9], args[10] = s.clock.deadline(ctx), "", len(usage), nclients, 0, 0
-	if len(ledgers) > 0 { // a batch of usage alone may have no ledger configuration
+	if len(g.ledgers) == 0 && len(g.usage) == 0 && nclients == 0 {
+		return
+	}
+	keys := make([]string, 0, len(g.ledgers)+len(g.usage)+5)
+	args := make([]any, 11, 11+3*nclients+14*len(g.ledgers)+32*len(g.usage))
+	args[0], args[1], args[2], args[3], args[4] = 0, 0, 0, len(g.ledgers), callTTL.Milliseconds()
+	args[5], args[6], args[7], args[8], args[9], args[10] = lay.clocks[g.shard].deadline(ctx), "", len(g.usage), nclients, 0, 0
+	if len(g.ledgers) > 0 { // a batch of usage alone may have no ledger configuration
 		args[0], args[1], args[2] = b.Ledger.Bucket(b.Now), b.Ledger.Retain, b.Ledger.TTL().Milliseconds()
 		if !b.DownSince.IsZero() {
 			args[6] = b.Ledger.Bucket(b.DownSince)
@@ -316,25 +468,25 @@ func (s *Store) runLedger(ctx context.Context, b store.ReportBatch, now time.Tim
 	}
 	several := false // a client with several reports kept
 	for c, name := range n.clients {
-		if low[c] != 0 {
+		if g.low[c] != 0 {
 			args = append(args, name)
-			several = several || low[c] != high[c]
+			several = several || g.low[c] != g.high[c]
 		}
 	}
 	for c := range n.clients {
-		if low[c] != 0 {
-			args = append(args, high[c])
+		if g.low[c] != 0 {
+			args = append(args, g.high[c])
 		}
 	}
 	if several {
 		args[10] = 1
 		for c := range n.clients {
-			if low[c] != 0 {
-				args = append(args, low[c])
+			if g.low[c] != 0 {
+				args = append(args, g.low[c])
 			}
 		}
 	}
-	for _, l := range ledgers {
+	for _, l := range g.ledgers {
 		keys = append(keys, l.key)
 		for _, m := range []map[int64]float64{l.rates, l.quotas, l.drains, l.sampled} {
 			args = append(args, len(m))
@@ -351,11 +503,10 @@ func (s *Store) runLedger(ctx context.Context, b store.ReportBatch, now time.Tim
 			args = append(args, bv[0], bv[1], d)
 		}
 	}
-	for m, i := range usageIndex {
-		u := usage[i]
-		key, limit := s.usageKey(m.budget, u.month), 0
+	for m, u := range g.usage {
+		key, limit := usageKeyIn(tag, m.budget, u.month), 0
 		if m.services > 0 {
-			key, limit = s.servicesKey(u.month, m.services == 2), store.MaxFleetPairs
+			key, limit = servicesKeyIn(tag, u.month, m.services == 2), store.MaxFleetPairs
 		}
 		keys = append(keys, key)
 		ttl := max(record.UsageExpiry(u.month).Sub(now), minUsageTTL)
@@ -383,42 +534,83 @@ func (s *Store) runLedger(ctx context.Context, b store.ReportBatch, now time.Tim
 	}
 	if nclients > 0 {
 		w := now.UnixMilli() / seqSpan.Milliseconds()
-		keys = append(keys, s.seqsKey(w-2), s.seqsKey(w-1), s.seqsKey(w), s.seqsKey(w+1))
+		keys = append(keys, seqsKeyIn(tag, w-2), seqsKeyIn(tag, w-1), seqsKeyIn(tag, w), seqsKeyIn(tag, w+1))
 		args[9] = time.UnixMilli((w + 2) * seqSpan.Milliseconds()).Add(seqSkew).Sub(now).Milliseconds()
 	}
-	if len(ledgers) == 0 && len(usage) == 0 && nclients == 0 {
-		return []string{"", "1"}, nil
-	}
-	keys = append(keys, s.callKey(b.Key))
-	sent := time.Now()
-	res, err := s.ledger.Run(ctx, s.client, keys, args...).StringSlice()
-	if err != nil {
-		if strings.HasPrefix(err.Error(), "STALE") {
-			s.clock.forget()
-			return nil, fmt.Errorf("redis: record reports: %w: %w: %w", store.ErrUnavailable, store.ErrNotApplied, err)
-		}
-		return nil, unavailable("record reports", err)
-	}
-	if len(res) > 0 {
-		s.clock.observe(res[0], sent, time.Now())
-	}
-	return res, nil
+	g.keys, g.args = append(keys, callKeyIn(tag, b.Key)), args
 }
 
-// rateResults turns the script's answer into each rate update's fleet rate
-// and quota.
-func rateResults(b store.ReportBatch, index map[string]int, ledgers []*ledgerArgs, res []string) ([]store.RateResult, error) {
-	if len(res) != 2+ledgerResults*len(ledgers) {
-		return nil, fmt.Errorf("redis: record reports: %d results for %d ledgers", len(res), len(ledgers))
+// runGroups runs the script of each group that has one and sets its answer
+// or error: one group as a script call, several in one pipeline, which a
+// Cluster client splits by master and sends to them in parallel.
+func (s *Store) runGroups(ctx context.Context, lay *shardLayout, gs []*group) {
+	cmds := make([]*redis.Cmd, len(gs))
+	sent := time.Now()
+	run := func(eval bool) {
+		_, _ = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, g := range gs {
+				switch {
+				case g.keys == nil:
+				case !eval:
+					cmds[i] = s.ledger.EvalSha(ctx, p, g.keys, g.args...)
+				case redis.HasErrorPrefix(cmds[i].Err(), "NOSCRIPT"):
+					cmds[i] = s.ledger.Eval(ctx, p, g.keys, g.args...)
+				}
+			}
+			return nil
+		})
 	}
-	applied := res[1] == "1" // else a batch sent again: it grants nothing
+	switch {
+	case len(gs) == 1 && gs[0].keys != nil:
+		cmds[0] = s.ledger.Run(ctx, s.client, gs[0].keys, gs[0].args...)
+	default:
+		run(false)
+		for _, c := range cmds {
+			if c != nil && redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+				run(true) // a master that never ran it; nothing ran
+				break
+			}
+		}
+	}
+	recv := time.Now()
+	for i, g := range gs {
+		if g.keys == nil {
+			g.res = []string{"", "1"} // nothing left to do here
+			continue
+		}
+		res, err := cmds[i].StringSlice()
+		switch {
+		case err != nil && strings.HasPrefix(err.Error(), "STALE"):
+			lay.clocks[g.shard].forget()
+			g.err = fmt.Errorf("redis: record reports: %w: %w: %w", store.ErrUnavailable, store.ErrNotApplied, err)
+		case err != nil:
+			g.err = unavailable("record reports", err)
+		default:
+			if len(res) > 0 {
+				lay.clocks[g.shard].observe(res[0], sent, recv)
+			}
+			g.res = res
+		}
+	}
+}
+
+// rateResults turns the scripts' answers into each rate update's fleet rate
+// and quota.
+func rateResults(b store.ReportBatch, index map[string]int, ledgers []*ledgerArgs, groups []*group) ([]store.RateResult, error) {
+	for _, g := range groups {
+		if g != nil && len(g.res) != 2+ledgerResults*len(g.ledgers) {
+			return nil, fmt.Errorf("redis: record reports: %d results for %d ledgers", len(g.res), len(g.ledgers))
+		}
+	}
 	// Per ledger, the fleet rate and the quotas outstanding before the
 	// batch's grants, from which the grants follow as the script made them,
 	// and the sampled rate and clients.
 	grants := make([][]float64, len(ledgers))
 	totals := make([]store.RateResult, len(ledgers))
 	for i, l := range ledgers {
-		r := res[2+ledgerResults*i : 2+ledgerResults*(i+1)]
+		res := groups[l.shard].res
+		applied := res[1] == "1" // else a batch sent again: it grants nothing
+		r := res[2+ledgerResults*l.pos : 2+ledgerResults*(l.pos+1)]
 		fleet, err1 := strconv.ParseFloat(r[0], 64)
 		outstanding, err2 := strconv.ParseFloat(r[1], 64)
 		sampled, err3 := strconv.ParseFloat(r[2], 64)
@@ -455,8 +647,6 @@ const ledgerResults = 5
 
 func ftoa(x float64) string { return strconv.FormatFloat(x, 'g', -1, 64) }
 
-func (s *Store) ledgerKey(rule string) string { return s.tag + ":ledger:" + rule }
-
 // Numbered reports' seqs are kept in one hash per span of time (field:
 // client, value: its highest seq recorded), written in the span of the
 // batch's clock and read in that span and the ones on either side, so that
@@ -473,19 +663,20 @@ const (
 	seqSpan = store.SeqWindow + seqSkew
 )
 
-// seqsKey is the hash of the seqs recorded in span w (unix time / seqSpan).
-func (s *Store) seqsKey(w int64) string { return s.tag + ":seqs:" + strconv.FormatInt(w, 10) }
+// seqsKeyIn is the hash of the seqs recorded in span w (unix time /
+// seqSpan) in a shard's slot.
+func seqsKeyIn(tag string, w int64) string { return tag + ":seqs:" + strconv.FormatInt(w, 10) }
 
-// usageKey is the hash of one budget's month.
-func (s *Store) usageKey(budgetName string, month time.Time) string {
-	return s.tag + ":usage:" + budgetName + ":" + budget.MonthKey(month)
+// usageKeyIn is the hash of one budget's month, or of its rules in a shard.
+func usageKeyIn(tag, budgetName string, month time.Time) string {
+	return tag + ":usage:" + budgetName + ":" + budget.MonthKey(month)
 }
 
-// servicesKey is a hash of the fleet's month per rule and service, fields
+// servicesKeyIn is a hash of the fleet's month per rule and service, fields
 // "<rule>:<service>": of requests, or of sampled traces; each holds at most
 // store.MaxFleetPairs.
-func (s *Store) servicesKey(month time.Time, sampled bool) string {
-	k := s.tag + ":usage:" + store.FleetUsage + ":" + budget.MonthKey(month) + ":services"
+func servicesKeyIn(tag string, month time.Time, sampled bool) string {
+	k := tag + ":usage:" + store.FleetUsage + ":" + budget.MonthKey(month) + ":services"
 	if sampled {
 		k += "-sampled"
 	}

@@ -1,7 +1,8 @@
--- ledger.lua applies one batch of client reports: fleet-ledger updates, with
--- each ledger's fleet rate and each report's quota returned, budget usage
--- increments, and the seqs of numbered reports. One script is one round
--- trip, and no replica sees half a batch. It is the twin of
+-- ledger.lua applies one batch of client reports, or its part in one shard
+-- (shard.go; every key below shares the shard's hash tag): fleet-ledger
+-- updates, with each ledger's fleet rate and each report's quota returned,
+-- budget usage increments, and the seqs of numbered reports. One script is
+-- one round trip, and no replica sees half of it. It is the twin of
 -- reservoir.Ledger.Apply, which the embedded store runs; storetest holds
 -- both to the same behaviour.
 --

@@ -1,9 +1,15 @@
 // Package redisstore keeps rules, budgets and their usage and alerts in
 // Redis, so that every replica of the control plane serves the same rules
-// and version, and any replica can take an edit. It works on a single node, Sentinel or Redis Cluster: every key
-// shares one hash tag, so each script touches one slot.
+// and version, and any replica can take an edit. It works on a single node,
+// Sentinel or Redis Cluster: each script touches the keys of one hash tag,
+// so one slot. Rules, budgets, alerts and tokens share the tag "{tsc}"; the
+// report path's keys (marked ⁺ below) are spread over shards, a tag each,
+// by rule or reporting client (shard.go): on a Cluster one per master,
+// "{tsc}" for the master of its slot and "{tsc:<i>.<n>}" for the others, so
+// that the fleet's reports spread over the masters; elsewhere one, "{tsc}",
+// the layout before sharding.
 //
-// Layout, for the default prefix "tsc":
+// Layout, for the default prefix "tsc" and one shard:
 //
 //	{tsc}:rules                  hash: rule name -> rule JSON
 //	{tsc}:rules:version          counter, bumped by every edit; the first
@@ -11,7 +17,7 @@
 //	                             store.FirstVersion)
 //	{tsc}:rules:events           stream: audit log, all rules
 //	{tsc}:rules:events:<name>    stream: audit log of one rule
-//	{tsc}:ledger:<rule>          hash: fleet ledger: "<bucket>" sum of
+//	{tsc}:ledger:<rule>⁺         hash: fleet ledger: "<bucket>" sum of
 //	                             rates, "q:<bucket>" sum of quotas granted,
 //	                             "last", and the reserve after an outage
 //	                             ("res", "resb", "resf"); 15 minutes
@@ -19,20 +25,33 @@
 //	                             (receipt.KeySet JSON); created once
 //	{tsc}:budgets                hash: budget name -> budget JSON
 //	{tsc}:budgets:states         hash: budget name -> controller state JSON
-//	{tsc}:usage:<budget>:<YYYYMM> hash: a budget's month: "r:<hour>" and
+//	{tsc}:usage:<budget>:<YYYYMM>⁺ hash: a budget's month: "r:<hour>" and
 //	                             "s:<hour>" requests and sampled in an hour
 //	                             of the month, "rr:<rule>" and "rs:<rule>" a
 //	                             rule's totals; expires 70 days after the
-//	                             month ends
+//	                             month ends. With shards, one per shard
+//	                             (of its rules' unnumbered counts and its
+//	                             clients' numbered ones); Usage sums them
+//	                             (and the "{tsc}" one of a store upgraded
+//	                             from one shard)
+//	{tsc}:usage:*:<YYYYMM>:services[-sampled]⁺ hash: the fleet's month per
+//	                             rule and service, in the first shard
+//	{tsc}:seqs:<span>⁺           hash: client -> highest seq of its
+//	                             numbered reports recorded (ledger.go);
+//	                             with shards, in the client's shard and
+//	                             in that of the services hashes
 //	{tsc}:alerts                 stream: every alert; entry ID = alert ID
 //	{tsc}:alerts:<budget>        stream: one budget's alerts, same IDs
 //	{tsc}:fired:<dedup key>      string: an alert fired (its ID); 70 days
 //	{tsc}:tick:<tick>            string: the controller tick is claimed
-//	{tsc}:call:<id>              string: a script call was applied (so
+//	{tsc}:call:<id>⁺             string: a script call was applied (so
 //	                             that the call sent again changes nothing
 //	                             and answers as the first run); id is
-//	                             random, or a report batch's Key; 5 minutes
+//	                             random, or a report batch's Key, then one
+//	                             in each shard the batch touches; 5 minutes
 //	{tsc}:tokens...              tokens and their indexes (see token.go)
+//	{tsc}:shards                 string: the shards' tags on a Cluster
+//	                             (JSON), set once by the first replica
 //	{tsc}:changes                pub/sub channel; each message names the
 //	                             topic that changed: "rules", "budgets",
 //	                             "alerts", "tokens"
@@ -48,6 +67,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -89,6 +109,15 @@ type Options struct {
 	// (it is applied). A lone node has no replicas and does not wait.
 	// Default: DefaultReplicaWait. Negative: edits never wait.
 	ReplicaWait time.Duration
+	// Shards is how many hash tags, so Cluster slots, the report path's
+	// keys (ledgers, budgets' usage, seqs, report call keys) are spread
+	// over, by rule or client; a report batch runs one script per shard
+	// it touches, so more shards than masters only cost. Every replica
+	// must have the same. 1: one slot, the layout before sharding. 0 (the
+	// default): on a Cluster, one per master as the first replica found
+	// them (kept in Redis, so that every replica has the same); else 1.
+	// At most MaxShards.
+	Shards int
 }
 
 // Defaults of Options.
@@ -144,7 +173,8 @@ type Store struct {
 	batch       *redis.Script
 	ledger      *redis.Script
 	keysCAS     *redis.Script
-	clock       redisClock
+	layout      atomic.Pointer[shardLayout] // the report path's (shard.go); nil until read
+	layoutMu    sync.Mutex                  // held to read it
 	budgetEdit  *redis.Script
 	alert       *redis.Script
 	tokenScript *redis.Script
@@ -191,6 +221,14 @@ func New(ctx context.Context, client redis.UniversalClient, opts Options) (*Stor
 	if opts.MaxTokens <= 0 {
 		opts.MaxTokens = store.MaxTokens
 	}
+	var layout *shardLayout
+	if _, cluster := client.(*redis.ClusterClient); opts.Shards != 0 || !cluster {
+		tags, err := shardTags(opts.Prefix, max(opts.Shards, 1))
+		if err != nil {
+			return nil, err
+		}
+		layout = newLayout(tags)
+	}
 	tag := "{" + opts.Prefix + "}"
 	s := &Store{
 		client:      client,
@@ -213,6 +251,7 @@ func New(ctx context.Context, client redis.UniversalClient, opts Options) (*Stor
 		eventsKey:   tag + ":rules:events",
 		channel:     tag + ":changes",
 	}
+	s.layout.Store(layout)
 	if err := s.seed(ctx); err != nil && !errors.Is(err, store.ErrUnavailable) {
 		return nil, err
 	}
@@ -227,11 +266,14 @@ const callTTL = store.KeyWindow
 // callKey names one call of a script that changes something, so that the
 // same call sent twice applies once: by id, or by 128 random bits, which no
 // two calls share.
-func (s *Store) callKey(id string) string {
+func (s *Store) callKey(id string) string { return callKeyIn(s.tag, id) }
+
+// callKeyIn is callKey under another hash tag.
+func callKeyIn(tag, id string) string {
 	if id == "" {
 		id = fmt.Sprintf("%016x%016x", rand.Uint64(), rand.Uint64())
 	}
-	return s.tag + ":call:" + id
+	return tag + ":call:" + id
 }
 
 // ruleEventsKey is the audit stream of one rule.

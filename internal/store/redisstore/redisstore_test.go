@@ -49,17 +49,32 @@ func TestConformance(t *testing.T) {
 		name   string
 		opts   redistest.Options
 		client func(t *testing.T, srv *redistest.Server) redis.UniversalClient
+		shards int // Options.Shards
 	}{
 		{
 			name:   "single node",
 			client: func(t *testing.T, srv *redistest.Server) redis.UniversalClient { return srv.Client(t) },
 		},
 		{
+			// A batch split over shards, each script in its own slot,
+			// behaves as one script.
+			name:   "single node, sharded",
+			client: func(t *testing.T, srv *redistest.Server) redis.UniversalClient { return srv.Client(t) },
+			shards: 16,
+		},
+		{
 			// Redis Cluster refuses scripts and transactions whose keys lie
-			// in different slots, so this checks the hash tags.
+			// in different slots, so this checks the hash tags (one shard
+			// on one master).
 			name:   "cluster",
 			opts:   redistest.Options{Cluster: true},
 			client: func(t *testing.T, srv *redistest.Server) redis.UniversalClient { return srv.ClusterClient(t) },
+		},
+		{
+			name:   "cluster, sharded",
+			opts:   redistest.Options{Cluster: true},
+			client: func(t *testing.T, srv *redistest.Server) redis.UniversalClient { return srv.ClusterClient(t) },
+			shards: 16,
 		},
 	}
 	for _, tt := range tests {
@@ -73,13 +88,13 @@ func TestConformance(t *testing.T) {
 				return storetest.Backend{
 					Open: func(t *testing.T, now func() time.Time) store.Store {
 						// A client per store, as each replica has its own.
-						return newStore(t, tt.client(t, srv), redisstore.Options{Prefix: prefix, Now: now})
+						return newStore(t, tt.client(t, srv), redisstore.Options{Prefix: prefix, Now: now, Shards: tt.shards})
 					},
 					OpenLimited: func(t *testing.T, now func() time.Time, maxRules int) store.Store {
-						return newStore(t, tt.client(t, srv), redisstore.Options{Prefix: prefix, Now: now, MaxRules: maxRules})
+						return newStore(t, tt.client(t, srv), redisstore.Options{Prefix: prefix, Now: now, MaxRules: maxRules, Shards: tt.shards})
 					},
 					OpenTrimmed: func(t *testing.T, now func() time.Time, maxEvents int) store.Store {
-						return newStore(t, tt.client(t, srv), redisstore.Options{Prefix: prefix, Now: now, MaxEvents: int64(maxEvents)})
+						return newStore(t, tt.client(t, srv), redisstore.Options{Prefix: prefix, Now: now, MaxEvents: int64(maxEvents), Shards: tt.shards})
 					},
 					Shared:        true,
 					Durable:       true,

@@ -34,6 +34,7 @@ type topology struct {
 	rejoin   func(t *testing.T, n *redistest.Server)
 	// replicaOf returns the replica of the master that holds key.
 	replicaOf func(t *testing.T, key string) *redistest.Server
+	cluster   *redistest.Cluster // nil for Sentinel
 }
 
 func startCluster(t *testing.T) topology {
@@ -50,6 +51,7 @@ func startCluster(t *testing.T) topology {
 			c.Rejoin(t, n)
 		},
 		replicaOf: func(t *testing.T, key string) *redistest.Server { return c.ReplicaOf(t, c.MasterOf(t, key)) },
+		cluster:   c,
 	}
 }
 
@@ -98,6 +100,13 @@ func TestConformanceTopologies(t *testing.T) {
 			start := time.Now()
 			topo := tt.start(t)
 			t.Logf("started in %v", time.Since(start))
+			if topo.cluster != nil {
+				t.Run("ShardsSpreadOverMasters", func(t *testing.T) { testShardsSpread(t, topo.url) })
+				t.Run("PartialBatchAppliesOnce", func(t *testing.T) { testPartialBatch(t, topo.url, topo.cluster) })
+				t.Run("UpgradeToShards", func(t *testing.T) {
+					testUpgrade(t, func(t *testing.T) redis.UniversalClient { return newClient(t, topo.url) }, 0)
+				})
+			}
 			var n atomic.Int64
 			storetest.Run(t, func(t *testing.T) storetest.Backend {
 				prefix := fmt.Sprintf("t%d", n.Add(1))

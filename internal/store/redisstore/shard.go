@@ -1,0 +1,242 @@
+package redisstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tracesampling/controlplane/internal/store"
+)
+
+// Sharding (docs/SHARDING.md). Rules, budgets, alerts, tokens and the
+// controller's keys are few and edited rarely: they stay in one slot, under
+// the hash tag "{Prefix}", so that an edit is one script. The keys of the
+// report path — each rule's ledger, the budgets' months of usage, the seqs of
+// numbered reports and the report batches' call keys — are spread over
+// shards, a hash tag each (one per master of a Cluster): a rule's ledger and
+// its unnumbered usage in the tag of its shard, a numbered report's usage
+// with its client's seq in the client's (a budget's month has one part per
+// shard, summed on reading). A report batch runs one script per shard it
+// touches, all in one pipeline, which a Cluster client sends to the masters
+// in parallel; each script is atomic in its slot.
+
+// Shard limits.
+const (
+	// MaxShards bounds Options.Shards and the shards of a Cluster: each
+	// shard's tag is found by trying names until one hashes into the
+	// slots wanted.
+	MaxShards = 256
+)
+
+// clusterSlots is how many hash slots Redis Cluster has.
+const clusterSlots = 16384
+
+// shardLayout is the report path's hash tags, and what the store knows of
+// the clock of the Redis behind each. Immutable but for the clocks.
+type shardLayout struct {
+	tags   []string
+	clocks []redisClock // masters on different hosts differ
+}
+
+func newLayout(tags []string) *shardLayout {
+	return &shardLayout{tags: tags, clocks: make([]redisClock, len(tags))}
+}
+
+// of is the shard of a rule's or a client's keys (FNV-1a of its name).
+// Every replica computes the same.
+func (l *shardLayout) of(name string) int {
+	if len(l.tags) == 1 {
+		return 0
+	}
+	h := uint32(2166136261)
+	for i := 0; i < len(name); i++ {
+		h ^= uint32(name[i])
+		h *= 16777619
+	}
+	return int(h % uint32(len(l.tags)))
+}
+
+// servicesShard is the shard of the fleet's pairs of rule and service: one
+// slot, so that their bound (store.MaxFleetPairs) is checked in one place.
+// It is the first, which is the store's own tag where that is a shard's.
+const servicesShard = 0
+
+// legacy returns tag, the store's own, if it is not the first shard's:
+// the releases before sharding kept the report path's keys there, and
+// Usage reads it too, so that a store upgraded over their data keeps the
+// budgets' months.
+func (l *shardLayout) legacy(tag string) (string, bool) {
+	return tag, l.tags[0] != tag
+}
+
+// shardLayout returns the store's layout. On a Cluster without
+// Options.Shards it is read from Redis, where the first replica to start
+// on the Cluster put it (clusterTags); until Redis answers, the report
+// path fails with store.ErrUnavailable.
+func (s *Store) shardLayout(ctx context.Context) (*shardLayout, error) {
+	if l := s.layout.Load(); l != nil {
+		return l, nil
+	}
+	s.layoutMu.Lock()
+	defer s.layoutMu.Unlock()
+	if l := s.layout.Load(); l != nil {
+		return l, nil
+	}
+	tags, err := s.loadClusterTags(ctx)
+	if err != nil {
+		return nil, err
+	}
+	l := newLayout(tags)
+	s.layout.Store(l)
+	return l, nil
+}
+
+// loadClusterTags reads the shards' tags from {prefix}:shards, or makes
+// them from the Cluster's masters and stores them if no replica did yet
+// (SET NX: every replica ends with the first one's).
+func (s *Store) loadClusterTags(ctx context.Context) ([]string, error) {
+	key := s.tag + ":shards"
+	raw, err := s.client.Get(ctx, key).Result()
+	if errors.Is(err, redis.Nil) {
+		var tags []string
+		if tags, err = clusterTags(ctx, s.client, strings.Trim(s.tag, "{}")); err != nil {
+			return nil, err
+		}
+		b, _ := json.Marshal(tags)
+		if err = s.client.SetNX(ctx, key, b, 0).Err(); err == nil {
+			raw, err = s.client.Get(ctx, key).Result()
+		}
+	}
+	if err != nil {
+		return nil, unavailable("read the shards", err)
+	}
+	// A list that is not one of this store's is a store that cannot be
+	// used until someone mends it: nothing is sent, nothing is dropped.
+	var tags []string
+	if err := json.Unmarshal([]byte(raw), &tags); err != nil || len(tags) == 0 || len(tags) > MaxShards {
+		return nil, fmt.Errorf("redis: %w: %w: %s holds %q, not a list of 1 to %d hash tags", store.ErrUnavailable, store.ErrNotApplied, key, raw, MaxShards)
+	}
+	for _, t := range tags {
+		if !strings.HasPrefix(t, "{"+strings.Trim(s.tag, "{}")) || !strings.HasSuffix(t, "}") {
+			return nil, fmt.Errorf("redis: %w: %w: %s holds the tag %q, not one of this store's", store.ErrUnavailable, store.ErrNotApplied, key, t)
+		}
+	}
+	return tags, nil
+}
+
+// clusterTags makes one tag per master of the Cluster behind client (at
+// most MaxShards), each in a slot the master serves: the store's own tag
+// for the master that serves it, first, so that a store upgraded over the
+// layout before sharding keeps that master's part of it; then, in the
+// order of their first slots, the first of "{prefix:i.0}", "{prefix:i.1}",
+// … in a slot of master i. The shards stay put if masters are added later
+// (and move with their slots if slots are moved).
+func clusterTags(ctx context.Context, client redis.UniversalClient, prefix string) ([]string, error) {
+	slots, err := client.ClusterSlots(ctx).Result()
+	if err != nil {
+		return nil, unavailable("read the cluster's slots", err)
+	}
+	type master struct {
+		first  int
+		ranges [][2]int
+	}
+	byID := map[string]*master{}
+	var masters []*master
+	for _, r := range slots {
+		if len(r.Nodes) == 0 {
+			continue
+		}
+		id := r.Nodes[0].ID + "@" + r.Nodes[0].Addr
+		m := byID[id]
+		if m == nil {
+			m = &master{first: int(r.Start)}
+			byID[id] = m
+			masters = append(masters, m)
+		}
+		m.first = min(m.first, int(r.Start))
+		m.ranges = append(m.ranges, [2]int{int(r.Start), int(r.End)})
+	}
+	if len(masters) == 0 {
+		return nil, fmt.Errorf("redis: the cluster serves no slots")
+	}
+	serves := func(m *master, slot int) bool {
+		for _, r := range m.ranges {
+			if slot >= r[0] && slot <= r[1] {
+				return true
+			}
+		}
+		return false
+	}
+	own := keySlot(prefix)
+	sort.Slice(masters, func(i, j int) bool {
+		if oi, oj := serves(masters[i], own), serves(masters[j], own); oi != oj {
+			return oi
+		}
+		return masters[i].first < masters[j].first
+	})
+	masters = masters[:min(len(masters), MaxShards)]
+	tags := make([]string, len(masters))
+	for i, m := range masters {
+		if serves(m, own) {
+			tags[i] = "{" + prefix + "}"
+			continue
+		}
+		for j := 0; ; j++ {
+			name := prefix + ":" + strconv.Itoa(i) + "." + strconv.Itoa(j)
+			if serves(m, keySlot(name)) {
+				tags[i] = "{" + name + "}"
+				break
+			}
+		}
+	}
+	return tags, nil
+}
+
+// shardTags returns the hash tags of n shards (Options.Shards). One shard
+// is the store's own tag, the layout before sharding. With more, shard i's
+// tag is the first of "{prefix:i.0}", "{prefix:i.1}", … whose slot lies in
+// the i-th n-th of the slots, so that they spread evenly over a Cluster
+// whose masters serve equal runs of slots.
+func shardTags(prefix string, n int) ([]string, error) {
+	if n < 1 || n > MaxShards {
+		return nil, fmt.Errorf("redisstore: %d shards, want 1 to %d", n, MaxShards)
+	}
+	if n == 1 {
+		return []string{"{" + prefix + "}"}, nil
+	}
+	tags := make([]string, n)
+	for i := range n {
+		lo, hi := i*clusterSlots/n, (i+1)*clusterSlots/n
+		for j := 0; ; j++ {
+			name := prefix + ":" + strconv.Itoa(i) + "." + strconv.Itoa(j)
+			if slot := keySlot(name); slot >= lo && slot < hi {
+				tags[i] = "{" + name + "}"
+				break
+			}
+		}
+	}
+	return tags, nil
+}
+
+// keySlot is Redis Cluster's slot of a hash tag's content: CRC16 (XMODEM)
+// modulo 16384.
+func keySlot(tag string) int {
+	var crc uint16
+	for i := 0; i < len(tag); i++ {
+		crc ^= uint16(tag[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return int(crc) % clusterSlots
+}
