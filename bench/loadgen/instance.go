@@ -43,6 +43,11 @@ type instance struct {
 	versionMu     sync.Mutex
 	rulesVersion  int64
 	targetVersion int64
+	// borrowRate and withheld are the SDK's: what the instance may borrow
+	// without a quota, and whether it borrows nothing until its first
+	// target.
+	borrowRate float64
+	withheld   bool
 
 	// reported is what the reports sent carried (Send, or the unary call,
 	// succeeded); after the final report, all the instance sampled.
@@ -197,16 +202,14 @@ func tallyMembers[M member](ms []M) (rep Reported, failed int, lo, hi float64) {
 }
 
 // simulate plays request arrivals for every instance that holds its rules,
-// one step at a time, each decided by the instance as its SDK does. It
-// counts the fleet's traces (and the X-Ray instances' apart), and the
-// reservoir-sampled ones per second of the measured run.
+// one step at a time, each decided by the instance as its SDK does (a new
+// instance borrows nothing while its first borrow is withheld). It counts
+// the fleet's traces (and the X-Ray instances' apart), and the sampled and
+// reservoir-sampled ones per second since the instances started.
 func (r *loadRun) simulate(ctx context.Context) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	t := time.NewTicker(r.cfg.tick)
 	defer t.Stop()
-	for i := range r.instances {
-		r.instances[i].borrow.SetRate(time.Now().UnixNano(), 1, 0)
-	}
 	members := make([]member, 0, len(r.instances)+len(r.xinstances))
 	for _, in := range r.instances {
 		members = append(members, in)
@@ -239,6 +242,9 @@ func (r *loadRun) simulate(ctx context.Context) {
 					}
 					if d == byReservoir && sec >= 0 && sec < len(r.perSec) {
 						r.perSec[sec].Add(1)
+					}
+					if d != notSampled && sec >= 0 && sec < len(r.sampledSec) {
+						r.sampledSec[sec].Add(1)
 					}
 				}
 			}
@@ -307,6 +313,10 @@ func (in *instance) applyTargets(ts *pb.TargetSet) {
 		in.quota.SetRate(now, t.GetReservoirQuota(), in.rng.Float64())
 		in.expiry.Store(t.GetReservoirQuotaExpiry().AsTime().UnixNano())
 		in.versionMu.Lock()
+		if in.withheld {
+			in.withheld = false
+			in.setBorrow(now)
+		}
 		if ts.GetRulesVersion() >= in.rulesVersion {
 			in.setFixedRate(t.GetFixedRate())
 			in.targetVersion = ts.GetRulesVersion()
@@ -318,25 +328,55 @@ func (in *instance) applyTargets(ts *pb.TargetSet) {
 	}
 }
 
-// applyRules takes the measured rule's fixed rate from a rule set, unless
-// a target at this rules version or later already gave the one in force.
-func (in *instance) applyRules(version int64, rules []*pb.Rule) {
-	for _, r := range rules {
+// applyRules takes the measured rule's rates from a rule set, as the SDK
+// does: those in force when a budget lowers them (the fixed rate, and
+// borrowing scaled by the reservoir factor), else the rule's fixed rate,
+// unless a target at this rules version or later already gave the one in
+// force.
+func (in *instance) applyRules(rs *pb.RuleSet) {
+	version := rs.GetRulesVersion()
+	var inForce *pb.RuleRates
+	for _, r := range rs.GetRatesInForce() {
+		if r.GetRuleName() == in.rules[0] {
+			inForce = r
+		}
+	}
+	now := time.Now().UnixNano()
+	for _, r := range rs.GetRules() {
 		if r.GetName() != in.rules[0] {
 			continue
 		}
 		in.versionMu.Lock()
 		in.rulesVersion = version
-		if in.targetVersion < version {
-			in.setFixedRate(r.GetFixedRate())
+		switch {
+		case inForce != nil:
+			in.setFixedRate(inForce.GetFixedRate())
+			in.borrowRate = min(1, max(0, inForce.GetReservoirFactor()))
+			in.withheld = in.withheld || inForce.GetFirstBorrowWithheld() && in.expiry.Load() == 0
+		default:
+			in.borrowRate = 1
+			if in.targetVersion < version {
+				in.setFixedRate(r.GetFixedRate())
+			}
 		}
+		in.setBorrow(now)
 		in.versionMu.Unlock()
 		in.hasRules.Store(true)
 	}
 }
 
+// setBorrow sets the borrowing bucket as the SDK does. The caller holds
+// versionMu.
+func (in *instance) setBorrow(now int64) {
+	rate := in.borrowRate
+	if in.withheld {
+		rate = 0
+	}
+	in.borrow.SetRate(now, rate, 0)
+}
+
 func (in *instance) sawRules(rs *pb.RuleSet) {
-	in.applyRules(rs.GetRulesVersion(), rs.GetRules())
+	in.applyRules(rs)
 	edit := in.run.editVer.Load()
 	if in.sawEdit || edit == 0 || rs.GetRulesVersion() < edit {
 		return
@@ -423,8 +463,9 @@ func (in *instance) stream(ctx context.Context, ready func()) error {
 			}
 		}
 	}()
-	// Reports start at a random phase of the interval, as a real fleet's do.
-	next := time.NewTimer(time.Duration(in.rng.Int64N(int64(in.run.reportInterval()))) + time.Millisecond)
+	// As the SDK's: the first report about a second after the stream
+	// opens (at most an interval), then one every interval, each ±10 %.
+	next := time.NewTimer(jitter(min(firstReport, in.run.reportInterval())))
 	if in.run.cfg.closedLoop {
 		next.Reset(time.Millisecond)
 	}
@@ -473,7 +514,7 @@ func (in *instance) stream(ctx context.Context, ready func()) error {
 				return err
 			}
 			if !in.run.cfg.closedLoop {
-				next.Reset(in.run.reportInterval())
+				next.Reset(jitter(in.run.reportInterval()))
 			}
 		}
 	}
@@ -484,14 +525,10 @@ func (in *instance) unary(ctx context.Context, ready func()) error {
 	if err != nil {
 		return err
 	}
-	in.sawRules(&pb.RuleSet{RulesVersion: resp.GetRulesVersion(), Rules: resp.GetRules()})
+	in.sawRules(&pb.RuleSet{RulesVersion: resp.GetRulesVersion(), Rules: resp.GetRules(), RatesInForce: resp.GetRatesInForce()})
 	held := resp.GetRulesVersion()
 	ready()
-	select {
-	case <-ctx.Done():
-	case <-in.run.flush:
-	case <-time.After(time.Duration(in.rng.Int64N(int64(in.run.reportInterval())))):
-	}
+	// The SDK reports at once after its first rules, then every interval.
 	for ctx.Err() == nil {
 		final := isClosed(in.run.flush)
 		docs := in.statistics(time.Now(), true)
@@ -514,7 +551,7 @@ func (in *instance) unary(ctx context.Context, ready func()) error {
 			}
 			if !rr.GetUnchanged() {
 				held = rr.GetRulesVersion()
-				in.sawRules(&pb.RuleSet{RulesVersion: held, Rules: rr.GetRules()})
+				in.sawRules(&pb.RuleSet{RulesVersion: held, Rules: rr.GetRules(), RatesInForce: rr.GetRatesInForce()})
 			}
 		}
 		if final {
@@ -524,11 +561,20 @@ func (in *instance) unary(ctx context.Context, ready func()) error {
 			select {
 			case <-ctx.Done():
 			case <-in.run.flush:
-			case <-time.After(in.run.reportInterval()):
+			case <-time.After(jitter(in.run.reportInterval())):
 			}
 		}
 	}
 	return nil
+}
+
+// firstReport is the SDK's delay of a stream's first report.
+const firstReport = time.Second
+
+// jitter is the SDK's: d ± 10 %. (The package's generator: an instance's
+// own is not safe to share between its stream's two goroutines.)
+func jitter(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (0.9 + 0.2*rand.Float64()))
 }
 
 func isClosed(c <-chan struct{}) bool {

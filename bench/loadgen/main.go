@@ -68,6 +68,8 @@ type config struct {
 	fixedRate   float64
 	edit        bool
 	budget      string
+	scaleFrom   int
+	scaleAt     time.Duration
 
 	xrayAddr          string
 	xrayClients       int
@@ -107,6 +109,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&c.fixedRate, "fixed-rate", 0.01, "fixed rate of the rules the run creates; the edit half-way doubles the measured rule's")
 	fs.BoolVar(&c.edit, "edit", true, "edit the measured rule half-way through the run, and measure how fast streams see it")
 	fs.StringVar(&c.budget, "budget", "", "a budget that counts the measured rule's traces: its sampled traces are read before the run and after it (once the controller has decided again), for comparison with what the instances reported")
+	fs.IntVar(&c.scaleFrom, "scale-from", 0, "scale-out: start this many instances, and the rest of --clients at once --scale-at later (0: all start together)")
+	fs.DurationVar(&c.scaleAt, "scale-at", 30*time.Second, "with --scale-from, when the rest start, from the start of the first ones")
 	fs.StringVar(&c.xrayAddr, "xray", "", "the X-Ray API's address (serve's --xray-addr), for --xray-clients; with --server empty, the run's rules are made and edited through it")
 	fs.IntVar(&c.xrayClients, "xray-clients", 0, "simulated X-Ray SDK instances (centralized sampling over the X-Ray API), on the same rules as --clients")
 	fs.DurationVar(&c.xrayRulesInterval, "xray-rules-interval", 5*time.Minute, "how often X-Ray instances fetch the rules unprompted (the SDKs' 5 minutes)")
@@ -114,6 +118,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&c.serverPID, "server-pid", 0, "the server's process ID: its CPU time over the measured run is read from /proc and divided by the reports made then")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if c.scaleFrom < 0 || c.scaleFrom > c.clients {
+		return fmt.Errorf("--scale-from: want 0 to --clients (%d), got %d", c.clients, c.scaleFrom)
+	}
+	if c.scaleFrom > 0 && (c.scaleAt <= 0 || c.scaleAt >= c.duration) {
+		return fmt.Errorf("--scale-at: want a time within --duration (%v), got %v", c.duration, c.scaleAt)
 	}
 	if !(c.fixedRate >= 0 && c.fixedRate <= 1) {
 		return fmt.Errorf("--fixed-rate: want a rate in [0, 1], got %g", c.fixedRate)
@@ -142,26 +152,37 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // Result is the JSON line the run ends with.
 type Result struct {
-	Clients            int      `json:"clients"`
-	Mode               string   `json:"mode"`
-	ClosedLoop         bool     `json:"closed_loop"`
-	DurationSec        float64  `json:"duration_sec"`
-	Reports            int64    `json:"reports"`
-	ReportsPerSec      float64  `json:"reports_per_sec"`
-	ReportP50ms        float64  `json:"report_p50_ms"`
-	ReportP99ms        float64  `json:"report_p99_ms"`
-	ReportErrors       int64    `json:"report_errors"`
-	PropagationP50ms   *float64 `json:"propagation_p50_ms"`
-	PropagationP99ms   *float64 `json:"propagation_p99_ms"`
-	PropagationSeen    int      `json:"propagation_streams_seen"`
-	Reservoir          int64    `json:"reservoir"`
-	ReservoirWindows   int      `json:"reservoir_windows"`
-	ReservoirMeanPerS  float64  `json:"reservoir_mean_per_sec"`
-	ReservoirErrorPct  *float64 `json:"reservoir_error_pct"`
+	Clients           int      `json:"clients"`
+	Mode              string   `json:"mode"`
+	ClosedLoop        bool     `json:"closed_loop"`
+	DurationSec       float64  `json:"duration_sec"`
+	Reports           int64    `json:"reports"`
+	ReportsPerSec     float64  `json:"reports_per_sec"`
+	ReportP50ms       float64  `json:"report_p50_ms"`
+	ReportP99ms       float64  `json:"report_p99_ms"`
+	ReportErrors      int64    `json:"report_errors"`
+	PropagationP50ms  *float64 `json:"propagation_p50_ms"`
+	PropagationP99ms  *float64 `json:"propagation_p99_ms"`
+	PropagationSeen   int      `json:"propagation_streams_seen"`
+	Reservoir         int64    `json:"reservoir"`
+	ReservoirWindows  int      `json:"reservoir_windows"`
+	ReservoirMeanPerS float64  `json:"reservoir_mean_per_sec"`
+	ReservoirErrorPct *float64 `json:"reservoir_error_pct"`
+	// Windows are the measured rule's traces per second in each window of
+	// one report interval after the warm-up, counted from the moment the
+	// instances were started: all sampled ones (what a bill counts) and
+	// those of the reservoir. SampledOverPct is the worst window's
+	// sampled traces above R, in % of R (negative: every window under).
+	Windows        []Window `json:"windows"`
+	SampledOverPct *float64 `json:"sampled_over_pct"`
+	// SampledBySecond are the measured rule's sampled traces in each
+	// second since the instances started.
+	SampledBySecond    []int64  `json:"sampled_by_second"`
 	HeapBytesPerStream *float64 `json:"heap_bytes_per_stream"`
 
 	// Traces are the measured rule's over the whole run, as the
-	// instances decided them; SampledPerSec is their rate while measured.
+	// instances decided them; SampledPerSec is their rate since the
+	// instances started.
 	Traces        Traces  `json:"traces"`
 	SampledPerSec float64 `json:"sampled_per_sec"`
 	// Reported is what the reports sent carried: after every instance's
@@ -181,6 +202,13 @@ type Result struct {
 	// report (gRPC and X-Ray) made then.
 	ServerCPUSec       *float64 `json:"server_cpu_sec,omitempty"`
 	ServerCPUPerReport *float64 `json:"server_cpu_us_per_report,omitempty"`
+}
+
+// Window is one window's traces per second of the measured rule.
+type Window struct {
+	FromSec   int     `json:"from_sec"`
+	Sampled   float64 `json:"sampled_per_sec"`
+	Reservoir float64 `json:"reservoir_per_sec"`
 }
 
 // Traces are requests and sampled traces of one rule, by how each was
@@ -221,13 +249,14 @@ type loadRun struct {
 	errs       atomic.Int64
 	latMu      sync.Mutex
 	lat        []time.Duration
-	perSec     []atomic.Int64 // reservoir samples of the measured rule, per second of the run
+	perSec     []atomic.Int64 // reservoir samples of the measured rule, per second since launch
+	sampledSec []atomic.Int64 // all its samples, per second since launch
 	editAt     atomic.Int64   // unix ns just before the rule edit was sent
 	editVer    atomic.Int64
 	propMu     sync.Mutex
 	prop       []time.Duration
 	intervalNs atomic.Int64
-	measuring  atomic.Int64 // unix ns of the start of measurement; 0 before
+	measuring  atomic.Int64 // unix ns of the launch of the instances, from which seconds count; 0 before
 	instances  []*instance
 	fleet      fleetCounts   // simulate's
 	flush      chan struct{} // closed at the end: every instance reports a last time
@@ -242,7 +271,10 @@ type loadRun struct {
 func (c *config) servers() []string { return strings.Split(c.server, ",") }
 
 func newRun(c config, log io.Writer) *loadRun {
-	return &loadRun{cfg: c, log: log, perSec: make([]atomic.Int64, int(c.duration/time.Second)+2), flush: make(chan struct{}),
+	// Seconds count from the launch, a while before the run starts (once
+	// the instances are connected): room for that.
+	secs := int(c.duration/time.Second) + 120
+	return &loadRun{cfg: c, log: log, perSec: make([]atomic.Int64, secs), sampledSec: make([]atomic.Int64, secs), flush: make(chan struct{}),
 		// One connection per X-Ray instance, kept alive, as separate
 		// processes would hold.
 		http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: max(2, c.xrayClients), MaxIdleConns: max(2, c.xrayClients)}}}
@@ -297,15 +329,27 @@ func (r *loadRun) do(ctx context.Context, stdout io.Writer) error {
 	defer cancel()
 	ready := make(chan struct{}, r.cfg.clients+r.cfg.xrayClients)
 	for i := 0; i < r.cfg.clients; i++ {
-		inst := &instance{run: r, id: fmt.Sprintf("lg-%d-%d", os.Getpid(), i), rate: rates[i], rules: names,
+		inst := &instance{run: r, id: fmt.Sprintf("lg-%d-%d", os.Getpid(), i), rate: rates[i], rules: names, borrowRate: 1,
 			client: pb.NewSamplingServiceClient(r.conn[i%len(r.conn)]), rng: rand.New(rand.NewPCG(uint64(i), 99))}
+		inst.borrow.SetRate(time.Now().UnixNano(), 1, 0)
 		r.instances = append(r.instances, inst)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			inst.loop(runCtx, ready)
-		}()
 	}
+	launch := func(insts []*instance) {
+		for _, inst := range insts {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				inst.loop(runCtx, ready)
+			}()
+		}
+	}
+	first := r.cfg.clients
+	if r.cfg.scaleFrom > 0 {
+		first = r.cfg.scaleFrom
+	}
+	launched := time.Now()
+	r.measuring.Store(launched.UnixNano())
+	launch(r.instances[:first])
 	for i := 0; i < r.cfg.xrayClients; i++ {
 		x := newXRayInstance(r, i, xrates[i], names)
 		r.xinstances = append(r.xinstances, x)
@@ -323,17 +367,17 @@ func (r *loadRun) do(ctx context.Context, stdout io.Writer) error {
 		r.simulate(simCtx)
 	}()
 	// Wait until every instance holds its rules (streams, X-Ray) or started.
-	for i := 0; i < r.cfg.clients+r.cfg.xrayClients; i++ {
+	for i := 0; i < first+r.cfg.xrayClients; i++ {
 		select {
 		case <-ready:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
-	r.logf("%d instances and %d X-Ray instances connected", r.cfg.clients, r.cfg.xrayClients)
-	if r.cfg.mode == "stream" && r.cfg.clients > 0 && heapErr == nil {
+	r.logf("%d instances and %d X-Ray instances connected %v after they started", first, r.cfg.xrayClients, time.Since(launched).Round(time.Millisecond))
+	if r.cfg.mode == "stream" && first > 0 && heapErr == nil {
 		if after, err := r.heap(ctx); err == nil {
-			per := float64(after-heapBefore) / float64(r.cfg.clients)
+			per := float64(after-heapBefore) / float64(first)
 			res.HeapBytesPerStream = &per
 		}
 	}
@@ -342,28 +386,36 @@ func (r *loadRun) do(ctx context.Context, stdout io.Writer) error {
 	r.latMu.Lock()
 	r.lat = r.lat[:0]
 	r.latMu.Unlock()
-	r.measuring.Store(r.start.UnixNano())
 	cpuBefore, cpuErr := r.serverCPU()
 
 	edit := time.NewTimer(r.cfg.duration / 2)
 	end := time.NewTimer(r.cfg.duration)
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-edit.C:
-		if !r.cfg.edit {
-			break
-		}
-		if err := r.editRule(ctx, names[0]); err != nil {
-			r.logf("rule edit failed: %v", err)
-		}
+	scale := make(<-chan time.Time)
+	if r.cfg.scaleFrom > 0 {
+		t := time.NewTimer(time.Until(launched.Add(r.cfg.scaleAt)))
+		defer t.Stop()
+		scale = t.C
 	}
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-end.C:
+	for running := true; running; {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-scale:
+			launch(r.instances[first:])
+			r.logf("scale-out: %d more instances started %v after the first", r.cfg.clients-first, time.Since(launched).Round(time.Millisecond))
+		case <-edit.C:
+			if !r.cfg.edit {
+				break
+			}
+			if err := r.editRule(ctx, names[0]); err != nil {
+				r.logf("rule edit failed: %v", err)
+			}
+		case <-end.C:
+			running = false
+		}
 	}
 	elapsed := time.Since(r.start)
+	sinceLaunch := time.Since(launched)
 	if cpuAfter, err := r.serverCPU(); err == nil && cpuErr == nil && r.cfg.serverPID > 0 {
 		sec := (cpuAfter - cpuBefore).Seconds()
 		res.ServerCPUSec = &sec
@@ -392,7 +444,7 @@ func (r *loadRun) do(ctx context.Context, stdout io.Writer) error {
 	}
 	cancel()
 	wg.Wait()
-	r.tally(&res, elapsed)
+	r.tally(&res, sinceLaunch)
 	res.XRay = r.xrayResult()
 	if audit != nil {
 		if err := r.auditBudget(ctx, audit, auditFrom, res.Reported.Sampled); err != nil {
@@ -418,7 +470,7 @@ func (r *loadRun) do(ctx context.Context, stdout io.Writer) error {
 		}
 		r.propMu.Unlock()
 	}
-	r.reservoirStats(&res, elapsed)
+	r.reservoirStats(&res, sinceLaunch)
 	b, err := json.Marshal(res)
 	if err != nil {
 		return err
@@ -477,30 +529,38 @@ func (r *loadRun) auditBudget(ctx context.Context, a *BudgetAudit, before time.T
 	return nil
 }
 
-// reservoirStats compares the fleet's reservoir-sampled traces per second
-// with R over windows one report interval long, after the warm-up.
-func (r *loadRun) reservoirStats(res *Result, elapsed time.Duration) {
+// reservoirStats compares the fleet's reservoir-sampled traces per second,
+// and all it sampled, with R over windows one report interval long, after
+// the warm-up; seconds count from the instances' launch, and sinceLaunch
+// is how long ago that was.
+func (r *loadRun) reservoirStats(res *Result, sinceLaunch time.Duration) {
 	window := max(1, int(r.reportInterval()/time.Second))
 	first := int(r.cfg.warmup / time.Second)
-	last := int(elapsed / time.Second)
+	last := min(int(sinceLaunch/time.Second), len(r.perSec))
+	R := float64(r.cfg.reservoir)
 	var worst, total float64
-	var n int
+	over := math.Inf(-1)
 	for w := first; w+window <= last; w += window {
-		var sum int64
+		var sum, all int64
 		for s := w; s < w+window; s++ {
 			sum += r.perSec[s].Load()
+			all += r.sampledSec[s].Load()
 		}
-		rate := float64(sum) / float64(window)
-		r.logf("reservoir window %ds-%ds: %.1f traces/s", w, w+window, rate)
-		total += rate
-		n++
-		worst = math.Max(worst, math.Abs(rate-float64(r.cfg.reservoir))/float64(r.cfg.reservoir)*100)
+		win := Window{FromSec: w, Reservoir: float64(sum) / float64(window), Sampled: float64(all) / float64(window)}
+		r.logf("window %ds-%ds: %.1f traces/s sampled, %.1f from the reservoir", w, w+window, win.Sampled, win.Reservoir)
+		res.Windows = append(res.Windows, win)
+		total += win.Reservoir
+		worst = math.Max(worst, math.Abs(win.Reservoir-R)/R*100)
+		over = math.Max(over, (win.Sampled-R)/R*100)
 	}
-	res.ReservoirWindows = n
-	if n > 0 {
+	for s := 0; s < last; s++ {
+		res.SampledBySecond = append(res.SampledBySecond, r.sampledSec[s].Load())
+	}
+	res.ReservoirWindows = len(res.Windows)
+	if n := len(res.Windows); n > 0 {
 		res.ReservoirMeanPerS = total / float64(n)
-		if r.cfg.reservoir > 0 { // no error against a reservoir of 0
-			res.ReservoirErrorPct = &worst
+		if R > 0 { // no error against a reservoir of 0
+			res.ReservoirErrorPct, res.SampledOverPct = &worst, &over
 		}
 	}
 }

@@ -33,11 +33,11 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // TestAuditsAnEnforcingBudget runs the load generator against a real
 // server whose budget enforces half the rule's fixed rate. The instances
 // must decide at the rate the targets carry (0.25), not the rule's (0.5)
-// nor a rate of their own, by trace ID as the SDK does; count what they
-// borrow before their first target; and report exactly what they sampled,
+// nor a rate of their own, by trace ID as the SDK does; borrow nothing from
+// a reservoir of 0; and report exactly what they sampled,
 // so that the budget's count in the store is what the run says it sampled.
-// (Until its first target, within 200 ms, an instance samples at the
-// rule's rate, as the SDK does.)
+// The rule set already carries the rate in force, so the instances sample
+// at 0.25 from their first request.
 func TestAuditsAnEnforcingBudget(t *testing.T) {
 	for _, mode := range []string{"stream", "unary"} {
 		t.Run(mode, func(t *testing.T) { auditsAnEnforcingBudget(t, mode) })
@@ -79,8 +79,10 @@ func auditsAnEnforcingBudget(t *testing.T, mode string) {
 	if res.FixedRateMin != 0.25 || res.FixedRateMax != 0.25 {
 		t.Errorf("fixed rate in force %g-%g, want 0.25 (the rule's 0.5, halved by the budget)", res.FixedRateMin, res.FixedRateMax)
 	}
-	if tr.Reservoir != 0 || tr.Borrowed == 0 {
-		t.Errorf("%d reservoir and %d borrowed traces: want none from a reservoir of 0, and the ones borrowed before the first target", tr.Reservoir, tr.Borrowed)
+	// A reservoir of 0 lends nothing, not even to new instances before
+	// their first targets (their rule set withholds it).
+	if tr.Reservoir != 0 || tr.Borrowed != 0 {
+		t.Errorf("%d reservoir and %d borrowed traces: want none from a reservoir of 0", tr.Reservoir, tr.Borrowed)
 	}
 	// Binomial: 0.25 of about 12,000 requests is 3,000 ± 47; 15 % is over
 	// 9 standard deviations.
@@ -324,5 +326,51 @@ func xrayFleet(t *testing.T, counting string) {
 	}
 	if len(rs) != 1 {
 		t.Errorf("%d rules left, want the Default rule only", len(rs))
+	}
+}
+
+// TestScaleOut runs the scale-out mode briefly against a real server: two
+// instances first, four more a second later; every instance reports all
+// it sampled, and the windows and seconds count from the start. Bad
+// scale-out flags are refused before anything runs.
+func TestScaleOut(t *testing.T) {
+	st, err := memstore.New(memstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	addr, _ := startServer(t, st)
+	var stdout, stderr bytes.Buffer
+	args := []string{"-server", addr, "-http", "127.0.0.1:1", "-clients", "6", "-scale-from", "2", "-scale-at", "1s", "-rules", "1",
+		"-duration", "3s", "-warmup", "0", "-interval", "500ms", "-fleet-rps", "600", "-zipf", "0", "-reservoir", "10", "-fixed-rate", "0", "-edit=false", "-tick", "20ms"}
+	if err := run(ctx, args, &stdout, &stderr); err != nil {
+		t.Fatalf("run: %v\n%s", err, stderr.String())
+	}
+	var res Result
+	if err := json.Unmarshal([]byte(strings.TrimSpace(stdout.String())), &res); err != nil {
+		t.Fatalf("output is not one JSON result: %v\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "scale-out: 4 more instances started") {
+		t.Errorf("no scale-out in the log:\n%s", stderr.String())
+	}
+	tr := res.Traces
+	if want := (Reported{Requests: tr.Requests, Sampled: tr.Sampled, Borrowed: tr.Borrowed}); res.Reported != want || res.FlushFailed != 0 || tr.Requests == 0 {
+		t.Errorf("reported %+v with %d final reports failed, want all that was sampled: %+v", res.Reported, res.FlushFailed, want)
+	}
+	var bySecond int64
+	for _, n := range res.SampledBySecond {
+		bySecond += n
+	}
+	// Windows are a second at least.
+	if len(res.SampledBySecond) < 3 || len(res.Windows) < 3 || bySecond > tr.Sampled {
+		t.Errorf("%d seconds (%d sampled) and %d windows of a 3 s run, %d sampled in all", len(res.SampledBySecond), bySecond, len(res.Windows), tr.Sampled)
+	}
+
+	for _, bad := range [][]string{{"-clients", "5", "-scale-from", "6"}, {"-scale-from", "2", "-scale-at", "0s"}, {"-scale-from", "2", "-duration", "10s", "-scale-at", "10s"}} {
+		if err := run(ctx, bad, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "--scale-") {
+			t.Errorf("run(%q) = %v, want a --scale- error", bad, err)
+		}
 	}
 }

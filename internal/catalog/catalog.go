@@ -54,6 +54,9 @@ type Catalog struct {
 	load sync.Mutex    // one load at a time, so an older snapshot never replaces a newer one
 
 	budgets atomic.Pointer[Budgets]
+	// sets are the rule sets SDKs get, with the rates in force, for the
+	// current view, budgets generation and month.
+	sets atomic.Pointer[ruleSets]
 
 	mu            sync.Mutex
 	watchers      map[*Watcher]struct{}
@@ -295,6 +298,68 @@ func (v *View) ForService(name, typ string) *pb.RuleSet {
 		v.services[key] = rs
 	}
 	return rs
+}
+
+// ruleSets caches the rule sets with rates in force of one view, budgets
+// generation and month: shared by every stream of a service woken by one
+// change, as View.ForService's are.
+type ruleSets struct {
+	view    *View
+	gen     int64
+	month   time.Time
+	mu      sync.Mutex
+	service map[[2]string]*pb.RuleSet
+}
+
+// RuleSet returns the rule set a service's SDKs get at now: the current
+// view's rules for it (View.ForService) with the rates in force of the
+// rules a budget lowers, so that a rule set never lifts enforcement. The
+// result is shared: the caller must not modify it.
+func (c *Catalog) RuleSet(name, typ string, now time.Time) *pb.RuleSet {
+	v, b, month := c.Current(), c.CurrentBudgets(), budget.MonthStart(now)
+	rs := c.sets.Load()
+	if rs == nil || rs.view != v || rs.gen != b.Gen || !rs.month.Equal(month) {
+		rs = &ruleSets{view: v, gen: b.Gen, month: month, service: map[[2]string]*pb.RuleSet{}}
+		// A racing caller may store its own: both are right, one is kept.
+		c.sets.Store(rs)
+	}
+	key := [2]string{name, typ}
+	rs.mu.Lock()
+	set, ok := rs.service[key]
+	rs.mu.Unlock()
+	if ok {
+		return set
+	}
+	base := v.ForService(name, typ)
+	set = &pb.RuleSet{RulesVersion: base.GetRulesVersion(), Rules: base.GetRules(), RatesInForce: b.ratesInForce(name, base.GetRules(), v, now)}
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if first, ok := rs.service[key]; ok {
+		return first
+	}
+	if len(rs.service) < maxCachedServices {
+		rs.service[key] = set
+	}
+	return set
+}
+
+// ratesInForce returns the rates in force of the rules (as sent) that the
+// budgets lower for a service.
+func (b *Budgets) ratesInForce(service string, sent []*pb.Rule, v *View, now time.Time) []*pb.RuleRates {
+	if len(b.Budgets) == 0 {
+		return nil
+	}
+	var out []*pb.RuleRates
+	for _, p := range sent {
+		r := v.Rule(p.GetName())
+		if r == nil {
+			continue
+		}
+		if f, g := b.Factors(service, r, now); f < 1 || g < 1 {
+			out = append(out, &pb.RuleRates{RuleName: r.Name, FixedRate: r.FixedRate * f, ReservoirFactor: g})
+		}
+	}
+	return out
 }
 
 // Budgets is one generation of budgets and the controller's decisions for

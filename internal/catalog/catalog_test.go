@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
+	"google.golang.org/protobuf/testing/protocmp"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/apiconv"
@@ -620,5 +621,66 @@ func TestFactorsPerRule(t *testing.T) {
 				t.Errorf("Factors(%s, %s) = %v, %v; want %v, %v", tt.service, tt.rule, f, g, tt.f, tt.g)
 			}
 		})
+	}
+}
+
+// TestRuleSetCarriesRatesInForce: the rule set a service gets lists the
+// rules its budgets lower, with the fixed rate in force and the reservoir
+// factor (the Default rule, which the decision did not plan, at its
+// strictest factors); other services' sets list none. It is cached until the rules or
+// the decisions change.
+func TestRuleSetCarriesRatesInForce(t *testing.T) {
+	st := newMemStore(t)
+	ctx := t.Context()
+	now := time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC)
+	create(t, st, rule("health", 1, "*", ""))
+	create(t, st, rule("checkout", 2, "*", ""))
+	if _, err := st.CreateBudget(ctx, budget.Budget{Name: "shop", MonthlyAmountMicros: 1, Scope: budget.Scope{Services: []string{"shop"}}, UID: "u1"}); err != nil {
+		t.Fatal(err)
+	}
+	c := catalog.New(st, catalog.Options{Poll: noPoll, Logger: discard()})
+	if err := c.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	decide := func(health budget.RulePlan) {
+		t.Helper()
+		if err := st.PutStates(ctx, []budget.State{{Budget: "shop", BudgetUID: "u1", MonthStart: budget.MonthStart(now), Computed: now, Decision: budget.Decision{
+			FixedRateFactor: health.FixedRateFactor, ReservoirFactor: health.ReservoirFactor,
+			Rules: []budget.RulePlan{health, {Name: "checkout", FixedRateFactor: 1, ReservoirFactor: 1}},
+		}}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.LoadBudgets(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	decide(budget.RulePlan{Name: "health", FixedRateFactor: 0.5, ReservoirFactor: 0.25})
+	shop := c.RuleSet("shop", "", now)
+	if got, want := shop.GetRatesInForce(), []*pb.RuleRates{{RuleName: "health", FixedRate: 0.05, ReservoirFactor: 0.25}, {RuleName: "Default", FixedRate: 0.025, ReservoirFactor: 0.25}}; !cmp.Equal(got, want, protocmp.Transform()) {
+		t.Errorf("shop's rates in force: %v, want %v", got, want)
+	}
+	if got := c.RuleSet("ads", "", now).GetRatesInForce(); len(got) != 0 {
+		t.Errorf("ads, out of the budget's scope: rates in force %v, want none", got)
+	}
+	if got := setNames(shop); !slices.Equal(got, setNames(c.Current().ForService("shop", ""))) {
+		t.Errorf("rules %v, want the view's for the service", got)
+	}
+	if c.RuleSet("shop", "", now) != shop {
+		t.Error("asked again: a new rule set, not the cached one")
+	}
+	if got := c.RuleSet("shop", "", now.AddDate(0, 1, 0)).GetRatesInForce(); len(got) != 0 {
+		t.Errorf("next month, before a decision: rates in force %v, want none", got)
+	}
+
+	decide(budget.RulePlan{Name: "health", FixedRateFactor: 0, ReservoirFactor: 0})
+	if got, want := c.RuleSet("shop", "", now).GetRatesInForce(), []*pb.RuleRates{{RuleName: "health"}, {RuleName: "Default"}}; !cmp.Equal(got, want, protocmp.Transform()) {
+		t.Errorf("after a new decision: %v, want %v", got, want)
+	}
+	rerate(t, st, "checkout", 0.2)
+	if err := c.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.RuleSet("shop", "", now); got.GetRulesVersion() != c.Current().Version || len(got.GetRatesInForce()) != 2 {
+		t.Errorf("after an edit: version %d (want %d), rates in force %v", got.GetRulesVersion(), c.Current().Version, got.GetRatesInForce())
 	}
 }

@@ -310,12 +310,17 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- l
 		log.Warn("cannot load rules yet; will keep trying", "err", err)
 	}
 	jaegerSrv := jaeger.NewServer(catalogSource{cat: cat, now: time.Now}, jaeger.NewEstimator(jaeger.EstimatorOptions{}), jaeger.Options{Logger: log})
+	ctl := controller.New(st, cat, controller.Options{
+		Interval: c.interval, Logger: log, Registerer: reg,
+		Webhook: &budget.Webhook{Egress: acc.egress}, Secrets: acc.box,
+	})
 	srv := server.New(server.Options{
 		Services:         []func(grpc.ServiceRegistrar){jaegerSrv.RegisterGRPC},
 		Rules:            st,
 		Catalog:          cat,
 		Ledger:           st,
 		Budgets:          st,
+		Decider:          ctl,
 		ReportInterval:   c.interval,
 		Logger:           log,
 		Registerer:       reg,
@@ -353,10 +358,6 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- l
 			running++
 		}
 	}
-	ctl := controller.New(st, cat, controller.Options{
-		Interval: c.interval, Logger: log, Registerer: reg,
-		Webhook: &budget.Webhook{Egress: acc.egress}, Secrets: acc.box,
-	})
 	reaper := expiry.New(st, cat, expiry.Options{Interval: c.interval, Logger: log, Registerer: reg})
 	var bg sync.WaitGroup
 	if certs != nil {

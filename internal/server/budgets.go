@@ -34,6 +34,11 @@ type BudgetStore interface {
 	Alerts(ctx context.Context, budgetName string, pageSize int, pageToken string) (store.AlertPage, error)
 }
 
+// BudgetDecider decides one budget, as stored, and stores its decision.
+type BudgetDecider interface {
+	DecideBudget(ctx context.Context, b budget.Budget) error
+}
+
 // budgetService is the gRPC face of the budget editor (decode, edit,
 // encode), and serves the budgets' status, history, alerts and cost
 // simulations.
@@ -44,6 +49,8 @@ type budgetService struct {
 	catalog  *catalog.Catalog
 	stopping <-chan struct{}
 	log      *slog.Logger
+	// decider, if set, decides a budget created or changed at once.
+	decider BudgetDecider
 	// now is the clock; nil is time.Now.
 	now func() time.Time
 	// simulations counts the SimulateCost calls running (maxSimulations).
@@ -60,8 +67,23 @@ func (s *budgetService) CreateBudget(ctx context.Context, req *pb.CreateBudgetRe
 	if err != nil {
 		return nil, prefixFields("budget.", err)
 	}
+	s.decide(ctx, created)
 	s.log.InfoContext(ctx, "budget created", "budget", created.Name, "actor", created.UpdatedBy)
 	return &pb.CreateBudgetResponse{Budget: apiconv.BudgetToProto(&created)}, nil
+}
+
+// decide has a budget just created or changed decided at once, so that an
+// enforcing budget is in force from now rather than from the controller's
+// next interval, and has the replica's catalog load it (and the decision).
+// The edit is made whatever happens here: a decision that fails is logged,
+// and the next interval decides.
+func (s *budgetService) decide(ctx context.Context, b budget.Budget) {
+	if s.decider != nil {
+		if err := s.decider.DecideBudget(ctx, b); err != nil {
+			s.log.WarnContext(ctx, "budget not decided at once; the next interval will", "budget", b.Name, "err", err)
+		}
+	}
+	s.catalog.Kick()
 }
 
 func (s *budgetService) GetBudget(ctx context.Context, req *pb.GetBudgetRequest) (*pb.GetBudgetResponse, error) {
@@ -110,6 +132,7 @@ func (s *budgetService) UpdateBudget(ctx context.Context, req *pb.UpdateBudgetRe
 	if err != nil {
 		return nil, prefixFields("budget.", err)
 	}
+	s.decide(ctx, updated)
 	s.log.InfoContext(ctx, "budget updated", "budget", updated.Name, "actor", updated.UpdatedBy)
 	return &pb.UpdateBudgetResponse{Budget: apiconv.BudgetToProto(&updated)}, nil
 }

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
@@ -30,10 +32,14 @@ const (
 // sampling): it decodes, calls the core and encodes.
 type samplingService struct {
 	pb.UnimplementedSamplingServiceServer
-	core     *sampling.Core
-	catalog  *catalog.Catalog
-	log      *slog.Logger
-	streams  *streamMetrics
+	core    *sampling.Core
+	catalog *catalog.Catalog
+	log     *slog.Logger
+	streams *streamMetrics
+	// borrows bounds what new instances borrow before their first
+	// targets; now is the clock (Options.Now).
+	borrows  *borrowGate
+	now      func() time.Time
 	stopping <-chan struct{}
 	// storeDown logs reports that fail for want of the store once per outage.
 	storeDown *condition.Condition
@@ -51,8 +57,11 @@ func (s *samplingService) GetSamplingRules(ctx context.Context, req *pb.GetSampl
 	if req.GetKnownRulesVersion() == v.Version {
 		return &pb.GetSamplingRulesResponse{RulesVersion: v.Version, Unchanged: true}, nil
 	}
-	rs := v.ForService(req.GetServiceName(), req.GetServiceType())
-	return &pb.GetSamplingRulesResponse{RulesVersion: rs.GetRulesVersion(), Rules: rs.GetRules()}, nil
+	rs := s.catalog.RuleSet(req.GetServiceName(), req.GetServiceType(), s.now())
+	if req.GetKnownRulesVersion() == 0 {
+		rs = s.borrows.firstRuleSet(rs, s.now())
+	}
+	return &pb.GetSamplingRulesResponse{RulesVersion: rs.GetRulesVersion(), Rules: rs.GetRules(), RatesInForce: rs.GetRatesInForce()}, nil
 }
 
 func (s *samplingService) GetSamplingTargets(ctx context.Context, req *pb.GetSamplingTargetsRequest) (*pb.GetSamplingTargetsResponse, error) {
@@ -137,18 +146,30 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 	w := s.catalog.Watch()
 	defer w.Close()
 
-	sent := hello.GetKnownRulesVersion()
+	// sent is the version of the last rule set sent (the client's, at
+	// first), sentRates its rates in force: the rule set goes again when
+	// either changes. A client that says it holds the current version
+	// still gets the rule set if budgets lower its rates: it cannot know
+	// them. A new instance's first rule set may withhold its borrowing
+	// (borrowGate).
+	sent, sentRates := hello.GetKnownRulesVersion(), []*pb.RuleRates(nil)
 	sendRules := func() error {
-		v := s.catalog.Current()
-		if v.Version == sent || v.Version == 0 { // 0: no rules loaded yet
+		if s.catalog.Current().Version == 0 { // no rules loaded yet
 			return nil
 		}
-		rs := v.ForService(hello.GetServiceName(), hello.GetServiceType())
-		if err := stream.Send(&pb.StreamSamplingResponse{Message: &pb.StreamSamplingResponse_Rules{Rules: rs}}); err != nil {
+		rs := s.catalog.RuleSet(hello.GetServiceName(), hello.GetServiceType(), s.now())
+		if rs.GetRulesVersion() == sent && sameRates(rs.GetRatesInForce(), sentRates) {
+			return nil
+		}
+		msg := rs
+		if sent == 0 {
+			msg = s.borrows.firstRuleSet(rs, s.now())
+		}
+		if err := stream.Send(&pb.StreamSamplingResponse{Message: &pb.StreamSamplingResponse_Rules{Rules: msg}}); err != nil {
 			return err
 		}
 		s.streams.ruleSets.Inc()
-		sent = v.Version
+		sent, sentRates = rs.GetRulesVersion(), rs.GetRatesInForce()
 		return nil
 	}
 	if err := sendRules(); err != nil {
@@ -269,6 +290,13 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 			}
 		}
 	}
+}
+
+// sameRates reports whether two lists of rates in force are equal.
+func sameRates(a, b []*pb.RuleRates) bool {
+	return slices.EqualFunc(a, b, func(x, y *pb.RuleRates) bool {
+		return x.GetRuleName() == y.GetRuleName() && x.GetFixedRate() == y.GetFixedRate() && x.GetReservoirFactor() == y.GetReservoirFactor()
+	})
 }
 
 // reportFailed logs a stream report that was not recorded: as part of the

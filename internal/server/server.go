@@ -43,6 +43,10 @@ type Options struct {
 	// Budgets keeps budgets and alerts; with it and Catalog the
 	// BudgetService is served.
 	Budgets BudgetStore
+	// Decider decides a budget at once when it is created or changed, so
+	// that it does not wait for the controller's next interval (the budget
+	// controller). Default: none; the next interval decides it.
+	Decider BudgetDecider
 	// ReportInterval is how often SDKs report, and the ledger's bucket
 	// length. Default 10 s.
 	ReportInterval time.Duration
@@ -238,6 +242,8 @@ func New(opts Options) *Server {
 			catalog:   opts.Catalog,
 			log:       opts.Logger,
 			streams:   newStreamMetrics(opts.Registerer),
+			borrows:   newBorrowGate(),
+			now:       opts.Now,
 			stopping:  s.stopping,
 			storeDown: s.storeDown,
 		})
@@ -246,7 +252,7 @@ func New(opts Options) *Server {
 	if opts.Catalog != nil && opts.Budgets != nil {
 		pb.RegisterBudgetServiceServer(reg, &budgetService{
 			edit:  edit.NewBudgets(opts.Budgets, edit.BudgetOptions{Egress: opts.Egress, Secrets: opts.Secrets, Changed: opts.Catalog.Kick}),
-			store: opts.Budgets, catalog: opts.Catalog, stopping: s.stopping, log: opts.Logger, now: opts.Now,
+			store: opts.Budgets, catalog: opts.Catalog, stopping: s.stopping, log: opts.Logger, now: opts.Now, decider: opts.Decider,
 		})
 		opts.Registerer.MustRegister(&budgetCollector{catalog: opts.Catalog})
 	}

@@ -41,7 +41,10 @@ type Sampler struct {
 	interval atomic.Int64
 
 	fallbackBucket reservoir.Bucket
-	fallbackRate   *fixedRate
+	// fallbackRate is the local default's fixed rate, lowered to the
+	// Default rule's rate in force when a budget lowers that (applyRules);
+	// never nil.
+	fallbackRate atomic.Pointer[fixedRate]
 	// fallbackCounts counts the spans the local default decided; they are
 	// reported with the Default rule's, so budgets see those traces too.
 	fallbackCounts counters
@@ -143,14 +146,13 @@ func newSampler(opts ...Option) (*Sampler, error) {
 		return nil, fmt.Errorf("sampler: %w", err)
 	}
 	s := &Sampler{
-		cfg:          cfg,
-		done:         closed(),
-		flushCtx:     make(chan context.Context, 1),
-		fallbackRate: newFixedRate(cfg.fallbackRate),
-		conn:         conn,
-		client:       pb.NewSamplingServiceClient(conn),
-		stop:         func() {},
-		noSpan:       trace.SpanFromContext(context.Background()),
+		cfg:      cfg,
+		done:     closed(),
+		flushCtx: make(chan context.Context, 1),
+		conn:     conn,
+		client:   pb.NewSamplingServiceClient(conn),
+		stop:     func() {},
+		noSpan:   trace.SpanFromContext(context.Background()),
 		// Numbers start at the time in microseconds, so that a process
 		// restarted with the same client id goes on above its last one.
 		seq: uint64(time.Now().UnixMicro()),
@@ -161,6 +163,7 @@ func newSampler(opts ...Option) (*Sampler, error) {
 		s.coarse = newCoarseClock(clockTick)
 		s.now = s.coarse.unixNano
 	}
+	s.fallbackRate.Store(newFixedRate(cfg.fallbackRate))
 	s.fallbackBucket.SetRate(s.now(), cfg.fallbackPerSec, 0)
 	s.interval.Store(int64(10 * time.Second))
 	if cfg.interval > 0 {
@@ -379,11 +382,11 @@ func (s *Sampler) decide(now int64, id trace.TraceID, r Randomness, attrs []attr
 }
 
 func (s *Sampler) fallback(now int64, id trace.TraceID, r Randomness, take bool) (sampled bool, byRate *fixedRate) {
-	switch {
+	switch fr := s.fallbackRate.Load(); {
 	case takeOrPeek(&s.fallbackBucket, now, take):
 		sampled = true
-	case s.fallbackRate.keeps(r):
-		sampled, byRate = true, s.fallbackRate
+	case fr.keeps(r):
+		sampled, byRate = true, fr
 	}
 	if take {
 		s.fallbackCounts.add(id[15], id[14], sampled, false)
@@ -498,16 +501,51 @@ func (s *Sampler) applyRules(rs *pb.RuleSet) {
 		s.lastReport = now
 	}
 	set := buildRuleSet(rs.GetRulesVersion(), rl, s.cfg.service, s.cfg.serviceType, s.rules.Load(), now)
+	inForce := make(map[string]*pb.RuleRates, len(rs.GetRatesInForce()))
+	for _, r := range rs.GetRatesInForce() {
+		inForce[r.GetRuleName()] = r
+	}
+	fallbackRate, fallbackPerSec := s.cfg.fallbackRate, s.cfg.fallbackPerSec
 	for i := range set.matchers {
 		m := &set.matchers[i]
-		// A target at this rules version or later already has the fixed
-		// rate in force (a budget may have lowered it).
-		if m.rt.targetVersion < set.version {
-			m.rt.setFixedRate(m.rule.FixedRate)
+		r := inForce[m.rule.Name]
+		switch {
+		case r != nil:
+			// A budget lowers the rule: from the first decision, as
+			// targets would have it, and its borrowing with its
+			// reservoir. Or this new instance borrows nothing until its
+			// first target.
+			g := unit(r.GetReservoirFactor())
+			m.rt.setFixedRate(r.GetFixedRate())
+			m.rt.borrowRate = g
+			m.rt.withheld = m.rt.withheld || r.GetFirstBorrowWithheld() && m.rt.expiry.Load() == 0
+			if m.rule.Name == rules.DefaultName && (r.GetFixedRate() < m.rule.FixedRate || g < 1) {
+				fallbackRate, fallbackPerSec = min(fallbackRate, r.GetFixedRate()), fallbackPerSec*g
+			}
+		default:
+			m.rt.borrowRate = 1
+			// A target at this rules version or later already has the
+			// fixed rate in force.
+			if m.rt.targetVersion < set.version {
+				m.rt.setFixedRate(m.rule.FixedRate)
+			}
 		}
+		m.rt.setBorrow(now)
 	}
+	// The local default, for when these rules expire, traces no more than
+	// the Default rule in force.
+	s.fallbackRate.Store(newFixedRate(fallbackRate))
+	s.fallbackBucket.SetRate(now, fallbackPerSec, 0)
 	s.rules.Store(set)
 	s.extendFresh(now + 2*s.interval.Load())
+}
+
+// unit is x within [0, 1]; NaN is 0.
+func unit(x float64) float64 {
+	if !(x > 0) {
+		return 0
+	}
+	return min(x, 1)
 }
 
 // applyTargets installs quotas received from the control plane.
@@ -533,6 +571,10 @@ func (s *Sampler) applyTargets(ts *pb.TargetSet) {
 		rt.quota.SetRate(now, t.GetReservoirQuota(), phase(s.cfg.clientID, rt.name))
 		rt.expiry.Store(expiry)
 		rt.applyBoost(t.GetBoost())
+		if rt.withheld {
+			rt.withheld = false
+			rt.setBorrow(now)
+		}
 		if ts.GetRulesVersion() >= set.version {
 			rt.setFixedRate(t.GetFixedRate())
 			rt.targetVersion = ts.GetRulesVersion()

@@ -261,6 +261,87 @@ func TestBudgetRateFromTargets(t *testing.T) {
 	}
 }
 
+// TestRatesInForceFromRuleSets: a rule set's rates in force apply from the
+// first decision, before any target (the fixed rate, borrowing scaled by
+// the reservoir factor, the local default capped by the Default rule's),
+// also when targets at that version came before; a rule set without them
+// brings the rule's own rates back; a first borrow withheld lasts until
+// the rule's first target.
+func TestRatesInForceFromRuleSets(t *testing.T) {
+	mid := trace.TraceID{9: 0xc0} // inside rates of 1/4 and above
+	type check struct {
+		id      trace.TraceID
+		sampled bool
+		reason  Reason
+	}
+	tests := []struct {
+		name  string
+		rates []*pb.RuleRates
+		// checks are decisions in order, at one instant, before targets.
+		checks []check
+	}{
+		{"no budget: the rule's rate, borrowing", nil,
+			[]check{{outID, true, ReasonBorrowed}, {mid, true, ReasonFixedRate}, {outID, false, ReasonFixedRate}}},
+		{"lowered: the rate in force", []*pb.RuleRates{{RuleName: "r", FixedRate: 0.1, ReservoirFactor: 1}},
+			[]check{{outID, true, ReasonBorrowed}, {mid, false, ReasonFixedRate}, {inID, true, ReasonFixedRate}}},
+		{"exhausted: nothing, not even borrowed", []*pb.RuleRates{{RuleName: "r"}},
+			[]check{{outID, false, ReasonFixedRate}, {inID, false, ReasonFixedRate}}},
+		{"first borrow withheld", []*pb.RuleRates{{RuleName: "r", FixedRate: 0.8, ReservoirFactor: 1, FirstBorrowWithheld: true}},
+			[]check{{outID, false, ReasonFixedRate}, {mid, true, ReasonFixedRate}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, _ := newTestSampler(t)
+			rs := rulesFor(5, &pb.Rule{Name: "r", Priority: 1, FixedRate: 0.8, ReservoirSize: 10})
+			rs.RatesInForce = tt.rates
+			s.applyRules(rs)
+			for i, c := range tt.checks {
+				if e := s.Explain(params(c.id)); e.Sampled != c.sampled || e.Reason != c.reason {
+					t.Errorf("decision %d: %+v, want sampled %v by %s", i, e, c.sampled, c.reason)
+				}
+				s.ShouldSample(params(c.id))
+			}
+		})
+	}
+
+	s, clk := newTestSampler(t)
+	exp := clk.Now().Add(time.Hour)
+	// Targets of version 6 came before its rule set: the rule set's rate in
+	// force still applies (it is as new), and one without any the rule's
+	// own at a later version.
+	s.applyRules(rulesFor(5, &pb.Rule{Name: "r", Priority: 1, FixedRate: 0.8}))
+	s.applyTargets(targets(6, exp, &pb.SamplingTarget{RuleName: "r", FixedRate: 0.8}))
+	rs := rulesFor(6, &pb.Rule{Name: "r", Priority: 1, FixedRate: 0.8})
+	rs.RatesInForce = []*pb.RuleRates{{RuleName: "r", FixedRate: 0.1, ReservoirFactor: 1}}
+	s.applyRules(rs)
+	if e := s.Explain(params(mid)); e.Sampled {
+		t.Errorf("rate in force 0.1 after targets of the same version: %+v", e)
+	}
+	s.applyRules(rulesFor(7, &pb.Rule{Name: "r", Priority: 1, FixedRate: 0.8}))
+	if e := s.Explain(params(mid)); !e.Sampled {
+		t.Errorf("a budget lifted: the rule's own 0.8 is back: %+v", e)
+	}
+
+	// A withheld first borrow ends with the first target; the Default
+	// rule's rates in force cap the local default.
+	s, clk = newTestSampler(t)
+	rs = rulesFor(5, &pb.Rule{Name: "r", Priority: 1, FixedRate: 0})
+	rs.RatesInForce = []*pb.RuleRates{{RuleName: "r", ReservoirFactor: 1, FirstBorrowWithheld: true}, {RuleName: "Default"}}
+	s.applyRules(rs)
+	if sampled(s, params(outID)) {
+		t.Error("a withheld first borrow borrowed")
+	}
+	s.applyTargets(targets(5, clk.Now().Add(time.Second), &pb.SamplingTarget{RuleName: "r"}))
+	clk.Add(2 * time.Second) // the quota is void: borrowing again
+	if e := s.Explain(params(outID)); e.Reason != ReasonBorrowed {
+		t.Errorf("after its first target, with the quota void: %+v, want borrowed", e)
+	}
+	clk.Add(time.Hour) // the rules are stale: the local default decides
+	if e := s.Explain(params(inID)); e.Reason != ReasonFallback || e.Sampled {
+		t.Errorf("local default under an exhausted Default rule: %+v, want nothing sampled", e)
+	}
+}
+
 func TestReportsCountAndCarryAcrossVersions(t *testing.T) {
 	s, clk := newTestSampler(t)
 	s.applyRules(rulesFor(1, &pb.Rule{Name: "r", Priority: 1, FixedRate: 1}))

@@ -30,13 +30,29 @@ type runtime struct {
 	// Guarded by the sampler's report mutex.
 	receipt       string
 	targetVersion int64 // rules version of the last target applied
+	// borrowRate is what the rule may borrow per second without a quota
+	// (1, or less when a budget scales the reservoir down); withheld says
+	// that it borrows nothing until its first target (the control plane
+	// let other new instances borrow this second).
+	borrowRate float64
+	withheld   bool
 }
 
 func newRuntime(name string, now int64) *runtime {
-	rt := &runtime{name: name}
+	rt := &runtime{name: name, borrowRate: 1}
 	rt.borrow.SetRate(now, 1, 0)
 	rt.setFixedRate(0)
 	return rt
+}
+
+// setBorrow sets the borrowing bucket to borrowRate, or to nothing while
+// withheld. The caller holds the report mutex.
+func (rt *runtime) setBorrow(now int64) {
+	rate := rt.borrowRate
+	if rt.withheld {
+		rate = 0
+	}
+	rt.borrow.SetRate(now, rate, 0)
 }
 
 func (rt *runtime) setFixedRate(rate float64) { rt.rate.Store(newFixedRate(rate)) }

@@ -269,7 +269,7 @@ func (s *Sampler) fetchRules(ctx context.Context) error {
 		s.extendFresh(s.now() + 2*s.interval.Load())
 		return nil
 	}
-	s.applyRules(&pb.RuleSet{RulesVersion: resp.GetRulesVersion(), Rules: resp.GetRules()})
+	s.applyRules(&pb.RuleSet{RulesVersion: resp.GetRulesVersion(), Rules: resp.GetRules(), RatesInForce: resp.GetRatesInForce()})
 	return nil
 }
 

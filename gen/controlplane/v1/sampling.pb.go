@@ -101,7 +101,10 @@ type GetSamplingRulesResponse struct {
 	Unchanged bool `protobuf:"varint,2,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
 	// In matching order (priority, then name); the Default rule is last.
 	// Without description and labels, which SDKs do not use.
-	Rules         []*Rule `protobuf:"bytes,3,rep,name=rules,proto3" json:"rules,omitempty"`
+	Rules []*Rule `protobuf:"bytes,3,rep,name=rules,proto3" json:"rules,omitempty"`
+	// What the budgets in force do to these rules for this service, as in
+	// RuleSet.rates_in_force.
+	RatesInForce  []*RuleRates `protobuf:"bytes,4,rep,name=rates_in_force,json=ratesInForce,proto3" json:"rates_in_force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -153,6 +156,13 @@ func (x *GetSamplingRulesResponse) GetUnchanged() bool {
 func (x *GetSamplingRulesResponse) GetRules() []*Rule {
 	if x != nil {
 		return x.Rules
+	}
+	return nil
+}
+
+func (x *GetSamplingRulesResponse) GetRatesInForce() []*RuleRates {
+	if x != nil {
+		return x.RatesInForce
 	}
 	return nil
 }
@@ -1117,7 +1127,14 @@ type RuleSet struct {
 	// The version of the rules this set was made from.
 	RulesVersion int64 `protobuf:"varint,1,opt,name=rules_version,json=rulesVersion,proto3" json:"rules_version,omitempty"`
 	// The rules whose service globs match the client's service.
-	Rules         []*Rule `protobuf:"bytes,2,rep,name=rules,proto3" json:"rules,omitempty"`
+	Rules []*Rule `protobuf:"bytes,2,rep,name=rules,proto3" json:"rules,omitempty"`
+	// The rules that budgets in force lower for this service, each with its
+	// fixed rate in force, as targets carry it. A rule not listed runs at its
+	// own rates. The client applies them with the rules, before its first
+	// targets, so that no rule set (a new instance's first, or one sent after
+	// an edit of any rule) lifts enforcement until the next report. A stream
+	// sends the rule set again, at the same version, when they change.
+	RatesInForce  []*RuleRates `protobuf:"bytes,3,rep,name=rates_in_force,json=ratesInForce,proto3" json:"rates_in_force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1166,6 +1183,97 @@ func (x *RuleSet) GetRules() []*Rule {
 	return nil
 }
 
+func (x *RuleSet) GetRatesInForce() []*RuleRates {
+	if x != nil {
+		return x.RatesInForce
+	}
+	return nil
+}
+
+// RuleRates are one rule's rates in force under the budgets that cover it
+// for the client's service, and whether a new instance may borrow for it.
+type RuleRates struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rule, one of the rule set's.
+	RuleName string `protobuf:"bytes,1,opt,name=rule_name,json=ruleName,proto3" json:"rule_name,omitempty"`
+	// The rule's fixed rate times the strictest budget's factor.
+	FixedRate float64 `protobuf:"fixed64,2,opt,name=fixed_rate,json=fixedRate,proto3" json:"fixed_rate,omitempty"`
+	// What the budget scales the rule's reservoir by, in [0, 1]. A client
+	// with no quota yet borrows at most this many traces per second (none
+	// at 0), and its local default, when the rule is the Default rule,
+	// traces at most this share of its traces per second.
+	ReservoirFactor float64 `protobuf:"fixed64,3,opt,name=reservoir_factor,json=reservoirFactor,proto3" json:"reservoir_factor,omitempty"`
+	// The client does not borrow for this rule until its first targets.
+	// Only in the first rule set of a new instance (a stream whose hello
+	// knew no rules version, a GetSamplingRules call that knew none): a
+	// replica lets new instances borrow, together, at most a tenth of the
+	// rule's reservoir per second, so that a fleet starting at once does not
+	// borrow a trace per instance. The rule is listed for it even when no
+	// budget lowers its rates (fixed_rate is then the rule's, and
+	// reservoir_factor 1).
+	FirstBorrowWithheld bool `protobuf:"varint,4,opt,name=first_borrow_withheld,json=firstBorrowWithheld,proto3" json:"first_borrow_withheld,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *RuleRates) Reset() {
+	*x = RuleRates{}
+	mi := &file_controlplane_v1_sampling_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RuleRates) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuleRates) ProtoMessage() {}
+
+func (x *RuleRates) ProtoReflect() protoreflect.Message {
+	mi := &file_controlplane_v1_sampling_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuleRates.ProtoReflect.Descriptor instead.
+func (*RuleRates) Descriptor() ([]byte, []int) {
+	return file_controlplane_v1_sampling_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RuleRates) GetRuleName() string {
+	if x != nil {
+		return x.RuleName
+	}
+	return ""
+}
+
+func (x *RuleRates) GetFixedRate() float64 {
+	if x != nil {
+		return x.FixedRate
+	}
+	return 0
+}
+
+func (x *RuleRates) GetReservoirFactor() float64 {
+	if x != nil {
+		return x.ReservoirFactor
+	}
+	return 0
+}
+
+func (x *RuleRates) GetFirstBorrowWithheld() bool {
+	if x != nil {
+		return x.FirstBorrowWithheld
+	}
+	return false
+}
+
 // TargetSet is the client's quotas, as GetSamplingTargetsResponse.
 type TargetSet struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1191,7 +1299,7 @@ type TargetSet struct {
 
 func (x *TargetSet) Reset() {
 	*x = TargetSet{}
-	mi := &file_controlplane_v1_sampling_proto_msgTypes[14]
+	mi := &file_controlplane_v1_sampling_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1203,7 +1311,7 @@ func (x *TargetSet) String() string {
 func (*TargetSet) ProtoMessage() {}
 
 func (x *TargetSet) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_sampling_proto_msgTypes[14]
+	mi := &file_controlplane_v1_sampling_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1216,7 +1324,7 @@ func (x *TargetSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TargetSet.ProtoReflect.Descriptor instead.
 func (*TargetSet) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_sampling_proto_rawDescGZIP(), []int{14}
+	return file_controlplane_v1_sampling_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TargetSet) GetTargets() []*SamplingTarget {
@@ -1262,11 +1370,12 @@ const file_controlplane_v1_sampling_proto_rawDesc = "" +
 	"\x17GetSamplingRulesRequest\x12!\n" +
 	"\fservice_name\x18\x01 \x01(\tR\vserviceName\x12!\n" +
 	"\fservice_type\x18\x02 \x01(\tR\vserviceType\x12.\n" +
-	"\x13known_rules_version\x18\x03 \x01(\x03R\x11knownRulesVersion\"\x8a\x01\n" +
+	"\x13known_rules_version\x18\x03 \x01(\x03R\x11knownRulesVersion\"\xcc\x01\n" +
 	"\x18GetSamplingRulesResponse\x12#\n" +
 	"\rrules_version\x18\x01 \x01(\x03R\frulesVersion\x12\x1c\n" +
 	"\tunchanged\x18\x02 \x01(\bR\tunchanged\x12+\n" +
-	"\x05rules\x18\x03 \x03(\v2\x15.controlplane.v1.RuleR\x05rules\"\xe1\x02\n" +
+	"\x05rules\x18\x03 \x03(\v2\x15.controlplane.v1.RuleR\x05rules\x12@\n" +
+	"\x0erates_in_force\x18\x04 \x03(\v2\x1a.controlplane.v1.RuleRatesR\fratesInForce\"\xe1\x02\n" +
 	"\x12SamplingStatistics\x12\x1b\n" +
 	"\trule_name\x18\x01 \x01(\tR\bruleName\x12#\n" +
 	"\rrequest_count\x18\x02 \x01(\x03R\frequestCount\x12#\n" +
@@ -1329,10 +1438,17 @@ const file_controlplane_v1_sampling_proto_rawDesc = "" +
 	"\x16StreamSamplingResponse\x120\n" +
 	"\x05rules\x18\x01 \x01(\v2\x18.controlplane.v1.RuleSetH\x00R\x05rules\x126\n" +
 	"\atargets\x18\x02 \x01(\v2\x1a.controlplane.v1.TargetSetH\x00R\atargetsB\t\n" +
-	"\amessage\"[\n" +
+	"\amessage\"\x9d\x01\n" +
 	"\aRuleSet\x12#\n" +
 	"\rrules_version\x18\x01 \x01(\x03R\frulesVersion\x12+\n" +
-	"\x05rules\x18\x02 \x03(\v2\x15.controlplane.v1.RuleR\x05rules\"\x8d\x02\n" +
+	"\x05rules\x18\x02 \x03(\v2\x15.controlplane.v1.RuleR\x05rules\x12@\n" +
+	"\x0erates_in_force\x18\x03 \x03(\v2\x1a.controlplane.v1.RuleRatesR\fratesInForce\"\xa6\x01\n" +
+	"\tRuleRates\x12\x1b\n" +
+	"\trule_name\x18\x01 \x01(\tR\bruleName\x12\x1d\n" +
+	"\n" +
+	"fixed_rate\x18\x02 \x01(\x01R\tfixedRate\x12)\n" +
+	"\x10reservoir_factor\x18\x03 \x01(\x01R\x0freservoirFactor\x122\n" +
+	"\x15first_borrow_withheld\x18\x04 \x01(\bR\x13firstBorrowWithheld\"\x8d\x02\n" +
 	"\tTargetSet\x129\n" +
 	"\atargets\x18\x01 \x03(\v2\x1f.controlplane.v1.SamplingTargetR\atargets\x12?\n" +
 	"\brejected\x18\x02 \x03(\v2#.controlplane.v1.RejectedStatisticsR\brejected\x12#\n" +
@@ -1356,7 +1472,7 @@ func file_controlplane_v1_sampling_proto_rawDescGZIP() []byte {
 	return file_controlplane_v1_sampling_proto_rawDescData
 }
 
-var file_controlplane_v1_sampling_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_controlplane_v1_sampling_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_controlplane_v1_sampling_proto_goTypes = []any{
 	(*GetSamplingRulesRequest)(nil),    // 0: controlplane.v1.GetSamplingRulesRequest
 	(*GetSamplingRulesResponse)(nil),   // 1: controlplane.v1.GetSamplingRulesResponse
@@ -1372,43 +1488,46 @@ var file_controlplane_v1_sampling_proto_goTypes = []any{
 	(*Report)(nil),                     // 11: controlplane.v1.Report
 	(*StreamSamplingResponse)(nil),     // 12: controlplane.v1.StreamSamplingResponse
 	(*RuleSet)(nil),                    // 13: controlplane.v1.RuleSet
-	(*TargetSet)(nil),                  // 14: controlplane.v1.TargetSet
-	(*Rule)(nil),                       // 15: controlplane.v1.Rule
-	(*timestamppb.Timestamp)(nil),      // 16: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 17: google.protobuf.Duration
+	(*RuleRates)(nil),                  // 14: controlplane.v1.RuleRates
+	(*TargetSet)(nil),                  // 15: controlplane.v1.TargetSet
+	(*Rule)(nil),                       // 16: controlplane.v1.Rule
+	(*timestamppb.Timestamp)(nil),      // 17: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 18: google.protobuf.Duration
 }
 var file_controlplane_v1_sampling_proto_depIdxs = []int32{
-	15, // 0: controlplane.v1.GetSamplingRulesResponse.rules:type_name -> controlplane.v1.Rule
-	16, // 1: controlplane.v1.SamplingStatistics.timestamp:type_name -> google.protobuf.Timestamp
-	17, // 2: controlplane.v1.SamplingStatistics.interval:type_name -> google.protobuf.Duration
-	3,  // 3: controlplane.v1.SamplingStatistics.boost:type_name -> controlplane.v1.BoostStatistics
-	2,  // 4: controlplane.v1.GetSamplingTargetsRequest.statistics:type_name -> controlplane.v1.SamplingStatistics
-	16, // 5: controlplane.v1.SamplingTarget.reservoir_quota_expiry:type_name -> google.protobuf.Timestamp
-	6,  // 6: controlplane.v1.SamplingTarget.boost:type_name -> controlplane.v1.SamplingBoost
-	16, // 7: controlplane.v1.SamplingBoost.expiry:type_name -> google.protobuf.Timestamp
-	5,  // 8: controlplane.v1.GetSamplingTargetsResponse.targets:type_name -> controlplane.v1.SamplingTarget
-	7,  // 9: controlplane.v1.GetSamplingTargetsResponse.rejected:type_name -> controlplane.v1.RejectedStatistics
-	17, // 10: controlplane.v1.GetSamplingTargetsResponse.report_interval:type_name -> google.protobuf.Duration
-	10, // 11: controlplane.v1.StreamSamplingRequest.hello:type_name -> controlplane.v1.Hello
-	11, // 12: controlplane.v1.StreamSamplingRequest.report:type_name -> controlplane.v1.Report
-	2,  // 13: controlplane.v1.Report.statistics:type_name -> controlplane.v1.SamplingStatistics
-	13, // 14: controlplane.v1.StreamSamplingResponse.rules:type_name -> controlplane.v1.RuleSet
-	14, // 15: controlplane.v1.StreamSamplingResponse.targets:type_name -> controlplane.v1.TargetSet
-	15, // 16: controlplane.v1.RuleSet.rules:type_name -> controlplane.v1.Rule
-	5,  // 17: controlplane.v1.TargetSet.targets:type_name -> controlplane.v1.SamplingTarget
-	7,  // 18: controlplane.v1.TargetSet.rejected:type_name -> controlplane.v1.RejectedStatistics
-	17, // 19: controlplane.v1.TargetSet.report_interval:type_name -> google.protobuf.Duration
-	0,  // 20: controlplane.v1.SamplingService.GetSamplingRules:input_type -> controlplane.v1.GetSamplingRulesRequest
-	4,  // 21: controlplane.v1.SamplingService.GetSamplingTargets:input_type -> controlplane.v1.GetSamplingTargetsRequest
-	9,  // 22: controlplane.v1.SamplingService.StreamSampling:input_type -> controlplane.v1.StreamSamplingRequest
-	1,  // 23: controlplane.v1.SamplingService.GetSamplingRules:output_type -> controlplane.v1.GetSamplingRulesResponse
-	8,  // 24: controlplane.v1.SamplingService.GetSamplingTargets:output_type -> controlplane.v1.GetSamplingTargetsResponse
-	12, // 25: controlplane.v1.SamplingService.StreamSampling:output_type -> controlplane.v1.StreamSamplingResponse
-	23, // [23:26] is the sub-list for method output_type
-	20, // [20:23] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	16, // 0: controlplane.v1.GetSamplingRulesResponse.rules:type_name -> controlplane.v1.Rule
+	14, // 1: controlplane.v1.GetSamplingRulesResponse.rates_in_force:type_name -> controlplane.v1.RuleRates
+	17, // 2: controlplane.v1.SamplingStatistics.timestamp:type_name -> google.protobuf.Timestamp
+	18, // 3: controlplane.v1.SamplingStatistics.interval:type_name -> google.protobuf.Duration
+	3,  // 4: controlplane.v1.SamplingStatistics.boost:type_name -> controlplane.v1.BoostStatistics
+	2,  // 5: controlplane.v1.GetSamplingTargetsRequest.statistics:type_name -> controlplane.v1.SamplingStatistics
+	17, // 6: controlplane.v1.SamplingTarget.reservoir_quota_expiry:type_name -> google.protobuf.Timestamp
+	6,  // 7: controlplane.v1.SamplingTarget.boost:type_name -> controlplane.v1.SamplingBoost
+	17, // 8: controlplane.v1.SamplingBoost.expiry:type_name -> google.protobuf.Timestamp
+	5,  // 9: controlplane.v1.GetSamplingTargetsResponse.targets:type_name -> controlplane.v1.SamplingTarget
+	7,  // 10: controlplane.v1.GetSamplingTargetsResponse.rejected:type_name -> controlplane.v1.RejectedStatistics
+	18, // 11: controlplane.v1.GetSamplingTargetsResponse.report_interval:type_name -> google.protobuf.Duration
+	10, // 12: controlplane.v1.StreamSamplingRequest.hello:type_name -> controlplane.v1.Hello
+	11, // 13: controlplane.v1.StreamSamplingRequest.report:type_name -> controlplane.v1.Report
+	2,  // 14: controlplane.v1.Report.statistics:type_name -> controlplane.v1.SamplingStatistics
+	13, // 15: controlplane.v1.StreamSamplingResponse.rules:type_name -> controlplane.v1.RuleSet
+	15, // 16: controlplane.v1.StreamSamplingResponse.targets:type_name -> controlplane.v1.TargetSet
+	16, // 17: controlplane.v1.RuleSet.rules:type_name -> controlplane.v1.Rule
+	14, // 18: controlplane.v1.RuleSet.rates_in_force:type_name -> controlplane.v1.RuleRates
+	5,  // 19: controlplane.v1.TargetSet.targets:type_name -> controlplane.v1.SamplingTarget
+	7,  // 20: controlplane.v1.TargetSet.rejected:type_name -> controlplane.v1.RejectedStatistics
+	18, // 21: controlplane.v1.TargetSet.report_interval:type_name -> google.protobuf.Duration
+	0,  // 22: controlplane.v1.SamplingService.GetSamplingRules:input_type -> controlplane.v1.GetSamplingRulesRequest
+	4,  // 23: controlplane.v1.SamplingService.GetSamplingTargets:input_type -> controlplane.v1.GetSamplingTargetsRequest
+	9,  // 24: controlplane.v1.SamplingService.StreamSampling:input_type -> controlplane.v1.StreamSamplingRequest
+	1,  // 25: controlplane.v1.SamplingService.GetSamplingRules:output_type -> controlplane.v1.GetSamplingRulesResponse
+	8,  // 26: controlplane.v1.SamplingService.GetSamplingTargets:output_type -> controlplane.v1.GetSamplingTargetsResponse
+	12, // 27: controlplane.v1.SamplingService.StreamSampling:output_type -> controlplane.v1.StreamSamplingResponse
+	25, // [25:28] is the sub-list for method output_type
+	22, // [22:25] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_controlplane_v1_sampling_proto_init() }
@@ -1431,7 +1550,7 @@ func file_controlplane_v1_sampling_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlplane_v1_sampling_proto_rawDesc), len(file_controlplane_v1_sampling_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

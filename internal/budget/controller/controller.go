@@ -158,72 +158,113 @@ func (c *Controller) Step(ctx context.Context, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	view := c.catalog.Current()
-	month := budget.MonthStart(now)
 	states := make([]budget.State, 0, len(budgets))
 	var failed error
 	for i := range budgets {
-		b := budgets[i]
-		var p *budget.State
-		if st, ok := prev[b.Name]; ok && st.MonthStart.Equal(month) && st.BudgetUID == b.UID {
-			p = &st
-		}
-		u, err := c.store.Usage(ctx, b.Name, now)
-		backfilled := false
-		if err == nil {
-			if backfilled, err = c.backfill(ctx, &b, p, &u, view, now); err != nil {
-				failed = errors.Join(failed, fmt.Errorf("budget %s: count the month before it was created: %w", b.Name, err))
-			} else if backfilled {
-				u, err = c.store.Usage(ctx, b.Name, now)
-			}
-		}
-		if err != nil {
-			// One unreadable budget must not freeze the others: keep its
-			// last decision and go on.
-			failed = errors.Join(failed, fmt.Errorf("budget %s: %w", b.Name, err))
-			if p, ok := prev[b.Name]; ok {
-				states = append(states, p)
-			}
-			continue
-		}
-		models := scopeModels(&b, &u, view)
-		if err := c.scopeReservoirs(ctx, &u, models, now); err != nil {
-			failed = errors.Join(failed, fmt.Errorf("budget %s: %w", b.Name, err))
-		}
-		in := budget.Input{Usage: u, Rules: models}
-		if p != nil {
-			in.Prev = &p.Decision
-		}
-		if b.CoverageMinutes > 0 {
-			fleet, err := c.fleetUsage(ctx, now, false)
-			if err != nil {
-				failed = errors.Join(failed, fmt.Errorf("budget %s: coverage: %w", b.Name, err))
-			} else {
-				in.CoveragePairs = coveragePairs(&b, fleet, view)
-			}
-		}
-		d := budget.Decide(&b, in, now, c.opts.Interval)
-		if backfilled {
-			d.Memory.Backfilled = true
-		}
-		requests, _ := u.Totals()
-		states = append(states, budget.State{Budget: b.Name, BudgetUID: b.UID, MonthStart: month, Computed: now, Decision: d, Requests: requests, Rules: u.Rules})
-		for _, a := range budget.DueAlerts(&b, d, now) {
-			stored, fired, err := c.store.FireAlert(ctx, a)
-			if err != nil {
-				// Still due next interval: the store never recorded it.
-				failed = errors.Join(failed, fmt.Errorf("budget %s: fire alert: %w", b.Name, err))
-				continue
-			}
-			if !fired {
-				continue
-			}
-			c.fired.WithLabelValues(b.Name, a.Kind.String()).Inc()
-			c.opts.Logger.Warn("budget alert", "budget", b.Name, "kind", a.Kind.String(), "threshold", a.Threshold, "message", a.Message)
-			c.deliver(ctx, &b, stored)
+		st, err := c.decide(ctx, budgets[i], prev, now, true)
+		failed = errors.Join(failed, err)
+		if st != nil {
+			states = append(states, *st)
 		}
 	}
 	return errors.Join(failed, c.store.PutStates(ctx, states))
+}
+
+// DecideBudget decides one budget now, as created or changed (b as
+// stored), and stores its decision beside the others' last ones, so that
+// a new budget, or a changed amount, is enforced at once rather than at the
+// next interval. The budget service calls it after every create and
+// update; the next Step decides it again with the rest, and fires its
+// alerts (this call's context is the edit's, too short for webhooks).
+func (c *Controller) DecideBudget(ctx context.Context, b budget.Budget) error {
+	now := c.opts.Now()
+	prev, err := c.store.States(ctx)
+	if err != nil {
+		return err
+	}
+	st, failed := c.decide(ctx, b, prev, now, false)
+	if st == nil {
+		return failed
+	}
+	states := make([]budget.State, 0, len(prev)+1)
+	for name, p := range prev {
+		if name != b.Name {
+			states = append(states, p)
+		}
+	}
+	states = append(states, *st)
+	return errors.Join(failed, c.store.PutStates(ctx, states))
+}
+
+// decide decides one budget at now (prev are the stored states) and, with
+// alerts, fires its alerts that are due. It returns the state to store (its last one
+// when its month cannot be read; nil if it has none) and what failed.
+func (c *Controller) decide(ctx context.Context, b budget.Budget, prev map[string]budget.State, now time.Time, alerts bool) (*budget.State, error) {
+	view := c.catalog.Current()
+	month := budget.MonthStart(now)
+	var failed error
+	var p *budget.State
+	if st, ok := prev[b.Name]; ok && st.MonthStart.Equal(month) && st.BudgetUID == b.UID {
+		p = &st
+	}
+	u, err := c.store.Usage(ctx, b.Name, now)
+	backfilled := false
+	if err == nil {
+		if backfilled, err = c.backfill(ctx, &b, p, &u, view, now); err != nil {
+			failed = errors.Join(failed, fmt.Errorf("budget %s: count the month before it was created: %w", b.Name, err))
+		} else if backfilled {
+			u, err = c.store.Usage(ctx, b.Name, now)
+		}
+	}
+	if err != nil {
+		// One unreadable budget must not freeze the others: keep its
+		// last decision and go on.
+		failed = errors.Join(failed, fmt.Errorf("budget %s: %w", b.Name, err))
+		if p, ok := prev[b.Name]; ok {
+			return &p, failed
+		}
+		return nil, failed
+	}
+	models := scopeModels(&b, &u, view)
+	if err := c.scopeReservoirs(ctx, &u, models, now); err != nil {
+		failed = errors.Join(failed, fmt.Errorf("budget %s: %w", b.Name, err))
+	}
+	in := budget.Input{Usage: u, Rules: models}
+	if p != nil {
+		in.Prev = &p.Decision
+	}
+	if b.CoverageMinutes > 0 {
+		fleet, err := c.fleetUsage(ctx, now, false)
+		if err != nil {
+			failed = errors.Join(failed, fmt.Errorf("budget %s: coverage: %w", b.Name, err))
+		} else {
+			in.CoveragePairs = coveragePairs(&b, fleet, view)
+		}
+	}
+	d := budget.Decide(&b, in, now, c.opts.Interval)
+	if backfilled {
+		d.Memory.Backfilled = true
+	}
+	requests, _ := u.Totals()
+	st := &budget.State{Budget: b.Name, BudgetUID: b.UID, MonthStart: month, Computed: now, Decision: d, Requests: requests, Rules: u.Rules}
+	if !alerts {
+		return st, failed
+	}
+	for _, a := range budget.DueAlerts(&b, d, now) {
+		stored, fired, err := c.store.FireAlert(ctx, a)
+		if err != nil {
+			// Still due next interval: the store never recorded it.
+			failed = errors.Join(failed, fmt.Errorf("budget %s: fire alert: %w", b.Name, err))
+			continue
+		}
+		if !fired {
+			continue
+		}
+		c.fired.WithLabelValues(b.Name, a.Kind.String()).Inc()
+		c.opts.Logger.Warn("budget alert", "budget", b.Name, "kind", a.Kind.String(), "threshold", a.Threshold, "message", a.Message)
+		c.deliver(ctx, &b, stored)
+	}
+	return st, failed
 }
 
 // fleetUsage returns the fleet's month: the last read if it is of this

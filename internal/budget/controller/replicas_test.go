@@ -68,6 +68,9 @@ type replicaOptions struct {
 	// Logger logs for the server, the catalog and the controller; nil:
 	// discarded.
 	Logger *slog.Logger
+	// DecideAtOnce makes the controller the server's Decider, as serve
+	// does: budget edits are decided before they return.
+	DecideAtOnce bool
 }
 
 // startReplica runs a replica over st: a real server on a loopback port,
@@ -93,7 +96,12 @@ func startReplica(t *testing.T, st store.Store, o replicaOptions) *replica {
 	if o.Webhook != nil {
 		egress = o.Webhook.Egress
 	}
-	srv := server.New(server.Options{Rules: st, Catalog: cat, Ledger: st, Budgets: st, Logger: log, Now: o.Now,
+	ctl := controller.New(st, cat, controller.Options{Interval: 10 * time.Second, Now: o.Now, Logger: log, Webhook: o.Webhook, Secrets: o.Secrets})
+	var decider server.BudgetDecider
+	if o.DecideAtOnce {
+		decider = ctl
+	}
+	srv := server.New(server.Options{Rules: st, Catalog: cat, Ledger: st, Budgets: st, Decider: decider, Logger: log, Now: o.Now,
 		ReportInterval: 10 * time.Second, Egress: egress, Secrets: o.Secrets})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -105,7 +113,6 @@ func startReplica(t *testing.T, st store.Store, o replicaOptions) *replica {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctl := controller.New(st, cat, controller.Options{Interval: 10 * time.Second, Now: o.Now, Logger: log, Webhook: o.Webhook, Secrets: o.Secrets})
 	t.Cleanup(func() {
 		conn.Close()
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -1,0 +1,179 @@
+package sampler_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"testing"
+	"time"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	"github.com/tracesampling/controlplane/clients/go/sampler"
+	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/budget/controller"
+	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/server"
+	"github.com/tracesampling/controlplane/internal/store/memstore"
+)
+
+// embeddedPlane is one replica on the embedded store, with a budget
+// controller that the test steps and that decides budgets as they are
+// created, as serve wires it.
+type embeddedPlane struct {
+	addr    string
+	rules   pb.RuleServiceClient
+	budgets pb.BudgetServiceClient
+	store   *memstore.Store
+	catalog *catalog.Catalog
+	ctl     *controller.Controller
+}
+
+func startEmbedded(t *testing.T) *embeddedPlane {
+	t.Helper()
+	st, err := memstore.New(memstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat := catalog.New(st, catalog.Options{Logger: discard, Poll: time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := cat.Load(ctx); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	catDone := make(chan struct{})
+	go func() {
+		defer close(catDone)
+		_ = cat.Run(ctx)
+	}()
+	ctl := controller.New(st, cat, controller.Options{Interval: e2eInterval, Logger: discard})
+	srv := server.New(server.Options{Rules: st, Catalog: cat, Ledger: st, Budgets: st, Decider: ctl, Logger: discard, ReportInterval: e2eInterval})
+	srv.SetServing(true)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		sctx, scancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer scancel()
+		srv.Stop(sctx)
+		<-served
+		cancel()
+		<-catDone
+		ctl.Wait()
+		st.Close()
+	})
+	return &embeddedPlane{addr: lis.Addr().String(), rules: pb.NewRuleServiceClient(conn), budgets: pb.NewBudgetServiceClient(conn), store: st, catalog: cat, ctl: ctl}
+}
+
+// sampled counts the root spans of n fresh traces that s samples.
+func sampled(s *sampler.Sampler, rng *rand.Rand, n int) int {
+	var k int
+	for range n {
+		if s.ShouldSample(params(rng)).Decision == sdktrace.RecordAndSample {
+			k++
+		}
+	}
+	return k
+}
+
+// TestE2EBudgetNoLeakWindows: under an exhausted enforcing budget (fixed
+// rate 0, no reservoir), no rule set lifts enforcement. An edit of another
+// service's rule sends every instance a new rules version, and a new
+// instance starts from the rule set alone: both sample nothing, counted
+// over a thousand traces each, before any report could bring them
+// targets. Without the rates in force in rule sets, each sampled at the
+// rule's own rate of 1 until its next report.
+func TestE2EBudgetNoLeakWindows(t *testing.T) {
+	noLeaks(t)
+	cp := startEmbedded(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*deadline)
+	defer cancel()
+	for _, r := range []*pb.Rule{
+		{Name: "shop-all", Priority: 1, ServiceName: "shop", FixedRate: 1},
+		{Name: "other-all", Priority: 2, ServiceName: "other", FixedRate: 0.5},
+	} {
+		if _, err := cp.rules.CreateRule(ctx, &pb.CreateRuleRequest{Rule: r}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// $0.001 at $5 per million traces: 200 traces.
+	b, err := cp.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{
+		Name: "shop", MonthlyAmountMicros: 1000, Scope: &pb.BudgetScope{ServiceNames: []string{"shop"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	first := []*sampler.Sampler{newSampler(t, cp.addr), newSampler(t, cp.addr)}
+	for i, s := range first {
+		waitFor(t, deadline, fmt.Sprintf("rule shop-all on instance %d", i), func() bool { return explain(s).Rule == "shop-all" })
+		if n := sampled(s, rng, 500); n < 400 {
+			t.Fatalf("instance %d at fixed rate 1 sampled %d of 500", i, n)
+		}
+	}
+	// Spend past the cap, then the controller's step exhausts the budget.
+	waitFor(t, deadline, "the traces billed", func() bool {
+		u, err := cp.store.Usage(ctx, "shop", time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, s := u.Totals()
+		return s >= 800
+	})
+	if err := cp.ctl.Step(ctx, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	states, err := cp.store.States(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := states["shop"]; st.BudgetUID != b.GetBudget().GetUid() || !st.Decision.Exhausted {
+		t.Fatalf("state %+v, want budget shop exhausted", st)
+	}
+	for i, s := range first {
+		waitFor(t, deadline, fmt.Sprintf("enforcement on instance %d", i), func() bool {
+			e := explain(s)
+			return e.Rule == "shop-all" && !e.Sampled
+		})
+	}
+
+	// Another service's rule is edited: a new rules version for all.
+	if _, err := cp.rules.UpdateRule(ctx, &pb.UpdateRuleRequest{Rule: &pb.Rule{Name: "other-all", FixedRate: 0.25}, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"fixed_rate"}}}); err != nil {
+		t.Fatal(err)
+	}
+	list, err := cp.rules.ListRules(ctx, &pb.ListRulesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	version := list.GetRulesVersion()
+	for i, s := range first {
+		waitFor(t, deadline, fmt.Sprintf("rules version %d on instance %d", version, i), func() bool { return explain(s).RulesVersion >= version })
+		if n := sampled(s, rng, 1000); n != 0 {
+			t.Errorf("instance %d, just after an edit of another service's rule: sampled %d of 1000 under an exhausted budget, want 0", i, n)
+		}
+	}
+
+	// A new instance, before its first report: its first report goes a
+	// second after it starts, and it is looked at as soon as its rule set
+	// is in.
+	fresh := newSampler(t, cp.addr)
+	waitFor(t, deadline, "rules on the new instance", func() bool { return explain(fresh).RulesVersion >= version })
+	if n := sampled(fresh, rng, 1000); n != 0 {
+		t.Errorf("a new instance's first decisions: sampled %d of 1000 under an exhausted budget, want 0", n)
+	}
+	if e := explain(fresh); e.Rule != "shop-all" || e.Reason != sampler.ReasonFixedRate || e.Sampled {
+		t.Errorf("new instance: %+v, want shop-all at its fixed rate in force, not sampled", e)
+	}
+}
