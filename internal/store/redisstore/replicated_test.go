@@ -43,11 +43,14 @@ func TestEditsWaitForReplicas(t *testing.T) {
 	ctx := t.Context()
 	waiting := newStore(t, master.Client(t), redisstore.Options{ReplicaWait: 300 * time.Millisecond})
 	notWaiting := newStore(t, master.Client(t), redisstore.Options{ReplicaWait: -1})
+	// With the replica up, edits wait long enough for a loaded machine:
+	// only the stalled cases below rely on the short wait running out.
+	patient := newStore(t, master.Client(t), redisstore.Options{ReplicaWait: 10 * time.Second})
 
-	if _, err := waiting.CreateRule(ctx, rules.Rule{Name: "r", Priority: 1}, "u"); err != nil {
+	if _, err := patient.CreateRule(ctx, rules.Rule{Name: "r", Priority: 1}, "u"); err != nil {
 		t.Fatalf("create rule with the replica up: %v", err)
 	}
-	if _, err := waiting.CreateBudget(ctx, budget.Budget{Name: "b", MonthlyAmountMicros: 1e6}); err != nil {
+	if _, err := patient.CreateBudget(ctx, budget.Budget{Name: "b", MonthlyAmountMicros: 1e6}); err != nil {
 		t.Fatalf("create budget with the replica up: %v", err)
 	}
 	var desc string // the description the last update set
@@ -59,7 +62,7 @@ func TestEditsWaitForReplicas(t *testing.T) {
 	}{
 		{
 			name:    "create rule",
-			prepare: func() { _ = waiting.DeleteRule(ctx, "new", 0, "u") },
+			prepare: func() { _ = patient.DeleteRule(ctx, "new", 0, "u") },
 			edit: func(s store.Store) error {
 				_, err := s.CreateRule(ctx, rules.Rule{Name: "new", Priority: 2}, "u")
 				return err
@@ -88,7 +91,7 @@ func TestEditsWaitForReplicas(t *testing.T) {
 		},
 		{
 			name:    "delete rule",
-			prepare: func() { _, _ = waiting.CreateRule(ctx, rules.Rule{Name: "new", Priority: 2}, "u") },
+			prepare: func() { _, _ = patient.CreateRule(ctx, rules.Rule{Name: "new", Priority: 2}, "u") },
 			edit:    func(s store.Store) error { return s.DeleteRule(ctx, "new", 0, "u") },
 			check: func() error {
 				if _, err := waiting.Rule(ctx, "new"); !errors.Is(err, store.ErrNotFound) {
@@ -99,7 +102,7 @@ func TestEditsWaitForReplicas(t *testing.T) {
 		},
 		{
 			name:    "create budget",
-			prepare: func() { _ = waiting.DeleteBudget(ctx, "new", 0) },
+			prepare: func() { _ = patient.DeleteBudget(ctx, "new", 0) },
 			edit: func(s store.Store) error {
 				_, err := s.CreateBudget(ctx, budget.Budget{Name: "new", MonthlyAmountMicros: 1e6})
 				return err
@@ -128,7 +131,7 @@ func TestEditsWaitForReplicas(t *testing.T) {
 		},
 		{
 			name:    "delete budget",
-			prepare: func() { _, _ = waiting.CreateBudget(ctx, budget.Budget{Name: "new", MonthlyAmountMicros: 1e6}) },
+			prepare: func() { _, _ = patient.CreateBudget(ctx, budget.Budget{Name: "new", MonthlyAmountMicros: 1e6}) },
 			edit:    func(s store.Store) error { return s.DeleteBudget(ctx, "new", 0) },
 			check: func() error {
 				if _, err := waiting.Budget(ctx, "new"); !errors.Is(err, store.ErrNotFound) {
