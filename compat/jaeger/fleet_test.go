@@ -224,11 +224,13 @@ func (f *fleet) instances() []*instance {
 func (f *fleet) drive() {
 	defer close(f.done)
 	id := trace.TraceID{1}
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		select {
 		case <-f.stop:
 			return
-		case <-time.After(5 * time.Millisecond):
+		case <-tick.C:
 		}
 		for _, in := range f.instances() {
 			for range 2 {
@@ -347,17 +349,7 @@ func TestFleetLowerBoundsFull(t *testing.T) {
 			s.setReservoir(t, name, r, listed)
 			f := newFleet(t, s, name, poll)
 			f.resize(n)
-			if listed {
-				f.settle(t, r, n)
-			} else {
-				waitFor(t, "the count", func() error {
-					if got := f.estimate(t, r); got != float64(n) {
-						return fmt.Errorf("server counts %.2f", got)
-					}
-					return nil
-				})
-				time.Sleep(2 * poll) // every instance has polled since
-			}
+			f.settle(t, r, n)
 			for i := range windows {
 				got := f.rate(10 * time.Second)
 				t.Logf("RESULT %s n=%d listed=%v window=%d (10 s): %.1f traces/s = %.3f R, server counts %.0f", name, n, listed, i, got, got/r, f.estimate(t, r))
