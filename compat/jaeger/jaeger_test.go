@@ -4,8 +4,9 @@
 // generated types (github.com/jaegertracing/jaeger-idl), which speak the
 // binary gRPC protocol as OpenTelemetry Java does; and, when Node.js is
 // installed, OpenTelemetry JS's (@opentelemetry/sampler-jaeger-remote, see
-// js/). It is a module of its own so that these clients stay out of the
-// main module.
+// js/); and, in fleet_test.go, a fleet of Go samplers whose lower bounds
+// should add up to a rule's reservoir on a real serve. It is a module of
+// its own so that these clients stay out of the main module.
 package jaegercompat
 
 import (
