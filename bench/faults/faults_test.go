@@ -100,15 +100,25 @@ func checkResult(t *testing.T, f fault, r Result) {
 	if r.RecordedRequests != r.CountedRequests {
 		t.Errorf("requests: the SDKs counted %d, the budget recorded %d: reports lost or counted twice", r.CountedRequests, r.RecordedRequests)
 	}
-	// Every sampled trace is recorded or visibly cut. Cuts should not
-	// happen to honest reports, but do across a store outage (the claim
-	// bound, docs/RELIABILITY.md "Fault suite"): reported, not failed,
-	// until that is fixed; then assert r.Clamped == 0 here.
-	if r.RecordedSampled+int64(r.Clamped) != r.CountedSampled {
+	// Every sampled trace is recorded, and none is cut: the claim bound
+	// follows each client's chain of claims, so an honest report is never
+	// cut, however late or wherever it arrives (docs/RELIABILITY.md,
+	// "Honest reports are never cut") — but for reports sent again to
+	// another replica (f.resendsCut).
+	if f.resendsCut == "" {
+		if r.RecordedSampled != r.CountedSampled || r.Clamped != 0 {
+			t.Errorf("sampled traces: the SDKs counted %d, the budget recorded %d and the replicas cut %.0f: honest reports cut, lost or billed twice",
+				r.CountedSampled, r.RecordedSampled, r.Clamped)
+		}
+		return
+	}
+	// A cut may count for a report the store had recorded before it was
+	// sent again: what was cut is at most what the replicas counted.
+	if lost := r.CountedSampled - r.RecordedSampled; lost < 0 || float64(lost) > r.Clamped {
 		t.Errorf("sampled traces: the SDKs counted %d, the budget recorded %d and the replicas cut %.0f: the rest lost or billed twice",
 			r.CountedSampled, r.RecordedSampled, r.Clamped)
 	}
 	if r.Clamped > 0 {
-		t.Logf("known defect: %.0f honest sampled traces cut by the claim bound", r.Clamped)
+		t.Logf("known defect: %d honest sampled traces cut (%.0f counted as cut): %s", r.CountedSampled-r.RecordedSampled, r.Clamped, f.resendsCut)
 	}
 }

@@ -37,8 +37,8 @@ type honestStep struct {
 // outage; one reaching a replica two intervals behind, 100 ms.
 func TestBoundNeverCutsHonestReports(t *testing.T) {
 	// Reports every 10 s (the default interval), from a client granted a
-	// trace a second: the slack of a few traces does not hide a cut.
-	const quota = 1.0
+	// four traces a second: the slack of a few traces does not hide a cut.
+	const quota = 4.0
 	s := &Core{ledger: reservoir.NewLedger(10 * time.Second)}
 	t0 := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
 	iv := 10 * time.Second // an interval
@@ -51,6 +51,7 @@ func TestBoundNeverCutsHonestReports(t *testing.T) {
 		{"the next replica's clock two intervals ahead, then back", []honestStep{{1 * iv, 1 * iv, 2 * iv}, {2 * iv, 2 * iv, 2 * iv}, {3 * iv, 3 * iv, 0}, {4 * iv, 4 * iv, 0}}},
 		{"a report held back by a store outage of 20 intervals, and the next", []honestStep{{1 * iv, 1 * iv, 0}, {2 * iv, 22 * iv, 0}, {23 * iv, 23 * iv, 0}, {24 * iv, 24 * iv, 0}}},
 		{"a report held back by a replica's death, on a replica an interval behind", []honestStep{{1 * iv, 1 * iv, 0}, {2 * iv, 4 * iv, -iv}, {5 * iv, 5 * iv, -iv}}},
+		{"a client's first report four intervals late, and the next", []honestStep{{1 * iv, 5 * iv, 0}, {6 * iv, 6 * iv, 0}, {7 * iv, 7 * iv, 0}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var (
@@ -65,7 +66,7 @@ func TestBoundNeverCutsHonestReports(t *testing.T) {
 				if ok {
 					granted = prev.Quota
 				}
-				d := Statistics{Rule: "r", Requests: 1000, Sampled: int64(granted * interval.Seconds()), Interval: interval}
+				d := Statistics{Rule: "r", Requests: 1000, Sampled: int64(granted * interval.Seconds()), Interval: interval, Time: t0.Add(st.take)}
 				b := s.bound(&d, prev, ok, 0, t0.Add(st.arrive+st.skew))
 				if got := clamp(&d, b); got != d.Sampled {
 					t.Errorf("report %d (%d sampled over %v): cut to %d (bound over %v)", i, d.Sampled, interval, got, b.span)

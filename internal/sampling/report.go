@@ -290,7 +290,15 @@ func (s *Core) bound(d *Statistics, prev receipt.Claim, ok bool, fixedNow float6
 		b.span = cover
 		quota, fixed = prev.Quota, max(fixed, prev.FixedRate)
 	} else {
-		b.span = min(s.span(d), s.ledger.QuotaLifetime())
+		lifetime := s.ledger.QuotaLifetime()
+		b.span = min(s.span(d), lifetime)
+		// A new chain ends where the client says it took its counts,
+		// within a quota's lifetime before now: a report sent again
+		// after a reconnect that took long, and the next one, whose
+		// counts run from then.
+		if !d.Time.IsZero() {
+			b.until = now.Add(-min(max(now.Sub(d.Time), 0), lifetime))
+		}
 	}
 	b.span = min(max(b.span, minReportSpan), maxReportSpan)
 	secs := b.span.Seconds() * ClockSlack
