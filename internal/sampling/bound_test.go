@@ -29,14 +29,14 @@ type honestStep struct {
 
 // TestBoundNeverCutsHonestReports follows honest clients' chains of claims
 // through what the fault suite does to them: a replica whose clock is
-// ahead or behind the one that made the last claim, and a report held back
-// by a store outage (sent again until the store takes it), with the report
-// after it. Before claims recorded the end of the time their counts
+// ahead or behind the one that made the last claim, a report held back by
+// a store outage or a replica's death (sent again until it is taken), with
+// the report after it. Before claims recorded the end of the time their counts
 // covered, a report's time was the time since its claim was handed out on
 // the replica's clock: the report after an outage covered a second, not the
 // outage; one reaching a replica two intervals behind, 100 ms.
 func TestBoundNeverCutsHonestReports(t *testing.T) {
-	// Reports every 10 s (the default interval), from a client granted a
+	// Reports every 10 s (the default interval), from a client granted
 	// four traces a second: the slack of a few traces does not hide a cut.
 	const quota = 4.0
 	s := &Core{ledger: reservoir.NewLedger(10 * time.Second)}
