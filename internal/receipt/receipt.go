@@ -33,8 +33,13 @@ type Claim struct {
 	// and the quota it was granted (before budgets), in the bucket of its
 	// report.
 	reservoir.Receipt
-	// Issued is when the target was handed out, to the millisecond: the
-	// next report covers the time since, whatever interval it claims.
+	// Issued is the end of the time the report it answers covered, to the
+	// millisecond: the next report's counts begin there. It is when the
+	// target was handed out for a client's first report, and after that
+	// the previous claim's end plus the interval the report says (within
+	// the time since, see package sampling's bound): not the replica's
+	// clock, which differs between replicas, nor the time the report was
+	// handled, which a store outage or a replica's death puts off.
 	Issued time.Time
 	// FixedRate is the fixed rate in force in the target (budgets applied).
 	FixedRate float64

@@ -53,7 +53,7 @@ func newReportMetrics(reg prometheus.Registerer) *reportMetrics {
 		}, []string{"code"}),
 		clamped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "controlplane_report_traces_clamped_total",
-			Help: "Sampled traces that SDK reports claimed beyond what the client can have sampled (its quota, the borrow limit and the fixed rate in force, over the time since its last report), cut before they count in budgets. reason: over_bound.",
+			Help: "Sampled traces that SDK reports claimed beyond what the client can have sampled (its quota, the borrow limit and the fixed rate in force, over the time its report covers), cut before they count in budgets; counted once the report is recorded. reason: over_bound.",
 		}, []string{"reason"}),
 		receipts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "controlplane_report_receipts_refused_total",
@@ -116,7 +116,8 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 		rate, sampled, fixed float64
 		factors              [2]float64 // the budgets' (fixed rate, reservoir), for the boost's sizing
 		service              string
-		running              int64 // the rule version the client runs, counted; 0: none
+		running              int64     // the rule version the client runs, counted; 0: none
+		until                time.Time // the end of the time the counts cover (bound)
 	}
 	// Sized for every document at once: a report is mostly accepted whole.
 	var (
@@ -126,6 +127,7 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 		usage    []store.UsageIncrement
 		hour     int // of the month, for usage
 		seen     = make(map[string]bool, len(docs))
+		cut      int64 // sampled traces cut by the bounds
 		bucket   = s.ledger.Bucket(now)
 		// boostDocs are the accepted documents' own boost counts and
 		// r.Boosts.
@@ -159,7 +161,8 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 		if d.Boost != nil {
 			boostDocs = append(boostDocs, boostDoc{BoostStatistics{Rule: rule.Name, BoostCounts: *d.Boost, Interval: d.Interval}, i})
 		}
-		sampled := s.clamp(d, b)
+		sampled := clamp(d, b)
+		cut += d.Sampled - sampled
 		// The rate is over the interval the client says its counts cover,
 		// within the span the server knows: the first report after an
 		// outage covers one interval, not the whole time since the last
@@ -172,7 +175,7 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 		if runs {
 			running = since
 		}
-		acc = append(acc, accepted{rule: rule, rate: rate, sampled: sampledRate, fixed: b.fixedNow, factors: [2]float64{f, g}, service: svc, running: running})
+		acc = append(acc, accepted{rule: rule, rate: rate, sampled: sampledRate, fixed: b.fixedNow, factors: [2]float64{f, g}, service: svc, running: running, until: b.until})
 		if d.Requests > 0 || sampled > 0 {
 			names := budgets.Covering(svc, rule)
 			if usage == nil {
@@ -221,6 +224,12 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 		return out, nil
 	}
 	results, err := s.batcher.record(ctx, updates, usage, carry, reportSeq{client, seq})
+	if cut > 0 && (err == nil || carry && seq == 0) {
+		// Counted once the report is recorded, or its usage held to be
+		// (an unnumbered stream report): a numbered report that failed
+		// comes again, and is bounded again then.
+		s.reports.clamped.WithLabelValues("over_bound").Add(float64(cut))
+	}
 	if err != nil {
 		return TargetSet{}, err
 	}
@@ -234,7 +243,7 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 		// The client samples at the boost's rate until it expires: what
 		// it may claim next is bounded by that rate (claimBound), so that
 		// the boost's traces count in budgets.
-		c := receipt.Claim{Receipt: reservoir.Receipt{Bucket: bucket, Rate: a.rate, Quota: results[i].Quota, Sampled: a.sampled, Applied: a.running}, Issued: now,
+		c := receipt.Claim{Receipt: reservoir.Receipt{Bucket: bucket, Rate: a.rate, Quota: results[i].Quota, Sampled: a.sampled, Applied: a.running}, Issued: a.until,
 			FixedRate: bst.RateInForce(a.fixed, now)}
 		out.Targets[i] = Target{
 			Boost:     bst,
@@ -262,10 +271,13 @@ func serviceOf(service string, r *rules.Rule) string {
 
 // claimBound is what one statistics document may claim.
 type claimBound struct {
-	// span is the time the counts cover, as the server knows it: since the
-	// target its receipt came with, or, without one, the interval the
-	// client says, at most a quota's lifetime.
+	// span is the time the counts may cover: the interval the client says,
+	// within what its last claim leaves (see bound), or, without a claim,
+	// at most a quota's lifetime.
 	span time.Duration
+	// until is the end of the time the counts cover, as the claim that
+	// answers them records it (receipt.Claim.Issued).
+	until time.Time
 	// fixedNow is the fixed rate in force now, budgets applied.
 	fixedNow float64
 	// sampled is the most traces the client can have sampled in span.
@@ -273,21 +285,53 @@ type claimBound struct {
 }
 
 // bound returns what d may claim. A client samples from its quota (the last
-// one it was granted, which its receipt names), borrows at most one trace a
+// one it was granted, which its claim names), borrows at most one trace a
 // second when it has none, and samples the fixed rate in force of the rest
 // — the higher of the one its last target gave and the one in force now.
 // The fixed-rate part allows six standard deviations of chance and of the
 // SDK's estimate of busy rules' request counts (a 1-in-16 sample above
 // 4,096 an interval), so that an honest report is never cut.
+//
+// The time a report covers is the interval its client says, within the
+// time its chain of claims leaves: each claim records the end of the time
+// its report covered (Issued), the previous claim's end plus that
+// interval, and the next report may cover at most the time from there to
+// now, plus maxLead. So an honest report is bounded by the time its counts
+// were taken over, whenever and wherever it arrives: one held back by a
+// store outage, or the one after it, which covers the outage's time
+// although it follows a claim made a moment before; one that reaches a
+// replica whose clock is behind the one that made its claim (maxLead is
+// the skew allowed). And a chain never claims more than the time it
+// spans, plus maxLead once: a client that says longer intervals than it
+// waits is cut as before.
 func (s *Core) bound(d *Statistics, prev receipt.Claim, ok bool, fixedNow float64, now time.Time) claimBound {
-	b := claimBound{fixedNow: fixedNow}
+	b := claimBound{fixedNow: fixedNow, until: now}
 	var quota float64
 	fixed := fixedNow
 	if ok {
-		b.span = now.Sub(prev.Issued)
+		// A client that does not say its interval (X-Ray's) covers the
+		// time since its claim's end.
+		said := d.Interval
+		if said == 0 {
+			said = max(s.span(d), now.Sub(prev.Issued))
+		}
+		cover := min(said, now.Add(s.maxLead()).Sub(prev.Issued), maxReportSpan)
+		// The chain moves on by what the counts cover, and at least a
+		// millisecond, so that the replicas' guards see its claims in
+		// order (receipt.Guard).
+		b.until = prev.Issued.Add(max(cover, time.Millisecond))
+		b.span = cover
 		quota, fixed = prev.Quota, max(fixed, prev.FixedRate)
 	} else {
-		b.span = min(s.span(d), s.ledger.QuotaLifetime())
+		lifetime := s.ledger.QuotaLifetime()
+		b.span = min(s.span(d), lifetime)
+		// A new chain ends where the client says it took its counts,
+		// within a quota's lifetime before now: a report sent again
+		// after a reconnect that took long, and the next one, whose
+		// counts run from then.
+		if !d.Time.IsZero() {
+			b.until = now.Add(-min(max(now.Sub(d.Time), 0), lifetime))
+		}
 	}
 	b.span = min(max(b.span, minReportSpan), maxReportSpan)
 	secs := b.span.Seconds() * ClockSlack
@@ -297,14 +341,16 @@ func (s *Core) bound(d *Statistics, prev receipt.Claim, ok bool, fixedNow float6
 	return b
 }
 
-// clamp returns d's sampled count cut to b, counting what it cut.
-func (s *Core) clamp(d *Statistics, b claimBound) int64 {
-	sampled := d.Sampled
-	if limit := int64(b.sampled); sampled > limit {
-		s.reports.clamped.WithLabelValues("over_bound").Add(float64(sampled - limit))
-		sampled = limit
-	}
-	return sampled
+// maxLead is how far ahead of a replica's clock a chain of claims may run:
+// a quota's lifetime, for the clocks of replicas, which may differ by up to
+// a report interval (the ledger's buckets need that much, see
+// docs/RELIABILITY.md), and for the time between when a client takes its
+// counts and when a replica handles them.
+func (s *Core) maxLead() time.Duration { return s.ledger.QuotaLifetime() }
+
+// clamp returns d's sampled count cut to b.
+func clamp(d *Statistics, b claimBound) int64 {
+	return min(d.Sampled, int64(b.sampled))
 }
 
 // Renewal answers a stream's report that the store did not take: the last

@@ -177,11 +177,12 @@ type SamplingStatistics struct {
 	// Requests that matched the rule.
 	RequestCount int64 `protobuf:"varint,2,opt,name=request_count,json=requestCount,proto3" json:"request_count,omitempty"`
 	// Requests sampled (reservoir, borrowed and fixed-rate together). Budgets
-	// count at most what the client can have sampled since its last target
-	// (the receipt says when that was, and its quota and fixed rate): its
-	// quota and one borrowed trace a second over that time, plus the fixed
-	// rate in force of request_count, with room for chance; the rest is not
-	// counted (controlplane_report_traces_clamped_total).
+	// count at most what the client can have sampled over the interval its
+	// counts cover (the receipt says where its last counts ended, and its
+	// quota and fixed rate): its quota and one borrowed trace a second over
+	// that time, plus the fixed rate in force of request_count, with room for
+	// chance; the rest is not counted
+	// (controlplane_report_traces_clamped_total).
 	SampledCount int64 `protobuf:"varint,3,opt,name=sampled_count,json=sampledCount,proto3" json:"sampled_count,omitempty"`
 	// Requests sampled by borrowing, while the client had no quota.
 	BorrowCount int64 `protobuf:"varint,4,opt,name=borrow_count,json=borrowCount,proto3" json:"borrow_count,omitempty"`
@@ -189,8 +190,9 @@ type SamplingStatistics struct {
 	Timestamp *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
 	// Length of the interval the counts cover; the server's report interval
 	// when unset. It sets the rate of the client's traffic; with a receipt,
-	// the server bounds it by the time since the receipt was issued, and
-	// without one by two report intervals.
+	// the server bounds it by the time since the receipt's counts ended, plus
+	// two report intervals for the replicas' clocks (once: the intervals of
+	// successive reports add up), and without one by two report intervals.
 	Interval *durationpb.Duration `protobuf:"bytes,6,opt,name=interval,proto3" json:"interval,omitempty"`
 	// The receipt of the last target received for this rule, echoed back so
 	// that the server replaces this client's previous traffic figure and quota
