@@ -15,7 +15,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -24,6 +23,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/output"
 	"github.com/tracesampling/controlplane/internal/server"
+	"github.com/tracesampling/controlplane/internal/servetest"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
 )
@@ -74,39 +74,10 @@ func startBudgetServer(t *testing.T) *budgetServer {
 	t.Helper()
 	st := &signalingStore{Store: newCLIStore(t), subscribed: make(chan struct{}), watching: make(chan struct{}, 16)}
 	log := slog.New(slog.DiscardHandler)
-	cat := catalog.New(st, catalog.Options{Logger: log, Poll: time.Second})
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := cat.Load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	catDone := make(chan struct{})
-	go func() {
-		defer close(catDone)
-		_ = cat.Run(ctx)
-	}()
+	cat := servetest.Catalog(t, st, catalog.Options{Logger: log, Poll: time.Second})
 	srv := server.New(server.Options{Rules: st, Catalog: cat, Ledger: st, Budgets: st, Now: cliNow, Logger: log})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(lis) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		srv.Stop(sctx)
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		cancel()
-		<-catDone
-	})
-	return &budgetServer{addr: lis.Addr().String(), api: pb.NewBudgetServiceClient(conn), st: st}
+	conn, addr := servetest.Serve(t, srv)
+	return &budgetServer{addr: addr, api: pb.NewBudgetServiceClient(conn), st: st}
 }
 
 // cli runs `controlplane budgets ARGS... --server ADDR` with stdin.

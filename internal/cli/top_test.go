@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,8 +11,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -23,6 +20,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/fleet"
 	"github.com/tracesampling/controlplane/internal/output"
 	"github.com/tracesampling/controlplane/internal/server"
+	"github.com/tracesampling/controlplane/internal/servetest"
 	"github.com/tracesampling/controlplane/internal/ui"
 )
 
@@ -43,38 +41,11 @@ func startFleetServer(t *testing.T) *fleetServer {
 	t.Helper()
 	st := newCLIStore(t)
 	log := slog.New(slog.DiscardHandler)
-	cat := catalog.New(st, catalog.Options{Logger: log, Poll: time.Second})
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := cat.Load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	catDone := make(chan struct{})
-	go func() {
-		defer close(catDone)
-		_ = cat.Run(ctx)
-	}()
+	cat := servetest.Catalog(t, st, catalog.Options{Logger: log, Poll: time.Second})
 	srv := server.New(server.Options{Rules: st, Catalog: cat, Ledger: st, Budgets: st, Now: cliNow, Logger: log, ReportInterval: 10 * time.Second})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(lis) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		srv.Stop(sctx)
-		<-done
-		cancel()
-		<-catDone
-	})
+	conn, addr := servetest.Serve(t, srv)
 	return &fleetServer{
-		addr: lis.Addr().String(), rules: pb.NewRuleServiceClient(conn), sampling: pb.NewSamplingServiceClient(conn),
+		addr: addr, rules: pb.NewRuleServiceClient(conn), sampling: pb.NewSamplingServiceClient(conn),
 		status: pb.NewStatusServiceClient(conn), budgets: pb.NewBudgetServiceClient(conn), catalog: cat,
 		ui: ui.Handler(ui.Options{Fleet: fleet.New(cat, st, 10*time.Second, cliNow), Catalog: cat, Store: st, History: ui.BudgetHistory{Store: st}, Now: cliNow, Logger: log}),
 	}

@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -21,8 +20,6 @@ import (
 
 	"go.uber.org/goleak"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
@@ -33,6 +30,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/redistest"
 	"github.com/tracesampling/controlplane/internal/secrets"
 	"github.com/tracesampling/controlplane/internal/server"
+	"github.com/tracesampling/controlplane/internal/servetest"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
@@ -82,16 +80,7 @@ func startReplica(t *testing.T, st store.Store, o replicaOptions) *replica {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	cat := catalog.New(st, catalog.Options{Logger: log, Poll: 200 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := cat.Load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	catDone := make(chan struct{})
-	go func() {
-		defer close(catDone)
-		_ = cat.Run(ctx)
-	}()
+	cat := servetest.Catalog(t, st, catalog.Options{Logger: log, Poll: 200 * time.Millisecond})
 	var egress *budget.Egress // the server's check of webhook URLs, as the controller's delivery's
 	if o.Webhook != nil {
 		egress = o.Webhook.Egress
@@ -103,26 +92,10 @@ func startReplica(t *testing.T, st store.Store, o replicaOptions) *replica {
 	}
 	srv := server.New(server.Options{Rules: st, Catalog: cat, Ledger: st, Budgets: st, Decider: decider, Logger: log, Now: o.Now,
 		ReportInterval: 10 * time.Second, Egress: egress, Secrets: o.Secrets})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(lis) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		srv.Stop(sctx)
-		<-done
-		cancel()
-		<-catDone
-		ctl.Wait()
-	})
+	// Cleanups run last first: the controller's deliveries are waited for
+	// once the server has stopped, before the catalog stops.
+	t.Cleanup(ctl.Wait)
+	conn, _ := servetest.Serve(t, srv)
 	return &replica{
 		rules: pb.NewRuleServiceClient(conn), sampling: pb.NewSamplingServiceClient(conn), budgets: pb.NewBudgetServiceClient(conn),
 		catalog: cat, ctl: ctl, first: cat.Current().Version,

@@ -1,0 +1,75 @@
+// Package servetest runs what tests serve on loopback — a gRPC server and
+// the catalog in front of it — and stops and waits for each when the test
+// ends, so that every test of the server, the controller and the CLI starts
+// a replica the same way.
+package servetest
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/tracesampling/controlplane/internal/catalog"
+)
+
+// Server is what Serve runs: *server.Server, declared here so that the
+// server's own tests can use this package.
+type Server interface {
+	Serve(lis net.Listener) error
+	Stop(ctx context.Context)
+}
+
+// Serve runs srv on a free loopback port until the test ends and returns a
+// client connection to it and its address. At the end it closes the
+// connection, stops srv (5 s at most) and reports an error Serve returned.
+func Serve(t testing.TB, srv Server) (*grpc.ClientConn, string) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(lis) }()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	t.Cleanup(func() {
+		if conn != nil {
+			conn.Close()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Stop(ctx)
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn, lis.Addr().String()
+}
+
+// Catalog loads a catalog of src and has it follow src until the test
+// ends.
+func Catalog(t testing.TB, src catalog.Source, opts catalog.Options) *catalog.Catalog {
+	t.Helper()
+	cat := catalog.New(src, opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := cat.Load(ctx); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = cat.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return cat
+}
