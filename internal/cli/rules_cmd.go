@@ -27,11 +27,13 @@ import (
 const defaultServer = "localhost:7070"
 
 // serverFromEnv is the --server default: CONTROLPLANE_SERVER, else
-// CONTROLPLANE_ENDPOINT (the variable the SDK reads), else defaultServer.
+// CONTROLPLANE_ENDPOINT (the variable the SDK reads; of several replicas,
+// comma-separated as the SDK takes them, the first), else defaultServer.
 func serverFromEnv(lookupEnv func(string) (string, bool)) string {
 	for _, name := range []string{"CONTROLPLANE_SERVER", "CONTROLPLANE_ENDPOINT"} {
 		if v, ok := lookupEnv(name); ok && v != "" {
-			return v
+			first, _, _ := strings.Cut(v, ",")
+			return first
 		}
 	}
 	return defaultServer

@@ -497,6 +497,7 @@ func TestServerFromEnvironment(t *testing.T) {
 	}{
 		{"CONTROLPLANE_SERVER", s.addr, "", nil, exitOK},
 		{"CONTROLPLANE_ENDPOINT", "", s.addr, nil, exitOK},
+		{"CONTROLPLANE_ENDPOINT's first of several", "", s.addr + "," + down, nil, exitOK},
 		{"CONTROLPLANE_SERVER wins", s.addr, down, nil, exitOK},
 		{"the flag wins", down, down, []string{"--server", s.addr}, exitOK},
 		{"really from there", down, "", nil, exitUnavailable},

@@ -139,3 +139,36 @@ func TestExampleRejectsBadFlags(t *testing.T) {
 		t.Error("an unknown flag was accepted")
 	}
 }
+
+// TestExampleEndpoint: without --endpoint the example goes where
+// CONTROLPLANE_ENDPOINT says, as the SDK does and the README promises;
+// --endpoint wins over it.
+func TestExampleEndpoint(t *testing.T) {
+	addr, _ := startControlPlane(t)
+	for _, tc := range []struct {
+		name, env string
+		args      []string
+	}{
+		{name: "env", env: addr},
+		{name: "flag wins", env: "127.0.0.1:1", args: []string{"--endpoint", addr}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("CONTROLPLANE_ENDPOINT", tc.env)
+			var stdout, stderr syncBuffer
+			ctx, stop := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- run(ctx, append(tc.args, "--rate", "200"), &stdout, &stderr) }()
+			deadline := time.Now().Add(10 * time.Second)
+			for !strings.Contains(stdout.String(), "sampler ") && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			stop()
+			if err := <-done; err != nil {
+				t.Fatalf("run: %v; stderr:\n%s", err, stderr.String())
+			}
+			if want := "endpoint=" + addr + "}"; !strings.Contains(stdout.String(), want) {
+				t.Errorf("output lacks %q:\n%s", want, stdout.String())
+			}
+		})
+	}
+}

@@ -53,7 +53,7 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("example", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	endpoint := fs.String("endpoint", "localhost:7070", "the control plane's gRPC address")
+	endpoint := fs.String("endpoint", "", "the control plane's gRPC address (default: env CONTROLPLANE_ENDPOINT, else localhost:7070)")
 	service := fs.String("service", "example-shop", "the service name rules are matched against")
 	rate := fs.Float64("rate", 50, "fake requests per second")
 	token := fs.String("token", "", "bearer token of role sdk, for a control plane with access control (default: env CONTROLPLANE_TOKEN)")
@@ -70,12 +70,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *token == "" {
 		*token = os.Getenv("CONTROLPLANE_TOKEN")
 	}
-	s, err := sampler.New(
-		sampler.WithEndpoint(*endpoint),
+	opts := []sampler.Option{
 		sampler.WithService(*service, ""),
 		sampler.WithToken(*token), // none: a control plane on this machine needs none
 		sampler.WithLogger(log),
-	)
+	}
+	if *endpoint != "" { // else the sampler's own default, as in any program
+		opts = append(opts, sampler.WithEndpoint(*endpoint))
+	}
+	s, err := sampler.New(opts...)
 	if err != nil {
 		return err
 	}
