@@ -71,6 +71,7 @@ func writeXRayError(w http.ResponseWriter, r *http.Request, err error) {
 		typ, code = "InvalidSignatureException", http.StatusForbidden
 	case code == http.StatusUnauthorized && r.Header.Get("Authorization") == "":
 		typ, code = "MissingAuthenticationTokenException", http.StatusForbidden
+		msg += "; or sign the request with SigV4, using an access key from `controlplane tokens create NAME --aws`"
 	case code == http.StatusUnauthorized:
 		// AWS answers 403 to credentials it does not know.
 		typ, code = "UnrecognizedClientException", http.StatusForbidden

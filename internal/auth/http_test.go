@@ -185,7 +185,7 @@ func TestSigV4(t *testing.T) {
 		req                *http.Request
 		code               int
 		errType, errSubstr string
-	}{"unsigned", unsigned, 403, "MissingAuthenticationTokenException", "credentials"})
+	}{"unsigned", unsigned, 403, "MissingAuthenticationTokenException", "SigV4"})
 	for _, tt := range tests {
 		code, typ, msg := xrayAnswer(t, e.srv.Client(), tt.req)
 		if code != tt.code || typ != tt.errType || !strings.Contains(msg, tt.errSubstr) {
