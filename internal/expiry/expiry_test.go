@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/expiry"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
@@ -21,23 +21,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// clock is a fake clock that moves only when told to.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
+type clock = clocktest.Clock
 
 var start = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
@@ -80,7 +64,7 @@ func names(t *testing.T, st store.Store) []string {
 // TestReap: a rule is deleted at its expire_time, not before, in one batch
 // with every other rule that expired, and the audit log says so.
 func TestReap(t *testing.T) {
-	clk := &clock{t: start}
+	clk := clocktest.New(start)
 	st := newStore(t, clk)
 	ctx := t.Context()
 	debug := create(t, st, "debug-checkout", start.Add(30*time.Minute))
@@ -131,7 +115,7 @@ func TestReap(t *testing.T) {
 // TestOnceForTheControlPlane: of reapers on every replica, one deletes the
 // expired rules of an interval; the others do nothing.
 func TestOnceForTheControlPlane(t *testing.T) {
-	clk := &clock{t: start}
+	clk := clocktest.New(start)
 	st := newStore(t, clk)
 	create(t, st, "debug", start.Add(time.Minute))
 	clk.Set(start.Add(time.Minute))
@@ -182,7 +166,7 @@ func (s *countingStore) ApplyRuleEdits(ctx context.Context, edits []store.RuleEd
 // TestEditedMeanwhile: a rule extended between the reaper's read and its
 // delete is not deleted; the next interval deletes what still expired.
 func TestEditedMeanwhile(t *testing.T) {
-	clk := &clock{t: start}
+	clk := clocktest.New(start)
 	st := newStore(t, clk)
 	create(t, st, "a", start.Add(time.Minute))
 	create(t, st, "b", start.Add(time.Minute))
@@ -205,7 +189,7 @@ func TestEditedMeanwhile(t *testing.T) {
 // TestCatalogSparesTheStore: while the replica's rules hold no expired rule,
 // an interval costs no store call.
 func TestCatalogSparesTheStore(t *testing.T) {
-	clk := &clock{t: start}
+	clk := clocktest.New(start)
 	st := newStore(t, clk)
 	create(t, st, "a", start.Add(time.Minute))
 	cat := catalog.New(st, catalog.Options{Logger: discard()})
@@ -235,7 +219,7 @@ func (c *claimCounter) ClaimTick(ctx context.Context, tick int64, ttl time.Durat
 
 // TestRunStops: Run returns when its context ends.
 func TestRunStops(t *testing.T) {
-	clk := &clock{t: start}
+	clk := clocktest.New(start)
 	r := expiry.New(newStore(t, clk), nil, expiry.Options{Interval: time.Millisecond, Now: clk.Now, Logger: discard()})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/store"
 )
@@ -201,7 +202,7 @@ func TestBatcherResendsUnsureUsageUnderItsKey(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			led := &flakyLedger{down: true, unsure: true, lands: tt.lands}
-			clock := &fakeClock{t: nov}
+			clock := clocktest.New(nov)
 			b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), clock.Now, discardLogger(), prometheus.NewRegistry())
 			defer b.close()
 			ctx := context.Background()
@@ -330,7 +331,7 @@ func metricValue(t *testing.T, m prometheus.Metric) float64 {
 // an outage shorter than an interval leaves no such gap, and is not named.
 func TestBatcherNamesTheLastOutage(t *testing.T) {
 	led := &flakyLedger{down: true}
-	clock := &fakeClock{t: nov}
+	clock := clocktest.New(nov)
 	b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), clock.Now, discardLogger(), prometheus.NewRegistry())
 	defer b.close()
 	ctx := context.Background()

@@ -22,6 +22,7 @@ import (
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/redistest"
 	"github.com/tracesampling/controlplane/internal/secrets"
 	"github.com/tracesampling/controlplane/internal/store"
@@ -190,7 +191,7 @@ func TestSimulateCostDefaultRule(t *testing.T) {
 // report as sent; a unary caller is told UNAVAILABLE and reports again.)
 func TestStreamUsageSurvivesAStoreOutage(t *testing.T) {
 	rs := redistest.StartWith(t, redistest.Options{AppendOnly: true})
-	clock := &fakeClock{t: time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC)}
+	clock := clocktest.New(time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC))
 	st, err := redisstore.New(context.Background(), rs.Client(t), redisstore.Options{Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -273,7 +274,7 @@ func TestSimulateCostStopsWhenCanceled(t *testing.T) {
 // acknowledged and not billed again.
 func TestNumberedReportsAreBilledOnce(t *testing.T) {
 	rs := redistest.StartWith(t, redistest.Options{AppendOnly: true})
-	clock := &fakeClock{t: time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC)}
+	clock := clocktest.New(time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC))
 	var stores []*redisstore.Store
 	for range 2 {
 		st, err := redisstore.New(context.Background(), rs.Client(t), redisstore.Options{Now: clock.Now})

@@ -14,6 +14,7 @@ import (
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/sampling"
 )
 
@@ -133,7 +134,7 @@ func TestForgedReceiptsRetractNothing(t *testing.T) {
 // instance serves is refused. Before, one anonymous report could claim 3.6e10
 // traces against a budget.
 func TestReportClaimsAreBounded(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC)}
+	clock := clocktest.New(time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC))
 	reg := prometheus.NewRegistry()
 	st := newMemStore(t)
 	rep := startReplica(t, st, clock.Now, withRegistry(reg))

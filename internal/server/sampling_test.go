@@ -7,7 +7,6 @@ import (
 	"math"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,26 +19,11 @@ import (
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/rules"
 )
 
-// fakeClock is a settable clock for exact quota and expiry assertions.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+type fakeClock = clocktest.Clock
 
 // samplingStore is what a full server needs: rules, ledgers, and the catalog's
 // source.
@@ -101,7 +85,7 @@ func startReplica(t *testing.T, st samplingStore, now func() time.Time, opts ...
 }
 
 func newClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)}
+	return clocktest.New(time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC))
 }
 
 func createRule(t *testing.T, rc pb.RuleServiceClient, r *pb.Rule) {

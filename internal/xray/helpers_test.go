@@ -8,10 +8,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/xray"
 	"github.com/tracesampling/controlplane/internal/xray/xraytest"
 )
@@ -19,22 +19,7 @@ import (
 // t0 is the tests' clock start: 2025-01-02 03:04:05.678 UTC.
 var t0 = time.Date(2025, 1, 2, 3, 4, 5, 678e6, time.UTC)
 
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
+type clock = clocktest.Clock
 
 type env struct {
 	t     *testing.T
@@ -46,7 +31,7 @@ type env struct {
 
 func newEnv(t *testing.T, opts xray.Options) *env {
 	t.Helper()
-	c := &clock{now: t0}
+	c := clocktest.New(t0)
 	core, err := xraytest.New(c.Now)
 	if err != nil {
 		t.Fatal(err)

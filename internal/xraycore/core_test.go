@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/auth"
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/edit"
 	"github.com/tracesampling/controlplane/internal/fleet"
 	"github.com/tracesampling/controlplane/internal/receipt"
@@ -31,22 +31,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+type clock = clocktest.Clock
 
 // replica is one replica's X-Ray core over a store that replicas share.
 type replica struct {
@@ -86,7 +71,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	clk := &clock{t: time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)}
+	clk := clocktest.New(time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC))
 	st, err := memstore.New(memstore.Options{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -389,7 +374,7 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 // TestClaimsLapse: an entry lapses a quota's lifetime and an interval
 // after it was kept, and a full table makes room by sweeping lapsed ones.
 func TestClaimsLapse(t *testing.T) {
-	clk := &clock{t: time.Unix(1e9, 0)}
+	clk := clocktest.New(time.Unix(1e9, 0))
 	c := newClaims(2, 30*time.Second, clk.Now, prometheus.NewRegistry())
 	c.Keep("a", "r", receiptAt(1))
 	c.Keep("b", "r", receiptAt(2))

@@ -10,6 +10,7 @@ import (
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/clocktest"
 )
 
 // TestBudgetDecidedAtOnce: a budget created, or changed, is decided by the
@@ -18,7 +19,7 @@ import (
 // catalog, which did not serve the edit, takes the decision up. The rule
 // sets both replicas hand out carry it: a stream's is sent again.
 func TestBudgetDecidedAtOnce(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC)}
+	clock := clocktest.New(time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC))
 	st := newMemStore(t)
 	rep := startReplica(t, st, replicaOptions{Now: clock.Now, DecideAtOnce: true})
 	other := startReplica(t, st, replicaOptions{Now: clock.Now, DecideAtOnce: true})

@@ -27,6 +27,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/budget/controller"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/redistest"
 	"github.com/tracesampling/controlplane/internal/secrets"
 	"github.com/tracesampling/controlplane/internal/server"
@@ -128,24 +129,6 @@ func waitVersion(t *testing.T, c *catalog.Catalog, v int64) {
 	}
 }
 
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 func newMemStore(t *testing.T) *memstore.Store {
 	t.Helper()
 	st, err := memstore.New(memstore.Options{})
@@ -185,7 +168,7 @@ func fieldViolations(t *testing.T, err error) []string {
 // starts from nothing.
 func TestBudgetsAcrossReplicas(t *testing.T) {
 	rs := redistest.Start(t)
-	clock := &fakeClock{t: time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC)}
+	clock := clocktest.New(time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC))
 	var hits, delivered atomic.Int32
 	var mu sync.Mutex
 	var kinds []string
@@ -328,7 +311,7 @@ func formatThreshold(f float64) string { return budget.FormatShare(f) }
 // is exhausted; its clients keep the floor in traces per second, counted on
 // the part of the reservoir the service gets (half of it), not the whole.
 func TestExhaustedBudgetKeepsItsFloor(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC)}
+	clock := clocktest.New(time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC))
 	st := newMemStore(t)
 	rep := startReplica(t, st, replicaOptions{Now: clock.Now})
 	ctx := ctxT(t)
@@ -388,7 +371,7 @@ func TestExhaustedBudgetKeepsItsFloor(t *testing.T) {
 // budget's alerts). Deleted and created again, the budget is another
 // incarnation, whose alerts start afresh.
 func TestAlertsRearm(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC)}
+	clock := clocktest.New(time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC))
 	rep := startReplica(t, newMemStore(t), replicaOptions{Now: clock.Now})
 	ctx := ctxT(t)
 	// Every request sampled, so that spend's counts are honest claims.
@@ -485,7 +468,7 @@ func TestAlertsRearm(t *testing.T) {
 // decisions kept by the controller), and a status that explains the
 // forecast and gives each rule's plan, priorities included.
 func TestBudgetHistoryAndStatus(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	clock := clocktest.New(time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC))
 	rep := startReplica(t, newMemStore(t), replicaOptions{Now: clock.Now})
 	ctx := ctxT(t)
 	for _, r := range []*pb.Rule{
@@ -573,7 +556,7 @@ func TestBudgetHistoryAndStatus(t *testing.T) {
 // coverage reserves one trace per service and rule in its scope every N
 // minutes to month end.
 func TestBudgetCreatedMidMonthCountsTheMonth(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	clock := clocktest.New(time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC))
 	rep := startReplica(t, newMemStore(t), replicaOptions{Now: clock.Now})
 	ctx := ctxT(t)
 	// Nine days without budgets: shop samples 1,000 traces an hour, ads

@@ -7,33 +7,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tracesampling/controlplane/internal/budget"
+	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
 )
-
-// clock is a fake clock that moves only when told to.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
 
 var march = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 
@@ -91,7 +73,7 @@ func fileUsage(t *testing.T, dir string) int64 {
 // write them.
 func TestUsageWrittenOnClose(t *testing.T) {
 	dir := t.TempDir()
-	clk := &clock{t: march.Add(36 * time.Hour)}
+	clk := clocktest.New(march.Add(36 * time.Hour))
 	s := open(t, memstore.Options{DataDir: dir, Now: clk.Now, FlushInterval: time.Hour})
 	ctx := t.Context()
 	addUsage(t, s, clk.Now(), 5)
@@ -173,7 +155,7 @@ func TestUsageWriteFailure(t *testing.T) {
 // in memory and when the state file is loaded.
 func TestUsageAgesOut(t *testing.T) {
 	dir := t.TempDir()
-	clk := &clock{t: march.Add(time.Hour)}
+	clk := clocktest.New(march.Add(time.Hour))
 	s := open(t, memstore.Options{DataDir: dir, Now: clk.Now})
 	addUsage(t, s, clk.Now(), 4)
 	expiry := march.AddDate(0, 1, 70)
@@ -209,7 +191,7 @@ func TestUsageAgesOut(t *testing.T) {
 }
 
 func TestFiredMarkAgesOut(t *testing.T) {
-	clk := &clock{t: march.Add(time.Hour)}
+	clk := clocktest.New(march.Add(time.Hour))
 	s := open(t, memstore.Options{Now: clk.Now})
 	a := budget.Alert{Budget: "team", Kind: budget.AlertSpend, Threshold: 0.5, MonthStart: march}
 	fire := func() bool {
@@ -236,7 +218,7 @@ func TestFiredMarkAgesOut(t *testing.T) {
 // TestSeqMarkAgesOut: a client's highest report seq is remembered for
 // store.SeqWindow after its last report, new or repeated, then forgotten.
 func TestSeqMarkAgesOut(t *testing.T) {
-	clk := &clock{t: march.Add(time.Hour)}
+	clk := clocktest.New(march.Add(time.Hour))
 	s := open(t, memstore.Options{Now: clk.Now})
 	report := func() {
 		t.Helper()
@@ -262,7 +244,7 @@ func TestSeqMarkAgesOut(t *testing.T) {
 }
 
 func TestClaimLapses(t *testing.T) {
-	clk := &clock{t: march}
+	clk := clocktest.New(march)
 	s := open(t, memstore.Options{Now: clk.Now})
 	claim := func() bool {
 		t.Helper()
