@@ -723,6 +723,10 @@ func TestServeCommandLineErrors(t *testing.T) {
 		{"grpc addr in use", hermetic("--grpc-addr", busy.Addr().String()), exitFailure, "--grpc-addr", ""},
 		{"http addr in use", hermetic("--http-addr", busy.Addr().String()), exitFailure, "--http-addr", ""},
 		{"jaeger addr in use", hermetic("--jaeger-addr", busy.Addr().String()), exitFailure, "--jaeger-addr", ""},
+		{"xray addr in use", hermetic("--xray-addr", busy.Addr().String()), exitFailure, "--xray-addr", ""},
+		{"no X-Ray client bound", hermetic("--xray-max-clients", "0"), exitUsage, "--xray-max-clients: want at least 1", ""},
+		{"X-Ray region not AWS's form", hermetic("--xray-region", "EU West"), exitUsage, "--xray-region, --xray-account", ""},
+		{"X-Ray account not 12 digits", hermetic("--xray-account", "12345"), exitUsage, "want 12 digits", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// Were serve to start instead of failing, it would stop when
