@@ -43,6 +43,12 @@ type Claim struct {
 	Issued time.Time
 	// FixedRate is the fixed rate in force in the target (budgets applied).
 	FixedRate float64
+	// Overlap is how many traces the client may sample after Issued on
+	// the quota it held before this one, if that was larger: it samples
+	// on it until the answer reaches it, which under load is a good part
+	// of a second after its counts end (a fleet's first quotas fall from
+	// R to R/n in one report).
+	Overlap float64
 }
 
 // Errors of Open. A token that fails to open counts as none: its report is
@@ -59,17 +65,20 @@ var (
 // shorter.
 const MaxTokenLen = 256
 
-// Token layout: version 2 adds the sampled rate to version 1's body, and
-// version 3 the rule version the client was counted as running. Open takes
-// all three, so that the receipts a replica of a version before handed out
-// still count during a rolling upgrade (what they lack as 0).
+// Token layout: version 2 adds the sampled rate to version 1's body,
+// version 3 the rule version the client was counted as running, and
+// version 4 the overlap. Open takes all four, so that the receipts a replica
+// of a version before handed out still count during a rolling upgrade (what
+// they lack as 0).
 const (
-	version    = 3
+	version    = 4
 	bodyLenV1  = 1 + 4 + 8*5   // version, key ID, bucket, rate, quota, issued, fixed rate
 	bodyLenV2  = bodyLenV1 + 8 // and the sampled rate
-	bodyLen    = bodyLenV2 + 8 // and the applied rule version
+	bodyLenV3  = bodyLenV2 + 8 // and the applied rule version
+	bodyLen    = bodyLenV3 + 8 // and the overlap
 	macLen     = 16
 	tokenLen   = bodyLen + macLen
+	tokenLenV3 = bodyLenV3 + macLen
 	tokenLenV2 = bodyLenV2 + macLen
 	tokenLenV1 = bodyLenV1 + macLen
 	// encodedLen is the length of a token: tokenLen bytes in unpadded
@@ -99,6 +108,7 @@ func sign(k *Key, macs *macPool, client, rule string, c Claim) string {
 	binary.BigEndian.PutUint64(b[37:45], math.Float64bits(c.FixedRate))
 	binary.BigEndian.PutUint64(b[45:53], math.Float64bits(c.Sampled))
 	binary.BigEndian.PutUint64(b[53:61], uint64(c.Applied))
+	binary.BigEndian.PutUint64(b[61:69], math.Float64bits(c.Overlap))
 	macs.mac((*[macLen]byte)(b[bodyLen:]), k.Secret, b[:bodyLen], client, rule)
 	var out [encodedLen]byte
 	base64.RawURLEncoding.Encode(out[:], b[:])
@@ -118,7 +128,7 @@ func open(ring Ring, macs []*macPool, token, client, rule string) (Claim, error)
 		return Claim{}, ErrMalformed
 	}
 	b, err := base64.RawURLEncoding.DecodeString(token)
-	if err != nil || !(len(b) == tokenLen && b[0] == version || len(b) == tokenLenV2 && b[0] == 2 || len(b) == tokenLenV1 && b[0] == 1) {
+	if err != nil || !(len(b) == tokenLen && b[0] == version || len(b) == tokenLenV3 && b[0] == 3 || len(b) == tokenLenV2 && b[0] == 2 || len(b) == tokenLenV1 && b[0] == 1) {
 		return Claim{}, ErrMalformed
 	}
 	body := len(b) - macLen
@@ -155,11 +165,14 @@ func open(ring Ring, macs []*macPool, token, client, rule string) (Claim, error)
 	if body >= bodyLenV2 {
 		c.Sampled = math.Float64frombits(binary.BigEndian.Uint64(b[45:53]))
 	}
-	if body == bodyLen {
+	if body >= bodyLenV3 {
 		c.Applied = int64(binary.BigEndian.Uint64(b[53:61]))
 	}
+	if body == bodyLen {
+		c.Overlap = math.Float64frombits(binary.BigEndian.Uint64(b[61:69]))
+	}
 	// Only a bug signs these, but nothing unchecked reaches the ledger.
-	if c.Bucket < 0 || c.Applied < 0 || !finite(c.Rate) || !finite(c.Quota) || !finite(c.Sampled) || !(c.FixedRate >= 0 && c.FixedRate <= 1) {
+	if c.Bucket < 0 || c.Applied < 0 || !finite(c.Rate) || !finite(c.Quota) || !finite(c.Sampled) || !finite(c.Overlap) || !(c.FixedRate >= 0 && c.FixedRate <= 1) {
 		return Claim{}, ErrMalformed
 	}
 	return c, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -20,7 +21,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 var t0 = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 
 func claim() Claim {
-	return Claim{Receipt: reservoir.Receipt{Bucket: 177_000_000, Rate: 12.5, Quota: 0.25, Sampled: 1.5, Applied: 1_772_366_400_000_042}, Issued: t0.Add(1500 * time.Millisecond), FixedRate: 0.05}
+	return Claim{Receipt: reservoir.Receipt{Bucket: 177_000_000, Rate: 12.5, Quota: 0.25, Sampled: 1.5, Applied: 1_772_366_400_000_042}, Issued: t0.Add(1500 * time.Millisecond), FixedRate: 0.05, Overlap: 7.25}
 }
 
 func TestSignOpen(t *testing.T) {
@@ -45,10 +46,11 @@ func TestSignOpen(t *testing.T) {
 		return base64.RawURLEncoding.EncodeToString(b)
 	}
 	bad := func(c Claim) string { return ring.Sign("client-a", "checkout", c) }
-	negative, hugeRate, negativeSampled := claim(), claim(), claim()
+	negative, hugeRate, negativeSampled, infiniteOverlap := claim(), claim(), claim(), claim()
 	negative.Quota = -1
 	hugeRate.FixedRate = 2
 	negativeSampled.Sampled = -1
+	infiniteOverlap.Overlap = math.Inf(1)
 	tests := []struct {
 		name, token, client, rule string
 		want                      error
@@ -66,10 +68,13 @@ func TestSignOpen(t *testing.T) {
 		{"a negative quota, signed", bad(negative), "client-a", "checkout", ErrMalformed},
 		{"a fixed rate over 1, signed", bad(hugeRate), "client-a", "checkout", ErrMalformed},
 		{"a negative sampled rate, signed", bad(negativeSampled), "client-a", "checkout", ErrMalformed},
+		{"an infinite overlap, signed", bad(infiniteOverlap), "client-a", "checkout", ErrMalformed},
 		{"a version 1 body with a version 2 length", v1Token(cur, "client-a", "checkout", claim(), 1, tokenLen), "client-a", "checkout", ErrMalformed},
 		{"a version 2 body with a version 1 length", v1Token(cur, "client-a", "checkout", claim(), 2, tokenLenV1), "client-a", "checkout", ErrMalformed},
 		{"a version 2 body with a version 3 length", v1Token(cur, "client-a", "checkout", claim(), 2, tokenLen), "client-a", "checkout", ErrMalformed},
-		{"a version 3 body with a version 2 length", v1Token(cur, "client-a", "checkout", claim(), version, tokenLenV2), "client-a", "checkout", ErrMalformed},
+		{"a version 3 body with a version 2 length", v1Token(cur, "client-a", "checkout", claim(), 3, tokenLenV2), "client-a", "checkout", ErrMalformed},
+		{"a version 3 body with a version 4 length", v1Token(cur, "client-a", "checkout", claim(), 3, tokenLen), "client-a", "checkout", ErrMalformed},
+		{"a version 4 body with a version 3 length", v1Token(cur, "client-a", "checkout", claim(), version, tokenLenV3), "client-a", "checkout", ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -103,7 +108,7 @@ func TestOpenVersion1(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := claim()
-	want.Sampled, want.Applied = 0, 0
+	want.Sampled, want.Applied, want.Overlap = 0, 0, 0
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("version 1 token (-want +got):\n%s", diff)
 	}
@@ -118,9 +123,24 @@ func TestOpenVersion2(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := claim()
-	want.Applied = 0
+	want.Applied, want.Overlap = 0, 0
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("version 2 token (-want +got):\n%s", diff)
+	}
+}
+
+// TestOpenVersion3: a receipt of version 3 (without the overlap) still
+// opens; the next report is bounded by the claim's quota alone, as before.
+func TestOpenVersion3(t *testing.T) {
+	k := NewKey(t0)
+	got, err := Ring{k}.Open(v1Token(k, "c", "r", claim(), 3, tokenLenV3), "c", "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := claim()
+	want.Overlap = 0
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("version 3 token (-want +got):\n%s", diff)
 	}
 }
 

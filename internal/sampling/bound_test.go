@@ -21,57 +21,97 @@ import (
 // honestStep is one report of an honest client that samples its quota
 // exactly: it takes its counts at take (real time) over the interval since
 // its last take, and a replica whose clock reads real time plus skew
-// handles them at arrive.
+// handles them at arrive and grants quota (0: the test's usual one); the
+// answer reaches the client late after that, and it samples on the quota
+// it held until then.
 type honestStep struct {
 	take, arrive time.Duration // since the test's start
 	skew         time.Duration
+	quota        float64
+	late         time.Duration
 }
 
 // TestBoundNeverCutsHonestReports follows honest clients' chains of claims
 // through what the fault suite does to them: a replica whose clock is
 // ahead or behind the one that made the last claim, a report held back by
 // a store outage or a replica's death (sent again until it is taken), with
-// the report after it. Before claims recorded the end of the time their counts
+// the report after it, and a quota that falls while the answer saying so is
+// on its way. Before claims recorded the end of the time their counts
 // covered, a report's time was the time since its claim was handed out on
 // the replica's clock: the report after an outage covered a second, not the
-// outage; one reaching a replica two intervals behind, 100 ms.
+// outage; one reaching a replica two intervals behind, 100 ms. Before
+// claims recorded their overlap, the report after a fleet's first quota (R,
+// then R/n) was cut by what the client sampled on R until R/n reached it.
 func TestBoundNeverCutsHonestReports(t *testing.T) {
 	// Reports every 10 s (the default interval), from a client granted
 	// four traces a second: the slack of a few traces does not hide a cut.
 	const quota = 4.0
-	s := &Core{ledger: reservoir.NewLedger(10 * time.Second)}
 	t0 := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
 	iv := 10 * time.Second // an interval
+	ms := time.Millisecond
 	for _, c := range []struct {
-		name  string
-		steps []honestStep
+		name     string
+		interval time.Duration
+		steps    []honestStep
 	}{
-		{"one replica", []honestStep{{1 * iv, 1 * iv, 0}, {2 * iv, 2 * iv, 0}, {3 * iv, 3 * iv, 0}}},
-		{"the next replica's clock two intervals behind", []honestStep{{1 * iv, 1 * iv, 0}, {2 * iv, 2 * iv, -2 * iv}, {3 * iv, 3 * iv, -2 * iv}}},
-		{"the next replica's clock two intervals ahead, then back", []honestStep{{1 * iv, 1 * iv, 2 * iv}, {2 * iv, 2 * iv, 2 * iv}, {3 * iv, 3 * iv, 0}, {4 * iv, 4 * iv, 0}}},
-		{"a report held back by a store outage of 20 intervals, and the next", []honestStep{{1 * iv, 1 * iv, 0}, {2 * iv, 22 * iv, 0}, {23 * iv, 23 * iv, 0}, {24 * iv, 24 * iv, 0}}},
-		{"a report held back by a replica's death, on a replica an interval behind", []honestStep{{1 * iv, 1 * iv, 0}, {2 * iv, 4 * iv, -iv}, {5 * iv, 5 * iv, -iv}}},
-		{"a client's first report four intervals late, and the next", []honestStep{{1 * iv, 5 * iv, 0}, {6 * iv, 6 * iv, 0}, {7 * iv, 7 * iv, 0}}},
+		{"one replica", iv, []honestStep{{take: 1 * iv, arrive: 1 * iv}, {take: 2 * iv, arrive: 2 * iv}, {take: 3 * iv, arrive: 3 * iv}}},
+		{"the next replica's clock two intervals behind", iv, []honestStep{{take: 1 * iv, arrive: 1 * iv}, {take: 2 * iv, arrive: 2 * iv, skew: -2 * iv}, {take: 3 * iv, arrive: 3 * iv, skew: -2 * iv}}},
+		{"the next replica's clock two intervals ahead, then back", iv, []honestStep{{take: 1 * iv, arrive: 1 * iv, skew: 2 * iv}, {take: 2 * iv, arrive: 2 * iv, skew: 2 * iv}, {take: 3 * iv, arrive: 3 * iv}, {take: 4 * iv, arrive: 4 * iv}}},
+		{"a report held back by a store outage of 20 intervals, and the next", iv, []honestStep{{take: 1 * iv, arrive: 1 * iv}, {take: 2 * iv, arrive: 22 * iv}, {take: 23 * iv, arrive: 23 * iv}, {take: 24 * iv, arrive: 24 * iv}}},
+		{"a report held back by a replica's death, on a replica an interval behind", iv, []honestStep{{take: 1 * iv, arrive: 1 * iv}, {take: 2 * iv, arrive: 4 * iv, skew: -iv}, {take: 5 * iv, arrive: 5 * iv, skew: -iv}}},
+		{"a client's first report four intervals late, and the next", iv, []honestStep{{take: 1 * iv, arrive: 5 * iv}, {take: 6 * iv, arrive: 6 * iv}, {take: 7 * iv, arrive: 7 * iv}}},
+		// The fault suite's first seconds (R = 20, 30 instances, 1 s
+		// reports) on a loaded machine: the first report gets all of R,
+		// the next R/30, which reaches the client 400 ms after its counts
+		// end.
+		{"a first quota of R, then R/30 late", time.Second, []honestStep{
+			{take: 800 * ms, arrive: 900 * ms, quota: 20}, {take: 2100 * ms, arrive: 2300 * ms, quota: 0.9, late: 200 * ms}, {take: 3200 * ms, arrive: 3300 * ms, quota: 0.8}, {take: 4200 * ms, arrive: 4300 * ms, quota: 0.8}}},
+		{"a quota falling after a store outage, answered late", iv, []honestStep{
+			{take: 1 * iv, arrive: 1 * iv, quota: 40}, {take: 2 * iv, arrive: 8 * iv, quota: 1, late: iv / 2}, {take: 9 * iv, arrive: 9 * iv, quota: 1}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			s := &Core{ledger: reservoir.NewLedger(c.interval), interval: c.interval}
+			// in force[i] is the quota the client samples on from
+			// since[i] until since[i+1].
 			var (
-				prev receipt.Claim
-				ok   bool
-				last time.Duration // the last take
+				prev    receipt.Claim
+				ok      bool
+				last    time.Duration // the last take
+				inForce []float64
+				since   []time.Duration
+				sampled = func(from, to time.Duration) float64 {
+					var n float64
+					for i, q := range inForce {
+						end := to
+						if i+1 < len(since) {
+							end = min(end, since[i+1])
+						}
+						if start := max(from, since[i]); end > start {
+							n += q * (end - start).Seconds()
+						}
+					}
+					return n
+				}
 			)
 			for i, st := range c.steps {
 				interval := st.take - last
+				d := Statistics{Rule: "r", Requests: 1000, Sampled: int64(sampled(last, st.take)), Interval: interval, Time: t0.Add(st.take)}
 				last = st.take
-				granted := 0.0
-				if ok {
-					granted = prev.Quota
-				}
-				d := Statistics{Rule: "r", Requests: 1000, Sampled: int64(granted * interval.Seconds()), Interval: interval, Time: t0.Add(st.take)}
-				b := s.bound(&d, prev, ok, 0, t0.Add(st.arrive+st.skew))
+				now := t0.Add(st.arrive + st.skew)
+				b := s.bound(&d, prev, ok, 0, now)
 				if got := clamp(&d, b); got != d.Sampled {
 					t.Errorf("report %d (%d sampled over %v): cut to %d (bound over %v)", i, d.Sampled, interval, got, b.span)
 				}
-				prev, ok = receipt.Claim{Receipt: reservoir.Receipt{Quota: quota}, Issued: b.until}, true
+				granted := st.quota
+				if granted == 0 {
+					granted = quota
+				}
+				held := 0.0
+				if ok {
+					held = prev.Quota
+				}
+				prev, ok = receipt.Claim{Receipt: reservoir.Receipt{Quota: granted}, Issued: b.until, Overlap: s.overlap(held, granted, b.until, now)}, true
+				inForce, since = append(inForce, granted), append(since, st.arrive+st.late)
 			}
 		})
 	}

@@ -118,6 +118,7 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 		service              string
 		running              int64     // the rule version the client runs, counted; 0: none
 		until                time.Time // the end of the time the counts cover (bound)
+		held                 float64   // the quota of the claim replaced; 0: none
 	}
 	// Sized for every document at once: a report is mostly accepted whole.
 	var (
@@ -175,7 +176,7 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 		if runs {
 			running = since
 		}
-		acc = append(acc, accepted{rule: rule, rate: rate, sampled: sampledRate, fixed: b.fixedNow, factors: [2]float64{f, g}, service: svc, running: running, until: b.until})
+		acc = append(acc, accepted{rule: rule, rate: rate, sampled: sampledRate, fixed: b.fixedNow, factors: [2]float64{f, g}, service: svc, running: running, until: b.until, held: prev.Quota})
 		if d.Requests > 0 || sampled > 0 {
 			names := budgets.Covering(svc, rule)
 			if usage == nil {
@@ -244,7 +245,7 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 		// it may claim next is bounded by that rate (claimBound), so that
 		// the boost's traces count in budgets.
 		c := receipt.Claim{Receipt: reservoir.Receipt{Bucket: bucket, Rate: a.rate, Quota: results[i].Quota, Sampled: a.sampled, Applied: a.running}, Issued: a.until,
-			FixedRate: bst.RateInForce(a.fixed, now)}
+			FixedRate: bst.RateInForce(a.fixed, now), Overlap: s.overlap(a.held, results[i].Quota, a.until, now)}
 		out.Targets[i] = Target{
 			Boost:     bst,
 			Rule:      a.rule.Name,
@@ -290,7 +291,9 @@ type claimBound struct {
 // — the higher of the one its last target gave and the one in force now.
 // The fixed-rate part allows six standard deviations of chance and of the
 // SDK's estimate of busy rules' request counts (a 1-in-16 sample above
-// 4,096 an interval), so that an honest report is never cut.
+// 4,096 an interval), so that an honest report is never cut; the claim's
+// overlap allows for a quota that fell, which the client ran on until the
+// answer that lowered it arrived.
 //
 // The time a report covers is the interval its client says, within the
 // time its chain of claims leaves: each claim records the end of the time
@@ -306,7 +309,7 @@ type claimBound struct {
 // waits is cut as before.
 func (s *Core) bound(d *Statistics, prev receipt.Claim, ok bool, fixedNow float64, now time.Time) claimBound {
 	b := claimBound{fixedNow: fixedNow, until: now}
-	var quota float64
+	var quota, overlap float64
 	fixed := fixedNow
 	if ok {
 		// A client that does not say its interval (X-Ray's) covers the
@@ -321,7 +324,7 @@ func (s *Core) bound(d *Statistics, prev receipt.Claim, ok bool, fixedNow float6
 		// order (receipt.Guard).
 		b.until = prev.Issued.Add(max(cover, time.Millisecond))
 		b.span = cover
-		quota, fixed = prev.Quota, max(fixed, prev.FixedRate)
+		quota, fixed, overlap = prev.Quota, max(fixed, prev.FixedRate), prev.Overlap
 	} else {
 		lifetime := s.ledger.QuotaLifetime()
 		b.span = min(s.span(d), lifetime)
@@ -337,8 +340,22 @@ func (s *Core) bound(d *Statistics, prev receipt.Claim, ok bool, fixedNow float6
 	secs := b.span.Seconds() * ClockSlack
 	n := float64(d.Requests)
 	sigma := math.Sqrt(fixed*(1-fixed)*n + 15*fixed*fixed*n)
-	b.sampled = fixed*n + 6*sigma + (quota+borrowPerSecond)*secs + 2*max(1, quota) + 2
+	b.sampled = fixed*n + 6*sigma + (quota+borrowPerSecond)*secs + overlap + 2*max(1, quota) + 2
 	return b
+}
+
+// overlap is what a client may sample after until on the quota it held
+// before its new claim grants it another: it runs on held until the answer
+// reaches it, from until to now, when the answer leaves, and then the
+// answer's way, which a loaded replica or client can make a good part of
+// a second (a report interval is allowed for it). Only the part of held
+// above granted counts: the next bound allows granted throughout.
+func (s *Core) overlap(held, granted float64, until, now time.Time) float64 {
+	if held <= granted {
+		return 0
+	}
+	late := max(now.Sub(until), 0) + max(s.interval, minReportSpan)
+	return (held - granted) * min(late, maxReportSpan).Seconds() * ClockSlack
 }
 
 // maxLead is how far ahead of a replica's clock a chain of claims may run:
