@@ -108,6 +108,7 @@ func (s *Server) logCall(ctx context.Context, method string, start time.Time, er
 type streamMetrics struct {
 	open     prometheus.Gauge
 	ruleSets prometheus.Counter
+	resent   prometheus.Counter
 }
 
 func newStreamMetrics(reg prometheus.Registerer) *streamMetrics {
@@ -120,7 +121,11 @@ func newStreamMetrics(reg prometheus.Registerer) *streamMetrics {
 			Name: "controlplane_sampling_rule_sets_sent_total",
 			Help: "Rule sets pushed to SDK streams.",
 		}),
+		resent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "controlplane_sampling_reports_resent_total",
+			Help: "Stream reports sent again after the stream had recorded them (the answer was on its way): answered again, not recorded again.",
+		}),
 	}
-	reg.MustRegister(m.open, m.ruleSets)
+	reg.MustRegister(m.open, m.ruleSets, m.resent)
 	return m
 }

@@ -18,7 +18,8 @@ import (
 	"github.com/tracesampling/controlplane/internal/sampling"
 )
 
-// counterValue reads one series of a counter vector from reg.
+// counterValue reads one series of a counter vector from reg, or with
+// label "" a counter.
 func counterValue(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
@@ -30,6 +31,9 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name, label, value str
 			continue
 		}
 		for _, m := range mf.GetMetric() {
+			if label == "" {
+				return m.GetCounter().GetValue()
+			}
 			for _, l := range m.GetLabel() {
 				if l.GetName() == label && l.GetValue() == value {
 					return m.GetCounter().GetValue()
@@ -211,5 +215,58 @@ func TestReportClaimsAreBounded(t *testing.T) {
 		if got := spent() - before; got != math.Floor(bound) {
 			t.Errorf("claim %d of every request sampled over an hour: %v counted, want %v", i, got, math.Floor(bound))
 		}
+	}
+}
+
+// TestStreamReportSentAgainIsAnsweredNotRecorded: a loaded client sends its
+// report again when the answer is late, and the copies reach the stream
+// after the report was recorded. The stream answers them without taking
+// them again: before, each copy moved the client's chain of claims on by
+// its interval, past the time the next report's counts covered, and that
+// honest report was cut (the fault suite's freeze row on a loaded machine).
+func TestStreamReportSentAgainIsAnsweredNotRecorded(t *testing.T) {
+	clock := clocktest.New(time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC))
+	reg := prometheus.NewRegistry()
+	rep := startReplica(t, newMemStore(t), clock.Now, withRegistry(reg))
+	createRule(t, rep.rules, &pb.Rule{Name: "checkout", Priority: 1, ReservoirSize: 10})
+	waitVersion(t, rep.catalog, rep.first+1)
+	ctx := ctxT(t)
+	stream, _ := openStream(ctx, t, rep.sampling, "c", "shop")
+	const interval = 10 * time.Second
+	send := func(seq uint64, sampled int64) *pb.TargetSet {
+		t.Helper()
+		if err := stream.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{Seq: seq, Statistics: []*pb.SamplingStatistics{
+			{RuleName: "checkout", RequestCount: 1000, SampledCount: sampled, Interval: durationpb.New(interval)},
+		}}}}); err != nil {
+			t.Fatal(err)
+		}
+		return recvNext(t, stream, (*pb.StreamSamplingResponse).GetTargets)
+	}
+	quota := send(1, 0).GetTargets()[0].GetReservoirQuota()
+	if quota == 0 {
+		t.Fatal("no quota for the only client")
+	}
+	clock.Add(interval)
+	if got := send(2, int64(quota*interval.Seconds())).GetAckedSeq(); got != 2 {
+		t.Fatalf("report 2 acknowledged %d", got)
+	}
+	// Three copies of report 2, each sent a second later, before the
+	// answer reached the client.
+	for range 3 {
+		clock.Add(time.Second)
+		if got := send(2, int64(quota*interval.Seconds())).GetAckedSeq(); got != 2 {
+			t.Errorf("report 2 sent again: acknowledged %d, want 2", got)
+		}
+	}
+	// Report 3 covers the interval after report 2, on its quota.
+	clock.Add(interval - 3*time.Second)
+	if got := send(3, int64(quota*interval.Seconds())).GetAckedSeq(); got != 3 {
+		t.Fatalf("report 3 acknowledged %d", got)
+	}
+	if got := counterValue(t, reg, "controlplane_report_traces_clamped_total", "reason", "over_bound"); got != 0 {
+		t.Errorf("%v honest sampled traces cut", got)
+	}
+	if got := counterValue(t, reg, "controlplane_sampling_reports_resent_total", "", ""); got != 3 {
+		t.Errorf("%v reports counted as sent again, want 3", got)
 	}
 }

@@ -201,9 +201,23 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 	}
 	held := receipt.NewHeld()
 	keeper := held.Over(s.core.Tokens())
+	var acked uint64 // the last report numbered and recorded
 	// answer records a report and sends its targets, and the rules if the
 	// report shows the client's are out of date.
 	answer := func(r *pb.Report) error {
+		if seq := r.GetSeq(); seq != 0 && seq <= acked {
+			// Sent again before the answer reached the client (a
+			// loaded client or replica): it is recorded already, and
+			// taken again its interval would move the client's chain
+			// of claims past the time its counts cover (bound).
+			mu.Lock()
+			defer mu.Unlock()
+			if ended {
+				return ctx.Err()
+			}
+			s.streams.resent.Inc()
+			return sendTargets(seq)
+		}
 		docs := statisticsFromProto(r.GetStatistics())
 		ts, err := s.core.Report(ctx, sampling.Report{
 			Client: hello.GetClientId(), Service: hello.GetServiceName(), Statistics: docs,
@@ -229,7 +243,7 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 			base = &renewed
 			return sendTargets(0)
 		}
-		base = &ts
+		base, acked = &ts, max(acked, r.GetSeq())
 		if err := sendTargets(r.GetSeq()); err != nil {
 			return err
 		}
