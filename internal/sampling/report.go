@@ -223,11 +223,13 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 	if len(updates) == 0 {
 		return out, nil
 	}
-	results, err := s.batcher.record(ctx, updates, usage, carry, reportSeq{client, seq})
-	if cut > 0 && (err == nil || carry && seq == 0) {
-		// Counted once the report is recorded, or its usage held to be
+	results, billedBefore, err := s.batcher.record(ctx, updates, usage, carry, reportSeq{client, seq})
+	if cut > 0 && (err == nil && !billedBefore || carry && seq == 0) {
+		// Counted once the report is billed, or its usage held to be
 		// (an unnumbered stream report): a numbered report that failed
-		// comes again, and is bounded again then.
+		// comes again, and is bounded again then; one the store had
+		// recorded before (sent again after its answer was lost) was
+		// billed, and its cut counted, where it was first handled.
 		s.reports.clamped.WithLabelValues("over_bound").Add(float64(cut))
 	}
 	if err != nil {
