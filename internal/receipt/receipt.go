@@ -43,6 +43,11 @@ type Claim struct {
 	Issued time.Time
 	// FixedRate is the fixed rate in force in the target (budgets applied).
 	FixedRate float64
+	// BoundOnly marks the claim of a report sent again (ResendKeeper): it
+	// bounds what the report may claim, but it is not the client's
+	// contribution to retract, since the first send may have retracted it
+	// already. It is not part of the token.
+	BoundOnly bool
 }
 
 // Errors of Open. A token that fails to open counts as none: its report is
