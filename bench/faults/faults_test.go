@@ -103,8 +103,8 @@ func checkResult(t *testing.T, f fault, r Result, full bool) {
 	// Every sampled trace is recorded, and none is cut: the claim bound
 	// follows each client's chain of claims, so an honest report is never
 	// cut, however late or wherever it arrives (docs/RELIABILITY.md,
-	// "Honest reports cut by the bound") — but for reports sent again to
-	// another replica, and a few after a freeze in the full mode (f.cuts).
+	// "Honest reports cut by the bound"), also one sent again to another
+	// replica — but for a few after a freeze in the full mode (f.cuts).
 	if f.cuts == "" || f.fullOnly && !full {
 		if r.RecordedSampled != r.CountedSampled || r.Clamped != 0 {
 			t.Errorf("sampled traces: the SDKs counted %d, the budget recorded %d and the replicas cut %.0f: honest reports cut, lost or billed twice",
@@ -112,8 +112,7 @@ func checkResult(t *testing.T, f fault, r Result, full bool) {
 		}
 		return
 	}
-	// A cut may count for a report the store had recorded before it was
-	// sent again: what was cut is at most what the replicas counted.
+	// What was cut is at most what the replicas counted.
 	if lost := r.CountedSampled - r.RecordedSampled; lost < 0 || float64(lost) > r.Clamped {
 		t.Errorf("sampled traces: the SDKs counted %d, the budget recorded %d and the replicas cut %.0f: the rest lost or billed twice",
 			r.CountedSampled, r.RecordedSampled, r.Clamped)

@@ -25,6 +25,20 @@ type Keeper interface {
 	Keep(client, rule string, c Claim) string
 }
 
+// ResendKeeper is a Keeper that also finds the claims of a report sent
+// again: a numbered report whose first send may have been handled (its
+// answer was lost, or its replica died), which its client sends again,
+// to this replica or another, with the receipts it was taken with, echoed
+// or not. Those bound what the report may claim, so that an honest
+// report is not cut, but the first send may have retracted them: the
+// claim Resent returns is BoundOnly unless the keeper held it for the
+// report's stream already.
+type ResendKeeper interface {
+	Keeper
+	// Resent is Previous for a document of a report sent again.
+	Resent(client, rule, token string, now time.Time) (Claim, bool, error)
+}
+
 // Tokens is the keeper of clients that echo their receipts: it opens the
 // tokens they send and signs the ones they get with the ring Keys has in
 // memory (Cached: it never waits for the store), and Guard, if not nil, takes each
@@ -50,6 +64,27 @@ func (t Tokens) Previous(client, rule, token string, now time.Time) (Claim, bool
 	return c, true, nil
 }
 
+// Resent opens a token of a report sent again for the bound only: the
+// guard takes a token so at most once more on this replica after any take
+// of it (a report sent again that the store failed, and that comes again
+// on another stream).
+func (t Tokens) Resent(client, rule, token string, now time.Time) (Claim, bool, error) {
+	if token == "" {
+		return Claim{}, false, nil
+	}
+	c, err := t.Keys.cur.Load().open(token, client, rule)
+	if err != nil {
+		return Claim{}, false, err
+	}
+	if t.Guard != nil {
+		if err := t.Guard.takeFor(client, rule, c.Issued, now, true); err != nil {
+			return Claim{}, false, err
+		}
+	}
+	c.BoundOnly = true
+	return c, true, nil
+}
+
 func (t Tokens) Keep(client, rule string, c Claim) string {
 	return t.Keys.cur.Load().sign(client, rule, c)
 }
@@ -65,7 +100,8 @@ type Held struct {
 // NewHeld returns an empty Held.
 func NewHeld() *Held { return &Held{claims: map[string]Claim{}} }
 
-// Claim returns the last claim held for rule.
+// Claim returns the last claim held for rule (BoundOnly, if it came from a
+// report sent again and nothing was kept since).
 func (h *Held) Claim(rule string) (Claim, bool) {
 	c, ok := h.claims[rule]
 	return c, ok
@@ -94,6 +130,27 @@ func (k heldKeeper) Previous(client, rule, token string, now time.Time) (Claim, 
 	return c, ok, err
 }
 
+// Resent answers from h first, as Previous does: a claim the stream holds
+// is the stream's to retract, whatever the report. Else it asks next for
+// the bound only, and holds what next returns as BoundOnly, so that the
+// report, if the store fails it and it comes again on this stream, is
+// bounded the same without taking the token again.
+func (k heldKeeper) Resent(client, rule, token string, now time.Time) (Claim, bool, error) {
+	if c, ok := k.h.claims[rule]; ok {
+		return c, true, nil
+	}
+	next, ok := k.next.(ResendKeeper)
+	if !ok {
+		return Claim{}, false, nil
+	}
+	c, ok, err := next.Resent(client, rule, token, now)
+	if ok {
+		c.BoundOnly = true
+		k.h.claims[rule] = c
+	}
+	return c, ok, err
+}
+
 func (k heldKeeper) Keep(client, rule string, c Claim) string {
 	k.h.claims[rule] = c
 	return k.next.Keep(client, rule, c)
@@ -103,7 +160,10 @@ func (k heldKeeper) Keep(client, rule string, c Claim) string {
 // issued: a token no newer than the last one taken for the same client and
 // rule is refused, so that it cannot be replayed to retract the same
 // figures again. It is per replica, so a token can be replayed once on each
-// replica: the damage is bounded by their number. It remembers a client and
+// replica: the damage is bounded by their number. A report sent again
+// (ResendKeeper) may take the last token taken once more, for the bound
+// only: so a token bounds at most two reports on each replica, and
+// retracts at most once. It remembers a client and
 // rule for MaxAge after the token taken and refuses older tokens; it holds
 // at most Max pairs, and when full refuses the tokens of new ones, which
 // only makes quotas smaller. It is safe for concurrent use.
@@ -112,8 +172,11 @@ type Guard struct {
 	maxAge time.Duration
 	seed   maphash.Seed
 
-	mu    sync.Mutex
-	last  map[uint64]int64 // hash of client and rule → issued, unix ms, of the last token taken
+	mu sync.Mutex
+	// last maps a hash of client and rule to the issue time, unix ms, of
+	// the last token taken, shifted left by one; the low bit says that it
+	// was taken once more, for the bound only.
+	last  map[uint64]int64
 	swept time.Time
 }
 
@@ -129,6 +192,12 @@ var (
 )
 
 func (g *Guard) take(client, rule string, issued, now time.Time) error {
+	return g.takeFor(client, rule, issued, now, false)
+}
+
+// takeFor takes a token; boundOnly also takes the last token taken, once
+// more.
+func (g *Guard) takeFor(client, rule string, issued, now time.Time, boundOnly bool) error {
 	if now.Sub(issued) > g.maxAge {
 		return ErrExpired
 	}
@@ -137,11 +206,14 @@ func (g *Guard) take(client, rule string, issued, now time.Time) error {
 	h.WriteString(client)
 	h.WriteByte(0)
 	h.WriteString(rule)
-	key, ms := h.Sum64(), issued.UnixMilli()
+	key, ms := h.Sum64(), issued.UnixMilli()<<1
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	last, ok := g.last[key]
 	switch {
+	case ok && boundOnly && ms == last:
+		g.last[key] = ms | 1
+		return nil
 	case ok && ms <= last:
 		return ErrReplayed
 	case !ok && len(g.last) >= g.max:
@@ -149,7 +221,7 @@ func (g *Guard) take(client, rule string, issued, now time.Time) error {
 			return ErrFull
 		}
 		g.swept = now
-		oldest := now.Add(-g.maxAge).UnixMilli()
+		oldest := now.Add(-g.maxAge).UnixMilli() << 1
 		for k, v := range g.last {
 			if v < oldest {
 				delete(g.last, k)

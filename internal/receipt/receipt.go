@@ -49,6 +49,11 @@ type Claim struct {
 	// of a second after its counts end (a fleet's first quotas fall from
 	// R to R/n in one report).
 	Overlap float64
+	// BoundOnly marks the claim of a report sent again (ResendKeeper): it
+	// bounds what the report may claim, but it is not the client's
+	// contribution to retract, since the first send may have retracted it
+	// already. It is not part of the token.
+	BoundOnly bool
 }
 
 // Errors of Open. A token that fails to open counts as none: its report is

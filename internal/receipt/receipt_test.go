@@ -366,3 +366,75 @@ func TestHeldAndTokens(t *testing.T) {
 		t.Errorf("a bad token: %v, %v", ok, err)
 	}
 }
+
+// TestResentTakesATokenOnceMore: a report sent again takes its token for
+// the bound only, once more after any take of it on this replica, and
+// never retracts with it; a stream holds what it took, so that the same
+// report, failed by the store and sent again on the stream, is bounded the
+// same without the guard; a claim the stream holds already is the
+// stream's to retract. Before, a token was taken once per replica, so a
+// resend the store failed was bounded as a new client's when it came
+// again.
+func TestResentTakesATokenOnceMore(t *testing.T) {
+	keys := NewKeys(&fakeSource{}, func() time.Time { return t0 }, time.Second)
+	if _, err := keys.Ring(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	tokens := Tokens{Keys: keys, Guard: NewGuard(100, time.Hour)}
+	now := t0.Add(10 * time.Second)
+	first, second := claim(), claim()
+	second.Issued = first.Issued.Add(time.Second)
+	tok1, tok2 := tokens.Keep("c", "r", first), tokens.Keep("c", "r", second)
+	bound := func(c Claim) Claim {
+		c.BoundOnly = true
+		return c
+	}
+	type take func(client, rule, token string, now time.Time) (Claim, bool, error)
+	for i, st := range []struct {
+		what  string
+		take  take
+		token string
+		want  Claim // zero: refused as replayed
+	}{
+		{"first token, taken", tokens.Previous, tok1, first},
+		{"first token, resent", tokens.Resent, tok1, bound(first)},
+		{"first token, resent again", tokens.Resent, tok1, Claim{}},
+		{"first token, taken again", tokens.Previous, tok1, Claim{}},
+		{"second token, resent", tokens.Resent, tok2, bound(second)},
+		{"second token, resent again", tokens.Resent, tok2, bound(second)},
+		{"second token, resent a third time", tokens.Resent, tok2, Claim{}},
+		{"second token, taken", tokens.Previous, tok2, Claim{}},
+		{"another stream: a held claim of the second", NewHeld().Over(tokens).(ResendKeeper).Resent, tok2, Claim{}},
+	} {
+		got, ok, err := st.take("c", "r", st.token, now)
+		if st.want == (Claim{}) {
+			if ok || !errors.Is(err, ErrReplayed) {
+				t.Errorf("step %d (%s): %v, %v, %v; want ErrReplayed", i, st.what, got, ok, err)
+			}
+			continue
+		}
+		if !ok || err != nil || got != st.want {
+			t.Errorf("step %d (%s): %v, %v, %v; want %v", i, st.what, got, ok, err, st.want)
+		}
+	}
+
+	// A stream takes a resent report's token once and holds its claim,
+	// for the bound only, until it keeps a new one.
+	third := claim()
+	third.Issued = second.Issued.Add(time.Second)
+	tok3 := tokens.Keep("c", "r", third)
+	h := NewHeld()
+	k := h.Over(tokens).(ResendKeeper)
+	for try := range 3 {
+		if got, ok, err := k.Resent("c", "r", tok3, now); !ok || err != nil || got != bound(third) {
+			t.Errorf("resend %d on one stream: %v, %v, %v; want %v", try, got, ok, err, bound(third))
+		}
+	}
+	if got, ok, _ := k.Previous("c", "r", "", now); !ok || got != bound(third) {
+		t.Errorf("the next report on the stream: %v, %v; want the held claim, for the bound only", got, ok)
+	}
+	k.Keep("c", "r", first)
+	if got, ok, _ := k.Resent("c", "r", tok3, now); !ok || got != first {
+		t.Errorf("a resend on a stream that kept a claim since: %v, %v; want the claim kept, to retract", got, ok)
+	}
+}

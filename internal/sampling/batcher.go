@@ -121,7 +121,10 @@ type pendingReport struct {
 	seq     reportSeq
 	carry   bool // hold the usage for later if the store took nothing
 	results []store.RateResult
-	err     error
+	// seen: the store had recorded this numbered report before, and
+	// billed nothing now (store.ReportBatch.Seen).
+	seen bool
+	err  error
 	// answered: results or err are set (the leader's alone).
 	answered bool
 	// wake, made for a caller that waits, is closed when the report is
@@ -170,11 +173,11 @@ func newReportBatcher(st reportStore, ledger reservoir.Ledger, now func() time.T
 // record sends one report's updates to the store with the next batch and
 // returns each update's fleet rate and quota. The usage of a numbered
 // report (seq) is billed only if the store has not recorded that report of
-// its client before. With carry, the usage of a report without a number is
+// its client before; seen says it had. With carry, the usage of a report without a number is
 // held for later if the store says it took nothing. A numbered report is
 // never held: its client keeps it until it is acknowledged, and sends it
 // again.
-func (b *reportBatcher) record(ctx context.Context, updates []store.RateUpdate, usage []store.UsageIncrement, carry bool, seq reportSeq) ([]store.RateResult, error) {
+func (b *reportBatcher) record(ctx context.Context, updates []store.RateUpdate, usage []store.UsageIncrement, carry bool, seq reportSeq) (results []store.RateResult, seen bool, err error) {
 	carry = carry && seq.seq == 0
 	p := &pendingReport{updates: updates, usage: usage, seq: seq, carry: carry}
 	b.mu.Lock()
@@ -183,14 +186,14 @@ func (b *reportBatcher) record(ctx context.Context, updates []store.RateUpdate, 
 		if carry {
 			b.dropped.Add(float64(len(usage)))
 		}
-		return nil, store.ErrUnavailable
+		return nil, false, store.ErrUnavailable
 	}
 	b.queue = append(b.queue, p)
 	if !b.leading {
 		b.leading = true
 		b.mu.Unlock()
 		b.lead(p)
-		return p.results, p.err
+		return p.results, p.seen, p.err
 	}
 	p.wake = make(chan struct{})
 	b.mu.Unlock()
@@ -211,12 +214,12 @@ func (b *reportBatcher) record(ctx context.Context, updates []store.RateUpdate, 
 			// The batch it leads holds other callers' reports.
 			b.lead(p)
 		}
-		return nil, ctx.Err()
+		return nil, false, ctx.Err()
 	}
 	if p.lead {
 		b.lead(p)
 	}
-	return p.results, p.err
+	return p.results, p.seen, p.err
 }
 
 // lead sends batches until own's is answered, then hands the lead on to the
@@ -337,6 +340,7 @@ func (b *reportBatcher) flush(batch []*pendingReport, n int, own *pendingReport)
 	var (
 		usage     []store.UsageIncrement
 		sequenced []store.SequencedUsage
+		numbered  []*pendingReport // of sequenced, in order
 	)
 	for _, p := range batch {
 		switch {
@@ -344,16 +348,26 @@ func (b *reportBatcher) flush(batch []*pendingReport, n int, own *pendingReport)
 			// Nothing to bill: the report's seq need not be recorded.
 		case p.seq.seq != 0:
 			sequenced = append(sequenced, store.SequencedUsage{Client: p.seq.client, Seq: p.seq.seq, Usage: p.usage})
+			numbered = append(numbered, p)
 		case usage == nil:
 			usage = slices.Clip(p.usage) // appending to it copies
 		default:
 			usage = append(usage, p.usage...)
 		}
 	}
+	var seen []bool
+	if len(sequenced) > 0 {
+		seen = make([]bool, len(sequenced))
+	}
 	sent, key := b.now(), newBatchKey()
-	results, err := b.send(store.ReportBatch{Now: sent, Ledger: b.ledger, Rates: updates, Usage: usage, Sequenced: sequenced, Key: key, DownSince: b.downSinceFor(sent)})
+	results, err := b.send(store.ReportBatch{Now: sent, Ledger: b.ledger, Rates: updates, Usage: usage, Sequenced: sequenced, Seen: seen, Key: key, DownSince: b.downSinceFor(sent)})
 	if err == nil && len(results) != len(updates) {
 		err = fmt.Errorf("store returned %d results for %d updates", len(results), len(updates))
+	}
+	if err == nil {
+		for i, p := range numbered {
+			p.seen = seen[i]
+		}
 	}
 	b.noteOutcome(sent, err)
 	// What the store surely did not take is summed with the rest held. What

@@ -126,7 +126,7 @@ func TestBatcherHoldsStreamUsage(t *testing.T) {
 		{usage: usageOf("c", nov, 8), carry: true},
 		{usage: usageOf("d", nov, 16), carry: true}, // past the limit of two: dropped
 	} {
-		if _, err := b.record(ctx, update, r.usage, r.carry, reportSeq{}); !errors.Is(err, store.ErrUnavailable) {
+		if _, _, err := b.record(ctx, update, r.usage, r.carry, reportSeq{}); !errors.Is(err, store.ErrUnavailable) {
 			t.Fatalf("store down: %v", err)
 		}
 	}
@@ -134,11 +134,11 @@ func TestBatcherHoldsStreamUsage(t *testing.T) {
 		t.Errorf("held %v, dropped %v; want 2 and 1 (the one past the limit)", held, dropped)
 	}
 	led.set(false, false, false)
-	if _, err := b.record(ctx, update, usageOf("e", nov, 32), true, reportSeq{}); err != nil {
+	if _, _, err := b.record(ctx, update, usageOf("e", nov, 32), true, reportSeq{}); err != nil {
 		t.Fatal(err)
 	}
 	// The held usage follows that batch; one more report waits for it.
-	if _, err := b.record(ctx, update, nil, true, reportSeq{}); err != nil {
+	if _, _, err := b.record(ctx, update, nil, true, reportSeq{}); err != nil {
 		t.Fatal(err)
 	}
 	if got := led.sampledBy(); len(got) != 3 || got["a"] != 3 || got["c"] != 8 || got["e"] != 32 {
@@ -160,7 +160,7 @@ func TestBatcherNeverHoldsNumberedUsage(t *testing.T) {
 			defer b.close()
 			ctx := context.Background()
 			seq := reportSeq{client: "c", seq: 7}
-			if _, err := b.record(ctx, update, usageOf("a", nov, 1), true, seq); !errors.Is(err, store.ErrUnavailable) {
+			if _, _, err := b.record(ctx, update, usageOf("a", nov, 1), true, seq); !errors.Is(err, store.ErrUnavailable) {
 				t.Fatalf("store down: %v", err)
 			}
 			if held, dropped := metricValue(t, b.held), metricValue(t, b.dropped); held != 0 || dropped != 0 {
@@ -168,7 +168,7 @@ func TestBatcherNeverHoldsNumberedUsage(t *testing.T) {
 			}
 			led.set(false, false, false)
 			for range 2 { // sent again, then once more (its answer lost)
-				if _, err := b.record(ctx, update, usageOf("a", nov, 1), true, seq); err != nil {
+				if _, _, err := b.record(ctx, update, usageOf("a", nov, 1), true, seq); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -206,7 +206,7 @@ func TestBatcherResendsUnsureUsageUnderItsKey(t *testing.T) {
 			b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), clock.Now, discardLogger(), prometheus.NewRegistry())
 			defer b.close()
 			ctx := context.Background()
-			if _, err := b.record(ctx, update, usageOf("x", nov, 64), true, reportSeq{}); !errors.Is(err, store.ErrUnavailable) {
+			if _, _, err := b.record(ctx, update, usageOf("x", nov, 64), true, reportSeq{}); !errors.Is(err, store.ErrUnavailable) {
 				t.Fatalf("store timing out: %v", err)
 			}
 			if held := metricValue(t, b.held); held != 1 {
@@ -216,13 +216,13 @@ func TestBatcherResendsUnsureUsageUnderItsKey(t *testing.T) {
 			led.mu.Lock()
 			led.down, led.failResends = false, tt.failResends
 			led.mu.Unlock()
-			if _, err := b.record(ctx, update, usageOf("e", nov, 32), true, reportSeq{}); err != nil {
+			if _, _, err := b.record(ctx, update, usageOf("e", nov, 32), true, reportSeq{}); err != nil {
 				t.Fatal(err)
 			}
 			// The held usage follows each batch until it goes through; the
 			// next reports wait for it.
 			for range 1 + tt.failResends {
-				if _, err := b.record(ctx, update, nil, true, reportSeq{}); err != nil {
+				if _, _, err := b.record(ctx, update, nil, true, reportSeq{}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -242,7 +242,7 @@ func TestBatcherDropsRefusedUsage(t *testing.T) {
 	led := &flakyLedger{refuse: true}
 	b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), time.Now, discardLogger(), prometheus.NewRegistry())
 	defer b.close()
-	if _, err := b.record(context.Background(), update, usageOf("a", nov, 1), true, reportSeq{}); err == nil {
+	if _, _, err := b.record(context.Background(), update, usageOf("a", nov, 1), true, reportSeq{}); err == nil {
 		t.Fatal("the store refused, yet the report went through")
 	}
 	if held, dropped := metricValue(t, b.held), metricValue(t, b.dropped); held != 0 || dropped != 1 {
@@ -269,7 +269,7 @@ func TestBatcherUnsureUsageIsSummedAndCountsOnce(t *testing.T) {
 			defer b.close()
 			ctx := context.Background()
 			twice := append(usageOf("a", nov, 1), usageOf("a", nov.Add(time.Minute), 2)...)
-			if _, err := b.record(ctx, update, twice, true, reportSeq{}); err == nil {
+			if _, _, err := b.record(ctx, update, twice, true, reportSeq{}); err == nil {
 				t.Fatal("store down, yet the report went through")
 			}
 			if held := metricValue(t, b.held); held != 1 {
@@ -281,7 +281,7 @@ func TestBatcherUnsureUsageIsSummedAndCountsOnce(t *testing.T) {
 			// Each batch that goes through is followed by the held usage;
 			// the next report waits for that.
 			for range 2 + tt.failResends {
-				if _, err := b.record(ctx, update, nil, true, reportSeq{}); err != nil {
+				if _, _, err := b.record(ctx, update, nil, true, reportSeq{}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -302,7 +302,7 @@ func TestBatcherTriesHeldUsageAtStop(t *testing.T) {
 	for _, back := range []bool{true, false} {
 		led := &flakyLedger{down: true}
 		b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), time.Now, discardLogger(), prometheus.NewRegistry())
-		if _, err := b.record(context.Background(), update, usageOf("a", nov, 1), true, reportSeq{}); err == nil {
+		if _, _, err := b.record(context.Background(), update, usageOf("a", nov, 1), true, reportSeq{}); err == nil {
 			t.Fatal("store down, yet the report went through")
 		}
 		led.set(!back, false, false)
@@ -397,13 +397,13 @@ func TestBatcherFailsReportsQueuedBehindAFailedBatch(t *testing.T) {
 	ctx := context.Background()
 	errs := make(chan error, 3)
 	go func() {
-		_, err := b.record(ctx, update, usageOf("a", nov, 1), true, reportSeq{})
+		_, _, err := b.record(ctx, update, usageOf("a", nov, 1), true, reportSeq{})
 		errs <- err
 	}()
 	<-led.entered
 	for _, name := range []string{"b", "c"} {
 		go func() {
-			_, err := b.record(ctx, update, usageOf(name, nov, 2), true, reportSeq{})
+			_, _, err := b.record(ctx, update, usageOf(name, nov, 2), true, reportSeq{})
 			errs <- err
 		}()
 	}
@@ -498,7 +498,7 @@ func TestBatcherGroupsReportsQueuedBehindABatch(t *testing.T) {
 	}
 	answers := make(chan answer, 5)
 	record := func(ctx context.Context, n int) {
-		res, err := b.record(ctx, make([]store.RateUpdate, n), nil, true, reportSeq{})
+		res, _, err := b.record(ctx, make([]store.RateUpdate, n), nil, true, reportSeq{})
 		answers <- answer{n, len(res), err}
 	}
 	go record(context.Background(), 1)
@@ -535,7 +535,7 @@ func TestBatcherCloseWaitsForTheBatchInFlight(t *testing.T) {
 	errs := make(chan error, 2)
 	for i := range 2 {
 		go func() {
-			_, err := b.record(context.Background(), update, nil, true, reportSeq{})
+			_, _, err := b.record(context.Background(), update, nil, true, reportSeq{})
 			errs <- err
 		}()
 		if i == 0 {
@@ -575,7 +575,7 @@ func TestBatcherCloseWaitsForTheBatchInFlight(t *testing.T) {
 	if failed != 1 {
 		t.Errorf("%d reports failed, want the one queued", failed)
 	}
-	if _, err := b.record(context.Background(), update, nil, true, reportSeq{}); !errors.Is(err, store.ErrUnavailable) {
+	if _, _, err := b.record(context.Background(), update, nil, true, reportSeq{}); !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("report after close: %v, want ErrUnavailable", err)
 	}
 	if got := led.calls(); len(got) != 1 {
@@ -609,7 +609,7 @@ func TestBatcherManyCallersSomeGivingUp(t *testing.T) {
 					go cancel()
 				}
 				n := 1 + (g+i)%3
-				res, err := b.record(ctx, make([]store.RateUpdate, n), nil, true, reportSeq{})
+				res, _, err := b.record(ctx, make([]store.RateUpdate, n), nil, true, reportSeq{})
 				cancel()
 				switch {
 				case errors.Is(err, context.Canceled):
@@ -642,7 +642,7 @@ func TestBatcherLeadHandedToACallerGivingUp(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() {
-			_, err := b.record(ctx, update, nil, true, reportSeq{})
+			_, _, err := b.record(ctx, update, nil, true, reportSeq{})
 			done <- err
 		}()
 		waitQueued(t, b, 1)
@@ -696,12 +696,12 @@ func TestBatcherStoreCallsHaveTheirDeadline(t *testing.T) {
 	b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), time.Now, discardLogger(), prometheus.NewRegistry())
 	defer b.close()
 	b.timeout = 50 * time.Millisecond
-	if _, err := b.record(context.Background(), update, nil, true, reportSeq{}); !errors.Is(err, context.DeadlineExceeded) {
+	if _, _, err := b.record(context.Background(), update, nil, true, reportSeq{}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("a call past its deadline: %v", err)
 	}
 	b.timeout = time.Hour
 	for range 3 {
-		if _, err := b.record(context.Background(), update, nil, true, reportSeq{}); err != nil {
+		if _, _, err := b.record(context.Background(), update, nil, true, reportSeq{}); err != nil {
 			t.Fatal(err)
 		}
 	}

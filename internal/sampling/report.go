@@ -94,11 +94,19 @@ func receiptReason(err error) string {
 // without it the caller is told, and reports again. r.Seq numbers the
 // report (0: none), so that one sent again is billed once; a numbered report
 // is never held (its client sends it again until it is acknowledged).
+// r.Resent marks a report sent again with the receipts it was taken with,
+// which bound it and retract nothing (receipt.ResendKeeper).
 // r.Applied is the rules version the client says it applies (0: it does not
 // say): it runs a rule as it is if that is at or after the rule's last edit,
 // and counts so in the rule's ledger.
 func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (TargetSet, error) {
 	client, service, docs, carry, seq, applied := r.Client, r.Service, r.Statistics, r.Carry, r.Seq, r.Applied
+	// A report sent again: its receipts bound it and retract nothing
+	// (receipt.ResendKeeper); a keeper that cannot take them so takes none.
+	var resent receipt.ResendKeeper
+	if r.Resent {
+		resent, _ = keep.(receipt.ResendKeeper)
+	}
 	now := s.now()
 	view := s.catalog.Current()
 	budgets := s.catalog.CurrentBudgets()
@@ -145,7 +153,17 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 			continue
 		}
 		rule := view.Rule(d.Rule)
-		prev, ok, err := keep.Previous(client, rule.Name, d.Receipt, now)
+		var (
+			prev receipt.Claim
+			ok   bool
+			err  error
+		)
+		switch {
+		case !r.Resent:
+			prev, ok, err = keep.Previous(client, rule.Name, d.Receipt, now)
+		case resent != nil:
+			prev, ok, err = resent.Resent(client, rule.Name, d.Receipt, now)
+		}
 		if err != nil {
 			s.reports.receipts.WithLabelValues(receiptReason(err)).Inc()
 		}
@@ -192,7 +210,7 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 			}
 		}
 		var retract *reservoir.Receipt
-		if ok {
+		if ok && !prev.BoundOnly {
 			if retracts == nil {
 				retracts = make([]reservoir.Receipt, 0, len(docs))
 			}
@@ -224,11 +242,13 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 	if len(updates) == 0 {
 		return out, nil
 	}
-	results, err := s.batcher.record(ctx, updates, usage, carry, reportSeq{client, seq})
-	if cut > 0 && (err == nil || carry && seq == 0) {
-		// Counted once the report is recorded, or its usage held to be
+	results, billedBefore, err := s.batcher.record(ctx, updates, usage, carry, reportSeq{client, seq})
+	if cut > 0 && (err == nil && !billedBefore || carry && seq == 0) {
+		// Counted once the report is billed, or its usage held to be
 		// (an unnumbered stream report): a numbered report that failed
-		// comes again, and is bounded again then.
+		// comes again, and is bounded again then; one the store had
+		// recorded before (sent again after its answer was lost) was
+		// billed, and its cut counted, where it was first handled.
 		s.reports.clamped.WithLabelValues("over_bound").Add(float64(cut))
 	}
 	if err != nil {

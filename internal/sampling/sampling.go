@@ -53,6 +53,10 @@ type Report struct {
 	// Seq numbers the report (0: none), so that one sent again is billed
 	// once.
 	Seq uint64
+	// Resent says that the report was sent before, with the receipts it
+	// was taken with: they bound what it may claim and retract nothing
+	// (receipt.ResendKeeper).
+	Resent bool
 	// Applied is the rules version the client applies (0: it does not
 	// say).
 	Applied int64

@@ -76,7 +76,7 @@ func (s *samplingService) GetSamplingTargets(ctx context.Context, req *pb.GetSam
 	}
 	base, err := s.core.Report(ctx, sampling.Report{
 		Client: req.GetClientId(), Service: req.GetServiceName(), Statistics: statisticsFromProto(req.GetStatistics()),
-		Seq: req.GetSeq(), Applied: req.GetAppliedRulesVersion(),
+		Seq: req.GetSeq(), Resent: req.GetResent(), Applied: req.GetAppliedRulesVersion(),
 	}, s.core.Tokens())
 	if err != nil {
 		return nil, err
@@ -221,7 +221,7 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 		docs := statisticsFromProto(r.GetStatistics())
 		ts, err := s.core.Report(ctx, sampling.Report{
 			Client: hello.GetClientId(), Service: hello.GetServiceName(), Statistics: docs,
-			Carry: true, Seq: r.GetSeq(), Applied: r.GetAppliedRulesVersion(),
+			Carry: true, Seq: r.GetSeq(), Resent: r.GetResent(), Applied: r.GetAppliedRulesVersion(),
 		}, keeper)
 		mu.Lock()
 		defer mu.Unlock()

@@ -269,6 +269,14 @@ type ReportBatch struct {
 	// Sequenced adds the counts of numbered client reports, each once: see
 	// SequencedUsage.
 	Sequenced []SequencedUsage
+	// Seen, if not nil, has one entry per Sequenced, which a store that
+	// applies the batch sets: true if that report was seen before (its seq
+	// not above the highest recorded for its client, or a repeat of an
+	// earlier report of the batch), and so billed nothing now; false if it
+	// was billed by this batch. A replica counts what it cut from a report
+	// only for the report it bills: a report sent again whose first send
+	// was recorded was billed, and cut, where it was first handled.
+	Seen []bool
 	// DownSince, when not zero, says that the replica could not reach the
 	// store from then until a moment ago, and renewed its clients' last
 	// quotas meanwhile: a ledger that nobody wrote since then keeps them

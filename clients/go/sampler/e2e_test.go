@@ -920,15 +920,22 @@ func TestE2EReconnectKeepsTheShare(t *testing.T) {
 	}
 
 	// A report whose answer never came may have been applied, its
-	// receipts retracted already: after the next cut, none is echoed.
+	// receipts retracted already: after the next cut it goes again
+	// marked resent, with the receipt it was taken with (which its first
+	// send, a stream's later report, did not echo), for its bound only.
 	p.dropTargets.Store(true)
 	sent := len(on(p, &p.streamReports, 2))
 	waitFor(t, 2*deadline, "an unanswered report", func() bool { return len(on(p, &p.streamReports, 2)) > sent })
+	unanswered := on(p, &p.streamReports, 2)[sent]
 	p.cut()
 	waitFor(t, 2*deadline, "a report on the third stream", func() bool { return len(on(p, &p.streamReports, 3)) > 0 })
-	for _, d := range on(p, &p.streamReports, 3)[0].GetStatistics() {
-		if d.GetReceipt() != "" {
-			t.Errorf("the first report after an unanswered one echoes a receipt: %v", d)
+	again := on(p, &p.streamReports, 3)[0]
+	if !again.GetResent() || again.GetSeq() != unanswered.GetSeq() {
+		t.Errorf("the first report after an unanswered one: seq %d, resent %v; want seq %d, resent", again.GetSeq(), again.GetResent(), unanswered.GetSeq())
+	}
+	for _, d := range again.GetStatistics() {
+		if d.GetRuleName() == "shop-reconnect" && d.GetReceipt() == "" {
+			t.Errorf("the report sent again carries no receipt for its bound: %v", d)
 		}
 	}
 }

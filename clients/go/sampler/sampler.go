@@ -71,10 +71,13 @@ type Sampler struct {
 
 // pendingReport is a report taken and not yet acknowledged.
 type pendingReport struct {
-	seq   uint64
-	docs  []*pb.SamplingStatistics
-	taken int64 // unix ns
-	sent  bool  // at least once: its receipts are used up
+	seq  uint64
+	docs []*pb.SamplingStatistics
+	// receipts are those of the last targets when the report was taken,
+	// by document, echoed or not; nil: none.
+	receipts []string
+	taken    int64 // unix ns
+	sent     bool  // at least once: it goes again marked as resent
 }
 
 // maxResendAge is how long a report is sent again before it is given up:
@@ -608,16 +611,17 @@ func phase(clientID, rule string) float64 {
 }
 
 // nextReport returns the report to send: the last one taken if it is not
-// acknowledged yet, as it was (its receipts used up once it was sent), else
-// the counts since then, under the next seq. It returns no documents when
-// there are no rules to count for yet.
-func (s *Sampler) nextReport(echo bool) (seq uint64, docs []*pb.SamplingStatistics) {
+// acknowledged yet, as it was, resent once it was sent (with the receipts
+// it was taken with, for its bound only: see reportSent), else the counts
+// since then, under the next seq. It returns no documents when there are
+// no rules to count for yet.
+func (s *Sampler) nextReport(echo bool) (seq uint64, docs []*pb.SamplingStatistics, resent bool) {
 	now := s.now()
 	s.reportMu.Lock()
 	defer s.reportMu.Unlock()
 	if p := s.pending; p != nil {
 		if now-p.taken <= int64(maxResendAge) {
-			return p.seq, p.docs
+			return p.seq, p.docs, p.sent
 		}
 		var sampled int64
 		for _, d := range p.docs {
@@ -626,19 +630,22 @@ func (s *Sampler) nextReport(echo bool) (seq uint64, docs []*pb.SamplingStatisti
 		s.cfg.log.Warn("gave up on a report the control plane never acknowledged: it may or may not have been recorded", "seq", p.seq, "sampled", sampled, "age", time.Duration(now-p.taken))
 		s.pending = nil
 	}
-	docs = s.takeReportLocked(now, echo)
+	docs, receipts := s.takeReportLocked(now, echo)
 	if len(docs) == 0 {
-		return 0, nil
+		return 0, nil, false
 	}
 	s.seq++
-	s.pending = &pendingReport{seq: s.seq, docs: docs, taken: now}
-	return s.seq, docs
+	s.pending = &pendingReport{seq: s.seq, docs: docs, receipts: receipts, taken: now}
+	return s.seq, docs, false
 }
 
 // reportSent notes that report seq went out (or may have): it keeps its
-// counts until acknowledged, but not its receipts. The server may have
-// retracted them already, and retracting twice would take from other
-// instances' share.
+// counts until acknowledged, and from now on sends them marked as resent,
+// with the receipts the report was taken with, echoed or not. The server
+// may have retracted those already, and retracting twice would take from
+// other instances' share: marked so, they only bound what the report may
+// claim, so that a replica that did not handle the first send (the first
+// one died) does not cut it as a new client's.
 func (s *Sampler) reportSent(seq uint64) {
 	s.reportMu.Lock()
 	defer s.reportMu.Unlock()
@@ -647,17 +654,20 @@ func (s *Sampler) reportSent(seq uint64) {
 		return
 	}
 	p.sent = true
+	if p.receipts == nil {
+		return
+	}
 	docs := make([]*pb.SamplingStatistics, len(p.docs))
 	for i, d := range p.docs {
-		if d.GetReceipt() == "" {
+		if d.GetReceipt() == p.receipts[i] {
 			docs[i] = d
 			continue
 		}
 		c := proto.CloneOf(d)
-		c.Receipt = ""
+		c.Receipt = p.receipts[i]
 		docs[i] = c
 	}
-	p.docs = docs
+	p.docs, p.receipts = docs, nil
 }
 
 // dropPending gives up the report not yet acknowledged, which the control
@@ -672,20 +682,13 @@ func (s *Sampler) dropPending(err error) {
 	}
 }
 
-// wasSent reports whether report seq is one sent before and not yet
-// acknowledged.
-func (s *Sampler) wasSent(seq uint64) bool {
-	s.reportMu.Lock()
-	defer s.reportMu.Unlock()
-	return s.pending != nil && s.pending.seq == seq && s.pending.sent
-}
-
 // takeReport is takeReportLocked at the clock's time, for tests.
 func (s *Sampler) takeReport(echo bool) []*pb.SamplingStatistics {
 	now := s.now()
 	s.reportMu.Lock()
 	defer s.reportMu.Unlock()
-	return s.takeReportLocked(now, echo)
+	docs, _ := s.takeReportLocked(now, echo)
+	return docs
 }
 
 // takeReportLocked collects every rule's counts since the last report. echo
@@ -695,11 +698,14 @@ func (s *Sampler) takeReport(echo bool) []*pb.SamplingStatistics {
 // echoed or not: the server may retract them while handling it, and if its
 // answer (the next receipts) never comes, echoing them again would retract
 // them twice and take from other instances' share. Without them the old
-// figure only ages out. The caller holds reportMu.
-func (s *Sampler) takeReportLocked(now int64, echo bool) []*pb.SamplingStatistics {
+// figure only ages out. It also returns the receipts the report is taken
+// with, by document, echoed or not (nil if there are none), for the
+// report's bound if it is sent again (reportSent). The caller holds
+// reportMu.
+func (s *Sampler) takeReportLocked(now int64, echo bool) (docs []*pb.SamplingStatistics, receipts []string) {
 	set := s.rules.Load()
 	if set == nil {
-		return nil
+		return nil, nil
 	}
 	span := time.Duration(s.interval.Load())
 	if s.lastReport != 0 && now > s.lastReport {
@@ -725,10 +731,16 @@ func (s *Sampler) takeReportLocked(now int64, echo bool) []*pb.SamplingStatistic
 		if echo {
 			st.Receipt = rt.receipt
 		}
+		if rt.receipt != "" && receipts == nil {
+			receipts = make([]string, len(set.matchers))
+		}
+		if receipts != nil {
+			receipts[i] = rt.receipt
+		}
 		rt.receipt = ""
 		out = append(out, st)
 	}
-	return out
+	return out, receipts
 }
 
 func closed() chan struct{} {

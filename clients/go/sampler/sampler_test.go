@@ -374,10 +374,24 @@ func TestReportsCountAndCarryAcrossVersions(t *testing.T) {
 }
 
 // TestUnacknowledgedReportIsSentAgain: a report is sent again, as it was
-// but without its receipts, until targets acknowledge its seq; the counts
-// since wait for the next report, under the next seq; one that stays
-// unacknowledged past maxResendAge, or refused as invalid, is given up.
+// but marked resent and with the receipts it was taken with, until targets
+// acknowledge its seq; the counts since wait for the next report, under
+// the next seq; one that stays unacknowledged past maxResendAge, or
+// refused as invalid, is given up.
 func TestUnacknowledgedReportIsSentAgain(t *testing.T) {
+	for _, echo := range []bool{true, false} {
+		t.Run(fmt.Sprintf("echo %v", echo), func(t *testing.T) { testUnacknowledgedReportIsSentAgain(t, echo) })
+	}
+}
+
+// testUnacknowledgedReportIsSentAgain: a report sent again is marked resent
+// and carries the receipt it was taken with, whether its first send echoed
+// it (a unary call, a stream's first report) or not (a stream's later
+// reports, whose receipts the stream held): a replica that did not handle
+// the first send bounds it by that receipt. Before, the receipt was
+// stripped once sent, and the replica bounded the report as a new
+// client's.
+func testUnacknowledgedReportIsSentAgain(t *testing.T, echo bool) {
 	s, clk := newTestSampler(t)
 	s.applyRules(rulesFor(1, &pb.Rule{Name: "r", Priority: 1, FixedRate: 1}))
 	s.applyTargets(targets(1, clk.Now().Add(100*time.Hour), &pb.SamplingTarget{RuleName: "r", FixedRate: 1, Receipt: "r1"}))
@@ -392,14 +406,15 @@ func TestUnacknowledgedReportIsSentAgain(t *testing.T) {
 		seq     uint64
 		sampled int64
 		receipt string
+		resent  bool
 	}
 	next := func() report {
 		t.Helper()
-		seq, docs := s.nextReport(true)
+		seq, docs, resent := s.nextReport(echo)
 		s.reportSent(seq)
 		for _, d := range docs {
 			if d.GetRuleName() == "r" {
-				return report{seq, d.GetSampledCount(), d.GetReceipt()}
+				return report{seq, d.GetSampledCount(), d.GetReceipt(), resent}
 			}
 		}
 		t.Fatalf("no statistics for r in %v", docs)
@@ -409,8 +424,12 @@ func TestUnacknowledgedReportIsSentAgain(t *testing.T) {
 
 	spans(3)
 	first := next()
-	if first.sampled != 3 || first.receipt != "r1" || first.seq == 0 {
-		t.Fatalf("first report %+v, want 3 sampled with receipt r1", first)
+	echoed := ""
+	if echo {
+		echoed = "r1"
+	}
+	if first.sampled != 3 || first.receipt != echoed || first.resent || first.seq == 0 {
+		t.Fatalf("first report %+v, want 3 sampled with receipt %q, not resent", first, echoed)
 	}
 	spans(4)
 	steps := []struct {
@@ -418,11 +437,12 @@ func TestUnacknowledgedReportIsSentAgain(t *testing.T) {
 		before func()
 		want   report
 	}{
-		{"unacknowledged: the same again, without its receipt", func() {}, report{first.seq, 3, ""}},
-		{"an older seq acknowledged", func() { ack(first.seq - 1) }, report{first.seq, 3, ""}},
-		{"acknowledged: the counts since", func() { ack(first.seq) }, report{first.seq + 1, 4, ""}},
-		{"given up after maxResendAge", func() { clk.Add(maxResendAge + time.Second); spans(5) }, report{first.seq + 2, 5, ""}},
-		{"given up when refused", func() { s.dropPending(errors.New("refused")); spans(6) }, report{first.seq + 3, 6, ""}},
+		{"unacknowledged: the same again, resent with the receipt it was taken with", func() {}, report{first.seq, 3, "r1", true}},
+		{"and again", func() {}, report{first.seq, 3, "r1", true}},
+		{"an older seq acknowledged", func() { ack(first.seq - 1) }, report{first.seq, 3, "r1", true}},
+		{"acknowledged: the counts since", func() { ack(first.seq) }, report{first.seq + 1, 4, "", false}},
+		{"given up after maxResendAge", func() { clk.Add(maxResendAge + time.Second); spans(5) }, report{first.seq + 2, 5, "", false}},
+		{"given up when refused", func() { s.dropPending(errors.New("refused")); spans(6) }, report{first.seq + 3, 6, "", false}},
 	}
 	for _, st := range steps {
 		st.before()

@@ -203,11 +203,11 @@ func (s *Sampler) firstDelay() time.Duration {
 // sendStreamReport sends the report not yet acknowledged, or else the
 // counts since the last report, if there are any rules to count for.
 func (s *Sampler) sendStreamReport(stream pb.SamplingService_StreamSamplingClient, echo bool) (sent bool, err error) {
-	seq, docs := s.nextReport(echo)
+	seq, docs, resent := s.nextReport(echo)
 	if len(docs) == 0 {
 		return false, nil
 	}
-	err = stream.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{Statistics: docs, Seq: seq, AppliedRulesVersion: s.appliedVersion()}}})
+	err = stream.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{Statistics: docs, Seq: seq, Resent: resent, AppliedRulesVersion: s.appliedVersion()}}})
 	s.reportSent(seq)
 	return err == nil, err
 }
@@ -278,13 +278,12 @@ func (s *Sampler) fetchRules(ctx context.Context) error {
 // the server's rules version (0 if nothing was sent) and whether it sent a
 // report again.
 func (s *Sampler) unaryReport(ctx context.Context) (version int64, again bool, err error) {
-	seq, docs := s.nextReport(true)
+	seq, docs, again := s.nextReport(true)
 	if len(docs) == 0 {
 		return 0, false, nil
 	}
-	again = s.wasSent(seq)
 	resp, err := s.client.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{
-		ClientId: s.cfg.clientID, ServiceName: s.cfg.service, ServiceType: s.cfg.serviceType, Statistics: docs, Seq: seq,
+		ClientId: s.cfg.clientID, ServiceName: s.cfg.service, ServiceType: s.cfg.serviceType, Statistics: docs, Seq: seq, Resent: again,
 		AppliedRulesVersion: s.appliedVersion(),
 	}, grpc.WaitForReady(true))
 	s.reportSent(seq)

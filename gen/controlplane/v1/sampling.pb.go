@@ -202,8 +202,9 @@ type SamplingStatistics struct {
 	// signed and bound to the client_id and rule they were issued to, and are
 	// good once: one that does not verify, or was used before, counts as none.
 	// A report without one counts as a new client until the old figures age
-	// out, which only makes quotas smaller, never larger. At most 256
-	// characters.
+	// out, which only makes quotas smaller, never larger. A report sent again
+	// (Report.resent) carries the receipts it was taken with, for its bound
+	// only. At most 256 characters.
 	Receipt string `protobuf:"bytes,7,opt,name=receipt,proto3" json:"receipt,omitempty"`
 	// The rule's anomaly counts over the same interval, for adaptive sampling
 	// (docs/BOOSTS.md); only for rules with a sampling_rate_boost (counts of
@@ -387,8 +388,11 @@ type GetSamplingTargetsRequest struct {
 	// The rules version of the rule set the client applies now, as in
 	// Report.applied_rules_version. 0: not said.
 	AppliedRulesVersion int64 `protobuf:"varint,6,opt,name=applied_rules_version,json=appliedRulesVersion,proto3" json:"applied_rules_version,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// True for a numbered report sent again, as Report.resent: its receipts
+	// bound it and retract nothing.
+	Resent        bool `protobuf:"varint,7,opt,name=resent,proto3" json:"resent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetSamplingTargetsRequest) Reset() {
@@ -461,6 +465,13 @@ func (x *GetSamplingTargetsRequest) GetAppliedRulesVersion() int64 {
 		return x.AppliedRulesVersion
 	}
 	return 0
+}
+
+func (x *GetSamplingTargetsRequest) GetResent() bool {
+	if x != nil {
+		return x.Resent
+	}
+	return false
 }
 
 // SamplingTarget is one client's quota for one rule.
@@ -978,8 +989,19 @@ type Report struct {
 	// applied version is at or after the rule's last edit. 0: not said (an
 	// SDK that predates it), counted as not running the current version.
 	AppliedRulesVersion int64 `protobuf:"varint,3,opt,name=applied_rules_version,json=appliedRulesVersion,proto3" json:"applied_rules_version,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// True for a report sent again (the same seq and counts) after a send
+	// that was not acknowledged, with the receipts the report was taken
+	// with, echoed in its first send or not: the first send may have been
+	// handled (only its answer lost, or its replica died after), so they
+	// bound what the report may claim (SamplingStatistics.sampled_count) but
+	// retract nothing. A replica takes a receipt so at most once more after
+	// any use of it, and a receipt its stream already holds retracts as
+	// usual. Without them, a report sent again to another replica counts as
+	// a new client's, and its sampled count is cut to what a client without
+	// a quota may sample. False: a first send.
+	Resent        bool `protobuf:"varint,4,opt,name=resent,proto3" json:"resent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Report) Reset() {
@@ -1031,6 +1053,13 @@ func (x *Report) GetAppliedRulesVersion() int64 {
 		return x.AppliedRulesVersion
 	}
 	return 0
+}
+
+func (x *Report) GetResent() bool {
+	if x != nil {
+		return x.Resent
+	}
+	return false
 }
 
 // StreamSamplingResponse is a message from server to client on the stream.
@@ -1391,7 +1420,7 @@ const file_controlplane_v1_sampling_proto_rawDesc = "" +
 	"\vtotal_count\x18\x01 \x01(\x03R\n" +
 	"totalCount\x12#\n" +
 	"\ranomaly_count\x18\x02 \x01(\x03R\fanomalyCount\x122\n" +
-	"\x15sampled_anomaly_count\x18\x03 \x01(\x03R\x13sampledAnomalyCount\"\x89\x02\n" +
+	"\x15sampled_anomaly_count\x18\x03 \x01(\x03R\x13sampledAnomalyCount\"\xa1\x02\n" +
 	"\x19GetSamplingTargetsRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12!\n" +
 	"\fservice_name\x18\x02 \x01(\tR\vserviceName\x12!\n" +
@@ -1400,7 +1429,8 @@ const file_controlplane_v1_sampling_proto_rawDesc = "" +
 	"statistics\x18\x04 \x03(\v2#.controlplane.v1.SamplingStatisticsR\n" +
 	"statistics\x12\x10\n" +
 	"\x03seq\x18\x05 \x01(\x04R\x03seq\x122\n" +
-	"\x15applied_rules_version\x18\x06 \x01(\x03R\x13appliedRulesVersion\"\x97\x02\n" +
+	"\x15applied_rules_version\x18\x06 \x01(\x03R\x13appliedRulesVersion\x12\x16\n" +
+	"\x06resent\x18\a \x01(\bR\x06resent\"\x97\x02\n" +
 	"\x0eSamplingTarget\x12\x1b\n" +
 	"\trule_name\x18\x01 \x01(\tR\bruleName\x12'\n" +
 	"\x0freservoir_quota\x18\x02 \x01(\x01R\x0ereservoirQuota\x12P\n" +
@@ -1430,13 +1460,14 @@ const file_controlplane_v1_sampling_proto_rawDesc = "" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12!\n" +
 	"\fservice_name\x18\x02 \x01(\tR\vserviceName\x12!\n" +
 	"\fservice_type\x18\x03 \x01(\tR\vserviceType\x12.\n" +
-	"\x13known_rules_version\x18\x04 \x01(\x03R\x11knownRulesVersion\"\x93\x01\n" +
+	"\x13known_rules_version\x18\x04 \x01(\x03R\x11knownRulesVersion\"\xab\x01\n" +
 	"\x06Report\x12C\n" +
 	"\n" +
 	"statistics\x18\x01 \x03(\v2#.controlplane.v1.SamplingStatisticsR\n" +
 	"statistics\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x122\n" +
-	"\x15applied_rules_version\x18\x03 \x01(\x03R\x13appliedRulesVersion\"\x8d\x01\n" +
+	"\x15applied_rules_version\x18\x03 \x01(\x03R\x13appliedRulesVersion\x12\x16\n" +
+	"\x06resent\x18\x04 \x01(\bR\x06resent\"\x8d\x01\n" +
 	"\x16StreamSamplingResponse\x120\n" +
 	"\x05rules\x18\x01 \x01(\v2\x18.controlplane.v1.RuleSetH\x00R\x05rules\x126\n" +
 	"\atargets\x18\x02 \x01(\v2\x1a.controlplane.v1.TargetSetH\x00R\atargetsB\t\n" +

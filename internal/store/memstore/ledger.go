@@ -281,6 +281,9 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 			return nil, fmt.Errorf("record reports: %w", err)
 		}
 	}
+	if err := record.CheckSeen(&b); err != nil {
+		return nil, fmt.Errorf("record reports: %w", err)
+	}
 	l := &s.live
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -290,8 +293,13 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 	// Key is ignored: every failure here says that it changed nothing.
 	l.addUsage(b.Usage, b.Now)
 	for i := range b.Sequenced {
-		if sq := &b.Sequenced[i]; l.newSeq(sq.Client, sq.Seq, b.Now) {
+		sq := &b.Sequenced[i]
+		fresh := l.newSeq(sq.Client, sq.Seq, b.Now)
+		if fresh {
 			l.addUsage(sq.Usage, b.Now)
+		}
+		if b.Seen != nil {
+			b.Seen[i] = !fresh
 		}
 	}
 	return l.applyRates(b), nil

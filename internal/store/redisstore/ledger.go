@@ -198,6 +198,7 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 			return nil, failed
 		}
 		if len(again) == 0 {
+			seen(b, lay, &n, groups)
 			return rateResults(b, index, ledgers, groups)
 		}
 		sel := make([]*group, len(lay.tags))
@@ -413,7 +414,25 @@ func checkUsage(b store.ReportBatch) error {
 			return fmt.Errorf("record reports: %w", err)
 		}
 	}
+	if err := record.CheckSeen(&b); err != nil {
+		return fmt.Errorf("record reports: %w", err)
+	}
 	return nil
+}
+
+// seen sets b.Seen, if asked for, once the batch is applied: a numbered
+// report is billed in its client's shard, and was seen before if that
+// shard's script named it as a repeat (or it repeats an earlier report of
+// the batch). One whose usage had nothing to add there left no seq, and
+// billed nothing either way: it counts as new.
+func seen(b store.ReportBatch, lay *shardLayout, n *numbered, groups []*group) {
+	if b.Seen == nil {
+		return
+	}
+	for i := range b.Sequenced {
+		g := groups[lay.of(b.Sequenced[i].Client)]
+		b.Seen[i] = !n.kept[i] || g != nil && !g.kept[i]
+	}
 }
 
 // dropRepeats takes out of kept the numbered reports that the script named

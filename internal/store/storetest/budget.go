@@ -1323,8 +1323,10 @@ func testFleetUsage(t *testing.T, b Backend) {
 // testSequencedUsage: the usage of a numbered report is applied only if its
 // seq is above the highest the store recorded for its client, whichever
 // store instance (replica) gets it, also twice in one batch; other clients
-// and unnumbered usage are not affected; a bad seq or client refuses the
-// whole batch.
+// and unnumbered usage are not affected; a bad seq or client, or a Seen
+// that is not one entry per report, refuses the whole batch. The store
+// says which reports it had seen before (Seen), for the replica to count
+// its cuts of the reports it bills only.
 func testSequencedUsage(t *testing.T, b Backend) {
 	clk := newClock()
 	s := open(t, b, clk)
@@ -1345,22 +1347,26 @@ func testSequencedUsage(t *testing.T, b Backend) {
 		bills  int64 // sampled counts the batch adds
 		refuse bool
 		alone  bool // without rate updates
+		// seen is what the store must say of each numbered report: seen
+		// before (billed nothing now) or not; nil: not asked.
+		seen []bool
 	}{
-		{name: "first", st: s, batch: []store.SequencedUsage{report("c", 5, 1)}, bills: 1},
-		{name: "again", st: s, batch: []store.SequencedUsage{report("c", 5, 1)}},
-		{name: "again, to another replica", st: other, batch: []store.SequencedUsage{report("c", 5, 1)}},
-		{name: "an older one", st: other, batch: []store.SequencedUsage{report("c", 4, 2)}},
-		{name: "the next", st: other, batch: []store.SequencedUsage{report("c", 6, 4)}, bills: 4},
-		{name: "another client, alone", st: s, batch: []store.SequencedUsage{report("d", 1, 8)}, bills: 8, alone: true},
-		{name: "twice in a batch, with unnumbered usage", st: s, batch: []store.SequencedUsage{report("c", 7, 16), report("d", 1, 8), report("c", 7, 16)}, usage: 32, bills: 48},
-		{name: "one new of two", st: other, batch: []store.SequencedUsage{report("c", 7, 16), report("c", 9, 64)}, bills: 64},
-		{name: "two new of one client", st: other, batch: []store.SequencedUsage{report("c", 10, 256), report("c", 11, 512)}, bills: 768},
-		{name: "the later of them again", st: s, batch: []store.SequencedUsage{report("c", 11, 512)}},
+		{name: "first", st: s, batch: []store.SequencedUsage{report("c", 5, 1)}, bills: 1, seen: []bool{false}},
+		{name: "again", st: s, batch: []store.SequencedUsage{report("c", 5, 1)}, seen: []bool{true}},
+		{name: "again, to another replica", st: other, batch: []store.SequencedUsage{report("c", 5, 1)}, seen: []bool{true}},
+		{name: "an older one", st: other, batch: []store.SequencedUsage{report("c", 4, 2)}, seen: []bool{true}},
+		{name: "the next", st: other, batch: []store.SequencedUsage{report("c", 6, 4)}, bills: 4, seen: []bool{false}},
+		{name: "another client, alone", st: s, batch: []store.SequencedUsage{report("d", 1, 8)}, bills: 8, alone: true, seen: []bool{false}},
+		{name: "twice in a batch, with unnumbered usage", st: s, batch: []store.SequencedUsage{report("c", 7, 16), report("d", 1, 8), report("c", 7, 16)}, usage: 32, bills: 48, seen: []bool{false, true, true}},
+		{name: "one new of two", st: other, batch: []store.SequencedUsage{report("c", 7, 16), report("c", 9, 64)}, bills: 64, seen: []bool{true, false}},
+		{name: "two new of one client", st: other, batch: []store.SequencedUsage{report("c", 10, 256), report("c", 11, 512)}, bills: 768, seen: []bool{false, false}},
+		{name: "the later of them again", st: s, batch: []store.SequencedUsage{report("c", 11, 512)}, seen: []bool{true}},
 		{name: "no client", st: s, batch: []store.SequencedUsage{report("e", 1, 1), report("", 1, 1)}, refuse: true},
 		{name: "seq 0", st: s, batch: []store.SequencedUsage{report("e", 1, 1), report("f", 0, 1)}, refuse: true},
 		{name: "seq past MaxSeq", st: s, batch: []store.SequencedUsage{report("e", 1, 1), report("f", store.MaxSeq+1, 1)}, refuse: true},
-		{name: "seq MaxSeq", st: s, batch: []store.SequencedUsage{report("f", store.MaxSeq, 1024)}, bills: 1024},
-		{name: "seq MaxSeq again", st: other, batch: []store.SequencedUsage{report("f", store.MaxSeq, 1024)}},
+		{name: "seq MaxSeq", st: s, batch: []store.SequencedUsage{report("f", store.MaxSeq, 1024)}, bills: 1024, seen: []bool{false}},
+		{name: "seq MaxSeq again", st: other, batch: []store.SequencedUsage{report("f", store.MaxSeq, 1024)}, seen: []bool{true}},
+		{name: "Seen too short", st: s, batch: []store.SequencedUsage{report("g", 1, 1), report("h", 1, 1)}, refuse: true, seen: []bool{false}},
 	} {
 		batch := store.ReportBatch{Now: now, Ledger: l, Rates: []store.RateUpdate{rateUpdate(l, now, "a", 1)}, Sequenced: tt.batch}
 		if tt.alone {
@@ -1369,9 +1375,22 @@ func testSequencedUsage(t *testing.T, b Backend) {
 		if tt.usage > 0 {
 			batch.Usage = []store.UsageIncrement{{Budget: "team", Month: now, Hour: 5, Rule: "a", Requests: 10 * tt.usage, Sampled: tt.usage}}
 		}
+		if tt.seen != nil {
+			// Each entry starts as the wrong answer: the store must set
+			// every one.
+			batch.Seen = make([]bool, len(tt.seen))
+			for i, w := range tt.seen {
+				batch.Seen[i] = !w
+			}
+		}
 		_, err := tt.st.RecordReports(t.Context(), batch)
 		if tt.refuse != (err != nil) {
 			t.Fatalf("%s: RecordReports: %v, want refused %v", tt.name, err, tt.refuse)
+		}
+		if err == nil && tt.seen != nil {
+			if diff := cmp.Diff(tt.seen, batch.Seen); diff != "" {
+				t.Errorf("%s: Seen (-want +got):\n%s", tt.name, diff)
+			}
 		}
 		sampled += tt.bills
 		checkUsage(t, tt.name, mustUsage(t, s, "team", now), wantUsage{

@@ -563,3 +563,12 @@ func CheckSequenced(s *store.SequencedUsage) error {
 	}
 	return nil
 }
+
+// CheckSeen returns an error if a batch's Seen is set but not one entry per
+// numbered report.
+func CheckSeen(b *store.ReportBatch) error {
+	if b.Seen != nil && len(b.Seen) != len(b.Sequenced) {
+		return fmt.Errorf("%d entries in Seen for %d numbered reports", len(b.Seen), len(b.Sequenced))
+	}
+	return nil
+}
