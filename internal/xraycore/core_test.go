@@ -107,7 +107,8 @@ func clientID(i int) string { return fmt.Sprintf("%024x", i+1) }
 // resource and match the rules they list themselves, so a rule for
 // staging instances (a resource glob other than "*") is not listed: it
 // would apply to every instance. One whose resource globs are all "*"
-// matches any instance and is listed.
+// matches any instance and is listed. X-Ray edits by name still reach
+// the unlisted rule.
 func TestRulesLeaveOutThoseThatNeedAResource(t *testing.T) {
 	e := newEnv(t)
 	ctx := as("ci")
@@ -133,6 +134,11 @@ func TestRulesLeaveOutThoseThatNeedAResource(t *testing.T) {
 	}
 	if want := []string{"any-env", rules.DefaultName}; !slices.Equal(names, want) {
 		t.Errorf("Rules = %v, want %v", names, want)
+	} // An X-Ray update that names it changes what it sends, and keeps
+	// the rule's resource globs.
+	up, err := e.core.UpdateRule(ctx, xray.RuleUpdate{Name: "staging", Patch: xray.Rule{Rule: rules.Rule{FixedRate: 0.25}}, Fields: []string{xray.FieldFixedRate}}, "")
+	if err != nil || up.FixedRate != 0.25 || up.ResourceAttributes["deployment.environment.name"] != "staging" {
+		t.Errorf("X-Ray update of the unlisted rule: %+v, %v; want fixed rate 0.25 and its resource globs kept", up.Rule, err)
 	}
 }
 
