@@ -47,8 +47,9 @@ func RuleToProto(r *rules.Rule) *pb.Rule {
 // SamplingRuleToProto returns r as the SamplingService sends it to SDKs:
 // without description, labels and tags, which are for people, budget scopes
 // and AWS tooling. They would multiply the largest rule set an SDK receives
-// (a rule at maximum field sizes is 20 kB with description and labels, 97
-// kB with tags too, 7.6 kB without; see rules.MaxRules). The boost stays:
+// (a rule at maximum field sizes is 22 kB with description and labels, 99
+// kB with tags too, 9.7 kB without; see rules.MaxRules). Resource
+// attributes stay: SDKs match them. The boost stays:
 // SDKs count anomalies for the rules that have one.
 func SamplingRuleToProto(r *rules.Rule) *pb.Rule {
 	p := RuleToProto(r)

@@ -61,14 +61,13 @@ const (
 // the whole. The rule index covers it at the speed of a small set
 // (MaxIndexed is twice it). The arithmetic that keeps the largest rule set
 // in one gRPC message: SDKs get rules without description, labels and
-// tags, at most 7,585 bytes each within a rule set at maximum field sizes
+// tags, at most 9,713 bytes each within a rule set at maximum field sizes
 // (every character four bytes of UTF-8, etag and times at their longest, a
-// boost's 15 bytes), so 1,000 × 7,585 + 15 bytes of framing = 7,585,015
-// bytes (7.2 MiB), under
-// half of the 16 MiB the Go SDK accepts. gRPC's default limit, 4 MiB, holds
-// 550 such rules, or 1,000 of up to 4,190 bytes; rules of a few hundred
-// bytes, the usual, make a few hundred kB. A test in the SDK sends the
-// largest set.
+// boost's 15 bytes, 8 resource globs of 266 bytes each), so 1,000 × 9,713
+// + 15 bytes of framing = 9,713,015 bytes (9.3 MiB), well under the 16 MiB
+// the Go SDK accepts. gRPC's default limit, 4 MiB, holds 431 such rules,
+// or 1,000 of up to 4,190 bytes; rules of a few hundred bytes, the usual,
+// make a few hundred kB. A test in the SDK sends the largest set.
 const MaxRules = 1000
 
 // Rule is one sampling rule. Empty match globs mean "*".
