@@ -92,7 +92,7 @@ func WithService(name, serviceType string) Option {
 // the control plane would refuse are left out (keys over 64 characters,
 // which no rule can name, and values over 256, such as long command
 // lines); values that are not strings are declared in their string form
-// (attribute.Value.Emit).
+// (attribute.Value.String).
 func WithResource(r *resource.Resource) Option { return func(c *config) { c.resource = r } }
 
 // WithResourceAttributes adds resource attributes to those the resource
@@ -166,7 +166,7 @@ func (c *config) finish() {
 	c.instance = map[string]string{}
 	for it := r.Iter(); it.Next(); {
 		kv := it.Attribute()
-		k, v := string(kv.Key), kv.Value.Emit()
+		k, v := string(kv.Key), kv.Value.String()
 		if len(rules.ValidateResource("", map[string]string{k: v})) == 0 {
 			c.instance[k] = v
 		}
