@@ -16,23 +16,24 @@ import (
 // RuleToProto returns the API form of r, with its etag and times.
 func RuleToProto(r *rules.Rule) *pb.Rule {
 	p := &pb.Rule{
-		Name:          r.Name,
-		Priority:      r.Priority,
-		FixedRate:     r.FixedRate,
-		ReservoirSize: r.ReservoirSize,
-		ServiceName:   r.ServiceName,
-		ServiceType:   r.ServiceType,
-		Host:          r.Host,
-		HttpMethod:    r.HTTPMethod,
-		UrlPath:       r.URLPath,
-		ResourceArn:   r.ResourceARN,
-		Attributes:    maps.Clone(r.Attributes),
-		Description:   r.Description,
-		Labels:        maps.Clone(r.Labels),
-		CreateTime:    timestamp(r.CreateTime),
-		UpdateTime:    timestamp(r.UpdateTime),
-		ExpireTime:    timestamp(r.ExpireTime),
-		Tags:          maps.Clone(r.Tags),
+		Name:               r.Name,
+		Priority:           r.Priority,
+		FixedRate:          r.FixedRate,
+		ReservoirSize:      r.ReservoirSize,
+		ServiceName:        r.ServiceName,
+		ServiceType:        r.ServiceType,
+		Host:               r.Host,
+		HttpMethod:         r.HTTPMethod,
+		UrlPath:            r.URLPath,
+		ResourceArn:        r.ResourceARN,
+		Attributes:         maps.Clone(r.Attributes),
+		ResourceAttributes: maps.Clone(r.ResourceAttributes),
+		Description:        r.Description,
+		Labels:             maps.Clone(r.Labels),
+		CreateTime:         timestamp(r.CreateTime),
+		UpdateTime:         timestamp(r.UpdateTime),
+		ExpireTime:         timestamp(r.ExpireTime),
+		Tags:               maps.Clone(r.Tags),
 	}
 	if b := r.Boost; b != nil {
 		p.SamplingRateBoost = &pb.SamplingRateBoost{MaxRate: b.MaxRate, CooldownWindowMinutes: int32(b.Cooldown / time.Minute)}
@@ -46,8 +47,9 @@ func RuleToProto(r *rules.Rule) *pb.Rule {
 // SamplingRuleToProto returns r as the SamplingService sends it to SDKs:
 // without description, labels and tags, which are for people, budget scopes
 // and AWS tooling. They would multiply the largest rule set an SDK receives
-// (a rule at maximum field sizes is 20 kB with description and labels, 97
-// kB with tags too, 7.6 kB without; see rules.MaxRules). The boost stays:
+// (a rule at maximum field sizes is 22 kB with description and labels, 99
+// kB with tags too, 9.7 kB without; see rules.MaxRules). Resource
+// attributes stay: SDKs match them. The boost stays:
 // SDKs count anomalies for the rules that have one.
 func SamplingRuleToProto(r *rules.Rule) *pb.Rule {
 	p := RuleToProto(r)
@@ -59,22 +61,23 @@ func SamplingRuleToProto(r *rules.Rule) *pb.Rule {
 // create and update times) are ignored; callers parse the etag themselves where it matters.
 func RuleFromProto(p *pb.Rule) rules.Rule {
 	return rules.Rule{
-		Name:          p.GetName(),
-		Priority:      p.GetPriority(),
-		FixedRate:     p.GetFixedRate(),
-		ReservoirSize: p.GetReservoirSize(),
-		ServiceName:   p.GetServiceName(),
-		ServiceType:   p.GetServiceType(),
-		Host:          p.GetHost(),
-		HTTPMethod:    p.GetHttpMethod(),
-		URLPath:       p.GetUrlPath(),
-		ResourceARN:   p.GetResourceArn(),
-		Attributes:    maps.Clone(p.GetAttributes()),
-		Description:   p.GetDescription(),
-		Labels:        maps.Clone(p.GetLabels()),
-		ExpireTime:    fromTimestamp(p.GetExpireTime()),
-		Tags:          maps.Clone(p.GetTags()),
-		Boost:         boostFromProto(p.GetSamplingRateBoost()),
+		Name:               p.GetName(),
+		Priority:           p.GetPriority(),
+		FixedRate:          p.GetFixedRate(),
+		ReservoirSize:      p.GetReservoirSize(),
+		ServiceName:        p.GetServiceName(),
+		ServiceType:        p.GetServiceType(),
+		Host:               p.GetHost(),
+		HTTPMethod:         p.GetHttpMethod(),
+		URLPath:            p.GetUrlPath(),
+		ResourceARN:        p.GetResourceArn(),
+		Attributes:         maps.Clone(p.GetAttributes()),
+		ResourceAttributes: maps.Clone(p.GetResourceAttributes()),
+		Description:        p.GetDescription(),
+		Labels:             maps.Clone(p.GetLabels()),
+		ExpireTime:         fromTimestamp(p.GetExpireTime()),
+		Tags:               maps.Clone(p.GetTags()),
+		Boost:              boostFromProto(p.GetSamplingRateBoost()),
 	}
 }
 

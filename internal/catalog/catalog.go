@@ -9,8 +9,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"reflect"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -244,17 +247,34 @@ type View struct {
 	// sent is each rule of set as SDKs get it, made once per view and
 	// shared by every service's rule set.
 	sent []*pb.Rule
+	// resourceKeys are the resource attribute keys the rules name, sorted:
+	// a rule set depends on an instance's resource only through them, so
+	// instances that differ elsewhere (service.instance.id, host.name)
+	// share one.
+	resourceKeys []string
 
 	mu       sync.Mutex
-	services map[[2]string]*pb.RuleSet
+	services map[instanceKey]*pb.RuleSet
+}
+
+// instanceKey names the rule set of the instances of one service name,
+// type and resource, as far as the rules can tell them apart
+// (View.resourceKey).
+type instanceKey struct {
+	name, typ, resource string
 }
 
 func newView(snap store.Snapshot) *View {
-	v := &View{Version: snap.Version, Rules: snap.Rules, byName: make(map[string]*rules.Rule, len(snap.Rules)), services: map[[2]string]*pb.RuleSet{}}
+	v := &View{Version: snap.Version, Rules: snap.Rules, byName: make(map[string]*rules.Rule, len(snap.Rules)), services: map[instanceKey]*pb.RuleSet{}}
 	rules.Sort(v.Rules)
+	keys := map[string]bool{}
 	for i := range v.Rules {
 		v.byName[v.Rules[i].Name] = &v.Rules[i]
+		for k := range v.Rules[i].ResourceAttributes {
+			keys[k] = true
+		}
 	}
+	v.resourceKeys = slices.Sorted(maps.Keys(keys))
 	v.set = rules.NewSet(v.Rules)
 	v.sent = make([]*pb.Rule, len(v.set.Rules()))
 	for i := range v.set.Rules() {
@@ -270,11 +290,32 @@ func (v *View) Rule(name string) *rules.Rule { return v.byName[name] }
 // them.
 func (v *View) Set() *rules.Set { return v.set }
 
-// ForService returns the rules whose service globs match a service, as the
-// API sends them to SDKs (apiconv.SamplingRuleToProto). The result and its
-// rules are shared: the caller must not modify them.
-func (v *View) ForService(name, typ string) *pb.RuleSet {
-	key := [2]string{name, typ}
+// resourceKey encodes the part of an instance's resource that the view's
+// rules name: each named key's value, or its absence, length-prefixed so
+// that no two resources share an encoding.
+func (v *View) resourceKey(resource map[string]string) string {
+	if len(resource) == 0 || len(v.resourceKeys) == 0 {
+		return ""
+	}
+	var b []byte
+	for _, k := range v.resourceKeys {
+		val, ok := resource[k]
+		if !ok {
+			b = append(b, '-')
+			continue
+		}
+		b = strconv.AppendInt(append(b, '+'), int64(len(val)), 10)
+		b = append(append(b, ':'), val...)
+	}
+	return string(b)
+}
+
+// ForService returns the rules whose service globs match a service, and
+// whose resource globs match an instance's resource, as the API sends them
+// to SDKs (apiconv.SamplingRuleToProto). The result and its rules are
+// shared: the caller must not modify them.
+func (v *View) ForService(name, typ string, resource map[string]string) *pb.RuleSet {
+	key := instanceKey{name, typ, v.resourceKey(resource)}
 	v.mu.Lock()
 	rs, ok := v.services[key]
 	v.mu.Unlock()
@@ -283,7 +324,7 @@ func (v *View) ForService(name, typ string) *pb.RuleSet {
 	}
 	rs = &pb.RuleSet{RulesVersion: v.Version}
 	for i := range v.set.Rules() {
-		if v.set.Rules()[i].MatchesService(name, typ) {
+		if v.set.Rules()[i].MatchesInstance(name, typ, resource) {
 			rs.Rules = append(rs.Rules, v.sent[i])
 		}
 	}
@@ -308,29 +349,29 @@ type ruleSets struct {
 	gen     int64
 	month   time.Time
 	mu      sync.Mutex
-	service map[[2]string]*pb.RuleSet
+	service map[instanceKey]*pb.RuleSet
 }
 
-// RuleSet returns the rule set a service's SDKs get at now: the current
-// view's rules for it (View.ForService) with the rates in force of the
-// rules a budget lowers, so that a rule set never lifts enforcement. The
-// result is shared: the caller must not modify it.
-func (c *Catalog) RuleSet(name, typ string, now time.Time) *pb.RuleSet {
+// RuleSet returns the rule set a service's SDKs of a resource get at now:
+// the current view's rules for them (View.ForService) with the rates in
+// force of the rules a budget lowers, so that a rule set never lifts
+// enforcement. The result is shared: the caller must not modify it.
+func (c *Catalog) RuleSet(name, typ string, resource map[string]string, now time.Time) *pb.RuleSet {
 	v, b, month := c.Current(), c.CurrentBudgets(), budget.MonthStart(now)
 	rs := c.sets.Load()
 	if rs == nil || rs.view != v || rs.gen != b.Gen || !rs.month.Equal(month) {
-		rs = &ruleSets{view: v, gen: b.Gen, month: month, service: map[[2]string]*pb.RuleSet{}}
+		rs = &ruleSets{view: v, gen: b.Gen, month: month, service: map[instanceKey]*pb.RuleSet{}}
 		// A racing caller may store its own: both are right, one is kept.
 		c.sets.Store(rs)
 	}
-	key := [2]string{name, typ}
+	key := instanceKey{name, typ, v.resourceKey(resource)}
 	rs.mu.Lock()
 	set, ok := rs.service[key]
 	rs.mu.Unlock()
 	if ok {
 		return set
 	}
-	base := v.ForService(name, typ)
+	base := v.ForService(name, typ, resource)
 	set = &pb.RuleSet{RulesVersion: base.GetRulesVersion(), Rules: base.GetRules(), RatesInForce: b.ratesInForce(name, base.GetRules(), v, now)}
 	rs.mu.Lock()
 	defer rs.mu.Unlock()

@@ -278,21 +278,21 @@ func TestForService(t *testing.T) {
 		{"payments", "", []string{"Default"}},
 	} {
 		t.Run(tc.service+"/"+tc.typ, func(t *testing.T) {
-			rs := v.ForService(tc.service, tc.typ)
+			rs := v.ForService(tc.service, tc.typ, nil)
 			if got := setNames(rs); !slices.Equal(got, tc.want) {
 				t.Errorf("ForService(%q, %q) = %v, want %v", tc.service, tc.typ, got, tc.want)
 			}
 			if rs.GetRulesVersion() != v.Version {
 				t.Errorf("RulesVersion = %d, want the view's %d", rs.GetRulesVersion(), v.Version)
 			}
-			if again := v.ForService(tc.service, tc.typ); again != rs {
+			if again := v.ForService(tc.service, tc.typ, nil); again != rs {
 				t.Error("the second call returned a new rule set, not the cached one")
 			}
 		})
 	}
 
 	// After an edit the new view answers anew; the old one keeps its answer.
-	old := v.ForService("shop-api", "")
+	old := v.ForService("shop-api", "", nil)
 	cur, err := st.Rule(t.Context(), "checkout")
 	if err != nil {
 		t.Fatal(err)
@@ -305,7 +305,7 @@ func TestForService(t *testing.T) {
 		t.Fatal(err)
 	}
 	nv := c.Current()
-	rs := nv.ForService("shop-api", "")
+	rs := nv.ForService("shop-api", "", nil)
 	if rs == old || rs.GetRulesVersion() != nv.Version || nv.Version <= v.Version {
 		t.Errorf("after the edit: the rule set is version %d (view %d, old view %d), same pointer: %v",
 			rs.GetRulesVersion(), nv.Version, v.Version, rs == old)
@@ -313,8 +313,74 @@ func TestForService(t *testing.T) {
 	if got, want := setNames(rs), []string{"search", "Default"}; !slices.Equal(got, want) {
 		t.Errorf("after the edit ForService(shop-api) = %v, want %v", got, want)
 	}
-	if v.ForService("shop-api", "") != old || !slices.Equal(setNames(old), []string{"checkout", "search", "Default"}) {
+	if v.ForService("shop-api", "", nil) != old || !slices.Equal(setNames(old), []string{"checkout", "search", "Default"}) {
 		t.Error("the old view's cached rule set changed")
+	}
+}
+
+// TestForServiceByResource: a service's instances get the rules whose
+// resource globs match their resource; instances whose resources differ
+// only in attributes no rule names (service.instance.id) share one rule
+// set, and those the rules tell apart do not.
+func TestForServiceByResource(t *testing.T) {
+	st := newMemStore(t)
+	prod := rule("shop-prod", 10, "shop", "")
+	prod.ResourceAttributes = map[string]string{"deployment.environment.name": "production"}
+	staging := rule("shop-staging", 10, "shop", "")
+	staging.ResourceAttributes = map[string]string{"deployment.environment.name": "staging"}
+	latest := rule("shop-latest", 5, "shop", "")
+	latest.ResourceAttributes = map[string]string{"deployment.environment.name": "*", "service.version": "2.5.*"}
+	for _, r := range []rules.Rule{prod, staging, latest} {
+		create(t, st, r)
+	}
+	c := catalog.New(st, catalog.Options{Poll: noPoll, Logger: discard()})
+	if err := c.Load(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	v := c.Current()
+	res := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		name     string
+		resource map[string]string
+		want     []string
+	}{
+		{"no resource", nil, []string{"Default"}},
+		{"production", res("deployment.environment.name", "production"), []string{"shop-prod", "Default"}},
+		{"PRODUCTION", res("deployment.environment.name", "PRODUCTION"), []string{"shop-prod", "Default"}},
+		{"staging", res("deployment.environment.name", "staging", "service.version", "2.4.0"), []string{"shop-staging", "Default"}},
+		{"staging, latest", res("deployment.environment.name", "staging", "service.version", "2.5.1"), []string{"shop-latest", "shop-staging", "Default"}},
+		{"latest without an environment", res("service.version", "2.5.1"), []string{"shop-latest", "Default"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := setNames(v.ForService("shop", "", tc.resource)); !slices.Equal(got, tc.want) {
+				t.Errorf("ForService = %v, want %v", got, tc.want)
+			}
+			if got := setNames(c.RuleSet("shop", "", tc.resource, time.Now())); !slices.Equal(got, tc.want) {
+				t.Errorf("RuleSet = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	a := v.ForService("shop", "", res("deployment.environment.name", "production", "service.instance.id", "a"))
+	b := v.ForService("shop", "", res("deployment.environment.name", "production", "service.instance.id", "b", "host.name", "h"))
+	if a != b {
+		t.Error("two production instances that differ only in attributes no rule names got rule sets of their own")
+	}
+	if s := v.ForService("shop", "", res("deployment.environment.name", "staging")); s == a {
+		t.Error("a staging instance shares the production instances' rule set")
+	}
+	// A value and its absence, or values that run into each other, are
+	// told apart.
+	if x, y := v.ForService("shop", "", res("deployment.environment.name", "")), v.ForService("shop", "", nil); x == y {
+		t.Error("an empty environment and none share a cached rule set")
+	}
+	if x, y := c.RuleSet("shop", "", res("deployment.environment.name", "production"), time.Now()), c.RuleSet("shop", "", res("deployment.environment.name", "production", "k8s.pod.name", "p1"), time.Now()); x != y {
+		t.Error("RuleSet: two production instances got rule sets of their own")
 	}
 }
 
@@ -326,6 +392,8 @@ func TestForServiceSendsWhatSDKsUse(t *testing.T) {
 	r := rule("checkout", 10, "shop-*", "")
 	r.Host, r.HTTPMethod, r.URLPath, r.ResourceARN = "*.example.com", "POST", "/checkout*", "arn:*"
 	r.Attributes = map[string]string{"tier": "gold"}
+	// SDKs match resource globs too (this one matches any instance).
+	r.ResourceAttributes = map[string]string{"deployment.environment.name": "*"}
 	r.Description, r.Labels = "for people", map[string]string{"team": "payments"}
 	create(t, st, r)
 	c := catalog.New(st, catalog.Options{Poll: noPoll, Logger: discard()})
@@ -333,7 +401,7 @@ func TestForServiceSendsWhatSDKsUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := c.Current()
-	api, web := v.ForService("shop-api", ""), v.ForService("shop-web", "")
+	api, web := v.ForService("shop-api", "", nil), v.ForService("shop-web", "", nil)
 	got := apiconv.RuleFromProto(api.GetRules()[0])
 	want := r
 	want.Description, want.Labels = "", nil
@@ -367,7 +435,7 @@ func TestForServiceConcurrentCallersShareOneSet(t *testing.T) {
 		for i := range callers {
 			wg.Go(func() {
 				<-start
-				got[i] = v.ForService("shop-api", "")
+				got[i] = v.ForService("shop-api", "", nil)
 			})
 		}
 		close(start)
@@ -377,7 +445,7 @@ func TestForServiceConcurrentCallersShareOneSet(t *testing.T) {
 				t.Fatalf("caller %d got a different rule set from caller 0", i)
 			}
 		}
-		if v.ForService("shop-api", "") != got[0] {
+		if v.ForService("shop-api", "", nil) != got[0] {
 			t.Fatal("the cached rule set is not the one the callers got")
 		}
 	}
@@ -518,7 +586,7 @@ func TestRunFollowsAnotherReplica(t *testing.T) {
 	if c.Current() != last {
 		t.Fatal("the view changed while Redis was down")
 	}
-	if rs := last.ForService("shop-api", ""); !slices.Equal(setNames(rs), []string{"checkout", "Default"}) {
+	if rs := last.ForService("shop-api", "", nil); !slices.Equal(setNames(rs), []string{"checkout", "Default"}) {
 		t.Errorf("while Redis is down ForService = %v", setNames(rs))
 	}
 
@@ -563,7 +631,7 @@ func TestRunFollowsLostData(t *testing.T) {
 	if got := names(v.Rules); !slices.Equal(got, []string{rules.DefaultName}) {
 		t.Errorf("after the data loss the view holds %v, want only the Default rule", got)
 	}
-	if rs := v.ForService("shop-api", ""); rs.GetRulesVersion() != seeded || !slices.Equal(setNames(rs), []string{"Default"}) {
+	if rs := v.ForService("shop-api", "", nil); rs.GetRulesVersion() != seeded || !slices.Equal(setNames(rs), []string{"Default"}) {
 		t.Errorf("after the data loss ForService = version %d, %v", rs.GetRulesVersion(), setNames(rs))
 	}
 
@@ -655,32 +723,32 @@ func TestRuleSetCarriesRatesInForce(t *testing.T) {
 		}
 	}
 	decide(budget.RulePlan{Name: "health", FixedRateFactor: 0.5, ReservoirFactor: 0.25})
-	shop := c.RuleSet("shop", "", now)
+	shop := c.RuleSet("shop", "", nil, now)
 	if got, want := shop.GetRatesInForce(), []*pb.RuleRates{{RuleName: "health", FixedRate: 0.05, ReservoirFactor: 0.25}, {RuleName: "Default", FixedRate: 0.025, ReservoirFactor: 0.25}}; !cmp.Equal(got, want, protocmp.Transform()) {
 		t.Errorf("shop's rates in force: %v, want %v", got, want)
 	}
-	if got := c.RuleSet("ads", "", now).GetRatesInForce(); len(got) != 0 {
+	if got := c.RuleSet("ads", "", nil, now).GetRatesInForce(); len(got) != 0 {
 		t.Errorf("ads, out of the budget's scope: rates in force %v, want none", got)
 	}
-	if got := setNames(shop); !slices.Equal(got, setNames(c.Current().ForService("shop", ""))) {
+	if got := setNames(shop); !slices.Equal(got, setNames(c.Current().ForService("shop", "", nil))) {
 		t.Errorf("rules %v, want the view's for the service", got)
 	}
-	if c.RuleSet("shop", "", now) != shop {
+	if c.RuleSet("shop", "", nil, now) != shop {
 		t.Error("asked again: a new rule set, not the cached one")
 	}
-	if got := c.RuleSet("shop", "", now.AddDate(0, 1, 0)).GetRatesInForce(); len(got) != 0 {
+	if got := c.RuleSet("shop", "", nil, now.AddDate(0, 1, 0)).GetRatesInForce(); len(got) != 0 {
 		t.Errorf("next month, before a decision: rates in force %v, want none", got)
 	}
 
 	decide(budget.RulePlan{Name: "health", FixedRateFactor: 0, ReservoirFactor: 0})
-	if got, want := c.RuleSet("shop", "", now).GetRatesInForce(), []*pb.RuleRates{{RuleName: "health"}, {RuleName: "Default"}}; !cmp.Equal(got, want, protocmp.Transform()) {
+	if got, want := c.RuleSet("shop", "", nil, now).GetRatesInForce(), []*pb.RuleRates{{RuleName: "health"}, {RuleName: "Default"}}; !cmp.Equal(got, want, protocmp.Transform()) {
 		t.Errorf("after a new decision: %v, want %v", got, want)
 	}
 	rerate(t, st, "checkout", 0.2)
 	if err := c.Load(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := c.RuleSet("shop", "", now); got.GetRulesVersion() != c.Current().Version || len(got.GetRatesInForce()) != 2 {
+	if got := c.RuleSet("shop", "", nil, now); got.GetRulesVersion() != c.Current().Version || len(got.GetRatesInForce()) != 2 {
 		t.Errorf("after an edit: version %d (want %d), rates in force %v", got.GetRulesVersion(), c.Current().Version, got.GetRatesInForce())
 	}
 }

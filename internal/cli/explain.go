@@ -26,9 +26,10 @@ func newExplainCmd(lookupEnv func(string) (string, bool)) *cobra.Command {
 		format string
 		req    pb.ExplainRequest
 		attrs  kvFlag
+		res    kvFlag
 	)
 	cmd := &cobra.Command{
-		Use:   "explain --service NAME [--method M] [--path P] [--host H] [--attr K=V]...",
+		Use:   "explain --service NAME [--method M] [--path P] [--host H] [--attr K=V]... [--resource-attr K=V]...",
 		Short: "which rule a request matches, and why (server-side)",
 		Long:  explainLong,
 		Args:  argsBetween(0, 0),
@@ -40,6 +41,7 @@ func newExplainCmd(lookupEnv func(string) (string, bool)) *cobra.Command {
 				return usageError(errors.New("explain: --service is required"))
 			}
 			req.Attributes = attrs.m
+			req.ResourceAttributes = res.m
 			c, err := dial(*conn)
 			if err != nil {
 				return err
@@ -62,6 +64,7 @@ func newExplainCmd(lookupEnv func(string) (string, bool)) *cobra.Command {
 	fs.StringVar(&req.UrlPath, "path", "", "the request's URL `path`")
 	fs.StringVar(&req.ResourceArn, "resource-arn", "", "the `ARN` of the resource running the service")
 	fs.Var(&attrs, "attr", "a request attribute `key=value` (repeatable)")
+	fs.Var(&res, "resource-attr", "a resource attribute `key=value` of the SDK instance, such as deployment.environment.name=staging (repeatable)")
 	_ = cmd.RegisterFlagCompletionFunc("output", completeFormats(output.Table, output.JSON, output.YAML))
 	return cmd
 }

@@ -175,6 +175,7 @@ type ruleFlags struct {
 	urlPath     string
 	resourceARN string
 	attrs       kvFlag
+	resource    kvFlag
 	labels      kvFlag
 	description string
 	expires     time.Duration
@@ -198,6 +199,7 @@ func (rf *ruleFlags) register(fs *pflag.FlagSet, create bool) {
 	fs.StringVar(&rf.urlPath, "url-path", "", "URL path `glob`")
 	fs.StringVar(&rf.resourceARN, "resource-arn", "", "resource ARN `glob`")
 	fs.Var(&rf.attrs, "attr", "request attribute `key=glob` that must match (repeatable; on update it replaces every attribute, and --attr '' removes them all)")
+	fs.Var(&rf.resource, "resource-attr", "SDK instance resource attribute `key=glob` that must match, such as deployment.environment.name=production (repeatable; on update it replaces every one, and --resource-attr '' removes them all)")
 	fs.Var(&rf.labels, "label", "label `key=value` (repeatable; on update it replaces every label, and --label '' removes them all)")
 	fs.StringVar(&rf.description, "description", "", "free `text` for people")
 	fs.DurationVar(&rf.expires, "expires", 0, "the rule expires this long from now (30m, 2h): SDKs stop applying it and the control plane deletes it (on update, 0 removes the expiry)")
@@ -216,7 +218,7 @@ func flagPaths() [][2]string {
 		{"priority", "priority"}, {"fixed-rate", "fixed_rate"}, {"reservoir", "reservoir_size"},
 		{"service-name", "service_name"}, {"service-type", "service_type"}, {"host", "host"},
 		{"http-method", "http_method"}, {"url-path", "url_path"}, {"resource-arn", "resource_arn"},
-		{"attr", "attributes"}, {"description", "description"}, {"label", "labels"},
+		{"attr", "attributes"}, {"resource-attr", "resource_attributes"}, {"description", "description"}, {"label", "labels"},
 		{"expires", "expire_time"}, {"tag", "tags"}, {"boost-max-rate", "sampling_rate_boost"},
 		{"boost-cooldown", "sampling_rate_boost"}, {"no-boost", "sampling_rate_boost"},
 	}
@@ -250,22 +252,23 @@ func (rf *ruleFlags) proto(name string, fs *pflag.FlagSet) (*pb.Rule, error) {
 		expire = timestamppb.New(time.Now().Add(rf.expires).UTC().Truncate(time.Second))
 	}
 	return &pb.Rule{
-		ExpireTime:        expire,
-		Name:              name,
-		Priority:          int32(rf.priority),
-		FixedRate:         rf.fixedRate,
-		ReservoirSize:     rf.reservoir,
-		ServiceName:       rf.serviceName,
-		ServiceType:       rf.serviceType,
-		Host:              rf.host,
-		HttpMethod:        rf.httpMethod,
-		UrlPath:           rf.urlPath,
-		ResourceArn:       rf.resourceARN,
-		Attributes:        rf.attrs.m,
-		Description:       rf.description,
-		Labels:            rf.labels.m,
-		Tags:              rf.tags.m,
-		SamplingRateBoost: boost,
+		ExpireTime:         expire,
+		Name:               name,
+		Priority:           int32(rf.priority),
+		FixedRate:          rf.fixedRate,
+		ReservoirSize:      rf.reservoir,
+		ServiceName:        rf.serviceName,
+		ServiceType:        rf.serviceType,
+		Host:               rf.host,
+		HttpMethod:         rf.httpMethod,
+		UrlPath:            rf.urlPath,
+		ResourceArn:        rf.resourceARN,
+		Attributes:         rf.attrs.m,
+		ResourceAttributes: rf.resource.m,
+		Description:        rf.description,
+		Labels:             rf.labels.m,
+		Tags:               rf.tags.m,
+		SamplingRateBoost:  boost,
 	}, nil
 }
 

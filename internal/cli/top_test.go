@@ -197,6 +197,14 @@ func TestExplain(t *testing.T) {
 	if res.code != exitInvalid || !strings.Contains(res.err.Error(), "\n  service_name: ") {
 		t.Errorf("explain with a bad service: exit %d, %v", res.code, res.err)
 	}
+	// --resource-attr reaches the server, which names the bad one.
+	res = runCLI(t, "", "explain", "--service", "shop-api", "--resource-attr", "deployment.environment.name="+strings.Repeat("x", 257), "--server", s.addr)
+	if res.code != exitInvalid || !strings.Contains(res.err.Error(), "resource_attributes.deployment.environment.name: ") {
+		t.Errorf("explain with a resource attribute too long: exit %d, %v", res.code, res.err)
+	}
+	if res := runCLI(t, "", "explain", "--service", "shop-api", "--resource-attr", "deployment.environment.name=production", "--server", s.addr); res.code != 0 {
+		t.Errorf("explain with a resource: exit %d, %v", res.code, res.err)
+	}
 	if res := runCLI(t, "", "explain", "--server", s.addr); res.code != exitUsage {
 		t.Errorf("explain without --service: exit %d, want %d", res.code, exitUsage)
 	}

@@ -48,22 +48,23 @@ type ruleFile struct {
 
 // fileRule is one rule as printed; the field order is the proto's.
 type fileRule struct {
-	Name          string            `yaml:"name"`
-	Priority      int32             `yaml:"priority,omitempty"`
-	FixedRate     float64           `yaml:"fixed_rate"`
-	ReservoirSize int64             `yaml:"reservoir_size"`
-	ServiceName   string            `yaml:"service_name,omitempty"`
-	ServiceType   string            `yaml:"service_type,omitempty"`
-	Host          string            `yaml:"host,omitempty"`
-	HTTPMethod    string            `yaml:"http_method,omitempty"`
-	URLPath       string            `yaml:"url_path,omitempty"`
-	ResourceARN   string            `yaml:"resource_arn,omitempty"`
-	Attributes    map[string]string `yaml:"attributes,omitempty,flow"`
-	Description   string            `yaml:"description,omitempty"`
-	Labels        map[string]string `yaml:"labels,omitempty,flow"`
-	ExpireTime    string            `yaml:"expire_time,omitempty"`
-	Tags          map[string]string `yaml:"tags,omitempty,flow"`
-	Boost         *fileBoost        `yaml:"sampling_rate_boost,omitempty,flow"`
+	Name               string            `yaml:"name"`
+	Priority           int32             `yaml:"priority,omitempty"`
+	FixedRate          float64           `yaml:"fixed_rate"`
+	ReservoirSize      int64             `yaml:"reservoir_size"`
+	ServiceName        string            `yaml:"service_name,omitempty"`
+	ServiceType        string            `yaml:"service_type,omitempty"`
+	Host               string            `yaml:"host,omitempty"`
+	HTTPMethod         string            `yaml:"http_method,omitempty"`
+	URLPath            string            `yaml:"url_path,omitempty"`
+	ResourceARN        string            `yaml:"resource_arn,omitempty"`
+	Attributes         map[string]string `yaml:"attributes,omitempty,flow"`
+	ResourceAttributes map[string]string `yaml:"resource_attributes,omitempty,flow"`
+	Description        string            `yaml:"description,omitempty"`
+	Labels             map[string]string `yaml:"labels,omitempty,flow"`
+	ExpireTime         string            `yaml:"expire_time,omitempty"`
+	Tags               map[string]string `yaml:"tags,omitempty,flow"`
+	Boost              *fileBoost        `yaml:"sampling_rate_boost,omitempty,flow"`
 }
 
 // fileBoost is a rule's sampling_rate_boost as printed.
@@ -100,20 +101,21 @@ func toFileRule(r rules.Rule) fileRule {
 		return s
 	}
 	f := fileRule{
-		Name:          r.Name,
-		Priority:      r.Priority,
-		FixedRate:     r.FixedRate,
-		ReservoirSize: r.ReservoirSize,
-		ServiceName:   glob(r.ServiceName),
-		ServiceType:   glob(r.ServiceType),
-		Host:          glob(r.Host),
-		HTTPMethod:    glob(r.HTTPMethod),
-		URLPath:       glob(r.URLPath),
-		ResourceARN:   glob(r.ResourceARN),
-		Attributes:    r.Attributes,
-		Description:   r.Description,
-		Labels:        r.Labels,
-		Tags:          r.Tags,
+		Name:               r.Name,
+		Priority:           r.Priority,
+		FixedRate:          r.FixedRate,
+		ReservoirSize:      r.ReservoirSize,
+		ServiceName:        glob(r.ServiceName),
+		ServiceType:        glob(r.ServiceType),
+		Host:               glob(r.Host),
+		HTTPMethod:         glob(r.HTTPMethod),
+		URLPath:            glob(r.URLPath),
+		ResourceARN:        glob(r.ResourceARN),
+		Attributes:         r.Attributes,
+		ResourceAttributes: r.ResourceAttributes,
+		Description:        r.Description,
+		Labels:             r.Labels,
+		Tags:               r.Tags,
 	}
 	if b := r.Boost; b != nil {
 		f.Boost = &fileBoost{MaxRate: b.MaxRate, CooldownWindowMinutes: int64(b.Cooldown / time.Minute)}
@@ -300,6 +302,8 @@ func decodeField(r *rules.Rule, field string, v *yaml.Node, lines map[string]int
 		return decodeString(v, &r.ResourceARN)
 	case "attributes":
 		return decodeMap(v, field, &r.Attributes, lines)
+	case "resource_attributes":
+		return decodeMap(v, field, &r.ResourceAttributes, lines)
 	case "description":
 		return decodeString(v, &r.Description)
 	case "labels":

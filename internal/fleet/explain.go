@@ -50,8 +50,9 @@ type Explanation struct {
 type Mismatch struct {
 	Rule     string
 	Position int
-	// Field is the rule's field as the API names it ("attributes.KEY" for an
-	// attribute), Pattern its glob there, Value the request's.
+	// Field is the rule's field as the API names it ("attributes.KEY" or
+	// "resource_attributes.KEY" for an attribute), Pattern its glob there,
+	// Value the request's.
 	Field, Pattern, Value string
 	Absent                bool // the request has no such attribute
 }
@@ -67,7 +68,7 @@ func (s *Service) Explain(req rules.Request) (Explanation, error) {
 	out := Explanation{RulesVersion: view.Version, Position: pos, More: more, FixedRateFactor: 1, ReservoirFactor: 1}
 	for _, t := range tried {
 		field := t.Miss.Field
-		if field == "attributes" {
+		if field == "attributes" || field == "resource_attributes" {
 			field += "." + t.Miss.Key
 		}
 		out.Skipped = append(out.Skipped, Mismatch{
@@ -138,6 +139,7 @@ func checkRequest(req *rules.Request) error {
 			check("attributes."+k, req.Attributes[k], MaxExplainAttrValueLen, false)
 		}
 	}
+	vs = append(vs, rules.ValidateResource("resource_attributes", req.Resource)...)
 	if len(vs) > 0 {
 		return &rules.ValidationError{Violations: vs}
 	}

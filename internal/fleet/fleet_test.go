@@ -261,6 +261,32 @@ func TestExplain(t *testing.T) {
 	}
 }
 
+// TestExplainByResource: a request explained with the instance's resource
+// attributes matches the rule for its environment, and says why the other
+// environment's rule did not match, by its resource attribute.
+func TestExplainByResource(t *testing.T) {
+	staging := rule("shop-staging", 1, "shop")
+	staging.ResourceAttributes = map[string]string{"deployment.environment.name": "staging"}
+	prod := rule("shop-prod", 2, "shop")
+	prod.ResourceAttributes = map[string]string{"deployment.environment.name": "prod*"}
+	e := newEnv(t, []rules.Rule{staging, prod}, nil, nil)
+	got, err := e.svc.Explain(rules.Request{ServiceName: "shop", Resource: map[string]string{"deployment.environment.name": "production"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []fleet.Mismatch{{Rule: "shop-staging", Position: 0, Field: "resource_attributes.deployment.environment.name", Pattern: "staging", Value: "production"}}
+	if diff := cmp.Diff(want, got.Skipped); diff != "" || got.Rule.Name != "shop-prod" {
+		t.Errorf("Explain: rule %s; skipped (-want +got):\n%s", got.Rule.Name, diff)
+	}
+	got, err = e.svc.Explain(rules.Request{ServiceName: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Rule.Name != rules.DefaultName || len(got.Skipped) != 2 || !got.Skipped[1].Absent || got.Skipped[1].Field != "resource_attributes.deployment.environment.name" {
+		t.Errorf("Explain without a resource: rule %s, skipped %+v; want Default past both, the attribute absent", got.Rule.Name, got.Skipped)
+	}
+}
+
 func TestExplainErrors(t *testing.T) {
 	e := newEnv(t, nil, nil, nil)
 	many := map[string]string{}
@@ -281,6 +307,8 @@ func TestExplainErrors(t *testing.T) {
 		{"bad attributes", rules.Request{ServiceName: "s", Attributes: map[string]string{"": "x", "ok": strings.Repeat("v", fleet.MaxExplainAttrValueLen+1), "fine": "\xff"}},
 			[]string{"attributes", "attributes.fine", "attributes.ok"}},
 		{"too many attributes", rules.Request{ServiceName: "s", Attributes: many}, []string{"attributes"}},
+		{"a resource attribute too long", rules.Request{ServiceName: "s", Resource: map[string]string{"service.version": strings.Repeat("9", rules.MaxInstanceResourceValueLen+1)}},
+			[]string{"resource_attributes.service.version"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -54,6 +54,7 @@ func ExplainRequestFromProto(p *pb.ExplainRequest) rules.Request {
 		URLPath:     p.GetUrlPath(),
 		ResourceARN: p.GetResourceArn(),
 		Attributes:  maps.Clone(p.GetAttributes()),
+		Resource:    maps.Clone(p.GetResourceAttributes()),
 	}
 }
 

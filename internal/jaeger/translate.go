@@ -36,7 +36,10 @@ type Rule struct {
 //   - Service: the rules whose service_name glob matches the service apply.
 //     Jaeger clients report no service type, so they are served as this
 //     project's SDK serves a service without one: a rule whose service_type
-//     is not "*" does not apply.
+//     is not "*" does not apply. Nor do they declare a resource, so a rule
+//     with a resource_attributes glob other than "*" (one for staging
+//     instances, or for a release) does not apply either: it never matches
+//     an instance without that resource attribute.
 //   - Operations: a rule with one HTTP method and an exact url_path names the
 //     operation "METHOD /path", the name OpenTelemetry gives an HTTP server
 //     span of that route (the method in upper case, the path as the rule has
@@ -69,7 +72,9 @@ func Translate(service string, rs []Rule, instances int) *api.SamplingStrategyRe
 	var reach []translated
 	for i := range rs {
 		c := rules.Compile(*rs[i].Rule)
-		if !c.MatchesService(service, "") {
+		// A Jaeger client declares no resource: a rule that needs a
+		// resource attribute never applies to it.
+		if !c.MatchesInstance(service, "", nil) {
 			continue
 		}
 		t := newTranslated(c, rs[i], n)

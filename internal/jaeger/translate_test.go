@@ -157,6 +157,21 @@ func TestTranslate(t *testing.T) {
 			want:      want(0.3, 2),
 		},
 		{
+			// A Jaeger client declares no resource: a rule for staging
+			// instances would otherwise set every instance's rate.
+			name: "no rule that needs a resource attribute applies; one whose resource globs are all * does",
+			rules: in(
+				rule("staging", 1, 0.001, 0, func(r *rules.Rule) {
+					r.ResourceAttributes = map[string]string{"deployment.environment.name": "staging"}
+				}),
+				rule("any-env", 2, 0.3, 4, func(r *rules.Rule) {
+					r.ResourceAttributes = map[string]string{"deployment.environment.name": "*"}
+				}),
+				def(0.05, 1)),
+			instances: 2,
+			want:      want(0.3, 2),
+		},
+		{
 			name:      "rules after one that matches every request never apply",
 			rules:     in(rule("all", 1, 0.3, 6, nil), rule("checkout", 2, 1, 0, route("POST", "/checkout")), def(0.05, 0)),
 			instances: 3,

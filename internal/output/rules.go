@@ -45,11 +45,11 @@ func WriteRules(w io.Writer, format string, rs []*pb.Rule, single bool) error {
 	if format == Wide {
 		// Tags, for AWS tooling and up to 50 of 384 characters, do not fit
 		// a row: -o yaml and -o json show them.
-		fmt.Fprintln(tw, "NAME\tPRIORITY\tFIXED_RATE\tRESERVOIR\tSERVICE\tSERVICE_TYPE\tHOST\tMETHOD\tPATH\tRESOURCE_ARN\tATTRIBUTES\tLABELS\tBOOST\tEXPIRES\tETAG")
+		fmt.Fprintln(tw, "NAME\tPRIORITY\tFIXED_RATE\tRESERVOIR\tSERVICE\tSERVICE_TYPE\tHOST\tMETHOD\tPATH\tRESOURCE_ARN\tATTRIBUTES\tRESOURCE_ATTRIBUTES\tLABELS\tBOOST\tEXPIRES\tETAG")
 		for _, r := range rs {
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.GetName(), r.GetPriority(), FormatRate(r.GetFixedRate()),
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.GetName(), r.GetPriority(), FormatRate(r.GetFixedRate()),
 				r.GetReservoirSize(), orAny(r.GetServiceName()), orAny(r.GetServiceType()), orAny(r.GetHost()), orAny(r.GetHttpMethod()),
-				orAny(r.GetUrlPath()), orAny(r.GetResourceArn()), entries(r.GetAttributes()), entries(r.GetLabels()), boostColumn(r), expiresColumn(r), r.GetEtag())
+				orAny(r.GetUrlPath()), orAny(r.GetResourceArn()), entries(r.GetAttributes()), entries(r.GetResourceAttributes()), entries(r.GetLabels()), boostColumn(r), expiresColumn(r), r.GetEtag())
 		}
 		return tw.Flush()
 	}
@@ -163,6 +163,7 @@ func RuleChanges(a, b *rules.Rule) []Change {
 	str("url_path", a.URLPath, b.URLPath)
 	str("resource_arn", a.ResourceARN, b.ResourceARN)
 	entries("attributes", a.Attributes, b.Attributes)
+	entries("resource_attributes", a.ResourceAttributes, b.ResourceAttributes)
 	str("description", a.Description, b.Description)
 	entries("labels", a.Labels, b.Labels)
 	if !a.ExpireTime.Equal(b.ExpireTime) {
@@ -261,7 +262,7 @@ func DescribeRule(r *rules.Rule) string {
 	for _, m := range []struct {
 		name string
 		m    map[string]string
-	}{{"attributes", r.Attributes}, {"labels", r.Labels}, {"tags", r.Tags}} {
+	}{{"attributes", r.Attributes}, {"resource_attributes", r.ResourceAttributes}, {"labels", r.Labels}, {"tags", r.Tags}} {
 		keys := make([]string, 0, len(m.m))
 		for k := range m.m {
 			keys = append(keys, k)

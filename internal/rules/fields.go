@@ -12,8 +12,8 @@ import (
 // WithFields, against the API's Rule message.
 var MutableFields = []string{
 	"priority", "fixed_rate", "reservoir_size", "service_name", "service_type", "host",
-	"http_method", "url_path", "resource_arn", "attributes", "description", "labels",
-	"expire_time", "tags", "sampling_rate_boost",
+	"http_method", "url_path", "resource_arn", "attributes", "resource_attributes", "description",
+	"labels", "expire_time", "tags", "sampling_rate_boost",
 }
 
 // IsMutableField reports whether name is one of MutableFields.
@@ -45,6 +45,8 @@ func WithFields(cur Rule, patch *Rule, fields []string) Rule {
 			next.ResourceARN = patch.ResourceARN
 		case "attributes":
 			next.Attributes = maps.Clone(patch.Attributes)
+		case "resource_attributes":
+			next.ResourceAttributes = maps.Clone(patch.ResourceAttributes)
 		case "description":
 			next.Description = patch.Description
 		case "labels":

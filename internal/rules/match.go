@@ -1,7 +1,7 @@
 package rules
 
 // Request is what a rule is matched against. An attribute absent from
-// Attributes matches only "*".
+// Attributes, or from Resource, matches only "*".
 type Request struct {
 	ServiceName string
 	ServiceType string
@@ -10,6 +10,10 @@ type Request struct {
 	URLPath     string
 	ResourceARN string
 	Attributes  map[string]string
+	// Resource is the SDK instance's resource attributes
+	// (deployment.environment.name=production), which a rule's
+	// ResourceAttributes are matched against.
+	Resource map[string]string
 }
 
 // AttributeGlob is one compiled attribute condition of a rule.
@@ -30,6 +34,9 @@ type Compiled struct {
 	URLPath     Glob
 	ResourceARN Glob
 	Attributes  []AttributeGlob // sorted by key
+	// ResourceAttributes, sorted by key, depend on the instance like the
+	// service globs do.
+	ResourceAttributes []AttributeGlob
 }
 
 // Compile compiles r's globs.
@@ -46,13 +53,52 @@ func Compile(r Rule) Compiled {
 	for _, k := range sortedKeys(r.Attributes) {
 		c.Attributes = append(c.Attributes, AttributeGlob{Key: k, Glob: CompileGlob(r.Attributes[k])})
 	}
+	for _, k := range sortedKeys(r.ResourceAttributes) {
+		c.ResourceAttributes = append(c.ResourceAttributes, AttributeGlob{Key: k, Glob: CompileGlob(r.ResourceAttributes[k])})
+	}
 	return c
 }
 
 // MatchesService reports whether the rule applies to a service of this name
-// and type; it is all that depends on the SDK instance rather than the request.
+// and type, whatever the instance's resource.
 func (c *Compiled) MatchesService(name, typ string) bool {
 	return c.ServiceName.Match(name) && c.ServiceType.Match(typ)
+}
+
+// MatchesInstance reports whether the rule applies to an SDK instance of
+// this service name, type and resource: all that depends on the instance
+// rather than the request.
+func (c *Compiled) MatchesInstance(name, typ string, resource map[string]string) bool {
+	if !c.MatchesService(name, typ) {
+		return false
+	}
+	_, missed := missedAttribute(c.ResourceAttributes, resource)
+	return !missed
+}
+
+// NeedsResource reports whether the rule matches only instances that
+// declare some resource attribute: it has a resource glob other than "*".
+// Clients that declare no resource (X-Ray's, Jaeger's) never match it.
+func (c *Compiled) NeedsResource() bool {
+	for i := range c.ResourceAttributes {
+		if !c.ResourceAttributes[i].Glob.MatchesAll() {
+			return true
+		}
+	}
+	return false
+}
+
+// missedAttribute returns the first of globs that attrs fails: an absent
+// attribute matches only "*".
+func missedAttribute(globs []AttributeGlob, attrs map[string]string) (i int, missed bool) {
+	for i := range globs {
+		a := &globs[i]
+		v, ok := attrs[a.Key]
+		if ok && !a.Glob.Match(v) || !ok && !a.Glob.MatchesAll() {
+			return i, true
+		}
+	}
+	return 0, false
 }
 
 // Matches reports whether req matches every condition of the rule.
@@ -64,7 +110,8 @@ func (c *Compiled) Matches(req *Request) bool {
 // Miss names the condition of a rule that a request failed.
 type Miss struct {
 	// Field is the rule's field, as the API names it: "service_name",
-	// "service_type", "host", "http_method", "url_path", "resource_arn" or
+	// "service_type", "resource_attributes" (then Key is the attribute's
+	// key), "host", "http_method", "url_path", "resource_arn" or
 	// "attributes" (then Key is the attribute's key).
 	Field, Key string
 	// Value is the request's value; Absent says the request has no such
@@ -88,6 +135,8 @@ func (m Miss) Pattern(r *Rule) string {
 		return r.URLPath
 	case "resource_arn":
 		return r.ResourceARN
+	case "resource_attributes":
+		return r.ResourceAttributes[m.Key]
 	}
 	return r.Attributes[m.Key]
 }
@@ -102,6 +151,13 @@ func (c *Compiled) Mismatch(req *Request) (m Miss, missed bool) {
 		return Miss{Field: "service_name", Value: req.ServiceName}, true
 	case !c.ServiceType.Match(req.ServiceType):
 		return Miss{Field: "service_type", Value: req.ServiceType}, true
+	}
+	if i, missed := missedAttribute(c.ResourceAttributes, req.Resource); missed {
+		k := c.ResourceAttributes[i].Key
+		v, ok := req.Resource[k]
+		return Miss{Field: "resource_attributes", Key: k, Value: v, Absent: !ok}, true
+	}
+	switch {
 	case !c.Host.Match(req.Host):
 		return Miss{Field: "host", Value: req.Host}, true
 	case !c.HTTPMethod.Match(req.HTTPMethod):
@@ -111,12 +167,10 @@ func (c *Compiled) Mismatch(req *Request) (m Miss, missed bool) {
 	case !c.ResourceARN.Match(req.ResourceARN):
 		return Miss{Field: "resource_arn", Value: req.ResourceARN}, true
 	}
-	for i := range c.Attributes {
-		a := &c.Attributes[i]
-		v, ok := req.Attributes[a.Key]
-		if ok && !a.Glob.Match(v) || !ok && !a.Glob.MatchesAll() {
-			return Miss{Field: "attributes", Key: a.Key, Value: v, Absent: !ok}, true
-		}
+	if i, missed := missedAttribute(c.Attributes, req.Attributes); missed {
+		k := c.Attributes[i].Key
+		v, ok := req.Attributes[k]
+		return Miss{Field: "attributes", Key: k, Value: v, Absent: !ok}, true
 	}
 	return Miss{}, false
 }

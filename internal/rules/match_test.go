@@ -33,6 +33,81 @@ func attrs(kv ...string) func(r *rules.Rule) {
 	}
 }
 
+func resource(kv ...string) func(r *rules.Rule) {
+	return func(r *rules.Rule) {
+		r.ResourceAttributes = map[string]string{}
+		for i := 0; i < len(kv); i += 2 {
+			r.ResourceAttributes[kv[i]] = kv[i+1]
+		}
+	}
+}
+
+// TestResourceMatch: a rule's resource globs are matched against the
+// instance's resource, every one of them, case-insensitively; an attribute
+// the instance does not declare matches only "*".
+func TestResourceMatch(t *testing.T) {
+	prod := map[string]string{"deployment.environment.name": "production", "service.version": "2.4.1"}
+	staging := map[string]string{"deployment.environment.name": "staging", "service.version": "2.5.0-rc.1"}
+	tests := []struct {
+		name     string
+		edit     func(r *rules.Rule)
+		resource map[string]string
+		want     bool
+	}{
+		{"no resource globs, any instance", func(r *rules.Rule) {}, prod, true},
+		{"no resource globs, no resource", func(r *rules.Rule) {}, nil, true},
+		{"environment matches", resource("deployment.environment.name", "production"), prod, true},
+		{"environment differs", resource("deployment.environment.name", "production"), staging, false},
+		{"case-insensitive", resource("deployment.environment.name", "PROD*"), prod, true},
+		{"release glob", resource("service.version", "2.5.*"), staging, true},
+		{"release glob misses", resource("service.version", "2.5.*"), prod, false},
+		{"every glob must match", resource("deployment.environment.name", "staging", "service.version", "2.4.*"), staging, false},
+		{"both match", resource("deployment.environment.name", "staging", "service.version", "2.5.*"), staging, true},
+		{"absent attribute misses a glob", resource("k8s.cluster.name", "eu-*"), prod, false},
+		{"absent attribute matches *", resource("k8s.cluster.name", "*"), prod, true},
+		{"no resource misses a glob", resource("deployment.environment.name", "production"), nil, false},
+		{"a resource key is matched exactly", resource("Deployment.Environment.Name", "production"), prod, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := rule("r", 1, tt.edit)
+			c := rules.Compile(r)
+			if got := c.MatchesInstance("shop", "", tt.resource); got != tt.want {
+				t.Errorf("MatchesInstance = %v, want %v", got, tt.want)
+			}
+			req := rules.Request{ServiceName: "shop", HTTPMethod: "GET", URLPath: "/", Resource: tt.resource}
+			if got := c.Matches(&req); got != tt.want {
+				t.Errorf("Matches = %v, want %v", got, tt.want)
+			}
+			// A set (indexed) decides the same.
+			got := rules.NewSet([]rules.Rule{r}).Match(&req) != nil
+			if got != tt.want {
+				t.Errorf("Set.Match = %v, want %v", got, tt.want)
+			}
+		})
+	}
+	if c := rules.Compile(rule("r", 1, svc("shop"), resource("deployment.environment.name", "production"))); !c.MatchesInstance("shop", "", prod) || c.MatchesInstance("cart", "", prod) {
+		t.Error("MatchesInstance ignored the service name")
+	}
+}
+
+func TestNeedsResource(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		edit func(r *rules.Rule)
+		want bool
+	}{
+		{"none", func(r *rules.Rule) {}, false},
+		{"only *", resource("deployment.environment.name", "*"), false},
+		{"a glob", resource("deployment.environment.name", "*", "service.version", "2.*"), true},
+	} {
+		c := rules.Compile(rule("r", 1, tt.edit))
+		if got := c.NeedsResource(); got != tt.want {
+			t.Errorf("%s: NeedsResource = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
 func TestSetMatch(t *testing.T) {
 	checkoutPOST := rules.Request{
 		ServiceName: "checkout", ServiceType: "AWS::ECS::Container", Host: "shop.example.com",
@@ -269,11 +344,14 @@ func TestExplain(t *testing.T) {
 	req := rules.Request{
 		ServiceName: "checkout", ServiceType: "ecs", Host: "shop.example.com", HTTPMethod: "POST",
 		URLPath: "/api/cart", ResourceARN: "arn:x", Attributes: map[string]string{"tier": "gold"},
+		Resource: map[string]string{"deployment.environment.name": "staging"},
 	}
 	edit := func(f func(r *rules.Rule)) func(r *rules.Rule) { return f }
 	set := rules.NewSet([]rules.Rule{
 		rule("r1-service", 1, svc("cart")),
 		rule("r2-type", 2, edit(func(r *rules.Rule) { r.ServiceType = "lambda" })),
+		rule("r2a-env", 2, resource("deployment.environment.name", "prod*")),
+		rule("r2b-version", 2, resource("deployment.environment.name", "*", "service.version", "2.*")),
 		rule("r3-host", 3, edit(func(r *rules.Rule) { r.Host = "*.internal" })),
 		rule("r4-method", 4, edit(func(r *rules.Rule) { r.HTTPMethod = "GET" })),
 		rule("r5-path", 5, edit(func(r *rules.Rule) { r.URLPath = "/health*" })),
@@ -290,6 +368,8 @@ func TestExplain(t *testing.T) {
 	want := []trial{
 		{"r1-service", "cart", rules.Miss{Field: "service_name", Value: "checkout"}},
 		{"r2-type", "lambda", rules.Miss{Field: "service_type", Value: "ecs"}},
+		{"r2a-env", "prod*", rules.Miss{Field: "resource_attributes", Key: "deployment.environment.name", Value: "staging"}},
+		{"r2b-version", "2.*", rules.Miss{Field: "resource_attributes", Key: "service.version", Absent: true}},
 		{"r3-host", "*.internal", rules.Miss{Field: "host", Value: "shop.example.com"}},
 		{"r4-method", "GET", rules.Miss{Field: "http_method", Value: "POST"}},
 		{"r5-path", "/health*", rules.Miss{Field: "url_path", Value: "/api/cart"}},
@@ -309,8 +389,8 @@ func TestExplain(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, pos, tried, skipped := set.Explain(&req, tc.max)
-			if c == nil || c.Rule.Name != "r9-match" || pos != 8 {
-				t.Fatalf("Explain matched %v at %d, want r9-match at 8", c, pos)
+			if c == nil || c.Rule.Name != "r9-match" || pos != 10 {
+				t.Fatalf("Explain matched %v at %d, want r9-match at 10", c, pos)
 			}
 			var got []trial
 			for i, tr := range tried {

@@ -18,30 +18,40 @@ import (
 // Limits follow AWS X-Ray's sampling rule model, so that every rule can also be
 // served over the X-Ray API.
 const (
-	DefaultName         = "Default"
-	DefaultPriority     = 10000 // sorts after every other rule, as in X-Ray
-	MinPriority         = 1
-	MaxPriority         = 9999
-	MaxNameLen          = 32
-	MaxReservoirSize    = 1_000_000 // traces per second for the whole fleet
-	MaxServiceNameLen   = 64
-	MaxServiceTypeLen   = 64
-	MaxHostLen          = 64
-	MaxHTTPMethodLen    = 10
-	MaxURLPathLen       = 128
-	MaxResourceARNLen   = 500
-	MaxAttributes       = 16
-	MaxAttributeLen     = 32 // for keys and values
-	MaxDescriptionLen   = 512
-	MaxLabels           = 32
-	MaxLabelKeyLen      = 63
-	MaxLabelValueLen    = 63
-	MaxTags             = 50  // X-Ray's limit of tags per resource
-	MaxTagKeyLen        = 128 // characters
-	MaxTagValueLen      = 256 // characters
-	MaxBoostCooldown    = 24 * time.Hour
-	DefaultFixedRate    = 0.05
-	DefaultReservoirTPS = 1
+	DefaultName       = "Default"
+	DefaultPriority   = 10000 // sorts after every other rule, as in X-Ray
+	MinPriority       = 1
+	MaxPriority       = 9999
+	MaxNameLen        = 32
+	MaxReservoirSize  = 1_000_000 // traces per second for the whole fleet
+	MaxServiceNameLen = 64
+	MaxServiceTypeLen = 64
+	MaxHostLen        = 64
+	MaxHTTPMethodLen  = 10
+	MaxURLPathLen     = 128
+	MaxResourceARNLen = 500
+	MaxAttributes     = 16
+	MaxAttributeLen   = 32 // for keys and values
+	// A rule's resource attribute globs: fewer than request attributes,
+	// since a rule names an environment or a release, not a request.
+	MaxResourceAttributes   = 8
+	MaxResourceAttributeLen = 32 // for keys and globs
+	// What an SDK instance may declare of its resource (hello,
+	// GetSamplingRules, explain): an OpenTelemetry resource holds a dozen
+	// or two, some of them long (paths, command lines).
+	MaxInstanceResourceAttributes = 64
+	MaxInstanceResourceKeyLen     = 64
+	MaxInstanceResourceValueLen   = 256
+	MaxDescriptionLen             = 512
+	MaxLabels                     = 32
+	MaxLabelKeyLen                = 63
+	MaxLabelValueLen              = 63
+	MaxTags                       = 50  // X-Ray's limit of tags per resource
+	MaxTagKeyLen                  = 128 // characters
+	MaxTagValueLen                = 256 // characters
+	MaxBoostCooldown              = 24 * time.Hour
+	DefaultFixedRate              = 0.05
+	DefaultReservoirTPS           = 1
 )
 
 // MaxRules is the most rules a control plane holds, the Default rule
@@ -51,14 +61,13 @@ const (
 // the whole. The rule index covers it at the speed of a small set
 // (MaxIndexed is twice it). The arithmetic that keeps the largest rule set
 // in one gRPC message: SDKs get rules without description, labels and
-// tags, at most 7,585 bytes each within a rule set at maximum field sizes
+// tags, at most 9,713 bytes each within a rule set at maximum field sizes
 // (every character four bytes of UTF-8, etag and times at their longest, a
-// boost's 15 bytes), so 1,000 × 7,585 + 15 bytes of framing = 7,585,015
-// bytes (7.2 MiB), under
-// half of the 16 MiB the Go SDK accepts. gRPC's default limit, 4 MiB, holds
-// 550 such rules, or 1,000 of up to 4,190 bytes; rules of a few hundred
-// bytes, the usual, make a few hundred kB. A test in the SDK sends the
-// largest set.
+// boost's 15 bytes, 8 resource globs of 266 bytes each), so 1,000 × 9,713
+// + 15 bytes of framing = 9,713,015 bytes (9.3 MiB), well under the 16 MiB
+// the Go SDK accepts. gRPC's default limit, 4 MiB, holds 431 such rules,
+// or 1,000 of up to 4,190 bytes; rules of a few hundred bytes, the usual,
+// make a few hundred kB. A test in the SDK sends the largest set.
 const MaxRules = 1000
 
 // Rule is one sampling rule. Empty match globs mean "*".
@@ -75,6 +84,12 @@ type Rule struct {
 	URLPath     string
 	ResourceARN string
 	Attributes  map[string]string
+	// ResourceAttributes are globs over the SDK instance's resource
+	// attributes (deployment.environment.name, service.version), so that a
+	// service's production and staging instances, or its latest release,
+	// get rules of their own. Like the service globs they depend on the
+	// instance, not the request.
+	ResourceAttributes map[string]string
 
 	Description string
 	Labels      map[string]string
@@ -159,6 +174,7 @@ func ParseEtag(etag string) (int64, error) {
 // Clone returns a deep copy, so callers may edit maps freely.
 func (r Rule) Clone() Rule {
 	r.Attributes = maps.Clone(r.Attributes)
+	r.ResourceAttributes = maps.Clone(r.ResourceAttributes)
 	r.Labels = maps.Clone(r.Labels)
 	r.Tags = maps.Clone(r.Tags)
 	if r.Boost != nil {
@@ -181,6 +197,9 @@ func (r Rule) Normalize() Rule {
 	}
 	if len(r.Attributes) == 0 {
 		r.Attributes = nil
+	}
+	if len(r.ResourceAttributes) == 0 {
+		r.ResourceAttributes = nil
 	}
 	if len(r.Labels) == 0 {
 		r.Labels = nil
@@ -262,6 +281,9 @@ func CheckDefault(r *Rule) error {
 	}
 	if len(r.Attributes) > 0 {
 		bad = append(bad, "attributes")
+	}
+	if len(r.ResourceAttributes) > 0 {
+		bad = append(bad, "resource_attributes")
 	}
 	if !r.ExpireTime.IsZero() {
 		bad = append(bad, "expire_time")

@@ -82,6 +82,17 @@ func Validate(r *Rule) error {
 		}
 		validateText(&vs, field, r.Attributes[k], 1, MaxAttributeLen)
 	}
+	if len(r.ResourceAttributes) > MaxResourceAttributes {
+		vs.add("resource_attributes", "at most %d resource attributes, got %d", MaxResourceAttributes, len(r.ResourceAttributes))
+	}
+	for _, k := range sortedKeys(r.ResourceAttributes) {
+		field := keyField("resource_attributes", k)
+		if !validText(k) || k == "" || utf8.RuneCountInString(k) > MaxResourceAttributeLen {
+			vs.add(field, "resource attribute keys must be 1-%d printable characters", MaxResourceAttributeLen)
+			continue
+		}
+		validateText(&vs, field, r.ResourceAttributes[k], 1, MaxResourceAttributeLen)
+	}
 	if !utf8.ValidString(r.Description) {
 		vs.add("description", "must be valid UTF-8")
 	} else if n := utf8.RuneCountInString(r.Description); n > MaxDescriptionLen {
@@ -105,6 +116,29 @@ func Validate(r *Rule) error {
 		vs.add("expire_time", "must be between the years 1970 and 9999")
 	}
 	return vs.err()
+}
+
+// ValidateResource checks the resource attributes an SDK instance declares
+// (MaxInstanceResourceAttributes, keys of 1-MaxInstanceResourceKeyLen and
+// values of at most MaxInstanceResourceValueLen printable characters);
+// field prefixes each violation ("hello.resource_attributes"). The server
+// refuses a call beyond them, and the Go SDK checks its own before it
+// sends them.
+func ValidateResource(field string, attrs map[string]string) []FieldViolation {
+	var vs violations
+	if len(attrs) > MaxInstanceResourceAttributes {
+		vs.add(field, "at most %d resource attributes, got %d", MaxInstanceResourceAttributes, len(attrs))
+		return vs
+	}
+	for _, k := range sortedKeys(attrs) {
+		f := keyField(field, k)
+		if !validText(k) || k == "" || utf8.RuneCountInString(k) > MaxInstanceResourceKeyLen {
+			vs.add(f, "resource attribute keys must be 1-%d printable characters", MaxInstanceResourceKeyLen)
+			continue
+		}
+		validateText(&vs, f, attrs[k], 0, MaxInstanceResourceValueLen)
+	}
+	return vs
 }
 
 // ValidateName checks a rule name alone, for calls that only carry one.

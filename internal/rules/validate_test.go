@@ -165,6 +165,24 @@ func TestValidate(t *testing.T) {
 			r.Attributes["k03"] = ""
 		}, []string{"attributes", "attributes.k03"}},
 
+		// resource_attributes
+		{"8 resource attributes", func(r *rules.Rule) { r.ResourceAttributes = nMap(8, "v") }, nil},
+		{"9 resource attributes", func(r *rules.Rule) { r.ResourceAttributes = nMap(9, "v") }, []string{"resource_attributes"}},
+		{"resource attribute key empty", func(r *rules.Rule) { r.ResourceAttributes = map[string]string{"": "v"} }, []string{"resource_attributes."}},
+		{"resource attribute key 32", func(r *rules.Rule) { r.ResourceAttributes = map[string]string{a32: "v"} }, nil},
+		{"resource attribute key 33", func(r *rules.Rule) { r.ResourceAttributes = map[string]string{a33: "v"} }, []string{"resource_attributes." + a33}},
+		{"resource attribute key invalid UTF-8", func(r *rules.Rule) { r.ResourceAttributes = map[string]string{"a\xff": "v"} }, []string{"resource_attributes.a\ufffd"}},
+		{"resource attribute glob empty", func(r *rules.Rule) {
+			r.ResourceAttributes = map[string]string{"deployment.environment.name": ""}
+		}, []string{"resource_attributes.deployment.environment.name"}},
+		{"resource attribute glob 32 é", func(r *rules.Rule) { r.ResourceAttributes = map[string]string{"service.version": e32} }, nil},
+		{"resource attribute glob 33", func(r *rules.Rule) { r.ResourceAttributes = map[string]string{"service.version": a33} }, []string{"resource_attributes.service.version"}},
+		{"resource attribute glob control", func(r *rules.Rule) { r.ResourceAttributes = map[string]string{"env": "pro\nd"} }, []string{"resource_attributes.env"}},
+		{"9 resource attributes, one bad", func(r *rules.Rule) {
+			r.ResourceAttributes = nMap(9, "v")
+			r.ResourceAttributes["k03"] = ""
+		}, []string{"resource_attributes", "resource_attributes.k03"}},
+
 		// description
 		{"description 512", func(r *rules.Rule) { r.Description = strings.Repeat("d", 512) }, nil},
 		{"description 512 é", func(r *rules.Rule) { r.Description = strings.Repeat("é", 512) }, nil},
@@ -284,6 +302,47 @@ func TestValidationErrorMessage(t *testing.T) {
 	}
 }
 
+// TestValidateResource: what an SDK instance declares of its resource is
+// bounded, and every bad attribute is named under the caller's field.
+func TestValidateResource(t *testing.T) {
+	long := func(n int) string { return strings.Repeat("é", n) }
+	many := nMap(rules.MaxInstanceResourceAttributes, "v")
+	tooMany := nMap(rules.MaxInstanceResourceAttributes+1, "v")
+	tests := []struct {
+		name  string
+		attrs map[string]string
+		want  []string
+	}{
+		{"none", nil, nil},
+		{"an OpenTelemetry resource", map[string]string{"deployment.environment.name": "production", "service.version": "2.4.1", "process.pid": "4242"}, nil},
+		{"an empty value", map[string]string{"service.namespace": ""}, nil},
+		{"64 attributes", many, nil},
+		{"65 attributes", tooMany, []string{"hello.resource_attributes"}},
+		{"key of 64", map[string]string{long(64): "v"}, nil},
+		{"key of 65", map[string]string{long(65): "v"}, []string{"hello.resource_attributes." + long(65)}},
+		{"empty key", map[string]string{"": "v"}, []string{"hello.resource_attributes."}},
+		{"value of 256", map[string]string{"k": long(256)}, nil},
+		{"value of 257", map[string]string{"k": long(257)}, []string{"hello.resource_attributes.k"}},
+		{"control character", map[string]string{"k": "a\tb"}, []string{"hello.resource_attributes.k"}},
+		{"invalid UTF-8 key", map[string]string{"k\xff": "v"}, []string{"hello.resource_attributes.k\ufffd"}},
+		{"two bad, in key order", map[string]string{"b": long(257), "a": "\x00"}, []string{"hello.resource_attributes.a", "hello.resource_attributes.b"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			for _, v := range rules.ValidateResource("hello.resource_attributes", tt.attrs) {
+				if v.Description == "" || !utf8.ValidString(v.Field) {
+					t.Errorf("bad violation %+v", v)
+				}
+				got = append(got, v.Field)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("violations on %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestValidateName(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -355,6 +414,9 @@ func TestCheckDefault(t *testing.T) {
 		{"url_path narrowed", func(r *rules.Rule) { r.URLPath = "/api/*" }, true},
 		{"resource_arn narrowed", func(r *rules.Rule) { r.ResourceARN = "arn:aws:*" }, true},
 		{"attribute added", func(r *rules.Rule) { r.Attributes = map[string]string{"tier": "gold"} }, true},
+		{"empty resource attribute map", func(r *rules.Rule) { r.ResourceAttributes = map[string]string{} }, false},
+		{"resource attribute added", func(r *rules.Rule) { r.ResourceAttributes = map[string]string{"env": "prod"} }, true},
+		{"resource attribute *", func(r *rules.Rule) { r.ResourceAttributes = map[string]string{"env": "*"} }, true},
 		{"? is narrower than *", func(r *rules.Rule) { r.URLPath = "?*" }, true},
 		{"tagged", func(r *rules.Rule) { r.Tags = map[string]string{"Stage": "prod"} }, false},
 		{"boosted", func(r *rules.Rule) { r.Boost = &rules.RateBoost{MaxRate: 0.5, Cooldown: time.Minute} }, true},
@@ -384,12 +446,13 @@ func TestCheckDefaultNamesEveryNarrowedField(t *testing.T) {
 	r.ServiceName = "a"
 	r.URLPath = "/b"
 	r.Attributes = map[string]string{"k": "v"}
+	r.ResourceAttributes = map[string]string{"env": "prod"}
 	r.Boost = &rules.RateBoost{MaxRate: 1}
 	err := rules.CheckDefault(&r)
 	if !errors.Is(err, rules.ErrDefaultRule) {
 		t.Fatalf("CheckDefault() = %v, want ErrDefaultRule", err)
 	}
-	for _, f := range []string{"priority", "service_name", "url_path", "attributes", "sampling_rate_boost"} {
+	for _, f := range []string{"priority", "service_name", "url_path", "attributes", "resource_attributes", "sampling_rate_boost"} {
 		if !strings.Contains(err.Error(), f) {
 			t.Errorf("CheckDefault() = %q, does not name %s", err, f)
 		}
@@ -581,6 +644,12 @@ func FuzzValidate(f *testing.F) {
 			r.Labels = nMap(n-1, "v")
 			r.Labels[labelKey] = labelVal
 		}
+		// The resource globs take the attribute's fuzzed entry too, with
+		// a count of their own.
+		if n := int(nAttrs/20) % 12; n > 0 {
+			r.ResourceAttributes = nMap(n-1, "v")
+			r.ResourceAttributes[attrKey] = attrVal
+		}
 		before := r.Clone()
 
 		err := rules.Validate(&r)
@@ -668,6 +737,10 @@ func referenceViolations(r *rules.Rule) []string {
 	flag(len(r.Attributes) <= 16, "attributes")
 	for k, v := range r.Attributes {
 		flag(text(k, 1, 32) && text(v, 1, 32), keyField("attributes", k))
+	}
+	flag(len(r.ResourceAttributes) <= 8, "resource_attributes")
+	for k, v := range r.ResourceAttributes {
+		flag(text(k, 1, 32) && text(v, 1, 32), keyField("resource_attributes", k))
 	}
 	flag(utf8.ValidString(r.Description) && utf8.RuneCountInString(r.Description) <= 512, "description")
 	flag(len(r.Labels) <= 32, "labels")

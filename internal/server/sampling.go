@@ -49,6 +49,9 @@ func (s *samplingService) GetSamplingRules(ctx context.Context, req *pb.GetSampl
 	if err := validateService(req.GetServiceName(), req.GetServiceType()); err != nil {
 		return nil, err
 	}
+	if vs := rules.ValidateResource("resource_attributes", req.GetResourceAttributes()); len(vs) > 0 {
+		return nil, &rules.ValidationError{Violations: vs}
+	}
 	v := s.catalog.Current()
 	if v.Version == 0 {
 		// Started while the store was away: no rules to give yet.
@@ -57,7 +60,7 @@ func (s *samplingService) GetSamplingRules(ctx context.Context, req *pb.GetSampl
 	if req.GetKnownRulesVersion() == v.Version {
 		return &pb.GetSamplingRulesResponse{RulesVersion: v.Version, Unchanged: true}, nil
 	}
-	rs := s.catalog.RuleSet(req.GetServiceName(), req.GetServiceType(), s.now())
+	rs := s.catalog.RuleSet(req.GetServiceName(), req.GetServiceType(), req.GetResourceAttributes(), s.now())
 	if req.GetKnownRulesVersion() == 0 {
 		rs = s.borrows.firstRuleSet(rs, s.now())
 	}
@@ -141,6 +144,9 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 	if err := validateClient(hello.GetClientId(), hello.GetServiceName(), hello.GetServiceType()); err != nil {
 		return prefixFields("hello.", err)
 	}
+	if vs := rules.ValidateResource("hello.resource_attributes", hello.GetResourceAttributes()); len(vs) > 0 {
+		return &rules.ValidationError{Violations: vs}
+	}
 	s.streams.open.Inc()
 	defer s.streams.open.Dec()
 	w := s.catalog.Watch()
@@ -157,7 +163,7 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 		if s.catalog.Current().Version == 0 { // no rules loaded yet
 			return nil
 		}
-		rs := s.catalog.RuleSet(hello.GetServiceName(), hello.GetServiceType(), s.now())
+		rs := s.catalog.RuleSet(hello.GetServiceName(), hello.GetServiceType(), hello.GetResourceAttributes(), s.now())
 		if rs.GetRulesVersion() == sent && sameRates(rs.GetRatesInForce(), sentRates) {
 			return nil
 		}

@@ -2,10 +2,12 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -124,6 +126,97 @@ func TestGetSamplingRules(t *testing.T) {
 	_, err = rep.sampling.GetSamplingRules(ctx, &pb.GetSamplingRulesRequest{})
 	if status.Code(err) != codes.InvalidArgument || len(fieldViolations(t, err)) != 1 {
 		t.Errorf("without a service: %v", err)
+	}
+}
+
+// TestRuleSetsByResource: the rule set a stream's hello or a
+// GetSamplingRules call gets holds the rules whose resource globs match
+// the instance's resource attributes; resources beyond the bounds are
+// refused with INVALID_ARGUMENT naming the attribute.
+func TestRuleSetsByResource(t *testing.T) {
+	rep := startReplica(t, newMemStore(t), time.Now)
+	createRule(t, rep.rules, &pb.Rule{Name: "shop-prod", Priority: 5, ServiceName: "shop", FixedRate: 1,
+		ResourceAttributes: map[string]string{"deployment.environment.name": "production"}})
+	createRule(t, rep.rules, &pb.Rule{Name: "shop-staging", Priority: 5, ServiceName: "shop", FixedRate: 0.5,
+		ResourceAttributes: map[string]string{"deployment.environment.name": "staging"}})
+	ctx := ctxT(t)
+	waitVersion(t, rep.catalog, rep.first+2)
+	names := func(rs []*pb.Rule) []string {
+		var out []string
+		for _, r := range rs {
+			out = append(out, r.GetName())
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		env  string
+		want []string
+	}{
+		{"production", []string{"shop-prod", "Default"}},
+		{"staging", []string{"shop-staging", "Default"}},
+		{"", []string{"Default"}},
+	} {
+		var res map[string]string
+		if tc.env != "" {
+			res = map[string]string{"deployment.environment.name": tc.env, "service.instance.id": "i-1"}
+		}
+		resp, err := rep.sampling.GetSamplingRules(ctx, &pb.GetSamplingRulesRequest{ServiceName: "shop", ResourceAttributes: res})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := names(resp.GetRules()); !slices.Equal(got, tc.want) {
+			t.Errorf("GetSamplingRules for %q: %v, want %v", tc.env, got, tc.want)
+		}
+		stream, err := rep.sampling.StreamSampling(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hello := &pb.Hello{ClientId: "c-" + tc.env, ServiceName: "shop", ResourceAttributes: res}
+		if err := stream.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Hello{Hello: hello}}); err != nil {
+			t.Fatal(err)
+		}
+		m, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := names(m.GetRules().GetRules()); !slices.Equal(got, tc.want) {
+			t.Errorf("stream for %q: %v, want %v", tc.env, got, tc.want)
+		}
+	}
+
+	many := map[string]string{}
+	for i := range rules.MaxInstanceResourceAttributes + 1 {
+		many[fmt.Sprintf("k%02d", i)] = "v"
+	}
+	for _, tc := range []struct {
+		name string
+		res  map[string]string
+		want string // the field violated, under resource_attributes
+	}{
+		{"too many", many, ""},
+		{"a long key", map[string]string{strings.Repeat("k", rules.MaxInstanceResourceKeyLen+1): "v"}, "." + strings.Repeat("k", rules.MaxInstanceResourceKeyLen+1)},
+		{"a long value", map[string]string{"process.command_line": strings.Repeat("v", rules.MaxInstanceResourceValueLen+1)}, ".process.command_line"},
+		{"an empty key", map[string]string{"": "v"}, "."},
+		{"a control character", map[string]string{"service.version": "1\n2"}, ".service.version"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := rep.sampling.GetSamplingRules(ctx, &pb.GetSamplingRulesRequest{ServiceName: "shop", ResourceAttributes: tc.res})
+			if got := fieldViolations(t, err); status.Code(err) != codes.InvalidArgument || !slices.Equal(got, []string{"resource_attributes" + tc.want}) {
+				t.Errorf("GetSamplingRules: %v (fields %q), want InvalidArgument on resource_attributes%s", err, got, tc.want)
+			}
+			stream, err := rep.sampling.StreamSampling(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hello := &pb.Hello{ClientId: "c", ServiceName: "shop", ResourceAttributes: tc.res}
+			if err := stream.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Hello{Hello: hello}}); err != nil {
+				t.Fatal(err)
+			}
+			_, err = stream.Recv()
+			if got := fieldViolations(t, err); status.Code(err) != codes.InvalidArgument || !slices.Equal(got, []string{"hello.resource_attributes" + tc.want}) {
+				t.Errorf("hello: %v (fields %q), want InvalidArgument on hello.resource_attributes%s", err, got, tc.want)
+			}
+		})
 	}
 }
 

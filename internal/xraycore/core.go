@@ -106,15 +106,24 @@ func New(opts Options) (*Core, error) {
 
 var _ xray.Core = (*Core)(nil)
 
-// Rules implements xray.RuleLister: the catalog's rules, in matching order.
+// Rules implements xray.RuleLister: the catalog's rules, in matching order,
+// but for those that need a resource attribute (a resource glob other than
+// "*"). X-Ray's rule has no such field and its clients declare no
+// resource, so such a rule never applies to them; listed, it would apply to
+// every instance, production and staging alike, since X-Ray SDKs match the
+// rules they list themselves. Those rules are managed over the gRPC API
+// (and the CLI) only: to the X-Ray API they do not exist.
 func (c *Core) Rules(ctx context.Context) ([]xray.Rule, error) {
 	v := c.cat.Current()
 	if v.Version == 0 {
 		return nil, fmt.Errorf("no rules loaded yet: %w", store.ErrUnavailable)
 	}
-	out := make([]xray.Rule, len(v.Rules))
-	for i := range v.Rules {
-		out[i] = toXRay(v.Rules[i])
+	set := v.Set().Rules()
+	out := make([]xray.Rule, 0, len(set))
+	for i := range set {
+		if !set[i].NeedsResource() {
+			out = append(out, toXRay(set[i].Rule))
+		}
 	}
 	return out, nil
 }

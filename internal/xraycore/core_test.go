@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -101,6 +102,45 @@ func (e *env) create(t *testing.T, r xray.Rule) xray.Rule {
 }
 
 func clientID(i int) string { return fmt.Sprintf("%024x", i+1) }
+
+// TestRulesLeaveOutThoseThatNeedAResource: X-Ray clients declare no
+// resource and match the rules they list themselves, so a rule for
+// staging instances (a resource glob other than "*") is not listed: it
+// would apply to every instance. One whose resource globs are all "*"
+// matches any instance and is listed. X-Ray edits by name still reach
+// the unlisted rule.
+func TestRulesLeaveOutThoseThatNeedAResource(t *testing.T) {
+	e := newEnv(t)
+	ctx := as("ci")
+	staging := rule("staging", 1, 1).Rule
+	staging.ResourceAttributes = map[string]string{"deployment.environment.name": "staging"}
+	anyEnv := rule("any-env", 2, 0.5).Rule
+	anyEnv.ResourceAttributes = map[string]string{"deployment.environment.name": "*"}
+	for _, r := range []rules.Rule{staging, anyEnv} {
+		if _, err := e.st.CreateRule(ctx, r, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.cat.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	listed, err := e.core.Rules(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, r := range listed {
+		names = append(names, r.Name)
+	}
+	if want := []string{"any-env", rules.DefaultName}; !slices.Equal(names, want) {
+		t.Errorf("Rules = %v, want %v", names, want)
+	} // An X-Ray update that names it changes what it sends, and keeps
+	// the rule's resource globs.
+	up, err := e.core.UpdateRule(ctx, xray.RuleUpdate{Name: "staging", Patch: xray.Rule{Rule: rules.Rule{FixedRate: 0.25}}, Fields: []string{xray.FieldFixedRate}}, "")
+	if err != nil || up.FixedRate != 0.25 || up.ResourceAttributes["deployment.environment.name"] != "staging" {
+		t.Errorf("X-Ray update of the unlisted rule: %+v, %v; want fixed rate 0.25 and its resource globs kept", up.Rule, err)
+	}
+}
 
 // TestEdits: rules made, changed and deleted through the core are the
 // store's rules, seen by the catalog at once, audited under the principal,

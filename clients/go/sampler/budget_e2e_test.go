@@ -177,3 +177,106 @@ func TestE2EBudgetNoLeakWindows(t *testing.T) {
 		t.Errorf("new instance: %+v, want shop-all at its fixed rate in force, not sampled", e)
 	}
 }
+
+// TestE2EBudgetCutsStagingFirst: two SDK instances of one service, one in
+// production and one in staging (their resource's
+// deployment.environment.name), get rules of their own (resource
+// attributes), and a budget over the service whose priorities cut the
+// staging rule first (by its label) cuts staging only. Staging sends a
+// hundred times production's traffic; the budget's cap is set to a fifth
+// of the month's forecast, which production's share fits many times over,
+// so the plan cuts staging's fixed rate and leaves production's whole.
+func TestE2EBudgetCutsStagingFirst(t *testing.T) {
+	noLeaks(t)
+	cp := startEmbedded(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*deadline)
+	defer cancel()
+	for _, r := range []*pb.Rule{
+		{Name: "shop-prod", Priority: 1, ServiceName: "shop", FixedRate: 1,
+			ResourceAttributes: map[string]string{"deployment.environment.name": "production"}, Labels: map[string]string{"env": "production"}},
+		{Name: "shop-staging", Priority: 1, ServiceName: "shop", FixedRate: 1,
+			ResourceAttributes: map[string]string{"deployment.environment.name": "staging"}, Labels: map[string]string{"env": "staging"}},
+	} {
+		if _, err := cp.rules.CreateRule(ctx, &pb.CreateRuleRequest{Rule: r}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A cap no traffic here comes near, until the forecast is known.
+	if _, err := cp.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{
+		Name: "shop", MonthlyAmountMicros: 1e15, Scope: &pb.BudgetScope{ServiceNames: []string{"shop"}},
+		RulePriorities: []*pb.RulePriority{{RuleLabels: map[string]string{"env": "staging"}, Priority: -1}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	env := func(name string) sampler.Option {
+		return sampler.WithResourceAttributes(map[string]string{"deployment.environment.name": name, "service.version": "2.5.0"})
+	}
+	prod, staging := newSampler(t, cp.addr, env("production")), newSampler(t, cp.addr, env("staging"))
+	waitFor(t, deadline, "production's rule on the production instance", func() bool { return explain(prod).Rule == "shop-prod" })
+	waitFor(t, deadline, "staging's rule on the staging instance", func() bool { return explain(staging).Rule == "shop-staging" })
+
+	rng := rand.New(rand.NewPCG(5, 6))
+	if n := sampled(prod, rng, 40); n != 40 {
+		t.Fatalf("production at fixed rate 1 sampled %d of 40", n)
+	}
+	if n := sampled(staging, rng, 4000); n != 4000 {
+		t.Fatalf("staging at fixed rate 1 sampled %d of 4000", n)
+	}
+	waitFor(t, deadline, "the traces billed", func() bool {
+		u, err := cp.store.Usage(ctx, "shop", time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, s := u.Totals()
+		return s >= 4040
+	})
+	if err := cp.ctl.Step(ctx, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	st, err := cp.budgets.GetBudgetStatus(ctx, &pb.GetBudgetStatusRequest{Name: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forecast := st.GetStatus().GetForecastUnenforcedMicros()
+	if forecast <= 0 || st.GetStatus().GetFixedRateFactor() != 1 {
+		t.Fatalf("before the cap: %v, want a forecast and no enforcement", st.GetStatus())
+	}
+	// The cap: a fifth of the forecast. The budget is decided at once.
+	if _, err := cp.budgets.UpdateBudget(ctx, &pb.UpdateBudgetRequest{
+		Budget:     &pb.Budget{Name: "shop", MonthlyAmountMicros: forecast / 5},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"monthly_amount_micros"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	st, err = cp.budgets.GetBudgetStatus(ctx, &pb.GetBudgetStatusRequest{Name: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	factors := map[string]float64{}
+	for _, r := range st.GetStatus().GetRules() {
+		factors[r.GetRuleName()] = r.GetFixedRateFactor()
+	}
+	t.Logf("forecast %d micros, cap %d: fixed rate factors %v", forecast, forecast/5, factors)
+	if f, ok := factors["shop-staging"]; !ok || f >= 0.5 {
+		t.Errorf("staging's fixed rate factor %v (listed: %v), want it cut below 0.5", f, ok)
+	}
+	if f, ok := factors["shop-prod"]; !ok || f != 1 {
+		t.Errorf("production's fixed rate factor %v (listed: %v), want 1: staging is cut first", f, ok)
+	}
+
+	// The instances apply it: staging samples a share, production all.
+	waitFor(t, deadline, "the cut on the staging instance", func() bool {
+		return sampled(staging, rng, 200) < 140
+	})
+	ns, np := sampled(staging, rng, 1000), sampled(prod, rng, 1000)
+	t.Logf("under the cap: staging sampled %d of 1000, production %d of 1000", ns, np)
+	if ns >= 600 {
+		t.Errorf("staging sampled %d of 1000 under a cut below 0.5", ns)
+	}
+	if np != 1000 {
+		t.Errorf("production sampled %d of 1000, want every one: the budget cuts staging first", np)
+	}
+	if e := explain(prod); e.Rule != "shop-prod" {
+		t.Errorf("production decides by %q, want shop-prod", e.Rule)
+	}
+}

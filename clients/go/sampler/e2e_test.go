@@ -1068,7 +1068,22 @@ func largestRule(i int) *pb.Rule {
 	for k := range rules.MaxAttributes {
 		r.Attributes[fmt.Sprintf("%02d", k)+wide(rules.MaxAttributeLen-2)] = wide(rules.MaxAttributeLen)
 	}
+	// Literal globs, which largestResource declares: the rule set is
+	// the instance's.
+	r.ResourceAttributes = largestResource()
 	return r
+}
+
+// largestResource is the resource of the instance that gets the largest
+// rule set: rules.MaxResourceAttributes attributes whose keys and values
+// are as long as a rule's resource globs may be.
+func largestResource() map[string]string {
+	wide := func(n int) string { return strings.Repeat("\U0010FFFD", n) }
+	m := map[string]string{}
+	for k := range rules.MaxResourceAttributes {
+		m[fmt.Sprintf("%02d", k)+wide(rules.MaxResourceAttributeLen-2)] = wide(rules.MaxResourceAttributeLen)
+	}
+	return m
 }
 
 // TestE2ELargestRuleSet: a control plane holding rules.MaxRules rules at
@@ -1119,17 +1134,18 @@ func TestE2ELargestRuleSet(t *testing.T) {
 	defer conn.Close()
 	var set *pb.GetSamplingRulesResponse
 	waitFor(t, deadline, "the whole rule set", func() bool {
-		set, err = pb.NewSamplingServiceClient(conn).GetSamplingRules(ctx, &pb.GetSamplingRulesRequest{ServiceName: "shop"})
+		set, err = pb.NewSamplingServiceClient(conn).GetSamplingRules(ctx, &pb.GetSamplingRulesRequest{ServiceName: "shop", ResourceAttributes: largestResource()})
 		return err == nil && len(set.GetRules()) == rules.MaxRules
 	})
 	size := proto.Size(&pb.StreamSamplingResponse{Message: &pb.StreamSamplingResponse_Rules{Rules: &pb.RuleSet{RulesVersion: set.GetRulesVersion(), Rules: set.GetRules()}}})
 	t.Logf("%d rules at maximum field sizes: %d bytes", len(set.GetRules()), size)
-	// rules.MaxRules says at most 7,585 bytes a rule, under half the 16 MiB
-	// the sampler accepts; over 4 MiB, this test needs the sampler's limit.
-	if size > rules.MaxRules*7_585+32 || size <= 4<<20 {
-		t.Errorf("the largest rule set is %d bytes, want over 4 MiB and at most %d", size, rules.MaxRules*7_585+32)
+	// rules.MaxRules says at most 9,713 bytes a rule, well under the 16
+	// MiB the sampler accepts; over 4 MiB, this test needs the sampler's
+	// limit.
+	if size > rules.MaxRules*9_713+32 || size <= 4<<20 {
+		t.Errorf("the largest rule set is %d bytes, want over 4 MiB and at most %d", size, rules.MaxRules*9_713+32)
 	}
 
-	s := newSampler(t, cp.addr)
+	s := newSampler(t, cp.addr, sampler.WithResourceAttributes(largestResource()))
 	waitFor(t, deadline, "a decision by the last rule", func() bool { return explain(s).Rule == last.GetName() })
 }

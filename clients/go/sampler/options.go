@@ -17,18 +17,25 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
+
+	"github.com/tracesampling/controlplane/internal/rules"
 )
 
 // Option configures a Sampler.
 type Option func(*config)
 
 type config struct {
-	endpoints      []string
-	dialOptions    []grpc.DialOption
-	creds          credentials.TransportCredentials
-	service        string
-	serviceType    string
-	resource       *resource.Resource
+	endpoints     []string
+	dialOptions   []grpc.DialOption
+	creds         credentials.TransportCredentials
+	service       string
+	serviceType   string
+	resource      *resource.Resource
+	resourceAttrs map[string]string // WithResourceAttributes's
+	// instance is the resource the sampler declares (finish): the
+	// resource's attributes that fit the control plane's bounds, then
+	// resourceAttrs.
+	instance       map[string]string
 	clientID       string
 	interval       time.Duration
 	log            *slog.Logger
@@ -76,8 +83,34 @@ func WithService(name, serviceType string) Option {
 }
 
 // WithResource takes the service name from an OpenTelemetry resource, when
-// WithService is not given.
+// WithService is not given, and the resource attributes the sampler
+// declares to the control plane: rules may match them (a rule's
+// resource_attributes, such as deployment.environment.name=staging), so
+// that the instances of a service in production and in staging, or of its
+// latest release, get rules of their own. Default: resource.Default(),
+// which reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES. Attributes
+// the control plane would refuse are left out (keys over 64 characters,
+// which no rule can name, and values over 256, such as long command
+// lines); values that are not strings are declared in their string form
+// (attribute.Value.String).
 func WithResource(r *resource.Resource) Option { return func(c *config) { c.resource = r } }
+
+// WithResourceAttributes adds resource attributes to those the resource
+// gives (WithResource), replacing any of the same key, for rules'
+// resource_attributes to match: deployment.environment.name=production,
+// service.version=2.4.1. New fails if they break the control plane's
+// bounds (rules.ValidateResource: at most 64 attributes, keys of 1-64
+// characters, values of at most 256).
+func WithResourceAttributes(attrs map[string]string) Option {
+	return func(c *config) {
+		if c.resourceAttrs == nil {
+			c.resourceAttrs = map[string]string{}
+		}
+		for k, v := range attrs {
+			c.resourceAttrs[k] = v
+		}
+	}
+}
 
 // WithClientID sets this instance's id, 1-64 characters. Each running
 // instance needs its own: the control plane bills a client's reports once
@@ -121,14 +154,25 @@ func defaultConfig() config {
 }
 
 func (c *config) finish() {
+	r := c.resource
+	if r == nil {
+		r = resource.Default()
+	}
 	if c.service == "" {
-		r := c.resource
-		if r == nil {
-			r = resource.Default()
-		}
 		if v, ok := r.Set().Value(attribute.Key("service.name")); ok {
 			c.service = v.AsString()
 		}
+	}
+	c.instance = map[string]string{}
+	for it := r.Iter(); it.Next(); {
+		kv := it.Attribute()
+		k, v := string(kv.Key), kv.Value.String()
+		if len(rules.ValidateResource("", map[string]string{k: v})) == 0 {
+			c.instance[k] = v
+		}
+	}
+	for k, v := range c.resourceAttrs {
+		c.instance[k] = v
 	}
 	if c.service == "" {
 		c.service = "unknown_service"

@@ -126,6 +126,9 @@ func newSampler(opts ...Option) (*Sampler, error) {
 		o(&cfg)
 	}
 	cfg.finish()
+	if vs := rules.ValidateResource("resource attributes", cfg.instance); len(vs) > 0 {
+		return nil, fmt.Errorf("sampler: %w", &rules.ValidationError{Violations: vs})
+	}
 	if cfg.fallbackPerSec < 0 || !(cfg.fallbackRate >= 0 && cfg.fallbackRate <= 1) {
 		return nil, fmt.Errorf("sampler: fallback of %v/s + %v is out of range", cfg.fallbackPerSec, cfg.fallbackRate)
 	}
@@ -503,7 +506,7 @@ func (s *Sampler) applyRules(rs *pb.RuleSet) {
 		// interval runs from here, not a default interval back.
 		s.lastReport = now
 	}
-	set := buildRuleSet(rs.GetRulesVersion(), rl, s.cfg.service, s.cfg.serviceType, s.rules.Load(), now)
+	set := buildRuleSet(rs.GetRulesVersion(), rl, s.cfg.service, s.cfg.serviceType, s.cfg.instance, s.rules.Load(), now)
 	inForce := make(map[string]*pb.RuleRates, len(rs.GetRatesInForce()))
 	for _, r := range rs.GetRatesInForce() {
 		inForce[r.GetRuleName()] = r

@@ -12,6 +12,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/google/go-cmp/cmp"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -565,6 +566,71 @@ func TestOptions(t *testing.T) {
 	}
 	if _, err := newSampler(WithFallback(1, 1.5)); err == nil {
 		t.Error("a fallback rate over 1 was accepted")
+	}
+}
+
+// TestResourceAttributes: the resource the sampler declares is its
+// OpenTelemetry resource's attributes (in their string form, leaving out
+// what the control plane would refuse) with WithResourceAttributes on top;
+// New refuses explicit attributes beyond the bounds.
+func TestResourceAttributes(t *testing.T) {
+	res := resource.NewSchemaless(
+		attribute.String("service.name", "shop"),
+		attribute.String("deployment.environment.name", "staging"),
+		attribute.Int("process.pid", 4242),
+		attribute.String("process.command_line", strings.Repeat("x", 300)),
+		attribute.String(strings.Repeat("k", 65), "v"),
+	)
+	s, err := newSampler(WithEndpoint("127.0.0.1:1"), WithResource(res),
+		WithResourceAttributes(map[string]string{"service.version": "2.5.0", "deployment.environment.name": "production"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	want := map[string]string{"service.name": "shop", "deployment.environment.name": "production", "process.pid": "4242", "service.version": "2.5.0"}
+	if diff := cmp.Diff(want, s.cfg.instance); diff != "" {
+		t.Errorf("declared resource (-want +got):\n%s", diff)
+	}
+	for _, bad := range []map[string]string{
+		{"service.version": strings.Repeat("9", 257)},
+		{"": "x"},
+		{"service.version": "1\n2"},
+	} {
+		if _, err := newSampler(WithEndpoint("127.0.0.1:1"), WithResourceAttributes(bad)); err == nil || !strings.Contains(err.Error(), "resource attributes") {
+			t.Errorf("WithResourceAttributes(%q): %v, want an error naming the resource attributes", bad, err)
+		}
+	}
+}
+
+// TestRulesForOtherInstancesAreSkipped: the sampler applies only the rules
+// whose resource globs match its resource, even from a control plane that
+// sends it every rule of the service (one that predates resource
+// attributes).
+func TestRulesForOtherInstancesAreSkipped(t *testing.T) {
+	clk := &fakeClock{t: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)}
+	for _, tc := range []struct {
+		env, want string
+	}{
+		{"production", "prod"},
+		{"staging", "staging"},
+		{"", "Default"},
+	} {
+		opts := []Option{WithService("shop", ""), WithEndpoint("127.0.0.1:1"), WithClock(clk), WithResource(resource.Empty())}
+		if tc.env != "" {
+			opts = append(opts, WithResourceAttributes(map[string]string{"deployment.environment.name": tc.env}))
+		}
+		s, err := newSampler(opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.applyRules(rulesFor(1,
+			&pb.Rule{Name: "staging", Priority: 1, FixedRate: 1, ResourceAttributes: map[string]string{"deployment.environment.name": "stag*"}},
+			&pb.Rule{Name: "prod", Priority: 2, FixedRate: 1, ResourceAttributes: map[string]string{"deployment.environment.name": "production"}},
+		))
+		if got := s.Explain(params(inID)).Rule; got != tc.want {
+			t.Errorf("an instance in %q decides by %q, want %q", tc.env, got, tc.want)
+		}
+		s.Close()
 	}
 }
 

@@ -118,14 +118,18 @@ type ruleSet struct {
 	need uint8
 }
 
-// buildRuleSet resolves rs (in matching order) for a service, reusing the
-// runtimes of rules the previous set already had.
-func buildRuleSet(version int64, rs []rules.Rule, service, serviceType string, prev *ruleSet, now int64) *ruleSet {
+// buildRuleSet resolves rs (in matching order) for a service and the
+// instance's resource, reusing the runtimes of rules the previous set
+// already had. The control plane sends only the rules that match both; the
+// sampler checks again, so that it never applies a rule meant for other
+// instances (a control plane that predates resource attributes sends every
+// rule of the service).
+func buildRuleSet(version int64, rs []rules.Rule, service, serviceType string, resource map[string]string, prev *ruleSet, now int64) *ruleSet {
 	set := &ruleSet{version: version, byName: map[string]*runtime{}}
 	var compiled []rules.Compiled
 	for _, r := range rs {
 		c := rules.Compile(r)
-		if !c.MatchesService(service, serviceType) || !c.ResourceARN.MatchesAll() {
+		if !c.MatchesInstance(service, serviceType, resource) || !c.ResourceARN.MatchesAll() {
 			// A rule on resource ARNs cannot match a span: spans carry none.
 			continue
 		}

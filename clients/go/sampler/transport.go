@@ -88,7 +88,7 @@ func (s *Sampler) runStream(ctx context.Context) (progressed bool, err error) {
 	if set := s.rules.Load(); set != nil {
 		known = set.version
 	}
-	hello := &pb.Hello{ClientId: s.cfg.clientID, ServiceName: s.cfg.service, ServiceType: s.cfg.serviceType, KnownRulesVersion: known}
+	hello := &pb.Hello{ClientId: s.cfg.clientID, ServiceName: s.cfg.service, ServiceType: s.cfg.serviceType, KnownRulesVersion: known, ResourceAttributes: s.cfg.instance}
 	if err := stream.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Hello{Hello: hello}}); err != nil {
 		if errors.Is(err, io.EOF) {
 			// The stream has ended; its status comes from Recv, which
@@ -261,7 +261,7 @@ func (s *Sampler) fetchRules(ctx context.Context) error {
 	}
 	// Each unary round starts here: wait for the connection, as a stream
 	// does.
-	resp, err := s.client.GetSamplingRules(ctx, &pb.GetSamplingRulesRequest{ServiceName: s.cfg.service, ServiceType: s.cfg.serviceType, KnownRulesVersion: known}, grpc.WaitForReady(true))
+	resp, err := s.client.GetSamplingRules(ctx, &pb.GetSamplingRulesRequest{ServiceName: s.cfg.service, ServiceType: s.cfg.serviceType, KnownRulesVersion: known, ResourceAttributes: s.cfg.instance}, grpc.WaitForReady(true))
 	if err != nil {
 		return err
 	}

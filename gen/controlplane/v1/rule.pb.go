@@ -113,6 +113,18 @@ type Rule struct {
 	// an attribute of the request; an attribute the request does not carry
 	// matches only "*".
 	Attributes map[string]string `protobuf:"bytes,11,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Globs over the resource attributes of the SDK instance (OpenTelemetry
+	// resource attributes such as deployment.environment.name or
+	// service.version), by attribute name, so that the instances of one
+	// service in production and in staging, or of its latest release, get
+	// rules of their own (and budgets, selecting rules by label, can cut one
+	// before the other). Every entry must match an attribute of the
+	// instance's resource; an attribute the instance does not declare
+	// matches only "*". At most 8; keys and globs of 1-32 characters. Rules
+	// with any other glob than "*" here are never served over the X-Ray and
+	// Jaeger APIs, whose clients declare no resource. Never on the Default
+	// rule.
+	ResourceAttributes map[string]string `protobuf:"bytes,20,rep,name=resource_attributes,json=resourceAttributes,proto3" json:"resource_attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Free text for people.
 	Description string `protobuf:"bytes,12,opt,name=description,proto3" json:"description,omitempty"`
 	// Labels select rules in ListRules filters and in budget scopes.
@@ -248,6 +260,13 @@ func (x *Rule) GetResourceArn() string {
 func (x *Rule) GetAttributes() map[string]string {
 	if x != nil {
 		return x.Attributes
+	}
+	return nil
+}
+
+func (x *Rule) GetResourceAttributes() map[string]string {
+	if x != nil {
+		return x.ResourceAttributes
 	}
 	return nil
 }
@@ -1332,7 +1351,7 @@ var File_controlplane_v1_rule_proto protoreflect.FileDescriptor
 
 const file_controlplane_v1_rule_proto_rawDesc = "" +
 	"\n" +
-	"\x1acontrolplane/v1/rule.proto\x12\x0fcontrolplane.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe0\a\n" +
+	"\x1acontrolplane/v1/rule.proto\x12\x0fcontrolplane.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\t\n" +
 	"\x04Rule\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bpriority\x18\x02 \x01(\x05R\bpriority\x12\x1d\n" +
@@ -1349,7 +1368,8 @@ const file_controlplane_v1_rule_proto_rawDesc = "" +
 	" \x01(\tR\vresourceArn\x12E\n" +
 	"\n" +
 	"attributes\x18\v \x03(\v2%.controlplane.v1.Rule.AttributesEntryR\n" +
-	"attributes\x12 \n" +
+	"attributes\x12^\n" +
+	"\x13resource_attributes\x18\x14 \x03(\v2-.controlplane.v1.Rule.ResourceAttributesEntryR\x12resourceAttributes\x12 \n" +
 	"\vdescription\x18\f \x01(\tR\vdescription\x129\n" +
 	"\x06labels\x18\r \x03(\v2!.controlplane.v1.Rule.LabelsEntryR\x06labels\x12\x12\n" +
 	"\x04etag\x18\x0e \x01(\tR\x04etag\x12;\n" +
@@ -1362,6 +1382,9 @@ const file_controlplane_v1_rule_proto_rawDesc = "" +
 	"\x04tags\x18\x12 \x03(\v2\x1f.controlplane.v1.Rule.TagsEntryR\x04tags\x12R\n" +
 	"\x13sampling_rate_boost\x18\x13 \x01(\v2\".controlplane.v1.SamplingRateBoostR\x11samplingRateBoost\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aE\n" +
+	"\x17ResourceAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
@@ -1463,7 +1486,7 @@ func file_controlplane_v1_rule_proto_rawDescGZIP() []byte {
 }
 
 var file_controlplane_v1_rule_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_controlplane_v1_rule_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_controlplane_v1_rule_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_controlplane_v1_rule_proto_goTypes = []any{
 	(RuleEvent_Action)(0),          // 0: controlplane.v1.RuleEvent.Action
 	(*Rule)(nil),                   // 1: controlplane.v1.Rule
@@ -1485,55 +1508,57 @@ var file_controlplane_v1_rule_proto_goTypes = []any{
 	(*ListRuleEventsRequest)(nil),  // 17: controlplane.v1.ListRuleEventsRequest
 	(*ListRuleEventsResponse)(nil), // 18: controlplane.v1.ListRuleEventsResponse
 	nil,                            // 19: controlplane.v1.Rule.AttributesEntry
-	nil,                            // 20: controlplane.v1.Rule.LabelsEntry
-	nil,                            // 21: controlplane.v1.Rule.TagsEntry
-	(*timestamppb.Timestamp)(nil),  // 22: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),  // 23: google.protobuf.FieldMask
+	nil,                            // 20: controlplane.v1.Rule.ResourceAttributesEntry
+	nil,                            // 21: controlplane.v1.Rule.LabelsEntry
+	nil,                            // 22: controlplane.v1.Rule.TagsEntry
+	(*timestamppb.Timestamp)(nil),  // 23: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),  // 24: google.protobuf.FieldMask
 }
 var file_controlplane_v1_rule_proto_depIdxs = []int32{
 	19, // 0: controlplane.v1.Rule.attributes:type_name -> controlplane.v1.Rule.AttributesEntry
-	20, // 1: controlplane.v1.Rule.labels:type_name -> controlplane.v1.Rule.LabelsEntry
-	22, // 2: controlplane.v1.Rule.create_time:type_name -> google.protobuf.Timestamp
-	22, // 3: controlplane.v1.Rule.update_time:type_name -> google.protobuf.Timestamp
-	22, // 4: controlplane.v1.Rule.expire_time:type_name -> google.protobuf.Timestamp
-	21, // 5: controlplane.v1.Rule.tags:type_name -> controlplane.v1.Rule.TagsEntry
-	2,  // 6: controlplane.v1.Rule.sampling_rate_boost:type_name -> controlplane.v1.SamplingRateBoost
-	1,  // 7: controlplane.v1.CreateRuleRequest.rule:type_name -> controlplane.v1.Rule
-	1,  // 8: controlplane.v1.CreateRuleResponse.rule:type_name -> controlplane.v1.Rule
-	1,  // 9: controlplane.v1.GetRuleResponse.rule:type_name -> controlplane.v1.Rule
-	1,  // 10: controlplane.v1.ListRulesResponse.rules:type_name -> controlplane.v1.Rule
-	1,  // 11: controlplane.v1.UpdateRuleRequest.rule:type_name -> controlplane.v1.Rule
-	23, // 12: controlplane.v1.UpdateRuleRequest.update_mask:type_name -> google.protobuf.FieldMask
-	1,  // 13: controlplane.v1.UpdateRuleResponse.rule:type_name -> controlplane.v1.Rule
-	0,  // 14: controlplane.v1.RuleEvent.action:type_name -> controlplane.v1.RuleEvent.Action
-	22, // 15: controlplane.v1.RuleEvent.event_time:type_name -> google.protobuf.Timestamp
-	1,  // 16: controlplane.v1.RuleEvent.before:type_name -> controlplane.v1.Rule
-	1,  // 17: controlplane.v1.RuleEvent.after:type_name -> controlplane.v1.Rule
-	3,  // 18: controlplane.v1.BatchEditRulesRequest.creates:type_name -> controlplane.v1.CreateRuleRequest
-	9,  // 19: controlplane.v1.BatchEditRulesRequest.updates:type_name -> controlplane.v1.UpdateRuleRequest
-	11, // 20: controlplane.v1.BatchEditRulesRequest.deletes:type_name -> controlplane.v1.DeleteRuleRequest
-	0,  // 21: controlplane.v1.EditedRule.action:type_name -> controlplane.v1.RuleEvent.Action
-	15, // 22: controlplane.v1.BatchEditRulesResponse.rules:type_name -> controlplane.v1.EditedRule
-	13, // 23: controlplane.v1.ListRuleEventsResponse.events:type_name -> controlplane.v1.RuleEvent
-	3,  // 24: controlplane.v1.RuleService.CreateRule:input_type -> controlplane.v1.CreateRuleRequest
-	5,  // 25: controlplane.v1.RuleService.GetRule:input_type -> controlplane.v1.GetRuleRequest
-	7,  // 26: controlplane.v1.RuleService.ListRules:input_type -> controlplane.v1.ListRulesRequest
-	9,  // 27: controlplane.v1.RuleService.UpdateRule:input_type -> controlplane.v1.UpdateRuleRequest
-	11, // 28: controlplane.v1.RuleService.DeleteRule:input_type -> controlplane.v1.DeleteRuleRequest
-	14, // 29: controlplane.v1.RuleService.BatchEditRules:input_type -> controlplane.v1.BatchEditRulesRequest
-	17, // 30: controlplane.v1.RuleService.ListRuleEvents:input_type -> controlplane.v1.ListRuleEventsRequest
-	4,  // 31: controlplane.v1.RuleService.CreateRule:output_type -> controlplane.v1.CreateRuleResponse
-	6,  // 32: controlplane.v1.RuleService.GetRule:output_type -> controlplane.v1.GetRuleResponse
-	8,  // 33: controlplane.v1.RuleService.ListRules:output_type -> controlplane.v1.ListRulesResponse
-	10, // 34: controlplane.v1.RuleService.UpdateRule:output_type -> controlplane.v1.UpdateRuleResponse
-	12, // 35: controlplane.v1.RuleService.DeleteRule:output_type -> controlplane.v1.DeleteRuleResponse
-	16, // 36: controlplane.v1.RuleService.BatchEditRules:output_type -> controlplane.v1.BatchEditRulesResponse
-	18, // 37: controlplane.v1.RuleService.ListRuleEvents:output_type -> controlplane.v1.ListRuleEventsResponse
-	31, // [31:38] is the sub-list for method output_type
-	24, // [24:31] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	20, // 1: controlplane.v1.Rule.resource_attributes:type_name -> controlplane.v1.Rule.ResourceAttributesEntry
+	21, // 2: controlplane.v1.Rule.labels:type_name -> controlplane.v1.Rule.LabelsEntry
+	23, // 3: controlplane.v1.Rule.create_time:type_name -> google.protobuf.Timestamp
+	23, // 4: controlplane.v1.Rule.update_time:type_name -> google.protobuf.Timestamp
+	23, // 5: controlplane.v1.Rule.expire_time:type_name -> google.protobuf.Timestamp
+	22, // 6: controlplane.v1.Rule.tags:type_name -> controlplane.v1.Rule.TagsEntry
+	2,  // 7: controlplane.v1.Rule.sampling_rate_boost:type_name -> controlplane.v1.SamplingRateBoost
+	1,  // 8: controlplane.v1.CreateRuleRequest.rule:type_name -> controlplane.v1.Rule
+	1,  // 9: controlplane.v1.CreateRuleResponse.rule:type_name -> controlplane.v1.Rule
+	1,  // 10: controlplane.v1.GetRuleResponse.rule:type_name -> controlplane.v1.Rule
+	1,  // 11: controlplane.v1.ListRulesResponse.rules:type_name -> controlplane.v1.Rule
+	1,  // 12: controlplane.v1.UpdateRuleRequest.rule:type_name -> controlplane.v1.Rule
+	24, // 13: controlplane.v1.UpdateRuleRequest.update_mask:type_name -> google.protobuf.FieldMask
+	1,  // 14: controlplane.v1.UpdateRuleResponse.rule:type_name -> controlplane.v1.Rule
+	0,  // 15: controlplane.v1.RuleEvent.action:type_name -> controlplane.v1.RuleEvent.Action
+	23, // 16: controlplane.v1.RuleEvent.event_time:type_name -> google.protobuf.Timestamp
+	1,  // 17: controlplane.v1.RuleEvent.before:type_name -> controlplane.v1.Rule
+	1,  // 18: controlplane.v1.RuleEvent.after:type_name -> controlplane.v1.Rule
+	3,  // 19: controlplane.v1.BatchEditRulesRequest.creates:type_name -> controlplane.v1.CreateRuleRequest
+	9,  // 20: controlplane.v1.BatchEditRulesRequest.updates:type_name -> controlplane.v1.UpdateRuleRequest
+	11, // 21: controlplane.v1.BatchEditRulesRequest.deletes:type_name -> controlplane.v1.DeleteRuleRequest
+	0,  // 22: controlplane.v1.EditedRule.action:type_name -> controlplane.v1.RuleEvent.Action
+	15, // 23: controlplane.v1.BatchEditRulesResponse.rules:type_name -> controlplane.v1.EditedRule
+	13, // 24: controlplane.v1.ListRuleEventsResponse.events:type_name -> controlplane.v1.RuleEvent
+	3,  // 25: controlplane.v1.RuleService.CreateRule:input_type -> controlplane.v1.CreateRuleRequest
+	5,  // 26: controlplane.v1.RuleService.GetRule:input_type -> controlplane.v1.GetRuleRequest
+	7,  // 27: controlplane.v1.RuleService.ListRules:input_type -> controlplane.v1.ListRulesRequest
+	9,  // 28: controlplane.v1.RuleService.UpdateRule:input_type -> controlplane.v1.UpdateRuleRequest
+	11, // 29: controlplane.v1.RuleService.DeleteRule:input_type -> controlplane.v1.DeleteRuleRequest
+	14, // 30: controlplane.v1.RuleService.BatchEditRules:input_type -> controlplane.v1.BatchEditRulesRequest
+	17, // 31: controlplane.v1.RuleService.ListRuleEvents:input_type -> controlplane.v1.ListRuleEventsRequest
+	4,  // 32: controlplane.v1.RuleService.CreateRule:output_type -> controlplane.v1.CreateRuleResponse
+	6,  // 33: controlplane.v1.RuleService.GetRule:output_type -> controlplane.v1.GetRuleResponse
+	8,  // 34: controlplane.v1.RuleService.ListRules:output_type -> controlplane.v1.ListRulesResponse
+	10, // 35: controlplane.v1.RuleService.UpdateRule:output_type -> controlplane.v1.UpdateRuleResponse
+	12, // 36: controlplane.v1.RuleService.DeleteRule:output_type -> controlplane.v1.DeleteRuleResponse
+	16, // 37: controlplane.v1.RuleService.BatchEditRules:output_type -> controlplane.v1.BatchEditRulesResponse
+	18, // 38: controlplane.v1.RuleService.ListRuleEvents:output_type -> controlplane.v1.ListRuleEventsResponse
+	32, // [32:39] is the sub-list for method output_type
+	25, // [25:32] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_controlplane_v1_rule_proto_init() }
@@ -1547,7 +1572,7 @@ func file_controlplane_v1_rule_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlplane_v1_rule_proto_rawDesc), len(file_controlplane_v1_rule_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -36,8 +36,12 @@ type GetSamplingRulesRequest struct {
 	ServiceType string `protobuf:"bytes,2,opt,name=service_type,json=serviceType,proto3" json:"service_type,omitempty"`
 	// The rules version the client holds, or 0.
 	KnownRulesVersion int64 `protobuf:"varint,3,opt,name=known_rules_version,json=knownRulesVersion,proto3" json:"known_rules_version,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The client's resource attributes (its OpenTelemetry resource, such as
+	// deployment.environment.name=production), as in
+	// Hello.resource_attributes.
+	ResourceAttributes map[string]string `protobuf:"bytes,4,rep,name=resource_attributes,json=resourceAttributes,proto3" json:"resource_attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *GetSamplingRulesRequest) Reset() {
@@ -89,6 +93,13 @@ func (x *GetSamplingRulesRequest) GetKnownRulesVersion() int64 {
 		return x.KnownRulesVersion
 	}
 	return 0
+}
+
+func (x *GetSamplingRulesRequest) GetResourceAttributes() map[string]string {
+	if x != nil {
+		return x.ResourceAttributes
+	}
+	return nil
 }
 
 // GetSamplingRulesResponse is the client's rule set.
@@ -888,8 +899,15 @@ type Hello struct {
 	// The rules version the client holds, or 0. The server sends the rule set
 	// unless it is current.
 	KnownRulesVersion int64 `protobuf:"varint,4,opt,name=known_rules_version,json=knownRulesVersion,proto3" json:"known_rules_version,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The client's resource attributes (its OpenTelemetry resource, such as
+	// deployment.environment.name=production or service.version=2.4.1): the
+	// rule set leaves out the rules whose resource_attributes globs do not
+	// match them. At most 64, keys of 1-64 characters and values of at most
+	// 256, printable UTF-8; beyond that the call is refused with
+	// INVALID_ARGUMENT naming the attribute.
+	ResourceAttributes map[string]string `protobuf:"bytes,5,rep,name=resource_attributes,json=resourceAttributes,proto3" json:"resource_attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -948,6 +966,13 @@ func (x *Hello) GetKnownRulesVersion() int64 {
 		return x.KnownRulesVersion
 	}
 	return 0
+}
+
+func (x *Hello) GetResourceAttributes() map[string]string {
+	if x != nil {
+		return x.ResourceAttributes
+	}
+	return nil
 }
 
 // Report is one interval's counts.
@@ -1157,7 +1182,8 @@ type RuleSet struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The version of the rules this set was made from.
 	RulesVersion int64 `protobuf:"varint,1,opt,name=rules_version,json=rulesVersion,proto3" json:"rules_version,omitempty"`
-	// The rules whose service globs match the client's service.
+	// The rules whose service globs match the client's service, and whose
+	// resource_attributes globs match its resource.
 	Rules []*Rule `protobuf:"bytes,2,rep,name=rules,proto3" json:"rules,omitempty"`
 	// The rules that budgets in force lower for this service, each with its
 	// fixed rate in force, as targets carry it. A rule not listed runs at its
@@ -1397,11 +1423,15 @@ var File_controlplane_v1_sampling_proto protoreflect.FileDescriptor
 
 const file_controlplane_v1_sampling_proto_rawDesc = "" +
 	"\n" +
-	"\x1econtrolplane/v1/sampling.proto\x12\x0fcontrolplane.v1\x1a\x1acontrolplane/v1/rule.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8f\x01\n" +
+	"\x1econtrolplane/v1/sampling.proto\x12\x0fcontrolplane.v1\x1a\x1acontrolplane/v1/rule.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc9\x02\n" +
 	"\x17GetSamplingRulesRequest\x12!\n" +
 	"\fservice_name\x18\x01 \x01(\tR\vserviceName\x12!\n" +
 	"\fservice_type\x18\x02 \x01(\tR\vserviceType\x12.\n" +
-	"\x13known_rules_version\x18\x03 \x01(\x03R\x11knownRulesVersion\"\xcc\x01\n" +
+	"\x13known_rules_version\x18\x03 \x01(\x03R\x11knownRulesVersion\x12q\n" +
+	"\x13resource_attributes\x18\x04 \x03(\v2@.controlplane.v1.GetSamplingRulesRequest.ResourceAttributesEntryR\x12resourceAttributes\x1aE\n" +
+	"\x17ResourceAttributesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcc\x01\n" +
 	"\x18GetSamplingRulesResponse\x12#\n" +
 	"\rrules_version\x18\x01 \x01(\x03R\frulesVersion\x12\x1c\n" +
 	"\tunchanged\x18\x02 \x01(\bR\tunchanged\x12+\n" +
@@ -1455,12 +1485,16 @@ const file_controlplane_v1_sampling_proto_rawDesc = "" +
 	"\x15StreamSamplingRequest\x12.\n" +
 	"\x05hello\x18\x01 \x01(\v2\x16.controlplane.v1.HelloH\x00R\x05hello\x121\n" +
 	"\x06report\x18\x02 \x01(\v2\x17.controlplane.v1.ReportH\x00R\x06reportB\t\n" +
-	"\amessage\"\x9a\x01\n" +
+	"\amessage\"\xc2\x02\n" +
 	"\x05Hello\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12!\n" +
 	"\fservice_name\x18\x02 \x01(\tR\vserviceName\x12!\n" +
 	"\fservice_type\x18\x03 \x01(\tR\vserviceType\x12.\n" +
-	"\x13known_rules_version\x18\x04 \x01(\x03R\x11knownRulesVersion\"\xab\x01\n" +
+	"\x13known_rules_version\x18\x04 \x01(\x03R\x11knownRulesVersion\x12_\n" +
+	"\x13resource_attributes\x18\x05 \x03(\v2..controlplane.v1.Hello.ResourceAttributesEntryR\x12resourceAttributes\x1aE\n" +
+	"\x17ResourceAttributesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xab\x01\n" +
 	"\x06Report\x12C\n" +
 	"\n" +
 	"statistics\x18\x01 \x03(\v2#.controlplane.v1.SamplingStatisticsR\n" +
@@ -1505,7 +1539,7 @@ func file_controlplane_v1_sampling_proto_rawDescGZIP() []byte {
 	return file_controlplane_v1_sampling_proto_rawDescData
 }
 
-var file_controlplane_v1_sampling_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_controlplane_v1_sampling_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_controlplane_v1_sampling_proto_goTypes = []any{
 	(*GetSamplingRulesRequest)(nil),    // 0: controlplane.v1.GetSamplingRulesRequest
 	(*GetSamplingRulesResponse)(nil),   // 1: controlplane.v1.GetSamplingRulesResponse
@@ -1523,44 +1557,48 @@ var file_controlplane_v1_sampling_proto_goTypes = []any{
 	(*RuleSet)(nil),                    // 13: controlplane.v1.RuleSet
 	(*RuleRates)(nil),                  // 14: controlplane.v1.RuleRates
 	(*TargetSet)(nil),                  // 15: controlplane.v1.TargetSet
-	(*Rule)(nil),                       // 16: controlplane.v1.Rule
-	(*timestamppb.Timestamp)(nil),      // 17: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 18: google.protobuf.Duration
+	nil,                                // 16: controlplane.v1.GetSamplingRulesRequest.ResourceAttributesEntry
+	nil,                                // 17: controlplane.v1.Hello.ResourceAttributesEntry
+	(*Rule)(nil),                       // 18: controlplane.v1.Rule
+	(*timestamppb.Timestamp)(nil),      // 19: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 20: google.protobuf.Duration
 }
 var file_controlplane_v1_sampling_proto_depIdxs = []int32{
-	16, // 0: controlplane.v1.GetSamplingRulesResponse.rules:type_name -> controlplane.v1.Rule
-	14, // 1: controlplane.v1.GetSamplingRulesResponse.rates_in_force:type_name -> controlplane.v1.RuleRates
-	17, // 2: controlplane.v1.SamplingStatistics.timestamp:type_name -> google.protobuf.Timestamp
-	18, // 3: controlplane.v1.SamplingStatistics.interval:type_name -> google.protobuf.Duration
-	3,  // 4: controlplane.v1.SamplingStatistics.boost:type_name -> controlplane.v1.BoostStatistics
-	2,  // 5: controlplane.v1.GetSamplingTargetsRequest.statistics:type_name -> controlplane.v1.SamplingStatistics
-	17, // 6: controlplane.v1.SamplingTarget.reservoir_quota_expiry:type_name -> google.protobuf.Timestamp
-	6,  // 7: controlplane.v1.SamplingTarget.boost:type_name -> controlplane.v1.SamplingBoost
-	17, // 8: controlplane.v1.SamplingBoost.expiry:type_name -> google.protobuf.Timestamp
-	5,  // 9: controlplane.v1.GetSamplingTargetsResponse.targets:type_name -> controlplane.v1.SamplingTarget
-	7,  // 10: controlplane.v1.GetSamplingTargetsResponse.rejected:type_name -> controlplane.v1.RejectedStatistics
-	18, // 11: controlplane.v1.GetSamplingTargetsResponse.report_interval:type_name -> google.protobuf.Duration
-	10, // 12: controlplane.v1.StreamSamplingRequest.hello:type_name -> controlplane.v1.Hello
-	11, // 13: controlplane.v1.StreamSamplingRequest.report:type_name -> controlplane.v1.Report
-	2,  // 14: controlplane.v1.Report.statistics:type_name -> controlplane.v1.SamplingStatistics
-	13, // 15: controlplane.v1.StreamSamplingResponse.rules:type_name -> controlplane.v1.RuleSet
-	15, // 16: controlplane.v1.StreamSamplingResponse.targets:type_name -> controlplane.v1.TargetSet
-	16, // 17: controlplane.v1.RuleSet.rules:type_name -> controlplane.v1.Rule
-	14, // 18: controlplane.v1.RuleSet.rates_in_force:type_name -> controlplane.v1.RuleRates
-	5,  // 19: controlplane.v1.TargetSet.targets:type_name -> controlplane.v1.SamplingTarget
-	7,  // 20: controlplane.v1.TargetSet.rejected:type_name -> controlplane.v1.RejectedStatistics
-	18, // 21: controlplane.v1.TargetSet.report_interval:type_name -> google.protobuf.Duration
-	0,  // 22: controlplane.v1.SamplingService.GetSamplingRules:input_type -> controlplane.v1.GetSamplingRulesRequest
-	4,  // 23: controlplane.v1.SamplingService.GetSamplingTargets:input_type -> controlplane.v1.GetSamplingTargetsRequest
-	9,  // 24: controlplane.v1.SamplingService.StreamSampling:input_type -> controlplane.v1.StreamSamplingRequest
-	1,  // 25: controlplane.v1.SamplingService.GetSamplingRules:output_type -> controlplane.v1.GetSamplingRulesResponse
-	8,  // 26: controlplane.v1.SamplingService.GetSamplingTargets:output_type -> controlplane.v1.GetSamplingTargetsResponse
-	12, // 27: controlplane.v1.SamplingService.StreamSampling:output_type -> controlplane.v1.StreamSamplingResponse
-	25, // [25:28] is the sub-list for method output_type
-	22, // [22:25] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	16, // 0: controlplane.v1.GetSamplingRulesRequest.resource_attributes:type_name -> controlplane.v1.GetSamplingRulesRequest.ResourceAttributesEntry
+	18, // 1: controlplane.v1.GetSamplingRulesResponse.rules:type_name -> controlplane.v1.Rule
+	14, // 2: controlplane.v1.GetSamplingRulesResponse.rates_in_force:type_name -> controlplane.v1.RuleRates
+	19, // 3: controlplane.v1.SamplingStatistics.timestamp:type_name -> google.protobuf.Timestamp
+	20, // 4: controlplane.v1.SamplingStatistics.interval:type_name -> google.protobuf.Duration
+	3,  // 5: controlplane.v1.SamplingStatistics.boost:type_name -> controlplane.v1.BoostStatistics
+	2,  // 6: controlplane.v1.GetSamplingTargetsRequest.statistics:type_name -> controlplane.v1.SamplingStatistics
+	19, // 7: controlplane.v1.SamplingTarget.reservoir_quota_expiry:type_name -> google.protobuf.Timestamp
+	6,  // 8: controlplane.v1.SamplingTarget.boost:type_name -> controlplane.v1.SamplingBoost
+	19, // 9: controlplane.v1.SamplingBoost.expiry:type_name -> google.protobuf.Timestamp
+	5,  // 10: controlplane.v1.GetSamplingTargetsResponse.targets:type_name -> controlplane.v1.SamplingTarget
+	7,  // 11: controlplane.v1.GetSamplingTargetsResponse.rejected:type_name -> controlplane.v1.RejectedStatistics
+	20, // 12: controlplane.v1.GetSamplingTargetsResponse.report_interval:type_name -> google.protobuf.Duration
+	10, // 13: controlplane.v1.StreamSamplingRequest.hello:type_name -> controlplane.v1.Hello
+	11, // 14: controlplane.v1.StreamSamplingRequest.report:type_name -> controlplane.v1.Report
+	17, // 15: controlplane.v1.Hello.resource_attributes:type_name -> controlplane.v1.Hello.ResourceAttributesEntry
+	2,  // 16: controlplane.v1.Report.statistics:type_name -> controlplane.v1.SamplingStatistics
+	13, // 17: controlplane.v1.StreamSamplingResponse.rules:type_name -> controlplane.v1.RuleSet
+	15, // 18: controlplane.v1.StreamSamplingResponse.targets:type_name -> controlplane.v1.TargetSet
+	18, // 19: controlplane.v1.RuleSet.rules:type_name -> controlplane.v1.Rule
+	14, // 20: controlplane.v1.RuleSet.rates_in_force:type_name -> controlplane.v1.RuleRates
+	5,  // 21: controlplane.v1.TargetSet.targets:type_name -> controlplane.v1.SamplingTarget
+	7,  // 22: controlplane.v1.TargetSet.rejected:type_name -> controlplane.v1.RejectedStatistics
+	20, // 23: controlplane.v1.TargetSet.report_interval:type_name -> google.protobuf.Duration
+	0,  // 24: controlplane.v1.SamplingService.GetSamplingRules:input_type -> controlplane.v1.GetSamplingRulesRequest
+	4,  // 25: controlplane.v1.SamplingService.GetSamplingTargets:input_type -> controlplane.v1.GetSamplingTargetsRequest
+	9,  // 26: controlplane.v1.SamplingService.StreamSampling:input_type -> controlplane.v1.StreamSamplingRequest
+	1,  // 27: controlplane.v1.SamplingService.GetSamplingRules:output_type -> controlplane.v1.GetSamplingRulesResponse
+	8,  // 28: controlplane.v1.SamplingService.GetSamplingTargets:output_type -> controlplane.v1.GetSamplingTargetsResponse
+	12, // 29: controlplane.v1.SamplingService.StreamSampling:output_type -> controlplane.v1.StreamSamplingResponse
+	27, // [27:30] is the sub-list for method output_type
+	24, // [24:27] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_controlplane_v1_sampling_proto_init() }
@@ -1583,7 +1621,7 @@ func file_controlplane_v1_sampling_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlplane_v1_sampling_proto_rawDesc), len(file_controlplane_v1_sampling_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

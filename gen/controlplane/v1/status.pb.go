@@ -426,9 +426,12 @@ type ExplainRequest struct {
 	ResourceArn string `protobuf:"bytes,6,opt,name=resource_arn,json=resourceArn,proto3" json:"resource_arn,omitempty"`
 	// The request's attributes, at most 64, keys of 1-256 characters and
 	// values of at most 1024.
-	Attributes    map[string]string `protobuf:"bytes,7,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Attributes map[string]string `protobuf:"bytes,7,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The SDK instance's resource attributes, bounded as in
+	// Hello.resource_attributes.
+	ResourceAttributes map[string]string `protobuf:"bytes,8,rep,name=resource_attributes,json=resourceAttributes,proto3" json:"resource_attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ExplainRequest) Reset() {
@@ -510,6 +513,13 @@ func (x *ExplainRequest) GetAttributes() map[string]string {
 	return nil
 }
 
+func (x *ExplainRequest) GetResourceAttributes() map[string]string {
+	if x != nil {
+		return x.ResourceAttributes
+	}
+	return nil
+}
+
 // RuleMismatch says why a rule did not match.
 type RuleMismatch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -518,8 +528,8 @@ type RuleMismatch struct {
 	// Its place in match order, from 1.
 	Position int32 `protobuf:"varint,2,opt,name=position,proto3" json:"position,omitempty"`
 	// The first of its conditions that the request failed, as the rule names
-	// its fields: "service_name", "http_method", "url_path"…, or
-	// "attributes.KEY".
+	// its fields: "service_name", "http_method", "url_path"…,
+	// "attributes.KEY", or "resource_attributes.KEY".
 	Field string `protobuf:"bytes,3,opt,name=field,proto3" json:"field,omitempty"`
 	// The rule's glob for that field.
 	Pattern string `protobuf:"bytes,4,opt,name=pattern,proto3" json:"pattern,omitempty"`
@@ -780,7 +790,7 @@ const file_controlplane_v1_status_proto_rawDesc = "" +
 	"\x04mode\x18\x03 \x01(\x0e2\x1c.controlplane.v1.Budget.ModeR\x04mode\x12*\n" +
 	"\x11fixed_rate_factor\x18\x04 \x01(\x01R\x0ffixedRateFactor\x12)\n" +
 	"\x10reservoir_factor\x18\x05 \x01(\x01R\x0freservoirFactor\x12\x1c\n" +
-	"\texhausted\x18\x06 \x01(\bR\texhausted\"\xd9\x02\n" +
+	"\texhausted\x18\x06 \x01(\bR\texhausted\"\x8a\x04\n" +
 	"\x0eExplainRequest\x12!\n" +
 	"\fservice_name\x18\x01 \x01(\tR\vserviceName\x12!\n" +
 	"\fservice_type\x18\x02 \x01(\tR\vserviceType\x12\x12\n" +
@@ -791,8 +801,12 @@ const file_controlplane_v1_status_proto_rawDesc = "" +
 	"\fresource_arn\x18\x06 \x01(\tR\vresourceArn\x12O\n" +
 	"\n" +
 	"attributes\x18\a \x03(\v2/.controlplane.v1.ExplainRequest.AttributesEntryR\n" +
-	"attributes\x1a=\n" +
+	"attributes\x12h\n" +
+	"\x13resource_attributes\x18\b \x03(\v27.controlplane.v1.ExplainRequest.ResourceAttributesEntryR\x12resourceAttributes\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aE\n" +
+	"\x17ResourceAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa5\x01\n" +
 	"\fRuleMismatch\x12\x1b\n" +
@@ -832,7 +846,7 @@ func file_controlplane_v1_status_proto_rawDescGZIP() []byte {
 	return file_controlplane_v1_status_proto_rawDescData
 }
 
-var file_controlplane_v1_status_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_controlplane_v1_status_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_controlplane_v1_status_proto_goTypes = []any{
 	(*GetFleetStatusRequest)(nil),  // 0: controlplane.v1.GetFleetStatusRequest
 	(*GetFleetStatusResponse)(nil), // 1: controlplane.v1.GetFleetStatusResponse
@@ -842,30 +856,32 @@ var file_controlplane_v1_status_proto_goTypes = []any{
 	(*RuleMismatch)(nil),           // 5: controlplane.v1.RuleMismatch
 	(*ExplainResponse)(nil),        // 6: controlplane.v1.ExplainResponse
 	nil,                            // 7: controlplane.v1.ExplainRequest.AttributesEntry
-	(*timestamppb.Timestamp)(nil),  // 8: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 9: google.protobuf.Duration
-	(*Rule)(nil),                   // 10: controlplane.v1.Rule
-	(Budget_Mode)(0),               // 11: controlplane.v1.Budget.Mode
+	nil,                            // 8: controlplane.v1.ExplainRequest.ResourceAttributesEntry
+	(*timestamppb.Timestamp)(nil),  // 9: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),    // 10: google.protobuf.Duration
+	(*Rule)(nil),                   // 11: controlplane.v1.Rule
+	(Budget_Mode)(0),               // 12: controlplane.v1.Budget.Mode
 }
 var file_controlplane_v1_status_proto_depIdxs = []int32{
-	8,  // 0: controlplane.v1.GetFleetStatusResponse.read_time:type_name -> google.protobuf.Timestamp
-	9,  // 1: controlplane.v1.GetFleetStatusResponse.report_interval:type_name -> google.protobuf.Duration
+	9,  // 0: controlplane.v1.GetFleetStatusResponse.read_time:type_name -> google.protobuf.Timestamp
+	10, // 1: controlplane.v1.GetFleetStatusResponse.report_interval:type_name -> google.protobuf.Duration
 	2,  // 2: controlplane.v1.GetFleetStatusResponse.rules:type_name -> controlplane.v1.RuleStatus
-	10, // 3: controlplane.v1.RuleStatus.rule:type_name -> controlplane.v1.Rule
+	11, // 3: controlplane.v1.RuleStatus.rule:type_name -> controlplane.v1.Rule
 	3,  // 4: controlplane.v1.RuleStatus.budgets:type_name -> controlplane.v1.BudgetEnforcement
-	11, // 5: controlplane.v1.BudgetEnforcement.mode:type_name -> controlplane.v1.Budget.Mode
+	12, // 5: controlplane.v1.BudgetEnforcement.mode:type_name -> controlplane.v1.Budget.Mode
 	7,  // 6: controlplane.v1.ExplainRequest.attributes:type_name -> controlplane.v1.ExplainRequest.AttributesEntry
-	10, // 7: controlplane.v1.ExplainResponse.rule:type_name -> controlplane.v1.Rule
-	5,  // 8: controlplane.v1.ExplainResponse.skipped_rules:type_name -> controlplane.v1.RuleMismatch
-	0,  // 9: controlplane.v1.StatusService.GetFleetStatus:input_type -> controlplane.v1.GetFleetStatusRequest
-	4,  // 10: controlplane.v1.StatusService.Explain:input_type -> controlplane.v1.ExplainRequest
-	1,  // 11: controlplane.v1.StatusService.GetFleetStatus:output_type -> controlplane.v1.GetFleetStatusResponse
-	6,  // 12: controlplane.v1.StatusService.Explain:output_type -> controlplane.v1.ExplainResponse
-	11, // [11:13] is the sub-list for method output_type
-	9,  // [9:11] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	8,  // 7: controlplane.v1.ExplainRequest.resource_attributes:type_name -> controlplane.v1.ExplainRequest.ResourceAttributesEntry
+	11, // 8: controlplane.v1.ExplainResponse.rule:type_name -> controlplane.v1.Rule
+	5,  // 9: controlplane.v1.ExplainResponse.skipped_rules:type_name -> controlplane.v1.RuleMismatch
+	0,  // 10: controlplane.v1.StatusService.GetFleetStatus:input_type -> controlplane.v1.GetFleetStatusRequest
+	4,  // 11: controlplane.v1.StatusService.Explain:input_type -> controlplane.v1.ExplainRequest
+	1,  // 12: controlplane.v1.StatusService.GetFleetStatus:output_type -> controlplane.v1.GetFleetStatusResponse
+	6,  // 13: controlplane.v1.StatusService.Explain:output_type -> controlplane.v1.ExplainResponse
+	12, // [12:14] is the sub-list for method output_type
+	10, // [10:12] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_controlplane_v1_status_proto_init() }
@@ -881,7 +897,7 @@ func file_controlplane_v1_status_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlplane_v1_status_proto_rawDesc), len(file_controlplane_v1_status_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -16,25 +16,26 @@ import (
 // Rule is the stored JSON form of rules.Rule. Its field names are part of the
 // stored format (redisstore's Lua reads "revision"), so they must not change.
 type Rule struct {
-	Name          string            `json:"name"`
-	Priority      int32             `json:"priority"`
-	FixedRate     float64           `json:"fixed_rate"`
-	ReservoirSize int64             `json:"reservoir_size"`
-	ServiceName   string            `json:"service_name,omitempty"`
-	ServiceType   string            `json:"service_type,omitempty"`
-	Host          string            `json:"host,omitempty"`
-	HTTPMethod    string            `json:"http_method,omitempty"`
-	URLPath       string            `json:"url_path,omitempty"`
-	ResourceARN   string            `json:"resource_arn,omitempty"`
-	Attributes    map[string]string `json:"attributes,omitempty"`
-	Description   string            `json:"description,omitempty"`
-	Labels        map[string]string `json:"labels,omitempty"`
-	ExpireTime    time.Time         `json:"expire_time,omitzero"`
-	Tags          map[string]string `json:"tags,omitempty"`
-	Boost         *Boost            `json:"sampling_rate_boost,omitempty"`
-	Revision      int64             `json:"revision"`
-	CreateTime    time.Time         `json:"create_time"`
-	UpdateTime    time.Time         `json:"update_time"`
+	Name               string            `json:"name"`
+	Priority           int32             `json:"priority"`
+	FixedRate          float64           `json:"fixed_rate"`
+	ReservoirSize      int64             `json:"reservoir_size"`
+	ServiceName        string            `json:"service_name,omitempty"`
+	ServiceType        string            `json:"service_type,omitempty"`
+	Host               string            `json:"host,omitempty"`
+	HTTPMethod         string            `json:"http_method,omitempty"`
+	URLPath            string            `json:"url_path,omitempty"`
+	ResourceARN        string            `json:"resource_arn,omitempty"`
+	Attributes         map[string]string `json:"attributes,omitempty"`
+	ResourceAttributes map[string]string `json:"resource_attributes,omitempty"`
+	Description        string            `json:"description,omitempty"`
+	Labels             map[string]string `json:"labels,omitempty"`
+	ExpireTime         time.Time         `json:"expire_time,omitzero"`
+	Tags               map[string]string `json:"tags,omitempty"`
+	Boost              *Boost            `json:"sampling_rate_boost,omitempty"`
+	Revision           int64             `json:"revision"`
+	CreateTime         time.Time         `json:"create_time"`
+	UpdateTime         time.Time         `json:"update_time"`
 	// RulesVersion is last: redisstore's scripts append it to the JSON
 	// that MarshalRule leaves it out of (see MarshalRuleForScript), once
 	// they know the version.
@@ -54,26 +55,27 @@ func FromRule(r *rules.Rule) Rule {
 		b = &Boost{MaxRate: r.Boost.MaxRate, CooldownWindowMinutes: int64(r.Boost.Cooldown / time.Minute)}
 	}
 	return Rule{
-		Name:          r.Name,
-		Priority:      r.Priority,
-		FixedRate:     r.FixedRate,
-		ReservoirSize: r.ReservoirSize,
-		ServiceName:   r.ServiceName,
-		ServiceType:   r.ServiceType,
-		Host:          r.Host,
-		HTTPMethod:    r.HTTPMethod,
-		URLPath:       r.URLPath,
-		ResourceARN:   r.ResourceARN,
-		Attributes:    r.Attributes,
-		Description:   r.Description,
-		Labels:        r.Labels,
-		ExpireTime:    r.ExpireTime,
-		Tags:          r.Tags,
-		Boost:         b,
-		Revision:      r.Revision,
-		CreateTime:    r.CreateTime,
-		UpdateTime:    r.UpdateTime,
-		RulesVersion:  r.RulesVersion,
+		Name:               r.Name,
+		Priority:           r.Priority,
+		FixedRate:          r.FixedRate,
+		ReservoirSize:      r.ReservoirSize,
+		ServiceName:        r.ServiceName,
+		ServiceType:        r.ServiceType,
+		Host:               r.Host,
+		HTTPMethod:         r.HTTPMethod,
+		URLPath:            r.URLPath,
+		ResourceARN:        r.ResourceARN,
+		Attributes:         r.Attributes,
+		ResourceAttributes: r.ResourceAttributes,
+		Description:        r.Description,
+		Labels:             r.Labels,
+		ExpireTime:         r.ExpireTime,
+		Tags:               r.Tags,
+		Boost:              b,
+		Revision:           r.Revision,
+		CreateTime:         r.CreateTime,
+		UpdateTime:         r.UpdateTime,
+		RulesVersion:       r.RulesVersion,
 	}
 }
 
@@ -84,26 +86,27 @@ func (rec *Rule) ToRule() rules.Rule {
 		b = &rules.RateBoost{MaxRate: rec.Boost.MaxRate, Cooldown: rules.CooldownMinutes(rec.Boost.CooldownWindowMinutes)}
 	}
 	return rules.Rule{
-		Name:          rec.Name,
-		Priority:      rec.Priority,
-		FixedRate:     rec.FixedRate,
-		ReservoirSize: rec.ReservoirSize,
-		ServiceName:   rec.ServiceName,
-		ServiceType:   rec.ServiceType,
-		Host:          rec.Host,
-		HTTPMethod:    rec.HTTPMethod,
-		URLPath:       rec.URLPath,
-		ResourceARN:   rec.ResourceARN,
-		Attributes:    rec.Attributes,
-		Description:   rec.Description,
-		Labels:        rec.Labels,
-		ExpireTime:    rec.ExpireTime,
-		Tags:          rec.Tags,
-		Boost:         b,
-		Revision:      rec.Revision,
-		CreateTime:    rec.CreateTime,
-		UpdateTime:    rec.UpdateTime,
-		RulesVersion:  rec.RulesVersion,
+		Name:               rec.Name,
+		Priority:           rec.Priority,
+		FixedRate:          rec.FixedRate,
+		ReservoirSize:      rec.ReservoirSize,
+		ServiceName:        rec.ServiceName,
+		ServiceType:        rec.ServiceType,
+		Host:               rec.Host,
+		HTTPMethod:         rec.HTTPMethod,
+		URLPath:            rec.URLPath,
+		ResourceARN:        rec.ResourceARN,
+		Attributes:         rec.Attributes,
+		ResourceAttributes: rec.ResourceAttributes,
+		Description:        rec.Description,
+		Labels:             rec.Labels,
+		ExpireTime:         rec.ExpireTime,
+		Tags:               rec.Tags,
+		Boost:              b,
+		Revision:           rec.Revision,
+		CreateTime:         rec.CreateTime,
+		UpdateTime:         rec.UpdateTime,
+		RulesVersion:       rec.RulesVersion,
 	}
 }
 
