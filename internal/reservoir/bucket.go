@@ -12,7 +12,8 @@ import (
 // compare-and-swap, and finding none left is one load that never contends.
 //
 // A bucket holds at most max(1, rate) tokens: a second's worth, or one token
-// for rates below one per second (0.25/s gives one trace every 4 s).
+// for rates below one per second (0.25/s gives one trace every 4 s). Rates
+// below minRate give none; above one a nanosecond, one a nanosecond.
 //
 // Times are nanoseconds on any monotonic clock the caller chooses.
 type Bucket struct {
@@ -42,13 +43,13 @@ type Bucket struct {
 // may run concurrently with it. A Take between the rate's and the tokens'
 // update is decided at the new rate against the old tokens' time.
 func (b *Bucket) SetRate(now int64, perSecond, phase float64) {
-	if !(perSecond > 0) || math.IsInf(perSecond, 0) {
+	if !(perSecond >= minRate) {
 		b.interval.Store(0)
 		return
 	}
 	interval := int64(math.Max(1, math.Round(1e9/perSecond)))
-	capacity := math.Max(1, perSecond)
-	burst := int64((capacity - 1) * float64(interval))
+	burst := int64(math.Min((math.Max(1, perSecond)-1)*float64(interval), maxBurst))
+	capacity := float64(burst)/float64(interval) + 1
 	oldInterval, oldBurst := b.interval.Load(), b.burst.Load()
 	b.burst.Store(burst)
 	b.interval.Store(interval)
@@ -70,6 +71,19 @@ func (b *Bucket) SetRate(now int64, perSecond, phase float64) {
 		}
 	}
 }
+
+// Bounds of a bucket's rate, so that its times fit in int64 nanoseconds
+// beside a Unix time. A quota is any float: what rounding leaves of a
+// reservoir (R less the quotas outstanding, 1e-14/s) once gave an interval
+// past int64, negative, and a token to every request.
+const (
+	// minRate is one token in 1e18 ns, about 31 years; a lower rate
+	// gives no tokens, as 0 does.
+	minRate = 1e-9
+	// maxBurst is the most credit a bucket holds, in ns: a second's
+	// worth of tokens, at most a billion (one a nanosecond).
+	maxBurst = 1e9
+)
 
 // Take takes one token at now if there is one.
 func (b *Bucket) Take(now int64) bool {

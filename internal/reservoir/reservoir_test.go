@@ -429,3 +429,42 @@ func TestBucketRateChangeKeepsTokensEarned(t *testing.T) {
 		})
 	}
 }
+
+// TestBucketTinyOrHugeRates: a quota may be any number a float holds. One
+// a float's rounding leaves of a reservoir (R less the quotas outstanding,
+// 1e-14/s) once had an interval that did not fit in int64, came out
+// negative, and handed a token to every request: an instance of the
+// 10 -> 200 scale-out took 16 traces a second on a quota of nothing.
+// Rates below one token in about 30 years give none but the first a
+// fresh bucket may hold; huge ones are a full second's worth at most.
+func TestBucketTinyOrHugeRates(t *testing.T) {
+	const sec = int64(time.Second)
+	start := time.Date(2026, 12, 2, 16, 0, 0, 0, time.UTC).UnixNano()
+	for _, rate := range []float64{5e-324, 1.4e-14, 1e-10, 1.08e-10, 1e-9} {
+		for _, phase := range []float64{0, 0.1, 0.5, 0.99} {
+			for _, from := range []float64{0, 0.5} {
+				var b Bucket
+				if from > 0 {
+					b.SetRate(start, from, phase)
+				}
+				b.SetRate(start+sec, rate, phase)
+				n := 0
+				for now := start + sec; now < start+1000*sec; now += sec / 10 {
+					if b.Take(now) {
+						n++
+					}
+				}
+				if n > 1 {
+					t.Errorf("rate %g/s (phase %v, from %v/s): %d tokens in 1,000 s, want at most 1", rate, phase, from, n)
+				}
+			}
+		}
+	}
+	for _, rate := range []float64{1e12, 1e19, math.MaxFloat64} {
+		var b Bucket
+		b.SetRate(start, rate, 0)
+		if !b.Take(start) || !b.Take(start+sec) {
+			t.Errorf("rate %g/s gave no token", rate)
+		}
+	}
+}
