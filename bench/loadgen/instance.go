@@ -30,6 +30,7 @@ type instance struct {
 
 	quota    reservoir.Bucket
 	expiry   atomic.Int64
+	quotaNow atomic.Uint64 // the quota's rate, math.Float64bits, for the quota held per second
 	borrow   reservoir.Bucket
 	hasRules atomic.Bool   // requests are the rule's once the instance holds it
 	fixed    atomic.Uint64 // the fixed rate in force, math.Float64bits
@@ -204,8 +205,12 @@ func tallyMembers[M member](ms []M) (rep Reported, failed int, lo, hi float64) {
 // simulate plays request arrivals for every instance that holds its rules,
 // one step at a time, each decided by the instance as its SDK does (a new
 // instance borrows nothing while its first borrow is withheld). It counts
-// the fleet's traces (and the X-Ray instances' apart), and the sampled and
-// reservoir-sampled ones per second since the instances started.
+// the fleet's traces (and the X-Ray instances' apart), the sampled,
+// reservoir-sampled and borrowed ones per second since the instances
+// started, and the quotas the SDK instances hold at each second's start.
+// A step it is late for is played whole all the same; a step it missed
+// (the ticker drops them) is not, and shows as fewer ticks than the run
+// had time for, and lag.
 func (r *loadRun) simulate(ctx context.Context) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	t := time.NewTicker(r.cfg.tick)
@@ -218,15 +223,30 @@ func (r *loadRun) simulate(ctx context.Context) {
 		members = append(members, x)
 	}
 	xrayFrom := len(r.instances)
+	lastSec := -1
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
 			ns := now.UnixNano()
+			r.ticks++
+			r.lag = max(r.lag, time.Since(now))
 			sec := -1
 			if start := r.measuring.Load(); start != 0 {
 				sec = int((ns - start) / int64(time.Second))
+			}
+			if sec > lastSec && sec < len(r.heldSec) {
+				// Once a second, the quotas the instances hold (current
+				// ones): what the reservoir should give that second.
+				lastSec = sec
+				var held float64
+				for _, in := range r.instances {
+					if ns <= in.expiry.Load() {
+						held += math.Float64frombits(in.quotaNow.Load())
+					}
+				}
+				r.heldSec[sec] = held
 			}
 			step := r.cfg.tick.Seconds()
 			for i, m := range members {
@@ -242,6 +262,9 @@ func (r *loadRun) simulate(ctx context.Context) {
 					}
 					if d == byReservoir && sec >= 0 && sec < len(r.perSec) {
 						r.perSec[sec].Add(1)
+					}
+					if d == byBorrow && sec >= 0 && sec < len(r.borrowedSec) {
+						r.borrowedSec[sec]++
 					}
 					if d != notSampled && sec >= 0 && sec < len(r.sampledSec) {
 						r.sampledSec[sec].Add(1)
@@ -311,6 +334,7 @@ func (in *instance) applyTargets(ts *pb.TargetSet) {
 		}
 		now := time.Now().UnixNano()
 		in.quota.SetRate(now, t.GetReservoirQuota(), in.rng.Float64())
+		in.quotaNow.Store(math.Float64bits(t.GetReservoirQuota()))
 		in.expiry.Store(t.GetReservoirQuotaExpiry().AsTime().UnixNano())
 		in.versionMu.Lock()
 		if in.withheld {

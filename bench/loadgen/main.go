@@ -177,8 +177,19 @@ type Result struct {
 	SampledOverPct *float64 `json:"sampled_over_pct"`
 	// SampledBySecond are the measured rule's sampled traces in each
 	// second since the instances started.
-	SampledBySecond    []int64  `json:"sampled_by_second"`
-	HeapBytesPerStream *float64 `json:"heap_bytes_per_stream"`
+	SampledBySecond []int64 `json:"sampled_by_second"`
+	// ReservoirBySecond, BorrowedBySecond and QuotaHeldBySecond split
+	// them: the reservoir's and the borrowed traces of each second, and
+	// the quotas (traces/s) the SDK instances held at its start.
+	ReservoirBySecond  []int64   `json:"reservoir_by_second"`
+	BorrowedBySecond   []int64   `json:"borrowed_by_second"`
+	QuotaHeldBySecond  []float64 `json:"quota_held_by_second"`
+	HeapBytesPerStream *float64  `json:"heap_bytes_per_stream"`
+	// SimSteps are the simulation's steps played, of those the run had
+	// time for, and SimLagMs the latest it started one (see simulate).
+	SimSteps         int64   `json:"sim_steps"`
+	SimStepsExpected int64   `json:"sim_steps_expected"`
+	SimLagMs         float64 `json:"sim_lag_ms"`
 
 	// Traces are the measured rule's over the whole run, as the
 	// instances decided them; SampledPerSec is their rate since the
@@ -204,11 +215,16 @@ type Result struct {
 	ServerCPUPerReport *float64 `json:"server_cpu_us_per_report,omitempty"`
 }
 
-// Window is one window's traces per second of the measured rule.
+// Window is one window's traces per second of the measured rule: all
+// sampled, those of the reservoir and those borrowed (the rest are the
+// fixed rate's), and the quotas the SDK instances held, averaged over the
+// window's seconds.
 type Window struct {
 	FromSec   int     `json:"from_sec"`
 	Sampled   float64 `json:"sampled_per_sec"`
 	Reservoir float64 `json:"reservoir_per_sec"`
+	Borrowed  float64 `json:"borrowed_per_sec"`
+	QuotaHeld float64 `json:"quota_held_per_sec"`
 }
 
 // Traces are requests and sampled traces of one rule, by how each was
@@ -251,7 +267,17 @@ type loadRun struct {
 	lat        []time.Duration
 	perSec     []atomic.Int64 // reservoir samples of the measured rule, per second since launch
 	sampledSec []atomic.Int64 // all its samples, per second since launch
-	editAt     atomic.Int64   // unix ns just before the rule edit was sent
+	// borrowedSec and heldSec are simulate's: borrowed traces per second
+	// since launch, and the quotas the SDK instances held at each
+	// second's start (traces/s). Read them once it is done.
+	borrowedSec []int64
+	heldSec     []float64
+	// ticks are the steps simulate played, and lag its latest start of
+	// one: a machine too busy to play every step samples less than the
+	// fleet it stands for.
+	ticks      int64
+	lag        time.Duration
+	editAt     atomic.Int64 // unix ns just before the rule edit was sent
 	editVer    atomic.Int64
 	propMu     sync.Mutex
 	prop       []time.Duration
@@ -275,6 +301,7 @@ func newRun(c config, log io.Writer) *loadRun {
 	// the instances are connected): room for that.
 	secs := int(c.duration/time.Second) + 120
 	return &loadRun{cfg: c, log: log, perSec: make([]atomic.Int64, secs), sampledSec: make([]atomic.Int64, secs), flush: make(chan struct{}),
+		borrowedSec: make([]int64, secs), heldSec: make([]float64, secs),
 		// One connection per X-Ray instance, kept alive, as separate
 		// processes would hold.
 		http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: max(2, c.xrayClients), MaxIdleConns: max(2, c.xrayClients)}}}
@@ -445,6 +472,9 @@ func (r *loadRun) do(ctx context.Context, stdout io.Writer) error {
 	cancel()
 	wg.Wait()
 	r.tally(&res, sinceLaunch)
+	res.SimSteps, res.SimLagMs = r.ticks, float64(r.lag.Microseconds())/1000
+	res.SimStepsExpected = int64(sinceLaunch / r.cfg.tick)
+	r.logf("simulation: %d steps of %d, started up to %.1f ms late", res.SimSteps, res.SimStepsExpected, res.SimLagMs)
 	res.XRay = r.xrayResult()
 	if audit != nil {
 		if err := r.auditBudget(ctx, audit, auditFrom, res.Reported.Sampled); err != nil {
@@ -541,13 +571,17 @@ func (r *loadRun) reservoirStats(res *Result, sinceLaunch time.Duration) {
 	var worst, total float64
 	over := math.Inf(-1)
 	for w := first; w+window <= last; w += window {
-		var sum, all int64
+		var sum, all, borrowed int64
+		var held float64
 		for s := w; s < w+window; s++ {
 			sum += r.perSec[s].Load()
 			all += r.sampledSec[s].Load()
+			borrowed += r.borrowedSec[s]
+			held += r.heldSec[s]
 		}
-		win := Window{FromSec: w, Reservoir: float64(sum) / float64(window), Sampled: float64(all) / float64(window)}
-		r.logf("window %ds-%ds: %.1f traces/s sampled, %.1f from the reservoir", w, w+window, win.Sampled, win.Reservoir)
+		n := float64(window)
+		win := Window{FromSec: w, Reservoir: float64(sum) / n, Sampled: float64(all) / n, Borrowed: float64(borrowed) / n, QuotaHeld: math.Round(held/n*10) / 10}
+		r.logf("window %ds-%ds: %.1f traces/s sampled, %.1f from the reservoir, %.1f borrowed; quotas held %.1f/s", w, w+window, win.Sampled, win.Reservoir, win.Borrowed, win.QuotaHeld)
 		res.Windows = append(res.Windows, win)
 		total += win.Reservoir
 		worst = math.Max(worst, math.Abs(win.Reservoir-R)/R*100)
@@ -555,6 +589,9 @@ func (r *loadRun) reservoirStats(res *Result, sinceLaunch time.Duration) {
 	}
 	for s := 0; s < last; s++ {
 		res.SampledBySecond = append(res.SampledBySecond, r.sampledSec[s].Load())
+		res.ReservoirBySecond = append(res.ReservoirBySecond, r.perSec[s].Load())
+		res.BorrowedBySecond = append(res.BorrowedBySecond, r.borrowedSec[s])
+		res.QuotaHeldBySecond = append(res.QuotaHeldBySecond, math.Round(r.heldSec[s]*10)/10)
 	}
 	res.ReservoirWindows = len(res.Windows)
 	if n := len(res.Windows); n > 0 {

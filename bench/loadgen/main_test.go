@@ -367,6 +367,22 @@ func TestScaleOut(t *testing.T) {
 	if len(res.SampledBySecond) < 3 || len(res.Windows) < 3 || bySecond > tr.Sampled {
 		t.Errorf("%d seconds (%d sampled) and %d windows of a 3 s run, %d sampled in all", len(res.SampledBySecond), bySecond, len(res.Windows), tr.Sampled)
 	}
+	// At fixed rate 0 each second's traces are the reservoir's and the
+	// borrowed ones, and the quotas held are within R, some of the time
+	// not none.
+	if n := len(res.SampledBySecond); len(res.ReservoirBySecond) != n || len(res.BorrowedBySecond) != n || len(res.QuotaHeldBySecond) != n {
+		t.Fatalf("seconds: %d sampled, %d reservoir, %d borrowed, %d quota held", n, len(res.ReservoirBySecond), len(res.BorrowedBySecond), len(res.QuotaHeldBySecond))
+	}
+	var maxHeld float64
+	for i, n := range res.SampledBySecond {
+		if res.ReservoirBySecond[i]+res.BorrowedBySecond[i] != n {
+			t.Errorf("second %d: %d sampled, %d reservoir and %d borrowed", i, n, res.ReservoirBySecond[i], res.BorrowedBySecond[i])
+		}
+		maxHeld = max(maxHeld, res.QuotaHeldBySecond[i])
+	}
+	if maxHeld <= 0 || maxHeld > 10.05 {
+		t.Errorf("quotas held at most %v a second, want some, within R = 10", maxHeld)
+	}
 
 	for _, bad := range [][]string{{"-clients", "5", "-scale-from", "6"}, {"-scale-from", "2", "-scale-at", "0s"}, {"-scale-from", "2", "-duration", "10s", "-scale-at", "10s"}} {
 		if err := run(ctx, bad, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "--scale-") {

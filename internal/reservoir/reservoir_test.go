@@ -352,3 +352,119 @@ func TestBucketWobblingRateGivesNoExtraTokens(t *testing.T) {
 		}
 	}
 }
+
+// TestBucketFleetOfTinyQuotasTakesItsQuotas: a fleet of instances whose
+// quotas are a hundredth of a token a second (R = 100 over 10,000
+// instances) and move by tens of percent at every report, as their few
+// requests an interval make their shares jump, takes what its quotas give
+// over time, not more. A bucket that pulled its next token closer on every
+// rise and left it on every fall took 6.5 % more at ±30 % and 16 % more at
+// ±60 %.
+func TestBucketFleetOfTinyQuotasTakesItsQuotas(t *testing.T) {
+	const sec = int64(time.Second)
+	for _, swing := range []float64{0.1, 0.3, 0.6} {
+		rng := rand.New(rand.NewPCG(3, 4))
+		buckets := make([]Bucket, 200)
+		taken, want := 0, 0.0
+		for now := int64(0); now < 20_000*sec; now += sec {
+			for i := range buckets {
+				b := &buckets[i]
+				// Each instance reports every 10 s, at its own phase.
+				if (now/sec+int64(i))%10 == 0 {
+					q := 0.01 * (1 - swing + 2*swing*rng.Float64())
+					b.SetRate(now, q, rng.Float64())
+					want += 10 * q
+				}
+				if b.Take(now) {
+					taken++
+				}
+			}
+		}
+		if got := float64(taken) / want; got > 1.02 || got < 0.98 {
+			t.Errorf("quotas of 0.01/s ±%.0f %%: %d tokens where the quotas gave %.0f (%.1f %%)", swing*100, taken, want, (got-1)*100)
+		}
+	}
+}
+
+// TestBucketRateChangeKeepsTokensEarned: a change of rate keeps what the
+// bucket had earned, in tokens, and nothing more: half a token earned at
+// 0.5/s is half a token at 10/s (the next one in 50 ms, not ten at once),
+// and a bucket that just took its token at 10/s waits a whole token at
+// 0.5/s.
+func TestBucketRateChangeKeepsTokensEarned(t *testing.T) {
+	const sec = int64(time.Second)
+	tests := []struct {
+		name           string
+		from, to       float64
+		take           bool  // take the first token at 0
+		change         int64 // ns
+		wantFirst      int64 // ns of the first token after the change
+		wantAtFirst    int   // tokens at wantFirst
+		wantBeforeNext bool  // no token just before wantFirst
+	}{
+		{name: "half earned, rate up", from: 0.5, to: 10, take: true, change: sec, wantFirst: sec + sec/20, wantAtFirst: 1, wantBeforeNext: true},
+		{name: "just taken, rate down", from: 10, to: 0.5, take: true, change: 0, wantFirst: 2 * sec, wantAtFirst: 1, wantBeforeNext: true},
+		{name: "full, rate up", from: 0.5, to: 4, take: false, change: 10 * sec, wantFirst: 10 * sec, wantAtFirst: 1},
+		{name: "tiny quota, three quarters earned, rate doubled", from: 0.01, to: 0.02, take: true, change: 75 * sec, wantFirst: 75*sec + 25*sec/2, wantAtFirst: 1, wantBeforeNext: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var b Bucket
+			b.SetRate(0, tc.from, 0)
+			if tc.take {
+				for b.Take(0) {
+				}
+			}
+			b.SetRate(tc.change, tc.to, 0)
+			if tc.wantBeforeNext && b.Available(tc.wantFirst-sec/1000) {
+				t.Errorf("a token before %v", time.Duration(tc.wantFirst))
+			}
+			n := 0
+			for b.Take(tc.wantFirst) {
+				n++
+			}
+			if n != tc.wantAtFirst {
+				t.Errorf("%d tokens at %v, want %d", n, time.Duration(tc.wantFirst), tc.wantAtFirst)
+			}
+		})
+	}
+}
+
+// TestBucketTinyOrHugeRates: a quota may be any number a float holds. One
+// a float's rounding leaves of a reservoir (R less the quotas outstanding,
+// 1e-14/s) once had an interval that did not fit in int64, came out
+// negative, and handed a token to every request: an instance of the
+// 10 -> 200 scale-out took 16 traces a second on a quota of nothing.
+// Rates below one token in about 30 years give none but the first a
+// fresh bucket may hold; huge ones are a full second's worth at most.
+func TestBucketTinyOrHugeRates(t *testing.T) {
+	const sec = int64(time.Second)
+	start := time.Date(2026, 12, 2, 16, 0, 0, 0, time.UTC).UnixNano()
+	for _, rate := range []float64{5e-324, 1.4e-14, 1e-10, 1.08e-10, 1e-9} {
+		for _, phase := range []float64{0, 0.1, 0.5, 0.99} {
+			for _, from := range []float64{0, 0.5} {
+				var b Bucket
+				if from > 0 {
+					b.SetRate(start, from, phase)
+				}
+				b.SetRate(start+sec, rate, phase)
+				n := 0
+				for now := start + sec; now < start+1000*sec; now += sec / 10 {
+					if b.Take(now) {
+						n++
+					}
+				}
+				if n > 1 {
+					t.Errorf("rate %g/s (phase %v, from %v/s): %d tokens in 1,000 s, want at most 1", rate, phase, from, n)
+				}
+			}
+		}
+	}
+	for _, rate := range []float64{1e12, 1e19, math.MaxFloat64} {
+		var b Bucket
+		b.SetRate(start, rate, 0)
+		if !b.Take(start) || !b.Take(start+sec) {
+			t.Errorf("rate %g/s gave no token", rate)
+		}
+	}
+}
