@@ -99,11 +99,6 @@ type fault struct {
 	// lossExpected: the fault loses data by design (Redis without
 	// persistence): the row says how much, the test does not fail on it.
 	lossExpected bool
-	// cuts, if set, says why honest reports are still cut in this row (in
-	// the full mode only, with fullOnly): the test then fails only on
-	// traces lost or billed twice beyond what the replicas counted as cut.
-	cuts     string
-	fullOnly bool
 	// proxied: the replicas reach Redis through the impairing proxy.
 	proxied bool
 	// skewed: replica 1 runs in-process with a clock that can be set.
@@ -127,11 +122,6 @@ const (
 	cluster                     // three masters with a replica each
 )
 
-// frozenCuts is why the freeze row still cuts in the full mode: 14 of
-// 4,396 sampled traces in a run of 300 instances (165 before claims were
-// chained; none in the bounded runs). Not explained yet.
-const frozenCuts = "a few honest reports are cut after a 20 s freeze with 300 instances; the cause is not found yet"
-
 // faults returns the suite's faults, in the order they run.
 func faults() []fault {
 	outage := func(m Mode) time.Duration { return m.Outage }
@@ -151,7 +141,7 @@ func faults() []fault {
 			length: outage, inject: killRedis,
 		},
 		{
-			name: "Redis frozen (SIGSTOP)", short: true, aof: true, cuts: frozenCuts, fullOnly: true,
+			name: "Redis frozen (SIGSTOP)", short: true, aof: true,
 			length: func(m Mode) time.Duration { return m.Freeze }, inject: freezeRedis,
 		},
 		{
