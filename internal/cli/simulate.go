@@ -421,7 +421,12 @@ func simCount(x float64) string {
 	return sb.String()
 }
 
-// simPct formats a share as a percentage.
+// simPct formats a share as a percentage: to 0.1 %, or to three figures
+// below 0.1 %, so that a few minutes of a month (--fleet --duration) do not
+// print as 0.0 %.
 func simPct(share float64) string {
+	if share > 0 && share < 0.001 {
+		return strconv.FormatFloat(share*100, 'g', 3, 64) + "%"
+	}
 	return strconv.FormatFloat(share*100, 'f', 1, 64) + "%"
 }
