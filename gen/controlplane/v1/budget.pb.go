@@ -2690,15 +2690,18 @@ func (x *FleetModel) GetSeed() uint64 {
 
 // FleetOutcome is what the fleet model's instances did.
 type FleetOutcome struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Instances int32                  `protobuf:"varint,1,opt,name=instances,proto3" json:"instances,omitempty"`
-	// Reports the instances made, and the controller's decisions.
-	Reports   int64 `protobuf:"varint,2,opt,name=reports,proto3" json:"reports,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Virtual SDK instances simulated.
+	Instances int32 `protobuf:"varint,1,opt,name=instances,proto3" json:"instances,omitempty"`
+	// Reports the instances made.
+	Reports int64 `protobuf:"varint,2,opt,name=reports,proto3" json:"reports,omitempty"`
+	// Decisions the controller made.
 	Decisions int64 `protobuf:"varint,3,opt,name=decisions,proto3" json:"decisions,omitempty"`
-	// Traces the instances sampled by their quotas, borrowed without one, and
-	// by the fixed rates in force.
+	// Traces the instances sampled by their quotas.
 	ReservoirTraces int64 `protobuf:"varint,4,opt,name=reservoir_traces,json=reservoirTraces,proto3" json:"reservoir_traces,omitempty"`
-	BorrowedTraces  int64 `protobuf:"varint,5,opt,name=borrowed_traces,json=borrowedTraces,proto3" json:"borrowed_traces,omitempty"`
+	// Traces they borrowed without a current quota.
+	BorrowedTraces int64 `protobuf:"varint,5,opt,name=borrowed_traces,json=borrowedTraces,proto3" json:"borrowed_traces,omitempty"`
+	// Traces they sampled by the fixed rates in force.
 	FixedRateTraces int64 `protobuf:"varint,6,opt,name=fixed_rate_traces,json=fixedRateTraces,proto3" json:"fixed_rate_traces,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
