@@ -113,7 +113,11 @@ func (b *fluidBucket) refill(dt float64) {
 }
 
 // take spends tokens on n requests spread evenly over dt seconds and
-// returns how many got one.
+// returns how many got one. Requests that outrun the refill get whole
+// tokens only, as the SDK's: the fraction of a token stays in the bucket
+// (a fresh quota below one per second gives its first trace only once a
+// whole token is due, and a quota withdrawn before then gives none, as
+// reservoir.Bucket's does).
 func (b *fluidBucket) take(n, dt float64) float64 {
 	if !b.on {
 		return 0
@@ -121,8 +125,8 @@ func (b *fluidBucket) take(n, dt float64) float64 {
 	capacity := math.Max(1, b.rate)
 	refill := b.rate * dt
 	if n >= refill {
-		got := math.Min(n, b.tokens+refill)
-		b.tokens = math.Max(0, b.tokens+refill-n)
+		got := math.Min(n, math.Floor(b.tokens+refill))
+		b.tokens = b.tokens + refill - got
 		return got
 	}
 	b.tokens = math.Min(capacity, b.tokens+refill-n)
