@@ -49,9 +49,9 @@ with the server's spend counting and scope scaling, and N virtual SDK
 instances that decide as the SDK does (quota token bucket, borrowing,
 fixed rates in force, decisions learnt only as streams learn them, reports
 every --interval, which is then the report interval). Its spend is what
-the server would count; it takes about 15 microseconds of CPU per report
-(a 30-day month of 10 instances at 1m: about 6 CPU-seconds, where the fast
-model takes half a second). --zipf skews the traffic across instances, --service names
+the server would count; it takes about 11 microseconds of CPU per report
+(a 30-day month of 10 instances at 1m: about 5 seconds, where the fast
+model takes 0.4). --zipf skews the traffic across instances, --service names
 the services they run in (in turn), so that the rules' and the budget's
 service globs apply, --duration runs a few minutes of the month instead of
 --days, as a live run lasts.
