@@ -20,6 +20,7 @@
 package fleetsim
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -39,7 +40,6 @@ import (
 	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/sampling"
-	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
 )
 
@@ -318,6 +318,7 @@ func (s *sim) newInstances() {
 	now := s.clock.Now()
 	for i := range s.cfg.Instances {
 		in := &instance{
+			n:       i,
 			id:      fmt.Sprintf("sim-%d", i),
 			service: s.cfg.Services[i%len(s.cfg.Services)],
 			weight:  weights[i],
@@ -391,10 +392,13 @@ func (s *sim) run(ctx context.Context) error {
 	iv := s.cfg.Interval
 	tick := s.start.Truncate(iv).Add(iv)
 	hour := s.start.Add(time.Hour)
+	q := reportQueue(slices.Clone(s.insts))
+	heap.Init(&q)
 	for {
-		in := s.nextInstance()
+		var in *instance
 		next := tick
-		if in != nil && in.next.Before(next) {
+		if len(q) > 0 && q[0].next.Before(next) {
+			in = q[0]
 			next = in.next
 		}
 		if !next.Before(s.end) {
@@ -418,6 +422,7 @@ func (s *sim) run(ctx context.Context) error {
 			return err
 		}
 		in.next = next.Add(jitter(iv, in.rng))
+		heap.Fix(&q, 0)
 	}
 	// The end: no more requests; every instance reports what it counted
 	// since its last report, as bench/loadgen's instances do.
@@ -431,16 +436,25 @@ func (s *sim) run(ctx context.Context) error {
 	return nil
 }
 
-// nextInstance is the instance that reports first (a linear scan: the
-// pipeline's work per report outweighs it up to thousands of instances).
-func (s *sim) nextInstance() *instance {
-	var first *instance
-	for _, in := range s.insts {
-		if first == nil || in.next.Before(first.next) {
-			first = in
-		}
+// reportQueue orders the instances by their next report (then by number,
+// so that a run is repeatable): a heap, since a fleet of thousands makes a
+// report at every step.
+type reportQueue []*instance
+
+func (q reportQueue) Len() int { return len(q) }
+func (q reportQueue) Less(i, j int) bool {
+	if c := q[i].next.Compare(q[j].next); c != 0 {
+		return c < 0
 	}
-	return first
+	return q[i].n < q[j].n
+}
+func (q reportQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *reportQueue) Push(x any)   { *q = append(*q, x.(*instance)) }
+func (q *reportQueue) Pop() any {
+	old := *q
+	x := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return x
 }
 
 // decide runs the controller's tick at now, reloads the catalog as its
@@ -849,5 +863,3 @@ func zipfWeights(n int, z float64) []float64 {
 	rand.New(rand.NewPCG(5, 5)).Shuffle(n, func(i, j int) { w[i], w[j] = w[j], w[i] })
 	return w
 }
-
-var _ store.Store = (*memstore.Store)(nil)

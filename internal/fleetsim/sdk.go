@@ -12,6 +12,7 @@ import (
 
 // instance is one virtual SDK instance on its stream.
 type instance struct {
+	n           int // its number, from 0
 	id, service string
 	// weight is its share of the traffic of each rule it holds (before
 	// the rule's instances' weights are summed).
