@@ -115,6 +115,10 @@ func TestSimulateCmdBadInput(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("rules:\n  - name: x\n    priority: 5\n    fixed_rate: 2\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	shopOnly := filepath.Join(dir, "shop.yaml")
+	if err := os.WriteFile(shopOnly, []byte("rules:\n  - {name: shop, priority: 5, service_name: \"shop-*\", fixed_rate: 1}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	empty := filepath.Join(dir, "empty.yaml")
 	if err := os.WriteFile(empty, []byte("rules:\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -157,6 +161,7 @@ func TestSimulateCmdBadInput(t *testing.T) {
 		{"a fleet too large", []string{"--fleet", "10001"}, exitUsage, "--fleet"},
 		{"a fleet making too many reports", []string{"--fleet", "5000", "--interval", "1s"}, exitUsage, "over the limit"},
 		{"a fleet's negative zipf", []string{"--fleet", "2", "--zipf", "-1"}, exitUsage, "zipf"},
+		{"a fleet whose services run no rule with traffic", []string{"--fleet", "2", "--service", "admin", "-f", shopOnly, "--duration", "1m", "--interval", "10s"}, exitUsage, "matches none of the instances' services"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -190,7 +190,7 @@ type simRule struct {
 	// weight is the sum of the weights of the instances that hold it.
 	weight float64
 	// traces sampled by the instances; unenforced: the fleet's traffic at
-	// the rule's own rates (fast-model formula, per interval).
+	// the rule's own rates (the fast model's formula, over pieces).
 	traces, unenforced float64
 }
 
@@ -253,6 +253,13 @@ func newSim(ctx context.Context, cfg Config) (*sim, error) {
 		}
 	}
 	s.newInstances()
+	for _, sr := range s.ruleList {
+		if sr.share > 0 && sr.weight == 0 {
+			s.close()
+			return nil, fmt.Errorf("%w: rule %s has a share of the traffic, but its service glob %q matches none of the instances' services (%s)",
+				ErrConfig, sr.rule.Name, sr.rule.ServiceName, strings.Join(cfg.Services, ", "))
+		}
+	}
 	return s, nil
 }
 
@@ -340,7 +347,7 @@ func (s *sim) newInstances() {
 			in.byName[sr.rule.Name] = rt
 			sr.weight += in.weight
 		}
-		s.applyRules(in, s.firstRuleSet(rs, now), now)
+		s.applyRules(in, s.firstRuleSet(rs, now))
 		in.next = now.Add(jitter(min(firstReport, s.cfg.Interval), rng))
 		s.insts = append(s.insts, in)
 	}
@@ -493,10 +500,10 @@ func (s *sim) decide(ctx context.Context, now time.Time) error {
 		s.advance(in, now)
 		rs := s.cat.RuleSet(in.service, "", now)
 		if rs.GetRulesVersion() != in.sentVersion || !sameRates(rs.GetRatesInForce(), in.sentRates) {
-			s.applyRules(in, rs, now)
+			s.applyRules(in, rs)
 		}
 		if in.base != nil {
-			s.applyTargets(in, s.core.WithBudgets(*in.base, in.service), now)
+			s.applyTargets(in, s.core.WithBudgets(*in.base, in.service))
 		}
 	}
 	return nil
@@ -530,7 +537,7 @@ func (s *sim) report(ctx context.Context, in *instance, now time.Time, last bool
 		return fmt.Errorf("fleetsim: report of %s at %v: rule %s refused: %s: %s", in.id, now, r.Rule, r.Code, r.Message)
 	}
 	s.fleet.Reports++
-	s.applyTargets(in, s.core.WithBudgets(base, in.service), now)
+	s.applyTargets(in, s.core.WithBudgets(base, in.service))
 	for i := range base.Targets {
 		base.Targets[i].Receipt = ""
 	}
@@ -542,7 +549,7 @@ func (s *sim) report(ctx context.Context, in *instance, now time.Time, last bool
 // a budget lowers them (the fixed rate, and borrowing scaled by the
 // reservoir factor), else the rule's fixed rate unless a target of this
 // rules version or later already gave the one in force.
-func (s *sim) applyRules(in *instance, rs *pb.RuleSet, now time.Time) {
+func (s *sim) applyRules(in *instance, rs *pb.RuleSet) {
 	in.sentVersion, in.sentRates = rs.GetRulesVersion(), rs.GetRatesInForce()
 	version := rs.GetRulesVersion()
 	inForce := map[string]*pb.RuleRates{}
@@ -572,7 +579,7 @@ func (s *sim) applyRules(in *instance, rs *pb.RuleSet, now time.Time) {
 // applyTargets takes targets as the SDK does: the quota (a fresh bucket
 // starts full but for a random phase), its expiry, the fixed rate in force,
 // and the end of a withheld first borrow.
-func (s *sim) applyTargets(in *instance, ts sampling.TargetSet, now time.Time) {
+func (s *sim) applyTargets(in *instance, ts sampling.TargetSet) {
 	for _, t := range ts.Targets {
 		rt := in.byName[t.Rule]
 		if rt == nil {

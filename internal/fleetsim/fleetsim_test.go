@@ -160,6 +160,8 @@ func TestRefusals(t *testing.T) {
 		{"an interval under a second", Config{SimConfig: budget.SimConfig{RequestsPerDay: 1000, Interval: time.Millisecond}}},
 		{"an empty service", Config{SimConfig: base, Services: []string{""}}},
 		{"a negative zipf", Config{SimConfig: base, Zipf: -1}},
+		{"a rule no instance runs", Config{SimConfig: budget.SimConfig{Rules: []rules.Rule{rule("shop", "shop-*", 1, 0)}, RequestsPerDay: 1000, Interval: 10 * time.Second},
+			Services: []string{"admin"}, Duration: time.Minute}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if _, err := Run(context.Background(), tt.cfg); !errors.Is(err, ErrConfig) {

@@ -388,6 +388,11 @@ func (s *budgetService) SimulateCost(ctx context.Context, req *pb.SimulateCostRe
 			return nil, ferr
 		}
 		res, err = fleetsim.Run(ctx, fc)
+		if errors.Is(err, fleetsim.ErrConfig) {
+			// What fleetConfig cannot see alone: a rule with traffic
+			// that no instance's service runs.
+			return nil, &rules.ValidationError{Violations: []rules.FieldViolation{{Field: "fleet.service_names", Description: err.Error()}}}
+		}
 	} else {
 		res, err = simulate(ctx, cfg)
 	}

@@ -153,6 +153,11 @@ func TestBudgetErrors(t *testing.T) {
 				Fleet: &pb.FleetModel{Instances: 0, Zipf: -1, ServiceNames: []string{""}, ReportInterval: durationpb.New(time.Hour), Duration: durationpb.New(-time.Second)}})
 			return err
 		}, codes.InvalidArgument, []string{"fleet.instances", "fleet.zipf", "fleet.service_names[0]", "fleet.report_interval", "fleet.duration"}},
+		{"a fleet model whose services run none of the rules with traffic", func() error {
+			_, err := rep.budgets.SimulateCost(ctx, &pb.SimulateCostRequest{Traffic: &pb.TrafficShape{RequestsPerDay: 1000, Days: 1},
+				Rules: []*pb.Rule{{Name: "shop", Priority: 10, ServiceName: "shop-*", FixedRate: 1}}, Fleet: &pb.FleetModel{Instances: 1, ServiceNames: []string{"admin"}}})
+			return err
+		}, codes.InvalidArgument, []string{"fleet.service_names"}},
 		{"a fleet model making too many reports", func() error {
 			_, err := rep.budgets.SimulateCost(ctx, &pb.SimulateCostRequest{Traffic: &pb.TrafficShape{RequestsPerDay: 1000},
 				Fleet: &pb.FleetModel{Instances: 10}})
