@@ -84,6 +84,24 @@ type SimResult struct {
 	UnenforcedCost   float64 `json:"unenforced_cost"`
 	// With a budget.
 	*SimBudget
+	// Fleet is set by the fleet model (package fleetsim), which runs the
+	// server's pipeline with virtual SDK instances: how they sampled.
+	Fleet *SimFleet `json:"fleet,omitempty"`
+}
+
+// SimFleet is what the virtual SDK instances of a fleet simulation did.
+// Traces are what they sampled (SimResult.Traces is their sum); the
+// budget's spend is what the server counted of their reports.
+type SimFleet struct {
+	Instances       int     `json:"instances"`
+	Services        int     `json:"services"`
+	Reports         int64   `json:"reports"`
+	Decisions       int64   `json:"decisions"`
+	ReservoirTraces float64 `json:"reservoir_traces"`
+	BorrowedTraces  float64 `json:"borrowed_traces"`
+	FixedRateTraces float64 `json:"fixed_rate_traces"`
+	// Seconds is the virtual time simulated (Days may round it up).
+	Seconds float64 `json:"seconds"`
 }
 
 // SimBudget is how a budget fared in a simulation. When the run spans more
@@ -324,6 +342,40 @@ func cents(x float64) float64 { return math.Round(x*100) / 100 }
 func sampleTraces(req, secs, fixedRate, reservoir float64) float64 {
 	r := math.Min(req, reservoir*secs)
 	return r + fixedRate*(req-r)
+}
+
+// WithDefaults returns cfg with the defaults Simulate takes.
+func (cfg SimConfig) WithDefaults() SimConfig { return cfg.withDefaults() }
+
+// RequestRate is the traffic's requests per second at t: the mean, times
+// the daily cycle, the spike of t's day and the growth since Start. cfg
+// must have its defaults (WithDefaults). The fleet model draws its
+// traffic from it, so that both models run the same traffic.
+func (cfg *SimConfig) RequestRate(t time.Time) float64 {
+	return clean(cfg.RequestsPerDay) / 86400 * cfg.shape(t) * cfg.spike(int(t.Sub(cfg.Start)/(24*time.Hour))+1) * cfg.growth(t.Sub(cfg.Start))
+}
+
+// RoundResult rounds a result's sums as Simulate prints them: whole
+// requests and traces, money in cents.
+func RoundResult(res *SimResult, days int) {
+	res.Requests = math.Round(res.Requests)
+	res.Traces = math.Round(res.Traces)
+	res.UnenforcedTraces = math.Round(res.UnenforcedTraces)
+	if days > 0 {
+		res.TracesPerDay = math.Round(res.Traces / float64(days))
+	}
+	if sb := res.SimBudget; sb != nil {
+		sb.Spent = cents(sb.Spent)
+		sb.SpentTraces = math.Round(sb.SpentTraces)
+		for i := range sb.Alerts {
+			sb.Alerts[i].Spent = cents(sb.Alerts[i].Spent)
+			sb.Alerts[i].Forecast = cents(sb.Alerts[i].Forecast)
+		}
+		for i := range sb.Months {
+			sb.Months[i].Spent = cents(sb.Months[i].Spent)
+			sb.Months[i].SpentTraces = math.Round(sb.Months[i].SpentTraces)
+		}
+	}
 }
 
 func (cfg SimConfig) withDefaults() SimConfig {

@@ -115,6 +115,10 @@ func TestSimulateCmdBadInput(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("rules:\n  - name: x\n    priority: 5\n    fixed_rate: 2\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	shopOnly := filepath.Join(dir, "shop.yaml")
+	if err := os.WriteFile(shopOnly, []byte("rules:\n  - {name: shop, priority: 5, service_name: \"shop-*\", fixed_rate: 1}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	empty := filepath.Join(dir, "empty.yaml")
 	if err := os.WriteFile(empty, []byte("rules:\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -150,6 +154,14 @@ func TestSimulateCmdBadInput(t *testing.T) {
 		{"invalid rules file", []string{"-f", bad}, exitInvalid, "fixed_rate"},
 		{"missing rules file", []string{"-f", filepath.Join(dir, "missing.yaml")}, exitInvalid, "missing.yaml"},
 		{"no rules in the file", []string{"-f", empty}, exitInvalid, "no rules"},
+		{"zipf without --fleet", []string{"--zipf", "1"}, exitUsage, "--zipf needs --fleet"},
+		{"service without --fleet", []string{"--service", "shop"}, exitUsage, "--service needs --fleet"},
+		{"a budget's service without --fleet", []string{"--budget", "5", "--budget-service", "shop"}, exitUsage, "--budget-service needs --fleet"},
+		{"a negative fleet", []string{"--fleet", "-1"}, exitUsage, "--fleet"},
+		{"a fleet too large", []string{"--fleet", "10001"}, exitUsage, "--fleet"},
+		{"a fleet making too many reports", []string{"--fleet", "5000", "--interval", "1s"}, exitUsage, "over the limit"},
+		{"a fleet's negative zipf", []string{"--fleet", "2", "--zipf", "-1"}, exitUsage, "zipf"},
+		{"a fleet whose services run no rule with traffic", []string{"--fleet", "2", "--service", "admin", "-f", shopOnly, "--duration", "1m", "--interval", "10s"}, exitUsage, "matches none of the instances' services"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -219,5 +231,40 @@ func TestSimulateCmdPriorities(t *testing.T) {
 	}
 	if code, _, stderr, _ := runSimCmd(t, "", "--budget", "10", "--priority", "x:5000"); code != exitUsage {
 		t.Errorf("a priority out of range: exit %d, %s", code, stderr)
+	}
+}
+
+// TestSimulateCmdFleet: --fleet runs the server's pipeline with virtual SDK
+// instances; a budget scoped to a service counts only its instances' traces,
+// and the summary and JSON say what the fleet did.
+func TestSimulateCmdFleet(t *testing.T) {
+	rulesFile := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(rulesFile, []byte(`rules:
+  - {name: shop, priority: 10, service_name: "shop-*", fixed_rate: 0.1, reservoir_size: 0}
+  - {name: admin, priority: 11, service_name: admin, fixed_rate: 0.5, reservoir_size: 0}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// 100 requests/s, half each; 10 minutes: shop samples 3,000, admin 15,000.
+	code, stdout, stderr, res := runSimCmd(t, "", "-f", rulesFile, "--requests-per-day", "8640000", "--share", "shop:1", "--share", "admin:1",
+		"--fleet", "4", "--service", "shop-cart", "--service", "admin", "--duration", "10m", "--interval", "10s",
+		"--start", "2026-12-02T17:00:00Z", "--budget", "1000", "--budget-service", "shop-*")
+	if code != 0 || res == nil {
+		t.Fatalf("exit %d, stderr %q, stdout %q", code, stderr, stdout)
+	}
+	if got := res["spent_traces"].(float64); got < 2995 || got > 3005 {
+		t.Errorf("spent_traces = %v, want 3,000 (shop's only)", got)
+	}
+	if got := res["traces"].(float64); got < 17990 || got > 18010 {
+		t.Errorf("traces = %v, want 18,000", got)
+	}
+	fleet, ok := res["fleet"].(map[string]any)
+	if !ok || fleet["instances"].(float64) != 4 || fleet["reports"].(float64) < 4*55 {
+		t.Errorf("fleet = %v, want 4 instances reporting every 10 s", res["fleet"])
+	}
+	for _, want := range []string{"Simulated 10m0s from 2026-12-02 17:00 UTC", "Fleet model: 4 SDK instances in 2 services"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("summary lacks %q:\n%s", want, stdout)
+		}
 	}
 }

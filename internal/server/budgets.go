@@ -19,6 +19,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/edit"
+	"github.com/tracesampling/controlplane/internal/fleetsim"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 )
@@ -380,7 +381,21 @@ func (s *budgetService) SimulateCost(ctx context.Context, req *pb.SimulateCostRe
 	if simulate == nil {
 		simulate = budget.Simulate
 	}
-	res, err := simulate(ctx, cfg)
+	var res budget.SimResult
+	if req.GetFleet() != nil {
+		fc, ferr := fleetConfig(req, cfg)
+		if ferr != nil {
+			return nil, ferr
+		}
+		res, err = fleetsim.Run(ctx, fc)
+		if errors.Is(err, fleetsim.ErrConfig) {
+			// What fleetConfig cannot see alone: a rule with traffic
+			// that no instance's service runs.
+			return nil, &rules.ValidationError{Violations: []rules.FieldViolation{{Field: "fleet.service_names", Description: err.Error()}}}
+		}
+	} else {
+		res, err = simulate(ctx, cfg)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -418,7 +433,87 @@ func (s *budgetService) SimulateCost(ctx context.Context, req *pb.SimulateCostRe
 		}
 		out.BudgetOutcome = o
 	}
+	if fl := res.Fleet; fl != nil {
+		out.FleetOutcome = &pb.FleetOutcome{
+			Instances: int32(fl.Instances), Reports: fl.Reports, Decisions: fl.Decisions,
+			ReservoirTraces: int64(fl.ReservoirTraces), BorrowedTraces: int64(fl.BorrowedTraces), FixedRateTraces: int64(fl.FixedRateTraces),
+		}
+	}
 	return out, nil
+}
+
+// The fleet model's bounds on SimulateCost: its work is about 10-20 µs of
+// CPU per report (instances × intervals), so maxFleetReports keeps a run
+// within a CPU-second or two: a 31-day month of two instances reporting
+// every minute, or ten minutes of 1,000 instances every 10 s.
+const (
+	maxFleetReports   = 100_000
+	maxFleetServices  = 100
+	maxFleetDuration  = maxSimDays * 24 * time.Hour
+	fleetMinInterval  = time.Second
+	fleetMaxInterval  = time.Minute
+	fleetDefaultEvery = time.Minute
+)
+
+// fleetConfig checks a request's fleet model; cfg is its checked traffic,
+// rules and budget.
+func fleetConfig(req *pb.SimulateCostRequest, cfg budget.SimConfig) (fleetsim.Config, error) {
+	var vs []rules.FieldViolation
+	add := func(field, desc string) { vs = append(vs, rules.FieldViolation{Field: field, Description: desc}) }
+	f := req.GetFleet()
+	fc := fleetsim.Config{SimConfig: cfg, Instances: int(f.GetInstances()), Zipf: f.GetZipf(), Services: f.GetServiceNames(), Seed: f.GetSeed()}
+	if fc.Instances < 1 || fc.Instances > fleetsim.MaxInstances {
+		add("fleet.instances", fmt.Sprintf("between 1 and %d", fleetsim.MaxInstances))
+	}
+	if !(fc.Zipf >= 0 && fc.Zipf <= 10) {
+		add("fleet.zipf", "between 0 and 10")
+	}
+	if len(fc.Services) > maxFleetServices {
+		add("fleet.service_names", fmt.Sprintf("at most %d", maxFleetServices))
+	}
+	for i, svc := range fc.Services {
+		if err := validateService(svc, ""); err != nil {
+			add(fmt.Sprintf("fleet.service_names[%d]", i), fmt.Sprintf("1-%d characters of UTF-8", rules.MaxServiceNameLen))
+		}
+	}
+	fc.Interval = fleetDefaultEvery
+	if d := f.GetReportInterval(); d != nil {
+		fc.Interval = d.AsDuration()
+		if err := d.CheckValid(); err != nil || fc.Interval < fleetMinInterval || fc.Interval > fleetMaxInterval {
+			add("fleet.report_interval", fmt.Sprintf("from %v to %v", fleetMinInterval, fleetMaxInterval))
+		}
+	}
+	if d := f.GetDuration(); d != nil {
+		fc.Duration = d.AsDuration()
+		if err := d.CheckValid(); err != nil || fc.Duration <= 0 || fc.Duration > maxFleetDuration {
+			add("fleet.duration", fmt.Sprintf("positive, at most %d days", maxSimDays))
+		}
+	}
+	if ts := f.GetStartTime(); ts != nil {
+		if err := ts.CheckValid(); err != nil || ts.AsTime().Year() < 2000 || ts.AsTime().Year() > 9000 {
+			add("fleet.start_time", "a time from the year 2000 to 9000")
+		} else {
+			fc.Start = ts.AsTime()
+		}
+	}
+	if len(vs) == 0 {
+		length := fc.Duration
+		if length == 0 {
+			days := cfg.Days
+			if days == 0 {
+				days = 30
+			}
+			length = time.Duration(days) * 24 * time.Hour
+		}
+		if n := float64(fc.Instances) * length.Seconds() / fc.Interval.Seconds(); n > maxFleetReports {
+			add("fleet", fmt.Sprintf("%d instances reporting every %v for %v make %.3g reports, over the limit of %d: fewer instances, a longer interval or a shorter run",
+				fc.Instances, fc.Interval, length, n, maxFleetReports))
+		}
+	}
+	if len(vs) > 0 {
+		return fc, &rules.ValidationError{Violations: vs}
+	}
+	return fc, nil
 }
 
 func alertKind(name string) budget.AlertKind {

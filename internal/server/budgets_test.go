@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
@@ -147,6 +148,21 @@ func TestBudgetErrors(t *testing.T) {
 				RuleShares: map[string]float64{"ghost": 1}}})
 			return err
 		}, codes.InvalidArgument, []string{`traffic.rule_shares["ghost"]`}},
+		{"a fleet model out of bounds", func() error {
+			_, err := rep.budgets.SimulateCost(ctx, &pb.SimulateCostRequest{Traffic: &pb.TrafficShape{RequestsPerDay: 1000, Days: 1},
+				Fleet: &pb.FleetModel{Instances: 0, Zipf: -1, ServiceNames: []string{""}, ReportInterval: durationpb.New(time.Hour), Duration: durationpb.New(-time.Second)}})
+			return err
+		}, codes.InvalidArgument, []string{"fleet.instances", "fleet.zipf", "fleet.service_names[0]", "fleet.report_interval", "fleet.duration"}},
+		{"a fleet model whose services run none of the rules with traffic", func() error {
+			_, err := rep.budgets.SimulateCost(ctx, &pb.SimulateCostRequest{Traffic: &pb.TrafficShape{RequestsPerDay: 1000, Days: 1},
+				Rules: []*pb.Rule{{Name: "shop", Priority: 10, ServiceName: "shop-*", FixedRate: 1}}, Fleet: &pb.FleetModel{Instances: 1, ServiceNames: []string{"admin"}}})
+			return err
+		}, codes.InvalidArgument, []string{"fleet.service_names"}},
+		{"a fleet model making too many reports", func() error {
+			_, err := rep.budgets.SimulateCost(ctx, &pb.SimulateCostRequest{Traffic: &pb.TrafficShape{RequestsPerDay: 1000},
+				Fleet: &pb.FleetModel{Instances: 10}})
+			return err
+		}, codes.InvalidArgument, []string{"fleet"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -182,6 +198,38 @@ func TestSimulateCostDefaultRule(t *testing.T) {
 	// 30-day month about $1,887.
 	if d, m := resp.GetTracesPerDay(), resp.GetMonthlyCostMicros(); d < 12.5e6 || d > 12.7e6 || m < 1870e6 || m > 1900e6 {
 		t.Errorf("Default rule at 250M/day: %v traces/day, %v micros per 30 days", d, m)
+	}
+}
+
+// TestSimulateCostFleetModel: with fleet, SimulateCost runs the server's
+// pipeline, whose budget counts only the services in its scope.
+func TestSimulateCostFleetModel(t *testing.T) {
+	rep := startBudgetReplica(t, newMemStore(t), time.Now)
+	resp, err := rep.budgets.SimulateCost(ctxT(t), &pb.SimulateCostRequest{
+		Rules: []*pb.Rule{
+			{Name: "shop", Priority: 10, ServiceName: "shop-*", FixedRate: 0.1},
+			{Name: "admin", Priority: 11, ServiceName: "admin", FixedRate: 0.5},
+		},
+		Traffic: &pb.TrafficShape{RequestsPerDay: 100 * 86400, RuleShares: map[string]float64{"shop": 1, "admin": 1}},
+		Budget:  &pb.Budget{MonthlyAmountMicros: 1000_000_000, Scope: &pb.BudgetScope{ServiceNames: []string{"shop-*"}}},
+		Fleet: &pb.FleetModel{Instances: 4, ServiceNames: []string{"shop-cart", "admin"}, ReportInterval: durationpb.New(10 * time.Second),
+			Duration: durationpb.New(10 * time.Minute), StartTime: timestamppb.New(time.Date(2026, 12, 2, 17, 0, 0, 0, time.UTC))},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 50 requests/s each; 10 minutes: shop samples 3,000 ($0.015), admin 15,000.
+	if got := resp.GetTraces(); got < 17990 || got > 18010 {
+		t.Errorf("traces = %d, want 18,000", got)
+	}
+	if got := resp.GetBudgetOutcome().GetSpentMicros(); got != 20_000 && got != 10_000 {
+		t.Errorf("spent_micros = %d, want $0.015 of shop's traces, in cents", got)
+	}
+	if fl := resp.GetFleetOutcome(); fl.GetInstances() != 4 || fl.GetReports() < 4*55 || fl.GetFixedRateTraces() < 17990 {
+		t.Errorf("fleet_outcome = %v", fl)
+	}
+	if got := resp.GetControllerIntervalSeconds(); got != 10 {
+		t.Errorf("controller_interval_seconds = %d, want the fleet's report interval, 10", got)
 	}
 }
 

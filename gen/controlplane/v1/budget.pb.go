@@ -9,6 +9,7 @@ package controlplanev1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
@@ -2510,9 +2511,15 @@ type SimulateCostRequest struct {
 	// The traffic; requests_per_day is required.
 	Traffic *TrafficShape `protobuf:"bytes,2,opt,name=traffic,proto3" json:"traffic,omitempty"`
 	// With a budget, run forecast, enforcement and alerts over the month. Its
-	// name may be empty; its scope's service globs are ignored (simulated
-	// traffic has no services) and its rule labels select the rules it covers.
-	Budget        *Budget `protobuf:"bytes,3,opt,name=budget,proto3" json:"budget,omitempty"`
+	// name may be empty; its rule labels select the rules it covers; its
+	// scope's service globs are ignored by the fast model (its traffic has no
+	// services) and applied by the fleet model (FleetModel.service_names).
+	Budget *Budget `protobuf:"bytes,3,opt,name=budget,proto3" json:"budget,omitempty"`
+	// Set: run the fleet model, the server's own pipeline (store, catalog,
+	// report path, budget controller) with virtual SDK instances on a virtual
+	// clock, whose spend is what the server counts. Unset: the fast model,
+	// the same forecast and decisions on the fleet's expected traffic.
+	Fleet         *FleetModel `protobuf:"bytes,4,opt,name=fleet,proto3" json:"fleet,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2568,6 +2575,210 @@ func (x *SimulateCostRequest) GetBudget() *Budget {
 	return nil
 }
 
+func (x *SimulateCostRequest) GetFleet() *FleetModel {
+	if x != nil {
+		return x.Fleet
+	}
+	return nil
+}
+
+// FleetModel is a fleet of virtual SDK instances that decide as the Go SDK
+// does (quota token bucket, borrowing, fixed rates in force) and learn of
+// decisions as streams do, reporting once an interval.
+type FleetModel struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Virtual SDK instances, 1-10000.
+	Instances int32 `protobuf:"varint,1,opt,name=instances,proto3" json:"instances,omitempty"`
+	// Zipf exponent of the traffic across instances, in [0, 10]; 0: even.
+	Zipf float64 `protobuf:"fixed64,2,opt,name=zipf,proto3" json:"zipf,omitempty"`
+	// Services the instances run in, assigned in turn, at most 100; empty:
+	// "simulated". A rule's traffic goes to the instances its service glob
+	// matches.
+	ServiceNames []string `protobuf:"bytes,3,rep,name=service_names,json=serviceNames,proto3" json:"service_names,omitempty"`
+	// The report interval, which is also the controller's: 1 s to 1 min;
+	// unset: 1 min.
+	ReportInterval *durationpb.Duration `protobuf:"bytes,4,opt,name=report_interval,json=reportInterval,proto3" json:"report_interval,omitempty"`
+	// How long to simulate from start_time, at most 62 days; unset:
+	// traffic.days.
+	Duration *durationpb.Duration `protobuf:"bytes,5,opt,name=duration,proto3" json:"duration,omitempty"`
+	// Where the virtual clock starts; unset: 2026-11-01 00:00 UTC.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// Seed of the instances' report jitter: one seed, one result.
+	Seed          uint64 `protobuf:"varint,7,opt,name=seed,proto3" json:"seed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FleetModel) Reset() {
+	*x = FleetModel{}
+	mi := &file_controlplane_v1_budget_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FleetModel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FleetModel) ProtoMessage() {}
+
+func (x *FleetModel) ProtoReflect() protoreflect.Message {
+	mi := &file_controlplane_v1_budget_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FleetModel.ProtoReflect.Descriptor instead.
+func (*FleetModel) Descriptor() ([]byte, []int) {
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *FleetModel) GetInstances() int32 {
+	if x != nil {
+		return x.Instances
+	}
+	return 0
+}
+
+func (x *FleetModel) GetZipf() float64 {
+	if x != nil {
+		return x.Zipf
+	}
+	return 0
+}
+
+func (x *FleetModel) GetServiceNames() []string {
+	if x != nil {
+		return x.ServiceNames
+	}
+	return nil
+}
+
+func (x *FleetModel) GetReportInterval() *durationpb.Duration {
+	if x != nil {
+		return x.ReportInterval
+	}
+	return nil
+}
+
+func (x *FleetModel) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *FleetModel) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *FleetModel) GetSeed() uint64 {
+	if x != nil {
+		return x.Seed
+	}
+	return 0
+}
+
+// FleetOutcome is what the fleet model's instances did.
+type FleetOutcome struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Virtual SDK instances simulated.
+	Instances int32 `protobuf:"varint,1,opt,name=instances,proto3" json:"instances,omitempty"`
+	// Reports the instances made.
+	Reports int64 `protobuf:"varint,2,opt,name=reports,proto3" json:"reports,omitempty"`
+	// Decisions the controller made.
+	Decisions int64 `protobuf:"varint,3,opt,name=decisions,proto3" json:"decisions,omitempty"`
+	// Traces the instances sampled by their quotas.
+	ReservoirTraces int64 `protobuf:"varint,4,opt,name=reservoir_traces,json=reservoirTraces,proto3" json:"reservoir_traces,omitempty"`
+	// Traces they borrowed without a current quota.
+	BorrowedTraces int64 `protobuf:"varint,5,opt,name=borrowed_traces,json=borrowedTraces,proto3" json:"borrowed_traces,omitempty"`
+	// Traces they sampled by the fixed rates in force.
+	FixedRateTraces int64 `protobuf:"varint,6,opt,name=fixed_rate_traces,json=fixedRateTraces,proto3" json:"fixed_rate_traces,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *FleetOutcome) Reset() {
+	*x = FleetOutcome{}
+	mi := &file_controlplane_v1_budget_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FleetOutcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FleetOutcome) ProtoMessage() {}
+
+func (x *FleetOutcome) ProtoReflect() protoreflect.Message {
+	mi := &file_controlplane_v1_budget_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FleetOutcome.ProtoReflect.Descriptor instead.
+func (*FleetOutcome) Descriptor() ([]byte, []int) {
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *FleetOutcome) GetInstances() int32 {
+	if x != nil {
+		return x.Instances
+	}
+	return 0
+}
+
+func (x *FleetOutcome) GetReports() int64 {
+	if x != nil {
+		return x.Reports
+	}
+	return 0
+}
+
+func (x *FleetOutcome) GetDecisions() int64 {
+	if x != nil {
+		return x.Decisions
+	}
+	return 0
+}
+
+func (x *FleetOutcome) GetReservoirTraces() int64 {
+	if x != nil {
+		return x.ReservoirTraces
+	}
+	return 0
+}
+
+func (x *FleetOutcome) GetBorrowedTraces() int64 {
+	if x != nil {
+		return x.BorrowedTraces
+	}
+	return 0
+}
+
+func (x *FleetOutcome) GetFixedRateTraces() int64 {
+	if x != nil {
+		return x.FixedRateTraces
+	}
+	return 0
+}
+
 // SimulatedAlert is an alert at its simulated time.
 type SimulatedAlert struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2591,7 +2802,7 @@ type SimulatedAlert struct {
 
 func (x *SimulatedAlert) Reset() {
 	*x = SimulatedAlert{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[29]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2603,7 +2814,7 @@ func (x *SimulatedAlert) String() string {
 func (*SimulatedAlert) ProtoMessage() {}
 
 func (x *SimulatedAlert) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[29]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2616,7 +2827,7 @@ func (x *SimulatedAlert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SimulatedAlert.ProtoReflect.Descriptor instead.
 func (*SimulatedAlert) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{29}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SimulatedAlert) GetKind() Alert_Kind {
@@ -2691,7 +2902,7 @@ type BudgetOutcome struct {
 
 func (x *BudgetOutcome) Reset() {
 	*x = BudgetOutcome{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[30]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2703,7 +2914,7 @@ func (x *BudgetOutcome) String() string {
 func (*BudgetOutcome) ProtoMessage() {}
 
 func (x *BudgetOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[30]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2716,7 +2927,7 @@ func (x *BudgetOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BudgetOutcome.ProtoReflect.Descriptor instead.
 func (*BudgetOutcome) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{30}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *BudgetOutcome) GetMonthlyAmountMicros() int64 {
@@ -2806,7 +3017,7 @@ type SimulatedRule struct {
 
 func (x *SimulatedRule) Reset() {
 	*x = SimulatedRule{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[31]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2818,7 +3029,7 @@ func (x *SimulatedRule) String() string {
 func (*SimulatedRule) ProtoMessage() {}
 
 func (x *SimulatedRule) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[31]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2831,7 +3042,7 @@ func (x *SimulatedRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SimulatedRule.ProtoReflect.Descriptor instead.
 func (*SimulatedRule) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{31}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SimulatedRule) GetRuleName() string {
@@ -2904,15 +3115,18 @@ type SimulateCostResponse struct {
 	// Where the simulation's clock starts.
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	// How often the simulated controller decided, in seconds: 60, or longer
-	// for runs of many rules (see SimulateCost).
+	// for runs of many rules (see SimulateCost); the fleet model's report
+	// interval.
 	ControllerIntervalSeconds int32 `protobuf:"varint,9,opt,name=controller_interval_seconds,json=controllerIntervalSeconds,proto3" json:"controller_interval_seconds,omitempty"`
-	unknownFields             protoimpl.UnknownFields
-	sizeCache                 protoimpl.SizeCache
+	// The fleet model's instances; unset for the fast model.
+	FleetOutcome  *FleetOutcome `protobuf:"bytes,10,opt,name=fleet_outcome,json=fleetOutcome,proto3" json:"fleet_outcome,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SimulateCostResponse) Reset() {
 	*x = SimulateCostResponse{}
-	mi := &file_controlplane_v1_budget_proto_msgTypes[32]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2924,7 +3138,7 @@ func (x *SimulateCostResponse) String() string {
 func (*SimulateCostResponse) ProtoMessage() {}
 
 func (x *SimulateCostResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_v1_budget_proto_msgTypes[32]
+	mi := &file_controlplane_v1_budget_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2937,7 +3151,7 @@ func (x *SimulateCostResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SimulateCostResponse.ProtoReflect.Descriptor instead.
 func (*SimulateCostResponse) Descriptor() ([]byte, []int) {
-	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{32}
+	return file_controlplane_v1_budget_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SimulateCostResponse) GetRequests() int64 {
@@ -3003,11 +3217,18 @@ func (x *SimulateCostResponse) GetControllerIntervalSeconds() int32 {
 	return 0
 }
 
+func (x *SimulateCostResponse) GetFleetOutcome() *FleetOutcome {
+	if x != nil {
+		return x.FleetOutcome
+	}
+	return nil
+}
+
 var File_controlplane_v1_budget_proto protoreflect.FileDescriptor
 
 const file_controlplane_v1_budget_proto_rawDesc = "" +
 	"\n" +
-	"\x1ccontrolplane/v1/budget.proto\x12\x0fcontrolplane.v1\x1a\x1acontrolplane/v1/rule.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\t\n" +
+	"\x1ccontrolplane/v1/budget.proto\x12\x0fcontrolplane.v1\x1a\x1acontrolplane/v1/rule.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\t\n" +
 	"\x06Budget\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x122\n" +
@@ -3228,11 +3449,29 @@ const file_controlplane_v1_budget_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1a=\n" +
 	"\x0fRuleSharesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xac\x01\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xdf\x01\n" +
 	"\x13SimulateCostRequest\x12+\n" +
 	"\x05rules\x18\x01 \x03(\v2\x15.controlplane.v1.RuleR\x05rules\x127\n" +
 	"\atraffic\x18\x02 \x01(\v2\x1d.controlplane.v1.TrafficShapeR\atraffic\x12/\n" +
-	"\x06budget\x18\x03 \x01(\v2\x17.controlplane.v1.BudgetR\x06budget\"\xfe\x01\n" +
+	"\x06budget\x18\x03 \x01(\v2\x17.controlplane.v1.BudgetR\x06budget\x121\n" +
+	"\x05fleet\x18\x04 \x01(\v2\x1b.controlplane.v1.FleetModelR\x05fleet\"\xad\x02\n" +
+	"\n" +
+	"FleetModel\x12\x1c\n" +
+	"\tinstances\x18\x01 \x01(\x05R\tinstances\x12\x12\n" +
+	"\x04zipf\x18\x02 \x01(\x01R\x04zipf\x12#\n" +
+	"\rservice_names\x18\x03 \x03(\tR\fserviceNames\x12B\n" +
+	"\x0freport_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0ereportInterval\x125\n" +
+	"\bduration\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bduration\x129\n" +
+	"\n" +
+	"start_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12\x12\n" +
+	"\x04seed\x18\a \x01(\x04R\x04seed\"\xe4\x01\n" +
+	"\fFleetOutcome\x12\x1c\n" +
+	"\tinstances\x18\x01 \x01(\x05R\tinstances\x12\x18\n" +
+	"\areports\x18\x02 \x01(\x03R\areports\x12\x1c\n" +
+	"\tdecisions\x18\x03 \x01(\x03R\tdecisions\x12)\n" +
+	"\x10reservoir_traces\x18\x04 \x01(\x03R\x0freservoirTraces\x12'\n" +
+	"\x0fborrowed_traces\x18\x05 \x01(\x03R\x0eborrowedTraces\x12*\n" +
+	"\x11fixed_rate_traces\x18\x06 \x01(\x03R\x0ffixedRateTraces\"\xfe\x01\n" +
 	"\x0eSimulatedAlert\x12/\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1b.controlplane.v1.Alert.KindR\x04kind\x12\x1c\n" +
 	"\tthreshold\x18\x02 \x01(\x01R\tthreshold\x127\n" +
@@ -3258,7 +3497,7 @@ const file_controlplane_v1_budget_proto_rawDesc = "" +
 	"\x11unenforced_traces\x18\x04 \x01(\x03R\x10unenforcedTraces\x121\n" +
 	"\x15min_fixed_rate_factor\x18\x05 \x01(\x01R\x12minFixedRateFactor\x121\n" +
 	"\x15max_fixed_rate_factor\x18\x06 \x01(\x01R\x12maxFixedRateFactor\x120\n" +
-	"\x14min_reservoir_factor\x18\a \x01(\x01R\x12minReservoirFactor\"\xa8\x03\n" +
+	"\x14min_reservoir_factor\x18\a \x01(\x01R\x12minReservoirFactor\"\xec\x03\n" +
 	"\x14SimulateCostResponse\x12\x1a\n" +
 	"\brequests\x18\x01 \x01(\x03R\brequests\x12\x16\n" +
 	"\x06traces\x18\x02 \x01(\x03R\x06traces\x12$\n" +
@@ -3270,7 +3509,9 @@ const file_controlplane_v1_budget_proto_rawDesc = "" +
 	"\rcurrency_code\x18\a \x01(\tR\fcurrencyCode\x129\n" +
 	"\n" +
 	"start_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12>\n" +
-	"\x1bcontroller_interval_seconds\x18\t \x01(\x05R\x19controllerIntervalSeconds2\xb3\a\n" +
+	"\x1bcontroller_interval_seconds\x18\t \x01(\x05R\x19controllerIntervalSeconds\x12B\n" +
+	"\rfleet_outcome\x18\n" +
+	" \x01(\v2\x1d.controlplane.v1.FleetOutcomeR\ffleetOutcome2\xb3\a\n" +
 	"\rBudgetService\x12[\n" +
 	"\fCreateBudget\x12$.controlplane.v1.CreateBudgetRequest\x1a%.controlplane.v1.CreateBudgetResponse\x12R\n" +
 	"\tGetBudget\x12!.controlplane.v1.GetBudgetRequest\x1a\".controlplane.v1.GetBudgetResponse\x12X\n" +
@@ -3297,7 +3538,7 @@ func file_controlplane_v1_budget_proto_rawDescGZIP() []byte {
 }
 
 var file_controlplane_v1_budget_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_controlplane_v1_budget_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_controlplane_v1_budget_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_controlplane_v1_budget_proto_goTypes = []any{
 	(Budget_Mode)(0),                 // 0: controlplane.v1.Budget.Mode
 	(Alert_Kind)(0),                  // 1: controlplane.v1.Alert.Kind
@@ -3330,85 +3571,93 @@ var file_controlplane_v1_budget_proto_goTypes = []any{
 	(*WatchAlertsResponse)(nil),      // 28: controlplane.v1.WatchAlertsResponse
 	(*TrafficShape)(nil),             // 29: controlplane.v1.TrafficShape
 	(*SimulateCostRequest)(nil),      // 30: controlplane.v1.SimulateCostRequest
-	(*SimulatedAlert)(nil),           // 31: controlplane.v1.SimulatedAlert
-	(*BudgetOutcome)(nil),            // 32: controlplane.v1.BudgetOutcome
-	(*SimulatedRule)(nil),            // 33: controlplane.v1.SimulatedRule
-	(*SimulateCostResponse)(nil),     // 34: controlplane.v1.SimulateCostResponse
-	nil,                              // 35: controlplane.v1.RulePriority.RuleLabelsEntry
-	nil,                              // 36: controlplane.v1.BudgetScope.RuleLabelsEntry
-	nil,                              // 37: controlplane.v1.TrafficShape.SpikeDaysEntry
-	nil,                              // 38: controlplane.v1.TrafficShape.RuleSharesEntry
-	(*timestamppb.Timestamp)(nil),    // 39: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),    // 40: google.protobuf.FieldMask
-	(*Rule)(nil),                     // 41: controlplane.v1.Rule
+	(*FleetModel)(nil),               // 31: controlplane.v1.FleetModel
+	(*FleetOutcome)(nil),             // 32: controlplane.v1.FleetOutcome
+	(*SimulatedAlert)(nil),           // 33: controlplane.v1.SimulatedAlert
+	(*BudgetOutcome)(nil),            // 34: controlplane.v1.BudgetOutcome
+	(*SimulatedRule)(nil),            // 35: controlplane.v1.SimulatedRule
+	(*SimulateCostResponse)(nil),     // 36: controlplane.v1.SimulateCostResponse
+	nil,                              // 37: controlplane.v1.RulePriority.RuleLabelsEntry
+	nil,                              // 38: controlplane.v1.BudgetScope.RuleLabelsEntry
+	nil,                              // 39: controlplane.v1.TrafficShape.SpikeDaysEntry
+	nil,                              // 40: controlplane.v1.TrafficShape.RuleSharesEntry
+	(*timestamppb.Timestamp)(nil),    // 41: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),    // 42: google.protobuf.FieldMask
+	(*Rule)(nil),                     // 43: controlplane.v1.Rule
+	(*durationpb.Duration)(nil),      // 44: google.protobuf.Duration
 }
 var file_controlplane_v1_budget_proto_depIdxs = []int32{
 	4,  // 0: controlplane.v1.Budget.scope:type_name -> controlplane.v1.BudgetScope
 	0,  // 1: controlplane.v1.Budget.mode:type_name -> controlplane.v1.Budget.Mode
 	5,  // 2: controlplane.v1.Budget.channels:type_name -> controlplane.v1.NotificationChannel
-	39, // 3: controlplane.v1.Budget.create_time:type_name -> google.protobuf.Timestamp
-	39, // 4: controlplane.v1.Budget.update_time:type_name -> google.protobuf.Timestamp
+	41, // 3: controlplane.v1.Budget.create_time:type_name -> google.protobuf.Timestamp
+	41, // 4: controlplane.v1.Budget.update_time:type_name -> google.protobuf.Timestamp
 	3,  // 5: controlplane.v1.Budget.rule_priorities:type_name -> controlplane.v1.RulePriority
-	35, // 6: controlplane.v1.RulePriority.rule_labels:type_name -> controlplane.v1.RulePriority.RuleLabelsEntry
-	36, // 7: controlplane.v1.BudgetScope.rule_labels:type_name -> controlplane.v1.BudgetScope.RuleLabelsEntry
+	37, // 6: controlplane.v1.RulePriority.rule_labels:type_name -> controlplane.v1.RulePriority.RuleLabelsEntry
+	38, // 7: controlplane.v1.BudgetScope.rule_labels:type_name -> controlplane.v1.BudgetScope.RuleLabelsEntry
 	2,  // 8: controlplane.v1.CreateBudgetRequest.budget:type_name -> controlplane.v1.Budget
 	2,  // 9: controlplane.v1.CreateBudgetResponse.budget:type_name -> controlplane.v1.Budget
 	2,  // 10: controlplane.v1.GetBudgetResponse.budget:type_name -> controlplane.v1.Budget
 	2,  // 11: controlplane.v1.ListBudgetsResponse.budgets:type_name -> controlplane.v1.Budget
 	2,  // 12: controlplane.v1.UpdateBudgetRequest.budget:type_name -> controlplane.v1.Budget
-	40, // 13: controlplane.v1.UpdateBudgetRequest.update_mask:type_name -> google.protobuf.FieldMask
+	42, // 13: controlplane.v1.UpdateBudgetRequest.update_mask:type_name -> google.protobuf.FieldMask
 	2,  // 14: controlplane.v1.UpdateBudgetResponse.budget:type_name -> controlplane.v1.Budget
-	39, // 15: controlplane.v1.BudgetStatus.month_start_time:type_name -> google.protobuf.Timestamp
+	41, // 15: controlplane.v1.BudgetStatus.month_start_time:type_name -> google.protobuf.Timestamp
 	17, // 16: controlplane.v1.BudgetStatus.rules:type_name -> controlplane.v1.RuleSpend
-	39, // 17: controlplane.v1.BudgetStatus.computed_time:type_name -> google.protobuf.Timestamp
+	41, // 17: controlplane.v1.BudgetStatus.computed_time:type_name -> google.protobuf.Timestamp
 	18, // 18: controlplane.v1.BudgetStatus.forecast_explanation:type_name -> controlplane.v1.ForecastExplanation
 	19, // 19: controlplane.v1.GetBudgetStatusResponse.status:type_name -> controlplane.v1.BudgetStatus
-	39, // 20: controlplane.v1.GetBudgetHistoryRequest.month_time:type_name -> google.protobuf.Timestamp
-	39, // 21: controlplane.v1.BudgetHour.start_time:type_name -> google.protobuf.Timestamp
-	39, // 22: controlplane.v1.BudgetHour.computed_time:type_name -> google.protobuf.Timestamp
-	39, // 23: controlplane.v1.GetBudgetHistoryResponse.month_start_time:type_name -> google.protobuf.Timestamp
+	41, // 20: controlplane.v1.GetBudgetHistoryRequest.month_time:type_name -> google.protobuf.Timestamp
+	41, // 21: controlplane.v1.BudgetHour.start_time:type_name -> google.protobuf.Timestamp
+	41, // 22: controlplane.v1.BudgetHour.computed_time:type_name -> google.protobuf.Timestamp
+	41, // 23: controlplane.v1.GetBudgetHistoryResponse.month_start_time:type_name -> google.protobuf.Timestamp
 	22, // 24: controlplane.v1.GetBudgetHistoryResponse.hours:type_name -> controlplane.v1.BudgetHour
 	1,  // 25: controlplane.v1.Alert.kind:type_name -> controlplane.v1.Alert.Kind
-	39, // 26: controlplane.v1.Alert.fire_time:type_name -> google.protobuf.Timestamp
-	39, // 27: controlplane.v1.Alert.month_start_time:type_name -> google.protobuf.Timestamp
+	41, // 26: controlplane.v1.Alert.fire_time:type_name -> google.protobuf.Timestamp
+	41, // 27: controlplane.v1.Alert.month_start_time:type_name -> google.protobuf.Timestamp
 	24, // 28: controlplane.v1.ListAlertsResponse.alerts:type_name -> controlplane.v1.Alert
 	24, // 29: controlplane.v1.WatchAlertsResponse.alert:type_name -> controlplane.v1.Alert
-	37, // 30: controlplane.v1.TrafficShape.spike_days:type_name -> controlplane.v1.TrafficShape.SpikeDaysEntry
-	38, // 31: controlplane.v1.TrafficShape.rule_shares:type_name -> controlplane.v1.TrafficShape.RuleSharesEntry
-	41, // 32: controlplane.v1.SimulateCostRequest.rules:type_name -> controlplane.v1.Rule
+	39, // 30: controlplane.v1.TrafficShape.spike_days:type_name -> controlplane.v1.TrafficShape.SpikeDaysEntry
+	40, // 31: controlplane.v1.TrafficShape.rule_shares:type_name -> controlplane.v1.TrafficShape.RuleSharesEntry
+	43, // 32: controlplane.v1.SimulateCostRequest.rules:type_name -> controlplane.v1.Rule
 	29, // 33: controlplane.v1.SimulateCostRequest.traffic:type_name -> controlplane.v1.TrafficShape
 	2,  // 34: controlplane.v1.SimulateCostRequest.budget:type_name -> controlplane.v1.Budget
-	1,  // 35: controlplane.v1.SimulatedAlert.kind:type_name -> controlplane.v1.Alert.Kind
-	39, // 36: controlplane.v1.SimulatedAlert.fire_time:type_name -> google.protobuf.Timestamp
-	31, // 37: controlplane.v1.BudgetOutcome.alerts:type_name -> controlplane.v1.SimulatedAlert
-	33, // 38: controlplane.v1.BudgetOutcome.rules:type_name -> controlplane.v1.SimulatedRule
-	32, // 39: controlplane.v1.SimulateCostResponse.budget_outcome:type_name -> controlplane.v1.BudgetOutcome
-	39, // 40: controlplane.v1.SimulateCostResponse.start_time:type_name -> google.protobuf.Timestamp
-	6,  // 41: controlplane.v1.BudgetService.CreateBudget:input_type -> controlplane.v1.CreateBudgetRequest
-	8,  // 42: controlplane.v1.BudgetService.GetBudget:input_type -> controlplane.v1.GetBudgetRequest
-	10, // 43: controlplane.v1.BudgetService.ListBudgets:input_type -> controlplane.v1.ListBudgetsRequest
-	12, // 44: controlplane.v1.BudgetService.UpdateBudget:input_type -> controlplane.v1.UpdateBudgetRequest
-	14, // 45: controlplane.v1.BudgetService.DeleteBudget:input_type -> controlplane.v1.DeleteBudgetRequest
-	16, // 46: controlplane.v1.BudgetService.GetBudgetStatus:input_type -> controlplane.v1.GetBudgetStatusRequest
-	21, // 47: controlplane.v1.BudgetService.GetBudgetHistory:input_type -> controlplane.v1.GetBudgetHistoryRequest
-	25, // 48: controlplane.v1.BudgetService.ListAlerts:input_type -> controlplane.v1.ListAlertsRequest
-	27, // 49: controlplane.v1.BudgetService.WatchAlerts:input_type -> controlplane.v1.WatchAlertsRequest
-	30, // 50: controlplane.v1.BudgetService.SimulateCost:input_type -> controlplane.v1.SimulateCostRequest
-	7,  // 51: controlplane.v1.BudgetService.CreateBudget:output_type -> controlplane.v1.CreateBudgetResponse
-	9,  // 52: controlplane.v1.BudgetService.GetBudget:output_type -> controlplane.v1.GetBudgetResponse
-	11, // 53: controlplane.v1.BudgetService.ListBudgets:output_type -> controlplane.v1.ListBudgetsResponse
-	13, // 54: controlplane.v1.BudgetService.UpdateBudget:output_type -> controlplane.v1.UpdateBudgetResponse
-	15, // 55: controlplane.v1.BudgetService.DeleteBudget:output_type -> controlplane.v1.DeleteBudgetResponse
-	20, // 56: controlplane.v1.BudgetService.GetBudgetStatus:output_type -> controlplane.v1.GetBudgetStatusResponse
-	23, // 57: controlplane.v1.BudgetService.GetBudgetHistory:output_type -> controlplane.v1.GetBudgetHistoryResponse
-	26, // 58: controlplane.v1.BudgetService.ListAlerts:output_type -> controlplane.v1.ListAlertsResponse
-	28, // 59: controlplane.v1.BudgetService.WatchAlerts:output_type -> controlplane.v1.WatchAlertsResponse
-	34, // 60: controlplane.v1.BudgetService.SimulateCost:output_type -> controlplane.v1.SimulateCostResponse
-	51, // [51:61] is the sub-list for method output_type
-	41, // [41:51] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	31, // 35: controlplane.v1.SimulateCostRequest.fleet:type_name -> controlplane.v1.FleetModel
+	44, // 36: controlplane.v1.FleetModel.report_interval:type_name -> google.protobuf.Duration
+	44, // 37: controlplane.v1.FleetModel.duration:type_name -> google.protobuf.Duration
+	41, // 38: controlplane.v1.FleetModel.start_time:type_name -> google.protobuf.Timestamp
+	1,  // 39: controlplane.v1.SimulatedAlert.kind:type_name -> controlplane.v1.Alert.Kind
+	41, // 40: controlplane.v1.SimulatedAlert.fire_time:type_name -> google.protobuf.Timestamp
+	33, // 41: controlplane.v1.BudgetOutcome.alerts:type_name -> controlplane.v1.SimulatedAlert
+	35, // 42: controlplane.v1.BudgetOutcome.rules:type_name -> controlplane.v1.SimulatedRule
+	34, // 43: controlplane.v1.SimulateCostResponse.budget_outcome:type_name -> controlplane.v1.BudgetOutcome
+	41, // 44: controlplane.v1.SimulateCostResponse.start_time:type_name -> google.protobuf.Timestamp
+	32, // 45: controlplane.v1.SimulateCostResponse.fleet_outcome:type_name -> controlplane.v1.FleetOutcome
+	6,  // 46: controlplane.v1.BudgetService.CreateBudget:input_type -> controlplane.v1.CreateBudgetRequest
+	8,  // 47: controlplane.v1.BudgetService.GetBudget:input_type -> controlplane.v1.GetBudgetRequest
+	10, // 48: controlplane.v1.BudgetService.ListBudgets:input_type -> controlplane.v1.ListBudgetsRequest
+	12, // 49: controlplane.v1.BudgetService.UpdateBudget:input_type -> controlplane.v1.UpdateBudgetRequest
+	14, // 50: controlplane.v1.BudgetService.DeleteBudget:input_type -> controlplane.v1.DeleteBudgetRequest
+	16, // 51: controlplane.v1.BudgetService.GetBudgetStatus:input_type -> controlplane.v1.GetBudgetStatusRequest
+	21, // 52: controlplane.v1.BudgetService.GetBudgetHistory:input_type -> controlplane.v1.GetBudgetHistoryRequest
+	25, // 53: controlplane.v1.BudgetService.ListAlerts:input_type -> controlplane.v1.ListAlertsRequest
+	27, // 54: controlplane.v1.BudgetService.WatchAlerts:input_type -> controlplane.v1.WatchAlertsRequest
+	30, // 55: controlplane.v1.BudgetService.SimulateCost:input_type -> controlplane.v1.SimulateCostRequest
+	7,  // 56: controlplane.v1.BudgetService.CreateBudget:output_type -> controlplane.v1.CreateBudgetResponse
+	9,  // 57: controlplane.v1.BudgetService.GetBudget:output_type -> controlplane.v1.GetBudgetResponse
+	11, // 58: controlplane.v1.BudgetService.ListBudgets:output_type -> controlplane.v1.ListBudgetsResponse
+	13, // 59: controlplane.v1.BudgetService.UpdateBudget:output_type -> controlplane.v1.UpdateBudgetResponse
+	15, // 60: controlplane.v1.BudgetService.DeleteBudget:output_type -> controlplane.v1.DeleteBudgetResponse
+	20, // 61: controlplane.v1.BudgetService.GetBudgetStatus:output_type -> controlplane.v1.GetBudgetStatusResponse
+	23, // 62: controlplane.v1.BudgetService.GetBudgetHistory:output_type -> controlplane.v1.GetBudgetHistoryResponse
+	26, // 63: controlplane.v1.BudgetService.ListAlerts:output_type -> controlplane.v1.ListAlertsResponse
+	28, // 64: controlplane.v1.BudgetService.WatchAlerts:output_type -> controlplane.v1.WatchAlertsResponse
+	36, // 65: controlplane.v1.BudgetService.SimulateCost:output_type -> controlplane.v1.SimulateCostResponse
+	56, // [56:66] is the sub-list for method output_type
+	46, // [46:56] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_controlplane_v1_budget_proto_init() }
@@ -3423,7 +3672,7 @@ func file_controlplane_v1_budget_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlplane_v1_budget_proto_rawDesc), len(file_controlplane_v1_budget_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   37,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -99,9 +99,10 @@ type BudgetServiceClient interface {
 	// days; with a budget the simulated controller decides every minute while
 	// days x steps x (rules + 9) stays within 900000 (a 31-day month of 11
 	// rules), else less often, up to every 12 minutes for 62 days of 100 rules
-	// (SimulateCostResponse.controller_interval_seconds). A replica runs a few
-	// at once (half its cores); past that, RESOURCE_EXHAUSTED with a
-	// RetryInfo.
+	// (SimulateCostResponse.controller_interval_seconds). With fleet, it runs
+	// the server's own pipeline instead (FleetModel), at most 100000 reports
+	// (instances x intervals). A replica runs a few at once (half its cores);
+	// past that, RESOURCE_EXHAUSTED with a RetryInfo.
 	SimulateCost(ctx context.Context, in *SimulateCostRequest, opts ...grpc.CallOption) (*SimulateCostResponse, error)
 }
 
@@ -290,9 +291,10 @@ type BudgetServiceServer interface {
 	// days; with a budget the simulated controller decides every minute while
 	// days x steps x (rules + 9) stays within 900000 (a 31-day month of 11
 	// rules), else less often, up to every 12 minutes for 62 days of 100 rules
-	// (SimulateCostResponse.controller_interval_seconds). A replica runs a few
-	// at once (half its cores); past that, RESOURCE_EXHAUSTED with a
-	// RetryInfo.
+	// (SimulateCostResponse.controller_interval_seconds). With fleet, it runs
+	// the server's own pipeline instead (FleetModel), at most 100000 reports
+	// (instances x intervals). A replica runs a few at once (half its cores);
+	// past that, RESOURCE_EXHAUSTED with a RetryInfo.
 	SimulateCost(context.Context, *SimulateCostRequest) (*SimulateCostResponse, error)
 	mustEmbedUnimplementedBudgetServiceServer()
 }

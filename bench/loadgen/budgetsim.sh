@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# budgetsim.sh: a live bench/loadgen run against serve (embedded store) with
+# an enforcing budget, then `controlplane simulate --fleet` (the server's
+# pipeline on a virtual clock) for the same traffic shape, and both
+# budgets' spend side by side (docs/BENCHMARKS.md, "The fleet simulator
+# against a live run"). Loopback only; what it starts lives in a temporary
+# directory and is stopped at the end.
+#
+#   bash bench/loadgen/budgetsim.sh AMOUNT DURATION [CLIENTS [RPS [ZIPF [SEEDS]]]]
+#
+# e.g. `bash bench/loadgen/budgetsim.sh 500 15m 100 2000 1.1 5`. The
+# simulator gets the traffic loadgen delivered (its requests over its
+# duration), the instant it started its instances, shifted by under a
+# report interval so that the simulated controller ticks in the live one's
+# phase (from serve's first "budget alert" line), and SEEDS report-jitter
+# seeds (default 5). BASE (default 17370) is the first of the two ports.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+amount=${1:?AMOUNT}
+duration=${2:?DURATION}
+clients=${3:-100}
+rps=${4:-2000}
+zipf=${5:-1.1}
+seeds=${6:-5}
+base=${BASE:-17370}
+grpc=127.0.0.1:$base
+http=127.0.0.1:$((base + 1))
+dir=$(mktemp -d)
+spid=
+cleanup() {
+  if [ -n "$spid" ]; then kill "$spid" 2>/dev/null || true; wait "$spid" 2>/dev/null || true; fi
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+
+go build -o "$dir/controlplane" ./cmd/controlplane
+go build -o "$dir/loadgen" ./bench/loadgen
+cp=("$dir/controlplane" --server "$grpc")
+
+"$dir/controlplane" serve --grpc-addr "$grpc" --http-addr "$http" --jaeger-addr "" --xray-addr "" \
+  --report-interval 10s >"$dir/serve.log" 2>&1 &
+spid=$!
+for _ in $(seq 50); do "${cp[@]}" rules list >/dev/null 2>&1 && break; sleep 0.2; done
+"${cp[@]}" budgets create lgb --amount "$amount" --service loadgen --mode enforce >/dev/null
+start=$(date -u +%s.%N)
+"$dir/loadgen" --server "$grpc" --http "$http" --clients "$clients" --rules 10 --fleet-rps "$rps" --zipf "$zipf" \
+  --reservoir 10 --fixed-rate 0.05 --edit=false --duration "$duration" --warmup 5s --budget lgb \
+  >"$dir/loadgen.json" 2>"$dir/loadgen.log"
+"${cp[@]}" budgets status lgb -o json >"$dir/status.json"
+kill "$spid"
+wait "$spid" 2>/dev/null || true
+spid=
+
+# The rules loadgen made, for the simulator.
+{
+  echo "rules:"
+  echo '  - {name: lg-00, priority: 99, service_name: loadgen, url_path: "*", fixed_rate: 0.05, reservoir_size: 10}'
+  for i in 1 2 3 4 5 6 7 8 9; do
+    echo "  - {name: lg-0$i, priority: $((100 + i)), service_name: loadgen, url_path: \"/r$i/*\", fixed_rate: 0.05, reservoir_size: 10}"
+  done
+} >"$dir/rules.yaml"
+
+read -r rpd simstart dur live ratio < <(python3 - "$dir" "$start" <<'EOF'
+import json, re, sys, datetime
+d, start = sys.argv[1], float(sys.argv[2])
+lg = json.load(open(d + "/loadgen.json"))
+st = json.load(open(d + "/status.json"))
+log = open(d + "/loadgen.log").read()
+m = re.search(r"connected (\d+(?:\.\d+)?)(ms|s|µs) after", log)
+conn = float(m.group(1)) * {"ms": 1e-3, "s": 1, "µs": 1e-6}[m.group(2)] if m else 0
+alert = None
+for line in open(d + "/serve.log"):
+    if "budget alert" in line:
+        t = re.search(r"time=(\S+)", line).group(1)
+        alert = datetime.datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
+        break
+s = start + conn
+phase = (alert % 10) if alert is not None else 0
+sim = datetime.datetime.fromtimestamp(s - phase, datetime.timezone.utc)
+rpd = lg["traces"]["requests"] / lg["duration_sec"] * 86400
+print(round(rpd), sim.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "%.3fs" % lg["duration_sec"],
+      st.get("sampled_traces", 0), st.get("spent_ratio", 0))
+EOF
+)
+echo "live: $live traces counted, spend ratio $ratio (loadgen: $(grep -o 'traces: .*' "$dir/loadgen.log"))"
+for seed in $(seq 0 $((seeds - 1))); do
+  "$dir/controlplane" simulate -f "$dir/rules.yaml" --share lg-00:1 --requests-per-day "$rpd" --fleet "$clients" \
+    --zipf "$zipf" --service loadgen --budget "$amount" --budget-service loadgen --interval 10s \
+    --start "$simstart" --duration "$dur" --seed "$seed" | tail -1 |
+    python3 -c "import json,sys; d=json.load(sys.stdin); print('simulated, seed $seed: %d traces counted, spend ratio %.6g (%+.2f %%)' % (d['spent_traces'], d['spent_ratio'], (d['spent_traces']/max(1,$live)-1)*100))"
+done
+echo "simulate -f rules.yaml --share lg-00:1 --requests-per-day $rpd --fleet $clients --zipf $zipf --service loadgen --budget $amount --budget-service loadgen --interval 10s --start $simstart --duration $dur"
