@@ -2,6 +2,7 @@ package reservoir
 
 import (
 	"math"
+	"slices"
 	"time"
 )
 
@@ -277,11 +278,11 @@ func (l Ledger) Apply(a *Account, now, downSince time.Time, ups []Update) (fleet
 	} else if writes {
 		a.Reserve = 0
 	}
-	rates := make([]float64, len(ups))
+	grants = make([]float64, len(ups))
 	for i, u := range ups {
-		rates[i] = u.Add.Rate
+		grants[i] = u.Add.Rate
 	}
-	grants = Grants(reservoir, fleet, outstanding, rates)
+	grantInPlace(reservoir, fleet, outstanding, grants)
 	var granted float64
 	for _, g := range grants {
 		granted += g
@@ -364,18 +365,24 @@ func (l Ledger) Totals(a *Account, now time.Time) Totals {
 // which is what the Redis script records without going through them one by
 // one; the store then calls Grants on the sums the script returns.
 func Grants(r, fleet, outstanding float64, rates []float64) []float64 {
+	grants := slices.Clone(rates)
+	grantInPlace(r, fleet, outstanding, grants)
+	return grants
+}
+
+// grantInPlace is Grants, each rate replaced by its grant: Apply needs the
+// rates no more, and one slice fewer a batch.
+func grantInPlace(r, fleet, outstanding float64, rates []float64) {
 	for _, rate := range rates {
 		if usable(rate) {
 			fleet = max(fleet, rate)
 		}
 	}
-	grants := make([]float64, len(rates))
 	for i, rate := range rates {
 		g := Grant(r, Quota(r, rate, fleet), outstanding)
-		grants[i] = g
+		rates[i] = g
 		outstanding += g
 	}
-	return grants
 }
 
 // reserveAfterOutage creates the reserve when the first report after an
