@@ -175,13 +175,20 @@ func newReportBatcher(st reportStore, ledger reservoir.Ledger, now func() time.T
 // never held: its client keeps it until it is acknowledged, and sends it
 // again.
 func (b *reportBatcher) record(ctx context.Context, updates []store.RateUpdate, usage []store.UsageIncrement, carry bool, seq reportSeq) ([]store.RateResult, error) {
-	carry = carry && seq.seq == 0
-	p := &pendingReport{updates: updates, usage: usage, seq: seq, carry: carry}
+	return b.recordPending(ctx, &pendingReport{updates: updates, usage: usage, seq: seq, carry: carry})
+}
+
+// recordPending is record, of a report whose caller made p (with its
+// updates, usage, seq and carry set, and nothing else), so that p can
+// share an allocation with the report's slices. p is the batcher's until
+// recordPending returns, and may be written after, if the caller gave up.
+func (b *reportBatcher) recordPending(ctx context.Context, p *pendingReport) ([]store.RateResult, error) {
+	p.carry = p.carry && p.seq.seq == 0
 	b.mu.Lock()
 	if b.stopped {
 		b.mu.Unlock()
-		if carry {
-			b.dropped.Add(float64(len(usage)))
+		if p.carry {
+			b.dropped.Add(float64(len(p.usage)))
 		}
 		return nil, store.ErrUnavailable
 	}
