@@ -380,11 +380,10 @@ func (l *live) applyRates(b store.ReportBatch) []store.RateResult {
 		if a == nil {
 			a = &reservoir.Account{}
 		}
-		fleet, grants := b.Ledger.Apply(a, b.Now, b.DownSince, ups)
+		fleet, grants, t := b.Ledger.ApplyTotals(a, b.Now, b.DownSince, ups)
 		if a.Written {
 			l.ledgers[rule] = a
 		}
-		t := b.Ledger.Totals(a, b.Now)
 		for k, i := range group {
 			out[i] = store.RateResult{Fleet: fleet, Quota: grants[k], Sampled: t.Sampled, Instances: t.Instances, Granted: t.Quota, Applied: t.AppliedAt(version)}
 		}
