@@ -138,7 +138,7 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 		boostDocs []boostDoc
 	)
 	if len(docs) == 1 {
-		one = new(oneDocument)
+		one = r.Buffers.take()
 		updates, retracts, usage = one.updates[:0], one.retracts[:0], one.usage[:0]
 	} else {
 		acc = make([]accepted, 0, len(docs))
@@ -244,6 +244,11 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 		p := &one.pending
 		*p = pendingReport{updates: updates, usage: usage, seq: reportSeq{client, seq}, carry: carry}
 		results, err = s.batcher.recordPending(ctx, p)
+		if err != nil {
+			// A report whose caller gave up may still be in a batch at
+			// the store, which goes on with p.
+			r.Buffers.drop(one)
+		}
 	} else {
 		results, err = s.batcher.record(ctx, updates, usage, carry, reportSeq{client, seq})
 	}
@@ -295,6 +300,43 @@ type oneDocument struct {
 	retracts [1]reservoir.Receipt
 	usage    [2]store.UsageIncrement
 	targets  [1]Target
+}
+
+// ReportBuffers is memory that Report takes a oneDocument from (see
+// Report.Buffers): two, in turn, so that the targets of the last call stay
+// as they were while the next one fills the other.
+type ReportBuffers struct {
+	docs [2]*oneDocument
+	next int
+}
+
+// take returns a zeroed oneDocument; a nil b makes one.
+func (b *ReportBuffers) take() *oneDocument {
+	if b == nil {
+		return new(oneDocument)
+	}
+	b.next ^= 1
+	d := b.docs[b.next]
+	if d == nil {
+		d = new(oneDocument)
+		b.docs[b.next] = d
+	} else {
+		*d = oneDocument{}
+	}
+	return d
+}
+
+// drop forgets d, which others may still use: the next take of its turn
+// makes a new one.
+func (b *ReportBuffers) drop(d *oneDocument) {
+	if b == nil {
+		return
+	}
+	for i := range b.docs {
+		if b.docs[i] == d {
+			b.docs[i] = nil
+		}
+	}
 }
 
 // serviceOf is the service a document counts for in budgets: the report's,

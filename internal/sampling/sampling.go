@@ -59,6 +59,12 @@ type Report struct {
 	// Boosts are the client's anomaly counts, per rule, in documents of
 	// their own (X-Ray's).
 	Boosts []BoostStatistics
+	// Buffers, if not nil, lends the call memory that a caller reporting
+	// one report after another (a stream) keeps from call to call. The
+	// targets a call returns then last until the second call after it
+	// with the same Buffers, and calls with the same Buffers must not
+	// overlap.
+	Buffers *ReportBuffers
 }
 
 // Statistics is one rule's counts from one client since its last report.
