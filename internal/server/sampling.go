@@ -212,11 +212,15 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 	// docs is the documents of the report being answered, reused from one
 	// report to the next: the core keeps none of them.
 	var docs []sampling.Statistics
+	// bufs is the core's memory for the reports (Report.Buffers): the
+	// targets of a report, which base keeps, last while the next one is
+	// made.
+	bufs := new(sampling.ReportBuffers)
 	answer := func(r *pb.Report) error {
 		docs = statisticsFromProtoInto(docs, r.GetStatistics())
 		ts, err := s.core.Report(ctx, sampling.Report{
 			Client: hello.GetClientId(), Service: hello.GetServiceName(), Statistics: docs,
-			Carry: true, Seq: r.GetSeq(), Applied: r.GetAppliedRulesVersion(),
+			Carry: true, Seq: r.GetSeq(), Applied: r.GetAppliedRulesVersion(), Buffers: bufs,
 		}, keeper)
 		mu.Lock()
 		defer mu.Unlock()
