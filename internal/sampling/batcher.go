@@ -125,8 +125,10 @@ type pendingReport struct {
 	err     error
 	// answered: results or err are set (the leader's alone).
 	answered bool
-	// wake, made for a caller that waits, is closed when the report is
-	// answered or, with lead set (under mu), when its caller is to lead.
+	// wake, made for a caller that waits (or kept from the caller's last
+	// report, see ReportBuffers), is signalled once (signal): when the
+	// report is answered or, with lead set (under mu), when its caller is
+	// to lead.
 	wake chan struct{}
 	lead bool
 }
@@ -200,7 +202,9 @@ func (b *reportBatcher) recordPending(ctx context.Context, p *pendingReport) ([]
 		b.lead(p)
 		return p.results, p.err
 	}
-	p.wake = make(chan struct{})
+	if p.wake == nil {
+		p.wake = make(chan struct{}, 1)
+	}
 	b.mu.Unlock()
 	select {
 	case <-p.wake:
@@ -244,7 +248,7 @@ func (b *reportBatcher) lead(own *pendingReport) {
 		case own.answered && len(b.queue) > 0:
 			next := b.queue[0]
 			next.lead = true
-			close(next.wake)
+			signal(next.wake)
 			b.mu.Unlock()
 			return
 		case own.answered:
@@ -274,12 +278,22 @@ func (b *reportBatcher) lead(own *pendingReport) {
 	}
 }
 
+// signal wakes the caller waiting on wake, a channel of one slot that is
+// signalled once per report: a caller that gave up leaves the signal in
+// it, and its buffers are not used again (ReportBuffers.drop).
+func signal(wake chan struct{}) {
+	select {
+	case wake <- struct{}{}:
+	default:
+	}
+}
+
 // answer tells p's caller that its report is answered; own's caller is the
 // leader, which needs no telling.
 func answer(p, own *pendingReport) {
 	p.answered = true
 	if p != own {
-		close(p.wake)
+		signal(p.wake)
 	}
 }
 

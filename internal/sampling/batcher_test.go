@@ -649,7 +649,7 @@ func TestBatcherLeadHandedToACallerGivingUp(t *testing.T) {
 		b.mu.Lock()
 		p := b.queue[0]
 		p.lead = true
-		close(p.wake)
+		signal(p.wake)
 		cancel()
 		b.mu.Unlock()
 		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {

@@ -321,7 +321,11 @@ func (b *ReportBuffers) take() *oneDocument {
 		d = new(oneDocument)
 		b.docs[b.next] = d
 	} else {
+		// The batcher's wake channel, signalled once a report and
+		// empty after it, goes on to the next.
+		wake := d.pending.wake
 		*d = oneDocument{}
+		d.pending.wake = wake
 	}
 	return d
 }
