@@ -2,7 +2,10 @@ package sampling
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,6 +14,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/receipt"
 	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
 )
 
@@ -87,4 +91,80 @@ func TestReportBuffersDrop(t *testing.T) {
 		t.Errorf("nil buffers handed out the same memory twice")
 	}
 	none.drop(d1) // no panic
+}
+
+// gatedStore holds each store call while hold is set.
+type gatedStore struct {
+	*memstore.Store
+	hold    atomic.Pointer[chan struct{}]
+	entered chan struct{}
+}
+
+func (g *gatedStore) RecordReports(ctx context.Context, b store.ReportBatch) ([]store.RateResult, error) {
+	if h := g.hold.Load(); h != nil {
+		g.entered <- struct{}{}
+		<-*h
+	}
+	return g.Store.RecordReports(ctx, b)
+}
+
+// TestReportBuffersKeepTheWakeChannel: a stream's report queued behind a
+// batch at the store waits on a channel that its ReportBuffers keep for the
+// report after next, instead of one made for each report.
+func TestReportBuffersKeepTheWakeChannel(t *testing.T) {
+	ctx := context.Background()
+	mem, err := memstore.New(memstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mem.Close() })
+	r := rules.Rule{Name: "r", Priority: 1, ServiceName: "shop", ReservoirSize: 10}
+	if _, err := mem.CreateRule(ctx, r.Normalize(), "test"); err != nil {
+		t.Fatal(err)
+	}
+	cat := catalog.New(mem, catalog.Options{Logger: discardLogger()})
+	if err := cat.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := &gatedStore{Store: mem, entered: make(chan struct{})}
+	s := New(Options{Catalog: cat, Store: st, Logger: discardLogger(), Interval: time.Second})
+	t.Cleanup(s.Close)
+	if _, err := s.keys.Ring(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	bufs := new(ReportBuffers)
+	keeper := receipt.NewHeld().Over(s.Tokens())
+	rep := Report{Client: "c", Service: "shop", Buffers: bufs, Statistics: []Statistics{{Rule: "r", Requests: 10, Sampled: 1, Interval: time.Second}}}
+	var wakes []chan struct{}
+	for round := range 3 {
+		hold := make(chan struct{})
+		st.hold.Store(&hold)
+		other := make(chan error, 1)
+		go func() {
+			// Another stream's report, at the store while ours queues.
+			_, err := s.Report(ctx, Report{Client: fmt.Sprint("other", round), Service: "shop", Statistics: rep.Statistics}, s.Tokens())
+			other <- err
+		}()
+		<-st.entered
+		st.hold.Store(nil)
+		ours := make(chan error, 1)
+		go func() {
+			_, err := s.Report(ctx, rep, keeper)
+			ours <- err
+		}()
+		waitQueued(t, s.batcher, 1)
+		close(hold)
+		if err := errors.Join(<-other, <-ours); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		w := bufs.docs[bufs.next].pending.wake
+		if w == nil {
+			t.Fatalf("round %d: the queued report had no wake channel", round)
+		}
+		wakes = append(wakes, w)
+	}
+	if wakes[0] != wakes[2] || wakes[0] == wakes[1] {
+		t.Errorf("wake channels of three reports in turn: %p, %p, %p; want the first and third the same, the second another", wakes[0], wakes[1], wakes[2])
+	}
 }

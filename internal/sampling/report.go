@@ -242,7 +242,7 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 	)
 	if one != nil {
 		p := &one.pending
-		*p = pendingReport{updates: updates, usage: usage, seq: reportSeq{client, seq}, carry: carry}
+		*p = pendingReport{updates: updates, usage: usage, seq: reportSeq{client, seq}, carry: carry, wake: p.wake}
 		results, err = s.batcher.recordPending(ctx, p)
 		if err != nil {
 			// A report whose caller gave up may still be in a batch at
