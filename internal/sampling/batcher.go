@@ -95,6 +95,7 @@ type reportBatcher struct {
 	downSince time.Time
 	outage    struct{ from, to time.Time }
 	keys      batchKeys
+	sent      sentBuffers
 
 	once sync.Once
 }
@@ -348,17 +349,20 @@ func (b *reportBatcher) noteOutcome(sent time.Time, err error) {
 // whether the store took it.
 func (b *reportBatcher) flush(batch []*pendingReport, n int, own *pendingReport) bool {
 	// A batch of one, the usual one when the store keeps up, sends the
-	// report's own slices, which the store only reads.
+	// report's own slices, which the store only reads; a bigger one's are
+	// gathered in slices kept from batch to batch (sentBuffers), as are
+	// the numbered reports of any.
+	multi := len(batch) > 1
 	updates := batch[0].updates
-	if len(batch) > 1 {
-		updates = make([]store.RateUpdate, 0, n)
+	if multi {
+		updates = b.sent.updates[:0]
 		for _, p := range batch {
 			updates = append(updates, p.updates...)
 		}
 	}
 	var (
 		usage     []store.UsageIncrement
-		sequenced []store.SequencedUsage
+		sequenced = b.sent.sequenced[:0]
 	)
 	for _, p := range batch {
 		switch {
@@ -366,12 +370,23 @@ func (b *reportBatcher) flush(batch []*pendingReport, n int, own *pendingReport)
 			// Nothing to bill: the report's seq need not be recorded.
 		case p.seq.seq != 0:
 			sequenced = append(sequenced, store.SequencedUsage{Client: p.seq.client, Seq: p.seq.seq, Usage: p.usage})
+		case !multi:
+			usage = p.usage
 		case usage == nil:
-			usage = slices.Clip(p.usage) // appending to it copies
+			usage = append(b.sent.usage[:0], p.usage...)
 		default:
 			usage = append(usage, p.usage...)
 		}
 	}
+	defer func() {
+		if multi {
+			b.sent.updates = reuse(updates)
+			if usage != nil {
+				b.sent.usage = reuse(usage)
+			}
+		}
+		b.sent.sequenced = reuse(sequenced)
+	}()
 	sent, key := b.now(), b.keys.next()
 	results, err := b.send(store.ReportBatch{Now: sent, Ledger: b.ledger, Rates: updates, Usage: usage, Sequenced: sequenced, Key: key, DownSince: b.downSinceFor(sent)})
 	if err == nil && len(results) != len(updates) {
@@ -543,6 +558,30 @@ func (b *reportBatcher) send(batch store.ReportBatch) ([]store.RateResult, error
 		b.renewAt = now.Add(b.timeout / 10)
 	}
 	return b.store.RecordReports(b.sendCtx, batch)
+}
+
+// sentBuffers are the slices the leader gathers a batch of several
+// reports in (and the numbered reports of any batch), kept for the next
+// batch: the store only reads them, during its call. On Redis, where most
+// batches hold several reports, they were a few allocations a batch
+// (issue 17).
+type sentBuffers struct {
+	updates   []store.RateUpdate
+	usage     []store.UsageIncrement
+	sequenced []store.SequencedUsage
+}
+
+// maxKept is the most entries a slice of sentBuffers keeps between batches.
+const maxKept = 4096
+
+// reuse returns s cleared (it points into the batch's reports) and empty,
+// to gather the next batch in; nil if it grew past maxKept.
+func reuse[T any](s []T) []T {
+	clear(s)
+	if cap(s) > maxKept {
+		return nil
+	}
+	return s[:0]
 }
 
 // batchKeys names store calls: 128 random bits each, in 32 hex digits.
