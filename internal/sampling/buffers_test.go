@@ -87,7 +87,7 @@ func TestReportBuffersDrop(t *testing.T) {
 		t.Errorf("a dropped buffer was handed out again")
 	}
 	var none *ReportBuffers
-	if none.take() == none.take() {
+	if x, y := none.take(), none.take(); x == y {
 		t.Errorf("nil buffers handed out the same memory twice")
 	}
 	none.drop(d1) // no panic
