@@ -732,6 +732,8 @@ type logLedger struct {
 	entered, release chan struct{}
 	mu               sync.Mutex
 	log              []loggedBatch
+	// seenOdd: the store says it saw the numbered reports of odd seq.
+	seenOdd bool
 }
 
 func (l *logLedger) RecordReports(ctx context.Context, b store.ReportBatch) ([]store.RateResult, error) {
@@ -744,6 +746,18 @@ func (l *logLedger) RecordReports(ctx context.Context, b store.ReportBatch) ([]s
 	}
 	for _, sq := range b.Sequenced {
 		lb.Sequenced = append(lb.Sequenced, fmt.Sprintf("%s:%d", sq.Client, sq.Seq))
+	}
+	if b.Seen != nil && len(b.Seen) != len(b.Sequenced) {
+		return nil, fmt.Errorf("%d entries in Seen for %d numbered reports", len(b.Seen), len(b.Sequenced))
+	}
+	if l.seenOdd && b.Seen != nil {
+		// Only the true entries are written: what the store leaves is
+		// what the batcher handed it.
+		for i, sq := range b.Sequenced {
+			if sq.Seq%2 == 1 {
+				b.Seen[i] = true
+			}
+		}
 	}
 	l.mu.Lock()
 	l.log = append(l.log, lb)
@@ -814,5 +828,62 @@ func TestBatcherGathersBatchesInReusedSlices(t *testing.T) {
 		if diff := cmp.Diff(usageOf("budget-"+r.rule, nov, 1), r.usage); diff != "" {
 			t.Errorf("report %s's own usage changed (-before +after):\n%s", r.rule, diff)
 		}
+	}
+}
+
+// TestBatcherSeenByNumberedReport: each numbered report's caller is told
+// what the store said of that report (store.ReportBatch.Seen), in batches
+// gathered in reused slices, where a report after one the store saw must
+// not inherit its answer.
+func TestBatcherSeenByNumberedReport(t *testing.T) {
+	led := &logLedger{entered: make(chan struct{}), release: make(chan struct{}), seenOdd: true}
+	b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), time.Now, discardLogger(), prometheus.NewRegistry())
+	defer b.close()
+	type report struct {
+		rule string
+		seq  uint64
+	}
+	// batch sends lead alone, held at the store while the others queue
+	// behind it in order, and returns what each caller was told.
+	batch := func(lead report, queued ...report) map[string]bool {
+		t.Helper()
+		type answer struct {
+			rule string
+			seen bool
+			err  error
+		}
+		answers := make(chan answer, 1+len(queued))
+		send := func(r report) {
+			_, seen, err := b.record(context.Background(), []store.RateUpdate{{Rule: r.rule}}, usageOf("budget-"+r.rule, nov, 1), true, reportSeq{"client-" + r.rule, r.seq})
+			answers <- answer{r.rule, seen, err}
+		}
+		led.holdNext.Store(true)
+		go send(lead)
+		<-led.entered
+		for i, r := range queued {
+			go send(r)
+			waitQueued(t, b, i+1)
+		}
+		led.release <- struct{}{}
+		got := map[string]bool{}
+		for range 1 + len(queued) {
+			a := <-answers
+			if a.err != nil {
+				t.Fatal(a.err)
+			}
+			got[a.rule] = a.seen
+		}
+		return got
+	}
+	got := batch(report{"l1", 0}, report{"a", 1}, report{"b", 0}, report{"c", 3}, report{"d", 5}, report{"i", 11})
+	for k, v := range batch(report{"l2", 7}, report{"e", 2}, report{"f", 9}, report{"g", 4}, report{"h", 6}) {
+		got[k] = v
+	}
+	want := map[string]bool{
+		"l1": false, "a": true, "b": false, "c": true, "d": true, "i": true,
+		"l2": true, "e": false, "f": true, "g": false, "h": false,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("seen per report (-want +got):\n%s", diff)
 	}
 }
