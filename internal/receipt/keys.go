@@ -113,6 +113,9 @@ type Keys struct {
 	// cur is ring with its keys' HMAC states, which every report signs
 	// with: read without the lock.
 	cur atomic.Pointer[prepared]
+	// nextNano is next in Unix nanoseconds, read without the lock: Ring,
+	// which every report calls, then takes mu only when a load is due.
+	nextNano atomic.Int64
 }
 
 // prepared is a ring with an HMAC state pool for each of its keys, in the
@@ -169,6 +172,9 @@ const retryAfter = 5 * time.Second
 // Ring returns the ring, reloaded first if it is due. If the store cannot
 // be reached, it returns the ring it has, or an error if it has none yet.
 func (k *Keys) Ring(ctx context.Context) (Ring, error) {
+	if p := k.cur.Load(); p != nil && k.now().UnixNano() < k.nextNano.Load() {
+		return p.ring, nil
+	}
 	k.mu.Lock()
 	ring, due, lastErr := k.ring, !k.now().Before(k.next), k.err
 	k.mu.Unlock()
@@ -210,6 +216,7 @@ func (k *Keys) Ring(ctx context.Context) (Ring, error) {
 	defer k.mu.Unlock()
 	if err != nil {
 		k.next = k.now().Add(retryAfter)
+		k.nextNano.Store(k.next.UnixNano())
 		if k.ring != nil {
 			return k.ring, nil
 		}
@@ -218,5 +225,6 @@ func (k *Keys) Ring(ctx context.Context) (Ring, error) {
 	}
 	k.ring, k.err, k.next = set.Ring(), nil, k.now().Add(Refresh)
 	k.cur.Store(prepare(k.ring))
+	k.nextNano.Store(k.next.UnixNano())
 	return k.ring, nil
 }

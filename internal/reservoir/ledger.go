@@ -2,6 +2,7 @@ package reservoir
 
 import (
 	"math"
+	"slices"
 	"time"
 )
 
@@ -170,6 +171,14 @@ type Update struct {
 // A store calls Apply under whatever lock makes a batch atomic; its Lua twin
 // in the Redis store must stay in step with it, and storetest checks both.
 func (l Ledger) Apply(a *Account, now, downSince time.Time, ups []Update) (fleet float64, grants []float64) {
+	fleet, grants, _ = l.ApplyTotals(a, now, downSince, ups)
+	return fleet, grants
+}
+
+// ApplyTotals is Apply, and returns Totals(a, now) after it as well, summed
+// as Apply goes through a's buckets rather than in a second pass over them
+// (on the embedded store, a report's path; issue 17).
+func (l Ledger) ApplyTotals(a *Account, now, downSince time.Time, ups []Update) (fleet float64, grants []float64, t Totals) {
 	if a.Rates == nil {
 		a.Rates = map[int64]float64{}
 	}
@@ -256,18 +265,24 @@ func (l Ledger) Apply(a *Account, now, downSince time.Time, ups []Update) (fleet
 		}
 	}
 	if writes {
-		for b := range a.Sampled {
-			if !l.liveAt(b, cur) {
+		for b, s := range a.Sampled {
+			if l.liveAt(b, cur) {
+				t.Sampled += s
+			} else {
 				delete(a.Sampled, b)
 			}
 		}
-		for b := range a.Clients {
-			if !l.liveAt(b, cur) {
+		for b, n := range a.Clients {
+			if l.liveAt(b, cur) {
+				t.Instances += n
+			} else {
 				delete(a.Clients, b)
 			}
 		}
-		for b := range a.Applied {
-			if !l.liveAt(b, cur) {
+		for b, n := range a.Applied {
+			if l.liveAt(b, cur) {
+				t.Applied += n
+			} else {
 				delete(a.Applied, b)
 			}
 		}
@@ -277,11 +292,11 @@ func (l Ledger) Apply(a *Account, now, downSince time.Time, ups []Update) (fleet
 	} else if writes {
 		a.Reserve = 0
 	}
-	rates := make([]float64, len(ups))
+	grants = make([]float64, len(ups))
 	for i, u := range ups {
-		rates[i] = u.Add.Rate
+		grants[i] = u.Add.Rate
 	}
-	grants = Grants(reservoir, fleet, outstanding, rates)
+	grantInPlace(reservoir, fleet, outstanding, grants)
 	var granted float64
 	for _, g := range grants {
 		granted += g
@@ -292,7 +307,13 @@ func (l Ledger) Apply(a *Account, now, downSince time.Time, ups []Update) (fleet
 	if writes && (!a.Written || a.Last < cur) {
 		a.Last, a.Written = cur, true
 	}
-	return fleet, grants
+	if !writes {
+		// Nothing went through the other buckets.
+		return fleet, grants, l.Totals(a, now)
+	}
+	// Every bucket of a is live now; the batch's grants went to cur's.
+	t.Rate, t.Quota, t.AppliedVersion = fleet, outstanding+granted, a.AppliedVersion
+	return fleet, grants, t
 }
 
 // Totals is what a rule's ledger says of its fleet at one moment.
@@ -364,18 +385,24 @@ func (l Ledger) Totals(a *Account, now time.Time) Totals {
 // which is what the Redis script records without going through them one by
 // one; the store then calls Grants on the sums the script returns.
 func Grants(r, fleet, outstanding float64, rates []float64) []float64 {
+	grants := slices.Clone(rates)
+	grantInPlace(r, fleet, outstanding, grants)
+	return grants
+}
+
+// grantInPlace is Grants, each rate replaced by its grant: Apply needs the
+// rates no more, and one slice fewer a batch.
+func grantInPlace(r, fleet, outstanding float64, rates []float64) {
 	for _, rate := range rates {
 		if usable(rate) {
 			fleet = max(fleet, rate)
 		}
 	}
-	grants := make([]float64, len(rates))
 	for i, rate := range rates {
 		g := Grant(r, Quota(r, rate, fleet), outstanding)
-		grants[i] = g
+		rates[i] = g
 		outstanding += g
 	}
-	return grants
 }
 
 // reserveAfterOutage creates the reserve when the first report after an

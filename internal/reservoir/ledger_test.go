@@ -332,3 +332,61 @@ func TestFleetQuotasNeverExceedReservoir(t *testing.T) {
 		})
 	}
 }
+
+// TestApplyTotals: the totals ApplyTotals sums on its way through the
+// buckets are the ones Totals reads after it, through batches of writes,
+// retractions (live and not), reads, rule versions and an outage.
+func TestApplyTotals(t *testing.T) {
+	l := Ledger{Interval: 10 * time.Second, Retain: 3}
+	rng := rand.New(rand.NewPCG(7, 17))
+	start := time.Unix(1_800_000_000, 0)
+	for _, tc := range []struct {
+		name    string
+		batches int
+		down    bool // batches say the store was down for a minute
+		reads   bool // batches of reads only
+	}{
+		{"writes", 200, false, false},
+		{"after an outage", 50, true, false},
+		{"reads", 50, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var a Account
+			var held []Receipt // receipts clients hold, to retract
+			for i := range tc.batches {
+				now := start.Add(time.Duration(i) * 700 * time.Millisecond)
+				var down time.Time
+				if tc.down && i%10 == 0 {
+					down = now.Add(-time.Minute)
+				}
+				ups := make([]Update, 1+rng.IntN(5))
+				for k := range ups {
+					u := &ups[k]
+					if tc.reads && i > 3 {
+						u.Add.Bucket = l.Bucket(now)
+						continue
+					}
+					u.Add = Receipt{Bucket: l.Bucket(now), Rate: float64(rng.IntN(100)), Sampled: float64(rng.IntN(5))}
+					u.Reservoir, u.Client = 10, true
+					u.RuleVersion, u.Applied = int64(1+i/60), rng.IntN(2) == 0
+					if len(held) > 0 && rng.IntN(3) > 0 {
+						j := rng.IntN(len(held))
+						r := held[j]
+						u.Retract = &r
+						held = append(held[:j], held[j+1:]...)
+					}
+				}
+				_, grants, got := l.ApplyTotals(&a, now, down, ups)
+				want := l.Totals(&a, now)
+				if diff := cmp.Diff(want, got, cmpopts.EquateApprox(0, 1e-9)); diff != "" {
+					t.Fatalf("batch %d: totals (-Totals +ApplyTotals):\n%s", i, diff)
+				}
+				for k, u := range ups {
+					if u.Client {
+						held = append(held, Receipt{Bucket: u.Add.Bucket, Rate: u.Add.Rate, Quota: grants[k], Sampled: u.Add.Sampled, Applied: u.RuleVersion})
+					}
+				}
+			}
+		})
+	}
+}

@@ -94,6 +94,8 @@ type reportBatcher struct {
 	// name (store.ReportBatch.DownSince). Only run touches them.
 	downSince time.Time
 	outage    struct{ from, to time.Time }
+	keys      batchKeys
+	sent      sentBuffers
 
 	once sync.Once
 }
@@ -127,8 +129,10 @@ type pendingReport struct {
 	err  error
 	// answered: results or err are set (the leader's alone).
 	answered bool
-	// wake, made for a caller that waits, is closed when the report is
-	// answered or, with lead set (under mu), when its caller is to lead.
+	// wake, made for a caller that waits (or kept from the caller's last
+	// report, see ReportBuffers), is signalled once (signal): when the
+	// report is answered or, with lead set (under mu), when its caller is
+	// to lead.
 	wake chan struct{}
 	lead bool
 }
@@ -178,13 +182,20 @@ func newReportBatcher(st reportStore, ledger reservoir.Ledger, now func() time.T
 // never held: its client keeps it until it is acknowledged, and sends it
 // again.
 func (b *reportBatcher) record(ctx context.Context, updates []store.RateUpdate, usage []store.UsageIncrement, carry bool, seq reportSeq) (results []store.RateResult, seen bool, err error) {
-	carry = carry && seq.seq == 0
-	p := &pendingReport{updates: updates, usage: usage, seq: seq, carry: carry}
+	return b.recordPending(ctx, &pendingReport{updates: updates, usage: usage, seq: seq, carry: carry})
+}
+
+// recordPending is record, of a report whose caller made p (with its
+// updates, usage, seq and carry set, and nothing else), so that p can
+// share an allocation with the report's slices. p is the batcher's until
+// recordPending returns, and may be written after, if the caller gave up.
+func (b *reportBatcher) recordPending(ctx context.Context, p *pendingReport) (results []store.RateResult, seen bool, err error) {
+	p.carry = p.carry && p.seq.seq == 0
 	b.mu.Lock()
 	if b.stopped {
 		b.mu.Unlock()
-		if carry {
-			b.dropped.Add(float64(len(usage)))
+		if p.carry {
+			b.dropped.Add(float64(len(p.usage)))
 		}
 		return nil, false, store.ErrUnavailable
 	}
@@ -195,7 +206,9 @@ func (b *reportBatcher) record(ctx context.Context, updates []store.RateUpdate, 
 		b.lead(p)
 		return p.results, p.seen, p.err
 	}
-	p.wake = make(chan struct{})
+	if p.wake == nil {
+		p.wake = make(chan struct{}, 1)
+	}
 	b.mu.Unlock()
 	select {
 	case <-p.wake:
@@ -239,7 +252,7 @@ func (b *reportBatcher) lead(own *pendingReport) {
 		case own.answered && len(b.queue) > 0:
 			next := b.queue[0]
 			next.lead = true
-			close(next.wake)
+			signal(next.wake)
 			b.mu.Unlock()
 			return
 		case own.answered:
@@ -269,12 +282,22 @@ func (b *reportBatcher) lead(own *pendingReport) {
 	}
 }
 
+// signal wakes the caller waiting on wake, a channel of one slot that is
+// signalled once per report: a caller that gave up leaves the signal in
+// it, and its buffers are not used again (ReportBuffers.drop).
+func signal(wake chan struct{}) {
+	select {
+	case wake <- struct{}{}:
+	default:
+	}
+}
+
 // answer tells p's caller that its report is answered; own's caller is the
 // leader, which needs no telling.
 func answer(p, own *pendingReport) {
 	p.answered = true
 	if p != own {
-		close(p.wake)
+		signal(p.wake)
 	}
 }
 
@@ -329,18 +352,21 @@ func (b *reportBatcher) noteOutcome(sent time.Time, err error) {
 // whether the store took it.
 func (b *reportBatcher) flush(batch []*pendingReport, n int, own *pendingReport) bool {
 	// A batch of one, the usual one when the store keeps up, sends the
-	// report's own slices, which the store only reads.
+	// report's own slices, which the store only reads; a bigger one's are
+	// gathered in slices kept from batch to batch (sentBuffers), as are
+	// the numbered reports of any.
+	multi := len(batch) > 1
 	updates := batch[0].updates
-	if len(batch) > 1 {
-		updates = make([]store.RateUpdate, 0, n)
+	if multi {
+		updates = b.sent.updates[:0]
 		for _, p := range batch {
 			updates = append(updates, p.updates...)
 		}
 	}
 	var (
 		usage     []store.UsageIncrement
-		sequenced []store.SequencedUsage
-		numbered  []*pendingReport // of sequenced, in order
+		sequenced = b.sent.sequenced[:0]
+		numbered  = b.sent.numbered[:0] // of sequenced, in order
 	)
 	for _, p := range batch {
 		switch {
@@ -349,17 +375,37 @@ func (b *reportBatcher) flush(batch []*pendingReport, n int, own *pendingReport)
 		case p.seq.seq != 0:
 			sequenced = append(sequenced, store.SequencedUsage{Client: p.seq.client, Seq: p.seq.seq, Usage: p.usage})
 			numbered = append(numbered, p)
+		case !multi:
+			usage = p.usage
 		case usage == nil:
-			usage = slices.Clip(p.usage) // appending to it copies
+			usage = append(b.sent.usage[:0], p.usage...)
 		default:
 			usage = append(usage, p.usage...)
 		}
 	}
 	var seen []bool
 	if len(sequenced) > 0 {
-		seen = make([]bool, len(sequenced))
+		// Cleared by reuse, like the rest of sentBuffers.
+		seen = b.sent.seen[:0]
+		if cap(seen) < len(sequenced) {
+			seen = make([]bool, 0, len(sequenced))
+		}
+		seen = seen[:len(sequenced)]
 	}
-	sent, key := b.now(), newBatchKey()
+	defer func() {
+		if multi {
+			b.sent.updates = reuse(updates)
+			if usage != nil {
+				b.sent.usage = reuse(usage)
+			}
+		}
+		b.sent.sequenced = reuse(sequenced)
+		b.sent.numbered = reuse(numbered)
+		if seen != nil {
+			b.sent.seen = reuse(seen)
+		}
+	}()
+	sent, key := b.now(), b.keys.next()
 	results, err := b.send(store.ReportBatch{Now: sent, Ledger: b.ledger, Rates: updates, Usage: usage, Sequenced: sequenced, Seen: seen, Key: key, DownSince: b.downSinceFor(sent)})
 	if err == nil && len(results) != len(updates) {
 		err = fmt.Errorf("store returned %d results for %d updates", len(results), len(updates))
@@ -410,7 +456,7 @@ func (b *reportBatcher) flushHeld() {
 		for _, u := range b.carried {
 			usage = append(usage, *u)
 		}
-		sent, key := b.now(), newBatchKey()
+		sent, key := b.now(), b.keys.next()
 		_, err := b.send(store.ReportBatch{Now: sent, Usage: usage, Key: key})
 		switch {
 		case err == nil:
@@ -537,14 +583,57 @@ func (b *reportBatcher) send(batch store.ReportBatch) ([]store.RateResult, error
 	return b.store.RecordReports(b.sendCtx, batch)
 }
 
-// newBatchKey names a store call: 128 random bits, in hex.
-func newBatchKey() string {
-	var b [16]byte
-	binary.BigEndian.PutUint64(b[:8], rand.Uint64())
-	binary.BigEndian.PutUint64(b[8:], rand.Uint64())
-	var out [32]byte
-	hex.Encode(out[:], b[:])
-	return string(out[:])
+// sentBuffers are the slices the leader gathers a batch of several
+// reports in (and the numbered reports of any batch), kept for the next
+// batch: the store only reads them, during its call. On Redis, where most
+// batches hold several reports, they were a few allocations a batch
+// (issue 17).
+type sentBuffers struct {
+	updates   []store.RateUpdate
+	usage     []store.UsageIncrement
+	sequenced []store.SequencedUsage
+	// numbered are the reports of sequenced, in its order, and seen the
+	// store's answer for each (store.ReportBatch.Seen).
+	numbered []*pendingReport
+	seen     []bool
+}
+
+// maxKept is the most entries a slice of sentBuffers keeps between batches.
+const maxKept = 4096
+
+// reuse returns s cleared (it points into the batch's reports) and empty,
+// to gather the next batch in; nil if it grew past maxKept.
+func reuse[T any](s []T) []T {
+	clear(s)
+	if cap(s) > maxKept {
+		return nil
+	}
+	return s[:0]
+}
+
+// batchKeys names store calls: 128 random bits each, in 32 hex digits.
+// They are made keysAhead at a time, in one string, rather than one
+// allocation per call (issue 17). The leader's alone.
+type batchKeys struct {
+	block string // keys not handed out yet, one after the other
+}
+
+const keysAhead = 64
+
+func (k *batchKeys) next() string {
+	if k.block == "" {
+		var raw [16]byte
+		var buf [keysAhead * 32]byte
+		for i := range keysAhead {
+			binary.BigEndian.PutUint64(raw[:8], rand.Uint64())
+			binary.BigEndian.PutUint64(raw[8:], rand.Uint64())
+			hex.Encode(buf[i*32:], raw[:])
+		}
+		k.block = string(buf[:])
+	}
+	key := k.block[:32]
+	k.block = k.block[32:]
+	return key
 }
 
 // carry adds usage to what is held.

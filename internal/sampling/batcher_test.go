@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -649,7 +650,7 @@ func TestBatcherLeadHandedToACallerGivingUp(t *testing.T) {
 		b.mu.Lock()
 		p := b.queue[0]
 		p.lead = true
-		close(p.wake)
+		signal(p.wake)
 		cancel()
 		b.mu.Unlock()
 		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
@@ -714,5 +715,175 @@ func TestBatcherStoreCallsHaveTheirDeadline(t *testing.T) {
 		if left <= 30*time.Minute || left > time.Hour {
 			t.Errorf("call %d: %v left of its deadline, want most of an hour", i+1, left)
 		}
+	}
+}
+
+// loggedBatch is what a store call was sent, copied.
+type loggedBatch struct {
+	Rules     []string
+	Usage     []string // budgets
+	Sequenced []string // client:seq
+}
+
+// logLedger logs each call's batch, and holds a call while holdNext is set
+// until released.
+type logLedger struct {
+	holdNext         atomic.Bool
+	entered, release chan struct{}
+	mu               sync.Mutex
+	log              []loggedBatch
+	// seenOdd: the store says it saw the numbered reports of odd seq.
+	seenOdd bool
+}
+
+func (l *logLedger) RecordReports(ctx context.Context, b store.ReportBatch) ([]store.RateResult, error) {
+	var lb loggedBatch
+	for _, u := range b.Rates {
+		lb.Rules = append(lb.Rules, u.Rule)
+	}
+	for _, u := range b.Usage {
+		lb.Usage = append(lb.Usage, u.Budget)
+	}
+	for _, sq := range b.Sequenced {
+		lb.Sequenced = append(lb.Sequenced, fmt.Sprintf("%s:%d", sq.Client, sq.Seq))
+	}
+	if b.Seen != nil && len(b.Seen) != len(b.Sequenced) {
+		return nil, fmt.Errorf("%d entries in Seen for %d numbered reports", len(b.Seen), len(b.Sequenced))
+	}
+	if l.seenOdd && b.Seen != nil {
+		// Only the true entries are written: what the store leaves is
+		// what the batcher handed it.
+		for i, sq := range b.Sequenced {
+			if sq.Seq%2 == 1 {
+				b.Seen[i] = true
+			}
+		}
+	}
+	l.mu.Lock()
+	l.log = append(l.log, lb)
+	l.mu.Unlock()
+	if l.holdNext.CompareAndSwap(true, false) {
+		l.entered <- struct{}{}
+		<-l.release
+	}
+	return make([]store.RateResult, len(b.Rates)), nil
+}
+
+// TestBatcherGathersBatchesInReusedSlices: batches of several reports are
+// gathered in slices kept from one batch to the next; each batch holds its
+// own reports and nothing of the one before, and the reports' own usage is
+// left as it was.
+func TestBatcherGathersBatchesInReusedSlices(t *testing.T) {
+	led := &logLedger{entered: make(chan struct{}), release: make(chan struct{})}
+	b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), time.Now, discardLogger(), prometheus.NewRegistry())
+	defer b.close()
+	type report struct {
+		rule  string
+		seq   uint64
+		usage []store.UsageIncrement
+	}
+	mk := func(rule string, seq uint64) report {
+		return report{rule, seq, usageOf("budget-"+rule, nov, 1)}
+	}
+	// batch sends lead alone, held at the store while the others queue
+	// behind it in order, and returns when all are answered.
+	batch := func(lead report, queued ...report) {
+		t.Helper()
+		errs := make(chan error, 1+len(queued))
+		send := func(r report) {
+			_, _, err := b.record(context.Background(), []store.RateUpdate{{Rule: r.rule}}, r.usage, true, reportSeq{"client-" + r.rule, r.seq})
+			errs <- err
+		}
+		led.holdNext.Store(true)
+		go send(lead)
+		<-led.entered
+		for i, r := range queued {
+			go send(r)
+			waitQueued(t, b, i+1)
+		}
+		led.release <- struct{}{}
+		for range 1 + len(queued) {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	l1, l2 := mk("l1", 0), mk("l2", 0)
+	a, bb, c, d, e := mk("a", 0), mk("b", 1), mk("c", 0), mk("d", 0), mk("e", 4)
+	batch(l1, a, bb, c)
+	batch(l2, d, e)
+	want := []loggedBatch{
+		{Rules: []string{"l1"}, Usage: []string{"budget-l1"}},
+		{Rules: []string{"a", "b", "c"}, Usage: []string{"budget-a", "budget-c"}, Sequenced: []string{"client-b:1"}},
+		{Rules: []string{"l2"}, Usage: []string{"budget-l2"}},
+		{Rules: []string{"d", "e"}, Usage: []string{"budget-d"}, Sequenced: []string{"client-e:4"}},
+	}
+	led.mu.Lock()
+	got := slices.Clone(led.log)
+	led.mu.Unlock()
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("batches sent (-want +got):\n%s", diff)
+	}
+	for _, r := range []report{l1, a, bb, c, l2, d, e} {
+		if diff := cmp.Diff(usageOf("budget-"+r.rule, nov, 1), r.usage); diff != "" {
+			t.Errorf("report %s's own usage changed (-before +after):\n%s", r.rule, diff)
+		}
+	}
+}
+
+// TestBatcherSeenByNumberedReport: each numbered report's caller is told
+// what the store said of that report (store.ReportBatch.Seen), in batches
+// gathered in reused slices, where a report after one the store saw must
+// not inherit its answer.
+func TestBatcherSeenByNumberedReport(t *testing.T) {
+	led := &logLedger{entered: make(chan struct{}), release: make(chan struct{}), seenOdd: true}
+	b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), time.Now, discardLogger(), prometheus.NewRegistry())
+	defer b.close()
+	type report struct {
+		rule string
+		seq  uint64
+	}
+	// batch sends lead alone, held at the store while the others queue
+	// behind it in order, and returns what each caller was told.
+	batch := func(lead report, queued ...report) map[string]bool {
+		t.Helper()
+		type answer struct {
+			rule string
+			seen bool
+			err  error
+		}
+		answers := make(chan answer, 1+len(queued))
+		send := func(r report) {
+			_, seen, err := b.record(context.Background(), []store.RateUpdate{{Rule: r.rule}}, usageOf("budget-"+r.rule, nov, 1), true, reportSeq{"client-" + r.rule, r.seq})
+			answers <- answer{r.rule, seen, err}
+		}
+		led.holdNext.Store(true)
+		go send(lead)
+		<-led.entered
+		for i, r := range queued {
+			go send(r)
+			waitQueued(t, b, i+1)
+		}
+		led.release <- struct{}{}
+		got := map[string]bool{}
+		for range 1 + len(queued) {
+			a := <-answers
+			if a.err != nil {
+				t.Fatal(a.err)
+			}
+			got[a.rule] = a.seen
+		}
+		return got
+	}
+	got := batch(report{"l1", 0}, report{"a", 1}, report{"b", 0}, report{"c", 3}, report{"d", 5}, report{"i", 11})
+	for k, v := range batch(report{"l2", 7}, report{"e", 2}, report{"f", 9}, report{"g", 4}, report{"h", 6}) {
+		got[k] = v
+	}
+	want := map[string]bool{
+		"l1": false, "a": true, "b": false, "c": true, "d": true, "i": true,
+		"l2": true, "e": false, "f": true, "g": false, "h": false,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("seen per report (-want +got):\n%s", diff)
 	}
 }

@@ -21,7 +21,7 @@ import (
 // BenchmarkStreamReport is what a stream's report costs the server besides
 // gRPC and the stream loop: report (checks, receipts, the batcher and the
 // embedded store) and withBudgets, from many streams at once as in
-// bench/reportcost, each with a Held keeper of its own.
+// bench/reportcost, each with a Held keeper and ReportBuffers of its own.
 //
 //	go test -run '^$' -bench StreamReport -benchmem -count 10 ./internal/sampling
 func BenchmarkStreamReport(b *testing.B) {
@@ -42,9 +42,10 @@ func BenchmarkStreamReport(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				client := fmt.Sprintf("bench-%d", ids.Add(1))
 				keeper := receipt.NewHeld().Over(s.tokens)
+				bufs := new(ReportBuffers)
 				for pb.Next() {
 					docs := benchDocs(names)
-					base, err := s.Report(ctx, Report{Client: client, Service: "bench", Statistics: docs, Carry: true}, keeper)
+					base, err := s.Report(ctx, Report{Client: client, Service: "bench", Statistics: docs, Carry: true, Buffers: bufs}, keeper)
 					if err != nil {
 						b.Error(err)
 						return

@@ -63,6 +63,12 @@ type Report struct {
 	// Boosts are the client's anomaly counts, per rule, in documents of
 	// their own (X-Ray's).
 	Boosts []BoostStatistics
+	// Buffers, if not nil, lends the call memory that a caller reporting
+	// one report after another (a stream) keeps from call to call. The
+	// targets a call returns then last until the second call after it
+	// with the same Buffers, and calls with the same Buffers must not
+	// overlap.
+	Buffers *ReportBuffers
 }
 
 // Statistics is one rule's counts from one client since its last report.
@@ -229,10 +235,17 @@ func (s *Core) Interval() time.Duration { return s.interval }
 // covers each rule for this service (empty: each rule's own, see Report).
 // base is not modified.
 func (s *Core) WithBudgets(base TargetSet, service string) TargetSet {
+	return s.WithBudgetsInto(slices.Clone(base.Targets), base, service)
+}
+
+// WithBudgetsInto is WithBudgets, with the targets written over dst's
+// (grown if it is too short): a stream that encodes each answer as soon as
+// it is made reuses one slice for them.
+func (s *Core) WithBudgetsInto(dst []Target, base TargetSet, service string) TargetSet {
 	budgets := s.catalog.CurrentBudgets()
 	view := s.catalog.Current()
 	out := base
-	out.Targets = slices.Clone(base.Targets)
+	out.Targets = append(dst[:0], base.Targets...)
 	now := s.now()
 	for i := range out.Targets {
 		t := &out.Targets[i]

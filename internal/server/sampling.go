@@ -189,8 +189,12 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 	var (
 		mu        sync.Mutex
 		ended     bool
-		base      *sampling.TargetSet // the last targets before budgets, to re-send when budgets change
+		base      *sampling.TargetSet // the last targets before budgets, to re-send when budgets change; nil or &last
+		last      sampling.TargetSet
 		budgetGen = s.catalog.CurrentBudgets().Gen
+		// scratch is the targets as budgets have them, reused from one
+		// answer to the next: they are encoded at once.
+		scratch []sampling.Target
 	)
 	defer func() {
 		mu.Lock()
@@ -201,15 +205,24 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 	// report numbered acked (0: none). mu is held.
 	sendTargets := func(acked uint64) error {
 		budgetGen = s.catalog.CurrentBudgets().Gen
-		ts := targetSetToProto(s.core.WithBudgets(*base, hello.GetServiceName()))
-		ts.AckedSeq = acked
-		return stream.Send(&pb.StreamSamplingResponse{Message: &pb.StreamSamplingResponse_Targets{Targets: ts}})
+		ts := s.core.WithBudgetsInto(scratch, *base, hello.GetServiceName())
+		scratch = ts.Targets
+		m := targetsResponse(ts)
+		m.GetTargets().AckedSeq = acked
+		return stream.Send(m)
 	}
 	held := receipt.NewHeld()
 	keeper := held.Over(s.core.Tokens())
 	var acked uint64 // the last report numbered and recorded
 	// answer records a report and sends its targets, and the rules if the
 	// report shows the client's are out of date.
+	// docs is the documents of the report being answered, reused from one
+	// report to the next: the core keeps none of them.
+	var docs []sampling.Statistics
+	// bufs is the core's memory for the reports (Report.Buffers): the
+	// targets of a report, which base keeps, last while the next one is
+	// made.
+	bufs := new(sampling.ReportBuffers)
 	answer := func(r *pb.Report) error {
 		if seq := r.GetSeq(); seq != 0 && seq <= acked {
 			// Sent again before the answer reached the client (a
@@ -224,10 +237,10 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 			s.streams.resent.Inc()
 			return sendTargets(seq)
 		}
-		docs := statisticsFromProto(r.GetStatistics())
+		docs = statisticsFromProtoInto(docs, r.GetStatistics())
 		ts, err := s.core.Report(ctx, sampling.Report{
 			Client: hello.GetClientId(), Service: hello.GetServiceName(), Statistics: docs,
-			Carry: true, Seq: r.GetSeq(), Resent: r.GetResent(), Applied: r.GetAppliedRulesVersion(),
+			Carry: true, Seq: r.GetSeq(), Resent: r.GetResent(), Applied: r.GetAppliedRulesVersion(), Buffers: bufs,
 		}, keeper)
 		mu.Lock()
 		defer mu.Unlock()
@@ -245,11 +258,12 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 			// local default. The report is not acknowledged: a
 			// numbered one comes again.
 			s.reportFailed(ctx, hello.GetClientId(), err)
-			renewed := s.core.Renewal(docs, held)
-			base = &renewed
+			last = s.core.Renewal(docs, held)
+			base = &last
 			return sendTargets(0)
 		}
-		base, acked = &ts, max(acked, r.GetSeq())
+		last = ts
+		base, acked = &last, max(acked, r.GetSeq())
 		if err := sendTargets(r.GetSeq()); err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"math"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -20,7 +21,14 @@ var badTime = time.Unix(math.MaxInt64/4, 0)
 
 // statisticsFromProto decodes a report's documents for the core.
 func statisticsFromProto(docs []*pb.SamplingStatistics) []sampling.Statistics {
-	out := make([]sampling.Statistics, len(docs))
+	return statisticsFromProtoInto(nil, docs)
+}
+
+// statisticsFromProtoInto is statisticsFromProto, decoding over out's
+// documents (grown if it is too short): a stream reuses one slice.
+func statisticsFromProtoInto(out []sampling.Statistics, docs []*pb.SamplingStatistics) []sampling.Statistics {
+	out = slices.Grow(out[:0], len(docs))[:len(docs)]
+	clear(out)
 	for i, d := range docs {
 		s := &out[i]
 		s.Rule, s.Requests, s.Sampled, s.Borrowed, s.Receipt = d.GetRuleName(), d.GetRequestCount(), d.GetSampledCount(), d.GetBorrowCount(), d.GetReceipt()
@@ -43,13 +51,51 @@ func statisticsFromProto(docs []*pb.SamplingStatistics) []sampling.Statistics {
 	return out
 }
 
-// targetSetToProto encodes the core's answer, in four allocations whatever
-// the number of targets: proto.Clone of each target, which the service once
+// targetSetToProto encodes the core's answer: in one allocation when it
+// has at most one target (targetsMessage), else in four whatever the
+// number of targets. proto.Clone of each target, which the service once
 // used, goes through reflection and cost a tenth of what a stream's report
 // costs the server. TestTargetsToProtoCopiesEveryField keeps it in step
 // with the proto.
 func targetSetToProto(ts sampling.TargetSet) *pb.TargetSet {
-	out := &pb.TargetSet{RulesVersion: ts.RulesVersion, ReportInterval: durationpb.New(ts.Interval), Targets: targetsToProto(ts.Targets)}
+	return &newTargetsMessage(ts).set
+}
+
+// targetsResponse is a stream's answer of ts.
+func targetsResponse(ts sampling.TargetSet) *pb.StreamSamplingResponse {
+	return &newTargetsMessage(ts).resp
+}
+
+// targetsMessage is a stream's targets answer and its parts, made together:
+// the usual answer has one target (an SDK reports the rules it used), and
+// each part made on its own took eight allocations a report (issue 17). A
+// message is made for each answer, not reused: gRPC lets nothing change a
+// message once it is given to SendMsg.
+type targetsMessage struct {
+	resp     pb.StreamSamplingResponse
+	wrap     pb.StreamSamplingResponse_Targets
+	set      pb.TargetSet
+	interval durationpb.Duration
+	one      [1]*pb.SamplingTarget
+	target   pb.SamplingTarget
+	expiry   timestamppb.Timestamp
+}
+
+func newTargetsMessage(ts sampling.TargetSet) *targetsMessage {
+	m := &targetsMessage{}
+	m.wrap.Targets = &m.set
+	m.resp.Message = &m.wrap
+	out := &m.set
+	out.RulesVersion = ts.RulesVersion
+	m.interval.Seconds, m.interval.Nanos = int64(ts.Interval/time.Second), int32(ts.Interval%time.Second)
+	out.ReportInterval = &m.interval
+	if len(ts.Targets) == 1 {
+		targetToProto(&m.target, &ts.Targets[0], &m.expiry)
+		m.one[0] = &m.target
+		out.Targets = m.one[:]
+	} else {
+		out.Targets = targetsToProto(ts.Targets)
+	}
 	for _, r := range ts.Rejected {
 		out.Rejected = append(out.Rejected, &pb.RejectedStatistics{RuleName: r.Rule, Index: int32(r.Index), Code: r.Code, Message: r.Message})
 	}
@@ -57,7 +103,7 @@ func targetSetToProto(ts sampling.TargetSet) *pb.TargetSet {
 		// The document's boost counts only: its other counts were taken.
 		out.Rejected = append(out.Rejected, &pb.RejectedStatistics{RuleName: r.Rule, Index: int32(r.Index), Code: r.Code, Message: "boost: " + r.Message})
 	}
-	return out
+	return m
 }
 
 func targetsToProto(ts []sampling.Target) []*pb.SamplingTarget {
@@ -68,23 +114,31 @@ func targetsToProto(ts []sampling.Target) []*pb.SamplingTarget {
 	vals := make([]pb.SamplingTarget, len(ts))
 	var stamps []timestamppb.Timestamp
 	for i := range ts {
-		t, c := &ts[i], &vals[i]
-		c.RuleName = t.Rule
-		c.ReservoirQuota = t.Quota
-		c.FixedRate = t.FixedRate
-		c.Receipt = t.Receipt
-		if !t.Expiry.IsZero() {
-			if stamps == nil {
-				stamps = make([]timestamppb.Timestamp, len(ts))
-			}
-			stamps[i].Seconds, stamps[i].Nanos = t.Expiry.Unix(), int32(t.Expiry.Nanosecond())
-			c.ReservoirQuotaExpiry = &stamps[i]
+		if stamps == nil && !ts[i].Expiry.IsZero() {
+			stamps = make([]timestamppb.Timestamp, len(ts))
 		}
-		if b := t.Boost; b.Rate > 0 {
-			// Only while a rule is boosted: two allocations more.
-			c.Boost = &pb.SamplingBoost{Rate: b.Rate, Expiry: timestamppb.New(b.Expiry)}
+		var stamp *timestamppb.Timestamp
+		if stamps != nil {
+			stamp = &stamps[i]
 		}
-		out[i] = c
+		targetToProto(&vals[i], &ts[i], stamp)
+		out[i] = &vals[i]
 	}
 	return out
+}
+
+// targetToProto encodes t into c, its expiry, if it has one, into stamp.
+func targetToProto(c *pb.SamplingTarget, t *sampling.Target, stamp *timestamppb.Timestamp) {
+	c.RuleName = t.Rule
+	c.ReservoirQuota = t.Quota
+	c.FixedRate = t.FixedRate
+	c.Receipt = t.Receipt
+	if !t.Expiry.IsZero() {
+		stamp.Seconds, stamp.Nanos = t.Expiry.Unix(), int32(t.Expiry.Nanosecond())
+		c.ReservoirQuotaExpiry = stamp
+	}
+	if b := t.Boost; b.Rate > 0 {
+		// Only while a rule is boosted: two allocations more.
+		c.Boost = &pb.SamplingBoost{Rate: b.Rate, Expiry: timestamppb.New(b.Expiry)}
+	}
 }

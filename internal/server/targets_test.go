@@ -2,11 +2,14 @@ package server
 
 import (
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/boost"
@@ -78,5 +81,62 @@ func TestTargetsToProtoCopiesEveryField(t *testing.T) {
 	}
 	if got := targetsToProto(nil); got != nil {
 		t.Errorf("targetsToProto(nil) = %v, want nil", got)
+	}
+	// An answer of one target is made apart (targetsMessage): the same
+	// fields, of each kind of target.
+	for i := range core {
+		got := targetSetToProto(sampling.TargetSet{Targets: core[i : i+1]}).GetTargets()
+		if diff := cmp.Diff(want[i:i+1], got, protocmp.Transform()); diff != "" {
+			t.Errorf("target %d alone lost fields (-want +got):\n%s", i, diff)
+		}
+	}
+}
+
+// TestTargetsResponse: a stream's answer holds the whole target set,
+// whatever the number of targets, and answers share nothing.
+func TestTargetsResponse(t *testing.T) {
+	expiry := time.Unix(1_800_000_000, 5).UTC()
+	target := func(rule string) sampling.Target {
+		return sampling.Target{Rule: rule, Quota: 2.5, FixedRate: 0.1, Expiry: expiry, Receipt: "r-" + rule}
+	}
+	pbTarget := func(rule string) *pb.SamplingTarget {
+		return &pb.SamplingTarget{RuleName: rule, ReservoirQuota: 2.5, FixedRate: 0.1, ReservoirQuotaExpiry: timestamppb.New(expiry), Receipt: "r-" + rule}
+	}
+	for _, tc := range []struct {
+		name    string
+		targets []sampling.Target
+		want    []*pb.SamplingTarget
+	}{
+		{"none", nil, nil},
+		{"one", []sampling.Target{target("a")}, []*pb.SamplingTarget{pbTarget("a")}},
+		{"two", []sampling.Target{target("a"), target("b")}, []*pb.SamplingTarget{pbTarget("a"), pbTarget("b")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := sampling.TargetSet{
+				RulesVersion: 7, Interval: 10*time.Second + 3, Targets: tc.targets,
+				Rejected:      []sampling.Rejection{{Rule: "x", Index: 1, Code: "UNKNOWN_RULE", Message: "no rule"}},
+				BoostRejected: []sampling.Rejection{{Rule: "y", Index: 2, Code: "BAD", Message: "bad"}},
+			}
+			want := &pb.StreamSamplingResponse{Message: &pb.StreamSamplingResponse_Targets{Targets: &pb.TargetSet{
+				RulesVersion: 7, ReportInterval: durationpb.New(10*time.Second + 3), Targets: tc.want,
+				Rejected: []*pb.RejectedStatistics{
+					{RuleName: "x", Index: 1, Code: "UNKNOWN_RULE", Message: "no rule"},
+					{RuleName: "y", Index: 2, Code: "BAD", Message: "boost: bad"},
+				},
+			}}}
+			got := targetsResponse(ts)
+			if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+				t.Fatalf("targetsResponse (-want +got):\n%s", diff)
+			}
+			again := targetsResponse(ts)
+			got.GetTargets().ReportInterval.Seconds = 0
+			for _, x := range got.GetTargets().GetTargets() {
+				x.RuleName = "changed"
+				x.ReservoirQuotaExpiry.Seconds = 0
+			}
+			if diff := cmp.Diff(want, again, protocmp.Transform()); diff != "" {
+				t.Errorf("answers share parts (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,6 +43,32 @@ type live struct {
 	// which expired marks are next swept out.
 	seqs    map[string]seqMark
 	pruneAt int
+	// Scratch of applyRates, and the last month addUsage named.
+	idx   []int
+	ups   []reservoir.Update
+	month monthKeyCache
+}
+
+// maxScratch is the most updates a batch may have for applyRates to keep
+// its scratch slices for the next.
+const maxScratch = 1024
+
+// monthKeyCache is the budget.MonthKey of the month from start to end.
+type monthKeyCache struct {
+	start, end time.Time
+	key        string
+}
+
+// monthKey is budget.MonthKey(t), formatted once a month rather than for
+// every increment: a batch's increments all name its month. The caller
+// holds l.mu.
+func (l *live) monthKey(t time.Time) string {
+	if c := &l.month; c.key == "" || t.Before(c.start) || !t.Before(c.end) {
+		c.start = budget.MonthStart(t)
+		c.end = c.start.AddDate(0, 1, 0)
+		c.key = budget.MonthKey(c.start)
+	}
+	return l.month.key
 }
 
 // seqMark is a client's highest recorded report seq, and until when it is
@@ -326,41 +353,55 @@ func (l *live) newSeq(client string, seq uint64, now time.Time) bool {
 	return true
 }
 
-// applyRates applies a batch's rate updates to the ledgers, rule by rule.
-// The caller holds l.mu.
+// applyRates applies a batch's rate updates to the ledgers, rule by rule,
+// each rule's in the batch's order. The caller holds l.mu.
 func (l *live) applyRates(b store.ReportBatch) []store.RateResult {
 	out := make([]store.RateResult, len(b.Rates))
-	byRule := map[string][]int{}
-	var order []string
-	for i, u := range b.Rates {
-		if _, ok := byRule[u.Rule]; !ok {
-			order = append(order, u.Rule)
-		}
-		byRule[u.Rule] = append(byRule[u.Rule], i)
+	// The updates' indexes grouped by rule, and one rule's updates: kept
+	// from batch to batch (under l.mu), as a map and slices made for each
+	// batch cost a third of what the embedded store spent on one.
+	rates := b.Rates
+	all := l.idx[:0]
+	for i := range rates {
+		all = append(all, i)
 	}
-	for _, rule := range order {
-		idx := byRule[rule]
-		ups := make([]reservoir.Update, len(idx))
-		for k, i := range idx {
-			u := b.Rates[i]
-			ups[k] = reservoir.Update{Add: u.Add, Reservoir: u.Reservoir, Retract: u.Retract, Client: u.Client, RuleVersion: u.RuleVersion, Applied: u.Applied}
+	if len(all) > 1 {
+		slices.SortStableFunc(all, func(i, j int) int { return strings.Compare(rates[i].Rule, rates[j].Rule) })
+	}
+	for idx := all; len(idx) > 0; {
+		rule := b.Rates[idx[0]].Rule
+		n := 1
+		for n < len(idx) && b.Rates[idx[n]].Rule == rule {
+			n++
 		}
+		group := idx[:n]
+		idx = idx[n:]
+		ups := l.ups[:0]
+		var version int64
+		for _, i := range group {
+			u := &b.Rates[i]
+			ups = append(ups, reservoir.Update{Add: u.Add, Reservoir: u.Reservoir, Retract: u.Retract, Client: u.Client, RuleVersion: u.RuleVersion, Applied: u.Applied})
+			version = max(version, u.RuleVersion)
+		}
+		l.ups = ups
 		a := l.ledgers[rule]
 		if a == nil {
 			a = &reservoir.Account{}
 		}
-		fleet, grants := b.Ledger.Apply(a, b.Now, b.DownSince, ups)
+		fleet, grants, t := b.Ledger.ApplyTotals(a, b.Now, b.DownSince, ups)
 		if a.Written {
 			l.ledgers[rule] = a
 		}
-		t := b.Ledger.Totals(a, b.Now)
-		var version int64
-		for _, u := range ups {
-			version = max(version, u.RuleVersion)
-		}
-		for k, i := range idx {
+		for k, i := range group {
 			out[i] = store.RateResult{Fleet: fleet, Quota: grants[k], Sampled: t.Sampled, Instances: t.Instances, Granted: t.Quota, Applied: t.AppliedAt(version)}
 		}
+	}
+	// Retract points into the batch: not kept past it. A big batch's
+	// scratch is not kept either.
+	clear(l.ups)
+	l.idx = all[:0]
+	if cap(all) > maxScratch {
+		l.idx, l.ups = nil, nil
 	}
 	// Ledgers nobody wrote for as long as storage keeps them go, as their
 	// Redis keys expire; looked for once an interval.
@@ -404,7 +445,7 @@ func (l *live) addUsage(incs []store.UsageIncrement, now time.Time) {
 		if inc.Requests == 0 && inc.Sampled == 0 {
 			continue
 		}
-		k := usageKey{inc.Budget, budget.MonthKey(inc.Month)}
+		k := usageKey{inc.Budget, l.monthKey(inc.Month)}
 		u := l.usage[k]
 		if u == nil {
 			maps.DeleteFunc(l.usage, func(_ usageKey, u *monthUsage) bool {

@@ -387,8 +387,9 @@ func buildUsage(lay *shardLayout, b store.ReportBatch, n *numbered, sel []*group
 			f[usageField{kind: 'S', rule: inc.Rule}] += inc.Sampled
 		}
 	}
-	for i := range b.Usage {
-		addInc(&b.Usage[i], -1)
+	unnumbered := netted(b.Usage)
+	for i := range unnumbered {
+		addInc(&unnumbered[i], -1)
 	}
 	for i := range b.Sequenced {
 		if !n.kept[i] {
@@ -402,6 +403,63 @@ func buildUsage(lay *shardLayout, b store.ReportBatch, n *numbered, sel []*group
 
 // checkUsage checks every usage increment of a batch, numbered or not, so
 // that a batch is refused before anything is sent.
+// netted returns usage with the increments of the same budget, month,
+// hour, rule and service added up, each where the first of them was: a
+// batch's reports mostly repeat them, and buildUsage makes several map
+// updates of each increment (issue 17). What buildUsage does is linear in
+// the counts, which are not negative, so the fields and sums are the
+// same. A few distinct increments are found by a scan, more by a map.
+func netted(usage []store.UsageIncrement) []store.UsageIncrement {
+	if len(usage) < 2 {
+		return usage
+	}
+	type key struct {
+		budget, service, rule string
+		year                  int
+		month                 time.Month
+		hour                  int
+	}
+	keyOf := func(u *store.UsageIncrement) key {
+		y, m, _ := u.Month.UTC().Date()
+		return key{u.Budget, u.Service, u.Rule, y, m, u.Hour}
+	}
+	const scanned = 8 // distinct increments found by a scan
+	out := make([]store.UsageIncrement, 0, min(len(usage), scanned))
+	keys := make([]key, 0, scanned)
+	var index map[key]int
+	for i := range usage {
+		u := &usage[i]
+		k := keyOf(u)
+		j := -1
+		if index != nil {
+			if at, ok := index[k]; ok {
+				j = at
+			}
+		} else {
+			j = slices.Index(keys, k)
+		}
+		if j >= 0 {
+			out[j].Requests += u.Requests
+			out[j].Sampled += u.Sampled
+			continue
+		}
+		out = append(out, *u)
+		switch {
+		case index != nil:
+			index[k] = len(out) - 1
+		case len(keys) < scanned:
+			keys = append(keys, k)
+		default:
+			index = make(map[key]int, 2*scanned)
+			for n, k := range keys {
+				index[k] = n
+			}
+			index[k] = len(out) - 1
+		}
+	}
+	return out
+}
+
 func checkUsage(b store.ReportBatch) error {
 	for i := range b.Usage {
 		inc := &b.Usage[i]

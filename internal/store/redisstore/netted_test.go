@@ -1,0 +1,70 @@
+package redisstore
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/tracesampling/controlplane/internal/store"
+)
+
+// TestNetted: increments of the same budget, month, hour, rule and service
+// are added up where the first of them was; any difference keeps them
+// apart; past the increments found by a scan, a map finds the same.
+func TestNetted(t *testing.T) {
+	nov := time.Date(2026, 11, 3, 10, 0, 0, 0, time.UTC)
+	inc := func(budget, svc, rule string, month time.Time, hour int, req, sampled int64) store.UsageIncrement {
+		return store.UsageIncrement{Budget: budget, Service: svc, Rule: rule, Month: month, Hour: hour, Requests: req, Sampled: sampled}
+	}
+	many := func(n, repeat int) (in, want []store.UsageIncrement) {
+		for r := range repeat {
+			for i := range n {
+				in = append(in, inc("b", "s", fmt.Sprint("r", i), nov, 1, 1, int64(r)))
+			}
+		}
+		for i := range n {
+			want = append(want, inc("b", "s", fmt.Sprint("r", i), nov, 1, int64(repeat), int64(repeat*(repeat-1)/2)))
+		}
+		return in, want
+	}
+	manyIn, manyWant := many(30, 3)
+	tests := []struct {
+		name     string
+		in, want []store.UsageIncrement
+	}{
+		{"none", nil, nil},
+		{"one", []store.UsageIncrement{inc("b", "s", "r", nov, 1, 5, 1)}, []store.UsageIncrement{inc("b", "s", "r", nov, 1, 5, 1)}},
+		{"same, another day and zone of the month", []store.UsageIncrement{
+			inc("b", "s", "r", nov, 1, 5, 1),
+			inc("b", "s", "r", nov.AddDate(0, 0, 20).In(time.FixedZone("x", 3600)), 1, 7, 2),
+		}, []store.UsageIncrement{inc("b", "s", "r", nov, 1, 12, 3)}},
+		{"each field apart", []store.UsageIncrement{
+			inc("b", "s", "r", nov, 1, 1, 0),
+			inc("c", "s", "r", nov, 1, 1, 0),
+			inc("b", "t", "r", nov, 1, 1, 0),
+			inc("b", "s", "q", nov, 1, 1, 0),
+			inc("b", "s", "r", nov.AddDate(0, 1, 0), 1, 1, 0),
+			inc("b", "s", "r", nov, 2, 1, 0),
+			inc("b", "s", "r", nov, 1, 1, 1),
+		}, []store.UsageIncrement{
+			inc("b", "s", "r", nov, 1, 2, 1),
+			inc("c", "s", "r", nov, 1, 1, 0),
+			inc("b", "t", "r", nov, 1, 1, 0),
+			inc("b", "s", "q", nov, 1, 1, 0),
+			inc("b", "s", "r", nov.AddDate(0, 1, 0), 1, 1, 0),
+			inc("b", "s", "r", nov, 2, 1, 0),
+		}},
+		{"more than a scan finds", manyIn, manyWant},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := netted(tt.in)
+			if diff := cmp.Diff(tt.want, got, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("netted (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
