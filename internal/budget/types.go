@@ -1,6 +1,7 @@
 package budget
 
 import (
+	"cmp"
 	"strconv"
 	"time"
 )
@@ -255,12 +256,35 @@ type State struct {
 	Budget string
 	// BudgetUID is the incarnation decided for: a budget created again
 	// under the same name ignores its predecessor's state.
-	BudgetUID  string
-	MonthStart time.Time
-	Computed   time.Time
-	Decision   Decision
-	Requests   float64
-	Rules      map[string]RuleUsage
+	BudgetUID string
+	// BudgetCreated and BudgetRevision are the CreateTime and Revision of
+	// the budget decided for: with Computed they order the decisions of a
+	// budget (NewerState), so that one made for an older budget never
+	// replaces a newer one in the store.
+	BudgetCreated  time.Time
+	BudgetRevision int64
+	MonthStart     time.Time
+	Computed       time.Time
+	Decision       Decision
+	Requests       float64
+	Rules          map[string]RuleUsage
+}
+
+// CompareStates orders two decisions of one budget name: by the creation
+// time of the incarnation decided for (a budget created again under the same
+// name is created later), then by the budget's revision, then by when they
+// were computed. It returns -1 if a is older than b, 1 if newer, 0 if
+// neither. The stores keep, per budget, the newer of the stored and the
+// given decision (store.Store.PutStates); a tie goes to the given one, so
+// that a repeated write is applied.
+func CompareStates(a, b *State) int {
+	if c := a.BudgetCreated.Compare(b.BudgetCreated); c != 0 {
+		return c
+	}
+	if a.BudgetRevision != b.BudgetRevision {
+		return cmp.Compare(a.BudgetRevision, b.BudgetRevision)
+	}
+	return a.Computed.Compare(b.Computed)
 }
 
 // HistoryPoint is the last decision of one hour of a budget's month, for

@@ -196,11 +196,25 @@ type BudgetStore interface {
 	// replicas), so the controller runs once per interval for the whole
 	// control plane; a claim lapses after ttl.
 	ClaimTick(ctx context.Context, tick int64, ttl time.Duration) (bool, error)
-	// PutStates replaces the controller's decisions and publishes
-	// TopicBudgets. Each decision is also kept as its hour's point of the
+	// PutStates stores the decisions of a controller interval, every
+	// budget's, and publishes TopicBudgets, in one atomic step. Per budget
+	// the newer of the stored and the given decision stays
+	// (budget.CompareStates; a tie goes to the given one): a decision made
+	// for an older incarnation or revision of a budget, or computed
+	// earlier, never replaces a newer one, so that an interval that read
+	// the budgets before an edit cannot undo the edit's immediate decision
+	// (PutState). A stored decision of a budget absent from states is
+	// removed (its budget was deleted) unless it was computed after the
+	// latest of states (it was put by a PutState the interval did not
+	// know of: a budget created meanwhile); an empty states removes all.
+	// Each decision that stays is also kept as its hour's point of the
 	// budget's month (State.Point; the last of each hour stays), for as
-	// long as the month's usage.
+	// long as the month's usage; one that lost is not.
 	PutStates(ctx context.Context, states []budget.State) error
+	// PutState stores one budget's decision, made at once when the budget
+	// is created or changed, and publishes TopicBudgets: as PutStates for
+	// that budget, leaving the other budgets' decisions as they are.
+	PutState(ctx context.Context, st budget.State) error
 	// History returns the points PutStates kept for a budget's month, by
 	// hour.
 	History(ctx context.Context, budgetName string, month time.Time) ([]budget.HistoryPoint, error)

@@ -34,6 +34,7 @@ type Store interface {
 	Usage(ctx context.Context, budgetName string, month time.Time) (budget.Usage, error)
 	ClaimTick(ctx context.Context, tick int64, ttl time.Duration) (bool, error)
 	PutStates(ctx context.Context, states []budget.State) error
+	PutState(ctx context.Context, st budget.State) error
 	States(ctx context.Context) (map[string]budget.State, error)
 	FireAlert(ctx context.Context, a budget.Alert) (budget.Alert, bool, error)
 }
@@ -171,11 +172,14 @@ func (c *Controller) Step(ctx context.Context, now time.Time) error {
 }
 
 // DecideBudget decides one budget now, as created or changed (b as
-// stored), and stores its decision beside the others' last ones, so that
-// a new budget, or a changed amount, is enforced at once rather than at the
-// next interval. The budget service calls it after every create and
+// stored), and stores its decision, leaving the others' as they are, so
+// that a new budget, or a changed amount, is enforced at once rather than at
+// the next interval. The budget service calls it after every create and
 // update; the next Step decides it again with the rest, and fires its
-// alerts (this call's context is the edit's, too short for webhooks).
+// alerts (this call's context is the edit's, too short for webhooks). The
+// store keeps the newer decision of each budget (budget.CompareStates): a
+// Step that read the budgets before the edit and stores after this call
+// cannot replace this decision with one for the budget as it was.
 func (c *Controller) DecideBudget(ctx context.Context, b budget.Budget) error {
 	now := c.opts.Now()
 	prev, err := c.store.States(ctx)
@@ -186,14 +190,7 @@ func (c *Controller) DecideBudget(ctx context.Context, b budget.Budget) error {
 	if st == nil {
 		return failed
 	}
-	states := make([]budget.State, 0, len(prev)+1)
-	for name, p := range prev {
-		if name != b.Name {
-			states = append(states, p)
-		}
-	}
-	states = append(states, *st)
-	return errors.Join(failed, c.store.PutStates(ctx, states))
+	return errors.Join(failed, c.store.PutState(ctx, *st))
 }
 
 // decide decides one budget at now (prev are the stored states) and, with
@@ -246,7 +243,7 @@ func (c *Controller) decide(ctx context.Context, b budget.Budget, prev map[strin
 		d.Memory.Backfilled = true
 	}
 	requests, _ := u.Totals()
-	st := &budget.State{Budget: b.Name, BudgetUID: b.UID, MonthStart: month, Computed: now, Decision: d, Requests: requests, Rules: u.Rules}
+	st := &budget.State{Budget: b.Name, BudgetUID: b.UID, BudgetCreated: b.CreateTime, BudgetRevision: b.Revision, MonthStart: month, Computed: now, Decision: d, Requests: requests, Rules: u.Rules}
 	if !alerts {
 		return st, failed
 	}

@@ -177,19 +177,37 @@ func (s *Store) ClaimTick(ctx context.Context, tick int64, ttl time.Duration) (b
 	return true, nil
 }
 
-// PutStates replaces the controller's decisions. They are written to the
-// usage file by the next flush, not at once: the controller puts new ones
-// every tick.
+// PutStates stores the decisions of a controller interval: per budget the
+// newer of the stored and the given one, removing those of budgets absent
+// from states computed no later than the latest of states (see
+// store.Store.PutStates). They are written to the usage file by the next
+// flush, not at once: the controller puts new ones every tick.
 func (s *Store) PutStates(ctx context.Context, states []budget.State) error {
+	return s.putStates(ctx, states, true)
+}
+
+// PutState stores one budget's decision if it is newer than the stored one
+// (see store.Store.PutState).
+func (s *Store) PutState(ctx context.Context, st budget.State) error {
+	return s.putStates(ctx, []budget.State{st}, false)
+}
+
+// putStates puts states as PutStates does, removing the absent budgets'
+// only if prune.
+func (s *Store) putStates(ctx context.Context, states []budget.State, prune bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	m := make(map[string]budget.State, len(states))
+	given := make(map[string]budget.State, len(states))
+	var latest time.Time
 	for _, st := range states {
 		// A round trip through the stored form copies the rules map and
 		// puts the times in UTC, as a store that keeps JSON returns them.
 		rec := record.FromState(&st)
-		m[st.Budget] = rec.ToState()
+		given[st.Budget] = rec.ToState()
+		if st.Computed.After(latest) {
+			latest = st.Computed
+		}
 	}
 	l := &s.live
 	l.mu.Lock()
@@ -197,9 +215,18 @@ func (s *Store) PutStates(ctx context.Context, states []budget.State) error {
 		l.mu.Unlock()
 		return errClosed
 	}
-	l.states = m
+	m := make(map[string]budget.State, max(len(l.states), len(given)))
+	for name, old := range l.states {
+		if _, ok := given[name]; ok || !prune || len(states) > 0 && old.Computed.After(latest) {
+			m[name] = old
+		}
+	}
 	now := s.now()
-	for _, st := range m {
+	for name, st := range given {
+		if old, ok := m[name]; ok && budget.CompareStates(&old, &st) > 0 {
+			continue // a newer decision is stored
+		}
+		m[name] = st
 		if st.MonthStart.IsZero() {
 			continue
 		}
@@ -217,6 +244,7 @@ func (s *Store) PutStates(ctx context.Context, states []budget.State) error {
 			points[p.Hour] = p
 		}
 	}
+	l.states = m
 	l.dirty = true
 	l.mu.Unlock()
 	s.broadcast(store.TopicBudgets)

@@ -25,6 +25,9 @@ var budgetLua string
 //go:embed alert.lua
 var alertLua string
 
+//go:embed states.lua
+var statesLua string
+
 // Page token prefixes of the budget listings, so that a token of one
 // listing is rejected by another rather than misread.
 const (
@@ -35,6 +38,7 @@ const (
 // The keys of budgets, states, alerts and ticks; see the package doc.
 func (s *Store) budgetsKey() string                       { return s.tag + ":budgets" }
 func (s *Store) statesKey() string                        { return s.tag + ":budgets:states" }
+func (s *Store) stateOrderKey() string                    { return s.tag + ":budgets:states:order" }
 func (s *Store) alertsKey() string                        { return s.tag + ":alerts" }
 func (s *Store) budgetAlertsKey(budgetName string) string { return s.tag + ":alerts:" + budgetName }
 func (s *Store) firedKey(dedupKey string) string          { return s.tag + ":fired:" + dedupKey }
@@ -388,51 +392,61 @@ func (s *Store) ClaimTick(ctx context.Context, tick int64, ttl time.Duration) (b
 	return ok, nil
 }
 
-// PutStates replaces the controller's decisions and publishes TopicBudgets,
-// in one transaction. Each decision is also its hour's point of the
-// budget's history (the last one of the hour stays).
+// PutStates stores the decisions of a controller interval, per budget the
+// newer of the stored and the given one, removes those of budgets absent
+// from states computed no later than the latest of states, and publishes
+// TopicBudgets, in one script (see store.Store.PutStates). Each decision
+// that stays is also its hour's point of the budget's history (the last one
+// of the hour stays).
 func (s *Store) PutStates(ctx context.Context, states []budget.State) error {
+	return s.putStates(ctx, "put budget states", states, true)
+}
+
+// PutState stores one budget's decision if it is newer than the stored one
+// (see store.Store.PutState).
+func (s *Store) PutState(ctx context.Context, st budget.State) error {
+	return s.putStates(ctx, "put budget state", []budget.State{st}, false)
+}
+
+// putStates runs states.lua; it removes absent budgets' decisions only if
+// prune. op names the call in errors.
+func (s *Store) putStates(ctx context.Context, op string, states []budget.State, prune bool) error {
 	if s.closed.Load() {
 		return errClosed
 	}
-	pairs := make([]any, 0, 2*len(states))
-	type point struct {
-		key  string
-		hour int
-		raw  []byte
-		ttl  time.Duration
+	keys := make([]string, 2, 2+len(states))
+	keys[0], keys[1] = s.statesKey(), s.stateOrderKey()
+	var latest time.Time
+	for i := range states {
+		if states[i].Computed.After(latest) {
+			latest = states[i].Computed
+		}
 	}
-	var points []point
+	pruneArg := "0"
+	if prune {
+		pruneArg = "1"
+	}
+	args := make([]any, 0, 4+6*len(states))
+	args = append(args, pruneArg, record.StateOrder(&budget.State{Computed: latest})[40:], s.channel, len(states))
 	for i := range states {
 		st := &states[i]
 		raw, err := record.MarshalState(st)
 		if err != nil {
 			return err
 		}
-		pairs = append(pairs, st.Budget, raw)
+		key, hour, praw, ttl := s.stateOrderKey(), "", []byte(nil), int64(0)
 		if p := st.Point(); !st.MonthStart.IsZero() && p.Hour >= 0 && p.Hour < budget.HoursIn(st.MonthStart) {
-			praw, err := record.MarshalPoint(&p)
-			if err != nil {
+			if praw, err = record.MarshalPoint(&p); err != nil {
 				return err
 			}
-			ttl := max(record.UsageExpiry(st.MonthStart).Sub(st.Computed), minUsageTTL)
-			points = append(points, point{s.historyKey(st.Budget, st.MonthStart), p.Hour, praw, ttl})
+			key, hour = s.historyKey(st.Budget, st.MonthStart), strconv.Itoa(p.Hour)
+			ttl = max(record.UsageExpiry(st.MonthStart).Sub(st.Computed), minUsageTTL).Milliseconds()
 		}
+		keys = append(keys, key)
+		args = append(args, st.Budget, record.StateOrder(st), raw, hour, praw, ttl)
 	}
-	_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, s.statesKey())
-		if len(pairs) > 0 {
-			p.HSet(ctx, s.statesKey(), pairs...)
-		}
-		for _, pt := range points {
-			p.HSet(ctx, pt.key, strconv.Itoa(pt.hour), pt.raw)
-			p.PExpire(ctx, pt.key, pt.ttl)
-		}
-		p.Publish(ctx, s.channel, string(store.TopicBudgets))
-		return nil
-	})
-	if err != nil {
-		return unavailable("put budget states", err)
+	if err := s.states.Run(ctx, s.client, keys, args...).Err(); err != nil {
+		return unavailable(op, err)
 	}
 	return nil
 }

@@ -25,6 +25,7 @@
 //	                             (receipt.KeySet JSON); created once
 //	{tsc}:budgets                hash: budget name -> budget JSON
 //	{tsc}:budgets:states         hash: budget name -> controller state JSON
+//	{tsc}:budgets:states:order   hash: budget name -> its state's order (states.lua)
 //	{tsc}:usage:<budget>:<YYYYMM>⁺ hash: a budget's month: "r:<hour>" and
 //	                             "s:<hour>" requests and sampled in an hour
 //	                             of the month, "rr:<rule>" and "rs:<rule>" a
@@ -177,6 +178,7 @@ type Store struct {
 	layoutMu    sync.Mutex                  // held to read it
 	budgetEdit  *redis.Script
 	alert       *redis.Script
+	states      *redis.Script
 	tokenScript *redis.Script
 	closed      atomic.Bool
 	tag         string
@@ -244,6 +246,7 @@ func New(ctx context.Context, client redis.UniversalClient, opts Options) (*Stor
 		keysCAS:     redis.NewScript(keysCASLua),
 		budgetEdit:  redis.NewScript(budgetLua),
 		alert:       redis.NewScript(alertLua),
+		states:      redis.NewScript(statesLua),
 		tokenScript: redis.NewScript(tokenLua),
 		tag:         tag,
 		rulesKey:    tag + ":rules",

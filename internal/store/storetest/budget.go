@@ -786,7 +786,11 @@ func checkStates(t *testing.T, what string, got map[string]budget.State, want []
 		if !g.MonthStart.Equal(w.MonthStart) || !g.Computed.Equal(w.Computed) {
 			t.Errorf("%s: %q times = %v, %v; want %v, %v", what, w.Budget, g.MonthStart, g.Computed, w.MonthStart, w.Computed)
 		}
+		if !g.BudgetCreated.Equal(w.BudgetCreated) {
+			t.Errorf("%s: %q budget created %v, want %v", what, w.Budget, g.BudgetCreated, w.BudgetCreated)
+		}
 		g.MonthStart, g.Computed, w.MonthStart, w.Computed = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+		g.BudgetCreated, w.BudgetCreated = time.Time{}, time.Time{}
 		if len(g.Rules) == 0 && len(w.Rules) == 0 {
 			g.Rules, w.Rules = nil, nil
 		}

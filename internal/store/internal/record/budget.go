@@ -291,6 +291,8 @@ func parseKind(s string) (budget.AlertKind, error) {
 type State struct {
 	Budget             string               `json:"budget"`
 	BudgetUID          string               `json:"budget_uid,omitempty"`
+	BudgetCreated      time.Time            `json:"budget_created,omitzero"`
+	BudgetRevision     int64                `json:"budget_revision,omitempty"`
 	MonthStart         time.Time            `json:"month_start"`
 	Computed           time.Time            `json:"computed"`
 	Spent              float64              `json:"spent"`
@@ -356,6 +358,8 @@ func FromState(st *budget.State) State {
 	rec := State{
 		Budget:             st.Budget,
 		BudgetUID:          st.BudgetUID,
+		BudgetCreated:      Timestamp(st.BudgetCreated),
+		BudgetRevision:     st.BudgetRevision,
 		MonthStart:         Timestamp(st.MonthStart),
 		Computed:           Timestamp(st.Computed),
 		Spent:              d.Spent,
@@ -394,10 +398,12 @@ func FromState(st *budget.State) State {
 // ToState returns the state rec stores. It shares nothing with rec.
 func (rec *State) ToState() budget.State {
 	st := budget.State{
-		Budget:     rec.Budget,
-		BudgetUID:  rec.BudgetUID,
-		MonthStart: rec.MonthStart,
-		Computed:   rec.Computed,
+		Budget:         rec.Budget,
+		BudgetUID:      rec.BudgetUID,
+		BudgetCreated:  rec.BudgetCreated,
+		BudgetRevision: rec.BudgetRevision,
+		MonthStart:     rec.MonthStart,
+		Computed:       rec.Computed,
 		Decision: budget.Decision{
 			Spent:              rec.Spent,
 			Forecast:           rec.Forecast,
@@ -461,6 +467,23 @@ func UnmarshalPoint(data []byte) (budget.HistoryPoint, error) {
 		return budget.HistoryPoint{}, fmt.Errorf("decode stored history point: %w", err)
 	}
 	return budget.HistoryPoint(q), nil
+}
+
+// StateOrder is a string that sorts as budget.CompareStates orders states
+// (for times from 1970 to 2262): fixed-width decimal fields of the budget's
+// creation, revision and computation, so that a Lua script can compare two
+// states, and read when one was computed (StateOrderComputed), without
+// decoding them.
+func StateOrder(st *budget.State) string {
+	return fmt.Sprintf("%019d|%019d|%019d", unixNanos(st.BudgetCreated), max(st.BudgetRevision, 0), unixNanos(st.Computed))
+}
+
+// unixNanos is t in nanoseconds since 1970, 0 for the zero time and before.
+func unixNanos(t time.Time) int64 {
+	if t.IsZero() || t.Before(time.Unix(0, 0)) {
+		return 0
+	}
+	return t.UnixNano()
 }
 
 // MarshalState encodes st in its stored form.

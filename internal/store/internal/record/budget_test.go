@@ -2,7 +2,9 @@ package record
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,6 +105,7 @@ func TestStateRoundTrip(t *testing.T) {
 				AboveSince: at.Add(2 * time.Minute), Episode: 2, EpisodeOpen: true, LastEnforced: at.Add(3 * time.Minute), Backfilled: true},
 		},
 		Requests: 9, Rules: map[string]budget.RuleUsage{"a": {Requests: 4, Sampled: 2}}, BudgetUID: "u1",
+		BudgetCreated: at.Add(-time.Hour), BudgetRevision: 4,
 	}
 	checkAllSet(t, st)
 	checkAllSet(t, st.Decision)
@@ -119,6 +122,36 @@ func TestStateRoundTrip(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, st) {
 		t.Errorf("round trip:\ngot  %+v\nwant %+v", got, st)
+	}
+}
+
+// TestStateOrderSortsAsCompareStates: the order strings the Redis store
+// compares in Lua sort as budget.CompareStates orders the states.
+func TestStateOrderSortsAsCompareStates(t *testing.T) {
+	at := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	states := []budget.State{
+		{},
+		{Computed: at},
+		{Computed: at.Add(time.Nanosecond)},
+		{BudgetRevision: 1, Computed: at.Add(-time.Hour)},
+		{BudgetRevision: 1, Computed: at},
+		{BudgetRevision: 9, Computed: at},
+		{BudgetRevision: 10, Computed: at.Add(-time.Hour)},
+		{BudgetCreated: at.Add(-time.Hour), BudgetRevision: 12, Computed: at.Add(time.Hour)},
+		{BudgetCreated: at, BudgetRevision: 1, Computed: at},
+		{BudgetCreated: at, BudgetRevision: 1, Computed: at.Add(time.Second)},
+		{BudgetCreated: at.Add(time.Millisecond), Computed: at},
+	}
+	for i := range states {
+		for j := range states {
+			want := budget.CompareStates(&states[i], &states[j])
+			if got := strings.Compare(StateOrder(&states[i]), StateOrder(&states[j])); got != want {
+				t.Errorf("states %d and %d: order strings compare %d, CompareStates %d", i, j, got, want)
+			}
+		}
+	}
+	if got, want := StateOrder(&states[4])[40:], fmt.Sprintf("%019d", at.UnixNano()); got != want {
+		t.Errorf("order string's computation = %q, want %q", got, want)
 	}
 }
 
