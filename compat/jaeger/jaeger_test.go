@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -41,13 +40,13 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	api "github.com/tracesampling/controlplane/gen/jaeger/api_v2"
 	"github.com/tracesampling/controlplane/internal/jaeger"
 	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/internal/servetest"
 )
 
 const service = "shop-api"
@@ -250,26 +249,9 @@ func TestJaegerTypesReadBothProtocols(t *testing.T) {
 	checkSame(t, "HTTP", want, &fromJSON)
 
 	// gRPC, with Jaeger's own client.
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	gs := grpc.NewServer()
 	js.RegisterGRPC(gs)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = gs.Serve(lis)
-	}()
-	defer func() {
-		gs.Stop()
-		<-done
-	}()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn, _ := servetest.Serve(t, servetest.GRPC(gs))
 	fromGRPC, err := jaegeridl.NewSamplingManagerClient(conn).GetSamplingStrategy(context.Background(), &jaegeridl.SamplingStrategyParameters{ServiceName: service})
 	if err != nil {
 		t.Fatal(err)

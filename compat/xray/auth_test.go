@@ -14,6 +14,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/tracesampling/controlplane/internal/auth"
+	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/secrets"
 	"github.com/tracesampling/controlplane/internal/xray"
 	"github.com/tracesampling/controlplane/internal/xray/xraytest"
@@ -24,7 +25,7 @@ import (
 // the handler behind the access-control middleware. The SDK signs with the
 // wall clock, so the guard uses it too.
 func TestSigV4AccessKeys(t *testing.T) {
-	c := &clock{now: t0}
+	c := clocktest.New(t0)
 	core, err := xraytest.New(c.Now)
 	if err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/xray"
 	"github.com/tracesampling/controlplane/internal/xray/xraytest"
@@ -24,25 +24,8 @@ import (
 
 var t0 = time.Date(2025, 1, 2, 3, 4, 5, 678e6, time.UTC)
 
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 type env struct {
-	clock  *clock
+	clock  *clocktest.Clock
 	core   *xraytest.Core
 	client *awsxray.Client
 }
@@ -52,7 +35,7 @@ type env struct {
 // that each error reaches the test as the SDK surfaces it).
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	c := &clock{now: t0}
+	c := clocktest.New(t0)
 	core, err := xraytest.New(c.Now)
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tracesampling/controlplane/internal/auth"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/edit"
 	"github.com/tracesampling/controlplane/internal/fleet"
 	"github.com/tracesampling/controlplane/internal/sampling"
@@ -42,7 +43,7 @@ func (editor) Verify(ctx context.Context, _ *http.Request, _ []byte, _ *xray.Sig
 // boosts: it neither sends boost documents nor reads SamplingBoost.)
 func TestBoostSeenByAWSSDK(t *testing.T) {
 	ctx := context.Background()
-	clk := &clock{now: time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)}
+	clk := clocktest.New(time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC))
 	log := slog.New(slog.DiscardHandler)
 	st, err := memstore.New(memstore.Options{Now: clk.Now})
 	if err != nil {

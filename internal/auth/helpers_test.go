@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/tracesampling/controlplane/internal/auth"
@@ -110,29 +109,6 @@ func (e *env) issue(t testing.TB, spec auth.TokenSpec) auth.Issued {
 
 func bearer(secret string) auth.Credentials {
 	return auth.Credentials{Authorization: []string{"Bearer " + secret}, Peer: remote}
-}
-
-// metric returns the value of the counter name{label=value} in reg.
-func metric(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == label && lp.GetValue() == value {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	t.Fatalf("no %s{%s=%q}", name, label, value)
-	return 0
 }
 
 func httptestBody(s string) io.ReadCloser { return io.NopCloser(strings.NewReader(s)) }

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tracesampling/controlplane/internal/auth"
+	"github.com/tracesampling/controlplane/internal/promtest"
 )
 
 func principal(name string) *auth.Principal {
@@ -190,7 +191,7 @@ func TestLimitStatus(t *testing.T) {
 	if code, after := auth.HTTPStatus(err); code != 429 || after != 4 {
 		t.Errorf("HTTP %d, Retry-After %d; want 429, 4", code, after)
 	}
-	if got := metric(t, reg, "controlplane_limit_refusals_total", "limit", "edits"); got != 1 {
+	if got := promtest.Value(t, reg, "controlplane_limit_refusals_total", "limit", "edits"); got != 1 {
 		t.Errorf("controlplane_limit_refusals_total{limit=edits} = %v, want 1", got)
 	}
 }

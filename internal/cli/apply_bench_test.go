@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/redistest"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/server"
+	"github.com/tracesampling/controlplane/internal/servetest"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
 )
 
@@ -96,19 +96,8 @@ func startRedisControlPlane(tb testing.TB, requestBytes int) string {
 	}
 	tb.Cleanup(func() { st.Close() })
 	srv := server.New(server.Options{Rules: st, Logger: slog.New(slog.DiscardHandler), MaxRecvMsgBytes: requestBytes})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(lis) }()
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Stop(ctx)
-		<-done
-	})
-	return lis.Addr().String()
+	_, addr := servetest.Serve(tb, srv)
+	return addr
 }
 
 // applyFile runs `rules apply -f file`, with --prune if asked.

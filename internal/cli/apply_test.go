@@ -8,7 +8,8 @@ import (
 	"sync"
 	"testing"
 
-	"google.golang.org/protobuf/proto"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
@@ -28,15 +29,15 @@ func TestApply(t *testing.T) {
 	if want := "= 3 unchanged\n0 created, 0 updated, 0 deleted, 3 unchanged\n"; res.stdout != want {
 		t.Errorf("second apply printed\n%s\nwant\n%s", res.stdout, want)
 	}
-	if after := s.list(t); !proto.Equal(before, after) {
-		t.Errorf("an unchanged apply changed the rules:\n%v\n->\n%v", before, after)
+	if d := cmp.Diff(before, s.list(t), protocmp.Transform()); d != "" {
+		t.Errorf("an unchanged apply changed the rules (-before +after):\n%s", d)
 	}
 
 	// A dry run of the edited file prints the diff and changes nothing.
 	res = s.cli(t, "", "apply", "-f", "testdata/rules_edited.yaml", "--dry-run").mustOK(t)
 	golden(t, "apply.edited.dry-run.golden", res.stdout)
-	if after := s.list(t); !proto.Equal(before, after) {
-		t.Errorf("--dry-run changed the rules:\n%v\n->\n%v", before, after)
+	if d := cmp.Diff(before, s.list(t), protocmp.Transform()); d != "" {
+		t.Errorf("--dry-run changed the rules (-before +after):\n%s", d)
 	}
 
 	// The edit itself, without --prune: search is kept. Its three changes
@@ -216,8 +217,8 @@ func TestApplyInvalidFileChangesNothing(t *testing.T) {
 					t.Errorf("%s: printed %q for an invalid file", args[0], res.stdout)
 				}
 			}
-			if after := s.list(t); !proto.Equal(before, after) {
-				t.Errorf("an invalid file changed the rules:\n%v\n->\n%v", before, after)
+			if d := cmp.Diff(before, s.list(t), protocmp.Transform()); d != "" {
+				t.Errorf("an invalid file changed the rules (-before +after):\n%s", d)
 			}
 		})
 	}
@@ -290,8 +291,8 @@ func TestApplyFromStdinMatchesFile(t *testing.T) {
 	a, b := startCLIServer(t, nil), startCLIServer(t, nil)
 	a.cli(t, "", "apply", "-f", "testdata/rules.yaml").mustOK(t)
 	b.cli(t, string(data), "apply", "-f", "-").mustOK(t)
-	if la, lb := a.list(t), b.list(t); !proto.Equal(la, lb) {
-		t.Errorf("apply -f FILE and -f - differ:\n%v\n%v", la, lb)
+	if d := cmp.Diff(a.list(t), b.list(t), protocmp.Transform()); d != "" {
+		t.Errorf("apply -f FILE and -f - differ (-FILE +stdin):\n%s", d)
 	}
 }
 
@@ -327,8 +328,8 @@ func TestApplyRuleLimit(t *testing.T) {
 	if strings.Contains(res.stdout, "created") {
 		t.Errorf("apply past the limit printed\n%s", res.stdout)
 	}
-	if after := s.list(t); !proto.Equal(before, after) {
-		t.Error("apply past the limit changed the rules")
+	if d := cmp.Diff(before, s.list(t), protocmp.Transform()); d != "" {
+		t.Errorf("apply past the limit changed the rules (-before +after):\n%s", d)
 	}
 
 	// With --prune it holds 1,000: one batch, whatever the order.

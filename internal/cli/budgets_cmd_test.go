@@ -13,10 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/budget"
@@ -146,8 +147,8 @@ func TestBudgetsCreateGetListUpdateDelete(t *testing.T) {
 		t.Error("created budget has no uid")
 	}
 	want.Uid = got.GetUid()
-	if !proto.Equal(got, want) {
-		t.Fatalf("created budget: %v\nwant %v", got, want)
+	if d := cmp.Diff(want, got, protocmp.Transform()); d != "" {
+		t.Fatalf("created budget (-want +got):\n%s", d)
 	}
 	s.cli(t, "", "create", "-f", "testdata/budgets.yaml").mustOK(t)
 
@@ -159,8 +160,8 @@ func TestBudgetsCreateGetListUpdateDelete(t *testing.T) {
 		t.Fatalf("get -o json: %v\n%s", err, out)
 	}
 	fromJSON.CreateTime, fromJSON.UpdateTime = nil, nil
-	if !proto.Equal(&fromJSON, want) {
-		t.Errorf("get -o json = %v\nwant %v", &fromJSON, want)
+	if d := cmp.Diff(want, &fromJSON, protocmp.Transform()); d != "" {
+		t.Errorf("get -o json (-want +got):\n%s", d)
 	}
 	// Money is a number, and the mode is named as in the table and the file.
 	for _, field := range []string{`"monthly_amount_micros": 500000000,`, `"mode": "enforce",`} {
@@ -183,8 +184,8 @@ func TestBudgetsCreateGetListUpdateDelete(t *testing.T) {
 	want.MonthlyAmountMicros, want.Mode, want.Etag, want.Generation = 800_000_000, pb.Budget_MODE_ALERT_ONLY, "2", 1
 	want.Scope.ServiceNames = []string{"shop-api"}
 	want.Channels = want.Channels[:1]
-	if got := s.get(t, "shop"); !proto.Equal(got, want) {
-		t.Errorf("after update: %v\nwant %v", got, want)
+	if d := cmp.Diff(want, s.get(t, "shop"), protocmp.Transform()); d != "" {
+		t.Errorf("after update (-want +got):\n%s", d)
 	}
 	if b, err := s.st.Budget(callCtx(t), "shop"); err != nil || b.Channels[0].Secret != "s3cret" {
 		t.Errorf("after update the webhook's secret is %+v, %v; want s3cret kept", b.Channels, err)
@@ -204,8 +205,8 @@ func TestBudgetsCreateGetListUpdateDelete(t *testing.T) {
 	// goes back to the defaults.
 	s.cli(t, "", "update", "shop", "--rule-label", "", "--threshold", "").mustOK(t)
 	want.Scope.RuleLabels, want.SpendThresholds, want.Etag = nil, budget.DefaultSpendThresholds, "4"
-	if got := s.get(t, "shop"); !proto.Equal(got, want) {
-		t.Errorf("after the second update: %v\nwant %v", got, want)
+	if d := cmp.Diff(want, s.get(t, "shop"), protocmp.Transform()); d != "" {
+		t.Errorf("after the second update (-want +got):\n%s", d)
 	}
 
 	res := s.cli(t, "", "delete", "shop", "--etag", "4").mustOK(t)
@@ -315,8 +316,8 @@ func TestBudgetStatusOfAFreshBudget(t *testing.T) {
 		t.Fatalf("status -o json: %v\n%s", err, out)
 	}
 	want := &pb.BudgetStatus{BudgetName: "shop", CurrencyCode: "USD", CapTraces: 101_000_000, FixedRateFactor: 1, ReservoirFactor: 1}
-	if !proto.Equal(&st, want) {
-		t.Errorf("status -o json = %v, want %v", &st, want)
+	if d := cmp.Diff(want, &st, protocmp.Transform()); d != "" {
+		t.Errorf("status -o json (-want +got):\n%s", d)
 	}
 }
 
@@ -734,8 +735,8 @@ func TestBudgetsPlanFlags(t *testing.T) {
 		},
 		CoverageMinutes: 5, BurnRateThresholds: []float64{14.4}, Etag: "1", Uid: got.GetUid(), UpdateActor: "local",
 	}
-	if !proto.Equal(got, want) {
-		t.Errorf("created: %v\nwant %v", got, want)
+	if d := cmp.Diff(want, got, protocmp.Transform()); d != "" {
+		t.Errorf("created (-want +got):\n%s", d)
 	}
 	// --priority '' empties the list; a raised price is a new generation.
 	s.cli(t, "", "update", "shop", "--priority", "", "--price-per-million", "6").mustOK(t)

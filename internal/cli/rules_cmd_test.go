@@ -15,8 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
-	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/output"
@@ -184,8 +185,8 @@ func TestJSONOutputReadsBack(t *testing.T) {
 		t.Fatalf("list -o json does not parse as a ListRulesResponse: %v", err)
 	}
 	want := &pb.ListRulesResponse{Rules: s.list(t).GetRules()}
-	if !proto.Equal(&got, want) {
-		t.Errorf("list -o json = %v\nwant %v", &got, want)
+	if d := cmp.Diff(want, &got, protocmp.Transform()); d != "" {
+		t.Errorf("list -o json (-want +got):\n%s", d)
 	}
 	if again := s.cli(t, "", "list", "-o", "json").stdout; again != out {
 		t.Errorf("list -o json is not stable:\n%s\nthen\n%s", out, again)
@@ -196,8 +197,8 @@ func TestJSONOutputReadsBack(t *testing.T) {
 	if err := output.UnmarshalJSON([]byte(out), &rule); err != nil {
 		t.Fatalf("get -o json: %v\n%s", err, out)
 	}
-	if !proto.Equal(&rule, s.get(t, "checkout")) {
-		t.Errorf("get -o json = %v, want %v", &rule, s.get(t, "checkout"))
+	if d := cmp.Diff(s.get(t, "checkout"), &rule, protocmp.Transform()); d != "" {
+		t.Errorf("get -o json (-want +got):\n%s", d)
 	}
 	out = s.cli(t, "", "history", "-o", "json").mustOK(t).stdout
 	var events pb.ListRuleEventsResponse
@@ -221,8 +222,8 @@ func TestYAMLOutputRoundTrips(t *testing.T) {
 	if !strings.HasPrefix(res.stdout, "= 1 unchanged\n") {
 		t.Errorf("applying get -o yaml printed\n%s", res.stdout)
 	}
-	if after := s.list(t); !proto.Equal(before, after) {
-		t.Errorf("applying the server's own rules changed them:\n%v\n->\n%v", before, after)
+	if d := cmp.Diff(before, s.list(t), protocmp.Transform()); d != "" {
+		t.Errorf("applying the server's own rules changed them (-before +after):\n%s", d)
 	}
 }
 
@@ -239,8 +240,8 @@ func TestCreateUpdateDelete(t *testing.T) {
 	}
 	got := s.get(t, "login")
 	got.CreateTime, got.UpdateTime = nil, nil
-	if !proto.Equal(got, want) {
-		t.Fatalf("created %v\nwant %v", got, want)
+	if d := cmp.Diff(want, got, protocmp.Transform()); d != "" {
+		t.Fatalf("created (-want +got):\n%s", d)
 	}
 
 	// The update mask is exactly the flags given: the rest stays.
@@ -248,8 +249,8 @@ func TestCreateUpdateDelete(t *testing.T) {
 	want.FixedRate, want.Attributes, want.Etag = 0.3, nil, "2"
 	got = s.get(t, "login")
 	got.CreateTime, got.UpdateTime = nil, nil
-	if !proto.Equal(got, want) {
-		t.Errorf("after update: %v\nwant %v", got, want)
+	if d := cmp.Diff(want, got, protocmp.Transform()); d != "" {
+		t.Errorf("after update (-want +got):\n%s", d)
 	}
 	if !strings.Contains(out, "fixed_rate: 0.3\n") || strings.Contains(out, "attributes") {
 		t.Errorf("update -o yaml printed\n%s", out)
@@ -277,8 +278,8 @@ func TestTagAndBoostFlags(t *testing.T) {
 		"--boost-max-rate", "0.8", "--boost-cooldown", "1h").mustOK(t)
 	got := s.get(t, "pay")
 	want := &pb.Rule{Tags: map[string]string{"Stage": "prod", "Owner": ""}, SamplingRateBoost: &pb.SamplingRateBoost{MaxRate: 0.8, CooldownWindowMinutes: 60}}
-	if !proto.Equal(&pb.Rule{Tags: got.GetTags(), SamplingRateBoost: got.GetSamplingRateBoost()}, want) {
-		t.Fatalf("created %v, want its tags and boost %v", got, want)
+	if d := cmp.Diff(want, &pb.Rule{Tags: got.GetTags(), SamplingRateBoost: got.GetSamplingRateBoost()}, protocmp.Transform()); d != "" {
+		t.Fatalf("created rule's tags and boost (-want +got):\n%s", d)
 	}
 	steps := []struct {
 		args []string
@@ -293,8 +294,8 @@ func TestTagAndBoostFlags(t *testing.T) {
 	for _, st := range steps {
 		s.cli(t, "", append([]string{"update", "pay"}, st.args...)...).mustOK(t)
 		got := s.get(t, "pay")
-		if !proto.Equal(&pb.Rule{Tags: got.GetTags(), SamplingRateBoost: got.GetSamplingRateBoost()}, &pb.Rule{Tags: st.tags, SamplingRateBoost: st.want}) {
-			t.Errorf("after update %q: tags %v, boost %v; want %v, %v", st.args, got.GetTags(), got.GetSamplingRateBoost(), st.tags, st.want)
+		if d := cmp.Diff(&pb.Rule{Tags: st.tags, SamplingRateBoost: st.want}, &pb.Rule{Tags: got.GetTags(), SamplingRateBoost: got.GetSamplingRateBoost()}, protocmp.Transform()); d != "" {
+			t.Errorf("after update %q, tags and boost (-want +got):\n%s", st.args, d)
 		}
 	}
 }

@@ -21,7 +21,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/redistest"
@@ -252,19 +252,22 @@ func TestServeRestartKeepsRules(t *testing.T) {
 			between()
 			second := startServe(t, c)
 			after := second.state(t)
-			if !proto.Equal(before.rules, after.rules) {
-				t.Errorf("rules after the restart:\n%v\nwant\n%v", after.rules, before.rules)
+			if d := cmp.Diff(before.rules, after.rules, protocmp.Transform()); d != "" {
+				t.Errorf("rules after the restart (-before +after):\n%s", d)
 			}
-			if !proto.Equal(before.events, after.events) {
-				t.Errorf("audit log after the restart:\n%v\nwant\n%v", after.events, before.events)
+			if d := cmp.Diff(before.events, after.events, protocmp.Transform()); d != "" {
+				t.Errorf("audit log after the restart (-before +after):\n%s", d)
 			}
 
 			// Edits carry on from there: etags and the log continue.
 			second.cli(t, "update", "checkout", "--fixed-rate", "0.3", "--etag", "2").mustOK(t)
 			again := second.state(t)
 			evs := again.events.GetEvents()
-			if len(evs) != 9 || !proto.Equal(&pb.ListRuleEventsResponse{Events: evs[1:]}, before.events) {
+			if len(evs) != 9 {
 				t.Fatalf("audit log after one more edit: %d events, want the 8 before it and one new", len(evs))
+			}
+			if d := cmp.Diff(before.events, &pb.ListRuleEventsResponse{Events: evs[1:]}, protocmp.Transform()); d != "" {
+				t.Fatalf("audit log after one more edit, past the new event (-before +after):\n%s", d)
 			}
 			if evs[0].GetRulesVersion() <= before.events.GetEvents()[0].GetRulesVersion() {
 				t.Errorf("the rules version went from %d to %d after an edit", before.events.GetEvents()[0].GetRulesVersion(), evs[0].GetRulesVersion())
@@ -409,8 +412,8 @@ func TestServeReadinessThroughRedisOutage(t *testing.T) {
 	if res := s.cli(t, "list"); res.code != exitUnavailable {
 		t.Errorf("rules list with Redis down: exit %d, want %d (%v)", res.code, exitUnavailable, res.err)
 	}
-	if got := sdkRules(); !proto.Equal(got, served) {
-		t.Errorf("with Redis down SDKs get\n%v\nwant the last rules\n%v", got, served)
+	if d := cmp.Diff(served, sdkRules(), protocmp.Transform()); d != "" {
+		t.Errorf("with Redis down SDKs get other than the last rules (-want +got):\n%s", d)
 	}
 
 	r.Restart()
@@ -424,8 +427,12 @@ func TestServeReadinessThroughRedisOutage(t *testing.T) {
 		_, err := s.rules.ListRuleEvents(callCtx(t), &pb.ListRuleEventsRequest{PageSize: 1})
 		return err == nil
 	})
-	if after := s.state(t); !proto.Equal(before.rules, after.rules) || !proto.Equal(before.events, after.events) {
-		t.Errorf("after Redis came back:\n%v\nwant\n%v", after, before)
+	after := s.state(t)
+	if d := cmp.Diff(before.rules, after.rules, protocmp.Transform()); d != "" {
+		t.Errorf("rules after Redis came back (-before +after):\n%s", d)
+	}
+	if d := cmp.Diff(before.events, after.events, protocmp.Transform()); d != "" {
+		t.Errorf("audit log after Redis came back (-before +after):\n%s", d)
 	}
 }
 

@@ -25,11 +25,13 @@ func (c *Clock) Now() time.Time {
 	return c.t
 }
 
-// Add moves the clock on by d.
-func (c *Clock) Add(d time.Duration) {
+// Add moves the clock on by d and returns the new time, the time a step
+// of the test is stamped with.
+func (c *Clock) Add(d time.Duration) time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
+	return c.t
 }
 
 // Set sets the clock to t.

@@ -12,6 +12,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/tracesampling/controlplane/internal/clocktest"
 )
 
 func TestCondition(t *testing.T) {
@@ -45,10 +47,10 @@ func TestCondition(t *testing.T) {
 			}}))
 			counter := prometheus.NewCounter(prometheus.CounterOpts{Name: "x"})
 			c := New(log, "store unavailable", counter)
-			now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-			c.now = func() time.Time { return now }
+			clk := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+			c.now = clk.Now
 			for _, s := range tt.steps {
-				now = now.Add(s.after)
+				clk.Add(s.after)
 				if s.occurred {
 					c.Occurred(context.Background(), errors.New("boom"))
 				} else {

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/edit"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
@@ -14,14 +15,14 @@ import (
 // update sets it, by the editor's clock; a rule whose expiry has passed
 // (awaiting deletion) can still have its other fields changed.
 func TestExpiry(t *testing.T) {
-	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	clock := func() time.Time { return now }
-	st, err := memstore.New(memstore.Options{Now: clock})
+	clk := clocktest.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	now := clk.Now() // the time the rules below are made at
+	st, err := memstore.New(memstore.Options{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	e := edit.NewRules(st, edit.WithClock(clock))
+	e := edit.NewRules(st, edit.WithClock(clk.Now))
 	ctx := admin(t)
 	soon := now.Add(30 * time.Minute)
 	if _, err := e.Create(ctx, rules.Rule{Name: "debug", Priority: 1, FixedRate: 1, ExpireTime: soon}); err != nil {
@@ -83,7 +84,7 @@ func TestExpiry(t *testing.T) {
 	}
 
 	// Once the expiry has passed, other fields still change.
-	now = soon.Add(time.Minute)
+	clk.Set(soon.Add(time.Minute))
 	got, err := e.Update(ctx, rules.Rule{Name: "debug", FixedRate: 0.5}, []string{"fixed_rate"}, 0)
 	if err != nil || got.FixedRate != 0.5 || !got.ExpireTime.Equal(soon) {
 		t.Errorf("update of an expired rule's fixed rate: %+v, %v", got, err)

@@ -4,16 +4,13 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/tracesampling/controlplane/internal/clocktest"
 )
 
-type fakeClock struct{ t time.Time }
-
-func (c *fakeClock) now() time.Time          { return c.t }
-func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
-
-func newTestEstimator(maxPollers int) (*Estimator, *fakeClock) {
-	c := &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-	return NewEstimator(EstimatorOptions{Window: time.Minute, MaxPollers: maxPollers, Now: c.now}), c
+func newTestEstimator(maxPollers int) (*Estimator, *clocktest.Clock) {
+	c := clocktest.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	return NewEstimator(EstimatorOptions{Window: time.Minute, MaxPollers: maxPollers, Now: c.Now}), c
 }
 
 func TestEstimatorCountsDistinctPollersPerService(t *testing.T) {
@@ -36,7 +33,7 @@ func TestEstimatorCountsDistinctPollersPerService(t *testing.T) {
 		{62 * time.Minute, "checkout", "10.0.0.9", 1, 1}, // the sweep forgets what went quiet
 	}
 	for i, s := range steps {
-		c.advance(s.after)
+		c.Add(s.after)
 		if got := e.Seen(s.service, s.poller); got != s.want {
 			t.Errorf("step %d: Seen(%q, %q) = %d, want %d", i, s.service, s.poller, got, s.want)
 		}
@@ -68,7 +65,7 @@ func TestEstimatorIsBounded(t *testing.T) {
 		t.Errorf("Seen of a recorded poller = %d, want 3", got)
 	}
 	// Once the old entries expire there is room again.
-	c.advance(2 * time.Minute)
+	c.Add(2 * time.Minute)
 	if got := e.Seen("billing", "10.0.0.7"); got != 1 || e.Tracked() != 1 {
 		t.Errorf("after expiry: Seen = %d, Tracked = %d, want 1 and 1", got, e.Tracked())
 	}

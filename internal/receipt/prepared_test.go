@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/tracesampling/controlplane/internal/clocktest"
 )
 
 // TestTokensSignAsTheRing: Tokens signs and opens with HMAC states it keeps
@@ -17,15 +19,15 @@ import (
 // anything of its last input would make a different MAC), and each must
 // open, with Ring.Open and Tokens, only for its own client and rule.
 func TestTokensSignAsTheRing(t *testing.T) {
-	now := t0
+	clk := clocktest.New(t0)
 	src := &fakeSource{}
-	keys := NewKeys(src, func() time.Time { return now }, time.Second)
+	keys := NewKeys(src, clk.Now, time.Second)
 	if _, err := keys.Ring(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	// A second key, accepted but not signing: Open must pick each
 	// token's own key's states.
-	now = now.Add(RotateEvery)
+	now := clk.Add(RotateEvery)
 	ring, err := keys.Ring(context.Background())
 	if err != nil || len(ring) != 2 {
 		t.Fatalf("ring %v, %v; want two keys", ring, err)

@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 
+	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/reservoir"
 )
 
@@ -231,10 +232,9 @@ func (f *fakeSource) count() int {
 }
 
 func TestKeysReloadAndOutage(t *testing.T) {
-	now := t0
-	clock := func() time.Time { return now }
+	clk := clocktest.New(t0)
 	src := &fakeSource{}
-	keys := NewKeys(src, clock, time.Second)
+	keys := NewKeys(src, clk.Now, time.Second)
 	ctx := context.Background()
 	r1, err := keys.Ring(ctx)
 	if err != nil || len(r1) != 1 {
@@ -244,7 +244,7 @@ func TestKeysReloadAndOutage(t *testing.T) {
 		t.Errorf("a second call within Refresh loaded again (%d loads, %v)", src.count(), err)
 	}
 	// Past RotateEvery, the reload brings the next key, accepted not signing.
-	now = now.Add(RotateEvery)
+	clk.Add(RotateEvery)
 	r2, _ := keys.Ring(ctx)
 	if len(r2) != 2 || r2[0].ID != r1[0].ID || src.count() != 2 {
 		t.Errorf("after RotateEvery: ring %v after %d loads, want the old key first and a next one", r2, src.count())
@@ -254,19 +254,19 @@ func TestKeysReloadAndOutage(t *testing.T) {
 	src.mu.Lock()
 	src.err = errors.New("down")
 	src.mu.Unlock()
-	now = now.Add(Refresh)
+	clk.Add(Refresh)
 	if r, err := keys.Ring(ctx); err != nil || len(r) != 2 {
 		t.Errorf("with the store down: %v, %v; want the last ring", r, err)
 	}
 	calls := src.count()
-	now = now.Add(retryAfter / 2)
+	clk.Add(retryAfter / 2)
 	keys.Ring(ctx)
 	if src.count() != calls {
 		t.Error("asked the store again before retryAfter")
 	}
 
 	// A replica that never loaded has nothing to sign with.
-	fresh := NewKeys(src, clock, time.Second)
+	fresh := NewKeys(src, clk.Now, time.Second)
 	if _, err := fresh.Ring(ctx); err == nil {
 		t.Error("no ring and no store: no error")
 	}

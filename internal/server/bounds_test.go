@@ -22,6 +22,8 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/promtest"
+	"github.com/tracesampling/controlplane/internal/servetest"
 )
 
 // rawCodec sends and receives bytes as they are, under the proto codec's
@@ -273,19 +275,8 @@ func startBoundedServer(t *testing.T, opts Options) (*Server, string) {
 	opts.Rules = newMemStore(t)
 	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv := New(opts)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Stop(ctx)
-		<-done
-	})
-	return srv, lis.Addr().String()
+	_, addr := servetest.Serve(t, srv)
+	return srv, addr
 }
 
 // TestHTTP2Bounds: the server announces its bounds in its HTTP/2 settings
@@ -370,7 +361,7 @@ func TestCallLimit(t *testing.T) {
 	for _, id := range []uint32{1, 3, 5} {
 		raw.open(id, "/controlplane.v1.RuleService/ListRules", nil)
 	}
-	pollUntilT(t, "three calls open", func() bool { return gaugeValue(t, reg, "controlplane_grpc_calls_open") == 3 })
+	pollUntilT(t, "three calls open", func() bool { return promtest.Value(t, reg, "controlplane_grpc_calls_open") == 3 })
 	_, err = rules.ListRules(ctx, &pb.ListRulesRequest{})
 	if status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("a fourth call: %v, want ResourceExhausted", err)
@@ -384,7 +375,7 @@ func TestCallLimit(t *testing.T) {
 	if quota == nil || !strings.Contains(quota.GetViolations()[0].GetDescription(), "--max-streams") {
 		t.Errorf("the refusal's details %v do not name the limit", status.Convert(err).Details())
 	}
-	if n := gaugeValue(t, reg, "controlplane_grpc_calls_refused_total"); n != 1 {
+	if n := promtest.Value(t, reg, "controlplane_grpc_calls_refused_total"); n != 1 {
 		t.Errorf("controlplane_grpc_calls_refused_total = %v, want 1", n)
 	}
 
@@ -396,27 +387,6 @@ func TestCallLimit(t *testing.T) {
 		_, err := rules.ListRules(ctx, &pb.ListRulesRequest{})
 		return err == nil
 	})
-}
-
-// gaugeValue reads a counter or gauge without labels from reg.
-func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		m := mf.GetMetric()[0]
-		if m.GetGauge() != nil {
-			return m.GetGauge().GetValue()
-		}
-		return m.GetCounter().GetValue()
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
 }
 
 // pollUntilT polls cond until it holds, for up to 10 s.
@@ -460,7 +430,7 @@ func TestConnectionLimit(t *testing.T) {
 	if !<-sent {
 		t.Fatal("the third client could not send its preface")
 	}
-	if n := gaugeValue(t, reg, "controlplane_grpc_connections"); n != 2 {
+	if n := promtest.Value(t, reg, "controlplane_grpc_connections"); n != 2 {
 		t.Fatalf("controlplane_grpc_connections = %v with two clients, want 2", n)
 	}
 	// A negative check: it can only miss a defect on a slow machine, never

@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
-	"net"
 	"os"
 	"runtime"
 	"strconv"
@@ -35,6 +34,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/redistest"
 	"github.com/tracesampling/controlplane/internal/server"
+	"github.com/tracesampling/controlplane/internal/servetest"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
 )
 
@@ -89,41 +89,17 @@ func (r *fleetResult) max(from, to int, f func(*second) int64) int64 {
 func total(s *second) int64     { return s.sampled() }
 func reservoir(s *second) int64 { return s.reservoir.Load() }
 
-// startReplica runs one replica on rs and returns its address.
+// startFleetReplica runs one replica on rs and returns its address.
 func startFleetReplica(t *testing.T, rs *redistest.Server, interval time.Duration) (addr string, cat *catalog.Catalog) {
 	t.Helper()
 	st, err := redisstore.New(context.Background(), rs.Client(t), redisstore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cat = catalog.New(st, catalog.Options{Logger: quiet, Poll: time.Second})
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := cat.Load(ctx); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	catDone := make(chan struct{})
-	go func() {
-		defer close(catDone)
-		_ = cat.Run(ctx)
-	}()
-	srv := server.New(server.Options{Rules: st, Catalog: cat, Ledger: st, Logger: quiet, ReportInterval: interval})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-		defer scancel()
-		srv.Stop(sctx)
-		<-served
-		cancel()
-		<-catDone
-		st.Close()
-	})
-	return lis.Addr().String(), cat
+	t.Cleanup(func() { st.Close() })
+	cat = servetest.Catalog(t, st, catalog.Options{Logger: quiet, Poll: time.Second})
+	_, addr = servetest.Serve(t, server.New(server.Options{Rules: st, Catalog: cat, Ledger: st, Logger: quiet, ReportInterval: interval}))
+	return addr, cat
 }
 
 // runFleet starts the replicas and the instances at once (a cold start),

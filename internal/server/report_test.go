@@ -15,34 +15,9 @@ import (
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/clocktest"
+	"github.com/tracesampling/controlplane/internal/promtest"
 	"github.com/tracesampling/controlplane/internal/sampling"
 )
-
-// counterValue reads one series of a counter vector from reg, or with
-// label "" a counter.
-func counterValue(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if label == "" {
-				return m.GetCounter().GetValue()
-			}
-			for _, l := range m.GetLabel() {
-				if l.GetName() == label && l.GetValue() == value {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
-}
 
 func withRegistry(reg prometheus.Registerer) func(*Options) {
 	return func(o *Options) { o.Registerer = reg }
@@ -110,7 +85,7 @@ func TestForgedReceiptsRetractNothing(t *testing.T) {
 		}
 	}
 	for _, reason := range []string{"malformed", "forged"} {
-		if got := counterValue(t, reg, "controlplane_report_receipts_refused_total", "reason", reason); got == 0 {
+		if got := promtest.Sum(t, reg, "controlplane_report_receipts_refused_total", "reason", reason); got == 0 {
 			t.Errorf("no %s receipt counted", reason)
 		}
 	}
@@ -125,7 +100,7 @@ func TestForgedReceiptsRetractNothing(t *testing.T) {
 	// a's receipt is used up: sent again, it is taken as none.
 	clock.Add(time.Second)
 	report("a", 300, aReceipt)
-	if got := counterValue(t, reg, "controlplane_report_receipts_refused_total", "reason", "replayed"); got != 1 {
+	if got := promtest.Sum(t, reg, "controlplane_report_receipts_refused_total", "reason", "replayed"); got != 1 {
 		t.Errorf("%v replayed receipts counted, want 1", got)
 	}
 }
@@ -186,7 +161,7 @@ func TestReportClaimsAreBounded(t *testing.T) {
 	if got := spent(); got > bound || got < 0.05*2e8 {
 		t.Errorf("%v traces counted, want at most %v", got, bound)
 	}
-	clamped := counterValue(t, reg, "controlplane_report_traces_clamped_total", "reason", "over_bound")
+	clamped := promtest.Sum(t, reg, "controlplane_report_traces_clamped_total", "reason", "over_bound")
 	if want := 2e8 - spent(); clamped != want {
 		t.Errorf("%v traces counted as clamped, want %v", clamped, want)
 	}
@@ -263,10 +238,10 @@ func TestStreamReportSentAgainIsAnsweredNotRecorded(t *testing.T) {
 	if got := send(3, int64(quota*interval.Seconds())).GetAckedSeq(); got != 3 {
 		t.Fatalf("report 3 acknowledged %d", got)
 	}
-	if got := counterValue(t, reg, "controlplane_report_traces_clamped_total", "reason", "over_bound"); got != 0 {
+	if got := promtest.Sum(t, reg, "controlplane_report_traces_clamped_total", "reason", "over_bound"); got != 0 {
 		t.Errorf("%v honest sampled traces cut", got)
 	}
-	if got := counterValue(t, reg, "controlplane_sampling_reports_resent_total", "", ""); got != 3 {
+	if got := promtest.Value(t, reg, "controlplane_sampling_reports_resent_total"); got != 3 {
 		t.Errorf("%v reports counted as sent again, want 3", got)
 	}
 }

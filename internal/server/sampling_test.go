@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -14,7 +13,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -23,6 +21,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/internal/servetest"
 )
 
 type fakeClock = clocktest.Clock
@@ -49,40 +48,12 @@ type replica struct {
 func startReplica(t *testing.T, st samplingStore, now func() time.Time, opts ...func(*Options)) *replica {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cat := catalog.New(st, catalog.Options{Logger: log, Poll: time.Second})
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := cat.Load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	catDone := make(chan struct{})
-	go func() {
-		defer close(catDone)
-		_ = cat.Run(ctx)
-	}()
+	cat := servetest.Catalog(t, st, catalog.Options{Logger: log, Poll: time.Second})
 	o := Options{Rules: st, Catalog: cat, Ledger: st, Logger: log, Now: now, ReportInterval: 10 * time.Second}
 	for _, f := range opts {
 		f(&o)
 	}
-	srv := New(o)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(lis) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		srv.Stop(sctx)
-		<-done
-		cancel()
-		<-catDone
-	})
+	conn, _ := servetest.Serve(t, New(o))
 	return &replica{rules: pb.NewRuleServiceClient(conn), sampling: pb.NewSamplingServiceClient(conn), status: pb.NewStatusServiceClient(conn), catalog: cat, first: cat.Current().Version, conn: conn}
 }
 

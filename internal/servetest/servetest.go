@@ -17,7 +17,8 @@ import (
 )
 
 // Server is what Serve runs: *server.Server, declared here so that the
-// server's own tests can use this package.
+// server's own tests can use this package, or a bare *grpc.Server through
+// GRPC.
 type Server interface {
 	Serve(lis net.Listener) error
 	Stop(ctx context.Context)
@@ -73,3 +74,11 @@ func Catalog(t testing.TB, src catalog.Source, opts catalog.Options) *catalog.Ca
 	})
 	return cat
 }
+
+// GRPC adapts a bare *grpc.Server, holding a test's own services, to
+// Serve. Its Stop is grpc's Stop: calls in flight end at once.
+func GRPC(s *grpc.Server) Server { return grpcServer{s} }
+
+type grpcServer struct{ *grpc.Server }
+
+func (s grpcServer) Stop(context.Context) { s.Server.Stop() }

@@ -6,9 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/tracesampling/controlplane/internal/budget"
+	"github.com/tracesampling/controlplane/internal/promtest"
 	"github.com/tracesampling/controlplane/internal/xray"
 )
 
@@ -88,7 +87,7 @@ func runFleet(t *testing.T, e *env, reps []*replica, clients int, perSecond floa
 		}
 	}
 	for _, r := range reps {
-		run.clamped += sum(t, r.reg, "controlplane_report_traces_clamped_total")
+		run.clamped += promtest.Sum(t, r.reg, "controlplane_report_traces_clamped_total")
 	}
 	return run
 }
@@ -137,7 +136,7 @@ func TestFleetBoost(t *testing.T) {
 	}
 	var started float64
 	for _, r := range reps {
-		started += sum(t, r.reg, "controlplane_boosts_started_total")
+		started += promtest.Sum(t, r.reg, "controlplane_boosts_started_total")
 	}
 	if started != 1 {
 		t.Errorf("replicas started %v boosts, want 1", started)
@@ -177,22 +176,4 @@ func TestFleetExhaustedBudget(t *testing.T) {
 	if len(run.boosts) != 0 {
 		t.Fatalf("boosts under an exhausted budget: %+v", run.boosts)
 	}
-}
-
-// sum is the sum of a counter's series, 0 when it has none yet.
-func sum(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n float64
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			for _, m := range mf.GetMetric() {
-				n += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return n
 }

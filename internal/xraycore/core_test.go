@@ -21,6 +21,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/edit"
 	"github.com/tracesampling/controlplane/internal/fleet"
+	"github.com/tracesampling/controlplane/internal/promtest"
 	"github.com/tracesampling/controlplane/internal/receipt"
 	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/rules"
@@ -389,26 +390,11 @@ func TestClaimsRetract(t *testing.T) {
 			if r := st.Rules[0]; r.Rule.Name != "checkout" || math.Abs(r.Rate-tc.wantRate) > 1e-9 {
 				t.Errorf("fleet rate %v of %s, want %v", r.Rate, r.Rule.Name, tc.wantRate)
 			}
-			if got := counter(t, e.reg, "controlplane_xray_claims_full_total"); got != tc.wantFull {
+			if got := promtest.Value(t, e.reg, "controlplane_xray_claims_full_total"); got != tc.wantFull {
 				t.Errorf("claims_full_total = %v, want %v", got, tc.wantFull)
 			}
 		})
 	}
-}
-
-func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return mf.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
 }
 
 // TestClaimsLapse: an entry lapses a quota's lifetime and an interval

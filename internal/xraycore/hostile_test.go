@@ -17,6 +17,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/auth"
 	"github.com/tracesampling/controlplane/internal/edit"
 	"github.com/tracesampling/controlplane/internal/fleet"
+	"github.com/tracesampling/controlplane/internal/promtest"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/xray"
@@ -316,7 +317,7 @@ func TestClaimFlood(t *testing.T) {
 				t.Errorf("period %d: honest client %d's claim was evicted", period, i)
 			}
 		}
-		t.Logf("period %d: quotas %.3f of %d (honest clients %.3f), %d claims held, %v not kept", period, total, reservoir, honestTotal, e.core.claims.len(), counter(t, e.reg, "controlplane_xray_claims_full_total"))
+		t.Logf("period %d: quotas %.3f of %d (honest clients %.3f), %d claims held, %v not kept", period, total, reservoir, honestTotal, e.core.claims.len(), promtest.Value(t, e.reg, "controlplane_xray_claims_full_total"))
 	}
 }
 

@@ -5,20 +5,18 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/server"
+	"github.com/tracesampling/controlplane/internal/servetest"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
 )
 
@@ -52,38 +50,11 @@ func startControlPlane(t *testing.T) (string, pb.RuleServiceClient) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cat := catalog.New(st, catalog.Options{Logger: discard})
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := cat.Load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	catDone := make(chan struct{})
-	go func() {
-		defer close(catDone)
-		_ = cat.Run(ctx)
-	}()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	t.Cleanup(func() { st.Close() })
+	cat := servetest.Catalog(t, st, catalog.Options{Logger: discard})
 	srv := server.New(server.Options{Rules: st, Catalog: cat, Ledger: st, Logger: discard, ReportInterval: time.Second})
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		sctx, scancel := context.WithTimeout(context.Background(), time.Second)
-		defer scancel()
-		srv.Stop(sctx)
-		<-served
-		cancel()
-		<-catDone
-		st.Close()
-	})
-	return lis.Addr().String(), pb.NewRuleServiceClient(conn)
+	conn, addr := servetest.Serve(t, srv)
+	return addr, pb.NewRuleServiceClient(conn)
 }
 
 // TestExampleExplainsARule runs the example against a control plane where

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/clocktest"
 )
 
 func boostable(name string, fixed float64) *pb.Rule {
@@ -74,7 +75,7 @@ func TestAnomalyCounts(t *testing.T) {
 		{"WithAnomaly", []Option{WithAnomaly(func(s sdktrace.ReadOnlySpan) bool { return s.Name() == "slow" })}, &pb.BoostStatistics{TotalCount: 5, AnomalyCount: 1, SampledAnomalyCount: 1}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clk := &fakeClock{t: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)}
+			clk := clocktest.New(time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC))
 			s, err := newSampler(append([]Option{WithService("shop-api", ""), WithEndpoint("127.0.0.1:1"), WithClock(clk), WithClientID("c")}, tc.opts...)...)
 			if err != nil {
 				t.Fatal(err)

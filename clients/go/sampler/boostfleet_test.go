@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"testing"
 	"time"
 
@@ -13,15 +12,16 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/edit"
 	"github.com/tracesampling/controlplane/internal/fleet"
+	"github.com/tracesampling/controlplane/internal/promtest"
 	"github.com/tracesampling/controlplane/internal/server"
+	"github.com/tracesampling/controlplane/internal/servetest"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
 	"github.com/tracesampling/controlplane/internal/xray"
 	"github.com/tracesampling/controlplane/internal/xraycore"
@@ -32,7 +32,7 @@ import (
 // real SDK instances that report through their unary path, and X-Ray
 // clients.
 type boostFleet struct {
-	clk   *fakeClock
+	clk   *clocktest.Clock
 	st    *memstore.Store
 	cat   *catalog.Catalog
 	reg   *prometheus.Registry
@@ -46,7 +46,7 @@ func newBoostFleet(t *testing.T, sdks, xrays int) *boostFleet {
 	t.Helper()
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	f := &boostFleet{clk: &fakeClock{t: time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)}, reg: prometheus.NewRegistry(), xrays: xrays}
+	f := &boostFleet{clk: clocktest.New(time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)), reg: prometheus.NewRegistry(), xrays: xrays}
 	st, err := memstore.New(memstore.Options{Now: f.clk.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -59,23 +59,7 @@ func newBoostFleet(t *testing.T, sdks, xrays int) *boostFleet {
 	}
 	srv := server.New(server.Options{Rules: st, Catalog: f.cat, Ledger: st, Budgets: st, Now: f.clk.Now, Logger: log, Registerer: f.reg, ReportInterval: 10 * time.Second})
 	srv.SetServing(true)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		srv.Stop(sctx)
-		<-served
-	})
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn, addr := servetest.Serve(t, srv)
 	rule := &pb.Rule{Name: "checkout", Priority: 1, FixedRate: 0.005, ServiceName: "shop", HttpMethod: "*", UrlPath: "*", Host: "*", ServiceType: "*", ResourceArn: "*",
 		SamplingRateBoost: &pb.SamplingRateBoost{MaxRate: 0.25, CooldownWindowMinutes: 5}}
 	if _, err := pb.NewRuleServiceClient(conn).CreateRule(ctx, &pb.CreateRuleRequest{Rule: rule}); err != nil {
@@ -89,7 +73,7 @@ func newBoostFleet(t *testing.T, sdks, xrays int) *boostFleet {
 		t.Fatal(err)
 	}
 	for i := range sdks {
-		s, err := newSampler(WithEndpoint(lis.Addr().String()), WithService("shop", ""), WithClock(f.clk), WithClientID(fmt.Sprintf("sdk-%d", i)), WithLogger(log), WithUnaryOnly())
+		s, err := newSampler(WithEndpoint(addr), WithService("shop", ""), WithClock(f.clk), WithClientID(fmt.Sprintf("sdk-%d", i)), WithLogger(log), WithUnaryOnly())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -209,10 +193,10 @@ func TestFleetBoostSDK(t *testing.T) {
 		}
 		t.Logf("boost: first handed out %v, highest rate %v", b.first, b.maxRate)
 	}
-	if n := counterSum(t, f.reg, "controlplane_report_traces_clamped_total"); n != 0 {
+	if n := promtest.Sum(t, f.reg, "controlplane_report_traces_clamped_total"); n != 0 {
 		t.Errorf("%v sampled traces cut as over the bound", n)
 	}
-	if n := counterSum(t, f.reg, "controlplane_boosts_started_total"); n != 1 {
+	if n := promtest.Sum(t, f.reg, "controlplane_boosts_started_total"); n != 1 {
 		t.Errorf("%v boosts started, want 1", n)
 	}
 }
@@ -238,22 +222,4 @@ func TestFleetBoostSDKExhaustedBudget(t *testing.T) {
 	if seen := f.run(t, 10*time.Minute, 14*time.Minute); len(seen) != 0 {
 		t.Fatalf("boosts under an exhausted budget: %+v", seen)
 	}
-}
-
-// counterSum is the sum of a counter's series, 0 when it has none yet.
-func counterSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n float64
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			for _, m := range mf.GetMetric() {
-				n += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return n
 }

@@ -4,13 +4,10 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"testing"
 	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	"github.com/tracesampling/controlplane/clients/go/sampler"
@@ -18,6 +15,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/budget/controller"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/server"
+	"github.com/tracesampling/controlplane/internal/servetest"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
 )
 
@@ -39,42 +37,16 @@ func startEmbedded(t *testing.T) *embeddedPlane {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cat := catalog.New(st, catalog.Options{Logger: discard, Poll: time.Second})
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := cat.Load(ctx); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	catDone := make(chan struct{})
-	go func() {
-		defer close(catDone)
-		_ = cat.Run(ctx)
-	}()
+	t.Cleanup(func() { st.Close() })
+	cat := servetest.Catalog(t, st, catalog.Options{Logger: discard, Poll: time.Second})
 	ctl := controller.New(st, cat, controller.Options{Interval: e2eInterval, Logger: discard})
 	srv := server.New(server.Options{Rules: st, Catalog: cat, Ledger: st, Budgets: st, Decider: ctl, Logger: discard, ReportInterval: e2eInterval})
 	srv.SetServing(true)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		sctx, scancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-		defer scancel()
-		srv.Stop(sctx)
-		<-served
-		cancel()
-		<-catDone
-		ctl.Wait()
-		st.Close()
-	})
-	return &embeddedPlane{addr: lis.Addr().String(), rules: pb.NewRuleServiceClient(conn), budgets: pb.NewBudgetServiceClient(conn), store: st, catalog: cat, ctl: ctl}
+	// Cleanups run last first: the controller's deliveries are waited for
+	// once the server has stopped.
+	t.Cleanup(ctl.Wait)
+	conn, addr := servetest.Serve(t, srv)
+	return &embeddedPlane{addr: addr, rules: pb.NewRuleServiceClient(conn), budgets: pb.NewBudgetServiceClient(conn), store: st, catalog: cat, ctl: ctl}
 }
 
 // sampled counts the root spans of n fresh traces that s samples.

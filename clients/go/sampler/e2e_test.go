@@ -43,6 +43,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/apiconv"
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/promtest"
 	"github.com/tracesampling/controlplane/internal/redistest"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/server"
@@ -225,40 +226,14 @@ func (l *killableListener) kill() {
 	}
 }
 
-// gauge reads a metric without labels (a gauge or counter) of the replica,
-// or the sum over a counter's series whose labels include label=value.
-func (cp *controlPlane) gauge(t *testing.T, name, label, value string) float64 {
-	t.Helper()
-	mfs, err := cp.metrics.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			match := label == ""
-			for _, lp := range m.GetLabel() {
-				match = match || lp.GetName() == label && lp.GetValue() == value
-			}
-			if match {
-				sum += m.GetGauge().GetValue() + m.GetCounter().GetValue()
-			}
-		}
-	}
-	return sum
-}
-
 // openStreams is how many SDK streams the replica holds now.
 func (cp *controlPlane) openStreams(t *testing.T) int {
-	return int(cp.gauge(t, "controlplane_sampling_streams", "", ""))
+	return int(promtest.Sum(t, cp.metrics, "controlplane_sampling_streams"))
 }
 
 // endedStreams is how many SDK streams the replica has seen end.
 func (cp *controlPlane) endedStreams(t *testing.T) int {
-	return int(cp.gauge(t, "controlplane_grpc_requests_total", "method", pb.SamplingService_StreamSampling_FullMethodName))
+	return int(promtest.Sum(t, cp.metrics, "controlplane_grpc_requests_total", "method", pb.SamplingService_StreamSampling_FullMethodName))
 }
 
 // createBudget creates a budget over every service and rule, far from its

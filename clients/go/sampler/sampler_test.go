@@ -7,7 +7,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 	"unsafe"
@@ -22,30 +21,14 @@ import (
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/apiconv"
+	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/rules"
 )
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // newTestSampler returns a sampler on a fake clock that never connects.
-func newTestSampler(t *testing.T) (*Sampler, *fakeClock) {
+func newTestSampler(t *testing.T) (*Sampler, *clocktest.Clock) {
 	t.Helper()
-	clk := &fakeClock{t: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)}
+	clk := clocktest.New(time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC))
 	s, err := newSampler(WithService("shop-api", ""), WithEndpoint("127.0.0.1:1"), WithClock(clk), WithClientID("test-client"))
 	if err != nil {
 		t.Fatal(err)
@@ -544,7 +527,7 @@ func TestShouldSampleDoesNotAllocate(t *testing.T) {
 
 // TestOptions checks that the options users set take effect.
 func TestOptions(t *testing.T) {
-	clk := &fakeClock{t: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)}
+	clk := clocktest.New(time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC))
 	res := resource.NewSchemaless(attribute.String("service.name", "from-resource"))
 	s, err := newSampler(WithEndpoint("127.0.0.1:1"), WithClock(clk), WithResource(res), WithFallback(2, 0), WithUnaryOnly())
 	if err != nil {
@@ -607,7 +590,7 @@ func TestResourceAttributes(t *testing.T) {
 // sends it every rule of the service (one that predates resource
 // attributes).
 func TestRulesForOtherInstancesAreSkipped(t *testing.T) {
-	clk := &fakeClock{t: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)}
+	clk := clocktest.New(time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC))
 	for _, tc := range []struct {
 		env, want string
 	}{

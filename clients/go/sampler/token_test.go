@@ -1,7 +1,6 @@
 package sampler_test
 
 import (
-	"net"
 	"slices"
 	"testing"
 	"time"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/tracesampling/controlplane/clients/go/sampler"
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/servetest"
 )
 
 // tokenServer records the authorization its first stream carries.
@@ -42,18 +42,12 @@ func TestWithToken(t *testing.T) {
 func tokenSent(t *testing.T, token string) []string {
 	t.Helper()
 	noLeaks(t)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	ts := &tokenServer{seen: make(chan []string, 1)}
 	srv := grpc.NewServer()
 	pb.RegisterSamplingServiceServer(srv, ts)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(lis) }()
-	defer func() { srv.Stop(); <-done }()
+	_, addr := servetest.Serve(t, servetest.GRPC(srv))
 
-	s, err := sampler.New(sampler.WithEndpoint(lis.Addr().String()), sampler.WithService("shop", ""),
+	s, err := sampler.New(sampler.WithEndpoint(addr), sampler.WithService("shop", ""),
 		sampler.WithLogger(discard), sampler.WithToken(token))
 	if err != nil {
 		t.Fatal(err)

@@ -29,7 +29,7 @@ func testBatchEdit(t *testing.T, b Backend) {
 	waitTopic(t, ch, store.TopicRules, "on subscribing")
 	drain(ch)
 
-	at := clk.Advance(time.Minute)
+	at := clk.Add(time.Minute)
 	changed := newRule("upd", 11)
 	changed.FixedRate = 0.5
 	def := rules.Default()

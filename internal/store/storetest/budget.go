@@ -127,11 +127,11 @@ func testBudgetCRUD(t *testing.T, b Backend) {
 	other := peer(t, b, s, clk)
 	ctx := t.Context()
 
-	createdAt := clk.Advance(time.Second)
+	createdAt := clk.Add(time.Second)
 	created := mustCreateBudget(t, s, newBudget("team-a"))
 	want := stampedBudget(newBudget("team-a"), 1, createdAt, createdAt)
 	checkBudget(t, "CreateBudget", created, want)
-	clk.Advance(time.Hour) // reads must not restamp anything
+	clk.Add(time.Hour) // reads must not restamp anything
 	checkBudget(t, "Budget from the peer", mustBudget(t, other, "team-a"), want)
 
 	// A budget with only the required fields comes back as it went in.
@@ -145,7 +145,7 @@ func testBudgetCRUD(t *testing.T, b Backend) {
 	next := newBudget("team-a")
 	next.MonthlyAmountMicros, next.Mode, next.Channels = 99*budget.MicrosPerUnit, budget.Enforce, nil
 	next.Revision = 42
-	updatedAt := clk.Advance(time.Minute)
+	updatedAt := clk.Add(time.Minute)
 	got, err := other.UpdateBudget(ctx, next, 1)
 	if err != nil {
 		t.Fatalf("UpdateBudget: %v", err)
@@ -162,7 +162,7 @@ func testBudgetCRUD(t *testing.T, b Backend) {
 	if _, err := other.Budget(ctx, "team-a"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("Budget after delete: error = %v, want ErrNotFound", err)
 	}
-	now = clk.Advance(time.Second)
+	now = clk.Add(time.Second)
 	checkBudget(t, "re-created budget", mustCreateBudget(t, other, newBudget("team-a")),
 		stampedBudget(newBudget("team-a"), 1, now, now))
 	// Delete at any revision.
@@ -207,7 +207,7 @@ func testBudgetRefused(t *testing.T, b Backend) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			clk.Advance(time.Second)
+			clk.Add(time.Second)
 			if err := tt.edit(other); !errors.Is(err, tt.want) {
 				t.Fatalf("error = %v, want %v", err, tt.want)
 			}
@@ -260,7 +260,7 @@ func testBudgetPaging(t *testing.T, b Backend) {
 	shuffled := slices.Clone(want)
 	rand.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
 	for _, n := range shuffled {
-		clk.Advance(time.Millisecond)
+		clk.Add(time.Millisecond)
 		mustCreateBudget(t, s, newBudget(n))
 	}
 	for _, size := range []int{1, 5, 7, 25, 100, 0} {
@@ -636,7 +636,7 @@ func testUsageMonths(t *testing.T, b Backend) {
 
 	// A month on: April starts afresh, and March is left as it was.
 	april := time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)
-	now := clk.Advance(april.Sub(clk.Now()) + 90*time.Minute)
+	now := clk.Add(april.Sub(clk.Now()) + 90*time.Minute)
 	recordUsage(t, other, now, store.UsageIncrement{Budget: "team", Month: now, Hour: 1, Rule: "a", Requests: 3, Sampled: 3})
 	checkUsage(t, "March after April's first report", mustUsage(t, s, "team", march), marchWant)
 	checkUsage(t, "April", mustUsage(t, s, "team", now), wantUsage{
@@ -823,7 +823,7 @@ func testStates(t *testing.T, b Backend) {
 	first[0].Rules["a"] = budget.RuleUsage{Requests: 1}
 
 	// The next states replace these: a budget left out has no state.
-	second := []budget.State{newState("b", 0.25, clk.Advance(10*time.Second))}
+	second := []budget.State{newState("b", 0.25, clk.Add(10*time.Second))}
 	if err := other.PutStates(ctx, second); err != nil {
 		t.Fatal(err)
 	}
@@ -1000,7 +1000,7 @@ func testFireAlertOnce(t *testing.T, b Backend) {
 	// Later, with other figures, the same budget, month, kind and
 	// threshold is still a repeat.
 	later := a
-	later.Time, later.Spent = clk.Advance(24*time.Hour), 1000
+	later.Time, later.Spent = clk.Add(24*time.Hour), 1000
 	if _, fired, err := stores[1].FireAlert(t.Context(), later); fired || err != nil {
 		t.Errorf("FireAlert a day later = %v, %v; want a repeat", fired, err)
 	}
@@ -1015,13 +1015,13 @@ func testAlertsFireSeparately(t *testing.T, b Backend) {
 	other := peer(t, b, s, clk)
 	april := march.AddDate(0, 1, 0)
 	alerts := []budget.Alert{
-		newAlert("team", budget.AlertSpend, 0.5, march, clk.Advance(time.Second)),
-		newAlert("team", budget.AlertSpend, 0.8, march, clk.Advance(time.Second)),
-		newAlert("team", budget.AlertForecast, 0.8, march, clk.Advance(time.Second)),
-		newAlert("team", budget.AlertEnforcementStarted, 0, march, clk.Advance(time.Second)),
-		newAlert("team", budget.AlertExhausted, 1, march, clk.Advance(time.Second)),
-		newAlert("ops", budget.AlertSpend, 0.5, march, clk.Advance(time.Second)),
-		newAlert("team", budget.AlertSpend, 0.5, april, clk.Advance(time.Second)),
+		newAlert("team", budget.AlertSpend, 0.5, march, clk.Add(time.Second)),
+		newAlert("team", budget.AlertSpend, 0.8, march, clk.Add(time.Second)),
+		newAlert("team", budget.AlertForecast, 0.8, march, clk.Add(time.Second)),
+		newAlert("team", budget.AlertEnforcementStarted, 0, march, clk.Add(time.Second)),
+		newAlert("team", budget.AlertExhausted, 1, march, clk.Add(time.Second)),
+		newAlert("ops", budget.AlertSpend, 0.5, march, clk.Add(time.Second)),
+		newAlert("team", budget.AlertSpend, 0.5, april, clk.Add(time.Second)),
 	}
 	var fired []budget.Alert
 	for i, a := range alerts {
@@ -1053,7 +1053,7 @@ func testAlertPaging(t *testing.T, b Backend) {
 		if i%3 == 0 {
 			name = "ops"
 		}
-		mustFire(t, s, newAlert(name, budget.AlertSpend, 0.01*float64(i+1), march, clk.Advance(time.Second)))
+		mustFire(t, s, newAlert(name, budget.AlertSpend, 0.01*float64(i+1), march, clk.Add(time.Second)))
 	}
 	all := allAlerts(t, s, "")
 	ops := allAlerts(t, s, "ops")
@@ -1110,7 +1110,7 @@ func testAlertPaging(t *testing.T, b Backend) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		mustFire(t, s, newAlert("team", budget.AlertExhausted, 1, march, clk.Advance(time.Second)))
+		mustFire(t, s, newAlert("team", budget.AlertExhausted, 1, march, clk.Add(time.Second)))
 		got := first.Alerts
 		for token := first.NextToken; token != ""; {
 			page, err := s.Alerts(t.Context(), "", 4, token)
@@ -1131,7 +1131,7 @@ func testAlertListingRefused(t *testing.T, b Backend) {
 	s := open(t, b, clk)
 	ctx := t.Context()
 	for i := range 3 {
-		mustFire(t, s, newAlert("team", budget.AlertSpend, float64(i+1)/4, march, clk.Advance(time.Second)))
+		mustFire(t, s, newAlert("team", budget.AlertSpend, float64(i+1)/4, march, clk.Add(time.Second)))
 	}
 	page, err := s.Alerts(ctx, "", 1, "")
 	if err != nil || page.NextToken == "" {
@@ -1174,7 +1174,7 @@ func testAlertsReopen(t *testing.T, b Backend) {
 		t.Fatalf("Close: %v", err)
 	}
 
-	clk.Advance(time.Hour)
+	clk.Add(time.Hour)
 	s2 := open(t, b, clk)
 	_, again, err := s2.FireAlert(t.Context(), a)
 	if err != nil {

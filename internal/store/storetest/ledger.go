@@ -89,7 +89,7 @@ func testLedger(t *testing.T, b Backend) {
 	// in one batch: each update gets its rule's fleet rate after the whole
 	// batch, and quotas go in order while some of the reservoir is left.
 	lt.check("batch", lt.record(other, lt.add("a", 10, nil), lt.add("b", 5, nil), lt.add("a", 1, nil)), 41, 0, 5, 8, 41, 0)
-	lt.clk.Advance(10 * time.Second)
+	lt.clk.Add(10 * time.Second)
 	// Client a reports again: its old figures are replaced, and it gives
 	// back what it held beyond its share, 8×20/31.
 	a2 := lt.add("a", 20, ra)
@@ -102,7 +102,7 @@ func testLedger(t *testing.T, b Backend) {
 	read := store.RateUpdate{Rule: "a", Add: reservoir.Receipt{Bucket: lt.l.Bucket(lt.clk.Now())}}
 	lt.check("read", lt.record(s, read), 31, 0)
 	// Retracting from a bucket that is no longer live does nothing.
-	lt.clk.Advance(30 * time.Second)
+	lt.clk.Add(30 * time.Second)
 	lt.check("aged out", lt.record(s, lt.add("a", 7, ra)), 7, 8)
 	// A replica whose clock runs a little ahead writes into the next bucket;
 	// the others count it and do not drop it.
@@ -132,7 +132,7 @@ func testLedgerOutage(t *testing.T, b Backend) {
 	r = lt.record(other, ub)
 	lt.check("b: nothing left", r, 40, 0)
 	rb := receiptOf(ub, r[0])
-	lt.clk.Advance(10 * time.Second)
+	lt.clk.Add(10 * time.Second)
 	ua = lt.add("a", 30, ra)
 	ub = lt.add("a", 10, rb)
 	r = lt.record(s, ua, ub)
@@ -141,7 +141,7 @@ func testLedgerOutage(t *testing.T, b Backend) {
 
 	// The store is out of reach for a minute.
 	lt.down = lt.clk.Now().Add(time.Second)
-	lt.clk.Advance(time.Minute)
+	lt.clk.Add(time.Minute)
 	uc := lt.add("a", 20, nil)
 	r = lt.record(other, uc)
 	lt.check("a new client after the outage", r, 20, 0)
@@ -150,7 +150,7 @@ func testLedgerOutage(t *testing.T, b Backend) {
 	lt.check("a back: its 6 leave the reserve", r, 50, 4.8)
 	r = lt.record(other, lt.add("a", 10, rb))
 	lt.check("b back: the reserve is empty", r, 60, 8.0*10/60)
-	lt.clk.Advance(10 * time.Second)
+	lt.clk.Add(10 * time.Second)
 	lt.down = time.Time{}
 	r = lt.record(s, lt.add("a", 20, rc))
 	lt.check("c again", r, 60, 8-4.8-8.0*10/60)
@@ -212,7 +212,7 @@ func testLedgerFleet(t *testing.T, b Backend) {
 	// It gave back its 8 and holds its share, 8×20/30.
 	check("client 1 again, same bucket", r, store.RateResult{Fleet: 30, Sampled: 3, Instances: 3, Granted: 8 * 20.0 / 30})
 	r1 = receipt(u1, r[0])
-	lt.clk.Advance(10 * time.Second)
+	lt.clk.Add(10 * time.Second)
 	u1, u2 = client("a", 20, 2, r1), client("a", 10, 1, r2)
 	r = lt.record(s, u1, u2)
 	check("clients 1 and 2 a bucket later", r, store.RateResult{Fleet: 30, Sampled: 3, Instances: 3, Granted: 8})
@@ -224,14 +224,14 @@ func testLedgerFleet(t *testing.T, b Backend) {
 	// Client 3 stops; once its last report is no longer live it is no longer
 	// counted, while the others go on.
 	for range 3 {
-		lt.clk.Advance(10 * time.Second)
+		lt.clk.Add(10 * time.Second)
 		u1, u2 = client("a", 20, 2, r1), client("a", 10, 1, r2)
 		r = lt.record(s, u1, u2)
 		r1, r2 = receipt(u1, r[0]), receipt(u2, r[1])
 	}
 	check("client 3 gone", r, store.RateResult{Fleet: 30, Sampled: 3, Instances: 2, Granted: 8})
 	// Everyone stops: the ledger ages out.
-	lt.clk.Advance(40 * time.Second)
+	lt.clk.Add(40 * time.Second)
 	check("all gone", lt.record(other, read), store.RateResult{})
 }
 
@@ -337,7 +337,7 @@ func testLedgerApplied(t *testing.T, b Backend) {
 
 	// Reporting again replaces each client's figure: client 3 has applied
 	// v1 now, client 1 counted once however often it reports.
-	lt.clk.Advance(10 * time.Second)
+	lt.clk.Add(10 * time.Second)
 	u3, u1 = client(v1, true, r3), client(v1, true, r1)
 	r = lt.record(other, u3, u1)
 	check("client 3 applied it", r[0], 3, 3)
@@ -363,7 +363,7 @@ func testLedgerApplied(t *testing.T, b Backend) {
 
 	// Clients age out of the count as they do of the instances.
 	for range 3 {
-		lt.clk.Advance(10 * time.Second)
+		lt.clk.Add(10 * time.Second)
 		u1 = client(v2, true, r1)
 		r = lt.record(s, u1)
 		r1 = receipt(u1, r[0])

@@ -65,7 +65,7 @@ func testEventRetention(t *testing.T, b Backend) {
 	}
 	busy := mustCreate(t, s, newRule("busy", 1))
 	for i := range others {
-		clk.Advance(time.Millisecond)
+		clk.Add(time.Millisecond)
 		name := fmt.Sprintf("r%d", i%20)
 		if i%40 < 20 {
 			mustCreate(t, s, newRule(name, 10))

@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/rules/rulestest"
 	"github.com/tracesampling/controlplane/internal/store"
@@ -134,30 +135,13 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 	}
 }
 
-// clock is a fake clock that moves only when told to.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+// clock is the tests' fake clock; Add returns the time it moved to.
+type clock = clocktest.Clock
 
 func newClock() *clock {
 	// Nanoseconds and a zone that is not UTC check that stores keep full
 	// precision and return times that compare equal.
-	return &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.FixedZone("X", 3600))}
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-// Advance moves the clock on and returns the new time.
-func (c *clock) Advance(d time.Duration) time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-	return c.t
+	return clocktest.New(time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.FixedZone("X", 3600)))
 }
 
 // open opens a store on b with clk and closes it when the test ends.
@@ -312,7 +296,7 @@ func testDefaultRule(t *testing.T, b Backend) {
 	clk := newClock()
 	start := clk.Now()
 	s := open(t, b, clk)
-	clk.Advance(time.Minute)
+	clk.Add(time.Minute)
 
 	want := stamped(rules.Default(), 1, start, start)
 	first := store.FirstVersion(start)
@@ -357,7 +341,7 @@ func testCreateAndRead(t *testing.T, b Backend) {
 	in[4] = rules.Rule{Name: "minimal", Priority: 30}
 	created := map[string]rules.Rule{}
 	for _, r := range in {
-		now := clk.Advance(time.Second)
+		now := clk.Add(time.Second)
 		got, err := s.CreateRule(ctx, r, "alice")
 		if err != nil {
 			t.Fatalf("CreateRule(%q): %v", r.Name, err)
@@ -366,7 +350,7 @@ func testCreateAndRead(t *testing.T, b Backend) {
 		checkRule(t, "CreateRule("+r.Name+")", got, want)
 		created[r.Name] = want
 	}
-	clk.Advance(time.Hour) // reads must not restamp anything
+	clk.Add(time.Hour) // reads must not restamp anything
 	for name, want := range created {
 		got, err := s.Rule(ctx, name)
 		if err != nil {
@@ -397,7 +381,7 @@ func testCreateDuplicate(t *testing.T, b Backend) {
 	before := mustSnapshot(t, s)
 
 	for _, name := range []string{"dup", rules.DefaultName} {
-		clk.Advance(time.Second)
+		clk.Add(time.Second)
 		r := newRule(name, 99)
 		if name == rules.DefaultName {
 			r = rules.Default()
@@ -425,7 +409,7 @@ func testUpdate(t *testing.T, b Backend) {
 	next.FixedRate = 0.5
 	next.Attributes = nil
 	next.Labels = map[string]string{"team": "growth", "tier": "1"}
-	updatedAt := clk.Advance(90 * time.Second)
+	updatedAt := clk.Add(90 * time.Second)
 	got, err := s.UpdateRule(ctx, next, created.Revision, "bob")
 	if err != nil {
 		t.Fatalf("UpdateRule: %v", err)
@@ -442,7 +426,7 @@ func testUpdate(t *testing.T, b Backend) {
 	// itself is ignored.
 	again := newRule("upd", 6)
 	again.Revision = 99
-	updatedAt = clk.Advance(time.Second)
+	updatedAt = clk.Add(time.Second)
 	got, err = s.UpdateRule(ctx, again, 2, "carol")
 	if err != nil {
 		t.Fatalf("second UpdateRule: %v", err)
@@ -452,7 +436,7 @@ func testUpdate(t *testing.T, b Backend) {
 	// The Default rule can be re-rated.
 	d := rules.Default()
 	d.FixedRate = 0.01
-	updatedAt = clk.Advance(time.Second)
+	updatedAt = clk.Add(time.Second)
 	got, err = s.UpdateRule(ctx, d, 1, "dave")
 	if err != nil {
 		t.Fatalf("UpdateRule(Default): %v", err)
@@ -486,7 +470,7 @@ func testUpdateRefused(t *testing.T, b Backend) {
 		t.Run(tt.name, func(t *testing.T) {
 			before := mustSnapshot(t, s)
 			eventsBefore := allEvents(t, s, "")
-			clk.Advance(time.Second)
+			clk.Add(time.Second)
 			if _, err := s.UpdateRule(ctx, tt.rule, tt.ifRevision, "mallory"); !errors.Is(err, tt.want) {
 				t.Fatalf("UpdateRule error = %v, want %v", err, tt.want)
 			}
@@ -530,7 +514,7 @@ func testDelete(t *testing.T, b Backend) {
 				t.Errorf("Snapshot after delete still has the rule: %q", names(snap.Rules))
 			}
 			// The name is free again, and the new rule starts afresh.
-			now := clk.Advance(time.Second)
+			now := clk.Add(time.Second)
 			re := mustCreate(t, s, newRule("del", 12))
 			checkRule(t, "re-created rule", re, stamped(newRule("del", 12), 1, now, now))
 			if err := s.DeleteRule(ctx, "del", 0, "bob"); err != nil {
@@ -599,7 +583,7 @@ func testVersion(t *testing.T, b Backend) {
 	}
 	v := mustVersion(t, s)
 	for _, st := range steps {
-		clk.Advance(time.Second)
+		clk.Add(time.Second)
 		err := st.edit()
 		if (err == nil) != st.ok {
 			t.Fatalf("%s: error = %v, want success %v", st.name, err, st.ok)
@@ -629,20 +613,20 @@ func testEvents(t *testing.T, b Backend) {
 	s := open(t, b, clk)
 	ctx := t.Context()
 
-	tCreate := clk.Advance(time.Second)
+	tCreate := clk.Add(time.Second)
 	created, err := s.CreateRule(ctx, newRule("ev", 10), "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
 	vCreate := mustVersion(t, s)
 	mustCreate(t, s, newRule("other", 20))
-	tUpdate := clk.Advance(time.Second)
+	tUpdate := clk.Add(time.Second)
 	updated, err := s.UpdateRule(ctx, newRule("ev", 11), 1, "bob")
 	if err != nil {
 		t.Fatal(err)
 	}
 	vUpdate := mustVersion(t, s)
-	tDelete := clk.Advance(time.Second)
+	tDelete := clk.Add(time.Second)
 	if err := s.DeleteRule(ctx, "ev", 0, "carol"); err != nil {
 		t.Fatal(err)
 	}
@@ -709,7 +693,7 @@ func makeEvents(t *testing.T, s store.Store, clk *clock, n int) []store.Event {
 	ctx := t.Context()
 	revs := map[string]int64{}
 	for i := range n {
-		clk.Advance(time.Millisecond)
+		clk.Add(time.Millisecond)
 		name := []string{"alpha", "beta"}[i%2]
 		var err error
 		if revs[name] == 0 {
@@ -1240,7 +1224,7 @@ func testReopen(t *testing.T, b Backend) {
 		t.Fatalf("Close: %v", err)
 	}
 
-	clk.Advance(time.Hour)
+	clk.Add(time.Hour)
 	s2 := open(t, b, clk)
 	if !b.Durable {
 		// A fresh store: only the Default rule, stamped now, at a version
@@ -1288,7 +1272,7 @@ func testVersionAfterLoss(t *testing.T, b Backend) {
 	t.Cleanup(func() { _ = s.Close() })
 	r := mustCreate(t, s, newRule("lost", 10))
 	for range 5 {
-		clk.Advance(time.Millisecond)
+		clk.Add(time.Millisecond)
 		var err error
 		if r, err = s.UpdateRule(ctx, r, r.Revision, "u"); err != nil {
 			t.Fatal(err)
@@ -1296,7 +1280,7 @@ func testVersionAfterLoss(t *testing.T, b Backend) {
 	}
 	high := mustVersion(t, s)
 
-	clk.Advance(time.Second)
+	clk.Add(time.Second)
 	switch {
 	case !b.Durable:
 		if err := s.Close(); err != nil {
