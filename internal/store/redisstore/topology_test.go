@@ -162,8 +162,14 @@ func TestAcknowledgedEditSurvivesFailover(t *testing.T) {
 					s := newStore(t, client, redisstore.Options{Prefix: prefix, ReplicaWait: wait.wait})
 					ctx := t.Context()
 
-					// Acknowledged while every node is well.
-					before, err := s.CreateRule(ctx, rules.Rule{Name: "before", Priority: 1}, "u")
+					// Acknowledged by the replica too, before it froze: without
+					// WAIT nothing says the replica had it yet, and on a
+					// loaded machine it did not always.
+					replicated := s
+					if wait.wait < 0 {
+						replicated = newStore(t, client, redisstore.Options{Prefix: prefix, ReplicaWait: testReplicaWait})
+					}
+					before, err := replicated.CreateRule(ctx, rules.Rule{Name: "before", Priority: 1}, "u")
 					if err != nil {
 						t.Fatal(err)
 					}
