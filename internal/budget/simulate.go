@@ -137,6 +137,34 @@ type SimBudget struct {
 	Rules []SimRule `json:"rules"`
 }
 
+// Note folds a decision into the extremes the result reports: the forecasts
+// against capT (traces; 0: no cap), the lowest factors, exhaustion, and in
+// ranges each rule's lowest and highest fixed-rate factor and lowest
+// reservoir factor (a rule never cut has none). Both simulator models
+// report through it.
+func (sb *SimBudget) Note(d *Decision, capT float64, ranges map[string]*[3]float64) {
+	if capT > 0 {
+		sb.MaxForecastRatio = math.Max(sb.MaxForecastRatio, d.ForecastUnenforced/capT)
+		sb.MaxEnforcedForecastRatio = math.Max(sb.MaxEnforcedForecastRatio, d.Forecast/capT)
+	}
+	sb.MinFixedRateFactor = math.Min(sb.MinFixedRateFactor, d.FixedRateFactor)
+	sb.MinReservoirFactor = math.Min(sb.MinReservoirFactor, d.ReservoirFactor)
+	sb.Exhausted = sb.Exhausted || d.Exhausted
+	for _, p := range d.Rules {
+		x := ranges[p.Name]
+		if x == nil {
+			if p.FixedRateFactor == 1 && p.ReservoirFactor == 1 {
+				continue
+			}
+			x = &[3]float64{1, 0, 1}
+			ranges[p.Name] = x
+		}
+		x[0] = math.Min(x[0], p.FixedRateFactor)
+		x[1] = math.Max(x[1], p.FixedRateFactor)
+		x[2] = math.Min(x[2], p.ReservoirFactor)
+	}
+}
+
 // SimRule is how one rule in a budget's scope fared over the run.
 type SimRule struct {
 	Name     string `json:"name"`
@@ -561,27 +589,7 @@ func (r *simRun) endStep(now time.Time) {
 			})
 		}
 	}
-	res := r.result
-	if r.capT > 0 {
-		res.MaxForecastRatio = math.Max(res.MaxForecastRatio, d.ForecastUnenforced/r.capT)
-		res.MaxEnforcedForecastRatio = math.Max(res.MaxEnforcedForecastRatio, d.Forecast/r.capT)
-	}
-	res.MinFixedRateFactor = math.Min(res.MinFixedRateFactor, d.FixedRateFactor)
-	res.MinReservoirFactor = math.Min(res.MinReservoirFactor, d.ReservoirFactor)
-	for _, p := range d.Rules {
-		x := r.ruleFactors[p.Name]
-		if x == nil {
-			if p.FixedRateFactor == 1 && p.ReservoirFactor == 1 {
-				continue
-			}
-			x = &[3]float64{1, 0, 1}
-			r.ruleFactors[p.Name] = x
-		}
-		x[0] = math.Min(x[0], p.FixedRateFactor)
-		x[1] = math.Max(x[1], p.FixedRateFactor)
-		x[2] = math.Min(x[2], p.ReservoirFactor)
-	}
-	res.Exhausted = res.Exhausted || d.Exhausted
+	r.result.Note(&d, r.capT, r.ruleFactors)
 	r.decision = d
 }
 

@@ -664,29 +664,7 @@ func (s *sim) unenforced(now time.Time) {
 }
 
 // noteDecision keeps the extremes of the decisions.
-func (s *sim) noteDecision(d *budget.Decision) {
-	sb := s.simBudget()
-	if s.capT > 0 {
-		sb.MaxForecastRatio = math.Max(sb.MaxForecastRatio, d.ForecastUnenforced/s.capT)
-		sb.MaxEnforcedForecastRatio = math.Max(sb.MaxEnforcedForecastRatio, d.Forecast/s.capT)
-	}
-	sb.MinFixedRateFactor = math.Min(sb.MinFixedRateFactor, d.FixedRateFactor)
-	sb.MinReservoirFactor = math.Min(sb.MinReservoirFactor, d.ReservoirFactor)
-	sb.Exhausted = sb.Exhausted || d.Exhausted
-	for _, p := range d.Rules {
-		x := s.ruleFac[p.Name]
-		if x == nil {
-			if p.FixedRateFactor == 1 && p.ReservoirFactor == 1 {
-				continue
-			}
-			x = &[3]float64{1, 0, 1}
-			s.ruleFac[p.Name] = x
-		}
-		x[0] = math.Min(x[0], p.FixedRateFactor)
-		x[1] = math.Max(x[1], p.FixedRateFactor)
-		x[2] = math.Min(x[2], p.ReservoirFactor)
-	}
-}
+func (s *sim) noteDecision(d *budget.Decision) { s.simBudget().Note(d, s.capT, s.ruleFac) }
 
 // noteSpend records when the month's spend, as the controller read it,
 // first reached each spend threshold.
