@@ -33,6 +33,11 @@ type instance struct {
 	quotaNow atomic.Uint64 // the quota's rate, math.Float64bits, for the quota held per second
 	borrow   reservoir.Bucket
 	hasRules atomic.Bool   // requests are the rule's once the instance holds it
+	// rulesAt is when the first rules came (unix ns): the first report's
+	// counts run from there, and its interval says so, as the SDK's does;
+	// a default interval back made the first rate of an instance that
+	// reported a second after its start a tenth of its traffic.
+	rulesAt atomic.Int64
 	fixed    atomic.Uint64 // the fixed rate in force, math.Float64bits
 	requests atomic.Int64
 	sampled  atomic.Int64
@@ -295,8 +300,11 @@ func poisson(rng *rand.Rand, mean float64) int {
 // statistics takes this instance's counts since its last report.
 func (in *instance) statistics(now time.Time, unary bool) []*pb.SamplingStatistics {
 	span := in.run.reportInterval()
-	if !in.lastReport.IsZero() {
+	switch at := in.rulesAt.Load(); {
+	case !in.lastReport.IsZero():
 		span = now.Sub(in.lastReport)
+	case at != 0 && now.UnixNano() > at:
+		span = time.Duration(now.UnixNano() - at)
 	}
 	in.lastReport = now
 	b, s := in.borrowed.Swap(0), in.sampled.Swap(0)
@@ -385,6 +393,7 @@ func (in *instance) applyRules(rs *pb.RuleSet) {
 		}
 		in.setBorrow(now)
 		in.versionMu.Unlock()
+		in.rulesAt.CompareAndSwap(0, now)
 		in.hasRules.Store(true)
 	}
 }

@@ -390,3 +390,23 @@ func TestScaleOut(t *testing.T) {
 		}
 	}
 }
+
+// TestFirstReportSpansSinceTheRules: the first report's interval runs from
+// the first rules, as the SDK's does, so its rate is the instance's
+// traffic; a default interval back made it a tenth of it.
+func TestFirstReportSpansSinceTheRules(t *testing.T) {
+	run := &loadRun{}
+	run.setInterval(10 * time.Second)
+	in := &instance{run: run, rules: []string{"r"}}
+	t0 := time.Unix(1_700_000_000, 0)
+	in.rulesAt.Store(t0.UnixNano())
+	in.requests.Add(40)
+	docs := in.statistics(t0.Add(2*time.Second), false)
+	if got := docs[0].GetInterval().AsDuration(); got != 2*time.Second {
+		t.Errorf("first report's interval %v, want 2s (since the rules)", got)
+	}
+	docs = in.statistics(t0.Add(12*time.Second), false)
+	if got := docs[0].GetInterval().AsDuration(); got != 10*time.Second {
+		t.Errorf("second report's interval %v, want 10s (since the first)", got)
+	}
+}
