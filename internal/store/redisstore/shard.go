@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
 
@@ -42,10 +43,15 @@ const clusterSlots = 16384
 type shardLayout struct {
 	tags   []string
 	clocks []redisClock // masters on different hosts differ
+	// failing marks the shards whose last script did not answer (their
+	// master down, failing over, or out of reach): a batch that touches
+	// one sends its part there first, and the rest only once it answered
+	// (Store.runGroups).
+	failing []atomic.Bool
 }
 
 func newLayout(tags []string) *shardLayout {
-	return &shardLayout{tags: tags, clocks: make([]redisClock, len(tags))}
+	return &shardLayout{tags: tags, clocks: make([]redisClock, len(tags)), failing: make([]atomic.Bool, len(tags))}
 }
 
 // of is the shard of a rule's or a client's keys (FNV-1a of its name).

@@ -351,3 +351,82 @@ func testPartialBatch(t *testing.T, url string, cluster *redistest.Cluster) {
 		}
 	}
 }
+
+// testFailingShardHoldsBatch freezes one master under a batch, which then
+// applies in the other shards only, and sends a second batch while it is
+// still frozen: the second must not add its rates in the other shards (no
+// client would receive their quotas, and nothing would retract them), since
+// the shard that failed is tried alone first. Once the master answers
+// again, batches apply everywhere.
+func testFailingShardHoldsBatch(t *testing.T, url string, cluster *redistest.Cluster) {
+	ctx := t.Context()
+	s := newStore(t, newClient(t, url), redisstore.Options{Prefix: "gate", ReplicaWait: testReplicaWait})
+	const nrules = 12
+	names := make([]string, nrules)
+	for i := range names {
+		names[i] = fmt.Sprintf("rule-%d", i)
+	}
+	frozen := cluster.MasterOf(t, s.ShardTagOf(names[0])+":x")
+	onFrozen := make([]bool, nrules)
+	var others int
+	for i, r := range names {
+		onFrozen[i] = cluster.MasterOf(t, s.ShardTagOf(r)+":x") == frozen
+		if !onFrozen[i] {
+			others++
+		}
+	}
+	if others == 0 || others == nrules {
+		t.Fatalf("%d of %d rules on other masters: want some on each side", others, nrules)
+	}
+	now := time.Now()
+	l := reservoir.Ledger{Interval: 10 * time.Second, Retain: 3}
+	batch := func(key string, rate float64) store.ReportBatch {
+		b := store.ReportBatch{Now: now, Ledger: l, Key: key}
+		for _, r := range names {
+			b.Rates = append(b.Rates, store.RateUpdate{Rule: r, Add: reservoir.Receipt{Bucket: l.Bucket(now), Rate: rate}})
+		}
+		return b
+	}
+	// Every shard learns Redis's clock, so that batches carry deadlines.
+	if _, err := s.RecordReports(ctx, batch("", 1)); err != nil {
+		t.Fatal(err)
+	}
+	frozen.Freeze()
+	for _, key := range []string{"k1", "k2"} {
+		short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		_, err := s.RecordReports(short, batch(key, 1))
+		cancel()
+		if !errors.Is(err, store.ErrUnavailable) {
+			frozen.Thaw()
+			t.Fatalf("batch %s with a master frozen: %v, want ErrUnavailable", key, err)
+		}
+	}
+	frozen.Thaw()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		_, err := s.RecordReports(ctx, batch("k3", 1))
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, store.ErrUnavailable) || time.Now().After(deadline) {
+			t.Fatalf("a batch once the master answers again: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	rates, err := s.RecordReports(ctx, batch("", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range names {
+		// The first batch and the last everywhere; k1 in the other shards
+		// (it failed on the frozen master only, after it had applied in
+		// them); k2 nowhere.
+		want := 2.0
+		if !onFrozen[i] {
+			want = 3
+		}
+		if rates[i].Fleet != want {
+			t.Errorf("%s (frozen master %v): fleet rate %v, want %v", r, onFrozen[i], rates[i].Fleet, want)
+		}
+	}
+}
