@@ -430,3 +430,73 @@ func testFailingShardHoldsBatch(t *testing.T, url string, cluster *redistest.Clu
 		}
 	}
 }
+
+// TestClusterGrowth grows a real Cluster by a master (redis-cli add-node,
+// then rebalance, which moves slots and their keys to it): the shard list
+// stays as the first replica made it, the ledgers that moved with their
+// slots are read as before, and ShardCoverage names the one master that
+// holds no shard.
+func TestClusterGrowth(t *testing.T) {
+	cluster := redistest.StartCluster(t)
+	ctx := t.Context()
+	s := newStore(t, newClient(t, cluster.URL()), redisstore.Options{Prefix: "grow", ReplicaWait: testReplicaWait})
+	now := time.Now()
+	l := reservoir.Ledger{Interval: time.Minute, Retain: 3}
+	names := make([]string, 12)
+	batch := store.ReportBatch{Now: now, Ledger: l}
+	reads := store.ReportBatch{Now: now, Ledger: l}
+	for i := range names {
+		names[i] = fmt.Sprintf("rule-%d", i)
+		batch.Rates = append(batch.Rates, store.RateUpdate{Rule: names[i], Add: reservoir.Receipt{Bucket: l.Bucket(now), Rate: float64(i + 1)}})
+		reads.Rates = append(reads.Rates, store.RateUpdate{Rule: names[i], Add: reservoir.Receipt{Bucket: l.Bucket(now)}})
+	}
+	if _, err := s.RecordReports(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.ShardCoverage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Cluster || len(c.Masters) != 3 || len(c.Shards) != 3 || len(c.Unsharded) != 0 {
+		t.Fatalf("coverage of a new 3-master Cluster: %+v; want 3 masters, 3 shards, none unsharded", c)
+	}
+
+	added := cluster.AddMaster(t)
+	// The store's client learns the new slots within a second.
+	var after redisstore.Coverage
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		if after, err = s.ShardCoverage(ctx); err == nil && len(after.Masters) == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("coverage after adding %s: %+v, %v; want 4 masters", added.Addr(), after, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("after adding %s: %+v", added.Addr(), after)
+	if len(after.Shards) != 3 || len(after.Unsharded) != 1 {
+		t.Errorf("coverage after adding a master: %d shards, unsharded %v; want the 3 shards kept and 1 master without one", len(after.Shards), after.Unsharded)
+	}
+	for _, sh := range after.Shards {
+		if sh[1] == "" {
+			t.Errorf("shard %s: no master serves it", sh[0])
+		}
+	}
+
+	var rates []store.RateResult
+	for {
+		if rates, err = s.RecordReports(ctx, reads); err == nil || !errors.Is(err, store.ErrUnavailable) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range rates {
+		if want := float64(i + 1); r.Fleet != want {
+			t.Errorf("%s after the reshard: fleet rate %v, want %v", names[i], r.Fleet, want)
+		}
+	}
+}
