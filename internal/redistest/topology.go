@@ -274,13 +274,16 @@ func (c *Cluster) AddMaster(tb testing.TB) *Server {
 			return err
 		}
 		for _, m := range c.running() {
-			slots, err := m.admin(ctx).ClusterSlots(ctx).Result()
+			shards, err := m.admin(ctx).ClusterShards(ctx).Result()
 			if err != nil {
-				return fmt.Errorf("%s: CLUSTER SLOTS: %w", m.Addr(), err)
+				return fmt.Errorf("%s: CLUSTER SHARDS: %w", m.Addr(), err)
 			}
 			serves := false
-			for _, r := range slots {
-				serves = serves || len(r.Nodes) > 0 && r.Nodes[0].Addr == n.Addr()
+			for _, sh := range shards {
+				for _, node := range sh.Nodes {
+					addr := net.JoinHostPort(node.IP, strconv.FormatInt(node.Port, 10))
+					serves = serves || len(sh.Slots) > 0 && node.Role == "master" && addr == n.Addr()
+				}
 			}
 			if !serves {
 				return fmt.Errorf("%s does not see %s serve a slot", m.Addr(), n.Addr())
