@@ -572,7 +572,8 @@ func scriptArgs(ctx context.Context, lay *shardLayout, b store.ReportBatch, now 
 // is down or failing over, every batch touching its shard would leave such
 // a part in the others. So a shard whose last script did not answer is
 // tried alone first, and the other parts go only once it answered: until
-// then they are not sent, and fail with store.ErrNotApplied.
+// then they are not sent, and fail with store.ErrNotApplied. Only a master
+// that is gone marks its shard (nodeFailed), not one that is slow.
 func (s *Store) runGroups(ctx context.Context, lay *shardLayout, gs []*group) {
 	var first, rest []*group
 	for _, g := range gs {
@@ -656,12 +657,17 @@ func (s *Store) runParts(ctx context.Context, lay *shardLayout, gs []*group) {
 	}
 }
 
-// nodeFailed reports whether err came from the shard's master itself (no
-// connection, a connection that broke or timed out, a Cluster that does not
-// serve the slot), rather than from the call's context: go-redis gives a
-// pipeline's every command the context's error when one master is late,
-// though the others answered.
+// nodeFailed reports whether err says that the shard's master is gone
+// (no connection to it, one that broke) or that the Cluster does not serve
+// the slot, rather than slow: a master that answers late (a fork for a
+// replica's full sync on a loaded machine) must not hold the other shards'
+// parts back, and go-redis gives a pipeline's every command the context's
+// error when one master is late, though the others answered.
 func nodeFailed(err error) bool {
+	var timeout interface{ Timeout() bool }
+	if errors.As(err, &timeout) && timeout.Timeout() {
+		return false
+	}
 	var op *net.OpError
 	return errors.As(err, &op) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		redis.HasErrorPrefix(err, "CLUSTERDOWN") || redis.HasErrorPrefix(err, "TRYAGAIN")

@@ -352,12 +352,12 @@ func testPartialBatch(t *testing.T, url string, cluster *redistest.Cluster) {
 	}
 }
 
-// testFailingShardHoldsBatch freezes one master under a batch, which then
-// applies in the other shards only, and sends a second batch while it is
-// still frozen: the second must not add its rates in the other shards (no
-// client would receive their quotas, and nothing would retract them), since
-// the shard that failed is tried alone first. Once the master answers
-// again, batches apply everywhere.
+// testFailingShardHoldsBatch kills one master, sends a batch, which then
+// applies in the other shards only, and a second one before the Cluster
+// failed the master over: the second must not add its rates in the other
+// shards (no client would receive their quotas, and nothing would retract
+// them), since the shard that failed is tried alone first. Once a replica
+// took over, batches apply everywhere.
 func testFailingShardHoldsBatch(t *testing.T, url string, cluster *redistest.Cluster) {
 	ctx := t.Context()
 	s := newStore(t, newClient(t, url), redisstore.Options{Prefix: "gate", ReplicaWait: testReplicaWait})
@@ -366,12 +366,13 @@ func testFailingShardHoldsBatch(t *testing.T, url string, cluster *redistest.Clu
 	for i := range names {
 		names[i] = fmt.Sprintf("rule-%d", i)
 	}
-	frozen := cluster.MasterOf(t, s.ShardTagOf(names[0])+":x")
-	onFrozen := make([]bool, nrules)
+	key := s.ShardTagOf(names[0]) + ":x"
+	killed := cluster.MasterOf(t, key)
+	onKilled := make([]bool, nrules)
 	var others int
 	for i, r := range names {
-		onFrozen[i] = cluster.MasterOf(t, s.ShardTagOf(r)+":x") == frozen
-		if !onFrozen[i] {
+		onKilled[i] = cluster.MasterOf(t, s.ShardTagOf(r)+":x") == killed
+		if !onKilled[i] {
 			others++
 		}
 	}
@@ -379,7 +380,7 @@ func testFailingShardHoldsBatch(t *testing.T, url string, cluster *redistest.Clu
 		t.Fatalf("%d of %d rules on other masters: want some on each side", others, nrules)
 	}
 	now := time.Now()
-	l := reservoir.Ledger{Interval: 10 * time.Second, Retain: 3}
+	l := reservoir.Ledger{Interval: time.Minute, Retain: 3}
 	batch := func(key string, rate float64) store.ReportBatch {
 		b := store.ReportBatch{Now: now, Ledger: l, Key: key}
 		for _, r := range names {
@@ -387,21 +388,19 @@ func testFailingShardHoldsBatch(t *testing.T, url string, cluster *redistest.Clu
 		}
 		return b
 	}
-	// Every shard learns Redis's clock, so that batches carry deadlines.
 	if _, err := s.RecordReports(ctx, batch("", 1)); err != nil {
 		t.Fatal(err)
 	}
-	frozen.Freeze()
+	cluster.KillMaster(t, key)
 	for _, key := range []string{"k1", "k2"} {
-		short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		short, cancel := context.WithTimeout(ctx, time.Second)
 		_, err := s.RecordReports(short, batch(key, 1))
 		cancel()
 		if !errors.Is(err, store.ErrUnavailable) {
-			frozen.Thaw()
-			t.Fatalf("batch %s with a master frozen: %v, want ErrUnavailable", key, err)
+			t.Fatalf("batch %s with a master dead: %v, want ErrUnavailable", key, err)
 		}
 	}
-	frozen.Thaw()
+	cluster.WaitFailover(t, key)
 	deadline := time.Now().Add(waitTimeout)
 	for {
 		_, err := s.RecordReports(ctx, batch("k3", 1))
@@ -409,7 +408,7 @@ func testFailingShardHoldsBatch(t *testing.T, url string, cluster *redistest.Clu
 			break
 		}
 		if !errors.Is(err, store.ErrUnavailable) || time.Now().After(deadline) {
-			t.Fatalf("a batch once the master answers again: %v", err)
+			t.Fatalf("a batch once a replica took over: %v", err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -418,17 +417,15 @@ func testFailingShardHoldsBatch(t *testing.T, url string, cluster *redistest.Clu
 		t.Fatal(err)
 	}
 	for i, r := range names {
-		// The first batch and the last everywhere; k1 in the other shards
-		// (it failed on the frozen master only, after it had applied in
-		// them); k2 nowhere.
-		want := 2.0
-		if !onFrozen[i] {
-			want = 3
-		}
-		if rates[i].Fleet != want {
-			t.Errorf("%s (frozen master %v): fleet rate %v, want %v", r, onFrozen[i], rates[i].Fleet, want)
+		// On the other masters: the first batch, k1 (it failed on the
+		// dead master only, and applied there) and the last; k2 nowhere.
+		// (On the dead master's shard the first may be lost with it:
+		// replication is asynchronous.)
+		if !onKilled[i] && rates[i].Fleet != 3 {
+			t.Errorf("%s: fleet rate %v, want 3", r, rates[i].Fleet)
 		}
 	}
+	cluster.Rejoin(t, killed)
 }
 
 // TestClusterGrowth grows a real Cluster by a master (redis-cli add-node,
