@@ -658,17 +658,20 @@ func (s *Store) runParts(ctx context.Context, lay *shardLayout, gs []*group) {
 }
 
 // nodeFailed reports whether err says that the shard's master is gone
-// (no connection to it, one that broke) or that the Cluster does not serve
+// (no connection to it could be made, even in time; one that broke) or that the Cluster does not serve
 // the slot, rather than slow: a master that answers late (a fork for a
 // replica's full sync on a loaded machine) must not hold the other shards'
 // parts back, and go-redis gives a pipeline's every command the context's
 // error when one master is late, though the others answered.
 func nodeFailed(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true // even timed out: no connection could be made
+	}
 	var timeout interface{ Timeout() bool }
 	if errors.As(err, &timeout) && timeout.Timeout() {
 		return false
 	}
-	var op *net.OpError
 	return errors.As(err, &op) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		redis.HasErrorPrefix(err, "CLUSTERDOWN") || redis.HasErrorPrefix(err, "TRYAGAIN")
 }
