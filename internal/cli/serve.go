@@ -371,6 +371,14 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- l
 	if p, ok := st.(persistenceReader); ok {
 		bg.Go(func() { warnPersistence(ctx, p, log, 2*time.Second) })
 	}
+	if sc, ok := st.(shardCoverer); ok {
+		unsharded := prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "controlplane_redis_masters_without_shard",
+			Help: "Redis Cluster masters that serve slots but hold none of the report path's shards (docs/SHARDING.md, Growing a Cluster).",
+		})
+		reg.MustRegister(unsharded)
+		bg.Go(func() { watchShards(ctx, sc, unsharded, log, 2*time.Second, time.Minute) })
+	}
 	bg.Add(3)
 	bg.Go(func() { _ = acc.guard.Run(ctx) })
 	go func() {
@@ -511,6 +519,49 @@ func warnPersistence(ctx context.Context, r persistenceReader, log *slog.Logger,
 		}
 		select {
 		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// shardCoverer is a store that can tell how its shards lie over a Redis
+// Cluster's masters.
+type shardCoverer interface {
+	ShardCoverage(ctx context.Context) (redisstore.Coverage, error)
+}
+
+// watchShards reads, every interval (every retry until Redis first
+// answers), which Cluster masters hold none of the report path's shards,
+// sets gauge to their number, and warns when that set changes to one that
+// is not empty: a master added to a Cluster gets no share of the report
+// path until the shards are laid out again.
+func watchShards(ctx context.Context, sc shardCoverer, gauge prometheus.Gauge, log *slog.Logger, retry, every time.Duration) {
+	warned := ""
+	wait := retry
+	for {
+		c, err := sc.ShardCoverage(ctx)
+		switch {
+		case err == nil && !c.Cluster:
+			return
+		case err == nil:
+			wait = every
+			gauge.Set(float64(len(c.Unsharded)))
+			if now := strings.Join(c.Unsharded, ","); now != warned {
+				if now != "" {
+					log.Warn("Redis Cluster masters hold no shard of the report path: they take none of its load (docs/SHARDING.md, Growing a Cluster)",
+						"masters", c.Unsharded, "shards", len(c.Shards), "cluster_masters", len(c.Masters))
+				}
+				warned = now
+			}
+		case !errors.Is(err, store.ErrUnavailable):
+			log.Warn("cannot read how the report path's shards lie over the Redis Cluster", "err", err)
+			return
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
 			return
 		case <-t.C:
 		}

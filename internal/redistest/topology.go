@@ -229,6 +229,71 @@ func (c *Cluster) WaitFailover(tb testing.TB, key string) *Server {
 	return m
 }
 
+// AddMaster grows the Cluster by a master without a replica: it starts a
+// node, joins it (redis-cli --cluster add-node) and moves slots to it
+// (redis-cli --cluster rebalance --cluster-use-empty-masters), as an
+// operator scaling out would, and waits until every running node sees it
+// serve slots and the cluster ok. It returns the new master. The Cluster's
+// other waits (WaitFailover, Rejoin) expect its first shape: a test that
+// grows a Cluster starts its own.
+func (c *Cluster) AddMaster(tb testing.TB) *Server {
+	tb.Helper()
+	n := StartWith(tb, Options{Cluster: true, member: true, args: c.nodes[0].opts.args})
+	ctx, cancel := context.WithTimeout(context.Background(), formTimeout)
+	defer cancel()
+	seed := c.running()[0].Addr()
+	if out, err := exec.CommandContext(ctx, cliBinary, "--cluster", "add-node", n.Addr(), seed).CombinedOutput(); err != nil {
+		tb.Fatalf("redistest: redis-cli --cluster add-node: %v\n%s", err, out)
+	}
+	c.nodes = append(c.nodes, n)
+	known := fmt.Sprintf("cluster_known_nodes:%d", len(c.nodes))
+	everyone := func(ctx context.Context, want ...string) error {
+		for _, m := range c.running() {
+			info, err := m.admin(ctx).ClusterInfo(ctx).Result()
+			if err != nil {
+				return fmt.Errorf("%s: CLUSTER INFO: %w", m.Addr(), err)
+			}
+			for _, w := range want {
+				if !strings.Contains(info, w+"\r\n") {
+					return fmt.Errorf("%s: CLUSTER INFO lacks %s", m.Addr(), w)
+				}
+			}
+		}
+		return nil
+	}
+	// rebalance refuses to run before every node knows the new one.
+	waitUntil(tb, formTimeout, "every node to know "+n.Addr(), c.nodes, func(ctx context.Context) error {
+		return everyone(ctx, known, "cluster_state:ok")
+	})
+	args := []string{"--cluster", "rebalance", seed, "--cluster-use-empty-masters"}
+	if out, err := exec.CommandContext(ctx, cliBinary, args...).CombinedOutput(); err != nil {
+		tb.Fatalf("redistest: redis-cli %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	waitUntil(tb, formTimeout, n.Addr()+" to serve slots", c.nodes, func(ctx context.Context) error {
+		if err := everyone(ctx, known, "cluster_state:ok", "cluster_slots_ok:16384"); err != nil {
+			return err
+		}
+		for _, m := range c.running() {
+			shards, err := m.admin(ctx).ClusterShards(ctx).Result()
+			if err != nil {
+				return fmt.Errorf("%s: CLUSTER SHARDS: %w", m.Addr(), err)
+			}
+			serves := false
+			for _, sh := range shards {
+				for _, node := range sh.Nodes {
+					addr := net.JoinHostPort(node.IP, strconv.FormatInt(node.Port, 10))
+					serves = serves || len(sh.Slots) > 0 && node.Role == "master" && addr == n.Addr()
+				}
+			}
+			if !serves {
+				return fmt.Errorf("%s does not see %s serve a slot", m.Addr(), n.Addr())
+			}
+		}
+		return nil
+	})
+	return n
+}
+
 // Rejoin restarts a node that was killed and waits until the cluster is
 // whole again: the node back (a master that lost its slots while it was
 // away returns as a replica), every master with a replica in sync.

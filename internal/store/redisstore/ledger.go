@@ -6,7 +6,9 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"io"
 	"math"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -620,7 +622,45 @@ func scriptArgs(ctx context.Context, lay *shardLayout, b store.ReportBatch, now 
 // runGroups runs the script of each group that has one and sets its answer
 // or error: one group as a script call, several in one pipeline, which a
 // Cluster client splits by master and sends to them in parallel.
+//
+// A batch's parts in different shards are separate steps: a part that
+// applies where another fails adds its rates and grants its quotas, which
+// no client receives (the batch failed) and none retracts, so they hold the
+// rules of that shard under R until their buckets age out. While a master
+// is down or failing over, every batch touching its shard would leave such
+// a part in the others. So a shard whose last script did not answer is
+// tried alone first, and the other parts go only once it answered: until
+// then they are not sent, and fail with store.ErrNotApplied. Only a master
+// that is gone marks its shard (nodeFailed), not one that is slow.
 func (s *Store) runGroups(ctx context.Context, lay *shardLayout, gs []*group) {
+	var first, rest []*group
+	for _, g := range gs {
+		if g.keys != nil && lay.failing[g.shard].Load() {
+			first = append(first, g)
+		} else {
+			rest = append(rest, g)
+		}
+	}
+	if len(first) == 0 || len(rest) == 0 {
+		s.runParts(ctx, lay, gs)
+		return
+	}
+	s.runParts(ctx, lay, first)
+	for _, g := range first {
+		if g.err != nil {
+			for _, r := range rest {
+				r.keys, r.res = nil, nil
+				r.err = fmt.Errorf("redis: record reports: %w: %w: not sent, shard %s failing: %w", store.ErrUnavailable, store.ErrNotApplied, lay.tags[g.shard], g.err)
+			}
+			return
+		}
+	}
+	s.runParts(ctx, lay, rest)
+}
+
+// runParts runs the groups' scripts together and notes which shards
+// answered.
+func (s *Store) runParts(ctx context.Context, lay *shardLayout, gs []*group) {
 	cmds := make([]*redis.Cmd, len(gs))
 	sent := time.Now()
 	run := func(eval bool) {
@@ -662,13 +702,36 @@ func (s *Store) runGroups(ctx context.Context, lay *shardLayout, gs []*group) {
 			g.err = fmt.Errorf("redis: record reports: %w: %w: %w", store.ErrUnavailable, store.ErrNotApplied, err)
 		case err != nil:
 			g.err = unavailable("record reports", err)
+			if nodeFailed(err) {
+				lay.failing[g.shard].Store(true)
+			}
 		default:
+			lay.failing[g.shard].Store(false)
 			if len(res) > 0 {
 				lay.clocks[g.shard].observe(res[0], sent, recv)
 			}
 			g.res = res
 		}
 	}
+}
+
+// nodeFailed reports whether err says that the shard's master is gone
+// (no connection to it could be made, even in time; one that broke) or that the Cluster does not serve
+// the slot, rather than slow: a master that answers late (a fork for a
+// replica's full sync on a loaded machine) must not hold the other shards'
+// parts back, and go-redis gives a pipeline's every command the context's
+// error when one master is late, though the others answered.
+func nodeFailed(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true // even timed out: no connection could be made
+	}
+	var timeout interface{ Timeout() bool }
+	if errors.As(err, &timeout) && timeout.Timeout() {
+		return false
+	}
+	return errors.As(err, &op) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		redis.HasErrorPrefix(err, "CLUSTERDOWN") || redis.HasErrorPrefix(err, "TRYAGAIN")
 }
 
 // rateResults turns the scripts' answers into each rate update's fleet rate

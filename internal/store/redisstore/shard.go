@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
 
@@ -42,10 +43,15 @@ const clusterSlots = 16384
 type shardLayout struct {
 	tags   []string
 	clocks []redisClock // masters on different hosts differ
+	// failing marks the shards whose last script did not answer (their
+	// master down, failing over, or out of reach): a batch that touches
+	// one sends its part there first, and the rest only once it answered
+	// (Store.runGroups).
+	failing []atomic.Bool
 }
 
 func newLayout(tags []string) *shardLayout {
-	return &shardLayout{tags: tags, clocks: make([]redisClock, len(tags))}
+	return &shardLayout{tags: tags, clocks: make([]redisClock, len(tags)), failing: make([]atomic.Bool, len(tags))}
 }
 
 // of is the shard of a rule's or a client's keys (FNV-1a of its name).
@@ -239,4 +245,67 @@ func keySlot(tag string) int {
 		}
 	}
 	return int(crc) % clusterSlots
+}
+
+// Coverage is how the report path's shards lie over a Cluster's masters.
+// The shard list is fixed when the first replica starts on a Cluster
+// (docs/SHARDING.md): a master added later serves slots but holds no
+// shard, so it takes no part of the report path's load until the shards
+// are laid out again.
+type Coverage struct {
+	// Cluster is false for a single node or Sentinel: one shard, nothing
+	// to cover.
+	Cluster bool
+	// Masters are the addresses of the masters that serve slots, sorted.
+	Masters []string
+	// Shards is, per shard in the layout's order, its tag and the address
+	// of the master that serves it.
+	Shards [][2]string
+	// Unsharded are the masters that serve slots but no shard, sorted.
+	Unsharded []string
+}
+
+// ShardCoverage reads the Cluster's masters and where the store's shards
+// lie over them: a master in Unsharded was added after the shard list was
+// made (or took slots from the others by a reshard), and gets no share of
+// the report path.
+func (s *Store) ShardCoverage(ctx context.Context) (Coverage, error) {
+	if _, ok := s.client.(*redis.ClusterClient); !ok {
+		return Coverage{}, nil
+	}
+	lay, err := s.shardLayout(ctx)
+	if err != nil {
+		return Coverage{}, err
+	}
+	slots, err := s.client.ClusterSlots(ctx).Result()
+	if err != nil {
+		return Coverage{}, unavailable("read the cluster's slots", err)
+	}
+	c := Coverage{Cluster: true, Shards: make([][2]string, len(lay.tags))}
+	sharded := map[string]bool{}
+	for i, tag := range lay.tags {
+		slot := keySlot(strings.Trim(tag, "{}"))
+		c.Shards[i][0] = tag
+		for _, r := range slots {
+			if len(r.Nodes) > 0 && int(r.Start) <= slot && slot <= int(r.End) {
+				c.Shards[i][1] = r.Nodes[0].Addr
+				sharded[r.Nodes[0].Addr] = true
+			}
+		}
+	}
+	seen := map[string]bool{}
+	for _, r := range slots {
+		if len(r.Nodes) == 0 || seen[r.Nodes[0].Addr] {
+			continue
+		}
+		a := r.Nodes[0].Addr
+		seen[a] = true
+		c.Masters = append(c.Masters, a)
+		if !sharded[a] {
+			c.Unsharded = append(c.Unsharded, a)
+		}
+	}
+	sort.Strings(c.Masters)
+	sort.Strings(c.Unsharded)
+	return c, nil
 }

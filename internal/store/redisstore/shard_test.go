@@ -351,3 +351,149 @@ func testPartialBatch(t *testing.T, url string, cluster *redistest.Cluster) {
 		}
 	}
 }
+
+// testFailingShardHoldsBatch kills one master, sends a batch, which then
+// applies in the other shards only, and a second one before the Cluster
+// failed the master over: the second must not add its rates in the other
+// shards (no client would receive their quotas, and nothing would retract
+// them), since the shard that failed is tried alone first. Once a replica
+// took over, batches apply everywhere.
+func testFailingShardHoldsBatch(t *testing.T, url string, cluster *redistest.Cluster) {
+	ctx := t.Context()
+	s := newStore(t, newClient(t, url), redisstore.Options{Prefix: "gate", ReplicaWait: testReplicaWait})
+	const nrules = 12
+	names := make([]string, nrules)
+	for i := range names {
+		names[i] = fmt.Sprintf("rule-%d", i)
+	}
+	key := s.ShardTagOf(names[0]) + ":x"
+	killed := cluster.MasterOf(t, key)
+	onKilled := make([]bool, nrules)
+	var others int
+	for i, r := range names {
+		onKilled[i] = cluster.MasterOf(t, s.ShardTagOf(r)+":x") == killed
+		if !onKilled[i] {
+			others++
+		}
+	}
+	if others == 0 || others == nrules {
+		t.Fatalf("%d of %d rules on other masters: want some on each side", others, nrules)
+	}
+	now := time.Now()
+	l := reservoir.Ledger{Interval: time.Minute, Retain: 3}
+	batch := func(key string, rate float64) store.ReportBatch {
+		b := store.ReportBatch{Now: now, Ledger: l, Key: key}
+		for _, r := range names {
+			b.Rates = append(b.Rates, store.RateUpdate{Rule: r, Add: reservoir.Receipt{Bucket: l.Bucket(now), Rate: rate}})
+		}
+		return b
+	}
+	if _, err := s.RecordReports(ctx, batch("", 1)); err != nil {
+		t.Fatal(err)
+	}
+	cluster.KillMaster(t, key)
+	for _, key := range []string{"k1", "k2"} {
+		short, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := s.RecordReports(short, batch(key, 1))
+		cancel()
+		if !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("batch %s with a master dead: %v, want ErrUnavailable", key, err)
+		}
+	}
+	cluster.WaitFailover(t, key)
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		_, err := s.RecordReports(ctx, batch("k3", 1))
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, store.ErrUnavailable) || time.Now().After(deadline) {
+			t.Fatalf("a batch once a replica took over: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	rates, err := s.RecordReports(ctx, batch("", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range names {
+		// On the other masters: the first batch, k1 (it failed on the
+		// dead master only, and applied there) and the last; k2 nowhere.
+		// (On the dead master's shard the first may be lost with it:
+		// replication is asynchronous.)
+		if !onKilled[i] && rates[i].Fleet != 3 {
+			t.Errorf("%s: fleet rate %v, want 3", r, rates[i].Fleet)
+		}
+	}
+	cluster.Rejoin(t, killed)
+}
+
+// TestClusterGrowth grows a real Cluster by a master (redis-cli add-node,
+// then rebalance, which moves slots and their keys to it): the shard list
+// stays as the first replica made it, the ledgers that moved with their
+// slots are read as before, and ShardCoverage names the one master that
+// holds no shard.
+func TestClusterGrowth(t *testing.T) {
+	cluster := redistest.StartCluster(t)
+	ctx := t.Context()
+	s := newStore(t, newClient(t, cluster.URL()), redisstore.Options{Prefix: "grow", ReplicaWait: testReplicaWait})
+	now := time.Now()
+	l := reservoir.Ledger{Interval: time.Minute, Retain: 3}
+	names := make([]string, 12)
+	batch := store.ReportBatch{Now: now, Ledger: l}
+	reads := store.ReportBatch{Now: now, Ledger: l}
+	for i := range names {
+		names[i] = fmt.Sprintf("rule-%d", i)
+		batch.Rates = append(batch.Rates, store.RateUpdate{Rule: names[i], Add: reservoir.Receipt{Bucket: l.Bucket(now), Rate: float64(i + 1)}})
+		reads.Rates = append(reads.Rates, store.RateUpdate{Rule: names[i], Add: reservoir.Receipt{Bucket: l.Bucket(now)}})
+	}
+	if _, err := s.RecordReports(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.ShardCoverage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Cluster || len(c.Masters) != 3 || len(c.Shards) != 3 || len(c.Unsharded) != 0 {
+		t.Fatalf("coverage of a new 3-master Cluster: %+v; want 3 masters, 3 shards, none unsharded", c)
+	}
+
+	added := cluster.AddMaster(t)
+	// The store's client learns the new slots within a second.
+	var after redisstore.Coverage
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		if after, err = s.ShardCoverage(ctx); err == nil && len(after.Masters) == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("coverage after adding %s: %+v, %v; want 4 masters", added.Addr(), after, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("after adding %s: %+v", added.Addr(), after)
+	if len(after.Shards) != 3 || len(after.Unsharded) != 1 {
+		t.Errorf("coverage after adding a master: %d shards, unsharded %v; want the 3 shards kept and 1 master without one", len(after.Shards), after.Unsharded)
+	}
+	for _, sh := range after.Shards {
+		if sh[1] == "" {
+			t.Errorf("shard %s: no master serves it", sh[0])
+		}
+	}
+
+	var rates []store.RateResult
+	for {
+		if rates, err = s.RecordReports(ctx, reads); err == nil || !errors.Is(err, store.ErrUnavailable) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range rates {
+		if want := float64(i + 1); r.Fleet != want {
+			t.Errorf("%s after the reshard: fleet rate %v, want %v", names[i], r.Fleet, want)
+		}
+	}
+}

@@ -103,6 +103,7 @@ func TestConformanceTopologies(t *testing.T) {
 			if topo.cluster != nil {
 				t.Run("ShardsSpreadOverMasters", func(t *testing.T) { testShardsSpread(t, topo.url) })
 				t.Run("PartialBatchAppliesOnce", func(t *testing.T) { testPartialBatch(t, topo.url, topo.cluster) })
+				t.Run("FailingShardHoldsBatch", func(t *testing.T) { testFailingShardHoldsBatch(t, topo.url, topo.cluster) })
 				t.Run("UpgradeToShards", func(t *testing.T) {
 					testUpgrade(t, func(t *testing.T) redis.UniversalClient { return newClient(t, topo.url) }, 0)
 				})
