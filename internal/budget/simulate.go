@@ -1,6 +1,7 @@
 package budget
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -341,25 +342,10 @@ func Simulate(ctx context.Context, cfg SimConfig) (SimResult, error) {
 	}
 	// Whole requests and traces, money in cents: the sums of a month of
 	// fractional expected values would otherwise print as 8499999999.999923.
-	res.Requests = math.Round(res.Requests)
-	res.Traces = math.Round(res.Traces)
-	res.UnenforcedTraces = math.Round(res.UnenforcedTraces)
-	res.TracesPerDay = math.Round(res.Traces / float64(cfg.Days))
+	RoundResult(&res, cfg.Days)
 	res.Cost = cents(res.Traces / 1e6 * price)
 	res.MonthlyCost = cents(res.Traces / 1e6 * price / float64(cfg.Days) * 30)
 	res.UnenforcedCost = cents(res.UnenforcedTraces / 1e6 * price)
-	if sb := res.SimBudget; sb != nil {
-		sb.Spent = cents(sb.Spent)
-		sb.SpentTraces = math.Round(sb.SpentTraces)
-		for i := range sb.Alerts {
-			sb.Alerts[i].Spent = cents(sb.Alerts[i].Spent)
-			sb.Alerts[i].Forecast = cents(sb.Alerts[i].Forecast)
-		}
-		for i := range sb.Months {
-			sb.Months[i].Spent = cents(sb.Months[i].Spent)
-			sb.Months[i].SpentTraces = math.Round(sb.Months[i].SpentTraces)
-		}
-	}
 	return res, nil
 }
 
@@ -611,17 +597,15 @@ func (r *simRun) record(now time.Time, hours, spent float64) {
 	}
 }
 
+// WorstMonth is the month of the highest spend ratio, which a
+// simulation's top-level figures report. months must not be empty.
+func WorstMonth(months []SimMonth) SimMonth {
+	return slices.MaxFunc(months, func(a, b SimMonth) int { return cmp.Compare(a.SpentRatio, b.SpentRatio) })
+}
+
 // finish picks the month the top-level figures report.
 func (r *simRun) finish() {
-	worst := slices.MaxFunc(r.months, func(a, b SimMonth) int {
-		switch {
-		case a.SpentRatio < b.SpentRatio:
-			return -1
-		case a.SpentRatio > b.SpentRatio:
-			return 1
-		}
-		return 0
-	})
+	worst := WorstMonth(r.months)
 	r.result.Spent, r.result.SpentTraces, r.result.SpentRatio = worst.Spent, worst.SpentTraces, worst.SpentRatio
 	if len(r.months) > 1 {
 		r.result.Months = r.months

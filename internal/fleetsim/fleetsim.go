@@ -731,15 +731,7 @@ func (s *sim) result(ctx context.Context) (budget.SimResult, error) {
 		if err := s.closeMonth(ctx, budget.MonthStart(s.end.Add(-time.Nanosecond))); err != nil {
 			return budget.SimResult{}, err
 		}
-		worst := slices.MaxFunc(s.months, func(a, b budget.SimMonth) int {
-			switch {
-			case a.SpentRatio < b.SpentRatio:
-				return -1
-			case a.SpentRatio > b.SpentRatio:
-				return 1
-			}
-			return 0
-		})
+		worst := budget.WorstMonth(s.months)
 		sb.Spent, sb.SpentTraces, sb.SpentRatio = worst.Spent, worst.SpentTraces, worst.SpentRatio
 		if len(s.months) > 1 {
 			sb.Months = s.months
