@@ -32,12 +32,12 @@ type instance struct {
 	expiry   atomic.Int64
 	quotaNow atomic.Uint64 // the quota's rate, math.Float64bits, for the quota held per second
 	borrow   reservoir.Bucket
-	hasRules atomic.Bool   // requests are the rule's once the instance holds it
+	hasRules atomic.Bool // requests are the rule's once the instance holds it
 	// rulesAt is when the first rules came (unix ns): the first report's
 	// counts run from there, and its interval says so, as the SDK's does;
 	// a default interval back made the first rate of an instance that
 	// reported a second after its start a tenth of its traffic.
-	rulesAt atomic.Int64
+	rulesAt  atomic.Int64
 	fixed    atomic.Uint64 // the fixed rate in force, math.Float64bits
 	requests atomic.Int64
 	sampled  atomic.Int64
