@@ -315,28 +315,36 @@ func (v *View) resourceKey(resource map[string]string) string {
 // to SDKs (apiconv.SamplingRuleToProto). The result and its rules are
 // shared: the caller must not modify them.
 func (v *View) ForService(name, typ string, resource map[string]string) *pb.RuleSet {
-	key := instanceKey{name, typ, v.resourceKey(resource)}
-	v.mu.Lock()
-	rs, ok := v.services[key]
-	v.mu.Unlock()
+	return memo(&v.mu, v.services, instanceKey{name, typ, v.resourceKey(resource)}, func() *pb.RuleSet {
+		rs := &pb.RuleSet{RulesVersion: v.Version}
+		for i := range v.set.Rules() {
+			if v.set.Rules()[i].MatchesInstance(name, typ, resource) {
+				rs.Rules = append(rs.Rules, v.sent[i])
+			}
+		}
+		return rs
+	})
+}
+
+// memo returns the rule set m holds for key, or makes it and keeps it
+// (while m holds fewer than maxCachedServices). Callers woken together by
+// one change all miss the cache at once; the first set stored is the one
+// every caller shares. mu guards m; build runs without it.
+func memo(mu *sync.Mutex, m map[instanceKey]*pb.RuleSet, key instanceKey, build func() *pb.RuleSet) *pb.RuleSet {
+	mu.Lock()
+	rs, ok := m[key]
+	mu.Unlock()
 	if ok {
 		return rs
 	}
-	rs = &pb.RuleSet{RulesVersion: v.Version}
-	for i := range v.set.Rules() {
-		if v.set.Rules()[i].MatchesInstance(name, typ, resource) {
-			rs.Rules = append(rs.Rules, v.sent[i])
-		}
-	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	// Callers woken together by one change all miss the cache at once; the
-	// first set stored is the one every caller shares.
-	if first, ok := v.services[key]; ok {
+	rs = build()
+	mu.Lock()
+	defer mu.Unlock()
+	if first, ok := m[key]; ok {
 		return first
 	}
-	if len(v.services) < maxCachedServices {
-		v.services[key] = rs
+	if len(m) < maxCachedServices {
+		m[key] = rs
 	}
 	return rs
 }
@@ -364,24 +372,10 @@ func (c *Catalog) RuleSet(name, typ string, resource map[string]string, now time
 		// A racing caller may store its own: both are right, one is kept.
 		c.sets.Store(rs)
 	}
-	key := instanceKey{name, typ, v.resourceKey(resource)}
-	rs.mu.Lock()
-	set, ok := rs.service[key]
-	rs.mu.Unlock()
-	if ok {
-		return set
-	}
-	base := v.ForService(name, typ, resource)
-	set = &pb.RuleSet{RulesVersion: base.GetRulesVersion(), Rules: base.GetRules(), RatesInForce: b.ratesInForce(name, base.GetRules(), v, now)}
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	if first, ok := rs.service[key]; ok {
-		return first
-	}
-	if len(rs.service) < maxCachedServices {
-		rs.service[key] = set
-	}
-	return set
+	return memo(&rs.mu, rs.service, instanceKey{name, typ, v.resourceKey(resource)}, func() *pb.RuleSet {
+		base := v.ForService(name, typ, resource)
+		return &pb.RuleSet{RulesVersion: base.GetRulesVersion(), Rules: base.GetRules(), RatesInForce: b.ratesInForce(name, base.GetRules(), v, now)}
+	})
 }
 
 // ratesInForce returns the rates in force of the rules (as sent) that the
