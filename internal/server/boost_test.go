@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/servetest"
 )
 
 // TestBoostStatisticsRefused: a document's boost counts are checked apart
@@ -18,7 +19,7 @@ func TestBoostStatisticsRefused(t *testing.T) {
 	createRule(t, rep.rules, &pb.Rule{Name: "checkout", Priority: 1, FixedRate: 0.01, ReservoirSize: 1,
 		SamplingRateBoost: &pb.SamplingRateBoost{MaxRate: 0.5, CooldownWindowMinutes: 5}})
 	createRule(t, rep.rules, &pb.Rule{Name: "search", Priority: 2, FixedRate: 0.01})
-	waitVersion(t, rep.catalog, rep.first+2)
+	servetest.WaitVersion(t, rep.catalog, rep.first+2)
 	withBoost := func(s *pb.SamplingStatistics, b *pb.BoostStatistics) *pb.SamplingStatistics {
 		s.Boost = b
 		return s

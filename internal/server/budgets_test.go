@@ -26,6 +26,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/redistest"
 	"github.com/tracesampling/controlplane/internal/secrets"
+	"github.com/tracesampling/controlplane/internal/servetest"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
 )
@@ -43,19 +44,6 @@ func startBudgetReplica(t *testing.T, st store.Store, now func() time.Time, opts
 	t.Helper()
 	rep := startReplica(t, st, now, append([]func(*Options){func(o *Options) { o.Budgets = st }}, opts...)...)
 	return &budgetReplica{replica: rep, budgets: pb.NewBudgetServiceClient(rep.conn)}
-}
-
-// waitBudgets waits until the catalog holds budgets satisfying ok.
-func waitBudgets(t *testing.T, c *catalog.Catalog, ok func(*catalog.Budgets) bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !ok(c.CurrentBudgets()) {
-		if time.Now().After(deadline) {
-			t.Fatalf("catalog budgets never got there: %+v", c.CurrentBudgets())
-		}
-		c.Kick()
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func TestBudgetErrors(t *testing.T) {
@@ -250,7 +238,7 @@ func TestStreamUsageSurvivesAStoreOutage(t *testing.T) {
 	if _, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{Name: "shop", MonthlyAmountMicros: 5_000_000, Scope: &pb.BudgetScope{ServiceNames: []string{"shop"}}}}); err != nil {
 		t.Fatal(err)
 	}
-	waitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 1 })
+	servetest.WaitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 1 })
 	stream, _ := openStream(ctx, t, rep.sampling, "c", "shop")
 	// report sends counts and waits for the targets that answer them: a
 	// quota, renewed while Redis is down.
@@ -339,7 +327,7 @@ func TestNumberedReportsAreBilledOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, rep := range []*budgetReplica{a, b} {
-		waitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 1 })
+		servetest.WaitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 1 })
 	}
 	report := func(seq uint64, sampled int64) *pb.StreamSamplingRequest {
 		return &pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{Seq: seq, Statistics: []*pb.SamplingStatistics{stats("Default", 10*sampled, sampled, "")}}}}

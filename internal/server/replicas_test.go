@@ -17,6 +17,7 @@ import (
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/redistest"
+	"github.com/tracesampling/controlplane/internal/servetest"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
 )
@@ -47,7 +48,7 @@ func TestTwoReplicasBehaveAsOne(t *testing.T) {
 	if got.GetRulesVersion() <= first.GetRulesVersion() || got.GetRules()[0].GetName() != "checkout" {
 		t.Fatalf("stream on B after an edit on A: %v", got)
 	}
-	waitVersion(t, a.catalog, got.GetRulesVersion())
+	servetest.WaitVersion(t, a.catalog, got.GetRulesVersion())
 
 	// Client 1 reports 30 req/s to A, client 2 10 req/s to B.
 	report := func(rep *replica, client string, requests int64, receipt string) *pb.SamplingTarget {
@@ -83,7 +84,7 @@ func TestReportsWhileRedisIsDown(t *testing.T) {
 	rs := redistest.StartWith(t, redistest.Options{AppendOnly: true})
 	rep := startReplica(t, newRedisStore(t, rs), time.Now)
 	createRule(t, rep.rules, &pb.Rule{Name: "checkout", Priority: 1, ServiceName: "shop", ReservoirSize: 4})
-	waitVersion(t, rep.catalog, rep.first+1)
+	servetest.WaitVersion(t, rep.catalog, rep.first+1)
 	ctx := ctxT(t)
 	quota := func(ts *pb.TargetSet) float64 {
 		t.Helper()

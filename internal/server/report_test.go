@@ -17,6 +17,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/promtest"
 	"github.com/tracesampling/controlplane/internal/sampling"
+	"github.com/tracesampling/controlplane/internal/servetest"
 )
 
 func withRegistry(reg prometheus.Registerer) func(*Options) {
@@ -45,7 +46,7 @@ func TestForgedReceiptsRetractNothing(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	rep := startReplica(t, newMemStore(t), clock.Now, withRegistry(reg))
 	createRule(t, rep.rules, &pb.Rule{Name: "checkout", Priority: 1, ReservoirSize: 10})
-	waitVersion(t, rep.catalog, rep.first+1)
+	servetest.WaitVersion(t, rep.catalog, rep.first+1)
 	ctx := ctxT(t)
 	receipts := map[string]string{}
 	report := func(client string, requests int64, receipt string) *pb.SamplingTarget {
@@ -118,12 +119,12 @@ func TestReportClaimsAreBounded(t *testing.T) {
 	st := newMemStore(t)
 	rep := startReplica(t, st, clock.Now, withRegistry(reg))
 	createRule(t, rep.rules, &pb.Rule{Name: "checkout", Priority: 1, ReservoirSize: 1, FixedRate: 0.05})
-	waitVersion(t, rep.catalog, rep.first+1)
+	servetest.WaitVersion(t, rep.catalog, rep.first+1)
 	ctx := ctxT(t)
 	if _, err := st.CreateBudget(ctx, budget.Budget{Name: "cap", MonthlyAmountMicros: 1000 * 1e6, Mode: budget.Enforce}.Normalize()); err != nil {
 		t.Fatal(err)
 	}
-	waitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 1 })
+	servetest.WaitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 1 })
 	send := func(client string, requests, sampled int64, interval time.Duration, receipt string) *pb.GetSamplingTargetsResponse {
 		t.Helper()
 		resp, err := rep.sampling.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{ClientId: client, ServiceName: "shop", Statistics: []*pb.SamplingStatistics{
@@ -204,7 +205,7 @@ func TestStreamReportSentAgainIsAnsweredNotRecorded(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	rep := startReplica(t, newMemStore(t), clock.Now, withRegistry(reg))
 	createRule(t, rep.rules, &pb.Rule{Name: "checkout", Priority: 1, ReservoirSize: 10})
-	waitVersion(t, rep.catalog, rep.first+1)
+	servetest.WaitVersion(t, rep.catalog, rep.first+1)
 	ctx := ctxT(t)
 	stream, _ := openStream(ctx, t, rep.sampling, "c", "shop")
 	const interval = 10 * time.Second

@@ -77,7 +77,7 @@ func TestGetSamplingRules(t *testing.T) {
 	createRule(t, rep.rules, &pb.Rule{Name: "shop", Priority: 5, ServiceName: "shop-*", FixedRate: 0.1})
 	createRule(t, rep.rules, &pb.Rule{Name: "search", Priority: 6, ServiceName: "search", FixedRate: 0.1})
 	ctx := ctxT(t)
-	waitVersion(t, rep.catalog, rep.first+2)
+	servetest.WaitVersion(t, rep.catalog, rep.first+2)
 
 	resp, err := rep.sampling.GetSamplingRules(ctx, &pb.GetSamplingRulesRequest{ServiceName: "SHOP-api"})
 	if err != nil {
@@ -111,7 +111,7 @@ func TestRuleSetsByResource(t *testing.T) {
 	createRule(t, rep.rules, &pb.Rule{Name: "shop-staging", Priority: 5, ServiceName: "shop", FixedRate: 0.5,
 		ResourceAttributes: map[string]string{"deployment.environment.name": "staging"}})
 	ctx := ctxT(t)
-	waitVersion(t, rep.catalog, rep.first+2)
+	servetest.WaitVersion(t, rep.catalog, rep.first+2)
 	names := func(rs []*pb.Rule) []string {
 		var out []string
 		for _, r := range rs {
@@ -191,24 +191,11 @@ func TestRuleSetsByResource(t *testing.T) {
 	}
 }
 
-// waitVersion waits until the catalog has loaded at least version v.
-func waitVersion(t *testing.T, c *catalog.Catalog, v int64) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for c.Current().Version < v {
-		if time.Now().After(deadline) {
-			t.Fatalf("catalog stuck at version %d, want %d", c.Current().Version, v)
-		}
-		c.Kick()
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestTargetsSplitTheReservoir(t *testing.T) {
 	clock := newClock()
 	rep := startReplica(t, newMemStore(t), clock.Now)
 	createRule(t, rep.rules, &pb.Rule{Name: "checkout", Priority: 1, ReservoirSize: 8, FixedRate: 0.25})
-	waitVersion(t, rep.catalog, rep.first+1)
+	servetest.WaitVersion(t, rep.catalog, rep.first+1)
 	ctx := ctxT(t)
 	report := func(client string, requests int64, receipt string) *pb.SamplingTarget {
 		t.Helper()
@@ -271,7 +258,7 @@ func TestTargetsRejectBadDocuments(t *testing.T) {
 	clock := newClock()
 	rep := startReplica(t, newMemStore(t), clock.Now)
 	createRule(t, rep.rules, &pb.Rule{Name: "r1", Priority: 1, ReservoirSize: 4})
-	waitVersion(t, rep.catalog, rep.first+1)
+	servetest.WaitVersion(t, rep.catalog, rep.first+1)
 	ctx := ctxT(t)
 	future := timestamppb.New(clock.Now().Add(time.Hour))
 	docs := []*pb.SamplingStatistics{
@@ -340,7 +327,7 @@ func TestTargetsRejectBadDocuments(t *testing.T) {
 func TestStreamSampling(t *testing.T) {
 	rep := startReplica(t, newMemStore(t), time.Now)
 	createRule(t, rep.rules, &pb.Rule{Name: "shop", Priority: 5, ServiceName: "shop", ReservoirSize: 10, FixedRate: 0.1})
-	waitVersion(t, rep.catalog, rep.first+1)
+	servetest.WaitVersion(t, rep.catalog, rep.first+1)
 	ctx := ctxT(t)
 	stream, rs := openStream(ctx, t, rep.sampling, "c1", "shop")
 	if len(rs.GetRules()) != 2 || rs.GetRulesVersion() != rep.first+1 {
@@ -378,7 +365,7 @@ func TestStreamReconnectReplacesItsFigure(t *testing.T) {
 	clock := newClock()
 	rep := startReplica(t, newMemStore(t), clock.Now)
 	createRule(t, rep.rules, &pb.Rule{Name: "checkout", Priority: 1, ReservoirSize: 8, FixedRate: 0.1})
-	waitVersion(t, rep.catalog, rep.first+1)
+	servetest.WaitVersion(t, rep.catalog, rep.first+1)
 	ctx := ctxT(t)
 	// Client b: 10 requests a second, over unary calls; alone, it gets all 8.
 	unary := func(receipt string) *pb.SamplingTarget {

@@ -15,6 +15,7 @@ import (
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/catalog"
+	"github.com/tracesampling/controlplane/internal/servetest"
 	"github.com/tracesampling/controlplane/internal/store"
 )
 
@@ -244,7 +245,7 @@ func TestInstancesRunningTheRule(t *testing.T) {
 	if _, err := rep.rules.UpdateRule(ctx, &pb.UpdateRuleRequest{Rule: &pb.Rule{Name: "x", FixedRate: 0.5}, UpdateMask: mask("fixed_rate")}); err != nil {
 		t.Fatal(err)
 	}
-	waitVersion(t, rep.catalog, v1+1)
+	servetest.WaitVersion(t, rep.catalog, v1+1)
 	v2 := v1 + 1
 	check("x edited, nobody has it yet", map[string][2]int64{"x": {2, 0}, "y": {2, 2}, "Default": {0, 0}})
 	waitRulesVersion(t, s, v2)

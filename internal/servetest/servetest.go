@@ -82,3 +82,31 @@ func GRPC(s *grpc.Server) Server { return grpcServer{s} }
 type grpcServer struct{ *grpc.Server }
 
 func (s grpcServer) Stop(context.Context) { s.Server.Stop() }
+
+// WaitVersion waits, kicking c, until it has loaded rules version v or a
+// later one; after 10 s the test fails.
+func WaitVersion(t testing.TB, c *catalog.Catalog, v int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Current().Version < v {
+		if time.Now().After(deadline) {
+			t.Fatalf("catalog stuck at version %d, want %d", c.Current().Version, v)
+		}
+		c.Kick()
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// WaitBudgets waits, kicking c, until it holds budgets satisfying ok;
+// after 10 s the test fails.
+func WaitBudgets(t testing.TB, c *catalog.Catalog, ok func(*catalog.Budgets) bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !ok(c.CurrentBudgets()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("catalog budgets never got there: %+v", c.CurrentBudgets())
+		}
+		c.Kick()
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/clocktest"
+	"github.com/tracesampling/controlplane/internal/servetest"
 )
 
 // TestBudgetDecidedAtOnce: a budget created, or changed, is decided by the
@@ -28,7 +29,7 @@ func TestBudgetDecidedAtOnce(t *testing.T) {
 	if _, err := rep.rules.UpdateRule(ctx, &pb.UpdateRuleRequest{Rule: &pb.Rule{Name: "Default", FixedRate: 1}, UpdateMask: mask("fixed_rate")}); err != nil {
 		t.Fatal(err)
 	}
-	waitVersion(t, rep.catalog, rep.first+1)
+	servetest.WaitVersion(t, rep.catalog, rep.first+1)
 	created, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{Name: "shop", MonthlyAmountMicros: 1_000_000}})
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +79,7 @@ func TestBudgetDecidedAtOnce(t *testing.T) {
 		t.Errorf("lowered under its spend: %+v, want exhausted", d)
 	}
 	for _, c := range []*catalog.Catalog{rep.catalog, other.catalog} {
-		waitBudgets(t, c, func(bs *catalog.Budgets) bool { return bs.States["shop"].Decision.Exhausted })
+		servetest.WaitBudgets(t, c, func(bs *catalog.Budgets) bool { return bs.States["shop"].Decision.Exhausted })
 	}
 	// Rule sets carry the rates in force: the stream sends its rule set
 	// again at the same version, and a unary client gets them too.

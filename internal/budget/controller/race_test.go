@@ -88,7 +88,7 @@ func TestDecisionsNeverGoBack(t *testing.T) {
 	if _, err := mem.RecordReports(ctx, store.ReportBatch{Now: t0, Usage: []store.UsageIncrement{{Budget: "shop", Month: t0, Hour: 216, Rule: "Default", Requests: 10_000, Sampled: 10_000}}}); err != nil {
 		t.Fatal(err)
 	}
-	waitBudgets(t, cat, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 2 })
+	servetest.WaitBudgets(t, cat, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 2 })
 	state := func(name string) budget.State {
 		t.Helper()
 		states, err := mem.States(ctx)
@@ -128,7 +128,7 @@ func TestDecisionsNeverGoBack(t *testing.T) {
 
 	// A DecideBudget that read the decisions before a Step stores after
 	// it: other's decision stays the Step's.
-	waitBudgets(t, cat, func(bs *catalog.Budgets) bool { return bs.Budgets[0].Revision+bs.Budgets[1].Revision == 3 })
+	servetest.WaitBudgets(t, cat, func(bs *catalog.Budgets) bool { return bs.Budgets[0].Revision+bs.Budgets[1].Revision == 3 })
 	clock.Add(10 * time.Second)
 	st.arm()
 	decideDone := make(chan error, 1)

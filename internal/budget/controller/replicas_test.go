@@ -103,32 +103,6 @@ func startReplica(t *testing.T, st store.Store, o replicaOptions) *replica {
 	}
 }
 
-// waitBudgets waits until the catalog holds budgets satisfying ok.
-func waitBudgets(t *testing.T, c *catalog.Catalog, ok func(*catalog.Budgets) bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !ok(c.CurrentBudgets()) {
-		if time.Now().After(deadline) {
-			t.Fatalf("catalog budgets never got there: %+v", c.CurrentBudgets())
-		}
-		c.Kick()
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// waitVersion waits until the catalog has loaded at least version v.
-func waitVersion(t *testing.T, c *catalog.Catalog, v int64) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for c.Current().Version < v {
-		if time.Now().After(deadline) {
-			t.Fatalf("catalog stuck at version %d, want %d", c.Current().Version, v)
-		}
-		c.Kick()
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func newMemStore(t *testing.T) *memstore.Store {
 	t.Helper()
 	st, err := memstore.New(memstore.Options{})
@@ -216,7 +190,7 @@ func TestBudgetsAcrossReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, r := range []*replica{a, b} {
-		waitBudgets(t, r.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 1 })
+		servetest.WaitBudgets(t, r.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 1 })
 	}
 	// A day of traffic: every hour 2,500 sampled traces reported to each
 	// replica (120,000 in all, 12 % of the cap on the 10th: on course for
@@ -253,7 +227,7 @@ func TestBudgetsAcrossReplicas(t *testing.T) {
 	}
 	// The factor reaches SDK targets on both replicas, for shop only.
 	for _, r := range []*replica{a, b} {
-		waitBudgets(t, r.catalog, func(bs *catalog.Budgets) bool { return len(bs.States) == 1 })
+		servetest.WaitBudgets(t, r.catalog, func(bs *catalog.Budgets) bool { return len(bs.States) == 1 })
 		for svc, lowered := range map[string]bool{"shop": true, "search": false} {
 			resp, err := r.sampling.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{ClientId: "x-" + svc, ServiceName: svc,
 				Statistics: []*pb.SamplingStatistics{{RuleName: "Default", RequestCount: 10}}})
@@ -326,8 +300,8 @@ func TestExhaustedBudgetKeepsItsFloor(t *testing.T) {
 	}}); err != nil {
 		t.Fatal(err)
 	}
-	waitVersion(t, rep.catalog, rep.first+1)
-	waitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 1 })
+	servetest.WaitVersion(t, rep.catalog, rep.first+1)
+	servetest.WaitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 1 })
 	// Two services of 300,000 req/s each, reporting every 10 s with their
 	// receipts, as SDKs do; small's 2.5M traces a report are 30M in two
 	// minutes, over the cap.
@@ -350,7 +324,7 @@ func TestExhaustedBudgetKeepsItsFloor(t *testing.T) {
 	if err := rep.ctl.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.States) == 1 })
+	servetest.WaitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.States) == 1 })
 	if s := rep.catalog.CurrentBudgets().States["small"].Decision; !s.Exhausted {
 		t.Fatalf("decision %+v, want exhausted", s)
 	}
@@ -378,7 +352,7 @@ func TestAlertsRearm(t *testing.T) {
 	if _, err := rep.rules.UpdateRule(ctx, &pb.UpdateRuleRequest{Rule: &pb.Rule{Name: "Default", FixedRate: 1}, UpdateMask: mask("fixed_rate")}); err != nil {
 		t.Fatal(err)
 	}
-	waitVersion(t, rep.catalog, rep.first+1)
+	servetest.WaitVersion(t, rep.catalog, rep.first+1)
 	create := func() *pb.Budget {
 		resp, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{
 			Name: "shop", MonthlyAmountMicros: 50_000, Mode: pb.Budget_MODE_ALERT_ONLY, ForecastThresholds: []float64{0},
@@ -389,7 +363,7 @@ func TestAlertsRearm(t *testing.T) {
 		return resp.GetBudget()
 	}
 	first := create()
-	waitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 1 })
+	servetest.WaitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 1 })
 	spend := func(traces int64) {
 		t.Helper()
 		clock.Add(10 * time.Second)
@@ -431,7 +405,7 @@ func TestAlertsRearm(t *testing.T) {
 	if _, err := rep.budgets.UpdateBudget(ctx, &pb.UpdateBudgetRequest{Budget: &pb.Budget{Name: "shop", Description: "d"}, UpdateMask: mask("description")}); err != nil {
 		t.Fatal(err)
 	}
-	waitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return bs.Budgets[0].Description == "d" })
+	servetest.WaitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return bs.Budgets[0].Description == "d" })
 	spend(0)      // 71 %: the 50 % of $0.07
 	spend(2_000)  // 86 %
 	spend(2_000)  // 100 %
@@ -448,7 +422,7 @@ func TestAlertsRearm(t *testing.T) {
 	if again.GetUid() == first.GetUid() || again.GetGeneration() != 0 {
 		t.Errorf("created again: uid %q (was %q), generation %d", again.GetUid(), first.GetUid(), again.GetGeneration())
 	}
-	waitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 1 && bs.Budgets[0].UID == again.GetUid() })
+	servetest.WaitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 1 && bs.Budgets[0].UID == again.GetUid() })
 	// Its status is not its predecessor's until the controller decides.
 	st, err := rep.budgets.GetBudgetStatus(ctx, &pb.GetBudgetStatusRequest{Name: "shop"})
 	if err != nil {
@@ -485,8 +459,8 @@ func TestBudgetHistoryAndStatus(t *testing.T) {
 	}}); err != nil {
 		t.Fatal(err)
 	}
-	waitVersion(t, rep.catalog, rep.first+2)
-	waitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 1 })
+	servetest.WaitVersion(t, rep.catalog, rep.first+2)
+	servetest.WaitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 1 })
 	// Three hours: 3,600 requests an hour to each rule, all sampled until
 	// the budget enforces (from then on the server cuts what a client
 	// without receipts claims to what the rates in force allow); $1 buys
@@ -579,7 +553,7 @@ func TestBudgetCreatedMidMonthCountsTheMonth(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 2 })
+	servetest.WaitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.Budgets) == 2 })
 	for range 2 { // the second tick must not count the month again
 		if err := rep.ctl.Tick(ctx); err != nil {
 			t.Fatal(err)
