@@ -645,3 +645,43 @@ func TestSecretsWrittenBeforeAKey(t *testing.T) {
 		t.Errorf("after an update the secret is stored as %q (opens to %q, %v), want it sealed", b.Channels[0].Secret, opened.Channels[0].Secret, err)
 	}
 }
+
+// TestStreamRatesInForceFollowTheMonth: the rates a budget's decision
+// lowers are the month's. A stream whose catalog has not changed sends its
+// rule set again after a report in the next month, without them: the
+// stream's check of the rule set is skipped only while the rules, the
+// budgets and the month are the ones it last checked.
+func TestStreamRatesInForceFollowTheMonth(t *testing.T) {
+	clock := clocktest.New(time.Date(2026, 11, 30, 23, 59, 0, 0, time.UTC))
+	st := newMemStore(t)
+	rep := startBudgetReplica(t, st, clock.Now)
+	ctx := ctxT(t)
+	if _, err := rep.budgets.CreateBudget(ctx, &pb.CreateBudgetRequest{Budget: &pb.Budget{Name: "shop", MonthlyAmountMicros: 5_000_000, Scope: &pb.BudgetScope{ServiceNames: []string{"shop"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	page, err := st.Budgets(ctx, 10, "")
+	if err != nil || len(page.Budgets) != 1 {
+		t.Fatalf("budgets: %v, %v", page, err)
+	}
+	now := clock.Now()
+	if err := st.PutStates(ctx, []budget.State{{Budget: "shop", BudgetUID: page.Budgets[0].UID, MonthStart: budget.MonthStart(now), Computed: now, Decision: budget.Decision{
+		FixedRateFactor: 0.5, ReservoirFactor: 0.5,
+	}}}); err != nil {
+		t.Fatal(err)
+	}
+	servetest.WaitBudgets(t, rep.catalog, func(bs *catalog.Budgets) bool { return len(bs.States) == 1 })
+	stream, first := openStream(ctx, t, rep.sampling, "c", "shop")
+	if len(first.GetRatesInForce()) == 0 {
+		t.Fatalf("first rule set: no rates in force, want the budget's: %v", first)
+	}
+	// Answered within the month: nothing else to send.
+	sendReport(t, stream, stats("Default", 100, 1, ""))
+	clock.Add(2 * time.Minute)
+	if err := stream.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{Statistics: []*pb.SamplingStatistics{stats("Default", 100, 1, "")}}}}); err != nil {
+		t.Fatal(err)
+	}
+	next := recvRules(t, stream)
+	if got := next.GetRatesInForce(); len(got) != 0 {
+		t.Errorf("rule set in the next month: rates in force %v, want none (the decision was November's)", got)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/condition"
 	"github.com/tracesampling/controlplane/internal/receipt"
@@ -159,12 +160,30 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 	// them. A new instance's first rule set may withhold its borrowing
 	// (borrowGate).
 	sent, sentRates := hello.GetKnownRulesVersion(), []*pb.RuleRates(nil)
+	// checked is what the rule set last compared with sent was made of:
+	// the catalog's rules and budgets and the month (Catalog.RuleSet is a
+	// function of these and the instance). While they are the same, the
+	// set is the one sent or found equal to it, so a report, which asks
+	// after each answer, skips the lookup (issue 17: its month, its lock
+	// shared by every stream and its key cost more than a report's MAC).
+	var checked struct {
+		view     *catalog.View
+		budgets  *catalog.Budgets
+		from, to int64 // the month, in Unix nanoseconds: [from, to)
+	}
 	sendRules := func() error {
-		if s.catalog.Current().Version == 0 { // no rules loaded yet
+		view := s.catalog.Current()
+		if view.Version == 0 { // no rules loaded yet
 			return nil
 		}
-		rs := s.catalog.RuleSet(hello.GetServiceName(), hello.GetServiceType(), hello.GetResourceAttributes(), s.now())
+		budgets, now := s.catalog.CurrentBudgets(), s.now()
+		if ns := now.UnixNano(); view == checked.view && budgets == checked.budgets && ns >= checked.from && ns < checked.to {
+			return nil
+		}
+		rs := s.catalog.RuleSet(hello.GetServiceName(), hello.GetServiceType(), hello.GetResourceAttributes(), now)
 		if rs.GetRulesVersion() == sent && sameRates(rs.GetRatesInForce(), sentRates) {
+			checked.view, checked.budgets = view, budgets
+			checked.from, checked.to = monthNanos(now)
 			return nil
 		}
 		msg := rs
@@ -176,6 +195,8 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 		}
 		s.streams.ruleSets.Inc()
 		sent, sentRates = rs.GetRulesVersion(), rs.GetRatesInForce()
+		checked.view, checked.budgets = view, budgets
+		checked.from, checked.to = monthNanos(now)
 		return nil
 	}
 	if err := sendRules(); err != nil {
@@ -324,6 +345,13 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 			}
 		}
 	}
+}
+
+// monthNanos returns the bounds of now's month (budget.MonthStart), in
+// Unix nanoseconds: the rates in force are the month's.
+func monthNanos(now time.Time) (from, to int64) {
+	start := budget.MonthStart(now)
+	return start.UnixNano(), start.AddDate(0, 1, 0).UnixNano()
 }
 
 // sameRates reports whether two lists of rates in force are equal.
