@@ -172,7 +172,15 @@ const retryAfter = 5 * time.Second
 // Ring returns the ring, reloaded first if it is due. If the store cannot
 // be reached, it returns the ring it has, or an error if it has none yet.
 func (k *Keys) Ring(ctx context.Context) (Ring, error) {
-	if p := k.cur.Load(); p != nil && k.now().UnixNano() < k.nextNano.Load() {
+	return k.RingAt(ctx, k.now())
+}
+
+// RingAt is Ring for a caller that has just read the clock (Keys' own),
+// which is then not read again unless a load is due: the report path
+// calls it once a report, and a clock read is a good part of what it
+// costs when nothing is due.
+func (k *Keys) RingAt(ctx context.Context, now time.Time) (Ring, error) {
+	if p := k.cur.Load(); p != nil && now.UnixNano() < k.nextNano.Load() {
 		return p.ring, nil
 	}
 	k.mu.Lock()

@@ -284,8 +284,11 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 		return TargetSet{}, err
 	}
 	// The store answers: a good time to take a key rotation in. (There is a
-	// ring already, so this returns one whatever happens.)
-	s.keys.Ring(ctx)
+	// ring already, so this returns one whatever happens.) The report's
+	// time will do to tell whether one is due, rather than another read of
+	// the clock (issue 17): one that fell due while the report waited for
+	// the store is taken at the next.
+	s.keys.RingAt(ctx, now)
 	expiry := now.Add(s.ledger.QuotaLifetime())
 	if one != nil && len(acc) == 1 {
 		out.Targets = one.targets[:]
