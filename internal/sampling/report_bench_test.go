@@ -14,8 +14,10 @@ import (
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/receipt"
+	"github.com/tracesampling/controlplane/internal/redistest"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
+	"github.com/tracesampling/controlplane/internal/store/redisstore"
 )
 
 // BenchmarkStreamReport is what a stream's report costs the server besides
@@ -24,15 +26,25 @@ import (
 // bench/reportcost, each with a Held keeper and ReportBuffers of its own.
 //
 //	go test -run '^$' -bench StreamReport -benchmem -count 10 ./internal/sampling
+//
+// The cases on Redis (a redis-server of their own, as in the tests) add
+// what group commit costs there: most reports wait behind a batch at the
+// store, and go-redis encodes and parses each batch's script call.
 func BenchmarkStreamReport(b *testing.B) {
-	for _, c := range []struct{ rules, budgets int }{{1, 0}, {10, 0}, {1, 3}} {
+	for _, c := range []struct {
+		rules, budgets int
+		redis          bool
+	}{{1, 0, false}, {10, 0, false}, {1, 3, false}, {1, 0, true}, {10, 0, true}} {
 		name := fmt.Sprintf("rules=%d", c.rules)
 		if c.budgets > 0 {
 			name += fmt.Sprintf("/budgets=%d", c.budgets)
 		}
+		if c.redis {
+			name += "/redis"
+		}
 		n := c.rules
 		b.Run(name, func(b *testing.B) {
-			s, names := benchService(b, n, c.budgets)
+			s, names := benchService(b, benchStore(b, c.redis), n, c.budgets)
 			ctx := context.Background()
 			var ids atomic.Int64
 			b.SetParallelism(100) // 200 streams on two cores
@@ -82,16 +94,41 @@ func benchDocs(names []string) []Statistics {
 	return docs
 }
 
-// benchService is the core as server.New wires it, on the embedded
-// store, with n rules and budgets enforcing on the service (not deciding
-// yet: each covers every report, none lowers a rate).
-func benchService(b *testing.B, n, budgets int) (*Core, []string) {
+// benchStore is the embedded store, or with redis, a Redis store on a
+// redis-server of the benchmark's own.
+func benchStore(b *testing.B, redis bool) benchBackend {
 	b.Helper()
-	st, err := memstore.New(memstore.Options{})
+	if !redis {
+		st, err := memstore.New(memstore.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { st.Close() })
+		return st
+	}
+	srv := redistest.Start(b)
+	st, err := redisstore.New(context.Background(), srv.Client(b), redisstore.Options{Prefix: "bench"})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { st.Close() })
+	return st
+}
+
+// benchBackend is what the benchmark's core and catalog need of a store.
+type benchBackend interface {
+	LedgerStore
+	catalog.Source
+	catalog.BudgetSource
+	CreateRule(ctx context.Context, r rules.Rule, actor string) (rules.Rule, error)
+	CreateBudget(ctx context.Context, bg budget.Budget) (budget.Budget, error)
+}
+
+// benchService is the core as server.New wires it, on st, with n rules
+// and budgets enforcing on the service (not deciding yet: each covers
+// every report, none lowers a rate).
+func benchService(b *testing.B, st benchBackend, n, budgets int) (*Core, []string) {
+	b.Helper()
 	ctx := context.Background()
 	var names []string
 	for i := range n {
