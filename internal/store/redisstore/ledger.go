@@ -80,40 +80,49 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 			i = len(ledgers)
 			index[u.Rule] = i
 			shard := lay.of(u.Rule)
-			ledgers = append(ledgers, &ledgerArgs{shard: shard, key: lay.tags[shard] + ":ledger:" + u.Rule,
-				rates: map[int64]float64{}, quotas: map[int64]float64{}, drains: map[int64]float64{},
-				sampled: map[int64]float64{}, clients: map[int64]int64{}, applied: map[[2]int64]int64{}})
+			ledgers = append(ledgers, &ledgerArgs{shard: shard, key: lay.tags[shard] + ":ledger:" + u.Rule})
 		}
 		l := ledgers[i]
 		l.version = max(l.version, u.RuleVersion)
 		if u.Client && u.Applied {
-			l.applied[[2]int64{u.Add.Bucket, u.RuleVersion}]++
+			l.addApplied(u.Add.Bucket, u.RuleVersion, 1)
 		}
-		if u.Add.Rate != 0 {
-			l.rates[u.Add.Bucket] += u.Add.Rate
-		}
-		if u.Add.Sampled != 0 {
-			l.sampled[u.Add.Bucket] += u.Add.Sampled
-		}
-		if u.Client {
-			l.clients[u.Add.Bucket]++
-			l.nclients++
+		if u.Add.Rate != 0 || u.Add.Sampled != 0 || u.Client {
+			bs := l.at(u.Add.Bucket)
+			if u.Add.Rate != 0 {
+				bs.has |= hasRate
+				bs.rate += u.Add.Rate
+			}
+			if u.Add.Sampled != 0 {
+				bs.has |= hasSampled
+				bs.sampled += u.Add.Sampled
+			}
+			if u.Client {
+				bs.has |= hasClients
+				bs.clients++
+				l.nclients++
+			}
 		}
 		if r := u.Retract; r != nil {
+			bs := l.at(r.Bucket)
 			if b.Ledger.Live(r.Bucket, b.Now) {
-				l.rates[r.Bucket] -= r.Rate
-				l.quotas[r.Bucket] += r.Quota
+				bs.has |= hasRate | hasQuota
+				bs.rate -= r.Rate
+				bs.quota += r.Quota
 				if r.Sampled != 0 {
-					l.sampled[r.Bucket] -= r.Sampled
+					bs.has |= hasSampled
+					bs.sampled -= r.Sampled
 				}
 				if u.Client {
-					l.clients[r.Bucket]--
+					bs.has |= hasClients
+					bs.clients--
 					if r.Applied != 0 {
-						l.applied[[2]int64{r.Bucket, r.Applied}]--
+						l.addApplied(r.Bucket, r.Applied, -1)
 					}
 				}
 			} else {
-				l.drains[r.Bucket] += r.Quota
+				bs.has |= hasDrain
+				bs.drain += r.Quota
 			}
 		}
 		l.reservoir = max(l.reservoir, u.Reservoir)
@@ -215,22 +224,90 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 
 // ledgerArgs is one rule's part of a batch.
 type ledgerArgs struct {
-	shard   int
-	pos     int // in its group's ledgers
-	key     string
-	rates   map[int64]float64
-	quotas  map[int64]float64 // live buckets
-	drains  map[int64]float64 // buckets no longer live
-	sampled map[int64]float64
-	clients map[int64]int64
+	shard int
+	pos   int // in its group's ledgers
+	key   string
+	// buckets nets the batch's figures by bucket: a batch touches a few
+	// (the live ones, and those of old receipts), so they are found by a
+	// scan, and past scanBuckets by byBucket. They were six maps a rule
+	// and batch, made and hashed into for every report (issue 17).
+	buckets  []bucketSums
+	byBucket map[int64]int // index in buckets, once there are many
 	// applied nets the clients that run the rule, by bucket and rule
 	// version; version is the batch's newest rule version.
-	applied   map[[2]int64]int64
+	applied   []appliedSums
 	version   int64
 	reservoir float64   // the largest of the reports'
 	reports   []float64 // the reports' rates, in order
 	sum, top  float64   // of the reports' rates
 	nclients  int       // client reports
+}
+
+// bucketSums is one bucket's figures in a rule's part of a batch: the
+// rate, the quotas retracted from it while it is live, the quotas
+// retracted once it is not (drained from the reserve), the sampled rate
+// and the clients. has says which of them the batch touched: the script
+// gets those, a pair each, however they net.
+type bucketSums struct {
+	bucket                      int64
+	has                         uint8
+	rate, quota, drain, sampled float64
+	clients                     int64
+}
+
+// The figures of bucketSums.has.
+const (
+	hasRate uint8 = 1 << iota
+	hasQuota
+	hasDrain
+	hasSampled
+	hasClients
+)
+
+// scanBuckets is how many buckets a rule's part of a batch finds by a
+// scan; past it, by a map.
+const scanBuckets = 8
+
+// at returns the sums of bucket, added if the batch had none.
+func (l *ledgerArgs) at(bucket int64) *bucketSums {
+	if l.byBucket != nil {
+		if i, ok := l.byBucket[bucket]; ok {
+			return &l.buckets[i]
+		}
+	} else {
+		for i := range l.buckets {
+			if l.buckets[i].bucket == bucket {
+				return &l.buckets[i]
+			}
+		}
+	}
+	l.buckets = append(l.buckets, bucketSums{bucket: bucket})
+	switch n := len(l.buckets); {
+	case l.byBucket != nil:
+		l.byBucket[bucket] = n - 1
+	case n > scanBuckets:
+		l.byBucket = make(map[int64]int, 2*n)
+		for i := range l.buckets {
+			l.byBucket[l.buckets[i].bucket] = i
+		}
+	}
+	return &l.buckets[len(l.buckets)-1]
+}
+
+// appliedSums is the net of the clients that run a rule version, counted
+// in a bucket.
+type appliedSums struct{ bucket, version, n int64 }
+
+// addApplied adds n clients that run version in bucket. A batch touches
+// one or two versions of a rule in a few buckets.
+func (l *ledgerArgs) addApplied(bucket, version, n int64) {
+	for i := range l.applied {
+		if a := &l.applied[i]; a.bucket == bucket && a.version == version {
+			a.n += n
+			return
+		}
+	}
+	l.applied = append(l.applied, appliedSums{bucket, version, n})
 }
 
 // numbered is the numbered reports of a batch: the clients, each report's
@@ -421,9 +498,21 @@ func netted(usage []store.UsageIncrement) []store.UsageIncrement {
 		month                 time.Month
 		hour                  int
 	}
+	// The year and month of the last increment's month, kept while the
+	// next ones fall in it: a batch's are mostly of one month, and finding
+	// a time's date costs more than the rest of the key (issue 17).
+	var (
+		year     int
+		month    time.Month
+		from, to int64 // the month's bounds, in Unix seconds; none yet
+	)
 	keyOf := func(u *store.UsageIncrement) key {
-		y, m, _ := u.Month.UTC().Date()
-		return key{u.Budget, u.Service, u.Rule, y, m, u.Hour}
+		if sec := u.Month.Unix(); sec < from || sec >= to {
+			start := budget.MonthStart(u.Month)
+			year, month = start.Year(), start.Month()
+			from, to = start.Unix(), start.AddDate(0, 1, 0).Unix()
+		}
+		return key{u.Budget, u.Service, u.Rule, year, month, u.Hour}
 	}
 	const scanned = 8 // distinct increments found by a scan
 	out := make([]store.UsageIncrement, 0, min(len(usage), scanned))
@@ -567,19 +656,42 @@ func scriptArgs(ctx context.Context, lay *shardLayout, b store.ReportBatch, now 
 	}
 	for _, l := range g.ledgers {
 		keys = append(keys, l.key)
-		for _, m := range []map[int64]float64{l.rates, l.quotas, l.drains, l.sampled} {
-			args = append(args, len(m))
-			for bucket, d := range m {
-				args = append(args, bucket, ftoa(d))
+		// Each figure: how many buckets the batch touched, then each
+		// bucket and its figure.
+		count := func(has uint8) int {
+			n := 0
+			for i := range l.buckets {
+				if l.buckets[i].has&has != 0 {
+					n++
+				}
+			}
+			return n
+		}
+		for _, f := range [...]struct {
+			has uint8
+			of  func(*bucketSums) float64
+		}{
+			{hasRate, func(s *bucketSums) float64 { return s.rate }},
+			{hasQuota, func(s *bucketSums) float64 { return s.quota }},
+			{hasDrain, func(s *bucketSums) float64 { return s.drain }},
+			{hasSampled, func(s *bucketSums) float64 { return s.sampled }},
+		} {
+			args = append(args, count(f.has))
+			for i := range l.buckets {
+				if bs := &l.buckets[i]; bs.has&f.has != 0 {
+					args = append(args, bs.bucket, ftoa(f.of(bs)))
+				}
 			}
 		}
-		args = append(args, len(l.clients))
-		for bucket, d := range l.clients {
-			args = append(args, bucket, d)
+		args = append(args, count(hasClients))
+		for i := range l.buckets {
+			if bs := &l.buckets[i]; bs.has&hasClients != 0 {
+				args = append(args, bs.bucket, bs.clients)
+			}
 		}
 		args = append(args, ftoa(l.reservoir), ftoa(l.sum), ftoa(l.top), l.nclients, l.version, len(l.applied))
-		for bv, d := range l.applied {
-			args = append(args, bv[0], bv[1], d)
+		for _, a := range l.applied {
+			args = append(args, a.bucket, a.version, a.n)
 		}
 	}
 	for m, u := range g.usage {

@@ -57,6 +57,15 @@ func TestNetted(t *testing.T) {
 			inc("b", "s", "r", nov.AddDate(0, 1, 0), 1, 1, 0),
 			inc("b", "s", "r", nov, 2, 1, 0),
 		}},
+		{"the month's edges, in UTC", []store.UsageIncrement{
+			inc("b", "s", "r", time.Date(2026, 10, 31, 23, 59, 59, 999_999_999, time.UTC), 1, 1, 0),
+			inc("b", "s", "r", time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), 1, 2, 0),
+			inc("b", "s", "r", time.Date(2026, 11, 1, 0, 30, 0, 0, time.FixedZone("+1", 3600)), 1, 4, 0), // October in UTC
+			inc("b", "s", "r", time.Date(2026, 11, 30, 23, 59, 59, 0, time.UTC), 1, 8, 0),
+		}, []store.UsageIncrement{
+			inc("b", "s", "r", time.Date(2026, 10, 31, 23, 59, 59, 999_999_999, time.UTC), 1, 5, 0),
+			inc("b", "s", "r", time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), 1, 10, 0),
+		}},
 		{"more than a scan finds", manyIn, manyWant},
 	}
 	for _, tt := range tests {
