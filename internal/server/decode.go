@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
@@ -26,6 +27,11 @@ import (
 type lenientCodec struct {
 	encoding.CodecV2
 	failed sync.Map // message (a pointer) -> its decoding error
+	// nfailed counts the entries of failed, so that check, which every
+	// message received goes through, looks in it only when there is
+	// something to find (issue 17). A message's failure is stored before
+	// the goroutine that received it checks it.
+	nfailed atomic.Int64
 }
 
 func newLenientCodec() *lenientCodec {
@@ -42,17 +48,24 @@ func (c *lenientCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		return err
 	}
 	protov2.Reset(m)
-	c.failed.Store(v, err)
+	c.nfailed.Add(1)
+	if _, loaded := c.failed.Swap(v, err); loaded {
+		c.nfailed.Add(-1) // the message's earlier failure, never checked
+	}
 	return nil
 }
 
 // check returns the validation error for v if it did not decode, and
 // forgets it.
 func (c *lenientCodec) check(v any) error {
+	if c.nfailed.Load() == 0 {
+		return nil
+	}
 	err, ok := c.failed.LoadAndDelete(v)
 	if !ok {
 		return nil
 	}
+	c.nfailed.Add(-1)
 	// The violation names the message: no one field is to blame.
 	name := string(v.(protov2.Message).ProtoReflect().Descriptor().FullName())
 	return invalid(name, "the bytes received do not decode as this message: "+err.(error).Error())
