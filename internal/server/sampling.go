@@ -164,8 +164,8 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 	// the catalog's rules and budgets and the month (Catalog.RuleSet is a
 	// function of these and the instance). While they are the same, the
 	// set is the one sent or found equal to it, so a report, which asks
-	// after each answer, skips the lookup (issue 17: its month, its lock
-	// shared by every stream and its key cost more than a report's MAC).
+	// after each answer, skips the lookup (issue 17: the month's start,
+	// a lock shared by every stream and the instance's key, per report).
 	var checked struct {
 		view     *catalog.View
 		budgets  *catalog.Budgets
