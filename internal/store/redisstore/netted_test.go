@@ -77,3 +77,40 @@ func TestNetted(t *testing.T) {
 		})
 	}
 }
+
+// TestLedgerArgsBuckets: a rule's part of a batch sums each bucket's
+// figures in one place, in the order the buckets first came, whether they
+// are found by a scan (a few) or by the map (past scanBuckets); and the
+// versions run, by bucket and version.
+func TestLedgerArgsBuckets(t *testing.T) {
+	for _, n := range []int{1, scanBuckets, scanBuckets + 1, 3 * scanBuckets} {
+		t.Run(fmt.Sprint(n, " buckets"), func(t *testing.T) {
+			var l ledgerArgs
+			var want []bucketSums
+			for round := range 3 { // each bucket three times, interleaved
+				for i := range n {
+					bucket := int64(1000 - 7*i)
+					bs := l.at(bucket)
+					bs.has |= hasRate
+					bs.rate += float64(i + 1)
+					if round == 0 {
+						want = append(want, bucketSums{bucket: bucket, has: hasRate})
+					}
+					want[i].rate += float64(i + 1)
+					l.addApplied(bucket, int64(round%2), 1)
+				}
+			}
+			if diff := cmp.Diff(want, l.buckets, cmp.AllowUnexported(bucketSums{})); diff != "" {
+				t.Errorf("buckets (-want +got):\n%s", diff)
+			}
+			if got, want := len(l.applied), 2*n; got != want {
+				t.Fatalf("%d (bucket, version) pairs, want %d", got, want)
+			}
+			for _, a := range l.applied {
+				if want := map[int64]int64{0: 2, 1: 1}[a.version]; a.n != want {
+					t.Errorf("bucket %d version %d: %d clients, want %d", a.bucket, a.version, a.n, want)
+				}
+			}
+		})
+	}
+}
