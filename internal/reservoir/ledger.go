@@ -2,7 +2,6 @@ package reservoir
 
 import (
 	"math"
-	"slices"
 	"time"
 )
 
@@ -24,7 +23,10 @@ import (
 // more than the reservoir less the quotas outstanding (see Apply), so the
 // quotas that clients hold never add up to more than the reservoir: not at a
 // cold start, when the first client to report sees a fleet made of itself,
-// nor after an outage of the store.
+// nor after an outage of the store. A client's first quota (a report with
+// no previous claim) is also at most twice its own rate (FirstQuota), so
+// that at a cold start the first reporters do not take all of R, sized on
+// a fleet of a few, when they cannot spend it.
 type Ledger struct {
 	// Interval is the bucket length and the clients' report interval.
 	Interval time.Duration
@@ -162,11 +164,13 @@ type Update struct {
 // reservoir in proportion to its rate, R × rate / fleet rate, but at most
 // what is left of R once the quotas outstanding are counted — those of live
 // buckets, and the reserve — after this batch's retractions. So the quotas outstanding
-// never add up to more than R. The first client to report after a reset
-// (whose fleet looks like itself) gets what is free, the next ones what is
-// left, and as each client reports again, once the fleet rate is known, it
-// gives back what it holds beyond its share: within two intervals every
-// client holds its proportional share.
+// never add up to more than R. An update without Retract (a new chain: a
+// client's first report) gets a first quota, at most FirstQuotaHeadroom
+// times its rate (FirstQuota). The first clients to report after a reset
+// (whose fleet looks like themselves) get that of what is free, the next
+// ones what is left, and as each client reports again, once the fleet rate
+// is known, it gives back what it holds beyond its share: within two
+// intervals every client holds its proportional share.
 //
 // A store calls Apply under whatever lock makes a batch atomic; its Lua twin
 // in the Redis store must stay in step with it, and storetest checks both.
@@ -292,14 +296,17 @@ func (l Ledger) ApplyTotals(a *Account, now, downSince time.Time, ups []Update) 
 	} else if writes {
 		a.Reserve = 0
 	}
+	// Quotas in order, each within what the ones before it left; a client
+	// without a previous claim gets a first quota (FirstQuota).
 	grants = make([]float64, len(ups))
-	for i, u := range ups {
-		grants[i] = u.Add.Rate
+	top := fleet
+	for _, u := range ups {
+		top = fleetWith(top, u.Add.Rate)
 	}
-	grantInPlace(reservoir, fleet, outstanding, grants)
 	var granted float64
-	for _, g := range grants {
-		granted += g
+	for i, u := range ups {
+		grants[i] = grant(reservoir, top, outstanding+granted, u.Add.Rate, u.Retract == nil)
+		granted += grants[i]
 	}
 	if granted > 0 {
 		a.Quotas[cur] += granted
@@ -379,30 +386,78 @@ func (l Ledger) Totals(a *Account, now time.Time) Totals {
 
 // Grants returns the quotas of clients reporting rates, in order, of a
 // reservoir r with a fleet rate of fleet and outstanding quotas already
-// handed out: each its share, within what the ones before it left. (The
-// fleet rate includes the batch's rates; were it below one of them, that
-// rate stands for it.) So they add up to min(Σ shares, r − outstanding),
-// which is what the Redis script records without going through them one by
-// one; the store then calls Grants on the sums the script returns.
-func Grants(r, fleet, outstanding float64, rates []float64) []float64 {
-	grants := slices.Clone(rates)
-	grantInPlace(r, fleet, outstanding, grants)
+// handed out: each its share (its first quota if first), within what the
+// ones before it left. (The fleet rate includes the batch's rates; were it
+// below one of them, that rate stands for it.) So they add up to
+// min(Σ shares, r − outstanding), which is what the Redis script records
+// without going through them one by one (the first reports' shares summed
+// as min(r / fleet, FirstQuotaHeadroom) × Σ their rates); the store then
+// calls Grants on the sums the script returns.
+//
+// first[i] says that rates[i] is a first report (FirstQuota); first may be
+// nil: none is.
+func Grants(r, fleet, outstanding float64, rates []float64, first []bool) []float64 {
+	for _, rate := range rates {
+		fleet = fleetWith(fleet, rate)
+	}
+	grants := make([]float64, len(rates))
+	for i, rate := range rates {
+		grants[i] = grant(r, fleet, outstanding, rate, i < len(first) && first[i])
+		outstanding += grants[i]
+	}
 	return grants
 }
 
-// grantInPlace is Grants, each rate replaced by its grant: Apply needs the
-// rates no more, and one slice fewer a batch.
-func grantInPlace(r, fleet, outstanding float64, rates []float64) {
-	for _, rate := range rates {
-		if usable(rate) {
-			fleet = max(fleet, rate)
-		}
+// fleetWith is the fleet rate a batch's grants use: the ledger's, or one of
+// the batch's rates if that is larger (only rounding makes it so).
+func fleetWith(fleet, rate float64) float64 {
+	if usable(rate) {
+		return max(fleet, rate)
 	}
-	for i, rate := range rates {
-		g := Grant(r, Quota(r, rate, fleet), outstanding)
-		rates[i] = g
-		outstanding += g
+	return fleet
+}
+
+// grant is one quota of Grants: the client's share, a first quota if first,
+// within what outstanding leaves of r.
+func grant(r, fleet, outstanding, rate float64, first bool) float64 {
+	share := Quota(r, rate, fleet)
+	if first {
+		share = FirstQuota(share, rate)
 	}
+	return Grant(r, share, outstanding)
+}
+
+// FirstQuotaHeadroom is how many times its own request rate a client's first
+// quota may be (FirstQuota).
+const FirstQuotaHeadroom = 2
+
+// FirstQuota is the quota of a first report (an Update without Retract: a
+// new chain, such as a client that has just started) whose share of the
+// reservoir is share and whose request rate is rate: its share, but at most
+// FirstQuotaHeadroom times its rate. Later quotas are the share alone.
+//
+// Why: a share is R × rate / fleet rate, and at a cold start the fleet rate
+// the ledger knows is that of the few clients that have reported yet, so the
+// first of them get shares far above their rates — all of R for a first
+// client of 5 requests a second — that they cannot spend, while the rest of
+// the fleet, reporting a moment later, finds nothing left until those give
+// it back an interval on. The cap binds only while the fleet rate the ledger
+// knows (the batch's included) is below R / FirstQuotaHeadroom: a fleet that
+// could not spend R even at twice its rate. Then each new client holds room
+// for its traffic to double within its first interval, and what it could not
+// spend stays free for the clients reporting next; once the known fleet can
+// spend R, shares are below the cap and nothing changes. A burst beyond
+// twice its first rate finds no room until the client's next report, one
+// interval on, whose share is uncapped (a cap on every quota took that room
+// at every interval). A floor from the ledger's instance count, such as
+// R / (instances + 1), was left out: at a cold start it is R or R / 2 for the
+// first reporters, and about the share itself for a client of average rate,
+// so it would undo the cap where the cap is needed.
+func FirstQuota(share, rate float64) float64 {
+	if !usable(rate) {
+		return 0
+	}
+	return min(share, FirstQuotaHeadroom*rate)
 }
 
 // reserveAfterOutage creates the reserve when the first report after an

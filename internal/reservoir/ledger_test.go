@@ -163,6 +163,10 @@ type fleetResult struct {
 	overR      time.Duration // how long the sum was over R
 	worstAfter float64       // from 3 intervals after each (re)start: the largest L1 distance from the proportional split, in units of R
 	minAfter   float64       // and the smallest sum of live quotas, in units of R
+	// spendFirst is what the clients could spend of their live quotas
+	// (each at most its rate) over the first two intervals from 0, on
+	// average, in units of R.
+	spendFirst float64
 }
 
 // simulateFleet runs a fleet of clients with Zipf-skewed traffic that wobbles
@@ -248,15 +252,19 @@ func simulateFleet(t *testing.T, cfg fleetConfig, seed uint64) fleetResult {
 				c.receipt = &Receipt{Bucket: ups[k].Add.Bucket, Rate: ups[k].Add.Rate, Quota: q}
 			}
 		}
-		var sum, total float64
+		var sum, total, spend float64
 		for i := range clients {
 			c := &clients[i]
 			if now <= c.expiry {
 				sum += c.quota
+				spend += min(c.quota, c.rate)
 			}
 			if now >= c.start {
 				total += c.rate
 			}
+		}
+		if now < 2*l.Interval {
+			res.spendFirst += spend / r * float64(step) / float64(2*l.Interval)
 		}
 		if sum/r > res.maxSum {
 			res.maxSum, res.maxSumAt = sum/r, now
@@ -300,18 +308,25 @@ func simulateFleet(t *testing.T, cfg fleetConfig, seed uint64) fleetResult {
 // cold start, after an outage of the store (with the replicas renewing the
 // last quotas meanwhile), after the store lost its ledgers, and when a small
 // fleet grows twentyfold. The sum of the quotas that clients hold never
-// exceeds R, and within three intervals every client holds about its
-// proportional share (the traffic itself moves by ±10 % an interval).
+// exceeds R, within three intervals every client holds about its
+// proportional share (the traffic itself moves by ±10 % an interval), and
+// at a start the first quotas leave room for the clients that report later.
 func TestFleetQuotasNeverExceedReservoir(t *testing.T) {
 	tests := []struct {
 		name string
 		cfg  fleetConfig
+		// spend is the least the clients must be able to spend of their
+		// quotas over the first two intervals, in units of R: the first
+		// reporters' quotas, capped at twice their rates (FirstQuota),
+		// leave room for the next ones. (Without the cap: 0.28-0.33 R at
+		// a cold start within an interval, 0.18-0.93 R for the first ten.)
+		spend float64
 	}{
-		{"cold start, 300 clients within an interval", fleetConfig{clients: 300, arrive: time.Second, duration: 12 * time.Second}},
-		{"cold start, 1000 clients at once", fleetConfig{clients: 1000, duration: 8 * time.Second}},
-		{"20 s outage", fleetConfig{clients: 300, arrive: time.Second, outage: [2]time.Duration{10 * time.Second, 30 * time.Second}, duration: 40 * time.Second}},
-		{"20 s outage, ledgers lost", fleetConfig{clients: 300, arrive: time.Second, outage: [2]time.Duration{10 * time.Second, 30 * time.Second}, lose: true, duration: 40 * time.Second}},
-		{"10 to 200 clients", fleetConfig{clients: 10, arrive: time.Second, late: 190, lateAt: 10 * time.Second, duration: 20 * time.Second}},
+		{"cold start, 300 clients within an interval", fleetConfig{clients: 300, arrive: time.Second, duration: 12 * time.Second}, 0.5},
+		{"cold start, 1000 clients at once", fleetConfig{clients: 1000, duration: 8 * time.Second}, 0.95},
+		{"20 s outage", fleetConfig{clients: 300, arrive: time.Second, outage: [2]time.Duration{10 * time.Second, 30 * time.Second}, duration: 40 * time.Second}, 0.5},
+		{"20 s outage, ledgers lost", fleetConfig{clients: 300, arrive: time.Second, outage: [2]time.Duration{10 * time.Second, 30 * time.Second}, lose: true, duration: 40 * time.Second}, 0.5},
+		{"10 to 200 clients", fleetConfig{clients: 10, arrive: time.Second, late: 190, lateAt: 10 * time.Second, duration: 20 * time.Second}, 0.4},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -320,10 +335,13 @@ func TestFleetQuotasNeverExceedReservoir(t *testing.T) {
 				legacy := tt.cfg
 				legacy.legacy = true
 				was := simulateFleet(t, legacy, seed)
-				t.Logf("seed %d: largest sum of quotas %.3f R (at %v; %v over R; %.3f R after the outage or growth), after 3 intervals at least %.3f R and %.3f R from the proportional split; the split before counted nothing outstanding: largest sum %.2f R, %v over R, %.2f R after the outage or growth",
-					seed, got.maxSum, got.maxSumAt, got.overR, got.maxLater, got.minAfter, got.worstAfter, was.maxSum, was.overR, was.maxLater)
+				t.Logf("seed %d: spendable in the first two intervals %.3f R; largest sum of quotas %.3f R (at %v; %v over R; %.3f R after the outage or growth), after 3 intervals at least %.3f R and %.3f R from the proportional split; the split before counted nothing outstanding: largest sum %.2f R, %v over R, %.2f R after the outage or growth",
+					seed, got.spendFirst, got.maxSum, got.maxSumAt, got.overR, got.maxLater, got.minAfter, got.worstAfter, was.maxSum, was.overR, was.maxLater)
 				if got.maxSum > 1+1e-9 {
 					t.Errorf("seed %d: the quotas held add up to %v R at %v", seed, got.maxSum, got.maxSumAt)
+				}
+				if got.spendFirst < tt.spend {
+					t.Errorf("seed %d: the clients could spend %.3f R of their quotas over the first two intervals, want at least %.2f R", seed, got.spendFirst, tt.spend)
 				}
 				if got.worstAfter > 0.15 || got.minAfter < 0.85 {
 					t.Errorf("seed %d: three intervals after the start, quotas add up to %.3f R and are %.3f R away from the proportional split; want at least 0.85 R, at most 0.15 R away", seed, got.minAfter, got.worstAfter)
@@ -386,6 +404,83 @@ func TestApplyTotals(t *testing.T) {
 						held = append(held, Receipt{Bucket: u.Add.Bucket, Rate: u.Add.Rate, Quota: grants[k], Sampled: u.Add.Sampled, Applied: u.RuleVersion})
 					}
 				}
+			}
+		})
+	}
+}
+
+// TestFirstQuota: a report without a previous claim (a new chain) gets its
+// share, but at most FirstQuotaHeadroom times its own rate, while the
+// fleet rate the ledger knows is too low to spend R; a report that retracts
+// its previous claim gets its share alone, whatever its rate; and the
+// quotas outstanding never pass R. Grants, which the Redis store runs on
+// its script's sums, gives what Apply gives.
+func TestFirstQuota(t *testing.T) {
+	l := Ledger{Interval: 10 * time.Second, Retain: 3}
+	t0 := time.Unix(1_700_000_000, 0)
+	type report struct {
+		rate  float64
+		again bool // retracts the client's previous claim
+	}
+	tests := []struct {
+		name string
+		// before are the batches the ledger took at t0, each client's
+		// first report; batch, ten seconds on, may report again.
+		before [][]float64
+		batch  []report
+		fleet  float64
+		want   []float64
+	}{
+		{"first client of 1/s: twice its rate, not all of R", nil, []report{{rate: 1}}, 1, []float64{2}},
+		{"first client of 30/s: its share, all of R", nil, []report{{rate: 30}}, 30, []float64{8}},
+		{"first clients in one batch: each capped", nil, []report{{rate: 0.5}, {rate: 1}}, 1.5, []float64{1, 2}},
+		{"cap above the share: the share", nil, []report{{rate: 3}, {rate: 3}}, 6, []float64{4, 4}},
+		{"after a capped client, the rest is free", [][]float64{{1}}, []report{{rate: 2}}, 3, []float64{4}},
+		{"a client again is not capped", [][]float64{{1}, {0.5}}, []report{{rate: 1, again: true}, {rate: 0.5}}, 2, []float64{4, 1}},
+		{"no rate, no quota", nil, []report{{rate: 0}}, 0, []float64{0}},
+		{"within what is left", [][]float64{{3}}, []report{{rate: 3}}, 6, []float64{2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var a Account
+			var receipts []*Receipt
+			for _, rates := range tt.before {
+				var ups []Update
+				for _, r := range rates {
+					ups = append(ups, Update{Add: Receipt{Bucket: l.Bucket(t0), Rate: r}, Reservoir: 8, Client: true})
+				}
+				_, g := l.Apply(&a, t0, time.Time{}, ups)
+				for i, u := range ups {
+					receipts = append(receipts, &Receipt{Bucket: u.Add.Bucket, Rate: u.Add.Rate, Quota: g[i]})
+				}
+			}
+			now := t0.Add(10 * time.Second)
+			var ups []Update
+			var rates []float64
+			var first []bool
+			for i, r := range tt.batch {
+				u := Update{Add: Receipt{Bucket: l.Bucket(now), Rate: r.rate}, Reservoir: 8, Client: true}
+				if r.again {
+					u.Retract = receipts[i]
+				}
+				ups = append(ups, u)
+				rates = append(rates, r.rate)
+				first = append(first, !r.again)
+			}
+			fleet, grants, tot := l.ApplyTotals(&a, now, time.Time{}, ups)
+			if diff := cmp.Diff(append([]float64{tt.fleet}, tt.want...), append([]float64{fleet}, grants...), cmpopts.EquateApprox(0, 1e-9)); diff != "" {
+				t.Errorf("fleet and grants (-want +got):\n%s", diff)
+			}
+			if tot.Quota > 8+1e-9 {
+				t.Errorf("quotas outstanding %v, more than R", tot.Quota)
+			}
+			var sum float64
+			for _, g := range grants {
+				sum += g
+			}
+			held := tot.Quota - sum // outstanding before the batch's grants
+			if diff := cmp.Diff(grants, Grants(8, fleet, held, rates, first), cmpopts.EquateApprox(0, 1e-9)); diff != "" {
+				t.Errorf("Grants differs from Apply (-Apply +Grants):\n%s", diff)
 			}
 		})
 	}

@@ -66,6 +66,11 @@ func TestBoundNeverCutsHonestReports(t *testing.T) {
 		// end.
 		{"a first quota of R, then R/30 late", time.Second, []honestStep{
 			{take: 800 * ms, arrive: 900 * ms, quota: 20}, {take: 2100 * ms, arrive: 2300 * ms, quota: 0.9, late: 200 * ms}, {take: 3200 * ms, arrive: 3300 * ms, quota: 0.8}, {take: 4200 * ms, arrive: 4300 * ms, quota: 0.8}}},
+		// A first quota capped at twice the client's rate
+		// (reservoir.FirstQuota), then its share, far above it, late;
+		// then lower again.
+		{"a capped first quota, then a larger share late", time.Second, []honestStep{
+			{take: 800 * ms, arrive: 900 * ms, quota: 0.5}, {take: 2100 * ms, arrive: 2300 * ms, quota: 20, late: 400 * ms}, {take: 3200 * ms, arrive: 3300 * ms, quota: 0.8, late: 200 * ms}, {take: 4200 * ms, arrive: 4300 * ms, quota: 0.8}}},
 		{"a quota falling after a store outage, answered late", iv, []honestStep{
 			{take: 1 * iv, arrive: 1 * iv, quota: 40}, {take: 2 * iv, arrive: 8 * iv, quota: 1, late: iv / 2}, {take: 9 * iv, arrive: 9 * iv, quota: 1}}},
 	} {

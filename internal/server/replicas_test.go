@@ -93,19 +93,21 @@ func TestReportsWhileRedisIsDown(t *testing.T) {
 		}
 		return ts.GetTargets()[0].GetReservoirQuota()
 	}
+	// 10 requests a second: a first quota may be twice that
+	// (reservoir.FirstQuota), so the whole reservoir.
 	stream, _ := openStream(ctx, t, rep.sampling, "c", "shop")
-	ts := sendReport(t, stream, stats("checkout", 10, 0, ""))
+	ts := sendReport(t, stream, stats("checkout", 100, 0, ""))
 	if q := quota(ts); q != 4 {
 		t.Fatalf("quota %v, want the whole reservoir of 4", q)
 	}
 	receipt := ts.GetTargets()[0].GetReceipt()
 
 	rs.Stop()
-	req := &pb.GetSamplingTargetsRequest{ClientId: "u", ServiceName: "shop", Statistics: []*pb.SamplingStatistics{stats("checkout", 10, 0, "")}}
+	req := &pb.GetSamplingTargetsRequest{ClientId: "u", ServiceName: "shop", Statistics: []*pb.SamplingStatistics{stats("checkout", 100, 0, "")}}
 	if _, err := rep.sampling.GetSamplingTargets(ctx, req); statusCode(err) != "Unavailable" {
 		t.Errorf("unary report without Redis: %v, want Unavailable", err)
 	}
-	ts = sendReport(t, stream, stats("checkout", 10, 0, ""))
+	ts = sendReport(t, stream, stats("checkout", 100, 0, ""))
 	if q := quota(ts); q != 4 || !ts.GetTargets()[0].GetReservoirQuotaExpiry().AsTime().After(time.Now()) {
 		t.Errorf("without Redis: %v, want the last quota, 4, renewed", ts)
 	}
@@ -113,11 +115,11 @@ func TestReportsWhileRedisIsDown(t *testing.T) {
 	// its receipt: its quota is renewed from it. A client that brings none
 	// gets an explicit zero.
 	again, _ := openStream(ctx, t, rep.sampling, "c", "shop")
-	if q := quota(sendReport(t, again, stats("checkout", 10, 0, receipt))); q != 4 {
+	if q := quota(sendReport(t, again, stats("checkout", 100, 0, receipt))); q != 4 {
 		t.Errorf("reconnected without Redis: quota %v, want 4 from the receipt", q)
 	}
 	fresh, _ := openStream(ctx, t, rep.sampling, "d", "shop")
-	if q := quota(sendReport(t, fresh, stats("checkout", 10, 0, ""))); q != 0 {
+	if q := quota(sendReport(t, fresh, stats("checkout", 100, 0, ""))); q != 0 {
 		t.Errorf("a new client without Redis: quota %v, want 0", q)
 	}
 
@@ -126,7 +128,7 @@ func TestReportsWhileRedisIsDown(t *testing.T) {
 	// stream.
 	deadline := time.Now().Add(8 * time.Second)
 	for {
-		ts := sendReport(t, stream, stats("checkout", 10, 0, ""))
+		ts := sendReport(t, stream, stats("checkout", 100, 0, ""))
 		if len(ts.GetTargets()) == 1 && ts.GetTargets()[0].GetReceipt() != "" {
 			return
 		}

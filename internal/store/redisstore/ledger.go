@@ -126,9 +126,18 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 			}
 		}
 		l.reservoir = max(l.reservoir, u.Reservoir)
+		// A report without a previous claim gets a first quota
+		// (reservoir.FirstQuota): the script sums those reports' rates
+		// apart.
+		first := u.Retract == nil
 		l.reports = append(l.reports, u.Add.Rate)
+		l.first = append(l.first, first)
 		if u.Add.Rate > 0 && !math.IsInf(u.Add.Rate, 0) {
-			l.sum += u.Add.Rate
+			if first {
+				l.firstSum += u.Add.Rate
+			} else {
+				l.sum += u.Add.Rate
+			}
 			l.top = max(l.top, u.Add.Rate)
 		}
 	}
@@ -239,8 +248,11 @@ type ledgerArgs struct {
 	version   int64
 	reservoir float64   // the largest of the reports'
 	reports   []float64 // the reports' rates, in order
-	sum, top  float64   // of the reports' rates
-	nclients  int       // client reports
+	first     []bool    // per report: a first report (no Retract)
+	// sum and firstSum are the sums of the rates of the reports that have
+	// a previous claim and of those that do not, top the largest rate.
+	sum, firstSum, top float64
+	nclients           int // client reports
 }
 
 // bucketSums is one bucket's figures in a rule's part of a batch: the
@@ -625,7 +637,7 @@ func scriptArgs(ctx context.Context, lay *shardLayout, b store.ReportBatch, now 
 		return
 	}
 	keys := make([]string, 0, len(g.ledgers)+len(g.usage)+5)
-	args := make([]any, 11, 11+3*nclients+14*len(g.ledgers)+32*len(g.usage))
+	args := make([]any, 11, 11+3*nclients+16*len(g.ledgers)+32*len(g.usage))
 	args[0], args[1], args[2], args[3], args[4] = 0, 0, 0, len(g.ledgers), callTTL.Milliseconds()
 	args[5], args[6], args[7], args[8], args[9], args[10] = lay.clocks[g.shard].deadline(ctx), "", len(g.usage), nclients, 0, 0
 	if len(g.ledgers) > 0 { // a batch of usage alone may have no ledger configuration
@@ -689,7 +701,7 @@ func scriptArgs(ctx context.Context, lay *shardLayout, b store.ReportBatch, now 
 				args = append(args, bs.bucket, bs.clients)
 			}
 		}
-		args = append(args, ftoa(l.reservoir), ftoa(l.sum), ftoa(l.top), l.nclients, l.version, len(l.applied))
+		args = append(args, ftoa(l.reservoir), ftoa(l.sum), ftoa(l.top), ftoa(l.firstSum), ftoa(reservoir.FirstQuotaHeadroom), l.nclients, l.version, len(l.applied))
 		for _, a := range l.applied {
 			args = append(args, a.bucket, a.version, a.n)
 		}
@@ -873,7 +885,7 @@ func rateResults(b store.ReportBatch, index map[string]int, ledgers []*ledgerArg
 		}
 		totals[i] = store.RateResult{Fleet: fleet, Sampled: sampled, Instances: clients, Granted: outstanding, Applied: running}
 		if applied {
-			grants[i] = reservoir.Grants(l.reservoir, fleet, outstanding, l.reports)
+			grants[i] = reservoir.Grants(l.reservoir, fleet, outstanding, l.reports, l.first)
 		} else {
 			grants[i] = make([]float64, len(l.reports))
 		}

@@ -36,8 +36,11 @@
 -- live bucket and quota retracted; n and n pairs of bucket no longer live
 -- and quota retracted; n and n pairs of bucket and sampled-rate delta; n
 -- and n pairs of bucket and client-count delta; the rule's reservoir, the
--- sum and the largest of the reports' rates, and the number of client
--- reports; the newest rule version of the batch (a read's: the version it
+-- sum of the rates of the reports that retract a previous claim, the
+-- largest of the reports' rates, the sum of the rates of the first reports
+-- (no previous claim: reservoir.FirstQuota), the most times its rate a
+-- first quota may be (reservoir.FirstQuotaHeadroom), and the number of
+-- client reports; the newest rule version of the batch (a read's: the version it
 -- asks the count of), n and n triples of bucket, rule version and delta of
 -- the clients that run it; then per usage key, in KEYS order: its TTL in ms,
 -- the most fields it may hold (0: no limit; a field past it that is not
@@ -49,9 +52,10 @@
 -- outstanding before the batch's grants, the fleet's sampled rate, its
 -- number of clients, and how many of them run the rule at the batch's
 -- rule version or later (0 if the ledger counts an older one). The reports' quotas, granted in
--- order, each its share within what is left, add up to
--- min(R × Σ rates / fleet rate, R − outstanding), which is what the script
--- adds to the ledger; the caller works out each one from the same numbers
+-- order, each its share within what is left, a first report's at most
+-- headroom × its rate, add up to min(R × Σ rates / fleet rate +
+-- min(R / fleet rate, headroom) × Σ first rates, R − outstanding), which is
+-- what the script adds to the ledger; the caller works out each one from the same numbers
 -- (reservoir.Grants). A batch past its deadline (the caller gave up
 -- on it: Redis was frozen, or the network slow) is refused whole with a
 -- STALE error, so that it cannot land after its replica answered without
@@ -162,11 +166,12 @@ for k = 1, nledgers do
     end
   end
   local rmax, rsum, rtop = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local nclients = tonumber(ARGV[a + 3])
-  local versionText = ARGV[a + 4] -- as sent: Lua would print 16 digits in exponent notation
+  local fsum, headroom = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  local nclients = tonumber(ARGV[a + 5])
+  local versionText = ARGV[a + 6] -- as sent: Lua would print 16 digits in exponent notation
   local version = tonumber(versionText)
-  local napplied = tonumber(ARGV[a + 5])
-  a = a + 6
+  local napplied = tonumber(ARGV[a + 7])
+  a = a + 8
   local applies = {}
   for j = 1, napplied do
     applies[j] = {ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])}
@@ -174,7 +179,7 @@ for k = 1, nledgers do
   end
   -- Anything but reads (no reservoir, no rate, nothing retracted, no
   -- client).
-  local writes = apply and (#rates > 0 or #qret > 0 or #drains > 0 or #samp > 0 or rmax > 0 or rsum > 0 or nclients > 0)
+  local writes = apply and (#rates > 0 or #qret > 0 or #drains > 0 or #samp > 0 or rmax > 0 or rsum > 0 or fsum > 0 or nclients > 0)
 
   -- After an outage that nobody wrote through, what was outstanding before
   -- it becomes the reserve.
@@ -299,8 +304,18 @@ for k = 1, nledgers do
   end
   table.insert(out, string.format('%d', running))
   local granted = 0
-  if apply and rmax > outstanding and rsum > 0 then
-    granted = math.min(rmax * (rsum / math.max(fleet, rtop)), rmax - outstanding)
+  if apply and rmax > outstanding and rsum + fsum > 0 then
+    local f = math.max(fleet, rtop)
+    local shares = rmax * (rsum / f)
+    if fsum > 0 then
+      -- First reports: each its share, at most headroom × its rate.
+      if rmax / f <= headroom then
+        shares = shares + rmax * (fsum / f)
+      else
+        shares = shares + headroom * fsum
+      end
+    end
+    granted = math.min(shares, rmax - outstanding)
   end
 
   if writes then

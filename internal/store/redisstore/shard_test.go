@@ -108,7 +108,7 @@ func testShardsSpread(t *testing.T, url string) {
 	const nrules = 12
 	for i := range nrules {
 		rule := fmt.Sprintf("rule-%d", i)
-		batch.Rates = append(batch.Rates, store.RateUpdate{Rule: rule, Reservoir: 10, Add: reservoir.Receipt{Bucket: l.Bucket(now), Rate: 1}})
+		batch.Rates = append(batch.Rates, store.RateUpdate{Rule: rule, Reservoir: 10, Add: reservoir.Receipt{Bucket: l.Bucket(now), Rate: 10}})
 		batch.Usage = append(batch.Usage, store.UsageIncrement{Budget: "team", Month: now, Hour: 3, Rule: rule, Requests: 10, Sampled: 1})
 	}
 	res, err := s.RecordReports(ctx, batch)
@@ -116,8 +116,8 @@ func testShardsSpread(t *testing.T, url string) {
 		t.Fatalf("RecordReports: %d results, %v", len(res), err)
 	}
 	for i, r := range res {
-		if r.Fleet != 1 || r.Quota != 10 {
-			t.Errorf("rule-%d: fleet %v, quota %v; want 1, 10", i, r.Fleet, r.Quota)
+		if r.Fleet != 10 || r.Quota != 10 {
+			t.Errorf("rule-%d: fleet %v, quota %v; want 10, 10", i, r.Fleet, r.Quota)
 		}
 	}
 	type held struct{ ledgers, usage, rules int }

@@ -163,6 +163,48 @@ func testLedgerOutage(t *testing.T, b Backend) {
 	lt.check("new ledger", lt.record(s, lt.add("new", 30, nil)), 30, 8)
 }
 
+// testLedgerFirstQuota: a report without a previous claim (a new chain)
+// gets its share of R, but at most reservoir.FirstQuotaHeadroom times its
+// rate, so that the first clients of a cold start, whose fleet looks like
+// themselves, leave what they cannot spend to the next; a report that
+// retracts its claim gets its share, uncapped; the quotas outstanding never
+// pass R. A batch mixing both kinds is granted the same on either replica.
+func testLedgerFirstQuota(t *testing.T, b Backend) {
+	lt := newLedgerTest(t, b)
+	s, other := lt.s, lt.other
+	granted := func(what string, r []store.RateResult, want float64) {
+		t.Helper()
+		for i, g := range r {
+			if !cmp.Equal(g.Granted, want, cmpopts.EquateApprox(0, 1e-9)) {
+				t.Errorf("%s: result %d: quotas outstanding %v, want %v", what, i, g.Granted, want)
+			}
+		}
+	}
+	h := float64(reservoir.FirstQuotaHeadroom)
+	ux := lt.add("a", 1, nil)
+	r := lt.record(s, ux)
+	lt.check("first client of 1/s: not all of R", r, 1, h*1)
+	granted("first client", r, h*1)
+	rx := receiptOf(ux, r[0])
+	r = lt.record(other, lt.add("a", 0.5, nil), lt.add("a", 1, nil))
+	lt.check("two more in one batch, each capped", r, 2.5, h*0.5, 2.5, h*1)
+	granted("two more", r, h*2.5)
+	lt.clk.Add(10 * time.Second)
+	// x reports again (its 2 given back) beside a new client: x gets its
+	// share, 8×1/3, above twice its rate; the new one twice its rate.
+	r = lt.record(s, lt.add("a", 1, rx), lt.add("a", 0.5, nil))
+	lt.check("again, beside a new client", r, 3, 8.0/3, 3, h*0.5)
+	granted("again", r, h*1.5+8.0/3+h*0.5)
+	// A new client whose share is below the cap gets its share, within
+	// what is left: the quotas outstanding reach R, and no more.
+	r = lt.record(other, lt.add("a", 10, nil))
+	lt.check("share under the cap, what is left", r, 13, 8-(h*1.5+8.0/3+h*0.5))
+	granted("full", r, 8)
+	r = lt.record(s, lt.add("a", 1, nil))
+	lt.check("nothing left", r, 14, 0)
+	granted("still full", r, 8)
+}
+
 // testLedgerFleet: the ledger counts each reporting client once, as long as
 // its latest report is live, whichever replica the reports reach and however
 // many of them a batch holds; it sums the clients' sampled rates as it sums

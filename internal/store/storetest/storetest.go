@@ -99,6 +99,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"Close", testClose},
 		{"Ledger", testLedger},
 		{"LedgerOutage", testLedgerOutage},
+		{"LedgerFirstQuota", testLedgerFirstQuota},
 		{"LedgerFleet", testLedgerFleet},
 		{"LedgerApplied", testLedgerApplied},
 		{"ReceiptKeys", testReceiptKeys},
