@@ -28,10 +28,11 @@ const GateMaxTTL = int64(3600_000)
 // finite number. A rate that is not lends nothing and stores nothing.
 func ValidGateRate(rate float64) bool { return rate > 0 && !math.IsInf(rate, 1) }
 
-// Take takes one token at now (Unix ms) from b, which is fresh if the store
-// did not hold it, at rate tokens a second (ValidGateRate). A clock behind
-// the bucket's (another replica's) adds nothing until it passes it.
-func (b *GateBucket) Take(now int64, rate float64, fresh bool) bool {
+// Take takes up to n whole tokens at now (Unix ms) from b, which is fresh
+// if the store did not hold it, at rate tokens a second (ValidGateRate),
+// and says how many it took. A clock behind the bucket's (another
+// replica's) adds nothing until it passes it.
+func (b *GateBucket) Take(now int64, rate float64, fresh bool, n int64) int64 {
 	capacity := math.Max(1, rate)
 	if fresh {
 		b.Tokens, b.At = capacity, now
@@ -40,11 +41,12 @@ func (b *GateBucket) Take(now int64, rate float64, fresh bool) bool {
 		b.At = now
 	}
 	b.Tokens = math.Min(b.Tokens, capacity)
-	if b.Tokens < 1 {
-		return false
+	k := min(n, int64(math.Floor(b.Tokens)))
+	if k <= 0 {
+		return 0
 	}
-	b.Tokens--
-	return true
+	b.Tokens -= float64(k)
+	return k
 }
 
 // TTL is how long, in ms, a store keeps b after a take at rate: until it

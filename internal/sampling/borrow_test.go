@@ -3,6 +3,8 @@ package sampling
 import (
 	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -81,5 +83,73 @@ func TestFirstBorrowGate(t *testing.T) {
 	got := p.a.FirstBorrows(ctx, many)
 	if !got[0] || !got[store.MaxBorrowTakes-1] || got[store.MaxBorrowTakes] {
 		t.Errorf("over MaxBorrowTakes rules: first %v, last weighed %v, first past the bound %v; want true, true, false", got[0], got[store.MaxBorrowTakes-1], got[store.MaxBorrowTakes])
+	}
+}
+
+// heldBorrows holds its first TakeFirstBorrows call until release is
+// closed (whatever its deadline), and counts the calls.
+type heldBorrows struct {
+	*memstore.Store
+	entered, release chan struct{}
+	calls            atomic.Int64
+	last             []store.BorrowTake // the last call's
+}
+
+func (h *heldBorrows) TakeFirstBorrows(ctx context.Context, now time.Time, takes []store.BorrowTake) ([]int64, error) {
+	if h.calls.Add(1) == 1 {
+		close(h.entered)
+		<-h.release
+		ctx = context.Background()
+	} else {
+		h.last = takes
+	}
+	return h.Store.TakeFirstBorrows(ctx, now, takes)
+}
+
+// TestFirstBorrowsBatched: the first rule sets asked for while a store
+// call is in flight go together in the next one, each rule once with their
+// count (a fleet's hellos cost a call per round trip and a key per rule,
+// not one each), and each gets its own answer: of 40 new instances, as
+// many borrow as the bucket holds.
+func TestFirstBorrowsBatched(t *testing.T) {
+	p := newReplicaPair(t)
+	st := &heldBorrows{Store: p.mem, entered: make(chan struct{}), release: make(chan struct{})}
+	c := New(Options{Catalog: p.a.catalog, Store: st, Now: p.clk.Now, Interval: time.Second, Logger: discardLogger(), Registerer: prometheus.NewRegistry()})
+	t.Cleanup(c.Close)
+	ctx := context.Background()
+	set := []catalog.FirstBorrow{{Rule: "r", Reservoir: 50}, {Rule: "none"}}
+	var lent atomic.Int64
+	var wg sync.WaitGroup
+	ask := func() {
+		wg.Go(func() {
+			if got := c.FirstBorrows(ctx, set); got[0] {
+				lent.Add(1)
+			}
+		})
+	}
+	ask()
+	<-st.entered
+	for range 39 {
+		ask()
+	}
+	for {
+		c.borrows.mu.Lock()
+		n := len(c.borrows.pending)
+		c.borrows.mu.Unlock()
+		if n == 39 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(st.release)
+	wg.Wait()
+	if n := st.calls.Load(); n != 2 {
+		t.Errorf("40 first rule sets, 39 of them behind a call in flight: %d store calls, want 2", n)
+	}
+	if want := []store.BorrowTake{{Rule: "r", Rate: 5, Count: 39}}; !cmp.Equal(st.last, want) {
+		t.Errorf("the second call took %v, want %v", st.last, want)
+	}
+	if n := lent.Load(); n != 5 {
+		t.Errorf("%d of 40 new instances may borrow for a rule whose bucket holds 5", n)
 	}
 }

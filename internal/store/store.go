@@ -377,8 +377,8 @@ type LedgerStore interface {
 }
 
 // BorrowTake asks a rule's first-borrow bucket, which every replica shares,
-// for one token: may one more new SDK instance borrow for the rule before
-// its first targets (the first-borrow gate, package sampling)?
+// for Count tokens: how many more new SDK instances may borrow for the rule
+// before their first targets (the first-borrow gate, package sampling)?
 type BorrowTake struct {
 	Rule string
 	// Rate is the bucket's refill, tokens a second (a share of the rule's
@@ -386,6 +386,9 @@ type BorrowTake struct {
 	// reservoir.GateBucket). A Rate that is not positive and finite lends
 	// nothing and stores nothing.
 	Rate float64
+	// Count is how many tokens are asked for (one per new instance); one
+	// below 1 gets none and stores nothing.
+	Count int64
 }
 
 // MaxBorrowTakes bounds the takes of one TakeFirstBorrows call: a rule set
@@ -396,12 +399,13 @@ const MaxBorrowTakes = rules.MaxRules
 // by every replica, so that the gate's share holds fleet-wide whatever the
 // number of replicas new instances connect to.
 type BorrowStore interface {
-	// TakeFirstBorrows takes a token from each take's rule bucket at now,
-	// in order (a rule taken twice is taken twice), as
-	// reservoir.GateBucket.Take does, and says which got one, in one
-	// atomic step per rule (in Redis one script per shard, all in one round
-	// trip). A bucket is kept until it is full again (GateBucket.TTL):
-	// storage is bounded by the rules taken from lately. More than
-	// MaxBorrowTakes takes are refused, changing nothing.
-	TakeFirstBorrows(ctx context.Context, now time.Time, takes []BorrowTake) ([]bool, error)
+	// TakeFirstBorrows takes up to Count whole tokens from each take's
+	// rule bucket at now, in order (a rule taken twice is taken twice),
+	// as reservoir.GateBucket.Take does, and says how many each got, in
+	// one atomic step per rule (in Redis one script per shard, all in one
+	// round trip). A bucket is kept until it is full again
+	// (GateBucket.TTL): storage is bounded by the rules taken from
+	// lately. More than MaxBorrowTakes takes are refused, changing
+	// nothing.
+	TakeFirstBorrows(ctx context.Context, now time.Time, takes []BorrowTake) ([]int64, error)
 }

@@ -30,7 +30,7 @@ const maxBorrowBuckets = 2 * store.MaxBorrowTakes
 
 // TakeFirstBorrows implements store.BorrowStore under one mutex: a call is
 // one atomic step.
-func (s *Store) TakeFirstBorrows(ctx context.Context, now time.Time, takes []store.BorrowTake) ([]bool, error) {
+func (s *Store) TakeFirstBorrows(ctx context.Context, now time.Time, takes []store.BorrowTake) ([]int64, error) {
 	if s.isClosed() {
 		return nil, errClosed
 	}
@@ -40,8 +40,8 @@ func (s *Store) TakeFirstBorrows(ctx context.Context, now time.Time, takes []sto
 	return s.borrows.take(now.UnixMilli(), takes), nil
 }
 
-func (m *borrowBuckets) take(now int64, takes []store.BorrowTake) []bool {
-	out := make([]bool, len(takes))
+func (m *borrowBuckets) take(now int64, takes []store.BorrowTake) []int64 {
+	out := make([]int64, len(takes))
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.buckets == nil {
@@ -55,7 +55,7 @@ func (m *borrowBuckets) take(now int64, takes []store.BorrowTake) []bool {
 		}
 	}
 	for i, t := range takes {
-		if !reservoir.ValidGateRate(t.Rate) {
+		if !reservoir.ValidGateRate(t.Rate) || t.Count < 1 {
 			continue
 		}
 		b := m.buckets[t.Rule]
@@ -70,7 +70,7 @@ func (m *borrowBuckets) take(now int64, takes []store.BorrowTake) []bool {
 			b = &borrowBucket{}
 			m.buckets[t.Rule] = b
 		}
-		out[i] = b.b.Take(now, t.Rate, fresh)
+		out[i] = b.b.Take(now, t.Rate, fresh, t.Count)
 		b.expires = now + b.b.TTL(t.Rate)
 	}
 	return out

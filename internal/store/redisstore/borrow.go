@@ -28,14 +28,14 @@ func borrowKeyIn(tag, rule string) string { return tag + ":borrow:" + rule }
 // rule's shard, one borrow.lua per shard, all in one pipeline (one round
 // trip; on a Cluster, to the masters in parallel). A shard that fails
 // fails the call: the caller withholds what it could not take.
-func (s *Store) TakeFirstBorrows(ctx context.Context, now time.Time, takes []store.BorrowTake) ([]bool, error) {
+func (s *Store) TakeFirstBorrows(ctx context.Context, now time.Time, takes []store.BorrowTake) ([]int64, error) {
 	if s.closed.Load() {
 		return nil, errClosed
 	}
 	if len(takes) > store.MaxBorrowTakes {
 		return nil, fmt.Errorf("redis: take first borrows: takes: at most %d, got %d", store.MaxBorrowTakes, len(takes))
 	}
-	out := make([]bool, len(takes))
+	out := make([]int64, len(takes))
 	lay, err := s.shardLayout(ctx)
 	if err != nil {
 		return nil, err
@@ -49,7 +49,7 @@ func (s *Store) TakeFirstBorrows(ctx context.Context, now time.Time, takes []sto
 	parts := make([]*part, len(lay.tags))
 	var used []*part
 	for i, t := range takes {
-		if !reservoir.ValidGateRate(t.Rate) {
+		if !reservoir.ValidGateRate(t.Rate) || t.Count < 1 {
 			continue
 		}
 		sh := lay.of(t.Rule)
@@ -60,7 +60,7 @@ func (s *Store) TakeFirstBorrows(ctx context.Context, now time.Time, takes []sto
 			used = append(used, p)
 		}
 		p.keys = append(p.keys, borrowKeyIn(lay.tags[sh], t.Rule))
-		p.args = append(p.args, strconv.FormatFloat(t.Rate, 'g', -1, 64))
+		p.args = append(p.args, strconv.FormatFloat(t.Rate, 'g', -1, 64), t.Count)
 		p.idx = append(p.idx, i)
 	}
 	switch len(used) {
@@ -98,7 +98,7 @@ func (s *Store) TakeFirstBorrows(ctx context.Context, now time.Time, takes []sto
 			return nil, fmt.Errorf("redis: take first borrows: %d answers for %d takes", len(res), len(p.idx))
 		}
 		for j, i := range p.idx {
-			out[i] = res[j] == 1
+			out[i] = res[j]
 		}
 	}
 	return out, nil

@@ -6,15 +6,17 @@
 -- KEYS[1..n]: one hash per take, "t" the tokens, "at" when they were
 -- counted (unix ms); absent: full. A rule taken twice appears twice.
 -- ARGV[1] now, unix ms (the caller's clock, as the embedded store's);
--- ARGV[2] the most a bucket is kept, ms; ARGV[2 + i] the rate of take i,
--- tokens a second, positive and finite.
+-- ARGV[2] the most a bucket is kept, ms; ARGV[1 + 2i] the rate of take i,
+-- tokens a second, positive and finite, and ARGV[2 + 2i] how many tokens
+-- it asks for, 1 or more.
 --
--- Returns per take 1 if it got a token, else 0.
+-- Returns per take how many tokens it got.
 local now = tonumber(ARGV[1])
 local maxTTL = tonumber(ARGV[2])
 local out = {}
 for i = 1, #KEYS do
-  local rate = tonumber(ARGV[2 + i])
+  local rate = tonumber(ARGV[1 + 2 * i])
+  local want = tonumber(ARGV[2 + 2 * i])
   local capacity = math.max(1, rate)
   local h = redis.call('HMGET', KEYS[i], 't', 'at')
   local tokens, at = tonumber(h[1]), tonumber(h[2])
@@ -25,12 +27,10 @@ for i = 1, #KEYS do
     at = now
   end
   tokens = math.min(tokens, capacity)
-  if tokens >= 1 then
-    tokens = tokens - 1
-    out[i] = 1
-  else
-    out[i] = 0
-  end
+  local k = math.min(want, math.floor(tokens))
+  if k < 0 then k = 0 end
+  tokens = tokens - k
+  out[i] = k
   -- Kept until full again, and a second more (GateBucket.TTL).
   local refill = math.ceil((capacity - tokens) / rate * 1000)
   local ttl = maxTTL

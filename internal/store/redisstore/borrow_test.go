@@ -23,9 +23,9 @@ func TestFirstBorrowKeys(t *testing.T) {
 	s := newStore(t, c, redisstore.Options{Shards: 16})
 	takes := make([]store.BorrowTake, 32)
 	for i := range takes {
-		takes[i] = store.BorrowTake{Rule: fmt.Sprintf("r%d", i), Rate: 1}
+		takes[i] = store.BorrowTake{Rule: fmt.Sprintf("r%d", i), Rate: 1, Count: 1}
 	}
-	takes = append(takes, store.BorrowTake{Rule: "slow", Rate: 1e-6}, store.BorrowTake{Rule: "zero"})
+	takes = append(takes, store.BorrowTake{Rule: "slow", Rate: 1e-6, Count: 1}, store.BorrowTake{Rule: "zero", Count: 1})
 	if _, err := s.TakeFirstBorrows(ctx, time.Now(), takes); err != nil {
 		t.Fatal(err)
 	}
