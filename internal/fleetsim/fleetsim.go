@@ -37,7 +37,6 @@ import (
 	"github.com/tracesampling/controlplane/internal/budget/controller"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/receipt"
-	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/sampling"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
@@ -85,9 +84,6 @@ const (
 	piece = 10 * time.Second
 	// firstReport is the SDK's delay of a stream's first report.
 	firstReport = time.Second
-	// firstBorrowShare is the server's: new instances together may borrow
-	// a tenth of a rule's reservoir per second (server.borrowGate).
-	firstBorrowShare = 0.1
 )
 
 // Run simulates cfg. Its result has the fast model's shape; Fleet says what
@@ -168,7 +164,6 @@ type sim struct {
 	rules    map[string]*simRule
 	ruleList []*simRule
 	insts    []*instance
-	gate     map[string]*gateBucket
 	start    time.Time
 	end      time.Time
 
@@ -194,11 +189,6 @@ type simRule struct {
 	traces, unenforced float64
 }
 
-type gateBucket struct {
-	b    reservoir.Bucket
-	rate float64
-}
-
 func newSim(ctx context.Context, cfg Config) (*sim, error) {
 	clk := &clock{t: cfg.Start}
 	st, err := memstore.New(memstore.Options{Now: clk.Now})
@@ -206,7 +196,7 @@ func newSim(ctx context.Context, cfg Config) (*sim, error) {
 		return nil, fmt.Errorf("fleetsim: %w", err)
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	s := &sim{cfg: cfg, clock: clk, st: st, rules: map[string]*simRule{}, gate: map[string]*gateBucket{},
+	s := &sim{cfg: cfg, clock: clk, st: st, rules: map[string]*simRule{},
 		start: cfg.Start, end: cfg.Start.Add(cfg.length()), ruleFac: map[string]*[3]float64{}, crossed: map[float64]bool{}}
 	fail := func(err error) (*sim, error) {
 		_ = st.Close()
@@ -252,7 +242,7 @@ func newSim(ctx context.Context, cfg Config) (*sim, error) {
 			return fail(err)
 		}
 	}
-	s.newInstances()
+	s.newInstances(ctx)
 	for _, sr := range s.ruleList {
 		if sr.share > 0 && sr.weight == 0 {
 			s.close()
@@ -317,9 +307,10 @@ func (s *sim) putRules(ctx context.Context) error {
 }
 
 // newInstances starts the instances, each on its stream at the start: the
-// first rule set (borrowing withheld as the server's gate withholds it),
-// the first report about a second later (±10 %), then one an interval.
-func (s *sim) newInstances() {
+// first rule set (borrowing withheld by the server's gate, the core's on
+// the run's store), the first report about a second later (±10 %), then
+// one an interval.
+func (s *sim) newInstances(ctx context.Context) {
 	weights := zipfWeights(s.cfg.Instances, s.cfg.Zipf)
 	rng := rand.New(rand.NewPCG(s.cfg.Seed, 15))
 	now := s.clock.Now()
@@ -347,49 +338,12 @@ func (s *sim) newInstances() {
 			in.byName[sr.rule.Name] = rt
 			sr.weight += in.weight
 		}
-		s.applyRules(in, s.firstRuleSet(rs, now))
+		s.applyRules(in, catalog.WithFirstBorrows(rs, s.core.FirstBorrows(ctx, catalog.FirstBorrows(rs))))
 		in.next = now.Add(jitter(min(firstReport, s.cfg.Interval), rng))
 		s.insts = append(s.insts, in)
 	}
 	s.fleet.Instances = len(s.insts)
 	s.fleet.Services = len(s.cfg.Services)
-}
-
-// firstRuleSet is server.borrowGate's: the rules whose borrowing the
-// replica withholds from a new instance, new instances together borrowing
-// a tenth of a rule's reservoir per second.
-func (s *sim) firstRuleSet(rs *pb.RuleSet, now time.Time) *pb.RuleSet {
-	inForce := map[string]*pb.RuleRates{}
-	for _, r := range rs.GetRatesInForce() {
-		inForce[r.GetRuleName()] = r
-	}
-	ns := now.UnixNano()
-	for _, r := range rs.GetRules() {
-		w := &pb.RuleRates{RuleName: r.GetName(), FixedRate: r.GetFixedRate(), ReservoirFactor: 1, FirstBorrowWithheld: true}
-		if f := inForce[r.GetName()]; f != nil {
-			w.FixedRate, w.ReservoirFactor = f.GetFixedRate(), f.GetReservoirFactor()
-		}
-		rate := float64(r.GetReservoirSize()) * w.ReservoirFactor * firstBorrowShare
-		g := s.gate[r.GetName()]
-		if g == nil {
-			g = &gateBucket{}
-			s.gate[r.GetName()] = g
-		}
-		if g.rate != rate {
-			g.b.SetRate(ns, rate, 0)
-			g.rate = rate
-		}
-		if !g.b.Take(ns) {
-			inForce[r.GetName()] = w
-		}
-	}
-	out := &pb.RuleSet{RulesVersion: rs.GetRulesVersion(), Rules: rs.GetRules()}
-	for _, r := range rs.GetRules() {
-		if f := inForce[r.GetName()]; f != nil {
-			out.RatesInForce = append(out.RatesInForce, f)
-		}
-	}
-	return out
 }
 
 // run moves the clock from event to event: the controller's ticks (at

@@ -20,6 +20,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/condition"
 	"github.com/tracesampling/controlplane/internal/receipt"
 	"github.com/tracesampling/controlplane/internal/reservoir"
+	"github.com/tracesampling/controlplane/internal/store"
 )
 
 // MaxFutureSkew is how far ahead of the server's clock a document's
@@ -153,6 +154,10 @@ type Options struct {
 	Boosts    BoostStore
 	Boost     boost.Options
 	BoostRoom boost.RoomOptions
+	// Borrows keeps the first-borrow gate's buckets for every replica
+	// (borrow.go); nil: Store's, if it keeps them (both stores do), else
+	// a gate of this replica's own.
+	Borrows store.BorrowStore
 }
 
 // Core is the report pipeline of one replica, shared by every transport.
@@ -168,6 +173,7 @@ type Core struct {
 	interval time.Duration
 	log      *slog.Logger
 
+	borrows      *firstBorrowGate
 	boosts       BoostStore // nil: no boosts
 	boostOpts    boost.Options
 	roomOpts     boost.RoomOptions
@@ -195,6 +201,9 @@ func New(opts Options) *Core {
 	if opts.Boosts == nil {
 		opts.Boosts, _ = opts.Store.(BoostStore)
 	}
+	if opts.Borrows == nil {
+		opts.Borrows, _ = opts.Store.(store.BorrowStore)
+	}
 	if opts.Boost.Interval <= 0 {
 		opts.Boost.Interval = opts.Interval
 	}
@@ -209,6 +218,7 @@ func New(opts Options) *Core {
 		interval: opts.Interval,
 		log:      opts.Logger,
 
+		borrows:      newFirstBorrowGate(opts.Borrows, opts),
 		boosts:       opts.Boosts,
 		boostOpts:    opts.Boost.WithDefaults(),
 		roomOpts:     opts.BoostRoom,

@@ -37,13 +37,19 @@ type samplingService struct {
 	catalog *catalog.Catalog
 	log     *slog.Logger
 	streams *streamMetrics
-	// borrows bounds what new instances borrow before their first
-	// targets; now is the clock (Options.Now).
-	borrows  *borrowGate
+	// now is the clock (Options.Now).
 	now      func() time.Time
 	stopping <-chan struct{}
 	// storeDown logs reports that fail for want of the store once per outage.
 	storeDown *condition.Condition
+}
+
+// firstRuleSet returns rs as a new instance gets it: the rules it may not
+// borrow for before its first targets listed with first_borrow_withheld,
+// as the core's first-borrow gate says (one store call at most, bounded in
+// time; sampling.Core.FirstBorrows). rs is shared and not modified.
+func (s *samplingService) firstRuleSet(ctx context.Context, rs *pb.RuleSet) *pb.RuleSet {
+	return catalog.WithFirstBorrows(rs, s.core.FirstBorrows(ctx, catalog.FirstBorrows(rs)))
 }
 
 func (s *samplingService) GetSamplingRules(ctx context.Context, req *pb.GetSamplingRulesRequest) (*pb.GetSamplingRulesResponse, error) {
@@ -63,7 +69,7 @@ func (s *samplingService) GetSamplingRules(ctx context.Context, req *pb.GetSampl
 	}
 	rs := s.catalog.RuleSet(req.GetServiceName(), req.GetServiceType(), req.GetResourceAttributes(), s.now())
 	if req.GetKnownRulesVersion() == 0 {
-		rs = s.borrows.firstRuleSet(rs, s.now())
+		rs = s.firstRuleSet(ctx, rs)
 	}
 	return &pb.GetSamplingRulesResponse{RulesVersion: rs.GetRulesVersion(), Rules: rs.GetRules(), RatesInForce: rs.GetRatesInForce()}, nil
 }
@@ -158,7 +164,7 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 	// either changes. A client that says it holds the current version
 	// still gets the rule set if budgets lower its rates: it cannot know
 	// them. A new instance's first rule set may withhold its borrowing
-	// (borrowGate).
+	// (firstRuleSet).
 	sent, sentRates := hello.GetKnownRulesVersion(), []*pb.RuleRates(nil)
 	// checked is what the rule set last compared with sent was made of:
 	// the catalog's rules and budgets and the month (Catalog.RuleSet is a
@@ -188,7 +194,7 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 		}
 		msg := rs
 		if sent == 0 {
-			msg = s.borrows.firstRuleSet(rs, s.now())
+			msg = s.firstRuleSet(ctx, rs)
 		}
 		if err := stream.Send(&pb.StreamSamplingResponse{Message: &pb.StreamSamplingResponse_Rules{Rules: msg}}); err != nil {
 			return err

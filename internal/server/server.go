@@ -242,7 +242,6 @@ func New(opts Options) *Server {
 			catalog:   opts.Catalog,
 			log:       opts.Logger,
 			streams:   newStreamMetrics(opts.Registerer),
-			borrows:   newBorrowGate(),
 			now:       opts.Now,
 			stopping:  s.stopping,
 			storeDown: s.storeDown,

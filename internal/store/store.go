@@ -375,3 +375,37 @@ type LedgerStore interface {
 	// creates them.
 	ReceiptKeys(ctx context.Context, now time.Time) (receipt.KeySet, error)
 }
+
+// BorrowTake asks a rule's first-borrow bucket, which every replica shares,
+// for Count tokens: how many more new SDK instances may borrow for the rule
+// before their first targets (the first-borrow gate, package sampling)?
+type BorrowTake struct {
+	Rule string
+	// Rate is the bucket's refill, tokens a second (a share of the rule's
+	// reservoir as budgets scale it); it holds max(1, Rate) tokens (see
+	// reservoir.GateBucket). A Rate that is not positive and finite lends
+	// nothing and stores nothing.
+	Rate float64
+	// Count is how many tokens are asked for (one per new instance); one
+	// below 1 gets none and stores nothing.
+	Count int64
+}
+
+// MaxBorrowTakes bounds the takes of one TakeFirstBorrows call: a rule set
+// holds at most rules.MaxRules rules.
+const MaxBorrowTakes = rules.MaxRules
+
+// BorrowStore keeps the first-borrow gate's buckets, one per rule, shared
+// by every replica, so that the gate's share holds fleet-wide whatever the
+// number of replicas new instances connect to.
+type BorrowStore interface {
+	// TakeFirstBorrows takes up to Count whole tokens from each take's
+	// rule bucket at now, in order (a rule taken twice is taken twice),
+	// as reservoir.GateBucket.Take does, and says how many each got, in
+	// one atomic step per rule (in Redis one script per shard, all in one
+	// round trip). A bucket is kept until it is full again
+	// (GateBucket.TTL): storage is bounded by the rules taken from
+	// lately. More than MaxBorrowTakes takes are refused, changing
+	// nothing.
+	TakeFirstBorrows(ctx context.Context, now time.Time, takes []BorrowTake) ([]int64, error)
+}

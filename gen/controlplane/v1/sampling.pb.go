@@ -1262,10 +1262,12 @@ type RuleRates struct {
 	ReservoirFactor float64 `protobuf:"fixed64,3,opt,name=reservoir_factor,json=reservoirFactor,proto3" json:"reservoir_factor,omitempty"`
 	// The client does not borrow for this rule until its first targets.
 	// Only in the first rule set of a new instance (a stream whose hello
-	// knew no rules version, a GetSamplingRules call that knew none): a
-	// replica lets new instances borrow, together, at most a tenth of the
-	// rule's reservoir per second, so that a fleet starting at once does not
-	// borrow a trace per instance. The rule is listed for it even when no
+	// knew no rules version, a GetSamplingRules call that knew none): new
+	// instances may borrow, together, at most a tenth of the rule's
+	// reservoir per second, fleet-wide (every replica counts them in the
+	// store), so that a fleet starting at once does not borrow a trace per
+	// instance; when the store does not answer at once, the first borrows
+	// are withheld. The rule is listed for it even when no
 	// budget lowers its rates (fixed_rate is then the rule's, and
 	// reservoir_factor 1).
 	FirstBorrowWithheld bool `protobuf:"varint,4,opt,name=first_borrow_withheld,json=firstBorrowWithheld,proto3" json:"first_borrow_withheld,omitempty"`

@@ -93,7 +93,7 @@ func TestBudgetDecidedAtOnce(t *testing.T) {
 	}
 	for _, r := range []*replica{rep, other} {
 		// An instance that holds rules already: a new one's may also
-		// withhold its first borrow (borrowGate).
+		// withhold its first borrow (sampling.Core.FirstBorrows).
 		resp, err := r.sampling.GetSamplingRules(ctx, &pb.GetSamplingRulesRequest{ServiceName: "shop", KnownRulesVersion: 1})
 		if err != nil {
 			t.Fatal(err)

@@ -104,6 +104,9 @@ type Store struct {
 	// boosts keeps the rules' boost states (boost.go); in memory only, as
 	// ledgers are: a state is rebuilt within a warm-up.
 	boosts *boost.Memory
+	// borrows keeps the first-borrow gate's buckets (borrow.go), in
+	// memory only: a lost bucket is a full one.
+	borrows borrowBuckets
 	// flushMu orders writes of the usage file; taken before live.mu.
 	flushMu sync.Mutex
 

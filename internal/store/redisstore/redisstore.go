@@ -21,6 +21,10 @@
 //	                             rates, "q:<bucket>" sum of quotas granted,
 //	                             "last", and the reserve after an outage
 //	                             ("res", "resb", "resf"); 15 minutes
+//	{tsc}:borrow:<rule>⁺         hash: the rule's first-borrow gate
+//	                             bucket, "t" tokens and "at" (unix ms),
+//	                             in the rule's shard; kept until full
+//	                             again (borrow.go), at most an hour
 //	{tsc}:receiptkeys            string: the keys receipts are signed with
 //	                             (receipt.KeySet JSON); created once
 //	{tsc}:budgets                hash: budget name -> budget JSON

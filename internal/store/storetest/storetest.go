@@ -104,6 +104,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"LedgerApplied", testLedgerApplied},
 		{"ReceiptKeys", testReceiptKeys},
 		{"Boost", testBoost},
+		{"FirstBorrows", testFirstBorrows},
 		{"BudgetCRUD", testBudgetCRUD},
 		{"BudgetRefused", testBudgetRefused},
 		{"BudgetPaging", testBudgetPaging},
