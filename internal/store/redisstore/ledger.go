@@ -196,6 +196,20 @@ func (s *Store) recordIn(ctx context.Context, b store.ReportBatch, now time.Time
 			n.kept[i], last[c] = true, sq.Seq
 		}
 	}
+	parts, err := s.landedBefore(ctx, lay, b, now)
+	if err != nil {
+		return nil, false, err
+	}
+	n.landed = parts
+	for _, l := range ledgers {
+		if n.landed.rule(strings.TrimPrefix(l.key, lay.tags[l.shard]+":ledger:")) {
+			// Applied by the previous generation: read it, add nothing.
+			l.landed = true
+			l.rates, l.quotas, l.drains, l.sampled = nil, nil, nil, nil
+			l.clients, l.applied = nil, nil
+			l.reservoir, l.sum, l.top, l.nclients = 0, 0, 0, 0
+		}
+	}
 	groups := make([]*group, len(lay.tags))
 	for _, l := range ledgers {
 		g := groupOf(groups, l.shard, &n)
@@ -270,6 +284,7 @@ type ledgerArgs struct {
 	drains  map[int64]float64 // buckets no longer live
 	sampled map[int64]float64
 	clients map[int64]int64
+	landed  bool // applied by the shard list's previous generation
 	// applied nets the clients that run the rule, by bucket and rule
 	// version; version is the batch's newest rule version.
 	applied   map[[2]int64]int64
@@ -287,6 +302,7 @@ type numbered struct {
 	clients []string
 	client  []int
 	kept    []bool
+	landed  landed // the parts a previous generation applied
 }
 
 // group is a batch's part in one shard: one script.
@@ -397,7 +413,7 @@ func buildUsage(lay *shardLayout, b store.ReportBatch, n *numbered, sel []*group
 			}
 			return u.fields
 		}
-		if inc.Budget == store.FleetUsage && inc.Rule != "" && inc.Service != "" {
+		if inc.Budget == store.FleetUsage && inc.Rule != "" && inc.Service != "" && (seq >= 0 || !n.landed.services()) {
 			if g := at(servicesShard); g != nil {
 				if inc.Requests != 0 {
 					if f := fields(g, 1); f != nil {
@@ -410,6 +426,9 @@ func buildUsage(lay *shardLayout, b store.ReportBatch, n *numbered, sel []*group
 					}
 				}
 			}
+		}
+		if seq < 0 && n.landed.rule(inc.Rule) {
+			return
 		}
 		g := at(shard)
 		if g == nil {
@@ -663,13 +682,7 @@ func scriptArgs(ctx context.Context, lay *shardLayout, b store.ReportBatch, now 
 		keys = append(keys, seqsKeyIn(tag, w-2), seqsKeyIn(tag, w-1), seqsKeyIn(tag, w), seqsKeyIn(tag, w+1))
 		args[9] = time.UnixMilli((w + 2) * seqSpan.Milliseconds()).Add(seqSkew).Sub(now).Milliseconds()
 	}
-	call := b.Key
-	if call != "" && lay.gen > 0 {
-		// A batch sent again after a reshard is laid out anew: its parts
-		// in the shards the two layouts share are not the same parts.
-		call = "g" + strconv.FormatInt(lay.gen, 10) + ":" + call
-	}
-	g.keys, g.args = append(keys, fenceKeyIn(tag), callKeyIn(tag, call)), append(args, lay.gen)
+	g.keys, g.args = append(keys, fenceKeyIn(tag), callKeyIn(tag, callName(lay, b.Key))), append(args, lay.gen)
 }
 
 // runGroups runs the script of each group that has one and sets its answer
@@ -815,7 +828,7 @@ func rateResults(b store.ReportBatch, index map[string]int, ledgers []*ledgerArg
 			return nil, fmt.Errorf("redis: record reports: bad sums %q: %w", r, err)
 		}
 		totals[i] = store.RateResult{Fleet: fleet, Sampled: sampled, Instances: clients, Granted: outstanding, Applied: running}
-		if applied {
+		if applied && !l.landed {
 			grants[i] = reservoir.Grants(l.reservoir, fleet, outstanding, l.reports)
 		} else {
 			grants[i] = make([]float64, len(l.reports))

@@ -138,6 +138,9 @@ func (s *Store) Reshard(ctx context.Context, force bool) (Reshard, error) {
 	if len(cov.Unsharded) == 0 && !force {
 		return Reshard{From: old.gen, To: old.gen, Tags: old.tags}, nil
 	}
+	if err := s.slotsSettled(ctx); err != nil {
+		return Reshard{}, fmt.Errorf("reshard: %w", err)
+	}
 	token := strconv.FormatUint(rand.Uint64(), 36)
 	ok, err := s.client.SetNX(ctx, s.reshardLockKey(), token, reshardLockTTL).Result()
 	if err != nil {
@@ -284,6 +287,27 @@ func (s *Store) scanMasters(ctx context.Context, pattern string) ([]string, erro
 	return slices.Concat(keys...), nil
 }
 
+// slotsSettled says ErrReshardBusy while a master migrates or imports a
+// slot (CLUSTER NODES marks it on its own line): a shard laid out on a
+// slot that is moving would be on the wrong master once it moved. A
+// reshard between two slots of a rebalance is safe, but may have to be
+// done again when it ends.
+func (s *Store) slotsSettled(ctx context.Context) error {
+	cc := s.client.(*redis.ClusterClient)
+	return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		nodes, err := c.ClusterNodes(ctx).Result()
+		if err != nil {
+			return unavailable("read the cluster's nodes", err)
+		}
+		for _, line := range strings.Split(nodes, "\n") {
+			if strings.Contains(line, "myself") && (strings.Contains(line, "->-") || strings.Contains(line, "-<-")) {
+				return fmt.Errorf("%w: slots are moving between masters (%s)", ErrReshardBusy, strings.Fields(line)[1])
+			}
+		}
+		return nil
+	})
+}
+
 // globEscape escapes the characters SCAN's MATCH gives a meaning.
 func globEscape(s string) string {
 	var b strings.Builder
@@ -412,4 +436,65 @@ func (s *Store) moveSeqs(ctx context.Context, old, nl *shardLayout, now time.Tim
 		return 0, unavailable("copy the seqs", err)
 	}
 	return n, nil
+}
+
+// landed is the part of a batch that the shard list's previous generation
+// applied: the batch failed in part across a reshard (some old shards took
+// their part before the fence, others refused theirs after it) and is sent
+// again under its Key, laid out by the new list, whose call keys are not
+// the old ones. The old shards are fenced, so what they hold is final.
+// Numbered reports need none of this: their seqs moved with them.
+type landed struct {
+	prev  *shardLayout
+	parts map[int]bool // shards of prev that applied the batch
+}
+
+// rule reports whether the previous generation applied the batch's part
+// of a rule: its ledger update and unnumbered usage.
+func (l landed) rule(name string) bool { return l.parts != nil && l.parts[l.prev.of(name)] }
+
+// services reports whether it applied the batch's unnumbered services
+// pairs.
+func (l landed) services() bool { return l.parts[servicesShard] }
+
+// landedBefore finds, for a batch with a Key sent within store.KeyWindow
+// of a reshard, which shards of the previous generation applied it: one
+// EXISTS per old shard, in one pipeline.
+func (s *Store) landedBefore(ctx context.Context, lay *shardLayout, b store.ReportBatch, now time.Time) (landed, error) {
+	if b.Key == "" || lay.gen == 0 || len(lay.past) == 0 || lay.past[0].Generation != lay.gen-1 ||
+		now.Sub(time.UnixMilli(lay.past[0].Until)) > store.KeyWindow+seqSkew {
+		return landed{}, nil
+	}
+	prev := newLayout(lay.past[0].Tags)
+	prev.gen = lay.gen - 1
+	cmds := make([]*redis.IntCmd, len(prev.tags))
+	if _, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, tag := range prev.tags {
+			cmds[i] = p.Exists(ctx, callKeyIn(tag, callName(prev, b.Key)))
+		}
+		return nil
+	}); err != nil {
+		return landed{}, fmt.Errorf("record reports: %w", unavailable("read the previous shards' call keys", err))
+	}
+	l := landed{prev: prev}
+	for i, c := range cmds {
+		if c.Val() > 0 {
+			if l.parts == nil {
+				l.parts = map[int]bool{}
+			}
+			l.parts[i] = true
+		}
+	}
+	return l, nil
+}
+
+// callName is the name of a batch's call key under a layout: its Key, and
+// from generation 1 on the generation too, since a batch sent again after
+// a reshard is laid out anew (its parts in the shards that the two layouts
+// share are not the same parts).
+func callName(lay *shardLayout, key string) string {
+	if key == "" || lay.gen == 0 {
+		return key
+	}
+	return "g" + strconv.FormatInt(lay.gen, 10) + ":" + key
 }

@@ -104,6 +104,10 @@ func TestClusterReshard(t *testing.T) {
 	ctx := t.Context()
 	opts := redisstore.Options{Prefix: "grow", ReplicaWait: testReplicaWait}
 	stores := []*redisstore.Store{newStore(t, newClient(t, cluster.URL()), opts), newStore(t, newClient(t, cluster.URL()), opts)}
+	straddling := newStore(t, newClient(t, cluster.URL()), redisstore.Options{Prefix: "straddle", ReplicaWait: testReplicaWait})
+	if _, err := straddling.ShardCoverage(ctx); err != nil { // lays out 3 shards
+		t.Fatal(err)
+	}
 	now := time.Now()
 	l := reservoir.Ledger{Interval: time.Hour, Retain: 3}
 	rules := make([]string, 16)
@@ -151,6 +155,8 @@ func TestClusterReshard(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+
+	testStraddle(t, cluster, straddling)
 
 	// Both replicas reshard at once while both report.
 	var wg sync.WaitGroup
@@ -236,6 +242,66 @@ func TestClusterReshard(t *testing.T) {
 	for i, r := range rates {
 		if math.Abs(r.Fleet-want) > 1e-9 || r.Instances != int64(want) {
 			t.Errorf("%s after the reshard: fleet rate %v of %d clients, want %v of %v", rules[i], r.Fleet, r.Instances, want, want)
+		}
+	}
+}
+
+// testStraddle sends a batch that straddles a reshard's fence (the fence
+// is up on every old shard but one, which takes its part), reshards, and
+// sends the batch again under its Key, as the server does with a batch
+// that failed in part: laid out by the new list, it adds only the parts
+// the old shard did not take, so every rule's rate and unnumbered usage
+// count once.
+func testStraddle(t *testing.T, cluster *redistest.Cluster, s *redisstore.Store) {
+	ctx := t.Context()
+	raw := cluster.Client(t)
+	now := time.Now()
+	l := reservoir.Ledger{Interval: time.Hour, Retain: 3}
+	b := store.ReportBatch{Now: now, Ledger: l, Key: "straddling"}
+	rules := make([]string, 12)
+	for i := range rules {
+		rules[i] = fmt.Sprintf("rule-%d", i)
+		b.Rates = append(b.Rates, store.RateUpdate{Rule: rules[i], Client: true, Reservoir: reservoirRate, Add: reservoir.Receipt{Bucket: l.Bucket(now), Rate: 1}})
+		b.Usage = append(b.Usage, store.UsageIncrement{Budget: "team", Month: now, Hour: 3, Rule: rules[i], Requests: 1})
+	}
+	open := s.ShardTagOf(rules[0])
+	for _, tag := range s.ShardTagList() {
+		if tag != open {
+			if err := raw.Set(ctx, tag+":fence", 1, 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	_, err := s.RecordReports(ctx, b)
+	if !errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrNotApplied) {
+		t.Fatalf("a batch across the fence: %v, want ErrUnavailable (applied in part)", err)
+	}
+	res, err := s.Reshard(ctx, false)
+	if err != nil || res.To != 1 {
+		t.Fatalf("reshard: %+v, %v; want generation 1", res, err)
+	}
+	t.Logf("straddling batch's store resharded: %+v", res)
+	if _, err := s.RecordReports(ctx, b); err != nil {
+		t.Fatalf("the batch sent again after the reshard: %v", err)
+	}
+	u, err := s.Usage(ctx, "team", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reads := store.ReportBatch{Now: now, Ledger: l}
+	for _, r := range rules {
+		reads.Rates = append(reads.Rates, store.RateUpdate{Rule: r, Add: reservoir.Receipt{Bucket: l.Bucket(now)}})
+	}
+	rates, err := s.RecordReports(ctx, reads)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range rules {
+		if got := u.Rules[r].Requests; got != 1 {
+			t.Errorf("straddling batch: %s billed %d requests, want 1", r, got)
+		}
+		if rates[i].Fleet != 1 || rates[i].Instances != 1 {
+			t.Errorf("straddling batch: %s fleet rate %v of %d clients, want 1 of 1", r, rates[i].Fleet, rates[i].Instances)
 		}
 	}
 }

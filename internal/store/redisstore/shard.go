@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"io"
 	"slices"
 	"sort"
 	"strconv"
@@ -356,6 +358,10 @@ type Coverage struct {
 	Shards [][2]string
 	// Unsharded are the masters that serve slots but no shard, sorted.
 	Unsharded []string
+	// Slots tells one map of slots to masters from another: equal on two
+	// reads, no slot moved between them (a rebalance is not under way, or
+	// paused).
+	Slots string
 }
 
 // ShardCoverage reads the Cluster's masters and where the store's shards
@@ -403,5 +409,15 @@ func (s *Store) ShardCoverage(ctx context.Context) (Coverage, error) {
 	}
 	sort.Strings(c.Masters)
 	sort.Strings(c.Unsharded)
+	ranges := make([]string, 0, len(slots))
+	for _, r := range slots {
+		if len(r.Nodes) > 0 {
+			ranges = append(ranges, fmt.Sprintf("%d-%d@%s", r.Start, r.End, r.Nodes[0].Addr))
+		}
+	}
+	sort.Strings(ranges)
+	h := fnv.New64a()
+	_, _ = io.WriteString(h, strings.Join(ranges, ","))
+	c.Slots = strconv.FormatUint(h.Sum64(), 16)
 	return c, nil
 }
