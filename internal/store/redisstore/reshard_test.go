@@ -136,6 +136,18 @@ func TestClusterReshard(t *testing.T) {
 		if err := errors.Join(errs...); err != nil {
 			t.Fatal(err)
 		}
+		// The quotas the clients hold now, each its last: within R.
+		for i, rule := range rules {
+			held := 0.0
+			for _, r := range reps {
+				for c := range r.clients {
+					held += r.receipts[[2]int{c, i}].Quota
+				}
+			}
+			if held > reservoirRate*(1+1e-9) {
+				t.Errorf("after batch %d: the clients hold quotas of %v for %s, over R = %d", to, held, rule, reservoirRate)
+			}
+		}
 	}
 	run(0, before)
 	if g := stores[0].Generation(); g != 0 {
@@ -251,7 +263,8 @@ func TestClusterReshard(t *testing.T) {
 // sends the batch again under its Key, as the server does with a batch
 // that failed in part: laid out by the new list, it adds only the parts
 // the old shard did not take, so every rule's rate and unnumbered usage
-// count once.
+// count once, and every numbered report is billed once (the seqs of the
+// clients whose part the old shard took moved with them).
 func testStraddle(t *testing.T, cluster *redistest.Cluster, s *redisstore.Store) {
 	ctx := t.Context()
 	raw := cluster.Client(t)
@@ -263,6 +276,8 @@ func testStraddle(t *testing.T, cluster *redistest.Cluster, s *redisstore.Store)
 		rules[i] = fmt.Sprintf("rule-%d", i)
 		b.Rates = append(b.Rates, store.RateUpdate{Rule: rules[i], Client: true, Reservoir: reservoirRate, Add: reservoir.Receipt{Bucket: l.Bucket(now), Rate: 1}})
 		b.Usage = append(b.Usage, store.UsageIncrement{Budget: "team", Month: now, Hour: 3, Rule: rules[i], Requests: 1})
+		b.Sequenced = append(b.Sequenced, store.SequencedUsage{Client: fmt.Sprintf("client-%d", i), Seq: 1,
+			Usage: []store.UsageIncrement{{Budget: "numbered", Month: now, Hour: 3, Rule: rules[i], Requests: 1}}})
 	}
 	open := s.ShardTagOf(rules[0])
 	for _, tag := range s.ShardTagList() {
@@ -288,6 +303,13 @@ func testStraddle(t *testing.T, cluster *redistest.Cluster, s *redisstore.Store)
 	if err != nil {
 		t.Fatal(err)
 	}
+	numbered, err := s.Usage(ctx, "numbered", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := numbered.Requests[3]; got != float64(len(rules)) {
+		t.Errorf("straddling batch: %v requests of numbered reports billed, want %d", got, len(rules))
+	}
 	reads := store.ReportBatch{Now: now, Ledger: l}
 	for _, r := range rules {
 		reads.Rates = append(reads.Rates, store.RateUpdate{Rule: r, Add: reservoir.Receipt{Bucket: l.Bucket(now)}})
@@ -303,5 +325,87 @@ func testStraddle(t *testing.T, cluster *redistest.Cluster, s *redisstore.Store)
 		if rates[i].Fleet != 1 || rates[i].Instances != 1 {
 			t.Errorf("straddling batch: %s fleet rate %v of %d clients, want 1 of 1", r, rates[i].Fleet, rates[i].Instances)
 		}
+	}
+}
+
+// TestShardGenerations, on a one-node Cluster: a month counted under one
+// generation of the shard list and then another is read whole, by a store
+// that starts on the new list and by one that read the old (it notices the
+// new list in the same read); a store still on the old list whose batch
+// meets a fence lays it out by the new list, and counts it once.
+func TestShardGenerations(t *testing.T) {
+	srv := redistest.StartWith(t, redistest.Options{Cluster: true})
+	ctx := t.Context()
+	raw := srv.ClusterClient(t)
+	gen0 := `{"generation":0,"tags":["{gens}","{gens:1.0}","{gens:2.0}"]}`
+	if err := raw.Set(ctx, "{gens}:shards", gen0, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	rules := make([]string, 12)
+	batch := store.ReportBatch{Now: now}
+	for i := range rules {
+		rules[i] = fmt.Sprintf("rule-%d", i)
+		batch.Usage = append(batch.Usage, store.UsageIncrement{Budget: "team", Month: now, Hour: 2, Rule: rules[i], Requests: 1})
+	}
+	old := newStore(t, srv.ClusterClient(t), redisstore.Options{Prefix: "gens"})
+	if _, err := old.RecordReports(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	// A reshard to two shards, one of them new, done by hand: the fences
+	// up, then the list.
+	for _, tag := range []string{"{gens}", "{gens:1.0}", "{gens:2.0}", "{gens:9.0}"} {
+		if err := raw.Set(ctx, tag+":fence", 1, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gen1 := fmt.Sprintf(`{"generation":1,"tags":["{gens}","{gens:9.0}"],"past":[{"generation":0,"tags":["{gens}","{gens:1.0}","{gens:2.0}"],"until":%d}]}`, now.UnixMilli())
+	if err := raw.Set(ctx, "{gens}:shards", gen1, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	fresh := newStore(t, srv.ClusterClient(t), redisstore.Options{Prefix: "gens"})
+	check := func(when string, want int64) {
+		t.Helper()
+		for name, s := range map[string]*redisstore.Store{"fresh": fresh, "old": old} {
+			u, err := s.Usage(ctx, "team", now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range rules {
+				if got := u.Rules[r].Requests; got != want {
+					t.Errorf("%s, %s store: %s has %d requests, want %d", when, name, r, got, want)
+				}
+			}
+		}
+	}
+	check("after the reshard", 1)
+	if _, err := fresh.RecordReports(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	check("after a batch of the new list", 2)
+
+	stale := newStore(t, srv.ClusterClient(t), redisstore.Options{Prefix: "gens"})
+	if err := raw.Set(ctx, "{gens}:shards", gen0, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stale.ShardCoverage(ctx); err != nil { // reads gen 0
+		t.Fatal(err)
+	}
+	if err := raw.Set(ctx, "{gens}:shards", gen1, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if g := stale.Generation(); g != 0 {
+		t.Fatalf("stale store at generation %d, want 0", g)
+	}
+	if _, err := stale.RecordReports(ctx, batch); err != nil {
+		t.Fatalf("a batch of the old list, fenced: %v", err)
+	}
+	if g := stale.Generation(); g != 1 {
+		t.Errorf("stale store at generation %d after its batch met the fence, want 1", g)
+	}
+	check("after a fenced batch laid out again", 3)
+	keys, err := raw.Keys(ctx, "{gens:9.0}:usage:*").Result()
+	if err != nil || len(keys) == 0 {
+		t.Errorf("usage keys of the new shard: %q, %v; want some", keys, err)
 	}
 }
