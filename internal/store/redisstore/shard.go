@@ -343,10 +343,10 @@ func keySlot(tag string) int {
 }
 
 // Coverage is how the report path's shards lie over a Cluster's masters.
-// The shard list is fixed when the first replica starts on a Cluster
+// The first replica to start on a Cluster lays the shard list out
 // (docs/SHARDING.md): a master added later serves slots but holds no
 // shard, so it takes no part of the report path's load until the shards
-// are laid out again.
+// are laid out again (Store.Reshard).
 type Coverage struct {
 	// Cluster is false for a single node or Sentinel: one shard, nothing
 	// to cover.
@@ -367,7 +367,7 @@ type Coverage struct {
 // ShardCoverage reads the Cluster's masters and where the store's shards
 // lie over them: a master in Unsharded was added after the shard list was
 // made (or took slots from the others by a reshard), and gets no share of
-// the report path.
+// the report path until Store.Reshard.
 func (s *Store) ShardCoverage(ctx context.Context) (Coverage, error) {
 	if _, ok := s.client.(*redis.ClusterClient); !ok {
 		return Coverage{}, nil
