@@ -549,8 +549,8 @@ type resharder interface {
 // path until the shards are laid out again. With rs, it lays them out
 // again once a master was without a shard on two reads in a row, and no
 // slot moved between them (a rebalance that moves slots to a new master
-// has ended, or paused): every replica may, one does (the others find it
-// busy, or done).
+// has ended, or paused), or at once if a reshard stopped half way: every
+// replica may, one does (the others find it busy, or done).
 func watchShards(ctx context.Context, sc shardCoverer, rs resharder, gauge prometheus.Gauge, log *slog.Logger, retry, every time.Duration) {
 	warned, slots := "", ""
 	wait := retry
@@ -572,6 +572,12 @@ func watchShards(ctx context.Context, sc shardCoverer, rs resharder, gauge prome
 				warned = now
 			case now != "" && rs != nil && c.Slots == slots:
 				reshardNow(ctx, rs, sc, gauge, log)
+			}
+			if c.Stuck {
+				log.Warn("a reshard of the Redis Cluster's shards stopped half way: the report path is fenced until one finishes it (docs/SHARDING.md, A reshard)", "reshard", rs != nil)
+				if rs != nil {
+					reshardNow(ctx, rs, sc, gauge, log)
+				}
 			}
 			slots = c.Slots
 		case !errors.Is(err, store.ErrUnavailable):

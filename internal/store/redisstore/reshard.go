@@ -115,7 +115,8 @@ type Reshard struct {
 }
 
 // Reshard lays the report path's shards out again over the Cluster's
-// masters, one per master, if some master holds none (unless force),
+// masters, one per master, if some master holds none or a reshard stopped
+// half way (Coverage.Stuck), or if force,
 // while replicas run (see above). Any replica may call it, as often as it
 // likes: one at a time does the work, the others get ErrReshardBusy, and
 // one that finds every master holding a shard does nothing. Not for a
@@ -135,7 +136,7 @@ func (s *Store) Reshard(ctx context.Context, force bool) (Reshard, error) {
 	if old.raw == "" {
 		return Reshard{}, fmt.Errorf("reshard: %w: the store's shards are fixed by Options.Shards", store.ErrNotApplied)
 	}
-	if len(cov.Unsharded) == 0 && !force {
+	if len(cov.Unsharded) == 0 && !cov.Stuck && !force {
 		return Reshard{From: old.gen, To: old.gen, Tags: old.tags}, nil
 	}
 	if err := s.slotsSettled(ctx); err != nil {
@@ -229,6 +230,29 @@ func (s *Store) reshard(ctx context.Context, old *shardLayout, token string) (Re
 		return res, err
 	}
 	return res, nil
+}
+
+// fencedAbove reports whether a shard of lay is fenced above its
+// generation (one GET per shard, in one pipeline).
+func (s *Store) fencedAbove(ctx context.Context, lay *shardLayout) (bool, error) {
+	if lay.raw == "" {
+		return false, nil
+	}
+	cmds := make([]*redis.StringCmd, len(lay.tags))
+	if _, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, tag := range lay.tags {
+			cmds[i] = p.Get(ctx, fenceKeyIn(tag))
+		}
+		return nil
+	}); err != nil && !errors.Is(err, redis.Nil) {
+		return false, unavailable("read the shards' fences", err)
+	}
+	for _, c := range cmds {
+		if f, err := c.Int64(); err == nil && f > lay.gen {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // renewLock extends the reshard's lock, or says it was lost.

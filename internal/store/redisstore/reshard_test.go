@@ -408,4 +408,29 @@ func TestShardGenerations(t *testing.T) {
 	if err != nil || len(keys) == 0 {
 		t.Errorf("usage keys of the new shard: %q, %v; want some", keys, err)
 	}
+
+	// A reshard that fenced the shards at 2 and died: batches fail, saying
+	// nothing was applied, the coverage says so, and the next reshard,
+	// though every master holds a shard, finishes it.
+	for _, tag := range []string{"{gens}", "{gens:9.0}"} {
+		if err := raw.Set(ctx, tag+":fence", 2, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = fresh.RecordReports(ctx, batch) // waits for a new list, a while
+	if !errors.Is(err, store.ErrNotApplied) {
+		t.Errorf("a batch while the shards are fenced above the list: %v, want ErrNotApplied", err)
+	}
+	c, err := fresh.ShardCoverage(ctx)
+	if err != nil || !c.Stuck || len(c.Unsharded) != 0 {
+		t.Fatalf("coverage of a reshard stopped half way: %+v, %v; want Stuck and no master without a shard", c, err)
+	}
+	res, err := fresh.Reshard(ctx, false)
+	if err != nil || res.To != 2 {
+		t.Fatalf("reshard after one stopped half way: %+v, %v; want generation 2", res, err)
+	}
+	if _, err := fresh.RecordReports(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	check("after a stopped reshard was finished", 4)
 }

@@ -362,6 +362,10 @@ type Coverage struct {
 	// reads, no slot moved between them (a rebalance is not under way, or
 	// paused).
 	Slots string
+	// Stuck says that some shard is fenced above the list's generation: a
+	// reshard stopped between its fence and its new list (its replica
+	// died), and every batch fails until a reshard finishes the job.
+	Stuck bool
 }
 
 // ShardCoverage reads the Cluster's masters and where the store's shards
@@ -384,6 +388,9 @@ func (s *Store) ShardCoverage(ctx context.Context) (Coverage, error) {
 		return Coverage{}, unavailable("read the cluster's slots", err)
 	}
 	c := Coverage{Cluster: true, Shards: make([][2]string, len(lay.tags))}
+	if c.Stuck, err = s.fencedAbove(ctx, lay); err != nil {
+		return Coverage{}, err
+	}
 	sharded := map[string]bool{}
 	for i, tag := range lay.tags {
 		slot := keySlot(strings.Trim(tag, "{}"))
