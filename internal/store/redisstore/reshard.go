@@ -450,10 +450,14 @@ func (s *Store) moveSeqs(ctx context.Context, old, nl *shardLayout, now time.Tim
 			n++
 		}
 	}
+	// A script call per 1000 clients of a key, so that no call is large.
+	const chunk = 2 * 1000
 	if _, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for k, d := range dests {
-			d.args[0] = max(d.ttl, 0).Milliseconds()
-			p.Eval(ctx, seqMergeLua, []string{k}, d.args...)
+			ttl := max(d.ttl, 0).Milliseconds()
+			for pairs := range slices.Chunk(d.args[1:], chunk) {
+				p.Eval(ctx, seqMergeLua, []string{k}, append([]any{ttl}, pairs...)...)
+			}
 		}
 		return nil
 	}); err != nil {
