@@ -70,6 +70,7 @@ func newRoot(lookupEnv func(string) (string, bool)) *cobra.Command {
 		newSimulateCmd(),
 		newTopCmd(lookupEnv),
 		newExplainCmd(lookupEnv),
+		newRedisCmd(lookupEnv),
 		&cobra.Command{
 			Use:   "version",
 			Short: "print the version",

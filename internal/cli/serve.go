@@ -52,6 +52,7 @@ type serveConfig struct {
 	xrayClients int // X-Ray clients' claims (client and rule pairs) held
 	redisURL    string
 	redisPrefix string
+	reshard     bool // lay a grown Cluster's shards out again by itself
 	replicaWait time.Duration
 	dataDir     string
 	logLevel    string
@@ -102,6 +103,7 @@ func serveFlags() (*pflag.FlagSet, *serveConfig) {
 	fs.IntVar(&c.xrayClients, "xray-max-clients", xraycore.DefaultMaxClients, "X-Ray clients (client and rule pairs) whose last report a replica remembers, to retract it from the fleet's split when the next comes (X-Ray clients echo no receipts)")
 	fs.StringVar(&c.redisURL, "redis-url", "", "Redis URL: redis://, rediss://, redis+sentinel://, redis+cluster:// (empty: embedded store)")
 	fs.StringVar(&c.redisPrefix, "redis-prefix", "tsc", "prefix of every Redis key, to share one Redis between control planes")
+	fs.BoolVar(&c.reshard, "redis-reshard", true, "on a Redis Cluster, lay the report path's shards out again, one per master, when a master has held none for two reads a minute apart (a Cluster grown by add-node and rebalance; docs/SHARDING.md); false: only warn, and reshard with 'controlplane redis reshard'")
 	fs.DurationVar(&c.replicaWait, "redis-replica-wait", redisstore.DefaultReplicaWait, "how long a rule or budget edit waits for the Redis master's online replicas to confirm it (WAIT) before it is acknowledged (0: no wait)")
 	fs.StringVar(&c.dataDir, "data-dir", "", "directory where the embedded store keeps rules across restarts (empty: not persisted)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -377,7 +379,11 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- l
 			Help: "Redis Cluster masters that serve slots but hold none of the report path's shards (docs/SHARDING.md, Growing a Cluster).",
 		})
 		reg.MustRegister(unsharded)
-		bg.Go(func() { watchShards(ctx, sc, unsharded, log, 2*time.Second, time.Minute) })
+		var rs resharder
+		if r, ok := st.(resharder); ok && c.reshard {
+			rs = r
+		}
+		bg.Go(func() { watchShards(ctx, sc, rs, unsharded, log, 2*time.Second, time.Minute) })
 	}
 	bg.Add(3)
 	bg.Go(func() { _ = acc.guard.Run(ctx) })
@@ -531,13 +537,22 @@ type shardCoverer interface {
 	ShardCoverage(ctx context.Context) (redisstore.Coverage, error)
 }
 
+// resharder lays a Cluster's shards out again (redisstore.Store.Reshard).
+type resharder interface {
+	Reshard(ctx context.Context, force bool) (redisstore.Reshard, error)
+}
+
 // watchShards reads, every interval (every retry until Redis first
 // answers), which Cluster masters hold none of the report path's shards,
 // sets gauge to their number, and warns when that set changes to one that
 // is not empty: a master added to a Cluster gets no share of the report
-// path until the shards are laid out again.
-func watchShards(ctx context.Context, sc shardCoverer, gauge prometheus.Gauge, log *slog.Logger, retry, every time.Duration) {
-	warned := ""
+// path until the shards are laid out again. With rs, it lays them out
+// again once a master was without a shard on two reads in a row, and no
+// slot moved between them (a rebalance that moves slots to a new master
+// has ended, or paused), or at once if a reshard stopped half way: every
+// replica may, one does (the others find it busy, or done).
+func watchShards(ctx context.Context, sc shardCoverer, rs resharder, gauge prometheus.Gauge, log *slog.Logger, retry, every time.Duration) {
+	warned, slots := "", ""
 	wait := retry
 	for {
 		c, err := sc.ShardCoverage(ctx)
@@ -547,13 +562,24 @@ func watchShards(ctx context.Context, sc shardCoverer, gauge prometheus.Gauge, l
 		case err == nil:
 			wait = every
 			gauge.Set(float64(len(c.Unsharded)))
-			if now := strings.Join(c.Unsharded, ","); now != warned {
+			now := strings.Join(c.Unsharded, ",")
+			switch {
+			case now != warned:
 				if now != "" {
 					log.Warn("Redis Cluster masters hold no shard of the report path: they take none of its load (docs/SHARDING.md, Growing a Cluster)",
-						"masters", c.Unsharded, "shards", len(c.Shards), "cluster_masters", len(c.Masters))
+						"masters", c.Unsharded, "shards", len(c.Shards), "cluster_masters", len(c.Masters), "reshard", rs != nil)
 				}
 				warned = now
+			case now != "" && rs != nil && c.Slots == slots:
+				reshardNow(ctx, rs, sc, gauge, log)
 			}
+			if c.Stuck {
+				log.Warn("a reshard of the Redis Cluster's shards stopped half way: the report path is fenced until one finishes it (docs/SHARDING.md, A reshard)", "reshard", rs != nil)
+				if rs != nil {
+					reshardNow(ctx, rs, sc, gauge, log)
+				}
+			}
+			slots = c.Slots
 		case !errors.Is(err, store.ErrUnavailable):
 			log.Warn("cannot read how the report path's shards lie over the Redis Cluster", "err", err)
 			return
@@ -565,6 +591,26 @@ func watchShards(ctx context.Context, sc shardCoverer, gauge prometheus.Gauge, l
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// reshardNow lays the shards out again and says what it did.
+func reshardNow(ctx context.Context, rs resharder, sc shardCoverer, gauge prometheus.Gauge, log *slog.Logger) {
+	res, err := rs.Reshard(ctx, false)
+	switch {
+	case errors.Is(err, redisstore.ErrReshardBusy):
+		log.Debug("another replica is laying the report path's shards out", "err", err)
+		return
+	case err != nil:
+		log.Warn("cannot lay the report path's shards out again over the Redis Cluster", "err", err)
+		return
+	case res.From == res.To:
+		return
+	}
+	log.Info("laid the report path's shards out again over the Redis Cluster's masters",
+		"generation", res.To, "shards", res.Tags, "ledgers_moved", res.Ledgers, "seqs_moved", res.Seqs, "fenced", res.Fenced)
+	if c, err := sc.ShardCoverage(ctx); err == nil {
+		gauge.Set(float64(len(c.Unsharded)))
 	}
 }
 

@@ -546,7 +546,7 @@ func pollUntil(t *testing.T, what string, cond func() bool) {
 
 func TestApplyEnv(t *testing.T) {
 	defaults := serveConfig{
-		grpcAddr: ":7070", httpAddr: ":7071", jaegerAddr: ":5778", xrayAddr: ":2000", xrayAccount: "000000000000", xrayClients: 100_000, redisPrefix: "tsc", logLevel: "info", logFormat: "text",
+		grpcAddr: ":7070", httpAddr: ":7071", jaegerAddr: ":5778", xrayAddr: ":2000", xrayAccount: "000000000000", xrayClients: 100_000, redisPrefix: "tsc", reshard: true, logLevel: "info", logFormat: "text",
 		maxConnAge: 30 * time.Minute, shutdown: 20 * time.Second, interval: 10 * time.Second,
 		maxStreams: 10_000, maxConns: 10_000, maxStreamsPerConn: 1000, maxRequestBytes: 1 << 20, maxHeaderBytes: 16 << 10,
 		windowBytes: 64 << 10, keepaliveMinTime: 10 * time.Second,
@@ -568,6 +568,7 @@ func TestApplyEnv(t *testing.T) {
 		"CONTROLPLANE_REDIS_URL":          "redis://127.0.0.1:6380/1",
 		"CONTROLPLANE_REDIS_PREFIX":       "staging",
 		"CONTROLPLANE_REDIS_REPLICA_WAIT": "250ms",
+		"CONTROLPLANE_REDIS_RESHARD":      "false",
 		"CONTROLPLANE_DATA_DIR":           "/var/lib/controlplane",
 		"CONTROLPLANE_REPORT_INTERVAL":    "5s",
 		"CONTROLPLANE_MAX_CONNECTION_AGE": "1h",

@@ -257,44 +257,67 @@ func (s *Store) Usage(ctx context.Context, budgetName string, month time.Time) (
 		return budget.Usage{}, fmt.Errorf("read usage: %w", err)
 	}
 	start := budget.MonthStart(month)
+	for range 2 {
+		u, newer, err := s.usageIn(ctx, lay, budgetName, start)
+		if err != nil || !newer {
+			return u, err
+		}
+		// The list changed since this store read it: a reshard added
+		// shards whose parts the read missed. Read again in the new one.
+		if lay, err = s.reloadLayout(ctx, lay); err != nil {
+			return budget.Usage{}, fmt.Errorf("read usage: %w", err)
+		}
+	}
+	return budget.Usage{}, fmt.Errorf("read usage: %w: the shard list changed twice while reading", store.ErrUnavailable)
+}
+
+// usageIn reads a budget's month in the shards of lay, of its every
+// generation, and, with them, the shard list, to say whether a newer one
+// was laid out (then the sum may miss the new shards' parts).
+func (s *Store) usageIn(ctx context.Context, lay *shardLayout, budgetName string, start time.Time) (budget.Usage, bool, error) {
 	u := budget.NewUsage(start)
-	tags := lay.tags
+	tags := lay.usageTags()
+	servicesTags := lay.servicesTags()
 	legacy, upgraded := lay.legacy(s.tag)
 	if upgraded {
-		tags = append(slices.Clip(tags), legacy)
+		tags = append(tags, legacy)
+		servicesTags = append(servicesTags, legacy)
 	}
 	services := 0
 	if budgetName == store.FleetUsage {
 		services = 2
 	}
-	cmds := make([]*redis.MapStringStringCmd, 0, len(tags)+2*2)
-	_, err = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+	cmds := make([]*redis.MapStringStringCmd, 0, len(tags)+2*len(servicesTags))
+	var list *redis.StringCmd
+	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, tag := range tags {
 			cmds = append(cmds, p.HGetAll(ctx, usageKeyIn(tag, budgetName, start)))
 		}
 		if services > 0 {
-			servicesTags := []string{lay.tags[servicesShard]}
-			if upgraded {
-				servicesTags = append(servicesTags, legacy)
-			}
 			for _, tag := range servicesTags {
 				cmds = append(cmds, p.HGetAll(ctx, servicesKeyIn(tag, start, false)), p.HGetAll(ctx, servicesKeyIn(tag, start, true)))
 			}
 		}
+		if lay.raw != "" {
+			list = p.Get(ctx, s.shardsKey())
+		}
 		return nil
 	})
 	if err != nil {
-		return budget.Usage{}, unavailable("read usage", err)
+		return budget.Usage{}, false, unavailable("read usage", err)
+	}
+	if list != nil && list.Val() != lay.raw {
+		return budget.Usage{}, true, nil
 	}
 	if services > 0 {
 		fleetServices(&u, cmds[len(tags):])
 	}
 	for _, cmd := range cmds[:len(tags)] {
 		if err := addUsage(&u, budgetName, cmd.Val()); err != nil {
-			return budget.Usage{}, err
+			return budget.Usage{}, false, err
 		}
 	}
-	return u, nil
+	return u, false, nil
 }
 
 // addUsage adds the fields of a usage key to u.

@@ -25,3 +25,12 @@ func (s *Store) ShardTagList() []string {
 	}
 	return l.tags
 }
+
+// Generation is the generation of the store's shard list.
+func (s *Store) Generation() int64 {
+	l, err := s.shardLayout(context.Background())
+	if err != nil {
+		panic(err)
+	}
+	return l.gen
+}

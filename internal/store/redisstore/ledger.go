@@ -66,6 +66,51 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 		}
 		return nil, fmt.Errorf("record reports: %w", err)
 	}
+	for attempt := 0; ; attempt++ {
+		res, fenced, err := s.recordIn(ctx, b, now, lay)
+		if !fenced {
+			return res, err
+		}
+		// A shard was laid out anew (reshard.go) and refused the batch,
+		// and no shard took any of it: lay it out by the new list. The
+		// fence goes up before the list is replaced; until it is, wait.
+		next, lerr := s.reloadLayout(ctx, lay)
+		if lerr != nil {
+			if !errors.Is(lerr, store.ErrNotApplied) {
+				lerr = fmt.Errorf("%w: %w", store.ErrNotApplied, lerr)
+			}
+			return nil, fmt.Errorf("record reports: %w", lerr)
+		}
+		if next.gen <= lay.gen {
+			if attempt >= fencedWaits {
+				return nil, fmt.Errorf("record reports: %w", err)
+			}
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("record reports: %w", err)
+			case <-time.After(fencedWait):
+			}
+		}
+		lay = next
+	}
+}
+
+// While a reshard has fenced the shards but not yet replaced the list, a
+// batch waits for the new list fencedWaits times fencedWait at most, then
+// fails with store.ErrNotApplied (it changed nothing).
+const (
+	fencedWait  = 50 * time.Millisecond
+	fencedWaits = 60
+)
+
+// errFenced says that a shard refused a batch laid out by an older
+// generation of the shard list (reshard.go).
+var errFenced = errors.New("shard laid out anew")
+
+// recordIn applies a batch laid out by lay. fenced says that some shard
+// refused it for an older generation and none took any of it: the caller
+// lays it out again by the newer list.
+func (s *Store) recordIn(ctx context.Context, b store.ReportBatch, now time.Time, lay *shardLayout) (_ []store.RateResult, fenced bool, _ error) {
 	// Net the rates and retractions of every report into one delta per rule
 	// and bucket: the work in Redis then grows with the number of buckets,
 	// not of reports, but for a few operations on numbers per report.
@@ -142,7 +187,7 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 		}
 	}
 	if err := checkUsage(b); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	// The reports of a client in one batch count in order: one whose seq is
 	// not above an earlier one's is a repeat, whatever the store holds.
@@ -169,6 +214,19 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 			n.kept[i], last[c] = true, sq.Seq
 		}
 	}
+	parts, err := s.landedBefore(ctx, lay, b, now)
+	if err != nil {
+		return nil, false, err
+	}
+	n.landed = parts
+	for _, l := range ledgers {
+		if n.landed.rule(strings.TrimPrefix(l.key, lay.tags[l.shard]+":ledger:")) {
+			// Applied by the previous generation: read it, add nothing.
+			l.landed = true
+			l.buckets, l.byBucket, l.applied = nil, nil, nil
+			l.reservoir, l.sum, l.firstSum, l.top, l.nclients = 0, 0, 0, 0, 0
+		}
+	}
 	groups := make([]*group, len(lay.tags))
 	for _, l := range ledgers {
 		g := groupOf(groups, l.shard, &n)
@@ -190,12 +248,13 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 		s.runGroups(ctx, lay, todo)
 		var again []*group
 		var failed error
-		notApplied := true
+		notApplied, refused := true, false
 		for _, g := range todo {
 			switch {
 			case g.err != nil:
 				failed = cmp.Or(failed, g.err)
 				notApplied = notApplied && errors.Is(g.err, store.ErrNotApplied)
+				refused = refused || errors.Is(g.err, errFenced)
 			case len(g.res) < 2:
 				failed = cmp.Or(failed, fmt.Errorf("redis: record reports: %d results", len(g.res)))
 				notApplied = false
@@ -213,13 +272,14 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 			if applied || !notApplied {
 				// Some shard took its part: the batch goes again under
 				// its Key, or not at all.
-				return nil, fmt.Errorf("redis: record reports: %w: not every shard answered: %v", store.ErrUnavailable, failed)
+				return nil, false, fmt.Errorf("redis: record reports: %w: not every shard answered: %v", store.ErrUnavailable, failed)
 			}
-			return nil, failed
+			return nil, refused, failed
 		}
 		if len(again) == 0 {
 			seen(b, lay, &n, groups)
-			return rateResults(b, index, ledgers, groups)
+			res, err := rateResults(b, index, ledgers, groups)
+			return res, false, err
 		}
 		sel := make([]*group, len(lay.tags))
 		for _, g := range again {
@@ -228,7 +288,7 @@ func (s *Store) RecordReports(ctx context.Context, b store.ReportBatch) ([]store
 		buildUsage(lay, b, &n, sel, false)
 		todo = again
 	}
-	return nil, fmt.Errorf("redis: record reports: repeated reports never settled")
+	return nil, false, fmt.Errorf("redis: record reports: repeated reports never settled")
 }
 
 // ledgerArgs is one rule's part of a batch.
@@ -242,6 +302,7 @@ type ledgerArgs struct {
 	// and batch, made and hashed into for every report (issue 17).
 	buckets  []bucketSums
 	byBucket map[int64]int // index in buckets, once there are many
+	landed   bool          // applied by the shard list's previous generation
 	// applied nets the clients that run the rule, by bucket and rule
 	// version; version is the batch's newest rule version.
 	applied   []appliedSums
@@ -329,6 +390,7 @@ type numbered struct {
 	clients []string
 	client  []int
 	kept    []bool
+	landed  landed // the parts a previous generation applied
 }
 
 // group is a batch's part in one shard: one script.
@@ -439,7 +501,7 @@ func buildUsage(lay *shardLayout, b store.ReportBatch, n *numbered, sel []*group
 			}
 			return u.fields
 		}
-		if inc.Budget == store.FleetUsage && inc.Rule != "" && inc.Service != "" {
+		if inc.Budget == store.FleetUsage && inc.Rule != "" && inc.Service != "" && (seq >= 0 || !n.landed.services()) {
 			if g := at(servicesShard); g != nil {
 				if inc.Requests != 0 {
 					if f := fields(g, 1); f != nil {
@@ -452,6 +514,9 @@ func buildUsage(lay *shardLayout, b store.ReportBatch, n *numbered, sel []*group
 					}
 				}
 			}
+		}
+		if seq < 0 && n.landed.rule(inc.Rule) {
+			return
 		}
 		g := at(shard)
 		if g == nil {
@@ -740,7 +805,7 @@ func scriptArgs(ctx context.Context, lay *shardLayout, b store.ReportBatch, now 
 		keys = append(keys, seqsKeyIn(tag, w-2), seqsKeyIn(tag, w-1), seqsKeyIn(tag, w), seqsKeyIn(tag, w+1))
 		args[9] = time.UnixMilli((w + 2) * seqSpan.Milliseconds()).Add(seqSkew).Sub(now).Milliseconds()
 	}
-	g.keys, g.args = append(keys, callKeyIn(tag, b.Key)), args
+	g.keys, g.args = append(keys, fenceKeyIn(tag), callKeyIn(tag, callName(lay, b.Key))), append(args, lay.gen)
 }
 
 // runGroups runs the script of each group that has one and sets its answer
@@ -821,6 +886,8 @@ func (s *Store) runParts(ctx context.Context, lay *shardLayout, gs []*group) {
 		}
 		res, err := cmds[i].StringSlice()
 		switch {
+		case err == nil && len(res) > 2 && res[1] == "fenced":
+			g.err = fmt.Errorf("redis: record reports: %w: %w: %w: shard %s takes generation %s, the batch is of %d", store.ErrUnavailable, store.ErrNotApplied, errFenced, lay.tags[g.shard], res[2], lay.gen)
 		case err != nil && strings.HasPrefix(err.Error(), "STALE"):
 			lay.clocks[g.shard].forget()
 			g.err = fmt.Errorf("redis: record reports: %w: %w: %w", store.ErrUnavailable, store.ErrNotApplied, err)
@@ -884,7 +951,7 @@ func rateResults(b store.ReportBatch, index map[string]int, ledgers []*ledgerArg
 			return nil, fmt.Errorf("redis: record reports: bad sums %q: %w", r, err)
 		}
 		totals[i] = store.RateResult{Fleet: fleet, Sampled: sampled, Instances: clients, Granted: outstanding, Applied: running}
-		if applied {
+		if applied && !l.landed {
 			grants[i] = reservoir.Grants(l.reservoir, fleet, outstanding, l.reports, l.first)
 		} else {
 			grants[i] = make([]float64, len(l.reports))

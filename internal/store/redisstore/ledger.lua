@@ -22,6 +22,8 @@
 -- seqs recorded in the span of time two before the batch's (no longer
 -- read), the one before, its own, and the one after; field = client, value
 -- = its highest seq.
+-- KEYS[N-1]: the shard's fence: the lowest generation of the shard list
+-- (reshard.go) whose batches it takes (absent: any).
 -- KEYS[N]: this call's own key.
 -- ARGV[1] current bucket, ARGV[2] buckets that stay live, ARGV[3] ledger TTL
 -- in ms, ARGV[4] L, ARGV[5] the call key's TTL in ms, ARGV[6] the batch's
@@ -45,7 +47,12 @@
 -- the clients that run it; then per usage key, in KEYS order: its TTL in ms,
 -- the most fields it may hold (0: no limit; a field past it that is not
 -- there yet is not added), the number of increments n, then n pairs of
--- field and increment.
+-- field and increment; last, the generation of the shard list the caller
+-- laid the batch out by.
+--
+-- A batch laid out by a generation older than the shard's fence is refused
+-- whole: the script changes nothing and returns Redis's clock, "fenced" and
+-- the fence; the caller reads the list again and lays the batch out anew.
 --
 -- Returns Redis's clock (unix ms), "1" if the batch was applied ("0" if it
 -- was sent again), then per ledger key the fleet rate, the quotas
@@ -87,6 +94,10 @@ local clock = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local deadline = tonumber(ARGV[6])
 if deadline > 0 and clock > deadline then
   return redis.error_reply('STALE batch reached Redis after its deadline')
+end
+local fence = redis.call('GET', KEYS[#KEYS - 1])
+if fence and tonumber(fence) > tonumber(ARGV[#ARGV]) then
+  return {tostring(clock), 'fenced', fence}
 end
 local cur = tonumber(ARGV[1])
 local retain = tonumber(ARGV[2])

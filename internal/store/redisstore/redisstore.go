@@ -53,10 +53,18 @@
 //	                             that the call sent again changes nothing
 //	                             and answers as the first run); id is
 //	                             random, or a report batch's Key, then one
-//	                             in each shard the batch touches; 5 minutes
+//	                             in each shard the batch touches (from the
+//	                             shard list's generation 1, "g<gen>:<Key>");
+//	                             5 minutes
+//	{tsc}:fence⁺                 string: the lowest generation of the shard
+//	                             list whose batches the shard takes
+//	                             (reshard.go); absent: any
 //	{tsc}:tokens...              tokens and their indexes (see token.go)
-//	{tsc}:shards                 string: the shards' tags on a Cluster
-//	                             (JSON), set once by the first replica
+//	{tsc}:shards                 string: the shards' tags on a Cluster, their
+//	                             generation and the past generations' tags
+//	                             (JSON), set by the first replica and
+//	                             replaced by each reshard
+//	{tsc}:shards:lock            string: a reshard under way; 30 s
 //	{tsc}:changes                pub/sub channel; each message names the
 //	                             topic that changed: "rules", "budgets",
 //	                             "alerts", "tokens"

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -48,10 +51,45 @@ type shardLayout struct {
 	// one sends its part there first, and the rest only once it answered
 	// (Store.runGroups).
 	failing []atomic.Bool
+	// gen is the list's generation (reshard.go): each shard's script
+	// refuses a batch of an older one once the shard is fenced. raw is the
+	// list as read from Redis ("" for a layout of Options.Shards or one
+	// node), to tell a newer one. past are the earlier generations' tags
+	// whose months of usage Usage still adds up.
+	gen  int64
+	raw  string
+	past []pastShards
 }
 
 func newLayout(tags []string) *shardLayout {
 	return &shardLayout{tags: tags, clocks: make([]redisClock, len(tags)), failing: make([]atomic.Bool, len(tags))}
+}
+
+// usageTags are the tags whose parts of a month Usage adds up: the
+// current generation's, then each earlier one's not already listed (a tag
+// kept by a reshard holds one part, read once).
+func (l *shardLayout) usageTags() []string {
+	out := slices.Clone(l.tags)
+	for _, p := range l.past {
+		for _, t := range p.Tags {
+			if !slices.Contains(out, t) {
+				out = append(out, t)
+			}
+		}
+	}
+	return out
+}
+
+// servicesTags are the tags of the fleet's services pairs, of every
+// generation, each once.
+func (l *shardLayout) servicesTags() []string {
+	out := []string{l.tags[servicesShard]}
+	for _, p := range l.past {
+		if t := p.Tags[servicesShard]; !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // of is the shard of a rule's or a client's keys (FNV-1a of its name).
@@ -83,57 +121,114 @@ func (l *shardLayout) legacy(tag string) (string, bool) {
 
 // shardLayout returns the store's layout. On a Cluster without
 // Options.Shards it is read from Redis, where the first replica to start
-// on the Cluster put it (clusterTags); until Redis answers, the report
-// path fails with store.ErrUnavailable.
+// on the Cluster put it (clusterTags), and read again when a shard says it
+// was laid out anew (reshard.go); until Redis answers, the report path
+// fails with store.ErrUnavailable.
 func (s *Store) shardLayout(ctx context.Context) (*shardLayout, error) {
 	if l := s.layout.Load(); l != nil {
 		return l, nil
 	}
+	return s.reloadLayout(ctx, nil)
+}
+
+// reloadLayout reads the shard list again if the store's layout is still
+// stale (nil: none yet), and keeps the newer generation. A layout of
+// Options.Shards or of one node is never read again.
+func (s *Store) reloadLayout(ctx context.Context, stale *shardLayout) (*shardLayout, error) {
 	s.layoutMu.Lock()
 	defer s.layoutMu.Unlock()
-	if l := s.layout.Load(); l != nil {
-		return l, nil
+	cur := s.layout.Load()
+	if cur != nil && (cur != stale || cur.raw == "") {
+		return cur, nil
 	}
-	tags, err := s.loadClusterTags(ctx)
+	list, raw, err := s.loadShardList(ctx)
 	if err != nil {
 		return nil, err
 	}
-	l := newLayout(tags)
+	if cur != nil && (list.Generation < cur.gen || raw == cur.raw) {
+		return cur, nil
+	}
+	l := newLayout(list.Tags)
+	l.gen, l.raw, l.past = list.Generation, raw, list.Past
 	s.layout.Store(l)
 	return l, nil
 }
 
-// loadClusterTags reads the shards' tags from {prefix}:shards, or makes
-// them from the Cluster's masters and stores them if no replica did yet
-// (SET NX: every replica ends with the first one's).
-func (s *Store) loadClusterTags(ctx context.Context) ([]string, error) {
-	key := s.tag + ":shards"
+// shardList is {prefix}:shards: the report path's tags and generation, and
+// the earlier generations whose months of usage are still read. The first
+// releases stored the tags alone, a JSON array: generation 0.
+type shardList struct {
+	Generation int64        `json:"generation"`
+	Tags       []string     `json:"tags"`
+	Past       []pastShards `json:"past,omitempty"`
+}
+
+// pastShards is an earlier generation of the list, kept until the months
+// its shards counted are past their retention (Until + UsageRetention).
+type pastShards struct {
+	Generation int64    `json:"generation"`
+	Tags       []string `json:"tags"`
+	Until      int64    `json:"until"` // unix ms it was replaced
+}
+
+// MaxPastGenerations bounds the earlier generations a list keeps: each
+// adds its shards' reads to Usage until its months expire, so a reshard
+// beyond it is refused until the oldest ages out.
+const MaxPastGenerations = 8
+
+func (s *Store) shardsKey() string { return s.tag + ":shards" }
+
+// parseShardList reads a list as stored, and checks that every tag is one
+// of this store's: a list that is not is a store that cannot be used until
+// someone mends it (nothing is sent, nothing is dropped).
+func (s *Store) parseShardList(raw string) (shardList, error) {
+	var list shardList
+	var err error
+	if strings.HasPrefix(strings.TrimSpace(raw), "[") {
+		err = json.Unmarshal([]byte(raw), &list.Tags)
+	} else {
+		err = json.Unmarshal([]byte(raw), &list)
+	}
+	key := s.shardsKey()
+	if err != nil || len(list.Tags) == 0 || len(list.Tags) > MaxShards || list.Generation < 0 || len(list.Past) > MaxPastGenerations {
+		return shardList{}, fmt.Errorf("redis: %w: %w: %s holds %q, not a list of 1 to %d hash tags", store.ErrUnavailable, store.ErrNotApplied, key, raw, MaxShards)
+	}
+	all := slices.Clone(list.Tags)
+	for _, p := range list.Past {
+		if len(p.Tags) == 0 || len(p.Tags) > MaxShards {
+			return shardList{}, fmt.Errorf("redis: %w: %w: %s holds %q, a generation of %d tags", store.ErrUnavailable, store.ErrNotApplied, key, raw, len(p.Tags))
+		}
+		all = append(all, p.Tags...)
+	}
+	for _, t := range all {
+		if !strings.HasPrefix(t, "{"+strings.Trim(s.tag, "{}")) || !strings.HasSuffix(t, "}") {
+			return shardList{}, fmt.Errorf("redis: %w: %w: %s holds the tag %q, not one of this store's", store.ErrUnavailable, store.ErrNotApplied, key, t)
+		}
+	}
+	return list, nil
+}
+
+// loadShardList reads {prefix}:shards, or makes the list from the
+// Cluster's masters and stores it if no replica did yet (SET NX: every
+// replica ends with the first one's).
+func (s *Store) loadShardList(ctx context.Context) (shardList, string, error) {
+	key := s.shardsKey()
 	raw, err := s.client.Get(ctx, key).Result()
 	if errors.Is(err, redis.Nil) {
 		var tags []string
 		if tags, err = clusterTags(ctx, s.client, strings.Trim(s.tag, "{}")); err != nil {
-			return nil, err
+			return shardList{}, "", err
 		}
-		b, _ := json.Marshal(tags)
+		b, _ := json.Marshal(shardList{Tags: tags})
 		if err = s.client.SetNX(ctx, key, b, 0).Err(); err == nil {
 			raw, err = s.client.Get(ctx, key).Result()
 		}
 	}
 	if err != nil {
-		return nil, unavailable("read the shards", err)
+		return shardList{}, "", unavailable("read the shards", err)
 	}
-	// A list that is not one of this store's is a store that cannot be
-	// used until someone mends it: nothing is sent, nothing is dropped.
-	var tags []string
-	if err := json.Unmarshal([]byte(raw), &tags); err != nil || len(tags) == 0 || len(tags) > MaxShards {
-		return nil, fmt.Errorf("redis: %w: %w: %s holds %q, not a list of 1 to %d hash tags", store.ErrUnavailable, store.ErrNotApplied, key, raw, MaxShards)
-	}
-	for _, t := range tags {
-		if !strings.HasPrefix(t, "{"+strings.Trim(s.tag, "{}")) || !strings.HasSuffix(t, "}") {
-			return nil, fmt.Errorf("redis: %w: %w: %s holds the tag %q, not one of this store's", store.ErrUnavailable, store.ErrNotApplied, key, t)
-		}
-	}
-	return tags, nil
+	list, err := s.parseShardList(raw)
+	return list, raw, err
 }
 
 // clusterTags makes one tag per master of the Cluster behind client (at
@@ -248,10 +343,10 @@ func keySlot(tag string) int {
 }
 
 // Coverage is how the report path's shards lie over a Cluster's masters.
-// The shard list is fixed when the first replica starts on a Cluster
+// The first replica to start on a Cluster lays the shard list out
 // (docs/SHARDING.md): a master added later serves slots but holds no
 // shard, so it takes no part of the report path's load until the shards
-// are laid out again.
+// are laid out again (Store.Reshard).
 type Coverage struct {
 	// Cluster is false for a single node or Sentinel: one shard, nothing
 	// to cover.
@@ -263,17 +358,28 @@ type Coverage struct {
 	Shards [][2]string
 	// Unsharded are the masters that serve slots but no shard, sorted.
 	Unsharded []string
+	// Slots tells one map of slots to masters from another: equal on two
+	// reads, no slot moved between them (a rebalance is not under way, or
+	// paused).
+	Slots string
+	// Stuck says that some shard is fenced above the list's generation: a
+	// reshard stopped between its fence and its new list (its replica
+	// died), and every batch fails until a reshard finishes the job.
+	Stuck bool
 }
 
 // ShardCoverage reads the Cluster's masters and where the store's shards
 // lie over them: a master in Unsharded was added after the shard list was
 // made (or took slots from the others by a reshard), and gets no share of
-// the report path.
+// the report path until Store.Reshard.
 func (s *Store) ShardCoverage(ctx context.Context) (Coverage, error) {
 	if _, ok := s.client.(*redis.ClusterClient); !ok {
 		return Coverage{}, nil
 	}
-	lay, err := s.shardLayout(ctx)
+	// Read the list again: a replica that reads the coverage periodically
+	// (controlplane serve, every minute) thus adopts a new generation
+	// within that period even if it sends no report.
+	lay, err := s.reloadLayout(ctx, s.layout.Load())
 	if err != nil {
 		return Coverage{}, err
 	}
@@ -282,6 +388,9 @@ func (s *Store) ShardCoverage(ctx context.Context) (Coverage, error) {
 		return Coverage{}, unavailable("read the cluster's slots", err)
 	}
 	c := Coverage{Cluster: true, Shards: make([][2]string, len(lay.tags))}
+	if c.Stuck, err = s.fencedAbove(ctx, lay); err != nil {
+		return Coverage{}, err
+	}
 	sharded := map[string]bool{}
 	for i, tag := range lay.tags {
 		slot := keySlot(strings.Trim(tag, "{}"))
@@ -307,5 +416,15 @@ func (s *Store) ShardCoverage(ctx context.Context) (Coverage, error) {
 	}
 	sort.Strings(c.Masters)
 	sort.Strings(c.Unsharded)
+	ranges := make([]string, 0, len(slots))
+	for _, r := range slots {
+		if len(r.Nodes) > 0 {
+			ranges = append(ranges, fmt.Sprintf("%d-%d@%s", r.Start, r.End, r.Nodes[0].Addr))
+		}
+	}
+	sort.Strings(ranges)
+	h := fnv.New64a()
+	_, _ = io.WriteString(h, strings.Join(ranges, ","))
+	c.Slots = strconv.FormatUint(h.Sum64(), 16)
 	return c, nil
 }

@@ -66,7 +66,10 @@ func TestShardListRefused(t *testing.T) {
 	srv := redistest.StartWith(t, redistest.Options{Cluster: true})
 	ctx := t.Context()
 	now := time.Now()
-	for _, list := range []string{"garbage", "[]", `["{other}"]`, `["{tsc}", "tsc:1"]`} {
+	for _, list := range []string{"garbage", "[]", `["{other}"]`, `["{tsc}", "tsc:1"]`,
+		`{"generation":1,"tags":[]}`, `{"generation":-1,"tags":["{tsc}"]}`,
+		`{"generation":1,"tags":["{tsc}"],"past":[{"generation":0,"tags":["{other}"]}]}`,
+		`{"generation":1,"tags":["{tsc}"],"past":[{"generation":0,"tags":[]}]}`} {
 		c := srv.ClusterClient(t)
 		if err := c.Set(ctx, "{tsc}:shards", list, 0).Err(); err != nil {
 			t.Fatal(err)
