@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -145,6 +146,10 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 		// boostDocs are the accepted documents' own boost counts and
 		// r.Boosts.
 		boostDocs []boostDoc
+		// quiet are the enforcing budgets this report brings their first
+		// traffic to (catalog.Budgets.Quiet), to wake once it is
+		// recorded; none in most reports.
+		quiet []string
 	)
 	if len(docs) == 1 {
 		one = r.Buffers.take()
@@ -220,6 +225,9 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 			usage = append(usage, store.UsageIncrement{Budget: store.FleetUsage, Service: svc, Month: now, Hour: hour, Rule: rule.Name, Requests: d.Requests, Sampled: sampled})
 			for _, name := range names {
 				usage = append(usage, store.UsageIncrement{Budget: name, Month: now, Hour: hour, Rule: rule.Name, Requests: d.Requests, Sampled: sampled})
+				if s.waker != nil && d.Requests > 0 && budgets.Quiet(name, now) && !slices.Contains(quiet, name) {
+					quiet = append(quiet, name)
+				}
 			}
 		}
 		var retract *reservoir.Receipt
@@ -282,6 +290,12 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 	}
 	if err != nil {
 		return TargetSet{}, err
+	}
+	// The budgets' first traffic is recorded: their decisions, made
+	// without it, lower nothing until they are decided again, which the
+	// controller does now rather than at its next interval.
+	for _, name := range quiet {
+		s.waker.Wake(name)
 	}
 	// The store answers: a good time to take a key rotation in. (There is a
 	// ring already, so this returns one whatever happens.)

@@ -153,6 +153,18 @@ type Options struct {
 	Boosts    BoostStore
 	Boost     boost.Options
 	BoostRoom boost.RoomOptions
+	// Waker, if set, is told of each enforcing budget whose decision in
+	// force saw no traffic once a report of traffic in its scope is
+	// recorded (catalog.Budgets.Quiet), so that the budget is decided at
+	// once; nil: budgets wait for the controller's next interval.
+	Waker BudgetWaker
+}
+
+// BudgetWaker has a budget decided soon, between the controller's
+// intervals (the budget controller is one). Wake must not block: the
+// report path calls it.
+type BudgetWaker interface {
+	Wake(budgetName string)
 }
 
 // Core is the report pipeline of one replica, shared by every transport.
@@ -167,6 +179,7 @@ type Core struct {
 	reports  *reportMetrics
 	interval time.Duration
 	log      *slog.Logger
+	waker    BudgetWaker // nil: none
 
 	boosts       BoostStore // nil: no boosts
 	boostOpts    boost.Options
@@ -208,6 +221,7 @@ func New(opts Options) *Core {
 		reports:  newReportMetrics(opts.Registerer),
 		interval: opts.Interval,
 		log:      opts.Logger,
+		waker:    opts.Waker,
 
 		boosts:       opts.Boosts,
 		boostOpts:    opts.Boost.WithDefaults(),

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -75,7 +76,27 @@ type Controller struct {
 	// once an hour (fleetMaxAge), since the pairs only grow.
 	fleetMu sync.Mutex
 	fleet   *fleetRead
+
+	// The budgets woken by their first traffic (Wake), to decide at once:
+	// woken waits for DecideWoken, which Run calls when wake is
+	// signalled; decidedAt is when each was last decided so, for the
+	// wakeGap.
+	wakeMu    sync.Mutex
+	woken     map[string]struct{}
+	decidedAt map[string]time.Time
+	wake      chan struct{}
 }
+
+// wakeGap is the shortest time between two decisions of one budget woken
+// by its traffic on one replica: the replica's catalog may hold the
+// decision before the one just stored for a moment, and its reports go on
+// waking the budget meanwhile.
+const wakeGap = time.Second
+
+// maxWoken bounds the budgets waiting to be decided at once; past it a
+// budget waits for the next interval. Budgets are few: a bound, not a
+// limit anyone meets.
+const maxWoken = 10_000
 
 // fleetRead is one read of the fleet's usage record.
 type fleetRead struct {
@@ -100,7 +121,7 @@ func New(st Store, cat *catalog.Catalog, opts Options) *Controller {
 	if opts.Webhook == nil {
 		opts.Webhook = &budget.Webhook{}
 	}
-	c := &Controller{store: st, catalog: cat, opts: opts, fired: prometheus.NewCounterVec(prometheus.CounterOpts{
+	c := &Controller{store: st, catalog: cat, opts: opts, woken: map[string]struct{}{}, decidedAt: map[string]time.Time{}, wake: make(chan struct{}, 1), fired: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "controlplane_budget_alerts_fired_total",
 		Help: "Budget alerts fired by this replica, by budget and kind.",
 	}, []string{"budget", "kind"})}
@@ -115,7 +136,8 @@ func New(st Store, cat *catalog.Catalog, opts Options) *Controller {
 	return c
 }
 
-// Run decides every interval until ctx ends, then waits for webhook
+// Run decides every interval, and the budgets woken by their traffic
+// between intervals (Wake), until ctx ends, then waits for webhook
 // deliveries in flight (they give up when ctx ends).
 func (c *Controller) Run(ctx context.Context) {
 	defer c.deliveries.Wait()
@@ -125,6 +147,10 @@ func (c *Controller) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-c.wake:
+			if _, err := c.DecideWoken(ctx); err != nil && ctx.Err() == nil {
+				c.opts.Logger.Warn("budget controller: a budget's first traffic was not decided at once; the next interval will", "err", err)
+			}
 		case <-t.C:
 			switch err := c.Tick(ctx); {
 			case ctx.Err() != nil:
@@ -191,6 +217,96 @@ func (c *Controller) DecideBudget(ctx context.Context, b budget.Budget) error {
 		return failed
 	}
 	return errors.Join(failed, c.store.PutState(ctx, *st))
+}
+
+// Wake has the budget called name decided soon, on this replica (Run
+// does it, or DecideWoken): the report pipeline (sampling.Core) calls it
+// once a report of traffic in the scope of an enforcing budget whose
+// decision saw none is recorded. That decision lowers nothing, and the
+// budget's first traffic would otherwise run at the rules' own rates until
+// the next interval: for a small budget, most of what it spends. A budget
+// decided so on this replica less than wakeGap ago is not woken again. It
+// never blocks.
+func (c *Controller) Wake(name string) {
+	now := c.opts.Now()
+	c.wakeMu.Lock()
+	if at, ok := c.decidedAt[name]; ok && now.Sub(at) < wakeGap && !now.Before(at) {
+		c.wakeMu.Unlock()
+		return
+	}
+	if len(c.woken) < maxWoken {
+		c.woken[name] = struct{}{}
+	}
+	c.wakeMu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// DecideWoken decides the budgets woken since its last call (Wake) now,
+// as DecideBudget does (alerts wait for the tick), and returns how many
+// it decided. A budget whose stored decision has seen its traffic already
+// (another replica's, or the tick's, that this replica's catalog has not
+// loaded yet) is left as it is. Run calls it when a budget is woken; the
+// simulator (package fleetsim), which runs on a virtual clock, after each
+// report.
+//
+// It is safe beside the ticks of any replica: the store keeps the newer
+// decision of each budget (budget.CompareStates: same budget and revision,
+// so the later computation), and a decision stored with PutState leaves
+// the others' as they are.
+func (c *Controller) DecideWoken(ctx context.Context) (int, error) {
+	now := c.opts.Now()
+	c.wakeMu.Lock()
+	names := make([]string, 0, len(c.woken))
+	for name := range c.woken {
+		names = append(names, name)
+	}
+	clear(c.woken)
+	maps.DeleteFunc(c.decidedAt, func(_ string, at time.Time) bool { return now.Sub(at) >= wakeGap || now.Before(at) })
+	for _, name := range names {
+		c.decidedAt[name] = now
+	}
+	c.wakeMu.Unlock()
+	if len(names) == 0 {
+		return 0, nil
+	}
+	slices.Sort(names) // in one order, for the simulator's runs
+	prev, err := c.store.States(ctx)
+	if err != nil {
+		return 0, err
+	}
+	budgets := c.catalog.CurrentBudgets()
+	month := budget.MonthStart(now)
+	var failed error
+	decided := 0
+	for _, name := range names {
+		i := slices.IndexFunc(budgets.Budgets, func(b budget.Budget) bool { return b.Name == name })
+		if i < 0 {
+			continue // deleted since
+		}
+		b := budgets.Budgets[i]
+		if p, ok := prev[name]; ok && p.BudgetUID == b.UID && p.MonthStart.Equal(month) && p.Requests > 0 {
+			continue
+		}
+		st, err := c.decide(ctx, b, prev, now, false)
+		failed = errors.Join(failed, err)
+		if st == nil {
+			continue
+		}
+		if err := c.store.PutState(ctx, *st); err != nil {
+			failed = errors.Join(failed, fmt.Errorf("budget %s: %w", name, err))
+			continue
+		}
+		decided++
+	}
+	if decided > 0 {
+		// This replica's reports take the decision up at once; the others
+		// on the store's change hint.
+		c.catalog.Kick()
+	}
+	return decided, failed
 }
 
 // decide decides one budget at now (prev are the stored states) and, with
