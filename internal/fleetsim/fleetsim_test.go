@@ -187,3 +187,23 @@ func TestCanceled(t *testing.T) {
 		t.Errorf("Run: %v, want context.Canceled", err)
 	}
 }
+
+// TestFirstTrafficCutWithinAReport: as on the server, a tiny budget whose
+// traffic starts mid-interval is decided at its first report
+// (controller.Wake), not at the controller's next tick 7 s later: its
+// fixed rate runs in full only until the instances' first reports, about
+// a second (2,000 requests/s at 0.05: about 100 traces, where the 7 s
+// before the tick were 700).
+func TestFirstTrafficCutWithinAReport(t *testing.T) {
+	res := run(t, Config{SimConfig: budget.SimConfig{
+		Rules: []rules.Rule{rule("api", "*", 0.05, 10)}, RequestsPerDay: 2000 * 86400, Budget: enforce(0.05),
+		Interval: 10 * time.Second, Start: dec2.Add(3 * time.Second),
+	}, Instances: 100, Zipf: 1.1, Duration: 2 * time.Minute})
+	// The first reports come 0.9 to 1.1 s in: the first of them cuts.
+	if f := res.Fleet.FixedRateTraces; f > 2000*1.1*0.05*1.2 {
+		t.Errorf("the fleet sampled %v traces by the fixed rate, want at most those of its first reports' 1.1 s (110) and a fifth more", f)
+	}
+	if res.SimBudget.MinFixedRateFactor >= 0.01 {
+		t.Errorf("min fixed-rate factor %v, want the budget's traffic cut", res.SimBudget.MinFixedRateFactor)
+	}
+}
