@@ -546,7 +546,11 @@ func (s *sim) report(ctx context.Context, in *instance, now time.Time, last bool
 	in.lastReport = now
 	docs := make([]sampling.Statistics, 0, len(in.rules))
 	for _, rt := range in.rules {
-		req, smp, brw := rt.take(last)
+		var round *rand.Rand
+		if last {
+			round = in.rng
+		}
+		req, smp, brw := rt.take(round)
 		docs = append(docs, sampling.Statistics{Rule: rt.sim.rule.Name, Requests: req, Sampled: smp, Borrowed: brw, Time: now, Interval: max(span, time.Millisecond)})
 	}
 	if len(docs) == 0 {

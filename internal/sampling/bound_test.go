@@ -98,7 +98,7 @@ func TestBoundNeverCutsHonestReports(t *testing.T) {
 				d := Statistics{Rule: "r", Requests: 1000, Sampled: int64(sampled(last, st.take)), Interval: interval, Time: t0.Add(st.take)}
 				last = st.take
 				now := t0.Add(st.arrive + st.skew)
-				b := s.bound(&d, prev, ok, 0, now)
+				b := s.bound(&d, prev, ok, 0, 0, now)
 				if got := clamp(&d, b); got != d.Sampled {
 					t.Errorf("report %d (%d sampled over %v): cut to %d (bound over %v)", i, d.Sampled, interval, got, b.span)
 				}
@@ -128,7 +128,7 @@ func TestBoundChainClaimsNoMoreThanItsTime(t *testing.T) {
 	const reports = 20
 	for i := 1; i <= reports; i++ {
 		d := Statistics{Rule: "r", Requests: 1e6, Sampled: 1e6, Interval: time.Hour}
-		b := s.bound(&d, prev, true, 0, t0.Add(time.Duration(i)*time.Second))
+		b := s.bound(&d, prev, true, 0, 0, t0.Add(time.Duration(i)*time.Second))
 		covered += b.span
 		if !b.until.After(prev.Issued) {
 			t.Fatalf("report %d: the chain's end %v is not after the last one %v: the guard would refuse its receipt", i, b.until, prev.Issued)

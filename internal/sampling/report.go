@@ -185,7 +185,7 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 		}
 		svc := serviceOf(service, rule)
 		f, g := budgets.Factors(svc, rule, now)
-		b := s.bound(d, prev, ok, rule.FixedRate*f, now)
+		b := s.bound(d, prev, ok, rule.FixedRate*f, rule.FixedRate, now)
 		if float64(d.Requests) > maxRequestsPerSecond*b.span.Seconds() {
 			// No instance serves this much; a count like it is a bug, and
 			// would swamp the fleet's ledger and exhaust budgets.
@@ -428,7 +428,13 @@ type claimBound struct {
 // the skew allowed). And a chain never claims more than the time it
 // spans, plus maxLead once: a client that says longer intervals than it
 // waits is cut as before.
-func (s *Core) bound(d *Statistics, prev receipt.Claim, ok bool, fixedNow float64, now time.Time) claimBound {
+//
+// A report without a claim (a new client's first) may have been sampled
+// at the rule's own fixed rate, own, rather than the one in force now: its
+// rule set can have come before a budget lowered the rate, which it
+// sampled at until the cut reached it (a budget is cut at its first
+// traffic, which another client's first report can bring: Options.Waker).
+func (s *Core) bound(d *Statistics, prev receipt.Claim, ok bool, fixedNow, own float64, now time.Time) claimBound {
 	b := claimBound{fixedNow: fixedNow, until: now}
 	var quota, overlap float64
 	fixed := fixedNow
@@ -447,6 +453,7 @@ func (s *Core) bound(d *Statistics, prev receipt.Claim, ok bool, fixedNow float6
 		b.span = cover
 		quota, fixed, overlap = prev.Quota, max(fixed, prev.FixedRate), prev.Overlap
 	} else {
+		fixed = max(fixed, own)
 		lifetime := s.ledger.QuotaLifetime()
 		b.span = min(s.span(d), lifetime)
 		// A new chain ends where the client says it took its counts,

@@ -339,7 +339,7 @@ func (c *Controller) decide(ctx context.Context, b budget.Budget, prev map[strin
 		return nil, failed
 	}
 	models := scopeModels(&b, &u, view)
-	if err := c.scopeReservoirs(ctx, &u, models, now); err != nil {
+	if err := c.scopeReservoirs(ctx, &u, models, trafficSince(p), now); err != nil {
 		failed = errors.Join(failed, fmt.Errorf("budget %s: %w", b.Name, err))
 	}
 	in := budget.Input{Usage: u, Rules: models}
@@ -574,7 +574,7 @@ func scopeModels(b *budget.Budget, u *budget.Usage, view *catalog.View) []budget
 // service would otherwise expect, and promise as its floor, the whole
 // fleet's reservoir). The fleet rates come from the ledger; adding nothing
 // to it reads them.
-func (c *Controller) scopeReservoirs(ctx context.Context, u *budget.Usage, models []budget.RuleModel, now time.Time) error {
+func (c *Controller) scopeReservoirs(ctx context.Context, u *budget.Usage, models []budget.RuleModel, since, now time.Time) error {
 	if len(models) == 0 {
 		return nil
 	}
@@ -591,18 +591,42 @@ func (c *Controller) scopeReservoirs(ctx context.Context, u *budget.Usage, model
 		if fleet[i].Fleet <= 0 {
 			continue // no current traffic known: keep the whole reservoir
 		}
-		if scope := recentRate(u, models[i].Name, now); scope > 0 {
+		if scope := recentRate(u, models[i].Name, since, now); scope > 0 {
 			models[i].Reservoir *= min(1, scope/fleet[i].Fleet)
 		}
 	}
 	return nil
 }
 
+// trafficSince is when the budget's traffic started, as its last decision
+// (prev, nil for none) knows it: its memory's FirstSeen, or, for a
+// decision that saw no traffic, when it read its usage (traffic started
+// after). Zero when unknown.
+func trafficSince(prev *budget.State) time.Time {
+	switch {
+	case prev == nil:
+		return time.Time{}
+	case !prev.Decision.Memory.FirstSeen.IsZero():
+		return prev.Decision.Memory.FirstSeen
+	case prev.Requests <= 0:
+		return prev.Decision.Memory.Observed
+	}
+	return time.Time{}
+}
+
+// minRateWindow is the shortest time recentRate takes a rate over.
+const minRateWindow = time.Minute
+
 // recentRate is a rule's request rate in the scope over the last complete
 // hour, or over the current hour so far when there is none yet; from the
 // budget's hours in proportion to the rule's month when its own hours are
-// not kept.
-func recentRate(u *budget.Usage, rule string, now time.Time) float64 {
+// not kept. An hour counts from since (the budget's traffic started then)
+// if that is in it: the requests of traffic that started at 10:46 are not
+// spread over the 46 minutes before it, which made the scope's part of
+// the fleet's reservoir, for the first hour of a budget's traffic, a
+// fraction of what it was (for a tiny budget, a reservoir left uncut
+// until the plan caught up).
+func recentRate(u *budget.Usage, rule string, since, now time.Time) float64 {
 	series := u.RuleRequests[rule]
 	share := 1.0
 	if len(series) == 0 {
@@ -616,12 +640,24 @@ func recentRate(u *budget.Usage, rule string, now time.Time) float64 {
 		series, share = u.Requests, float64(u.Rules[rule].Requests)/float64(total)
 	}
 	h := int(now.Sub(u.MonthStart) / time.Hour)
+	// over is the time an hour's requests came in: from its start, or
+	// from since, to its end or now; at least minRateWindow.
+	over := func(h int) float64 {
+		from := u.MonthStart.Add(time.Duration(h) * time.Hour)
+		to := from.Add(time.Hour)
+		if now.Before(to) {
+			to = now
+		}
+		if since.After(from) && since.Before(to) {
+			from = since
+		}
+		return max(to.Sub(from), minRateWindow).Seconds()
+	}
 	if h >= 1 && h-1 < len(series) && series[h-1] > 0 {
-		return share * series[h-1] / 3600
+		return share * series[h-1] / over(h-1)
 	}
 	if h >= 0 && h < len(series) {
-		elapsed := max(now.Sub(u.MonthStart.Add(time.Duration(h)*time.Hour)).Seconds(), 60)
-		return share * series[h] / elapsed
+		return share * series[h] / over(h)
 	}
 	return 0
 }
