@@ -7,7 +7,8 @@
 // from a token bucket, one borrowed trace a second without one, the fixed
 // rate in force (rule sets carry it), first borrows withheld as the server
 // withholds them — and learn of a decision only as a stream does: pushed
-// after the controller's interval, from reports made once an interval. So
+// after the controller decides (at its interval, or woken by a budget's
+// first traffic), from reports made once an interval. So
 // what it says holds for the server: the spend is what the server counts.
 //
 // package budget's Simulate is the fast model: the same forecast and
