@@ -407,11 +407,16 @@ type Budgets struct {
 	States  map[string]budget.State
 	// plans are each state's rule plans by rule name, for Factors.
 	plans map[string]map[string]*budget.RulePlan
+	// index is each budget's place in Budgets, by name, for Quiet.
+	index map[string]int
 }
 
 // newBudgets indexes the rule plans of the states.
 func newBudgets(gen int64, bs []budget.Budget, states map[string]budget.State) *Budgets {
-	out := &Budgets{Gen: gen, Budgets: bs, States: states, plans: make(map[string]map[string]*budget.RulePlan, len(states))}
+	out := &Budgets{Gen: gen, Budgets: bs, States: states, plans: make(map[string]map[string]*budget.RulePlan, len(states)), index: make(map[string]int, len(bs))}
+	for i := range bs {
+		out.index[bs[i].Name] = i
+	}
 	for name, st := range states {
 		m := make(map[string]*budget.RulePlan, len(st.Decision.Rules))
 		for i := range st.Decision.Rules {
@@ -512,6 +517,24 @@ func (b *Budgets) Factors(service string, r *rules.Rule, now time.Time) (fixed, 
 		reservoir = min(reservoir, g)
 	}
 	return fixed, reservoir
+}
+
+// Quiet reports whether the enforcing budget called name is in force
+// without having seen its traffic: its decision for this month and
+// incarnation saw no requests in scope, or it has none. Such a decision
+// was made without traffic to go by (at the budget's creation, at the
+// month's start, before the scope's first request), so it lowers nothing,
+// and the first report of traffic in scope should have the budget decided
+// at once rather than at the controller's next interval (sampling.Core
+// wakes the controller). False for a budget that only alerts, or that is
+// not in this generation.
+func (b *Budgets) Quiet(name string, now time.Time) bool {
+	i, ok := b.index[name]
+	if !ok || b.Budgets[i].Mode != budget.Enforce {
+		return false
+	}
+	st, ok := b.States[name]
+	return !ok || st.BudgetUID != b.Budgets[i].UID || !st.MonthStart.Equal(budget.MonthStart(now)) || st.Requests <= 0
 }
 
 // Covering returns the names of the budgets that count a rule's traces for a

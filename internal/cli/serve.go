@@ -323,6 +323,7 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, ready chan<- l
 		Ledger:           st,
 		Budgets:          st,
 		Decider:          ctl,
+		Waker:            ctl,
 		ReportInterval:   c.interval,
 		Logger:           log,
 		Registerer:       reg,

@@ -7,7 +7,8 @@
 // from a token bucket, one borrowed trace a second without one, the fixed
 // rate in force (rule sets carry it), first borrows withheld as the server
 // withholds them — and learn of a decision only as a stream does: pushed
-// after the controller's interval, from reports made once an interval. So
+// after the controller decides (at its interval, or woken by a budget's
+// first traffic), from reports made once an interval. So
 // what it says holds for the server: the spend is what the server counts.
 //
 // package budget's Simulate is the fast model: the same forecast and
@@ -210,7 +211,9 @@ func newSim(ctx context.Context, cfg Config) (*sim, error) {
 		return fail(err)
 	}
 	s.ctrl = controller.New(st, s.cat, controller.Options{Interval: cfg.Interval, Now: clk.Now, Logger: quiet})
-	s.core = sampling.New(sampling.Options{Catalog: s.cat, Store: st, Interval: cfg.Interval, Now: clk.Now, Logger: quiet})
+	// As serve wires them: a report of a budget's first traffic wakes the
+	// controller (run after each report here, see report).
+	s.core = sampling.New(sampling.Options{Catalog: s.cat, Store: st, Interval: cfg.Interval, Now: clk.Now, Logger: quiet, Waker: s.ctrl})
 	if cfg.Budget != nil {
 		b := cfg.Budget.Normalize()
 		if b.Name == "" {
@@ -439,6 +442,29 @@ func (s *sim) decide(ctx context.Context, now time.Time) error {
 		return fmt.Errorf("fleetsim: controller at %v: %w", now, err)
 	}
 	s.fleet.Decisions++
+	return s.decided(ctx, gen, now)
+}
+
+// decideWoken runs what the controller's Run does when a report woke a
+// budget (controller.Wake: its first traffic), at now, right after that
+// report, and pushes its decision as decide does.
+func (s *sim) decideWoken(ctx context.Context, now time.Time) error {
+	gen := s.cat.CurrentBudgets().Gen
+	n, err := s.ctrl.DecideWoken(ctx)
+	if err != nil {
+		return fmt.Errorf("fleetsim: controller woken at %v: %w", now, err)
+	}
+	if n == 0 {
+		return nil
+	}
+	s.fleet.Decisions += int64(n)
+	return s.decided(ctx, gen, now)
+}
+
+// decided reloads the catalog after a decision, as its change hint makes
+// every replica do, notes it, and if the budgets moved on from generation
+// gen pushes what streams push.
+func (s *sim) decided(ctx context.Context, gen int64, now time.Time) error {
 	if err := s.cat.LoadBudgets(ctx); err != nil {
 		return fmt.Errorf("fleetsim: %w", err)
 	}
@@ -475,7 +501,11 @@ func (s *sim) report(ctx context.Context, in *instance, now time.Time, last bool
 	in.lastReport = now
 	docs := make([]sampling.Statistics, 0, len(in.rules))
 	for _, rt := range in.rules {
-		req, smp, brw := rt.take(last)
+		var round *rand.Rand
+		if last {
+			round = in.rng
+		}
+		req, smp, brw := rt.take(round)
 		docs = append(docs, sampling.Statistics{Rule: rt.sim.rule.Name, Requests: req, Sampled: smp, Borrowed: brw, Time: now, Interval: max(span, time.Millisecond)})
 	}
 	if len(docs) == 0 {
@@ -496,7 +526,10 @@ func (s *sim) report(ctx context.Context, in *instance, now time.Time, last bool
 		base.Targets[i].Receipt = ""
 	}
 	in.base = &base
-	return nil
+	if s.b == nil || last {
+		return nil
+	}
+	return s.decideWoken(ctx, now)
 }
 
 // applyRules takes a rule set's rates as the SDK does: those in force where

@@ -187,3 +187,45 @@ func TestCanceled(t *testing.T) {
 		t.Errorf("Run: %v, want context.Canceled", err)
 	}
 }
+
+// TestFirstTrafficCutWithinAReport: as on the server, a tiny budget whose
+// traffic starts mid-interval is decided at its first report
+// (controller.Wake), not at the controller's next tick 7 s later: its
+// fixed rate runs in full only until the instances' first reports, about
+// a second (2,000 requests/s at 0.05: about 100 traces, where the 7 s
+// before the tick were 700).
+func TestFirstTrafficCutWithinAReport(t *testing.T) {
+	res := run(t, Config{SimConfig: budget.SimConfig{
+		Rules: []rules.Rule{rule("api", "*", 0.05, 10)}, RequestsPerDay: 2000 * 86400, Budget: enforce(0.05),
+		Interval: 10 * time.Second, Start: dec2.Add(3 * time.Second),
+	}, Instances: 100, Zipf: 1.1, Duration: 2 * time.Minute})
+	// The first reports come 0.9 to 1.1 s in: the first of them cuts.
+	if f := res.Fleet.FixedRateTraces; f > 2000*1.1*0.05*1.2 {
+		t.Errorf("the fleet sampled %v traces by the fixed rate, want at most those of its first reports' 1.1 s (110) and a fifth more", f)
+	}
+	if res.SimBudget.MinFixedRateFactor >= 0.01 {
+		t.Errorf("min fixed-rate factor %v, want the budget's traffic cut", res.SimBudget.MinFixedRateFactor)
+	}
+}
+
+// TestTinySpendIsWhatTheFleetSampled: a tiny budget's spend, a hundred
+// traces over a fleet of a hundred instances (most holding a fraction of
+// a trace), is what the instances sampled, over five seeds within 8 %
+// (the last reports round each instance's fraction up with its chance: a
+// few traces of spread). Before, the fractions were rounded to the
+// nearest, and a first report after the budget's cut was bounded by the
+// cut rate: the store counted a third less than was sampled.
+func TestTinySpendIsWhatTheFleetSampled(t *testing.T) {
+	var spent, traces float64
+	for seed := range uint64(5) {
+		res := run(t, Config{SimConfig: budget.SimConfig{
+			Rules: []rules.Rule{rule("api", "*", 0.05, 10)}, RequestsPerDay: 2000 * 86400, Budget: enforce(0.05),
+			Interval: 10 * time.Second, Start: dec2.Add(3 * time.Second),
+		}, Instances: 100, Zipf: 1.1, Duration: time.Minute, Seed: seed})
+		spent += res.SimBudget.SpentTraces
+		traces += res.Traces
+	}
+	if math.Abs(spent/traces-1) > 0.08 {
+		t.Errorf("over five seeds the budget counted %v traces, the instances sampled %v: want within 8 %%", spent, traces)
+	}
+}

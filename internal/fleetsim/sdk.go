@@ -71,12 +71,19 @@ func (rt *sdkRule) add(n, res, brw, fix float64) {
 	rt.brw += brw
 }
 
-// take returns the whole counts for a report and keeps the fractions; the
-// last report rounds them.
-func (rt *sdkRule) take(last bool) (req, smp, brw int64) {
+// take returns the whole counts for a report and keeps the fractions;
+// the last report (last not nil) rounds them, the traces up with the
+// chance of their fraction, drawn from last: what an SDK sampling with
+// that chance reports. (Rounded to the nearest, the fractions of a fleet's
+// many small instances were mostly lost: a third of a tiny budget's
+// spend, whose every instance holds a fraction of a trace.)
+func (rt *sdkRule) take(last *rand.Rand) (req, smp, brw int64) {
 	req, smp, brw = int64(rt.req), int64(rt.smp), int64(rt.brw)
-	if last {
-		req, smp, brw = int64(math.Round(rt.req)), int64(math.Round(rt.smp)), int64(math.Round(rt.brw))
+	if last != nil {
+		req = int64(math.Round(rt.req))
+		u := last.Float64()
+		// One draw for both: a borrowed trace is a sampled one.
+		smp, brw = chance(rt.smp, u), chance(rt.brw, u)
 	}
 	smp, brw = min(smp, req), min(brw, smp)
 	rt.req -= float64(req)
@@ -132,4 +139,14 @@ func (b *fluidBucket) take(n, dt float64) float64 {
 	}
 	b.tokens = math.Min(capacity, b.tokens+refill-n)
 	return n
+}
+
+// chance rounds x down, or up if u (uniform in [0, 1)) falls below its
+// fraction.
+func chance(x, u float64) int64 {
+	n := math.Floor(x)
+	if u < x-n {
+		n++
+	}
+	return int64(n)
 }

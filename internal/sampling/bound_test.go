@@ -103,7 +103,7 @@ func TestBoundNeverCutsHonestReports(t *testing.T) {
 				d := Statistics{Rule: "r", Requests: 1000, Sampled: int64(sampled(last, st.take)), Interval: interval, Time: t0.Add(st.take)}
 				last = st.take
 				now := t0.Add(st.arrive + st.skew)
-				b := s.bound(&d, prev, ok, 0, now)
+				b := s.bound(&d, prev, ok, 0, 0, now)
 				if got := clamp(&d, b); got != d.Sampled {
 					t.Errorf("report %d (%d sampled over %v): cut to %d (bound over %v)", i, d.Sampled, interval, got, b.span)
 				}
@@ -133,7 +133,7 @@ func TestBoundChainClaimsNoMoreThanItsTime(t *testing.T) {
 	const reports = 20
 	for i := 1; i <= reports; i++ {
 		d := Statistics{Rule: "r", Requests: 1e6, Sampled: 1e6, Interval: time.Hour}
-		b := s.bound(&d, prev, true, 0, t0.Add(time.Duration(i)*time.Second))
+		b := s.bound(&d, prev, true, 0, 0, t0.Add(time.Duration(i)*time.Second))
 		covered += b.span
 		if !b.until.After(prev.Issued) {
 			t.Fatalf("report %d: the chain's end %v is not after the last one %v: the guard would refuse its receipt", i, b.until, prev.Issued)
@@ -204,5 +204,33 @@ func TestClampCountedOncePerRecordedReport(t *testing.T) {
 	recorded := float64(u.Rules["r"].Sampled)
 	if recorded <= 0 || recorded+cut != 100 {
 		t.Errorf("recorded %v and counted %v cut, want them to add up to the 100 claimed", recorded, cut)
+	}
+}
+
+// TestBoundFirstReportAtTheRulesRate: a client's first report (no claim)
+// sampled at the rule's own fixed rate, its rule set having come before a
+// budget cut the rate to nothing, is not cut; a client with a claim is
+// bounded by the rates its claim and the budget give, as before. Before,
+// a first report after the cut was bounded by the rate in force: a
+// budget cut at its first traffic cut the honest first reports of every
+// other instance.
+func TestBoundFirstReportAtTheRulesRate(t *testing.T) {
+	s := &Core{ledger: reservoir.NewLedger(10 * time.Second), interval: 10 * time.Second}
+	now := time.Date(2026, 12, 2, 12, 0, 1, 0, time.UTC)
+	for _, c := range []struct {
+		name    string
+		claim   bool
+		sampled int64
+		want    int64
+	}{
+		{"first report at the rule's rate", false, 50, 50},
+		{"a claim at the cut rate", true, 50, 5},
+	} {
+		// 1,000 requests over a second at 0.05; the budget's factor 0.
+		d := Statistics{Rule: "r", Requests: 1000, Sampled: c.sampled, Interval: time.Second, Time: now}
+		prev := receipt.Claim{Issued: now.Add(-time.Second)}
+		if got := clamp(&d, s.bound(&d, prev, c.claim, 0, 0.05, now)); got != c.want {
+			t.Errorf("%s: %d sampled cut to %d, want %d", c.name, c.sampled, got, c.want)
+		}
 	}
 }

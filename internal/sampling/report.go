@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -145,6 +146,10 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 		// boostDocs are the accepted documents' own boost counts and
 		// r.Boosts.
 		boostDocs []boostDoc
+		// quiet are the enforcing budgets this report brings their first
+		// traffic to (catalog.Budgets.Quiet), to wake once it is
+		// recorded; none in most reports.
+		quiet []string
 	)
 	if len(docs) == 1 {
 		one = r.Buffers.take()
@@ -180,7 +185,7 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 		}
 		svc := serviceOf(service, rule)
 		f, g := budgets.Factors(svc, rule, now)
-		b := s.bound(d, prev, ok, rule.FixedRate*f, now)
+		b := s.bound(d, prev, ok, rule.FixedRate*f, rule.FixedRate, now)
 		if float64(d.Requests) > maxRequestsPerSecond*b.span.Seconds() {
 			// No instance serves this much; a count like it is a bug, and
 			// would swamp the fleet's ledger and exhaust budgets.
@@ -220,6 +225,9 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 			usage = append(usage, store.UsageIncrement{Budget: store.FleetUsage, Service: svc, Month: now, Hour: hour, Rule: rule.Name, Requests: d.Requests, Sampled: sampled})
 			for _, name := range names {
 				usage = append(usage, store.UsageIncrement{Budget: name, Month: now, Hour: hour, Rule: rule.Name, Requests: d.Requests, Sampled: sampled})
+				if s.waker != nil && d.Requests > 0 && budgets.Quiet(name, now) && !slices.Contains(quiet, name) {
+					quiet = append(quiet, name)
+				}
 			}
 		}
 		var retract *reservoir.Receipt
@@ -282,6 +290,12 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 	}
 	if err != nil {
 		return TargetSet{}, err
+	}
+	// The budgets' first traffic is recorded: their decisions, made
+	// without it, lower nothing until they are decided again, which the
+	// controller does now rather than at its next interval.
+	for _, name := range quiet {
+		s.waker.Wake(name)
 	}
 	// The store answers: a good time to take a key rotation in. (There is a
 	// ring already, so this returns one whatever happens.) The report's
@@ -417,7 +431,13 @@ type claimBound struct {
 // the skew allowed). And a chain never claims more than the time it
 // spans, plus maxLead once: a client that says longer intervals than it
 // waits is cut as before.
-func (s *Core) bound(d *Statistics, prev receipt.Claim, ok bool, fixedNow float64, now time.Time) claimBound {
+//
+// A report without a claim (a new client's first) may have been sampled
+// at the rule's own fixed rate, own, rather than the one in force now: its
+// rule set can have come before a budget lowered the rate, which it
+// sampled at until the cut reached it (a budget is cut at its first
+// traffic, which another client's first report can bring: Options.Waker).
+func (s *Core) bound(d *Statistics, prev receipt.Claim, ok bool, fixedNow, own float64, now time.Time) claimBound {
 	b := claimBound{fixedNow: fixedNow, until: now}
 	var quota, overlap float64
 	fixed := fixedNow
@@ -436,6 +456,7 @@ func (s *Core) bound(d *Statistics, prev receipt.Claim, ok bool, fixedNow float6
 		b.span = cover
 		quota, fixed, overlap = prev.Quota, max(fixed, prev.FixedRate), prev.Overlap
 	} else {
+		fixed = max(fixed, own)
 		lifetime := s.ledger.QuotaLifetime()
 		b.span = min(s.span(d), lifetime)
 		// A new chain ends where the client says it took its counts,

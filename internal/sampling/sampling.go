@@ -158,6 +158,18 @@ type Options struct {
 	// (borrow.go); nil: Store's, if it keeps them (both stores do), else
 	// a gate of this replica's own.
 	Borrows store.BorrowStore
+	// Waker, if set, is told of each enforcing budget whose decision in
+	// force saw no traffic once a report of traffic in its scope is
+	// recorded (catalog.Budgets.Quiet), so that the budget is decided at
+	// once; nil: budgets wait for the controller's next interval.
+	Waker BudgetWaker
+}
+
+// BudgetWaker has a budget decided soon, between the controller's
+// intervals (the budget controller is one). Wake must not block: the
+// report path calls it.
+type BudgetWaker interface {
+	Wake(budgetName string)
 }
 
 // Core is the report pipeline of one replica, shared by every transport.
@@ -172,6 +184,7 @@ type Core struct {
 	reports  *reportMetrics
 	interval time.Duration
 	log      *slog.Logger
+	waker    BudgetWaker // nil: none
 
 	borrows      *firstBorrowGate
 	boosts       BoostStore // nil: no boosts
@@ -217,6 +230,7 @@ func New(opts Options) *Core {
 		reports:  newReportMetrics(opts.Registerer),
 		interval: opts.Interval,
 		log:      opts.Logger,
+		waker:    opts.Waker,
 
 		borrows:      newFirstBorrowGate(opts.Borrows, opts),
 		boosts:       opts.Boosts,

@@ -47,6 +47,11 @@ type Options struct {
 	// that it does not wait for the controller's next interval (the budget
 	// controller). Default: none; the next interval decides it.
 	Decider BudgetDecider
+	// Waker has an enforcing budget decided as soon as a report brings
+	// its first traffic (sampling.Options.Waker; the budget controller,
+	// whose Run does the work). Default: none; the next interval decides
+	// it.
+	Waker sampling.BudgetWaker
 	// ReportInterval is how often SDKs report, and the ledger's bucket
 	// length. Default 10 s.
 	ReportInterval time.Duration
@@ -235,7 +240,7 @@ func New(opts Options) *Server {
 	if opts.Catalog != nil && opts.Ledger != nil {
 		s.sampling = sampling.New(sampling.Options{
 			Catalog: opts.Catalog, Store: opts.Ledger, Interval: opts.ReportInterval, Now: opts.Now,
-			Logger: opts.Logger, Registerer: opts.Registerer, StoreDown: s.storeDown,
+			Logger: opts.Logger, Registerer: opts.Registerer, StoreDown: s.storeDown, Waker: opts.Waker,
 		})
 		pb.RegisterSamplingServiceServer(reg, &samplingService{
 			core:      s.sampling,

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -75,7 +76,27 @@ type Controller struct {
 	// once an hour (fleetMaxAge), since the pairs only grow.
 	fleetMu sync.Mutex
 	fleet   *fleetRead
+
+	// The budgets woken by their first traffic (Wake), to decide at once:
+	// woken waits for DecideWoken, which Run calls when wake is
+	// signalled; decidedAt is when each was last decided so, for the
+	// wakeGap.
+	wakeMu    sync.Mutex
+	woken     map[string]struct{}
+	decidedAt map[string]time.Time
+	wake      chan struct{}
 }
+
+// wakeGap is the shortest time between two decisions of one budget woken
+// by its traffic on one replica: the replica's catalog may hold the
+// decision before the one just stored for a moment, and its reports go on
+// waking the budget meanwhile.
+const wakeGap = time.Second
+
+// maxWoken bounds the budgets waiting to be decided at once; past it a
+// budget waits for the next interval. Budgets are few: a bound, not a
+// limit anyone meets.
+const maxWoken = 10_000
 
 // fleetRead is one read of the fleet's usage record.
 type fleetRead struct {
@@ -100,7 +121,7 @@ func New(st Store, cat *catalog.Catalog, opts Options) *Controller {
 	if opts.Webhook == nil {
 		opts.Webhook = &budget.Webhook{}
 	}
-	c := &Controller{store: st, catalog: cat, opts: opts, fired: prometheus.NewCounterVec(prometheus.CounterOpts{
+	c := &Controller{store: st, catalog: cat, opts: opts, woken: map[string]struct{}{}, decidedAt: map[string]time.Time{}, wake: make(chan struct{}, 1), fired: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "controlplane_budget_alerts_fired_total",
 		Help: "Budget alerts fired by this replica, by budget and kind.",
 	}, []string{"budget", "kind"})}
@@ -115,7 +136,8 @@ func New(st Store, cat *catalog.Catalog, opts Options) *Controller {
 	return c
 }
 
-// Run decides every interval until ctx ends, then waits for webhook
+// Run decides every interval, and the budgets woken by their traffic
+// between intervals (Wake), until ctx ends, then waits for webhook
 // deliveries in flight (they give up when ctx ends).
 func (c *Controller) Run(ctx context.Context) {
 	defer c.deliveries.Wait()
@@ -125,6 +147,10 @@ func (c *Controller) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-c.wake:
+			if _, err := c.DecideWoken(ctx); err != nil && ctx.Err() == nil {
+				c.opts.Logger.Warn("budget controller: a budget's first traffic was not decided at once; the next interval will", "err", err)
+			}
 		case <-t.C:
 			switch err := c.Tick(ctx); {
 			case ctx.Err() != nil:
@@ -193,6 +219,96 @@ func (c *Controller) DecideBudget(ctx context.Context, b budget.Budget) error {
 	return errors.Join(failed, c.store.PutState(ctx, *st))
 }
 
+// Wake has the budget called name decided soon, on this replica (Run
+// does it, or DecideWoken): the report pipeline (sampling.Core) calls it
+// once a report of traffic in the scope of an enforcing budget whose
+// decision saw none is recorded. That decision lowers nothing, and the
+// budget's first traffic would otherwise run at the rules' own rates until
+// the next interval: for a small budget, most of what it spends. A budget
+// decided so on this replica less than wakeGap ago is not woken again. It
+// never blocks.
+func (c *Controller) Wake(name string) {
+	now := c.opts.Now()
+	c.wakeMu.Lock()
+	if at, ok := c.decidedAt[name]; ok && now.Sub(at) < wakeGap && !now.Before(at) {
+		c.wakeMu.Unlock()
+		return
+	}
+	if len(c.woken) < maxWoken {
+		c.woken[name] = struct{}{}
+	}
+	c.wakeMu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// DecideWoken decides the budgets woken since its last call (Wake) now,
+// as DecideBudget does (alerts wait for the tick), and returns how many
+// it decided. A budget whose stored decision has seen its traffic already
+// (another replica's, or the tick's, that this replica's catalog has not
+// loaded yet) is left as it is. Run calls it when a budget is woken; the
+// simulator (package fleetsim), which runs on a virtual clock, after each
+// report.
+//
+// It is safe beside the ticks of any replica: the store keeps the newer
+// decision of each budget (budget.CompareStates: same budget and revision,
+// so the later computation), and a decision stored with PutState leaves
+// the others' as they are.
+func (c *Controller) DecideWoken(ctx context.Context) (int, error) {
+	now := c.opts.Now()
+	c.wakeMu.Lock()
+	names := make([]string, 0, len(c.woken))
+	for name := range c.woken {
+		names = append(names, name)
+	}
+	clear(c.woken)
+	maps.DeleteFunc(c.decidedAt, func(_ string, at time.Time) bool { return now.Sub(at) >= wakeGap || now.Before(at) })
+	for _, name := range names {
+		c.decidedAt[name] = now
+	}
+	c.wakeMu.Unlock()
+	if len(names) == 0 {
+		return 0, nil
+	}
+	slices.Sort(names) // in one order, for the simulator's runs
+	prev, err := c.store.States(ctx)
+	if err != nil {
+		return 0, err
+	}
+	budgets := c.catalog.CurrentBudgets()
+	month := budget.MonthStart(now)
+	var failed error
+	decided := 0
+	for _, name := range names {
+		i := slices.IndexFunc(budgets.Budgets, func(b budget.Budget) bool { return b.Name == name })
+		if i < 0 {
+			continue // deleted since
+		}
+		b := budgets.Budgets[i]
+		if p, ok := prev[name]; ok && p.BudgetUID == b.UID && p.MonthStart.Equal(month) && p.Requests > 0 {
+			continue
+		}
+		st, err := c.decide(ctx, b, prev, now, false)
+		failed = errors.Join(failed, err)
+		if st == nil {
+			continue
+		}
+		if err := c.store.PutState(ctx, *st); err != nil {
+			failed = errors.Join(failed, fmt.Errorf("budget %s: %w", name, err))
+			continue
+		}
+		decided++
+	}
+	if decided > 0 {
+		// This replica's reports take the decision up at once; the others
+		// on the store's change hint.
+		c.catalog.Kick()
+	}
+	return decided, failed
+}
+
 // decide decides one budget at now (prev are the stored states) and, with
 // alerts, fires its alerts that are due. It returns the state to store (its last one
 // when its month cannot be read; nil if it has none) and what failed.
@@ -223,7 +339,7 @@ func (c *Controller) decide(ctx context.Context, b budget.Budget, prev map[strin
 		return nil, failed
 	}
 	models := scopeModels(&b, &u, view)
-	if err := c.scopeReservoirs(ctx, &u, models, now); err != nil {
+	if err := c.scopeReservoirs(ctx, &u, models, trafficSince(p), now); err != nil {
 		failed = errors.Join(failed, fmt.Errorf("budget %s: %w", b.Name, err))
 	}
 	in := budget.Input{Usage: u, Rules: models}
@@ -458,7 +574,7 @@ func scopeModels(b *budget.Budget, u *budget.Usage, view *catalog.View) []budget
 // service would otherwise expect, and promise as its floor, the whole
 // fleet's reservoir). The fleet rates come from the ledger; adding nothing
 // to it reads them.
-func (c *Controller) scopeReservoirs(ctx context.Context, u *budget.Usage, models []budget.RuleModel, now time.Time) error {
+func (c *Controller) scopeReservoirs(ctx context.Context, u *budget.Usage, models []budget.RuleModel, since, now time.Time) error {
 	if len(models) == 0 {
 		return nil
 	}
@@ -475,18 +591,42 @@ func (c *Controller) scopeReservoirs(ctx context.Context, u *budget.Usage, model
 		if fleet[i].Fleet <= 0 {
 			continue // no current traffic known: keep the whole reservoir
 		}
-		if scope := recentRate(u, models[i].Name, now); scope > 0 {
+		if scope := recentRate(u, models[i].Name, since, now); scope > 0 {
 			models[i].Reservoir *= min(1, scope/fleet[i].Fleet)
 		}
 	}
 	return nil
 }
 
+// trafficSince is when the budget's traffic started, as its last decision
+// (prev, nil for none) knows it: its memory's FirstSeen, or, for a
+// decision that saw no traffic, when it read its usage (traffic started
+// after). Zero when unknown.
+func trafficSince(prev *budget.State) time.Time {
+	switch {
+	case prev == nil:
+		return time.Time{}
+	case !prev.Decision.Memory.FirstSeen.IsZero():
+		return prev.Decision.Memory.FirstSeen
+	case prev.Requests <= 0:
+		return prev.Decision.Memory.Observed
+	}
+	return time.Time{}
+}
+
+// minRateWindow is the shortest time recentRate takes a rate over.
+const minRateWindow = time.Minute
+
 // recentRate is a rule's request rate in the scope over the last complete
 // hour, or over the current hour so far when there is none yet; from the
 // budget's hours in proportion to the rule's month when its own hours are
-// not kept.
-func recentRate(u *budget.Usage, rule string, now time.Time) float64 {
+// not kept. An hour counts from since (the budget's traffic started then)
+// if that is in it: the requests of traffic that started at 10:46 are not
+// spread over the 46 minutes before it, which made the scope's part of
+// the fleet's reservoir, for the first hour of a budget's traffic, a
+// fraction of what it was (for a tiny budget, a reservoir left uncut
+// until the plan caught up).
+func recentRate(u *budget.Usage, rule string, since, now time.Time) float64 {
 	series := u.RuleRequests[rule]
 	share := 1.0
 	if len(series) == 0 {
@@ -500,12 +640,24 @@ func recentRate(u *budget.Usage, rule string, now time.Time) float64 {
 		series, share = u.Requests, float64(u.Rules[rule].Requests)/float64(total)
 	}
 	h := int(now.Sub(u.MonthStart) / time.Hour)
+	// over is the time an hour's requests came in: from its start, or
+	// from since, to its end or now; at least minRateWindow.
+	over := func(h int) float64 {
+		from := u.MonthStart.Add(time.Duration(h) * time.Hour)
+		to := from.Add(time.Hour)
+		if now.Before(to) {
+			to = now
+		}
+		if since.After(from) && since.Before(to) {
+			from = since
+		}
+		return max(to.Sub(from), minRateWindow).Seconds()
+	}
 	if h >= 1 && h-1 < len(series) && series[h-1] > 0 {
-		return share * series[h-1] / 3600
+		return share * series[h-1] / over(h-1)
 	}
 	if h >= 0 && h < len(series) {
-		elapsed := max(now.Sub(u.MonthStart.Add(time.Duration(h)*time.Hour)).Seconds(), 60)
-		return share * series[h] / elapsed
+		return share * series[h] / over(h)
 	}
 	return 0
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/redistest"
+	"github.com/tracesampling/controlplane/internal/sampling"
 	"github.com/tracesampling/controlplane/internal/secrets"
 	"github.com/tracesampling/controlplane/internal/server"
 	"github.com/tracesampling/controlplane/internal/servetest"
@@ -70,6 +71,11 @@ type replicaOptions struct {
 	// DecideAtOnce makes the controller the server's Decider, as serve
 	// does: budget edits are decided before they return.
 	DecideAtOnce bool
+	// WakeOnTraffic makes the controller the server's Waker and runs it
+	// (its Run: ticks of the real clock every 10 s, which a test's few
+	// seconds never reach, and the budgets woken by their first traffic),
+	// as serve does.
+	WakeOnTraffic bool
 }
 
 // startReplica runs a replica over st: a real server on a loopback port,
@@ -91,7 +97,21 @@ func startReplica(t *testing.T, st store.Store, o replicaOptions) *replica {
 	if o.DecideAtOnce {
 		decider = ctl
 	}
-	srv := server.New(server.Options{Rules: st, Catalog: cat, Ledger: st, Budgets: st, Decider: decider, Logger: log, Now: o.Now,
+	var waker sampling.BudgetWaker
+	if o.WakeOnTraffic {
+		waker = ctl
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			ctl.Run(ctx)
+		}()
+		t.Cleanup(func() {
+			cancel()
+			<-done
+		})
+	}
+	srv := server.New(server.Options{Rules: st, Catalog: cat, Ledger: st, Budgets: st, Decider: decider, Waker: waker, Logger: log, Now: o.Now,
 		ReportInterval: 10 * time.Second, Egress: egress, Secrets: o.Secrets})
 	// Cleanups run last first: the controller's deliveries are waited for
 	// once the server has stopped, before the catalog stops.
