@@ -5,7 +5,7 @@ import (
 	"time"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
-	"github.com/tracesampling/controlplane/internal/reservoir"
+	"github.com/tracesampling/controlplane/pkg/reservoir"
 )
 
 // borrowGate bounds what new instances borrow before their first targets:
