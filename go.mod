@@ -33,6 +33,9 @@ require (
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
+	github.com/tracesampling/controlplane/clients/go v0.0.0-00010101000000-000000000000
+	github.com/tracesampling/controlplane/gen v0.0.0-00010101000000-000000000000
+	github.com/tracesampling/controlplane/pkg v0.0.0-00010101000000-000000000000
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
 	go.opentelemetry.io/otel/log v1.47.0 // indirect
 	go.opentelemetry.io/otel/metric v1.47.0 // indirect

@@ -443,7 +443,9 @@ func httpPaths(t *testing.T) map[string]bool {
 
 // TestDockerignore checks that the build context keeps every file the image
 // compiles: the non-test Go files (and embedded files) of every package of
-// this module that the two commands import, and go.mod and go.sum.
+// the repository's modules that the two commands import (the server's, and
+// the generated API's and the shared packages' through go.work), go.work and
+// every module's go.mod and go.sum.
 func TestDockerignore(t *testing.T) {
 	ignored := dockerignore(t, "../.dockerignore")
 	cmd := exec.Command("go", "list", "-deps", "-f",
@@ -458,10 +460,13 @@ func TestDockerignore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	needed := []string{"go.mod", "go.sum", "deploy/Dockerfile"}
+	needed := []string{"go.work", "go.mod", "go.sum", "deploy/Dockerfile"}
+	for _, m := range []string{"gen", "pkg", "clients/go"} {
+		needed = append(needed, m+"/go.mod", m+"/go.sum")
+	}
 	for line := range strings.Lines(string(out)) {
 		fields := strings.Split(strings.TrimSpace(line), "\t")
-		if len(fields) != 3 || fields[0] != "github.com/tracesampling/controlplane" {
+		if len(fields) != 3 || !strings.HasPrefix(fields[0], "github.com/tracesampling/controlplane") {
 			continue
 		}
 		dir, err := filepath.Rel(root, fields[1])

@@ -16,7 +16,7 @@ import (
 
 	"github.com/tracesampling/controlplane/clients/go/sampler"
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
-	"github.com/tracesampling/controlplane/internal/reservoir"
+	"github.com/tracesampling/controlplane/pkg/reservoir"
 )
 
 // instance is one simulated SDK instance.

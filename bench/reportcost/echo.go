@@ -17,7 +17,7 @@ import (
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/receipt"
-	"github.com/tracesampling/controlplane/internal/reservoir"
+	"github.com/tracesampling/controlplane/pkg/reservoir"
 )
 
 // echoEnv, set in the environment, makes the command serve the echo instead

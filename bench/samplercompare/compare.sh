@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+export GOWORK=off # a module of its own, outside the repository's go.work
 # Runs BenchmarkSamplers ROUNDS times (default 10), one process a round, so
 # that each round times the three samplers back to back, seconds apart, for
 # each rule count. (go test -count N instead repeats each sub-benchmark N

@@ -4,7 +4,8 @@ go 1.26.8
 
 require (
 	github.com/aws/aws-xray-sdk-go v1.8.5
-	github.com/tracesampling/controlplane v0.0.0
+	github.com/tracesampling/controlplane/clients/go v0.0.0-00010101000000-000000000000
+	github.com/tracesampling/controlplane/gen v0.0.0-00010101000000-000000000000
 	go.opentelemetry.io/contrib/samplers/jaegerremote v0.38.0
 	go.opentelemetry.io/otel v1.47.0
 	go.opentelemetry.io/otel/sdk v1.47.0
@@ -26,6 +27,7 @@ require (
 	github.com/jmespath/go-jmespath v0.4.0 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/pkg/errors v0.9.1 // indirect
+	github.com/tracesampling/controlplane/pkg v0.0.0-00010101000000-000000000000 // indirect
 	github.com/valyala/bytebufferpool v1.0.0 // indirect
 	github.com/valyala/fasthttp v1.52.0 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
@@ -38,3 +40,9 @@ require (
 )
 
 replace github.com/tracesampling/controlplane => ../..
+
+replace github.com/tracesampling/controlplane/gen => ../../gen
+
+replace github.com/tracesampling/controlplane/pkg => ../../pkg
+
+replace github.com/tracesampling/controlplane/clients/go => ../../clients/go

@@ -7,6 +7,8 @@ require (
 	github.com/google/go-cmp v0.7.0
 	github.com/jaegertracing/jaeger-idl v0.13.2
 	github.com/tracesampling/controlplane v0.0.0
+	github.com/tracesampling/controlplane/gen v0.0.0-00010101000000-000000000000
+	github.com/tracesampling/controlplane/pkg v0.0.0-00010101000000-000000000000
 	go.opentelemetry.io/contrib/samplers/jaegerremote v0.38.0
 	go.opentelemetry.io/otel v1.47.0
 	go.opentelemetry.io/otel/sdk v1.47.0
@@ -45,3 +47,9 @@ require (
 )
 
 replace github.com/tracesampling/controlplane => ../..
+
+replace github.com/tracesampling/controlplane/gen => ../../gen
+
+replace github.com/tracesampling/controlplane/pkg => ../../pkg
+
+replace github.com/tracesampling/controlplane/clients/go => ../../clients/go

@@ -45,8 +45,8 @@ import (
 
 	api "github.com/tracesampling/controlplane/gen/jaeger/api_v2"
 	"github.com/tracesampling/controlplane/internal/jaeger"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/servetest"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 const service = "shop-api"

@@ -14,10 +14,10 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/tracesampling/controlplane/internal/auth"
-	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/secrets"
 	"github.com/tracesampling/controlplane/internal/xray"
 	"github.com/tracesampling/controlplane/internal/xray/xraytest"
+	"github.com/tracesampling/controlplane/pkg/clocktest"
 )
 
 // TestSigV4AccessKeys: the AWS SDK for Go v2's X-Ray client, signing with

@@ -16,10 +16,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
-	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/xray"
 	"github.com/tracesampling/controlplane/internal/xray/xraytest"
+	"github.com/tracesampling/controlplane/pkg/clocktest"
 )
 
 var t0 = time.Date(2025, 1, 2, 3, 4, 5, 678e6, time.UTC)

@@ -16,13 +16,13 @@ import (
 
 	"github.com/tracesampling/controlplane/internal/auth"
 	"github.com/tracesampling/controlplane/internal/catalog"
-	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/edit"
 	"github.com/tracesampling/controlplane/internal/fleet"
 	"github.com/tracesampling/controlplane/internal/sampling"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
 	"github.com/tracesampling/controlplane/internal/xray"
 	"github.com/tracesampling/controlplane/internal/xraycore"
+	"github.com/tracesampling/controlplane/pkg/clocktest"
 )
 
 // editor takes every request as an editor's (the guard's part, which

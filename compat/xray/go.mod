@@ -11,6 +11,9 @@ require (
 	github.com/aws/smithy-go v1.26.0
 	github.com/google/go-cmp v0.7.0
 	github.com/tracesampling/controlplane v0.0.0
+	github.com/tracesampling/controlplane/clients/go v0.0.0-00010101000000-000000000000
+	github.com/tracesampling/controlplane/gen v0.0.0-00010101000000-000000000000
+	github.com/tracesampling/controlplane/pkg v0.0.0-00010101000000-000000000000
 	go.opentelemetry.io/otel/sdk v1.47.0
 	go.opentelemetry.io/otel/trace v1.47.0
 	google.golang.org/grpc v1.85.0
@@ -48,3 +51,9 @@ require (
 	golang.org/x/text v0.43.0 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20261104224025-d1e00e9f33ab // indirect
 )
+
+replace github.com/tracesampling/controlplane/gen => ../../gen
+
+replace github.com/tracesampling/controlplane/pkg => ../../pkg
+
+replace github.com/tracesampling/controlplane/clients/go => ../../clients/go

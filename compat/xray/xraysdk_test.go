@@ -11,9 +11,9 @@ import (
 	"github.com/aws/aws-xray-sdk-go/daemoncfg"
 	"github.com/aws/aws-xray-sdk-go/strategy/sampling"
 
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/xray"
 	"github.com/tracesampling/controlplane/internal/xray/xraytest"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // TestXRaySDKForGo points the X-Ray SDK for Go's centralized sampler at the

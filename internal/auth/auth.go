@@ -18,7 +18,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // Role is what a principal may do; each role includes the ones before it

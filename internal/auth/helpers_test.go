@@ -12,10 +12,10 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tracesampling/controlplane/internal/auth"
-	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/secrets"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
+	"github.com/tracesampling/controlplane/pkg/clocktest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -3,7 +3,7 @@ package auth
 import (
 	"strings"
 
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // GlobWithin reports whether every service name that pattern matches is

@@ -13,9 +13,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/secrets"
 	"github.com/tracesampling/controlplane/internal/store"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // Bearer tokens look like "tsc_" followed by 58 lower-case base32

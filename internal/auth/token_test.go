@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/tracesampling/controlplane/internal/auth"
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 func TestTokenSecretShape(t *testing.T) {

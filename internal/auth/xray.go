@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/xray"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // SeesGlob reports whether a principal's sampling calls get a rule whose

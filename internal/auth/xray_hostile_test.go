@@ -17,9 +17,9 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
 	"github.com/tracesampling/controlplane/internal/auth"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/xray"
 	"github.com/tracesampling/controlplane/internal/xray/xraytest"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // TestSigV4Hostile: forged, replayed and mis-scoped SigV4 requests against

@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // ErrBlockedAddress: a webhook would reach an address inside the network

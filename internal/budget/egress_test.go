@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/tracesampling/controlplane/internal/budget"
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 func TestCheckAddr(t *testing.T) {

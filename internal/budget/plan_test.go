@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // simRuleOf returns how the rule called name fared.

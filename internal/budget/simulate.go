@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // SimConfig describes a simulated month: the rules, the traffic, and

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 func TestSimulateCostOnly(t *testing.T) {

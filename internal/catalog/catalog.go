@@ -19,10 +19,10 @@ import (
 	"time"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
-	"github.com/tracesampling/controlplane/internal/apiconv"
 	"github.com/tracesampling/controlplane/internal/budget"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
+	"github.com/tracesampling/controlplane/pkg/rules"
+	"github.com/tracesampling/controlplane/pkg/rules/rulepb"
 )
 
 // Source is what the catalog reads from.
@@ -278,7 +278,7 @@ func newView(snap store.Snapshot) *View {
 	v.set = rules.NewSet(v.Rules)
 	v.sent = make([]*pb.Rule, len(v.set.Rules()))
 	for i := range v.set.Rules() {
-		v.sent[i] = apiconv.SamplingRuleToProto(&v.set.Rules()[i].Rule)
+		v.sent[i] = rulepb.SamplingToProto(&v.set.Rules()[i].Rule)
 	}
 	return v
 }

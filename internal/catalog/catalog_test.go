@@ -14,14 +14,14 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
-	"github.com/tracesampling/controlplane/internal/apiconv"
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/redistest"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
+	"github.com/tracesampling/controlplane/pkg/rules"
+	"github.com/tracesampling/controlplane/pkg/rules/rulepb"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -402,7 +402,7 @@ func TestForServiceSendsWhatSDKsUse(t *testing.T) {
 	}
 	v := c.Current()
 	api, web := v.ForService("shop-api", "", nil), v.ForService("shop-web", "", nil)
-	got := apiconv.RuleFromProto(api.GetRules()[0])
+	got := rulepb.FromProto(api.GetRules()[0])
 	want := r
 	want.Description, want.Labels = "", nil
 	if diff := cmp.Diff(want, got); diff != "" {

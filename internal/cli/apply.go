@@ -12,10 +12,10 @@ import (
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
-	"github.com/tracesampling/controlplane/internal/apiconv"
 	"github.com/tracesampling/controlplane/internal/files"
 	"github.com/tracesampling/controlplane/internal/output"
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/rules"
+	"github.com/tracesampling/controlplane/pkg/rules/rulepb"
 )
 
 const applyAbout = `Makes the server's rules match a rules file, like 'kubectl apply'. Each
@@ -151,7 +151,7 @@ func makePlan(entries []files.Rule, current []*pb.Rule, prune bool) *applyPlan {
 		inFile[e.Rule.Name] = true
 		cur, ok := onServer[e.Rule.Name]
 		if !ok {
-			want := apiconv.RuleToProto(&e.Rule)
+			want := rulepb.ToProto(&e.Rule)
 			creates = append(creates, applyOp{kind: opCreate, name: e.Rule.Name, add: func(req *pb.BatchEditRulesRequest) {
 				req.Creates = append(req.Creates, &pb.CreateRuleRequest{Rule: want})
 			}})
@@ -163,7 +163,7 @@ func makePlan(entries []files.Rule, current []*pb.Rule, prune bool) *applyPlan {
 			p.unchanged++
 			continue
 		}
-		want := apiconv.RuleToProto(&e.Rule)
+		want := rulepb.ToProto(&e.Rule)
 		want.Etag = cur.GetEtag()
 		mask := &fieldmaskpb.FieldMask{Paths: output.MaskPaths(cs)}
 		updates = append(updates, applyOp{kind: opUpdate, name: e.Rule.Name, changes: cs, add: func(req *pb.BatchEditRulesRequest) {

@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/tracesampling/controlplane/internal/redistest"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/server"
 	"github.com/tracesampling/controlplane/internal/servetest"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // ruleSize is how big the rules of a generated rules file are.

@@ -11,9 +11,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/testing/protocmp"
 
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 func TestApply(t *testing.T) {

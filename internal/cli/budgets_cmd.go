@@ -24,7 +24,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/files"
 	"github.com/tracesampling/controlplane/internal/output"
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 const budgetsLong = `Manage the monthly tracing cost budgets of a control plane server, see where

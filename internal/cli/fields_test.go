@@ -18,11 +18,11 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
-	"github.com/tracesampling/controlplane/internal/apiconv"
 	"github.com/tracesampling/controlplane/internal/files"
 	"github.com/tracesampling/controlplane/internal/output"
-	"github.com/tracesampling/controlplane/internal/rules"
-	"github.com/tracesampling/controlplane/internal/rules/rulestest"
+	"github.com/tracesampling/controlplane/pkg/rules"
+	"github.com/tracesampling/controlplane/pkg/rules/rulepb"
+	"github.com/tracesampling/controlplane/pkg/rules/rulestest"
 )
 
 // The field-coverage test: a field of a rule cannot be half added. Every
@@ -130,7 +130,7 @@ func apiPaths(t *testing.T) {
 	for _, name := range ruleFieldNames() {
 		all := slices.DeleteFunc(ruleFieldNames(), func(f string) bool { return f == name })
 		only := rulestest.Without(t, filled, all...)
-		set := setFields(apiconv.RuleToProto(&only))
+		set := setFields(rulepb.ToProto(&only))
 		_, excused := notInAPI[name]
 		switch {
 		case excused && len(set) == 0:
@@ -168,18 +168,18 @@ func TestEveryRuleFieldIsCarried(t *testing.T) {
 
 	t.Run("apiconv", func(t *testing.T) {
 		apiPaths(t)
-		if diff := cmp.Diff(fromClient, apiconv.RuleFromProto(apiconv.RuleToProto(&domain))); diff != "" {
+		if diff := cmp.Diff(fromClient, rulepb.FromProto(rulepb.ToProto(&domain))); diff != "" {
 			t.Errorf("apiconv: rules.Rule -> API -> rules.Rule lost a field (-want +got):\n%s", diff)
 		}
-		back := apiconv.RuleFromProto(api)
-		if diff := cmp.Diff(api, apiconv.RuleToProto(&back), protocmp.Transform(), ignoreOutputOnly); diff != "" {
+		back := rulepb.FromProto(api)
+		if diff := cmp.Diff(api, rulepb.ToProto(&back), protocmp.Transform(), ignoreOutputOnly); diff != "" {
 			t.Errorf("apiconv: API -> rules.Rule -> API lost a field (-want +got):\n%s", diff)
 		}
 	})
 
 	t.Run("rules file", func(t *testing.T) {
 		var buf bytes.Buffer
-		if err := files.WriteRules(&buf, []*pb.Rule{apiconv.RuleToProto(&domain)}); err != nil {
+		if err := files.WriteRules(&buf, []*pb.Rule{rulepb.ToProto(&domain)}); err != nil {
 			t.Fatal(err)
 		}
 		entries, err := files.LoadRules("fields.yaml", buf.Bytes())
@@ -242,7 +242,7 @@ func TestEveryRuleFieldIsCarried(t *testing.T) {
 		patch.Name = base.Name
 		for _, path := range rules.MutableFields {
 			next := rules.WithFields(base, &patch, []string{path})
-			if got := differingFields(apiconv.RuleToProto(&base), apiconv.RuleToProto(&next)); !slices.Equal(got, []protoreflect.Name{protoreflect.Name(path)}) {
+			if got := differingFields(rulepb.ToProto(&base), rulepb.ToProto(&next)); !slices.Equal(got, []protoreflect.Name{protoreflect.Name(path)}) {
 				t.Errorf("rules.WithFields with the mask %q changed the API fields %v", path, got)
 			}
 			cs := output.RuleChanges(&base, &next)

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/tracesampling/controlplane/internal/catalog"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // httpPort is one of serve's optional HTTP listeners. Listening comes

@@ -17,10 +17,10 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
-	"github.com/tracesampling/controlplane/internal/apiconv"
 	"github.com/tracesampling/controlplane/internal/files"
 	"github.com/tracesampling/controlplane/internal/output"
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/rules"
+	"github.com/tracesampling/controlplane/pkg/rules/rulepb"
 )
 
 // defaultServer is where the CLI looks for the control plane unless told.
@@ -371,7 +371,7 @@ func newRulesCreateCmd(conn *connConfig) *cobra.Command {
 						problems = append(problems, fmt.Sprintf("%s:%d: rule %q (#%d): the Default rule always exists; change it with 'rules apply' or 'rules update Default'",
 							files.DisplayName(file), e.Line, e.Rule.Name, e.Index))
 					}
-					todo = append(todo, apiconv.RuleToProto(&e.Rule))
+					todo = append(todo, rulepb.ToProto(&e.Rule))
 				}
 				if len(problems) > 0 {
 					return invalidInput(&files.Error{File: files.DisplayName(file), Problems: problems})
@@ -581,7 +581,7 @@ func completeRuleNames(conn *connConfig) func(*cobra.Command, []string, string) 
 
 // normalized returns the domain form of an API rule, as apply compares it.
 func normalized(p *pb.Rule) rules.Rule {
-	return apiconv.RuleFromProto(p).Normalize()
+	return rulepb.FromProto(p).Normalize()
 }
 
 // givenFlags returns the names of the flags of fs given on the command line.

@@ -17,7 +17,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/files"
 	"github.com/tracesampling/controlplane/internal/fleetsim"
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 const simulateLong = `Runs a month of traffic through sampling rules on a virtual clock, and say

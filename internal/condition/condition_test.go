@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/tracesampling/controlplane/internal/clocktest"
+	"github.com/tracesampling/controlplane/pkg/clocktest"
 )
 
 func TestCondition(t *testing.T) {

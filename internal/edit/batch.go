@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/tracesampling/controlplane/internal/auth"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // Batch is edits of several rules made together, in one atomic step of the

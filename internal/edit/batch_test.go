@@ -11,8 +11,8 @@ import (
 
 	"github.com/tracesampling/controlplane/internal/auth"
 	"github.com/tracesampling/controlplane/internal/edit"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 func seed(t *testing.T, e *edit.Rules, names ...string) map[string]rules.Rule {

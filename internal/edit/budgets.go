@@ -9,9 +9,9 @@ import (
 
 	"github.com/tracesampling/controlplane/internal/auth"
 	"github.com/tracesampling/controlplane/internal/budget"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/secrets"
 	"github.com/tracesampling/controlplane/internal/store"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // BudgetStore is what budget edits need from a store.

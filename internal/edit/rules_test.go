@@ -9,9 +9,9 @@ import (
 
 	"github.com/tracesampling/controlplane/internal/auth"
 	"github.com/tracesampling/controlplane/internal/edit"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 func newStore(t *testing.T) *memstore.Store {

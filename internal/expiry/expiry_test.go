@@ -12,11 +12,11 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tracesampling/controlplane/internal/catalog"
-	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/expiry"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
+	"github.com/tracesampling/controlplane/pkg/clocktest"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -12,7 +12,7 @@ import (
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/apiconv"
 	"github.com/tracesampling/controlplane/internal/budget"
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // TopField is the top-level field of a field path: "channels" of

@@ -12,8 +12,8 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
-	"github.com/tracesampling/controlplane/internal/apiconv"
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/rules"
+	"github.com/tracesampling/controlplane/pkg/rules/rulepb"
 )
 
 // The rules file is the YAML form of a list of rules, with the API's
@@ -133,7 +133,7 @@ func toFileRule(r rules.Rule) fileRule {
 func WriteRules(w io.Writer, rs []*pb.Rule) error {
 	doc := ruleFile{Rules: make([]fileRule, 0, len(rs))}
 	for _, p := range rs {
-		doc.Rules = append(doc.Rules, toFileRule(apiconv.RuleFromProto(p)))
+		doc.Rules = append(doc.Rules, toFileRule(rulepb.FromProto(p)))
 	}
 	enc := yaml.NewEncoder(w)
 	enc.SetIndent(2)

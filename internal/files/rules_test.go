@@ -11,8 +11,8 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
-	"github.com/tracesampling/controlplane/internal/apiconv"
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/rules"
+	"github.com/tracesampling/controlplane/pkg/rules/rulepb"
 )
 
 func TestLoadRules(t *testing.T) {
@@ -170,7 +170,7 @@ func TestRulesFileRoundTrip(t *testing.T) {
 	}
 	var ps []*pb.Rule
 	for i := range in {
-		ps = append(ps, apiconv.RuleToProto(&in[i]))
+		ps = append(ps, rulepb.ToProto(&in[i]))
 	}
 	var buf bytes.Buffer
 	if err := WriteRules(&buf, ps); err != nil {

@@ -15,10 +15,10 @@ import (
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/fleet"
-	"github.com/tracesampling/controlplane/internal/reservoir"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
+	"github.com/tracesampling/controlplane/pkg/reservoir"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -8,9 +8,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
-	"github.com/tracesampling/controlplane/internal/apiconv"
 	"github.com/tracesampling/controlplane/internal/budget"
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/rules"
+	"github.com/tracesampling/controlplane/pkg/rules/rulepb"
 )
 
 // StatusToProto returns the API form of a page of fleet status.
@@ -25,7 +25,7 @@ func StatusToProto(s *Status) *pb.GetFleetStatusResponse {
 	for i := range s.Rules {
 		r := &s.Rules[i]
 		rs := &pb.RuleStatus{
-			Rule: apiconv.RuleToProto(&r.Rule), Position: int32(r.Position + 1),
+			Rule: rulepb.ToProto(&r.Rule), Position: int32(r.Position + 1),
 			RequestRate: r.Rate, SampledRate: r.Sampled, Instances: r.Instances, QuotaGranted: r.Granted,
 			InstancesCurrent: r.Current, RuleVersion: r.Rule.RulesVersion,
 		}
@@ -71,7 +71,7 @@ func ExplanationToProto(e *Explanation) *pb.ExplainResponse {
 		Summary:          e.Summary,
 	}
 	if e.Rule != nil {
-		p.Rule = apiconv.RuleToProto(e.Rule)
+		p.Rule = rulepb.ToProto(e.Rule)
 		p.Position = int32(e.Position + 1)
 	}
 	for _, m := range e.Skipped {

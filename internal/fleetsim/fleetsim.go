@@ -38,9 +38,9 @@ import (
 	"github.com/tracesampling/controlplane/internal/budget/controller"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/receipt"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/sampling"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // Limits of one run.

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tracesampling/controlplane/internal/reservoir"
+	"github.com/tracesampling/controlplane/pkg/reservoir"
 )
 
 // TestFluidBucketTakesWhatTheSDKTakes: under demand far above the quota (a

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tracesampling/controlplane/internal/clocktest"
+	"github.com/tracesampling/controlplane/pkg/clocktest"
 )
 
 func newTestEstimator(maxPollers int) (*Estimator, *clocktest.Clock) {

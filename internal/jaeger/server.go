@@ -8,7 +8,7 @@ import (
 	"unicode/utf8"
 
 	api "github.com/tracesampling/controlplane/gen/jaeger/api_v2"
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // Source is what the Jaeger endpoints read from the control plane.

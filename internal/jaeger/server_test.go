@@ -23,9 +23,9 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 
 	api "github.com/tracesampling/controlplane/gen/jaeger/api_v2"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/servetest"
 	"github.com/tracesampling/controlplane/internal/store"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

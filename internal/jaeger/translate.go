@@ -12,7 +12,7 @@ import (
 	"strings"
 
 	api "github.com/tracesampling/controlplane/gen/jaeger/api_v2"
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // Rule is one rule as it applies to a service: the rule and the budget

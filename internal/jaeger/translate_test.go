@@ -8,7 +8,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 
 	api "github.com/tracesampling/controlplane/gen/jaeger/api_v2"
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // rule returns a rule with the Default's catch-all globs, edited by set.

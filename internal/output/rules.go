@@ -11,9 +11,9 @@ import (
 	"time"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
-	"github.com/tracesampling/controlplane/internal/apiconv"
 	"github.com/tracesampling/controlplane/internal/files"
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/rules"
+	"github.com/tracesampling/controlplane/pkg/rules/rulepb"
 )
 
 // entries prints a map as key=value pairs by key, "-" if it is empty.
@@ -94,13 +94,13 @@ func actionName(a pb.RuleEvent_Action) string { return enumText(a) }
 func eventSummary(e *pb.RuleEvent) string {
 	switch {
 	case e.GetBefore() != nil && e.GetAfter() != nil:
-		before, after := apiconv.RuleFromProto(e.GetBefore()).Normalize(), apiconv.RuleFromProto(e.GetAfter()).Normalize()
+		before, after := rulepb.FromProto(e.GetBefore()).Normalize(), rulepb.FromProto(e.GetAfter()).Normalize()
 		return JoinChanges(RuleChanges(&before, &after))
 	case e.GetAfter() != nil:
-		r := apiconv.RuleFromProto(e.GetAfter()).Normalize()
+		r := rulepb.FromProto(e.GetAfter()).Normalize()
 		return DescribeRule(&r)
 	case e.GetBefore() != nil:
-		r := apiconv.RuleFromProto(e.GetBefore()).Normalize()
+		r := rulepb.FromProto(e.GetBefore()).Normalize()
 		return DescribeRule(&r)
 	}
 	return ""

@@ -10,7 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/tracesampling/controlplane/internal/clocktest"
+	"github.com/tracesampling/controlplane/pkg/clocktest"
 )
 
 // TestTokensSignAsTheRing: Tokens signs and opens with HMAC states it keeps

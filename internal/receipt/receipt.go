@@ -24,7 +24,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tracesampling/controlplane/internal/reservoir"
+	"github.com/tracesampling/controlplane/pkg/reservoir"
 )
 
 // Claim is what a receipt vouches for.

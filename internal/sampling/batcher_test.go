@@ -14,9 +14,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/tracesampling/controlplane/internal/clocktest"
-	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/store"
+	"github.com/tracesampling/controlplane/pkg/clocktest"
+	"github.com/tracesampling/controlplane/pkg/reservoir"
 )
 
 // flakyLedger is a LedgerStore that fails while down (with an error that

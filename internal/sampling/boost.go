@@ -9,7 +9,7 @@ import (
 
 	"github.com/tracesampling/controlplane/internal/boost"
 	"github.com/tracesampling/controlplane/internal/catalog"
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // BoostStore keeps each rule's boost state where every replica reads the

@@ -12,10 +12,10 @@ import (
 
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/receipt"
-	"github.com/tracesampling/controlplane/internal/reservoir"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
+	"github.com/tracesampling/controlplane/pkg/reservoir"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // honestStep is one report of an honest client that samples its quota

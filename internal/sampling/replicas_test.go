@@ -10,10 +10,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tracesampling/controlplane/internal/catalog"
-	"github.com/tracesampling/controlplane/internal/clocktest"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
+	"github.com/tracesampling/controlplane/pkg/clocktest"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // recordingStore fails the next failures calls as unavailable (changing

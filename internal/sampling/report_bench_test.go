@@ -15,9 +15,9 @@ import (
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/receipt"
 	"github.com/tracesampling/controlplane/internal/redistest"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // BenchmarkStreamReport is what a stream's report costs the server besides

@@ -7,9 +7,9 @@ import (
 	"strings"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
-	"github.com/tracesampling/controlplane/internal/apiconv"
 	"github.com/tracesampling/controlplane/internal/edit"
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/rules"
+	"github.com/tracesampling/controlplane/pkg/rules/rulepb"
 )
 
 // BatchEditRules decodes a batch, has the editor check and make it, and
@@ -28,7 +28,7 @@ func (s *ruleService) BatchEditRules(ctx context.Context, req *pb.BatchEditRules
 		if c.GetRule() == nil {
 			bad(fmt.Sprintf("creates[%d]", i), rules.FieldViolation{Field: fmt.Sprintf("creates[%d].rule", i), Description: "is required"})
 		}
-		b.Creates = append(b.Creates, apiconv.RuleFromProto(c.GetRule()))
+		b.Creates = append(b.Creates, rulepb.FromProto(c.GetRule()))
 	}
 	for i, u := range req.GetUpdates() {
 		at := fmt.Sprintf("updates[%d]", i)
@@ -43,7 +43,7 @@ func (s *ruleService) BatchEditRules(ctx context.Context, req *pb.BatchEditRules
 		if err != nil {
 			bad(at, prefixed("", err)...)
 		}
-		b.Updates = append(b.Updates, edit.Patch{Rule: apiconv.RuleFromProto(u.GetRule()), Fields: paths, IfRevision: rev})
+		b.Updates = append(b.Updates, edit.Patch{Rule: rulepb.FromProto(u.GetRule()), Fields: paths, IfRevision: rev})
 	}
 	for i, d := range req.GetDeletes() {
 		at := fmt.Sprintf("deletes[%d]", i)

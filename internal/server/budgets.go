@@ -20,8 +20,9 @@ import (
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/edit"
 	"github.com/tracesampling/controlplane/internal/fleetsim"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
+	"github.com/tracesampling/controlplane/pkg/rules"
+	"github.com/tracesampling/controlplane/pkg/rules/rulepb"
 )
 
 // BudgetStore is what the budget service needs from a store: the editor's
@@ -563,7 +564,7 @@ func simConfig(req *pb.SimulateCostRequest) (budget.SimConfig, error) {
 		add("rules", fmt.Sprintf("at most %d rules", maxSimRules))
 	}
 	for i, p := range req.GetRules() {
-		r := apiconv.RuleFromProto(p).Normalize()
+		r := rulepb.FromProto(p).Normalize()
 		if err := rules.Validate(&r); err != nil {
 			vs = append(vs, prefixFields(fmt.Sprintf("rules[%d].", i), err).(*rules.ValidationError).Violations...)
 			continue

@@ -23,12 +23,12 @@ import (
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
-	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/redistest"
 	"github.com/tracesampling/controlplane/internal/secrets"
 	"github.com/tracesampling/controlplane/internal/servetest"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
+	"github.com/tracesampling/controlplane/pkg/clocktest"
 )
 
 // budgetReplica is a full replica with the budget service too.

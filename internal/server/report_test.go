@@ -14,10 +14,10 @@ import (
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
-	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/promtest"
 	"github.com/tracesampling/controlplane/internal/sampling"
 	"github.com/tracesampling/controlplane/internal/servetest"
+	"github.com/tracesampling/controlplane/pkg/clocktest"
 )
 
 func withRegistry(reg prometheus.Registerer) func(*Options) {

@@ -8,7 +8,8 @@ import (
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/apiconv"
 	"github.com/tracesampling/controlplane/internal/edit"
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/rules"
+	"github.com/tracesampling/controlplane/pkg/rules/rulepb"
 )
 
 // RuleStore is what the rule service needs from a store.
@@ -31,11 +32,11 @@ func (s *ruleService) CreateRule(ctx context.Context, req *pb.CreateRuleRequest)
 	if req.GetRule() == nil {
 		return nil, invalid("rule", "is required")
 	}
-	created, err := s.edit.Create(ctx, apiconv.RuleFromProto(req.GetRule()))
+	created, err := s.edit.Create(ctx, rulepb.FromProto(req.GetRule()))
 	if err != nil {
 		return nil, prefixFields("rule.", err)
 	}
-	return &pb.CreateRuleResponse{Rule: apiconv.RuleToProto(&created)}, nil
+	return &pb.CreateRuleResponse{Rule: rulepb.ToProto(&created)}, nil
 }
 
 func (s *ruleService) GetRule(ctx context.Context, req *pb.GetRuleRequest) (*pb.GetRuleResponse, error) {
@@ -43,7 +44,7 @@ func (s *ruleService) GetRule(ctx context.Context, req *pb.GetRuleRequest) (*pb.
 	if err != nil {
 		return nil, err
 	}
-	return &pb.GetRuleResponse{Rule: apiconv.RuleToProto(&r)}, nil
+	return &pb.GetRuleResponse{Rule: rulepb.ToProto(&r)}, nil
 }
 
 func (s *ruleService) ListRules(ctx context.Context, req *pb.ListRulesRequest) (*pb.ListRulesResponse, error) {
@@ -81,7 +82,7 @@ func (s *ruleService) ListRules(ctx context.Context, req *pb.ListRulesRequest) (
 			resp.NextPageToken = encodeCursor(pageCursor{Priority: last.Priority, Name: last.Name}, req.GetFilter())
 			break
 		}
-		resp.Rules = append(resp.Rules, apiconv.RuleToProto(r))
+		resp.Rules = append(resp.Rules, rulepb.ToProto(r))
 	}
 	return resp, nil
 }
@@ -99,11 +100,11 @@ func (s *ruleService) UpdateRule(ctx context.Context, req *pb.UpdateRuleRequest)
 	if err != nil {
 		return nil, err
 	}
-	updated, err := s.edit.Update(ctx, apiconv.RuleFromProto(in), paths, rev)
+	updated, err := s.edit.Update(ctx, rulepb.FromProto(in), paths, rev)
 	if err != nil {
 		return nil, prefixFields("rule.", err)
 	}
-	return &pb.UpdateRuleResponse{Rule: apiconv.RuleToProto(&updated)}, nil
+	return &pb.UpdateRuleResponse{Rule: rulepb.ToProto(&updated)}, nil
 }
 
 // updatePaths checks an update mask; empty or "*" is every field.

@@ -3,7 +3,7 @@ package store
 import (
 	"fmt"
 
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // MaxBatchEdits is the most edits one ApplyRuleEdits call may make: enough

@@ -26,8 +26,8 @@ import (
 	"github.com/tracesampling/controlplane/internal/apiconv"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/fleet"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 //go:embed assets

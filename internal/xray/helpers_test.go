@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/xray"
 	"github.com/tracesampling/controlplane/internal/xray/xraytest"
+	"github.com/tracesampling/controlplane/pkg/clocktest"
 )
 
 // t0 is the tests' clock start: 2025-01-02 03:04:05.678 UTC.

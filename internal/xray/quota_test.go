@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tracesampling/controlplane/internal/reservoir"
+	"github.com/tracesampling/controlplane/pkg/reservoir"
 )
 
 func TestWholeQuota(t *testing.T) {

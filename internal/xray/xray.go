@@ -17,7 +17,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // Rule is a rule as the X-Ray API carries it: the domain rule, whose Boost

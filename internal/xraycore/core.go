@@ -29,10 +29,10 @@ import (
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/edit"
 	"github.com/tracesampling/controlplane/internal/fleet"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/sampling"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/xray"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // DefaultMaxClients is how many client and rule pairs a replica holds the

@@ -18,9 +18,9 @@ import (
 	"github.com/tracesampling/controlplane/internal/edit"
 	"github.com/tracesampling/controlplane/internal/fleet"
 	"github.com/tracesampling/controlplane/internal/promtest"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/xray"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // The X-Ray port under hostile input (docs/RELIABILITY.md): the transport

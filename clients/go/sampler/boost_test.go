@@ -14,7 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
-	"github.com/tracesampling/controlplane/internal/clocktest"
+	"github.com/tracesampling/controlplane/pkg/clocktest"
 )
 
 func boostable(name string, fixed float64) *pb.Rule {

@@ -18,7 +18,7 @@ import (
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // Option configures a Sampler.
@@ -46,6 +46,7 @@ type config struct {
 	backoffMax     time.Duration
 	firstReport    time.Duration
 	disableStreams bool
+	manual         bool
 	anomaly        func(sdktrace.ReadOnlySpan) bool // nil: DefaultAnomaly
 }
 
@@ -140,6 +141,14 @@ func WithFallback(tracesPerSecond, fixedRate float64) Option {
 // WithUnaryOnly makes the sampler poll with unary calls instead of holding a
 // stream, for environments that cannot keep a connection (functions).
 func WithUnaryOnly() Option { return func(c *config) { c.disableStreams = true } }
+
+// WithManualReports makes the sampler talk to the control plane only when
+// Sync is called (and once more on Shutdown), with unary calls, never from
+// a goroutine of its own: for a process that is frozen between pieces of
+// work (a function on AWS Lambda or Cloud Run, where a background timer
+// fires at a random point of the next invocation), which calls Sync at the
+// end of each, and for tests that move a clock of their own.
+func WithManualReports() Option { return func(c *config) { c.manual, c.disableStreams = true, true } }
 
 func defaultConfig() config {
 	return config{

@@ -16,9 +16,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
-	"github.com/tracesampling/controlplane/internal/apiconv"
-	"github.com/tracesampling/controlplane/internal/reservoir"
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/reservoir"
+	"github.com/tracesampling/controlplane/pkg/rules"
+	"github.com/tracesampling/controlplane/pkg/rules/rulepb"
 )
 
 // Sampler is an sdktrace.Sampler driven by the control plane. Its methods are
@@ -64,6 +64,7 @@ type Sampler struct {
 	stop     context.CancelFunc
 	done     chan struct{}
 	flushCtx chan context.Context // Shutdown's context, for the last report
+	manualMu sync.Mutex           // serialises Sync and the last report (WithManualReports)
 	flushErr error                // of the last report; written before done closes
 	closed   sync.Once
 	closeErr error
@@ -105,6 +106,9 @@ func New(opts ...Option) (*Sampler, error) {
 	s, err := newSampler(opts...)
 	if err != nil {
 		return nil, err
+	}
+	if s.cfg.manual {
+		return s, nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
@@ -417,6 +421,11 @@ type Explanation struct {
 	RulesVersion int64
 	// Detail says it in a sentence.
 	Detail string
+	// FixedRate is the matched rule's fixed rate in force now: the rule's
+	// own, as its budgets lower it, or a boost's while one runs.
+	FixedRate float64
+	// BoostExpiry is when the rule's boost in force ends; zero if none.
+	BoostExpiry time.Time
 	// Threshold is the `th` that ShouldSample writes in the span's
 	// tracestate ("8" at a fixed rate of 1/2), or the parent's that it
 	// keeps; empty if the span carries none.
@@ -454,6 +463,10 @@ func (s *Sampler) Explain(p sdktrace.SamplingParameters) Explanation {
 		return e
 	}
 	e.Rule = m.rule.Name
+	e.FixedRate = m.rt.rateAt(now).probability()
+	if b := m.rt.boost.Load(); b != nil && now < b.expiry {
+		e.BoostExpiry = time.Unix(0, b.expiry).UTC()
+	}
 	source := "trace ID"
 	if st.HasRandomness {
 		source = "tracestate's rv"
@@ -496,7 +509,7 @@ func (s *Sampler) applyRules(rs *pb.RuleSet) {
 	now := s.now()
 	rl := make([]rules.Rule, 0, len(rs.GetRules()))
 	for _, r := range rs.GetRules() {
-		rl = append(rl, apiconv.RuleFromProto(r).Normalize())
+		rl = append(rl, rulepb.FromProto(r).Normalize())
 	}
 	rules.Sort(rl)
 	s.reportMu.Lock()

@@ -20,9 +20,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
-	"github.com/tracesampling/controlplane/internal/apiconv"
-	"github.com/tracesampling/controlplane/internal/clocktest"
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/clocktest"
+	"github.com/tracesampling/controlplane/pkg/rules"
+	"github.com/tracesampling/controlplane/pkg/rules/rulepb"
 )
 
 // newTestSampler returns a sampler on a fake clock that never connects.
@@ -803,7 +803,7 @@ func TestMatchAgreesWithAFullScan(t *testing.T) {
 		s.applyRules(set)
 		var want []rules.Rule
 		for _, r := range set.GetRules() {
-			want = append(want, apiconv.RuleFromProto(r).Normalize())
+			want = append(want, rulepb.FromProto(r).Normalize())
 		}
 		rules.Sort(want)
 		for j := 0; j < 300; j++ {

@@ -240,6 +240,23 @@ func (s *Sampler) runUnary(ctx context.Context) (progressed bool, err error) {
 	}
 }
 
+// ErrNotManual is Sync's error on a sampler that reports on its own.
+var ErrNotManual = errors.New("sampler: Sync needs WithManualReports")
+
+// Sync, on a sampler made WithManualReports, fetches the rules if they
+// changed and reports the counts since the last call, within ctx, and
+// returns once the answer's quotas and rates are in force. Calls are
+// serialised. It waits for a connection (gRPC's WaitForReady); a report
+// not acknowledged is sent again by the next call.
+func (s *Sampler) Sync(ctx context.Context) error {
+	if !s.cfg.manual {
+		return ErrNotManual
+	}
+	s.manualMu.Lock()
+	defer s.manualMu.Unlock()
+	return s.unaryRound(ctx)
+}
+
 func (s *Sampler) unaryRound(ctx context.Context) error {
 	if err := s.fetchRules(ctx); err != nil {
 		return err
@@ -358,9 +375,15 @@ func (s *Sampler) Close() error {
 // signature of OpenTelemetry's shutdown hooks.
 func (s *Sampler) Shutdown(ctx context.Context) error {
 	s.closed.Do(func() {
-		s.flushCtx <- ctx
-		s.stop()
-		<-s.done
+		if s.cfg.manual {
+			s.manualMu.Lock()
+			s.flushErr = s.flush(ctx)
+			s.manualMu.Unlock()
+		} else {
+			s.flushCtx <- ctx
+			s.stop()
+			<-s.done
+		}
 		s.closeErr = errors.Join(s.flushErr, s.conn.Close())
 		if s.coarse != nil {
 			s.coarse.close()

@@ -10,8 +10,8 @@ import (
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
-	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/servetest"
+	"github.com/tracesampling/controlplane/pkg/clocktest"
 )
 
 // TestBudgetDecidedAtOnce: a budget created, or changed, is decided by the

@@ -27,7 +27,6 @@ import (
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/budget/controller"
 	"github.com/tracesampling/controlplane/internal/catalog"
-	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/redistest"
 	"github.com/tracesampling/controlplane/internal/sampling"
 	"github.com/tracesampling/controlplane/internal/secrets"
@@ -36,6 +35,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
+	"github.com/tracesampling/controlplane/pkg/clocktest"
 )
 
 // TestMain checks that the replicas, controllers and webhook deliveries

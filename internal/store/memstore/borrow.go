@@ -6,8 +6,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/store"
+	"github.com/tracesampling/controlplane/pkg/reservoir"
 )
 
 // borrowBuckets are the first-borrow gate's buckets by rule, each with the

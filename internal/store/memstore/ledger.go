@@ -12,9 +12,9 @@ import (
 
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/receipt"
-	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/internal/record"
+	"github.com/tracesampling/controlplane/pkg/reservoir"
 )
 
 // live is what changes with every report batch and controller tick: the

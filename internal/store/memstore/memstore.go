@@ -29,9 +29,9 @@ import (
 
 	"github.com/tracesampling/controlplane/internal/boost"
 	"github.com/tracesampling/controlplane/internal/budget"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/internal/record"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // Options configure a Store.

@@ -11,10 +11,10 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tracesampling/controlplane/internal/budget"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
 	"github.com/tracesampling/controlplane/internal/store/storetest"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

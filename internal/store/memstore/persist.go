@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/tracesampling/controlplane/internal/budget"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/internal/record"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // Files in Options.DataDir.

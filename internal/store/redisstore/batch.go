@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/internal/record"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 //go:embed batch.lua

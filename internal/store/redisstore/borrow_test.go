@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"github.com/tracesampling/controlplane/internal/redistest"
-	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
+	"github.com/tracesampling/controlplane/pkg/reservoir"
 )
 
 // TestFirstBorrowKeys: the gate's buckets are one hash per rule in the

@@ -86,9 +86,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/internal/record"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // Options configure a Store.

@@ -10,9 +10,9 @@ import (
 
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/redistest"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // waitForReplica waits until master counts a replica online.

@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"github.com/tracesampling/controlplane/internal/redistest"
-	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
+	"github.com/tracesampling/controlplane/pkg/reservoir"
 )
 
 // BenchmarkReshard lays out again, from 3 shards to 4, a Cluster grown

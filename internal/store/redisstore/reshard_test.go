@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/tracesampling/controlplane/internal/redistest"
-	"github.com/tracesampling/controlplane/internal/reservoir"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
+	"github.com/tracesampling/controlplane/pkg/reservoir"
 )
 
 // reporter sends, through one store (a replica), the reports of its

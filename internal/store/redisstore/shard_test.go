@@ -15,10 +15,10 @@ import (
 
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/redistest"
-	"github.com/tracesampling/controlplane/internal/reservoir"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
+	"github.com/tracesampling/controlplane/pkg/reservoir"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // TestShardTags checks each shard's hash tag against Redis's own slot of

@@ -12,10 +12,10 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tracesampling/controlplane/internal/redistest"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
 	"github.com/tracesampling/controlplane/internal/store/storetest"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // testReplicaWait is the stores' ReplicaWait in these tests: generous, for

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // testBatchEdit: one batch creates, updates and deletes; every rule is as

@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/tracesampling/controlplane/internal/budget"
-	"github.com/tracesampling/controlplane/internal/reservoir"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
+	"github.com/tracesampling/controlplane/pkg/reservoir"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // newBudget returns a valid budget with every field set.

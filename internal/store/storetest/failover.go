@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/tracesampling/controlplane/internal/budget"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // Failover clause timing.

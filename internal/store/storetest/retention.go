@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // lastPage returns the last page of a listing and every event listed, page

@@ -16,10 +16,10 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/tracesampling/controlplane/internal/clocktest"
-	"github.com/tracesampling/controlplane/internal/rules"
-	"github.com/tracesampling/controlplane/internal/rules/rulestest"
 	"github.com/tracesampling/controlplane/internal/store"
+	"github.com/tracesampling/controlplane/pkg/clocktest"
+	"github.com/tracesampling/controlplane/pkg/rules"
+	"github.com/tracesampling/controlplane/pkg/rules/rulestest"
 )
 
 // Backend is one fresh, empty place to keep rules (a data directory, a Redis

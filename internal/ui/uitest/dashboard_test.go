@@ -76,6 +76,8 @@ func startServer(t *testing.T) *server {
 	bin := filepath.Join(t.TempDir(), "controlplane")
 	// Built in the main module (the repository root), with its go.sum.
 	build := exec.Command("go", "build", "-o", bin, "./cmd/controlplane")
+	// This module runs with GOWORK=off; the server builds in the root's workspace.
+	build.Env = append(os.Environ(), "GOWORK=")
 	build.Dir = filepath.Join("..", "..", "..")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)

@@ -6,7 +6,7 @@ replace github.com/tracesampling/controlplane => ../../..
 
 require (
 	github.com/chromedp/chromedp v0.23.1
-	github.com/tracesampling/controlplane v0.0.0
+	github.com/tracesampling/controlplane/gen v0.0.0-00010101000000-000000000000
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.13-0.20261016172727-e9ee2a76ab8e
 )
@@ -19,3 +19,9 @@ require (
 	golang.org/x/text v0.43.0 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20261104224025-d1e00e9f33ab // indirect
 )
+
+replace github.com/tracesampling/controlplane/gen => ../../../gen
+
+replace github.com/tracesampling/controlplane/pkg => ../../../pkg
+
+replace github.com/tracesampling/controlplane/clients/go => ../../../clients/go

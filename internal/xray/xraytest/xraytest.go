@@ -19,11 +19,11 @@ import (
 	"time"
 
 	"github.com/tracesampling/controlplane/internal/auth"
-	"github.com/tracesampling/controlplane/internal/reservoir"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
 	"github.com/tracesampling/controlplane/internal/xray"
+	"github.com/tracesampling/controlplane/pkg/reservoir"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // Interval is the report interval the Core hands out.

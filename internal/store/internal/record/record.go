@@ -9,8 +9,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/store"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // Rule is the stored JSON form of rules.Rule. Its field names are part of the

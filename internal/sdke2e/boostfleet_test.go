@@ -1,4 +1,4 @@
-package sampler
+package sdke2e_test
 
 import (
 	"context"
@@ -13,18 +13,19 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/tracesampling/controlplane/clients/go/sampler"
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
-	"github.com/tracesampling/controlplane/internal/clocktest"
 	"github.com/tracesampling/controlplane/internal/edit"
-	"github.com/tracesampling/controlplane/internal/fleet"
+	fleetstatus "github.com/tracesampling/controlplane/internal/fleet"
 	"github.com/tracesampling/controlplane/internal/promtest"
 	"github.com/tracesampling/controlplane/internal/server"
 	"github.com/tracesampling/controlplane/internal/servetest"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
 	"github.com/tracesampling/controlplane/internal/xray"
 	"github.com/tracesampling/controlplane/internal/xraycore"
+	"github.com/tracesampling/controlplane/pkg/clocktest"
 )
 
 // boostFleet is a control plane (the gRPC server and the X-Ray core on one
@@ -36,7 +37,7 @@ type boostFleet struct {
 	st    *memstore.Store
 	cat   *catalog.Catalog
 	reg   *prometheus.Registry
-	sdks  []*Sampler
+	sdks  []*sampler.Sampler
 	trs   []trace.Tracer
 	xray  *xraycore.Core
 	xrays int
@@ -69,11 +70,11 @@ func newBoostFleet(t *testing.T, sdks, xrays int) *boostFleet {
 		t.Fatal(err)
 	}
 	if f.xray, err = xraycore.New(xraycore.Options{Catalog: f.cat, Rules: edit.NewRules(st, edit.WithClock(f.clk.Now)), Sampling: srv.Sampling(),
-		Fleet: fleet.New(f.cat, st, 10*time.Second, f.clk.Now), Now: f.clk.Now}); err != nil {
+		Fleet: fleetstatus.New(f.cat, st, 10*time.Second, f.clk.Now), Now: f.clk.Now}); err != nil {
 		t.Fatal(err)
 	}
 	for i := range sdks {
-		s, err := newSampler(WithEndpoint(addr), WithService("shop", ""), WithClock(f.clk), WithClientID(fmt.Sprintf("sdk-%d", i)), WithLogger(log), WithUnaryOnly())
+		s, err := sampler.New(sampler.WithEndpoint(addr), sampler.WithService("shop", ""), sampler.WithClock(f.clk), sampler.WithClientID(fmt.Sprintf("sdk-%d", i)), sampler.WithLogger(log), sampler.WithManualReports())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -132,14 +133,17 @@ func (f *boostFleet) run(t *testing.T, calm, d time.Duration) map[time.Time]boos
 					_, span := f.trs[i].Start(ctx, "GET /checkout", trace.WithAttributes(attribute.Int("http.response.status_code", code)))
 					span.End()
 				}
-				if err := s.unaryRound(ctx); err != nil {
+				if err := s.Sync(ctx); err != nil {
 					t.Fatal(err)
 				}
-				rt := s.rules.Load().byName["checkout"]
-				if b := rt.boost.Load(); b != nil && now.UnixNano() < b.expiry {
-					note("sdk", now, b.rate.probability(), time.Unix(0, b.expiry).UTC())
-					if rt.rateAt(now.UnixNano()) != b.rate {
-						t.Fatalf("the SDK does not sample at the boost in force")
+				e := s.Explain(sdktrace.SamplingParameters{TraceID: trace.TraceID{1}, Name: "GET /checkout"})
+				if e.Rule != "checkout" {
+					t.Fatalf("the SDK matched %q, want checkout", e.Rule)
+				}
+				if !e.BoostExpiry.IsZero() {
+					note("sdk", now, e.FixedRate, e.BoostExpiry)
+					if e.FixedRate <= 0.005 {
+						t.Fatalf("the SDK samples at %v under a boost, not above the rule's 0.005", e.FixedRate)
 					}
 				}
 				continue

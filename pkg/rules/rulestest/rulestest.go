@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // StoreSet are the fields of rules.Rule that the store sets, not the

@@ -1,4 +1,4 @@
-package sampler_test
+package sdke2e_test
 
 // Fault tests: streams that fail under the sampler, replicas killed, the
 // store down, and a fleet of samplers through all of it. Where spans are

@@ -1,4 +1,4 @@
-package sampler_test
+package sdke2e_test
 
 // End-to-end tests: real samplers against a complete in-process control
 // plane (rule and sampling services, catalog, fleet ledger in a real Redis)
@@ -40,15 +40,15 @@ import (
 
 	"github.com/tracesampling/controlplane/clients/go/sampler"
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
-	"github.com/tracesampling/controlplane/internal/apiconv"
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/promtest"
 	"github.com/tracesampling/controlplane/internal/redistest"
-	"github.com/tracesampling/controlplane/internal/rules"
 	"github.com/tracesampling/controlplane/internal/server"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
 	"github.com/tracesampling/controlplane/internal/testpki"
+	"github.com/tracesampling/controlplane/pkg/rules"
+	"github.com/tracesampling/controlplane/pkg/rules/rulepb"
 )
 
 const (
@@ -1086,7 +1086,7 @@ func TestE2ELargestRuleSet(t *testing.T) {
 		if i == rules.MaxRules-2 {
 			p = last
 		}
-		r := apiconv.RuleFromProto(p).Normalize()
+		r := rulepb.FromProto(p).Normalize()
 		if err := rules.Validate(&r); err != nil {
 			t.Fatal(err)
 		}

@@ -7,7 +7,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 func TestGlobMatch(t *testing.T) {

@@ -1,6 +1,7 @@
-// Package apiconv maps between the domain types (rules, store events) and the
-// public protobuf API, so that the server and the CLI agree on one mapping.
-package apiconv
+// Package rulepb maps a rule between its domain form (package rules) and
+// the public API's protobuf message, so that the server, the CLI and the Go
+// SDK read and write a rule's fields the same way.
+package rulepb
 
 import (
 	"maps"
@@ -9,12 +10,11 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
-	"github.com/tracesampling/controlplane/internal/rules"
-	"github.com/tracesampling/controlplane/internal/store"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
-// RuleToProto returns the API form of r, with its etag and times.
-func RuleToProto(r *rules.Rule) *pb.Rule {
+// ToProto returns the API form of r, with its etag and times.
+func ToProto(r *rules.Rule) *pb.Rule {
 	p := &pb.Rule{
 		Name:               r.Name,
 		Priority:           r.Priority,
@@ -44,22 +44,22 @@ func RuleToProto(r *rules.Rule) *pb.Rule {
 	return p
 }
 
-// SamplingRuleToProto returns r as the SamplingService sends it to SDKs:
+// SamplingToProto returns r as the SamplingService sends it to SDKs:
 // without description, labels and tags, which are for people, budget scopes
 // and AWS tooling. They would multiply the largest rule set an SDK receives
 // (a rule at maximum field sizes is 22 kB with description and labels, 99
 // kB with tags too, 9.7 kB without; see rules.MaxRules). Resource
 // attributes stay: SDKs match them. The boost stays:
 // SDKs count anomalies for the rules that have one.
-func SamplingRuleToProto(r *rules.Rule) *pb.Rule {
-	p := RuleToProto(r)
+func SamplingToProto(r *rules.Rule) *pb.Rule {
+	p := ToProto(r)
 	p.Description, p.Labels, p.Tags = "", nil, nil
 	return p
 }
 
-// RuleFromProto returns the domain form of p. Output-only fields (etag,
+// FromProto returns the domain form of p. Output-only fields (etag,
 // create and update times) are ignored; callers parse the etag themselves where it matters.
-func RuleFromProto(p *pb.Rule) rules.Rule {
+func FromProto(p *pb.Rule) rules.Rule {
 	return rules.Rule{
 		Name:               p.GetName(),
 		Priority:           p.GetPriority(),
@@ -99,33 +99,7 @@ func fromTimestamp(t *timestamppb.Timestamp) time.Time {
 	return t.AsTime()
 }
 
-// EventToProto returns the API form of an audit entry.
-func EventToProto(e *store.Event) *pb.RuleEvent {
-	p := &pb.RuleEvent{
-		Id:           e.ID,
-		RuleName:     e.RuleName,
-		Actor:        e.Actor,
-		EventTime:    timestamp(e.Time),
-		RulesVersion: e.RulesVersion,
-		Message:      e.Message,
-	}
-	switch e.Action {
-	case store.ActionCreate:
-		p.Action = pb.RuleEvent_ACTION_CREATE
-	case store.ActionUpdate:
-		p.Action = pb.RuleEvent_ACTION_UPDATE
-	case store.ActionDelete:
-		p.Action = pb.RuleEvent_ACTION_DELETE
-	}
-	if e.Before != nil {
-		p.Before = RuleToProto(e.Before)
-	}
-	if e.After != nil {
-		p.After = RuleToProto(e.After)
-	}
-	return p
-}
-
+// timestamp returns t in the API's form, nil when zero.
 func timestamp(t time.Time) *timestamppb.Timestamp {
 	if t.IsZero() {
 		return nil

@@ -1,4 +1,4 @@
-package apiconv
+package rulepb
 
 import (
 	"errors"
@@ -10,7 +10,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
-	"github.com/tracesampling/controlplane/internal/rules"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // Every field of a rule is mapped both ways in the field-coverage test
@@ -28,12 +28,12 @@ func TestBoostMapping(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := RuleToProto(&rules.Rule{Name: "r", Boost: tt.in})
+			p := ToProto(&rules.Rule{Name: "r", Boost: tt.in})
 			if diff := cmp.Diff(tt.want, p.GetSamplingRateBoost(), protocmp.Transform()); diff != "" {
-				t.Errorf("RuleToProto boost (-want +got):\n%s", diff)
+				t.Errorf("ToProto boost (-want +got):\n%s", diff)
 			}
-			if diff := cmp.Diff(tt.in, RuleFromProto(p).Boost); diff != "" {
-				t.Errorf("RuleFromProto boost (-want +got):\n%s", diff)
+			if diff := cmp.Diff(tt.in, FromProto(p).Boost); diff != "" {
+				t.Errorf("FromProto boost (-want +got):\n%s", diff)
 			}
 		})
 	}
@@ -44,7 +44,7 @@ func TestBoostMapping(t *testing.T) {
 // into a valid one.
 func TestBoostCooldownOutOfRange(t *testing.T) {
 	for _, m := range []int32{math.MaxInt32, math.MinInt32, 1441, -1} {
-		r := RuleFromProto(&pb.Rule{Name: "r", Priority: 1, SamplingRateBoost: &pb.SamplingRateBoost{CooldownWindowMinutes: m}})
+		r := FromProto(&pb.Rule{Name: "r", Priority: 1, SamplingRateBoost: &pb.SamplingRateBoost{CooldownWindowMinutes: m}})
 		var ve *rules.ValidationError
 		if err := rules.Validate(&r); !errors.As(err, &ve) || len(ve.Violations) != 1 || ve.Violations[0].Field != "sampling_rate_boost.cooldown_window_minutes" {
 			t.Errorf("cooldown_window_minutes %d: Validate = %v, want one violation of sampling_rate_boost.cooldown_window_minutes", m, err)
@@ -57,11 +57,11 @@ func TestBoostCooldownOutOfRange(t *testing.T) {
 func TestSamplingRuleLeavesOutWhatIsForPeople(t *testing.T) {
 	r := rules.Rule{Name: "r", Description: "d", Labels: map[string]string{"l": "v"}, Tags: map[string]string{"T": "v"},
 		Boost: &rules.RateBoost{MaxRate: 1, Cooldown: time.Minute}}
-	p := SamplingRuleToProto(&r)
+	p := SamplingToProto(&r)
 	if p.GetDescription() != "" || p.GetLabels() != nil || p.GetTags() != nil {
-		t.Errorf("SamplingRuleToProto kept %q, %v, %v; want no description, labels or tags", p.GetDescription(), p.GetLabels(), p.GetTags())
+		t.Errorf("SamplingToProto kept %q, %v, %v; want no description, labels or tags", p.GetDescription(), p.GetLabels(), p.GetTags())
 	}
 	if p.GetSamplingRateBoost() == nil {
-		t.Error("SamplingRuleToProto dropped the boost")
+		t.Error("SamplingToProto dropped the boost")
 	}
 }
