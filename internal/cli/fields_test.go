@@ -135,9 +135,9 @@ func apiPaths(t *testing.T) {
 		switch {
 		case excused && len(set) == 0:
 		case excused:
-			t.Errorf("apiconv: rules.Rule.%s maps to %v, but the test says the API has no field for it (notInAPI)", name, set)
+			t.Errorf("rulepb: rules.Rule.%s maps to %v, but the test says the API has no field for it (notInAPI)", name, set)
 		case len(set) != 1:
-			t.Errorf("apiconv: RuleToProto maps rules.Rule.%s to the API fields %v, want exactly one", name, set)
+			t.Errorf("rulepb: ToProto maps rules.Rule.%s to the API fields %v, want exactly one", name, set)
 		default:
 			reached[set[0]] = true
 		}
@@ -145,7 +145,7 @@ func apiPaths(t *testing.T) {
 	fields := (&pb.Rule{}).ProtoReflect().Descriptor().Fields()
 	for i := range fields.Len() {
 		if name := fields.Get(i).Name(); !reached[name] {
-			t.Errorf("apiconv: no field of rules.Rule is mapped to the API's Rule.%s", name)
+			t.Errorf("rulepb: no field of rules.Rule is mapped to the API's Rule.%s", name)
 		}
 	}
 }
@@ -166,14 +166,14 @@ func TestEveryRuleFieldIsCarried(t *testing.T) {
 	api := filledProto(t, 1)
 	ignoreOutputOnly := protocmp.IgnoreFields(&pb.Rule{}, outputOnly...)
 
-	t.Run("apiconv", func(t *testing.T) {
+	t.Run("rulepb", func(t *testing.T) {
 		apiPaths(t)
 		if diff := cmp.Diff(fromClient, rulepb.FromProto(rulepb.ToProto(&domain))); diff != "" {
-			t.Errorf("apiconv: rules.Rule -> API -> rules.Rule lost a field (-want +got):\n%s", diff)
+			t.Errorf("rulepb: rules.Rule -> API -> rules.Rule lost a field (-want +got):\n%s", diff)
 		}
 		back := rulepb.FromProto(api)
 		if diff := cmp.Diff(api, rulepb.ToProto(&back), protocmp.Transform(), ignoreOutputOnly); diff != "" {
-			t.Errorf("apiconv: API -> rules.Rule -> API lost a field (-want +got):\n%s", diff)
+			t.Errorf("rulepb: API -> rules.Rule -> API lost a field (-want +got):\n%s", diff)
 		}
 	})
 
