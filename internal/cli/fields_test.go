@@ -119,7 +119,7 @@ func differingFields[M proto.Message](a, b M) []protoreflect.Name {
 	return names
 }
 
-// apiPaths checks that RuleToProto maps every field of rules.Rule to an API
+// apiPaths checks that rulepb.ToProto maps every field of rules.Rule to an API
 // field of its own, found by mapping a rule that has only that field set
 // (fields of notInAPI map to none), and that every API field is some
 // field's.
