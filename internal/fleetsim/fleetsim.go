@@ -31,6 +31,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
@@ -146,11 +147,25 @@ func (cfg *Config) length() time.Duration {
 	return time.Duration(cfg.Days) * 24 * time.Hour
 }
 
-// clock is the virtual clock every part reads. One goroutine moves it, and
-// everything runs on that goroutine.
-type clock struct{ t time.Time }
+// clock is the virtual clock every part reads. One goroutine moves it;
+// parts that answer on goroutines of their own (the first-borrow gate's
+// store call) read it there too.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
 
-func (c *clock) Now() time.Time { return c.t }
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) set(t time.Time) {
+	c.mu.Lock()
+	c.t = t
+	c.mu.Unlock()
+}
 
 // sim is one run.
 type sim struct {
@@ -374,7 +389,7 @@ func (s *sim) run(ctx context.Context) error {
 			}
 			hour = next.Add(time.Hour)
 		}
-		s.clock.t = next
+		s.clock.set(next)
 		if next.Equal(tick) {
 			if err := s.decide(ctx, next); err != nil {
 				return err
@@ -390,7 +405,7 @@ func (s *sim) run(ctx context.Context) error {
 	}
 	// The end: no more requests; every instance reports what it counted
 	// since its last report, as bench/loadgen's instances do.
-	s.clock.t = s.end
+	s.clock.set(s.end)
 	for _, in := range s.insts {
 		if err := s.report(ctx, in, s.end, true); err != nil {
 			return err
