@@ -356,6 +356,10 @@ func TestCallLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The call above counts as open until its context's AfterFunc runs,
+	// which a loaded machine can delay past the raw calls below: one of
+	// them would then be refused.
+	pollUntilT(t, "no call open", func() bool { return promtest.Value(t, reg, "controlplane_grpc_calls_open") == 0 })
 	// Three calls held open: their requests never finish.
 	raw := dialH2(t, addr)
 	for _, id := range []uint32{1, 3, 5} {
