@@ -96,12 +96,14 @@ func (r *skewedReplica) start(ctx context.Context) error {
 	if err := cat.Load(ctx); err != nil {
 		log.Warn("cannot load rules yet; will keep trying", "err", err)
 	}
+	// As serve wires it: budgets decided at once on an edit and on their
+	// first traffic.
+	ctl := controller.New(st, cat, controller.Options{Interval: r.interval, Logger: log, Registerer: reg, Now: r.now})
 	srv := server.New(server.Options{
-		Rules: st, Catalog: cat, Ledger: st, Budgets: st,
+		Rules: st, Catalog: cat, Ledger: st, Budgets: st, Decider: ctl, Waker: ctl,
 		ReportInterval: r.interval, Logger: log, Registerer: reg, Now: r.now,
 	})
 	readiness := server.NewReadiness(srv, reg)
-	ctl := controller.New(st, cat, controller.Options{Interval: r.interval, Logger: log, Registerer: reg, Now: r.now})
 	runCtx, cancel := context.WithCancel(context.Background())
 	run := &inprocRun{reg: reg, cancel: cancel, srv: srv, close: func() { _ = st.Close(); _ = client.Close() }}
 	run.bg.Add(4)

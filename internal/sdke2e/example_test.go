@@ -138,13 +138,25 @@ func TestExampleEndpoint(t *testing.T) {
 	}
 }
 
-// exampleBinary is the example program, built once for the package's tests.
-var exampleBinary = sync.OnceValues(func() (string, error) {
+// exampleDir holds the example program, built once for the package's
+// tests; TestMain makes it and removes it.
+var exampleDir string
+
+func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "sdke2e-example")
 	if err != nil {
-		return "", err
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
-	bin := filepath.Join(dir, "example")
+	exampleDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// exampleBinary is the example program, built once.
+var exampleBinary = sync.OnceValues(func() (string, error) {
+	bin := filepath.Join(exampleDir, "example")
 	out, err := exec.Command("go", "build", "-o", bin, "github.com/tracesampling/controlplane/clients/go/example").CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("go build: %w\n%s", err, out)
