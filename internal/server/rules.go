@@ -52,37 +52,13 @@ func (s *ruleService) ListRules(ctx context.Context, req *pb.ListRulesRequest) (
 	if err != nil {
 		return nil, err
 	}
-	filter, err := parseRuleFilter(req.GetFilter())
+	page, err := s.edit.List(ctx, req.GetFilter(), size, req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
-	var after *pageCursor
-	if req.GetPageToken() != "" {
-		c, err := decodeCursor(req.GetPageToken(), req.GetFilter())
-		if err != nil {
-			return nil, err
-		}
-		after = &c
-	}
-	snap, err := s.edit.Snapshot(ctx)
-	if err != nil {
-		return nil, err
-	}
-	resp := &pb.ListRulesResponse{RulesVersion: snap.Version}
-	for i := range snap.Rules {
-		r := &snap.Rules[i]
-		if after != nil && rules.Compare(r, &rules.Rule{Priority: after.Priority, Name: after.Name}) <= 0 {
-			continue
-		}
-		if !filter.matches(r) {
-			continue
-		}
-		if len(resp.Rules) == size {
-			last := resp.Rules[len(resp.Rules)-1]
-			resp.NextPageToken = encodeCursor(pageCursor{Priority: last.Priority, Name: last.Name}, req.GetFilter())
-			break
-		}
-		resp.Rules = append(resp.Rules, rulepb.ToProto(r))
+	resp := &pb.ListRulesResponse{RulesVersion: page.Version, NextPageToken: page.NextToken}
+	for i := range page.Rules {
+		resp.Rules = append(resp.Rules, rulepb.ToProto(&page.Rules[i]))
 	}
 	return resp, nil
 }

@@ -1,6 +1,7 @@
-package server
+package edit
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -10,7 +11,64 @@ import (
 	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
-// ruleFilter is a parsed ListRules filter: every term must hold.
+// RulePage is one page of a rule listing: rules in matching order, all of
+// one rules version.
+type RulePage struct {
+	Version int64
+	Rules   []rules.Rule
+	// NextToken continues the listing after the last rule of the page;
+	// empty on the last page.
+	NextToken string
+}
+
+// List returns up to pageSize rules that filter selects, in matching order,
+// after the rule pageToken names (a token of an earlier page of the same
+// filter; empty: from the first). The filter's terms are "service=NAME"
+// (rules whose service glob matches NAME) and "labels.KEY=VALUE", separated
+// by spaces or the word AND; each must hold. A bad filter or token is a
+// validation error naming the field "filter" or "page_token".
+func (e *Rules) List(ctx context.Context, filter string, pageSize int, pageToken string) (RulePage, error) {
+	f, err := parseRuleFilter(filter)
+	if err != nil {
+		return RulePage{}, err
+	}
+	var after *pageCursor
+	if pageToken != "" {
+		c, err := decodeCursor(pageToken, filter)
+		if err != nil {
+			return RulePage{}, err
+		}
+		after = &c
+	}
+	snap, err := e.store.Snapshot(ctx)
+	if err != nil {
+		return RulePage{}, err
+	}
+	page := RulePage{Version: snap.Version}
+	for i := range snap.Rules {
+		r := &snap.Rules[i]
+		if after != nil && rules.Compare(r, &rules.Rule{Priority: after.Priority, Name: after.Name}) <= 0 {
+			continue
+		}
+		if !f.matches(r) {
+			continue
+		}
+		if len(page.Rules) == pageSize {
+			last := page.Rules[len(page.Rules)-1]
+			page.NextToken = encodeCursor(pageCursor{Priority: last.Priority, Name: last.Name}, filter)
+			break
+		}
+		page.Rules = append(page.Rules, *r)
+	}
+	return page, nil
+}
+
+// invalid is a validation error of one field.
+func invalid(field, description string) error {
+	return &rules.ValidationError{Violations: []rules.FieldViolation{{Field: field, Description: description}}}
+}
+
+// ruleFilter is a parsed List filter: every term must hold.
 type ruleFilter struct {
 	service string            // rules whose service_name glob matches it
 	labels  map[string]string // rules carrying each label with this value
