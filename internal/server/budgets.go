@@ -20,20 +20,16 @@ import (
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/edit"
 	"github.com/tracesampling/controlplane/internal/fleetsim"
-	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/pkg/rules"
 	"github.com/tracesampling/controlplane/pkg/rules/rulepb"
 )
 
 // BudgetStore is what the budget service needs from a store: the editor's
 // part (edit.BudgetStore) and what its reads of status, history and alerts
-// need.
+// need (edit.BudgetViewStore).
 type BudgetStore interface {
 	edit.BudgetStore
-	States(ctx context.Context) (map[string]budget.State, error)
-	Usage(ctx context.Context, budgetName string, month time.Time) (budget.Usage, error)
-	History(ctx context.Context, budgetName string, month time.Time) ([]budget.HistoryPoint, error)
-	Alerts(ctx context.Context, budgetName string, pageSize int, pageToken string) (store.AlertPage, error)
+	edit.BudgetViewStore
 }
 
 // BudgetDecider decides one budget, as stored, and stores its decision.
@@ -47,14 +43,12 @@ type BudgetDecider interface {
 type budgetService struct {
 	pb.UnimplementedBudgetServiceServer
 	edit     *edit.Budgets
-	store    BudgetStore
+	views    *edit.BudgetViews
 	catalog  *catalog.Catalog
 	stopping <-chan struct{}
 	log      *slog.Logger
 	// decider, if set, decides a budget created or changed at once.
 	decider BudgetDecider
-	// now is the clock; nil is time.Now.
-	now func() time.Time
 	// simulations counts the SimulateCost calls running (maxSimulations).
 	simulations atomic.Int32
 	// simulate runs a simulation; nil is budget.Simulate. Tests replace it.
@@ -152,55 +146,26 @@ func (s *budgetService) DeleteBudget(ctx context.Context, req *pb.DeleteBudgetRe
 }
 
 func (s *budgetService) GetBudgetStatus(ctx context.Context, req *pb.GetBudgetStatusRequest) (*pb.GetBudgetStatusResponse, error) {
-	if err := rules.ValidateName(req.GetName()); err != nil {
-		return nil, err
-	}
-	b, err := s.store.Budget(ctx, req.GetName())
+	b, st, err := s.views.Status(ctx, req.GetName())
 	if err != nil {
 		return nil, err
-	}
-	states, err := s.store.States(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var st *budget.State
-	if x, ok := states[b.Name]; ok {
-		st = &x
 	}
 	return &pb.GetBudgetStatusResponse{Status: apiconv.StatusToProto(&b, st)}, nil
 }
 
 func (s *budgetService) GetBudgetHistory(ctx context.Context, req *pb.GetBudgetHistoryRequest) (*pb.GetBudgetHistoryResponse, error) {
-	if err := rules.ValidateName(req.GetName()); err != nil {
-		return nil, err
-	}
-	now := time.Now()
-	if s.now != nil {
-		now = s.now()
-	}
-	month := budget.MonthStart(now)
-	if req.GetMonthTime() != nil {
-		if err := req.GetMonthTime().CheckValid(); err != nil {
+	var month time.Time
+	if ts := req.GetMonthTime(); ts != nil {
+		if err := ts.CheckValid(); err != nil {
 			return nil, invalid("month_time", err.Error())
 		}
-		month = budget.MonthStart(req.GetMonthTime().AsTime())
-		if month.After(now) {
-			return nil, invalid("month_time", fmt.Sprintf("the month of %s has not begun", month.Format("2006-01")))
-		}
+		month = ts.AsTime()
 	}
-	b, err := s.store.Budget(ctx, req.GetName())
+	h, err := s.views.History(ctx, req.GetName(), month)
 	if err != nil {
 		return nil, err
 	}
-	u, err := s.store.Usage(ctx, b.Name, month)
-	if err != nil {
-		return nil, err
-	}
-	points, err := s.store.History(ctx, b.Name, month)
-	if err != nil {
-		return nil, err
-	}
-	return apiconv.HistoryToProto(&b, &u, points, now), nil
+	return apiconv.HistoryToProto(&h.Budget, &h.Usage, h.Points, h.Now), nil
 }
 
 func (s *budgetService) ListAlerts(ctx context.Context, req *pb.ListAlertsRequest) (*pb.ListAlertsResponse, error) {
@@ -208,10 +173,7 @@ func (s *budgetService) ListAlerts(ctx context.Context, req *pb.ListAlertsReques
 	if err != nil {
 		return nil, err
 	}
-	if err := checkBudgetFilter(req.GetBudgetName()); err != nil {
-		return nil, err
-	}
-	page, err := s.store.Alerts(ctx, req.GetBudgetName(), size, req.GetPageToken())
+	page, err := s.views.Alerts(ctx, req.GetBudgetName(), size, req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
@@ -224,32 +186,35 @@ func (s *budgetService) ListAlerts(ctx context.Context, req *pb.ListAlertsReques
 
 // WatchAlerts sends every alert that fires after the call, on any replica,
 // or after after_id, or from the oldest kept with from_oldest: each "an
-// alert fired" hint makes it read the newest alerts back to the last one it
-// sent (at most the 1,000 newest, if that one is no longer kept).
+// alert fired" hint makes it send what the core says is new since the last
+// one it sent (edit.BudgetViews.AlertsSince).
 func (s *budgetService) WatchAlerts(req *pb.WatchAlertsRequest, stream pb.BudgetService_WatchAlertsServer) error {
 	ctx := stream.Context()
-	if err := checkBudgetFilter(req.GetBudgetName()); err != nil {
-		return err
-	}
-	if n := len(req.GetAfterId()); n > maxAlertIDLen {
-		return invalid("after_id", fmt.Sprintf("at most %d characters, got %d", maxAlertIDLen, n))
+	name, last := req.GetBudgetName(), req.GetAfterId()
+	send := func() error {
+		fresh, err := s.views.AlertsSince(ctx, name, last)
+		if err != nil {
+			return err
+		}
+		for i := range fresh {
+			if err := stream.Send(&pb.WatchAlertsResponse{Alert: apiconv.AlertToProto(&fresh[i])}); err != nil {
+				return err
+			}
+			last = fresh[i].ID
+		}
+		return nil
 	}
 	// Subscribe before reading where to start, so that nothing fires
 	// unseen in between.
 	w := s.catalog.WatchAlerts()
 	defer w.Close()
-	last := req.GetAfterId()
+	var err error
 	if last != "" || req.GetFromOldest() {
-		if err := s.sendSince(ctx, stream, req.GetBudgetName(), &last); err != nil {
-			return err
-		}
+		err = send()
 	} else {
-		var err error
-		if last, err = s.newestAlert(ctx, req.GetBudgetName()); err != nil {
-			return err
-		}
+		last, err = s.views.NewestAlert(ctx, name)
 	}
-	for {
+	for err == nil {
 		select {
 		case <-ctx.Done():
 			return nil
@@ -257,71 +222,9 @@ func (s *budgetService) WatchAlerts(req *pb.WatchAlertsRequest, stream pb.Budget
 			return errShuttingDown
 		case <-w.C:
 		}
-		if err := s.sendSince(ctx, stream, req.GetBudgetName(), &last); err != nil {
-			return err
-		}
+		err = send()
 	}
-}
-
-// checkBudgetFilter checks the budget_name filter of ListAlerts and
-// WatchAlerts: empty, or a budget name.
-func checkBudgetFilter(name string) error {
-	if name == "" {
-		return nil
-	}
-	var ve *rules.ValidationError
-	if err := rules.ValidateName(name); errors.As(err, &ve) {
-		return invalid("budget_name", ve.Violations[0].Description)
-	} else if err != nil {
-		return err
-	}
-	return nil
-}
-
-// maxAlertIDLen bounds after_id: the stores' IDs are far shorter.
-const maxAlertIDLen = 128
-
-// maxCatchUp is how many alerts one pass of sendSince sends at most: the
-// newest ones, when the alert last sent is older or no longer listed.
-const maxCatchUp = 1000
-
-// sendSince sends, oldest first, the alerts newer than *last, and moves
-// *last to the newest one sent. With *last empty every alert listed is new.
-func (s *budgetService) sendSince(ctx context.Context, stream pb.BudgetService_WatchAlertsServer, budgetName string, last *string) error {
-	var fresh []budget.Alert
-	for token := ""; ; {
-		page, err := s.store.Alerts(ctx, budgetName, 100, token)
-		if err != nil {
-			return err
-		}
-		stop := false
-		for _, a := range page.Alerts {
-			if a.ID == *last {
-				stop = true
-				break
-			}
-			fresh = append(fresh, a)
-		}
-		if token = page.NextToken; stop || token == "" || len(fresh) >= maxCatchUp {
-			break
-		}
-	}
-	fresh = fresh[:min(len(fresh), maxCatchUp)]
-	for i := len(fresh) - 1; i >= 0; i-- {
-		if err := stream.Send(&pb.WatchAlertsResponse{Alert: apiconv.AlertToProto(&fresh[i])}); err != nil {
-			return err
-		}
-		*last = fresh[i].ID
-	}
-	return nil
-}
-
-func (s *budgetService) newestAlert(ctx context.Context, budgetName string) (string, error) {
-	page, err := s.store.Alerts(ctx, budgetName, 1, "")
-	if err != nil || len(page.Alerts) == 0 {
-		return "", err
-	}
-	return page.Alerts[0].ID, nil
+	return err
 }
 
 // SimulateCost's work is bounded per request, and in how many run at once.

@@ -256,7 +256,7 @@ func New(opts Options) *Server {
 	if opts.Catalog != nil && opts.Budgets != nil {
 		pb.RegisterBudgetServiceServer(reg, &budgetService{
 			edit:  edit.NewBudgets(opts.Budgets, edit.BudgetOptions{Egress: opts.Egress, Secrets: opts.Secrets, Changed: opts.Catalog.Kick}),
-			store: opts.Budgets, catalog: opts.Catalog, stopping: s.stopping, log: opts.Logger, now: opts.Now, decider: opts.Decider,
+			views: edit.NewBudgetViews(opts.Budgets, opts.Now), catalog: opts.Catalog, stopping: s.stopping, log: opts.Logger, decider: opts.Decider,
 		})
 		opts.Registerer.MustRegister(&budgetCollector{catalog: opts.Catalog})
 	}
