@@ -30,7 +30,8 @@ import (
 // API's Rule (filled through protoreflect, filledProto) must come through
 // the API mapping both ways, the rules file, the CLI's JSON, the server
 // (create, get, and an update mask naming it) and the diff `rules apply`
-// sends as a mask; the stores are checked by storetest's EveryFieldKept.
+// sends as a mask; the stores are checked by storetest's EveryFieldKept,
+// the Go SDK by its TestEveryRuleFieldReachesTheSampler.
 // A failure names the layer and the field.
 
 // outputOnly are the API Rule's fields the server sets: ignored on input.
