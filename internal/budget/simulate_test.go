@@ -234,8 +234,8 @@ func TestSimulateStopsWhenItsContextEnds(t *testing.T) {
 }
 
 // BenchmarkSimulate measures the cost of the largest runs SimulateCost
-// allows, at the controller intervals it picks for them (see simInterval in
-// internal/server), and of a run without a budget.
+// allows, at the controller intervals it picks for them (see simulate.Interval in
+// internal/simulate), and of a run without a budget.
 func BenchmarkSimulate(b *testing.B) {
 	cases := []struct {
 		name     string

@@ -2,15 +2,12 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
-	"slices"
 	"strings"
-	"sync/atomic"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
@@ -19,8 +16,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/edit"
-	"github.com/tracesampling/controlplane/internal/fleetsim"
-	"github.com/tracesampling/controlplane/pkg/rules"
+	"github.com/tracesampling/controlplane/internal/simulate"
 	"github.com/tracesampling/controlplane/pkg/rules/rulepb"
 )
 
@@ -49,10 +45,8 @@ type budgetService struct {
 	log      *slog.Logger
 	// decider, if set, decides a budget created or changed at once.
 	decider BudgetDecider
-	// simulations counts the SimulateCost calls running (maxSimulations).
-	simulations atomic.Int32
-	// simulate runs a simulation; nil is budget.Simulate. Tests replace it.
-	simulate func(context.Context, budget.SimConfig) (budget.SimResult, error)
+	// simulator runs the replica's cost simulations.
+	simulator simulate.Simulator
 }
 
 func (s *budgetService) CreateBudget(ctx context.Context, req *pb.CreateBudgetRequest) (*pb.CreateBudgetResponse, error) {
@@ -227,82 +221,68 @@ func (s *budgetService) WatchAlerts(req *pb.WatchAlertsRequest, stream pb.Budget
 	return err
 }
 
-// SimulateCost's work is bounded per request, and in how many run at once.
-// A simulated day is 1,440 / interval minutes steps; each step runs every
-// rule and, with a budget, the controller: its forecast, and a plan of
-// every rule in scope (BenchmarkSimulate in internal/budget). Measured in
-// the cost of one rule's plan in one step, the controller costs about
-// simControllerCost more per step. A run without a budget costs far less
-// per rule and step, so maxSimDays and maxSimRules bound it; with one, the
-// controller decides every minute when days × steps × (rules +
-// simControllerCost) stays within maxSimWork, else at the first of
-// simIntervals that does: the largest run allowed, 62 days of 100 rules,
-// decides every 12 minutes.
-const (
-	maxSimDays        = 62
-	maxSimRules       = 100
-	simControllerCost = 9
-	// maxSimWork is about 0.6 CPU-second here (docs/RELIABILITY.md).
-	maxSimWork = 900_000
-)
-
-// simIntervals are the controller intervals SimulateCost may use, shortest
-// first; each divides an hour.
-var simIntervals = []time.Duration{
-	time.Minute, 2 * time.Minute, 3 * time.Minute, 4 * time.Minute, 5 * time.Minute, 6 * time.Minute,
-	10 * time.Minute, 12 * time.Minute, 15 * time.Minute, 20 * time.Minute, 30 * time.Minute, time.Hour,
-}
-
-// simInterval is the shortest controller interval at which a run of days
-// and rules under a budget fits in maxSimWork.
-func simInterval(days, rules int) time.Duration {
-	for _, iv := range simIntervals {
-		steps := days * int(24*time.Hour/iv)
-		if steps*(rules+simControllerCost) <= maxSimWork {
-			return iv
-		}
-	}
-	return simIntervals[len(simIntervals)-1]
-}
-
-// maxSimulations is how many simulations a replica runs at once: half its
-// cores, at least one, so that simulations never take every core from
-// the sampling traffic.
-func maxSimulations() int32 { return int32(max(1, runtime.GOMAXPROCS(0)/2)) }
-
+// SimulateCost decodes the request, has the replica's simulator check and
+// run it, and encodes the outcome.
 func (s *budgetService) SimulateCost(ctx context.Context, req *pb.SimulateCostRequest) (*pb.SimulateCostResponse, error) {
-	cfg, err := simConfig(req)
+	res, err := s.simulator.Run(ctx, simRequestFromProto(req))
 	if err != nil {
 		return nil, err
 	}
-	limit := maxSimulations()
-	if s.simulations.Add(1) > limit {
-		s.simulations.Add(-1)
-		return nil, fmt.Errorf("%d cost simulations are running, as many as this replica runs at once: %w", limit, errBusy)
-	}
-	defer s.simulations.Add(-1)
-	simulate := s.simulate
-	if simulate == nil {
-		simulate = budget.Simulate
-	}
-	var res budget.SimResult
-	if req.GetFleet() != nil {
-		fc, ferr := fleetConfig(req, cfg)
-		if ferr != nil {
-			return nil, ferr
+	return simResultToProto(&res), nil
+}
+
+// simRequestFromProto decodes a SimulateCost request.
+func simRequestFromProto(req *pb.SimulateCostRequest) *simulate.Request {
+	tr := req.GetTraffic()
+	out := &simulate.Request{Traffic: simulate.Traffic{
+		RequestsPerDay: tr.GetRequestsPerDay(), Days: int(tr.GetDays()), DailySwing: tr.GetDailySwing(),
+		Growth: tr.GetGrowth(), RuleShares: tr.GetRuleShares(),
+	}}
+	if days := tr.GetSpikeDays(); len(days) > 0 {
+		out.Traffic.SpikeDays = make(map[int]float64, len(days))
+		for day, f := range days {
+			out.Traffic.SpikeDays[int(day)] = f
 		}
-		res, err = fleetsim.Run(ctx, fc)
-		if errors.Is(err, fleetsim.ErrConfig) {
-			// What fleetConfig cannot see alone: a rule with traffic
-			// that no instance's service runs.
-			return nil, &rules.ValidationError{Violations: []rules.FieldViolation{{Field: "fleet.service_names", Description: err.Error()}}}
+	}
+	for _, r := range req.GetRules() {
+		out.Rules = append(out.Rules, rulepb.FromProto(r))
+	}
+	if b := req.GetBudget(); b != nil {
+		d := apiconv.BudgetFromProto(b)
+		out.Budget = &d
+	}
+	if f := req.GetFleet(); f != nil {
+		out.Fleet = &simulate.Fleet{
+			Instances: int(f.GetInstances()), Zipf: f.GetZipf(), ServiceNames: f.GetServiceNames(), Seed: f.GetSeed(),
+			ReportInterval: simDuration(f.GetReportInterval()), Duration: simDuration(f.GetDuration()),
 		}
-	} else {
-		res, err = simulate(ctx, cfg)
+		if ts := f.GetStartTime(); ts != nil {
+			// The zero Unix time, before 2000, is refused as a time
+			// that cannot be read is.
+			out.Fleet.Start = time.Unix(0, 0).UTC()
+			if t := ts.AsTime(); ts.CheckValid() == nil && !t.IsZero() {
+				out.Fleet.Start = t
+			}
+		}
 	}
-	if err != nil {
-		return nil, err
+	return out
+}
+
+// simDuration decodes an optional duration of the fleet model: unset is 0,
+// and one set that cannot be read or is not positive is -1ns, which the
+// core refuses, naming the field.
+func simDuration(d *durationpb.Duration) time.Duration {
+	switch {
+	case d == nil:
+		return 0
+	case d.CheckValid() != nil || d.AsDuration() <= 0:
+		return -1
 	}
+	return d.AsDuration()
+}
+
+// simResultToProto encodes a simulation's outcome.
+func simResultToProto(res *simulate.Result) *pb.SimulateCostResponse {
 	out := &pb.SimulateCostResponse{
 		ControllerIntervalSeconds: int32(res.IntervalSeconds),
 		StartTime:                 timestamppb.New(res.Start),
@@ -315,7 +295,7 @@ func (s *budgetService) SimulateCost(ctx context.Context, req *pb.SimulateCostRe
 	}
 	if sb := res.SimBudget; sb != nil {
 		o := &pb.BudgetOutcome{
-			MonthlyAmountMicros: cfg.Budget.MonthlyAmountMicros,
+			MonthlyAmountMicros: res.MonthlyAmountMicros,
 			SpentMicros:         budget.Micros(sb.Spent),
 			SpentRatio:          sb.SpentRatio,
 			MaxForecastRatio:    sb.MaxForecastRatio,
@@ -343,81 +323,7 @@ func (s *budgetService) SimulateCost(ctx context.Context, req *pb.SimulateCostRe
 			ReservoirTraces: int64(fl.ReservoirTraces), BorrowedTraces: int64(fl.BorrowedTraces), FixedRateTraces: int64(fl.FixedRateTraces),
 		}
 	}
-	return out, nil
-}
-
-// The fleet model's bounds on SimulateCost: its work is about 10-20 µs of
-// CPU per report (instances × intervals), so maxFleetReports keeps a run
-// within a CPU-second or two: a 31-day month of two instances reporting
-// every minute, or ten minutes of 1,000 instances every 10 s.
-const (
-	maxFleetReports   = 100_000
-	maxFleetServices  = 100
-	maxFleetDuration  = maxSimDays * 24 * time.Hour
-	fleetMinInterval  = time.Second
-	fleetMaxInterval  = time.Minute
-	fleetDefaultEvery = time.Minute
-)
-
-// fleetConfig checks a request's fleet model; cfg is its checked traffic,
-// rules and budget.
-func fleetConfig(req *pb.SimulateCostRequest, cfg budget.SimConfig) (fleetsim.Config, error) {
-	var vs []rules.FieldViolation
-	add := func(field, desc string) { vs = append(vs, rules.FieldViolation{Field: field, Description: desc}) }
-	f := req.GetFleet()
-	fc := fleetsim.Config{SimConfig: cfg, Instances: int(f.GetInstances()), Zipf: f.GetZipf(), Services: f.GetServiceNames(), Seed: f.GetSeed()}
-	if fc.Instances < 1 || fc.Instances > fleetsim.MaxInstances {
-		add("fleet.instances", fmt.Sprintf("between 1 and %d", fleetsim.MaxInstances))
-	}
-	if !(fc.Zipf >= 0 && fc.Zipf <= 10) {
-		add("fleet.zipf", "between 0 and 10")
-	}
-	if len(fc.Services) > maxFleetServices {
-		add("fleet.service_names", fmt.Sprintf("at most %d", maxFleetServices))
-	}
-	for i, svc := range fc.Services {
-		if err := validateService(svc, ""); err != nil {
-			add(fmt.Sprintf("fleet.service_names[%d]", i), fmt.Sprintf("1-%d characters of UTF-8", rules.MaxServiceNameLen))
-		}
-	}
-	fc.Interval = fleetDefaultEvery
-	if d := f.GetReportInterval(); d != nil {
-		fc.Interval = d.AsDuration()
-		if err := d.CheckValid(); err != nil || fc.Interval < fleetMinInterval || fc.Interval > fleetMaxInterval {
-			add("fleet.report_interval", fmt.Sprintf("from %v to %v", fleetMinInterval, fleetMaxInterval))
-		}
-	}
-	if d := f.GetDuration(); d != nil {
-		fc.Duration = d.AsDuration()
-		if err := d.CheckValid(); err != nil || fc.Duration <= 0 || fc.Duration > maxFleetDuration {
-			add("fleet.duration", fmt.Sprintf("positive, at most %d days", maxSimDays))
-		}
-	}
-	if ts := f.GetStartTime(); ts != nil {
-		if err := ts.CheckValid(); err != nil || ts.AsTime().Year() < 2000 || ts.AsTime().Year() > 9000 {
-			add("fleet.start_time", "a time from the year 2000 to 9000")
-		} else {
-			fc.Start = ts.AsTime()
-		}
-	}
-	if len(vs) == 0 {
-		length := fc.Duration
-		if length == 0 {
-			days := cfg.Days
-			if days == 0 {
-				days = 30
-			}
-			length = time.Duration(days) * 24 * time.Hour
-		}
-		if n := float64(fc.Instances) * length.Seconds() / fc.Interval.Seconds(); n > maxFleetReports {
-			add("fleet", fmt.Sprintf("%d instances reporting every %v for %v make %.3g reports, over the limit of %d: fewer instances, a longer interval or a shorter run",
-				fc.Instances, fc.Interval, length, n, maxFleetReports))
-		}
-	}
-	if len(vs) > 0 {
-		return fc, &rules.ValidationError{Violations: vs}
-	}
-	return fc, nil
+	return out
 }
 
 func alertKind(name string) budget.AlertKind {
@@ -427,88 +333,4 @@ func alertKind(name string) budget.AlertKind {
 		}
 	}
 	return 0
-}
-
-// simConfig checks a simulation request and turns it into the simulator's
-// configuration; every bad field is reported.
-func simConfig(req *pb.SimulateCostRequest) (budget.SimConfig, error) {
-	var vs []rules.FieldViolation
-	add := func(field, desc string) { vs = append(vs, rules.FieldViolation{Field: field, Description: desc}) }
-	tr := req.GetTraffic()
-	cfg := budget.SimConfig{
-		RequestsPerDay: tr.GetRequestsPerDay(),
-		Days:           int(tr.GetDays()),
-		DailySwing:     tr.GetDailySwing(),
-		Growth:         tr.GetGrowth(),
-	}
-	if !(cfg.RequestsPerDay > 0) || cfg.RequestsPerDay > 1e13 {
-		add("traffic.requests_per_day", "must be positive")
-	}
-	if cfg.Days < 0 || cfg.Days > maxSimDays {
-		add("traffic.days", fmt.Sprintf("between 1 and %d (0: 30)", maxSimDays))
-	}
-	if !(cfg.DailySwing >= 0 && cfg.DailySwing <= 1) {
-		add("traffic.daily_swing", "between 0 and 1")
-	}
-	for day, f := range tr.GetSpikeDays() {
-		if day < 1 || int(day) > max(cfg.Days, 30) || !(f >= 0 && f <= 1000) {
-			add(fmt.Sprintf("traffic.spike_days[%d]", day), "a day of the run and a factor between 0 and 1000")
-			continue
-		}
-		if cfg.SpikeDays == nil {
-			cfg.SpikeDays = map[int]float64{}
-		}
-		cfg.SpikeDays[int(day)] = f
-	}
-	if !(cfg.Growth >= 0 && cfg.Growth <= 1000) {
-		add("traffic.growth", "between 0 and 1000")
-	}
-	if len(req.GetRules()) > maxSimRules {
-		add("rules", fmt.Sprintf("at most %d rules", maxSimRules))
-	}
-	for i, p := range req.GetRules() {
-		r := rulepb.FromProto(p).Normalize()
-		if err := rules.Validate(&r); err != nil {
-			vs = append(vs, prefixFields(fmt.Sprintf("rules[%d].", i), err).(*rules.ValidationError).Violations...)
-			continue
-		}
-		cfg.Rules = append(cfg.Rules, r)
-	}
-	if req.GetBudget() != nil {
-		b := apiconv.BudgetFromProto(req.GetBudget())
-		if b.Name == "" {
-			b.Name = "simulated"
-		}
-		b = b.Normalize()
-		if err := budget.Validate(&b); err != nil {
-			vs = append(vs, prefixFields("budget.", err).(*rules.ValidationError).Violations...)
-		}
-		cfg.Budget = &b
-	}
-	if shares := tr.GetRuleShares(); len(shares) > 0 {
-		cfg.Shares = make(map[string]float64, len(shares))
-		for name, w := range shares {
-			field := fmt.Sprintf("traffic.rule_shares[%q]", name)
-			switch {
-			case !slices.ContainsFunc(cfg.Rules, func(r rules.Rule) bool { return r.Name == name }) &&
-				!(len(req.GetRules()) == 0 && name == rules.DefaultName):
-				add(field, "names no rule of the request")
-			case !(w >= 0 && w <= 1e6):
-				add(field, "a weight between 0 and 1e6")
-			default:
-				cfg.Shares[name] = w
-			}
-		}
-	}
-	if cfg.Budget != nil && len(vs) == 0 {
-		days, nRules := cfg.Days, max(len(cfg.Rules), 1) // the defaults: 30 days, the Default rule
-		if days == 0 {
-			days = 30
-		}
-		cfg.Interval = simInterval(days, nRules)
-	}
-	if len(vs) > 0 {
-		return cfg, &rules.ValidationError{Violations: vs}
-	}
-	return cfg, nil
 }

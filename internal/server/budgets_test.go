@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/redistest"
 	"github.com/tracesampling/controlplane/internal/secrets"
 	"github.com/tracesampling/controlplane/internal/servetest"
+	"github.com/tracesampling/controlplane/internal/simulate"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/redisstore"
 	"github.com/tracesampling/controlplane/pkg/clocktest"
@@ -472,84 +472,12 @@ func TestWebhookURLsAreRedacted(t *testing.T) {
 	checkStored("after a refused update")
 }
 
-// TestSimulateCostWorkIsBounded: with a budget, the controller decides
-// every minute when days × steps × (rules + 9) fits the bound, else less
-// often, so that no allowed request (up to 62 days of 100 rules) costs more
-// than about half a CPU-second; the answer says the interval used.
-func TestSimulateCostWorkIsBounded(t *testing.T) {
-	rulesOf := func(n int) []*pb.Rule {
-		rs := make([]*pb.Rule, n)
-		for i := range rs {
-			rs[i] = &pb.Rule{Name: fmt.Sprintf("r%d", i), Priority: int32(i + 1), FixedRate: 0.1}
-		}
-		return rs
-	}
-	tests := []struct {
-		name     string
-		days     int32
-		rules    int
-		budget   bool
-		interval time.Duration // 0: the simulator's default
-	}{
-		{name: "the default 30 days of the Default rule", budget: true, interval: time.Minute},
-		{name: "62 days of the Default rule", days: 62, budget: true, interval: time.Minute},
-		{name: "a 31-day month of 11 rules", days: 31, rules: 11, budget: true, interval: time.Minute},
-		{name: "a 31-day month of 12 rules", days: 31, rules: 12, budget: true, interval: 2 * time.Minute},
-		{name: "a 31-day month of 100 rules", days: 31, rules: 100, budget: true, interval: 6 * time.Minute},
-		{name: "62 days of 100 rules", days: 62, rules: 100, budget: true, interval: 12 * time.Minute},
-		{name: "62 days of 100 rules without a budget", days: 62, rules: 100},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			req := &pb.SimulateCostRequest{Rules: rulesOf(tt.rules), Traffic: &pb.TrafficShape{RequestsPerDay: 1e6, Days: tt.days}}
-			if tt.budget {
-				req.Budget = &pb.Budget{MonthlyAmountMicros: 100_000_000}
-			}
-			cfg, err := simConfig(req)
-			if err != nil {
-				t.Fatalf("refused: %v", err)
-			}
-			if cfg.Interval != tt.interval {
-				t.Errorf("controller interval %v, want %v", cfg.Interval, tt.interval)
-			}
-			days, rules := int(tt.days), max(tt.rules, 1)
-			if days == 0 {
-				days = 30
-			}
-			if steps := days * int(24*time.Hour/max(cfg.Interval, time.Minute)); tt.budget && steps*(rules+simControllerCost) > maxSimWork {
-				t.Errorf("%d steps of %d rules: over the bound", steps, rules)
-			}
-		})
-	}
-}
-
-// TestSimulateCostConcurrencyLimit: past maxSimulations running at once,
-// SimulateCost answers RESOURCE_EXHAUSTED with a retry delay, and runs again
-// once one has finished.
-func TestSimulateCostConcurrencyLimit(t *testing.T) {
-	limit := int(maxSimulations())
-	// The first limit simulations run until released; later ones return at
-	// once, so that a call the limit fails to stop shows as an answer.
-	var entered atomic.Int32
-	started, release := make(chan struct{}), make(chan struct{})
-	svc := &budgetService{simulate: func(ctx context.Context, cfg budget.SimConfig) (budget.SimResult, error) {
-		if entered.Add(1) <= int32(limit) {
-			started <- struct{}{}
-			<-release
-		}
-		return budget.SimResult{}, nil
-	}}
-	req := &pb.SimulateCostRequest{Traffic: &pb.TrafficShape{RequestsPerDay: 1e6, Days: 1}}
+// TestSimulateCostBusy: a simulation refused because as many run as the
+// replica allows (package simulate's TestConcurrencyLimit) is
+// RESOURCE_EXHAUSTED with a retry delay.
+func TestSimulateCostBusy(t *testing.T) {
 	ctx := ctxT(t)
-	errs := make(chan error, limit)
-	for range limit {
-		go func() {
-			_, err := svc.SimulateCost(ctx, req)
-			errs <- err
-		}()
-		<-started
-	}
-	_, err := svc.SimulateCost(ctx, req)
+	err := fmt.Errorf("1 cost simulations are running, as many as this replica runs at once: %w", simulate.ErrBusy)
 	st := status.Convert(toStatus(ctx, discardLogger(), "SimulateCost", err))
 	var retry *errdetails.RetryInfo
 	for _, d := range st.Details() {
@@ -558,20 +486,7 @@ func TestSimulateCostConcurrencyLimit(t *testing.T) {
 		}
 	}
 	if st.Code() != codes.ResourceExhausted || retry.GetRetryDelay().AsDuration() <= 0 {
-		t.Errorf("simulation %d of %d at once: %v %q, retry %v; want RESOURCE_EXHAUSTED with a retry delay", limit+1, limit, st.Code(), st.Message(), retry)
-	}
-	release <- struct{}{}
-	if err := <-errs; err != nil {
-		t.Fatal(err)
-	}
-	if _, err := svc.SimulateCost(ctx, req); err != nil {
-		t.Errorf("with a simulation finished, another: %v", err)
-	}
-	close(release)
-	for range limit - 1 {
-		if err := <-errs; err != nil {
-			t.Error(err)
-		}
+		t.Errorf("busy: %v %q, retry %v; want RESOURCE_EXHAUSTED with a retry delay", st.Code(), st.Message(), retry)
 	}
 }
 

@@ -13,15 +13,13 @@ import (
 
 	"github.com/tracesampling/controlplane/internal/auth"
 	"github.com/tracesampling/controlplane/internal/secrets"
+	"github.com/tracesampling/controlplane/internal/simulate"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
-// errBusy is work refused because as much of it as a replica allows is
-// running: RESOURCE_EXHAUSTED, to be retried later.
-var errBusy = errors.New("busy")
-
-// busyRetryDelay is the RetryInfo of errBusy.
+// busyRetryDelay is the RetryInfo of simulate.ErrBusy: work refused because
+// as much of it as a replica allows is running.
 const busyRetryDelay = time.Second
 
 // invalid returns a validation error for one field, for request checks that
@@ -108,7 +106,7 @@ func toStatus(ctx context.Context, log *slog.Logger, method string, err error) e
 		return status.Error(codes.AlreadyExists, err.Error())
 	case errors.Is(err, store.ErrConflict):
 		return status.Error(codes.Aborted, err.Error()+"; read the resource again and retry with its current etag")
-	case errors.Is(err, errBusy):
+	case errors.Is(err, simulate.ErrBusy):
 		st, derr := status.New(codes.ResourceExhausted, err.Error()+"; retry later").WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(busyRetryDelay)})
 		if derr != nil {
 			return status.Error(codes.ResourceExhausted, err.Error())
