@@ -7,13 +7,14 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/reflection"
+	_ "google.golang.org/grpc/health/grpc_health_v1"
+	_ "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	_ "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 
-	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
-	jaegerpb "github.com/tracesampling/controlplane/gen/jaeger/api_v2"
+	_ "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	_ "github.com/tracesampling/controlplane/gen/jaeger/api_v2"
 	"github.com/tracesampling/controlplane/internal/auth"
 )
 
@@ -94,24 +95,29 @@ var allowedRoutes = map[string]string{
 	"/uix":             "",
 }
 
-// registeredMethods returns every method of the services serve registers,
-// read from a real grpc.Server (and the token API the lead adds).
+// servedPackages are the protobuf packages whose every service serve
+// registers: the API's, Jaeger's remote sampling, health and reflection.
+var servedPackages = []protoreflect.FullName{
+	"controlplane.v1", "jaeger.api_v2", "grpc.health.v1", "grpc.reflection.v1", "grpc.reflection.v1alpha",
+}
+
+// registeredMethods returns every method of every service of
+// servedPackages, read from the service descriptors the generated code
+// registers, so that a service or method added to a proto is checked
+// without a change here.
 func registeredMethods(t *testing.T) []string {
 	t.Helper()
-	s := grpc.NewServer()
-	pb.RegisterRuleServiceServer(s, pb.UnimplementedRuleServiceServer{})
-	pb.RegisterSamplingServiceServer(s, pb.UnimplementedSamplingServiceServer{})
-	pb.RegisterBudgetServiceServer(s, pb.UnimplementedBudgetServiceServer{})
-	pb.RegisterStatusServiceServer(s, pb.UnimplementedStatusServiceServer{})
-	pb.RegisterTokenServiceServer(s, pb.UnimplementedTokenServiceServer{})
-	healthpb.RegisterHealthServer(s, health.NewServer())
-	reflection.Register(s)
-	jaegerpb.RegisterSamplingManagerServer(s, jaegerpb.UnimplementedSamplingManagerServer{})
 	var ms []string
-	for name, info := range s.GetServiceInfo() {
-		for _, m := range info.Methods {
-			ms = append(ms, "/"+name+"/"+m.Name)
-		}
+	for _, pkg := range servedPackages {
+		protoregistry.GlobalFiles.RangeFilesByPackage(pkg, func(fd protoreflect.FileDescriptor) bool {
+			for i := range fd.Services().Len() {
+				sd := fd.Services().Get(i)
+				for j := range sd.Methods().Len() {
+					ms = append(ms, "/"+string(sd.FullName())+"/"+string(sd.Methods().Get(j).Name()))
+				}
+			}
+			return true
+		})
 	}
 	return ms
 }
