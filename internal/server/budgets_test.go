@@ -288,6 +288,42 @@ func TestTargetsSentUnaskedCarryNoReceipt(t *testing.T) {
 	}
 }
 
+// TestSimulateCostNamesWhatItCannotRead: a fleet model's duration or start
+// time that is set but cannot be read, or is zero, is refused naming its
+// field, with the request's other problems; unset, it takes the default.
+func TestSimulateCostNamesWhatItCannotRead(t *testing.T) {
+	traffic := &pb.TrafficShape{RequestsPerDay: 1000, Days: 1}
+	tests := []struct {
+		name  string
+		fleet *pb.FleetModel
+		want  []string // nil: accepted
+	}{
+		{"unset", &pb.FleetModel{Instances: 1}, nil},
+		{"set", &pb.FleetModel{Instances: 1, ReportInterval: durationpb.New(30 * time.Second), Duration: durationpb.New(time.Hour),
+			StartTime: timestamppb.New(time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC))}, nil},
+		{"zero", &pb.FleetModel{Instances: 1, ReportInterval: durationpb.New(0), Duration: durationpb.New(0), StartTime: timestamppb.New(time.Time{})},
+			[]string{"fleet.report_interval", "fleet.duration", "fleet.start_time"}},
+		{"malformed, beside a bad count", &pb.FleetModel{ReportInterval: &durationpb.Duration{Seconds: 30, Nanos: -1},
+			Duration: &durationpb.Duration{Seconds: 60, Nanos: -1}, StartTime: &timestamppb.Timestamp{Seconds: 1_800_000_000, Nanos: -1}},
+			[]string{"fleet.instances", "fleet.report_interval", "fleet.duration", "fleet.start_time"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := ctxT(t)
+			_, err := (&budgetService{}).SimulateCost(ctx, &pb.SimulateCostRequest{Traffic: traffic, Fleet: tt.fleet})
+			if tt.want == nil {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if got := fieldViolations(t, toStatus(ctx, discardLogger(), "SimulateCost", err)); !slices.Equal(got, tt.want) {
+				t.Errorf("field violations %v (%v), want %v", got, err, tt.want)
+			}
+		})
+	}
+}
+
 // TestSimulateCostStopsWhenCanceled: the RPC's simulation ends with the
 // call's context instead of running its months to the end.
 func TestSimulateCostStopsWhenCanceled(t *testing.T) {
