@@ -304,13 +304,15 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 	}
 	recvErr := make(chan error, 1)
 	go func() {
+		m := reusedRequest{new(pb.StreamSamplingRequest)}
 		for {
-			m, err := stream.Recv()
-			if err != nil {
+			m.reset()
+			if err := stream.RecvMsg(m); err != nil {
 				recvErr <- err
 				return
 			}
 			r := m.GetReport()
+			var err error
 			switch {
 			case r == nil:
 				err = invalid("hello", "only the first message may be a hello")
