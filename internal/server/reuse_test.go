@@ -1,7 +1,9 @@
 package server
 
 import (
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/mem"
@@ -9,6 +11,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 )
@@ -134,6 +138,39 @@ func TestReusedRequestDecodesAsNew(t *testing.T) {
 			reused.reset()
 			if n := cap(reused.GetReport().GetStatistics()); n > maxStatistics {
 				t.Errorf("the reused message keeps room for %d documents, more than a report may have (%d)", n, maxStatistics)
+			}
+		})
+	}
+}
+
+// BenchmarkReceiveReport decodes a one-document report as bench/reportcost
+// sends it, through the server's codec, into a new message each time (as
+// Recv does) and into one reused message (as a stream's reports are):
+//
+//	go test -run '^$' -bench ReceiveReport -benchmem ./internal/server
+func BenchmarkReceiveReport(b *testing.B) {
+	now := time.Now()
+	data, err := proto.Marshal(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{
+		Statistics: []*pb.SamplingStatistics{{RuleName: "rule-0", RequestCount: 100, SampledCount: 2, Timestamp: timestamppb.New(now), Interval: durationpb.New(time.Second)}},
+	}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	codec := newLenientCodec()
+	for _, reuse := range []bool{false, true} {
+		b.Run(fmt.Sprintf("reused=%v", reuse), func(b *testing.B) {
+			reused := reusedRequest{new(pb.StreamSamplingRequest)}
+			b.ReportAllocs()
+			for b.Loop() {
+				var m any = reused
+				if reuse {
+					reused.reset()
+				} else {
+					m = new(pb.StreamSamplingRequest)
+				}
+				if err := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(data)}, m); err != nil {
+					b.Fatal(err)
+				}
 			}
 		})
 	}
