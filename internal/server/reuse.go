@@ -10,8 +10,8 @@ import (
 
 // reusedRequest is the message a stream receives its reports into, one
 // after the other (issue 17: decoding a report made the request, its oneof
-// wrapper, the report and its statistics slice anew, a fifth of what a
-// report allocates). The codec merges into it (mergeFrom) where it would
+// wrapper, the report and its statistics slice anew, a fifth of the
+// objects a report allocates). The codec merges into it (mergeFrom) where it would
 // reset a message, and reset leaves it as a new message but for those
 // parts, emptied, which the merge fills in place: what a report decodes to
 // is what it would in a new message. The handler keeps no part of a report
