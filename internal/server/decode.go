@@ -39,7 +39,12 @@ func newLenientCodec() *lenientCodec {
 }
 
 func (c *lenientCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	err := c.CodecV2.Unmarshal(data, v)
+	var err error
+	if r, ok := v.(reusedRequest); ok {
+		err = r.mergeFrom(data)
+	} else {
+		err = c.CodecV2.Unmarshal(data, v)
+	}
 	if err == nil {
 		return nil
 	}

@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/budget"
@@ -222,6 +223,8 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 		// scratch is the targets as budgets have them, reused from one
 		// answer to the next: they are encoded at once.
 		scratch []sampling.Target
+		// interval is the report interval the answers carry (targetsResponse).
+		interval *durationpb.Duration
 	)
 	defer func() {
 		mu.Lock()
@@ -234,7 +237,7 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 		budgetGen = s.catalog.CurrentBudgets().Gen
 		ts := s.core.WithBudgetsInto(scratch, *base, hello.GetServiceName())
 		scratch = ts.Targets
-		m := targetsResponse(ts)
+		m := targetsResponse(ts, &interval)
 		m.GetTargets().AckedSeq = acked
 		return stream.Send(m)
 	}
@@ -304,13 +307,15 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 	}
 	recvErr := make(chan error, 1)
 	go func() {
+		m := reusedRequest{new(pb.StreamSamplingRequest)}
 		for {
-			m, err := stream.Recv()
-			if err != nil {
+			m.reset()
+			if err := stream.RecvMsg(m); err != nil {
 				recvErr <- err
 				return
 			}
 			r := m.GetReport()
+			var err error
 			switch {
 			case r == nil:
 				err = invalid("hello", "only the first message may be a hello")

@@ -93,7 +93,8 @@ func TestTargetsToProtoCopiesEveryField(t *testing.T) {
 }
 
 // TestTargetsResponse: a stream's answer holds the whole target set,
-// whatever the number of targets, and answers share nothing.
+// whatever the number of targets, and answers share nothing (but a
+// stream's own answers their report interval: TestTargetsResponseInterval).
 func TestTargetsResponse(t *testing.T) {
 	expiry := time.Unix(1_800_000_000, 5).UTC()
 	target := func(rule string) sampling.Target {
@@ -124,11 +125,12 @@ func TestTargetsResponse(t *testing.T) {
 					{RuleName: "y", Index: 2, Code: "BAD", Message: "boost: bad"},
 				},
 			}}}
-			got := targetsResponse(ts)
+			var interval, otherStream *durationpb.Duration
+			got := targetsResponse(ts, &interval)
 			if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
 				t.Fatalf("targetsResponse (-want +got):\n%s", diff)
 			}
-			again := targetsResponse(ts)
+			again := targetsResponse(ts, &otherStream)
 			got.GetTargets().ReportInterval.Seconds = 0
 			for _, x := range got.GetTargets().GetTargets() {
 				x.RuleName = "changed"
@@ -138,5 +140,27 @@ func TestTargetsResponse(t *testing.T) {
 				t.Errorf("answers share parts (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestTargetsResponseInterval: a stream's answers share their report
+// interval message while the interval is the same, and each carries its own
+// target set's interval, the earlier answers theirs still.
+func TestTargetsResponseInterval(t *testing.T) {
+	intervals := []time.Duration{10 * time.Second, 10 * time.Second, 5*time.Second + 1, 10 * time.Second}
+	var (
+		interval *durationpb.Duration
+		answers  []*pb.StreamSamplingResponse
+	)
+	for _, d := range intervals {
+		answers = append(answers, targetsResponse(sampling.TargetSet{RulesVersion: 1, Interval: d}, &interval))
+	}
+	for i, a := range answers {
+		if got := a.GetTargets().GetReportInterval().AsDuration(); got != intervals[i] {
+			t.Errorf("answer %d: report interval %v, want %v", i, got, intervals[i])
+		}
+	}
+	if answers[0].GetTargets().GetReportInterval() != answers[1].GetTargets().GetReportInterval() {
+		t.Error("two answers of the same interval carry a message each; want one shared")
 	}
 }
