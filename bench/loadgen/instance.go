@@ -312,13 +312,13 @@ func (in *instance) statistics(now time.Time, unary bool) []*pb.SamplingStatisti
 	s, b = min(s, q), min(b, s, q)
 	docs := []*pb.SamplingStatistics{{
 		RuleName: in.rules[0], RequestCount: q, SampledCount: s, BorrowCount: b,
-		Timestamp: timestamppb.New(now), Interval: durationpb.New(span),
+		EndTime: timestamppb.New(now), Interval: durationpb.New(span),
 	}}
 	if unary {
 		docs[0].Receipt = in.receipt
 	}
 	for _, name := range in.rules[1:] {
-		docs = append(docs, &pb.SamplingStatistics{RuleName: name, Timestamp: timestamppb.New(now), Interval: durationpb.New(span)})
+		docs = append(docs, &pb.SamplingStatistics{RuleName: name, EndTime: timestamppb.New(now), Interval: durationpb.New(span)})
 	}
 	return docs
 }
@@ -343,7 +343,7 @@ func (in *instance) applyTargets(ts *pb.TargetSet) {
 		now := time.Now().UnixNano()
 		in.quota.SetRate(now, t.GetReservoirQuota(), in.rng.Float64())
 		in.quotaNow.Store(math.Float64bits(t.GetReservoirQuota()))
-		in.expiry.Store(t.GetReservoirQuotaExpiry().AsTime().UnixNano())
+		in.expiry.Store(t.GetReservoirQuotaExpireTime().AsTime().UnixNano())
 		in.versionMu.Lock()
 		if in.withheld {
 			in.withheld = false

@@ -93,7 +93,7 @@ func (e *echoService) targets(docs []*pb.SamplingStatistics) *pb.StreamSamplingR
 	expiry := timestamppb.New(time.Now().Add(20 * time.Second))
 	for _, d := range docs {
 		ts.Targets = append(ts.Targets, &pb.SamplingTarget{
-			RuleName: d.GetRuleName(), ReservoirQuota: 0.5, ReservoirQuotaExpiry: expiry, FixedRate: 0.01, Receipt: e.receipt,
+			RuleName: d.GetRuleName(), ReservoirQuota: 0.5, ReservoirQuotaExpireTime: expiry, FixedRate: 0.01, Receipt: e.receipt,
 		})
 	}
 	return &pb.StreamSamplingResponse{Message: &pb.StreamSamplingResponse_Targets{Targets: ts}}

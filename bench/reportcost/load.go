@@ -177,7 +177,7 @@ func stream(ctx context.Context, c pb.SamplingServiceClient, id string, rules []
 		docs := make([]*pb.SamplingStatistics, len(rules))
 		for i, name := range rules {
 			docs[i] = &pb.SamplingStatistics{RuleName: name, RequestCount: 100, SampledCount: 2, BorrowCount: 0,
-				Timestamp: timestamppb.New(now), Interval: durationpb.New(max(now.Sub(last), time.Millisecond))}
+				EndTime: timestamppb.New(now), Interval: durationpb.New(max(now.Sub(last), time.Millisecond))}
 		}
 		last = now
 		if err := st.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{Statistics: docs}}}); err != nil {

@@ -162,7 +162,7 @@ func (cp *fakeControlPlane) targets() *pb.TargetSet {
 	ts := &pb.TargetSet{RulesVersion: 1, ReportInterval: durationpb.New(10 * time.Second)}
 	for _, r := range cp.rules {
 		ts.Targets = append(ts.Targets, &pb.SamplingTarget{
-			RuleName: r.GetName(), ReservoirQuota: reservoir, ReservoirQuotaExpiry: expiry, FixedRate: fixedRate, Receipt: "r",
+			RuleName: r.GetName(), ReservoirQuota: reservoir, ReservoirQuotaExpireTime: expiry, FixedRate: fixedRate, Receipt: "r",
 		})
 	}
 	return ts

@@ -108,7 +108,7 @@ func TestReportsWhileRedisIsDown(t *testing.T) {
 		t.Errorf("unary report without Redis: %v, want Unavailable", err)
 	}
 	ts = sendReport(t, stream, stats("checkout", 100, 0, ""))
-	if q := quota(ts); q != 4 || !ts.GetTargets()[0].GetReservoirQuotaExpiry().AsTime().After(time.Now()) {
+	if q := quota(ts); q != 4 || !ts.GetTargets()[0].GetReservoirQuotaExpireTime().AsTime().After(time.Now()) {
 		t.Errorf("without Redis: %v, want the last quota, 4, renewed", ts)
 	}
 	// The client reconnects (here, while its old stream is still open) with

@@ -151,7 +151,7 @@ func TestReusedRequestDecodesAsNew(t *testing.T) {
 func BenchmarkReceiveReport(b *testing.B) {
 	now := time.Now()
 	data, err := proto.Marshal(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{
-		Statistics: []*pb.SamplingStatistics{{RuleName: "rule-0", RequestCount: 100, SampledCount: 2, Timestamp: timestamppb.New(now), Interval: durationpb.New(time.Second)}},
+		Statistics: []*pb.SamplingStatistics{{RuleName: "rule-0", RequestCount: 100, SampledCount: 2, EndTime: timestamppb.New(now), Interval: durationpb.New(time.Second)}},
 	}}})
 	if err != nil {
 		b.Fatal(err)

@@ -217,7 +217,7 @@ func TestTargetsSplitTheReservoir(t *testing.T) {
 	if a1.GetReservoirQuota() != 8 || a1.GetFixedRate() != 0.25 {
 		t.Errorf("first client alone: %v", a1)
 	}
-	if got, want := a1.GetReservoirQuotaExpiry().AsTime(), clock.Now().Add(20*time.Second); !got.Equal(want) {
+	if got, want := a1.GetReservoirQuotaExpireTime().AsTime(), clock.Now().Add(20*time.Second); !got.Equal(want) {
 		t.Errorf("expiry %v, want %v", got, want)
 	}
 	clock.Add(3 * time.Second)
@@ -267,7 +267,7 @@ func TestTargetsRejectBadDocuments(t *testing.T) {
 		stats("r1", 5, 0, ""),
 		{RuleName: "Default", RequestCount: -1},
 		{RuleName: "Default", RequestCount: 5, SampledCount: 6},
-		{RuleName: "Default", RequestCount: 5, Timestamp: future},
+		{RuleName: "Default", RequestCount: 5, EndTime: future},
 		{RuleName: "Default", RequestCount: 5, Interval: durationpb.New(-time.Second)},
 		{RuleName: "Default", RequestCount: 5, Receipt: strings.Repeat("x", 257)},
 		{RuleName: "Default", RequestCount: 9e18, SampledCount: 9e18},

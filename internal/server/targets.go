@@ -32,7 +32,7 @@ func statisticsFromProtoInto(out []sampling.Statistics, docs []*pb.SamplingStati
 	for i, d := range docs {
 		s := &out[i]
 		s.Rule, s.Requests, s.Sampled, s.Borrowed, s.Receipt = d.GetRuleName(), d.GetRequestCount(), d.GetSampledCount(), d.GetBorrowCount(), d.GetReceipt()
-		if ts := d.GetTimestamp(); ts != nil {
+		if ts := d.GetEndTime(); ts != nil {
 			s.Time = badTime
 			if ts.IsValid() {
 				s.Time = ts.AsTime()
@@ -143,10 +143,10 @@ func targetToProto(c *pb.SamplingTarget, t *sampling.Target, stamp *timestamppb.
 	c.Receipt = t.Receipt
 	if !t.Expiry.IsZero() {
 		stamp.Seconds, stamp.Nanos = t.Expiry.Unix(), int32(t.Expiry.Nanosecond())
-		c.ReservoirQuotaExpiry = stamp
+		c.ReservoirQuotaExpireTime = stamp
 	}
 	if b := t.Boost; b.Rate > 0 {
 		// Only while a rule is boosted: two allocations more.
-		c.Boost = &pb.SamplingBoost{Rate: b.Rate, Expiry: timestamppb.New(b.Expiry)}
+		c.Boost = &pb.SamplingBoost{Rate: b.Rate, ExpireTime: timestamppb.New(b.Expiry)}
 	}
 }

@@ -63,11 +63,11 @@ func TestTargetsToProtoCopiesEveryField(t *testing.T) {
 	core := make([]sampling.Target, len(want))
 	for i, x := range want {
 		core[i] = sampling.Target{Rule: x.GetRuleName(), Quota: x.GetReservoirQuota(), FixedRate: x.GetFixedRate(), Receipt: x.GetReceipt()}
-		if x.GetReservoirQuotaExpiry() != nil {
-			core[i].Expiry = x.GetReservoirQuotaExpiry().AsTime()
+		if x.GetReservoirQuotaExpireTime() != nil {
+			core[i].Expiry = x.GetReservoirQuotaExpireTime().AsTime()
 		}
 		if b := x.GetBoost(); b != nil {
-			core[i].Boost = boost.Boost{Rate: b.GetRate(), Expiry: b.GetExpiry().AsTime()}
+			core[i].Boost = boost.Boost{Rate: b.GetRate(), Expiry: b.GetExpireTime().AsTime()}
 		}
 	}
 	got := targetsToProto(core)
@@ -75,8 +75,8 @@ func TestTargetsToProtoCopiesEveryField(t *testing.T) {
 		t.Fatalf("targetsToProto lost fields (-want +got):\n%s", diff)
 	}
 	kept := proto.Clone(got[0]).(*pb.SamplingTarget)
-	got[0].GetReservoirQuotaExpiry().Seconds = 0
-	if got[1].GetReservoirQuotaExpiry().GetSeconds() == 0 || !proto.Equal(targetsToProto(core)[0], kept) {
+	got[0].GetReservoirQuotaExpireTime().Seconds = 0
+	if got[1].GetReservoirQuotaExpireTime().GetSeconds() == 0 || !proto.Equal(targetsToProto(core)[0], kept) {
 		t.Errorf("targets share their expiry")
 	}
 	if got := targetsToProto(nil); got != nil {
@@ -101,7 +101,7 @@ func TestTargetsResponse(t *testing.T) {
 		return sampling.Target{Rule: rule, Quota: 2.5, FixedRate: 0.1, Expiry: expiry, Receipt: "r-" + rule}
 	}
 	pbTarget := func(rule string) *pb.SamplingTarget {
-		return &pb.SamplingTarget{RuleName: rule, ReservoirQuota: 2.5, FixedRate: 0.1, ReservoirQuotaExpiry: timestamppb.New(expiry), Receipt: "r-" + rule}
+		return &pb.SamplingTarget{RuleName: rule, ReservoirQuota: 2.5, FixedRate: 0.1, ReservoirQuotaExpireTime: timestamppb.New(expiry), Receipt: "r-" + rule}
 	}
 	for _, tc := range []struct {
 		name    string
@@ -134,7 +134,7 @@ func TestTargetsResponse(t *testing.T) {
 			got.GetTargets().ReportInterval.Seconds = 0
 			for _, x := range got.GetTargets().GetTargets() {
 				x.RuleName = "changed"
-				x.ReservoirQuotaExpiry.Seconds = 0
+				x.ReservoirQuotaExpireTime.Seconds = 0
 			}
 			if diff := cmp.Diff(want, again, protocmp.Transform()); diff != "" {
 				t.Errorf("answers share parts (-want +got):\n%s", diff)

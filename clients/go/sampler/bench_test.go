@@ -61,7 +61,7 @@ func benchShouldSample(b *testing.B, n int) {
 	s.applyRules(&pb.RuleSet{RulesVersion: 1, Rules: rs})
 	var targets []*pb.SamplingTarget
 	for _, r := range rs {
-		targets = append(targets, &pb.SamplingTarget{RuleName: r.GetName(), ReservoirQuota: 2, FixedRate: 0.05, ReservoirQuotaExpiry: timestamppb.New(time.Now().Add(time.Hour))})
+		targets = append(targets, &pb.SamplingTarget{RuleName: r.GetName(), ReservoirQuota: 2, FixedRate: 0.05, ReservoirQuotaExpireTime: timestamppb.New(time.Now().Add(time.Hour))})
 	}
 	s.applyTargets(&pb.TargetSet{RulesVersion: 1, Targets: targets, ReportInterval: durationpb.New(10 * time.Second)})
 	s.freshUntil.Store(time.Now().Add(time.Hour).UnixNano())

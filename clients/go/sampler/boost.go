@@ -76,11 +76,11 @@ func (rt *runtime) rateAt(now int64) *fixedRate {
 
 // applyBoost installs a target's boost, or none.
 func (rt *runtime) applyBoost(b *pb.SamplingBoost) {
-	if b.GetRate() <= 0 || b.GetExpiry() == nil {
+	if b.GetRate() <= 0 || b.GetExpireTime() == nil {
 		rt.boost.Store(nil)
 		return
 	}
-	rt.boost.Store(&boostRate{rate: newFixedRate(min(b.GetRate(), 1)), expiry: b.GetExpiry().AsTime().UnixNano()})
+	rt.boost.Store(&boostRate{rate: newFixedRate(min(b.GetRate(), 1)), expiry: b.GetExpireTime().AsTime().UnixNano()})
 }
 
 // SpanProcessor returns the processor that counts the anomalies of rules

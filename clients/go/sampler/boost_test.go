@@ -34,7 +34,7 @@ func TestBoostApplied(t *testing.T) {
 	if got := s.ShouldSample(params(mid)); got.Decision != sdktrace.RecordOnly {
 		t.Fatalf("unboosted: %v, want RecordOnly", got.Decision)
 	}
-	boost := &pb.SamplingBoost{Rate: 0.5, Expiry: timestamppb.New(clk.Now().Add(time.Minute))}
+	boost := &pb.SamplingBoost{Rate: 0.5, ExpireTime: timestamppb.New(clk.Now().Add(time.Minute))}
 	s.applyTargets(targets(1, exp, &pb.SamplingTarget{RuleName: "r", FixedRate: 0.01, Boost: boost}))
 	got := s.ShouldSample(params(mid))
 	if got.Decision != sdktrace.RecordAndSample || got.Tracestate.Get("ot") != "th:8" {

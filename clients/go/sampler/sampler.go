@@ -584,7 +584,7 @@ func (s *Sampler) applyTargets(ts *pb.TargetSet) {
 		if rt == nil {
 			continue
 		}
-		expiry := t.GetReservoirQuotaExpiry().AsTime().UnixNano()
+		expiry := t.GetReservoirQuotaExpireTime().AsTime().UnixNano()
 		// Spread the first token of a fresh quota over its interval, so a
 		// fleet handed tiny quotas at once does not trace in lockstep.
 		rt.quota.SetRate(now, t.GetReservoirQuota(), phase(s.cfg.clientID, rt.name))
@@ -742,7 +742,7 @@ func (s *Sampler) takeReportLocked(now int64, echo bool) (docs []*pb.SamplingSta
 		}
 		st := &pb.SamplingStatistics{
 			RuleName: rt.name, RequestCount: c.requests, SampledCount: c.sampled, BorrowCount: c.borrowed,
-			Timestamp: timestamp(now), Interval: duration(span), Boost: boost,
+			EndTime: timestamp(now), Interval: duration(span), Boost: boost,
 		}
 		if echo {
 			st.Receipt = rt.receipt

@@ -54,7 +54,7 @@ func rulesFor(version int64, rs ...*pb.Rule) *pb.RuleSet {
 
 func targets(version int64, expiry time.Time, ts ...*pb.SamplingTarget) *pb.TargetSet {
 	for _, t := range ts {
-		t.ReservoirQuotaExpiry = timestamppb.New(expiry)
+		t.ReservoirQuotaExpireTime = timestamppb.New(expiry)
 	}
 	return &pb.TargetSet{RulesVersion: version, Targets: ts, ReportInterval: durationpb.New(10 * time.Second)}
 }

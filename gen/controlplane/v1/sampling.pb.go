@@ -198,7 +198,7 @@ type SamplingStatistics struct {
 	// Requests sampled by borrowing, while the client had no quota.
 	BorrowCount int64 `protobuf:"varint,4,opt,name=borrow_count,json=borrowCount,proto3" json:"borrow_count,omitempty"`
 	// End of the interval the counts cover; the server's time when unset.
-	Timestamp *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
 	// Length of the interval the counts cover; the server's report interval
 	// when unset. It sets the rate of the client's traffic; with a receipt,
 	// the server bounds it by the time since the receipt's counts ended, plus
@@ -286,9 +286,9 @@ func (x *SamplingStatistics) GetBorrowCount() int64 {
 	return 0
 }
 
-func (x *SamplingStatistics) GetTimestamp() *timestamppb.Timestamp {
+func (x *SamplingStatistics) GetEndTime() *timestamppb.Timestamp {
 	if x != nil {
-		return x.Timestamp
+		return x.EndTime
 	}
 	return nil
 }
@@ -500,7 +500,7 @@ type SamplingTarget struct {
 	ReservoirQuota float64 `protobuf:"fixed64,2,opt,name=reservoir_quota,json=reservoirQuota,proto3" json:"reservoir_quota,omitempty"`
 	// After this the quota is void: the client borrows at most one trace per
 	// second until it gets a new one.
-	ReservoirQuotaExpiry *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=reservoir_quota_expiry,json=reservoirQuotaExpiry,proto3" json:"reservoir_quota_expiry,omitempty"`
+	ReservoirQuotaExpireTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=reservoir_quota_expire_time,json=reservoirQuotaExpireTime,proto3" json:"reservoir_quota_expire_time,omitempty"`
 	// The share of the remaining requests to trace; lower than the rule's when
 	// a budget is being enforced.
 	FixedRate float64 `protobuf:"fixed64,4,opt,name=fixed_rate,json=fixedRate,proto3" json:"fixed_rate,omitempty"`
@@ -510,7 +510,7 @@ type SamplingTarget struct {
 	// record no report, so keep the last one.
 	Receipt string `protobuf:"bytes,5,opt,name=receipt,proto3" json:"receipt,omitempty"`
 	// A boost in force for the rule, for every client of the rule: sample at
-	// boost.rate instead of fixed_rate until boost.expiry. Unset: none.
+	// boost.rate instead of fixed_rate until boost.expire_time. Unset: none.
 	Boost         *SamplingBoost `protobuf:"bytes,20,opt,name=boost,proto3" json:"boost,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -560,9 +560,9 @@ func (x *SamplingTarget) GetReservoirQuota() float64 {
 	return 0
 }
 
-func (x *SamplingTarget) GetReservoirQuotaExpiry() *timestamppb.Timestamp {
+func (x *SamplingTarget) GetReservoirQuotaExpireTime() *timestamppb.Timestamp {
 	if x != nil {
-		return x.ReservoirQuotaExpiry
+		return x.ReservoirQuotaExpireTime
 	}
 	return nil
 }
@@ -595,7 +595,7 @@ type SamplingBoost struct {
 	Rate float64 `protobuf:"fixed64,1,opt,name=rate,proto3" json:"rate,omitempty"`
 	// When the boost ends (X-Ray's BoostRateTTL), at most a minute after it
 	// started.
-	Expiry        *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expiry,proto3" json:"expiry,omitempty"`
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -637,9 +637,9 @@ func (x *SamplingBoost) GetRate() float64 {
 	return 0
 }
 
-func (x *SamplingBoost) GetExpiry() *timestamppb.Timestamp {
+func (x *SamplingBoost) GetExpireTime() *timestamppb.Timestamp {
 	if x != nil {
-		return x.Expiry
+		return x.ExpireTime
 	}
 	return nil
 }
@@ -1438,13 +1438,13 @@ const file_controlplane_v1_sampling_proto_rawDesc = "" +
 	"\rrules_version\x18\x01 \x01(\x03R\frulesVersion\x12\x1c\n" +
 	"\tunchanged\x18\x02 \x01(\bR\tunchanged\x12+\n" +
 	"\x05rules\x18\x03 \x03(\v2\x15.controlplane.v1.RuleR\x05rules\x12@\n" +
-	"\x0erates_in_force\x18\x04 \x03(\v2\x1a.controlplane.v1.RuleRatesR\fratesInForce\"\xe1\x02\n" +
+	"\x0erates_in_force\x18\x04 \x03(\v2\x1a.controlplane.v1.RuleRatesR\fratesInForce\"\xde\x02\n" +
 	"\x12SamplingStatistics\x12\x1b\n" +
 	"\trule_name\x18\x01 \x01(\tR\bruleName\x12#\n" +
 	"\rrequest_count\x18\x02 \x01(\x03R\frequestCount\x12#\n" +
 	"\rsampled_count\x18\x03 \x01(\x03R\fsampledCount\x12!\n" +
-	"\fborrow_count\x18\x04 \x01(\x03R\vborrowCount\x128\n" +
-	"\ttimestamp\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x125\n" +
+	"\fborrow_count\x18\x04 \x01(\x03R\vborrowCount\x125\n" +
+	"\bend_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x125\n" +
 	"\binterval\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12\x18\n" +
 	"\areceipt\x18\a \x01(\tR\areceipt\x126\n" +
 	"\x05boost\x18\x14 \x01(\v2 .controlplane.v1.BoostStatisticsR\x05boost\"\x8b\x01\n" +
@@ -1462,18 +1462,19 @@ const file_controlplane_v1_sampling_proto_rawDesc = "" +
 	"statistics\x12\x10\n" +
 	"\x03seq\x18\x05 \x01(\x04R\x03seq\x122\n" +
 	"\x15applied_rules_version\x18\x06 \x01(\x03R\x13appliedRulesVersion\x12\x16\n" +
-	"\x06resent\x18\a \x01(\bR\x06resent\"\x97\x02\n" +
+	"\x06resent\x18\a \x01(\bR\x06resent\"\xa0\x02\n" +
 	"\x0eSamplingTarget\x12\x1b\n" +
 	"\trule_name\x18\x01 \x01(\tR\bruleName\x12'\n" +
-	"\x0freservoir_quota\x18\x02 \x01(\x01R\x0ereservoirQuota\x12P\n" +
-	"\x16reservoir_quota_expiry\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x14reservoirQuotaExpiry\x12\x1d\n" +
+	"\x0freservoir_quota\x18\x02 \x01(\x01R\x0ereservoirQuota\x12Y\n" +
+	"\x1breservoir_quota_expire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x18reservoirQuotaExpireTime\x12\x1d\n" +
 	"\n" +
 	"fixed_rate\x18\x04 \x01(\x01R\tfixedRate\x12\x18\n" +
 	"\areceipt\x18\x05 \x01(\tR\areceipt\x124\n" +
-	"\x05boost\x18\x14 \x01(\v2\x1e.controlplane.v1.SamplingBoostR\x05boost\"W\n" +
+	"\x05boost\x18\x14 \x01(\v2\x1e.controlplane.v1.SamplingBoostR\x05boost\"`\n" +
 	"\rSamplingBoost\x12\x12\n" +
-	"\x04rate\x18\x01 \x01(\x01R\x04rate\x122\n" +
-	"\x06expiry\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x06expiry\"u\n" +
+	"\x04rate\x18\x01 \x01(\x01R\x04rate\x12;\n" +
+	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"u\n" +
 	"\x12RejectedStatistics\x12\x1b\n" +
 	"\trule_name\x18\x01 \x01(\tR\bruleName\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x05R\x05index\x12\x12\n" +
@@ -1569,13 +1570,13 @@ var file_controlplane_v1_sampling_proto_depIdxs = []int32{
 	16, // 0: controlplane.v1.GetSamplingRulesRequest.resource_attributes:type_name -> controlplane.v1.GetSamplingRulesRequest.ResourceAttributesEntry
 	18, // 1: controlplane.v1.GetSamplingRulesResponse.rules:type_name -> controlplane.v1.Rule
 	14, // 2: controlplane.v1.GetSamplingRulesResponse.rates_in_force:type_name -> controlplane.v1.RuleRates
-	19, // 3: controlplane.v1.SamplingStatistics.timestamp:type_name -> google.protobuf.Timestamp
+	19, // 3: controlplane.v1.SamplingStatistics.end_time:type_name -> google.protobuf.Timestamp
 	20, // 4: controlplane.v1.SamplingStatistics.interval:type_name -> google.protobuf.Duration
 	3,  // 5: controlplane.v1.SamplingStatistics.boost:type_name -> controlplane.v1.BoostStatistics
 	2,  // 6: controlplane.v1.GetSamplingTargetsRequest.statistics:type_name -> controlplane.v1.SamplingStatistics
-	19, // 7: controlplane.v1.SamplingTarget.reservoir_quota_expiry:type_name -> google.protobuf.Timestamp
+	19, // 7: controlplane.v1.SamplingTarget.reservoir_quota_expire_time:type_name -> google.protobuf.Timestamp
 	6,  // 8: controlplane.v1.SamplingTarget.boost:type_name -> controlplane.v1.SamplingBoost
-	19, // 9: controlplane.v1.SamplingBoost.expiry:type_name -> google.protobuf.Timestamp
+	19, // 9: controlplane.v1.SamplingBoost.expire_time:type_name -> google.protobuf.Timestamp
 	5,  // 10: controlplane.v1.GetSamplingTargetsResponse.targets:type_name -> controlplane.v1.SamplingTarget
 	7,  // 11: controlplane.v1.GetSamplingTargetsResponse.rejected:type_name -> controlplane.v1.RejectedStatistics
 	20, // 12: controlplane.v1.GetSamplingTargetsResponse.report_interval:type_name -> google.protobuf.Duration
