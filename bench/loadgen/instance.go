@@ -59,6 +59,9 @@ type instance struct {
 	// succeeded); after the final report, all the instance sampled.
 	reported counts
 	flushed  atomic.Bool // the last report was answered
+	// seq is the number of the last report sent, with --numbered, and
+	// acked the highest the server acknowledged.
+	seq, acked atomic.Uint64
 
 	receipt    string // unary only; the measured rule's
 	lastReport time.Time
@@ -421,6 +424,24 @@ func (in *instance) sawRules(rs *pb.RuleSet) {
 	in.run.propMu.Unlock()
 }
 
+// nextSeq numbers a report with --numbered: 0 (not numbered) without.
+func (in *instance) nextSeq() uint64 {
+	if !in.run.cfg.numbered {
+		return 0
+	}
+	return in.seq.Add(1)
+}
+
+// ack records a report acknowledged: the highest seq so far.
+func (in *instance) ack(seq uint64) {
+	for {
+		old := in.acked.Load()
+		if seq <= old || in.acked.CompareAndSwap(old, seq) {
+			return
+		}
+	}
+}
+
 // errFlushed ends an instance once its last report is answered.
 var errFlushed = errors.New("flushed")
 
@@ -486,6 +507,7 @@ func (in *instance) stream(ctx context.Context, ready func()) error {
 				continue
 			}
 			if ts := m.GetTargets(); ts != nil {
+				in.ack(ts.GetAckedSeq())
 				in.applyTargets(ts)
 				answers.Add(1)
 				in.run.recordReport(time.Duration(time.Now().UnixNano() - sentAt.Load()))
@@ -506,7 +528,7 @@ func (in *instance) stream(ctx context.Context, ready func()) error {
 	send := func() error {
 		docs := in.statistics(time.Now(), false)
 		sentAt.Store(time.Now().UnixNano())
-		if err := st.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{Statistics: docs}}}); err != nil {
+		if err := st.Send(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{Statistics: docs, Seq: in.nextSeq()}}}); err != nil {
 			in.giveBack(docs)
 			return err
 		}
@@ -566,11 +588,13 @@ func (in *instance) unary(ctx context.Context, ready func()) error {
 		final := isClosed(in.run.flush)
 		docs := in.statistics(time.Now(), true)
 		start := time.Now()
-		out, err := in.client.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{ClientId: in.id, ServiceName: "loadgen", Statistics: docs})
+		seq := in.nextSeq()
+		out, err := in.client.GetSamplingTargets(ctx, &pb.GetSamplingTargetsRequest{ClientId: in.id, ServiceName: "loadgen", Statistics: docs, Seq: seq})
 		if err != nil {
 			in.giveBack(docs)
 			return err
 		}
+		in.ack(seq) // an OK answer acknowledges it
 		in.reported.add(docs[0])
 		in.run.recordReport(time.Since(start))
 		in.applyTargets(&pb.TargetSet{Targets: out.GetTargets(), ReportInterval: out.GetReportInterval(), RulesVersion: out.GetRulesVersion()})

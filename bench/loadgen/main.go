@@ -59,6 +59,7 @@ type config struct {
 	warmup      time.Duration
 	interval    time.Duration
 	closedLoop  bool
+	numbered    bool
 	conns       int
 	fleetRPS    float64
 	zipf        float64
@@ -100,6 +101,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&c.warmup, "warmup", 25*time.Second, "time before reservoir windows count")
 	fs.DurationVar(&c.interval, "interval", 0, "report interval; 0 = what the server asks for")
 	fs.BoolVar(&c.closedLoop, "closed-loop", false, "report again as soon as targets arrive (throughput test) instead of once per interval")
+	fs.BoolVar(&c.numbered, "numbered", false, "number the reports (Report.seq, from the start time in µs) as the SDK does: their usage then goes with each client's shard of a Redis Cluster, not each rule's, and their seqs are checked; a report whose answer is lost is not sent again")
 	fs.IntVar(&c.conns, "conns", 0, "gRPC connections to spread instances over (0 = one per 100 instances)")
 	fs.Float64Var(&c.fleetRPS, "fleet-rps", 20000, "simulated requests per second across the fleet, on the measured rule")
 	fs.Float64Var(&c.zipf, "zipf", 1.1, "Zipf exponent of traffic across instances (0 = even)")
@@ -201,6 +203,10 @@ type Result struct {
 	// of Traces.
 	Reported    Reported `json:"traces_reported"`
 	FlushFailed int      `json:"final_reports_failed"`
+	// Unacknowledged counts, with --numbered, the instances whose last
+	// report the server did not acknowledge (it does once the store has
+	// recorded it), or that sent none.
+	Unacknowledged *int `json:"numbered_unacknowledged,omitempty"`
 	// FixedRateMin and Max are the fixed rates in force on the instances at
 	// the end: the rule's, or lower where a budget enforces.
 	FixedRateMin float64 `json:"fixed_rate_min"`
@@ -359,6 +365,11 @@ func (r *loadRun) do(ctx context.Context, stdout io.Writer) error {
 		inst := &instance{run: r, id: fmt.Sprintf("lg-%d-%d", os.Getpid(), i), rate: rates[i], rules: names, borrowRate: 1,
 			client: pb.NewSamplingServiceClient(r.conn[i%len(r.conn)]), rng: rand.New(rand.NewPCG(uint64(i), 99))}
 		inst.borrow.SetRate(time.Now().UnixNano(), 1, 0)
+		if r.cfg.numbered {
+			// As the SDK's: from the start time in µs, so that a
+			// client_id used again keeps increasing.
+			inst.seq.Store(uint64(time.Now().UnixMicro()))
+		}
 		r.instances = append(r.instances, inst)
 	}
 	launch := func(insts []*instance) {
@@ -517,6 +528,15 @@ func (r *loadRun) tally(res *Result, elapsed time.Duration) {
 	xrep, xfailed, xlo, xhi := tallyMembers(r.xinstances)
 	res.Reported = Reported{Requests: rep.Requests + xrep.Requests, Sampled: rep.Sampled + xrep.Sampled, Borrowed: rep.Borrowed + xrep.Borrowed}
 	res.FlushFailed = failed + xfailed
+	if r.cfg.numbered {
+		n := 0
+		for _, in := range r.instances {
+			if in.acked.Load() != in.seq.Load() {
+				n++
+			}
+		}
+		res.Unacknowledged = &n
+	}
 	switch {
 	case len(r.xinstances) == 0:
 		res.FixedRateMin, res.FixedRateMax = lo, hi

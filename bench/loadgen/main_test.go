@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -11,6 +12,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/edit"
 	"github.com/tracesampling/controlplane/internal/fleet"
 	"github.com/tracesampling/controlplane/internal/server"
+	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/internal/store/memstore"
 	"github.com/tracesampling/controlplane/internal/xray"
 	"github.com/tracesampling/controlplane/internal/xray/xraytest"
@@ -38,13 +41,28 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // so that the budget's count in the store is what the run says it sampled.
 // The rule set already carries the rate in force, so the instances sample
 // at 0.25 from their first request.
+// With --numbered the reports must carry seqs (the store sees them as
+// numbered), be acknowledged, and be billed once each.
 func TestAuditsAnEnforcingBudget(t *testing.T) {
 	for _, mode := range []string{"stream", "unary"} {
-		t.Run(mode, func(t *testing.T) { auditsAnEnforcingBudget(t, mode) })
+		for _, numbered := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/numbered=%t", mode, numbered), func(t *testing.T) { auditsAnEnforcingBudget(t, mode, numbered) })
+		}
 	}
 }
 
-func auditsAnEnforcingBudget(t *testing.T, mode string) {
+// countingLedger is the store, counting the numbered reports recorded.
+type countingLedger struct {
+	*memstore.Store
+	numbered atomic.Int64
+}
+
+func (l *countingLedger) RecordReports(ctx context.Context, b store.ReportBatch) ([]store.RateResult, error) {
+	l.numbered.Add(int64(len(b.Sequenced)))
+	return l.Store.RecordReports(ctx, b)
+}
+
+func auditsAnEnforcingBudget(t *testing.T, mode string, numbered bool) {
 	st, err := memstore.New(memstore.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -63,17 +81,30 @@ func auditsAnEnforcingBudget(t *testing.T, mode string) {
 		Decision: budget.Decision{FixedRateFactor: 0.5, ReservoirFactor: 1}}}); err != nil {
 		t.Fatal(err)
 	}
-	addr, _ := startServer(t, st)
+	ledger := &countingLedger{Store: st}
+	addr, _ := startServerOn(t, st, ledger)
 
 	var stdout, stderr bytes.Buffer
 	args := []string{"-mode", mode, "-server", addr, "-http", "127.0.0.1:1", "-clients", "4", "-rules", "2", "-duration", "3s", "-warmup", "1s",
-		"-interval", "200ms", "-fleet-rps", "4000", "-zipf", "0", "-reservoir", "0", "-fixed-rate", "0.5", "-edit=false", "-tick", "20ms"}
+		"-interval", "200ms", "-fleet-rps", "4000", "-zipf", "0", "-reservoir", "0", "-fixed-rate", "0.5", "-edit=false", "-tick", "20ms",
+		fmt.Sprintf("-numbered=%t", numbered)}
 	if err := run(ctx, args, &stdout, &stderr); err != nil {
 		t.Fatalf("run: %v\n%s", err, stderr.String())
 	}
 	var res Result
 	if err := json.Unmarshal([]byte(strings.TrimSpace(stdout.String())), &res); err != nil {
 		t.Fatalf("output is not one JSON result: %v\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	if n := ledger.numbered.Load(); numbered != (n > 0) {
+		t.Errorf("the store recorded %d numbered reports (%d reports made)", n, res.Reports)
+	}
+	switch u := res.Unacknowledged; {
+	case numbered && u == nil:
+		t.Error("instances whose last report was not acknowledged: not said, want 0")
+	case numbered && *u != 0:
+		t.Errorf("instances whose last report was not acknowledged: %d, want 0", *u)
+	case !numbered && u != nil:
+		t.Errorf("instances whose last report was not acknowledged: %d, want none said (not numbered)", *u)
 	}
 	tr := res.Traces
 	if res.FixedRateMin != 0.25 || res.FixedRateMax != 0.25 {
@@ -117,6 +148,12 @@ func auditsAnEnforcingBudget(t *testing.T, mode string) {
 // It returns the two addresses.
 func startServer(t *testing.T, st *memstore.Store) (grpcAddr, xrayAddr string) {
 	t.Helper()
+	return startServerOn(t, st, st)
+}
+
+// startServerOn is startServer with the report path's store apart.
+func startServerOn(t *testing.T, st *memstore.Store, ledger server.LedgerStore) (grpcAddr, xrayAddr string) {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cat := catalog.New(st, catalog.Options{Logger: log, Poll: time.Second})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -131,7 +168,7 @@ func startServer(t *testing.T, st *memstore.Store) (grpcAddr, xrayAddr string) {
 		defer close(catDone)
 		_ = cat.Run(ctx)
 	}()
-	srv := server.New(server.Options{Rules: st, Catalog: cat, Ledger: st, Budgets: st, Logger: log, ReportInterval: time.Second})
+	srv := server.New(server.Options{Rules: st, Catalog: cat, Ledger: ledger, Budgets: st, Logger: log, ReportInterval: time.Second})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
