@@ -96,7 +96,7 @@ func BenchmarkSessionReport(b *testing.B) {
 		var seq uint64
 		for pb.Next() {
 			seq++
-			a := sess.Answer(sess.Record(ctx, Report{Statistics: benchDocs(names), Seq: seq}))
+			a := sess.Answer(sess.Record(ctx, &Report{Statistics: benchDocs(names), Seq: seq}))
 			if a.Err != nil || len(a.Targets.Targets) != 1 {
 				b.Errorf("report %d: %v, %d targets", seq, a.Err, len(a.Targets.Targets))
 				return

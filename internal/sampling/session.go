@@ -94,19 +94,25 @@ type Recorded struct {
 }
 
 // Record records r, a report of the session's client, through the core
-// (r's Client, Service, Carry and Buffers are the session's). A numbered
+// (it sets r's Client, Service, Carry and Buffers to the session's; r is a
+// pointer so that the report is copied once, onto the core's call: each
+// byte of stack under the core's report counts, a stream's stack being
+// shrunk at each collection and grown again by the next report). A numbered
 // report at or below the last one acknowledged was sent again before its
 // answer reached the client (a loaded client or replica): it is recorded
 // already, and taken again its interval would move the client's chain of
 // claims past the time its counts cover (bound), so it is not. r's
 // documents must stay as they are until Answer.
-func (s *Session) Record(ctx context.Context, r Report) Recorded {
+func (s *Session) Record(ctx context.Context, r *Report) (rec Recorded) {
+	rec.seq = r.Seq
 	if r.Seq != 0 && r.Seq <= s.acked.Load() {
-		return Recorded{seq: r.Seq, again: true}
+		rec.again = true
+		return rec
 	}
 	r.Client, r.Service, r.Carry, r.Buffers = s.hello.Client, s.hello.Service, true, &s.bufs
-	ts, err := s.core.Report(ctx, r, s.keep)
-	return Recorded{seq: r.Seq, docs: r.Statistics, targets: ts, err: err}
+	rec.docs = r.Statistics
+	rec.targets, rec.err = s.core.Report(ctx, *r, s.keep)
+	return rec
 }
 
 // Answer is what a transport sends for a report.

@@ -62,7 +62,7 @@ func (e *sessionEnv) report(seq uint64) Report {
 
 // answerOn records r on s and answers it, as a transport does.
 func answerOn(ctx context.Context, s *Session, r Report) Answer {
-	return s.Answer(s.Record(ctx, r))
+	return s.Answer(s.Record(ctx, &r))
 }
 
 // enforce creates a budget over service shop whose decision in force

@@ -192,12 +192,8 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 		m.GetTargets().AckedSeq = acked
 		return stream.Send(m)
 	}
-	// docs is the documents of the report being answered, reused from one
-	// report to the next: the core keeps none of them.
-	var docs []sampling.Statistics
-	answer := func(r *pb.Report) error {
-		docs = statisticsFromProtoInto(docs, r.GetStatistics())
-		rec := sess.Record(ctx, sampling.Report{Statistics: docs, Seq: r.GetSeq(), Resent: r.GetResent(), Applied: r.GetAppliedRulesVersion()})
+	// answer sends what the session answers to a report it recorded.
+	answer := func(rec sampling.Recorded) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if ended {
@@ -218,6 +214,9 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 	recvErr := make(chan error, 1)
 	go func() {
 		m := reusedRequest{new(pb.StreamSamplingRequest)}
+		// docs is the documents of the report being answered, reused
+		// from one report to the next: the core keeps none of them.
+		var docs []sampling.Statistics
 		for {
 			m.reset()
 			if err := stream.RecvMsg(m); err != nil {
@@ -234,7 +233,12 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 			case r.GetSeq() > store.MaxSeq:
 				err = invalid("report.seq", fmt.Sprintf("at most %d", uint64(store.MaxSeq)))
 			default:
-				err = answer(r)
+				// Recorded here, not in answer, so that the stack under
+				// the core's report stays as deep as it was (a frame
+				// more made each stream's stack grow again after every
+				// collection shrank it).
+				docs = statisticsFromProtoInto(docs, r.GetStatistics())
+				err = answer(sess.Record(ctx, &sampling.Report{Statistics: docs, Seq: r.GetSeq(), Resent: r.GetResent(), Applied: r.GetAppliedRulesVersion()}))
 			}
 			if err != nil {
 				recvErr <- err
