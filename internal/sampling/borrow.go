@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/condition"
 	"github.com/tracesampling/controlplane/internal/store"
@@ -103,6 +104,14 @@ func newFirstBorrowGate(bs store.BorrowStore, o Options) *firstBorrowGate {
 // not answer in time is withheld, and it returns when ctx ends.
 func (s *Core) FirstBorrows(ctx context.Context, rules []catalog.FirstBorrow) []bool {
 	return s.borrows.take(ctx, rules)
+}
+
+// FirstRuleSet returns rs as a new instance gets it: the rules it may not
+// borrow for before its first targets listed with first_borrow_withheld, as
+// the first-borrow gate says (FirstBorrows: one store call at most, bounded
+// in time). rs is shared and not modified.
+func (s *Core) FirstRuleSet(ctx context.Context, rs *pb.RuleSet) *pb.RuleSet {
+	return catalog.WithFirstBorrows(rs, s.FirstBorrows(ctx, catalog.FirstBorrows(rs)))
 }
 
 func (g *firstBorrowGate) take(ctx context.Context, rules []catalog.FirstBorrow) []bool {

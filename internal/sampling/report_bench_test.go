@@ -75,6 +75,40 @@ func BenchmarkStreamReport(b *testing.B) {
 	}
 }
 
+// BenchmarkSessionReport is BenchmarkStreamReport's rules=1 case through
+// a Session, as a stream's handler calls it (Record, Answer, RuleSet):
+// what the session adds to the core's report.
+//
+//	go test -run '^$' -bench 'StreamReport/^rules=1$|SessionReport' -benchmem ./internal/sampling
+func BenchmarkSessionReport(b *testing.B) {
+	s, names := benchService(b, benchStore(b, false), 1, 0)
+	ctx := context.Background()
+	var ids atomic.Int64
+	b.SetParallelism(100)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		sess := s.Session(Hello{Client: fmt.Sprintf("bench-%d", ids.Add(1)), Service: "bench"})
+		if _, changed := sess.RuleSet(ctx); !changed {
+			b.Error("no first rule set")
+			return
+		}
+		var seq uint64
+		for pb.Next() {
+			seq++
+			a := sess.Answer(sess.Record(ctx, &Report{Statistics: benchDocs(names), Seq: seq}))
+			if a.Err != nil || len(a.Targets.Targets) != 1 {
+				b.Errorf("report %d: %v, %d targets", seq, a.Err, len(a.Targets.Targets))
+				return
+			}
+			if rs, changed := sess.RuleSet(ctx); changed {
+				b.Errorf("report %d: rule set %v sent again", seq, rs)
+				return
+			}
+		}
+	})
+}
+
 // processCPU returns the CPU time the process has used, user and system.
 func processCPU(b *testing.B) time.Duration {
 	var ru syscall.Rusage

@@ -5,7 +5,8 @@
 // one store call (the batcher), and hands out each client's quota with the
 // fixed rate and the budgets in force. Its API holds no transport's types:
 // the gRPC SamplingService (package server) and the X-Ray API (package
-// xraycore) decode into Report, call Core.Report, and encode TargetSet.
+// xraycore) decode into Report, call Core.Report, and encode TargetSet; a
+// stream keeps what it must remember between reports in a Session.
 package sampling
 
 import (

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -16,10 +15,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
-	"github.com/tracesampling/controlplane/internal/budget"
 	"github.com/tracesampling/controlplane/internal/catalog"
 	"github.com/tracesampling/controlplane/internal/condition"
-	"github.com/tracesampling/controlplane/internal/receipt"
 	"github.com/tracesampling/controlplane/internal/sampling"
 	"github.com/tracesampling/controlplane/internal/store"
 	"github.com/tracesampling/controlplane/pkg/rules"
@@ -45,14 +42,6 @@ type samplingService struct {
 	storeDown *condition.Condition
 }
 
-// firstRuleSet returns rs as a new instance gets it: the rules it may not
-// borrow for before its first targets listed with first_borrow_withheld,
-// as the core's first-borrow gate says (one store call at most, bounded in
-// time; sampling.Core.FirstBorrows). rs is shared and not modified.
-func (s *samplingService) firstRuleSet(ctx context.Context, rs *pb.RuleSet) *pb.RuleSet {
-	return catalog.WithFirstBorrows(rs, s.core.FirstBorrows(ctx, catalog.FirstBorrows(rs)))
-}
-
 func (s *samplingService) GetSamplingRules(ctx context.Context, req *pb.GetSamplingRulesRequest) (*pb.GetSamplingRulesResponse, error) {
 	if err := validateService(req.GetServiceName(), req.GetServiceType()); err != nil {
 		return nil, err
@@ -70,7 +59,7 @@ func (s *samplingService) GetSamplingRules(ctx context.Context, req *pb.GetSampl
 	}
 	rs := s.catalog.RuleSet(req.GetServiceName(), req.GetServiceType(), req.GetResourceAttributes(), s.now())
 	if req.GetKnownRulesVersion() == 0 {
-		rs = s.firstRuleSet(ctx, rs)
+		rs = s.core.FirstRuleSet(ctx, rs)
 	}
 	return &pb.GetSamplingRulesResponse{RulesVersion: rs.GetRulesVersion(), Rules: rs.GetRules(), RatesInForce: rs.GetRatesInForce()}, nil
 }
@@ -159,51 +148,21 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 	defer s.streams.open.Dec()
 	w := s.catalog.Watch()
 	defer w.Close()
-
-	// sent is the version of the last rule set sent (the client's, at
-	// first), sentRates its rates in force: the rule set goes again when
-	// either changes. A client that says it holds the current version
-	// still gets the rule set if budgets lower its rates: it cannot know
-	// them. A new instance's first rule set may withhold its borrowing
-	// (firstRuleSet).
-	sent, sentRates := hello.GetKnownRulesVersion(), []*pb.RuleRates(nil)
-	// checked is what the rule set last compared with sent was made of:
-	// the catalog's rules and budgets and the month (Catalog.RuleSet is a
-	// function of these and the instance). While they are the same, the
-	// set is the one sent or found equal to it, so a report, which asks
-	// after each answer, skips the lookup (issue 17: the month's start,
-	// a lock shared by every stream and the instance's key, per report).
-	var checked struct {
-		view     *catalog.View
-		budgets  *catalog.Budgets
-		from, to int64 // the month, in Unix nanoseconds: [from, to)
-	}
+	sess := s.core.Session(sampling.Hello{
+		Client: hello.GetClientId(), Service: hello.GetServiceName(), ServiceType: hello.GetServiceType(),
+		Resource: hello.GetResourceAttributes(), RulesVersion: hello.GetKnownRulesVersion(),
+	})
+	// sendRules sends the client's rule set if it is not the one the
+	// client holds.
 	sendRules := func() error {
-		view := s.catalog.Current()
-		if view.Version == 0 { // no rules loaded yet
+		rs, changed := sess.RuleSet(ctx)
+		if !changed {
 			return nil
 		}
-		budgets, now := s.catalog.CurrentBudgets(), s.now()
-		if ns := now.UnixNano(); view == checked.view && budgets == checked.budgets && ns >= checked.from && ns < checked.to {
-			return nil
-		}
-		rs := s.catalog.RuleSet(hello.GetServiceName(), hello.GetServiceType(), hello.GetResourceAttributes(), now)
-		if rs.GetRulesVersion() == sent && sameRates(rs.GetRatesInForce(), sentRates) {
-			checked.view, checked.budgets = view, budgets
-			checked.from, checked.to = monthNanos(now)
-			return nil
-		}
-		msg := rs
-		if sent == 0 {
-			msg = s.firstRuleSet(ctx, rs)
-		}
-		if err := stream.Send(&pb.StreamSamplingResponse{Message: &pb.StreamSamplingResponse_Rules{Rules: msg}}); err != nil {
+		if err := stream.Send(&pb.StreamSamplingResponse{Message: &pb.StreamSamplingResponse_Rules{Rules: rs}}); err != nil {
 			return err
 		}
 		s.streams.ruleSets.Inc()
-		sent, sentRates = rs.GetRulesVersion(), rs.GetRatesInForce()
-		checked.view, checked.budgets = view, budgets
-		checked.from, checked.to = monthNanos(now)
 		return nil
 	}
 	if err := sendRules(); err != nil {
@@ -212,17 +171,12 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 
 	// This goroutine waits for rule and budget changes; a second one
 	// receives each report and answers it itself, so that a report passes
-	// no hand-off between goroutines. Sends, and the state they send from,
-	// are under mu; once the handler returns (ended), nothing more is sent.
+	// no hand-off between goroutines. Sends, and the session's calls that
+	// make what they send, are under mu; once the handler returns (ended),
+	// nothing more is sent.
 	var (
-		mu        sync.Mutex
-		ended     bool
-		base      *sampling.TargetSet // the last targets before budgets, to re-send when budgets change; nil or &last
-		last      sampling.TargetSet
-		budgetGen = s.catalog.CurrentBudgets().Gen
-		// scratch is the targets as budgets have them, reused from one
-		// answer to the next: they are encoded at once.
-		scratch []sampling.Target
+		mu    sync.Mutex
+		ended bool
 		// interval is the report interval the answers carry (targetsResponse).
 		interval *durationpb.Duration
 	)
@@ -231,83 +185,38 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 		ended = true
 		mu.Unlock()
 	}()
-	// sendTargets sends base as the budgets have it, acknowledging the
-	// report numbered acked (0: none). mu is held.
-	sendTargets := func(acked uint64) error {
-		budgetGen = s.catalog.CurrentBudgets().Gen
-		ts := s.core.WithBudgetsInto(scratch, *base, hello.GetServiceName())
-		scratch = ts.Targets
+	// sendTargets sends ts, acknowledging the report numbered acked (0:
+	// none). mu is held.
+	sendTargets := func(ts sampling.TargetSet, acked uint64) error {
 		m := targetsResponse(ts, &interval)
 		m.GetTargets().AckedSeq = acked
 		return stream.Send(m)
 	}
-	held := receipt.NewHeld()
-	keeper := held.Over(s.core.Tokens())
-	var acked uint64 // the last report numbered and recorded
-	// answer records a report and sends its targets, and the rules if the
-	// report shows the client's are out of date.
-	// docs is the documents of the report being answered, reused from one
-	// report to the next: the core keeps none of them.
-	var docs []sampling.Statistics
-	// bufs is the core's memory for the reports (Report.Buffers): the
-	// targets of a report, which base keeps, last while the next one is
-	// made.
-	bufs := new(sampling.ReportBuffers)
-	answer := func(r *pb.Report) error {
-		if seq := r.GetSeq(); seq != 0 && seq <= acked {
-			// Sent again before the answer reached the client (a
-			// loaded client or replica): it is recorded already, and
-			// taken again its interval would move the client's chain
-			// of claims past the time its counts cover (bound).
-			mu.Lock()
-			defer mu.Unlock()
-			if ended {
-				return ctx.Err()
-			}
-			s.streams.resent.Inc()
-			return sendTargets(seq)
-		}
-		docs = statisticsFromProtoInto(docs, r.GetStatistics())
-		ts, err := s.core.Report(ctx, sampling.Report{
-			Client: hello.GetClientId(), Service: hello.GetServiceName(), Statistics: docs,
-			Carry: true, Seq: r.GetSeq(), Resent: r.GetResent(), Applied: r.GetAppliedRulesVersion(), Buffers: bufs,
-		}, keeper)
+	// answer sends what the session answers to a report it recorded.
+	answer := func(rec sampling.Recorded) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if ended {
 			return ctx.Err()
 		}
-		if err != nil {
-			// Without the store there is no fleet to split by. Keep the
-			// stream and renew the client's last quotas (the batcher
-			// fails a report within half an interval, so this answer
-			// comes before they lapse): the split was within the
-			// reservoir when the store last answered, and the ledger
-			// keeps counting it, so the fleet stays within the
-			// reservoir instead of borrowing or falling back to the
-			// local default. The report is not acknowledged: a
-			// numbered one comes again.
-			s.reportFailed(ctx, hello.GetClientId(), err)
-			last = s.core.Renewal(docs, held)
-			base = &last
-			return sendTargets(0)
+		a := sess.Answer(rec)
+		switch {
+		case a.Again:
+			s.streams.resent.Inc()
+		case a.Err != nil:
+			s.reportFailed(ctx, hello.GetClientId(), a.Err)
 		}
-		last = ts
-		base, acked = &last, max(acked, r.GetSeq())
-		if err := sendTargets(r.GetSeq()); err != nil {
+		if err := sendTargets(a.Targets, a.Acked); err != nil || !a.RulesFollow {
 			return err
 		}
-		// Later sends of base (a budget changed, a renewal) answer no
-		// report: the client keeps the receipts this answer brought.
-		for i := range base.Targets {
-			base.Targets[i].Receipt = ""
-		}
-		// A report may show that the client's rules are out of date.
 		return sendRules()
 	}
 	recvErr := make(chan error, 1)
 	go func() {
 		m := reusedRequest{new(pb.StreamSamplingRequest)}
+		// docs is the documents of the report being answered, reused
+		// from one report to the next: the core keeps none of them.
+		var docs []sampling.Statistics
 		for {
 			m.reset()
 			if err := stream.RecvMsg(m); err != nil {
@@ -324,7 +233,12 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 			case r.GetSeq() > store.MaxSeq:
 				err = invalid("report.seq", fmt.Sprintf("at most %d", uint64(store.MaxSeq)))
 			default:
-				err = answer(r)
+				// Recorded here, not in answer, so that the stack under
+				// the core's report stays as deep as it was (a frame
+				// more made each stream's stack grow again after every
+				// collection shrank it).
+				docs = statisticsFromProtoInto(docs, r.GetStatistics())
+				err = answer(sess.Record(ctx, &sampling.Report{Statistics: docs, Seq: r.GetSeq(), Resent: r.GetResent(), Applied: r.GetAppliedRulesVersion()}))
 			}
 			if err != nil {
 				recvErr <- err
@@ -347,8 +261,10 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 		case <-w.C:
 			mu.Lock()
 			err := sendRules()
-			if err == nil && base != nil && s.catalog.CurrentBudgets().Gen != budgetGen {
-				err = sendTargets(0)
+			if err == nil {
+				if ts, ok := sess.BudgetsChanged(); ok {
+					err = sendTargets(ts, 0)
+				}
 			}
 			mu.Unlock()
 			if err != nil {
@@ -356,20 +272,6 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 			}
 		}
 	}
-}
-
-// monthNanos returns the bounds of now's month (budget.MonthStart), in
-// Unix nanoseconds: the rates in force are the month's.
-func monthNanos(now time.Time) (from, to int64) {
-	start := budget.MonthStart(now)
-	return start.UnixNano(), start.AddDate(0, 1, 0).UnixNano()
-}
-
-// sameRates reports whether two lists of rates in force are equal.
-func sameRates(a, b []*pb.RuleRates) bool {
-	return slices.EqualFunc(a, b, func(x, y *pb.RuleRates) bool {
-		return x.GetRuleName() == y.GetRuleName() && x.GetFixedRate() == y.GetFixedRate() && x.GetReservoirFactor() == y.GetReservoirFactor()
-	})
 }
 
 // reportFailed logs a stream report that was not recorded: as part of the
