@@ -190,6 +190,23 @@ type Result struct {
 	SimSteps         int64   `json:"sim_steps"`
 	SimStepsExpected int64   `json:"sim_steps_expected"`
 	SimLagMs         float64 `json:"sim_lag_ms"`
+	// RequestsAsked are the requests due on the measured rule: each
+	// instance's rate over the time it held its rules, up to the last
+	// step; DeliveredPct is Traces.Requests against them, in % (the
+	// Poisson arrivals' chance apart, 100). RequestsBySecond are those
+	// delivered in each second since the instances started.
+	RequestsAsked    float64 `json:"requests_asked"`
+	DeliveredPct     float64 `json:"requests_delivered_pct"`
+	RequestsBySecond []int64 `json:"requests_by_second"`
+	// RulesHeld is when the instances got their rules, in ms after they
+	// started: the first, the last and the mean weighted by their rates
+	// (when the fleet's traffic began, on average).
+	RulesHeld *RulesHeld `json:"rules_held_ms,omitempty"`
+	// LaunchedUnix is when the instances started, in seconds since the
+	// epoch (with RulesHeld, when the fleet's traffic began), and
+	// StoppedUnix when its last requests were played.
+	LaunchedUnix float64 `json:"launched_unix"`
+	StoppedUnix  float64 `json:"stopped_unix"`
 
 	// Traces are the measured rule's over the whole run, as the
 	// instances decided them; SampledPerSec is their rate since the
@@ -225,6 +242,13 @@ type Window struct {
 	Reservoir float64 `json:"reservoir_per_sec"`
 	Borrowed  float64 `json:"borrowed_per_sec"`
 	QuotaHeld float64 `json:"quota_held_per_sec"`
+}
+
+// RulesHeld is when the instances got their rules, in ms after their start.
+type RulesHeld struct {
+	First      float64 `json:"first"`
+	RateWeight float64 `json:"rate_weighted_mean"`
+	Last       float64 `json:"last"`
 }
 
 // Traces are requests and sampled traces of one rule, by how each was
@@ -272,6 +296,11 @@ type loadRun struct {
 	// second's start (traces/s). Read them once it is done.
 	borrowedSec []int64
 	heldSec     []float64
+	requestsSec []int64 // simulate's: the requests of each second since launch
+	// played is when simulate played its last step (unix ns), and asked
+	// the requests due up to then. Read them once it is done.
+	played int64
+	asked  float64
 	// ticks are the steps simulate played, and lag its latest start of
 	// one: a machine too busy to play every step samples less than the
 	// fleet it stands for.
@@ -301,7 +330,7 @@ func newRun(c config, log io.Writer) *loadRun {
 	// the instances are connected): room for that.
 	secs := int(c.duration/time.Second) + 120
 	return &loadRun{cfg: c, log: log, perSec: make([]atomic.Int64, secs), sampledSec: make([]atomic.Int64, secs), flush: make(chan struct{}),
-		borrowedSec: make([]int64, secs), heldSec: make([]float64, secs),
+		borrowedSec: make([]int64, secs), heldSec: make([]float64, secs), requestsSec: make([]int64, secs),
 		// One connection per X-Ray instance, kept alive, as separate
 		// processes would hold.
 		http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: max(2, c.xrayClients), MaxIdleConns: max(2, c.xrayClients)}}}
@@ -475,6 +504,13 @@ func (r *loadRun) do(ctx context.Context, stdout io.Writer) error {
 	res.SimSteps, res.SimLagMs = r.ticks, float64(r.lag.Microseconds())/1000
 	res.SimStepsExpected = int64(sinceLaunch / r.cfg.tick)
 	r.logf("simulation: %d steps of %d, started up to %.1f ms late", res.SimSteps, res.SimStepsExpected, res.SimLagMs)
+	res.RequestsAsked = math.Round(r.asked)
+	if r.asked > 0 {
+		res.DeliveredPct = float64(res.Traces.Requests) / r.asked * 100
+	}
+	res.RulesHeld = r.rulesHeld(launched)
+	res.LaunchedUnix, res.StoppedUnix = float64(launched.UnixNano())/1e9, float64(r.played)/1e9
+	r.logf("requests: %d delivered of %.0f asked (%.2f %%)", res.Traces.Requests, r.asked, res.DeliveredPct)
 	res.XRay = r.xrayResult()
 	if audit != nil {
 		if err := r.auditBudget(ctx, audit, auditFrom, res.Reported.Sampled); err != nil {
@@ -592,6 +628,7 @@ func (r *loadRun) reservoirStats(res *Result, sinceLaunch time.Duration) {
 		res.ReservoirBySecond = append(res.ReservoirBySecond, r.perSec[s].Load())
 		res.BorrowedBySecond = append(res.BorrowedBySecond, r.borrowedSec[s])
 		res.QuotaHeldBySecond = append(res.QuotaHeldBySecond, math.Round(r.heldSec[s]*10)/10)
+		res.RequestsBySecond = append(res.RequestsBySecond, r.requestsSec[s])
 	}
 	res.ReservoirWindows = len(res.Windows)
 	if n := len(res.Windows); n > 0 {
@@ -600,6 +637,38 @@ func (r *loadRun) reservoirStats(res *Result, sinceLaunch time.Duration) {
 			res.ReservoirErrorPct, res.SampledOverPct = &worst, &over
 		}
 	}
+}
+
+// rulesHeld is when the instances of either kind got their rules, after
+// launched; nil if none did.
+func (r *loadRun) rulesHeld(launched time.Time) *RulesHeld {
+	var ms []member
+	for _, in := range r.instances {
+		ms = append(ms, in)
+	}
+	for _, x := range r.xinstances {
+		ms = append(ms, x)
+	}
+	h := RulesHeld{First: math.Inf(1), Last: math.Inf(-1)}
+	var weighted, rates float64
+	for _, m := range ms {
+		since := m.heldSince()
+		if since == 0 {
+			continue
+		}
+		at := float64(since-launched.UnixNano()) / float64(time.Millisecond)
+		h.First, h.Last = min(h.First, at), max(h.Last, at)
+		weighted += at * m.load()
+		rates += m.load()
+	}
+	if math.IsInf(h.First, 1) {
+		return nil
+	}
+	if rates > 0 {
+		h.RateWeight = math.Round(weighted/rates*10) / 10
+	}
+	h.First, h.Last = math.Round(h.First*10)/10, math.Round(h.Last*10)/10
+	return &h
 }
 
 func (r *loadRun) setupRules(ctx context.Context) ([]string, error) {
