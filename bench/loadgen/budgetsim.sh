@@ -19,7 +19,8 @@
 # the simulator's from multiples of the interval), and SEEDS report-jitter
 # seeds (default 5). BASE (default 17370) is the first of the two ports
 # serve takes. OUT, if set, is a directory that keeps the live run's files
-# (loadgen.json, loadgen.log, status.json, serve.log).
+# (loadgen.json, loadgen.log, status.json, serve.log, serve's metrics.txt
+# at the end) and the simulator's JSON lines, one a seed (sim.jsonl).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -53,6 +54,7 @@ for _ in $(seq 50); do "${cp[@]}" rules list >/dev/null 2>&1 && break; sleep 0.2
   --reservoir 10 --fixed-rate 0.05 --edit=false --duration "$duration" --warmup 5s --budget lgb \
   >"$dir/loadgen.json" 2>"$dir/loadgen.log"
 "${cp[@]}" budgets status lgb -o json >"$dir/status.json"
+curl -s "http://$http/metrics" >"$dir/metrics.txt" || true
 kill "$spid"
 wait "$spid" 2>/dev/null || true
 spid=
@@ -66,7 +68,7 @@ spid=
   done
 } >"$dir/rules.yaml"
 
-if [ -n "${OUT:-}" ]; then mkdir -p "$OUT" && cp "$dir"/{loadgen.json,loadgen.log,status.json,serve.log} "$OUT"/; fi
+if [ -n "${OUT:-}" ]; then mkdir -p "$OUT" && cp "$dir"/{loadgen.json,loadgen.log,status.json,serve.log,metrics.txt} "$OUT"/; fi
 
 read -r rpd simstart dur live ratio < <(python3 - "$dir" "$rps" <<'EOF'
 import json, sys, datetime
@@ -85,7 +87,7 @@ echo "live: $live traces counted, spend ratio $ratio (loadgen: $(grep -o 'traces
 for seed in $(seq 0 $((seeds - 1))); do
   "$dir/controlplane" simulate -f "$dir/rules.yaml" --share lg-00:1 --requests-per-day "$rpd" --fleet "$clients" \
     --zipf "$zipf" --service loadgen --budget "$amount" --budget-service loadgen --interval 10s \
-    --start "$simstart" --duration "$dur" --seed "$seed" | tail -1 |
+    --start "$simstart" --duration "$dur" --seed "$seed" | tail -1 | tee -a "${OUT:-$dir}/sim.jsonl" |
     python3 -c "import json,sys; d=json.load(sys.stdin); print('simulated, seed $seed: %d traces counted, spend ratio %.6g (%+.2f %%)' % (d['spent_traces'], d['spent_ratio'], (d['spent_traces']/max(1,$live)-1)*100))"
 done
 echo "simulate -f rules.yaml --share lg-00:1 --requests-per-day $rpd --fleet $clients --zipf $zipf --service loadgen --budget $amount --budget-service loadgen --interval 10s --start $simstart --duration $dur"

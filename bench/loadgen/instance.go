@@ -40,6 +40,7 @@ type instance struct {
 	// second after its start a tenth of its traffic.
 	rulesAt  atomic.Int64
 	fixed    atomic.Pointer[rateChange] // the fixed rate in force; nil: 0
+	cutAt    atomic.Int64               // when the fixed rate in force was first lowered (unix ns); 0: never
 	requests atomic.Int64
 	sampled  atomic.Int64
 	borrowed atomic.Int64
@@ -101,6 +102,9 @@ func (in *instance) setFixedRate(now int64, rate float64) {
 		in.fixed.Store(&rateChange{rate: rate, at: now})
 	case old.rate != rate:
 		in.fixed.Store(&rateChange{rate: rate, prev: old.rate, at: now})
+		if rate < old.rate {
+			in.cutAt.CompareAndSwap(0, now)
+		}
 	}
 }
 

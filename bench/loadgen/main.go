@@ -198,10 +198,12 @@ type Result struct {
 	RequestsAsked    float64 `json:"requests_asked"`
 	DeliveredPct     float64 `json:"requests_delivered_pct"`
 	RequestsBySecond []int64 `json:"requests_by_second"`
-	// RulesHeld is when the instances got their rules, in ms after they
-	// started: the first, the last and the mean weighted by their rates
-	// (when the fleet's traffic began, on average).
-	RulesHeld *RulesHeld `json:"rules_held_ms,omitempty"`
+	// RulesHeld is when the instances got their rules (when the fleet's
+	// traffic began), and FixedRateCut when the SDK instances' fixed rate
+	// in force was first lowered (a budget's cut reaching them), in ms
+	// after they started.
+	RulesHeld    *Instants `json:"rules_held_ms,omitempty"`
+	FixedRateCut *Instants `json:"fixed_rate_cut_ms,omitempty"`
 	// LaunchedUnix is when the instances started, in seconds since the
 	// epoch (with RulesHeld, when the fleet's traffic began), and
 	// StoppedUnix when its last requests were played.
@@ -244,11 +246,14 @@ type Window struct {
 	QuotaHeld float64 `json:"quota_held_per_sec"`
 }
 
-// RulesHeld is when the instances got their rules, in ms after their start.
-type RulesHeld struct {
+// Instants are when the instances did something, in ms after they started:
+// the first, the last and the mean weighted by their rates (for the fleet's
+// traffic, the instant that stands for all of them).
+type Instants struct {
 	First      float64 `json:"first"`
 	RateWeight float64 `json:"rate_weighted_mean"`
 	Last       float64 `json:"last"`
+	Instances  int     `json:"instances"`
 }
 
 // Traces are requests and sampled traces of one rule, by how each was
@@ -508,7 +513,7 @@ func (r *loadRun) do(ctx context.Context, stdout io.Writer) error {
 	if r.asked > 0 {
 		res.DeliveredPct = float64(res.Traces.Requests) / r.asked * 100
 	}
-	res.RulesHeld = r.rulesHeld(launched)
+	res.RulesHeld, res.FixedRateCut = r.instants(launched)
 	res.LaunchedUnix, res.StoppedUnix = float64(launched.UnixNano())/1e9, float64(r.played)/1e9
 	r.logf("requests: %d delivered of %.0f asked (%.2f %%)", res.Traces.Requests, r.asked, res.DeliveredPct)
 	res.XRay = r.xrayResult()
@@ -639,29 +644,39 @@ func (r *loadRun) reservoirStats(res *Result, sinceLaunch time.Duration) {
 	}
 }
 
-// rulesHeld is when the instances of either kind got their rules, after
-// launched; nil if none did.
-func (r *loadRun) rulesHeld(launched time.Time) *RulesHeld {
-	var ms []member
+// instants are when the instances of either kind got their rules, and
+// when the SDK instances' fixed rate was first cut, after launched; nil
+// where none did.
+func (r *loadRun) instants(launched time.Time) (held, cut *Instants) {
+	ms := make([]member, 0, len(r.instances)+len(r.xinstances))
 	for _, in := range r.instances {
 		ms = append(ms, in)
 	}
 	for _, x := range r.xinstances {
 		ms = append(ms, x)
 	}
-	h := RulesHeld{First: math.Inf(1), Last: math.Inf(-1)}
+	held = instantsOf(launched, ms, member.heldSince)
+	cut = instantsOf(launched, ms[:len(r.instances)], func(m member) int64 { return m.(*instance).cutAt.Load() })
+	return held, cut
+}
+
+// instantsOf are the members' instants at (unix ns; 0: none) after
+// launched; nil if none has one.
+func instantsOf(launched time.Time, ms []member, at func(member) int64) *Instants {
+	h := Instants{First: math.Inf(1), Last: math.Inf(-1)}
 	var weighted, rates float64
 	for _, m := range ms {
-		since := m.heldSince()
-		if since == 0 {
+		ns := at(m)
+		if ns == 0 {
 			continue
 		}
-		at := float64(since-launched.UnixNano()) / float64(time.Millisecond)
-		h.First, h.Last = min(h.First, at), max(h.Last, at)
-		weighted += at * m.load()
+		t := float64(ns-launched.UnixNano()) / float64(time.Millisecond)
+		h.First, h.Last = min(h.First, t), max(h.Last, t)
+		weighted += t * m.load()
 		rates += m.load()
+		h.Instances++
 	}
-	if math.IsInf(h.First, 1) {
+	if h.Instances == 0 {
 		return nil
 	}
 	if rates > 0 {

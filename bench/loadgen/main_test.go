@@ -516,11 +516,33 @@ func TestLateStepDecidesAtTheRateThenInForce(t *testing.T) {
 	if got := in.fixedRate(); got != 0 {
 		t.Errorf("fixed rate in force %v, want 0", got)
 	}
+	if got, want := in.cutAt.Load(), t0+int64(time.Second); got != want {
+		t.Errorf("cut at %v, want %v", time.Duration(got-t0), time.Second)
+	}
 	got := []int64{run.sampledSec[0].Load(), run.sampledSec[1].Load()}
 	if math.Abs(float64(got[0])-10_000) > 300 || got[1] != 0 {
 		t.Errorf("sampled by second %v, want [10000±300 0]", got)
 	}
 	if math.Abs(float64(run.requestsSec[1])-10_000) > 300 {
 		t.Errorf("requests in the second second %d, want 10000±300", run.requestsSec[1])
+	}
+}
+
+// TestInstantsWeighByRate: the fleet's instant is its members' weighted by
+// their rates, as its traffic is; members without one are left out.
+func TestInstantsWeighByRate(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	ms := []member{
+		&steady{rate: 30, since: t0.Add(100 * time.Millisecond).UnixNano()},
+		&steady{rate: 10, since: t0.Add(500 * time.Millisecond).UnixNano()},
+		&steady{rate: 1000},
+	}
+	got := instantsOf(t0, ms, member.heldSince)
+	want := &Instants{First: 100, RateWeight: 200, Last: 500, Instances: 2}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("instants (-want +got):\n%s", diff)
+	}
+	if got := instantsOf(t0, ms[2:], member.heldSince); got != nil {
+		t.Errorf("no member with an instant: %+v, want nil", got)
 	}
 }
