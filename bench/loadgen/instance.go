@@ -250,14 +250,7 @@ func tallyMembers[M member](ms []M) (rep Reported, failed int, lo, hi float64) {
 func (r *loadRun) simulate(ctx context.Context) {
 	t := time.NewTicker(r.cfg.tick)
 	defer t.Stop()
-	members := make([]member, 0, len(r.instances)+len(r.xinstances))
-	for _, in := range r.instances {
-		members = append(members, in)
-	}
-	for _, x := range r.xinstances {
-		members = append(members, x)
-	}
-	p := &player{run: r, members: members, xrayFrom: len(r.instances), rng: rand.New(rand.NewPCG(1, 2)), lastSec: -1}
+	p := &player{run: r, members: r.members(), xrayFrom: len(r.instances), rng: rand.New(rand.NewPCG(1, 2)), lastSec: -1}
 	for {
 		select {
 		case <-ctx.Done():

@@ -648,6 +648,14 @@ func (r *loadRun) reservoirStats(res *Result, sinceLaunch time.Duration) {
 // when the SDK instances' fixed rate was first cut, after launched; nil
 // where none did.
 func (r *loadRun) instants(launched time.Time) (held, cut *Instants) {
+	ms := r.members()
+	held = instantsOf(launched, ms, member.heldSince)
+	cut = instantsOf(launched, ms[:len(r.instances)], func(m member) int64 { return m.(*instance).cutAt.Load() })
+	return held, cut
+}
+
+// members are the instances of both kinds, the SDK's first.
+func (r *loadRun) members() []member {
 	ms := make([]member, 0, len(r.instances)+len(r.xinstances))
 	for _, in := range r.instances {
 		ms = append(ms, in)
@@ -655,9 +663,7 @@ func (r *loadRun) instants(launched time.Time) (held, cut *Instants) {
 	for _, x := range r.xinstances {
 		ms = append(ms, x)
 	}
-	held = instantsOf(launched, ms, member.heldSince)
-	cut = instantsOf(launched, ms[:len(r.instances)], func(m member) int64 { return m.(*instance).cutAt.Load() })
-	return held, cut
+	return ms
 }
 
 // instantsOf are the members' instants at (unix ns; 0: none) after
