@@ -9,11 +9,18 @@
 #   bash bench/loadgen/budgetsim.sh AMOUNT DURATION [CLIENTS [RPS [ZIPF [SEEDS]]]]
 #
 # e.g. `bash bench/loadgen/budgetsim.sh 500 15m 100 2000 1.1 5`. The
-# simulator gets the traffic loadgen delivered (its requests over its
-# duration), the instant it started its instances, shifted by under a
-# report interval so that the simulated controller ticks in the live one's
-# phase (from serve's first "budget alert" line), and SEEDS report-jitter
-# seeds (default 5). BASE (default 17370) is the first of the two ports.
+# simulator gets the traffic loadgen delivered (RPS times its requests
+# delivered over those asked: loadgen paces them by the clock, so that is
+# RPS within the Poisson arrivals' chance), starting when the live fleet's
+# traffic did (the instances' start plus the rate-weighted mean of when
+# they got their rules) until loadgen stopped it, shifted by under a report interval so that the
+# simulated controller ticks in the live one's phase (from the time of its
+# last decision, a tick after the run: serve's ticker runs from its start,
+# the simulator's from multiples of the interval), and SEEDS report-jitter
+# seeds (default 5). BASE (default 17370) is the first of the two ports
+# serve takes. OUT, if set, is a directory that keeps the live run's files
+# (loadgen.json, loadgen.log, status.json, serve.log, serve's metrics.txt
+# at the end) and the simulator's JSON lines, one a seed (sim.jsonl).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -43,11 +50,11 @@ cp=("$dir/controlplane" --server "$grpc")
 spid=$!
 for _ in $(seq 50); do "${cp[@]}" rules list >/dev/null 2>&1 && break; sleep 0.2; done
 "${cp[@]}" budgets create lgb --amount "$amount" --service loadgen --mode enforce >/dev/null
-start=$(date -u +%s.%N)
 "$dir/loadgen" --server "$grpc" --http "$http" --clients "$clients" --rules 10 --fleet-rps "$rps" --zipf "$zipf" \
   --reservoir 10 --fixed-rate 0.05 --edit=false --duration "$duration" --warmup 5s --budget lgb \
   >"$dir/loadgen.json" 2>"$dir/loadgen.log"
 "${cp[@]}" budgets status lgb -o json >"$dir/status.json"
+curl -s "http://$http/metrics" >"$dir/metrics.txt" || true
 kill "$spid"
 wait "$spid" 2>/dev/null || true
 spid=
@@ -61,33 +68,26 @@ spid=
   done
 } >"$dir/rules.yaml"
 
-read -r rpd simstart dur live ratio < <(python3 - "$dir" "$start" <<'EOF'
-import json, re, sys, datetime
-d, start = sys.argv[1], float(sys.argv[2])
+if [ -n "${OUT:-}" ]; then mkdir -p "$OUT" && cp "$dir"/{loadgen.json,loadgen.log,status.json,serve.log,metrics.txt} "$OUT"/; fi
+
+read -r rpd simstart dur live ratio < <(python3 - "$dir" "$rps" <<'EOF'
+import json, sys, datetime
+d, rps = sys.argv[1], float(sys.argv[2])
 lg = json.load(open(d + "/loadgen.json"))
 st = json.load(open(d + "/status.json"))
-log = open(d + "/loadgen.log").read()
-m = re.search(r"connected (\d+(?:\.\d+)?)(ms|s|µs) after", log)
-conn = float(m.group(1)) * {"ms": 1e-3, "s": 1, "µs": 1e-6}[m.group(2)] if m else 0
-alert = None
-for line in open(d + "/serve.log"):
-    if "budget alert" in line:
-        t = re.search(r"time=(\S+)", line).group(1)
-        alert = datetime.datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
-        break
-s = start + conn
-phase = (alert % 10) if alert is not None else 0
-sim = datetime.datetime.fromtimestamp(s - phase, datetime.timezone.utc)
-rpd = lg["traces"]["requests"] / lg["duration_sec"] * 86400
-print(round(rpd), sim.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "%.3fs" % lg["duration_sec"],
+s = lg["launched_unix"] + lg["rules_held_ms"]["rate_weighted_mean"] / 1000
+tick = datetime.datetime.fromisoformat(st["computed_time"].replace("Z", "+00:00")).timestamp()
+sim = datetime.datetime.fromtimestamp(s - tick % 10, datetime.timezone.utc)
+rpd = rps * lg["requests_delivered_pct"] / 100 * 86400
+print(round(rpd), sim.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "%.3fs" % (lg["stopped_unix"] - s),
       st.get("sampled_traces", 0), st.get("spent_ratio", 0))
 EOF
 )
-echo "live: $live traces counted, spend ratio $ratio (loadgen: $(grep -o 'traces: .*' "$dir/loadgen.log"))"
+echo "live: $live traces counted, spend ratio $ratio (loadgen: $(grep -o 'traces: .*' "$dir/loadgen.log"); $(grep -o 'requests: .*' "$dir/loadgen.log"))"
 for seed in $(seq 0 $((seeds - 1))); do
   "$dir/controlplane" simulate -f "$dir/rules.yaml" --share lg-00:1 --requests-per-day "$rpd" --fleet "$clients" \
     --zipf "$zipf" --service loadgen --budget "$amount" --budget-service loadgen --interval 10s \
-    --start "$simstart" --duration "$dur" --seed "$seed" | tail -1 |
+    --start "$simstart" --duration "$dur" --seed "$seed" | tail -1 | tee -a "${OUT:-$dir}/sim.jsonl" |
     python3 -c "import json,sys; d=json.load(sys.stdin); print('simulated, seed $seed: %d traces counted, spend ratio %.6g (%+.2f %%)' % (d['spent_traces'], d['spent_ratio'], (d['spent_traces']/max(1,$live)-1)*100))"
 done
 echo "simulate -f rules.yaml --share lg-00:1 --requests-per-day $rpd --fleet $clients --zipf $zipf --service loadgen --budget $amount --budget-service loadgen --interval 10s --start $simstart --duration $dur"

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,13 +33,14 @@ type instance struct {
 	expiry   atomic.Int64
 	quotaNow atomic.Uint64 // the quota's rate, math.Float64bits, for the quota held per second
 	borrow   reservoir.Bucket
-	hasRules atomic.Bool // requests are the rule's once the instance holds it
-	// rulesAt is when the first rules came (unix ns): the first report's
-	// counts run from there, and its interval says so, as the SDK's does;
-	// a default interval back made the first rate of an instance that
-	// reported a second after its start a tenth of its traffic.
+	// rulesAt is when the first rules came (unix ns): its requests are
+	// the rule's from then on, and the first report's counts run from
+	// there, and its interval says so, as the SDK's does; a default
+	// interval back made the first rate of an instance that reported a
+	// second after its start a tenth of its traffic.
 	rulesAt  atomic.Int64
-	fixed    atomic.Uint64 // the fixed rate in force, math.Float64bits
+	fixed    atomic.Pointer[rateChange] // the fixed rate in force; nil: 0
+	cutAt    atomic.Int64               // when the fixed rate in force was first lowered (unix ns); 0: never
 	requests atomic.Int64
 	sampled  atomic.Int64
 	borrowed atomic.Int64
@@ -86,17 +88,45 @@ type fleetCounts struct {
 	sampledMeasured                      int64 // while measuring
 }
 
-func (in *instance) setFixedRate(rate float64) { in.fixed.Store(math.Float64bits(rate)) }
+// rateChange is the fixed rate in force since at (unix ns), and the one
+// before it: a request simulate plays late, due before the change, is
+// decided at the rate then in force, as the SDK would have decided it.
+type rateChange struct {
+	rate, prev float64
+	at         int64
+}
 
-// threshold is the fixed rate in force as the SDK decides by it; ok is
-// false for a rate that keeps nothing.
-func (in *instance) threshold() (th sampler.Threshold, ok bool) {
-	return sampler.RateThreshold(math.Float64frombits(in.fixed.Load()))
+// setFixedRate makes rate the fixed rate in force from now (unix ns). The
+// caller holds versionMu.
+func (in *instance) setFixedRate(now int64, rate float64) {
+	old := in.fixed.Load()
+	switch {
+	case old == nil:
+		in.fixed.Store(&rateChange{rate: rate, at: now})
+	case old.rate != rate:
+		in.fixed.Store(&rateChange{rate: rate, prev: old.rate, at: now})
+		if rate < old.rate {
+			in.cutAt.CompareAndSwap(0, now)
+		}
+	}
+}
+
+// threshold is the fixed rate in force at ns as the SDK decides by it; ok
+// is false for a rate that keeps nothing.
+func (in *instance) threshold(ns int64) (th sampler.Threshold, ok bool) {
+	c := in.fixed.Load()
+	switch {
+	case c == nil:
+		return sampler.RateThreshold(0)
+	case ns < c.at:
+		return sampler.RateThreshold(c.prev)
+	}
+	return sampler.RateThreshold(c.rate)
 }
 
 // fixedRate is the probability the fixed rate in force keeps a trace with.
 func (in *instance) fixedRate() float64 {
-	if th, ok := in.threshold(); ok {
+	if th, ok := in.threshold(math.MaxInt64); ok {
 		return th.Probability()
 	}
 	return 0
@@ -125,9 +155,9 @@ const (
 type member interface {
 	// load is the instance's requests per second on the measured rule.
 	load() float64
-	// holdsRules says whether it has its rules (requests are the rule's
-	// from then on).
-	holdsRules() bool
+	// heldSince is when it got its rules (unix ns; 0: not yet): its
+	// requests are the rule's from then on.
+	heldSince() int64
 	// decide decides one request at ns (unix nanoseconds) as the SDK it
 	// plays does, and counts it for its next report.
 	decide(ns int64, rng *rand.Rand) decision
@@ -137,7 +167,7 @@ type member interface {
 }
 
 func (in *instance) load() float64    { return in.rate }
-func (in *instance) holdsRules() bool { return in.hasRules.Load() }
+func (in *instance) heldSince() int64 { return in.rulesAt.Load() }
 
 // decide decides as the SDK does: from the reservoir quota while it is
 // current, else the one borrowed trace a second, else by the trace's
@@ -153,7 +183,7 @@ func (in *instance) decide(ns int64, rng *rand.Rand) decision {
 		d = byBorrow
 		in.borrowed.Add(1)
 	default:
-		if th, ok := in.threshold(); ok && th.ShouldSample(randomTrace(rng)) {
+		if th, ok := in.threshold(ns); ok && th.ShouldSample(randomTrace(rng)) {
 			d = byFixedRate
 		}
 	}
@@ -211,76 +241,144 @@ func tallyMembers[M member](ms []M) (rep Reported, failed int, lo, hi float64) {
 }
 
 // simulate plays request arrivals for every instance that holds its rules,
-// one step at a time, each decided by the instance as its SDK does (a new
-// instance borrows nothing while its first borrow is withheld). It counts
-// the fleet's traces (and the X-Ray instances' apart), the sampled,
-// reservoir-sampled and borrowed ones per second since the instances
-// started, and the quotas the SDK instances hold at each second's start.
-// A step it is late for is played whole all the same; a step it missed
-// (the ticker drops them) is not, and shows as fewer ticks than the run
-// had time for, and lag.
+// one step a tick, each decided by the instance as its SDK does (a new
+// instance borrows nothing while its first borrow is withheld), and a last
+// step when it is stopped. It counts the fleet's traces (and the X-Ray
+// instances' apart), the requests and the sampled, reservoir-sampled and
+// borrowed traces per second since the instances started, and the quotas
+// the SDK instances hold at each second's start. Each step plays what is
+// due by the clock (pacer), so a step it is late for, or a tick the ticker
+// dropped, is made up; the ticks it played and its lag show how busy the
+// machine was.
 func (r *loadRun) simulate(ctx context.Context) {
-	rng := rand.New(rand.NewPCG(1, 2))
 	t := time.NewTicker(r.cfg.tick)
 	defer t.Stop()
-	members := make([]member, 0, len(r.instances)+len(r.xinstances))
-	for _, in := range r.instances {
-		members = append(members, in)
-	}
-	for _, x := range r.xinstances {
-		members = append(members, x)
-	}
-	xrayFrom := len(r.instances)
-	lastSec := -1
+	p := &player{run: r, members: r.members(), xrayFrom: len(r.instances), rng: rand.New(rand.NewPCG(1, 2)), lastSec: -1}
 	for {
 		select {
 		case <-ctx.Done():
+			p.step(time.Now())
+			r.played = p.pace.played
+			r.asked = p.asked()
 			return
-		case now := <-t.C:
-			ns := now.UnixNano()
+		case tick := <-t.C:
 			r.ticks++
-			r.lag = max(r.lag, time.Since(now))
-			sec := -1
-			if start := r.measuring.Load(); start != 0 {
-				sec = int((ns - start) / int64(time.Second))
-			}
-			if sec > lastSec && sec < len(r.heldSec) {
-				// Once a second, the quotas the instances hold (current
-				// ones): what the reservoir should give that second.
-				lastSec = sec
-				var held float64
-				for _, in := range r.instances {
-					if ns <= in.expiry.Load() {
-						held += math.Float64frombits(in.quotaNow.Load())
-					}
-				}
-				r.heldSec[sec] = held
-			}
-			step := r.cfg.tick.Seconds()
-			for i, m := range members {
-				n := poisson(rng, m.load()*step)
-				if n == 0 || !m.holdsRules() {
-					continue
-				}
-				for k := 0; k < n; k++ {
-					d := m.decide(ns, rng)
-					r.fleet.add(d, sec >= 0)
-					if i >= xrayFrom {
-						r.xfleet.add(d, sec >= 0)
-					}
-					if d == byReservoir && sec >= 0 && sec < len(r.perSec) {
-						r.perSec[sec].Add(1)
-					}
-					if d == byBorrow && sec >= 0 && sec < len(r.borrowedSec) {
-						r.borrowedSec[sec]++
-					}
-					if d != notSampled && sec >= 0 && sec < len(r.sampledSec) {
-						r.sampledSec[sec].Add(1)
-					}
-				}
-			}
+			r.lag = max(r.lag, time.Since(tick))
+			p.step(time.Now())
 		}
 	}
+}
+
+// pacer paces the requests by the clock: a step plays each member's
+// requests due since the step before, or since the member got its rules if
+// that was later, however late the step is. A fixed count per tick
+// delivered less than the rate asked whenever the machine was too busy for
+// every tick (the ticker drops those it is late for): 7 % less in a loaded
+// run's first seconds, which a budget that spends its first second
+// measures (docs/BENCHMARKS.md).
+type pacer struct {
+	played int64 // unix ns up to which requests were played; 0: none yet
+}
+
+// due is the time due at now (unix ns) from a member that got its rules
+// at heldSince (0: not yet): its requests of the time from now-due to now.
+func (p *pacer) due(now, heldSince int64) time.Duration {
+	if heldSince == 0 {
+		return 0
+	}
+	return time.Duration(max(0, now-max(p.played, heldSince)))
+}
+
+// advance marks the requests due up to now played.
+func (p *pacer) advance(now int64) { p.played = max(p.played, now) }
+
+// player plays the members' requests, step by step; simulate's.
+type player struct {
+	run      *loadRun
+	members  []member
+	xrayFrom int // members from this index are X-Ray instances
+	rng      *rand.Rand
+	pace     pacer
+	lastSec  int
+	at       []int64 // a step's arrival times of one member, reused
+}
+
+// step plays the requests due at now: for each member a Poisson count of
+// its rate over the time due, arriving at uniform times within it (the
+// Poisson arrivals given their count), each decided and counted at its
+// time, so that a late step decides its requests as they would have been
+// when due, not at the rates in force when it is played.
+func (p *player) step(now time.Time) {
+	r, ns := p.run, now.UnixNano()
+	if sec := r.second(ns); sec > p.lastSec && sec < len(r.heldSec) {
+		// Once a second, the quotas the instances hold (current
+		// ones): what the reservoir should give that second.
+		p.lastSec = sec
+		var held float64
+		for _, in := range r.instances {
+			if ns <= in.expiry.Load() {
+				held += math.Float64frombits(in.quotaNow.Load())
+			}
+		}
+		r.heldSec[sec] = held
+	}
+	for i, m := range p.members {
+		due := p.pace.due(ns, m.heldSince())
+		n := poisson(p.rng, m.load()*due.Seconds())
+		p.at = p.at[:0]
+		for range n {
+			p.at = append(p.at, ns-int64(p.rng.Float64()*float64(due)))
+		}
+		slices.Sort(p.at)
+		for _, at := range p.at {
+			r.count(m.decide(at, p.rng), at, i >= p.xrayFrom)
+		}
+	}
+	p.pace.advance(ns)
+}
+
+// second is the second since the instances' launch that ns falls in; -1
+// before.
+func (r *loadRun) second(ns int64) int {
+	start := r.measuring.Load()
+	if start == 0 || ns < start {
+		return -1
+	}
+	return int((ns - start) / int64(time.Second))
+}
+
+// count counts a request decided at ns (unix ns); simulate's.
+func (r *loadRun) count(d decision, ns int64, xray bool) {
+	sec := r.second(ns)
+	r.fleet.add(d, sec >= 0)
+	if xray {
+		r.xfleet.add(d, sec >= 0)
+	}
+	if sec < 0 || sec >= len(r.sampledSec) {
+		return
+	}
+	r.requestsSec[sec]++
+	switch d {
+	case byReservoir:
+		r.perSec[sec].Add(1)
+	case byBorrow:
+		r.borrowedSec[sec]++
+	}
+	if d != notSampled {
+		r.sampledSec[sec].Add(1)
+	}
+}
+
+// asked is the requests the members were asked for up to the last step:
+// each one's rate over the time it has held its rules.
+func (p *player) asked() float64 {
+	var sum float64
+	for _, m := range p.members {
+		if since := m.heldSince(); since != 0 && since < p.pace.played {
+			sum += m.load() * float64(p.pace.played-since) / float64(time.Second)
+		}
+	}
+	return sum
 }
 
 func poisson(rng *rand.Rand, mean float64) int {
@@ -353,7 +451,7 @@ func (in *instance) applyTargets(ts *pb.TargetSet) {
 			in.setBorrow(now)
 		}
 		if ts.GetRulesVersion() >= in.rulesVersion {
-			in.setFixedRate(t.GetFixedRate())
+			in.setFixedRate(now, t.GetFixedRate())
 			in.targetVersion = ts.GetRulesVersion()
 		}
 		in.versionMu.Unlock()
@@ -385,19 +483,18 @@ func (in *instance) applyRules(rs *pb.RuleSet) {
 		in.rulesVersion = version
 		switch {
 		case inForce != nil:
-			in.setFixedRate(inForce.GetFixedRate())
+			in.setFixedRate(now, inForce.GetFixedRate())
 			in.borrowRate = min(1, max(0, inForce.GetReservoirFactor()))
 			in.withheld = in.withheld || inForce.GetFirstBorrowWithheld() && in.expiry.Load() == 0
 		default:
 			in.borrowRate = 1
 			if in.targetVersion < version {
-				in.setFixedRate(r.GetFixedRate())
+				in.setFixedRate(now, r.GetFixedRate())
 			}
 		}
 		in.setBorrow(now)
 		in.versionMu.Unlock()
 		in.rulesAt.CompareAndSwap(0, now)
-		in.hasRules.Store(true)
 	}
 }
 

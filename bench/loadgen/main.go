@@ -192,6 +192,25 @@ type Result struct {
 	SimSteps         int64   `json:"sim_steps"`
 	SimStepsExpected int64   `json:"sim_steps_expected"`
 	SimLagMs         float64 `json:"sim_lag_ms"`
+	// RequestsAsked are the requests due on the measured rule: each
+	// instance's rate over the time it held its rules, up to the last
+	// step; DeliveredPct is Traces.Requests against them, in % (the
+	// Poisson arrivals' chance apart, 100). RequestsBySecond are those
+	// delivered in each second since the instances started.
+	RequestsAsked    float64 `json:"requests_asked"`
+	DeliveredPct     float64 `json:"requests_delivered_pct"`
+	RequestsBySecond []int64 `json:"requests_by_second"`
+	// RulesHeld is when the instances got their rules (when the fleet's
+	// traffic began), and FixedRateCut when the SDK instances' fixed rate
+	// in force was first lowered (a budget's cut reaching them), in ms
+	// after they started.
+	RulesHeld    *Instants `json:"rules_held_ms,omitempty"`
+	FixedRateCut *Instants `json:"fixed_rate_cut_ms,omitempty"`
+	// LaunchedUnix is when the instances started, in seconds since the
+	// epoch (with RulesHeld, when the fleet's traffic began), and
+	// StoppedUnix when its last requests were played.
+	LaunchedUnix float64 `json:"launched_unix"`
+	StoppedUnix  float64 `json:"stopped_unix"`
 
 	// Traces are the measured rule's over the whole run, as the
 	// instances decided them; SampledPerSec is their rate since the
@@ -231,6 +250,16 @@ type Window struct {
 	Reservoir float64 `json:"reservoir_per_sec"`
 	Borrowed  float64 `json:"borrowed_per_sec"`
 	QuotaHeld float64 `json:"quota_held_per_sec"`
+}
+
+// Instants are when the instances did something, in ms after they started:
+// the first, the last and the mean weighted by their rates (for the fleet's
+// traffic, the instant that stands for all of them).
+type Instants struct {
+	First      float64 `json:"first"`
+	RateWeight float64 `json:"rate_weighted_mean"`
+	Last       float64 `json:"last"`
+	Instances  int     `json:"instances"`
 }
 
 // Traces are requests and sampled traces of one rule, by how each was
@@ -278,6 +307,11 @@ type loadRun struct {
 	// second's start (traces/s). Read them once it is done.
 	borrowedSec []int64
 	heldSec     []float64
+	requestsSec []int64 // simulate's: the requests of each second since launch
+	// played is when simulate played its last step (unix ns), and asked
+	// the requests due up to then. Read them once it is done.
+	played int64
+	asked  float64
 	// ticks are the steps simulate played, and lag its latest start of
 	// one: a machine too busy to play every step samples less than the
 	// fleet it stands for.
@@ -307,7 +341,7 @@ func newRun(c config, log io.Writer) *loadRun {
 	// the instances are connected): room for that.
 	secs := int(c.duration/time.Second) + 120
 	return &loadRun{cfg: c, log: log, perSec: make([]atomic.Int64, secs), sampledSec: make([]atomic.Int64, secs), flush: make(chan struct{}),
-		borrowedSec: make([]int64, secs), heldSec: make([]float64, secs),
+		borrowedSec: make([]int64, secs), heldSec: make([]float64, secs), requestsSec: make([]int64, secs),
 		// One connection per X-Ray instance, kept alive, as separate
 		// processes would hold.
 		http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: max(2, c.xrayClients), MaxIdleConns: max(2, c.xrayClients)}}}
@@ -486,6 +520,13 @@ func (r *loadRun) do(ctx context.Context, stdout io.Writer) error {
 	res.SimSteps, res.SimLagMs = r.ticks, float64(r.lag.Microseconds())/1000
 	res.SimStepsExpected = int64(sinceLaunch / r.cfg.tick)
 	r.logf("simulation: %d steps of %d, started up to %.1f ms late", res.SimSteps, res.SimStepsExpected, res.SimLagMs)
+	res.RequestsAsked = math.Round(r.asked)
+	if r.asked > 0 {
+		res.DeliveredPct = float64(res.Traces.Requests) / r.asked * 100
+	}
+	res.RulesHeld, res.FixedRateCut = r.instants(launched)
+	res.LaunchedUnix, res.StoppedUnix = float64(launched.UnixNano())/1e9, float64(r.played)/1e9
+	r.logf("requests: %d delivered of %.0f asked (%.2f %%)", res.Traces.Requests, r.asked, res.DeliveredPct)
 	res.XRay = r.xrayResult()
 	if audit != nil {
 		if err := r.auditBudget(ctx, audit, auditFrom, res.Reported.Sampled); err != nil {
@@ -612,6 +653,7 @@ func (r *loadRun) reservoirStats(res *Result, sinceLaunch time.Duration) {
 		res.ReservoirBySecond = append(res.ReservoirBySecond, r.perSec[s].Load())
 		res.BorrowedBySecond = append(res.BorrowedBySecond, r.borrowedSec[s])
 		res.QuotaHeldBySecond = append(res.QuotaHeldBySecond, math.Round(r.heldSec[s]*10)/10)
+		res.RequestsBySecond = append(res.RequestsBySecond, r.requestsSec[s])
 	}
 	res.ReservoirWindows = len(res.Windows)
 	if n := len(res.Windows); n > 0 {
@@ -620,6 +662,54 @@ func (r *loadRun) reservoirStats(res *Result, sinceLaunch time.Duration) {
 			res.ReservoirErrorPct, res.SampledOverPct = &worst, &over
 		}
 	}
+}
+
+// instants are when the instances of either kind got their rules, and
+// when the SDK instances' fixed rate was first cut, after launched; nil
+// where none did.
+func (r *loadRun) instants(launched time.Time) (held, cut *Instants) {
+	ms := r.members()
+	held = instantsOf(launched, ms, member.heldSince)
+	cut = instantsOf(launched, ms[:len(r.instances)], func(m member) int64 { return m.(*instance).cutAt.Load() })
+	return held, cut
+}
+
+// members are the instances of both kinds, the SDK's first.
+func (r *loadRun) members() []member {
+	ms := make([]member, 0, len(r.instances)+len(r.xinstances))
+	for _, in := range r.instances {
+		ms = append(ms, in)
+	}
+	for _, x := range r.xinstances {
+		ms = append(ms, x)
+	}
+	return ms
+}
+
+// instantsOf are the members' instants at (unix ns; 0: none) after
+// launched; nil if none has one.
+func instantsOf(launched time.Time, ms []member, at func(member) int64) *Instants {
+	h := Instants{First: math.Inf(1), Last: math.Inf(-1)}
+	var weighted, rates float64
+	for _, m := range ms {
+		ns := at(m)
+		if ns == 0 {
+			continue
+		}
+		t := float64(ns-launched.UnixNano()) / float64(time.Millisecond)
+		h.First, h.Last = min(h.First, t), max(h.Last, t)
+		weighted += t * m.load()
+		rates += m.load()
+		h.Instances++
+	}
+	if h.Instances == 0 {
+		return nil
+	}
+	if rates > 0 {
+		h.RateWeight = math.Round(weighted/rates*10) / 10
+	}
+	h.First, h.Last = math.Round(h.First*10)/10, math.Round(h.Last*10)/10
+	return &h
 }
 
 func (r *loadRun) setupRules(ctx context.Context) ([]string, error) {

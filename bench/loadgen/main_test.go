@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"net"
 	"net/http/httptest"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
@@ -29,6 +31,7 @@ import (
 	"github.com/tracesampling/controlplane/internal/xray"
 	"github.com/tracesampling/controlplane/internal/xray/xraytest"
 	"github.com/tracesampling/controlplane/internal/xraycore"
+	"github.com/tracesampling/controlplane/pkg/clocktest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -445,5 +448,138 @@ func TestFirstReportSpansSinceTheRules(t *testing.T) {
 	docs = in.statistics(t0.Add(12*time.Second), false)
 	if got := docs[0].GetInterval().AsDuration(); got != 10*time.Second {
 		t.Errorf("second report's interval %v, want 10s (since the first)", got)
+	}
+}
+
+// steady is a member with a constant rate that holds its rules from a given
+// time and samples nothing; it counts what it is asked to decide.
+type steady struct {
+	rate    float64
+	since   int64
+	decided int
+}
+
+func (s *steady) load() float64                     { return s.rate }
+func (s *steady) heldSince() int64                  { return s.since }
+func (s *steady) decide(int64, *rand.Rand) decision { s.decided++; return notSampled }
+func (s *steady) tallies() (*counts, bool, float64) { return &counts{}, true, 0 }
+
+// TestPacerMakesUpLateSteps plays steps on a fake clock, some late and
+// some dropped, as a busy machine's ticker gives them: each member's time
+// due adds up to the time since it got its rules, so none of its traffic is
+// lost, and none is played before it has its rules.
+func TestPacerMakesUpLateSteps(t *testing.T) {
+	clock := clocktest.New(time.Unix(1_700_000_000, 0))
+	t0 := clock.Now().UnixNano()
+	held := []int64{0, t0 + int64(70*time.Millisecond), t0 + int64(1200*time.Millisecond)}
+	// On time, on time, 250 ms late (four ticks dropped), a second stalled,
+	// on time.
+	steps := []time.Duration{50 * time.Millisecond, 50 * time.Millisecond, 300 * time.Millisecond, time.Second, 50 * time.Millisecond}
+	var p pacer
+	due := make([]time.Duration, len(held))
+	for _, d := range steps {
+		now := clock.Add(d).UnixNano()
+		for i, h := range held {
+			due[i] += p.due(now, h)
+		}
+		p.advance(now)
+	}
+	end := clock.Now().UnixNano()
+	want := []time.Duration{0, time.Duration(end - held[1]), time.Duration(end - held[2])}
+	if diff := cmp.Diff(want, due); diff != "" {
+		t.Errorf("time due by member (-want +got):\n%s", diff)
+	}
+}
+
+// TestPlayerDeliversTheRateAsked plays a fleet through steps that fall
+// behind, as on a loaded machine: the requests delivered are the rate
+// asked over the time each member held its rules (within the Poisson
+// arrivals' chance, under 1 % here), and what the result reports as asked.
+// A fixed count per step delivered 15 % of them.
+func TestPlayerDeliversTheRateAsked(t *testing.T) {
+	clock := clocktest.New(time.Unix(1_700_000_000, 0))
+	t0 := clock.Now().UnixNano()
+	a := &steady{rate: 20_000, since: t0}
+	b := &steady{rate: 5_000, since: t0 + int64(500*time.Millisecond)}
+	run := newRun(config{duration: time.Minute}, io.Discard)
+	run.measuring.Store(t0)
+	p := &player{run: run, members: []member{a, b}, rng: rand.New(rand.NewPCG(3, 4)), lastSec: -1}
+	for _, d := range []time.Duration{50, 50, 400, 50, 1500, 50} {
+		p.step(clock.Add(d * time.Millisecond))
+	}
+	end := clock.Now().UnixNano()
+	wantA, wantB := 20_000*float64(end-t0)/1e9, 5_000*float64(end-b.since)/1e9
+	for _, c := range []struct {
+		name      string
+		got, want float64
+	}{
+		{"a", float64(a.decided), wantA},
+		{"b", float64(b.decided), wantB},
+		{"asked", p.asked(), wantA + wantB},
+		{"counted", float64(run.fleet.requests), wantA + wantB},
+	} {
+		if math.Abs(c.got-c.want) > 0.01*c.want {
+			t.Errorf("%s: %.0f requests, want %.0f (±1 %%)", c.name, c.got, c.want)
+		}
+	}
+	var bySecond int64
+	for _, n := range run.requestsSec {
+		bySecond += n
+	}
+	if bySecond != run.fleet.requests {
+		t.Errorf("requests by second add up to %d, want the %d played", bySecond, run.fleet.requests)
+	}
+}
+
+// TestLateStepDecidesAtTheRateThenInForce stalls the player across a
+// budget's cut (fixed rate 1, then 0 from the second second): the requests
+// due before the cut are sampled, those after it are not, and each second
+// counts its own, as an SDK deciding each request when it comes would. A
+// late step that decided all it played at the rate in force when played
+// sampled none of them.
+func TestLateStepDecidesAtTheRateThenInForce(t *testing.T) {
+	clock := clocktest.New(time.Unix(1_700_000_000, 0))
+	t0 := clock.Now().UnixNano()
+	in := &instance{rate: 10_000}
+	in.rulesAt.Store(t0)
+	in.setFixedRate(t0, 1)
+	run := newRun(config{duration: time.Minute}, io.Discard)
+	run.measuring.Store(t0)
+	p := &player{run: run, members: []member{in}, rng: rand.New(rand.NewPCG(5, 6)), lastSec: -1}
+	p.step(clock.Add(50 * time.Millisecond))
+	in.setFixedRate(t0+int64(time.Second), 0) // the cut, seen while the player stalls
+	p.step(clock.Add(1950 * time.Millisecond))
+
+	if got := in.fixedRate(); got != 0 {
+		t.Errorf("fixed rate in force %v, want 0", got)
+	}
+	if got, want := in.cutAt.Load(), t0+int64(time.Second); got != want {
+		t.Errorf("cut at %v, want %v", time.Duration(got-t0), time.Second)
+	}
+	got := []int64{run.sampledSec[0].Load(), run.sampledSec[1].Load()}
+	if math.Abs(float64(got[0])-10_000) > 300 || got[1] != 0 {
+		t.Errorf("sampled by second %v, want [10000±300 0]", got)
+	}
+	if math.Abs(float64(run.requestsSec[1])-10_000) > 300 {
+		t.Errorf("requests in the second second %d, want 10000±300", run.requestsSec[1])
+	}
+}
+
+// TestInstantsWeighByRate: the fleet's instant is its members' weighted by
+// their rates, as its traffic is; members without one are left out.
+func TestInstantsWeighByRate(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	ms := []member{
+		&steady{rate: 30, since: t0.Add(100 * time.Millisecond).UnixNano()},
+		&steady{rate: 10, since: t0.Add(500 * time.Millisecond).UnixNano()},
+		&steady{rate: 1000},
+	}
+	got := instantsOf(t0, ms, member.heldSince)
+	want := &Instants{First: 100, RateWeight: 200, Last: 500, Instances: 2}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("instants (-want +got):\n%s", diff)
+	}
+	if got := instantsOf(t0, ms[2:], member.heldSince); got != nil {
+		t.Errorf("no member with an instant: %+v, want nil", got)
 	}
 }

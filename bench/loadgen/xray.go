@@ -50,7 +50,7 @@ type xrayInstance struct {
 	canBorrow bool      // the rule has a reservoir
 	rulesAt   time.Time // when the rules in hand were asked for
 	sawEdit   bool
-	hasRules  atomic.Bool
+	heldAt    atomic.Int64 // when it first had its rules (unix ns); 0: not yet
 	requests  atomic.Int64
 	sampled   atomic.Int64 // SampledCount: borrowed ones in it or not, by --xray-counting
 	borrowed  atomic.Int64
@@ -69,7 +69,7 @@ func newXRayInstance(r *loadRun, i int, rate float64, rules []string) *xrayInsta
 }
 
 func (x *xrayInstance) load() float64    { return x.rate }
-func (x *xrayInstance) holdsRules() bool { return x.hasRules.Load() }
+func (x *xrayInstance) heldSince() int64 { return x.heldAt.Load() }
 
 // decide decides one request of the measured rule at ns as the X-Ray SDK
 // for Go does.
@@ -200,7 +200,7 @@ func (x *xrayInstance) fetchRules(ctx context.Context) error {
 		x.canBorrow = r.ReservoirSize > 0
 		x.mu.Unlock()
 		x.sawRate(r.FixedRate)
-		x.hasRules.Store(true)
+		x.heldAt.CompareAndSwap(0, time.Now().UnixNano())
 		return nil
 	}
 	return fmt.Errorf("/GetSamplingRules: no rule %s", x.rules[0])
