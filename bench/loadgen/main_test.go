@@ -257,7 +257,7 @@ func mixedFleet(t *testing.T, counting string) {
 		t.Errorf("reported %+v with %d final reports failed, want all that was sampled: %+v", res.Reported, res.FlushFailed, want)
 	}
 	if res.ReportErrors != 0 || x.Errors != 0 {
-		t.Errorf("%d gRPC and %d X-Ray errors", res.ReportErrors, x.Errors)
+		t.Errorf("%d gRPC and %d X-Ray errors (the first X-Ray one: %q)", res.ReportErrors, x.Errors, x.FirstError)
 	}
 }
 

@@ -296,8 +296,12 @@ func (x *xrayInstance) loop(ctx context.Context, ready chan<- struct{}) {
 		}
 	}
 	defer signal()
-	for x.fetchRules(ctx) != nil {
-		x.run.xray.errs.Add(1)
+	for {
+		err := x.fetchRules(ctx)
+		if err == nil {
+			break
+		}
+		x.run.xray.failed(err)
 		sleep(ctx, 100*time.Millisecond+time.Duration(x.rng.Int64N(int64(time.Second))))
 		if ctx.Err() != nil {
 			return
@@ -320,12 +324,12 @@ func (x *xrayInstance) loop(ctx context.Context, ready chan<- struct{}) {
 			return
 		case <-next.C:
 			if err := x.report(ctx, false); err != nil && ctx.Err() == nil {
-				x.run.xray.errs.Add(1)
+				x.run.xray.failed(err)
 			}
 			next.Reset(x.reportInterval())
 		case <-rules.C:
 			if err := x.fetchRules(ctx); err != nil && ctx.Err() == nil {
-				x.run.xray.errs.Add(1)
+				x.run.xray.failed(err)
 			}
 		}
 	}
@@ -338,6 +342,19 @@ type xrayStats struct {
 	mu      sync.Mutex
 	lat     []time.Duration
 	prop    []time.Duration
+	// firstErr is the first call's error, for the result: a count alone
+	// does not say what failed.
+	firstErr string
+}
+
+// failed counts a call that failed, and keeps the first one's error.
+func (s *xrayStats) failed(err error) {
+	s.errs.Add(1)
+	s.mu.Lock()
+	if s.firstErr == "" {
+		s.firstErr = err.Error()
+	}
+	s.mu.Unlock()
 }
 
 func (s *xrayStats) record(d time.Duration, measuring bool) {
@@ -363,6 +380,7 @@ type XRayResult struct {
 	ReportP50ms      float64  `json:"report_p50_ms"`
 	ReportP99ms      float64  `json:"report_p99_ms"`
 	Errors           int64    `json:"errors"`
+	FirstError       string   `json:"first_error,omitempty"`
 	Traces           Traces   `json:"traces"`
 	Reported         Reported `json:"traces_reported"`
 	FlushFailed      int      `json:"final_reports_failed"`
@@ -381,6 +399,7 @@ func (r *loadRun) xrayResult() *XRayResult {
 	out := &XRayResult{Clients: len(r.xinstances), Reports: s.reports.Load(), Errors: s.errs.Load(), Traces: r.xfleet.traces(), FixedRateMin: math.Inf(1)}
 	s.mu.Lock()
 	out.ReportP50ms, out.ReportP99ms = percentileMs(s.lat, 0.5), percentileMs(s.lat, 0.99)
+	out.FirstError = s.firstErr
 	out.PropagationSeen = len(s.prop)
 	if len(s.prop) > 0 {
 		p50, p99 := percentileMs(s.prop, 0.5), percentileMs(s.prop, 0.99)
