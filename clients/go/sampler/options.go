@@ -42,6 +42,7 @@ type config struct {
 	clock          Clock
 	fallbackPerSec float64
 	fallbackRate   float64
+	firstRules     time.Duration // WithFirstRulesWait
 	backoffBase    time.Duration
 	backoffMax     time.Duration
 	firstReport    time.Duration
@@ -138,6 +139,15 @@ func WithFallback(tracesPerSecond, fixedRate float64) Option {
 	return func(c *config) { c.fallbackPerSec, c.fallbackRate = tracesPerSecond, fixedRate }
 }
 
+// WithFirstRulesWait sets how long a new sampler waits for its first rules
+// before the local default decides: until then it samples nothing of its
+// own (a sampled parent is still followed). A fleet that starts together
+// would otherwise take the local default's traces on every instance at
+// once (1,000 instances: 1,000 traces in their first second, ten times a
+// reservoir of 100) in the moment before rules that usually come within
+// it. Default 1 s; 0 decides by the local default from the start.
+func WithFirstRulesWait(d time.Duration) Option { return func(c *config) { c.firstRules = d } }
+
 // WithUnaryOnly makes the sampler poll with unary calls instead of holding a
 // stream, for environments that cannot keep a connection (functions).
 func WithUnaryOnly() Option { return func(c *config) { c.disableStreams = true } }
@@ -156,6 +166,7 @@ func defaultConfig() config {
 		creds:          insecure.NewCredentials(),
 		fallbackPerSec: 1,
 		fallbackRate:   0.05,
+		firstRules:     time.Second,
 		backoffBase:    200 * time.Millisecond,
 		backoffMax:     30 * time.Second,
 		firstReport:    time.Second,

@@ -40,6 +40,9 @@ type Sampler struct {
 	// interval is the report interval in force, ns.
 	interval atomic.Int64
 
+	// waitUntil is when a sampler that has had no rules yet starts to
+	// decide by the local default (WithFirstRulesWait).
+	waitUntil      int64
 	fallbackBucket reservoir.Bucket
 	// fallbackRate is the local default's fixed rate, lowered to the
 	// Default rule's rate in force when a budget lowers that (applyRules);
@@ -136,6 +139,9 @@ func newSampler(opts ...Option) (*Sampler, error) {
 	if cfg.fallbackPerSec < 0 || !(cfg.fallbackRate >= 0 && cfg.fallbackRate <= 1) {
 		return nil, fmt.Errorf("sampler: fallback of %v/s + %v is out of range", cfg.fallbackPerSec, cfg.fallbackRate)
 	}
+	if cfg.firstRules < 0 {
+		return nil, fmt.Errorf("sampler: a wait for the first rules of %v is negative", cfg.firstRules)
+	}
 	// gRPC's own reconnect backoff grows to 120 s: after a long outage the
 	// sampler would stay on the local default for minutes after the control
 	// plane is back. Cap it at the sampler's backoff.
@@ -174,7 +180,9 @@ func newSampler(opts ...Option) (*Sampler, error) {
 		s.now = s.coarse.unixNano
 	}
 	s.fallbackRate.Store(newFixedRate(cfg.fallbackRate))
-	s.fallbackBucket.SetRate(s.now(), cfg.fallbackPerSec, 0)
+	now := s.now()
+	s.waitUntil = now + int64(cfg.firstRules)
+	s.fallbackBucket.SetRate(now, cfg.fallbackPerSec, 0)
 	s.interval.Store(int64(10 * time.Second))
 	if cfg.interval > 0 {
 		s.interval.Store(int64(cfg.interval))
@@ -359,6 +367,12 @@ func sampledParentTraceState(psc *trace.SpanContext) trace.TraceState {
 func (s *Sampler) decide(now int64, id trace.TraceID, r Randomness, attrs []attribute.KeyValue, take bool) (sampled bool, reason Reason, m *matcher, byRate *fixedRate) {
 	set := s.rules.Load()
 	if set == nil || now > s.freshUntil.Load() {
+		if set == nil && now < s.waitUntil {
+			if take { // counted with the Default rule's, as the local default's are
+				s.fallbackCounts.add(id[15], id[14], false, false)
+			}
+			return false, ReasonFallback, nil, nil
+		}
 		sampled, byRate = s.fallback(now, id, r, take)
 		return sampled, ReasonFallback, nil, byRate
 	}
@@ -452,6 +466,9 @@ func (s *Sampler) Explain(p sdktrace.SamplingParameters) Explanation {
 	}
 	if m == nil {
 		switch {
+		case s.rules.Load() == nil && now < s.waitUntil:
+			e.Detail = "no rules from the control plane yet, waiting for them before the local default decides"
+			return e
 		case s.rules.Load() == nil:
 			e.Detail = "no rules from the control plane yet"
 		case now > s.freshUntil.Load():

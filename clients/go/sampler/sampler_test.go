@@ -65,6 +65,19 @@ func sampled(s *Sampler, p sdktrace.SamplingParameters) bool {
 
 func TestFallbackBeforeRules(t *testing.T) {
 	s, clk := newTestSampler(t)
+	// For the first second it waits for rules: nothing of its own, not
+	// even the local default's token or 5 %.
+	if e := s.Explain(params(inID)); e.Reason != ReasonFallback || e.Sampled || !strings.Contains(e.Detail, "waiting") {
+		t.Errorf("Explain while waiting for the first rules = %+v, want not sampled, waiting", e)
+	}
+	if sampled(s, params(inID)) || sampled(s, params(outID)) {
+		t.Error("sampled while waiting for the first rules")
+	}
+	clk.Add(time.Second - 1)
+	if sampled(s, params(inID)) {
+		t.Error("sampled before the wait for the first rules ended")
+	}
+	clk.Add(1)
 	if e := s.Explain(params(outID)); e.Reason != ReasonFallback || !e.Sampled {
 		t.Errorf("Explain before rules = %+v, want fallback with its token", e)
 	}
@@ -81,14 +94,18 @@ func TestFallbackBeforeRules(t *testing.T) {
 // TestFallbackSpansAreReported: spans the local default decided count with
 // the Default rule's, so budgets see every trace.
 func TestFallbackSpansAreReported(t *testing.T) {
-	s, _ := newTestSampler(t)
+	s, clk := newTestSampler(t)
+	for i := 0; i < 3; i++ {
+		s.ShouldSample(params(inID)) // waiting for the first rules: not sampled, counted
+	}
+	clk.Add(time.Second) // past the wait for the first rules
 	for i := 0; i < 4; i++ {
 		s.ShouldSample(params(inID)) // before any rules: the local default
 	}
 	s.applyRules(rulesFor(1))
 	for _, d := range s.takeReport(false) {
-		if d.GetRuleName() == "Default" && (d.GetRequestCount() != 4 || d.GetSampledCount() != 4) {
-			t.Errorf("Default's report %v, want the 4 spans the local default sampled", d)
+		if d.GetRuleName() == "Default" && (d.GetRequestCount() != 7 || d.GetSampledCount() != 4) {
+			t.Errorf("Default's report %v, want the 7 requests before the rules and the 4 spans the local default sampled", d)
 		}
 	}
 }
@@ -529,7 +546,7 @@ func TestShouldSampleDoesNotAllocate(t *testing.T) {
 func TestOptions(t *testing.T) {
 	clk := clocktest.New(time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC))
 	res := resource.NewSchemaless(attribute.String("service.name", "from-resource"))
-	s, err := newSampler(WithEndpoint("127.0.0.1:1"), WithClock(clk), WithResource(res), WithFallback(2, 0), WithUnaryOnly())
+	s, err := newSampler(WithEndpoint("127.0.0.1:1"), WithClock(clk), WithResource(res), WithFallback(2, 0), WithUnaryOnly(), WithFirstRulesWait(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -549,6 +566,9 @@ func TestOptions(t *testing.T) {
 	}
 	if _, err := newSampler(WithFallback(1, 1.5)); err == nil {
 		t.Error("a fallback rate over 1 was accepted")
+	}
+	if _, err := newSampler(WithFirstRulesWait(-time.Second)); err == nil {
+		t.Error("a negative wait for the first rules was accepted")
 	}
 }
 
@@ -667,7 +687,8 @@ func TestEndpoints(t *testing.T) {
 // TestParentWithoutValidContext: a context that holds a span whose context
 // is invalid has no parent; the rules decide, and its trace state is kept.
 func TestParentWithoutValidContext(t *testing.T) {
-	s, _ := newTestSampler(t)
+	s, clk := newTestSampler(t)
+	clk.Add(time.Second) // past the wait for the first rules
 	ts, err := trace.ParseTraceState("vendor=x")
 	if err != nil {
 		t.Fatal(err)

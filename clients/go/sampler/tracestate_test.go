@@ -176,6 +176,7 @@ func TestRootTraceState(t *testing.T) {
 // local default's fixed rate writes its own.
 func TestNoThresholdWithoutProbability(t *testing.T) {
 	s, clk := newTestSampler(t)
+	clk.Add(time.Second) // past the wait for the first rules
 	// Before any rules: the local default's one trace a second, then its
 	// 5 % by randomness.
 	if res := s.ShouldSample(withTraceState(params(outID), "ot=th:8;rv:ffffffffffffff")); res.Decision != sdktrace.RecordAndSample || res.Tracestate.String() != "ot=rv:ffffffffffffff" {
