@@ -134,3 +134,40 @@ func TestCacheBeforeLoad(t *testing.T) {
 		t.Errorf("the configured admin token: %v", err)
 	}
 }
+
+// TestTokensChangedHoldsAtOnce: a credential made or revoked on this
+// replica holds from the answer on (Guard.TokensChanged), even when the
+// store's hint has not arrived and a miss has just rechecked the store
+// (the clock stands still, so the next miss would not look again).
+func TestTokensChangedHoldsAtOnce(t *testing.T) {
+	clk := newClock()
+	st := newMemStore(t, clk)
+	g, err := auth.New(auth.Options{Tokens: deafSource{st}, Poll: time.Hour, Now: clk.Now,
+		Static: []auth.StaticToken{{Name: "root", Role: auth.RoleAdmin, Secret: adminSecret}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	iss, err := auth.Issue(auth.TokenSpec{Name: "new", Role: auth.RoleViewer}, nil, clk.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := bearer(iss.Secret)
+	if _, err := g.Check(ctx, creds, readCall); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("a token not yet made: %v, want unauthenticated", err)
+	}
+	if _, err := st.CreateToken(ctx, iss.Record); err != nil {
+		t.Fatal(err)
+	}
+	g.TokensChanged(ctx)
+	if _, err := g.Check(ctx, creds, readCall); err != nil {
+		t.Errorf("a token made here, right after: %v", err)
+	}
+	if _, err := st.RevokeToken(ctx, "new", "token:root"); err != nil {
+		t.Fatal(err)
+	}
+	g.TokensChanged(ctx)
+	if _, err := g.Check(ctx, creds, readCall); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Errorf("a token revoked here, right after: %v, want unauthenticated", err)
+	}
+}

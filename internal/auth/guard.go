@@ -302,6 +302,18 @@ func (g *Guard) Run(ctx context.Context) error {
 	return g.tokens.Run(ctx)
 }
 
+// TokensChanged reloads the token cache at once, for a transport that has
+// just created or revoked a credential on this replica: the store's change
+// hint reaches the cache asynchronously, and a lookup that misses rechecks
+// the store at most every 100 ms, so a key used the moment its creation
+// was answered could otherwise be refused, and a revoked one accepted. A
+// failed reload is left to the cache's poll.
+func (g *Guard) TokensChanged(ctx context.Context) {
+	if g.tokens != nil {
+		_ = g.tokens.Load(ctx)
+	}
+}
+
 // Limiter returns the guard's per-principal limiter, for the checks the
 // transports make themselves (client IDs seen inside a report).
 func (g *Guard) Limiter() *Limiter { return g.limiter }

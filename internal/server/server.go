@@ -264,7 +264,7 @@ func New(opts Options) *Server {
 		register(reg)
 	}
 	if opts.Tokens != nil {
-		pb.RegisterTokenServiceServer(reg, &tokenService{edit: edit.NewTokens(opts.Tokens, opts.Secrets, opts.Now), log: opts.Logger})
+		pb.RegisterTokenServiceServer(reg, &tokenService{edit: edit.NewTokens(opts.Tokens, opts.Secrets, opts.Now), changed: opts.Guard.TokensChanged, log: opts.Logger})
 	}
 	healthpb.RegisterHealthServer(reg, s.health)
 	reflection.Register(reg)

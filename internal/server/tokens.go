@@ -20,7 +20,10 @@ type TokenStore = edit.TokenStore
 type tokenService struct {
 	pb.UnimplementedTokenServiceServer
 	edit *edit.Tokens
-	log  *slog.Logger
+	// changed tells the guard of a credential made or revoked here
+	// (auth.Guard.TokensChanged), so that it holds from this answer on.
+	changed func(context.Context)
+	log     *slog.Logger
 }
 
 func (s *tokenService) CreateToken(ctx context.Context, req *pb.CreateTokenRequest) (*pb.CreateTokenResponse, error) {
@@ -40,6 +43,7 @@ func (s *tokenService) CreateToken(ctx context.Context, req *pb.CreateTokenReque
 	if err != nil {
 		return nil, err
 	}
+	s.changed(ctx)
 	s.log.InfoContext(ctx, "token created", "name", created.Name, "role", created.Role, "services", created.Services,
 		"aws", created.AccessKeyID != "", "actor", created.CreatedBy)
 	return &pb.CreateTokenResponse{Token: apiconv.TokenToProto(&created, s.edit.Now()), Secret: secret}, nil
@@ -75,6 +79,7 @@ func (s *tokenService) RevokeToken(ctx context.Context, req *pb.RevokeTokenReque
 	if err != nil {
 		return nil, err
 	}
+	s.changed(ctx)
 	s.log.InfoContext(ctx, "token revoked", "name", t.Name, "actor", auth.Actor(ctx))
 	return &pb.RevokeTokenResponse{Token: apiconv.TokenToProto(&t, s.edit.Now())}, nil
 }
