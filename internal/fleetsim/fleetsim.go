@@ -494,7 +494,7 @@ func (s *sim) decided(ctx context.Context, gen int64, now time.Time) error {
 	for _, in := range s.insts {
 		s.advance(in, now)
 		rs := s.cat.RuleSet(in.service, "", nil, now)
-		if rs.GetRulesVersion() != in.sentVersion || !sameRates(rs.GetRatesInForce(), in.sentRates) {
+		if rs.GetRulesVersion() != in.sentVersion || !sampling.SameRates(rs.GetRatesInForce(), in.sentRates) {
 			s.applyRules(in, rs)
 		}
 		if in.base != nil {
@@ -816,14 +816,6 @@ func minTime(a, b time.Time) time.Time {
 // jitter is the SDK's: d ± 10 %.
 func jitter(d time.Duration, rng *rand.Rand) time.Duration {
 	return time.Duration(float64(d) * (0.9 + 0.2*rng.Float64()))
-}
-
-// sameRates reports whether two lists of rates in force are equal, as the
-// stream compares them.
-func sameRates(a, b []*pb.RuleRates) bool {
-	return slices.EqualFunc(a, b, func(x, y *pb.RuleRates) bool {
-		return x.GetRuleName() == y.GetRuleName() && x.GetFixedRate() == y.GetFixedRate() && x.GetReservoirFactor() == y.GetReservoirFactor()
-	})
 }
 
 // zipfWeights are the instances' shares of the traffic (summing to 1), by

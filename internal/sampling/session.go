@@ -201,7 +201,7 @@ func (s *Session) RuleSet(ctx context.Context) (rs *pb.RuleSet, changed bool) {
 	s.checked.from, s.checked.to = start.UnixNano(), start.AddDate(0, 1, 0).UnixNano()
 	h := &s.hello
 	rs = s.core.catalog.RuleSet(h.Service, h.ServiceType, h.Resource, now)
-	if rs.GetRulesVersion() == s.sent && sameRates(rs.GetRatesInForce(), s.sentRates) {
+	if rs.GetRulesVersion() == s.sent && SameRates(rs.GetRatesInForce(), s.sentRates) {
 		return nil, false
 	}
 	first := s.sent == 0
@@ -212,8 +212,10 @@ func (s *Session) RuleSet(ctx context.Context) (rs *pb.RuleSet, changed bool) {
 	return rs, true
 }
 
-// sameRates reports whether two lists of rates in force are equal.
-func sameRates(a, b []*pb.RuleRates) bool {
+// SameRates reports whether two lists of rates in force are equal: whether
+// a client holding one must be sent the rule set carrying the other (the
+// fleet simulator's instances decide it so too).
+func SameRates(a, b []*pb.RuleRates) bool {
 	return slices.EqualFunc(a, b, func(x, y *pb.RuleRates) bool {
 		return x.GetRuleName() == y.GetRuleName() && x.GetFixedRate() == y.GetFixedRate() && x.GetReservoirFactor() == y.GetReservoirFactor()
 	})
