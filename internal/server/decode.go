@@ -40,7 +40,7 @@ func newLenientCodec() *lenientCodec {
 
 func (c *lenientCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	var err error
-	if r, ok := v.(reusedRequest); ok {
+	if r, ok := v.(*reusedRequest); ok {
 		err = r.mergeFrom(data)
 	} else {
 		err = c.CodecV2.Unmarshal(data, v)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -113,7 +114,7 @@ func TestReusedRequestDecodesAsNew(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			codec := newLenientCodec()
-			reused := reusedRequest{new(pb.StreamSamplingRequest)}
+			reused := newReusedRequest()
 			for i, b := range tc.messages {
 				fresh := new(pb.StreamSamplingRequest)
 				wantErr := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, fresh)
@@ -159,7 +160,7 @@ func BenchmarkReceiveReport(b *testing.B) {
 	codec := newLenientCodec()
 	for _, reuse := range []bool{false, true} {
 		b.Run(fmt.Sprintf("reused=%v", reuse), func(b *testing.B) {
-			reused := reusedRequest{new(pb.StreamSamplingRequest)}
+			reused := newReusedRequest()
 			b.ReportAllocs()
 			for b.Loop() {
 				var m any = reused
@@ -174,4 +175,180 @@ func BenchmarkReceiveReport(b *testing.B) {
 			}
 		})
 	}
+}
+
+// wireGen makes requests as an SDK or a hostile client might encode them,
+// field by field: plain reports (every field of an SDK's report, with its
+// wire type, some given twice) and, with odd set, anything else too
+// (unknown fields, wrong wire types, invalid UTF-8, a hello, cut bytes).
+type wireGen struct {
+	rng *rand.Rand
+	odd bool // this message may hold what decodeReport leaves to protobuf
+}
+
+func (g *wireGen) varint() uint64 {
+	switch g.rng.IntN(4) {
+	case 0:
+		return 0
+	case 1:
+		return g.rng.Uint64()
+	default:
+		return uint64(g.rng.IntN(1000))
+	}
+}
+
+func (g *wireGen) str(b []byte, num protowire.Number) []byte {
+	names := []string{"rule-0", "rule-1", "", "ünïcode", "a longer rule name than the others"}
+	s := names[g.rng.IntN(len(names))]
+	if g.odd && g.rng.IntN(8) == 0 {
+		s = "bad\xff"
+	}
+	return protowire.AppendString(protowire.AppendTag(b, num, protowire.BytesType), s)
+}
+
+// ints appends a message of varint fields 1..n, some absent, some twice.
+func (g *wireGen) ints(n int) []byte {
+	var b []byte
+	for range g.rng.IntN(2 * n) {
+		num := protowire.Number(1 + g.rng.IntN(n))
+		if g.odd && g.rng.IntN(10) == 0 {
+			num = protowire.Number(n + 1) // unknown
+		}
+		b = protowire.AppendVarint(protowire.AppendTag(b, num, protowire.VarintType), g.varint())
+	}
+	return b
+}
+
+func (g *wireGen) doc() []byte {
+	var b []byte
+	for range g.rng.IntN(10) {
+		switch f := g.rng.IntN(9); f {
+		case 0, 1:
+			b = g.str(b, []protowire.Number{1, 7}[f])
+		case 2:
+			b = protowire.AppendVarint(protowire.AppendTag(b, protowire.Number(2+g.rng.IntN(3)), protowire.VarintType), g.varint())
+		case 3, 4:
+			b = protowire.AppendBytes(protowire.AppendTag(b, protowire.Number(5+f-3), protowire.BytesType), g.ints(2))
+		case 5:
+			b = protowire.AppendBytes(protowire.AppendTag(b, 20, protowire.BytesType), g.ints(3))
+		default:
+			if g.odd {
+				num := []protowire.Number{1, 2, 5, 8, 19, 999}[g.rng.IntN(6)]
+				b = protowire.AppendVarint(protowire.AppendTag(b, num, []protowire.Type{protowire.VarintType, protowire.Fixed64Type}[g.rng.IntN(2)]), 7)
+			}
+		}
+	}
+	return b
+}
+
+func (g *wireGen) report() []byte {
+	var b []byte
+	for range g.rng.IntN(8) {
+		switch f := g.rng.IntN(6); {
+		case f < 3:
+			b = protowire.AppendBytes(protowire.AppendTag(b, 1, protowire.BytesType), g.doc())
+		case f < 5:
+			b = protowire.AppendVarint(protowire.AppendTag(b, protowire.Number(2+g.rng.IntN(3)), protowire.VarintType), g.varint())
+		case g.odd:
+			b = protowire.AppendBytes(protowire.AppendTag(b, protowire.Number(1+g.rng.IntN(6)), protowire.BytesType), []byte{8, 1})
+		}
+	}
+	return b
+}
+
+func (g *wireGen) request() []byte {
+	var b []byte
+	for range 1 + g.rng.IntN(2) {
+		switch {
+		case g.odd && g.rng.IntN(6) == 0:
+			b = protowire.AppendBytes(protowire.AppendTag(b, 1, protowire.BytesType), []byte{10, 1, 'c'}) // a hello
+		case g.odd && g.rng.IntN(6) == 0:
+			b = protowire.AppendVarint(protowire.AppendTag(b, reportField, protowire.VarintType), 48) // not a report: an unknown field
+		default:
+			b = protowire.AppendBytes(protowire.AppendTag(b, reportField, protowire.BytesType), g.report())
+		}
+	}
+	if g.odd && g.rng.IntN(6) == 0 && len(b) > 0 {
+		b = b[:g.rng.IntN(len(b))]
+	}
+	return b
+}
+
+// TestFastDecodingAgreesWithProtobuf: a stream's reports are decoded by
+// decodeReport where they hold what an SDK's report does, and by protobuf
+// otherwise. Over random requests, one after the other into the reused
+// message, each decodes to what protobuf makes of it in a new message, and
+// fails where protobuf fails; the plain ones take decodeReport's way.
+func TestFastDecodingAgreesWithProtobuf(t *testing.T) {
+	codec := newLenientCodec()
+	reused := newReusedRequest()
+	g := &wireGen{rng: rand.New(rand.NewPCG(1, 2))}
+	fast := 0
+	for i := range 30_000 {
+		g.odd = i%2 == 1
+		b := g.request()
+		fresh := new(pb.StreamSamplingRequest)
+		wantErr := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, fresh)
+		if wantErr == nil {
+			wantErr = codec.check(fresh)
+		}
+		if !g.odd {
+			reused.reset()
+			if !reused.decodeReport(b) {
+				t.Fatalf("message %d (%x): a plain report left to protobuf", i, b)
+			}
+			fast++
+		}
+		reused.reset()
+		err := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, reused)
+		if err == nil {
+			err = codec.check(reused)
+		}
+		if (err == nil) != (wantErr == nil) {
+			t.Fatalf("message %d (%x): error %v, in a new message %v", i, b, err, wantErr)
+		}
+		if diff := cmp.Diff(fresh, reused.StreamSamplingRequest, protocmp.Transform()); diff != "" {
+			t.Fatalf("message %d (%x) decoded into the reused message differs from a new one's (-new +reused):\n%s", i, b, diff)
+		}
+		if (fresh.GetReport() == nil) != (reused.GetReport() == nil) {
+			t.Fatalf("message %d: report %v, in a new message %v", i, reused.GetReport(), fresh.GetReport())
+		}
+	}
+	if fast == 0 {
+		t.Fatal("no message took decodeReport's way")
+	}
+}
+
+// FuzzReusedRequest holds decodeReport to protobuf's decoding over any
+// bytes, after the message the reused request last held:
+//
+//	go test -run '^$' -fuzz FuzzReusedRequest ./internal/server
+func FuzzReusedRequest(f *testing.F) {
+	g := &wireGen{rng: rand.New(rand.NewPCG(3, 4))}
+	for i := range 40 {
+		g.odd = i%2 == 1
+		f.Add(g.request(), g.request())
+	}
+	codec := newLenientCodec()
+	f.Fuzz(func(t *testing.T, before, b []byte) {
+		reused := newReusedRequest()
+		for _, m := range [][]byte{before, b} {
+			fresh := new(pb.StreamSamplingRequest)
+			wantErr := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(m)}, fresh)
+			if wantErr == nil {
+				wantErr = codec.check(fresh)
+			}
+			reused.reset()
+			err := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(m)}, reused)
+			if err == nil {
+				err = codec.check(reused)
+			}
+			if (err == nil) != (wantErr == nil) {
+				t.Fatalf("error %v, in a new message %v", err, wantErr)
+			}
+			if diff := cmp.Diff(fresh, reused.StreamSamplingRequest, protocmp.Transform()); diff != "" {
+				t.Fatalf("decoded into the reused message differs from a new one's (-new +reused):\n%s", diff)
+			}
+		}
+	})
 }

@@ -213,7 +213,7 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 	}
 	recvErr := make(chan error, 1)
 	go func() {
-		m := reusedRequest{new(pb.StreamSamplingRequest)}
+		m := newReusedRequest()
 		// docs is the documents of the report being answered, reused
 		// from one report to the next: the core keeps none of them.
 		var docs []sampling.Statistics
