@@ -60,6 +60,14 @@ func (c *lenientCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	return nil
 }
 
+// Marshal sends a message encoded before SendMsg (encodedMessage) as it is.
+func (c *lenientCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if e, ok := v.(*encodedMessage); ok {
+		return mem.BufferSlice{e.data}, nil
+	}
+	return c.CodecV2.Marshal(v)
+}
+
 // check returns the validation error for v if it did not decode, and
 // forgets it.
 func (c *lenientCodec) check(v any) error {

@@ -185,10 +185,19 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 		ended = true
 		mu.Unlock()
 	}()
+	// out is the stream's targets answer, filled for each: the stream
+	// encodes it (encodeTargets), so gRPC never holds it.
+	var out targetsMessage
 	// sendTargets sends ts, acknowledging the report numbered acked (0:
 	// none). mu is held.
 	sendTargets := func(ts sampling.TargetSet, acked uint64) error {
-		m := targetsResponse(ts, &interval)
+		m := out.response(ts, &interval)
+		m.GetTargets().AckedSeq = acked
+		if e := encodeTargets(m); e != nil {
+			return stream.SendMsg(e)
+		}
+		// A string protobuf would refuse: it says why.
+		m = targetsResponse(ts, &interval)
 		m.GetTargets().AckedSeq = acked
 		return stream.Send(m)
 	}

@@ -67,19 +67,25 @@ func targetSetToProto(ts sampling.TargetSet) *pb.TargetSet {
 // read, and without it an answer is one allocation class smaller (issue
 // 17). A stream's answers are made one at a time.
 func targetsResponse(ts sampling.TargetSet, interval **durationpb.Duration) *pb.StreamSamplingResponse {
+	return new(targetsMessage).response(ts, interval)
+}
+
+// response fills m with the answer of ts (see targetsResponse) and
+// returns it. A stream that encodes its answers itself (encodeTargets)
+// fills one targetsMessage for each; gRPC never sees it.
+func (m *targetsMessage) response(ts sampling.TargetSet, interval **durationpb.Duration) *pb.StreamSamplingResponse {
 	iv := *interval
 	if iv == nil || iv.Seconds != int64(ts.Interval/time.Second) || iv.Nanos != int32(ts.Interval%time.Second) {
 		iv = durationpb.New(ts.Interval)
 		*interval = iv
 	}
-	return &newTargetsMessage(ts, iv).resp
+	m.fill(ts, iv)
+	return &m.resp
 }
 
 // targetsMessage is a stream's targets answer and its parts, made together:
 // the usual answer has one target (an SDK reports the rules it used), and
-// each part made on its own took eight allocations a report (issue 17). A
-// message is made for each answer, not reused: gRPC lets nothing change a
-// message once it is given to SendMsg.
+// each part made on its own took eight allocations a report (issue 17).
 type targetsMessage struct {
 	resp   pb.StreamSamplingResponse
 	wrap   pb.StreamSamplingResponse_Targets
@@ -92,12 +98,22 @@ type targetsMessage struct {
 // newTargetsMessage encodes ts, with interval as its report interval.
 func newTargetsMessage(ts sampling.TargetSet, interval *durationpb.Duration) *targetsMessage {
 	m := &targetsMessage{}
+	m.fill(ts, interval)
+	return m
+}
+
+// fill encodes ts into m, with interval as its report interval, over what
+// m held.
+func (m *targetsMessage) fill(ts sampling.TargetSet, interval *durationpb.Duration) {
+	m.resp.Reset()
+	m.set.Reset()
 	m.wrap.Targets = &m.set
 	m.resp.Message = &m.wrap
 	out := &m.set
 	out.RulesVersion = ts.RulesVersion
 	out.ReportInterval = interval
 	if len(ts.Targets) == 1 {
+		m.target.Reset()
 		targetToProto(&m.target, &ts.Targets[0], &m.expiry)
 		m.one[0] = &m.target
 		out.Targets = m.one[:]
@@ -111,7 +127,6 @@ func newTargetsMessage(ts sampling.TargetSet, interval *durationpb.Duration) *ta
 		// The document's boost counts only: its other counts were taken.
 		out.Rejected = append(out.Rejected, &pb.RejectedStatistics{RuleName: r.Rule, Index: int32(r.Index), Code: r.Code, Message: "boost: " + r.Message})
 	}
-	return m
 }
 
 func targetsToProto(ts []sampling.Target) []*pb.SamplingTarget {
