@@ -63,7 +63,7 @@ func (c *lenientCodec) Unmarshal(data mem.BufferSlice, v any) error {
 // Marshal sends a message encoded before SendMsg (encodedMessage) as it is.
 func (c *lenientCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if e, ok := v.(*encodedMessage); ok {
-		return mem.BufferSlice{e.data}, nil
+		return e.data[:], nil
 	}
 	return c.CodecV2.Marshal(v)
 }

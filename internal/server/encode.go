@@ -16,32 +16,30 @@ import (
 // codec sends as it is. A stream's targets answer is encoded this way
 // (encodeTargets): protobuf's encoding of it, and the answer and encoding
 // made anew for each report (gRPC lets nothing change a message given to
-// SendMsg, and does not pool encodings under 1 KiB), were about a tenth of
-// a report's cost (issue 17). With the encoding its own, a stream reuses
-// one answer message, which gRPC never sees.
+// SendMsg), were about a tenth of a report's cost (issue 17). With the
+// encoding its own, a stream reuses one answer message, which gRPC never
+// sees.
 type encodedMessage struct {
-	data mem.Buffer // gRPC frees it once written
+	data [1]mem.Buffer // what the codec returns, made with the message
 }
 
-// encodeTargets encodes m, a targets answer, into a buffer of the pool.
-// Its encoding is protobuf's, field by field, but for unknown fields,
-// which the answers the server makes have none of.
-// TestEncodeTargetsAsProtobuf holds it to protobuf's. It returns nil for
-// a string that is not valid UTF-8, which protobuf refuses to encode.
+// encodeTargets encodes m, a targets answer. Its encoding is protobuf's,
+// field by field, but for unknown fields, which the answers the server
+// makes have none of. TestEncodeTargetsAsProtobuf holds it to protobuf's.
+// It returns nil for a string that is not valid UTF-8, which protobuf
+// refuses to encode.
 func encodeTargets(m *pb.StreamSamplingResponse) *encodedMessage {
 	set := m.GetTargets()
 	if !validStrings(set) {
 		return nil
 	}
 	n := sizeTargetSet(set)
-	size := protowire.SizeTag(2) + protowire.SizeBytes(n)
-	pool := mem.DefaultBufferPool()
-	buf := pool.Get(size)
-	b := protowire.AppendTag((*buf)[:0], 2, protowire.BytesType)
+	// Not from gRPC's pool: under 1 KiB it would not take it back.
+	b := make([]byte, 0, protowire.SizeTag(2)+protowire.SizeBytes(n))
+	b = protowire.AppendTag(b, 2, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(n))
 	b = appendTargetSet(b, set)
-	*buf = b
-	return &encodedMessage{data: mem.NewBuffer(buf, pool)}
+	return &encodedMessage{data: [1]mem.Buffer{mem.SliceBuffer(b)}}
 }
 
 func validStrings(s *pb.TargetSet) bool {
