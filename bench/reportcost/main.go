@@ -57,6 +57,7 @@ type config struct {
 	redisURL     string
 	rules        int
 	rounds       int
+	bracket      bool
 	profileDir   string
 	load         loadOptions
 }
@@ -74,6 +75,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&c.load.warmup, "warmup", 3*time.Second, "load before each measured window")
 	fs.DurationVar(&c.load.measure, "measure", 10*time.Second, "length of each measured window")
 	fs.IntVar(&c.rounds, "rounds", 3, "rounds; each measures every server once, in a rotating order")
+	fs.BoolVar(&c.bracket, "bracket", false, "measure the echo before the first server and after each one, and take each server's ratio over the two echo windows beside its own (on a host whose neighbours' load moves from one window to the next)")
 	fs.StringVar(&c.profileDir, "profile", "", "after the rounds, take a CPU profile and then an allocation profile of each server, each over one more window, into this directory (<server>.pprof, <server>.allocs.pprof)")
 	fs.BoolVar(&short, "short", false, "a bounded run for CI: 20 streams, 0.5 s warm-up, 1 s windows, 1 round (flags given explicitly win)")
 	if err := fs.Parse(args); err != nil {
@@ -105,19 +107,55 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer stop()
 
-	res := Result{Streams: c.load.streams, Rules: c.rules, Conns: c.load.conns, MeasureSec: c.load.measure.Seconds(), Rounds: c.rounds}
+	res := Result{Streams: c.load.streams, Rules: c.rules, Conns: c.load.conns, MeasureSec: c.load.measure.Seconds(), Rounds: c.rounds, Bracket: c.bracket}
+	measure := func(round int, t target) (*Measurement, error) {
+		w, err := load(ctx, t, c.load, nil)
+		if err != nil {
+			return nil, fmt.Errorf("round %d, %s: %w", round, t.name, err)
+		}
+		m := measurement(round, t.name, w)
+		fmt.Fprintf(stderr, "reportcost: round %d %-20s %8.0f reports/s, server %.2f cores, %6.2f µs CPU/report (driver %.2f µs)\n",
+			m.Round, m.Server, m.ReportsPerSec, m.ServerCores, m.ServerCPUus, m.DriverCPUus)
+		res.Measurements = append(res.Measurements, m)
+		return &res.Measurements[len(res.Measurements)-1], nil
+	}
+	one := 1.0
 	for round := range c.rounds {
+		if c.bracket {
+			// Echo, a server, echo, the next server, …: each server's
+			// ratio is over the mean of the echo windows on either side
+			// of its own, seconds away rather than a round away.
+			e, err := measure(round+1, targets[0])
+			if err != nil {
+				return err
+			}
+			e.RatioToEcho = &one
+			before := e.ServerCPUus
+			for k := range len(targets) - 1 {
+				t := targets[1+(round+k)%(len(targets)-1)]
+				m, err := measure(round+1, t)
+				if err != nil {
+					return err
+				}
+				cpu := m.ServerCPUus
+				e, err := measure(round+1, targets[0])
+				if err != nil {
+					return err
+				}
+				e.RatioToEcho = &one
+				r := cpu / ((before + e.ServerCPUus) / 2)
+				res.Measurements[len(res.Measurements)-2].RatioToEcho = &r
+				before = e.ServerCPUus
+			}
+			continue
+		}
 		echoCPU := 0.0
 		for k := range targets {
 			t := targets[(round+k)%len(targets)]
-			w, err := load(ctx, t, c.load, nil)
+			m, err := measure(round+1, t)
 			if err != nil {
-				return fmt.Errorf("round %d, %s: %w", round+1, t.name, err)
+				return err
 			}
-			m := measurement(round+1, t.name, w)
-			fmt.Fprintf(stderr, "reportcost: round %d %-20s %8.0f reports/s, server %.2f cores, %6.2f µs CPU/report (driver %.2f µs)\n",
-				m.Round, m.Server, m.ReportsPerSec, m.ServerCores, m.ServerCPUus, m.DriverCPUus)
-			res.Measurements = append(res.Measurements, m)
 			if t.name == "echo" {
 				echoCPU = m.ServerCPUus
 			}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 
 	"github.com/tracesampling/controlplane/internal/redistest"
@@ -96,5 +98,45 @@ func TestServerThatDoesNotStart(t *testing.T) {
 	err = run(ctx, []string{"-controlplane", bin, "-short"}, &stdout, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "exited before it served") {
 		t.Errorf("run with %s as the control plane: %v, want it to say the server exited", bin, err)
+	}
+}
+
+// TestBracketedRun: with -bracket the echo is measured before the first
+// server and after each, and a server's ratio is its CPU time per report
+// over the mean of the two echo windows beside it.
+func TestBracketedRun(t *testing.T) {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go command to build the control plane with")
+	}
+	cp := filepath.Join(t.TempDir(), "controlplane")
+	if out, err := exec.Command(gobin, "build", "-o", cp, "../../cmd/controlplane").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	if err := run(ctx, []string{"-controlplane", cp, "-short", "-bracket"}, &stdout, &stderr); err != nil {
+		t.Fatalf("run: %v\nstderr:\n%s", err, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	var res Result
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
+		t.Fatalf("last line is not the JSON result: %v\n%s", err, stdout.String())
+	}
+	var order []string
+	for _, m := range res.Measurements {
+		order = append(order, m.Server)
+	}
+	if diff := cmp.Diff([]string{"echo", "embedded", "echo"}, order); diff != "" {
+		t.Fatalf("windows (-want +got):\n%s", diff)
+	}
+	ms := res.Measurements
+	want := ms[1].ServerCPUus / ((ms[0].ServerCPUus + ms[2].ServerCPUus) / 2)
+	if ms[1].RatioToEcho == nil || math.Abs(*ms[1].RatioToEcho-want) > 1e-9 {
+		t.Errorf("embedded's ratio %v, want %.4f (over the mean of the echo windows beside it)", ms[1].RatioToEcho, want)
+	}
+	if !res.Bracket {
+		t.Error("the result does not say its ratios are bracketed")
 	}
 }

@@ -10,11 +10,14 @@ import (
 
 // Result is the JSON line the run ends with.
 type Result struct {
-	Streams      int           `json:"streams"`
-	Conns        int           `json:"conns"`
-	Rules        int           `json:"rules_per_report"`
-	MeasureSec   float64       `json:"measure_sec"`
-	Rounds       int           `json:"rounds"`
+	Streams    int     `json:"streams"`
+	Conns      int     `json:"conns"`
+	Rules      int     `json:"rules_per_report"`
+	MeasureSec float64 `json:"measure_sec"`
+	Rounds     int     `json:"rounds"`
+	// Bracket: each ratio is over the echo windows beside the server's
+	// (-bracket), not over the round's one.
+	Bracket      bool          `json:"bracket,omitempty"`
 	Measurements []Measurement `json:"measurements"`
 	Summary      []Summary     `json:"summary"`
 }
@@ -103,7 +106,11 @@ func (r *Result) print(w io.Writer) {
 			m.Round, m.Server, m.ReportsPerSec, m.ServerCores, m.ServerCPUus, ratioText(m.RatioToEcho), optText(m.RedisCPUus), m.DriverCPUus, m.ResponseBytes)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Medians over the rounds (the ratio is taken within each round):")
+	if r.Bracket {
+		fmt.Fprintln(w, "Medians over the rounds (each ratio over the mean of the echo windows before and after the server's):")
+	} else {
+		fmt.Fprintln(w, "Medians over the rounds (the ratio is taken within each round):")
+	}
 	for _, s := range r.Summary {
 		fmt.Fprintf(w, "  %-20s %7.2f µs CPU/report  %s  %8.0f reports/s", s.Server, s.ServerCPUus, ratioText(s.RatioToEcho), s.ReportsPerSec)
 		if s.RedisCPUus != nil {
