@@ -2,6 +2,7 @@ package server
 
 import (
 	"math"
+	"sync"
 	"unicode/utf8"
 
 	"google.golang.org/grpc/mem"
@@ -34,12 +35,43 @@ func encodeTargets(m *pb.StreamSamplingResponse) *encodedMessage {
 		return nil
 	}
 	n := sizeTargetSet(set)
-	// Not from gRPC's pool: under 1 KiB it would not take it back.
-	b := make([]byte, 0, protowire.SizeTag(2)+protowire.SizeBytes(n))
-	b = protowire.AppendTag(b, 2, protowire.BytesType)
+	buf := answerBuffers.Get(protowire.SizeTag(2) + protowire.SizeBytes(n))
+	b := protowire.AppendTag((*buf)[:0], 2, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(n))
-	b = appendTargetSet(b, set)
-	return &encodedMessage{data: [1]mem.Buffer{mem.SliceBuffer(b)}}
+	*buf = appendTargetSet(b, set)
+	return &encodedMessage{data: [1]mem.Buffer{mem.NewBuffer(buf, answerBuffers)}}
+}
+
+// answerBuffers holds the buffers answers are encoded into, which gRPC
+// gives back once written: an answer is about 180 bytes, and gRPC takes
+// back only buffers of more than mem.BufferPoolingThreshold (1 KiB), so
+// they are made larger than that, rather than each answer's being memory
+// for the collector.
+var answerBuffers = &answerPool{}
+
+type answerPool struct{ pool sync.Pool }
+
+// answerBufferCap is the capacity of the buffers kept: above gRPC's
+// threshold, and room for a one-target answer many times over.
+const answerBufferCap = 2048
+
+func (p *answerPool) Get(n int) *[]byte {
+	if n > answerBufferCap {
+		b := make([]byte, n)
+		return &b
+	}
+	if b, ok := p.pool.Get().(*[]byte); ok {
+		*b = (*b)[:n]
+		return b
+	}
+	b := make([]byte, n, answerBufferCap)
+	return &b
+}
+
+func (p *answerPool) Put(b *[]byte) {
+	if cap(*b) == answerBufferCap {
+		p.pool.Put(b)
+	}
 }
 
 func validStrings(s *pb.TargetSet) bool {
