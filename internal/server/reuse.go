@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/tracesampling/controlplane/gen/controlplane/v1"
+	"github.com/tracesampling/controlplane/pkg/rules"
 )
 
 // reusedRequest is the message a stream receives its reports into, one
@@ -140,6 +141,30 @@ func (r *reusedRequest) decodeReportFields(rep *pb.Report, b []byte) bool {
 		}
 	}
 	return true
+}
+
+// keptDocs bounds the documents a stream keeps between reports (an SDK
+// reports the few rules it used); a report of more decodes the others into
+// documents of its own, which go with it.
+const keptDocs = 16
+
+// maxKeptName bounds the rule names kept between reports: the longest a
+// rule's name may be (rules.MaxNameLen characters of up to 4 bytes).
+const maxKeptName = 4 * rules.MaxNameLen
+
+// trimDocs leaves what the documents kept hold between reports bounded
+// whatever the last report was: at most keptDocs of them, no receipt, and
+// a rule's name only if a rule may have it.
+func (r *reusedRequest) trimDocs() {
+	if len(r.docs) > keptDocs {
+		r.docs = append([]*reusedDoc(nil), r.docs[:keptDocs]...)
+	}
+	for _, d := range r.docs {
+		d.doc.Receipt = ""
+		if len(d.doc.RuleName) > maxKeptName {
+			d.doc.RuleName = ""
+		}
+	}
 }
 
 // doc returns the i-th document kept, emptied but for its rule's name,
@@ -288,6 +313,7 @@ func hasField(b []byte, n protowire.Number) bool {
 // report and its statistics slice (but one longer than a report may be,
 // which would keep the memory of a refused message).
 func (r *reusedRequest) reset() {
+	r.trimDocs()
 	w, _ := r.Message.(*pb.StreamSamplingRequest_Report)
 	protov2.Reset(r.StreamSamplingRequest)
 	if w == nil || w.Report == nil {

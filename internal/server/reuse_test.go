@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,6 +71,32 @@ func fillEvery(t *testing.T, m protoreflect.Message, seed int) {
 	m.SetUnknown(protowire.AppendVarint(protowire.AppendTag(nil, 999, protowire.VarintType), uint64(seed+1)))
 }
 
+// decodeBoth decodes b through the server's codec into a new message and,
+// after reset, into reused, and fails t unless both fail or both decode to
+// the same message.
+func decodeBoth(t *testing.T, codec *lenientCodec, reused *reusedRequest, b []byte) {
+	t.Helper()
+	fresh := new(pb.StreamSamplingRequest)
+	wantErr := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, fresh)
+	if wantErr == nil {
+		wantErr = codec.check(fresh)
+	}
+	reused.reset()
+	err := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, reused)
+	if err == nil {
+		err = codec.check(reused)
+	}
+	if (err == nil) != (wantErr == nil) {
+		t.Fatalf("%x: error %v, in a new message %v", b, err, wantErr)
+	}
+	if diff := cmp.Diff(fresh, reused.StreamSamplingRequest, protocmp.Transform()); diff != "" {
+		t.Fatalf("%x decoded into the reused message differs from a new one's (-new +reused):\n%s", b, diff)
+	}
+	if (fresh.GetReport() == nil) != (reused.GetReport() == nil) {
+		t.Fatalf("%x: report %v, in a new message %v", b, reused.GetReport(), fresh.GetReport())
+	}
+}
+
 // TestReusedRequestDecodesAsNew: a stream receives every report into one
 // message (reusedRequest), through the server's codec. Whatever the message
 // before it held — every field set, unknown fields, bytes that did not
@@ -115,26 +142,8 @@ func TestReusedRequestDecodesAsNew(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			codec := newLenientCodec()
 			reused := newReusedRequest()
-			for i, b := range tc.messages {
-				fresh := new(pb.StreamSamplingRequest)
-				wantErr := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, fresh)
-				if wantErr == nil {
-					wantErr = codec.check(fresh)
-				}
-				reused.reset()
-				err := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, reused)
-				if err == nil {
-					err = codec.check(reused)
-				}
-				if (err == nil) != (wantErr == nil) {
-					t.Fatalf("message %d: error %v, in a new message %v", i, err, wantErr)
-				}
-				if diff := cmp.Diff(fresh, reused.StreamSamplingRequest, protocmp.Transform()); diff != "" {
-					t.Errorf("message %d decoded into the reused message differs from a new one's (-new +reused):\n%s", i, diff)
-				}
-				if (fresh.GetReport() == nil) != (reused.GetReport() == nil) {
-					t.Errorf("message %d: report %v, in a new message %v", i, reused.GetReport(), fresh.GetReport())
-				}
+			for _, b := range tc.messages {
+				decodeBoth(t, codec, reused, b)
 			}
 			reused.reset()
 			if n := cap(reused.GetReport().GetStatistics()); n > maxStatistics {
@@ -287,11 +296,6 @@ func TestFastDecodingAgreesWithProtobuf(t *testing.T) {
 	for i := range 30_000 {
 		g.odd = i%2 == 1
 		b := g.request()
-		fresh := new(pb.StreamSamplingRequest)
-		wantErr := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, fresh)
-		if wantErr == nil {
-			wantErr = codec.check(fresh)
-		}
 		if !g.odd {
 			reused.reset()
 			if !reused.decodeReport(b) {
@@ -299,20 +303,7 @@ func TestFastDecodingAgreesWithProtobuf(t *testing.T) {
 			}
 			fast++
 		}
-		reused.reset()
-		err := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, reused)
-		if err == nil {
-			err = codec.check(reused)
-		}
-		if (err == nil) != (wantErr == nil) {
-			t.Fatalf("message %d (%x): error %v, in a new message %v", i, b, err, wantErr)
-		}
-		if diff := cmp.Diff(fresh, reused.StreamSamplingRequest, protocmp.Transform()); diff != "" {
-			t.Fatalf("message %d (%x) decoded into the reused message differs from a new one's (-new +reused):\n%s", i, b, diff)
-		}
-		if (fresh.GetReport() == nil) != (reused.GetReport() == nil) {
-			t.Fatalf("message %d: report %v, in a new message %v", i, reused.GetReport(), fresh.GetReport())
-		}
+		decodeBoth(t, codec, reused, b)
 	}
 	if fast == 0 {
 		t.Fatal("no message took decodeReport's way")
@@ -333,22 +324,46 @@ func FuzzReusedRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, before, b []byte) {
 		reused := newReusedRequest()
 		for _, m := range [][]byte{before, b} {
-			fresh := new(pb.StreamSamplingRequest)
-			wantErr := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(m)}, fresh)
-			if wantErr == nil {
-				wantErr = codec.check(fresh)
-			}
-			reused.reset()
-			err := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(m)}, reused)
-			if err == nil {
-				err = codec.check(reused)
-			}
-			if (err == nil) != (wantErr == nil) {
-				t.Fatalf("error %v, in a new message %v", err, wantErr)
-			}
-			if diff := cmp.Diff(fresh, reused.StreamSamplingRequest, protocmp.Transform()); diff != "" {
-				t.Fatalf("decoded into the reused message differs from a new one's (-new +reused):\n%s", diff)
-			}
+			decodeBoth(t, codec, reused, m)
 		}
 	})
+}
+
+// TestReusedRequestKeepsLittle: what a stream keeps between reports is
+// bounded whatever the last report held: a report of the most documents
+// a report may have, with long rule names and receipts, leaves at most
+// keptDocs documents behind, none with its receipt or a name longer than
+// a rule's may be.
+func TestReusedRequestKeepsLittle(t *testing.T) {
+	long := strings.Repeat("n", 4096)
+	docs := make([]*pb.SamplingStatistics, maxStatistics)
+	for i := range docs {
+		docs[i] = &pb.SamplingStatistics{RuleName: fmt.Sprintf("%s%d", long, i), Receipt: long, RequestCount: 1}
+	}
+	docs[0].RuleName = "rule-0"
+	b, err := proto.Marshal(&pb.StreamSamplingRequest{Message: &pb.StreamSamplingRequest_Report{Report: &pb.Report{Statistics: docs}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	codec := newLenientCodec()
+	reused := newReusedRequest()
+	reused.reset()
+	if err := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, reused); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(reused.GetReport().GetStatistics()); n != maxStatistics {
+		t.Fatalf("%d documents decoded, want %d", n, maxStatistics)
+	}
+	reused.reset()
+	if len(reused.docs) > keptDocs || cap(reused.docs) > keptDocs {
+		t.Errorf("%d documents kept (room for %d), want at most %d", len(reused.docs), cap(reused.docs), keptDocs)
+	}
+	for i, d := range reused.docs {
+		if d.doc.GetReceipt() != "" || len(d.doc.GetRuleName()) > maxKeptName {
+			t.Errorf("document %d keeps a receipt of %d bytes and a name of %d", i, len(d.doc.GetReceipt()), len(d.doc.GetRuleName()))
+		}
+	}
+	if got := reused.docs[0].doc.GetRuleName(); got != "rule-0" {
+		t.Errorf("the first document's name %q was not kept for the next report", got)
+	}
 }

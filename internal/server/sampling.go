@@ -193,7 +193,11 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 	sendTargets := func(ts sampling.TargetSet, acked uint64) error {
 		m := out.response(ts, &interval)
 		m.GetTargets().AckedSeq = acked
-		if e := encodeTargets(m); e != nil {
+		e := encodeTargets(m)
+		// The rejections name the client's documents: they go with this
+		// answer, not into the stream's memory until the next one.
+		out.set.Rejected = nil
+		if e != nil {
 			return stream.SendMsg(e)
 		}
 		// A string protobuf would refuse: it says why.
