@@ -135,9 +135,6 @@ type pendingReport struct {
 	// to lead.
 	wake chan struct{}
 	lead bool
-	// watched: wake is also signalled when the caller's context ends
-	// (ReportBuffers.watch).
-	watched bool
 }
 
 // reportSeq is a client's report number (pb.Report.seq); seq 0: none.
@@ -213,7 +210,9 @@ func (b *reportBatcher) recordPending(ctx context.Context, p *pendingReport) (re
 		p.wake = make(chan struct{}, 1)
 	}
 	b.mu.Unlock()
-	if !b.wait(ctx, p) {
+	select {
+	case <-p.wake:
+	case <-ctx.Done():
 		b.mu.Lock()
 		lead := p.lead
 		if !lead {
@@ -234,25 +233,6 @@ func (b *reportBatcher) recordPending(ctx context.Context, p *pendingReport) (re
 		b.lead(p)
 	}
 	return p.results, p.seen, p.err
-}
-
-// wait waits for p's wake and reports whether it came before ctx ended.
-// A watched report's wake is also signalled when ctx ends
-// (ReportBuffers.watch), so a receive will do: a select on the wake and
-// the context was a twentieth of a report's cost on Redis (issue 17).
-// Woken once ctx has ended, the caller gives up however it was woken, as
-// the select does when both are ready.
-func (b *reportBatcher) wait(ctx context.Context, p *pendingReport) bool {
-	if p.watched {
-		<-p.wake
-		return ctx.Err() == nil
-	}
-	select {
-	case <-p.wake:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // lead sends batches until own's is answered, then hands the lead on to the

@@ -484,74 +484,47 @@ func waitQueued(t *testing.T, b *reportBatcher, n int) {
 	}
 }
 
-// recordVia records a report through the batcher as a caller of its own
-// (b.record) or, watched, as Core.Report does a stream's: from buffers
-// watching ctx, whose wake ctx's end signals (ReportBuffers.watch).
-func recordVia(ctx context.Context, b *reportBatcher, watched bool, updates []store.RateUpdate) ([]store.RateResult, error) {
-	if !watched {
-		res, _, err := b.record(ctx, updates, nil, true, reportSeq{})
-		return res, err
-	}
-	// A stream's context ends; the test's may not.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var bufs ReportBuffers
-	bufs.watch(ctx)
-	d := bufs.take()
-	p := &d.pending
-	*p = pendingReport{updates: updates, carry: true, wake: p.wake, watched: bufs.watches(ctx)}
-	if !p.watched || p.wake == nil {
-		panic("recordVia: the buffers do not watch ctx")
-	}
-	res, _, err := b.recordPending(ctx, p)
-	return res, err
-}
-
 // TestBatcherGroupsReportsQueuedBehindABatch: the reports that arrive while
 // a batch is at the store go together in the next call, sent by one of
 // their callers, and each gets its own results; a caller that gives up
 // while queued takes its report out.
 func TestBatcherGroupsReportsQueuedBehindABatch(t *testing.T) {
-	for _, watched := range []bool{false, true} {
-		t.Run(fmt.Sprintf("watched=%v", watched), func(t *testing.T) {
-			led := &heldLedger{entered: make(chan struct{}), release: make(chan struct{})}
-			b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), time.Now, discardLogger(), prometheus.NewRegistry())
-			defer b.close()
-			type answer struct {
-				n   int // updates sent
-				got int // results received
-				err error
-			}
-			answers := make(chan answer, 5)
-			record := func(ctx context.Context, n int) {
-				res, err := recordVia(ctx, b, watched, make([]store.RateUpdate, n))
-				answers <- answer{n, len(res), err}
-			}
-			go record(context.Background(), 1)
-			<-led.entered
-			gaveUp, giveUp := context.WithCancel(context.Background())
-			go record(gaveUp, 7)
-			waitQueued(t, b, 1)
-			for n := 2; n <= 4; n++ {
-				go record(context.Background(), n)
-			}
-			waitQueued(t, b, 4)
-			giveUp()
-			waitQueued(t, b, 3)
-			close(led.release)
-			for range 5 {
-				a := <-answers
-				switch {
-				case a.n == 7 && !errors.Is(a.err, context.Canceled):
-					t.Errorf("the report whose caller gave up: %v, want context.Canceled", a.err)
-				case a.n != 7 && (a.err != nil || a.got != a.n):
-					t.Errorf("report of %d updates: %d results, %v", a.n, a.got, a.err)
-				}
-			}
-			if got, want := led.calls(), []int{1, 2 + 3 + 4}; !slices.Equal(got, want) {
-				t.Errorf("store calls of %v updates, want %v", got, want)
-			}
-		})
+	led := &heldLedger{entered: make(chan struct{}), release: make(chan struct{})}
+	b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), time.Now, discardLogger(), prometheus.NewRegistry())
+	defer b.close()
+	type answer struct {
+		n   int // updates sent
+		got int // results received
+		err error
+	}
+	answers := make(chan answer, 5)
+	record := func(ctx context.Context, n int) {
+		res, _, err := b.record(ctx, make([]store.RateUpdate, n), nil, true, reportSeq{})
+		answers <- answer{n, len(res), err}
+	}
+	go record(context.Background(), 1)
+	<-led.entered
+	gaveUp, giveUp := context.WithCancel(context.Background())
+	go record(gaveUp, 7)
+	waitQueued(t, b, 1)
+	for n := 2; n <= 4; n++ {
+		go record(context.Background(), n)
+	}
+	waitQueued(t, b, 4)
+	giveUp()
+	waitQueued(t, b, 3)
+	close(led.release)
+	for range 5 {
+		a := <-answers
+		switch {
+		case a.n == 7 && !errors.Is(a.err, context.Canceled):
+			t.Errorf("the report whose caller gave up: %v, want context.Canceled", a.err)
+		case a.n != 7 && (a.err != nil || a.got != a.n):
+			t.Errorf("report of %d updates: %d results, %v", a.n, a.got, a.err)
+		}
+	}
+	if got, want := led.calls(), []int{1, 2 + 3 + 4}; !slices.Equal(got, want) {
+		t.Errorf("store calls of %v updates, want %v", got, want)
 	}
 }
 
@@ -625,38 +598,34 @@ func (s *slowLedger) RecordReports(ctx context.Context, b store.ReportBatch) ([]
 // while their batch is at the store), all return; every report whose caller
 // waited is answered with its own results; the lead is never lost.
 func TestBatcherManyCallersSomeGivingUp(t *testing.T) {
-	for _, watched := range []bool{false, true} {
-		t.Run(fmt.Sprintf("watched=%v", watched), func(t *testing.T) {
-			b := newReportBatcher(&slowLedger{}, reservoir.NewLedger(10*time.Second), time.Now, discardLogger(), prometheus.NewRegistry())
-			defer b.close()
-			var wg sync.WaitGroup
-			var answered, gaveUp atomic.Int64
-			for g := range 16 {
-				wg.Go(func() {
-					for i := range 100 {
-						ctx, cancel := context.WithCancel(context.Background())
-						if (g+i)%3 == 0 {
-							go cancel()
-						}
-						n := 1 + (g+i)%3
-						res, err := recordVia(ctx, b, watched, make([]store.RateUpdate, n))
-						cancel()
-						switch {
-						case errors.Is(err, context.Canceled):
-							gaveUp.Add(1)
-						case err != nil || len(res) != n:
-							t.Errorf("report of %d updates: %d results, %v", n, len(res), err)
-						default:
-							answered.Add(1)
-						}
-					}
-				})
-			}
-			wg.Wait()
-			if answered.Load()+gaveUp.Load() != 1600 || answered.Load() == 0 {
-				t.Errorf("%d answered, %d gave up, of 1600", answered.Load(), gaveUp.Load())
+	b := newReportBatcher(&slowLedger{}, reservoir.NewLedger(10*time.Second), time.Now, discardLogger(), prometheus.NewRegistry())
+	defer b.close()
+	var wg sync.WaitGroup
+	var answered, gaveUp atomic.Int64
+	for g := range 16 {
+		wg.Go(func() {
+			for i := range 100 {
+				ctx, cancel := context.WithCancel(context.Background())
+				if (g+i)%3 == 0 {
+					go cancel()
+				}
+				n := 1 + (g+i)%3
+				res, _, err := b.record(ctx, make([]store.RateUpdate, n), nil, true, reportSeq{})
+				cancel()
+				switch {
+				case errors.Is(err, context.Canceled):
+					gaveUp.Add(1)
+				case err != nil || len(res) != n:
+					t.Errorf("report of %d updates: %d results, %v", n, len(res), err)
+				default:
+					answered.Add(1)
+				}
 			}
 		})
+	}
+	wg.Wait()
+	if answered.Load()+gaveUp.Load() != 1600 || answered.Load() == 0 {
+		t.Errorf("%d answered, %d gave up, of 1600", answered.Load(), gaveUp.Load())
 	}
 }
 
@@ -665,39 +634,35 @@ func TestBatcherManyCallersSomeGivingUp(t *testing.T) {
 // gives the lead up. (Handed and cancelled at once, its wait sees either
 // first; both ways must lead.)
 func TestBatcherLeadHandedToACallerGivingUp(t *testing.T) {
-	for _, watched := range []bool{false, true} {
-		t.Run(fmt.Sprintf("watched=%v", watched), func(t *testing.T) {
-			for range 20 {
-				led := &slowLedger{}
-				b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), time.Now, discardLogger(), prometheus.NewRegistry())
-				b.mu.Lock()
-				b.leading = true // as if another caller led
-				b.mu.Unlock()
-				ctx, cancel := context.WithCancel(context.Background())
-				done := make(chan error, 1)
-				go func() {
-					_, err := recordVia(ctx, b, watched, update)
-					done <- err
-				}()
-				waitQueued(t, b, 1)
-				b.mu.Lock()
-				p := b.queue[0]
-				p.lead = true
-				signal(p.wake)
-				cancel()
-				b.mu.Unlock()
-				if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-					t.Fatalf("report: %v", err)
-				}
-				b.mu.Lock()
-				leading, queued := b.leading, len(b.queue)
-				b.mu.Unlock()
-				if leading || queued != 0 || led.calls.Load() != 1 {
-					t.Fatalf("after it led: leading %v, %d queued, %d store calls; want false, 0, 1", leading, queued, led.calls.Load())
-				}
-				b.close()
-			}
-		})
+	for range 20 {
+		led := &slowLedger{}
+		b := newReportBatcher(led, reservoir.NewLedger(10*time.Second), time.Now, discardLogger(), prometheus.NewRegistry())
+		b.mu.Lock()
+		b.leading = true // as if another caller led
+		b.mu.Unlock()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			_, _, err := b.record(ctx, update, nil, true, reportSeq{})
+			done <- err
+		}()
+		waitQueued(t, b, 1)
+		b.mu.Lock()
+		p := b.queue[0]
+		p.lead = true
+		signal(p.wake)
+		cancel()
+		b.mu.Unlock()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Fatalf("report: %v", err)
+		}
+		b.mu.Lock()
+		leading, queued := b.leading, len(b.queue)
+		b.mu.Unlock()
+		if leading || queued != 0 || led.calls.Load() != 1 {
+			t.Fatalf("after it led: leading %v, %d queued, %d store calls; want false, 0, 1", leading, queued, led.calls.Load())
+		}
+		b.close()
 	}
 }
 

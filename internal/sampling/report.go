@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -271,7 +270,7 @@ func (s *Core) Report(ctx context.Context, r Report, keep receipt.Keeper) (Targe
 	)
 	if one != nil {
 		p := &one.pending
-		*p = pendingReport{updates: updates, usage: usage, seq: reportSeq{client, seq}, carry: carry, wake: p.wake, watched: r.Buffers.watches(ctx)}
+		*p = pendingReport{updates: updates, usage: usage, seq: reportSeq{client, seq}, carry: carry, wake: p.wake}
 		results, billedBefore, err = s.batcher.recordPending(ctx, p)
 		if err != nil {
 			// A report whose caller gave up may still be in a batch at
@@ -348,41 +347,6 @@ type oneDocument struct {
 type ReportBuffers struct {
 	docs [2]*oneDocument
 	next int
-
-	// Once watch is called: the Done of the context watched, and under mu
-	// the wake channels of docs, which wakeAll signals when it ends.
-	done  <-chan struct{}
-	mu    sync.Mutex
-	ended bool
-	wakes [2]chan struct{}
-}
-
-// watch makes the batcher's wake of each report taken from b signalled
-// when ctx ends as well, so that its caller waits on the wake alone (see
-// reportBatcher.wait). A stream calls it once, with its context, before its
-// first report.
-func (b *ReportBuffers) watch(ctx context.Context) {
-	if b.done != nil || ctx.Done() == nil {
-		return
-	}
-	b.done = ctx.Done()
-	context.AfterFunc(ctx, b.wakeAll)
-}
-
-// watches reports whether the reports of b are woken when ctx ends.
-func (b *ReportBuffers) watches(ctx context.Context) bool {
-	return b != nil && b.done != nil && b.done == ctx.Done()
-}
-
-func (b *ReportBuffers) wakeAll() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.ended = true
-	for _, w := range b.wakes {
-		if w != nil {
-			signal(w)
-		}
-	}
 }
 
 // take returns a zeroed oneDocument; a nil b makes one.
@@ -395,16 +359,6 @@ func (b *ReportBuffers) take() *oneDocument {
 	if d == nil {
 		d = new(oneDocument)
 		b.docs[b.next] = d
-		if b.done != nil {
-			// Watched: the wake is made here, where wakeAll sees it.
-			d.pending.wake = make(chan struct{}, 1)
-			b.mu.Lock()
-			b.wakes[b.next] = d.pending.wake
-			if b.ended {
-				signal(d.pending.wake)
-			}
-			b.mu.Unlock()
-		}
 	} else {
 		// The batcher's wake channel, signalled once a report and
 		// empty after it, goes on to the next.

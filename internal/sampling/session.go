@@ -109,7 +109,6 @@ func (s *Session) Record(ctx context.Context, r *Report) (rec Recorded) {
 		rec.again = true
 		return rec
 	}
-	s.bufs.watch(ctx)
 	r.Client, r.Service, r.Carry, r.Buffers = s.hello.Client, s.hello.Service, true, &s.bufs
 	rec.docs = r.Statistics
 	rec.targets, rec.err = s.core.Report(ctx, *r, s.keep)
