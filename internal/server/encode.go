@@ -28,27 +28,25 @@ type encodedMessage struct {
 // field by field, but for unknown fields, which the answers the server
 // makes have none of. TestEncodeTargetsAsProtobuf holds it to protobuf's.
 // It returns nil for a string that is not valid UTF-8, which protobuf
-// refuses to encode.
-func encodeTargets(m *pb.StreamSamplingResponse) *encodedMessage {
+// refuses to encode. The buffer is p's, which gRPC gives back once written.
+func (p *answerPool) encodeTargets(m *pb.StreamSamplingResponse) *encodedMessage {
 	set := m.GetTargets()
 	if !validStrings(set) {
 		return nil
 	}
 	n := sizeTargetSet(set)
-	buf := answerBuffers.Get(protowire.SizeTag(2) + protowire.SizeBytes(n))
+	buf := p.Get(protowire.SizeTag(2) + protowire.SizeBytes(n))
 	b := protowire.AppendTag((*buf)[:0], 2, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(n))
 	*buf = appendTargetSet(b, set)
-	return &encodedMessage{data: [1]mem.Buffer{mem.NewBuffer(buf, answerBuffers)}}
+	return &encodedMessage{data: [1]mem.Buffer{mem.NewBuffer(buf, p)}}
 }
 
-// answerBuffers holds the buffers answers are encoded into, which gRPC
-// gives back once written: an answer is about 180 bytes, and gRPC takes
-// back only buffers of more than mem.BufferPoolingThreshold (1 KiB), so
-// they are made larger than that, rather than each answer's being memory
-// for the collector.
-var answerBuffers = &answerPool{}
-
+// answerPool holds the buffers answers are encoded into, which gRPC gives
+// back once written: an answer is about 180 bytes, and gRPC takes back only
+// buffers of more than mem.BufferPoolingThreshold (1 KiB), so they are made
+// larger than that, rather than each answer's being memory for the
+// collector. The sampling service has one; its zero value is ready.
 type answerPool struct{ pool sync.Pool }
 
 // answerBufferCap is the capacity of the buffers kept: above gRPC's

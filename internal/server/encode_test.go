@@ -76,7 +76,7 @@ func TestEncodeTargetsAsProtobuf(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		e := encodeTargets(clean)
+		e := new(answerPool).encodeTargets(clean)
 		if e == nil {
 			t.Fatalf("case %d: not encoded: %v", i, clean)
 		}
@@ -90,7 +90,7 @@ func TestEncodeTargetsAsProtobuf(t *testing.T) {
 	bad := &pb.StreamSamplingResponse{Message: &pb.StreamSamplingResponse_Targets{Targets: &pb.TargetSet{
 		Rejected: []*pb.RejectedStatistics{{RuleName: "bad\xff"}},
 	}}}
-	if e := encodeTargets(bad); e != nil {
+	if e := new(answerPool).encodeTargets(bad); e != nil {
 		t.Errorf("an answer with invalid UTF-8 was encoded: %x", e.data[0].ReadOnlyData())
 	}
 }
@@ -106,10 +106,13 @@ func BenchmarkEncodeTargets(b *testing.B) {
 	codec := newLenientCodec()
 	var interval *durationpb.Duration
 	b.Run("encodeTargets", func(b *testing.B) {
-		var out targetsMessage
+		var (
+			out     targetsMessage
+			answers answerPool
+		)
 		b.ReportAllocs()
 		for b.Loop() {
-			e := encodeTargets(out.response(ts, &interval))
+			e := answers.encodeTargets(out.response(ts, &interval))
 			e.data[0].Free()
 		}
 	})

@@ -35,6 +35,8 @@ type samplingService struct {
 	catalog *catalog.Catalog
 	log     *slog.Logger
 	streams *streamMetrics
+	// answers holds the buffers a stream's answers are encoded into.
+	answers answerPool
 	// now is the clock (Options.Now).
 	now      func() time.Time
 	stopping <-chan struct{}
@@ -193,7 +195,7 @@ func (s *samplingService) StreamSampling(stream pb.SamplingService_StreamSamplin
 	sendTargets := func(ts sampling.TargetSet, acked uint64) error {
 		m := out.response(ts, &interval)
 		m.GetTargets().AckedSeq = acked
-		e := encodeTargets(m)
+		e := s.answers.encodeTargets(m)
 		// The rejections name the client's documents: they go with this
 		// answer, not into the stream's memory until the next one.
 		out.set.Rejected = nil
